@@ -1,0 +1,133 @@
+/**
+ * Run-time backend selection. The native TensorFlow bindings (`@tensorflow/tfjs-node[-gpu]`) and the WebGPU
+ * adapter for Node (`webgpu`) are optional: they are tried and skipped with a reason when they cannot load.
+ * This is the only module that knows which backend is active and which kernels were replaced.
+ */
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { registerFastKernels } from './kernels.js';
+import { tf } from './tf.js';
+
+export const BACKEND_NAMES = ['auto', 'tensorflow-gpu', 'tensorflow', 'webgpu', 'wasm', 'cpu'] as const;
+export type BackendName = (typeof BACKEND_NAMES)[number];
+/** The order `auto` tries. */
+export const AUTO_ORDER: readonly Exclude<BackendName, 'auto'>[] = ['tensorflow-gpu', 'tensorflow', 'webgpu', 'wasm', 'cpu'];
+
+export interface BackendAttempt {
+  name: Exclude<BackendName, 'auto'>;
+  ok: boolean;
+  reason: string;
+}
+
+export interface BackendSelection {
+  /** What the user asked for. */
+  requested: BackendName;
+  /** Which one is active. */
+  name: Exclude<BackendName, 'auto'>;
+  /** The TF.js backend id (`tensorflow`, `webgpu`, `wasm`, `cpu`). */
+  tfBackend: string;
+  /** Every backend tried, in order, with why it was taken or skipped. */
+  attempts: BackendAttempt[];
+  /** Kernels this project registered over the backend's own. */
+  replacedKernels: string[];
+}
+
+const require = createRequire(import.meta.url);
+
+function message(err: unknown): string {
+  const text = err instanceof Error ? err.message : String(err);
+  return text.split('\n')[0]!.slice(0, 300);
+}
+
+async function activate(tfName: string): Promise<void> {
+  const ok = await tf.setBackend(tfName);
+  if (!ok) throw new Error(`tf.setBackend('${tfName}') returned false`);
+  await tf.ready();
+}
+
+/** Tries one backend; throws with the reason when it cannot be used. Returns the TF.js backend id. */
+async function tryBackend(name: Exclude<BackendName, 'auto'>): Promise<string> {
+  switch (name) {
+    case 'tensorflow-gpu':
+    case 'tensorflow': {
+      const pkg = name === 'tensorflow-gpu' ? '@tensorflow/tfjs-node-gpu' : '@tensorflow/tfjs-node';
+      try {
+        await import(pkg);
+      } catch (err) {
+        throw new Error(`${pkg} is not installed or its native library failed to load (${message(err)}); ` +
+          `install it with \`npm install ${pkg}\` on a machine with internet access`);
+      }
+      await activate('tensorflow');
+      return 'tensorflow';
+    }
+    case 'webgpu': {
+      const g = globalThis as { navigator?: { gpu?: unknown } };
+      if (g.navigator?.gpu === undefined) {
+        let dawn: { create: (opts: string[]) => unknown; globals: Record<string, unknown> };
+        try {
+          dawn = (await import('webgpu' as string)) as typeof dawn;
+        } catch (err) {
+          throw new Error(`no navigator.gpu and the npm package \`webgpu\` (Dawn for Node) is not installed (${message(err)})`);
+        }
+        Object.assign(globalThis, dawn.globals);
+        Object.defineProperty(globalThis, 'navigator', { value: { gpu: dawn.create([]) }, configurable: true });
+      }
+      await import('@tensorflow/tfjs-backend-webgpu');
+      const nav = (globalThis as { navigator: { gpu: { requestAdapter(): Promise<unknown> } } }).navigator;
+      const adapter = await nav.gpu.requestAdapter();
+      if (adapter === null || adapter === undefined) throw new Error('navigator.gpu.requestAdapter() found no GPU adapter');
+      await activate('webgpu');
+      return 'webgpu';
+    }
+    case 'wasm': {
+      const wasm = await import('@tensorflow/tfjs-backend-wasm');
+      const dist = path.dirname(require.resolve('@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm.wasm'));
+      wasm.setWasmPaths(dist + path.sep);
+      await activate('wasm');
+      return 'wasm';
+    }
+    case 'cpu':
+      await activate('cpu');
+      return 'cpu';
+  }
+}
+
+let current: BackendSelection | undefined;
+
+/**
+ * Activates `requested` (or, for `auto`, the first that works of tensorflow-gpu, tensorflow, webgpu, wasm, cpu)
+ * and registers the kernels it lacks. An explicit name that cannot load is an error carrying the reason.
+ */
+export async function selectBackend(requested: BackendName = 'auto'): Promise<BackendSelection> {
+  if (!(BACKEND_NAMES as readonly string[]).includes(requested)) {
+    throw new Error(`unknown backend '${requested}'; valid: ${BACKEND_NAMES.join(', ')}`);
+  }
+  if (current !== undefined && (current.requested === requested || current.name === requested)) return current;
+  const order = requested === 'auto' ? AUTO_ORDER : [requested];
+  const attempts: BackendAttempt[] = [];
+  for (const name of order) {
+    try {
+      const tfBackend = await tryBackend(name);
+      attempts.push({ name, ok: true, reason: requested === 'auto' ? 'first available in the auto order' : 'requested' });
+      current = { requested, name, tfBackend, attempts, replacedKernels: registerFastKernels(tfBackend) };
+      return current;
+    } catch (err) {
+      attempts.push({ name, ok: false, reason: message(err) });
+    }
+  }
+  const why = attempts.map((a) => `${a.name}: ${a.reason}`).join('; ');
+  throw new Error(`no usable TF.js backend (${why})`);
+}
+
+/** The active selection, selecting `cpu`-or-better (`auto`) on first use. */
+export async function ensureBackend(): Promise<BackendSelection> {
+  return current ?? selectBackend('auto');
+}
+
+/** One line per attempt, for logs: which backend was taken and why the others were skipped. */
+export function describeSelection(sel: BackendSelection): string {
+  const lines = [`backend: ${sel.name} (TF.js '${sel.tfBackend}')`];
+  for (const a of sel.attempts) if (!a.ok) lines.push(`  skipped ${a.name}: ${a.reason}`);
+  if (sel.replacedKernels.length > 0) lines.push(`  replaced kernels: ${sel.replacedKernels.join(', ')}`);
+  return lines.join('\n');
+}

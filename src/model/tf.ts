@@ -1,0 +1,21 @@
+/**
+ * The one TF.js namespace the project computes with. Every module imports `tf` from here, so tensors built by
+ * callers and by the library live on the same engine, whichever backend `selectBackend` activated.
+ *
+ * `@tensorflow/tfjs` (not tfjs-core alone) is used because in Node the core bundle has neither gradients nor
+ * chained ops registered.
+ */
+import * as tf from '@tensorflow/tfjs';
+
+// The cpu backend prints a "install tfjs-node" banner on first use; our backend selection already explains
+// which backend was chosen and why, so the banner is noise.
+tf.env().set('PROD', true);
+
+export { tf };
+export type Tensor = tf.Tensor;
+export type Scalar = tf.Scalar;
+export type Tensor1D = tf.Tensor1D;
+export type Tensor2D = tf.Tensor2D;
+export type Tensor3D = tf.Tensor3D;
+export type Tensor4D = tf.Tensor4D;
+export type Variable = tf.Variable;
