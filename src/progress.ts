@@ -46,7 +46,7 @@ export function createProgress(opts: ProgressOptions): Progress {
   const interval = opts.intervalMs ?? (tty ? 100 : 10_000);
   const unit = opts.unit ?? 'it';
   const start = Date.now();
-  let last = 0;
+  let last = tty ? 0 : start;
   let count = 0;
   let fields: Record<string, string | number> | undefined;
 

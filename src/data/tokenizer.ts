@@ -1,0 +1,285 @@
+/**
+ * BERT tokenization with Hugging Face's ids.
+ *
+ * - A directory with tokenizer.json is tokenized by `@huggingface/tokenizers` (the JS port of HF tokenizers).
+ * - A directory with only vocab.txt gets `WordPieceTokenizer` below: a port of transformers' BertTokenizer
+ *   (basic tokenizer: clean text, CJK spacing, lower-casing and accent stripping per tokenizer_config.json,
+ *   punctuation split; then greedy longest-match WordPiece, words over 100 characters -> [UNK]).
+ * Either way `[CLS] ... [SEP]` are added here, so truncation to `maxLength` keeps [SEP] last for both.
+ */
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
+import { UserError } from '../errors.js';
+import { exists } from '../fsutil.js';
+
+/** transformers' BERT default: words longer than this become [UNK]. */
+export const MAX_INPUT_CHARS_PER_WORD = 100;
+export const SPECIAL_TOKENS = { pad: '[PAD]', unk: '[UNK]', cls: '[CLS]', sep: '[SEP]', mask: '[MASK]' } as const;
+
+export interface EncodeOptions {
+  /** Truncate to this many ids including [CLS] and [SEP]. */
+  maxLength?: number;
+}
+
+export interface EncodedBatch {
+  /** [B, T] padded with the pad id to the longest row */
+  inputIds: number[][];
+  /** [B, T] 1 for tokens, 0 for padding */
+  attentionMask: number[][];
+}
+
+/** Splits text into word pieces (no special tokens). */
+interface PieceEncoder {
+  pieces(text: string): number[];
+  tokens(text: string): string[];
+}
+
+/** Unicode predicates exactly as transformers' tokenization_bert.py defines them. */
+const RE_CONTROL = /^\p{C}$/u;
+const RE_WS_CAT = /^\p{Zs}$/u;
+const RE_PUNCT_CAT = /^\p{P}$/u;
+const RE_MN = /\p{Mn}/gu;
+
+function isWhitespace(ch: string): boolean {
+  return ch === ' ' || ch === '\t' || ch === '\n' || ch === '\r' || RE_WS_CAT.test(ch);
+}
+function isControl(ch: string): boolean {
+  if (ch === '\t' || ch === '\n' || ch === '\r') return false;
+  return RE_CONTROL.test(ch);
+}
+function isPunctuation(ch: string): boolean {
+  const cp = ch.codePointAt(0)!;
+  if ((cp >= 33 && cp <= 47) || (cp >= 58 && cp <= 64) || (cp >= 91 && cp <= 96) || (cp >= 123 && cp <= 126)) return true;
+  return RE_PUNCT_CAT.test(ch);
+}
+/** CJK Unified Ideographs blocks (not Hangul or kana), as in BERT's _is_chinese_char. */
+function isChineseChar(cp: number): boolean {
+  return (cp >= 0x4e00 && cp <= 0x9fff) || (cp >= 0x3400 && cp <= 0x4dbf) || (cp >= 0x20000 && cp <= 0x2a6df) ||
+    (cp >= 0x2a700 && cp <= 0x2b73f) || (cp >= 0x2b740 && cp <= 0x2b81f) || (cp >= 0x2b820 && cp <= 0x2ceaf) ||
+    (cp >= 0xf900 && cp <= 0xfaff) || (cp >= 0x2f800 && cp <= 0x2fa1f);
+}
+
+/** transformers' BertTokenizer (slow) for a vocab.txt. */
+export class WordPieceTokenizer implements PieceEncoder {
+  private readonly vocab: Map<string, number>;
+  private readonly unkId: number;
+  private readonly neverSplit: Set<string>;
+
+  constructor(vocab: Map<string, number>, private readonly doLowerCase: boolean, private readonly stripAccents: boolean | null) {
+    this.vocab = vocab;
+    const unk = vocab.get(SPECIAL_TOKENS.unk);
+    if (unk === undefined) throw new UserError(`vocabulary has no ${SPECIAL_TOKENS.unk} token`);
+    this.unkId = unk;
+    this.neverSplit = new Set(Object.values(SPECIAL_TOKENS).filter((t) => vocab.has(t)));
+  }
+
+  /** Basic tokenizer: the words WordPiece then splits. */
+  private basic(text: string): string[] {
+    let cleaned = '';
+    for (const ch of text) {
+      const cp = ch.codePointAt(0)!;
+      if (cp === 0 || cp === 0xfffd || isControl(ch)) continue;
+      if (isWhitespace(ch)) cleaned += ' ';
+      else if (isChineseChar(cp)) cleaned += ` ${ch} `;
+      else cleaned += ch;
+    }
+    // NFC first, as transformers does, so the same text in different normal forms tokenizes alike.
+    const words = cleaned.normalize('NFC').trim().split(/ +/).filter((w) => w.length > 0);
+    const out: string[] = [];
+    for (let w of words) {
+      if (this.neverSplit.has(w)) {
+        out.push(w);
+        continue;
+      }
+      if (this.doLowerCase) w = w.toLowerCase();
+      if (this.stripAccents === true || (this.stripAccents === null && this.doLowerCase)) {
+        w = w.normalize('NFD').replace(RE_MN, '');
+      }
+      let cur = '';
+      for (const ch of w) {
+        if (isPunctuation(ch)) {
+          if (cur !== '') out.push(cur);
+          out.push(ch);
+          cur = '';
+        } else cur += ch;
+      }
+      if (cur !== '') out.push(cur);
+    }
+    return out;
+  }
+
+  /** Greedy longest-match-first WordPiece of one word. */
+  private wordPiece(word: string): string[] {
+    const chars = Array.from(word);
+    if (chars.length > MAX_INPUT_CHARS_PER_WORD) return [SPECIAL_TOKENS.unk];
+    const pieces: string[] = [];
+    let start = 0;
+    while (start < chars.length) {
+      let end = chars.length;
+      let found: string | null = null;
+      while (start < end) {
+        const sub = (start > 0 ? '##' : '') + chars.slice(start, end).join('');
+        if (this.vocab.has(sub)) {
+          found = sub;
+          break;
+        }
+        end--;
+      }
+      if (found === null) return [SPECIAL_TOKENS.unk];
+      pieces.push(found);
+      start = end;
+    }
+    return pieces;
+  }
+
+  tokens(text: string): string[] {
+    return this.basic(text).flatMap((w) => (this.neverSplit.has(w) ? [w] : this.wordPiece(w)));
+  }
+
+  pieces(text: string): number[] {
+    return this.tokens(text).map((t) => this.vocab.get(t) ?? this.unkId);
+  }
+}
+
+/** tokenizer.json through @huggingface/tokenizers. */
+class HfJsonEncoder implements PieceEncoder {
+  constructor(private readonly tok: HfTokenizer) {}
+  pieces(text: string): number[] {
+    return this.tok.encode(text, { add_special_tokens: false }).ids;
+  }
+  tokens(text: string): string[] {
+    return this.tok.tokenize(text, { add_special_tokens: false });
+  }
+}
+
+export interface TokenizerFiles {
+  /** Where the tokenizer was read from. */
+  dir: string;
+  /** Which implementation tokenizes: tokenizer.json (HF tokenizers.js) or vocab.txt (our WordPiece port). */
+  engine: 'tokenizer.json' | 'vocab.txt';
+}
+
+export class BertTokenizer {
+  readonly padTokenId: number;
+  readonly clsTokenId: number;
+  readonly sepTokenId: number;
+  readonly unkTokenId: number;
+  readonly vocabSize: number;
+  readonly modelMaxLength: number;
+
+  private constructor(private readonly enc: PieceEncoder, readonly vocab: Map<string, number>, readonly files: TokenizerFiles,
+    readonly doLowerCase: boolean, modelMaxLength: number) {
+    const id = (t: string) => {
+      const v = vocab.get(t);
+      if (v === undefined) throw new UserError(`${files.dir}: the vocabulary has no ${t} token`);
+      return v;
+    };
+    this.padTokenId = id(SPECIAL_TOKENS.pad);
+    this.clsTokenId = id(SPECIAL_TOKENS.cls);
+    this.sepTokenId = id(SPECIAL_TOKENS.sep);
+    this.unkTokenId = id(SPECIAL_TOKENS.unk);
+    this.vocabSize = vocab.size;
+    this.modelMaxLength = modelMaxLength;
+  }
+
+  /**
+   * Reads a tokenizer from a Hugging Face directory: tokenizer.json when present (unless `prefer` says
+   * 'vocab.txt'), else vocab.txt with tokenizer_config.json's do_lower_case / strip_accents.
+   */
+  static async fromDir(dir: string, opts: { prefer?: 'tokenizer.json' | 'vocab.txt' } = {}): Promise<BertTokenizer> {
+    const cfgPath = path.join(dir, 'tokenizer_config.json');
+    let cfg: Record<string, unknown> = {};
+    if (await exists(cfgPath)) {
+      try {
+        cfg = JSON.parse(await fs.readFile(cfgPath, 'utf8')) as Record<string, unknown>;
+      } catch (err) {
+        throw new UserError(`${cfgPath}: invalid JSON (${(err as Error).message})`);
+      }
+    }
+    const maxLen = typeof cfg['model_max_length'] === 'number' && cfg['model_max_length'] < 1e9 ? cfg['model_max_length'] : 512;
+    const jsonPath = path.join(dir, 'tokenizer.json');
+    const vocabPath = path.join(dir, 'vocab.txt');
+    const hasJson = await exists(jsonPath);
+    const hasVocab = await exists(vocabPath);
+    if (hasJson && (opts.prefer !== 'vocab.txt' || !hasVocab)) {
+      let json: { model?: { type?: string; vocab?: Record<string, number> }; normalizer?: { lowercase?: boolean } };
+      try {
+        json = JSON.parse(await fs.readFile(jsonPath, 'utf8')) as typeof json;
+      } catch (err) {
+        throw new UserError(`${jsonPath}: invalid JSON (${(err as Error).message})`);
+      }
+      if (json.model?.type !== 'WordPiece' || json.model.vocab === undefined) {
+        throw new UserError(`${jsonPath}: model type is '${String(json.model?.type)}', a BERT WordPiece tokenizer was expected`);
+      }
+      const vocab = new Map(Object.entries(json.model.vocab));
+      const tok = new HfTokenizer(json, cfg);
+      return new BertTokenizer(new HfJsonEncoder(tok), vocab, { dir, engine: 'tokenizer.json' },
+        json.normalizer?.lowercase ?? true, maxLen);
+    }
+    if (!hasVocab) throw new UserError(`${dir}: no tokenizer.json or vocab.txt (a BERT tokenizer needs one of them)`);
+    const lines = (await fs.readFile(vocabPath, 'utf8')).split(/\r?\n/);
+    if (lines.length > 0 && lines[lines.length - 1] === '') lines.pop();
+    const vocab = new Map<string, number>();
+    lines.forEach((t, i) => {
+      if (!vocab.has(t)) vocab.set(t, i);
+    });
+    const lower = typeof cfg['do_lower_case'] === 'boolean' ? cfg['do_lower_case'] : true;
+    const strip = typeof cfg['strip_accents'] === 'boolean' ? cfg['strip_accents'] : null;
+    return new BertTokenizer(new WordPieceTokenizer(vocab, lower, strip), vocab, { dir, engine: 'vocab.txt' }, lower, maxLen);
+  }
+
+  /** Word pieces of `text` (no special tokens). */
+  tokenize(text: string): string[] {
+    return this.enc.tokens(text);
+  }
+
+  /** Ids with [CLS] and [SEP]; truncated to `maxLength` (default: the model's 512) keeping [SEP] last. */
+  encode(text: string, opts: EncodeOptions = {}): number[] {
+    const maxLength = opts.maxLength ?? this.modelMaxLength;
+    if (!Number.isInteger(maxLength) || maxLength < 2) throw new UserError(`maxLength must be an integer >= 2, got ${maxLength}`);
+    const pieces = this.enc.pieces(text);
+    return [this.clsTokenId, ...pieces.slice(0, maxLength - 2), this.sepTokenId];
+  }
+
+  /** Encodes and pads to the longest row. */
+  encodeBatch(texts: string[], opts: EncodeOptions = {}): EncodedBatch {
+    return this.pad(texts.map((t) => this.encode(t, opts)));
+  }
+
+  /** Pads id rows to the longest with the pad id and builds the attention mask. */
+  pad(rows: number[][]): EncodedBatch {
+    const T = rows.reduce((m, r) => Math.max(m, r.length), 0);
+    return {
+      inputIds: rows.map((r) => [...r, ...new Array<number>(T - r.length).fill(this.padTokenId)]),
+      attentionMask: rows.map((r) => [...new Array<number>(r.length).fill(1), ...new Array<number>(T - r.length).fill(0)]),
+    };
+  }
+
+  /** The files a checkpoint needs to carry this tokenizer: copied from the source directory when present. */
+  async saveTo(dir: string): Promise<string[]> {
+    const written: string[] = [];
+    await fs.mkdir(dir, { recursive: true });
+    for (const f of ['tokenizer.json', 'vocab.txt', 'tokenizer_config.json', 'special_tokens_map.json']) {
+      const src = path.join(this.files.dir, f);
+      if (await exists(src)) {
+        await fs.copyFile(src, path.join(dir, f));
+        written.push(f);
+      }
+    }
+    if (!written.includes('vocab.txt')) {
+      const inv = [...this.vocab.entries()].sort((a, b) => a[1] - b[1]).map(([t]) => t);
+      await fs.writeFile(path.join(dir, 'vocab.txt'), inv.join('\n') + '\n');
+      written.push('vocab.txt');
+    }
+    if (!written.includes('tokenizer_config.json')) {
+      await fs.writeFile(path.join(dir, 'tokenizer_config.json'), JSON.stringify({
+        do_lower_case: this.doLowerCase, model_max_length: this.modelMaxLength, tokenizer_class: 'BertTokenizer',
+        cls_token: SPECIAL_TOKENS.cls, sep_token: SPECIAL_TOKENS.sep, pad_token: SPECIAL_TOKENS.pad,
+        unk_token: SPECIAL_TOKENS.unk, mask_token: SPECIAL_TOKENS.mask,
+      }, null, 2) + '\n');
+      written.push('tokenizer_config.json');
+    }
+    return written;
+  }
+}

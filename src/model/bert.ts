@@ -1,0 +1,232 @@
+/**
+ * The BERT encoder, Hugging Face BertModel's math exactly (eval mode matches transformers within float32 noise):
+ *
+ *   x = LayerNorm(word[ids] + position[0..T) + tokenType[typeIds]);  dropout
+ *   for each layer:
+ *     a = softmax(Q K^T / sqrt(d) + mask);  a = dropout(a)          <- returned as the layer's attention
+ *     x = LayerNorm(x + dropout(dense(a V)))
+ *     x = LayerNorm(x + dropout(dense(gelu(dense(x)))))
+ *   return x                                                        <- last_hidden_state
+ *
+ * Weights live in one Map keyed by Hugging Face names (see weights.ts); Linear weights are held as [in, out].
+ * Dropout is deterministic given `dropoutSeed`: every dropout site derives its own seed from it, so a training
+ * step can be replayed exactly (resume) without saving any RNG state.
+ */
+import type { BertConfig } from './config.js';
+import { bertWeightTable, type WeightSpec } from './weights.js';
+import type { HostTensor } from './safetensors.js';
+import { tf } from './tf.js';
+
+export interface BertInputs {
+  /** int32 [B, T] */
+  inputIds: tf.Tensor2D;
+  /** [B, T], 1 for real tokens, 0 for padding (int32 or float32) */
+  attentionMask: tf.Tensor2D;
+  /** int32 [B, T]; zeros when absent */
+  tokenTypeIds?: tf.Tensor2D;
+}
+
+export interface ForwardOptions {
+  /** Dropout on (training) or off (eval). Default false. */
+  training?: boolean;
+  /** Also return every layer's attention probabilities (after attention dropout in training). */
+  outputAttentions?: boolean;
+  /** Seed for all dropout masks of this pass; without it masks are unseeded (not reproducible). */
+  dropoutSeed?: number;
+  /** Override config dropout rates (e.g. 0 for deterministic tests). */
+  hiddenDropoutProb?: number;
+  attentionProbsDropoutProb?: number;
+}
+
+export interface BertOutput {
+  /** [B, T, H] */
+  lastHiddenState: tf.Tensor3D;
+  /** per layer [B, heads, T, T] (query rows, key columns) */
+  attentions?: tf.Tensor4D[];
+}
+
+/** Additive mask for padded keys: float32's lowest value, as transformers uses, so exp() underflows to exactly 0. */
+const MASK_VALUE = -3.4028234663852886e38;
+
+/** Mixes a base seed and a dropout-site index into a 31-bit seed (splitmix-style integer hash). */
+export function siteSeed(base: number, site: number): number {
+  let h = (Math.imul(base | 0, 0x9e3779b1) ^ Math.imul(site + 1, 0x85ebca77)) >>> 0;
+  h = Math.imul(h ^ (h >>> 16), 0x7feb352d) >>> 0;
+  h = Math.imul(h ^ (h >>> 15), 0x846ca68b) >>> 0;
+  return (h ^ (h >>> 16)) & 0x7fffffff;
+}
+
+export class BertModel {
+  readonly config: BertConfig;
+  /** Hugging Face name -> variable (Linear weights as [in, out]). */
+  readonly weights: Map<string, tf.Variable>;
+  private readonly specs: WeightSpec[];
+
+  private constructor(config: BertConfig, weights: Map<string, tf.Variable>) {
+    this.config = config;
+    this.weights = weights;
+    this.specs = bertWeightTable(config);
+  }
+
+  /** Builds a model from tensors already in our layout (see weights.ts `mapCheckpoint`); missing optional ones start fresh. */
+  static fromTensors(config: BertConfig, tensors: Map<string, HostTensor>, seed = 0): BertModel {
+    const weights = new Map<string, tf.Variable>();
+    bertWeightTable(config).forEach((spec, i) => {
+      const t = tensors.get(spec.name);
+      const value = t !== undefined ? tf.tensor(t.data, t.shape, 'float32') : initTensor(spec, config, siteSeed(seed, i));
+      weights.set(spec.name, tf.variable(value, true));
+      value.dispose();
+    });
+    return new BertModel(config, weights);
+  }
+
+  /** A freshly initialised model (Hugging Face's _init_weights: normal(0, initializerRange), zero biases, unit norms). */
+  static random(config: BertConfig, seed = 0): BertModel {
+    return BertModel.fromTensors(config, new Map(), seed);
+  }
+
+  private w(name: string): tf.Variable {
+    const v = this.weights.get(name);
+    if (v === undefined) throw new Error(`BertModel: no weight '${name}'`);
+    return v;
+  }
+
+  /** Trainable variables in table order (the pooler is excluded: miCSE never uses it, so it gets no gradient). */
+  trainableVariables(): tf.Variable[] {
+    return this.specs.filter((s) => !s.name.startsWith('pooler.')).map((s) => this.w(s.name));
+  }
+
+  /** Weights in checkpoint layout (PyTorch [out, in] for Linear weights), for saving. Downloads from the device. */
+  async exportTensors(): Promise<Map<string, { shape: number[]; data: Float32Array }>> {
+    const out = new Map<string, { shape: number[]; data: Float32Array }>();
+    for (const spec of this.specs) {
+      const v = this.w(spec.name);
+      const t = spec.linear ? tf.tidy(() => v.transpose()) : v;
+      const data = (await t.data()) as Float32Array;
+      if (t !== v) t.dispose();
+      out.set(spec.name, { shape: spec.shape, data: Float32Array.from(data) });
+    }
+    return out;
+  }
+
+  /** Copies values from host tensors in our layout into the existing variables (resume). */
+  assignTensors(tensors: Map<string, HostTensor>): void {
+    for (const [name, t] of tensors) {
+      const v = this.w(name);
+      tf.tidy(() => v.assign(tf.tensor(t.data, t.shape, 'float32')));
+    }
+  }
+
+  /** x [.., in] @ W [in, out] + b */
+  private dense(x: tf.Tensor, name: string): tf.Tensor {
+    const w = this.w(`${name}.weight`);
+    const [inDim, outDim] = w.shape as [number, number];
+    const lead = x.shape.slice(0, -1);
+    const y = tf.add(tf.matMul(x.reshape([-1, inDim]), w), this.w(`${name}.bias`)); // [N, out]
+    return y.reshape([...lead, outDim]);
+  }
+
+  private layerNorm(x: tf.Tensor, name: string): tf.Tensor {
+    const { mean, variance } = tf.moments(x, -1, true);
+    const normed = tf.div(tf.sub(x, mean), tf.sqrt(tf.add(variance, this.config.layerNormEps)));
+    return tf.add(tf.mul(normed, this.w(`${name}.weight`)), this.w(`${name}.bias`));
+  }
+
+  private act(x: tf.Tensor): tf.Tensor {
+    switch (this.config.hiddenAct) {
+      case 'gelu': // exact GELU: x * Phi(x)
+        return tf.mul(tf.mul(x, 0.5), tf.add(1, tf.erf(tf.mul(x, Math.SQRT1_2))));
+      case 'gelu_new':
+      case 'gelu_pytorch_tanh': {
+        const inner = tf.mul(Math.sqrt(2 / Math.PI), tf.add(x, tf.mul(0.044715, tf.pow(x, 3))));
+        return tf.mul(tf.mul(x, 0.5), tf.add(1, tf.tanh(inner)));
+      }
+      case 'relu':
+        return tf.relu(x);
+    }
+  }
+
+  /**
+   * One pass. Call inside `tf.tidy` (or dispose the outputs): intermediates are not kept.
+   */
+  forward(inputs: BertInputs, opts: ForwardOptions = {}): BertOutput {
+    const c = this.config;
+    const training = opts.training ?? false;
+    const pHidden = training ? (opts.hiddenDropoutProb ?? c.hiddenDropoutProb) : 0;
+    const pAttn = training ? (opts.attentionProbsDropoutProb ?? c.attentionProbsDropoutProb) : 0;
+    let site = 0;
+    const dropout = <T extends tf.Tensor>(x: T, rate: number): T => {
+      const s = site++;
+      if (rate === 0) return x;
+      return tf.dropout(x, rate, undefined, opts.dropoutSeed === undefined ? undefined : siteSeed(opts.dropoutSeed, s)) as T;
+    };
+
+    const [B, T] = inputs.inputIds.shape;
+    const H = c.hiddenSize;
+    const nh = c.numAttentionHeads;
+    const dh = H / nh;
+    if (T > c.maxPositionEmbeddings) {
+      throw new Error(`sequence length ${T} exceeds max_position_embeddings ${c.maxPositionEmbeddings}`);
+    }
+
+    // Embeddings
+    const ids = inputs.inputIds.toInt();
+    const words = tf.gather(this.w('embeddings.word_embeddings.weight'), ids); // [B, T, H]
+    const positions = this.w('embeddings.position_embeddings.weight').slice([0, 0], [T, H]); // [T, H]
+    const types = inputs.tokenTypeIds === undefined
+      ? this.w('embeddings.token_type_embeddings.weight').slice([0, 0], [1, H]) // [1, H], type 0 everywhere
+      : tf.gather(this.w('embeddings.token_type_embeddings.weight'), inputs.tokenTypeIds.toInt()); // [B, T, H]
+    let x = this.layerNorm(tf.add(tf.add(words, positions), types), 'embeddings.LayerNorm'); // [B, T, H]
+    x = dropout(x, pHidden);
+
+    // Additive key mask: 0 where attended, MASK_VALUE at padding.  [B, 1, 1, T]
+    const maskAdd = tf.mul(tf.sub(1, inputs.attentionMask.toFloat()), MASK_VALUE).reshape([B, 1, 1, T]);
+    const scale = 1 / Math.sqrt(dh);
+    const heads = (t: tf.Tensor) => t.reshape([B, T, nh, dh]).transpose([0, 2, 1, 3]); // [B, nh, T, dh]
+
+    const attentions: tf.Tensor4D[] = [];
+    for (let i = 0; i < c.numHiddenLayers; i++) {
+      const p = `encoder.layer.${i}`;
+      const q = heads(this.dense(x, `${p}.attention.self.query`));
+      const k = heads(this.dense(x, `${p}.attention.self.key`));
+      const v = heads(this.dense(x, `${p}.attention.self.value`));
+      const scores = tf.add(tf.mul(tf.matMul(q, k, false, true), scale), maskAdd); // [B, nh, T, T]
+      const probs = dropout(tf.softmax(scores, -1), pAttn) as tf.Tensor4D; // [B, nh, T, T]
+      if (opts.outputAttentions === true) attentions.push(probs);
+      const ctx = tf.matMul(probs, v).transpose([0, 2, 1, 3]).reshape([B, T, H]); // [B, T, H]
+      const attnOut = dropout(this.dense(ctx, `${p}.attention.output.dense`), pHidden);
+      x = this.layerNorm(tf.add(attnOut, x), `${p}.attention.output.LayerNorm`);
+      const inter = this.act(this.dense(x, `${p}.intermediate.dense`)); // [B, T, I]
+      const out = dropout(this.dense(inter, `${p}.output.dense`), pHidden);
+      x = this.layerNorm(tf.add(out, x), `${p}.output.LayerNorm`);
+    }
+    const result: BertOutput = { lastHiddenState: x as tf.Tensor3D };
+    if (opts.outputAttentions === true) result.attentions = attentions;
+    return result;
+  }
+
+  dispose(): void {
+    for (const v of this.weights.values()) v.dispose();
+    this.weights.clear();
+  }
+}
+
+function initTensor(spec: WeightSpec, c: BertConfig, seed: number): tf.Tensor {
+  const shape = spec.linear ? [spec.shape[1]!, spec.shape[0]!] : spec.shape;
+  switch (spec.init) {
+    case 'zeros':
+      return tf.zeros(shape);
+    case 'ones':
+      return tf.ones(shape);
+    case 'normal':
+      return tf.tidy(() => {
+        const w = tf.randomNormal(shape, 0, c.initializerRange, 'float32', seed);
+        // transformers zeroes the padding row of the word embeddings.
+        if (spec.name === 'embeddings.word_embeddings.weight' && c.padTokenId >= 0 && c.padTokenId < shape[0]!) {
+          const rowMask = tf.oneHot([c.padTokenId], shape[0]!).reshape([shape[0]!, 1]);
+          return tf.mul(w, tf.sub(1, rowMask));
+        }
+        return w;
+      });
+  }
+}

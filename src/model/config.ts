@@ -1,0 +1,106 @@
+/**
+ * BERT hyperparameters, read from and written to Hugging Face's config.json (snake_case there, camelCase here).
+ */
+import { UserError } from '../errors.js';
+
+export interface BertConfig {
+  vocabSize: number;
+  hiddenSize: number;
+  numHiddenLayers: number;
+  numAttentionHeads: number;
+  intermediateSize: number;
+  /** Only the exact (erf) GELU of HF's "gelu" is implemented; "gelu_new"/"gelu_pytorch_tanh" use the tanh form. */
+  hiddenAct: 'gelu' | 'gelu_new' | 'gelu_pytorch_tanh' | 'relu';
+  hiddenDropoutProb: number;
+  attentionProbsDropoutProb: number;
+  maxPositionEmbeddings: number;
+  typeVocabSize: number;
+  layerNormEps: number;
+  padTokenId: number;
+  initializerRange: number;
+}
+
+/** bert-base-uncased's values: the defaults for keys a config.json leaves out (as transformers does). */
+export const BERT_BASE_CONFIG: BertConfig = {
+  vocabSize: 30522,
+  hiddenSize: 768,
+  numHiddenLayers: 12,
+  numAttentionHeads: 12,
+  intermediateSize: 3072,
+  hiddenAct: 'gelu',
+  hiddenDropoutProb: 0.1,
+  attentionProbsDropoutProb: 0.1,
+  maxPositionEmbeddings: 512,
+  typeVocabSize: 2,
+  layerNormEps: 1e-12,
+  padTokenId: 0,
+  initializerRange: 0.02,
+};
+
+/** camelCase key -> config.json key. */
+const HF_KEYS: Record<keyof BertConfig, string> = {
+  vocabSize: 'vocab_size',
+  hiddenSize: 'hidden_size',
+  numHiddenLayers: 'num_hidden_layers',
+  numAttentionHeads: 'num_attention_heads',
+  intermediateSize: 'intermediate_size',
+  hiddenAct: 'hidden_act',
+  hiddenDropoutProb: 'hidden_dropout_prob',
+  attentionProbsDropoutProb: 'attention_probs_dropout_prob',
+  maxPositionEmbeddings: 'max_position_embeddings',
+  typeVocabSize: 'type_vocab_size',
+  layerNormEps: 'layer_norm_eps',
+  padTokenId: 'pad_token_id',
+  initializerRange: 'initializer_range',
+};
+
+const ACTS = ['gelu', 'gelu_new', 'gelu_pytorch_tanh', 'relu'] as const;
+
+/**
+ * Parses a config.json object (snake_case, as transformers writes it) or our camelCase form. `source` names the
+ * file in error messages. Rejects non-BERT model types and inconsistent sizes.
+ */
+export function parseBertConfig(raw: Record<string, unknown>, source: string): BertConfig {
+  const modelType = raw['model_type'];
+  if (modelType !== undefined && modelType !== 'bert') {
+    throw new UserError(`${source}: model_type is '${String(modelType)}', but only BERT ('bert') checkpoints are supported`);
+  }
+  const cfg = { ...BERT_BASE_CONFIG };
+  for (const key of Object.keys(HF_KEYS) as (keyof BertConfig)[]) {
+    const v = raw[HF_KEYS[key]] ?? raw[key];
+    if (v === undefined || v === null) continue;
+    if (key === 'hiddenAct') {
+      if (typeof v !== 'string' || !(ACTS as readonly string[]).includes(v)) {
+        throw new UserError(`${source}: hidden_act '${String(v)}' is not supported (valid: ${ACTS.join(', ')})`);
+      }
+      cfg.hiddenAct = v as BertConfig['hiddenAct'];
+    } else {
+      if (typeof v !== 'number' || !Number.isFinite(v)) {
+        throw new UserError(`${source}: ${HF_KEYS[key]} must be a number, got ${JSON.stringify(v)}`);
+      }
+      (cfg as Record<string, number | string>)[key] = v;
+    }
+  }
+  const ints: (keyof BertConfig)[] = ['vocabSize', 'hiddenSize', 'numHiddenLayers', 'numAttentionHeads', 'intermediateSize',
+    'maxPositionEmbeddings', 'typeVocabSize'];
+  for (const k of ints) {
+    const v = cfg[k] as number;
+    if (!Number.isInteger(v) || v <= 0) throw new UserError(`${source}: ${HF_KEYS[k]} must be a positive integer, got ${v}`);
+  }
+  if (cfg.hiddenSize % cfg.numAttentionHeads !== 0) {
+    throw new UserError(`${source}: hidden_size ${cfg.hiddenSize} is not a multiple of num_attention_heads ${cfg.numAttentionHeads}`);
+  }
+  for (const k of ['hiddenDropoutProb', 'attentionProbsDropoutProb'] as const) {
+    if (cfg[k] < 0 || cfg[k] >= 1) throw new UserError(`${source}: ${HF_KEYS[k]} must be in [0, 1), got ${cfg[k]}`);
+  }
+  return cfg;
+}
+
+/** The config.json transformers writes for a BertModel with these hyperparameters. */
+export function toHfConfig(cfg: BertConfig, architectures: string[] = ['BertModel']): Record<string, unknown> {
+  const out: Record<string, unknown> = { architectures, model_type: 'bert' };
+  for (const key of Object.keys(HF_KEYS) as (keyof BertConfig)[]) out[HF_KEYS[key]] = cfg[key];
+  out['position_embedding_type'] = 'absolute';
+  out['torch_dtype'] = 'float32';
+  return out;
+}

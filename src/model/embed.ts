@@ -1,0 +1,52 @@
+/**
+ * `embed`: sentences -> vectors, the one path the CLI, the STS harness and the user's code share.
+ * Sentences are sorted by length so each batch pads little, then returned in input order.
+ */
+import type { BertTokenizer } from '../data/tokenizer.js';
+import { createProgress } from '../progress.js';
+import type { BertModel } from './bert.js';
+import { pool, type EmbedPooler } from './pooling.js';
+import { tf } from './tf.js';
+
+export interface EmbedOptions {
+  /** Sentences per forward pass (SentEval: 128). */
+  batchSize?: number;
+  /** Truncate to this many tokens (default: the model's max positions, 512 for BERT). */
+  maxLength?: number;
+  pooler?: EmbedPooler;
+  /** Show progress on stderr. */
+  progress?: boolean;
+  /** Called after each batch with the number of sentences done. */
+  onBatch?: (done: number, total: number) => void;
+}
+
+export const DEFAULT_EMBED_BATCH_SIZE = 128;
+
+/** Embeds `sentences` in eval mode; returns one vector per sentence, in input order. */
+export async function embed(model: BertModel, tokenizer: BertTokenizer, sentences: string[], opts: EmbedOptions = {}): Promise<number[][]> {
+  const batchSize = opts.batchSize ?? DEFAULT_EMBED_BATCH_SIZE;
+  const maxLength = Math.min(opts.maxLength ?? model.config.maxPositionEmbeddings, model.config.maxPositionEmbeddings);
+  const pooler = opts.pooler ?? 'cls_before_pooler';
+  const encoded = sentences.map((s) => tokenizer.encode(s, { maxLength }));
+  // Sort by token length (stable), as SentEval does by sentence length, so padding stays small.
+  const order = encoded.map((_, i) => i).sort((a, b) => encoded[a]!.length - encoded[b]!.length || a - b);
+  const out: number[][] = new Array<number[]>(sentences.length);
+  const progress = opts.progress === true ? createProgress({ label: 'embed', total: sentences.length, unit: 'sent' }) : undefined;
+  for (let start = 0; start < order.length; start += batchSize) {
+    const idx = order.slice(start, start + batchSize);
+    const batch = tokenizer.pad(idx.map((i) => encoded[i]!));
+    const vectors = tf.tidy(() => {
+      const inputIds = tf.tensor2d(batch.inputIds, undefined, 'int32');
+      const attentionMask = tf.tensor2d(batch.attentionMask, undefined, 'int32');
+      const { lastHiddenState } = model.forward({ inputIds, attentionMask }, { training: false });
+      return pool(lastHiddenState, attentionMask, pooler);
+    });
+    const data = (await vectors.array()) as number[][];
+    vectors.dispose();
+    idx.forEach((orig, j) => (out[orig] = data[j]!));
+    progress?.tick(idx.length);
+    opts.onBatch?.(Math.min(start + batchSize, order.length), order.length);
+  }
+  progress?.done();
+  return out;
+}

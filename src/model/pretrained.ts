@@ -1,0 +1,71 @@
+/**
+ * `loadPretrained`: a Hugging Face BERT directory (or Hub name) -> model, tokenizer and config.
+ * Everything that reads a model goes through here.
+ */
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import { UserError } from '../errors.js';
+import { BertTokenizer } from '../data/tokenizer.js';
+import { exists } from '../fsutil.js';
+import { ensureBackend, selectBackend, type BackendName, type BackendSelection } from './backend.js';
+import { BertModel } from './bert.js';
+import { parseBertConfig, type BertConfig } from './config.js';
+import { resolveModelDir, type ResolveOptions } from './hub.js';
+import { readSafetensorsDir } from './safetensors.js';
+import { mapCheckpoint } from './weights.js';
+
+export interface LoadOptions extends ResolveOptions {
+  /** Backend to activate first (default: keep the active one, or `auto`). */
+  backend?: BackendName;
+  /** Override config.json's dropout rates. */
+  hiddenDropoutProb?: number;
+  attentionProbsDropoutProb?: number;
+}
+
+export interface LoadReport {
+  /** The directory the files were read from. */
+  dir: string;
+  /** Checkpoint tensors not part of BertModel (pre-training heads etc.). */
+  ignored: string[];
+  /** BertModel tensors the checkpoint lacked, initialised fresh (only the unused pooler may be). */
+  initialised: string[];
+  backend: BackendSelection;
+}
+
+export interface Pretrained {
+  model: BertModel;
+  tokenizer: BertTokenizer;
+  config: BertConfig;
+  report: LoadReport;
+}
+
+/** Reads and validates `dir/config.json`. */
+export async function readBertConfig(dir: string): Promise<BertConfig> {
+  const file = path.join(dir, 'config.json');
+  if (!(await exists(file))) throw new UserError(`${file}: missing (a Hugging Face checkpoint directory needs config.json)`);
+  let raw: unknown;
+  try {
+    raw = JSON.parse(await fs.readFile(file, 'utf8'));
+  } catch (err) {
+    throw new UserError(`${file}: invalid JSON (${(err as Error).message})`);
+  }
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw new UserError(`${file}: not a JSON object`);
+  return parseBertConfig(raw as Record<string, unknown>, file);
+}
+
+/** Loads a Hugging Face BERT checkpoint (plain BertModel or `bert.`-prefixed task model). */
+export async function loadPretrained(dirOrName: string, opts: LoadOptions = {}): Promise<Pretrained> {
+  const backend = opts.backend !== undefined ? await selectBackend(opts.backend) : await ensureBackend();
+  const dir = await resolveModelDir(dirOrName, opts);
+  const config = await readBertConfig(dir);
+  if (opts.hiddenDropoutProb !== undefined) config.hiddenDropoutProb = opts.hiddenDropoutProb;
+  if (opts.attentionProbsDropoutProb !== undefined) config.attentionProbsDropoutProb = opts.attentionProbsDropoutProb;
+  const tokenizer = await BertTokenizer.fromDir(dir);
+  if (tokenizer.vocabSize > config.vocabSize) {
+    throw new UserError(`${dir}: the tokenizer has ${tokenizer.vocabSize} tokens but config.json's vocab_size is ${config.vocabSize}`);
+  }
+  const raw = await readSafetensorsDir(dir);
+  const mapped = mapCheckpoint(raw, config, path.join(dir, 'model.safetensors'));
+  const model = BertModel.fromTensors(config, mapped.tensors);
+  return { model, tokenizer, config, report: { dir, ignored: mapped.ignored, initialised: mapped.missingOptional, backend } };
+}
