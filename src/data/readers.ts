@@ -1,0 +1,391 @@
+/**
+ * Streaming corpus readers: one sentence per line (SimCSE's wiki1m_for_simcse.txt format) and CSV/TSV through
+ * csv-parse. Both yield `{ text, line }` one record at a time, so a large corpus is never held in memory by the
+ * reader, and both compute the sha256 of the bytes they read (for subset manifests).
+ *
+ * Rules (documented in data/README.md):
+ * - UTF-8, with or without a byte-order mark; line ends `\n` or `\r\n` (the `\r` is removed).
+ * - Blank records (empty or whitespace only) are skipped and counted in `stats.blank`.
+ * - A line that is not valid UTF-8 is skipped and counted (`onInvalid: 'skip'`, the default; the first
+ *   `MAX_REPORTED_INVALID` line numbers are kept in `stats.invalidLines`) or fails with a UserError naming the file
+ *   and line (`onInvalid: 'fail'`). In CSV a record is invalid when any physical line it spans is.
+ * - Line numbers are 1-based physical lines of the file; a CSV record spanning several lines reports its first.
+ * - CSV/TSV: `column` is a header name or a 0-based index (default: the first column). `header: 'auto'` treats the
+ *   first record as a header when `column` is a name or null (the convention of SimCSE's CSV loader), or when
+ *   `column` is an index and the first record's cell in that column is one of `KNOWN_HEADER_NAMES`. Fields may be
+ *   quoted with `"` (quoted commas, tabs, newlines, `""` escapes). A malformed file is a UserError with its line.
+ */
+import { createHash, type Hash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { stat } from 'node:fs/promises';
+import path from 'node:path';
+import { Transform, type TransformCallback } from 'node:stream';
+import { isUtf8 } from 'node:buffer';
+import { CsvError, parse } from 'csv-parse';
+import { UserError } from '../errors.js';
+
+/** Corpus formats; `auto` picks by extension (.csv, .tsv, anything else is one sentence per line). */
+export type CorpusFormat = 'txt' | 'csv' | 'tsv';
+/** What to do with a line that is not valid UTF-8. */
+export type OnInvalid = 'skip' | 'fail';
+
+/** Header names recognised by `header: 'auto'` when the column is given by index. */
+export const KNOWN_HEADER_NAMES: readonly string[] = ['sent0', 'sent1', 'sentence', 'sentences', 'text', 'sent'];
+/** At most this many invalid line numbers are kept in the stats (the count is always exact). */
+export const MAX_REPORTED_INVALID = 100;
+/** Read size for corpus files. */
+export const READ_CHUNK_BYTES = 1 << 20;
+
+export interface ReadCorpusOptions {
+  /** Default `auto` (by extension). */
+  format?: CorpusFormat | 'auto';
+  /** CSV/TSV only: header name or 0-based index; null/undefined = the first column. */
+  column?: string | number | null;
+  /** CSV/TSV only: whether the first record is a header; default `auto` (see the module comment). */
+  header?: boolean | 'auto';
+  /** Default `skip`. */
+  onInvalid?: OnInvalid;
+}
+
+/** One record: its text (without line terminator) and its 1-based first physical line. */
+export interface CorpusLine {
+  text: string;
+  line: number;
+}
+
+/** Counts gathered while reading; complete once iteration has finished. */
+export interface ReadStats {
+  /** Physical lines in the file. */
+  lines: number;
+  /** Records yielded. */
+  records: number;
+  /** Blank records skipped (empty or whitespace only). */
+  blank: number;
+  /** Records skipped because a line was not valid UTF-8. */
+  invalid: number;
+  /** The first MAX_REPORTED_INVALID invalid line numbers. */
+  invalidLines: number[];
+  /** Whether the file started with a UTF-8 byte-order mark. */
+  bom: boolean;
+  /** Bytes read and their sha256 (hex); set when iteration finished. */
+  bytes: number;
+  sha256: string | null;
+  /** CSV/TSV: whether a header record was found, its fields and the column index used. */
+  header: string[] | null;
+  columnIndex: number | null;
+}
+
+/** An async iterable over a corpus whose `stats` fill in as it is consumed. */
+export interface CorpusReader extends AsyncIterable<CorpusLine> {
+  readonly path: string;
+  readonly format: CorpusFormat;
+  readonly stats: ReadStats;
+}
+
+/** Resolves `auto` by extension. */
+export function detectFormat(file: string, format: CorpusFormat | 'auto' = 'auto'): CorpusFormat {
+  if (format !== 'auto') return format;
+  const ext = path.extname(file).toLowerCase();
+  return ext === '.csv' ? 'csv' : ext === '.tsv' ? 'tsv' : 'txt';
+}
+
+/** Parses a CLI/YAML column value: a non-negative integer (or its decimal string) is an index, else a name. */
+export function parseColumn(column: string | number | null | undefined): string | number | null {
+  if (column === null || column === undefined || column === '') return null;
+  if (typeof column === 'number') {
+    if (!Number.isInteger(column) || column < 0) throw new UserError(`data.column must be a name or a 0-based index, got ${column}`);
+    return column;
+  }
+  return /^\d+$/.test(column) ? Number(column) : column;
+}
+
+function newStats(): ReadStats {
+  return { lines: 0, records: 0, blank: 0, invalid: 0, invalidLines: [], bom: false, bytes: 0, sha256: null, header: null, columnIndex: null };
+}
+
+async function checkReadable(file: string): Promise<void> {
+  try {
+    const st = await stat(file);
+    if (!st.isFile()) throw new UserError(`${file}: not a file`);
+  } catch (err) {
+    if (err instanceof UserError) throw err;
+    throw new UserError(`cannot read corpus ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+  }
+}
+
+function noteInvalid(stats: ReadStats, file: string, line: number, onInvalid: OnInvalid): void {
+  if (onInvalid === 'fail') throw new UserError(`${file}:${line}: not valid UTF-8 (pass onInvalid: skip / --on-invalid skip to skip such lines)`);
+  stats.invalid++;
+  if (stats.invalidLines.length < MAX_REPORTED_INVALID) stats.invalidLines.push(line);
+}
+
+const BOM = Buffer.from([0xef, 0xbb, 0xbf]);
+
+/** One physical line: its bytes without terminator, 1-based number and the file offset of its first byte. */
+type RawLine = [bytes: Buffer, line: number, start: number];
+
+/**
+ * Splits a byte stream into physical lines (`\n`, with a trailing `\r` removed), hashing every byte and
+ * removing a leading BOM. Yields each line, including a last line without `\n`.
+ */
+class LineSplitter {
+  private tail: Buffer | null = null;
+  /** File offset of `tail[0]` (or of the next byte when there is no tail). */
+  private tailStart = 0;
+  private lineNo = 0;
+  private first = true;
+  constructor(
+    private readonly hash: Hash,
+    private readonly stats: ReadStats,
+  ) {}
+
+  *push(chunk: Buffer): Generator<RawLine> {
+    this.hash.update(chunk);
+    this.stats.bytes += chunk.length;
+    let buf = this.tail === null ? chunk : Buffer.concat([this.tail, chunk]);
+    let base = this.tailStart;
+    this.tail = null;
+    if (this.first) {
+      if (buf.length < BOM.length && BOM.subarray(0, buf.length).equals(buf)) {
+        this.tail = buf;
+        return;
+      }
+      this.first = false;
+      if (buf.subarray(0, 3).equals(BOM)) {
+        this.stats.bom = true;
+        buf = buf.subarray(3);
+        base += 3;
+      }
+    }
+    let start = 0;
+    for (;;) {
+      const nl = buf.indexOf(10, start);
+      if (nl < 0) break;
+      const end = nl > start && buf[nl - 1] === 13 ? nl - 1 : nl;
+      yield [buf.subarray(start, end), ++this.lineNo, base + start];
+      start = nl + 1;
+    }
+    this.tailStart = base + start;
+    if (start < buf.length) this.tail = Buffer.from(buf.subarray(start));
+  }
+
+  *end(): Generator<RawLine> {
+    const buf = this.tail;
+    this.tail = null;
+    if (buf !== null && buf.length > 0) {
+      const end = buf[buf.length - 1] === 13 ? buf.length - 1 : buf.length;
+      yield [buf.subarray(0, end), ++this.lineNo, this.tailStart];
+    }
+    this.stats.lines = this.lineNo;
+  }
+}
+
+function isBlank(s: string): boolean {
+  return s.trim() === '';
+}
+
+async function* readTxt(file: string, stats: ReadStats, onInvalid: OnInvalid): AsyncGenerator<CorpusLine> {
+  const hash = createHash('sha256');
+  const splitter = new LineSplitter(hash, stats);
+  const handle = function* (lines: Generator<RawLine>): Generator<CorpusLine> {
+    for (const [bytes, line] of lines) {
+      if (!isUtf8(bytes)) {
+        noteInvalid(stats, file, line, onInvalid);
+        continue;
+      }
+      const text = bytes.toString('utf8');
+      if (isBlank(text)) {
+        stats.blank++;
+        continue;
+      }
+      stats.records++;
+      yield { text, line };
+    }
+  };
+  const stream = createReadStream(file, { highWaterMark: READ_CHUNK_BYTES });
+  try {
+    for await (const chunk of stream) yield* handle(splitter.push(chunk as Buffer));
+    yield* handle(splitter.end());
+  } finally {
+    stream.destroy();
+  }
+  stats.sha256 = hash.digest('hex');
+}
+
+/**
+ * A pass-through Transform for the CSV path: hashes the bytes and remembers, for the lines the parser has not
+ * passed yet, their number, start offset, emptiness and UTF-8 validity (csv-parse itself would decode invalid
+ * bytes with replacement characters, and its own line count is off for quoted CRLF). Records are located by
+ * csv-parse's byte offsets (`info.bytes`).
+ */
+class LineIndex extends Transform {
+  private readonly splitter: LineSplitter;
+  /** Pending lines, oldest first, from `head`. */
+  private queue: { line: number; start: number; empty: boolean; valid: boolean }[] = [];
+  private head = 0;
+  constructor(hash: Hash, stats: ReadStats) {
+    super();
+    this.splitter = new LineSplitter(hash, stats);
+  }
+  private add(lines: Generator<RawLine>): void {
+    for (const [bytes, line, start] of lines) this.queue.push({ line, start, empty: bytes.length === 0, valid: isUtf8(bytes) });
+  }
+  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+    this.add(this.splitter.push(chunk));
+    cb(null, chunk);
+  }
+  override _flush(cb: TransformCallback): void {
+    this.add(this.splitter.end());
+    cb();
+  }
+  /** The number of the line holding byte `offset` (among lines not yet forgotten). */
+  lineContaining(offset: number): number {
+    let line = this.queue[this.head]?.line ?? 1;
+    for (let i = this.head; i < this.queue.length && this.queue[i]!.start <= offset; i++) line = this.queue[i]!.line;
+    return line;
+  }
+  /**
+   * The record occupying bytes [from, to): its first non-empty line, the first invalid line it spans (or
+   * null) and the number of empty lines before it. Lines before `from` are forgotten, so calls must come in file order.
+   */
+  record(from: number, to: number): { start: number; invalid: number | null; emptyBefore: number } {
+    while (this.head < this.queue.length && this.queue[this.head]!.start < from) this.head++;
+    if (this.head > 4096) {
+      this.queue = this.queue.slice(this.head);
+      this.head = 0;
+    }
+    let start = -1;
+    let invalid: number | null = null;
+    let emptyBefore = 0;
+    for (let i = this.head; i < this.queue.length && this.queue[i]!.start < to; i++) {
+      const l = this.queue[i]!;
+      if (start < 0 && l.empty) emptyBefore++;
+      if (start < 0 && !l.empty) start = l.line;
+      if (invalid === null && !l.valid) invalid = l.line;
+    }
+    const fallback = this.head < this.queue.length ? this.queue[this.head]!.line : this.queue.length > 0 ? this.queue[this.queue.length - 1]!.line + 1 : 1;
+    return { start: start < 0 ? fallback : start, invalid, emptyBefore };
+  }
+}
+
+interface CsvRecord {
+  record: string[];
+  info: { bytes: number };
+}
+
+async function* readCsv(
+  file: string,
+  delimiter: string,
+  stats: ReadStats,
+  opts: Required<Pick<ReadCorpusOptions, 'onInvalid' | 'header'>> & { column: string | number | null },
+): AsyncGenerator<CorpusLine> {
+  const kind = delimiter === '\t' ? 'TSV' : 'CSV';
+  const hash = createHash('sha256');
+  const index = new LineIndex(hash, stats);
+  const parser = parse({ bom: true, info: true, skip_empty_lines: true, delimiter, quote: '"', relax_column_count: false });
+  const source = createReadStream(file, { highWaterMark: READ_CHUNK_BYTES });
+  source.on('error', (e) => parser.destroy(e));
+  source.pipe(index).pipe(parser);
+
+  const { column, onInvalid } = opts;
+  let headerPending = true;
+  let prevEnd = 0;
+  let colIndex: number | null = typeof column === 'number' ? column : column === null ? 0 : null;
+  try {
+    for await (const rec of parser as AsyncIterable<CsvRecord>) {
+      const { start, invalid, emptyBefore } = index.record(prevEnd, rec.info.bytes);
+      prevEnd = rec.info.bytes;
+      stats.blank += emptyBefore;
+      if (headerPending) {
+        headerPending = false;
+        const isHeader =
+          opts.header === true ||
+          (opts.header === 'auto' &&
+            (typeof column !== 'number' || KNOWN_HEADER_NAMES.includes((rec.record[column] ?? '').trim().toLowerCase())));
+        if (isHeader) {
+          if (invalid !== null) throw new UserError(`${file}:${invalid}: header is not valid UTF-8`);
+          stats.header = rec.record.map((h) => h.trim());
+          if (typeof column === 'string') {
+            const idx = stats.header.indexOf(column);
+            if (idx < 0) throw new UserError(`${file}:${start}: no column "${column}" in header [${stats.header.join(', ')}]`);
+            colIndex = idx;
+          }
+          stats.columnIndex = colIndex;
+          continue;
+        }
+        if (typeof column === 'string') throw new UserError(`${file}: column "${column}" given by name but the file has no header`);
+        stats.columnIndex = colIndex;
+      }
+      if (invalid !== null) {
+        noteInvalid(stats, file, invalid, onInvalid);
+        continue;
+      }
+      const idx = colIndex as number;
+      if (idx >= rec.record.length) {
+        throw new UserError(`${file}:${start}: record has ${rec.record.length} column(s), no column ${idx} (0-based)`);
+      }
+      const text = rec.record[idx] as string;
+      if (isBlank(text)) {
+        stats.blank++;
+        continue;
+      }
+      stats.records++;
+      yield { text, line: start };
+    }
+  } catch (err) {
+    if (err instanceof UserError) throw err;
+    if (err instanceof CsvError) {
+      // csv-parse's own line numbers are unreliable with CRLF; locate the failing record by its byte offsets:
+      // `bytes` is the end of the last complete record, or of the failing one for a wrong field count.
+      const at = typeof err.bytes === 'number' ? err.bytes : prevEnd;
+      const line =
+        err.code === 'CSV_RECORD_INCONSISTENT_FIELDS_LENGTH' ? index.lineContaining(Math.max(0, at - 1)) : index.record(at, Number.MAX_SAFE_INTEGER).start;
+      const what =
+        err.code === 'CSV_QUOTE_NOT_CLOSED'
+          ? 'a quoted field opened here is never closed'
+          : err.message.replace(/\s*(?:at|on) line \d+/g, '').replace(/:\s*$/, '');
+      throw new UserError(`${file}:${line}: malformed ${kind}: ${what}`);
+    }
+    const code = (err as NodeJS.ErrnoException).code;
+    if (typeof code === 'string' && code.startsWith('E')) throw new UserError(`cannot read corpus ${file}: ${code}`);
+    throw err;
+  } finally {
+    source.destroy();
+  }
+  stats.blank += index.record(prevEnd, Number.MAX_SAFE_INTEGER).emptyBefore;
+  stats.sha256 = hash.digest('hex');
+}
+
+/**
+ * Opens a corpus for streaming. The file is checked when iteration starts; each iteration re-reads the file and
+ * resets `stats`.
+ */
+export function openCorpus(file: string, opts: ReadCorpusOptions = {}): CorpusReader {
+  const format = detectFormat(file, opts.format ?? 'auto');
+  const onInvalid = opts.onInvalid ?? 'skip';
+  if (onInvalid !== 'skip' && onInvalid !== 'fail') throw new UserError(`onInvalid must be skip or fail, got ${String(onInvalid)}`);
+  const column = parseColumn(opts.column);
+  if (format === 'txt' && column !== null) {
+    throw new UserError(`${file}: data.column is set (${column}) but the file is read as one sentence per line; use a .csv/.tsv file or format csv/tsv`);
+  }
+  const reader = {
+    path: file,
+    format,
+    stats: newStats(),
+    async *[Symbol.asyncIterator](): AsyncGenerator<CorpusLine> {
+      await checkReadable(file);
+      reader.stats = newStats();
+      if (format === 'txt') yield* readTxt(file, reader.stats, onInvalid);
+      else yield* readCsv(file, format === 'tsv' ? '\t' : ',', reader.stats, { onInvalid, header: opts.header ?? 'auto', column });
+    },
+  };
+  return reader;
+}
+
+/** Reads a whole corpus into memory (for small files and tests). */
+export async function readAll(file: string, opts: ReadCorpusOptions = {}): Promise<{ lines: CorpusLine[]; stats: ReadStats }> {
+  const reader = openCorpus(file, opts);
+  const lines: CorpusLine[] = [];
+  for await (const l of reader) lines.push(l);
+  return { lines, stats: reader.stats };
+}

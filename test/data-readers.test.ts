@@ -1,0 +1,122 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { after, test } from 'node:test';
+import { UserError } from '../src/errors.js';
+import { openCorpus, parseColumn, readAll } from '../src/data/readers.js';
+import { shared, SKIP_NO_SHARED } from './helpers.js';
+
+const dir = mkdtempSync(path.join(tmpdir(), 'micse-readers-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+function file(name: string, content: string | Buffer): string {
+  const p = path.join(dir, name);
+  writeFileSync(p, content);
+  return p;
+}
+
+test('txt: BOM, CRLF, blank lines skipped and counted, last line without newline', async () => {
+  const p = file('a.txt', '\ufeffFirst one\r\n\r\n  \r\nSecond, with comma\r\nThird "quoted"');
+  const { lines, stats } = await readAll(p);
+  assert.deepEqual(lines, [
+    { text: 'First one', line: 1 },
+    { text: 'Second, with comma', line: 4 },
+    { text: 'Third "quoted"', line: 5 },
+  ]);
+  assert.equal(stats.blank, 2);
+  assert.equal(stats.lines, 5);
+  assert.equal(stats.records, 3);
+  assert.equal(stats.bom, true);
+  assert.match(stats.sha256 ?? '', /^[0-9a-f]{64}$/);
+});
+
+test('txt: invalid UTF-8 lines are skipped with line numbers, or fail', async () => {
+  const p = file('bad.txt', Buffer.concat([Buffer.from('ok\nbad '), Buffer.from([0xff, 0xfe]), Buffer.from('\nfine\n\xc3\xa9t\xc3\xa9\n', 'latin1')]));
+  const { lines, stats } = await readAll(p);
+  assert.deepEqual(lines.map((l) => l.line), [1, 3, 4]);
+  assert.equal(lines[2]!.text, 'été');
+  assert.equal(stats.invalid, 1);
+  assert.deepEqual(stats.invalidLines, [2]);
+  await assert.rejects(readAll(p, { onInvalid: 'fail' }), (e: unknown) => e instanceof UserError && /bad\.txt:2: not valid UTF-8/.test(e.message));
+});
+
+test('txt: lines split across read chunks and multi-byte characters are intact', async () => {
+  const long = 'ü'.repeat(700_000); // 1.4 MB line, larger than one read chunk
+  const p = file('long.txt', `${long}\nx\n`);
+  const { lines } = await readAll(p);
+  assert.equal(lines.length, 2);
+  assert.equal(lines[0]!.text, long);
+});
+
+test('csv: header, quoted commas, embedded newlines, "" escapes, BOM, CRLF', async () => {
+  const p = file('a.csv', '\ufeffid,sent0\r\n1,"Hello, world"\r\n2,"two\r\nlines"\r\n\r\n3,"say ""hi"""\r\n4,plain\r\n');
+  const { lines, stats } = await readAll(p, { column: 'sent0' });
+  assert.deepEqual(lines, [
+    { text: 'Hello, world', line: 2 },
+    { text: 'two\r\nlines', line: 3 },
+    { text: 'say "hi"', line: 6 },
+    { text: 'plain', line: 7 },
+  ]);
+  assert.deepEqual(stats.header, ['id', 'sent0']);
+  assert.equal(stats.columnIndex, 1);
+  assert.equal(stats.blank, 1);
+  const byIndex = await readAll(p, { column: 1 });
+  assert.deepEqual(byIndex.lines.map((l) => l.text), lines.map((l) => l.text), 'index 1 + known header name "sent0" -> header detected');
+  const byIndexNoHeader = await readAll(p, { column: '1', header: false });
+  assert.equal(byIndexNoHeader.lines[0]!.text, 'sent0');
+  const firstColumn = await readAll(p);
+  assert.deepEqual(firstColumn.lines.map((l) => l.text), ['1', '2', '3', '4']);
+});
+
+test('csv without header read by index; tsv with quoted tab', async () => {
+  const p = file('nohead.csv', 'a sentence,x\nanother,y\n');
+  assert.deepEqual((await readAll(p, { column: 0 })).lines.map((l) => l.text), ['a sentence', 'another']);
+  const t = file('a.tsv', 'text\tlabel\n"with\ttab"\t1\nplain, comma\t0\n');
+  assert.deepEqual((await readAll(t, { column: 'text' })).lines.map((l) => l.text), ['with\ttab', 'plain, comma']);
+});
+
+test('malformed CSV fails with file and line number', async () => {
+  const cases: [string, string, number][] = [
+    ['q1.csv', 's\nok\n"never closed\nmore\n', 3],
+    ['q2.csv', 's,t\na,b\nfoo"bar,c\n', 3],
+    ['q3.csv', 's,t\r\na,b\r\nc,d\r\ne\r\n', 4],
+    ['q4.csv', 's,t\na,b\n"x"y,c\n', 3],
+    ['q5.csv', 's,t\na,b\n\n\n"x\n"y,c\n', 5],
+    ['q6.csv', `s,t\r\n${'"a ""quoted"", long sentence",b\r\n'.repeat(80_000)}c\r\n`, 80_002],
+  ];
+  for (const [name, content, line] of cases) {
+    const p = file(name, content);
+    await assert.rejects(
+      readAll(p),
+      (e: unknown) => e instanceof UserError && e.message.includes(`${name}:${line}:`) && /malformed CSV/.test(e.message),
+      name,
+    );
+  }
+});
+
+test('csv: bad column name, missing column, invalid UTF-8 record', async () => {
+  const p = file('c.csv', 'a,b\nx,y\n');
+  await assert.rejects(readAll(p, { column: 'nope' }), /no column "nope" in header \[a, b\]/);
+  await assert.rejects(readAll(p, { column: 5 }), /c\.csv:1: record has 2 column\(s\), no column 5/);
+  const bad = file('bad.csv', Buffer.concat([Buffer.from('s\n"multi\n'), Buffer.from([0xc3]), Buffer.from('"\nfine\n')]));
+  const r = await readAll(bad, { column: 's' });
+  assert.deepEqual(r.lines, [{ text: 'fine', line: 4 }]);
+  assert.deepEqual(r.stats.invalidLines, [3]);
+  await assert.rejects(readAll(bad, { column: 's', onInvalid: 'fail' }), /bad\.csv:3: not valid UTF-8/);
+});
+
+test('missing file and column on txt are UserErrors', async () => {
+  await assert.rejects(readAll(path.join(dir, 'nope.txt')), (e: unknown) => e instanceof UserError && /nope\.txt/.test(e.message));
+  assert.throws(() => openCorpus('x.txt', { column: 1 }), UserError);
+  assert.equal(parseColumn('3'), 3);
+  assert.equal(parseColumn('sent0'), 'sent0');
+  assert.equal(parseColumn(null), null);
+});
+
+test('shared wiki1m head streams 11,913 sentences', { skip: SKIP_NO_SHARED }, async () => {
+  const { lines, stats } = await readAll(shared('wiki1m-head.txt'));
+  assert.equal(stats.lines, 11_913);
+  assert.equal(lines.length + stats.blank + stats.invalid, 11_913);
+  assert.equal(lines[0]!.text, 'YMCA in South Australia');
+});
