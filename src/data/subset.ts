@@ -1,0 +1,332 @@
+/**
+ * Reproducible few-shot subsets of a corpus and the manifest that describes them.
+ *
+ * Rules (also in data/README.md):
+ * - Candidates are the corpus records left after the reader skipped blank and invalid lines (see readers.ts).
+ *   Duplicates (`duplicates`): `keep` (default) treats every line as its own candidate, so a sentence that occurs
+ *   twice in the input can occur twice in the subset (at most as often as in the input); `drop` keeps only the
+ *   first occurrence of each exact text before drawing.
+ * - Size: `count` as given (1 <= count <= candidates); or from `fraction` (0 < fraction <= 1):
+ *   size = max(1, round-half-up(fraction x candidates)), computed exactly on the decimal value of `fraction`
+ *   (no floating-point error: 0.000064 x 1,000,000 = 64); neither = all candidates. 0.001 x 1,000,000 = 1000.
+ * - Draw: `size` distinct candidate positions uniformly without replacement, with the project PRNG
+ *   (`Rng.fromSeed(subsetSeed)`, a partial Fisher-Yates shuffle). When size = candidates nothing is drawn.
+ * - Output order: input order (ascending line number). Line breaks inside a CSV cell become one space each, so a
+ *   subset is always one sentence per line; the manifest counts them.
+ * - The manifest has no timestamps or host names, so the same input, options and seed give the same bytes.
+ */
+import { createHash } from 'node:crypto';
+import { mkdir, open, rename, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { UserError } from '../errors.js';
+import { createProgress } from '../progress.js';
+import { openCorpus, parseColumn, type CorpusFormat, type OnInvalid, type ReadCorpusOptions, type ReadStats } from './readers.js';
+import { checkSeed, Rng, RNG_ALGORITHM } from './rng.js';
+
+/** How repeated identical lines are treated; see the module comment. */
+export type Duplicates = 'keep' | 'drop';
+
+/** Default subset seed (the first of the official seeds 48..52). */
+export const DEFAULT_SUBSET_SEED = 48;
+/** Manifest format version. */
+export const MANIFEST_VERSION = 1;
+/** Progress is reported every this many records. */
+const PROGRESS_EVERY = 50_000;
+/** Sentences per write when saving a subset. */
+const WRITE_BLOCK_LINES = 10_000;
+
+/** Which sentences to take. */
+export interface SubsetSpec {
+  /** 0 < fraction <= 1; exclusive with `count`. */
+  fraction?: number | null;
+  /** 1 <= count <= candidates; exclusive with `fraction`. */
+  count?: number | null;
+  /** Default DEFAULT_SUBSET_SEED. */
+  subsetSeed?: number;
+  /** Default `keep`. */
+  duplicates?: Duplicates;
+}
+
+/** Options of `loadTrainingSentences` and `writeSubset`. */
+export interface LoadTrainingOptions extends SubsetSpec {
+  path: string;
+  format?: CorpusFormat | 'auto';
+  column?: string | number | null;
+  header?: boolean | 'auto';
+  onInvalid?: OnInvalid;
+  /** Print progress on stderr while reading. Default false. */
+  progress?: boolean;
+}
+
+/** The JSON written beside a subset. Keys are always in this order. */
+export interface SubsetManifest {
+  manifestVersion: number;
+  source: {
+    path: string;
+    sha256: string;
+    bytes: number;
+    format: CorpusFormat;
+    column: string | number | null;
+    header: string[] | null;
+  };
+  input: {
+    lines: number;
+    records: number;
+    blank: number;
+    invalid: number;
+    invalidLines: number[];
+    duplicatesDropped: number;
+    candidates: number;
+  };
+  selection: {
+    fraction: number | null;
+    count: number | null;
+    size: number;
+    seed: number;
+    rng: string;
+    duplicates: Duplicates;
+    rule: string;
+    order: 'input';
+  };
+  subset: {
+    /** sha256 of the chosen 1-based line numbers, ascending, each followed by "\n". */
+    chosenLinesSha256: string;
+    /** sha256 of the subset file's bytes (sentences joined by "\n", with a final "\n"). */
+    sha256: string;
+    /** Chosen sentences equal to an earlier chosen sentence (only with duplicates: keep). */
+    duplicates: number;
+    lineBreaksReplaced: number;
+  };
+}
+
+/** The training sentences and the manifest describing how they were chosen. */
+export interface TrainingSentences {
+  sentences: string[];
+  manifest: SubsetManifest;
+  /** 1-based source line of each sentence. */
+  lines: number[];
+}
+
+/** Exact rational value of a finite decimal number as written by `String(x)` (handles exponent form). */
+function decimalToRational(x: number): { num: bigint; den: bigint } {
+  const m = /^(\d+)(?:\.(\d+))?(?:e([+-]?\d+))?$/i.exec(String(x));
+  if (m === null) throw new UserError(`not a decimal number: ${x}`);
+  const frac = m[2] ?? '';
+  const exp = Number(m[3] ?? '0') - frac.length;
+  const digits = BigInt(`${m[1]}${frac}`);
+  return exp >= 0 ? { num: digits * 10n ** BigInt(exp), den: 1n } : { num: digits, den: 10n ** BigInt(-exp) };
+}
+
+/** Checks a subset spec and fills defaults; errors name the config key. */
+export function normalizeSubsetSpec(spec: SubsetSpec): { fraction: number | null; count: number | null; subsetSeed: number; duplicates: Duplicates } {
+  const fraction = spec.fraction ?? null;
+  const count = spec.count ?? null;
+  if (fraction !== null && count !== null) throw new UserError('give at most one of data.fraction and data.count');
+  if (fraction !== null && (typeof fraction !== 'number' || !Number.isFinite(fraction) || fraction <= 0 || fraction > 1)) {
+    throw new UserError(`data.fraction must be a number in (0, 1] (0.001 = 0.1%), got ${JSON.stringify(fraction)}`);
+  }
+  if (count !== null && (typeof count !== 'number' || !Number.isSafeInteger(count) || count < 1)) {
+    throw new UserError(`data.count must be a positive integer, got ${JSON.stringify(count)}`);
+  }
+  const subsetSeed = checkSeed(spec.subsetSeed ?? DEFAULT_SUBSET_SEED, 'data.subsetSeed');
+  const duplicates = spec.duplicates ?? 'keep';
+  if (duplicates !== 'keep' && duplicates !== 'drop') throw new UserError(`duplicates must be keep or drop, got ${String(duplicates)}`);
+  return { fraction, count, subsetSeed, duplicates };
+}
+
+/**
+ * Subset size for `candidates` lines: `count`, or max(1, round-half-up(fraction x candidates)) computed exactly,
+ * or all. Throws a UserError when the corpus is empty or `count` exceeds it.
+ */
+export function subsetSize(candidates: number, spec: { fraction?: number | null; count?: number | null }): number {
+  if (candidates < 1) throw new UserError('the corpus has no usable sentences (all lines blank or invalid)');
+  if (spec.count !== null && spec.count !== undefined) {
+    if (spec.count > candidates) throw new UserError(`data.count ${spec.count} is larger than the corpus (${candidates} sentences)`);
+    return spec.count;
+  }
+  if (spec.fraction === null || spec.fraction === undefined) return candidates;
+  const { num, den } = decimalToRational(spec.fraction);
+  const size = Number((2n * num * BigInt(candidates) + den) / (2n * den));
+  return Math.min(candidates, Math.max(1, size));
+}
+
+function ruleText(spec: { fraction: number | null; count: number | null }): string {
+  const size =
+    spec.count !== null
+      ? 'size = count'
+      : spec.fraction !== null
+        ? 'size = max(1, round-half-up(fraction * candidates)), exact decimal arithmetic'
+        : 'size = candidates (no fraction or count)';
+  return `${size}; candidates = non-blank valid records; ${RNG_ALGORITHM} seeded with the seed draws size distinct candidates without replacement (partial Fisher-Yates; no draw when size = candidates); written in input order`;
+}
+
+const LINE_BREAK = /\r\n|\r|\n/g;
+
+/** sha256 (hex) of the subset file bytes for `sentences`. */
+function subsetBytesHash(sentences: readonly string[]): string {
+  const h = createHash('sha256');
+  for (const s of sentences) h.update(`${s}\n`);
+  return h.digest('hex');
+}
+
+/**
+ * Reads a corpus and returns the chosen sentences (input order) with their manifest. Without fraction/count (or
+ * when the subset is the whole corpus) the file is read once; otherwise twice (count, then collect), so only the
+ * chosen sentences are held in memory. The file must not change between the passes (checked by sha256).
+ */
+export async function loadTrainingSentences(opts: LoadTrainingOptions): Promise<TrainingSentences> {
+  const spec = normalizeSubsetSpec(opts);
+  const readOpts: ReadCorpusOptions = { format: opts.format ?? 'auto', column: parseColumn(opts.column), header: opts.header ?? 'auto', onInvalid: opts.onInvalid ?? 'skip' };
+  const reader = openCorpus(opts.path, readOpts);
+  const progress = createProgress({ label: `reading ${opts.path}`, unit: 'line', silent: opts.progress !== true });
+
+  // Pass 1: candidates (line numbers; with duplicates: drop, the first occurrence of each text). When everything
+  // is taken anyway the texts are kept in the same pass.
+  const keepAllTexts = spec.count === null && (spec.fraction === null || spec.fraction === 1);
+  const candidateLines: number[] = [];
+  const texts: string[] = [];
+  const seen = spec.duplicates === 'drop' ? new Set<string>() : null;
+  let duplicatesDropped = 0;
+  for await (const { text, line } of reader) {
+    if (seen !== null) {
+      if (seen.has(text)) {
+        duplicatesDropped++;
+        continue;
+      }
+      seen.add(text);
+    }
+    candidateLines.push(line);
+    if (keepAllTexts) texts.push(text);
+    if (candidateLines.length % PROGRESS_EVERY === 0) progress.tick(PROGRESS_EVERY);
+  }
+  seen?.clear();
+  const stats1: ReadStats = reader.stats;
+  const n = candidateLines.length;
+  const size = subsetSize(n, spec);
+
+  let chosenLines: number[];
+  let chosenTexts: string[];
+  if (size === n && keepAllTexts) {
+    chosenLines = candidateLines;
+    chosenTexts = texts;
+  } else {
+    const rng = Rng.fromSeed(spec.subsetSeed);
+    const picks = size === n ? candidateLines.map((_, i) => i) : rng.sampleWithoutReplacement(n, size);
+    picks.sort((a, b) => a - b);
+    chosenLines = picks.map((i) => candidateLines[i] as number);
+    candidateLines.length = 0;
+    // Pass 2: collect the chosen lines.
+    chosenTexts = [];
+    let next = 0;
+    for await (const { text, line } of reader) {
+      if (next < chosenLines.length && line === chosenLines[next]) {
+        chosenTexts.push(text);
+        next++;
+      }
+    }
+    if (reader.stats.sha256 !== stats1.sha256 || next !== chosenLines.length) {
+      throw new UserError(`${opts.path} changed while it was being read (sha256 differs between the two passes)`);
+    }
+  }
+  progress.done({ sentences: chosenTexts.length });
+
+  let lineBreaksReplaced = 0;
+  const sentences = chosenTexts.map((t) => {
+    LINE_BREAK.lastIndex = 0;
+    if (!LINE_BREAK.test(t)) return t;
+    lineBreaksReplaced++;
+    return t.replace(LINE_BREAK, ' ');
+  });
+  let duplicatesInSubset = 0;
+  if (spec.duplicates === 'keep') {
+    const s = new Set<string>();
+    for (const t of sentences) {
+      if (s.has(t)) duplicatesInSubset++;
+      else s.add(t);
+    }
+  }
+  const linesHash = createHash('sha256');
+  for (const l of chosenLines) linesHash.update(`${l}\n`);
+
+  const manifest: SubsetManifest = {
+    manifestVersion: MANIFEST_VERSION,
+    source: {
+      path: opts.path,
+      sha256: stats1.sha256 ?? '',
+      bytes: stats1.bytes,
+      format: reader.format,
+      column: readOpts.column ?? null,
+      header: stats1.header,
+    },
+    input: {
+      lines: stats1.lines,
+      records: stats1.records,
+      blank: stats1.blank,
+      invalid: stats1.invalid,
+      invalidLines: stats1.invalidLines,
+      duplicatesDropped,
+      candidates: n,
+    },
+    selection: {
+      fraction: spec.fraction,
+      count: spec.count,
+      size,
+      seed: spec.subsetSeed,
+      rng: RNG_ALGORITHM,
+      duplicates: spec.duplicates,
+      rule: ruleText(spec),
+      order: 'input',
+    },
+    subset: {
+      chosenLinesSha256: linesHash.digest('hex'),
+      sha256: subsetBytesHash(sentences),
+      duplicates: duplicatesInSubset,
+      lineBreaksReplaced,
+    },
+  };
+  return { sentences, manifest, lines: chosenLines };
+}
+
+/** `OUT.txt` -> `OUT.manifest.json` (any other name gets `.manifest.json` appended). */
+export function manifestPathFor(output: string): string {
+  return output.toLowerCase().endsWith('.txt') ? `${output.slice(0, -4)}.manifest.json` : `${output}.manifest.json`;
+}
+
+/** Serialises a manifest (2-space JSON, final newline); stable bytes for the same manifest. */
+export function manifestJson(manifest: SubsetManifest): string {
+  return `${JSON.stringify(manifest, null, 2)}\n`;
+}
+
+/** Writes one string per line (final newline) in blocks, so a large subset is not joined into one string. */
+async function writeLines(file: string, lines: readonly string[]): Promise<void> {
+  const handle = await open(file, 'w');
+  try {
+    for (let i = 0; i < lines.length; i += WRITE_BLOCK_LINES) {
+      await handle.write(`${lines.slice(i, i + WRITE_BLOCK_LINES).join('\n')}\n`);
+    }
+  } finally {
+    await handle.close();
+  }
+}
+
+/**
+ * Writes the subset (one sentence per line, final newline) to `output` and its manifest beside it, each through a
+ * temporary file renamed into place. Returns both paths and the manifest.
+ */
+export async function writeSubset(
+  opts: LoadTrainingOptions & { output: string },
+): Promise<{ output: string; manifestPath: string; manifest: SubsetManifest }> {
+  if (path.resolve(opts.output) === path.resolve(opts.path)) throw new UserError(`--output ${opts.output} would overwrite the input`);
+  const { sentences, manifest } = await loadTrainingSentences(opts);
+  const manifestPath = manifestPathFor(opts.output);
+  await mkdir(path.dirname(path.resolve(opts.output)), { recursive: true });
+  try {
+    await writeLines(`${opts.output}.tmp`, sentences);
+    await rename(`${opts.output}.tmp`, opts.output);
+    await writeFile(`${manifestPath}.tmp`, manifestJson(manifest), 'utf8');
+    await rename(`${manifestPath}.tmp`, manifestPath);
+  } catch (err) {
+    throw new UserError(`cannot write ${opts.output}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+  }
+  return { output: opts.output, manifestPath, manifest };
+}
