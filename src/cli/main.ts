@@ -6,8 +6,10 @@ import yargs, { type CommandModule } from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { UserError } from '../errors.js';
 import { embedCommand } from './embed.js';
+import { trainCommand } from './train.js';
+import { evalCommand } from './eval.js';
 
-const commands: CommandModule<any, any>[] = [embedCommand];
+const commands: CommandModule<any, any>[] = [trainCommand, embedCommand, evalCommand];
 
 async function main(argv: string[]): Promise<void> {
   let cli = yargs(argv)
