@@ -253,13 +253,17 @@ export async function evaluateSts(encode: SentenceEncoder, opts: EvaluateStsOpti
 
 /**
  * STS-B dev Spearman (x 100), the model-selection score of SimCSE/miCSE training. `encode` must run the model in
- * inference mode. Silent by default (the trainer prints its own line).
+ * inference mode. `source` is the SentEval data root, or the split pre-loaded once with
+ * `loadStsTask(dataDir, 'stsb-dev')` (a trainer evaluating every few hundred steps need not re-read the file).
+ * Silent by default (the trainer prints its own line).
  */
 export async function stsbDevSpearman(
   encode: SentenceEncoder,
-  dataDir: string,
+  source: string | StsTaskData,
   opts: Pick<EvaluateStsOptions, 'batchSize' | 'silent' | 'stream'> = {},
 ): Promise<number> {
-  const ev = await evaluateSts(encode, { ...opts, silent: opts.silent ?? true, dataDir, tasks: ['stsb-dev'] });
+  const base = { ...opts, silent: opts.silent ?? true };
+  if (typeof source !== 'string' && source.task !== 'stsb-dev') throw new Error(`stsbDevSpearman got task '${source.task}' data`);
+  const ev = await evaluateSts(encode, typeof source === 'string' ? { ...base, dataDir: source, tasks: ['stsb-dev'] } : { ...base, data: [source] });
   return ev.tasks[0]!.spearman;
 }

@@ -146,6 +146,8 @@ test('protocol: every task and the average match a scipy port of SentEval (model
   assert.deepEqual(ev.averageOver, [...STS_TEST_TASKS]);
   const dev = await stsbDevSpearman(letterCounts, shared('senteval'));
   assert.ok(Math.abs(dev - LETTER_COUNT_SCIPY['STSBenchmark-dev']!) < PROTOCOL_TOL);
+  const devData = loadStsTask(shared('senteval'), 'stsb-dev');
+  assert.equal(await stsbDevSpearman(letterCounts, devData), dev);
   const table = formatStsTable(ev).split('\n');
   assert.match(table[0]!, /^\| STS12 \| STS13 \| STS14 \| STS15 \| STS16 \| STS-B \| SICK-R \|\s+Avg \| STS-B dev \|$/);
   assert.match(table[2]!, /^\| 50\.66 \| 49\.25 \| 49\.55 \| 52\.86 \| 47\.83 \| 52\.31 \|\s+48\.45 \| 50\.13 \|\s+54\.97 \|$/);
