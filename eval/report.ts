@@ -26,7 +26,7 @@ function markdownTable(header: string[], rows: string[][]): string {
 
 /**
  * The published table: one column per task evaluated, in table order, then `Avg` (over the test tasks evaluated;
- * marked `Avg (k tasks)` when not all 7 were), then `STS-B dev` when it was evaluated.
+ * marked `Avg (k of 7)` when not all 7 were), then `STS-B dev` when it was evaluated.
  */
 export function formatStsTable(ev: StsEvaluation): string {
   const tests = ev.tasks.filter((t) => STS_TEST_TASKS.includes(t.task));
@@ -38,7 +38,7 @@ export function formatStsTable(ev: StsEvaluation): string {
     row.push(fmt(t.spearman));
   }
   if (tests.length > 0) {
-    header.push(tests.length === STS_TEST_TASKS.length ? AVG_LABEL : `${AVG_LABEL} (${tests.length} tasks)`);
+    header.push(tests.length === STS_TEST_TASKS.length ? AVG_LABEL : `${AVG_LABEL} (${tests.length} of ${STS_TEST_TASKS.length})`);
     row.push(fmt(ev.average));
   }
   for (const t of others) {
