@@ -8,8 +8,9 @@ import { UserError } from '../errors.js';
 import { embedCommand } from './embed.js';
 import { trainCommand } from './train.js';
 import { evalCommand } from './eval.js';
+import { dataCommand } from './data.js';
 
-const commands: CommandModule<any, any>[] = [trainCommand, embedCommand, evalCommand];
+const commands: CommandModule<any, any>[] = [trainCommand, embedCommand, evalCommand, dataCommand];
 
 async function main(argv: string[]): Promise<void> {
   let cli = yargs(argv)

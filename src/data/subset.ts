@@ -200,6 +200,7 @@ export async function loadTrainingSentences(opts: LoadTrainingOptions): Promise<
     if (candidateLines.length % PROGRESS_EVERY === 0) progress.tick(PROGRESS_EVERY);
   }
   seen?.clear();
+  progress.tick(candidateLines.length % PROGRESS_EVERY);
   const stats1: ReadStats = reader.stats;
   const n = candidateLines.length;
   const size = subsetSize(n, spec);

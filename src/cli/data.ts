@@ -1,0 +1,94 @@
+/**
+ * `micse data subset` (a reproducible few-shot subset + manifest) and `micse data download` (public corpora).
+ */
+import type { Argv, CommandModule } from 'yargs';
+import { DATASET_NAMES, DEFAULT_DATA_DIR, downloadDataset, type DatasetName } from '../data/download.js';
+import type { CorpusFormat, OnInvalid } from '../data/readers.js';
+import { DEFAULT_SUBSET_SEED, writeSubset, type Duplicates } from '../data/subset.js';
+import { UserError } from '../errors.js';
+
+interface SubsetArgs {
+  input: string;
+  output: string;
+  fraction?: number;
+  count?: number;
+  seed: number;
+  column?: string;
+  format: CorpusFormat | 'auto';
+  'on-invalid': OnInvalid;
+  duplicates: Duplicates;
+}
+
+interface DownloadArgs {
+  datasets: DatasetName[];
+  dir: string;
+  force: boolean;
+}
+
+const subsetCommand: CommandModule<object, SubsetArgs> = {
+  command: 'subset',
+  describe: 'Draw a reproducible subset (by --fraction or --count) and write it with OUT.manifest.json beside it',
+  builder: (y) =>
+    y
+      .option('input', { type: 'string', demandOption: true, describe: '.txt (one sentence per line), .csv or .tsv' })
+      .option('output', { type: 'string', demandOption: true, describe: 'subset file (one sentence per line)' })
+      .option('fraction', { type: 'number', describe: 'share of the corpus, 0 < f <= 1 (0.001 = 0.1%)' })
+      .option('count', { type: 'number', describe: 'number of sentences' })
+      .option('seed', { type: 'number', default: DEFAULT_SUBSET_SEED, describe: 'subset seed (official: 48..52)' })
+      .option('column', { type: 'string', describe: 'CSV/TSV column name or 0-based index (default: first column)' })
+      .option('format', { choices: ['auto', 'txt', 'csv', 'tsv'] as const, default: 'auto' as const, describe: 'auto: by extension' })
+      .option('on-invalid', { choices: ['skip', 'fail'] as const, default: 'skip' as const, describe: 'lines that are not valid UTF-8' })
+      .option('duplicates', { choices: ['keep', 'drop'] as const, default: 'keep' as const, describe: 'keep: every line is a candidate; drop: first occurrence only' })
+      .conflicts('fraction', 'count') as never,
+  handler: async (args) => {
+    const { manifest, manifestPath, output } = await writeSubset({
+      path: args.input,
+      output: args.output,
+      fraction: args.fraction ?? null,
+      count: args.count ?? null,
+      subsetSeed: args.seed,
+      column: args.column ?? null,
+      format: args.format,
+      onInvalid: args['on-invalid'],
+      duplicates: args.duplicates,
+      progress: true,
+    });
+    const i = manifest.input;
+    process.stderr.write(
+      `${args.input}: ${i.candidates} candidate sentences (${i.blank} blank, ${i.invalid} invalid` +
+        `${i.invalid > 0 ? ` at lines ${i.invalidLines.join(', ')}${i.invalid > i.invalidLines.length ? ', ...' : ''}` : ''}` +
+        `${i.duplicatesDropped > 0 ? `, ${i.duplicatesDropped} duplicates dropped` : ''})\n` +
+        `wrote ${manifest.selection.size} sentences (seed ${manifest.selection.seed}) to ${output}, manifest ${manifestPath}\n`,
+    );
+  },
+};
+
+const downloadCommand: CommandModule<object, DownloadArgs> = {
+  command: 'download <datasets..>',
+  describe: `Download ${DATASET_NAMES.join(' | ')} (resumable, checksummed)`,
+  builder: (y) =>
+    y
+      .positional('datasets', { choices: DATASET_NAMES, array: true, describe: 'what to fetch' })
+      .option('dir', { type: 'string', default: DEFAULT_DATA_DIR, describe: 'download directory' })
+      .option('force', { type: 'boolean', default: false, describe: 'download again even if present' }) as never,
+  handler: async (args) => {
+    for (const name of args.datasets) {
+      const { results, sentevalDir } = await downloadDataset(name, { dir: args.dir, force: args.force });
+      for (const r of results) process.stderr.write(`${r.status.padEnd(10)} ${r.target} sha256 ${r.sha256}\n`);
+      if (sentevalDir !== undefined) process.stderr.write(`SentEval data ready: set data.senteval: ${sentevalDir}\n`);
+    }
+  },
+};
+
+export const dataCommand: CommandModule<object, object> = {
+  command: 'data <command>',
+  describe: 'Training data: few-shot subsets and downloads',
+  builder: (y: Argv) =>
+    y
+      .command(subsetCommand)
+      .command(downloadCommand)
+      .demandCommand(1, 'name a data command: subset or download') as never,
+  handler: () => {
+    throw new UserError('name a data command: subset or download');
+  },
+};
