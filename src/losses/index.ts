@@ -1,7 +1,8 @@
-/** The training objectives: InfoNCE, attention mutual information, the training-only MLP head. */
+/** The training objectives: InfoNCE, attention mutual information, the training-only MLP head, the miCSE loss. */
 export { infoNCE, cosineMatrix, INFONCE_DEFAULTS, type InfoNCEOptions } from './infoNCE.js';
 export {
   attentionMutualInformation,
+  detached,
   drawSamplePositions,
   regroupAttention,
   ATTENTION_MI_DEFAULTS,
@@ -9,3 +10,19 @@ export {
   type AttentionMIResult,
 } from './attentionMI.js';
 export { MlpHead, MLP_HEAD_DEFAULTS, MLP_WEIGHT_NAME, MLP_BIAS_NAME, type MlpHeadOptions } from './mlpHead.js';
+export {
+  micseLoss,
+  resolveMicseConfig,
+  MICSE_DEFAULTS,
+  MICSE_STYLES,
+  MICSE_VIEWS,
+  TRAIN_POOLERS,
+  type MicseBatch,
+  type MicseConfig,
+  type MicseEncoder,
+  type MicseLossResult,
+  type ResolvedMicseConfig,
+  type MicseStyle,
+  type MicseViews,
+  type TrainPooler,
+} from './micse.js';

@@ -1,0 +1,294 @@
+/**
+ * The miCSE training objective for one batch: two dropout views of every sentence, InfoNCE over their pooled
+ * embeddings, plus lambda times the attention mutual information (AMI) of the selected layers.
+ *
+ *   total = alpha * InfoNCE(z1, z2) + lambda * AMI(attentions[minLayer, maxLayer))
+ *
+ * Reference: miCSE `cl_forward` (../shared/docs/METHOD.md, "Batch and views", "InfoNCE", "Attention mutual
+ * information"); the pieces are src/losses/infoNCE.ts, attentionMI.ts and mlpHead.ts.
+ *
+ * Inputs:
+ * - `model`: the encoder (BertModel or anything with the same `forward` and `config`).
+ * - `batch`: `inputIds`, `attentionMask` (and optional `tokenTypeIds`), each int32 `[2B, T]`, rows interleaved by
+ *   view: sentence 0 view 1, sentence 0 view 2, sentence 1 view 1, ... (the two rows of a sentence are normally
+ *   identical; dropout makes the views).
+ * - `config`: see `MicseConfig` (the keys of the `objective` section of the training config, plus the head and
+ *   seeds).
+ *
+ * Views: `interleaved` (default, the reference) makes ONE training-mode pass over the 2B rows; `separate` makes
+ * two passes, one over the B view-1 rows and one over the B view-2 rows, with different dropout seeds (what the
+ * user card describes as "two dropout-augmented passes"). Both draw dropout masks from the same distribution; with
+ * dropout off they compute the same numbers. In both, the attentions are re-interleaved to `[2B, L, H, T, T]`.
+ *
+ * Style `simcse`: lambda is taken as 0 and the encoder is not asked for attentions (`ami` is null).
+ *
+ * Pooler: `cls` = [CLS] vector followed by the training-only MLP head (`config.head`, required);
+ * `cls_before_pooler` = raw [CLS] vector; `mean` = mean of the unpadded token vectors (src/model/pooling.ts).
+ *
+ * Output tensors belong to the caller. Inside `tf.variableGrads(() => ...)` only the returned loss survives that
+ * function's scope, so `tf.keep` the parts you want to log:
+ *   const { value, grads } = tf.variableGrads(() => {
+ *     const r = micseLoss(model, batch, cfg);
+ *     tf.keep(r.infoNCE); if (r.ami) tf.keep(r.ami);
+ *     parts = r;
+ *     return r.loss;
+ *   }, vars);
+ *
+ * Host reads: only the AMI's per-row valid counts (see attentionMI.ts).
+ */
+import { UserError } from '../errors.js';
+import type { BertInputs, BertOutput, ForwardOptions } from '../model/bert.js';
+import { siteSeed } from '../model/bert.js';
+import { pool } from '../model/pooling.js';
+import { tf } from '../model/tf.js';
+import { attentionMutualInformation, ATTENTION_MI_DEFAULTS, type AttentionMIOptions } from './attentionMI.js';
+import { infoNCE, INFONCE_DEFAULTS } from './infoNCE.js';
+import type { MlpHead } from './mlpHead.js';
+
+/** What micseLoss needs from the encoder (BertModel satisfies it). */
+export interface MicseEncoder {
+  readonly config: { readonly numHiddenLayers: number; readonly hiddenSize: number; readonly numAttentionHeads: number };
+  forward(inputs: BertInputs, opts?: ForwardOptions): BertOutput;
+}
+
+/** int32 `[2B, T]` tensors, rows interleaved by view (sentence 0 view 1, sentence 0 view 2, ...). */
+export type MicseBatch = BertInputs;
+
+export const MICSE_STYLES = ['micse', 'simcse'] as const;
+export type MicseStyle = (typeof MICSE_STYLES)[number];
+export const MICSE_VIEWS = ['interleaved', 'separate'] as const;
+export type MicseViews = (typeof MICSE_VIEWS)[number];
+export const TRAIN_POOLERS = ['cls', 'cls_before_pooler', 'mean'] as const;
+export type TrainPooler = (typeof TRAIN_POOLERS)[number];
+
+export interface MicseConfig {
+  /** `micse`: InfoNCE + lambda * AMI; `simcse`: InfoNCE only (lambda 0, no attentions). */
+  style?: MicseStyle;
+  /** InfoNCE temperature. */
+  temperature?: number;
+  /** Weight of InfoNCE. */
+  alpha?: number;
+  /** Weight of the AMI term (METHOD.md: 5e-4 .. 1e-3 by split). */
+  lambda?: number;
+  /** First encoder layer (0-based) of the AMI term. */
+  minLayer?: number;
+  /** One past the last AMI layer; maxLayer - minLayer must be even and positive. */
+  maxLayer?: number;
+  /** Attention entries drawn per AMI row. */
+  targetSamples?: number;
+  /** AMI value substituted for NaN. */
+  nanValue?: number;
+  /** One pass over the 2B interleaved rows, or two passes over the B rows of each view. */
+  views?: MicseViews;
+  /** Training pooler. */
+  pooler?: TrainPooler;
+  /** The training-only MLP head; required with pooler `cls`. */
+  head?: MlpHead | null;
+  /** Seed of the AMI draw (vary it per step). Undefined: unseeded. */
+  seed?: number;
+  /** Seed of all dropout masks of this step (vary it per step). Undefined: unseeded. */
+  dropoutSeed?: number;
+  /** Pins the AMI draw (see AttentionMIOptions.sampleIndices). */
+  sampleIndices?: AttentionMIOptions['sampleIndices'];
+  /** Dropout on (default). Off only for tests and diagnostics. */
+  training?: boolean;
+  /** Override the encoder's dropout rates for this step. */
+  hiddenDropoutProb?: number;
+  attentionProbsDropoutProb?: number;
+  /** AMI rho clamp (see attentionMI.ts). */
+  rhoEps?: number;
+}
+
+export const MICSE_DEFAULTS = {
+  style: 'micse' as MicseStyle,
+  temperature: INFONCE_DEFAULTS.temperature,
+  alpha: 1,
+  lambda: 1e-3,
+  minLayer: 7,
+  /** Layers 7, 8, 9, 10 of bert-base: METHOD.md's "7..10" read inclusively, the only even span it can mean. */
+  maxLayer: 11,
+  targetSamples: ATTENTION_MI_DEFAULTS.targetSamples,
+  nanValue: ATTENTION_MI_DEFAULTS.nanValue,
+  views: 'interleaved' as MicseViews,
+  pooler: 'cls' as TrainPooler,
+} as const;
+
+export interface MicseLossResult {
+  /** alpha * infoNCE + lambda * ami. */
+  loss: tf.Scalar;
+  infoNCE: tf.Scalar;
+  /** null for style `simcse`. */
+  ami: tf.Scalar | null;
+  /** AMI rows that entered the mean, and samples per row (0 for simcse). */
+  amiRows: number;
+  amiSamples: number;
+}
+
+/** Site index mixed into dropoutSeed for the second pass of `views: separate`. */
+const SECOND_VIEW_SITE = 1_000_003;
+
+/** A MicseConfig with defaults filled in and validated. */
+export interface ResolvedMicseConfig {
+  style: MicseStyle;
+  temperature: number;
+  alpha: number;
+  lambda: number;
+  minLayer: number;
+  maxLayer: number;
+  targetSamples: number;
+  nanValue: number;
+  views: MicseViews;
+  pooler: TrainPooler;
+  head: MlpHead | null;
+}
+
+function oneOf<T extends string>(value: T | undefined, choices: readonly T[], fallback: T, key: string): T {
+  const v = value ?? fallback;
+  if (!choices.includes(v)) throw new UserError(`objective.${key} must be one of ${choices.join(', ')}; got '${String(v)}'`);
+  return v;
+}
+
+/** Fills defaults and validates against the model and the batch; every failure is a UserError saying why. */
+export function resolveMicseConfig(model: MicseEncoder, batch: MicseBatch, config: MicseConfig): ResolvedMicseConfig {
+  const style = oneOf(config.style, MICSE_STYLES, MICSE_DEFAULTS.style, 'style');
+  const views = oneOf(config.views, MICSE_VIEWS, MICSE_DEFAULTS.views, 'views');
+  const pooler = oneOf(config.pooler, TRAIN_POOLERS, MICSE_DEFAULTS.pooler, 'pooler');
+  const temperature = config.temperature ?? MICSE_DEFAULTS.temperature;
+  const alpha = config.alpha ?? MICSE_DEFAULTS.alpha;
+  const lambda = style === 'simcse' ? 0 : (config.lambda ?? MICSE_DEFAULTS.lambda);
+  const minLayer = config.minLayer ?? MICSE_DEFAULTS.minLayer;
+  const maxLayer = config.maxLayer ?? MICSE_DEFAULTS.maxLayer;
+  const targetSamples = config.targetSamples ?? MICSE_DEFAULTS.targetSamples;
+  const nanValue = config.nanValue ?? MICSE_DEFAULTS.nanValue;
+  if (!(temperature > 0) || !Number.isFinite(temperature)) throw new UserError(`objective.temperature must be a positive number; got ${temperature}`);
+  if (!(alpha >= 0) || !Number.isFinite(alpha)) throw new UserError(`objective.alpha must be a finite number >= 0; got ${alpha}`);
+  if (!(lambda >= 0) || !Number.isFinite(lambda)) throw new UserError(`objective.lambda must be a finite number >= 0; got ${lambda}`);
+  if (!Number.isFinite(nanValue)) throw new UserError(`objective.nanValue must be finite; got ${nanValue}`);
+
+  if (style === 'micse') {
+    const depth = model.config.numHiddenLayers;
+    if (!Number.isInteger(minLayer) || !Number.isInteger(maxLayer)) {
+      throw new UserError(`objective.minLayer and objective.maxLayer must be integers; got ${minLayer} and ${maxLayer}`);
+    }
+    if (minLayer < 0 || maxLayer > depth || minLayer >= maxLayer) {
+      throw new UserError(`the AMI layer span [minLayer, maxLayer) = [${minLayer}, ${maxLayer}) must satisfy ` +
+        `0 <= minLayer < maxLayer <= ${depth} (the model has ${depth} layers, numbered 0..${depth - 1}; maxLayer is one past the last)`);
+    }
+    const span = maxLayer - minLayer;
+    if (span % 2 !== 0) {
+      const fix = maxLayer + 1 <= depth ? `maxLayer ${maxLayer + 1}` : `minLayer ${minLayer - 1}`;
+      throw new UserError(`the AMI layer span [minLayer, maxLayer) = [${minLayer}, ${maxLayer}) selects ${span} layer(s), but the ` +
+        `count must be even: the AMI pairs layers l and l+2 into one row per layer parity. Use e.g. ${fix} ` +
+        `(the official runs use layers 7..10 of bert-base: minLayer 7, maxLayer 11)`);
+    }
+    if (!Number.isInteger(targetSamples) || targetSamples < 1) {
+      throw new UserError(`objective.targetSamples must be a positive integer; got ${targetSamples}`);
+    }
+  }
+
+  const head = config.head ?? null;
+  if (pooler === 'cls') {
+    if (head === null) throw new UserError("pooler 'cls' needs the training MLP head (config.head); use 'cls_before_pooler' for none");
+    if (head.hiddenSize !== model.config.hiddenSize) {
+      throw new UserError(`the MLP head has hidden size ${head.hiddenSize} but the encoder has ${model.config.hiddenSize}`);
+    }
+  }
+
+  const [rows, T] = batch.inputIds.shape;
+  if (batch.inputIds.rank !== 2 || rows < 2 || rows % 2 !== 0) {
+    throw new UserError(`a miCSE batch holds every sentence twice (2B rows, interleaved by view); got inputIds of shape [${batch.inputIds.shape}]`);
+  }
+  for (const [name, t] of [['attentionMask', batch.attentionMask], ['tokenTypeIds', batch.tokenTypeIds]] as const) {
+    if (t !== undefined && (t.rank !== 2 || t.shape[0] !== rows || t.shape[1] !== T)) {
+      throw new UserError(`batch.${name} has shape [${t.shape}] but inputIds has [${rows}, ${T}]`);
+    }
+  }
+  return { style, temperature, alpha, lambda, minLayer, maxLayer, targetSamples, nanValue, views, pooler, head };
+}
+
+/** Rows `parity, parity + 2, ...` of an interleaved `[2B, ...]` tensor: `[B, ...]`. */
+function viewRows<T extends tf.Tensor>(t: T, parity: 0 | 1): T {
+  const [twoB, ...rest] = t.shape;
+  const B = twoB! / 2;
+  const pairs = tf.reshape(t, [B, 2, ...rest]); // [B, 2, ...]
+  const begin = [0, parity, ...rest.map(() => 0)];
+  const size = [B, 1, ...rest];
+  return tf.reshape(tf.slice(pairs, begin, size), [B, ...rest]) as T; // [B, ...]
+}
+
+function sliceBatch(batch: MicseBatch, parity: 0 | 1): MicseBatch {
+  const out: MicseBatch = { inputIds: viewRows(batch.inputIds, parity), attentionMask: viewRows(batch.attentionMask, parity) };
+  if (batch.tokenTypeIds !== undefined) out.tokenTypeIds = viewRows(batch.tokenTypeIds, parity);
+  return out;
+}
+
+/** The miCSE loss of one batch; see the module comment. */
+export function micseLoss(model: MicseEncoder, batch: MicseBatch, config: MicseConfig = {}): MicseLossResult {
+  const c = resolveMicseConfig(model, batch, config);
+  const wantAttentions = c.style === 'micse';
+  const fwdBase: ForwardOptions = { training: config.training ?? true, outputAttentions: wantAttentions };
+  if (config.hiddenDropoutProb !== undefined) fwdBase.hiddenDropoutProb = config.hiddenDropoutProb;
+  if (config.attentionProbsDropoutProb !== undefined) fwdBase.attentionProbsDropoutProb = config.attentionProbsDropoutProb;
+  const layers = (out: BertOutput): tf.Tensor4D[] => {
+    const all = out.attentions;
+    if (all === undefined || all.length !== model.config.numHiddenLayers) {
+      throw new Error(`micseLoss: the encoder returned ${all?.length ?? 'no'} attention maps for ${model.config.numHiddenLayers} layers`);
+    }
+    return all.slice(c.minLayer, c.maxLayer); // each [N, heads, T, T]
+  };
+  const embed = (hidden: tf.Tensor3D, mask: tf.Tensor2D): tf.Tensor2D => {
+    const pooled = pool(hidden, mask, c.pooler === 'mean' ? 'mean' : 'cls_before_pooler'); // [N, H]
+    return c.pooler === 'cls' ? c.head!.apply(pooled) : pooled; // [N, H]
+  };
+
+  let amiRows = 0;
+  let amiSamples = 0;
+  const parts = tf.tidy(() => {
+    let z1: tf.Tensor2D; // [B, H]
+    let z2: tf.Tensor2D; // [B, H]
+    let attentions: tf.Tensor | null = null; // [2B, L, heads, T, T]
+    if (c.views === 'interleaved') {
+      const fwd: ForwardOptions = { ...fwdBase };
+      if (config.dropoutSeed !== undefined) fwd.dropoutSeed = config.dropoutSeed;
+      const out = model.forward(batch, fwd);
+      const z = embed(out.lastHiddenState, batch.attentionMask); // [2B, H]
+      z1 = viewRows(z, 0);
+      z2 = viewRows(z, 1);
+      if (wantAttentions) attentions = tf.stack(layers(out), 1); // [2B, L, heads, T, T]
+    } else {
+      const b1 = sliceBatch(batch, 0);
+      const b2 = sliceBatch(batch, 1);
+      const fwd1: ForwardOptions = { ...fwdBase };
+      const fwd2: ForwardOptions = { ...fwdBase };
+      if (config.dropoutSeed !== undefined) {
+        fwd1.dropoutSeed = config.dropoutSeed;
+        fwd2.dropoutSeed = siteSeed(config.dropoutSeed, SECOND_VIEW_SITE);
+      }
+      const out1 = model.forward(b1, fwd1);
+      const out2 = model.forward(b2, fwd2);
+      z1 = embed(out1.lastHiddenState, b1.attentionMask);
+      z2 = embed(out2.lastHiddenState, b2.attentionMask);
+      if (wantAttentions) {
+        const l2 = layers(out2);
+        const perLayer = layers(out1).map((a1, i) => {
+          const [B, heads, T] = a1.shape;
+          return tf.reshape(tf.stack([a1, l2[i]!], 1), [2 * B, heads, T, T]); // [2B, heads, T, T], re-interleaved
+        });
+        attentions = tf.stack(perLayer, 1); // [2B, L, heads, T, T]
+      }
+    }
+    const nce = infoNCE(z1, z2, c.temperature);
+    let loss: tf.Scalar = tf.mul(nce, c.alpha);
+    if (attentions === null) return { loss, infoNCE: nce };
+    const miOptions: AttentionMIOptions = { targetSamples: c.targetSamples, nanValue: c.nanValue };
+    if (config.seed !== undefined) miOptions.seed = config.seed;
+    if (config.sampleIndices !== undefined) miOptions.sampleIndices = config.sampleIndices;
+    if (config.rhoEps !== undefined) miOptions.rhoEps = config.rhoEps;
+    const mi = attentionMutualInformation(attentions, miOptions);
+    amiRows = mi.rows;
+    amiSamples = mi.samples;
+    loss = tf.add(loss, tf.mul(mi.value, c.lambda));
+    return { loss, infoNCE: nce, ami: mi.value };
+  });
+  return { loss: parts.loss, infoNCE: parts.infoNCE, ami: parts.ami ?? null, amiRows, amiSamples };
+}

@@ -1,0 +1,226 @@
+/**
+ * The whole miCSE objective on a tiny random BERT: the two view modes agree with dropout off, a finite-difference
+ * check of the gradient of the total loss, config validation, the simcse style, and tensor hygiene.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { UserError } from '../src/errors.js';
+import { MlpHead } from '../src/losses/mlpHead.js';
+import { micseLoss, type MicseBatch, type MicseConfig, type MicseEncoder } from '../src/losses/micse.js';
+import { BertModel } from '../src/model/bert.js';
+import type { BertConfig } from '../src/model/config.js';
+import { registerFastKernels } from '../src/model/kernels.js';
+import { tf } from '../src/model/tf.js';
+
+const TINY: BertConfig = {
+  vocabSize: 50,
+  hiddenSize: 16,
+  numHiddenLayers: 4,
+  numAttentionHeads: 2,
+  intermediateSize: 32,
+  hiddenAct: 'gelu',
+  hiddenDropoutProb: 0.1,
+  attentionProbsDropoutProb: 0.1,
+  maxPositionEmbeddings: 16,
+  typeVocabSize: 2,
+  layerNormEps: 1e-12,
+  padTokenId: 0,
+  // Far larger than BERT's 0.02, so that attention is far from uniform: with near-uniform attention the centred
+  // log-probabilities are tiny differences of nearly equal numbers, and float32 finite differences of the AMI
+  // become noise.
+  initializerRange: 0.3,
+};
+
+/** Deterministic pseudo-random numbers in [0, 1) (mulberry32). */
+function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/**
+ * 3 sentences of lengths 6, 4, 5 padded to T = 6, each twice (interleaved). The two rows of a sentence get
+ * different tokens (same length), so that with dropout off the views still differ and the AMI is not saturated.
+ */
+function makeBatch(): { ids: number[][]; mask: number[][] } {
+  const next = rng(5);
+  const lengths = [6, 4, 5];
+  const ids: number[][] = [];
+  const mask: number[][] = [];
+  for (const len of lengths) {
+    for (let view = 0; view < 2; view++) {
+      ids.push(Array.from({ length: 6 }, (_, t) => (t === 0 ? 2 : t < len ? 3 + Math.floor(next() * 45) : 0)));
+      mask.push(Array.from({ length: 6 }, (_, t) => (t < len ? 1 : 0)));
+    }
+  }
+  return { ids, mask };
+}
+
+let model: BertModel;
+let head: MlpHead;
+let batch: MicseBatch;
+
+/** AMI over layers [1, 3), 20 samples per row (every row has at least 24 valid entries): the sampling path. */
+const BASE: MicseConfig = { minLayer: 1, maxLayer: 3, targetSamples: 20, lambda: 1, seed: 77, training: false };
+
+before(async () => {
+  await tf.setBackend('cpu');
+  await tf.ready();
+  registerFastKernels('cpu'); // as backend selection does: the stock gather gradient is very slow on cpu
+  model = BertModel.random(TINY, 3);
+  head = new MlpHead(TINY.hiddenSize, { seed: 4 });
+  const { ids, mask } = makeBatch();
+  batch = { inputIds: tf.tensor2d(ids, undefined, 'int32'), attentionMask: tf.tensor2d(mask, undefined, 'int32') };
+});
+
+after(() => {
+  model.dispose();
+  head.dispose();
+  tf.dispose([batch.inputIds, batch.attentionMask]);
+});
+
+function values(r: ReturnType<typeof micseLoss>): { loss: number; infoNCE: number; ami: number | null } {
+  const out = { loss: r.loss.dataSync()[0]!, infoNCE: r.infoNCE.dataSync()[0]!, ami: r.ami === null ? null : r.ami.dataSync()[0]! };
+  tf.dispose([r.loss, r.infoNCE, ...(r.ami === null ? [] : [r.ami])]);
+  return out;
+}
+
+describe('micseLoss', () => {
+  test('interleaved and separate views agree exactly with dropout off (every pooler)', () => {
+    for (const pooler of ['cls', 'cls_before_pooler', 'mean'] as const) {
+      const cfg: MicseConfig = { ...BASE, pooler, head };
+      const a = micseLoss(model, batch, { ...cfg, views: 'interleaved' });
+      const b = micseLoss(model, batch, { ...cfg, views: 'separate' });
+      assert.equal(a.amiRows, 2 * 2 * 3);
+      assert.equal(a.amiSamples, 20);
+      assert.equal(b.amiRows, a.amiRows);
+      assert.equal(b.amiSamples, a.amiSamples);
+      const va = values(a);
+      const vb = values(b);
+      assert.deepEqual(vb, va, `pooler ${pooler}`);
+      assert.ok(Number.isFinite(va.loss) && va.ami !== null && va.ami < 0, `pooler ${pooler}: ${JSON.stringify(va)}`);
+      assert.ok(Math.abs(va.loss - (va.infoNCE + va.ami)) < 1e-6, 'loss = alpha * infoNCE + lambda * ami');
+    }
+  });
+
+  test('alpha and lambda weight the parts', () => {
+    const r = values(micseLoss(model, batch, { ...BASE, head, alpha: 0.5, lambda: 3 }));
+    assert.ok(Math.abs(r.loss - (0.5 * r.infoNCE + 3 * r.ami!)) < 1e-6);
+  });
+
+  test('training mode: seeded dropout is reproducible, and both view modes give finite losses', () => {
+    for (const views of ['interleaved', 'separate'] as const) {
+      const cfg: MicseConfig = { ...BASE, head, views, training: true, dropoutSeed: 11 };
+      const a = values(micseLoss(model, batch, cfg));
+      const b = values(micseLoss(model, batch, cfg));
+      assert.deepEqual(a, b, `${views}: same dropoutSeed, same loss`);
+      const off = values(micseLoss(model, batch, { ...cfg, training: false }));
+      assert.notEqual(a.loss, off.loss, `${views}: dropout changes the loss`);
+      assert.ok(Number.isFinite(a.loss));
+    }
+  });
+
+  test("style 'simcse': no attentions requested, ami null, lambda ignored", () => {
+    const seen: (boolean | undefined)[] = [];
+    const spy: MicseEncoder = {
+      config: model.config,
+      forward: (inputs, opts) => {
+        seen.push(opts?.outputAttentions);
+        return model.forward(inputs, opts);
+      },
+    };
+    // An odd layer span is irrelevant for simcse: it must not be validated.
+    const r = micseLoss(spy, batch, { ...BASE, head, style: 'simcse', lambda: 5, minLayer: 0, maxLayer: 3 });
+    assert.equal(r.ami, null);
+    assert.equal(r.amiRows, 0);
+    assert.equal(r.amiSamples, 0);
+    assert.deepEqual(seen, [false]);
+    const v = values(r);
+    assert.equal(v.loss, v.infoNCE);
+  });
+
+  test('invalid configurations are UserErrors that say why', () => {
+    const bad = (cfg: MicseConfig, re: RegExp): void => {
+      assert.throws(() => micseLoss(model, batch, { ...BASE, head, ...cfg }), (err: unknown) => err instanceof UserError && re.test(err.message));
+    };
+    bad({ minLayer: 1, maxLayer: 4 }, /selects 3 layer\(s\), but the count must be even/);
+    bad({ minLayer: 0, maxLayer: 6 }, /0 <= minLayer < maxLayer <= 4 \(the model has 4 layers/);
+    bad({ minLayer: 3, maxLayer: 1 }, /0 <= minLayer < maxLayer/);
+    // The defaults (layers 7..10 of bert-base) do not fit a 4-layer model.
+    bad({ minLayer: undefined, maxLayer: undefined }, /\[7, 11\).*the model has 4 layers/);
+    bad({ pooler: 'cls', head: null }, /needs the training MLP head/);
+    bad({ temperature: 0 }, /temperature must be a positive number/);
+    bad({ views: 'both' as unknown as MicseConfig['views'] }, /views must be one of interleaved, separate/);
+    const odd = { inputIds: tf.zeros([3, 6], 'int32') as tf.Tensor2D, attentionMask: tf.ones([3, 6], 'int32') as tf.Tensor2D };
+    assert.throws(() => micseLoss(model, odd, { ...BASE, head }), /every sentence twice/);
+    tf.dispose([odd.inputIds, odd.attentionMask]);
+  });
+
+  test('finite-difference check of the gradient of the whole loss (dropout off, pinned draw)', () => {
+    const vars = [...model.trainableVariables(), ...head.variables()];
+    for (const [label, cfg] of [
+      ['alpha 1, lambda 1, interleaved', { ...BASE, head }],
+      ['AMI only (alpha 0), separate', { ...BASE, head, alpha: 0, views: 'separate' }],
+    ] as const) {
+      const f = (): tf.Scalar => micseLoss(model, batch, cfg).loss;
+      const { grads } = tf.variableGrads(f, vars);
+      const next = rng(label.length);
+      for (let trial = 0; trial < 2; trial++) {
+        // A random direction over every variable, each entry scaled to its variable's size (rms, at least 0.02);
+        // directional derivative g . d against a Richardson-extrapolated central difference (error O(h^4)).
+        const dirs = vars.map((v) => tf.tidy(() => {
+          const scale = Math.max(Math.sqrt(tf.mean(tf.square(v)).dataSync()[0]!), 0.02);
+          return tf.tensor(Float32Array.from({ length: v.size }, () => (next() * 2 - 1) * scale), v.shape);
+        }));
+        const analytic = vars.reduce((s, v, i) => s + tf.tidy(() => tf.sum(tf.mul(grads[v.name]!, dirs[i]!)).dataSync()[0]!), 0);
+        const originals = vars.map((v) => v.clone());
+        const at = (h: number): number => {
+          vars.forEach((v, i) => v.assign(tf.tidy(() => tf.add(originals[i]!, tf.mul(dirs[i]!, h)))));
+          return tf.tidy(() => f().dataSync()[0]!);
+        };
+        const central = (h: number): number => (at(h) - at(-h)) / (2 * h);
+        const h = 2e-2;
+        const numeric = (4 * central(h / 2) - central(h)) / 3;
+        vars.forEach((v, i) => v.assign(originals[i]!));
+        const err = Math.abs(numeric - analytic);
+        assert.ok(Math.abs(analytic) > 1e-3, `${label}: the check needs a non-trivial gradient (g . d = ${analytic})`);
+        assert.ok(err <= 5e-3 * Math.abs(analytic) + 1e-5,
+          `${label}, direction ${trial}: analytic ${analytic}, finite difference ${numeric} (abs error ${err})`);
+        tf.dispose([...dirs, ...originals]);
+      }
+      tf.dispose(Object.values(grads));
+    }
+  });
+
+  test('no tensor leak across 50 evaluations (values and gradients, both view modes and styles)', () => {
+    const vars = [...model.trainableVariables(), ...head.variables()];
+    const start = tf.memory().numTensors;
+    for (let i = 0; i < 50; i++) {
+      const cfg: MicseConfig = {
+        ...BASE,
+        head,
+        views: i % 2 === 0 ? 'interleaved' : 'separate',
+        style: i % 5 === 4 ? 'simcse' : 'micse',
+        training: true,
+        dropoutSeed: i,
+        seed: i,
+      };
+      const r = micseLoss(model, batch, cfg);
+      tf.dispose([r.loss, r.infoNCE, ...(r.ami === null ? [] : [r.ami])]);
+      if (i % 5 === 0) {
+        tf.tidy(() => {
+          tf.variableGrads(() => {
+            const out = micseLoss(model, batch, cfg);
+            return out.loss;
+          }, vars);
+        });
+      }
+    }
+    assert.equal(tf.memory().numTensors, start);
+  });
+});
