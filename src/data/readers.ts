@@ -121,8 +121,19 @@ function noteInvalid(stats: ReadStats, file: string, line: number, onInvalid: On
 
 const BOM = Buffer.from([0xef, 0xbb, 0xbf]);
 
-/** One physical line: its bytes without terminator, 1-based number and the file offset of its first byte. */
-type RawLine = [bytes: Buffer, line: number, start: number];
+/**
+ * One physical line: bytes [begin, end) of `buf` without terminator, its 1-based number, the file offset of its
+ * first byte and whether it is valid UTF-8. The splitter reuses one object for every line (no per-line
+ * allocation): read the fields before asking for the next line.
+ */
+interface LineView {
+  buf: Buffer;
+  begin: number;
+  end: number;
+  line: number;
+  offset: number;
+  valid: boolean;
+}
 
 /**
  * Splits a byte stream into physical lines (`\n`, with a trailing `\r` removed), hashing every byte and
@@ -139,7 +150,9 @@ class LineSplitter {
     private readonly stats: ReadStats,
   ) {}
 
-  *push(chunk: Buffer): Generator<RawLine> {
+  private readonly view: LineView = { buf: Buffer.alloc(0), begin: 0, end: 0, line: 0, offset: 0, valid: true };
+
+  *push(chunk: Buffer): Generator<LineView> {
     this.hash.update(chunk);
     this.stats.bytes += chunk.length;
     let buf = this.tail === null ? chunk : Buffer.concat([this.tail, chunk]);
@@ -157,43 +170,61 @@ class LineSplitter {
         base += 3;
       }
     }
+    const lastNl = buf.lastIndexOf(10);
+    // One validity check for all complete lines of the chunk; per-line checks only when it fails.
+    const allValid = lastNl < 0 || isUtf8(buf.subarray(0, lastNl + 1));
+    const v = this.view;
+    v.buf = buf;
     let start = 0;
-    for (;;) {
+    while (start <= lastNl) {
       const nl = buf.indexOf(10, start);
-      if (nl < 0) break;
-      const end = nl > start && buf[nl - 1] === 13 ? nl - 1 : nl;
-      yield [buf.subarray(start, end), ++this.lineNo, base + start];
+      v.begin = start;
+      v.end = nl > start && buf[nl - 1] === 13 ? nl - 1 : nl;
+      v.line = ++this.lineNo;
+      v.offset = base + start;
+      v.valid = allValid || isUtf8(buf.subarray(v.begin, v.end));
+      yield v;
       start = nl + 1;
     }
     this.tailStart = base + start;
     if (start < buf.length) this.tail = Buffer.from(buf.subarray(start));
   }
 
-  *end(): Generator<RawLine> {
+  *end(): Generator<LineView> {
     const buf = this.tail;
     this.tail = null;
     if (buf !== null && buf.length > 0) {
-      const end = buf[buf.length - 1] === 13 ? buf.length - 1 : buf.length;
-      yield [buf.subarray(0, end), ++this.lineNo, this.tailStart];
+      const v = this.view;
+      v.buf = buf;
+      v.begin = 0;
+      v.end = buf[buf.length - 1] === 13 ? buf.length - 1 : buf.length;
+      v.line = ++this.lineNo;
+      v.offset = this.tailStart;
+      v.valid = isUtf8(buf.subarray(0, v.end));
+      yield v;
     }
     this.stats.lines = this.lineNo;
   }
 }
 
+const NON_SPACE = /\S/;
+
+/** Empty or whitespace only (no allocation, unlike trim()). */
 function isBlank(s: string): boolean {
-  return s.trim() === '';
+  return !NON_SPACE.test(s);
 }
 
 async function* readTxt(file: string, stats: ReadStats, onInvalid: OnInvalid): AsyncGenerator<CorpusLine> {
   const hash = createHash('sha256');
   const splitter = new LineSplitter(hash, stats);
-  const handle = function* (lines: Generator<RawLine>): Generator<CorpusLine> {
-    for (const [bytes, line] of lines) {
-      if (!isUtf8(bytes)) {
+  const handle = function* (lines: Generator<LineView>): Generator<CorpusLine> {
+    for (const v of lines) {
+      const line = v.line;
+      if (!v.valid) {
         noteInvalid(stats, file, line, onInvalid);
         continue;
       }
-      const text = bytes.toString('utf8');
+      const text = v.buf.toString('utf8', v.begin, v.end);
       if (isBlank(text)) {
         stats.blank++;
         continue;
@@ -227,8 +258,8 @@ class LineIndex extends Transform {
     super();
     this.splitter = new LineSplitter(hash, stats);
   }
-  private add(lines: Generator<RawLine>): void {
-    for (const [bytes, line, start] of lines) this.queue.push({ line, start, empty: bytes.length === 0, valid: isUtf8(bytes) });
+  private add(lines: Generator<LineView>): void {
+    for (const v of lines) this.queue.push({ line: v.line, start: v.offset, empty: v.end === v.begin, valid: v.valid });
   }
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
     this.add(this.splitter.push(chunk));

@@ -162,6 +162,36 @@ function ruleText(spec: { fraction: number | null; count: number | null }): stri
 
 const LINE_BREAK = /\r\n|\r|\n/g;
 
+/** 32-bit FNV-1a of a string's UTF-16 code units. */
+function fnv1a(s: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193);
+  return h >>> 0;
+}
+
+/**
+ * Number of strings equal to an earlier one. Sorts (hash, index) pairs in a typed array and compares exact
+ * strings only within equal-hash groups, so no hash table of all sentences is built (memory: 8 bytes/sentence).
+ */
+export function countRepeats(strings: readonly string[]): number {
+  const keys = new BigUint64Array(strings.length);
+  for (let i = 0; i < strings.length; i++) keys[i] = (BigInt(fnv1a(strings[i]!)) << 32n) | BigInt(i);
+  keys.sort();
+  let repeats = 0;
+  for (let a = 0; a < keys.length; ) {
+    const h = keys[a]! >> 32n;
+    let b = a + 1;
+    while (b < keys.length && keys[b]! >> 32n === h) b++;
+    if (b - a > 1) {
+      const group = new Set<string>();
+      for (let i = a; i < b; i++) group.add(strings[Number(keys[i]! & 0xffffffffn)]!);
+      repeats += b - a - group.size;
+    }
+    a = b;
+  }
+  return repeats;
+}
+
 /** sha256 (hex) of the subset file bytes for `sentences`. */
 function subsetBytesHash(sentences: readonly string[]): string {
   const h = createHash('sha256');
@@ -238,14 +268,7 @@ export async function loadTrainingSentences(opts: LoadTrainingOptions): Promise<
     lineBreaksReplaced++;
     return t.replace(LINE_BREAK, ' ');
   });
-  let duplicatesInSubset = 0;
-  if (spec.duplicates === 'keep') {
-    const s = new Set<string>();
-    for (const t of sentences) {
-      if (s.has(t)) duplicatesInSubset++;
-      else s.add(t);
-    }
-  }
+  const duplicatesInSubset = spec.duplicates === 'keep' ? countRepeats(sentences) : 0;
   const linesHash = createHash('sha256');
   for (const l of chosenLines) linesHash.update(`${l}\n`);
 
