@@ -45,6 +45,10 @@
  * bert-base at batch 64): it decides which rows are kept and how many samples are drawn, i.e. output shapes,
  * and gives `rows`/`samples`/`scale`. The random keys come from `tf.randomUniform`, which TF.js generates on the
  * host and uploads (`R x N` floats); nothing is read back.
+ *
+ * Cost: on the pure-JS `cpu` backend the regrouping transpose is slow at bert-base sizes (about 5 s forward for
+ * `[128, 4, 12, 32, 32]` on a 2-core machine, the same again backward), small next to the encoder on that
+ * backend. The gather gradients need an UnsortedSegmentSum kernel (backend.ts registers a fast one on cpu).
  */
 import { tf } from '../model/tf.js';
 
@@ -58,7 +62,8 @@ export interface AttentionMIOptions {
   /**
    * Pins the draw: the positions (column indices into the regrouped `[rows, N]` matrices, see the module
    * comment) chosen for each KEPT row, in kept-row order (increasing original row index), shape
-   * `[rows, samples]`, each row increasing. A tensor must be int32; it is not disposed.
+   * `[rows, samples]`, each row increasing. A tensor must be int32; it is not disposed. Positions are not
+   * checked for validity: an invalid one takes log(0) and turns the value into nanValue.
    */
   sampleIndices?: tf.Tensor2D | number[][];
   /** eps of the cosine (per-norm clamp, torch.nn.CosineSimilarity(eps=1e-6) in the reference). */
