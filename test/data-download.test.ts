@@ -39,7 +39,7 @@ before(async () => {
     if (req.url === '/flaky') {
       // sends the headers for the whole file, then half of it, then drops the connection
       res.writeHead(200, { 'content-length': payload.length });
-      res.write(payload.subarray(0, 7000), () => res.destroy());
+      res.write(payload.subarray(0, 7000), () => setTimeout(() => res.destroy(), 100)); // let the client take the bytes first
       return;
     }
     res.writeHead(200, { 'content-length': payload.length }); // /file without Range, /norange always ignores Range
