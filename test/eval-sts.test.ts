@@ -195,9 +195,10 @@ const SUBSET_PEARSON_TOL = 0.01;
 /**
  * Subset Spearman tolerance. The random tiny model's cosines all lie within ~4e-5 of 1 (a few hundred float32
  * ulps), so the ranks of small subsets (FNWN: 189 pairs) depend on float rounding: the reference's own float32
- * cosine gives ~0.1 points different from float64 on identical embeddings. Task scores pool more pairs.
+ * cosine gives ~0.1 points different from float64 on identical embeddings. Measured: up to 0.031 (wasm) and
+ * 0.050 (cpu, surprise.SMTnews); task scores, pooling more pairs, stay within 0.001.
  */
-const SUBSET_SPEARMAN_TOL = 0.05;
+const SUBSET_SPEARMAN_TOL = 0.1;
 
 interface RefTask {
   all_spearman?: number;
