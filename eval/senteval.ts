@@ -2,7 +2,8 @@
  * Readers for the SentEval data layout, reproducing what SentEval's `senteval/sts.py` (as forked by SimCSE) reads
  * and what SimCSE's batcher then embeds.
  *
- * Layout under the data root (`data/senteval` by default; SentEval's own `data/downstream` root also works):
+ * Layout under the data root (`data/senteval` by default; a parent folder of it, such as SentEval's `data/`, also
+ * works: see `resolveSentevalRoot`):
  * - `STS/STS1X-en-test/STS.input.<subset>.txt` (sentence 1 TAB sentence 2) and `STS.gs.<subset>.txt` (gold, one a
  *   line; an empty gold line drops the pair). Both files are split into lines with Python's `str.splitlines`.
  * - `STS/STSBenchmark/sts-{train,dev,test}.csv`: every line `strip()`ped and split on TAB (no quoting: the
@@ -14,7 +15,7 @@
  * batcher rejoins the tokens with single spaces; `normalizeSentence` does the same, so we embed exactly the strings
  * the reference embedded. No lowercasing or tokenization happens here (the files are already processed).
  */
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { UserError } from '../src/errors.js';
 
@@ -120,14 +121,37 @@ function parseScore(text: string, where: string): number {
 // ---------------------------------------------------------------------------------------------------------------
 // Files and directories.
 
+/** How deep `resolveSentevalRoot` looks below the given directory for the one holding `STS/`. */
+export const SENTEVAL_ROOT_SEARCH_DEPTH = 3;
+
 /**
- * The directory holding `STS/` and `SICK/`: `dataDir` itself, or `dataDir/downstream` when that is where they are
- * (SentEval's own `data/` root).
+ * The directory holding `STS/` and `SICK/`: `dataDir` itself, else the first (sorted, breadth-first) directory at
+ * most `SENTEVAL_ROOT_SEARCH_DEPTH` levels below it that holds `STS/` (SentEval's `data/downstream`, or the folder
+ * `micse data download senteval` extracted the archive into). Returns `dataDir` when there is none, so the error
+ * names the file expected there.
  */
 export function resolveSentevalRoot(dataDir: string): string {
-  const downstream = path.join(dataDir, 'downstream');
-  const hasTasks = (d: string): boolean => existsSync(path.join(d, 'STS')) || existsSync(path.join(d, 'SICK'));
-  if (!hasTasks(dataDir) && hasTasks(downstream)) return downstream;
+  const hasTasks = (d: string): boolean => isDirectory(path.join(d, 'STS')) || isDirectory(path.join(d, 'SICK'));
+  if (hasTasks(dataDir)) return dataDir;
+  let level = [dataDir];
+  for (let depth = 0; depth < SENTEVAL_ROOT_SEARCH_DEPTH && level.length > 0; depth++) {
+    const next: string[] = [];
+    for (const dir of level) {
+      let entries: string[];
+      try {
+        entries = readdirSync(dir).sort();
+      } catch {
+        continue;
+      }
+      for (const e of entries) {
+        const sub = path.join(dir, e);
+        if (!isDirectory(sub)) continue;
+        if (isDirectory(path.join(sub, 'STS'))) return sub;
+        next.push(sub);
+      }
+    }
+    level = next;
+  }
   return dataDir;
 }
 

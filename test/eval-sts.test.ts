@@ -10,7 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, test } from 'node:test';
 import { formatStsTable, stsReportJson } from '../eval/report.js';
-import { normalizeSentence, readSickRelatedness, readStsBenchmark, readStsSubset } from '../eval/senteval.js';
+import { normalizeSentence, readSickRelatedness, readStsBenchmark, readStsSubset, resolveSentevalRoot } from '../eval/senteval.js';
 import {
   STS_TASK_NAMES,
   STS_TEST_TASKS,
@@ -88,6 +88,18 @@ test('STS-B: TAB split without quoting, extra columns allowed; SICK: header skip
     'pair_ID\tsentence_A\tsentence_B\trelatedness_score\tentailment_judgment\n1\tA b\tC d\t3.3\tNEUTRAL\n');
   const sick = readSickRelatedness(root, 'test');
   assert.deepEqual([sick.s1, sick.s2, sick.gold], [['A b'], ['C d'], [3.3]]);
+});
+
+test('the data root may be a parent of the folder holding STS/ (SentEval data/downstream, extracted archives)', () => {
+  const top = path.join(TMP, 'nested');
+  const inner = path.join(top, 'a', 'downstream');
+  write(path.join(inner, 'STS', 'STSBenchmark', 'sts-test.csv'), 'g\tf\ty\t1\t2.5\tx\ty\n');
+  assert.equal(resolveSentevalRoot(top), inner);
+  assert.equal(resolveSentevalRoot(inner), inner);
+  assert.equal(readStsBenchmark(top, 'test').gold[0], 2.5);
+  const none = path.join(TMP, 'no-sts');
+  mkdirSync(none, { recursive: true });
+  assert.equal(resolveSentevalRoot(none), none);
 });
 
 test('a missing task file is a UserError naming its path', () => {
