@@ -10,9 +10,17 @@ import { tf } from './tf.js';
 
 type KernelFunc = tf.KernelConfig['kernelFunc'];
 
-interface CpuLikeBackend {
+/** The host-memory backends' methods the kernels use: cpu has makeTensorInfo, wasm has makeOutput. */
+interface HostBackend {
   readSync(dataId: object): tf.backend_util.BackendValues;
-  makeTensorInfo(shape: number[], dtype: tf.DataType, values?: tf.backend_util.BackendValues): tf.TensorInfo;
+  makeTensorInfo?(shape: number[], dtype: tf.DataType, values?: tf.backend_util.BackendValues): tf.TensorInfo;
+  makeOutput?(shape: number[], dtype: tf.DataType, memoryOffset?: number, values?: tf.backend_util.BackendValues): tf.TensorInfo;
+}
+
+/** A tensor holding `values` on a host backend. */
+function output(b: HostBackend, shape: number[], dtype: tf.DataType, values: Float32Array): tf.TensorInfo {
+  if (b.makeTensorInfo !== undefined) return b.makeTensorInfo(shape, dtype, values);
+  return b.makeOutput!(shape, dtype, undefined, values);
 }
 
 /**
@@ -34,7 +42,7 @@ export function scatterAdd(x: Float32Array | Int32Array, segmentIds: Int32Array,
 }
 
 const unsortedSegmentSumCpu: KernelFunc = ({ inputs, backend, attrs }) => {
-  const b = backend as unknown as CpuLikeBackend;
+  const b = backend as unknown as HostBackend;
   const x = inputs['x']!;
   const segmentIds = inputs['segmentIds']!;
   const numSegments = (attrs as { numSegments: number }).numSegments;
@@ -42,7 +50,7 @@ const unsortedSegmentSumCpu: KernelFunc = ({ inputs, backend, attrs }) => {
   const ids = Int32Array.from(b.readSync(segmentIds.dataId) as Int32Array);
   const outShape = [numSegments, ...x.shape.slice(segmentIds.shape.length)];
   const out = scatterAdd(xs, ids, numSegments);
-  return b.makeTensorInfo(outShape, x.dtype === 'int32' ? 'float32' : x.dtype, out);
+  return output(b, outShape, 'float32', out);
 };
 
 /** Backends whose readSync/makeTensorInfo work on host memory, so the host scatter-add applies. */

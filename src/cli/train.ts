@@ -1,0 +1,34 @@
+/** `micse train --config F [--set key=value ...]` and `micse train --resume RUN_DIR`. */
+import type { CommandModule } from 'yargs';
+import { UserError } from '../errors.js';
+import { loadConfig } from '../train/config.js';
+import { loadRunConfig, train } from '../train/trainer.js';
+
+interface TrainArgs {
+  config?: string;
+  set: string[];
+  resume?: string;
+  quiet: boolean;
+}
+
+export const trainCommand: CommandModule<object, TrainArgs> = {
+  command: 'train',
+  describe: 'Train a miCSE/SimCSE encoder from a YAML/JSON config, or resume a run',
+  builder: (y) =>
+    y
+      .option('config', { type: 'string', describe: 'YAML or JSON config (see configs/)' })
+      .option('set', { type: 'string', array: true, default: [] as string[], describe: 'override a key: --set train.seed=1 (repeatable)' })
+      .option('resume', { type: 'string', describe: 'continue the run in this directory from its last checkpoint' })
+      .option('quiet', { type: 'boolean', default: false, describe: 'no progress bar' })
+      .check((a) => {
+        if (a.config === undefined && a.resume === undefined) throw new UserError('pass --config FILE (or --resume RUN_DIR)');
+        return true;
+      }) as never,
+  handler: async (args) => {
+    const config = args.resume !== undefined
+      ? await loadRunConfig(args.resume, args.set)
+      : (await loadConfig(args.config!, args.set)).config;
+    if (args.resume !== undefined) config.train.output = args.resume;
+    await train(config, { resume: args.resume !== undefined, quiet: args.quiet });
+  },
+};

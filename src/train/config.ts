@@ -1,0 +1,280 @@
+/**
+ * Training configuration: data, validated. Every key has a default (the reference hyperparameters of miCSE's
+ * low-shot runs, METHOD.md), a type and a range; an unknown key, a wrong type or an out-of-range value is a
+ * UserError naming the key (unknown keys with a did-you-mean). Files are YAML or JSON, may `extends` another
+ * file (relative path), and `--set key.path=value` overrides win last.
+ */
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import YAML from 'yaml';
+import { UserError } from '../errors.js';
+import { BACKEND_NAMES } from '../model/backend.js';
+
+type Kind = 'string' | 'number' | 'integer' | 'boolean' | 'object';
+
+interface KeySpec {
+  kind: Kind;
+  default: unknown;
+  describe: string;
+  /** Also accept null. */
+  nullable?: boolean;
+  choices?: readonly string[];
+  min?: number;
+  max?: number;
+  /** min is exclusive */
+  minExclusive?: boolean;
+  /** integer or string (CSV column) */
+  orString?: boolean;
+}
+
+/** The schema: section -> key -> spec. Defaults are METHOD.md's official hyperparameters (fp32 runs). */
+export const SCHEMA = {
+  model: {
+    init: { kind: 'string', default: 'bert-base-uncased', describe: 'Hugging Face directory or Hub name to start from, or "random"' },
+    tokenizer: { kind: 'string', default: null, nullable: true, describe: 'tokenizer directory (default: the init directory; required with init: random)' },
+    config: { kind: 'object', default: null, nullable: true, describe: 'config.json keys for init: random (snake_case as transformers writes them)' },
+    hiddenDropout: { kind: 'number', default: null, nullable: true, min: 0, max: 0.999, describe: 'override hidden_dropout_prob' },
+    attentionDropout: { kind: 'number', default: null, nullable: true, min: 0, max: 0.999, describe: 'override attention_probs_dropout_prob' },
+  },
+  data: {
+    train: { kind: 'string', default: 'data/wiki1m_for_simcse.txt', describe: 'training corpus: .txt (one sentence per line), .csv or .tsv' },
+    format: { kind: 'string', default: 'auto', choices: ['auto', 'txt', 'csv', 'tsv'], describe: 'corpus format (auto: by extension)' },
+    column: { kind: 'integer', orString: true, default: null, nullable: true, min: 0, describe: 'CSV/TSV column name or 0-based index' },
+    fraction: { kind: 'number', default: null, nullable: true, min: 0, minExclusive: true, max: 1, describe: 'few-shot subset: fraction of the corpus' },
+    count: { kind: 'integer', default: null, nullable: true, min: 1, describe: 'few-shot subset: number of sentences' },
+    subsetSeed: { kind: 'integer', default: 48, min: 0, describe: 'seed of the subset draw (official: 48..52)' },
+    onInvalid: { kind: 'string', default: 'skip', choices: ['skip', 'fail'], describe: 'lines that are not valid UTF-8' },
+    maxSeqLen: { kind: 'integer', default: 32, min: 2, max: 512, describe: 'truncate training sentences to this many tokens' },
+    dropLast: { kind: 'boolean', default: false, describe: 'drop the last partial batch of each epoch (reference: kept)' },
+    senteval: { kind: 'string', default: 'data/senteval', describe: 'SentEval data root (STS-B dev selection, final evaluation)' },
+  },
+  objective: {
+    style: { kind: 'string', default: 'micse', choices: ['micse', 'simcse'], describe: 'micse: InfoNCE + lambda * AMI; simcse: InfoNCE only' },
+    temperature: { kind: 'number', default: 0.05, min: 0, minExclusive: true, describe: 'InfoNCE temperature' },
+    alpha: { kind: 'number', default: 1, min: 0, describe: 'weight of InfoNCE' },
+    lambda: { kind: 'number', default: 1e-3, min: 0, describe: 'weight of the attention mutual-information term' },
+    minLayer: { kind: 'integer', default: 7, min: 0, describe: 'first encoder layer of the AMI term' },
+    maxLayer: { kind: 'integer', default: 11, min: 1, describe: 'one past the last AMI layer (maxLayer - minLayer must be even)' },
+    targetSamples: { kind: 'integer', default: 150, min: 1, describe: 'attention entries drawn per AMI row' },
+    nanValue: { kind: 'number', default: 100, describe: 'AMI value substituted for NaN (reference behaviour)' },
+    views: { kind: 'string', default: 'interleaved', choices: ['interleaved', 'separate'], describe: 'one pass over 2B interleaved rows, or two passes' },
+    pooler: { kind: 'string', default: 'cls', choices: ['cls', 'cls_before_pooler', 'mean'], describe: 'training pooler (cls = [CLS] + MLP head)' },
+  },
+  optim: {
+    learningRate: { kind: 'number', default: 1e-5, min: 0, minExclusive: true, describe: 'peak learning rate (low-shot runs: 1e-5; SimCSE: 3e-5)' },
+    weightDecay: { kind: 'number', default: 0, min: 0, describe: 'AdamW decoupled weight decay (not applied to biases and LayerNorm weights)' },
+    beta1: { kind: 'number', default: 0.9, min: 0, max: 0.999999, describe: 'Adam beta1' },
+    beta2: { kind: 'number', default: 0.999, min: 0, max: 0.999999, describe: 'Adam beta2' },
+    eps: { kind: 'number', default: 1e-8, min: 0, minExclusive: true, describe: 'Adam epsilon (transformers Trainer default)' },
+    schedule: { kind: 'string', default: 'linear', choices: ['linear', 'constant'], describe: 'learning-rate decay after warmup' },
+    warmupSteps: { kind: 'integer', default: 0, min: 0, describe: 'linear warmup steps (wins over warmupRatio when > 0)' },
+    warmupRatio: { kind: 'number', default: 0, min: 0, max: 1, describe: 'warmup as a fraction of all steps' },
+    maxGradNorm: { kind: 'number', default: 1, min: 0, describe: 'global gradient-norm clip (0: off)' },
+  },
+  train: {
+    batchSize: { kind: 'integer', default: 64, min: 1, describe: 'sentences per batch (each appears twice)' },
+    epochs: { kind: 'integer', default: 1, min: 1, describe: 'passes over the training sentences' },
+    maxSteps: { kind: 'integer', default: null, nullable: true, min: 1, describe: 'stop after this many steps (overrides epochs)' },
+    evalSteps: { kind: 'integer', default: 250, min: 1, describe: 'evaluate STS-B dev (and checkpoint) every this many steps' },
+    evalBatchSize: { kind: 'integer', default: 128, min: 1, describe: 'sentences per pass when evaluating (SentEval: 128)' },
+    finalEval: { kind: 'boolean', default: true, describe: 'evaluate the best checkpoint on all STS tasks at the end' },
+    seed: { kind: 'integer', default: 42, min: 0, describe: 'training seed: shuffling, dropout, AMI draws, head init' },
+    output: { kind: 'string', default: 'checkpoints/run', describe: 'run directory' },
+    backend: { kind: 'string', default: 'auto', choices: BACKEND_NAMES, describe: 'TF.js backend' },
+    maxBadSteps: { kind: 'integer', default: 10, min: 1, describe: 'stop after this many non-finite losses in a row' },
+    logSteps: { kind: 'integer', default: 1, min: 1, describe: 'write a metrics.jsonl line every this many steps' },
+  },
+} as const satisfies Record<string, Record<string, KeySpec>>;
+
+type SchemaT = typeof SCHEMA;
+type Value<S> = S extends { kind: 'string'; choices: readonly (infer C)[] } ? C
+  : S extends { kind: 'string' } ? string
+  : S extends { kind: 'integer'; orString: true } ? number | string
+  : S extends { kind: 'number' | 'integer' } ? number
+  : S extends { kind: 'boolean' } ? boolean
+  : Record<string, unknown>;
+type Nullable<S, V> = S extends { nullable: true } ? V | null : V;
+export type TrainConfig = {
+  -readonly [Sec in keyof SchemaT]: { -readonly [K in keyof SchemaT[Sec]]: Nullable<SchemaT[Sec][K], Value<SchemaT[Sec][K]>> };
+};
+
+function levenshtein(a: string, b: string): number {
+  const d = Array.from({ length: a.length + 1 }, (_, i) => [i, ...new Array<number>(b.length).fill(0)]);
+  for (let j = 1; j <= b.length; j++) d[0]![j] = j;
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      d[i]![j] = Math.min(d[i - 1]![j]! + 1, d[i]![j - 1]! + 1, d[i - 1]![j - 1]! + (a[i - 1]!.toLowerCase() === b[j - 1]!.toLowerCase() ? 0 : 1));
+    }
+  }
+  return d[a.length]![b.length]!;
+}
+
+function didYouMean(key: string, options: readonly string[]): string {
+  const best = options.map((o) => ({ o, d: levenshtein(key, o) })).sort((x, y) => x.d - y.d)[0];
+  return best !== undefined && best.d <= Math.max(2, Math.floor(key.length / 3)) ? ` (did you mean '${best.o}'?)` : '';
+}
+
+function allKeyPaths(): string[] {
+  return Object.entries(SCHEMA).flatMap(([sec, keys]) => Object.keys(keys).map((k) => `${sec}.${k}`));
+}
+
+/** The defaults, as a full config. */
+export function defaultConfig(): TrainConfig {
+  const out: Record<string, Record<string, unknown>> = {};
+  for (const [sec, keys] of Object.entries(SCHEMA)) {
+    out[sec] = {};
+    for (const [k, spec] of Object.entries(keys)) out[sec]![k] = (spec as KeySpec).default;
+  }
+  return out as TrainConfig;
+}
+
+function checkValue(keyPath: string, spec: KeySpec, v: unknown, where: string): unknown {
+  const bad = (want: string) => new UserError(`${where}: ${keyPath} must be ${want}, got ${JSON.stringify(v)}`);
+  if (v === null) {
+    if (spec.nullable === true) return null;
+    throw bad(`a ${spec.kind}`);
+  }
+  if (spec.orString === true && typeof v === 'string') return v;
+  switch (spec.kind) {
+    case 'string':
+      if (typeof v !== 'string') throw bad('a string');
+      if (spec.choices !== undefined && !spec.choices.includes(v)) {
+        throw new UserError(`${where}: ${keyPath} must be one of ${spec.choices.join(', ')}, got '${v}'${didYouMean(v, spec.choices)}`);
+      }
+      return v;
+    case 'boolean':
+      if (typeof v !== 'boolean') throw bad('true or false');
+      return v;
+    case 'object':
+      if (typeof v !== 'object' || Array.isArray(v)) throw bad('a mapping');
+      return v;
+    case 'number':
+    case 'integer': {
+      if (typeof v !== 'number' || !Number.isFinite(v)) throw bad(spec.kind === 'integer' ? 'an integer' : 'a number');
+      if (spec.kind === 'integer' && !Number.isInteger(v)) throw bad('an integer');
+      const lo = spec.min;
+      const hi = spec.max;
+      if (lo !== undefined && (spec.minExclusive === true ? v <= lo : v < lo)) {
+        throw new UserError(`${where}: ${keyPath} must be ${spec.minExclusive === true ? '>' : '>='} ${lo}, got ${v}`);
+      }
+      if (hi !== undefined && v > hi) throw new UserError(`${where}: ${keyPath} must be <= ${hi}, got ${v}`);
+      return v;
+    }
+  }
+}
+
+/** Merges a parsed config object onto `base`, validating every key. `where` names the file in errors. */
+export function mergeConfig(base: TrainConfig, raw: unknown, where: string): TrainConfig {
+  if (raw === null || raw === undefined) return base;
+  if (typeof raw !== 'object' || Array.isArray(raw)) throw new UserError(`${where}: the top level must be a mapping of sections`);
+  const out = structuredClone(base) as unknown as Record<string, Record<string, unknown>>;
+  for (const [sec, body] of Object.entries(raw as Record<string, unknown>)) {
+    if (sec === 'extends') continue;
+    const keys = (SCHEMA as Record<string, Record<string, KeySpec>>)[sec];
+    if (keys === undefined) throw new UserError(`${where}: unknown section '${sec}'${didYouMean(sec, Object.keys(SCHEMA))}; sections: ${Object.keys(SCHEMA).join(', ')}`);
+    if (body === null) continue;
+    if (typeof body !== 'object' || Array.isArray(body)) throw new UserError(`${where}: section '${sec}' must be a mapping`);
+    for (const [k, v] of Object.entries(body as Record<string, unknown>)) {
+      const spec = keys[k];
+      if (spec === undefined) {
+        throw new UserError(`${where}: unknown key '${sec}.${k}'${didYouMean(`${sec}.${k}`, allKeyPaths())}`);
+      }
+      out[sec]![k] = checkValue(`${sec}.${k}`, spec, v, where);
+    }
+  }
+  return out as unknown as TrainConfig;
+}
+
+/** Cross-key rules. */
+export function checkConsistency(c: TrainConfig, where: string): void {
+  if (c.data.fraction !== null && c.data.count !== null) throw new UserError(`${where}: set data.fraction or data.count, not both`);
+  if (c.objective.maxLayer <= c.objective.minLayer) {
+    throw new UserError(`${where}: objective.maxLayer (${c.objective.maxLayer}) must be greater than objective.minLayer (${c.objective.minLayer})`);
+  }
+  if ((c.objective.maxLayer - c.objective.minLayer) % 2 !== 0) {
+    throw new UserError(`${where}: objective.maxLayer - objective.minLayer must be even (the AMI regrouping pairs layers), ` +
+      `got ${c.objective.minLayer}..${c.objective.maxLayer}`);
+  }
+  if (c.model.init === 'random' && c.model.tokenizer === null) {
+    throw new UserError(`${where}: model.init is "random", so model.tokenizer must name a tokenizer directory`);
+  }
+}
+
+async function readConfigFile(file: string, seen: string[]): Promise<{ raw: unknown; chain: string[] }> {
+  let text: string;
+  try {
+    text = await fs.readFile(file, 'utf8');
+  } catch (err) {
+    throw new UserError(`${file}: cannot read config (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+  }
+  let raw: unknown;
+  try {
+    raw = file.endsWith('.json') ? JSON.parse(text) : YAML.parse(text);
+  } catch (err) {
+    throw new UserError(`${file}: not valid ${file.endsWith('.json') ? 'JSON' : 'YAML'} (${(err as Error).message.split('\n')[0]})`);
+  }
+  return { raw, chain: [...seen, file] };
+}
+
+/** Paths in a config are relative to the working directory, except `extends` (relative to its file). */
+export interface LoadedConfig {
+  config: TrainConfig;
+  /** The files read, base first. */
+  files: string[];
+}
+
+/** Parses `--set` values as YAML scalars (numbers, booleans, null, strings). */
+export function parseSetValue(s: string): unknown {
+  try {
+    return YAML.parse(s) as unknown;
+  } catch {
+    return s;
+  }
+}
+
+/** Applies `key.path=value` overrides. */
+export function applyOverrides(c: TrainConfig, sets: readonly string[]): TrainConfig {
+  let out = c;
+  for (const s of sets) {
+    const eq = s.indexOf('=');
+    if (eq <= 0) throw new UserError(`--set ${s}: expected key.path=value`);
+    const keyPath = s.slice(0, eq).trim();
+    const [sec, key, ...rest] = keyPath.split('.');
+    if (sec === undefined || key === undefined) throw new UserError(`--set ${s}: expected section.key=value (e.g. train.seed=1)`);
+    if (sec === 'model' && key === 'config' && rest.length > 0) {
+      const cfg = { ...(out.model.config ?? {}) };
+      cfg[rest.join('.')] = parseSetValue(s.slice(eq + 1));
+      out = mergeConfig(out, { model: { config: cfg } }, '--set');
+      continue;
+    }
+    if (rest.length > 0) throw new UserError(`--set ${s}: '${keyPath}' is not a config key${didYouMean(keyPath, allKeyPaths())}`);
+    out = mergeConfig(out, { [sec]: { [key]: parseSetValue(s.slice(eq + 1)) } }, '--set');
+  }
+  return out;
+}
+
+/** Loads a config file (following `extends`), applies overrides, validates. */
+export async function loadConfig(file: string | null, sets: readonly string[] = []): Promise<LoadedConfig> {
+  const files: string[] = [];
+  const layers: { raw: unknown; file: string }[] = [];
+  let next: string | null = file;
+  while (next !== null) {
+    if (files.includes(next)) throw new UserError(`${next}: 'extends' forms a cycle (${[...files, next].join(' -> ')})`);
+    const { raw } = await readConfigFile(next, files);
+    files.push(next);
+    layers.unshift({ raw, file: next });
+    const ext = raw !== null && typeof raw === 'object' ? (raw as Record<string, unknown>)['extends'] : undefined;
+    if (ext !== undefined && typeof ext !== 'string') throw new UserError(`${next}: extends must be a path string`);
+    next = ext === undefined ? null : path.resolve(path.dirname(next), ext);
+  }
+  let config = defaultConfig();
+  for (const l of layers) config = mergeConfig(config, l.raw, l.file);
+  config = applyOverrides(config, sets);
+  checkConsistency(config, file ?? 'config');
+  return { config, files: files.reverse() };
+}
+
+/** A config as YAML, sections and keys in schema order. */
+export function configToYaml(c: TrainConfig): string {
+  return YAML.stringify(c);
+}

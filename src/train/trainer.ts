@@ -1,0 +1,302 @@
+/**
+ * The training loop: batch -> miCSE loss -> clipped AdamW step, STS-B dev selection every `evalSteps`, atomic
+ * checkpoints, exact resume, metrics.jsonl, progress and curves.
+ *
+ * Reproducibility: every random choice of step s derives from (train.seed, s): the dropout masks
+ * (`dropoutSeed`), the AMI draw, and the data order (the iterator's own seeded state). A run resumed from a
+ * checkpoint therefore replays exactly what the uninterrupted run would have done (bitwise on the cpu backend).
+ */
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import { evaluateSts, stsbDevSpearman, STS_TEST_TASKS, type StsEvaluation } from '../../eval/sts.js';
+import { loadStsTask } from '../../eval/sts.js';
+import { formatStsTable, stsReportJson } from '../../eval/report.js';
+import { TwoViewBatchIterator, type BatchIteratorState, type TwoViewBatch } from '../data/batches.js';
+import { loadTrainingSentences } from '../data/subset.js';
+import { BertTokenizer } from '../data/tokenizer.js';
+import { UserError } from '../errors.js';
+import { exists, writeFileAtomic } from '../fsutil.js';
+import { micseLoss } from '../losses/micse.js';
+import { MlpHead } from '../losses/mlpHead.js';
+import { describeSelection, selectBackend } from '../model/backend.js';
+import { BertModel, siteSeed } from '../model/bert.js';
+import { parseBertConfig } from '../model/config.js';
+import { embed } from '../model/embed.js';
+import { loadPretrained } from '../model/pretrained.js';
+import { tf } from '../model/tf.js';
+import { createProgress } from '../progress.js';
+import { AdamW, learningRateAt, type NamedParam } from './adamw.js';
+import { readTrainingState, saveCheckpoint, type TrainerState } from './checkpoint.js';
+import { configToYaml, loadConfig, type TrainConfig } from './config.js';
+import { lineChartSpec, renderSvg, type Point } from './plots.js';
+
+export const CONFIG_FILE = 'config.yaml';
+export const METRICS_FILE = 'metrics.jsonl';
+export const SUMMARY_FILE = 'summary.json';
+export const EVAL_FILE = 'eval.json';
+/** Seed streams derived from train.seed, so each random consumer has its own. */
+const SEED_STREAM = { head: 1, dropout: 2, ami: 3, data: 4 } as const;
+
+export interface TrainOptions {
+  /** Continue the run in `config.train.output` from its last checkpoint. */
+  resume?: boolean;
+  /** Where human-readable lines go (default: stderr). */
+  log?: (line: string) => void;
+  /** Stop (without a final evaluation) after this many steps in this process; for tests of interruption. */
+  stopAfter?: number;
+  /** No progress bar or lines. */
+  quiet?: boolean;
+  /** Called after every step with its metrics (sweeps, tests). */
+  onStep?: (line: MetricsLine) => void;
+}
+
+export interface TrainResult {
+  runDir: string;
+  steps: number;
+  bestStep: number | null;
+  bestScore: number | null;
+  badSteps: number;
+  final?: StsEvaluation;
+}
+
+export interface MetricsLine {
+  step: number;
+  epoch: number;
+  loss: number;
+  infoNCE: number;
+  ami: number | null;
+  lr: number;
+  gradNorm: number;
+  sentencesPerSecond: number;
+  skipped?: boolean;
+}
+
+/** Loads the run's config for `--resume RUN_DIR`. */
+export async function loadRunConfig(runDir: string, sets: readonly string[] = []): Promise<TrainConfig> {
+  const file = path.join(runDir, CONFIG_FILE);
+  if (!(await exists(file))) throw new UserError(`${file}: missing; --resume needs a run directory written by micse train`);
+  const { config } = await loadConfig(file, sets);
+  return config;
+}
+
+async function buildModel(c: TrainConfig, resumeDir: string | null): Promise<{ model: BertModel; tokenizer: BertTokenizer }> {
+  const dropout = {
+    ...(c.model.hiddenDropout !== null ? { hiddenDropoutProb: c.model.hiddenDropout } : {}),
+    ...(c.model.attentionDropout !== null ? { attentionProbsDropoutProb: c.model.attentionDropout } : {}),
+  };
+  if (resumeDir !== null || c.model.init !== 'random') {
+    const { model, tokenizer } = await loadPretrained(resumeDir ?? c.model.init, dropout);
+    return { model, tokenizer };
+  }
+  const tokenizer = await BertTokenizer.fromDir(c.model.tokenizer!);
+  const cfg = parseBertConfig({ vocab_size: tokenizer.vocabSize, ...(c.model.config ?? {}) }, 'model.config');
+  if (dropout.hiddenDropoutProb !== undefined) cfg.hiddenDropoutProb = dropout.hiddenDropoutProb;
+  if (dropout.attentionProbsDropoutProb !== undefined) cfg.attentionProbsDropoutProb = dropout.attentionProbsDropoutProb;
+  return { model: BertModel.random(cfg, c.train.seed), tokenizer };
+}
+
+function checkObjectiveFits(c: TrainConfig, layers: number): void {
+  if (c.objective.style === 'micse' && c.objective.maxLayer > layers) {
+    throw new UserError(`objective.maxLayer is ${c.objective.maxLayer} but the model has ${layers} layers (0..${layers - 1}); ` +
+      `set objective.minLayer/maxLayer within the model's depth`);
+  }
+}
+
+/** Trains per `config` (or resumes the run in config.train.output). */
+export async function train(config: TrainConfig, opts: TrainOptions = {}): Promise<TrainResult> {
+  const log = opts.log ?? ((l: string) => process.stderr.write(l + '\n'));
+  const c = config;
+  const runDir = c.train.output;
+  const resuming = opts.resume === true;
+  const prior = resuming ? await readTrainingState(runDir) : null;
+  if (resuming && prior === null) throw new UserError(`${runDir}: no checkpoint to resume from (expected ${path.join(runDir, 'last')})`);
+  if (!resuming && (await exists(path.join(runDir, 'last')))) {
+    throw new UserError(`${runDir}: already holds a run; resume it with --resume ${runDir}, or set train.output to a new directory`);
+  }
+
+  // Everything that can fail on the user's input is checked before the run directory is created.
+  loadStsTask(c.data.senteval, 'stsb-dev');
+  const data = await loadTrainingSentences({
+    path: c.data.train, format: c.data.format, column: c.data.column, fraction: c.data.fraction, count: c.data.count,
+    subsetSeed: c.data.subsetSeed, onInvalid: c.data.onInvalid,
+  });
+  if (data.sentences.length === 0) throw new UserError(`${c.data.train}: no training sentences`);
+  const selection = await selectBackend(c.train.backend);
+  log(describeSelection(selection));
+  const { model, tokenizer } = await buildModel(c, prior?.dir ?? null);
+  checkObjectiveFits(c, model.config.numHiddenLayers);
+
+  await fs.mkdir(runDir, { recursive: true });
+  if (!resuming) {
+    await writeFileAtomic(path.join(runDir, CONFIG_FILE), configToYaml(c));
+    await writeFileAtomic(path.join(runDir, 'subset-manifest.json'), JSON.stringify(data.manifest, null, 2) + '\n');
+  }
+
+  const head = new MlpHead(model.config.hiddenSize, { initializerRange: model.config.initializerRange, seed: siteSeed(c.train.seed, SEED_STREAM.head) });
+  const params: NamedParam[] = [
+    ...[...model.weights.entries()].filter(([n]) => !n.startsWith('pooler.')).map(([name, variable]) => ({ name, variable })),
+    ...Object.entries(head.namedWeights()).map(([name, variable]) => ({ name, variable })),
+  ];
+  const optimizer = new AdamW(params, { beta1: c.optim.beta1, beta2: c.optim.beta2, eps: c.optim.eps, weightDecay: c.optim.weightDecay });
+  const batchOpts = {
+    sentences: data.sentences, tokenizer, batchSize: c.train.batchSize, maxSeqLen: c.data.maxSeqLen, dropLast: c.data.dropLast,
+    seed: siteSeed(c.train.seed, SEED_STREAM.data),
+  };
+  let batches = new TwoViewBatchIterator(batchOpts);
+  const totalSteps = c.train.maxSteps ?? c.train.epochs * batches.stepsPerEpoch;
+  if (totalSteps < 1) throw new UserError(`no training steps: ${data.sentences.length} sentences with batch ${c.train.batchSize} and dropLast`);
+  const warmup = c.optim.warmupSteps > 0 ? c.optim.warmupSteps : Math.round(c.optim.warmupRatio * totalSteps);
+
+  let state: TrainerState = {
+    step: 0, totalSteps, epoch: 0, data: batches.state(), bestScore: null, bestStep: null, badStepsInRow: 0, badStepsTotal: 0, elapsedSeconds: 0,
+  };
+  if (prior !== null) {
+    state = prior.state;
+    head.assignWeights(Object.fromEntries([...prior.head].map(([k, t]) => [k, tf.tensor(t.data, t.shape)])));
+    for (const [key, t] of prior.moments) {
+      const [kind, ...rest] = key.split('/');
+      const target = (kind === 'm' ? optimizer.m : optimizer.v).get(rest.join('/'));
+      if (target === undefined) throw new UserError(`${prior.dir}: optimizer state has '${key}', which the model lacks`);
+      tf.tidy(() => target.assign(tf.tensor(t.data, t.shape)));
+    }
+    optimizer.step = prior.optimizerStep;
+    batches = new TwoViewBatchIterator(batchOpts, state.data as BatchIteratorState);
+    await truncateMetrics(path.join(runDir, METRICS_FILE), state.step);
+    log(`resuming ${runDir} at step ${state.step}/${totalSteps}`);
+  }
+  log(`training on ${data.sentences.length} sentences, ${batches.stepsPerEpoch} steps/epoch, ${totalSteps} steps, ` +
+    `${c.objective.style}${c.objective.style === 'micse' ? ` (lambda ${c.objective.lambda}, layers ${c.objective.minLayer}..${c.objective.maxLayer - 1})` : ''}`);
+
+  const encode = (s: string[]) => embed(model, tokenizer, s, { batchSize: c.train.evalBatchSize, pooler: 'cls_before_pooler' });
+  const metricsFile = await fs.open(path.join(runDir, METRICS_FILE), 'a');
+  const progress = createProgress({ label: 'train', total: totalSteps, unit: 'step', silent: opts.quiet });
+  if (state.step > 0) progress.tick(state.step);
+  const varName = new Map(params.map((p) => [p.variable.name, p.name]));
+  const trainables = params.map((p) => p.variable);
+  const startedAt = Date.now() - state.elapsedSeconds * 1000;
+  let stepsThisProcess = 0;
+
+  const evaluateAndSave = async (): Promise<void> => {
+    const score = await stsbDevSpearman(encode, c.data.senteval, { batchSize: c.train.evalBatchSize });
+    const better = state.bestScore === null || score > state.bestScore;
+    if (better) {
+      state.bestScore = score;
+      state.bestStep = state.step;
+    }
+    state.elapsedSeconds = (Date.now() - startedAt) / 1000;
+    await metricsFile.write(JSON.stringify({ step: state.step, epoch: state.epoch, stsbDev: score, best: better }) + '\n');
+    await saveCheckpoint({ runDir, model, tokenizer, head, optimizer, state: { ...state, data: batches.state() }, links: better ? ['last', 'best'] : ['last'] });
+    if (opts.quiet !== true) log(`\nstep ${state.step}: STS-B dev ${score.toFixed(2)}${better ? ' (best)' : ` (best ${state.bestScore!.toFixed(2)} at step ${state.bestStep})`}`);
+  };
+
+  try {
+    while (state.step < totalSteps) {
+      if (opts.stopAfter !== undefined && stepsThisProcess >= opts.stopAfter) return summaryOf();
+      const batch: TwoViewBatch = batches.next().value;
+      const t0 = Date.now();
+      const stepSeed = siteSeed(c.train.seed, state.step);
+      let parts: { infoNCE: tf.Scalar; ami: tf.Scalar | null } | undefined;
+      const { value, grads } = tf.variableGrads(() => {
+        const inputs = {
+          inputIds: tf.tensor2d(batch.inputIds, undefined, 'int32'),
+          attentionMask: tf.tensor2d(batch.attentionMask, undefined, 'int32'),
+        };
+        const r = micseLoss(model, inputs, {
+          ...c.objective, head, dropoutSeed: siteSeed(stepSeed, SEED_STREAM.dropout), seed: siteSeed(stepSeed, SEED_STREAM.ami),
+        });
+        parts = { infoNCE: tf.keep(r.infoNCE), ami: r.ami === null ? null : tf.keep(r.ami) };
+        return r.loss;
+      }, trainables);
+      const [loss] = (await value.data()) as Float32Array;
+      const infoNCE = (await parts!.infoNCE.data())[0]!;
+      const ami = parts!.ami === null ? null : (await parts!.ami.data())[0]!;
+      tf.dispose([value, parts!.infoNCE, ...(parts!.ami === null ? [] : [parts!.ami])]);
+      const lr = learningRateAt(state.step, totalSteps, c.optim.learningRate, warmup, c.optim.schedule);
+      let gradNorm = NaN;
+      const finite = Number.isFinite(loss);
+      if (finite) {
+        const named = new Map([...Object.entries(grads)].map(([k, g]) => [varName.get(k) ?? k, g]));
+        const norm = optimizer.apply(named, lr, c.optim.maxGradNorm);
+        gradNorm = (await norm.data())[0]!;
+        norm.dispose();
+        state.badStepsInRow = 0;
+      } else {
+        state.badStepsInRow += 1;
+        state.badStepsTotal += 1;
+      }
+      tf.dispose(Object.values(grads));
+      state.step += 1;
+      stepsThisProcess += 1;
+      state.epoch = batch.epoch;
+      const sps = (batch.sentences.length * 1000) / Math.max(1, Date.now() - t0);
+      const line: MetricsLine = { step: state.step, epoch: batch.epoch, loss: loss!, infoNCE, ami, lr, gradNorm, sentencesPerSecond: sps };
+      if (!finite) line.skipped = true;
+      if (state.step % c.train.logSteps === 0 || !finite) await metricsFile.write(JSON.stringify(line) + '\n');
+      opts.onStep?.(line);
+      progress.tick(1, { loss: loss!, infoNCE, ...(ami === null ? {} : { ami }), lr, 'sent/s': Math.round(sps) });
+      if (state.badStepsInRow >= c.train.maxBadSteps) {
+        throw new UserError(`stopped: ${state.badStepsInRow} steps in a row had a non-finite loss (last ${loss}); ` +
+          `lower optim.learningRate or check the data; the last good checkpoint is in ${path.join(runDir, 'last')}`);
+      }
+      if (state.step % c.train.evalSteps === 0 || state.step === totalSteps) await evaluateAndSave();
+    }
+  } finally {
+    await metricsFile.close();
+  }
+  progress.done();
+  const result = summaryOf();
+  if (c.train.finalEval && state.bestStep !== null) {
+    const best = await loadPretrained(path.join(runDir, 'best'));
+    result.final = await evaluateSts(
+      (s) => embed(best.model, best.tokenizer, s, { batchSize: c.train.evalBatchSize, pooler: 'cls_before_pooler' }),
+      { dataDir: c.data.senteval, tasks: STS_TEST_TASKS, batchSize: c.train.evalBatchSize, silent: opts.quiet },
+    );
+    best.model.dispose();
+    await writeFileAtomic(path.join(runDir, EVAL_FILE), JSON.stringify(stsReportJson(result.final, { model: path.join(runDir, 'best') }), null, 2) + '\n');
+    log(formatStsTable(result.final));
+  }
+  await writeFileAtomic(path.join(runDir, SUMMARY_FILE), JSON.stringify({ ...result, final: undefined, finalAvg: result.final?.average ?? null,
+    totalSteps, elapsedSeconds: (Date.now() - startedAt) / 1000, backend: selection.name }, null, 2) + '\n');
+  await writeCurves(runDir);
+  log(`done: ${state.step} steps; best STS-B dev ${state.bestScore?.toFixed(2) ?? '-'} at step ${state.bestStep ?? '-'}` +
+    `${state.badStepsTotal > 0 ? `; ${state.badStepsTotal} non-finite steps skipped` : ''}; run in ${runDir}`);
+  head.dispose();
+  optimizer.dispose();
+  model.dispose();
+  return result;
+
+  function summaryOf(): TrainResult {
+    return { runDir, steps: state.step, bestStep: state.bestStep, bestScore: state.bestScore, badSteps: state.badStepsTotal };
+  }
+}
+
+/** Drops metrics lines past `step` (they belong to steps the resumed run will redo). */
+async function truncateMetrics(file: string, step: number): Promise<void> {
+  const text = await fs.readFile(file, 'utf8').catch(() => '');
+  const keep = text.split('\n').filter((l) => l.trim() !== '' && (JSON.parse(l) as { step: number }).step <= step);
+  await writeFileAtomic(file, keep.map((l) => l + '\n').join(''));
+}
+
+/** Reads metrics.jsonl and writes loss.svg and stsb-dev.svg. */
+export async function writeCurves(runDir: string): Promise<string[]> {
+  const text = await fs.readFile(path.join(runDir, METRICS_FILE), 'utf8');
+  const lossPts: Point[] = [];
+  const devPts: Point[] = [];
+  for (const l of text.split('\n')) {
+    if (l.trim() === '') continue;
+    const m = JSON.parse(l) as Partial<MetricsLine> & { stsbDev?: number; step: number };
+    if (m.stsbDev !== undefined) devPts.push({ step: m.step, value: m.stsbDev, series: 'STS-B dev' });
+    else if (m.skipped !== true && m.loss !== undefined) {
+      lossPts.push({ step: m.step, value: m.loss, series: 'loss' }, { step: m.step, value: m.infoNCE!, series: 'InfoNCE' });
+      if (m.ami !== null && m.ami !== undefined) lossPts.push({ step: m.step, value: m.ami, series: 'AMI' });
+    }
+  }
+  const files: string[] = [];
+  const write = async (name: string, svg: string) => {
+    await writeFileAtomic(path.join(runDir, name), svg);
+    files.push(name);
+  };
+  await write('loss.svg', await renderSvg(lineChartSpec('Training loss', 'loss', lossPts)));
+  await write('stsb-dev.svg', await renderSvg(lineChartSpec('STS-B dev Spearman', 'Spearman x 100', devPts)));
+  return files;
+}

@@ -1,0 +1,261 @@
+/**
+ * Trainer acceptance (issue 6): config errors, an AdamW step checked by hand, exact resume after SIGKILL,
+ * flat tensor count, and the tiny config end to end through the CLI.
+ */
+import assert from 'node:assert/strict';
+import { execFile, spawn } from 'node:child_process';
+import { promises as fs } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { before, describe, it } from 'node:test';
+import { promisify } from 'node:util';
+import { selectBackend } from '../src/model/backend.js';
+import { loadPretrained } from '../src/model/pretrained.js';
+import { readSafetensors } from '../src/model/safetensors.js';
+import { tf } from '../src/model/tf.js';
+import { infoNCE } from '../src/losses/infoNCE.js';
+import { embed } from '../src/model/embed.js';
+import { defaultConfig, loadConfig, mergeConfig, type TrainConfig } from '../src/train/config.js';
+import { decays } from '../src/train/adamw.js';
+import { train, type MetricsLine } from '../src/train/trainer.js';
+import { ROOT, shared, SKIP_NO_SHARED } from './helpers.js';
+
+const run = promisify(execFile);
+const CLI = path.join(ROOT, 'bin', 'micse.js');
+
+async function tmp(prefix: string): Promise<string> {
+  return fs.mkdtemp(path.join(os.tmpdir(), `micse-${prefix}-`));
+}
+
+/** A very small random-init run on the shared data (cpu backend: bitwise reproducible). */
+function microConfig(output: string, overrides: Record<string, Record<string, unknown>> = {}): TrainConfig {
+  const base = mergeConfig(defaultConfig(), {
+    model: {
+      init: 'random', tokenizer: shared('bert-base-uncased'),
+      config: { hidden_size: 16, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 32, max_position_embeddings: 64 },
+    },
+    data: { train: shared('wiki1m-head.txt'), count: 48, maxSeqLen: 16, senteval: shared('senteval') },
+    objective: { minLayer: 0, maxLayer: 2, lambda: 0.01 },
+    optim: { learningRate: 1e-3 },
+    train: { batchSize: 8, maxSteps: 12, evalSteps: 4, evalBatchSize: 512, backend: 'cpu', output, finalEval: false, seed: 7 },
+  }, 'test');
+  return mergeConfig(base, overrides, 'test');
+}
+
+async function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return run(process.execPath, [CLI, ...args], { cwd: ROOT, maxBuffer: 1 << 24 }).then(
+    (r) => ({ code: 0, stdout: r.stdout, stderr: r.stderr }),
+    (e: { code: number; stdout: string; stderr: string }) => ({ code: e.code, stdout: e.stdout, stderr: e.stderr }),
+  );
+}
+
+before(async () => {
+  await selectBackend('cpu');
+});
+
+describe('config validation', () => {
+  it('unknown key, wrong type, out of range, bad extends: errors name the key', async () => {
+    const dir = await tmp('cfg');
+    const write = async (name: string, text: string) => {
+      const f = path.join(dir, name);
+      await fs.writeFile(f, text);
+      return f;
+    };
+    await assert.rejects(loadConfig(await write('a.yaml', 'train:\n  batchSzie: 8\n')), /unknown key 'train\.batchSzie' \(did you mean 'train\.batchSize'\?\)/);
+    await assert.rejects(loadConfig(await write('b.yaml', 'train:\n  batchSize: eight\n')), /train\.batchSize must be an integer/);
+    await assert.rejects(loadConfig(await write('c.yaml', 'optim:\n  learningRate: -1\n')), /optim\.learningRate must be > 0/);
+    await assert.rejects(loadConfig(await write('d.yaml', 'objective:\n  style: mice\n')), /did you mean 'micse'/);
+    await assert.rejects(loadConfig(await write('e.yaml', 'objective:\n  minLayer: 7\n  maxLayer: 10\n')), /must be even/);
+    await assert.rejects(loadConfig(await write('f.yaml', 'trian:\n  seed: 1\n')), /unknown section 'trian' \(did you mean 'train'\?\)/);
+    await assert.rejects(loadConfig(path.join(dir, 'missing.yaml')), /missing\.yaml: cannot read config/);
+    const child = await write('g.yaml', 'extends: b2.yaml\ntrain:\n  seed: 3\n');
+    await write('b2.yaml', 'train:\n  seed: 1\n  batchSize: 4\n');
+    const { config } = await loadConfig(child, ['optim.learningRate=2e-5']);
+    assert.equal(config.train.seed, 3);
+    assert.equal(config.train.batchSize, 4);
+    assert.equal(config.optim.learningRate, 2e-5);
+    await assert.rejects(loadConfig(child, ['train.nope=1']), /unknown key 'train\.nope'/);
+  });
+
+  it('the shipped configs load', async () => {
+    for (const f of ['configs/micse-bert-base.yaml', 'configs/simcse-bert-base.yaml', 'configs/tiny.yaml']) {
+      const { config } = await loadConfig(path.join(ROOT, f));
+      assert.equal(config.objective.temperature, 0.05, f);
+    }
+  });
+
+  it('CLI: unknown key, wrong type, missing data file exit 2, name it, and create nothing', { skip: SKIP_NO_SHARED }, async () => {
+    const dir = await tmp('cli');
+    const out = path.join(dir, 'run');
+    const tiny = path.join(ROOT, 'configs', 'tiny.yaml');
+    const cases: [string[], RegExp][] = [
+      [['--set', 'train.bachSize=4'], /unknown key 'train\.bachSize' \(did you mean 'train\.batchSize'\?\)/],
+      [['--set', 'train.batchSize=many'], /train\.batchSize must be an integer/],
+      [['--set', `data.train=${path.join(dir, 'nope.txt')}`], /nope\.txt/],
+    ];
+    for (const [extra, pattern] of cases) {
+      const r = await cli(['train', '--config', tiny, '--set', `train.output=${out}`, ...extra]);
+      assert.equal(r.code, 2, r.stderr);
+      assert.match(r.stderr, pattern);
+      assert.equal(await fs.access(out).then(() => true, () => false), false, 'no run directory created');
+    }
+  });
+});
+
+describe('optimisation', { skip: SKIP_NO_SHARED }, () => {
+  it('one step with dropout 0 and lambda 0 equals an AdamW step computed here', async () => {
+    const out = path.join(await tmp('adamw'), 'run');
+    const ckpt = shared('hf-reference', 'tiny-h32-l4');
+    const lr = 1e-3;
+    const wd = 0.01;
+    const maxGradNorm = 0.5;
+    const config = microConfig(out, {
+      model: { init: ckpt, tokenizer: null, config: null, hiddenDropout: 0, attentionDropout: 0 },
+      data: { count: 6 },
+      objective: { style: 'simcse', lambda: 0, pooler: 'cls_before_pooler', minLayer: 0, maxLayer: 2 },
+      optim: { learningRate: lr, weightDecay: wd, maxGradNorm },
+      train: { batchSize: 6, maxSteps: 1, evalSteps: 1 },
+    });
+    await train(config, { quiet: true, log: () => undefined });
+
+    // Independently: the same 6 sentences (one batch: the loss is invariant to their order without dropout).
+    const { model, tokenizer } = await loadPretrained(ckpt);
+    const text = await fs.readFile(shared('wiki1m-head.txt'), 'utf8');
+    const manifest = JSON.parse(await fs.readFile(path.join(out, 'subset-manifest.json'), 'utf8')) as { subset: { sha256: string } };
+    assert.ok(manifest.subset.sha256.length > 0);
+    const { loadTrainingSentences } = await import('../src/data/subset.js');
+    const { sentences } = await loadTrainingSentences({ path: shared('wiki1m-head.txt'), count: 6, subsetSeed: config.data.subsetSeed });
+    assert.ok(sentences.every((s) => text.includes(s)));
+    const rows = sentences.flatMap((s) => [tokenizer.encode(s, { maxLength: config.data.maxSeqLen }), tokenizer.encode(s, { maxLength: config.data.maxSeqLen })]);
+    const batch = tokenizer.pad(rows);
+    const names = [...model.weights.keys()].filter((n) => !n.startsWith('pooler.'));
+    const vars = names.map((n) => model.weights.get(n)!);
+    const { grads } = tf.variableGrads(() => {
+      const ids = tf.tensor2d(batch.inputIds, undefined, 'int32');
+      const mask = tf.tensor2d(batch.attentionMask, undefined, 'int32');
+      const h = model.forward({ inputIds: ids, attentionMask: mask }).lastHiddenState; // [2B, T, H]
+      const cls = h.slice([0, 0, 0], [h.shape[0], 1, h.shape[2]]).reshape([h.shape[0], h.shape[2]]) as tf.Tensor2D;
+      const z = cls.reshape([sentences.length, 2, h.shape[2]]);
+      const z1 = z.slice([0, 0, 0], [sentences.length, 1, h.shape[2]]).reshape([sentences.length, h.shape[2]]) as tf.Tensor2D;
+      const z2 = z.slice([0, 1, 0], [sentences.length, 1, h.shape[2]]).reshape([sentences.length, h.shape[2]]) as tf.Tensor2D;
+      return infoNCE(z1, z2, 0.05);
+    }, vars);
+    const g = new Map<string, Float32Array>();
+    names.forEach((n, i) => g.set(n, grads[vars[i]!.name]!.dataSync() as Float32Array));
+    let sq = 0;
+    for (const a of g.values()) for (const x of a) sq += x * x;
+    const coef = Math.min(1, maxGradNorm / (Math.sqrt(sq) + 1e-6));
+    const after = (await readSafetensors(path.join(out, 'last', 'model.safetensors'))).tensors;
+    const before = await model.exportTensors();
+    const b1 = 0.9;
+    const b2 = 0.999;
+    const eps = 1e-8;
+    let maxErr = 0;
+    let checked = 0;
+    for (const n of names) {
+      const spec = before.get(n)!;
+      // our gradients are in our layout: Linear weights [in, out]; the checkpoint is [out, in]
+      const gv = g.get(n)!;
+      const [rows0, cols0] = spec.shape.length === 2 ? spec.shape : [1, spec.shape[0]!];
+      const isLinear = n.includes('.dense.weight') || /self\.(query|key|value)\.weight$/.test(n);
+      for (let i = 0; i < spec.data.length; i++) {
+        const r = Math.floor(i / cols0!);
+        const cIdx = i % cols0!;
+        const gi = (isLinear ? gv[cIdx * rows0! + r]! : gv[i]!) * coef;
+        const m = (1 - b1) * gi;
+        const v = (1 - b2) * gi * gi;
+        const mhat = m / (1 - b1);
+        const vhat = v / (1 - b2);
+        let w = spec.data[i]!;
+        if (decays(n)) w *= 1 - lr * wd;
+        const expected = w - (lr * mhat) / (Math.sqrt(vhat) + eps);
+        maxErr = Math.max(maxErr, Math.abs(after.get(n)!.data[i]! - expected));
+        checked++;
+      }
+    }
+    assert.ok(checked > 10000);
+    assert.ok(maxErr < 2e-6, `max |weight - hand AdamW| = ${maxErr}`);
+    tf.dispose(Object.values(grads));
+    model.dispose();
+  });
+
+  it('tf.memory().numTensors is flat across 100 steps', async () => {
+    const out = path.join(await tmp('mem'), 'run');
+    const counts: number[] = [];
+    await train(microConfig(out, { train: { maxSteps: 100, evalSteps: 1000, batchSize: 4 }, data: { count: 16 } }),
+      { quiet: true, log: () => undefined, onStep: (l: MetricsLine) => void counts.push(l.step > 0 ? tf.memory().numTensors : 0) });
+    assert.equal(counts.length, 100);
+    const steady = counts.slice(2);
+    assert.ok(steady.every((c) => c === steady[0]), `tensor counts vary: ${[...new Set(steady)].join(', ')}`);
+  });
+});
+
+describe('resume', { skip: SKIP_NO_SHARED }, () => {
+  it('a run killed with SIGKILL and resumed ends with bitwise the weights of an uninterrupted run', async () => {
+    const dir = await tmp('resume');
+    const cfgFile = async (name: string, output: string) => {
+      const c = microConfig(output, { train: { maxSteps: 24, evalSteps: 4 } });
+      const f = path.join(dir, `${name}.json`);
+      await fs.writeFile(f, JSON.stringify(c));
+      return f;
+    };
+    const full = path.join(dir, 'full');
+    const killed = path.join(dir, 'killed');
+    const r1 = await cli(['train', '--config', await cfgFile('full', full), '--quiet']);
+    assert.equal(r1.code, 0, r1.stderr);
+
+    const child = spawn(process.execPath, [CLI, 'train', '--config', await cfgFile('killed', killed), '--quiet'], { cwd: ROOT, stdio: 'ignore' });
+    // Kill it once a checkpoint past step 4 exists, mid-way through later steps.
+    const deadline = Date.now() + 120_000;
+    for (;;) {
+      const target = await fs.readlink(path.join(killed, 'last')).catch(() => null);
+      if (target !== null && !target.endsWith('000004')) break;
+      if (Date.now() > deadline) throw new Error('no checkpoint appeared');
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    await new Promise((r) => setTimeout(r, 150));
+    child.kill('SIGKILL');
+    await new Promise((r) => child.once('exit', r));
+    const stoppedAt = await fs.readlink(path.join(killed, 'last'));
+    assert.ok(!stoppedAt.endsWith('000024'), `the run was killed before its end (at ${stoppedAt})`);
+    const r2 = await cli(['train', '--resume', killed, '--quiet']);
+    assert.equal(r2.code, 0, r2.stderr);
+    assert.match(r2.stderr, /resuming .* at step \d+\/24/);
+    for (const f of ['model.safetensors', 'mlp_head.safetensors', 'optimizer.safetensors']) {
+      const a = await fs.readFile(path.join(full, 'last', f));
+      const b = await fs.readFile(path.join(killed, 'last', f));
+      assert.ok(a.equals(b), `${f} differs between the uninterrupted and the resumed run`);
+    }
+    const metricsA = (await fs.readFile(path.join(full, 'metrics.jsonl'), 'utf8')).split('\n').map((l) => l.replace(/"sentencesPerSecond":[^,}]*/, ''));
+    const metricsB = (await fs.readFile(path.join(killed, 'metrics.jsonl'), 'utf8')).split('\n').map((l) => l.replace(/"sentencesPerSecond":[^,}]*/, ''));
+    assert.deepEqual(metricsB, metricsA, 'the resumed metrics.jsonl equals the uninterrupted one');
+  });
+});
+
+describe('tiny config end to end', { skip: SKIP_NO_SHARED }, () => {
+  it('npx micse train --config configs/tiny.yaml: loss falls, STS-B dev twice or more, best checkpoint usable', async () => {
+    const out = path.join(await tmp('tiny'), 'run');
+    const r = await cli(['train', '--config', 'configs/tiny.yaml', '--set', `train.output=${out}`, '--set', 'train.finalEval=false', '--quiet']);
+    assert.equal(r.code, 0, r.stderr);
+    const lines = (await fs.readFile(path.join(out, 'metrics.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as Record<string, number>);
+    const losses = lines.filter((l) => l['loss'] !== undefined).map((l) => l['loss']!);
+    const k = 8;
+    const head = losses.slice(0, k).reduce((a, b) => a + b) / k;
+    const tail = losses.slice(-k).reduce((a, b) => a + b) / k;
+    assert.ok(tail < head, `loss falls: first ${k} mean ${head}, last ${k} mean ${tail}`);
+    assert.ok(lines.filter((l) => l['stsbDev'] !== undefined).length >= 2, 'STS-B dev evaluated at least twice');
+    for (const f of ['loss.svg', 'stsb-dev.svg', 'config.yaml', 'summary.json']) await fs.access(path.join(out, f));
+    assert.match(await fs.readFile(path.join(out, 'loss.svg'), 'utf8'), /^<svg/);
+    // The best checkpoint works with loadPretrained and with `micse embed` (run directory resolves to best/).
+    const best = await loadPretrained(path.join(out, 'best'));
+    const vec = await embed(best.model, best.tokenizer, ['a man is playing a guitar .']);
+    assert.equal(vec[0]!.length, 64);
+    const input = path.join(out, 'in.txt');
+    await fs.writeFile(input, 'a man is playing a guitar .\n');
+    const e = await cli(['embed', '--model', out, '--input', input, '--output', path.join(out, 'e.jsonl'), '--backend', 'cpu']);
+    assert.equal(e.code, 0, e.stderr);
+    const row = JSON.parse((await fs.readFile(path.join(out, 'e.jsonl'), 'utf8')).trim()) as { embedding: number[] };
+    row.embedding.forEach((x, i) => assert.ok(Math.abs(x - vec[0]![i]!) < 1e-4));
+    best.model.dispose();
+  });
+});
