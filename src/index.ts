@@ -12,3 +12,22 @@ export { readSafetensors, readSafetensorsDir, writeSafetensors, parseSafetensors
 export { embed, type EmbedOptions } from './model/embed.js';
 export { pool, EMBED_POOLERS, type EmbedPooler } from './model/pooling.js';
 export { BertTokenizer, WordPieceTokenizer, type EncodeOptions, type EncodedBatch } from './data/tokenizer.js';
+
+// Objectives
+export * from './losses/index.js';
+
+// Data
+export { openCorpus, readAll, detectFormat, type CorpusFormat, type CorpusLine, type CorpusReader, type ReadCorpusOptions, type ReadStats } from './data/readers.js';
+export { loadTrainingSentences, writeSubset, subsetSize, type SubsetManifest, type SubsetSpec, type LoadTrainingOptions, type TrainingSentences } from './data/subset.js';
+export { TwoViewBatchIterator, stepsPerEpoch, type TwoViewBatch, type BatchIteratorState, type BatchIteratorOptions } from './data/batches.js';
+export { Rng, type RngState } from './data/rng.js';
+export { downloadFile, downloadDataset, DATASET_NAMES, type DatasetName } from './data/download.js';
+
+// Evaluation (SentEval protocol)
+export * from '../eval/index.js';
+
+// Training
+export { train, loadRunConfig, writeCurves, type TrainOptions, type TrainResult, type MetricsLine } from './train/trainer.js';
+export { loadConfig, defaultConfig, mergeConfig, applyOverrides, SCHEMA as CONFIG_SCHEMA, type TrainConfig } from './train/config.js';
+export { AdamW, learningRateAt, type AdamWOptions } from './train/adamw.js';
+export { saveCheckpoint, readTrainingState, type TrainerState } from './train/checkpoint.js';

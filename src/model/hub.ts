@@ -9,7 +9,7 @@ import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { UserError } from '../errors.js';
-import { downloadFile } from '../download.js';
+import { downloadFile } from '../data/download.js';
 import { exists } from '../fsutil.js';
 
 /** Files a BERT checkpoint directory needs (one weight file and one tokenizer file of each pair). */
@@ -76,7 +76,7 @@ export async function resolveModelDir(dirOrName: string, opts: ResolveOptions = 
   for (const file of MODEL_FILES) {
     const url = `${endpoint}/${dirOrName}/resolve/${encodeURIComponent(revision)}/${file}`;
     try {
-      await downloadFile(url, path.join(target, file), { label: `${dirOrName}/${file}` });
+      await downloadFile({ url, target: path.join(target, file), sha256: null });
     } catch (err) {
       const notFound = err instanceof UserError && /HTTP 404/.test(err.message);
       if (notFound && !REQUIRED.includes(file)) continue; // e.g. no tokenizer.json: vocab.txt serves
