@@ -179,6 +179,16 @@ describe('optimisation', { skip: SKIP_NO_SHARED }, () => {
     model.dispose();
   });
 
+  it('non-finite losses skip the step and are counted; N in a row stop the run with a clear message', async () => {
+    const out = path.join(await tmp('nan'), 'run');
+    // A temperature this small turns every logit into +-Infinity, so the loss is NaN from the first step.
+    const config = microConfig(out, { objective: { temperature: 1e-45 }, train: { maxBadSteps: 3, maxSteps: 10 } });
+    await assert.rejects(train(config, { quiet: true, log: () => undefined }), /3 steps in a row had a non-finite loss/);
+    const lines = (await fs.readFile(path.join(out, 'metrics.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as { skipped?: boolean });
+    assert.equal(lines.length, 3);
+    assert.ok(lines.every((l) => l.skipped === true));
+  });
+
   it('tf.memory().numTensors is flat across 100 steps', async () => {
     const out = path.join(await tmp('mem'), 'run');
     const counts: number[] = [];
