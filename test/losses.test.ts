@@ -16,6 +16,7 @@ import {
 import { registerFastKernels } from '../src/model/kernels.js';
 import { tf } from '../src/model/tf.js';
 import { HAS_SHARED, SKIP_NO_SHARED, shared } from './helpers.js';
+import { Rng } from '../src/data/rng.js';
 
 type Nested = number | Nested[];
 
@@ -145,16 +146,10 @@ function hostAMI(
   return { value: (-sumI / kept.length) * scale, kept, samples };
 }
 
-/** Deterministic pseudo-random numbers in [0, 1) (mulberry32). */
+/** Deterministic pseudo-random numbers in [0, 1) from the project's PRNG. */
 function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const r = Rng.fromSeed(seed);
+  return () => r.nextFloat();
 }
 
 /** Softmax-normalised random attention [2B, L, H, T, T] with a fraction of entries zeroed (dropout-like). */

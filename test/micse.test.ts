@@ -11,6 +11,7 @@ import { BertModel } from '../src/model/bert.js';
 import type { BertConfig } from '../src/model/config.js';
 import { registerFastKernels } from '../src/model/kernels.js';
 import { tf } from '../src/model/tf.js';
+import { Rng } from '../src/data/rng.js';
 
 const TINY: BertConfig = {
   vocabSize: 50,
@@ -31,16 +32,10 @@ const TINY: BertConfig = {
   initializerRange: 0.3,
 };
 
-/** Deterministic pseudo-random numbers in [0, 1) (mulberry32). */
+/** Deterministic pseudo-random numbers in [0, 1) from the project's PRNG. */
 function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const r = Rng.fromSeed(seed);
+  return () => r.nextFloat();
 }
 
 /**
