@@ -1,5 +1,4 @@
 /** `micse embed`: a corpus (txt or CSV column) -> one vector per sentence, as .jsonl or .npy. */
-import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import type { CommandModule } from 'yargs';
 import { openCorpus } from '../data/readers.js';
@@ -9,7 +8,7 @@ import { embed, DEFAULT_EMBED_BATCH_SIZE } from '../model/embed.js';
 import type { BackendName } from '../model/backend.js';
 import { encodeNpy } from '../model/npy.js';
 import { EMBED_POOLERS, type EmbedPooler } from '../model/pooling.js';
-import { loadPretrained } from '../model/pretrained.js';
+import { loadPretrained, resolveCheckpoint } from '../model/pretrained.js';
 import { activateBackend, withBackend } from './common.js';
 
 interface EmbedArgs {
@@ -58,12 +57,3 @@ export const embedCommand: CommandModule<object, EmbedArgs> = {
     bert.dispose();
   },
 };
-
-/** A training run directory resolves to its best checkpoint (else its last); anything else is passed through. */
-export async function resolveCheckpoint(modelArg: string): Promise<string> {
-  for (const sub of ['best', 'last']) {
-    const dir = path.join(modelArg, sub);
-    if (await fs.access(path.join(dir, 'config.json')).then(() => true, () => false)) return dir;
-  }
-  return modelArg;
-}

@@ -21,7 +21,7 @@ import { embed, type EmbedOptions } from '../model/embed.js';
 import { EMBED_POOLERS, type EmbedPooler } from '../model/pooling.js';
 import { loadPretrained } from '../model/pretrained.js';
 import { activateBackend, withBackend } from './common.js';
-import { resolveCheckpoint } from './embed.js';
+import { resolveCheckpoint } from '../model/pretrained.js';
 
 /** Where `--data` points when not given, relative to the working directory. */
 export const DEFAULT_SENTEVAL_DIR = path.join('data', 'senteval');

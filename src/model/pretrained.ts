@@ -53,6 +53,15 @@ export async function readBertConfig(dir: string): Promise<BertConfig> {
   return parseBertConfig(raw as Record<string, unknown>, file);
 }
 
+/** A training run directory resolves to its best checkpoint (else its last); anything else is returned as is. */
+export async function resolveCheckpoint(modelArg: string): Promise<string> {
+  for (const sub of ['best', 'last']) {
+    const dir = path.join(modelArg, sub);
+    if (await exists(path.join(dir, 'config.json'))) return dir;
+  }
+  return modelArg;
+}
+
 /** Loads a Hugging Face BERT checkpoint (plain BertModel or `bert.`-prefixed task model). */
 export async function loadPretrained(dirOrName: string, opts: LoadOptions = {}): Promise<Pretrained> {
   const backend = opts.backend !== undefined ? await selectBackend(opts.backend) : await ensureBackend();
