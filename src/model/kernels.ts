@@ -53,16 +53,255 @@ const unsortedSegmentSumCpu: KernelFunc = ({ inputs, backend, attrs }) => {
   return output(b, outShape, 'float32', out);
 };
 
-/** Backends whose readSync/makeTensorInfo work on host memory, so the host scatter-add applies. */
-const HOST_BACKENDS = ['cpu', 'wasm'] as const;
 
-/** Registers the replacement kernels for `backendName`; returns the names of the kernels registered. */
+// ---------------------------------------------------------------------------------------------------------------
+// wasm BatchMatMul
+//
+// The stock wasm kernel uses XNNPACK (about 40 GFLOP/s with SIMD) only for an unbatched product without transpose
+// flags, i.e. `[1, M, K] @ [1, K, N]`; everything else (every backward product, the batched attention products)
+// runs a scalar blocked loop at 2.5-3.6 GFLOP/s. This wrapper brings every float32 product to that one fast form:
+//   - a transpose flag is materialised first (the wasm Transpose kernel, one pass over the operand);
+//   - `[batch, M, K] @ [K, N]` (b unbatched) becomes one `[1, batch * M, K] @ [1, K, N]` product;
+//   - `[batch, M, K] @ [batch, K, N]` runs one XNNPACK product per batch entry on views of the operands: the
+//     per-entry tensors are registered with the wasm module at offsets inside the batched buffers (no copy) and
+//     released right after, which also frees the XNNPACK operator cached on them.
+// Products with a broadcast batch (batchA = 1 < batchB) keep the stock kernel.
+// ---------------------------------------------------------------------------------------------------------------
+
+/** The parts of tfjs-backend-wasm's BackendWasm the kernels use (its public fields, not typed by the package). */
+interface WasmBackend {
+  wasm: {
+    cwrap(name: string, ret: null, argTypes: string[]): (...args: unknown[]) => void;
+    tfjs: { registerTensor(id: number, size: number, memoryOffset: number): void; disposeData(id: number): void };
+  };
+  dataIdMap: { get(dataId: object): { id: number; memoryOffset: number } };
+  dataIdNextNumber: number;
+  makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
+  disposeData(dataId: object): boolean;
+}
+
+interface MatMulAttrs {
+  transposeA: boolean;
+  transposeB: boolean;
+}
+
+const F32_BYTES = 4;
+
+function sizeOf(shape: readonly number[]): number {
+  let n = 1;
+  for (const d of shape) n *= d;
+  return n;
+}
+
+/** Bytes of an int32 shape, the form the wasm module's `array` arguments take. */
+function shapeBytes(shape: number[]): Uint8Array {
+  return new Uint8Array(new Int32Array(shape).buffer);
+}
+
+/** The stock kernels a replacement falls back on, captured once per backend before the first replacement. */
+const stockKernels = new Map<string, tf.KernelConfig>();
+
+function stockKernel(kernelName: string, backendName: string): tf.KernelConfig {
+  const key = `${kernelName}/${backendName}`;
+  let k = stockKernels.get(key);
+  if (k === undefined) {
+    k = tf.getKernel(kernelName, backendName);
+    if (k === undefined) throw new Error(`registerFastKernels: backend '${backendName}' has no ${kernelName} kernel to wrap`);
+    stockKernels.set(key, k);
+  }
+  return k;
+}
+
+function makeWasmBatchMatMul(stock: KernelFunc, transpose: KernelFunc): KernelFunc {
+  let raw: ((...args: unknown[]) => void) | undefined;
+  return (args) => {
+    const { inputs, attrs } = args;
+    const backend = args.backend as unknown as WasmBackend;
+    const a = inputs['a']!;
+    const b = inputs['b']!;
+    const { transposeA, transposeB } = attrs as unknown as MatMulAttrs;
+    if (a.dtype !== 'float32' || b.dtype !== 'float32') return stock(args);
+    const ra = a.shape.length;
+    const rb = b.shape.length;
+    const batchA = sizeOf(a.shape.slice(0, -2));
+    const batchB = sizeOf(b.shape.slice(0, -2));
+    if (batchA !== batchB && batchB !== 1) return stock(args);
+    const M = transposeA ? a.shape[ra - 1]! : a.shape[ra - 2]!;
+    const K = transposeA ? a.shape[ra - 2]! : a.shape[ra - 1]!;
+    const N = transposeB ? b.shape[rb - 2]! : b.shape[rb - 1]!;
+    const outer = tf.broadcast_util.assertAndGetBroadcastShape(a.shape.slice(0, -2), b.shape.slice(0, -2));
+    const outShape = [...outer, M, N];
+
+    // Operands as [batch, rows, cols] without transpose flags.
+    const temps: tf.TensorInfo[] = [];
+    const plain = (x: tf.TensorInfo, batch: number, rows: number, cols: number, flip: boolean): tf.TensorInfo => {
+      if (!flip) return { dataId: x.dataId, shape: [batch, rows, cols], dtype: x.dtype };
+      const t = transpose({ inputs: { x: { dataId: x.dataId, shape: [batch, cols, rows], dtype: x.dtype } }, backend: args.backend, attrs: { perm: [0, 2, 1] } }) as tf.TensorInfo;
+      temps.push(t);
+      return { dataId: t.dataId, shape: [batch, rows, cols], dtype: t.dtype };
+    };
+    const a3 = plain(a, batchA, M, K, transposeA); // [batchA, M, K]
+    const b3 = plain(b, batchB, K, N, transposeB); // [batchB, K, N]
+    const noFlags = { transposeA: false, transposeB: false };
+    let out: tf.TensorInfo;
+    if (batchB === 1) {
+      // [batchA * M, K] @ [K, N] in one XNNPACK product.
+      out = stock({ inputs: { a: { ...a3, shape: [1, batchA * M, K] }, b: { ...b3, shape: [1, K, N] } }, backend: args.backend, attrs: noFlags }) as tf.TensorInfo;
+    } else {
+      raw ??= backend.wasm.cwrap('BatchMatMul', null, ['number', 'array', 'number', 'number', 'array', 'number', 'number', 'number', 'number']);
+      out = backend.makeOutput([batchA, M, N], 'float32');
+      const aOff = backend.dataIdMap.get(a3.dataId).memoryOffset;
+      const bOff = backend.dataIdMap.get(b3.dataId).memoryOffset;
+      const oOff = backend.dataIdMap.get(out.dataId).memoryOffset;
+      const aShape = shapeBytes([1, M, K]);
+      const bShape = shapeBytes([1, K, N]);
+      const { tfjs } = backend.wasm;
+      for (let i = 0; i < batchA; i++) {
+        const aId = backend.dataIdNextNumber++;
+        const bId = backend.dataIdNextNumber++;
+        const oId = backend.dataIdNextNumber++;
+        tfjs.registerTensor(aId, M * K, aOff + i * M * K * F32_BYTES);
+        tfjs.registerTensor(bId, K * N, bOff + i * K * N * F32_BYTES);
+        tfjs.registerTensor(oId, M * N, oOff + i * M * N * F32_BYTES);
+        raw(aId, aShape, 3, bId, bShape, 3, 0, 0, oId);
+        tfjs.disposeData(aId);
+        tfjs.disposeData(bId); // also deletes the XNNPACK operator cached on this b
+        tfjs.disposeData(oId);
+      }
+    }
+    for (const t of temps) backend.disposeData(t.dataId);
+    return { dataId: out.dataId, shape: outShape, dtype: out.dtype };
+  };
+}
+
+/** The wasm heap as float32 (re-read on every use: the views are replaced when the heap grows). */
+function heapF32(backend: WasmBackend): Float32Array {
+  return (backend.wasm as unknown as { HEAPF32: Float32Array }).HEAPF32;
+}
+
+/**
+ * wasm Unpack (tf.unstack; the gradient of tf.stack, e.g. of the attention maps micseLoss stacks): the stock kernel
+ * slices each output with a strided copy and takes ~100 ms for a [64, 2, 2, 32, 32] map. Here each output is
+ * `outer` contiguous runs of `inner` floats copied with TypedArray.set.
+ *   value [d0, .., d_axis, .., dn] -> d_axis tensors [d0, .., dn] without d_axis
+ */
+function makeWasmUnpack(stock: KernelFunc): KernelFunc {
+  return (args) => {
+    const backend = args.backend as unknown as WasmBackend;
+    const value = args.inputs['value']!;
+    if (value.dtype !== 'float32' && value.dtype !== 'int32') return stock(args);
+    const rank = value.shape.length;
+    let axis = (args.attrs as unknown as { axis: number }).axis;
+    if (axis < 0) axis += rank;
+    const count = value.shape[axis]!;
+    const outer = sizeOf(value.shape.slice(0, axis));
+    const inner = sizeOf(value.shape.slice(axis + 1));
+    const outShape = value.shape.filter((_, i) => i !== axis);
+    const outs: tf.TensorInfo[] = [];
+    for (let j = 0; j < count; j++) outs.push(backend.makeOutput(outShape, value.dtype));
+    const heap = heapF32(backend); // after the allocations above, which may grow the heap
+    const src = backend.dataIdMap.get(value.dataId).memoryOffset / F32_BYTES;
+    outs.forEach((o, j) => {
+      const dst = backend.dataIdMap.get(o.dataId).memoryOffset / F32_BYTES;
+      for (let r = 0; r < outer; r++) {
+        const from = src + (r * count + j) * inner;
+        heap.copyWithin(dst + r * inner, from, from + inner);
+      }
+    });
+    return outs;
+  };
+}
+
+/**
+ * wasm Sum over leading axes (bias and LayerNorm-weight gradients, broadcast-add gradients):
+ * `x [R, C] -> [C]` with `R` the product of the reduced leading axes. The stock kernel transposes the reduced axes
+ * to the end first (a strided pass over the whole tensor); here rows are accumulated in order, contiguous in C.
+ * Other reductions keep the stock kernel.
+ */
+function makeWasmSum(stock: KernelFunc): KernelFunc {
+  return (args) => {
+    const backend = args.backend as unknown as WasmBackend;
+    const x = args.inputs['x']!;
+    const { axis, keepDims } = args.attrs as unknown as { axis: number | number[]; keepDims: boolean };
+    const rank = x.shape.length;
+    const axes = [...new Set((Array.isArray(axis) ? axis : [axis]).map((a) => (a < 0 ? a + rank : a)))].sort((p, q) => p - q);
+    const leading = axes.length > 0 && axes.length < rank && axes.every((a, i) => a === i);
+    if (x.dtype !== 'float32' || !leading) return stock(args);
+    const R = sizeOf(x.shape.slice(0, axes.length));
+    const C = sizeOf(x.shape.slice(axes.length));
+    const outShape = keepDims ? x.shape.map((d, i) => (i < axes.length ? 1 : d)) : x.shape.slice(axes.length);
+    const out = backend.makeOutput(outShape, 'float32');
+    const heap = heapF32(backend);
+    const src = backend.dataIdMap.get(x.dataId).memoryOffset / F32_BYTES;
+    const dst = backend.dataIdMap.get(out.dataId).memoryOffset / F32_BYTES;
+    const acc = heap.subarray(dst, dst + C);
+    acc.set(heap.subarray(src, src + C));
+    for (let r = 1; r < R; r++) {
+      const row = src + r * C;
+      for (let c = 0; c < C; c++) acc[c]! += heap[row + c]!;
+    }
+    return out;
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Registration
+// ---------------------------------------------------------------------------------------------------------------
+
+interface Replacement {
+  kernelName: string;
+  backends: readonly string[];
+  make(backendName: string): KernelFunc;
+}
+
+const REPLACEMENTS: readonly Replacement[] = [
+  { kernelName: tf.UnsortedSegmentSum, backends: ['cpu', 'wasm'], make: () => unsortedSegmentSumCpu },
+  {
+    kernelName: tf.BatchMatMul, backends: ['wasm'],
+    make: (bn) => makeWasmBatchMatMul(stockKernel(tf.BatchMatMul, bn).kernelFunc, stockKernel(tf.Transpose, bn).kernelFunc),
+  },
+  { kernelName: tf.Unpack, backends: ['wasm'], make: (bn) => makeWasmUnpack(stockKernel(tf.Unpack, bn).kernelFunc) },
+  { kernelName: tf.Sum, backends: ['wasm'], make: (bn) => makeWasmSum(stockKernel(tf.Sum, bn).kernelFunc) },
+];
+
+/** Which kernels `registerFastKernels` replaces on `backendName`. */
+export function fastKernelNames(backendName: string): string[] {
+  return REPLACEMENTS.filter((r) => r.backends.includes(backendName)).map((r) => r.kernelName);
+}
+
+function swapKernel(kernelName: string, backendName: string, kernelFunc: KernelFunc): void {
+  if (tf.getKernel(kernelName, backendName) !== undefined) tf.unregisterKernel(kernelName, backendName);
+  tf.registerKernel({ kernelName, backendName, kernelFunc });
+}
+
+/**
+ * Registers the replacement kernels for `backendName` (stock kernels are captured first, so calling it again is
+ * harmless); returns the names of the kernels registered.
+ */
 export function registerFastKernels(backendName: string): string[] {
-  if (!(HOST_BACKENDS as readonly string[]).includes(backendName)) return [];
-  const registered: string[] = [];
-  const name = tf.UnsortedSegmentSum;
-  if (tf.getKernel(name, backendName) !== undefined) tf.unregisterKernel(name, backendName);
-  tf.registerKernel({ kernelName: name, backendName, kernelFunc: unsortedSegmentSumCpu });
-  registered.push(name);
-  return registered;
+  const names: string[] = [];
+  for (const r of REPLACEMENTS) {
+    if (!r.backends.includes(backendName)) continue;
+    const existing = tf.getKernel(r.kernelName, backendName);
+    if (existing !== undefined) stockKernel(r.kernelName, backendName);
+    swapKernel(r.kernelName, backendName, r.make(backendName));
+    names.push(r.kernelName);
+  }
+  return names;
+}
+
+/**
+ * Puts the stock kernels back on `backendName` (for tests that compare against them; a kernel the backend never
+ * had is left unregistered). Returns the names restored or removed.
+ */
+export function unregisterFastKernels(backendName: string): string[] {
+  const names: string[] = [];
+  for (const r of REPLACEMENTS) {
+    if (!r.backends.includes(backendName)) continue;
+    const stock = stockKernels.get(`${r.kernelName}/${backendName}`);
+    if (tf.getKernel(r.kernelName, backendName) !== undefined) tf.unregisterKernel(r.kernelName, backendName);
+    if (stock !== undefined) tf.registerKernel(stock);
+    names.push(r.kernelName);
+  }
+  return names;
 }

@@ -1,0 +1,376 @@
+/**
+ * `npm run bench -- [--backend B] [--size tiny|small|base] [--steps N] [--json]`: times one miCSE training step
+ * exactly as the trainer takes it, the embedding throughput of `embed()`, and peak RSS; then runs the same step
+ * in PyTorch (bench/reference.py) and prints both side by side with their ratio.
+ *
+ * The step (src/train/trainer.ts, the loop body):
+ *   inputs [2B, T] int32, rows interleaved by view  ->  tf.variableGrads(micseLoss(model, inputs, objective))
+ *   (forward with dropout over the 2B rows, InfoNCE on the MLP-head [CLS] vectors, lambda * AMI over layers
+ *   [minLayer, maxLayer)) -> AdamW.apply(grads, lr, maxGradNorm) (clipping, decoupled decay, bias correction).
+ * Loss, its parts and the gradient norm are read back every step, as the trainer does for its metrics.
+ *
+ * Sizes (vocab 30,522, intermediate 4H, seq 32, every token real):
+ *   tiny  = 2 layers, hidden 128, 2 heads, batch 32 (64 rows), AMI layers [0, 2)
+ *   small = 4 layers, hidden 256, 4 heads, batch 64 (128 rows), AMI layers [2, 4)
+ *   base  = BERT-base: 12 layers, hidden 768, 12 heads, batch 64 (128 rows), AMI layers [7, 11)
+ *
+ * Embedding throughput: `embed()` (tokenise, sort, eval-mode forward, [CLS] pooling, download) over
+ * `--embed-sentences` lines of ../shared/data/wiki1m-head.txt truncated to `seqLen` tokens, batch 128, with the
+ * bert-base-uncased tokenizer; without those files the forward + pooling of the same shape is timed instead.
+ */
+import { spawnSync } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { BertTokenizer } from '../src/data/tokenizer.js';
+import { micseLoss } from '../src/losses/micse.js';
+import { MlpHead } from '../src/losses/mlpHead.js';
+import { BACKEND_NAMES, describeSelection, selectBackend, type BackendName } from '../src/model/backend.js';
+import { BertModel } from '../src/model/bert.js';
+import { parseBertConfig } from '../src/model/config.js';
+import { embed } from '../src/model/embed.js';
+import { pool } from '../src/model/pooling.js';
+import { tf } from '../src/model/tf.js';
+import { AdamW, type NamedParam } from '../src/train/adamw.js';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const SHARED_DATA = path.resolve(HERE, '..', '..', 'shared', 'data');
+
+export const SIZES = {
+  tiny: { layers: 2, hidden: 128, heads: 2, batch: 32, seqLen: 32, minLayer: 0, maxLayer: 2 },
+  small: { layers: 4, hidden: 256, heads: 4, batch: 64, seqLen: 32, minLayer: 2, maxLayer: 4 },
+  base: { layers: 12, hidden: 768, heads: 12, batch: 64, seqLen: 32, minLayer: 7, maxLayer: 11 },
+} as const;
+export type SizeName = keyof typeof SIZES;
+
+/** Every constant of the bench, with its default. */
+export const BENCH_DEFAULTS = {
+  backend: 'auto' as BackendName,
+  size: 'tiny' as SizeName,
+  /** Timed steps (the median is reported). */
+  steps: 5,
+  /** Untimed steps first (kernel setup, XNNPACK operator creation, V8 warm-up). */
+  warmup: 1,
+  vocabSize: 30522,
+  seed: 42,
+  /** The trainer's defaults (configs/*.yaml): lr, AdamW, clipping, InfoNCE temperature, AMI weight. */
+  learningRate: 1e-5,
+  beta1: 0.9,
+  beta2: 0.999,
+  eps: 1e-8,
+  weightDecay: 0,
+  maxGradNorm: 1,
+  temperature: 0.05,
+  lambda: 1e-3,
+  /** Sentences embedded for the throughput figure, in batches of embedBatch. */
+  embedSentences: 512,
+  embedBatch: 128,
+  /** Run bench/reference.py too. */
+  reference: true,
+  python: 'python3',
+} as const;
+
+export interface BenchOptions {
+  backend: BackendName;
+  size: SizeName;
+  steps: number;
+  warmup: number;
+  json: boolean;
+  reference: boolean;
+  profile: boolean;
+  embedSentences: number;
+  python: string;
+}
+
+export interface SideResult {
+  impl: string;
+  backend: string;
+  /** Median over the timed steps. */
+  msPerStep: number;
+  stepsMs: number[];
+  /** Training sentences (B, not 2B rows) per second at the median step time. */
+  trainSentencesPerSecond: number;
+  embedSentencesPerSecond: number;
+  embedWhat: string;
+  peakRssMb: number;
+  loss: number;
+  notes: string[];
+}
+
+export interface BenchReport {
+  date: string;
+  machine: string;
+  size: SizeName;
+  config: (typeof SIZES)[SizeName] & { vocabSize: number };
+  tfjs: SideResult;
+  reference: SideResult | { skipped: string };
+  /** tfjs ms/step divided by reference ms/step (lower is better; 1.5 is the issue's target). */
+  ratio: number | null;
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+function peakRssMb(): number {
+  return process.resourceUsage().maxRSS / 1024; // maxRSS is in KiB
+}
+
+export function machineDescription(): string {
+  const cpus = os.cpus();
+  return `${cpus[0]?.model ?? 'unknown CPU'} x${cpus.length}, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, ${os.platform()} ${os.release()}, Node ${process.version}`;
+}
+
+/** Seeded token ids in [1000, vocab): [2B, T], each sentence's two rows identical ([CLS] first, [SEP] last). */
+function makeBatch(B: number, T: number, vocab: number, seed: number): number[][] {
+  let s = seed >>> 0;
+  const next = () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32);
+  const rows: number[][] = [];
+  for (let b = 0; b < B; b++) {
+    const row = Array.from({ length: T }, () => 1000 + Math.floor(next() * (vocab - 1000)));
+    row[0] = 101;
+    row[T - 1] = 102;
+    rows.push(row, [...row]);
+  }
+  return rows;
+}
+
+/** The trainer's step on one batch (see the module comment); returns the loss. */
+async function trainerStep(model: BertModel, head: MlpHead, optimizer: AdamW, varName: Map<string, string>, trainables: tf.Variable[],
+  batch: number[][], sz: (typeof SIZES)[SizeName], stepSeed: number): Promise<number> {
+  const d = BENCH_DEFAULTS;
+  let parts: { infoNCE: tf.Scalar; ami: tf.Scalar | null } | undefined;
+  const { value, grads } = tf.variableGrads(() => {
+    const inputs = {
+      inputIds: tf.tensor2d(batch, undefined, 'int32'),
+      attentionMask: tf.ones([batch.length, batch[0]!.length], 'int32') as tf.Tensor2D,
+    };
+    const r = micseLoss(model, inputs, {
+      style: 'micse', temperature: d.temperature, lambda: d.lambda, minLayer: sz.minLayer, maxLayer: sz.maxLayer, pooler: 'cls',
+      head, dropoutSeed: stepSeed * 2 + 1, seed: stepSeed * 2 + 2,
+    });
+    parts = { infoNCE: tf.keep(r.infoNCE), ami: r.ami === null ? null : tf.keep(r.ami) };
+    return r.loss;
+  }, trainables);
+  const [loss] = (await value.data()) as Float32Array;
+  await parts!.infoNCE.data();
+  if (parts!.ami !== null) await parts!.ami.data();
+  tf.dispose([value, parts!.infoNCE, ...(parts!.ami === null ? [] : [parts!.ami])]);
+  const named = new Map([...Object.entries(grads)].map(([k, g]) => [varName.get(k) ?? k, g]));
+  const norm = optimizer.apply(named, d.learningRate, d.maxGradNorm);
+  await norm.data();
+  norm.dispose();
+  tf.dispose(Object.values(grads));
+  return loss!;
+}
+
+async function embedThroughput(model: BertModel, sz: (typeof SIZES)[SizeName], count: number): Promise<{ sps: number; what: string }> {
+  const d = BENCH_DEFAULTS;
+  const tokDir = path.join(SHARED_DATA, 'bert-base-uncased');
+  const corpus = path.join(SHARED_DATA, 'wiki1m-head.txt');
+  if (existsSync(tokDir) && existsSync(corpus)) {
+    const tokenizer = await BertTokenizer.fromDir(tokDir);
+    const lines = readFileSync(corpus, 'utf8').split('\n').filter((l) => l.trim() !== '');
+    const sentences = Array.from({ length: count }, (_, i) => lines[i % lines.length]!);
+    await embed(model, tokenizer, sentences.slice(0, d.embedBatch), { batchSize: d.embedBatch, maxLength: sz.seqLen }); // warm-up
+    const t0 = performance.now();
+    await embed(model, tokenizer, sentences, { batchSize: d.embedBatch, maxLength: sz.seqLen });
+    return { sps: (count * 1000) / (performance.now() - t0), what: `embed() on wiki1m-head lines, max ${sz.seqLen} tokens, batch ${d.embedBatch}` };
+  }
+  const ids = makeBatch(d.embedBatch / 2, sz.seqLen, d.vocabSize, d.seed);
+  const run = async () => {
+    const v = tf.tidy(() => {
+      const inputIds = tf.tensor2d(ids, undefined, 'int32');
+      const attentionMask = tf.onesLike(inputIds) as tf.Tensor2D;
+      return pool(model.forward({ inputIds, attentionMask }).lastHiddenState, attentionMask, 'cls_before_pooler');
+    });
+    await v.data();
+    v.dispose();
+  };
+  await run();
+  const batches = Math.max(1, Math.round(count / d.embedBatch));
+  const t0 = performance.now();
+  for (let i = 0; i < batches; i++) await run();
+  return { sps: (batches * d.embedBatch * 1000) / (performance.now() - t0), what: `forward + [CLS] pooling of ${d.embedBatch} x ${sz.seqLen} (no tokenizer at ${tokDir})` };
+}
+
+/** Top kernels by summed time over one step (tf.profile). */
+async function profileStep(step: () => Promise<unknown>): Promise<string> {
+  const info = await tf.profile(async () => {
+    await step();
+    return [];
+  });
+  const byName = new Map<string, { ms: number; calls: number }>();
+  for (const k of info.kernels) {
+    const e = byName.get(k.name) ?? { ms: 0, calls: 0 };
+    e.ms += typeof k.kernelTimeMs === 'number' ? k.kernelTimeMs : 0;
+    e.calls += 1;
+    byName.set(k.name, e);
+  }
+  const rows = [...byName.entries()].sort((a, b) => b[1].ms - a[1].ms).slice(0, 20);
+  return ['kernel profile (one step; synchronous wall time per kernel):',
+    ...rows.map(([n, e]) => `  ${n.padEnd(24)} ${e.ms.toFixed(1).padStart(9)} ms  ${String(e.calls).padStart(6)} calls`)].join('\n');
+}
+
+export async function benchTfjs(o: BenchOptions, log: (l: string) => void): Promise<SideResult> {
+  const d = BENCH_DEFAULTS;
+  const sz = SIZES[o.size];
+  const selection = await selectBackend(o.backend);
+  log(describeSelection(selection));
+  const cfg = parseBertConfig({
+    vocab_size: d.vocabSize, hidden_size: sz.hidden, num_hidden_layers: sz.layers, num_attention_heads: sz.heads,
+    intermediate_size: 4 * sz.hidden, max_position_embeddings: 512,
+  }, 'bench');
+  const model = BertModel.random(cfg, d.seed);
+  const head = new MlpHead(sz.hidden, { seed: d.seed + 1 });
+  // The trainer's parameter list and optimiser (src/train/trainer.ts).
+  const params: NamedParam[] = [
+    ...[...model.weights.entries()].filter(([n]) => !n.startsWith('pooler.')).map(([name, variable]) => ({ name, variable })),
+    ...Object.entries(head.namedWeights()).map(([name, variable]) => ({ name, variable })),
+  ];
+  const optimizer = new AdamW(params, { beta1: d.beta1, beta2: d.beta2, eps: d.eps, weightDecay: d.weightDecay });
+  const varName = new Map(params.map((p) => [p.variable.name, p.name]));
+  const trainables = params.map((p) => p.variable);
+  const batch = makeBatch(sz.batch, sz.seqLen, d.vocabSize, d.seed);
+
+  const notes: string[] = [];
+  let loss = NaN;
+  for (let i = 0; i < o.warmup; i++) loss = await trainerStep(model, head, optimizer, varName, trainables, batch, sz, i);
+  const before = tf.memory().numTensors;
+  const stepsMs: number[] = [];
+  for (let i = 0; i < o.steps; i++) {
+    const t0 = performance.now();
+    loss = await trainerStep(model, head, optimizer, varName, trainables, batch, sz, o.warmup + i);
+    stepsMs.push(performance.now() - t0);
+    log(`  tfjs step ${i + 1}/${o.steps}: ${stepsMs[i]!.toFixed(0)} ms, loss ${loss.toFixed(4)}`);
+  }
+  const leaked = tf.memory().numTensors - before;
+  if (leaked !== 0) notes.push(`${leaked} tensors leaked over ${o.steps} steps`);
+  if (o.profile) log(await profileStep(() => trainerStep(model, head, optimizer, varName, trainables, batch, sz, 10_000)));
+  const emb = await embedThroughput(model, sz, o.embedSentences);
+  const ms = median(stepsMs);
+  const result: SideResult = {
+    impl: `TF.js ${tf.version.tfjs}`, backend: selection.name, msPerStep: ms, stepsMs, trainSentencesPerSecond: (sz.batch * 1000) / ms,
+    embedSentencesPerSecond: emb.sps, embedWhat: emb.what, peakRssMb: peakRssMb(), loss, notes,
+  };
+  optimizer.dispose();
+  head.dispose();
+  model.dispose();
+  return result;
+}
+
+/** Runs bench/reference.py; a missing python3 or torch is a skip with the reason, not a failure. */
+export function runReference(o: BenchOptions, log: (l: string) => void): SideResult | { skipped: string } {
+  const script = path.join(HERE, 'reference.py');
+  const args = [script, '--size', o.size, '--steps', String(o.steps), '--warmup', String(o.warmup),
+    '--embed-sentences', String(o.embedSentences), '--json'];
+  // Debian's python3-torch lives under /usr/bin/python3, which a pyenv or venv python3 on PATH hides.
+  const pythons = o.python === BENCH_DEFAULTS.python ? [o.python, ...PYTHON_FALLBACKS] : [o.python];
+  const reasons: string[] = [];
+  for (const py of pythons) {
+    log(`running ${py} ${args.map((a) => path.relative(process.cwd(), a) || a).join(' ')}`);
+    const r = spawnSync(py, args, { encoding: 'utf8', maxBuffer: 64 * 2 ** 20 });
+    if (r.error !== undefined) {
+      reasons.push(`${py} could not be started (${r.error.message})`);
+      continue;
+    }
+    const lines = r.stdout.trim().split('\n');
+    if (r.status === 3) {
+      reasons.push(lines.at(-1) ?? `${py}: torch is not installed`);
+      continue;
+    }
+    if (r.status !== 0) return { skipped: `reference.py exited ${r.status}: ${(r.stderr.trim().split('\n').at(-1) ?? '').slice(0, 300)}` };
+    for (const l of r.stderr.trim().split('\n')) if (l.trim() !== '') log(`  ${l}`);
+    return JSON.parse(lines.at(-1)!) as SideResult;
+  }
+  return { skipped: reasons.join('; ') };
+}
+
+/** Tried after `python3` when it cannot import torch. */
+const PYTHON_FALLBACKS = ['/usr/bin/python3'];
+
+function fmt(n: number, digits = 0): string {
+  return n.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
+}
+
+export function formatReport(r: BenchReport): string {
+  const c = r.config;
+  const head = `${r.date}, ${r.machine}\nsize ${r.size}: ${c.layers} layers, hidden ${c.hidden}, ${c.heads} heads, batch ${c.batch} (x2 views), seq ${c.seqLen}, vocab ${c.vocabSize}`;
+  const sides: SideResult[] = [r.tfjs, ...('skipped' in r.reference ? [] : [r.reference])];
+  const rows = [
+    ['', ...sides.map((s) => `${s.impl} (${s.backend})`)],
+    ['ms/step (median)', ...sides.map((s) => fmt(s.msPerStep))],
+    ['train sentences/s', ...sides.map((s) => fmt(s.trainSentencesPerSecond, 1))],
+    ['embed sentences/s', ...sides.map((s) => fmt(s.embedSentencesPerSecond))],
+    ['peak RSS MB', ...sides.map((s) => fmt(s.peakRssMb))],
+    ['loss (last step)', ...sides.map((s) => s.loss.toFixed(4))],
+  ];
+  const widths = rows[0]!.map((_, j) => Math.max(...rows.map((row) => row[j]!.length)));
+  const table = rows.map((row) => row.map((cell, j) => (j === 0 ? cell.padEnd(widths[j]!) : cell.padStart(widths[j]!))).join('  ')).join('\n');
+  const tail = 'skipped' in r.reference
+    ? `reference skipped: ${r.reference.skipped}`
+    : `ratio TF.js / PyTorch (ms/step): ${r.ratio!.toFixed(2)}x  (target <= 1.5x on CPU)`;
+  const notes = sides.flatMap((s) => s.notes.map((n) => `note (${s.impl}): ${n}`));
+  const embedNotes = sides.map((s) => `embed (${s.impl}): ${s.embedWhat}`);
+  return [head, table, tail, ...embedNotes, ...notes].join('\n');
+}
+
+function parseArgs(argv: string[]): BenchOptions {
+  const d = BENCH_DEFAULTS;
+  const o: BenchOptions = { backend: d.backend, size: d.size, steps: d.steps, warmup: d.warmup, json: false, reference: d.reference,
+    profile: false, embedSentences: d.embedSentences, python: d.python };
+  const int = (flag: string, v: string | undefined, min: number): number => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < min) throw new Error(`${flag} needs an integer >= ${min}; got '${v}'`);
+    return n;
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    const v = argv[i + 1];
+    switch (a) {
+      case '--backend':
+        if (!(BACKEND_NAMES as readonly string[]).includes(v ?? '')) throw new Error(`--backend must be one of ${BACKEND_NAMES.join(', ')}; got '${v}'`);
+        o.backend = v as BackendName; i++; break;
+      case '--size':
+        if (!(v !== undefined && v in SIZES)) throw new Error(`--size must be one of ${Object.keys(SIZES).join(', ')}; got '${v}'`);
+        o.size = v as SizeName; i++; break;
+      case '--steps': o.steps = int(a, v, 1); i++; break;
+      case '--warmup': o.warmup = int(a, v, 0); i++; break;
+      case '--embed-sentences': o.embedSentences = int(a, v, 1); i++; break;
+      case '--python': if (v === undefined) throw new Error('--python needs a path'); o.python = v; i++; break;
+      case '--json': o.json = true; break;
+      case '--profile': o.profile = true; break;
+      case '--no-reference': o.reference = false; break;
+      case '--help':
+        process.stdout.write('npm run bench -- [--backend auto|wasm|cpu|webgpu|tensorflow|tensorflow-gpu] [--size tiny|small|base] ' +
+          '[--steps N] [--warmup N] [--embed-sentences N] [--no-reference] [--python PATH] [--profile] [--json]\n');
+        process.exit(0);
+      default: throw new Error(`unknown option '${a}' (see --help)`);
+    }
+  }
+  return o;
+}
+
+async function main(): Promise<void> {
+  let o: BenchOptions;
+  try {
+    o = parseArgs(process.argv.slice(2));
+  } catch (err) {
+    process.stderr.write(`bench: ${(err as Error).message}\n`);
+    process.exit(2);
+  }
+  const log = (l: string) => process.stderr.write(l + '\n');
+  const sz = SIZES[o.size];
+  const tfjs = await benchTfjs(o, log);
+  const reference = o.reference ? runReference(o, log) : { skipped: '--no-reference' };
+  const report: BenchReport = {
+    date: new Date().toISOString(), machine: machineDescription(), size: o.size, config: { ...sz, vocabSize: BENCH_DEFAULTS.vocabSize },
+    tfjs, reference, ratio: 'skipped' in reference ? null : tfjs.msPerStep / reference.msPerStep,
+  };
+  process.stdout.write((o.json ? JSON.stringify(report, null, 2) : formatReport(report)) + '\n');
+}
+
+if (process.argv[1] !== undefined && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) await main();

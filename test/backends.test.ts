@@ -1,0 +1,188 @@
+/**
+ * Backend equivalence: the kernels src/model/kernels.ts registers give the stock kernels' numbers, and one miCSE
+ * training step (loss and every gradient) agrees within 1e-4 across the cpu and wasm backends.
+ *
+ * Op level: each replaced kernel against the same backend's stock kernel (unregisterFastKernels puts it back) on
+ * shapes that reach every branch (transpose flags, batched, b unbatched, broadcast batch, leading/other axes).
+ * The scatter-add that replaces UnsortedSegmentSum is checked against the stock cpu kernel on a small vocabulary
+ * (the stock kernel takes minutes at BERT's 30,522 rows), so it can serve as the step's reference below.
+ * Step level: micseLoss (dropout on, seeded, AMI over layers 2..3) + tf.variableGrads on the shared tiny-h32-l4
+ * checkpoint: cpu with stock kernels (plus the scatter-add) is the reference; cpu and wasm with the fast kernels
+ * must match it.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { MlpHead } from '../src/losses/mlpHead.js';
+import { micseLoss } from '../src/losses/micse.js';
+import { selectBackend } from '../src/model/backend.js';
+import { fastKernelNames, registerFastKernels, unregisterFastKernels } from '../src/model/kernels.js';
+import { loadPretrained } from '../src/model/pretrained.js';
+import { tf } from '../src/model/tf.js';
+import { shared, SKIP_NO_SHARED } from './helpers.js';
+
+const TOL = 1e-4;
+
+function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  assert.equal(a.length, b.length, 'lengths differ');
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
+  return m;
+}
+
+/** Seeded values in [-1, 1). */
+function values(n: number, seed: number): Float32Array {
+  let s = seed >>> 0;
+  return Float32Array.from({ length: n }, () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 31) - 1);
+}
+
+function rand(shape: number[], seed: number): tf.Tensor {
+  return tf.tensor(values(shape.reduce((p, d) => p * d, 1), seed), shape);
+}
+
+/** Runs `f` with the fast kernels and with the stock ones on `backend`; returns both results as flat arrays. */
+async function fastAndStock(backend: 'cpu' | 'wasm', f: () => tf.Tensor | tf.Tensor[]): Promise<{ fast: Float32Array[]; stock: Float32Array[] }> {
+  await selectBackend(backend);
+  const run = async () => {
+    const out = tf.tidy(f);
+    const list = Array.isArray(out) ? out : [out];
+    const data = await Promise.all(list.map(async (t) => Float32Array.from((await t.data()) as Float32Array)));
+    tf.dispose(list);
+    return data;
+  };
+  registerFastKernels(backend);
+  const fast = await run();
+  unregisterFastKernels(backend);
+  try {
+    return { fast, stock: await run() };
+  } finally {
+    registerFastKernels(backend);
+  }
+}
+
+describe('replaced kernels match the stock kernels', () => {
+  const matMulCases: [string, number[], number[], boolean, boolean][] = [
+    ['2D', [7, 5], [5, 3], false, false],
+    ['2D transposeA', [5, 7], [5, 3], true, false],
+    ['2D transposeB', [7, 5], [3, 5], false, true],
+    ['2D both', [5, 7], [3, 5], true, true],
+    ['batched 4D (attention scores)', [2, 3, 6, 4], [2, 3, 6, 4], false, true],
+    ['batched 4D (context)', [2, 3, 6, 6], [2, 3, 6, 4], false, false],
+    ['batched transposeA', [4, 6, 5], [4, 6, 3], true, false],
+    ['b unbatched', [4, 6, 5], [5, 3], false, false],
+    ['b unbatched, transposeB', [4, 6, 5], [3, 5], false, true],
+    ['broadcast a', [1, 6, 5], [4, 5, 3], false, false],
+  ];
+  for (const [name, sa, sb, ta, tb] of matMulCases) {
+    test(`wasm BatchMatMul: ${name}`, async () => {
+      const a = rand(sa, 1);
+      const b = rand(sb, 2);
+      const { fast, stock } = await fastAndStock('wasm', () => tf.matMul(a, b, ta, tb));
+      a.dispose();
+      b.dispose();
+      assert.ok(maxAbsDiff(fast[0]!, stock[0]!) < 1e-5, `max diff ${maxAbsDiff(fast[0]!, stock[0]!)}`);
+    });
+  }
+
+  test('wasm BatchMatMul gradients (all four flag combinations)', async () => {
+    const a = rand([3, 4, 5], 3);
+    const b = rand([3, 5, 6], 4);
+    const { fast, stock } = await fastAndStock('wasm', () => {
+      const g = tf.grads((x: tf.Tensor, y: tf.Tensor) => tf.sum(tf.square(tf.matMul(tf.matMul(x, y), y, false, true))));
+      return g([a, b]);
+    });
+    a.dispose();
+    b.dispose();
+    fast.forEach((f, i) => assert.ok(maxAbsDiff(f, stock[i]!) < 1e-4, `grad ${i}: max diff ${maxAbsDiff(f, stock[i]!)}`));
+  });
+
+  test('wasm Unpack (tf.unstack) on every axis', async () => {
+    const x = rand([3, 2, 4, 5], 5);
+    for (let axis = 0; axis < 4; axis++) {
+      const { fast, stock } = await fastAndStock('wasm', () => tf.unstack(x, axis));
+      assert.equal(fast.length, x.shape[axis]);
+      fast.forEach((f, i) => assert.deepEqual(f, stock[i]!, `axis ${axis}, output ${i}`));
+    }
+    x.dispose();
+  });
+
+  test('wasm Sum over leading axes (fast path) and other axes (stock path)', async () => {
+    const x = rand([4, 3, 5], 6);
+    const cases: [number | number[], boolean][] = [[0, false], [[0, 1], true], [[1, 0], false], [1, false], [-1, true], [[0, 2], false], [[0, 1, 2], false]];
+    for (const [axis, keepDims] of cases) {
+      const { fast, stock } = await fastAndStock('wasm', () => tf.sum(x, axis, keepDims));
+      assert.ok(maxAbsDiff(fast[0]!, stock[0]!) < 1e-5, `axis ${JSON.stringify(axis)}: ${maxAbsDiff(fast[0]!, stock[0]!)}`);
+    }
+    x.dispose();
+  });
+
+  test('scatter-add UnsortedSegmentSum equals the stock cpu kernel (small vocabulary)', async () => {
+    const table = rand([11, 3], 7);
+    const ids = tf.tensor2d([[1, 4, 4], [10, 0, 1]], undefined, 'int32');
+    const { fast, stock } = await fastAndStock('cpu', () => tf.grad((t: tf.Tensor) => tf.sum(tf.mul(tf.gather(t, ids), rand([2, 3, 3], 8))))(table));
+    table.dispose();
+    ids.dispose();
+    assert.ok(maxAbsDiff(fast[0]!, stock[0]!) < 1e-6);
+  });
+
+  test('registering twice keeps one wrapper (no wrapper of a wrapper) and unregistering restores the stock kernels', async () => {
+    await selectBackend('wasm');
+    const names = registerFastKernels('wasm');
+    registerFastKernels('wasm');
+    assert.deepEqual(names, fastKernelNames('wasm'));
+    const x = rand([2, 3, 4], 9);
+    const y = tf.tidy(() => tf.sum(tf.matMul(x, x, false, true)));
+    assert.ok(Number.isFinite((await y.data())[0]!));
+    tf.dispose([x, y]);
+  });
+});
+
+describe('one miCSE training step agrees across backends', { skip: SKIP_NO_SHARED }, () => {
+  let loaded: Awaited<ReturnType<typeof loadPretrained>>;
+  let head: MlpHead;
+  let vars: tf.Variable[];
+  const sentences = ['a man is playing a guitar .', 'the cat sat on the mat', 'kids play in the park near the river today', 'stocks fell'];
+
+  before(async () => {
+    await selectBackend('cpu');
+    loaded = await loadPretrained(shared('hf-reference', 'tiny-h32-l4'));
+    head = new MlpHead(loaded.config.hiddenSize, { seed: 3 });
+    vars = [...loaded.model.trainableVariables(), head.weight, head.bias];
+  });
+  after(() => {
+    head.dispose();
+    loaded.model.dispose();
+  });
+
+  /** Loss and all gradients (flattened, in `vars` order) of one seeded training-mode micseLoss. */
+  async function step(): Promise<{ loss: number; grads: Float32Array[] }> {
+    const enc = loaded.tokenizer.encodeBatch(sentences.flatMap((s) => [s, s]), { maxLength: 16 });
+    const before = tf.memory().numTensors;
+    const { value, grads } = tf.variableGrads(() => {
+      const batch = { inputIds: tf.tensor2d(enc.inputIds, undefined, 'int32'), attentionMask: tf.tensor2d(enc.attentionMask, undefined, 'int32') };
+      return micseLoss(loaded.model, batch, { minLayer: 2, maxLayer: 4, targetSamples: 20, head, dropoutSeed: 11, seed: 12 }).loss;
+    }, vars);
+    const loss = (await value.data())[0]!;
+    const out = await Promise.all(vars.map(async (v) => Float32Array.from((await grads[v.name]!.data()) as Float32Array)));
+    tf.dispose([value, ...Object.values(grads)]);
+    assert.equal(tf.memory().numTensors, before, 'the step leaks no tensors');
+    return { loss, grads: out };
+  }
+
+  test('cpu (stock kernels + scatter-add) vs cpu and wasm with the fast kernels: loss and gradients within 1e-4', async () => {
+    await selectBackend('cpu');
+    unregisterFastKernels('cpu');
+    registerFastKernels('cpu'); // the scatter-add only: the stock gather gradient takes minutes at 30,522 rows
+    const reference = await step();
+    assert.ok(Number.isFinite(reference.loss));
+    for (const backend of ['cpu', 'wasm'] as const) {
+      await selectBackend(backend);
+      registerFastKernels(backend);
+      const got = await step();
+      assert.ok(Math.abs(got.loss - reference.loss) < TOL, `${backend}: loss ${got.loss} vs ${reference.loss}`);
+      got.grads.forEach((g, i) => {
+        const d = maxAbsDiff(g, reference.grads[i]!);
+        assert.ok(d < TOL, `${backend}: gradient of ${vars[i]!.name} differs by ${d}`);
+      });
+    }
+  });
+});
