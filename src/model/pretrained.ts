@@ -11,7 +11,8 @@ import { ensureBackend, selectBackend, type BackendName, type BackendSelection }
 import { BertModel } from './bert.js';
 import { parseBertConfig, type BertConfig } from './config.js';
 import { resolveModelDir, type ResolveOptions } from './hub.js';
-import { readSafetensorsDir } from './safetensors.js';
+import { readSafetensorsDir, type HostTensor } from './safetensors.js';
+import { tf } from './tf.js';
 import { mapCheckpoint } from './weights.js';
 
 export interface LoadOptions extends ResolveOptions {
@@ -62,7 +63,45 @@ export async function resolveCheckpoint(modelArg: string): Promise<string> {
   return modelArg;
 }
 
-/** Loads a Hugging Face BERT checkpoint (plain BertModel or `bert.`-prefixed task model). */
+/**
+ * Reads the weights of a TF.js `tf.io` directory (model.json's weightsManifest + .bin shards, as
+ * `micse export --format tfjs` writes them: Hugging Face names, PyTorch layout) as host tensors.
+ */
+async function readTfjsWeights(dir: string): Promise<Map<string, HostTensor>> {
+  const file = path.join(dir, 'model.json');
+  let manifest: tf.io.WeightsManifestConfig;
+  try {
+    manifest = (JSON.parse(await fs.readFile(file, 'utf8')) as { weightsManifest: tf.io.WeightsManifestConfig }).weightsManifest;
+    if (!Array.isArray(manifest)) throw new Error('no weightsManifest array');
+  } catch (err) {
+    throw new UserError(`${file}: not a TF.js model.json (${(err as Error).message})`);
+  }
+  const out = new Map<string, HostTensor>();
+  for (const group of manifest) {
+    const buffers: ArrayBuffer[] = [];
+    for (const p of group.paths) {
+      const b = await fs.readFile(path.join(dir, p)).catch(() => {
+        throw new UserError(`${file}: weight shard ${p} is missing`);
+      });
+      buffers.push(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) as ArrayBuffer);
+    }
+    const bytes = buffers.reduce((a, b) => a + b.byteLength, 0);
+    const need = group.weights.reduce((a, w) => a + 4 * w.shape.reduce((x, y) => x * y, 1), 0);
+    const other = group.weights.find((w) => w.dtype !== 'float32');
+    if (other !== undefined) throw new UserError(`${file}: weight '${other.name}' is ${other.dtype}; only float32 weights are read`);
+    if (bytes !== need) {
+      throw new UserError(`${file}: shards hold ${bytes} bytes, the manifest's float32 weights need ${need}`);
+    }
+    const named = tf.io.decodeWeights(buffers, group.weights);
+    for (const [name, t] of Object.entries(named)) {
+      out.set(name, { shape: t.shape, data: t.dataSync() as Float32Array, stored: 'F32' });
+      t.dispose();
+    }
+  }
+  return out;
+}
+
+/** Loads a Hugging Face BERT checkpoint (plain BertModel or `bert.`-prefixed task model), or a TF.js export of one. */
 export async function loadPretrained(dirOrName: string, opts: LoadOptions = {}): Promise<Pretrained> {
   const backend = opts.backend !== undefined ? await selectBackend(opts.backend) : await ensureBackend();
   const dir = await resolveModelDir(dirOrName, opts);
@@ -73,8 +112,11 @@ export async function loadPretrained(dirOrName: string, opts: LoadOptions = {}):
   if (tokenizer.vocabSize > config.vocabSize) {
     throw new UserError(`${dir}: the tokenizer has ${tokenizer.vocabSize} tokens but config.json's vocab_size is ${config.vocabSize}`);
   }
-  const raw = await readSafetensorsDir(dir);
-  const mapped = mapCheckpoint(raw, config, path.join(dir, 'model.safetensors'));
+  // A TF.js export (`micse export --format tfjs`: model.json + shards, no model.safetensors) holds the same names.
+  const tfjs = !(await exists(path.join(dir, 'model.safetensors'))) && !(await exists(path.join(dir, 'model.safetensors.index.json'))) &&
+    (await exists(path.join(dir, 'model.json')));
+  const raw = tfjs ? await readTfjsWeights(dir) : await readSafetensorsDir(dir);
+  const mapped = mapCheckpoint(raw, config, path.join(dir, tfjs ? 'model.json' : 'model.safetensors'));
   const model = BertModel.fromTensors(config, mapped.tensors);
   return { model, tokenizer, config, report: { dir, ignored: mapped.ignored, initialised: mapped.missingOptional, backend } };
 }

@@ -1,0 +1,132 @@
+/**
+ * The Hugging Face transformers layout of a checkpoint: config.json (`model_type: bert`, `BertModel`),
+ * model.safetensors with BertModel's tensor names and nothing else (no MLP head, no optimizer state), and the
+ * tokenizer files transformers, sentence-transformers and transformers.js read: tokenizer.json, vocab.txt,
+ * tokenizer_config.json, special_tokens_map.json. Files the source lacks are generated from the vocabulary.
+ */
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import { SPECIAL_TOKENS, type BertTokenizer } from '../data/tokenizer.js';
+import { UserError } from '../errors.js';
+import { exists } from '../fsutil.js';
+import { toHfConfig, type BertConfig } from '../model/config.js';
+import { serializeSafetensors } from '../model/safetensors.js';
+import type { CheckpointTensors } from './onnx/graph.js';
+
+/** What every writer receives: the checkpoint, read once. */
+export interface ExportSource {
+  /** The checkpoint directory read (a run directory resolves to best/, else last/). */
+  checkpointDir: string;
+  /** The run directory when the checkpoint belongs to one (config.yaml, eval.json, subset-manifest.json). */
+  runDir: string | null;
+  config: BertConfig;
+  /** BertModel's tensors in checkpoint layout (Linear weights [out, in]), Hugging Face names. */
+  tensors: CheckpointTensors;
+  tokenizer: BertTokenizer;
+  /** BertModel tensors the checkpoint lacked and the loader initialised (only the unused pooler may be). */
+  initialised: string[];
+}
+
+/** transformers' special_tokens_map.json for BERT. */
+export function specialTokensMap(): Record<string, string> {
+  return {
+    unk_token: SPECIAL_TOKENS.unk, sep_token: SPECIAL_TOKENS.sep, pad_token: SPECIAL_TOKENS.pad,
+    cls_token: SPECIAL_TOKENS.cls, mask_token: SPECIAL_TOKENS.mask,
+  };
+}
+
+/**
+ * A tokenizer.json (Hugging Face tokenizers' serialisation) equivalent to transformers' BertTokenizerFast for
+ * `vocab`: BertNormalizer, BertPreTokenizer, WordPiece (## prefix, 100 chars per word), [CLS] A [SEP] template.
+ */
+export function bertTokenizerJson(vocab: Map<string, number>, lowercase: boolean, stripAccents: boolean | null): Record<string, unknown> {
+  const id = (t: string) => vocab.get(t);
+  const special = Object.values(SPECIAL_TOKENS).filter((t) => id(t) !== undefined).sort((a, b) => id(a)! - id(b)!);
+  const tok = (t: string, typeId: number) => ({ SpecialToken: { id: t, type_id: typeId } });
+  const seq = (s: string, typeId: number) => ({ Sequence: { id: s, type_id: typeId } });
+  return {
+    version: '1.0',
+    truncation: null,
+    padding: null,
+    added_tokens: special.map((t) => ({ id: id(t), special: true, content: t, single_word: false, lstrip: false, rstrip: false, normalized: false })),
+    normalizer: { type: 'BertNormalizer', clean_text: true, handle_chinese_chars: true, strip_accents: stripAccents, lowercase },
+    pre_tokenizer: { type: 'BertPreTokenizer' },
+    post_processor: {
+      type: 'TemplateProcessing',
+      single: [tok(SPECIAL_TOKENS.cls, 0), seq('A', 0), tok(SPECIAL_TOKENS.sep, 0)],
+      pair: [tok(SPECIAL_TOKENS.cls, 0), seq('A', 0), tok(SPECIAL_TOKENS.sep, 0), seq('B', 1), tok(SPECIAL_TOKENS.sep, 1)],
+      special_tokens: Object.fromEntries([SPECIAL_TOKENS.cls, SPECIAL_TOKENS.sep].map((t) => [t, { id: t, ids: [id(t)], tokens: [t] }])),
+    },
+    decoder: { type: 'WordPiece', prefix: '##', cleanup: true },
+    model: {
+      type: 'WordPiece', unk_token: SPECIAL_TOKENS.unk, continuing_subword_prefix: '##', max_input_chars_per_word: 100,
+      vocab: Object.fromEntries([...vocab.entries()].sort((a, b) => a[1] - b[1])),
+    },
+  };
+}
+
+async function readJsonObject(file: string): Promise<Record<string, unknown>> {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(await fs.readFile(file, 'utf8'));
+  } catch (err) {
+    throw new UserError(`${file}: invalid JSON (${(err as Error).message})`);
+  }
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw new UserError(`${file}: not a JSON object`);
+  return raw as Record<string, unknown>;
+}
+
+const json = (v: unknown) => JSON.stringify(v, null, 2) + '\n';
+
+/** Copies the bytes only: a read-only source (e.g. a Hub cache file) must not make the export read-only. */
+async function copy(from: string, to: string): Promise<void> {
+  await fs.writeFile(to, await fs.readFile(from));
+}
+
+/**
+ * Writes the four tokenizer files into `dir`: copied from the source checkpoint where it has them,
+ * otherwise generated; tokenizer_config.json gains `tokenizer_class` and the special tokens when it lacks them
+ * (transformers.js picks its tokenizer class from that key).
+ */
+export async function writeTokenizerFiles(dir: string, tokenizer: BertTokenizer): Promise<string[]> {
+  const src = tokenizer.files.dir;
+  const cfgPath = path.join(src, 'tokenizer_config.json');
+  const srcCfg = (await exists(cfgPath)) ? await readJsonObject(cfgPath) : {};
+  const stripAccents = typeof srcCfg['strip_accents'] === 'boolean' ? srcCfg['strip_accents'] : null;
+
+  if (await exists(path.join(src, 'tokenizer.json'))) await copy(path.join(src, 'tokenizer.json'), path.join(dir, 'tokenizer.json'));
+  else await fs.writeFile(path.join(dir, 'tokenizer.json'), JSON.stringify(bertTokenizerJson(tokenizer.vocab, tokenizer.doLowerCase, stripAccents)));
+
+  if (await exists(path.join(src, 'vocab.txt'))) await copy(path.join(src, 'vocab.txt'), path.join(dir, 'vocab.txt'));
+  else {
+    const tokens = [...tokenizer.vocab.entries()].sort((a, b) => a[1] - b[1]).map(([t]) => t);
+    await fs.writeFile(path.join(dir, 'vocab.txt'), tokens.join('\n') + '\n');
+  }
+
+  const cfg: Record<string, unknown> = {
+    do_lower_case: tokenizer.doLowerCase, model_max_length: tokenizer.modelMaxLength, tokenizer_class: 'BertTokenizer',
+    ...specialTokensMap(), ...srcCfg,
+  };
+  await fs.writeFile(path.join(dir, 'tokenizer_config.json'), json(cfg));
+
+  const mapPath = path.join(src, 'special_tokens_map.json');
+  if (await exists(mapPath)) await copy(mapPath, path.join(dir, 'special_tokens_map.json'));
+  else await fs.writeFile(path.join(dir, 'special_tokens_map.json'), json(specialTokensMap()));
+  return ['tokenizer.json', 'vocab.txt', 'tokenizer_config.json', 'special_tokens_map.json'];
+}
+
+/** config.json as transformers writes it for a BertModel. */
+export async function writeHfConfig(dir: string, config: BertConfig): Promise<string> {
+  await fs.writeFile(path.join(dir, 'config.json'), json(toHfConfig(config, ['BertModel'])));
+  return 'config.json';
+}
+
+/** The full transformers layout: config.json, model.safetensors and the tokenizer files. Returns the file names. */
+export async function writeHf(dir: string, src: ExportSource): Promise<string[]> {
+  await fs.mkdir(dir, { recursive: true });
+  const files = [await writeHfConfig(dir, src.config)];
+  await fs.writeFile(path.join(dir, 'model.safetensors'), serializeSafetensors(src.tensors, { format: 'pt' }));
+  files.push('model.safetensors');
+  files.push(...(await writeTokenizerFiles(dir, src.tokenizer)));
+  return files;
+}
