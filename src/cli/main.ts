@@ -9,8 +9,9 @@ import { embedCommand } from './embed.js';
 import { trainCommand } from './train.js';
 import { evalCommand } from './eval.js';
 import { dataCommand } from './data.js';
+import { exportCommand } from './export.js';
 
-const commands: CommandModule<any, any>[] = [trainCommand, embedCommand, evalCommand, dataCommand];
+const commands: CommandModule<any, any>[] = [trainCommand, embedCommand, evalCommand, dataCommand, exportCommand];
 
 async function main(argv: string[]): Promise<void> {
   let cli = yargs(argv)
