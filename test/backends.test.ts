@@ -2,7 +2,8 @@
  * Backend equivalence: the kernels src/model/kernels.ts registers give the stock kernels' numbers, and one miCSE
  * training step (loss and every gradient) agrees within 1e-4 across the cpu and wasm backends.
  *
- * Op level: each replaced kernel against the same backend's stock kernel (unregisterFastKernels puts it back) on
+ * Op level: each replaced kernel (wasm BatchMatMul, Unpack, Sum; cpu Add, Sub, Multiply, RealDiv, Softmax) against
+ * the same backend's stock kernel (unregisterFastKernels puts it back) on
  * shapes that reach every branch (transpose flags, batched, b unbatched, broadcast batch, leading/other axes).
  * The scatter-add that replaces UnsortedSegmentSum is checked against the stock cpu kernel on a small vocabulary
  * (the stock kernel takes minutes at BERT's 30,522 rows), so it can serve as the step's reference below.
@@ -113,6 +114,30 @@ describe('replaced kernels match the stock kernels', () => {
       assert.ok(maxAbsDiff(fast[0]!, stock[0]!) < 1e-5, `axis ${JSON.stringify(axis)}: ${maxAbsDiff(fast[0]!, stock[0]!)}`);
     }
     x.dispose();
+  });
+
+  const binaryCases: [number[], number[]][] = [[[3, 4], [3, 4]], [[2, 3, 4, 5], [2, 1, 1, 5]], [[3, 4], [4]], [[4], [3, 4]], [[3, 1], [1, 4]],
+    [[2, 3, 4], [2, 3, 1]], [[2, 3, 4], []], [[], [2, 3]], [[1, 1], [1]], [[2, 1, 3], [4, 1]]];
+  for (const [kernel, op] of [['Add', tf.add], ['Sub', tf.sub], ['Multiply', tf.mul], ['RealDiv', tf.div]] as const) {
+    test(`cpu ${kernel} with broadcasting equals the stock kernel bit for bit`, async () => {
+      for (const [sa, sb] of binaryCases) {
+        const a = rand(sa, 10);
+        const b = tf.tidy(() => tf.add(rand(sb, 11), 1.5)); // away from 0 for RealDiv
+        const { fast, stock } = await fastAndStock('cpu', () => op(a, b));
+        tf.dispose([a, b]);
+        assert.deepEqual(fast[0], stock[0], `[${sa}] ${kernel} [${sb}]`);
+      }
+    });
+  }
+
+  test('cpu Softmax (last axis) matches the stock kernel; other axes and masked rows too', async () => {
+    const x = tf.tidy(() => tf.mul(rand([2, 3, 7], 12), 8));
+    const masked = tf.tidy(() => tf.add(x, tf.mul(tf.tensor([0, 0, 0, 0, 1, 1, 1]), -3.4028234663852886e38)));
+    for (const [t, dim] of [[x, -1], [x, 2], [masked, -1]] as const) {
+      const { fast, stock } = await fastAndStock('cpu', () => tf.softmax(t, dim));
+      assert.ok(maxAbsDiff(fast[0]!, stock[0]!) < 1e-7, `max diff ${maxAbsDiff(fast[0]!, stock[0]!)}`);
+    }
+    tf.dispose([x, masked]);
   });
 
   test('scatter-add UnsortedSegmentSum equals the stock cpu kernel (small vocabulary)', async () => {

@@ -245,6 +245,154 @@ function makeWasmSum(stock: KernelFunc): KernelFunc {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
+// cpu element-wise kernels
+//
+// The stock cpu kernels of Add/Sub/Multiply/RealDiv map every output element back to each input through an
+// index -> coordinates -> index conversion when shapes differ (the attention mask add, bias adds, LayerNorm's
+// broadcast mean and variance), and Softmax is composed of five such ops. These loops walk the output in order and
+// keep one running offset per input: the innermost (collapsed) dimension is a plain loop with stride 1 or 0.
+// float32 only; other dtypes keep the stock kernels. Same float32 operations in the same order per element, so the
+// results equal the stock kernels' (Softmax: exp(x - max) / sum, as the stock kernel).
+// ---------------------------------------------------------------------------------------------------------------
+
+interface CpuBackend {
+  data: { get(dataId: object): { values: tf.backend_util.BackendValues } };
+  makeTensorInfo(shape: number[], dtype: tf.DataType, values?: tf.backend_util.BackendValues): tf.TensorInfo;
+}
+
+/** The element-wise ops, as codes: one switch per row keeps each inner loop monomorphic. */
+export const BINARY_OPS = { add: 0, sub: 1, mul: 2, div: 3 } as const;
+type BinaryOp = (typeof BINARY_OPS)[keyof typeof BINARY_OPS];
+
+/** out[o + j] = a[oa + j * ia] (op) b[ob + j * ib] for j < n; strides are 0 or 1. */
+function binaryRow(op: BinaryOp, out: Float32Array, o: number, a: Float32Array, oa: number, ia: number, b: Float32Array, ob: number, ib: number, n: number): void {
+  switch (op) {
+    case 0: for (let j = 0; j < n; j++) out[o + j] = a[oa + j * ia]! + b[ob + j * ib]!; break;
+    case 1: for (let j = 0; j < n; j++) out[o + j] = a[oa + j * ia]! - b[ob + j * ib]!; break;
+    case 2: for (let j = 0; j < n; j++) out[o + j] = a[oa + j * ia]! * b[ob + j * ib]!; break;
+    case 3: for (let j = 0; j < n; j++) out[o + j] = a[oa + j * ia]! / b[ob + j * ib]!; break;
+  }
+}
+
+/**
+ * out = f(a, b) with NumPy broadcasting. Shapes are right-aligned and padded with 1s, then adjacent dims where both
+ * inputs broadcast the same way are merged, so a bias add is [rows, cols] with b's row stride 0.
+ */
+export function broadcastBinary(a: Float32Array, aShape: readonly number[], b: Float32Array, bShape: readonly number[], op: BinaryOp): { values: Float32Array; shape: number[] } {
+  const rank = Math.max(aShape.length, bShape.length);
+  const pa = [...Array<number>(rank - aShape.length).fill(1), ...aShape];
+  const pb = [...Array<number>(rank - bShape.length).fill(1), ...bShape];
+  const shape = pa.map((d, i) => {
+    const e = pb[i]!;
+    if (d !== e && d !== 1 && e !== 1) throw new Error(`broadcastBinary: shapes [${aShape}] and [${bShape}] do not broadcast`);
+    return d === 1 ? e : d;
+  });
+  // Merge adjacent dims with the same broadcast pattern (a broadcast?, b broadcast?).
+  const dims: number[] = [];
+  const aB: boolean[] = [];
+  const bB: boolean[] = [];
+  for (let i = 0; i < rank; i++) {
+    if (shape[i] === 1) continue;
+    const ab = pa[i] === 1;
+    const bb = pb[i] === 1;
+    const last = dims.length - 1;
+    if (last >= 0 && aB[last] === ab && bB[last] === bb) dims[last]! *= shape[i]!;
+    else {
+      dims.push(shape[i]!);
+      aB.push(ab);
+      bB.push(bb);
+    }
+  }
+  const size = sizeOf(shape);
+  const out = new Float32Array(size);
+  if (dims.length === 0) {
+    if (size === 1) binaryRow(op, out, 0, a, 0, 0, b, 0, 0, 1);
+    return { values: out, shape };
+  }
+  const n = dims.length;
+  // Strides of a and b over the merged dims (0 where broadcast).
+  const sa = new Array<number>(n);
+  const sb = new Array<number>(n);
+  let ma = 1;
+  let mb = 1;
+  for (let i = n - 1; i >= 0; i--) {
+    sa[i] = aB[i] ? 0 : ma;
+    sb[i] = bB[i] ? 0 : mb;
+    if (!aB[i]) ma *= dims[i]!;
+    if (!bB[i]) mb *= dims[i]!;
+  }
+  const inner = dims[n - 1]!;
+  const ia = sa[n - 1]!;
+  const ib = sb[n - 1]!;
+  const idx = new Array<number>(n).fill(0);
+  let oa = 0;
+  let ob = 0;
+  for (let o = 0; o < size; o += inner) {
+    binaryRow(op, out, o, a, oa, ia, b, ob, ib, inner);
+    // Advance the outer index (dims 0..n-2) like an odometer, updating the input offsets.
+    for (let d = n - 2; d >= 0; d--) {
+      idx[d]! += 1;
+      oa += sa[d]!;
+      ob += sb[d]!;
+      if (idx[d]! < dims[d]!) break;
+      oa -= sa[d]! * dims[d]!;
+      ob -= sb[d]! * dims[d]!;
+      idx[d] = 0;
+    }
+  }
+  return { values: out, shape };
+}
+
+const BINARY_KERNEL_OPS: Record<string, BinaryOp> = {
+  [tf.Add]: BINARY_OPS.add,
+  [tf.Sub]: BINARY_OPS.sub,
+  [tf.Multiply]: BINARY_OPS.mul,
+  [tf.RealDiv]: BINARY_OPS.div,
+};
+
+function makeCpuBinary(kernelName: string, stock: KernelFunc): KernelFunc {
+  const op = BINARY_KERNEL_OPS[kernelName]!;
+  return (args) => {
+    const a = args.inputs['a']!;
+    const b = args.inputs['b']!;
+    if (a.dtype !== 'float32' || b.dtype !== 'float32') return stock(args);
+    const backend = args.backend as unknown as CpuBackend;
+    const r = broadcastBinary(backend.data.get(a.dataId).values as Float32Array, a.shape, backend.data.get(b.dataId).values as Float32Array, b.shape, op);
+    return backend.makeTensorInfo(r.shape, 'float32', r.values);
+  };
+}
+
+/** Softmax over the last axis: exp(x - rowMax) / rowSum, row by row. `logits [.., C] -> [.., C]` */
+export function softmaxRows(x: Float32Array, C: number): Float32Array {
+  const out = new Float32Array(x.length);
+  for (let base = 0; base < x.length; base += C) {
+    let max = -Infinity;
+    for (let j = 0; j < C; j++) if (x[base + j]! > max) max = x[base + j]!;
+    let sum = 0;
+    for (let j = 0; j < C; j++) {
+      const e = Math.fround(Math.exp(x[base + j]! - max));
+      out[base + j] = e;
+      sum += e;
+    }
+    const s = Math.fround(sum);
+    for (let j = 0; j < C; j++) out[base + j]! /= s;
+  }
+  return out;
+}
+
+function makeCpuSoftmax(stock: KernelFunc): KernelFunc {
+  return (args) => {
+    const logits = args.inputs['logits']!;
+    const { dim } = args.attrs as unknown as { dim: number };
+    const rank = logits.shape.length;
+    if (logits.dtype !== 'float32' || (dim !== -1 && dim !== rank - 1) || rank === 0) return stock(args);
+    const backend = args.backend as unknown as CpuBackend;
+    const out = softmaxRows(backend.data.get(logits.dataId).values as Float32Array, logits.shape[rank - 1]!);
+    return backend.makeTensorInfo(logits.shape.slice(), 'float32', out);
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
 // Registration
 // ---------------------------------------------------------------------------------------------------------------
 
@@ -262,6 +410,10 @@ const REPLACEMENTS: readonly Replacement[] = [
   },
   { kernelName: tf.Unpack, backends: ['wasm'], make: (bn) => makeWasmUnpack(stockKernel(tf.Unpack, bn).kernelFunc) },
   { kernelName: tf.Sum, backends: ['wasm'], make: (bn) => makeWasmSum(stockKernel(tf.Sum, bn).kernelFunc) },
+  ...[tf.Add, tf.Sub, tf.Multiply, tf.RealDiv].map((k): Replacement => ({
+    kernelName: k, backends: ['cpu'], make: (bn) => makeCpuBinary(k, stockKernel(k, bn).kernelFunc),
+  })),
+  { kernelName: tf.Softmax, backends: ['cpu'], make: (bn) => makeCpuSoftmax(stockKernel(tf.Softmax, bn).kernelFunc) },
 ];
 
 /** Which kernels `registerFastKernels` replaces on `backendName`. */
