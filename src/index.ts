@@ -31,3 +31,9 @@ export { train, loadRunConfig, writeCurves, type TrainOptions, type TrainResult,
 export { loadConfig, defaultConfig, mergeConfig, applyOverrides, SCHEMA as CONFIG_SCHEMA, type TrainConfig } from './train/config.js';
 export { AdamW, learningRateAt, type AdamWOptions } from './train/adamw.js';
 export { saveCheckpoint, readTrainingState, type TrainerState } from './train/checkpoint.js';
+
+// Export for inference stacks
+export {
+  exportCheckpoint, readExportSource, EXPORT_FORMATS, ONNX_OPSET, onnxClsEmbeddings, bertTokenizerJson,
+  type ExportFormat, type ExportOptions, type ExportResult,
+} from './export/index.js';
