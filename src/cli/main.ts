@@ -9,9 +9,10 @@ import { embedCommand } from './embed.js';
 import { trainCommand } from './train.js';
 import { evalCommand } from './eval.js';
 import { dataCommand } from './data.js';
+import { useCommands } from './use.js';
 import { exportCommand } from './export.js';
 
-const commands: CommandModule<any, any>[] = [trainCommand, embedCommand, evalCommand, dataCommand, exportCommand];
+const commands: CommandModule<any, any>[] = [trainCommand, embedCommand, evalCommand, dataCommand, exportCommand, ...useCommands];
 
 async function main(argv: string[]): Promise<void> {
   let cli = yargs(argv)

@@ -1,0 +1,253 @@
+/**
+ * `buildIndex`: corpus -> index directory, resumable.
+ *
+ * Layout of an index directory:
+ *   vectors.npy     float32 [n, hidden] raw sentence embeddings, in corpus order (row id = position)
+ *   texts.jsonl     one {"text", "line"} per row (line = 1-based line in the corpus)
+ *   index.usearch   the ANN graph over the same rows (keys = row ids)
+ *   meta.json       model path and fingerprint, corpus identity, ANN library and parameters, build timings;
+ *                   written last, so its presence means the index is complete
+ *   progress.json   while embedding: rows done and the byte length of texts.jsonl, rewritten atomically after
+ *                   every chunk; a rerun with the same model and corpus continues from there
+ *
+ * The corpus is streamed (src/data/readers.ts) and embedded `chunkSize` sentences at a time, so memory holds
+ * one chunk of texts plus the ANN graph, never the corpus.
+ */
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import { openCorpus, type CorpusReader } from '../data/readers.js';
+import { UserError } from '../errors.js';
+import { exists, writeFileAtomic } from '../fsutil.js';
+import { DEFAULT_EMBED_BATCH_SIZE, embed } from '../model/embed.js';
+import type { EmbedPooler } from '../model/pooling.js';
+import type { Pretrained } from '../model/pretrained.js';
+import { createProgress } from '../progress.js';
+import { ANN_LIBRARY, ANN_LIBRARY_VERSION, AnnIndex, DEFAULT_ANN_PARAMS, type AnnMeta, type AnnParams } from './ann.js';
+import { modelFingerprint, shortFingerprint, type ModelFingerprint } from './fingerprint.js';
+import { NpyAppender, readNpyRows } from './npyAppend.js';
+
+export const INDEX_FORMAT = 'micse-index';
+export const INDEX_FORMAT_VERSION = 1;
+export const INDEX_FILES = { vectors: 'vectors.npy', texts: 'texts.jsonl', ann: 'index.usearch', meta: 'meta.json', progress: 'progress.json' } as const;
+/** Sentences embedded (and checkpointed) per chunk. */
+export const DEFAULT_CHUNK_SIZE = 4096;
+export const DEFAULT_INDEX_POOLER: EmbedPooler = 'cls_before_pooler';
+
+/** What identifies a corpus file between runs (a changed file cannot be resumed). */
+export interface CorpusIdentity {
+  path: string;
+  column: string | number | null;
+  bytes: number;
+  mtimeMs: number;
+}
+
+export interface IndexMeta {
+  format: typeof INDEX_FORMAT;
+  version: number;
+  model: { path: string; fingerprint: ModelFingerprint; hiddenSize: number };
+  corpus: CorpusIdentity & { sha256: string | null; records: number; skippedBlank: number; skippedInvalid: number };
+  count: number;
+  dim: number;
+  files: { vectors: string; texts: string };
+  ann: AnnMeta;
+  build: { embedSeconds: number; sentencesPerSecond: number; indexSeconds: number; vectorsPerSecond: number; createdAt: string };
+}
+
+interface ProgressState {
+  fingerprint: string;
+  corpus: CorpusIdentity;
+  dim: number;
+  rows: number;
+  textsBytes: number;
+  complete: boolean;
+  embedSeconds: number;
+}
+
+export interface BuildIndexOptions {
+  /** Corpus: .txt (one sentence per line), .csv or .tsv with `column`. */
+  corpus: string;
+  column?: string | number | null;
+  /** Index directory (created). */
+  out: string;
+  pooler?: EmbedPooler;
+  /** Token limit (default: the model's max positions). */
+  maxLength?: number;
+  batchSize?: number;
+  chunkSize?: number;
+  ann?: Partial<AnnParams>;
+  /** Start over even if `out` holds a finished or partial index of something else. */
+  force?: boolean;
+  /** Progress bars on stderr. */
+  progress?: boolean;
+  /** Called after each chunk is safely on disk (rows done, rows total). */
+  onChunk?: (rows: number, total: number) => void;
+}
+
+export interface BuildIndexReport {
+  dir: string;
+  meta: IndexMeta;
+  /** Rows found on disk from an interrupted run and not embedded again. */
+  resumedRows: number;
+  /** True when `out` already held this exact index and nothing was done. */
+  upToDate: boolean;
+}
+
+async function readJson<T>(file: string): Promise<T> {
+  try {
+    return JSON.parse(await fs.readFile(file, 'utf8')) as T;
+  } catch (err) {
+    throw new UserError(`${file}: unreadable (${(err as Error).message}); delete it or pass --force to rebuild`);
+  }
+}
+
+function sameCorpus(a: CorpusIdentity, b: CorpusIdentity): boolean {
+  return a.path === b.path && a.column === b.column && a.bytes === b.bytes && a.mtimeMs === b.mtimeMs;
+}
+
+async function countRecords(reader: CorpusReader): Promise<number> {
+  let n = 0;
+  for await (const _ of reader) n++;
+  return n;
+}
+
+/** Embeds a corpus into `opts.out` and builds its ANN index (see the module comment for the layout). */
+export async function buildIndex(pretrained: Pick<Pretrained, 'model' | 'tokenizer' | 'report'>, opts: BuildIndexOptions): Promise<BuildIndexReport> {
+  const { model, tokenizer } = pretrained;
+  const out = opts.out;
+  const dim = model.config.hiddenSize;
+  const pooler = opts.pooler ?? DEFAULT_INDEX_POOLER;
+  const maxLength = Math.min(opts.maxLength ?? model.config.maxPositionEmbeddings, model.config.maxPositionEmbeddings);
+  const batchSize = opts.batchSize ?? DEFAULT_EMBED_BATCH_SIZE;
+  const chunkSize = opts.chunkSize ?? DEFAULT_CHUNK_SIZE;
+  const params: AnnParams = { ...DEFAULT_ANN_PARAMS, ...opts.ann };
+  if (!Number.isInteger(chunkSize) || chunkSize < 1) throw new UserError(`chunk size must be a positive integer, got ${chunkSize}`);
+  if (!Number.isInteger(batchSize) || batchSize < 1) throw new UserError(`batch size must be a positive integer, got ${batchSize}`);
+  for (const key of ['connectivity', 'expansionAdd', 'expansionSearch'] as const) {
+    if (!Number.isInteger(params[key]) || params[key] < 1) throw new UserError(`ann.${key} must be a positive integer, got ${params[key]}`);
+  }
+
+  const column = opts.column ?? null;
+  const reader = openCorpus(opts.corpus, { column });
+  let st;
+  try {
+    st = await fs.stat(opts.corpus);
+  } catch (err) {
+    throw new UserError(`cannot read corpus ${opts.corpus}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+  }
+  const corpus: CorpusIdentity = { path: path.resolve(opts.corpus), column, bytes: st.size, mtimeMs: st.mtimeMs };
+  const fingerprint = await modelFingerprint(pretrained.report.dir, pooler, maxLength);
+
+  await fs.mkdir(out, { recursive: true });
+  const file = (name: string) => path.join(out, name);
+  const annMeta: AnnMeta = { library: ANN_LIBRARY, version: ANN_LIBRARY_VERSION, metric: 'cos', quantization: 'f32', file: INDEX_FILES.ann, ...params };
+
+  // A finished index: nothing to do if it is this one, else refuse unless --force.
+  if (await exists(file(INDEX_FILES.meta))) {
+    const meta = await readJson<IndexMeta>(file(INDEX_FILES.meta));
+    const same = meta.model?.fingerprint?.sha256 === fingerprint.sha256 && sameCorpus(meta.corpus, corpus) &&
+      meta.ann?.connectivity === params.connectivity && meta.ann?.expansionAdd === params.expansionAdd;
+    if (same && opts.force !== true) return { dir: out, meta, resumedRows: meta.count, upToDate: true };
+    if (opts.force !== true) {
+      throw new UserError(`${out} already holds an index of ${meta.corpus?.path} by model ${meta.model?.path} ` +
+        `(fingerprint ${shortFingerprint(meta.model.fingerprint)}); choose another --out, or pass --force to replace it`);
+    }
+    await fs.rm(file(INDEX_FILES.meta));
+  }
+
+  // A partial run: resume when it is the same model and corpus.
+  let state: ProgressState = { fingerprint: fingerprint.sha256, corpus, dim, rows: 0, textsBytes: 0, complete: false, embedSeconds: 0 };
+  if ((await exists(file(INDEX_FILES.progress))) && opts.force !== true) {
+    const prev = await readJson<ProgressState>(file(INDEX_FILES.progress));
+    if (prev.fingerprint !== fingerprint.sha256 || prev.dim !== dim || !sameCorpus(prev.corpus, corpus)) {
+      throw new UserError(`${file(INDEX_FILES.progress)}: a partial build of another model or corpus (or the corpus changed since); ` +
+        'pass --force to start over, or use another --out');
+    }
+    state = prev;
+  }
+  const resumedRows = state.rows;
+  const writeState = () => writeFileAtomic(file(INDEX_FILES.progress), JSON.stringify(state, null, 2) + '\n');
+
+  // 1) Embed the corpus chunk by chunk, appending to vectors.npy and texts.jsonl.
+  const total = await countRecords(reader);
+  if (total === 0) throw new UserError(`${opts.corpus}: no sentences to index (the file is empty or every line is blank)`);
+  if (!state.complete) {
+    const vectors = await NpyAppender.open(file(INDEX_FILES.vectors), dim, state.rows);
+    const texts = await fs.open(file(INDEX_FILES.texts), state.rows === 0 ? 'w' : 'r+');
+    try {
+      await texts.truncate(state.textsBytes);
+      const progress = createProgress({ label: 'embed corpus', total, unit: 'sent', silent: opts.progress !== true });
+      progress.tick(state.rows);
+      let seen = 0;
+      let chunk: { text: string; line: number }[] = [];
+      const flush = async () => {
+        const t0 = performance.now();
+        const vecs = await embed(model, tokenizer, chunk.map((c) => c.text), { batchSize, maxLength, pooler });
+        const flat = new Float32Array(vecs.length * dim); // [chunk, dim]
+        vecs.forEach((v, i) => flat.set(v, i * dim));
+        await vectors.append(flat);
+        const body = Buffer.from(chunk.map((c) => JSON.stringify({ text: c.text, line: c.line }) + '\n').join(''), 'utf8');
+        await texts.write(body, 0, body.length, state.textsBytes);
+        await texts.sync();
+        state = { ...state, rows: state.rows + chunk.length, textsBytes: state.textsBytes + body.length, embedSeconds: state.embedSeconds + (performance.now() - t0) / 1000 };
+        await writeState();
+        progress.tick(chunk.length);
+        chunk = [];
+        opts.onChunk?.(state.rows, total);
+      };
+      for await (const rec of reader) {
+        if (seen++ < state.rows) continue; // done by an earlier run
+        chunk.push({ text: rec.text, line: rec.line });
+        if (chunk.length === chunkSize) await flush();
+      }
+      if (chunk.length > 0) await flush();
+      if (state.rows !== total) throw new UserError(`${opts.corpus}: read ${state.rows} sentences, counted ${total} before; did the file change during the build?`);
+      state = { ...state, complete: true };
+      await writeState();
+      progress.done();
+    } finally {
+      await texts.close();
+      await vectors.close();
+    }
+  }
+
+  // 2) Build the ANN graph from vectors.npy (streamed in chunks), save it, then write meta.json.
+  const t1 = performance.now();
+  const ann = AnnIndex.create(dim, params);
+  const fh = await fs.open(file(INDEX_FILES.vectors), 'r');
+  const progress = createProgress({ label: 'build index', total: state.rows, unit: 'vec', silent: opts.progress !== true });
+  try {
+    for (let from = 0; from < state.rows; from += chunkSize) {
+      const n = Math.min(chunkSize, state.rows - from);
+      ann.add(from, await readNpyRows(fh, dim, from, n), params.threads);
+      progress.tick(n);
+    }
+  } finally {
+    await fh.close();
+  }
+  progress.done();
+  const tmp = `${file(INDEX_FILES.ann)}.tmp-${process.pid}`;
+  ann.save(tmp);
+  await fs.rename(tmp, file(INDEX_FILES.ann));
+  const indexSeconds = (performance.now() - t1) / 1000;
+
+  const meta: IndexMeta = {
+    format: INDEX_FORMAT,
+    version: INDEX_FORMAT_VERSION,
+    model: { path: path.resolve(pretrained.report.dir), fingerprint, hiddenSize: dim },
+    corpus: { ...corpus, sha256: reader.stats.sha256, records: state.rows, skippedBlank: reader.stats.blank, skippedInvalid: reader.stats.invalid },
+    count: state.rows,
+    dim,
+    files: { vectors: INDEX_FILES.vectors, texts: INDEX_FILES.texts },
+    ann: annMeta,
+    build: {
+      embedSeconds: state.embedSeconds,
+      sentencesPerSecond: state.embedSeconds > 0 ? state.rows / state.embedSeconds : 0, // over every run that embedded rows
+      indexSeconds,
+      vectorsPerSecond: indexSeconds > 0 ? state.rows / indexSeconds : 0,
+      createdAt: new Date().toISOString(),
+    },
+  };
+  await writeFileAtomic(file(INDEX_FILES.meta), JSON.stringify(meta, null, 2) + '\n');
+  await fs.rm(file(INDEX_FILES.progress), { force: true });
+  return { dir: out, meta, resumedRows, upToDate: false };
+}

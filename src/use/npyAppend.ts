@@ -1,0 +1,111 @@
+/**
+ * An appendable float32 .npy file, so a corpus' vectors can be written chunk by chunk and a killed build resumes:
+ * the header has a fixed size (`NPY_HEADER_BYTES`, padded with spaces as the format allows) and is rewritten
+ * with the new row count after each append, so the file is a valid .npy of the rows completed so far (what
+ * `np.load` and src/model/npy.ts decodeNpy read). Rows beyond a recorded count are cut off on resume.
+ */
+import { promises as fs } from 'node:fs';
+import { UserError } from '../errors.js';
+
+/** Magic + version + length + header, a multiple of 64 as format 1.0 asks; room for any 64-bit row count. */
+export const NPY_HEADER_BYTES = 128;
+
+/** The fixed-size .npy header for a [rows, cols] little-endian float32 C-order matrix. */
+export function npyHeader(rows: number, cols: number): Buffer {
+  const dict = `{'descr': '<f4', 'fortran_order': False, 'shape': (${rows}, ${cols}), }`;
+  const room = NPY_HEADER_BYTES - 10 - 1;
+  if (dict.length > room) throw new Error(`npy header too long for ${rows} x ${cols}`);
+  const out = Buffer.alloc(NPY_HEADER_BYTES, 0x20);
+  out.write('\x93NUMPY', 0, 'latin1');
+  out.writeUInt8(1, 6);
+  out.writeUInt8(0, 7);
+  out.writeUInt16LE(NPY_HEADER_BYTES - 10, 8);
+  out.write(dict, 10, 'latin1');
+  out.write('\n', NPY_HEADER_BYTES - 1, 'latin1');
+  return out;
+}
+
+/** Parses the header of a float32 C-order 2-D .npy; returns its shape and the byte offset of the data. */
+export function parseNpyHeader(buf: Buffer, file: string): { rows: number; cols: number; offset: number } {
+  if (buf.length < 10 || buf.toString('latin1', 0, 6) !== '\x93NUMPY') throw new UserError(`${file}: not a .npy file`);
+  const major = buf.readUInt8(6);
+  const hstart = major === 1 ? 10 : 12;
+  const hlen = major === 1 ? buf.readUInt16LE(8) : buf.readUInt32LE(8);
+  const header = buf.toString('latin1', hstart, hstart + hlen);
+  const m = /'shape': \((\d+), (\d+)\)/.exec(header);
+  if (!header.includes("'<f4'") || header.includes("'fortran_order': True") || m === null) {
+    throw new UserError(`${file}: expected a float32 C-order 2-D .npy, header is ${header.trim()}`);
+  }
+  return { rows: Number(m[1]), cols: Number(m[2]), offset: hstart + hlen };
+}
+
+/** Opens (creating when `rows` is 0) `file` for appending [n, cols] blocks after its first `rows` rows. */
+export class NpyAppender {
+  private constructor(
+    private readonly fh: fs.FileHandle,
+    readonly file: string,
+    readonly cols: number,
+    private count: number,
+  ) {}
+
+  /** Creates a fresh file, or reopens one and truncates it to `rows` complete rows (a resume). */
+  static async open(file: string, cols: number, rows = 0): Promise<NpyAppender> {
+    if (rows === 0) {
+      const fh = await fs.open(file, 'w+');
+      await fh.write(npyHeader(0, cols), 0, NPY_HEADER_BYTES, 0);
+      return new NpyAppender(fh, file, cols, 0);
+    }
+    const fh = await fs.open(file, 'r+');
+    const head = Buffer.alloc(NPY_HEADER_BYTES);
+    await fh.read(head, 0, NPY_HEADER_BYTES, 0);
+    const h = parseNpyHeader(head, file);
+    const size = (await fh.stat()).size;
+    if (h.offset !== NPY_HEADER_BYTES || h.cols !== cols || size < NPY_HEADER_BYTES + rows * cols * 4) {
+      await fh.close();
+      throw new UserError(`${file}: cannot resume: it holds ${Math.floor((size - h.offset) / 4 / Math.max(1, h.cols))} rows of ${h.cols}, expected at least ${rows} of ${cols}`);
+    }
+    await fh.truncate(NPY_HEADER_BYTES + rows * cols * 4);
+    await fh.write(npyHeader(rows, cols), 0, NPY_HEADER_BYTES, 0);
+    return new NpyAppender(fh, file, cols, rows);
+  }
+
+  get rows(): number {
+    return this.count;
+  }
+
+  /** Appends row-major float32 rows [n, cols], fsyncs, then rewrites the header with the new count. */
+  async append(data: Float32Array): Promise<void> {
+    if (data.length % this.cols !== 0) throw new Error(`append: ${data.length} values is not a multiple of ${this.cols}`);
+    const bytes = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+    // Little-endian hosts only (every platform Node ships for); the header says '<f4'.
+    await this.fh.write(bytes, 0, bytes.length, NPY_HEADER_BYTES + this.count * this.cols * 4);
+    await this.fh.sync();
+    this.count += data.length / this.cols;
+    await this.fh.write(npyHeader(this.count, this.cols), 0, NPY_HEADER_BYTES, 0);
+    await this.fh.sync();
+  }
+
+  async close(): Promise<void> {
+    await this.fh.close();
+  }
+}
+
+/** Reads a whole float32 2-D .npy into memory (one copy, no per-element decode). */
+export async function readNpyMatrix(file: string): Promise<{ data: Float32Array; rows: number; cols: number }> {
+  const buf = await fs.readFile(file);
+  const h = parseNpyHeader(buf, file);
+  const n = h.rows * h.cols;
+  if (buf.length < h.offset + n * 4) throw new UserError(`${file}: truncated (${buf.length} bytes, header says ${h.rows} x ${h.cols})`);
+  const data = new Float32Array(n);
+  new Uint8Array(data.buffer).set(buf.subarray(h.offset, h.offset + n * 4));
+  return { data, rows: h.rows, cols: h.cols };
+}
+
+/** Reads rows [from, from + count) of a float32 .npy written by NpyAppender (for streaming large files). */
+export async function readNpyRows(fh: fs.FileHandle, cols: number, from: number, count: number): Promise<Float32Array> {
+  const data = new Float32Array(count * cols);
+  const view = new Uint8Array(data.buffer);
+  const { bytesRead } = await fh.read(view, 0, view.length, NPY_HEADER_BYTES + from * cols * 4);
+  if (bytesRead !== view.length) throw new UserError(`vectors file ends before row ${from + count}`);
+  return data;
+}

@@ -1,0 +1,177 @@
+/**
+ * `openIndex`: an index directory written by `buildIndex` -> a searchable `SemanticIndex`.
+ * Queries are embedded with the model recorded in meta.json, or with a model the caller names, which must have
+ * the same fingerprint: vectors of different models live in different spaces, so a mismatch is a UserError.
+ * `exact: true` searches by brute-force cosine over vectors.npy instead of the ANN graph (the recall reference).
+ */
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import { UserError } from '../errors.js';
+import { exists } from '../fsutil.js';
+import { DEFAULT_EMBED_BATCH_SIZE, embed } from '../model/embed.js';
+import { loadPretrained, type Pretrained } from '../model/pretrained.js';
+import { AnnIndex } from './ann.js';
+import { INDEX_FILES, INDEX_FORMAT, type IndexMeta } from './build.js';
+import { modelFingerprint, shortFingerprint } from './fingerprint.js';
+import { readNpyMatrix } from './npyAppend.js';
+import { exactTopK, normalizeRows, row, toMatrix, type Matrix, type Neighbor } from './vectors.js';
+
+export const DEFAULT_TOP_K = 10;
+
+export interface OpenIndexOptions {
+  /**
+   * The query encoder: a checkpoint directory / Hub name, an already loaded model, or null for none (then only
+   * `searchVectors` works). Default: the model path recorded in meta.json.
+   */
+  model?: string | Pick<Pretrained, 'model' | 'tokenizer' | 'report'> | null;
+  /** ANN candidate list size at query time (default: the one stored at build time). */
+  expansionSearch?: number;
+  /** Memory-map the ANN file instead of reading it into RAM (for indexes larger than memory). */
+  view?: boolean;
+  batchSize?: number;
+}
+
+export interface SearchHit extends Neighbor {
+  text: string;
+  /** 1-based line of the sentence in the indexed corpus. */
+  line: number;
+}
+
+export interface SearchOptions {
+  /** Brute-force cosine over all vectors instead of the ANN graph. */
+  exact?: boolean;
+}
+
+export interface SearchResult {
+  hits: SearchHit[][];
+  /** Time spent embedding the queries and searching them (ms). */
+  embedMs: number;
+  searchMs: number;
+}
+
+/** Reads and checks meta.json of an index directory. */
+export async function readIndexMeta(dir: string): Promise<IndexMeta> {
+  const file = path.join(dir, INDEX_FILES.meta);
+  if (!(await exists(file))) {
+    const partial = await exists(path.join(dir, INDEX_FILES.progress));
+    throw new UserError(`${dir}: not a finished index (no ${INDEX_FILES.meta})${partial ? '; a build was interrupted there: rerun `micse index build` to finish it' : ''}`);
+  }
+  let meta: IndexMeta;
+  try {
+    meta = JSON.parse(await fs.readFile(file, 'utf8')) as IndexMeta;
+  } catch (err) {
+    throw new UserError(`${file}: invalid JSON (${(err as Error).message})`);
+  }
+  if (meta.format !== INDEX_FORMAT) throw new UserError(`${file}: format is ${String(meta.format)}, expected ${INDEX_FORMAT}`);
+  return meta;
+}
+
+export class SemanticIndex {
+  private exactVectors: Matrix | null = null;
+  private constructor(
+    readonly dir: string,
+    readonly meta: IndexMeta,
+    private readonly ann: AnnIndex,
+    private readonly texts: { text: string; line: number }[],
+    /** The query encoder, or null when opened without one. */
+    readonly encoder: Pick<Pretrained, 'model' | 'tokenizer' | 'report'> | null,
+    private readonly ownsEncoder: boolean,
+    private readonly batchSize: number,
+  ) {}
+
+  /** @internal use openIndex */
+  static async open(dir: string, opts: OpenIndexOptions): Promise<SemanticIndex> {
+    const meta = await readIndexMeta(dir);
+    const texts: { text: string; line: number }[] = [];
+    const textsFile = path.join(dir, meta.files.texts);
+    const lines = (await fs.readFile(textsFile, 'utf8')).split('\n');
+    for (let i = 0; i < lines.length; i++) {
+      if (lines[i] === '') continue;
+      try {
+        texts.push(JSON.parse(lines[i]!) as { text: string; line: number });
+      } catch {
+        throw new UserError(`${textsFile}:${i + 1}: invalid JSON`);
+      }
+    }
+    if (texts.length !== meta.count) throw new UserError(`${textsFile}: ${texts.length} rows, meta.json says ${meta.count}`);
+    const params = { ...meta.ann, expansionSearch: opts.expansionSearch ?? meta.ann.expansionSearch };
+    const ann = AnnIndex.open(path.join(dir, meta.ann.file), meta.dim, params, opts.view === true);
+    if (ann.size !== meta.count) throw new UserError(`${path.join(dir, meta.ann.file)}: ${ann.size} vectors, meta.json says ${meta.count}`);
+
+    let encoder: Pick<Pretrained, 'model' | 'tokenizer' | 'report'> | null = null;
+    let owns = false;
+    if (opts.model !== null) {
+      const arg = opts.model ?? meta.model.path;
+      if (typeof arg === 'string') {
+        if (opts.model === undefined && !(await exists(arg))) {
+          throw new UserError(`${dir}: the model that built this index, ${arg}, is gone; pass --model with the same checkpoint`);
+        }
+        encoder = await loadPretrained(arg);
+        owns = true;
+      } else {
+        encoder = arg;
+      }
+      const fp = await modelFingerprint(encoder.report.dir, meta.model.fingerprint.pooler, meta.model.fingerprint.maxLength);
+      if (fp.sha256 !== meta.model.fingerprint.sha256) {
+        if (owns) encoder.model.dispose();
+        throw new UserError(`${dir}: this index was built by model ${meta.model.path} (fingerprint ${shortFingerprint(meta.model.fingerprint)}), ` +
+          `but the query model ${encoder.report.dir} has fingerprint ${shortFingerprint(fp)}: embeddings of different models are not comparable; ` +
+          'search with the index\'s model or rebuild the index with this one');
+      }
+    }
+    return new SemanticIndex(dir, meta, ann, texts, encoder, owns, opts.batchSize ?? DEFAULT_EMBED_BATCH_SIZE);
+  }
+
+  get size(): number {
+    return this.meta.count;
+  }
+
+  /** The indexed sentence of row `id`. */
+  text(id: number): { text: string; line: number } {
+    const t = this.texts[id];
+    if (t === undefined) throw new RangeError(`row ${id} is not in the index (0..${this.size - 1})`);
+    return t;
+  }
+
+  /** Embeds `queries` with the index's model and returns the top-k rows for each, best first. */
+  async search(queries: readonly string[], k = DEFAULT_TOP_K, opts: SearchOptions = {}): Promise<SearchResult> {
+    if (this.encoder === null) throw new UserError(`${this.dir}: opened without a model (model: null); use searchVectors`);
+    const { pooler, maxLength } = this.meta.model.fingerprint;
+    const t0 = performance.now();
+    const vecs = await embed(this.encoder.model, this.encoder.tokenizer, [...queries], { batchSize: this.batchSize, pooler, maxLength });
+    const t1 = performance.now();
+    const neighbors = await this.searchVectors(toMatrix(vecs, this.meta.dim), k, opts);
+    const t2 = performance.now();
+    return { hits: neighbors.map((ns) => ns.map((n) => ({ ...n, ...this.text(n.id) }))), embedMs: t1 - t0, searchMs: t2 - t1 };
+  }
+
+  /** Top-k rows for each query vector (rows of `queries`, any norm), as ids and cosine scores. */
+  async searchVectors(queries: Matrix, k = DEFAULT_TOP_K, opts: SearchOptions = {}): Promise<Neighbor[][]> {
+    if (queries.dim !== this.meta.dim) throw new UserError(`query vectors have dimension ${queries.dim}, the index ${this.meta.dim}`);
+    if (!Number.isInteger(k) || k < 1) throw new UserError(`top-k must be a positive integer, got ${k}`);
+    const q = normalizeRows(queries);
+    if (opts.exact !== true) return this.ann.search(q.data, k);
+    const corpus = await this.loadExactVectors();
+    return Array.from({ length: q.rows }, (_, i) => exactTopK(corpus, row(q, i), k));
+  }
+
+  private async loadExactVectors(): Promise<Matrix> {
+    if (this.exactVectors === null) {
+      const file = path.join(this.dir, this.meta.files.vectors);
+      const m = await readNpyMatrix(file);
+      if (m.rows !== this.meta.count || m.cols !== this.meta.dim) throw new UserError(`${file}: ${m.rows} x ${m.cols}, meta.json says ${this.meta.count} x ${this.meta.dim}`);
+      this.exactVectors = normalizeRows({ data: m.data, rows: m.rows, dim: m.cols });
+    }
+    return this.exactVectors;
+  }
+
+  /** Frees the encoder's weights when openIndex loaded it. */
+  dispose(): void {
+    if (this.ownsEncoder) this.encoder?.model.dispose();
+  }
+}
+
+/** Opens an index directory for search (see OpenIndexOptions). */
+export function openIndex(dir: string, opts: OpenIndexOptions = {}): Promise<SemanticIndex> {
+  return SemanticIndex.open(dir, opts);
+}

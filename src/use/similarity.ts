@@ -1,0 +1,62 @@
+/**
+ * `similarity`: cosine similarity of sentence pairs under one model, plus the pair readers the CLI uses
+ * (positional sentences taken two by two, or a TSV file of pairs).
+ */
+import { promises as fs } from 'node:fs';
+import { UserError } from '../errors.js';
+import type { BertTokenizer } from '../data/tokenizer.js';
+import type { BertModel } from '../model/bert.js';
+import { embed, type EmbedOptions } from '../model/embed.js';
+import { cosine } from './vectors.js';
+
+export type SentencePair = readonly [string, string];
+
+export interface ScoredPair {
+  a: string;
+  b: string;
+  score: number;
+}
+
+/** Scores each pair by the cosine of its two embeddings; each distinct sentence is embedded once. */
+export async function similarity(model: BertModel, tokenizer: BertTokenizer, pairs: readonly SentencePair[],
+  opts: Omit<EmbedOptions, 'onBatch'> = {}): Promise<ScoredPair[]> {
+  const unique = [...new Set(pairs.flatMap(([a, b]) => [a, b]))];
+  const vecs = await embed(model, tokenizer, unique, opts);
+  const at = new Map(unique.map((s, i) => [s, vecs[i]!]));
+  return pairs.map(([a, b]) => ({ a, b, score: cosine(at.get(a)!, at.get(b)!) }));
+}
+
+/** Positional sentences A B C D ... -> pairs (A, B), (C, D), ...; an odd count is an error. */
+export function pairsFromArgs(sentences: readonly string[]): SentencePair[] {
+  if (sentences.length === 0) throw new UserError('no sentences given: pass pairs as "A" "B" ["C" "D" ...] or --pairs FILE.tsv');
+  if (sentences.length % 2 !== 0) {
+    throw new UserError(`${sentences.length} sentences given: they are read two by two as pairs (A B, C D, ...), so pass an even number`);
+  }
+  const out: SentencePair[] = [];
+  for (let i = 0; i < sentences.length; i += 2) out.push([sentences[i]!, sentences[i + 1]!]);
+  return out;
+}
+
+/**
+ * Reads pairs from a TAB-separated file: one pair per line, sentences in 0-based columns `columns` (default 0
+ * and 1; STS-B files use 5 and 6). Blank lines are skipped; a line lacking a column is an error naming it.
+ */
+export async function readPairsFile(file: string, columns: readonly [number, number] = [0, 1]): Promise<SentencePair[]> {
+  let text: string;
+  try {
+    text = await fs.readFile(file, 'utf8');
+  } catch (err) {
+    throw new UserError(`cannot read pairs file ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+  }
+  const out: SentencePair[] = [];
+  const need = Math.max(...columns) + 1;
+  text.replace(/^\uFEFF/, '').split('\n').forEach((raw, i) => {
+    const line = raw.endsWith('\r') ? raw.slice(0, -1) : raw;
+    if (line.trim() === '') return;
+    const cols = line.split('\t');
+    if (cols.length < need) throw new UserError(`${file}:${i + 1}: ${cols.length} TAB-separated column(s), need column ${need - 1} (0-based)`);
+    out.push([cols[columns[0]]!, cols[columns[1]]!]);
+  });
+  if (out.length === 0) throw new UserError(`${file}: no pairs (the file is empty)`);
+  return out;
+}

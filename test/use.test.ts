@@ -1,0 +1,339 @@
+/**
+ * Acceptance for issue 10 (similarity, semantic search, clustering), on the unique STS-B dev sentences embedded by
+ * the shared tiny-h32-l4 checkpoint (wasm backend):
+ *   - recall@10 of the usearch index against exact brute-force search >= 0.99; build and search speed printed;
+ *   - an interrupted build resumes to the same vectors and texts; a finished one is not redone;
+ *   - an index refuses queries from a model with another fingerprint (API and CLI, exit 2);
+ *   - clustering is deterministic under a seed, gives every line an id, recovers planted groups, and rejects
+ *     empty input and k > n with UserErrors;
+ *   - similarity scores are the cosines of `embed`'s vectors.
+ */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { promises as fs, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { readStsBenchmark } from '../eval/senteval.js';
+import { UserError } from '../src/errors.js';
+import { selectBackend } from '../src/model/backend.js';
+import { embed } from '../src/model/embed.js';
+import { decodeNpy } from '../src/model/npy.js';
+import { loadPretrained, type Pretrained } from '../src/model/pretrained.js';
+import { tf } from '../src/model/tf.js';
+import { buildIndex, INDEX_FILES } from '../src/use/build.js';
+import { cluster, clusterVectors, UNASSIGNED } from '../src/use/cluster.js';
+import { modelFingerprint } from '../src/use/fingerprint.js';
+import { openIndex } from '../src/use/search.js';
+import { pairsFromArgs, readPairsFile, similarity } from '../src/use/similarity.js';
+import { cosine, exactTopK, normalizeRows, recallAtK, row, toMatrix } from '../src/use/vectors.js';
+import { ROOT, shared, SKIP_NO_SHARED } from './helpers.js';
+
+const MODEL = shared('hf-reference', 'tiny-h32-l4');
+const OTHER_MODEL = shared('hf-reference', 'tiny-h64-l2-pretraining');
+const K = 10;
+/** Every QUERY_STRIDE-th corpus sentence is a query (about 490 queries). */
+const QUERY_STRIDE = 6;
+const MIN_RECALL = 0.99;
+/** Cosines within this of the exact 10th are ties (duplicate or float-equal vectors are interchangeable). */
+const TIE_TOLERANCE = 1e-6;
+
+const TMP = mkdtempSync(path.join(os.tmpdir(), 'micse-use-'));
+after(() => rmSync(TMP, { recursive: true, force: true }));
+
+function micse(...args: string[]): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [path.join(ROOT, 'bin', 'micse.js'), ...args], { cwd: TMP, encoding: 'utf8' });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+describe('semantic search on the STS-B dev sentences', { skip: SKIP_NO_SHARED }, () => {
+  let pretrained: Pretrained;
+  let sentences: string[];
+  let corpus: string;
+  const indexDir = path.join(TMP, 'stsb-index');
+
+  before(async () => {
+    await selectBackend('wasm');
+    pretrained = await loadPretrained(MODEL);
+    const dev = readStsBenchmark(shared('senteval'), 'dev');
+    sentences = [...new Set([...dev.s1, ...dev.s2])];
+    corpus = path.join(TMP, 'stsb-dev-sentences.txt');
+    writeFileSync(corpus, sentences.join('\n') + '\n');
+  });
+  after(() => pretrained.model.dispose());
+
+  it(`builds a usearch index whose recall@${K} against exact search is >= ${MIN_RECALL}, and prints speeds`, async (t) => {
+    const tensors = tf.memory().numTensors;
+    const report = await buildIndex(pretrained, { corpus, out: indexDir, chunkSize: 1000 });
+    const meta = report.meta;
+    assert.equal(meta.count, sentences.length);
+    assert.equal(meta.dim, 32);
+    assert.equal(meta.ann.library, 'usearch');
+    assert.ok(meta.build.sentencesPerSecond > 0 && meta.build.vectorsPerSecond > 0);
+    assert.equal(meta.model.fingerprint.sha256, (await modelFingerprint(MODEL, 'cls_before_pooler', 512)).sha256);
+    t.diagnostic(`build: ${meta.count} sentences embedded at ${meta.build.sentencesPerSecond.toFixed(0)} sentences/s, ` +
+      `indexed at ${meta.build.vectorsPerSecond.toFixed(0)} vectors/s`);
+
+    // The stored vectors are embed()'s, in corpus order, readable by the project's .npy decoder.
+    const npy = decodeNpy(readFileSync(path.join(indexDir, INDEX_FILES.vectors)));
+    assert.deepEqual(npy.shape, [sentences.length, 32]);
+    const probe = [0, 1234, sentences.length - 1];
+    const ref = await embed(pretrained.model, pretrained.tokenizer, probe.map((i) => sentences[i]!));
+    probe.forEach((i, j) => {
+      for (let d = 0; d < 32; d++) assert.ok(Math.abs(npy.data[i * 32 + d]! - ref[j]![d]!) < 1e-5, `row ${i} dim ${d}`);
+    });
+    const texts = readFileSync(path.join(indexDir, INDEX_FILES.texts), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { text: string; line: number });
+    assert.deepEqual(texts.map((x) => x.text), sentences);
+    assert.deepEqual(texts.slice(0, 3).map((x) => x.line), [1, 2, 3]);
+
+    const index = await openIndex(indexDir, { model: pretrained });
+    const queries = sentences.filter((_, i) => i % QUERY_STRIDE === 0);
+    const ann = await index.search(queries, K);
+    const exact = await index.search(queries, K, { exact: true });
+    let strict = 0;
+    let ties = 0;
+    ann.hits.forEach((hits, i) => {
+      assert.equal(hits.length, K);
+      strict += recallAtK(hits, exact.hits[i]!, K, 0);
+      ties += recallAtK(hits, exact.hits[i]!, K, TIE_TOLERANCE);
+    });
+    const recallStrict = strict / queries.length;
+    const recallTies = ties / queries.length;
+    t.diagnostic(`recall@${K} over ${queries.length} queries: ${recallStrict.toFixed(4)} (same ids), ${recallTies.toFixed(4)} (ties within ${TIE_TOLERANCE})`);
+    t.diagnostic(`search: ANN ${(ann.searchMs / queries.length).toFixed(3)} ms/query (${((1000 * queries.length) / ann.searchMs).toFixed(0)} queries/s), ` +
+      `exact ${(exact.searchMs / queries.length).toFixed(3)} ms/query; query embedding ${(ann.embedMs / queries.length).toFixed(3)} ms/query`);
+    assert.ok(recallStrict >= MIN_RECALL, `strict recall@${K} ${recallStrict}`);
+    assert.ok(recallTies >= MIN_RECALL, `tie-aware recall@${K} ${recallTies}`);
+
+    // The exact path is the plain brute force over the stored vectors.
+    const unit = normalizeRows({ data: npy.data, rows: npy.shape[0], dim: npy.shape[1] });
+    const qv = normalizeRows(toMatrix(await embed(pretrained.model, pretrained.tokenizer, queries.slice(0, 5)), 32));
+    for (let i = 0; i < 5; i++) {
+      const bf = exactTopK(unit, row(qv, i), K);
+      assert.deepEqual(exact.hits[i]!.map((h) => h.id), bf.map((h) => h.id));
+    }
+    // Hits carry the indexed text and its line.
+    const h = exact.hits[0]![0]!;
+    assert.equal(h.text, sentences[h.id]);
+    assert.equal(h.line, h.id + 1);
+    index.dispose();
+    assert.equal(tf.memory().numTensors, tensors, 'building and searching leaves no tensors behind');
+  });
+
+  it('resumes an interrupted build to the same vectors and texts, and does not redo a finished one', async () => {
+    const out = path.join(TMP, 'resumed-index');
+    const chunks: number[] = [];
+    await assert.rejects(
+      buildIndex(pretrained, {
+        corpus, out, chunkSize: 500,
+        onChunk: (rows) => {
+          chunks.push(rows);
+          if (rows === 1000) throw new Error('simulated kill after two chunks');
+        },
+      }),
+      /simulated kill/,
+    );
+    assert.deepEqual(chunks, [500, 1000]);
+    const progress = JSON.parse(readFileSync(path.join(out, INDEX_FILES.progress), 'utf8')) as { rows: number };
+    assert.equal(progress.rows, 1000);
+    await assert.rejects(openIndex(out, { model: null }), (e: unknown) => e instanceof UserError && /interrupted.*rerun/.test(e.message));
+
+    const resumed = await buildIndex(pretrained, { corpus, out, chunkSize: 500, onChunk: (rows) => chunks.push(rows) });
+    assert.equal(resumed.resumedRows, 1000);
+    assert.equal(chunks[2], 1500, 'the rerun starts at the third chunk');
+    assert.equal(resumed.meta.count, sentences.length);
+    assert.equal(readFileSync(path.join(out, INDEX_FILES.texts), 'utf8'), readFileSync(path.join(indexDir, INDEX_FILES.texts), 'utf8'));
+    const a = decodeNpy(readFileSync(path.join(out, INDEX_FILES.vectors)));
+    const b = decodeNpy(readFileSync(path.join(indexDir, INDEX_FILES.vectors)));
+    assert.deepEqual(a.shape, b.shape);
+    let maxDiff = 0;
+    for (let i = 0; i < a.data.length; i++) maxDiff = Math.max(maxDiff, Math.abs(a.data[i]! - b.data[i]!));
+    assert.ok(maxDiff < 1e-5, `resumed vectors differ from a one-shot build by ${maxDiff}`);
+    await assert.rejects(fs.access(path.join(out, INDEX_FILES.progress)));
+
+    const again = await buildIndex(pretrained, { corpus, out, chunkSize: 500 });
+    assert.equal(again.upToDate, true);
+    // Another corpus into the same folder is refused unless forced.
+    const small = path.join(TMP, 'small.txt');
+    writeFileSync(small, sentences.slice(0, 20).join('\n') + '\n');
+    await assert.rejects(buildIndex(pretrained, { corpus: small, out }), (e: unknown) => e instanceof UserError && /already holds an index.*--force/.test(e.message));
+  });
+
+  it('refuses queries from a model with another fingerprint; the same weights elsewhere are accepted', async () => {
+    // Same architecture, one weight changed: a "retrained" copy.
+    const changed = path.join(TMP, 'changed-model');
+    const copy = path.join(TMP, 'copied-model');
+    for (const dir of [changed, copy]) {
+      await fs.mkdir(dir, { recursive: true });
+      for (const f of ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json', 'vocab.txt']) await fs.copyFile(path.join(MODEL, f), path.join(dir, f));
+    }
+    const weights = path.join(changed, 'model.safetensors');
+    await fs.chmod(weights, 0o644);
+    const buf = readFileSync(weights);
+    buf[buf.length - 1] ^= 0x01;
+    writeFileSync(weights, buf);
+
+    for (const other of [changed, OTHER_MODEL]) {
+      await assert.rejects(openIndex(indexDir, { model: other }),
+        (e: unknown) => e instanceof UserError && /built by model .*tiny-h32-l4 \(fingerprint [0-9a-f]{12}\).*fingerprint [0-9a-f]{12}: embeddings of different models are not comparable/.test(e.message));
+    }
+    const ok = await openIndex(indexDir, { model: copy });
+    const { hits } = await ok.search(['a man is playing a guitar .'], 3);
+    assert.equal(hits[0]!.length, 3);
+    ok.dispose();
+
+    const r = micse('search', '--backend', 'wasm', '--index', indexDir, '--model', changed, '--query', 'a dog runs');
+    assert.equal(r.status, 2, r.stderr);
+    assert.match(r.stderr, /micse: .*fingerprint.*not comparable/);
+  });
+
+  it('CLI: index build and search print sentences/s, latency and queries/s', () => {
+    const out = path.join(TMP, 'cli-index');
+    const small = path.join(TMP, 'cli-corpus.txt');
+    writeFileSync(small, sentences.slice(0, 300).join('\n') + '\n\n');
+    const b = micse('index', 'build', '--backend', 'wasm', '--model', MODEL, '--corpus', small, '--out', out, '--chunk-size', '128');
+    assert.equal(b.status, 0, b.stderr);
+    assert.match(b.stdout, /embedded 300 sentences \(dimension 32\) in [\d.]+ s: [\d.]+ sentences\/s/);
+    assert.match(b.stdout, /indexed 300 vectors with usearch [\d.]+ HNSW \(M 16, efConstruction 128, ef 128\) in [\d.]+ s: \d+ vectors\/s/);
+
+    const s = micse('search', '--backend', 'wasm', '--index', out, '--query', sentences[7]!, '--query', sentences[8]!, '--top-k', '4', '--json');
+    assert.equal(s.status, 0, s.stderr);
+    const res = JSON.parse(s.stdout) as { results: { query: string; hits: { id: number; score: number; text: string; line: number }[] }[]; timing: { searchQueriesPerSecond: number } };
+    assert.equal(res.results.length, 2);
+    assert.equal(res.results[0]!.hits.length, 4);
+    assert.ok(res.timing.searchQueriesPerSecond > 0);
+    assert.match(s.stderr, /search: 2 queries over 300 sentences by usearch HNSW \(ef 128\): search [\d.]+ ms \([\d.]+ ms\/query, \d+ queries\/s\)/);
+
+    const e = micse('search', '--backend', 'wasm', '--index', out, '--queries', small, '--exact', '--top-k', '1');
+    assert.equal(e.status, 0, e.stderr);
+    assert.match(e.stdout, /search: 300 queries over 300 sentences by exact cosine/);
+    assert.equal(e.stdout.split('\n').filter((l) => l.startsWith('query: ')).length, 300);
+  });
+});
+
+describe('clustering', { skip: SKIP_NO_SHARED }, () => {
+  let pretrained: Pretrained;
+  let sentences: string[];
+  before(async () => {
+    await selectBackend('wasm');
+    pretrained = await loadPretrained(MODEL);
+    const dev = readStsBenchmark(shared('senteval'), 'dev');
+    sentences = [...new Set(dev.s1)].slice(0, 300);
+  });
+  after(() => pretrained.model.dispose());
+
+  it('k-means is deterministic under a seed and gives every sentence an id in [0, k)', async () => {
+    const a = await cluster(pretrained.model, pretrained.tokenizer, sentences, { k: 6, seed: 7 });
+    const b = await cluster(pretrained.model, pretrained.tokenizer, sentences, { k: 6, seed: 7 });
+    assert.deepEqual(a.assignments, b.assignments);
+    assert.equal(a.assignments.length, sentences.length);
+    assert.ok(a.assignments.every((c) => Number.isInteger(c) && c >= 0 && c < 6));
+    assert.equal(a.clusters.reduce((s, c) => s + c.size, 0), sentences.length);
+    for (let i = 1; i < a.clusters.length; i++) assert.ok(a.clusters[i - 1]!.size >= a.clusters[i]!.size, 'ids ordered by size');
+    for (const c of a.clusters) assert.ok(c.nearest.length === Math.min(3, c.size) && c.nearest.every((n) => a.assignments[n.id] === c.id));
+  });
+
+  it('threshold communities are deterministic and, with min size 1, assign every sentence', async () => {
+    const a = await cluster(pretrained.model, pretrained.tokenizer, sentences, { threshold: 0.99999 });
+    const b = await cluster(pretrained.model, pretrained.tokenizer, sentences, { threshold: 0.99999 });
+    assert.deepEqual(a.assignments, b.assignments);
+    assert.ok(a.assignments.every((c) => c >= 0));
+  });
+
+  it('recovers planted groups with both methods (community detection as sentence-transformers)', () => {
+    // Three tight groups around orthogonal directions in 8 dimensions, sizes 5, 4 and 3, interleaved.
+    const centres = [0, 3, 6];
+    const sizes = [5, 4, 3];
+    const rows: number[][] = [];
+    const truth: number[] = [];
+    for (let i = 0; i < 12; i++) {
+      const g = [0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1, 0][i]!;
+      const v = Array.from({ length: 8 }, (_, d) => (d === centres[g] ? 1 : 0.05 * Math.sin(7 * i + d)));
+      rows.push(v);
+      truth.push(g);
+    }
+    assert.deepEqual([0, 1, 2].map((g) => truth.filter((x) => x === g).length), sizes);
+    const m = toMatrix(rows, 8);
+    for (const res of [clusterVectors(m, { k: 3, seed: 1 }), clusterVectors(m, { threshold: 0.9 })]) {
+      assert.deepEqual(res.assignments, truth, res.method); // largest group = id 0
+      assert.deepEqual(res.clusters.map((c) => c.size), sizes);
+    }
+    // Min community size 4 keeps the groups of 5 and 4; the group of 3 is unassigned.
+    const big = clusterVectors(m, { threshold: 0.9, minCommunitySize: 4 });
+    assert.deepEqual(big.assignments, truth.map((g) => (g === 2 ? UNASSIGNED : g)));
+  });
+
+  it('empty input, k > n and bad options are UserErrors (API and CLI, exit 2)', async () => {
+    const isUserError = (re: RegExp) => (e: unknown) => e instanceof UserError && re.test(e.message);
+    await assert.rejects(cluster(pretrained.model, pretrained.tokenizer, [], { k: 2 }), isUserError(/no sentences to cluster/));
+    await assert.rejects(cluster(pretrained.model, pretrained.tokenizer, ['a', 'b'], { k: 3 }), isUserError(/k = 3 is larger than the number of sentences \(2\)/));
+    assert.throws(() => clusterVectors(toMatrix([[1, 0]], 2), { k: 0 }), isUserError(/positive integer/));
+    assert.throws(() => clusterVectors(toMatrix([[1, 0]], 2), { k: 1, threshold: 0.5 }), isUserError(/not both/));
+    assert.throws(() => clusterVectors(toMatrix([[1, 0]], 2), { threshold: 2 }), isUserError(/\[-1, 1\]/));
+
+    const empty = path.join(TMP, 'empty.txt');
+    writeFileSync(empty, '\n  \n');
+    const e = micse('cluster', '--backend', 'wasm', '--model', MODEL, '--input', empty, '--k', '2');
+    assert.equal(e.status, 2, e.stderr);
+    assert.match(e.stderr, /empty\.txt: no sentences to cluster/);
+    const three = path.join(TMP, 'three.txt');
+    writeFileSync(three, 'a cat\na dog\na bird\n');
+    const k = micse('cluster', '--backend', 'wasm', '--model', MODEL, '--input', three, '--k', '4');
+    assert.equal(k.status, 2, k.stderr);
+    assert.match(k.stderr, /--k 4 is larger than the number of sentences \(3\)/);
+  });
+
+  it('CLI: cluster writes one id per input line (TSV) and a summary of sizes and central members', () => {
+    const input = path.join(TMP, 'cluster-input.txt');
+    writeFileSync(input, sentences.slice(0, 40).join('\n') + '\n');
+    const out = path.join(TMP, 'clusters.tsv');
+    const r = micse('cluster', '--backend', 'wasm', '--model', MODEL, '--input', input, '--k', '3', '--seed', '5', '--output', out);
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /^k-means \(k 3, seed 5\): 40 sentences in 3 clusters; converged after \d+ iterations$/m);
+    assert.equal((r.stdout.match(/^cluster \d: \d+ sentences?; nearest the centroid:$/gm) ?? []).length, 3);
+    const lines = readFileSync(out, 'utf8').trim().split('\n');
+    assert.equal(lines[0], 'line\tcluster\ttext');
+    assert.deepEqual(lines.slice(1).map((l) => Number(l.split('\t')[0])), Array.from({ length: 40 }, (_, i) => i + 1));
+    assert.ok(lines.slice(1).every((l) => /^\d+\t[0-2]\t/.test(l)));
+    const again = micse('cluster', '--backend', 'wasm', '--model', MODEL, '--input', input, '--k', '3', '--seed', '5', '--output', path.join(TMP, 'again.jsonl'));
+    assert.equal(again.status, 0, again.stderr);
+    const ids = readFileSync(path.join(TMP, 'again.jsonl'), 'utf8').trim().split('\n').map((l) => (JSON.parse(l) as { cluster: number }).cluster);
+    assert.deepEqual(ids, lines.slice(1).map((l) => Number(l.split('\t')[1])), 'same seed, same ids');
+  });
+});
+
+describe('similarity', { skip: SKIP_NO_SHARED }, () => {
+  let pretrained: Pretrained;
+  before(async () => {
+    await selectBackend('wasm');
+    pretrained = await loadPretrained(MODEL);
+  });
+  after(() => pretrained.model.dispose());
+
+  it('scores are the cosines of embed() vectors; the CLI pairs sentences two by two', async () => {
+    const pairs = pairsFromArgs(['a man is dancing .', 'a man dances .', 'a cat sleeps .', 'stocks fell sharply on monday .']);
+    const scored = await similarity(pretrained.model, pretrained.tokenizer, pairs);
+    const vecs = await embed(pretrained.model, pretrained.tokenizer, pairs.flat());
+    assert.ok(Math.abs(scored[0]!.score - cosine(vecs[0]!, vecs[1]!)) < 1e-6);
+    assert.ok(Math.abs(scored[1]!.score - cosine(vecs[2]!, vecs[3]!)) < 1e-6);
+    const same = await similarity(pretrained.model, pretrained.tokenizer, [['a b c', 'a b c']]);
+    assert.ok(Math.abs(same[0]!.score - 1) < 1e-6);
+
+    const r = micse('similarity', '--backend', 'wasm', '--model', MODEL, '--json', ...pairs.flat());
+    assert.equal(r.status, 0, r.stderr);
+    const cli = JSON.parse(r.stdout) as { a: string; b: string; score: number }[];
+    assert.deepEqual(cli.map((p) => [p.a, p.b]), pairs);
+    cli.forEach((p, i) => assert.ok(Math.abs(p.score - scored[i]!.score) < 1e-5));
+    const odd = micse('similarity', '--model', MODEL, 'one', 'two', 'three');
+    assert.equal(odd.status, 2);
+    assert.match(odd.stderr, /3 sentences given: they are read two by two/);
+  });
+
+  it('reads pairs from TSV columns and names a short line', async () => {
+    const file = path.join(TMP, 'pairs.tsv');
+    writeFileSync(file, 'x\ta b\tc d\n\nx\te f\tg h\n');
+    assert.deepEqual(await readPairsFile(file, [1, 2]), [['a b', 'c d'], ['e f', 'g h']]);
+    writeFileSync(file, 'a\tb\nonly one\n');
+    await assert.rejects(readPairsFile(file), (e: unknown) => e instanceof UserError && /pairs\.tsv:2: 1 TAB-separated column/.test(e.message));
+  });
+});
