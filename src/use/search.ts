@@ -9,7 +9,7 @@ import path from 'node:path';
 import { UserError } from '../errors.js';
 import { exists } from '../fsutil.js';
 import { DEFAULT_EMBED_BATCH_SIZE, embed } from '../model/embed.js';
-import { loadPretrained, type Pretrained } from '../model/pretrained.js';
+import { loadPretrained, resolveCheckpoint, type Pretrained } from '../model/pretrained.js';
 import { AnnIndex } from './ann.js';
 import { INDEX_FILES, INDEX_FORMAT, type IndexMeta } from './build.js';
 import { modelFingerprint, shortFingerprint } from './fingerprint.js';
@@ -20,7 +20,8 @@ export const DEFAULT_TOP_K = 10;
 
 export interface OpenIndexOptions {
   /**
-   * The query encoder: a checkpoint directory / Hub name, an already loaded model, or null for none (then only
+   * The query encoder: a checkpoint directory, run directory (its best/ or last/) or Hub name, an already loaded
+   * model, or null for none (then only
    * `searchVectors` works). Default: the model path recorded in meta.json.
    */
   model?: string | Pick<Pretrained, 'model' | 'tokenizer' | 'report'> | null;
@@ -106,7 +107,7 @@ export class SemanticIndex {
         if (opts.model === undefined && !(await exists(arg))) {
           throw new UserError(`${dir}: the model that built this index, ${arg}, is gone; pass --model with the same checkpoint`);
         }
-        encoder = await loadPretrained(arg);
+        encoder = await loadPretrained(await resolveCheckpoint(arg));
         owns = true;
       } else {
         encoder = arg;
