@@ -3,7 +3,7 @@
  * exactly as the trainer takes it, the embedding throughput of `embed()`, and peak RSS; then runs the same step
  * in PyTorch (bench/reference.py) and prints both side by side with their ratio.
  *
- * The step (src/train/trainer.ts, the loop body):
+ * The step (src/train/step.ts TrainStep, which the trainer runs):
  *   inputs [2B, T] int32, rows interleaved by view  ->  tf.variableGrads(micseLoss(model, inputs, objective))
  *   (forward with dropout over the 2B rows, InfoNCE on the MLP-head [CLS] vectors, lambda * AMI over layers
  *   [minLayer, maxLayer)) -> AdamW.apply(grads, lr, maxGradNorm) (clipping, decoupled decay, bias correction).
@@ -24,7 +24,6 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { BertTokenizer } from '../src/data/tokenizer.js';
-import { micseLoss } from '../src/losses/micse.js';
 import { MlpHead } from '../src/losses/mlpHead.js';
 import { BACKEND_NAMES, describeSelection, selectBackend, type BackendName } from '../src/model/backend.js';
 import { BertModel } from '../src/model/bert.js';
@@ -32,7 +31,8 @@ import { parseBertConfig } from '../src/model/config.js';
 import { embed } from '../src/model/embed.js';
 import { pool } from '../src/model/pooling.js';
 import { tf } from '../src/model/tf.js';
-import { AdamW, type NamedParam } from '../src/train/adamw.js';
+import { AdamW } from '../src/train/adamw.js';
+import { TrainStep, trainableParams } from '../src/train/step.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const SHARED_DATA = path.resolve(HERE, '..', '..', 'shared', 'data');
@@ -138,34 +138,6 @@ function makeBatch(B: number, T: number, vocab: number, seed: number): number[][
   return rows;
 }
 
-/** The trainer's step on one batch (see the module comment); returns the loss. */
-async function trainerStep(model: BertModel, head: MlpHead, optimizer: AdamW, varName: Map<string, string>, trainables: tf.Variable[],
-  batch: number[][], sz: (typeof SIZES)[SizeName], stepSeed: number): Promise<number> {
-  const d = BENCH_DEFAULTS;
-  let parts: { infoNCE: tf.Scalar; ami: tf.Scalar | null } | undefined;
-  const { value, grads } = tf.variableGrads(() => {
-    const inputs = {
-      inputIds: tf.tensor2d(batch, undefined, 'int32'),
-      attentionMask: tf.ones([batch.length, batch[0]!.length], 'int32') as tf.Tensor2D,
-    };
-    const r = micseLoss(model, inputs, {
-      style: 'micse', temperature: d.temperature, lambda: d.lambda, minLayer: sz.minLayer, maxLayer: sz.maxLayer, pooler: 'cls',
-      head, dropoutSeed: stepSeed * 2 + 1, seed: stepSeed * 2 + 2,
-    });
-    parts = { infoNCE: tf.keep(r.infoNCE), ami: r.ami === null ? null : tf.keep(r.ami) };
-    return r.loss;
-  }, trainables);
-  const [loss] = (await value.data()) as Float32Array;
-  await parts!.infoNCE.data();
-  if (parts!.ami !== null) await parts!.ami.data();
-  tf.dispose([value, parts!.infoNCE, ...(parts!.ami === null ? [] : [parts!.ami])]);
-  const named = new Map([...Object.entries(grads)].map(([k, g]) => [varName.get(k) ?? k, g]));
-  const norm = optimizer.apply(named, d.learningRate, d.maxGradNorm);
-  await norm.data();
-  norm.dispose();
-  tf.dispose(Object.values(grads));
-  return loss!;
-}
 
 async function embedThroughput(model: BertModel, sz: (typeof SIZES)[SizeName], count: number): Promise<{ sps: number; what: string }> {
   const d = BENCH_DEFAULTS;
@@ -226,30 +198,30 @@ export async function benchTfjs(o: BenchOptions, log: (l: string) => void): Prom
   }, 'bench');
   const model = BertModel.random(cfg, d.seed);
   const head = new MlpHead(sz.hidden, { seed: d.seed + 1 });
-  // The trainer's parameter list and optimiser (src/train/trainer.ts).
-  const params: NamedParam[] = [
-    ...[...model.weights.entries()].filter(([n]) => !n.startsWith('pooler.')).map(([name, variable]) => ({ name, variable })),
-    ...Object.entries(head.namedWeights()).map(([name, variable]) => ({ name, variable })),
-  ];
-  const optimizer = new AdamW(params, { beta1: d.beta1, beta2: d.beta2, eps: d.eps, weightDecay: d.weightDecay });
-  const varName = new Map(params.map((p) => [p.variable.name, p.name]));
-  const trainables = params.map((p) => p.variable);
+  // The trainer's parameter list, optimiser and step (src/train/step.ts).
+  const optimizer = new AdamW(trainableParams(model, head), { beta1: d.beta1, beta2: d.beta2, eps: d.eps, weightDecay: d.weightDecay });
+  const step = new TrainStep(model, head, optimizer, {
+    style: 'micse', temperature: d.temperature, lambda: d.lambda, minLayer: sz.minLayer, maxLayer: sz.maxLayer, pooler: 'cls',
+  });
   const batch = makeBatch(sz.batch, sz.seqLen, d.vocabSize, d.seed);
+  const rows = { inputIds: batch, attentionMask: batch.map((r) => r.map(() => 1)) };
+  const trainerStep = async (i: number): Promise<number> =>
+    (await step.run(rows, { lr: d.learningRate, maxGradNorm: d.maxGradNorm, dropoutSeed: i * 2 + 1, amiSeed: i * 2 + 2 })).loss;
 
   const notes: string[] = [];
   let loss = NaN;
-  for (let i = 0; i < o.warmup; i++) loss = await trainerStep(model, head, optimizer, varName, trainables, batch, sz, i);
+  for (let i = 0; i < o.warmup; i++) loss = await trainerStep(i);
   const before = tf.memory().numTensors;
   const stepsMs: number[] = [];
   for (let i = 0; i < o.steps; i++) {
     const t0 = performance.now();
-    loss = await trainerStep(model, head, optimizer, varName, trainables, batch, sz, o.warmup + i);
+    loss = await trainerStep(o.warmup + i);
     stepsMs.push(performance.now() - t0);
     log(`  tfjs step ${i + 1}/${o.steps}: ${stepsMs[i]!.toFixed(0)} ms, loss ${loss.toFixed(4)}`);
   }
   const leaked = tf.memory().numTensors - before;
   if (leaked !== 0) notes.push(`${leaked} tensors leaked over ${o.steps} steps`);
-  if (o.profile) log(await profileStep(() => trainerStep(model, head, optimizer, varName, trainables, batch, sz, 10_000)));
+  if (o.profile) log(await profileStep(() => trainerStep(10_000)));
   const emb = await embedThroughput(model, sz, o.embedSentences);
   const ms = median(stepsMs);
   const result: SideResult = {

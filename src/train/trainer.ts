@@ -16,7 +16,6 @@ import { loadTrainingSentences } from '../data/subset.js';
 import { BertTokenizer } from '../data/tokenizer.js';
 import { UserError } from '../errors.js';
 import { exists, writeFileAtomic } from '../fsutil.js';
-import { micseLoss } from '../losses/micse.js';
 import { MlpHead } from '../losses/mlpHead.js';
 import { describeSelection, selectBackend } from '../model/backend.js';
 import { BertModel, siteSeed } from '../model/bert.js';
@@ -25,8 +24,9 @@ import { embed } from '../model/embed.js';
 import { loadPretrained } from '../model/pretrained.js';
 import { tf } from '../model/tf.js';
 import { createProgress } from '../progress.js';
-import { AdamW, learningRateAt, type NamedParam } from './adamw.js';
+import { AdamW, learningRateAt } from './adamw.js';
 import { readTrainingState, saveCheckpoint, type TrainerState } from './checkpoint.js';
+import { TrainStep, trainableParams } from './step.js';
 import { configToYaml, loadConfig, type TrainConfig } from './config.js';
 import { lineChartSpec, renderSvg, type Point } from './plots.js';
 
@@ -133,10 +133,7 @@ export async function train(config: TrainConfig, opts: TrainOptions = {}): Promi
   }
 
   const head = new MlpHead(model.config.hiddenSize, { initializerRange: model.config.initializerRange, seed: siteSeed(c.train.seed, SEED_STREAM.head) });
-  const params: NamedParam[] = [
-    ...[...model.weights.entries()].filter(([n]) => !n.startsWith('pooler.')).map(([name, variable]) => ({ name, variable })),
-    ...Object.entries(head.namedWeights()).map(([name, variable]) => ({ name, variable })),
-  ];
+  const params = trainableParams(model, head);
   const optimizer = new AdamW(params, { beta1: c.optim.beta1, beta2: c.optim.beta2, eps: c.optim.eps, weightDecay: c.optim.weightDecay });
   const batchOpts = {
     sentences: data.sentences, tokenizer, batchSize: c.train.batchSize, maxSeqLen: c.data.maxSeqLen, dropLast: c.data.dropLast,
@@ -171,8 +168,7 @@ export async function train(config: TrainConfig, opts: TrainOptions = {}): Promi
   const metricsFile = await fs.open(path.join(runDir, METRICS_FILE), 'a');
   const progress = createProgress({ label: 'train', total: totalSteps, unit: 'step', silent: opts.quiet });
   if (state.step > 0) progress.tick(state.step);
-  const varName = new Map(params.map((p) => [p.variable.name, p.name]));
-  const trainables = params.map((p) => p.variable);
+  const step = new TrainStep(model, head, optimizer, c.objective);
   const startedAt = Date.now() - state.elapsedSeconds * 1000;
   let stepsThisProcess = 0;
 
@@ -195,45 +191,25 @@ export async function train(config: TrainConfig, opts: TrainOptions = {}): Promi
       const batch: TwoViewBatch = batches.next().value;
       const t0 = Date.now();
       const stepSeed = siteSeed(c.train.seed, state.step);
-      let parts: { infoNCE: tf.Scalar; ami: tf.Scalar | null } | undefined;
-      const { value, grads } = tf.variableGrads(() => {
-        const inputs = {
-          inputIds: tf.tensor2d(batch.inputIds, undefined, 'int32'),
-          attentionMask: tf.tensor2d(batch.attentionMask, undefined, 'int32'),
-        };
-        const r = micseLoss(model, inputs, {
-          ...c.objective, head, dropoutSeed: siteSeed(stepSeed, SEED_STREAM.dropout), seed: siteSeed(stepSeed, SEED_STREAM.ami),
-        });
-        parts = { infoNCE: tf.keep(r.infoNCE), ami: r.ami === null ? null : tf.keep(r.ami) };
-        return r.loss;
-      }, trainables);
-      const [loss] = (await value.data()) as Float32Array;
-      const infoNCE = (await parts!.infoNCE.data())[0]!;
-      const ami = parts!.ami === null ? null : (await parts!.ami.data())[0]!;
-      tf.dispose([value, parts!.infoNCE, ...(parts!.ami === null ? [] : [parts!.ami])]);
       const lr = learningRateAt(state.step, totalSteps, c.optim.learningRate, warmup, c.optim.schedule);
-      let gradNorm = NaN;
-      const finite = Number.isFinite(loss);
+      const { loss, infoNCE, ami, gradNorm, finite } = await step.run(batch, {
+        lr, maxGradNorm: c.optim.maxGradNorm, dropoutSeed: siteSeed(stepSeed, SEED_STREAM.dropout), amiSeed: siteSeed(stepSeed, SEED_STREAM.ami),
+      });
       if (finite) {
-        const named = new Map([...Object.entries(grads)].map(([k, g]) => [varName.get(k) ?? k, g]));
-        const norm = optimizer.apply(named, lr, c.optim.maxGradNorm);
-        gradNorm = (await norm.data())[0]!;
-        norm.dispose();
         state.badStepsInRow = 0;
       } else {
         state.badStepsInRow += 1;
         state.badStepsTotal += 1;
       }
-      tf.dispose(Object.values(grads));
       state.step += 1;
       stepsThisProcess += 1;
       state.epoch = batch.epoch;
       const sps = (batch.sentences.length * 1000) / Math.max(1, Date.now() - t0);
-      const line: MetricsLine = { step: state.step, epoch: batch.epoch, loss: loss!, infoNCE, ami, lr, gradNorm, sentencesPerSecond: sps };
+      const line: MetricsLine = { step: state.step, epoch: batch.epoch, loss, infoNCE, ami, lr, gradNorm, sentencesPerSecond: sps };
       if (!finite) line.skipped = true;
       if (state.step % c.train.logSteps === 0 || !finite) await metricsFile.write(JSON.stringify(line) + '\n');
       opts.onStep?.(line);
-      progress.tick(1, { loss: loss!, infoNCE, ...(ami === null ? {} : { ami }), lr, 'sent/s': Math.round(sps) });
+      progress.tick(1, { loss, infoNCE, ...(ami === null ? {} : { ami }), lr, 'sent/s': Math.round(sps) });
       if (state.badStepsInRow >= c.train.maxBadSteps) {
         throw new UserError(`stopped: ${state.badStepsInRow} steps in a row had a non-finite loss (last ${loss}); ` +
           `lower optim.learningRate or check the data; the last good checkpoint is in ${path.join(runDir, 'last')}`);

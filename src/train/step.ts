@@ -1,0 +1,78 @@
+/**
+ * One optimisation step, shared by the trainer and the bench so what is timed is what trains:
+ *   rows [2B, T] int32 (interleaved views) -> tf.variableGrads(micseLoss) -> read loss and its parts
+ *   -> finite: clipped AdamW update at `lr`;  non-finite: no update (the caller counts it)
+ */
+import { micseLoss, type MicseConfig } from '../losses/micse.js';
+import type { MlpHead } from '../losses/mlpHead.js';
+import type { BertModel } from '../model/bert.js';
+import { tf } from '../model/tf.js';
+import type { AdamW, NamedParam } from './adamw.js';
+
+/** The objective keys of a step (MicseConfig without the per-step head and seeds). */
+export type StepObjective = Omit<MicseConfig, 'head' | 'seed' | 'dropoutSeed' | 'sampleIndices'>;
+
+export interface StepRows {
+  /** [2B, T] */
+  inputIds: number[][];
+  /** [2B, T] */
+  attentionMask: number[][];
+}
+
+export interface StepOutcome {
+  loss: number;
+  infoNCE: number;
+  ami: number | null;
+  /** Gradient norm before clipping; NaN when the step was skipped. */
+  gradNorm: number;
+  /** False: the loss was NaN or infinite and no update was made. */
+  finite: boolean;
+}
+
+/** What training updates: every encoder weight except the unused pooler, then the MLP head. */
+export function trainableParams(model: BertModel, head: MlpHead): NamedParam[] {
+  return [
+    ...[...model.weights.entries()].filter(([n]) => !n.startsWith('pooler.')).map(([name, variable]) => ({ name, variable })),
+    ...Object.entries(head.namedWeights()).map(([name, variable]) => ({ name, variable })),
+  ];
+}
+
+export class TrainStep {
+  private readonly trainables: tf.Variable[];
+  /** TF.js variable name -> parameter name (the optimizer's keys). */
+  private readonly paramName: Map<string, string>;
+
+  constructor(private readonly model: BertModel, private readonly head: MlpHead, private readonly optimizer: AdamW,
+    private readonly objective: StepObjective) {
+    this.trainables = optimizer.params.map((p) => p.variable);
+    this.paramName = new Map(optimizer.params.map((p) => [p.variable.name, p.name]));
+  }
+
+  /** Runs one step; every tensor it makes is disposed before it returns. */
+  async run(rows: StepRows, o: { lr: number; maxGradNorm: number; dropoutSeed: number; amiSeed: number }): Promise<StepOutcome> {
+    let parts: { infoNCE: tf.Scalar; ami: tf.Scalar | null } | undefined;
+    const { value, grads } = tf.variableGrads(() => {
+      const inputs = {
+        inputIds: tf.tensor2d(rows.inputIds, undefined, 'int32'),
+        attentionMask: tf.tensor2d(rows.attentionMask, undefined, 'int32'),
+      };
+      const r = micseLoss(this.model, inputs, { ...this.objective, head: this.head, dropoutSeed: o.dropoutSeed, seed: o.amiSeed });
+      parts = { infoNCE: tf.keep(r.infoNCE), ami: r.ami === null ? null : tf.keep(r.ami) };
+      return r.loss;
+    }, this.trainables);
+    const loss = (await value.data())[0]!;
+    const infoNCE = (await parts!.infoNCE.data())[0]!;
+    const ami = parts!.ami === null ? null : (await parts!.ami.data())[0]!;
+    tf.dispose([value, parts!.infoNCE, ...(parts!.ami === null ? [] : [parts!.ami])]);
+    const finite = Number.isFinite(loss);
+    let gradNorm = NaN;
+    if (finite) {
+      const named = new Map(Object.entries(grads).map(([k, g]) => [this.paramName.get(k) ?? k, g]));
+      const norm = this.optimizer.apply(named, o.lr, o.maxGradNorm);
+      gradNorm = (await norm.data())[0]!;
+      norm.dispose();
+    }
+    tf.dispose(Object.values(grads));
+    return { loss, infoNCE, ami, gradNorm, finite };
+  }
+}
