@@ -37,3 +37,10 @@ export {
   exportCheckpoint, readExportSource, EXPORT_FORMATS, ONNX_OPSET, onnxClsEmbeddings, bertTokenizerJson,
   type ExportFormat, type ExportOptions, type ExportResult,
 } from './export/index.js';
+
+// Use the encoder: similarity, semantic search, clustering
+export { similarity, readPairsFile, type SentencePair, type ScoredPair } from './use/similarity.js';
+export { buildIndex, type BuildIndexOptions, type BuildIndexReport, type IndexMeta } from './use/build.js';
+export { openIndex, readIndexMeta, type SearchHit, type SearchResult, type OpenIndexOptions } from './use/search.js';
+export { cluster, clusterVectors, type ClusterOptions, type ClusterResult, type ClusterInfo } from './use/cluster.js';
+export { modelFingerprint, type ModelFingerprint } from './use/fingerprint.js';
