@@ -13,6 +13,7 @@ import { selectBackend } from '../src/model/backend.js';
 import { BertModel } from '../src/model/bert.js';
 import { parseBertConfig } from '../src/model/config.js';
 import { embed } from '../src/model/embed.js';
+import { resolveModelDir } from '../src/model/hub.js';
 import { loadPretrained, type Pretrained } from '../src/model/pretrained.js';
 import { parseSafetensors, serializeSafetensors } from '../src/model/safetensors.js';
 import { tf } from '../src/model/tf.js';
@@ -250,5 +251,28 @@ describe('bad checkpoints fail with one line naming the file, and write nothing'
       await fs.writeFile(f, JSON.stringify(cfg));
     });
     await embedFails(dir, /config\.json: model_type is 'roberta'/);
+  });
+});
+
+describe('model names and the Hugging Face cache', { skip: SKIP_NO_SHARED }, () => {
+  it('a name resolves to its cached snapshot (refs/main -> snapshots/<commit>)', async () => {
+    const cache = await fs.mkdtemp(path.join(os.tmpdir(), 'micse-hub-'));
+    const snap = path.join(cache, 'models--org--tiny-bert', 'snapshots', 'abc123');
+    await fs.mkdir(snap, { recursive: true });
+    await fs.mkdir(path.join(cache, 'models--org--tiny-bert', 'refs'));
+    await fs.writeFile(path.join(cache, 'models--org--tiny-bert', 'refs', 'main'), 'abc123');
+    for (const f of ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json']) {
+      await fs.copyFile(shared('hf-reference', 'tiny-h32-l4', f), path.join(snap, f));
+    }
+    assert.equal(await resolveModelDir('org/tiny-bert', { cacheDir: cache }), snap);
+    const { model } = await loadPretrained('org/tiny-bert', { cacheDir: cache });
+    assert.equal(model.config.hiddenSize, 32);
+    model.dispose();
+  });
+
+  it('offline, a name that is not cached fails saying where to put the files', async () => {
+    const cache = await fs.mkdtemp(path.join(os.tmpdir(), 'micse-hub-'));
+    await assert.rejects(resolveModelDir('bert-base-uncased', { cacheDir: cache, offline: true }),
+      (err: Error) => err.message.includes(path.join(cache, 'models--bert-base-uncased', 'snapshots', 'main')) && /config\.json/.test(err.message));
   });
 });
