@@ -11,7 +11,7 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
 import { UserError } from '../errors.js';
-import { exists } from '../fsutil.js';
+import { exists, readJsonObject } from '../fsutil.js';
 
 /** transformers' BERT default: words longer than this become [UNK]. */
 export const MAX_INPUT_CHARS_PER_WORD = 100;
@@ -189,26 +189,14 @@ export class BertTokenizer {
    */
   static async fromDir(dir: string, opts: { prefer?: 'tokenizer.json' | 'vocab.txt' } = {}): Promise<BertTokenizer> {
     const cfgPath = path.join(dir, 'tokenizer_config.json');
-    let cfg: Record<string, unknown> = {};
-    if (await exists(cfgPath)) {
-      try {
-        cfg = JSON.parse(await fs.readFile(cfgPath, 'utf8')) as Record<string, unknown>;
-      } catch (err) {
-        throw new UserError(`${cfgPath}: invalid JSON (${(err as Error).message})`);
-      }
-    }
+    const cfg = (await exists(cfgPath)) ? await readJsonObject(cfgPath) : {};
     const maxLen = typeof cfg['model_max_length'] === 'number' && cfg['model_max_length'] < 1e9 ? cfg['model_max_length'] : 512;
     const jsonPath = path.join(dir, 'tokenizer.json');
     const vocabPath = path.join(dir, 'vocab.txt');
     const hasJson = await exists(jsonPath);
     const hasVocab = await exists(vocabPath);
     if (hasJson && (opts.prefer !== 'vocab.txt' || !hasVocab)) {
-      let json: { model?: { type?: string; vocab?: Record<string, number> }; normalizer?: { lowercase?: boolean } };
-      try {
-        json = JSON.parse(await fs.readFile(jsonPath, 'utf8')) as typeof json;
-      } catch (err) {
-        throw new UserError(`${jsonPath}: invalid JSON (${(err as Error).message})`);
-      }
+      const json = (await readJsonObject(jsonPath)) as { model?: { type?: string; vocab?: Record<string, number> }; normalizer?: { lowercase?: boolean } };
       if (json.model?.type !== 'WordPiece' || json.model.vocab === undefined) {
         throw new UserError(`${jsonPath}: model type is '${String(json.model?.type)}', a BERT WordPiece tokenizer was expected`);
       }

@@ -7,8 +7,7 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { SPECIAL_TOKENS, type BertTokenizer } from '../data/tokenizer.js';
-import { UserError } from '../errors.js';
-import { exists } from '../fsutil.js';
+import { exists, readJsonObject } from '../fsutil.js';
 import { toHfConfig, type BertConfig } from '../model/config.js';
 import { serializeSafetensors } from '../model/safetensors.js';
 import type { CheckpointTensors } from './onnx/graph.js';
@@ -63,17 +62,6 @@ export function bertTokenizerJson(vocab: Map<string, number>, lowercase: boolean
       vocab: Object.fromEntries([...vocab.entries()].sort((a, b) => a[1] - b[1])),
     },
   };
-}
-
-async function readJsonObject(file: string): Promise<Record<string, unknown>> {
-  let raw: unknown;
-  try {
-    raw = JSON.parse(await fs.readFile(file, 'utf8'));
-  } catch (err) {
-    throw new UserError(`${file}: invalid JSON (${(err as Error).message})`);
-  }
-  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw new UserError(`${file}: not a JSON object`);
-  return raw as Record<string, unknown>;
 }
 
 const json = (v: unknown) => JSON.stringify(v, null, 2) + '\n';

@@ -9,7 +9,7 @@ import path from 'node:path';
 import YAML from 'yaml';
 import { STS_TASK_INFO, STS_TEST_TASKS } from '../../eval/sts.js';
 import { UserError } from '../errors.js';
-import { exists } from '../fsutil.js';
+import { exists, readJsonFile } from '../fsutil.js';
 import { looksLikeModelId } from '../model/hub.js';
 import type { ExportSource } from './hf.js';
 
@@ -29,19 +29,12 @@ export interface RunInfo {
   state: { step?: number; totalSteps?: number; bestScore?: number | null; bestStep?: number | null } | null;
 }
 
-async function readJson(file: string): Promise<unknown> {
-  try {
-    return JSON.parse(await fs.readFile(file, 'utf8')) as unknown;
-  } catch (err) {
-    throw new UserError(`${file}: invalid JSON (${(err as Error).message})`);
-  }
-}
 
 /** Reads config.yaml, subset-manifest.json, eval.json and trainer_state.json where present. */
 export async function readRunInfo(src: ExportSource): Promise<RunInfo> {
   const info: RunInfo = { config: null, manifest: null, evalReport: null, evalNote: null, state: null };
   const statePath = path.join(src.checkpointDir, 'trainer_state.json');
-  if (await exists(statePath)) info.state = (await readJson(statePath)) as RunInfo['state'];
+  if (await exists(statePath)) info.state = (await readJsonFile(statePath)) as RunInfo['state'];
   if (src.runDir === null) return info;
   const cfgPath = path.join(src.runDir, 'config.yaml');
   if (await exists(cfgPath)) {
@@ -52,10 +45,10 @@ export async function readRunInfo(src: ExportSource): Promise<RunInfo> {
     }
   }
   const manPath = path.join(src.runDir, 'subset-manifest.json');
-  if (await exists(manPath)) info.manifest = (await readJson(manPath)) as RunInfo['manifest'];
+  if (await exists(manPath)) info.manifest = (await readJsonFile(manPath)) as RunInfo['manifest'];
   const evalPath = path.join(src.runDir, 'eval.json');
   if (await exists(evalPath)) {
-    const report = (await readJson(evalPath)) as RunInfo['evalReport'] & { meta?: { model?: string } };
+    const report = (await readJsonFile(evalPath)) as RunInfo['evalReport'] & { meta?: { model?: string } };
     // eval.json scores the run's best checkpoint; use it only when that is the checkpoint exported.
     const evaluated = typeof report?.meta?.model === 'string' ? await fs.realpath(report.meta.model).catch(() => null) : null;
     const exported = await fs.realpath(src.checkpointDir);

@@ -6,7 +6,7 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { UserError } from '../errors.js';
 import { BertTokenizer } from '../data/tokenizer.js';
-import { exists } from '../fsutil.js';
+import { exists, readJsonObject } from '../fsutil.js';
 import { ensureBackend, selectBackend, type BackendName, type BackendSelection } from './backend.js';
 import { BertModel } from './bert.js';
 import { parseBertConfig, type BertConfig } from './config.js';
@@ -44,14 +44,7 @@ export interface Pretrained {
 export async function readBertConfig(dir: string): Promise<BertConfig> {
   const file = path.join(dir, 'config.json');
   if (!(await exists(file))) throw new UserError(`${file}: missing (a Hugging Face checkpoint directory needs config.json)`);
-  let raw: unknown;
-  try {
-    raw = JSON.parse(await fs.readFile(file, 'utf8'));
-  } catch (err) {
-    throw new UserError(`${file}: invalid JSON (${(err as Error).message})`);
-  }
-  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw new UserError(`${file}: not a JSON object`);
-  return parseBertConfig(raw as Record<string, unknown>, file);
+  return parseBertConfig(await readJsonObject(file), file);
 }
 
 /** A training run directory resolves to its best checkpoint (else its last); anything else is returned as is. */

@@ -7,7 +7,7 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { UserError } from '../errors.js';
-import { exists } from '../fsutil.js';
+import { exists, readJsonObject } from '../fsutil.js';
 import { DEFAULT_EMBED_BATCH_SIZE, embed } from '../model/embed.js';
 import { loadPretrained, resolveCheckpoint, type Pretrained } from '../model/pretrained.js';
 import { AnnIndex } from './ann.js';
@@ -57,12 +57,7 @@ export async function readIndexMeta(dir: string): Promise<IndexMeta> {
     const partial = await exists(path.join(dir, INDEX_FILES.progress));
     throw new UserError(`${dir}: not a finished index (no ${INDEX_FILES.meta})${partial ? '; a build was interrupted there: rerun `micse index build` to finish it' : ''}`);
   }
-  let meta: IndexMeta;
-  try {
-    meta = JSON.parse(await fs.readFile(file, 'utf8')) as IndexMeta;
-  } catch (err) {
-    throw new UserError(`${file}: invalid JSON (${(err as Error).message})`);
-  }
+  const meta = (await readJsonObject(file)) as unknown as IndexMeta;
   if (meta.format !== INDEX_FORMAT) throw new UserError(`${file}: format is ${String(meta.format)}, expected ${INDEX_FORMAT}`);
   return meta;
 }
