@@ -1,0 +1,187 @@
+/**
+ * Sweep configs: a base training config plus a grid of values, expanded to points (one training run each).
+ *
+ * ```yaml
+ * base: ../tiny.yaml            # a training config file (relative to this file), or a mapping of training keys
+ *                               # (a mapping may carry its own `extends`, also relative to this file)
+ * grid:                         # key path -> list of values; the points are the cartesian product, in this order
+ *   split: [../fewshot/micse-0.1pct.yaml, ../fewshot/micse-1pct.yaml]   # optional: training configs layered
+ *                                                                        # over the base (with their extends chain)
+ *   objective.style: [micse, simcse]
+ *   data.subsetSeed: [48, 49, 50]
+ * ```
+ * A point's config = defaults <- base (chain) <- split file (chain) <- its grid values, validated like any training
+ * config (errors name the sweep file and the key). Paths inside training configs stay relative to the working
+ * directory, as for `micse train`. A point's name is built from its grid values (`count=32__seed=48__style=micse`)
+ * and names its run directory.
+ */
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import YAML from 'yaml';
+import { UserError } from '../errors.js';
+import { checkConsistency, defaultConfig, mergeConfig, SCHEMA, type TrainConfig } from '../train/config.js';
+
+/** The grid key that layers whole training config files. */
+export const SPLIT_KEY = 'split';
+/** Grid keys averaged over in reports (the seeds). */
+export const SEED_KEYS: readonly string[] = ['data.subsetSeed', 'train.seed'];
+/** Short labels used in point names (else the key's last segment). */
+const NAME_ALIASES: Readonly<Record<string, string>> = { 'data.subsetSeed': 'seed', 'optim.learningRate': 'lr', 'train.seed': 'trainSeed' };
+/** Separators of point names: `label=value` joined by `__`. */
+export const NAME_JOIN = '__';
+
+export type GridValue = string | number | boolean | null;
+
+export interface SweepPoint {
+  /** Directory name and queue job id, e.g. `count=32__seed=48__style=micse`. */
+  name: string;
+  /** Grid key -> value of this point (split values are the file paths as written). */
+  params: Record<string, GridValue>;
+  /** The full validated training config (train.output set by the runner). */
+  config: TrainConfig;
+}
+
+export interface Sweep {
+  /** The sweep file. */
+  file: string;
+  /** Grid keys in file order. */
+  keys: string[];
+  points: SweepPoint[];
+}
+
+interface Layer {
+  raw: unknown;
+  file: string;
+}
+
+async function readYaml(file: string, where: string): Promise<unknown> {
+  let text: string;
+  try {
+    text = await fs.readFile(file, 'utf8');
+  } catch (err) {
+    throw new UserError(`${where}: cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+  }
+  try {
+    return file.endsWith('.json') ? JSON.parse(text) : YAML.parse(text);
+  } catch (err) {
+    throw new UserError(`${file}: not valid YAML (${(err as Error).message.split('\n')[0]})`);
+  }
+}
+
+/** A training config's layers, base first, following `extends` (relative to the file that names it). */
+async function layersOf(raw: unknown, file: string, seen: string[] = []): Promise<Layer[]> {
+  const ext = raw !== null && typeof raw === 'object' && !Array.isArray(raw) ? (raw as Record<string, unknown>)['extends'] : undefined;
+  if (ext === undefined) return [{ raw, file }];
+  if (typeof ext !== 'string') throw new UserError(`${file}: extends must be a path string`);
+  const parent = path.resolve(path.dirname(file), ext);
+  if (seen.includes(parent)) throw new UserError(`${parent}: 'extends' forms a cycle (${[...seen, parent].join(' -> ')})`);
+  return [...(await layersOf(await readYaml(parent, file), parent, [...seen, parent])), { raw, file }];
+}
+
+function checkKeyPath(key: string, where: string): void {
+  if (key === SPLIT_KEY) return;
+  const [sec, k, ...rest] = key.split('.');
+  const section = (SCHEMA as Record<string, Record<string, unknown>>)[sec ?? ''];
+  const ok = section !== undefined && k !== undefined && k in section && (rest.length === 0 || (sec === 'model' && k === 'config'));
+  if (!ok) {
+    throw new UserError(`${where}: grid key '${key}' is not a training config key (section.key, e.g. data.subsetSeed, ` +
+      `objective.style, optim.learningRate; model.config.NAME; or '${SPLIT_KEY}')`);
+  }
+}
+
+/** `{a.b.c: v}` as the nested mapping mergeConfig takes (model.config.X merges into the current model.config). */
+function nestedOverride(key: string, value: GridValue, current: TrainConfig): Record<string, Record<string, unknown>> {
+  const [sec, k, ...rest] = key.split('.');
+  if (sec === 'model' && k === 'config' && rest.length > 0) return { model: { config: { ...(current.model.config ?? {}), [rest.join('.')]: value } } };
+  return { [sec!]: { [k!]: value } };
+}
+
+function valueLabel(v: GridValue): string {
+  const s = typeof v === 'number' ? String(v) : v === null ? 'null' : String(v);
+  return s.replace(/[^A-Za-z0-9.+-]+/g, '-');
+}
+
+/** How a split file is named in point names: by the subset it draws (fraction=/count=), else by its file name. */
+function splitLabel(file: string, config: TrainConfig): [string, string] {
+  if (config.data.fraction !== null) return ['fraction', valueLabel(config.data.fraction)];
+  if (config.data.count !== null) return ['count', valueLabel(config.data.count)];
+  return [SPLIT_KEY, valueLabel(path.basename(file).replace(/\.(ya?ml|json)$/i, ''))];
+}
+
+function labelsFor(keys: readonly string[]): Map<string, string> {
+  const base = keys.map((k) => NAME_ALIASES[k] ?? k.split('.').pop()!);
+  return new Map(keys.map((k, i) => [k, base.filter((b) => b === base[i]).length > 1 ? k : base[i]!]));
+}
+
+/** Reads and expands a sweep file. Every point's config is built and validated before anything runs. */
+export async function loadSweep(file: string): Promise<Sweep> {
+  const raw = await readYaml(file, 'sweep');
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw new UserError(`${file}: a sweep is a mapping with 'base' and 'grid'`);
+  const top = raw as Record<string, unknown>;
+  for (const k of Object.keys(top)) {
+    if (k !== 'base' && k !== 'grid') throw new UserError(`${file}: unknown top-level key '${k}' (a sweep has 'base' and 'grid')`);
+  }
+  const dir = path.dirname(file);
+  let baseLayers: Layer[] = [];
+  if (typeof top['base'] === 'string') {
+    const baseFile = path.resolve(dir, top['base']);
+    baseLayers = await layersOf(await readYaml(baseFile, `${file}: base`), baseFile, [baseFile]);
+  } else if (top['base'] !== undefined && top['base'] !== null) {
+    if (typeof top['base'] !== 'object' || Array.isArray(top['base'])) throw new UserError(`${file}: base must be a config file path or a mapping of training keys`);
+    baseLayers = await layersOf(top['base'], file);
+  }
+
+  const gridRaw = top['grid'] ?? {};
+  if (typeof gridRaw !== 'object' || gridRaw === null || Array.isArray(gridRaw)) throw new UserError(`${file}: grid must be a mapping of key path -> list of values`);
+  const grid = Object.entries(gridRaw as Record<string, unknown>);
+  for (const [k, values] of grid) {
+    checkKeyPath(k, file);
+    if (!Array.isArray(values) || values.length === 0) throw new UserError(`${file}: grid.${k} must be a non-empty list`);
+    for (const v of values) {
+      if (v !== null && typeof v === 'object') throw new UserError(`${file}: grid.${k} values must be scalars, got ${JSON.stringify(v)}`);
+    }
+    if (k === SPLIT_KEY && values.some((v) => typeof v !== 'string')) throw new UserError(`${file}: grid.${SPLIT_KEY} lists training config files`);
+  }
+  const keys = grid.map(([k]) => k);
+  const labels = labelsFor(keys);
+
+  const splitLayers = new Map<string, Layer[]>();
+  for (const v of (grid.find(([k]) => k === SPLIT_KEY)?.[1] ?? []) as string[]) {
+    const f = path.resolve(dir, v);
+    splitLayers.set(v, await layersOf(await readYaml(f, `${file}: grid.${SPLIT_KEY}`), f, [f]));
+  }
+
+  // Cartesian product, first key outermost.
+  let combos: Record<string, GridValue>[] = [{}];
+  for (const [k, values] of grid) combos = combos.flatMap((c) => (values as GridValue[]).map((v) => ({ ...c, [k]: v })));
+
+  const points: SweepPoint[] = [];
+  const seen = new Map<string, Record<string, GridValue>>();
+  for (const params of combos) {
+    let config = defaultConfig();
+    for (const l of baseLayers) config = mergeConfig(config, l.raw, l.file);
+    const split = params[SPLIT_KEY];
+    if (typeof split === 'string') for (const l of splitLayers.get(split)!) config = mergeConfig(config, l.raw, l.file);
+    const nameParts: string[] = [];
+    for (const k of keys) {
+      const v = params[k]!;
+      if (k === SPLIT_KEY) continue;
+      config = mergeConfig(config, nestedOverride(k, v, config), `${file}: grid.${k}=${JSON.stringify(v)}`);
+    }
+    for (const k of keys) {
+      if (k === SPLIT_KEY) {
+        const [l, v] = splitLabel(params[k] as string, config);
+        nameParts.push(`${l}=${v}`);
+      } else nameParts.push(`${labels.get(k)}=${valueLabel(params[k]!)}`);
+    }
+    const name = nameParts.length > 0 ? nameParts.join(NAME_JOIN) : 'base';
+    checkConsistency(config, `${file} (point ${name})`);
+    if (!config.train.finalEval) throw new UserError(`${file} (point ${name}): train.finalEval is false, but every sweep point ends with the STS evaluation`);
+    if (seen.has(name)) {
+      throw new UserError(`${file}: points ${JSON.stringify(seen.get(name))} and ${JSON.stringify(params)} get the same name '${name}'; make the grid values distinct`);
+    }
+    seen.set(name, params);
+    points.push({ name, params, config });
+  }
+  return { file, keys, points };
+}

@@ -1,0 +1,227 @@
+/**
+ * One sweep point on disk: its run directory `<out>/<name>/`, the bookkeeping files beside the trainer's, running
+ * it (in this process, or in a child process that dies with its parent), and reading its state.
+ *
+ * Files the sweep adds to a run directory:
+ * - `point.json`: name, grid values and the full training config (written before the first attempt).
+ * - `attempts.jsonl`: one line per event (`start`, `done`, `failed`) with host, pid and worker; a SIGKILLed attempt
+ *   leaves a `start` without an end.
+ * - `error.json`: the last failure (message, stack); removed when the point later succeeds.
+ * - `done.json`: the done marker, written atomically after eval.json; a point with it is never run again.
+ * Everything else is the trainer's (config.yaml, metrics.jsonl, last/, best/, eval.json, summary.json, ...).
+ */
+import { spawn } from 'node:child_process';
+import { closeSync, openSync, promises as fs, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { UserError } from '../errors.js';
+import { exists, writeFileAtomic } from '../fsutil.js';
+import { defaultConfig, mergeConfig, type TrainConfig } from '../train/config.js';
+import { EVAL_FILE, SUMMARY_FILE, train } from '../train/trainer.js';
+import type { GridValue, Sweep, SweepPoint } from './grid.js';
+
+export const POINT_FILE = 'point.json';
+export const ATTEMPTS_FILE = 'attempts.jsonl';
+export const ERROR_FILE = 'error.json';
+export const DONE_FILE = 'done.json';
+export const LOG_FILE = 'train.log';
+export const SWEEP_FILE = 'sweep.json';
+/** Files of ours that survive when a point restarts from scratch. */
+const KEEP_ON_RESTART = new Set([POINT_FILE, ATTEMPTS_FILE, ERROR_FILE, LOG_FILE]);
+/** Environment variable naming the worker in attempt lines. */
+export const WORKER_ENV = 'MICSE_SWEEP_WORKER';
+
+export type PointState = 'done' | 'failed' | 'started' | 'pending';
+
+export interface PointRecord {
+  name: string;
+  params: Record<string, GridValue>;
+  config: TrainConfig;
+}
+
+export interface AttemptLine {
+  event: 'start' | 'done' | 'failed';
+  at: string;
+  host: string;
+  pid: number;
+  worker: string;
+  resume?: boolean;
+  recovered?: boolean;
+  /** mtime of eval.json when the attempt finished (ms). */
+  evalMtimeMs?: number;
+  message?: string;
+}
+
+export interface SweepManifest {
+  sweep: string;
+  keys: string[];
+  points: { name: string; params: Record<string, GridValue> }[];
+}
+
+/** The bits of a config that must match for a rerun to reuse a point directory (train.output may differ). */
+function comparable(c: TrainConfig): string {
+  return JSON.stringify({ ...c, train: { ...c.train, output: null } });
+}
+
+/**
+ * Checks every point directory that already exists against the sweep (same config), before anything is written,
+ * so a changed sweep file cannot silently reuse runs of another config.
+ */
+export async function checkOutDir(out: string, sweep: Sweep): Promise<void> {
+  for (const p of sweep.points) {
+    const rec = await readPoint(path.join(out, p.name)).catch(() => null);
+    if (rec !== null && comparable(rec.config) !== comparable(p.config)) {
+      throw new UserError(`${path.join(out, p.name, POINT_FILE)}: this point was run with another config than ${sweep.file} now gives; ` +
+        `use another --out, or delete the point directory to rerun it`);
+    }
+  }
+}
+
+/** Writes sweep.json and each point's point.json (atomically; existing identical ones are left alone). */
+export async function writeSweepFiles(out: string, sweep: Sweep): Promise<void> {
+  const manifest: SweepManifest = { sweep: sweep.file, keys: sweep.keys, points: sweep.points.map((p) => ({ name: p.name, params: p.params })) };
+  await writeFileAtomic(path.join(out, SWEEP_FILE), JSON.stringify(manifest, null, 2) + '\n');
+  for (const p of sweep.points) {
+    const file = path.join(out, p.name, POINT_FILE);
+    if (await exists(file)) continue;
+    const config = structuredClone(p.config);
+    config.train.output = path.join(out, p.name);
+    await writeFileAtomic(file, JSON.stringify({ name: p.name, params: p.params, config } satisfies PointRecord, null, 2) + '\n');
+  }
+}
+
+/** Reads sweep.json of an output directory. */
+export async function readManifest(out: string): Promise<SweepManifest> {
+  const file = path.join(out, SWEEP_FILE);
+  let text: string;
+  try {
+    text = await fs.readFile(file, 'utf8');
+  } catch {
+    throw new UserError(`${file}: missing; is ${out} a sweep output directory (written by micse sweep)?`);
+  }
+  return JSON.parse(text) as SweepManifest;
+}
+
+/** Reads point.json; the config is re-validated. */
+export async function readPoint(dir: string): Promise<PointRecord> {
+  const file = path.join(dir, POINT_FILE);
+  let rec: PointRecord;
+  try {
+    rec = JSON.parse(await fs.readFile(file, 'utf8')) as PointRecord;
+  } catch (err) {
+    throw new UserError(`${file}: cannot read the point (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+  }
+  return { ...rec, config: mergeConfig(defaultConfig(), rec.config, file) };
+}
+
+/** Reads the attempt log (empty when absent). */
+export async function readAttempts(dir: string): Promise<AttemptLine[]> {
+  const text = await fs.readFile(path.join(dir, ATTEMPTS_FILE), 'utf8').catch(() => '');
+  return text.split('\n').filter((l) => l.trim() !== '').map((l) => JSON.parse(l) as AttemptLine);
+}
+
+async function logAttempt(dir: string, line: Omit<AttemptLine, 'at' | 'host' | 'pid' | 'worker'>): Promise<void> {
+  const full: AttemptLine = { ...line, at: new Date().toISOString(), host: os.hostname(), pid: process.pid, worker: process.env[WORKER_ENV] ?? 'local' };
+  // One short appended line per event (O_APPEND): safe to share between processes on one file system.
+  await fs.appendFile(path.join(dir, ATTEMPTS_FILE), JSON.stringify(full) + '\n');
+}
+
+/** The state of a point directory, from its marker files. */
+export async function pointState(dir: string): Promise<PointState> {
+  if (await exists(path.join(dir, DONE_FILE))) return 'done';
+  if (await exists(path.join(dir, ERROR_FILE))) return 'failed';
+  return (await readAttempts(dir)).some((a) => a.event === 'start') ? 'started' : 'pending';
+}
+
+export type PointOutcome = 'done' | 'skipped';
+
+/**
+ * Runs one point in this process: skips a done point; resumes from `last/` when there is one; otherwise clears a
+ * partial attempt and trains from scratch. Writes done.json after eval.json, or error.json (and rethrows) on failure.
+ */
+export async function runPoint(dir: string, opts: { log?: (line: string) => void } = {}): Promise<PointOutcome> {
+  if (await exists(path.join(dir, DONE_FILE))) return 'skipped';
+  const rec = await readPoint(dir);
+  const config = structuredClone(rec.config);
+  config.train.output = dir;
+  config.train.finalEval = true;
+  const hasLast = await exists(path.join(dir, 'last'));
+  const finished = hasLast && (await exists(path.join(dir, EVAL_FILE))) && (await exists(path.join(dir, SUMMARY_FILE)));
+  await logAttempt(dir, { event: 'start', resume: hasLast });
+  try {
+    if (finished) {
+      // Killed after the trainer finished but before the marker: nothing to redo.
+    } else if (hasLast) {
+      await train(config, { resume: true, quiet: true, ...(opts.log ? { log: opts.log } : {}) });
+    } else {
+      for (const entry of await fs.readdir(dir)) {
+        if (!KEEP_ON_RESTART.has(entry)) await fs.rm(path.join(dir, entry), { recursive: true, force: true });
+      }
+      await train(config, { quiet: true, ...(opts.log ? { log: opts.log } : {}) });
+    }
+    const evalStat = await fs.stat(path.join(dir, EVAL_FILE)).catch(() => null);
+    if (evalStat === null) throw new UserError(`${dir}: training ended without ${EVAL_FILE} (no checkpoint was selected?)`);
+    const ev = JSON.parse(await fs.readFile(path.join(dir, EVAL_FILE), 'utf8')) as { average: number | null };
+    await logAttempt(dir, { event: 'done', evalMtimeMs: evalStat.mtimeMs, ...(finished ? { recovered: true } : {}) });
+    await fs.rm(path.join(dir, ERROR_FILE), { force: true });
+    await writeFileAtomic(path.join(dir, DONE_FILE), JSON.stringify({
+      name: rec.name, average: ev.average, finishedAt: new Date().toISOString(), host: os.hostname(), worker: process.env[WORKER_ENV] ?? 'local',
+    }, null, 2) + '\n');
+    return 'done';
+  } catch (err) {
+    await recordFailure(dir, err instanceof Error ? err.message : String(err), err instanceof Error ? err.stack : undefined);
+    throw err;
+  }
+}
+
+/** Writes error.json and a `failed` attempt line. */
+export async function recordFailure(dir: string, message: string, stack?: string): Promise<void> {
+  await writeFileAtomic(path.join(dir, ERROR_FILE), JSON.stringify({ message, stack: stack ?? null, at: new Date().toISOString() }, null, 2) + '\n');
+  await logAttempt(dir, { event: 'failed', message });
+}
+
+const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'bin', 'micse.js');
+
+export interface ChildRun {
+  /** Resolves with the outcome; rejects with the point's error message. */
+  done: Promise<PointOutcome>;
+  /** Stops the child (SIGTERM). */
+  kill(): void;
+}
+
+/**
+ * Runs one point as a child process `node bin/micse.js sweep point --dir DIR` (its output appended to DIR/train.log).
+ * The child exits when this process dies (IPC disconnect), so a killed worker leaves no orphan training.
+ */
+export function spawnPoint(dir: string, env: NodeJS.ProcessEnv = {}): ChildRun {
+  // A retry starts clean: a stale error.json would be mistaken for this attempt's.
+  rmSync(path.join(dir, ERROR_FILE), { force: true });
+  const fd = openSync(path.join(dir, LOG_FILE), 'a');
+  const child = spawn(process.execPath, [CLI, 'sweep', 'point', '--dir', dir], {
+    stdio: ['ignore', fd, fd, 'ipc'],
+    env: { ...process.env, ...env },
+  });
+  closeSync(fd);
+  const done = new Promise<PointOutcome>((resolve, reject) => {
+    child.once('error', (e) => reject(e));
+    child.once('exit', (code, signal) => {
+      if (code === 0) {
+        resolve('done');
+        return;
+      }
+      const why = signal !== null ? `killed by ${signal}` : `exit code ${code}`;
+      fs.readFile(path.join(dir, ERROR_FILE), 'utf8').then(
+        (t) => reject(new Error((JSON.parse(t) as { message: string }).message)),
+        () => recordFailure(dir, `the point's process ended (${why}); see ${path.join(dir, LOG_FILE)}`).then(
+          () => reject(new Error(`${path.basename(dir)}: ${why}`)), reject),
+      );
+    });
+  });
+  return { done, kill: () => child.kill('SIGTERM') };
+}
+
+/** A point's run directory. */
+export function pointDir(out: string, point: SweepPoint | string): string {
+  return path.join(out, typeof point === 'string' ? point : point.name);
+}

@@ -1,0 +1,252 @@
+/**
+ * A sweep's results: per (split, objective, lambda, other non-seed grid keys), mean and spread over the seeds of
+ * every STS task and their average, read from each done point's eval.json; as Markdown, CSV and a Vega-Lite SVG
+ * of the STS average against the training-set size (log x), one line per objective, error bars = +- std.
+ *
+ * Spread: the sample standard deviation (n - 1 in the denominator); with one seed it is undefined (empty in the
+ * CSV, omitted in the table).
+ */
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import type { TopLevelSpec } from 'vega-lite';
+import { STS_TASK_INFO, STS_TEST_TASKS } from '../../eval/sts.js';
+import type { StsReportJson } from '../../eval/report.js';
+import { UserError } from '../errors.js';
+import { writeFileAtomic } from '../fsutil.js';
+import { EVAL_FILE } from '../train/trainer.js';
+import { renderSvg } from '../train/plots.js';
+import { SEED_KEYS, SPLIT_KEY, type GridValue } from './grid.js';
+import { pointDir, pointState, readManifest, readPoint } from './point.js';
+
+export const REPORT_MD = 'report.md';
+export const REPORT_CSV = 'report.csv';
+export const REPORT_SVG = 'sts-avg.svg';
+/** Decimals in the Markdown table (the published tables use 2). */
+export const REPORT_DECIMALS = 2;
+/** Grid keys shown as their own columns (not as "other keys"). */
+const FIXED_KEYS = new Set([SPLIT_KEY, 'data.fraction', 'data.count', 'objective.style', 'objective.lambda']);
+const STYLE_LABEL: Readonly<Record<string, string>> = { micse: 'miCSE', simcse: 'SimCSE' };
+
+export interface Stat {
+  mean: number;
+  /** Sample standard deviation; null with fewer than 2 values. */
+  std: number | null;
+}
+
+export interface ReportRow {
+  /** Training sentences (the subset's size from the run's subset-manifest.json). */
+  sentences: number;
+  fraction: number | null;
+  count: number | null;
+  style: string;
+  lambda: number;
+  /** Other non-seed grid keys of the group. */
+  other: Record<string, GridValue>;
+  /** Points averaged (one per seed combination). */
+  n: number;
+  /** Seed values of the points, e.g. "48,49". */
+  seeds: string[];
+  /** Per task label (STS12 ... SICK-R). */
+  tasks: Record<string, Stat>;
+  avg: Stat;
+  /** Plot line this row belongs to. */
+  series: string;
+}
+
+export interface SweepReport {
+  dir: string;
+  /** Task labels in table order. */
+  taskLabels: string[];
+  otherKeys: string[];
+  rows: ReportRow[];
+  /** Points without a done marker (not in the table). */
+  missing: { name: string; state: string }[];
+}
+
+/** Mean and sample standard deviation. */
+export function meanStd(xs: readonly number[]): Stat {
+  const mean = xs.reduce((s, x) => s + x, 0) / xs.length;
+  if (xs.length < 2) return { mean, std: null };
+  const v = xs.reduce((s, x) => s + (x - mean) ** 2, 0) / (xs.length - 1);
+  return { mean, std: Math.sqrt(v) };
+}
+
+interface PointResult {
+  name: string;
+  sentences: number;
+  fraction: number | null;
+  count: number | null;
+  style: string;
+  lambda: number;
+  other: Record<string, GridValue>;
+  seed: string;
+  scores: Record<string, number | null>;
+  avg: number | null;
+}
+
+async function readJson<T>(file: string): Promise<T> {
+  try {
+    return JSON.parse(await fs.readFile(file, 'utf8')) as T;
+  } catch (err) {
+    throw new UserError(`${file}: cannot read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+  }
+}
+
+/** Collects the done points of the sweep in `dir` and aggregates them over seeds. */
+export async function buildSweepReport(dir: string): Promise<SweepReport> {
+  const manifest = await readManifest(dir);
+  const otherKeys = manifest.keys.filter((k) => !FIXED_KEYS.has(k) && !SEED_KEYS.includes(k));
+  const seedKeys = manifest.keys.filter((k) => SEED_KEYS.includes(k));
+  const results: PointResult[] = [];
+  const missing: SweepReport['missing'] = [];
+  for (const p of manifest.points) {
+    const pdir = pointDir(dir, p.name);
+    const state = await pointState(pdir);
+    if (state !== 'done') {
+      missing.push({ name: p.name, state });
+      continue;
+    }
+    const rec = await readPoint(pdir);
+    const ev = await readJson<StsReportJson>(path.join(pdir, EVAL_FILE));
+    const manifestFile = await readJson<{ selection: { size: number } }>(path.join(pdir, 'subset-manifest.json'));
+    const scores: Record<string, number | null> = {};
+    for (const t of STS_TEST_TASKS) {
+      const r = ev.results[STS_TASK_INFO[t].senteval];
+      if (r !== undefined) scores[STS_TASK_INFO[t].label] = r.spearman;
+    }
+    results.push({
+      name: p.name,
+      sentences: manifestFile.selection.size,
+      fraction: rec.config.data.fraction,
+      count: rec.config.data.count,
+      style: rec.config.objective.style,
+      lambda: rec.config.objective.lambda,
+      other: Object.fromEntries(otherKeys.map((k) => [k, p.params[k] ?? null])),
+      seed: seedKeys.map((k) => String(p.params[k])).join('/') || '-',
+      scores,
+      avg: ev.average,
+    });
+  }
+  // Task columns: those every done point evaluated, in table order.
+  const taskLabels = STS_TEST_TASKS.map((t) => STS_TASK_INFO[t].label).filter((l) => results.length > 0 && results.every((r) => typeof r.scores[l] === 'number'));
+  const lambdaInGrid = manifest.keys.includes('objective.lambda');
+  const groups = new Map<string, PointResult[]>();
+  for (const r of results) {
+    const key = JSON.stringify([r.sentences, r.fraction, r.count, r.style, r.lambda, r.other]);
+    groups.set(key, [...(groups.get(key) ?? []), r]);
+  }
+  const rows: ReportRow[] = [...groups.values()].map((g) => {
+    const f = g[0]!;
+    const seriesParts = [STYLE_LABEL[f.style] ?? f.style];
+    if (lambdaInGrid && f.style === 'micse') seriesParts.push(`lambda=${f.lambda}`);
+    for (const k of otherKeys) seriesParts.push(`${k.split('.').pop()}=${String(f.other[k])}`);
+    const avgs = g.map((r) => r.avg).filter((x): x is number => typeof x === 'number');
+    return {
+      sentences: f.sentences, fraction: f.fraction, count: f.count, style: f.style, lambda: f.lambda, other: f.other,
+      n: g.length,
+      seeds: g.map((r) => r.seed),
+      tasks: Object.fromEntries(taskLabels.map((l) => [l, meanStd(g.map((r) => r.scores[l] as number))])),
+      avg: avgs.length === g.length ? meanStd(avgs) : { mean: NaN, std: null },
+      series: seriesParts.join(' '),
+    };
+  });
+  rows.sort((a, b) => a.series.localeCompare(b.series) || a.sentences - b.sentences);
+  return { dir, taskLabels, otherKeys, rows, missing };
+}
+
+function splitLabel(r: ReportRow): string {
+  if (r.fraction !== null) return `${Number((r.fraction * 100).toPrecision(6))}%`;
+  if (r.count !== null) return `${r.count} sent.`;
+  return 'all';
+}
+
+function fmtStat(s: Stat): string {
+  if (!Number.isFinite(s.mean)) return 'n/a';
+  return s.std === null ? s.mean.toFixed(REPORT_DECIMALS) : `${s.mean.toFixed(REPORT_DECIMALS)} ± ${s.std.toFixed(REPORT_DECIMALS)}`;
+}
+
+/** The Markdown table (one row per group), then a line naming the points left out. */
+export function formatReportMarkdown(r: SweepReport): string {
+  const header = ['sentences', 'split', 'objective', 'lambda', ...r.otherKeys, 'seeds', ...r.taskLabels, 'Avg'];
+  const body = r.rows.map((row) => [
+    String(row.sentences), splitLabel(row), STYLE_LABEL[row.style] ?? row.style, row.style === 'simcse' ? '-' : String(row.lambda),
+    ...r.otherKeys.map((k) => String(row.other[k])), String(row.n),
+    ...r.taskLabels.map((l) => fmtStat(row.tasks[l]!)), fmtStat(row.avg),
+  ]);
+  const widths = header.map((h, c) => Math.max(h.length, ...body.map((b) => b[c]!.length)));
+  const line = (cells: string[]) => `| ${cells.map((x, c) => x.padStart(widths[c]!)).join(' | ')} |`;
+  const out = [
+    `STS Spearman x 100, mean ± sample std over seeds (${r.rows.reduce((s, x) => s + x.n, 0)} runs)`,
+    '',
+    line(header),
+    `|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`,
+    ...body.map(line),
+  ];
+  if (r.missing.length > 0) {
+    out.push('', `not in the table (${r.missing.length} points not done): ${r.missing.map((m) => `${m.name} (${m.state})`).join(', ')}`);
+  }
+  return out.join('\n') + '\n';
+}
+
+function csvCell(v: string | number | null): string {
+  if (v === null) return '';
+  const s = String(v);
+  return /[",\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
+}
+
+/** CSV with full-precision numbers: `<task>_mean`, `<task>_std` per task and `avg_mean`, `avg_std`. */
+export function formatReportCsv(r: SweepReport): string {
+  const header = ['sentences', 'fraction', 'count', 'style', 'lambda', ...r.otherKeys, 'n', 'seeds',
+    ...r.taskLabels.flatMap((l) => [`${l}_mean`, `${l}_std`]), 'avg_mean', 'avg_std'];
+  const lines = [header.map(csvCell).join(',')];
+  for (const row of r.rows) {
+    const cells: (string | number | null)[] = [row.sentences, row.fraction, row.count, row.style, row.lambda,
+      ...r.otherKeys.map((k) => (row.other[k] === null ? null : String(row.other[k]))), row.n, row.seeds.join(' '),
+      ...r.taskLabels.flatMap((l) => [row.tasks[l]!.mean, row.tasks[l]!.std]), row.avg.mean, row.avg.std];
+    lines.push(cells.map(csvCell).join(','));
+  }
+  return lines.join('\n') + '\n';
+}
+
+export interface CurvePoint {
+  sentences: number;
+  mean: number;
+  /** mean - std and mean + std (= mean when std is undefined). */
+  lo: number;
+  hi: number;
+  series: string;
+}
+
+/** Vega-Lite: STS average against training sentences (log x), one line per series, error bars lo..hi. */
+export function sweepCurveSpec(title: string, points: CurvePoint[]): TopLevelSpec {
+  return {
+    $schema: 'https://vega.github.io/schema/vega-lite/v5.json',
+    title,
+    width: 560,
+    height: 320,
+    data: { values: points },
+    encoding: {
+      x: { field: 'sentences', type: 'quantitative', scale: { type: 'log' }, title: 'training sentences (log scale)' },
+      color: { field: 'series', type: 'nominal', title: null },
+    },
+    layer: [
+      { mark: { type: 'line', point: true }, encoding: { y: { field: 'mean', type: 'quantitative', scale: { zero: false }, title: 'STS average (Spearman x 100)' } } },
+      { mark: { type: 'errorbar', ticks: true }, encoding: { y: { field: 'lo', type: 'quantitative' }, y2: { field: 'hi' } } },
+    ],
+  };
+}
+
+/** Builds the report of `dir` and writes report.md, report.csv and sts-avg.svg into it. */
+export async function writeSweepReport(dir: string): Promise<{ report: SweepReport; markdown: string; files: string[] }> {
+  const report = await buildSweepReport(dir);
+  if (report.rows.length === 0) throw new UserError(`${dir}: no point is done yet (${report.missing.length} points); nothing to report`);
+  const markdown = formatReportMarkdown(report);
+  const curve: CurvePoint[] = report.rows.filter((r) => Number.isFinite(r.avg.mean)).map((r) => ({
+    sentences: r.sentences, mean: r.avg.mean, lo: r.avg.mean - (r.avg.std ?? 0), hi: r.avg.mean + (r.avg.std ?? 0), series: r.series,
+  }));
+  const files = [REPORT_MD, REPORT_CSV, REPORT_SVG].map((f) => path.join(dir, f));
+  await writeFileAtomic(files[0]!, markdown);
+  await writeFileAtomic(files[1]!, formatReportCsv(report));
+  await writeFileAtomic(files[2]!, await renderSvg(sweepCurveSpec('STS average vs training-set size (mean ± std over seeds)', curve)));
+  return { report, markdown, files };
+}
