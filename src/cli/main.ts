@@ -11,8 +11,9 @@ import { evalCommand } from './eval.js';
 import { dataCommand } from './data.js';
 import { useCommands } from './use.js';
 import { exportCommand } from './export.js';
+import { sweepCommands } from './sweep.js';
 
-const commands: CommandModule<any, any>[] = [trainCommand, embedCommand, evalCommand, dataCommand, exportCommand, ...useCommands];
+const commands: CommandModule<any, any>[] = [trainCommand, embedCommand, evalCommand, dataCommand, exportCommand, ...useCommands, ...sweepCommands];
 
 async function main(argv: string[]): Promise<void> {
   let cli = yargs(argv)

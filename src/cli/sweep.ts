@@ -1,0 +1,168 @@
+/**
+ * `micse sweep --config F [--parallel N] [--out DIR] [--queue redis://HOST:PORT]`, `micse sweep status`,
+ * `micse sweep report DIR`, and `micse worker --queue ...`. (`micse sweep point --dir D` runs one point; the
+ * sweep runner and workers start it as a child process.)
+ */
+import path from 'node:path';
+import type { CommandModule } from 'yargs';
+import { UserError } from '../errors.js';
+import { loadSweep } from '../sweep/grid.js';
+import { runSweep, DEFAULT_PARALLEL } from '../sweep/local.js';
+import { runPoint } from '../sweep/point.js';
+import { assertQueueUrl, DEFAULT_QUEUE_NAME, enqueueSweep, queueStatus, type QueueStatus } from '../sweep/queue.js';
+import { writeSweepReport } from '../sweep/report.js';
+import { diskStatus, formatStatus, type DiskStatus } from '../sweep/status.js';
+import { DEFAULT_LOCK_DURATION_MS, DEFAULT_MAX_STALLED_COUNT, DEFAULT_STALLED_INTERVAL_MS, runWorker } from '../sweep/worker.js';
+
+/** Where a sweep writes when --out is not given: checkpoints/sweeps/<sweep file name>. */
+export function defaultSweepOut(file: string): string {
+  return path.join('checkpoints', 'sweeps', path.basename(file).replace(/\.(ya?ml|json)$/i, ''));
+}
+
+interface SweepArgs {
+  config?: string;
+  parallel: number;
+  out?: string;
+  queue?: string;
+  'queue-name': string;
+  quiet: boolean;
+}
+
+const statusCommand: CommandModule<object, { queue?: string; out?: string; 'queue-name': string }> = {
+  command: 'status',
+  describe: 'Show done, running, failed and queued points (from --queue, from --out, or both)',
+  builder: (y) =>
+    y
+      .option('queue', { type: 'string', describe: 'redis://HOST:PORT of a distributed sweep' })
+      .option('queue-name', { type: 'string', default: DEFAULT_QUEUE_NAME, describe: 'BullMQ queue name' })
+      .option('out', { type: 'string', describe: 'sweep output directory (holding sweep.json)' })
+      .check((a) => {
+        if (a.queue === undefined && a.out === undefined) throw new UserError('pass --queue redis://HOST:PORT and/or --out DIR');
+        return true;
+      }) as never,
+  handler: async (a) => {
+    if (a.queue !== undefined) assertQueueUrl(a.queue);
+    const q: QueueStatus | null = a.queue !== undefined ? await queueStatus({ url: a.queue, queueName: a['queue-name'] }) : null;
+    const d: DiskStatus | null = a.out !== undefined ? await diskStatus(a.out) : null;
+    process.stdout.write(formatStatus(d, q) + '\n');
+  },
+};
+
+const reportCommand: CommandModule<object, { dir: string }> = {
+  command: 'report <dir>',
+  describe: 'Mean ± std over seeds per split/objective/lambda: report.md, report.csv and sts-avg.svg in DIR',
+  builder: (y) => y.positional('dir', { type: 'string', demandOption: true, describe: 'sweep output directory' }) as never,
+  handler: async (a) => {
+    const { markdown, files } = await writeSweepReport(a.dir);
+    process.stdout.write(markdown);
+    process.stderr.write(`wrote ${files.join(', ')}\n`);
+  },
+};
+
+const pointCommand: CommandModule<object, { dir: string }> = {
+  command: 'point',
+  describe: false,
+  builder: (y) => y.option('dir', { type: 'string', demandOption: true, describe: 'point run directory (holding point.json)' }) as never,
+  handler: async (a) => {
+    // Started by a sweep runner or worker over IPC: die with the parent, so a killed worker leaves no orphan run.
+    const orphaned = () => process.exit(1);
+    if (process.connected) process.once('disconnect', orphaned);
+    try {
+      await runPoint(a.dir);
+    } finally {
+      // The open IPC channel would keep this process alive after the handler.
+      process.off('disconnect', orphaned);
+      if (process.connected) process.disconnect();
+    }
+  },
+};
+
+export const sweepCommand: CommandModule<object, SweepArgs> = {
+  command: 'sweep',
+  describe: 'Run a grid of training runs (few-shot ablations) locally or on a Redis queue; status; report',
+  builder: (y) =>
+    y
+      .command(statusCommand)
+      .command(reportCommand)
+      .command(pointCommand)
+      .option('config', { type: 'string', describe: 'sweep file: base + grid (see configs/sweeps/)' })
+      .option('parallel', { type: 'number', default: DEFAULT_PARALLEL, describe: 'points at once on this machine (child processes)' })
+      .option('out', { type: 'string', describe: 'output directory (default checkpoints/sweeps/<sweep name>); a shared path with --queue' })
+      .option('queue', { type: 'string', describe: 'redis://HOST:PORT: enqueue the points for `micse worker`s instead of running them' })
+      .option('queue-name', { type: 'string', default: DEFAULT_QUEUE_NAME, describe: 'BullMQ queue name' })
+      .option('quiet', { type: 'boolean', default: false, describe: 'no progress line' }) as never,
+  handler: async (a) => {
+    if (a.config === undefined) throw new UserError('pass --config SWEEP.yaml (or a subcommand: status, report)');
+    if (!Number.isInteger(a.parallel) || a.parallel < 1) throw new UserError(`--parallel must be a positive integer, got ${a.parallel}`);
+    if (a.queue !== undefined) assertQueueUrl(a.queue);
+    const sweep = await loadSweep(a.config);
+    const out = a.out ?? defaultSweepOut(a.config);
+    if (a.queue !== undefined) {
+      const r = await enqueueSweep(sweep, { url: a.queue, queueName: a['queue-name'], out });
+      process.stdout.write(`${r.total} points in ${r.out}: ${r.added.length} enqueued, ${r.retried.length} failed ones retried, ` +
+        `${r.queued.length} already queued or running, ${r.done.length} done\n` +
+        `start workers with: npx micse worker --queue ${a.queue}${a['queue-name'] !== DEFAULT_QUEUE_NAME ? ` --queue-name ${a['queue-name']}` : ''}\n`);
+      return;
+    }
+    const r = await runSweep(sweep, { out, parallel: a.parallel, quiet: a.quiet });
+    process.stdout.write(`${r.total} points in ${r.out}: ${r.done.length} run now, ${r.skipped.length} already done, ${r.failed.length} failed\n`);
+    if (r.failed.length > 0) {
+      throw new UserError(`${r.failed.length} point(s) failed (see error.json in each): ${r.failed.map((f) => f.name).join(', ')}; ` +
+        'run the same command again to retry them');
+    }
+  },
+};
+
+interface WorkerArgs {
+  queue: string;
+  'queue-name': string;
+  concurrency: number;
+  out?: string;
+  name?: string;
+  'exit-when-idle': boolean;
+  'lock-duration': number;
+  'stalled-interval': number;
+  'max-stalled': number;
+}
+
+export const workerCommand: CommandModule<object, WorkerArgs> = {
+  command: 'worker',
+  describe: 'Take sweep points from a Redis queue (micse sweep --queue) and run them into the shared output directory',
+  builder: (y) =>
+    y
+      .option('queue', { type: 'string', demandOption: true, describe: 'redis://HOST:PORT' })
+      .option('queue-name', { type: 'string', default: DEFAULT_QUEUE_NAME, describe: 'BullMQ queue name' })
+      .option('concurrency', { type: 'number', default: 1, describe: 'points at once in this worker (child processes)' })
+      .option('out', { type: 'string', describe: "the shared output directory's path on this machine (default: as enqueued)" })
+      .option('name', { type: 'string', describe: 'worker name in logs and attempts.jsonl (default host:pid)' })
+      .option('exit-when-idle', { type: 'boolean', default: false, describe: 'exit once nothing is queued or running' })
+      .option('lock-duration', { type: 'number', default: DEFAULT_LOCK_DURATION_MS, describe: 'ms a point lock lives without renewal' })
+      .option('stalled-interval', { type: 'number', default: DEFAULT_STALLED_INTERVAL_MS, describe: 'ms between checks for points of dead workers' })
+      .option('max-stalled', { type: 'number', default: DEFAULT_MAX_STALLED_COUNT, describe: 'times a point may be taken again after its worker died' }) as never,
+  handler: async (a) => {
+    assertQueueUrl(a.queue);
+    for (const k of ['concurrency', 'lock-duration', 'stalled-interval', 'max-stalled'] as const) {
+      if (!Number.isInteger(a[k]) || a[k] < 1) throw new UserError(`--${k} must be a positive integer, got ${a[k]}`);
+    }
+    let onSignal: (() => void) | undefined;
+    const stop = new Promise<void>((resolve) => {
+      onSignal = () => resolve();
+      process.once('SIGINT', onSignal);
+      process.once('SIGTERM', onSignal);
+    });
+    try {
+      const r = await runWorker({
+        url: a.queue, queueName: a['queue-name'], concurrency: a.concurrency, lockDurationMs: a['lock-duration'],
+        stalledIntervalMs: a['stalled-interval'], maxStalledCount: a['max-stalled'], exitWhenIdle: a['exit-when-idle'], stop,
+        ...(a.out !== undefined ? { out: a.out } : {}), ...(a.name !== undefined ? { name: a.name } : {}),
+      });
+      process.stdout.write(`worker: ${r.completed.length} points done, ${r.failed.length} failed\n`);
+    } finally {
+      process.off('SIGINT', onSignal!);
+      process.off('SIGTERM', onSignal!);
+    }
+  },
+};
+
+/** The commands this module adds to the CLI. */
+export const sweepCommands = [sweepCommand, workerCommand] as CommandModule<any, any>[]; // eslint-disable-line @typescript-eslint/no-explicit-any
