@@ -165,4 +165,4 @@ export const workerCommand: CommandModule<object, WorkerArgs> = {
 };
 
 /** The commands this module adds to the CLI. */
-export const sweepCommands = [sweepCommand, workerCommand] as CommandModule<any, any>[]; // eslint-disable-line @typescript-eslint/no-explicit-any
+export const sweepCommands = [sweepCommand, workerCommand] as CommandModule<any, any>[];

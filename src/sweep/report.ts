@@ -217,6 +217,8 @@ export interface CurvePoint {
   series: string;
 }
 
+const Y_TITLE = 'STS average (Spearman x 100)';
+
 /** Vega-Lite: STS average against training sentences (log x), one line per series, error bars lo..hi. */
 export function sweepCurveSpec(title: string, points: CurvePoint[]): TopLevelSpec {
   return {
@@ -230,8 +232,8 @@ export function sweepCurveSpec(title: string, points: CurvePoint[]): TopLevelSpe
       color: { field: 'series', type: 'nominal', title: null },
     },
     layer: [
-      { mark: { type: 'line', point: true }, encoding: { y: { field: 'mean', type: 'quantitative', scale: { zero: false }, title: 'STS average (Spearman x 100)' } } },
-      { mark: { type: 'errorbar', ticks: true }, encoding: { y: { field: 'lo', type: 'quantitative' }, y2: { field: 'hi' } } },
+      { mark: { type: 'line', point: true }, encoding: { y: { field: 'mean', type: 'quantitative', scale: { zero: false }, title: Y_TITLE } } },
+      { mark: { type: 'errorbar', ticks: true }, encoding: { y: { field: 'lo', type: 'quantitative', title: Y_TITLE }, y2: { field: 'hi' } } },
     ],
   };
 }
