@@ -4,15 +4,16 @@
  * One job per point, job id = point name (so enqueuing twice adds nothing). A job carries the output directory,
  * which every worker must reach at the same path (a shared file system: NFS, a cloud file share or a bucket
  * mounted with a FUSE driver; a worker started with `--out` maps it to its own mount point).
- * Redis is reached through src/sweep/resp.ts; a URL that does not answer fails within the connect timeout,
- * before anything is written.
+ * Redis is reached through src/sweep/redis.ts (ioredis); a URL that does not answer fails within the connect
+ * timeout, before anything is written.
  */
 import path from 'node:path';
 import { Queue, type Job } from 'bullmq';
 import { UserError } from '../errors.js';
 import { loadSweep, type Sweep } from './grid.js';
 import { checkOutDir, pointDir, pointState, writeSweepFiles } from './point.js';
-import { DEFAULT_CONNECT_TIMEOUT_MS, parseRedisUrl, RespClient, type RespClientOptions } from './resp.js';
+import { checkRedis, createRedis, parseRedisUrl } from './redis.js';
+
 
 /** Queue name used when none is given (sweeps share it: job data carries the output directory). */
 export const DEFAULT_QUEUE_NAME = 'micse-sweep';
@@ -32,21 +33,6 @@ export interface PointJobData {
   name: string;
 }
 
-/** Client options for `url` (a bad URL is a UserError). */
-export function redisOptions(q: QueueOptions, onLost?: (err: Error) => void): RespClientOptions {
-  return { ...parseRedisUrl(q.url), connectTimeoutMs: q.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS, ...(onLost ? { onLost } : {}) };
-}
-
-/** Connects and PINGs once; a Redis that does not answer is a UserError within the connect timeout. */
-export async function checkRedis(q: QueueOptions): Promise<void> {
-  const c = new RespClient(redisOptions(q));
-  try {
-    await c.connect();
-  } finally {
-    c.disconnect();
-  }
-}
-
 /** An open queue; `close()` also closes the Redis connection (BullMQ leaves connections it was given open). */
 export interface OpenQueue {
   queue: Queue<PointJobData>;
@@ -56,8 +42,8 @@ export interface OpenQueue {
 /** Opens the BullMQ queue (after checking Redis answers). */
 export async function openQueue(q: QueueOptions): Promise<OpenQueue> {
   await checkRedis(q);
-  const client = new RespClient(redisOptions(q));
-  const queue = new Queue<PointJobData>(q.queueName ?? DEFAULT_QUEUE_NAME, { connection: client as never });
+  const client = createRedis(q);
+  const queue = new Queue<PointJobData>(q.queueName ?? DEFAULT_QUEUE_NAME, { connection: client });
   queue.on('error', () => undefined);
   const close = async () => {
     await queue.close().catch(() => undefined);

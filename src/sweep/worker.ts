@@ -9,8 +9,8 @@ import os from 'node:os';
 import { Worker, type Job } from 'bullmq';
 import { UserError } from '../errors.js';
 import { pointDir, pointState, spawnPoint, WORKER_ENV, type ChildRun } from './point.js';
-import { checkRedis, DEFAULT_QUEUE_NAME, openQueue, redisOptions, type PointJobData, type QueueOptions } from './queue.js';
-import { RespClient } from './resp.js';
+import { DEFAULT_QUEUE_NAME, openQueue, type PointJobData, type QueueOptions } from './queue.js';
+import { checkRedis, createRedis } from './redis.js';
 
 /** BullMQ's defaults, named: how long a job's lock lives without renewal, and how often stalled jobs are looked for. */
 export const DEFAULT_LOCK_DURATION_MS = 30_000;
@@ -80,9 +80,9 @@ export async function runWorker(opts: WorkerOptions): Promise<WorkerResult> {
     }
   };
 
-  const client = new RespClient(redisOptions(opts, lost));
+  const client = createRedis(opts, lost);
   const worker = new Worker<PointJobData>(opts.queueName ?? DEFAULT_QUEUE_NAME, processor, {
-    connection: client as never,
+    connection: client,
     name,
     concurrency: Math.max(1, opts.concurrency ?? 1),
     lockDuration: opts.lockDurationMs ?? DEFAULT_LOCK_DURATION_MS,
