@@ -44,3 +44,12 @@ export { buildIndex, type BuildIndexOptions, type BuildIndexReport, type IndexMe
 export { openIndex, readIndexMeta, type SearchHit, type SearchResult, type OpenIndexOptions } from './use/search.js';
 export { cluster, clusterVectors, type ClusterOptions, type ClusterResult, type ClusterInfo } from './use/cluster.js';
 export { modelFingerprint, type ModelFingerprint } from './use/fingerprint.js';
+
+// Few-shot ablation sweeps (local, or distributed on Redis through BullMQ)
+export { loadSweep, type Sweep, type SweepPoint, type GridValue } from './sweep/grid.js';
+export { runSweep, type RunSweepOptions, type RunSweepResult } from './sweep/local.js';
+export { runPoint, pointState, readAttempts, type PointState } from './sweep/point.js';
+export { enqueueSweep, queueStatus, type QueueOptions } from './sweep/queue.js';
+export { runWorker, type WorkerOptions, type WorkerResult } from './sweep/worker.js';
+export { checkRedis } from './sweep/redis.js';
+export { buildSweepReport, writeSweepReport, formatReportMarkdown, formatReportCsv } from './sweep/report.js';
