@@ -8,8 +8,7 @@
  */
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { evaluateSts, stsbDevSpearman, STS_TEST_TASKS, type StsEvaluation } from '../../eval/sts.js';
-import { loadStsTask } from '../../eval/sts.js';
+import { evaluateSts, loadStsTask, stsbDevSpearman, STS_TEST_TASKS, type StsEvaluation } from '../../eval/sts.js';
 import { formatStsTable, stsReportJson } from '../../eval/report.js';
 import { TwoViewBatchIterator, type BatchIteratorState, type TwoViewBatch } from '../data/batches.js';
 import { loadTrainingSentences } from '../data/subset.js';
@@ -114,8 +113,9 @@ export async function train(config: TrainConfig, opts: TrainOptions = {}): Promi
     throw new UserError(`${runDir}: already holds a run; resume it with --resume ${runDir}, or set train.output to a new directory`);
   }
 
-  // Everything that can fail on the user's input is checked before the run directory is created.
-  loadStsTask(c.data.senteval, 'stsb-dev');
+  // Everything that can fail on the user's input is checked before the run directory is created. The STS-B dev
+  // split is read once here and scored at every evaluation.
+  const stsbDev = loadStsTask(c.data.senteval, 'stsb-dev');
   const data = await loadTrainingSentences({
     path: c.data.train, format: c.data.format, column: c.data.column, fraction: c.data.fraction, count: c.data.count,
     subsetSeed: c.data.subsetSeed, onInvalid: c.data.onInvalid,
@@ -173,7 +173,7 @@ export async function train(config: TrainConfig, opts: TrainOptions = {}): Promi
   let stepsThisProcess = 0;
 
   const evaluateAndSave = async (): Promise<void> => {
-    const score = await stsbDevSpearman(encode, c.data.senteval, { batchSize: c.train.evalBatchSize });
+    const score = await stsbDevSpearman(encode, stsbDev, { batchSize: c.train.evalBatchSize });
     const better = state.bestScore === null || score > state.bestScore;
     if (better) {
       state.bestScore = score;
