@@ -7,7 +7,7 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { UserError } from '../errors.js';
-import { writeFileAtomic } from '../fsutil.js';
+import { exists, writeFileAtomic } from '../fsutil.js';
 
 export type SafetensorsDtype = 'F32' | 'F16' | 'BF16' | 'F64' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL';
 
@@ -151,7 +151,6 @@ export async function readSafetensors(file: string): Promise<{ tensors: Map<stri
 export async function readSafetensorsDir(dir: string): Promise<Map<string, HostTensor>> {
   const index = path.join(dir, 'model.safetensors.index.json');
   const single = path.join(dir, 'model.safetensors');
-  const exists = async (p: string) => fs.access(p).then(() => true, () => false);
   if (await exists(single)) return (await readSafetensors(single)).tensors;
   if (!(await exists(index))) {
     throw new UserError(`${dir}: no model.safetensors or model.safetensors.index.json (only safetensors weights are read; ` +
