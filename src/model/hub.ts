@@ -11,6 +11,7 @@ import path from 'node:path';
 import { UserError } from '../errors.js';
 import { downloadFile } from '../data/download.js';
 import { exists } from '../fsutil.js';
+import { hasSafetensorsWeights } from './safetensors.js';
 
 /** Files a BERT checkpoint directory needs (one weight file and one tokenizer file of each pair). */
 export const MODEL_FILES = ['config.json', 'model.safetensors', 'tokenizer.json', 'vocab.txt', 'tokenizer_config.json'] as const;
@@ -64,9 +65,7 @@ export async function resolveModelDir(dirOrName: string, opts: ResolveOptions = 
   const cache = opts.cacheDir ?? hubCacheDir();
   const revision = opts.revision ?? 'main';
   const snap = await cachedSnapshot(dirOrName, revision, cache);
-  if (snap !== null && (await exists(path.join(snap, 'model.safetensors')) || await exists(path.join(snap, 'model.safetensors.index.json')))) {
-    return snap;
-  }
+  if (snap !== null && (await hasSafetensorsWeights(snap))) return snap;
   const offline = opts.offline === true || process.env['HF_HUB_OFFLINE'] === '1';
   const target = snap ?? path.join(repoFolder(dirOrName, cache), 'snapshots', revision);
   const help = `put ${REQUIRED.join(' and ')} plus tokenizer.json or vocab.txt in ${target} (or pass a local checkpoint directory)`;

@@ -11,7 +11,7 @@ import { ensureBackend, selectBackend, type BackendName, type BackendSelection }
 import { BertModel } from './bert.js';
 import { parseBertConfig, type BertConfig } from './config.js';
 import { resolveModelDir, type ResolveOptions } from './hub.js';
-import { readSafetensorsDir, type HostTensor } from './safetensors.js';
+import { hasSafetensorsWeights, readSafetensorsDir, type HostTensor } from './safetensors.js';
 import { tf } from './tf.js';
 import { mapCheckpoint } from './weights.js';
 
@@ -106,8 +106,7 @@ export async function loadPretrained(dirOrName: string, opts: LoadOptions = {}):
     throw new UserError(`${dir}: the tokenizer has ${tokenizer.vocabSize} tokens but config.json's vocab_size is ${config.vocabSize}`);
   }
   // A TF.js export (`micse export --format tfjs`: model.json + shards, no model.safetensors) holds the same names.
-  const tfjs = !(await exists(path.join(dir, 'model.safetensors'))) && !(await exists(path.join(dir, 'model.safetensors.index.json'))) &&
-    (await exists(path.join(dir, 'model.json')));
+  const tfjs = !(await hasSafetensorsWeights(dir)) && (await exists(path.join(dir, 'model.json')));
   const raw = tfjs ? await readTfjsWeights(dir) : await readSafetensorsDir(dir);
   const mapped = mapCheckpoint(raw, config, path.join(dir, tfjs ? 'model.json' : 'model.safetensors'));
   const model = BertModel.fromTensors(config, mapped.tensors);

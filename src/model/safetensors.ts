@@ -144,6 +144,11 @@ export async function readSafetensors(file: string): Promise<{ tensors: Map<stri
   return parseSafetensors(buf, file);
 }
 
+/** Whether `dir` holds safetensors weights: model.safetensors or a model.safetensors.index.json. */
+export async function hasSafetensorsWeights(dir: string): Promise<boolean> {
+  return (await exists(path.join(dir, 'model.safetensors'))) || (await exists(path.join(dir, 'model.safetensors.index.json')));
+}
+
 /**
  * Reads the weights of a Hugging Face directory: model.safetensors, or the shards listed in
  * model.safetensors.index.json.
