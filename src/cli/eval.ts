@@ -16,24 +16,16 @@ import {
 } from '../../eval/sts.js';
 import { UserError } from '../errors.js';
 import { writeFileAtomic } from '../fsutil.js';
-import type { BackendName } from '../model/backend.js';
-import { embed, type EmbedOptions } from '../model/embed.js';
-import { EMBED_POOLERS, type EmbedPooler } from '../model/pooling.js';
-import { loadPretrained } from '../model/pretrained.js';
-import { activateBackend, withBackend } from './common.js';
-import { resolveCheckpoint } from '../model/pretrained.js';
+import { embed } from '../model/embed.js';
+import { loadPretrained, resolveCheckpoint } from '../model/pretrained.js';
+import { activateBackend, embedOpts, withEmbedFlags, type EmbedFlags } from './common.js';
 
 /** Where `--data` points when not given, relative to the working directory. */
 export const DEFAULT_SENTEVAL_DIR = path.join('data', 'senteval');
 
-interface EvalArgs {
-  model: string;
+interface EvalArgs extends EmbedFlags {
   data: string;
   tasks: string;
-  pooler: EmbedPooler;
-  'batch-size': number;
-  'max-length'?: number;
-  backend: BackendName;
   json?: string;
   detail: boolean;
 }
@@ -51,17 +43,13 @@ export const evalCommand: CommandModule<object, EvalArgs> = {
   command: 'eval',
   describe: 'STS evaluation (SentEval protocol): STS12-16, STS-B, SICK-R, Avg; Spearman x 100',
   builder: (y) =>
-    withBackend(y)
-      .option('model', { type: 'string', demandOption: true, describe: 'checkpoint directory, run directory (uses best/, else last/) or Hub name' })
+    withEmbedFlags(y, DEFAULT_EVAL_BATCH_SIZE)
       .option('data', { type: 'string', default: DEFAULT_SENTEVAL_DIR, describe: 'SentEval data root (holding STS/ and SICK/)' })
       .option('tasks', {
         type: 'string',
         default: ALL_TASKS_ALIAS,
         describe: `comma-separated: ${STS_TASK_NAMES.join(', ')}; '${ALL_TASKS_ALIAS}' = the 7 test tasks`,
       })
-      .option('pooler', { choices: EMBED_POOLERS, default: 'cls_before_pooler' as EmbedPooler, describe: 'raw [CLS] (as miCSE evaluates) or mean' })
-      .option('batch-size', { type: 'number', default: DEFAULT_EVAL_BATCH_SIZE, describe: 'sentences per forward pass' })
-      .option('max-length', { type: 'number', describe: 'truncate to this many tokens (default: the model maximum, 512)' })
       .option('json', { type: 'string', describe: 'write the full report (per-subset scores and counts) to this JSON file' })
       .option('detail', { type: 'boolean', default: false, describe: 'also print per-subset Spearman/Pearson and pair counts' }) as never,
   handler: async (args) => {
@@ -80,10 +68,9 @@ export const evalCommand: CommandModule<object, EvalArgs> = {
     const modelDir = await resolveCheckpoint(args.model);
     const { model, tokenizer, report } = await loadPretrained(modelDir);
     process.stderr.write(`model: ${report.dir} | pooler: ${args.pooler} | data: ${path.resolve(dataDir)}\n`);
-    const embedOpts: EmbedOptions = { batchSize, pooler: args.pooler };
-    if (maxLength !== undefined) embedOpts.maxLength = maxLength;
+    const opts = embedOpts(args);
     try {
-      const ev = await evaluateSts((s) => embed(model, tokenizer, s, embedOpts), { data, batchSize });
+      const ev = await evaluateSts((s) => embed(model, tokenizer, s, opts), { data, batchSize });
       process.stdout.write(formatStsTable(ev) + '\n');
       if (args.detail) process.stdout.write('\n' + formatStsDetail(ev) + '\n');
       process.stderr.write(formatThroughput(ev) + '\n');

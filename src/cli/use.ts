@@ -4,56 +4,24 @@
  * (except where stated in a command's description).
  */
 import path from 'node:path';
-import type { Argv, CommandModule } from 'yargs';
-import { openCorpus } from '../data/readers.js';
+import type { CommandModule } from 'yargs';
 import { UserError } from '../errors.js';
 import { writeFileAtomic } from '../fsutil.js';
 import type { BackendName } from '../model/backend.js';
 import { DEFAULT_EMBED_BATCH_SIZE } from '../model/embed.js';
-import { EMBED_POOLERS, type EmbedPooler } from '../model/pooling.js';
 import { loadPretrained, resolveCheckpoint } from '../model/pretrained.js';
 import { DEFAULT_ANN_PARAMS } from '../use/ann.js';
 import { buildIndex, DEFAULT_CHUNK_SIZE } from '../use/build.js';
 import { cluster, DEFAULT_CLUSTER_SEED, DEFAULT_MIN_COMMUNITY_SIZE, DEFAULT_NEAREST, type ClusterResult } from '../use/cluster.js';
 import { DEFAULT_TOP_K, openIndex } from '../use/search.js';
 import { pairsFromArgs, readPairsFile, similarity, type SentencePair } from '../use/similarity.js';
-import { activateBackend, withBackend } from './common.js';
-
-interface EmbedFlags {
-  pooler: EmbedPooler;
-  'batch-size': number;
-  'max-length'?: number;
-  backend: BackendName;
-}
-
-function withEmbedFlags<T>(y: Argv<T>) {
-  return withBackend(y)
-    .option('pooler', { choices: EMBED_POOLERS, default: 'cls_before_pooler' as EmbedPooler, describe: 'raw [CLS] (as miCSE evaluates) or mean' })
-    .option('batch-size', { type: 'number', default: DEFAULT_EMBED_BATCH_SIZE, describe: 'sentences per forward pass' })
-    .option('max-length', { type: 'number', describe: 'truncate to this many tokens (default: the model maximum)' });
-}
-
-function embedOpts(a: EmbedFlags): { pooler: EmbedPooler; batchSize: number; maxLength?: number } {
-  return { pooler: a.pooler, batchSize: a['batch-size'], ...(a['max-length'] !== undefined ? { maxLength: a['max-length'] } : {}) };
-}
-
-/** Reads every record of a txt/CSV/TSV file, noting skipped lines on stderr. */
-async function readSentences(file: string, column: string | undefined): Promise<{ text: string; line: number }[]> {
-  const reader = openCorpus(file, { column: column ?? null });
-  const out: { text: string; line: number }[] = [];
-  for await (const rec of reader) out.push({ text: rec.text, line: rec.line });
-  if (reader.stats.blank > 0 || reader.stats.invalid > 0) {
-    process.stderr.write(`${file}: skipped ${reader.stats.blank} blank and ${reader.stats.invalid} invalid lines\n`);
-  }
-  return out;
-}
+import { activateBackend, embedOpts, readSentences, withBackend, withEmbedFlags, type EmbedFlags } from './common.js';
 
 const oneLine = (s: string) => s.replace(/[\t\r\n]/g, ' ');
 
 // ---------------------------------------------------------------------------------------------------- similarity
 
 interface SimilarityArgs extends EmbedFlags {
-  model: string;
   sentences?: string[];
   pairs?: string;
   columns: string;
@@ -66,7 +34,6 @@ export const similarityCommand: CommandModule<object, SimilarityArgs> = {
   builder: (y) =>
     withEmbedFlags(y)
       .positional('sentences', { type: 'string', array: true, describe: 'sentences, paired in order: (A, B), (C, D), ...' })
-      .option('model', { type: 'string', demandOption: true, describe: 'checkpoint directory, run directory or Hub name' })
       .option('pairs', { type: 'string', describe: 'TAB-separated file, one pair per line' })
       .option('columns', { type: 'string', default: '0,1', describe: '0-based columns of the two sentences in --pairs (STS-B: 5,6)' })
       .option('json', { type: 'boolean', default: false, describe: 'print [{"a","b","score"}] instead of a table' }) as never,
@@ -96,7 +63,6 @@ export const similarityCommand: CommandModule<object, SimilarityArgs> = {
 // --------------------------------------------------------------------------------------------------- index build
 
 interface IndexBuildArgs extends EmbedFlags {
-  model: string;
   corpus: string;
   column?: string;
   out: string;
@@ -113,7 +79,6 @@ const indexBuildCommand: CommandModule<object, IndexBuildArgs> = {
   describe: 'Embed a corpus (resumable) and build its usearch HNSW index in --out',
   builder: (y) =>
     withEmbedFlags(y)
-      .option('model', { type: 'string', demandOption: true, describe: 'checkpoint directory, run directory or Hub name' })
       .option('corpus', { type: 'string', demandOption: true, describe: '.txt (one sentence per line), .csv or .tsv' })
       .option('column', { type: 'string', describe: 'CSV/TSV column name or 0-based index' })
       .option('out', { type: 'string', demandOption: true, describe: 'index directory (a rerun resumes an interrupted build there)' })
@@ -233,7 +198,6 @@ export const searchCommand: CommandModule<object, SearchArgs> = {
 // ------------------------------------------------------------------------------------------------------- cluster
 
 interface ClusterArgs extends EmbedFlags {
-  model: string;
   input: string;
   column?: string;
   k?: number;
@@ -266,7 +230,6 @@ export const clusterCommand: CommandModule<object, ClusterArgs> = {
     'or, without it, to stdout with the summary on stderr',
   builder: (y) =>
     withEmbedFlags(y)
-      .option('model', { type: 'string', demandOption: true, describe: 'checkpoint directory, run directory or Hub name' })
       .option('input', { type: 'string', demandOption: true, describe: '.txt (one sentence per line), .csv or .tsv' })
       .option('column', { type: 'string', describe: 'CSV/TSV column name or 0-based index' })
       .option('k', { type: 'number', describe: 'number of k-means clusters' })
