@@ -14,6 +14,7 @@
 import { createHash } from 'node:crypto';
 import { UserError } from '../errors.js';
 import { Rng, type RngState } from './rng.js';
+import { padRows } from './tokenizer.js';
 
 /** The part of the tokenizer the batcher needs (the lead's BertTokenizer satisfies it). */
 export interface BatchTokenizer {
@@ -87,20 +88,11 @@ export function stepsPerEpoch(numSentences: number, batchSize: number, dropLast 
 
 /** Interleaves two identical views of each row and pads to the longest: the batch tensors as arrays. */
 export function twoViewRows(rows: readonly (readonly number[])[], padTokenId: number): { inputIds: number[][]; attentionMask: number[][] } {
-  const T = rows.reduce((m, r) => Math.max(m, r.length), 0);
-  const inputIds: number[][] = [];
-  const attentionMask: number[][] = [];
-  for (const r of rows) {
-    const ids = new Array<number>(T).fill(padTokenId);
-    const mask = new Array<number>(T).fill(0);
-    for (let t = 0; t < r.length; t++) {
-      ids[t] = r[t] as number;
-      mask[t] = 1;
-    }
-    inputIds.push(ids, [...ids]);
-    attentionMask.push(mask, [...mask]);
-  }
-  return { inputIds, attentionMask };
+  const padded = padRows(rows, padTokenId);
+  return {
+    inputIds: padded.inputIds.flatMap((ids) => [ids, [...ids]]),
+    attentionMask: padded.attentionMask.flatMap((mask) => [mask, [...mask]]),
+  };
 }
 
 function sentencesHash(sentences: readonly string[]): string {

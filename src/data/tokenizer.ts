@@ -29,6 +29,15 @@ export interface EncodedBatch {
   attentionMask: number[][];
 }
 
+/** Pads id rows to the longest with `padTokenId` and builds the attention mask (1 for tokens, 0 for padding). */
+export function padRows(rows: readonly (readonly number[])[], padTokenId: number): EncodedBatch {
+  const T = rows.reduce((m, r) => Math.max(m, r.length), 0);
+  return {
+    inputIds: rows.map((r) => [...r, ...new Array<number>(T - r.length).fill(padTokenId)]),
+    attentionMask: rows.map((r) => [...new Array<number>(r.length).fill(1), ...new Array<number>(T - r.length).fill(0)]),
+  };
+}
+
 /** Splits text into word pieces (no special tokens). */
 interface PieceEncoder {
   pieces(text: string): number[];
@@ -237,11 +246,7 @@ export class BertTokenizer {
 
   /** Pads id rows to the longest with the pad id and builds the attention mask. */
   pad(rows: number[][]): EncodedBatch {
-    const T = rows.reduce((m, r) => Math.max(m, r.length), 0);
-    return {
-      inputIds: rows.map((r) => [...r, ...new Array<number>(T - r.length).fill(this.padTokenId)]),
-      attentionMask: rows.map((r) => [...new Array<number>(r.length).fill(1), ...new Array<number>(T - r.length).fill(0)]),
-    };
+    return padRows(rows, this.padTokenId);
   }
 
   /** The files a checkpoint needs to carry this tokenizer: copied from the source directory when present. */
