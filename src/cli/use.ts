@@ -13,6 +13,7 @@ import { loadPretrained, resolveCheckpoint } from '../model/pretrained.js';
 import { DEFAULT_ANN_PARAMS } from '../use/ann.js';
 import { buildIndex, DEFAULT_CHUNK_SIZE } from '../use/build.js';
 import { cluster, DEFAULT_CLUSTER_SEED, DEFAULT_MIN_COMMUNITY_SIZE, DEFAULT_NEAREST, type ClusterResult } from '../use/cluster.js';
+import { shortFingerprint } from '../use/fingerprint.js';
 import { DEFAULT_TOP_K, openIndex } from '../use/search.js';
 import { pairsFromArgs, readPairsFile, similarity, type SentencePair } from '../use/similarity.js';
 import { activateBackend, embedOpts, readSentences, withBackend, withEmbedFlags, type EmbedFlags } from './common.js';
@@ -112,7 +113,7 @@ const indexBuildCommand: CommandModule<object, IndexBuildArgs> = {
       `embedded ${m.count} sentences (dimension ${m.dim}) in ${m.build.embedSeconds.toFixed(1)} s: ${m.build.sentencesPerSecond.toFixed(1)} sentences/s\n` +
       `indexed ${m.count} vectors with ${m.ann.library} ${m.ann.version} HNSW (M ${m.ann.connectivity}, efConstruction ${m.ann.expansionAdd}, ef ${m.ann.expansionSearch}) ` +
       `in ${m.build.indexSeconds.toFixed(2)} s: ${m.build.vectorsPerSecond.toFixed(0)} vectors/s\n` +
-      `model fingerprint ${m.model.fingerprint.sha256.slice(0, 12)}; wrote ${path.resolve(args.out)}\n`,
+      `model fingerprint ${shortFingerprint(m.model.fingerprint)}; wrote ${path.resolve(args.out)}\n`,
     );
   },
 };
