@@ -157,11 +157,7 @@ export async function downloadFile(spec: DownloadSpec, opts: DownloadOptions = {
   const resumedFrom = have;
   const controller = new AbortController();
   const idleMs = opts.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
-  let idle = setTimeout(() => controller.abort(new Error(`no data for ${idleMs} ms`)), idleMs);
-  const poke = (): void => {
-    clearTimeout(idle);
-    idle = setTimeout(() => controller.abort(new Error(`no data for ${idleMs} ms`)), idleMs);
-  };
+  const idle = setTimeout(() => controller.abort(new Error(`no data for ${idleMs} ms`)), idleMs);
 
   try {
     let res: Response;
@@ -202,7 +198,7 @@ export async function downloadFile(spec: DownloadSpec, opts: DownloadOptions = {
         const body = res.body === null ? Readable.from([]) : Readable.fromWeb(res.body as WebReadableStream<Uint8Array>);
         body.on('data', (chunk: Buffer) => {
           received += chunk.length;
-          poke();
+          idle.refresh(); // restart the idle countdown
           progress.tick(chunk.length);
         });
         await pipeline(body, file);
