@@ -259,11 +259,9 @@ export const clusterCommand: CommandModule<object, ClusterArgs> = {
     const how = args.k !== undefined ? `k-means (k ${args.k}, seed ${args.seed})` : `communities (threshold ${args.threshold}, min size ${args['min-community-size']})`;
     const summary = clusterSummary(res, records, how);
     const rows = records.map((r, i) => ({ line: r.line, cluster: res.assignments[i]!, text: r.text }));
+    const tsv = () => 'line\tcluster\ttext\n' + rows.map((r) => `${r.line}\t${r.cluster}\t${oneLine(r.text)}\n`).join('');
     if (args.output !== undefined) {
-      const body = ext === '.jsonl'
-        ? rows.map((r) => JSON.stringify(r) + '\n').join('')
-        : 'line\tcluster\ttext\n' + rows.map((r) => `${r.line}\t${r.cluster}\t${oneLine(r.text)}\n`).join('');
-      await writeFileAtomic(args.output, body);
+      await writeFileAtomic(args.output, ext === '.jsonl' ? rows.map((r) => JSON.stringify(r) + '\n').join('') : tsv());
     }
     if (args.json) {
       process.stdout.write(JSON.stringify({ method: res.method, iterations: res.iterations, converged: res.converged, rows,
@@ -272,7 +270,7 @@ export const clusterCommand: CommandModule<object, ClusterArgs> = {
     } else if (args.output !== undefined) {
       process.stdout.write(summary + `wrote ${rows.length} cluster ids to ${args.output}\n`);
     } else {
-      process.stdout.write('line\tcluster\ttext\n' + rows.map((r) => `${r.line}\t${r.cluster}\t${oneLine(r.text)}\n`).join(''));
+      process.stdout.write(tsv());
       process.stderr.write(summary);
     }
   },
