@@ -88,20 +88,22 @@ export function pyStrip(s: string): string {
   return s.replace(PY_STRIP, '');
 }
 
-/** Python's `s.splitlines()`: no trailing empty line for a final line break; '' gives []. */
-export function pySplitlines(s: string): string[] {
+/** `s` split at `lineBreak`: no trailing empty line for a final line break; '' gives []. */
+function splitLinesAt(s: string, lineBreak: RegExp): string[] {
   if (s === '') return [];
-  const lines = s.split(PY_LINE_BREAK);
+  const lines = s.split(lineBreak);
   if (lines[lines.length - 1] === '') lines.pop();
   return lines;
 }
 
-/** Lines as `for line in open(f)` yields them (terminators removed); a final line break adds no line. */
+/** Python's `s.splitlines()`. */
+export function pySplitlines(s: string): string[] {
+  return splitLinesAt(s, PY_LINE_BREAK);
+}
+
+/** Lines as `for line in open(f)` yields them (terminators removed). */
 function fileLines(s: string): string[] {
-  if (s === '') return [];
-  const lines = s.split(UNIVERSAL_NEWLINE);
-  if (lines[lines.length - 1] === '') lines.pop();
-  return lines;
+  return splitLinesAt(s, UNIVERSAL_NEWLINE);
 }
 
 /**
