@@ -91,9 +91,14 @@ export class BertModel {
     return v;
   }
 
-  /** Trainable variables in table order (the pooler is excluded: miCSE never uses it, so it gets no gradient). */
+  /** Trainable weights by name, in table order (the pooler is excluded: miCSE never uses it, so it gets no gradient). */
+  trainableWeights(): [string, tf.Variable][] {
+    return this.specs.filter((s) => !s.name.startsWith('pooler.')).map((s) => [s.name, this.w(s.name)]);
+  }
+
+  /** The variables of `trainableWeights()`. */
   trainableVariables(): tf.Variable[] {
-    return this.specs.filter((s) => !s.name.startsWith('pooler.')).map((s) => this.w(s.name));
+    return this.trainableWeights().map(([, v]) => v);
   }
 
   /** Weights in checkpoint layout (PyTorch [out, in] for Linear weights), for saving. Downloads from the device. */

@@ -32,7 +32,7 @@ export interface StepOutcome {
 /** What training updates: every encoder weight except the unused pooler, then the MLP head. */
 export function trainableParams(model: BertModel, head: MlpHead): NamedParam[] {
   return [
-    ...[...model.weights.entries()].filter(([n]) => !n.startsWith('pooler.')).map(([name, variable]) => ({ name, variable })),
+    ...model.trainableWeights().map(([name, variable]) => ({ name, variable })),
     ...Object.entries(head.namedWeights()).map(([name, variable]) => ({ name, variable })),
   ];
 }
