@@ -46,7 +46,9 @@ export interface WorkerResult {
 export async function runWorker(opts: WorkerOptions): Promise<WorkerResult> {
   const log = opts.log ?? ((l: string) => process.stderr.write(l + '\n'));
   const name = opts.name ?? `${os.hostname()}:${process.pid}`;
-  await checkRedis(opts);
+  // Redis is checked once, before anything starts: by openQueue when the idle watcher needs a queue, else here.
+  const watcher = opts.exitWhenIdle === true ? await openQueue(opts) : null;
+  if (watcher === null) await checkRedis(opts);
   let lost: ((err: Error) => void) | undefined;
   const lostPromise = new Promise<never>((_, reject) => {
     lost = (err) => reject(new UserError(`lost the connection to Redis at ${opts.url} (${err.message}); points in progress will be taken again by other workers`));
@@ -92,7 +94,6 @@ export async function runWorker(opts: WorkerOptions): Promise<WorkerResult> {
     autorun: false,
   });
   worker.on('error', (err) => log(`worker ${name}: ${err.message}`));
-  const watcher = opts.exitWhenIdle === true ? await openQueue(opts) : null;
   const queue = watcher?.queue ?? null;
   log(`worker ${name}: waiting for points on ${opts.url} (queue ${opts.queueName ?? DEFAULT_QUEUE_NAME})`);
 
