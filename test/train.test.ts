@@ -242,6 +242,19 @@ describe('resume', { skip: SKIP_NO_SHARED }, () => {
   });
 });
 
+describe('resume input errors', { skip: SKIP_NO_SHARED }, () => {
+  it('a corrupt trainer_state.json is a one-line error naming the file; resuming nothing is too', async () => {
+    const out = path.join(await tmp('corrupt'), 'run');
+    const config = microConfig(out, { train: { maxSteps: 2, evalSteps: 2 } });
+    await train(config, { quiet: true, log: () => undefined });
+    await assert.rejects(train(microConfig(path.join(out, 'nope')), { resume: true, quiet: true, log: () => undefined }), /no checkpoint to resume from/);
+    await fs.writeFile(path.join(out, 'last', 'trainer_state.json'), '{"step": 2,');
+    const r = await cli(['train', '--resume', out, '--quiet']);
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, /trainer_state\.json: invalid JSON/);
+  });
+});
+
 describe('tiny config end to end', { skip: SKIP_NO_SHARED }, () => {
   it('npx micse train --config configs/tiny.yaml: loss falls, STS-B dev twice or more, best checkpoint usable', async () => {
     const out = path.join(await tmp('tiny'), 'run');

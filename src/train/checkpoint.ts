@@ -10,7 +10,7 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import type { BertTokenizer } from '../data/tokenizer.js';
-import { writeFileAtomic, exists } from '../fsutil.js';
+import { exists, readJsonObject, writeFileAtomic } from '../fsutil.js';
 import type { BertModel } from '../model/bert.js';
 import { toHfConfig } from '../model/config.js';
 import { readSafetensors, writeSafetensors, type HostTensor } from '../model/safetensors.js';
@@ -112,7 +112,7 @@ export interface LoadedTrainingState {
 export async function readTrainingState(runDir: string): Promise<LoadedTrainingState | null> {
   const dir = path.join(runDir, 'last');
   if (!(await exists(path.join(dir, STATE_FILE)))) return null;
-  const state = JSON.parse(await fs.readFile(path.join(dir, STATE_FILE), 'utf8')) as TrainerState;
+  const state = (await readJsonObject(path.join(dir, STATE_FILE))) as unknown as TrainerState;
   const head = (await readSafetensors(path.join(dir, HEAD_FILE))).tensors;
   const opt = await readSafetensors(path.join(dir, OPTIMIZER_FILE));
   return { dir, state, head, moments: opt.tensors, optimizerStep: Number(opt.metadata['step'] ?? state.step) };
