@@ -16,6 +16,7 @@ import { exists } from '../fsutil.js';
 import { embed } from '../model/embed.js';
 import { loadPretrained, resolveCheckpoint } from '../model/pretrained.js';
 import { createProgress } from '../progress.js';
+import { cosine } from '../use/vectors.js';
 import { writeHf, type ExportSource } from './hf.js';
 import { buildModelCard, readRunInfo, type RunInfo } from './modelCard.js';
 import { ONNX_MODEL_FILE, ONNX_QUANTIZED_FILE, onnxClsEmbeddings, writeOnnx } from './onnx/index.js';
@@ -138,16 +139,8 @@ async function check(file: string, src: ExportSource, reference: number[][]): Pr
   let minCosine = 1;
   got.forEach((g, i) => {
     const r = reference[i]!;
-    let dot = 0;
-    let ng = 0;
-    let nr = 0;
-    g.forEach((v, j) => {
-      maxAbsDiff = Math.max(maxAbsDiff, Math.abs(v - r[j]!));
-      dot += v * r[j]!;
-      ng += v * v;
-      nr += r[j]! * r[j]!;
-    });
-    minCosine = Math.min(minCosine, dot / Math.sqrt(ng * nr));
+    for (let j = 0; j < g.length; j++) maxAbsDiff = Math.max(maxAbsDiff, Math.abs(g[j]! - r[j]!));
+    minCosine = Math.min(minCosine, cosine(g, r));
   });
   return { file, sentences: got.length, maxAbsDiff, minCosine };
 }
