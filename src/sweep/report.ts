@@ -71,14 +71,9 @@ export function meanStd(xs: readonly number[]): Stat {
   return { mean, std: Math.sqrt(v) };
 }
 
-interface PointResult {
+/** One done point: the fields of the row it is grouped into, and its own seed and scores. */
+interface PointResult extends Pick<ReportRow, 'sentences' | 'fraction' | 'count' | 'style' | 'lambda' | 'other'> {
   name: string;
-  sentences: number;
-  fraction: number | null;
-  count: number | null;
-  style: string;
-  lambda: number;
-  other: Record<string, GridValue>;
   seed: string;
   scores: Record<string, number | null>;
   avg: number | null;
