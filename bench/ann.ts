@@ -97,16 +97,20 @@ async function main(): Promise<void> {
   const exact = queries.map((qi) => exactTopK(data, row(data, qi), K));
   const exactMs = (performance.now() - te) / nq;
 
-  const results: Result[] = [];
-  for (const [m, efC, efS] of SETTINGS) {
-    // usearch: cosine metric, f32 storage, vectors added as one matrix on one thread.
+  // usearch: cosine metric, f32 storage, vectors added as one matrix on `threads` threads (0: every core).
+  const keys = BigUint64Array.from({ length: data.rows }, (_, i) => BigInt(i));
+  const measureUsearch = (lib: string, m: number, efC: number, efS: number, threads: number): Result => {
     const u = new usearch.Index({ dimensions: data.dim, metric: usearch.MetricKind.Cos, quantization: usearch.ScalarKind.F32,
       connectivity: m, expansion_add: efC, expansion_search: efS, multi: false });
-    const keys = BigUint64Array.from({ length: data.rows }, (_, i) => BigInt(i));
-    results.push(measure('usearch', m, efC, efS, data, queries, exact, () => u.add(keys, data.data, 1), (q) => {
+    return measure(lib, m, efC, efS, data, queries, exact, () => u.add(keys, data.data, threads), (q) => {
       const r = u.search(q, K, 1);
       return Array.from(r.keys, (key, j) => ({ id: Number(key), score: 1 - r.distances[j]! }));
-    }));
+    });
+  };
+
+  const results: Result[] = [];
+  for (const [m, efC, efS] of SETTINGS) {
+    results.push(measureUsearch('usearch', m, efC, efS, 1));
     // hnswlib-node: cosine space, points added one at a time (its only add API), fixed seed.
     const h = new hnswlib.HierarchicalNSW('cosine', data.dim);
     results.push(measure('hnswlib-node', m, efC, efS, data, queries, exact, () => {
@@ -119,16 +123,7 @@ async function main(): Promise<void> {
     }));
   }
   // usearch's batch add on every core (hnswlib-node's Node binding adds one point per call, on the main thread).
-  {
-    const [m, efC, efS] = [16, 128, 128];
-    const u = new usearch.Index({ dimensions: data.dim, metric: usearch.MetricKind.Cos, quantization: usearch.ScalarKind.F32,
-      connectivity: m, expansion_add: efC, expansion_search: efS, multi: false });
-    const keys = BigUint64Array.from({ length: data.rows }, (_, i) => BigInt(i));
-    results.push(measure('usearch, all cores', m, efC, efS, data, queries, exact, () => u.add(keys, data.data, 0), (q) => {
-      const r = u.search(q, K, 1);
-      return Array.from(r.keys, (key, j) => ({ id: Number(key), score: 1 - r.distances[j]! }));
-    }));
-  }
+  results.push(measureUsearch('usearch, all cores', 16, 128, 128, 0));
   console.log(`corpus: ${data.rows} vectors of dimension ${data.dim}; ${nq} queries; exact brute force ${exactMs.toFixed(3)} ms/query`);
   console.log('| library | M | efConstruction | efSearch | build (vectors/s) | query (ms) | queries/s | recall@10 strict | recall@10 ties |');
   console.log('|---|---|---|---|---|---|---|---|---|');
