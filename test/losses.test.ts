@@ -18,6 +18,13 @@ import { tf } from '../src/model/tf.js';
 import { HAS_SHARED, SKIP_NO_SHARED, shared } from './helpers.js';
 import { Rng } from '../src/data/rng.js';
 
+/** rows and samples of an AMI result (reads its `drawn` tensor and disposes it). */
+function drawnOf(r: { drawn: tf.Tensor1D }): { rows: number; samples: number } {
+  const [rows, samples] = r.drawn.dataSync();
+  r.drawn.dispose();
+  return { rows: rows!, samples: samples! };
+}
+
 type Nested = number | Nested[];
 
 interface LossCase {
@@ -189,8 +196,7 @@ describe('reference cases (../shared/data/loss-reference/micse-loss-cases.json)'
       const opts = { targetSamples: c.targetSamples, seed: 1 };
       const r = attentionMutualInformation(att, opts);
       assertRelClose(r.value.dataSync()[0]!, c.expected.ami, 1e-5, 'ami');
-      assert.equal(r.rows, c.expected.amiRows, 'rows');
-      assert.equal(r.samples, c.expected.amiSamples, 'samples');
+      assert.deepEqual(drawnOf(r), { rows: c.expected.amiRows, samples: c.expected.amiSamples });
       const g = tf.grad((a: tf.Tensor) => attentionMutualInformation(a, opts).value)(att);
       assertClose(g.dataSync(), flat(c.expected.amiGradAttention), 1e-5, 'd ami / d attention');
       // The float64 host implementation used by the sampling tests agrees too.
@@ -250,9 +256,11 @@ describe('sampling regime (rows with >= 150 valid entries)', () => {
     const valid = host.x.map((rx, r) => Array.from(rx, (v, c) => (v > 0 && host.y[r]![c]! > 0 ? 1 : 0)));
     const kept = valid.map((row, r) => (row.reduce((a: number, b) => a + b, 0) >= 150 ? r : -1)).filter((r) => r >= 0);
     assert.ok(kept.length >= 2 && kept.length < valid.length, `test input should keep some rows and drop others (kept ${kept.length})`);
-    const validKept = tf.tensor2d(kept.map((r) => valid[r]!), undefined, 'int32');
-    const drawT = drawSamplePositions(validKept, 150, 123);
-    const draw = drawT.arraySync();
+    // The loss draws over all rows and keeps the kept ones: the same here, so the seeded loss can be pinned below.
+    const validAll = tf.tensor2d(valid, undefined, 'int32');
+    const drawAll = drawSamplePositions(validAll, 150, 123);
+    const draw = kept.map((r) => (drawAll.arraySync() as number[][])[r]!);
+    const drawT = tf.tensor2d(draw, undefined, 'int32');
     for (const [i, row] of draw.entries()) {
       assert.equal(row.length, 150);
       for (let s = 0; s < row.length; s++) {
@@ -260,17 +268,16 @@ describe('sampling regime (rows with >= 150 valid entries)', () => {
         if (s > 0) assert.ok(row[s]! > row[s - 1]!, `row ${i}: positions not strictly increasing at ${s}`);
       }
     }
-    const again = drawSamplePositions(validKept, 150, 123);
-    assert.deepEqual(again.arraySync(), draw, 'same seed, same draw');
-    const other = drawSamplePositions(validKept, 150, 124);
-    assert.notDeepEqual(other.arraySync(), draw, 'another seed, another draw');
+    const again = drawSamplePositions(validAll, 150, 123);
+    assert.deepEqual(again.arraySync(), drawAll.arraySync(), 'same seed, same draw');
+    const other = drawSamplePositions(validAll, 150, 124);
+    assert.notDeepEqual(other.arraySync(), drawAll.arraySync(), 'another seed, another draw');
 
     // The loss with seed 123 draws exactly this (same keys shape), and sampleIndices reproduces it exactly.
     const bySeed = attentionMutualInformation(att, { seed: 123 });
     const byTensor = attentionMutualInformation(att, { sampleIndices: drawT });
     const byArray = attentionMutualInformation(att, { sampleIndices: draw });
-    assert.equal(bySeed.rows, kept.length);
-    assert.equal(bySeed.samples, 150);
+    assert.deepEqual(drawnOf(bySeed), { rows: kept.length, samples: 150 });
     const v = bySeed.value.dataSync()[0]!;
     assert.equal(byTensor.value.dataSync()[0], v);
     assert.equal(byArray.value.dataSync()[0], v);
@@ -279,7 +286,7 @@ describe('sampling regime (rows with >= 150 valid entries)', () => {
     assertRelClose(v, ref.value, 1e-5, 'ami vs float64 host');
     assert.ok(!drawT.isDisposed, 'a caller-owned sampleIndices tensor is not disposed');
     assert.throws(() => attentionMutualInformation(att, { sampleIndices: draw.slice(1) }), /sampleIndices must be \[rows, samples\]/);
-    tf.dispose([att, validKept, drawT, again, other, bySeed.value, byTensor.value, byArray.value]);
+    tf.dispose([att, validAll, drawAll, drawT, again, other, bySeed.value, byTensor.value, byArray.value, byTensor.drawn, byArray.drawn]);
   });
 
   test('gradient flows through the drawn entries of both views only', () => {
@@ -305,7 +312,7 @@ describe('sampling regime (rows with >= 150 valid entries)', () => {
         if (gX![row]![c] !== 0) assert.ok(aX![row]![c]! > 0 && aY![row]![c]! > 0, 'gradient only at valid positions');
       }
     }
-    assert.equal(nonzeroRows, r.rows);
+    assert.equal(nonzeroRows, drawnOf(r).rows);
     tf.dispose([att, g, gx.x, gx.y, ax.x, ax.y, r.value]);
   });
 
@@ -380,8 +387,7 @@ describe('edge cases', () => {
     const att = tf.zeros([4, 2, 2, 3, 3]);
     const r = attentionMutualInformation(att);
     assert.equal(r.value.dataSync()[0], 0);
-    assert.equal(r.rows, 0);
-    assert.equal(r.samples, 0);
+    assert.deepEqual(drawnOf(r), { rows: 0, samples: 0 });
     const g = tf.grad((a: tf.Tensor) => attentionMutualInformation(a).value)(att);
     assert.ok(g.dataSync().every((v) => v === 0));
     tf.dispose([att, r.value, g]);
@@ -396,17 +402,18 @@ describe('edge cases', () => {
     values.fill(0, off, off + T * T);
     const att = tf.tensor(values, shape);
     const r = attentionMutualInformation(att, { seed: 3 });
-    assert.equal(r.rows, 2 * H * 2 - 1, 'the empty row is excluded');
+    const drawn = drawnOf(r);
+    assert.equal(drawn.rows, 2 * H * 2 - 1, 'the empty row is excluded');
     const ref = hostAMI(values, shape, 150, (_i, validPos, s) => validPos.slice(0, s));
-    assert.equal(r.samples, ref.samples);
-    assert.ok(r.samples > 0);
+    assert.equal(drawn.samples, ref.samples);
+    assert.ok(drawn.samples > 0);
     assert.ok(!ref.kept.includes(6));
     // Pin a draw (the first `samples` valid positions of each kept row) to compare with the host value.
     const { x, y } = hostRegroup(values, shape);
-    const pinned = ref.kept.map((row) => x[row]!.reduce<number[]>((acc, v, c) => (v > 0 && y[row]![c]! > 0 ? [...acc, c] : acc), []).slice(0, r.samples));
+    const pinned = ref.kept.map((row) => x[row]!.reduce<number[]>((acc, v, c) => (v > 0 && y[row]![c]! > 0 ? [...acc, c] : acc), []).slice(0, drawn.samples));
     const p = attentionMutualInformation(att, { sampleIndices: pinned });
     assertRelClose(p.value.dataSync()[0]!, ref.value, 1e-5, 'ami with an empty row');
-    tf.dispose([att, r.value, p.value]);
+    tf.dispose([att, r.value, p.value, p.drawn]);
   });
 
   test('non-finite input maps to nanValue', () => {
@@ -475,9 +482,9 @@ describe('tensor hygiene', () => {
     const start = tf.memory().numTensors;
     for (let i = 0; i < 50; i++) {
       const r = attentionMutualInformation(att, { seed: i });
-      r.value.dispose();
+      tf.dispose([r.value, r.drawn]);
       const fallback = attentionMutualInformation(att, { targetSamples: 300, seed: i });
-      fallback.value.dispose();
+      tf.dispose([fallback.value, fallback.drawn]);
       tf.tidy(() => {
         infoNCE(head.apply(z1), head.apply(z2), 0.05);
         gradFn(att);

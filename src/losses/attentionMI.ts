@@ -39,18 +39,24 @@
  *   backend storing float16 textures only rounds the input).
  * - NaN (now only from non-finite input) -> nanValue, selected on the device with `tf.where`.
  *
- * Device residency: the draw is done with device ops (seeded uniform keys, invalid positions set to -1, top-k by
- * key, then the chosen positions sorted ascending with a second top-k, then a gather), so no attention map is
- * downloaded. The one host read per call is the valid-entry count per row (`R` int32 values, e.g. 1,536 for
- * bert-base at batch 64): it decides which rows are kept and how many samples are drawn, i.e. output shapes,
- * and gives `rows`/`samples`/`scale`. The random keys come from `tf.randomUniform`, which TF.js generates on the
- * host and uploads (`R x N` floats); nothing is read back.
+ * Device residency: nothing is read back. The row filter is a mask and the sample count a scalar on the device:
+ * every row draws S = min(targetSamples, N) positions (seeded uniform keys from random.ts, invalid positions keyed
+ * -1, top-k by key, so any prefix is a uniform draw among the valid positions) and uses its first `samples` of them;
+ * rows that do not enter the mean are masked out. Shapes are static, so the same kernels run every step and WebGPU
+ * (where a host read blocks and, in Node, `dataSync` throws) never waits. `rows`/`samples` come back as a tensor
+ * (`drawn`) the caller may read with the loss. The draw's order does not matter: centring and the cosine are
+ * permutation invariant. Pinning the draw (`sampleIndices`, for tests and reference comparisons) is the one path
+ * that reads the row filter on the host.
  *
  * Cost: on the pure-JS `cpu` backend the regrouping transpose is slow at bert-base sizes (about 5 s forward for
  * `[128, 4, 12, 32, 32]` on a 2-core machine, the same again backward), small next to the encoder on that
  * backend. The gather gradients need an UnsortedSegmentSum kernel (backend.ts registers a fast one on cpu).
  */
+import { seededUniform } from '../model/random.js';
 import { tf } from '../model/tf.js';
+
+/** Seeds of unseeded draws are drawn from [0, UNSEEDED_RANGE). */
+const UNSEEDED_RANGE = 2 ** 31;
 
 export interface AttentionMIOptions {
   /** Samples drawn per row; rows with fewer valid entries are dropped unless no row has enough. */
@@ -85,10 +91,11 @@ export const ATTENTION_MI_DEFAULTS = {
 export interface AttentionMIResult {
   /** The AMI term (to be multiplied by lambda), a scalar tensor owned by the caller. */
   value: tf.Scalar;
-  /** Rows that entered the mean. */
-  rows: number;
-  /** Samples drawn per row (0 when nothing could be drawn; then value is 0). */
-  samples: number;
+  /**
+   * int32 `[rows, samples]`, owned by the caller: rows that entered the mean, and samples drawn per row (both 0
+   * when nothing could be drawn; then value is 0). A tensor so that nothing is read back during the step.
+   */
+  drawn: tf.Tensor1D;
 }
 
 /**
@@ -117,26 +124,40 @@ export function regroupAttention(attentions: tf.Tensor): { x: tf.Tensor2D; y: tf
 }
 
 /**
- * Draws `samples` distinct positions per row uniformly among the row's valid positions (without replacement)
- * and returns them in increasing order: `valid [R, N]` (bool or 0/1) -> int32 `[R, samples]`.
- * On the device: seeded uniform keys, invalid positions keyed -1, top-k by key (a uniformly random subset of the
- * valid positions), then the chosen positions sorted ascending (top-k of their negation).
- * Every row must have at least `samples` valid positions (otherwise invalid positions fill the shortfall).
+ * For each row, `samples` distinct positions drawn uniformly among the row's valid positions (without
+ * replacement), in draw order: `valid [R, N]` (bool or 0/1) -> int32 `[R, samples]`. Any prefix of a row is itself
+ * a uniform draw of that size, which is how the AMI draws fewer samples in its fallback regime with a fixed shape.
+ * On the device: seeded uniform keys (random.ts), invalid positions keyed -1, top-k by key. Rows with fewer than
+ * `samples` valid positions end with invalid ones.
  */
-export function drawSamplePositions(valid: tf.Tensor2D, samples: number, seed?: number): tf.Tensor2D {
+export function rankSamplePositions(valid: tf.Tensor2D, samples: number, seed: number): tf.Tensor2D {
   const [R, N] = valid.shape;
   if (!Number.isInteger(samples) || samples < 0 || samples > N) {
     throw new Error(`drawSamplePositions: samples must be an integer in [0, ${N}], got ${samples}`);
   }
   return tf.tidy(() => {
     if (samples === 0) return tf.zeros([R, 0], 'int32') as tf.Tensor2D;
-    const keys = tf.randomUniform([R, N], 0, 1, 'float32', seed); // [R, N] in [0, 1)
+    const keys = seededUniform([R, N], seed); // [R, N] in [0, 1)
     const mask = valid.dtype === 'bool' ? valid : tf.greater(valid, 0); // [R, N]
     const masked = tf.where(mask, keys, tf.fill([R, N], -1)); // [R, N]
-    const chosen = tf.topk(masked, samples, false).indices; // [R, S] int32, random order
-    const ascending = tf.topk(tf.neg(chosen), samples, true).values; // [R, S] -(positions), decreasing
-    return tf.neg(ascending) as tf.Tensor2D; // [R, S] int32, increasing
+    return tf.topk(masked, samples, true).indices as tf.Tensor2D; // [R, S] int32, by decreasing key
   });
+}
+
+/**
+ * `rankSamplePositions` sorted ascending per row (top-k of the negated positions): the draw as a set, in
+ * increasing index order, the form `sampleIndices` takes. Seed undefined: a fresh random draw.
+ */
+export function drawSamplePositions(valid: tf.Tensor2D, samples: number, seed?: number): tf.Tensor2D {
+  return tf.tidy(() => {
+    const ranked = rankSamplePositions(valid, samples, seed ?? randomSeed()); // [R, S]
+    if (samples === 0) return ranked;
+    return tf.neg(tf.topk(tf.neg(ranked), samples, true).values) as tf.Tensor2D; // [R, S] int32, increasing
+  });
+}
+
+function randomSeed(): number {
+  return Math.floor(Math.random() * UNSEEDED_RANGE);
 }
 
 /**
@@ -159,77 +180,86 @@ function gatherPerRow(m: tf.Tensor2D, positions: tf.Tensor2D): tf.Tensor2D {
   return tf.gather(flat, flatIdx) as tf.Tensor2D; // [R, S]
 }
 
+/** Which rows enter the mean and how many samples each draws, as device tensors (see the module comment). */
 interface RowPlan {
-  /** Original row indices that enter the mean, increasing; null = all rows. */
-  kept: number[] | null;
-  rows: number;
-  samples: number;
-  /** The constant scale. */
-  scale: number;
+  /** 1 for rows that enter the mean, else 0.  [R] float32 */
+  rowMask: tf.Tensor1D;
+  /** Rows that enter the mean (0 when nothing can be drawn).  scalar float32 */
+  rows: tf.Scalar;
+  /** Samples drawn per row (0 when nothing can be drawn).  scalar float32 */
+  samples: tf.Scalar;
+  /** The constant scale.  scalar float32 */
+  scale: tf.Scalar;
 }
 
-/** Host-side row filter from the per-row valid counts (see the module comment). */
-function planRows(counts: ArrayLike<number>, N: number, targetSamples: number, scaleEps: number): RowPlan {
-  const R = counts.length;
-  const scaleOf = (validSum: number, rowCount: number): number =>
-    rowCount === 0 ? scaleEps : (validSum / (rowCount * N)) ** 2 + scaleEps;
-  const full: number[] = [];
-  let fullSum = 0;
-  const nonEmpty: number[] = [];
-  let allSum = 0;
-  let minNonEmpty = Infinity;
-  for (let r = 0; r < R; r++) {
-    const c = counts[r]!;
-    allSum += c;
-    if (c >= targetSamples) {
-      full.push(r);
-      fullSum += c;
-    }
-    if (c > 0) {
-      nonEmpty.push(r);
-      minNonEmpty = Math.min(minNonEmpty, c);
-    }
-  }
-  if (full.length > 0) {
-    return { kept: full.length === R ? null : full, rows: full.length, samples: targetSamples, scale: scaleOf(fullSum, full.length) };
-  }
-  // Fallback: no row has targetSamples valid entries. The reference keeps all rows (scale over all of them) and
-  // draws the minimum count; empty rows are left out of the draw here (see the module comment).
-  const samples = nonEmpty.length === 0 ? 0 : Math.min(minNonEmpty, targetSamples);
-  return {
-    kept: nonEmpty.length === R ? null : nonEmpty,
-    rows: samples === 0 ? 0 : nonEmpty.length,
-    samples,
-    scale: scaleOf(allSum, R),
-  };
+/**
+ * The row filter from the per-row valid counts `[R]` (float32, exact below 2^24), on the device:
+ * main regime (some row has >= targetSamples valid entries): those rows, targetSamples each, scale over them;
+ * fallback: the non-empty rows, min(their smallest count, targetSamples) each, scale over ALL rows.
+ */
+function planRows(counts: tf.Tensor1D, N: number, targetSamples: number, scaleEps: number): RowPlan {
+  const R = counts.shape[0];
+  const full = tf.cast(tf.greaterEqual(counts, targetSamples), 'float32'); // [R]
+  const nonEmpty = tf.cast(tf.greater(counts, 0), 'float32'); // [R]
+  const anyFull = tf.greater(tf.max(full), 0); // scalar bool
+  const minNonEmpty = tf.min(tf.where(tf.greater(counts, 0), counts, tf.fill([R], Number.MAX_VALUE))); // scalar
+  const fallbackSamples = tf.where(tf.greater(tf.sum(nonEmpty), 0), tf.minimum(minNonEmpty, targetSamples), 0); // scalar
+  const samples = tf.where(anyFull, tf.scalar(targetSamples), fallbackSamples) as tf.Scalar;
+  const rowMask = tf.mul(tf.where(anyFull, full, nonEmpty), tf.cast(tf.greater(samples, 0), 'float32')) as tf.Tensor1D; // [R]
+  const rows = tf.sum(rowMask) as tf.Scalar;
+  // Valid entries over the rows the reference keeps: the full rows, or (fallback) all rows.
+  const validSum = tf.where(anyFull, tf.sum(tf.mul(counts, full)), tf.sum(counts));
+  const rowCount = tf.where(anyFull, rows, tf.scalar(R));
+  const ratio = tf.div(validSum, tf.maximum(tf.mul(rowCount, N), 1));
+  const scale = tf.add(tf.square(ratio), scaleEps) as tf.Scalar;
+  return { rowMask, rows, samples, scale };
 }
 
-function toPositions(indices: tf.Tensor2D | number[][], rows: number, samples: number): tf.Tensor2D {
+/**
+ * Pinned draw: `sampleIndices [rows, samples]` for the kept rows placed at their rows of an `[R, S]` position
+ * matrix (other rows 0). This is the one path that reads the counts on the host (to know which rows are kept);
+ * it serves tests and reference comparisons.
+ */
+function pinnedPositions(indices: tf.Tensor2D | number[][], counts: tf.Tensor1D, plan: RowPlan, S: number): tf.Tensor2D {
+  const kept = Array.from(plan.rowMask.dataSync()).flatMap((m, r) => (m > 0 ? [r] : []));
+  const samples = plan.samples.dataSync()[0]!;
   const shape = Array.isArray(indices) ? [indices.length, indices[0]?.length ?? 0] : indices.shape;
   if (Array.isArray(indices) && indices.some((row) => row.length !== shape[1])) {
     throw new Error('attentionMutualInformation: sampleIndices rows must all have the same length');
   }
-  if (shape[0] !== rows || (rows > 0 && shape[1] !== samples)) {
-    throw new Error(`attentionMutualInformation: sampleIndices must be [rows, samples] = [${rows}, ${samples}] ` +
+  if (shape[0] !== kept.length || (kept.length > 0 && shape[1] !== samples)) {
+    throw new Error(`attentionMutualInformation: sampleIndices must be [rows, samples] = [${kept.length}, ${samples}] ` +
       `for this input (kept rows in increasing row order); got [${shape}]`);
   }
-  if (Array.isArray(indices)) return tf.tensor2d(indices, [rows, samples], 'int32');
-  if (indices.dtype !== 'int32') throw new Error(`attentionMutualInformation: sampleIndices must be int32, got ${indices.dtype}`);
-  return indices.clone();
+  if (!Array.isArray(indices) && indices.dtype !== 'int32') {
+    throw new Error(`attentionMutualInformation: sampleIndices must be int32, got ${indices.dtype}`);
+  }
+  const given = Array.isArray(indices) ? indices : (indices.arraySync() as number[][]);
+  const R = counts.shape[0];
+  const out = new Int32Array(R * S);
+  kept.forEach((r, i) => out.set(given[i]!.slice(0, S), r * S));
+  return tf.tensor2d(out, [R, S], 'int32');
 }
 
-/** Per-row Gaussian MI `-0.5 log(1 - rho^2)` of the log-probabilities `xs, ys [rows, S]` (> 0) -> `[rows]`. */
-function gaussianMI(xs: tf.Tensor2D, ys: tf.Tensor2D, cosineEps: number, rhoEps: number): tf.Tensor1D {
-  const lx = tf.log(xs); // [rows, S]
-  const ly = tf.log(ys); // [rows, S]
-  const cx = tf.sub(lx, tf.mean(lx, 1, true)); // [rows, S]
-  const cy = tf.sub(ly, tf.mean(ly, 1, true)); // [rows, S]
-  const nx = tf.maximum(tf.sqrt(tf.sum(tf.square(cx), 1)), cosineEps); // [rows]
-  const ny = tf.maximum(tf.sqrt(tf.sum(tf.square(cy), 1)), cosineEps); // [rows]
-  const rho = tf.div(tf.sum(tf.mul(cx, cy), 1), tf.mul(nx, ny)); // [rows]
-  const r = tf.clipByValue(rho, -(1 - rhoEps), 1 - rhoEps); // [rows]
-  const oneMinusRho2 = tf.mul(tf.sub(1, r), tf.add(1, r)); // [rows]
-  return tf.mul(tf.log(oneMinusRho2), -0.5) as tf.Tensor1D; // [rows]
+/**
+ * Per-row Gaussian MI `-0.5 log(1 - rho^2)` of the probabilities `xs, ys [R, S]` over the samples where
+ * `use [R, S]` (bool) holds, `count` of them per used row -> `[R]` (0 for rows with no sample).
+ */
+function gaussianMI(xs: tf.Tensor2D, ys: tf.Tensor2D, use: tf.Tensor2D, count: tf.Scalar, cosineEps: number, rhoEps: number): tf.Tensor1D {
+  const m = tf.cast(use, 'float32'); // [R, S]
+  const one = tf.onesLike(xs);
+  const lx = tf.mul(tf.log(tf.where(use, xs, one)), m); // [R, S], 0 where unused
+  const ly = tf.mul(tf.log(tf.where(use, ys, one)), m); // [R, S]
+  const n = tf.maximum(count, 1);
+  const cx = tf.mul(tf.sub(lx, tf.div(tf.sum(lx, 1, true), n)), m); // [R, S] centred, 0 where unused
+  const cy = tf.mul(tf.sub(ly, tf.div(tf.sum(ly, 1, true), n)), m); // [R, S]
+  // max(||c||, eps) as sqrt(max(||c||^2, eps^2)): same value, and a finite (zero) gradient for empty rows.
+  const nx = tf.sqrt(tf.maximum(tf.sum(tf.square(cx), 1), cosineEps * cosineEps)); // [R]
+  const ny = tf.sqrt(tf.maximum(tf.sum(tf.square(cy), 1), cosineEps * cosineEps)); // [R]
+  const rho = tf.div(tf.sum(tf.mul(cx, cy), 1), tf.mul(nx, ny)); // [R]
+  const r = tf.clipByValue(rho, -(1 - rhoEps), 1 - rhoEps); // [R]
+  const oneMinusRho2 = tf.mul(tf.sub(1, r), tf.add(1, r)); // [R]
+  return tf.mul(tf.log(oneMinusRho2), -0.5) as tf.Tensor1D; // [R]
 }
 
 /** AMI of the stacked attention probabilities; see the module comment. */
@@ -243,34 +273,32 @@ export function attentionMutualInformation(attentions: tf.Tensor, options: Atten
     throw new Error(`attentionMutualInformation: targetSamples must be a positive integer, got ${targetSamples}`);
   }
   if (!(rhoEps > 0 && rhoEps < 1)) throw new Error(`attentionMutualInformation: rhoEps must be in (0, 1), got ${rhoEps}`);
-  let rows = 0;
-  let samples = 0;
-  const value = tf.tidy(() => {
+  const seed = options.seed ?? randomSeed();
+  const [value, drawn] = tf.tidy(() => {
     const { x, y } = regroupAttention(attentions); // [R, N] each
-    const N = x.shape[1];
-    const valid = tf.logicalAnd(tf.greater(x, 0), tf.greater(y, 0)); // [R, N] bool, no gradient
-    // The one host read: R int32 counts (they decide shapes, rows, samples and the constant scale).
-    const counts = tf.sum(tf.cast(valid, 'int32'), 1).dataSync(); // [R]
+    const [R, N] = x.shape;
+    const S = Math.min(targetSamples, N); // static sample width; a row uses its first `samples` of them
+    // [R, N] bool, a constant: the plan and the draw built on it stay off the gradient tape.
+    const valid = detached(() => tf.logicalAnd(tf.greater(x, 0), tf.greater(y, 0)));
+    const counts = tf.sum(tf.cast(valid, 'float32'), 1) as tf.Tensor1D; // [R]
     const plan = planRows(counts, N, targetSamples, scaleEps);
-    rows = plan.rows;
-    samples = plan.samples;
-    if (plan.samples === 0 || plan.rows === 0) {
-      rows = 0;
-      samples = 0;
-      // 0, but on the tape so tf.grad yields zeros rather than throwing.
-      return tf.mul(tf.sum(tf.slice(x, [0, 0], [1, 1])), 0) as tf.Scalar;
-    }
-    const keep = plan.kept === null ? null : tf.tensor1d(plan.kept, 'int32'); // [rows]
-    const xk = keep === null ? x : (tf.gather(x, keep) as tf.Tensor2D); // [rows, N]
-    const yk = keep === null ? y : (tf.gather(y, keep) as tf.Tensor2D); // [rows, N]
     const positions = options.sampleIndices !== undefined
-      ? toPositions(options.sampleIndices, plan.rows, plan.samples)
-      : detached(() => drawSamplePositions((keep === null ? valid : tf.gather(valid, keep)) as tf.Tensor2D, plan.samples, options.seed)); // [rows, S]
-    const xs = gatherPerRow(xk, positions); // [rows, S]
-    const ys = gatherPerRow(yk, positions); // [rows, S]
-    const mi = gaussianMI(xs, ys, cosineEps, rhoEps); // [rows]
-    const ami = tf.mul(tf.mean(mi), -plan.scale); // scalar
-    return tf.where(tf.isNaN(ami), tf.scalar(nanValue), ami) as tf.Scalar;
+      ? pinnedPositions(options.sampleIndices, counts, plan, S)
+      : rankSamplePositions(valid as tf.Tensor2D, S, seed); // [R, S]
+    const use = tf.logicalAnd(
+      tf.less(tf.range(0, S, 1, 'float32').reshape([1, S]), plan.samples), // [1, S]: the first `samples`
+      tf.greater(plan.rowMask, 0).reshape([R, 1])); // [R, 1]: kept rows      -> [R, S]
+    const xs = gatherPerRow(x, positions); // [R, S]
+    const ys = gatherPerRow(y, positions); // [R, S]
+    const mi = gaussianMI(xs, ys, use as unknown as tf.Tensor2D, plan.samples, cosineEps, rhoEps); // [R]
+    const meanMI = tf.div(tf.sum(tf.mul(mi, plan.rowMask)), tf.maximum(plan.rows, 1)); // scalar
+    const ami = tf.mul(tf.neg(meanMI), plan.scale); // scalar
+    const finite = tf.where(tf.isNaN(ami), tf.scalar(nanValue), ami);
+    // Nothing drawn: 0, but on the tape (0 * an input entry) so tf.grad yields zeros rather than throwing.
+    const empty = tf.mul(tf.sum(tf.slice(x, [0, 0], [1, 1])), 0);
+    const v = tf.where(tf.greater(plan.rows, 0), finite, empty) as tf.Scalar;
+    const d = tf.cast(tf.stack([plan.rows, plan.samples]), 'int32') as tf.Tensor1D; // [2]
+    return [v, d] as [tf.Scalar, tf.Tensor1D];
   });
-  return { value, rows, samples };
+  return { value, drawn };
 }

@@ -119,9 +119,8 @@ export interface MicseLossResult {
   infoNCE: tf.Scalar;
   /** null for style `simcse`. */
   ami: tf.Scalar | null;
-  /** AMI rows that entered the mean, and samples per row (0 for simcse). */
-  amiRows: number;
-  amiSamples: number;
+  /** int32 `[rows, samples]` of the AMI draw (see AttentionMIResult.drawn); null for style `simcse`. */
+  amiDrawn: tf.Tensor1D | null;
 }
 
 /** Site index mixed into dropoutSeed for the second pass of `views: separate`. */
@@ -241,8 +240,6 @@ export function micseLoss(model: MicseEncoder, batch: MicseBatch, config: MicseC
     return c.pooler === 'cls' ? c.head!.apply(pooled) : pooled; // [N, H]
   };
 
-  let amiRows = 0;
-  let amiSamples = 0;
   const parts = tf.tidy(() => {
     let z1: tf.Tensor2D; // [B, H]
     let z2: tf.Tensor2D; // [B, H]
@@ -285,10 +282,8 @@ export function micseLoss(model: MicseEncoder, batch: MicseBatch, config: MicseC
     if (config.sampleIndices !== undefined) miOptions.sampleIndices = config.sampleIndices;
     if (config.rhoEps !== undefined) miOptions.rhoEps = config.rhoEps;
     const mi = attentionMutualInformation(attentions, miOptions);
-    amiRows = mi.rows;
-    amiSamples = mi.samples;
     loss = tf.add(loss, tf.mul(mi.value, c.lambda));
-    return { loss, infoNCE: nce, ami: mi.value };
+    return { loss, infoNCE: nce, ami: mi.value, amiDrawn: mi.drawn };
   });
-  return { loss: parts.loss, infoNCE: parts.infoNCE, ami: parts.ami ?? null, amiRows, amiSamples };
+  return { loss: parts.loss, infoNCE: parts.infoNCE, ami: parts.ami ?? null, amiDrawn: parts.amiDrawn ?? null };
 }

@@ -10,12 +10,15 @@
  *
  * Weights live in one Map keyed by Hugging Face names (see weights.ts); Linear weights are held as [in, out].
  * Dropout is deterministic given `dropoutSeed`: every dropout site derives its own seed from it, so a training
- * step can be replayed exactly (resume) without saving any RNG state.
+ * step can be replayed exactly (resume) without saving any RNG state. The masks come from random.ts
+ * (`seededDropout`): computed by the backend from (seed, index), identical on every backend, and regenerated in
+ * the backward pass instead of being kept.
  */
 import type { BertConfig } from './config.js';
 import { bertWeightTable, type WeightSpec } from './weights.js';
 import type { HostTensor } from './safetensors.js';
 import { tf } from './tf.js';
+import { seededDropout } from './random.js';
 
 export interface BertInputs {
   /** int32 [B, T] */
@@ -47,6 +50,9 @@ export interface BertOutput {
 
 /** Additive mask for padded keys: float32's lowest value, as transformers uses, so exp() underflows to exactly 0. */
 const MASK_VALUE = -3.4028234663852886e38;
+
+/** Base seeds of unseeded passes are drawn from [0, UNSEEDED_RANGE). */
+const UNSEEDED_RANGE = 2 ** 31;
 
 /** Mixes a base seed and a dropout-site index into a 31-bit seed (splitmix-style integer hash). */
 export function siteSeed(base: number, site: number): number {
@@ -160,10 +166,12 @@ export class BertModel {
     const pHidden = training ? (opts.hiddenDropoutProb ?? c.hiddenDropoutProb) : 0;
     const pAttn = training ? (opts.attentionProbsDropoutProb ?? c.attentionProbsDropoutProb) : 0;
     let site = 0;
+    // Unseeded passes draw a base seed, so masks still differ per site and per call.
+    const baseSeed = opts.dropoutSeed ?? Math.floor(Math.random() * UNSEEDED_RANGE);
     const dropout = <T extends tf.Tensor>(x: T, rate: number): T => {
       const s = site++;
       if (rate === 0) return x;
-      return tf.dropout(x, rate, undefined, opts.dropoutSeed === undefined ? undefined : siteSeed(opts.dropoutSeed, s)) as T;
+      return seededDropout(x, rate, siteSeed(baseSeed, s)); // mask regenerated on the device, not stored
     };
 
     const [B, T] = inputs.inputIds.shape;

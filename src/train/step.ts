@@ -50,21 +50,22 @@ export class TrainStep {
 
   /** Runs one step; every tensor it makes is disposed before it returns. */
   async run(rows: StepRows, o: { lr: number; maxGradNorm: number; dropoutSeed: number; amiSeed: number }): Promise<StepOutcome> {
-    let parts: { infoNCE: tf.Scalar; ami: tf.Scalar | null } | undefined;
+    let parts: tf.Tensor1D | undefined; // [infoNCE, ami] (ami NaN for simcse)
     const { value, grads } = tf.variableGrads(() => {
       const inputs = {
         inputIds: tf.tensor2d(rows.inputIds, undefined, 'int32'),
         attentionMask: tf.tensor2d(rows.attentionMask, undefined, 'int32'),
       };
       const r = micseLoss(this.model, inputs, { ...this.objective, head: this.head, dropoutSeed: o.dropoutSeed, seed: o.amiSeed });
-      parts = { infoNCE: tf.keep(r.infoNCE), ami: r.ami === null ? null : tf.keep(r.ami) };
+      parts = tf.keep(tf.stack([r.infoNCE, r.ami ?? tf.scalar(NaN)]) as tf.Tensor1D);
       return r.loss;
     }, this.trainables);
-    const loss = (await value.data())[0]!;
-    const infoNCE = (await parts!.infoNCE.data())[0]!;
-    const ami = parts!.ami === null ? null : (await parts!.ami.data())[0]!;
-    tf.dispose([value, parts!.infoNCE, ...(parts!.ami === null ? [] : [parts!.ami])]);
-    const finite = Number.isFinite(loss);
+    // One read for the loss and its parts: the step's only wait before the update.
+    const read = tf.tidy(() => tf.concat([value.reshape([1]), parts!]));
+    const [loss, infoNCE, amiValue] = Array.from(await read.data());
+    tf.dispose([value, parts!, read]);
+    const ami = this.objective.style === 'simcse' ? null : amiValue!;
+    const finite = Number.isFinite(loss!);
     let gradNorm = NaN;
     if (finite) {
       const named = new Map(Object.entries(grads).map(([k, g]) => [this.paramName.get(k) ?? k, g]));
@@ -73,6 +74,6 @@ export class TrainStep {
       norm.dispose();
     }
     tf.dispose(Object.values(grads));
-    return { loss, infoNCE, ami, gradNorm, finite };
+    return { loss: loss!, infoNCE: infoNCE!, ami, gradNorm, finite };
   }
 }

@@ -1,0 +1,262 @@
+/**
+ * Counter-based random numbers and the dropout built on them, computed where the tensors live.
+ *
+ * Why: `tf.randomUniform` and `tf.dropout` draw their numbers in JavaScript on the host and upload them. On the
+ * host backends that is merely slow; on WebGPU it is one upload per dropout site per step (bert-base at batch 64:
+ * ~11 M floats per layer) and the mask stays alive for the backward pass. Here the value at flat index `i` of a
+ * draw with seed `s` is a pure function of `(s, i)`:
+ *   k1 = mix32(s ^ SEED_SALT);  k2 = mix32(k1)
+ *   h  = mix32(mix32(i ^ k1) ^ k2)                       // two keyed rounds of the `lowbias32` mixer
+ *   u  = (h >>> 8) * 2^-24                               // float32 in [0, 1), 24 random bits, exact
+ * so every backend computes the same bits (a WGSL kernel on webgpu, a loop on cpu and wasm, and host numbers
+ * uploaded on any other backend), and dropout's backward pass regenerates its mask instead of storing it:
+ *   dropout(x; rate, s) = x * (1 / (1 - rate)) where u(s, i) >= rate, else 0
+ * is linear in x with a fixed mask, so its gradient is dropout(dy; rate, s) (the same kernel on dy).
+ * Kept with probability 1 - rate and scaled by 1 / (1 - rate), as torch.nn.Dropout.
+ *
+ * Ops: `seededUniform(shape, seed)` and `seededDropout(x, rate, seed)`. Kernels `MicseSeededUniform` and
+ * `MicseDropout` are registered for cpu, wasm and webgpu when this module loads (the registry is keyed by
+ * backend name, so the backend need not exist yet); elsewhere the ops fall back to uploaded host numbers.
+ */
+import { tf } from './tf.js';
+
+export const SEEDED_UNIFORM = 'MicseSeededUniform';
+export const SEEDED_DROPOUT = 'MicseDropout';
+
+/** XORed into the seed before it is mixed, so seed 0 does not give key 0. */
+const SEED_SALT = 0x9e3779b9;
+/** 2^-24: 24-bit integers map to float32 in [0, 1) exactly. */
+const INV_2_24 = 1 / 16777216;
+/** Threads per workgroup of the WGSL kernels. */
+const WORKGROUP = 256;
+
+/** `lowbias32` (C. Wellons): a 32-bit integer mixer with low bias, as an unsigned 32-bit result. */
+export function mix32(x: number): number {
+  x = (x ^ (x >>> 16)) >>> 0;
+  x = Math.imul(x, 0x7feb352d) >>> 0;
+  x = (x ^ (x >>> 15)) >>> 0;
+  x = Math.imul(x, 0x846ca68b) >>> 0;
+  return (x ^ (x >>> 16)) >>> 0;
+}
+
+/** The two round keys of a seed (any integer; taken modulo 2^32). */
+export function seedKeys(seed: number): [number, number] {
+  const k1 = mix32((seed ^ SEED_SALT) >>> 0);
+  return [k1, mix32(k1)];
+}
+
+/** The uniform at flat index `i` for keys `[k1, k2]`. */
+function uniformAt(i: number, k1: number, k2: number): number {
+  return (mix32((mix32((i ^ k1) >>> 0) ^ k2) >>> 0) >>> 8) * INV_2_24;
+}
+
+/** `n` uniforms in [0, 1) of `seed` on the host: the numbers every backend's kernel computes. */
+export function uniformArray(n: number, seed: number): Float32Array {
+  const [k1, k2] = seedKeys(seed);
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) out[i] = uniformAt(i, k1, k2);
+  return out;
+}
+
+/** Dropout on the host, in place into `out`: the arithmetic of every backend's kernel (float32 rate and scale). */
+function dropoutInto(x: ArrayLike<number>, out: Float32Array, rate: number, seed: number): void {
+  const [k1, k2] = seedKeys(seed);
+  const r = Math.fround(rate);
+  const scale = Math.fround(1 / (1 - rate));
+  for (let i = 0; i < out.length; i++) out[i] = uniformAt(i, k1, k2) >= r ? Math.fround(x[i]! * scale) : 0;
+}
+
+interface UniformAttrs {
+  shape: number[];
+  seed: number;
+}
+interface DropoutAttrs {
+  rate: number;
+  seed: number;
+}
+
+function sizeOf(shape: readonly number[]): number {
+  return shape.reduce((p, d) => p * d, 1);
+}
+
+function checkRate(rate: number): void {
+  if (!(rate >= 0 && rate < 1)) throw new Error(`seededDropout: rate must be in [0, 1), got ${rate}`);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Host kernels (cpu: values in JS arrays; wasm: values in the module heap)
+// ---------------------------------------------------------------------------------------------------------------
+
+interface CpuBackend {
+  data: { get(dataId: object): { values: tf.backend_util.BackendValues } };
+  makeTensorInfo(shape: number[], dtype: tf.DataType, values?: tf.backend_util.BackendValues): tf.TensorInfo;
+}
+interface WasmBackend {
+  makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
+  typedArrayFromHeap(t: tf.TensorInfo): tf.backend_util.TypedArray;
+}
+
+const uniformCpu: tf.KernelFunc = ({ backend, attrs }) => {
+  const { shape, seed } = attrs as unknown as UniformAttrs;
+  return (backend as unknown as CpuBackend).makeTensorInfo(shape, 'float32', uniformArray(sizeOf(shape), seed));
+};
+
+const dropoutCpu: tf.KernelFunc = ({ inputs, backend, attrs }) => {
+  const { rate, seed } = attrs as unknown as DropoutAttrs;
+  const b = backend as unknown as CpuBackend;
+  const x = inputs['x']!;
+  const out = new Float32Array(sizeOf(x.shape));
+  dropoutInto(b.data.get(x.dataId).values as Float32Array, out, rate, seed);
+  return b.makeTensorInfo(x.shape, 'float32', out);
+};
+
+const uniformWasm: tf.KernelFunc = ({ backend, attrs }) => {
+  const { shape, seed } = attrs as unknown as UniformAttrs;
+  const b = backend as unknown as WasmBackend;
+  const out = b.makeOutput(shape, 'float32');
+  (b.typedArrayFromHeap(out) as Float32Array).set(uniformArray(sizeOf(shape), seed));
+  return out;
+};
+
+const dropoutWasm: tf.KernelFunc = ({ inputs, backend, attrs }) => {
+  const { rate, seed } = attrs as unknown as DropoutAttrs;
+  const b = backend as unknown as WasmBackend;
+  const x = inputs['x']!;
+  const out = b.makeOutput(x.shape, 'float32');
+  // Both views are taken after makeOutput, which may grow (and so move) the heap.
+  dropoutInto(b.typedArrayFromHeap(x) as Float32Array, b.typedArrayFromHeap(out) as Float32Array, rate, seed);
+  return out;
+};
+
+// ---------------------------------------------------------------------------------------------------------------
+// WebGPU kernels: WebGPUBackend.runWebGPUProgram compiles `getUserCode()` after a header it generates (the
+// uniforms struct with `size`, the `result` buffer, `getXByOutputIndex`, `setOutputAtIndex`, `fn main(index)`).
+// ---------------------------------------------------------------------------------------------------------------
+
+interface WebGPUProgramLike {
+  variableNames: string[];
+  outputShape: number[];
+  shaderKey: string;
+  dispatchLayout: { x: number[] };
+  dispatch: [number, number, number];
+  workgroupSize: [number, number, number];
+  size: boolean;
+  uniforms: string;
+  getUserCode(): string;
+}
+interface WebGPUBackendLike {
+  runWebGPUProgram(program: WebGPUProgramLike, inputs: tf.TensorInfo[], dtype: tf.DataType,
+    uniforms: { type: 'int32' | 'uint32' | 'float32'; data: number[] }[]): tf.TensorInfo;
+}
+
+const WGSL_RANDOM = `
+  fn mix32(v : u32) -> u32 {
+    var x = v;
+    x = x ^ (x >> 16u);
+    x = x * 0x7feb352du;
+    x = x ^ (x >> 15u);
+    x = x * 0x846ca68bu;
+    return x ^ (x >> 16u);
+  }
+  fn uniformAt(i : i32) -> f32 {
+    let h = mix32(mix32(u32(i) ^ uniforms.k1) ^ uniforms.k2);
+    return f32(h >> 8u) * ${INV_2_24.toExponential()};
+  }`;
+
+function program(shaderKey: string, shape: number[], variableNames: string[], uniforms: string, body: string): WebGPUProgramLike {
+  return {
+    variableNames,
+    outputShape: shape,
+    shaderKey,
+    dispatchLayout: { x: shape.map((_, i) => i) },
+    dispatch: [Math.ceil(sizeOf(shape) / WORKGROUP), 1, 1], // the backend reshapes it past the per-dimension limit
+    workgroupSize: [WORKGROUP, 1, 1],
+    size: true,
+    uniforms,
+    getUserCode: () => `${WGSL_RANDOM}
+  fn main(index : i32) {
+    if (index < uniforms.size) {
+      ${body}
+    }
+  }`,
+  };
+}
+
+const uniformWebgpu: tf.KernelFunc = ({ backend, attrs }) => {
+  const { shape, seed } = attrs as unknown as UniformAttrs;
+  const [k1, k2] = seedKeys(seed);
+  const p = program('micseSeededUniform', shape, [], 'k1 : u32, k2 : u32,', 'setOutputAtIndex(index, uniformAt(index));');
+  return (backend as unknown as WebGPUBackendLike).runWebGPUProgram(p, [], 'float32',
+    [{ type: 'uint32', data: [k1] }, { type: 'uint32', data: [k2] }]);
+};
+
+const dropoutWebgpu: tf.KernelFunc = ({ inputs, backend, attrs }) => {
+  const { rate, seed } = attrs as unknown as DropoutAttrs;
+  const [k1, k2] = seedKeys(seed);
+  const x = inputs['x']!;
+  const p = program('micseDropout', x.shape, ['x'], 'k1 : u32, k2 : u32, rate : f32, scale : f32,',
+    'setOutputAtIndex(index, select(0.0, getXByOutputIndex(index) * uniforms.scale, uniformAt(index) >= uniforms.rate));');
+  return (backend as unknown as WebGPUBackendLike).runWebGPUProgram(p, [x], 'float32', [
+    { type: 'uint32', data: [k1] }, { type: 'uint32', data: [k2] },
+    { type: 'float32', data: [rate] }, { type: 'float32', data: [1 / (1 - rate)] },
+  ]);
+};
+
+const KERNELS: { backendName: string; uniform: tf.KernelFunc; dropout: tf.KernelFunc }[] = [
+  { backendName: 'cpu', uniform: uniformCpu, dropout: dropoutCpu },
+  { backendName: 'wasm', uniform: uniformWasm, dropout: dropoutWasm },
+  { backendName: 'webgpu', uniform: uniformWebgpu, dropout: dropoutWebgpu },
+];
+
+for (const k of KERNELS) {
+  if (tf.getKernel(SEEDED_UNIFORM, k.backendName) === undefined) {
+    tf.registerKernel({ kernelName: SEEDED_UNIFORM, backendName: k.backendName, kernelFunc: k.uniform });
+  }
+  if (tf.getKernel(SEEDED_DROPOUT, k.backendName) === undefined) {
+    tf.registerKernel({ kernelName: SEEDED_DROPOUT, backendName: k.backendName, kernelFunc: k.dropout });
+  }
+}
+// d(dropout(x))/dx applied to dy is dropout(dy): the same mask, regenerated from the seed.
+if (tf.getGradient(SEEDED_DROPOUT) === undefined) {
+  tf.registerGradient({
+    kernelName: SEEDED_DROPOUT,
+    gradFunc: (dy, _saved, attrs) => ({
+      x: () => tf.engine().runKernel(SEEDED_DROPOUT, { x: dy as tf.Tensor }, attrs as unknown as tf.NamedAttrMap) as tf.Tensor,
+    }),
+  });
+}
+
+function hasKernel(kernelName: string): boolean {
+  return tf.getKernel(kernelName, tf.getBackend()) !== undefined;
+}
+
+function checkSeed(op: string, seed: number): void {
+  if (!Number.isInteger(seed)) throw new Error(`${op}: seed must be an integer, got ${seed}`);
+}
+
+/** float32 uniforms in [0, 1) of `shape`, a pure function of (seed, flat index); see the module comment. */
+export function seededUniform(shape: number[], seed: number): tf.Tensor {
+  checkSeed('seededUniform', seed);
+  if (!hasKernel(SEEDED_UNIFORM)) return tf.tensor(uniformArray(sizeOf(shape), seed), shape, 'float32');
+  const attrs: UniformAttrs = { shape: [...shape], seed };
+  return tf.engine().runKernel(SEEDED_UNIFORM, {}, attrs as unknown as tf.NamedAttrMap) as tf.Tensor;
+}
+
+/**
+ * Inverted dropout with a mask that is a pure function of (seed, flat index): `x [any] -> [same]`, float32.
+ * Differentiable in x; the backward pass regenerates the mask. `rate` 0 returns x itself.
+ */
+export function seededDropout<T extends tf.Tensor>(x: T, rate: number, seed: number): T {
+  checkRate(rate);
+  checkSeed('seededDropout', seed);
+  if (rate === 0) return x;
+  const attrs: DropoutAttrs = { rate, seed };
+  if (hasKernel(SEEDED_DROPOUT) && x.dtype === 'float32') {
+    return tf.engine().runKernel(SEEDED_DROPOUT, { x }, attrs as unknown as tf.NamedAttrMap) as T;
+  }
+  // Other backends: the same mask from host numbers (uploaded), composed of stock ops.
+  return tf.tidy(() => {
+    const keep = tf.greaterEqual(tf.tensor(uniformArray(x.size, seed), x.shape, 'float32'), Math.fround(rate));
+    return tf.mul(tf.cast(x, 'float32'), tf.mul(tf.cast(keep, 'float32'), Math.fround(1 / (1 - rate)))) as T;
+  });
+}
