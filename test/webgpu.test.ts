@@ -1,0 +1,195 @@
+/**
+ * Device-resident randomness and the WebGPU training step.
+ *
+ * random.ts: `seededUniform` and `seededDropout` give the same bits on every backend (cpu, wasm and, where a
+ * WebGPU adapter exists, webgpu) as the host formula `uniformArray`; dropout's gradient is dropout of dy with the
+ * same mask; the stream is uniform and seeds are independent.
+ * WebGPU (skipped with the reason when `selectBackend('webgpu')` fails, e.g. no Vulkan driver, as on CI): one
+ * seeded training-mode miCSE loss (dropout on, AMI in its sampling regime) and every gradient agree with the cpu
+ * backend within 1e-4, and full TrainSteps (AdamW included) run with no host read inside and no tensor growth.
+ * Self-contained (random-init model), so it can be carried to a GPU machine without ../shared.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { MlpHead } from '../src/losses/mlpHead.js';
+import { micseLoss } from '../src/losses/micse.js';
+import { selectBackend } from '../src/model/backend.js';
+import { BertModel } from '../src/model/bert.js';
+import type { BertConfig } from '../src/model/config.js';
+import { seededDropout, seededUniform, uniformArray } from '../src/model/random.js';
+import { tf } from '../src/model/tf.js';
+import { AdamW } from '../src/train/adamw.js';
+import { TrainStep, trainableParams } from '../src/train/step.js';
+
+const TOL = 1e-4;
+
+/** Whether a WebGPU adapter can be had here; the reason when not. */
+async function webgpuSkip(): Promise<string | false> {
+  try {
+    await selectBackend('webgpu');
+    return false;
+  } catch (err) {
+    return `no WebGPU here (${(err as Error).message.split('\n')[0]}): the webgpu checks are skipped`;
+  } finally {
+    await selectBackend('cpu');
+  }
+}
+const WEBGPU_SKIP = await webgpuSkip();
+const BACKENDS = ['cpu', 'wasm', ...(WEBGPU_SKIP === false ? ['webgpu' as const] : [])] as const;
+
+function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  assert.equal(a.length, b.length, 'lengths differ');
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
+  return m;
+}
+
+async function read(t: tf.Tensor): Promise<Float32Array> {
+  const v = Float32Array.from((await t.data()) as Float32Array);
+  t.dispose();
+  return v;
+}
+
+describe('counter-based random numbers (random.ts)', () => {
+  test('uniform stream: mean, variance, 16-bin chi-square and independence of neighbouring seeds', () => {
+    const n = 1 << 20;
+    const u = uniformArray(n, 5);
+    const bins = new Array<number>(16).fill(0);
+    let sum = 0;
+    let sq = 0;
+    for (const x of u) {
+      assert.ok(x >= 0 && x < 1);
+      bins[Math.floor(x * 16)]! += 1;
+      sum += x;
+      sq += x * x;
+    }
+    const mean = sum / n;
+    assert.ok(Math.abs(mean - 0.5) < 2e-3, `mean ${mean}`);
+    assert.ok(Math.abs(sq / n - mean * mean - 1 / 12) < 2e-3, 'variance 1/12');
+    const e = n / 16;
+    const chi2 = bins.reduce((s, b) => s + (b - e) ** 2 / e, 0);
+    assert.ok(chi2 < 37.7, `chi-square ${chi2} over 15 degrees of freedom (p = 0.001 bound 37.7)`);
+    for (const [s1, s2] of [[5, 6], [0, 1], [5, 5 ^ 1 << 30]]) {
+      const a = uniformArray(n, s1!);
+      const b = uniformArray(n, s2!);
+      let c = 0;
+      for (let i = 0; i < n; i++) c += (a[i]! - 0.5) * (b[i]! - 0.5);
+      const corr = (c / n) * 12;
+      assert.ok(Math.abs(corr) < 5e-3, `seeds ${s1} and ${s2}: correlation ${corr}`);
+    }
+  });
+
+  for (const backend of BACKENDS) {
+    test(`${backend}: seededUniform and seededDropout give the host formula's exact bits; the gradient is dropout of dy`, async () => {
+      await selectBackend(backend);
+      const shape = [3, 7, 129];
+      const n = 3 * 7 * 129;
+      assert.deepEqual(await read(seededUniform(shape, 42)), uniformArray(n, 42));
+      const xs = Float32Array.from({ length: n }, (_, i) => Math.sin(i) * 3);
+      const x = tf.tensor(xs, shape);
+      const rate = 0.1;
+      const u = uniformArray(n, 9);
+      const scale = Math.fround(1 / (1 - rate));
+      const expected = Float32Array.from(xs, (v, i) => (u[i]! >= Math.fround(rate) ? Math.fround(v * scale) : 0));
+      assert.deepEqual(await read(seededDropout(x, rate, 9)), expected);
+      const dy = tf.tensor(Float32Array.from({ length: n }, (_, i) => Math.cos(i)), shape);
+      const g = tf.grad((a: tf.Tensor) => tf.sum(tf.mul(seededDropout(a, rate, 9), dy)))(x);
+      const dys = await dy.data();
+      const expectedGrad = Float32Array.from(dys, (v, i) => (u[i]! >= Math.fround(rate) ? Math.fround(v * scale) : 0));
+      assert.ok(maxAbsDiff(await read(g), expectedGrad) < 1e-6);
+      const dropped = expected.filter((v, i) => v === 0 && xs[i] !== 0).length / n;
+      assert.ok(Math.abs(dropped - rate) < 0.02, `dropped fraction ${dropped}`);
+      tf.dispose([x, dy]);
+      await selectBackend('cpu');
+    });
+  }
+});
+
+const CONFIG: BertConfig = {
+  vocabSize: 60,
+  hiddenSize: 32,
+  numHiddenLayers: 4,
+  numAttentionHeads: 2,
+  intermediateSize: 64,
+  hiddenAct: 'gelu',
+  hiddenDropoutProb: 0.1,
+  attentionProbsDropoutProb: 0.1,
+  maxPositionEmbeddings: 32,
+  typeVocabSize: 2,
+  layerNormEps: 1e-12,
+  padTokenId: 0,
+  initializerRange: 0.3,
+};
+
+/** 4 sentences of lengths 12, 9, 16, 5 padded to 16, each twice (interleaved views). */
+function rows(): { inputIds: number[][]; attentionMask: number[][] } {
+  const lengths = [12, 9, 16, 5];
+  const inputIds: number[][] = [];
+  const attentionMask: number[][] = [];
+  lengths.forEach((len, s) => {
+    const row = Array.from({ length: 16 }, (_, t) => (t === 0 ? 2 : t < len ? 3 + ((s * 17 + t * 7) % 55) : 0));
+    inputIds.push(row, [...row]);
+    const mask = row.map((_, t) => (t < len ? 1 : 0));
+    attentionMask.push(mask, [...mask]);
+  });
+  return { inputIds, attentionMask };
+}
+
+describe('WebGPU training step', { skip: WEBGPU_SKIP }, () => {
+  let model: BertModel;
+  let head: MlpHead;
+  let vars: tf.Variable[];
+  const objective = { minLayer: 2, maxLayer: 4, targetSamples: 40, training: true } as const;
+
+  before(async () => {
+    await selectBackend('cpu');
+    model = BertModel.random(CONFIG, 7);
+    head = new MlpHead(CONFIG.hiddenSize, { seed: 3 });
+    vars = [...model.trainableVariables(), head.weight, head.bias];
+  });
+  after(() => {
+    head.dispose();
+    model.dispose();
+  });
+
+  async function lossAndGrads(): Promise<{ loss: number; grads: Float32Array[] }> {
+    const r = rows();
+    const { value, grads } = tf.variableGrads(() => {
+      const batch = { inputIds: tf.tensor2d(r.inputIds, undefined, 'int32'), attentionMask: tf.tensor2d(r.attentionMask, undefined, 'int32') };
+      return micseLoss(model, batch, { ...objective, head, dropoutSeed: 11, seed: 12 }).loss;
+    }, vars);
+    const loss = (await value.data())[0]!;
+    const out = await Promise.all(vars.map((v) => read(grads[v.name]!)));
+    value.dispose();
+    return { loss, grads: out };
+  }
+
+  test('loss (dropout on, AMI sampling regime) and every gradient: webgpu vs cpu within 1e-4', async () => {
+    await selectBackend('cpu');
+    const reference = await lossAndGrads();
+    assert.ok(Number.isFinite(reference.loss));
+    await selectBackend('webgpu');
+    const got = await lossAndGrads();
+    await selectBackend('cpu');
+    assert.ok(Math.abs(got.loss - reference.loss) < TOL, `loss ${got.loss} vs ${reference.loss}`);
+    got.grads.forEach((g, i) => {
+      const d = maxAbsDiff(g, reference.grads[i]!);
+      assert.ok(d < TOL, `gradient of ${vars[i]!.name} differs by ${d}`);
+    });
+  });
+
+  test('TrainStep with AdamW: no host read inside the step, finite, no tensor growth over 3 steps', async () => {
+    await selectBackend('webgpu');
+    const optimizer = new AdamW(trainableParams(model, head), { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01 });
+    const step = new TrainStep(model, head, optimizer, objective);
+    const counts: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      const out = await step.run(rows(), { lr: 1e-4, maxGradNorm: 1, dropoutSeed: i, amiSeed: 100 + i });
+      assert.ok(out.finite && Number.isFinite(out.gradNorm), `step ${i}: ${JSON.stringify(out)}`);
+      counts.push(tf.memory().numTensors);
+    }
+    optimizer.dispose();
+    await selectBackend('cpu');
+    assert.ok(counts.every((c) => c === counts[0]), `tensor counts ${counts.join(', ')}`);
+  });
+});
