@@ -5,18 +5,26 @@
  *   p <- p - (lr / (1 - b1^t)) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
  * plus torch.nn.utils.clip_grad_norm_: g <- g * min(1, maxNorm / (||g||_2 + 1e-6)) over all gradients.
  * TF.js has no AdamW; its moments are plain variables here so checkpoints can save and restore them exactly.
+ *
+ * On cpu, wasm and webgpu the norm is one kernel over all gradients and each parameter's update one kernel
+ * (src/train/adamwKernels.ts); other backends (tensorflow, webgl) compose the same arithmetic from TF.js ops.
  */
 import { tf } from '../model/tf.js';
+import { CLIP_EPS, fusedAdamW, fusedAvailable, fusedGradNorm, type AdamWStepScalars } from './adamwKernels.js';
 
 export interface AdamWOptions {
   beta1: number;
   beta2: number;
   eps: number;
   weightDecay: number;
+  /**
+   * `fused` (default): the fused kernels where the backend has them, else the composite ops; `composite`: always
+   * the composite ops (the reference the fused kernels are tested against).
+   */
+  implementation?: 'fused' | 'composite';
 }
 
-/** torch's clip_grad_norm_ adds this to the norm before dividing. */
-export const CLIP_EPS = 1e-6;
+export { CLIP_EPS };
 
 /** transformers' rule: no weight decay for biases and LayerNorm weights. */
 export function decays(name: string): boolean {
@@ -48,24 +56,24 @@ export class AdamW {
   apply(grads: Map<string, tf.Tensor>, lr: number, maxNorm: number): tf.Scalar {
     this.step += 1;
     const t = this.step;
-    const { beta1: b1, beta2: b2, eps, weightDecay } = this.opts;
-    const bc1 = 1 - b1 ** t;
-    const bc2Sqrt = Math.sqrt(1 - b2 ** t);
+    const { beta1, beta2, eps, weightDecay } = this.opts;
+    const base = { beta1, beta2, eps, bc2Sqrt: Math.sqrt(1 - beta2 ** t), stepSize: lr / (1 - beta1 ** t), maxNorm };
+    const scalars = (name: string): AdamWStepScalars => ({ ...base, decay: weightDecay > 0 && decays(name) ? 1 - lr * weightDecay : 1 });
+    const fused = this.opts.implementation !== 'composite' && fusedAvailable();
     return tf.tidy(() => {
-      const norm = tf.sqrt(tf.addN([...grads.values()].map((g) => tf.sum(tf.square(g))))) as tf.Scalar;
-      const coef = maxNorm > 0 ? tf.minimum(1, tf.div(maxNorm, tf.add(norm, CLIP_EPS))) : tf.scalar(1);
+      const norm = fused ? fusedGradNorm([...grads.values()]) : compositeGradNorm([...grads.values()]);
+      const coef = fused ? undefined : compositeClipCoefficient(norm, maxNorm);
       for (const p of this.params) {
-        const gRaw = grads.get(p.name);
-        if (gRaw === undefined) continue; // no gradient reached it this step
-        const g = tf.mul(gRaw, coef);
+        const g = grads.get(p.name);
+        if (g === undefined) continue; // no gradient reached it this step
         const m = this.m.get(p.name)!;
         const v = this.v.get(p.name)!;
-        m.assign(tf.add(tf.mul(m, b1), tf.mul(g, 1 - b1)));
-        v.assign(tf.add(tf.mul(v, b2), tf.mul(tf.square(g), 1 - b2)));
-        let w: tf.Tensor = p.variable;
-        if (weightDecay > 0 && decays(p.name)) w = tf.mul(w, 1 - lr * weightDecay);
-        const denom = tf.add(tf.div(tf.sqrt(v), bc2Sqrt), eps);
-        p.variable.assign(tf.sub(w, tf.mul(tf.div(m, denom), lr / bc1)));
+        const [pNew, mNew, vNew] = fused
+          ? fusedAdamW(p.variable, g, m, v, norm, scalars(p.name))
+          : compositeAdamW(p.variable, tf.mul(g, coef!), m, v, scalars(p.name));
+        m.assign(mNew);
+        v.assign(vNew);
+        p.variable.assign(pNew);
       }
       return tf.keep(norm);
     });
@@ -74,6 +82,30 @@ export class AdamW {
   dispose(): void {
     for (const x of [...this.m.values(), ...this.v.values()]) x.dispose();
   }
+}
+
+/**
+ * ||grads||_2 from TF.js ops: one square and one sum per gradient, the sums added in order. (Not tf.addN: the webgpu
+ * AddN binds every input in one shader and fails beyond 7 inputs, the default storage-buffer limit.)
+ *   g_i (any shapes) -> []
+ */
+function compositeGradNorm(grads: tf.Tensor[]): tf.Scalar {
+  const total = grads.map((g) => tf.sum(tf.square(g))).reduce((a, b) => tf.add(a, b), tf.scalar(0));
+  return tf.sqrt(total) as tf.Scalar;
+}
+
+/** min(1, maxNorm / (norm + CLIP_EPS)), or 1 without clipping.  [] -> [] */
+function compositeClipCoefficient(norm: tf.Scalar, maxNorm: number): tf.Scalar {
+  return maxNorm > 0 ? tf.minimum(1, tf.div(maxNorm, tf.add(norm, CLIP_EPS))) : tf.scalar(1);
+}
+
+/** One update from TF.js ops (g already clipped), in the fused kernels' order: returns [p', m', v'].  all [S] */
+function compositeAdamW(p: tf.Tensor, g: tf.Tensor, m: tf.Tensor, v: tf.Tensor, s: AdamWStepScalars): [tf.Tensor, tf.Tensor, tf.Tensor] {
+  const mNew = tf.add(tf.mul(m, s.beta1), tf.mul(g, 1 - s.beta1));
+  const vNew = tf.add(tf.mul(v, s.beta2), tf.mul(tf.square(g), 1 - s.beta2));
+  const w = s.decay === 1 ? p : tf.mul(p, s.decay);
+  const denom = tf.add(tf.div(tf.sqrt(vNew), s.bc2Sqrt), s.eps);
+  return [tf.sub(w, tf.mul(tf.div(mNew, denom), s.stepSize)), mNew, vNew];
 }
 
 /** Linear warmup then linear decay to 0 at `total` (or constant), as transformers' get_linear_schedule_with_warmup. */

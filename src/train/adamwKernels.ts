@@ -1,0 +1,428 @@
+/**
+ * Fused optimizer kernels for AdamW (src/train/adamw.ts), registered on `cpu`, `wasm` and `webgpu`:
+ *
+ *   MicseGradNorm  inputs g0..gk (any shapes)  -> [] ||(g0, .., gk)||_2
+ *   MicseAdamW     inputs p, g, m, v (shape S), norm []  -> [p', m', v'] (shape S each)
+ *
+ * Why: the composite update is ~14 TF.js ops per parameter and the norm 2 more; on WebGPU each op is a kernel
+ * dispatch with a large fixed cost (BERT-base has ~200 parameters), on the host backends each op is one more pass
+ * over the arrays. Here the whole update of one parameter is one kernel (three WGSL dispatches on webgpu, where a
+ * program has a single output), and the norm of all gradients one kernel (one dispatch per 6 gradients on webgpu).
+ *
+ * The arithmetic is the composite code's, operation by operation in float32 (the clipping coefficient is computed
+ * from the norm inside the kernel, as `min(1, maxNorm / (norm + CLIP_EPS))`):
+ *   g  = gRaw * coef
+ *   m' = m * b1 + g * (1 - b1)
+ *   v' = v * b2 + (g * g) * (1 - b2)
+ *   p' = p * decay - (m' / (sqrt(v') / bc2Sqrt + eps)) * stepSize        decay = 1 - lr * wd (1: no decay)
+ * On cpu every step is rounded to float32 (Math.fround), so the update equals the stock cpu kernels' bit for bit;
+ * the norm sums the float32 squares of each gradient in double and the per-gradient sums in float32, as the cpu
+ * Sum and AddN kernels do. wasm and webgpu differ from their stock kernels by float rounding only (summation
+ * order of the norm; a GPU compiler may fuse a multiply-add).
+ */
+import type { WebGPUBackend, WebGPUProgram } from '@tensorflow/tfjs-backend-webgpu';
+import { tf } from '../model/tf.js';
+
+export const ADAMW_KERNEL = 'MicseAdamW';
+export const GRAD_NORM_KERNEL = 'MicseGradNorm';
+/** The backends these kernels are registered for; others use the composite ops. */
+export const FUSED_BACKENDS: readonly string[] = ['cpu', 'wasm', 'webgpu'];
+
+/** torch's clip_grad_norm_ adds this to the norm before dividing. */
+export const CLIP_EPS = 1e-6;
+
+/** The per-step scalars of one update (plain numbers; rounded to float32 where they enter the arithmetic). */
+export type AdamWStepScalars = {
+  beta1: number;
+  beta2: number;
+  eps: number;
+  /** 1 - lr * weightDecay, or 1 for a parameter without decay. */
+  decay: number;
+  /** sqrt(1 - beta2^t). */
+  bc2Sqrt: number;
+  /** lr / (1 - beta1^t). */
+  stepSize: number;
+  /** Clip to this norm; 0: no clipping (coef 1). */
+  maxNorm: number;
+};
+
+type KernelFunc = tf.KernelConfig['kernelFunc'];
+
+const f32 = Math.fround;
+
+/** min(1, maxNorm / (norm + CLIP_EPS)) in float32, as the composite tf.minimum(1, tf.div(maxNorm, tf.add(norm, CLIP_EPS))). */
+export function clipCoefficient(norm: number, maxNorm: number): number {
+  if (maxNorm <= 0) return 1;
+  return Math.min(1, f32(f32(maxNorm) / f32(norm + f32(CLIP_EPS))));
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Host loops (cpu and wasm)
+// ---------------------------------------------------------------------------------------------------------------
+
+/** sum of the float32 squares of `g`, accumulated in double (the cpu Sum kernel over tf.square). */
+function sumSquares(g: Float32Array): number {
+  let s = 0;
+  for (let i = 0; i < g.length; i++) s += f32(g[i]! * g[i]!);
+  return s;
+}
+
+/** ||grads||_2: per-gradient sums rounded to float32 and added in float32 in order (the cpu AddN), then sqrt. */
+export function gradNormHost(grads: readonly Float32Array[]): number {
+  let total = 0;
+  for (const g of grads) total = f32(total + f32(sumSquares(g)));
+  return f32(Math.sqrt(total));
+}
+
+/** One AdamW update over flat arrays of equal length; writes pOut, mOut, vOut (may not alias the inputs). */
+export function adamwHost(p: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, norm: number, s: AdamWStepScalars,
+  pOut: Float32Array, mOut: Float32Array, vOut: Float32Array): void {
+  const coef = clipCoefficient(norm, s.maxNorm);
+  const b1 = f32(s.beta1);
+  const oneMinusB1 = f32(1 - s.beta1);
+  const b2 = f32(s.beta2);
+  const oneMinusB2 = f32(1 - s.beta2);
+  const decay = f32(s.decay);
+  const bc2Sqrt = f32(s.bc2Sqrt);
+  const eps = f32(s.eps);
+  const stepSize = f32(s.stepSize);
+  for (let i = 0; i < p.length; i++) {
+    const gi = f32(g[i]! * coef);
+    const mi = f32(f32(m[i]! * b1) + f32(gi * oneMinusB1));
+    const vi = f32(f32(v[i]! * b2) + f32(f32(gi * gi) * oneMinusB2));
+    const denom = f32(f32(f32(Math.sqrt(vi)) / bc2Sqrt) + eps);
+    pOut[i] = f32(p[i]! * decay) - f32(f32(mi / denom) * stepSize);
+    mOut[i] = mi;
+    vOut[i] = vi;
+  }
+}
+
+function assertFloat32(kernel: string, xs: readonly tf.TensorInfo[]): void {
+  for (const x of xs) if (x.dtype !== 'float32') throw new Error(`${kernel}: float32 inputs only (got ${x.dtype})`);
+}
+
+/** The cpu backend's methods the kernels use. */
+interface CpuBackend {
+  data: { get(dataId: object): { values: tf.backend_util.BackendValues } };
+  makeTensorInfo(shape: number[], dtype: tf.DataType, values?: tf.backend_util.BackendValues): tf.TensorInfo;
+}
+
+/** The parts of tfjs-backend-wasm's BackendWasm the kernels use (public fields the package does not type). */
+interface WasmBackend {
+  wasm: { HEAPF32: Float32Array };
+  dataIdMap: { get(dataId: object): { memoryOffset: number } };
+  makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
+}
+
+const F32_BYTES = 4;
+
+/** Reads float32 tensors as typed arrays and allocates outputs, the same way on cpu and wasm. */
+interface HostIo {
+  read(x: tf.TensorInfo): Float32Array;
+  /** Outputs of `shape`; `arrays()` gives their writable views once all are allocated. */
+  outputs(shape: number[], count: number): { infos: tf.TensorInfo[]; arrays(): Float32Array[] };
+}
+
+function cpuIo(b: CpuBackend): HostIo {
+  return {
+    read: (x) => b.data.get(x.dataId).values as Float32Array,
+    outputs: (shape, count) => {
+      const arrays = Array.from({ length: count }, () => new Float32Array(tf.util.sizeFromShape(shape)));
+      return { infos: arrays.map((a) => b.makeTensorInfo(shape, 'float32', a)), arrays: () => arrays };
+    },
+  };
+}
+
+/** Views into the wasm heap; re-taken after every allocation, since a growing heap replaces HEAPF32. */
+function wasmIo(b: WasmBackend): HostIo {
+  const view = (x: tf.TensorInfo): Float32Array => {
+    const start = b.dataIdMap.get(x.dataId).memoryOffset / F32_BYTES;
+    return b.wasm.HEAPF32.subarray(start, start + tf.util.sizeFromShape(x.shape));
+  };
+  return {
+    read: view,
+    outputs: (shape, count) => {
+      const infos = Array.from({ length: count }, () => b.makeOutput(shape, 'float32'));
+      return { infos, arrays: () => infos.map(view) };
+    },
+  };
+}
+
+function hostIo(backendName: string, backend: object): HostIo {
+  return backendName === 'wasm' ? wasmIo(backend as WasmBackend) : cpuIo(backend as CpuBackend);
+}
+
+function hostGradNorm(backendName: string): KernelFunc {
+  return ({ inputs, backend }) => {
+    const grads = Object.values(inputs) as tf.TensorInfo[];
+    assertFloat32(GRAD_NORM_KERNEL, grads);
+    const io = hostIo(backendName, backend);
+    const out = io.outputs([], 1);
+    const norm = gradNormHost(grads.map((g) => io.read(g))); // the reads come after the allocation (wasm heap)
+    out.arrays()[0]![0] = norm;
+    return out.infos[0]!;
+  };
+}
+
+function hostAdamW(backendName: string): KernelFunc {
+  return ({ inputs, backend, attrs }) => {
+    const { p, g, m, v, norm } = inputs as Record<'p' | 'g' | 'm' | 'v' | 'norm', tf.TensorInfo>;
+    assertFloat32(ADAMW_KERNEL, [p, g, m, v, norm]);
+    const io = hostIo(backendName, backend);
+    const out = io.outputs(p.shape.slice(), 3);
+    const [pOut, mOut, vOut] = out.arrays() as [Float32Array, Float32Array, Float32Array];
+    adamwHost(io.read(p), io.read(g), io.read(m), io.read(v), io.read(norm)[0]!, attrs as unknown as AdamWStepScalars, pOut, mOut, vOut);
+    return out.infos;
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// WebGPU programs
+//
+// tfjs-backend-webgpu generates each shader's header: `result` (the one output, binding 0), one read-only array
+// per name in `variableNames`, and a `uniforms` struct with every input's shape (`<name>Shape`), the output shape,
+// `size` when `size` is set, then the program's own `uniforms` fields. `main(index)` is called with the flat
+// invocation index (getMainHeaderString('index') spells the same signature); `localIndex`, `workgroupId` and
+// `numWorkgroups` are module-scope copies of the builtins. All tensors are bound flat ([n]).
+// ---------------------------------------------------------------------------------------------------------------
+
+type Uniforms = NonNullable<Parameters<WebGPUBackend['runWebGPUProgram']>[3]>;
+
+/** Invocations per workgroup for the element-wise programs (the stock unary/binary programs use 128). */
+const ELEMENTWISE_WORKGROUP = 128;
+/** Invocations per workgroup of the sum-of-squares programs (a power of two: tree reduction in shared memory). */
+const REDUCE_WORKGROUP = 256;
+/** Workgroups of a sum-of-squares program: each writes one partial sum, so the partials are [REDUCE_PARTIALS]. */
+const REDUCE_PARTIALS = 256;
+/** Gradients per sum-of-squares dispatch: 8 storage buffers per stage minus the output and the running partials. */
+const GRADS_PER_DISPATCH = 6;
+
+/**
+ * Scalar f32 uniforms, one entry each: the backend aligns an entry of n values as a vecn, which would not match
+ * the program's separate `name : f32` fields.
+ */
+function f32Uniforms(values: number[]): Uniforms {
+  return values.map((x) => ({ type: 'float32', data: [x] }));
+}
+
+function flat(x: tf.TensorInfo): tf.TensorInfo {
+  return { dataId: x.dataId, shape: [tf.util.sizeFromShape(x.shape)], dtype: x.dtype };
+}
+
+abstract class ElementwiseProgram implements WebGPUProgram {
+  readonly outputShape: number[];
+  shaderKey: string;
+  readonly dispatchLayout = { x: [0] };
+  dispatch: [number, number, number];
+  readonly workgroupSize: [number, number, number] = [ELEMENTWISE_WORKGROUP, 1, 1];
+  readonly size = true;
+  abstract readonly variableNames: string[];
+  abstract readonly uniforms: string;
+
+  constructor(n: number, key: string) {
+    this.outputShape = [n];
+    this.dispatch = [Math.ceil(n / ELEMENTWISE_WORKGROUP), 1, 1];
+    this.shaderKey = key;
+  }
+
+  abstract getUserCode(): string;
+}
+
+/**
+ * m' = m * b1 + g * (1 - b1)  or  v' = v * b2 + (g * g) * (1 - b2), with g clipped by the norm N.
+ *   G [n], X [n] (m or v), N [1] -> [n]
+ */
+class MomentProgram extends ElementwiseProgram {
+  readonly variableNames = ['G', 'X', 'N'];
+  readonly uniforms = 'beta : f32, oneMinusBeta : f32, maxNorm : f32, clipEps : f32,';
+
+  constructor(n: number, private readonly squared: boolean) {
+    super(n, `micse_adamw_${squared ? 'v' : 'm'}`);
+  }
+
+  getUserCode(): string {
+    const gTerm = this.squared ? '(g * g)' : 'g';
+    return `
+      fn main(index : i32) {
+        if (index < uniforms.size) {
+          var g = G[index];
+          if (uniforms.maxNorm > 0.0) {
+            g = g * min(1.0, uniforms.maxNorm / (N[0] + uniforms.clipEps));
+          }
+          setOutputAtIndex(index, X[index] * uniforms.beta + ${gTerm} * uniforms.oneMinusBeta);
+        }
+      }`;
+  }
+}
+
+/** p' = p * decay - (m' / (sqrt(v') / bc2Sqrt + eps)) * stepSize.  P, M, V [n] -> [n] */
+class ParamProgram extends ElementwiseProgram {
+  readonly variableNames = ['P', 'M', 'V'];
+  readonly uniforms = 'decay : f32, bc2Sqrt : f32, eps : f32, stepSize : f32,';
+
+  constructor(n: number) {
+    super(n, 'micse_adamw_p');
+  }
+
+  getUserCode(): string {
+    return `
+      fn main(index : i32) {
+        if (index < uniforms.size) {
+          let denom = sqrt(V[index]) / uniforms.bc2Sqrt + uniforms.eps;
+          setOutputAtIndex(index, P[index] * uniforms.decay - (M[index] / denom) * uniforms.stepSize);
+        }
+      }`;
+  }
+}
+
+/** The workgroup's tree reduction of `acc` into partials[0] (every invocation calls it: it has barriers). */
+const WORKGROUP_SUM = `
+  var<workgroup> partials : array<f32, ${REDUCE_WORKGROUP}>;
+  fn workgroupSum(acc : f32) -> f32 {
+    partials[localIndex] = acc;
+    workgroupBarrier();
+    for (var s = ${REDUCE_WORKGROUP / 2}u; s > 0u; s = s >> 1u) {
+      if (localIndex < s) {
+        partials[localIndex] = partials[localIndex] + partials[localIndex + s];
+      }
+      workgroupBarrier();
+    }
+    return partials[0];
+  }`;
+
+/**
+ * Partial sums of squares over up to GRADS_PER_DISPATCH gradients, added to the previous partials if any:
+ *   [Prev [W]], G0 [n0], .., Gk [nk] -> [W],  W = REDUCE_PARTIALS workgroups, each striding over every gradient.
+ */
+class SumSquaresProgram implements WebGPUProgram {
+  readonly outputShape = [REDUCE_PARTIALS];
+  shaderKey: string;
+  readonly dispatchLayout = { x: [0] };
+  dispatch: [number, number, number] = [REDUCE_PARTIALS, 1, 1];
+  readonly workgroupSize: [number, number, number] = [REDUCE_WORKGROUP, 1, 1];
+  readonly variableNames: string[];
+  private readonly grads: string[];
+
+  constructor(count: number, private readonly hasPrev: boolean) {
+    this.grads = Array.from({ length: count }, (_, i) => `G${i}`);
+    this.variableNames = hasPrev ? ['Prev', ...this.grads] : this.grads;
+    this.shaderKey = `micse_sumsq_${count}_${hasPrev}`;
+  }
+
+  getUserCode(): string {
+    const loops = this.grads.map((name) => `
+          for (var i = index; i < uniforms.${name.toLowerCase()}Shape; i = i + stride) {
+            let x = ${name}[i];
+            acc = acc + x * x;
+          }`).join('');
+    return `
+      ${WORKGROUP_SUM}
+      fn main(index : i32) {
+        let stride = i32(numWorkgroups.x) * ${REDUCE_WORKGROUP};
+        var acc = 0.0;
+        ${loops}
+        let total = workgroupSum(acc);
+        if (localIndex == 0u) {
+          setOutputAtIndex(i32(workgroupId.x), ${this.hasPrev ? 'Prev[workgroupId.x] + ' : ''}total);
+        }
+      }`;
+  }
+}
+
+/** sqrt(sum of the partials).  Partials [W] -> [1] */
+class NormProgram implements WebGPUProgram {
+  readonly outputShape = [1];
+  shaderKey = 'micse_norm';
+  readonly dispatchLayout = { x: [0] };
+  dispatch: [number, number, number] = [1, 1, 1];
+  readonly workgroupSize: [number, number, number] = [REDUCE_WORKGROUP, 1, 1];
+  readonly variableNames = ['Partials'];
+
+  getUserCode(): string {
+    return `
+      ${WORKGROUP_SUM}
+      fn main(index : i32) {
+        var acc = 0.0;
+        for (var i = index; i < uniforms.partialsShape; i = i + ${REDUCE_WORKGROUP}) {
+          acc = acc + Partials[i];
+        }
+        let total = workgroupSum(acc);
+        if (localIndex == 0u) {
+          setOutputAtIndex(0, sqrt(total));
+        }
+      }`;
+  }
+}
+
+const webgpuGradNorm: KernelFunc = ({ inputs, backend }) => {
+  const b = backend as unknown as WebGPUBackend;
+  const grads = (Object.values(inputs) as tf.TensorInfo[]).filter((g) => tf.util.sizeFromShape(g.shape) > 0);
+  assertFloat32(GRAD_NORM_KERNEL, grads);
+  let partials: tf.TensorInfo | undefined;
+  for (let i = 0; i < grads.length || partials === undefined; i += GRADS_PER_DISPATCH) {
+    const chunk = grads.slice(i, i + GRADS_PER_DISPATCH).map(flat);
+    const prev = partials;
+    const program = new SumSquaresProgram(chunk.length, prev !== undefined);
+    partials = b.runWebGPUProgram(program, prev === undefined ? chunk : [prev, ...chunk], 'float32');
+    if (prev !== undefined) b.disposeData(prev.dataId);
+  }
+  const norm = b.runWebGPUProgram(new NormProgram(), [partials], 'float32');
+  b.disposeData(partials.dataId);
+  return { dataId: norm.dataId, shape: [], dtype: 'float32' };
+};
+
+const webgpuAdamW: KernelFunc = ({ inputs, backend, attrs }) => {
+  const b = backend as unknown as WebGPUBackend;
+  const { p, g, m, v, norm } = inputs as Record<'p' | 'g' | 'm' | 'v' | 'norm', tf.TensorInfo>;
+  assertFloat32(ADAMW_KERNEL, [p, g, m, v, norm]);
+  const s = attrs as unknown as AdamWStepScalars;
+  const n = tf.util.sizeFromShape(p.shape);
+  const clip = [s.maxNorm, CLIP_EPS];
+  const moment = (x: tf.TensorInfo, squared: boolean, beta: number): tf.TensorInfo => {
+    const uniforms = f32Uniforms([beta, 1 - beta, ...clip]);
+    return b.runWebGPUProgram(new MomentProgram(n, squared), [flat(g), flat(x), flat(norm)], 'float32', uniforms);
+  };
+  const mOut = moment(m, false, s.beta1);
+  const vOut = moment(v, true, s.beta2);
+  const pUniforms = f32Uniforms([s.decay, s.bc2Sqrt, s.eps, s.stepSize]);
+  const pOut = b.runWebGPUProgram(new ParamProgram(n), [flat(p), mOut, vOut], 'float32', pUniforms);
+  return [pOut, mOut, vOut].map((o) => ({ dataId: o.dataId, shape: p.shape.slice(), dtype: 'float32' as const }));
+};
+
+// ---------------------------------------------------------------------------------------------------------------
+// Registration and calls
+// ---------------------------------------------------------------------------------------------------------------
+
+const KERNELS: readonly { kernelName: string; make(backendName: string): KernelFunc }[] = [
+  { kernelName: GRAD_NORM_KERNEL, make: (bn) => (bn === 'webgpu' ? webgpuGradNorm : hostGradNorm(bn)) },
+  { kernelName: ADAMW_KERNEL, make: (bn) => (bn === 'webgpu' ? webgpuAdamW : hostAdamW(bn)) },
+];
+
+/** Registers both kernels for every backend in FUSED_BACKENDS (once; the registry is global to the tf engine). */
+function registerAdamWKernels(): void {
+  for (const backendName of FUSED_BACKENDS) {
+    for (const k of KERNELS) {
+      if (tf.getKernel(k.kernelName, backendName) === undefined) {
+        tf.registerKernel({ kernelName: k.kernelName, backendName, kernelFunc: k.make(backendName) });
+      }
+    }
+  }
+}
+registerAdamWKernels();
+
+/** Whether the active backend runs the fused kernels. */
+export function fusedAvailable(): boolean {
+  return FUSED_BACKENDS.includes(tf.getBackend());
+}
+
+/** ||grads||_2 over all `grads` in one kernel.  g_i (any shapes) -> [] */
+export function fusedGradNorm(grads: readonly tf.Tensor[]): tf.Scalar {
+  const inputs: tf.NamedTensorMap = {};
+  grads.forEach((g, i) => (inputs[`g${i}`] = g));
+  return tf.engine().runKernel(GRAD_NORM_KERNEL, inputs) as tf.Scalar;
+}
+
+/** One AdamW update of one parameter: returns [p', m', v'], each shaped like p.  p, g, m, v [S], norm [] */
+export function fusedAdamW(p: tf.Tensor, g: tf.Tensor, m: tf.Tensor, v: tf.Tensor, norm: tf.Scalar, s: AdamWStepScalars): [tf.Tensor, tf.Tensor, tf.Tensor] {
+  return tf.engine().runKernel(ADAMW_KERNEL, { p, g, m, v, norm }, { ...s }) as unknown as [tf.Tensor, tf.Tensor, tf.Tensor];
+}

@@ -1,0 +1,208 @@
+/**
+ * The fused AdamW kernels (src/train/adamwKernels.ts) against the composite TF.js ops they replace, on cpu
+ * (bit for bit), wasm and webgpu (within 1e-6 relative): parameters, both moments and the returned gradient norm
+ * after several steps, with weight decay on and off and clipping active, inactive and off; plus a flat tensor count,
+ * and the fused norm against a float64 one.
+ *
+ * The update comparisons use gradients on a 1/64 grid (|g| <= 1/4): their squares and every partial sum of them
+ * are exact in float32, so every summation order gives the same norm and the comparison is of the update
+ * arithmetic. (With arbitrary gradients the stock wasm Sum, a sequential float32 sum, is itself ~4e-6 off over 77k
+ * elements; the fused norm sums in double on the host backends and is checked against float64 separately.)
+ * webgpu runs where `selectBackend('webgpu')` finds an adapter (locally: `source scratch/lvp.env` for lavapipe).
+ */
+import assert from 'node:assert/strict';
+import { describe, it, type TestContext } from 'node:test';
+import { selectBackend } from '../src/model/backend.js';
+import { tf } from '../src/model/tf.js';
+import { AdamW, type AdamWOptions } from '../src/train/adamw.js';
+import { adamwHost, gradNormHost } from '../src/train/adamwKernels.js';
+
+/**
+ * Shapes chosen to exercise the kernels' edges: sizes not a multiple of a workgroup, one larger than the
+ * 256 x 256 invocations of a webgpu sum-of-squares dispatch, more gradients than one such dispatch takes (6),
+ * and names with and without weight decay.
+ */
+const PARAMS: readonly [string, number[]][] = [
+  ['embeddings.word_embeddings.weight', [300, 257]],
+  ['encoder.layer.0.attention.self.query.weight', [16, 16]],
+  ['encoder.layer.0.attention.self.query.bias', [16]],
+  ['encoder.layer.0.output.LayerNorm.weight', [16]],
+  ['encoder.layer.0.output.LayerNorm.bias', [16]],
+  ['encoder.layer.0.intermediate.dense.weight', [7, 13]],
+  ['encoder.layer.0.intermediate.dense.bias', [13]],
+  ['head.dense.weight', [33, 5]],
+  ['head.dense.bias', [1]],
+];
+const STEPS = 4;
+/** Gradients are integers in [-GRID_MAX, GRID_MAX] divided by GRID: 77k squares sum below 2^24 grid units. */
+const GRID = 64;
+const GRID_MAX = 16;
+const GRID_STD = 6;
+const LR = 1e-2;
+const SEED = 11;
+/** Relative tolerance of the wasm and webgpu comparisons. */
+const REL_TOL = 1e-6;
+/**
+ * Element-wise relative error floor, as a fraction of the tensor's largest magnitude: a moment that cancels to
+ * near zero (b1 m = -(1 - b1) g) has no meaningful relative error of its own.
+ */
+const REL_FLOOR = 1e-3;
+
+interface Case {
+  label: string;
+  weightDecay: number;
+  /** 0: no clipping; small: clipping active; large: clipping computed but inactive (coef 1). */
+  maxNorm: number;
+}
+const CASES: readonly Case[] = [
+  { label: 'decay on, clipping active', weightDecay: 0.01, maxNorm: 1 },
+  { label: 'decay on, clipping inactive', weightDecay: 0.01, maxNorm: 1e6 },
+  { label: 'decay off, clipping active', weightDecay: 0, maxNorm: 0.5 },
+  { label: 'decay off, no clipping', weightDecay: 0, maxNorm: 0 },
+];
+
+interface Run {
+  p: Map<string, Float32Array>;
+  m: Map<string, Float32Array>;
+  v: Map<string, Float32Array>;
+  norms: number[];
+  /** tf.memory().numTensors after each step. */
+  counts: number[];
+}
+
+/** A seeded gradient on the 1/GRID grid.  -> [shape] */
+function gridGradient(shape: number[], seed: number): tf.Tensor {
+  return tf.tidy(() => tf.div(tf.clipByValue(tf.round(tf.randomNormal(shape, 0, GRID_STD, 'float32', seed)), -GRID_MAX, GRID_MAX), GRID));
+}
+
+/** Runs STEPS updates of fresh parameters with seeded gradients (the same for every implementation). */
+async function run(c: Case, implementation: AdamWOptions['implementation']): Promise<Run> {
+  const params = PARAMS.map(([name, shape], i) => ({ name, variable: tf.variable(tf.randomNormal(shape, 0, 1, 'float32', SEED + i)) }));
+  const opt = new AdamW(params, { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: c.weightDecay, implementation });
+  const norms: number[] = [];
+  const counts: number[] = [];
+  for (let step = 0; step < STEPS; step++) {
+    const grads = new Map(PARAMS.map(([name, shape], i) => [name, gridGradient(shape, SEED + 1000 * (step + 1) + i)] as [string, tf.Tensor]));
+    const norm = opt.apply(grads, LR * (step + 1), c.maxNorm);
+    norms.push((await norm.data())[0]!);
+    tf.dispose([norm, ...grads.values()]);
+    counts.push(tf.memory().numTensors);
+  }
+  const read = async (m: Map<string, tf.Variable>): Promise<Map<string, Float32Array>> =>
+    new Map(await Promise.all([...m].map(async ([k, x]) => [k, (await x.data()) as Float32Array] as const)));
+  const out = {
+    p: await read(new Map(params.map((p) => [p.name, p.variable]))),
+    m: await read(opt.m),
+    v: await read(opt.v),
+    norms, counts,
+  };
+  opt.dispose();
+  tf.dispose(params.map((p) => p.variable));
+  return out;
+}
+
+/** max over elements of |a - b| / max(|b|, REL_FLOOR * max|b|). */
+function relErr(a: Float32Array, b: Float32Array): number {
+  let scale = 0;
+  for (const x of b) scale = Math.max(scale, Math.abs(x));
+  let worst = 0;
+  for (let i = 0; i < b.length; i++) worst = Math.max(worst, Math.abs(a[i]! - b[i]!) / Math.max(Math.abs(b[i]!), REL_FLOOR * scale, Number.MIN_VALUE));
+  return worst;
+}
+
+function compare(fused: Run, composite: Run, tol: number, what: string): void {
+  for (const part of ['p', 'm', 'v'] as const) {
+    for (const [name, want] of composite[part]) {
+      const got = fused[part].get(name)!;
+      assert.equal(got.length, want.length);
+      const err = relErr(got, want);
+      assert.ok(err <= tol, `${what}: ${part}[${name}] relative error ${err} > ${tol}`);
+    }
+  }
+  fused.norms.forEach((n, i) => {
+    const err = Math.abs(n - composite.norms[i]!) / composite.norms[i]!;
+    assert.ok(err <= tol, `${what}: gradient norm at step ${i + 1}: ${n} vs ${composite.norms[i]} (relative ${err})`);
+  });
+  // The first step may allocate kernel-internal state; from then on the count is flat.
+  assert.ok(fused.counts.slice(1).every((x) => x === fused.counts[1]), `${what}: tensor counts ${fused.counts.join(', ')}`);
+}
+
+type Backend = 'cpu' | 'wasm' | 'webgpu';
+
+/**
+ * Activates `backend`; false (the test is skipped with the reason) where webgpu has no adapter. Called inside each
+ * test, not at load: activating webgpu while another test is running would race with its backend switch.
+ */
+async function activate(t: TestContext, backend: Backend): Promise<boolean> {
+  if (backend !== 'webgpu') {
+    await selectBackend(backend);
+    return true;
+  }
+  try {
+    await selectBackend(backend);
+    return true;
+  } catch (err) {
+    t.skip(`webgpu unavailable: ${(err as Error).message}`);
+    return false;
+  }
+}
+
+function backendSuite(backend: Backend, tol: number): void {
+  describe(`fused AdamW on ${backend}`, () => {
+    for (const c of CASES) {
+      it(`${c.label}: p, m, v and the norm match the composite ops${tol === 0 ? ' bit for bit' : ` within ${tol} relative`}`, async (t) => {
+        if (!(await activate(t, backend))) return;
+        const composite = await run(c, 'composite');
+        const fused = await run(c, 'fused');
+        compare(fused, composite, tol, `${backend}, ${c.label}`);
+        // The fused path did change the parameters (so the comparison is not of two untouched copies).
+        const [name, shape] = PARAMS[0]!;
+        const init = tf.randomNormal(shape, 0, 1, 'float32', SEED);
+        assert.ok(relErr(fused.p.get(name)!, (await init.data()) as Float32Array) > 1e-4);
+        init.dispose();
+      });
+    }
+
+    it('the fused gradient norm of arbitrary gradients is within 1e-6 of a float64 norm', async (t) => {
+      if (!(await activate(t, backend))) return;
+      const grads = PARAMS.map(([, shape], i) => tf.randomNormal(shape, 0, 0.1, 'float32', SEED + 7 + i));
+      let sq = 0;
+      for (const g of grads) for (const x of (await g.data()) as Float32Array) sq += x * x;
+      const exact = Math.sqrt(sq);
+      const params = PARAMS.map(([name, shape]) => ({ name, variable: tf.variable(tf.zeros(shape)) }));
+      const opt = new AdamW(params, { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0 });
+      const norm = opt.apply(new Map(PARAMS.map(([name], i) => [name, grads[i]!])), LR, 1);
+      const got = (await norm.data())[0]!;
+      assert.ok(Math.abs(got - exact) / exact <= REL_TOL, `${got} vs float64 ${exact}`);
+      tf.dispose([norm, ...grads, ...params.map((p) => p.variable)]);
+      opt.dispose();
+    });
+  });
+}
+
+describe('host loops', () => {
+  it('the gradient norm sums float32 squares per gradient and the sums in float32', () => {
+    const a = Float32Array.from([3, 4]);
+    const b = Float32Array.from([12]);
+    assert.equal(gradNormHost([a, b]), 13);
+    assert.equal(gradNormHost([]), 0);
+  });
+
+  it('one update by hand: clipping, decay and bias correction', () => {
+    const out = [new Float32Array(1), new Float32Array(1), new Float32Array(1)] as const;
+    const s = { beta1: 0.9, beta2: 0.999, eps: 1e-8, decay: 1 - 0.1 * 0.5, bc2Sqrt: Math.sqrt(1 - 0.999), stepSize: 0.1 / (1 - 0.9), maxNorm: 1 };
+    // norm 4 clips g = 2 to 2 * 1 / (4 + 1e-6); m, v start at 1 and 0.5.
+    adamwHost(Float32Array.from([1]), Float32Array.from([2]), Float32Array.from([1]), Float32Array.from([0.5]), 4, s, ...out);
+    const g = 2 / (4 + 1e-6);
+    const m = 0.9 + 0.1 * g;
+    const v = 0.999 * 0.5 + 0.001 * g * g;
+    const p = 0.95 - (m / (Math.sqrt(v) / Math.sqrt(0.001) + 1e-8)) * (0.1 / 0.1);
+    assert.ok(Math.abs(out[1][0]! - m) < 1e-6, `m ${out[1][0]} vs ${m}`);
+    assert.ok(Math.abs(out[2][0]! - v) < 1e-6, `v ${out[2][0]} vs ${v}`);
+    assert.ok(Math.abs(out[0][0]! - p) < 1e-6, `p ${out[0][0]} vs ${p}`);
+  });
+});
+
+backendSuite('cpu', 0);
+backendSuite('wasm', REL_TOL);
+backendSuite('webgpu', REL_TOL);
