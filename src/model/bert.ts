@@ -18,6 +18,7 @@ import type { BertConfig } from './config.js';
 import { bertWeightTable, type WeightSpec } from './weights.js';
 import type { HostTensor } from './safetensors.js';
 import { tf } from './tf.js';
+import { gelu, layerNorm } from './fused.js';
 import { seededDropout } from './random.js';
 
 export interface BertInputs {
@@ -138,15 +139,13 @@ export class BertModel {
   }
 
   private layerNorm(x: tf.Tensor, name: string): tf.Tensor {
-    const { mean, variance } = tf.moments(x, -1, true);
-    const normed = tf.div(tf.sub(x, mean), tf.sqrt(tf.add(variance, this.config.layerNormEps)));
-    return tf.add(tf.mul(normed, this.w(`${name}.weight`)), this.w(`${name}.bias`));
+    return layerNorm(x, this.w(`${name}.weight`), this.w(`${name}.bias`), this.config.layerNormEps); // one kernel (fused.ts)
   }
 
   private act(x: tf.Tensor): tf.Tensor {
     switch (this.config.hiddenAct) {
-      case 'gelu': // exact GELU: x * Phi(x)
-        return tf.mul(tf.mul(x, 0.5), tf.add(1, tf.erf(tf.mul(x, Math.SQRT1_2))));
+      case 'gelu': // exact GELU: x * Phi(x), one kernel (fused.ts)
+        return gelu(x);
       case 'gelu_new':
       case 'gelu_pytorch_tanh': {
         const inner = tf.mul(Math.sqrt(2 / Math.PI), tf.add(x, tf.mul(0.044715, tf.pow(x, 3))));

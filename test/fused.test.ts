@@ -1,0 +1,91 @@
+/**
+ * fused.ts: LayerNorm and GELU kernels (forward and every gradient) against the same math composed of stock ops
+ * on the cpu backend, on cpu, wasm and (where a WebGPU adapter exists; skipped with the reason otherwise) webgpu.
+ * Rows of several sizes exercise the workgroup loops (H below, equal to and above the 64 threads of a row).
+ */
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { selectBackend } from '../src/model/backend.js';
+import { gelu, layerNorm } from '../src/model/fused.js';
+import { tf } from '../src/model/tf.js';
+
+const TOL = 1e-5;
+
+async function webgpuAvailable(): Promise<boolean> {
+  try {
+    await selectBackend('webgpu');
+    return true;
+  } catch {
+    return false;
+  } finally {
+    await selectBackend('cpu');
+  }
+}
+const BACKENDS = ['cpu', 'wasm', ...((await webgpuAvailable()) ? ['webgpu' as const] : [])] as const;
+
+/** Seeded values in [-1, 1). */
+function values(n: number, seed: number): Float32Array {
+  let s = seed >>> 0;
+  return Float32Array.from({ length: n }, () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 31) - 1);
+}
+
+type Fn = (x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor) => tf.Tensor;
+
+const composedLayerNorm = (eps: number): Fn => (x, gamma, beta) => {
+  const { mean, variance } = tf.moments(x, -1, true);
+  return tf.add(tf.mul(tf.div(tf.sub(x, mean), tf.sqrt(tf.add(variance, eps))), gamma), beta);
+};
+const composedGelu: Fn = (x) => tf.mul(tf.mul(x, 0.5), tf.add(1, tf.erf(tf.mul(x, Math.SQRT1_2))));
+
+/** Output and gradients (w.r.t. x, and gamma/beta when `withParams`) of sum(f(x) * dy), flattened. */
+async function outputs(f: Fn, shape: number[], withParams: boolean): Promise<Float32Array[]> {
+  const H = shape[shape.length - 1]!;
+  const n = shape.reduce((a, b) => a * b, 1);
+  const x = tf.tidy(() => tf.add(tf.mul(tf.tensor(values(n, 1), shape), 3), 0.5));
+  const gamma = tf.tidy(() => tf.add(tf.tensor(values(H, 2)), 1));
+  const beta = tf.tensor(values(H, 3));
+  const dy = tf.tensor(values(n, 4), shape);
+  const loss = (a: tf.Tensor, g: tf.Tensor, b: tf.Tensor) => tf.sum(tf.mul(f(a, g, b), dy));
+  const results = tf.tidy(() => [
+    f(x, gamma, beta),
+    ...(withParams ? tf.grads(loss)([x, gamma, beta]) : [tf.grad((a: tf.Tensor) => loss(a, gamma, beta))(x)]),
+  ]);
+  const data = await Promise.all(results.map(async (t) => Float32Array.from((await t.data()) as Float32Array)));
+  tf.dispose([x, gamma, beta, dy, ...results]);
+  return data;
+}
+
+function maxAbsDiff(a: Float32Array, b: Float32Array): number {
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
+  return m;
+}
+
+describe('fused LayerNorm and GELU match the composed ops', () => {
+  const shapes = [[7, 5], [2, 3, 64], [4, 9, 200]];
+  for (const backend of BACKENDS) {
+    for (const shape of shapes) {
+      test(`${backend} [${shape}]: layerNorm (y, dx, dgamma, dbeta) and gelu (y, dx) within ${TOL}`, async () => {
+        const names = ['y', 'dx', 'dgamma', 'dbeta'];
+        await selectBackend('cpu');
+        const refLn = await outputs(composedLayerNorm(1e-12), shape, true);
+        const refGelu = await outputs(composedGelu, shape, false);
+        await selectBackend(backend);
+        const before = tf.memory().numTensors;
+        const ln = await outputs((x, g, b) => layerNorm(x, g, b, 1e-12), shape, true);
+        const ge = await outputs((x) => gelu(x), shape, false);
+        assert.equal(tf.memory().numTensors, before, 'no tensor leaks');
+        await selectBackend('cpu');
+        ln.forEach((v, i) => assert.ok(maxAbsDiff(v, refLn[i]!) < TOL, `layerNorm ${names[i]}: ${maxAbsDiff(v, refLn[i]!)}`));
+        ge.forEach((v, i) => assert.ok(maxAbsDiff(v, refGelu[i]!) < TOL, `gelu ${names[i]}: ${maxAbsDiff(v, refGelu[i]!)}`));
+      });
+    }
+  }
+
+  test('layerNorm rejects gamma/beta of the wrong size, naming the shapes', () => {
+    const x = tf.zeros([2, 4]);
+    const g = tf.ones([3]);
+    assert.throws(() => layerNorm(x, g, g, 1e-12), /gamma and beta must be \[4\] for x of shape \[2,4\]; got \[3\]/);
+    tf.dispose([x, g]);
+  });
+});
