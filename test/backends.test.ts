@@ -4,7 +4,8 @@
  *
  * Op level: each replaced kernel (wasm BatchMatMul, Unpack, Sum; cpu Add, Sub, Multiply, RealDiv, Softmax) against
  * the same backend's stock kernel (unregisterFastKernels puts it back) on
- * shapes that reach every branch (transpose flags, batched, b unbatched, broadcast batch, leading/other axes).
+ * shapes that reach every branch (transpose flags, batched, b unbatched, broadcast batch, leading/other axes);
+ * wasm BatchMatMul with both of its engines (onnxruntime-node's native SGEMM and the XNNPACK fallback).
  * The scatter-add that replaces UnsortedSegmentSum is checked against the stock cpu kernel on a small vocabulary
  * (the stock kernel takes minutes at BERT's 30,522 rows), so it can serve as the step's reference below.
  * Step level: micseLoss (dropout on, seeded, AMI over layers 2..3) + tf.variableGrads on the shared tiny-h32-l4
@@ -16,7 +17,7 @@ import { after, before, describe, test } from 'node:test';
 import { MlpHead } from '../src/losses/mlpHead.js';
 import { micseLoss } from '../src/losses/micse.js';
 import { selectBackend } from '../src/model/backend.js';
-import { fastKernelNames, registerFastKernels, unregisterFastKernels } from '../src/model/kernels.js';
+import { fastKernelNames, registerFastKernels, unregisterFastKernels, useNativeGemm, wasmMatMulEngine } from '../src/model/kernels.js';
 import { loadPretrained } from '../src/model/pretrained.js';
 import { tf } from '../src/model/tf.js';
 import { shared, SKIP_NO_SHARED } from './helpers.js';
@@ -72,28 +73,49 @@ describe('replaced kernels match the stock kernels', () => {
     ['b unbatched', [4, 6, 5], [5, 3], false, false],
     ['b unbatched, transposeB', [4, 6, 5], [3, 5], false, true],
     ['broadcast a', [1, 6, 5], [4, 5, 3], false, false],
+    ['broadcast a, both flags', [1, 5, 6], [4, 3, 5], true, true],
+    ['broadcast b, transposeA', [4, 5, 6], [1, 5, 3], true, false],
+    ['GEMM-sized (several MLAS tiles), transposeB', [3, 70, 129], [1, 33, 129], false, true],
   ];
-  for (const [name, sa, sb, ta, tb] of matMulCases) {
-    test(`wasm BatchMatMul: ${name}`, async () => {
-      const a = rand(sa, 1);
-      const b = rand(sb, 2);
-      const { fast, stock } = await fastAndStock('wasm', () => tf.matMul(a, b, ta, tb));
+  // Both product engines: onnxruntime-node's native SGEMM (the default) and XNNPACK (its fallback).
+  for (const native of [true, false]) {
+    const engine = native ? 'native GEMM' : 'XNNPACK';
+    const withEngine = async <T>(f: () => Promise<T>): Promise<T> => {
+      await selectBackend('wasm');
+      assert.equal(useNativeGemm(native), native, `useNativeGemm(${native}): ${wasmMatMulEngine()}`);
+      try {
+        return await f();
+      } finally {
+        useNativeGemm(true);
+      }
+    };
+    for (const [name, sa, sb, ta, tb] of matMulCases) {
+      test(`wasm BatchMatMul (${engine}): ${name}`, async () => {
+        const a = rand(sa, 1);
+        const b = rand(sb, 2);
+        const { fast, stock } = await withEngine(() => fastAndStock('wasm', () => tf.matMul(a, b, ta, tb)));
+        a.dispose();
+        b.dispose();
+        assert.ok(maxAbsDiff(fast[0]!, stock[0]!) < 1e-4, `max diff ${maxAbsDiff(fast[0]!, stock[0]!)}`);
+      });
+    }
+
+    test(`wasm BatchMatMul (${engine}) gradients (all four flag combinations)`, async () => {
+      const a = rand([3, 4, 5], 3);
+      const b = rand([3, 5, 6], 4);
+      const { fast, stock } = await withEngine(() => fastAndStock('wasm', () => {
+        const g = tf.grads((x: tf.Tensor, y: tf.Tensor) => tf.sum(tf.square(tf.matMul(tf.matMul(x, y), y, false, true))));
+        return g([a, b]);
+      }));
       a.dispose();
       b.dispose();
-      assert.ok(maxAbsDiff(fast[0]!, stock[0]!) < 1e-5, `max diff ${maxAbsDiff(fast[0]!, stock[0]!)}`);
+      fast.forEach((f, i) => assert.ok(maxAbsDiff(f, stock[i]!) < 1e-4, `grad ${i}: max diff ${maxAbsDiff(f, stock[i]!)}`));
     });
   }
 
-  test('wasm BatchMatMul gradients (all four flag combinations)', async () => {
-    const a = rand([3, 4, 5], 3);
-    const b = rand([3, 5, 6], 4);
-    const { fast, stock } = await fastAndStock('wasm', () => {
-      const g = tf.grads((x: tf.Tensor, y: tf.Tensor) => tf.sum(tf.square(tf.matMul(tf.matMul(x, y), y, false, true))));
-      return g([a, b]);
-    });
-    a.dispose();
-    b.dispose();
-    fast.forEach((f, i) => assert.ok(maxAbsDiff(f, stock[i]!) < 1e-4, `grad ${i}: max diff ${maxAbsDiff(f, stock[i]!)}`));
+  test('the wasm backend runs its products on the native GEMM by default', async () => {
+    await selectBackend('wasm');
+    assert.match(wasmMatMulEngine(), /onnxruntime-node/);
   });
 
   test('wasm Unpack (tf.unstack) on every axis', async () => {

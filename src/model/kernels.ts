@@ -6,6 +6,7 @@
  * tensor pass per segment, i.e. per vocabulary row: about 5 minutes a call for BERT's 30,522 words. A direct
  * scatter-add is one pass over the input.
  */
+import { NativeGemm, type Shape3 } from './nativeGemm.js';
 import { tf } from './tf.js';
 
 type KernelFunc = tf.KernelConfig['kernelFunc'];
@@ -57,16 +58,55 @@ const unsortedSegmentSumCpu: KernelFunc = ({ inputs, backend, attrs }) => {
 // ---------------------------------------------------------------------------------------------------------------
 // wasm BatchMatMul
 //
-// The stock wasm kernel uses XNNPACK (about 40 GFLOP/s with SIMD) only for an unbatched product without transpose
-// flags, i.e. `[1, M, K] @ [1, K, N]`; everything else (every backward product, the batched attention products)
-// runs a scalar blocked loop at 2.5-3.6 GFLOP/s. This wrapper brings every float32 product to that one fast form:
+// First choice: onnxruntime-node's native SGEMM (src/model/nativeGemm.ts: MLAS, AVX2/AVX-512, intra-op threads,
+// 100-200 GFLOP/s a core here), reading and writing the wasm heap in place; `useNativeGemm` switches it on (the
+// wasm branch of backend.ts does, unless MICSE_NATIVE_GEMM=0) and falls back when onnxruntime-node cannot load.
+//
+// Otherwise XNNPACK: the stock wasm kernel uses it (about 20-40 GFLOP/s with SIMD, one thread) only for an
+// unbatched product without transpose flags, i.e. `[1, M, K] @ [1, K, N]`; everything else (every backward
+// product, the batched attention products) runs a scalar blocked loop at 2.5-3.6 GFLOP/s. This wrapper then brings
+// every float32 product to that one fast form:
 //   - a transpose flag is materialised first (the wasm Transpose kernel, one pass over the operand);
 //   - `[batch, M, K] @ [K, N]` (b unbatched) becomes one `[1, batch * M, K] @ [1, K, N]` product;
 //   - `[batch, M, K] @ [batch, K, N]` runs one XNNPACK product per batch entry on views of the operands: the
 //     per-entry tensors are registered with the wasm module at offsets inside the batched buffers (no copy) and
 //     released right after, which also frees the XNNPACK operator cached on them.
-// Products with a broadcast batch (batchA = 1 < batchB) keep the stock kernel.
+// Products with a broadcast batch (batchA = 1 < batchB) keep the stock kernel on this path.
 // ---------------------------------------------------------------------------------------------------------------
+
+/** Environment switch: `MICSE_NATIVE_GEMM=0` keeps wasm products on XNNPACK (for comparisons). */
+export const NATIVE_GEMM_ENV = 'MICSE_NATIVE_GEMM';
+
+let nativeGemm: NativeGemm | undefined;
+/** The loaded instance, kept across switches (its ONNX sessions are built once per transpose-flag pair). */
+let loadedGemm: NativeGemm | undefined;
+let nativeGemmWhy = 'not requested';
+
+/**
+ * Routes wasm float32 products to onnxruntime-node's native SGEMM (`on`) or to XNNPACK. Returns whether the native
+ * path is active: false when `on` is false or onnxruntime-node failed to load (`wasmMatMulEngine` says why).
+ */
+export function useNativeGemm(on: boolean): boolean {
+  if (!on) {
+    nativeGemm = undefined;
+    nativeGemmWhy = 'switched off';
+    return false;
+  }
+  try {
+    nativeGemm = loadedGemm ??= NativeGemm.load();
+  } catch (err) {
+    nativeGemm = undefined;
+    nativeGemmWhy = `onnxruntime-node did not load: ${(err instanceof Error ? err.message : String(err)).split('\n')[0]}`;
+  }
+  return nativeGemm !== undefined;
+}
+
+/** What runs the wasm backend's dense products, for logs. */
+export function wasmMatMulEngine(): string {
+  return nativeGemm !== undefined
+    ? `onnxruntime-node MLAS (native SGEMM, ${nativeGemm.threads} threads)`
+    : `XNNPACK (wasm SIMD, one thread; native GEMM ${nativeGemmWhy})`;
+}
 
 /** The parts of tfjs-backend-wasm's BackendWasm the kernels use (its public fields, not typed by the package). */
 interface WasmBackend {
@@ -125,12 +165,29 @@ function makeWasmBatchMatMul(stock: KernelFunc, transpose: KernelFunc): KernelFu
     const rb = b.shape.length;
     const batchA = sizeOf(a.shape.slice(0, -2));
     const batchB = sizeOf(b.shape.slice(0, -2));
-    if (batchA !== batchB && batchB !== 1) return stock(args);
+    const outer = tf.broadcast_util.assertAndGetBroadcastShape(a.shape.slice(0, -2), b.shape.slice(0, -2));
+    // Flattening the batch dims is only right when one side has a single batch entry or both have the same dims.
+    const sameOuter = batchA === batchB && sizeOf(outer) === batchA;
+    if (!sameOuter && batchA !== 1 && batchB !== 1) return stock(args);
     const M = transposeA ? a.shape[ra - 1]! : a.shape[ra - 2]!;
     const K = transposeA ? a.shape[ra - 2]! : a.shape[ra - 1]!;
     const N = transposeB ? b.shape[rb - 2]! : b.shape[rb - 1]!;
-    const outer = tf.broadcast_util.assertAndGetBroadcastShape(a.shape.slice(0, -2), b.shape.slice(0, -2));
     const outShape = [...outer, M, N];
+    if (nativeGemm !== undefined && M * N * K > 0) {
+      // [batchA, M, K] (stored [batchA, K, M] when transposeA) @ [batchB, K, N] (or [batchB, N, K]) in place.
+      let aShape: Shape3 = transposeA ? [batchA, K, M] : [batchA, M, K];
+      if (batchB === 1 && !transposeA) aShape = [1, batchA * M, K]; // one [batchA * M, K] @ [K, N] GEMM
+      const bShape: Shape3 = transposeB ? [batchB, N, K] : [batchB, K, N];
+      const out = backend.makeOutput(outShape, 'float32');
+      const heap = heapF32(backend); // after the allocation above, which may grow the heap
+      const view = (x: tf.TensorInfo): Float32Array => {
+        const start = backend.dataIdMap.get(x.dataId).memoryOffset / F32_BYTES;
+        return heap.subarray(start, start + sizeOf(x.shape));
+      };
+      nativeGemm.matMul(view(a), aShape, transposeA, view(b), bShape, transposeB, view(out));
+      return out;
+    }
+    if (batchA !== batchB && batchB !== 1) return stock(args);
 
     // Operands as [batch, rows, cols] without transpose flags.
     const temps: tf.TensorInfo[] = [];
