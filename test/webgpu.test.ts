@@ -6,7 +6,8 @@
  * same mask; the stream is uniform and seeds are independent.
  * WebGPU (skipped with the reason when `selectBackend('webgpu')` fails, e.g. no Vulkan driver, as on CI): one
  * seeded training-mode miCSE loss (dropout on, AMI in its sampling regime) and every gradient agree with the cpu
- * backend within 1e-4, and full TrainSteps (AdamW included) run with no host read inside and no tensor growth.
+ * backend within 1e-4, and full TrainSteps (AdamW included) run with no host read inside and no tensor growth;
+ * the tiled GEMM (webgpuGemm.ts) gives the stock matmul's numbers for every transpose and batch layout.
  * Self-contained (random-init model), so it can be carried to a GPU machine without ../shared.
  */
 import assert from 'node:assert/strict';
@@ -17,6 +18,7 @@ import { selectBackend } from '../src/model/backend.js';
 import { BertModel } from '../src/model/bert.js';
 import type { BertConfig } from '../src/model/config.js';
 import { seededDropout, seededUniform, uniformArray } from '../src/model/random.js';
+import { registerWebGPUGemm, unregisterWebGPUGemm } from '../src/model/webgpuGemm.js';
 import { tf } from '../src/model/tf.js';
 import { AdamW } from '../src/train/adamw.js';
 import { TrainStep, trainableParams } from '../src/train/step.js';
@@ -192,4 +194,35 @@ describe('WebGPU training step', { skip: WEBGPU_SKIP }, () => {
     await selectBackend('cpu');
     assert.ok(counts.every((c) => c === counts[0]), `tensor counts ${counts.join(', ')}`);
   });
+});
+
+describe('WebGPU tiled GEMM (webgpuGemm.ts)', { skip: WEBGPU_SKIP }, () => {
+  const cases: [string, number[], number[], boolean, boolean][] = [
+    ['plain, edges not multiples of the tile', [300, 70], [70, 200], false, false],
+    ['transposeA', [70, 300], [70, 200], true, false],
+    ['transposeB', [300, 70], [200, 70], false, true],
+    ['both', [70, 300], [200, 70], true, true],
+    ['batched', [2, 130, 33], [2, 33, 129], false, false],
+    ['b unbatched', [2, 130, 33], [33, 129], false, false],
+    ['a broadcast', [1, 129, 5], [3, 5, 140], false, false],
+    ['too small for a tile: stock kernel', [4, 32, 16], [4, 16, 32], false, false],
+  ];
+  for (const [name, sa, sb, ta, tb] of cases) {
+    test(`${name}: [${sa}] x [${sb}] within 1e-4 of the stock kernel`, async () => {
+      await selectBackend('webgpu');
+      const n = (s: number[]) => s.reduce((p, d) => p * d, 1);
+      const a = tf.tensor(Float32Array.from({ length: n(sa) }, (_, i) => Math.sin(i)), sa);
+      const b = tf.tensor(Float32Array.from({ length: n(sb) }, (_, i) => Math.cos(i * 0.7)), sb);
+      unregisterWebGPUGemm();
+      const stock = tf.matMul(a, b, ta, tb);
+      registerWebGPUGemm();
+      const tiled = tf.matMul(a, b, ta, tb);
+      unregisterWebGPUGemm();
+      assert.deepEqual(tiled.shape, stock.shape);
+      const d = maxAbsDiff(await read(tiled), await read(stock));
+      tf.dispose([a, b]);
+      await selectBackend('cpu');
+      assert.ok(d < 1e-4, `max difference ${d}`);
+    });
+  }
 });

@@ -1,0 +1,195 @@
+/**
+ * A register-tiled GEMM for the webgpu backend's BatchMatMul, for the large products of a BERT training step.
+ *
+ * Why: TF.js's WebGPU matmul (32 x 32 tiles, 4 x 4 per thread) ran BERT-base's products at about 3.4 TFLOP/s
+ * on an H200 (../shared/docs/SPEED-NOTES.md), a tenth of what the card does in fp32. This kernel computes a
+ * 128 x 128 tile per workgroup of 16 x 16 threads, 8 x 8 outputs per thread held in registers (the code is
+ * generated unrolled), staging 8-deep slices of A and B in workgroup memory, so each value loaded from workgroup
+ * memory feeds 8 multiply-adds instead of 4:
+ *   C[b] = op(A[b]) @ op(B[b])      A [batchA, M, K] or [batchA, K, M] (transposeA), B [batchB, K, N] or
+ *                                   [batchB, N, K] (transposeB); a batch of 1 broadcasts
+ * Transposes are folded into the tile loads (no transpose pass). Products whose output is smaller than a tile
+ * in either dimension (the attention products, 32 x 32 per head at seq 32), non-float32 or unusual broadcasts
+ * keep the stock kernel.
+ *
+ * Opt-in until measured on a GPU: `registerWebGPUGemm()` (backend.ts calls it when the environment variable
+ * MICSE_WEBGPU_GEMM is 1); `unregisterWebGPUGemm()` restores the stock kernel. Results equal the stock kernel's
+ * within float32 rounding (test/webgpu.test.ts).
+ */
+import { tf } from './tf.js';
+
+/** Output tile per workgroup, threads per workgroup side, outputs per thread side, depth of a staged slice. */
+const TILE = 128;
+const THREADS = 16;
+const PER_THREAD = TILE / THREADS; // 8
+const DEPTH = 8;
+const THREAD_COUNT = THREADS * THREADS; // 256
+/** Elements of one staged slice each thread loads, for A and for B. */
+const LOADS = (TILE * DEPTH) / THREAD_COUNT; // 4
+
+interface MatMulAttrs {
+  transposeA: boolean;
+  transposeB: boolean;
+}
+interface ProgramLike {
+  variableNames: string[];
+  outputShape: number[];
+  shaderKey: string;
+  dispatchLayout: { x: number[]; y: number[]; z: number[] };
+  dispatch: [number, number, number];
+  workgroupSize: [number, number, number];
+  uniforms: string;
+  getUserCode(): string;
+}
+interface WebGPUBackendLike {
+  runWebGPUProgram(program: ProgramLike, inputs: tf.TensorInfo[], dtype: tf.DataType,
+    uniforms: { type: 'int32'; data: number[] }[]): tf.TensorInfo;
+}
+
+function sizeOf(shape: readonly number[]): number {
+  return shape.reduce((p, d) => p * d, 1);
+}
+
+/** WGSL source of the tile loop; transposes are compile-time (part of the shader key). */
+function gemmSource(transposeA: boolean, transposeB: boolean): string {
+  const lines: string[] = [];
+  const acc = (i: number, j: number) => `c${i}_${j}`;
+  for (let i = 0; i < PER_THREAD; i++) for (let j = 0; j < PER_THREAD; j++) lines.push(`    var ${acc(i, j)} = 0.0;`);
+  const decl = lines.join('\n');
+  // Loads: consecutive threads read consecutive addresses of the operand's memory layout.
+  const loadA = transposeA
+    ? `let mm = l % ${TILE}; let kk = l / ${TILE}; let m = row0 + mm; let k = k0 + kk;
+        var v = 0.0; if (m < M && k < K) { v = A[aOff + k * M + m]; }`
+    : `let kk = l % ${DEPTH}; let mm = l / ${DEPTH}; let m = row0 + mm; let k = k0 + kk;
+        var v = 0.0; if (m < M && k < K) { v = A[aOff + m * K + k]; }`;
+  const loadB = transposeB
+    ? `let kk = l % ${DEPTH}; let nn = l / ${DEPTH}; let n = col0 + nn; let k = k0 + kk;
+        var v = 0.0; if (n < N && k < K) { v = B[bOff + n * K + k]; }`
+    : `let nn = l % ${TILE}; let kk = l / ${TILE}; let n = col0 + nn; let k = k0 + kk;
+        var v = 0.0; if (n < N && k < K) { v = B[bOff + k * N + n]; }`;
+  const inner: string[] = [];
+  for (let i = 0; i < PER_THREAD; i++) inner.push(`      let a${i} = As[kk * ${TILE} + ty + ${THREADS * i}];`);
+  for (let j = 0; j < PER_THREAD; j++) inner.push(`      let b${j} = Bs[kk * ${TILE} + tx + ${THREADS * j}];`);
+  for (let i = 0; i < PER_THREAD; i++) {
+    for (let j = 0; j < PER_THREAD; j++) inner.push(`      ${acc(i, j)} = fma(a${i}, b${j}, ${acc(i, j)});`);
+  }
+  const store: string[] = [];
+  for (let i = 0; i < PER_THREAD; i++) {
+    store.push(`    { let m = row0 + ty + ${THREADS * i}; if (m < M) {`);
+    for (let j = 0; j < PER_THREAD; j++) {
+      store.push(`      { let n = col0 + tx + ${THREADS * j}; if (n < N) { result[cOff + m * N + n] = ${acc(i, j)}; } }`);
+    }
+    store.push('    } }');
+  }
+  return `
+  var<workgroup> As : array<f32, ${TILE * DEPTH}>; // [DEPTH][TILE]: column kk of the A tile
+  var<workgroup> Bs : array<f32, ${TILE * DEPTH}>; // [DEPTH][TILE]: row kk of the B tile
+  fn main() {
+    let tx = i32(localId.x);
+    let ty = i32(localId.y);
+    let tid = ty * ${THREADS} + tx;
+    let batch = i32(workgroupId.z);
+    let row0 = i32(workgroupId.y) * ${TILE};
+    let col0 = i32(workgroupId.x) * ${TILE};
+    let M = uniforms.M;
+    let N = uniforms.N;
+    let K = uniforms.K;
+    let aOff = batch * uniforms.aBatchStride;
+    let bOff = batch * uniforms.bBatchStride;
+    let cOff = batch * M * N;
+${decl}
+    for (var k0 = 0; k0 < K; k0 = k0 + ${DEPTH}) {
+      for (var r = 0; r < ${LOADS}; r = r + 1) {
+        let l = tid + r * ${THREAD_COUNT};
+        ${loadA}
+        As[kk * ${TILE} + mm] = v;
+      }
+      for (var r = 0; r < ${LOADS}; r = r + 1) {
+        let l = tid + r * ${THREAD_COUNT};
+        ${loadB}
+        Bs[kk * ${TILE} + nn] = v;
+      }
+      workgroupBarrier();
+      for (var kk = 0; kk < ${DEPTH}; kk = kk + 1) {
+${inner.join('\n')}
+      }
+      workgroupBarrier();
+    }
+${store.join('\n')}
+  }`;
+}
+
+/** The product's geometry when this kernel takes it; null: leave it to the stock kernel. */
+function plan(a: tf.TensorInfo, b: tf.TensorInfo, { transposeA, transposeB }: MatMulAttrs):
+  { M: number; N: number; K: number; batch: number; aStride: number; bStride: number; outShape: number[] } | null {
+  if (a.dtype !== 'float32' || b.dtype !== 'float32' || a.shape.length < 2 || b.shape.length < 2) return null;
+  const ra = a.shape.length;
+  const rb = b.shape.length;
+  const M = transposeA ? a.shape[ra - 1]! : a.shape[ra - 2]!;
+  const K = transposeA ? a.shape[ra - 2]! : a.shape[ra - 1]!;
+  const N = transposeB ? b.shape[rb - 2]! : b.shape[rb - 1]!;
+  const lead = (s: number[]) => s.slice(0, -2);
+  const batchA = sizeOf(lead(a.shape));
+  const batchB = sizeOf(lead(b.shape));
+  if (M < TILE || N < TILE) return null;
+  let outLead: number[];
+  try {
+    outLead = tf.broadcast_util.assertAndGetBroadcastShape(lead(a.shape), lead(b.shape));
+  } catch {
+    return null; // the stock kernel reports the mismatch
+  }
+  if (batchA !== batchB ? batchA !== 1 && batchB !== 1 : sizeOf(outLead) !== batchA) return null;
+  return {
+    M, N, K,
+    batch: Math.max(batchA, batchB),
+    aStride: batchA === 1 ? 0 : M * K,
+    bStride: batchB === 1 ? 0 : K * N,
+    outShape: [...outLead, M, N],
+  };
+}
+
+/** Environment variable that turns the kernel on when the webgpu backend is selected ('1'). */
+export const WEBGPU_GEMM_ENV = 'MICSE_WEBGPU_GEMM';
+
+let stock: tf.KernelConfig | undefined;
+
+function gemmKernel(stockFunc: tf.KernelFunc): tf.KernelFunc {
+  return (args) => {
+    const { a, b } = args.inputs as { a: tf.TensorInfo; b: tf.TensorInfo };
+    const attrs = args.attrs as unknown as MatMulAttrs;
+    const p = plan(a, b, attrs);
+    if (p === null) return stockFunc(args);
+    const program: ProgramLike = {
+      variableNames: ['A', 'B'],
+      outputShape: p.outShape,
+      shaderKey: `micseGemm_${attrs.transposeA ? 1 : 0}${attrs.transposeB ? 1 : 0}`,
+      dispatchLayout: { x: [p.outShape.length - 1], y: [p.outShape.length - 2], z: p.outShape.slice(0, -2).map((_, i) => i) },
+      dispatch: [Math.ceil(p.N / TILE), Math.ceil(p.M / TILE), p.batch],
+      workgroupSize: [THREADS, THREADS, 1],
+      uniforms: 'M : i32, N : i32, K : i32, aBatchStride : i32, bBatchStride : i32,',
+      getUserCode: () => gemmSource(attrs.transposeA, attrs.transposeB),
+    };
+    return (args.backend as unknown as WebGPUBackendLike).runWebGPUProgram(program, [a, b], 'float32', [
+      { type: 'int32', data: [p.M] }, { type: 'int32', data: [p.N] }, { type: 'int32', data: [p.K] },
+      { type: 'int32', data: [p.aStride] }, { type: 'int32', data: [p.bStride] },
+    ]);
+  };
+}
+
+/** Puts the tiled GEMM in front of webgpu's BatchMatMul (large products only). Idempotent. */
+export function registerWebGPUGemm(): void {
+  if (stock !== undefined) return;
+  const current = tf.getKernel('BatchMatMul', 'webgpu');
+  if (current === undefined) throw new Error('registerWebGPUGemm: the webgpu backend has no BatchMatMul kernel (import @tensorflow/tfjs-backend-webgpu first)');
+  stock = current;
+  tf.unregisterKernel('BatchMatMul', 'webgpu');
+  tf.registerKernel({ kernelName: 'BatchMatMul', backendName: 'webgpu', kernelFunc: gemmKernel(current.kernelFunc) });
+}
+
+/** Restores webgpu's stock BatchMatMul. */
+export function unregisterWebGPUGemm(): void {
+  if (stock === undefined) return;
+  tf.unregisterKernel('BatchMatMul', 'webgpu');
+  tf.registerKernel(stock);
+  stock = undefined;
+}
