@@ -197,18 +197,20 @@ describe('WebGPU training step', { skip: WEBGPU_SKIP }, () => {
 });
 
 describe('WebGPU tiled GEMM (webgpuGemm.ts)', { skip: WEBGPU_SKIP }, () => {
-  const cases: [string, number[], number[], boolean, boolean][] = [
-    ['plain, edges not multiples of the tile', [300, 70], [70, 200], false, false],
-    ['transposeA', [70, 300], [70, 200], true, false],
-    ['transposeB', [300, 70], [200, 70], false, true],
-    ['both', [70, 300], [200, 70], true, true],
-    ['batched', [2, 130, 33], [2, 33, 129], false, false],
-    ['b unbatched', [2, 130, 33], [33, 129], false, false],
-    ['a broadcast', [1, 129, 5], [3, 5, 140], false, false],
-    ['too small for a tile: stock kernel', [4, 32, 16], [4, 16, 32], false, false],
+  // The last field: the shader the tiled kernel must run (its tile size), or 'stock'.
+  const cases: [string, number[], number[], boolean, boolean, string][] = [
+    ['plain, edges not multiples of the tile', [300, 70], [70, 200], false, false, 'micseGemm_64'],
+    ['transposeA', [70, 300], [70, 200], true, false, 'micseGemm_64'],
+    ['transposeB', [300, 70], [200, 70], false, true, 'micseGemm_64'],
+    ['both', [70, 300], [200, 70], true, true, 'micseGemm_64'],
+    ['batched', [2, 130, 33], [2, 33, 129], false, false, 'micseGemm_64'],
+    ['b unbatched', [2, 130, 33], [33, 129], false, false, 'micseGemm_64'],
+    ['a broadcast', [1, 129, 5], [3, 5, 140], false, false, 'micseGemm_64'],
+    ['enough outputs for 128-tiles, transposeB', [2050, 24], [2310, 24], false, true, 'micseGemm_128'],
+    ['too small for a tile', [4, 32, 16], [4, 16, 32], false, false, 'stock'],
   ];
-  for (const [name, sa, sb, ta, tb] of cases) {
-    test(`${name}: [${sa}] x [${sb}] within 1e-4 of the stock kernel`, async () => {
+  for (const [name, sa, sb, ta, tb, shader] of cases) {
+    test(`${name}: [${sa}] x [${sb}] runs ${shader}, within 1e-4 of the stock kernel`, async () => {
       await selectBackend('webgpu');
       const n = (s: number[]) => s.reduce((p, d) => p * d, 1);
       const a = tf.tensor(Float32Array.from({ length: n(sa) }, (_, i) => Math.sin(i)), sa);
@@ -216,8 +218,15 @@ describe('WebGPU tiled GEMM (webgpuGemm.ts)', { skip: WEBGPU_SKIP }, () => {
       unregisterWebGPUGemm();
       const stock = tf.matMul(a, b, ta, tb);
       registerWebGPUGemm();
+      const backend = tf.backend() as unknown as { runWebGPUProgram: (p: { shaderKey: string }, ...rest: unknown[]) => unknown };
+      const run = backend.runWebGPUProgram;
+      const keys: string[] = [];
+      backend.runWebGPUProgram = (p, ...rest) => (keys.push(p.shaderKey), run.call(backend, p, ...rest));
       const tiled = tf.matMul(a, b, ta, tb);
+      backend.runWebGPUProgram = run;
       unregisterWebGPUGemm();
+      const ran = keys.find((k) => k.startsWith('micseGemm_'))?.replace(/_\d+$/, '') ?? 'stock';
+      assert.equal(ran, shader);
       assert.deepEqual(tiled.shape, stock.shape);
       const d = maxAbsDiff(await read(tiled), await read(stock));
       tf.dispose([a, b]);

@@ -5,7 +5,8 @@
  * on an H200 (../shared/docs/SPEED-NOTES.md), a tenth of what the card does in fp32. This kernel computes a
  * 128 x 128 tile per workgroup of 16 x 16 threads, 8 x 8 outputs per thread held in registers (the code is
  * generated unrolled), staging 8-deep slices of A and B in workgroup memory, so each value loaded from workgroup
- * memory feeds 8 multiply-adds instead of 4:
+ * memory feeds 8 multiply-adds instead of 4; outputs with too few such tiles to fill the GPU (e.g. a 768 x 768
+ * weight gradient) take 64 x 64 tiles (4 x 4 per thread):
  *   C[b] = op(A[b]) @ op(B[b])      A [batchA, M, K] or [batchA, K, M] (transposeA), B [batchB, K, N] or
  *                                   [batchB, N, K] (transposeB); a batch of 1 broadcasts
  * Transposes are folded into the tile loads (no transpose pass). Products whose output is smaller than a tile
@@ -18,14 +19,15 @@
  */
 import { tf } from './tf.js';
 
-/** Output tile per workgroup, threads per workgroup side, outputs per thread side, depth of a staged slice. */
-const TILE = 128;
+/** Threads per workgroup side; depth of a staged slice of A and B. */
 const THREADS = 16;
-const PER_THREAD = TILE / THREADS; // 8
 const DEPTH = 8;
 const THREAD_COUNT = THREADS * THREADS; // 256
-/** Elements of one staged slice each thread loads, for A and for B. */
-const LOADS = (TILE * DEPTH) / THREAD_COUNT; // 4
+/** Output tile sides: 128 (8 x 8 per thread) when the output has enough such tiles to fill the GPU, else 64 (4 x 4). */
+const TILES = [128, 64] as const;
+type Tile = (typeof TILES)[number];
+/** Below this many 128-tiles the 64-tile kernel runs instead (an H200 has 132 multiprocessors). */
+const MIN_LARGE_TILES = 264;
 
 interface MatMulAttrs {
   transposeA: boolean;
@@ -51,7 +53,9 @@ function sizeOf(shape: readonly number[]): number {
 }
 
 /** WGSL source of the tile loop; transposes are compile-time (part of the shader key). */
-function gemmSource(transposeA: boolean, transposeB: boolean): string {
+function gemmSource(TILE: Tile, transposeA: boolean, transposeB: boolean): string {
+  const PER_THREAD = TILE / THREADS;
+  const LOADS = (TILE * DEPTH) / THREAD_COUNT; // elements of each staged slice one thread loads
   const lines: string[] = [];
   const acc = (i: number, j: number) => `c${i}_${j}`;
   for (let i = 0; i < PER_THREAD; i++) for (let j = 0; j < PER_THREAD; j++) lines.push(`    var ${acc(i, j)} = 0.0;`);
@@ -121,7 +125,7 @@ ${store.join('\n')}
 
 /** The product's geometry when this kernel takes it; null: leave it to the stock kernel. */
 function plan(a: tf.TensorInfo, b: tf.TensorInfo, { transposeA, transposeB }: MatMulAttrs):
-  { M: number; N: number; K: number; batch: number; aStride: number; bStride: number; outShape: number[] } | null {
+  { M: number; N: number; K: number; batch: number; aStride: number; bStride: number; outShape: number[]; tile: Tile } | null {
   if (a.dtype !== 'float32' || b.dtype !== 'float32' || a.shape.length < 2 || b.shape.length < 2) return null;
   const ra = a.shape.length;
   const rb = b.shape.length;
@@ -131,7 +135,7 @@ function plan(a: tf.TensorInfo, b: tf.TensorInfo, { transposeA, transposeB }: Ma
   const lead = (s: number[]) => s.slice(0, -2);
   const batchA = sizeOf(lead(a.shape));
   const batchB = sizeOf(lead(b.shape));
-  if (M < TILE || N < TILE) return null;
+  if (M < TILES[1] || N < TILES[1]) return null;
   let outLead: number[];
   try {
     outLead = tf.broadcast_util.assertAndGetBroadcastShape(lead(a.shape), lead(b.shape));
@@ -139,9 +143,11 @@ function plan(a: tf.TensorInfo, b: tf.TensorInfo, { transposeA, transposeB }: Ma
     return null; // the stock kernel reports the mismatch
   }
   if (batchA !== batchB ? batchA !== 1 && batchB !== 1 : sizeOf(outLead) !== batchA) return null;
+  const batch = Math.max(batchA, batchB);
+  const largeTiles = batch * Math.ceil(M / TILES[0]) * Math.ceil(N / TILES[0]);
   return {
-    M, N, K,
-    batch: Math.max(batchA, batchB),
+    M, N, K, batch,
+    tile: largeTiles >= MIN_LARGE_TILES ? TILES[0] : TILES[1],
     aStride: batchA === 1 ? 0 : M * K,
     bStride: batchB === 1 ? 0 : K * N,
     outShape: [...outLead, M, N],
@@ -162,12 +168,12 @@ function gemmKernel(stockFunc: tf.KernelFunc): tf.KernelFunc {
     const program: ProgramLike = {
       variableNames: ['A', 'B'],
       outputShape: p.outShape,
-      shaderKey: `micseGemm_${attrs.transposeA ? 1 : 0}${attrs.transposeB ? 1 : 0}`,
+      shaderKey: `micseGemm_${p.tile}_${attrs.transposeA ? 1 : 0}${attrs.transposeB ? 1 : 0}`,
       dispatchLayout: { x: [p.outShape.length - 1], y: [p.outShape.length - 2], z: p.outShape.slice(0, -2).map((_, i) => i) },
-      dispatch: [Math.ceil(p.N / TILE), Math.ceil(p.M / TILE), p.batch],
+      dispatch: [Math.ceil(p.N / p.tile), Math.ceil(p.M / p.tile), p.batch],
       workgroupSize: [THREADS, THREADS, 1],
       uniforms: 'M : i32, N : i32, K : i32, aBatchStride : i32, bBatchStride : i32,',
-      getUserCode: () => gemmSource(attrs.transposeA, attrs.transposeB),
+      getUserCode: () => gemmSource(p.tile, attrs.transposeA, attrs.transposeB),
     };
     return (args.backend as unknown as WebGPUBackendLike).runWebGPUProgram(program, [a, b], 'float32', [
       { type: 'int32', data: [p.M] }, { type: 'int32', data: [p.N] }, { type: 'int32', data: [p.K] },
