@@ -1,13 +1,13 @@
 /**
- * The fused AdamW kernels (src/train/adamwKernels.ts) against the composite TF.js ops they replace, on cpu
- * (bit for bit), wasm and webgpu (within 1e-6 relative): parameters, both moments and the returned gradient norm
+ * The fused AdamW kernels (src/train/adamwKernels.ts) against the composite TF.js ops they replace, on cpu and
+ * wasm (bit for bit) and webgpu (within 1e-6 relative): parameters, both moments and the returned gradient norm
  * after several steps, with weight decay on and off and clipping active, inactive and off; plus a flat tensor count,
- * and the fused norm against a float64 one.
+ * and the fused norm of arbitrary gradients against a float64 one.
  *
  * The update comparisons use gradients on a 1/64 grid (|g| <= 1/4): their squares and every partial sum of them
  * are exact in float32, so every summation order gives the same norm and the comparison is of the update
  * arithmetic. (With arbitrary gradients the stock wasm Sum, a sequential float32 sum, is itself ~4e-6 off over 77k
- * elements; the fused norm sums in double on the host backends and is checked against float64 separately.)
+ * elements, while the fused norm sums in double.)
  * webgpu runs where `selectBackend('webgpu')` finds an adapter (locally: `source scratch/lvp.env` for lavapipe).
  */
 import assert from 'node:assert/strict';
@@ -15,12 +15,13 @@ import { describe, it, type TestContext } from 'node:test';
 import { selectBackend } from '../src/model/backend.js';
 import { tf } from '../src/model/tf.js';
 import { AdamW, type AdamWOptions } from '../src/train/adamw.js';
-import { adamwHost, gradNormHost } from '../src/train/adamwKernels.js';
+import { adamwHost, clipCoefficient, gradNormHost, type AdamWStepScalars } from '../src/train/adamwKernels.js';
+import { simdFor, SIMD_LANES } from '../src/train/adamwSimd.js';
 
 /**
- * Shapes chosen to exercise the kernels' edges: sizes not a multiple of a workgroup, one larger than the
- * 256 x 256 invocations of a webgpu sum-of-squares dispatch, more gradients than one such dispatch takes (6),
- * and names with and without weight decay.
+ * Shapes chosen to exercise the kernels' edges: sizes not a multiple of a workgroup nor of the 4 SIMD lanes (and
+ * one below 4), one larger than the 256 x 256 invocations of a webgpu sum-of-squares dispatch, more gradients than
+ * one such dispatch takes (6), and names with and without weight decay.
  */
 const PARAMS: readonly [string, number[]][] = [
   ['embeddings.word_embeddings.weight', [300, 257]],
@@ -40,7 +41,7 @@ const GRID_MAX = 16;
 const GRID_STD = 6;
 const LR = 1e-2;
 const SEED = 11;
-/** Relative tolerance of the wasm and webgpu comparisons. */
+/** Relative tolerance of the webgpu comparisons (a GPU compiler may fuse a multiply-add). */
 const REL_TOL = 1e-6;
 /**
  * Element-wise relative error floor, as a fraction of the tensor's largest magnitude: a moment that cancels to
@@ -203,6 +204,39 @@ describe('host loops', () => {
   });
 });
 
+describe('WebAssembly SIMD loops (the wasm kernels)', () => {
+  it('compile here, and give the scalar loop\'s update bit for bit and its sum of squares within 1e-12', () => {
+    const PAGE_BYTES = 65536;
+    const n = 4096; // elements per array; 7 arrays
+    const memory = new WebAssembly.Memory({ initial: Math.ceil((7 * n * 4) / PAGE_BYTES) });
+    const simd = simdFor(memory);
+    assert.ok(simd !== null, 'Node >= 20 has WebAssembly SIMD: the module must compile');
+    const heap = new Float32Array(memory.buffer);
+    const [p, g, m, v, pOut, mOut, vOut] = Array.from({ length: 7 }, (_, k) => heap.subarray(k * n, (k + 1) * n)) as Float32Array[];
+    let x = 12345;
+    const rand = (): number => ((x = (x * 1103515245 + 12345) % 2147483648) / 2147483648) - 0.5;
+    for (let i = 0; i < n; i++) {
+      p![i] = rand();
+      g![i] = rand() * 1e-2;
+      m![i] = rand() * 1e-3;
+      v![i] = Math.abs(rand()) * 1e-5;
+    }
+    const s: AdamWStepScalars = { beta1: 0.9, beta2: 0.999, eps: 1e-8, decay: 0.999, bc2Sqrt: Math.sqrt(1 - 0.999 ** 3), stepSize: 1e-3 / (1 - 0.9 ** 3), maxNorm: 1 };
+    const f = Math.fround;
+    const norm = 3.7;
+    const coef = clipCoefficient(norm, s.maxNorm);
+    simd.adamw(0, 4 * n, 8 * n, 12 * n, 16 * n, 20 * n, 24 * n, n / SIMD_LANES,
+      coef, f(0.9), f(1 - 0.9), f(0.999), f(1 - 0.999), f(s.decay), f(s.bc2Sqrt), f(s.eps), f(s.stepSize));
+    const want = [new Float32Array(n), new Float32Array(n), new Float32Array(n)] as const;
+    adamwHost(p!, g!, m!, v!, norm, s, ...want);
+    assert.deepEqual([pOut, mOut, vOut], [...want]);
+    let sq = 0;
+    for (const gi of g!) sq += f(gi * gi);
+    const got = simd.sumsq(4 * n, n / SIMD_LANES);
+    assert.ok(Math.abs(got - sq) / sq < 1e-12, `${got} vs ${sq}`);
+  });
+});
+
 backendSuite('cpu', 0);
-backendSuite('wasm', REL_TOL);
+backendSuite('wasm', 0);
 backendSuite('webgpu', REL_TOL);

@@ -15,13 +15,16 @@
  *   m' = m * b1 + g * (1 - b1)
  *   v' = v * b2 + (g * g) * (1 - b2)
  *   p' = p * decay - (m' / (sqrt(v') / bc2Sqrt + eps)) * stepSize        decay = 1 - lr * wd (1: no decay)
- * On cpu every step is rounded to float32 (Math.fround), so the update equals the stock cpu kernels' bit for bit;
- * the norm sums the float32 squares of each gradient in double and the per-gradient sums in float32, as the cpu
- * Sum and AddN kernels do. wasm and webgpu differ from their stock kernels by float rounding only (summation
- * order of the norm; a GPU compiler may fuse a multiply-add).
+ * On cpu every step is rounded to float32 (Math.fround); on wasm a WebAssembly SIMD loop (adamwSimd.ts) does the
+ * same float32 operations four lanes at a time, directly on the backend's heap. Either way the update equals the
+ * stock kernels' composite bit for bit. The norm sums the float32 squares of each gradient in double (on wasm in
+ * four double lanes) and the per-gradient sums in float32, as the cpu Sum and AddN kernels do; the stock wasm Sum
+ * accumulates in float32, so there the norms differ by its rounding. webgpu differs from its stock kernels by
+ * float rounding only (the norm's summation order; a GPU compiler may fuse a multiply-add).
  */
 import type { WebGPUBackend, WebGPUProgram } from '@tensorflow/tfjs-backend-webgpu';
 import { tf } from '../model/tf.js';
+import { simdFor, SIMD_LANES, type AdamWSimd } from './adamwSimd.js';
 
 export const ADAMW_KERNEL = 'MicseAdamW';
 export const GRAD_NORM_KERNEL = 'MicseGradNorm';
@@ -67,25 +70,27 @@ function sumSquares(g: Float32Array): number {
   return s;
 }
 
-/** ||grads||_2: per-gradient sums rounded to float32 and added in float32 in order (the cpu AddN), then sqrt. */
-export function gradNormHost(grads: readonly Float32Array[]): number {
+/** sqrt of the per-gradient sums of squares, each rounded to float32 and added in float32 in order (the cpu AddN). */
+function normFromSums(sums: readonly number[]): number {
   let total = 0;
-  for (const g of grads) total = f32(total + f32(sumSquares(g)));
+  for (const s of sums) total = f32(total + f32(s));
   return f32(Math.sqrt(total));
+}
+
+/** ||grads||_2 as the cpu kernel computes it. */
+export function gradNormHost(grads: readonly Float32Array[]): number {
+  return normFromSums(grads.map(sumSquares));
+}
+
+/** The float32 constants of one update, in the argument order of the SIMD loop. */
+function updateConstants(norm: number, s: AdamWStepScalars): [number, number, number, number, number, number, number, number, number] {
+  return [clipCoefficient(norm, s.maxNorm), f32(s.beta1), f32(1 - s.beta1), f32(s.beta2), f32(1 - s.beta2), f32(s.decay), f32(s.bc2Sqrt), f32(s.eps), f32(s.stepSize)];
 }
 
 /** One AdamW update over flat arrays of equal length; writes pOut, mOut, vOut (may not alias the inputs). */
 export function adamwHost(p: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, norm: number, s: AdamWStepScalars,
   pOut: Float32Array, mOut: Float32Array, vOut: Float32Array): void {
-  const coef = clipCoefficient(norm, s.maxNorm);
-  const b1 = f32(s.beta1);
-  const oneMinusB1 = f32(1 - s.beta1);
-  const b2 = f32(s.beta2);
-  const oneMinusB2 = f32(1 - s.beta2);
-  const decay = f32(s.decay);
-  const bc2Sqrt = f32(s.bc2Sqrt);
-  const eps = f32(s.eps);
-  const stepSize = f32(s.stepSize);
+  const [coef, b1, oneMinusB1, b2, oneMinusB2, decay, bc2Sqrt, eps, stepSize] = updateConstants(norm, s);
   for (let i = 0; i < p.length; i++) {
     const gi = f32(g[i]! * coef);
     const mi = f32(f32(m[i]! * b1) + f32(gi * oneMinusB1));
@@ -101,80 +106,99 @@ function assertFloat32(kernel: string, xs: readonly tf.TensorInfo[]): void {
   for (const x of xs) if (x.dtype !== 'float32') throw new Error(`${kernel}: float32 inputs only (got ${x.dtype})`);
 }
 
+type AdamWInputs = Record<'p' | 'g' | 'm' | 'v' | 'norm', tf.TensorInfo>;
+
 /** The cpu backend's methods the kernels use. */
 interface CpuBackend {
   data: { get(dataId: object): { values: tf.backend_util.BackendValues } };
   makeTensorInfo(shape: number[], dtype: tf.DataType, values?: tf.backend_util.BackendValues): tf.TensorInfo;
 }
 
+const cpuGradNorm: KernelFunc = ({ inputs, backend }) => {
+  const b = backend as unknown as CpuBackend;
+  const grads = Object.values(inputs) as tf.TensorInfo[];
+  assertFloat32(GRAD_NORM_KERNEL, grads);
+  const norm = gradNormHost(grads.map((g) => b.data.get(g.dataId).values as Float32Array));
+  return b.makeTensorInfo([], 'float32', Float32Array.of(norm));
+};
+
+const cpuAdamW: KernelFunc = ({ inputs, backend, attrs }) => {
+  const b = backend as unknown as CpuBackend;
+  const { p, g, m, v, norm } = inputs as AdamWInputs;
+  assertFloat32(ADAMW_KERNEL, [p, g, m, v, norm]);
+  const read = (x: tf.TensorInfo): Float32Array => b.data.get(x.dataId).values as Float32Array;
+  const n = tf.util.sizeFromShape(p.shape);
+  const outs = [new Float32Array(n), new Float32Array(n), new Float32Array(n)] as const;
+  adamwHost(read(p), read(g), read(m), read(v), read(norm)[0]!, attrs as unknown as AdamWStepScalars, ...outs);
+  return outs.map((o) => b.makeTensorInfo(p.shape.slice(), 'float32', o));
+};
+
 /** The parts of tfjs-backend-wasm's BackendWasm the kernels use (public fields the package does not type). */
 interface WasmBackend {
-  wasm: { HEAPF32: Float32Array };
+  wasm: { HEAPF32: Float32Array; asm: { memory: WebAssembly.Memory } };
   dataIdMap: { get(dataId: object): { memoryOffset: number } };
   makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
 }
 
 const F32_BYTES = 4;
 
-/** Reads float32 tensors as typed arrays and allocates outputs, the same way on cpu and wasm. */
-interface HostIo {
-  read(x: tf.TensorInfo): Float32Array;
-  /** Outputs of `shape`; `arrays()` gives their writable views once all are allocated. */
-  outputs(shape: number[], count: number): { infos: tf.TensorInfo[]; arrays(): Float32Array[] };
-}
-
-function cpuIo(b: CpuBackend): HostIo {
+/**
+ * Byte offsets and heap views of wasm tensors. Views are taken after the outputs are allocated: a growing heap
+ * replaces HEAPF32.
+ */
+function wasmHeap(b: WasmBackend): { offset(x: tf.TensorInfo): number; view(x: tf.TensorInfo, from: number): Float32Array } {
+  const offset = (x: tf.TensorInfo): number => b.dataIdMap.get(x.dataId).memoryOffset;
   return {
-    read: (x) => b.data.get(x.dataId).values as Float32Array,
-    outputs: (shape, count) => {
-      const arrays = Array.from({ length: count }, () => new Float32Array(tf.util.sizeFromShape(shape)));
-      return { infos: arrays.map((a) => b.makeTensorInfo(shape, 'float32', a)), arrays: () => arrays };
+    offset,
+    view: (x, from) => {
+      const start = offset(x) / F32_BYTES;
+      return b.wasm.HEAPF32.subarray(start + from, start + tf.util.sizeFromShape(x.shape));
     },
   };
 }
 
-/** Views into the wasm heap; re-taken after every allocation, since a growing heap replaces HEAPF32. */
-function wasmIo(b: WasmBackend): HostIo {
-  const view = (x: tf.TensorInfo): Float32Array => {
-    const start = b.dataIdMap.get(x.dataId).memoryOffset / F32_BYTES;
-    return b.wasm.HEAPF32.subarray(start, start + tf.util.sizeFromShape(x.shape));
-  };
-  return {
-    read: view,
-    outputs: (shape, count) => {
-      const infos = Array.from({ length: count }, () => b.makeOutput(shape, 'float32'));
-      return { infos, arrays: () => infos.map(view) };
-    },
-  };
+/** The SIMD loops over this backend's heap, or null (then the JavaScript loops do all elements). */
+function wasmSimd(b: WasmBackend): AdamWSimd | null {
+  return simdFor(b.wasm.asm.memory);
 }
 
-function hostIo(backendName: string, backend: object): HostIo {
-  return backendName === 'wasm' ? wasmIo(backend as WasmBackend) : cpuIo(backend as CpuBackend);
-}
+const wasmGradNorm: KernelFunc = ({ inputs, backend }) => {
+  const b = backend as unknown as WasmBackend;
+  const grads = Object.values(inputs) as tf.TensorInfo[];
+  assertFloat32(GRAD_NORM_KERNEL, grads);
+  const out = b.makeOutput([], 'float32');
+  const heap = wasmHeap(b);
+  const simd = wasmSimd(b);
+  const sums = grads.map((g) => {
+    const groups = simd === null ? 0 : Math.floor(tf.util.sizeFromShape(g.shape) / SIMD_LANES);
+    return (groups > 0 ? simd!.sumsq(heap.offset(g), groups) : 0) + sumSquares(heap.view(g, groups * SIMD_LANES));
+  });
+  heap.view(out, 0)[0] = normFromSums(sums);
+  return out;
+};
 
-function hostGradNorm(backendName: string): KernelFunc {
-  return ({ inputs, backend }) => {
-    const grads = Object.values(inputs) as tf.TensorInfo[];
-    assertFloat32(GRAD_NORM_KERNEL, grads);
-    const io = hostIo(backendName, backend);
-    const out = io.outputs([], 1);
-    const norm = gradNormHost(grads.map((g) => io.read(g))); // the reads come after the allocation (wasm heap)
-    out.arrays()[0]![0] = norm;
-    return out.infos[0]!;
-  };
-}
-
-function hostAdamW(backendName: string): KernelFunc {
-  return ({ inputs, backend, attrs }) => {
-    const { p, g, m, v, norm } = inputs as Record<'p' | 'g' | 'm' | 'v' | 'norm', tf.TensorInfo>;
-    assertFloat32(ADAMW_KERNEL, [p, g, m, v, norm]);
-    const io = hostIo(backendName, backend);
-    const out = io.outputs(p.shape.slice(), 3);
-    const [pOut, mOut, vOut] = out.arrays() as [Float32Array, Float32Array, Float32Array];
-    adamwHost(io.read(p), io.read(g), io.read(m), io.read(v), io.read(norm)[0]!, attrs as unknown as AdamWStepScalars, pOut, mOut, vOut);
-    return out.infos;
-  };
-}
+const wasmAdamW: KernelFunc = ({ inputs, backend, attrs }) => {
+  const b = backend as unknown as WasmBackend;
+  const { p, g, m, v, norm } = inputs as AdamWInputs;
+  assertFloat32(ADAMW_KERNEL, [p, g, m, v, norm]);
+  const s = attrs as unknown as AdamWStepScalars;
+  const outs = [0, 1, 2].map(() => b.makeOutput(p.shape.slice(), 'float32')) as [tf.TensorInfo, tf.TensorInfo, tf.TensorInfo];
+  const heap = wasmHeap(b);
+  const normValue = heap.view(norm, 0)[0]!;
+  const simd = wasmSimd(b);
+  const groups = simd === null ? 0 : Math.floor(tf.util.sizeFromShape(p.shape) / SIMD_LANES);
+  const ins = [p, g, m, v] as const;
+  if (groups > 0) {
+    const [pi, gi, mi, vi] = ins.map(heap.offset) as [number, number, number, number];
+    const [po, mo, vo] = outs.map(heap.offset) as [number, number, number];
+    simd!.adamw(pi, gi, mi, vi, po, mo, vo, groups, ...updateConstants(normValue, s));
+  }
+  const done = groups * SIMD_LANES; // the rest, n % 4 elements (all of them without SIMD), in JavaScript
+  const [pv, gv, mv, vv] = ins.map((x) => heap.view(x, done));
+  const [po, mo, vo] = outs.map((x) => heap.view(x, done));
+  adamwHost(pv!, gv!, mv!, vv!, normValue, s, po!, mo!, vo!);
+  return outs;
+};
 
 // ---------------------------------------------------------------------------------------------------------------
 // WebGPU programs
@@ -393,18 +417,17 @@ const webgpuAdamW: KernelFunc = ({ inputs, backend, attrs }) => {
 // Registration and calls
 // ---------------------------------------------------------------------------------------------------------------
 
-const KERNELS: readonly { kernelName: string; make(backendName: string): KernelFunc }[] = [
-  { kernelName: GRAD_NORM_KERNEL, make: (bn) => (bn === 'webgpu' ? webgpuGradNorm : hostGradNorm(bn)) },
-  { kernelName: ADAMW_KERNEL, make: (bn) => (bn === 'webgpu' ? webgpuAdamW : hostAdamW(bn)) },
-];
+/** kernel name -> backend -> implementation; every backend in FUSED_BACKENDS has both. */
+const KERNELS: Record<string, Record<string, KernelFunc>> = {
+  [GRAD_NORM_KERNEL]: { cpu: cpuGradNorm, wasm: wasmGradNorm, webgpu: webgpuGradNorm },
+  [ADAMW_KERNEL]: { cpu: cpuAdamW, wasm: wasmAdamW, webgpu: webgpuAdamW },
+};
 
 /** Registers both kernels for every backend in FUSED_BACKENDS (once; the registry is global to the tf engine). */
 function registerAdamWKernels(): void {
-  for (const backendName of FUSED_BACKENDS) {
-    for (const k of KERNELS) {
-      if (tf.getKernel(k.kernelName, backendName) === undefined) {
-        tf.registerKernel({ kernelName: k.kernelName, backendName, kernelFunc: k.make(backendName) });
-      }
+  for (const [kernelName, byBackend] of Object.entries(KERNELS)) {
+    for (const backendName of FUSED_BACKENDS) {
+      if (tf.getKernel(kernelName, backendName) === undefined) tf.registerKernel({ kernelName, backendName, kernelFunc: byBackend[backendName]! });
     }
   }
 }
