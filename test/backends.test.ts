@@ -2,7 +2,8 @@
  * Backend equivalence: the kernels src/model/kernels.ts registers give the stock kernels' numbers, and one miCSE
  * training step (loss and every gradient) agrees within 1e-4 across the cpu and wasm backends.
  *
- * Op level: each replaced kernel (wasm BatchMatMul, Unpack, Sum; cpu Add, Sub, Multiply, RealDiv, Softmax) against
+ * Op level: each replaced kernel (wasm BatchMatMul, Unpack, Sum, Identity, GatherV2, UnsortedSegmentSum; cpu Add, Sub,
+ * Multiply, RealDiv, Softmax) against
  * the same backend's stock kernel (unregisterFastKernels puts it back) on
  * shapes that reach every branch (transpose flags, batched, b unbatched, broadcast batch, leading/other axes);
  * wasm BatchMatMul with both of its engines (onnxruntime-node's native SGEMM and the XNNPACK fallback).
@@ -136,6 +137,84 @@ describe('replaced kernels match the stock kernels', () => {
       assert.ok(maxAbsDiff(fast[0]!, stock[0]!) < 1e-5, `axis ${JSON.stringify(axis)}: ${maxAbsDiff(fast[0]!, stock[0]!)}`);
     }
     x.dispose();
+  });
+
+  test('wasm Sum over leading axes of a large tensor: as a product with ones (native GEMM) and as a loop', async () => {
+    const x = rand([64, 16, 40], 13); // 40,960 elements: above the native threshold
+    try {
+      for (const native of [true, false]) {
+        await selectBackend('wasm');
+        assert.equal(useNativeGemm(native), native);
+        for (const [axis, keepDims] of [[0, false], [[0, 1], true]] as const) {
+          const { fast, stock } = await fastAndStock('wasm', () => tf.sum(x, axis as number | number[], keepDims));
+          assert.ok(maxAbsDiff(fast[0]!, stock[0]!) < 1e-4, `native ${native}, axis ${JSON.stringify(axis)}: ${maxAbsDiff(fast[0]!, stock[0]!)}`);
+        }
+      }
+    } finally {
+      useNativeGemm(true);
+      x.dispose();
+    }
+  });
+
+  test('wasm Identity shares the buffer: same values, and each tensor outlives the other', async () => {
+    const x = rand([3, 4], 14);
+    const { fast, stock } = await fastAndStock('wasm', () => tf.clone(x)); // tf.clone runs the Identity kernel
+    assert.deepEqual(fast[0], stock[0]);
+    const copy = tf.clone(x);
+    x.dispose();
+    assert.deepEqual(Float32Array.from(await copy.data()), values(12, 14));
+    const again = tf.clone(copy);
+    copy.dispose();
+    assert.deepEqual(Float32Array.from(await again.data()), values(12, 14));
+    again.dispose();
+    const ints = tf.tensor1d([-1, 2 ** 31 - 1, -(2 ** 31)], 'int32');
+    const intCopy = tf.clone(ints);
+    assert.deepEqual(Array.from(await intCopy.data()), [-1, 2 ** 31 - 1, -(2 ** 31)]);
+    tf.dispose([ints, intCopy]);
+  });
+
+  test('wasm GatherV2: row copies on axis 0 (float32, int32 with NaN-pattern bits, 1-D); other axes keep the stock kernel', async () => {
+    const table = rand([7, 3, 2], 15);
+    const ints = tf.tensor2d([[-1, 5], [2 ** 31 - 1, -(2 ** 31)], [0, -7]], undefined, 'int32');
+    const flat = rand([50], 16);
+    const intFlat = tf.tensor1d([-1, 2 ** 31 - 1, -(2 ** 31), 3], 'int32');
+    const ids2 = tf.tensor2d([[6, 0, 0], [3, 1, 6]], undefined, 'int32');
+    const ids1 = tf.tensor1d([2, 0, 2, 1], 'int32');
+    const cases: [string, () => tf.Tensor][] = [
+      ['table rows', () => tf.gather(table, ids2)],
+      ['int32 rows', () => tf.gather(ints, ids1)],
+      ['1-D', () => tf.gather(flat, ids2)],
+      ['int32 1-D', () => tf.gather(intFlat, ids1)],
+      ['axis 1 (stock)', () => tf.gather(table, ids1, 1)],
+    ];
+    for (const [name, f] of cases) {
+      const { fast, stock } = await fastAndStock('wasm', f);
+      assert.deepEqual(fast[0], stock[0], name);
+    }
+    const intRows = tf.gather(ints, ids1);
+    assert.deepEqual(Array.from(await intRows.data()), [0, -7, -1, 5, 0, -7, 2 ** 31 - 1, -(2 ** 31)]);
+    const intElems = tf.gather(intFlat, ids1);
+    assert.deepEqual(Array.from(await intElems.data()), [-(2 ** 31), -1, -(2 ** 31), 2 ** 31 - 1]);
+    intElems.dispose();
+    assert.throws(() => tf.gather(table, tf.tensor1d([7], 'int32')), /index value 7/);
+    tf.dispose([table, ints, flat, intFlat, ids2, ids1, intRows]);
+  });
+
+  test('wasm UnsortedSegmentSum (in-heap scatter-add) equals the stock cpu kernel', async () => {
+    const ids = [1, 4, 4, 9, 0, -1]; // -1 is dropped, as in TensorFlow
+    await selectBackend('cpu');
+    unregisterFastKernels('cpu');
+    const reference = tf.tidy(() => tf.unsortedSegmentSum(tf.tensor(values(24, 17), [6, 4]), tf.tensor1d(ids, 'int32'), 10));
+    const stock = Float32Array.from(await reference.data());
+    reference.dispose();
+    registerFastKernels('cpu');
+    await selectBackend('wasm');
+    const x = rand([6, 4], 17);
+    const segs = tf.tensor1d(ids, 'int32');
+    const got = tf.unsortedSegmentSum(x, segs, 10);
+    assert.deepEqual(got.shape, [10, 4]);
+    assert.ok(maxAbsDiff(Float32Array.from(await got.data()), stock) < 1e-6);
+    tf.dispose([x, segs, got]);
   });
 
   const binaryCases: [number[], number[]][] = [[[3, 4], [3, 4]], [[2, 3, 4, 5], [2, 1, 1, 5]], [[3, 4], [4]], [[4], [3, 4]], [[3, 1], [1, 4]],

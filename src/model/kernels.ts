@@ -118,6 +118,8 @@ interface WasmBackend {
   dataIdNextNumber: number;
   makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
   disposeData(dataId: object): boolean;
+  incRef(dataId: object): void;
+  readSync(dataId: object): tf.backend_util.BackendValues;
 }
 
 interface MatMulAttrs {
@@ -269,10 +271,14 @@ function makeWasmUnpack(stock: KernelFunc): KernelFunc {
   };
 }
 
+/** Below this many elements a leading-axis Sum stays a JavaScript loop (a native call costs ~10 us). */
+const NATIVE_SUM_MIN_ELEMENTS = 1 << 14;
+
 /**
  * wasm Sum over leading axes (bias and LayerNorm-weight gradients, broadcast-add gradients):
  * `x [R, C] -> [C]` with `R` the product of the reduced leading axes. The stock kernel transposes the reduced axes
- * to the end first (a strided pass over the whole tensor); here rows are accumulated in order, contiguous in C.
+ * to the end first (a strided pass over the whole tensor); here it is a `[1, R] @ [R, C]` product with a row of
+ * ones on the native GEMM when that is active, else rows are accumulated in order, contiguous in C.
  * Other reductions keep the stock kernel.
  */
 function makeWasmSum(stock: KernelFunc): KernelFunc {
@@ -288,6 +294,19 @@ function makeWasmSum(stock: KernelFunc): KernelFunc {
     const C = sizeOf(x.shape.slice(axes.length));
     const outShape = keepDims ? x.shape.map((d, i) => (i < axes.length ? 1 : d)) : x.shape.slice(axes.length);
     const out = backend.makeOutput(outShape, 'float32');
+    if (nativeGemm !== undefined && R * C >= NATIVE_SUM_MIN_ELEMENTS) {
+      // [1, R] ones @ [R, C] -> [1, C] on the native GEMM's threads.
+      const ones = backend.makeOutput([1, R], 'float32');
+      const heap = heapF32(backend);
+      const at = (t: tf.TensorInfo, n: number): Float32Array => {
+        const start = backend.dataIdMap.get(t.dataId).memoryOffset / F32_BYTES;
+        return heap.subarray(start, start + n);
+      };
+      at(ones, R).fill(1);
+      nativeGemm.matMul(at(ones, R), [1, 1, R], false, at(x, R * C), [1, R, C], false, at(out, C));
+      backend.disposeData(ones.dataId);
+      return out;
+    }
     const heap = heapF32(backend);
     const src = backend.dataIdMap.get(x.dataId).memoryOffset / F32_BYTES;
     const dst = backend.dataIdMap.get(out.dataId).memoryOffset / F32_BYTES;
@@ -296,6 +315,84 @@ function makeWasmSum(stock: KernelFunc): KernelFunc {
     for (let r = 1; r < R; r++) {
       const row = src + r * C;
       for (let c = 0; c < C; c++) acc[c]! += heap[row + c]!;
+    }
+    return out;
+  };
+}
+
+/**
+ * wasm Identity: the stock kernel copies the tensor (~460 calls a training step, mostly gradients passed through);
+ * tensors are immutable, so the output shares the input's buffer (reference-counted, as the stock Reshape does).
+ */
+function makeWasmIdentity(stock: KernelFunc): KernelFunc {
+  return (args) => {
+    const x = args.inputs['x']!;
+    if (x.dtype === 'string') return stock(args);
+    (args.backend as unknown as WasmBackend).incRef(x.dataId);
+    return { dataId: x.dataId, shape: x.shape.slice(), dtype: x.dtype };
+  };
+}
+
+/**
+ * wasm GatherV2 on axis 0 without batch dims (the embedding lookups, 1-D gathers): each output row is one
+ * contiguous copy of `inner` elements inside the heap, where the stock kernel indexes element by element.
+ *   x [rows, ...inner], indices [...I] -> [...I, ...inner]
+ * An out-of-range index, another axis or batch dims go to the stock kernel (which also raises the error).
+ */
+function makeWasmGather(stock: KernelFunc): KernelFunc {
+  return (args) => {
+    const backend = args.backend as unknown as WasmBackend;
+    const x = args.inputs['x']!;
+    const indices = args.inputs['indices']!;
+    const { axis, batchDims } = args.attrs as unknown as { axis: number; batchDims: number };
+    if ((x.dtype !== 'float32' && x.dtype !== 'int32') || indices.dtype !== 'int32' || batchDims !== 0 || x.shape.length === 0) return stock(args);
+    if (tf.util.parseAxisParam(axis, x.shape)[0] !== 0) return stock(args);
+    const rows = x.shape[0]!;
+    const ids = backend.readSync(indices.dataId) as Int32Array;
+    for (let i = 0; i < ids.length; i++) if (ids[i]! < 0 || ids[i]! >= rows) return stock(args);
+    const inner = sizeOf(x.shape.slice(1));
+    const out = backend.makeOutput([...indices.shape, ...x.shape.slice(1)], x.dtype);
+    // Copied as int32 bits for either dtype (float32 NaN payloads survive; an int32 read as float32 might not).
+    const f32 = heapF32(backend);
+    const heap = new Int32Array(f32.buffer, f32.byteOffset, f32.length);
+    const src = backend.dataIdMap.get(x.dataId).memoryOffset / F32_BYTES;
+    const dst = backend.dataIdMap.get(out.dataId).memoryOffset / F32_BYTES;
+    if (inner === 1) {
+      for (let i = 0; i < ids.length; i++) heap[dst + i] = heap[src + ids[i]!]!;
+    } else {
+      for (let i = 0; i < ids.length; i++) {
+        const from = src + ids[i]! * inner;
+        heap.copyWithin(dst + i * inner, from, from + inner);
+      }
+    }
+    return out;
+  };
+}
+
+/**
+ * wasm UnsortedSegmentSum (the embedding gradient): the scatter-add of `scatterAdd`, accumulated directly in the
+ * output's heap buffer (no [numSegments, inner] host array to fill and copy in: 31 MB for a 30,522 x 256 table).
+ */
+function makeWasmSegmentSum(stock: KernelFunc): KernelFunc {
+  return (args) => {
+    const backend = args.backend as unknown as WasmBackend;
+    const x = args.inputs['x']!;
+    const segmentIds = args.inputs['segmentIds']!;
+    const numSegments = (args.attrs as { numSegments: number }).numSegments;
+    if (x.dtype !== 'float32') return stock(args);
+    const ids = Int32Array.from(backend.readSync(segmentIds.dataId) as Int32Array);
+    const inner = ids.length === 0 ? 0 : sizeOf(x.shape) / ids.length;
+    const out = backend.makeOutput([numSegments, ...x.shape.slice(segmentIds.shape.length)], 'float32');
+    const heap = heapF32(backend);
+    const src = backend.dataIdMap.get(x.dataId).memoryOffset / F32_BYTES;
+    const dst = backend.dataIdMap.get(out.dataId).memoryOffset / F32_BYTES;
+    heap.fill(0, dst, dst + numSegments * inner);
+    for (let i = 0; i < ids.length; i++) {
+      const seg = ids[i]!;
+      if (seg < 0 || seg >= numSegments) continue;
+      const from = src + i * inner;
+      const to = dst + seg * inner;
+      for (let j = 0; j < inner; j++) heap[to + j]! += heap[from + j]!;
     }
     return out;
   };
@@ -460,7 +557,11 @@ interface Replacement {
 }
 
 const REPLACEMENTS: readonly Replacement[] = [
-  { kernelName: tf.UnsortedSegmentSum, backends: ['cpu', 'wasm'], make: () => unsortedSegmentSumCpu },
+  { kernelName: tf.UnsortedSegmentSum, backends: ['cpu'], make: () => unsortedSegmentSumCpu },
+  // The stock wasm backend has no UnsortedSegmentSum: the host scatter-add is its fallback for other dtypes.
+  { kernelName: tf.UnsortedSegmentSum, backends: ['wasm'], make: () => makeWasmSegmentSum(unsortedSegmentSumCpu) },
+  { kernelName: tf.Identity, backends: ['wasm'], make: (bn) => makeWasmIdentity(stockKernel(tf.Identity, bn).kernelFunc) },
+  { kernelName: tf.GatherV2, backends: ['wasm'], make: (bn) => makeWasmGather(stockKernel(tf.GatherV2, bn).kernelFunc) },
   {
     kernelName: tf.BatchMatMul, backends: ['wasm'],
     make: (bn) => makeWasmBatchMatMul(stockKernel(tf.BatchMatMul, bn).kernelFunc, stockKernel(tf.Transpose, bn).kernelFunc),
