@@ -17,9 +17,16 @@
  * Embedding throughput: `embed()` (tokenise, sort, eval-mode forward, [CLS] pooling, download) over
  * `--embed-sentences` lines of ../shared/data/wiki1m-head.txt truncated to `seqLen` tokens, batch 128, with the
  * bert-base-uncased tokenizer; without those files the forward + pooling of the same shape is timed instead.
+ * $MICSE_SHARED_DIR replaces ../shared (bench/device/run.sh points it at the copy it carries to a GPU machine).
+ *
+ * Memory: peak RSS of the process and, on a GPU backend, the GPU memory tf.memory() reports (webgpu: bytes held by
+ * live tensors after each step, and the buffer pool, which only grows and so is the peak). `--reference-device cuda`
+ * runs the PyTorch side on the GPU: fp32 with TF32 off for the ratio, and a TF32 figure beside it.
+ *
+ * Every read of a tensor is `await t.data()`: on webgpu under Node `dataSync()` / `arraySync()` throw.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -35,7 +42,9 @@ import { AdamW } from '../src/train/adamw.js';
 import { TrainStep, trainableParams } from '../src/train/step.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
-const SHARED_DATA = path.resolve(HERE, '..', '..', 'shared', 'data');
+/** ../shared beside the checkout, or $MICSE_SHARED_DIR. */
+const SHARED_DATA = path.join(process.env['MICSE_SHARED_DIR'] || path.resolve(HERE, '..', '..', 'shared'), 'data');
+const BYTES_PER_MB = 2 ** 20;
 
 export const SIZES = {
   tiny: { layers: 2, hidden: 128, heads: 2, batch: 32, seqLen: 32, minLayer: 0, maxLayer: 2 },
@@ -69,7 +78,16 @@ export const BENCH_DEFAULTS = {
   /** Run bench/reference.py too. */
   reference: true,
   python: 'python3',
+  referenceDevice: 'cpu' as ReferenceDevice,
+  /** Kernels listed by --profile. */
+  profileTopKernels: 20,
 } as const;
+
+/** Step index (it seeds dropout and AMI sampling) of the --profile steps, apart from the timed steps'. */
+const PROFILE_STEP_INDEX = 10_000;
+
+export const REFERENCE_DEVICES = ['cpu', 'cuda'] as const;
+export type ReferenceDevice = (typeof REFERENCE_DEVICES)[number];
 
 export interface BenchOptions {
   backend: BackendName;
@@ -81,6 +99,38 @@ export interface BenchOptions {
   profile: boolean;
   embedSentences: number;
   python: string;
+  /** Where bench/reference.py runs PyTorch. */
+  referenceDevice: ReferenceDevice;
+  /** Also write the JSON report here (the table still goes to stdout). */
+  jsonOut: string | null;
+}
+
+/** GPU memory of one side, in MB (2^20 bytes). */
+export interface GpuMemory {
+  /** Most bytes held by live tensors (TF.js: sampled after each step; PyTorch: torch.cuda.max_memory_allocated). */
+  peakInUseMb: number;
+  /** Bytes the allocator holds (TF.js webgpu: the buffer pool; PyTorch: torch.cuda.max_memory_reserved). */
+  poolMb: number;
+  what: string;
+}
+
+/** What one step costs in calls (--profile). */
+export interface StepCounts {
+  /** TF.js kernels run (tf.profile). */
+  kernels: number;
+  /** Summed kernel time (GPU timestamps on webgpu when the device offers them; wall time on cpu/wasm). */
+  kernelMs: number;
+  /** Tensor reads through the backend (read + readSync): each waits for the device on a GPU backend. */
+  hostReads: number;
+  /** Of those, synchronous (readSync: dataSync/arraySync). */
+  syncReads: number;
+  /** webgpu only: GPU-to-host downloads, compute dispatches, queue submits, host-to-GPU uploads of tensor values. */
+  gpuDownloads: number | null;
+  dispatches: number | null;
+  submits: number | null;
+  uploads: number | null;
+  /** Wall time of the counted step (unprofiled). */
+  stepMs: number;
 }
 
 export interface SideResult {
@@ -94,6 +144,12 @@ export interface SideResult {
   embedSentencesPerSecond: number;
   embedWhat: string;
   peakRssMb: number;
+  /** Absent on host backends (cpu, wasm) and PyTorch on CPU. */
+  gpuMemory?: GpuMemory;
+  /** PyTorch on cuda: median ms/step with TF32 matmuls allowed (msPerStep is fp32, TF32 off). */
+  tf32MsPerStep?: number;
+  /** --profile: the calls of one step. */
+  stepCounts?: StepCounts;
   loss: number;
   notes: string[];
 }
@@ -107,6 +163,8 @@ export interface BenchReport {
   reference: SideResult | { skipped: string };
   /** tfjs ms/step divided by reference ms/step (lower is better; 1.5 is the issue's target). */
   ratio: number | null;
+  /** tfjs ms/step divided by PyTorch's TF32 ms/step (cuda only). */
+  ratioTf32: number | null;
 }
 
 function median(xs: number[]): number {
@@ -169,22 +227,120 @@ async function embedThroughput(model: BertModel, sz: (typeof SIZES)[SizeName], c
   return { sps: (batches * d.embedBatch * 1000) / (performance.now() - t0), what: `forward + [CLS] pooling of ${d.embedBatch} x ${sz.seqLen} (no tokenizer at ${tokDir})` };
 }
 
-/** Top kernels by summed time over one step (tf.profile). */
-async function profileStep(step: () => Promise<unknown>): Promise<string> {
+/**
+ * Backend methods counted over one step by --profile. Host reads: `read` (await t.data()) and `readSync`
+ * (dataSync/arraySync). webgpu's own: `getBufferData` (a GPU-to-host download, i.e. a wait for the queue),
+ * `recordAndSubmit` (one compute dispatch), `submitQueue` (one queue submit), `uploadToGPU` (called for every
+ * program input and output: counted only when it copies host values into a new buffer).
+ */
+const COUNTED_METHODS = ['read', 'readSync', 'getBufferData', 'recordAndSubmit', 'submitQueue', 'uploadToGPU'] as const;
+type CountedMethod = (typeof COUNTED_METHODS)[number];
+
+/** webgpu's per-tensor record, as far as uploadToGPU looks at it. */
+interface WebgpuTensorData {
+  resource: unknown;
+  values: unknown;
+}
+
+/** Whether a call of `name` with `args` on `backend` is counted (default: every call). */
+function counts(name: CountedMethod, backend: Record<string, unknown>, args: unknown[]): boolean {
+  if (name !== 'uploadToGPU') return true;
+  const tensorMap = backend['tensorMap'] as { get(dataId: unknown): WebgpuTensorData | undefined } | undefined;
+  const data = tensorMap?.get(args[0]);
+  return data !== undefined && data.resource == null && data.values != null;
+}
+
+/**
+ * Runs `f` with every method of COUNTED_METHODS that the active backend has wrapped in a call counter, then puts
+ * the backend's own methods back. Methods the backend lacks are absent from the result.
+ */
+async function countBackendCalls(f: () => Promise<unknown>): Promise<Map<CountedMethod, number>> {
+  const backend = tf.backend() as unknown as Record<string, unknown>;
+  const calls = new Map<CountedMethod, number>();
+  const restore: (() => void)[] = [];
+  for (const name of COUNTED_METHODS) {
+    const original = backend[name];
+    if (typeof original !== 'function') continue;
+    const own = Object.prototype.hasOwnProperty.call(backend, name);
+    calls.set(name, 0);
+    backend[name] = function (this: unknown, ...args: unknown[]): unknown {
+      if (counts(name, backend, args)) calls.set(name, calls.get(name)! + 1);
+      return (original as (...a: unknown[]) => unknown).apply(this, args);
+    };
+    restore.push(() => (own ? (backend[name] = original) : delete backend[name]));
+  }
+  try {
+    await f();
+  } finally {
+    for (const r of restore) r();
+  }
+  return calls;
+}
+
+/**
+ * One profiled step (tf.profile: every TF.js kernel with its time, the top ones by summed time listed), then one
+ * unprofiled step with the backend's calls counted (profiling changes them: webgpu submits each timed kernel alone).
+ */
+async function profileStep(step: () => Promise<unknown>, log: (l: string) => void): Promise<StepCounts> {
   const info = await tf.profile(async () => {
     await step();
     return [];
   });
   const byName = new Map<string, { ms: number; calls: number }>();
+  let kernelMs = 0;
   for (const k of info.kernels) {
     const e = byName.get(k.name) ?? { ms: 0, calls: 0 };
-    e.ms += typeof k.kernelTimeMs === 'number' ? k.kernelTimeMs : 0;
+    const ms = typeof k.kernelTimeMs === 'number' ? k.kernelTimeMs : 0;
+    e.ms += ms;
     e.calls += 1;
+    kernelMs += ms;
     byName.set(k.name, e);
   }
-  const rows = [...byName.entries()].sort((a, b) => b[1].ms - a[1].ms).slice(0, 20);
-  return ['kernel profile (one step; synchronous wall time per kernel):',
-    ...rows.map(([n, e]) => `  ${n.padEnd(24)} ${e.ms.toFixed(1).padStart(9)} ms  ${String(e.calls).padStart(6)} calls`)].join('\n');
+  const timestamps = (tf.backend() as { supportTimestampQuery?: boolean }).supportTimestampQuery;
+  const timing = tf.getBackend() === 'webgpu'
+    ? (timestamps === true ? 'GPU timestamps per kernel' : 'no timestamp-query on this device: kernel times read 0')
+    : 'synchronous wall time per kernel';
+  const rows = [...byName.entries()].sort((a, b) => b[1].ms - a[1].ms).slice(0, BENCH_DEFAULTS.profileTopKernels);
+  log([`kernel profile (one step; ${timing}): ${info.kernels.length} kernels, ${kernelMs.toFixed(1)} ms summed`,
+    ...rows.map(([n, e]) => `  ${n.padEnd(24)} ${e.ms.toFixed(1).padStart(9)} ms  ${String(e.calls).padStart(6)} calls`)].join('\n'));
+
+  const t0 = performance.now();
+  const calls = await countBackendCalls(step);
+  const stepMs = performance.now() - t0;
+  const get = (m: CountedMethod): number | null => calls.get(m) ?? null;
+  const counts: StepCounts = {
+    kernels: info.kernels.length, kernelMs, hostReads: (get('read') ?? 0) + (get('readSync') ?? 0), syncReads: get('readSync') ?? 0,
+    gpuDownloads: get('getBufferData'), dispatches: get('recordAndSubmit'), submits: get('submitQueue'), uploads: get('uploadToGPU'), stepMs,
+  };
+  log(`step calls (one unprofiled step, ${stepMs.toFixed(0)} ms): ${formatCounts(counts)}`);
+  return counts;
+}
+
+function formatCounts(c: StepCounts): string {
+  const gpu = c.dispatches === null ? '' : `; ${c.dispatches} GPU dispatches, ${c.submits} queue submits, ${c.gpuDownloads} GPU-to-host downloads, ${c.uploads} host-to-GPU uploads`;
+  return `${c.kernels} TF.js kernels, ${c.hostReads} host reads (${c.syncReads} synchronous)${gpu}`;
+}
+
+/** tf.memory()'s GPU fields: webgpu has numBytesInGPU and numBytesAllocatedInGPU (webgl: numBytesInGPUAllocated). */
+function gpuBytes(): { inUse: number; pool: number } | null {
+  const m = tf.memory() as tf.MemoryInfo & { numBytesInGPU?: number; numBytesAllocatedInGPU?: number; numBytesInGPUAllocated?: number };
+  if (typeof m.numBytesInGPU !== 'number') return null;
+  return { inUse: m.numBytesInGPU, pool: m.numBytesAllocatedInGPU ?? m.numBytesInGPUAllocated ?? m.numBytesInGPU };
+}
+
+interface GpuAdapterInfo {
+  vendor?: string;
+  architecture?: string;
+  device?: string;
+  description?: string;
+}
+
+/** navigator.gpu's adapter in a few words (vendor, architecture, description), or null off webgpu. */
+async function webgpuAdapterName(): Promise<string | null> {
+  const gpu = (globalThis as { navigator?: { gpu?: { requestAdapter(): Promise<{ info?: GpuAdapterInfo } | null> } } }).navigator?.gpu;
+  const info = gpu === undefined ? undefined : (await gpu.requestAdapter())?.info;
+  if (info === undefined) return null;
+  return [info.vendor, info.architecture, info.description].filter((x) => x !== undefined && x !== '').join(', ');
 }
 
 export async function benchTfjs(o: BenchOptions, log: (l: string) => void): Promise<SideResult> {
@@ -210,23 +366,39 @@ export async function benchTfjs(o: BenchOptions, log: (l: string) => void): Prom
 
   const notes: string[] = [];
   let loss = NaN;
-  for (let i = 0; i < o.warmup; i++) loss = await trainerStep(i);
+  for (let i = 0; i < o.warmup; i++) {
+    const t0 = performance.now();
+    loss = await trainerStep(i);
+    log(`  tfjs warm-up step ${i + 1}/${o.warmup}: ${(performance.now() - t0).toFixed(0)} ms, loss ${loss.toFixed(4)}`);
+  }
   const before = tf.memory().numTensors;
   const stepsMs: number[] = [];
+  const gpuSamples: { inUse: number; pool: number }[] = [];
   for (let i = 0; i < o.steps; i++) {
     const t0 = performance.now();
     loss = await trainerStep(o.warmup + i);
     stepsMs.push(performance.now() - t0);
-    log(`  tfjs step ${i + 1}/${o.steps}: ${stepsMs[i]!.toFixed(0)} ms, loss ${loss.toFixed(4)}`);
+    const g = gpuBytes();
+    if (g !== null) gpuSamples.push(g);
+    log(`  tfjs step ${i + 1}/${o.steps}: ${stepsMs[i]!.toFixed(0)} ms, loss ${loss.toFixed(4)}` +
+      (g === null ? '' : `, GPU ${(g.inUse / BYTES_PER_MB).toFixed(0)} MB live / ${(g.pool / BYTES_PER_MB).toFixed(0)} MB pool`));
   }
   const leaked = tf.memory().numTensors - before;
   if (leaked !== 0) notes.push(`${leaked} tensors leaked over ${o.steps} steps`);
-  if (o.profile) log(await profileStep(() => trainerStep(10_000)));
+  const stepCounts = o.profile ? await profileStep(() => trainerStep(PROFILE_STEP_INDEX), log) : undefined;
   const emb = await embedThroughput(model, sz, o.embedSentences);
   const ms = median(stepsMs);
+  const adapter = selection.name === 'webgpu' ? await webgpuAdapterName() : null;
   const result: SideResult = {
-    impl: `TF.js ${tf.version.tfjs}`, backend: selection.name, msPerStep: ms, stepsMs, trainSentencesPerSecond: (sz.batch * 1000) / ms,
-    embedSentencesPerSecond: emb.sps, embedWhat: emb.what, peakRssMb: peakRssMb(), loss, notes,
+    impl: `TF.js ${tf.version.tfjs}`, backend: adapter === null ? selection.name : `${selection.name}: ${adapter}`, msPerStep: ms, stepsMs,
+    trainSentencesPerSecond: (sz.batch * 1000) / ms, embedSentencesPerSecond: emb.sps, embedWhat: emb.what, peakRssMb: peakRssMb(), loss, notes,
+    ...(gpuSamples.length === 0 ? {} : {
+      gpuMemory: {
+        peakInUseMb: Math.max(...gpuSamples.map((g) => g.inUse)) / BYTES_PER_MB, poolMb: Math.max(...gpuSamples.map((g) => g.pool)) / BYTES_PER_MB,
+        what: 'tf.memory(): most bytes of live tensors after a step / the buffer pool (it only grows: the peak)',
+      },
+    }),
+    ...(stepCounts === undefined ? {} : { stepCounts }),
   };
   optimizer.dispose();
   head.dispose();
@@ -238,7 +410,7 @@ export async function benchTfjs(o: BenchOptions, log: (l: string) => void): Prom
 export function runReference(o: BenchOptions, log: (l: string) => void): SideResult | { skipped: string } {
   const script = path.join(HERE, 'reference.py');
   const args = [script, '--size', o.size, '--steps', String(o.steps), '--warmup', String(o.warmup),
-    '--embed-sentences', String(o.embedSentences), '--json'];
+    '--embed-sentences', String(o.embedSentences), '--device', o.referenceDevice, '--json'];
   // Debian's python3-torch lives under /usr/bin/python3, which a pyenv or venv python3 on PATH hides.
   const pythons = o.python === BENCH_DEFAULTS.python ? [o.python, ...PYTHON_FALLBACKS] : [o.python];
   const reasons: string[] = [];
@@ -275,25 +447,32 @@ export function formatReport(r: BenchReport): string {
   const rows = [
     ['', ...sides.map((s) => `${s.impl} (${s.backend})`)],
     ['ms/step (median)', ...sides.map((s) => fmt(s.msPerStep))],
+    ...(sides.some((s) => s.tf32MsPerStep !== undefined)
+      ? [['ms/step, TF32 matmuls', ...sides.map((s) => (s.tf32MsPerStep === undefined ? '-' : fmt(s.tf32MsPerStep)))]] : []),
     ['train sentences/s', ...sides.map((s) => fmt(s.trainSentencesPerSecond, 1))],
     ['embed sentences/s', ...sides.map((s) => fmt(s.embedSentencesPerSecond))],
     ['peak RSS MB', ...sides.map((s) => fmt(s.peakRssMb))],
+    ...(sides.some((s) => s.gpuMemory !== undefined)
+      ? [['GPU MB in use / pool', ...sides.map((s) => (s.gpuMemory === undefined ? '-' : `${fmt(s.gpuMemory.peakInUseMb)} / ${fmt(s.gpuMemory.poolMb)}`))]] : []),
     ['loss (last step)', ...sides.map((s) => s.loss.toFixed(4))],
   ];
   const widths = rows[0]!.map((_, j) => Math.max(...rows.map((row) => row[j]!.length)));
   const table = rows.map((row) => row.map((cell, j) => (j === 0 ? cell.padEnd(widths[j]!) : cell.padStart(widths[j]!))).join('  ')).join('\n');
   const tail = 'skipped' in r.reference
-    ? `reference skipped: ${r.reference.skipped}`
-    : `ratio TF.js / PyTorch (ms/step): ${r.ratio!.toFixed(2)}x  (target <= 1.5x on CPU)`;
+    ? [`reference skipped: ${r.reference.skipped}`]
+    : [`ratio TF.js / PyTorch (ms/step): ${r.ratio!.toFixed(2)}x  (target <= 1.5x on CPU)`,
+      ...(r.ratioTf32 === null ? [] : [`ratio TF.js / PyTorch with TF32 (ms/step): ${r.ratioTf32.toFixed(2)}x`])];
+  const counts = sides.flatMap((s) => (s.stepCounts === undefined ? [] : [`one step (${s.impl}): ${formatCounts(s.stepCounts)}`]));
   const notes = sides.flatMap((s) => s.notes.map((n) => `note (${s.impl}): ${n}`));
   const embedNotes = sides.map((s) => `embed (${s.impl}): ${s.embedWhat}`);
-  return [head, table, tail, ...embedNotes, ...notes].join('\n');
+  const memNotes = sides.flatMap((s) => (s.gpuMemory === undefined ? [] : [`GPU memory (${s.impl}): ${s.gpuMemory.what}`]));
+  return [head, table, ...tail, ...counts, ...embedNotes, ...memNotes, ...notes].join('\n');
 }
 
 function parseArgs(argv: string[]): BenchOptions {
   const d = BENCH_DEFAULTS;
   const o: BenchOptions = { backend: d.backend, size: d.size, steps: d.steps, warmup: d.warmup, json: false, reference: d.reference,
-    profile: false, embedSentences: d.embedSentences, python: d.python };
+    profile: false, embedSentences: d.embedSentences, python: d.python, referenceDevice: d.referenceDevice, jsonOut: null };
   const int = (flag: string, v: string | undefined, min: number): number => {
     const n = Number(v);
     if (!Number.isInteger(n) || n < min) throw new Error(`${flag} needs an integer >= ${min}; got '${v}'`);
@@ -313,12 +492,17 @@ function parseArgs(argv: string[]): BenchOptions {
       case '--warmup': o.warmup = int(a, v, 0); i++; break;
       case '--embed-sentences': o.embedSentences = int(a, v, 1); i++; break;
       case '--python': if (v === undefined) throw new Error('--python needs a path'); o.python = v; i++; break;
+      case '--reference-device':
+        if (!(REFERENCE_DEVICES as readonly string[]).includes(v ?? '')) throw new Error(`--reference-device must be one of ${REFERENCE_DEVICES.join(', ')}; got '${v}'`);
+        o.referenceDevice = v as ReferenceDevice; i++; break;
+      case '--json-out': if (v === undefined) throw new Error('--json-out needs a path'); o.jsonOut = v; i++; break;
       case '--json': o.json = true; break;
       case '--profile': o.profile = true; break;
       case '--no-reference': o.reference = false; break;
       case '--help':
         process.stdout.write('npm run bench -- [--backend auto|wasm|cpu|webgpu|tensorflow|tensorflow-gpu] [--size tiny|small|base] ' +
-          '[--steps N] [--warmup N] [--embed-sentences N] [--no-reference] [--python PATH] [--profile] [--json]\n');
+          '[--steps N] [--warmup N] [--embed-sentences N] [--no-reference] [--python PATH] [--reference-device cpu|cuda] ' +
+          '[--profile] [--json] [--json-out PATH]\n');
         process.exit(0);
       default: throw new Error(`unknown option '${a}' (see --help)`);
     }
@@ -341,8 +525,13 @@ async function main(): Promise<void> {
   const report: BenchReport = {
     date: new Date().toISOString(), machine: machineDescription(), size: o.size, config: { ...sz, vocabSize: BENCH_DEFAULTS.vocabSize },
     tfjs, reference, ratio: 'skipped' in reference ? null : tfjs.msPerStep / reference.msPerStep,
+    ratioTf32: 'skipped' in reference || reference.tf32MsPerStep === undefined ? null : tfjs.msPerStep / reference.tf32MsPerStep,
   };
+  if (o.jsonOut !== null) writeFileSync(o.jsonOut, JSON.stringify(report, null, 2) + '\n');
   process.stdout.write((o.json ? JSON.stringify(report, null, 2) : formatReport(report)) + '\n');
+  // On webgpu, Dawn keeps the process alive while its instance (navigator.gpu) lives. Writes to files and pipes are
+  // synchronous on Linux, so exiting here loses no output.
+  process.exit(0);
 }
 
 if (process.argv[1] !== undefined && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) await main();

@@ -10,6 +10,9 @@ Loss, its parts and the gradient norm are read back every step (.item()), as the
 
 Embedding throughput: eval-mode forward + [CLS] of 128 x seq_len under no_grad (no tokenisation).
 
+--device cuda: msPerStep is fp32 with TF32 off (IEEE float32 matmuls, as WebGPU computes); then the same steps are
+timed again with TF32 matmuls allowed (tf32MsPerStep), and the CUDA allocator's peaks are reported (gpuMemory).
+
 Usage: python3 bench/reference.py [--size tiny|small|base] [--steps N] [--warmup N] [--threads N] [--device cpu|cuda] [--json]
 Exit status 3 (and the reason on stdout) when torch cannot be imported, so the bench can say why it skipped.
 """
@@ -139,6 +142,19 @@ def blas_library():
         return "BLAS unknown"
 
 
+def set_tf32(enabled):
+    """TF32 for matmuls (and cuDNN) on or off; returns how the setting reads back. PyTorch >= 2.9 has the
+    fp32_precision settings and refuses a mix of them with the legacy allow_tf32 flags, so use one kind only."""
+    if hasattr(torch.backends, "fp32_precision"):
+        mode = "tf32" if enabled else "ieee"
+        torch.backends.cuda.matmul.fp32_precision = mode
+        torch.backends.cudnn.fp32_precision = mode
+        return f"matmul fp32_precision={torch.backends.cuda.matmul.fp32_precision}"
+    torch.backends.cuda.matmul.allow_tf32 = enabled
+    torch.backends.cudnn.allow_tf32 = enabled
+    return f"matmul allow_tf32={torch.backends.cuda.matmul.allow_tf32}"
+
+
 def make_batch(B, T, vocab, seed, device):
     gen = torch.Generator().manual_seed(seed)
     ids = torch.randint(1000, vocab, (B, T), generator=gen)
@@ -179,17 +195,30 @@ def main():
         nce.item(), mi.item(), norm.item()
         return loss.item()
 
-    loss = float("nan")
-    for _ in range(args.warmup):
-        loss = step()
-    times = []
-    for i in range(args.steps):
-        sync()
-        t0 = time.perf_counter()
-        loss = step()
-        sync()
-        times.append((time.perf_counter() - t0) * 1000)
-        print(f"torch step {i + 1}/{args.steps}: {times[-1]:.0f} ms, loss {loss:.4f}", file=sys.stderr)
+    def timed(label):
+        """args.warmup untimed steps, then args.steps timed ones; returns (times in ms, last loss)."""
+        loss = float("nan")
+        for _ in range(args.warmup):
+            loss = step()
+        times = []
+        for i in range(args.steps):
+            sync()
+            t0 = time.perf_counter()
+            loss = step()
+            sync()
+            times.append((time.perf_counter() - t0) * 1000)
+            print(f"torch{label} step {i + 1}/{args.steps}: {times[-1]:.0f} ms, loss {loss:.4f}", file=sys.stderr)
+        return times, loss
+
+    notes = []
+    if dev.type == "cuda":
+        notes.append(f"fp32 steps: {set_tf32(False)}")
+        torch.cuda.reset_peak_memory_stats()
+    times, loss = timed("")
+    gpu = None
+    if dev.type == "cuda":
+        gpu = dict(peakInUseMb=torch.cuda.max_memory_allocated() / 2**20, poolMb=torch.cuda.max_memory_reserved() / 2**20,
+                   what="torch.cuda.max_memory_allocated / max_memory_reserved over the fp32 steps")
 
     model.eval()
     eb = d["embed_batch"]
@@ -205,14 +234,29 @@ def main():
         sync()
         embed_sps = batches * eb / (time.perf_counter() - t0)
 
+    if dev.type == "cuda":
+        # The TF32 figure comes after the fp32 embedding pass so that every fp32 number above is TF32-free.
+        model.train()
+        notes.append(f"TF32 steps: {set_tf32(True)}")
+        tf32_times, _ = timed(" TF32")
+        set_tf32(False)
+
     ms = statistics.median(times)
-    blas = blas_library()
-    res = dict(impl=f"PyTorch {torch.__version__}", backend=f"{args.device}, {torch.get_num_threads()} threads", msPerStep=ms,
+    if dev.type == "cuda":
+        backend = f"cuda: {torch.cuda.get_device_name()}, fp32, TF32 off"
+        notes.append(f"python {platform.python_version()}, CUDA {torch.version.cuda}, dense embedding gradient")
+    else:
+        backend = f"cpu, {torch.get_num_threads()} threads"
+        notes.append(f"python {platform.python_version()}, dense embedding gradient, {blas_library()}")
+    res = dict(impl=f"PyTorch {torch.__version__}", backend=backend, msPerStep=ms,
                stepsMs=times, trainSentencesPerSecond=s["batch"] * 1000 / ms, embedSentencesPerSecond=embed_sps,
                embedWhat=f"eval forward + [CLS] of {eb} x {s['seqLen']} under no_grad (no tokenisation)",
-               peakRssMb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, loss=loss,
-               notes=[f"python {platform.python_version()}, dense embedding gradient, {blas}"])
-    print(json.dumps(res) if args.json else f"{args.size}: {ms:.0f} ms/step, embed {embed_sps:.0f} sentences/s")
+               peakRssMb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, loss=loss, notes=notes)
+    if dev.type == "cuda":
+        res["gpuMemory"] = gpu
+        res["tf32MsPerStep"] = statistics.median(tf32_times)
+    tf32 = f", TF32 {res['tf32MsPerStep']:.1f} ms/step" if "tf32MsPerStep" in res else ""
+    print(json.dumps(res) if args.json else f"{args.size}: {ms:.1f} ms/step{tf32}, embed {embed_sps:.0f} sentences/s")
 
 
 if __name__ == "__main__":
