@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# bash bench/device/run.sh, from the repo root on the GPU machine (carry: [".gl", ".device"], made here by
+# bench/device/pack.sh). Every step has its own timeout and the whole run a budget (MICSE_DEVICE_BUDGET_S, default
+# 420 s): a step that would start with less than MIN_STEP_S left is skipped. Everything printed is appended to
+# $OUT/run.log as it comes, so a step that hangs still leaves the earlier results; the bench's JSON reports go to
+# $OUT/bench-SIZE.json. Steps, most valuable first:
+#   1. machine: nvidia-smi, the packed MANIFEST, python3's torch
+#   2. WebGPU adapter (adapter.mjs): Dawn finds the GPU through Vulkan, and a one-kernel compute check
+#   3. bench base on webgpu with --profile, PyTorch on cuda in the same run (fp32 ratio + TF32 figure);
+#      if the bench fails, reference.py alone so the PyTorch numbers still come back
+#   4. bench tiny and small on webgpu (+ PyTorch cuda)
+#   5. the packed tests (*.test.mjs) under node --test
+#   6. python3 bench/check-export.py on the packed export (transformers, sentence-transformers, onnxruntime)
+#
+# Locally (no GPU): source scratch/lvp.env for lavapipe, then
+#   MICSE_DEVICE_SIZES=tiny MICSE_DEVICE_LIMIT_SCALE=10 MICSE_DEVICE_BUDGET_S=1800 bash bench/device/run.sh
+# Without a working nvidia-smi (or with MICSE_DEVICE_LOCAL=1) nothing is unpacked into / and PyTorch runs on cpu.
+set -uo pipefail
+
+cd "$(dirname "$0")/../.."
+DEV=.device
+OUT=${OUT:-/tmp/micse-device-out}
+LOG=$OUT/run.log
+BUDGET_S=${MICSE_DEVICE_BUDGET_S:-420}
+MIN_STEP_S=15
+SIZES=${MICSE_DEVICE_SIZES:-base tiny small}
+NODE_DIR=/tmp/micse-node
+# Where the NVIDIA driver's Vulkan ICD and EGL vendor files are looked for, first found wins.
+ICD_CANDIDATES=(/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json /usr/share/vulkan/icd.d/nvidia_icd.json /etc/vulkan/icd.d/nvidia_icd.json)
+EGL_CANDIDATES=(/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json /usr/share/glvnd/egl_vendor.d/10_nvidia.json)
+# Bench settings per size: steps, warm-up steps (the first step compiles every WGSL pipeline), timeout in s.
+declare -A STEPS=([base]=5 [small]=5 [tiny]=5) WARMUP=([base]=2 [small]=1 [tiny]=1) LIMIT=([base]=210 [small]=75 [tiny]=60)
+EXTRA_base="--profile"
+
+mkdir -p "$OUT"
+START=$(date +%s)
+elapsed() { echo $(($(date +%s) - START)); }
+log() { echo "[$(elapsed)s] $*" | tee -a "$LOG"; }
+
+# Multiplies every step's timeout: lavapipe on 2 cores runs a tiny step in seconds where the H200 takes milliseconds.
+LIMIT_SCALE=${MICSE_DEVICE_LIMIT_SCALE:-1}
+
+# step NAME TIMEOUT_S CMD...: runs CMD under timeout (times LIMIT_SCALE, clamped to the budget left), output
+# appended to the log. Returns CMD's status, or 99 when skipped.
+step() {
+  local name=$1 limit=$(($2 * LIMIT_SCALE))
+  shift 2
+  local left=$((BUDGET_S - $(elapsed)))
+  if ((left < MIN_STEP_S)); then
+    log "SKIP $name: ${left}s of the ${BUDGET_S}s budget left"
+    return 99
+  fi
+  ((limit > left)) && limit=$left
+  log "== $name (timeout ${limit}s): $*"
+  timeout -k 5 "$limit" "$@" 2>&1 | tee -a "$LOG"
+  local rc=${PIPESTATUS[0]}
+  log "== $name: exit $rc$( ((rc == 124 || rc == 137)) && echo ' (timed out)')"
+  return "$rc"
+}
+
+unpack() {
+  if command -v xz >/dev/null; then
+    tar -xJf "$DEV/payload.tar.xz" -C "$DEV"
+  else
+    python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' "$DEV/payload.tar.xz" "$DEV"
+  fi
+}
+
+[ -f "$DEV/payload.tar.xz" ] || { log "no $DEV/payload.tar.xz: run bench/device/pack.sh first and carry .device"; exit 1; }
+GPU=0
+if [ "${MICSE_DEVICE_LOCAL:-0}" != 1 ] && command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then GPU=1; fi
+log "run.sh: GPU=$GPU, sizes '$SIZES', budget ${BUDGET_S}s, log $LOG"
+
+if ((GPU)); then
+  # The device README's recipe: the Vulkan loader and glvnd libraries the NVIDIA ICD needs, unpacked into /.
+  for f in .gl/*.deb; do dpkg -x "$f" /; done
+  ldconfig
+  if [ -z "${VK_DRIVER_FILES:-}" ]; then
+    for f in "${ICD_CANDIDATES[@]}"; do [ -f "$f" ] && { export VK_DRIVER_FILES=$f; break; }; done
+  fi
+  if [ -z "${__EGL_VENDOR_LIBRARY_FILENAMES:-}" ]; then
+    for f in "${EGL_CANDIDATES[@]}"; do [ -f "$f" ] && { export __EGL_VENDOR_LIBRARY_FILENAMES=$f; break; }; done
+  fi
+  REF_DEVICE=cuda
+else
+  REF_DEVICE=cpu
+fi
+log "VK_DRIVER_FILES=${VK_DRIVER_FILES:-unset} __EGL_VENDOR_LIBRARY_FILENAMES=${__EGL_VENDOR_LIBRARY_FILENAMES:-unset}"
+
+unpack || { log "could not unpack $DEV/payload.tar.xz"; exit 1; }
+mkdir -p "$NODE_DIR"
+mv "$DEV/node" "$NODE_DIR/node"
+export PATH=$NODE_DIR:$PATH PYTHONUNBUFFERED=1 MICSE_SHARED_DIR=$PWD/$DEV/shared
+log "unpacked; node $(node --version); $(head -3 "$DEV/MANIFEST.txt" | tr '\n' ' ')"
+
+machine() {
+  if ((GPU)); then nvidia-smi; fi
+  uname -a
+  nproc
+  python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "available", torch.cuda.is_available())' || true
+  cat "$DEV/MANIFEST.txt"
+}
+export -f machine
+export GPU DEV
+step machine 30 bash -c machine
+step adapter 30 node "$DEV/adapter.mjs"
+
+for size in $SIZES; do
+  extra=EXTRA_$size
+  step "bench $size" "${LIMIT[$size]}" node "$DEV/bench.mjs" --backend webgpu --size "$size" --steps "${STEPS[$size]}" \
+    --warmup "${WARMUP[$size]}" --reference-device "$REF_DEVICE" --json-out "$OUT/bench-$size.json" ${!extra:-}
+  rc=$?
+  if ((rc != 0 && rc != 99)); then
+    step "reference $size alone" 90 python3 "$DEV/reference.py" --size "$size" --steps "${STEPS[$size]}" \
+      --warmup "${WARMUP[$size]}" --device "$REF_DEVICE"
+  fi
+done
+
+tests=("$DEV"/*.test.mjs)
+if [ -e "${tests[0]}" ]; then
+  step tests 90 node --test --test-reporter=spec "${tests[@]}"
+else
+  log "no tests were packed (bench/device/pack.sh TEST.ts ... packs them)"
+fi
+
+if python3 -c 'import numpy, torch, transformers, sentence_transformers' 2>/dev/null; then
+  step check-export 75 python3 bench/check-export.py --export "$DEV/export" --sentences "$DEV/export/sentences.txt" \
+    --npy "$DEV/export/micse.npy"
+else
+  log "SKIP check-export: $(python3 -c 'import numpy, torch, transformers, sentence_transformers' 2>&1 | tail -1)"
+fi
+
+log "done in $(elapsed)s; results in $OUT: $(cd "$OUT" && ls | tr '\n' ' ')"
