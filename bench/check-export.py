@@ -114,7 +114,9 @@ def main():
         from sentence_transformers import SentenceTransformer
 
         model = SentenceTransformer(st, device="cpu")
-        print(f"sentence-transformers modules: {[type(m).__name__ for m in model]}; pooling: {model[1].get_pooling_mode_str()}")
+        pooling = getattr(model[1], "get_pooling_mode_str", None)  # a Pooling method in sentence-transformers <= 5
+        print(f"sentence-transformers modules: {[type(m).__name__ for m in model]}"
+              + (f"; pooling: {pooling()}" if callable(pooling) else ""))
         got = model.encode(sentences, batch_size=args.batch_size, convert_to_numpy=True)
         ok &= compare(f"sentence-transformers ({st})", got, ref, args.tolerance)
     if onnx is not None:
