@@ -4,18 +4,18 @@
 # carries (carry: [".gl", ".device"]):
 #
 #   .gl/      the Debian Vulkan loader and glvnd packages (the device README's list); run.sh unpacks them into /
-#   .device/  payload.tar.xz + MANIFEST.txt; run.sh unpacks the payload into .device/:
+#   .device/  payload.tar.xz + MANIFEST.txt; run.sh unpacks the payload into .device-run/ (ignored, not carried):
 #     node                  this machine's Node binary (x86-64, linked against libc/libstdc++ only)
 #     bench.mjs             bench/bench.ts bundled by esbuild (ESM, platform node); `webgpu` stays external
 #     adapter.mjs           bench/device/adapter.ts bundled (WebGPU adapter report and a one-kernel check)
 #     reference.py          bench/reference.py (bench.mjs runs the copy beside itself)
-#     NAME.test.mjs         each TEST.ts named on the command line, bundled (one level below the repo root, so
-#                           test/helpers.ts's ROOT is the repo root there)
+#     NAME.test.mjs         each TEST.ts named on the command line, bundled (.device-run/ is one level below the
+#                           repo root, so test/helpers.ts's ROOT is the repo root there)
 #     node_modules/webgpu   package.json, index.js and dist/linux-x64/dawn.node only (the npm package holds every
 #                           platform's build: 132 MB)
 #     node_modules/@tensorflow/tfjs-backend-wasm   package.json and the .wasm files (the bundles hold its JS)
 #     shared/data/...       the parts of ../shared the bench and tests read ($MICSE_PACK_SHARED overrides the list);
-#                           run.sh sets MICSE_SHARED_DIR=.device/shared
+#                           run.sh sets MICSE_SHARED_DIR=.device-run/shared
 #     export/               `micse export` of the shared tiny checkpoint (hf, sentence-transformers, onnx), with
 #                           sentences.txt and micse.npy (`micse embed` here) for bench/check-export.py there
 #
@@ -52,7 +52,7 @@ say() { echo "pack: $*" >&2; }
 [ -d "$SHARED_DIR/data" ] || { say "no shared data at $SHARED_DIR/data (set MICSE_SHARED_DIR)"; exit 1; }
 
 EXCLUDE=$(git rev-parse --git-path info/exclude)
-for p in /.device/ /.gl/; do grep -qxF "$p" "$EXCLUDE" 2>/dev/null || echo "$p" >>"$EXCLUDE"; done
+for p in /.device/ /.device-run/ /.gl/; do grep -qxF "$p" "$EXCLUDE" 2>/dev/null || echo "$p" >>"$EXCLUDE"; done
 
 rm -rf "$DEV"
 mkdir -p "$STAGE"

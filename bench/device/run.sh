@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # bash bench/device/run.sh, from the repo root on the GPU machine (carry: [".gl", ".device"], made here by
-# bench/device/pack.sh). Every step has its own timeout and the whole run a budget (MICSE_DEVICE_BUDGET_S, default
+# bench/device/pack.sh); the payload is unpacked into .device-run/ (git-ignored, not carried). Every step has its own timeout and the whole run a budget (MICSE_DEVICE_BUDGET_S, default
 # 420 s): a step that would start with less than MIN_STEP_S left is skipped. Everything printed is appended to
 # $OUT/run.log as it comes, so a step that hangs still leaves the earlier results; the bench's JSON reports go to
 # $OUT/bench-SIZE.json. Steps, most valuable first:
@@ -18,7 +18,10 @@
 set -uo pipefail
 
 cd "$(dirname "$0")/../.."
-DEV=.device
+PACK=.device
+# The payload is unpacked beside, not into, .device/, so that .device/ stays what pack.sh made (a later device call
+# carries it again as it is). One level below the repo root, as the bundled tests expect.
+DEV=.device-run
 OUT=${OUT:-/tmp/micse-device-out}
 LOG=$OUT/run.log
 BUDGET_S=${MICSE_DEVICE_BUDGET_S:-420}
@@ -59,14 +62,16 @@ step() {
 }
 
 unpack() {
+  rm -rf "$DEV"
+  mkdir -p "$DEV"
   if command -v xz >/dev/null; then
-    tar -xJf "$DEV/payload.tar.xz" -C "$DEV"
+    tar -xJf "$PACK/payload.tar.xz" -C "$DEV"
   else
-    python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' "$DEV/payload.tar.xz" "$DEV"
+    python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' "$PACK/payload.tar.xz" "$DEV"
   fi
 }
 
-[ -f "$DEV/payload.tar.xz" ] || { log "no $DEV/payload.tar.xz: run bench/device/pack.sh first and carry .device"; exit 1; }
+[ -f "$PACK/payload.tar.xz" ] || { log "no $PACK/payload.tar.xz: run bench/device/pack.sh first and carry .device"; exit 1; }
 GPU=0
 if [ "${MICSE_DEVICE_LOCAL:-0}" != 1 ] && command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then GPU=1; fi
 log "run.sh: GPU=$GPU, sizes '$SIZES', budget ${BUDGET_S}s, log $LOG"
@@ -87,7 +92,7 @@ else
 fi
 log "VK_DRIVER_FILES=${VK_DRIVER_FILES:-unset} __EGL_VENDOR_LIBRARY_FILENAMES=${__EGL_VENDOR_LIBRARY_FILENAMES:-unset}"
 
-unpack || { log "could not unpack $DEV/payload.tar.xz"; exit 1; }
+unpack || { log "could not unpack $PACK/payload.tar.xz"; exit 1; }
 mkdir -p "$NODE_DIR"
 mv "$DEV/node" "$NODE_DIR/node"
 export PATH=$NODE_DIR:$PATH PYTHONUNBUFFERED=1 MICSE_SHARED_DIR=$PWD/$DEV/shared
