@@ -8,6 +8,7 @@
 #     node                  this machine's Node binary (x86-64, linked against libc/libstdc++ only)
 #     bench.mjs             bench/bench.ts bundled by esbuild (ESM, platform node); `webgpu` stays external
 #     adapter.mjs           bench/device/adapter.ts bundled (WebGPU adapter report and a one-kernel check)
+#     gemm.mjs              bench/gemm.ts bundled (stock vs tiled WebGPU matmul on BERT-base's products)
 #     reference.py          bench/reference.py (bench.mjs runs the copy beside itself)
 #     NAME.test.mjs         each TEST.ts named on the command line, bundled (.device-run/ is one level below the
 #                           repo root, so test/helpers.ts's ROOT is the repo root there)
@@ -60,9 +61,10 @@ mkdir -p "$STAGE"
 say "Node $(node --version) from $(command -v node)"
 cp "$(readlink -f "$(command -v node)")" "$STAGE/node"
 
-say "bundling bench/bench.ts and bench/device/adapter.ts"
+say "bundling bench/bench.ts, bench/device/adapter.ts and bench/gemm.ts"
 "$ESBUILD" bench/bench.ts "${ESBUILD_FLAGS[@]}" --outfile="$STAGE/bench.mjs"
 "$ESBUILD" bench/device/adapter.ts "${ESBUILD_FLAGS[@]}" --outfile="$STAGE/adapter.mjs"
+"$ESBUILD" bench/gemm.ts "${ESBUILD_FLAGS[@]}" --outfile="$STAGE/gemm.mjs"
 cp bench/reference.py "$STAGE/reference.py"
 for t in "$@"; do
   [ -f "$t" ] || { say "no test file $t"; exit 1; }

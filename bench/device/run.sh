@@ -7,7 +7,8 @@
 #   1. machine: nvidia-smi, the packed MANIFEST, python3's torch
 #   2. WebGPU adapter (adapter.mjs): Dawn finds the GPU through Vulkan, and a one-kernel compute check
 #   3. bench base on webgpu with --profile, PyTorch on cuda in the same run (fp32 ratio + TF32 figure);
-#      if the bench fails, reference.py alone so the PyTorch numbers still come back
+#      if the bench fails, reference.py alone so the PyTorch numbers still come back; then base again with the
+#      tiled GEMM (MICSE_WEBGPU_GEMM=1, no reference) and bench/gemm.ts (stock vs tiled matmul, $OUT/gemm.json)
 #   4. bench tiny and small on webgpu (+ PyTorch cuda)
 #   5. the packed tests (*.test.mjs) under node --test
 #   6. python3 bench/check-export.py on the packed export (transformers, sentence-transformers, onnxruntime)
@@ -118,6 +119,12 @@ for size in $SIZES; do
   if ((rc != 0 && rc != 99)); then
     step "reference $size alone" 90 python3 "$DEV/reference.py" --size "$size" --steps "${STEPS[$size]}" \
       --warmup "${WARMUP[$size]}" --device "$REF_DEVICE"
+  fi
+  if [ "$size" = base ]; then
+    # The base step again with the tiled GEMM (src/model/webgpuGemm.ts), then the products alone: stock vs tiled.
+    step "bench base, tiled GEMM" "${LIMIT[base]}" env MICSE_WEBGPU_GEMM=1 node "$DEV/bench.mjs" --backend webgpu --size base \
+      --steps "${STEPS[base]}" --warmup "${WARMUP[base]}" --no-reference --profile --json-out "$OUT/bench-base-gemm.json"
+    step "gemm products" 90 node "$DEV/gemm.mjs" --backend webgpu --json "$OUT/gemm.json"
   fi
 done
 
