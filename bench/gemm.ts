@@ -50,6 +50,7 @@ function flops(sa: number[], sb: number[], ta: boolean, tb: boolean): number {
 
 async function time(a: tf.Tensor, b: tf.Tensor, ta: boolean, tb: boolean, iters: number, warmup: number): Promise<number> {
   const run = async (n: number) => {
+    if (n === 0) return;
     let last: tf.Tensor | null = null;
     for (let i = 0; i < n; i++) {
       last?.dispose();
