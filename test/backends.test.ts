@@ -15,10 +15,12 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
+import { DataType, type GraphSpec } from '../src/export/onnx/proto.js';
 import { MlpHead } from '../src/losses/mlpHead.js';
 import { micseLoss } from '../src/losses/micse.js';
 import { selectBackend } from '../src/model/backend.js';
 import { fastKernelNames, registerFastKernels, unregisterFastKernels, useNativeGemm, wasmMatMulEngine } from '../src/model/kernels.js';
+import { NativeOps } from '../src/model/nativeOps.js';
 import { loadPretrained } from '../src/model/pretrained.js';
 import { tf } from '../src/model/tf.js';
 import { shared, SKIP_NO_SHARED } from './helpers.js';
@@ -113,6 +115,19 @@ describe('replaced kernels match the stock kernels', () => {
       fast.forEach((f, i) => assert.ok(maxAbsDiff(f, stock[i]!) < 1e-4, `grad ${i}: max diff ${maxAbsDiff(f, stock[i]!)}`));
     });
   }
+
+  test('NativeOps runs a graph in place on the given views (and rejects a wrong output shape)', () => {
+    const ops = NativeOps.shared();
+    const graph = (): GraphSpec => ({
+      name: 'square', initializers: [], nodes: [{ opType: 'Mul', inputs: ['x', 'x'], outputs: ['y'], name: 'mul' }],
+      inputs: [{ name: 'x', elemType: DataType.FLOAT, shape: ['n'] }], outputs: [{ name: 'y', elemType: DataType.FLOAT, shape: ['n'] }],
+    });
+    const heap = new Float32Array(8);
+    heap.set([1, -2, 3], 1);
+    ops.run('test_square', graph, { x: { data: heap.subarray(1, 4), dims: [3] } }, { y: { data: heap.subarray(5, 8), dims: [3] } });
+    assert.deepEqual(Array.from(heap), [0, 1, -2, 3, 0, 1, 4, 9]);
+    assert.throws(() => ops.run('test_square', graph, { x: { data: heap.subarray(1, 4), dims: [3] } }, { y: { data: heap.subarray(5, 7), dims: [2] } }));
+  });
 
   test('the wasm backend runs its products on the native GEMM by default', async () => {
     await selectBackend('wasm');
