@@ -2,7 +2,7 @@
  * Backend equivalence: the kernels src/model/kernels.ts registers give the stock kernels' numbers, and one miCSE
  * training step (loss and every gradient) agrees within 1e-4 across the cpu and wasm backends.
  *
- * Op level: each replaced kernel (wasm BatchMatMul, Unpack, Sum, Identity, GatherV2, UnsortedSegmentSum; cpu Add, Sub,
+ * Op level: each replaced kernel (wasm BatchMatMul, Unpack, Sum, Identity, GatherV2, Slice, UnsortedSegmentSum; cpu Add, Sub,
  * Multiply, RealDiv, Softmax) against
  * the same backend's stock kernel (unregisterFastKernels puts it back) on
  * shapes that reach every branch (transpose flags, batched, b unbatched, broadcast batch, leading/other axes);
@@ -213,6 +213,27 @@ describe('replaced kernels match the stock kernels', () => {
     intElems.dispose();
     assert.throws(() => tf.gather(table, tf.tensor1d([7], 'int32')), /index value 7/);
     tf.dispose([table, ints, flat, intFlat, ids2, ids1, intRows]);
+  });
+
+  test('wasm Slice (copies inside the heap) equals the stock kernel: strided, contiguous, whole dims, int32 and bool', async () => {
+    const x = rand([4, 5, 6, 3], 18);
+    const ints = tf.tensor2d([[-1, 2 ** 31 - 1, 3], [-(2 ** 31), 5, 6]], undefined, 'int32');
+    const bools = tf.tensor2d([[true, false, true], [false, false, true]], undefined, 'bool');
+    const cases: [string, () => tf.Tensor][] = [
+      ['[CLS] rows', () => tf.slice(x, [0, 0, 0, 0], [4, 1, 6, 3])],
+      ['inner window', () => tf.slice(x, [1, 2, 1, 1], [2, 3, 4, 2])],
+      ['contiguous block', () => tf.slice(x, [1, 0, 0, 0], [2, -1, -1, -1])],
+      ['last axis', () => tf.slice(x, [0, 0, 0, 2], [-1, -1, -1, 1])],
+      ['everything', () => tf.slice(x, 0, -1)],
+      ['empty', () => tf.slice(x, [1, 1, 1, 1], [0, 2, 2, 2])],
+      ['int32 column', () => tf.slice(ints, [0, 1], [2, 1])],
+      ['bool window', () => tf.slice(bools, [0, 1], [2, 2])],
+    ];
+    for (const [name, f] of cases) {
+      const { fast, stock } = await fastAndStock('wasm', f);
+      assert.deepEqual(fast[0], stock[0], name);
+    }
+    tf.dispose([x, ints, bools]);
   });
 
   test('wasm UnsortedSegmentSum (in-heap scatter-add) equals the stock cpu kernel', async () => {

@@ -370,6 +370,52 @@ function makeWasmGather(stock: KernelFunc): KernelFunc {
 }
 
 /**
+ * wasm Slice: the stock kernel first copies the whole input out of the heap (`readSync`: ~2 ms for a [128, 32, 256]
+ * input, whatever the slice). Here the slice is copied inside the heap: trailing dims the slice takes whole are
+ * merged with the last partial one, so each copy is one contiguous run (the whole slice when it is contiguous).
+ *   x [d0, .., dn], begin, size -> size
+ */
+function makeWasmSlice(stock: KernelFunc): KernelFunc {
+  return (args) => {
+    const backend = args.backend as unknown as WasmBackend;
+    const x = args.inputs['x']!;
+    if (x.dtype === 'string' || x.shape.length === 0) return stock(args);
+    const { begin, size } = args.attrs as unknown as { begin: number | number[]; size: number | number[] };
+    const [b, sz] = tf.slice_util.parseSliceParams(x, begin, size);
+    const out = backend.makeOutput(sz.slice(), x.dtype);
+    const total = sizeOf(sz);
+    if (total === 0) return out;
+    const rank = x.shape.length;
+    // Innermost run: the last dim that is not taken whole, times every whole dim after it.
+    let k = rank - 1;
+    let run = sz[k]!;
+    while (k > 0 && sz[k] === x.shape[k]) run *= sz[--k]!;
+    const strides = tf.util.computeStrides(x.shape); // elements per step of dims 0..rank-2
+    // copyWithin moves raw elements: float32 and int32 through 4-byte views, bool (1 byte on wasm) through bytes.
+    const f32 = heapF32(backend);
+    const heap = x.dtype === 'bool' ? new Uint8Array(f32.buffer) : f32;
+    const bytes = x.dtype === 'bool' ? 1 : F32_BYTES;
+    const src = backend.dataIdMap.get(x.dataId).memoryOffset / bytes;
+    const dst = backend.dataIdMap.get(out.dataId).memoryOffset / bytes;
+    const stride = (d: number): number => (d === rank - 1 ? 1 : strides[d]!);
+    const idx = new Array<number>(k).fill(0); // odometer over dims 0..k-1
+    let from = src;
+    for (let d = 0; d <= k; d++) from += b[d]! * stride(d);
+    for (let to = dst; to < dst + total; to += run) {
+      heap.copyWithin(to, from, from + run);
+      for (let d = k - 1; d >= 0; d--) {
+        idx[d]! += 1;
+        from += stride(d);
+        if (idx[d]! < sz[d]!) break;
+        from -= sz[d]! * stride(d);
+        idx[d] = 0;
+      }
+    }
+    return out;
+  };
+}
+
+/**
  * wasm UnsortedSegmentSum (the embedding gradient): the scatter-add of `scatterAdd`, accumulated directly in the
  * output's heap buffer (no [numSegments, inner] host array to fill and copy in: 31 MB for a 30,522 x 256 table).
  */
@@ -562,6 +608,7 @@ const REPLACEMENTS: readonly Replacement[] = [
   { kernelName: tf.UnsortedSegmentSum, backends: ['wasm'], make: () => makeWasmSegmentSum(unsortedSegmentSumCpu) },
   { kernelName: tf.Identity, backends: ['wasm'], make: (bn) => makeWasmIdentity(stockKernel(tf.Identity, bn).kernelFunc) },
   { kernelName: tf.GatherV2, backends: ['wasm'], make: (bn) => makeWasmGather(stockKernel(tf.GatherV2, bn).kernelFunc) },
+  { kernelName: tf.Slice, backends: ['wasm'], make: (bn) => makeWasmSlice(stockKernel(tf.Slice, bn).kernelFunc) },
   {
     kernelName: tf.BatchMatMul, backends: ['wasm'],
     make: (bn) => makeWasmBatchMatMul(stockKernel(tf.BatchMatMul, bn).kernelFunc, stockKernel(tf.Transpose, bn).kernelFunc),
