@@ -160,7 +160,8 @@ def make_batch(B, T, vocab, seed, device):
     ids = torch.randint(1000, vocab, (B, T), generator=gen)
     ids[:, 0], ids[:, -1] = 101, 102
     ids = ids.repeat_interleave(2, 0)  # [2B, T], rows interleaved by view
-    return ids.to(device), torch.ones_like(ids)
+    ids = ids.to(device)
+    return ids, torch.ones_like(ids)  # both on `device`
 
 
 def main():

@@ -1,6 +1,6 @@
 /**
  * The fused AdamW kernels (src/train/adamwKernels.ts) against the composite TF.js ops they replace, on cpu and
- * wasm (bit for bit) and webgpu (within 1e-6 relative): parameters, both moments and the returned gradient norm
+ * wasm (bit for bit) and webgpu (within 1e-5 relative): parameters, both moments and the returned gradient norm
  * after several steps, with weight decay on and off and clipping active, inactive and off; plus a flat tensor count,
  * and the fused norm of arbitrary gradients against a float64 one.
  *
@@ -41,8 +41,12 @@ const GRID_MAX = 16;
 const GRID_STD = 6;
 const LR = 1e-2;
 const SEED = 11;
-/** Relative tolerance of the webgpu comparisons (a GPU compiler may fuse a multiply-add). */
-const REL_TOL = 1e-6;
+/**
+ * Relative tolerance of the webgpu comparisons: a GPU compiler may fuse a multiply-add, and WGSL's division and
+ * sqrt are not correctly rounded (division within 2.5 ULP). Lavapipe stays within 1e-6; an H200 (NVIDIA Vulkan)
+ * gave up to 4.6e-6 on the parameters after 4 steps.
+ */
+const REL_TOL = 1e-5;
 /**
  * Element-wise relative error floor, as a fraction of the tensor's largest magnitude: a moment that cancels to
  * near zero (b1 m = -(1 - b1) g) has no meaningful relative error of its own.

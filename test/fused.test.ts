@@ -1,7 +1,8 @@
 /**
  * fused.ts: LayerNorm and GELU kernels (forward and every gradient) against the same math composed of stock ops
  * on the cpu backend, on cpu, wasm and (where a WebGPU adapter exists; skipped with the reason otherwise) webgpu.
- * Rows of several sizes exercise the workgroup loops (H below, equal to and above the 64 threads of a row).
+ * Rows of several sizes exercise the workgroup loops (H below, equal to and above the 64 threads of a row), and
+ * more than 64 rows the chunked column sums of the webgpu backward pass.
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
@@ -62,7 +63,7 @@ function maxAbsDiff(a: Float32Array, b: Float32Array): number {
 }
 
 describe('fused LayerNorm and GELU match the composed ops', () => {
-  const shapes = [[7, 5], [2, 3, 64], [4, 9, 200]];
+  const shapes = [[7, 5], [2, 3, 64], [4, 9, 200], [3, 50, 40]]; // the last: 150 rows, 3 column-sum chunks
   for (const backend of BACKENDS) {
     for (const shape of shapes) {
       test(`${backend} [${shape}]: layerNorm (y, dx, dgamma, dbeta) and gelu (y, dx) within ${TOL}`, async () => {

@@ -1,21 +1,22 @@
 /**
- * A register-tiled GEMM for the webgpu backend's BatchMatMul, for the large products of a BERT training step.
+ * A register-tiled GEMM for the webgpu backend's BatchMatMul, for the large forward products of a BERT step.
  *
- * Why: TF.js's WebGPU matmul (32 x 32 tiles, 4 x 4 per thread) ran BERT-base's products at about 3.4 TFLOP/s
- * on an H200 (../shared/docs/SPEED-NOTES.md), a tenth of what the card does in fp32. This kernel computes a
- * 128 x 128 tile per workgroup of 16 x 16 threads, 8 x 8 outputs per thread held in registers (the code is
- * generated unrolled), staging 8-deep slices of A and B in workgroup memory, so each value loaded from workgroup
- * memory feeds 8 multiply-adds instead of 4; outputs with too few such tiles to fill the GPU (e.g. a 768 x 768
- * weight gradient) take 64 x 64 tiles (4 x 4 per thread):
- *   C[b] = op(A[b]) @ op(B[b])      A [batchA, M, K] or [batchA, K, M] (transposeA), B [batchB, K, N] or
- *                                   [batchB, N, K] (transposeB); a batch of 1 broadcasts
- * Transposes are folded into the tile loads (no transpose pass). Products whose output is smaller than a tile
- * in either dimension (the attention products, 32 x 32 per head at seq 32), non-float32 or unusual broadcasts
- * keep the stock kernel.
+ * Why: TF.js's WebGPU matmul (32 x 32 tiles, 4 x 4 per thread) ran BERT-base's products at 3.4 TFLOP/s on an
+ * H200 in ../shared/docs/SPEED-NOTES.md and at 7-21 TFLOP/s in bench/gemm.ts. This kernel computes a 128 x 128
+ * tile per workgroup of 16 x 16 threads, 8 x 8 outputs per thread held in registers (the code is generated
+ * unrolled), staging 8-deep slices of A and B in workgroup memory, so each value loaded from workgroup memory
+ * feeds 8 multiply-adds instead of 4; outputs with too few such tiles to fill the GPU take 64 x 64 tiles (4 x 4
+ * per thread):  C[b] = A[b] @ B[b],  A [batchA, M, K], B [batchB, K, N], a batch of 1 broadcasts.
  *
- * Opt-in until measured on a GPU: `registerWebGPUGemm()` (backend.ts calls it when the environment variable
- * MICSE_WEBGPU_GEMM is 1); `unregisterWebGPUGemm()` restores the stock kernel. Results equal the stock kernel's
- * within float32 rounding (test/webgpu.test.ts).
+ * It takes only the products it was measured to win on an H200: no transposed operand, inner dimension at most
+ * 1,024, output at least 64 x 64. In a BERT-base step those are the Q, K, V, attention-output and FFN-up forward
+ * products: 10.6 and 19.2 TFLOP/s against the stock kernel's 7.0 and 10.6. Everything else keeps the stock
+ * kernel: the backward products (a version with transposes folded into the tile loads measured as fast or slower
+ * on all of them), FFN-down (K = 3,072: 13 against 21 TFLOP/s), the 32 x 32 attention products, non-float32.
+ *
+ * Opt-in until a whole step is measured faster with it: `registerWebGPUGemm()` (backend.ts calls it when the
+ * environment variable MICSE_WEBGPU_GEMM is 1); `unregisterWebGPUGemm()` restores the stock kernel. Results equal
+ * the stock kernel's within float32 rounding (test/webgpu.test.ts).
  */
 import { tf } from './tf.js';
 
@@ -28,6 +29,8 @@ const TILES = [128, 64] as const;
 type Tile = (typeof TILES)[number];
 /** Below this many 128-tiles the 64-tile kernel runs instead (an H200 has 132 multiprocessors). */
 const MIN_LARGE_TILES = 264;
+/** Longest inner dimension the tiled kernel takes; longer products keep the stock kernel (see `plan`). */
+const MAX_INNER = 1024;
 
 interface MatMulAttrs {
   transposeA: boolean;
@@ -52,24 +55,18 @@ function sizeOf(shape: readonly number[]): number {
   return shape.reduce((p, d) => p * d, 1);
 }
 
-/** WGSL source of the tile loop; transposes are compile-time (part of the shader key). */
-function gemmSource(TILE: Tile, transposeA: boolean, transposeB: boolean): string {
+/** WGSL source of the tile loop for one tile size. */
+function gemmSource(TILE: Tile): string {
   const PER_THREAD = TILE / THREADS;
   const LOADS = (TILE * DEPTH) / THREAD_COUNT; // elements of each staged slice one thread loads
   const lines: string[] = [];
   const acc = (i: number, j: number) => `c${i}_${j}`;
   for (let i = 0; i < PER_THREAD; i++) for (let j = 0; j < PER_THREAD; j++) lines.push(`    var ${acc(i, j)} = 0.0;`);
   const decl = lines.join('\n');
-  // Loads: consecutive threads read consecutive addresses of the operand's memory layout.
-  const loadA = transposeA
-    ? `let mm = l % ${TILE}; let kk = l / ${TILE}; let m = row0 + mm; let k = k0 + kk;
-        var v = 0.0; if (m < M && k < K) { v = A[aOff + k * M + m]; }`
-    : `let kk = l % ${DEPTH}; let mm = l / ${DEPTH}; let m = row0 + mm; let k = k0 + kk;
+  // Loads: consecutive threads read consecutive addresses (k along a row of A, n along a row of B).
+  const loadA = `let kk = l % ${DEPTH}; let mm = l / ${DEPTH}; let m = row0 + mm; let k = k0 + kk;
         var v = 0.0; if (m < M && k < K) { v = A[aOff + m * K + k]; }`;
-  const loadB = transposeB
-    ? `let kk = l % ${DEPTH}; let nn = l / ${DEPTH}; let n = col0 + nn; let k = k0 + kk;
-        var v = 0.0; if (n < N && k < K) { v = B[bOff + n * K + k]; }`
-    : `let nn = l % ${TILE}; let kk = l / ${TILE}; let n = col0 + nn; let k = k0 + kk;
+  const loadB = `let nn = l % ${TILE}; let kk = l / ${TILE}; let n = col0 + nn; let k = k0 + kk;
         var v = 0.0; if (n < N && k < K) { v = B[bOff + k * N + n]; }`;
   const inner: string[] = [];
   for (let i = 0; i < PER_THREAD; i++) inner.push(`      let a${i} = As[kk * ${TILE} + ty + ${THREADS * i}];`);
@@ -127,15 +124,13 @@ ${store.join('\n')}
 function plan(a: tf.TensorInfo, b: tf.TensorInfo, { transposeA, transposeB }: MatMulAttrs):
   { M: number; N: number; K: number; batch: number; aStride: number; bStride: number; outShape: number[]; tile: Tile } | null {
   if (a.dtype !== 'float32' || b.dtype !== 'float32' || a.shape.length < 2 || b.shape.length < 2) return null;
-  const ra = a.shape.length;
-  const rb = b.shape.length;
-  const M = transposeA ? a.shape[ra - 1]! : a.shape[ra - 2]!;
-  const K = transposeA ? a.shape[ra - 2]! : a.shape[ra - 1]!;
-  const N = transposeB ? b.shape[rb - 2]! : b.shape[rb - 1]!;
+  if (transposeA || transposeB) return null; // the stock kernel is as fast or faster (see the module comment)
+  const [M, K] = a.shape.slice(-2) as [number, number];
+  const N = b.shape[b.shape.length - 1]!;
+  if (M < TILES[1] || N < TILES[1] || K > MAX_INNER) return null;
   const lead = (s: number[]) => s.slice(0, -2);
   const batchA = sizeOf(lead(a.shape));
   const batchB = sizeOf(lead(b.shape));
-  if (M < TILES[1] || N < TILES[1]) return null;
   let outLead: number[];
   try {
     outLead = tf.broadcast_util.assertAndGetBroadcastShape(lead(a.shape), lead(b.shape));
@@ -168,12 +163,12 @@ function gemmKernel(stockFunc: tf.KernelFunc): tf.KernelFunc {
     const program: ProgramLike = {
       variableNames: ['A', 'B'],
       outputShape: p.outShape,
-      shaderKey: `micseGemm_${p.tile}_${attrs.transposeA ? 1 : 0}${attrs.transposeB ? 1 : 0}`,
+      shaderKey: `micseGemm_${p.tile}`,
       dispatchLayout: { x: [p.outShape.length - 1], y: [p.outShape.length - 2], z: p.outShape.slice(0, -2).map((_, i) => i) },
       dispatch: [Math.ceil(p.N / p.tile), Math.ceil(p.M / p.tile), p.batch],
       workgroupSize: [THREADS, THREADS, 1],
       uniforms: 'M : i32, N : i32, K : i32, aBatchStride : i32, bBatchStride : i32,',
-      getUserCode: () => gemmSource(p.tile, attrs.transposeA, attrs.transposeB),
+      getUserCode: () => gemmSource(p.tile),
     };
     return (args.backend as unknown as WebGPUBackendLike).runWebGPUProgram(program, [a, b], 'float32', [
       { type: 'int32', data: [p.M] }, { type: 'int32', data: [p.N] }, { type: 'int32', data: [p.K] },
