@@ -103,6 +103,8 @@ export interface BenchOptions {
   referenceDevice: ReferenceDevice;
   /** Also write the JSON report here (the table still goes to stdout). */
   jsonOut: string | null;
+  /** TF.js environment flags set after the backend is selected (`--tf-flag NAME=VALUE`, repeatable). */
+  tfFlags: Record<string, number | boolean | string>;
 }
 
 /** GPU memory of one side, in MB (2^20 bytes). */
@@ -348,6 +350,10 @@ export async function benchTfjs(o: BenchOptions, log: (l: string) => void): Prom
   const sz = SIZES[o.size];
   const selection = await selectBackend(o.backend);
   log(describeSelection(selection));
+  for (const [name, value] of Object.entries(o.tfFlags)) {
+    tf.env().set(name, value);
+    log(`TF.js flag ${name} = ${String(value)}`);
+  }
   const cfg = parseBertConfig({
     vocab_size: d.vocabSize, hidden_size: sz.hidden, num_hidden_layers: sz.layers, num_attention_heads: sz.heads,
     intermediate_size: 4 * sz.hidden, max_position_embeddings: 512,
@@ -472,7 +478,7 @@ export function formatReport(r: BenchReport): string {
 function parseArgs(argv: string[]): BenchOptions {
   const d = BENCH_DEFAULTS;
   const o: BenchOptions = { backend: d.backend, size: d.size, steps: d.steps, warmup: d.warmup, json: false, reference: d.reference,
-    profile: false, embedSentences: d.embedSentences, python: d.python, referenceDevice: d.referenceDevice, jsonOut: null };
+    profile: false, embedSentences: d.embedSentences, python: d.python, referenceDevice: d.referenceDevice, jsonOut: null, tfFlags: {} };
   const int = (flag: string, v: string | undefined, min: number): number => {
     const n = Number(v);
     if (!Number.isInteger(n) || n < min) throw new Error(`${flag} needs an integer >= ${min}; got '${v}'`);
@@ -496,13 +502,21 @@ function parseArgs(argv: string[]): BenchOptions {
         if (!(REFERENCE_DEVICES as readonly string[]).includes(v ?? '')) throw new Error(`--reference-device must be one of ${REFERENCE_DEVICES.join(', ')}; got '${v}'`);
         o.referenceDevice = v as ReferenceDevice; i++; break;
       case '--json-out': if (v === undefined) throw new Error('--json-out needs a path'); o.jsonOut = v; i++; break;
+      case '--tf-flag': {
+        const m = /^([A-Z0-9_]+)=(.+)$/.exec(v ?? '');
+        if (m === null) throw new Error(`--tf-flag needs NAME=VALUE (e.g. WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE=64); got '${v}'`);
+        const raw = m[2]!;
+        o.tfFlags[m[1]!] = raw === 'true' ? true : raw === 'false' ? false : Number.isFinite(Number(raw)) ? Number(raw) : raw;
+        i++;
+        break;
+      }
       case '--json': o.json = true; break;
       case '--profile': o.profile = true; break;
       case '--no-reference': o.reference = false; break;
       case '--help':
         process.stdout.write('npm run bench -- [--backend auto|wasm|cpu|webgpu|tensorflow|tensorflow-gpu] [--size tiny|small|base] ' +
           '[--steps N] [--warmup N] [--embed-sentences N] [--no-reference] [--python PATH] [--reference-device cpu|cuda] ' +
-          '[--profile] [--json] [--json-out PATH]\n');
+          '[--profile] [--json] [--json-out PATH] [--tf-flag NAME=VALUE ...]\n');
         process.exit(0);
       default: throw new Error(`unknown option '${a}' (see --help)`);
     }

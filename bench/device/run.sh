@@ -111,6 +111,25 @@ export GPU DEV
 step machine 30 bash -c machine
 step adapter 30 node "$DEV/adapter.mjs"
 
+# MICSE_DEVICE_PROBE=1: instead of the full run, A/B the webgpu base step (each with no PyTorch side): default,
+# tiled GEMM, default again (order check), a larger submit batch, and one default run under node --cpu-prof
+# (summarised by cpuprof-summary.mjs); then bench/gemm.ts.
+if [ "${MICSE_DEVICE_PROBE:-0}" = 1 ]; then
+  base=(node "$DEV/bench.mjs" --backend webgpu --size base --steps 8 --warmup 2 --no-reference --embed-sentences 128)
+  step "probe: default" 90 "${base[@]}"
+  step "probe: tiled GEMM" 90 env MICSE_WEBGPU_GEMM=1 "${base[@]}"
+  step "probe: default again" 90 "${base[@]}"
+  step "probe: submit batch 256" 90 "${base[@]}" --tf-flag WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE=256
+  mkdir -p "$OUT/prof"
+  step "probe: cpu profile" 90 node --cpu-prof --cpu-prof-dir="$OUT/prof" "$DEV/bench.mjs" --backend webgpu --size base \
+    --steps 8 --warmup 2 --no-reference --embed-sentences 128
+  for f in "$OUT"/prof/*.cpuprofile; do step "probe: cpu profile summary" 30 node bench/device/cpuprof-summary.mjs "$f" 45; done
+  rm -rf "$OUT/prof"
+  step "gemm products" 90 node "$DEV/gemm.mjs" --backend webgpu --json "$OUT/gemm.json"
+  log "probe done in $(elapsed)s"
+  exit 0
+fi
+
 for size in $SIZES; do
   extra=EXTRA_$size
   step "bench $size" "${LIMIT[$size]}" node "$DEV/bench.mjs" --backend webgpu --size "$size" --steps "${STEPS[$size]}" \
