@@ -1,18 +1,17 @@
 /**
- * `node --import tsx bench/gemm.ts [--backend webgpu] [--iters N] [--json FILE]`: TFLOP/s of the BERT-base
- * training step's matrix products (batch 64 x 2 views x seq 32 = 4,096 token rows) on one backend, with the
- * stock BatchMatMul and, on webgpu, with the tiled GEMM of src/model/webgpuGemm.ts. One row per product:
+ * `node --import tsx bench/gemm.ts [--backend webgpu] [--iters N] [--warmup N] [--json FILE]`: TFLOP/s of each
+ * matrix product of the BERT-base training step (batch 64 x 2 views x seq 32 = 4,096 token rows) on one backend:
  * forward (x W), input gradient (dy W^T) and weight gradient (x^T dy) of the attention and feed-forward layers,
  * and the batched attention products (12 heads x 128 rows, 32 x 64). Each figure: `iters` products queued, then
- * one read of the last output (which waits for all of them); every product and kernel first runs `warmup` untimed
- * times, then two timed rounds in opposite kernel orders give the faster of two figures per pair (the first H200
- * run measured each product's second kernel up to 30% faster only for coming second).
+ * one read of the last output (which waits for all of them), after `warmup` untimed passes over every product
+ * (pipelines compiled and GPU clocks up: on the H200 an unwarmed first product measured up to 30% slow).
+ * Where the step's matmul time goes (bench.ts --profile gives the total) and how far each product is from the
+ * card's rate; bench/README.md has the H200 figures.
  */
 import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { selectBackend, type BackendName } from '../src/model/backend.js';
 import { tf } from '../src/model/tf.js';
-import { registerWebGPUGemm, unregisterWebGPUGemm } from '../src/model/webgpuGemm.js';
 
 const TOKENS = 4096;
 const HIDDEN = 768;
@@ -36,7 +35,6 @@ const PRODUCTS: [string, number[], number[], boolean, boolean][] = [
 
 interface Row {
   product: string;
-  kernel: 'stock' | 'tiled';
   ms: number;
   tflops: number;
 }
@@ -50,21 +48,19 @@ function flops(sa: number[], sb: number[], ta: boolean, tb: boolean): number {
   return 2 * batch * M * N * K;
 }
 
-async function time(a: tf.Tensor, b: tf.Tensor, ta: boolean, tb: boolean, iters: number, warmup: number): Promise<number> {
-  const run = async (n: number) => {
-    if (n === 0) return;
-    let last: tf.Tensor | null = null;
-    for (let i = 0; i < n; i++) {
-      last?.dispose();
-      last = tf.matMul(a, b, ta, tb);
-    }
-    await last!.slice(0, 1).data();
-    last!.dispose();
-  };
-  await run(warmup);
+/** Mean ms of `n` queued products, waiting once at the end. */
+async function time(a: tf.Tensor, b: tf.Tensor, ta: boolean, tb: boolean, n: number): Promise<number> {
+  if (n === 0) return 0;
   const t0 = performance.now();
-  await run(iters);
-  return (performance.now() - t0) / iters;
+  let last: tf.Tensor | null = null;
+  for (let i = 0; i < n; i++) {
+    last?.dispose();
+    last = tf.matMul(a, b, ta, tb);
+  }
+  const first = tf.slice(last!, 0, 1);
+  await first.data();
+  tf.dispose([first, last!]);
+  return (performance.now() - t0) / n;
 }
 
 async function main(): Promise<void> {
@@ -77,34 +73,14 @@ async function main(): Promise<void> {
   const sel = await selectBackend(values.backend as BackendName);
   const iters = Number(values.iters);
   const warmup = Number(values.warmup);
-  const kernels: Row['kernel'][] = sel.tfBackend === 'webgpu' ? ['stock', 'tiled'] : ['stock'];
-  const rows: Row[] = [];
   const inputs = PRODUCTS.map(([, sa, sb]) => [tf.randomUniform(sa, -1, 1), tf.randomUniform(sb, -1, 1)] as const);
-  // One untimed pass over every product and kernel first (pipelines compiled, GPU clocks up); then two rounds in
-  // opposite kernel orders, keeping each pair's faster time, so neither kernel gains from being measured second.
-  const use = (kernel: Row['kernel']) => (kernel === 'tiled' ? registerWebGPUGemm() : sel.tfBackend === 'webgpu' && unregisterWebGPUGemm());
-  for (const kernel of kernels) {
-    use(kernel);
-    for (const [i, [, , , ta, tb]] of PRODUCTS.entries()) await time(inputs[i]![0], inputs[i]![1], ta, tb, 1, warmup);
-  }
-  const best = new Map<string, number>();
-  for (const order of [kernels, [...kernels].reverse()]) {
-    for (const [i, [product, , , ta, tb]] of PRODUCTS.entries()) {
-      for (const kernel of order) {
-        use(kernel);
-        const ms = await time(inputs[i]![0], inputs[i]![1], ta, tb, iters, 0);
-        const key = `${product}|${kernel}`;
-        best.set(key, Math.min(best.get(key) ?? Infinity, ms));
-      }
-    }
-  }
-  for (const [product, sa, sb, ta, tb] of PRODUCTS) {
-    for (const kernel of kernels) {
-      const ms = best.get(`${product}|${kernel}`)!;
-      const tflops = flops(sa, sb, ta, tb) / (ms * 1e9);
-      rows.push({ product, kernel, ms, tflops });
-      console.log(`${product.padEnd(24)} ${kernel.padEnd(6)} ${ms.toFixed(3).padStart(9)} ms  ${tflops.toFixed(2).padStart(7)} TFLOP/s`);
-    }
+  for (const [i, [, , , ta, tb]] of PRODUCTS.entries()) await time(inputs[i]![0], inputs[i]![1], ta, tb, warmup);
+  const rows: Row[] = [];
+  for (const [i, [product, sa, sb, ta, tb]] of PRODUCTS.entries()) {
+    const ms = await time(inputs[i]![0], inputs[i]![1], ta, tb, iters);
+    const tflops = flops(sa, sb, ta, tb) / (ms * 1e9);
+    rows.push({ product, ms, tflops });
+    console.log(`${product.padEnd(24)} ${ms.toFixed(3).padStart(9)} ms  ${tflops.toFixed(2).padStart(7)} TFLOP/s`);
   }
   tf.dispose(inputs.flat());
   if (values.json !== undefined) writeFileSync(values.json, JSON.stringify({ backend: sel.name, iters, warmup, rows }, null, 2));

@@ -42,15 +42,15 @@ const GRID_STD = 6;
 const LR = 1e-2;
 const SEED = 11;
 /**
- * Relative tolerance of the webgpu comparisons: a GPU compiler may fuse a multiply-add, and WGSL's division and
- * sqrt are not correctly rounded (division within 2.5 ULP). Lavapipe stays within 1e-6; an H200 (NVIDIA Vulkan)
- * gave up to 4.6e-6 on the parameters after 4 steps.
+ * Tolerance of the webgpu comparisons, relative to max(|value|, WEBGPU_FLOOR * the tensor's largest magnitude):
+ * a GPU compiler may fuse a multiply-add, and WGSL's division and sqrt are not correctly rounded (division within
+ * 2.5 ULP), so a moment that cancels to near zero (b1 m = -(1 - b1) g) differs by a few ULP of the tensor's
+ * scale, not of its own size. On an H200 (NVIDIA Vulkan) the largest differences after 4 steps were 4.6e-6 of a
+ * parameter and 3e-5 relative (1e-3 floor) on the moments; lavapipe stays within 1e-6.
  */
 const REL_TOL = 1e-5;
-/**
- * Element-wise relative error floor, as a fraction of the tensor's largest magnitude: a moment that cancels to
- * near zero (b1 m = -(1 - b1) g) has no meaningful relative error of its own.
- */
+const WEBGPU_FLOOR = 0.05;
+/** The host backends' floor (they are compared bit for bit; the floor only shapes the error message). */
 const REL_FLOOR = 1e-3;
 
 interface Case {
@@ -106,21 +106,21 @@ async function run(c: Case, implementation: AdamWOptions['implementation']): Pro
   return out;
 }
 
-/** max over elements of |a - b| / max(|b|, REL_FLOOR * max|b|). */
-function relErr(a: Float32Array, b: Float32Array): number {
+/** max over elements of |a - b| / max(|b|, floor * max|b|). */
+function relErr(a: Float32Array, b: Float32Array, floor: number): number {
   let scale = 0;
   for (const x of b) scale = Math.max(scale, Math.abs(x));
   let worst = 0;
-  for (let i = 0; i < b.length; i++) worst = Math.max(worst, Math.abs(a[i]! - b[i]!) / Math.max(Math.abs(b[i]!), REL_FLOOR * scale, Number.MIN_VALUE));
+  for (let i = 0; i < b.length; i++) worst = Math.max(worst, Math.abs(a[i]! - b[i]!) / Math.max(Math.abs(b[i]!), floor * scale, Number.MIN_VALUE));
   return worst;
 }
 
-function compare(fused: Run, composite: Run, tol: number, what: string): void {
+function compare(fused: Run, composite: Run, tol: number, floor: number, what: string): void {
   for (const part of ['p', 'm', 'v'] as const) {
     for (const [name, want] of composite[part]) {
       const got = fused[part].get(name)!;
       assert.equal(got.length, want.length);
-      const err = relErr(got, want);
+      const err = relErr(got, want, floor);
       assert.ok(err <= tol, `${what}: ${part}[${name}] relative error ${err} > ${tol}`);
     }
   }
@@ -159,11 +159,11 @@ function backendSuite(backend: Backend, tol: number): void {
         if (!(await activate(t, backend))) return;
         const composite = await run(c, 'composite');
         const fused = await run(c, 'fused');
-        compare(fused, composite, tol, `${backend}, ${c.label}`);
+        compare(fused, composite, tol, backend === 'webgpu' ? WEBGPU_FLOOR : REL_FLOOR, `${backend}, ${c.label}`);
         // The fused path did change the parameters (so the comparison is not of two untouched copies).
         const [name, shape] = PARAMS[0]!;
         const init = tf.randomNormal(shape, 0, 1, 'float32', SEED);
-        assert.ok(relErr(fused.p.get(name)!, (await init.data()) as Float32Array) > 1e-4);
+        assert.ok(relErr(fused.p.get(name)!, (await init.data()) as Float32Array, REL_FLOOR) > 1e-4);
         init.dispose();
       });
     }

@@ -8,7 +8,7 @@
 #     node                  this machine's Node binary (x86-64, linked against libc/libstdc++ only)
 #     bench.mjs             bench/bench.ts bundled by esbuild (ESM, platform node); `webgpu` stays external
 #     adapter.mjs           bench/device/adapter.ts bundled (WebGPU adapter report and a one-kernel check)
-#     gemm.mjs              bench/gemm.ts bundled (stock vs tiled WebGPU matmul on BERT-base's products)
+#     gemm.mjs              bench/gemm.ts bundled (TFLOP/s of the WebGPU matmul on BERT-base's products)
 #     reference.py          bench/reference.py (bench.mjs runs the copy beside itself)
 #     NAME.test.mjs         each TEST.ts named on the command line, bundled (.device-run/ is one level below the
 #                           repo root, so test/helpers.ts's ROOT is the repo root there)

@@ -7,8 +7,8 @@
 #   1. machine: nvidia-smi, the packed MANIFEST, python3's torch
 #   2. WebGPU adapter (adapter.mjs): Dawn finds the GPU through Vulkan, and a one-kernel compute check
 #   3. bench base on webgpu with --profile, PyTorch on cuda in the same run (fp32 ratio + TF32 figure);
-#      if the bench fails, reference.py alone so the PyTorch numbers still come back; then base again with the
-#      tiled GEMM (MICSE_WEBGPU_GEMM=1, no reference) and bench/gemm.ts (stock vs tiled matmul, $OUT/gemm.json)
+#      if the bench fails, reference.py alone so the PyTorch numbers still come back; then bench/gemm.ts
+#      (TFLOP/s of each of the step's products, $OUT/gemm.json)
 #   4. bench tiny and small on webgpu (+ PyTorch cuda)
 #   5. the packed tests (*.test.mjs) under node --test
 #   6. python3 bench/check-export.py on the packed export (transformers, sentence-transformers, onnxruntime)
@@ -112,14 +112,13 @@ step machine 30 bash -c machine
 step adapter 30 node "$DEV/adapter.mjs"
 
 # MICSE_DEVICE_PROBE=1: instead of the full run, A/B the webgpu base step (each with no PyTorch side): default,
-# tiled GEMM, default again (order check), a larger submit batch, and one default run under node --cpu-prof
-# (summarised by cpuprof-summary.mjs); then bench/gemm.ts.
+# a larger submit batch, default again (order check), and one default run under node --cpu-prof (summarised by
+# cpuprof-summary.mjs); then bench/gemm.ts.
 if [ "${MICSE_DEVICE_PROBE:-0}" = 1 ]; then
   base=(node "$DEV/bench.mjs" --backend webgpu --size base --steps 8 --warmup 2 --no-reference --embed-sentences 128)
   step "probe: default" 90 "${base[@]}"
-  step "probe: tiled GEMM" 90 env MICSE_WEBGPU_GEMM=1 "${base[@]}"
-  step "probe: default again" 90 "${base[@]}"
   step "probe: submit batch 256" 90 "${base[@]}" --tf-flag WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE=256
+  step "probe: default again" 90 "${base[@]}"
   mkdir -p "$OUT/prof"
   step "probe: cpu profile" 90 node --cpu-prof --cpu-prof-dir="$OUT/prof" "$DEV/bench.mjs" --backend webgpu --size base \
     --steps 8 --warmup 2 --no-reference --embed-sentences 128
@@ -140,9 +139,7 @@ for size in $SIZES; do
       --warmup "${WARMUP[$size]}" --device "$REF_DEVICE"
   fi
   if [ "$size" = base ]; then
-    # The base step again with the tiled GEMM (src/model/webgpuGemm.ts), then the products alone: stock vs tiled.
-    step "bench base, tiled GEMM" "${LIMIT[base]}" env MICSE_WEBGPU_GEMM=1 node "$DEV/bench.mjs" --backend webgpu --size base \
-      --steps "${STEPS[base]}" --warmup "${WARMUP[base]}" --no-reference --profile --json-out "$OUT/bench-base-gemm.json"
+    # The step's products alone: TFLOP/s of the stock WebGPU matmul per product.
     step "gemm products" 90 node "$DEV/gemm.mjs" --backend webgpu --json "$OUT/gemm.json"
   fi
 done

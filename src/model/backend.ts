@@ -7,7 +7,6 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import { NATIVE_GEMM_ENV, registerFastKernels, useNativeGemm } from './kernels.js';
 import { tf } from './tf.js';
-import { registerWebGPUGemm, WEBGPU_GEMM_ENV } from './webgpuGemm.js';
 
 export const BACKEND_NAMES = ['auto', 'tensorflow-gpu', 'tensorflow', 'webgpu', 'wasm', 'cpu'] as const;
 export type BackendName = (typeof BACKEND_NAMES)[number];
@@ -78,8 +77,6 @@ async function tryBackend(name: Exclude<BackendName, 'auto'>): Promise<string> {
       const adapter = await nav.gpu.requestAdapter();
       if (adapter === null || adapter === undefined) throw new Error('navigator.gpu.requestAdapter() found no GPU adapter');
       await activate('webgpu');
-      // The tiled GEMM (webgpuGemm.ts) replaces the stock matmul for large products when asked for.
-      if (process.env[WEBGPU_GEMM_ENV] === '1') registerWebGPUGemm();
       return 'webgpu';
     }
     case 'wasm': {
