@@ -2,12 +2,16 @@
  * fused.ts: LayerNorm and GELU kernels (forward and every gradient) against the same math composed of stock ops
  * on the cpu backend, on cpu, wasm and (where a WebGPU adapter exists; skipped with the reason otherwise) webgpu.
  * Rows of several sizes exercise the workgroup loops (H below, equal to and above the 64 threads of a row), and
- * more than 64 rows the chunked column sums of the webgpu backward pass.
+ * more than 64 rows the chunked column sums of the webgpu backward pass. On cpu and wasm the same shapes exercise
+ * the WebAssembly SIMD loops (hostSimd.ts): H % 4 != 0 (the JavaScript fallback), element counts % 4 != 0 (the
+ * scalar tail), several 64-row blocks of the LayerNorm backward pass and, with > 2^18 elements, several chunks of
+ * the cpu backend's staging memory; GELU also at extreme arguments (exp's cut-off, signed zeros, +-1e30).
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { selectBackend } from '../src/model/backend.js';
 import { gelu, layerNorm } from '../src/model/fused.js';
+import { stagingSimdHost } from '../src/model/hostSimd.js';
 import { tf } from '../src/model/tf.js';
 
 const TOL = 1e-5;
@@ -63,7 +67,8 @@ function maxAbsDiff(a: Float32Array, b: Float32Array): number {
 }
 
 describe('fused LayerNorm and GELU match the composed ops', () => {
-  const shapes = [[7, 5], [2, 3, 64], [4, 9, 200], [3, 50, 40]]; // the last: 150 rows, 3 column-sum chunks
+  // [3, 50, 40]: 150 rows, 3 column-sum chunks; [3, 175, 512]: 268,800 elements, 2 staging chunks of 512 rows
+  const shapes = [[7, 5], [2, 3, 64], [4, 9, 200], [3, 50, 40], [3, 175, 512]];
   for (const backend of BACKENDS) {
     for (const shape of shapes) {
       test(`${backend} [${shape}]: layerNorm (y, dx, dgamma, dbeta) and gelu (y, dx) within ${TOL}`, async () => {
@@ -81,6 +86,33 @@ describe('fused LayerNorm and GELU match the composed ops', () => {
         ge.forEach((v, i) => assert.ok(maxAbsDiff(v, refGelu[i]!) < TOL, `gelu ${names[i]}: ${maxAbsDiff(v, refGelu[i]!)}`));
       });
     }
+  }
+
+  test('wasm SIMD compiles here, so the cpu and wasm kernels above ran the SIMD loops', () => {
+    assert.notEqual(stagingSimdHost(), null);
+  });
+
+  for (const backend of ['cpu', 'wasm'] as const) {
+    test(`${backend}: gelu and its gradient at extreme arguments match the composed ops`, async () => {
+      const xs = Float32Array.from([-1e30, -60, -13.2, -12, -9.5, -5, -1e-8, -0, 0, 1e-8, 0.7, 5, 9.5, 12, 13.2, 60, 1e30, 3e38, -3e38, 2]);
+      const run = (f: (x: tf.Tensor) => tf.Tensor): Promise<Float32Array[]> => {
+        const x = tf.tensor(xs);
+        const [y, dx] = tf.tidy(() => [f(x), tf.grad(f)(x)]);
+        return Promise.all([y!, dx!].map(async (t) => Float32Array.from((await t.data()) as Float32Array)))
+          .finally(() => tf.dispose([x, y!, dx!]));
+      };
+      await selectBackend('cpu');
+      const ref = await run((x) => composedGelu(x, x, x));
+      await selectBackend(backend);
+      const got = await run((x) => gelu(x));
+      await selectBackend('cpu');
+      for (const [k, name] of ['y', 'dx'].entries()) {
+        xs.forEach((v, i) => {
+          const [a, b] = [got[k]![i]!, ref[k]![i]!];
+          assert.ok(Math.abs(a - b) <= TOL * Math.max(1, Math.abs(b)), `gelu ${name}(${v}): ${a} vs ${b}`);
+        });
+      }
+    });
   }
 
   test('layerNorm rejects gamma/beta of the wrong size, naming the shapes', () => {

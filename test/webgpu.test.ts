@@ -103,6 +103,24 @@ describe('counter-based random numbers (random.ts)', () => {
       await selectBackend('cpu');
     });
   }
+
+  // The host backends' SIMD loop (hostSimd.ts) goes over 4 elements at a time and, on cpu, in staging chunks of
+  // 2^18: 2^18 + 5 elements cross a chunk boundary and leave a scalar tail.
+  for (const backend of ['cpu', 'wasm'] as const) {
+    test(`${backend}: seededDropout over 2^18 + 5 elements keeps the host formula's exact bits`, async () => {
+      await selectBackend(backend);
+      const n = 2 ** 18 + 5;
+      const xs = Float32Array.from({ length: n }, (_, i) => (i % 7) - 3.25);
+      const rate = 0.3;
+      const u = uniformArray(n, 77);
+      const scale = Math.fround(1 / (1 - rate));
+      const expected = Float32Array.from(xs, (v, i) => (u[i]! >= Math.fround(rate) ? Math.fround(v * scale) : 0));
+      const x = tf.tensor(xs);
+      assert.deepEqual(await read(seededDropout(x, rate, 77)), expected);
+      x.dispose();
+      await selectBackend('cpu');
+    });
+  }
 });
 
 const CONFIG: BertConfig = {

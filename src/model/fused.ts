@@ -11,10 +11,15 @@
  *   gelu(x) = x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2))       (erf: the Abramowitz-Stegun 7.1.26 form every TF.js
  *                                                              backend uses, |error| < 1.5e-7)
  *     backward: dx = dy * (Phi(x) + x * phi(x)),  phi(x) = exp(-x^2 / 2) / sqrt(2 pi)
- * Kernels: cpu and wasm (loops over the host arrays), webgpu (WGSL: LayerNorm one workgroup per row; its backward
- * is 5 dispatches: xhat, dx, column partial sums over 64-row chunks, dgamma, dbeta). Other backends (tensorflow, webgl) get the same math
- * composed of stock ops. Float32 results agree with the composed ops within rounding (tests: test/fused.test.ts).
+ * Kernels: cpu and wasm (WebAssembly SIMD loops, src/model/hostSimd.ts: in place on the wasm heap, through a staging
+ * memory for cpu's JS arrays; the scalar loops below where wasm SIMD is missing, for LayerNorm rows with H % 4 != 0
+ * and for the last n % 4 GELU elements), webgpu (WGSL: LayerNorm one workgroup per row; its backward is 5 dispatches:
+ * xhat, dx, column partial sums over 64-row chunks, dgamma, dbeta). Other backends (tensorflow, webgl) get the same
+ * math composed of stock ops. Float32 results agree with the composed ops within rounding (tests: test/fused.test.ts).
  */
+import {
+  heapSimdHost, layerNormGradScratch, SIMD_LANES, simdGelu, simdGeluGrad, simdLayerNorm, simdLayerNormGrad, stagingSimdHost, type SimdHost,
+} from './hostSimd.js';
 import { tf } from './tf.js';
 
 export const LAYER_NORM = 'MicseLayerNorm';
@@ -108,19 +113,22 @@ function layerNormGradHost(x: Float32Array, gamma: Float32Array, dy: Float32Arra
   dbeta.set(db);
 }
 
-function geluHost(x: Float32Array, y: Float32Array): void {
-  for (let i = 0; i < x.length; i++) y[i] = 0.5 * x[i]! * (1 + erf(x[i]! * Math.SQRT1_2));
+/** From element `from` on (the SIMD loops did the ones before). */
+function geluHost(x: Float32Array, y: Float32Array, from: number): void {
+  for (let i = from; i < x.length; i++) y[i] = 0.5 * x[i]! * (1 + erf(x[i]! * Math.SQRT1_2));
 }
 
-function geluGradHost(x: Float32Array, dy: Float32Array, dx: Float32Array): void {
-  for (let i = 0; i < x.length; i++) {
+function geluGradHost(x: Float32Array, dy: Float32Array, dx: Float32Array, from: number): void {
+  for (let i = from; i < x.length; i++) {
     const v = x[i]!;
     dx[i] = dy[i]! * (0.5 * (1 + erf(v * Math.SQRT1_2)) + v * Math.exp(-0.5 * v * v) * INV_SQRT_2PI);
   }
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// cpu and wasm kernels: the same host arithmetic over JS arrays (cpu) or views of the wasm heap (wasm)
+// cpu and wasm kernels: WebAssembly SIMD loops (hostSimd.ts: in place on the wasm heap; through a staging memory
+// for the cpu backend's JS arrays), or where a runtime lacks wasm SIMD (or LayerNorm's H % 4 != 0) the host
+// arithmetic above.
 // ---------------------------------------------------------------------------------------------------------------
 
 interface CpuBackend {
@@ -128,26 +136,34 @@ interface CpuBackend {
   makeTensorInfo(shape: number[], dtype: tf.DataType, values?: tf.backend_util.BackendValues): tf.TensorInfo;
 }
 interface WasmBackend {
+  wasm: { asm: { memory: WebAssembly.Memory } };
   makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
   typedArrayFromHeap(t: tf.TensorInfo): tf.backend_util.TypedArray;
+  disposeData(dataId: object): boolean;
 }
 
 /** Host backends seen through one interface: read an input, make outputs and fill them. */
 interface HostIO {
   read(t: tf.TensorInfo): Float32Array;
-  /** Makes float32 outputs of `shapes`, lets `fill` write them (fresh views), returns them. */
-  outputs(shapes: number[][], fill: (outs: Float32Array[]) => void): tf.TensorInfo[];
+  /**
+   * Makes float32 outputs of `shapes`, lets `fill` write them (fresh views; `scratch`: `scratchFloats` elements of
+   * working memory where the SIMD loops can address it, released after), returns them.
+   */
+  outputs(shapes: number[][], fill: (outs: Float32Array[], scratch: Float32Array) => void, scratchFloats?: number): tf.TensorInfo[];
+  /** Where the SIMD loops run on these arrays; null without wasm SIMD. */
+  simd: SimdHost | null;
 }
 
 function cpuIO(backend: unknown): HostIO {
   const b = backend as CpuBackend;
   return {
     read: (t) => b.data.get(t.dataId).values as Float32Array,
-    outputs: (shapes, fill) => {
+    outputs: (shapes, fill, scratchFloats = 0) => {
       const arrays = shapes.map((s) => new Float32Array(sizeOf(s)));
-      fill(arrays);
+      fill(arrays, new Float32Array(scratchFloats));
       return shapes.map((s, i) => b.makeTensorInfo(s, 'float32', arrays[i]));
     },
+    simd: stagingSimdHost(),
   };
 }
 
@@ -155,13 +171,17 @@ function wasmIO(backend: unknown): HostIO {
   const b = backend as WasmBackend;
   return {
     read: (t) => b.typedArrayFromHeap(t) as Float32Array,
-    outputs: (shapes, fill) => {
+    outputs: (shapes, fill, scratchFloats = 0) => {
       const outs = shapes.map((s) => b.makeOutput(s, 'float32'));
+      const scratch = scratchFloats > 0 ? b.makeOutput([scratchFloats], 'float32') : null;
       // Views are taken after every makeOutput: allocation may grow (and so move) the heap. Inputs are read
       // through `read` inside `fill`, i.e. after the allocations too.
-      fill(outs.map((o) => b.typedArrayFromHeap(o) as Float32Array));
+      fill(outs.map((o) => b.typedArrayFromHeap(o) as Float32Array),
+        scratch !== null ? b.typedArrayFromHeap(scratch) as Float32Array : new Float32Array(0));
+      if (scratch !== null) b.disposeData(scratch.dataId);
       return outs;
     },
+    simd: heapSimdHost(b.wasm.asm.memory),
   };
 }
 
@@ -170,24 +190,41 @@ function hostKernels(io: (backend: unknown) => HostIO): Record<string, tf.Kernel
     [LAYER_NORM]: ({ inputs, backend, attrs }) => {
       const h = io(backend);
       const { x, gamma, beta } = inputs as { x: tf.TensorInfo; gamma: tf.TensorInfo; beta: tf.TensorInfo };
-      const [y] = h.outputs([x.shape], ([out]) => layerNormHost(h.read(x), h.read(gamma), h.read(beta), (attrs as unknown as LayerNormAttrs).eps, out!));
+      const { eps } = attrs as unknown as LayerNormAttrs;
+      const [y] = h.outputs([x.shape], ([out]) => {
+        const args = [h.read(x), h.read(gamma), h.read(beta), eps, out!] as const;
+        if (h.simd !== null && gamma.shape[0]! % SIMD_LANES === 0) simdLayerNorm(h.simd, ...args);
+        else layerNormHost(...args);
+      });
       return y!;
     },
     [LAYER_NORM_GRAD]: ({ inputs, backend, attrs }) => {
       const h = io(backend);
       const { x, gamma, dy } = inputs as { x: tf.TensorInfo; gamma: tf.TensorInfo; dy: tf.TensorInfo };
-      return h.outputs([x.shape, gamma.shape, gamma.shape], ([dx, dg, db]) =>
-        layerNormGradHost(h.read(x), h.read(gamma), h.read(dy), (attrs as unknown as LayerNormAttrs).eps, dx!, dg!, db!));
+      const { eps } = attrs as unknown as LayerNormAttrs;
+      const H = gamma.shape[0]!;
+      const simd = H % SIMD_LANES === 0 ? h.simd : null;
+      return h.outputs([x.shape, gamma.shape, gamma.shape], ([dx, dg, db], scratch) => {
+        const args = [h.read(x), h.read(gamma), h.read(dy), eps, dx!, dg!, db!] as const;
+        if (simd !== null) simdLayerNormGrad(simd, ...args, scratch);
+        else layerNormGradHost(...args);
+      }, simd !== null ? layerNormGradScratch(H) : 0);
     },
     [GELU]: ({ inputs, backend }) => {
       const h = io(backend);
       const x = inputs['x']!;
-      return h.outputs([x.shape], ([y]) => geluHost(h.read(x), y!))[0]!;
+      return h.outputs([x.shape], ([y]) => {
+        const xs = h.read(x);
+        geluHost(xs, y!, h.simd !== null ? simdGelu(h.simd, xs, y!) : 0);
+      })[0]!;
     },
     [GELU_GRAD]: ({ inputs, backend }) => {
       const h = io(backend);
       const { x, dy } = inputs as { x: tf.TensorInfo; dy: tf.TensorInfo };
-      return h.outputs([x.shape], ([dx]) => geluGradHost(h.read(x), h.read(dy), dx!))[0]!;
+      return h.outputs([x.shape], ([dx]) => {
+        const [xs, dys] = [h.read(x), h.read(dy)];
+        geluGradHost(xs, dys, dx!, h.simd !== null ? simdGeluGrad(h.simd, xs, dys, dx!) : 0);
+      })[0]!;
     },
   };
 }

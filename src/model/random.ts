@@ -8,7 +8,8 @@
  *   k1 = mix32(s ^ SEED_SALT);  k2 = mix32(k1)
  *   h  = mix32(mix32(i ^ k1) ^ k2)                       // two keyed rounds of the `lowbias32` mixer
  *   u  = (h >>> 8) * 2^-24                               // float32 in [0, 1), 24 random bits, exact
- * so every backend computes the same bits (a WGSL kernel on webgpu, a loop on cpu and wasm, and host numbers
+ * so every backend computes the same bits (a WGSL kernel on webgpu, a WebAssembly SIMD loop on cpu and wasm, with
+ * a JavaScript loop for the last n % 4 elements or where wasm SIMD is missing, and host numbers
  * uploaded on any other backend), and dropout's backward pass regenerates its mask instead of storing it:
  *   dropout(x; rate, s) = x * (1 / (1 - rate)) where u(s, i) >= rate, else 0
  * is linear in x with a fixed mask, so its gradient is dropout(dy; rate, s) (the same kernel on dy).
@@ -18,6 +19,7 @@
  * `MicseDropout` are registered for cpu, wasm and webgpu when this module loads (the registry is keyed by
  * backend name, so the backend need not exist yet); elsewhere the ops fall back to uploaded host numbers.
  */
+import { heapSimdHost, simdDropout, stagingSimdHost, type SimdHost } from './hostSimd.js';
 import { tf } from './tf.js';
 
 export const SEEDED_UNIFORM = 'MicseSeededUniform';
@@ -58,12 +60,16 @@ export function uniformArray(n: number, seed: number): Float32Array {
   return out;
 }
 
-/** Dropout on the host, in place into `out`: the arithmetic of every backend's kernel (float32 rate and scale). */
-function dropoutInto(x: ArrayLike<number>, out: Float32Array, rate: number, seed: number): void {
+/**
+ * Dropout on the host into `out`: the arithmetic of every backend's kernel (float32 rate and scale). The
+ * WebAssembly SIMD loop (hostSimd.ts, the same bits) does whole groups of 4 where `simd` is given; this loop the rest.
+ */
+function dropoutInto(x: Float32Array, out: Float32Array, rate: number, seed: number, simd: SimdHost | null): void {
   const [k1, k2] = seedKeys(seed);
   const r = Math.fround(rate);
   const scale = Math.fround(1 / (1 - rate));
-  for (let i = 0; i < out.length; i++) out[i] = uniformAt(i, k1, k2) >= r ? Math.fround(x[i]! * scale) : 0;
+  const from = simd !== null ? simdDropout(simd, x, out, k1, k2, r, scale) : 0;
+  for (let i = from; i < out.length; i++) out[i] = uniformAt(i, k1, k2) >= r ? Math.fround(x[i]! * scale) : 0;
 }
 
 interface UniformAttrs {
@@ -92,6 +98,7 @@ interface CpuBackend {
   makeTensorInfo(shape: number[], dtype: tf.DataType, values?: tf.backend_util.BackendValues): tf.TensorInfo;
 }
 interface WasmBackend {
+  wasm: { asm: { memory: WebAssembly.Memory } };
   makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
   typedArrayFromHeap(t: tf.TensorInfo): tf.backend_util.TypedArray;
 }
@@ -106,7 +113,7 @@ const dropoutCpu: tf.KernelFunc = ({ inputs, backend, attrs }) => {
   const b = backend as unknown as CpuBackend;
   const x = inputs['x']!;
   const out = new Float32Array(sizeOf(x.shape));
-  dropoutInto(b.data.get(x.dataId).values as Float32Array, out, rate, seed);
+  dropoutInto(b.data.get(x.dataId).values as Float32Array, out, rate, seed, stagingSimdHost());
   return b.makeTensorInfo(x.shape, 'float32', out);
 };
 
@@ -124,7 +131,8 @@ const dropoutWasm: tf.KernelFunc = ({ inputs, backend, attrs }) => {
   const x = inputs['x']!;
   const out = b.makeOutput(x.shape, 'float32');
   // Both views are taken after makeOutput, which may grow (and so move) the heap.
-  dropoutInto(b.typedArrayFromHeap(x) as Float32Array, b.typedArrayFromHeap(out) as Float32Array, rate, seed);
+  dropoutInto(b.typedArrayFromHeap(x) as Float32Array, b.typedArrayFromHeap(out) as Float32Array, rate, seed,
+    heapSimdHost(b.wasm.asm.memory));
   return out;
 };
 

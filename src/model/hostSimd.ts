@@ -1,0 +1,417 @@
+/**
+ * WebAssembly SIMD (f32x4) loops for the host backends' element-wise training kernels: GELU forward and backward,
+ * LayerNorm forward and backward (fused.ts) and dropout (random.ts). Assembled at run time (src/model/wasmAsm.ts)
+ * and instantiated on a given memory: the tfjs-backend-wasm heap, so the kernels read and write tensors in place.
+ *
+ * Why: the JavaScript loops they replace are scalar (GELU: a Math.exp per element, ~17 ns; dropout: two 32-bit
+ * hash rounds per element), slower than the stock wasm kernels they were meant to beat. Here four lanes go per
+ * instruction, and exp is a polynomial:
+ *   exp(x), x <= 0 (the only arguments used): 0 below EXP_MIN (-87; float32 exp is < 1.7e-38 there), else
+ *     n = round(x log2 e); r = x - n ln2 (in two parts, Cody-Waite); exp = (1 + r + r^2 P(r)) * 2^n   (Cephes expf)
+ *   erf: the Abramowitz-Stegun 7.1.26 form of fused.ts (|error| < 1.5e-7), in float32; one exp per element also
+ *     gives GELU's density term, since exp(-(|x| / sqrt 2)^2) = exp(-x^2 / 2).
+ * So GELU agrees with the float64 host formula within a few float32 ulps. LayerNorm accumulates its row sums in
+ * float32 lanes and its column sums (dgamma, dbeta) in float64 lanes. Dropout is integer arithmetic (i32x4.mul is
+ * Math.imul) plus an exact int-to-float conversion, scale and compare in float32: bit for bit the host loop's.
+ *
+ * Functions (addresses are byte offsets; `groups` counts 4-element vectors; the caller does the last n % 4):
+ *   gelu(x, y, groups)                       geluGrad(x, dy, dx, groups)
+ *   dropout(x, out, groups, k1, k2, rate, scale)            mask of flat index i: random.ts's formula
+ *   layerNorm(x, gamma, beta, y, rows, H, eps)             H % 4 == 0
+ *   layerNormGrad(x, gamma, dy, dx, acc, rows, H, eps)     acc: 2H float64 the column sums are added to:
+ *                                                          dgamma to acc[0, H), dbeta to acc[H, 2H)
+ */
+import {
+  encodeModule, F32, f32Add, f32c, f32Div, f32FromI32, f32Mul, f32Sqrt, f32x4, f32x4Const, f64x2, get, I32, i32Add,
+  i32c, i32Mul, i32x4, i32x4Const, load, set, store, v128, V128, V128_BYTES, whileBelow, type Code, type FuncSpec,
+  type ValType,
+} from './wasmAsm.js';
+
+// Abramowitz & Stegun 7.1.26 (fused.ts has the same constants).
+const ERF_P = 0.3275911;
+const ERF_A = [1.061405429, -1.453152027, 1.421413741, -0.284496736, 0.254829592]; // A5 .. A1 (Horner order)
+const INV_SQRT_2PI = 1 / Math.sqrt(2 * Math.PI);
+/** Cephes expf: the polynomial P (Horner order), ln 2 split in two, and the lowest argument (2^n stays normal). */
+const EXP_P = [1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1];
+const LN2_HI = 0.693359375;
+const LN2_LO = -2.12194440e-4;
+const EXP_MIN = -87;
+const FLOAT_EXP_BIAS = 127;
+const FLOAT_MANTISSA_BITS = 23;
+const SIGN_BIT = -0x80000000;
+/** lowbias32 (random.ts): its multipliers and shifts. */
+const MIX_MUL = [0x7feb352d, 0x846ca68b];
+const MIX_SHIFT = [16, 15, 16];
+/** 2^-24 and the mantissa shift: random.ts's uniform is (h >>> 8) * 2^-24. */
+const INV_2_24 = 1 / 16777216;
+const UNIFORM_SHIFT = 8;
+const F32_BYTES = 4;
+const F64_BYTES = 8;
+const LANES = 4;
+
+/** Horner: ((c0 t + c1) t + ...) + c_last, t a local. */
+function horner(coefs: number[], t: number): Code {
+  let acc = f32x4Const(coefs[0]!);
+  for (const c of coefs.slice(1)) acc = f32x4.add(f32x4.mul(acc, get(t)), f32x4Const(c));
+  return acc;
+}
+
+/** Sets `out` to exp(-(a * a)) for the local `a` (scratch locals n, r); 0 where the argument is below EXP_MIN. */
+function expNegSquare(a: number, n: number, r: number, out: number): Code {
+  return [
+    ...set(out, f32x4.neg(f32x4.mul(get(a), get(a)))),
+    ...set(r, f32x4.max(get(out), f32x4Const(EXP_MIN))),
+    ...set(n, f32x4.nearest(f32x4.mul(get(r), f32x4Const(Math.LOG2E)))),
+    ...set(r, f32x4.sub(f32x4.sub(get(r), f32x4.mul(get(n), f32x4Const(LN2_HI))), f32x4.mul(get(n), f32x4Const(LN2_LO)))),
+    ...set(out, v128.and(
+      f32x4.mul(
+        f32x4.add(f32x4.add(f32x4.mul(f32x4.mul(horner(EXP_P, r), get(r)), get(r)), get(r)), f32x4Const(1)),
+        i32x4.shl(i32x4.add(f32x4.toI32(get(n)), i32x4Const([FLOAT_EXP_BIAS, FLOAT_EXP_BIAS, FLOAT_EXP_BIAS, FLOAT_EXP_BIAS])), FLOAT_MANTISSA_BITS),
+      ),
+      f32x4.ge(get(out), f32x4Const(EXP_MIN)),
+    )),
+  ];
+}
+
+/** Locals after the parameters, by name. */
+function locals<K extends string>(params: number, spec: Record<K, ValType>): { index: Record<K, number>; types: ValType[] } {
+  const index = {} as Record<K, number>;
+  const types: ValType[] = [];
+  for (const [k, t] of Object.entries(spec) as [K, ValType][]) {
+    index[k] = params + types.length;
+    types.push(t);
+  }
+  return { index, types };
+}
+
+/** Shared by gelu and geluGrad: v = x[i]; z = v / sqrt 2; erf(z) and e = exp(-z^2) in locals. */
+function erfParts(x: number, i: number, l: Record<'v' | 'z' | 'a' | 't' | 'n' | 'r' | 'e' | 'erf', number>): Code {
+  return [
+    ...set(l.v, load(i32Add(get(x), get(i)))),
+    ...set(l.z, f32x4.mul(get(l.v), f32x4Const(Math.SQRT1_2))),
+    ...set(l.a, f32x4.abs(get(l.z))),
+    ...set(l.t, f32x4.div(f32x4Const(1), f32x4.add(f32x4Const(1), f32x4.mul(f32x4Const(ERF_P), get(l.a))))),
+    ...expNegSquare(l.a, l.n, l.r, l.e),
+    // sign(z) * (1 - P(t) t e): the magnitude's sign bit replaced by z's
+    ...set(l.erf, v128.xor(
+      f32x4.sub(f32x4Const(1), f32x4.mul(f32x4.mul(horner(ERF_A, l.t), get(l.t)), get(l.e))),
+      v128.and(get(l.z), i32x4Const([SIGN_BIT, SIGN_BIT, SIGN_BIT, SIGN_BIT])),
+    )),
+  ];
+}
+
+const ERF_LOCALS = { i: I32, v: V128, z: V128, a: V128, t: V128, n: V128, r: V128, e: V128, erf: V128 } as const;
+
+function geluFunc(): FuncSpec {
+  const [x, y, groups] = [0, 1, 2];
+  const { index: l, types } = locals(3, ERF_LOCALS);
+  const body = [
+    ...erfParts(x, l.i, l),
+    ...store(i32Add(get(y), get(l.i)), f32x4.mul(f32x4.mul(f32x4Const(0.5), get(l.v)), f32x4.add(f32x4Const(1), get(l.erf)))),
+  ];
+  return { name: 'gelu', params: [I32, I32, I32], results: [], locals: types, body: whileBelow(l.i, i32Mul(get(groups), i32c(V128_BYTES)), V128_BYTES, body) };
+}
+
+function geluGradFunc(): FuncSpec {
+  const [x, dy, dx, groups] = [0, 1, 2, 3];
+  const { index: l, types } = locals(4, ERF_LOCALS);
+  const phi = f32x4.mul(f32x4Const(0.5), f32x4.add(f32x4Const(1), get(l.erf)));
+  const density = f32x4.mul(f32x4.mul(get(l.v), get(l.e)), f32x4Const(INV_SQRT_2PI));
+  const body = [
+    ...erfParts(x, l.i, l),
+    ...store(i32Add(get(dx), get(l.i)), f32x4.mul(load(i32Add(get(dy), get(l.i))), f32x4.add(phi, density))),
+  ];
+  return { name: 'geluGrad', params: [I32, I32, I32, I32], results: [], locals: types, body: whileBelow(l.i, i32Mul(get(groups), i32c(V128_BYTES)), V128_BYTES, body) };
+}
+
+function dropoutFunc(): FuncSpec {
+  const [x, out, groups, start, k1, k2, rate, scale] = [0, 1, 2, 3, 4, 5, 6, 7];
+  const { index: l, types } = locals(8, { i: I32, idx: V128, h: V128, K1: V128, K2: V128, R: V128, S: V128 });
+  const mix = (): Code => [
+    ...set(l.h, v128.xor(get(l.h), i32x4.shrU(get(l.h), MIX_SHIFT[0]!))),
+    ...set(l.h, i32x4.mul(get(l.h), i32x4Const([MIX_MUL[0]!, MIX_MUL[0]!, MIX_MUL[0]!, MIX_MUL[0]!]))),
+    ...set(l.h, v128.xor(get(l.h), i32x4.shrU(get(l.h), MIX_SHIFT[1]!))),
+    ...set(l.h, i32x4.mul(get(l.h), i32x4Const([MIX_MUL[1]!, MIX_MUL[1]!, MIX_MUL[1]!, MIX_MUL[1]!]))),
+    ...set(l.h, v128.xor(get(l.h), i32x4.shrU(get(l.h), MIX_SHIFT[2]!))),
+  ];
+  const body = [
+    ...set(l.h, v128.xor(get(l.idx), get(l.K1))), ...mix(),
+    ...set(l.h, v128.xor(get(l.h), get(l.K2))), ...mix(),
+    ...store(i32Add(get(out), get(l.i)), v128.and(
+      f32x4.mul(load(i32Add(get(x), get(l.i))), get(l.S)),
+      f32x4.ge(f32x4.mul(f32x4.fromI32(i32x4.shrU(get(l.h), UNIFORM_SHIFT)), f32x4Const(INV_2_24)), get(l.R)),
+    )),
+    ...set(l.idx, i32x4.add(get(l.idx), i32x4Const([LANES, LANES, LANES, LANES]))),
+  ];
+  return {
+    name: 'dropout', params: [I32, I32, I32, I32, I32, I32, F32, F32], results: [], locals: types,
+    body: [
+      ...set(l.K1, i32x4.splat(get(k1))), ...set(l.K2, i32x4.splat(get(k2))),
+      ...set(l.R, f32x4.splat(get(rate))), ...set(l.S, f32x4.splat(get(scale))),
+      ...set(l.idx, i32x4.add(i32x4.splat(get(start)), i32x4Const([0, 1, 2, 3]))),
+      ...whileBelow(l.i, i32Mul(get(groups), i32c(V128_BYTES)), V128_BYTES, body),
+    ],
+  };
+}
+
+/** mean and rstd of the row at `px` (rowBytes long) into splatted locals, via the accumulator `acc`. */
+function rowStats(px: number, rowBytes: number, invH: number, eps: number, l: Record<'k' | 'acc' | 'd' | 'tmp' | 'mean' | 'rstd', number>): Code {
+  const x = load(i32Add(get(px), get(l.k)));
+  return [
+    ...set(l.acc, f32x4Const(0)), ...set(l.k, i32c(0)),
+    ...whileBelow(l.k, get(rowBytes), V128_BYTES, set(l.acc, f32x4.add(get(l.acc), x))),
+    ...set(l.mean, f32x4.splat(f32Mul(f32x4.sum(get(l.acc), l.tmp), get(invH)))),
+    ...set(l.acc, f32x4Const(0)), ...set(l.k, i32c(0)),
+    ...whileBelow(l.k, get(rowBytes), V128_BYTES, [
+      ...set(l.d, f32x4.sub(x, get(l.mean))),
+      ...set(l.acc, f32x4.add(get(l.acc), f32x4.mul(get(l.d), get(l.d)))),
+    ]),
+    ...set(l.rstd, f32x4.splat(f32Div(f32c(1), f32Sqrt(f32Add(f32Mul(f32x4.sum(get(l.acc), l.tmp), get(invH)), get(eps)))))),
+  ];
+}
+
+const ROW_LOCALS = { r: I32, k: I32, rowBytes: I32, invH: F32, acc: V128, d: V128, tmp: V128, mean: V128, rstd: V128 } as const;
+
+/** rowBytes = 4 H and invH = 1 / H from the parameter H. */
+function rowSetup(H: number, l: Record<'rowBytes' | 'invH', number>): Code {
+  return [...set(l.rowBytes, i32Mul(get(H), i32c(F32_BYTES))), ...set(l.invH, f32Div(f32c(1), f32FromI32(get(H))))];
+}
+
+function layerNormFunc(): FuncSpec {
+  const [x, gamma, beta, y, rows, H, eps] = [0, 1, 2, 3, 4, 5, 6];
+  const { index: l, types } = locals(7, { ...ROW_LOCALS, px: I32, py: I32 });
+  const at = (base: number): Code => i32Add(get(base), get(l.k));
+  const row = [
+    ...rowStats(l.px, l.rowBytes, l.invH, eps, l),
+    ...set(l.k, i32c(0)),
+    ...whileBelow(l.k, get(l.rowBytes), V128_BYTES, store(at(l.py), f32x4.add(
+      f32x4.mul(f32x4.mul(f32x4.sub(load(at(l.px)), get(l.mean)), get(l.rstd)), load(at(gamma))), load(at(beta))))),
+    ...set(l.px, i32Add(get(l.px), get(l.rowBytes))),
+    ...set(l.py, i32Add(get(l.py), get(l.rowBytes))),
+  ];
+  return {
+    name: 'layerNorm', params: [I32, I32, I32, I32, I32, I32, F32], results: [], locals: types,
+    body: [...rowSetup(H, l), ...set(l.px, get(x)), ...set(l.py, get(y)), ...whileBelow(l.r, get(rows), 1, row)],
+  };
+}
+
+function layerNormGradFunc(): FuncSpec {
+  const [x, gamma, dy, dx, acc, rows, H, eps] = [0, 1, 2, 3, 4, 5, 6, 7];
+  const { index: l, types } = locals(8, {
+    ...ROW_LOCALS, px: I32, pdy: I32, pdx: I32, dgAt: I32, dbAt: I32,
+    xhat: V128, dyk: V128, g: V128, p: V128, sg: V128, sgx: V128, mg: V128, mgx: V128,
+  });
+  const at = (base: number): Code => i32Add(get(base), get(l.k));
+  const xhat = set(l.xhat, f32x4.mul(f32x4.sub(load(at(l.px)), get(l.mean)), get(l.rstd)));
+  /** The float64 pair at `address` (and the next) += the f32x4 local `v` widened. */
+  const addWide = (address: number, v: number): Code => [
+    ...store(get(address), f64x2.add(load(get(address)), f64x2.promoteLow(get(v)))),
+    ...store(get(address), f64x2.add(load(get(address), V128_BYTES), f64x2.promoteHigh(v)), V128_BYTES),
+  ];
+  const row = [
+    ...rowStats(l.px, l.rowBytes, l.invH, eps, l),
+    ...set(l.sg, f32x4Const(0)), ...set(l.sgx, f32x4Const(0)), ...set(l.k, i32c(0)),
+    ...whileBelow(l.k, get(l.rowBytes), V128_BYTES, [
+      ...xhat,
+      ...set(l.dyk, load(at(l.pdy))),
+      ...set(l.g, f32x4.mul(get(l.dyk), load(at(gamma)))),
+      ...set(l.sg, f32x4.add(get(l.sg), get(l.g))),
+      ...set(l.sgx, f32x4.add(get(l.sgx), f32x4.mul(get(l.g), get(l.xhat)))),
+      ...set(l.p, f32x4.mul(get(l.dyk), get(l.xhat))),
+      // float64 element k of dgamma at acc + 8k, of dbeta at acc + 8H + 8k (the f32 offset k is 4k bytes)
+      ...set(l.dgAt, i32Add(get(acc), i32Mul(get(l.k), i32c(F64_BYTES / F32_BYTES)))),
+      ...set(l.dbAt, i32Add(get(l.dgAt), i32Mul(get(l.rowBytes), i32c(F64_BYTES / F32_BYTES)))),
+      ...addWide(l.dgAt, l.p),
+      ...addWide(l.dbAt, l.dyk),
+    ]),
+    ...set(l.mg, f32x4.splat(f32Mul(f32x4.sum(get(l.sg), l.tmp), get(l.invH)))),
+    ...set(l.mgx, f32x4.splat(f32Mul(f32x4.sum(get(l.sgx), l.tmp), get(l.invH)))),
+    ...set(l.k, i32c(0)),
+    ...whileBelow(l.k, get(l.rowBytes), V128_BYTES, [
+      ...xhat,
+      ...store(at(l.pdx), f32x4.mul(get(l.rstd), f32x4.sub(
+        f32x4.sub(f32x4.mul(load(at(l.pdy)), load(at(gamma))), get(l.mg)), f32x4.mul(get(l.xhat), get(l.mgx))))),
+    ]),
+    ...set(l.px, i32Add(get(l.px), get(l.rowBytes))),
+    ...set(l.pdy, i32Add(get(l.pdy), get(l.rowBytes))),
+    ...set(l.pdx, i32Add(get(l.pdx), get(l.rowBytes))),
+  ];
+  return {
+    name: 'layerNormGrad', params: [I32, I32, I32, I32, I32, I32, I32, F32], results: [], locals: types,
+    body: [...rowSetup(H, l), ...set(l.px, get(x)), ...set(l.pdy, get(dy)), ...set(l.pdx, get(dx)), ...whileBelow(l.r, get(rows), 1, row)],
+  };
+}
+
+/** The module's exports (addresses in bytes, see the module comment). */
+export interface HostSimd {
+  gelu(x: number, y: number, groups: number): void;
+  geluGrad(x: number, dy: number, dx: number, groups: number): void;
+  dropout(x: number, out: number, groups: number, start: number, k1: number, k2: number, rate: number, scale: number): void;
+  layerNorm(x: number, gamma: number, beta: number, y: number, rows: number, H: number, eps: number): void;
+  layerNormGrad(x: number, gamma: number, dy: number, dx: number, acc: number, rows: number, H: number, eps: number): void;
+}
+
+/** Elements per SIMD group; LayerNorm's H must be a multiple of it. */
+export const SIMD_LANES = LANES;
+
+let compiled: WebAssembly.Module | null | undefined;
+const instances = new WeakMap<WebAssembly.Memory, HostSimd>();
+
+/** The compiled module, or null where this runtime lacks wasm SIMD. */
+function compiledModule(): WebAssembly.Module | null {
+  if (compiled === undefined) {
+    const bytes = encodeModule([geluFunc(), geluGradFunc(), dropoutFunc(), layerNormFunc(), layerNormGradFunc()]);
+    compiled = WebAssembly.validate(bytes) ? new WebAssembly.Module(bytes) : null;
+  }
+  return compiled;
+}
+
+/**
+ * The SIMD loops bound to `memory`, or null where this runtime has no wasm SIMD or the memory is shared (the
+ * threaded wasm build); callers then keep their JavaScript loops.
+ */
+export function hostSimdFor(memory: WebAssembly.Memory): HostSimd | null {
+  const mod = compiledModule();
+  if (mod === null || memory.buffer instanceof SharedArrayBuffer) return null;
+  let inst = instances.get(memory);
+  if (inst === undefined) {
+    inst = new WebAssembly.Instance(mod, { env: { memory } }).exports as unknown as HostSimd;
+    instances.set(memory, inst);
+  }
+  return inst;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The loops over Float32Arrays: in place where the arrays are views of the module's memory (the wasm heap), or
+// copied through a private staging memory in bounded chunks (the cpu backend's JS arrays).
+// ---------------------------------------------------------------------------------------------------------------
+
+/** Elements per array a staged call copies at most: bounds the staging memory (which never shrinks). */
+const STAGE_CHUNK = 1 << 18;
+/** Elements per in-place call (whole tensors, in practice). */
+const HEAP_CHUNK = 1 << 30;
+const WASM_PAGE_BYTES = 65536;
+
+/** Float32Arrays at addresses of a SIMD module's memory. */
+export interface SimdHost {
+  /**
+   * Calls `run` with the byte addresses of `inputs` then `outputs` (copied in and out where they live elsewhere;
+   * an array in both lists is read and written at one address).
+   */
+  call(inputs: Float32Array[], outputs: Float32Array[], run: (simd: HostSimd, addresses: number[]) => void): void;
+  /** Elements per call of the element-wise loops (a multiple of SIMD_LANES). */
+  readonly chunk: number;
+}
+
+/** The loops in place on `memory` (arrays must be views of it), or null without wasm SIMD. */
+export function heapSimdHost(memory: WebAssembly.Memory): SimdHost | null {
+  const simd = hostSimdFor(memory);
+  if (simd === null) return null;
+  return {
+    chunk: HEAP_CHUNK,
+    call(inputs, outputs, run) {
+      run(simd, [...inputs, ...outputs].map((a) => {
+        if (a.buffer !== memory.buffer) throw new Error('heapSimdHost: an array is not a view of the module memory');
+        return a.byteOffset;
+      }));
+    },
+  };
+}
+
+let staging: SimdHost | null | undefined;
+
+/** The loops on a private memory that arrays are copied through (one per process), or null without wasm SIMD. */
+export function stagingSimdHost(): SimdHost | null {
+  if (staging !== undefined) return staging;
+  if (compiledModule() === null) return (staging = null);
+  const memory = new WebAssembly.Memory({ initial: 1 });
+  const simd = hostSimdFor(memory)!;
+  const aligned = (n: number): number => Math.ceil((n * F32_BYTES) / V128_BYTES) * V128_BYTES;
+  staging = {
+    chunk: STAGE_CHUNK,
+    call(inputs, outputs, run) {
+      const at = new Map<Float32Array, number>();
+      let end = 0;
+      for (const a of [...inputs, ...outputs]) {
+        if (at.has(a)) continue;
+        at.set(a, end);
+        end += aligned(a.length);
+      }
+      if (end > memory.buffer.byteLength) memory.grow(Math.ceil((end - memory.buffer.byteLength) / WASM_PAGE_BYTES));
+      for (const a of inputs) new Float32Array(memory.buffer, at.get(a), a.length).set(a);
+      run(simd, [...inputs, ...outputs].map((a) => at.get(a)!));
+      for (const a of outputs) a.set(new Float32Array(memory.buffer, at.get(a), a.length));
+    },
+  };
+  return staging;
+}
+
+/** Whole SIMD groups of n elements, in elements. */
+const wholeGroups = (n: number): number => n - (n % LANES);
+
+/** y = gelu(x) over the first wholeGroups(n) elements; returns that count (the caller does the rest). */
+export function simdGelu(host: SimdHost, x: Float32Array, y: Float32Array): number {
+  const n = wholeGroups(x.length);
+  for (let a = 0; a < n; a += host.chunk) {
+    const b = Math.min(n, a + host.chunk);
+    host.call([x.subarray(a, b)], [y.subarray(a, b)], (s, [xa, ya]) => s.gelu(xa!, ya!, (b - a) / LANES));
+  }
+  return n;
+}
+
+/** dx = dy * gelu'(x) over the first wholeGroups(n) elements; returns that count. */
+export function simdGeluGrad(host: SimdHost, x: Float32Array, dy: Float32Array, dx: Float32Array): number {
+  const n = wholeGroups(x.length);
+  for (let a = 0; a < n; a += host.chunk) {
+    const b = Math.min(n, a + host.chunk);
+    host.call([x.subarray(a, b), dy.subarray(a, b)], [dx.subarray(a, b)], (s, [xa, dya, dxa]) => s.geluGrad(xa!, dya!, dxa!, (b - a) / LANES));
+  }
+  return n;
+}
+
+/** random.ts's dropout (keys k1, k2; float32 rate and scale) over the first wholeGroups(n) elements; returns that count. */
+export function simdDropout(host: SimdHost, x: Float32Array, out: Float32Array, k1: number, k2: number, rate: number, scale: number): number {
+  const n = wholeGroups(x.length);
+  for (let a = 0; a < n; a += host.chunk) {
+    const b = Math.min(n, a + host.chunk);
+    host.call([x.subarray(a, b)], [out.subarray(a, b)], (s, [xa, oa]) => s.dropout(xa!, oa!, (b - a) / LANES, a, k1 | 0, k2 | 0, rate, scale));
+  }
+  return n;
+}
+
+/** y = layerNorm(x [rows, H]) with H % SIMD_LANES == 0 (the caller checks). */
+export function simdLayerNorm(host: SimdHost, x: Float32Array, gamma: Float32Array, beta: Float32Array, eps: number, y: Float32Array): void {
+  const H = gamma.length;
+  const rows = x.length / H;
+  const step = Math.max(1, Math.floor(host.chunk / H));
+  for (let r = 0; r < rows; r += step) {
+    const n = Math.min(step, rows - r);
+    const [a, b] = [r * H, (r + n) * H];
+    host.call([x.subarray(a, b), gamma, beta], [y.subarray(a, b)], (s, [xa, ga, ba, ya]) => s.layerNorm(xa!, ga!, ba!, ya!, n, H, eps));
+  }
+}
+
+/** Float32 elements of the scratch `simdLayerNormGrad` needs for gamma of length H (2H float64). */
+export const layerNormGradScratch = (H: number): number => (2 * H * F64_BYTES) / F32_BYTES;
+
+/**
+ * dx, dgamma, dbeta of layerNorm(x [rows, H]) for dy, H % SIMD_LANES == 0; `scratch` (layerNormGradScratch(H)
+ * elements, in the host's memory) holds the float64 column sums.
+ */
+export function simdLayerNormGrad(host: SimdHost, x: Float32Array, gamma: Float32Array, dy: Float32Array, eps: number,
+  dx: Float32Array, dgamma: Float32Array, dbeta: Float32Array, scratch: Float32Array): void {
+  const H = gamma.length;
+  const rows = x.length / H;
+  const acc = scratch.subarray(0, layerNormGradScratch(H));
+  acc.fill(0);
+  const step = Math.max(1, Math.floor(host.chunk / H));
+  for (let r = 0; r < rows; r += step) {
+    const n = Math.min(step, rows - r);
+    const [a, b] = [r * H, (r + n) * H];
+    host.call([x.subarray(a, b), gamma, dy.subarray(a, b), acc], [dx.subarray(a, b), acc],
+      (s, [xa, ga, dya, acca, dxa]) => s.layerNormGrad(xa!, ga!, dya!, dxa!, acca!, n, H, eps));
+  }
+  const sums = new Float64Array(acc.slice().buffer); // a copy: the view may not be 8-byte aligned
+  dgamma.set(sums.subarray(0, H));
+  dbeta.set(sums.subarray(H));
+}

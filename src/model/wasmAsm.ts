@@ -1,0 +1,178 @@
+/**
+ * A small WebAssembly assembler: named opcodes, expression helpers and a module encoder, so SIMD kernels can be
+ * written in TypeScript and compiled at run time with no toolchain (src/model/hostSimd.ts uses it).
+ *
+ * Code is `number[]` (bytes); expressions leave their value on the operand stack, e.g.
+ *   f32x4.add(get(a), f32x4.mul(get(b), splatF32(2)))
+ * Modules import one memory as `env.memory` (the tfjs-backend-wasm heap, or a private one) and export functions.
+ */
+
+export type Code = number[];
+
+/** Value types. */
+export const I32 = 0x7f;
+export const F32 = 0x7d;
+export const F64 = 0x7c;
+export const V128 = 0x7b;
+export type ValType = typeof I32 | typeof F32 | typeof F64 | typeof V128;
+
+/** Core opcodes used by the kernels. */
+const OP = {
+  block: 0x02, loop: 0x03, br: 0x0c, brIf: 0x0d, end: 0x0b, emptyType: 0x40,
+  localGet: 0x20, localSet: 0x21, localTee: 0x22,
+  i32Const: 0x41, f32Const: 0x43,
+  i32GeU: 0x4f, i32Add: 0x6a, i32Mul: 0x6c,
+  f32Sqrt: 0x91, f32Add: 0x92, f32Mul: 0x94, f32Div: 0x95, f32ConvertI32S: 0xb2,
+} as const;
+
+/** SIMD opcodes (after the 0xfd prefix, LEB128-encoded). */
+const SIMD = {
+  load: 0x00, store: 0x0b, const: 0x0c, shuffle: 0x0d,
+  i32x4Splat: 0x11, f32x4Splat: 0x13, f32x4ExtractLane: 0x1f,
+  f32x4Ge: 0x46,
+  and: 0x4e, xor: 0x51, f64x2PromoteLow: 0x5f, f32x4Nearest: 0x6a,
+  i32x4Shl: 0xab, i32x4ShrU: 0xad, i32x4Add: 0xae, i32x4Mul: 0xb5,
+  f32x4Abs: 0xe0, f32x4Neg: 0xe1, f32x4Sqrt: 0xe3, f32x4Add: 0xe4, f32x4Sub: 0xe5, f32x4Mul: 0xe6, f32x4Div: 0xe7,
+  f32x4Max: 0xe9, f64x2Add: 0xf0, i32x4TruncSatF32x4S: 0xf8, f32x4ConvertI32x4S: 0xfa,
+} as const;
+
+/** Bytes of one v128 (and of the step of a v128 loop). */
+export const V128_BYTES = 16;
+/** log2 of the alignment loads and stores promise: float32 arrays are only 4-byte aligned in general. */
+const ALIGN_LOG2 = 2;
+const F32_LANES = 4;
+/** Bytes 8..15 then 0..7: swaps a vector's halves, so promote_low reaches lanes 2 and 3. */
+const SWAP_HALVES = [8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7];
+
+export function uleb(n: number): Code {
+  const out: Code = [];
+  do {
+    let byte = n & 0x7f;
+    n >>>= 7;
+    if (n !== 0) byte |= 0x80;
+    out.push(byte);
+  } while (n !== 0);
+  return out;
+}
+
+function sleb(n: number): Code {
+  const out: Code = [];
+  for (;;) {
+    const byte = n & 0x7f;
+    n >>= 7;
+    const done = (n === 0 && (byte & 0x40) === 0) || (n === -1 && (byte & 0x40) !== 0);
+    out.push(done ? byte : byte | 0x80);
+    if (done) return out;
+  }
+}
+
+const simd = (op: number): Code => [0xfd, ...uleb(op)];
+const bin = (op: number) => (a: Code, b: Code): Code => [...a, ...b, ...simd(op)];
+const un = (op: number) => (a: Code): Code => [...a, ...simd(op)];
+
+export const get = (i: number): Code => [OP.localGet, ...uleb(i)];
+export const set = (i: number, value: Code): Code => [...value, OP.localSet, ...uleb(i)];
+export const i32c = (n: number): Code => [OP.i32Const, ...sleb(n | 0)];
+export const i32Add = (a: Code, b: Code): Code => [...a, ...b, OP.i32Add];
+export const i32Mul = (a: Code, b: Code): Code => [...a, ...b, OP.i32Mul];
+export const f32Add = (a: Code, b: Code): Code => [...a, ...b, OP.f32Add];
+export const f32Mul = (a: Code, b: Code): Code => [...a, ...b, OP.f32Mul];
+export const f32Div = (a: Code, b: Code): Code => [...a, ...b, OP.f32Div];
+export const f32Sqrt = (a: Code): Code => [...a, OP.f32Sqrt];
+export const f32FromI32 = (a: Code): Code => [...a, OP.f32ConvertI32S];
+export const f32c = (x: number): Code => [OP.f32Const, ...new Uint8Array(new Float32Array([x]).buffer)];
+
+/** v128 load / store at `address + offset` (address an i32 expression, offset a constant in bytes). */
+export const load = (address: Code, offset = 0): Code => [...address, ...simd(SIMD.load), ALIGN_LOG2, ...uleb(offset)];
+export const store = (address: Code, value: Code, offset = 0): Code => [...address, ...value, ...simd(SIMD.store), ALIGN_LOG2, ...uleb(offset)];
+
+/** Four float32 lanes of `x`. */
+export const f32x4Const = (x: number): Code => [...simd(SIMD.const), ...new Uint8Array(new Float32Array(F32_LANES).fill(x).buffer)];
+/** The lanes `lanes` as int32. */
+export const i32x4Const = (lanes: readonly [number, number, number, number]): Code => [...simd(SIMD.const), ...new Uint8Array(new Int32Array(lanes).buffer)];
+
+export const f32x4 = {
+  splat: un(SIMD.f32x4Splat),
+  add: bin(SIMD.f32x4Add), sub: bin(SIMD.f32x4Sub), mul: bin(SIMD.f32x4Mul), div: bin(SIMD.f32x4Div),
+  max: bin(SIMD.f32x4Max), ge: bin(SIMD.f32x4Ge),
+  abs: un(SIMD.f32x4Abs), neg: un(SIMD.f32x4Neg), sqrt: un(SIMD.f32x4Sqrt), nearest: un(SIMD.f32x4Nearest),
+  /** Lanes converted from int32 (exact below 2^24). */
+  fromI32: un(SIMD.f32x4ConvertI32x4S),
+  /** Lanes truncated to int32 (saturating). */
+  toI32: un(SIMD.i32x4TruncSatF32x4S),
+  /** The scalar f32 sum of the four lanes, ((l0 + l1) + l2) + l3. */
+  sum: (a: Code, tmp: number): Code => [
+    ...set(tmp, a),
+    ...[0, 1, 2, 3].flatMap((lane) => [...get(tmp), ...simd(SIMD.f32x4ExtractLane), lane, ...(lane > 0 ? [OP.f32Add] : [])]),
+  ],
+};
+
+export const i32x4 = {
+  splat: un(SIMD.i32x4Splat),
+  add: bin(SIMD.i32x4Add), mul: bin(SIMD.i32x4Mul),
+  /** Shifts take an i32 count expression. */
+  shl: (a: Code, n: number): Code => [...a, ...i32c(n), ...simd(SIMD.i32x4Shl)],
+  shrU: (a: Code, n: number): Code => [...a, ...i32c(n), ...simd(SIMD.i32x4ShrU)],
+};
+
+export const v128 = { and: bin(SIMD.and), xor: bin(SIMD.xor) };
+
+export const f64x2 = {
+  add: bin(SIMD.f64x2Add),
+  /** Lanes 0 and 1 of an f32x4, widened. */
+  promoteLow: un(SIMD.f64x2PromoteLow),
+  /** Lanes 2 and 3 of an f32x4 (in the local `tmp`), widened. */
+  promoteHigh: (tmp: number): Code => [...get(tmp), ...get(tmp), ...simd(SIMD.shuffle), ...SWAP_HALVES, ...simd(SIMD.f64x2PromoteLow)],
+};
+
+/** `while (i < end) { body; i += step }` over i32 locals (unsigned compare). */
+export function whileBelow(i: number, end: Code, step: number, body: Code): Code {
+  return [
+    OP.block, OP.emptyType, OP.loop, OP.emptyType,
+    ...get(i), ...end, OP.i32GeU, OP.brIf, 1,
+    ...body,
+    ...set(i, i32Add(get(i), i32c(step))),
+    OP.br, 0, OP.end, OP.end,
+  ];
+}
+
+/** One exported function: parameters, results, extra locals (index params.length onwards) and its body. */
+export interface FuncSpec {
+  name: string;
+  params: ValType[];
+  results: ValType[];
+  locals: ValType[];
+  body: Code;
+}
+
+/** A module importing `env.memory` and exporting `funcs` by name. */
+export function encodeModule(funcs: readonly FuncSpec[]): Uint8Array<ArrayBuffer> {
+  const FUNC_TYPE = 0x60;
+  const MEMORY_IMPORT = 0x02;
+  const LIMITS_MIN_ONLY = 0x00;
+  const FUNC_EXPORT = 0x00;
+  const vec = (items: Code): Code => [...uleb(items.length), ...items];
+  const section = (id: number, body: Code): Code => [id, ...uleb(body.length), ...body];
+  const name = (s: string): Code => vec([...new TextEncoder().encode(s)]);
+  const localDecls = (types: ValType[]): Code => {
+    const runs: [number, ValType][] = [];
+    for (const t of types) {
+      const last = runs[runs.length - 1];
+      if (last !== undefined && last[1] === t) last[0]++;
+      else runs.push([1, t]);
+    }
+    return [...uleb(runs.length), ...runs.flatMap(([n, t]) => [...uleb(n), t])];
+  };
+  const bodies = funcs.map((f) => {
+    const b = [...localDecls(f.locals), ...f.body, OP.end];
+    return [...uleb(b.length), ...b];
+  });
+  return new Uint8Array([
+    0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, // "\0asm", version 1
+    ...section(1, [...uleb(funcs.length), ...funcs.flatMap((f) => [FUNC_TYPE, ...vec(f.params), ...vec(f.results)])]),
+    ...section(2, [...uleb(1), ...name('env'), ...name('memory'), MEMORY_IMPORT, LIMITS_MIN_ONLY, 0]),
+    ...section(3, vec(funcs.map((_, i) => i))),
+    ...section(7, [...uleb(funcs.length), ...funcs.flatMap((f, i) => [...name(f.name), FUNC_EXPORT, ...uleb(i)])]),
+    ...section(10, [...uleb(funcs.length), ...bodies.flat()]),
+  ]);
+}
