@@ -37,6 +37,7 @@ import { BertModel } from '../src/model/bert.js';
 import { parseBertConfig } from '../src/model/config.js';
 import { embed } from '../src/model/embed.js';
 import { pool } from '../src/model/pooling.js';
+import { UserError } from '../src/errors.js';
 import { tf } from '../src/model/tf.js';
 import { AdamW } from '../src/train/adamw.js';
 import { TrainStep, trainableParams } from '../src/train/step.js';
@@ -534,7 +535,14 @@ async function main(): Promise<void> {
   }
   const log = (l: string) => process.stderr.write(l + '\n');
   const sz = SIZES[o.size];
-  const tfjs = await benchTfjs(o, log);
+  let tfjs: SideResult;
+  try {
+    tfjs = await benchTfjs(o, log);
+  } catch (err) {
+    if (!(err instanceof UserError)) throw err;
+    process.stderr.write(`bench: ${err.message}\n`);
+    process.exit(err.exitCode);
+  }
   const reference = o.reference ? runReference(o, log) : { skipped: '--no-reference' };
   const report: BenchReport = {
     date: new Date().toISOString(), machine: machineDescription(), size: o.size, config: { ...sz, vocabSize: BENCH_DEFAULTS.vocabSize },

@@ -6,6 +6,7 @@
 import { micseLoss, type MicseConfig } from '../losses/micse.js';
 import type { MlpHead } from '../losses/mlpHead.js';
 import type { BertModel } from '../model/bert.js';
+import { UserError } from '../errors.js';
 import { tf } from '../model/tf.js';
 import type { AdamW, NamedParam } from './adamw.js';
 
@@ -50,6 +51,14 @@ export class TrainStep {
 
   /** Runs one step; every tensor it makes is disposed before it returns. */
   async run(rows: StepRows, o: { lr: number; maxGradNorm: number; dropoutSeed: number; amiSeed: number }): Promise<StepOutcome> {
+    try {
+      return await this.runStep(rows, o);
+    } catch (err) {
+      throw explainAbort(err, rows);
+    }
+  }
+
+  private async runStep(rows: StepRows, o: { lr: number; maxGradNorm: number; dropoutSeed: number; amiSeed: number }): Promise<StepOutcome> {
     let parts: tf.Tensor1D | undefined; // [infoNCE, ami] (ami NaN for simcse)
     const { value, grads } = tf.variableGrads(() => {
       const inputs = {
@@ -76,4 +85,20 @@ export class TrainStep {
     tf.dispose(Object.values(grads));
     return { loss: loss!, infoNCE: infoNCE!, ami, gradNorm, finite };
   }
+}
+
+/** The wasm backend's heap ends at 4 GB (32-bit addresses); past it the module aborts and cannot be used again. */
+const WASM_HEAP_GB = 4;
+
+/**
+ * The wasm module's abort (`RuntimeError: Aborted()`, its out-of-memory end) as a UserError that says what to
+ * change; any other error unchanged. BERT-base at batch 64 (128 rows of 32 tokens) does not fit: its weights,
+ * moments and gradients take ~1.8 GB and the activations kept for the backward pass the rest.
+ */
+function explainAbort(err: unknown, rows: StepRows): unknown {
+  if (!(err instanceof Error) || !err.message.startsWith('Aborted(') || tf.getBackend() !== 'wasm') return err;
+  const T = rows.inputIds[0]?.length ?? 0;
+  return new UserError(`the wasm backend ran out of its ${WASM_HEAP_GB} GB heap in a training step of ${rows.inputIds.length} rows ` +
+    `x ${T} tokens and stopped (the process cannot continue on wasm). Lower train.batchSize or data.maxSeqLen, or train with ` +
+    '--backend webgpu / tensorflow-gpu / tensorflow (no such limit); see bench/README.md for what fits.');
 }
