@@ -18,6 +18,8 @@ import { embed } from '../src/model/embed.js';
 import { defaultConfig, loadConfig, mergeConfig, type TrainConfig } from '../src/train/config.js';
 import { decays } from '../src/train/adamw.js';
 import { train, type MetricsLine } from '../src/train/trainer.js';
+import { explainAbort } from '../src/train/step.js';
+import { UserError } from '../src/errors.js';
 import { ROOT, shared, SKIP_NO_SHARED } from './helpers.js';
 
 const run = promisify(execFile);
@@ -99,6 +101,21 @@ describe('config validation', () => {
       assert.match(r.stderr, pattern);
       assert.equal(await fs.access(out).then(() => true, () => false), false, 'no run directory created');
     }
+  });
+});
+
+describe('a wasm heap abort in a step', () => {
+  it('becomes a UserError naming the heap and what to change on wasm; other errors and backends pass through', async () => {
+    const rows = { inputIds: [[1, 2, 3], [1, 2, 3]], attentionMask: [[1, 1, 1], [1, 1, 1]] };
+    const abort = new WebAssembly.RuntimeError('Aborted(). Build with -sASSERTIONS for more info.');
+    const other = new Error('something else');
+    await selectBackend('wasm');
+    const e = explainAbort(abort, rows);
+    assert.ok(e instanceof UserError);
+    assert.match(e.message, /4 GB heap in a training step of 2 rows x 3 tokens.*train\.batchSize or data\.maxSeqLen.*--backend webgpu/);
+    assert.equal(explainAbort(other, rows), other);
+    await selectBackend('cpu');
+    assert.equal(explainAbort(abort, rows), abort, 'only the wasm module aborts this way');
   });
 });
 

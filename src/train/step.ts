@@ -95,7 +95,7 @@ const WASM_HEAP_GB = 4;
  * change; any other error unchanged. BERT-base at batch 64 (128 rows of 32 tokens) does not fit: its weights,
  * moments and gradients take ~1.8 GB and the activations kept for the backward pass the rest.
  */
-function explainAbort(err: unknown, rows: StepRows): unknown {
+export function explainAbort(err: unknown, rows: StepRows): unknown {
   if (!(err instanceof Error) || !err.message.startsWith('Aborted(') || tf.getBackend() !== 'wasm') return err;
   const T = rows.inputIds[0]?.length ?? 0;
   return new UserError(`the wasm backend ran out of its ${WASM_HEAP_GB} GB heap in a training step of ${rows.inputIds.length} rows ` +
