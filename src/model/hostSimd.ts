@@ -1,7 +1,8 @@
 /**
- * WebAssembly SIMD (f32x4) loops for the host backends' element-wise training kernels: GELU forward and backward,
- * LayerNorm forward and backward (fused.ts) and dropout (random.ts). Assembled at run time (src/model/wasmAsm.ts)
- * and instantiated on a given memory: the tfjs-backend-wasm heap, so the kernels read and write tensors in place.
+ * WebAssembly SIMD (f32x4, f64x2) loops for the host backends' element-wise training kernels: GELU forward and
+ * backward, LayerNorm forward and backward (fused.ts) and dropout (random.ts). Assembled at run time
+ * (src/model/wasmAsm.ts) and instantiated on a given memory: the tfjs-backend-wasm heap, so the kernels read and
+ * write tensors in place, or a private staging memory for the cpu backend.
  *
  * Why: the JavaScript loops they replace are scalar (GELU: a Math.exp per element, ~17 ns; dropout: two 32-bit
  * hash rounds per element), slower than the stock wasm kernels they were meant to beat. Here four lanes go per
@@ -10,21 +11,23 @@
  *     n = round(x log2 e); r = x - n ln2 (in two parts, Cody-Waite); exp = (1 + r + r^2 P(r)) * 2^n   (Cephes expf)
  *   erf: the Abramowitz-Stegun 7.1.26 form of fused.ts (|error| < 1.5e-7), in float32; one exp per element also
  *     gives GELU's density term, since exp(-(|x| / sqrt 2)^2) = exp(-x^2 / 2).
- * So GELU agrees with the float64 host formula within a few float32 ulps. LayerNorm accumulates its row sums in
- * float32 lanes and its column sums (dgamma, dbeta) in float64 lanes. Dropout is integer arithmetic (i32x4.mul is
- * Math.imul) plus an exact int-to-float conversion, scale and compare in float32: bit for bit the host loop's.
+ * So GELU agrees with the float64 host formula within a few float32 ulps. LayerNorm's forward pass runs in float32
+ * lanes; its backward pass in float64 lanes, as the scalar loop did (its dx is a difference of nearly equal terms;
+ * float32 intermediates there moved test/train.test.ts's hand-computed AdamW step past its 2e-6 bound). Dropout is
+ * integer arithmetic (i32x4.mul is Math.imul) plus an exact int-to-float conversion, scale and compare in float32:
+ * bit for bit the host loop's.
  *
  * Functions (addresses are byte offsets; `groups` counts 4-element vectors; the caller does the last n % 4):
  *   gelu(x, y, groups)                       geluGrad(x, dy, dx, groups)
- *   dropout(x, out, groups, k1, k2, rate, scale)            mask of flat index i: random.ts's formula
+ *   dropout(x, out, groups, start, k1, k2, rate, scale)     element j has flat index start + j (random.ts)
  *   layerNorm(x, gamma, beta, y, rows, H, eps)             H % 4 == 0
  *   layerNormGrad(x, gamma, dy, dx, acc, rows, H, eps)     acc: 2H float64 the column sums are added to:
  *                                                          dgamma to acc[0, H), dbeta to acc[H, 2H)
  */
 import {
-  encodeModule, F32, f32Add, f32c, f32Div, f32FromI32, f32Mul, f32Sqrt, f32x4, f32x4Const, f64x2, get, I32, i32Add,
-  i32c, i32Mul, i32x4, i32x4Const, load, set, store, v128, V128, V128_BYTES, whileBelow, type Code, type FuncSpec,
-  type ValType,
+  encodeModule, F32, f32Add, f32c, f32Div, f32FromI32, f32Mul, f32Sqrt, f32x4, f32x4Const, F64, f64Add, f64c, f64Div,
+  f64FromF32, f64FromI32, f64Sqrt, f64x2, get, I32, i32Add, i32c, i32Mul, i32x4, i32x4Const, load, set, store, v128,
+  V128, V128_BYTES, whileBelow, type Code, type FuncSpec, type ValType,
 } from './wasmAsm.js';
 
 // Abramowitz & Stegun 7.1.26 (fused.ts has the same constants).
@@ -195,42 +198,73 @@ function layerNormFunc(): FuncSpec {
   };
 }
 
+/**
+ * The backward pass in float64 lanes (each f32x4 widened to two f64x2), as the scalar loop computes it: its dx is a
+ * difference of nearly equal terms, where float32 intermediates would add several ulps.
+ */
 function layerNormGradFunc(): FuncSpec {
   const [x, gamma, dy, dx, acc, rows, H, eps] = [0, 1, 2, 3, 4, 5, 6, 7];
   const { index: l, types } = locals(8, {
-    ...ROW_LOCALS, px: I32, pdy: I32, pdx: I32, dgAt: I32, dbAt: I32,
-    xhat: V128, dyk: V128, g: V128, p: V128, sg: V128, sgx: V128, mg: V128, mgx: V128,
+    r: I32, k: I32, rowBytes: I32, px: I32, pdy: I32, pdx: I32, dgAt: I32, dbAt: I32, hF: F64,
+    v: V128, s: V128, tmp: V128, mean: V128, rstd: V128, mg: V128, mgx: V128, sg: V128, sgx: V128,
+    xlo: V128, xhi: V128, dlo: V128, dhi: V128, glo: V128, ghi: V128,
   });
   const at = (base: number): Code => i32Add(get(base), get(l.k));
-  const xhat = set(l.xhat, f32x4.mul(f32x4.sub(load(at(l.px)), get(l.mean)), get(l.rstd)));
-  /** The float64 pair at `address` (and the next) += the f32x4 local `v` widened. */
-  const addWide = (address: number, v: number): Code => [
-    ...store(get(address), f64x2.add(load(get(address)), f64x2.promoteLow(get(v)))),
-    ...store(get(address), f64x2.add(load(get(address), V128_BYTES), f64x2.promoteHigh(v)), V128_BYTES),
+  /** lo, hi = the f32x4 at `address` widened. */
+  const halves = (address: Code, lo: number, hi: number): Code => [
+    ...set(l.v, load(address)), ...set(lo, f64x2.promoteLow(get(l.v))), ...set(hi, f64x2.promoteHigh(l.v)),
   ];
+  const perRow = (value: number): Code => f64x2.splat(f64Div(f64x2.sum(get(value), l.tmp), get(l.hF)));
+  /** xhat (xlo, xhi), dy (dlo, dhi) and g = dy * gamma (glo, ghi) of group k. */
+  const terms = [
+    ...halves(at(l.px), l.xlo, l.xhi),
+    ...set(l.xlo, f64x2.mul(f64x2.sub(get(l.xlo), get(l.mean)), get(l.rstd))),
+    ...set(l.xhi, f64x2.mul(f64x2.sub(get(l.xhi), get(l.mean)), get(l.rstd))),
+    ...halves(at(l.pdy), l.dlo, l.dhi),
+    ...halves(at(gamma), l.glo, l.ghi),
+    ...set(l.glo, f64x2.mul(get(l.dlo), get(l.glo))),
+    ...set(l.ghi, f64x2.mul(get(l.dhi), get(l.ghi))),
+  ];
+  /** The float64 pair at `address` + offset += `value`. */
+  const addTo = (address: number, offset: number, value: Code): Code =>
+    store(get(address), f64x2.add(load(get(address), offset), value), offset);
+  const dxOf = (xh: number, g: number): Code =>
+    f64x2.mul(get(l.rstd), f64x2.sub(f64x2.sub(get(g), get(l.mg)), f64x2.mul(get(xh), get(l.mgx))));
+  const zero = f32x4Const(0); // also two float64 zeros
   const row = [
-    ...rowStats(l.px, l.rowBytes, l.invH, eps, l),
-    ...set(l.sg, f32x4Const(0)), ...set(l.sgx, f32x4Const(0)), ...set(l.k, i32c(0)),
+    // mean, then rstd = 1 / sqrt(mean((x - mean)^2) + eps)
+    ...set(l.s, zero), ...set(l.k, i32c(0)),
     ...whileBelow(l.k, get(l.rowBytes), V128_BYTES, [
-      ...xhat,
-      ...set(l.dyk, load(at(l.pdy))),
-      ...set(l.g, f32x4.mul(get(l.dyk), load(at(gamma)))),
-      ...set(l.sg, f32x4.add(get(l.sg), get(l.g))),
-      ...set(l.sgx, f32x4.add(get(l.sgx), f32x4.mul(get(l.g), get(l.xhat)))),
-      ...set(l.p, f32x4.mul(get(l.dyk), get(l.xhat))),
-      // float64 element k of dgamma at acc + 8k, of dbeta at acc + 8H + 8k (the f32 offset k is 4k bytes)
+      ...halves(at(l.px), l.xlo, l.xhi), ...set(l.s, f64x2.add(get(l.s), f64x2.add(get(l.xlo), get(l.xhi)))),
+    ]),
+    ...set(l.mean, perRow(l.s)),
+    ...set(l.s, zero), ...set(l.k, i32c(0)),
+    ...whileBelow(l.k, get(l.rowBytes), V128_BYTES, [
+      ...halves(at(l.px), l.xlo, l.xhi),
+      ...set(l.xlo, f64x2.sub(get(l.xlo), get(l.mean))), ...set(l.xhi, f64x2.sub(get(l.xhi), get(l.mean))),
+      ...set(l.s, f64x2.add(get(l.s), f64x2.add(f64x2.mul(get(l.xlo), get(l.xlo)), f64x2.mul(get(l.xhi), get(l.xhi))))),
+    ]),
+    ...set(l.rstd, f64x2.splat(f64Div(f64c(1), f64Sqrt(f64Add(f64Div(f64x2.sum(get(l.s), l.tmp), get(l.hF)), f64FromF32(get(eps))))))),
+    // sums of g and g * xhat over the row; dgamma += dy * xhat, dbeta += dy (float64 element k at acc + 8k, acc + 8H + 8k)
+    ...set(l.sg, zero), ...set(l.sgx, zero), ...set(l.k, i32c(0)),
+    ...whileBelow(l.k, get(l.rowBytes), V128_BYTES, [
+      ...terms,
+      ...set(l.sg, f64x2.add(get(l.sg), f64x2.add(get(l.glo), get(l.ghi)))),
+      ...set(l.sgx, f64x2.add(get(l.sgx), f64x2.add(f64x2.mul(get(l.glo), get(l.xlo)), f64x2.mul(get(l.ghi), get(l.xhi))))),
       ...set(l.dgAt, i32Add(get(acc), i32Mul(get(l.k), i32c(F64_BYTES / F32_BYTES)))),
       ...set(l.dbAt, i32Add(get(l.dgAt), i32Mul(get(l.rowBytes), i32c(F64_BYTES / F32_BYTES)))),
-      ...addWide(l.dgAt, l.p),
-      ...addWide(l.dbAt, l.dyk),
+      ...addTo(l.dgAt, 0, f64x2.mul(get(l.dlo), get(l.xlo))),
+      ...addTo(l.dgAt, V128_BYTES, f64x2.mul(get(l.dhi), get(l.xhi))),
+      ...addTo(l.dbAt, 0, get(l.dlo)),
+      ...addTo(l.dbAt, V128_BYTES, get(l.dhi)),
     ]),
-    ...set(l.mg, f32x4.splat(f32Mul(f32x4.sum(get(l.sg), l.tmp), get(l.invH)))),
-    ...set(l.mgx, f32x4.splat(f32Mul(f32x4.sum(get(l.sgx), l.tmp), get(l.invH)))),
+    ...set(l.mg, perRow(l.sg)),
+    ...set(l.mgx, perRow(l.sgx)),
+    // dx = rstd * (g - mean(g) - xhat * mean(g * xhat)), rounded to float32
     ...set(l.k, i32c(0)),
     ...whileBelow(l.k, get(l.rowBytes), V128_BYTES, [
-      ...xhat,
-      ...store(at(l.pdx), f32x4.mul(get(l.rstd), f32x4.sub(
-        f32x4.sub(f32x4.mul(load(at(l.pdy)), load(at(gamma))), get(l.mg)), f32x4.mul(get(l.xhat), get(l.mgx))))),
+      ...terms,
+      ...store(at(l.pdx), f64x2.demotePair(dxOf(l.xlo, l.glo), dxOf(l.xhi, l.ghi))),
     ]),
     ...set(l.px, i32Add(get(l.px), get(l.rowBytes))),
     ...set(l.pdy, i32Add(get(l.pdy), get(l.rowBytes))),
@@ -238,7 +272,10 @@ function layerNormGradFunc(): FuncSpec {
   ];
   return {
     name: 'layerNormGrad', params: [I32, I32, I32, I32, I32, I32, I32, F32], results: [], locals: types,
-    body: [...rowSetup(H, l), ...set(l.px, get(x)), ...set(l.pdy, get(dy)), ...set(l.pdx, get(dx)), ...whileBelow(l.r, get(rows), 1, row)],
+    body: [
+      ...set(l.rowBytes, i32Mul(get(H), i32c(F32_BYTES))), ...set(l.hF, f64FromI32(get(H))),
+      ...set(l.px, get(x)), ...set(l.pdy, get(dy)), ...set(l.pdx, get(dx)), ...whileBelow(l.r, get(rows), 1, row),
+    ],
   };
 }
 

@@ -23,17 +23,18 @@ const OP = {
   i32Const: 0x41, f32Const: 0x43,
   i32GeU: 0x4f, i32Add: 0x6a, i32Mul: 0x6c,
   f32Sqrt: 0x91, f32Add: 0x92, f32Mul: 0x94, f32Div: 0x95, f32ConvertI32S: 0xb2,
+  f64Sqrt: 0x9f, f64Add: 0xa0, f64Div: 0xa3, f64ConvertI32S: 0xb7, f64PromoteF32: 0xbb,
 } as const;
 
 /** SIMD opcodes (after the 0xfd prefix, LEB128-encoded). */
 const SIMD = {
   load: 0x00, store: 0x0b, const: 0x0c, shuffle: 0x0d,
-  i32x4Splat: 0x11, f32x4Splat: 0x13, f32x4ExtractLane: 0x1f,
+  i32x4Splat: 0x11, f32x4Splat: 0x13, f64x2Splat: 0x14, f32x4ExtractLane: 0x1f, f64x2ExtractLane: 0x21,
   f32x4Ge: 0x46,
-  and: 0x4e, xor: 0x51, f64x2PromoteLow: 0x5f, f32x4Nearest: 0x6a,
+  and: 0x4e, xor: 0x51, f32x4DemoteF64x2Zero: 0x5e, f64x2PromoteLow: 0x5f, f32x4Nearest: 0x6a,
   i32x4Shl: 0xab, i32x4ShrU: 0xad, i32x4Add: 0xae, i32x4Mul: 0xb5,
   f32x4Abs: 0xe0, f32x4Neg: 0xe1, f32x4Sqrt: 0xe3, f32x4Add: 0xe4, f32x4Sub: 0xe5, f32x4Mul: 0xe6, f32x4Div: 0xe7,
-  f32x4Max: 0xe9, f64x2Add: 0xf0, i32x4TruncSatF32x4S: 0xf8, f32x4ConvertI32x4S: 0xfa,
+  f32x4Max: 0xe9, f64x2Add: 0xf0, f64x2Sub: 0xf1, f64x2Mul: 0xf2, i32x4TruncSatF32x4S: 0xf8, f32x4ConvertI32x4S: 0xfa,
 } as const;
 
 /** Bytes of one v128 (and of the step of a v128 loop). */
@@ -43,6 +44,8 @@ const ALIGN_LOG2 = 2;
 const F32_LANES = 4;
 /** Bytes 8..15 then 0..7: swaps a vector's halves, so promote_low reaches lanes 2 and 3. */
 const SWAP_HALVES = [8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7];
+/** Bytes 0..7 of the first operand, then 0..7 of the second. */
+const LOW_HALVES = [0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23];
 
 export function uleb(n: number): Code {
   const out: Code = [];
@@ -80,6 +83,12 @@ export const f32Mul = (a: Code, b: Code): Code => [...a, ...b, OP.f32Mul];
 export const f32Div = (a: Code, b: Code): Code => [...a, ...b, OP.f32Div];
 export const f32Sqrt = (a: Code): Code => [...a, OP.f32Sqrt];
 export const f32FromI32 = (a: Code): Code => [...a, OP.f32ConvertI32S];
+export const f64Add = (a: Code, b: Code): Code => [...a, ...b, OP.f64Add];
+export const f64Div = (a: Code, b: Code): Code => [...a, ...b, OP.f64Div];
+export const f64Sqrt = (a: Code): Code => [...a, OP.f64Sqrt];
+export const f64FromI32 = (a: Code): Code => [...a, OP.f64ConvertI32S];
+export const f64FromF32 = (a: Code): Code => [...a, OP.f64PromoteF32];
+export const f64c = (x: number): Code => [0x44, ...new Uint8Array(new Float64Array([x]).buffer)];
 export const f32c = (x: number): Code => [OP.f32Const, ...new Uint8Array(new Float32Array([x]).buffer)];
 
 /** v128 load / store at `address + offset` (address an i32 expression, offset a constant in bytes). */
@@ -118,7 +127,16 @@ export const i32x4 = {
 export const v128 = { and: bin(SIMD.and), xor: bin(SIMD.xor) };
 
 export const f64x2 = {
-  add: bin(SIMD.f64x2Add),
+  splat: un(SIMD.f64x2Splat),
+  add: bin(SIMD.f64x2Add), sub: bin(SIMD.f64x2Sub), mul: bin(SIMD.f64x2Mul),
+  /** The scalar f64 sum of the two lanes. */
+  sum: (a: Code, tmp: number): Code => [
+    ...set(tmp, a), ...get(tmp), ...simd(SIMD.f64x2ExtractLane), 0, ...get(tmp), ...simd(SIMD.f64x2ExtractLane), 1, OP.f64Add,
+  ],
+  /** f32x4 of the float32-rounded lanes of `lo` then `hi`. */
+  demotePair: (lo: Code, hi: Code): Code => [
+    ...lo, ...simd(SIMD.f32x4DemoteF64x2Zero), ...hi, ...simd(SIMD.f32x4DemoteF64x2Zero), ...simd(SIMD.shuffle), ...LOW_HALVES,
+  ],
   /** Lanes 0 and 1 of an f32x4, widened. */
   promoteLow: un(SIMD.f64x2PromoteLow),
   /** Lanes 2 and 3 of an f32x4 (in the local `tmp`), widened. */
