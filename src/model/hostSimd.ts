@@ -25,9 +25,9 @@
  *                                                          dgamma to acc[0, H), dbeta to acc[H, 2H)
  */
 import {
-  encodeModule, F32, f32Add, f32c, f32Div, f32FromI32, f32Mul, f32Sqrt, f32x4, f32x4Const, F64, f64Add, f64c, f64Div,
-  f64FromF32, f64FromI32, f64Sqrt, f64x2, get, I32, i32Add, i32c, i32Mul, i32x4, i32x4Const, load, set, store, v128,
-  V128, V128_BYTES, whileBelow, type Code, type FuncSpec, type ValType,
+  F32, f32Add, f32c, f32Div, f32FromI32, f32Mul, f32Sqrt, f32x4, f32x4Const, F64, f64Add, f64c, f64Div,
+  f64FromF32, f64FromI32, f64Sqrt, f64x2, get, I32, i32Add, i32c, i32Mul, i32x4, i32x4Const, instancePerMemory, load,
+  locals, set, store, v128, V128, V128_BYTES, whileBelow, type Code, type FuncSpec,
 } from './wasmAsm.js';
 
 // Abramowitz & Stegun 7.1.26 (fused.ts has the same constants).
@@ -74,17 +74,6 @@ function expNegSquare(a: number, n: number, r: number, out: number): Code {
       f32x4.ge(get(out), f32x4Const(EXP_MIN)),
     )),
   ];
-}
-
-/** Locals after the parameters, by name. */
-function locals<K extends string>(params: number, spec: Record<K, ValType>): { index: Record<K, number>; types: ValType[] } {
-  const index = {} as Record<K, number>;
-  const types: ValType[] = [];
-  for (const [k, t] of Object.entries(spec) as [K, ValType][]) {
-    index[k] = params + types.length;
-    types.push(t);
-  }
-  return { index, types };
 }
 
 /** Shared by gelu and geluGrad: v = x[i]; z = v / sqrt 2; erf(z) and e = exp(-z^2) in locals. */
@@ -291,32 +280,12 @@ export interface HostSimd {
 /** Elements per SIMD group; LayerNorm's H must be a multiple of it. */
 export const SIMD_LANES = LANES;
 
-let compiled: WebAssembly.Module | null | undefined;
-const instances = new WeakMap<WebAssembly.Memory, HostSimd>();
-
-/** The compiled module, or null where this runtime lacks wasm SIMD. */
-function compiledModule(): WebAssembly.Module | null {
-  if (compiled === undefined) {
-    const bytes = encodeModule([geluFunc(), geluGradFunc(), dropoutFunc(), layerNormFunc(), layerNormGradFunc()]);
-    compiled = WebAssembly.validate(bytes) ? new WebAssembly.Module(bytes) : null;
-  }
-  return compiled;
-}
-
 /**
  * The SIMD loops bound to `memory`, or null where this runtime has no wasm SIMD or the memory is shared (the
  * threaded wasm build); callers then keep their JavaScript loops.
  */
-export function hostSimdFor(memory: WebAssembly.Memory): HostSimd | null {
-  const mod = compiledModule();
-  if (mod === null || memory.buffer instanceof SharedArrayBuffer) return null;
-  let inst = instances.get(memory);
-  if (inst === undefined) {
-    inst = new WebAssembly.Instance(mod, { env: { memory } }).exports as unknown as HostSimd;
-    instances.set(memory, inst);
-  }
-  return inst;
-}
+export const hostSimdFor: (memory: WebAssembly.Memory) => HostSimd | null = instancePerMemory<HostSimd>(
+  () => [geluFunc(), geluGradFunc(), dropoutFunc(), layerNormFunc(), layerNormGradFunc()]);
 
 // ---------------------------------------------------------------------------------------------------------------
 // The loops over Float32Arrays: in place where the arrays are views of the module's memory (the wasm heap), or
@@ -360,9 +329,9 @@ let staging: SimdHost | null | undefined;
 /** The loops on a private memory that arrays are copied through (one per process), or null without wasm SIMD. */
 export function stagingSimdHost(): SimdHost | null {
   if (staging !== undefined) return staging;
-  if (compiledModule() === null) return (staging = null);
   const memory = new WebAssembly.Memory({ initial: 1 });
-  const simd = hostSimdFor(memory)!;
+  const simd = hostSimdFor(memory);
+  if (simd === null) return (staging = null);
   const aligned = (n: number): number => Math.ceil((n * F32_BYTES) / V128_BYTES) * V128_BYTES;
   staging = {
     chunk: STAGE_CHUNK,

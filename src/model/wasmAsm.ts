@@ -1,6 +1,7 @@
 /**
- * A small WebAssembly assembler: named opcodes, expression helpers and a module encoder, so SIMD kernels can be
- * written in TypeScript and compiled at run time with no toolchain (src/model/hostSimd.ts uses it).
+ * A small WebAssembly assembler: named opcodes, expression helpers, a module encoder and a per-memory instance
+ * cache, so SIMD kernels can be written in TypeScript and compiled at run time with no toolchain
+ * (src/model/hostSimd.ts and src/train/adamwSimd.ts use it).
  *
  * Code is `number[]` (bytes); expressions leave their value on the operand stack, e.g.
  *   f32x4.add(get(a), f32x4.mul(get(b), splatF32(2)))
@@ -47,7 +48,7 @@ const SWAP_HALVES = [8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7];
 /** Bytes 0..7 of the first operand, then 0..7 of the second. */
 const LOW_HALVES = [0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23];
 
-export function uleb(n: number): Code {
+function uleb(n: number): Code {
   const out: Code = [];
   do {
     let byte = n & 0x7f;
@@ -193,4 +194,39 @@ export function encodeModule(funcs: readonly FuncSpec[]): Uint8Array<ArrayBuffer
     ...section(7, [...uleb(funcs.length), ...funcs.flatMap((f, i) => [...name(f.name), FUNC_EXPORT, ...uleb(i)])]),
     ...section(10, [...uleb(funcs.length), ...bodies.flat()]),
   ]);
+}
+
+/** Locals after `params` parameters, by name: `index[name]` is a local's index, `types` the FuncSpec's `locals`. */
+export function locals<K extends string>(params: number, spec: Record<K, ValType>): { index: Record<K, number>; types: ValType[] } {
+  const index = {} as Record<K, number>;
+  const types: ValType[] = [];
+  for (const [k, t] of Object.entries(spec) as [K, ValType][]) {
+    index[k] = params + types.length;
+    types.push(t);
+  }
+  return { index, types };
+}
+
+/**
+ * The module of `funcs()`, compiled on the first call and instantiated once per memory: the returned function gives
+ * the exports (typed `T` by the caller) bound to `memory`, or null where this runtime has no wasm SIMD (the module
+ * does not validate) or the memory is shared (the threaded tfjs-backend-wasm build); callers then keep their
+ * JavaScript loops.
+ */
+export function instancePerMemory<T>(funcs: () => readonly FuncSpec[]): (memory: WebAssembly.Memory) => T | null {
+  let compiled: WebAssembly.Module | null | undefined;
+  const instances = new WeakMap<WebAssembly.Memory, T>();
+  return (memory) => {
+    if (compiled === undefined) {
+      const bytes = encodeModule(funcs());
+      compiled = WebAssembly.validate(bytes) ? new WebAssembly.Module(bytes) : null;
+    }
+    if (compiled === null || memory.buffer instanceof SharedArrayBuffer) return null;
+    let inst = instances.get(memory);
+    if (inst === undefined) {
+      inst = new WebAssembly.Instance(compiled, { env: { memory } }).exports as unknown as T;
+      instances.set(memory, inst);
+    }
+    return inst;
+  };
 }
