@@ -17,6 +17,8 @@
  * xhat, dx, column partial sums over 64-row chunks, dgamma, dbeta). Other backends (tensorflow, webgl) get the same
  * math composed of stock ops. Float32 results agree with the composed ops within rounding (tests: test/fused.test.ts).
  */
+import type { WebGPUBackend, WebGPUProgram } from '@tensorflow/tfjs-backend-webgpu';
+import { heapView, type CpuBackend, type WasmBackend } from './hostBackend.js';
 import {
   heapSimdHost, layerNormGradScratch, SIMD_LANES, simdGelu, simdGeluGrad, simdLayerNorm, simdLayerNormGrad, stagingSimdHost, type SimdHost,
 } from './hostSimd.js';
@@ -48,10 +50,6 @@ interface LayerNormAttrs {
   eps: number;
 }
 
-function sizeOf(shape: readonly number[]): number {
-  return shape.reduce((p, d) => p * d, 1);
-}
-
 function erf(v: number): number {
   const sign = Math.sign(v);
   const a = Math.abs(v);
@@ -63,17 +61,22 @@ function erf(v: number): number {
 // Host arithmetic (cpu and wasm kernels share it)
 // ---------------------------------------------------------------------------------------------------------------
 
+/** mean and rstd = 1 / sqrt(var + eps) of the row x[o, o + H), in float64. */
+function rowStats(x: Float32Array, o: number, H: number, eps: number): [number, number] {
+  let s = 0;
+  for (let k = 0; k < H; k++) s += x[o + k]!;
+  const mean = s / H;
+  let q = 0;
+  for (let k = 0; k < H; k++) q += (x[o + k]! - mean) ** 2;
+  return [mean, 1 / Math.sqrt(q / H + eps)];
+}
+
 function layerNormHost(x: Float32Array, gamma: Float32Array, beta: Float32Array, eps: number, y: Float32Array): void {
   const H = gamma.length;
   const rows = x.length / H;
   for (let r = 0; r < rows; r++) {
     const o = r * H;
-    let s = 0;
-    for (let k = 0; k < H; k++) s += x[o + k]!;
-    const mean = s / H;
-    let q = 0;
-    for (let k = 0; k < H; k++) q += (x[o + k]! - mean) ** 2;
-    const rstd = 1 / Math.sqrt(q / H + eps);
+    const [mean, rstd] = rowStats(x, o, H, eps);
     for (let k = 0; k < H; k++) y[o + k] = (x[o + k]! - mean) * rstd * gamma[k]! + beta[k]!;
   }
 }
@@ -86,12 +89,7 @@ function layerNormGradHost(x: Float32Array, gamma: Float32Array, dy: Float32Arra
   const db = new Float64Array(H);
   for (let r = 0; r < rows; r++) {
     const o = r * H;
-    let s = 0;
-    for (let k = 0; k < H; k++) s += x[o + k]!;
-    const mean = s / H;
-    let q = 0;
-    for (let k = 0; k < H; k++) q += (x[o + k]! - mean) ** 2;
-    const rstd = 1 / Math.sqrt(q / H + eps);
+    const [mean, rstd] = rowStats(x, o, H, eps);
     let sg = 0;
     let sgx = 0;
     for (let k = 0; k < H; k++) {
@@ -131,17 +129,6 @@ function geluGradHost(x: Float32Array, dy: Float32Array, dx: Float32Array, from:
 // arithmetic above.
 // ---------------------------------------------------------------------------------------------------------------
 
-interface CpuBackend {
-  data: { get(dataId: object): { values: tf.backend_util.BackendValues } };
-  makeTensorInfo(shape: number[], dtype: tf.DataType, values?: tf.backend_util.BackendValues): tf.TensorInfo;
-}
-interface WasmBackend {
-  wasm: { asm: { memory: WebAssembly.Memory } };
-  makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
-  typedArrayFromHeap(t: tf.TensorInfo): tf.backend_util.TypedArray;
-  disposeData(dataId: object): boolean;
-}
-
 /** Host backends seen through one interface: read an input, make outputs and fill them. */
 interface HostIO {
   read(t: tf.TensorInfo): Float32Array;
@@ -159,7 +146,7 @@ function cpuIO(backend: unknown): HostIO {
   return {
     read: (t) => b.data.get(t.dataId).values as Float32Array,
     outputs: (shapes, fill, scratchFloats = 0) => {
-      const arrays = shapes.map((s) => new Float32Array(sizeOf(s)));
+      const arrays = shapes.map((s) => new Float32Array(tf.util.sizeFromShape(s)));
       fill(arrays, new Float32Array(scratchFloats));
       return shapes.map((s, i) => b.makeTensorInfo(s, 'float32', arrays[i]));
     },
@@ -170,14 +157,13 @@ function cpuIO(backend: unknown): HostIO {
 function wasmIO(backend: unknown): HostIO {
   const b = backend as WasmBackend;
   return {
-    read: (t) => b.typedArrayFromHeap(t) as Float32Array,
+    read: (t) => heapView(b, t),
     outputs: (shapes, fill, scratchFloats = 0) => {
       const outs = shapes.map((s) => b.makeOutput(s, 'float32'));
       const scratch = scratchFloats > 0 ? b.makeOutput([scratchFloats], 'float32') : null;
       // Views are taken after every makeOutput: allocation may grow (and so move) the heap. Inputs are read
       // through `read` inside `fill`, i.e. after the allocations too.
-      fill(outs.map((o) => b.typedArrayFromHeap(o) as Float32Array),
-        scratch !== null ? b.typedArrayFromHeap(scratch) as Float32Array : new Float32Array(0));
+      fill(outs.map((o) => heapView(b, o)), scratch !== null ? heapView(b, scratch) : new Float32Array(0));
       if (scratch !== null) b.disposeData(scratch.dataId);
       return outs;
     },
@@ -234,23 +220,6 @@ function hostKernels(io: (backend: unknown) => HostIO): Record<string, tf.Kernel
 // read-only array per input named as in variableNames, `localId`, `fn main(index)` with the global index).
 // ---------------------------------------------------------------------------------------------------------------
 
-interface WebGPUProgramLike {
-  variableNames: string[];
-  outputShape: number[];
-  shaderKey: string;
-  dispatchLayout: { x: number[] };
-  dispatch: [number, number, number];
-  workgroupSize: [number, number, number];
-  size: boolean;
-  uniforms?: string;
-  getUserCode(): string;
-}
-interface WebGPUBackendLike {
-  runWebGPUProgram(program: WebGPUProgramLike, inputs: tf.TensorInfo[], dtype: tf.DataType,
-    uniforms?: { type: 'int32' | 'float32'; data: number[] }[]): tf.TensorInfo;
-  disposeData(dataId: object): boolean;
-}
-
 const WGSL_ERF = `
   fn erf_as(v : f32) -> f32 {
     let a = abs(v);
@@ -275,7 +244,7 @@ const WGSL_ROW_SUM = `
   }`;
 
 /** One workgroup per row of `x [rows, H]`: the row index is the workgroup's linear index. */
-function rowProgram(shaderKey: string, outputShape: number[], rows: number, variableNames: string[], body: string): WebGPUProgramLike {
+function rowProgram(shaderKey: string, outputShape: number[], rows: number, variableNames: string[], body: string): WebGPUProgram {
   return {
     variableNames,
     outputShape,
@@ -306,13 +275,13 @@ const WGSL_ROW_STATS = `
     if (live) { for (var k = lid; k < H; k = k + ${ROW_WORKGROUP}) { let d = x[o + k] - mean; q = q + d * d; } }
     let rstd = 1.0 / sqrt(rowSum(q) / f32(H) + uniforms.eps);`;
 
-function elementwiseProgram(shaderKey: string, shape: number[], variableNames: string[], body: string): WebGPUProgramLike {
+function elementwiseProgram(shaderKey: string, shape: number[], variableNames: string[], body: string): WebGPUProgram {
   return {
     variableNames,
     outputShape: shape,
     shaderKey,
     dispatchLayout: { x: shape.map((_, i) => i) },
-    dispatch: [Math.ceil(sizeOf(shape) / ELEMENTWISE_WORKGROUP), 1, 1],
+    dispatch: [Math.ceil(tf.util.sizeFromShape(shape) / ELEMENTWISE_WORKGROUP), 1, 1],
     workgroupSize: [ELEMENTWISE_WORKGROUP, 1, 1],
     size: true,
     getUserCode: () => `${WGSL_ERF}
@@ -330,7 +299,7 @@ function elementwiseProgram(shaderKey: string, shape: number[], variableNames: s
  *   partial[c, j] = sum over the chunk's rows r of (j < H ? dy[r, j] * xhat[r, j] : dy[r, j - H])   [chunks, 2H]
  * Pass 2, one thread per column: out[h] = sum over c of partial[c, offset + h]                      [H]
  */
-function columnPartialsProgram(rows: number, H: number): WebGPUProgramLike {
+function columnPartialsProgram(rows: number, H: number): WebGPUProgram {
   const chunks = Math.ceil(rows / COLUMN_CHUNK);
   return {
     variableNames: ['dy', 'xhat'],
@@ -360,7 +329,7 @@ function columnPartialsProgram(rows: number, H: number): WebGPUProgramLike {
   };
 }
 
-function columnFinalProgram(H: number, offset: number): WebGPUProgramLike {
+function columnFinalProgram(H: number, offset: number): WebGPUProgram {
   return {
     variableNames: ['partial'],
     outputShape: [H],
@@ -388,10 +357,10 @@ function rowUniforms(rows: number, H: number, eps: number): { type: 'int32' | 'f
 
 const webgpuKernels: Record<string, tf.KernelFunc> = {
   [LAYER_NORM]: ({ inputs, backend, attrs }) => {
-    const b = backend as unknown as WebGPUBackendLike;
+    const b = backend as unknown as WebGPUBackend;
     const { x, gamma, beta } = inputs as { x: tf.TensorInfo; gamma: tf.TensorInfo; beta: tf.TensorInfo };
     const H = gamma.shape[0]!;
-    const rows = sizeOf(x.shape) / H;
+    const rows = tf.util.sizeFromShape(x.shape) / H;
     const p = rowProgram('micseLayerNorm', x.shape, rows, ['x', 'gamma', 'beta'], `${WGSL_ROW_STATS}
     if (live) {
       for (var k = lid; k < H; k = k + ${ROW_WORKGROUP}) {
@@ -401,10 +370,10 @@ const webgpuKernels: Record<string, tf.KernelFunc> = {
     return b.runWebGPUProgram(p, [x, gamma, beta], 'float32', rowUniforms(rows, H, (attrs as unknown as LayerNormAttrs).eps));
   },
   [LAYER_NORM_GRAD]: ({ inputs, backend, attrs }) => {
-    const b = backend as unknown as WebGPUBackendLike;
+    const b = backend as unknown as WebGPUBackend;
     const { x, gamma, dy } = inputs as { x: tf.TensorInfo; gamma: tf.TensorInfo; dy: tf.TensorInfo };
     const H = gamma.shape[0]!;
-    const rows = sizeOf(x.shape) / H;
+    const rows = tf.util.sizeFromShape(x.shape) / H;
     const u = rowUniforms(rows, H, (attrs as unknown as LayerNormAttrs).eps);
     // xhat [rows, H] (kept for dgamma), then dx from it; dgamma and dbeta as column sums.
     const xhatP = rowProgram('micseLayerNormXhat', [rows, H], rows, ['x'], `${WGSL_ROW_STATS}
@@ -445,13 +414,13 @@ const webgpuKernels: Record<string, tf.KernelFunc> = {
     const x = inputs['x']!;
     const p = elementwiseProgram('micseGelu', x.shape, ['x'],
       `let v = x[index];\n      setOutputAtIndex(index, 0.5 * v * (1.0 + erf_as(v * ${Math.SQRT1_2})));`);
-    return (backend as unknown as WebGPUBackendLike).runWebGPUProgram(p, [x], 'float32');
+    return (backend as unknown as WebGPUBackend).runWebGPUProgram(p, [x], 'float32');
   },
   [GELU_GRAD]: ({ inputs, backend }) => {
     const { x, dy } = inputs as { x: tf.TensorInfo; dy: tf.TensorInfo };
     const p = elementwiseProgram('micseGeluGrad', x.shape, ['x', 'dy'],
       `let v = x[index];\n      setOutputAtIndex(index, dy[index] * (0.5 * (1.0 + erf_as(v * ${Math.SQRT1_2})) + v * exp(-0.5 * v * v) * ${INV_SQRT_2PI}));`);
-    return (backend as unknown as WebGPUBackendLike).runWebGPUProgram(p, [x, dy], 'float32');
+    return (backend as unknown as WebGPUBackend).runWebGPUProgram(p, [x, dy], 'float32');
   },
 };
 

@@ -6,23 +6,11 @@
  * tensor pass per segment, i.e. per vocabulary row: about 5 minutes a call for BERT's 30,522 words. A direct
  * scatter-add is one pass over the input.
  */
+import { F32_BYTES, heapF32, heapOffset, heapView, hostOutput, type CpuBackend, type WasmBackend } from './hostBackend.js';
 import { NativeGemm, type Shape3 } from './nativeGemm.js';
 import { tf } from './tf.js';
 
 type KernelFunc = tf.KernelConfig['kernelFunc'];
-
-/** The host-memory backends' methods the kernels use: cpu has makeTensorInfo, wasm has makeOutput. */
-interface HostBackend {
-  readSync(dataId: object): tf.backend_util.BackendValues;
-  makeTensorInfo?(shape: number[], dtype: tf.DataType, values?: tf.backend_util.BackendValues): tf.TensorInfo;
-  makeOutput?(shape: number[], dtype: tf.DataType, memoryOffset?: number, values?: tf.backend_util.BackendValues): tf.TensorInfo;
-}
-
-/** A tensor holding `values` on a host backend. */
-function output(b: HostBackend, shape: number[], dtype: tf.DataType, values: Float32Array): tf.TensorInfo {
-  if (b.makeTensorInfo !== undefined) return b.makeTensorInfo(shape, dtype, values);
-  return b.makeOutput!(shape, dtype, undefined, values);
-}
 
 /**
  * out[segmentIds[i], ...] += x[i, ...]: x is read as `[segmentIds.length, inner]` (segmentIds may have any rank;
@@ -43,7 +31,7 @@ export function scatterAdd(x: Float32Array | Int32Array, segmentIds: Int32Array,
 }
 
 const unsortedSegmentSumCpu: KernelFunc = ({ inputs, backend, attrs }) => {
-  const b = backend as unknown as HostBackend;
+  const b = backend as unknown as CpuBackend | WasmBackend;
   const x = inputs['x']!;
   const segmentIds = inputs['segmentIds']!;
   const numSegments = (attrs as { numSegments: number }).numSegments;
@@ -51,7 +39,7 @@ const unsortedSegmentSumCpu: KernelFunc = ({ inputs, backend, attrs }) => {
   const ids = Int32Array.from(b.readSync(segmentIds.dataId) as Int32Array);
   const outShape = [numSegments, ...x.shape.slice(segmentIds.shape.length)];
   const out = scatterAdd(xs, ids, numSegments);
-  return output(b, outShape, 'float32', out);
+  return hostOutput(b, outShape, 'float32', out);
 };
 
 
@@ -108,31 +96,9 @@ export function wasmMatMulEngine(): string {
     : `XNNPACK (wasm SIMD, one thread; native GEMM ${nativeGemmWhy})`;
 }
 
-/** The parts of tfjs-backend-wasm's BackendWasm the kernels use (its public fields, not typed by the package). */
-interface WasmBackend {
-  wasm: {
-    cwrap(name: string, ret: null, argTypes: string[]): (...args: unknown[]) => void;
-    tfjs: { registerTensor(id: number, size: number, memoryOffset: number): void; disposeData(id: number): void };
-  };
-  dataIdMap: { get(dataId: object): { id: number; memoryOffset: number } };
-  dataIdNextNumber: number;
-  makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
-  disposeData(dataId: object): boolean;
-  incRef(dataId: object): void;
-  readSync(dataId: object): tf.backend_util.BackendValues;
-}
-
 interface MatMulAttrs {
   transposeA: boolean;
   transposeB: boolean;
-}
-
-const F32_BYTES = 4;
-
-function sizeOf(shape: readonly number[]): number {
-  let n = 1;
-  for (const d of shape) n *= d;
-  return n;
 }
 
 /** Bytes of an int32 shape, the form the wasm module's `array` arguments take. */
@@ -165,11 +131,11 @@ function makeWasmBatchMatMul(stock: KernelFunc, transpose: KernelFunc): KernelFu
     if (a.dtype !== 'float32' || b.dtype !== 'float32') return stock(args);
     const ra = a.shape.length;
     const rb = b.shape.length;
-    const batchA = sizeOf(a.shape.slice(0, -2));
-    const batchB = sizeOf(b.shape.slice(0, -2));
+    const batchA = tf.util.sizeFromShape(a.shape.slice(0, -2));
+    const batchB = tf.util.sizeFromShape(b.shape.slice(0, -2));
     const outer = tf.broadcast_util.assertAndGetBroadcastShape(a.shape.slice(0, -2), b.shape.slice(0, -2));
     // Flattening the batch dims is only right when one side has a single batch entry or both have the same dims.
-    const sameOuter = batchA === batchB && sizeOf(outer) === batchA;
+    const sameOuter = batchA === batchB && tf.util.sizeFromShape(outer) === batchA;
     if (!sameOuter && batchA !== 1 && batchB !== 1) return stock(args);
     const M = transposeA ? a.shape[ra - 1]! : a.shape[ra - 2]!;
     const K = transposeA ? a.shape[ra - 2]! : a.shape[ra - 1]!;
@@ -181,12 +147,8 @@ function makeWasmBatchMatMul(stock: KernelFunc, transpose: KernelFunc): KernelFu
       if (batchB === 1 && !transposeA) aShape = [1, batchA * M, K]; // one [batchA * M, K] @ [K, N] GEMM
       const bShape: Shape3 = transposeB ? [batchB, N, K] : [batchB, K, N];
       const out = backend.makeOutput(outShape, 'float32');
-      const heap = heapF32(backend); // after the allocation above, which may grow the heap
-      const view = (x: tf.TensorInfo): Float32Array => {
-        const start = backend.dataIdMap.get(x.dataId).memoryOffset / F32_BYTES;
-        return heap.subarray(start, start + sizeOf(x.shape));
-      };
-      nativeGemm.matMul(view(a), aShape, transposeA, view(b), bShape, transposeB, view(out));
+      // views taken after the allocation above, which may grow the heap
+      nativeGemm.matMul(heapView(backend, a), aShape, transposeA, heapView(backend, b), bShape, transposeB, heapView(backend, out));
       return out;
     }
     if (batchA !== batchB && batchB !== 1) return stock(args);
@@ -209,9 +171,9 @@ function makeWasmBatchMatMul(stock: KernelFunc, transpose: KernelFunc): KernelFu
     } else {
       raw ??= backend.wasm.cwrap('BatchMatMul', null, ['number', 'array', 'number', 'number', 'array', 'number', 'number', 'number', 'number']);
       out = backend.makeOutput([batchA, M, N], 'float32');
-      const aOff = backend.dataIdMap.get(a3.dataId).memoryOffset;
-      const bOff = backend.dataIdMap.get(b3.dataId).memoryOffset;
-      const oOff = backend.dataIdMap.get(out.dataId).memoryOffset;
+      const aOff = heapOffset(backend, a3);
+      const bOff = heapOffset(backend, b3);
+      const oOff = heapOffset(backend, out);
       const aShape = shapeBytes([1, M, K]);
       const bShape = shapeBytes([1, K, N]);
       const { tfjs } = backend.wasm;
@@ -233,11 +195,6 @@ function makeWasmBatchMatMul(stock: KernelFunc, transpose: KernelFunc): KernelFu
   };
 }
 
-/** The wasm heap as float32 (re-read on every use: the views are replaced when the heap grows). */
-function heapF32(backend: WasmBackend): Float32Array {
-  return (backend.wasm as unknown as { HEAPF32: Float32Array }).HEAPF32;
-}
-
 /**
  * wasm Unpack (tf.unstack; the gradient of tf.stack, e.g. of the attention maps micseLoss stacks): the stock kernel
  * slices each output with a strided copy and takes ~100 ms for a [64, 2, 2, 32, 32] map. Here each output is
@@ -253,15 +210,15 @@ function makeWasmUnpack(stock: KernelFunc): KernelFunc {
     let axis = (args.attrs as unknown as { axis: number }).axis;
     if (axis < 0) axis += rank;
     const count = value.shape[axis]!;
-    const outer = sizeOf(value.shape.slice(0, axis));
-    const inner = sizeOf(value.shape.slice(axis + 1));
+    const outer = tf.util.sizeFromShape(value.shape.slice(0, axis));
+    const inner = tf.util.sizeFromShape(value.shape.slice(axis + 1));
     const outShape = value.shape.filter((_, i) => i !== axis);
     const outs: tf.TensorInfo[] = [];
     for (let j = 0; j < count; j++) outs.push(backend.makeOutput(outShape, value.dtype));
     const heap = heapF32(backend); // after the allocations above, which may grow the heap
-    const src = backend.dataIdMap.get(value.dataId).memoryOffset / F32_BYTES;
+    const src = heapOffset(backend, value) / F32_BYTES;
     outs.forEach((o, j) => {
-      const dst = backend.dataIdMap.get(o.dataId).memoryOffset / F32_BYTES;
+      const dst = heapOffset(backend, o) / F32_BYTES;
       for (let r = 0; r < outer; r++) {
         const from = src + (r * count + j) * inner;
         heap.copyWithin(dst + r * inner, from, from + inner);
@@ -290,26 +247,21 @@ function makeWasmSum(stock: KernelFunc): KernelFunc {
     const axes = [...new Set((Array.isArray(axis) ? axis : [axis]).map((a) => (a < 0 ? a + rank : a)))].sort((p, q) => p - q);
     const leading = axes.length > 0 && axes.length < rank && axes.every((a, i) => a === i);
     if (x.dtype !== 'float32' || !leading) return stock(args);
-    const R = sizeOf(x.shape.slice(0, axes.length));
-    const C = sizeOf(x.shape.slice(axes.length));
+    const R = tf.util.sizeFromShape(x.shape.slice(0, axes.length));
+    const C = tf.util.sizeFromShape(x.shape.slice(axes.length));
     const outShape = keepDims ? x.shape.map((d, i) => (i < axes.length ? 1 : d)) : x.shape.slice(axes.length);
     const out = backend.makeOutput(outShape, 'float32');
     if (nativeGemm !== undefined && R * C >= NATIVE_SUM_MIN_ELEMENTS) {
       // [1, R] ones @ [R, C] -> [1, C] on the native GEMM's threads.
       const ones = backend.makeOutput([1, R], 'float32');
-      const heap = heapF32(backend);
-      const at = (t: tf.TensorInfo, n: number): Float32Array => {
-        const start = backend.dataIdMap.get(t.dataId).memoryOffset / F32_BYTES;
-        return heap.subarray(start, start + n);
-      };
-      at(ones, R).fill(1);
-      nativeGemm.matMul(at(ones, R), [1, 1, R], false, at(x, R * C), [1, R, C], false, at(out, C));
+      heapView(backend, ones).fill(1);
+      nativeGemm.matMul(heapView(backend, ones), [1, 1, R], false, heapView(backend, x), [1, R, C], false, heapView(backend, out));
       backend.disposeData(ones.dataId);
       return out;
     }
     const heap = heapF32(backend);
-    const src = backend.dataIdMap.get(x.dataId).memoryOffset / F32_BYTES;
-    const dst = backend.dataIdMap.get(out.dataId).memoryOffset / F32_BYTES;
+    const src = heapOffset(backend, x) / F32_BYTES;
+    const dst = heapOffset(backend, out) / F32_BYTES;
     const acc = heap.subarray(dst, dst + C);
     acc.set(heap.subarray(src, src + C));
     for (let r = 1; r < R; r++) {
@@ -350,13 +302,13 @@ function makeWasmGather(stock: KernelFunc): KernelFunc {
     const rows = x.shape[0]!;
     const ids = backend.readSync(indices.dataId) as Int32Array;
     for (let i = 0; i < ids.length; i++) if (ids[i]! < 0 || ids[i]! >= rows) return stock(args);
-    const inner = sizeOf(x.shape.slice(1));
+    const inner = tf.util.sizeFromShape(x.shape.slice(1));
     const out = backend.makeOutput([...indices.shape, ...x.shape.slice(1)], x.dtype);
     // Copied as int32 bits for either dtype (float32 NaN payloads survive; an int32 read as float32 might not).
     const f32 = heapF32(backend);
     const heap = new Int32Array(f32.buffer, f32.byteOffset, f32.length);
-    const src = backend.dataIdMap.get(x.dataId).memoryOffset / F32_BYTES;
-    const dst = backend.dataIdMap.get(out.dataId).memoryOffset / F32_BYTES;
+    const src = heapOffset(backend, x) / F32_BYTES;
+    const dst = heapOffset(backend, out) / F32_BYTES;
     if (inner === 1) {
       for (let i = 0; i < ids.length; i++) heap[dst + i] = heap[src + ids[i]!]!;
     } else {
@@ -383,7 +335,7 @@ function makeWasmSlice(stock: KernelFunc): KernelFunc {
     const { begin, size } = args.attrs as unknown as { begin: number | number[]; size: number | number[] };
     const [b, sz] = tf.slice_util.parseSliceParams(x, begin, size);
     const out = backend.makeOutput(sz.slice(), x.dtype);
-    const total = sizeOf(sz);
+    const total = tf.util.sizeFromShape(sz);
     if (total === 0) return out;
     const rank = x.shape.length;
     // Innermost run: the last dim that is not taken whole, times every whole dim after it.
@@ -395,8 +347,8 @@ function makeWasmSlice(stock: KernelFunc): KernelFunc {
     const f32 = heapF32(backend);
     const heap = x.dtype === 'bool' ? new Uint8Array(f32.buffer) : f32;
     const bytes = x.dtype === 'bool' ? 1 : F32_BYTES;
-    const src = backend.dataIdMap.get(x.dataId).memoryOffset / bytes;
-    const dst = backend.dataIdMap.get(out.dataId).memoryOffset / bytes;
+    const src = heapOffset(backend, x) / bytes;
+    const dst = heapOffset(backend, out) / bytes;
     const stride = (d: number): number => (d === rank - 1 ? 1 : strides[d]!);
     const idx = new Array<number>(k).fill(0); // odometer over dims 0..k-1
     let from = src;
@@ -427,11 +379,11 @@ function makeWasmSegmentSum(stock: KernelFunc): KernelFunc {
     const numSegments = (args.attrs as { numSegments: number }).numSegments;
     if (x.dtype !== 'float32') return stock(args);
     const ids = Int32Array.from(backend.readSync(segmentIds.dataId) as Int32Array);
-    const inner = ids.length === 0 ? 0 : sizeOf(x.shape) / ids.length;
+    const inner = ids.length === 0 ? 0 : tf.util.sizeFromShape(x.shape) / ids.length;
     const out = backend.makeOutput([numSegments, ...x.shape.slice(segmentIds.shape.length)], 'float32');
     const heap = heapF32(backend);
-    const src = backend.dataIdMap.get(x.dataId).memoryOffset / F32_BYTES;
-    const dst = backend.dataIdMap.get(out.dataId).memoryOffset / F32_BYTES;
+    const src = heapOffset(backend, x) / F32_BYTES;
+    const dst = heapOffset(backend, out) / F32_BYTES;
     heap.fill(0, dst, dst + numSegments * inner);
     for (let i = 0; i < ids.length; i++) {
       const seg = ids[i]!;
@@ -454,11 +406,6 @@ function makeWasmSegmentSum(stock: KernelFunc): KernelFunc {
 // float32 only; other dtypes keep the stock kernels. Same float32 operations in the same order per element, so the
 // results equal the stock kernels' (Softmax: exp(x - max) / sum, as the stock kernel).
 // ---------------------------------------------------------------------------------------------------------------
-
-interface CpuBackend {
-  data: { get(dataId: object): { values: tf.backend_util.BackendValues } };
-  makeTensorInfo(shape: number[], dtype: tf.DataType, values?: tf.backend_util.BackendValues): tf.TensorInfo;
-}
 
 /** The element-wise ops, as codes: one switch per row keeps each inner loop monomorphic. */
 export const BINARY_OPS = { add: 0, sub: 1, mul: 2, div: 3 } as const;
@@ -503,7 +450,7 @@ export function broadcastBinary(a: Float32Array, aShape: readonly number[], b: F
       bB.push(bb);
     }
   }
-  const size = sizeOf(shape);
+  const size = tf.util.sizeFromShape(shape);
   const out = new Float32Array(size);
   if (dims.length === 0) {
     if (size === 1) binaryRow(op, out, 0, a, 0, 0, b, 0, 0, 1);

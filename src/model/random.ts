@@ -19,6 +19,8 @@
  * `MicseDropout` are registered for cpu, wasm and webgpu when this module loads (the registry is keyed by
  * backend name, so the backend need not exist yet); elsewhere the ops fall back to uploaded host numbers.
  */
+import type { WebGPUBackend, WebGPUProgram } from '@tensorflow/tfjs-backend-webgpu';
+import { heapView, type CpuBackend, type WasmBackend } from './hostBackend.js';
 import { heapSimdHost, simdDropout, stagingSimdHost, type SimdHost } from './hostSimd.js';
 import { tf } from './tf.js';
 
@@ -81,10 +83,6 @@ interface DropoutAttrs {
   seed: number;
 }
 
-function sizeOf(shape: readonly number[]): number {
-  return shape.reduce((p, d) => p * d, 1);
-}
-
 function checkRate(rate: number): void {
   if (!(rate >= 0 && rate < 1)) throw new Error(`seededDropout: rate must be in [0, 1), got ${rate}`);
 }
@@ -93,26 +91,16 @@ function checkRate(rate: number): void {
 // Host kernels (cpu: values in JS arrays; wasm: values in the module heap)
 // ---------------------------------------------------------------------------------------------------------------
 
-interface CpuBackend {
-  data: { get(dataId: object): { values: tf.backend_util.BackendValues } };
-  makeTensorInfo(shape: number[], dtype: tf.DataType, values?: tf.backend_util.BackendValues): tf.TensorInfo;
-}
-interface WasmBackend {
-  wasm: { asm: { memory: WebAssembly.Memory } };
-  makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
-  typedArrayFromHeap(t: tf.TensorInfo): tf.backend_util.TypedArray;
-}
-
 const uniformCpu: tf.KernelFunc = ({ backend, attrs }) => {
   const { shape, seed } = attrs as unknown as UniformAttrs;
-  return (backend as unknown as CpuBackend).makeTensorInfo(shape, 'float32', uniformArray(sizeOf(shape), seed));
+  return (backend as unknown as CpuBackend).makeTensorInfo(shape, 'float32', uniformArray(tf.util.sizeFromShape(shape), seed));
 };
 
 const dropoutCpu: tf.KernelFunc = ({ inputs, backend, attrs }) => {
   const { rate, seed } = attrs as unknown as DropoutAttrs;
   const b = backend as unknown as CpuBackend;
   const x = inputs['x']!;
-  const out = new Float32Array(sizeOf(x.shape));
+  const out = new Float32Array(tf.util.sizeFromShape(x.shape));
   dropoutInto(b.data.get(x.dataId).values as Float32Array, out, rate, seed, stagingSimdHost());
   return b.makeTensorInfo(x.shape, 'float32', out);
 };
@@ -121,7 +109,7 @@ const uniformWasm: tf.KernelFunc = ({ backend, attrs }) => {
   const { shape, seed } = attrs as unknown as UniformAttrs;
   const b = backend as unknown as WasmBackend;
   const out = b.makeOutput(shape, 'float32');
-  (b.typedArrayFromHeap(out) as Float32Array).set(uniformArray(sizeOf(shape), seed));
+  heapView(b, out).set(uniformArray(tf.util.sizeFromShape(shape), seed));
   return out;
 };
 
@@ -131,8 +119,7 @@ const dropoutWasm: tf.KernelFunc = ({ inputs, backend, attrs }) => {
   const x = inputs['x']!;
   const out = b.makeOutput(x.shape, 'float32');
   // Both views are taken after makeOutput, which may grow (and so move) the heap.
-  dropoutInto(b.typedArrayFromHeap(x) as Float32Array, b.typedArrayFromHeap(out) as Float32Array, rate, seed,
-    heapSimdHost(b.wasm.asm.memory));
+  dropoutInto(heapView(b, x), heapView(b, out), rate, seed, heapSimdHost(b.wasm.asm.memory));
   return out;
 };
 
@@ -140,22 +127,6 @@ const dropoutWasm: tf.KernelFunc = ({ inputs, backend, attrs }) => {
 // WebGPU kernels: WebGPUBackend.runWebGPUProgram compiles `getUserCode()` after a header it generates (the
 // uniforms struct with `size`, the `result` buffer, `getXByOutputIndex`, `setOutputAtIndex`, `fn main(index)`).
 // ---------------------------------------------------------------------------------------------------------------
-
-interface WebGPUProgramLike {
-  variableNames: string[];
-  outputShape: number[];
-  shaderKey: string;
-  dispatchLayout: { x: number[] };
-  dispatch: [number, number, number];
-  workgroupSize: [number, number, number];
-  size: boolean;
-  uniforms: string;
-  getUserCode(): string;
-}
-interface WebGPUBackendLike {
-  runWebGPUProgram(program: WebGPUProgramLike, inputs: tf.TensorInfo[], dtype: tf.DataType,
-    uniforms: { type: 'int32' | 'uint32' | 'float32'; data: number[] }[]): tf.TensorInfo;
-}
 
 const WGSL_RANDOM = `
   fn mix32(v : u32) -> u32 {
@@ -171,13 +142,13 @@ const WGSL_RANDOM = `
     return f32(h >> 8u) * ${INV_2_24.toExponential()};
   }`;
 
-function program(shaderKey: string, shape: number[], variableNames: string[], uniforms: string, body: string): WebGPUProgramLike {
+function program(shaderKey: string, shape: number[], variableNames: string[], uniforms: string, body: string): WebGPUProgram {
   return {
     variableNames,
     outputShape: shape,
     shaderKey,
     dispatchLayout: { x: shape.map((_, i) => i) },
-    dispatch: [Math.ceil(sizeOf(shape) / WORKGROUP), 1, 1], // the backend reshapes it past the per-dimension limit
+    dispatch: [Math.ceil(tf.util.sizeFromShape(shape) / WORKGROUP), 1, 1], // the backend reshapes it past the per-dimension limit
     workgroupSize: [WORKGROUP, 1, 1],
     size: true,
     uniforms,
@@ -194,7 +165,7 @@ const uniformWebgpu: tf.KernelFunc = ({ backend, attrs }) => {
   const { shape, seed } = attrs as unknown as UniformAttrs;
   const [k1, k2] = seedKeys(seed);
   const p = program('micseSeededUniform', shape, [], 'k1 : u32, k2 : u32,', 'setOutputAtIndex(index, uniformAt(index));');
-  return (backend as unknown as WebGPUBackendLike).runWebGPUProgram(p, [], 'float32',
+  return (backend as unknown as WebGPUBackend).runWebGPUProgram(p, [], 'float32',
     [{ type: 'uint32', data: [k1] }, { type: 'uint32', data: [k2] }]);
 };
 
@@ -204,7 +175,7 @@ const dropoutWebgpu: tf.KernelFunc = ({ inputs, backend, attrs }) => {
   const x = inputs['x']!;
   const p = program('micseDropout', x.shape, ['x'], 'k1 : u32, k2 : u32, rate : f32, scale : f32,',
     'setOutputAtIndex(index, select(0.0, getXByOutputIndex(index) * uniforms.scale, uniformAt(index) >= uniforms.rate));');
-  return (backend as unknown as WebGPUBackendLike).runWebGPUProgram(p, [x], 'float32', [
+  return (backend as unknown as WebGPUBackend).runWebGPUProgram(p, [x], 'float32', [
     { type: 'uint32', data: [k1] }, { type: 'uint32', data: [k2] },
     { type: 'float32', data: [rate] }, { type: 'float32', data: [1 / (1 - rate)] },
   ]);
@@ -245,7 +216,7 @@ function checkSeed(op: string, seed: number): void {
 /** float32 uniforms in [0, 1) of `shape`, a pure function of (seed, flat index); see the module comment. */
 export function seededUniform(shape: number[], seed: number): tf.Tensor {
   checkSeed('seededUniform', seed);
-  if (!hasKernel(SEEDED_UNIFORM)) return tf.tensor(uniformArray(sizeOf(shape), seed), shape, 'float32');
+  if (!hasKernel(SEEDED_UNIFORM)) return tf.tensor(uniformArray(tf.util.sizeFromShape(shape), seed), shape, 'float32');
   const attrs: UniformAttrs = { shape: [...shape], seed };
   return tf.engine().runKernel(SEEDED_UNIFORM, {}, attrs as unknown as tf.NamedAttrMap) as tf.Tensor;
 }

@@ -23,6 +23,7 @@
  * float rounding only (the norm's summation order; a GPU compiler may fuse a multiply-add).
  */
 import type { WebGPUBackend, WebGPUProgram } from '@tensorflow/tfjs-backend-webgpu';
+import { heapOffset, heapView, type CpuBackend, type WasmBackend } from '../model/hostBackend.js';
 import { tf } from '../model/tf.js';
 import { simdFor, SIMD_LANES, type AdamWSimd } from './adamwSimd.js';
 
@@ -108,12 +109,6 @@ function assertFloat32(kernel: string, xs: readonly tf.TensorInfo[]): void {
 
 type AdamWInputs = Record<'p' | 'g' | 'm' | 'v' | 'norm', tf.TensorInfo>;
 
-/** The cpu backend's methods the kernels use. */
-interface CpuBackend {
-  data: { get(dataId: object): { values: tf.backend_util.BackendValues } };
-  makeTensorInfo(shape: number[], dtype: tf.DataType, values?: tf.backend_util.BackendValues): tf.TensorInfo;
-}
-
 const cpuGradNorm: KernelFunc = ({ inputs, backend }) => {
   const b = backend as unknown as CpuBackend;
   const grads = Object.values(inputs) as tf.TensorInfo[];
@@ -133,30 +128,6 @@ const cpuAdamW: KernelFunc = ({ inputs, backend, attrs }) => {
   return outs.map((o) => b.makeTensorInfo(p.shape.slice(), 'float32', o));
 };
 
-/** The parts of tfjs-backend-wasm's BackendWasm the kernels use (public fields the package does not type). */
-interface WasmBackend {
-  wasm: { HEAPF32: Float32Array; asm: { memory: WebAssembly.Memory } };
-  dataIdMap: { get(dataId: object): { memoryOffset: number } };
-  makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
-}
-
-const F32_BYTES = 4;
-
-/**
- * Byte offsets and heap views of wasm tensors. Views are taken after the outputs are allocated: a growing heap
- * replaces HEAPF32.
- */
-function wasmHeap(b: WasmBackend): { offset(x: tf.TensorInfo): number; view(x: tf.TensorInfo, from: number): Float32Array } {
-  const offset = (x: tf.TensorInfo): number => b.dataIdMap.get(x.dataId).memoryOffset;
-  return {
-    offset,
-    view: (x, from) => {
-      const start = offset(x) / F32_BYTES;
-      return b.wasm.HEAPF32.subarray(start + from, start + tf.util.sizeFromShape(x.shape));
-    },
-  };
-}
-
 /** The SIMD loops over this backend's heap, or null (then the JavaScript loops do all elements). */
 function wasmSimd(b: WasmBackend): AdamWSimd | null {
   return simdFor(b.wasm.asm.memory);
@@ -167,13 +138,13 @@ const wasmGradNorm: KernelFunc = ({ inputs, backend }) => {
   const grads = Object.values(inputs) as tf.TensorInfo[];
   assertFloat32(GRAD_NORM_KERNEL, grads);
   const out = b.makeOutput([], 'float32');
-  const heap = wasmHeap(b);
   const simd = wasmSimd(b);
+  // views taken after the allocation above (see hostBackend.ts)
   const sums = grads.map((g) => {
     const groups = simd === null ? 0 : Math.floor(tf.util.sizeFromShape(g.shape) / SIMD_LANES);
-    return (groups > 0 ? simd!.sumsq(heap.offset(g), groups) : 0) + sumSquares(heap.view(g, groups * SIMD_LANES));
+    return (groups > 0 ? simd!.sumsq(heapOffset(b, g), groups) : 0) + sumSquares(heapView(b, g, groups * SIMD_LANES));
   });
-  heap.view(out, 0)[0] = normFromSums(sums);
+  heapView(b, out)[0] = normFromSums(sums);
   return out;
 };
 
@@ -183,19 +154,18 @@ const wasmAdamW: KernelFunc = ({ inputs, backend, attrs }) => {
   assertFloat32(ADAMW_KERNEL, [p, g, m, v, norm]);
   const s = attrs as unknown as AdamWStepScalars;
   const outs = [0, 1, 2].map(() => b.makeOutput(p.shape.slice(), 'float32')) as [tf.TensorInfo, tf.TensorInfo, tf.TensorInfo];
-  const heap = wasmHeap(b);
-  const normValue = heap.view(norm, 0)[0]!;
+  const normValue = heapView(b, norm)[0]!; // views taken after the allocations above (see hostBackend.ts)
   const simd = wasmSimd(b);
   const groups = simd === null ? 0 : Math.floor(tf.util.sizeFromShape(p.shape) / SIMD_LANES);
   const ins = [p, g, m, v] as const;
   if (groups > 0) {
-    const [pi, gi, mi, vi] = ins.map(heap.offset) as [number, number, number, number];
-    const [po, mo, vo] = outs.map(heap.offset) as [number, number, number];
+    const [pi, gi, mi, vi] = ins.map((x) => heapOffset(b, x)) as [number, number, number, number];
+    const [po, mo, vo] = outs.map((x) => heapOffset(b, x)) as [number, number, number];
     simd!.adamw(pi, gi, mi, vi, po, mo, vo, groups, ...updateConstants(normValue, s));
   }
   const done = groups * SIMD_LANES; // the rest, n % 4 elements (all of them without SIMD), in JavaScript
-  const [pv, gv, mv, vv] = ins.map((x) => heap.view(x, done));
-  const [po, mo, vo] = outs.map((x) => heap.view(x, done));
+  const [pv, gv, mv, vv] = ins.map((x) => heapView(b, x, done));
+  const [po, mo, vo] = outs.map((x) => heapView(b, x, done));
   adamwHost(pv!, gv!, mv!, vv!, normValue, s, po!, mo!, vo!);
   return outs;
 };
