@@ -60,10 +60,19 @@ async function outputs(f: Fn, shape: number[], withParams: boolean): Promise<Flo
   return data;
 }
 
-function maxAbsDiff(a: Float32Array, b: Float32Array): number {
+/**
+ * max |a - b| / max(1, max |b|): absolute below 1, relative above. dgamma and dbeta are float32 sums over the rows
+ * in different orders (each backend's reduction), so their error grows with their size (~2.5e-5 absolute for
+ * sums near 20 over 525 rows).
+ */
+function maxScaledDiff(a: Float32Array, b: Float32Array): number {
   let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
-  return m;
+  let scale = 1;
+  for (let i = 0; i < a.length; i++) {
+    m = Math.max(m, Math.abs(a[i]! - b[i]!));
+    scale = Math.max(scale, Math.abs(b[i]!));
+  }
+  return m / scale;
 }
 
 describe('fused LayerNorm and GELU match the composed ops', () => {
@@ -71,7 +80,7 @@ describe('fused LayerNorm and GELU match the composed ops', () => {
   const shapes = [[7, 5], [2, 3, 64], [4, 9, 200], [3, 50, 40], [3, 175, 512]];
   for (const backend of BACKENDS) {
     for (const shape of shapes) {
-      test(`${backend} [${shape}]: layerNorm (y, dx, dgamma, dbeta) and gelu (y, dx) within ${TOL}`, async () => {
+      test(`${backend} [${shape}]: layerNorm (y, dx, dgamma, dbeta) and gelu (y, dx) within ${TOL} (relative above 1)`, async () => {
         const names = ['y', 'dx', 'dgamma', 'dbeta'];
         await selectBackend('cpu');
         const refLn = await outputs(composedLayerNorm(1e-12), shape, true);
@@ -82,8 +91,8 @@ describe('fused LayerNorm and GELU match the composed ops', () => {
         const ge = await outputs((x) => gelu(x), shape, false);
         assert.equal(tf.memory().numTensors, before, 'no tensor leaks');
         await selectBackend('cpu');
-        ln.forEach((v, i) => assert.ok(maxAbsDiff(v, refLn[i]!) < TOL, `layerNorm ${names[i]}: ${maxAbsDiff(v, refLn[i]!)}`));
-        ge.forEach((v, i) => assert.ok(maxAbsDiff(v, refGelu[i]!) < TOL, `gelu ${names[i]}: ${maxAbsDiff(v, refGelu[i]!)}`));
+        ln.forEach((v, i) => assert.ok(maxScaledDiff(v, refLn[i]!) < TOL, `layerNorm ${names[i]}: ${maxScaledDiff(v, refLn[i]!)}`));
+        ge.forEach((v, i) => assert.ok(maxScaledDiff(v, refGelu[i]!) < TOL, `gelu ${names[i]}: ${maxScaledDiff(v, refGelu[i]!)}`));
       });
     }
   }
