@@ -154,6 +154,16 @@ describe('replaced kernels match the stock kernels', () => {
     x.dispose();
   });
 
+  test('wasm Sum over an empty leading axis is zeros (the stock kernel returns whatever the heap held)', async () => {
+    await selectBackend('wasm');
+    const junk = tf.fill([4096], 7); // leaves non-zero bytes where the next allocations may land
+    junk.dispose();
+    const x = tf.zeros([0, 2, 3]);
+    const s = tf.sum(x, 0);
+    assert.deepEqual(Array.from(await s.data()), [0, 0, 0, 0, 0, 0]);
+    tf.dispose([x, s]);
+  });
+
   test('wasm Sum over leading axes of a large tensor: as a product with ones (native GEMM) and as a loop', async () => {
     const x = rand([64, 16, 40], 13); // 40,960 elements: above the native threshold
     try {

@@ -251,6 +251,10 @@ function makeWasmSum(stock: KernelFunc): KernelFunc {
     const C = tf.util.sizeFromShape(x.shape.slice(axes.length));
     const outShape = keepDims ? x.shape.map((d, i) => (i < axes.length ? 1 : d)) : x.shape.slice(axes.length);
     const out = backend.makeOutput(outShape, 'float32');
+    if (R === 0) {
+      heapView(backend, out).fill(0); // an empty sum (the loop below would start from a row that does not exist)
+      return out;
+    }
     if (nativeGemm !== undefined && R * C >= NATIVE_SUM_MIN_ELEMENTS) {
       // [1, R] ones @ [R, C] -> [1, C] on the native GEMM's threads.
       const ones = backend.makeOutput([1, R], 'float32');
