@@ -104,6 +104,30 @@ describe('counter-based random numbers (random.ts)', () => {
     });
   }
 
+  test('without a dropout kernel (the composed fallback) output and gradient are the kernel\'s bits, non-finite inputs included', async () => {
+    await selectBackend('cpu');
+    const xs = Float32Array.from({ length: 4099 }, (_, i) => [NaN, Infinity, -Infinity, 0, -0, 1.5][i % 6]! * (i % 5 === 0 ? 1 : 3));
+    const x = tf.tensor(xs, [4099]);
+    const dy = tf.tensor(Float32Array.from(xs).reverse(), [4099]);
+    const run = async (): Promise<Float32Array[]> => {
+      const g = tf.grad((a: tf.Tensor) => tf.sum(tf.mul(seededDropout(a, 0.25, 3), dy)))(x);
+      return [await read(seededDropout(x, 0.25, 3)), await read(seededDropout(dy, 0.25, 3)), await read(g)];
+    };
+    const [y, dyDropped, grad] = await run();
+    const kernel = tf.getKernel('MicseDropout', 'cpu')!;
+    tf.unregisterKernel('MicseDropout', 'cpu');
+    try {
+      const [yFallback, dyFallback, gradFallback] = await run();
+      assert.deepEqual(yFallback, y);
+      assert.deepEqual(dyFallback, dyDropped);
+      assert.deepEqual(gradFallback, grad);
+      assert.ok(y.some((v, i) => v === 0 && !Number.isFinite(xs[i]!)), 'some non-finite input was dropped');
+    } finally {
+      tf.registerKernel(kernel);
+      tf.dispose([x, dy]);
+    }
+  });
+
   // The host backends' SIMD loop (hostSimd.ts) goes over 4 elements at a time and, on cpu, in staging chunks of
   // 2^18: 2^18 + 5 elements cross a chunk boundary and leave a scalar tail.
   for (const backend of ['cpu', 'wasm'] as const) {

@@ -233,9 +233,23 @@ export function seededDropout<T extends tf.Tensor>(x: T, rate: number, seed: num
   if (hasKernel(SEEDED_DROPOUT) && x.dtype === 'float32') {
     return tf.engine().runKernel(SEEDED_DROPOUT, { x }, attrs as unknown as tf.NamedAttrMap) as T;
   }
-  // Other backends: the same mask from host numbers (uploaded), composed of stock ops.
+  // Other backends: the same op composed of stock ops, with the kernels' gradient (dropout of dy, not the
+  // gradient of tf.where, which multiplies dy by the mask and so turns a dropped NaN or -dy into NaN or -0).
+  const dropout = tf.customGrad((a) => ({
+    value: composedDropout(a as tf.Tensor, rate, seed),
+    gradFunc: (dy: tf.Tensor | tf.Tensor[]) => composedDropout(dy as tf.Tensor, rate, seed),
+  }));
+  return dropout(x) as T;
+}
+
+/**
+ * The dropout kernels' arithmetic from stock ops, the mask from host numbers (uploaded). A select, as the kernels:
+ * a dropped element is 0 even where x is infinite or NaN (x * 0 would be NaN there).  x [any] -> [same] float32
+ */
+function composedDropout(x: tf.Tensor, rate: number, seed: number): tf.Tensor {
   return tf.tidy(() => {
     const keep = tf.greaterEqual(tf.tensor(uniformArray(x.size, seed), x.shape, 'float32'), Math.fround(rate));
-    return tf.mul(tf.cast(x, 'float32'), tf.mul(tf.cast(keep, 'float32'), Math.fround(1 / (1 - rate)))) as T;
+    const kept = tf.mul(tf.cast(x, 'float32'), Math.fround(1 / (1 - rate)));
+    return tf.where(keep, kept, tf.zerosLike(kept));
   });
 }
