@@ -16,7 +16,7 @@ import { micseLoss } from '../src/losses/micse.js';
 import { selectBackend } from '../src/model/backend.js';
 import { BertModel } from '../src/model/bert.js';
 import type { BertConfig } from '../src/model/config.js';
-import { seededDropout, seededUniform, uniformArray } from '../src/model/random.js';
+import { SEEDED_DROPOUT, seededDropout, seededUniform, uniformArray } from '../src/model/random.js';
 import { tf } from '../src/model/tf.js';
 import { AdamW } from '../src/train/adamw.js';
 import { TrainStep, trainableParams } from '../src/train/step.js';
@@ -114,8 +114,8 @@ describe('counter-based random numbers (random.ts)', () => {
       return [await read(seededDropout(x, 0.25, 3)), await read(seededDropout(dy, 0.25, 3)), await read(g)];
     };
     const [y, dyDropped, grad] = await run();
-    const kernel = tf.getKernel('MicseDropout', 'cpu')!;
-    tf.unregisterKernel('MicseDropout', 'cpu');
+    const kernel = tf.getKernel(SEEDED_DROPOUT, 'cpu')!;
+    tf.unregisterKernel(SEEDED_DROPOUT, 'cpu');
     try {
       const [yFallback, dyFallback, gradFallback] = await run();
       assert.deepEqual(yFallback, y);

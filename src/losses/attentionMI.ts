@@ -130,10 +130,10 @@ export function regroupAttention(attentions: tf.Tensor): { x: tf.Tensor2D; y: tf
  * On the device: seeded uniform keys (random.ts), invalid positions keyed -1, top-k by key. Rows with fewer than
  * `samples` valid positions end with invalid ones.
  */
-export function rankSamplePositions(valid: tf.Tensor2D, samples: number, seed: number): tf.Tensor2D {
+function rankSamplePositions(valid: tf.Tensor2D, samples: number, seed: number): tf.Tensor2D {
   const [R, N] = valid.shape;
   if (!Number.isInteger(samples) || samples < 0 || samples > N) {
-    throw new Error(`drawSamplePositions: samples must be an integer in [0, ${N}], got ${samples}`);
+    throw new Error(`sample positions: samples must be an integer in [0, ${N}], got ${samples}`);
   }
   return tf.tidy(() => {
     if (samples === 0) return tf.zeros([R, 0], 'int32') as tf.Tensor2D;

@@ -24,10 +24,10 @@ import {
 } from './hostSimd.js';
 import { tf } from './tf.js';
 
-export const LAYER_NORM = 'MicseLayerNorm';
-export const LAYER_NORM_GRAD = 'MicseLayerNormGrad';
-export const GELU = 'MicseGelu';
-export const GELU_GRAD = 'MicseGeluGrad';
+const LAYER_NORM = 'MicseLayerNorm';
+const LAYER_NORM_GRAD = 'MicseLayerNormGrad';
+const GELU = 'MicseGelu';
+const GELU_GRAD = 'MicseGeluGrad';
 
 // Abramowitz & Stegun 7.1.26, the constants of TF.js's Erf kernels (backend_util.ERF_*).
 const ERF_P = 0.3275911;

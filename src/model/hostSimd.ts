@@ -284,7 +284,7 @@ export const SIMD_LANES = LANES;
  * The SIMD loops bound to `memory`, or null where this runtime has no wasm SIMD or the memory is shared (the
  * threaded wasm build); callers then keep their JavaScript loops.
  */
-export const hostSimdFor: (memory: WebAssembly.Memory) => HostSimd | null = instancePerMemory<HostSimd>(
+const hostSimdFor: (memory: WebAssembly.Memory) => HostSimd | null = instancePerMemory<HostSimd>(
   () => [geluFunc(), geluGradFunc(), dropoutFunc(), layerNormFunc(), layerNormGradFunc()]);
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ import os from 'node:os';
 import { encodeModel, type GraphSpec } from '../export/onnx/proto.js';
 
 /** ONNX opset and IR version of the graphs (opset 17: every op used here, LayerNormalization included). */
-export const NATIVE_OPSET = 17;
+const NATIVE_OPSET = 17;
 const NATIVE_IR_VERSION = 8;
 
 /** The pieces of onnxruntime-node's native binding this module calls (dist/binding.d.ts, Binding namespace). */

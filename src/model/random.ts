@@ -24,7 +24,7 @@ import { heapView, type CpuBackend, type WasmBackend } from './hostBackend.js';
 import { heapSimdHost, simdDropout, stagingSimdHost, type SimdHost } from './hostSimd.js';
 import { tf } from './tf.js';
 
-export const SEEDED_UNIFORM = 'MicseSeededUniform';
+const SEEDED_UNIFORM = 'MicseSeededUniform';
 export const SEEDED_DROPOUT = 'MicseDropout';
 
 /** XORed into the seed before it is mixed, so seed 0 does not give key 0. */
@@ -35,7 +35,7 @@ const INV_2_24 = 1 / 16777216;
 const WORKGROUP = 256;
 
 /** `lowbias32` (C. Wellons): a 32-bit integer mixer with low bias, as an unsigned 32-bit result. */
-export function mix32(x: number): number {
+function mix32(x: number): number {
   x = (x ^ (x >>> 16)) >>> 0;
   x = Math.imul(x, 0x7feb352d) >>> 0;
   x = (x ^ (x >>> 15)) >>> 0;

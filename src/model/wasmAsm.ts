@@ -4,7 +4,7 @@
  * (src/model/hostSimd.ts and src/train/adamwSimd.ts use it).
  *
  * Code is `number[]` (bytes); expressions leave their value on the operand stack, e.g.
- *   f32x4.add(get(a), f32x4.mul(get(b), splatF32(2)))
+ *   f32x4.add(get(a), f32x4.mul(get(b), f32x4Const(2)))
  * Modules import one memory as `env.memory` (the tfjs-backend-wasm heap, or a private one) and export functions.
  */
 
@@ -165,7 +165,7 @@ export interface FuncSpec {
 }
 
 /** A module importing `env.memory` and exporting `funcs` by name. */
-export function encodeModule(funcs: readonly FuncSpec[]): Uint8Array<ArrayBuffer> {
+function encodeModule(funcs: readonly FuncSpec[]): Uint8Array<ArrayBuffer> {
   const FUNC_TYPE = 0x60;
   const MEMORY_IMPORT = 0x02;
   const LIMITS_MIN_ONLY = 0x00;

@@ -27,10 +27,10 @@ import { heapOffset, heapView, type CpuBackend, type WasmBackend } from '../mode
 import { tf } from '../model/tf.js';
 import { simdFor, SIMD_LANES, type AdamWSimd } from './adamwSimd.js';
 
-export const ADAMW_KERNEL = 'MicseAdamW';
-export const GRAD_NORM_KERNEL = 'MicseGradNorm';
+const ADAMW_KERNEL = 'MicseAdamW';
+const GRAD_NORM_KERNEL = 'MicseGradNorm';
 /** The backends these kernels are registered for; others use the composite ops. */
-export const FUSED_BACKENDS: readonly string[] = ['cpu', 'wasm', 'webgpu'];
+const FUSED_BACKENDS: readonly string[] = ['cpu', 'wasm', 'webgpu'];
 
 /** torch's clip_grad_norm_ adds this to the norm before dividing. */
 export const CLIP_EPS = 1e-6;
