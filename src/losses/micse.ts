@@ -34,7 +34,8 @@
  *     return r.loss;
  *   }, vars);
  *
- * Host reads: only the AMI's per-row valid counts (see attentionMI.ts).
+ * Host reads: none (the AMI's row filter and draw stay on the device); only a pinned `sampleIndices` reads the
+ * AMI's row filter back (see attentionMI.ts).
  */
 import { UserError } from '../errors.js';
 import type { BertInputs, BertOutput, ForwardOptions } from '../model/bert.js';
