@@ -50,7 +50,7 @@
  *
  * Cost: on the pure-JS `cpu` backend the regrouping transpose is slow at bert-base sizes (about 5 s forward for
  * `[128, 4, 12, 32, 32]` on a 2-core machine, the same again backward), small next to the encoder on that
- * backend. The gather gradients need an UnsortedSegmentSum kernel (backend.ts registers a fast one on cpu).
+ * backend. The gather gradients need an UnsortedSegmentSum kernel (kernels.ts registers a scatter-add on cpu and wasm).
  */
 import { seededUniform } from '../model/random.js';
 import { tf } from '../model/tf.js';
