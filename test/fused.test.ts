@@ -97,6 +97,25 @@ describe('fused LayerNorm and GELU match the composed ops', () => {
     }
   }
 
+  for (const backend of BACKENDS) {
+    test(`${backend}: the fused kernels are the ones that run (forward and gradient), not the composed fallback`, async () => {
+      await selectBackend(backend);
+      const x = tf.tensor(values(4 * 8, 1), [4, 8]);
+      const g = tf.ones([8]);
+      const b = tf.zeros([8]);
+      const info = await tf.profile(() => tf.tidy(() => [
+        ...tf.grads((a: tf.Tensor, gg: tf.Tensor, bb: tf.Tensor) => tf.sum(layerNorm(a, gg, bb, 1e-12)))([x, g, b]),
+        tf.grad((a: tf.Tensor) => tf.sum(gelu(a)))(x),
+      ]));
+      tf.dispose(info.result as tf.Tensor[]);
+      tf.dispose([x, g, b]);
+      await selectBackend('cpu');
+      for (const k of ['MicseLayerNorm', 'MicseLayerNormGrad', 'MicseGelu', 'MicseGeluGrad']) {
+        assert.ok(info.kernelNames.includes(k), `${k} did not run on ${backend}; ran: ${info.kernelNames.join(', ')}`);
+      }
+    });
+  }
+
   test('wasm SIMD compiles here, so the cpu and wasm kernels above ran the SIMD loops', () => {
     assert.notEqual(stagingSimdHost(), null);
   });

@@ -329,11 +329,11 @@ function columnPartialsProgram(rows: number, H: number): WebGPUProgram {
   };
 }
 
-function columnFinalProgram(H: number, offset: number): WebGPUProgram {
+function columnFinalProgram(H: number): WebGPUProgram {
   return {
     variableNames: ['partial'],
     outputShape: [H],
-    shaderKey: `micseLayerNormColumnFinal_${offset === 0 ? 'gamma' : 'beta'}`,
+    shaderKey: 'micseLayerNormColumnFinal', // dgamma and dbeta share the shader: the offset is a uniform
     dispatchLayout: { x: [0] },
     dispatch: [Math.ceil(H / COLUMN_WORKGROUP), 1, 1],
     workgroupSize: [COLUMN_WORKGROUP, 1, 1],
@@ -402,9 +402,9 @@ const webgpuKernels: Record<string, tf.KernelFunc> = {
     const partial = b.runWebGPUProgram(columnPartialsProgram(rows, H), [dy, xhat], 'float32',
       [{ type: 'int32', data: [rows] }, { type: 'int32', data: [H] }]);
     const chunks = partial.shape[0]!;
-    const dgamma = b.runWebGPUProgram(columnFinalProgram(H, 0), [partial], 'float32',
+    const dgamma = b.runWebGPUProgram(columnFinalProgram(H), [partial], 'float32',
       [{ type: 'int32', data: [chunks] }, { type: 'int32', data: [0] }]);
-    const dbeta = b.runWebGPUProgram(columnFinalProgram(H, H), [partial], 'float32',
+    const dbeta = b.runWebGPUProgram(columnFinalProgram(H), [partial], 'float32',
       [{ type: 'int32', data: [chunks] }, { type: 'int32', data: [H] }]);
     b.disposeData(xhat.dataId);
     b.disposeData(partial.dataId);

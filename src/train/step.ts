@@ -71,19 +71,24 @@ export class TrainStep {
     }, this.trainables);
     // One read for the loss and its parts: the step's only wait before the update.
     const read = tf.tidy(() => tf.concat([value.reshape([1]), parts!]));
-    const [loss, infoNCE, amiValue] = Array.from(await read.data());
-    tf.dispose([value, parts!, read]);
-    const ami = this.objective.style === 'simcse' ? null : amiValue!;
-    const finite = Number.isFinite(loss!);
-    let gradNorm = NaN;
-    if (finite) {
-      const named = new Map(Object.entries(grads).map(([k, g]) => [this.paramName.get(k) ?? k, g]));
-      const norm = this.optimizer.apply(named, o.lr, o.maxGradNorm);
-      gradNorm = (await norm.data())[0]!;
-      norm.dispose();
+    try {
+      const [loss, infoNCE, amiValue] = Array.from(await read.data());
+      const finite = Number.isFinite(loss!);
+      let gradNorm = NaN;
+      if (finite) {
+        const named = new Map(Object.entries(grads).map(([k, g]) => [this.paramName.get(k) ?? k, g]));
+        const norm = this.optimizer.apply(named, o.lr, o.maxGradNorm);
+        try {
+          gradNorm = (await norm.data())[0]!;
+        } finally {
+          norm.dispose();
+        }
+      }
+      const ami = this.objective.style === 'simcse' ? null : amiValue!;
+      return { loss: loss!, infoNCE: infoNCE!, ami, gradNorm, finite };
+    } finally {
+      tf.dispose([value, parts!, read, ...Object.values(grads)]);
     }
-    tf.dispose(Object.values(grads));
-    return { loss: loss!, infoNCE: infoNCE!, ami, gradNorm, finite };
   }
 }
 
