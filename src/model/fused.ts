@@ -23,6 +23,7 @@ import {
   heapSimdHost, layerNormGradScratch, SIMD_LANES, simdGelu, simdGeluGrad, simdLayerNorm, simdLayerNormGrad, stagingSimdHost, type SimdHost,
 } from './hostSimd.js';
 import { tf } from './tf.js';
+import { elementwiseProgram, workgroupSumWgsl } from './webgpuPrograms.js';
 
 const LAYER_NORM = 'MicseLayerNorm';
 const LAYER_NORM_GRAD = 'MicseLayerNormGrad';
@@ -228,20 +229,7 @@ const WGSL_ERF = `
   }`;
 
 /** Workgroup tree sum of `v` over the ROW_WORKGROUP threads; every thread gets the total. */
-const WGSL_ROW_SUM = `
-  var<workgroup> partial : array<f32, ${ROW_WORKGROUP}>;
-  fn rowSum(v : f32) -> f32 {
-    let lid = localId.x;
-    partial[lid] = v;
-    workgroupBarrier();
-    for (var half = ${ROW_WORKGROUP / 2}u; half > 0u; half = half / 2u) {
-      if (lid < half) { partial[lid] = partial[lid] + partial[lid + half]; }
-      workgroupBarrier();
-    }
-    let total = partial[0];
-    workgroupBarrier();
-    return total;
-  }`;
+const WGSL_ROW_SUM = workgroupSumWgsl('rowSum', ROW_WORKGROUP);
 
 /** One workgroup per row of `x [rows, H]`: the row index is the workgroup's linear index. */
 function rowProgram(shaderKey: string, outputShape: number[], rows: number, variableNames: string[], body: string): WebGPUProgram {
@@ -274,24 +262,6 @@ const WGSL_ROW_STATS = `
     var q = 0.0;
     if (live) { for (var k = lid; k < H; k = k + ${ROW_WORKGROUP}) { let d = x[o + k] - mean; q = q + d * d; } }
     let rstd = 1.0 / sqrt(rowSum(q) / f32(H) + uniforms.eps);`;
-
-function elementwiseProgram(shaderKey: string, shape: number[], variableNames: string[], body: string): WebGPUProgram {
-  return {
-    variableNames,
-    outputShape: shape,
-    shaderKey,
-    dispatchLayout: { x: shape.map((_, i) => i) },
-    dispatch: [Math.ceil(tf.util.sizeFromShape(shape) / ELEMENTWISE_WORKGROUP), 1, 1],
-    workgroupSize: [ELEMENTWISE_WORKGROUP, 1, 1],
-    size: true,
-    getUserCode: () => `${WGSL_ERF}
-  fn main(index : i32) {
-    if (index < uniforms.size) {
-      ${body}
-    }
-  }`,
-  };
-}
 
 /**
  * dgamma and dbeta in two passes, so thousands of threads share the rows (one thread per column over 4,096 rows
@@ -412,14 +382,15 @@ const webgpuKernels: Record<string, tf.KernelFunc> = {
   },
   [GELU]: ({ inputs, backend }) => {
     const x = inputs['x']!;
-    const p = elementwiseProgram('micseGelu', x.shape, ['x'],
-      `let v = x[index];\n      setOutputAtIndex(index, 0.5 * v * (1.0 + erf_as(v * ${Math.SQRT1_2})));`);
+    const p = elementwiseProgram({ shaderKey: 'micseGelu', shape: x.shape, variableNames: ['x'], workgroup: ELEMENTWISE_WORKGROUP,
+      preamble: WGSL_ERF, body: `let v = x[index];\n      setOutputAtIndex(index, 0.5 * v * (1.0 + erf_as(v * ${Math.SQRT1_2})));` });
     return (backend as unknown as WebGPUBackend).runWebGPUProgram(p, [x], 'float32');
   },
   [GELU_GRAD]: ({ inputs, backend }) => {
     const { x, dy } = inputs as { x: tf.TensorInfo; dy: tf.TensorInfo };
-    const p = elementwiseProgram('micseGeluGrad', x.shape, ['x', 'dy'],
-      `let v = x[index];\n      setOutputAtIndex(index, dy[index] * (0.5 * (1.0 + erf_as(v * ${Math.SQRT1_2})) + v * exp(-0.5 * v * v) * ${INV_SQRT_2PI}));`);
+    const p = elementwiseProgram({ shaderKey: 'micseGeluGrad', shape: x.shape, variableNames: ['x', 'dy'], workgroup: ELEMENTWISE_WORKGROUP,
+      preamble: WGSL_ERF,
+      body: `let v = x[index];\n      setOutputAtIndex(index, dy[index] * (0.5 * (1.0 + erf_as(v * ${Math.SQRT1_2})) + v * exp(-0.5 * v * v) * ${INV_SQRT_2PI}));` });
     return (backend as unknown as WebGPUBackend).runWebGPUProgram(p, [x, dy], 'float32');
   },
 };

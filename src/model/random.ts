@@ -19,10 +19,11 @@
  * `MicseDropout` are registered for cpu, wasm and webgpu when this module loads (the registry is keyed by
  * backend name, so the backend need not exist yet); elsewhere the ops fall back to uploaded host numbers.
  */
-import type { WebGPUBackend, WebGPUProgram } from '@tensorflow/tfjs-backend-webgpu';
+import type { WebGPUBackend } from '@tensorflow/tfjs-backend-webgpu';
 import { heapView, type CpuBackend, type WasmBackend } from './hostBackend.js';
 import { heapSimdHost, simdDropout, stagingSimdHost, type SimdHost } from './hostSimd.js';
 import { tf } from './tf.js';
+import { elementwiseProgram } from './webgpuPrograms.js';
 
 const SEEDED_UNIFORM = 'MicseSeededUniform';
 export const SEEDED_DROPOUT = 'MicseDropout';
@@ -142,29 +143,11 @@ const WGSL_RANDOM = `
     return f32(h >> 8u) * ${INV_2_24.toExponential()};
   }`;
 
-function program(shaderKey: string, shape: number[], variableNames: string[], uniforms: string, body: string): WebGPUProgram {
-  return {
-    variableNames,
-    outputShape: shape,
-    shaderKey,
-    dispatchLayout: { x: shape.map((_, i) => i) },
-    dispatch: [Math.ceil(tf.util.sizeFromShape(shape) / WORKGROUP), 1, 1], // the backend reshapes it past the per-dimension limit
-    workgroupSize: [WORKGROUP, 1, 1],
-    size: true,
-    uniforms,
-    getUserCode: () => `${WGSL_RANDOM}
-  fn main(index : i32) {
-    if (index < uniforms.size) {
-      ${body}
-    }
-  }`,
-  };
-}
-
 const uniformWebgpu: tf.KernelFunc = ({ backend, attrs }) => {
   const { shape, seed } = attrs as unknown as UniformAttrs;
   const [k1, k2] = seedKeys(seed);
-  const p = program('micseSeededUniform', shape, [], 'k1 : u32, k2 : u32,', 'setOutputAtIndex(index, uniformAt(index));');
+  const p = elementwiseProgram({ shaderKey: 'micseSeededUniform', shape, variableNames: [], workgroup: WORKGROUP,
+    uniforms: 'k1 : u32, k2 : u32,', preamble: WGSL_RANDOM, body: 'setOutputAtIndex(index, uniformAt(index));' });
   return (backend as unknown as WebGPUBackend).runWebGPUProgram(p, [], 'float32',
     [{ type: 'uint32', data: [k1] }, { type: 'uint32', data: [k2] }]);
 };
@@ -173,8 +156,9 @@ const dropoutWebgpu: tf.KernelFunc = ({ inputs, backend, attrs }) => {
   const { rate, seed } = attrs as unknown as DropoutAttrs;
   const [k1, k2] = seedKeys(seed);
   const x = inputs['x']!;
-  const p = program('micseDropout', x.shape, ['x'], 'k1 : u32, k2 : u32, rate : f32, scale : f32,',
-    'setOutputAtIndex(index, select(0.0, getXByOutputIndex(index) * uniforms.scale, uniformAt(index) >= uniforms.rate));');
+  const p = elementwiseProgram({ shaderKey: 'micseDropout', shape: x.shape, variableNames: ['x'], workgroup: WORKGROUP,
+    uniforms: 'k1 : u32, k2 : u32, rate : f32, scale : f32,', preamble: WGSL_RANDOM,
+    body: 'setOutputAtIndex(index, select(0.0, getXByOutputIndex(index) * uniforms.scale, uniformAt(index) >= uniforms.rate));' });
   return (backend as unknown as WebGPUBackend).runWebGPUProgram(p, [x], 'float32', [
     { type: 'uint32', data: [k1] }, { type: 'uint32', data: [k2] },
     { type: 'float32', data: [rate] }, { type: 'float32', data: [1 / (1 - rate)] },
@@ -211,6 +195,14 @@ function hasKernel(kernelName: string): boolean {
 
 function checkSeed(op: string, seed: number): void {
   if (!Number.isInteger(seed)) throw new Error(`${op}: seed must be an integer, got ${seed}`);
+}
+
+/** Seeds of unseeded draws (a pass without dropoutSeed, an AMI draw without seed) come from [0, FRESH_SEED_RANGE). */
+const FRESH_SEED_RANGE = 2 ** 31;
+
+/** A seed for a draw the caller did not seed (not reproducible, by request). */
+export function freshSeed(): number {
+  return Math.floor(Math.random() * FRESH_SEED_RANGE);
 }
 
 /** float32 uniforms in [0, 1) of `shape`, a pure function of (seed, flat index); see the module comment. */

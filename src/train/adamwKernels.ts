@@ -25,6 +25,7 @@
 import type { WebGPUBackend, WebGPUProgram } from '@tensorflow/tfjs-backend-webgpu';
 import { heapOffset, heapView, type CpuBackend, type WasmBackend } from '../model/hostBackend.js';
 import { tf } from '../model/tf.js';
+import { elementwiseProgram, workgroupSumWgsl } from '../model/webgpuPrograms.js';
 import { simdFor, SIMD_LANES, type AdamWSimd } from './adamwSimd.js';
 
 const ADAMW_KERNEL = 'MicseAdamW';
@@ -203,86 +204,34 @@ function flat(x: tf.TensorInfo): tf.TensorInfo {
   return { dataId: x.dataId, shape: [tf.util.sizeFromShape(x.shape)], dtype: x.dtype };
 }
 
-abstract class ElementwiseProgram implements WebGPUProgram {
-  readonly outputShape: number[];
-  shaderKey: string;
-  readonly dispatchLayout = { x: [0] };
-  dispatch: [number, number, number];
-  readonly workgroupSize: [number, number, number] = [ELEMENTWISE_WORKGROUP, 1, 1];
-  readonly size = true;
-  abstract readonly variableNames: string[];
-  abstract readonly uniforms: string;
-
-  constructor(n: number, key: string) {
-    this.outputShape = [n];
-    this.dispatch = [Math.ceil(n / ELEMENTWISE_WORKGROUP), 1, 1];
-    this.shaderKey = key;
-  }
-
-  abstract getUserCode(): string;
-}
-
 /**
  * m' = m * b1 + g * (1 - b1)  or  v' = v * b2 + (g * g) * (1 - b2), with g clipped by the norm N.
  *   G [n], X [n] (m or v), N [1] -> [n]
  */
-class MomentProgram extends ElementwiseProgram {
-  readonly variableNames = ['G', 'X', 'N'];
-  readonly uniforms = 'beta : f32, oneMinusBeta : f32, maxNorm : f32, clipEps : f32,';
-
-  constructor(n: number, private readonly squared: boolean) {
-    super(n, `micse_adamw_${squared ? 'v' : 'm'}`);
-  }
-
-  getUserCode(): string {
-    const gTerm = this.squared ? '(g * g)' : 'g';
-    return `
-      fn main(index : i32) {
-        if (index < uniforms.size) {
-          var g = G[index];
-          if (uniforms.maxNorm > 0.0) {
-            g = g * min(1.0, uniforms.maxNorm / (N[0] + uniforms.clipEps));
-          }
-          setOutputAtIndex(index, X[index] * uniforms.beta + ${gTerm} * uniforms.oneMinusBeta);
-        }
-      }`;
-  }
+function momentProgram(n: number, squared: boolean): WebGPUProgram {
+  return elementwiseProgram({
+    shaderKey: `micse_adamw_${squared ? 'v' : 'm'}`, shape: [n], variableNames: ['G', 'X', 'N'], workgroup: ELEMENTWISE_WORKGROUP,
+    uniforms: 'beta : f32, oneMinusBeta : f32, maxNorm : f32, clipEps : f32,',
+    body: `var g = G[index];
+      if (uniforms.maxNorm > 0.0) {
+        g = g * min(1.0, uniforms.maxNorm / (N[0] + uniforms.clipEps));
+      }
+      setOutputAtIndex(index, X[index] * uniforms.beta + ${squared ? '(g * g)' : 'g'} * uniforms.oneMinusBeta);`,
+  });
 }
 
 /** p' = p * decay - (m' / (sqrt(v') / bc2Sqrt + eps)) * stepSize.  P, M, V [n] -> [n] */
-class ParamProgram extends ElementwiseProgram {
-  readonly variableNames = ['P', 'M', 'V'];
-  readonly uniforms = 'decay : f32, bc2Sqrt : f32, eps : f32, stepSize : f32,';
-
-  constructor(n: number) {
-    super(n, 'micse_adamw_p');
-  }
-
-  getUserCode(): string {
-    return `
-      fn main(index : i32) {
-        if (index < uniforms.size) {
-          let denom = sqrt(V[index]) / uniforms.bc2Sqrt + uniforms.eps;
-          setOutputAtIndex(index, P[index] * uniforms.decay - (M[index] / denom) * uniforms.stepSize);
-        }
-      }`;
-  }
+function paramProgram(n: number): WebGPUProgram {
+  return elementwiseProgram({
+    shaderKey: 'micse_adamw_p', shape: [n], variableNames: ['P', 'M', 'V'], workgroup: ELEMENTWISE_WORKGROUP,
+    uniforms: 'decay : f32, bc2Sqrt : f32, eps : f32, stepSize : f32,',
+    body: `let denom = sqrt(V[index]) / uniforms.bc2Sqrt + uniforms.eps;
+      setOutputAtIndex(index, P[index] * uniforms.decay - (M[index] / denom) * uniforms.stepSize);`,
+  });
 }
 
-/** The workgroup's tree reduction of `acc` into partials[0] (every invocation calls it: it has barriers). */
-const WORKGROUP_SUM = `
-  var<workgroup> partials : array<f32, ${REDUCE_WORKGROUP}>;
-  fn workgroupSum(acc : f32) -> f32 {
-    partials[localIndex] = acc;
-    workgroupBarrier();
-    for (var s = ${REDUCE_WORKGROUP / 2}u; s > 0u; s = s >> 1u) {
-      if (localIndex < s) {
-        partials[localIndex] = partials[localIndex] + partials[localIndex + s];
-      }
-      workgroupBarrier();
-    }
-    return partials[0];
-  }`;
+/** The workgroup's tree sum of a value, returned to every invocation (it has barriers: all must call it). */
+const WORKGROUP_SUM = workgroupSumWgsl('workgroupSum', REDUCE_WORKGROUP);
 
 /**
  * Partial sums of squares over up to GRADS_PER_DISPATCH gradients, added to the previous partials if any:
@@ -374,12 +323,12 @@ const webgpuAdamW: KernelFunc = ({ inputs, backend, attrs }) => {
   const clip = [s.maxNorm, CLIP_EPS];
   const moment = (x: tf.TensorInfo, squared: boolean, beta: number): tf.TensorInfo => {
     const uniforms = f32Uniforms([beta, 1 - beta, ...clip]);
-    return b.runWebGPUProgram(new MomentProgram(n, squared), [flat(g), flat(x), flat(norm)], 'float32', uniforms);
+    return b.runWebGPUProgram(momentProgram(n, squared), [flat(g), flat(x), flat(norm)], 'float32', uniforms);
   };
   const mOut = moment(m, false, s.beta1);
   const vOut = moment(v, true, s.beta2);
   const pUniforms = f32Uniforms([s.decay, s.bc2Sqrt, s.eps, s.stepSize]);
-  const pOut = b.runWebGPUProgram(new ParamProgram(n), [flat(p), mOut, vOut], 'float32', pUniforms);
+  const pOut = b.runWebGPUProgram(paramProgram(n), [flat(p), mOut, vOut], 'float32', pUniforms);
   return [pOut, mOut, vOut].map((o) => ({ dataId: o.dataId, shape: p.shape.slice(), dtype: 'float32' as const }));
 };
 
