@@ -52,11 +52,9 @@
  * `[128, 4, 12, 32, 32]` on a 2-core machine, the same again backward), small next to the encoder on that
  * backend. The gather gradients need an UnsortedSegmentSum kernel (kernels.ts registers a scatter-add on cpu and wasm).
  */
-import { seededUniform } from '../model/random.js';
+import { freshSeed, seededUniform } from '../model/random.js';
 import { tf } from '../model/tf.js';
 
-/** Seeds of unseeded draws are drawn from [0, UNSEEDED_RANGE). */
-const UNSEEDED_RANGE = 2 ** 31;
 
 export interface AttentionMIOptions {
   /** Samples drawn per row; rows with fewer valid entries are dropped unless no row has enough. */
@@ -150,14 +148,10 @@ function rankSamplePositions(valid: tf.Tensor2D, samples: number, seed: number):
  */
 export function drawSamplePositions(valid: tf.Tensor2D, samples: number, seed?: number): tf.Tensor2D {
   return tf.tidy(() => {
-    const ranked = rankSamplePositions(valid, samples, seed ?? randomSeed()); // [R, S]
+    const ranked = rankSamplePositions(valid, samples, seed ?? freshSeed()); // [R, S]
     if (samples === 0) return ranked;
     return tf.neg(tf.topk(tf.neg(ranked), samples, true).values) as tf.Tensor2D; // [R, S] int32, increasing
   });
-}
-
-function randomSeed(): number {
-  return Math.floor(Math.random() * UNSEEDED_RANGE);
 }
 
 /**
@@ -273,7 +267,7 @@ export function attentionMutualInformation(attentions: tf.Tensor, options: Atten
     throw new Error(`attentionMutualInformation: targetSamples must be a positive integer, got ${targetSamples}`);
   }
   if (!(rhoEps > 0 && rhoEps < 1)) throw new Error(`attentionMutualInformation: rhoEps must be in (0, 1), got ${rhoEps}`);
-  const seed = options.seed ?? randomSeed();
+  const seed = options.seed ?? freshSeed();
   const [value, drawn] = tf.tidy(() => {
     const { x, y } = regroupAttention(attentions); // [R, N] each
     const [R, N] = x.shape;

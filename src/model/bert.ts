@@ -19,7 +19,7 @@ import { bertWeightTable, type WeightSpec } from './weights.js';
 import type { HostTensor } from './safetensors.js';
 import { tf } from './tf.js';
 import { gelu, layerNorm } from './fused.js';
-import { seededDropout } from './random.js';
+import { freshSeed, seededDropout } from './random.js';
 
 export interface BertInputs {
   /** int32 [B, T] */
@@ -52,8 +52,6 @@ export interface BertOutput {
 /** Additive mask for padded keys: float32's lowest value, as transformers uses, so exp() underflows to exactly 0. */
 const MASK_VALUE = -3.4028234663852886e38;
 
-/** Base seeds of unseeded passes are drawn from [0, UNSEEDED_RANGE). */
-const UNSEEDED_RANGE = 2 ** 31;
 
 /** Mixes a base seed and a dropout-site index into a 31-bit seed (splitmix-style integer hash). */
 export function siteSeed(base: number, site: number): number {
@@ -166,7 +164,7 @@ export class BertModel {
     const pAttn = training ? (opts.attentionProbsDropoutProb ?? c.attentionProbsDropoutProb) : 0;
     let site = 0;
     // Unseeded passes draw a base seed, so masks still differ per site and per call.
-    const baseSeed = opts.dropoutSeed ?? Math.floor(Math.random() * UNSEEDED_RANGE);
+    const baseSeed = opts.dropoutSeed ?? freshSeed();
     const dropout = <T extends tf.Tensor>(x: T, rate: number): T => {
       const s = site++;
       if (rate === 0) return x;
