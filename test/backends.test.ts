@@ -23,25 +23,12 @@ import { fastKernelNames, registerFastKernels, unregisterFastKernels, useNativeG
 import { NativeOps } from '../src/model/nativeOps.js';
 import { loadPretrained } from '../src/model/pretrained.js';
 import { tf } from '../src/model/tf.js';
-import { shared, SKIP_NO_SHARED } from './helpers.js';
+import { maxAbsDiff, seededValues, shared, SKIP_NO_SHARED } from './helpers.js';
 
 const TOL = 1e-4;
 
-function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  assert.equal(a.length, b.length, 'lengths differ');
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
-  return m;
-}
-
-/** Seeded values in [-1, 1). */
-function values(n: number, seed: number): Float32Array {
-  let s = seed >>> 0;
-  return Float32Array.from({ length: n }, () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 31) - 1);
-}
-
 function rand(shape: number[], seed: number): tf.Tensor {
-  return tf.tensor(values(shape.reduce((p, d) => p * d, 1), seed), shape);
+  return tf.tensor(seededValues(shape.reduce((p, d) => p * d, 1), seed), shape);
 }
 
 /** Runs `f` with the fast kernels and with the stock ones on `backend`; returns both results as flat arrays. */
@@ -187,10 +174,10 @@ describe('replaced kernels match the stock kernels', () => {
     assert.deepEqual(fast[0], stock[0]);
     const copy = tf.clone(x);
     x.dispose();
-    assert.deepEqual(Float32Array.from(await copy.data()), values(12, 14));
+    assert.deepEqual(Float32Array.from(await copy.data()), seededValues(12, 14));
     const again = tf.clone(copy);
     copy.dispose();
-    assert.deepEqual(Float32Array.from(await again.data()), values(12, 14));
+    assert.deepEqual(Float32Array.from(await again.data()), seededValues(12, 14));
     again.dispose();
     const ints = tf.tensor1d([-1, 2 ** 31 - 1, -(2 ** 31)], 'int32');
     const intCopy = tf.clone(ints);
@@ -250,7 +237,7 @@ describe('replaced kernels match the stock kernels', () => {
     const ids = [1, 4, 4, 9, 0, -1]; // -1 is dropped, as in TensorFlow
     await selectBackend('cpu');
     unregisterFastKernels('cpu');
-    const reference = tf.tidy(() => tf.unsortedSegmentSum(tf.tensor(values(24, 17), [6, 4]), tf.tensor1d(ids, 'int32'), 10));
+    const reference = tf.tidy(() => tf.unsortedSegmentSum(tf.tensor(seededValues(24, 17), [6, 4]), tf.tensor1d(ids, 'int32'), 10));
     const stock = Float32Array.from(await reference.data());
     reference.dispose();
     registerFastKernels('cpu');

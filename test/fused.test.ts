@@ -13,26 +13,11 @@ import { selectBackend } from '../src/model/backend.js';
 import { gelu, layerNorm } from '../src/model/fused.js';
 import { stagingSimdHost } from '../src/model/hostSimd.js';
 import { tf } from '../src/model/tf.js';
+import { seededValues, webgpuSkipReason } from './helpers.js';
 
 const TOL = 1e-5;
 
-async function webgpuAvailable(): Promise<boolean> {
-  try {
-    await selectBackend('webgpu');
-    return true;
-  } catch {
-    return false;
-  } finally {
-    await selectBackend('cpu');
-  }
-}
-const BACKENDS = ['cpu', 'wasm', ...((await webgpuAvailable()) ? ['webgpu' as const] : [])] as const;
-
-/** Seeded values in [-1, 1). */
-function values(n: number, seed: number): Float32Array {
-  let s = seed >>> 0;
-  return Float32Array.from({ length: n }, () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 31) - 1);
-}
+const BACKENDS = ['cpu', 'wasm', ...((await webgpuSkipReason()) === false ? ['webgpu' as const] : [])] as const;
 
 type Fn = (x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor) => tf.Tensor;
 
@@ -46,10 +31,10 @@ const composedGelu: Fn = (x) => tf.mul(tf.mul(x, 0.5), tf.add(1, tf.erf(tf.mul(x
 async function outputs(f: Fn, shape: number[], withParams: boolean): Promise<Float32Array[]> {
   const H = shape[shape.length - 1]!;
   const n = shape.reduce((a, b) => a * b, 1);
-  const x = tf.tidy(() => tf.add(tf.mul(tf.tensor(values(n, 1), shape), 3), 0.5));
-  const gamma = tf.tidy(() => tf.add(tf.tensor(values(H, 2)), 1));
-  const beta = tf.tensor(values(H, 3));
-  const dy = tf.tensor(values(n, 4), shape);
+  const x = tf.tidy(() => tf.add(tf.mul(tf.tensor(seededValues(n, 1), shape), 3), 0.5));
+  const gamma = tf.tidy(() => tf.add(tf.tensor(seededValues(H, 2)), 1));
+  const beta = tf.tensor(seededValues(H, 3));
+  const dy = tf.tensor(seededValues(n, 4), shape);
   const loss = (a: tf.Tensor, g: tf.Tensor, b: tf.Tensor) => tf.sum(tf.mul(f(a, g, b), dy));
   const results = tf.tidy(() => [
     f(x, gamma, beta),
@@ -100,7 +85,7 @@ describe('fused LayerNorm and GELU match the composed ops', () => {
   for (const backend of BACKENDS) {
     test(`${backend}: the fused kernels are the ones that run (forward and gradient), not the composed fallback`, async () => {
       await selectBackend(backend);
-      const x = tf.tensor(values(4 * 8, 1), [4, 8]);
+      const x = tf.tensor(seededValues(4 * 8, 1), [4, 8]);
       const g = tf.ones([8]);
       const b = tf.zeros([8]);
       const info = await tf.profile(() => tf.tidy(() => [

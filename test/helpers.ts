@@ -1,10 +1,13 @@
 /**
- * Shared test helpers: the read-only ../shared folder and its skip rule. $MICSE_SHARED_DIR replaces ../shared
- * (bench/device/run.sh points it at the copy of the shared data it carries to a GPU machine).
+ * Shared test helpers: the read-only ../shared folder and its skip rule ($MICSE_SHARED_DIR replaces ../shared:
+ * bench/device/run.sh points it at the copy of the shared data it carries to a GPU machine); whether a WebGPU
+ * adapter exists here; seeded test values and the element-wise comparison the backend tests use.
  */
+import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { selectBackend } from '../src/model/backend.js';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 export const SHARED = path.resolve(process.env['MICSE_SHARED_DIR'] || path.join(ROOT, '..', 'shared'));
@@ -17,4 +20,33 @@ export const SKIP_NO_SHARED: string | false = HAS_SHARED
 
 export function shared(...parts: string[]): string {
   return path.join(SHARED_DATA, ...parts);
+}
+
+/**
+ * false when `selectBackend('webgpu')` works here, else the reason to pass as `{ skip }` (no Vulkan driver, as on
+ * CI). Leaves the cpu backend selected.
+ */
+export async function webgpuSkipReason(): Promise<string | false> {
+  try {
+    await selectBackend('webgpu');
+    return false;
+  } catch (err) {
+    return `no WebGPU here (${(err as Error).message.split('\n')[0]}): the webgpu checks are skipped`;
+  } finally {
+    await selectBackend('cpu');
+  }
+}
+
+/** `n` seeded values in [-1, 1) (a 32-bit LCG: the same on every machine). */
+export function seededValues(n: number, seed: number): Float32Array {
+  let s = seed >>> 0;
+  return Float32Array.from({ length: n }, () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 31) - 1);
+}
+
+/** max |a[i] - b[i]|; the lengths must be equal. */
+export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  assert.equal(a.length, b.length, 'lengths differ');
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
+  return m;
 }

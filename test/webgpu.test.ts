@@ -19,31 +19,14 @@ import { BertModel } from '../src/model/bert.js';
 import type { BertConfig } from '../src/model/config.js';
 import { SEEDED_DROPOUT, seededDropout, seededUniform, uniformArray } from '../src/model/random.js';
 import { tf } from '../src/model/tf.js';
+import { maxAbsDiff, webgpuSkipReason } from './helpers.js';
 import { AdamW } from '../src/train/adamw.js';
 import { TrainStep, trainableParams } from '../src/train/step.js';
 
 const TOL = 1e-4;
 
-/** Whether a WebGPU adapter can be had here; the reason when not. */
-async function webgpuSkip(): Promise<string | false> {
-  try {
-    await selectBackend('webgpu');
-    return false;
-  } catch (err) {
-    return `no WebGPU here (${(err as Error).message.split('\n')[0]}): the webgpu checks are skipped`;
-  } finally {
-    await selectBackend('cpu');
-  }
-}
-const WEBGPU_SKIP = await webgpuSkip();
+const WEBGPU_SKIP = await webgpuSkipReason();
 const BACKENDS = ['cpu', 'wasm', ...(WEBGPU_SKIP === false ? ['webgpu' as const] : [])] as const;
-
-function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  assert.equal(a.length, b.length, 'lengths differ');
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
-  return m;
-}
 
 async function read(t: tf.Tensor): Promise<Float32Array> {
   const v = Float32Array.from((await t.data()) as Float32Array);
