@@ -14,7 +14,7 @@ import type { StsReportJson } from '../../eval/report.js';
 import { UserError } from '../errors.js';
 import { writeFileAtomic } from '../fsutil.js';
 import { EVAL_FILE } from '../train/trainer.js';
-import { renderSvg } from '../train/plots.js';
+import { CHART_WIDTH, renderSvg, VEGA_LITE_SCHEMA } from '../train/plots.js';
 import { SEED_KEYS, SPLIT_KEY, type GridValue } from './grid.js';
 import { pointDir, pointState, readManifest, readPoint } from './point.js';
 
@@ -217,9 +217,9 @@ const Y_TITLE = 'STS average (Spearman x 100)';
 /** Vega-Lite: STS average against training sentences (log x), one line per series, error bars lo..hi. */
 export function sweepCurveSpec(title: string, points: CurvePoint[]): TopLevelSpec {
   return {
-    $schema: 'https://vega.github.io/schema/vega-lite/v5.json',
+    $schema: VEGA_LITE_SCHEMA,
     title,
-    width: 560,
+    width: CHART_WIDTH,
     height: 320,
     data: { values: points },
     encoding: {

@@ -5,6 +5,10 @@
 import * as vega from 'vega';
 import { compile, type TopLevelSpec } from 'vega-lite';
 
+/** The Vega-Lite schema every chart of the project declares, and the charts' width in pixels. */
+export const VEGA_LITE_SCHEMA = 'https://vega.github.io/schema/vega-lite/v5.json';
+export const CHART_WIDTH = 560;
+
 /** Renders a Vega-Lite spec to an SVG string. */
 export async function renderSvg(spec: TopLevelSpec): Promise<string> {
   const view = new vega.View(vega.parse(compile(spec).spec), { renderer: 'none' });
@@ -24,9 +28,9 @@ export interface Point {
 /** A line chart of `value` against `step`, one line per `series`. */
 export function lineChartSpec(title: string, yTitle: string, points: Point[]): TopLevelSpec {
   return {
-    $schema: 'https://vega.github.io/schema/vega-lite/v5.json',
+    $schema: VEGA_LITE_SCHEMA,
     title,
-    width: 560,
+    width: CHART_WIDTH,
     height: 300,
     data: { values: points },
     mark: { type: 'line', point: points.length <= 60 },
