@@ -49,6 +49,9 @@ export interface BertOutput {
   attentions?: tf.Tensor4D[];
 }
 
+/** Backends whose dense layers add the bias inside the product kernel (see BertModel.dense). */
+const FUSED_BIAS_BACKENDS: readonly string[] = ['webgpu'];
+
 /** Additive mask for padded keys: float32's lowest value, as transformers uses, so exp() underflows to exactly 0. */
 const MASK_VALUE = -3.4028234663852886e38;
 
@@ -127,12 +130,18 @@ export class BertModel {
     }
   }
 
-  /** x [.., in] @ W [in, out] + b */
+  /**
+   * x [.., in] @ W [in, out] + b. On webgpu the bias is added inside the product's kernel (tf.fused.matMul: one
+   * dispatch instead of two, and the same bias gradient, a sum of dy); elsewhere the stock MatMul, which the
+   * wasm backend routes to the native GEMM (its fused product would not).
+   */
   private dense(x: tf.Tensor, name: string): tf.Tensor {
     const w = this.w(`${name}.weight`);
+    const b = this.w(`${name}.bias`);
     const [inDim, outDim] = w.shape as [number, number];
     const lead = x.shape.slice(0, -1);
-    const y = tf.add(tf.matMul(x.reshape([-1, inDim]), w), this.w(`${name}.bias`)); // [N, out]
+    const x2 = x.reshape([-1, inDim]); // [N, in]
+    const y = FUSED_BIAS_BACKENDS.includes(tf.getBackend()) ? tf.fused.matMul({ a: x2, b: w, bias: b }) : tf.add(tf.matMul(x2, w), b); // [N, out]
     return y.reshape([...lead, outDim]);
   }
 
