@@ -129,7 +129,11 @@ const dropoutWasm: tf.KernelFunc = ({ inputs, backend, attrs }) => {
 // uniforms struct with `size`, the `result` buffer, `getXByOutputIndex`, `setOutputAtIndex`, `fn main(index)`).
 // ---------------------------------------------------------------------------------------------------------------
 
-const WGSL_RANDOM = `
+/**
+ * WGSL of `mix32(v : u32) -> u32` and `uniformAt(i : i32) -> f32` (the value at flat index `i`), for kernels that draw
+ * inside a larger program (attentionMIKernels.ts); needs `k1 : u32, k2 : u32,` (seedKeys) in the program's uniforms.
+ */
+export const WGSL_RANDOM = `
   fn mix32(v : u32) -> u32 {
     var x = v;
     x = x ^ (x >> 16u);
