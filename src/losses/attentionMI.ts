@@ -48,12 +48,21 @@
  * permutation invariant. Pinning the draw (`sampleIndices`, for tests and reference comparisons) is the one path
  * that reads the row filter on the host.
  *
+ * WebGPU: where its kernels are registered (attentionMIKernels.ts), the term is 6 dispatches forward and 1 backward
+ * straight from `attentions` (row counts, row plan, draw, per-row MI, value, `drawn`; the gradient written into
+ * d attentions directly) instead of ~250 stock kernels: the same draw (positions and order) and the same
+ * arithmetic within float32 rounding. Pinned draws and S > AMI_DRAW_MAX_SAMPLES take the stock ops, as every
+ * other backend does (cpu and wasm results are those of the ops below, unchanged).
+ *
  * Cost: on the pure-JS `cpu` backend the regrouping transpose is slow at bert-base sizes (about 5 s forward for
  * `[128, 4, 12, 32, 32]` on a 2-core machine, the same again backward), small next to the encoder on that
  * backend. The gather gradients need an UnsortedSegmentSum kernel (kernels.ts registers a scatter-add on cpu and wasm).
  */
 import { freshSeed, seededUniform } from '../model/random.js';
 import { tf } from '../model/tf.js';
+import {
+  AMI_DRAW_MAX_SAMPLES, amiKernelsOn, attentionMIValue, attentionRowPlan, drawFromAttention, drawFromMask, drawnOfPlan,
+} from './attentionMIKernels.js';
 
 
 export interface AttentionMIOptions {
@@ -102,12 +111,7 @@ export interface AttentionMIResult {
  * row `(b*H + k)*2 + m`, column `j*T*T + t*T + z` for relative layer `2j + m`. Float32. L must be even.
  */
 export function regroupAttention(attentions: tf.Tensor): { x: tf.Tensor2D; y: tf.Tensor2D } {
-  const [twoB, L, H, T, T2] = attentions.shape as [number, number, number, number, number];
-  if (attentions.rank !== 5 || T !== T2) {
-    throw new Error(`attentionMutualInformation: attentions must be [2B, L, H, T, T]; got [${attentions.shape}]`);
-  }
-  if (twoB % 2 !== 0) throw new Error(`attentionMutualInformation: the first dimension (2B = ${twoB}) must be even: two views per sentence`);
-  if (L % 2 !== 0) throw new Error(`attentionMutualInformation: the number of layers (${L}) must be even: rows pair layers m, m+2, ...`);
+  const [twoB, L, H, T] = checkAttentionShape(attentions);
   const B = twoB / 2;
   const J = L / 2;
   const TT = T * T;
@@ -121,22 +125,36 @@ export function regroupAttention(attentions: tf.Tensor): { x: tf.Tensor2D; y: tf
   });
 }
 
+/** `[2B, L, H, T, T]` of `attentions`, checked (two views per sentence, an even number of layers). */
+function checkAttentionShape(attentions: tf.Tensor): [number, number, number, number, number] {
+  const [twoB, L, H, T, T2] = attentions.shape as [number, number, number, number, number];
+  if (attentions.rank !== 5 || T !== T2) {
+    throw new Error(`attentionMutualInformation: attentions must be [2B, L, H, T, T]; got [${attentions.shape}]`);
+  }
+  if (twoB % 2 !== 0) throw new Error(`attentionMutualInformation: the first dimension (2B = ${twoB}) must be even: two views per sentence`);
+  if (L % 2 !== 0) throw new Error(`attentionMutualInformation: the number of layers (${L}) must be even: rows pair layers m, m+2, ...`);
+  return [twoB, L, H, T, T2];
+}
+
 /**
  * For each row, `samples` distinct positions drawn uniformly among the row's valid positions (without
  * replacement), in draw order: `valid [R, N]` (bool or 0/1) -> int32 `[R, samples]`. Any prefix of a row is itself
  * a uniform draw of that size, which is how the AMI draws fewer samples in its fallback regime with a fixed shape.
- * On the device: seeded uniform keys (random.ts), invalid positions keyed -1, top-k by key. Rows with fewer than
- * `samples` valid positions end with invalid ones.
+ * On the device: seeded uniform keys (random.ts), invalid positions keyed -1, top-k by key (equal keys by increasing
+ * index, tf.topk's order on cpu). Rows with fewer than `samples` valid positions end with invalid ones. On webgpu
+ * with `samples <= AMI_DRAW_MAX_SAMPLES`, one kernel computes the same positions in the same order
+ * (attentionMIKernels.ts). Exported for tests.
  */
-function rankSamplePositions(valid: tf.Tensor2D, samples: number, seed: number): tf.Tensor2D {
+export function rankSamplePositions(valid: tf.Tensor2D, samples: number, seed: number): tf.Tensor2D {
   const [R, N] = valid.shape;
   if (!Number.isInteger(samples) || samples < 0 || samples > N) {
     throw new Error(`sample positions: samples must be an integer in [0, ${N}], got ${samples}`);
   }
   return tf.tidy(() => {
     if (samples === 0) return tf.zeros([R, 0], 'int32') as tf.Tensor2D;
-    const keys = seededUniform([R, N], seed); // [R, N] in [0, 1)
     const mask = valid.dtype === 'bool' ? valid : tf.greater(valid, 0); // [R, N]
+    if (amiKernelsOn() && samples <= AMI_DRAW_MAX_SAMPLES) return drawFromMask(mask as tf.Tensor2D, samples, seed); // [R, S]
+    const keys = seededUniform([R, N], seed); // [R, N] in [0, 1)
     const masked = tf.where(mask, keys, tf.fill([R, N], -1)); // [R, N]
     return tf.topk(masked, samples, true).indices as tf.Tensor2D; // [R, S] int32, by decreasing key
   });
@@ -268,10 +286,21 @@ export function attentionMutualInformation(attentions: tf.Tensor, options: Atten
   }
   if (!(rhoEps > 0 && rhoEps < 1)) throw new Error(`attentionMutualInformation: rhoEps must be in (0, 1), got ${rhoEps}`);
   const seed = options.seed ?? freshSeed();
+  const [, L, , T] = checkAttentionShape(attentions);
+  const S = Math.min(targetSamples, (L / 2) * T * T); // static sample width; a row uses its first `samples` of them
+  if (options.sampleIndices === undefined && amiKernelsOn() && S <= AMI_DRAW_MAX_SAMPLES) {
+    const [value, drawn] = tf.tidy(() => {
+      const a = tf.cast(attentions, 'float32');
+      const plan = detached(() => attentionRowPlan(a, targetSamples, scaleEps)); // [R + 3]: rowMask, rows, samples, scale
+      const positions = detached(() => drawFromAttention(a, S, seed)); // [R, S]
+      const v = attentionMIValue(a, positions, plan, { cosineEps, rhoEps, nanValue });
+      return [v, drawnOfPlan(plan)] as [tf.Scalar, tf.Tensor1D];
+    });
+    return { value, drawn };
+  }
   const [value, drawn] = tf.tidy(() => {
     const { x, y } = regroupAttention(attentions); // [R, N] each
     const [R, N] = x.shape;
-    const S = Math.min(targetSamples, N); // static sample width; a row uses its first `samples` of them
     // [R, N] bool, a constant: the plan and the draw built on it stay off the gradient tape.
     const valid = detached(() => tf.logicalAnd(tf.greater(x, 0), tf.greater(y, 0)));
     const counts = tf.sum(tf.cast(valid, 'float32'), 1) as tf.Tensor1D; // [R]
