@@ -18,6 +18,8 @@
  * Ops: `seededUniform(shape, seed)` and `seededDropout(x, rate, seed)`. Kernels `MicseSeededUniform` and
  * `MicseDropout` are registered for cpu, wasm and webgpu when this module loads (the registry is keyed by
  * backend name, so the backend need not exist yet); elsewhere the ops fall back to uploaded host numbers.
+ * WebGPU kernels that fuse a dropout into a larger program (attention.ts) use `WGSL_DROPOUT`, `WGSL_DROPOUT_UNIFORMS`
+ * and `dropoutUniforms`: the same WGSL and uniforms as the `MicseDropout` kernel, so the same mask bit for bit.
  */
 import type { WebGPUBackend } from '@tensorflow/tfjs-backend-webgpu';
 import { heapView, type CpuBackend, type WasmBackend } from './hostBackend.js';
@@ -147,6 +149,30 @@ export const WGSL_RANDOM = `
     return f32(h >> 8u) * ${INV_2_24.toExponential()};
   }`;
 
+/** The uniform fields `WGSL_DROPOUT` reads, for a program's `uniforms`; their values come from `dropoutUniforms`. */
+export const WGSL_DROPOUT_UNIFORMS = 'k1 : u32, k2 : u32, rate : f32, scale : f32,';
+
+/**
+ * WGSL of `fn dropoutAt(i : i32, x : f32) -> f32`: `seededDropout`'s value at flat index `i` of an input valued `x`
+ * (and `uniformAt(i)`), for kernels that fuse the dropout into a larger program (attention.ts). Needs the fields of
+ * `WGSL_DROPOUT_UNIFORMS` in the program's uniforms.
+ */
+export const WGSL_DROPOUT = `${WGSL_RANDOM}
+  fn dropoutAt(i : i32, x : f32) -> f32 {
+    return select(0.0, x * uniforms.scale, uniformAt(i) >= uniforms.rate);
+  }`;
+
+/** The values of the `WGSL_DROPOUT_UNIFORMS` fields, in order, for dropout at `rate` with `seed` (both checked). */
+export function dropoutUniforms(rate: number, seed: number): { type: 'uint32' | 'float32'; data: number[] }[] {
+  checkRate(rate);
+  checkSeed('seededDropout', seed);
+  const [k1, k2] = seedKeys(seed);
+  return [
+    { type: 'uint32', data: [k1] }, { type: 'uint32', data: [k2] },
+    { type: 'float32', data: [rate] }, { type: 'float32', data: [1 / (1 - rate)] },
+  ];
+}
+
 const uniformWebgpu: tf.KernelFunc = ({ backend, attrs }) => {
   const { shape, seed } = attrs as unknown as UniformAttrs;
   const [k1, k2] = seedKeys(seed);
@@ -158,15 +184,10 @@ const uniformWebgpu: tf.KernelFunc = ({ backend, attrs }) => {
 
 const dropoutWebgpu: tf.KernelFunc = ({ inputs, backend, attrs }) => {
   const { rate, seed } = attrs as unknown as DropoutAttrs;
-  const [k1, k2] = seedKeys(seed);
   const x = inputs['x']!;
   const p = elementwiseProgram({ shaderKey: 'micseDropout', shape: x.shape, variableNames: ['x'], workgroup: WORKGROUP,
-    uniforms: 'k1 : u32, k2 : u32, rate : f32, scale : f32,', preamble: WGSL_RANDOM,
-    body: 'setOutputAtIndex(index, select(0.0, getXByOutputIndex(index) * uniforms.scale, uniformAt(index) >= uniforms.rate));' });
-  return (backend as unknown as WebGPUBackend).runWebGPUProgram(p, [x], 'float32', [
-    { type: 'uint32', data: [k1] }, { type: 'uint32', data: [k2] },
-    { type: 'float32', data: [rate] }, { type: 'float32', data: [1 / (1 - rate)] },
-  ]);
+    uniforms: WGSL_DROPOUT_UNIFORMS, preamble: WGSL_DROPOUT, body: 'setOutputAtIndex(index, dropoutAt(index, getXByOutputIndex(index)));' });
+  return (backend as unknown as WebGPUBackend).runWebGPUProgram(p, [x], 'float32', dropoutUniforms(rate, seed));
 };
 
 const KERNELS: { backendName: string; uniform: tf.KernelFunc; dropout: tf.KernelFunc }[] = [
