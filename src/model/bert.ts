@@ -18,6 +18,7 @@ import type { BertConfig } from './config.js';
 import { bertWeightTable, type WeightSpec } from './weights.js';
 import type { HostTensor } from './safetensors.js';
 import { tf } from './tf.js';
+import { selfAttention } from './attention.js';
 import { gelu, layerNorm } from './fused.js';
 import { freshSeed, seededDropout } from './random.js';
 
@@ -174,10 +175,12 @@ export class BertModel {
     let site = 0;
     // Unseeded passes draw a base seed, so masks still differ per site and per call.
     const baseSeed = opts.dropoutSeed ?? freshSeed();
+    // One seed per dropout site in pass order, sites of rate 0 counted too, so a seeded pass keeps its masks.
+    const nextSiteSeed = () => siteSeed(baseSeed, site++);
     const dropout = <T extends tf.Tensor>(x: T, rate: number): T => {
-      const s = site++;
+      const seed = nextSiteSeed();
       if (rate === 0) return x;
-      return seededDropout(x, rate, siteSeed(baseSeed, s)); // mask regenerated on the device, not stored
+      return seededDropout(x, rate, seed); // mask regenerated on the device, not stored
     };
 
     const [B, T] = inputs.inputIds.shape;
@@ -199,21 +202,19 @@ export class BertModel {
     x = dropout(x, pHidden);
 
     // Additive key mask: 0 where attended, MASK_VALUE at padding.  [B, 1, 1, T]
-    const maskAdd = tf.mul(tf.sub(1, inputs.attentionMask.toFloat()), MASK_VALUE).reshape([B, 1, 1, T]);
+    const maskAdd = tf.mul(tf.sub(1, inputs.attentionMask.toFloat()), MASK_VALUE).reshape([B, 1, 1, T]) as tf.Tensor4D;
     const scale = 1 / Math.sqrt(dh);
-    const heads = (t: tf.Tensor) => t.reshape([B, T, nh, dh]).transpose([0, 2, 1, 3]); // [B, nh, T, dh]
 
     const attentions: tf.Tensor4D[] = [];
     for (let i = 0; i < c.numHiddenLayers; i++) {
       const p = `encoder.layer.${i}`;
-      const q = heads(this.dense(x, `${p}.attention.self.query`));
-      const k = heads(this.dense(x, `${p}.attention.self.key`));
-      const v = heads(this.dense(x, `${p}.attention.self.value`));
-      const scores = tf.add(tf.mul(tf.matMul(q, k, false, true), scale), maskAdd); // [B, nh, T, T]
-      const probs = dropout(tf.softmax(scores, -1), pAttn) as tf.Tensor4D; // [B, nh, T, T]
+      const q = this.dense(x, `${p}.attention.self.query`) as tf.Tensor3D; // [B, T, H]
+      const k = this.dense(x, `${p}.attention.self.key`) as tf.Tensor3D;
+      const v = this.dense(x, `${p}.attention.self.value`) as tf.Tensor3D;
+      // probs [B, nh, T, T] after dropout, context [B, T, H]; fused kernels on webgpu, the composed ops elsewhere
+      const { context, probs } = selfAttention(q, k, v, maskAdd, { heads: nh, scale, rate: pAttn, seed: nextSiteSeed() });
       if (opts.outputAttentions === true) attentions.push(probs);
-      const ctx = tf.matMul(probs, v).transpose([0, 2, 1, 3]).reshape([B, T, H]); // [B, T, H]
-      const attnOut = dropout(this.dense(ctx, `${p}.attention.output.dense`), pHidden);
+      const attnOut = dropout(this.dense(context, `${p}.attention.output.dense`), pHidden);
       x = this.layerNorm(tf.add(attnOut, x), `${p}.attention.output.LayerNorm`);
       const inter = this.act(this.dense(x, `${p}.intermediate.dense`)); // [B, T, I]
       const out = dropout(this.dense(inter, `${p}.output.dense`), pHidden);

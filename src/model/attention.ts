@@ -1,0 +1,453 @@
+/**
+ * The attention core of a BERT layer, from the query/key/value dense outputs to the context:
+ *
+ *   probs   = dropout(softmax(q k^T * scale + maskAdd))   per head   [B, nh, T, T]  (query rows, key columns)
+ *   context = probs v, heads side by side                             [B, T, nh * dh]
+ *
+ * Why: composed of stock ops this is ~26 WebGPU dispatches per layer (forward and backward: three head transposes,
+ * the two batched products, scale, mask, softmax, dropout, the transpose back, and their gradients), each with a
+ * fixed host cost (issue #9). On webgpu it is 2 kernels forward and 5 backward here, reading q, k, v in their
+ * [B, T, nh * dh] layout (head h of token t is the slice [h * dh, (h + 1) * dh) of row t: no transposes) and writing
+ * context and the gradients of q, k, v in that layout directly:
+ *   forward   (1) probs: scores tile by tile, softmax (online row max and sum), dropout     MicseAttentionProbs
+ *             (2) context = probs v                                                         MicseAttentionContext
+ *   backward  of (2): (3) dProbs = dContext v^T   (4) dv = probs^T dContext
+ *             of (1): (5) dScores = P * (dP - rowsum(dP * P)) * scale, with dP = dropout(dProbs) (the same mask)
+ *                         and P = softmax(scores) recomputed from q and k (rowsum(dP * P) online, as the row sum)
+ *                     (6) dq = dScores k   (7) dk = dScores^T q
+ * Two ops, not one with two outputs: autodiff sums the probabilities' gradients of the context and of the AMI
+ * loss (an Add where the layer's probabilities are used), and where they are not used nothing is uploaded (the
+ * engine fills the gradient of an unused output of a kernel with host zeros).
+ * The dropout mask is `seededDropout`'s (random.ts `WGSL_DROPOUT`): the same bits at the same flat index of the
+ * [B, nh, T, T] probabilities. A fully padded row (every key masked) has equal scores, so uniform probabilities.
+ * Every other backend runs today's composed ops, unchanged (their numbers stay bit for bit).
+ * Reference: Vaswani et al. 2017 (scaled dot-product attention); transformers BertSelfAttention.
+ */
+import type { WebGPUBackend, WebGPUProgram } from '@tensorflow/tfjs-backend-webgpu';
+import { dropoutUniforms, seededDropout, WGSL_DROPOUT, WGSL_DROPOUT_UNIFORMS } from './random.js';
+import { tf } from './tf.js';
+
+const ATTENTION_PROBS = 'MicseAttentionProbs';
+const ATTENTION_PROBS_GRAD = 'MicseAttentionProbsGrad';
+const ATTENTION_CONTEXT = 'MicseAttentionContext';
+const ATTENTION_CONTEXT_GRAD = 'MicseAttentionContextGrad';
+
+/**
+ * Edge of the square tiles: a workgroup computes a TILE x TILE block of a product (rows x columns), staging TILE x
+ * TILE blocks of both operands in workgroup memory per step along the inner dimension.
+ */
+const TILE = 32;
+/** A workgroup is THREADS x THREADS threads; each owns PER_THREAD x PER_THREAD outputs of the block. */
+const THREADS = 16;
+const PER_THREAD = TILE / THREADS;
+/** One padding float per staged row, so staging along columns does not hit one memory bank. */
+const PAD = 1;
+/** float32's lowest value: where running row maxima start (the additive mask value, so no score is below it). */
+const F32_LOWEST = -3.4028234663852886e38;
+
+export interface AttentionOptions {
+  /** Number of heads nh; the hidden size must be a multiple of it. */
+  heads: number;
+  /** Multiplies q k^T (1 / sqrt(head size) in BERT). */
+  scale: number;
+  /** Dropout rate of the probabilities, in [0, 1); 0 for none. */
+  rate: number;
+  /** Seed of the dropout mask (an integer; see random.ts). */
+  seed: number;
+}
+
+export interface AttentionOutput {
+  /** [B, T, H] */
+  context: tf.Tensor3D;
+  /** [B, nh, T, T] after dropout */
+  probs: tf.Tensor4D;
+}
+
+interface ProbsAttrs {
+  heads: number;
+  scale: number;
+  rate: number;
+  seed: number;
+}
+interface ContextAttrs {
+  heads: number;
+}
+
+/** Sizes of one call: batch B, tokens T, hidden H = nh * dh, heads nh, head size dh; z = B * nh (head, batch). */
+interface Dims {
+  B: number;
+  T: number;
+  H: number;
+  nh: number;
+  dh: number;
+  z: number;
+}
+
+function dimsOf(shape: number[], heads: number): Dims {
+  const [B, T, H] = shape as [number, number, number];
+  return { B, T, H, nh: heads, dh: H / heads, z: B * heads };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// WebGPU programs (WGSL after the header WebGPUBackend.runWebGPUProgram generates: the uniforms, `result`, one
+// read-only array per input named as in variableNames, `localId`/`localIndex`/`workgroupId`; see webgpuPrograms.ts).
+// Every shape is a uniform, so each program compiles once.
+// ---------------------------------------------------------------------------------------------------------------
+
+/** Uniform fields of every program, and those of the softmax rows programs (1) and (5) after them. */
+const HEAD_UNIFORMS = 'seqLen : i32, heads : i32, headSize : i32,';
+const ROWS_UNIFORMS = `${HEAD_UNIFORMS} attnScale : f32, ${WGSL_DROPOUT_UNIFORMS}`;
+
+type Uniforms = { type: 'int32' | 'uint32' | 'float32'; data: number[] }[];
+
+function headUniforms(d: Dims): Uniforms {
+  return [{ type: 'int32', data: [d.T] }, { type: 'int32', data: [d.nh] }, { type: 'int32', data: [d.dh] }];
+}
+
+function rowsUniforms(d: Dims, a: ProbsAttrs): Uniforms {
+  return [...headUniforms(d), { type: 'float32', data: [a.scale] }, ...dropoutUniforms(a.rate, a.seed)];
+}
+
+/** Flat indices: (t, c) of head z = b * nh + h in [B, T, nh * dh]; (i, j) of head z in [B, nh, T, T]. */
+const WGSL_INDEX = `
+  fn headAt(z : i32, t : i32, c : i32) -> i32 {
+    let b = z / uniforms.heads;
+    let h = z - b * uniforms.heads;
+    return (b * uniforms.seqLen + t) * uniforms.heads * uniforms.headSize + h * uniforms.headSize + c;
+  }
+  fn probAt(z : i32, i : i32, j : i32) -> i32 {
+    return (z * uniforms.seqLen + i) * uniforms.seqLen + j;
+  }`;
+
+/** The staged blocks of the two operands: [TILE rows][TILE columns + PAD]. */
+const WGSL_TILES = `
+  var<workgroup> tileA : array<f32, ${TILE * (TILE + PAD)}>;
+  var<workgroup> tileB : array<f32, ${TILE * (TILE + PAD)}>;`;
+
+/** How a product reads one operand. */
+interface Operand {
+  /** WGSL expression of the operand's element (row, col) of head `z`, from WGSL expressions of row and col. */
+  at: (row: string, col: string) => string;
+  /** Whether consecutive columns are adjacent in memory (else consecutive rows are): staging reads along it. */
+  colContiguous: boolean;
+}
+
+/**
+ * WGSL of `fn name(z, m0, n0, mLen, nLen, kLen) -> array<f32, PER_THREAD^2>`: this thread's outputs of the block
+ * [m0, m0 + TILE) x [n0, n0 + TILE) of A B (A [mLen, kLen], B [kLen, nLen] of head z; out of range reads 0): rows
+ * m0 + ty + r * THREADS, columns n0 + tx + c * THREADS at [r * PER_THREAD + c]. Has barriers: call it in uniform
+ * control flow with a uniform kLen.
+ */
+function productWgsl(name: string, a: Operand, b: Operand): string {
+  const staged = (o: Operand, tile: string, rowLen: string, colLen: string, r0: string, c0: string) => `
+        let ${tile}Row = ${o.colContiguous ? `e / ${TILE}` : `e % ${TILE}`};
+        let ${tile}Col = ${o.colContiguous ? `e % ${TILE}` : `e / ${TILE}`};
+        var ${tile}Value = 0.0;
+        if (${r0} + ${tile}Row < ${rowLen} && ${c0} + ${tile}Col < ${colLen}) {
+          ${tile}Value = ${o.at(`${r0} + ${tile}Row`, `${c0} + ${tile}Col`)};
+        }
+        ${tile}[${tile}Row * ${TILE + PAD} + ${tile}Col] = ${tile}Value;`;
+  return `
+  fn ${name}(z : i32, m0 : i32, n0 : i32, mLen : i32, nLen : i32, kLen : i32) -> array<f32, ${PER_THREAD * PER_THREAD}> {
+    var acc : array<f32, ${PER_THREAD * PER_THREAD}>;
+    let tx = i32(localId.x);
+    let ty = i32(localId.y);
+    for (var k0 = 0; k0 < kLen; k0 = k0 + ${TILE}) {
+      for (var e = i32(localIndex); e < ${TILE * TILE}; e = e + ${THREADS * THREADS}) {${
+        staged(a, 'tileA', 'mLen', 'kLen', 'm0', 'k0')}${staged(b, 'tileB', 'kLen', 'nLen', 'k0', 'n0')}
+      }
+      workgroupBarrier();
+      for (var kk = 0; kk < ${TILE}; kk = kk + 1) {
+        for (var r = 0; r < ${PER_THREAD}; r = r + 1) {
+          let x = tileA[(ty + r * ${THREADS}) * ${TILE + PAD} + kk];
+          for (var c = 0; c < ${PER_THREAD}; c = c + 1) {
+            acc[r * ${PER_THREAD} + c] = acc[r * ${PER_THREAD} + c] + x * tileB[kk * ${TILE + PAD} + tx + c * ${THREADS}];
+          }
+        }
+      }
+      workgroupBarrier();
+    }
+    return acc;
+  }`;
+}
+
+/** Operands of head z: a [B, T, nh * dh] tensor as [T, dh], or transposed as [dh, T]; a [B, nh, T, T] tensor, or transposed. */
+const heads = (name: string): Operand => ({ at: (t, c) => `${name}[headAt(z, ${t}, ${c})]`, colContiguous: true });
+const headsT = (name: string): Operand => ({ at: (c, t) => `${name}[headAt(z, ${t}, ${c})]`, colContiguous: false });
+const square = (name: string): Operand => ({ at: (i, j) => `${name}[probAt(z, ${i}, ${j})]`, colContiguous: true });
+const squareT = (name: string): Operand => ({ at: (j, i) => `${name}[probAt(z, ${i}, ${j})]`, colContiguous: false });
+
+/** A program whose workgroup id is (x, y, z) = `dispatch`'s grid, with `main()` taking no index. */
+function gridProgram(shaderKey: string, outputShape: number[], variableNames: string[], dispatch: [number, number, number],
+  uniforms: string, userCode: string): WebGPUProgram {
+  const rank = outputShape.length;
+  return {
+    variableNames,
+    outputShape,
+    shaderKey,
+    // Not flat: the header calls `main()`; the layout only names the output dimensions along the grid's axes.
+    dispatchLayout: { x: [rank - 1], y: [rank - 2], z: outputShape.slice(0, rank - 2).map((_, i) => i) },
+    dispatch,
+    workgroupSize: [THREADS, THREADS, 1],
+    uniforms,
+    getUserCode: () => userCode,
+  };
+}
+
+/** The grid's limit per axis on this device (the backend would reshape a larger grid, which these programs do not expect). */
+function checkGrid(backend: WebGPUBackend, d: Dims, dispatch: number[]): void {
+  const limit = backend.device.limits.maxComputeWorkgroupsPerDimension;
+  if (dispatch.some((n) => n > limit)) {
+    throw new Error(`selfAttention: ${d.z} heads x batch or ${d.T} tokens exceed this device's ${limit} workgroups per dimension`);
+  }
+}
+
+/**
+ * A product of two head operands into `outputShape`, one TILE x TILE block per workgroup: grid (column blocks, row
+ * blocks, z); `store(m, n)` is the WGSL flat index of output (m, n) of head z.
+ */
+function productProgram(shaderKey: string, outputShape: number[], variableNames: [string, string], a: Operand, b: Operand,
+  size: { m: string; n: string; k: string; grid: [number, number, number] }, store: (m: string, n: string) => string): WebGPUProgram {
+  return gridProgram(shaderKey, outputShape, variableNames, size.grid, HEAD_UNIFORMS, `${WGSL_INDEX}${WGSL_TILES}${productWgsl('product', a, b)}
+  fn main() {
+    let z = i32(workgroupId.z);
+    let m0 = i32(workgroupId.y) * ${TILE};
+    let n0 = i32(workgroupId.x) * ${TILE};
+    let mLen = ${size.m};
+    let nLen = ${size.n};
+    var acc = product(z, m0, n0, mLen, nLen, ${size.k});
+    for (var r = 0; r < ${PER_THREAD}; r = r + 1) {
+      for (var c = 0; c < ${PER_THREAD}; c = c + 1) {
+        let m = m0 + i32(localId.y) + r * ${THREADS};
+        let n = n0 + i32(localId.x) + c * ${THREADS};
+        if (m < mLen && n < nLen) { result[${store('m', 'n')}] = acc[r * ${PER_THREAD} + c]; }
+      }
+    }
+  }`);
+}
+
+const blocks = (n: number) => Math.ceil(n / TILE);
+
+/** (2) context = probs x and (6) dq = dScores x: [B, nh, T, T] times [B, T, nh * dh] per head, into [B, T, nh * dh]. */
+function squareTimesHeadsProgram(d: Dims): WebGPUProgram {
+  return productProgram('micseAttentionSquareTimesHeads', [d.B, d.T, d.H], ['p', 'x'], square('p'), heads('x'),
+    { m: 'uniforms.seqLen', n: 'uniforms.headSize', k: 'uniforms.seqLen', grid: [blocks(d.dh), blocks(d.T), d.z] },
+    (m, n) => `headAt(z, ${m}, ${n})`);
+}
+
+/** (4) dv = probs^T dContext and (7) dk = dScores^T q: the transposed square operand. */
+function squareTTimesHeadsProgram(d: Dims): WebGPUProgram {
+  return productProgram('micseAttentionSquareTTimesHeads', [d.B, d.T, d.H], ['p', 'x'], squareT('p'), heads('x'),
+    { m: 'uniforms.seqLen', n: 'uniforms.headSize', k: 'uniforms.seqLen', grid: [blocks(d.dh), blocks(d.T), d.z] },
+    (m, n) => `headAt(z, ${m}, ${n})`);
+}
+
+/** (3) dProbs = dContext v^T: [B, T, nh * dh] times the transpose of another, per head, into [B, nh, T, T]. */
+function headsTimesHeadsTProgram(d: Dims): WebGPUProgram {
+  return productProgram('micseAttentionHeadsTimesHeadsT', [d.B, d.nh, d.T, d.T], ['x', 'y'], heads('x'), headsT('y'),
+    { m: 'uniforms.seqLen', n: 'uniforms.seqLen', k: 'uniforms.headSize', grid: [blocks(d.T), blocks(d.T), d.z] },
+    (m, n) => `probAt(z, ${m}, ${n})`);
+}
+
+/**
+ * (1) probs, or with `backward` (5) dScores, into [B, nh, T, T]: a workgroup per (block of TILE query rows, z), in two
+ * passes over the key blocks.
+ *   pass 1: s = q k^T * scale + mask, kept in `result`; per thread and row the running max m, sum l of exp(s - m)
+ *           and (backward) u, the sum of dP exp(s - m) with dP = dropout(dProbs)
+ *   combine: the THREADS partials of each row (rescaled to the row's max); (backward) rowsum(dP * P) = u / l
+ *   pass 2: P = exp(s - m) / l from `result`; forward: dropout(P); backward: P * (dP - u / l) * scale
+ * A thread reads back only the elements it wrote, so `result` needs no barrier between the passes.
+ */
+function softmaxRowsProgram(d: Dims, backward: boolean): WebGPUProgram {
+  const names = backward ? ['q', 'k', 'mask', 'dProbs'] : ['q', 'k', 'mask'];
+  const part = (name: string) => `var<workgroup> ${name} : array<f32, ${TILE * THREADS}>;`; // [row of the block][tx]
+  return gridProgram(backward ? 'micseAttentionDScores' : 'micseAttentionProbs', [d.B, d.nh, d.T, d.T], names,
+    [blocks(d.T), d.z, 1], ROWS_UNIFORMS, `${WGSL_INDEX}${WGSL_DROPOUT}${WGSL_TILES}
+  ${part('partMax')}
+  ${part('partSum')}
+  ${backward ? part('partDot') : ''}
+  ${productWgsl('scores', heads('q'), headsT('k'))}
+  fn main() {
+    let z = i32(workgroupId.y);
+    let m0 = i32(workgroupId.x) * ${TILE};
+    let T = uniforms.seqLen;
+    let b = z / uniforms.heads;
+    let tx = i32(localId.x);
+    let ty = i32(localId.y);
+    var rowMax : array<f32, ${PER_THREAD}>;
+    var rowSum : array<f32, ${PER_THREAD}>;
+    ${backward ? `var rowDot : array<f32, ${PER_THREAD}>;` : ''}
+    for (var r = 0; r < ${PER_THREAD}; r = r + 1) { rowMax[r] = ${F32_LOWEST}; }
+    for (var n0 = 0; n0 < T; n0 = n0 + ${TILE}) {
+      var s = scores(z, m0, n0, T, T, uniforms.headSize);
+      for (var r = 0; r < ${PER_THREAD}; r = r + 1) {
+        for (var c = 0; c < ${PER_THREAD}; c = c + 1) {
+          let i = m0 + ty + r * ${THREADS};
+          let j = n0 + tx + c * ${THREADS};
+          if (i < T && j < T) {
+            let idx = probAt(z, i, j);
+            let v = s[r * ${PER_THREAD} + c] * uniforms.attnScale + mask[b * T + j];
+            result[idx] = v;
+            let top = max(rowMax[r], v);
+            let decay = exp(rowMax[r] - top);
+            let e = exp(v - top);
+            rowSum[r] = rowSum[r] * decay + e;
+            ${backward ? 'rowDot[r] = rowDot[r] * decay + dropoutAt(idx, dProbs[idx]) * e;' : ''}
+            rowMax[r] = top;
+          }
+        }
+      }
+    }
+    for (var r = 0; r < ${PER_THREAD}; r = r + 1) {
+      let o = (ty + r * ${THREADS}) * ${THREADS} + tx;
+      partMax[o] = rowMax[r];
+      partSum[o] = rowSum[r];
+      ${backward ? 'partDot[o] = rowDot[r];' : ''}
+    }
+    workgroupBarrier();
+    for (var r = 0; r < ${PER_THREAD}; r = r + 1) {
+      let o = (ty + r * ${THREADS}) * ${THREADS};
+      var top = ${F32_LOWEST};
+      for (var t = 0; t < ${THREADS}; t = t + 1) { top = max(top, partMax[o + t]); }
+      var sum = 0.0;
+      ${backward ? 'var dot = 0.0;' : ''}
+      for (var t = 0; t < ${THREADS}; t = t + 1) {
+        let w = exp(partMax[o + t] - top);
+        sum = sum + partSum[o + t] * w;
+        ${backward ? 'dot = dot + partDot[o + t] * w;' : ''}
+      }
+      rowMax[r] = top;
+      rowSum[r] = sum;
+      ${backward ? 'rowDot[r] = dot / sum;' : ''}
+    }
+    for (var n0 = 0; n0 < T; n0 = n0 + ${TILE}) {
+      for (var r = 0; r < ${PER_THREAD}; r = r + 1) {
+        for (var c = 0; c < ${PER_THREAD}; c = c + 1) {
+          let i = m0 + ty + r * ${THREADS};
+          let j = n0 + tx + c * ${THREADS};
+          if (i < T && j < T) {
+            let idx = probAt(z, i, j);
+            let p = exp(result[idx] - rowMax[r]) / rowSum[r];
+            result[idx] = ${backward
+              ? 'p * (dropoutAt(idx, dProbs[idx]) - rowDot[r]) * uniforms.attnScale'
+              : 'dropoutAt(idx, p)'};
+          }
+        }
+      }
+    }
+  }`);
+}
+
+type Run = (p: WebGPUProgram, inputs: tf.TensorInfo[], uniforms: Uniforms) => tf.TensorInfo;
+
+function runner(backend: unknown, d: Dims): Run {
+  const b = backend as WebGPUBackend;
+  return (p, inputs, uniforms) => {
+    checkGrid(b, d, p.dispatch);
+    return b.runWebGPUProgram(p, inputs, 'float32', uniforms);
+  };
+}
+
+const webgpuKernels: Record<string, tf.KernelFunc> = {
+  [ATTENTION_PROBS]: ({ inputs, backend, attrs }) => {
+    const { q, k, mask } = inputs as { q: tf.TensorInfo; k: tf.TensorInfo; mask: tf.TensorInfo };
+    const a = attrs as unknown as ProbsAttrs;
+    const d = dimsOf(q.shape, a.heads);
+    return runner(backend, d)(softmaxRowsProgram(d, false), [q, k, mask], rowsUniforms(d, a));
+  },
+  [ATTENTION_PROBS_GRAD]: ({ inputs, backend, attrs }) => {
+    const { q, k, mask, dProbs } = inputs as { q: tf.TensorInfo; k: tf.TensorInfo; mask: tf.TensorInfo; dProbs: tf.TensorInfo };
+    const a = attrs as unknown as ProbsAttrs;
+    const d = dimsOf(q.shape, a.heads);
+    const run = runner(backend, d);
+    const dScores = run(softmaxRowsProgram(d, true), [q, k, mask, dProbs], rowsUniforms(d, a)); // [B, nh, T, T]
+    const dq = run(squareTimesHeadsProgram(d), [dScores, k], headUniforms(d)); // [B, T, H]
+    const dk = run(squareTTimesHeadsProgram(d), [dScores, q], headUniforms(d)); // [B, T, H]
+    (backend as WebGPUBackend).disposeData(dScores.dataId);
+    return [dq, dk];
+  },
+  [ATTENTION_CONTEXT]: ({ inputs, backend, attrs }) => {
+    const { probs, v } = inputs as { probs: tf.TensorInfo; v: tf.TensorInfo };
+    const d = dimsOf(v.shape, (attrs as unknown as ContextAttrs).heads);
+    return runner(backend, d)(squareTimesHeadsProgram(d), [probs, v], headUniforms(d));
+  },
+  [ATTENTION_CONTEXT_GRAD]: ({ inputs, backend, attrs }) => {
+    const { probs, v, dContext } = inputs as { probs: tf.TensorInfo; v: tf.TensorInfo; dContext: tf.TensorInfo };
+    const d = dimsOf(v.shape, (attrs as unknown as ContextAttrs).heads);
+    const run = runner(backend, d);
+    const dProbs = run(headsTimesHeadsTProgram(d), [dContext, v], headUniforms(d)); // [B, nh, T, T]
+    const dv = run(squareTTimesHeadsProgram(d), [probs, dContext], headUniforms(d)); // [B, T, H]
+    return [dProbs, dv];
+  },
+};
+
+for (const [kernelName, kernelFunc] of Object.entries(webgpuKernels)) {
+  if (tf.getKernel(kernelName, 'webgpu') === undefined) tf.registerKernel({ kernelName, backendName: 'webgpu', kernelFunc });
+}
+
+const noMaskGradient = (): tf.Tensor => {
+  throw new Error('selfAttention: no gradient with respect to the additive mask (it is data, not a parameter)');
+};
+
+if (tf.getGradient(ATTENTION_PROBS) === undefined) {
+  tf.registerGradient({
+    kernelName: ATTENTION_PROBS,
+    inputsToSave: ['q', 'k', 'mask'],
+    gradFunc: (dy, saved, attrs) => {
+      const [q, k, mask] = saved as [tf.Tensor, tf.Tensor, tf.Tensor];
+      const [dq, dk] = tf.engine().runKernel(ATTENTION_PROBS_GRAD, { q, k, mask, dProbs: dy as tf.Tensor },
+        attrs as unknown as tf.NamedAttrMap) as tf.Tensor[];
+      return { q: () => dq!, k: () => dk!, mask: noMaskGradient };
+    },
+  });
+}
+if (tf.getGradient(ATTENTION_CONTEXT) === undefined) {
+  tf.registerGradient({
+    kernelName: ATTENTION_CONTEXT,
+    inputsToSave: ['probs', 'v'],
+    gradFunc: (dy, saved, attrs) => {
+      const [probs, v] = saved as [tf.Tensor, tf.Tensor];
+      const [dProbs, dv] = tf.engine().runKernel(ATTENTION_CONTEXT_GRAD, { probs, v, dContext: dy as tf.Tensor },
+        attrs as unknown as tf.NamedAttrMap) as tf.Tensor[];
+      return { probs: () => dProbs!, v: () => dv! };
+    },
+  });
+}
+
+/** Today's composed ops (every backend but webgpu): heads by reshape and transpose, stock products and softmax. */
+function composedAttention(q: tf.Tensor3D, k: tf.Tensor3D, v: tf.Tensor3D, maskAdd: tf.Tensor4D, o: AttentionOptions): AttentionOutput {
+  const { B, T, H, nh, dh } = dimsOf(q.shape, o.heads);
+  const toHeads = (t: tf.Tensor) => t.reshape([B, T, nh, dh]).transpose([0, 2, 1, 3]); // [B, nh, T, dh]
+  const qh = toHeads(q);
+  const kh = toHeads(k);
+  const vh = toHeads(v);
+  const scores = tf.add(tf.mul(tf.matMul(qh, kh, false, true), o.scale), maskAdd); // [B, nh, T, T]
+  const probs = seededDropout(tf.softmax(scores, -1), o.rate, o.seed) as tf.Tensor4D; // [B, nh, T, T]
+  const context = tf.matMul(probs, vh).transpose([0, 2, 1, 3]).reshape([B, T, H]) as tf.Tensor3D; // [B, T, H]
+  return { context, probs };
+}
+
+/**
+ * Multi-head attention from the query, key and value projections `q, k, v [B, T, H]` and the additive key mask
+ * `maskAdd [B, 1, 1, T]` (0 where attended, float32's lowest at padding): `context [B, T, H]` and the probabilities
+ * after dropout `probs [B, nh, T, T]`; see the module comment. Differentiable in q, k and v.
+ */
+export function selfAttention(q: tf.Tensor3D, k: tf.Tensor3D, v: tf.Tensor3D, maskAdd: tf.Tensor4D, opts: AttentionOptions): AttentionOutput {
+  const [B, T, H] = q.shape;
+  if (!tf.util.arraysEqual(k.shape, q.shape) || !tf.util.arraysEqual(v.shape, q.shape)) {
+    throw new Error(`selfAttention: q, k and v must have one shape; got [${q.shape}], [${k.shape}] and [${v.shape}]`);
+  }
+  if (!Number.isInteger(opts.heads) || opts.heads < 1 || H % opts.heads !== 0) {
+    throw new Error(`selfAttention: hidden size ${H} is not a multiple of ${opts.heads} heads`);
+  }
+  if (!tf.util.arraysEqual(maskAdd.shape, [B, 1, 1, T])) {
+    throw new Error(`selfAttention: maskAdd must be [${B}, 1, 1, ${T}]; got [${maskAdd.shape}]`);
+  }
+  const fused = tf.getKernel(ATTENTION_PROBS, tf.getBackend()) !== undefined && [q, k, v, maskAdd].every((t) => t.dtype === 'float32');
+  if (!fused) return composedAttention(q, k, v, maskAdd, opts);
+  const probsAttrs: ProbsAttrs = { heads: opts.heads, scale: opts.scale, rate: opts.rate, seed: opts.seed };
+  const contextAttrs: ContextAttrs = { heads: opts.heads };
+  const probs = tf.engine().runKernel(ATTENTION_PROBS, { q, k, mask: maskAdd }, probsAttrs as unknown as tf.NamedAttrMap) as tf.Tensor4D;
+  const context = tf.engine().runKernel(ATTENTION_CONTEXT, { probs, v }, contextAttrs as unknown as tf.NamedAttrMap) as tf.Tensor3D;
+  return { context, probs };
+}

@@ -1,0 +1,146 @@
+/**
+ * attention.ts: the fused webgpu attention (probabilities and context forward; the gradients of q, k and v of a
+ * loss using both outputs) against the composed ops on the cpu backend, within 1e-5 (relative above 1). Shapes
+ * exercise the kernels' blocks of 32: T = 7 (one partial block) and 33 (a second block of one row and one key,
+ * two passes of the online softmax), head sizes below and above 32 (one and two inner steps), 2 to 4 heads; the
+ * mask pads the tail of some rows and the whole of one (uniform probabilities); dropout off and at 0.1 (the same
+ * mask as seededDropout's). On every backend, the op leaks no tensors. webgpu cases are skipped (with the reason)
+ * where no WebGPU adapter exists.
+ */
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { selfAttention, type AttentionOptions } from '../src/model/attention.js';
+import { selectBackend } from '../src/model/backend.js';
+import { tf } from '../src/model/tf.js';
+import { seededValues, webgpuSkipReason } from './helpers.js';
+
+const TOL = 1e-5;
+/** The additive mask value at padding (bert.ts). */
+const MASK_VALUE = -3.4028234663852886e38;
+const SEED = 1234;
+
+const WEBGPU_SKIP = await webgpuSkipReason();
+
+interface Case {
+  B: number;
+  T: number;
+  heads: number;
+  dh: number;
+  rate: number;
+}
+
+const CASES: Case[] = [
+  { B: 3, T: 7, heads: 2, dh: 8, rate: 0 },
+  { B: 3, T: 7, heads: 3, dh: 20, rate: 0.1 },
+  { B: 3, T: 33, heads: 4, dh: 40, rate: 0 },
+  { B: 3, T: 33, heads: 2, dh: 16, rate: 0.1 },
+];
+
+/** Real-token counts per row: B - 1 rows padded at the tail by varying amounts, the last row fully padded. */
+function attentionMask(B: number, T: number): tf.Tensor4D {
+  const m = new Float32Array(B * T);
+  for (let b = 0; b < B; b++) {
+    const real = b === B - 1 ? 0 : T - ((b * 3) % Math.max(1, T - 1));
+    for (let t = 0; t < T; t++) m[b * T + t] = t < real ? 0 : MASK_VALUE;
+  }
+  return tf.tensor4d(m, [B, 1, 1, T]);
+}
+
+/** context, probs and d/dq, d/dk, d/dv of sum(context * w1) + sum(probs * w2), flattened; tensors disposed. */
+async function run(c: Case): Promise<Float32Array[]> {
+  const H = c.heads * c.dh;
+  const n = c.B * c.T * H;
+  const qkv = [1, 2, 3].map((s) => tf.tensor3d(seededValues(n, s), [c.B, c.T, H]));
+  const mask = attentionMask(c.B, c.T);
+  const w1 = tf.tensor3d(seededValues(n, 4), [c.B, c.T, H]);
+  const w2 = tf.tensor4d(seededValues(c.B * c.heads * c.T * c.T, 5), [c.B, c.heads, c.T, c.T]);
+  const opts: AttentionOptions = { heads: c.heads, scale: 1 / Math.sqrt(c.dh), rate: c.rate, seed: SEED };
+  const attend = (q: tf.Tensor, k: tf.Tensor, v: tf.Tensor) =>
+    selfAttention(q as tf.Tensor3D, k as tf.Tensor3D, v as tf.Tensor3D, mask, opts);
+  const results = tf.tidy(() => {
+    const { context, probs } = attend(qkv[0]!, qkv[1]!, qkv[2]!);
+    const grads = tf.grads((q: tf.Tensor, k: tf.Tensor, v: tf.Tensor) => {
+      const o = attend(q, k, v);
+      return tf.add(tf.sum(tf.mul(o.context, w1)), tf.sum(tf.mul(o.probs, w2)));
+    })(qkv);
+    return [context, probs, ...grads];
+  });
+  const data = await Promise.all(results.map(async (t) => Float32Array.from((await t.data()) as Float32Array)));
+  tf.dispose([...qkv, mask, w1, w2, ...results]);
+  return data;
+}
+
+/** max |a - b| / max(1, max |b|) */
+function maxScaledDiff(a: Float32Array, b: Float32Array): number {
+  assert.equal(a.length, b.length, 'lengths differ');
+  let m = 0;
+  let scale = 1;
+  for (let i = 0; i < a.length; i++) {
+    m = Math.max(m, Math.abs(a[i]! - b[i]!));
+    scale = Math.max(scale, Math.abs(b[i]!));
+  }
+  return m / scale;
+}
+
+const NAMES = ['context', 'probs', 'dq', 'dk', 'dv'];
+
+describe('selfAttention', () => {
+  for (const c of CASES) {
+    const label = `B ${c.B}, T ${c.T}, ${c.heads} heads of ${c.dh}, dropout ${c.rate}`;
+
+    test(`cpu (composed) ${label}: rows of the undropped probabilities sum to 1, padded keys get 0, no tensor leaks`, async () => {
+      await selectBackend('cpu');
+      const before = tf.memory().numTensors;
+      const [, probs] = await run({ ...c, rate: 0 });
+      assert.equal(tf.memory().numTensors, before, 'no tensor leaks');
+      const mask = attentionMask(c.B, c.T);
+      const m = mask.dataSync();
+      mask.dispose();
+      for (let b = 0; b < c.B; b++) {
+        const fullyPadded = b === c.B - 1;
+        for (let h = 0; h < c.heads; h++) {
+          for (let i = 0; i < c.T; i++) {
+            const row = probs!.subarray(((b * c.heads + h) * c.T + i) * c.T, ((b * c.heads + h) * c.T + i + 1) * c.T);
+            assert.ok(Math.abs(row.reduce((s, x) => s + x, 0) - 1) < 1e-5, 'rows sum to 1');
+            row.forEach((p, j) => {
+              if (fullyPadded) assert.ok(Math.abs(p - 1 / c.T) < 1e-6, 'a fully padded row is uniform');
+              else if (m[b * c.T + j] !== 0) assert.equal(p, 0, 'padded keys get 0');
+            });
+          }
+        }
+      }
+    });
+
+    test(`webgpu (fused) ${label}: context, probs and the gradients of q, k, v match cpu within ${TOL}`,
+      { skip: WEBGPU_SKIP }, async () => {
+        await selectBackend('cpu');
+        const ref = await run(c);
+        await selectBackend('webgpu');
+        const before = tf.memory().numTensors;
+        const seen = new Set<string>();
+        const backend = tf.backend() as unknown as { runWebGPUProgram: (p: { shaderKey: string }, ...rest: unknown[]) => unknown };
+        const original = backend.runWebGPUProgram;
+        backend.runWebGPUProgram = function (p, ...rest) {
+          seen.add(p.shaderKey.split('_')[0]!);
+          return original.call(this, p, ...rest);
+        };
+        let got: Float32Array[];
+        try {
+          got = await run(c);
+        } finally {
+          backend.runWebGPUProgram = original;
+        }
+        assert.equal(tf.memory().numTensors, before, 'no tensor leaks');
+        await selectBackend('cpu');
+        for (const key of ['micseAttentionProbs', 'micseAttentionSquareTimesHeads', 'micseAttentionDScores',
+          'micseAttentionSquareTTimesHeads', 'micseAttentionHeadsTimesHeadsT']) {
+          assert.ok(seen.has(key), `the fused kernel ${key} ran`);
+        }
+        assert.ok(!seen.has('softmax') && !seen.has('transpose'), 'no stock softmax or transpose ran');
+        got.forEach((v, i) => {
+          const d = maxScaledDiff(v, ref[i]!);
+          assert.ok(d < TOL, `${NAMES[i]}: ${d}`);
+        });
+      });
+  }
+});
