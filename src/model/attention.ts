@@ -42,6 +42,9 @@ const THREADS = 16;
 const PER_THREAD = TILE / THREADS;
 /** One padding float per staged row, so staging along columns does not hit one memory bank. */
 const PAD = 1;
+// Workgroup memory of the softmax rows programs: two staged blocks (2 x 32 x 33 floats) and three row partials
+// (3 x 32 x 16 floats), 14,592 bytes, within WebGPU's guaranteed 16,384 (maxComputeWorkgroupStorageSize).
+
 /** float32's lowest value: where running row maxima start (the additive mask value, so no score is below it). */
 const F32_LOWEST = -3.4028234663852886e38;
 
@@ -226,6 +229,7 @@ function productProgram(shaderKey: string, outputShape: number[], variableNames:
   }`);
 }
 
+/** Blocks of TILE covering n (rows, columns or tokens). */
 const blocks = (n: number) => Math.ceil(n / TILE);
 
 /** (2) context = probs x and (6) dq = dScores x: [B, nh, T, T] times [B, T, nh * dh] per head, into [B, T, nh * dh]. */
