@@ -41,6 +41,7 @@ import { UserError } from '../src/errors.js';
 import { tf } from '../src/model/tf.js';
 import { AdamW } from '../src/train/adamw.js';
 import { TrainStep, trainableParams } from '../src/train/step.js';
+import { inPlaceDispatchCount } from '../src/train/adamwWebgpu.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 /** ../shared beside the checkout, or $MICSE_SHARED_DIR. */
@@ -244,7 +245,7 @@ async function embedThroughput(model: BertModel, sz: (typeof SIZES)[SizeName], c
 /**
  * Backend methods counted over one step by --profile. Host reads: `read` (await t.data()) and `readSync`
  * (dataSync/arraySync). webgpu's own: `getBufferData` (a GPU-to-host download, i.e. a wait for the queue),
- * `recordAndSubmit` (one compute dispatch), `submitQueue` (one queue submit), `uploadToGPU` (called for every
+ * `recordAndSubmit` (one compute dispatch; AdamW's in-place dispatches are added from adamwWebgpu.ts's count), `submitQueue` (one queue submit), `uploadToGPU` (called for every
  * program input and output: counted only when it copies host values into a new buffer).
  */
 const COUNTED_METHODS = ['read', 'readSync', 'getBufferData', 'recordAndSubmit', 'submitQueue', 'uploadToGPU'] as const;
@@ -319,12 +320,15 @@ async function profileStep(step: () => Promise<unknown>, log: (l: string) => voi
     ...rows.map(([n, e]) => `  ${n.padEnd(24)} ${e.ms.toFixed(1).padStart(9)} ms  ${String(e.calls).padStart(6)} calls`)].join('\n'));
 
   const t0 = performance.now();
+  const inPlaceBefore = inPlaceDispatchCount();
   const calls = await countBackendCalls(step);
   const stepMs = performance.now() - t0;
   const get = (m: CountedMethod): number | null => calls.get(m) ?? null;
+  // AdamW's in-place updates (src/train/adamwWebgpu.ts) dispatch outside recordAndSubmit.
+  const dispatches = get('recordAndSubmit') === null ? null : get('recordAndSubmit')! + inPlaceDispatchCount() - inPlaceBefore;
   const counts: StepCounts = {
     kernels: info.kernels.length, kernelMs, hostReads: (get('read') ?? 0) + (get('readSync') ?? 0), syncReads: get('readSync') ?? 0,
-    gpuDownloads: get('getBufferData'), dispatches: get('recordAndSubmit'), submits: get('submitQueue'), uploads: get('uploadToGPU'), stepMs,
+    gpuDownloads: get('getBufferData'), dispatches, submits: get('submitQueue'), uploads: get('uploadToGPU'), stepMs,
   };
   log(`step calls (one unprofiled step, ${stepMs.toFixed(0)} ms): ${formatCounts(counts)}`);
   return counts;

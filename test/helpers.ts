@@ -8,6 +8,7 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { selectBackend } from '../src/model/backend.js';
+import { tf } from '../src/model/tf.js';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 export const SHARED = path.resolve(process.env['MICSE_SHARED_DIR'] || path.join(ROOT, '..', 'shared'));
@@ -49,4 +50,19 @@ export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   let m = 0;
   for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
   return m;
+}
+
+/**
+ * Runs `f` on the webgpu backend (already active) inside validation and out-of-memory error scopes and fails with the first
+ * error: Dawn only prints such errors (the command buffer is dropped, results are silently stale), so a test that
+ * records its own GPU commands must look for them.
+ */
+export async function expectNoGpuErrors<T>(f: () => Promise<T>): Promise<T> {
+  const device = (tf.backend() as unknown as { device: GPUDevice }).device;
+  device.pushErrorScope('validation');
+  device.pushErrorScope('out-of-memory');
+  const result = await f();
+  const errors = [await device.popErrorScope(), await device.popErrorScope()].filter((e) => e !== null);
+  assert.deepEqual(errors.map((e) => e.message), [], 'WebGPU errors');
+  return result;
 }

@@ -6,8 +6,9 @@
  * same mask; the stream is uniform and seeds are independent.
  * WebGPU (skipped with the reason when `selectBackend('webgpu')` fails, e.g. no Vulkan driver, as on CI): one
  * seeded training-mode miCSE loss (dropout on, AMI in its sampling regime) and every gradient agree with the cpu
- * backend within 1e-4, and full TrainSteps (AdamW included) read the GPU twice a step (asynchronously) and keep
- * the tensor count flat.
+ * backend within 1e-4, two full TrainSteps (AdamW updating in place) leave parameters and moments within 1e-4 of
+ * the cpu backend's without a WebGPU validation error, and TrainSteps read the GPU twice a step (asynchronously)
+ * and keep the tensor count flat.
  * Self-contained (random-init model), so it can be carried to a GPU machine without ../shared.
  */
 import assert from 'node:assert/strict';
@@ -19,9 +20,10 @@ import { BertModel } from '../src/model/bert.js';
 import type { BertConfig } from '../src/model/config.js';
 import { SEEDED_DROPOUT, seededDropout, seededUniform, uniformArray } from '../src/model/random.js';
 import { tf } from '../src/model/tf.js';
-import { maxAbsDiff, webgpuSkipReason } from './helpers.js';
+import { expectNoGpuErrors, maxAbsDiff, webgpuSkipReason } from './helpers.js';
 import { AdamW } from '../src/train/adamw.js';
 import { TrainStep, trainableParams } from '../src/train/step.js';
+import { inPlaceDispatchCount } from '../src/train/adamwWebgpu.js';
 
 const TOL = 1e-4;
 
@@ -201,6 +203,36 @@ describe('WebGPU training step', { skip: WEBGPU_SKIP }, () => {
     got.grads.forEach((g, i) => {
       const d = maxAbsDiff(g, reference.grads[i]!);
       assert.ok(d < TOL, `gradient of ${vars[i]!.name} differs by ${d}`);
+    });
+  });
+
+  test('two TrainSteps (AdamW in place on webgpu): parameters and both moments within 1e-4 of cpu, no WebGPU error', async () => {
+    const STEPS = 2;
+    const LR = 1e-5; // Adam's first steps move each weight by ~lr * sign(g): keeps sign flips of ~0 gradients below TOL
+    async function train(backend: 'cpu' | 'webgpu'): Promise<Float32Array[]> {
+      await selectBackend(backend);
+      const m = BertModel.random(CONFIG, 7);
+      const h = new MlpHead(CONFIG.hiddenSize, { seed: 3 });
+      const optimizer = new AdamW(trainableParams(m, h), { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01 });
+      const step = new TrainStep(m, h, optimizer, objective);
+      for (let i = 0; i < STEPS; i++) await step.run(rows(), { lr: LR, maxGradNorm: 1, dropoutSeed: i, amiSeed: 100 + i });
+      const state = [...optimizer.params.map((p) => p.variable), ...optimizer.m.values(), ...optimizer.v.values()];
+      const out = await Promise.all(state.map(async (x) => Float32Array.from((await x.data()) as Float32Array)));
+      optimizer.dispose();
+      h.dispose();
+      m.dispose();
+      return out;
+    }
+    const reference = await train('cpu');
+    await selectBackend('webgpu');
+    const before = inPlaceDispatchCount();
+    const got = await expectNoGpuErrors(async () => train('webgpu'));
+    await selectBackend('cpu');
+    const params = reference.length / 3;
+    assert.equal(inPlaceDispatchCount() - before, STEPS * params, 'every parameter updated in place, once a step');
+    got.forEach((x, i) => {
+      const d = maxAbsDiff(x, reference[i]!);
+      assert.ok(d < TOL, `${['parameter', 'm', 'v'][Math.floor(i / params)]} ${i % params} differs by ${d}`);
     });
   });
 

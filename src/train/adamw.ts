@@ -6,11 +6,14 @@
  * plus torch.nn.utils.clip_grad_norm_: g <- g * min(1, maxNorm / (||g||_2 + 1e-6)) over all gradients.
  * TF.js has no AdamW; its moments are plain variables here so checkpoints can save and restore them exactly.
  *
- * On cpu, wasm and webgpu the norm is one kernel over all gradients and each parameter's update one kernel
- * (src/train/adamwKernels.ts); other backends (tensorflow, webgl) compose the same arithmetic from TF.js ops.
+ * On cpu, wasm and webgpu the norm is one kernel over all gradients (src/train/adamwKernels.ts). Each parameter's
+ * update is one kernel on cpu and wasm (adamwKernels.ts) and one in-place dispatch on webgpu (adamwWebgpu.ts);
+ * other backends (tensorflow, webgl), and webgpu parameters whose buffers are shared, compose the same arithmetic
+ * from TF.js ops.
  */
 import { tf } from '../model/tf.js';
-import { CLIP_EPS, fusedAdamW, fusedAvailable, fusedGradNorm, type AdamWStepScalars } from './adamwKernels.js';
+import { CLIP_EPS, fusedAdamW, fusedGradNorm, fusedNormAvailable, fusedUpdateAvailable, type AdamWStepScalars } from './adamwKernels.js';
+import { adamwInPlace, canUpdateInPlace, type InPlaceUpdate } from './adamwWebgpu.js';
 
 export interface AdamWOptions {
   beta1: number;
@@ -44,8 +47,10 @@ export class AdamW {
 
   constructor(readonly params: NamedParam[], readonly opts: AdamWOptions) {
     for (const p of params) {
-      this.m.set(p.name, tf.variable(tf.zerosLike(p.variable), false));
-      this.v.set(p.name, tf.variable(tf.zerosLike(p.variable), false));
+      // tf.variable shares the initial tensor's data: dispose it, so the moment is the sole owner (in-place updates).
+      const zeros = (): tf.Variable => tf.tidy(() => tf.variable(tf.zerosLike(p.variable), false));
+      this.m.set(p.name, zeros());
+      this.v.set(p.name, zeros());
     }
   }
 
@@ -59,22 +64,30 @@ export class AdamW {
     const { beta1, beta2, eps, weightDecay } = this.opts;
     const base = { beta1, beta2, eps, bc2Sqrt: Math.sqrt(1 - beta2 ** t), stepSize: lr / (1 - beta1 ** t), maxNorm };
     const scalars = (name: string): AdamWStepScalars => ({ ...base, decay: weightDecay > 0 && decays(name) ? 1 - lr * weightDecay : 1 });
-    const fused = this.opts.implementation !== 'composite' && fusedAvailable();
+    const fused = this.opts.implementation !== 'composite';
+    const fusedNorm = fused && fusedNormAvailable();
+    const fusedUpdate = fused && fusedUpdateAvailable();
     return tf.tidy(() => {
-      const norm = fused ? fusedGradNorm([...grads.values()]) : compositeGradNorm([...grads.values()]);
-      const coef = fused ? undefined : compositeClipCoefficient(norm, maxNorm);
+      const norm = fusedNorm ? fusedGradNorm([...grads.values()]) : compositeGradNorm([...grads.values()]);
+      let coef: tf.Scalar | undefined; // the composite updates' clipping coefficient, made on first use
+      const inPlace: InPlaceUpdate[] = [];
       for (const p of this.params) {
         const g = grads.get(p.name);
         if (g === undefined) continue; // no gradient reached it this step
         const m = this.m.get(p.name)!;
         const v = this.v.get(p.name)!;
-        const [pNew, mNew, vNew] = fused
+        if (fused && canUpdateInPlace(p.variable, g, m, v)) {
+          inPlace.push({ p: p.variable, g, m, v, scalars: scalars(p.name) });
+          continue;
+        }
+        const [pNew, mNew, vNew] = fusedUpdate
           ? fusedAdamW(p.variable, g, m, v, norm, scalars(p.name))
-          : compositeAdamW(p.variable, tf.mul(g, coef!), m, v, scalars(p.name));
+          : compositeAdamW(p.variable, tf.mul(g, (coef ??= compositeClipCoefficient(norm, maxNorm))), m, v, scalars(p.name));
         m.assign(mNew);
         v.assign(vNew);
         p.variable.assign(pNew);
       }
+      adamwInPlace(inPlace, norm);
       return tf.keep(norm);
     });
   }

@@ -1,13 +1,14 @@
 /**
- * Fused optimizer kernels for AdamW (src/train/adamw.ts), registered on `cpu`, `wasm` and `webgpu`:
+ * Fused optimizer kernels for AdamW (src/train/adamw.ts):
  *
- *   MicseGradNorm  inputs g0..gk (any shapes)  -> [] ||(g0, .., gk)||_2
- *   MicseAdamW     inputs p, g, m, v (shape S), norm []  -> [p', m', v'] (shape S each)
+ *   MicseGradNorm  inputs g0..gk (any shapes)  -> [] ||(g0, .., gk)||_2                    cpu, wasm, webgpu
+ *   MicseAdamW     inputs p, g, m, v (shape S), norm []  -> [p', m', v'] (shape S each)   cpu, wasm
  *
  * Why: the composite update is ~14 TF.js ops per parameter and the norm 2 more; on WebGPU each op is a kernel
  * dispatch with a large fixed cost (BERT-base has ~200 parameters), on the host backends each op is one more pass
- * over the arrays. Here the whole update of one parameter is one kernel (three WGSL dispatches on webgpu, where a
- * program has a single output), and the norm of all gradients one kernel (one dispatch per 6 gradients on webgpu).
+ * over the arrays. Here the whole update of one parameter is one kernel, and the norm of all gradients one kernel
+ * (one dispatch per 6 gradients on webgpu). On webgpu the update is not a TF.js kernel: a program there has a
+ * single output, so adamwWebgpu.ts writes p, m and v in place with one dispatch per parameter instead.
  *
  * The arithmetic is the composite code's, operation by operation in float32 (the clipping coefficient is computed
  * from the norm inside the kernel, as `min(1, maxNorm / (norm + CLIP_EPS))`):
@@ -20,18 +21,22 @@
  * stock kernels' composite bit for bit. The norm sums the float32 squares of each gradient in double (on wasm in
  * four double lanes) and the per-gradient sums in float32, as the cpu Sum and AddN kernels do; the stock wasm Sum
  * accumulates in float32, so there the norms differ by its rounding. webgpu differs from its stock kernels by
- * float rounding only (the norm's summation order; a GPU compiler may fuse a multiply-add).
+ * float rounding only (the norm's summation order; a GPU compiler may fuse a multiply-add); so does the in-place
+ * update of adamwWebgpu.ts, which follows the same order.
  */
 import type { WebGPUBackend, WebGPUProgram } from '@tensorflow/tfjs-backend-webgpu';
 import { heapOffset, heapView, type CpuBackend, type WasmBackend } from '../model/hostBackend.js';
 import { tf } from '../model/tf.js';
-import { elementwiseProgram, workgroupSumWgsl } from '../model/webgpuPrograms.js';
+import { workgroupSumWgsl } from '../model/webgpuPrograms.js';
 import { simdFor, SIMD_LANES, type AdamWSimd } from './adamwSimd.js';
 
 const ADAMW_KERNEL = 'MicseAdamW';
 const GRAD_NORM_KERNEL = 'MicseGradNorm';
-/** The backends these kernels are registered for; others use the composite ops. */
-const FUSED_BACKENDS: readonly string[] = ['cpu', 'wasm', 'webgpu'];
+/** The backends each kernel is registered for; others use the composite ops (webgpu updates in place instead, adamwWebgpu.ts). */
+const KERNEL_BACKENDS: Record<string, readonly string[]> = {
+  [GRAD_NORM_KERNEL]: ['cpu', 'wasm', 'webgpu'],
+  [ADAMW_KERNEL]: ['cpu', 'wasm'],
+};
 
 /** torch's clip_grad_norm_ adds this to the norm before dividing. */
 export const CLIP_EPS = 1e-6;
@@ -181,10 +186,6 @@ const wasmAdamW: KernelFunc = ({ inputs, backend, attrs }) => {
 // `numWorkgroups` are module-scope copies of the builtins. All tensors are bound flat ([n]).
 // ---------------------------------------------------------------------------------------------------------------
 
-type Uniforms = NonNullable<Parameters<WebGPUBackend['runWebGPUProgram']>[3]>;
-
-/** Invocations per workgroup for the element-wise programs (the stock unary/binary programs use 128). */
-const ELEMENTWISE_WORKGROUP = 128;
 /** Invocations per workgroup of the sum-of-squares programs (a power of two: tree reduction in shared memory). */
 const REDUCE_WORKGROUP = 256;
 /** Workgroups of a sum-of-squares program: each writes one partial sum, so the partials are [REDUCE_PARTIALS]. */
@@ -192,42 +193,8 @@ const REDUCE_PARTIALS = 256;
 /** Gradients per sum-of-squares dispatch: 8 storage buffers per stage minus the output and the running partials. */
 const GRADS_PER_DISPATCH = 6;
 
-/**
- * Scalar f32 uniforms, one entry each: the backend aligns an entry of n values as a vecn, which would not match
- * the program's separate `name : f32` fields.
- */
-function f32Uniforms(values: number[]): Uniforms {
-  return values.map((x) => ({ type: 'float32', data: [x] }));
-}
-
 function flat(x: tf.TensorInfo): tf.TensorInfo {
   return { dataId: x.dataId, shape: [tf.util.sizeFromShape(x.shape)], dtype: x.dtype };
-}
-
-/**
- * m' = m * b1 + g * (1 - b1)  or  v' = v * b2 + (g * g) * (1 - b2), with g clipped by the norm N.
- *   G [n], X [n] (m or v), N [1] -> [n]
- */
-function momentProgram(n: number, squared: boolean): WebGPUProgram {
-  return elementwiseProgram({
-    shaderKey: `micse_adamw_${squared ? 'v' : 'm'}`, shape: [n], variableNames: ['G', 'X', 'N'], workgroup: ELEMENTWISE_WORKGROUP,
-    uniforms: 'beta : f32, oneMinusBeta : f32, maxNorm : f32, clipEps : f32,',
-    body: `var g = G[index];
-      if (uniforms.maxNorm > 0.0) {
-        g = g * min(1.0, uniforms.maxNorm / (N[0] + uniforms.clipEps));
-      }
-      setOutputAtIndex(index, X[index] * uniforms.beta + ${squared ? '(g * g)' : 'g'} * uniforms.oneMinusBeta);`,
-  });
-}
-
-/** p' = p * decay - (m' / (sqrt(v') / bc2Sqrt + eps)) * stepSize.  P, M, V [n] -> [n] */
-function paramProgram(n: number): WebGPUProgram {
-  return elementwiseProgram({
-    shaderKey: 'micse_adamw_p', shape: [n], variableNames: ['P', 'M', 'V'], workgroup: ELEMENTWISE_WORKGROUP,
-    uniforms: 'decay : f32, bc2Sqrt : f32, eps : f32, stepSize : f32,',
-    body: `let denom = sqrt(V[index]) / uniforms.bc2Sqrt + uniforms.eps;
-      setOutputAtIndex(index, P[index] * uniforms.decay - (M[index] / denom) * uniforms.stepSize);`,
-  });
 }
 
 /** The workgroup's tree sum of a value, returned to every invocation (it has barriers: all must call it). */
@@ -314,47 +281,34 @@ const webgpuGradNorm: KernelFunc = ({ inputs, backend }) => {
   return { dataId: norm.dataId, shape: [], dtype: 'float32' };
 };
 
-const webgpuAdamW: KernelFunc = ({ inputs, backend, attrs }) => {
-  const b = backend as unknown as WebGPUBackend;
-  const { p, g, m, v, norm } = inputs as Record<'p' | 'g' | 'm' | 'v' | 'norm', tf.TensorInfo>;
-  assertFloat32(ADAMW_KERNEL, [p, g, m, v, norm]);
-  const s = attrs as unknown as AdamWStepScalars;
-  const n = tf.util.sizeFromShape(p.shape);
-  const clip = [s.maxNorm, CLIP_EPS];
-  const moment = (x: tf.TensorInfo, squared: boolean, beta: number): tf.TensorInfo => {
-    const uniforms = f32Uniforms([beta, 1 - beta, ...clip]);
-    return b.runWebGPUProgram(momentProgram(n, squared), [flat(g), flat(x), flat(norm)], 'float32', uniforms);
-  };
-  const mOut = moment(m, false, s.beta1);
-  const vOut = moment(v, true, s.beta2);
-  const pUniforms = f32Uniforms([s.decay, s.bc2Sqrt, s.eps, s.stepSize]);
-  const pOut = b.runWebGPUProgram(paramProgram(n), [flat(p), mOut, vOut], 'float32', pUniforms);
-  return [pOut, mOut, vOut].map((o) => ({ dataId: o.dataId, shape: p.shape.slice(), dtype: 'float32' as const }));
-};
-
 // ---------------------------------------------------------------------------------------------------------------
 // Registration and calls
 // ---------------------------------------------------------------------------------------------------------------
 
-/** kernel name -> backend -> implementation; every backend in FUSED_BACKENDS has both. */
+/** kernel name -> backend -> implementation, for the backends of KERNEL_BACKENDS. */
 const KERNELS: Record<string, Record<string, KernelFunc>> = {
   [GRAD_NORM_KERNEL]: { cpu: cpuGradNorm, wasm: wasmGradNorm, webgpu: webgpuGradNorm },
-  [ADAMW_KERNEL]: { cpu: cpuAdamW, wasm: wasmAdamW, webgpu: webgpuAdamW },
+  [ADAMW_KERNEL]: { cpu: cpuAdamW, wasm: wasmAdamW },
 };
 
-/** Registers both kernels for every backend in FUSED_BACKENDS (once; the registry is global to the tf engine). */
+/** Registers each kernel for its backends (once; the registry is global to the tf engine). */
 function registerAdamWKernels(): void {
   for (const [kernelName, byBackend] of Object.entries(KERNELS)) {
-    for (const backendName of FUSED_BACKENDS) {
+    for (const backendName of KERNEL_BACKENDS[kernelName]!) {
       if (tf.getKernel(kernelName, backendName) === undefined) tf.registerKernel({ kernelName, backendName, kernelFunc: byBackend[backendName]! });
     }
   }
 }
 registerAdamWKernels();
 
-/** Whether the active backend runs the fused kernels. */
-export function fusedAvailable(): boolean {
-  return FUSED_BACKENDS.includes(tf.getBackend());
+/** Whether the active backend has the fused gradient-norm kernel. */
+export function fusedNormAvailable(): boolean {
+  return KERNEL_BACKENDS[GRAD_NORM_KERNEL]!.includes(tf.getBackend());
+}
+
+/** Whether the active backend has the fused update kernel (webgpu updates in place instead: adamwWebgpu.ts). */
+export function fusedUpdateAvailable(): boolean {
+  return KERNEL_BACKENDS[ADAMW_KERNEL]!.includes(tf.getBackend());
 }
 
 /** ||grads||_2 over all `grads` in one kernel.  g_i (any shapes) -> [] */
