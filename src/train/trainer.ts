@@ -149,7 +149,9 @@ export async function train(config: TrainConfig, opts: TrainOptions = {}): Promi
   };
   if (prior !== null) {
     state = prior.state;
-    head.assignWeights(Object.fromEntries([...prior.head].map(([k, t]) => [k, tf.tensor(t.data, t.shape)])));
+    const headTensors = Object.fromEntries([...prior.head].map(([k, t]) => [k, tf.tensor(t.data, t.shape)]));
+    head.assignWeights(headTensors);
+    tf.dispose(Object.values(headTensors)); // the head's variables are then the sole owners (AdamW updates in place)
     for (const [key, t] of prior.moments) {
       const [kind, ...rest] = key.split('/');
       const target = (kind === 'm' ? optimizer.m : optimizer.v).get(rest.join('/'));
