@@ -1,0 +1,109 @@
+/**
+ * A dense layer on 2-D activations: y = x W + b, with x [N, in], W [in, out], b [out] -> y [N, out].
+ *
+ * Why: on webgpu every dispatch has a fixed host cost (issue #9). The product already adds the bias in its own
+ * kernel (tf.fused.matMul's _FusedMatMul), but TF.js's gradient of that op takes the bias gradient as
+ * tf.sum(dy, [0, 1]) over dy [1, N, out], which the webgpu backend runs as two dispatches (a transpose to
+ * [out, N], then a row reduction). Here, on webgpu, the same forward kernel with our own gradient:
+ *   dx = dy W^T   (tf.matMul(dy, W, false, true): the product kernel reads W transposed, as TF.js's gradient does)
+ *   dW = x^T dy   (tf.matMul(x, dy, true, false))
+ *   db = the column sums of dy [N, out] -> [out], ONE dispatch (MicseColumnSum below)
+ * so 3 dispatches backward instead of 4. Every other backend computes tf.add(tf.matMul(x, W), b) exactly as before
+ * (their numbers do not change; the wasm backend routes that MatMul to the native GEMM).
+ */
+import type { WebGPUBackend, WebGPUProgram } from '@tensorflow/tfjs-backend-webgpu';
+import { tf } from './tf.js';
+
+const COLUMN_SUM = 'MicseColumnSum';
+
+/**
+ * The column-sum program's workgroup is COLUMNS x ROW_LANES invocations: it owns COLUMNS neighbouring columns, and
+ * its invocation (lane, c) sums rows lane, lane + ROW_LANES, ... of column c; then a tree over the lanes. Neighbouring
+ * invocations read neighbouring columns of one row: 8 floats, one 32-byte memory sector. 8 columns (rather than
+ * more) so a BERT-base layer's 768 columns still make 96 workgroups: a memory-bound reduction needs many of them in
+ * flight (one thread per column over all rows left a GPU nearly idle; see fused.ts's LayerNorm sums). Not yet timed
+ * on a real GPU.
+ */
+const COLUMNS = 8;
+const ROW_LANES = 32;
+const WORKGROUP = COLUMNS * ROW_LANES;
+
+/**
+ * out[c] = sum over r of dy[r, c], for dy [rows, cols] -> [cols]: workgroup w owns columns [w * COLUMNS,
+ * (w + 1) * COLUMNS); `index / WORKGROUP` is w even where the backend reshapes a large dispatch. The tree sums
+ * partials[lane * COLUMNS + c] over the lanes in workgroup memory; lane 0 writes the column's total.
+ */
+function columnSumProgram(cols: number): WebGPUProgram {
+  return {
+    variableNames: ['dy'],
+    outputShape: [cols],
+    shaderKey: 'micseColumnSum',
+    dispatchLayout: { x: [0] },
+    dispatch: [Math.ceil(cols / COLUMNS), 1, 1],
+    workgroupSize: [WORKGROUP, 1, 1],
+    uniforms: 'rows : i32, cols : i32,',
+    getUserCode: () => `
+  var<workgroup> partials : array<f32, ${WORKGROUP}>;
+  fn main(index : i32) {
+    let li = i32(localIndex);
+    let c = li % ${COLUMNS};
+    let lane = li / ${COLUMNS};
+    let col = (index / ${WORKGROUP}) * ${COLUMNS} + c;
+    var acc = 0.0;
+    if (col < uniforms.cols) {
+      for (var r = lane; r < uniforms.rows; r = r + ${ROW_LANES}) { acc = acc + dy[r * uniforms.cols + col]; }
+    }
+    partials[li] = acc;
+    workgroupBarrier();
+    for (var half = ${ROW_LANES / 2}; half > 0; half = half / 2) {
+      if (lane < half) { partials[li] = partials[li] + partials[li + half * ${COLUMNS}]; }
+      workgroupBarrier();
+    }
+    if (lane == 0 && col < uniforms.cols) { result[col] = partials[li]; }
+  }`,
+  };
+}
+
+if (tf.getKernel(COLUMN_SUM, 'webgpu') === undefined) {
+  tf.registerKernel({
+    kernelName: COLUMN_SUM,
+    backendName: 'webgpu',
+    kernelFunc: ({ inputs, backend }) => {
+      const dy = inputs['dy']!; // [rows, cols]
+      const [rows, cols] = dy.shape as [number, number];
+      return (backend as unknown as WebGPUBackend).runWebGPUProgram(columnSumProgram(cols), [dy], 'float32',
+        [{ type: 'int32', data: [rows] }, { type: 'int32', data: [cols] }]); // [cols]
+    },
+  });
+}
+
+/** The product with the bias added in its kernel (_FusedMatMul, what tf.fused.matMul runs), our gradient. */
+const fusedDense = tf.customGrad((...args) => {
+  const [x, w, b] = args as [tf.Tensor2D, tf.Tensor2D, tf.Tensor1D];
+  (args[3] as tf.GradSaveFunc)([x, w]);
+  const attrs = { transposeA: false, transposeB: false, activation: 'linear' };
+  const y = tf.engine().runKernel(tf._FusedMatMul, { a: x, b: w, bias: b }, attrs) as tf.Tensor2D; // [N, out]
+  return {
+    value: y,
+    gradFunc: (dy, saved) => {
+      const [xs, ws] = saved as [tf.Tensor2D, tf.Tensor2D];
+      const dy2 = dy as tf.Tensor2D; // [N, out]
+      return [
+        tf.matMul(dy2, ws, false, true), // [N, in]
+        tf.matMul(xs, dy2, true, false), // [in, out]
+        tf.engine().runKernel(COLUMN_SUM, { dy: dy2 }) as tf.Tensor1D, // [out]
+      ];
+    },
+  };
+}) as (x: tf.Tensor2D, w: tf.Tensor2D, b: tf.Tensor1D) => tf.Tensor2D;
+
+/** `x [N, in] W [in, out] + b [out]` -> `[N, out]`; see the module comment. Differentiable in x, W and b. */
+export function dense(x: tf.Tensor2D, w: tf.Tensor2D, b: tf.Tensor1D): tf.Tensor2D {
+  const [N, inDim] = x.shape;
+  const [wIn, outDim] = w.shape;
+  if (wIn !== inDim || b.shape[0] !== outDim) {
+    throw new Error(`dense: x [${N}, ${inDim}] needs W [${inDim}, out] and b [out]; got W [${w.shape}] and b [${b.shape}]`);
+  }
+  const fused = tf.getKernel(COLUMN_SUM, tf.getBackend()) !== undefined && [x, w, b].every((t) => t.dtype === 'float32');
+  return fused ? fusedDense(x, w, b) : tf.add(tf.matMul(x, w), b);
+}

@@ -1,0 +1,103 @@
+/**
+ * dense.ts: on webgpu (the fused product and the one-dispatch column sum of the bias gradient) the value and the
+ * gradients with respect to x, W and b of `dense(x, W, b)` equal the cpu path's (stock MatMul + Add) within 1e-5
+ * relative to the tensor's largest magnitude. Shapes exercise the column-sum kernel's workgroup (8 columns x 32
+ * row lanes): rows below, between and above multiples of 32, columns not a multiple of 4 or 8 and across several
+ * workgroups. On both backends the op leaks no tensors. webgpu cases are skipped (with the reason) where no WebGPU
+ * adapter exists.
+ */
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { selectBackend } from '../src/model/backend.js';
+import { dense } from '../src/model/dense.js';
+import { tf } from '../src/model/tf.js';
+import { seededValues, webgpuSkipReason } from './helpers.js';
+
+const TOL = 1e-5;
+
+const WEBGPU_SKIP = await webgpuSkipReason();
+
+interface Case {
+  N: number;
+  inDim: number;
+  outDim: number;
+}
+
+const CASES: Case[] = [
+  { N: 7, inDim: 5, outDim: 3 },
+  { N: 45, inDim: 16, outDim: 13 },
+  { N: 300, inDim: 64, outDim: 70 },
+  { N: 1031, inDim: 24, outDim: 771 },
+];
+
+const NAMES = ['y', 'dx', 'dW', 'db'];
+
+/** y and its gradients wrt x, W, b for the upstream gradient dy (seeded), flattened; tensors disposed. */
+async function run(c: Case): Promise<Float32Array[]> {
+  const x = tf.tensor2d(seededValues(c.N * c.inDim, 1), [c.N, c.inDim]);
+  const w = tf.tensor2d(seededValues(c.inDim * c.outDim, 2), [c.inDim, c.outDim]);
+  const b = tf.tensor1d(seededValues(c.outDim, 3));
+  const dy = tf.tensor2d(seededValues(c.N * c.outDim, 4), [c.N, c.outDim]);
+  const results = tf.tidy(() => {
+    const grads = tf.grads((xi: tf.Tensor, wi: tf.Tensor, bi: tf.Tensor) =>
+      dense(xi as tf.Tensor2D, wi as tf.Tensor2D, bi as tf.Tensor1D))([x, w, b], dy);
+    return [dense(x, w, b), ...grads];
+  });
+  const data = await Promise.all(results.map(async (t) => Float32Array.from((await t.data()) as Float32Array)));
+  tf.dispose([x, w, b, dy, ...results]);
+  return data;
+}
+
+/** max |a - b| / max |b| (1 where b is all zeros) */
+function maxRelativeDiff(a: Float32Array, b: Float32Array): number {
+  assert.equal(a.length, b.length, 'lengths differ');
+  let m = 0;
+  let scale = 0;
+  for (let i = 0; i < a.length; i++) {
+    m = Math.max(m, Math.abs(a[i]! - b[i]!));
+    scale = Math.max(scale, Math.abs(b[i]!));
+  }
+  return m / (scale || 1);
+}
+
+describe('dense', () => {
+  for (const c of CASES) {
+    const label = `x [${c.N}, ${c.inDim}], W [${c.inDim}, ${c.outDim}]`;
+
+    test(`cpu ${label}: no tensor leaks`, async () => {
+      await selectBackend('cpu');
+      const before = tf.memory().numTensors;
+      await run(c);
+      assert.equal(tf.memory().numTensors, before, 'no tensor leaks');
+    });
+
+    test(`webgpu ${label}: y and the gradients of x, W, b match cpu within ${TOL}; the bias gradient is one column sum`,
+      { skip: WEBGPU_SKIP }, async () => {
+        await selectBackend('cpu');
+        const ref = await run(c);
+        await selectBackend('webgpu');
+        const before = tf.memory().numTensors;
+        const seen: string[] = [];
+        const backend = tf.backend() as unknown as { runWebGPUProgram: (p: { shaderKey: string }, ...rest: unknown[]) => unknown };
+        const original = backend.runWebGPUProgram;
+        backend.runWebGPUProgram = function (p, ...rest) {
+          seen.push(p.shaderKey.split('_')[0]!);
+          return original.call(this, p, ...rest);
+        };
+        let got: Float32Array[];
+        try {
+          got = await run(c);
+        } finally {
+          backend.runWebGPUProgram = original;
+        }
+        assert.equal(tf.memory().numTensors, before, 'no tensor leaks');
+        await selectBackend('cpu');
+        assert.equal(seen.filter((k) => k === 'micseColumnSum').length, 1, 'the bias gradient ran as one column sum');
+        assert.ok(!seen.some((k) => k.startsWith('transpose') || k.startsWith('reduce')), `no stock transpose or reduction ran: ${seen}`);
+        got.forEach((v, i) => {
+          const d = maxRelativeDiff(v, ref[i]!);
+          assert.ok(d < TOL, `${NAMES[i]}: ${d}`);
+        });
+      });
+  }
+});
