@@ -19,6 +19,7 @@ import { bertWeightTable, type WeightSpec } from './weights.js';
 import type { HostTensor } from './safetensors.js';
 import { tf } from './tf.js';
 import { selfAttention } from './attention.js';
+import { dense } from './dense.js';
 import { gelu, layerNorm } from './fused.js';
 import { freshSeed, seededDropout } from './random.js';
 
@@ -49,9 +50,6 @@ export interface BertOutput {
   /** per layer [B, heads, T, T] (query rows, key columns) */
   attentions?: tf.Tensor4D[];
 }
-
-/** Backends whose dense layers add the bias inside the product kernel (see BertModel.dense). */
-const FUSED_BIAS_BACKENDS: readonly string[] = ['webgpu'];
 
 /** Additive mask for padded keys: float32's lowest value, as transformers uses, so exp() underflows to exactly 0. */
 const MASK_VALUE = -3.4028234663852886e38;
@@ -132,17 +130,17 @@ export class BertModel {
   }
 
   /**
-   * x [.., in] @ W [in, out] + b. On webgpu the bias is added inside the product's kernel (tf.fused.matMul: one
-   * dispatch instead of two, and the same bias gradient, a sum of dy); elsewhere the stock MatMul, which the
-   * wasm backend routes to the native GEMM (its fused product would not).
+   * x [.., in] @ W [in, out] + b (dense.ts). On webgpu the bias is added inside the product's kernel and its
+   * gradient is one column-sum dispatch; elsewhere the stock MatMul and Add, which the wasm backend routes to the
+   * native GEMM (its fused product would not).
    */
   private dense(x: tf.Tensor, name: string): tf.Tensor {
     const w = this.w(`${name}.weight`);
     const b = this.w(`${name}.bias`);
     const [inDim, outDim] = w.shape as [number, number];
     const lead = x.shape.slice(0, -1);
-    const x2 = x.reshape([-1, inDim]); // [N, in]
-    const y = FUSED_BIAS_BACKENDS.includes(tf.getBackend()) ? tf.fused.matMul({ a: x2, b: w, bias: b }) : tf.add(tf.matMul(x2, w), b); // [N, out]
+    const x2 = x.reshape([-1, inDim]) as tf.Tensor2D; // [N, in]
+    const y = dense(x2, w as tf.Tensor2D, b as tf.Tensor1D); // [N, out]
     return y.reshape([...lead, outDim]);
   }
 
