@@ -6,13 +6,18 @@
  * the WebAssembly SIMD loops (hostSimd.ts): H % 4 != 0 (the JavaScript fallback), element counts % 4 != 0 (the
  * scalar tail), several 64-row blocks of the LayerNorm backward pass and, with > 2^18 elements, several chunks of
  * the cpu backend's staging memory; GELU also at extreme arguments (exp's cut-off, signed zeros, +-1e30).
+ * addLayerNorm (LayerNorm(dropout(x) + residual)), with and without dropout: on cpu and wasm the very numbers of
+ * seededDropout + tf.add + layerNorm, on webgpu its fused kernels within TOL of cpu (value and the gradients with
+ * respect to x, residual, gamma and beta); and how many dispatches the webgpu LayerNorm kernels issue.
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { selectBackend } from '../src/model/backend.js';
-import { gelu, layerNorm } from '../src/model/fused.js';
+import { addLayerNorm, gelu, layerNorm } from '../src/model/fused.js';
 import { stagingSimdHost } from '../src/model/hostSimd.js';
+import { seededDropout } from '../src/model/random.js';
 import { tf } from '../src/model/tf.js';
+import type { WebGPUBackend } from '@tensorflow/tfjs-backend-webgpu';
 import { seededValues, webgpuSkipReason } from './helpers.js';
 
 const TOL = 1e-5;
@@ -128,6 +133,127 @@ describe('fused LayerNorm and GELU match the composed ops', () => {
     });
   }
 
+});
+
+/** Dropout settings of the addLayerNorm cases: none (rate 0, the seed unused), and BERT's hidden dropout. */
+const DROPOUTS = [{ rate: 0, seed: 5 }, { rate: 0.1, seed: 7 }, { rate: 0.5, seed: 123456789 }];
+
+type AddLnFn = (x: tf.Tensor, residual: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor) => tf.Tensor;
+
+/** Output and gradients w.r.t. x, residual, gamma and beta of sum(f(..) * dy), flattened. */
+async function addLnOutputs(f: AddLnFn, shape: number[]): Promise<Float32Array[]> {
+  const H = shape[shape.length - 1]!;
+  const n = shape.reduce((a, b) => a * b, 1);
+  const inputs = tf.tidy(() => [
+    tf.add(tf.mul(tf.tensor(seededValues(n, 1), shape), 3), 0.5), // x
+    tf.tensor(seededValues(n, 5), shape), // residual
+    tf.add(tf.tensor(seededValues(H, 2)), 1), // gamma
+    tf.tensor(seededValues(H, 3)), // beta
+  ]);
+  const dy = tf.tensor(seededValues(n, 4), shape);
+  const results = tf.tidy(() => {
+    const [x, residual, gamma, beta] = inputs as [tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor];
+    return [
+      f(x, residual, gamma, beta),
+      ...tf.grads((a: tf.Tensor, r: tf.Tensor, g: tf.Tensor, b: tf.Tensor) => tf.sum(tf.mul(f(a, r, g, b), dy)))(inputs),
+    ];
+  });
+  const data = await Promise.all(results.map(async (t) => Float32Array.from((await t.data()) as Float32Array)));
+  tf.dispose([...inputs, dy, ...results]);
+  return data;
+}
+
+describe('addLayerNorm = LayerNorm(dropout(x) + residual)', () => {
+  // [7, 5]: H odd, fewer rows than a column chunk; [2, 33, 130]: H % 4 != 0 above the 64 threads of a row, 66 rows;
+  // [3, 50, 40]: 150 rows, several column chunks and a partial last one
+  const shapes = [[7, 5], [2, 33, 130], [3, 50, 40]];
+  const names = ['y', 'dx', 'dresidual', 'dgamma', 'dbeta'];
+  const eps = 1e-12;
+
+  for (const backend of ['cpu', 'wasm'] as const) {
+    for (const d of DROPOUTS) {
+      test(`${backend}, rate ${d.rate}: the numbers of seededDropout + tf.add + layerNorm exactly`, async () => {
+        await selectBackend(backend);
+        for (const shape of shapes) {
+          const want = await addLnOutputs((x, r, g, b) => layerNorm(tf.add(seededDropout(x, d.rate, d.seed), r), g, b, eps), shape);
+          const before = tf.memory().numTensors;
+          const got = await addLnOutputs((x, r, g, b) => addLayerNorm(x, r, g, b, eps, d), shape);
+          assert.equal(tf.memory().numTensors, before, 'no tensor leaks');
+          got.forEach((v, i) => assert.deepEqual(v, want[i], `[${shape}] ${names[i]}`));
+        }
+        await selectBackend('cpu');
+      });
+    }
+  }
+
+  for (const backend of BACKENDS.filter((b) => b !== 'cpu')) {
+    for (const d of DROPOUTS) {
+      for (const shape of shapes) {
+        test(`${backend}, rate ${d.rate} [${shape}]: y, dx, dresidual, dgamma, dbeta within ${TOL} of cpu (relative above 1)`, async () => {
+          await selectBackend('cpu');
+          const ref = await addLnOutputs((x, r, g, b) => addLayerNorm(x, r, g, b, eps, d), shape);
+          await selectBackend(backend);
+          const before = tf.memory().numTensors;
+          const got = await addLnOutputs((x, r, g, b) => addLayerNorm(x, r, g, b, eps, d), shape);
+          assert.equal(tf.memory().numTensors, before, 'no tensor leaks');
+          await selectBackend('cpu');
+          got.forEach((v, i) => assert.ok(maxScaledDiff(v, ref[i]!) < TOL, `${names[i]}: ${maxScaledDiff(v, ref[i]!)}`));
+          if (d.rate > 0) {
+            // the mask is seededDropout's: dropped elements of x get exactly zero gradient on both backends
+            const dropped = ref[1]!.reduce((c, v, i) => c + (v === 0 && got[1]![i] === 0 ? 1 : 0), 0);
+            assert.ok(dropped > 0, 'some elements dropped');
+          }
+        });
+      }
+    }
+  }
+
+  test('addLayerNorm rejects x and residual of different shapes', () => {
+    const x = tf.zeros([2, 4]);
+    const r = tf.zeros([4, 2]);
+    const g = tf.ones([4]);
+    assert.throws(() => addLayerNorm(x, r, g, g, 1e-12, { rate: 0, seed: 0 }), /x and residual must have one shape/);
+    tf.dispose([x, r, g]);
+  });
+});
+
+describe('webgpu LayerNorm kernels: dispatches', { skip: await webgpuSkipReason() }, () => {
+  /** WebGPU programs `f` runs (f's tensors disposed). */
+  async function dispatches(f: () => tf.Tensor[]): Promise<number> {
+    const b = tf.backend() as unknown as WebGPUBackend;
+    const run = b.runWebGPUProgram.bind(b);
+    let count = 0;
+    b.runWebGPUProgram = (...args) => {
+      count++;
+      return run(...args);
+    };
+    try {
+      tf.dispose(tf.tidy(f));
+    } finally {
+      b.runWebGPUProgram = run;
+    }
+    return count;
+  }
+
+  test('layerNorm 1 forward, 4 backward; addLayerNorm 1 forward, 4 backward plus the dropout of ds', async () => {
+    await selectBackend('webgpu');
+    const [x, r, dy] = [1, 2, 3].map((seed) => tf.tensor(seededValues(150 * 40, seed), [150, 40]));
+    const g = tf.ones([40]);
+    const attrs = { eps: 1e-12 };
+    const counts = {
+      layerNorm: await dispatches(() => [layerNorm(x!, g, g, 1e-12)]),
+      layerNormGrad: await dispatches(() => tf.engine().runKernel('MicseLayerNormGrad', { x: x!, gamma: g, dy: dy! }, attrs) as tf.Tensor[]),
+      addLayerNorm: await dispatches(() => [addLayerNorm(x!, r!, g, g, 1e-12, { rate: 0.1, seed: 1 })]),
+      addLayerNormGrad: await dispatches(() => tf.engine().runKernel('MicseAddLayerNormGrad', { x: x!, residual: r!, gamma: g, dy: dy! },
+        { ...attrs, rate: 0.1, seed: 1 }) as tf.Tensor[]),
+    };
+    tf.dispose([x!, r!, dy!, g]);
+    await selectBackend('cpu');
+    assert.deepEqual(counts, { layerNorm: 1, layerNormGrad: 4, addLayerNorm: 1, addLayerNormGrad: 4 });
+  });
+});
+
+describe('fused LayerNorm: argument checks', () => {
   test('layerNorm rejects gamma/beta of the wrong size, naming the shapes', () => {
     const x = tf.zeros([2, 4]);
     const g = tf.ones([3]);

@@ -1,5 +1,5 @@
 /**
- * Fused LayerNorm and GELU, forward and backward, as single kernels.
+ * Fused LayerNorm (alone, or after a dropout and a residual add) and GELU, forward and backward, as single kernels.
  *
  * Why: composed of stock ops, one LayerNorm is ~10 kernels forward and ~20 backward, and the exact GELU 5 forward
  * and ~10 backward. On WebGPU every kernel is a dispatch with a fixed host cost (see bench/README.md), and on the
@@ -8,13 +8,19 @@
  *     backward, with xhat = (x - mean) * rstd and g = dy * gamma (rstd = 1 / sqrt(var + eps)):
  *       dx = rstd * (g - mean(g) - xhat * mean(g * xhat))      per row
  *       dgamma = sum over rows of dy * xhat;  dbeta = sum over rows of dy
+ *   addLayerNorm(x, residual, gamma, beta) = layerNorm(s, gamma, beta),  s = seededDropout(x) + residual  (BERT's
+ *     post-sublayer step)  backward: d(residual) = ds,  dx = seededDropout(ds) (the same mask, random.ts)
  *   gelu(x) = x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2))       (erf: the Abramowitz-Stegun 7.1.26 form every TF.js
  *                                                              backend uses, |error| < 1.5e-7)
  *     backward: dx = dy * (Phi(x) + x * phi(x)),  phi(x) = exp(-x^2 / 2) / sqrt(2 pi)
  * Kernels: cpu and wasm (WebAssembly SIMD loops, src/model/hostSimd.ts: in place on the wasm heap, through a staging
  * memory for cpu's JS arrays; the scalar loops below where wasm SIMD is missing, for LayerNorm rows with H % 4 != 0
- * and for the last n % 4 GELU elements), webgpu (WGSL: LayerNorm one workgroup per row; its backward is 5 dispatches:
- * xhat, dx, column partial sums over 64-row chunks, dgamma, dbeta). Other backends (tensorflow, webgl) get the same
+ * and for the last n % 4 GELU elements), webgpu (WGSL: LayerNorm one workgroup per row; its backward is 4 dispatches:
+ * dx, column partial sums over COLUMN_CHUNK-row chunks, dgamma, dbeta, each recomputing xhat from x rather than
+ * reading it from memory). addLayerNorm is a kernel on webgpu only: one dispatch forward (the dropout mask and the
+ * add inside LayerNorm's program, s recomputed wherever it is read) where the composed ops take 3 (dropout, add,
+ * LayerNorm), and LayerNorm's 4 plus the dropout of ds backward; cpu and wasm run the composed ops, so their
+ * numbers are those of seededDropout, tf.add and layerNorm exactly. Other backends (tensorflow, webgl) get the same
  * math composed of stock ops. Float32 results agree with the composed ops within rounding (tests: test/fused.test.ts).
  */
 import type { WebGPUBackend, WebGPUProgram } from '@tensorflow/tfjs-backend-webgpu';
@@ -22,11 +28,16 @@ import { heapView, type CpuBackend, type WasmBackend } from './hostBackend.js';
 import {
   heapSimdHost, layerNormGradScratch, SIMD_LANES, simdGelu, simdGeluGrad, simdLayerNorm, simdLayerNormGrad, stagingSimdHost, type SimdHost,
 } from './hostSimd.js';
+import { dropoutUniforms, seededDropout, WGSL_DROPOUT, WGSL_DROPOUT_UNIFORMS } from './random.js';
 import { tf } from './tf.js';
 import { elementwiseProgram, workgroupSumWgsl } from './webgpuPrograms.js';
 
 const LAYER_NORM = 'MicseLayerNorm';
 const LAYER_NORM_GRAD = 'MicseLayerNormGrad';
+/** LayerNorm(dropout(x) + residual), webgpu only (see addLayerNorm). */
+const ADD_LAYER_NORM = 'MicseAddLayerNorm';
+/** Its gradients with respect to the sum s, gamma and beta. */
+const ADD_LAYER_NORM_GRAD = 'MicseAddLayerNormGrad';
 const GELU = 'MicseGelu';
 const GELU_GRAD = 'MicseGeluGrad';
 
@@ -43,12 +54,22 @@ const INV_SQRT_2PI = 1 / Math.sqrt(2 * Math.PI);
 /** Threads per workgroup: LayerNorm rows (one workgroup per row) and element-wise GELU. */
 const ROW_WORKGROUP = 64;
 const ELEMENTWISE_WORKGROUP = 256;
-/** Threads per workgroup of the column sums (dgamma, dbeta), and rows each thread of their first pass adds. */
+/**
+ * Threads per workgroup of the column sums' second pass (dgamma, dbeta), and rows a workgroup of their first pass
+ * (ROW_WORKGROUP threads) adds: 128 workgroups for BERT-base's 4,096 rows.
+ */
 const COLUMN_WORKGROUP = 64;
-const COLUMN_CHUNK = 64;
+const COLUMN_CHUNK = 32;
 
 interface LayerNormAttrs {
   eps: number;
+}
+interface AddLayerNormAttrs extends LayerNormAttrs, DropoutOptions {}
+
+/** The dropout of addLayerNorm's x: seededDropout's rate and seed. */
+export interface DropoutOptions {
+  rate: number;
+  seed: number;
 }
 
 function erf(v: number): number {
@@ -231,74 +252,151 @@ const WGSL_ERF = `
 /** Workgroup tree sum of `v` over the ROW_WORKGROUP threads; every thread gets the total. */
 const WGSL_ROW_SUM = workgroupSumWgsl('rowSum', ROW_WORKGROUP);
 
-/** One workgroup per row of `x [rows, H]`: the row index is the workgroup's linear index. */
-function rowProgram(shaderKey: string, outputShape: number[], rows: number, variableNames: string[], body: string): WebGPUProgram {
+/**
+ * How a LayerNorm program reads its input row `s`: `fn sourceAt(i : i32) -> f32` is s at flat index i, from the
+ * program's inputs `inputs` (named as the kernel's) and uniform fields `uniforms` (after `rows, H, eps`).
+ */
+interface RowSource {
+  /** Shader-key suffix. */
+  key: string;
+  inputs: string[];
+  uniforms: string;
+  wgsl: string;
+}
+
+/** layerNorm: s = x. */
+const PLAIN_SOURCE: RowSource = { key: '', inputs: ['x'], uniforms: '', wgsl: 'fn sourceAt(i : i32) -> f32 { return x[i]; }' };
+
+/**
+ * addLayerNorm: s = dropout(x) + residual, the dropout seededDropout's mask at the same flat index (random.ts
+ * WGSL_DROPOUT); at rate 0 x itself (dropoutAt would give x * 1.0, the same value, after two hashes).
+ */
+const DROPOUT_ADD_SOURCE: RowSource = {
+  key: 'DropoutAdd',
+  inputs: ['x', 'residual'],
+  uniforms: WGSL_DROPOUT_UNIFORMS,
+  wgsl: `${WGSL_DROPOUT}
+  fn sourceAt(i : i32) -> f32 {
+    var v = x[i];
+    if (uniforms.rate > 0.0) { v = dropoutAt(i, v); }
+    return v + residual[i];
+  }`,
+};
+
+/**
+ * A program of ROW_WORKGROUP threads per workgroup and `workgroups` workgroups, reading the LayerNorm input through
+ * `source`; `body` sees `wg` (the workgroup's linear index), `lid` and `H`.
+ */
+function workgroupProgram(shaderKey: string, source: RowSource, outputShape: number[], workgroups: number,
+  extraInputs: string[], preamble: string, body: string): WebGPUProgram {
   return {
-    variableNames,
+    variableNames: [...source.inputs, ...extraInputs],
     outputShape,
-    shaderKey,
+    shaderKey: `${shaderKey}${source.key}`,
     dispatchLayout: { x: outputShape.map((_, i) => i) },
-    dispatch: [rows, 1, 1], // the backend reshapes it past the per-dimension limit; `index / WG` stays the row
+    dispatch: [workgroups, 1, 1], // the backend reshapes it past the per-dimension limit; `index / WG` stays linear
     workgroupSize: [ROW_WORKGROUP, 1, 1],
     size: true,
-    uniforms: 'rows : i32, H : i32, eps : f32,',
-    getUserCode: () => `${WGSL_ROW_SUM}
+    uniforms: `rows : i32, H : i32, eps : f32, ${source.uniforms}`,
+    getUserCode: () => `${WGSL_ROW_SUM}${source.wgsl}${preamble}
   fn main(index : i32) {
-    let row = index / ${ROW_WORKGROUP};
+    let wg = index / ${ROW_WORKGROUP};
     let lid = i32(localId.x);
     let H = uniforms.H;
-    let live = row < uniforms.rows;
-    let o = row * H;
     ${body}
   }`,
   };
 }
 
-/** mean and rstd of row `o` (every thread of the workgroup gets both). */
-const WGSL_ROW_STATS = `
-    var s = 0.0;
-    if (live) { for (var k = lid; k < H; k = k + ${ROW_WORKGROUP}) { s = s + x[o + k]; } }
-    let mean = rowSum(s) / f32(H);
-    var q = 0.0;
-    if (live) { for (var k = lid; k < H; k = k + ${ROW_WORKGROUP}) { let d = x[o + k] - mean; q = q + d * d; } }
-    let rstd = 1.0 / sqrt(rowSum(q) / f32(H) + uniforms.eps);`;
-
-/**
- * dgamma and dbeta in two passes, so thousands of threads share the rows (one thread per column over 4,096 rows
- * left the GPU nearly idle: 1.9 ms a call on an H200). Pass 1, one thread per (chunk of COLUMN_CHUNK rows, j):
- *   partial[c, j] = sum over the chunk's rows r of (j < H ? dy[r, j] * xhat[r, j] : dy[r, j - H])   [chunks, 2H]
- * Pass 2, one thread per column: out[h] = sum over c of partial[c, offset + h]                      [H]
- */
-function columnPartialsProgram(rows: number, H: number): WebGPUProgram {
-  const chunks = Math.ceil(rows / COLUMN_CHUNK);
-  return {
-    variableNames: ['dy', 'xhat'],
-    outputShape: [chunks, 2 * H],
-    shaderKey: 'micseLayerNormColumnPartials',
-    dispatchLayout: { x: [0, 1] },
-    dispatch: [Math.ceil((chunks * 2 * H) / COLUMN_WORKGROUP), 1, 1],
-    workgroupSize: [COLUMN_WORKGROUP, 1, 1],
-    size: true,
-    uniforms: 'rows : i32, H : i32,',
-    getUserCode: () => `
-  fn main(index : i32) {
-    if (index < uniforms.size) {
-      let H = uniforms.H;
-      let c = index / (2 * H);
-      let j = index - c * 2 * H;
-      let h = select(j - H, j, j < H);
-      let end = min(uniforms.rows, (c + 1) * ${COLUMN_CHUNK});
-      var acc = 0.0;
-      for (var r = c * ${COLUMN_CHUNK}; r < end; r = r + 1) {
-        let i = r * H + h;
-        acc = acc + select(dy[i], dy[i] * xhat[i], j < H);
-      }
-      setOutputAtIndex(index, acc);
-    }
-  }`,
-  };
+/** One workgroup per row of `s [rows, H]`: `row`, `live` (a real row) and `o` (its offset) for `body`. */
+function rowProgram(shaderKey: string, source: RowSource, outputShape: number[], rows: number, extraInputs: string[], body: string): WebGPUProgram {
+  return workgroupProgram(shaderKey, source, outputShape, rows, extraInputs, '', `
+    let row = wg;
+    let live = row < uniforms.rows;
+    let o = row * H;
+    ${body}`);
 }
 
+/** mean and rstd of the row at offset `o` of s, if `live` (every thread of the workgroup gets both). */
+const WGSL_ROW_STATS = `
+    var s = 0.0;
+    if (live) { for (var k = lid; k < H; k = k + ${ROW_WORKGROUP}) { s = s + sourceAt(o + k); } }
+    let mean = rowSum(s) / f32(H);
+    var q = 0.0;
+    if (live) { for (var k = lid; k < H; k = k + ${ROW_WORKGROUP}) { let d = sourceAt(o + k) - mean; q = q + d * d; } }
+    let rstd = 1.0 / sqrt(rowSum(q) / f32(H) + uniforms.eps);`;
+
+/** y = xhat * gamma + beta, one workgroup per row.  s [rows, H] -> y [rows, H] */
+function forwardProgram(source: RowSource, shape: number[], rows: number): WebGPUProgram {
+  return rowProgram('micseLayerNorm', source, shape, rows, ['gamma', 'beta'], `${WGSL_ROW_STATS}
+    if (live) {
+      for (var k = lid; k < H; k = k + ${ROW_WORKGROUP}) {
+        result[o + k] = (sourceAt(o + k) - mean) * rstd * gamma[k] + beta[k];
+      }
+    }`);
+}
+
+/** ds = rstd * (g - mean(g) - xhat * mean(g * xhat)), xhat recomputed, one workgroup per row.  -> [rows, H] */
+function dxProgram(source: RowSource, shape: number[], rows: number): WebGPUProgram {
+  return rowProgram('micseLayerNormDx', source, shape, rows, ['gamma', 'dy'], `${WGSL_ROW_STATS}
+    var sg = 0.0;
+    var sgx = 0.0;
+    if (live) {
+      for (var k = lid; k < H; k = k + ${ROW_WORKGROUP}) {
+        let g = dy[o + k] * gamma[k];
+        sg = sg + g;
+        sgx = sgx + g * (sourceAt(o + k) - mean) * rstd;
+      }
+    }
+    let mg = rowSum(sg) / f32(H);
+    let mgx = rowSum(sgx) / f32(H);
+    if (live) {
+      for (var k = lid; k < H; k = k + ${ROW_WORKGROUP}) {
+        result[o + k] = rstd * (dy[o + k] * gamma[k] - mg - (sourceAt(o + k) - mean) * rstd * mgx);
+      }
+    }`);
+}
+
+/**
+ * First pass of dgamma and dbeta (a deterministic sum over thousands of threads needs two passes: one thread per
+ * column over 4,096 rows left the GPU nearly idle, 1.9 ms a call on an H200). One workgroup per chunk of
+ * COLUMN_CHUNK rows: the rows' mean and rstd (the dx program's arithmetic, so the same xhat), then per column j
+ *   partial[c, j] = sum over the chunk's rows r of dy[r, j] * xhat[r, j];  partial[c, H + j] = ... of dy[r, j]
+ * -> [chunks, 2H]. xhat is recomputed, not read: nothing of [rows, H] is materialised besides dx.
+ */
+function columnPartialsProgram(source: RowSource, rows: number, H: number): WebGPUProgram {
+  const chunks = Math.ceil(rows / COLUMN_CHUNK);
+  return workgroupProgram('micseLayerNormColumnPartials', source, [chunks, 2 * H], chunks, ['dy'], `
+  var<workgroup> chunkMean : array<f32, ${COLUMN_CHUNK}>;
+  var<workgroup> chunkRstd : array<f32, ${COLUMN_CHUNK}>;`, `
+    let first = wg * ${COLUMN_CHUNK};
+    let n = min(${COLUMN_CHUNK}, uniforms.rows - first); // rows of this chunk; <= 0 past the last chunk
+    for (var r = 0; r < ${COLUMN_CHUNK}; r = r + 1) { // a uniform trip count: the row sums have barriers
+      let live = r < n;
+      let o = (first + r) * H;
+      ${WGSL_ROW_STATS}
+      if (lid == 0) {
+        chunkMean[r] = mean;
+        chunkRstd[r] = rstd;
+      }
+    }
+    workgroupBarrier();
+    if (n > 0) {
+      for (var j = lid; j < H; j = j + ${ROW_WORKGROUP}) {
+        var dg = 0.0;
+        var db = 0.0;
+        for (var r = 0; r < n; r = r + 1) {
+          let i = (first + r) * H + j;
+          dg = dg + dy[i] * (sourceAt(i) - chunkMean[r]) * chunkRstd[r];
+          db = db + dy[i];
+        }
+        result[wg * 2 * H + j] = dg;
+        result[wg * 2 * H + H + j] = db;
+      }
+    }`);
+}
+
+/** Second pass: out[h] = sum over chunks c of partial[c, offset + h], one thread per column.  -> [H] */
 function columnFinalProgram(H: number): WebGPUProgram {
   return {
     variableNames: ['partial'],
@@ -321,64 +419,64 @@ function columnFinalProgram(H: number): WebGPUProgram {
   };
 }
 
-function rowUniforms(rows: number, H: number, eps: number): { type: 'int32' | 'float32'; data: number[] }[] {
-  return [{ type: 'int32', data: [rows] }, { type: 'int32', data: [H] }, { type: 'float32', data: [eps] }];
+type Uniforms = { type: 'int32' | 'uint32' | 'float32'; data: number[] }[];
+
+/** Values of the `rows, H, eps` uniform fields, then `extra` (the source's fields). */
+function rowUniforms(rows: number, H: number, eps: number, extra: Uniforms = []): Uniforms {
+  return [{ type: 'int32', data: [rows] }, { type: 'int32', data: [H] }, { type: 'float32', data: [eps] }, ...extra];
 }
+
+/** LayerNorm of the source's `s [rows, H]` on webgpu, one dispatch.  -> y [rows, H] */
+function layerNormWebgpu(b: WebGPUBackend, source: RowSource, sourceInputs: tf.TensorInfo[], gamma: tf.TensorInfo,
+  beta: tf.TensorInfo, eps: number, sourceUniforms: Uniforms = []): tf.TensorInfo {
+  const shape = sourceInputs[0]!.shape;
+  const rows = tf.util.sizeFromShape(shape) / gamma.shape[0]!;
+  return b.runWebGPUProgram(forwardProgram(source, shape, rows), [...sourceInputs, gamma, beta], 'float32',
+    rowUniforms(rows, gamma.shape[0]!, eps, sourceUniforms));
+}
+
+/**
+ * LayerNorm's backward on webgpu in 4 dispatches: ds, the column partials, dgamma, dbeta. (Fewer would need the
+ * rows' mean and rstd stored by one program for the next, a second output, or dgamma from a single program whose
+ * every workgroup recomputes them for all rows.)  -> [ds [rows, H], dgamma [H], dbeta [H]]
+ */
+function layerNormGradWebgpu(b: WebGPUBackend, source: RowSource, sourceInputs: tf.TensorInfo[], gamma: tf.TensorInfo,
+  dy: tf.TensorInfo, eps: number, sourceUniforms: Uniforms = []): tf.TensorInfo[] {
+  const H = gamma.shape[0]!;
+  const rows = tf.util.sizeFromShape(dy.shape) / H;
+  const u = rowUniforms(rows, H, eps, sourceUniforms);
+  const ds = b.runWebGPUProgram(dxProgram(source, dy.shape, rows), [...sourceInputs, gamma, dy], 'float32', u);
+  const partial = b.runWebGPUProgram(columnPartialsProgram(source, rows, H), [...sourceInputs, dy], 'float32', u); // [chunks, 2H]
+  const chunks: Uniforms = [{ type: 'int32', data: [partial.shape[0]!] }];
+  const dgamma = b.runWebGPUProgram(columnFinalProgram(H), [partial], 'float32', [...chunks, { type: 'int32', data: [0] }]);
+  const dbeta = b.runWebGPUProgram(columnFinalProgram(H), [partial], 'float32', [...chunks, { type: 'int32', data: [H] }]);
+  b.disposeData(partial.dataId);
+  return [ds, dgamma, dbeta];
+}
+
+type LayerNormInputs = { x: tf.TensorInfo; gamma: tf.TensorInfo; beta: tf.TensorInfo };
+type LayerNormGradInputs = { x: tf.TensorInfo; gamma: tf.TensorInfo; dy: tf.TensorInfo };
 
 const webgpuKernels: Record<string, tf.KernelFunc> = {
   [LAYER_NORM]: ({ inputs, backend, attrs }) => {
-    const b = backend as unknown as WebGPUBackend;
-    const { x, gamma, beta } = inputs as { x: tf.TensorInfo; gamma: tf.TensorInfo; beta: tf.TensorInfo };
-    const H = gamma.shape[0]!;
-    const rows = tf.util.sizeFromShape(x.shape) / H;
-    const p = rowProgram('micseLayerNorm', x.shape, rows, ['x', 'gamma', 'beta'], `${WGSL_ROW_STATS}
-    if (live) {
-      for (var k = lid; k < H; k = k + ${ROW_WORKGROUP}) {
-        result[o + k] = (x[o + k] - mean) * rstd * gamma[k] + beta[k];
-      }
-    }`);
-    return b.runWebGPUProgram(p, [x, gamma, beta], 'float32', rowUniforms(rows, H, (attrs as unknown as LayerNormAttrs).eps));
+    const { x, gamma, beta } = inputs as LayerNormInputs;
+    return layerNormWebgpu(backend as unknown as WebGPUBackend, PLAIN_SOURCE, [x], gamma, beta, (attrs as unknown as LayerNormAttrs).eps);
   },
   [LAYER_NORM_GRAD]: ({ inputs, backend, attrs }) => {
-    const b = backend as unknown as WebGPUBackend;
-    const { x, gamma, dy } = inputs as { x: tf.TensorInfo; gamma: tf.TensorInfo; dy: tf.TensorInfo };
-    const H = gamma.shape[0]!;
-    const rows = tf.util.sizeFromShape(x.shape) / H;
-    const u = rowUniforms(rows, H, (attrs as unknown as LayerNormAttrs).eps);
-    // xhat [rows, H] (kept for dgamma), then dx from it; dgamma and dbeta as column sums.
-    const xhatP = rowProgram('micseLayerNormXhat', [rows, H], rows, ['x'], `${WGSL_ROW_STATS}
-    if (live) {
-      for (var k = lid; k < H; k = k + ${ROW_WORKGROUP}) { result[o + k] = (x[o + k] - mean) * rstd; }
-    }`);
-    const xhat = b.runWebGPUProgram(xhatP, [x], 'float32', u);
-    const dxP = rowProgram('micseLayerNormDx', x.shape, rows, ['x', 'xhat', 'gamma', 'dy'], `${WGSL_ROW_STATS}
-    var sg = 0.0;
-    var sgx = 0.0;
-    if (live) {
-      for (var k = lid; k < H; k = k + ${ROW_WORKGROUP}) {
-        let g = dy[o + k] * gamma[k];
-        sg = sg + g;
-        sgx = sgx + g * xhat[o + k];
-      }
-    }
-    let mg = rowSum(sg) / f32(H);
-    let mgx = rowSum(sgx) / f32(H);
-    if (live) {
-      for (var k = lid; k < H; k = k + ${ROW_WORKGROUP}) {
-        result[o + k] = rstd * (dy[o + k] * gamma[k] - mg - xhat[o + k] * mgx);
-      }
-    }`);
-    const dx = b.runWebGPUProgram(dxP, [x, xhat, gamma, dy], 'float32', u);
-    const partial = b.runWebGPUProgram(columnPartialsProgram(rows, H), [dy, xhat], 'float32',
-      [{ type: 'int32', data: [rows] }, { type: 'int32', data: [H] }]);
-    const chunks = partial.shape[0]!;
-    const dgamma = b.runWebGPUProgram(columnFinalProgram(H), [partial], 'float32',
-      [{ type: 'int32', data: [chunks] }, { type: 'int32', data: [0] }]);
-    const dbeta = b.runWebGPUProgram(columnFinalProgram(H), [partial], 'float32',
-      [{ type: 'int32', data: [chunks] }, { type: 'int32', data: [H] }]);
-    b.disposeData(xhat.dataId);
-    b.disposeData(partial.dataId);
-    return [dx, dgamma, dbeta];
+    const { x, gamma, dy } = inputs as LayerNormGradInputs;
+    return layerNormGradWebgpu(backend as unknown as WebGPUBackend, PLAIN_SOURCE, [x], gamma, dy, (attrs as unknown as LayerNormAttrs).eps);
+  },
+  [ADD_LAYER_NORM]: ({ inputs, backend, attrs }) => {
+    const { x, residual, gamma, beta } = inputs as LayerNormInputs & { residual: tf.TensorInfo };
+    const a = attrs as unknown as AddLayerNormAttrs;
+    return layerNormWebgpu(backend as unknown as WebGPUBackend, DROPOUT_ADD_SOURCE, [x, residual], gamma, beta, a.eps,
+      dropoutUniforms(a.rate, a.seed));
+  },
+  [ADD_LAYER_NORM_GRAD]: ({ inputs, backend, attrs }) => {
+    const { x, residual, gamma, dy } = inputs as LayerNormGradInputs & { residual: tf.TensorInfo };
+    const a = attrs as unknown as AddLayerNormAttrs;
+    return layerNormGradWebgpu(backend as unknown as WebGPUBackend, DROPOUT_ADD_SOURCE, [x, residual], gamma, dy, a.eps,
+      dropoutUniforms(a.rate, a.seed));
   },
   [GELU]: ({ inputs, backend }) => {
     const x = inputs['x']!;
@@ -418,6 +516,22 @@ if (tf.getGradient(LAYER_NORM) === undefined) {
     },
   });
 }
+// s = dropout(x) + residual: d(residual) = ds, d(x) = dropout(ds) (seededDropout's gradient, the same mask).
+if (tf.getGradient(ADD_LAYER_NORM) === undefined) {
+  tf.registerGradient({
+    kernelName: ADD_LAYER_NORM,
+    inputsToSave: ['x', 'residual', 'gamma'],
+    gradFunc: (dy, saved, attrs) => {
+      const [x, residual, gamma] = saved as [tf.Tensor, tf.Tensor, tf.Tensor];
+      const { rate, seed } = attrs as unknown as AddLayerNormAttrs;
+      const [ds, dgamma, dbeta] = tf.engine().runKernel(ADD_LAYER_NORM_GRAD, { x, residual, gamma, dy: dy as tf.Tensor },
+        attrs as unknown as tf.NamedAttrMap) as tf.Tensor[];
+      // At rate 0 x's gradient is ds itself: a clone (no copy), so that accumulating one input's gradient (which
+      // disposes it) leaves the other's alone.
+      return { x: () => (rate === 0 ? ds!.clone() : seededDropout(ds!, rate, seed)), residual: () => ds!, gamma: () => dgamma!, beta: () => dbeta! };
+    },
+  });
+}
 if (tf.getGradient(GELU) === undefined) {
   tf.registerGradient({
     kernelName: GELU,
@@ -432,12 +546,16 @@ function fusedOn(kernelName: string, ...xs: tf.Tensor[]): boolean {
   return tf.getKernel(kernelName, tf.getBackend()) !== undefined && xs.every((x) => x.dtype === 'float32');
 }
 
-/** LayerNorm over the last axis: `x [.., H]`, `gamma [H]`, `beta [H]` -> `[.., H]`; see the module comment. */
-export function layerNorm(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, eps: number): tf.Tensor {
+function checkLayerNormParams(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor): void {
   const H = x.shape[x.rank - 1];
   if (gamma.rank !== 1 || beta.rank !== 1 || gamma.shape[0] !== H || beta.shape[0] !== H) {
     throw new Error(`layerNorm: gamma and beta must be [${H}] for x of shape [${x.shape}]; got [${gamma.shape}] and [${beta.shape}]`);
   }
+}
+
+/** LayerNorm over the last axis: `x [.., H]`, `gamma [H]`, `beta [H]` -> `[.., H]`; see the module comment. */
+export function layerNorm(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, eps: number): tf.Tensor {
+  checkLayerNormParams(x, gamma, beta);
   if (fusedOn(LAYER_NORM, x, gamma, beta)) {
     return tf.engine().runKernel(LAYER_NORM, { x, gamma, beta }, { eps } as unknown as tf.NamedAttrMap) as tf.Tensor;
   }
@@ -446,6 +564,25 @@ export function layerNorm(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, eps: 
     const normed = tf.div(tf.sub(x, mean), tf.sqrt(tf.add(variance, eps)));
     return tf.add(tf.mul(normed, gamma), beta);
   });
+}
+
+/**
+ * LayerNorm(dropout(x) + residual) over the last axis, as `layerNorm(tf.add(seededDropout(x, rate, seed), residual),
+ * gamma, beta, eps)`: `x, residual [.., H]`, `gamma, beta [H]` -> `[.., H]`, differentiable in all four. On webgpu
+ * one dispatch (the mask computed in the kernel, seededDropout's bit for bit) and 5 backward (ds, dropout(ds),
+ * the column partials, dgamma, dbeta; 4 at rate 0); every other backend runs exactly those composed ops.
+ */
+export function addLayerNorm(x: tf.Tensor, residual: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, eps: number,
+  dropout: DropoutOptions): tf.Tensor {
+  if (!tf.util.arraysEqual(x.shape, residual.shape)) {
+    throw new Error(`addLayerNorm: x and residual must have one shape; got [${x.shape}] and [${residual.shape}]`);
+  }
+  if (!fusedOn(ADD_LAYER_NORM, x, residual, gamma, beta)) {
+    return tf.tidy(() => layerNorm(tf.add(seededDropout(x, dropout.rate, dropout.seed), residual), gamma, beta, eps));
+  }
+  checkLayerNormParams(x, gamma, beta);
+  const attrs: AddLayerNormAttrs = { eps, rate: dropout.rate, seed: dropout.seed };
+  return tf.engine().runKernel(ADD_LAYER_NORM, { x, residual, gamma, beta }, attrs as unknown as tf.NamedAttrMap) as tf.Tensor;
 }
 
 /** Exact GELU `x * Phi(x)`, element-wise; see the module comment. */
