@@ -20,7 +20,7 @@ import type { HostTensor } from './safetensors.js';
 import { tf } from './tf.js';
 import { selfAttention } from './attention.js';
 import { dense } from './dense.js';
-import { gelu, layerNorm } from './fused.js';
+import { addLayerNorm, gelu, layerNorm, type DropoutOptions } from './fused.js';
 import { freshSeed, seededDropout } from './random.js';
 
 export interface BertInputs {
@@ -148,6 +148,11 @@ export class BertModel {
     return layerNorm(x, this.w(`${name}.weight`), this.w(`${name}.bias`), this.config.layerNormEps); // one kernel (fused.ts)
   }
 
+  /** LayerNorm(dropout(x) + residual) (fused.ts). */
+  private addLayerNorm(x: tf.Tensor, residual: tf.Tensor, name: string, dropout: DropoutOptions): tf.Tensor {
+    return addLayerNorm(x, residual, this.w(`${name}.weight`), this.w(`${name}.bias`), this.config.layerNormEps, dropout);
+  }
+
   private act(x: tf.Tensor): tf.Tensor {
     switch (this.config.hiddenAct) {
       case 'gelu': // exact GELU: x * Phi(x), one kernel (fused.ts)
@@ -212,11 +217,12 @@ export class BertModel {
       // probs [B, nh, T, T] after dropout, context [B, T, H]; fused kernels on webgpu, the composed ops elsewhere
       const { context, probs } = selfAttention(q, k, v, maskAdd, { heads: nh, scale, rate: pAttn, seed: nextSiteSeed() });
       if (opts.outputAttentions === true) attentions.push(probs);
-      const attnOut = dropout(this.dense(context, `${p}.attention.output.dense`), pHidden);
-      x = this.layerNorm(tf.add(attnOut, x), `${p}.attention.output.LayerNorm`);
+      // x = LayerNorm(dropout(dense) + x), one kernel on webgpu (fused.ts); the dropout takes the next site's seed
+      const attnOut = this.dense(context, `${p}.attention.output.dense`); // [B, T, H]
+      x = this.addLayerNorm(attnOut, x, `${p}.attention.output.LayerNorm`, { rate: pHidden, seed: nextSiteSeed() });
       const inter = this.act(this.dense(x, `${p}.intermediate.dense`)); // [B, T, I]
-      const out = dropout(this.dense(inter, `${p}.output.dense`), pHidden);
-      x = this.layerNorm(tf.add(out, x), `${p}.output.LayerNorm`);
+      const out = this.dense(inter, `${p}.output.dense`); // [B, T, H]
+      x = this.addLayerNorm(out, x, `${p}.output.LayerNorm`, { rate: pHidden, seed: nextSiteSeed() });
     }
     const result: BertOutput = { lastHiddenState: x as tf.Tensor3D };
     if (opts.outputAttentions === true) result.attentions = attentions;
