@@ -12,7 +12,7 @@ import { describe, test } from 'node:test';
 import { selfAttention, type AttentionOptions } from '../src/model/attention.js';
 import { selectBackend } from '../src/model/backend.js';
 import { tf } from '../src/model/tf.js';
-import { seededValues, webgpuSkipReason } from './helpers.js';
+import { maxScaledDiff, seededValues, webgpuSkipReason, withWebgpuPrograms } from './helpers.js';
 
 const TOL = 1e-5;
 /** The additive mask value at padding (bert.ts). */
@@ -70,18 +70,6 @@ async function run(c: Case): Promise<Float32Array[]> {
   return data;
 }
 
-/** max |a - b| / max(1, max |b|) */
-function maxScaledDiff(a: Float32Array, b: Float32Array): number {
-  assert.equal(a.length, b.length, 'lengths differ');
-  let m = 0;
-  let scale = 1;
-  for (let i = 0; i < a.length; i++) {
-    m = Math.max(m, Math.abs(a[i]! - b[i]!));
-    scale = Math.max(scale, Math.abs(b[i]!));
-  }
-  return m / scale;
-}
-
 const NAMES = ['context', 'probs', 'dq', 'dk', 'dv'];
 
 describe('selfAttention', () => {
@@ -117,19 +105,8 @@ describe('selfAttention', () => {
         const ref = await run(c);
         await selectBackend('webgpu');
         const before = tf.memory().numTensors;
-        const seen = new Set<string>();
-        const backend = tf.backend() as unknown as { runWebGPUProgram: (p: { shaderKey: string }, ...rest: unknown[]) => unknown };
-        const original = backend.runWebGPUProgram;
-        backend.runWebGPUProgram = function (p, ...rest) {
-          seen.add(p.shaderKey.split('_')[0]!);
-          return original.call(this, p, ...rest);
-        };
-        let got: Float32Array[];
-        try {
-          got = await run(c);
-        } finally {
-          backend.runWebGPUProgram = original;
-        }
+        const { result: got, programs } = await withWebgpuPrograms(() => run(c));
+        const seen = new Set(programs);
         assert.equal(tf.memory().numTensors, before, 'no tensor leaks');
         await selectBackend('cpu');
         for (const key of ['micseAttentionProbs', 'micseAttentionSquareTimesHeads', 'micseAttentionDScores',

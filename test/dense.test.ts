@@ -11,7 +11,7 @@ import { describe, test } from 'node:test';
 import { selectBackend } from '../src/model/backend.js';
 import { dense } from '../src/model/dense.js';
 import { tf } from '../src/model/tf.js';
-import { seededValues, webgpuSkipReason } from './helpers.js';
+import { seededValues, webgpuSkipReason, withWebgpuPrograms } from './helpers.js';
 
 const TOL = 1e-5;
 
@@ -77,19 +77,7 @@ describe('dense', () => {
         const ref = await run(c);
         await selectBackend('webgpu');
         const before = tf.memory().numTensors;
-        const seen: string[] = [];
-        const backend = tf.backend() as unknown as { runWebGPUProgram: (p: { shaderKey: string }, ...rest: unknown[]) => unknown };
-        const original = backend.runWebGPUProgram;
-        backend.runWebGPUProgram = function (p, ...rest) {
-          seen.push(p.shaderKey.split('_')[0]!);
-          return original.call(this, p, ...rest);
-        };
-        let got: Float32Array[];
-        try {
-          got = await run(c);
-        } finally {
-          backend.runWebGPUProgram = original;
-        }
+        const { result: got, programs: seen } = await withWebgpuPrograms(() => run(c));
         assert.equal(tf.memory().numTensors, before, 'no tensor leaks');
         await selectBackend('cpu');
         assert.equal(seen.filter((k) => k === 'micseColumnSum').length, 1, 'the bias gradient ran as one column sum');

@@ -17,9 +17,13 @@ import { addLayerNorm, gelu, layerNorm } from '../src/model/fused.js';
 import { stagingSimdHost } from '../src/model/hostSimd.js';
 import { seededDropout } from '../src/model/random.js';
 import { tf } from '../src/model/tf.js';
-import type { WebGPUBackend } from '@tensorflow/tfjs-backend-webgpu';
-import { seededValues, webgpuSkipReason } from './helpers.js';
+import { maxScaledDiff, seededValues, webgpuSkipReason, withWebgpuPrograms } from './helpers.js';
 
+/**
+ * Bound on maxScaledDiff (helpers.ts: absolute below 1, relative above). dgamma and dbeta are float32 sums over
+ * the rows in different orders (each backend's reduction), so their error grows with their size (~2.5e-5 absolute
+ * for sums near 20 over 525 rows).
+ */
 const TOL = 1e-5;
 
 const BACKENDS = ['cpu', 'wasm', ...((await webgpuSkipReason()) === false ? ['webgpu' as const] : [])] as const;
@@ -48,21 +52,6 @@ async function outputs(f: Fn, shape: number[], withParams: boolean): Promise<Flo
   const data = await Promise.all(results.map(async (t) => Float32Array.from((await t.data()) as Float32Array)));
   tf.dispose([x, gamma, beta, dy, ...results]);
   return data;
-}
-
-/**
- * max |a - b| / max(1, max |b|): absolute below 1, relative above. dgamma and dbeta are float32 sums over the rows
- * in different orders (each backend's reduction), so their error grows with their size (~2.5e-5 absolute for
- * sums near 20 over 525 rows).
- */
-function maxScaledDiff(a: Float32Array, b: Float32Array): number {
-  let m = 0;
-  let scale = 1;
-  for (let i = 0; i < a.length; i++) {
-    m = Math.max(m, Math.abs(a[i]! - b[i]!));
-    scale = Math.max(scale, Math.abs(b[i]!));
-  }
-  return m / scale;
 }
 
 describe('fused LayerNorm and GELU match the composed ops', () => {
@@ -220,19 +209,9 @@ describe('addLayerNorm = LayerNorm(dropout(x) + residual)', () => {
 describe('webgpu LayerNorm kernels: dispatches', { skip: await webgpuSkipReason() }, () => {
   /** WebGPU programs `f` runs (f's tensors disposed). */
   async function dispatches(f: () => tf.Tensor[]): Promise<number> {
-    const b = tf.backend() as unknown as WebGPUBackend;
-    const run = b.runWebGPUProgram.bind(b);
-    let count = 0;
-    b.runWebGPUProgram = (...args) => {
-      count++;
-      return run(...args);
-    };
-    try {
-      tf.dispose(tf.tidy(f));
-    } finally {
-      b.runWebGPUProgram = run;
-    }
-    return count;
+    const { result, programs } = await withWebgpuPrograms(() => tf.tidy(f));
+    tf.dispose(result);
+    return programs.length;
   }
 
   test('layerNorm 1 forward, 4 backward; addLayerNorm 1 forward, 4 backward plus the dropout of ds', async () => {

@@ -66,3 +66,34 @@ export async function expectNoGpuErrors<T>(f: () => Promise<T>): Promise<T> {
   assert.deepEqual(errors.map((e) => e.message), [], 'WebGPU errors');
   return result;
 }
+
+/** max |a - b| / max(1, max |b|): the difference relative to the reference's scale, absolute below 1. */
+export function maxScaledDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  assert.equal(a.length, b.length, 'lengths differ');
+  let m = 0;
+  let scale = 1;
+  for (let i = 0; i < a.length; i++) {
+    m = Math.max(m, Math.abs(a[i]! - b[i]!));
+    scale = Math.max(scale, Math.abs(b[i]!));
+  }
+  return m / scale;
+}
+
+/**
+ * Runs `f` on the webgpu backend (already active) and returns its result with the programs it dispatched through
+ * runWebGPUProgram, in order, each named by its shader key up to the first `_` (e.g. `micseColumnSum`, `transpose`).
+ */
+export async function withWebgpuPrograms<T>(f: () => T | Promise<T>): Promise<{ result: T; programs: string[] }> {
+  const backend = tf.backend() as unknown as { runWebGPUProgram: (p: { shaderKey: string }, ...rest: unknown[]) => unknown };
+  const original = backend.runWebGPUProgram;
+  const programs: string[] = [];
+  backend.runWebGPUProgram = function (p, ...rest) {
+    programs.push(p.shaderKey.split('_')[0]!);
+    return original.call(this, p, ...rest);
+  };
+  try {
+    return { result: await f(), programs };
+  } finally {
+    backend.runWebGPUProgram = original;
+  }
+}
