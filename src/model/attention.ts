@@ -174,6 +174,22 @@ function productWgsl(name: string, a: Operand, b: Operand): string {
   }`;
 }
 
+/**
+ * WGSL running `body` for each element (row, col) of the TILE x TILE block at (m0, n0) that this thread owns (rows
+ * m0 + ty + r * THREADS, columns n0 + tx + c * THREADS) and that lies inside [rows) x [cols); `body` sees r and c too.
+ */
+function forOwned(row: string, col: string, rows: string, cols: string, body: string): string {
+  return `for (var r = 0; r < ${PER_THREAD}; r = r + 1) {
+      for (var c = 0; c < ${PER_THREAD}; c = c + 1) {
+        let ${row} = m0 + i32(localId.y) + r * ${THREADS};
+        let ${col} = n0 + i32(localId.x) + c * ${THREADS};
+        if (${row} < ${rows} && ${col} < ${cols}) {
+          ${body}
+        }
+      }
+    }`;
+}
+
 /** Operands of head z: a [B, T, nh * dh] tensor as [T, dh], or transposed as [dh, T]; a [B, nh, T, T] tensor, or transposed. */
 const heads = (name: string): Operand => ({ at: (t, c) => `${name}[headAt(z, ${t}, ${c})]`, colContiguous: true });
 const headsT = (name: string): Operand => ({ at: (c, t) => `${name}[headAt(z, ${t}, ${c})]`, colContiguous: false });
@@ -219,29 +235,20 @@ function productProgram(shaderKey: string, outputShape: number[], variableNames:
     let mLen = ${size.m};
     let nLen = ${size.n};
     var acc = product(z, m0, n0, mLen, nLen, ${size.k});
-    for (var r = 0; r < ${PER_THREAD}; r = r + 1) {
-      for (var c = 0; c < ${PER_THREAD}; c = c + 1) {
-        let m = m0 + i32(localId.y) + r * ${THREADS};
-        let n = n0 + i32(localId.x) + c * ${THREADS};
-        if (m < mLen && n < nLen) { result[${store('m', 'n')}] = acc[r * ${PER_THREAD} + c]; }
-      }
-    }
+    ${forOwned('m', 'n', 'mLen', 'nLen', `result[${store('m', 'n')}] = acc[r * ${PER_THREAD} + c];`)}
   }`);
 }
 
 /** Blocks of TILE covering n (rows, columns or tokens). */
 const blocks = (n: number) => Math.ceil(n / TILE);
 
-/** (2) context = probs x and (6) dq = dScores x: [B, nh, T, T] times [B, T, nh * dh] per head, into [B, T, nh * dh]. */
-function squareTimesHeadsProgram(d: Dims): WebGPUProgram {
-  return productProgram('micseAttentionSquareTimesHeads', [d.B, d.T, d.H], ['p', 'x'], square('p'), heads('x'),
-    { m: 'uniforms.seqLen', n: 'uniforms.headSize', k: 'uniforms.seqLen', grid: [blocks(d.dh), blocks(d.T), d.z] },
-    (m, n) => `headAt(z, ${m}, ${n})`);
-}
-
-/** (4) dv = probs^T dContext and (7) dk = dScores^T q: the transposed square operand. */
-function squareTTimesHeadsProgram(d: Dims): WebGPUProgram {
-  return productProgram('micseAttentionSquareTTimesHeads', [d.B, d.T, d.H], ['p', 'x'], squareT('p'), heads('x'),
+/**
+ * [B, nh, T, T] (transposed per head with `transposed`) times [B, T, nh * dh] per head, into [B, T, nh * dh]:
+ * (2) context = probs v and (6) dq = dScores k; transposed, (4) dv = probs^T dContext and (7) dk = dScores^T q.
+ */
+function squareTimesHeadsProgram(d: Dims, transposed: boolean): WebGPUProgram {
+  return productProgram(transposed ? 'micseAttentionSquareTTimesHeads' : 'micseAttentionSquareTimesHeads', [d.B, d.T, d.H], ['p', 'x'],
+    transposed ? squareT('p') : square('p'), heads('x'),
     { m: 'uniforms.seqLen', n: 'uniforms.headSize', k: 'uniforms.seqLen', grid: [blocks(d.dh), blocks(d.T), d.z] },
     (m, n) => `headAt(z, ${m}, ${n})`);
 }
@@ -284,23 +291,15 @@ function softmaxRowsProgram(d: Dims, backward: boolean): WebGPUProgram {
     for (var r = 0; r < ${PER_THREAD}; r = r + 1) { rowMax[r] = ${F32_LOWEST}; }
     for (var n0 = 0; n0 < T; n0 = n0 + ${TILE}) {
       var s = scores(z, m0, n0, T, T, uniforms.headSize);
-      for (var r = 0; r < ${PER_THREAD}; r = r + 1) {
-        for (var c = 0; c < ${PER_THREAD}; c = c + 1) {
-          let i = m0 + ty + r * ${THREADS};
-          let j = n0 + tx + c * ${THREADS};
-          if (i < T && j < T) {
-            let idx = probAt(z, i, j);
-            let v = s[r * ${PER_THREAD} + c] * uniforms.attnScale + mask[b * T + j];
-            result[idx] = v;
-            let top = max(rowMax[r], v);
-            let decay = exp(rowMax[r] - top);
-            let e = exp(v - top);
-            rowSum[r] = rowSum[r] * decay + e;
-            ${backward ? 'rowDot[r] = rowDot[r] * decay + dropoutAt(idx, dProbs[idx]) * e;' : ''}
-            rowMax[r] = top;
-          }
-        }
-      }
+      ${forOwned('i', 'j', 'T', 'T', `let idx = probAt(z, i, j);
+          let v = s[r * ${PER_THREAD} + c] * uniforms.attnScale + mask[b * T + j];
+          result[idx] = v;
+          let top = max(rowMax[r], v);
+          let decay = exp(rowMax[r] - top);
+          let e = exp(v - top);
+          rowSum[r] = rowSum[r] * decay + e;
+          ${backward ? 'rowDot[r] = rowDot[r] * decay + dropoutAt(idx, dProbs[idx]) * e;' : ''}
+          rowMax[r] = top;`)}
     }
     for (var r = 0; r < ${PER_THREAD}; r = r + 1) {
       let o = (ty + r * ${THREADS}) * ${THREADS} + tx;
@@ -325,19 +324,9 @@ function softmaxRowsProgram(d: Dims, backward: boolean): WebGPUProgram {
       ${backward ? 'rowDot[r] = dot / sum;' : ''}
     }
     for (var n0 = 0; n0 < T; n0 = n0 + ${TILE}) {
-      for (var r = 0; r < ${PER_THREAD}; r = r + 1) {
-        for (var c = 0; c < ${PER_THREAD}; c = c + 1) {
-          let i = m0 + ty + r * ${THREADS};
-          let j = n0 + tx + c * ${THREADS};
-          if (i < T && j < T) {
-            let idx = probAt(z, i, j);
-            let p = exp(result[idx] - rowMax[r]) / rowSum[r];
-            result[idx] = ${backward
-              ? 'p * (dropoutAt(idx, dProbs[idx]) - rowDot[r]) * uniforms.attnScale'
-              : 'dropoutAt(idx, p)'};
-          }
-        }
-      }
+      ${forOwned('i', 'j', 'T', 'T', `let idx = probAt(z, i, j);
+          let p = exp(result[idx] - rowMax[r]) / rowSum[r];
+          result[idx] = ${backward ? 'p * (dropoutAt(idx, dProbs[idx]) - rowDot[r]) * uniforms.attnScale' : 'dropoutAt(idx, p)'};`)}
     }
   }`);
 }
@@ -365,22 +354,22 @@ const webgpuKernels: Record<string, tf.KernelFunc> = {
     const d = dimsOf(q.shape, a.heads);
     const run = runner(backend, d);
     const dScores = run(softmaxRowsProgram(d, true), [q, k, mask, dProbs], rowsUniforms(d, a)); // [B, nh, T, T]
-    const dq = run(squareTimesHeadsProgram(d), [dScores, k], headUniforms(d)); // [B, T, H]
-    const dk = run(squareTTimesHeadsProgram(d), [dScores, q], headUniforms(d)); // [B, T, H]
+    const dq = run(squareTimesHeadsProgram(d, false), [dScores, k], headUniforms(d)); // [B, T, H]
+    const dk = run(squareTimesHeadsProgram(d, true), [dScores, q], headUniforms(d)); // [B, T, H]
     (backend as WebGPUBackend).disposeData(dScores.dataId);
     return [dq, dk];
   },
   [ATTENTION_CONTEXT]: ({ inputs, backend, attrs }) => {
     const { probs, v } = inputs as { probs: tf.TensorInfo; v: tf.TensorInfo };
     const d = dimsOf(v.shape, (attrs as unknown as ContextAttrs).heads);
-    return runner(backend, d)(squareTimesHeadsProgram(d), [probs, v], headUniforms(d));
+    return runner(backend, d)(squareTimesHeadsProgram(d, false), [probs, v], headUniforms(d));
   },
   [ATTENTION_CONTEXT_GRAD]: ({ inputs, backend, attrs }) => {
     const { probs, v, dContext } = inputs as { probs: tf.TensorInfo; v: tf.TensorInfo; dContext: tf.TensorInfo };
     const d = dimsOf(v.shape, (attrs as unknown as ContextAttrs).heads);
     const run = runner(backend, d);
     const dProbs = run(headsTimesHeadsTProgram(d), [dContext, v], headUniforms(d)); // [B, nh, T, T]
-    const dv = run(squareTTimesHeadsProgram(d), [probs, dContext], headUniforms(d)); // [B, T, H]
+    const dv = run(squareTimesHeadsProgram(d, true), [probs, dContext], headUniforms(d)); // [B, T, H]
     return [dProbs, dv];
   },
 };
