@@ -2,7 +2,8 @@
  * The fused AdamW kernels (src/train/adamwKernels.ts) against the composite TF.js ops they replace, on cpu and
  * wasm (bit for bit) and webgpu (within 1e-5 relative): parameters, both moments and the returned gradient norm
  * after several steps, with weight decay on and off and clipping active, inactive and off; plus a flat tensor count,
- * and the fused norm of arbitrary gradients against a float64 one.
+ * the fused norm of arbitrary gradients against a float64 one, and the loss gate (a non-finite gate leaves p, m
+ * and v as they were, a finite one changes nothing).
  *
  * The update comparisons use gradients on a 1/64 grid (|g| <= 1/4): their squares and every partial sum of them
  * are exact in float32, so every summation order gives the same norm and the comparison is of the update
@@ -165,6 +166,49 @@ function backendSuite(backend: Backend, tol: number): void {
         const init = tf.randomNormal(shape, 0, 1, 'float32', SEED);
         assert.ok(relErr(fused.p.get(name)!, (await init.data()) as Float32Array, REL_FLOOR) > 1e-4);
         init.dispose();
+      });
+    }
+
+    for (const implementation of ['fused', 'composite'] as const) {
+      it(`${implementation}: a non-finite gate (NaN, Infinity) leaves p, m and v as they were; a finite gate updates as no gate does`, async (t) => {
+        if (!(await activate(t, backend))) return;
+        const fresh = (): { params: { name: string; variable: tf.Variable }[]; opt: AdamW } => {
+          const params = PARAMS.map(([name, shape], i) => ({ name, variable: tf.variable(tf.randomNormal(shape, 0, 1, 'float32', SEED + i)) }));
+          return { params, opt: new AdamW(params, { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01, implementation }) };
+        };
+        const grads = (step: number): Map<string, tf.Tensor> =>
+          new Map(PARAMS.map(([name, shape], i) => [name, gridGradient(shape, SEED + 1000 * step + i)] as [string, tf.Tensor]));
+        const state = async (r: ReturnType<typeof fresh>): Promise<Float32Array[]> => Promise.all(
+          [...r.params.map((p) => p.variable), ...r.opt.m.values(), ...r.opt.v.values()].map(async (x) => Float32Array.from((await x.data()) as Float32Array)));
+        const applyOnce = async (r: ReturnType<typeof fresh>, step: number, gate?: number): Promise<void> => {
+          const g = grads(step);
+          const gateTensor = gate === undefined ? undefined : tf.scalar(gate);
+          tf.dispose([r.opt.apply(g, LR, 1, gateTensor), ...g.values(), ...(gateTensor === undefined ? [] : [gateTensor])]);
+        };
+
+        const gated = fresh();
+        await applyOnce(gated, 1); // moments away from zero, so "unchanged" is not "still zero"
+        const before = await state(gated);
+        const count = tf.memory().numTensors;
+        for (const bad of [NaN, Infinity, -Infinity]) {
+          await applyOnce(gated, 2, bad);
+          gated.opt.revertStep();
+          const after = await state(gated);
+          after.forEach((x, i) => assert.deepEqual(x, before[i], `gate ${bad}: tensor ${i} changed`));
+        }
+        assert.equal(gated.opt.step, 1);
+        assert.equal(tf.memory().numTensors, count, 'gated-off updates leave no tensors behind');
+        await applyOnce(gated, 2, 2.5);
+
+        const plain = fresh();
+        await applyOnce(plain, 1);
+        await applyOnce(plain, 2);
+        const [got, want] = [await state(gated), await state(plain)];
+        got.forEach((x, i) => assert.deepEqual(x, want[i], `finite gate: tensor ${i} differs from the ungated update`));
+        for (const r of [gated, plain]) {
+          r.opt.dispose();
+          tf.dispose(r.params.map((p) => p.variable));
+        }
       });
     }
 

@@ -7,8 +7,8 @@
  * WebGPU (skipped with the reason when `selectBackend('webgpu')` fails, e.g. no Vulkan driver, as on CI): one
  * seeded training-mode miCSE loss (dropout on, AMI in its sampling regime) and every gradient agree with the cpu
  * backend within 1e-4, two full TrainSteps (AdamW updating in place) leave parameters and moments within 1e-4 of
- * the cpu backend's without a WebGPU validation error, and TrainSteps read the GPU twice a step (asynchronously)
- * and keep the tensor count flat.
+ * the cpu backend's without a WebGPU validation error, and TrainSteps read the GPU once a step (asynchronously)
+ * and keep the tensor count flat; a step with a non-finite loss changes no parameter (the gate is read on the GPU).
  * Self-contained (random-init model), so it can be carried to a GPU machine without ../shared.
  */
 import assert from 'node:assert/strict';
@@ -236,7 +236,7 @@ describe('WebGPU training step', { skip: WEBGPU_SKIP }, () => {
     });
   });
 
-  test('TrainStep with AdamW: two asynchronous reads a step (loss parts, gradient norm), none synchronous, finite, no tensor growth over 3 steps', async () => {
+  test('TrainStep with AdamW: one asynchronous read a step (loss, parts and gradient norm together, after the update), none synchronous, finite, no tensor growth over 3 steps', async () => {
     await selectBackend('webgpu');
     const optimizer = new AdamW(trainableParams(model, head), { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01 });
     const step = new TrainStep(model, head, optimizer, objective);
@@ -262,8 +262,34 @@ describe('WebGPU training step', { skip: WEBGPU_SKIP }, () => {
     }
     optimizer.dispose();
     await selectBackend('cpu');
-    assert.deepEqual(reads, { read: 2 * 3, readSync: 0 }, 'host reads over 3 steps');
+    assert.deepEqual(reads, { read: 3, readSync: 0 }, 'host reads over 3 steps');
     assert.ok(counts.every((c) => c === counts[0]), `tensor counts ${counts.join(', ')}`);
+  });
+
+  test('a TrainStep with a non-finite loss updates nothing in place (the gate is read on the GPU) and reverts the step count', async () => {
+    await selectBackend('webgpu');
+    const m = BertModel.random(CONFIG, 7);
+    const h = new MlpHead(CONFIG.hiddenSize, { seed: 3 });
+    const optimizer = new AdamW(trainableParams(m, h), { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01 });
+    const snapshot = async (): Promise<Float32Array[]> => Promise.all([...optimizer.params.map((p) => p.variable), ...optimizer.m.values(), ...optimizer.v.values()]
+      .map(async (x) => Float32Array.from((await x.data()) as Float32Array)));
+    // One finite step first, so the moments are not zeros.
+    await new TrainStep(m, h, optimizer, objective).run(rows(), { lr: 1e-4, maxGradNorm: 1, dropoutSeed: 1, amiSeed: 101 });
+    const before = await snapshot();
+    const dispatches = inPlaceDispatchCount();
+    // A temperature this small turns every logit into +-Infinity: the loss is NaN.
+    const out = await expectNoGpuErrors(async () => new TrainStep(m, h, optimizer, { ...objective, temperature: 1e-45 })
+      .run(rows(), { lr: 1e-4, maxGradNorm: 1, dropoutSeed: 2, amiSeed: 102 }));
+    const after = await snapshot();
+    assert.ok(inPlaceDispatchCount() > dispatches, 'the update ran in place (and was gated off on the GPU)');
+    optimizer.dispose();
+    h.dispose();
+    m.dispose();
+    await selectBackend('cpu');
+    assert.equal(out.finite, false);
+    assert.ok(Number.isNaN(out.gradNorm));
+    assert.equal(optimizer.step, 1, 'the skipped step does not count');
+    after.forEach((x, i) => assert.deepEqual(x, before[i], `tensor ${i} changed`));
   });
 });
 

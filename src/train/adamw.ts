@@ -57,8 +57,12 @@ export class AdamW {
   /**
    * Clips `grads` (keyed by parameter name) to `maxNorm` (0: no clipping) and applies one update at `lr`.
    * Returns the gradient norm before clipping (a scalar tensor the caller disposes).
+   *
+   * With a `gate` (the step's loss) the update is made only if the gate is finite, decided where the update runs,
+   * so the caller need not read the loss first (on a GPU that read would leave the device idle while the update is
+   * recorded). The step still counts as taken; a caller that then finds the gate non-finite calls `revertStep`.
    */
-  apply(grads: Map<string, tf.Tensor>, lr: number, maxNorm: number): tf.Scalar {
+  apply(grads: Map<string, tf.Tensor>, lr: number, maxNorm: number, gate?: tf.Scalar): tf.Scalar {
     this.step += 1;
     const t = this.step;
     const { beta1, beta2, eps, weightDecay } = this.opts;
@@ -76,20 +80,26 @@ export class AdamW {
         if (g === undefined) continue; // no gradient reached it this step
         const m = this.m.get(p.name)!;
         const v = this.v.get(p.name)!;
-        if (fused && canUpdateInPlace(p.variable, g, m, v)) {
+        if (fused && canUpdateInPlace(p.variable, g, m, v, gate)) {
           inPlace.push({ p: p.variable, g, m, v, scalars: scalars(p.name) });
           continue;
         }
         const [pNew, mNew, vNew] = fusedUpdate
-          ? fusedAdamW(p.variable, g, m, v, norm, scalars(p.name))
-          : compositeAdamW(p.variable, tf.mul(g, (coef ??= compositeClipCoefficient(norm, maxNorm))), m, v, scalars(p.name));
+          ? fusedAdamW(p.variable, g, m, v, norm, gate, scalars(p.name))
+          : compositeAdamW(p.variable, tf.mul(g, (coef ??= compositeClipCoefficient(norm, maxNorm))), m, v, scalars(p.name), gate);
         m.assign(mNew);
         v.assign(vNew);
         p.variable.assign(pNew);
       }
-      adamwInPlace(inPlace, norm);
+      adamwInPlace(inPlace, norm, gate);
       return tf.keep(norm);
     });
+  }
+
+  /** The last `apply` was gated off (its gate was not finite): it does not count as a step (bias correction). */
+  revertStep(): void {
+    if (this.step === 0) throw new Error('AdamW.revertStep: no step to revert');
+    this.step -= 1;
   }
 
   dispose(): void {
@@ -112,13 +122,19 @@ function compositeClipCoefficient(norm: tf.Scalar, maxNorm: number): tf.Scalar {
   return maxNorm > 0 ? tf.minimum(1, tf.div(maxNorm, tf.add(norm, CLIP_EPS))) : tf.scalar(1);
 }
 
-/** One update from TF.js ops (g already clipped), in the fused kernels' order: returns [p', m', v'].  all [S] */
-function compositeAdamW(p: tf.Tensor, g: tf.Tensor, m: tf.Tensor, v: tf.Tensor, s: AdamWStepScalars): [tf.Tensor, tf.Tensor, tf.Tensor] {
+/**
+ * One update from TF.js ops (g already clipped), in the fused kernels' order: returns [p', m', v'], or p, m and v
+ * where `gate` is not finite.  all [S], gate []
+ */
+function compositeAdamW(p: tf.Tensor, g: tf.Tensor, m: tf.Tensor, v: tf.Tensor, s: AdamWStepScalars, gate?: tf.Scalar): [tf.Tensor, tf.Tensor, tf.Tensor] {
   const mNew = tf.add(tf.mul(m, s.beta1), tf.mul(g, 1 - s.beta1));
   const vNew = tf.add(tf.mul(v, s.beta2), tf.mul(tf.square(g), 1 - s.beta2));
   const w = s.decay === 1 ? p : tf.mul(p, s.decay);
   const denom = tf.add(tf.div(tf.sqrt(vNew), s.bc2Sqrt), s.eps);
-  return [tf.sub(w, tf.mul(tf.div(mNew, denom), s.stepSize)), mNew, vNew];
+  const updated: [tf.Tensor, tf.Tensor, tf.Tensor] = [tf.sub(w, tf.mul(tf.div(mNew, denom), s.stepSize)), mNew, vNew];
+  if (gate === undefined) return updated;
+  const open = tf.isFinite(gate);
+  return [tf.where(open, updated[0], p), tf.where(open, updated[1], m), tf.where(open, updated[2], v)];
 }
 
 /** Linear warmup then linear decay to 0 at `total` (or constant), as transformers' get_linear_schedule_with_warmup. */

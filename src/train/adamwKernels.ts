@@ -2,7 +2,8 @@
  * Fused optimizer kernels for AdamW (src/train/adamw.ts):
  *
  *   MicseGradNorm  inputs g0..gk (any shapes)  -> [] ||(g0, .., gk)||_2                    cpu, wasm, webgpu
- *   MicseAdamW     inputs p, g, m, v (shape S), norm []  -> [p', m', v'] (shape S each)   cpu, wasm
+ *   MicseAdamW     inputs p, g, m, v (shape S), norm [], [gate []]  -> [p', m', v'] (shape S each)   cpu, wasm
+ *                  (with a gate that is not finite the outputs are p, m and v unchanged)
  *
  * Why: the composite update is ~14 TF.js ops per parameter and the norm 2 more; on WebGPU each op is a kernel
  * dispatch with a large fixed cost (BERT-base has ~200 parameters), on the host backends each op is one more pass
@@ -113,7 +114,7 @@ function assertFloat32(kernel: string, xs: readonly tf.TensorInfo[]): void {
   for (const x of xs) if (x.dtype !== 'float32') throw new Error(`${kernel}: float32 inputs only (got ${x.dtype})`);
 }
 
-type AdamWInputs = Record<'p' | 'g' | 'm' | 'v' | 'norm', tf.TensorInfo>;
+type AdamWInputs = Record<'p' | 'g' | 'm' | 'v' | 'norm', tf.TensorInfo> & { gate?: tf.TensorInfo };
 
 const cpuGradNorm: KernelFunc = ({ inputs, backend }) => {
   const b = backend as unknown as CpuBackend;
@@ -125,12 +126,16 @@ const cpuGradNorm: KernelFunc = ({ inputs, backend }) => {
 
 const cpuAdamW: KernelFunc = ({ inputs, backend, attrs }) => {
   const b = backend as unknown as CpuBackend;
-  const { p, g, m, v, norm } = inputs as AdamWInputs;
-  assertFloat32(ADAMW_KERNEL, [p, g, m, v, norm]);
+  const { p, g, m, v, norm, gate } = inputs as AdamWInputs;
+  assertFloat32(ADAMW_KERNEL, [p, g, m, v, norm, ...(gate === undefined ? [] : [gate])]);
   const read = (x: tf.TensorInfo): Float32Array => b.data.get(x.dataId).values as Float32Array;
   const n = tf.util.sizeFromShape(p.shape);
   const outs = [new Float32Array(n), new Float32Array(n), new Float32Array(n)] as const;
-  adamwHost(read(p), read(g), read(m), read(v), read(norm)[0]!, attrs as unknown as AdamWStepScalars, ...outs);
+  if (gate !== undefined && !Number.isFinite(read(gate)[0]!)) {
+    [p, m, v].forEach((x, k) => outs[k]!.set(read(x)));
+  } else {
+    adamwHost(read(p), read(g), read(m), read(v), read(norm)[0]!, attrs as unknown as AdamWStepScalars, ...outs);
+  }
   return outs.map((o) => b.makeTensorInfo(p.shape.slice(), 'float32', o));
 };
 
@@ -156,11 +161,16 @@ const wasmGradNorm: KernelFunc = ({ inputs, backend }) => {
 
 const wasmAdamW: KernelFunc = ({ inputs, backend, attrs }) => {
   const b = backend as unknown as WasmBackend;
-  const { p, g, m, v, norm } = inputs as AdamWInputs;
-  assertFloat32(ADAMW_KERNEL, [p, g, m, v, norm]);
+  const { p, g, m, v, norm, gate } = inputs as AdamWInputs;
+  assertFloat32(ADAMW_KERNEL, [p, g, m, v, norm, ...(gate === undefined ? [] : [gate])]);
   const s = attrs as unknown as AdamWStepScalars;
   const outs = [0, 1, 2].map(() => b.makeOutput(p.shape.slice(), 'float32')) as [tf.TensorInfo, tf.TensorInfo, tf.TensorInfo];
-  const normValue = heapView(b, norm)[0]!; // views taken after the allocations above (see hostBackend.ts)
+  // views taken after the allocations above (see hostBackend.ts)
+  if (gate !== undefined && !Number.isFinite(heapView(b, gate)[0]!)) {
+    [p, m, v].forEach((x, k) => heapView(b, outs[k]!).set(heapView(b, x)));
+    return outs;
+  }
+  const normValue = heapView(b, norm)[0]!;
   const simd = wasmSimd(b);
   const groups = simd === null ? 0 : Math.floor(tf.util.sizeFromShape(p.shape) / SIMD_LANES);
   const ins = [p, g, m, v] as const;
@@ -318,7 +328,13 @@ export function fusedGradNorm(grads: readonly tf.Tensor[]): tf.Scalar {
   return tf.engine().runKernel(GRAD_NORM_KERNEL, inputs) as tf.Scalar;
 }
 
-/** One AdamW update of one parameter: returns [p', m', v'], each shaped like p.  p, g, m, v [S], norm [] */
-export function fusedAdamW(p: tf.Tensor, g: tf.Tensor, m: tf.Tensor, v: tf.Tensor, norm: tf.Scalar, s: AdamWStepScalars): [tf.Tensor, tf.Tensor, tf.Tensor] {
-  return tf.engine().runKernel(ADAMW_KERNEL, { p, g, m, v, norm }, { ...s }) as unknown as [tf.Tensor, tf.Tensor, tf.Tensor];
+/**
+ * One AdamW update of one parameter: returns [p', m', v'], each shaped like p; with a `gate` that is not finite,
+ * p, m and v unchanged.  p, g, m, v [S], norm [], gate []
+ */
+export function fusedAdamW(p: tf.Tensor, g: tf.Tensor, m: tf.Tensor, v: tf.Tensor, norm: tf.Scalar, gate: tf.Scalar | undefined,
+  s: AdamWStepScalars): [tf.Tensor, tf.Tensor, tf.Tensor] {
+  const inputs: tf.NamedTensorMap = { p, g, m, v, norm };
+  if (gate !== undefined) inputs.gate = gate;
+  return tf.engine().runKernel(ADAMW_KERNEL, inputs, { ...s }) as unknown as [tf.Tensor, tf.Tensor, tf.Tensor];
 }

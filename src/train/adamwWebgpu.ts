@@ -1,7 +1,9 @@
 /**
  * AdamW on webgpu, in place: one compute dispatch per parameter reads its gradient and writes p, m and v into their
  * own GPU buffers. Same arithmetic, operation by operation, as the kernels in adamwKernels.ts (g clipped by the
- * norm inside the shader, then m', v', p'), so it differs from the composite ops by float rounding only.
+ * norm inside the shader, then m', v', p'), so it differs from the composite ops by float rounding only. With a
+ * gate (the step's loss), every invocation first reads it and leaves p, m and v as they are when it is not finite:
+ * the trainer skips a non-finite step without reading the loss before the update.
  *
  * Why not a TF.js kernel: a tfjs-backend-webgpu program has one output, so an update that yields p', m' and v' is
  * three dispatches, each allocating an output buffer and a uniform buffer and building a bind group (~100 us of host
@@ -34,7 +36,7 @@ const SHADER = `
 struct Update {
   n : u32, decay : f32, beta1 : f32, oneMinusBeta1 : f32,
   beta2 : f32, oneMinusBeta2 : f32, bc2Sqrt : f32, eps : f32,
-  stepSize : f32, maxNorm : f32, clipEps : f32, unused : f32,
+  stepSize : f32, maxNorm : f32, clipEps : f32, gated : u32,
 };
 @group(0) @binding(0) var<storage, read_write> P : array<f32>;
 @group(0) @binding(1) var<storage, read_write> M : array<f32>;
@@ -42,12 +44,14 @@ struct Update {
 @group(0) @binding(3) var<storage, read> G : array<f32>;
 @group(0) @binding(4) var<storage, read> N : array<f32>;
 @group(0) @binding(5) var<uniform> u : Update;
+@group(0) @binding(6) var<storage, read> Gate : array<f32>;
 
 @compute @workgroup_size(${WORKGROUP})
 fn main(@builtin(workgroup_id) wid : vec3<u32>, @builtin(num_workgroups) nwg : vec3<u32>,
         @builtin(local_invocation_index) lid : u32) {
   let i = (wid.y * nwg.x + wid.x) * ${WORKGROUP}u + lid;
-  if (i >= u.n) {
+  // A gate that is not finite (exponent bits all ones: inf or NaN) skips the update.
+  if (i >= u.n || (u.gated != 0u && (bitcast<u32>(Gate[0]) & 0x7f800000u) == 0x7f800000u)) {
     return;
   }
   var g = G[i];
@@ -107,6 +111,7 @@ function pipelineFor(device: GPUDevice): Pipeline {
         storage('storage', 0), storage('storage', 1), storage('storage', 2),
         storage('read-only-storage', 3), storage('read-only-storage', 4),
         { binding: 5, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'uniform', hasDynamicOffset: true } },
+        storage('read-only-storage', 6),
       ],
     });
     const pipeline = device.createComputePipeline({
@@ -130,23 +135,26 @@ export interface InPlaceUpdate {
 
 /**
  * Whether `p`, `m` and `v` can be overwritten where they are: the active backend is webgpu, all four tensors are
- * float32 with the same (non-zero) element count, p, m and v are the only holders of their data, and no two share a buffer.
+ * float32 with the same (non-zero) element count, p, m and v are the only holders of their data, and no two share a
+ * buffer; a gate must be one float32 apart from p, m and v.
  */
-export function canUpdateInPlace(p: tf.Tensor, g: tf.Tensor, m: tf.Tensor, v: tf.Tensor): boolean {
+export function canUpdateInPlace(p: tf.Tensor, g: tf.Tensor, m: tf.Tensor, v: tf.Tensor, gate?: tf.Scalar): boolean {
   if (tf.getBackend() !== 'webgpu') return false;
   const b = internals();
   const xs = [p, g, m, v];
   if (p.size === 0 || xs.some((x) => x.dtype !== 'float32' || x.size !== p.size)) return false;
   if (new Set(xs.map((x) => x.dataId)).size !== xs.length) return false;
+  if (gate !== undefined && (gate.dtype !== 'float32' || gate.size !== 1 || [p, m, v].some((x) => x.dataId === gate.dataId))) return false;
   return [p, m, v].every((x) => b.tensorMap.get(x.dataId)?.refCount === 1);
 }
 
 /**
  * Records one dispatch per update (in order) into the backend's command encoder. `norm` is the gradient norm
- * (a [] float32 tensor on the device), read by every dispatch for the clipping coefficient. Call only for updates
+ * (a [] float32 tensor on the device), read by every dispatch for the clipping coefficient; with a `gate` ([]
+ * float32 on the device) that is not finite the dispatches leave every parameter as it is. Call only for updates
  * that passed `canUpdateInPlace`.
  */
-export function adamwInPlace(updates: readonly InPlaceUpdate[], norm: tf.Scalar): void {
+export function adamwInPlace(updates: readonly InPlaceUpdate[], norm: tf.Scalar, gate?: tf.Scalar): void {
   if (updates.length === 0) return;
   const b = internals();
   const { pipeline, layout } = pipelineFor(b.device);
@@ -157,8 +165,9 @@ export function adamwInPlace(updates: readonly InPlaceUpdate[], norm: tf.Scalar)
   const block = new ArrayBuffer(slot * updates.length);
   updates.forEach(({ p, scalars: s }, k) => {
     new Uint32Array(block, k * slot, 1)[0] = p.size;
-    new Float32Array(block, k * slot + 4, UNIFORM_FIELDS - 1).set([
-      s.decay, s.beta1, 1 - s.beta1, s.beta2, 1 - s.beta2, s.bc2Sqrt, s.eps, s.stepSize, s.maxNorm, CLIP_EPS, 0]);
+    new Float32Array(block, k * slot + 4, UNIFORM_FIELDS - 2).set([
+      s.decay, s.beta1, 1 - s.beta1, s.beta2, 1 - s.beta2, s.bc2Sqrt, s.eps, s.stepSize, s.maxNorm, CLIP_EPS]);
+    new Uint32Array(block, k * slot + 4 * (UNIFORM_FIELDS - 1), 1)[0] = gate === undefined ? 0 : 1;
   });
   const uniforms = b.bufferManager.acquireBuffer(block.byteLength, GPUBufferUsage.COPY_DST | GPUBufferUsage.UNIFORM);
   b.queue.writeBuffer(uniforms, 0, block);
@@ -171,12 +180,14 @@ export function adamwInPlace(updates: readonly InPlaceUpdate[], norm: tf.Scalar)
     return b.tensorMap.get(x.dataId)!.resource as GPUBuffer;
   };
   const normBuffer = buffer(norm);
+  const gateBuffer = gate === undefined ? normBuffer : buffer(gate); // ungated: bound, never read
   const bindGroups = updates.map(({ p, g, m, v }) => b.device.createBindGroup({
     layout,
     entries: [
       ...[p, m, v, g].map((x, binding) => ({ binding, resource: { buffer: buffer(x) } })),
       { binding: 4, resource: { buffer: normBuffer } },
       { binding: 5, resource: { buffer: uniforms, size: UNIFORM_BYTES } },
+      { binding: 6, resource: { buffer: gateBuffer } },
     ],
   }));
   b.ensureCommandEncoderReady();

@@ -1,7 +1,8 @@
 /**
  * One optimisation step, shared by the trainer and the bench so what is timed is what trains:
- *   rows [2B, T] int32 (interleaved views) -> tf.variableGrads(micseLoss) -> read loss and its parts
- *   -> finite: clipped AdamW update at `lr`;  non-finite: no update (the caller counts it)
+ *   rows [2B, T] int32 (interleaved views) -> tf.variableGrads(micseLoss) -> clipped AdamW update at `lr`, made
+ *   only if the loss is finite (decided on the device) -> one read: loss, its parts, gradient norm
+ *   non-finite: no update, the optimizer's step count reverted (the caller counts the skip)
  */
 import { micseLoss, type MicseConfig } from '../losses/micse.js';
 import type { MlpHead } from '../losses/mlpHead.js';
@@ -28,6 +29,11 @@ export interface StepOutcome {
   gradNorm: number;
   /** False: the loss was NaN or infinite and no update was made. */
   finite: boolean;
+  /**
+   * Milliseconds from the start of the step until its one read was issued: the host's share of the step. On a GPU
+   * backend the device works meanwhile, and the rest of the step is waiting for it.
+   */
+  hostMs: number;
 }
 
 /** What training updates: every encoder weight except the unused pooler, then the MLP head. */
@@ -59,6 +65,7 @@ export class TrainStep {
   }
 
   private async runStep(rows: StepRows, o: { lr: number; maxGradNorm: number; dropoutSeed: number; amiSeed: number }): Promise<StepOutcome> {
+    const start = performance.now();
     let parts: tf.Tensor1D | undefined; // [infoNCE, ami] (ami NaN for simcse)
     const { value, grads } = tf.variableGrads(() => {
       const inputs = {
@@ -69,25 +76,24 @@ export class TrainStep {
       parts = tf.keep(tf.stack([r.infoNCE, r.ami ?? tf.scalar(NaN)]) as tf.Tensor1D);
       return r.loss;
     }, this.trainables);
-    // One read for the loss and its parts: the step's only wait before the update.
-    const read = tf.tidy(() => tf.concat([value.reshape([1]), parts!]));
+    // The update is gated on the loss where it runs, so the step's one wait (loss, parts, norm) comes after it:
+    // a GPU keeps working while the update is recorded.
+    const made: tf.Tensor[] = [value, parts!, ...Object.values(grads)];
     try {
-      const [loss, infoNCE, amiValue] = Array.from(await read.data());
+      const named = new Map(Object.entries(grads).map(([k, g]) => [this.paramName.get(k) ?? k, g]));
+      const norm = this.optimizer.apply(named, o.lr, o.maxGradNorm, value);
+      made.push(norm);
+      const read = tf.tidy(() => tf.concat([value.reshape([1]), parts!, norm.reshape([1])]));
+      made.push(read);
+      const pending = read.data();
+      const hostMs = performance.now() - start;
+      const [loss, infoNCE, amiValue, normValue] = Array.from(await pending);
       const finite = Number.isFinite(loss!);
-      let gradNorm = NaN;
-      if (finite) {
-        const named = new Map(Object.entries(grads).map(([k, g]) => [this.paramName.get(k) ?? k, g]));
-        const norm = this.optimizer.apply(named, o.lr, o.maxGradNorm);
-        try {
-          gradNorm = (await norm.data())[0]!;
-        } finally {
-          norm.dispose();
-        }
-      }
+      if (!finite) this.optimizer.revertStep(); // no update was made
       const ami = this.objective.style === 'simcse' ? null : amiValue!;
-      return { loss: loss!, infoNCE: infoNCE!, ami, gradNorm, finite };
+      return { loss: loss!, infoNCE: infoNCE!, ami, gradNorm: finite ? normValue! : NaN, finite, hostMs };
     } finally {
-      tf.dispose([value, parts!, read, ...Object.values(grads)]);
+      tf.dispose(made);
     }
   }
 }
