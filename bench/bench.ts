@@ -152,6 +152,8 @@ export interface SideResult {
   gpuMemory?: GpuMemory;
   /** PyTorch on cuda: median ms/step with TF32 matmuls allowed (msPerStep is fp32, TF32 off). */
   tf32MsPerStep?: number;
+  /** TF.js: median ms from a step's start until its one read was issued (TrainStep's hostMs): the host's share. */
+  hostMsPerStep?: number;
   /** --profile: the calls of one step. */
   stepCounts?: StepCounts;
   loss: number;
@@ -383,8 +385,12 @@ export async function benchTfjs(o: BenchOptions, log: (l: string) => void): Prom
   });
   const batch = makeBatch(sz.batch, sz.seqLen, d.vocabSize, d.seed);
   const rows = { inputIds: batch, attentionMask: batch.map((r) => r.map(() => 1)) };
-  const trainerStep = async (i: number): Promise<number> =>
-    (await step.run(rows, { lr: d.learningRate, maxGradNorm: d.maxGradNorm, dropoutSeed: i * 2 + 1, amiSeed: i * 2 + 2 })).loss;
+  const hostMs: number[] = [];
+  const trainerStep = async (i: number): Promise<number> => {
+    const out = await step.run(rows, { lr: d.learningRate, maxGradNorm: d.maxGradNorm, dropoutSeed: i * 2 + 1, amiSeed: i * 2 + 2 });
+    hostMs.push(out.hostMs);
+    return out.loss;
+  };
 
   const notes: string[] = [];
   let loss = NaN;
@@ -394,6 +400,7 @@ export async function benchTfjs(o: BenchOptions, log: (l: string) => void): Prom
     log(`  tfjs warm-up step ${i + 1}/${o.warmup}: ${(performance.now() - t0).toFixed(0)} ms, loss ${loss.toFixed(4)}`);
   }
   const before = tf.memory().numTensors;
+  hostMs.length = 0; // the timed steps' only
   const stepsMs: number[] = [];
   const gpuSamples: { inUse: number; pool: number }[] = [];
   for (let i = 0; i < o.steps; i++) {
@@ -402,9 +409,10 @@ export async function benchTfjs(o: BenchOptions, log: (l: string) => void): Prom
     stepsMs.push(performance.now() - t0);
     const g = gpuBytes();
     if (g !== null) gpuSamples.push(g);
-    log(`  tfjs step ${i + 1}/${o.steps}: ${stepsMs[i]!.toFixed(0)} ms, loss ${loss.toFixed(4)}` +
+    log(`  tfjs step ${i + 1}/${o.steps}: ${stepsMs[i]!.toFixed(0)} ms (host ${hostMs.at(-1)!.toFixed(0)}), loss ${loss.toFixed(4)}` +
       (g === null ? '' : `, GPU ${(g.inUse / BYTES_PER_MB).toFixed(0)} MB live / ${(g.pool / BYTES_PER_MB).toFixed(0)} MB pool`));
   }
+  const hostMsPerStep = median(hostMs);
   const leaked = tf.memory().numTensors - before;
   if (leaked !== 0) notes.push(`${leaked} tensors leaked over ${o.steps} steps`);
   const stepCounts = o.profile ? await profileStep(() => trainerStep(PROFILE_STEP_INDEX), log) : undefined;
@@ -412,7 +420,7 @@ export async function benchTfjs(o: BenchOptions, log: (l: string) => void): Prom
   const ms = median(stepsMs);
   const adapter = selection.name === 'webgpu' ? await webgpuAdapterName() : null;
   const result: SideResult = {
-    impl: `TF.js ${tf.version.tfjs}`, backend: adapter === null ? selection.name : `${selection.name}: ${adapter}`, msPerStep: ms, stepsMs,
+    impl: `TF.js ${tf.version.tfjs}`, backend: adapter === null ? selection.name : `${selection.name}: ${adapter}`, msPerStep: ms, stepsMs, hostMsPerStep,
     trainSentencesPerSecond: (sz.batch * 1000) / ms, embedSentencesPerSecond: emb.sps, embedWhat: emb.what, peakRssMb: peakRssMb(), loss, notes,
     ...(gpuSamples.length === 0 ? {} : {
       gpuMemory: {
@@ -471,6 +479,7 @@ export function formatReport(r: BenchReport): string {
     ['ms/step (median)', ...sides.map((s) => fmt(s.msPerStep))],
     ...(sides.some((s) => s.tf32MsPerStep !== undefined)
       ? [['ms/step, TF32 matmuls', ...sides.map((s) => (s.tf32MsPerStep === undefined ? '-' : fmt(s.tf32MsPerStep)))]] : []),
+    ['host ms/step (to the read)', ...sides.map((s) => (s.hostMsPerStep === undefined ? '-' : fmt(s.hostMsPerStep)))],
     ['train sentences/s', ...sides.map((s) => fmt(s.trainSentencesPerSecond, 1))],
     ['embed sentences/s', ...sides.map((s) => fmt(s.embedSentencesPerSecond))],
     ['peak RSS MB', ...sides.map((s) => fmt(s.peakRssMb))],
