@@ -12,15 +12,18 @@
  * Self-contained (random-init model), so it can be carried to a GPU machine without ../shared.
  */
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { pathToFileURL } from 'node:url';
 import { MlpHead } from '../src/losses/mlpHead.js';
 import { micseLoss } from '../src/losses/micse.js';
-import { selectBackend } from '../src/model/backend.js';
+import { DAWN_OPTIONS_ENV, selectBackend } from '../src/model/backend.js';
 import { BertModel } from '../src/model/bert.js';
 import type { BertConfig } from '../src/model/config.js';
 import { SEEDED_DROPOUT, seededDropout, seededUniform, uniformArray } from '../src/model/random.js';
 import { tf } from '../src/model/tf.js';
-import { expectNoGpuErrors, maxAbsDiff, webgpuSkipReason } from './helpers.js';
+import { expectNoGpuErrors, maxAbsDiff, ROOT, webgpuSkipReason } from './helpers.js';
 import { AdamW } from '../src/train/adamw.js';
 import { TrainStep, trainableParams } from '../src/train/step.js';
 import { inPlaceDispatchCount } from '../src/train/adamwWebgpu.js';
@@ -28,6 +31,8 @@ import { inPlaceDispatchCount } from '../src/train/adamwWebgpu.js';
 const TOL = 1e-4;
 
 const WEBGPU_SKIP = await webgpuSkipReason();
+const WEBGPU_PACKAGE_SKIP: string | false = await import('webgpu' as string).then(() => false, (err: Error) =>
+  `the optional npm package \`webgpu\` is not installed (${err.message.split('\n')[0]})`);
 const BACKENDS = ['cpu', 'wasm', ...(WEBGPU_SKIP === false ? ['webgpu' as const] : [])] as const;
 
 async function read(t: tf.Tensor): Promise<Float32Array> {
@@ -293,3 +298,67 @@ describe('WebGPU training step', { skip: WEBGPU_SKIP }, () => {
   });
 });
 
+/**
+ * Dawn's null device (`MICSE_DAWN_OPTIONS=backend=null`) accepts every call and runs nothing, on any machine the
+ * `webgpu` package loads on (CI has no Vulkan driver, so the tests above skip there). A TrainStep on it still
+ * creates every shader module and pipeline of the step, so Dawn validates the WGSL and bind-group layouts of all of
+ * this project's webgpu kernels, and the step's host path (in-place AdamW, one read) runs. Values are garbage.
+ * In a child process: `navigator.gpu` is created once per process.
+ */
+const NULL_STEP_SCRIPT = `
+const { selectBackend } = await import(${JSON.stringify(pathToFileURL(path.join(ROOT, 'src/model/backend.ts')).href)});
+const { tf } = await import(${JSON.stringify(pathToFileURL(path.join(ROOT, 'src/model/tf.ts')).href)});
+const { BertModel } = await import(${JSON.stringify(pathToFileURL(path.join(ROOT, 'src/model/bert.ts')).href)});
+const { MlpHead } = await import(${JSON.stringify(pathToFileURL(path.join(ROOT, 'src/losses/mlpHead.ts')).href)});
+const { AdamW } = await import(${JSON.stringify(pathToFileURL(path.join(ROOT, 'src/train/adamw.ts')).href)});
+const { TrainStep, trainableParams } = await import(${JSON.stringify(pathToFileURL(path.join(ROOT, 'src/train/step.ts')).href)});
+const { inPlaceDispatchCount } = await import(${JSON.stringify(pathToFileURL(path.join(ROOT, 'src/train/adamwWebgpu.ts')).href)});
+const { config, rows, objective } = JSON.parse(process.argv[1]);
+const sel = await selectBackend('webgpu');
+const device = tf.backend().device;
+const model = BertModel.random(config, 7);
+const head = new MlpHead(config.hiddenSize, { seed: 3 });
+const optimizer = new AdamW(trainableParams(model, head), { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01 });
+const step = new TrainStep(model, head, optimizer, objective);
+const backend = tf.backend();
+let reads = 0;
+const original = backend.read;
+backend.read = function (...args) { reads += 1; return original.apply(this, args); };
+device.pushErrorScope('validation');
+const counts = [];
+for (let i = 0; i < 3; i++) {
+  await step.run(rows, { lr: 1e-4, maxGradNorm: 1, dropoutSeed: i, amiSeed: 100 + i });
+  counts.push(tf.memory().numTensors);
+}
+const error = await device.popErrorScope();
+console.log(JSON.stringify({ backend: sel.name, error: error === null ? null : error.message, reads, inPlace: inPlaceDispatchCount(),
+  params: optimizer.params.length, counts }));
+`;
+
+describe("WebGPU on Dawn's null device (every machine with the webgpu package, CI included)", { skip: WEBGPU_PACKAGE_SKIP }, () => {
+  test('a TrainStep creates every pipeline without a validation error, reads once a step, updates in place, keeps the tensor count flat', () => {
+    const objective = { minLayer: 2, maxLayer: 4, targetSamples: 40, training: true };
+    const out = execFileSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', NULL_STEP_SCRIPT,
+      JSON.stringify({ config: CONFIG, rows: rows(), objective })], { cwd: ROOT, env: { ...process.env, [DAWN_OPTIONS_ENV]: 'backend=null' }, encoding: 'utf8' });
+    const r = JSON.parse(out.trim().split('\n').at(-1)!) as { backend: string; error: string | null; reads: number; inPlace: number; params: number; counts: number[] };
+    assert.equal(r.backend, 'webgpu');
+    assert.equal(r.error, null, 'WebGPU validation error');
+    assert.equal(r.reads, 3, 'one read a step');
+    assert.equal(r.inPlace, 3 * r.params, 'every parameter updated in place, once a step');
+    assert.ok(r.counts.every((c) => c === r.counts[0]), `tensor counts ${r.counts.join(', ')}`);
+  });
+
+  test(`an adapter option that matches nothing: the error names ${DAWN_OPTIONS_ENV}, and auto goes on past webgpu`, () => {
+    const script = `
+      const { selectBackend, describeSelection } = await import(${JSON.stringify(pathToFileURL(path.join(ROOT, 'src/model/backend.ts')).href)});
+      let explicit = '';
+      try { await selectBackend('webgpu'); } catch (err) { explicit = err.message; }
+      console.log(JSON.stringify({ explicit, auto: describeSelection(await selectBackend('auto')) }));`;
+    const out = execFileSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script],
+      { cwd: ROOT, env: { ...process.env, [DAWN_OPTIONS_ENV]: 'adapter=no-such-adapter-xyz' }, encoding: 'utf8' });
+    const r = JSON.parse(out.trim().split('\n').at(-1)!) as { explicit: string; auto: string };
+    assert.match(r.explicit, new RegExp(`webgpu: .*${DAWN_OPTIONS_ENV}=adapter=no-such-adapter-xyz`));
+    assert.doesNotMatch(r.auto, /^backend: webgpu/);
+    assert.match(r.auto, new RegExp(`skipped webgpu: .*${DAWN_OPTIONS_ENV}=adapter=no-such-adapter-xyz`));
+  });
+});

@@ -10,6 +10,13 @@ import { tf } from './tf.js';
 
 export const BACKEND_NAMES = ['auto', 'tensorflow-gpu', 'tensorflow', 'webgpu', 'wasm', 'cpu'] as const;
 export type BackendName = (typeof BACKEND_NAMES)[number];
+/**
+ * Options for the npm `webgpu` package's `create()` (Dawn's), comma-separated: e.g. `adapter=H200` picks an adapter
+ * by name, `backend=vulkan` a Dawn backend; `backend=null` gives a device that runs nothing (results are garbage),
+ * which measures the host's share of a step alone.
+ */
+export const DAWN_OPTIONS_ENV = 'MICSE_DAWN_OPTIONS';
+
 /** The order `auto` tries. */
 export const AUTO_ORDER: readonly Exclude<BackendName, 'auto'>[] = ['tensorflow-gpu', 'tensorflow', 'webgpu', 'wasm', 'cpu'];
 
@@ -70,12 +77,20 @@ async function tryBackend(name: Exclude<BackendName, 'auto'>): Promise<string> {
           throw new Error(`no navigator.gpu and the npm package \`webgpu\` (Dawn for Node) is not installed (${message(err)})`);
         }
         Object.assign(globalThis, dawn.globals);
-        Object.defineProperty(globalThis, 'navigator', { value: { gpu: dawn.create([]) }, configurable: true });
+        const options = (process.env[DAWN_OPTIONS_ENV] ?? '').split(',').map((o) => o.trim()).filter((o) => o !== '');
+        Object.defineProperty(globalThis, 'navigator', { value: { gpu: dawn.create(options) }, configurable: true });
       }
       await import('@tensorflow/tfjs-backend-webgpu');
       const nav = (globalThis as { navigator: { gpu: { requestAdapter(): Promise<unknown> } } }).navigator;
-      const adapter = await nav.gpu.requestAdapter();
-      if (adapter === null || adapter === undefined) throw new Error('navigator.gpu.requestAdapter() found no GPU adapter');
+      const dawnOptions = process.env[DAWN_OPTIONS_ENV] ?? '';
+      const withOptions = dawnOptions.trim() === '' ? '' : ` (with ${DAWN_OPTIONS_ENV}=${dawnOptions})`;
+      let adapter: unknown;
+      try {
+        adapter = await nav.gpu.requestAdapter();
+      } catch (err) {
+        throw new Error(`navigator.gpu.requestAdapter() failed${withOptions}: ${message(err)}`);
+      }
+      if (adapter === null || adapter === undefined) throw new Error(`navigator.gpu.requestAdapter() found no GPU adapter${withOptions}`);
       await activate('webgpu');
       return 'webgpu';
     }
