@@ -16,13 +16,14 @@ import { describe, it, type TestContext } from 'node:test';
 import { selectBackend } from '../src/model/backend.js';
 import { tf } from '../src/model/tf.js';
 import { AdamW, type AdamWOptions } from '../src/train/adamw.js';
-import { adamwHost, clipCoefficient, gradNormHost, type AdamWStepScalars } from '../src/train/adamwKernels.js';
+import { adamwHost, clipCoefficient, fusedGradNorm, gradNormHost, type AdamWStepScalars } from '../src/train/adamwKernels.js';
 import { simdFor, SIMD_LANES } from '../src/train/adamwSimd.js';
 
 /**
  * Shapes chosen to exercise the kernels' edges: sizes not a multiple of a workgroup nor of the 4 SIMD lanes (and
- * one below 4), one larger than the 256 x 256 invocations of a webgpu sum-of-squares dispatch, more gradients than
- * one such dispatch takes (6), and names with and without weight decay.
+ * one below 4), one larger than the 256 x 256 invocations of a webgpu sum-of-squares dispatch, more parameters
+ * than one in-place update dispatch takes (3 on a device with 16 storage buffers, so parameters of very different
+ * sizes share a dispatch), and names with and without weight decay.
  */
 const PARAMS: readonly [string, number[]][] = [
   ['embeddings.word_embeddings.weight', [300, 257]],
@@ -211,6 +212,17 @@ function backendSuite(backend: Backend, tol: number): void {
         }
       });
     }
+
+    it('the fused gradient norm of 31 gradients (3 webgpu dispatches at 14 a dispatch, 6 at 6) is within 1e-5 of a float64 norm', async (t) => {
+      if (!(await activate(t, backend))) return;
+      const grads = Array.from({ length: 31 }, (_, i) => tf.randomNormal([17 + 13 * i], 0, 0.1, 'float32', SEED + 50 + i));
+      let sq = 0;
+      for (const g of grads) for (const x of (await g.data()) as Float32Array) sq += x * x;
+      const norm = fusedGradNorm(grads);
+      const got = (await norm.data())[0]!;
+      assert.ok(Math.abs(got - Math.sqrt(sq)) / Math.sqrt(sq) <= REL_TOL, `${got} vs float64 ${Math.sqrt(sq)}`);
+      tf.dispose([norm, ...grads]);
+    });
 
     it('the fused gradient norm of arbitrary gradients is within 1e-6 of a float64 norm', async (t) => {
       if (!(await activate(t, backend))) return;

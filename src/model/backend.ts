@@ -17,6 +17,12 @@ export type BackendName = (typeof BACKEND_NAMES)[number];
  */
 export const DAWN_OPTIONS_ENV = 'MICSE_DAWN_OPTIONS';
 
+/**
+ * Storage buffers per shader stage asked of a WebGPU device, where the adapter allows (WebGPU's default is 8). The
+ * in-place AdamW binds four per parameter and the gradient norm one per gradient, so more of them fit one dispatch.
+ */
+export const WEBGPU_STORAGE_BUFFERS = 16;
+
 /** The order `auto` tries. */
 export const AUTO_ORDER: readonly Exclude<BackendName, 'auto'>[] = ['tensorflow-gpu', 'tensorflow', 'webgpu', 'wasm', 'cpu'];
 
@@ -80,7 +86,7 @@ async function tryBackend(name: Exclude<BackendName, 'auto'>): Promise<string> {
         const options = (process.env[DAWN_OPTIONS_ENV] ?? '').split(',').map((o) => o.trim()).filter((o) => o !== '');
         Object.defineProperty(globalThis, 'navigator', { value: { gpu: dawn.create(options) }, configurable: true });
       }
-      await import('@tensorflow/tfjs-backend-webgpu');
+      await registerWebgpu();
       const nav = (globalThis as { navigator: { gpu: { requestAdapter(): Promise<unknown> } } }).navigator;
       const dawnOptions = process.env[DAWN_OPTIONS_ENV] ?? '';
       const withOptions = dawnOptions.trim() === '' ? '' : ` (with ${DAWN_OPTIONS_ENV}=${dawnOptions})`;
@@ -107,6 +113,36 @@ async function tryBackend(name: Exclude<BackendName, 'auto'>): Promise<string> {
       await activate('cpu');
       return 'cpu';
   }
+}
+
+/**
+ * Registers TF.js's webgpu backend with a factory that asks the device for WEBGPU_STORAGE_BUFFERS storage buffers per
+ * stage (capped by the adapter) besides what tfjs-backend-webgpu's own factory asks (base.ts: its workgroup, buffer
+ * size and dispatch limits, timestamp queries), which it otherwise equals. Does nothing once the backend exists.
+ */
+async function registerWebgpu(): Promise<void> {
+  const { WebGPUBackend } = await import('@tensorflow/tfjs-backend-webgpu');
+  if (tf.engine().registry['webgpu'] !== undefined) return;
+  tf.removeBackend('webgpu');
+  tf.registerBackend('webgpu', async () => {
+    const gpu = (globalThis as unknown as { navigator: { gpu: GPU } }).navigator.gpu;
+    const adapter = await gpu.requestAdapter({ powerPreference: tf.env().getBool('WEBGPU_USE_LOW_POWER_GPU') ? 'low-power' : 'high-performance' });
+    if (adapter === null) throw new Error('navigator.gpu.requestAdapter() found no GPU adapter');
+    const l = adapter.limits;
+    const device = await adapter.requestDevice({
+      requiredFeatures: (['timestamp-query', 'bgra8unorm-storage'] as const).filter((f) => adapter.features.has(f)),
+      requiredLimits: {
+        maxComputeWorkgroupStorageSize: l.maxComputeWorkgroupStorageSize,
+        maxComputeWorkgroupsPerDimension: l.maxComputeWorkgroupsPerDimension,
+        maxStorageBufferBindingSize: l.maxStorageBufferBindingSize,
+        maxBufferSize: l.maxBufferSize,
+        maxComputeWorkgroupSizeX: l.maxComputeWorkgroupSizeX,
+        maxComputeInvocationsPerWorkgroup: l.maxComputeInvocationsPerWorkgroup,
+        maxStorageBuffersPerShaderStage: Math.min(WEBGPU_STORAGE_BUFFERS, l.maxStorageBuffersPerShaderStage),
+      },
+    });
+    return new WebGPUBackend(device, (adapter as unknown as { info?: GPUAdapterInfo }).info);
+  }, 3);
 }
 
 let current: BackendSelection | undefined;

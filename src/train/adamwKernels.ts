@@ -8,8 +8,9 @@
  * Why: the composite update is ~14 TF.js ops per parameter and the norm 2 more; on WebGPU each op is a kernel
  * dispatch with a large fixed cost (BERT-base has ~200 parameters), on the host backends each op is one more pass
  * over the arrays. Here the whole update of one parameter is one kernel, and the norm of all gradients one kernel
- * (one dispatch per 6 gradients on webgpu). On webgpu the update is not a TF.js kernel: a program there has a
- * single output, so adamwWebgpu.ts writes p, m and v in place with one dispatch per parameter instead.
+ * (on webgpu one dispatch per 14 gradients; 6 where the device keeps the default 8 storage buffers). On webgpu the
+ * update is not a TF.js kernel: a program there has a single output, so adamwWebgpu.ts writes p, m and v in place,
+ * several parameters a dispatch, instead.
  *
  * The arithmetic is the composite code's, operation by operation in float32 (the clipping coefficient is computed
  * from the norm inside the kernel, as `min(1, maxNorm / (norm + CLIP_EPS))`):
@@ -200,8 +201,10 @@ const wasmAdamW: KernelFunc = ({ inputs, backend, attrs }) => {
 const REDUCE_WORKGROUP = 256;
 /** Workgroups of a sum-of-squares program: each writes one partial sum, so the partials are [REDUCE_PARTIALS]. */
 const REDUCE_PARTIALS = 256;
-/** Gradients per sum-of-squares dispatch: 8 storage buffers per stage minus the output and the running partials. */
-const GRADS_PER_DISPATCH = 6;
+/** Gradients per sum-of-squares dispatch: the device's storage buffers per stage minus the output and the running partials. */
+function gradsPerDispatch(device: GPUDevice): number {
+  return device.limits.maxStorageBuffersPerShaderStage - 2;
+}
 
 function flat(x: tf.TensorInfo): tf.TensorInfo {
   return { dataId: x.dataId, shape: [tf.util.sizeFromShape(x.shape)], dtype: x.dtype };
@@ -211,7 +214,7 @@ function flat(x: tf.TensorInfo): tf.TensorInfo {
 const WORKGROUP_SUM = workgroupSumWgsl('workgroupSum', REDUCE_WORKGROUP);
 
 /**
- * Partial sums of squares over up to GRADS_PER_DISPATCH gradients, added to the previous partials if any:
+ * Partial sums of squares over up to gradsPerDispatch() gradients, added to the previous partials if any:
  *   [Prev [W]], G0 [n0], .., Gk [nk] -> [W],  W = REDUCE_PARTIALS workgroups, each striding over every gradient.
  */
 class SumSquaresProgram implements WebGPUProgram {
@@ -278,9 +281,10 @@ const webgpuGradNorm: KernelFunc = ({ inputs, backend }) => {
   const b = backend as unknown as WebGPUBackend;
   const grads = (Object.values(inputs) as tf.TensorInfo[]).filter((g) => tf.util.sizeFromShape(g.shape) > 0);
   assertFloat32(GRAD_NORM_KERNEL, grads);
+  const perDispatch = gradsPerDispatch(b.device);
   let partials: tf.TensorInfo | undefined;
-  for (let i = 0; i < grads.length || partials === undefined; i += GRADS_PER_DISPATCH) {
-    const chunk = grads.slice(i, i + GRADS_PER_DISPATCH).map(flat);
+  for (let i = 0; i < grads.length || partials === undefined; i += perDispatch) {
+    const chunk = grads.slice(i, i + perDispatch).map(flat);
     const prev = partials;
     const program = new SumSquaresProgram(chunk.length, prev !== undefined);
     partials = b.runWebGPUProgram(program, prev === undefined ? chunk : [prev, ...chunk], 'float32');

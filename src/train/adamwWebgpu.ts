@@ -1,15 +1,17 @@
 /**
- * AdamW on webgpu, in place: one compute dispatch per parameter reads its gradient and writes p, m and v into their
- * own GPU buffers. Same arithmetic, operation by operation, as the kernels in adamwKernels.ts (g clipped by the
- * norm inside the shader, then m', v', p'), so it differs from the composite ops by float rounding only. With a
- * gate (the step's loss), every invocation first reads it and leaves p, m and v as they are when it is not finite:
- * the trainer skips a non-finite step without reading the loss before the update.
+ * AdamW on webgpu, in place: each compute dispatch reads the gradients of up to `paramsPerDispatch` parameters and
+ * writes their p, m and v into their own GPU buffers. Same arithmetic, operation by operation, as the kernels in
+ * adamwKernels.ts (g clipped by the norm inside the shader, then m', v', p'), so it differs from the composite ops
+ * by float rounding only. With a gate (the step's loss), every invocation first reads it and leaves p, m and v as
+ * they are when it is not finite: the trainer skips a non-finite step without reading the loss before the update.
  *
  * Why not a TF.js kernel: a tfjs-backend-webgpu program has one output, so an update that yields p', m' and v' is
  * three dispatches, each allocating an output buffer and a uniform buffer and building a bind group (~100 us of host
- * time each on an H200 host, where the step is bound by host time). BERT-base has ~200 parameters: ~600 dispatches
- * a step. Here each parameter costs one bind group and one dispatch, and one uniform buffer serves the whole update
- * (a 256-byte slot per parameter, selected by a dynamic offset).
+ * time each on an H200 host, where the step was bound by host time). BERT-base has ~200 parameters: ~600 dispatches
+ * a step. Here a dispatch binds four buffers per parameter, so the parameters it takes are bounded by the device's
+ * storage buffers per stage: 3 with the 16 that backend.ts asks for (1 with WebGPU's default 8), ~67 dispatches at
+ * BERT-base. One uniform buffer serves the whole update (a 256-byte slot per dispatch, selected by a dynamic
+ * offset): the shared scalars, then each parameter's size, first workgroup in the dispatch's grid and decay.
  *
  * In place is sound only where nothing else holds the buffers: `canUpdateInPlace` requires that p, m and v each be
  * the sole owner of their data (backend refCount 1, no tensor sharing the dataId) and that the four buffers differ;
@@ -28,43 +30,75 @@ import { CLIP_EPS, type AdamWStepScalars } from './adamwKernels.js';
 
 /** Invocations per workgroup. */
 const WORKGROUP = 256;
-/** f32/u32 fields of one parameter's uniform block (see `Update` in the shader). */
-const UNIFORM_FIELDS = 12;
-const UNIFORM_BYTES = UNIFORM_FIELDS * 4;
+/** Bytes of the uniform block's shared fields (`Update` up to `params`) and of one parameter's entry (`Param`). */
+const SHARED_UNIFORM_BYTES = 48;
+const PARAM_UNIFORM_BYTES = 16;
+/** Storage buffers of a dispatch besides the parameters' four each: the norm and the gate. */
+const SHARED_STORAGE_BUFFERS = 2;
+const STORAGE_PER_PARAM = 4;
 
-const SHADER = `
+/**
+ * The update of `k` parameters in one dispatch. Parameter j binds P, M, V (read-write) and G at 4j..4j+3, then the
+ * norm, the gate and the uniforms. Its workgroups are [firstGroup_j, firstGroup_j + ceil(n_j / WORKGROUP)) of the
+ * dispatch's (flattened) grid; each invocation finds its parameter and updates one element of it.
+ */
+function shaderFor(k: number): string {
+  const slots = Array.from({ length: k }, (_, j) => j);
+  const bindings = slots.map((j) => `
+@group(0) @binding(${4 * j}) var<storage, read_write> P${j} : array<f32>;
+@group(0) @binding(${4 * j + 1}) var<storage, read_write> M${j} : array<f32>;
+@group(0) @binding(${4 * j + 2}) var<storage, read_write> V${j} : array<f32>;
+@group(0) @binding(${4 * j + 3}) var<storage, read> G${j} : array<f32>;`).join('');
+  // One function per parameter: WGSL cannot pass a storage array to a function.
+  const updates = slots.map((j) => `
+fn update${j}(i : u32, decay : f32) {
+  var g = G${j}[i];
+  if (u.maxNorm > 0.0) {
+    g = g * min(1.0, u.maxNorm / (N[0] + u.clipEps));
+  }
+  let m = M${j}[i] * u.beta1 + g * u.oneMinusBeta1;
+  let v = V${j}[i] * u.beta2 + (g * g) * u.oneMinusBeta2;
+  let denom = sqrt(v) / u.bc2Sqrt + u.eps;
+  M${j}[i] = m;
+  V${j}[i] = v;
+  P${j}[i] = P${j}[i] * decay - (m / denom) * u.stepSize;
+}`).join('');
+  return `
+struct Param { n : u32, firstGroup : u32, decay : f32, unused : f32 };
 struct Update {
-  n : u32, decay : f32, beta1 : f32, oneMinusBeta1 : f32,
-  beta2 : f32, oneMinusBeta2 : f32, bc2Sqrt : f32, eps : f32,
-  stepSize : f32, maxNorm : f32, clipEps : f32, gated : u32,
+  beta1 : f32, oneMinusBeta1 : f32, beta2 : f32, oneMinusBeta2 : f32,
+  bc2Sqrt : f32, eps : f32, stepSize : f32, maxNorm : f32,
+  clipEps : f32, gated : u32, unused0 : u32, unused1 : u32,
+  params : array<Param, ${k}>,
 };
-@group(0) @binding(0) var<storage, read_write> P : array<f32>;
-@group(0) @binding(1) var<storage, read_write> M : array<f32>;
-@group(0) @binding(2) var<storage, read_write> V : array<f32>;
-@group(0) @binding(3) var<storage, read> G : array<f32>;
-@group(0) @binding(4) var<storage, read> N : array<f32>;
-@group(0) @binding(5) var<uniform> u : Update;
-@group(0) @binding(6) var<storage, read> Gate : array<f32>;
+${bindings}
+@group(0) @binding(${4 * k}) var<storage, read> N : array<f32>;
+@group(0) @binding(${4 * k + 1}) var<storage, read> Gate : array<f32>;
+@group(0) @binding(${4 * k + 2}) var<uniform> u : Update;
+${updates}
 
 @compute @workgroup_size(${WORKGROUP})
 fn main(@builtin(workgroup_id) wid : vec3<u32>, @builtin(num_workgroups) nwg : vec3<u32>,
         @builtin(local_invocation_index) lid : u32) {
-  let i = (wid.y * nwg.x + wid.x) * ${WORKGROUP}u + lid;
   // A gate that is not finite (exponent bits all ones: inf or NaN) skips the update.
-  if (i >= u.n || (u.gated != 0u && (bitcast<u32>(Gate[0]) & 0x7f800000u) == 0x7f800000u)) {
+  if (u.gated != 0u && (bitcast<u32>(Gate[0]) & 0x7f800000u) == 0x7f800000u) {
     return;
   }
-  var g = G[i];
-  if (u.maxNorm > 0.0) {
-    g = g * min(1.0, u.maxNorm / (N[0] + u.clipEps));
+  let group = wid.y * nwg.x + wid.x;
+  var j = 0u;
+  for (var s = 1u; s < ${k}u; s = s + 1u) {
+    if (group >= u.params[s].firstGroup) { j = s; }
   }
-  let m = M[i] * u.beta1 + g * u.oneMinusBeta1;
-  let v = V[i] * u.beta2 + (g * g) * u.oneMinusBeta2;
-  let denom = sqrt(v) / u.bc2Sqrt + u.eps;
-  M[i] = m;
-  V[i] = v;
-  P[i] = P[i] * u.decay - (m / denom) * u.stepSize;
+  let i = (group - u.params[j].firstGroup) * ${WORKGROUP}u + lid;
+  if (i >= u.params[j].n) {
+    return;
+  }
+  switch j {
+    ${slots.map((j) => `case ${j}u: { update${j}(i, u.params[${j}].decay); }`).join('\n    ')}
+    default: {}
+  }
 }`;
+}
 
 /** What this module uses of a WebGPUBackend beyond its public type (tfjs-backend-webgpu 4.x). */
 interface BackendInternals {
@@ -88,10 +122,16 @@ interface Pipeline {
   layout: GPUBindGroupLayout;
 }
 
-const pipelines = new WeakMap<GPUDevice, Pipeline>();
+/** Per device, the pipeline updating k parameters a dispatch, by k. */
+const pipelines = new WeakMap<GPUDevice, Map<number, Pipeline>>();
 
-/** Dispatches recorded by this module since load (the bench adds them to the backend's own count). */
+/** Parameters updated and dispatches recorded by this module since load (the bench adds the dispatches to the backend's own count). */
+let updated = 0;
 let recorded = 0;
+
+export function inPlaceUpdateCount(): number {
+  return updated;
+}
 
 export function inPlaceDispatchCount(): number {
   return recorded;
@@ -101,25 +141,32 @@ function internals(): BackendInternals {
   return tf.backend() as unknown as WebGPUBackend as unknown as BackendInternals;
 }
 
-function pipelineFor(device: GPUDevice): Pipeline {
-  let p = pipelines.get(device);
+/** Parameters one dispatch updates on `device`: four storage buffers each, plus the norm and the gate. */
+export function paramsPerDispatch(device: GPUDevice): number {
+  return Math.max(1, Math.floor((device.limits.maxStorageBuffersPerShaderStage - SHARED_STORAGE_BUFFERS) / STORAGE_PER_PARAM));
+}
+
+function pipelineFor(device: GPUDevice, k: number): Pipeline {
+  let byK = pipelines.get(device);
+  if (byK === undefined) pipelines.set(device, (byK = new Map()));
+  let p = byK.get(k);
   if (p === undefined) {
-    const storage = (type: GPUBufferBindingType, binding: number): GPUBindGroupLayoutEntry =>
-      ({ binding, visibility: GPUShaderStage.COMPUTE, buffer: { type } });
+    const entry = (binding: number, type: GPUBufferBindingType): GPUBindGroupLayoutEntry =>
+      ({ binding, visibility: GPUShaderStage.COMPUTE, buffer: type === 'uniform' ? { type, hasDynamicOffset: true } : { type } });
     const layout = device.createBindGroupLayout({
       entries: [
-        storage('storage', 0), storage('storage', 1), storage('storage', 2),
-        storage('read-only-storage', 3), storage('read-only-storage', 4),
-        { binding: 5, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'uniform', hasDynamicOffset: true } },
-        storage('read-only-storage', 6),
+        ...Array.from({ length: k }, (_, j) => [
+          entry(4 * j, 'storage'), entry(4 * j + 1, 'storage'), entry(4 * j + 2, 'storage'), entry(4 * j + 3, 'read-only-storage'),
+        ]).flat(),
+        entry(4 * k, 'read-only-storage'), entry(4 * k + 1, 'read-only-storage'), entry(4 * k + 2, 'uniform'),
       ],
     });
     const pipeline = device.createComputePipeline({
       layout: device.createPipelineLayout({ bindGroupLayouts: [layout] }),
-      compute: { module: device.createShaderModule({ code: SHADER }), entryPoint: 'main' },
+      compute: { module: device.createShaderModule({ code: shaderFor(k) }), entryPoint: 'main' },
     });
     p = { pipeline, layout };
-    pipelines.set(device, p);
+    byK.set(k, p);
   }
   return p;
 }
@@ -148,26 +195,71 @@ export function canUpdateInPlace(p: tf.Tensor, g: tf.Tensor, m: tf.Tensor, v: tf
   return [p, m, v].every((x) => b.tensorMap.get(x.dataId)?.refCount === 1);
 }
 
+/** The fields of an update's scalars that a dispatch shares (all but the decay). */
+const SHARED_SCALARS = ['beta1', 'beta2', 'eps', 'bc2Sqrt', 'stepSize', 'maxNorm'] as const;
+
 /**
- * Records one dispatch per update (in order) into the backend's command encoder. `norm` is the gradient norm
- * (a [] float32 tensor on the device), read by every dispatch for the clipping coefficient; with a `gate` ([]
- * float32 on the device) that is not finite the dispatches leave every parameter as it is. Call only for updates
- * that passed `canUpdateInPlace`.
+ * `updates` in order, cut into dispatches of at most `perDispatch`: a cut also comes before an update whose shared
+ * scalars differ from the dispatch's, or whose buffers meet the dispatch's where one of them is written (a buffer
+ * may be bound twice in a dispatch only read-only).
+ */
+function dispatchGroups(updates: readonly InPlaceUpdate[], perDispatch: number): InPlaceUpdate[][] {
+  const groups: InPlaceUpdate[][] = [];
+  let group: InPlaceUpdate[] = [];
+  let bound = new Set<object>();
+  let written = new Set<object>();
+  for (const u of updates) {
+    const writes = [u.p, u.m, u.v].map((x) => x.dataId);
+    const cut = group.length === perDispatch
+      || (group.length > 0 && SHARED_SCALARS.some((f) => u.scalars[f] !== group[0]!.scalars[f]))
+      || writes.some((id) => bound.has(id)) || written.has(u.g.dataId);
+    if (cut) {
+      groups.push(group);
+      group = [];
+      bound = new Set();
+      written = new Set();
+    }
+    group.push(u);
+    for (const id of writes) {
+      bound.add(id);
+      written.add(id);
+    }
+    bound.add(u.g.dataId);
+  }
+  groups.push(group);
+  return groups;
+}
+
+/**
+ * Records the updates into the backend's command encoder, `paramsPerDispatch(device)` parameters a dispatch (in
+ * order). `norm` is the gradient norm (a [] float32 tensor on the device), read by every dispatch for the clipping
+ * coefficient; with a `gate` ([] float32 on the device) that is not finite the dispatches leave every parameter as
+ * it is. Call only for updates that passed `canUpdateInPlace`.
  */
 export function adamwInPlace(updates: readonly InPlaceUpdate[], norm: tf.Scalar, gate?: tf.Scalar): void {
   if (updates.length === 0) return;
   const b = internals();
-  const { pipeline, layout } = pipelineFor(b.device);
-  const slot = Math.max(UNIFORM_BYTES, b.device.limits.minUniformBufferOffsetAlignment);
+  const groups = dispatchGroups(updates, paramsPerDispatch(b.device));
+  const uniformBytes = (k: number): number => SHARED_UNIFORM_BYTES + k * PARAM_UNIFORM_BYTES;
+  const align = b.device.limits.minUniformBufferOffsetAlignment;
+  const slot = Math.ceil(uniformBytes(Math.max(...groups.map((g) => g.length))) / align) * align;
   const maxGroups = b.device.limits.maxComputeWorkgroupsPerDimension;
 
-  // One uniform buffer for all updates, a slot each.
-  const block = new ArrayBuffer(slot * updates.length);
-  updates.forEach(({ p, scalars: s }, k) => {
-    new Uint32Array(block, k * slot, 1)[0] = p.size;
-    new Float32Array(block, k * slot + 4, UNIFORM_FIELDS - 2).set([
-      s.decay, s.beta1, 1 - s.beta1, s.beta2, 1 - s.beta2, s.bc2Sqrt, s.eps, s.stepSize, s.maxNorm, CLIP_EPS]);
-    new Uint32Array(block, k * slot + 4 * (UNIFORM_FIELDS - 1), 1)[0] = gate === undefined ? 0 : 1;
+  // One uniform buffer for all dispatches, a slot each: the shared scalars, then each parameter's size, first
+  // workgroup and decay. `workgroups[d]` is dispatch d's total.
+  const block = new ArrayBuffer(slot * groups.length);
+  const workgroups = groups.map((group, d) => {
+    const s = group[0]!.scalars;
+    new Float32Array(block, d * slot, 9).set([s.beta1, 1 - s.beta1, s.beta2, 1 - s.beta2, s.bc2Sqrt, s.eps, s.stepSize, s.maxNorm, CLIP_EPS]);
+    new Uint32Array(block, d * slot + 36, 1)[0] = gate === undefined ? 0 : 1;
+    let first = 0;
+    group.forEach((u, j) => {
+      const at = d * slot + SHARED_UNIFORM_BYTES + j * PARAM_UNIFORM_BYTES;
+      new Uint32Array(block, at, 2).set([u.p.size, first]);
+      new Float32Array(block, at + 8, 1)[0] = u.scalars.decay;
+      first += Math.ceil(u.p.size / WORKGROUP);
+    });
+    return first;
   });
   const uniforms = b.bufferManager.acquireBuffer(block.byteLength, GPUBufferUsage.COPY_DST | GPUBufferUsage.UNIFORM);
   b.queue.writeBuffer(uniforms, 0, block);
@@ -181,29 +273,34 @@ export function adamwInPlace(updates: readonly InPlaceUpdate[], norm: tf.Scalar,
   };
   const normBuffer = buffer(norm);
   const gateBuffer = gate === undefined ? normBuffer : buffer(gate); // ungated: bound, never read
-  const bindGroups = updates.map(({ p, g, m, v }) => b.device.createBindGroup({
-    layout,
-    entries: [
-      ...[p, m, v, g].map((x, binding) => ({ binding, resource: { buffer: buffer(x) } })),
-      { binding: 4, resource: { buffer: normBuffer } },
-      { binding: 5, resource: { buffer: uniforms, size: UNIFORM_BYTES } },
-      { binding: 6, resource: { buffer: gateBuffer } },
-    ],
-  }));
+  const prepared = groups.map((group) => {
+    const k = group.length;
+    const { pipeline, layout } = pipelineFor(b.device, k);
+    const bindGroup = b.device.createBindGroup({
+      layout,
+      entries: [
+        ...group.flatMap(({ p, m, v, g }, j) => [p, m, v, g].map((x, i) => ({ binding: 4 * j + i, resource: { buffer: buffer(x) } }))),
+        { binding: 4 * k, resource: { buffer: normBuffer } },
+        { binding: 4 * k + 1, resource: { buffer: gateBuffer } },
+        { binding: 4 * k + 2, resource: { buffer: uniforms, size: uniformBytes(k) } },
+      ],
+    });
+    return { pipeline, bindGroup };
+  });
   b.ensureCommandEncoderReady();
   if (b.computePassEncoder === null) b.computePassEncoder = b.commandEncoder.beginComputePass();
   const pass = b.computePassEncoder;
-  pass.setPipeline(pipeline);
-  updates.forEach(({ p, m, v }, k) => {
-    const groups = Math.ceil(p.size / WORKGROUP);
-    pass.setBindGroup(0, bindGroups[k]!, [k * slot]);
-    const x = Math.min(groups, maxGroups);
-    pass.dispatchWorkgroups(x, Math.ceil(groups / x));
-    // The host copies a read left behind are stale now.
-    for (const t of [p, m, v]) b.tensorMap.get(t.dataId)!.values = null;
+  prepared.forEach(({ pipeline, bindGroup }, d) => {
+    pass.setPipeline(pipeline);
+    pass.setBindGroup(0, bindGroup, [d * slot]);
+    const x = Math.min(workgroups[d]!, maxGroups);
+    pass.dispatchWorkgroups(x, Math.ceil(workgroups[d]! / x));
   });
-  recorded += updates.length;
-  b.dispatchCountInPass += updates.length;
+  // The host copies a read left behind are stale now.
+  for (const { p, m, v } of updates) for (const t of [p, m, v]) b.tensorMap.get(t.dataId)!.values = null;
+  updated += updates.length;
+  recorded += groups.length;
+  b.dispatchCountInPass += groups.length;
   if (b.dispatchCountInPass >= Number(tf.env().get('WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE'))) {
     b.endComputePassEncoder();
     b.submitQueue();
