@@ -41,7 +41,7 @@ import { UserError } from '../src/errors.js';
 import { tf } from '../src/model/tf.js';
 import { AdamW } from '../src/train/adamw.js';
 import { TrainStep, trainableParams } from '../src/train/step.js';
-import { inPlaceDispatchCount } from '../src/train/adamwWebgpu.js';
+import { rawDispatchCount } from '../src/model/webgpuPrograms.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 /** ../shared beside the checkout, or $MICSE_SHARED_DIR. */
@@ -247,8 +247,9 @@ async function embedThroughput(model: BertModel, sz: (typeof SIZES)[SizeName], c
 /**
  * Backend methods counted over one step by --profile. Host reads: `read` (await t.data()) and `readSync`
  * (dataSync/arraySync). webgpu's own: `getBufferData` (a GPU-to-host download, i.e. a wait for the queue),
- * `recordAndSubmit` (one compute dispatch; AdamW's in-place dispatches are added from adamwWebgpu.ts's count), `submitQueue` (one queue submit), `uploadToGPU` (called for every
- * program input and output: counted only when it copies host values into a new buffer).
+ * `recordAndSubmit` (one compute dispatch; the dispatches recorded outside it, the in-place AdamW's and the
+ * multi-output programs', are added from webgpuPrograms.ts's count), `submitQueue` (one queue submit), `uploadToGPU`
+ * (called for every program input and output: counted only when it copies host values into a new buffer).
  */
 const COUNTED_METHODS = ['read', 'readSync', 'getBufferData', 'recordAndSubmit', 'submitQueue', 'uploadToGPU'] as const;
 type CountedMethod = (typeof COUNTED_METHODS)[number];
@@ -322,12 +323,12 @@ async function profileStep(step: () => Promise<unknown>, log: (l: string) => voi
     ...rows.map(([n, e]) => `  ${n.padEnd(24)} ${e.ms.toFixed(1).padStart(9)} ms  ${String(e.calls).padStart(6)} calls`)].join('\n'));
 
   const t0 = performance.now();
-  const inPlaceBefore = inPlaceDispatchCount();
+  const rawBefore = rawDispatchCount();
   const calls = await countBackendCalls(step);
   const stepMs = performance.now() - t0;
   const get = (m: CountedMethod): number | null => calls.get(m) ?? null;
-  // AdamW's in-place updates (src/train/adamwWebgpu.ts) dispatch outside recordAndSubmit.
-  const dispatches = get('recordAndSubmit') === null ? null : get('recordAndSubmit')! + inPlaceDispatchCount() - inPlaceBefore;
+  // The in-place AdamW and the multi-output programs (webgpuPrograms.ts recordRaw) dispatch outside recordAndSubmit.
+  const dispatches = get('recordAndSubmit') === null ? null : get('recordAndSubmit')! + rawDispatchCount() - rawBefore;
   const counts: StepCounts = {
     kernels: info.kernels.length, kernelMs, hostReads: (get('read') ?? 0) + (get('readSync') ?? 0), syncReads: get('readSync') ?? 0,
     gpuDownloads: get('getBufferData'), dispatches, submits: get('submitQueue'), uploads: get('uploadToGPU'), stepMs,

@@ -20,12 +20,12 @@
  * the queue so that disposing them right after `apply` only defers their release until the submit, as the backend
  * does for its own programs. Values the backend cached on the host after a read are dropped (they would be stale).
  *
- * This reaches into tfjs-backend-webgpu 4.x internals (`commandEncoder`, `computePassEncoder`, `tensorMap`,
- * `commandQueueOwnedIds`, `uniformPendingDisposal`, `dispatchCountInPass`), typed below as `BackendInternals`;
- * test/adamw.test.ts compares the result with the composite ops on a real adapter (lavapipe here).
+ * This reaches into tfjs-backend-webgpu 4.x internals through webgpuPrograms.ts's raw-dispatch helpers (as the
+ * multi-output programs there do); test/adamw.test.ts compares the result with the composite ops on a real adapter
+ * (lavapipe here).
  */
-import type { WebGPUBackend } from '@tensorflow/tfjs-backend-webgpu';
 import { tf } from '../model/tf.js';
+import { bufferOf, internalsOf, recordDispatches, uniformBufferOf } from '../model/webgpuPrograms.js';
 import { CLIP_EPS, type AdamWStepScalars } from './adamwKernels.js';
 
 /** Invocations per workgroup. */
@@ -100,23 +100,6 @@ fn main(@builtin(workgroup_id) wid : vec3<u32>, @builtin(num_workgroups) nwg : v
 }`;
 }
 
-/** What this module uses of a WebGPUBackend beyond its public type (tfjs-backend-webgpu 4.x). */
-interface BackendInternals {
-  device: GPUDevice;
-  queue: GPUQueue;
-  tensorMap: { get(dataId: object): { resource: unknown; values: unknown; refCount: number } | undefined };
-  bufferManager: { acquireBuffer(size: number, usage: number): GPUBuffer };
-  uploadToGPU(dataId: object): void;
-  ensureCommandEncoderReady(): void;
-  endComputePassEncoder(): void;
-  submitQueue(): void;
-  commandEncoder: GPUCommandEncoder;
-  computePassEncoder: GPUComputePassEncoder | null;
-  commandQueueOwnedIds: WeakSet<object>;
-  uniformPendingDisposal: GPUBuffer[];
-  dispatchCountInPass: number;
-}
-
 interface Pipeline {
   pipeline: GPUComputePipeline;
   layout: GPUBindGroupLayout;
@@ -135,10 +118,6 @@ export function inPlaceUpdateCount(): number {
 
 export function inPlaceDispatchCount(): number {
   return recorded;
-}
-
-function internals(): BackendInternals {
-  return tf.backend() as unknown as WebGPUBackend as unknown as BackendInternals;
 }
 
 /** Parameters one dispatch updates on `device`: four storage buffers each, plus the norm and the gate. */
@@ -187,7 +166,7 @@ export interface InPlaceUpdate {
  */
 export function canUpdateInPlace(p: tf.Tensor, g: tf.Tensor, m: tf.Tensor, v: tf.Tensor, gate?: tf.Scalar): boolean {
   if (tf.getBackend() !== 'webgpu') return false;
-  const b = internals();
+  const b = internalsOf(tf.backend());
   const xs = [p, g, m, v];
   if (p.size === 0 || xs.some((x) => x.dtype !== 'float32' || x.size !== p.size)) return false;
   if (new Set(xs.map((x) => x.dataId)).size !== xs.length) return false;
@@ -238,7 +217,7 @@ function dispatchGroups(updates: readonly InPlaceUpdate[], perDispatch: number):
  */
 export function adamwInPlace(updates: readonly InPlaceUpdate[], norm: tf.Scalar, gate?: tf.Scalar): void {
   if (updates.length === 0) return;
-  const b = internals();
+  const b = internalsOf(tf.backend());
   const groups = dispatchGroups(updates, paramsPerDispatch(b.device));
   const uniformBytes = (k: number): number => SHARED_UNIFORM_BYTES + k * PARAM_UNIFORM_BYTES;
   const align = b.device.limits.minUniformBufferOffsetAlignment;
@@ -261,16 +240,10 @@ export function adamwInPlace(updates: readonly InPlaceUpdate[], norm: tf.Scalar,
     });
     return first;
   });
-  const uniforms = b.bufferManager.acquireBuffer(block.byteLength, GPUBufferUsage.COPY_DST | GPUBufferUsage.UNIFORM);
-  b.queue.writeBuffer(uniforms, 0, block);
-  b.uniformPendingDisposal.push(uniforms); // released at the next submit, like the backend's own uniforms
+  const uniforms = uniformBufferOf(b, block);
 
   // Buffers first: an upload (a tensor whose values are still on the host) ends the backend's compute pass.
-  const buffer = (x: tf.Tensor): GPUBuffer => {
-    b.uploadToGPU(x.dataId);
-    b.commandQueueOwnedIds.add(x.dataId);
-    return b.tensorMap.get(x.dataId)!.resource as GPUBuffer;
-  };
+  const buffer = (x: tf.Tensor): GPUBuffer => bufferOf(b, x);
   const normBuffer = buffer(norm);
   const gateBuffer = gate === undefined ? normBuffer : buffer(gate); // ungated: bound, never read
   const prepared = groups.map((group) => {
@@ -287,22 +260,12 @@ export function adamwInPlace(updates: readonly InPlaceUpdate[], norm: tf.Scalar,
     });
     return { pipeline, bindGroup };
   });
-  b.ensureCommandEncoderReady();
-  if (b.computePassEncoder === null) b.computePassEncoder = b.commandEncoder.beginComputePass();
-  const pass = b.computePassEncoder;
-  prepared.forEach(({ pipeline, bindGroup }, d) => {
-    pass.setPipeline(pipeline);
-    pass.setBindGroup(0, bindGroup, [d * slot]);
+  recordDispatches(b, 'micseAdamWInPlace', prepared.map(({ pipeline, bindGroup }, d) => {
     const x = Math.min(workgroups[d]!, maxGroups);
-    pass.dispatchWorkgroups(x, Math.ceil(workgroups[d]! / x));
-  });
+    return { pipeline, bindGroup, offsets: [d * slot], grid: [x, Math.ceil(workgroups[d]! / x), 1] as [number, number, number] };
+  }));
   // The host copies a read left behind are stale now.
   for (const { p, m, v } of updates) for (const t of [p, m, v]) b.tensorMap.get(t.dataId)!.values = null;
   updated += updates.length;
   recorded += groups.length;
-  b.dispatchCountInPass += groups.length;
-  if (b.dispatchCountInPass >= Number(tf.env().get('WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE'))) {
-    b.endComputePassEncoder();
-    b.submitQueue();
-  }
 }
