@@ -110,9 +110,11 @@ describe('selfAttention', () => {
         assert.equal(tf.memory().numTensors, before, 'no tensor leaks');
         await selectBackend('cpu');
         for (const key of ['micseAttentionProbs', 'micseAttentionSquareTimesHeads', 'micseAttentionDScores',
-          'micseAttentionSquareTTimesHeads', 'micseAttentionHeadsTimesHeadsT']) {
+          'micseAttentionDqDk', 'micseAttentionDProbsDv']) {
           assert.ok(seen.has(key), `the fused kernel ${key} ran`);
         }
+        const backward = ['micseAttentionDScores', 'micseAttentionDqDk', 'micseAttentionDProbsDv'];
+        assert.equal(programs.filter((p) => backward.includes(p)).length, 3, `3 dispatches backward: ${programs.join(', ')}`);
         assert.ok(!seen.has('softmax') && !seen.has('transpose'), 'no stock softmax or transpose ran');
         got.forEach((v, i) => {
           const d = maxScaledDiff(v, ref[i]!);

@@ -9,6 +9,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { selectBackend } from '../src/model/backend.js';
 import { tf } from '../src/model/tf.js';
+import { observeRawDispatches } from '../src/model/webgpuPrograms.js';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 export const SHARED = path.resolve(process.env['MICSE_SHARED_DIR'] || path.join(ROOT, '..', 'shared'));
@@ -80,8 +81,9 @@ export function maxScaledDiff(a: ArrayLike<number>, b: ArrayLike<number>): numbe
 }
 
 /**
- * Runs `f` on the webgpu backend (already active) and returns its result with the programs it dispatched through
- * runWebGPUProgram, in order, each named by its shader key up to the first `_` (e.g. `micseColumnSum`, `transpose`).
+ * Runs `f` on the webgpu backend (already active) and returns its result with the programs it dispatched, in order:
+ * those through runWebGPUProgram, each named by its shader key up to the first `_` (e.g. `micseColumnSum`,
+ * `transpose`), and the raw ones (webgpuPrograms.ts recordRaw, the in-place AdamW) by their keys.
  */
 export async function withWebgpuPrograms<T>(f: () => T | Promise<T>): Promise<{ result: T; programs: string[] }> {
   const backend = tf.backend() as unknown as { runWebGPUProgram: (p: { shaderKey: string }, ...rest: unknown[]) => unknown };
@@ -91,9 +93,11 @@ export async function withWebgpuPrograms<T>(f: () => T | Promise<T>): Promise<{ 
     programs.push(p.shaderKey.split('_')[0]!);
     return original.call(this, p, ...rest);
   };
+  const stop = observeRawDispatches((key) => programs.push(key));
   try {
     return { result: await f(), programs };
   } finally {
+    stop();
     backend.runWebGPUProgram = original;
   }
 }

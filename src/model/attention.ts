@@ -6,15 +6,17 @@
  *
  * Why: composed of stock ops this is ~26 WebGPU dispatches per layer (forward and backward: three head transposes,
  * the two batched products, scale, mask, softmax, dropout, the transpose back, and their gradients), each with a
- * fixed host cost (issue #9). On webgpu it is 2 kernels forward and 5 backward here, reading q, k, v in their
+ * fixed host cost (issue #9). On webgpu it is 2 dispatches forward and 3 backward here, reading q, k, v in their
  * [B, T, nh * dh] layout (head h of token t is the slice [h * dh, (h + 1) * dh) of row t: no transposes) and writing
  * context and the gradients of q, k, v in that layout directly:
  *   forward   (1) probs: scores tile by tile, softmax (online row max and sum), dropout     MicseAttentionProbs
  *             (2) context = probs v                                                         MicseAttentionContext
- *   backward  of (2): (3) dProbs = dContext v^T   (4) dv = probs^T dContext
+ *   backward  of (2): (3) dProbs = dContext v^T and (4) dv = probs^T dContext, one dispatch
  *             of (1): (5) dScores = P * (dP - rowsum(dP * P)) * scale, with dP = dropout(dProbs) (the same mask)
  *                         and P = softmax(scores) recomputed from q and k (rowsum(dP * P) online, as the row sum)
- *                     (6) dq = dScores k   (7) dk = dScores^T q
+ *                     (6) dq = dScores k and (7) dk = dScores^T q, one dispatch
+ * A dispatch with two outputs is not a TF.js program (those have one): (3)+(4) and (6)+(7) are raw programs
+ * (webgpuPrograms.ts recordRaw) whose grid holds both products' heads.
  * Two ops, not one with two outputs: autodiff sums the probabilities' gradients of the context and of the AMI
  * loss (an Add where the layer's probabilities are used), and where they are not used nothing is uploaded (the
  * engine fills the gradient of an unused output of a kernel with host zeros).
@@ -26,6 +28,7 @@
 import type { WebGPUBackend, WebGPUProgram } from '@tensorflow/tfjs-backend-webgpu';
 import { dropoutUniforms, seededDropout, WGSL_DROPOUT, WGSL_DROPOUT_UNIFORMS } from './random.js';
 import { tf } from './tf.js';
+import { packUniforms, rawBindings, recordRaw, type RawProgram } from './webgpuPrograms.js';
 
 const ATTENTION_PROBS = 'MicseAttentionProbs';
 const ATTENTION_PROBS_GRAD = 'MicseAttentionProbsGrad';
@@ -242,22 +245,11 @@ function productProgram(shaderKey: string, outputShape: number[], variableNames:
 /** Blocks of TILE covering n (rows, columns or tokens). */
 const blocks = (n: number) => Math.ceil(n / TILE);
 
-/**
- * [B, nh, T, T] (transposed per head with `transposed`) times [B, T, nh * dh] per head, into [B, T, nh * dh]:
- * (2) context = probs v and (6) dq = dScores k; transposed, (4) dv = probs^T dContext and (7) dk = dScores^T q.
- */
-function squareTimesHeadsProgram(d: Dims, transposed: boolean): WebGPUProgram {
-  return productProgram(transposed ? 'micseAttentionSquareTTimesHeads' : 'micseAttentionSquareTimesHeads', [d.B, d.T, d.H], ['p', 'x'],
-    transposed ? squareT('p') : square('p'), heads('x'),
+/** (2) context = probs v: [B, nh, T, T] times [B, T, nh * dh] per head, into [B, T, nh * dh]. */
+function contextProgram(d: Dims): WebGPUProgram {
+  return productProgram('micseAttentionSquareTimesHeads', [d.B, d.T, d.H], ['p', 'x'], square('p'), heads('x'),
     { m: 'uniforms.seqLen', n: 'uniforms.headSize', k: 'uniforms.seqLen', grid: [blocks(d.dh), blocks(d.T), d.z] },
     (m, n) => `headAt(z, ${m}, ${n})`);
-}
-
-/** (3) dProbs = dContext v^T: [B, T, nh * dh] times the transpose of another, per head, into [B, nh, T, T]. */
-function headsTimesHeadsTProgram(d: Dims): WebGPUProgram {
-  return productProgram('micseAttentionHeadsTimesHeadsT', [d.B, d.nh, d.T, d.T], ['x', 'y'], heads('x'), headsT('y'),
-    { m: 'uniforms.seqLen', n: 'uniforms.seqLen', k: 'uniforms.headSize', grid: [blocks(d.T), blocks(d.T), d.z] },
-    (m, n) => `probAt(z, ${m}, ${n})`);
 }
 
 /**
@@ -331,6 +323,73 @@ function softmaxRowsProgram(d: Dims, backward: boolean): WebGPUProgram {
   }`);
 }
 
+/**
+ * Two products of one backward step in one dispatch (two outputs, so not a TF.js program: webgpuPrograms.ts
+ * recordRaw): the grid's z axis holds the first product's heads, then the second's. Each half is `product` with
+ * its own operands, grid extent and store. The branch on the half is on the workgroup id, uniform across the
+ * workgroup, so the products' barriers stay in uniform control flow.
+ */
+interface Half {
+  output: string;
+  a: Operand;
+  b: Operand;
+  m: string;
+  n: string;
+  k: string;
+  /** Column blocks of this half (the grid's x extent is the larger of the two halves'). */
+  nBlocks: string;
+  store: (m: string, n: string) => string;
+}
+
+function pairProgram(key: string, inputs: string[], first: Half, second: Half): RawProgram {
+  const half = (h: Half, name: string, z: string) => `
+    let z = ${z};
+    if (i32(wid.x) < ${h.nBlocks}) {
+      let mLen = ${h.m};
+      let nLen = ${h.n};
+      var acc = ${name}(z, m0, n0, mLen, nLen, ${h.k});
+      ${forOwned('m', 'n', 'mLen', 'nLen', `${h.output}[${h.store('m', 'n')}] = acc[r * ${PER_THREAD} + c];`)}
+    }`;
+  return {
+    key,
+    code: () => `${rawBindings(inputs, [first.output, second.output], `${HEAD_UNIFORMS} z : i32,`)}
+  var<private> localId : vec3<u32>;
+  var<private> localIndex : u32;
+  ${WGSL_INDEX}${WGSL_TILES}${productWgsl('productFirst', first.a, first.b)}${productWgsl('productSecond', second.a, second.b)}
+  @compute @workgroup_size(${THREADS}, ${THREADS}, 1)
+  fn main(@builtin(workgroup_id) wid : vec3<u32>, @builtin(local_invocation_id) lid : vec3<u32>,
+          @builtin(local_invocation_index) lindex : u32) {
+    localId = lid;
+    localIndex = lindex;
+    let m0 = i32(wid.y) * ${TILE};
+    let n0 = i32(wid.x) * ${TILE};
+    if (i32(wid.z) < uniforms.z) {${half(first, 'productFirst', 'i32(wid.z)')}
+    } else {${half(second, 'productSecond', 'i32(wid.z) - uniforms.z')}
+    }
+  }`,
+  };
+}
+
+/** (6) dq = dScores k and (7) dk = dScores^T q.  p = dScores [B, nh, T, T], k, q [B, T, H] -> dq, dk [B, T, H] */
+const DQ_DK = pairProgram('micseAttentionDqDk', ['p', 'k', 'q'],
+  { output: 'dq', a: square('p'), b: heads('k'), m: 'uniforms.seqLen', n: 'uniforms.headSize', k: 'uniforms.seqLen',
+    nBlocks: `(uniforms.headSize + ${TILE - 1}) / ${TILE}`, store: (m, n) => `headAt(z, ${m}, ${n})` },
+  { output: 'dk', a: squareT('p'), b: heads('q'), m: 'uniforms.seqLen', n: 'uniforms.headSize', k: 'uniforms.seqLen',
+    nBlocks: `(uniforms.headSize + ${TILE - 1}) / ${TILE}`, store: (m, n) => `headAt(z, ${m}, ${n})` });
+
+/** (3) dProbs = dContext v^T and (4) dv = probs^T dContext.  probs [B, nh, T, T], v, dContext [B, T, H] -> dProbs, dv */
+const DPROBS_DV = pairProgram('micseAttentionDProbsDv', ['probs', 'v', 'dContext'],
+  { output: 'dProbs', a: heads('dContext'), b: headsT('v'), m: 'uniforms.seqLen', n: 'uniforms.seqLen', k: 'uniforms.headSize',
+    nBlocks: `(uniforms.seqLen + ${TILE - 1}) / ${TILE}`, store: (m, n) => `probAt(z, ${m}, ${n})` },
+  { output: 'dv', a: squareT('probs'), b: heads('dContext'), m: 'uniforms.seqLen', n: 'uniforms.headSize', k: 'uniforms.seqLen',
+    nBlocks: `(uniforms.headSize + ${TILE - 1}) / ${TILE}`, store: (m, n) => `headAt(z, ${m}, ${n})` });
+
+/** One dispatch of a pair program: grid (the halves' larger column-block count, row blocks, 2 z). */
+function runPair(backend: unknown, d: Dims, program: RawProgram, inputs: tf.TensorInfo[], shapes: [number[], number[]]): tf.TensorInfo[] {
+  const grid: [number, number, number] = [Math.max(blocks(d.T), blocks(d.dh)), blocks(d.T), 2 * d.z];
+  return recordRaw(backend, program, inputs, shapes, grid, packUniforms([...headUniforms(d), { type: 'int32', data: [d.z] }]));
+}
+
 type Run = (p: WebGPUProgram, inputs: tf.TensorInfo[], uniforms: Uniforms) => tf.TensorInfo;
 
 function runner(backend: unknown, d: Dims): Run {
@@ -354,23 +413,19 @@ const webgpuKernels: Record<string, tf.KernelFunc> = {
     const d = dimsOf(q.shape, a.heads);
     const run = runner(backend, d);
     const dScores = run(softmaxRowsProgram(d, true), [q, k, mask, dProbs], rowsUniforms(d, a)); // [B, nh, T, T]
-    const dq = run(squareTimesHeadsProgram(d, false), [dScores, k], headUniforms(d)); // [B, T, H]
-    const dk = run(squareTimesHeadsProgram(d, true), [dScores, q], headUniforms(d)); // [B, T, H]
+    const [dq, dk] = runPair(backend, d, DQ_DK, [dScores, k, q], [[d.B, d.T, d.H], [d.B, d.T, d.H]]); // [B, T, H] each
     (backend as WebGPUBackend).disposeData(dScores.dataId);
-    return [dq, dk];
+    return [dq!, dk!];
   },
   [ATTENTION_CONTEXT]: ({ inputs, backend, attrs }) => {
     const { probs, v } = inputs as { probs: tf.TensorInfo; v: tf.TensorInfo };
     const d = dimsOf(v.shape, (attrs as unknown as ContextAttrs).heads);
-    return runner(backend, d)(squareTimesHeadsProgram(d, false), [probs, v], headUniforms(d));
+    return runner(backend, d)(contextProgram(d), [probs, v], headUniforms(d));
   },
   [ATTENTION_CONTEXT_GRAD]: ({ inputs, backend, attrs }) => {
     const { probs, v, dContext } = inputs as { probs: tf.TensorInfo; v: tf.TensorInfo; dContext: tf.TensorInfo };
     const d = dimsOf(v.shape, (attrs as unknown as ContextAttrs).heads);
-    const run = runner(backend, d);
-    const dProbs = run(headsTimesHeadsTProgram(d), [dContext, v], headUniforms(d)); // [B, nh, T, T]
-    const dv = run(squareTimesHeadsProgram(d, true), [probs, dContext], headUniforms(d)); // [B, T, H]
-    return [dProbs, dv];
+    return runPair(backend, d, DPROBS_DV, [probs, v, dContext], [[d.B, d.nh, d.T, d.T], [d.B, d.T, d.H]]); // [dProbs, dv]
   },
 };
 
