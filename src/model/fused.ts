@@ -15,11 +15,12 @@
  *     backward: dx = dy * (Phi(x) + x * phi(x)),  phi(x) = exp(-x^2 / 2) / sqrt(2 pi)
  * Kernels: cpu and wasm (WebAssembly SIMD loops, src/model/hostSimd.ts: in place on the wasm heap, through a staging
  * memory for cpu's JS arrays; the scalar loops below where wasm SIMD is missing, for LayerNorm rows with H % 4 != 0
- * and for the last n % 4 GELU elements), webgpu (WGSL: LayerNorm one workgroup per row; its backward is 4 dispatches:
- * dx, column partial sums over COLUMN_CHUNK-row chunks, dgamma, dbeta, each recomputing xhat from x rather than
- * reading it from memory). addLayerNorm is a kernel on webgpu only: one dispatch forward (the dropout mask and the
- * add inside LayerNorm's program, s recomputed wherever it is read) where the composed ops take 3 (dropout, add,
- * LayerNorm), and LayerNorm's 4 plus the dropout of ds backward; cpu and wasm run the composed ops, so their
+ * and for the last n % 4 GELU elements), webgpu (WGSL: LayerNorm one workgroup per row; its backward is 3 dispatches:
+ * dx, column partial sums over COLUMN_CHUNK-row chunks, then dgamma and dbeta together, each recomputing xhat from
+ * x rather than reading it from memory). addLayerNorm is a kernel on webgpu only: one dispatch forward (the dropout
+ * mask and the add inside LayerNorm's program, s recomputed wherever it is read) where the composed ops take 3
+ * (dropout, add, LayerNorm), and 3 backward (ds and x's gradient dropout(ds) from one dispatch; the two-output
+ * dispatches are raw programs, webgpuPrograms.ts recordRaw); cpu and wasm run the composed ops, so their
  * numbers are those of seededDropout, tf.add and layerNorm exactly. Other backends (tensorflow, webgl) get the same
  * math composed of stock ops. Float32 results agree with the composed ops within rounding (tests: test/fused.test.ts).
  */
@@ -30,7 +31,7 @@ import {
 } from './hostSimd.js';
 import { dropoutUniforms, seededDropout, WGSL_DROPOUT, WGSL_DROPOUT_UNIFORMS } from './random.js';
 import { tf } from './tf.js';
-import { elementwiseProgram, workgroupSumWgsl } from './webgpuPrograms.js';
+import { elementwiseProgram, packUniforms, rawBindings, recordRaw, workgroupSumWgsl, type RawProgram } from './webgpuPrograms.js';
 
 const LAYER_NORM = 'MicseLayerNorm';
 const LAYER_NORM_GRAD = 'MicseLayerNormGrad';
@@ -336,9 +337,12 @@ function forwardProgram(source: RowSource, shape: number[], rows: number): WebGP
     }`);
 }
 
-/** ds = rstd * (g - mean(g) - xhat * mean(g * xhat)), xhat recomputed, one workgroup per row.  -> [rows, H] */
-function dxProgram(source: RowSource, shape: number[], rows: number): WebGPUProgram {
-  return rowProgram('micseLayerNormDx', source, shape, rows, ['gamma', 'dy'], `${WGSL_ROW_STATS}
+/**
+ * WGSL of ds = rstd * (g - mean(g) - xhat * mean(g * xhat)), xhat recomputed, for the row at `o`; `store(i, v)`
+ * writes ds's value v at flat index i.
+ */
+function dxWgsl(store: (i: string, v: string) => string): string {
+  return `${WGSL_ROW_STATS}
     var sg = 0.0;
     var sgx = 0.0;
     if (live) {
@@ -352,9 +356,44 @@ function dxProgram(source: RowSource, shape: number[], rows: number): WebGPUProg
     let mgx = rowSum(sgx) / f32(H);
     if (live) {
       for (var k = lid; k < H; k = k + ${ROW_WORKGROUP}) {
-        result[o + k] = rstd * (dy[o + k] * gamma[k] - mg - (sourceAt(o + k) - mean) * rstd * mgx);
+        ${store('o + k', 'rstd * (dy[o + k] * gamma[k] - mg - (sourceAt(o + k) - mean) * rstd * mgx)')}
       }
-    }`);
+    }`;
+}
+
+/** ds, one workgroup per row.  -> [rows, H] */
+function dxProgram(source: RowSource, shape: number[], rows: number): WebGPUProgram {
+  return rowProgram('micseLayerNormDx', source, shape, rows, ['gamma', 'dy'], dxWgsl((i, v) => `result[${i}] = ${v};`));
+}
+
+/**
+ * addLayerNorm's ds and dropout(ds) (x's gradient: seededDropout's mask at the same flat index), one workgroup per
+ * row, one dispatch: a raw program (two outputs; webgpuPrograms.ts recordRaw).  -> ds, dx [rows, H]
+ */
+const DX_DROPOUT: RawProgram = {
+  key: 'micseAddLayerNormDxDropout',
+  code: () => `${rawBindings([...DROPOUT_ADD_SOURCE.inputs, 'gamma', 'dy'], ['ds', 'dx'], `rows : i32, H : i32, eps : f32, ${DROPOUT_ADD_SOURCE.uniforms}`)}
+  var<private> localIndex : u32;
+  ${WGSL_ROW_SUM}${DROPOUT_ADD_SOURCE.wgsl}
+  @compute @workgroup_size(${ROW_WORKGROUP}, 1, 1)
+  fn main(@builtin(workgroup_id) wid : vec3<u32>, @builtin(num_workgroups) nwg : vec3<u32>,
+          @builtin(local_invocation_index) lindex : u32) {
+    localIndex = lindex;
+    let row = i32(wid.y * nwg.x + wid.x);
+    let lid = i32(lindex);
+    let H = uniforms.H;
+    let live = row < uniforms.rows;
+    let o = row * H;
+    ${dxWgsl((i, v) => `let v = ${v};
+        ds[${i}] = v;
+        dx[${i}] = dropoutAt(${i}, v);`)}
+  }`,
+};
+
+/** A grid of `n` workgroups within the per-dimension limit: [x, y, 1] with x * y >= n. */
+function grid2d(b: WebGPUBackend, n: number): [number, number, number] {
+  const x = Math.min(n, b.device.limits.maxComputeWorkgroupsPerDimension);
+  return [x, Math.ceil(n / x), 1];
 }
 
 /**
@@ -396,28 +435,29 @@ function columnPartialsProgram(source: RowSource, rows: number, H: number): WebG
     }`);
 }
 
-/** Second pass: out[h] = sum over chunks c of partial[c, offset + h], one thread per column.  -> [H] */
-function columnFinalProgram(H: number): WebGPUProgram {
-  return {
-    variableNames: ['partial'],
-    outputShape: [H],
-    shaderKey: 'micseLayerNormColumnFinal', // dgamma and dbeta share the shader: the offset is a uniform
-    dispatchLayout: { x: [0] },
-    dispatch: [Math.ceil(H / COLUMN_WORKGROUP), 1, 1],
-    workgroupSize: [COLUMN_WORKGROUP, 1, 1],
-    size: true,
-    uniforms: 'chunks : i32, offset : i32,',
-    getUserCode: () => `
-  fn main(index : i32) {
-    if (index < uniforms.size) {
-      let width = 2 * uniforms.size;
-      var acc = 0.0;
-      for (var c = 0; c < uniforms.chunks; c = c + 1) { acc = acc + partial[c * width + uniforms.offset + index]; }
-      setOutputAtIndex(index, acc);
+/**
+ * Second pass, dgamma and dbeta in one dispatch (a raw program: two outputs): per column h, the sums over chunks c
+ * of partial[c, h] and of partial[c, H + h], one thread per column.  partial [chunks, 2H] -> dgamma, dbeta [H]
+ */
+const COLUMN_FINAL: RawProgram = {
+  key: 'micseLayerNormColumnFinal',
+  code: () => `${rawBindings(['partial'], ['dgamma', 'dbeta'], 'chunks : i32, H : i32,')}
+  @compute @workgroup_size(${COLUMN_WORKGROUP}, 1, 1)
+  fn main(@builtin(global_invocation_id) gid : vec3<u32>) {
+    let h = i32(gid.x);
+    if (h < uniforms.H) {
+      let width = 2 * uniforms.H;
+      var dg = 0.0;
+      var db = 0.0;
+      for (var c = 0; c < uniforms.chunks; c = c + 1) {
+        dg = dg + partial[c * width + h];
+        db = db + partial[c * width + uniforms.H + h];
+      }
+      dgamma[h] = dg;
+      dbeta[h] = db;
     }
   }`,
-  };
-}
+};
 
 type Uniforms = { type: 'int32' | 'uint32' | 'float32'; data: number[] }[];
 
@@ -436,22 +476,24 @@ function layerNormWebgpu(b: WebGPUBackend, source: RowSource, sourceInputs: tf.T
 }
 
 /**
- * LayerNorm's backward on webgpu in 4 dispatches: ds, the column partials, dgamma, dbeta. (Fewer would need the
- * rows' mean and rstd stored by one program for the next, a second output, or dgamma from a single program whose
- * every workgroup recomputes them for all rows.)  -> [ds [rows, H], dgamma [H], dbeta [H]]
+ * LayerNorm's backward on webgpu in 3 dispatches: ds (with `dropoutOfDs`, addLayerNorm's source only, also x's
+ * gradient dropout(ds) from the same dispatch), the column partials, dgamma and dbeta. (Fewer would need the rows'
+ * mean and rstd stored by one program for the next, or dgamma from a single program whose every workgroup
+ * recomputes them for all rows.)  -> [ds [rows, H], dgamma [H], dbeta [H]] and, with `dropoutOfDs`, dx [rows, H]
  */
 function layerNormGradWebgpu(b: WebGPUBackend, source: RowSource, sourceInputs: tf.TensorInfo[], gamma: tf.TensorInfo,
-  dy: tf.TensorInfo, eps: number, sourceUniforms: Uniforms = []): tf.TensorInfo[] {
+  dy: tf.TensorInfo, eps: number, sourceUniforms: Uniforms = [], dropoutOfDs = false): tf.TensorInfo[] {
   const H = gamma.shape[0]!;
   const rows = tf.util.sizeFromShape(dy.shape) / H;
   const u = rowUniforms(rows, H, eps, sourceUniforms);
-  const ds = b.runWebGPUProgram(dxProgram(source, dy.shape, rows), [...sourceInputs, gamma, dy], 'float32', u);
+  const [ds, dx] = dropoutOfDs
+    ? recordRaw(b, DX_DROPOUT, [...sourceInputs, gamma, dy], [dy.shape, dy.shape], grid2d(b, rows), packUniforms(u))
+    : [b.runWebGPUProgram(dxProgram(source, dy.shape, rows), [...sourceInputs, gamma, dy], 'float32', u)];
   const partial = b.runWebGPUProgram(columnPartialsProgram(source, rows, H), [...sourceInputs, dy], 'float32', u); // [chunks, 2H]
-  const chunks: Uniforms = [{ type: 'int32', data: [partial.shape[0]!] }];
-  const dgamma = b.runWebGPUProgram(columnFinalProgram(H), [partial], 'float32', [...chunks, { type: 'int32', data: [0] }]);
-  const dbeta = b.runWebGPUProgram(columnFinalProgram(H), [partial], 'float32', [...chunks, { type: 'int32', data: [H] }]);
+  const [dgamma, dbeta] = recordRaw(b, COLUMN_FINAL, [partial], [[H], [H]], [Math.ceil(H / COLUMN_WORKGROUP), 1, 1],
+    packUniforms([{ type: 'int32', data: [partial.shape[0]!] }, { type: 'int32', data: [H] }]));
   b.disposeData(partial.dataId);
-  return [ds, dgamma, dbeta];
+  return dx === undefined ? [ds!, dgamma!, dbeta!] : [ds!, dgamma!, dbeta!, dx];
 }
 
 type LayerNormInputs = { x: tf.TensorInfo; gamma: tf.TensorInfo; beta: tf.TensorInfo };
@@ -476,7 +518,7 @@ const webgpuKernels: Record<string, tf.KernelFunc> = {
     const { x, residual, gamma, dy } = inputs as LayerNormGradInputs & { residual: tf.TensorInfo };
     const a = attrs as unknown as AddLayerNormAttrs;
     return layerNormGradWebgpu(backend as unknown as WebGPUBackend, DROPOUT_ADD_SOURCE, [x, residual], gamma, dy, a.eps,
-      dropoutUniforms(a.rate, a.seed));
+      dropoutUniforms(a.rate, a.seed), a.rate > 0);
   },
   [GELU]: ({ inputs, backend }) => {
     const x = inputs['x']!;
@@ -516,19 +558,20 @@ if (tf.getGradient(LAYER_NORM) === undefined) {
     },
   });
 }
-// s = dropout(x) + residual: d(residual) = ds, d(x) = dropout(ds) (seededDropout's gradient, the same mask).
+// s = dropout(x) + residual: d(residual) = ds, d(x) = dropout(ds) (seededDropout's gradient, the same mask; the
+// grad kernel's fourth output, from the dispatch that computes ds).
 if (tf.getGradient(ADD_LAYER_NORM) === undefined) {
   tf.registerGradient({
     kernelName: ADD_LAYER_NORM,
     inputsToSave: ['x', 'residual', 'gamma'],
     gradFunc: (dy, saved, attrs) => {
       const [x, residual, gamma] = saved as [tf.Tensor, tf.Tensor, tf.Tensor];
-      const { rate, seed } = attrs as unknown as AddLayerNormAttrs;
-      const [ds, dgamma, dbeta] = tf.engine().runKernel(ADD_LAYER_NORM_GRAD, { x, residual, gamma, dy: dy as tf.Tensor },
+      const { rate } = attrs as unknown as AddLayerNormAttrs;
+      const [ds, dgamma, dbeta, dx] = tf.engine().runKernel(ADD_LAYER_NORM_GRAD, { x, residual, gamma, dy: dy as tf.Tensor },
         attrs as unknown as tf.NamedAttrMap) as tf.Tensor[];
       // At rate 0 x's gradient is ds itself: a clone (no copy), so that accumulating one input's gradient (which
       // disposes it) leaves the other's alone.
-      return { x: () => (rate === 0 ? ds!.clone() : seededDropout(ds!, rate, seed)), residual: () => ds!, gamma: () => dgamma!, beta: () => dbeta! };
+      return { x: () => (rate === 0 ? ds!.clone() : dx!), residual: () => ds!, gamma: () => dgamma!, beta: () => dbeta! };
     },
   });
 }
