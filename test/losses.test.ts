@@ -1,6 +1,7 @@
 /**
  * The losses against the shared reference cases (values, gradients, rows, samples), the AMI draw's statistics
- * and reproducibility, the documented edge cases, the MLP head, and tensor hygiene.
+ * and reproducibility, the documented edge cases, the MLP head, tensor hygiene, and InfoNCE's fused webgpu kernels
+ * against the composed ops (where an adapter is found; locally `source scratch/lvp.env` for lavapipe).
  */
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
@@ -15,7 +16,9 @@ import {
 } from '../src/losses/index.js';
 import { registerFastKernels } from '../src/model/kernels.js';
 import { tf } from '../src/model/tf.js';
-import { HAS_SHARED, SKIP_NO_SHARED, shared } from './helpers.js';
+import { HAS_SHARED, maxAbsDiff, seededValues, SKIP_NO_SHARED, shared, webgpuSkipReason, withWebgpuPrograms } from './helpers.js';
+import { INFONCE_MAX_D } from '../src/losses/infoNCEKernels.js';
+import { selectBackend } from '../src/model/backend.js';
 import { Rng } from '../src/data/rng.js';
 
 /** rows and samples of an AMI result (reads its `drawn` tensor and disposes it). */
@@ -495,4 +498,42 @@ describe('tensor hygiene', () => {
     head.dispose();
     tf.dispose([att, z1, z2]);
   });
+});
+
+describe('InfoNCE on webgpu (fused kernels, infoNCEKernels.ts) against the composed ops on cpu', { skip: await webgpuSkipReason() }, () => {
+  /** loss and the gradients of (upstream) 1.7 * loss with respect to z1 and z2, as flat arrays. */
+  async function lossAndGrads(z1v: Float32Array, z2v: Float32Array, shape: [number, number], temperature: number): Promise<Float32Array[]> {
+    const z1 = tf.tensor2d(z1v, shape);
+    const z2 = tf.tensor2d(z2v, shape);
+    const f = (a: tf.Tensor, b: tf.Tensor) => tf.mul(infoNCE(a as tf.Tensor2D, b as tf.Tensor2D, temperature), 1.7) as tf.Scalar;
+    const { value, grads } = tf.valueAndGrads(f)([z1, z2]);
+    const out = await Promise.all([value, ...grads].map(async (t) => Float32Array.from((await t.data()) as Float32Array)));
+    tf.dispose([z1, z2, value, ...grads]);
+    return out;
+  }
+
+  // B above one workgroup's 256 threads, D at the fused kernels' limit and one past it (the composed fallback).
+  for (const [B, D] of [[3, 5], [64, 128], [300, 130], [5, INFONCE_MAX_D], [4, INFONCE_MAX_D + 1]] as const) {
+    test(`B ${B}, D ${D}: loss and both gradients within 1e-5 of their scale`, async () => {
+      const z1 = seededValues(B * D, 11 + B);
+      const z2 = seededValues(B * D, 12 + D);
+      for (let k = 0; k < D; k++) z2[k] = z1[k]! * 0.9 + z2[k]! * 0.1; // a near-duplicate pair: a sharp softmax row
+      await selectBackend('cpu');
+      const want = await lossAndGrads(z1, z2, [B, D], 0.05);
+      await selectBackend('webgpu');
+      const before = tf.memory().numTensors;
+      const { result: got, programs } = await withWebgpuPrograms(() => lossAndGrads(z1, z2, [B, D], 0.05));
+      const after = tf.memory().numTensors;
+      await selectBackend('cpu');
+      assert.equal(after, before, 'no tensor leaks');
+      const fused = programs.filter((p) => p.startsWith('micseInfoNCE')).length;
+      assert.equal(fused, D <= INFONCE_MAX_D ? 6 : 0, `fused dispatches: ${programs.join(', ')}`);
+      ['loss', 'dz1', 'dz2'].forEach((name, i) => {
+        // relative to the tensor's largest magnitude (the gradients are ~1e-3: an absolute bound would say little)
+        const scale = want[i]!.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+        const d = maxAbsDiff(got[i]!, want[i]!) / scale;
+        assert.ok(d < 1e-5, `${name}: ${d} of the largest magnitude ${scale}`);
+      });
+    });
+  }
 });

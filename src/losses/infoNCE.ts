@@ -11,8 +11,10 @@
  *
  * Inputs: z1 = view-1 embeddings `[B, D]`, z2 = view-2 embeddings `[B, D]` (row i of both is sentence i).
  * Output: a scalar tensor, differentiable with respect to z1 and z2. Computed in float32.
+ * On webgpu the same arithmetic runs as fused kernels (infoNCEKernels.ts); other backends compose TF.js ops.
  */
 import { tf } from '../model/tf.js';
+import { fusedInfoNCE, fusedInfoNCEAvailable } from './infoNCEKernels.js';
 
 export interface InfoNCEOptions {
   /** Lower bound on each vector norm in the cosine (PyTorch's CosineSimilarity default). */
@@ -53,6 +55,7 @@ export function infoNCE(
   return tf.tidy(() => {
     const a = tf.cast(z1, 'float32') as tf.Tensor2D;
     const b = tf.cast(z2, 'float32') as tf.Tensor2D;
+    if (fusedInfoNCEAvailable(a, b)) return fusedInfoNCE(a, b, temperature, eps); // webgpu: 6 dispatches with the gradient
     const logits = tf.div(cosineMatrix(a, b, eps), temperature); // [B, B]
     const logProbs = tf.logSoftmax(logits, 1); // [B, B]
     const labels = tf.oneHot(tf.range(0, batch, 1, 'int32'), batch).toFloat(); // [B, B]
