@@ -16,7 +16,7 @@
  */
 import type { WebGPUBackend } from '@tensorflow/tfjs-backend-webgpu';
 import { tf } from '../model/tf.js';
-import { packUniforms, rawBindings, recordRaw, workgroupSumWgsl, type RawProgram } from '../model/webgpuPrograms.js';
+import { linearGrid, packUniforms, rawBindings, recordRaw, workgroupSumWgsl, type RawProgram } from '../model/webgpuPrograms.js';
 
 const INFONCE = 'MicseInfoNCE';
 const INFONCE_GRAD = 'MicseInfoNCEGrad';
@@ -52,6 +52,13 @@ const ENTRY = `
     let lid = i32(lindex);`;
 
 const SUM = workgroupSumWgsl('workgroupSum', WG);
+
+/** `fn zAt(r, k)`: element k of row r of [z1; z2]. */
+const Z_AT = `
+  fn zAt(r : i32, k : i32) -> f32 {
+    if (r < uniforms.B) { return z1[r * uniforms.D + k]; }
+    return z2[(r - uniforms.B) * uniforms.D + k];
+  }`;
 
 /** `fn rowLse(m, s) -> vec2(max, sum)`: the workgroup's (max, sum of exp(x - max)) from each thread's. Barriers. */
 const LSE = `
@@ -93,11 +100,7 @@ const STAGED_ROW = `
 /** A: each of the 2B rows of [z1; z2] over max(norm, eps).  z1, z2 [B, D] -> A [2B, D] */
 const NORMALIZE: RawProgram = {
   key: 'micseInfoNCENormalize',
-  code: () => `${rawBindings(['z1', 'z2'], ['A'], UNIFORMS)}${SUM}
-  fn zAt(r : i32, k : i32) -> f32 {
-    if (r < uniforms.B) { return z1[r * uniforms.D + k]; }
-    return z2[(r - uniforms.B) * uniforms.D + k];
-  }${ENTRY}
+  code: () => `${rawBindings(['z1', 'z2'], ['A'], UNIFORMS)}${SUM}${Z_AT}${ENTRY}
     let live = row < uniforms.rows;
     var ss = 0.0;
     if (live) { for (var k = lid; k < uniforms.D; k = k + ${WG}) { let v = zAt(row, k); ss = ss + v * v; } }
@@ -171,11 +174,7 @@ const GRAD_SCORES: RawProgram = {
  */
 const DZ: RawProgram = {
   key: 'micseInfoNCEDz',
-  code: () => `${rawBindings(['A', 'G', 'z1', 'z2'], ['dz1', 'dz2'], UNIFORMS)}${SUM}
-  fn zAt(r : i32, k : i32) -> f32 {
-    if (r < uniforms.B) { return z1[r * uniforms.D + k]; }
-    return z2[(r - uniforms.B) * uniforms.D + k];
-  }${ENTRY}
+  code: () => `${rawBindings(['A', 'G', 'z1', 'z2'], ['dz1', 'dz2'], UNIFORMS)}${SUM}${Z_AT}${ENTRY}
     let live = row < uniforms.rows;
     let first = row < uniforms.B; // a row of z1: dA_i = sum_j G_ij A_{B+j}; else of z2: dA_{B+j} = sum_i G_ij A_i
     var dA : array<f32, ${PER_THREAD}>;
@@ -215,15 +214,9 @@ const DZ: RawProgram = {
   }`,
 };
 
-/** A grid of `n` workgroups within the per-dimension limit. */
-function grid(backend: unknown, n: number): [number, number, number] {
-  const x = Math.min(n, (backend as WebGPUBackend).device.limits.maxComputeWorkgroupsPerDimension);
-  return [x, Math.ceil(n / x), 1];
-}
-
 function normalized(backend: unknown, z1: tf.TensorInfo, z2: tf.TensorInfo, a: InfoNCEAttrs): tf.TensorInfo {
   const [B, D] = z1.shape as [number, number];
-  return recordRaw(backend, NORMALIZE, [z1, z2], [[2 * B, D]], grid(backend, 2 * B), uniforms(B, D, a, 2 * B))[0]!;
+  return recordRaw(backend, NORMALIZE, [z1, z2], [[2 * B, D]], linearGrid(backend, 2 * B), uniforms(B, D, a, 2 * B))[0]!;
 }
 
 const webgpuKernels: Record<string, tf.KernelFunc> = {
@@ -233,7 +226,7 @@ const webgpuKernels: Record<string, tf.KernelFunc> = {
     const [B, D] = z1.shape as [number, number];
     const b = backend as unknown as WebGPUBackend;
     const A = normalized(backend, z1, z2, a);
-    const [terms] = recordRaw(backend, TERMS, [A], [[B]], grid(backend, B), uniforms(B, D, a, B));
+    const [terms] = recordRaw(backend, TERMS, [A], [[B]], linearGrid(backend, B), uniforms(B, D, a, B));
     const [loss] = recordRaw(backend, MEAN, [terms!], [[]], [1, 1, 1], uniforms(B, D, a, 1));
     b.disposeData(A.dataId);
     b.disposeData(terms!.dataId);
@@ -245,8 +238,8 @@ const webgpuKernels: Record<string, tf.KernelFunc> = {
     const [B, D] = z1.shape as [number, number];
     const b = backend as unknown as WebGPUBackend;
     const A = normalized(backend, z1, z2, a);
-    const [G] = recordRaw(backend, GRAD_SCORES, [A, dy], [[B, B]], grid(backend, B), uniforms(B, D, a, B));
-    const out = recordRaw(backend, DZ, [A, G!, z1, z2], [[B, D], [B, D]], grid(backend, 2 * B), uniforms(B, D, a, 2 * B));
+    const [G] = recordRaw(backend, GRAD_SCORES, [A, dy], [[B, B]], linearGrid(backend, B), uniforms(B, D, a, B));
+    const out = recordRaw(backend, DZ, [A, G!, z1, z2], [[B, D], [B, D]], linearGrid(backend, 2 * B), uniforms(B, D, a, 2 * B));
     b.disposeData(A.dataId);
     b.disposeData(G!.dataId);
     return out;

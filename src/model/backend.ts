@@ -11,9 +11,9 @@ import { tf } from './tf.js';
 export const BACKEND_NAMES = ['auto', 'tensorflow-gpu', 'tensorflow', 'webgpu', 'wasm', 'cpu'] as const;
 export type BackendName = (typeof BACKEND_NAMES)[number];
 /**
- * Options for the npm `webgpu` package's `create()` (Dawn's), comma-separated: e.g. `adapter=H200` picks an adapter
- * by name, `backend=vulkan` a Dawn backend; `backend=null` gives a device that runs nothing (results are garbage),
- * which measures the host's share of a step alone.
+ * Options for the npm `webgpu` package's `create()` (Dawn's), separated by spaces: e.g. `adapter=H200` picks an
+ * adapter whose name contains H200, `backend=vulkan` a Dawn backend, `enable-dawn-features=a,b` Dawn toggles;
+ * `backend=null` gives a device that runs nothing (results are garbage), which measures the host's share of a step.
  */
 export const DAWN_OPTIONS_ENV = 'MICSE_DAWN_OPTIONS';
 
@@ -83,7 +83,7 @@ async function tryBackend(name: Exclude<BackendName, 'auto'>): Promise<string> {
           throw new Error(`no navigator.gpu and the npm package \`webgpu\` (Dawn for Node) is not installed (${message(err)})`);
         }
         Object.assign(globalThis, dawn.globals);
-        const options = (process.env[DAWN_OPTIONS_ENV] ?? '').split(',').map((o) => o.trim()).filter((o) => o !== '');
+        const options = (process.env[DAWN_OPTIONS_ENV] ?? '').split(/\s+/).filter((o) => o !== '');
         Object.defineProperty(globalThis, 'navigator', { value: { gpu: dawn.create(options) }, configurable: true });
       }
       await registerWebgpu();

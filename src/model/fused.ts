@@ -31,7 +31,7 @@ import {
 } from './hostSimd.js';
 import { dropoutUniforms, seededDropout, WGSL_DROPOUT, WGSL_DROPOUT_UNIFORMS } from './random.js';
 import { tf } from './tf.js';
-import { elementwiseProgram, packUniforms, rawBindings, recordRaw, workgroupSumWgsl, type RawProgram } from './webgpuPrograms.js';
+import { elementwiseProgram, linearGrid, packUniforms, rawBindings, recordRaw, workgroupSumWgsl, type RawProgram } from './webgpuPrograms.js';
 
 const LAYER_NORM = 'MicseLayerNorm';
 const LAYER_NORM_GRAD = 'MicseLayerNormGrad';
@@ -390,12 +390,6 @@ const DX_DROPOUT: RawProgram = {
   }`,
 };
 
-/** A grid of `n` workgroups within the per-dimension limit: [x, y, 1] with x * y >= n. */
-function grid2d(b: WebGPUBackend, n: number): [number, number, number] {
-  const x = Math.min(n, b.device.limits.maxComputeWorkgroupsPerDimension);
-  return [x, Math.ceil(n / x), 1];
-}
-
 /**
  * First pass of dgamma and dbeta (a deterministic sum over thousands of threads needs two passes: one thread per
  * column over 4,096 rows left the GPU nearly idle, 1.9 ms a call on an H200). One workgroup per chunk of
@@ -487,7 +481,7 @@ function layerNormGradWebgpu(b: WebGPUBackend, source: RowSource, sourceInputs: 
   const rows = tf.util.sizeFromShape(dy.shape) / H;
   const u = rowUniforms(rows, H, eps, sourceUniforms);
   const [ds, dx] = dropoutOfDs
-    ? recordRaw(b, DX_DROPOUT, [...sourceInputs, gamma, dy], [dy.shape, dy.shape], grid2d(b, rows), packUniforms(u))
+    ? recordRaw(b, DX_DROPOUT, [...sourceInputs, gamma, dy], [dy.shape, dy.shape], linearGrid(b, rows), packUniforms(u))
     : [b.runWebGPUProgram(dxProgram(source, dy.shape, rows), [...sourceInputs, gamma, dy], 'float32', u)];
   const partial = b.runWebGPUProgram(columnPartialsProgram(source, rows, H), [...sourceInputs, dy], 'float32', u); // [chunks, 2H]
   const [dgamma, dbeta] = recordRaw(b, COLUMN_FINAL, [partial], [[H], [H]], [Math.ceil(H / COLUMN_WORKGROUP), 1, 1],

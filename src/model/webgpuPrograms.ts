@@ -214,6 +214,15 @@ export function recordRaw(backend: unknown, program: RawProgram, inputs: tf.Tens
   return outputs;
 }
 
+/**
+ * A grid of `n` workgroups within the device's per-dimension limit: [x, y, 1] with x * y >= n. A raw program reads
+ * its linear index as wid.y * nwg.x + wid.x and does nothing past n.
+ */
+export function linearGrid(backend: unknown, n: number): [number, number, number] {
+  const x = Math.min(n, internalsOf(backend).device.limits.maxComputeWorkgroupsPerDimension);
+  return [x, Math.ceil(n / x), 1];
+}
+
 /** WGSL bindings of a raw program: `inputs` read-only, then `outputs` read-write, then `uniforms : Uniforms` (fields as given). */
 export function rawBindings(inputs: string[], outputs: string[], uniformFields?: string): string {
   const lines = [
