@@ -13,6 +13,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import { createRequire } from 'node:module';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { pathToFileURL } from 'node:url';
@@ -31,8 +32,15 @@ import { inPlaceDispatchCount, inPlaceUpdateCount, paramsPerDispatch } from '../
 const TOL = 1e-4;
 
 const WEBGPU_SKIP = await webgpuSkipReason();
-const WEBGPU_PACKAGE_SKIP: string | false = await import('webgpu' as string).then(() => false, (err: Error) =>
-  `the optional npm package \`webgpu\` is not installed (${err.message.split('\n')[0]})`);
+/** The null-device tests run a child `node --import tsx` on the sources: they need `webgpu` and tsx (absent where a bundled copy runs). */
+const NULL_DEVICE_SKIP: string | false = await import('webgpu' as string).then(() => {
+  try {
+    createRequire(import.meta.url).resolve(['tsx'][0]!);
+    return false;
+  } catch {
+    return 'tsx is not installed here (a bundled copy of this test): the child processes run the TypeScript sources';
+  }
+}, (err: Error) => `the optional npm package \`webgpu\` is not installed (${err.message.split('\n')[0]})`);
 const BACKENDS = ['cpu', 'wasm', ...(WEBGPU_SKIP === false ? ['webgpu' as const] : [])] as const;
 
 async function read(t: tf.Tensor): Promise<Float32Array> {
@@ -337,7 +345,7 @@ console.log(JSON.stringify({ backend: sel.name, error: error === null ? null : e
   params: optimizer.params.length, counts }));
 `;
 
-describe("WebGPU on Dawn's null device (every machine with the webgpu package, CI included)", { skip: WEBGPU_PACKAGE_SKIP }, () => {
+describe("WebGPU on Dawn's null device (every machine with the webgpu package, CI included)", { skip: NULL_DEVICE_SKIP }, () => {
   test('a TrainStep creates every pipeline without a validation error, reads once a step, updates in place, keeps the tensor count flat', () => {
     const objective = { minLayer: 2, maxLayer: 4, targetSamples: 40, training: true };
     const out = execFileSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', NULL_STEP_SCRIPT,

@@ -9,7 +9,8 @@
 #   3. bench base on webgpu with --profile, PyTorch on cuda in the same run (fp32 ratio + TF32 figure);
 #      if the bench fails, reference.py alone so the PyTorch numbers still come back; then bench/gemm.ts
 #      (TFLOP/s of each of the step's products, $OUT/gemm.json)
-#   4. bench tiny and small on webgpu (+ PyTorch cuda)
+#   4. bench tiny and small on webgpu (+ PyTorch cuda), then tiny on Dawn's null device (MICSE_DAWN_OPTIONS=backend=null:
+#      the same calls, nothing runs): this host's JS + Dawn-front-end share of a step, apart from Vulkan and the GPU
 #   5. the packed tests (*.test.mjs) under node --test
 #   6. python3 bench/check-export.py on the packed export (transformers, sentence-transformers, onnxruntime)
 #
@@ -143,6 +144,10 @@ for size in $SIZES; do
     step "gemm products" 90 node "$DEV/gemm.mjs" --backend webgpu --json "$OUT/gemm.json"
   fi
 done
+
+# The host's share alone: the null device accepts every call and runs nothing (it holds 512 MB: tiny only).
+step "bench tiny on the null device (host share)" 45 env MICSE_DAWN_OPTIONS=backend=null node "$DEV/bench.mjs" --backend webgpu \
+  --size tiny --steps 20 --warmup 2 --no-reference --embed-sentences 64 --json-out "$OUT/bench-tiny-null.json"
 
 tests=("$DEV"/*.test.mjs)
 if [ -e "${tests[0]}" ]; then
