@@ -46,27 +46,30 @@ function attentionMask(B: number, T: number): tf.Tensor4D {
   return tf.tensor4d(m, [B, 1, 1, T]);
 }
 
-/** context, probs and d/dq, d/dk, d/dv of sum(context * w1) + sum(probs * w2), flattened; tensors disposed. */
+/**
+ * context, probs and the q, k and v parts of d/dqkv of sum(context * w1) + sum(probs * w2), flattened, for q, k, v
+ * packed side by side in qkv [B, T, 3H]; tensors disposed.
+ */
 async function run(c: Case): Promise<Float32Array[]> {
   const H = c.heads * c.dh;
   const n = c.B * c.T * H;
-  const qkv = [1, 2, 3].map((s) => tf.tensor3d(seededValues(n, s), [c.B, c.T, H]));
+  const parts = [1, 2, 3].map((s) => tf.tensor3d(seededValues(n, s), [c.B, c.T, H]));
+  const qkv = tf.concat(parts, 2) as tf.Tensor3D; // [B, T, 3H]
   const mask = attentionMask(c.B, c.T);
   const w1 = tf.tensor3d(seededValues(n, 4), [c.B, c.T, H]);
   const w2 = tf.tensor4d(seededValues(c.B * c.heads * c.T * c.T, 5), [c.B, c.heads, c.T, c.T]);
   const opts: AttentionOptions = { heads: c.heads, scale: 1 / Math.sqrt(c.dh), rate: c.rate, seed: SEED };
-  const attend = (q: tf.Tensor, k: tf.Tensor, v: tf.Tensor) =>
-    selfAttention(q as tf.Tensor3D, k as tf.Tensor3D, v as tf.Tensor3D, mask, opts);
+  const attend = (x: tf.Tensor) => selfAttention(x as tf.Tensor3D, mask, opts);
   const results = tf.tidy(() => {
-    const { context, probs } = attend(qkv[0]!, qkv[1]!, qkv[2]!);
-    const grads = tf.grads((q: tf.Tensor, k: tf.Tensor, v: tf.Tensor) => {
-      const o = attend(q, k, v);
+    const { context, probs } = attend(qkv);
+    const [dqkv] = tf.grads((x: tf.Tensor) => {
+      const o = attend(x);
       return tf.add(tf.sum(tf.mul(o.context, w1)), tf.sum(tf.mul(o.probs, w2)));
-    })(qkv);
-    return [context, probs, ...grads];
+    })([qkv]);
+    return [context, probs, ...tf.split(dqkv!, 3, 2)];
   });
   const data = await Promise.all(results.map(async (t) => Float32Array.from((await t.data()) as Float32Array)));
-  tf.dispose([...qkv, mask, w1, w2, ...results]);
+  tf.dispose([...parts, qkv, mask, w1, w2, ...results]);
   return data;
 }
 
@@ -109,7 +112,7 @@ describe('selfAttention', () => {
         const seen = new Set(programs);
         assert.equal(tf.memory().numTensors, before, 'no tensor leaks');
         await selectBackend('cpu');
-        for (const key of ['micseAttentionProbs', 'micseAttentionSquareTimesHeads', 'micseAttentionDScores',
+        for (const key of ['micseAttentionProbs', 'micseAttentionContext', 'micseAttentionDScores',
           'micseAttentionDqDk', 'micseAttentionDProbsDv']) {
           assert.ok(seen.has(key), `the fused kernel ${key} ran`);
         }

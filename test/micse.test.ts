@@ -7,7 +7,8 @@ import { after, before, describe, test } from 'node:test';
 import { UserError } from '../src/errors.js';
 import { MlpHead } from '../src/losses/mlpHead.js';
 import { micseLoss, type MicseBatch, type MicseConfig, type MicseEncoder } from '../src/losses/micse.js';
-import { BertModel } from '../src/model/bert.js';
+import { BertModel, packQkv, qkvPart } from '../src/model/bert.js';
+import { bertWeightTable } from '../src/model/weights.js';
 import type { BertConfig } from '../src/model/config.js';
 import { registerFastKernels } from '../src/model/kernels.js';
 import { tf } from '../src/model/tf.js';
@@ -163,12 +164,28 @@ describe('micseLoss', () => {
       const { grads } = tf.variableGrads(f, vars);
       const next = rng(label.length);
       for (let trial = 0; trial < 2; trial++) {
-        // A random direction over every variable, each entry scaled to its variable's size (rms, at least 0.02);
-        // directional derivative g . d against a Richardson-extrapolated central difference (error O(h^4)).
-        const dirs = vars.map((v) => tf.tidy(() => {
+        // A random direction over every weight, each entry scaled to its weight's size (rms, at least 0.02);
+        // directional derivative g . d against a Richardson-extrapolated central difference (error O(h^4)). Drawn
+        // per Hugging Face weight in table order, then packed as the model holds them (q, k, v side by side), so
+        // the directions do not depend on how the variables are laid out.
+        const draw = (v: tf.Tensor): tf.Tensor => tf.tidy(() => {
           const scale = Math.max(Math.sqrt(tf.mean(tf.square(v)).dataSync()[0]!), 0.02);
           return tf.tensor(Float32Array.from({ length: v.size }, () => (next() * 2 - 1) * scale), v.shape);
+        });
+        const H = TINY.hiddenSize;
+        const named = new Map(bertWeightTable(TINY).filter((spec) => !spec.name.startsWith('pooler.')).map((spec) => {
+          const q = qkvPart(spec.name);
+          const v: tf.Tensor = q === null ? model.weights.get(spec.name)! : tf.tidy(() => {
+            const packed = model.weights.get(q.packed)!;
+            return q.axis === 1 ? packed.slice([0, q.part * H], [H, H]) : packed.slice([q.part * H], [H]);
+          });
+          const d = draw(v);
+          if (q !== null) v.dispose();
+          return [spec.name, d] as const;
         }));
+        const packedDirs = packQkv(named);
+        const dirs = [...model.trainableWeights().map(([name]) => packedDirs.get(name)!), ...head.variables().map(draw)];
+        tf.dispose([...named.values()].filter((t) => !dirs.includes(t)));
         const analytic = vars.reduce((s, v, i) => s + tf.tidy(() => tf.sum(tf.mul(grads[v.name]!, dirs[i]!)).dataSync()[0]!), 0);
         const originals = vars.map((v) => v.clone());
         const at = (h: number): number => {

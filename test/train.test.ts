@@ -10,8 +10,9 @@ import path from 'node:path';
 import { before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { selectBackend } from '../src/model/backend.js';
+import { qkvPart } from '../src/model/bert.js';
 import { loadPretrained } from '../src/model/pretrained.js';
-import { readSafetensors } from '../src/model/safetensors.js';
+import { readSafetensors, writeSafetensors } from '../src/model/safetensors.js';
 import { tf } from '../src/model/tf.js';
 import { infoNCE } from '../src/losses/infoNCE.js';
 import { embed } from '../src/model/embed.js';
@@ -167,12 +168,21 @@ describe('optimisation', { skip: SKIP_NO_SHARED }, () => {
     const b1 = 0.9;
     const b2 = 0.999;
     const eps = 1e-8;
+    // The checkpoint has Hugging Face names; the model packs each layer's q, k and v into one variable [H, 3H].
+    const H = model.config.hiddenSize;
+    const gradientOf = (n: string): Float32Array => {
+      const q = qkvPart(n);
+      if (q === null) return g.get(n)!;
+      const packed = g.get(q.packed)!;
+      if (q.axis === 0) return packed.slice(q.part * H, (q.part + 1) * H);
+      return Float32Array.from({ length: H * H }, (_, i) => packed[Math.floor(i / H) * 3 * H + q.part * H + (i % H)]!);
+    };
     let maxErr = 0;
     let checked = 0;
-    for (const n of names) {
+    for (const n of [...before.keys()].filter((k) => !k.startsWith('pooler.'))) {
       const spec = before.get(n)!;
       // our gradients are in our layout: Linear weights [in, out]; the checkpoint is [out, in]
-      const gv = g.get(n)!;
+      const gv = gradientOf(n);
       const [rows0, cols0] = spec.shape.length === 2 ? spec.shape : [1, spec.shape[0]!];
       const isLinear = n.includes('.dense.weight') || /self\.(query|key|value)\.weight$/.test(n);
       for (let i = 0; i < spec.data.length; i++) {
@@ -256,6 +266,48 @@ describe('resume', { skip: SKIP_NO_SHARED }, () => {
     const metricsA = (await fs.readFile(path.join(full, 'metrics.jsonl'), 'utf8')).split('\n').map((l) => l.replace(/"sentencesPerSecond":[^,}]*/, ''));
     const metricsB = (await fs.readFile(path.join(killed, 'metrics.jsonl'), 'utf8')).split('\n').map((l) => l.replace(/"sentencesPerSecond":[^,}]*/, ''));
     assert.deepEqual(metricsB, metricsA, 'the resumed metrics.jsonl equals the uninterrupted one');
+  });
+});
+
+describe('resume from a checkpoint of an earlier layout', { skip: SKIP_NO_SHARED }, () => {
+  it('moments saved with query, key and value apart (before they were packed) resume to the uninterrupted run bitwise', async () => {
+    const dir = await tmp('qkv-compat');
+    const config = (output: string) => microConfig(output, { train: { maxSteps: 4, evalSteps: 2 } });
+    await train(config(path.join(dir, 'full')), { quiet: true, log: () => undefined });
+    const split = path.join(dir, 'split');
+    await train(config(split), { quiet: true, log: () => undefined, stopAfter: 2 });
+    // Rewrite the step-2 moments as the earlier layout had them: one tensor per projection, in our [in, out] layout.
+    const file = path.join(split, 'last', 'optimizer.safetensors');
+    const { tensors, metadata } = await readSafetensors(file);
+    const earlier = new Map<string, { shape: number[]; data: Float32Array }>();
+    let packed = 0;
+    for (const [key, t] of tensors) {
+      const m = /^(m|v)\/(encoder\.layer\.\d+\.attention\.self)\.qkv\.(weight|bias)$/.exec(key);
+      if (m === null) {
+        earlier.set(key, { shape: t.shape, data: t.data as Float32Array });
+        continue;
+      }
+      packed++;
+      ['query', 'key', 'value'].forEach((part, p) => {
+        const name = `${m[1]}/${m[2]}.${part}.${m[3]}`;
+        if (m[3] === 'bias') {
+          const H = t.shape[0]! / 3;
+          earlier.set(name, { shape: [H], data: (t.data as Float32Array).slice(p * H, (p + 1) * H) });
+        } else {
+          const [H, H3] = t.shape as [number, number];
+          const w = H3 / 3;
+          earlier.set(name, { shape: [H, w], data: Float32Array.from({ length: H * w }, (_, i) => (t.data as Float32Array)[Math.floor(i / w) * H3 + p * w + (i % w)]!) });
+        }
+      });
+    }
+    assert.equal(packed, 2 * 2 * 2, 'm and v of 2 layers x (weight, bias) were packed');
+    await writeSafetensors(file, earlier, metadata);
+    await train(config(split), { resume: true, quiet: true, log: () => undefined });
+    for (const f of ['model.safetensors', 'mlp_head.safetensors', 'optimizer.safetensors']) {
+      const a = await fs.readFile(path.join(dir, 'full', 'last', f));
+      const b = await fs.readFile(path.join(split, 'last', f));
+      assert.ok(a.equals(b), `${f} differs from the uninterrupted run's`);
+    }
   });
 });
 

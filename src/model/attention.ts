@@ -89,8 +89,10 @@ interface Dims {
   z: number;
 }
 
-function dimsOf(shape: number[], heads: number): Dims {
-  const [B, T, H] = shape as [number, number, number];
+/** From the packed projections' shape [B, T, 3H]. */
+function dimsOf(qkvShape: number[], heads: number): Dims {
+  const [B, T, H3] = qkvShape as [number, number, number];
+  const H = H3 / 3;
   return { B, T, H, nh: heads, dh: H / heads, z: B * heads };
 }
 
@@ -114,12 +116,21 @@ function rowsUniforms(d: Dims, a: ProbsAttrs): Uniforms {
   return [...headUniforms(d), { type: 'float32', data: [a.scale] }, ...dropoutUniforms(a.rate, a.seed)];
 }
 
-/** Flat indices: (t, c) of head z = b * nh + h in [B, T, nh * dh]; (i, j) of head z in [B, nh, T, T]. */
+/**
+ * Flat indices: (t, c) of head z = b * nh + h in [B, T, nh * dh]; the same in part `part` (0 q, 1 k, 2 v) of the
+ * packed [B, T, 3 * nh * dh]; (i, j) of head z in [B, nh, T, T].
+ */
 const WGSL_INDEX = `
   fn headAt(z : i32, t : i32, c : i32) -> i32 {
     let b = z / uniforms.heads;
     let h = z - b * uniforms.heads;
     return (b * uniforms.seqLen + t) * uniforms.heads * uniforms.headSize + h * uniforms.headSize + c;
+  }
+  fn packedAt(part : i32, z : i32, t : i32, c : i32) -> i32 {
+    let b = z / uniforms.heads;
+    let h = z - b * uniforms.heads;
+    let H = uniforms.heads * uniforms.headSize;
+    return (b * uniforms.seqLen + t) * 3 * H + part * H + h * uniforms.headSize + c;
   }
   fn probAt(z : i32, i : i32, j : i32) -> i32 {
     return (z * uniforms.seqLen + i) * uniforms.seqLen + j;
@@ -193,9 +204,13 @@ function forOwned(row: string, col: string, rows: string, cols: string, body: st
     }`;
 }
 
-/** Operands of head z: a [B, T, nh * dh] tensor as [T, dh], or transposed as [dh, T]; a [B, nh, T, T] tensor, or transposed. */
+/**
+ * Operands of head z: a [B, T, nh * dh] tensor as [T, dh]; part `p` (0 q, 1 k, 2 v) of the packed [B, T, 3 nh dh]
+ * as [T, dh], or transposed as [dh, T]; a [B, nh, T, T] tensor, or transposed.
+ */
 const heads = (name: string): Operand => ({ at: (t, c) => `${name}[headAt(z, ${t}, ${c})]`, colContiguous: true });
-const headsT = (name: string): Operand => ({ at: (c, t) => `${name}[headAt(z, ${t}, ${c})]`, colContiguous: false });
+const part = (name: string, p: number): Operand => ({ at: (t, c) => `${name}[packedAt(${p}, z, ${t}, ${c})]`, colContiguous: true });
+const partT = (name: string, p: number): Operand => ({ at: (c, t) => `${name}[packedAt(${p}, z, ${t}, ${c})]`, colContiguous: false });
 const square = (name: string): Operand => ({ at: (i, j) => `${name}[probAt(z, ${i}, ${j})]`, colContiguous: true });
 const squareT = (name: string): Operand => ({ at: (j, i) => `${name}[probAt(z, ${i}, ${j})]`, colContiguous: false });
 
@@ -245,9 +260,9 @@ function productProgram(shaderKey: string, outputShape: number[], variableNames:
 /** Blocks of TILE covering n (rows, columns or tokens). */
 const blocks = (n: number) => Math.ceil(n / TILE);
 
-/** (2) context = probs v: [B, nh, T, T] times [B, T, nh * dh] per head, into [B, T, nh * dh]. */
+/** (2) context = probs v: [B, nh, T, T] times v (part 2 of qkv) per head, into [B, T, nh * dh]. */
 function contextProgram(d: Dims): WebGPUProgram {
-  return productProgram('micseAttentionSquareTimesHeads', [d.B, d.T, d.H], ['p', 'x'], square('p'), heads('x'),
+  return productProgram('micseAttentionContext', [d.B, d.T, d.H], ['p', 'qkv'], square('p'), part('qkv', 2),
     { m: 'uniforms.seqLen', n: 'uniforms.headSize', k: 'uniforms.seqLen', grid: [blocks(d.dh), blocks(d.T), d.z] },
     (m, n) => `headAt(z, ${m}, ${n})`);
 }
@@ -262,14 +277,14 @@ function contextProgram(d: Dims): WebGPUProgram {
  * A thread reads back only the elements it wrote, so `result` needs no barrier between the passes.
  */
 function softmaxRowsProgram(d: Dims, backward: boolean): WebGPUProgram {
-  const names = backward ? ['q', 'k', 'mask', 'dProbs'] : ['q', 'k', 'mask'];
-  const part = (name: string) => `var<workgroup> ${name} : array<f32, ${TILE * THREADS}>;`; // [row of the block][tx]
+  const names = backward ? ['qkv', 'mask', 'dProbs'] : ['qkv', 'mask'];
+  const partial = (name: string) => `var<workgroup> ${name} : array<f32, ${TILE * THREADS}>;`; // [row of the block][tx]
   return gridProgram(backward ? 'micseAttentionDScores' : 'micseAttentionProbs', [d.B, d.nh, d.T, d.T], names,
     [blocks(d.T), d.z, 1], ROWS_UNIFORMS, `${WGSL_INDEX}${WGSL_DROPOUT}${WGSL_TILES}
-  ${part('partMax')}
-  ${part('partSum')}
-  ${backward ? part('partDot') : ''}
-  ${productWgsl('scores', heads('q'), headsT('k'))}
+  ${partial('partMax')}
+  ${partial('partSum')}
+  ${backward ? partial('partDot') : ''}
+  ${productWgsl('scores', part('qkv', 0), partT('qkv', 1))}
   fn main() {
     let z = i32(workgroupId.y);
     let m0 = i32(workgroupId.x) * ${TILE};
@@ -324,13 +339,13 @@ function softmaxRowsProgram(d: Dims, backward: boolean): WebGPUProgram {
 }
 
 /**
- * Two products of one backward step in one dispatch (two outputs, so not a TF.js program: webgpuPrograms.ts
- * recordRaw): the grid's z axis holds the first product's heads, then the second's. Each half is `product` with
- * its own operands, grid extent and store. The branch on the half is on the workgroup id, uniform across the
+ * Two products of one backward step in one dispatch (a raw program, webgpuPrograms.ts recordRaw: its grid and
+ * outputs are its own): the grid's z axis holds the first product's heads, then the second's. Each half is
+ * `product` with its own operands and grid extent, and writes its result through `write` (WGSL statements storing
+ * `value` at row m, column n of head z). The branch on the half is on the workgroup id, uniform across the
  * workgroup, so the products' barriers stay in uniform control flow.
  */
 interface Half {
-  output: string;
   a: Operand;
   b: Operand;
   m: string;
@@ -338,21 +353,21 @@ interface Half {
   k: string;
   /** Column blocks of this half (the grid's x extent is the larger of the two halves'). */
   nBlocks: string;
-  store: (m: string, n: string) => string;
+  write: (m: string, n: string, value: string) => string;
 }
 
-function pairProgram(key: string, inputs: string[], first: Half, second: Half): RawProgram {
+function pairProgram(key: string, inputs: string[], outputs: string[], first: Half, second: Half): RawProgram {
   const half = (h: Half, name: string, z: string) => `
     let z = ${z};
     if (i32(wid.x) < ${h.nBlocks}) {
       let mLen = ${h.m};
       let nLen = ${h.n};
       var acc = ${name}(z, m0, n0, mLen, nLen, ${h.k});
-      ${forOwned('m', 'n', 'mLen', 'nLen', `${h.output}[${h.store('m', 'n')}] = acc[r * ${PER_THREAD} + c];`)}
+      ${forOwned('m', 'n', 'mLen', 'nLen', h.write('m', 'n', `acc[r * ${PER_THREAD} + c]`))}
     }`;
   return {
     key,
-    code: () => `${rawBindings(inputs, [first.output, second.output], `${HEAD_UNIFORMS} z : i32,`)}
+    code: () => `${rawBindings(inputs, outputs, `${HEAD_UNIFORMS} z : i32,`)}
   var<private> localId : vec3<u32>;
   var<private> localIndex : u32;
   ${WGSL_INDEX}${WGSL_TILES}${productWgsl('productFirst', first.a, first.b)}${productWgsl('productSecond', second.a, second.b)}
@@ -370,22 +385,31 @@ function pairProgram(key: string, inputs: string[], first: Half, second: Half): 
   };
 }
 
-/** (6) dq = dScores k and (7) dk = dScores^T q.  p = dScores [B, nh, T, T], k, q [B, T, H] -> dq, dk [B, T, H] */
-const DQ_DK = pairProgram('micseAttentionDqDk', ['p', 'k', 'q'],
-  { output: 'dq', a: square('p'), b: heads('k'), m: 'uniforms.seqLen', n: 'uniforms.headSize', k: 'uniforms.seqLen',
-    nBlocks: `(uniforms.headSize + ${TILE - 1}) / ${TILE}`, store: (m, n) => `headAt(z, ${m}, ${n})` },
-  { output: 'dk', a: squareT('p'), b: heads('q'), m: 'uniforms.seqLen', n: 'uniforms.headSize', k: 'uniforms.seqLen',
-    nBlocks: `(uniforms.headSize + ${TILE - 1}) / ${TILE}`, store: (m, n) => `headAt(z, ${m}, ${n})` });
+const HEAD_BLOCKS = `(uniforms.headSize + ${TILE - 1}) / ${TILE}`;
+const SEQ_BLOCKS = `(uniforms.seqLen + ${TILE - 1}) / ${TILE}`;
 
-/** (3) dProbs = dContext v^T and (4) dv = probs^T dContext.  probs [B, nh, T, T], v, dContext [B, T, H] -> dProbs, dv */
-const DPROBS_DV = pairProgram('micseAttentionDProbsDv', ['probs', 'v', 'dContext'],
-  { output: 'dProbs', a: heads('dContext'), b: headsT('v'), m: 'uniforms.seqLen', n: 'uniforms.seqLen', k: 'uniforms.headSize',
-    nBlocks: `(uniforms.seqLen + ${TILE - 1}) / ${TILE}`, store: (m, n) => `probAt(z, ${m}, ${n})` },
-  { output: 'dv', a: squareT('probs'), b: heads('dContext'), m: 'uniforms.seqLen', n: 'uniforms.headSize', k: 'uniforms.seqLen',
-    nBlocks: `(uniforms.headSize + ${TILE - 1}) / ${TILE}`, store: (m, n) => `headAt(z, ${m}, ${n})` });
+/**
+ * The probabilities' gradient with respect to qkv: (6) dq = dScores k into part 0 and (7) dk = dScores^T q into
+ * part 1; part 2 (v) is 0 (the context's gradient holds dv).  p = dScores [B, nh, T, T], qkv [B, T, 3H] -> [B, T, 3H]
+ */
+const DQ_DK = pairProgram('micseAttentionDqDk', ['p', 'qkv'], ['dqkv'],
+  { a: square('p'), b: part('qkv', 1), m: 'uniforms.seqLen', n: 'uniforms.headSize', k: 'uniforms.seqLen', nBlocks: HEAD_BLOCKS,
+    write: (m, n, v) => `dqkv[packedAt(0, z, ${m}, ${n})] = ${v};` },
+  { a: squareT('p'), b: part('qkv', 0), m: 'uniforms.seqLen', n: 'uniforms.headSize', k: 'uniforms.seqLen', nBlocks: HEAD_BLOCKS,
+    write: (m, n, v) => `dqkv[packedAt(1, z, ${m}, ${n})] = ${v};\n          dqkv[packedAt(2, z, ${m}, ${n})] = 0.0;` });
+
+/**
+ * The context's gradients: (3) dProbs = dContext v^T, and with respect to qkv (4) dv = probs^T dContext into part 2,
+ * parts 0 and 1 being 0.  probs [B, nh, T, T], qkv [B, T, 3H], dContext [B, T, H] -> dProbs [B, nh, T, T], [B, T, 3H]
+ */
+const DPROBS_DV = pairProgram('micseAttentionDProbsDv', ['probs', 'qkv', 'dContext'], ['dProbs', 'dqkv'],
+  { a: heads('dContext'), b: partT('qkv', 2), m: 'uniforms.seqLen', n: 'uniforms.seqLen', k: 'uniforms.headSize', nBlocks: SEQ_BLOCKS,
+    write: (m, n, v) => `dProbs[probAt(z, ${m}, ${n})] = ${v};` },
+  { a: squareT('probs'), b: heads('dContext'), m: 'uniforms.seqLen', n: 'uniforms.headSize', k: 'uniforms.seqLen', nBlocks: HEAD_BLOCKS,
+    write: (m, n, v) => `dqkv[packedAt(2, z, ${m}, ${n})] = ${v};\n          dqkv[packedAt(0, z, ${m}, ${n})] = 0.0;\n          dqkv[packedAt(1, z, ${m}, ${n})] = 0.0;` });
 
 /** One dispatch of a pair program: grid (the halves' larger column-block count, row blocks, 2 z). */
-function runPair(backend: unknown, d: Dims, program: RawProgram, inputs: tf.TensorInfo[], shapes: [number[], number[]]): tf.TensorInfo[] {
+function runPair(backend: unknown, d: Dims, program: RawProgram, inputs: tf.TensorInfo[], shapes: number[][]): tf.TensorInfo[] {
   const grid: [number, number, number] = [Math.max(blocks(d.T), blocks(d.dh)), blocks(d.T), 2 * d.z];
   return recordRaw(backend, program, inputs, shapes, grid, packUniforms([...headUniforms(d), { type: 'int32', data: [d.z] }]));
 }
@@ -402,30 +426,29 @@ function runner(backend: unknown, d: Dims): Run {
 
 const webgpuKernels: Record<string, tf.KernelFunc> = {
   [ATTENTION_PROBS]: ({ inputs, backend, attrs }) => {
-    const { q, k, mask } = inputs as { q: tf.TensorInfo; k: tf.TensorInfo; mask: tf.TensorInfo };
+    const { qkv, mask } = inputs as { qkv: tf.TensorInfo; mask: tf.TensorInfo };
     const a = attrs as unknown as ProbsAttrs;
-    const d = dimsOf(q.shape, a.heads);
-    return runner(backend, d)(softmaxRowsProgram(d, false), [q, k, mask], rowsUniforms(d, a));
+    const d = dimsOf(qkv.shape, a.heads);
+    return runner(backend, d)(softmaxRowsProgram(d, false), [qkv, mask], rowsUniforms(d, a));
   },
   [ATTENTION_PROBS_GRAD]: ({ inputs, backend, attrs }) => {
-    const { q, k, mask, dProbs } = inputs as { q: tf.TensorInfo; k: tf.TensorInfo; mask: tf.TensorInfo; dProbs: tf.TensorInfo };
+    const { qkv, mask, dProbs } = inputs as { qkv: tf.TensorInfo; mask: tf.TensorInfo; dProbs: tf.TensorInfo };
     const a = attrs as unknown as ProbsAttrs;
-    const d = dimsOf(q.shape, a.heads);
-    const run = runner(backend, d);
-    const dScores = run(softmaxRowsProgram(d, true), [q, k, mask, dProbs], rowsUniforms(d, a)); // [B, nh, T, T]
-    const [dq, dk] = runPair(backend, d, DQ_DK, [dScores, k, q], [[d.B, d.T, d.H], [d.B, d.T, d.H]]); // [B, T, H] each
+    const d = dimsOf(qkv.shape, a.heads);
+    const dScores = runner(backend, d)(softmaxRowsProgram(d, true), [qkv, mask, dProbs], rowsUniforms(d, a)); // [B, nh, T, T]
+    const [dqkv] = runPair(backend, d, DQ_DK, [dScores, qkv], [qkv.shape]); // [B, T, 3H]: dq, dk, 0
     (backend as WebGPUBackend).disposeData(dScores.dataId);
-    return [dq!, dk!];
+    return dqkv!;
   },
   [ATTENTION_CONTEXT]: ({ inputs, backend, attrs }) => {
-    const { probs, v } = inputs as { probs: tf.TensorInfo; v: tf.TensorInfo };
-    const d = dimsOf(v.shape, (attrs as unknown as ContextAttrs).heads);
-    return runner(backend, d)(contextProgram(d), [probs, v], headUniforms(d));
+    const { probs, qkv } = inputs as { probs: tf.TensorInfo; qkv: tf.TensorInfo };
+    const d = dimsOf(qkv.shape, (attrs as unknown as ContextAttrs).heads);
+    return runner(backend, d)(contextProgram(d), [probs, qkv], headUniforms(d));
   },
   [ATTENTION_CONTEXT_GRAD]: ({ inputs, backend, attrs }) => {
-    const { probs, v, dContext } = inputs as { probs: tf.TensorInfo; v: tf.TensorInfo; dContext: tf.TensorInfo };
-    const d = dimsOf(v.shape, (attrs as unknown as ContextAttrs).heads);
-    return runPair(backend, d, DPROBS_DV, [probs, v, dContext], [[d.B, d.nh, d.T, d.T], [d.B, d.T, d.H]]); // [dProbs, dv]
+    const { probs, qkv, dContext } = inputs as { probs: tf.TensorInfo; qkv: tf.TensorInfo; dContext: tf.TensorInfo };
+    const d = dimsOf(qkv.shape, (attrs as unknown as ContextAttrs).heads);
+    return runPair(backend, d, DPROBS_DV, [probs, qkv, dContext], [probs.shape, qkv.shape]); // [dProbs, (0, 0, dv)]
   },
 };
 
@@ -437,38 +460,39 @@ const noMaskGradient = (): tf.Tensor => {
   throw new Error('selfAttention: no gradient with respect to the additive mask (it is data, not a parameter)');
 };
 
+// Each op's gradient with respect to qkv is a whole [B, T, 3H] (zeros in the parts it does not read); autodiff adds
+// the two, one dispatch.
 if (tf.getGradient(ATTENTION_PROBS) === undefined) {
   tf.registerGradient({
     kernelName: ATTENTION_PROBS,
-    inputsToSave: ['q', 'k', 'mask'],
+    inputsToSave: ['qkv', 'mask'],
     gradFunc: (dy, saved, attrs) => {
-      const [q, k, mask] = saved as [tf.Tensor, tf.Tensor, tf.Tensor];
-      const [dq, dk] = tf.engine().runKernel(ATTENTION_PROBS_GRAD, { q, k, mask, dProbs: dy as tf.Tensor },
-        attrs as unknown as tf.NamedAttrMap) as tf.Tensor[];
-      return { q: () => dq!, k: () => dk!, mask: noMaskGradient };
+      const [qkv, mask] = saved as [tf.Tensor, tf.Tensor];
+      const dqkv = tf.engine().runKernel(ATTENTION_PROBS_GRAD, { qkv, mask, dProbs: dy as tf.Tensor }, attrs as unknown as tf.NamedAttrMap) as tf.Tensor;
+      return { qkv: () => dqkv, mask: noMaskGradient };
     },
   });
 }
 if (tf.getGradient(ATTENTION_CONTEXT) === undefined) {
   tf.registerGradient({
     kernelName: ATTENTION_CONTEXT,
-    inputsToSave: ['probs', 'v'],
+    inputsToSave: ['probs', 'qkv'],
     gradFunc: (dy, saved, attrs) => {
-      const [probs, v] = saved as [tf.Tensor, tf.Tensor];
-      const [dProbs, dv] = tf.engine().runKernel(ATTENTION_CONTEXT_GRAD, { probs, v, dContext: dy as tf.Tensor },
+      const [probs, qkv] = saved as [tf.Tensor, tf.Tensor];
+      const [dProbs, dqkv] = tf.engine().runKernel(ATTENTION_CONTEXT_GRAD, { probs, qkv, dContext: dy as tf.Tensor },
         attrs as unknown as tf.NamedAttrMap) as tf.Tensor[];
-      return { probs: () => dProbs!, v: () => dv! };
+      return { probs: () => dProbs!, qkv: () => dqkv! };
     },
   });
 }
 
-/** Today's composed ops (every backend but webgpu): heads by reshape and transpose, stock products and softmax. */
-function composedAttention(q: tf.Tensor3D, k: tf.Tensor3D, v: tf.Tensor3D, maskAdd: tf.Tensor4D, o: AttentionOptions): AttentionOutput {
-  const { B, T, H, nh, dh } = dimsOf(q.shape, o.heads);
-  const toHeads = (t: tf.Tensor) => t.reshape([B, T, nh, dh]).transpose([0, 2, 1, 3]); // [B, nh, T, dh]
-  const qh = toHeads(q);
-  const kh = toHeads(k);
-  const vh = toHeads(v);
+/** The composed ops (every backend but webgpu): q, k, v sliced, heads by reshape and transpose, stock products and softmax. */
+function composedAttention(qkv: tf.Tensor3D, maskAdd: tf.Tensor4D, o: AttentionOptions): AttentionOutput {
+  const { B, T, H, nh, dh } = dimsOf(qkv.shape, o.heads);
+  const toHeads = (p: number) => qkv.slice([0, 0, p * H], [B, T, H]).reshape([B, T, nh, dh]).transpose([0, 2, 1, 3]); // [B, nh, T, dh]
+  const qh = toHeads(0);
+  const kh = toHeads(1);
+  const vh = toHeads(2);
   const scores = tf.add(tf.mul(tf.matMul(qh, kh, false, true), o.scale), maskAdd); // [B, nh, T, T]
   const probs = seededDropout(tf.softmax(scores, -1), o.rate, o.seed) as tf.Tensor4D; // [B, nh, T, T]
   const context = tf.matMul(probs, vh).transpose([0, 2, 1, 3]).reshape([B, T, H]) as tf.Tensor3D; // [B, T, H]
@@ -476,26 +500,26 @@ function composedAttention(q: tf.Tensor3D, k: tf.Tensor3D, v: tf.Tensor3D, maskA
 }
 
 /**
- * Multi-head attention from the query, key and value projections `q, k, v [B, T, H]` and the additive key mask
- * `maskAdd [B, 1, 1, T]` (0 where attended, float32's lowest at padding): `context [B, T, H]` and the probabilities
- * after dropout `probs [B, nh, T, T]`; see the module comment. Differentiable in q, k and v.
+ * Multi-head attention from the packed query, key and value projections `qkv [B, T, 3H]` (q, k, v side by side in
+ * each row, as one dense layer of 3H outputs gives them) and the additive key mask `maskAdd [B, 1, 1, T]` (0 where
+ * attended, float32's lowest at padding): `context [B, T, H]` and the probabilities after dropout `probs [B, nh, T,
+ * T]`; see the module comment. Differentiable in qkv.
  */
-export function selfAttention(q: tf.Tensor3D, k: tf.Tensor3D, v: tf.Tensor3D, maskAdd: tf.Tensor4D, opts: AttentionOptions): AttentionOutput {
-  const [B, T, H] = q.shape;
-  if (!tf.util.arraysEqual(k.shape, q.shape) || !tf.util.arraysEqual(v.shape, q.shape)) {
-    throw new Error(`selfAttention: q, k and v must have one shape; got [${q.shape}], [${k.shape}] and [${v.shape}]`);
-  }
+export function selfAttention(qkv: tf.Tensor3D, maskAdd: tf.Tensor4D, opts: AttentionOptions): AttentionOutput {
+  const [B, T, H3] = qkv.shape;
+  if (qkv.rank !== 3 || H3 % 3 !== 0) throw new Error(`selfAttention: qkv must be [B, T, 3H]; got [${qkv.shape}]`);
+  const H = H3 / 3;
   if (!Number.isInteger(opts.heads) || opts.heads < 1 || H % opts.heads !== 0) {
     throw new Error(`selfAttention: hidden size ${H} is not a multiple of ${opts.heads} heads`);
   }
   if (!tf.util.arraysEqual(maskAdd.shape, [B, 1, 1, T])) {
     throw new Error(`selfAttention: maskAdd must be [${B}, 1, 1, ${T}]; got [${maskAdd.shape}]`);
   }
-  const fused = tf.getKernel(ATTENTION_PROBS, tf.getBackend()) !== undefined && [q, k, v, maskAdd].every((t) => t.dtype === 'float32');
-  if (!fused) return composedAttention(q, k, v, maskAdd, opts);
+  const fused = tf.getKernel(ATTENTION_PROBS, tf.getBackend()) !== undefined && [qkv, maskAdd].every((t) => t.dtype === 'float32');
+  if (!fused) return composedAttention(qkv, maskAdd, opts);
   const probsAttrs: ProbsAttrs = { heads: opts.heads, scale: opts.scale, rate: opts.rate, seed: opts.seed };
   const contextAttrs: ContextAttrs = { heads: opts.heads };
-  const probs = tf.engine().runKernel(ATTENTION_PROBS, { q, k, mask: maskAdd }, probsAttrs as unknown as tf.NamedAttrMap) as tf.Tensor4D;
-  const context = tf.engine().runKernel(ATTENTION_CONTEXT, { probs, v }, contextAttrs as unknown as tf.NamedAttrMap) as tf.Tensor3D;
+  const probs = tf.engine().runKernel(ATTENTION_PROBS, { qkv, mask: maskAdd }, probsAttrs as unknown as tf.NamedAttrMap) as tf.Tensor4D;
+  const context = tf.engine().runKernel(ATTENTION_CONTEXT, { probs, qkv }, contextAttrs as unknown as tf.NamedAttrMap) as tf.Tensor3D;
   return { context, probs };
 }

@@ -8,7 +8,10 @@
  *     x = LayerNorm(x + dropout(dense(gelu(dense(x)))))
  *   return x                                                        <- last_hidden_state
  *
- * Weights live in one Map keyed by Hugging Face names (see weights.ts); Linear weights are held as [in, out].
+ * Weights live in one Map keyed by Hugging Face names (see weights.ts); Linear weights are held as [in, out]. A
+ * layer's query, key and value projections are one variable, `encoder.layer.N.attention.self.qkv.weight` [H, 3H]
+ * (and `.bias` [3H]), q, k and v side by side: one product instead of three forward and backward (and one AdamW
+ * update); loading, saving and exporting go through the Hugging Face names (`qkvPart`).
  * Dropout is deterministic given `dropoutSeed`: every dropout site derives its own seed from it, so a training
  * step can be replayed exactly (resume) without saving any RNG state. The masks come from random.ts
  * (`seededDropout`): computed by the backend from (seed, index), identical on every backend, and regenerated in
@@ -63,9 +66,50 @@ export function siteSeed(base: number, site: number): number {
   return (h ^ (h >>> 16)) & 0x7fffffff;
 }
 
+/** The projections packed in a layer's qkv variables, in their order. */
+const QKV_PARTS = ['query', 'key', 'value'] as const;
+const QKV_NAME = /^(encoder\.layer\.\d+\.attention\.self)\.(query|key|value)\.(weight|bias)$/;
+
+/**
+ * Where a Hugging Face weight name lives if it is a query, key or value projection: the packed variable's name, the
+ * part (0 query, 1 key, 2 value) and the axis the parts are side by side on (1 for a weight [in, out], 0 for a
+ * bias). Null for every other name.
+ */
+export function qkvPart(name: string): { packed: string; part: number; axis: number } | null {
+  const m = QKV_NAME.exec(name);
+  if (m === null) return null;
+  return { packed: `${m[1]}.qkv.${m[3]}`, part: QKV_PARTS.indexOf(m[2] as (typeof QKV_PARTS)[number]), axis: m[3] === 'weight' ? 1 : 0 };
+}
+
+/** Tensors in our layout keyed by Hugging Face names, with each layer's q, k, v parts concatenated under the packed name. */
+export function packQkv<T extends tf.Tensor>(named: Map<string, T>): Map<string, tf.Tensor> {
+  const out = new Map<string, tf.Tensor>();
+  const parts = new Map<string, { axis: number; tensors: T[] }>();
+  for (const [name, t] of named) {
+    const q = qkvPart(name);
+    if (q === null) {
+      out.set(name, t);
+      continue;
+    }
+    const entry = parts.get(q.packed) ?? { axis: q.axis, tensors: [] };
+    entry.tensors[q.part] = t;
+    parts.set(q.packed, entry);
+  }
+  for (const [packed, { axis, tensors }] of parts) {
+    if (tensors.filter((t) => t !== undefined).length !== QKV_PARTS.length) {
+      throw new Error(`packQkv: '${packed}' needs its query, key and value parts`);
+    }
+    out.set(packed, tf.concat(tensors, axis));
+  }
+  return out;
+}
+
 export class BertModel {
   readonly config: BertConfig;
-  /** Hugging Face name -> variable (Linear weights as [in, out]). */
+  /**
+   * Variable by name: Hugging Face names (Linear weights as [in, out]), except that each layer's query, key and
+   * value are one packed variable `encoder.layer.N.attention.self.qkv.weight` [H, 3H] / `.bias` [3H] (`qkvPart`).
+   */
   readonly weights: Map<string, tf.Variable>;
   private readonly specs: WeightSpec[];
 
@@ -77,13 +121,16 @@ export class BertModel {
 
   /** Builds a model from tensors already in our layout (see weights.ts `mapCheckpoint`); missing optional ones start fresh. */
   static fromTensors(config: BertConfig, tensors: Map<string, HostTensor>, seed = 0): BertModel {
-    const weights = new Map<string, tf.Variable>();
+    const values = new Map<string, tf.Tensor>();
     bertWeightTable(config).forEach((spec, i) => {
       const t = tensors.get(spec.name);
-      const value = t !== undefined ? tf.tensor(t.data, t.shape, 'float32') : initTensor(spec, config, siteSeed(seed, i));
-      weights.set(spec.name, tf.variable(value, true));
-      value.dispose();
+      values.set(spec.name, t !== undefined ? tf.tensor(t.data, t.shape, 'float32') : initTensor(spec, config, siteSeed(seed, i)));
     });
+    const weights = new Map<string, tf.Variable>();
+    tf.tidy(() => {
+      for (const [name, value] of packQkv(values)) weights.set(name, tf.keep(tf.variable(value, true)));
+    });
+    tf.dispose([...values.values()]);
     return new BertModel(config, weights);
   }
 
@@ -98,9 +145,13 @@ export class BertModel {
     return v;
   }
 
-  /** Trainable weights by name, in table order (the pooler is excluded: miCSE never uses it, so it gets no gradient). */
+  /**
+   * Trainable weights by variable name, in table order, a layer's packed qkv where its query was (the pooler is
+   * excluded: miCSE never uses it, so it gets no gradient).
+   */
   trainableWeights(): [string, tf.Variable][] {
-    return this.specs.filter((s) => !s.name.startsWith('pooler.')).map((s) => [s.name, this.w(s.name)]);
+    const names = this.specs.filter((s) => !s.name.startsWith('pooler.')).map((s) => qkvPart(s.name)?.packed ?? s.name);
+    return [...new Set(names)].map((name) => [name, this.w(name)]);
   }
 
   /** The variables of `trainableWeights()`. */
@@ -112,21 +163,28 @@ export class BertModel {
   async exportTensors(): Promise<Map<string, { shape: number[]; data: Float32Array }>> {
     const out = new Map<string, { shape: number[]; data: Float32Array }>();
     for (const spec of this.specs) {
-      const v = this.w(spec.name);
-      const t = spec.linear ? tf.tidy(() => v.transpose()) : v;
+      const t = tf.tidy(() => {
+        const packed = qkvPart(spec.name);
+        let v: tf.Tensor = this.w(packed?.packed ?? spec.name);
+        if (packed !== null) {
+          const H = this.config.hiddenSize;
+          v = packed.axis === 1 ? v.slice([0, packed.part * H], [H, H]) : v.slice([packed.part * H], [H]);
+        }
+        return spec.linear ? v.transpose() : v.clone();
+      });
       const data = (await t.data()) as Float32Array;
-      if (t !== v) t.dispose();
+      t.dispose();
       out.set(spec.name, { shape: spec.shape, data: Float32Array.from(data) });
     }
     return out;
   }
 
-  /** Copies values from host tensors in our layout into the existing variables (resume). */
+  /** Copies values from host tensors in our layout (Hugging Face names) into the existing variables (resume). */
   assignTensors(tensors: Map<string, HostTensor>): void {
-    for (const [name, t] of tensors) {
-      const v = this.w(name);
-      tf.tidy(() => v.assign(tf.tensor(t.data, t.shape, 'float32')));
-    }
+    tf.tidy(() => {
+      const named = new Map([...tensors].map(([name, t]) => [name, tf.tensor(t.data, t.shape, 'float32')]));
+      for (const [name, value] of packQkv(named)) this.w(name).assign(value);
+    });
   }
 
   /**
@@ -211,11 +269,9 @@ export class BertModel {
     const attentions: tf.Tensor4D[] = [];
     for (let i = 0; i < c.numHiddenLayers; i++) {
       const p = `encoder.layer.${i}`;
-      const q = this.dense(x, `${p}.attention.self.query`) as tf.Tensor3D; // [B, T, H]
-      const k = this.dense(x, `${p}.attention.self.key`) as tf.Tensor3D;
-      const v = this.dense(x, `${p}.attention.self.value`) as tf.Tensor3D;
+      const qkv = this.dense(x, `${p}.attention.self.qkv`) as tf.Tensor3D; // [B, T, 3H]: q, k, v side by side
       // probs [B, nh, T, T] after dropout, context [B, T, H]; fused kernels on webgpu, the composed ops elsewhere
-      const { context, probs } = selfAttention(q, k, v, maskAdd, { heads: nh, scale, rate: pAttn, seed: nextSiteSeed() });
+      const { context, probs } = selfAttention(qkv, maskAdd, { heads: nh, scale, rate: pAttn, seed: nextSiteSeed() });
       if (opts.outputAttentions === true) attentions.push(probs);
       // x = LayerNorm(dropout(dense) + x), one kernel on webgpu (fused.ts); the dropout takes the next site's seed
       const attnOut = this.dense(context, `${p}.attention.output.dense`); // [B, T, H]

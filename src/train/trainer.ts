@@ -17,7 +17,7 @@ import { UserError } from '../errors.js';
 import { exists, writeFileAtomic } from '../fsutil.js';
 import { MlpHead } from '../losses/mlpHead.js';
 import { describeSelection, selectBackend } from '../model/backend.js';
-import { BertModel, siteSeed } from '../model/bert.js';
+import { BertModel, packQkv, siteSeed } from '../model/bert.js';
 import { parseBertConfig } from '../model/config.js';
 import { embed } from '../model/embed.js';
 import { loadPretrained } from '../model/pretrained.js';
@@ -152,11 +152,18 @@ export async function train(config: TrainConfig, opts: TrainOptions = {}): Promi
     const headTensors = Object.fromEntries([...prior.head].map(([k, t]) => [k, tf.tensor(t.data, t.shape)]));
     head.assignWeights(headTensors);
     tf.dispose(Object.values(headTensors)); // the head's variables are then the sole owners (AdamW updates in place)
-    for (const [key, t] of prior.moments) {
-      const [kind, ...rest] = key.split('/');
-      const target = (kind === 'm' ? optimizer.m : optimizer.v).get(rest.join('/'));
-      if (target === undefined) throw new UserError(`${prior.dir}: optimizer state has '${key}', which the model lacks`);
-      tf.tidy(() => target.assign(tf.tensor(t.data, t.shape)));
+    // Moments are keyed by parameter name; a checkpoint written before q, k and v were packed (bert.ts) has them
+    // apart, and packQkv puts them side by side as the packed parameter's are.
+    for (const kind of ['m', 'v'] as const) {
+      tf.tidy(() => {
+        const named = new Map([...prior.moments].filter(([key]) => key.startsWith(`${kind}/`))
+          .map(([key, t]) => [key.slice(kind.length + 1), tf.tensor(t.data, t.shape)]));
+        for (const [name, value] of packQkv(named)) {
+          const target = (kind === 'm' ? optimizer.m : optimizer.v).get(name);
+          if (target === undefined) throw new UserError(`${prior.dir}: optimizer state has '${kind}/${name}', which the model lacks`);
+          target.assign(value);
+        }
+      });
     }
     optimizer.step = prior.optimizerStep;
     batches = new TwoViewBatchIterator(batchOpts, state.data as BatchIteratorState);
