@@ -2,7 +2,8 @@
  * Run checkpoints. Each is a Hugging Face directory (config.json, model.safetensors, tokenizer files) that
  * `loadPretrained` and `micse embed` read as is, plus our training files beside it:
  *   mlp_head.safetensors  the training-only MLP head (mlp.dense.weight [out, in], mlp.dense.bias)
- *   optimizer.safetensors AdamW moments, `m/<param>` and `v/<param>`
+ *   optimizer.safetensors AdamW moments, `m/<param>` and `v/<param>`, by trainable variable (a layer's query, key
+ *                         and value packed: `encoder.layer.N.attention.self.qkv.weight` [H, 3H], see bert.ts)
  *   trainer_state.json    step, epoch, data-iterator state, best score, counters
  * Writing is atomic: the directory is built under a temporary name and renamed, then the `last` (or `best`) link is
  * swapped by renaming a new symlink over it, so a kill at any moment leaves the previous checkpoint whole.
