@@ -1,9 +1,10 @@
 /**
  * `node --import tsx bench/gemm.ts [--backend webgpu] [--iters N] [--warmup N] [--json FILE]`: TFLOP/s of each
  * matrix product of the BERT-base training step (batch 64 x 2 views x seq 32 = 4,096 token rows) on one backend:
- * forward (x W), input gradient (dy W^T) and weight gradient (x^T dy) of the attention and feed-forward layers,
- * and the batched attention products (12 heads x 128 rows, 32 x 64). Each figure: `iters` products queued, then
- * one read of the last output (which waits for all of them), after `warmup` untimed passes over every product
+ * forward (x W), input gradient (dy W^T) and weight gradient (x^T dy) of the packed query/key/value projection, the
+ * attention output and the feed-forward layers, and, for comparison, the batched attention products (12 heads x 128
+ * rows, 32 x 64) as the stock kernel runs them (the step itself runs attention.ts's kernels). Each figure: `iters`
+ * products queued, then one read of the last output (which waits for all of them), after `warmup` untimed passes over every product
  * (pipelines compiled and GPU clocks up: on the H200 an unwarmed first product measured up to 30% slow).
  * Where the step's matmul time goes (bench.ts --profile gives the total) and how far each product is from the
  * card's rate; bench/README.md has the H200 figures.
@@ -22,6 +23,9 @@ const HEAD_DIM = 64;
 
 /** name, A shape, B shape, transposeA, transposeB */
 const PRODUCTS: [string, number[], number[], boolean, boolean][] = [
+  ['qkv fwd         x W', [TOKENS, HIDDEN], [HIDDEN, 3 * HIDDEN], false, false],
+  ['qkv dX          dy W^T', [TOKENS, 3 * HIDDEN], [HIDDEN, 3 * HIDDEN], false, true],
+  ['qkv dW          x^T dy', [TOKENS, HIDDEN], [TOKENS, 3 * HIDDEN], true, false],
   ['attn dense fwd  x W', [TOKENS, HIDDEN], [HIDDEN, HIDDEN], false, false],
   ['attn dense dX   dy W^T', [TOKENS, HIDDEN], [HIDDEN, HIDDEN], false, true],
   ['attn dense dW   x^T dy', [TOKENS, HIDDEN], [TOKENS, HIDDEN], true, false],
@@ -70,9 +74,15 @@ async function main(): Promise<void> {
     warmup: { type: 'string', default: '3' },
     json: { type: 'string' },
   } });
-  const sel = await selectBackend(values.backend as BackendName);
   const iters = Number(values.iters);
   const warmup = Number(values.warmup);
+  const bad = !Number.isInteger(iters) || iters < 1 ? `--iters must be an integer >= 1; got '${values.iters}'`
+    : !Number.isInteger(warmup) || warmup < 0 ? `--warmup must be an integer >= 0; got '${values.warmup}'` : null;
+  if (bad !== null) {
+    console.error(`gemm: ${bad}`);
+    process.exit(2);
+  }
+  const sel = await selectBackend(values.backend as BackendName);
   const inputs = PRODUCTS.map(([, sa, sb]) => [tf.randomUniform(sa, -1, 1), tf.randomUniform(sb, -1, 1)] as const);
   for (const [i, [, , , ta, tb]] of PRODUCTS.entries()) await time(inputs[i]![0], inputs[i]![1], ta, tb, warmup);
   const rows: Row[] = [];
