@@ -1,28 +1,31 @@
 /**
- * The attention core of a BERT layer, from the query/key/value dense outputs to the context:
+ * The attention core of a BERT layer, from the packed query/key/value projection qkv [B, T, 3H] (q, k, v side by
+ * side in each row: one dense layer, bert.ts) to the context:
  *
  *   probs   = dropout(softmax(q k^T * scale + maskAdd))   per head   [B, nh, T, T]  (query rows, key columns)
  *   context = probs v, heads side by side                             [B, T, nh * dh]
  *
  * Why: composed of stock ops this is ~26 WebGPU dispatches per layer (forward and backward: three head transposes,
  * the two batched products, scale, mask, softmax, dropout, the transpose back, and their gradients), each with a
- * fixed host cost (issue #9). On webgpu it is 2 dispatches forward and 3 backward here, reading q, k, v in their
- * [B, T, nh * dh] layout (head h of token t is the slice [h * dh, (h + 1) * dh) of row t: no transposes) and writing
- * context and the gradients of q, k, v in that layout directly:
+ * fixed host cost (issue #9). On webgpu it is 2 dispatches forward and 3 backward here, reading q, k, v where they
+ * are in qkv (head h of token t is the slice [h * dh, (h + 1) * dh) of part 0, 1 or 2 of row t: no transposes) and
+ * writing the context and the gradients in the same layouts directly:
  *   forward   (1) probs: scores tile by tile, softmax (online row max and sum), dropout     MicseAttentionProbs
  *             (2) context = probs v                                                         MicseAttentionContext
  *   backward  of (2): (3) dProbs = dContext v^T and (4) dv = probs^T dContext, one dispatch
  *             of (1): (5) dScores = P * (dP - rowsum(dP * P)) * scale, with dP = dropout(dProbs) (the same mask)
  *                         and P = softmax(scores) recomputed from q and k (rowsum(dP * P) online, as the row sum)
  *                     (6) dq = dScores k and (7) dk = dScores^T q, one dispatch
- * A dispatch with two outputs is not a TF.js program (those have one): (3)+(4) and (6)+(7) are raw programs
- * (webgpuPrograms.ts recordRaw) whose grid holds both products' heads.
+ * A dispatch with two products is not a TF.js program (its grid and outputs are its own): (3)+(4) and (6)+(7) are
+ * raw programs (webgpuPrograms.ts recordRaw) whose grid holds both products' heads. Each op's gradient with
+ * respect to qkv is a whole [B, T, 3H] with zeros in the parts it does not read (dv's op writes zeros for q and k,
+ * the other zeros for v), and autodiff adds the two.
  * Two ops, not one with two outputs: autodiff sums the probabilities' gradients of the context and of the AMI
  * loss (an Add where the layer's probabilities are used), and where they are not used nothing is uploaded (the
  * engine fills the gradient of an unused output of a kernel with host zeros).
  * The dropout mask is `seededDropout`'s (random.ts `WGSL_DROPOUT`): the same bits at the same flat index of the
  * [B, nh, T, T] probabilities. A fully padded row (every key masked) has equal scores, so uniform probabilities.
- * Every other backend runs today's composed ops, unchanged (their numbers stay bit for bit).
+ * Every other backend slices q, k and v from qkv and runs the composed ops.
  * Reference: Vaswani et al. 2017 (scaled dot-product attention); transformers BertSelfAttention.
  */
 import type { WebGPUBackend, WebGPUProgram } from '@tensorflow/tfjs-backend-webgpu';
