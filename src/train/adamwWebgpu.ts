@@ -9,7 +9,7 @@
  * three dispatches, each allocating an output buffer and a uniform buffer and building a bind group (~100 us of host
  * time each on an H200 host, where the step was bound by host time). BERT-base has ~200 parameters: ~600 dispatches
  * a step. Here a dispatch binds four buffers per parameter, so the parameters it takes are bounded by the device's
- * storage buffers per stage: 3 with the 16 that backend.ts asks for (1 with WebGPU's default 8), ~67 dispatches at
+ * storage buffers per stage: 3 with the 16 that backend.ts asks for (1 with WebGPU's default 8), 51 dispatches at
  * BERT-base. One uniform buffer serves the whole update (a 256-byte slot per dispatch, selected by a dynamic
  * offset): the shared scalars, then each parameter's size, first workgroup in the dispatch's grid and decay.
  *
