@@ -21,7 +21,7 @@ export const DAWN_OPTIONS_ENV = 'MICSE_DAWN_OPTIONS';
  * Storage buffers per shader stage asked of a WebGPU device, where the adapter allows (WebGPU's default is 8). The
  * in-place AdamW binds four per parameter and the gradient norm one per gradient, so more of them fit one dispatch.
  */
-export const WEBGPU_STORAGE_BUFFERS = 16;
+const WEBGPU_STORAGE_BUFFERS = 16;
 
 /** The order `auto` tries. */
 export const AUTO_ORDER: readonly Exclude<BackendName, 'auto'>[] = ['tensorflow-gpu', 'tensorflow', 'webgpu', 'wasm', 'cpu'];
