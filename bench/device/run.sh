@@ -10,7 +10,8 @@
 #      if the bench fails, reference.py alone so the PyTorch numbers still come back; then bench/gemm.ts
 #      (TFLOP/s of each of the step's products, $OUT/gemm.json)
 #   4. bench tiny and small on webgpu (+ PyTorch cuda), then tiny on Dawn's null device (MICSE_DAWN_OPTIONS=backend=null:
-#      the same calls, nothing runs): this host's JS + Dawn-front-end share of a step, apart from Vulkan and the GPU
+#      the same calls, nothing runs): this host's JS + Dawn-front-end share of a step, apart from Vulkan and the GPU;
+#      then (GPU only) base again with Dawn's robustness transform and validation off (an A/B of the toggles)
 #   5. the packed tests (*.test.mjs) under node --test
 #   6. python3 bench/check-export.py on the packed export (transformers, sentence-transformers, onnxruntime)
 #
@@ -148,6 +149,14 @@ done
 # The host's share alone: the null device accepts every call and runs nothing (it holds 512 MB: tiny only).
 step "bench tiny on the null device (host share)" 45 env MICSE_DAWN_OPTIONS=backend=null node "$DEV/bench.mjs" --backend webgpu \
   --size tiny --steps 20 --warmup 2 --no-reference --embed-sentences 64 --json-out "$OUT/bench-tiny-null.json"
+
+# A/B: Dawn without its robustness transform (every storage index clamped in WGSL) and front-end validation, base,
+# no PyTorch side; compare ms/step with the base run above.
+if ((GPU)); then
+  step "bench base with Dawn toggles disable_robustness,skip_validation" 90 env \
+    MICSE_DAWN_OPTIONS="enable-dawn-features=disable_robustness,skip_validation" node "$DEV/bench.mjs" --backend webgpu \
+    --size base --steps 5 --warmup 2 --no-reference --embed-sentences 64 --json-out "$OUT/bench-base-toggles.json"
+fi
 
 tests=("$DEV"/*.test.mjs)
 if [ -e "${tests[0]}" ]; then
