@@ -40,7 +40,7 @@
  */
 import type { WebGPUBackend, WebGPUProgram } from '@tensorflow/tfjs-backend-webgpu';
 import { seedKeys, WGSL_RANDOM } from '../model/random.js';
-import { tf } from '../model/tf.js';
+import { registerKernelsOnce, tf } from '../model/tf.js';
 import { elementwiseProgram, workgroupSumWgsl } from '../model/webgpuPrograms.js';
 
 const COUNTS = 'MicseAmiCounts';
@@ -535,9 +535,7 @@ const KERNELS: Record<string, tf.KernelFunc> = {
   [COUNTS]: countsKernel, [PLAN]: planKernel, [DRAW]: drawKernel, [MI]: miKernel, [VALUE]: valueKernel,
   [GRAD]: gradKernel, [DRAWN]: drawnKernel,
 };
-for (const [kernelName, kernelFunc] of Object.entries(KERNELS)) {
-  if (tf.getKernel(kernelName, 'webgpu') === undefined) tf.registerKernel({ kernelName, backendName: 'webgpu', kernelFunc });
-}
+registerKernelsOnce('webgpu', KERNELS);
 
 // ---------------------------------------------------------------------------------------------------------------
 // Ops (attentionMI.ts calls them where amiKernelsOn())

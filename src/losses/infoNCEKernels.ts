@@ -15,7 +15,7 @@
  * Reference: SimCSE cl_forward (see infoNCE.ts).
  */
 import type { WebGPUBackend } from '@tensorflow/tfjs-backend-webgpu';
-import { tf } from '../model/tf.js';
+import { registerGradientOnce, registerKernelsOnce, tf } from '../model/tf.js';
 import { linearGrid, packUniforms, rawBindings, recordRaw, workgroupSumWgsl, type RawProgram } from '../model/webgpuPrograms.js';
 
 const INFONCE = 'MicseInfoNCE';
@@ -246,20 +246,16 @@ const webgpuKernels: Record<string, tf.KernelFunc> = {
   },
 };
 
-for (const [kernelName, kernelFunc] of Object.entries(webgpuKernels)) {
-  if (tf.getKernel(kernelName, 'webgpu') === undefined) tf.registerKernel({ kernelName, backendName: 'webgpu', kernelFunc });
-}
-if (tf.getGradient(INFONCE) === undefined) {
-  tf.registerGradient({
-    kernelName: INFONCE,
-    inputsToSave: ['z1', 'z2'],
-    gradFunc: (dy, saved, attrs) => {
-      const [z1, z2] = saved as [tf.Tensor, tf.Tensor];
-      const [dz1, dz2] = tf.engine().runKernel(INFONCE_GRAD, { z1, z2, dy: dy as tf.Tensor }, attrs as unknown as tf.NamedAttrMap) as tf.Tensor[];
-      return { z1: () => dz1!, z2: () => dz2! };
-    },
-  });
-}
+registerKernelsOnce('webgpu', webgpuKernels);
+registerGradientOnce({
+  kernelName: INFONCE,
+  inputsToSave: ['z1', 'z2'],
+  gradFunc: (dy, saved, attrs) => {
+    const [z1, z2] = saved as [tf.Tensor, tf.Tensor];
+    const [dz1, dz2] = tf.engine().runKernel(INFONCE_GRAD, { z1, z2, dy: dy as tf.Tensor }, attrs as unknown as tf.NamedAttrMap) as tf.Tensor[];
+    return { z1: () => dz1!, z2: () => dz2! };
+  },
+});
 
 /** Whether the fused kernels take these inputs: webgpu, float32, 0 < D <= INFONCE_MAX_D, B > 0. */
 export function fusedInfoNCEAvailable(z1: tf.Tensor2D, z2: tf.Tensor2D): boolean {

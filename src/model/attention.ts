@@ -30,7 +30,7 @@
  */
 import type { WebGPUBackend, WebGPUProgram } from '@tensorflow/tfjs-backend-webgpu';
 import { dropoutUniforms, seededDropout, WGSL_DROPOUT, WGSL_DROPOUT_UNIFORMS } from './random.js';
-import { tf } from './tf.js';
+import { registerGradientOnce, registerKernelsOnce, tf } from './tf.js';
 import { packUniforms, rawBindings, recordRaw, type RawProgram } from './webgpuPrograms.js';
 
 const ATTENTION_PROBS = 'MicseAttentionProbs';
@@ -455,9 +455,7 @@ const webgpuKernels: Record<string, tf.KernelFunc> = {
   },
 };
 
-for (const [kernelName, kernelFunc] of Object.entries(webgpuKernels)) {
-  if (tf.getKernel(kernelName, 'webgpu') === undefined) tf.registerKernel({ kernelName, backendName: 'webgpu', kernelFunc });
-}
+registerKernelsOnce('webgpu', webgpuKernels);
 
 const noMaskGradient = (): tf.Tensor => {
   throw new Error('selfAttention: no gradient with respect to the additive mask (it is data, not a parameter)');
@@ -465,29 +463,25 @@ const noMaskGradient = (): tf.Tensor => {
 
 // Each op's gradient with respect to qkv is a whole [B, T, 3H] (zeros in the parts it does not read); autodiff adds
 // the two, one dispatch.
-if (tf.getGradient(ATTENTION_PROBS) === undefined) {
-  tf.registerGradient({
-    kernelName: ATTENTION_PROBS,
-    inputsToSave: ['qkv', 'mask'],
-    gradFunc: (dy, saved, attrs) => {
-      const [qkv, mask] = saved as [tf.Tensor, tf.Tensor];
-      const dqkv = tf.engine().runKernel(ATTENTION_PROBS_GRAD, { qkv, mask, dProbs: dy as tf.Tensor }, attrs as unknown as tf.NamedAttrMap) as tf.Tensor;
-      return { qkv: () => dqkv, mask: noMaskGradient };
-    },
-  });
-}
-if (tf.getGradient(ATTENTION_CONTEXT) === undefined) {
-  tf.registerGradient({
-    kernelName: ATTENTION_CONTEXT,
-    inputsToSave: ['probs', 'qkv'],
-    gradFunc: (dy, saved, attrs) => {
-      const [probs, qkv] = saved as [tf.Tensor, tf.Tensor];
-      const [dProbs, dqkv] = tf.engine().runKernel(ATTENTION_CONTEXT_GRAD, { probs, qkv, dContext: dy as tf.Tensor },
-        attrs as unknown as tf.NamedAttrMap) as tf.Tensor[];
-      return { probs: () => dProbs!, qkv: () => dqkv! };
-    },
-  });
-}
+registerGradientOnce({
+  kernelName: ATTENTION_PROBS,
+  inputsToSave: ['qkv', 'mask'],
+  gradFunc: (dy, saved, attrs) => {
+    const [qkv, mask] = saved as [tf.Tensor, tf.Tensor];
+    const dqkv = tf.engine().runKernel(ATTENTION_PROBS_GRAD, { qkv, mask, dProbs: dy as tf.Tensor }, attrs as unknown as tf.NamedAttrMap) as tf.Tensor;
+    return { qkv: () => dqkv, mask: noMaskGradient };
+  },
+});
+registerGradientOnce({
+  kernelName: ATTENTION_CONTEXT,
+  inputsToSave: ['probs', 'qkv'],
+  gradFunc: (dy, saved, attrs) => {
+    const [probs, qkv] = saved as [tf.Tensor, tf.Tensor];
+    const [dProbs, dqkv] = tf.engine().runKernel(ATTENTION_CONTEXT_GRAD, { probs, qkv, dContext: dy as tf.Tensor },
+      attrs as unknown as tf.NamedAttrMap) as tf.Tensor[];
+    return { probs: () => dProbs!, qkv: () => dqkv! };
+  },
+});
 
 /** The composed ops (every backend but webgpu): q, k, v sliced, heads by reshape and transpose, stock products and softmax. */
 function composedAttention(qkv: tf.Tensor3D, maskAdd: tf.Tensor4D, o: AttentionOptions): AttentionOutput {

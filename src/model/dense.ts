@@ -12,7 +12,7 @@
  * (their numbers do not change; the wasm backend routes that MatMul to the native GEMM).
  */
 import type { WebGPUBackend, WebGPUProgram } from '@tensorflow/tfjs-backend-webgpu';
-import { tf } from './tf.js';
+import { registerKernelsOnce, tf } from './tf.js';
 
 const COLUMN_SUM = 'MicseColumnSum';
 
@@ -64,18 +64,14 @@ function columnSumProgram(cols: number): WebGPUProgram {
   };
 }
 
-if (tf.getKernel(COLUMN_SUM, 'webgpu') === undefined) {
-  tf.registerKernel({
-    kernelName: COLUMN_SUM,
-    backendName: 'webgpu',
-    kernelFunc: ({ inputs, backend }) => {
-      const dy = inputs['dy']!; // [rows, cols]
-      const [rows, cols] = dy.shape as [number, number];
-      return (backend as unknown as WebGPUBackend).runWebGPUProgram(columnSumProgram(cols), [dy], 'float32',
-        [{ type: 'int32', data: [rows] }, { type: 'int32', data: [cols] }]); // [cols]
-    },
-  });
-}
+registerKernelsOnce('webgpu', {
+  [COLUMN_SUM]: ({ inputs, backend }) => {
+    const dy = inputs['dy']!; // [rows, cols]
+    const [rows, cols] = dy.shape as [number, number];
+    return (backend as unknown as WebGPUBackend).runWebGPUProgram(columnSumProgram(cols), [dy], 'float32',
+      [{ type: 'int32', data: [rows] }, { type: 'int32', data: [cols] }]); // [cols]
+  },
+});
 
 /** The product with the bias added in its kernel (_FusedMatMul, what tf.fused.matMul runs), our gradient. */
 const fusedDense = tf.customGrad((...args) => {

@@ -30,7 +30,7 @@ import {
   heapSimdHost, layerNormGradScratch, SIMD_LANES, simdGelu, simdGeluGrad, simdLayerNorm, simdLayerNormGrad, stagingSimdHost, type SimdHost,
 } from './hostSimd.js';
 import { dropoutUniforms, seededDropout, WGSL_DROPOUT, WGSL_DROPOUT_UNIFORMS } from './random.js';
-import { tf } from './tf.js';
+import { registerGradientOnce, registerKernelsOnce, tf } from './tf.js';
 import { elementwiseProgram, linearGrid, packUniforms, rawBindings, recordRaw, workgroupSumWgsl, type RawProgram } from './webgpuPrograms.js';
 
 const LAYER_NORM = 'MicseLayerNorm';
@@ -534,50 +534,40 @@ const BY_BACKEND: Record<string, Record<string, tf.KernelFunc>> = {
   wasm: hostKernels(wasmIO),
   webgpu: webgpuKernels,
 };
-for (const [backendName, kernels] of Object.entries(BY_BACKEND)) {
-  for (const [kernelName, kernelFunc] of Object.entries(kernels)) {
-    if (tf.getKernel(kernelName, backendName) === undefined) tf.registerKernel({ kernelName, backendName, kernelFunc });
-  }
-}
+for (const [backendName, kernels] of Object.entries(BY_BACKEND)) registerKernelsOnce(backendName, kernels);
 
-if (tf.getGradient(LAYER_NORM) === undefined) {
-  tf.registerGradient({
-    kernelName: LAYER_NORM,
-    inputsToSave: ['x', 'gamma'],
-    gradFunc: (dy, saved, attrs) => {
-      const [x, gamma] = saved as [tf.Tensor, tf.Tensor];
-      const [dx, dgamma, dbeta] = tf.engine().runKernel(LAYER_NORM_GRAD, { x, gamma, dy: dy as tf.Tensor },
-        attrs as unknown as tf.NamedAttrMap) as tf.Tensor[];
-      return { x: () => dx!, gamma: () => dgamma!, beta: () => dbeta! };
-    },
-  });
-}
+registerGradientOnce({
+  kernelName: LAYER_NORM,
+  inputsToSave: ['x', 'gamma'],
+  gradFunc: (dy, saved, attrs) => {
+    const [x, gamma] = saved as [tf.Tensor, tf.Tensor];
+    const [dx, dgamma, dbeta] = tf.engine().runKernel(LAYER_NORM_GRAD, { x, gamma, dy: dy as tf.Tensor },
+      attrs as unknown as tf.NamedAttrMap) as tf.Tensor[];
+    return { x: () => dx!, gamma: () => dgamma!, beta: () => dbeta! };
+  },
+});
 // s = dropout(x) + residual: d(residual) = ds, d(x) = dropout(ds) (seededDropout's gradient, the same mask; the
 // grad kernel's fourth output, from the dispatch that computes ds).
-if (tf.getGradient(ADD_LAYER_NORM) === undefined) {
-  tf.registerGradient({
-    kernelName: ADD_LAYER_NORM,
-    inputsToSave: ['x', 'residual', 'gamma'],
-    gradFunc: (dy, saved, attrs) => {
-      const [x, residual, gamma] = saved as [tf.Tensor, tf.Tensor, tf.Tensor];
-      const { rate } = attrs as unknown as AddLayerNormAttrs;
-      const [ds, dgamma, dbeta, dx] = tf.engine().runKernel(ADD_LAYER_NORM_GRAD, { x, residual, gamma, dy: dy as tf.Tensor },
-        attrs as unknown as tf.NamedAttrMap) as tf.Tensor[];
-      // At rate 0 x's gradient is ds itself: a clone (no copy), so that accumulating one input's gradient (which
-      // disposes it) leaves the other's alone.
-      return { x: () => (rate === 0 ? ds!.clone() : dx!), residual: () => ds!, gamma: () => dgamma!, beta: () => dbeta! };
-    },
-  });
-}
-if (tf.getGradient(GELU) === undefined) {
-  tf.registerGradient({
-    kernelName: GELU,
-    inputsToSave: ['x'],
-    gradFunc: (dy, saved) => ({
-      x: () => tf.engine().runKernel(GELU_GRAD, { x: saved[0]!, dy: dy as tf.Tensor }) as tf.Tensor,
-    }),
-  });
-}
+registerGradientOnce({
+  kernelName: ADD_LAYER_NORM,
+  inputsToSave: ['x', 'residual', 'gamma'],
+  gradFunc: (dy, saved, attrs) => {
+    const [x, residual, gamma] = saved as [tf.Tensor, tf.Tensor, tf.Tensor];
+    const { rate } = attrs as unknown as AddLayerNormAttrs;
+    const [ds, dgamma, dbeta, dx] = tf.engine().runKernel(ADD_LAYER_NORM_GRAD, { x, residual, gamma, dy: dy as tf.Tensor },
+      attrs as unknown as tf.NamedAttrMap) as tf.Tensor[];
+    // At rate 0 x's gradient is ds itself: a clone (no copy), so that accumulating one input's gradient (which
+    // disposes it) leaves the other's alone.
+    return { x: () => (rate === 0 ? ds!.clone() : dx!), residual: () => ds!, gamma: () => dgamma!, beta: () => dbeta! };
+  },
+});
+registerGradientOnce({
+  kernelName: GELU,
+  inputsToSave: ['x'],
+  gradFunc: (dy, saved) => ({
+    x: () => tf.engine().runKernel(GELU_GRAD, { x: saved[0]!, dy: dy as tf.Tensor }) as tf.Tensor,
+  }),
+});
 
 function fusedOn(kernelName: string, ...xs: tf.Tensor[]): boolean {
   return tf.getKernel(kernelName, tf.getBackend()) !== undefined && xs.every((x) => x.dtype === 'float32');

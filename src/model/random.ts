@@ -24,7 +24,7 @@
 import type { WebGPUBackend } from '@tensorflow/tfjs-backend-webgpu';
 import { heapView, type CpuBackend, type WasmBackend } from './hostBackend.js';
 import { heapSimdHost, simdDropout, stagingSimdHost, type SimdHost } from './hostSimd.js';
-import { tf } from './tf.js';
+import { registerGradientOnce, registerKernelsOnce, tf } from './tf.js';
 import { elementwiseProgram } from './webgpuPrograms.js';
 
 const SEEDED_UNIFORM = 'MicseSeededUniform';
@@ -196,23 +196,14 @@ const KERNELS: { backendName: string; uniform: tf.KernelFunc; dropout: tf.Kernel
   { backendName: 'webgpu', uniform: uniformWebgpu, dropout: dropoutWebgpu },
 ];
 
-for (const k of KERNELS) {
-  if (tf.getKernel(SEEDED_UNIFORM, k.backendName) === undefined) {
-    tf.registerKernel({ kernelName: SEEDED_UNIFORM, backendName: k.backendName, kernelFunc: k.uniform });
-  }
-  if (tf.getKernel(SEEDED_DROPOUT, k.backendName) === undefined) {
-    tf.registerKernel({ kernelName: SEEDED_DROPOUT, backendName: k.backendName, kernelFunc: k.dropout });
-  }
-}
+for (const k of KERNELS) registerKernelsOnce(k.backendName, { [SEEDED_UNIFORM]: k.uniform, [SEEDED_DROPOUT]: k.dropout });
 // d(dropout(x))/dx applied to dy is dropout(dy): the same mask, regenerated from the seed.
-if (tf.getGradient(SEEDED_DROPOUT) === undefined) {
-  tf.registerGradient({
-    kernelName: SEEDED_DROPOUT,
-    gradFunc: (dy, _saved, attrs) => ({
-      x: () => tf.engine().runKernel(SEEDED_DROPOUT, { x: dy as tf.Tensor }, attrs as unknown as tf.NamedAttrMap) as tf.Tensor,
-    }),
-  });
-}
+registerGradientOnce({
+  kernelName: SEEDED_DROPOUT,
+  gradFunc: (dy, _saved, attrs) => ({
+    x: () => tf.engine().runKernel(SEEDED_DROPOUT, { x: dy as tf.Tensor }, attrs as unknown as tf.NamedAttrMap) as tf.Tensor,
+  }),
+});
 
 function hasKernel(kernelName: string): boolean {
   return tf.getKernel(kernelName, tf.getBackend()) !== undefined;

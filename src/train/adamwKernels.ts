@@ -28,7 +28,7 @@
  */
 import type { WebGPUBackend, WebGPUProgram } from '@tensorflow/tfjs-backend-webgpu';
 import { heapOffset, heapView, type CpuBackend, type WasmBackend } from '../model/hostBackend.js';
-import { tf } from '../model/tf.js';
+import { registerKernelsOnce, tf } from '../model/tf.js';
 import { workgroupSumWgsl } from '../model/webgpuPrograms.js';
 import { simdFor, SIMD_LANES, type AdamWSimd } from './adamwSimd.js';
 
@@ -305,15 +305,9 @@ const KERNELS: Record<string, Record<string, KernelFunc>> = {
   [ADAMW_KERNEL]: { cpu: cpuAdamW, wasm: wasmAdamW },
 };
 
-/** Registers each kernel for its backends (once; the registry is global to the tf engine). */
-function registerAdamWKernels(): void {
-  for (const [kernelName, byBackend] of Object.entries(KERNELS)) {
-    for (const backendName of KERNEL_BACKENDS[kernelName]!) {
-      if (tf.getKernel(kernelName, backendName) === undefined) tf.registerKernel({ kernelName, backendName, kernelFunc: byBackend[backendName]! });
-    }
-  }
+for (const [kernelName, byBackend] of Object.entries(KERNELS)) {
+  for (const backendName of KERNEL_BACKENDS[kernelName]!) registerKernelsOnce(backendName, { [kernelName]: byBackend[backendName]! });
 }
-registerAdamWKernels();
 
 /** Whether the active backend has the fused gradient-norm kernel. */
 export function fusedNormAvailable(): boolean {
