@@ -11,7 +11,7 @@ import { describe, test } from 'node:test';
 import { selectBackend } from '../src/model/backend.js';
 import { dense } from '../src/model/dense.js';
 import { tf } from '../src/model/tf.js';
-import { seededValues, webgpuSkipReason, withWebgpuPrograms } from './helpers.js';
+import { maxScaledDiff, seededValues, webgpuSkipReason, withWebgpuPrograms } from './helpers.js';
 
 const TOL = 1e-5;
 
@@ -48,18 +48,6 @@ async function run(c: Case): Promise<Float32Array[]> {
   return data;
 }
 
-/** max |a - b| / max |b| (1 where b is all zeros) */
-function maxRelativeDiff(a: Float32Array, b: Float32Array): number {
-  assert.equal(a.length, b.length, 'lengths differ');
-  let m = 0;
-  let scale = 0;
-  for (let i = 0; i < a.length; i++) {
-    m = Math.max(m, Math.abs(a[i]! - b[i]!));
-    scale = Math.max(scale, Math.abs(b[i]!));
-  }
-  return m / (scale || 1);
-}
-
 describe('dense', () => {
   for (const c of CASES) {
     const label = `x [${c.N}, ${c.inDim}], W [${c.inDim}, ${c.outDim}]`;
@@ -83,7 +71,7 @@ describe('dense', () => {
         assert.equal(seen.filter((k) => k === 'micseColumnSum').length, 1, 'the bias gradient ran as one column sum');
         assert.ok(!seen.some((k) => k.startsWith('transpose') || k.startsWith('reduce')), `no stock transpose or reduction ran: ${seen}`);
         got.forEach((v, i) => {
-          const d = maxRelativeDiff(v, ref[i]!);
+          const d = maxScaledDiff(v, ref[i]!, 0); // floor 0: relative to the reference's largest magnitude
           assert.ok(d < TOL, `${NAMES[i]}: ${d}`);
         });
       });

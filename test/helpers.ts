@@ -68,16 +68,19 @@ export async function expectNoGpuErrors<T>(f: () => Promise<T>): Promise<T> {
   return result;
 }
 
-/** max |a - b| / max(1, max |b|): the difference relative to the reference's scale, absolute below 1. */
-export function maxScaledDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+/**
+ * max |a - b| / max(floor, max |b|): the difference relative to the reference's scale, absolute below `floor` (the
+ * default 1; with 0, relative however small the reference, and the plain difference where b is all zeros).
+ */
+export function maxScaledDiff(a: ArrayLike<number>, b: ArrayLike<number>, floor = 1): number {
   assert.equal(a.length, b.length, 'lengths differ');
   let m = 0;
-  let scale = 1;
+  let scale = 0;
   for (let i = 0; i < a.length; i++) {
     m = Math.max(m, Math.abs(a[i]! - b[i]!));
     scale = Math.max(scale, Math.abs(b[i]!));
   }
-  return m / scale;
+  return m / (Math.max(floor, scale) || 1);
 }
 
 /**
