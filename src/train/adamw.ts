@@ -74,6 +74,7 @@ export class AdamW {
     return tf.tidy(() => {
       const norm = fusedNorm ? fusedGradNorm([...grads.values()]) : compositeGradNorm([...grads.values()]);
       let coef: tf.Scalar | undefined; // the composite updates' clipping coefficient, made on first use
+      let open: tf.Tensor | undefined; // and whether their gate lets them through (isFinite(gate)), likewise
       const inPlace: InPlaceUpdate[] = [];
       for (const p of this.params) {
         const g = grads.get(p.name);
@@ -86,7 +87,8 @@ export class AdamW {
         }
         const [pNew, mNew, vNew] = fusedUpdate
           ? fusedAdamW(p.variable, g, m, v, norm, gate, scalars(p.name))
-          : compositeAdamW(p.variable, tf.mul(g, (coef ??= compositeClipCoefficient(norm, maxNorm))), m, v, scalars(p.name), gate);
+          : compositeAdamW(p.variable, tf.mul(g, (coef ??= compositeClipCoefficient(norm, maxNorm))), m, v, scalars(p.name),
+            gate === undefined ? undefined : (open ??= tf.isFinite(gate)));
         m.assign(mNew);
         v.assign(vNew);
         p.variable.assign(pNew);
@@ -124,16 +126,15 @@ function compositeClipCoefficient(norm: tf.Scalar, maxNorm: number): tf.Scalar {
 
 /**
  * One update from TF.js ops (g already clipped), in the fused kernels' order: returns [p', m', v'], or p, m and v
- * where `gate` is not finite.  all [S], gate []
+ * where `open` (isFinite of the gate) is false.  all [S], open [] bool
  */
-function compositeAdamW(p: tf.Tensor, g: tf.Tensor, m: tf.Tensor, v: tf.Tensor, s: AdamWStepScalars, gate?: tf.Scalar): [tf.Tensor, tf.Tensor, tf.Tensor] {
+function compositeAdamW(p: tf.Tensor, g: tf.Tensor, m: tf.Tensor, v: tf.Tensor, s: AdamWStepScalars, open?: tf.Tensor): [tf.Tensor, tf.Tensor, tf.Tensor] {
   const mNew = tf.add(tf.mul(m, s.beta1), tf.mul(g, 1 - s.beta1));
   const vNew = tf.add(tf.mul(v, s.beta2), tf.mul(tf.square(g), 1 - s.beta2));
   const w = s.decay === 1 ? p : tf.mul(p, s.decay);
   const denom = tf.add(tf.div(tf.sqrt(vNew), s.bc2Sqrt), s.eps);
   const updated: [tf.Tensor, tf.Tensor, tf.Tensor] = [tf.sub(w, tf.mul(tf.div(mNew, denom), s.stepSize)), mNew, vNew];
-  if (gate === undefined) return updated;
-  const open = tf.isFinite(gate);
+  if (open === undefined) return updated;
   return [tf.where(open, updated[0], p), tf.where(open, updated[1], m), tf.where(open, updated[2], v)];
 }
 
