@@ -7,7 +7,7 @@ import { after, before, describe, test } from 'node:test';
 import { UserError } from '../src/errors.js';
 import { MlpHead } from '../src/losses/mlpHead.js';
 import { micseLoss, type MicseBatch, type MicseConfig, type MicseEncoder } from '../src/losses/micse.js';
-import { BertModel, packQkv, qkvPart } from '../src/model/bert.js';
+import { BertModel, packQkv, qkvPart, unpackQkv } from '../src/model/bert.js';
 import { bertWeightTable } from '../src/model/weights.js';
 import type { BertConfig } from '../src/model/config.js';
 import { registerFastKernels } from '../src/model/kernels.js';
@@ -172,13 +172,9 @@ describe('micseLoss', () => {
           const scale = Math.max(Math.sqrt(tf.mean(tf.square(v)).dataSync()[0]!), 0.02);
           return tf.tensor(Float32Array.from({ length: v.size }, () => (next() * 2 - 1) * scale), v.shape);
         });
-        const H = TINY.hiddenSize;
         const named = new Map(bertWeightTable(TINY).filter((spec) => !spec.name.startsWith('pooler.')).map((spec) => {
           const q = qkvPart(spec.name);
-          const v: tf.Tensor = q === null ? model.weights.get(spec.name)! : tf.tidy(() => {
-            const packed = model.weights.get(q.packed)!;
-            return q.axis === 1 ? packed.slice([0, q.part * H], [H, H]) : packed.slice([q.part * H], [H]);
-          });
+          const v = q === null ? model.weights.get(spec.name)! : unpackQkv(model.weights.get(q.packed)!, q);
           const d = draw(v);
           if (q !== null) v.dispose();
           return [spec.name, d] as const;

@@ -10,7 +10,7 @@ import path from 'node:path';
 import { before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { selectBackend } from '../src/model/backend.js';
-import { qkvPart } from '../src/model/bert.js';
+import { qkvPart, unpackQkv } from '../src/model/bert.js';
 import { loadPretrained } from '../src/model/pretrained.js';
 import { readSafetensors, writeSafetensors } from '../src/model/safetensors.js';
 import { tf } from '../src/model/tf.js';
@@ -169,13 +169,11 @@ describe('optimisation', { skip: SKIP_NO_SHARED }, () => {
     const b2 = 0.999;
     const eps = 1e-8;
     // The checkpoint has Hugging Face names; the model packs each layer's q, k and v into one variable [H, 3H].
-    const H = model.config.hiddenSize;
     const gradientOf = (n: string): Float32Array => {
       const q = qkvPart(n);
       if (q === null) return g.get(n)!;
-      const packed = g.get(q.packed)!;
-      if (q.axis === 0) return packed.slice(q.part * H, (q.part + 1) * H);
-      return Float32Array.from({ length: H * H }, (_, i) => packed[Math.floor(i / H) * 3 * H + q.part * H + (i % H)]!);
+      const packed = grads[vars[names.indexOf(q.packed)]!.name]!;
+      return tf.tidy(() => unpackQkv(packed, q).dataSync() as Float32Array);
     };
     let maxErr = 0;
     let checked = 0;

@@ -81,6 +81,12 @@ export function qkvPart(name: string): { packed: string; part: number; axis: num
   return { packed: `${m[1]}.qkv.${m[3]}`, part: QKV_PARTS.indexOf(m[2] as (typeof QKV_PARTS)[number]), axis: m[3] === 'weight' ? 1 : 0 };
 }
 
+/** The part `where` (from qkvPart) of a packed weight [H, 3H] -> [H, H] or bias [3H] -> [H]: a new tensor. */
+export function unpackQkv(packed: tf.Tensor, where: { part: number; axis: number }): tf.Tensor {
+  const H = packed.shape[where.axis]! / QKV_PARTS.length;
+  return where.axis === 1 ? packed.slice([0, where.part * H], [packed.shape[0]!, H]) : packed.slice([where.part * H], [H]);
+}
+
 /** Tensors in our layout keyed by Hugging Face names, with each layer's q, k, v parts concatenated under the packed name. */
 export function packQkv<T extends tf.Tensor>(named: Map<string, T>): Map<string, tf.Tensor> {
   const out = new Map<string, tf.Tensor>();
@@ -165,11 +171,7 @@ export class BertModel {
     for (const spec of this.specs) {
       const t = tf.tidy(() => {
         const packed = qkvPart(spec.name);
-        let v: tf.Tensor = this.w(packed?.packed ?? spec.name);
-        if (packed !== null) {
-          const H = this.config.hiddenSize;
-          v = packed.axis === 1 ? v.slice([0, packed.part * H], [H, H]) : v.slice([packed.part * H], [H]);
-        }
+        const v = packed === null ? this.w(spec.name) : unpackQkv(this.w(packed.packed), packed);
         return spec.linear ? v.transpose() : v.clone();
       });
       const data = (await t.data()) as Float32Array;
