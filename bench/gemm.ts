@@ -1,13 +1,14 @@
 /**
  * `node --import tsx bench/gemm.ts [--backend webgpu] [--iters N] [--warmup N] [--json FILE]`: TFLOP/s of each
  * matrix product of the BERT-base training step (batch 64 x 2 views x seq 32 = 4,096 token rows) on one backend:
- * forward (x W), input gradient (dy W^T) and weight gradient (x^T dy) of the packed query/key/value projection, the
- * attention output and the feed-forward layers, and, for comparison, the batched attention products (12 heads x 128
- * rows, 32 x 64) as the stock kernel runs them (the step itself runs attention.ts's kernels). Each figure: `iters`
- * products queued, then one read of the last output (which waits for all of them), after `warmup` untimed passes over every product
- * (pipelines compiled and GPU clocks up: on the H200 an unwarmed first product measured up to 30% slow).
- * Where the step's matmul time goes (bench.ts --profile gives the total) and how far each product is from the
- * card's rate; bench/README.md has the H200 figures.
+ * forward (x W), input gradient (dy W^T: with the transpose flag, and as dense.ts runs it on webgpu, `dy (W^T)`, W
+ * transposed first, the transpose's time included) and weight gradient (x^T dy) of the packed query/key/value
+ * projection, the attention output and the feed-forward layers, and, for comparison, the batched attention
+ * products (12 heads x 128 rows, 32 x 64) as the stock kernel runs them (the step itself runs attention.ts's
+ * kernels). Each figure: `iters` products queued, then one read of the last output (which waits for all of them),
+ * after `warmup` untimed passes over every product (pipelines compiled and GPU clocks up: on the H200 an unwarmed
+ * first product measured up to 30% slow). Where the step's matmul time goes (bench.ts --profile gives the total)
+ * and how far each product is from the card's rate; bench/README.md has the H200 figures.
  */
 import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
@@ -21,20 +22,30 @@ const HEADS_X_ROWS = 12 * 128;
 const SEQ = 32;
 const HEAD_DIM = 64;
 
-/** name, A shape, B shape, transposeA, transposeB */
-const PRODUCTS: [string, number[], number[], boolean, boolean][] = [
-  ['qkv fwd         x W', [TOKENS, HIDDEN], [HIDDEN, 3 * HIDDEN], false, false],
-  ['qkv dX          dy W^T', [TOKENS, 3 * HIDDEN], [HIDDEN, 3 * HIDDEN], false, true],
-  ['qkv dW          x^T dy', [TOKENS, HIDDEN], [TOKENS, 3 * HIDDEN], true, false],
-  ['attn dense fwd  x W', [TOKENS, HIDDEN], [HIDDEN, HIDDEN], false, false],
-  ['attn dense dX   dy W^T', [TOKENS, HIDDEN], [HIDDEN, HIDDEN], false, true],
-  ['attn dense dW   x^T dy', [TOKENS, HIDDEN], [TOKENS, HIDDEN], true, false],
-  ['ffn up fwd      x W', [TOKENS, HIDDEN], [HIDDEN, FFN], false, false],
-  ['ffn up dX       dy W^T', [TOKENS, FFN], [HIDDEN, FFN], false, true],
-  ['ffn up dW       x^T dy', [TOKENS, HIDDEN], [TOKENS, FFN], true, false],
-  ['ffn down fwd    x W', [TOKENS, FFN], [FFN, HIDDEN], false, false],
-  ['scores          q k^T', [HEADS_X_ROWS, SEQ, HEAD_DIM], [HEADS_X_ROWS, SEQ, HEAD_DIM], false, true],
-  ['context         p v', [HEADS_X_ROWS, SEQ, SEQ], [HEADS_X_ROWS, SEQ, HEAD_DIM], false, false],
+/**
+ * name, A shape, B shape, transposeA, transposeB, and whether B is first transposed by its own dispatch (then the
+ * product runs without the flag: what dense.ts does for dx on webgpu, timed here with the transpose included, beside
+ * the flagged product it replaces).
+ */
+const PRODUCTS: [string, number[], number[], boolean, boolean, boolean][] = [
+  ['qkv fwd         x W', [TOKENS, HIDDEN], [HIDDEN, 3 * HIDDEN], false, false, false],
+  ['qkv dX          dy W^T', [TOKENS, 3 * HIDDEN], [HIDDEN, 3 * HIDDEN], false, true, false],
+  ['qkv dX          dy (W^T)', [TOKENS, 3 * HIDDEN], [HIDDEN, 3 * HIDDEN], false, true, true],
+  ['qkv dW          x^T dy', [TOKENS, HIDDEN], [TOKENS, 3 * HIDDEN], true, false, false],
+  ['attn dense fwd  x W', [TOKENS, HIDDEN], [HIDDEN, HIDDEN], false, false, false],
+  ['attn dense dX   dy W^T', [TOKENS, HIDDEN], [HIDDEN, HIDDEN], false, true, false],
+  ['attn dense dX   dy (W^T)', [TOKENS, HIDDEN], [HIDDEN, HIDDEN], false, true, true],
+  ['attn dense dW   x^T dy', [TOKENS, HIDDEN], [TOKENS, HIDDEN], true, false, false],
+  ['ffn up fwd      x W', [TOKENS, HIDDEN], [HIDDEN, FFN], false, false, false],
+  ['ffn up dX       dy W^T', [TOKENS, FFN], [HIDDEN, FFN], false, true, false],
+  ['ffn up dX       dy (W^T)', [TOKENS, FFN], [HIDDEN, FFN], false, true, true],
+  ['ffn up dW       x^T dy', [TOKENS, HIDDEN], [TOKENS, FFN], true, false, false],
+  ['ffn down fwd    x W', [TOKENS, FFN], [FFN, HIDDEN], false, false, false],
+  ['ffn down dX     dy W^T', [TOKENS, HIDDEN], [FFN, HIDDEN], false, true, false],
+  ['ffn down dX     dy (W^T)', [TOKENS, HIDDEN], [FFN, HIDDEN], false, true, true],
+  ['ffn down dW     x^T dy', [TOKENS, FFN], [TOKENS, HIDDEN], true, false, false],
+  ['scores          q k^T', [HEADS_X_ROWS, SEQ, HEAD_DIM], [HEADS_X_ROWS, SEQ, HEAD_DIM], false, true, false],
+  ['context         p v', [HEADS_X_ROWS, SEQ, SEQ], [HEADS_X_ROWS, SEQ, HEAD_DIM], false, false, false],
 ];
 
 interface Row {
@@ -52,14 +63,19 @@ function flops(sa: number[], sb: number[], ta: boolean, tb: boolean): number {
   return 2 * batch * M * N * K;
 }
 
+/** One product; with `copyB`, B transposed by its own dispatch and then multiplied without the flag. */
+function product(a: tf.Tensor, b: tf.Tensor, ta: boolean, tb: boolean, copyB: boolean): tf.Tensor {
+  return copyB && tb ? tf.tidy(() => tf.matMul(a, tf.transpose(b), ta, false)) : tf.matMul(a, b, ta, tb);
+}
+
 /** Mean ms of `n` queued products, waiting once at the end. */
-async function time(a: tf.Tensor, b: tf.Tensor, ta: boolean, tb: boolean, n: number): Promise<number> {
+async function time(a: tf.Tensor, b: tf.Tensor, ta: boolean, tb: boolean, copyB: boolean, n: number): Promise<number> {
   if (n === 0) return 0;
   const t0 = performance.now();
   let last: tf.Tensor | null = null;
   for (let i = 0; i < n; i++) {
     last?.dispose();
-    last = tf.matMul(a, b, ta, tb);
+    last = product(a, b, ta, tb, copyB);
   }
   const first = tf.slice(last!, 0, 1);
   await first.data();
@@ -84,13 +100,13 @@ async function main(): Promise<void> {
   }
   const sel = await selectBackend(values.backend as BackendName);
   const inputs = PRODUCTS.map(([, sa, sb]) => [tf.randomUniform(sa, -1, 1), tf.randomUniform(sb, -1, 1)] as const);
-  for (const [i, [, , , ta, tb]] of PRODUCTS.entries()) await time(inputs[i]![0], inputs[i]![1], ta, tb, warmup);
+  for (const [i, [, , , ta, tb, copyB]] of PRODUCTS.entries()) await time(inputs[i]![0], inputs[i]![1], ta, tb, copyB, warmup);
   const rows: Row[] = [];
-  for (const [i, [product, sa, sb, ta, tb]] of PRODUCTS.entries()) {
-    const ms = await time(inputs[i]![0], inputs[i]![1], ta, tb, iters);
+  for (const [i, [name, sa, sb, ta, tb, copyB]] of PRODUCTS.entries()) {
+    const ms = await time(inputs[i]![0], inputs[i]![1], ta, tb, copyB, iters);
     const tflops = flops(sa, sb, ta, tb) / (ms * 1e9);
-    rows.push({ product, ms, tflops });
-    console.log(`${product.padEnd(24)} ${ms.toFixed(3).padStart(9)} ms  ${tflops.toFixed(2).padStart(7)} TFLOP/s`);
+    rows.push({ product: name, ms, tflops });
+    console.log(`${name.padEnd(26)} ${ms.toFixed(3).padStart(9)} ms  ${tflops.toFixed(2).padStart(7)} TFLOP/s`);
   }
   tf.dispose(inputs.flat());
   if (values.json !== undefined) writeFileSync(values.json, JSON.stringify({ backend: sel.name, iters, warmup, rows }, null, 2));

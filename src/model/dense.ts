@@ -5,11 +5,18 @@
  * kernel (tf.fused.matMul's _FusedMatMul), but TF.js's gradient of that op takes the bias gradient as
  * tf.sum(dy, [0, 1]) over dy [1, N, out], which the webgpu backend runs as two dispatches (a transpose to
  * [out, N], then a row reduction). Here, on webgpu, the same forward kernel with our own gradient:
- *   dx = dy W^T   (tf.matMul(dy, W, false, true): the product kernel reads W transposed, as TF.js's gradient does)
- *   dW = x^T dy   (tf.matMul(x, dy, true, false))
+ *   dx = dy (W^T)  (W transposed by one dispatch, then a plain product; see below)
+ *   dW = x^T dy    (tf.matMul(x, dy, true, false))
  *   db = the column sums of dy [N, out] -> [out], ONE dispatch (MicseColumnSum below)
- * so 3 dispatches backward instead of 4. Every other backend computes tf.add(tf.matMul(x, W), b) exactly as before
- * (their numbers do not change; the wasm backend routes that MatMul to the native GEMM).
+ * Why dx transposes W first instead of tf.matMul(dy, W, false, true), as TF.js's gradient does: the webgpu product
+ * kernel loads vec4s only when B is not transposed (MatMulPackedProgram.isVec4), and the scalar kernel is much
+ * slower at these shapes. On the H200 (bench/gemm.ts, bench/README.md) the feed-forward input gradient
+ * dy [4096, 3072] W^T ran at 12.9 TFLOP/s where the product of the same M, K, N without the transpose flag (the
+ * feed-forward down projection's forward) ran at 21.3. Transposing W is a memory copy of the weight alone (at most
+ * 2.4 M floats at BERT-base, against 4,096 rows x K x N multiply-adds), one more dispatch each.
+ * So 4 dispatches backward, as many as TF.js's gradient takes (its bias sum takes two), without the slow product.
+ * Every other backend computes tf.add(tf.matMul(x, W), b) exactly as before (their numbers do not change; the wasm
+ * backend routes that MatMul to the native GEMM).
  */
 import type { WebGPUBackend, WebGPUProgram } from '@tensorflow/tfjs-backend-webgpu';
 import { registerKernelsOnce, tf } from './tf.js';
@@ -85,7 +92,7 @@ const fusedDense = tf.customGrad((...args) => {
       const [xs, ws] = saved as [tf.Tensor2D, tf.Tensor2D];
       const dy2 = dy as tf.Tensor2D; // [N, out]
       return [
-        tf.matMul(dy2, ws, false, true), // [N, in]
+        tf.matMul(dy2, tf.transpose(ws)), // [N, out] x [out, in] -> [N, in]
         tf.matMul(xs, dy2, true, false), // [in, out]
         tf.engine().runKernel(COLUMN_SUM, { dy: dy2 }) as tf.Tensor1D, // [out]
       ];
