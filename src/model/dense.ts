@@ -92,7 +92,8 @@ const fusedDense = tf.customGrad((...args) => {
       const [xs, ws] = saved as [tf.Tensor2D, tf.Tensor2D];
       const dy2 = dy as tf.Tensor2D; // [N, out]
       return [
-        tf.matMul(dy2, tf.transpose(ws)), // [N, out] x [out, in] -> [N, in]
+        // W^T [out, in] freed at once: the backward pass's own tidy would hold every layer's until its end.
+        tf.tidy(() => tf.matMul(dy2, tf.transpose(ws))), // [N, out] x [out, in] -> [N, in]
         tf.matMul(xs, dy2, true, false), // [in, out]
         tf.engine().runKernel(COLUMN_SUM, { dy: dy2 }) as tf.Tensor1D, // [out]
       ];
