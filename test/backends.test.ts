@@ -2,11 +2,11 @@
  * Backend equivalence: the kernels src/model/kernels.ts registers give the stock kernels' numbers, and one miCSE
  * training step (loss and every gradient) agrees within 1e-4 across the cpu and wasm backends.
  *
- * Op level: each replaced kernel (wasm BatchMatMul, Unpack, Sum, Identity, GatherV2, Slice, UnsortedSegmentSum; cpu Add, Sub,
- * Multiply, RealDiv, Softmax) against
- * the same backend's stock kernel (unregisterFastKernels puts it back) on
- * shapes that reach every branch (transpose flags, batched, b unbatched, broadcast batch, leading/other axes);
- * wasm BatchMatMul with both of its engines (onnxruntime-node's native SGEMM and the XNNPACK fallback).
+ * Op level: each replaced kernel (wasm and cpu BatchMatMul, Unpack, Sum, GatherV2, Slice, SplitV; wasm Identity,
+ * UnsortedSegmentSum; cpu Transpose, Add, Sub, Multiply, RealDiv, Softmax) against the same backend's stock kernel
+ * (unregisterFastKernels puts it back) on shapes that reach every branch (transpose flags, batched, b unbatched,
+ * broadcast batch, leading/other axes); wasm BatchMatMul with both of its engines (onnxruntime-node's native SGEMM
+ * and the XNNPACK fallback), cpu BatchMatMul on the native SGEMM.
  * The scatter-add that replaces UnsortedSegmentSum is checked against the stock cpu kernel on a small vocabulary
  * (the stock kernel takes minutes at BERT's 30,522 rows), so it can serve as the step's reference below.
  * Step level: micseLoss (dropout on, seeded, AMI over layers 2..3) + tf.variableGrads on the shared tiny-h32-l4
@@ -19,7 +19,7 @@ import { DataType, type GraphSpec } from '../src/export/onnx/proto.js';
 import { MlpHead } from '../src/losses/mlpHead.js';
 import { micseLoss } from '../src/losses/micse.js';
 import { selectBackend } from '../src/model/backend.js';
-import { fastKernelNames, registerFastKernels, unregisterFastKernels, useNativeGemm, wasmMatMulEngine } from '../src/model/kernels.js';
+import { fastKernelNames, registerFastKernels, unregisterFastKernels, useNativeGemm, hostMatMulEngine } from '../src/model/kernels.js';
 import { NativeOps } from '../src/model/nativeOps.js';
 import { loadPretrained } from '../src/model/pretrained.js';
 import { tf } from '../src/model/tf.js';
@@ -72,7 +72,7 @@ describe('replaced kernels match the stock kernels', () => {
     const engine = native ? 'native GEMM' : 'XNNPACK';
     const withEngine = async <T>(f: () => Promise<T>): Promise<T> => {
       await selectBackend('wasm');
-      assert.equal(useNativeGemm(native), native, `useNativeGemm(${native}): ${wasmMatMulEngine()}`);
+      assert.equal(useNativeGemm(native), native, `useNativeGemm(${native}): ${hostMatMulEngine('wasm')}`);
       try {
         return await f();
       } finally {
@@ -80,6 +80,16 @@ describe('replaced kernels match the stock kernels', () => {
       }
     };
     for (const [name, sa, sb, ta, tb] of matMulCases) {
+      if (native) {
+        test(`cpu BatchMatMul (native GEMM): ${name}`, async () => {
+          const a = rand(sa, 1);
+          const b = rand(sb, 2);
+          const { fast, stock } = await fastAndStock('cpu', () => tf.matMul(a, b, ta, tb));
+          a.dispose();
+          b.dispose();
+          assert.ok(maxAbsDiff(fast[0]!, stock[0]!) < 1e-4, `max diff ${maxAbsDiff(fast[0]!, stock[0]!)}`);
+        });
+      }
       test(`wasm BatchMatMul (${engine}): ${name}`, async () => {
         const a = rand(sa, 1);
         const b = rand(sb, 2);
@@ -116,29 +126,75 @@ describe('replaced kernels match the stock kernels', () => {
     assert.throws(() => ops.run('test_square', graph, { x: { data: heap.subarray(1, 4), dims: [3] } }, { y: { data: heap.subarray(5, 7), dims: [2] } }));
   });
 
-  test('the wasm backend runs its products on the native GEMM by default', async () => {
+  test('the wasm and cpu backends run their products on the native GEMM by default', async () => {
     await selectBackend('wasm');
-    assert.match(wasmMatMulEngine(), /onnxruntime-node/);
+    assert.match(hostMatMulEngine('wasm'), /onnxruntime-node/);
+    await selectBackend('cpu');
+    assert.match(hostMatMulEngine('cpu'), /onnxruntime-node/);
   });
 
-  test('wasm Unpack (tf.unstack) on every axis', async () => {
-    const x = rand([3, 2, 4, 5], 5);
-    for (let axis = 0; axis < 4; axis++) {
-      const { fast, stock } = await fastAndStock('wasm', () => tf.unstack(x, axis));
-      assert.equal(fast.length, x.shape[axis]);
-      fast.forEach((f, i) => assert.deepEqual(f, stock[i]!, `axis ${axis}, output ${i}`));
-    }
-    x.dispose();
-  });
+  for (const host of ['wasm', 'cpu'] as const) {
+    test(`${host} Unpack (tf.unstack) on every axis`, async () => {
+      const x = rand([3, 2, 4, 5], 5);
+      for (let axis = 0; axis < 4; axis++) {
+        const { fast, stock } = await fastAndStock(host, () => tf.unstack(x, axis));
+        assert.equal(fast.length, x.shape[axis]);
+        fast.forEach((f, i) => assert.deepEqual(f, stock[i]!, `axis ${axis}, output ${i}`));
+      }
+      x.dispose();
+    });
 
-  test('wasm Sum over leading axes (fast path) and other axes (stock path)', async () => {
-    const x = rand([4, 3, 5], 6);
-    const cases: [number | number[], boolean][] = [[0, false], [[0, 1], true], [[1, 0], false], [1, false], [-1, true], [[0, 2], false], [[0, 1, 2], false]];
-    for (const [axis, keepDims] of cases) {
-      const { fast, stock } = await fastAndStock('wasm', () => tf.sum(x, axis, keepDims));
-      assert.ok(maxAbsDiff(fast[0]!, stock[0]!) < 1e-5, `axis ${JSON.stringify(axis)}: ${maxAbsDiff(fast[0]!, stock[0]!)}`);
+    test(`${host} Sum over leading axes (fast path) and other axes (stock path)`, async () => {
+      const x = rand([4, 3, 5], 6);
+      const cases: [number | number[], boolean][] = [[0, false], [[0, 1], true], [[1, 0], false], [1, false], [-1, true], [[0, 2], false], [[0, 1, 2], false]];
+      for (const [axis, keepDims] of cases) {
+        const { fast, stock } = await fastAndStock(host, () => tf.sum(x, axis, keepDims));
+        assert.ok(maxAbsDiff(fast[0]!, stock[0]!) < 1e-5, `axis ${JSON.stringify(axis)}: ${maxAbsDiff(fast[0]!, stock[0]!)}`);
+      }
+      x.dispose();
+    });
+
+    test(`${host} SplitV (tf.split) equals the stock kernel: every axis, equal and given sizes, int32 and bool`, async () => {
+      const x = rand([4, 6, 9], 19);
+      const ints = tf.tensor2d([[-1, 2 ** 31 - 1, 3, 4], [-(2 ** 31), 5, 6, 7]], undefined, 'int32');
+      const bools = tf.tensor2d([[true, false, true, true], [false, false, true, false]], undefined, 'bool');
+      const cases: [string, () => tf.Tensor[]][] = [
+        ['q, k, v of a packed projection (last axis, 3 equal parts)', () => tf.split(x, 3, 2)],
+        ['axis 0, two parts', () => tf.split(x, 2, 0)],
+        ['axis 1, given sizes with -1', () => tf.split(x, [1, -1, 2], 1)],
+        ['an empty part', () => tf.split(x, [0, 9], 2)],
+        ['int32 columns', () => tf.split(ints, [1, 3], 1)],
+        ['bool columns', () => tf.split(bools, 2, 1)],
+      ];
+      for (const [name, f] of cases) {
+        const { fast, stock } = await fastAndStock(host, f);
+        assert.equal(fast.length, stock.length, name);
+        fast.forEach((v, i) => assert.deepEqual(v, stock[i]!, `${name}, part ${i}`));
+      }
+      tf.dispose([x, ints, bools]);
+    });
+  }
+
+  test('cpu Transpose equals the stock kernel: head transposes, 2-D, size-1 axes, identity, int32 bits and bool', async () => {
+    const x = rand([2, 5, 3, 4], 20);
+    const ones = rand([1, 3, 1, 4], 21);
+    const ints = tf.tensor2d([[-1, 2 ** 31 - 1, 3], [-(2 ** 31), 5, 6]], undefined, 'int32');
+    const bools = tf.tensor3d([[[true, false], [false, true], [true, true]]], undefined, 'bool');
+    const cases: [string, () => tf.Tensor][] = [
+      ['to heads [0, 2, 1, 3]', () => tf.transpose(x, [0, 2, 1, 3])],
+      ['reversed', () => tf.transpose(x, [3, 2, 1, 0])],
+      ['[0, 3, 1, 2]', () => tf.transpose(x, [0, 3, 1, 2])],
+      ['2-D', () => tf.transpose(tf.reshape(x, [10, 12]))],
+      ['size-1 axes', () => tf.transpose(ones, [2, 3, 0, 1])],
+      ['identity', () => tf.transpose(x, [0, 1, 2, 3])],
+      ['int32', () => tf.transpose(ints)],
+      ['bool', () => tf.transpose(bools, [2, 0, 1])],
+    ];
+    for (const [name, f] of cases) {
+      const { fast, stock } = await fastAndStock('cpu', f);
+      assert.deepEqual(fast[0], stock[0], name);
     }
-    x.dispose();
+    tf.dispose([x, ones, ints, bools]);
   });
 
   test('wasm Sum over an empty leading axis is zeros (the stock kernel returns whatever the heap held)', async () => {
@@ -185,53 +241,55 @@ describe('replaced kernels match the stock kernels', () => {
     tf.dispose([ints, intCopy]);
   });
 
-  test('wasm GatherV2: row copies on axis 0 (float32, int32 with NaN-pattern bits, 1-D); other axes keep the stock kernel', async () => {
-    const table = rand([7, 3, 2], 15);
-    const ints = tf.tensor2d([[-1, 5], [2 ** 31 - 1, -(2 ** 31)], [0, -7]], undefined, 'int32');
-    const flat = rand([50], 16);
-    const intFlat = tf.tensor1d([-1, 2 ** 31 - 1, -(2 ** 31), 3], 'int32');
-    const ids2 = tf.tensor2d([[6, 0, 0], [3, 1, 6]], undefined, 'int32');
-    const ids1 = tf.tensor1d([2, 0, 2, 1], 'int32');
-    const cases: [string, () => tf.Tensor][] = [
-      ['table rows', () => tf.gather(table, ids2)],
-      ['int32 rows', () => tf.gather(ints, ids1)],
-      ['1-D', () => tf.gather(flat, ids2)],
-      ['int32 1-D', () => tf.gather(intFlat, ids1)],
-      ['axis 1 (stock)', () => tf.gather(table, ids1, 1)],
-    ];
-    for (const [name, f] of cases) {
-      const { fast, stock } = await fastAndStock('wasm', f);
-      assert.deepEqual(fast[0], stock[0], name);
-    }
-    const intRows = tf.gather(ints, ids1);
-    assert.deepEqual(Array.from(await intRows.data()), [0, -7, -1, 5, 0, -7, 2 ** 31 - 1, -(2 ** 31)]);
-    const intElems = tf.gather(intFlat, ids1);
-    assert.deepEqual(Array.from(await intElems.data()), [-(2 ** 31), -1, -(2 ** 31), 2 ** 31 - 1]);
-    intElems.dispose();
-    assert.throws(() => tf.gather(table, tf.tensor1d([7], 'int32')), /index value 7/);
-    tf.dispose([table, ints, flat, intFlat, ids2, ids1, intRows]);
-  });
+  for (const host of ['wasm', 'cpu'] as const) {
+    test(`${host} GatherV2: row copies on axis 0 (float32, int32 with NaN-pattern bits, 1-D); other axes keep the stock kernel`, async () => {
+      const table = rand([7, 3, 2], 15);
+      const ints = tf.tensor2d([[-1, 5], [2 ** 31 - 1, -(2 ** 31)], [0, -7]], undefined, 'int32');
+      const flat = rand([50], 16);
+      const intFlat = tf.tensor1d([-1, 2 ** 31 - 1, -(2 ** 31), 3], 'int32');
+      const ids2 = tf.tensor2d([[6, 0, 0], [3, 1, 6]], undefined, 'int32');
+      const ids1 = tf.tensor1d([2, 0, 2, 1], 'int32');
+      const cases: [string, () => tf.Tensor][] = [
+        ['table rows', () => tf.gather(table, ids2)],
+        ['int32 rows', () => tf.gather(ints, ids1)],
+        ['1-D', () => tf.gather(flat, ids2)],
+        ['int32 1-D', () => tf.gather(intFlat, ids1)],
+        ['axis 1 (stock)', () => tf.gather(table, ids1, 1)],
+      ];
+      for (const [name, f] of cases) {
+        const { fast, stock } = await fastAndStock(host, f);
+        assert.deepEqual(fast[0], stock[0], name);
+      }
+      const intRows = tf.gather(ints, ids1);
+      assert.deepEqual(Array.from(await intRows.data()), [0, -7, -1, 5, 0, -7, 2 ** 31 - 1, -(2 ** 31)]);
+      const intElems = tf.gather(intFlat, ids1);
+      assert.deepEqual(Array.from(await intElems.data()), [-(2 ** 31), -1, -(2 ** 31), 2 ** 31 - 1]);
+      intElems.dispose();
+      assert.throws(() => tf.gather(table, tf.tensor1d([7], 'int32')), /index value 7/);
+      tf.dispose([table, ints, flat, intFlat, ids2, ids1, intRows]);
+    });
 
-  test('wasm Slice (copies inside the heap) equals the stock kernel: strided, contiguous, whole dims, int32 and bool', async () => {
-    const x = rand([4, 5, 6, 3], 18);
-    const ints = tf.tensor2d([[-1, 2 ** 31 - 1, 3], [-(2 ** 31), 5, 6]], undefined, 'int32');
-    const bools = tf.tensor2d([[true, false, true], [false, false, true]], undefined, 'bool');
-    const cases: [string, () => tf.Tensor][] = [
-      ['[CLS] rows', () => tf.slice(x, [0, 0, 0, 0], [4, 1, 6, 3])],
-      ['inner window', () => tf.slice(x, [1, 2, 1, 1], [2, 3, 4, 2])],
-      ['contiguous block', () => tf.slice(x, [1, 0, 0, 0], [2, -1, -1, -1])],
-      ['last axis', () => tf.slice(x, [0, 0, 0, 2], [-1, -1, -1, 1])],
-      ['everything', () => tf.slice(x, 0, -1)],
-      ['empty', () => tf.slice(x, [1, 1, 1, 1], [0, 2, 2, 2])],
-      ['int32 column', () => tf.slice(ints, [0, 1], [2, 1])],
-      ['bool window', () => tf.slice(bools, [0, 1], [2, 2])],
-    ];
-    for (const [name, f] of cases) {
-      const { fast, stock } = await fastAndStock('wasm', f);
-      assert.deepEqual(fast[0], stock[0], name);
-    }
-    tf.dispose([x, ints, bools]);
-  });
+    test(`${host} Slice (block copies) equals the stock kernel: strided, contiguous, whole dims, int32 and bool`, async () => {
+      const x = rand([4, 5, 6, 3], 18);
+      const ints = tf.tensor2d([[-1, 2 ** 31 - 1, 3], [-(2 ** 31), 5, 6]], undefined, 'int32');
+      const bools = tf.tensor2d([[true, false, true], [false, false, true]], undefined, 'bool');
+      const cases: [string, () => tf.Tensor][] = [
+        ['[CLS] rows', () => tf.slice(x, [0, 0, 0, 0], [4, 1, 6, 3])],
+        ['inner window', () => tf.slice(x, [1, 2, 1, 1], [2, 3, 4, 2])],
+        ['contiguous block', () => tf.slice(x, [1, 0, 0, 0], [2, -1, -1, -1])],
+        ['last axis', () => tf.slice(x, [0, 0, 0, 2], [-1, -1, -1, 1])],
+        ['everything', () => tf.slice(x, 0, -1)],
+        ['empty', () => tf.slice(x, [1, 1, 1, 1], [0, 2, 2, 2])],
+        ['int32 column', () => tf.slice(ints, [0, 1], [2, 1])],
+        ['bool window', () => tf.slice(bools, [0, 1], [2, 2])],
+      ];
+      for (const [name, f] of cases) {
+        const { fast, stock } = await fastAndStock(host, f);
+        assert.deepEqual(fast[0], stock[0], name);
+      }
+      tf.dispose([x, ints, bools]);
+    });
+  }
 
   test('wasm UnsortedSegmentSum (in-heap scatter-add) equals the stock cpu kernel', async () => {
     const ids = [1, 4, 4, 9, 0, -1]; // -1 is dropped, as in TensorFlow

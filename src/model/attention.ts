@@ -483,13 +483,15 @@ registerGradientOnce({
   },
 });
 
-/** The composed ops (every backend but webgpu): q, k, v sliced, heads by reshape and transpose, stock products and softmax. */
+/**
+ * The composed ops (every backend but webgpu): q, k, v split from qkv (one split, whose gradient is one concat;
+ * three slices would take three zero-padded gradients and two adds), heads by reshape and transpose, stock products
+ * and softmax.
+ */
 function composedAttention(qkv: tf.Tensor3D, maskAdd: tf.Tensor4D, o: AttentionOptions): AttentionOutput {
   const { B, T, H, nh, dh } = dimsOf(qkv.shape, o.heads);
-  const toHeads = (p: number) => qkv.slice([0, 0, p * H], [B, T, H]).reshape([B, T, nh, dh]).transpose([0, 2, 1, 3]); // [B, nh, T, dh]
-  const qh = toHeads(0);
-  const kh = toHeads(1);
-  const vh = toHeads(2);
+  const toHeads = (x: tf.Tensor) => x.reshape([B, T, nh, dh]).transpose([0, 2, 1, 3]); // [B, T, H] -> [B, nh, T, dh]
+  const [qh, kh, vh] = tf.split(qkv, 3, 2).map(toHeads) as [tf.Tensor, tf.Tensor, tf.Tensor];
   const scores = tf.add(tf.mul(tf.matMul(qh, kh, false, true), o.scale), maskAdd); // [B, nh, T, T]
   const probs = seededDropout(tf.softmax(scores, -1), o.rate, o.seed) as tf.Tensor4D; // [B, nh, T, T]
   const context = tf.matMul(probs, vh).transpose([0, 2, 1, 3]).reshape([B, T, H]) as tf.Tensor3D; // [B, T, H]

@@ -5,7 +5,7 @@
  */
 import { createRequire } from 'node:module';
 import path from 'node:path';
-import { NATIVE_GEMM_ENV, registerFastKernels, useNativeGemm } from './kernels.js';
+import { hostMatMulEngine, NATIVE_GEMM_ENV, registerFastKernels, useNativeGemm } from './kernels.js';
 import { tf } from './tf.js';
 
 export const BACKEND_NAMES = ['auto', 'tensorflow-gpu', 'tensorflow', 'webgpu', 'wasm', 'cpu'] as const;
@@ -111,6 +111,8 @@ async function tryBackend(name: Exclude<BackendName, 'auto'>): Promise<string> {
     }
     case 'cpu':
       await activate('cpu');
+      // The same native SGEMM; the stock JavaScript loop otherwise.
+      useNativeGemm(process.env[NATIVE_GEMM_ENV] !== '0');
       return 'cpu';
   }
 }
@@ -182,5 +184,6 @@ export function describeSelection(sel: BackendSelection): string {
   const lines = [`backend: ${sel.name} (TF.js '${sel.tfBackend}')`];
   for (const a of sel.attempts) if (!a.ok) lines.push(`  skipped ${a.name}: ${a.reason}`);
   if (sel.replacedKernels.length > 0) lines.push(`  replaced kernels: ${sel.replacedKernels.join(', ')}`);
+  if (sel.tfBackend === 'wasm' || sel.tfBackend === 'cpu') lines.push(`  dense products: ${hostMatMulEngine(sel.tfBackend)}`);
   return lines.join('\n');
 }

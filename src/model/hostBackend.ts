@@ -57,3 +57,53 @@ export function heapView(b: WasmBackend, x: tf.TensorInfo, from = 0): Float32Arr
   const start = heapOffset(b, x) / F32_BYTES;
   return heapF32(b).subarray(start + from, start + tf.util.sizeFromShape(x.shape));
 }
+
+/** Either host backend. */
+export type HostBackend = CpuBackend | WasmBackend;
+
+/** The typed array of a host tensor's elements: float32, int32, and bool as one byte each (on both backends). */
+export type HostValues = Float32Array | Int32Array | Uint8Array;
+
+/**
+ * A new tensor on either host backend, for a kernel to fill through `hostValues` (cpu: zeros in a fresh array;
+ * wasm: whatever the heap held). Float32, int32 and bool.
+ */
+export function makeHostOutput(b: HostBackend, shape: number[], dtype: tf.DataType): tf.TensorInfo {
+  if ('wasm' in b) return b.makeOutput(shape, dtype);
+  const n = tf.util.sizeFromShape(shape);
+  const values = dtype === 'float32' ? new Float32Array(n) : dtype === 'int32' ? new Int32Array(n) : dtype === 'bool' ? new Uint8Array(n) : null;
+  if (values === null) throw new Error(`makeHostOutput: dtype ${dtype} is not float32, int32 or bool`);
+  return b.makeTensorInfo(shape, dtype, values);
+}
+
+/**
+ * The elements of `x` (float32, int32 or bool) on either host backend: cpu's own array, or a view of the wasm heap
+ * taken now (see the module comment: take it after every allocation of the kernel).
+ */
+export function hostValues(b: HostBackend, x: tf.TensorInfo): HostValues {
+  const n = tf.util.sizeFromShape(x.shape);
+  if (!('wasm' in b)) {
+    const values = b.data.get(x.dataId).values;
+    if (values instanceof Float32Array || values instanceof Int32Array || values instanceof Uint8Array) return values.subarray(0, n);
+    throw new Error(`hostValues: a ${x.dtype} tensor's values are not a float32, int32 or byte array`);
+  }
+  const f32 = heapF32(b);
+  const offset = heapOffset(b, x);
+  if (x.dtype === 'bool') return new Uint8Array(f32.buffer, f32.byteOffset + offset, n);
+  if (x.dtype === 'int32') return new Int32Array(f32.buffer, f32.byteOffset + offset, n);
+  return heapView(b, x);
+}
+
+/** A float32 tensor's elements on either host backend (see hostValues). */
+export function hostF32(b: HostBackend, x: tf.TensorInfo): Float32Array {
+  const v = hostValues(b, x);
+  if (!(v instanceof Float32Array)) throw new Error(`hostF32: a ${x.dtype} tensor, not float32`);
+  return v;
+}
+
+/** The elements of a float32 or int32 tensor as int32 bits (copies move values bit for bit, NaN payloads too). */
+export function hostBits(b: HostBackend, x: tf.TensorInfo): Int32Array {
+  const v = hostValues(b, x);
+  if (v instanceof Uint8Array) throw new Error(`hostBits: a ${x.dtype} tensor has no 4-byte elements`);
+  return v instanceof Int32Array ? v : new Int32Array(v.buffer, v.byteOffset, v.length);
+}

@@ -6,7 +6,10 @@
  * tensor pass per segment, i.e. per vocabulary row: about 5 minutes a call for BERT's 30,522 words. A direct
  * scatter-add is one pass over the input.
  */
-import { F32_BYTES, heapF32, heapOffset, heapView, hostOutput, type CpuBackend, type WasmBackend } from './hostBackend.js';
+import {
+  F32_BYTES, heapF32, heapOffset, hostBits, hostF32, hostOutput, hostValues, makeHostOutput,
+  type CpuBackend, type HostBackend, type WasmBackend,
+} from './hostBackend.js';
 import { NativeGemm, type Shape3 } from './nativeGemm.js';
 import { tf } from './tf.js';
 
@@ -44,16 +47,18 @@ const unsortedSegmentSumCpu: KernelFunc = ({ inputs, backend, attrs }) => {
 
 
 // ---------------------------------------------------------------------------------------------------------------
-// wasm BatchMatMul
+// Host BatchMatMul (wasm and cpu)
 //
 // First choice: onnxruntime-node's native SGEMM (src/model/nativeGemm.ts: MLAS, AVX2/AVX-512, intra-op threads,
-// 100-200 GFLOP/s a core here), reading and writing the wasm heap in place; `useNativeGemm` switches it on (the
-// wasm branch of backend.ts does, unless MICSE_NATIVE_GEMM=0) and falls back when onnxruntime-node cannot load.
+// 100-200 GFLOP/s a core here), reading and writing the wasm heap or the cpu backend's arrays in place;
+// `useNativeGemm` switches it on (backend.ts does for both backends, unless MICSE_NATIVE_GEMM=0) and falls back
+// when onnxruntime-node cannot load. The stock cpu kernel is a JavaScript loop (~1 GFLOP/s here: 3.6 s of the
+// tiny step's 5.5 s on cpu).
 //
-// Otherwise XNNPACK: the stock wasm kernel uses it (about 20-40 GFLOP/s with SIMD, one thread) only for an
-// unbatched product without transpose flags, i.e. `[1, M, K] @ [1, K, N]`; everything else (every backward
-// product, the batched attention products) runs a scalar blocked loop at 2.5-3.6 GFLOP/s. This wrapper then brings
-// every float32 product to that one fast form:
+// Otherwise, on cpu the stock kernel, and on wasm XNNPACK: the stock wasm kernel uses it (about 20-40 GFLOP/s with
+// SIMD, one thread) only for an unbatched product without transpose flags, i.e. `[1, M, K] @ [1, K, N]`; everything
+// else (every backward product, the batched attention products) runs a scalar blocked loop at 2.5-3.6 GFLOP/s.
+// This wrapper then brings every float32 product to that one fast form:
 //   - a transpose flag is materialised first (the wasm Transpose kernel, one pass over the operand);
 //   - `[batch, M, K] @ [K, N]` (b unbatched) becomes one `[1, batch * M, K] @ [1, K, N]` product;
 //   - `[batch, M, K] @ [batch, K, N]` runs one XNNPACK product per batch entry on views of the operands: the
@@ -71,8 +76,9 @@ let loadedGemm: NativeGemm | undefined;
 let nativeGemmWhy = 'not requested';
 
 /**
- * Routes wasm float32 products to onnxruntime-node's native SGEMM (`on`) or to XNNPACK. Returns whether the native
- * path is active: false when `on` is false or onnxruntime-node failed to load (`wasmMatMulEngine` says why).
+ * Routes wasm and cpu float32 products to onnxruntime-node's native SGEMM (`on`) or to their own kernels (wasm:
+ * XNNPACK; cpu: the stock loop). Returns whether the native path is active: false when `on` is false or
+ * onnxruntime-node failed to load (`hostMatMulEngine` says why).
  */
 export function useNativeGemm(on: boolean): boolean {
   if (!on) {
@@ -89,11 +95,12 @@ export function useNativeGemm(on: boolean): boolean {
   return nativeGemm !== undefined;
 }
 
-/** What runs the wasm backend's dense products, for logs. */
-export function wasmMatMulEngine(): string {
-  return nativeGemm !== undefined
-    ? `onnxruntime-node MLAS (native SGEMM, ${nativeGemm.threads} threads)`
-    : `XNNPACK (wasm SIMD, one thread; native GEMM ${nativeGemmWhy})`;
+/** What runs the dense products of the wasm or cpu backend, for logs. */
+export function hostMatMulEngine(backendName: 'wasm' | 'cpu'): string {
+  if (nativeGemm !== undefined) return `onnxruntime-node MLAS (native SGEMM, ${nativeGemm.threads} threads)`;
+  return backendName === 'wasm'
+    ? `XNNPACK (wasm SIMD, one thread; native GEMM ${nativeGemmWhy})`
+    : `the stock JavaScript loop (native GEMM ${nativeGemmWhy})`;
 }
 
 interface MatMulAttrs {
@@ -120,11 +127,15 @@ function stockKernel(kernelName: string, backendName: string): tf.KernelConfig {
   return k;
 }
 
-function makeWasmBatchMatMul(stock: KernelFunc, transpose: KernelFunc): KernelFunc {
+/**
+ * BatchMatMul on a host backend: on the native GEMM when it is active (both backends, operands and output read and
+ * written in place); otherwise, on wasm, XNNPACK as the section comment says, and on cpu the stock kernel.
+ */
+function makeHostBatchMatMul(backendName: string, stock: KernelFunc, transpose: KernelFunc): KernelFunc {
   let raw: ((...args: unknown[]) => void) | undefined;
   return (args) => {
     const { inputs, attrs } = args;
-    const backend = args.backend as unknown as WasmBackend;
+    const host = args.backend as unknown as HostBackend;
     const a = inputs['a']!;
     const b = inputs['b']!;
     const { transposeA, transposeB } = attrs as unknown as MatMulAttrs;
@@ -146,12 +157,13 @@ function makeWasmBatchMatMul(stock: KernelFunc, transpose: KernelFunc): KernelFu
       let aShape: Shape3 = transposeA ? [batchA, K, M] : [batchA, M, K];
       if (batchB === 1 && !transposeA) aShape = [1, batchA * M, K]; // one [batchA * M, K] @ [K, N] GEMM
       const bShape: Shape3 = transposeB ? [batchB, N, K] : [batchB, K, N];
-      const out = backend.makeOutput(outShape, 'float32');
-      // views taken after the allocation above, which may grow the heap
-      nativeGemm.matMul(heapView(backend, a), aShape, transposeA, heapView(backend, b), bShape, transposeB, heapView(backend, out));
+      const out = makeHostOutput(host, outShape, 'float32');
+      // views taken after the allocation above, which may grow the wasm heap
+      nativeGemm.matMul(hostF32(host, a), aShape, transposeA, hostF32(host, b), bShape, transposeB, hostF32(host, out));
       return out;
     }
-    if (batchA !== batchB && batchB !== 1) return stock(args);
+    if (backendName !== 'wasm' || (batchA !== batchB && batchB !== 1)) return stock(args);
+    const backend = host as WasmBackend;
 
     // Operands as [batch, rows, cols] without transpose flags.
     const temps: tf.TensorInfo[] = [];
@@ -196,14 +208,14 @@ function makeWasmBatchMatMul(stock: KernelFunc, transpose: KernelFunc): KernelFu
 }
 
 /**
- * wasm Unpack (tf.unstack; the gradient of tf.stack, e.g. of the attention maps micseLoss stacks): the stock kernel
- * slices each output with a strided copy and takes ~100 ms for a [64, 2, 2, 32, 32] map. Here each output is
- * `outer` contiguous runs of `inner` floats copied with TypedArray.set.
+ * Host Unpack (tf.unstack; the gradient of tf.stack, e.g. of the attention maps micseLoss stacks): the stock kernels
+ * slice each output with a strided copy (wasm: ~100 ms for a [64, 2, 2, 32, 32] map; cpu: 150 ms in the tiny step).
+ * Here each output is `outer` contiguous runs of `inner` elements copied with TypedArray.set.
  *   value [d0, .., d_axis, .., dn] -> d_axis tensors [d0, .., dn] without d_axis
  */
-function makeWasmUnpack(stock: KernelFunc): KernelFunc {
+function makeHostUnpack(stock: KernelFunc): KernelFunc {
   return (args) => {
-    const backend = args.backend as unknown as WasmBackend;
+    const backend = args.backend as unknown as HostBackend;
     const value = args.inputs['value']!;
     if (value.dtype !== 'float32' && value.dtype !== 'int32') return stock(args);
     const rank = value.shape.length;
@@ -214,14 +226,13 @@ function makeWasmUnpack(stock: KernelFunc): KernelFunc {
     const inner = tf.util.sizeFromShape(value.shape.slice(axis + 1));
     const outShape = value.shape.filter((_, i) => i !== axis);
     const outs: tf.TensorInfo[] = [];
-    for (let j = 0; j < count; j++) outs.push(backend.makeOutput(outShape, value.dtype));
-    const heap = heapF32(backend); // after the allocations above, which may grow the heap
-    const src = heapOffset(backend, value) / F32_BYTES;
+    for (let j = 0; j < count; j++) outs.push(makeHostOutput(backend, outShape, value.dtype));
+    const src = hostBits(backend, value); // after the allocations above, which may grow the wasm heap
     outs.forEach((o, j) => {
-      const dst = heapOffset(backend, o) / F32_BYTES;
+      const dst = hostBits(backend, o);
       for (let r = 0; r < outer; r++) {
-        const from = src + (r * count + j) * inner;
-        heap.copyWithin(dst + r * inner, from, from + inner);
+        const from = (r * count + j) * inner;
+        dst.set(src.subarray(from, from + inner), r * inner);
       }
     });
     return outs;
@@ -232,15 +243,15 @@ function makeWasmUnpack(stock: KernelFunc): KernelFunc {
 const NATIVE_SUM_MIN_ELEMENTS = 1 << 14;
 
 /**
- * wasm Sum over leading axes (bias and LayerNorm-weight gradients, broadcast-add gradients):
+ * Host Sum over leading axes (bias and LayerNorm-weight gradients, broadcast-add gradients):
  * `x [R, C] -> [C]` with `R` the product of the reduced leading axes. The stock kernel transposes the reduced axes
  * to the end first (a strided pass over the whole tensor); here it is a `[1, R] @ [R, C]` product with a row of
  * ones on the native GEMM when that is active, else rows are accumulated in order, contiguous in C.
  * Other reductions keep the stock kernel.
  */
-function makeWasmSum(stock: KernelFunc): KernelFunc {
+function makeHostSum(stock: KernelFunc): KernelFunc {
   return (args) => {
-    const backend = args.backend as unknown as WasmBackend;
+    const backend = args.backend as unknown as HostBackend;
     const x = args.inputs['x']!;
     const { axis, keepDims } = args.attrs as unknown as { axis: number | number[]; keepDims: boolean };
     const rank = x.shape.length;
@@ -250,27 +261,25 @@ function makeWasmSum(stock: KernelFunc): KernelFunc {
     const R = tf.util.sizeFromShape(x.shape.slice(0, axes.length));
     const C = tf.util.sizeFromShape(x.shape.slice(axes.length));
     const outShape = keepDims ? x.shape.map((d, i) => (i < axes.length ? 1 : d)) : x.shape.slice(axes.length);
-    const out = backend.makeOutput(outShape, 'float32');
+    const out = makeHostOutput(backend, outShape, 'float32');
     if (R === 0) {
-      heapView(backend, out).fill(0); // an empty sum (the loop below would start from a row that does not exist)
+      hostF32(backend, out).fill(0); // an empty sum (the loop below would start from a row that does not exist)
       return out;
     }
     if (nativeGemm !== undefined && R * C >= NATIVE_SUM_MIN_ELEMENTS) {
       // [1, R] ones @ [R, C] -> [1, C] on the native GEMM's threads.
-      const ones = backend.makeOutput([1, R], 'float32');
-      heapView(backend, ones).fill(1);
-      nativeGemm.matMul(heapView(backend, ones), [1, 1, R], false, heapView(backend, x), [1, R, C], false, heapView(backend, out));
-      backend.disposeData(ones.dataId);
+      const ones = makeHostOutput(backend, [1, R], 'float32');
+      hostF32(backend, ones).fill(1);
+      nativeGemm.matMul(hostF32(backend, ones), [1, 1, R], false, hostF32(backend, x), [1, R, C], false, hostF32(backend, out));
+      (backend as unknown as tf.KernelBackend).disposeData(ones.dataId);
       return out;
     }
-    const heap = heapF32(backend);
-    const src = heapOffset(backend, x) / F32_BYTES;
-    const dst = heapOffset(backend, out) / F32_BYTES;
-    const acc = heap.subarray(dst, dst + C);
-    acc.set(heap.subarray(src, src + C));
+    const xs = hostF32(backend, x);
+    const acc = hostF32(backend, out);
+    acc.set(xs.subarray(0, C));
     for (let r = 1; r < R; r++) {
-      const row = src + r * C;
-      for (let c = 0; c < C; c++) acc[c]! += heap[row + c]!;
+      const row = r * C;
+      for (let c = 0; c < C; c++) acc[c]! += xs[row + c]!;
     }
     return out;
   };
@@ -290,14 +299,14 @@ function makeWasmIdentity(stock: KernelFunc): KernelFunc {
 }
 
 /**
- * wasm GatherV2 on axis 0 without batch dims (the embedding lookups, 1-D gathers): each output row is one
- * contiguous copy of `inner` elements inside the heap, where the stock kernel indexes element by element.
+ * Host GatherV2 on axis 0 without batch dims (the embedding lookups, 1-D gathers): each output row is one
+ * contiguous copy of `inner` elements, where the stock kernels index element by element.
  *   x [rows, ...inner], indices [...I] -> [...I, ...inner]
  * An out-of-range index, another axis or batch dims go to the stock kernel (which also raises the error).
  */
-function makeWasmGather(stock: KernelFunc): KernelFunc {
+function makeHostGather(stock: KernelFunc): KernelFunc {
   return (args) => {
-    const backend = args.backend as unknown as WasmBackend;
+    const backend = args.backend as unknown as HostBackend;
     const x = args.inputs['x']!;
     const indices = args.inputs['indices']!;
     const { axis, batchDims } = args.attrs as unknown as { axis: number; batchDims: number };
@@ -307,66 +316,161 @@ function makeWasmGather(stock: KernelFunc): KernelFunc {
     const ids = backend.readSync(indices.dataId) as Int32Array;
     for (let i = 0; i < ids.length; i++) if (ids[i]! < 0 || ids[i]! >= rows) return stock(args);
     const inner = tf.util.sizeFromShape(x.shape.slice(1));
-    const out = backend.makeOutput([...indices.shape, ...x.shape.slice(1)], x.dtype);
+    const out = makeHostOutput(backend, [...indices.shape, ...x.shape.slice(1)], x.dtype);
     // Copied as int32 bits for either dtype (float32 NaN payloads survive; an int32 read as float32 might not).
-    const f32 = heapF32(backend);
-    const heap = new Int32Array(f32.buffer, f32.byteOffset, f32.length);
-    const src = heapOffset(backend, x) / F32_BYTES;
-    const dst = heapOffset(backend, out) / F32_BYTES;
+    const src = hostBits(backend, x);
+    const dst = hostBits(backend, out);
     if (inner === 1) {
-      for (let i = 0; i < ids.length; i++) heap[dst + i] = heap[src + ids[i]!]!;
+      for (let i = 0; i < ids.length; i++) dst[i] = src[ids[i]!]!;
     } else {
       for (let i = 0; i < ids.length; i++) {
-        const from = src + ids[i]! * inner;
-        heap.copyWithin(dst + i * inner, from, from + inner);
+        const from = ids[i]! * inner;
+        dst.set(src.subarray(from, from + inner), i * inner);
       }
     }
     return out;
   };
 }
 
+/** Raw element views for copies: float32 and int32 as 4-byte int32 bits, bool (1 byte on both backends) as bytes. */
+function rawValues(backend: HostBackend, x: tf.TensorInfo): Int32Array | Uint8Array {
+  return x.dtype === 'bool' ? hostValues(backend, x) as Uint8Array : hostBits(backend, x);
+}
+
 /**
- * wasm Slice: the stock kernel first copies the whole input out of the heap (`readSync`: ~2 ms for a [128, 32, 256]
- * input, whatever the slice). Here the slice is copied inside the heap: trailing dims the slice takes whole are
- * merged with the last partial one, so each copy is one contiguous run (the whole slice when it is contiguous).
+ * Copies the block `[begin, begin + size)` of `src` (shape `shape`, row-major) into `dst` (dense, shape `size`):
+ * trailing dims the block takes whole are merged with the last partial one, so each copy is one contiguous run
+ * (the whole block when it is contiguous).
+ */
+function copyBlock<T extends Int32Array | Uint8Array>(src: T, shape: readonly number[], begin: readonly number[], size: readonly number[], dst: T): void {
+  const total = tf.util.sizeFromShape(size as number[]);
+  if (total === 0) return;
+  const rank = shape.length;
+  // Innermost run: the last dim that is not taken whole, times every whole dim after it.
+  let k = rank - 1;
+  let run = size[k]!;
+  while (k > 0 && size[k] === shape[k]) run *= size[--k]!;
+  const strides = tf.util.computeStrides(shape as number[]); // elements per step of dims 0..rank-2
+  const stride = (d: number): number => (d === rank - 1 ? 1 : strides[d]!);
+  const idx = new Array<number>(k).fill(0); // odometer over dims 0..k-1
+  let from = 0;
+  for (let d = 0; d <= k; d++) from += begin[d]! * stride(d);
+  for (let to = 0; to < total; to += run) {
+    dst.set(src.subarray(from, from + run), to);
+    for (let d = k - 1; d >= 0; d--) {
+      idx[d]! += 1;
+      from += stride(d);
+      if (idx[d]! < size[d]!) break;
+      from -= size[d]! * stride(d);
+      idx[d] = 0;
+    }
+  }
+}
+
+/** The dtypes the block copies handle (4-byte elements and bool). */
+function copyable(x: tf.TensorInfo): boolean {
+  return (x.dtype === 'float32' || x.dtype === 'int32' || x.dtype === 'bool') && x.shape.length > 0;
+}
+
+/**
+ * Host Slice: the stock wasm kernel first copies the whole input out of the heap (`readSync`: ~2 ms for a
+ * [128, 32, 256] input, whatever the slice); the stock cpu kernel copies a slice that is not one contiguous block
+ * element by element through coordinate conversions. Here one block copy.
  *   x [d0, .., dn], begin, size -> size
  */
-function makeWasmSlice(stock: KernelFunc): KernelFunc {
+function makeHostSlice(stock: KernelFunc): KernelFunc {
   return (args) => {
-    const backend = args.backend as unknown as WasmBackend;
+    const backend = args.backend as unknown as HostBackend;
     const x = args.inputs['x']!;
-    if (x.dtype === 'string' || x.shape.length === 0) return stock(args);
+    if (!copyable(x)) return stock(args);
     const { begin, size } = args.attrs as unknown as { begin: number | number[]; size: number | number[] };
     const [b, sz] = tf.slice_util.parseSliceParams(x, begin, size);
-    const out = backend.makeOutput(sz.slice(), x.dtype);
-    const total = tf.util.sizeFromShape(sz);
-    if (total === 0) return out;
-    const rank = x.shape.length;
-    // Innermost run: the last dim that is not taken whole, times every whole dim after it.
-    let k = rank - 1;
-    let run = sz[k]!;
-    while (k > 0 && sz[k] === x.shape[k]) run *= sz[--k]!;
-    const strides = tf.util.computeStrides(x.shape); // elements per step of dims 0..rank-2
-    // copyWithin moves raw elements: float32 and int32 through 4-byte views, bool (1 byte on wasm) through bytes.
-    const f32 = heapF32(backend);
-    const heap = x.dtype === 'bool' ? new Uint8Array(f32.buffer) : f32;
-    const bytes = x.dtype === 'bool' ? 1 : F32_BYTES;
-    const src = heapOffset(backend, x) / bytes;
-    const dst = heapOffset(backend, out) / bytes;
-    const stride = (d: number): number => (d === rank - 1 ? 1 : strides[d]!);
-    const idx = new Array<number>(k).fill(0); // odometer over dims 0..k-1
-    let from = src;
-    for (let d = 0; d <= k; d++) from += b[d]! * stride(d);
-    for (let to = dst; to < dst + total; to += run) {
-      heap.copyWithin(to, from, from + run);
-      for (let d = k - 1; d >= 0; d--) {
-        idx[d]! += 1;
-        from += stride(d);
-        if (idx[d]! < sz[d]!) break;
-        from -= sz[d]! * stride(d);
-        idx[d] = 0;
-      }
+    const out = makeHostOutput(backend, sz.slice(), x.dtype);
+    copyBlock(rawValues(backend, x), x.shape, b, sz, rawValues(backend, out)); // views after the allocation
+    return out;
+  };
+}
+
+/**
+ * Host SplitV (tf.split; q, k and v from the packed projection on host backends): the stock kernels slice each
+ * output through their own Slice function, not the registered kernel (cpu: 1.2 s of the tiny step; wasm: a copy of
+ * the whole input out of the heap per output). Here each output is one block copy.
+ *   x [.., d_axis, ..] -> one tensor per split size s, [.., s, ..]
+ */
+function makeHostSplitV(stock: KernelFunc): KernelFunc {
+  return (args) => {
+    const backend = args.backend as unknown as HostBackend;
+    const x = args.inputs['x']!;
+    if (!copyable(x)) return stock(args);
+    const { numOrSizeSplits, axis } = args.attrs as unknown as { numOrSizeSplits: number | number[]; axis: number | number[] };
+    const ax = tf.util.parseAxisParam(axis, x.shape)[0]!;
+    const sizes = tf.backend_util.prepareSplitSize(x, numOrSizeSplits, ax);
+    const outs = sizes.map((s) => makeHostOutput(backend, x.shape.map((d, i) => (i === ax ? s : d)), x.dtype));
+    const src = rawValues(backend, x); // after the allocations above, which may grow the wasm heap
+    const begin = new Array<number>(x.shape.length).fill(0);
+    outs.forEach((o) => {
+      copyBlock(src, x.shape, begin, o.shape, rawValues(backend, o));
+      begin[ax]! += o.shape[ax]!;
+    });
+    return outs;
+  };
+}
+
+/**
+ * out = x with its axes permuted (out's axis i is x's axis perm[i]), both row-major. Size-1 axes are dropped and
+ * x's axes that stay neighbours in the same order are merged first, so the attention head transposes
+ * ([B, T, nh, dh] -> [B, nh, T, dh]) copy runs of dh elements; a 2-D transpose walks x by columns.
+ */
+export function transposeValues<T extends Int32Array | Uint8Array>(x: T, shape: readonly number[], perm: readonly number[], out: T): void {
+  // Merged input axes, in input order: [size, position of its first original axis in perm].
+  const kept = perm.filter((a) => shape[a] !== 1);
+  const groups: number[][] = []; // runs of consecutive input axes that stay consecutive in kept
+  for (const a of kept) {
+    const last = groups[groups.length - 1];
+    if (last !== undefined && last[last.length - 1]! + 1 === a) last.push(a);
+    else groups.push([a]);
+  }
+  if (groups.length <= 1) { // the identity permutation once size-1 axes are dropped
+    out.set(x.subarray(0, out.length));
+    return;
+  }
+  const inOrder = groups.slice().sort((g, h) => g[0]! - h[0]!); // merged axes in x's order
+  const dims = inOrder.map((g) => g.reduce((p, a) => p * shape[a]!, 1));
+  const inStride = new Array<number>(dims.length);
+  for (let d = dims.length - 1, acc = 1; d >= 0; d--) { inStride[d] = acc; acc *= dims[d]!; }
+  const mergedPerm = groups.map((g) => inOrder.indexOf(g)); // out axis i is merged x axis mergedPerm[i]
+  const r = mergedPerm.length;
+  const outDims = mergedPerm.map((a) => dims[a]!);
+  const strides = mergedPerm.map((a) => inStride[a]!); // x elements per step of each out axis
+  const n = outDims[r - 1]!;
+  const s = strides[r - 1]!;
+  const idx = new Array<number>(r - 1).fill(0);
+  let from = 0;
+  for (let to = 0; to < out.length; to += n) {
+    if (s === 1) out.set(x.subarray(from, from + n), to);
+    else for (let j = 0, f = from; j < n; j++, f += s) out[to + j] = x[f]!;
+    for (let d = r - 2; d >= 0; d--) {
+      idx[d]! += 1;
+      from += strides[d]!;
+      if (idx[d]! < outDims[d]!) break;
+      from -= outDims[d]! * strides[d]!;
+      idx[d] = 0;
     }
+  }
+}
+
+/**
+ * cpu Transpose: the stock kernel converts every output index to coordinates and back (300 ms of the 650 ms tiny
+ * step once the products were native). Here `transposeValues`. (The wasm backend's Transpose is native code.)
+ */
+function makeCpuTranspose(stock: KernelFunc): KernelFunc {
+  return (args) => {
+    const backend = args.backend as unknown as HostBackend;
+    const x = args.inputs['x']!;
+    if (!copyable(x)) return stock(args);
+    const { perm } = args.attrs as unknown as { perm: number[] };
+    const out = makeHostOutput(backend, perm.map((a) => x.shape[a]!), x.dtype);
+    transposeValues(rawValues(backend, x), x.shape, perm, rawValues(backend, out));
     return out;
   };
 }
@@ -558,18 +662,20 @@ const REPLACEMENTS: readonly Replacement[] = [
   // The stock wasm backend has no UnsortedSegmentSum: the host scatter-add is its fallback for other dtypes.
   { kernelName: tf.UnsortedSegmentSum, backends: ['wasm'], make: () => makeWasmSegmentSum(unsortedSegmentSumCpu) },
   { kernelName: tf.Identity, backends: ['wasm'], make: (bn) => makeWasmIdentity(stockKernel(tf.Identity, bn).kernelFunc) },
-  { kernelName: tf.GatherV2, backends: ['wasm'], make: (bn) => makeWasmGather(stockKernel(tf.GatherV2, bn).kernelFunc) },
-  { kernelName: tf.Slice, backends: ['wasm'], make: (bn) => makeWasmSlice(stockKernel(tf.Slice, bn).kernelFunc) },
+  { kernelName: tf.GatherV2, backends: ['wasm', 'cpu'], make: (bn) => makeHostGather(stockKernel(tf.GatherV2, bn).kernelFunc) },
+  { kernelName: tf.Slice, backends: ['wasm', 'cpu'], make: (bn) => makeHostSlice(stockKernel(tf.Slice, bn).kernelFunc) },
+  { kernelName: tf.SplitV, backends: ['wasm', 'cpu'], make: (bn) => makeHostSplitV(stockKernel(tf.SplitV, bn).kernelFunc) },
   {
-    kernelName: tf.BatchMatMul, backends: ['wasm'],
-    make: (bn) => makeWasmBatchMatMul(stockKernel(tf.BatchMatMul, bn).kernelFunc, stockKernel(tf.Transpose, bn).kernelFunc),
+    kernelName: tf.BatchMatMul, backends: ['wasm', 'cpu'],
+    make: (bn) => makeHostBatchMatMul(bn, stockKernel(tf.BatchMatMul, bn).kernelFunc, stockKernel(tf.Transpose, bn).kernelFunc),
   },
-  { kernelName: tf.Unpack, backends: ['wasm'], make: (bn) => makeWasmUnpack(stockKernel(tf.Unpack, bn).kernelFunc) },
-  { kernelName: tf.Sum, backends: ['wasm'], make: (bn) => makeWasmSum(stockKernel(tf.Sum, bn).kernelFunc) },
+  { kernelName: tf.Unpack, backends: ['wasm', 'cpu'], make: (bn) => makeHostUnpack(stockKernel(tf.Unpack, bn).kernelFunc) },
+  { kernelName: tf.Sum, backends: ['wasm', 'cpu'], make: (bn) => makeHostSum(stockKernel(tf.Sum, bn).kernelFunc) },
   ...[tf.Add, tf.Sub, tf.Multiply, tf.RealDiv].map((k): Replacement => ({
     kernelName: k, backends: ['cpu'], make: (bn) => makeCpuBinary(k, stockKernel(k, bn).kernelFunc),
   })),
   { kernelName: tf.Softmax, backends: ['cpu'], make: (bn) => makeCpuSoftmax(stockKernel(tf.Softmax, bn).kernelFunc) },
+  { kernelName: tf.Transpose, backends: ['cpu'], make: (bn) => makeCpuTranspose(stockKernel(tf.Transpose, bn).kernelFunc) },
 ];
 
 /** Which kernels `registerFastKernels` replaces on `backendName`. */
