@@ -2,8 +2,8 @@
  * Backend equivalence: the kernels src/model/kernels.ts registers give the stock kernels' numbers, and one miCSE
  * training step (loss and every gradient) agrees within 1e-4 across the cpu and wasm backends.
  *
- * Op level: each replaced kernel (wasm and cpu BatchMatMul, Unpack, Sum, GatherV2, Slice, SplitV; wasm Identity,
- * UnsortedSegmentSum; cpu Transpose, Add, Sub, Multiply, RealDiv, Softmax) against the same backend's stock kernel
+ * Op level: each replaced kernel (wasm and cpu BatchMatMul, Unpack, Sum, GatherV2, Slice, SplitV, Concat; wasm
+ * Identity, UnsortedSegmentSum; cpu Transpose, PadV2, Add, Sub, Multiply, RealDiv, Softmax) against the same backend's stock kernel
  * (unregisterFastKernels puts it back) on shapes that reach every branch (transpose flags, batched, b unbatched,
  * broadcast batch, leading/other axes); wasm BatchMatMul with both of its engines (onnxruntime-node's native SGEMM
  * and the XNNPACK fallback), cpu BatchMatMul on the native SGEMM.
@@ -174,6 +174,46 @@ describe('replaced kernels match the stock kernels', () => {
       tf.dispose([x, ints, bools]);
     });
   }
+
+  for (const host of ['wasm', 'cpu'] as const) {
+    test(`${host} Concat equals the stock kernel: every axis, an empty input, one input, int32 and bool`, async () => {
+      const parts = [rand([4, 6, 3], 22), rand([4, 6, 2], 23), rand([4, 6, 5], 24)];
+      const rows = [rand([2, 6, 3], 25), rand([3, 6, 3], 26)];
+      const empty = tf.zeros([4, 6, 0]);
+      const ints = [tf.tensor2d([[-1, 2 ** 31 - 1]], undefined, 'int32'), tf.tensor2d([[-(2 ** 31), 5]], undefined, 'int32')];
+      const bools = [tf.tensor2d([[true], [false]], undefined, 'bool'), tf.tensor2d([[false, true], [true, true]], undefined, 'bool')];
+      const cases: [string, () => tf.Tensor][] = [
+        ['q, k, v gradients (last axis)', () => tf.concat(parts, 2)],
+        ['axis 0', () => tf.concat(rows, 0)],
+        ['axis 1', () => tf.concat([parts[0]!, parts[0]!], 1)],
+        ['with an empty input', () => tf.concat([parts[0]!, empty, parts[1]!], 2)],
+        ['one input', () => tf.concat([parts[2]!], 2)],
+        ['int32 rows', () => tf.concat(ints, 0)],
+        ['bool columns', () => tf.concat(bools, 1)],
+      ];
+      for (const [name, f] of cases) {
+        const { fast, stock } = await fastAndStock(host, f);
+        assert.deepEqual(fast[0], stock[0], name);
+      }
+      tf.dispose([...parts, ...rows, empty, ...ints, ...bools]);
+    });
+  }
+
+  test('cpu PadV2 equals the stock kernel: slice gradients, every side, a non-zero constant, int32', async () => {
+    const x = rand([3, 1, 8], 27);
+    const ints = tf.tensor2d([[-1, 2 ** 31 - 1], [-(2 ** 31), 5]], undefined, 'int32');
+    const cases: [string, () => tf.Tensor][] = [
+      ['one view of an interleaved batch', () => tf.pad(x, [[0, 0], [0, 1], [0, 0]])],
+      ['every side', () => tf.pad(x, [[1, 2], [2, 0], [3, 1]])],
+      ['constant 1.5', () => tf.pad(x, [[0, 1], [0, 0], [2, 2]], 1.5)],
+      ['int32', () => tf.pad(ints, [[1, 0], [0, 2]], 7)],
+    ];
+    for (const [name, f] of cases) {
+      const { fast, stock } = await fastAndStock('cpu', f);
+      assert.deepEqual(fast[0], stock[0], name);
+    }
+    tf.dispose([x, ints]);
+  });
 
   test('cpu Transpose equals the stock kernel: head transposes, 2-D, size-1 axes, identity, int32 bits and bool', async () => {
     const x = rand([2, 5, 3, 4], 20);
