@@ -111,5 +111,6 @@ export function explainAbort(err: unknown, rows: StepRows): unknown {
   const T = rows.inputIds[0]?.length ?? 0;
   return new UserError(`the wasm backend ran out of its ${WASM_HEAP_GB} GB heap in a training step of ${rows.inputIds.length} rows ` +
     `x ${T} tokens and stopped (the process cannot continue on wasm). Lower train.batchSize or data.maxSeqLen, or train with ` +
-    '--backend webgpu / tensorflow-gpu / tensorflow (no such limit); see bench/README.md for what fits.');
+    '--backend cpu (no heap limit: BERT-base at batch 64 x 32 tokens takes ~12 GB of RAM) or webgpu / tensorflow-gpu / ' +
+    'tensorflow; see bench/README.md for what fits.');
 }
