@@ -132,23 +132,30 @@ const cpuGradNorm: KernelFunc = ({ inputs, backend }) => {
  */
 const CPU_STAGE_CHUNK = 1 << 16;
 
-/** The SIMD update on a private memory of 7 chunks (p, g, m, v in; p', m', v' out), or null without wasm SIMD. */
-let cpuStage: { f32: Float32Array; simd: AdamWSimd } | null | undefined;
-function cpuStaging(): { f32: Float32Array; simd: AdamWSimd } | null {
+const WASM_PAGE_BYTES = 65536;
+
+/** A private memory of 7 chunks (p, g, m, v in; p', m', v' out) and the SIMD loops instantiated on it. */
+interface CpuStage {
+  f32: Float32Array;
+  simd: AdamWSimd;
+}
+
+let cpuStage: CpuStage | null | undefined;
+/** The process's staging memory for the cpu update (made on first use), or null without wasm SIMD. */
+function cpuStaging(): CpuStage | null {
   if (cpuStage !== undefined) return cpuStage;
   const bytes = 7 * CPU_STAGE_CHUNK * Float32Array.BYTES_PER_ELEMENT;
   const memory = new WebAssembly.Memory({ initial: Math.ceil(bytes / WASM_PAGE_BYTES) });
   const simd = simdFor(memory);
   return (cpuStage = simd === null ? null : { f32: new Float32Array(memory.buffer), simd });
 }
-const WASM_PAGE_BYTES = 65536;
 
 /**
  * adamwHost's update, four lanes at a time: chunks of p, g, m, v are copied into the staging memory, updated by the
  * wasm loop and copied out (the copies cost far less than the scalar loop's Math.fround per operation: BERT-base's
  * 30,522 x 768 word embeddings took 534 ms a step in the scalar loop). Same float32 operations, same bits.
  */
-function adamwStaged(stage: { f32: Float32Array; simd: AdamWSimd }, ins: readonly Float32Array[], norm: number, s: AdamWStepScalars,
+function adamwStaged(stage: CpuStage, ins: readonly Float32Array[], norm: number, s: AdamWStepScalars,
   outs: readonly Float32Array[]): void {
   const n = ins[0]!.length;
   const whole = n - (n % SIMD_LANES);
