@@ -18,8 +18,8 @@ import { infoNCE } from '../src/losses/infoNCE.js';
 import { embed } from '../src/model/embed.js';
 import { defaultConfig, loadConfig, mergeConfig, type TrainConfig } from '../src/train/config.js';
 import { decays } from '../src/train/adamw.js';
-import { train, type MetricsLine } from '../src/train/trainer.js';
-import { explainAbort } from '../src/train/step.js';
+import { selectBackendAndModel, train, type MetricsLine } from '../src/train/trainer.js';
+import { explainAbort, WASM_HEAP_BYTES, wasmStepBytes } from '../src/train/step.js';
 import { UserError } from '../src/errors.js';
 import { ROOT, shared, SKIP_NO_SHARED } from './helpers.js';
 
@@ -117,6 +117,40 @@ describe('a wasm heap abort in a step', () => {
     assert.equal(explainAbort(other, rows), other);
     await selectBackend('cpu');
     assert.equal(explainAbort(abort, rows), abort, 'only the wasm module aborts this way');
+  });
+});
+
+describe('backend auto and the wasm heap', { skip: SKIP_NO_SHARED }, () => {
+  it('auto passes over wasm when a step would not fit its 4 GB heap and says why; an explicit wasm is kept', async () => {
+    // The tiny test model at 2^20 sentences a batch x 2 views x 16 tokens: far past 4 GB by the estimate.
+    const big = microConfig(await tmp('autoheap'), { train: { backend: 'auto', batchSize: 2 ** 20 } });
+    try {
+      const auto = await selectBackendAndModel(big, null, 2 ** 20);
+      auto.model.dispose();
+      assert.notEqual(auto.selection.name, 'wasm');
+      const wasm = auto.selection.attempts.find((a) => a.name === 'wasm');
+      if (auto.selection.name === 'cpu') {
+        // tensorflow and webgpu were skipped (not installed, no adapter), so auto reached wasm and passed over it.
+        assert.equal(wasm?.ok, false);
+        assert.match(wasm!.reason, /^a training step of this model at batch 1048576 x 2 views x data\.maxSeqLen 16 needs ~\d+\.\d GB \(estimated\), past wasm's 4 GB heap$/);
+      }
+      const small = await selectBackendAndModel(microConfig(await tmp('autoheap'), { train: { backend: 'auto' } }), null, 48);
+      small.model.dispose();
+      assert.equal(small.wasmShortfall, null);
+      const explicit = await selectBackendAndModel({ ...big, train: { ...big.train, backend: 'wasm' } }, null, 2 ** 20);
+      explicit.model.dispose();
+      assert.equal(explicit.selection.name, 'wasm');
+      assert.match(explicit.wasmShortfall ?? '', /past wasm's 4 GB heap/);
+    } finally {
+      await selectBackend('cpu');
+    }
+  });
+
+  it('the heap estimate: BERT-base at batch 64 is past 4 GB, at batch 16 (measured 3.5 GB) within it', () => {
+    const base = { params: 109_482_240, vocabSize: 30522, hiddenSize: 768, layers: 12 };
+    assert.ok(wasmStepBytes({ ...base, tokens: 2 * 64 * 32 }) > 2 * WASM_HEAP_BYTES);
+    const b16 = wasmStepBytes({ ...base, tokens: 2 * 16 * 32 });
+    assert.ok(b16 > 3.5e9 && b16 < WASM_HEAP_BYTES, `${b16}`);
   });
 });
 

@@ -149,18 +149,28 @@ async function registerWebgpu(): Promise<void> {
 
 let current: BackendSelection | undefined;
 
+/** Backends `auto` must pass over, with the reason it reports for each (e.g. a model too large for wasm's heap). */
+export type BackendExclusions = Partial<Record<Exclude<BackendName, 'auto'>, string>>;
+
 /**
- * Activates `requested` (or, for `auto`, the first that works of tensorflow-gpu, tensorflow, webgpu, wasm, cpu)
- * and registers the kernels it lacks. An explicit name that cannot load is an error carrying the reason.
+ * Activates `requested` (or, for `auto`, the first that works of tensorflow-gpu, tensorflow, webgpu, wasm, cpu,
+ * passing over `exclude`) and registers the kernels it lacks. An explicit name that cannot load is an error carrying
+ * the reason.
  */
-export async function selectBackend(requested: BackendName = 'auto'): Promise<BackendSelection> {
+export async function selectBackend(requested: BackendName = 'auto', exclude: BackendExclusions = {}): Promise<BackendSelection> {
   if (!(BACKEND_NAMES as readonly string[]).includes(requested)) {
     throw new Error(`unknown backend '${requested}'; valid: ${BACKEND_NAMES.join(', ')}`);
   }
-  if (current !== undefined && (current.requested === requested || current.name === requested)) return current;
+  const excluded = requested === 'auto' ? Object.keys(exclude) : [];
+  if (current !== undefined && (current.requested === requested || current.name === requested) && !excluded.includes(current.name)) return current;
   const order = requested === 'auto' ? AUTO_ORDER : [requested];
   const attempts: BackendAttempt[] = [];
   for (const name of order) {
+    const why = requested === 'auto' ? exclude[name] : undefined;
+    if (why !== undefined) {
+      attempts.push({ name, ok: false, reason: why });
+      continue;
+    }
     try {
       const tfBackend = await tryBackend(name);
       attempts.push({ name, ok: true, reason: requested === 'auto' ? 'first available in the auto order' : 'requested' });

@@ -100,6 +100,38 @@ export class TrainStep {
 
 /** The wasm backend's heap ends at 4 GB (32-bit addresses); past it the module aborts and cannot be used again. */
 const WASM_HEAP_GB = 4;
+export const WASM_HEAP_BYTES = WASM_HEAP_GB * 2 ** 30;
+
+/** Heap bytes of a parameter during training: the weight, its gradient and AdamW's two moments, float32 each. */
+const BYTES_PER_PARAM = 16;
+/** Vocabulary-table-sized buffers the heap holds on top (the embedding gradient and an update output; measured). */
+const VOCAB_TABLE_COPIES = 2;
+/**
+ * Heap bytes per hidden unit, token row and layer that the forward pass keeps for the backward pass and the backward
+ * pass's temporaries: 50 floats. Measured on wasm as (peak heap - the rest) / (tokens x layers x H): 36 (H 256,
+ * batch 64), 50 (BERT-base, batch 8) and 42 (BERT-base, batch 16, which fits at 3.5 GB).
+ */
+const ACTIVATION_BYTES_PER_HIDDEN = 200;
+
+/** What a training step's memory depends on. */
+export interface StepSize {
+  /** Trainable parameters (encoder and head). */
+  params: number;
+  vocabSize: number;
+  hiddenSize: number;
+  layers: number;
+  /** Token rows a step runs: 2 views x batch x sequence length. */
+  tokens: number;
+}
+
+/**
+ * The wasm heap a training step needs, estimated from the measurements above (BERT-base at batch 64 x 2 views x 32
+ * tokens: ~9.5 GB, far past the 4 GB heap; at batch 16: 3.8 GB, where 3.5 GB was measured).
+ */
+export function wasmStepBytes(s: StepSize): number {
+  return BYTES_PER_PARAM * s.params + VOCAB_TABLE_COPIES * 4 * s.vocabSize * s.hiddenSize +
+    ACTIVATION_BYTES_PER_HIDDEN * s.tokens * s.layers * s.hiddenSize;
+}
 
 /**
  * The wasm module's abort (`RuntimeError: Aborted()`, its out-of-memory end) as a UserError that says what to

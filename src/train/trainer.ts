@@ -16,7 +16,7 @@ import { BertTokenizer } from '../data/tokenizer.js';
 import { UserError } from '../errors.js';
 import { exists, writeFileAtomic } from '../fsutil.js';
 import { MlpHead } from '../losses/mlpHead.js';
-import { describeSelection, selectBackend } from '../model/backend.js';
+import { describeSelection, selectBackend, type BackendSelection } from '../model/backend.js';
 import { BertModel, packQkv, siteSeed } from '../model/bert.js';
 import { parseBertConfig } from '../model/config.js';
 import { embed } from '../model/embed.js';
@@ -25,7 +25,7 @@ import { tf } from '../model/tf.js';
 import { createProgress } from '../progress.js';
 import { AdamW, learningRateAt } from './adamw.js';
 import { readTrainingState, saveCheckpoint, type TrainerState } from './checkpoint.js';
-import { TrainStep, trainableParams } from './step.js';
+import { TrainStep, trainableParams, WASM_HEAP_BYTES, wasmStepBytes } from './step.js';
 import { configToYaml, loadConfig, type TrainConfig } from './config.js';
 import { lineChartSpec, renderSvg, type Point } from './plots.js';
 
@@ -94,6 +94,40 @@ async function buildModel(c: TrainConfig, resumeDir: string | null): Promise<{ m
   return { model: BertModel.random(cfg, c.train.seed), tokenizer };
 }
 
+/**
+ * Why a training step of `model` at `c`'s batch would not fit the wasm backend's 4 GB heap (estimated, step.ts
+ * wasmStepBytes), or null when it would: BERT-base at batch 64 needs ~9.5 GB.
+ */
+function wasmHeapShortfall(c: TrainConfig, model: BertModel, sentences: number): string | null {
+  const H = model.config.hiddenSize;
+  const params = model.trainableVariables().reduce((n, v) => n + v.size, 0) + H * H + H; // + the MLP head
+  const batch = Math.min(c.train.batchSize, sentences);
+  const tokens = 2 * batch * c.data.maxSeqLen;
+  const bytes = wasmStepBytes({ params, vocabSize: model.config.vocabSize, hiddenSize: H, layers: model.config.numHiddenLayers, tokens });
+  if (bytes <= WASM_HEAP_BYTES) return null;
+  return `a training step of this model at batch ${batch} x 2 views x data.maxSeqLen ${c.data.maxSeqLen} ` +
+    `needs ~${(bytes / 2 ** 30).toFixed(1)} GB (estimated), past wasm's ${WASM_HEAP_BYTES / 2 ** 30} GB heap`;
+}
+
+/**
+ * Selects `c.train.backend` and builds the model on it. `auto` passes over wasm when a step would not fit its heap
+ * (wasmHeapShortfall; the model is then built again on the next backend), rather than stop at the first step;
+ * an explicit wasm is kept, and `wasmShortfall` says why it will likely stop.
+ */
+export async function selectBackendAndModel(c: TrainConfig, resumeDir: string | null, sentences: number): Promise<{
+  selection: BackendSelection; model: BertModel; tokenizer: BertTokenizer; wasmShortfall: string | null;
+}> {
+  let selection = await selectBackend(c.train.backend);
+  let { model, tokenizer } = await buildModel(c, resumeDir);
+  const wasmShortfall = wasmHeapShortfall(c, model, sentences);
+  if (selection.name === 'wasm' && c.train.backend === 'auto' && wasmShortfall !== null) {
+    model.dispose();
+    selection = await selectBackend('auto', { wasm: wasmShortfall });
+    ({ model, tokenizer } = await buildModel(c, resumeDir));
+  }
+  return { selection, model, tokenizer, wasmShortfall };
+}
+
 function checkObjectiveFits(c: TrainConfig, layers: number): void {
   if (c.objective.style === 'micse' && c.objective.maxLayer > layers) {
     throw new UserError(`objective.maxLayer is ${c.objective.maxLayer} but the model has ${layers} layers (0..${layers - 1}); ` +
@@ -121,9 +155,11 @@ export async function train(config: TrainConfig, opts: TrainOptions = {}): Promi
     subsetSeed: c.data.subsetSeed, onInvalid: c.data.onInvalid,
   });
   if (data.sentences.length === 0) throw new UserError(`${c.data.train}: no training sentences`);
-  const selection = await selectBackend(c.train.backend);
+  const { selection, model, tokenizer, wasmShortfall } = await selectBackendAndModel(c, prior?.dir ?? null, data.sentences.length);
   log(describeSelection(selection));
-  const { model, tokenizer } = await buildModel(c, prior?.dir ?? null);
+  if (selection.name === 'wasm' && wasmShortfall !== null) {
+    log(`warning: ${wasmShortfall}; the first step will likely stop (--backend cpu has no such limit)`);
+  }
   checkObjectiveFits(c, model.config.numHiddenLayers);
 
   await fs.mkdir(runDir, { recursive: true });
