@@ -1,6 +1,7 @@
 /**
  * Kernels registered over the stock ones where a backend lacks a kernel training needs, or has one too slow to
- * use. Only `backend.ts` calls `registerFastKernels`.
+ * use: the host backends (cpu, wasm) here; webgpu's own kernels live beside the ops they serve (attention.ts,
+ * dense.ts, fused.ts, ...). Only `backend.ts` calls `registerFastKernels`.
  *
  * UnsortedSegmentSum is the gradient of `tf.gather` (the embedding lookup). The stock cpu kernel runs one full
  * tensor pass per segment, i.e. per vocabulary row: about 5 minutes a call for BERT's 30,522 words. A direct
@@ -206,6 +207,12 @@ function makeHostBatchMatMul(backendName: string, stock: KernelFunc, transpose: 
     return { dataId: out.dataId, shape: outShape, dtype: out.dtype };
   };
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// Host copies, gathers and sums (wasm and cpu through hostBackend.ts; Transpose and PadV2 on cpu only, where the
+// stock kernels convert every index to coordinates; Identity and UnsortedSegmentSum on wasm only). Tensors hold
+// float32, int32 or bool; copies move raw elements (4-byte bits, or bytes for bool), so values pass bit for bit.
+// ---------------------------------------------------------------------------------------------------------------
 
 /**
  * Host Unpack (tf.unstack; the gradient of tf.stack, e.g. of the attention maps micseLoss stacks): the stock kernels
