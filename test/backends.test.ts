@@ -215,7 +215,7 @@ describe('replaced kernels match the stock kernels', () => {
     tf.dispose([x, ints]);
   });
 
-  test('cpu Transpose equals the stock kernel: head transposes, 2-D, size-1 axes, identity, int32 bits and bool', async () => {
+  test('cpu Transpose equals the stock kernel (head transposes, 2-D, size-1 axes, identity, int32 bits, bool); order-keeping ones share the buffer', async () => {
     const x = rand([2, 5, 3, 4], 20);
     const ones = rand([1, 3, 1, 4], 21);
     const ints = tf.tensor2d([[-1, 2 ** 31 - 1, 3], [-(2 ** 31), 5, 6]], undefined, 'int32');
@@ -235,6 +235,13 @@ describe('replaced kernels match the stock kernels', () => {
       assert.deepEqual(fast[0], stock[0], name);
     }
     tf.dispose([x, ones, ints, bools]);
+    // An order-keeping permutation shares the input's buffer: each tensor outlives the other.
+    const y = rand([3, 1, 4], 28);
+    const shared = tf.transpose(y, [1, 0, 2]);
+    y.dispose();
+    assert.deepEqual(shared.shape, [1, 3, 4]);
+    assert.deepEqual(Float32Array.from(await shared.data()), seededValues(12, 28));
+    shared.dispose();
   });
 
   test('wasm Sum over an empty leading axis is zeros (the stock kernel returns whatever the heap held)', async () => {

@@ -17,6 +17,8 @@ export interface CpuBackend {
   data: { get(dataId: object): { values: tf.backend_util.BackendValues } };
   makeTensorInfo(shape: number[], dtype: tf.DataType, values?: tf.backend_util.BackendValues): tf.TensorInfo;
   readSync(dataId: object): tf.backend_util.BackendValues;
+  /** One more tensor shares this buffer (the stock Reshape's way of returning its input). */
+  incRef(dataId: object): void;
 }
 
 /** tfjs-backend-wasm's BackendWasm: values in the module heap. */

@@ -527,11 +527,19 @@ export function transposeValues<T extends Int32Array | Uint8Array>(x: T, shape: 
  */
 function makeCpuTranspose(stock: KernelFunc): KernelFunc {
   return (args) => {
-    const backend = args.backend as unknown as HostBackend;
+    const backend = args.backend as unknown as CpuBackend;
     const x = args.inputs['x']!;
     if (!copyable(x)) return stock(args);
     const { perm } = args.attrs as unknown as { perm: number[] };
-    const out = makeHostOutput(backend, perm.map((a) => x.shape[a]!), x.dtype);
+    const outShape = perm.map((a) => x.shape[a]!);
+    const kept = perm.filter((a) => x.shape[a] !== 1);
+    if (kept.every((a, i) => i === 0 || kept[i - 1]! < a)) {
+      // The elements stay in order (TF.js's gather gradient transposes the embedding gradient by [0, 1], a 94 MB
+      // copy at BERT-base): the output shares the input's buffer, as a reshape does (tensors are immutable).
+      backend.incRef(x.dataId);
+      return { dataId: x.dataId, shape: outShape, dtype: x.dtype };
+    }
+    const out = makeHostOutput(backend, outShape, x.dtype);
     transposeValues(rawValues(backend, x), x.shape, perm, rawValues(backend, out));
     return out;
   };
