@@ -32,7 +32,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { BertTokenizer } from '../src/data/tokenizer.js';
 import { MlpHead } from '../src/losses/mlpHead.js';
-import { BACKEND_NAMES, describeSelection, selectBackend, type BackendName } from '../src/model/backend.js';
+import { BACKEND_NAMES, describeSelection, type BackendName } from '../src/model/backend.js';
 import { BertModel } from '../src/model/bert.js';
 import { parseBertConfig } from '../src/model/config.js';
 import { embed } from '../src/model/embed.js';
@@ -40,7 +40,7 @@ import { pool } from '../src/model/pooling.js';
 import { UserError } from '../src/errors.js';
 import { tf } from '../src/model/tf.js';
 import { AdamW } from '../src/train/adamw.js';
-import { TrainStep, trainableParams } from '../src/train/step.js';
+import { selectTrainingBackend, TrainStep, trainableParams, wasmHeapShortfall } from '../src/train/step.js';
 import { rawDispatchCount } from '../src/model/webgpuPrograms.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -367,17 +367,19 @@ async function webgpuAdapterName(): Promise<string | null> {
 export async function benchTfjs(o: BenchOptions, log: (l: string) => void): Promise<SideResult> {
   const d = BENCH_DEFAULTS;
   const sz = SIZES[o.size];
-  const selection = await selectBackend(o.backend);
-  log(describeSelection(selection));
-  for (const [name, value] of Object.entries(o.tfFlags)) {
-    tf.env().set(name, value);
-    log(`TF.js flag ${name} = ${String(value)}`);
-  }
   const cfg = parseBertConfig({
     vocab_size: d.vocabSize, hidden_size: sz.hidden, num_hidden_layers: sz.layers, num_attention_heads: sz.heads,
     intermediate_size: 4 * sz.hidden, max_position_embeddings: 512,
   }, 'bench');
-  const model = BertModel.random(cfg, d.seed);
+  // As the trainer selects: auto passes over wasm where the step would not fit its heap (base).
+  const { selection, built: { model }, wasmShortfall } = await selectTrainingBackend(o.backend,
+    async () => ({ model: BertModel.random(cfg, d.seed) }), (m) => wasmHeapShortfall(m, sz.batch, sz.seqLen));
+  log(describeSelection(selection));
+  if (selection.name === 'wasm' && wasmShortfall !== null) log(`warning: ${wasmShortfall}; the first step will likely stop`);
+  for (const [name, value] of Object.entries(o.tfFlags)) {
+    tf.env().set(name, value);
+    log(`TF.js flag ${name} = ${String(value)}`);
+  }
   const head = new MlpHead(sz.hidden, { seed: d.seed + 1 });
   // The trainer's parameter list, optimiser and step (src/train/step.ts).
   const optimizer = new AdamW(trainableParams(model, head), { beta1: d.beta1, beta2: d.beta2, eps: d.eps, weightDecay: d.weightDecay });

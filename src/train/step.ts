@@ -6,6 +6,7 @@
  */
 import { micseLoss, type MicseConfig } from '../losses/micse.js';
 import type { MlpHead } from '../losses/mlpHead.js';
+import { selectBackend, type BackendName, type BackendSelection } from '../model/backend.js';
 import type { BertModel } from '../model/bert.js';
 import { UserError } from '../errors.js';
 import { tf } from '../model/tf.js';
@@ -131,6 +132,38 @@ export interface StepSize {
 export function wasmStepBytes(s: StepSize): number {
   return BYTES_PER_PARAM * s.params + VOCAB_TABLE_COPIES * 4 * s.vocabSize * s.hiddenSize +
     ACTIVATION_BYTES_PER_HIDDEN * s.tokens * s.layers * s.hiddenSize;
+}
+
+/**
+ * Why a training step of `model` (with its MLP head) on `batch` sentences x 2 views x `seqLen` tokens would not fit
+ * the wasm heap (wasmStepBytes), or null when it would. `batchWhat` and `seqWhat` name where the two come from.
+ */
+export function wasmHeapShortfall(model: BertModel, batch: number, seqLen: number, batchWhat = 'batch', seqWhat = 'sequence length'): string | null {
+  const H = model.config.hiddenSize;
+  const params = model.trainableVariables().reduce((n, v) => n + v.size, 0) + H * H + H; // + the MLP head
+  const bytes = wasmStepBytes({ params, vocabSize: model.config.vocabSize, hiddenSize: H, layers: model.config.numHiddenLayers, tokens: 2 * batch * seqLen });
+  if (bytes <= WASM_HEAP_BYTES) return null;
+  return `a training step of this model at ${batchWhat} ${batch} x 2 views x ${seqWhat} ${seqLen} ` +
+    `needs ~${(bytes / 2 ** 30).toFixed(1)} GB (estimated), past wasm's ${WASM_HEAP_GB} GB heap`;
+}
+
+/**
+ * Selects `requested` and builds the model on it (`build`). `auto` passes over wasm when a training step would not
+ * fit its heap (`shortfall` of the built model; the model is then disposed and built again on the next backend),
+ * rather than stop at the first step; an explicit wasm is kept, and `wasmShortfall` says why it will likely stop.
+ * The trainer and the bench select through this.
+ */
+export async function selectTrainingBackend<T extends { model: BertModel }>(requested: BackendName, build: () => Promise<T>,
+  shortfall: (model: BertModel) => string | null): Promise<{ selection: BackendSelection; built: T; wasmShortfall: string | null }> {
+  let selection = await selectBackend(requested);
+  let built = await build();
+  const wasmShortfall = shortfall(built.model);
+  if (selection.name === 'wasm' && requested === 'auto' && wasmShortfall !== null) {
+    built.model.dispose();
+    selection = await selectBackend('auto', { wasm: wasmShortfall });
+    built = await build();
+  }
+  return { selection, built, wasmShortfall };
 }
 
 /**

@@ -16,7 +16,7 @@ import { BertTokenizer } from '../data/tokenizer.js';
 import { UserError } from '../errors.js';
 import { exists, writeFileAtomic } from '../fsutil.js';
 import { MlpHead } from '../losses/mlpHead.js';
-import { describeSelection, selectBackend, type BackendSelection } from '../model/backend.js';
+import { describeSelection, type BackendSelection } from '../model/backend.js';
 import { BertModel, packQkv, siteSeed } from '../model/bert.js';
 import { parseBertConfig } from '../model/config.js';
 import { embed } from '../model/embed.js';
@@ -25,7 +25,7 @@ import { tf } from '../model/tf.js';
 import { createProgress } from '../progress.js';
 import { AdamW, learningRateAt } from './adamw.js';
 import { readTrainingState, saveCheckpoint, type TrainerState } from './checkpoint.js';
-import { TrainStep, trainableParams, WASM_HEAP_BYTES, wasmStepBytes } from './step.js';
+import { selectTrainingBackend, TrainStep, trainableParams, wasmHeapShortfall } from './step.js';
 import { configToYaml, loadConfig, type TrainConfig } from './config.js';
 import { lineChartSpec, renderSvg, type Point } from './plots.js';
 
@@ -95,37 +95,15 @@ async function buildModel(c: TrainConfig, resumeDir: string | null): Promise<{ m
 }
 
 /**
- * Why a training step of `model` at `c`'s batch would not fit the wasm backend's 4 GB heap (estimated, step.ts
- * wasmStepBytes), or null when it would: BERT-base at batch 64 needs ~9.5 GB.
- */
-function wasmHeapShortfall(c: TrainConfig, model: BertModel, sentences: number): string | null {
-  const H = model.config.hiddenSize;
-  const params = model.trainableVariables().reduce((n, v) => n + v.size, 0) + H * H + H; // + the MLP head
-  const batch = Math.min(c.train.batchSize, sentences);
-  const tokens = 2 * batch * c.data.maxSeqLen;
-  const bytes = wasmStepBytes({ params, vocabSize: model.config.vocabSize, hiddenSize: H, layers: model.config.numHiddenLayers, tokens });
-  if (bytes <= WASM_HEAP_BYTES) return null;
-  return `a training step of this model at batch ${batch} x 2 views x data.maxSeqLen ${c.data.maxSeqLen} ` +
-    `needs ~${(bytes / 2 ** 30).toFixed(1)} GB (estimated), past wasm's ${WASM_HEAP_BYTES / 2 ** 30} GB heap`;
-}
-
-/**
- * Selects `c.train.backend` and builds the model on it. `auto` passes over wasm when a step would not fit its heap
- * (wasmHeapShortfall; the model is then built again on the next backend), rather than stop at the first step;
- * an explicit wasm is kept, and `wasmShortfall` says why it will likely stop.
+ * Selects `c.train.backend` and builds the model on it; `auto` passes over wasm when a step at the batch the data
+ * allows would not fit its heap (step.ts selectTrainingBackend).
  */
 export async function selectBackendAndModel(c: TrainConfig, resumeDir: string | null, sentences: number): Promise<{
   selection: BackendSelection; model: BertModel; tokenizer: BertTokenizer; wasmShortfall: string | null;
 }> {
-  let selection = await selectBackend(c.train.backend);
-  let { model, tokenizer } = await buildModel(c, resumeDir);
-  const wasmShortfall = wasmHeapShortfall(c, model, sentences);
-  if (selection.name === 'wasm' && c.train.backend === 'auto' && wasmShortfall !== null) {
-    model.dispose();
-    selection = await selectBackend('auto', { wasm: wasmShortfall });
-    ({ model, tokenizer } = await buildModel(c, resumeDir));
-  }
-  return { selection, model, tokenizer, wasmShortfall };
+  const { selection, built, wasmShortfall } = await selectTrainingBackend(c.train.backend, () => buildModel(c, resumeDir),
+    (model) => wasmHeapShortfall(model, Math.min(c.train.batchSize, sentences), c.data.maxSeqLen, 'batch', 'data.maxSeqLen'));
+  return { selection, model: built.model, tokenizer: built.tokenizer, wasmShortfall };
 }
 
 function checkObjectiveFits(c: TrainConfig, layers: number): void {
