@@ -478,23 +478,28 @@ function makeHostConcat(stock: KernelFunc): KernelFunc {
   };
 }
 
+/** Whether permuting `shape`'s axes by `perm` leaves the elements in order: the axes longer than 1 keep their order. */
+function keepsOrder(shape: readonly number[], perm: readonly number[]): boolean {
+  const kept = perm.filter((a) => shape[a] !== 1);
+  return kept.every((a, i) => i === 0 || kept[i - 1]! < a);
+}
+
 /**
  * out = x with its axes permuted (out's axis i is x's axis perm[i]), both row-major. Size-1 axes are dropped and
  * x's axes that stay neighbours in the same order are merged first, so the attention head transposes
  * ([B, T, nh, dh] -> [B, nh, T, dh]) copy runs of dh elements; a 2-D transpose walks x by columns.
  */
-export function transposeValues<T extends Int32Array | Uint8Array>(x: T, shape: readonly number[], perm: readonly number[], out: T): void {
-  // Merged input axes, in input order: [size, position of its first original axis in perm].
+function transposeValues<T extends Int32Array | Uint8Array>(x: T, shape: readonly number[], perm: readonly number[], out: T): void {
+  if (keepsOrder(shape, perm)) {
+    out.set(x.subarray(0, out.length));
+    return;
+  }
   const kept = perm.filter((a) => shape[a] !== 1);
-  const groups: number[][] = []; // runs of consecutive input axes that stay consecutive in kept
+  const groups: number[][] = []; // runs of consecutive input axes that stay consecutive in kept (two or more here)
   for (const a of kept) {
     const last = groups[groups.length - 1];
     if (last !== undefined && last[last.length - 1]! + 1 === a) last.push(a);
     else groups.push([a]);
-  }
-  if (groups.length <= 1) { // the identity permutation once size-1 axes are dropped
-    out.set(x.subarray(0, out.length));
-    return;
   }
   const inOrder = groups.slice().sort((g, h) => g[0]! - h[0]!); // merged axes in x's order
   const dims = inOrder.map((g) => g.reduce((p, a) => p * shape[a]!, 1));
@@ -532,8 +537,7 @@ function makeCpuTranspose(stock: KernelFunc): KernelFunc {
     if (!copyable(x)) return stock(args);
     const { perm } = args.attrs as unknown as { perm: number[] };
     const outShape = perm.map((a) => x.shape[a]!);
-    const kept = perm.filter((a) => x.shape[a] !== 1);
-    if (kept.every((a, i) => i === 0 || kept[i - 1]! < a)) {
+    if (keepsOrder(x.shape, perm)) {
       // The elements stay in order (TF.js's gather gradient transposes the embedding gradient by [0, 1], a 94 MB
       // copy at BERT-base): the output shares the input's buffer, as a reshape does (tensors are immutable).
       backend.incRef(x.dataId);
