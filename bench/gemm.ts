@@ -27,23 +27,24 @@ const HEAD_DIM = 64;
  * product runs without the flag: what dense.ts does for dx on webgpu, timed here with the transpose included, beside
  * the flagged product it replaces).
  */
-const PRODUCTS: [string, number[], number[], boolean, boolean, boolean][] = [
-  ['qkv fwd         x W', [TOKENS, HIDDEN], [HIDDEN, 3 * HIDDEN], false, false, false],
-  ['qkv dX          dy W^T', [TOKENS, 3 * HIDDEN], [HIDDEN, 3 * HIDDEN], false, true, false],
-  ['qkv dX          dy (W^T)', [TOKENS, 3 * HIDDEN], [HIDDEN, 3 * HIDDEN], false, true, true],
-  ['qkv dW          x^T dy', [TOKENS, HIDDEN], [TOKENS, 3 * HIDDEN], true, false, false],
-  ['attn dense fwd  x W', [TOKENS, HIDDEN], [HIDDEN, HIDDEN], false, false, false],
-  ['attn dense dX   dy W^T', [TOKENS, HIDDEN], [HIDDEN, HIDDEN], false, true, false],
-  ['attn dense dX   dy (W^T)', [TOKENS, HIDDEN], [HIDDEN, HIDDEN], false, true, true],
-  ['attn dense dW   x^T dy', [TOKENS, HIDDEN], [TOKENS, HIDDEN], true, false, false],
-  ['ffn up fwd      x W', [TOKENS, HIDDEN], [HIDDEN, FFN], false, false, false],
-  ['ffn up dX       dy W^T', [TOKENS, FFN], [HIDDEN, FFN], false, true, false],
-  ['ffn up dX       dy (W^T)', [TOKENS, FFN], [HIDDEN, FFN], false, true, true],
-  ['ffn up dW       x^T dy', [TOKENS, HIDDEN], [TOKENS, FFN], true, false, false],
-  ['ffn down fwd    x W', [TOKENS, FFN], [FFN, HIDDEN], false, false, false],
-  ['ffn down dX     dy W^T', [TOKENS, HIDDEN], [FFN, HIDDEN], false, true, false],
-  ['ffn down dX     dy (W^T)', [TOKENS, HIDDEN], [FFN, HIDDEN], false, true, true],
-  ['ffn down dW     x^T dy', [TOKENS, FFN], [TOKENS, HIDDEN], true, false, false],
+type Product = [string, number[], number[], boolean, boolean, boolean];
+
+/** The four products of a dense layer x [TOKENS, inDim] W [inDim, outDim]: forward, dX in both forms, dW. */
+function denseProducts(name: string, inDim: number, outDim: number): Product[] {
+  const label = (what: string, formula: string): string => `${`${name} ${what}`.padEnd(16)}${formula}`;
+  return [
+    [label('fwd', 'x W'), [TOKENS, inDim], [inDim, outDim], false, false, false],
+    [label('dX', 'dy W^T'), [TOKENS, outDim], [inDim, outDim], false, true, false],
+    [label('dX', 'dy (W^T)'), [TOKENS, outDim], [inDim, outDim], false, true, true],
+    [label('dW', 'x^T dy'), [TOKENS, inDim], [TOKENS, outDim], true, false, false],
+  ];
+}
+
+const PRODUCTS: Product[] = [
+  ...denseProducts('qkv', HIDDEN, 3 * HIDDEN),
+  ...denseProducts('attn dense', HIDDEN, HIDDEN),
+  ...denseProducts('ffn up', HIDDEN, FFN),
+  ...denseProducts('ffn down', FFN, HIDDEN),
   ['scores          q k^T', [HEADS_X_ROWS, SEQ, HEAD_DIM], [HEADS_X_ROWS, SEQ, HEAD_DIM], false, true, false],
   ['context         p v', [HEADS_X_ROWS, SEQ, SEQ], [HEADS_X_ROWS, SEQ, HEAD_DIM], false, false, false],
 ];
