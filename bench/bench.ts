@@ -372,10 +372,10 @@ export async function benchTfjs(o: BenchOptions, log: (l: string) => void): Prom
     intermediate_size: 4 * sz.hidden, max_position_embeddings: 512,
   }, 'bench');
   // As the trainer selects: auto passes over wasm where the step would not fit its heap (base).
-  const { selection, built: { model }, wasmShortfall } = await selectTrainingBackend(o.backend,
+  const { selection, built: { model }, warning } = await selectTrainingBackend(o.backend,
     async () => ({ model: BertModel.random(cfg, d.seed) }), (m) => wasmHeapShortfall(m, sz.batch, sz.seqLen));
   log(describeSelection(selection));
-  if (selection.name === 'wasm' && wasmShortfall !== null) log(`warning: ${wasmShortfall}; the first step will likely stop`);
+  if (warning !== null) log(warning);
   for (const [name, value] of Object.entries(o.tfFlags)) {
     tf.env().set(name, value);
     log(`TF.js flag ${name} = ${String(value)}`);

@@ -150,11 +150,13 @@ export function wasmHeapShortfall(model: BertModel, batch: number, seqLen: numbe
 /**
  * Selects `requested` and builds the model on it (`build`). `auto` passes over wasm when a training step would not
  * fit its heap (`shortfall` of the built model; the model is then disposed and built again on the next backend),
- * rather than stop at the first step; an explicit wasm is kept, and `wasmShortfall` says why it will likely stop.
- * The trainer and the bench select through this.
+ * rather than stop at the first step; an explicit wasm is kept, with a `warning` to log that says why it will likely
+ * stop. The trainer and the bench select through this.
  */
 export async function selectTrainingBackend<T extends { model: BertModel }>(requested: BackendName, build: () => Promise<T>,
-  shortfall: (model: BertModel) => string | null): Promise<{ selection: BackendSelection; built: T; wasmShortfall: string | null }> {
+  shortfall: (model: BertModel) => string | null): Promise<{
+    selection: BackendSelection; built: T; wasmShortfall: string | null; warning: string | null;
+  }> {
   let selection = await selectBackend(requested);
   let built = await build();
   const wasmShortfall = shortfall(built.model);
@@ -163,7 +165,9 @@ export async function selectTrainingBackend<T extends { model: BertModel }>(requ
     selection = await selectBackend('auto', { wasm: wasmShortfall });
     built = await build();
   }
-  return { selection, built, wasmShortfall };
+  const warning = selection.name === 'wasm' && wasmShortfall !== null
+    ? `warning: ${wasmShortfall}; the first step will likely stop (--backend cpu has no such limit)` : null;
+  return { selection, built, wasmShortfall, warning };
 }
 
 /**

@@ -99,11 +99,11 @@ async function buildModel(c: TrainConfig, resumeDir: string | null): Promise<{ m
  * allows would not fit its heap (step.ts selectTrainingBackend).
  */
 export async function selectBackendAndModel(c: TrainConfig, resumeDir: string | null, sentences: number): Promise<{
-  selection: BackendSelection; model: BertModel; tokenizer: BertTokenizer; wasmShortfall: string | null;
+  selection: BackendSelection; model: BertModel; tokenizer: BertTokenizer; wasmShortfall: string | null; warning: string | null;
 }> {
-  const { selection, built, wasmShortfall } = await selectTrainingBackend(c.train.backend, () => buildModel(c, resumeDir),
+  const { selection, built, wasmShortfall, warning } = await selectTrainingBackend(c.train.backend, () => buildModel(c, resumeDir),
     (model) => wasmHeapShortfall(model, Math.min(c.train.batchSize, sentences), c.data.maxSeqLen, 'batch', 'data.maxSeqLen'));
-  return { selection, model: built.model, tokenizer: built.tokenizer, wasmShortfall };
+  return { selection, model: built.model, tokenizer: built.tokenizer, wasmShortfall, warning };
 }
 
 function checkObjectiveFits(c: TrainConfig, layers: number): void {
@@ -133,11 +133,9 @@ export async function train(config: TrainConfig, opts: TrainOptions = {}): Promi
     subsetSeed: c.data.subsetSeed, onInvalid: c.data.onInvalid,
   });
   if (data.sentences.length === 0) throw new UserError(`${c.data.train}: no training sentences`);
-  const { selection, model, tokenizer, wasmShortfall } = await selectBackendAndModel(c, prior?.dir ?? null, data.sentences.length);
+  const { selection, model, tokenizer, warning } = await selectBackendAndModel(c, prior?.dir ?? null, data.sentences.length);
   log(describeSelection(selection));
-  if (selection.name === 'wasm' && wasmShortfall !== null) {
-    log(`warning: ${wasmShortfall}; the first step will likely stop (--backend cpu has no such limit)`);
-  }
+  if (warning !== null) log(warning);
   checkObjectiveFits(c, model.config.numHiddenLayers);
 
   await fs.mkdir(runDir, { recursive: true });
