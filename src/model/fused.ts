@@ -16,13 +16,14 @@
  * Kernels: cpu and wasm (WebAssembly SIMD loops, src/model/hostSimd.ts: in place on the wasm heap, through a staging
  * memory for cpu's JS arrays; the scalar loops below where wasm SIMD is missing, for LayerNorm rows with H % 4 != 0
  * and for the last n % 4 GELU elements), webgpu (WGSL: LayerNorm one workgroup per row; its backward is 3 dispatches:
- * dx, column partial sums over COLUMN_CHUNK-row chunks, then dgamma and dbeta together, each recomputing xhat from
- * x rather than reading it from memory). addLayerNorm is a kernel on webgpu only: one dispatch forward (the dropout
- * mask and the add inside LayerNorm's program, s recomputed wherever it is read) where the composed ops take 3
- * (dropout, add, LayerNorm), and 3 backward (ds and x's gradient dropout(ds) from one dispatch; the two-output
- * dispatches are raw programs, webgpuPrograms.ts recordRaw); cpu and wasm run the composed ops, so their
- * numbers are those of seededDropout, tf.add and layerNorm exactly. Other backends (tensorflow, webgl) get the same
- * math composed of stock ops. Float32 results agree with the composed ops within rounding (tests: test/fused.test.ts).
+ * dx with each row's mean and rstd, column partial sums over COLUMN_CHUNK-row chunks, then dgamma and dbeta
+ * together; xhat is recomputed from x and the stored statistics rather than read from memory). addLayerNorm is a
+ * kernel on webgpu only: one dispatch forward (the dropout mask and the add inside LayerNorm's program, s
+ * recomputed wherever it is read) where the composed ops take 3 (dropout, add, LayerNorm), and 3 backward (ds and
+ * x's gradient dropout(ds) from one dispatch; the multi-output dispatches are raw programs, webgpuPrograms.ts
+ * recordRaw); cpu and wasm run the composed ops, so their numbers are those of seededDropout, tf.add and layerNorm
+ * exactly. Other backends (tensorflow, webgl) get the same math composed of stock ops. Float32 results agree with
+ * the composed ops within rounding (tests: test/fused.test.ts).
  */
 import type { WebGPUBackend, WebGPUProgram } from '@tensorflow/tfjs-backend-webgpu';
 import { heapView, type CpuBackend, type WasmBackend } from './hostBackend.js';
@@ -56,8 +57,8 @@ const INV_SQRT_2PI = 1 / Math.sqrt(2 * Math.PI);
 const ROW_WORKGROUP = 64;
 const ELEMENTWISE_WORKGROUP = 256;
 /**
- * Threads per workgroup of the column sums' second pass (dgamma, dbeta), and rows a workgroup of their first pass
- * (ROW_WORKGROUP threads) adds: 128 workgroups for BERT-base's 4,096 rows.
+ * Threads per workgroup of the column sums' second pass (dgamma, dbeta), and rows one thread of their first pass
+ * adds per column (ROW_WORKGROUP columns a workgroup): 128 chunks x 12 column blocks for BERT-base's 4,096 x 768.
  */
 const COLUMN_WORKGROUP = 64;
 const COLUMN_CHUNK = 32;
@@ -361,20 +362,18 @@ function dxWgsl(store: (i: string, v: string) => string): string {
     }`;
 }
 
-/** ds, one workgroup per row.  -> [rows, H] */
-function dxProgram(source: RowSource, shape: number[], rows: number): WebGPUProgram {
-  return rowProgram('micseLayerNormDx', source, shape, rows, ['gamma', 'dy'], dxWgsl((i, v) => `result[${i}] = ${v};`));
-}
-
 /**
- * addLayerNorm's ds and dropout(ds) (x's gradient: seededDropout's mask at the same flat index), one workgroup per
- * row, one dispatch: a raw program (two outputs; webgpuPrograms.ts recordRaw).  -> ds, dx [rows, H]
+ * ds (and, with `dropoutOfDs`, x's gradient dropout(ds): seededDropout's mask at the same flat index), one workgroup
+ * per row, one raw dispatch (webgpuPrograms.ts recordRaw), which also stores each row's mean and rstd for the column
+ * pass.  -> ds [rows, H], (dx [rows, H],) stats [rows, 2] = (mean, rstd)
  */
-const DX_DROPOUT: RawProgram = {
-  key: 'micseAddLayerNormDxDropout',
-  code: () => `${rawBindings([...DROPOUT_ADD_SOURCE.inputs, 'gamma', 'dy'], ['ds', 'dx'], `rows : i32, H : i32, eps : f32, ${DROPOUT_ADD_SOURCE.uniforms}`)}
+function dxRaw(source: RowSource, dropoutOfDs: boolean): RawProgram {
+  const outputs = dropoutOfDs ? ['ds', 'dx', 'stats'] : ['ds', 'stats'];
+  return {
+    key: `micseLayerNormDx${source.key}${dropoutOfDs ? 'Dropout' : ''}`,
+    code: () => `${rawBindings([...source.inputs, 'gamma', 'dy'], outputs, `rows : i32, H : i32, eps : f32, ${source.uniforms}`)}
   var<private> localIndex : u32;
-  ${WGSL_ROW_SUM}${DROPOUT_ADD_SOURCE.wgsl}
+  ${WGSL_ROW_SUM}${source.wgsl}
   @compute @workgroup_size(${ROW_WORKGROUP}, 1, 1)
   fn main(@builtin(workgroup_id) wid : vec3<u32>, @builtin(num_workgroups) nwg : vec3<u32>,
           @builtin(local_invocation_index) lindex : u32) {
@@ -384,48 +383,45 @@ const DX_DROPOUT: RawProgram = {
     let H = uniforms.H;
     let live = row < uniforms.rows;
     let o = row * H;
-    ${dxWgsl((i, v) => `let v = ${v};
+    ${dxWgsl((i, v) => dropoutOfDs ? `let v = ${v};
         ds[${i}] = v;
-        dx[${i}] = dropoutAt(${i}, v);`)}
+        dx[${i}] = dropoutAt(${i}, v);` : `ds[${i}] = ${v};`)}
+    if (live && lid == 0) {
+      stats[2 * row] = mean;
+      stats[2 * row + 1] = rstd;
+    }
   }`,
-};
+  };
+}
 
 /**
  * First pass of dgamma and dbeta (a deterministic sum over thousands of threads needs two passes: one thread per
- * column over 4,096 rows left the GPU nearly idle, 1.9 ms a call on an H200). One workgroup per chunk of
- * COLUMN_CHUNK rows: the rows' mean and rstd (the dx program's arithmetic, so the same xhat), then per column j
+ * column over 4,096 rows left the GPU nearly idle). One thread per column j and chunk c of COLUMN_CHUNK rows, with
+ * the rows' mean and rstd as the dx program stored them (so the same xhat):
  *   partial[c, j] = sum over the chunk's rows r of dy[r, j] * xhat[r, j];  partial[c, H + j] = ... of dy[r, j]
- * -> [chunks, 2H]. xhat is recomputed, not read: nothing of [rows, H] is materialised besides dx.
+ * -> [chunks, 2H]. xhat is recomputed from s, not read: nothing of [rows, H] is materialised besides ds.
+ * (Before the stats were stored, one workgroup per chunk recomputed its 32 rows' statistics one row after another,
+ * 64 workgroup sums in sequence: 128 workgroups at BERT-base, most of the 0.6 ms a call on an H200.)
  */
 function columnPartialsProgram(source: RowSource, rows: number, H: number): WebGPUProgram {
   const chunks = Math.ceil(rows / COLUMN_CHUNK);
-  return workgroupProgram('micseLayerNormColumnPartials', source, [chunks, 2 * H], chunks, ['dy'], `
-  var<workgroup> chunkMean : array<f32, ${COLUMN_CHUNK}>;
-  var<workgroup> chunkRstd : array<f32, ${COLUMN_CHUNK}>;`, `
-    let first = wg * ${COLUMN_CHUNK};
+  const blocks = Math.ceil(H / ROW_WORKGROUP);
+  return workgroupProgram('micseLayerNormColumnPartials', source, [chunks, 2 * H], chunks * blocks, ['dy', 'stats'], '', `
+    let blocks = (H + ${ROW_WORKGROUP - 1}) / ${ROW_WORKGROUP}; // not baked in: the pipeline cache key has no H
+    let chunk = wg / blocks;
+    let j = (wg % blocks) * ${ROW_WORKGROUP} + lid;
+    let first = chunk * ${COLUMN_CHUNK};
     let n = min(${COLUMN_CHUNK}, uniforms.rows - first); // rows of this chunk; <= 0 past the last chunk
-    for (var r = 0; r < ${COLUMN_CHUNK}; r = r + 1) { // a uniform trip count: the row sums have barriers
-      let live = r < n;
-      let o = (first + r) * H;
-      ${WGSL_ROW_STATS}
-      if (lid == 0) {
-        chunkMean[r] = mean;
-        chunkRstd[r] = rstd;
+    if (n > 0 && j < H) {
+      var dg = 0.0;
+      var db = 0.0;
+      for (var r = first; r < first + n; r = r + 1) {
+        let i = r * H + j;
+        dg = dg + dy[i] * (sourceAt(i) - stats[2 * r]) * stats[2 * r + 1];
+        db = db + dy[i];
       }
-    }
-    workgroupBarrier();
-    if (n > 0) {
-      for (var j = lid; j < H; j = j + ${ROW_WORKGROUP}) {
-        var dg = 0.0;
-        var db = 0.0;
-        for (var r = 0; r < n; r = r + 1) {
-          let i = (first + r) * H + j;
-          dg = dg + dy[i] * (sourceAt(i) - chunkMean[r]) * chunkRstd[r];
-          db = db + dy[i];
-        }
-        result[wg * 2 * H + j] = dg;
-        result[wg * 2 * H + H + j] = db;
-      }
+      result[chunk * 2 * H + j] = dg;
+      result[chunk * 2 * H + H + j] = db;
     }`);
 }
 
@@ -470,20 +466,20 @@ function layerNormWebgpu(b: WebGPUBackend, source: RowSource, sourceInputs: tf.T
 }
 
 /**
- * LayerNorm's backward on webgpu in 3 dispatches: ds (with `dropoutOfDs`, addLayerNorm's source only, also x's
- * gradient dropout(ds) from the same dispatch), the column partials, dgamma and dbeta. (Fewer would need the rows'
- * mean and rstd stored by one program for the next, or dgamma from a single program whose every workgroup
- * recomputes them for all rows.)  -> [ds [rows, H], dgamma [H], dbeta [H]] and, with `dropoutOfDs`, dx [rows, H]
+ * LayerNorm's backward on webgpu in 3 dispatches: ds with the rows' mean and rstd (with `dropoutOfDs`, addLayerNorm's
+ * source only, also x's gradient dropout(ds) from the same dispatch), the column partials, dgamma and dbeta.
+ *   -> [ds [rows, H], dgamma [H], dbeta [H]] and, with `dropoutOfDs`, dx [rows, H]
  */
 function layerNormGradWebgpu(b: WebGPUBackend, source: RowSource, sourceInputs: tf.TensorInfo[], gamma: tf.TensorInfo,
   dy: tf.TensorInfo, eps: number, sourceUniforms: Uniforms = [], dropoutOfDs = false): tf.TensorInfo[] {
   const H = gamma.shape[0]!;
   const rows = tf.util.sizeFromShape(dy.shape) / H;
   const u = rowUniforms(rows, H, eps, sourceUniforms);
-  const [ds, dx] = dropoutOfDs
-    ? recordRaw(b, DX_DROPOUT, [...sourceInputs, gamma, dy], [dy.shape, dy.shape], linearGrid(b, rows), packUniforms(u))
-    : [b.runWebGPUProgram(dxProgram(source, dy.shape, rows), [...sourceInputs, gamma, dy], 'float32', u)];
-  const partial = b.runWebGPUProgram(columnPartialsProgram(source, rows, H), [...sourceInputs, dy], 'float32', u); // [chunks, 2H]
+  const outputs = recordRaw(b, dxRaw(source, dropoutOfDs), [...sourceInputs, gamma, dy],
+    dropoutOfDs ? [dy.shape, dy.shape, [rows, 2]] : [dy.shape, [rows, 2]], linearGrid(b, rows), packUniforms(u));
+  const [ds, dx, stats] = dropoutOfDs ? outputs : [outputs[0], undefined, outputs[1]];
+  const partial = b.runWebGPUProgram(columnPartialsProgram(source, rows, H), [...sourceInputs, dy, stats!], 'float32', u); // [chunks, 2H]
+  b.disposeData(stats!.dataId);
   const [dgamma, dbeta] = recordRaw(b, COLUMN_FINAL, [partial], [[H], [H]], [Math.ceil(H / COLUMN_WORKGROUP), 1, 1],
     packUniforms([{ type: 'int32', data: [partial.shape[0]!] }, { type: 'int32', data: [H] }]));
   b.disposeData(partial.dataId);
