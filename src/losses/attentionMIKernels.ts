@@ -314,7 +314,10 @@ const WGSL_ROW_STATS = `
     let nx = sqrt(max(Qx, uniforms.eps2));
     let ny = sqrt(max(Qy, uniforms.eps2));
     let rho = P / (nx * ny);
-    let r = select(select(rho, -uniforms.rhoMax, rho < -uniforms.rhoMax), uniforms.rhoMax, rho > uniforms.rhoMax); // NaN stays NaN
+    // clipByValue, NaN kept: the test is on the bits (TF.js's isnan), since WGSL lets a compiler assume no NaN and the
+    // NVIDIA driver turned the comparisons into min/max, which return the bound for a NaN (a finite value, on an H200).
+    let clipped = select(select(rho, -uniforms.rhoMax, rho < -uniforms.rhoMax), uniforms.rhoMax, rho > uniforms.rhoMax);
+    let r = select(clipped, rho, isnan(rho));
     let q = (1.0 - r) * (1.0 + r);`;
 
 const MI_UNIFORMS = `${ATTENTION_UNIFORMS} S : i32, eps2 : f32, rhoMax : f32, nanValue : f32,`;
