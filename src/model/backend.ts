@@ -3,9 +3,11 @@
  * adapter for Node (`webgpu`) are optional: they are tried and skipped with a reason when they cannot load.
  * This is the only module that knows which backend is active and which kernels were replaced.
  */
+import type { WebGPUBackend } from '@tensorflow/tfjs-backend-webgpu';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { hostMatMulEngine, NATIVE_GEMM_ENV, registerFastKernels, useNativeGemm } from './kernels.js';
+import { describeMatmulTile, MATMUL_TILE_ENV, parseMatmulTile, useMatmulTile } from './matmulTiles.js';
 import { tf } from './tf.js';
 
 export const BACKEND_NAMES = ['auto', 'tensorflow-gpu', 'tensorflow', 'webgpu', 'wasm', 'cpu'] as const;
@@ -98,6 +100,7 @@ async function tryBackend(name: Exclude<BackendName, 'auto'>): Promise<string> {
       }
       if (adapter === null || adapter === undefined) throw new Error(`navigator.gpu.requestAdapter() found no GPU adapter${withOptions}`);
       await activate('webgpu');
+      useMatmulTile(tf.backend() as unknown as WebGPUBackend, parseMatmulTile(process.env[MATMUL_TILE_ENV]));
       return 'webgpu';
     }
     case 'wasm': {
@@ -195,5 +198,8 @@ export function describeSelection(sel: BackendSelection): string {
   for (const a of sel.attempts) if (!a.ok) lines.push(`  skipped ${a.name}: ${a.reason}`);
   if (sel.replacedKernels.length > 0) lines.push(`  replaced kernels: ${sel.replacedKernels.join(', ')}`);
   if (sel.tfBackend === 'wasm' || sel.tfBackend === 'cpu') lines.push(`  dense products: ${hostMatMulEngine(sel.tfBackend)}`);
+  if (sel.tfBackend === 'webgpu') {
+    lines.push(`  matmul tile: ${describeMatmulTile(parseMatmulTile(process.env[MATMUL_TILE_ENV]))} (${MATMUL_TILE_ENV})`);
+  }
   return lines.join('\n');
 }
