@@ -131,6 +131,21 @@ if [ "${MICSE_DEVICE_PROBE:-0}" = 1 ]; then
   exit 0
 fi
 
+# MICSE_DEVICE_PROBE=tiles: the base step under each webgpu matmul tile of MICSE_DEVICE_TILES (src/model/matmulTiles.ts;
+# `default` is TF.js's 32 x 32), each with --profile (the matmul kernels' GPU time), the first with PyTorch beside it,
+# the default again last (an order check).
+if [ "${MICSE_DEVICE_PROBE:-0}" = tiles ]; then
+  TILES=${MICSE_DEVICE_TILES:-default 16,16,4 8,16,4 16,8,4 8,8,8 16,8,8 8,16,8 8,32,4 16,16,8 default}
+  reference=(--reference-device "$REF_DEVICE")
+  for tile in $TILES; do
+    step "tile $tile" 60 env MICSE_WEBGPU_MATMUL_TILE="$tile" node "$DEV/bench.mjs" --backend webgpu --size base --steps 5 \
+      --warmup 2 --embed-sentences 64 --profile "${reference[@]}"
+    reference=(--no-reference)
+  done
+  log "probe done in $(elapsed)s"
+  exit 0
+fi
+
 for size in $SIZES; do
   extra=EXTRA_$size
   step "bench $size" "${LIMIT[$size]}" node "$DEV/bench.mjs" --backend webgpu --size "$size" --steps "${STEPS[$size]}" \
