@@ -67,8 +67,11 @@ export function parseMatmulTile(text: string | undefined): MatmulTile | null {
   return { workgroup: [wx, wy], rows };
 }
 
+/** A MatMulPackedProgram with the fields retile reads (tfjs-backend-webgpu 4.x); anything else is left alone. */
 function isPacked(p: WebGPUProgram): p is PackedProgram {
-  return p.shaderKey.startsWith('matMulPacked_') && 'getShapeFit' in p;
+  const q = p as Partial<PackedProgram>;
+  return p.shaderKey.startsWith('matMulPacked_') && typeof q.getShapeFit === 'function' && Array.isArray(q.elementsPerThread) &&
+    typeof q.isVec4 === 'boolean' && typeof q.isVectorA === 'boolean' && typeof q.transposeA === 'boolean';
 }
 
 /** Sets `tile` on a vec4 MatMulPackedProgram of a large enough product; leaves every other program as it is. */
