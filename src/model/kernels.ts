@@ -485,15 +485,12 @@ function keepsOrder(shape: readonly number[], perm: readonly number[]): boolean 
 }
 
 /**
- * out = x with its axes permuted (out's axis i is x's axis perm[i]), both row-major. Size-1 axes are dropped and
- * x's axes that stay neighbours in the same order are merged first, so the attention head transposes
- * ([B, T, nh, dh] -> [B, nh, T, dh]) copy runs of dh elements; a 2-D transpose walks x by columns.
+ * out = x with its axes permuted (out's axis i is x's axis perm[i]), both row-major, for a permutation that moves
+ * elements (not keepsOrder: the caller shares the buffer then). Size-1 axes are dropped and x's axes that stay
+ * neighbours in the same order are merged first, so the attention head transposes ([B, T, nh, dh] -> [B, nh, T, dh])
+ * copy runs of dh elements; a 2-D transpose walks x by columns.
  */
 function transposeValues<T extends Int32Array | Uint8Array>(x: T, shape: readonly number[], perm: readonly number[], out: T): void {
-  if (keepsOrder(shape, perm)) {
-    out.set(x.subarray(0, out.length));
-    return;
-  }
   const kept = perm.filter((a) => shape[a] !== 1);
   const groups: number[][] = []; // runs of consecutive input axes that stay consecutive in kept (two or more here)
   for (const a of kept) {
