@@ -7,7 +7,7 @@ import type { WebGPUBackend } from '@tensorflow/tfjs-backend-webgpu';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { hostMatMulEngine, NATIVE_GEMM_ENV, registerFastKernels, useNativeGemm } from './kernels.js';
-import { describeMatmulTile, MATMUL_TILE_ENV, parseMatmulTile, useMatmulTile } from './matmulTiles.js';
+import { activeMatmulTile, describeMatmulTile, MATMUL_TILE_ENV, parseMatmulTile, useMatmulTile } from './matmulTiles.js';
 import { tf } from './tf.js';
 
 export const BACKEND_NAMES = ['auto', 'tensorflow-gpu', 'tensorflow', 'webgpu', 'wasm', 'cpu'] as const;
@@ -76,6 +76,7 @@ async function tryBackend(name: Exclude<BackendName, 'auto'>): Promise<string> {
       return 'tensorflow';
     }
     case 'webgpu': {
+      const dawnOptions = process.env[DAWN_OPTIONS_ENV] ?? '';
       const g = globalThis as { navigator?: { gpu?: unknown } };
       if (g.navigator?.gpu === undefined) {
         let dawn: { create: (opts: string[]) => unknown; globals: Record<string, unknown> };
@@ -85,12 +86,11 @@ async function tryBackend(name: Exclude<BackendName, 'auto'>): Promise<string> {
           throw new Error(`no navigator.gpu and the npm package \`webgpu\` (Dawn for Node) is not installed (${message(err)})`);
         }
         Object.assign(globalThis, dawn.globals);
-        const options = (process.env[DAWN_OPTIONS_ENV] ?? '').split(/\s+/).filter((o) => o !== '');
+        const options = dawnOptions.split(/\s+/).filter((o) => o !== '');
         Object.defineProperty(globalThis, 'navigator', { value: { gpu: dawn.create(options) }, configurable: true });
       }
       await registerWebgpu();
       const nav = (globalThis as { navigator: { gpu: { requestAdapter(): Promise<unknown> } } }).navigator;
-      const dawnOptions = process.env[DAWN_OPTIONS_ENV] ?? '';
       const withOptions = dawnOptions.trim() === '' ? '' : ` (with ${DAWN_OPTIONS_ENV}=${dawnOptions})`;
       let adapter: unknown;
       try {
@@ -199,7 +199,7 @@ export function describeSelection(sel: BackendSelection): string {
   if (sel.replacedKernels.length > 0) lines.push(`  replaced kernels: ${sel.replacedKernels.join(', ')}`);
   if (sel.tfBackend === 'wasm' || sel.tfBackend === 'cpu') lines.push(`  dense products: ${hostMatMulEngine(sel.tfBackend)}`);
   if (sel.tfBackend === 'webgpu') {
-    lines.push(`  matmul tile: ${describeMatmulTile(parseMatmulTile(process.env[MATMUL_TILE_ENV]))} (${MATMUL_TILE_ENV})`);
+    lines.push(`  matmul tile: ${describeMatmulTile(activeMatmulTile())} (${MATMUL_TILE_ENV})`);
   }
   return lines.join('\n');
 }

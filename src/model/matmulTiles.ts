@@ -108,6 +108,11 @@ export function describeMatmulTile(tile: MatmulTile | null): string {
 let activeTile: MatmulTile | null = null;
 const wrapped = new WeakSet<WebGPUBackend>();
 
+/** The tile useMatmulTile last set (null: TF.js's own), for logs. */
+export function activeMatmulTile(): MatmulTile | null {
+  return activeTile;
+}
+
 /**
  * Applies `tile` (null: TF.js's own) to the large vec4 products `backend` runs from now on; an error if the device
  * cannot hold it. The backend's runWebGPUProgram is wrapped once; later calls only change the tile.
