@@ -6,7 +6,9 @@
  * - A batch of B sentences becomes 2B rows interleaved `[s0, s0, s1, s1, ...]` (the two views differ only by
  *   dropout inside the encoder), token ids truncated to `maxSeqLen` by the tokenizer (keeping [SEP] last), padded
  *   with the tokenizer's pad id to the longest row of the batch; attention mask 1 for tokens, 0 for padding.
- * - The last partial batch of an epoch is kept (the reference behaviour) unless `dropLast`.
+ * - The last partial batch of an epoch is kept (the reference behaviour) unless `dropLast`; a last batch of one
+ *   sentence is always left out (InfoNCE contrasts the sentences of a batch, so it needs MIN_BATCH_SENTENCES), so
+ *   with n = 1 mod B each epoch leaves out one sentence, a different one each epoch.
  * - `state()` is a plain JSON object `{epoch, position, step, rng, ...}` where `rng` is the generator state at the
  *   start of the current epoch (before its shuffle): restoring re-draws that epoch's order and continues at
  *   `position`, so a restored iterator yields exactly what the uninterrupted one would.
@@ -81,9 +83,18 @@ export const DEFAULT_MAX_SEQ_LEN = 32;
 /** Token ids are cached by default up to this many sentences (the 10% split is 100,000). */
 export const CACHE_MAX_SENTENCES = 200_000;
 
-/** Batches per epoch: ceil(n / B), or floor(n / B) with dropLast. */
+/** The fewest sentences a batch may hold: InfoNCE scores each sentence's views against the other sentences'. */
+export const MIN_BATCH_SENTENCES = 2;
+
+/** Sentences each epoch leaves out: the last partial batch with dropLast, else a last batch too small to train on. */
+export function sentencesLeftOut(numSentences: number, batchSize: number, dropLast = false): number {
+  const rest = numSentences % batchSize;
+  return dropLast || rest < MIN_BATCH_SENTENCES ? rest : 0;
+}
+
+/** Batches per epoch: ceil(n / B), less the last partial batch when `sentencesLeftOut` leaves it out. */
 export function stepsPerEpoch(numSentences: number, batchSize: number, dropLast = false): number {
-  return dropLast ? Math.floor(numSentences / batchSize) : Math.ceil(numSentences / batchSize);
+  return Math.ceil((numSentences - sentencesLeftOut(numSentences, batchSize, dropLast)) / batchSize);
 }
 
 /** Interleaves two identical views of each row and pads to the longest: the batch tensors as arrays. */
@@ -125,10 +136,12 @@ export class TwoViewBatchIterator implements IterableIterator<TwoViewBatch> {
 
   constructor(opts: BatchIteratorOptions, state?: BatchIteratorState) {
     const n = opts.sentences.length;
-    if (!Number.isInteger(opts.batchSize) || opts.batchSize < 1) throw new UserError(`train.batchSize must be a positive integer, got ${opts.batchSize}`);
+    if (!Number.isInteger(opts.batchSize) || opts.batchSize < MIN_BATCH_SENTENCES) {
+      throw new UserError(`train.batchSize must be an integer >= ${MIN_BATCH_SENTENCES} (InfoNCE contrasts the sentences of a batch), got ${opts.batchSize}`);
+    }
     const maxSeqLen = opts.maxSeqLen ?? DEFAULT_MAX_SEQ_LEN;
     if (!Number.isInteger(maxSeqLen) || maxSeqLen < 2) throw new UserError(`data.maxSeqLen must be an integer >= 2, got ${maxSeqLen}`);
-    if (n === 0) throw new UserError('no training sentences');
+    if (n < MIN_BATCH_SENTENCES) throw new UserError(`${n} training sentences: InfoNCE needs at least ${MIN_BATCH_SENTENCES}`);
     this.sentences = opts.sentences;
     this.tokenizer = opts.tokenizer;
     this.batchSize = opts.batchSize;
@@ -186,7 +199,7 @@ export class TwoViewBatchIterator implements IterableIterator<TwoViewBatch> {
 
   next(): IteratorResult<TwoViewBatch> {
     const n = this.sentences.length;
-    if (this.position >= n || (this.dropLast && n - this.position < this.batchSize)) {
+    if (n - this.position < (this.dropLast ? this.batchSize : MIN_BATCH_SENTENCES)) {
       this._epoch++;
       this.position = 0;
       this.epochStartRng = this.rng.state();

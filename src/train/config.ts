@@ -7,6 +7,7 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import YAML from 'yaml';
+import { MIN_BATCH_SENTENCES } from '../data/batches.js';
 import { UserError } from '../errors.js';
 import { BACKEND_NAMES } from '../model/backend.js';
 
@@ -41,7 +42,7 @@ export const SCHEMA = {
     format: { kind: 'string', default: 'auto', choices: ['auto', 'txt', 'csv', 'tsv'], describe: 'corpus format (auto: by extension)' },
     column: { kind: 'integer', orString: true, default: null, nullable: true, min: 0, describe: 'CSV/TSV column name or 0-based index' },
     fraction: { kind: 'number', default: null, nullable: true, min: 0, minExclusive: true, max: 1, describe: 'few-shot subset: fraction of the corpus' },
-    count: { kind: 'integer', default: null, nullable: true, min: 1, describe: 'few-shot subset: number of sentences' },
+    count: { kind: 'integer', default: null, nullable: true, min: MIN_BATCH_SENTENCES, describe: 'few-shot subset: number of sentences' },
     subsetSeed: { kind: 'integer', default: 48, min: 0, describe: 'seed of the subset draw (official: 48..52)' },
     onInvalid: { kind: 'string', default: 'skip', choices: ['skip', 'fail'], describe: 'lines that are not valid UTF-8' },
     maxSeqLen: { kind: 'integer', default: 32, min: 2, max: 512, describe: 'truncate training sentences to this many tokens' },
@@ -72,7 +73,7 @@ export const SCHEMA = {
     maxGradNorm: { kind: 'number', default: 1, min: 0, describe: 'global gradient-norm clip (0: off)' },
   },
   train: {
-    batchSize: { kind: 'integer', default: 64, min: 1, describe: 'sentences per batch (each appears twice)' },
+    batchSize: { kind: 'integer', default: 64, min: MIN_BATCH_SENTENCES, describe: 'sentences per batch (each appears twice; InfoNCE contrasts the sentences of a batch)' },
     epochs: { kind: 'integer', default: 1, min: 1, describe: 'passes over the training sentences' },
     maxSteps: { kind: 'integer', default: null, nullable: true, min: 1, describe: 'stop after this many steps (overrides epochs)' },
     evalSteps: { kind: 'integer', default: 250, min: 1, describe: 'evaluate STS-B dev (and checkpoint) every this many steps' },

@@ -10,7 +10,7 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { evaluateSts, loadStsTask, stsbDevSpearman, STS_TEST_TASKS, type StsEvaluation } from '../../eval/sts.js';
 import { formatStsTable, stsReportJson } from '../../eval/report.js';
-import { TwoViewBatchIterator, type BatchIteratorState, type TwoViewBatch } from '../data/batches.js';
+import { MIN_BATCH_SENTENCES, sentencesLeftOut, TwoViewBatchIterator, type BatchIteratorState, type TwoViewBatch } from '../data/batches.js';
 import { loadTrainingSentences } from '../data/subset.js';
 import { BertTokenizer } from '../data/tokenizer.js';
 import { UserError } from '../errors.js';
@@ -132,7 +132,11 @@ export async function train(config: TrainConfig, opts: TrainOptions = {}): Promi
     path: c.data.train, format: c.data.format, column: c.data.column, fraction: c.data.fraction, count: c.data.count,
     subsetSeed: c.data.subsetSeed, onInvalid: c.data.onInvalid,
   });
-  if (data.sentences.length === 0) throw new UserError(`${c.data.train}: no training sentences`);
+  if (data.sentences.length < MIN_BATCH_SENTENCES) {
+    const subset = c.data.count !== null ? ` (data.count ${c.data.count})` : c.data.fraction !== null ? ` (data.fraction ${c.data.fraction})` : '';
+    throw new UserError(`${c.data.train}: ${data.sentences.length} training sentence${data.sentences.length === 1 ? '' : 's'}${subset}; ` +
+      `InfoNCE contrasts the sentences of a batch, so it needs at least ${MIN_BATCH_SENTENCES}`);
+  }
   const { selection, model, tokenizer, warning } = await selectBackendAndModel(c, prior?.dir ?? null, data.sentences.length);
   log(describeSelection(selection));
   if (warning !== null) log(warning);
@@ -184,6 +188,10 @@ export async function train(config: TrainConfig, opts: TrainOptions = {}): Promi
   }
   log(`training on ${data.sentences.length} sentences, ${batches.stepsPerEpoch} steps/epoch, ${totalSteps} steps, ` +
     `${c.objective.style}${c.objective.style === 'micse' ? ` (lambda ${c.objective.lambda}, layers ${c.objective.minLayer}..${c.objective.maxLayer - 1})` : ''}`);
+  if (!c.data.dropLast && sentencesLeftOut(data.sentences.length, c.train.batchSize) > 0) {
+    log(`the last batch of each epoch would hold 1 sentence (${data.sentences.length} = 1 mod train.batchSize ${c.train.batchSize}), ` +
+      `too few for InfoNCE: it is left out, so each epoch skips one sentence, a different one each epoch`);
+  }
 
   const encode = (s: string[]) => embed(model, tokenizer, s, { batchSize: c.train.evalBatchSize, pooler: 'cls_before_pooler' });
   const metricsFile = await fs.open(path.join(runDir, METRICS_FILE), 'a');

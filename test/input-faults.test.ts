@@ -1,0 +1,159 @@
+/**
+ * Valid-looking inputs that used to crash mid-training or build the wrong model (issue 22): a last batch of one
+ * sentence, batch size 1, a corpus of one (huge) sentence, data.maxSeqLen past the model's positions, model.config
+ * typos and merging, checkpoints whose weights disagree with config.json or are not finite, and the wasm heap
+ * estimate of a model with a wide intermediate layer. Each case must train, or be refused upfront with one line.
+ */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { promises as fs } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { promisify } from 'node:util';
+import { sentencesLeftOut, stepsPerEpoch, TwoViewBatchIterator, type BatchIteratorState, type BatchTokenizer, type TwoViewBatch } from '../src/data/batches.js';
+import { UserError } from '../src/errors.js';
+import { selectBackend } from '../src/model/backend.js';
+import { defaultConfig, loadConfig, mergeConfig, type TrainConfig } from '../src/train/config.js';
+import { train } from '../src/train/trainer.js';
+import { ROOT, shared, SKIP_NO_SHARED } from './helpers.js';
+
+const run = promisify(execFile);
+const CLI = path.join(ROOT, 'bin', 'micse.js');
+const TINY = path.join(ROOT, 'configs', 'tiny.yaml');
+
+let TMP = '';
+before(async () => {
+  TMP = await fs.mkdtemp(path.join(os.tmpdir(), 'micse-input-faults-'));
+  await selectBackend('cpu');
+});
+after(async () => {
+  await fs.rm(TMP, { recursive: true, force: true });
+});
+
+async function tmp(name: string): Promise<string> {
+  const dir = path.join(TMP, name);
+  await fs.mkdir(dir, { recursive: true });
+  return dir;
+}
+
+async function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return run(process.execPath, [CLI, ...args], { cwd: ROOT, maxBuffer: 1 << 24 }).then(
+    (r) => ({ code: 0, stdout: r.stdout, stderr: r.stderr }),
+    (e: { code: number; stdout: string; stderr: string }) => ({ code: e.code, stdout: e.stdout, stderr: e.stderr }),
+  );
+}
+
+/** Asserts a CLI run exited 2 with exactly one `micse:` line matching `pattern`, and left `absent` uncreated. */
+async function refused(args: string[], pattern: RegExp, absent?: string): Promise<void> {
+  const r = await cli(args);
+  assert.equal(r.code, 2, r.stderr);
+  const lines = r.stderr.trim().split('\n').filter((l) => l.startsWith('micse:'));
+  assert.equal(lines.length, 1, r.stderr);
+  assert.match(lines[0]!, pattern);
+  assert.doesNotMatch(r.stderr, /internal error|\n\s+at /);
+  if (absent !== undefined) assert.equal(await fs.access(absent).then(() => true, () => false), false, `${absent} must not be created`);
+}
+
+/** A very small random-init run on the shared data (cpu backend). */
+function microConfig(output: string, overrides: Record<string, Record<string, unknown>> = {}): TrainConfig {
+  const base = mergeConfig(defaultConfig(), {
+    model: {
+      init: 'random', tokenizer: shared('bert-base-uncased'),
+      config: { hidden_size: 16, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 32, max_position_embeddings: 64 },
+    },
+    data: { train: shared('wiki1m-head.txt'), count: 48, maxSeqLen: 16, senteval: shared('senteval') },
+    objective: { minLayer: 0, maxLayer: 2, lambda: 0.01 },
+    optim: { learningRate: 1e-3 },
+    train: { batchSize: 8, maxSteps: 12, evalSteps: 1000, evalBatchSize: 512, backend: 'cpu', output, finalEval: false, seed: 7 },
+  }, 'test');
+  return mergeConfig(base, overrides, 'test');
+}
+
+/** One id per word, [CLS]/[SEP] added. */
+const fake: BatchTokenizer = {
+  padTokenId: 0,
+  encode(text: string, opts?: { maxLength?: number }): number[] {
+    const words = text.split(/\s+/).filter((w) => w !== '').map((w) => 1000 + w.length);
+    return [101, ...words.slice(0, (opts?.maxLength ?? 512) - 2), 102];
+  },
+};
+
+function take(it: TwoViewBatchIterator, k: number): TwoViewBatch[] {
+  return Array.from({ length: k }, () => it.next().value as TwoViewBatch);
+}
+
+describe('batches of one sentence', () => {
+  it('a last batch of one sentence is left out of each epoch (a different sentence each time), resumably', () => {
+    const sentences = Array.from({ length: 17 }, (_, i) => `s${i} ${'w '.repeat(i % 5)}`);
+    assert.equal(stepsPerEpoch(17, 8), 2);
+    assert.equal(sentencesLeftOut(17, 8), 1);
+    assert.equal(stepsPerEpoch(18, 8), 3);
+    assert.equal(sentencesLeftOut(18, 8), 0);
+    assert.equal(stepsPerEpoch(17, 8, true), 2);
+    assert.equal(sentencesLeftOut(17, 8, true), 1);
+    assert.equal(stepsPerEpoch(3, 8), 1, 'fewer sentences than the batch: one batch of all of them');
+    const opts = { sentences, tokenizer: fake, batchSize: 8, seed: 3 };
+    const it = new TwoViewBatchIterator(opts);
+    assert.equal(it.stepsPerEpoch, 2);
+    const batches = take(it, 8);
+    assert.deepEqual(batches.map((b) => b.sentences.length), [8, 8, 8, 8, 8, 8, 8, 8]);
+    assert.deepEqual(batches.map((b) => b.epoch), [0, 0, 1, 1, 2, 2, 3, 3]);
+    const leftOut = [0, 1, 2, 3].map((e) => {
+      const seen = new Set(batches.filter((b) => b.epoch === e).flatMap((b) => b.indices));
+      assert.equal(seen.size, 16);
+      return sentences.findIndex((_, i) => !seen.has(i));
+    });
+    assert.ok(new Set(leftOut).size > 1, `the left-out sentence changes between epochs: ${leftOut.join(', ')}`);
+    for (let k = 0; k <= 7; k++) {
+      const first = new TwoViewBatchIterator(opts);
+      take(first, k);
+      const resumed = new TwoViewBatchIterator(opts, JSON.parse(JSON.stringify(first.state())) as BatchIteratorState);
+      assert.deepEqual(take(resumed, 8 - k), batches.slice(k), `resumed at step ${k}`);
+    }
+  });
+
+  it('batch size 1 and a single sentence are refused upfront', async () => {
+    assert.throws(() => new TwoViewBatchIterator({ sentences: ['a', 'b'], tokenizer: fake, batchSize: 1, seed: 1 }),
+      (e: unknown) => e instanceof UserError && /train\.batchSize must be an integer >= 2/.test(e.message));
+    assert.throws(() => new TwoViewBatchIterator({ sentences: ['a'], tokenizer: fake, batchSize: 8, seed: 1 }),
+      (e: unknown) => e instanceof UserError && /1 training sentences: InfoNCE needs at least 2/.test(e.message));
+    const f = path.join(await tmp('bs1'), 'bs1.yaml');
+    await fs.writeFile(f, 'train:\n  batchSize: 1\n');
+    await assert.rejects(loadConfig(f), /bs1\.yaml: train\.batchSize must be >= 2, got 1/);
+    await assert.rejects(loadConfig(null, ['data.count=1']), /data\.count must be >= 2, got 1/);
+  });
+
+  it('trains a corpus of n = 1 mod batch without a crash, and says once that the last sentence is left out', { skip: SKIP_NO_SHARED }, async () => {
+    const out = path.join(await tmp('mod1'), 'run');
+    const lines: string[] = [];
+    const r = await train(microConfig(out, { data: { count: 17 }, train: { maxSteps: null, epochs: 2 } }), { quiet: true, log: (l) => lines.push(l) });
+    assert.equal(r.steps, 4);
+    assert.equal(lines.filter((l) => /left out/.test(l)).length, 1, lines.join('\n'));
+    assert.match(lines.join('\n'), /training on 17 sentences, 2 steps\/epoch, 4 steps/);
+  });
+
+  it('CLI: train.batchSize 1 exits 2 with one line before creating the run directory', { skip: SKIP_NO_SHARED }, async () => {
+    const out = path.join(await tmp('cli-bs1'), 'run');
+    await refused(['train', '--config', TINY, '--set', `train.output=${out}`, '--set', 'train.batchSize=1'],
+      /^micse: --set: train\.batchSize must be >= 2, got 1$/, out);
+  });
+});
+
+describe('a corpus of one huge sentence', () => {
+  it('alone it is a one-line error naming the file; beside another sentence it trains, truncated to data.maxSeqLen', { skip: SKIP_NO_SHARED }, async () => {
+    const dir = await tmp('huge');
+    const huge = 'the cat sat on the mat . '.repeat(Math.ceil(1e6 / 25));
+    const one = path.join(dir, 'one.txt');
+    await fs.writeFile(one, huge + '\n');
+    const out = path.join(dir, 'run');
+    await refused(['train', '--config', TINY, '--set', `data.train=${one}`, '--set', 'data.count=null', '--set', `train.output=${out}`],
+      new RegExp(`^micse: ${one.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}: 1 training sentence; InfoNCE .* at least 2$`), out);
+    const two = path.join(dir, 'two.txt');
+    await fs.writeFile(two, `${huge}\na short one .\n`);
+    const started = Date.now();
+    const r = await train(microConfig(out, { data: { train: two, count: null }, train: { maxSteps: 2 } }), { quiet: true, log: () => undefined });
+    assert.equal(r.steps, 2);
+    assert.ok(Date.now() - started < 30_000, `took ${Date.now() - started} ms`);
+  });
+});
