@@ -157,3 +157,20 @@ describe('a corpus of one huge sentence', () => {
     assert.ok(Date.now() - started < 30_000, `took ${Date.now() - started} ms`);
   });
 });
+
+describe('data.maxSeqLen past the model positions', () => {
+  it('is refused before training, naming both keys and values', { skip: SKIP_NO_SHARED }, async () => {
+    const out = path.join(await tmp('maxpos'), 'run');
+    const config = microConfig(out, { data: { maxSeqLen: 32 } });
+    config.model.config = { ...config.model.config, max_position_embeddings: 20 };
+    await assert.rejects(train(config, { quiet: true, log: () => undefined }),
+      /^UserError: data\.maxSeqLen is 32 but the model's max_position_embeddings is 20 \(model\.config\.max_position_embeddings\): lower data\.maxSeqLen to at most 20$/);
+    assert.equal(await fs.access(out).then(() => true, () => false), false, 'no run directory');
+  });
+
+  it('CLI: exit 2 with one line, nothing created', { skip: SKIP_NO_SHARED }, async () => {
+    const out = path.join(await tmp('cli-maxpos'), 'run');
+    await refused(['train', '--config', TINY, '--set', `train.output=${out}`, '--set', 'data.maxSeqLen=128', '--set', 'train.backend=cpu'],
+      /^micse: data\.maxSeqLen is 128 but the model's max_position_embeddings is 64 \(model\.config\.max_position_embeddings\)/, out);
+  });
+});

@@ -18,7 +18,7 @@ import { exists, writeFileAtomic } from '../fsutil.js';
 import { MlpHead } from '../losses/mlpHead.js';
 import { describeSelection, type BackendSelection } from '../model/backend.js';
 import { BertModel, packQkv, siteSeed } from '../model/bert.js';
-import { parseBertConfig } from '../model/config.js';
+import { parseBertConfig, type BertConfig } from '../model/config.js';
 import { embed } from '../model/embed.js';
 import { loadPretrained } from '../model/pretrained.js';
 import { tf } from '../model/tf.js';
@@ -106,10 +106,18 @@ export async function selectBackendAndModel(c: TrainConfig, resumeDir: string | 
   return { selection, model: built.model, tokenizer: built.tokenizer, wasmShortfall, warning };
 }
 
-function checkObjectiveFits(c: TrainConfig, layers: number): void {
+/** Config keys that must fit the model built: the AMI layers, and the sequence length within its positions. */
+function checkModelFits(c: TrainConfig, model: BertConfig, resumeDir: string | null): void {
+  const layers = model.numHiddenLayers;
   if (c.objective.style === 'micse' && c.objective.maxLayer > layers) {
     throw new UserError(`objective.maxLayer is ${c.objective.maxLayer} but the model has ${layers} layers (0..${layers - 1}); ` +
       `set objective.minLayer/maxLayer within the model's depth`);
+  }
+  if (c.data.maxSeqLen > model.maxPositionEmbeddings) {
+    const source = resumeDir !== null ? path.join(resumeDir, 'config.json')
+      : c.model.init === 'random' ? 'model.config.max_position_embeddings' : `config.json of ${c.model.init}`;
+    throw new UserError(`data.maxSeqLen is ${c.data.maxSeqLen} but the model's max_position_embeddings is ${model.maxPositionEmbeddings} ` +
+      `(${source}): lower data.maxSeqLen to at most ${model.maxPositionEmbeddings}`);
   }
 }
 
@@ -140,7 +148,12 @@ export async function train(config: TrainConfig, opts: TrainOptions = {}): Promi
   const { selection, model, tokenizer, warning } = await selectBackendAndModel(c, prior?.dir ?? null, data.sentences.length);
   log(describeSelection(selection));
   if (warning !== null) log(warning);
-  checkObjectiveFits(c, model.config.numHiddenLayers);
+  try {
+    checkModelFits(c, model.config, prior?.dir ?? null);
+  } catch (err) {
+    model.dispose();
+    throw err;
+  }
 
   await fs.mkdir(runDir, { recursive: true });
   if (!resuming) {
