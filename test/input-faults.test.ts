@@ -174,3 +174,33 @@ describe('data.maxSeqLen past the model positions', () => {
       /^micse: data\.maxSeqLen is 128 but the model's max_position_embeddings is 64 \(model\.config\.max_position_embeddings\)/, out);
   });
 });
+
+describe('model.config', () => {
+  it('merges key by key through extends and --set; unknown keys are errors with a did-you-mean', async () => {
+    const dir = await tmp('modelcfg');
+    const parent = path.join(dir, 'parent.yaml');
+    await fs.writeFile(parent, 'model:\n  init: random\n  tokenizer: tok\n  config:\n    hidden_size: 64\n    num_hidden_layers: 4\n    num_attention_heads: 4\n');
+    const child = path.join(dir, 'child.yaml');
+    await fs.writeFile(child, 'extends: parent.yaml\nmodel:\n  config:\n    num_hidden_layers: 2\n');
+    const { config } = await loadConfig(child, ['model.config.intermediate_size=96']);
+    assert.deepEqual(config.model.config, { hidden_size: 64, num_hidden_layers: 2, num_attention_heads: 4, intermediate_size: 96 });
+    const reset = path.join(dir, 'reset.yaml');
+    await fs.writeFile(reset, 'extends: parent.yaml\nmodel:\n  config: null\n');
+    assert.equal((await loadConfig(reset)).config.model.config, null, 'null replaces the block');
+
+    const typo = path.join(dir, 'typo.yaml');
+    await fs.writeFile(typo, 'extends: parent.yaml\nmodel:\n  config:\n    hiden_size: 48\n');
+    await assert.rejects(loadConfig(typo), (e: unknown) => e instanceof UserError &&
+      /typo\.yaml: unknown key 'model\.config\.hiden_size' \(did you mean 'model\.config\.hidden_size'\?\); model\.config takes vocab_size, hidden_size/.test(e.message));
+    await assert.rejects(loadConfig(parent, ['model.config.hiden_size=48']),
+      /--set: unknown key 'model\.config\.hiden_size' \(did you mean 'model\.config\.hidden_size'\?\)/);
+    await assert.rejects(loadConfig(parent, ['model.config.hidden_size=50']),
+      /parent\.yaml: model\.config: hidden_size 50 is not a multiple of num_attention_heads/, 'values are checked upfront too');
+  });
+
+  it('CLI: --set model.config.hiden_size=48 exits 2 with one line', { skip: SKIP_NO_SHARED }, async () => {
+    const out = path.join(await tmp('cli-modelcfg'), 'run');
+    await refused(['train', '--config', TINY, '--set', `train.output=${out}`, '--set', 'model.config.hiden_size=48'],
+      /^micse: --set: unknown key 'model\.config\.hiden_size' \(did you mean 'model\.config\.hidden_size'\?\)/, out);
+  });
+});

@@ -54,6 +54,9 @@ const HF_KEYS: Record<keyof BertConfig, string> = {
   initializerRange: 'initializer_range',
 };
 
+/** The config.json keys of a BERT config that this project reads (the keys a training config's model.config may set). */
+export const BERT_CONFIG_KEYS: readonly string[] = Object.values(HF_KEYS);
+
 const ACTS = ['gelu', 'gelu_new', 'gelu_pytorch_tanh', 'relu'] as const;
 
 /**

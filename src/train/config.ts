@@ -10,6 +10,7 @@ import YAML from 'yaml';
 import { MIN_BATCH_SENTENCES } from '../data/batches.js';
 import { UserError } from '../errors.js';
 import { BACKEND_NAMES } from '../model/backend.js';
+import { BERT_CONFIG_KEYS, parseBertConfig } from '../model/config.js';
 
 type Kind = 'string' | 'number' | 'integer' | 'boolean' | 'object';
 
@@ -26,6 +27,8 @@ interface KeySpec {
   minExclusive?: boolean;
   /** integer or string (CSV column) */
   orString?: boolean;
+  /** kind 'object': the keys it may hold; a file or --set merges them into the block below it key by key. */
+  keys?: readonly string[];
 }
 
 /** The schema: section -> key -> spec. Defaults are METHOD.md's official hyperparameters (fp32 runs). */
@@ -33,7 +36,7 @@ export const SCHEMA = {
   model: {
     init: { kind: 'string', default: 'bert-base-uncased', describe: 'Hugging Face directory or Hub name to start from, or "random"' },
     tokenizer: { kind: 'string', default: null, nullable: true, describe: 'tokenizer directory (default: the init directory; required with init: random)' },
-    config: { kind: 'object', default: null, nullable: true, describe: 'config.json keys for init: random (snake_case as transformers writes them)' },
+    config: { kind: 'object', default: null, nullable: true, keys: BERT_CONFIG_KEYS, describe: 'config.json keys for init: random (snake_case as transformers writes them)' },
     hiddenDropout: { kind: 'number', default: null, nullable: true, min: 0, max: 0.999, describe: 'override hidden_dropout_prob' },
     attentionDropout: { kind: 'number', default: null, nullable: true, min: 0, max: 0.999, describe: 'override attention_probs_dropout_prob' },
   },
@@ -146,9 +149,16 @@ function checkValue(keyPath: string, spec: KeySpec, v: unknown, where: string): 
     case 'boolean':
       if (typeof v !== 'boolean') throw bad('true or false');
       return v;
-    case 'object':
+    case 'object': {
       if (typeof v !== 'object' || Array.isArray(v)) throw bad('a mapping');
+      const known = spec.keys;
+      const unknown = known === undefined ? undefined : Object.keys(v).find((k) => !known.includes(k));
+      if (unknown !== undefined) {
+        throw new UserError(`${where}: unknown key '${keyPath}.${unknown}'${didYouMean(`${keyPath}.${unknown}`, known!.map((k) => `${keyPath}.${k}`))}; ` +
+          `${keyPath} takes ${known!.join(', ')}`);
+      }
       return v;
+    }
     case 'number':
     case 'integer': {
       if (typeof v !== 'number' || !Number.isFinite(v)) throw bad(spec.kind === 'integer' ? 'an integer' : 'a number');
@@ -164,7 +174,14 @@ function checkValue(keyPath: string, spec: KeySpec, v: unknown, where: string): 
   }
 }
 
-/** Merges a parsed config object onto `base`, validating every key. `where` names the file in errors. */
+function isMapping(v: unknown): v is Record<string, unknown> {
+  return v !== null && typeof v === 'object' && !Array.isArray(v);
+}
+
+/**
+ * Merges a parsed config object onto `base`, validating every key; a mapping value (model.config) merges key by key
+ * into the one below it (null replaces it). `where` names the file in errors.
+ */
 export function mergeConfig(base: TrainConfig, raw: unknown, where: string): TrainConfig {
   if (raw === null || raw === undefined) return base;
   if (typeof raw !== 'object' || Array.isArray(raw)) throw new UserError(`${where}: the top level must be a mapping of sections`);
@@ -180,7 +197,9 @@ export function mergeConfig(base: TrainConfig, raw: unknown, where: string): Tra
       if (spec === undefined) {
         throw new UserError(`${where}: unknown key '${sec}.${k}'${didYouMean(`${sec}.${k}`, allKeyPaths())}`);
       }
-      out[sec]![k] = checkValue(`${sec}.${k}`, spec, v, where);
+      const value = checkValue(`${sec}.${k}`, spec, v, where);
+      const below = out[sec]![k];
+      out[sec]![k] = spec.kind === 'object' && isMapping(value) && isMapping(below) ? { ...below, ...value } : value;
     }
   }
   return out as unknown as TrainConfig;
@@ -199,6 +218,7 @@ export function checkConsistency(c: TrainConfig, where: string): void {
   if (c.model.init === 'random' && c.model.tokenizer === null) {
     throw new UserError(`${where}: model.init is "random", so model.tokenizer must name a tokenizer directory`);
   }
+  if (c.model.config !== null) parseBertConfig(c.model.config, `${where}: model.config`);
 }
 
 async function readConfigFile(file: string, seen: string[]): Promise<{ raw: unknown; chain: string[] }> {
@@ -243,9 +263,7 @@ export function applyOverrides(c: TrainConfig, sets: readonly string[]): TrainCo
     const [sec, key, ...rest] = keyPath.split('.');
     if (sec === undefined || key === undefined) throw new UserError(`--set ${s}: expected section.key=value (e.g. train.seed=1)`);
     if (sec === 'model' && key === 'config' && rest.length > 0) {
-      const cfg = { ...(out.model.config ?? {}) };
-      cfg[rest.join('.')] = parseSetValue(s.slice(eq + 1));
-      out = mergeConfig(out, { model: { config: cfg } }, '--set');
+      out = mergeConfig(out, { model: { config: { [rest.join('.')]: parseSetValue(s.slice(eq + 1)) } } }, '--set');
       continue;
     }
     if (rest.length > 0) throw new UserError(`--set ${s}: '${keyPath}' is not a config key${didYouMean(keyPath, allKeyPaths())}`);
