@@ -13,7 +13,7 @@ import { parseBertConfig, type BertConfig } from './config.js';
 import { resolveModelDir, type ResolveOptions } from './hub.js';
 import { hasSafetensorsWeights, readSafetensorsDir, type HostTensor } from './safetensors.js';
 import { tf } from './tf.js';
-import { mapCheckpoint } from './weights.js';
+import { mapCheckpoint, summarizeNames } from './weights.js';
 
 export interface LoadOptions extends ResolveOptions {
   /** Backend to activate first (default: keep the active one, or `auto`). */
@@ -21,6 +21,8 @@ export interface LoadOptions extends ResolveOptions {
   /** Override config.json's dropout rates. */
   hiddenDropoutProb?: number;
   attentionProbsDropoutProb?: number;
+  /** Where the warning line about ignored checkpoint tensors goes (default: stderr). */
+  warn?: (line: string) => void;
 }
 
 export interface LoadReport {
@@ -108,7 +110,12 @@ export async function loadPretrained(dirOrName: string, opts: LoadOptions = {}):
   // A TF.js export (`micse export --format tfjs`: model.json + shards, no model.safetensors) holds the same names.
   const tfjs = !(await hasSafetensorsWeights(dir)) && (await exists(path.join(dir, 'model.json')));
   const raw = tfjs ? await readTfjsWeights(dir) : await readSafetensorsDir(dir);
-  const mapped = mapCheckpoint(raw, config, path.join(dir, tfjs ? 'model.json' : 'model.safetensors'));
+  const source = path.join(dir, tfjs ? 'model.json' : 'model.safetensors');
+  const mapped = mapCheckpoint(raw, config, source);
+  if (mapped.ignored.length > 0) {
+    (opts.warn ?? ((l: string) => process.stderr.write(l + '\n')))(
+      `warning: ${source}: ${mapped.ignored.length} tensor${mapped.ignored.length === 1 ? '' : 's'} not part of BertModel ignored: ${summarizeNames(mapped.ignored)}`);
+  }
   const model = BertModel.fromTensors(config, mapped.tensors);
   return { model, tokenizer, config, report: { dir, ignored: mapped.ignored, initialised: mapped.missingOptional, backend } };
 }

@@ -89,12 +89,36 @@ export function transpose2d(data: Float32Array, rows: number, cols: number): Flo
   return out;
 }
 
-/** Maps checkpoint tensors onto the table, with shape checks. `source` names the file in errors. */
+/** Index of the first NaN or infinite element, or -1. */
+function firstNonFinite(data: Float32Array): number {
+  for (let i = 0; i < data.length; i++) if (data[i]! - data[i]! !== 0) return i;
+  return -1;
+}
+
+/**
+ * Names in compact form for one log line: grouped by their first two dot-separated parts, `cls.predictions.* (5)`
+ * for a group of several, the name itself for a group of one.
+ */
+export function summarizeNames(names: readonly string[]): string {
+  const groups = new Map<string, string[]>();
+  for (const n of names) {
+    const key = n.split('.').slice(0, 2).join('.');
+    groups.set(key, [...(groups.get(key) ?? []), n]);
+  }
+  return [...groups].map(([key, members]) => (members.length === 1 ? members[0]! : `${key}.* (${members.length})`)).join(', ');
+}
+
+/**
+ * Maps checkpoint tensors onto the table, with shape checks; tensors must be finite. Encoder layers past the
+ * config's num_hidden_layers are refused (config.json and the weights disagree on the depth). `source` names the
+ * file in errors.
+ */
 export function mapCheckpoint(raw: Map<string, HostTensor>, config: BertConfig, source: string): MappedWeights {
   const table = bertWeightTable(config);
   const bySpec = new Map(table.map((s) => [s.name, s]));
   const found = new Map<string, HostTensor>();
   const ignored: string[] = [];
+  const extraLayers = new Set<number>();
   for (const [name, t] of raw) {
     const canon = canonicalName(name);
     if (canon === null) {
@@ -104,6 +128,8 @@ export function mapCheckpoint(raw: Map<string, HostTensor>, config: BertConfig, 
     if (BUFFERS.some((re) => re.test(canon))) continue;
     const spec = bySpec.get(canon);
     if (spec === undefined) {
+      const layer = /^encoder\.layer\.(\d+)\./.exec(canon);
+      if (layer !== null && Number(layer[1]) >= config.numHiddenLayers) extraLayers.add(Number(layer[1]));
       ignored.push(name);
       continue;
     }
@@ -111,10 +137,20 @@ export function mapCheckpoint(raw: Map<string, HostTensor>, config: BertConfig, 
       throw new UserError(`${source}: tensor '${name}' has shape [${t.shape.join(', ')}], config.json implies [${spec.shape.join(', ')}]`);
     }
     if (t.data instanceof Int32Array) throw new UserError(`${source}: tensor '${name}' is ${t.stored}, a floating type was expected`);
+    const bad = firstNonFinite(t.data);
+    if (bad >= 0) {
+      throw new UserError(`${source}: tensor '${name}' holds non-finite values (element ${bad} is ${t.data[bad]}); ` +
+        'the checkpoint is corrupt or comes from a diverged run');
+    }
     if (found.has(canon)) throw new UserError(`${source}: tensor '${canon}' appears twice (as '${name}' and another name)`);
     found.set(canon, spec.linear
       ? { ...t, shape: [spec.shape[1]!, spec.shape[0]!], data: transpose2d(t.data, spec.shape[0]!, spec.shape[1]!) }
       : t);
+  }
+  if (extraLayers.size > 0) {
+    const layers = [...extraLayers].sort((a, b) => a - b);
+    throw new UserError(`${source}: holds encoder layer${layers.length > 1 ? 's' : ''} ${layers.join(', ')} past config.json's ` +
+      `num_hidden_layers ${config.numHiddenLayers}, which would be dropped; set num_hidden_layers to ${layers.at(-1)! + 1} or remove those layers`);
   }
   const missingOptional: string[] = [];
   for (const spec of table) {
