@@ -19,6 +19,9 @@ import { readSafetensors, writeSafetensors } from '../src/model/safetensors.js';
 import { summarizeNames } from '../src/model/weights.js';
 import { defaultConfig, loadConfig, mergeConfig, type TrainConfig } from '../src/train/config.js';
 import { train } from '../src/train/trainer.js';
+import { WASM_HEAP_BYTES, wasmHeapShortfall, wasmStepBytes } from '../src/train/step.js';
+import { BertModel } from '../src/model/bert.js';
+import { parseBertConfig } from '../src/model/config.js';
 import { ROOT, shared, SKIP_NO_SHARED } from './helpers.js';
 
 const run = promisify(execFile);
@@ -273,6 +276,47 @@ describe('checkpoints whose weights disagree with config.json or are not finite'
         await refused(['export', '--checkpoint', dir, '--output', out, '--format', 'hf'],
           /model\.safetensors: tensor 'encoder\.layer\.1\.output\.dense\.weight' holds non-finite values/, out);
       }
+    }
+  });
+});
+
+describe('the wasm heap estimate', () => {
+  /** Peaks of the wasm heap over two training steps (vocabulary 30522, AMI on two layers), measured 2026-12-06. */
+  const measured = [
+    { hidden: 64, intermediate: 3072, heads: 4, layers: 12, batch: 64, seqLen: 32, params: 6_949_568, peak: 4_065_853_440 },
+    { hidden: 64, intermediate: 256, heads: 4, layers: 12, batch: 64, seqLen: 32, params: 2_590_400, peak: 1_201_471_488 },
+    { hidden: 64, intermediate: 256, heads: 4, layers: 2, batch: 16, seqLen: 128, params: 2_090_560, peak: 588_840_960 },
+    { hidden: 64, intermediate: 256, heads: 16, layers: 2, batch: 16, seqLen: 128, params: 2_090_560, peak: 1_522_139_136 },
+    { hidden: 128, intermediate: 2048, heads: 8, layers: 6, batch: 32, seqLen: 64, params: 7_547_520, peak: 2_428_174_336 },
+  ];
+  const bytes = (m: typeof measured[number]) => wasmStepBytes({ params: m.params, vocabSize: 30522, hiddenSize: m.hidden,
+    intermediateSize: m.intermediate, heads: m.heads, layers: m.layers, seqLen: m.seqLen, tokens: 2 * m.batch * m.seqLen });
+
+  it('is at or above every measured peak, and passes over wasm for 12 layers of intermediate 3072 at hidden size 64', () => {
+    for (const m of measured) assert.ok(bytes(m) >= m.peak, `${JSON.stringify(m)}: estimated ${bytes(m)}`);
+    // The heap cannot hold that step's 4.07 GB with room to grow (it ended in "memory access out of bounds").
+    assert.ok(bytes(measured[0]!) > WASM_HEAP_BYTES);
+    const cfg = parseBertConfig({ vocab_size: 30522, hidden_size: 64, num_attention_heads: 4, intermediate_size: 3072, num_hidden_layers: 12 }, 'test');
+    const model = BertModel.random(cfg, 1);
+    try {
+      assert.match(wasmHeapShortfall(model, 64, 32) ?? 'fits', /^a training step of this model at batch 64 x 2 views x sequence length 32 needs ~4\.\d GB/);
+      assert.equal(wasmHeapShortfall(model, 16, 32), null, 'a quarter of the batch fits');
+    } finally {
+      model.dispose();
+    }
+  });
+
+  it('keeps the decisions at the documented calibrations: small fits, BERT-base fits at batch 16 but not 64', () => {
+    const base = { params: 109_482_240, vocabSize: 30522, hiddenSize: 768, intermediateSize: 3072, heads: 12, layers: 12, seqLen: 32 };
+    assert.ok(wasmStepBytes({ ...base, tokens: 2 * 16 * 32 }) < WASM_HEAP_BYTES);
+    assert.ok(wasmStepBytes({ ...base, tokens: 2 * 64 * 32 }) > WASM_HEAP_BYTES);
+    // bench/ size small: 849 MB measured.
+    const small = BertModel.random(parseBertConfig({ vocab_size: 30522, hidden_size: 256, num_attention_heads: 4, intermediate_size: 1024,
+      num_hidden_layers: 4 }, 'test'), 1);
+    try {
+      assert.equal(wasmHeapShortfall(small, 64, 32), null);
+    } finally {
+      small.dispose();
     }
   });
 });

@@ -108,11 +108,16 @@ const BYTES_PER_PARAM = 16;
 /** Vocabulary-table-sized buffers the heap holds on top (the embedding gradient and an update output; measured). */
 const VOCAB_TABLE_COPIES = 2;
 /**
- * Heap bytes per hidden unit, token row and layer that the forward pass keeps for the backward pass and the backward
- * pass's temporaries: 50 floats. Measured on wasm as (peak heap - the rest) / (tokens x layers x H): 36 (H 256,
- * batch 64), 50 (BERT-base, batch 8) and 42 (BERT-base, batch 16, which fits at 3.5 GB).
+ * Floats per token row and layer that the forward pass keeps for the backward pass, with the backward pass's
+ * temporaries: this many per hidden unit, per intermediate unit and per attention score (a token has heads x T of
+ * them in a layer). Fitted to the wasm heap's peak after two steps, less the weights, moments and gradients, per
+ * token and layer (vocabulary 30522, AMI on two layers): BERT-base (H 768, I 3072, 12 heads, T 32) at batch 8: 38,400
+ * (at batch 16: 32,300, fitting at 3.5 GB); H 64, 12 layers, 4 heads, T 32, batch 64: 20,035 at I 3072 (a peak of
+ * 4.07 GB) and 5,820 at I 256, so 5.05 per intermediate unit; H 64, I 256, 2 layers, batch 16, T 128: 16,470 with 4
+ * heads, 44,960 with 16; H 128, I 2048, 8 heads, 6 layers, batch 32, T 64: 23,150; H 256, I 1024, 4 heads, 4 layers,
+ * batch 64, T 32: 9,216. The estimate is at or above each.
  */
-const ACTIVATION_BYTES_PER_HIDDEN = 200;
+const ACTIVATION_FLOATS = { hidden: 12, intermediate: 6, score: 28 } as const;
 
 /** What a training step's memory depends on. */
 export interface StepSize {
@@ -120,7 +125,11 @@ export interface StepSize {
   params: number;
   vocabSize: number;
   hiddenSize: number;
+  intermediateSize: number;
+  heads: number;
   layers: number;
+  /** Tokens per row (the padded sequence length). */
+  seqLen: number;
   /** Token rows a step runs: 2 views x batch x sequence length. */
   tokens: number;
 }
@@ -130,8 +139,9 @@ export interface StepSize {
  * tokens: ~9.5 GB, far past the 4 GB heap; at batch 16: 3.8 GB, where 3.5 GB was measured).
  */
 export function wasmStepBytes(s: StepSize): number {
-  return BYTES_PER_PARAM * s.params + VOCAB_TABLE_COPIES * 4 * s.vocabSize * s.hiddenSize +
-    ACTIVATION_BYTES_PER_HIDDEN * s.tokens * s.layers * s.hiddenSize;
+  const perTokenLayer = ACTIVATION_FLOATS.hidden * s.hiddenSize + ACTIVATION_FLOATS.intermediate * s.intermediateSize +
+    ACTIVATION_FLOATS.score * s.heads * s.seqLen;
+  return BYTES_PER_PARAM * s.params + VOCAB_TABLE_COPIES * 4 * s.vocabSize * s.hiddenSize + 4 * perTokenLayer * s.tokens * s.layers;
 }
 
 /**
@@ -141,7 +151,9 @@ export function wasmStepBytes(s: StepSize): number {
 export function wasmHeapShortfall(model: BertModel, batch: number, seqLen: number, batchWhat = 'batch', seqWhat = 'sequence length'): string | null {
   const H = model.config.hiddenSize;
   const params = model.trainableVariables().reduce((n, v) => n + v.size, 0) + H * H + H; // + the MLP head
-  const bytes = wasmStepBytes({ params, vocabSize: model.config.vocabSize, hiddenSize: H, layers: model.config.numHiddenLayers, tokens: 2 * batch * seqLen });
+  const c = model.config;
+  const bytes = wasmStepBytes({ params, vocabSize: c.vocabSize, hiddenSize: H, intermediateSize: c.intermediateSize, heads: c.numAttentionHeads,
+    layers: c.numHiddenLayers, seqLen, tokens: 2 * batch * seqLen });
   if (bytes <= WASM_HEAP_BYTES) return null;
   return `a training step of this model at ${batchWhat} ${batch} x 2 views x ${seqWhat} ${seqLen} ` +
     `needs ~${(bytes / 2 ** 30).toFixed(1)} GB (estimated), past wasm's ${WASM_HEAP_GB} GB heap`;
