@@ -164,6 +164,34 @@ describe('a corpus of one huge sentence', () => {
   });
 });
 
+describe('tokenizing a long line', { skip: SKIP_NO_SHARED }, () => {
+  it('costs what a sentence does (prefixes), with the ids of the whole text on both tokenizers', async () => {
+    const { BertTokenizer } = await import('../src/data/tokenizer.js');
+    const toks = [await BertTokenizer.fromDir(shared('bert-base-uncased')), await BertTokenizer.fromDir(shared('bert-base-uncased'), { prefer: 'vocab.txt' })];
+    const texts = [
+      'Café déjà-vu, 北京欢迎你! e\u0301tude naïve résumé (ÉCOLE) — “quotes” 😀 x '.repeat(400),
+      'z'.repeat(9000) + ' then, some words ' + 'word '.repeat(2000),
+      ' '.repeat(20_000) + 'late words ' + 'and more. '.repeat(3000),
+      '\t'.repeat(5000) + 'tabs\tand\nnewlines  between   words '.repeat(1000),
+      'short text',
+    ];
+    for (const tok of toks) {
+      for (const text of texts) {
+        for (const maxLength of [8, 32, 512]) {
+          const whole = tok.tokenize(text).map((t) => tok.vocab.get(t) ?? tok.unkTokenId);
+          const expected = [tok.clsTokenId, ...whole.slice(0, maxLength - 2), tok.sepTokenId];
+          assert.deepEqual(tok.encode(text, { maxLength }), expected, `${tok.files.engine}, maxLength ${maxLength}, ${JSON.stringify(text.slice(0, 30))}`);
+        }
+      }
+      const huge = 'the cat sat on the mat . '.repeat(Math.ceil(8e6 / 25));
+      const started = performance.now();
+      assert.equal(tok.encode(huge, { maxLength: 32 }).length, 32);
+      const ms = performance.now() - started;
+      assert.ok(ms < 1000, `${tok.files.engine}: ${ms.toFixed(0)} ms for an 8 MB line (the whole text took seconds)`);
+    }
+  });
+});
+
 describe('data.maxSeqLen past the model positions', () => {
   it('is refused before training, naming both keys and values', { skip: SKIP_NO_SHARED }, async () => {
     const out = path.join(await tmp('maxpos'), 'run');

@@ -16,6 +16,9 @@ import { exists, readJsonObject } from '../fsutil.js';
 /** transformers' BERT default: words longer than this become [UNK]. */
 export const MAX_INPUT_CHARS_PER_WORD = 100;
 export const SPECIAL_TOKENS = { pad: '[PAD]', unk: '[UNK]', cls: '[CLS]', sep: '[SEP]', mask: '[MASK]' } as const;
+/** `encode` tokenizes a long text by prefixes of at least this many characters, and this many per piece wanted. */
+const PREFIX_MIN_CHARS = 4096;
+const PREFIX_CHARS_PER_PIECE = 16;
 
 export interface EncodeOptions {
   /** Truncate to this many ids including [CLS] and [SEP]. */
@@ -231,12 +234,25 @@ export class BertTokenizer {
     return this.enc.tokens(text);
   }
 
-  /** Ids with [CLS] and [SEP]; truncated to `maxLength` (default: the model's 512) keeping [SEP] last. */
+  /**
+   * Ids with [CLS] and [SEP]; truncated to `maxLength` (default: the model's 512) keeping [SEP] last. A text far
+   * longer than that is tokenized by prefixes ending before a space, doubling until one yields enough pieces: both
+   * tokenizers split words at spaces and normalize characters alone, so those pieces are the whole text's first ones,
+   * and the work follows `maxLength`, not the length of the text (a 1 MB line costs what a sentence does).
+   */
   encode(text: string, opts: EncodeOptions = {}): number[] {
     const maxLength = opts.maxLength ?? this.modelMaxLength;
     if (!Number.isInteger(maxLength) || maxLength < 2) throw new UserError(`maxLength must be an integer >= 2, got ${maxLength}`);
-    const pieces = this.enc.pieces(text);
-    return [this.clsTokenId, ...pieces.slice(0, maxLength - 2), this.sepTokenId];
+    const want = maxLength - 2;
+    let pieces: number[] | null = null;
+    for (let chars = Math.max(PREFIX_MIN_CHARS, PREFIX_CHARS_PER_PIECE * want); chars < text.length && pieces === null; chars *= 2) {
+      const cut = text.lastIndexOf(' ', chars);
+      if (cut <= 0) continue;
+      const head = this.enc.pieces(text.slice(0, cut));
+      if (head.length >= want) pieces = head;
+    }
+    pieces ??= this.enc.pieces(text);
+    return [this.clsTokenId, ...pieces.slice(0, want), this.sepTokenId];
   }
 
   /** Encodes and pads to the longest row. */
