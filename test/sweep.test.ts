@@ -12,9 +12,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { promisify } from 'node:util';
+import { STS_TASK_INFO, STS_TEST_TASKS } from '../eval/sts.js';
 import { loadSweep } from '../src/sweep/grid.js';
-import { ATTEMPTS_FILE, DONE_FILE, ERROR_FILE, readAttempts } from '../src/sweep/point.js';
-import { meanStd } from '../src/sweep/report.js';
+import { ATTEMPTS_FILE, DONE_FILE, ERROR_FILE, pointDir, readAttempts, writeSweepFiles } from '../src/sweep/point.js';
+import { curvePoints, meanStd, REPORT_CSV, REPORT_MD, sweepCurveSpec, writeSweepReport } from '../src/sweep/report.js';
 import { ROOT, shared, SKIP_NO_SHARED } from './helpers.js';
 
 const run = promisify(execFile);
@@ -106,6 +107,48 @@ describe('sweep grid', () => {
     await bad('grid:\n  train.seed: []\n', /grid\.train\.seed must be a non-empty list/);
     await bad('base: nope.yaml\n', /cannot read .*nope\.yaml/);
     await bad('grid:\n  train.finalEval: [false]\n', /train\.finalEval is false/);
+  });
+});
+
+describe('sweep report', () => {
+  it('SimCSE rows have no lambda in CSV and table alike; the plot tells the objectives apart by dash, marker and a dodge', async () => {
+    // The tiny sweep's 8 points, marked done with made-up scores in which miCSE and SimCSE score the same, so their
+    // curves coincide (the case where one hid the other).
+    const dir = await tmp('report');
+    try {
+      const sweep = await loadSweep(TINY);
+      await writeSweepFiles(dir, sweep);
+      for (const p of sweep.points) {
+        const pdir = pointDir(dir, p);
+        const score = p.config.data.count! / 2 + p.config.data.subsetSeed;
+        const results = Object.fromEntries(STS_TEST_TASKS.map((t) => [STS_TASK_INFO[t].senteval, { spearman: score }]));
+        await fs.writeFile(path.join(pdir, 'eval.json'), JSON.stringify({ results, average: score }));
+        await fs.writeFile(path.join(pdir, 'subset-manifest.json'), JSON.stringify({ selection: { size: p.config.data.count } }));
+        await fs.writeFile(path.join(pdir, DONE_FILE), '{}');
+      }
+      const { report } = await writeSweepReport(dir);
+      const csv = parseCsv(await fs.readFile(path.join(dir, REPORT_CSV), 'utf8'));
+      assert.equal(csv.length, 4);
+      for (const row of csv) assert.equal(row['lambda'], row['style'] === 'simcse' ? '' : '0.01', JSON.stringify(row));
+      const md = (await fs.readFile(path.join(dir, REPORT_MD), 'utf8')).split('\n').filter((l) => /\| +(miCSE|SimCSE) \|/.test(l));
+      assert.equal(md.length, 4);
+      for (const l of md) assert.match(l, /SimCSE/.test(l) ? /\| +SimCSE \| +- \|/ : /\| +miCSE \| +0\.01 \|/);
+
+      const pts = curvePoints(report.rows);
+      assert.deepEqual(pts.map((p) => p.objective).sort(), ['SimCSE', 'SimCSE', 'miCSE', 'miCSE']);
+      for (const n of [32, 64]) {
+        const [a, b] = pts.filter((p) => p.sentences === n);
+        assert.equal(a!.mean, b!.mean, 'the two objectives coincide in this data');
+        assert.ok(a!.x !== b!.x && Math.abs(Math.log10(a!.x / b!.x)) < 0.05, `dodged a little apart: ${a!.x} vs ${b!.x}`);
+      }
+      const spec = JSON.stringify(sweepCurveSpec('t', pts));
+      assert.match(spec, /"strokeDash":\{"field":"objective"/);
+      assert.match(spec, /"shape":\{"field":"objective"/);
+      const svg = await fs.readFile(path.join(dir, 'sts-avg.svg'), 'utf8');
+      assert.match(svg, /stroke-dasharray/, 'one of the lines is dashed');
+    } finally {
+      await fs.rm(dir, { recursive: true, force: true });
+    }
   });
 });
 
