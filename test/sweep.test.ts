@@ -10,11 +10,12 @@ import { existsSync, promises as fs } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { after, describe, it } from 'node:test';
+import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { STS_TASK_INFO, STS_TEST_TASKS } from '../eval/sts.js';
 import { loadSweep } from '../src/sweep/grid.js';
 import { ATTEMPTS_FILE, DONE_FILE, ERROR_FILE, pointDir, readAttempts, writeSweepFiles } from '../src/sweep/point.js';
+import { checkRedis, DEFAULT_CONNECT_TIMEOUT_MS } from '../src/sweep/redis.js';
 import { curvePoints, meanStd, REPORT_CSV, REPORT_MD, sweepCurveSpec, writeSweepReport } from '../src/sweep/report.js';
 import { ROOT, shared, SKIP_NO_SHARED } from './helpers.js';
 
@@ -255,6 +256,105 @@ describe('distributed sweep (BullMQ on redis-server)', () => {
     assert.match(w.stderr, /Redis does not answer/);
     const s = await cli(['sweep', 'status', '--queue', `redis://127.0.0.1:${port}`]);
     assert.equal(s.code, 2);
+  });
+
+  it('a Redis that accepts the connection and never answers: sweep --queue, worker and status each end within seconds, nothing written', async () => {
+    const sockets = new Set<net.Socket>();
+    const stub = net.createServer((sock) => {
+      sockets.add(sock); // reads whatever comes and never answers
+      sock.on('error', () => undefined);
+    });
+    await new Promise<void>((resolve) => stub.listen(0, '127.0.0.1', resolve));
+    const port = (stub.address() as net.AddressInfo).port;
+    const secret = `hush${process.pid}`;
+    const url = `redis://:${secret}@127.0.0.1:${port}`;
+    const dir = await tmp('hung');
+    const out = path.join(dir, 'out');
+    try {
+      // The check itself gives up after the connect timeout (timed in this process: a CLI's own start-up takes
+      // seconds on a loaded machine).
+      const t0 = Date.now();
+      let timer: NodeJS.Timeout | undefined;
+      const deadline = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error('still waiting after 15 s')), 15_000)));
+      await assert.rejects(Promise.race([checkRedis({ url }), deadline]), /no reply within 3 s/);
+      clearTimeout(timer);
+      const ms = Date.now() - t0;
+      assert.ok(ms >= DEFAULT_CONNECT_TIMEOUT_MS - 50 && ms < DEFAULT_CONNECT_TIMEOUT_MS + 1000, `${ms} ms`);
+      // Before the fix each command hung until killed (the timeout here; a killed command has no exit code 2).
+      const runs = await Promise.all([
+        cli(['sweep', '--config', TINY, '--out', out, '--queue', url], 60_000),
+        cli(['worker', '--queue', url], 60_000),
+        cli(['sweep', 'status', '--queue', url], 60_000),
+      ]);
+      for (const r of runs) {
+        assert.equal(r.code, 2, `${r.ms} ms: ${r.stderr}`);
+        assert.equal(r.stderr, `micse: redis://:***@127.0.0.1:${port}: Redis does not answer (no reply within 3 s); is redis-server running and reachable?\n`);
+        assert.ok(!(r.stdout + r.stderr).includes(secret));
+      }
+      assert.ok(sockets.size >= 3, 'each command did connect');
+      assert.ok(!existsSync(out), 'nothing written');
+    } finally {
+      for (const sock of sockets) sock.destroy();
+      await new Promise((resolve) => stub.close(resolve));
+      await fs.rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  describe('password-protected redis-server', { skip: SKIP_NO_REDIS }, () => {
+    const secret = `s3cr3t-${process.pid}`;
+    let port = 0;
+    let url = '';
+    let dir = '';
+    before(async () => {
+      dir = await tmp('auth');
+      assert.ok(REDIS_BIN !== null, 'CI=true but redis-server is not installed (.ci/run installs it)');
+      port = await freePort();
+      url = `redis://:${secret}@127.0.0.1:${port}`;
+      started.push(spawn(REDIS_BIN, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--requirepass', secret], { stdio: 'ignore' }));
+      await waitFor('redis-server', 10_000, () => checkRedis({ url }).then(() => true, () => undefined));
+    });
+    after(async () => dir !== '' && fs.rm(dir, { recursive: true, force: true }));
+
+    it('the password appears in no output: enqueue hint, worker start line, status, a wrong password', async () => {
+      const out = path.join(dir, 'secret');
+      const enq = await cli(['sweep', '--config', TINY, '--out', out, '--queue', url, '--queue-name', 'auth']);
+      assert.equal(enq.code, 0, enq.stderr);
+      assert.match(enq.stdout, new RegExp(`start workers with: npx micse worker --queue redis://:\\*\\*\\*@127\\.0\\.0\\.1:${port} --queue-name auth`));
+      const wrong = `wr0ng-${process.pid}`;
+      const [worker, status, asUser, refused] = await Promise.all([
+        cli(['worker', '--queue', url, '--queue-name', 'auth-empty', '--exit-when-idle'], 30_000),
+        cli(['sweep', 'status', '--queue', url, '--queue-name', 'auth']),
+        cli(['sweep', 'status', '--queue', `redis://default:${secret}@127.0.0.1:${port}`, '--queue-name', 'auth']),
+        cli(['sweep', 'status', '--queue', `redis://:${wrong}@127.0.0.1:${port}`]),
+      ]);
+      assert.equal(worker.code, 0, worker.stderr);
+      assert.match(worker.stderr, new RegExp(`waiting for points on redis://:\\*\\*\\*@127\\.0\\.0\\.1:${port} `));
+      for (const st of [status, asUser]) {
+        assert.equal(st.code, 0, st.stderr);
+        assert.match(st.stdout, /queue: 0 completed, 0 running, 0 failed, 8 queued/);
+      }
+      assert.equal(refused.code, 2);
+      assert.match(refused.stderr, new RegExp(`^micse: redis://:\\*\\*\\*@127\\.0\\.0\\.1:${port}: Redis refused the credentials \\(WRONGPASS`));
+      for (const r of [enq, worker, status, asUser, refused]) {
+        const all = r.stdout + r.stderr;
+        assert.ok(!all.includes(secret) && !all.includes(wrong), all);
+      }
+    });
+
+    it('the same sweep enqueued for two output directories is queued for both', async () => {
+      const [a, b] = [path.join(dir, 'a'), path.join(dir, 'b')];
+      const first = await cli(['sweep', '--config', TINY, '--out', a, '--queue', url, '--queue-name', 'two-outs']);
+      assert.match(first.stdout, /8 enqueued/, first.stderr);
+      const [second, again] = await Promise.all([
+        cli(['sweep', '--config', TINY, '--out', b, '--queue', url, '--queue-name', 'two-outs']),
+        cli(['sweep', '--config', TINY, '--out', a, '--queue', url, '--queue-name', 'two-outs']),
+      ]);
+      assert.match(second.stdout, /8 enqueued, 0 failed ones retried, 0 already queued or running/, second.stderr);
+      assert.match(again.stdout, /0 enqueued, 0 failed ones retried, 8 already queued or running/, again.stderr);
+      const st = await cli(['sweep', 'status', '--queue', url, '--queue-name', 'two-outs']);
+      assert.match(st.stdout, /queue: 0 completed, 0 running, 0 failed, 16 queued/);
+      for (const out of [a, b]) assert.match(st.stdout, new RegExp(`queued   ${path.join(out, 'count=32__seed=48__style=micse').replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}`));
+    });
   });
 
   it('two workers share the tiny sweep; one is SIGKILLed mid-point; every point is done exactly once', { skip: SKIP_NO_REDIS || SKIP_NO_SHARED }, async () => {
