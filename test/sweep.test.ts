@@ -14,6 +14,9 @@ import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { STS_TASK_INFO, STS_TEST_TASKS } from '../eval/sts.js';
 import { loadSweep } from '../src/sweep/grid.js';
+import { checkSweepInputs } from '../src/sweep/inputs.js';
+import { runSweep } from '../src/sweep/local.js';
+import { enqueueSweep } from '../src/sweep/queue.js';
 import { ATTEMPTS_FILE, DONE_FILE, ERROR_FILE, pointDir, readAttempts, writeSweepFiles } from '../src/sweep/point.js';
 import { checkRedis, DEFAULT_CONNECT_TIMEOUT_MS } from '../src/sweep/redis.js';
 import { curvePoints, meanStd, REPORT_CSV, REPORT_MD, sweepCurveSpec, writeSweepReport } from '../src/sweep/report.js';
@@ -28,9 +31,9 @@ async function tmp(prefix: string): Promise<string> {
   return fs.mkdtemp(path.join(os.tmpdir(), `micse-sweep-${prefix}-`));
 }
 
-async function cli(args: string[], timeout = 300_000): Promise<{ code: number; stdout: string; stderr: string; ms: number }> {
+async function cli(args: string[], timeout = 300_000, opts: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): Promise<{ code: number; stdout: string; stderr: string; ms: number }> {
   const t0 = Date.now();
-  return run(process.execPath, [CLI, ...args], { cwd: ROOT, maxBuffer: 1 << 24, timeout }).then(
+  return run(process.execPath, [CLI, ...args], { cwd: opts.cwd ?? ROOT, env: { ...process.env, ...opts.env }, maxBuffer: 1 << 24, timeout }).then(
     (r) => ({ code: 0, stdout: r.stdout, stderr: r.stderr, ms: Date.now() - t0 }),
     (e: { code: number; stdout: string; stderr: string }) => ({ code: e.code, stdout: e.stdout, stderr: e.stderr, ms: Date.now() - t0 }),
   );
@@ -153,6 +156,83 @@ describe('sweep report', () => {
   });
 });
 
+describe('sweep inputs, checked before anything starts', () => {
+  it('paper-lowshot.yaml offline: every missing input in one report with its fetch command, locally and with --queue, nothing written', async () => {
+    // Run where data/ holds nothing (training configs name data paths relative to the working directory), with an
+    // empty Hugging Face cache and offline mode: before the check, each of the 70 points failed in turn.
+    const dir = await tmp('offline');
+    try {
+      const env = { HF_HUB_CACHE: path.join(dir, 'hf'), HF_HUB_OFFLINE: '1' };
+      const sweepFile = path.join(ROOT, 'configs', 'sweeps', 'paper-lowshot.yaml');
+      const port = await freePort();
+      const [local, queued] = await Promise.all([
+        cli(['sweep', '--config', sweepFile, '--out', path.join(dir, 'local')], 60_000, { cwd: dir, env }),
+        cli(['sweep', '--config', sweepFile, '--out', path.join(dir, 'queued'), '--queue', `redis://127.0.0.1:${port}`], 60_000, { cwd: dir, env }),
+      ]);
+      for (const r of [local, queued]) {
+        assert.equal(r.code, 2, r.stderr);
+        const lines = r.stderr.trimEnd().split('\n');
+        assert.match(lines[0]!, /paper-lowshot\.yaml: 70 of 70 points to run lack inputs; nothing was started or enqueued:$/);
+        assert.equal(lines.length, 4, r.stderr);
+        assert.match(r.stderr, /^ {2}training data data\/\S+ \(70 points\): no such file; fetch with: npx micse data download (wiki1m|fewshot-subsets)$/m);
+        assert.match(r.stderr, /^ {2}STS data data\/senteval \(70 points\): SentEval task file not found: .*; fetch with: npx micse data download senteval$/m);
+        assert.match(r.stderr, /^ {2}model bert-base-uncased \(70 points\): not in the Hugging Face cache and offline mode is on; put config\.json/m);
+      }
+      assert.deepEqual((await fs.readdir(dir)).sort(), [], 'nothing written (no output directory, no cache folder)');
+    } finally {
+      await fs.rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('names each missing input once, groups files one download fetches, probes the Hub for an uncached model', async () => {
+    const dir = await tmp('inputs');
+    const saved = { cache: process.env['HF_HUB_CACHE'], endpoint: process.env['HF_ENDPOINT'], offline: process.env['HF_HUB_OFFLINE'] };
+    try {
+      const port = await freePort();
+      process.env['HF_HUB_CACHE'] = path.join(dir, 'hf');
+      process.env['HF_ENDPOINT'] = `http://127.0.0.1:${port}`;
+      delete process.env['HF_HUB_OFFLINE'];
+      const present = path.join(dir, 'present.txt');
+      await fs.writeFile(present, 'a sentence\nanother one\n');
+      const fewshot = (seed: number) => path.join(dir, 'data', 'fewshot', `wiki_subset_1M_000.10percent_seed${seed}.txt`);
+      const file = path.join(dir, 'sweep.yaml');
+      await fs.writeFile(file, [
+        'base:',
+        '  model: {init: acme/not-cached}',
+        `  data: {senteval: ${JSON.stringify(path.join(dir, 'data', 'senteval'))}}`,
+        'grid:',
+        `  data.train: ${JSON.stringify([path.join(dir, 'missing.txt'), fewshot(48), fewshot(49), present])}`,
+        '  train.seed: [1, 2]',
+        '',
+      ].join('\n'));
+      const sweep = await loadSweep(file);
+      const out = path.join(dir, 'out');
+      const err = await checkSweepInputs(sweep, out).then(() => null, (e: Error) => e);
+      assert.ok(err !== null, 'the check fails');
+      assert.deepEqual(err.message.split('\n'), [
+        `${file}: 8 of 8 points to run lack inputs; nothing was started or enqueued:`,
+        `  training data ${path.join(dir, 'missing.txt')} (2 points): no such file`,
+        `  STS data ${path.join(dir, 'data', 'senteval')} (8 points): SentEval task file not found: ` +
+          `${path.join(dir, 'data', 'senteval', 'STS', 'STS12-en-test', 'STS.input.MSRpar.txt')}; fetch with: npx micse data download senteval --dir ${path.join(dir, 'data')}`,
+        `  model acme/not-cached (8 points): not in the Hugging Face cache (${path.join(dir, 'hf', 'models--acme--not-cached')}) and ` +
+          `http://127.0.0.1:${port}/acme/not-cached/resolve/main/config.json cannot be fetched (ECONNREFUSED); run where the Hub is reachable ` +
+          'once (the model is cached on first use), or set model.init to a local checkpoint directory',
+        `  training data ${fewshot(48)}, ${fewshot(49)} (4 points): no such file; fetch with: npx micse data download fewshot-subsets --dir ${path.join(dir, 'data')}`,
+      ]);
+      // The sweep runners check before they write or enqueue (the queue's Redis is never asked).
+      await assert.rejects(runSweep(sweep, { out, quiet: true }), /8 of 8 points to run lack inputs/);
+      await assert.rejects(enqueueSweep(sweep, { out, url: `redis://127.0.0.1:${port}` }), /8 of 8 points to run lack inputs/);
+      assert.ok(!existsSync(out), 'nothing written');
+    } finally {
+      for (const [k, v] of [['HF_HUB_CACHE', saved.cache], ['HF_ENDPOINT', saved.endpoint], ['HF_HUB_OFFLINE', saved.offline]] as const) {
+        if (v === undefined) delete process.env[k];
+        else process.env[k] = v;
+      }
+      await fs.rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('local sweep', { skip: SKIP_NO_SHARED }, () => {
   it('runs the tiny sweep end to end; a rerun does nothing; the report equals a recomputation from eval.json', async () => {
     const out = path.join(await tmp('local'), 'tiny');
@@ -201,6 +281,8 @@ describe('local sweep', { skip: SKIP_NO_SHARED }, () => {
 
   it('records a failed point and goes on with the others', async () => {
     const dir = await tmp('fail');
+    // A corpus of blank lines passes the input check (the file is there) and fails in training.
+    await fs.writeFile(path.join(dir, 'blank.txt'), '\n\n  \n');
     const file = path.join(dir, 'sweep.yaml');
     await fs.writeFile(file, [
       'base:',
@@ -210,7 +292,7 @@ describe('local sweep', { skip: SKIP_NO_SHARED }, () => {
       '  objective: {minLayer: 0, maxLayer: 2}',
       '  train: {batchSize: 16, evalBatchSize: 512, backend: wasm}',
       'grid:',
-      `  data.train: [${JSON.stringify(path.join(dir, 'missing.txt'))}, ${JSON.stringify(shared('wiki1m-head.txt'))}]`,
+      `  data.train: [${JSON.stringify(path.join(dir, 'blank.txt'))}, ${JSON.stringify(shared('wiki1m-head.txt'))}]`,
       '',
     ].join('\n'));
     const out = path.join(dir, 'out');
@@ -221,7 +303,7 @@ describe('local sweep', { skip: SKIP_NO_SHARED }, () => {
     const sweep = await loadSweep(file);
     const [bad, good] = sweep.points.map((p) => path.join(out, p.name));
     const err = JSON.parse(await fs.readFile(path.join(bad!, ERROR_FILE), 'utf8')) as { message: string };
-    assert.match(err.message, /missing\.txt/);
+    assert.match(err.message, /no usable sentences/);
     assert.ok(!existsSync(path.join(bad!, DONE_FILE)));
     assert.ok(existsSync(path.join(good!, DONE_FILE)));
     const st = await cli(['sweep', 'status', '--out', out]);

@@ -14,6 +14,7 @@ import path from 'node:path';
 import { Queue, type Job } from 'bullmq';
 import { UserError } from '../errors.js';
 import { loadSweep, type Sweep } from './grid.js';
+import { checkSweepInputs } from './inputs.js';
 import { checkOutDir, pointDir, pointState, writeSweepFiles } from './point.js';
 import { checkRedis, createRedis, parseRedisUrl, withMaskedErrors } from './redis.js';
 /** Queue name used when none is given (sweeps share it: job data carries the output directory). */
@@ -85,8 +86,8 @@ export interface EnqueueResult {
 }
 
 /**
- * Puts every point of the sweep that is not done on the queue. Redis is checked before the output directory is
- * touched. Failed jobs are retried; a job that completed but whose point is not done on disk (deleted since)
+ * Puts every point of the sweep that is not done on the queue. The points' inputs (on this machine) and Redis are
+ * checked before the output directory is touched. Failed jobs are retried; a job that completed but whose point is not done on disk (deleted since)
  * is replaced.
  */
 export async function enqueueSweep(sweepOrFile: Sweep | string, opts: QueueOptions & { out: string }): Promise<EnqueueResult> {
@@ -97,6 +98,7 @@ async function enqueue(sweepOrFile: Sweep | string, opts: QueueOptions & { out: 
   const sweep = typeof sweepOrFile === 'string' ? await loadSweep(sweepOrFile) : sweepOrFile;
   const out = path.resolve(opts.out);
   await checkOutDir(out, sweep);
+  await checkSweepInputs(sweep, out);
   const { queue, close } = await openQueue(opts);
   try {
     await writeSweepFiles(out, sweep);
