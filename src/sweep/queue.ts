@@ -3,9 +3,8 @@
  *
  * One job per point and output directory, job id = point name @ a hash of the resolved output directory (so
  * enqueuing twice adds nothing, and the same sweep enqueued for two output directories runs twice). A job carries
- * the output directory,
- * which every worker must reach at the same path (a shared file system: NFS, a cloud file share or a bucket
- * mounted with a FUSE driver; a worker started with `--out` maps it to its own mount point).
+ * the output directory, which every worker must reach at the same path (a shared file system: NFS, a cloud file
+ * share or a bucket mounted with a FUSE driver; a worker started with `--out` maps it to its own mount point).
  * Redis is reached through src/sweep/redis.ts (ioredis); a URL that does not answer fails within the connect
  * timeout, before anything is written; errors show the URL with its password masked.
  */
@@ -17,6 +16,7 @@ import { loadSweep, type Sweep } from './grid.js';
 import { checkSweepInputs } from './inputs.js';
 import { checkOutDir, pointDir, pointState, writeSweepFiles } from './point.js';
 import { checkRedis, createRedis, parseRedisUrl, withMaskedErrors } from './redis.js';
+
 /** Queue name used when none is given (sweeps share it: job data carries the output directory). */
 export const DEFAULT_QUEUE_NAME = 'micse-sweep';
 /** Job name of a sweep point. */
@@ -87,8 +87,8 @@ export interface EnqueueResult {
 
 /**
  * Puts every point of the sweep that is not done on the queue. The points' inputs (on this machine) and Redis are
- * checked before the output directory is touched. Failed jobs are retried; a job that completed but whose point is not done on disk (deleted since)
- * is replaced.
+ * checked before the output directory is touched. Failed jobs are retried; a job that completed but whose point
+ * is not done on disk (deleted since) is replaced.
  */
 export async function enqueueSweep(sweepOrFile: Sweep | string, opts: QueueOptions & { out: string }): Promise<EnqueueResult> {
   return withMaskedErrors(opts.url, () => enqueue(sweepOrFile, opts));
