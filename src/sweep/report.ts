@@ -221,8 +221,8 @@ export interface CurvePoint {
 }
 
 const Y_TITLE = 'STS average (Spearman x 100)';
-/** Horizontal dodge between neighbouring series, in decades of the log x axis (0.012 = 2.8%), so equal points stay apart. */
-export const DODGE_LOG10 = 0.012;
+/** Horizontal dodge between neighbouring series, in decades of the log x axis (0.02 = 4.7%), so equal points stay apart. */
+export const DODGE_LOG10 = 0.02;
 
 /** The plotted points of the report's rows (rows whose average is undefined are left out), each series dodged around its true x. */
 export function curvePoints(rows: readonly ReportRow[]): CurvePoint[] {
@@ -242,6 +242,7 @@ export function curvePoints(rows: readonly ReportRow[]): CurvePoint[] {
  */
 export function sweepCurveSpec(title: string, points: CurvePoint[]): TopLevelSpec {
   const objective = { field: 'objective', type: 'nominal', title: 'objective' } as const;
+  const dash = { ...objective, scale: { range: [[1, 0], [6, 4], [2, 2], [8, 3, 2, 3]] } };
   return {
     $schema: VEGA_LITE_SCHEMA,
     title,
@@ -253,7 +254,7 @@ export function sweepCurveSpec(title: string, points: CurvePoint[]): TopLevelSpe
       color: { field: 'series', type: 'nominal', title: null },
     },
     layer: [
-      { mark: { type: 'line', strokeWidth: 1.5 }, encoding: { y: { field: 'mean', type: 'quantitative', scale: { zero: false }, title: Y_TITLE }, strokeDash: objective } },
+      { mark: { type: 'line', strokeWidth: 2 }, encoding: { y: { field: 'mean', type: 'quantitative', scale: { zero: false }, title: Y_TITLE }, strokeDash: dash } },
       { mark: { type: 'point', filled: true, size: 50 }, encoding: { y: { field: 'mean', type: 'quantitative' }, shape: objective } },
       { mark: { type: 'errorbar', ticks: true }, encoding: { y: { field: 'lo', type: 'quantitative', title: Y_TITLE }, y2: { field: 'hi' } } },
     ],
