@@ -10,25 +10,38 @@ import { existsSync, promises as fs } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { after, describe, it } from 'node:test';
+import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
+import { STS_TASK_INFO, STS_TEST_TASKS } from '../eval/sts.js';
 import { loadSweep } from '../src/sweep/grid.js';
-import { ATTEMPTS_FILE, DONE_FILE, ERROR_FILE, readAttempts } from '../src/sweep/point.js';
-import { meanStd } from '../src/sweep/report.js';
-import { ROOT, shared, SKIP_NO_SHARED } from './helpers.js';
+import { checkSweepInputs } from '../src/sweep/inputs.js';
+import { runSweep } from '../src/sweep/local.js';
+import { enqueueSweep, queueStatus } from '../src/sweep/queue.js';
+import { ATTEMPTS_FILE, DONE_FILE, ERROR_FILE, pointDir, readAttempts, writeSweepFiles } from '../src/sweep/point.js';
+import { checkRedis, DEFAULT_CONNECT_TIMEOUT_MS } from '../src/sweep/redis.js';
+import { curvePoints, meanStd, REPORT_CSV, REPORT_MD, sweepCurveSpec, writeSweepReport } from '../src/sweep/report.js';
+import { HAS_SHARED, ROOT, shared, SKIP_NO_SHARED } from './helpers.js';
 
 const run = promisify(execFile);
 const CLI = path.join(ROOT, 'bin', 'micse.js');
 const TINY = path.join(ROOT, 'configs', 'sweeps', 'tiny.yaml');
 const TASKS = [['STS12', 'STS12'], ['STS13', 'STS13'], ['STS14', 'STS14'], ['STS15', 'STS15'], ['STS16', 'STS16'], ['STSBenchmark', 'STS-B'], ['SICKRelatedness', 'SICK-R']] as const;
 
+/** Temporary directories of this file, removed when it ends. */
+const temps: string[] = [];
+after(async () => {
+  for (const d of temps) await fs.rm(d, { recursive: true, force: true });
+});
+
 async function tmp(prefix: string): Promise<string> {
-  return fs.mkdtemp(path.join(os.tmpdir(), `micse-sweep-${prefix}-`));
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), `micse-sweep-${prefix}-`));
+  temps.push(dir);
+  return dir;
 }
 
-async function cli(args: string[], timeout = 300_000): Promise<{ code: number; stdout: string; stderr: string; ms: number }> {
+async function cli(args: string[], timeout = 300_000, opts: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): Promise<{ code: number; stdout: string; stderr: string; ms: number }> {
   const t0 = Date.now();
-  return run(process.execPath, [CLI, ...args], { cwd: ROOT, maxBuffer: 1 << 24, timeout }).then(
+  return run(process.execPath, [CLI, ...args], { cwd: opts.cwd ?? ROOT, env: { ...process.env, ...opts.env }, maxBuffer: 1 << 24, timeout }).then(
     (r) => ({ code: 0, stdout: r.stdout, stderr: r.stderr, ms: Date.now() - t0 }),
     (e: { code: number; stdout: string; stderr: string }) => ({ code: e.code, stdout: e.stdout, stderr: e.stderr, ms: Date.now() - t0 }),
   );
@@ -109,6 +122,125 @@ describe('sweep grid', () => {
   });
 });
 
+describe('sweep report', () => {
+  it('SimCSE rows have no lambda in CSV and table alike; the plot tells the objectives apart by dash, marker and a dodge', async () => {
+    // The tiny sweep's 8 points, marked done with made-up scores in which miCSE and SimCSE score the same, so their
+    // curves coincide (the case where one hid the other).
+    const dir = await tmp('report');
+    try {
+      const sweep = await loadSweep(TINY);
+      await writeSweepFiles(dir, sweep);
+      for (const p of sweep.points) {
+        const pdir = pointDir(dir, p);
+        const score = p.config.data.count! / 2 + p.config.data.subsetSeed;
+        const results = Object.fromEntries(STS_TEST_TASKS.map((t) => [STS_TASK_INFO[t].senteval, { spearman: score }]));
+        await fs.writeFile(path.join(pdir, 'eval.json'), JSON.stringify({ results, average: score }));
+        await fs.writeFile(path.join(pdir, 'subset-manifest.json'), JSON.stringify({ selection: { size: p.config.data.count } }));
+        await fs.writeFile(path.join(pdir, DONE_FILE), '{}');
+      }
+      const { report } = await writeSweepReport(dir);
+      const csv = parseCsv(await fs.readFile(path.join(dir, REPORT_CSV), 'utf8'));
+      assert.equal(csv.length, 4);
+      for (const row of csv) assert.equal(row['lambda'], row['style'] === 'simcse' ? '' : '0.01', JSON.stringify(row));
+      const md = (await fs.readFile(path.join(dir, REPORT_MD), 'utf8')).split('\n').filter((l) => /\| +(miCSE|SimCSE) \|/.test(l));
+      assert.equal(md.length, 4);
+      for (const l of md) assert.match(l, /SimCSE/.test(l) ? /\| +SimCSE \| +- \|/ : /\| +miCSE \| +0\.01 \|/);
+
+      const pts = curvePoints(report.rows);
+      assert.deepEqual(pts.map((p) => p.objective).sort(), ['SimCSE', 'SimCSE', 'miCSE', 'miCSE']);
+      for (const n of [32, 64]) {
+        const [a, b] = pts.filter((p) => p.sentences === n);
+        assert.equal(a!.mean, b!.mean, 'the two objectives coincide in this data');
+        assert.ok(a!.x !== b!.x && Math.abs(Math.log10(a!.x / b!.x)) < 0.05, `dodged a little apart: ${a!.x} vs ${b!.x}`);
+      }
+      const spec = JSON.stringify(sweepCurveSpec('t', pts));
+      assert.match(spec, /"strokeDash":\{"field":"objective"/);
+      assert.match(spec, /"shape":\{"field":"objective"/);
+      const svg = await fs.readFile(path.join(dir, 'sts-avg.svg'), 'utf8');
+      assert.match(svg, /stroke-dasharray/, 'one of the lines is dashed');
+    } finally {
+      await fs.rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('sweep inputs, checked before anything starts', () => {
+  it('paper-lowshot.yaml offline: every missing input in one report with its fetch command, locally and with --queue, nothing written', async () => {
+    // Run where data/ holds nothing (training configs name data paths relative to the working directory), with an
+    // empty Hugging Face cache and offline mode: before the check, each of the 70 points failed in turn.
+    const dir = await tmp('offline');
+    try {
+      const env = { HF_HUB_CACHE: path.join(dir, 'hf'), HF_HUB_OFFLINE: '1' };
+      const sweepFile = path.join(ROOT, 'configs', 'sweeps', 'paper-lowshot.yaml');
+      const port = await freePort();
+      const [local, queued] = await Promise.all([
+        cli(['sweep', '--config', sweepFile, '--out', path.join(dir, 'local')], 60_000, { cwd: dir, env }),
+        cli(['sweep', '--config', sweepFile, '--out', path.join(dir, 'queued'), '--queue', `redis://127.0.0.1:${port}`], 60_000, { cwd: dir, env }),
+      ]);
+      for (const r of [local, queued]) {
+        assert.equal(r.code, 2, r.stderr);
+        const lines = r.stderr.trimEnd().split('\n');
+        assert.match(lines[0]!, /paper-lowshot\.yaml: 70 of 70 points to run lack inputs; nothing was started or enqueued:$/);
+        assert.equal(lines.length, 4, r.stderr);
+        assert.match(r.stderr, /^ {2}training data data\/\S+ \(70 points\): no such file; fetch with: npx micse data download (wiki1m|fewshot-subsets)$/m);
+        assert.match(r.stderr, /^ {2}STS data data\/senteval \(70 points\): SentEval task file not found: .*; fetch with: npx micse data download senteval$/m);
+        assert.match(r.stderr, /^ {2}model bert-base-uncased \(70 points\): not in the Hugging Face cache and offline mode is on; put config\.json/m);
+      }
+      assert.deepEqual((await fs.readdir(dir)).sort(), [], 'nothing written (no output directory, no cache folder)');
+    } finally {
+      await fs.rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('names each missing input once, groups files one download fetches, probes the Hub for an uncached model', async () => {
+    const dir = await tmp('inputs');
+    const saved = { cache: process.env['HF_HUB_CACHE'], endpoint: process.env['HF_ENDPOINT'], offline: process.env['HF_HUB_OFFLINE'] };
+    try {
+      const port = await freePort();
+      process.env['HF_HUB_CACHE'] = path.join(dir, 'hf');
+      process.env['HF_ENDPOINT'] = `http://127.0.0.1:${port}`;
+      delete process.env['HF_HUB_OFFLINE'];
+      const present = path.join(dir, 'present.txt');
+      await fs.writeFile(present, 'a sentence\nanother one\n');
+      const fewshot = (seed: number) => path.join(dir, 'data', 'fewshot', `wiki_subset_1M_000.10percent_seed${seed}.txt`);
+      const file = path.join(dir, 'sweep.yaml');
+      await fs.writeFile(file, [
+        'base:',
+        '  model: {init: acme/not-cached}',
+        `  data: {senteval: ${JSON.stringify(path.join(dir, 'data', 'senteval'))}}`,
+        'grid:',
+        `  data.train: ${JSON.stringify([path.join(dir, 'missing.txt'), fewshot(48), fewshot(49), present])}`,
+        '  train.seed: [1, 2]',
+        '',
+      ].join('\n'));
+      const sweep = await loadSweep(file);
+      const out = path.join(dir, 'out');
+      const err = await checkSweepInputs(sweep, out).then(() => null, (e: Error) => e);
+      assert.ok(err !== null, 'the check fails');
+      assert.deepEqual(err.message.split('\n'), [
+        `${file}: 8 of 8 points to run lack inputs; nothing was started or enqueued:`,
+        `  training data ${path.join(dir, 'missing.txt')} (2 points): no such file`,
+        `  STS data ${path.join(dir, 'data', 'senteval')} (8 points): SentEval task file not found: ` +
+          `${path.join(dir, 'data', 'senteval', 'STS', 'STS12-en-test', 'STS.input.MSRpar.txt')}; fetch with: npx micse data download senteval --dir ${path.join(dir, 'data')}`,
+        `  model acme/not-cached (8 points): not in the Hugging Face cache (${path.join(dir, 'hf', 'models--acme--not-cached')}) and ` +
+          `http://127.0.0.1:${port}/acme/not-cached/resolve/main/config.json cannot be fetched (ECONNREFUSED); run where the Hub is reachable ` +
+          'once (the model is cached on first use), or set model.init to a local checkpoint directory',
+        `  training data ${fewshot(48)}, ${fewshot(49)} (4 points): no such file; fetch with: npx micse data download fewshot-subsets --dir ${path.join(dir, 'data')}`,
+      ]);
+      // The sweep runners check before they write or enqueue (the queue's Redis is never asked).
+      await assert.rejects(runSweep(sweep, { out, quiet: true }), /8 of 8 points to run lack inputs/);
+      await assert.rejects(enqueueSweep(sweep, { out, url: `redis://127.0.0.1:${port}` }), /8 of 8 points to run lack inputs/);
+      assert.ok(!existsSync(out), 'nothing written');
+    } finally {
+      for (const [k, v] of [['HF_HUB_CACHE', saved.cache], ['HF_ENDPOINT', saved.endpoint], ['HF_HUB_OFFLINE', saved.offline]] as const) {
+        if (v === undefined) delete process.env[k];
+        else process.env[k] = v;
+      }
+      await fs.rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('local sweep', { skip: SKIP_NO_SHARED }, () => {
   it('runs the tiny sweep end to end; a rerun does nothing; the report equals a recomputation from eval.json', async () => {
     const out = path.join(await tmp('local'), 'tiny');
@@ -157,6 +289,8 @@ describe('local sweep', { skip: SKIP_NO_SHARED }, () => {
 
   it('records a failed point and goes on with the others', async () => {
     const dir = await tmp('fail');
+    // A corpus of blank lines passes the input check (the file is there) and fails in training.
+    await fs.writeFile(path.join(dir, 'blank.txt'), '\n\n  \n');
     const file = path.join(dir, 'sweep.yaml');
     await fs.writeFile(file, [
       'base:',
@@ -166,7 +300,7 @@ describe('local sweep', { skip: SKIP_NO_SHARED }, () => {
       '  objective: {minLayer: 0, maxLayer: 2}',
       '  train: {batchSize: 16, evalBatchSize: 512, backend: wasm}',
       'grid:',
-      `  data.train: [${JSON.stringify(path.join(dir, 'missing.txt'))}, ${JSON.stringify(shared('wiki1m-head.txt'))}]`,
+      `  data.train: [${JSON.stringify(path.join(dir, 'blank.txt'))}, ${JSON.stringify(shared('wiki1m-head.txt'))}]`,
       '',
     ].join('\n'));
     const out = path.join(dir, 'out');
@@ -177,7 +311,7 @@ describe('local sweep', { skip: SKIP_NO_SHARED }, () => {
     const sweep = await loadSweep(file);
     const [bad, good] = sweep.points.map((p) => path.join(out, p.name));
     const err = JSON.parse(await fs.readFile(path.join(bad!, ERROR_FILE), 'utf8')) as { message: string };
-    assert.match(err.message, /missing\.txt/);
+    assert.match(err.message, /no usable sentences/);
     assert.ok(!existsSync(path.join(bad!, DONE_FILE)));
     assert.ok(existsSync(path.join(good!, DONE_FILE)));
     const st = await cli(['sweep', 'status', '--out', out]);
@@ -199,7 +333,8 @@ describe('distributed sweep (BullMQ on redis-server)', () => {
     for (const c of started) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
   });
 
-  it('a Redis URL that does not answer: a clear error within seconds, nothing written', async () => {
+  // The sweep's own inputs (../shared) are checked before Redis: without them the enqueue stops there.
+  it('a Redis URL that does not answer: a clear error within seconds, nothing written', { skip: SKIP_NO_SHARED }, async () => {
     const port = await freePort();
     const out = path.join(await tmp('noredis'), 'out');
     const r = await cli(['sweep', '--config', TINY, '--out', out, '--queue', `redis://127.0.0.1:${port}`]);
@@ -212,6 +347,106 @@ describe('distributed sweep (BullMQ on redis-server)', () => {
     assert.match(w.stderr, /Redis does not answer/);
     const s = await cli(['sweep', 'status', '--queue', `redis://127.0.0.1:${port}`]);
     assert.equal(s.code, 2);
+  });
+
+  it('a Redis that accepts the connection and never answers: sweep --queue, worker and status each end within seconds, nothing written', async () => {
+    const sockets = new Set<net.Socket>();
+    const stub = net.createServer((sock) => {
+      sockets.add(sock); // reads whatever comes and never answers
+      sock.on('error', () => undefined);
+    });
+    await new Promise<void>((resolve) => stub.listen(0, '127.0.0.1', resolve));
+    const port = (stub.address() as net.AddressInfo).port;
+    const secret = `hush${process.pid}`;
+    const url = `redis://:${secret}@127.0.0.1:${port}`;
+    const dir = await tmp('hung');
+    const out = path.join(dir, 'out');
+    try {
+      // The check itself gives up after the connect timeout (timed in this process: a CLI's own start-up takes
+      // seconds on a loaded machine).
+      const t0 = Date.now();
+      let timer: NodeJS.Timeout | undefined;
+      const deadline = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error('still waiting after 15 s')), 15_000)));
+      await assert.rejects(Promise.race([checkRedis({ url }), deadline]), /no reply within 3 s/);
+      clearTimeout(timer);
+      const ms = Date.now() - t0;
+      assert.ok(ms >= DEFAULT_CONNECT_TIMEOUT_MS - 50 && ms < DEFAULT_CONNECT_TIMEOUT_MS + 1000, `${ms} ms`);
+      // Before the fix each command hung until killed (the timeout here; a killed command has no exit code 2).
+      // Enqueuing the tiny sweep needs its inputs from ../shared (checked before Redis).
+      const runs = await Promise.all([
+        ...(HAS_SHARED ? [cli(['sweep', '--config', TINY, '--out', out, '--queue', url], 60_000)] : []),
+        cli(['worker', '--queue', url], 60_000),
+        cli(['sweep', 'status', '--queue', url], 60_000),
+      ]);
+      for (const r of runs) {
+        assert.equal(r.code, 2, `${r.ms} ms: ${r.stderr}`);
+        assert.equal(r.stderr, `micse: redis://:***@127.0.0.1:${port}: Redis does not answer (no reply within 3 s); is redis-server running and reachable?\n`);
+        assert.ok(!(r.stdout + r.stderr).includes(secret));
+      }
+      assert.ok(sockets.size >= runs.length + 1, 'each command did connect');
+      assert.ok(!existsSync(out), 'nothing written');
+    } finally {
+      for (const sock of sockets) sock.destroy();
+      await new Promise((resolve) => stub.close(resolve));
+      await fs.rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  describe('password-protected redis-server', { skip: SKIP_NO_REDIS || SKIP_NO_SHARED }, () => {
+    const secret = `s3cr3t-${process.pid}`;
+    let port = 0;
+    let url = '';
+    let dir = '';
+    before(async () => {
+      dir = await tmp('auth');
+      assert.ok(REDIS_BIN !== null, 'CI=true but redis-server is not installed (.ci/run installs it)');
+      port = await freePort();
+      url = `redis://:${secret}@127.0.0.1:${port}`;
+      started.push(spawn(REDIS_BIN, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--requirepass', secret], { stdio: 'ignore' }));
+      await waitFor('redis-server', 10_000, () => checkRedis({ url }).then(() => true, () => undefined));
+    });
+    after(async () => dir !== '' && fs.rm(dir, { recursive: true, force: true }));
+
+    it('the password appears in no output: enqueue hint, worker start line, status, a wrong password', async () => {
+      const out = path.join(dir, 'secret');
+      const enq = await cli(['sweep', '--config', TINY, '--out', out, '--queue', url, '--queue-name', 'auth']);
+      assert.equal(enq.code, 0, enq.stderr);
+      assert.match(enq.stdout, new RegExp(`start workers with: npx micse worker --queue redis://:\\*\\*\\*@127\\.0\\.0\\.1:${port} --queue-name auth`));
+      const wrong = `wr0ng-${process.pid}`;
+      const [worker, status, asUser, refused] = await Promise.all([
+        cli(['worker', '--queue', url, '--queue-name', 'auth-empty', '--exit-when-idle'], 30_000),
+        cli(['sweep', 'status', '--queue', url, '--queue-name', 'auth']),
+        cli(['sweep', 'status', '--queue', `redis://default:${secret}@127.0.0.1:${port}`, '--queue-name', 'auth']),
+        cli(['sweep', 'status', '--queue', `redis://:${wrong}@127.0.0.1:${port}`]),
+      ]);
+      assert.equal(worker.code, 0, worker.stderr);
+      assert.match(worker.stderr, new RegExp(`waiting for points on redis://:\\*\\*\\*@127\\.0\\.0\\.1:${port} `));
+      for (const st of [status, asUser]) {
+        assert.equal(st.code, 0, st.stderr);
+        assert.match(st.stdout, /queue: 0 completed, 0 running, 0 failed, 8 queued/);
+      }
+      assert.equal(refused.code, 2);
+      assert.match(refused.stderr, new RegExp(`^micse: redis://:\\*\\*\\*@127\\.0\\.0\\.1:${port}: Redis refused the credentials \\(WRONGPASS`));
+      for (const r of [enq, worker, status, asUser, refused]) {
+        const all = r.stdout + r.stderr;
+        assert.ok(!all.includes(secret) && !all.includes(wrong), all);
+      }
+    });
+
+    it('the same sweep enqueued for two output directories is queued for both', async () => {
+      const [a, b] = [path.join(dir, 'a'), path.join(dir, 'b')];
+      const q = { url, queueName: 'two-outs' };
+      const sweep = await loadSweep(TINY);
+      assert.equal((await enqueueSweep(sweep, { ...q, out: a })).added.length, 8);
+      const second = await enqueueSweep(sweep, { ...q, out: b });
+      assert.deepEqual([second.added.length, second.queued.length], [8, 0], 'before the fix: 0 enqueued, 8 "already queued"');
+      const again = await enqueueSweep(sweep, { ...q, out: a });
+      assert.deepEqual([again.added.length, again.queued.length], [0, 8]);
+      const st = await queueStatus(q);
+      assert.equal(st.counts.waiting, 16);
+      const name = sweep.points[0]!.name;
+      for (const out of [a, b]) assert.ok(st.waiting.includes(path.join(out, name)), st.waiting.join(' '));
+    });
   });
 
   it('two workers share the tiny sweep; one is SIGKILLed mid-point; every point is done exactly once', { skip: SKIP_NO_REDIS || SKIP_NO_SHARED }, async () => {

@@ -10,6 +10,7 @@ import { loadSweep } from '../sweep/grid.js';
 import { runSweep, DEFAULT_PARALLEL } from '../sweep/local.js';
 import { runPoint } from '../sweep/point.js';
 import { assertQueueUrl, DEFAULT_QUEUE_NAME, enqueueSweep, queueStatus, type QueueStatus } from '../sweep/queue.js';
+import { maskRedisUrl, PASSWORD_MASK } from '../sweep/redis.js';
 import { writeSweepReport } from '../sweep/report.js';
 import { diskStatus, formatStatus, type DiskStatus } from '../sweep/status.js';
 import { DEFAULT_LOCK_DURATION_MS, DEFAULT_MAX_STALLED_COUNT, DEFAULT_STALLED_INTERVAL_MS, runWorker } from '../sweep/worker.js';
@@ -99,9 +100,11 @@ export const sweepCommand: CommandModule<object, SweepArgs> = {
     const out = a.out ?? defaultSweepOut(a.config);
     if (a.queue !== undefined) {
       const r = await enqueueSweep(sweep, { url: a.queue, queueName: a['queue-name'], out });
+      const shown = maskRedisUrl(a.queue);
       process.stdout.write(`${r.total} points in ${r.out}: ${r.added.length} enqueued, ${r.retried.length} failed ones retried, ` +
         `${r.queued.length} already queued or running, ${r.done.length} done\n` +
-        `start workers with: npx micse worker --queue ${a.queue}${a['queue-name'] !== DEFAULT_QUEUE_NAME ? ` --queue-name ${a['queue-name']}` : ''}\n`);
+        `start workers with: npx micse worker --queue ${shown}${a['queue-name'] !== DEFAULT_QUEUE_NAME ? ` --queue-name ${a['queue-name']}` : ''}` +
+        `${shown !== a.queue ? ` (the password in place of ${PASSWORD_MASK})` : ''}\n`);
       return;
     }
     const r = await runSweep(sweep, { out, parallel: a.parallel, quiet: a.quiet });

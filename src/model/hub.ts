@@ -30,6 +30,11 @@ export function looksLikeModelId(s: string): boolean {
   return /^[A-Za-z0-9][\w.-]*(\/[\w.-]+)?$/.test(s) && !s.startsWith('.') && !s.endsWith('.json');
 }
 
+/** The Hub URL of one file of a model (`$HF_ENDPOINT`, default https://huggingface.co). */
+export function hubFileUrl(modelId: string, revision: string, file: string): string {
+  return `${process.env['HF_ENDPOINT'] ?? DEFAULT_ENDPOINT}/${modelId}/resolve/${encodeURIComponent(revision)}/${file}`;
+}
+
 export function repoFolder(modelId: string, cache = hubCacheDir()): string {
   return path.join(cache, `models--${modelId.replace(/\//g, '--')}`);
 }
@@ -51,6 +56,11 @@ export interface ResolveOptions {
   offline?: boolean;
 }
 
+/** Whether the Hub must not be contacted: `opts.offline`, or HF_HUB_OFFLINE=1. */
+export function hubOffline(opts: ResolveOptions = {}): boolean {
+  return opts.offline === true || process.env['HF_HUB_OFFLINE'] === '1';
+}
+
 /**
  * A local directory is returned as is. A model id is looked up in the Hugging Face cache, and downloaded there when
  * missing and online.
@@ -66,14 +76,13 @@ export async function resolveModelDir(dirOrName: string, opts: ResolveOptions = 
   const revision = opts.revision ?? 'main';
   const snap = await cachedSnapshot(dirOrName, revision, cache);
   if (snap !== null && (await hasSafetensorsWeights(snap))) return snap;
-  const offline = opts.offline === true || process.env['HF_HUB_OFFLINE'] === '1';
+  const offline = hubOffline(opts);
   const target = snap ?? path.join(repoFolder(dirOrName, cache), 'snapshots', revision);
   const help = `put ${REQUIRED.join(' and ')} plus tokenizer.json or vocab.txt in ${target} (or pass a local checkpoint directory)`;
   if (offline) throw new UserError(`${dirOrName}: not in the Hugging Face cache and offline mode is on; ${help}`);
-  const endpoint = process.env['HF_ENDPOINT'] ?? DEFAULT_ENDPOINT;
   await fs.mkdir(target, { recursive: true });
   for (const file of MODEL_FILES) {
-    const url = `${endpoint}/${dirOrName}/resolve/${encodeURIComponent(revision)}/${file}`;
+    const url = hubFileUrl(dirOrName, revision, file);
     try {
       await downloadFile({ url, target: path.join(target, file), sha256: null });
     } catch (err) {

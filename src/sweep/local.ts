@@ -1,11 +1,13 @@
 /**
  * Runs a sweep on this machine: every point not yet done, `parallel` at a time, each in its own child process
  * (training is mostly single-threaded, so N processes use N cores). Done points are skipped, interrupted ones
- * resume from their `last/` checkpoint, a failed point is recorded in its error.json and the others go on.
+ * resume from their `last/` checkpoint, a failed point is recorded in its error.json and the others go on. Every
+ * point's inputs are checked first (src/sweep/inputs.ts): a missing one stops the sweep before anything is written.
  */
 import { UserError } from '../errors.js';
 import { createProgress } from '../progress.js';
 import { loadSweep, type Sweep } from './grid.js';
+import { checkSweepInputs } from './inputs.js';
 import { checkOutDir, pointDir, pointState, spawnPoint, writeSweepFiles } from './point.js';
 
 /** Default number of points run at once. */
@@ -38,6 +40,7 @@ export async function runSweep(sweepOrFile: Sweep | string, opts: RunSweepOption
   const parallel = Math.max(1, opts.parallel ?? DEFAULT_PARALLEL);
   const log = opts.log ?? ((l: string) => process.stderr.write(l + '\n'));
   await checkOutDir(opts.out, sweep);
+  await checkSweepInputs(sweep, opts.out);
   await writeSweepFiles(opts.out, sweep);
 
   const result: RunSweepResult = { out: opts.out, total: sweep.points.length, done: [], skipped: [], failed: [] };

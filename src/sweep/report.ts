@@ -1,7 +1,8 @@
 /**
  * A sweep's results: per (split, objective, lambda, other non-seed grid keys), mean and spread over the seeds of
  * every STS task and their average, read from each done point's eval.json; as Markdown, CSV and a Vega-Lite SVG
- * of the STS average against the training-set size (log x), one line per objective, error bars = +- std.
+ * of the STS average against the training-set size (log x), one line per series (objective, lambda, other keys),
+ * error bars = +- std.
  *
  * Spread: the sample standard deviation (n - 1 in the denominator); with one seed it is undefined (empty in the
  * CSV, omitted in the table).
@@ -39,7 +40,8 @@ export interface ReportRow {
   fraction: number | null;
   count: number | null;
   style: string;
-  lambda: number;
+  /** Weight of the attention term; null for SimCSE, which has none (empty in the CSV, "-" in the table). */
+  lambda: number | null;
   /** Other non-seed grid keys of the group. */
   other: Record<string, GridValue>;
   /** Points averaged (one per seed combination). */
@@ -72,8 +74,10 @@ export function meanStd(xs: readonly number[]): Stat {
 }
 
 /** One done point: the fields of the row it is grouped into, and its own seed and scores. */
-interface PointResult extends Pick<ReportRow, 'sentences' | 'fraction' | 'count' | 'style' | 'lambda' | 'other'> {
+interface PointResult extends Pick<ReportRow, 'sentences' | 'fraction' | 'count' | 'style' | 'other'> {
   name: string;
+  /** objective.lambda as configured (a SimCSE run carries one too, unused). */
+  lambda: number;
   seed: string;
   scores: Record<string, number | null>;
   avg: number | null;
@@ -137,7 +141,7 @@ export async function buildSweepReport(dir: string): Promise<SweepReport> {
     for (const k of otherKeys) seriesParts.push(`${k.split('.').pop()}=${String(f.other[k])}`);
     const avgs = g.map((r) => r.avg).filter((x): x is number => typeof x === 'number');
     return {
-      sentences: f.sentences, fraction: f.fraction, count: f.count, style: f.style, lambda: f.lambda, other: f.other,
+      sentences: f.sentences, fraction: f.fraction, count: f.count, style: f.style, lambda: f.style === 'simcse' ? null : f.lambda, other: f.other,
       n: g.length,
       seeds: g.map((r) => r.seed),
       tasks: Object.fromEntries(taskLabels.map((l) => [l, meanStd(g.map((r) => r.scores[l] as number))])),
@@ -164,7 +168,7 @@ function fmtStat(s: Stat): string {
 export function formatReportMarkdown(r: SweepReport): string {
   const header = ['sentences', 'split', 'objective', 'lambda', ...r.otherKeys, 'seeds', ...r.taskLabels, 'Avg'];
   const body = r.rows.map((row) => [
-    String(row.sentences), splitLabel(row), STYLE_LABEL[row.style] ?? row.style, row.style === 'simcse' ? '-' : String(row.lambda),
+    String(row.sentences), splitLabel(row), STYLE_LABEL[row.style] ?? row.style, row.lambda === null ? '-' : String(row.lambda),
     ...r.otherKeys.map((k) => String(row.other[k])), String(row.n),
     ...r.taskLabels.map((l) => fmtStat(row.tasks[l]!)), fmtStat(row.avg),
   ]);
@@ -205,17 +209,40 @@ export function formatReportCsv(r: SweepReport): string {
 
 export interface CurvePoint {
   sentences: number;
+  /** Where the point is drawn: `sentences` shifted by its series' dodge (see DODGE_LOG10). */
+  x: number;
   mean: number;
   /** mean - std and mean + std (= mean when std is undefined). */
   lo: number;
   hi: number;
   series: string;
+  /** Objective label (miCSE, SimCSE): the line's dash pattern and the marker's shape. */
+  objective: string;
 }
 
 const Y_TITLE = 'STS average (Spearman x 100)';
+/** Horizontal dodge between neighbouring series, in decades of the log x axis (0.02 = 4.7%), so equal points stay apart. */
+export const DODGE_LOG10 = 0.02;
 
-/** Vega-Lite: STS average against training sentences (log x), one line per series, error bars lo..hi. */
+/** The plotted points of the report's rows (rows whose average is undefined are left out), each series dodged around its true x. */
+export function curvePoints(rows: readonly ReportRow[]): CurvePoint[] {
+  const series = [...new Set(rows.map((r) => r.series))];
+  return rows.filter((r) => Number.isFinite(r.avg.mean)).map((r) => ({
+    sentences: r.sentences,
+    x: r.sentences * 10 ** (DODGE_LOG10 * (series.indexOf(r.series) - (series.length - 1) / 2)),
+    mean: r.avg.mean, lo: r.avg.mean - (r.avg.std ?? 0), hi: r.avg.mean + (r.avg.std ?? 0),
+    series: r.series, objective: STYLE_LABEL[r.style] ?? r.style,
+  }));
+}
+
+/**
+ * Vega-Lite: STS average against training sentences (log x), one line per series (colour), the objective in the
+ * dash pattern and the marker shape (so a line hidden under another of the same values still shows), error bars
+ * lo..hi.
+ */
 export function sweepCurveSpec(title: string, points: CurvePoint[]): TopLevelSpec {
+  const objective = { field: 'objective', type: 'nominal', title: 'objective' } as const;
+  const dash = { ...objective, scale: { range: [[1, 0], [6, 4], [2, 2], [8, 3, 2, 3]] } };
   return {
     $schema: VEGA_LITE_SCHEMA,
     title,
@@ -223,11 +250,12 @@ export function sweepCurveSpec(title: string, points: CurvePoint[]): TopLevelSpe
     height: 320,
     data: { values: points },
     encoding: {
-      x: { field: 'sentences', type: 'quantitative', scale: { type: 'log' }, title: 'training sentences (log scale)' },
+      x: { field: 'x', type: 'quantitative', scale: { type: 'log' }, title: 'training sentences (log scale)' },
       color: { field: 'series', type: 'nominal', title: null },
     },
     layer: [
-      { mark: { type: 'line', point: true }, encoding: { y: { field: 'mean', type: 'quantitative', scale: { zero: false }, title: Y_TITLE } } },
+      { mark: { type: 'line', strokeWidth: 2 }, encoding: { y: { field: 'mean', type: 'quantitative', scale: { zero: false }, title: Y_TITLE }, strokeDash: dash } },
+      { mark: { type: 'point', filled: true, size: 50 }, encoding: { y: { field: 'mean', type: 'quantitative' }, shape: objective } },
       { mark: { type: 'errorbar', ticks: true }, encoding: { y: { field: 'lo', type: 'quantitative', title: Y_TITLE }, y2: { field: 'hi' } } },
     ],
   };
@@ -238,12 +266,9 @@ export async function writeSweepReport(dir: string): Promise<{ report: SweepRepo
   const report = await buildSweepReport(dir);
   if (report.rows.length === 0) throw new UserError(`${dir}: no point is done yet (${report.missing.length} points); nothing to report`);
   const markdown = formatReportMarkdown(report);
-  const curve: CurvePoint[] = report.rows.filter((r) => Number.isFinite(r.avg.mean)).map((r) => ({
-    sentences: r.sentences, mean: r.avg.mean, lo: r.avg.mean - (r.avg.std ?? 0), hi: r.avg.mean + (r.avg.std ?? 0), series: r.series,
-  }));
   const files = [REPORT_MD, REPORT_CSV, REPORT_SVG].map((f) => path.join(dir, f));
   await writeFileAtomic(files[0]!, markdown);
   await writeFileAtomic(files[1]!, formatReportCsv(report));
-  await writeFileAtomic(files[2]!, await renderSvg(sweepCurveSpec('STS average vs training-set size (mean ± std over seeds)', curve)));
+  await writeFileAtomic(files[2]!, await renderSvg(sweepCurveSpec('STS average vs training-set size (mean ± std over seeds)', curvePoints(report.rows))));
   return { report, markdown, files };
 }

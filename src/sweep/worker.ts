@@ -10,7 +10,7 @@ import { Worker, type Job } from 'bullmq';
 import { UserError } from '../errors.js';
 import { pointDir, pointState, spawnPoint, WORKER_ENV, type ChildRun } from './point.js';
 import { DEFAULT_QUEUE_NAME, openQueue, type PointJobData, type QueueOptions } from './queue.js';
-import { checkRedis, createRedis } from './redis.js';
+import { checkRedis, createRedis, maskRedisUrl, maskSecrets, withMaskedErrors } from './redis.js';
 
 /** BullMQ's defaults, named: how long a job's lock lives without renewal, and how often stalled jobs are looked for. */
 export const DEFAULT_LOCK_DURATION_MS = 30_000;
@@ -42,16 +42,24 @@ export interface WorkerResult {
   failed: { name: string; message: string }[];
 }
 
-/** Runs a worker until stopped (or, with exitWhenIdle, until the queue is drained). */
+/**
+ * Runs a worker until stopped (or, with exitWhenIdle, until the queue is drained). Its log lines and errors show
+ * the Redis URL with the password masked.
+ */
 export async function runWorker(opts: WorkerOptions): Promise<WorkerResult> {
-  const log = opts.log ?? ((l: string) => process.stderr.write(l + '\n'));
+  return withMaskedErrors(opts.url, () => work(opts));
+}
+
+async function work(opts: WorkerOptions): Promise<WorkerResult> {
+  const print = opts.log ?? ((l: string) => process.stderr.write(l + '\n'));
+  const log = (line: string) => print(maskSecrets(line, opts.url));
   const name = opts.name ?? `${os.hostname()}:${process.pid}`;
   // Redis is checked once, before anything starts: by openQueue when the idle watcher needs a queue, else here.
   const watcher = opts.exitWhenIdle === true ? await openQueue(opts) : null;
   if (watcher === null) await checkRedis(opts);
   let lost: ((err: Error) => void) | undefined;
   const lostPromise = new Promise<never>((_, reject) => {
-    lost = (err) => reject(new UserError(`lost the connection to Redis at ${opts.url} (${err.message}); points in progress will be taken again by other workers`));
+    lost = (err) => reject(new UserError(`lost the connection to Redis at ${maskRedisUrl(opts.url)} (${err.message}); points in progress will be taken again by other workers`));
   });
   lostPromise.catch(() => undefined);
   const result: WorkerResult = { completed: [], failed: [] };
@@ -95,7 +103,7 @@ export async function runWorker(opts: WorkerOptions): Promise<WorkerResult> {
   });
   worker.on('error', (err) => log(`worker ${name}: ${err.message}`));
   const queue = watcher?.queue ?? null;
-  log(`worker ${name}: waiting for points on ${opts.url} (queue ${opts.queueName ?? DEFAULT_QUEUE_NAME})`);
+  log(`worker ${name}: waiting for points on ${maskRedisUrl(opts.url)} (queue ${opts.queueName ?? DEFAULT_QUEUE_NAME})`);
 
   let finished = false;
   const idle = new Promise<void>((resolve, reject) => {
