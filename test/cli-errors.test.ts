@@ -1,0 +1,165 @@
+/**
+ * The command line's answers to a hostile environment: one line naming the path and the cause, exit code 2, and
+ * no temporary file left behind.
+ *   - environment faults, through real commands in child processes (test/cli-driver.ts): a read-only output
+ *     directory (a read-only bind mount in a private mount namespace when run as root, where chmod stops nothing;
+ *     chmod 0555 otherwise), an output path that is a file or a directory, and a full disk simulated by a file
+ *     size limit (`ulimit -f`: writes past it fail with EFBIG, as they fail with ENOSPC on a full disk).
+ */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, describe, it } from 'node:test';
+import { environmentError, UserError } from '../src/errors.js';
+import { ensureDir, writeFileAtomic } from '../src/fsutil.js';
+import { ROOT, shared, SKIP_NO_SHARED } from './helpers.js';
+
+const TMP = mkdtempSync(path.join(os.tmpdir(), 'micse-cli-errors-'));
+after(() => {
+  for (const d of readdirSync(TMP)) chmodSync(path.join(TMP, d), 0o755);
+  rmSync(TMP, { recursive: true, force: true });
+});
+
+/** Every file under `dir` whose name marks a temporary (`.tmp-`), as paths relative to `dir`. */
+function temporaries(dir: string): string[] {
+  return (readdirSync(dir, { recursive: true }) as string[]).filter((f) => /\.tmp-/.test(f));
+}
+
+describe('file-system faults as one line', () => {
+  it('maps Node error codes to "cannot VERB PATH: cause (CODE)"', () => {
+    const fault = (code: string, syscall: string, extra: Record<string, string> = {}) =>
+      Object.assign(new Error(`${code}: ${syscall}`), { code, syscall, ...extra });
+    assert.equal(environmentError(fault('ENOSPC', 'write'), 'run/model.safetensors', 'write')?.message,
+      'cannot write run/model.safetensors: no space left on device (ENOSPC)');
+    assert.equal(environmentError(fault('EROFS', 'mkdir', { path: 'out/a' }))?.message, 'cannot create directory out/a: read-only file system (EROFS)');
+    assert.equal(environmentError(fault('EDQUOT', 'write'))?.message, 'cannot write: disk quota exceeded (EDQUOT)');
+    assert.equal(environmentError(fault('EACCES', 'rename', { path: 'a.tmp', dest: 'a' }))?.message, 'cannot rename a.tmp to a: permission denied (EACCES)');
+    assert.equal(environmentError(new Error('a bug')), null);
+    assert.equal(environmentError(fault('ECONNREFUSED', 'connect')), null);
+    const user = new UserError('bad input');
+    assert.equal(environmentError(user), user);
+  });
+
+  it('writeFileAtomic and ensureDir name the path in the way and leave no temporary file', async () => {
+    const dir = path.join(TMP, 'in-the-way');
+    mkdirSync(path.join(dir, 'a-dir.json'), { recursive: true });
+    writeFileSync(path.join(dir, 'a-file'), 'x');
+    await assert.rejects(writeFileAtomic(path.join(dir, 'a-dir.json'), '{}'),
+      { name: 'UserError', message: `cannot write ${path.join(dir, 'a-dir.json')}: it is a directory (EISDIR)` });
+    await assert.rejects(writeFileAtomic(path.join(dir, 'a-file', 'x.json'), '{}'),
+      { name: 'UserError', message: `cannot create directory ${path.join(dir, 'a-file')}: a file is in the way (EEXIST)` });
+    await assert.rejects(ensureDir(path.join(dir, 'a-file', 'sub', 'deeper')),
+      { name: 'UserError', message: `cannot create directory ${path.join(dir, 'a-file', 'sub', 'deeper')}: a component of the path is a file, not a directory (ENOTDIR)` });
+    assert.deepEqual(temporaries(dir), []);
+  });
+});
+
+const MODEL = shared('hf-reference', 'tiny-h32-l4');
+
+type DriverResult = { argv: string[]; exitCode: number; message: string };
+
+/**
+ * Runs test/cli-driver.ts over `runs` from the repository root, inside `bash -c "<setup>; exec driver"` and
+ * after `wrapper` (e.g. unshare): one process for all of them.
+ */
+function drive(runs: string[][], setup: string, wrapper: string[] = []): DriverResult[] {
+  const cmd = [...wrapper, 'bash', '-c', `${setup}\nexec "$@"`, 'micse-driver', process.execPath, '--import', 'tsx', path.join(ROOT, 'test', 'cli-driver.ts'), JSON.stringify(runs)];
+  const r = spawnSync(cmd[0]!, cmd.slice(1), { cwd: ROOT, encoding: 'utf8' });
+  const results = r.stdout.split('\n').filter((l) => l.startsWith('RESULT ')).map((l) => JSON.parse(l.slice(7)) as DriverResult);
+  assert.equal(results.length, runs.length, `driver exited with ${r.status}: ${r.stderr.slice(-2000)}`);
+  return results;
+}
+
+/** How this machine can make a directory read-only for the driver: chmod unless root; as root a read-only bind mount. */
+function readOnlyMethod(dir: string): { setup: string; wrapper: string[] } | string {
+  if (process.getuid?.() !== 0) return { setup: `chmod 0555 '${dir}'`, wrapper: [] };
+  const mount = `mount --bind '${dir}' '${dir}' && mount -o remount,bind,ro '${dir}' '${dir}'`;
+  const probe = spawnSync('unshare', ['--mount', 'bash', '-c', `${mount} && ! touch '${dir}/probe' 2>/dev/null`], { encoding: 'utf8' });
+  rmSync(path.join(dir, 'probe'), { force: true });
+  return probe.status === 0 ? { setup: mount, wrapper: ['unshare', '--mount'] }
+    : 'running as root, where chmod does not stop writes, and no private read-only mount can be made here (unshare --mount needs CAP_SYS_ADMIN)';
+}
+
+describe('environment faults in real commands', { skip: SKIP_NO_SHARED }, () => {
+  const work = path.join(TMP, 'work');
+  mkdirSync(work, { recursive: true });
+  const sentences = readFileSync(shared('wiki1m-head.txt'), 'utf8').split('\n').filter((l) => l.trim() !== '');
+  const small = path.join(work, 'small.txt');
+  writeFileSync(small, ['a man is playing a guitar .', 'a woman is slicing an onion .', 'the cat sleeps .', 'stocks fell today .'].join('\n') + '\n');
+  const corpus = path.join(work, 'corpus.txt');
+  writeFileSync(corpus, sentences.slice(0, 300).join('\n') + '\n');
+  // STS-B dev cut to 16 pairs: the run's evaluation before its first checkpoint takes no time.
+  const senteval = path.join(work, 'senteval');
+  mkdirSync(path.join(senteval, 'STS', 'STSBenchmark'), { recursive: true });
+  writeFileSync(path.join(senteval, 'STS', 'STSBenchmark', 'sts-dev.csv'),
+    readFileSync(shared('senteval', 'STS', 'STSBenchmark', 'sts-dev.csv'), 'utf8').split('\n').slice(0, 16).join('\n') + '\n');
+  const embed = (input: string, output: string) => ['embed', '--model', MODEL, '--input', input, '--output', output, '--backend', 'wasm'];
+  const train = (output: string) => ['train', '--config', 'configs/tiny.yaml', '--set', `train.output=${output}`, '--set', 'data.count=64',
+    '--set', `data.senteval=${senteval}`, '--set', 'train.maxSteps=1', '--set', 'train.evalSteps=1', '--set', 'train.finalEval=false',
+    '--set', 'train.backend=wasm', '--quiet'];
+  const indexBuild = (out: string, input = small) => ['index', 'build', '--model', MODEL, '--corpus', input, '--out', out, '--backend', 'wasm'];
+
+  it('a read-only output directory: train, export, embed, index build, sweep, cluster', (t) => {
+    const ro = path.join(TMP, 'read-only');
+    mkdirSync(ro);
+    const how = readOnlyMethod(ro);
+    if (typeof how === 'string') return t.skip(how);
+    const results = drive([
+      train(path.join(ro, 'run')),
+      ['export', '--checkpoint', MODEL, '--output', path.join(ro, 'exported'), '--format', 'hf', '--backend', 'cpu'],
+      embed(small, path.join(ro, 'out.jsonl')),
+      embed(small, path.join(ro, 'sub', 'out.npy')),
+      indexBuild(path.join(ro, 'index')),
+      ['sweep', '--config', 'configs/sweeps/tiny.yaml', '--out', path.join(ro, 'sweep'), '--quiet'],
+      ['cluster', '--model', MODEL, '--input', small, '--k', '2', '--output', path.join(ro, 'clusters.tsv'), '--backend', 'cpu'],
+    ], how.setup, how.wrapper);
+    const cause = '(read-only file system \\(EROFS\\)|permission denied \\(EACCES\\))';
+    const expected = [
+      `cannot create directory ${ro}/run: ${cause}`,
+      `cannot create directory ${ro}/exported\\.tmp-export-\\d+: ${cause}`,
+      `cannot write ${ro}/out\\.jsonl: ${cause}`,
+      `cannot create directory ${ro}/sub: ${cause}`,
+      `cannot create directory ${ro}/index: ${cause}`,
+      `cannot create directory ${ro}/sweep: ${cause}`,
+      `cannot write ${ro}/clusters\\.tsv: ${cause}`,
+    ];
+    results.forEach((r, i) => {
+      assert.equal(r.exitCode, 2, `${r.argv.join(' ')}: ${r.message}`);
+      assert.match(r.message, new RegExp(`^micse: ${expected[i]}$`), r.argv.join(' '));
+    });
+    assert.deepEqual(readdirSync(ro), []);
+  });
+
+  it('a full disk (a file size limit) and output paths that are files or directories: the path, the cause, no temporary file', () => {
+    const out = path.join(TMP, 'full');
+    mkdirSync(path.join(out, 'a-dir.jsonl'), { recursive: true });
+    const file = path.join(out, 'a-file');
+    writeFileSync(file, 'x');
+    const results = drive([
+      embed(corpus, path.join(out, 'big.jsonl')),
+      indexBuild(path.join(out, 'index'), corpus),
+      train(path.join(out, 'run')),
+      embed(small, path.join(out, 'a-dir.jsonl')),
+      embed(small, path.join(file, 'out.jsonl')),
+      indexBuild(file),
+      train(path.join(file, 'run')),
+    ], 'ulimit -f 64'); // KiB: the corpus' vectors (38 KiB) and texts fit, its index, embeddings and checkpoint do not
+    const expected = [
+      `cannot write ${out}/big\\.jsonl: file too large \\(EFBIG\\)`,
+      `cannot write ${out}/index/index\\.usearch: usearch could not save the index \\(Failed to serialize into stream\\); [\\d.]+ MiB free on its file system`,
+      `cannot write ${out}/run/checkpoints/step-000001\\.tmp-\\d+/model\\.safetensors: file too large \\(EFBIG\\)`,
+      `cannot write ${out}/a-dir\\.jsonl: it is a directory \\(EISDIR\\)`,
+      `cannot create directory ${file}: a file is in the way \\(EEXIST\\)`,
+      `cannot create directory ${file}: a file is in the way \\(EEXIST\\)`,
+      `cannot create directory ${file}/run: a component of the path is a file, not a directory \\(ENOTDIR\\)`,
+    ];
+    results.forEach((r, i) => {
+      assert.equal(r.exitCode, 2, `${r.argv.join(' ')}: ${r.message}`);
+      assert.match(r.message, new RegExp(`^micse: ${expected[i]}$`), r.argv.join(' '));
+    });
+    assert.deepEqual(temporaries(out), []);
+    assert.equal(readFileSync(file, 'utf8'), 'x');
+  });
+});
