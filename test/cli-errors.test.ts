@@ -1,6 +1,7 @@
 /**
- * The command line's answers to a hostile environment: one line naming the path and the cause, exit code 2, and
- * no temporary file left behind.
+ * The command line's answers to bad flags and to a hostile environment: one line naming the flag or the path and
+ * the cause, exit code 2, and no temporary file left behind.
+ *   - numeric flags out of range or not numbers (`--batch-size 0 | -5 | abc`), in process;
  *   - environment faults, through real commands in child processes (test/cli-driver.ts): a read-only output
  *     directory (a read-only bind mount in a private mount namespace when run as root, where chmod stops nothing;
  *     chmod 0555 otherwise), an output path that is a file or a directory, and a full disk simulated by a file
@@ -12,6 +13,7 @@ import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, w
 import os from 'node:os';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
+import { buildCli, describeFailure } from '../src/cli/main.js';
 import { environmentError, UserError } from '../src/errors.js';
 import { ensureDir, writeFileAtomic } from '../src/fsutil.js';
 import { ROOT, shared, SKIP_NO_SHARED } from './helpers.js';
@@ -22,10 +24,45 @@ after(() => {
   rmSync(TMP, { recursive: true, force: true });
 });
 
+/** The message and exit code bin/micse.js would print and return for `argv` (parse failures only: no handler runs). */
+async function parseFailure(argv: string[]): Promise<{ message: string; exitCode: number }> {
+  try {
+    await buildCli(argv).parseAsync();
+  } catch (err) {
+    return describeFailure(err);
+  }
+  throw new Error(`${argv.join(' ')}: parsed without error`);
+}
+
 /** Every file under `dir` whose name marks a temporary (`.tmp-`), as paths relative to `dir`. */
 function temporaries(dir: string): string[] {
   return (readdirSync(dir, { recursive: true }) as string[]).filter((f) => /\.tmp-/.test(f));
 }
+
+describe('flags', () => {
+  it('a numeric flag out of range or not a number names the flag and its range, exit 2', async () => {
+    const embed = ['embed', '--model', 'm', '--input', 'in.txt', '--output', 'o.jsonl'];
+    const cases: [string[], string][] = [
+      [[...embed, '--batch-size', '0'], "--batch-size must be an integer >= 1, got 0"],
+      [[...embed, '--batch-size', '-5'], "--batch-size must be an integer >= 1, got -5"],
+      [[...embed, '--batch-size', 'abc'], "--batch-size must be an integer >= 1, got 'abc'"],
+      [[...embed, '--batch-size', '2.5'], "--batch-size must be an integer >= 1, got 2.5"],
+      [[...embed, '--max-length', '1'], "--max-length must be an integer >= 2, got 1"],
+      [['index', 'build', '--model', 'm', '--corpus', 'c.txt', '--out', 'o', '--batch-size', '0'], "--batch-size must be an integer >= 1, got 0"],
+      [['index', 'build', '--model', 'm', '--corpus', 'c.txt', '--out', 'o', '--threads', '-1'], "--threads must be an integer >= 0, got -1"],
+      [['search', '--index', 'i', '--query', 'q', '--top-k', 'ten'], "--top-k must be an integer >= 1, got 'ten'"],
+      [['search', '--index', 'i', '--query', 'q', '--top-k', '1', '--top-k', '2'], '--top-k given 2 times; give it once'],
+      [['cluster', '--model', 'm', '--input', 'i.txt', '--threshold', '1.5'], '--threshold must be a number >= -1 and <= 1, got 1.5'],
+      [['data', 'subset', '--input', 'i', '--output', 'o', '--fraction', '0'], '--fraction must be a number > 0 and <= 1, got 0'],
+      [['sweep', '--config', 'x.yaml', '--parallel', '0'], '--parallel must be an integer >= 1, got 0'],
+      [['worker', '--queue', 'redis://127.0.0.1:1', '--max-stalled', '0'], '--max-stalled must be an integer >= 1, got 0'],
+    ];
+    for (const [argv, message] of cases) {
+      assert.deepEqual(await parseFailure(argv), { message: `micse: ${message}`, exitCode: 2 }, argv.join(' '));
+    }
+  });
+
+});
 
 describe('file-system faults as one line', () => {
   it('maps Node error codes to "cannot VERB PATH: cause (CODE)"', () => {

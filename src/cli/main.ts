@@ -1,6 +1,6 @@
 /**
  * `micse` command line. Thin: each command module parses its flags, calls one library function and prints.
- * A UserError (bad input) or a file-system fault of the environment (read-only
+ * A UserError (bad input), an out-of-range flag, or a file-system fault of the environment (read-only
  * or full disk, a file where a directory belongs) prints one line and exits 2; anything else is a bug and exits 1
  * with its stack.
  */
@@ -28,7 +28,8 @@ export function buildCli(argv: string[]): Argv {
     .help()
     .wrap(Math.min(110, process.stdout.columns ?? 110))
     .fail((msg, err) => {
-      throw err ?? new UserError(msg);
+      // yargs' own parse and validation failures (a flag's coerce included) arrive as YErrors: bad input.
+      throw err === undefined || err === null || err.name === 'YError' ? new UserError(msg ?? err.message) : err;
     });
   for (const c of commands) cli = cli.command(c);
   return cli;
