@@ -13,6 +13,29 @@ export function check(cond: unknown, msg: string | (() => string)): asserts cond
   if (!cond) throw new UserError(typeof msg === 'string' ? msg : msg());
 }
 
+function levenshtein(a: string, b: string): number {
+  const d = Array.from({ length: a.length + 1 }, (_, i) => [i, ...new Array<number>(b.length).fill(0)]);
+  for (let j = 1; j <= b.length; j++) d[0]![j] = j;
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      d[i]![j] = Math.min(d[i - 1]![j]! + 1, d[i]![j - 1]! + 1, d[i - 1]![j - 1]! + (a[i - 1]!.toLowerCase() === b[j - 1]!.toLowerCase() ? 0 : 1));
+    }
+  }
+  return d[a.length]![b.length]!;
+}
+
+/** The option nearest `word` by edit distance (case-insensitive), or undefined when none is near enough. */
+export function closest(word: string, options: readonly string[]): string | undefined {
+  const best = options.map((o) => ({ o, d: levenshtein(word, o) })).sort((x, y) => x.d - y.d)[0];
+  return best !== undefined && best.d <= Math.max(2, Math.floor(word.length / 3)) ? best.o : undefined;
+}
+
+/** ` (did you mean 'x'?)`, or '' when no option is near `word`. */
+export function didYouMean(word: string, options: readonly string[]): string {
+  const best = closest(word, options);
+  return best !== undefined ? ` (did you mean '${best}'?)` : '';
+}
+
 /** Node's error codes of file-system faults that come from the environment, not from a bug, in words. */
 const FS_CAUSES: Readonly<Record<string, string>> = {
   EACCES: 'permission denied',

@@ -1,7 +1,8 @@
 /**
  * The command line's answers to bad flags and to a hostile environment: one line naming the flag or the path and
  * the cause, exit code 2, and no temporary file left behind.
- *   - numeric flags out of range or not numbers (`--batch-size 0 | -5 | abc`), in process;
+ *   - numeric flags out of range (`--batch-size 0 | -5 | abc`) and misspelt flags (with a did-you-mean), on every
+ *     command, in process;
  *   - environment faults, through real commands in child processes (test/cli-driver.ts): a read-only output
  *     directory (a read-only bind mount in a private mount namespace when run as root, where chmod stops nothing;
  *     chmod 0555 otherwise), an output path that is a file or a directory, and a full disk simulated by a file
@@ -13,7 +14,7 @@ import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, w
 import os from 'node:os';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
-import { buildCli, describeFailure } from '../src/cli/main.js';
+import { buildCli, commands, describeFailure } from '../src/cli/main.js';
 import { environmentError, UserError } from '../src/errors.js';
 import { ensureDir, writeFileAtomic } from '../src/fsutil.js';
 import { ROOT, shared, SKIP_NO_SHARED } from './helpers.js';
@@ -62,6 +63,23 @@ describe('flags', () => {
     }
   });
 
+  it('a misspelt flag is named, with the flag meant, on every command, exit 2', async () => {
+    assert.deepEqual(await parseFailure(['train', '--confg', 'x.yaml']), { message: 'micse: unknown option --confg (did you mean --config?)', exitCode: 2 });
+    assert.deepEqual(await parseFailure(['embed', '--batch-sise', '8']), { message: 'micse: unknown option --batch-sise (did you mean --batch-size?)', exitCode: 2 });
+    assert.deepEqual(await parseFailure(['train', '--config', 'x.yaml', '--no-quite', '-z']),
+      { message: 'micse: unknown option --quite (did you mean --quiet?); unknown option -z', exitCode: 2 });
+    // Every command and subcommand (the names as `micse --help` lists them).
+    const paths = [
+      ...commands.map((c) => String(c.command)).filter((c) => !c.includes('<command>')).map((c) => [c.split(' ')[0]!]),
+      ['index', 'build'], ['sweep', 'status'], ['sweep', 'report', 'dir'], ['data', 'subset'], ['data', 'download', 'senteval'],
+    ];
+    assert.ok(paths.length >= 12, `${paths.length} command paths`);
+    for (const p of paths) {
+      const { message, exitCode } = await parseFailure([...p, '--qiet']);
+      assert.equal(exitCode, 2, p.join(' '));
+      assert.match(message, /^micse: unknown option --qiet( \(did you mean --[a-z-]+\?\))?$/, p.join(' '));
+    }
+  });
 });
 
 describe('file-system faults as one line', () => {
