@@ -52,6 +52,7 @@ const FS_CAUSES: Readonly<Record<string, string>> = {
 
 /** What the system call of a Node fs error was doing, as a verb for "cannot VERB PATH". */
 function fsAction(syscall: string | undefined): string {
+  if (syscall?.startsWith('spawn') === true) return 'run';
   switch (syscall) {
     case 'mkdir': return 'create directory';
     case 'open': return 'open';
@@ -74,6 +75,8 @@ export function environmentError(err: unknown, file?: string, action?: string): 
   const cause = e.code !== undefined ? FS_CAUSES[e.code] : undefined;
   if (cause === undefined) return null;
   const where = file ?? e.path;
+  // Without a path, only a write or read through a file handle is a file-system fault (not, say, kill's EPERM).
+  if (where === undefined && !['write', 'read', 'fsync', 'fdatasync', 'ftruncate', 'close'].includes(e.syscall ?? '')) return null;
   const what = file === undefined && e.syscall === 'rename' && e.dest !== undefined
     ? `rename ${e.path} to ${e.dest}`
     : `${action ?? fsAction(e.syscall)}${where !== undefined ? ` ${where}` : ''}`;

@@ -91,6 +91,9 @@ describe('file-system faults as one line', () => {
     assert.equal(environmentError(fault('EROFS', 'mkdir', { path: 'out/a' }))?.message, 'cannot create directory out/a: read-only file system (EROFS)');
     assert.equal(environmentError(fault('EDQUOT', 'write'))?.message, 'cannot write: disk quota exceeded (EDQUOT)');
     assert.equal(environmentError(fault('EACCES', 'rename', { path: 'a.tmp', dest: 'a' }))?.message, 'cannot rename a.tmp to a: permission denied (EACCES)');
+    assert.equal(environmentError(fault('ENOENT', 'spawn redis-server', { path: 'redis-server' }))?.message,
+      'cannot run redis-server: no such file or directory (ENOENT)');
+    assert.equal(environmentError(fault('EPERM', 'kill')), null);
     assert.equal(environmentError(new Error('a bug')), null);
     assert.equal(environmentError(fault('ECONNREFUSED', 'connect')), null);
     const user = new UserError('bad input');
