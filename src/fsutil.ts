@@ -36,26 +36,31 @@ export async function ensureDir(dir: string): Promise<void> {
 }
 
 /**
- * Writes `data` to `file` through a temporary file in the same folder, fsync'd, then renamed over `file`. On any
- * failure the temporary file is removed, and a fault of the environment (read-only, full disk, `file` is a
- * directory) is a UserError naming `file`.
+ * Writes `file` through a temporary file in the same folder (filled by `write`, fsync'd, then renamed over
+ * `file`). On any failure the temporary file is removed, and a fault of the environment (read-only, full disk,
+ * `file` is a directory) is a UserError naming `file`.
  */
-export async function writeFileAtomic(file: string, data: string | Uint8Array): Promise<void> {
+export async function writeAtomic(file: string, write: (fh: fs.FileHandle) => Promise<void>): Promise<void> {
   await ensureDir(path.dirname(file));
   const tmp = `${file}.tmp-${process.pid}-${Date.now()}`;
   try {
     const fh = await fs.open(tmp, 'w');
     try {
-      await fh.writeFile(data);
+      await write(fh);
       await fh.sync();
     } finally {
       await fh.close();
     }
     await fs.rename(tmp, file);
   } catch (err) {
-    await fs.rm(tmp, { force: true });
+    await fs.rm(tmp, { force: true }).catch(() => undefined);
     throw environmentError(err, file, 'write') ?? err;
   }
+}
+
+/** Writes `data` to `file` atomically (writeAtomic). */
+export async function writeFileAtomic(file: string, data: string | Uint8Array): Promise<void> {
+  await writeAtomic(file, (fh) => fh.writeFile(data));
 }
 
 /** Whether a path exists. */

@@ -15,6 +15,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { buildCli, commands, describeFailure } from '../src/cli/main.js';
+import { writeSubset } from '../src/data/subset.js';
 import { environmentError, UserError } from '../src/errors.js';
 import { ensureDir, writeFileAtomic } from '../src/fsutil.js';
 import { ROOT, shared, SKIP_NO_SHARED } from './helpers.js';
@@ -110,6 +111,11 @@ describe('file-system faults as one line', () => {
       { name: 'UserError', message: `cannot create directory ${path.join(dir, 'a-file')}: a file is in the way (EEXIST)` });
     await assert.rejects(ensureDir(path.join(dir, 'a-file', 'sub', 'deeper')),
       { name: 'UserError', message: `cannot create directory ${path.join(dir, 'a-file', 'sub', 'deeper')}: a component of the path is a file, not a directory (ENOTDIR)` });
+    // data subset writes its lines through a temporary file too.
+    const input = path.join(dir, 'in.txt');
+    writeFileSync(input, 'a\nb\nc\n');
+    await assert.rejects(writeSubset({ path: input, count: 2, subsetSeed: 48, output: path.join(dir, 'a-dir.json') }),
+      { name: 'UserError', message: `cannot write ${path.join(dir, 'a-dir.json')}: it is a directory (EISDIR)` });
     assert.deepEqual(temporaries(dir), []);
   });
 });
