@@ -196,7 +196,7 @@ describe('environment faults in real commands', { skip: SKIP_NO_SHARED }, () => 
     assert.deepEqual(readdirSync(ro), []);
   });
 
-  it('a full disk (a file size limit) and output paths that are files or directories: the path, the cause, no temporary file', () => {
+  it('a full disk (a file size limit: embed, index build, train, export) and output paths that are files or directories: the path, the cause, no temporary file', () => {
     const out = path.join(TMP, 'full');
     mkdirSync(path.join(out, 'a-dir.jsonl'), { recursive: true });
     const file = path.join(out, 'a-file');
@@ -205,15 +205,17 @@ describe('environment faults in real commands', { skip: SKIP_NO_SHARED }, () => 
       embed(corpus, path.join(out, 'big.jsonl')),
       indexBuild(path.join(out, 'index'), corpus),
       train(path.join(out, 'run')),
+      ['export', '--checkpoint', MODEL, '--output', path.join(out, 'exported'), '--format', 'hf', '--backend', 'wasm'],
       embed(small, path.join(out, 'a-dir.jsonl')),
       embed(small, path.join(file, 'out.jsonl')),
       indexBuild(file),
       train(path.join(file, 'run')),
-    ], 'ulimit -f 64'); // KiB: the corpus' vectors (38 KiB) and texts fit, its index, embeddings and checkpoint do not
+    ], 'ulimit -f 64'); // KiB: the corpus' vectors (38 KiB) and texts fit; its index, embeddings and the model do not
     const expected = [
       `cannot write ${out}/big\\.jsonl: file too large \\(EFBIG\\)`,
       `cannot write ${out}/index/index\\.usearch: usearch could not save the index \\(Failed to serialize into stream\\); [\\d.]+ MiB free on its file system`,
       `cannot write ${out}/run/checkpoints/step-000001\\.tmp-\\d+/model\\.safetensors: file too large \\(EFBIG\\)`,
+      `cannot write ${out}/exported\\.tmp-export-\\d+/model\\.safetensors: file too large \\(EFBIG\\)`,
       `cannot write ${out}/a-dir\\.jsonl: it is a directory \\(EISDIR\\)`,
       `cannot create directory ${file}: a file is in the way \\(EEXIST\\)`,
       `cannot create directory ${file}: a file is in the way \\(EEXIST\\)`,
