@@ -1,6 +1,7 @@
 #!/usr/bin/env node
-// Entry point of `npx micse`: runs the TypeScript CLI through tsx (no build step needed).
+// Entry point of `micse`: runs the TypeScript CLI through tsx (no build step needed).
 import { register } from 'tsx/esm/api';
 
 register();
-await import('../src/cli/main.ts');
+const { runCli } = await import('../src/cli/main.ts');
+await runCli();

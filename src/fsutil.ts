@@ -1,20 +1,66 @@
 /** File helpers shared by checkpoints, exports and data: atomic writes so a kill never leaves half a file. */
-import { promises as fs } from 'node:fs';
+import { constants, promises as fs } from 'node:fs';
 import path from 'node:path';
-import { UserError } from './errors.js';
+import { environmentError, UserError } from './errors.js';
 
-/** Writes `data` to `file` through a temporary file in the same folder, fsync'd, then renamed over `file`. */
-export async function writeFileAtomic(file: string, data: string | Uint8Array): Promise<void> {
-  await fs.mkdir(path.dirname(file), { recursive: true });
-  const tmp = `${file}.tmp-${process.pid}-${Date.now()}`;
-  const fh = await fs.open(tmp, 'w');
-  try {
-    await fh.writeFile(data);
-    await fh.sync();
-  } finally {
-    await fh.close();
+/**
+ * The real cause of a failed `mkdir -p`: Node's recursive mkdir reports ENOENT when an ancestor cannot be created
+ * (a read-only file system, no permission), so this finds the deepest existing ancestor and returns why `dir`
+ * cannot be made under it: ENOTDIR when it is a file, else the error of `access(W_OK)` (EROFS, EACCES). Returns
+ * `err` itself when it is anything else or no better cause is found.
+ */
+export async function explainMkdirError(err: unknown): Promise<unknown> {
+  const e = err as NodeJS.ErrnoException;
+  if (e?.code !== 'ENOENT' || e.syscall !== 'mkdir' || e.path === undefined) return err;
+  let dir = path.resolve(e.path);
+  for (;;) {
+    const parent = path.dirname(dir);
+    if (parent === dir) return err;
+    dir = parent;
+    const st = await fs.stat(dir).catch(() => null);
+    if (st === null) continue;
+    if (!st.isDirectory()) return Object.assign(new Error(`ENOTDIR: not a directory, mkdir '${e.path}'`), { code: 'ENOTDIR', syscall: 'mkdir', path: e.path });
+    return fs.access(dir, constants.W_OK).then(() => err, (denied: NodeJS.ErrnoException) =>
+      Object.assign(new Error(`${denied.code}: mkdir '${e.path}'`), { code: denied.code, syscall: 'mkdir', path: e.path }));
   }
-  await fs.rename(tmp, file);
+}
+
+/** `mkdir -p dir`; a fault of the environment (read-only, a file in the way) is a UserError naming `dir`. */
+export async function ensureDir(dir: string): Promise<void> {
+  try {
+    await fs.mkdir(dir, { recursive: true });
+  } catch (err) {
+    const real = await explainMkdirError(err);
+    throw environmentError(real, dir, 'create directory') ?? real;
+  }
+}
+
+/**
+ * Writes `file` through a temporary file in the same folder (filled by `write`, fsync'd, then renamed over
+ * `file`). On any failure the temporary file is removed, and a fault of the environment (read-only, full disk,
+ * `file` is a directory) is a UserError naming `file`.
+ */
+export async function writeAtomic(file: string, write: (fh: fs.FileHandle) => Promise<void>): Promise<void> {
+  await ensureDir(path.dirname(file));
+  const tmp = `${file}.tmp-${process.pid}-${Date.now()}`;
+  try {
+    const fh = await fs.open(tmp, 'w');
+    try {
+      await write(fh);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await fs.rename(tmp, file);
+  } catch (err) {
+    await fs.rm(tmp, { force: true }).catch(() => undefined);
+    throw environmentError(err, file, 'write') ?? err;
+  }
+}
+
+/** Writes `data` to `file` atomically (writeAtomic). */
+export async function writeFileAtomic(file: string, data: string | Uint8Array): Promise<void> {
+  await writeAtomic(file, (fh) => fh.writeFile(data));
 }
 
 /** Whether a path exists. */

@@ -84,6 +84,9 @@ test('malformed CSV fails with file and line number', async () => {
     ['q4.csv', 's,t\na,b\n"x"y,c\n', 3],
     ['q5.csv', 's,t\na,b\n\n\n"x\n"y,c\n', 5],
     ['q6.csv', `s,t\r\n${'"a ""quoted"", long sentence",b\r\n'.repeat(80_000)}c\r\n`, 80_002],
+    // An unclosed quote is reported where it opens, not where the parser gave up (the end of the file).
+    ['q7.csv', `s,t\na,b\nccccc,"d\n${'x,y\n'.repeat(2000)}`, 3],
+    ['q8.csv', `s,t\na,b\n"x\ny","z\nw\n${'x,y\r\n'.repeat(2000)}`, 4],
   ];
   for (const [name, content, line] of cases) {
     const p = file(name, content);

@@ -1,9 +1,48 @@
 /** Flags several commands share, so they read and behave the same everywhere. */
 import type { Argv } from 'yargs';
 import { openCorpus } from '../data/readers.js';
+import { UserError } from '../errors.js';
 import { BACKEND_NAMES, describeSelection, selectBackend, type BackendName } from '../model/backend.js';
 import { DEFAULT_EMBED_BATCH_SIZE } from '../model/embed.js';
 import { EMBED_POOLERS, type EmbedPooler } from '../model/pooling.js';
+
+/** The values a numeric flag accepts: integers only, and bounds (`above`: strictly greater than). */
+export interface NumberRange {
+  integer?: boolean;
+  min?: number;
+  above?: number;
+  max?: number;
+}
+
+function rangeText(r: NumberRange): string {
+  const bounds = [
+    ...(r.min !== undefined ? [`>= ${r.min}`] : []),
+    ...(r.above !== undefined ? [`> ${r.above}`] : []),
+    ...(r.max !== undefined ? [`<= ${r.max}`] : []),
+  ];
+  return `${r.integer === true ? 'an integer' : 'a number'}${bounds.length > 0 ? ` ${bounds.join(' and ')}` : ''}`;
+}
+
+/** The number a flag's raw value (as yargs parsed it) stands for, or a UserError naming the flag and its range. */
+export function parseNumberFlag(flag: string, range: NumberRange, raw: unknown): number {
+  if (Array.isArray(raw)) throw new UserError(`--${flag} given ${raw.length} times; give it once`);
+  const n = typeof raw === 'number' ? raw : typeof raw === 'string' && raw.trim() !== '' ? Number(raw) : NaN;
+  const ok = Number.isFinite(n) && (range.integer !== true || Number.isInteger(n)) &&
+    (range.min === undefined || n >= range.min) && (range.above === undefined || n > range.above) && (range.max === undefined || n <= range.max);
+  if (!ok) throw new UserError(`--${flag} must be ${rangeText(range)}, got ${typeof raw === 'string' ? `'${raw}'` : String(raw)}`);
+  return n;
+}
+
+/**
+ * The yargs spec of a numeric flag checked against `range` while parsing: spread it into `.option(flag, {...})`.
+ * Every numeric flag of the CLI is declared through this, so each one rejects `0`, `-5` or `abc` the same way.
+ */
+export function numberFlag(flag: string, range: NumberRange) {
+  return { requiresArg: true, coerce: (raw: unknown): number => parseNumberFlag(flag, range, raw) } as const;
+}
+
+/** Integers >= 1: batch sizes, counts, lengths. */
+export const POSITIVE_INT: NumberRange = { integer: true, min: 1 };
 
 export function withBackend<T>(y: Argv<T>) {
   return y.option('backend', {
@@ -27,8 +66,8 @@ export function withEmbedFlags<T>(y: Argv<T>, batchSize = DEFAULT_EMBED_BATCH_SI
   return withBackend(y)
     .option('model', { type: 'string', demandOption: true, describe: 'checkpoint directory, run directory (uses best/, else last/) or Hub name' })
     .option('pooler', { choices: EMBED_POOLERS, default: 'cls_before_pooler' as EmbedPooler, describe: 'raw [CLS] (as miCSE evaluates) or mean' })
-    .option('batch-size', { type: 'number', default: batchSize, describe: 'sentences per forward pass' })
-    .option('max-length', { type: 'number', describe: 'truncate to this many tokens (default: the model maximum)' });
+    .option('batch-size', { ...numberFlag('batch-size', POSITIVE_INT), default: batchSize, describe: 'sentences per forward pass' })
+    .option('max-length', { ...numberFlag('max-length', { integer: true, min: 2 }), describe: 'truncate to this many tokens, [CLS] and [SEP] included (default: the model maximum)' });
 }
 
 /** The `embed` options the flags of `withEmbedFlags` give. */

@@ -55,11 +55,6 @@ export const evalCommand: CommandModule<object, EvalArgs> = {
   handler: async (args) => {
     const tasks = parseStsTasks(args.tasks);
     const batchSize = args['batch-size'];
-    if (!Number.isInteger(batchSize) || batchSize < 1) throw new UserError(`--batch-size must be a positive integer, got ${batchSize}`);
-    const maxLength = args['max-length'];
-    if (maxLength !== undefined && (!Number.isInteger(maxLength) || maxLength < 1)) {
-      throw new UserError(`--max-length must be a positive integer, got ${maxLength}`);
-    }
     // Read every task file before loading the model, so a missing file fails at once.
     const dataDir = checkDataDir(args.data);
     const data = loadStsTasks(dataDir, tasks);
@@ -80,7 +75,7 @@ export const evalCommand: CommandModule<object, EvalArgs> = {
           pooler: args.pooler,
           backend: report.backend.name,
           batchSize,
-          maxLength: maxLength ?? null,
+          maxLength: args['max-length'] ?? null,
           data: path.resolve(dataDir),
         });
         await writeFileAtomic(args.json, JSON.stringify(json, null, 1) + '\n');

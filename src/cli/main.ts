@@ -1,10 +1,13 @@
 /**
  * `micse` command line. Thin: each command module parses its flags, calls one library function and prints.
- * A UserError (bad input) prints one line and exits 2; anything else is a bug and exits 1 with its stack.
+ * A UserError (bad input), an unknown or out-of-range flag, or a file-system fault of the environment (read-only
+ * or full disk, a file where a directory belongs) prints one line and exits 2; anything else is a bug and exits 1
+ * with its stack.
  */
-import yargs, { type CommandModule } from 'yargs';
+import yargs, { type Argv, type CommandModule } from 'yargs';
 import { hideBin } from 'yargs/helpers';
-import { UserError } from '../errors.js';
+import { closest, environmentError, UserError } from '../errors.js';
+import { explainMkdirError } from '../fsutil.js';
 import { embedCommand } from './embed.js';
 import { trainCommand } from './train.js';
 import { evalCommand } from './eval.js';
@@ -13,31 +16,63 @@ import { useCommands } from './use.js';
 import { exportCommand } from './export.js';
 import { sweepCommands } from './sweep.js';
 
-const commands: CommandModule<any, any>[] = [trainCommand, embedCommand, evalCommand, dataCommand, exportCommand, ...useCommands, ...sweepCommands];
+export const commands: CommandModule<any, any>[] = [trainCommand, embedCommand, evalCommand, dataCommand, exportCommand, ...useCommands, ...sweepCommands];
 
-async function main(argv: string[]): Promise<void> {
+const camel = (s: string) => s.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
+const flag = (name: string) => (name.length === 1 ? `-${name}` : `--${name}`);
+
+/**
+ * Rejects the flags the running command does not declare, naming each with the nearest declared one:
+ * "unknown option --confg (did you mean --config?)". Runs before yargs' own strict check, whose message names
+ * neither the dashes nor the flag meant.
+ */
+function rejectUnknownOptions(argv: Record<string, unknown>, y: Argv): void {
+  const declared = (y as unknown as { getOptions(): { key: Record<string, unknown>; alias: Record<string, string[]> } }).getOptions();
+  const names = new Set([...Object.keys(declared.key), ...Object.values(declared.alias).flat()]);
+  const known = new Set([...names].flatMap((n) => [n, camel(n)]));
+  const unknown = Object.keys(argv).filter((k) => k !== '_' && k !== '$0' && !known.has(k));
+  // yargs adds --foo-bar's camelCase twin fooBar: report the flag as typed.
+  const typed = unknown.filter((k) => !unknown.some((other) => other !== k && camel(other) === k));
+  if (typed.length === 0) return;
+  const options = [...names].filter((n) => n.length > 1);
+  throw new UserError(typed.map((k) => {
+    const near = closest(k, options);
+    return `unknown option ${flag(k)}${near !== undefined ? ` (did you mean ${flag(near)}?)` : ''}`;
+  }).join('; '));
+}
+
+/** The parser of the `micse` command line over `argv` (without node and the script). */
+export function buildCli(argv: string[]): Argv {
   let cli = yargs(argv)
     .scriptName('micse')
     .strict()
     .demandCommand(1, 'name a command')
     .recommendCommands()
+    .middleware(rejectUnknownOptions as never, true)
     .help()
     .wrap(Math.min(110, process.stdout.columns ?? 110))
     .fail((msg, err) => {
-      throw err ?? new UserError(msg);
+      // yargs' own parse and validation failures (a flag's coerce included) arrive as YErrors: bad input.
+      throw err === undefined || err === null || err.name === 'YError' ? new UserError(msg ?? err.message) : err;
     });
   for (const c of commands) cli = cli.command(c);
-  await cli.parseAsync();
+  return cli;
 }
 
-try {
-  await main(hideBin(process.argv));
-} catch (err) {
-  if (err instanceof UserError) {
-    process.stderr.write(`micse: ${err.message}\n`);
-    process.exitCode = err.exitCode;
-  } else {
-    process.stderr.write(`micse: internal error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
-    process.exitCode = 1;
+/** The one line an error prints and the exit code: 2 for bad input and environment faults, 1 (with the stack) for bugs. */
+export async function describeFailure(err: unknown): Promise<{ message: string; exitCode: number }> {
+  const user = environmentError(await explainMkdirError(err));
+  if (user !== null) return { message: `micse: ${user.message}`, exitCode: user.exitCode };
+  return { message: `micse: internal error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`, exitCode: 1 };
+}
+
+/** Runs the command line; a failure prints its one line (see describeFailure) and sets the exit code. */
+export async function runCli(argv: string[] = hideBin(process.argv)): Promise<void> {
+  try {
+    await buildCli(argv).parseAsync();
+  } catch (err) {
+    const { message, exitCode } = await describeFailure(err);
+    process.stderr.write(message + '\n');
+    process.exitCode = exitCode;
   }
 }

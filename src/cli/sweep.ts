@@ -13,6 +13,7 @@ import { assertQueueUrl, DEFAULT_QUEUE_NAME, enqueueSweep, queueStatus, type Que
 import { maskRedisUrl, PASSWORD_MASK } from '../sweep/redis.js';
 import { writeSweepReport } from '../sweep/report.js';
 import { diskStatus, formatStatus, type DiskStatus } from '../sweep/status.js';
+import { numberFlag, POSITIVE_INT } from './common.js';
 import { DEFAULT_LOCK_DURATION_MS, DEFAULT_MAX_STALLED_COUNT, DEFAULT_STALLED_INTERVAL_MS, runWorker } from '../sweep/worker.js';
 
 /** Where a sweep writes when --out is not given: checkpoints/sweeps/<sweep file name>. */
@@ -87,14 +88,13 @@ export const sweepCommand: CommandModule<object, SweepArgs> = {
       .command(reportCommand)
       .command(pointCommand)
       .option('config', { type: 'string', describe: 'sweep file: base + grid (see configs/sweeps/)' })
-      .option('parallel', { type: 'number', default: DEFAULT_PARALLEL, describe: 'points at once on this machine (child processes)' })
+      .option('parallel', { ...numberFlag('parallel', POSITIVE_INT), default: DEFAULT_PARALLEL, describe: 'points at once on this machine (child processes)' })
       .option('out', { type: 'string', describe: 'output directory (default checkpoints/sweeps/<sweep name>); a shared path with --queue' })
       .option('queue', { type: 'string', describe: 'redis://HOST:PORT: enqueue the points for `micse worker`s instead of running them' })
       .option('queue-name', { type: 'string', default: DEFAULT_QUEUE_NAME, describe: 'BullMQ queue name' })
       .option('quiet', { type: 'boolean', default: false, describe: 'no progress line' }) as never,
   handler: async (a) => {
     if (a.config === undefined) throw new UserError('pass --config SWEEP.yaml (or a subcommand: status, report)');
-    if (!Number.isInteger(a.parallel) || a.parallel < 1) throw new UserError(`--parallel must be a positive integer, got ${a.parallel}`);
     if (a.queue !== undefined) assertQueueUrl(a.queue);
     const sweep = await loadSweep(a.config);
     const out = a.out ?? defaultSweepOut(a.config);
@@ -135,18 +135,15 @@ export const workerCommand: CommandModule<object, WorkerArgs> = {
     y
       .option('queue', { type: 'string', demandOption: true, describe: 'redis://HOST:PORT' })
       .option('queue-name', { type: 'string', default: DEFAULT_QUEUE_NAME, describe: 'BullMQ queue name' })
-      .option('concurrency', { type: 'number', default: 1, describe: 'points at once in this worker (child processes)' })
+      .option('concurrency', { ...numberFlag('concurrency', POSITIVE_INT), default: 1, describe: 'points at once in this worker (child processes)' })
       .option('out', { type: 'string', describe: "the shared output directory's path on this machine (default: as enqueued)" })
       .option('name', { type: 'string', describe: 'worker name in logs and attempts.jsonl (default host:pid)' })
       .option('exit-when-idle', { type: 'boolean', default: false, describe: 'exit once nothing is queued or running' })
-      .option('lock-duration', { type: 'number', default: DEFAULT_LOCK_DURATION_MS, describe: 'ms a point lock lives without renewal' })
-      .option('stalled-interval', { type: 'number', default: DEFAULT_STALLED_INTERVAL_MS, describe: 'ms between checks for points of dead workers' })
-      .option('max-stalled', { type: 'number', default: DEFAULT_MAX_STALLED_COUNT, describe: 'times a point may be taken again after its worker died' }) as never,
+      .option('lock-duration', { ...numberFlag('lock-duration', POSITIVE_INT), default: DEFAULT_LOCK_DURATION_MS, describe: 'ms a point lock lives without renewal' })
+      .option('stalled-interval', { ...numberFlag('stalled-interval', POSITIVE_INT), default: DEFAULT_STALLED_INTERVAL_MS, describe: 'ms between checks for points of dead workers' })
+      .option('max-stalled', { ...numberFlag('max-stalled', POSITIVE_INT), default: DEFAULT_MAX_STALLED_COUNT, describe: 'times a point may be taken again after its worker died' }) as never,
   handler: async (a) => {
     assertQueueUrl(a.queue);
-    for (const k of ['concurrency', 'lock-duration', 'stalled-interval', 'max-stalled'] as const) {
-      if (!Number.isInteger(a[k]) || a[k] < 1) throw new UserError(`--${k} must be a positive integer, got ${a[k]}`);
-    }
     let onSignal: (() => void) | undefined;
     const stop = new Promise<void>((resolve) => {
       onSignal = () => resolve();

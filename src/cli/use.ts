@@ -16,7 +16,7 @@ import { cluster, DEFAULT_CLUSTER_SEED, DEFAULT_MIN_COMMUNITY_SIZE, DEFAULT_NEAR
 import { shortFingerprint } from '../use/fingerprint.js';
 import { DEFAULT_TOP_K, openIndex } from '../use/search.js';
 import { pairsFromArgs, readPairsFile, similarity, type SentencePair } from '../use/similarity.js';
-import { activateBackend, embedOpts, readSentences, withBackend, withEmbedFlags, type EmbedFlags } from './common.js';
+import { activateBackend, embedOpts, numberFlag, POSITIVE_INT, readSentences, withBackend, withEmbedFlags, type EmbedFlags } from './common.js';
 
 const oneLine = (s: string) => s.replace(/[\t\r\n]/g, ' ');
 
@@ -83,11 +83,11 @@ const indexBuildCommand: CommandModule<object, IndexBuildArgs> = {
       .option('corpus', { type: 'string', demandOption: true, describe: '.txt (one sentence per line), .csv or .tsv' })
       .option('column', { type: 'string', describe: 'CSV/TSV column name or 0-based index' })
       .option('out', { type: 'string', demandOption: true, describe: 'index directory (a rerun resumes an interrupted build there)' })
-      .option('chunk-size', { type: 'number', default: DEFAULT_CHUNK_SIZE, describe: 'sentences embedded and saved per resumable chunk' })
-      .option('connectivity', { type: 'number', default: DEFAULT_ANN_PARAMS.connectivity, describe: 'HNSW graph degree M' })
-      .option('expansion-add', { type: 'number', default: DEFAULT_ANN_PARAMS.expansionAdd, describe: 'HNSW efConstruction' })
-      .option('expansion-search', { type: 'number', default: DEFAULT_ANN_PARAMS.expansionSearch, describe: 'HNSW ef at query time (search --ef overrides)' })
-      .option('threads', { type: 'number', default: DEFAULT_ANN_PARAMS.threads, describe: 'insertion threads (1: the same graph every run; 0: all cores)' })
+      .option('chunk-size', { ...numberFlag('chunk-size', POSITIVE_INT), default: DEFAULT_CHUNK_SIZE, describe: 'sentences embedded and saved per resumable chunk' })
+      .option('connectivity', { ...numberFlag('connectivity', POSITIVE_INT), default: DEFAULT_ANN_PARAMS.connectivity, describe: 'HNSW graph degree M' })
+      .option('expansion-add', { ...numberFlag('expansion-add', POSITIVE_INT), default: DEFAULT_ANN_PARAMS.expansionAdd, describe: 'HNSW efConstruction' })
+      .option('expansion-search', { ...numberFlag('expansion-search', POSITIVE_INT), default: DEFAULT_ANN_PARAMS.expansionSearch, describe: 'HNSW ef at query time (search --ef overrides)' })
+      .option('threads', { ...numberFlag('threads', { integer: true, min: 0 }), default: DEFAULT_ANN_PARAMS.threads, describe: 'insertion threads (1: the same graph every run; 0: all cores)' })
       .option('force', { type: 'boolean', default: false, describe: 'start over, replacing what --out holds' }) as never,
   handler: async (args) => {
     await activateBackend(args.backend);
@@ -150,12 +150,12 @@ export const searchCommand: CommandModule<object, SearchArgs> = {
       .option('query', { type: 'string', array: true, describe: 'query sentence (repeatable)' })
       .option('queries', { type: 'string', describe: 'file of queries: .txt one per line, or .csv/.tsv with --column' })
       .option('column', { type: 'string', describe: 'CSV/TSV column of --queries' })
-      .option('top-k', { type: 'number', default: DEFAULT_TOP_K })
+      .option('top-k', { ...numberFlag('top-k', POSITIVE_INT), default: DEFAULT_TOP_K, describe: 'hits per query' })
       .option('exact', { type: 'boolean', default: false, describe: 'brute-force cosine over all vectors instead of the ANN index' })
       .option('json', { type: 'boolean', default: false, describe: 'print results and timings as JSON' })
       .option('model', { type: 'string', describe: 'query model (default: the one recorded in the index; must have the same fingerprint)' })
-      .option('ef', { type: 'number', describe: 'HNSW ef at query time (default: the index\'s)' })
-      .option('batch-size', { type: 'number', default: DEFAULT_EMBED_BATCH_SIZE }) as never,
+      .option('ef', { ...numberFlag('ef', POSITIVE_INT), describe: 'HNSW ef at query time (default: the index\'s)' })
+      .option('batch-size', { ...numberFlag('batch-size', POSITIVE_INT), default: DEFAULT_EMBED_BATCH_SIZE, describe: 'queries per forward pass' }) as never,
   handler: async (args) => {
     const queries = [...(args.query ?? [])];
     if (args.queries !== undefined) queries.push(...(await readSentences(args.queries, args.column)).map((r) => r.text));
@@ -233,11 +233,11 @@ export const clusterCommand: CommandModule<object, ClusterArgs> = {
     withEmbedFlags(y)
       .option('input', { type: 'string', demandOption: true, describe: '.txt (one sentence per line), .csv or .tsv' })
       .option('column', { type: 'string', describe: 'CSV/TSV column name or 0-based index' })
-      .option('k', { type: 'number', describe: 'number of k-means clusters' })
-      .option('threshold', { type: 'number', describe: 'cosine threshold for community detection (when k is unknown)' })
-      .option('seed', { type: 'number', default: DEFAULT_CLUSTER_SEED, describe: 'k-means++ seed (ml-kmeans seed option)' })
-      .option('min-community-size', { type: 'number', default: DEFAULT_MIN_COMMUNITY_SIZE, describe: 'threshold mode: smallest community kept' })
-      .option('nearest', { type: 'number', default: DEFAULT_NEAREST, describe: 'members shown per cluster in the summary' })
+      .option('k', { ...numberFlag('k', POSITIVE_INT), describe: 'number of k-means clusters' })
+      .option('threshold', { ...numberFlag('threshold', { min: -1, max: 1 }), describe: 'cosine threshold for community detection (when k is unknown)' })
+      .option('seed', { ...numberFlag('seed', { integer: true, min: 0 }), default: DEFAULT_CLUSTER_SEED, describe: 'k-means++ seed (ml-kmeans seed option)' })
+      .option('min-community-size', { ...numberFlag('min-community-size', POSITIVE_INT), default: DEFAULT_MIN_COMMUNITY_SIZE, describe: 'threshold mode: smallest community kept' })
+      .option('nearest', { ...numberFlag('nearest', { integer: true, min: 0 }), default: DEFAULT_NEAREST, describe: 'members shown per cluster in the summary' })
       .option('output', { type: 'string', describe: 'write one id per sentence: .tsv (line, cluster, text) or .jsonl' })
       .option('json', { type: 'boolean', default: false, describe: 'print the whole result (ids, clusters) as JSON on stdout' }) as never,
   handler: async (args) => {

@@ -367,10 +367,13 @@ async function* readCsv(
     if (err instanceof UserError) throw err;
     if (err instanceof CsvError) {
       // csv-parse's own line numbers are unreliable with CRLF; locate the failing record by its byte offsets:
-      // `bytes` is the end of the last complete record, or of the failing one for a wrong field count.
+      // `bytes` is the end of the last complete record, or of the failing one for a wrong field count, or, for a
+      // quote never closed, the start of the field it opens (its opening quote, or the delimiter just before it).
       const at = typeof err.bytes === 'number' ? err.bytes : prevEnd;
       const line =
-        err.code === 'CSV_RECORD_INCONSISTENT_FIELDS_LENGTH' ? index.lineContaining(Math.max(0, at - 1)) : index.record(at, Number.MAX_SAFE_INTEGER).start;
+        err.code === 'CSV_RECORD_INCONSISTENT_FIELDS_LENGTH' ? index.lineContaining(Math.max(0, at - 1))
+          : err.code === 'CSV_QUOTE_NOT_CLOSED' ? index.lineContaining(at)
+            : index.record(at, Number.MAX_SAFE_INTEGER).start;
       const what =
         err.code === 'CSV_QUOTE_NOT_CLOSED'
           ? 'a quoted field opened here is never closed'

@@ -16,9 +16,9 @@
  * - The manifest has no timestamps or host names, so the same input, options and seed give the same bytes.
  */
 import { createHash } from 'node:crypto';
-import { mkdir, open, rename, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { UserError } from '../errors.js';
+import { writeAtomic, writeFileAtomic } from '../fsutil.js';
 import { createProgress } from '../progress.js';
 import { openCorpus, parseColumn, type CorpusFormat, type OnInvalid, type ReadCorpusOptions, type ReadStats } from './readers.js';
 import { checkSeed, Rng, RNG_ALGORITHM } from './rng.js';
@@ -323,14 +323,11 @@ export function manifestJson(manifest: SubsetManifest): string {
 
 /** Writes one string per line (final newline) in blocks, so a large subset is not joined into one string. */
 async function writeLines(file: string, lines: readonly string[]): Promise<void> {
-  const handle = await open(file, 'w');
-  try {
+  await writeAtomic(file, async (handle) => {
     for (let i = 0; i < lines.length; i += WRITE_BLOCK_LINES) {
       await handle.write(`${lines.slice(i, i + WRITE_BLOCK_LINES).join('\n')}\n`);
     }
-  } finally {
-    await handle.close();
-  }
+  });
 }
 
 /**
@@ -343,14 +340,7 @@ export async function writeSubset(
   if (path.resolve(opts.output) === path.resolve(opts.path)) throw new UserError(`--output ${opts.output} would overwrite the input`);
   const { sentences, manifest } = await loadTrainingSentences(opts);
   const manifestPath = manifestPathFor(opts.output);
-  await mkdir(path.dirname(path.resolve(opts.output)), { recursive: true });
-  try {
-    await writeLines(`${opts.output}.tmp`, sentences);
-    await rename(`${opts.output}.tmp`, opts.output);
-    await writeFile(`${manifestPath}.tmp`, manifestJson(manifest), 'utf8');
-    await rename(`${manifestPath}.tmp`, manifestPath);
-  } catch (err) {
-    throw new UserError(`cannot write ${opts.output}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
-  }
+  await writeLines(opts.output, sentences);
+  await writeFileAtomic(manifestPath, manifestJson(manifest));
   return { output: opts.output, manifestPath, manifest };
 }

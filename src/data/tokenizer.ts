@@ -11,7 +11,7 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
 import { UserError } from '../errors.js';
-import { exists, readJsonObject } from '../fsutil.js';
+import { exists, readJsonObject, writeFileAtomic } from '../fsutil.js';
 
 /** transformers' BERT default: words longer than this become [UNK]. */
 export const MAX_INPUT_CHARS_PER_WORD = 100;
@@ -278,11 +278,11 @@ export class BertTokenizer {
     }
     if (!written.includes('vocab.txt')) {
       const inv = [...this.vocab.entries()].sort((a, b) => a[1] - b[1]).map(([t]) => t);
-      await fs.writeFile(path.join(dir, 'vocab.txt'), inv.join('\n') + '\n');
+      await writeFileAtomic(path.join(dir, 'vocab.txt'), inv.join('\n') + '\n');
       written.push('vocab.txt');
     }
     if (!written.includes('tokenizer_config.json')) {
-      await fs.writeFile(path.join(dir, 'tokenizer_config.json'), JSON.stringify({
+      await writeFileAtomic(path.join(dir, 'tokenizer_config.json'), JSON.stringify({
         do_lower_case: this.doLowerCase, model_max_length: this.modelMaxLength, tokenizer_class: 'BertTokenizer',
         cls_token: SPECIAL_TOKENS.cls, sep_token: SPECIAL_TOKENS.sep, pad_token: SPECIAL_TOKENS.pad,
         unk_token: SPECIAL_TOKENS.unk, mask_token: SPECIAL_TOKENS.mask,

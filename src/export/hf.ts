@@ -7,7 +7,7 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { SPECIAL_TOKENS, type BertTokenizer } from '../data/tokenizer.js';
-import { exists, readJsonObject } from '../fsutil.js';
+import { exists, readJsonObject, writeFileAtomic } from '../fsutil.js';
 import { toHfConfig, type BertConfig } from '../model/config.js';
 import { serializeSafetensors } from '../model/safetensors.js';
 import type { CheckpointTensors } from './onnx/graph.js';
@@ -68,7 +68,7 @@ const json = (v: unknown) => JSON.stringify(v, null, 2) + '\n';
 
 /** Copies the bytes only: a read-only source (e.g. a Hub cache file) must not make the export read-only. */
 async function copy(from: string, to: string): Promise<void> {
-  await fs.writeFile(to, await fs.readFile(from));
+  await writeFileAtomic(to, await fs.readFile(from));
 }
 
 /**
@@ -83,29 +83,29 @@ export async function writeTokenizerFiles(dir: string, tokenizer: BertTokenizer)
   const stripAccents = typeof srcCfg['strip_accents'] === 'boolean' ? srcCfg['strip_accents'] : null;
 
   if (await exists(path.join(src, 'tokenizer.json'))) await copy(path.join(src, 'tokenizer.json'), path.join(dir, 'tokenizer.json'));
-  else await fs.writeFile(path.join(dir, 'tokenizer.json'), JSON.stringify(bertTokenizerJson(tokenizer.vocab, tokenizer.doLowerCase, stripAccents)));
+  else await writeFileAtomic(path.join(dir, 'tokenizer.json'), JSON.stringify(bertTokenizerJson(tokenizer.vocab, tokenizer.doLowerCase, stripAccents)));
 
   if (await exists(path.join(src, 'vocab.txt'))) await copy(path.join(src, 'vocab.txt'), path.join(dir, 'vocab.txt'));
   else {
     const tokens = [...tokenizer.vocab.entries()].sort((a, b) => a[1] - b[1]).map(([t]) => t);
-    await fs.writeFile(path.join(dir, 'vocab.txt'), tokens.join('\n') + '\n');
+    await writeFileAtomic(path.join(dir, 'vocab.txt'), tokens.join('\n') + '\n');
   }
 
   const cfg: Record<string, unknown> = {
     do_lower_case: tokenizer.doLowerCase, model_max_length: tokenizer.modelMaxLength, tokenizer_class: 'BertTokenizer',
     ...specialTokensMap(), ...srcCfg,
   };
-  await fs.writeFile(path.join(dir, 'tokenizer_config.json'), json(cfg));
+  await writeFileAtomic(path.join(dir, 'tokenizer_config.json'), json(cfg));
 
   const mapPath = path.join(src, 'special_tokens_map.json');
   if (await exists(mapPath)) await copy(mapPath, path.join(dir, 'special_tokens_map.json'));
-  else await fs.writeFile(path.join(dir, 'special_tokens_map.json'), json(specialTokensMap()));
+  else await writeFileAtomic(path.join(dir, 'special_tokens_map.json'), json(specialTokensMap()));
   return ['tokenizer.json', 'vocab.txt', 'tokenizer_config.json', 'special_tokens_map.json'];
 }
 
 /** config.json as transformers writes it for a BertModel. */
 export async function writeHfConfig(dir: string, config: BertConfig): Promise<string> {
-  await fs.writeFile(path.join(dir, 'config.json'), json(toHfConfig(config, ['BertModel'])));
+  await writeFileAtomic(path.join(dir, 'config.json'), json(toHfConfig(config, ['BertModel'])));
   return 'config.json';
 }
 
@@ -113,7 +113,7 @@ export async function writeHfConfig(dir: string, config: BertConfig): Promise<st
 export async function writeHf(dir: string, src: ExportSource): Promise<string[]> {
   await fs.mkdir(dir, { recursive: true });
   const files = [await writeHfConfig(dir, src.config)];
-  await fs.writeFile(path.join(dir, 'model.safetensors'), serializeSafetensors(src.tensors, { format: 'pt' }));
+  await writeFileAtomic(path.join(dir, 'model.safetensors'), serializeSafetensors(src.tensors, { format: 'pt' }));
   files.push('model.safetensors');
   files.push(...(await writeTokenizerFiles(dir, src.tokenizer)));
   return files;

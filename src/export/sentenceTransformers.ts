@@ -9,6 +9,7 @@
  */
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
+import { writeFileAtomic } from '../fsutil.js';
 import { writeHf, type ExportSource } from './hf.js';
 
 /** The oldest sentence-transformers whose loader understands every key written here (similarity_fn_name: 3.0). */
@@ -62,7 +63,7 @@ export async function writeSentenceTransformers(dir: string, src: ExportSource):
     ['config_sentence_transformers.json', configSentenceTransformers()],
   ];
   for (const [name, body] of extra) {
-    await fs.writeFile(path.join(dir, name), json(body));
+    await writeFileAtomic(path.join(dir, name), json(body));
     files.push(name);
   }
   return files;

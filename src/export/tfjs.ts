@@ -10,6 +10,7 @@
  */
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
+import { writeFileAtomic } from '../fsutil.js';
 import { writeHfConfig, writeTokenizerFiles, type ExportSource } from './hf.js';
 
 /** tensorflowjs_converter's default shard size. */
@@ -41,7 +42,7 @@ export async function writeTfjs(dir: string, src: ExportSource, opts: TfjsOption
   const paths: string[] = [];
   for (let i = 0; i < count; i++) {
     const file = `group1-shard${i + 1}of${count}.bin`;
-    await fs.writeFile(path.join(dir, file), all.subarray(i * shardBytes, Math.min(total, (i + 1) * shardBytes)));
+    await writeFileAtomic(path.join(dir, file), all.subarray(i * shardBytes, Math.min(total, (i + 1) * shardBytes)));
     paths.push(file);
   }
   const modelJson = {
@@ -52,7 +53,7 @@ export async function writeTfjs(dir: string, src: ExportSource, opts: TfjsOption
     userDefinedMetadata: { weightLayout: 'Hugging Face BertModel names; Linear weights [out, in]', config: 'config.json' },
     weightsManifest: [{ paths, weights }],
   };
-  await fs.writeFile(path.join(dir, 'model.json'), JSON.stringify(modelJson, null, 2) + '\n');
+  await writeFileAtomic(path.join(dir, 'model.json'), JSON.stringify(modelJson, null, 2) + '\n');
   const files = ['model.json', ...paths, await writeHfConfig(dir, src.config)];
   files.push(...(await writeTokenizerFiles(dir, src.tokenizer)));
   return files;

@@ -11,7 +11,7 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import type { BertTokenizer } from '../data/tokenizer.js';
-import { exists, readJsonObject, writeFileAtomic } from '../fsutil.js';
+import { ensureDir, exists, readJsonObject, writeFileAtomic } from '../fsutil.js';
 import type { BertModel } from '../model/bert.js';
 import { toHfConfig } from '../model/config.js';
 import { readSafetensors, writeSafetensors, type HostTensor } from '../model/safetensors.js';
@@ -70,18 +70,24 @@ export async function saveCheckpoint(a: SaveArgs): Promise<string> {
   if (!(await exists(final))) {
     const tmp = `${final}.tmp-${process.pid}`;
     await fs.rm(tmp, { recursive: true, force: true });
-    await fs.mkdir(tmp, { recursive: true });
-    await writeFileAtomic(path.join(tmp, 'config.json'), JSON.stringify(toHfConfig(a.model.config), null, 2) + '\n');
-    await writeSafetensors(path.join(tmp, 'model.safetensors'), await a.model.exportTensors());
-    await a.tokenizer.saveTo(tmp);
-    await writeSafetensors(path.join(tmp, HEAD_FILE), await hostTensors(Object.entries(a.head.namedWeights())));
-    const moments: [string, tf.Variable][] = [
-      ...[...a.optimizer.m.entries()].map(([k, v]): [string, tf.Variable] => [`m/${k}`, v]),
-      ...[...a.optimizer.v.entries()].map(([k, v]): [string, tf.Variable] => [`v/${k}`, v]),
-    ];
-    await writeSafetensors(path.join(tmp, OPTIMIZER_FILE), await hostTensors(moments), { format: 'micse-adamw', step: String(a.optimizer.step) });
-    await writeFileAtomic(path.join(tmp, STATE_FILE), JSON.stringify(a.state, null, 2) + '\n');
-    await fs.rename(tmp, final);
+    await ensureDir(tmp);
+    try {
+      await writeFileAtomic(path.join(tmp, 'config.json'), JSON.stringify(toHfConfig(a.model.config), null, 2) + '\n');
+      await writeSafetensors(path.join(tmp, 'model.safetensors'), await a.model.exportTensors());
+      await a.tokenizer.saveTo(tmp);
+      await writeSafetensors(path.join(tmp, HEAD_FILE), await hostTensors(Object.entries(a.head.namedWeights())));
+      const moments: [string, tf.Variable][] = [
+        ...[...a.optimizer.m.entries()].map(([k, v]): [string, tf.Variable] => [`m/${k}`, v]),
+        ...[...a.optimizer.v.entries()].map(([k, v]): [string, tf.Variable] => [`v/${k}`, v]),
+      ];
+      await writeSafetensors(path.join(tmp, OPTIMIZER_FILE), await hostTensors(moments), { format: 'micse-adamw', step: String(a.optimizer.step) });
+      await writeFileAtomic(path.join(tmp, STATE_FILE), JSON.stringify(a.state, null, 2) + '\n');
+      await fs.rename(tmp, final);
+    } catch (err) {
+      // A full disk must not stay full of a half-written checkpoint.
+      await fs.rm(tmp, { recursive: true, force: true }).catch(() => undefined);
+      throw err;
+    }
   }
   for (const link of a.links) await swapLink(path.join(a.runDir, link), rel);
   await pruneCheckpoints(a.runDir);

@@ -8,7 +8,7 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import YAML from 'yaml';
 import { MIN_BATCH_SENTENCES } from '../data/batches.js';
-import { UserError } from '../errors.js';
+import { didYouMean, UserError } from '../errors.js';
 import { BACKEND_NAMES } from '../model/backend.js';
 import { BERT_CONFIG_KEYS, parseBertConfig } from '../model/config.js';
 
@@ -101,22 +101,6 @@ type Nullable<S, V> = S extends { nullable: true } ? V | null : V;
 export type TrainConfig = {
   -readonly [Sec in keyof SchemaT]: { -readonly [K in keyof SchemaT[Sec]]: Nullable<SchemaT[Sec][K], Value<SchemaT[Sec][K]>> };
 };
-
-function levenshtein(a: string, b: string): number {
-  const d = Array.from({ length: a.length + 1 }, (_, i) => [i, ...new Array<number>(b.length).fill(0)]);
-  for (let j = 1; j <= b.length; j++) d[0]![j] = j;
-  for (let i = 1; i <= a.length; i++) {
-    for (let j = 1; j <= b.length; j++) {
-      d[i]![j] = Math.min(d[i - 1]![j]! + 1, d[i]![j - 1]! + 1, d[i - 1]![j - 1]! + (a[i - 1]!.toLowerCase() === b[j - 1]!.toLowerCase() ? 0 : 1));
-    }
-  }
-  return d[a.length]![b.length]!;
-}
-
-function didYouMean(key: string, options: readonly string[]): string {
-  const best = options.map((o) => ({ o, d: levenshtein(key, o) })).sort((x, y) => x.d - y.d)[0];
-  return best !== undefined && best.d <= Math.max(2, Math.floor(key.length / 3)) ? ` (did you mean '${best.o}'?)` : '';
-}
 
 function allKeyPaths(): string[] {
   return Object.entries(SCHEMA).flatMap(([sec, keys]) => Object.keys(keys).map((k) => `${sec}.${k}`));

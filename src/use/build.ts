@@ -16,8 +16,8 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { openCorpus, type CorpusReader } from '../data/readers.js';
-import { UserError } from '../errors.js';
-import { exists, writeFileAtomic } from '../fsutil.js';
+import { environmentError, UserError } from '../errors.js';
+import { ensureDir, exists, writeFileAtomic } from '../fsutil.js';
 import { DEFAULT_EMBED_BATCH_SIZE, embed } from '../model/embed.js';
 import type { EmbedPooler } from '../model/pooling.js';
 import type { Pretrained } from '../model/pretrained.js';
@@ -110,6 +110,29 @@ async function countRecords(reader: CorpusReader): Promise<number> {
   return n;
 }
 
+/**
+ * Saves the ANN graph to `file` through a temporary file renamed over it. On failure the temporary file is removed
+ * and the error names `file`: usearch's own ("Failed to serialize into stream") names neither the file nor the
+ * cause, so the free space of the file system is added to it.
+ */
+async function saveAnnAtomic(ann: AnnIndex, file: string): Promise<void> {
+  const tmp = `${file}.tmp-${process.pid}`;
+  try {
+    // Created here first, so that a read-only or missing directory fails with Node's error code.
+    await (await fs.open(tmp, 'w')).close();
+    ann.save(tmp);
+    await fs.rename(tmp, file);
+  } catch (err) {
+    await fs.rm(tmp, { force: true }).catch(() => undefined);
+    const env = environmentError(err, file, 'write');
+    if (env !== null) throw env;
+    if (!(err instanceof Error) || 'code' in err) throw err;
+    const free = await fs.statfs(path.dirname(file)).then((s) => s.bavail * s.bsize, () => null);
+    throw new UserError(`cannot write ${file}: usearch could not save the index (${err.message})` +
+      (free !== null ? `; ${(free / 2 ** 20).toFixed(1)} MiB free on its file system` : ''), { cause: err });
+  }
+}
+
 /** Embeds a corpus into `opts.out` and builds its ANN index (see the module comment for the layout). */
 export async function buildIndex(pretrained: Pick<Pretrained, 'model' | 'tokenizer' | 'report'>, opts: BuildIndexOptions): Promise<BuildIndexReport> {
   const { model, tokenizer } = pretrained;
@@ -137,7 +160,7 @@ export async function buildIndex(pretrained: Pick<Pretrained, 'model' | 'tokeniz
   const corpus: CorpusIdentity = { path: path.resolve(opts.corpus), column, bytes: st.size, mtimeMs: st.mtimeMs };
   const fingerprint = await modelFingerprint(pretrained.report.dir, pooler, maxLength);
 
-  await fs.mkdir(out, { recursive: true });
+  await ensureDir(out);
   const file = (name: string) => path.join(out, name);
   const annMeta: AnnMeta = { library: ANN_LIBRARY, version: ANN_LIBRARY_VERSION, metric: 'cos', quantization: 'f32', file: INDEX_FILES.ann, ...params };
 
@@ -186,8 +209,12 @@ export async function buildIndex(pretrained: Pick<Pretrained, 'model' | 'tokeniz
         vecs.forEach((v, i) => flat.set(v, i * dim));
         await vectors.append(flat);
         const body = Buffer.from(chunk.map((c) => JSON.stringify({ text: c.text, line: c.line }) + '\n').join(''), 'utf8');
-        await texts.write(body, 0, body.length, state.textsBytes);
-        await texts.sync();
+        try {
+          await texts.write(body, 0, body.length, state.textsBytes);
+          await texts.sync();
+        } catch (err) {
+          throw environmentError(err, file(INDEX_FILES.texts), 'write') ?? err;
+        }
         state = { ...state, rows: state.rows + chunk.length, textsBytes: state.textsBytes + body.length, embedSeconds: state.embedSeconds + (performance.now() - t0) / 1000 };
         await writeState();
         progress.tick(chunk.length);
@@ -225,9 +252,7 @@ export async function buildIndex(pretrained: Pick<Pretrained, 'model' | 'tokeniz
     await fh.close();
   }
   progress.done();
-  const tmp = `${file(INDEX_FILES.ann)}.tmp-${process.pid}`;
-  ann.save(tmp);
-  await fs.rename(tmp, file(INDEX_FILES.ann));
+  await saveAnnAtomic(ann, file(INDEX_FILES.ann));
   const indexSeconds = (performance.now() - t1) / 1000;
 
   const meta: IndexMeta = {

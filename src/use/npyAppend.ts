@@ -5,7 +5,7 @@
  * `np.load` and src/model/npy.ts decodeNpy read). Rows beyond a recorded count are cut off on resume.
  */
 import { promises as fs } from 'node:fs';
-import { UserError } from '../errors.js';
+import { environmentError, UserError } from '../errors.js';
 
 /** Magic + version + length + header, a multiple of 64 as format 1.0 asks; room for any 64-bit row count. */
 export const NPY_HEADER_BYTES = 128;
@@ -77,12 +77,16 @@ export class NpyAppender {
   async append(data: Float32Array): Promise<void> {
     if (data.length % this.cols !== 0) throw new Error(`append: ${data.length} values is not a multiple of ${this.cols}`);
     const bytes = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
-    // Little-endian hosts only (every platform Node ships for); the header says '<f4'.
-    await this.fh.write(bytes, 0, bytes.length, NPY_HEADER_BYTES + this.count * this.cols * 4);
-    await this.fh.sync();
+    try {
+      // Little-endian hosts only (every platform Node ships for); the header says '<f4'.
+      await this.fh.write(bytes, 0, bytes.length, NPY_HEADER_BYTES + this.count * this.cols * 4);
+      await this.fh.sync();
+      await this.fh.write(npyHeader(this.count + data.length / this.cols, this.cols), 0, NPY_HEADER_BYTES, 0);
+      await this.fh.sync();
+    } catch (err) {
+      throw environmentError(err, this.file, 'write') ?? err;
+    }
     this.count += data.length / this.cols;
-    await this.fh.write(npyHeader(this.count, this.cols), 0, NPY_HEADER_BYTES, 0);
-    await this.fh.sync();
   }
 
   async close(): Promise<void> {

@@ -6,6 +6,7 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import type { BertTokenizer } from '../../data/tokenizer.js';
+import { writeFileAtomic } from '../../fsutil.js';
 import { writeHfConfig, writeTokenizerFiles, type ExportSource } from '../hf.js';
 import { encodeBertOnnx, type OnnxQuantization } from './graph.js';
 
@@ -19,10 +20,10 @@ export interface OnnxExportOptions {
 /** Writes the layout into `dir`. Returns the file names. */
 export async function writeOnnx(dir: string, src: ExportSource, opts: OnnxExportOptions = {}): Promise<string[]> {
   await fs.mkdir(path.join(dir, 'onnx'), { recursive: true });
-  await fs.writeFile(path.join(dir, ONNX_MODEL_FILE), encodeBertOnnx(src.config, src.tensors));
+  await writeFileAtomic(path.join(dir, ONNX_MODEL_FILE), encodeBertOnnx(src.config, src.tensors));
   const files = [ONNX_MODEL_FILE];
   if (opts.quantize === 'int8') {
-    await fs.writeFile(path.join(dir, ONNX_QUANTIZED_FILE), encodeBertOnnx(src.config, src.tensors, { quantize: 'int8' }));
+    await writeFileAtomic(path.join(dir, ONNX_QUANTIZED_FILE), encodeBertOnnx(src.config, src.tensors, { quantize: 'int8' }));
     files.push(ONNX_QUANTIZED_FILE);
   }
   files.push(await writeHfConfig(dir, src.config));

@@ -1,0 +1,233 @@
+/**
+ * The command line's answers to bad flags and to a hostile environment: one line naming the flag or the path and
+ * the cause, exit code 2, and no temporary file left behind.
+ *   - numeric flags out of range (`--batch-size 0 | -5 | abc`) and misspelt flags (with a did-you-mean), on every
+ *     command, in process;
+ *   - environment faults, through real commands in child processes (test/cli-driver.ts): a read-only output
+ *     directory (a read-only bind mount in a private mount namespace when run as root, where chmod stops nothing;
+ *     chmod 0555 otherwise), an output path that is a file or a directory, and a full disk simulated by a file
+ *     size limit (`ulimit -f`: writes past it fail with EFBIG, as they fail with ENOSPC on a full disk).
+ * About 35 s on 2 busy cores (12 s of CPU), nearly all in the two child processes.
+ */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { buildCli, commands, describeFailure } from '../src/cli/main.js';
+import { writeSubset } from '../src/data/subset.js';
+import { environmentError, UserError } from '../src/errors.js';
+import { ensureDir, writeFileAtomic } from '../src/fsutil.js';
+import { ROOT, shared, SKIP_NO_SHARED } from './helpers.js';
+
+const TMP = mkdtempSync(path.join(os.tmpdir(), 'micse-cli-errors-'));
+after(() => {
+  for (const d of readdirSync(TMP)) chmodSync(path.join(TMP, d), 0o755);
+  rmSync(TMP, { recursive: true, force: true });
+});
+
+/** The message and exit code bin/micse.js would print and return for `argv` (parse failures only: no handler runs). */
+async function parseFailure(argv: string[]): Promise<{ message: string; exitCode: number }> {
+  try {
+    await buildCli(argv).parseAsync();
+  } catch (err) {
+    return describeFailure(err);
+  }
+  throw new Error(`${argv.join(' ')}: parsed without error`);
+}
+
+/** Every file under `dir` whose name marks a temporary (`.tmp-`), as paths relative to `dir`. */
+function temporaries(dir: string): string[] {
+  return (readdirSync(dir, { recursive: true }) as string[]).filter((f) => /\.tmp-/.test(f));
+}
+
+describe('flags', () => {
+  it('a numeric flag out of range or not a number names the flag and its range, exit 2', async () => {
+    const embed = ['embed', '--model', 'm', '--input', 'in.txt', '--output', 'o.jsonl'];
+    const cases: [string[], string][] = [
+      [[...embed, '--batch-size', '0'], "--batch-size must be an integer >= 1, got 0"],
+      [[...embed, '--batch-size', '-5'], "--batch-size must be an integer >= 1, got -5"],
+      [[...embed, '--batch-size', 'abc'], "--batch-size must be an integer >= 1, got 'abc'"],
+      [[...embed, '--batch-size', '2.5'], "--batch-size must be an integer >= 1, got 2.5"],
+      [[...embed, '--max-length', '1'], "--max-length must be an integer >= 2, got 1"],
+      [['index', 'build', '--model', 'm', '--corpus', 'c.txt', '--out', 'o', '--batch-size', '0'], "--batch-size must be an integer >= 1, got 0"],
+      [['index', 'build', '--model', 'm', '--corpus', 'c.txt', '--out', 'o', '--threads', '-1'], "--threads must be an integer >= 0, got -1"],
+      [['search', '--index', 'i', '--query', 'q', '--top-k', 'ten'], "--top-k must be an integer >= 1, got 'ten'"],
+      [['search', '--index', 'i', '--query', 'q', '--top-k', '1', '--top-k', '2'], '--top-k given 2 times; give it once'],
+      [['cluster', '--model', 'm', '--input', 'i.txt', '--threshold', '1.5'], '--threshold must be a number >= -1 and <= 1, got 1.5'],
+      [['data', 'subset', '--input', 'i', '--output', 'o', '--fraction', '0'], '--fraction must be a number > 0 and <= 1, got 0'],
+      [['sweep', '--config', 'x.yaml', '--parallel', '0'], '--parallel must be an integer >= 1, got 0'],
+      [['worker', '--queue', 'redis://127.0.0.1:1', '--max-stalled', '0'], '--max-stalled must be an integer >= 1, got 0'],
+    ];
+    for (const [argv, message] of cases) {
+      assert.deepEqual(await parseFailure(argv), { message: `micse: ${message}`, exitCode: 2 }, argv.join(' '));
+    }
+  });
+
+  it('a misspelt flag is named, with the flag meant, on every command, exit 2', async () => {
+    assert.deepEqual(await parseFailure(['train', '--confg', 'x.yaml']), { message: 'micse: unknown option --confg (did you mean --config?)', exitCode: 2 });
+    assert.deepEqual(await parseFailure(['embed', '--batch-sise', '8']), { message: 'micse: unknown option --batch-sise (did you mean --batch-size?)', exitCode: 2 });
+    assert.deepEqual(await parseFailure(['train', '--config', 'x.yaml', '--no-quite', '-z']),
+      { message: 'micse: unknown option --quite (did you mean --quiet?); unknown option -z', exitCode: 2 });
+    // Every command and subcommand (the names as `micse --help` lists them).
+    const paths = [
+      ...commands.map((c) => String(c.command)).filter((c) => !c.includes('<command>')).map((c) => [c.split(' ')[0]!]),
+      ['index', 'build'], ['sweep', 'status'], ['sweep', 'report', 'dir'], ['data', 'subset'], ['data', 'download', 'senteval'],
+    ];
+    assert.ok(paths.length >= 12, `${paths.length} command paths`);
+    for (const p of paths) {
+      const { message, exitCode } = await parseFailure([...p, '--qiet']);
+      assert.equal(exitCode, 2, p.join(' '));
+      assert.match(message, /^micse: unknown option --qiet( \(did you mean --[a-z-]+\?\))?$/, p.join(' '));
+    }
+  });
+});
+
+describe('file-system faults as one line', () => {
+  it('maps Node error codes to "cannot VERB PATH: cause (CODE)"', () => {
+    const fault = (code: string, syscall: string, extra: Record<string, string> = {}) =>
+      Object.assign(new Error(`${code}: ${syscall}`), { code, syscall, ...extra });
+    assert.equal(environmentError(fault('ENOSPC', 'write'), 'run/model.safetensors', 'write')?.message,
+      'cannot write run/model.safetensors: no space left on device (ENOSPC)');
+    assert.equal(environmentError(fault('EROFS', 'mkdir', { path: 'out/a' }))?.message, 'cannot create directory out/a: read-only file system (EROFS)');
+    assert.equal(environmentError(fault('EDQUOT', 'write'))?.message, 'cannot write: disk quota exceeded (EDQUOT)');
+    assert.equal(environmentError(fault('EACCES', 'rename', { path: 'a.tmp', dest: 'a' }))?.message, 'cannot rename a.tmp to a: permission denied (EACCES)');
+    assert.equal(environmentError(fault('ENOENT', 'spawn redis-server', { path: 'redis-server' }))?.message,
+      'cannot run redis-server: no such file or directory (ENOENT)');
+    assert.equal(environmentError(fault('EPERM', 'kill')), null);
+    assert.equal(environmentError(new Error('a bug')), null);
+    assert.equal(environmentError(fault('ECONNREFUSED', 'connect')), null);
+    const user = new UserError('bad input');
+    assert.equal(environmentError(user), user);
+  });
+
+  it('writeFileAtomic and ensureDir name the path in the way and leave no temporary file', async () => {
+    const dir = path.join(TMP, 'in-the-way');
+    mkdirSync(path.join(dir, 'a-dir.json'), { recursive: true });
+    writeFileSync(path.join(dir, 'a-file'), 'x');
+    await assert.rejects(writeFileAtomic(path.join(dir, 'a-dir.json'), '{}'),
+      { name: 'UserError', message: `cannot write ${path.join(dir, 'a-dir.json')}: it is a directory (EISDIR)` });
+    await assert.rejects(writeFileAtomic(path.join(dir, 'a-file', 'x.json'), '{}'),
+      { name: 'UserError', message: `cannot create directory ${path.join(dir, 'a-file')}: a file is in the way (EEXIST)` });
+    await assert.rejects(ensureDir(path.join(dir, 'a-file', 'sub', 'deeper')),
+      { name: 'UserError', message: `cannot create directory ${path.join(dir, 'a-file', 'sub', 'deeper')}: a component of the path is a file, not a directory (ENOTDIR)` });
+    // data subset writes its lines through a temporary file too.
+    const input = path.join(dir, 'in.txt');
+    writeFileSync(input, 'a\nb\nc\n');
+    await assert.rejects(writeSubset({ path: input, count: 2, subsetSeed: 48, output: path.join(dir, 'a-dir.json') }),
+      { name: 'UserError', message: `cannot write ${path.join(dir, 'a-dir.json')}: it is a directory (EISDIR)` });
+    assert.deepEqual(temporaries(dir), []);
+  });
+});
+
+const MODEL = shared('hf-reference', 'tiny-h32-l4');
+
+type DriverResult = { argv: string[]; exitCode: number; message: string };
+
+/**
+ * Runs test/cli-driver.ts over `runs` from the repository root, inside `bash -c "<setup>; exec driver"` and
+ * after `wrapper` (e.g. unshare): one process for all of them.
+ */
+function drive(runs: string[][], setup: string, wrapper: string[] = []): DriverResult[] {
+  const cmd = [...wrapper, 'bash', '-c', `${setup}\nexec "$@"`, 'micse-driver', process.execPath, '--import', 'tsx', path.join(ROOT, 'test', 'cli-driver.ts'), JSON.stringify(runs)];
+  const r = spawnSync(cmd[0]!, cmd.slice(1), { cwd: ROOT, encoding: 'utf8' });
+  const results = r.stdout.split('\n').filter((l) => l.startsWith('RESULT ')).map((l) => JSON.parse(l.slice(7)) as DriverResult);
+  assert.equal(results.length, runs.length, `driver exited with ${r.status}: ${r.stderr.slice(-2000)}`);
+  return results;
+}
+
+/** How this machine can make a directory read-only for the driver: chmod unless root; as root a read-only bind mount. */
+function readOnlyMethod(dir: string): { setup: string; wrapper: string[] } | string {
+  if (process.getuid?.() !== 0) return { setup: `chmod 0555 '${dir}'`, wrapper: [] };
+  const mount = `mount --bind '${dir}' '${dir}' && mount -o remount,bind,ro '${dir}' '${dir}'`;
+  const probe = spawnSync('unshare', ['--mount', 'bash', '-c', `${mount} && ! touch '${dir}/probe' 2>/dev/null`], { encoding: 'utf8' });
+  rmSync(path.join(dir, 'probe'), { force: true });
+  return probe.status === 0 ? { setup: mount, wrapper: ['unshare', '--mount'] }
+    : 'running as root, where chmod does not stop writes, and no private read-only mount can be made here (unshare --mount needs CAP_SYS_ADMIN)';
+}
+
+describe('environment faults in real commands', { skip: SKIP_NO_SHARED }, () => {
+  const work = path.join(TMP, 'work');
+  const small = path.join(work, 'small.txt');
+  const corpus = path.join(work, 'corpus.txt');
+  // STS-B dev cut to 16 pairs: the run's evaluation before its first checkpoint takes no time.
+  const senteval = path.join(work, 'senteval');
+  before(() => {
+    mkdirSync(path.join(senteval, 'STS', 'STSBenchmark'), { recursive: true });
+    writeFileSync(small, ['a man is playing a guitar .', 'a woman is slicing an onion .', 'the cat sleeps .', 'stocks fell today .'].join('\n') + '\n');
+    const sentences = readFileSync(shared('wiki1m-head.txt'), 'utf8').split('\n').filter((l) => l.trim() !== '');
+    writeFileSync(corpus, sentences.slice(0, 300).join('\n') + '\n');
+    writeFileSync(path.join(senteval, 'STS', 'STSBenchmark', 'sts-dev.csv'),
+      readFileSync(shared('senteval', 'STS', 'STSBenchmark', 'sts-dev.csv'), 'utf8').split('\n').slice(0, 16).join('\n') + '\n');
+  });
+  const embed = (input: string, output: string) => ['embed', '--model', MODEL, '--input', input, '--output', output, '--backend', 'wasm'];
+  const train = (output: string) => ['train', '--config', 'configs/tiny.yaml', '--set', `train.output=${output}`, '--set', 'data.count=64',
+    '--set', `data.senteval=${senteval}`, '--set', 'train.maxSteps=1', '--set', 'train.evalSteps=1', '--set', 'train.finalEval=false',
+    '--set', 'train.backend=wasm', '--quiet'];
+  const indexBuild = (out: string, input = small) => ['index', 'build', '--model', MODEL, '--corpus', input, '--out', out, '--backend', 'wasm'];
+
+  it('a read-only output directory: train, export, embed, index build, sweep, cluster', (t) => {
+    const ro = path.join(TMP, 'read-only');
+    mkdirSync(ro);
+    const how = readOnlyMethod(ro);
+    if (typeof how === 'string') return t.skip(how);
+    const results = drive([
+      train(path.join(ro, 'run')),
+      ['export', '--checkpoint', MODEL, '--output', path.join(ro, 'exported'), '--format', 'hf', '--backend', 'cpu'],
+      embed(small, path.join(ro, 'out.jsonl')),
+      embed(small, path.join(ro, 'sub', 'out.npy')),
+      indexBuild(path.join(ro, 'index')),
+      ['sweep', '--config', 'configs/sweeps/tiny.yaml', '--out', path.join(ro, 'sweep'), '--quiet'],
+      ['cluster', '--model', MODEL, '--input', small, '--k', '2', '--output', path.join(ro, 'clusters.tsv'), '--backend', 'cpu'],
+    ], how.setup, how.wrapper);
+    const cause = '(read-only file system \\(EROFS\\)|permission denied \\(EACCES\\))';
+    const expected = [
+      `cannot create directory ${ro}/run: ${cause}`,
+      `cannot create directory ${ro}/exported\\.tmp-export-\\d+: ${cause}`,
+      `cannot write ${ro}/out\\.jsonl: ${cause}`,
+      `cannot create directory ${ro}/sub: ${cause}`,
+      `cannot create directory ${ro}/index: ${cause}`,
+      `cannot create directory ${ro}/sweep: ${cause}`,
+      `cannot write ${ro}/clusters\\.tsv: ${cause}`,
+    ];
+    results.forEach((r, i) => {
+      assert.equal(r.exitCode, 2, `${r.argv.join(' ')}: ${r.message}`);
+      assert.match(r.message, new RegExp(`^micse: ${expected[i]}$`), r.argv.join(' '));
+    });
+    assert.deepEqual(readdirSync(ro), []);
+  });
+
+  it('a full disk (a file size limit: embed, index build, train, export) and output paths that are files or directories: the path, the cause, no temporary file', () => {
+    const out = path.join(TMP, 'full');
+    mkdirSync(path.join(out, 'a-dir.jsonl'), { recursive: true });
+    const file = path.join(out, 'a-file');
+    writeFileSync(file, 'x');
+    const results = drive([
+      embed(corpus, path.join(out, 'big.jsonl')),
+      indexBuild(path.join(out, 'index'), corpus),
+      train(path.join(out, 'run')),
+      ['export', '--checkpoint', MODEL, '--output', path.join(out, 'exported'), '--format', 'hf', '--backend', 'wasm'],
+      embed(small, path.join(out, 'a-dir.jsonl')),
+      embed(small, path.join(file, 'out.jsonl')),
+      indexBuild(file),
+      train(path.join(file, 'run')),
+    ], 'ulimit -f 64'); // KiB: the corpus' vectors (38 KiB) and texts fit; its index, embeddings and the model do not
+    const expected = [
+      `cannot write ${out}/big\\.jsonl: file too large \\(EFBIG\\)`,
+      `cannot write ${out}/index/index\\.usearch: usearch could not save the index \\(Failed to serialize into stream\\); [\\d.]+ MiB free on its file system`,
+      `cannot write ${out}/run/checkpoints/step-000001\\.tmp-\\d+/model\\.safetensors: file too large \\(EFBIG\\)`,
+      `cannot write ${out}/exported\\.tmp-export-\\d+/model\\.safetensors: file too large \\(EFBIG\\)`,
+      `cannot write ${out}/a-dir\\.jsonl: it is a directory \\(EISDIR\\)`,
+      `cannot create directory ${file}: a file is in the way \\(EEXIST\\)`,
+      `cannot create directory ${file}: a file is in the way \\(EEXIST\\)`,
+      `cannot create directory ${file}/run: a component of the path is a file, not a directory \\(ENOTDIR\\)`,
+    ];
+    results.forEach((r, i) => {
+      assert.equal(r.exitCode, 2, `${r.argv.join(' ')}: ${r.message}`);
+      assert.match(r.message, new RegExp(`^micse: ${expected[i]}$`), r.argv.join(' '));
+    });
+    assert.deepEqual(temporaries(out), []);
+    assert.equal(readFileSync(file, 'utf8'), 'x');
+  });
+});
