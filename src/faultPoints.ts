@@ -17,6 +17,8 @@ export const FAULT_POINTS = [
   'checkpoint:between-links', // `last` moved, `best` not yet
   'checkpoint:before-prune', // both links moved, old checkpoints not yet removed
   'metrics:torn-line', // half a metrics.jsonl line written
+  'export:staged', // the export is complete in its staging folder, not yet published
+  'export:moved-aside', // `export --force`: the previous output renamed aside, the new one not yet in place
 ] as const;
 export type FaultPoint = (typeof FAULT_POINTS)[number];
 
