@@ -68,9 +68,9 @@ describe('export publication faults', { skip: SKIP_NO_SHARED }, () => {
 
   it('leftovers of dead exports: a staging folder is removed; an old output beside a published one is removed', async () => {
     const out = path.join(dir, 'left');
-    const staging = `${out}.tmp-export-${await deadPid()}`;
-    await fs.mkdir(staging, { recursive: true });
-    await fs.writeFile(path.join(staging, 'model.safetensors'), Buffer.alloc(1 << 20));
+    const r = await exportCli(['--checkpoint', checkpoint, '--output', out, '--format', 'hf', '--backend', 'cpu'], 'export:staged');
+    assert.equal(r.signal, 'SIGKILL', r.stderr);
+    assert.deepEqual((await siblings(out)).map((s) => s.replace(/\d+$/, 'PID')), ['left.tmp-export-PID'], 'the complete staging folder is left');
     const live = `${out}.tmp-export-${process.ppid}`; // a running export's staging folder is left alone
     await fs.mkdir(live);
     await exportCheckpoint({ checkpoint, output: out, formats: ['hf'] });
