@@ -232,7 +232,7 @@ describe('training faults', { skip: SKIP_NO_SHARED }, () => {
     await fs.rm(lock);
   });
 
-  it('20 kills (at every fault point of a checkpoint write and at random moments) and resumes end as the uninterrupted run', async () => {
+  it('20 kills (at every fault point of a checkpoint write and at random moments) and resumes end as the uninterrupted run', async (t) => {
     const STEPS = 48;
     const ref = path.join(dir, 'kills-ref');
     await train(config(ref, STEPS), quiet);
@@ -269,6 +269,7 @@ describe('training faults', { skip: SKIP_NO_SHARED }, () => {
     }
     const done = await cli(['--resume', run, '--quiet'], null);
     assert.equal(done.code, 0, done.stderr);
+    t.diagnostic(`kills (seed ${process.env['MICSE_FAULT_SEED'] ?? 22}):\n${log.join('\n')}`);
     await assertSameRun(run, ref);
   });
 });
