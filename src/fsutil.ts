@@ -50,11 +50,11 @@ export function processAlive(pid: number): boolean {
 }
 
 /**
- * The process id in a temporary name these helpers and their callers make (`NAME.<kind>-PID` or
- * `NAME.<kind>-PID-TIME`, kind `tmp` by default), or null when `name` is not one.
+ * The process id in a temporary name these helpers and their callers make (`NAME.tmp-PID` or `NAME.tmp-PID-N`), or
+ * null when `name` is not one.
  */
-export function temporaryOwner(name: string, kind = 'tmp'): number | null {
-  const m = new RegExp(`\\.${kind}-(\\d+)(?:-\\d+)?$`).exec(name);
+export function temporaryOwner(name: string): number | null {
+  const m = /\.tmp-(\d+)(?:-\d+)?$/.exec(name);
   return m === null ? null : Number(m[1]);
 }
 

@@ -269,7 +269,7 @@ describe('training faults', { skip: SKIP_NO_SHARED }, () => {
     }
     const done = await cli(['--resume', run, '--quiet'], null);
     assert.equal(done.code, 0, done.stderr);
-    t.diagnostic(`kills (seed ${process.env['MICSE_FAULT_SEED'] ?? 22}):\n${log.join('\n')}`);
+    t.diagnostic(`kills (seed ${process.env['MICSE_FAULT_SEED'] ?? 22}): ${log.join('; ')}`);
     await assertSameRun(run, ref);
   });
 });
