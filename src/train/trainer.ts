@@ -84,7 +84,7 @@ export const FIXED_ON_RESUME: readonly string[] = [
   'data.subsetSeed', 'data.onInvalid', 'data.dropLast', 'train.batchSize', 'train.seed',
 ];
 
-export interface ConfigChange {
+interface ConfigChange {
   key: string;
   /** JSON of the saved and the new value. */
   from: string;
@@ -349,7 +349,7 @@ async function trainLocked(config: TrainConfig, opts: TrainOptions, lock: PidLoc
  * last line (no newline: the process was killed while writing it). Rewritten atomically. A line that is complete
  * but not JSON with a step is a UserError naming the file and line.
  */
-export async function keepMetricsThrough(file: string, step: number): Promise<void> {
+async function keepMetricsThrough(file: string, step: number): Promise<void> {
   const text = await fs.readFile(file, 'utf8').catch((err: NodeJS.ErrnoException) => {
     if (err.code === 'ENOENT') return '';
     throw err;
