@@ -84,3 +84,84 @@ export async function readJsonObject(file: string): Promise<Record<string, unkno
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw new UserError(`${file}: not a JSON object`);
   return raw as Record<string, unknown>;
 }
+
+/** Whether process `pid` runs on this machine (one we may not signal counts as running). */
+export function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * The process id in a temporary name these helpers and their callers make (`NAME.tmp-PID` or `NAME.tmp-PID-N`), or
+ * null when `name` is not one.
+ */
+export function temporaryOwner(name: string): number | null {
+  const m = /\.tmp-(\d+)(?:-\d+)?$/.exec(name);
+  return m === null ? null : Number(m[1]);
+}
+
+let lockAttempts = 0;
+
+/** Lock files this process holds (a lock naming this pid and not listed is a dead process's whose pid came back). */
+const heldLocks = new Set<string>();
+
+/**
+ * An exclusive lock: a file holding the owner's pid, created whole (written under a temporary name, then
+ * hard-linked to its name, which fails if it exists). A lock whose pid is no longer running is stale and taken
+ * over; one held by a running process (this one included) is a UserError naming `what` and the pid.
+ */
+export class PidLock {
+  private held = false;
+
+  constructor(readonly file: string, private readonly what: string) {}
+
+  async take(): Promise<void> {
+    if (this.held) return;
+    const tmp = `${this.file}.tmp-${process.pid}-${++lockAttempts}`;
+    try {
+      for (;;) {
+        await fs.writeFile(tmp, `${process.pid}\n`);
+        try {
+          await fs.link(tmp, this.file);
+          this.held = true;
+          heldLocks.add(path.resolve(this.file));
+          return;
+        } catch (err) {
+          // ENOENT: the lock's holder, clearing the temporaries of dead processes, removed ours; write it again.
+          const code = (err as NodeJS.ErrnoException).code;
+          if (code === 'ENOENT') continue;
+          if (code !== 'EEXIST') throw err;
+        }
+        const owner = await this.owner();
+        const running = owner === process.pid ? heldLocks.has(path.resolve(this.file)) : owner !== null && processAlive(owner);
+        if (running) {
+          throw new UserError(`${path.dirname(this.file)}: in use by another ${this.what} (pid ${owner}, lock ${this.file}); ` +
+            'wait for it to finish or stop it');
+        }
+        // Stale: its owner is gone. Remove it only if it still names that owner (another process may have taken
+        // it over meanwhile), then try again.
+        if ((await this.owner()) === owner) await fs.rm(this.file, { force: true });
+      }
+    } finally {
+      await fs.rm(tmp, { force: true });
+    }
+  }
+
+  /** Removes the lock if this process holds it. */
+  async release(): Promise<void> {
+    if (!this.held) return;
+    this.held = false;
+    heldLocks.delete(path.resolve(this.file));
+    if ((await this.owner()) === process.pid) await fs.rm(this.file, { force: true });
+  }
+
+  private async owner(): Promise<number | null> {
+    const text = await fs.readFile(this.file, 'utf8').catch(() => null);
+    const pid = text === null ? NaN : Number.parseInt(text, 10);
+    return Number.isInteger(pid) && pid > 0 ? pid : null;
+  }
+}

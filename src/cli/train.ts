@@ -17,7 +17,7 @@ export const trainCommand: CommandModule<object, TrainArgs> = {
   builder: (y) =>
     y
       .option('config', { type: 'string', describe: 'YAML or JSON config (see configs/)' })
-      .option('set', { type: 'string', array: true, default: [] as string[], describe: 'override a key: --set train.seed=1 (repeatable)' })
+      .option('set', { type: 'string', array: true, default: [] as string[], describe: 'override a key: --set train.seed=1 (repeatable); with --resume it applies from the resumed step on and is saved in the run\'s config.yaml (model, data, batch size and seed keys are refused)' })
       .option('resume', { type: 'string', describe: 'continue the run in this directory from its last checkpoint' })
       .option('quiet', { type: 'boolean', default: false, describe: 'no progress bar' })
       .check((a) => {

@@ -6,13 +6,15 @@
  *
  * Nothing is overwritten by accident: the source is read and validated first, a non-empty output needs `force`,
  * and everything is written into a sibling staging folder that is renamed into place only when complete (with
- * `force` the previous output is moved aside first and removed last), so a failure or a kill leaves the old
- * output whole.
+ * `force` the previous output is moved aside first and removed last), so a failure leaves the old output whole. A
+ * kill leaves those siblings behind, named by the killed process's pid; the next export to the same output
+ * (`recoverExport`) moves a previous output back if the kill came between the two renames, and removes the rest.
  */
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { UserError } from '../errors.js';
-import { exists } from '../fsutil.js';
+import { faultPoint } from '../faultPoints.js';
+import { exists, processAlive } from '../fsutil.js';
 import { embed } from '../model/embed.js';
 import { loadPretrained, resolveCheckpoint } from '../model/pretrained.js';
 import { createProgress } from '../progress.js';
@@ -115,6 +117,33 @@ export async function readExportSource(checkpoint: string): Promise<LoadedExport
   };
 }
 
+/** The siblings an export makes beside `output`: its staging folder and the previous output moved aside. */
+function exportSibling(output: string, kind: 'staging' | 'aside', pid: number): string {
+  return `${output}.${kind === 'staging' ? 'tmp-export' : 'old-export'}-${pid}`;
+}
+
+/**
+ * Repairs what killed exports left beside `output`: when `output` is missing and a previous output was moved aside
+ * (the kill came between the swap's two renames), it is moved back, so the last complete export is what `output`
+ * holds; staging folders and moved-aside outputs of processes no longer running are removed. Returns the paths
+ * restored or removed.
+ */
+export async function recoverExport(output: string): Promise<string[]> {
+  const parent = path.dirname(output);
+  const pattern = new RegExp(`^${path.basename(output).replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\.(tmp|old)-export-(\\d+)$`);
+  const found = (await fs.readdir(parent).catch(() => [] as string[]))
+    .map((name) => ({ name, m: pattern.exec(name) }))
+    .filter((e) => e.m !== null && !processAlive(Number(e.m[2])));
+  const done: string[] = [];
+  for (const { name, m } of found) {
+    const p = path.join(parent, name);
+    if (m![1] === 'old' && !(await exists(output))) await fs.rename(p, output);
+    else await fs.rm(p, { recursive: true, force: true });
+    done.push(p);
+  }
+  return done;
+}
+
 /** Throws unless `output` may receive an export; returns whether it exists (and so must be replaced). */
 async function checkOutput(output: string, force: boolean, protectedDirs: string[]): Promise<boolean> {
   if (!(await exists(output))) return false;
@@ -156,11 +185,12 @@ export async function exportCheckpoint(opts: ExportOptions): Promise<ExportResul
   if (quantize !== 'none' && !formats.includes('onnx')) throw new UserError('--quantize applies to the onnx format, which was not selected');
   if (!(await isDir(opts.checkpoint))) throw new UserError(`${opts.checkpoint}: no such directory (pass a checkpoint or a run directory)`);
   const output = path.resolve(opts.output);
+  await recoverExport(output);
   // Checked before and after reading the source: the first check fails fast, the second guards the rename.
   await checkOutput(output, opts.force === true, [opts.checkpoint]);
 
   const src = await readExportSource(opts.checkpoint);
-  const staging = `${output}.tmp-export-${process.pid}`;
+  const staging = exportSibling(output, 'staging', process.pid);
   const progress = createProgress({ label: 'export', total: formats.length, unit: 'format', silent: opts.progress !== true });
   try {
     const replace = await checkOutput(output, opts.force === true, [src.checkpointDir, ...(src.runDir !== null ? [src.runDir] : [])]);
@@ -195,8 +225,10 @@ export async function exportCheckpoint(opts: ExportOptions): Promise<ExportResul
       progress.tick(1, { format });
     }
     // Publish: move any previous output aside, rename the staging folder in, then drop the old one.
-    const old = `${output}.old-export-${process.pid}`;
+    const old = exportSibling(output, 'aside', process.pid);
+    faultPoint('export:staged');
     if (replace) await fs.rename(output, old);
+    faultPoint('export:moved-aside');
     await fs.rename(staging, output);
     if (replace) await fs.rm(old, { recursive: true, force: true });
     progress.done();

@@ -6,7 +6,7 @@
  * (`dropoutSeed`), the AMI draw, and the data order (the iterator's own seeded state). A run resumed from a
  * checkpoint therefore replays exactly what the uninterrupted run would have done (bitwise on the cpu backend).
  */
-import { promises as fs } from 'node:fs';
+import { promises as fs, writeSync } from 'node:fs';
 import path from 'node:path';
 import { evaluateSts, loadStsTask, stsbDevSpearman, STS_TEST_TASKS, type StsEvaluation } from '../../eval/sts.js';
 import { formatStsTable, stsReportJson } from '../../eval/report.js';
@@ -14,7 +14,8 @@ import { MIN_BATCH_SENTENCES, sentencesLeftOut, TwoViewBatchIterator, type Batch
 import { loadTrainingSentences } from '../data/subset.js';
 import { BertTokenizer } from '../data/tokenizer.js';
 import { UserError } from '../errors.js';
-import { exists, writeFileAtomic } from '../fsutil.js';
+import { faultPoint } from '../faultPoints.js';
+import { exists, PidLock, writeFileAtomic } from '../fsutil.js';
 import { MlpHead } from '../losses/mlpHead.js';
 import { describeSelection, type BackendSelection } from '../model/backend.js';
 import { BertModel, packQkv, siteSeed } from '../model/bert.js';
@@ -24,15 +25,17 @@ import { loadPretrained } from '../model/pretrained.js';
 import { tf } from '../model/tf.js';
 import { createProgress } from '../progress.js';
 import { AdamW, learningRateAt } from './adamw.js';
-import { readTrainingState, saveCheckpoint, type TrainerState } from './checkpoint.js';
+import { clearUnpublishedRun, readTrainingState, recoverRunDir, saveCheckpoint, type TrainerState } from './checkpoint.js';
 import { selectTrainingBackend, TrainStep, trainableParams, wasmHeapShortfall } from './step.js';
-import { configToYaml, loadConfig, type TrainConfig } from './config.js';
+import { configToYaml, loadConfig, SCHEMA, type TrainConfig } from './config.js';
 import { lineChartSpec, renderSvg, type Point } from './plots.js';
 
 export const CONFIG_FILE = 'config.yaml';
 export const METRICS_FILE = 'metrics.jsonl';
 export const SUMMARY_FILE = 'summary.json';
 export const EVAL_FILE = 'eval.json';
+/** Held by the training that writes the run directory (src/fsutil.ts PidLock). */
+export const LOCK_FILE = 'train.lock';
 /** Seed streams derived from train.seed, so each random consumer has its own. */
 const SEED_STREAM = { head: 1, dropout: 2, ami: 3, data: 4 } as const;
 
@@ -68,6 +71,46 @@ export interface MetricsLine {
   gradNorm: number;
   sentencesPerSecond: number;
   skipped?: boolean;
+}
+
+/**
+ * Config keys a resumed run cannot change: they fix the model in the checkpoint (model.init, tokenizer, config),
+ * the training sentences and what the data iterator's saved position means (data.*, train.batchSize), or every
+ * random choice already made (train.seed). Any other key (learning rate, schedule, steps, objective, evaluation,
+ * backend, dropout) applies from the resumed step on and is saved in config.yaml.
+ */
+export const FIXED_ON_RESUME: readonly string[] = [
+  'model.init', 'model.tokenizer', 'model.config', 'data.train', 'data.format', 'data.column', 'data.fraction', 'data.count',
+  'data.subsetSeed', 'data.onInvalid', 'data.dropLast', 'train.batchSize', 'train.seed',
+];
+
+interface ConfigChange {
+  key: string;
+  /** JSON of the saved and the new value. */
+  from: string;
+  to: string;
+}
+
+/**
+ * The keys in which `c` differs from the run's saved config.yaml (train.output aside: it is where the run is now);
+ * a UserError if one of them is in FIXED_ON_RESUME.
+ */
+async function resumeConfigChanges(runDir: string, c: TrainConfig): Promise<ConfigChange[]> {
+  const { config: saved } = await loadConfig(path.join(runDir, CONFIG_FILE));
+  const changes: ConfigChange[] = [];
+  for (const [sec, keys] of Object.entries(SCHEMA)) {
+    for (const key of Object.keys(keys)) {
+      if (sec === 'train' && key === 'output') continue;
+      const value = (cfg: TrainConfig) => JSON.stringify((cfg as unknown as Record<string, Record<string, unknown>>)[sec]![key]);
+      if (value(saved) !== value(c)) changes.push({ key: `${sec}.${key}`, from: value(saved), to: value(c) });
+    }
+  }
+  const fixed = changes.filter((d) => FIXED_ON_RESUME.includes(d.key));
+  if (fixed.length > 0) {
+    throw new UserError(`${runDir}: a resumed run cannot change ${fixed.map((d) => `${d.key} (${d.from} -> ${d.to})`).join(', ')}; ` +
+      'start a new run in another train.output instead');
+  }
+  return changes;
 }
 
 /** Loads the run's config for `--resume RUN_DIR`. */
@@ -121,17 +164,38 @@ function checkModelFits(c: TrainConfig, model: BertConfig, resumeDir: string | n
   }
 }
 
-/** Trains per `config` (or resumes the run in config.train.output). */
+/**
+ * Trains per `config` (or resumes the run in config.train.output), holding the run directory's lock (LOCK_FILE):
+ * a second training into the same directory is refused while this one runs.
+ */
 export async function train(config: TrainConfig, opts: TrainOptions = {}): Promise<TrainResult> {
+  const lock = new PidLock(path.join(config.train.output, LOCK_FILE), 'training');
+  try {
+    return await trainLocked(config, opts, lock);
+  } finally {
+    await lock.release();
+  }
+}
+
+/** Throws unless a fresh run may start in `runDir`: a run with a published checkpoint is resumed, not overwritten. */
+async function refuseExistingRun(runDir: string): Promise<void> {
+  if ((await exists(path.join(runDir, 'last'))) || (await exists(path.join(runDir, 'best')))) {
+    throw new UserError(`${runDir}: already holds a run; resume it with --resume ${runDir}, or set train.output to a new directory`);
+  }
+}
+
+/** The body of `train`; takes `lock` before it reads or writes the run directory's state. */
+async function trainLocked(config: TrainConfig, opts: TrainOptions, lock: PidLock): Promise<TrainResult> {
   const log = opts.log ?? ((l: string) => process.stderr.write(l + '\n'));
   const c = config;
   const runDir = c.train.output;
   const resuming = opts.resume === true;
+  if (resuming && (await exists(runDir))) await lock.take();
   const prior = resuming ? await readTrainingState(runDir) : null;
   if (resuming && prior === null) throw new UserError(`${runDir}: no checkpoint to resume from (expected ${path.join(runDir, 'last')})`);
-  if (!resuming && (await exists(path.join(runDir, 'last')))) {
-    throw new UserError(`${runDir}: already holds a run; resume it with --resume ${runDir}, or set train.output to a new directory`);
-  }
+  if (!resuming) await refuseExistingRun(runDir);
+  const changed = prior !== null ? await resumeConfigChanges(runDir, c) : [];
+  if (prior !== null) await recoverRunDir(runDir, prior.state);
 
   // Everything that can fail on the user's input is checked before the run directory is created. The STS-B dev
   // split is read once here and scored at every evaluation.
@@ -157,6 +221,9 @@ export async function train(config: TrainConfig, opts: TrainOptions = {}): Promi
 
   await fs.mkdir(runDir, { recursive: true });
   if (!resuming) {
+    await lock.take();
+    await refuseExistingRun(runDir);
+    await clearUnpublishedRun(runDir, [METRICS_FILE]);
     await writeFileAtomic(path.join(runDir, CONFIG_FILE), configToYaml(c));
     await writeFileAtomic(path.join(runDir, 'subset-manifest.json'), JSON.stringify(data.manifest, null, 2) + '\n');
   }
@@ -177,7 +244,7 @@ export async function train(config: TrainConfig, opts: TrainOptions = {}): Promi
     step: 0, totalSteps, epoch: 0, data: batches.state(), bestScore: null, bestStep: null, badStepsInRow: 0, badStepsTotal: 0, elapsedSeconds: 0,
   };
   if (prior !== null) {
-    state = prior.state;
+    state = { ...prior.state, totalSteps };
     const headTensors = Object.fromEntries([...prior.head].map(([k, t]) => [k, tf.tensor(t.data, t.shape)]));
     head.assignWeights(headTensors);
     tf.dispose(Object.values(headTensors)); // the head's variables are then the sole owners (AdamW updates in place)
@@ -196,7 +263,11 @@ export async function train(config: TrainConfig, opts: TrainOptions = {}): Promi
     }
     optimizer.step = prior.optimizerStep;
     batches = new TwoViewBatchIterator(batchOpts, state.data as BatchIteratorState);
-    await truncateMetrics(path.join(runDir, METRICS_FILE), state.step);
+    await keepMetricsThrough(path.join(runDir, METRICS_FILE), state.step);
+    if (changed.length > 0) {
+      await writeFileAtomic(path.join(runDir, CONFIG_FILE), configToYaml(c));
+      log(`resume changes ${changed.map((d) => `${d.key} ${d.from} -> ${d.to}`).join(', ')} (saved in ${path.join(runDir, CONFIG_FILE)})`);
+    }
     log(`resuming ${runDir} at step ${state.step}/${totalSteps}`);
   }
   log(`training on ${data.sentences.length} sentences, ${batches.stepsPerEpoch} steps/epoch, ${totalSteps} steps, ` +
@@ -208,6 +279,12 @@ export async function train(config: TrainConfig, opts: TrainOptions = {}): Promi
 
   const encode = (s: string[]) => embed(model, tokenizer, s, { batchSize: c.train.evalBatchSize, pooler: 'cls_before_pooler' });
   const metricsFile = await fs.open(path.join(runDir, METRICS_FILE), 'a');
+  /** Appends one line in one write (a kill can tear only the last line, which a resume drops). */
+  const appendMetrics = async (entry: object): Promise<void> => {
+    const text = JSON.stringify(entry) + '\n';
+    faultPoint('metrics:torn-line', () => writeSync(metricsFile.fd, text.slice(0, Math.ceil(text.length / 2))));
+    await metricsFile.write(text);
+  };
   const progress = createProgress({ label: 'train', total: totalSteps, unit: 'step', silent: opts.quiet });
   if (state.step > 0) progress.tick(state.step);
   const step = new TrainStep(model, head, optimizer, c.objective);
@@ -222,7 +299,7 @@ export async function train(config: TrainConfig, opts: TrainOptions = {}): Promi
       state.bestStep = state.step;
     }
     state.elapsedSeconds = (Date.now() - startedAt) / 1000;
-    await metricsFile.write(JSON.stringify({ step: state.step, epoch: state.epoch, stsbDev: score, best: better }) + '\n');
+    await appendMetrics({ step: state.step, epoch: state.epoch, stsbDev: score, best: better });
     await saveCheckpoint({ runDir, model, tokenizer, head, optimizer, state: { ...state, data: batches.state() }, links: better ? ['last', 'best'] : ['last'] });
     if (opts.quiet !== true) log(`\nstep ${state.step}: STS-B dev ${score.toFixed(2)}${better ? ' (best)' : ` (best ${state.bestScore!.toFixed(2)} at step ${state.bestStep})`}`);
   };
@@ -249,7 +326,7 @@ export async function train(config: TrainConfig, opts: TrainOptions = {}): Promi
       const sps = (batch.sentences.length * 1000) / Math.max(1, Date.now() - t0);
       const line: MetricsLine = { step: state.step, epoch: batch.epoch, loss, infoNCE, ami, lr, gradNorm, sentencesPerSecond: sps };
       if (!finite) line.skipped = true;
-      if (state.step % c.train.logSteps === 0 || !finite) await metricsFile.write(JSON.stringify(line) + '\n');
+      if (state.step % c.train.logSteps === 0 || !finite) await appendMetrics(line);
       opts.onStep?.(line);
       progress.tick(1, { loss, infoNCE, ...(ami === null ? {} : { ami }), lr, 'sent/s': Math.round(sps) });
       if (state.badStepsInRow >= c.train.maxBadSteps) {
@@ -288,10 +365,29 @@ export async function train(config: TrainConfig, opts: TrainOptions = {}): Promi
   }
 }
 
-/** Drops metrics lines past `step` (they belong to steps the resumed run will redo). */
-async function truncateMetrics(file: string, step: number): Promise<void> {
-  const text = await fs.readFile(file, 'utf8').catch(() => '');
-  const keep = text.split('\n').filter((l) => l.trim() !== '' && (JSON.parse(l) as { step: number }).step <= step);
+/**
+ * Keeps the metrics lines of steps <= `step` (later ones belong to steps the resumed run redoes) and drops a torn
+ * last line (no newline: the process was killed while writing it). Rewritten atomically. A line that is complete
+ * but not JSON with a step is a UserError naming the file and line.
+ */
+async function keepMetricsThrough(file: string, step: number): Promise<void> {
+  const text = await fs.readFile(file, 'utf8').catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'ENOENT') return '';
+    throw err;
+  });
+  const lines = text.split('\n').slice(0, -1); // the part after the last newline is empty or torn
+  const keep = lines.filter((l, i) => {
+    if (l.trim() === '') return false;
+    let entry: unknown;
+    try {
+      entry = JSON.parse(l);
+    } catch (err) {
+      throw new UserError(`${file}:${i + 1}: not a JSON line (${(err as Error).message})`);
+    }
+    const s = (entry as { step?: unknown } | null)?.step;
+    if (typeof s !== 'number') throw new UserError(`${file}:${i + 1}: no "step" number`);
+    return s <= step;
+  });
   await writeFileAtomic(file, keep.map((l) => l + '\n').join(''));
 }
 

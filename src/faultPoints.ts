@@ -1,0 +1,46 @@
+/**
+ * Named moments at which a test may kill this process, to check that every kill leaves state a rerun can recover.
+ * `MICSE_FAULT_AT=NAME` or `NAME:N` makes the N-th (default first) call of `faultPoint(NAME)` SIGKILL the process
+ * on the spot: no `finally`, no exit handler, as a power cut or `kill -9` would. Without the variable a fault point
+ * is one comparison.
+ */
+
+/** The fault points the code defines, in the order a checkpoint write passes them. */
+export const FAULT_POINTS = [
+  'checkpoint:dir-created', // the temporary checkpoint folder exists, empty
+  'checkpoint:model-written', // ... with config.json and model.safetensors
+  'checkpoint:head-written', // ... and tokenizer files and mlp_head.safetensors
+  'checkpoint:optimizer-written', // ... and optimizer.safetensors; trainer_state.json not yet
+  'checkpoint:before-rename', // the temporary folder is complete
+  'checkpoint:after-rename', // checkpoints/step-N exists; no link points to it yet
+  'link:before-rename', // the new symlink exists under its temporary name
+  'checkpoint:between-links', // `last` moved, `best` not yet
+  'checkpoint:before-prune', // both links moved, old checkpoints not yet removed
+  'metrics:torn-line', // half a metrics.jsonl line written
+  'export:staged', // the export is complete in its staging folder, not yet published
+  'export:moved-aside', // `export --force`: the previous output renamed aside, the new one not yet in place
+] as const;
+export type FaultPoint = (typeof FAULT_POINTS)[number];
+
+export const FAULT_ENV = 'MICSE_FAULT_AT';
+
+function parseTarget(spec: string | undefined): { name: string; hit: number } | null {
+  if (spec === undefined || spec === '') return null;
+  const m = /^(.*?)(?::(\d+))?$/.exec(spec)!;
+  return { name: m[1]!, hit: m[2] === undefined ? 1 : Number(m[2]) };
+}
+
+const target = parseTarget(process.env[FAULT_ENV]);
+let hits = 0;
+
+/**
+ * Kills this process with SIGKILL when `MICSE_FAULT_AT` names `name` and this is its N-th call. `beforeKill` runs
+ * first, synchronously, to leave a partial write behind (a torn line).
+ */
+export function faultPoint(name: FaultPoint, beforeKill?: () => void): void {
+  if (target === null || target.name !== name) return;
+  hits += 1;
+  if (hits !== target.hit) return;
+  beforeKill?.();
+  process.kill(process.pid, 'SIGKILL');
+}
