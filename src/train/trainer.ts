@@ -13,7 +13,7 @@ import { formatStsTable, stsReportJson } from '../../eval/report.js';
 import { MIN_BATCH_SENTENCES, sentencesLeftOut, TwoViewBatchIterator, type BatchIteratorState, type TwoViewBatch } from '../data/batches.js';
 import { loadTrainingSentences } from '../data/subset.js';
 import { BertTokenizer } from '../data/tokenizer.js';
-import { UserError } from '../errors.js';
+import { environmentError, UserError } from '../errors.js';
 import { faultPoint } from '../faultPoints.js';
 import { exists, PidLock, writeFileAtomic } from '../fsutil.js';
 import { MlpHead } from '../losses/mlpHead.js';
@@ -283,7 +283,7 @@ async function trainLocked(config: TrainConfig, opts: TrainOptions, lock: PidLoc
   const appendMetrics = async (entry: object): Promise<void> => {
     const text = JSON.stringify(entry) + '\n';
     faultPoint('metrics:torn-line', () => writeSync(metricsFile.fd, text.slice(0, Math.ceil(text.length / 2))));
-    await metricsFile.write(text);
+    await metricsFile.write(text).catch((err: unknown) => { throw environmentError(err, path.join(runDir, METRICS_FILE), 'write') ?? err; });
   };
   const progress = createProgress({ label: 'train', total: totalSteps, unit: 'step', silent: opts.quiet });
   if (state.step > 0) progress.tick(state.step);
