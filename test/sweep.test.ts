@@ -8,22 +8,23 @@ import assert from 'node:assert/strict';
 import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, promises as fs } from 'node:fs';
 import net from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { loadSweep } from '../src/sweep/grid.js';
 import { ATTEMPTS_FILE, DONE_FILE, ERROR_FILE, readAttempts } from '../src/sweep/point.js';
 import { meanStd } from '../src/sweep/report.js';
-import { ROOT, shared, SKIP_NO_SHARED } from './helpers.js';
+import { ROOT, shared, SKIP_NO_SHARED, testTempDir } from './helpers.js';
 
 const run = promisify(execFile);
 const CLI = path.join(ROOT, 'bin', 'micse.js');
 const TINY = path.join(ROOT, 'configs', 'sweeps', 'tiny.yaml');
 const TASKS = [['STS12', 'STS12'], ['STS13', 'STS13'], ['STS14', 'STS14'], ['STS15', 'STS15'], ['STS16', 'STS16'], ['STSBenchmark', 'STS-B'], ['SICKRelatedness', 'SICK-R']] as const;
 
+const TMP = testTempDir('sweep');
+
 async function tmp(prefix: string): Promise<string> {
-  return fs.mkdtemp(path.join(os.tmpdir(), `micse-sweep-${prefix}-`));
+  return fs.mkdtemp(path.join(TMP, `${prefix}-`));
 }
 
 async function cli(args: string[], timeout = 300_000): Promise<{ code: number; stdout: string; stderr: string; ms: number }> {

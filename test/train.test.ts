@@ -5,7 +5,6 @@
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
 import { promises as fs } from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
@@ -21,13 +20,15 @@ import { decays } from '../src/train/adamw.js';
 import { selectBackendAndModel, train, type MetricsLine } from '../src/train/trainer.js';
 import { explainAbort, WASM_HEAP_BYTES, wasmStepBytes } from '../src/train/step.js';
 import { UserError } from '../src/errors.js';
-import { ROOT, shared, SKIP_NO_SHARED } from './helpers.js';
+import { ROOT, shared, SKIP_NO_SHARED, testTempDir } from './helpers.js';
 
 const run = promisify(execFile);
 const CLI = path.join(ROOT, 'bin', 'micse.js');
 
+const TMP = testTempDir('train');
+
 async function tmp(prefix: string): Promise<string> {
-  return fs.mkdtemp(path.join(os.tmpdir(), `micse-${prefix}-`));
+  return fs.mkdtemp(path.join(TMP, `${prefix}-`));
 }
 
 /** A very small random-init run on the shared data (cpu backend: bitwise reproducible). */
