@@ -27,7 +27,7 @@ import { AdamW, learningRateAt } from './adamw.js';
 import { readTrainingState, saveCheckpoint, type TrainerState } from './checkpoint.js';
 import { selectTrainingBackend, TrainStep, trainableParams, wasmHeapShortfall } from './step.js';
 import { configToYaml, loadConfig, type TrainConfig } from './config.js';
-import { lineChartSpec, renderSvg, type Point } from './plots.js';
+import { lineChartSpec, lossChartSpec, renderSvg, type Point } from './plots.js';
 
 export const CONFIG_FILE = 'config.yaml';
 export const METRICS_FILE = 'metrics.jsonl';
@@ -254,7 +254,7 @@ export async function train(config: TrainConfig, opts: TrainOptions = {}): Promi
   }
   await writeFileAtomic(path.join(runDir, SUMMARY_FILE), JSON.stringify({ ...result, final: undefined, finalAvg: result.final?.average ?? null,
     totalSteps, elapsedSeconds: (Date.now() - startedAt) / 1000, backend: selection.name }, null, 2) + '\n');
-  await writeCurves(runDir);
+  await writeCurves(runDir, Math.min(c.train.batchSize, data.sentences.length));
   log(`done: ${state.step} steps; best STS-B dev ${state.bestScore?.toFixed(2) ?? '-'} at step ${state.bestStep ?? '-'}` +
     `${state.badStepsTotal > 0 ? `; ${state.badStepsTotal} non-finite steps skipped` : ''}; run in ${runDir}`);
   head.dispose();
@@ -274,8 +274,8 @@ async function truncateMetrics(file: string, step: number): Promise<void> {
   await writeFileAtomic(file, keep.map((l) => l + '\n').join(''));
 }
 
-/** Reads metrics.jsonl and writes loss.svg and stsb-dev.svg. */
-export async function writeCurves(runDir: string): Promise<string[]> {
+/** Reads metrics.jsonl and writes loss.svg (with the chance line ln(batchSize)) and stsb-dev.svg. */
+export async function writeCurves(runDir: string, batchSize: number): Promise<string[]> {
   const text = await fs.readFile(path.join(runDir, METRICS_FILE), 'utf8');
   const lossPts: Point[] = [];
   const devPts: Point[] = [];
@@ -293,7 +293,7 @@ export async function writeCurves(runDir: string): Promise<string[]> {
     await writeFileAtomic(path.join(runDir, name), svg);
     files.push(name);
   };
-  await write('loss.svg', await renderSvg(lineChartSpec('Training loss', 'loss', lossPts)));
+  await write('loss.svg', await renderSvg(lossChartSpec(lossPts, batchSize)));
   await write('stsb-dev.svg', await renderSvg(lineChartSpec('STS-B dev Spearman', 'Spearman x 100', devPts)));
   return files;
 }
