@@ -316,6 +316,34 @@ describe('resume', { skip: SKIP_NO_SHARED }, () => {
   });
 });
 
+describe('STS-B dev at step 0', { skip: SKIP_NO_SHARED }, () => {
+  it('is scored before any update, never selected, and a resumed run neither repeats nor drops it', async () => {
+    const dir = await tmp('step0');
+    // A learning rate that drives this micro model's STS-B dev below its starting value, so that selecting step 0
+    // would change best/.
+    const config = (output: string) => microConfig(output, { train: { maxSteps: 8, evalSteps: 4 }, optim: { learningRate: 1e-2 } });
+    const full = path.join(dir, 'full');
+    const result = await train(config(full), { quiet: true, log: () => undefined });
+    const read = async (run: string) => (await fs.readFile(path.join(run, 'metrics.jsonl'), 'utf8')).trim().split('\n')
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    const lines = await read(full);
+    const dev = lines.filter((l) => l['stsbDev'] !== undefined);
+    assert.deepEqual(dev.map((l) => l['step']), [0, 4, 8]);
+    assert.deepEqual(lines[0], { step: 0, epoch: 0, stsbDev: dev[0]!['stsbDev'], best: false }, 'the first line, before step 1');
+    const [start, ...trained] = dev.map((l) => l['stsbDev'] as number);
+    assert.ok(start! > Math.max(...trained), `precondition: step 0 (${start}) scores above every trained step (${trained.join(', ')})`);
+    assert.equal(result.bestScore, Math.max(...trained));
+    assert.notEqual(result.bestStep, 0);
+    assert.match(await fs.readlink(path.join(full, 'best')), new RegExp(`step-0*${result.bestStep}$`));
+
+    const resumed = path.join(dir, 'resumed');
+    await train(config(resumed), { quiet: true, log: () => undefined, stopAfter: 4 });
+    await train(config(resumed), { resume: true, quiet: true, log: () => undefined });
+    const strip = (ls: Record<string, unknown>[]) => ls.map(({ sentencesPerSecond: _, ...rest }) => rest);
+    assert.deepEqual(strip(await read(resumed)), strip(lines), 'one step-0 line; the resumed metrics equal the uninterrupted ones');
+  });
+});
+
 describe('resume from a checkpoint of an earlier layout', { skip: SKIP_NO_SHARED }, () => {
   it('moments saved with query, key and value apart (before they were packed) resume to the uninterrupted run bitwise', async () => {
     const dir = await tmp('qkv-compat');

@@ -207,6 +207,14 @@ export async function train(config: TrainConfig, opts: TrainOptions = {}): Promi
   };
 
   try {
+    // STS-B dev before any update, so the curve shows where training started. It is not a selection candidate (as in
+    // the HF Trainer, which never selects step 0): best/ is always a trained checkpoint, and no checkpoint is written
+    // here. A resumed run starts past step 0 and keeps this line from metrics.jsonl.
+    if (!resuming) {
+      const score = await stsbDevSpearman(encode, stsbDev, { batchSize: c.train.evalBatchSize });
+      await metricsFile.write(JSON.stringify({ step: 0, epoch: 0, stsbDev: score, best: false }) + '\n');
+      if (opts.quiet !== true) log(`step 0: STS-B dev ${score.toFixed(2)} (before training; not a best-checkpoint candidate)`);
+    }
     while (state.step < totalSteps) {
       if (opts.stopAfter !== undefined && stepsThisProcess >= opts.stopAfter) return summaryOf();
       const batch: TwoViewBatch = batches.next().value;
