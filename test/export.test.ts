@@ -7,7 +7,6 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { promises as fs } from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
@@ -24,7 +23,7 @@ import { tf } from '../src/model/tf.js';
 import { bertWeightTable } from '../src/model/weights.js';
 import { defaultConfig, mergeConfig } from '../src/train/config.js';
 import { train } from '../src/train/trainer.js';
-import { ROOT, shared, SKIP_NO_SHARED } from './helpers.js';
+import { ROOT, shared, SKIP_NO_SHARED, testTempDir } from './helpers.js';
 
 const run = promisify(execFile);
 const CLI = path.join(ROOT, 'bin', 'micse.js');
@@ -36,7 +35,7 @@ const SENTENCES = [
 const INT8_MAX_ABS = 5e-3;
 const INT8_MIN_COSINE = 0.999;
 
-let tmpRoot = '';
+const tmpRoot = testTempDir('export');
 let runDir = '';
 let all = ''; // default export of runDir: hf/, sentence-transformers/, onnx/, tfjs/
 let reference: number[][] = []; // embed() of SENTENCES on runDir/best
@@ -98,7 +97,6 @@ async function cli(args: string[]): Promise<{ code: number; stdout: string; stde
 describe('export', { skip: SKIP_NO_SHARED }, () => {
   before(async () => {
     await selectBackend('wasm');
-    tmpRoot = await fs.mkdtemp(path.join(os.tmpdir(), 'micse-export-'));
     runDir = path.join(tmpRoot, 'run');
     const config = mergeConfig(defaultConfig(), {
       model: { init: shared('hf-reference', 'tiny-h32-l4') },

@@ -4,8 +4,10 @@
  * adapter exists here; seeded test values and the element-wise comparison the backend tests use.
  */
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
+import { after } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { selectBackend } from '../src/model/backend.js';
 import { tf } from '../src/model/tf.js';
@@ -22,6 +24,16 @@ export const SKIP_NO_SHARED: string | false = HAS_SHARED
 
 export function shared(...parts: string[]): string {
   return path.join(SHARED_DATA, ...parts);
+}
+
+/**
+ * A fresh `micse-<name>-*` directory under the system temp folder, removed with everything in it when the calling
+ * test file's tests end. Call it at a test file's top level; tests make their own folders inside it.
+ */
+export function testTempDir(name: string): string {
+  const dir = mkdtempSync(path.join(os.tmpdir(), `micse-${name}-`));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
 }
 
 /**

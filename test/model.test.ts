@@ -5,7 +5,6 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { promises as fs, readFileSync } from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
@@ -17,7 +16,9 @@ import { resolveModelDir } from '../src/model/hub.js';
 import { loadPretrained, type Pretrained } from '../src/model/pretrained.js';
 import { parseSafetensors, serializeSafetensors } from '../src/model/safetensors.js';
 import { tf } from '../src/model/tf.js';
-import { ROOT, shared, SKIP_NO_SHARED } from './helpers.js';
+import { ROOT, shared, SKIP_NO_SHARED, testTempDir } from './helpers.js';
+
+const TMP = testTempDir('model');
 
 const run = promisify(execFile);
 const CHECKPOINTS = ['tiny-h32-l4', 'tiny-h64-l2-pretraining'];
@@ -192,7 +193,7 @@ describe('checkpoint files', () => {
 describe('bad checkpoints fail with one line naming the file, and write nothing', { skip: SKIP_NO_SHARED }, () => {
   const src = () => shared('hf-reference', 'tiny-h32-l4');
   async function brokenCopy(mutate: (dir: string) => Promise<void>): Promise<string> {
-    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'micse-bad-'));
+    const dir = await fs.mkdtemp(path.join(TMP, 'bad-'));
     for (const f of ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json', 'vocab.txt']) {
       await fs.copyFile(path.join(src(), f), path.join(dir, f));
     }
@@ -256,7 +257,7 @@ describe('bad checkpoints fail with one line naming the file, and write nothing'
 
 describe('model names and the Hugging Face cache', { skip: SKIP_NO_SHARED }, () => {
   it('a name resolves to its cached snapshot (refs/main -> snapshots/<commit>)', async () => {
-    const cache = await fs.mkdtemp(path.join(os.tmpdir(), 'micse-hub-'));
+    const cache = await fs.mkdtemp(path.join(TMP, 'hub-'));
     const snap = path.join(cache, 'models--org--tiny-bert', 'snapshots', 'abc123');
     await fs.mkdir(snap, { recursive: true });
     await fs.mkdir(path.join(cache, 'models--org--tiny-bert', 'refs'));
@@ -271,7 +272,7 @@ describe('model names and the Hugging Face cache', { skip: SKIP_NO_SHARED }, () 
   });
 
   it('offline, a name that is not cached fails saying where to put the files', async () => {
-    const cache = await fs.mkdtemp(path.join(os.tmpdir(), 'micse-hub-'));
+    const cache = await fs.mkdtemp(path.join(TMP, 'hub-'));
     await assert.rejects(resolveModelDir('bert-base-uncased', { cacheDir: cache, offline: true }),
       (err: Error) => err.message.includes(path.join(cache, 'models--bert-base-uncased', 'snapshots', 'main')) && /config\.json/.test(err.message));
   });

@@ -8,7 +8,6 @@ import assert from 'node:assert/strict';
 import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, promises as fs } from 'node:fs';
 import net from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
@@ -20,23 +19,17 @@ import { enqueueSweep, queueStatus } from '../src/sweep/queue.js';
 import { ATTEMPTS_FILE, DONE_FILE, ERROR_FILE, pointDir, readAttempts, writeSweepFiles } from '../src/sweep/point.js';
 import { checkRedis, DEFAULT_CONNECT_TIMEOUT_MS } from '../src/sweep/redis.js';
 import { curvePoints, meanStd, REPORT_CSV, REPORT_MD, sweepCurveSpec, writeSweepReport } from '../src/sweep/report.js';
-import { HAS_SHARED, ROOT, shared, SKIP_NO_SHARED } from './helpers.js';
+import { HAS_SHARED, ROOT, shared, SKIP_NO_SHARED, testTempDir } from './helpers.js';
 
 const run = promisify(execFile);
 const CLI = path.join(ROOT, 'bin', 'micse.js');
 const TINY = path.join(ROOT, 'configs', 'sweeps', 'tiny.yaml');
 const TASKS = [['STS12', 'STS12'], ['STS13', 'STS13'], ['STS14', 'STS14'], ['STS15', 'STS15'], ['STS16', 'STS16'], ['STSBenchmark', 'STS-B'], ['SICKRelatedness', 'SICK-R']] as const;
 
-/** Temporary directories of this file, removed when it ends. */
-const temps: string[] = [];
-after(async () => {
-  for (const d of temps) await fs.rm(d, { recursive: true, force: true });
-});
+const TMP = testTempDir('sweep');
 
 async function tmp(prefix: string): Promise<string> {
-  const dir = await fs.mkdtemp(path.join(os.tmpdir(), `micse-sweep-${prefix}-`));
-  temps.push(dir);
-  return dir;
+  return fs.mkdtemp(path.join(TMP, `${prefix}-`));
 }
 
 async function cli(args: string[], timeout = 300_000, opts: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): Promise<{ code: number; stdout: string; stderr: string; ms: number }> {

@@ -4,11 +4,12 @@
  */
 import assert from 'node:assert/strict';
 import { promises as fs } from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { before, describe, it } from 'node:test';
 import { BertTokenizer } from '../src/data/tokenizer.js';
-import { shared, SKIP_NO_SHARED } from './helpers.js';
+import { shared, SKIP_NO_SHARED, testTempDir } from './helpers.js';
+
+const TMP = testTempDir('tokenizer');
 
 const HARD = [
   'café déjà vu', 'Ångström naïve résumé ÉCOLE', 'e\u0301tude (combining accent)', 'Hello, World!!', "don't stop-believing...",
@@ -61,7 +62,7 @@ describe('BERT tokenizer', { skip: SKIP_NO_SHARED }, () => {
   });
 
   it('do_lower_case false in tokenizer_config.json keeps case on the vocab.txt path', async () => {
-    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'micse-tok-'));
+    const dir = await fs.mkdtemp(path.join(TMP, 'tok-'));
     await fs.copyFile(shared('bert-base-uncased', 'vocab.txt'), path.join(dir, 'vocab.txt'));
     await fs.writeFile(path.join(dir, 'tokenizer_config.json'), JSON.stringify({ do_lower_case: false }));
     const cased = await BertTokenizer.fromDir(dir);
@@ -70,7 +71,7 @@ describe('BERT tokenizer', { skip: SKIP_NO_SHARED }, () => {
   });
 
   it('a directory with neither file is a clear error', async () => {
-    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'micse-tok-'));
+    const dir = await fs.mkdtemp(path.join(TMP, 'tok-'));
     await assert.rejects(BertTokenizer.fromDir(dir), /no tokenizer\.json or vocab\.txt/);
   });
 });

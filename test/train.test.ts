@@ -5,10 +5,10 @@
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
 import { promises as fs } from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
+import YAML from 'yaml';
 import { selectBackend } from '../src/model/backend.js';
 import { qkvPart, unpackQkv } from '../src/model/bert.js';
 import { loadPretrained } from '../src/model/pretrained.js';
@@ -21,13 +21,15 @@ import { decays } from '../src/train/adamw.js';
 import { selectBackendAndModel, train, type MetricsLine } from '../src/train/trainer.js';
 import { explainAbort, WASM_HEAP_BYTES, wasmStepBytes } from '../src/train/step.js';
 import { UserError } from '../src/errors.js';
-import { ROOT, shared, SKIP_NO_SHARED } from './helpers.js';
+import { ROOT, shared, SKIP_NO_SHARED, testTempDir } from './helpers.js';
 
 const run = promisify(execFile);
 const CLI = path.join(ROOT, 'bin', 'micse.js');
 
+const TMP = testTempDir('train');
+
 async function tmp(prefix: string): Promise<string> {
-  return fs.mkdtemp(path.join(os.tmpdir(), `micse-${prefix}-`));
+  return fs.mkdtemp(path.join(TMP, `${prefix}-`));
 }
 
 /** A very small random-init run on the shared data (cpu backend: bitwise reproducible). */
@@ -84,6 +86,14 @@ describe('config validation', () => {
     for (const f of ['configs/micse-bert-base.yaml', 'configs/simcse-bert-base.yaml', 'configs/tiny.yaml']) {
       const { config } = await loadConfig(path.join(ROOT, f));
       assert.equal(config.objective.temperature, 0.05, f);
+    }
+  });
+
+  it('configs/tiny.yaml sets only keys whose values differ from the schema defaults', async () => {
+    const raw = YAML.parse(await fs.readFile(path.join(ROOT, 'configs', 'tiny.yaml'), 'utf8')) as Record<string, Record<string, unknown>>;
+    const defaults = defaultConfig() as unknown as Record<string, Record<string, unknown>>;
+    for (const [sec, keys] of Object.entries(raw)) {
+      for (const [k, v] of Object.entries(keys)) assert.notDeepEqual(v, defaults[sec]![k], `${sec}.${k} repeats its default`);
     }
   });
 
@@ -257,7 +267,8 @@ describe('optimisation', { skip: SKIP_NO_SHARED }, () => {
     // A temperature this small turns every logit into +-Infinity, so the loss is NaN from the first step.
     const config = microConfig(out, { objective: { temperature: 1e-45 }, train: { maxBadSteps: 3, maxSteps: 10 } });
     await assert.rejects(train(config, { quiet: true, log: () => undefined }), /3 steps in a row had a non-finite loss/);
-    const lines = (await fs.readFile(path.join(out, 'metrics.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as { skipped?: boolean });
+    const lines = (await fs.readFile(path.join(out, 'metrics.jsonl'), 'utf8')).trim().split('\n')
+      .map((l) => JSON.parse(l) as { skipped?: boolean; stsbDev?: number }).filter((l) => l.stsbDev === undefined);
     assert.equal(lines.length, 3);
     assert.ok(lines.every((l) => l.skipped === true));
   });
@@ -312,6 +323,34 @@ describe('resume', { skip: SKIP_NO_SHARED }, () => {
     const metricsA = (await fs.readFile(path.join(full, 'metrics.jsonl'), 'utf8')).split('\n').map((l) => l.replace(/"sentencesPerSecond":[^,}]*/, ''));
     const metricsB = (await fs.readFile(path.join(killed, 'metrics.jsonl'), 'utf8')).split('\n').map((l) => l.replace(/"sentencesPerSecond":[^,}]*/, ''));
     assert.deepEqual(metricsB, metricsA, 'the resumed metrics.jsonl equals the uninterrupted one');
+  });
+});
+
+describe('STS-B dev at step 0', { skip: SKIP_NO_SHARED }, () => {
+  it('is scored before any update, never selected, and a resumed run neither repeats nor drops it', async () => {
+    const dir = await tmp('step0');
+    // A learning rate that drives this micro model's STS-B dev below its starting value, so that selecting step 0
+    // would change best/.
+    const config = (output: string) => microConfig(output, { train: { maxSteps: 8, evalSteps: 4 }, optim: { learningRate: 1e-2 } });
+    const full = path.join(dir, 'full');
+    const result = await train(config(full), { quiet: true, log: () => undefined });
+    const read = async (run: string) => (await fs.readFile(path.join(run, 'metrics.jsonl'), 'utf8')).trim().split('\n')
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    const lines = await read(full);
+    const dev = lines.filter((l) => l['stsbDev'] !== undefined);
+    assert.deepEqual(dev.map((l) => l['step']), [0, 4, 8]);
+    assert.deepEqual(lines[0], { step: 0, epoch: 0, stsbDev: dev[0]!['stsbDev'], best: false }, 'the first line, before step 1');
+    const [start, ...trained] = dev.map((l) => l['stsbDev'] as number);
+    assert.ok(start! > Math.max(...trained), `precondition: step 0 (${start}) scores above every trained step (${trained.join(', ')})`);
+    assert.equal(result.bestScore, Math.max(...trained));
+    assert.notEqual(result.bestStep, 0);
+    assert.match(await fs.readlink(path.join(full, 'best')), new RegExp(`step-0*${result.bestStep}$`));
+
+    const resumed = path.join(dir, 'resumed');
+    await train(config(resumed), { quiet: true, log: () => undefined, stopAfter: 4 });
+    await train(config(resumed), { resume: true, quiet: true, log: () => undefined });
+    const strip = (ls: Record<string, unknown>[]) => ls.map(({ sentencesPerSecond: _, ...rest }) => rest);
+    assert.deepEqual(strip(await read(resumed)), strip(lines), 'one step-0 line; the resumed metrics equal the uninterrupted ones');
   });
 });
 
@@ -371,19 +410,22 @@ describe('resume input errors', { skip: SKIP_NO_SHARED }, () => {
 });
 
 describe('tiny config end to end', { skip: SKIP_NO_SHARED }, () => {
-  it('npx micse train --config configs/tiny.yaml: loss falls, STS-B dev twice or more, best checkpoint usable', async () => {
+  it('npx micse train --config configs/tiny.yaml: InfoNCE ends well below ln(batch) (no collapse), STS-B dev from step 0, best checkpoint usable', async () => {
     const out = path.join(await tmp('tiny'), 'run');
     const r = await cli(['train', '--config', 'configs/tiny.yaml', '--set', `train.output=${out}`, '--set', 'train.finalEval=false', '--quiet']);
     assert.equal(r.code, 0, r.stderr);
     const lines = (await fs.readFile(path.join(out, 'metrics.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as Record<string, number>);
-    const losses = lines.filter((l) => l['loss'] !== undefined).map((l) => l['loss']!);
+    const infoNCE = lines.filter((l) => l['infoNCE'] !== undefined).map((l) => l['infoNCE']!);
     const k = 8;
-    const head = losses.slice(0, k).reduce((a, b) => a + b) / k;
-    const tail = losses.slice(-k).reduce((a, b) => a + b) / k;
-    assert.ok(tail < head, `loss falls: first ${k} mean ${head}, last ${k} mean ${tail}`);
-    assert.ok(lines.filter((l) => l['stsbDev'] !== undefined).length >= 2, 'STS-B dev evaluated at least twice');
+    const tail = infoNCE.slice(-k).reduce((a, b) => a + b) / k;
+    // A collapsed encoder (every sentence the same vector) sits at ln(32) = 3.47; this config ends near 1.9.
+    assert.ok(tail < Math.log(32) - 0.7, `InfoNCE of the last ${k} steps ${tail.toFixed(3)} is not clearly below ln(32) = ${Math.log(32).toFixed(3)}: collapsed`);
+    const dev = lines.filter((l) => l['stsbDev'] !== undefined);
+    assert.deepEqual(dev.map((l) => l['step']), [0, 16, 32, 48, 64], 'STS-B dev at step 0 and every 16 steps');
+    const summary = JSON.parse(await fs.readFile(path.join(out, 'summary.json'), 'utf8')) as { bestStep: number };
+    assert.notEqual(summary.bestStep, 0, 'step 0 is not a selection candidate');
     for (const f of ['loss.svg', 'stsb-dev.svg', 'config.yaml', 'summary.json']) await fs.access(path.join(out, f));
-    assert.match(await fs.readFile(path.join(out, 'loss.svg'), 'utf8'), /^<svg/);
+    assert.match(await fs.readFile(path.join(out, 'loss.svg'), 'utf8'), /chance: ln\(32\) = 3\.47/);
     // The best checkpoint works with loadPretrained and with `micse embed` (run directory resolves to best/).
     const best = await loadPretrained(path.join(out, 'best'));
     const vec = await embed(best.model, best.tokenizer, ['a man is playing a guitar .']);

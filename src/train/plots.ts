@@ -41,3 +41,62 @@ export function lineChartSpec(title: string, yTitle: string, points: Point[]): T
     },
   };
 }
+
+/** One panel of a vertically concatenated chart, and one layer of a layered panel. */
+type Panel = Extract<TopLevelSpec, { vconcat: unknown }>['vconcat'][number];
+type Layer = Extract<Panel, { layer: unknown }>['layer'][number];
+
+/** The series of loss.svg's upper panel, in drawing order, with their strokes: `loss` wide and solid under
+ * `InfoNCE` narrow and dashed (with a small lambda the two nearly coincide, and each stays visible). */
+const LOSS_SERIES = [
+  { series: 'loss', color: '#4c78a8', dash: [1, 0], width: 3 },
+  { series: 'InfoNCE', color: '#f58518', dash: [6, 4], width: 1.5 },
+];
+const AMI_SERIES = 'AMI';
+
+/** The InfoNCE value of a batch of `batchSize` sentences whose embeddings are all equal: ln(batchSize). */
+export function chanceInfoNCE(batchSize: number): number {
+  return Math.log(batchSize);
+}
+
+/**
+ * loss.svg: `loss` and `InfoNCE` against step with the chance line ln(batch) (the InfoNCE of a collapsed encoder,
+ * every sentence the same vector), and the AMI term, on its own scale, in a second panel when there is one.
+ */
+export function lossChartSpec(points: Point[], batchSize: number): TopLevelSpec {
+  const chance = chanceInfoNCE(batchSize);
+  const x = { field: 'step', type: 'quantitative', title: 'step' } as const;
+  const y = { field: 'value', type: 'quantitative', title: 'loss', scale: { zero: false } } as const;
+  const domain = LOSS_SERIES.map((s) => s.series);
+  const lines: Layer[] = LOSS_SERIES.map((s) => ({
+    data: { values: points.filter((p) => p.series === s.series) },
+    mark: { type: 'line', strokeWidth: s.width, strokeDash: s.dash },
+    encoding: {
+      x, y,
+      color: { field: 'series', type: 'nominal', title: null, scale: { domain, range: LOSS_SERIES.map((t) => t.color) } },
+      strokeDash: { field: 'series', type: 'nominal', title: null, scale: { domain, range: LOSS_SERIES.map((t) => t.dash) } },
+    },
+  }));
+  const lossPanel: Panel = {
+    width: CHART_WIDTH,
+    height: 280,
+    layer: [
+      ...lines,
+      { data: { values: [{ value: chance }] }, mark: { type: 'rule', color: 'gray', strokeDash: [2, 2] }, encoding: { y } },
+      {
+        data: { values: [{ value: chance, label: `chance: ln(${batchSize}) = ${chance.toFixed(2)}` }] },
+        mark: { type: 'text', color: 'gray', align: 'right', baseline: 'bottom', dy: -2 },
+        encoding: { x: { value: CHART_WIDTH }, y, text: { field: 'label' } },
+      },
+    ],
+  };
+  const ami = points.filter((p) => p.series === AMI_SERIES);
+  const amiPanel: Panel = {
+    width: CHART_WIDTH,
+    height: 140,
+    data: { values: ami },
+    mark: { type: 'line', color: '#54a24b' },
+    encoding: { x, y: { field: 'value', type: 'quantitative', title: 'AMI', scale: { zero: false } } },
+  };
+  return { $schema: VEGA_LITE_SCHEMA, title: 'Training loss', vconcat: ami.length > 0 ? [lossPanel, amiPanel] : [lossPanel] };
+}

@@ -28,7 +28,7 @@ import { AdamW, learningRateAt } from './adamw.js';
 import { clearUnpublishedRun, readTrainingState, recoverRunDir, saveCheckpoint, type TrainerState } from './checkpoint.js';
 import { selectTrainingBackend, TrainStep, trainableParams, wasmHeapShortfall } from './step.js';
 import { configToYaml, loadConfig, SCHEMA, type TrainConfig } from './config.js';
-import { lineChartSpec, renderSvg, type Point } from './plots.js';
+import { lineChartSpec, lossChartSpec, renderSvg, type Point } from './plots.js';
 
 export const CONFIG_FILE = 'config.yaml';
 export const METRICS_FILE = 'metrics.jsonl';
@@ -305,6 +305,14 @@ async function trainLocked(config: TrainConfig, opts: TrainOptions, lock: PidLoc
   };
 
   try {
+    // STS-B dev before any update, so the curve shows where training started. It is not a selection candidate (as in
+    // the HF Trainer, which never selects step 0): best/ is always a trained checkpoint, and no checkpoint is written
+    // here. A resumed run starts past step 0 and keeps this line from metrics.jsonl.
+    if (!resuming) {
+      const score = await stsbDevSpearman(encode, stsbDev, { batchSize: c.train.evalBatchSize });
+      await metricsFile.write(JSON.stringify({ step: 0, epoch: 0, stsbDev: score, best: false }) + '\n');
+      if (opts.quiet !== true) log(`step 0: STS-B dev ${score.toFixed(2)} (before training; not a best-checkpoint candidate)`);
+    }
     while (state.step < totalSteps) {
       if (opts.stopAfter !== undefined && stepsThisProcess >= opts.stopAfter) return summaryOf();
       const batch: TwoViewBatch = batches.next().value;
@@ -352,7 +360,7 @@ async function trainLocked(config: TrainConfig, opts: TrainOptions, lock: PidLoc
   }
   await writeFileAtomic(path.join(runDir, SUMMARY_FILE), JSON.stringify({ ...result, final: undefined, finalAvg: result.final?.average ?? null,
     totalSteps, elapsedSeconds: (Date.now() - startedAt) / 1000, backend: selection.name }, null, 2) + '\n');
-  await writeCurves(runDir);
+  await writeCurves(runDir, Math.min(c.train.batchSize, data.sentences.length));
   log(`done: ${state.step} steps; best STS-B dev ${state.bestScore?.toFixed(2) ?? '-'} at step ${state.bestStep ?? '-'}` +
     `${state.badStepsTotal > 0 ? `; ${state.badStepsTotal} non-finite steps skipped` : ''}; run in ${runDir}`);
   head.dispose();
@@ -391,8 +399,8 @@ async function keepMetricsThrough(file: string, step: number): Promise<void> {
   await writeFileAtomic(file, keep.map((l) => l + '\n').join(''));
 }
 
-/** Reads metrics.jsonl and writes loss.svg and stsb-dev.svg. */
-export async function writeCurves(runDir: string): Promise<string[]> {
+/** Reads metrics.jsonl and writes loss.svg (with the chance line ln(batchSize)) and stsb-dev.svg. */
+export async function writeCurves(runDir: string, batchSize: number): Promise<string[]> {
   const text = await fs.readFile(path.join(runDir, METRICS_FILE), 'utf8');
   const lossPts: Point[] = [];
   const devPts: Point[] = [];
@@ -410,7 +418,7 @@ export async function writeCurves(runDir: string): Promise<string[]> {
     await writeFileAtomic(path.join(runDir, name), svg);
     files.push(name);
   };
-  await write('loss.svg', await renderSvg(lineChartSpec('Training loss', 'loss', lossPts)));
+  await write('loss.svg', await renderSvg(lossChartSpec(lossPts, batchSize)));
   await write('stsb-dev.svg', await renderSvg(lineChartSpec('STS-B dev Spearman', 'Spearman x 100', devPts)));
   return files;
 }
