@@ -9,6 +9,7 @@ import path from 'node:path';
 import YAML from 'yaml';
 import { UserError } from '../errors.js';
 import { BACKEND_NAMES } from '../model/backend.js';
+import { ADAMW_VARIANTS } from './adamw.js';
 
 type Kind = 'string' | 'number' | 'integer' | 'boolean' | 'object';
 
@@ -61,6 +62,7 @@ export const SCHEMA = {
     pooler: { kind: 'string', default: 'cls', choices: ['cls', 'cls_before_pooler', 'mean'], describe: 'training pooler (cls = [CLS] + MLP head)' },
   },
   optim: {
+    variant: { kind: 'string', default: 'torch', choices: ADAMW_VARIANTS, describe: 'AdamW: torch (torch.optim.AdamW) or hf (transformers 4.22 AdamW, the authors\' optimizer)' },
     learningRate: { kind: 'number', default: 1e-5, min: 0, minExclusive: true, describe: 'peak learning rate (low-shot runs: 1e-5; SimCSE: 3e-5)' },
     weightDecay: { kind: 'number', default: 0, min: 0, describe: 'AdamW decoupled weight decay (not applied to biases and LayerNorm weights)' },
     beta1: { kind: 'number', default: 0.9, min: 0, max: 0.999999, describe: 'Adam beta1' },

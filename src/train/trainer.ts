@@ -146,7 +146,7 @@ export async function train(config: TrainConfig, opts: TrainOptions = {}): Promi
 
   const head = new MlpHead(model.config.hiddenSize, { initializerRange: model.config.initializerRange, seed: siteSeed(c.train.seed, SEED_STREAM.head) });
   const params = trainableParams(model, head);
-  const optimizer = new AdamW(params, { beta1: c.optim.beta1, beta2: c.optim.beta2, eps: c.optim.eps, weightDecay: c.optim.weightDecay });
+  const optimizer = new AdamW(params, { variant: c.optim.variant, beta1: c.optim.beta1, beta2: c.optim.beta2, eps: c.optim.eps, weightDecay: c.optim.weightDecay });
   const batchOpts = {
     sentences: data.sentences, tokenizer, batchSize: c.train.batchSize, maxSeqLen: c.data.maxSeqLen, dropLast: c.data.dropLast,
     seed: siteSeed(c.train.seed, SEED_STREAM.data),
