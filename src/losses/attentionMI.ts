@@ -26,7 +26,9 @@
  *   other): the reference returns log(0) = -inf and the loss becomes -inf; here rho is clamped to
  *   [-(1 - rhoEps), 1 - rhoEps] (rhoEps = 1e-6), so I is at most about 6.6, finite, and the clamped rows carry no
  *   gradient. Rounding that pushes |rho| a hair above 1 (NaN in the reference, replaced by 100) is clamped too.
- *   1 - rho^2 is computed as (1 - rho)(1 + rho) for accuracy near |rho| = 1.
+ *   1 - rho^2 is computed as (1 - rho)(1 + rho) for accuracy near |rho| = 1. `rhoEps: 0` turns the clamp off and
+ *   gives the reference's behaviour: -inf where |rho| = 1 and NaN (then nanValue) where rounding puts |rho| above
+ *   1 (both products are exactly 0, or negative, in the same cases as the reference's 1 - rho^2).
  * - Fully padded rows (no valid entry in either view): in the fallback regime the reference takes the minimum
  *   valid count over ALL rows, so one empty row makes it draw 0 samples and return 0 for the whole batch. Here
  *   rows without a valid entry are left out of the draw and of the mean (the minimum is taken over the others);
@@ -81,7 +83,10 @@ export interface AttentionMIOptions {
   sampleIndices?: tf.Tensor2D | number[][];
   /** eps of the cosine (per-norm clamp, torch.nn.CosineSimilarity(eps=1e-6) in the reference). */
   cosineEps?: number;
-  /** rho is clamped to [-(1 - rhoEps), 1 - rhoEps] (the reference does not clamp and returns -inf at |rho| = 1). */
+  /**
+   * rho is clamped to [-(1 - rhoEps), 1 - rhoEps]; 0: not clamped, as in the reference (-inf at |rho| = 1, NaN and
+   * then nanValue above).
+   */
   rhoEps?: number;
   /** Added to the squared valid ratio in the scale. */
   scaleEps?: number;
@@ -269,7 +274,7 @@ function gaussianMI(xs: tf.Tensor2D, ys: tf.Tensor2D, use: tf.Tensor2D, count: t
   const nx = tf.sqrt(tf.maximum(tf.sum(tf.square(cx), 1), cosineEps * cosineEps)); // [R]
   const ny = tf.sqrt(tf.maximum(tf.sum(tf.square(cy), 1), cosineEps * cosineEps)); // [R]
   const rho = tf.div(tf.sum(tf.mul(cx, cy), 1), tf.mul(nx, ny)); // [R]
-  const r = tf.clipByValue(rho, -(1 - rhoEps), 1 - rhoEps); // [R]
+  const r = rhoEps === 0 ? rho : tf.clipByValue(rho, -(1 - rhoEps), 1 - rhoEps); // [R]
   const oneMinusRho2 = tf.mul(tf.sub(1, r), tf.add(1, r)); // [R]
   return tf.mul(tf.log(oneMinusRho2), -0.5) as tf.Tensor1D; // [R]
 }
@@ -284,7 +289,7 @@ export function attentionMutualInformation(attentions: tf.Tensor, options: Atten
   if (!Number.isInteger(targetSamples) || targetSamples < 1) {
     throw new Error(`attentionMutualInformation: targetSamples must be a positive integer, got ${targetSamples}`);
   }
-  if (!(rhoEps > 0 && rhoEps < 1)) throw new Error(`attentionMutualInformation: rhoEps must be in (0, 1), got ${rhoEps}`);
+  if (!(rhoEps >= 0 && rhoEps < 1)) throw new Error(`attentionMutualInformation: rhoEps must be in [0, 1), got ${rhoEps}`);
   const seed = options.seed ?? freshSeed();
   const [, L, , T] = checkAttentionShape(attentions);
   const S = Math.min(targetSamples, (L / 2) * T * T); // static sample width; a row uses its first `samples` of them

@@ -58,6 +58,7 @@ export const SCHEMA = {
     maxLayer: { kind: 'integer', default: 11, min: 1, describe: 'one past the last AMI layer (maxLayer - minLayer must be even)' },
     targetSamples: { kind: 'integer', default: 150, min: 1, describe: 'attention entries drawn per AMI row' },
     nanValue: { kind: 'number', default: 100, describe: 'AMI value substituted for NaN (reference behaviour)' },
+    rhoEps: { kind: 'number', default: 1e-6, min: 0, max: 0.999999, describe: 'AMI |rho| is clamped to 1 - rhoEps; 0: no clamp, the reference\'s -inf at |rho| = 1 and NaN (-> nanValue) above' },
     views: { kind: 'string', default: 'interleaved', choices: ['interleaved', 'separate'], describe: 'one pass over 2B interleaved rows, or two passes' },
     pooler: { kind: 'string', default: 'cls', choices: ['cls', 'cls_before_pooler', 'mean'], describe: 'training pooler (cls = [CLS] + MLP head)' },
   },
