@@ -10,6 +10,7 @@ import YAML from 'yaml';
 import { UserError } from '../errors.js';
 import { BACKEND_NAMES } from '../model/backend.js';
 import { ADAMW_VARIANTS } from './adamw.js';
+import { SELECTIONS } from './selection.js';
 
 type Kind = 'string' | 'number' | 'integer' | 'boolean' | 'object';
 
@@ -79,6 +80,8 @@ export const SCHEMA = {
     epochs: { kind: 'integer', default: 1, min: 1, describe: 'passes over the training sentences' },
     maxSteps: { kind: 'integer', default: null, nullable: true, min: 1, describe: 'stop after this many steps (overrides epochs)' },
     evalSteps: { kind: 'integer', default: 250, min: 1, describe: 'evaluate STS-B dev (and checkpoint) every this many steps' },
+    selection: { kind: 'string', default: 'every-eval', choices: SELECTIONS, describe: 'best checkpoint: every-eval (every evaluation and the last step are candidates) or hf-save-steps (transformers 4.22: evaluations at multiples of saveSteps only)' },
+    saveSteps: { kind: 'integer', default: 500, min: 1, describe: 'with selection hf-save-steps: the save_steps of transformers\' Trainer' },
     evalBatchSize: { kind: 'integer', default: 128, min: 1, describe: 'sentences per pass when evaluating (SentEval: 128)' },
     finalEval: { kind: 'boolean', default: true, describe: 'evaluate the best checkpoint on all STS tasks at the end' },
     seed: { kind: 'integer', default: 42, min: 0, describe: 'training seed: shuffling, dropout, AMI draws, head init' },

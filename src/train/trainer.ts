@@ -25,6 +25,7 @@ import { tf } from '../model/tf.js';
 import { createProgress } from '../progress.js';
 import { AdamW, learningRateAt } from './adamw.js';
 import { readTrainingState, saveCheckpoint, type TrainerState } from './checkpoint.js';
+import { actionsAt } from './selection.js';
 import { selectTrainingBackend, TrainStep, trainableParams, wasmHeapShortfall } from './step.js';
 import { configToYaml, loadConfig, type TrainConfig } from './config.js';
 import { lineChartSpec, renderSvg, type Point } from './plots.js';
@@ -193,9 +194,10 @@ export async function train(config: TrainConfig, opts: TrainOptions = {}): Promi
   const startedAt = Date.now() - state.elapsedSeconds * 1000;
   let stepsThisProcess = 0;
 
-  const evaluateAndSave = async (): Promise<void> => {
+  /** Scores STS-B dev; a `candidate` evaluation that beats the best becomes it. Writes a checkpoint either way. */
+  const evaluateAndSave = async (candidate: boolean): Promise<void> => {
     const score = await stsbDevSpearman(encode, stsbDev, { batchSize: c.train.evalBatchSize });
-    const better = state.bestScore === null || score > state.bestScore;
+    const better = candidate && (state.bestScore === null || score > state.bestScore);
     if (better) {
       state.bestScore = score;
       state.bestStep = state.step;
@@ -203,7 +205,15 @@ export async function train(config: TrainConfig, opts: TrainOptions = {}): Promi
     state.elapsedSeconds = (Date.now() - startedAt) / 1000;
     await metricsFile.write(JSON.stringify({ step: state.step, epoch: state.epoch, stsbDev: score, best: better }) + '\n');
     await saveCheckpoint({ runDir, model, tokenizer, head, optimizer, state: { ...state, data: batches.state() }, links: better ? ['last', 'best'] : ['last'] });
-    if (opts.quiet !== true) log(`\nstep ${state.step}: STS-B dev ${score.toFixed(2)}${better ? ' (best)' : ` (best ${state.bestScore!.toFixed(2)} at step ${state.bestStep})`}`);
+    if (opts.quiet !== true) {
+      const best = state.bestScore === null ? 'no best yet' : `best ${state.bestScore.toFixed(2)} at step ${state.bestStep}`;
+      log(`\nstep ${state.step}: STS-B dev ${score.toFixed(2)}${better ? ' (best)' : ` (${candidate ? '' : 'not a selection step; '}${best})`}`);
+    }
+  };
+  /** A checkpoint without an evaluation (`last` only). */
+  const saveLast = async (): Promise<void> => {
+    state.elapsedSeconds = (Date.now() - startedAt) / 1000;
+    await saveCheckpoint({ runDir, model, tokenizer, head, optimizer, state: { ...state, data: batches.state() }, links: ['last'] });
   };
 
   try {
@@ -235,13 +245,19 @@ export async function train(config: TrainConfig, opts: TrainOptions = {}): Promi
         throw new UserError(`stopped: ${state.badStepsInRow} steps in a row had a non-finite loss (last ${loss}); ` +
           `lower optim.learningRate or check the data; the last good checkpoint is in ${path.join(runDir, 'last')}`);
       }
-      if (state.step % c.train.evalSteps === 0 || state.step === totalSteps) await evaluateAndSave();
+      const at = actionsAt(state.step, totalSteps, c.train);
+      if (at.evaluate) await evaluateAndSave(at.candidate);
+      else if (at.checkpoint) await saveLast();
     }
   } finally {
     await metricsFile.close();
   }
   progress.done();
   const result = summaryOf();
+  if (state.bestStep === null) {
+    log(`no evaluation at a multiple of train.saveSteps (${c.train.saveSteps}) among ${totalSteps} steps, so there is no best checkpoint ` +
+      '(the authors\' Trainer would keep the initial model); lower train.saveSteps or use train.selection every-eval');
+  }
   if (c.train.finalEval && state.bestStep !== null) {
     const best = await loadPretrained(path.join(runDir, 'best'));
     result.final = await evaluateSts(
