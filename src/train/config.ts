@@ -46,6 +46,7 @@ export const SCHEMA = {
     count: { kind: 'integer', default: null, nullable: true, min: 1, describe: 'few-shot subset: number of sentences' },
     subsetSeed: { kind: 'integer', default: 48, min: 0, describe: 'seed of the subset draw (official: 48..52)' },
     onInvalid: { kind: 'string', default: 'skip', choices: ['skip', 'fail'], describe: 'lines that are not valid UTF-8' },
+    blankLines: { kind: 'string', default: 'skip', choices: ['skip', 'keep'], describe: 'blank lines of a .txt corpus: skip, or keep as empty sentences ([CLS] [SEP]) as the authors\' datasets text loader does' },
     maxSeqLen: { kind: 'integer', default: 32, min: 2, max: 512, describe: 'truncate training sentences to this many tokens' },
     dropLast: { kind: 'boolean', default: false, describe: 'drop the last partial batch of each epoch (reference: kept)' },
     senteval: { kind: 'string', default: 'data/senteval', describe: 'SentEval data root (STS-B dev selection, final evaluation)' },

@@ -131,7 +131,7 @@ export async function train(config: TrainConfig, opts: TrainOptions = {}): Promi
   const stsbDev = loadStsTask(c.data.senteval, 'stsb-dev');
   const data = await loadTrainingSentences({
     path: c.data.train, format: c.data.format, column: c.data.column, fraction: c.data.fraction, count: c.data.count,
-    subsetSeed: c.data.subsetSeed, onInvalid: c.data.onInvalid,
+    subsetSeed: c.data.subsetSeed, onInvalid: c.data.onInvalid, blankLines: c.data.blankLines,
   });
   if (data.sentences.length === 0) throw new UserError(`${c.data.train}: no training sentences`);
   const { selection, model, tokenizer, warning } = await selectBackendAndModel(c, prior?.dir ?? null, data.sentences.length);
