@@ -11,7 +11,6 @@ import path from 'node:path';
 import { evaluateSts, loadStsTask, stsbDevSpearman, STS_TEST_TASKS, type StsEvaluation } from '../../eval/sts.js';
 import { formatStsTable, stsReportJson } from '../../eval/report.js';
 import { TwoViewBatchIterator, type BatchIteratorState, type TwoViewBatch } from '../data/batches.js';
-import { loadTrainingSentences } from '../data/subset.js';
 import { BertTokenizer } from '../data/tokenizer.js';
 import { UserError } from '../errors.js';
 import { exists, writeFileAtomic } from '../fsutil.js';
@@ -25,6 +24,7 @@ import { tf } from '../model/tf.js';
 import { createProgress } from '../progress.js';
 import { AdamW, learningRateAt } from './adamw.js';
 import { readTrainingState, saveCheckpoint, type TrainerState } from './checkpoint.js';
+import { readTrainingData, runDirectory, totalStepsOf, trainingFile } from './plan.js';
 import { actionsAt } from './selection.js';
 import { selectTrainingBackend, TrainStep, trainableParams, wasmHeapShortfall } from './step.js';
 import { configToYaml, loadConfig, type TrainConfig } from './config.js';
@@ -118,7 +118,7 @@ function checkObjectiveFits(c: TrainConfig, layers: number): void {
 export async function train(config: TrainConfig, opts: TrainOptions = {}): Promise<TrainResult> {
   const log = opts.log ?? ((l: string) => process.stderr.write(l + '\n'));
   const c = config;
-  const runDir = c.train.output;
+  const runDir = runDirectory(c);
   const resuming = opts.resume === true;
   const prior = resuming ? await readTrainingState(runDir) : null;
   if (resuming && prior === null) throw new UserError(`${runDir}: no checkpoint to resume from (expected ${path.join(runDir, 'last')})`);
@@ -129,11 +129,8 @@ export async function train(config: TrainConfig, opts: TrainOptions = {}): Promi
   // Everything that can fail on the user's input is checked before the run directory is created. The STS-B dev
   // split is read once here and scored at every evaluation.
   const stsbDev = loadStsTask(c.data.senteval, 'stsb-dev');
-  const data = await loadTrainingSentences({
-    path: c.data.train, format: c.data.format, column: c.data.column, fraction: c.data.fraction, count: c.data.count,
-    subsetSeed: c.data.subsetSeed, onInvalid: c.data.onInvalid, blankLines: c.data.blankLines,
-  });
-  if (data.sentences.length === 0) throw new UserError(`${c.data.train}: no training sentences`);
+  const data = await readTrainingData(c);
+  if (data.sentences.length === 0) throw new UserError(`${trainingFile(c)}: no training sentences`);
   const { selection, model, tokenizer, warning } = await selectBackendAndModel(c, prior?.dir ?? null, data.sentences.length);
   log(describeSelection(selection));
   if (warning !== null) log(warning);
@@ -153,7 +150,7 @@ export async function train(config: TrainConfig, opts: TrainOptions = {}): Promi
     seed: siteSeed(c.train.seed, SEED_STREAM.data),
   };
   let batches = new TwoViewBatchIterator(batchOpts);
-  const totalSteps = c.train.maxSteps ?? c.train.epochs * batches.stepsPerEpoch;
+  const totalSteps = totalStepsOf(c, batches.stepsPerEpoch);
   if (totalSteps < 1) throw new UserError(`no training steps: ${data.sentences.length} sentences with batch ${c.train.batchSize} and dropLast`);
   const warmup = c.optim.warmupSteps > 0 ? c.optim.warmupSteps : Math.round(c.optim.warmupRatio * totalSteps);
 
