@@ -2,7 +2,8 @@
  * `objective.rhoEps`: the default clamps |rho| below 1 (a finite AMI); 0 reproduces the reference's unclamped
  * `-0.5 log(1 - rho^2)`: -inf where a row's rho rounds to exactly +-1, NaN (then nanValue) where it rounds past 1.
  * Inputs: two views that are equal (rho = 1) or mirrored in log space (rho = -1), drawn from seeded uniforms; the
- * seeds pick which way float32 rounding goes on the cpu backend (seed 1: exactly 1; seed 2: just above 1).
+ * seeds pick which way float32 rounding goes on the cpu backend (seed 1: exactly 1; seed 2: just above 1; seed 6:
+ * one row at exactly 1 and one above). rhoEps 0 runs the stock ops on every backend, so cpu is where it is pinned.
  */
 import assert from 'node:assert/strict';
 import { before, describe, test } from 'node:test';
@@ -56,6 +57,38 @@ describe('AMI at |rho| = 1: clamped by default, the reference behaviour with rho
       }
     });
   }
+
+  test('NaN -> nanValue carries no gradient (the reference substitutes a constant), even with a row at exactly |rho| = 1', () => {
+    const att = views(6, 'same'); // one row rounds to exactly 1 (q = 0), the other above 1 (q < 0)
+    try {
+      assert.equal(ami(att, 0), NAN_VALUE);
+      const g = tf.grad((a: tf.Tensor) => attentionMutualInformation(a, { seed: 1, nanValue: NAN_VALUE, rhoEps: 0 }).value)(att);
+      const values = g.dataSync();
+      g.dispose();
+      assert.ok(values.every((v) => v === 0), `gradient ${Array.from(values).filter((v) => v !== 0).slice(0, 3).join(', ')}`);
+    } finally {
+      att.dispose();
+    }
+  });
+
+  test('away from |rho| = 1, rhoEps 0 gives the clamped value and gradient', () => {
+    const rng = Rng.fromSeed(9);
+    const att = tf.tensor(new Float32Array(SHAPE.reduce((a, b) => a * b, 1)).map(() => 0.05 + rng.nextFloat()), SHAPE);
+    try {
+      assert.equal(ami(att, 0), ami(att));
+      const grad = (rhoEps: number) => {
+        const g = tf.grad((a: tf.Tensor) => attentionMutualInformation(a, { seed: 1, rhoEps }).value)(att);
+        const v = Array.from(g.dataSync());
+        g.dispose();
+        return v;
+      };
+      const [a, b] = [grad(0), grad(1e-6)];
+      assert.ok(a.some((v) => v !== 0));
+      assert.deepEqual(a, b);
+    } finally {
+      att.dispose();
+    }
+  });
 
   test('rhoEps is a config key: 0 from --set, negative refused with the key named', () => {
     assert.equal(defaultConfig().objective.rhoEps, 1e-6);

@@ -30,7 +30,6 @@
  * Gradient (MicseAmiGrad, derived from the composite ops' gradients so the numbers follow the cpu path): with
  * g = dy * -scale / max(rows, 1) for a kept row (0 when no row is kept or the value is NaN), q = (1 - r)(1 + r),
  *   dr = -2 r * (g * -0.5 / q);  drho = dr where -(1 - rhoEps) <= rho <= 1 - rhoEps (clipByValue's gate), else 0
- *   (rhoEps 0: no clamp, the bound is the largest float32)
  *   dP = drho / (nx ny);  dnx = -drho P / (nx ny)^2 * ny;  dQx = dnx / (2 nx) where Qx >= eps^2, else 0  (same for y)
  *   dcx_s = dP cy_s + 2 dQx cx_s;  dx_s = (dcx_s - sum_s dcx_s / n) / x_s   at the drawn, used samples, 0 elsewhere.
  * Each thread writes the zeros of the columns c = lid (mod workgroup) of its row and then the drawn samples at such
@@ -51,8 +50,6 @@ const MI = 'MicseAmiMI';
 const VALUE = 'MicseAmiValue';
 const GRAD = 'MicseAmiGrad';
 const DRAWN = 'MicseAmiDrawn';
-/** The largest finite float32: the rho bound that clamps nothing (rhoEps 0). */
-const F32_MAX = 3.4028234663852886e38;
 
 /** Threads per workgroup of the draw: one 256-bin histogram entry per thread, and at most this many equal keys. */
 const AMI_DRAW_WORKGROUP = 256;
@@ -328,13 +325,8 @@ const MI_UNIFORMS = `${ATTENTION_UNIFORMS} S : i32, eps2 : f32, rhoMax : f32, na
 function miUniforms(attentions: tf.TensorInfo, S: number, a: MIAttrs): Uniforms {
   return [...attentionUniforms(attentions), ...int32s(S),
     { type: 'float32', data: [Math.fround(a.cosineEps * a.cosineEps)] },
-    { type: 'float32', data: [rhoMax(a.rhoEps)] },
+    { type: 'float32', data: [Math.fround(1 - a.rhoEps)] },
     { type: 'float32', data: [a.nanValue] }];
-}
-
-/** The clamp bound of rho as float32: 1 - rhoEps, or the largest float32 (no clamp) for rhoEps 0. */
-function rhoMax(rhoEps: number): number {
-  return rhoEps === 0 ? F32_MAX : Math.fround(1 - rhoEps);
 }
 
 /** `-mean(mi over kept rows) * scale` from the [R] MI and the plan (every thread gets it); needs `amiSum`. */
