@@ -29,7 +29,7 @@
  *   1 - rho^2 is computed as (1 - rho)(1 + rho) for accuracy near |rho| = 1. `rhoEps: 0` turns the clamp off and
  *   gives the reference's behaviour: -inf where |rho| = 1 and NaN (then nanValue, without gradient) where rounding
  *   puts |rho| above 1 (the product is 0, or negative, in the same cases as the reference's 1 - rho^2); it runs on
- *   the stock ops on every backend, webgpu included.
+ *   the stock ops on every backend, webgpu included (slower there: a reference mode).
  * - Fully padded rows (no valid entry in either view): in the fallback regime the reference takes the minimum
  *   valid count over ALL rows, so one empty row makes it draw 0 samples and return 0 for the whole batch. Here
  *   rows without a valid entry are left out of the draw and of the mean (the minimum is taken over the others);
@@ -302,8 +302,8 @@ export function attentionMutualInformation(attentions: tf.Tensor, options: Atten
   const seed = options.seed ?? freshSeed();
   const [, L, , T] = checkAttentionShape(attentions);
   const S = Math.min(targetSamples, (L / 2) * T * T); // static sample width; a row uses its first `samples` of them
-  // rhoEps 0 (the reference's unclamped log) takes the stock ops on every backend: their log is -inf at 0 and NaN
-  // below by definition, where WGSL leaves log of a non-positive number undefined.
+  // rhoEps 0 (the reference's unclamped log) takes the stock ops on every backend: TF.js's log returns NaN below 0
+  // explicitly on webgpu too, where WGSL's own log leaves a negative argument undefined.
   if (options.sampleIndices === undefined && amiKernelsOn() && S <= AMI_DRAW_MAX_SAMPLES && rhoEps > 0) {
     const [value, drawn] = tf.tidy(() => {
       const a = tf.cast(attentions, 'float32');
