@@ -12,6 +12,7 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { STS_TASK_INFO, STS_TEST_TASKS } from '../eval/sts.js';
+import { trainingFile } from '../src/train/plan.js';
 import { loadSweep } from '../src/sweep/grid.js';
 import { checkSweepInputs } from '../src/sweep/inputs.js';
 import { runSweep } from '../src/sweep/local.js';
@@ -95,8 +96,9 @@ describe('sweep grid', () => {
 
     const paper = await loadSweep(path.join(ROOT, 'configs', 'sweeps', 'paper-lowshot.yaml'));
     assert.equal(paper.points.length, 7 * 2 * 5);
-    const q = paper.points.find((x) => x.name === 'fraction=0.001__style=simcse__seed=50')!;
+    const q = paper.points.find((x) => x.name === 'split=micse-0.1pct__style=simcse__seed=50')!;
     assert.ok(q !== undefined, paper.points.map((x) => x.name).join(' '));
+    assert.equal(trainingFile(q.config), 'data/fewshot/wiki_subset_1M_000.10percent_seed50.txt');
     assert.equal(q.config.train.epochs, 500);
     assert.equal(q.config.optim.learningRate, 1e-5);
     assert.equal(q.config.model.init, 'bert-base-uncased');

@@ -3,7 +3,7 @@
  */
 import type { Argv, CommandModule } from 'yargs';
 import { DATASET_NAMES, DEFAULT_DATA_DIR, downloadDataset, type DatasetName } from '../data/download.js';
-import type { CorpusFormat, OnInvalid } from '../data/readers.js';
+import type { BlankLines, CorpusFormat, OnInvalid } from '../data/readers.js';
 import { DEFAULT_SUBSET_SEED, writeSubset, type Duplicates } from '../data/subset.js';
 import { UserError } from '../errors.js';
 import { numberFlag, POSITIVE_INT } from './common.js';
@@ -17,6 +17,7 @@ interface SubsetArgs {
   column?: string;
   format: CorpusFormat | 'auto';
   'on-invalid': OnInvalid;
+  'blank-lines': BlankLines;
   duplicates: Duplicates;
 }
 
@@ -39,6 +40,7 @@ const subsetCommand: CommandModule<object, SubsetArgs> = {
       .option('column', { type: 'string', describe: 'CSV/TSV column name or 0-based index (default: first column)' })
       .option('format', { choices: ['auto', 'txt', 'csv', 'tsv'] as const, default: 'auto' as const, describe: 'auto: by extension' })
       .option('on-invalid', { choices: ['skip', 'fail'] as const, default: 'skip' as const, describe: 'lines that are not valid UTF-8' })
+      .option('blank-lines', { choices: ['skip', 'keep'] as const, default: 'skip' as const, describe: '.txt: skip blank lines, or keep them as empty sentences (the authors\' text loader)' })
       .option('duplicates', { choices: ['keep', 'drop'] as const, default: 'keep' as const, describe: 'keep: every line is a candidate; drop: first occurrence only' })
       .conflicts('fraction', 'count') as never,
   handler: async (args) => {
@@ -51,12 +53,13 @@ const subsetCommand: CommandModule<object, SubsetArgs> = {
       column: args.column ?? null,
       format: args.format,
       onInvalid: args['on-invalid'],
+      blankLines: args['blank-lines'],
       duplicates: args.duplicates,
       progress: true,
     });
     const i = manifest.input;
     process.stderr.write(
-      `${args.input}: ${i.candidates} candidate sentences (${i.blank} blank, ${i.invalid} invalid` +
+      `${args.input}: ${i.candidates} candidate sentences (${i.blank} blank ${i.blankLines === 'keep' ? 'kept' : 'skipped'}, ${i.invalid} invalid` +
         `${i.invalid > 0 ? ` at lines ${i.invalidLines.join(', ')}${i.invalid > i.invalidLines.length ? ', ...' : ''}` : ''}` +
         `${i.duplicatesDropped > 0 ? `, ${i.duplicatesDropped} duplicates dropped` : ''})\n` +
         `wrote ${manifest.selection.size} sentences (seed ${manifest.selection.seed}) to ${output}, manifest ${manifestPath}\n`,

@@ -1,7 +1,11 @@
-/** `micse train --config F [--set key=value ...]` and `micse train --resume RUN_DIR`. */
+/**
+ * `micse train --config F [--set key=value ...]`, `micse train --resume RUN_DIR`, and `--dry-run [--json]`: the
+ * resolved plan (src/train/plan.ts) without training.
+ */
 import type { CommandModule } from 'yargs';
 import { UserError } from '../errors.js';
 import { loadConfig } from '../train/config.js';
+import { formatPlan, trainingPlan } from '../train/plan.js';
 import { loadRunConfig, train } from '../train/trainer.js';
 
 interface TrainArgs {
@@ -9,6 +13,8 @@ interface TrainArgs {
   set: string[];
   resume?: string;
   quiet: boolean;
+  'dry-run': boolean;
+  json: boolean;
 }
 
 export const trainCommand: CommandModule<object, TrainArgs> = {
@@ -20,6 +26,8 @@ export const trainCommand: CommandModule<object, TrainArgs> = {
       .option('set', { type: 'string', array: true, default: [] as string[], describe: 'override a key: --set train.seed=1 (repeatable); with --resume it applies from the resumed step on and is saved in the run\'s config.yaml (model, data, batch size and seed keys are refused)' })
       .option('resume', { type: 'string', describe: 'continue the run in this directory from its last checkpoint' })
       .option('quiet', { type: 'boolean', default: false, describe: 'no progress bar' })
+      .option('dry-run', { type: 'boolean', default: false, describe: 'print the plan (training file, sentences, steps, evaluation and selection steps, objective, optimizer) and stop' })
+      .option('json', { type: 'boolean', default: false, describe: 'with --dry-run: the plan as JSON on stdout' })
       .check((a) => {
         if (a.config === undefined && a.resume === undefined) throw new UserError('pass --config FILE (or --resume RUN_DIR)');
         return true;
@@ -29,6 +37,12 @@ export const trainCommand: CommandModule<object, TrainArgs> = {
       ? await loadRunConfig(args.resume, args.set)
       : (await loadConfig(args.config!, args.set)).config;
     if (args.resume !== undefined) config.train.output = args.resume;
+    if (args['dry-run']) {
+      const plan = await trainingPlan(config);
+      process.stdout.write(args.json ? `${JSON.stringify(plan, null, 2)}\n` : `${formatPlan(plan)}\n`);
+      return;
+    }
+    if (args.json) throw new UserError('--json goes with --dry-run');
     await train(config, { resume: args.resume !== undefined, quiet: args.quiet });
   },
 };

@@ -91,6 +91,24 @@ export function datasetFiles(name: DatasetName, dir = DEFAULT_DATA_DIR): Downloa
   }
 }
 
+/**
+ * The `micse data download` command that writes `file`, when its name is one of the datasets' files (the
+ * download directory follows from where `file` expects it), or null.
+ */
+export function downloadCommandFor(file: string): string | null {
+  const want = path.normalize(file);
+  for (const name of DATASET_NAMES) {
+    for (const spec of datasetFiles(name, DEFAULT_DATA_DIR)) {
+      const rel = path.relative(DEFAULT_DATA_DIR, spec.target); // e.g. fewshot/wiki_subset_1M_000.10percent_seed48.txt
+      if (path.basename(rel) !== path.basename(want)) continue;
+      const dir = want === rel ? '.' : want.endsWith(`${path.sep}${rel}`) ? want.slice(0, -rel.length - 1) : null;
+      if (dir === null) return `npx micse data download ${name} (it writes ${spec.target}; move it to ${file} or point the config there)`;
+      return `npx micse data download ${name}${dir === DEFAULT_DATA_DIR ? '' : ` --dir ${dir}`}`;
+    }
+  }
+  return null;
+}
+
 /** sha256 (hex) of a file, streamed. */
 export async function sha256File(file: string): Promise<string> {
   const h = createHash('sha256');

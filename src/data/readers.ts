@@ -5,7 +5,9 @@
  *
  * Rules (documented in data/README.md):
  * - UTF-8, with or without a byte-order mark; line ends `\n` or `\r\n` (the `\r` is removed).
- * - Blank records (empty or whitespace only) are skipped and counted in `stats.blank`.
+ * - Blank records (empty or whitespace only) are skipped and counted in `stats.blank`; a .txt corpus read with
+ *   `blankLines: 'keep'` yields its blank lines as they are (and still counts them), as HF datasets' `text` loader
+ *   does (`str.splitlines()` keeps empty lines), which the miCSE and SimCSE training scripts read their corpus with.
  * - A line that is not valid UTF-8 is skipped and counted (`onInvalid: 'skip'`, the default; the first
  *   `MAX_REPORTED_INVALID` line numbers are kept in `stats.invalidLines`) or fails with a UserError naming the file
  *   and line (`onInvalid: 'fail'`). In CSV a record is invalid when any physical line it spans is.
@@ -28,6 +30,8 @@ import { UserError } from '../errors.js';
 export type CorpusFormat = 'txt' | 'csv' | 'tsv';
 /** What to do with a line that is not valid UTF-8. */
 export type OnInvalid = 'skip' | 'fail';
+/** What to do with a blank (empty or whitespace-only) line of a .txt corpus. */
+export type BlankLines = 'skip' | 'keep';
 
 /** Header names recognised by `header: 'auto'` when the column is given by index. */
 export const KNOWN_HEADER_NAMES: readonly string[] = ['sent0', 'sent1', 'sentence', 'sentences', 'text', 'sent'];
@@ -45,6 +49,8 @@ export interface ReadCorpusOptions {
   header?: boolean | 'auto';
   /** Default `skip`. */
   onInvalid?: OnInvalid;
+  /** .txt only; default `skip`. */
+  blankLines?: BlankLines;
 }
 
 /** One record: its text (without line terminator) and its 1-based first physical line. */
@@ -59,7 +65,7 @@ export interface ReadStats {
   lines: number;
   /** Records yielded. */
   records: number;
-  /** Blank records skipped (empty or whitespace only). */
+  /** Blank records (empty or whitespace only): skipped, or with blankLines 'keep' yielded (and among `records`). */
   blank: number;
   /** Records skipped because a line was not valid UTF-8. */
   invalid: number;
@@ -214,7 +220,7 @@ function isBlank(s: string): boolean {
   return !NON_SPACE.test(s);
 }
 
-async function* readTxt(file: string, stats: ReadStats, onInvalid: OnInvalid): AsyncGenerator<CorpusLine> {
+async function* readTxt(file: string, stats: ReadStats, onInvalid: OnInvalid, blankLines: BlankLines): AsyncGenerator<CorpusLine> {
   const hash = createHash('sha256');
   const splitter = new LineSplitter(hash, stats);
   const handle = function* (lines: Generator<LineView>): Generator<CorpusLine> {
@@ -227,7 +233,7 @@ async function* readTxt(file: string, stats: ReadStats, onInvalid: OnInvalid): A
       const text = v.buf.toString('utf8', v.begin, v.end);
       if (isBlank(text)) {
         stats.blank++;
-        continue;
+        if (blankLines === 'skip') continue;
       }
       stats.records++;
       yield { text, line };
@@ -399,6 +405,11 @@ export function openCorpus(file: string, opts: ReadCorpusOptions = {}): CorpusRe
   const onInvalid = opts.onInvalid ?? 'skip';
   if (onInvalid !== 'skip' && onInvalid !== 'fail') throw new UserError(`onInvalid must be skip or fail, got ${String(onInvalid)}`);
   const column = parseColumn(opts.column);
+  const blankLines = opts.blankLines ?? 'skip';
+  if (blankLines !== 'skip' && blankLines !== 'keep') throw new UserError(`blankLines must be skip or keep, got ${String(blankLines)}`);
+  if (format !== 'txt' && blankLines === 'keep') {
+    throw new UserError(`${file}: data.blankLines keep applies to .txt corpora (one sentence per line); blank CSV/TSV records are always skipped`);
+  }
   if (format === 'txt' && column !== null) {
     throw new UserError(`${file}: data.column is set (${column}) but the file is read as one sentence per line; use a .csv/.tsv file or format csv/tsv`);
   }
@@ -409,7 +420,7 @@ export function openCorpus(file: string, opts: ReadCorpusOptions = {}): CorpusRe
     async *[Symbol.asyncIterator](): AsyncGenerator<CorpusLine> {
       await checkReadable(file);
       reader.stats = newStats();
-      if (format === 'txt') yield* readTxt(file, reader.stats, onInvalid);
+      if (format === 'txt') yield* readTxt(file, reader.stats, onInvalid, blankLines);
       else yield* readCsv(file, format === 'tsv' ? '\t' : ',', reader.stats, { onInvalid, header: opts.header ?? 'auto', column });
     },
   };

@@ -2,7 +2,8 @@
  * Reproducible few-shot subsets of a corpus and the manifest that describes them.
  *
  * Rules (also in data/README.md):
- * - Candidates are the corpus records left after the reader skipped blank and invalid lines (see readers.ts).
+ * - Candidates are the corpus records left after the reader skipped invalid lines and, unless `blankLines` is
+ *   `keep` (then a blank line is an empty sentence, as in the authors' training), blank ones (see readers.ts).
  *   Duplicates (`duplicates`): `keep` (default) treats every line as its own candidate, so a sentence that occurs
  *   twice in the input can occur twice in the subset (at most as often as in the input); `drop` keeps only the
  *   first occurrence of each exact text before drawing.
@@ -20,7 +21,7 @@ import path from 'node:path';
 import { UserError } from '../errors.js';
 import { writeAtomic, writeFileAtomic } from '../fsutil.js';
 import { createProgress } from '../progress.js';
-import { openCorpus, parseColumn, type CorpusFormat, type OnInvalid, type ReadCorpusOptions, type ReadStats } from './readers.js';
+import { openCorpus, parseColumn, type BlankLines, type CorpusFormat, type OnInvalid, type ReadCorpusOptions, type ReadStats } from './readers.js';
 import { checkSeed, Rng, RNG_ALGORITHM } from './rng.js';
 
 /** How repeated identical lines are treated; see the module comment. */
@@ -28,8 +29,8 @@ export type Duplicates = 'keep' | 'drop';
 
 /** Default subset seed (the first of the official seeds 48..52). */
 export const DEFAULT_SUBSET_SEED = 48;
-/** Manifest format version. */
-export const MANIFEST_VERSION = 1;
+/** Manifest format version (2: input.blankLines). */
+export const MANIFEST_VERSION = 2;
 /** Progress is reported every this many records. */
 const PROGRESS_EVERY = 50_000;
 /** Sentences per write when saving a subset. */
@@ -54,6 +55,8 @@ export interface LoadTrainingOptions extends SubsetSpec {
   column?: string | number | null;
   header?: boolean | 'auto';
   onInvalid?: OnInvalid;
+  /** .txt corpora: blank lines skipped (default) or kept as empty sentences. */
+  blankLines?: BlankLines;
   /** Print progress on stderr while reading. Default false. */
   progress?: boolean;
 }
@@ -73,6 +76,8 @@ export interface SubsetManifest {
     lines: number;
     records: number;
     blank: number;
+    /** Whether the blank lines were skipped or kept as candidates. */
+    blankLines: BlankLines;
     invalid: number;
     invalidLines: number[];
     duplicatesDropped: number;
@@ -150,14 +155,14 @@ export function subsetSize(candidates: number, spec: { fraction?: number | null;
   return Math.min(candidates, Math.max(1, size));
 }
 
-function ruleText(spec: { fraction: number | null; count: number | null }): string {
+function ruleText(spec: { fraction: number | null; count: number | null }, blankLines: BlankLines): string {
   const size =
     spec.count !== null
       ? 'size = count'
       : spec.fraction !== null
         ? 'size = max(1, round-half-up(fraction * candidates)), exact decimal arithmetic'
         : 'size = candidates (no fraction or count)';
-  return `${size}; candidates = non-blank valid records; ${RNG_ALGORITHM} seeded with the seed draws size distinct candidates without replacement (partial Fisher-Yates; no draw when size = candidates); written in input order`;
+  return `${size}; candidates = ${blankLines === 'keep' ? 'valid records, blank lines included' : 'non-blank valid records'}; ${RNG_ALGORITHM} seeded with the seed draws size distinct candidates without replacement (partial Fisher-Yates; no draw when size = candidates); written in input order`;
 }
 
 const LINE_BREAK = /\r\n|\r|\n/g;
@@ -206,7 +211,10 @@ function subsetBytesHash(sentences: readonly string[]): string {
  */
 export async function loadTrainingSentences(opts: LoadTrainingOptions): Promise<TrainingSentences> {
   const spec = normalizeSubsetSpec(opts);
-  const readOpts: ReadCorpusOptions = { format: opts.format ?? 'auto', column: parseColumn(opts.column), header: opts.header ?? 'auto', onInvalid: opts.onInvalid ?? 'skip' };
+  const readOpts: ReadCorpusOptions = {
+    format: opts.format ?? 'auto', column: parseColumn(opts.column), header: opts.header ?? 'auto', onInvalid: opts.onInvalid ?? 'skip',
+    blankLines: opts.blankLines ?? 'skip',
+  };
   const reader = openCorpus(opts.path, readOpts);
   const progress = createProgress({ label: `reading ${opts.path}`, unit: 'line', silent: opts.progress !== true });
 
@@ -286,6 +294,7 @@ export async function loadTrainingSentences(opts: LoadTrainingOptions): Promise<
       lines: stats1.lines,
       records: stats1.records,
       blank: stats1.blank,
+      blankLines: readOpts.blankLines!,
       invalid: stats1.invalid,
       invalidLines: stats1.invalidLines,
       duplicatesDropped,
@@ -298,7 +307,7 @@ export async function loadTrainingSentences(opts: LoadTrainingOptions): Promise<
       seed: spec.subsetSeed,
       rng: RNG_ALGORITHM,
       duplicates: spec.duplicates,
-      rule: ruleText(spec),
+      rule: ruleText(spec, readOpts.blankLines!),
       order: 'input',
     },
     subset: {

@@ -26,7 +26,10 @@
  *   other): the reference returns log(0) = -inf and the loss becomes -inf; here rho is clamped to
  *   [-(1 - rhoEps), 1 - rhoEps] (rhoEps = 1e-6), so I is at most about 6.6, finite, and the clamped rows carry no
  *   gradient. Rounding that pushes |rho| a hair above 1 (NaN in the reference, replaced by 100) is clamped too.
- *   1 - rho^2 is computed as (1 - rho)(1 + rho) for accuracy near |rho| = 1.
+ *   1 - rho^2 is computed as (1 - rho)(1 + rho) for accuracy near |rho| = 1. `rhoEps: 0` turns the clamp off and
+ *   gives the reference's behaviour: -inf where |rho| = 1 and NaN (then nanValue, without gradient) where rounding
+ *   puts |rho| above 1 (the product is 0, or negative, in the same cases as the reference's 1 - rho^2); it runs on
+ *   the stock ops on every backend, webgpu included (slower there: a reference mode).
  * - Fully padded rows (no valid entry in either view): in the fallback regime the reference takes the minimum
  *   valid count over ALL rows, so one empty row makes it draw 0 samples and return 0 for the whole batch. Here
  *   rows without a valid entry are left out of the draw and of the mean (the minimum is taken over the others);
@@ -51,8 +54,8 @@
  * WebGPU: where its kernels are registered (attentionMIKernels.ts), the term is 6 dispatches forward and 1 backward
  * straight from `attentions` (row counts, row plan, draw, per-row MI, value, `drawn`; the gradient written into
  * d attentions directly) instead of ~250 stock kernels: the same draw (positions and order) and the same
- * arithmetic within float32 rounding. Pinned draws and S > AMI_DRAW_MAX_SAMPLES take the stock ops, as every
- * other backend does (cpu and wasm results are those of the ops below, unchanged).
+ * arithmetic within float32 rounding. Pinned draws, S > AMI_DRAW_MAX_SAMPLES and rhoEps 0 take the stock ops, as
+ * every other backend does (cpu and wasm results are those of the ops below, unchanged).
  *
  * Cost: on the pure-JS `cpu` backend the regrouping transpose is slow at bert-base sizes (about 5 s forward for
  * `[128, 4, 12, 32, 32]` on a 2-core machine, the same again backward), small next to the encoder on that
@@ -81,7 +84,10 @@ export interface AttentionMIOptions {
   sampleIndices?: tf.Tensor2D | number[][];
   /** eps of the cosine (per-norm clamp, torch.nn.CosineSimilarity(eps=1e-6) in the reference). */
   cosineEps?: number;
-  /** rho is clamped to [-(1 - rhoEps), 1 - rhoEps] (the reference does not clamp and returns -inf at |rho| = 1). */
+  /**
+   * rho is clamped to [-(1 - rhoEps), 1 - rhoEps]; 0: not clamped, as in the reference (-inf at |rho| = 1, NaN and
+   * then nanValue above).
+   */
   rhoEps?: number;
   /** Added to the squared valid ratio in the scale. */
   scaleEps?: number;
@@ -269,9 +275,17 @@ function gaussianMI(xs: tf.Tensor2D, ys: tf.Tensor2D, use: tf.Tensor2D, count: t
   const nx = tf.sqrt(tf.maximum(tf.sum(tf.square(cx), 1), cosineEps * cosineEps)); // [R]
   const ny = tf.sqrt(tf.maximum(tf.sum(tf.square(cy), 1), cosineEps * cosineEps)); // [R]
   const rho = tf.div(tf.sum(tf.mul(cx, cy), 1), tf.mul(nx, ny)); // [R]
-  const r = tf.clipByValue(rho, -(1 - rhoEps), 1 - rhoEps); // [R]
-  const oneMinusRho2 = tf.mul(tf.sub(1, r), tf.add(1, r)); // [R]
-  return tf.mul(tf.log(oneMinusRho2), -0.5) as tf.Tensor1D; // [R]
+  if (rhoEps > 0) {
+    const r = tf.clipByValue(rho, -(1 - rhoEps), 1 - rhoEps); // [R]
+    return tf.mul(tf.log(tf.mul(tf.sub(1, r), tf.add(1, r))), -0.5) as tf.Tensor1D; // [R]
+  }
+  // No clamp: log(q) is -inf at q = 0 and NaN below, as in the reference. Its gradient is taken through
+  // log(max-or-1(q)) with the difference added as a constant, so a row at q <= 0 passes no inf or NaN backward
+  // (the reference's value there is -inf, a skipped step, or NaN -> nanValue, a constant without gradient).
+  const q = tf.mul(tf.sub(1, rho), tf.add(1, rho)); // [R]
+  const qSafe = tf.where(detached(() => tf.greater(q, 0)), q, tf.onesLike(q)); // [R]
+  const rest = detached(() => tf.sub(tf.log(q), tf.log(qSafe))); // [R]: 0, -inf or NaN
+  return tf.mul(tf.add(tf.log(qSafe), rest), -0.5) as tf.Tensor1D; // [R]
 }
 
 /** AMI of the stacked attention probabilities; see the module comment. */
@@ -284,11 +298,13 @@ export function attentionMutualInformation(attentions: tf.Tensor, options: Atten
   if (!Number.isInteger(targetSamples) || targetSamples < 1) {
     throw new Error(`attentionMutualInformation: targetSamples must be a positive integer, got ${targetSamples}`);
   }
-  if (!(rhoEps > 0 && rhoEps < 1)) throw new Error(`attentionMutualInformation: rhoEps must be in (0, 1), got ${rhoEps}`);
+  if (!(rhoEps >= 0 && rhoEps < 1)) throw new Error(`attentionMutualInformation: rhoEps must be in [0, 1), got ${rhoEps}`);
   const seed = options.seed ?? freshSeed();
   const [, L, , T] = checkAttentionShape(attentions);
   const S = Math.min(targetSamples, (L / 2) * T * T); // static sample width; a row uses its first `samples` of them
-  if (options.sampleIndices === undefined && amiKernelsOn() && S <= AMI_DRAW_MAX_SAMPLES) {
+  // rhoEps 0 (the reference's unclamped log) takes the stock ops on every backend: TF.js's log returns NaN below 0
+  // explicitly on webgpu too, where WGSL's own log leaves a negative argument undefined.
+  if (options.sampleIndices === undefined && amiKernelsOn() && S <= AMI_DRAW_MAX_SAMPLES && rhoEps > 0) {
     const [value, drawn] = tf.tidy(() => {
       const a = tf.cast(attentions, 'float32');
       const plan = detached(() => attentionRowPlan(a, targetSamples, scaleEps)); // [R + 3]: rowMask, rows, samples, scale

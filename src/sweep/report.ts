@@ -156,7 +156,7 @@ export async function buildSweepReport(dir: string): Promise<SweepReport> {
 function splitLabel(r: ReportRow): string {
   if (r.fraction !== null) return `${Number((r.fraction * 100).toPrecision(6))}%`;
   if (r.count !== null) return `${r.count} sent.`;
-  return 'all';
+  return `${r.sentences} sent.`; // the whole file (e.g. one of the authors' subset files)
 }
 
 function fmtStat(s: Stat): string {

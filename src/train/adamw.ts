@@ -1,9 +1,17 @@
 /**
- * AdamW (Loshchilov & Hutter) exactly as torch.optim.AdamW, which transformers' Trainer uses:
- *   p <- p - lr * wd * p                       (decoupled decay; skipped for biases and LayerNorm weights)
- *   m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2
- *   p <- p - (lr / (1 - b1^t)) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
- * plus torch.nn.utils.clip_grad_norm_: g <- g * min(1, maxNorm / (||g||_2 + 1e-6)) over all gradients.
+ * AdamW (Loshchilov & Hutter) in one of two variants (`variant`):
+ * - `torch`: torch.optim.AdamW (transformers' `optim: adamw_torch`, the Trainer's default in later releases):
+ *     p <- p - lr * wd * p                       (decoupled decay; skipped for biases and LayerNorm weights)
+ *     m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2
+ *     p <- p - (lr / (1 - b1^t)) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+ * - `hf`: transformers.AdamW (`optim: adamw_hf`, the Trainer's default up to 4.x, as in transformers 4.22 which
+ *   miCSE's and SimCSE's runs used): the same moments, then
+ *     p <- p - (lr * sqrt(1 - b2^t) / (1 - b1^t)) * m / (sqrt(v) + eps);  p <- p - lr * wd * p   (decay after)
+ *   eps is added to sqrt(v) before the bias correction rather than after, and the decay multiplies the updated p.
+ * Both are the kernels' one update p' = p * decay - (m / (sqrt(v) / bc2Sqrt + eps)) * stepSize with host-side
+ * scalars (float64, as Python computes them): `hf` is bc2Sqrt = 1, stepSize = decay * lr sqrt(1 - b2^t) / (1 - b1^t)
+ * (the decay after the update, folded into the step size: (p - s u) d = p d - (s d) u).
+ * Both clip as torch.nn.utils.clip_grad_norm_: g <- g * min(1, maxNorm / (||g||_2 + 1e-6)) over all gradients.
  * TF.js has no AdamW; its moments are plain variables here so checkpoints can save and restore them exactly.
  *
  * On cpu, wasm and webgpu the norm is one kernel over all gradients (src/train/adamwKernels.ts). Each parameter's
@@ -15,7 +23,13 @@ import { tf } from '../model/tf.js';
 import { CLIP_EPS, fusedAdamW, fusedGradNorm, fusedNormAvailable, fusedUpdateAvailable, type AdamWStepScalars } from './adamwKernels.js';
 import { adamwInPlace, canUpdateInPlace, type InPlaceUpdate } from './adamwWebgpu.js';
 
+/** Which AdamW: torch.optim.AdamW or transformers 4.22's own (see the module comment). */
+export const ADAMW_VARIANTS = ['torch', 'hf'] as const;
+export type AdamWVariant = (typeof ADAMW_VARIANTS)[number];
+
 export interface AdamWOptions {
+  /** Default `torch`. */
+  variant?: AdamWVariant;
   beta1: number;
   beta2: number;
   eps: number;
@@ -66,8 +80,8 @@ export class AdamW {
     this.step += 1;
     const t = this.step;
     const { beta1, beta2, eps, weightDecay } = this.opts;
-    const base = { beta1, beta2, eps, bc2Sqrt: Math.sqrt(1 - beta2 ** t), stepSize: lr / (1 - beta1 ** t), maxNorm };
-    const scalars = (name: string): AdamWStepScalars => ({ ...base, decay: weightDecay > 0 && decays(name) ? 1 - lr * weightDecay : 1 });
+    const scalars = stepScalars(this.opts.variant ?? 'torch', { lr, t, beta1, beta2, eps, maxNorm });
+    const decay = (name: string): number => (weightDecay > 0 && decays(name) ? 1 - lr * weightDecay : 1);
     const fused = this.opts.implementation !== 'composite';
     const fusedNorm = fused && fusedNormAvailable();
     const fusedUpdate = fused && fusedUpdateAvailable();
@@ -82,12 +96,12 @@ export class AdamW {
         const m = this.m.get(p.name)!;
         const v = this.v.get(p.name)!;
         if (fused && canUpdateInPlace(p.variable, g, m, v, gate)) {
-          inPlace.push({ p: p.variable, g, m, v, scalars: scalars(p.name) });
+          inPlace.push({ p: p.variable, g, m, v, scalars: scalars(decay(p.name)) });
           continue;
         }
         const [pNew, mNew, vNew] = fusedUpdate
-          ? fusedAdamW(p.variable, g, m, v, norm, gate, scalars(p.name))
-          : compositeAdamW(p.variable, tf.mul(g, (coef ??= compositeClipCoefficient(norm, maxNorm))), m, v, scalars(p.name),
+          ? fusedAdamW(p.variable, g, m, v, norm, gate, scalars(decay(p.name)))
+          : compositeAdamW(p.variable, tf.mul(g, (coef ??= compositeClipCoefficient(norm, maxNorm))), m, v, scalars(decay(p.name)),
             gate === undefined ? undefined : (open ??= tf.isFinite(gate)));
         m.assign(mNew);
         v.assign(vNew);
@@ -107,6 +121,22 @@ export class AdamW {
   dispose(): void {
     for (const x of [...this.m.values(), ...this.v.values()]) x.dispose();
   }
+}
+
+/**
+ * The update scalars of step `t` for a parameter whose decay factor is `decay` (1 - lr * wd, or 1), per variant;
+ * see the module comment. Computed in float64; the kernels round them to float32.
+ */
+export function stepScalars(variant: AdamWVariant, o: { lr: number; t: number; beta1: number; beta2: number; eps: number; maxNorm: number }):
+  (decay: number) => AdamWStepScalars {
+  const { lr, t, beta1, beta2, eps, maxNorm } = o;
+  const bc1 = 1 - beta1 ** t;
+  const bc2Sqrt = Math.sqrt(1 - beta2 ** t);
+  if (variant === 'hf') {
+    const stepSize = (lr * bc2Sqrt) / bc1;
+    return (decay) => ({ beta1, beta2, eps, maxNorm, bc2Sqrt: 1, stepSize: stepSize * decay, decay });
+  }
+  return (decay) => ({ beta1, beta2, eps, maxNorm, bc2Sqrt, stepSize: lr / bc1, decay });
 }
 
 /**

@@ -11,6 +11,8 @@ import { MIN_BATCH_SENTENCES } from '../data/batches.js';
 import { didYouMean, UserError } from '../errors.js';
 import { BACKEND_NAMES } from '../model/backend.js';
 import { BERT_CONFIG_KEYS, parseBertConfig } from '../model/config.js';
+import { ADAMW_VARIANTS } from './adamw.js';
+import { SELECTIONS } from './selection.js';
 
 type Kind = 'string' | 'number' | 'integer' | 'boolean' | 'object';
 
@@ -48,6 +50,7 @@ export const SCHEMA = {
     count: { kind: 'integer', default: null, nullable: true, min: MIN_BATCH_SENTENCES, describe: 'few-shot subset: number of sentences' },
     subsetSeed: { kind: 'integer', default: 48, min: 0, describe: 'seed of the subset draw (official: 48..52)' },
     onInvalid: { kind: 'string', default: 'skip', choices: ['skip', 'fail'], describe: 'lines that are not valid UTF-8' },
+    blankLines: { kind: 'string', default: 'skip', choices: ['skip', 'keep'], describe: 'blank lines of a .txt corpus: skip, or keep as empty sentences ([CLS] [SEP]) as the authors\' datasets text loader does' },
     maxSeqLen: { kind: 'integer', default: 32, min: 2, max: 512, describe: 'truncate training sentences to this many tokens' },
     dropLast: { kind: 'boolean', default: false, describe: 'drop the last partial batch of each epoch (reference: kept)' },
     senteval: { kind: 'string', default: 'data/senteval', describe: 'SentEval data root (STS-B dev selection, final evaluation)' },
@@ -61,10 +64,12 @@ export const SCHEMA = {
     maxLayer: { kind: 'integer', default: 11, min: 1, describe: 'one past the last AMI layer (maxLayer - minLayer must be even)' },
     targetSamples: { kind: 'integer', default: 150, min: 1, describe: 'attention entries drawn per AMI row' },
     nanValue: { kind: 'number', default: 100, describe: 'AMI value substituted for NaN (reference behaviour)' },
+    rhoEps: { kind: 'number', default: 1e-6, min: 0, max: 0.999999, describe: 'AMI |rho| is clamped to 1 - rhoEps; 0: no clamp, the reference\'s -inf at |rho| = 1 and NaN (-> nanValue) above' },
     views: { kind: 'string', default: 'interleaved', choices: ['interleaved', 'separate'], describe: 'one pass over 2B interleaved rows, or two passes' },
     pooler: { kind: 'string', default: 'cls', choices: ['cls', 'cls_before_pooler', 'mean'], describe: 'training pooler (cls = [CLS] + MLP head)' },
   },
   optim: {
+    variant: { kind: 'string', default: 'torch', choices: ADAMW_VARIANTS, describe: 'AdamW: torch (torch.optim.AdamW) or hf (transformers 4.22 AdamW, the authors\' optimizer)' },
     learningRate: { kind: 'number', default: 1e-5, min: 0, minExclusive: true, describe: 'peak learning rate (low-shot runs: 1e-5; SimCSE: 3e-5)' },
     weightDecay: { kind: 'number', default: 0, min: 0, describe: 'AdamW decoupled weight decay (not applied to biases and LayerNorm weights)' },
     beta1: { kind: 'number', default: 0.9, min: 0, max: 0.999999, describe: 'Adam beta1' },
@@ -80,6 +85,8 @@ export const SCHEMA = {
     epochs: { kind: 'integer', default: 1, min: 1, describe: 'passes over the training sentences' },
     maxSteps: { kind: 'integer', default: null, nullable: true, min: 1, describe: 'stop after this many steps (overrides epochs)' },
     evalSteps: { kind: 'integer', default: 250, min: 1, describe: 'evaluate STS-B dev (and checkpoint) every this many steps' },
+    selection: { kind: 'string', default: 'every-eval', choices: SELECTIONS, describe: 'best checkpoint: every-eval (every evaluation and the last step are candidates) or hf-save-steps (transformers 4.22: evaluations at multiples of saveSteps only)' },
+    saveSteps: { kind: 'integer', default: 500, min: 1, describe: 'with selection hf-save-steps: the save_steps of transformers\' Trainer' },
     evalBatchSize: { kind: 'integer', default: 128, min: 1, describe: 'sentences per pass when evaluating (SentEval: 128)' },
     finalEval: { kind: 'boolean', default: true, describe: 'evaluate the best checkpoint on all STS tasks at the end' },
     seed: { kind: 'integer', default: 42, min: 0, describe: 'training seed: shuffling, dropout, AMI draws, head init' },

@@ -11,7 +11,6 @@ import path from 'node:path';
 import { evaluateSts, loadStsTask, stsbDevSpearman, STS_TEST_TASKS, type StsEvaluation } from '../../eval/sts.js';
 import { formatStsTable, stsReportJson } from '../../eval/report.js';
 import { MIN_BATCH_SENTENCES, sentencesLeftOut, TwoViewBatchIterator, type BatchIteratorState, type TwoViewBatch } from '../data/batches.js';
-import { loadTrainingSentences } from '../data/subset.js';
 import { BertTokenizer } from '../data/tokenizer.js';
 import { environmentError, UserError } from '../errors.js';
 import { faultPoint } from '../faultPoints.js';
@@ -26,6 +25,8 @@ import { tf } from '../model/tf.js';
 import { createProgress } from '../progress.js';
 import { AdamW, learningRateAt } from './adamw.js';
 import { clearUnpublishedRun, readTrainingState, recoverRunDir, saveCheckpoint, type TrainerState } from './checkpoint.js';
+import { readTrainingData, runDirectory, totalStepsOf, trainingFile } from './plan.js';
+import { actionsAt } from './selection.js';
 import { selectTrainingBackend, TrainStep, trainableParams, wasmHeapShortfall } from './step.js';
 import { configToYaml, loadConfig, SCHEMA, type TrainConfig } from './config.js';
 import { lineChartSpec, lossChartSpec, renderSvg, type Point } from './plots.js';
@@ -81,7 +82,7 @@ export interface MetricsLine {
  */
 export const FIXED_ON_RESUME: readonly string[] = [
   'model.init', 'model.tokenizer', 'model.config', 'data.train', 'data.format', 'data.column', 'data.fraction', 'data.count',
-  'data.subsetSeed', 'data.onInvalid', 'data.dropLast', 'train.batchSize', 'train.seed',
+  'data.subsetSeed', 'data.onInvalid', 'data.blankLines', 'data.dropLast', 'train.batchSize', 'train.seed',
 ];
 
 interface ConfigChange {
@@ -169,7 +170,7 @@ function checkModelFits(c: TrainConfig, model: BertConfig, resumeDir: string | n
  * a second training into the same directory is refused while this one runs.
  */
 export async function train(config: TrainConfig, opts: TrainOptions = {}): Promise<TrainResult> {
-  const lock = new PidLock(path.join(config.train.output, LOCK_FILE), 'training');
+  const lock = new PidLock(path.join(runDirectory(config), LOCK_FILE), 'training');
   try {
     return await trainLocked(config, opts, lock);
   } finally {
@@ -188,7 +189,7 @@ async function refuseExistingRun(runDir: string): Promise<void> {
 async function trainLocked(config: TrainConfig, opts: TrainOptions, lock: PidLock): Promise<TrainResult> {
   const log = opts.log ?? ((l: string) => process.stderr.write(l + '\n'));
   const c = config;
-  const runDir = c.train.output;
+  const runDir = runDirectory(c);
   const resuming = opts.resume === true;
   if (resuming && (await exists(runDir))) await lock.take();
   const prior = resuming ? await readTrainingState(runDir) : null;
@@ -200,13 +201,10 @@ async function trainLocked(config: TrainConfig, opts: TrainOptions, lock: PidLoc
   // Everything that can fail on the user's input is checked before the run directory is created. The STS-B dev
   // split is read once here and scored at every evaluation.
   const stsbDev = loadStsTask(c.data.senteval, 'stsb-dev');
-  const data = await loadTrainingSentences({
-    path: c.data.train, format: c.data.format, column: c.data.column, fraction: c.data.fraction, count: c.data.count,
-    subsetSeed: c.data.subsetSeed, onInvalid: c.data.onInvalid,
-  });
+  const data = await readTrainingData(c);
   if (data.sentences.length < MIN_BATCH_SENTENCES) {
     const subset = c.data.count !== null ? ` (data.count ${c.data.count})` : c.data.fraction !== null ? ` (data.fraction ${c.data.fraction})` : '';
-    throw new UserError(`${c.data.train}: ${data.sentences.length} training sentence${data.sentences.length === 1 ? '' : 's'}${subset}; ` +
+    throw new UserError(`${trainingFile(c)}: ${data.sentences.length} training sentence${data.sentences.length === 1 ? '' : 's'}${subset}; ` +
       `InfoNCE contrasts the sentences of a batch, so it needs at least ${MIN_BATCH_SENTENCES}`);
   }
   const { selection, model, tokenizer, warning } = await selectBackendAndModel(c, prior?.dir ?? null, data.sentences.length);
@@ -230,13 +228,13 @@ async function trainLocked(config: TrainConfig, opts: TrainOptions, lock: PidLoc
 
   const head = new MlpHead(model.config.hiddenSize, { initializerRange: model.config.initializerRange, seed: siteSeed(c.train.seed, SEED_STREAM.head) });
   const params = trainableParams(model, head);
-  const optimizer = new AdamW(params, { beta1: c.optim.beta1, beta2: c.optim.beta2, eps: c.optim.eps, weightDecay: c.optim.weightDecay });
+  const optimizer = new AdamW(params, { variant: c.optim.variant, beta1: c.optim.beta1, beta2: c.optim.beta2, eps: c.optim.eps, weightDecay: c.optim.weightDecay });
   const batchOpts = {
     sentences: data.sentences, tokenizer, batchSize: c.train.batchSize, maxSeqLen: c.data.maxSeqLen, dropLast: c.data.dropLast,
     seed: siteSeed(c.train.seed, SEED_STREAM.data),
   };
   let batches = new TwoViewBatchIterator(batchOpts);
-  const totalSteps = c.train.maxSteps ?? c.train.epochs * batches.stepsPerEpoch;
+  const totalSteps = totalStepsOf(c, batches.stepsPerEpoch);
   if (totalSteps < 1) throw new UserError(`no training steps: ${data.sentences.length} sentences with batch ${c.train.batchSize} and dropLast`);
   const warmup = c.optim.warmupSteps > 0 ? c.optim.warmupSteps : Math.round(c.optim.warmupRatio * totalSteps);
 
@@ -291,9 +289,10 @@ async function trainLocked(config: TrainConfig, opts: TrainOptions, lock: PidLoc
   const startedAt = Date.now() - state.elapsedSeconds * 1000;
   let stepsThisProcess = 0;
 
-  const evaluateAndSave = async (): Promise<void> => {
+  /** Scores STS-B dev; a `candidate` evaluation that beats the best becomes it. Writes a checkpoint either way. */
+  const evaluateAndSave = async (candidate: boolean): Promise<void> => {
     const score = await stsbDevSpearman(encode, stsbDev, { batchSize: c.train.evalBatchSize });
-    const better = state.bestScore === null || score > state.bestScore;
+    const better = candidate && (state.bestScore === null || score > state.bestScore);
     if (better) {
       state.bestScore = score;
       state.bestStep = state.step;
@@ -301,7 +300,15 @@ async function trainLocked(config: TrainConfig, opts: TrainOptions, lock: PidLoc
     state.elapsedSeconds = (Date.now() - startedAt) / 1000;
     await appendMetrics({ step: state.step, epoch: state.epoch, stsbDev: score, best: better });
     await saveCheckpoint({ runDir, model, tokenizer, head, optimizer, state: { ...state, data: batches.state() }, links: better ? ['last', 'best'] : ['last'] });
-    if (opts.quiet !== true) log(`\nstep ${state.step}: STS-B dev ${score.toFixed(2)}${better ? ' (best)' : ` (best ${state.bestScore!.toFixed(2)} at step ${state.bestStep})`}`);
+    if (opts.quiet !== true) {
+      const best = state.bestScore === null ? 'no best yet' : `best ${state.bestScore.toFixed(2)} at step ${state.bestStep}`;
+      log(`\nstep ${state.step}: STS-B dev ${score.toFixed(2)}${better ? ' (best)' : ` (${candidate ? '' : 'not a selection step; '}${best})`}`);
+    }
+  };
+  /** A checkpoint without an evaluation (`last` only). */
+  const saveLast = async (): Promise<void> => {
+    state.elapsedSeconds = (Date.now() - startedAt) / 1000;
+    await saveCheckpoint({ runDir, model, tokenizer, head, optimizer, state: { ...state, data: batches.state() }, links: ['last'] });
   };
 
   try {
@@ -310,7 +317,7 @@ async function trainLocked(config: TrainConfig, opts: TrainOptions, lock: PidLoc
     // here. A resumed run starts past step 0 and keeps this line from metrics.jsonl.
     if (!resuming) {
       const score = await stsbDevSpearman(encode, stsbDev, { batchSize: c.train.evalBatchSize });
-      await metricsFile.write(JSON.stringify({ step: 0, epoch: 0, stsbDev: score, best: false }) + '\n');
+      await appendMetrics({ step: 0, epoch: 0, stsbDev: score, best: false });
       if (opts.quiet !== true) log(`step 0: STS-B dev ${score.toFixed(2)} (before training; not a best-checkpoint candidate)`);
     }
     while (state.step < totalSteps) {
@@ -341,13 +348,19 @@ async function trainLocked(config: TrainConfig, opts: TrainOptions, lock: PidLoc
         throw new UserError(`stopped: ${state.badStepsInRow} steps in a row had a non-finite loss (last ${loss}); ` +
           `lower optim.learningRate or check the data; the last good checkpoint is in ${path.join(runDir, 'last')}`);
       }
-      if (state.step % c.train.evalSteps === 0 || state.step === totalSteps) await evaluateAndSave();
+      const at = actionsAt(state.step, totalSteps, c.train);
+      if (at.evaluate) await evaluateAndSave(at.candidate);
+      else if (at.checkpoint) await saveLast();
     }
   } finally {
     await metricsFile.close();
   }
   progress.done();
   const result = summaryOf();
+  if (state.bestStep === null) {
+    log(`no evaluation at a multiple of train.saveSteps (${c.train.saveSteps}) among ${totalSteps} steps, so there is no best checkpoint ` +
+      '(the authors\' Trainer would keep the initial model); lower train.saveSteps or use train.selection every-eval');
+  }
   if (c.train.finalEval && state.bestStep !== null) {
     const best = await loadPretrained(path.join(runDir, 'best'));
     result.final = await evaluateSts(
