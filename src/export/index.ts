@@ -12,9 +12,9 @@
  */
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { UserError } from '../errors.js';
+import { environmentError, UserError } from '../errors.js';
 import { faultPoint } from '../faultPoints.js';
-import { exists, processAlive } from '../fsutil.js';
+import { exists, processAlive, writeFileAtomic } from '../fsutil.js';
 import { embed } from '../model/embed.js';
 import { loadPretrained, resolveCheckpoint } from '../model/pretrained.js';
 import { createProgress } from '../progress.js';
@@ -196,7 +196,8 @@ export async function exportCheckpoint(opts: ExportOptions): Promise<ExportResul
     const replace = await checkOutput(output, opts.force === true, [src.checkpointDir, ...(src.runDir !== null ? [src.runDir] : [])]);
     const run: RunInfo = await readRunInfo(src);
     await fs.rm(staging, { recursive: true, force: true });
-    await fs.mkdir(staging, { recursive: true });
+    // The staging folder is ours; a fault making it is reported on the output the user named.
+    await fs.mkdir(staging, { recursive: true }).catch((err: unknown) => { throw environmentError(err, output, 'write') ?? err; });
     const written: ExportResult['written'] = [];
     const onnxChecks: OnnxCheck[] = [];
     for (const format of formats) {
@@ -208,7 +209,7 @@ export async function exportCheckpoint(opts: ExportOptions): Promise<ExportResul
             : await writeTfjs(dir, src, opts.shardBytes !== undefined ? { shardBytes: opts.shardBytes } : {});
       const name = sub === '' ? path.basename(output) : sub;
       files.push('README.md');
-      await fs.writeFile(path.join(dir, 'README.md'), buildModelCard(src, run, { format, name, quantized: quantize === 'int8', files }));
+      await writeFileAtomic(path.join(dir, 'README.md'), buildModelCard(src, run, { format, name, quantized: quantize === 'int8', files }));
       written.push({ format, dir: path.join(output, sub), files });
       if (format === 'onnx' && opts.verify !== false) {
         const reference = await src.embedProbe(VERIFY_SENTENCES);
