@@ -41,7 +41,7 @@ import { UserError } from '../src/errors.js';
 import { tf } from '../src/model/tf.js';
 import { AdamW } from '../src/train/adamw.js';
 import { selectTrainingBackend, TrainStep, trainableParams, wasmHeapShortfall } from '../src/train/step.js';
-import { rawDispatchCount } from '../src/model/webgpuPrograms.js';
+import { rawDispatchCount } from '../src/kernels/platform/webgpuPrograms.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 /** ../shared beside the checkout, or $MICSE_SHARED_DIR. */

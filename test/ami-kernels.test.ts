@@ -1,5 +1,5 @@
 /**
- * attentionMIKernels.ts: the WebGPU attention MI against the stock-op path on the cpu backend (skipped with the reason
+ * kernels/ami: the WebGPU attention MI against the stock-op path on the cpu backend (skipped with the reason
  * where no WebGPU adapter exists). The draw must give the same positions in the same order as seededUniform + where
  * + tf.topk on cpu (rows with fewer valid positions than samples, empty and full rows, equal keys split by the
  * selection and ordered by index); the AMI value and `drawn` must agree within 1e-5 (relative; the gradient within
@@ -9,9 +9,9 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { attentionMutualInformation, rankSamplePositions } from '../src/losses/attentionMI.js';
-import { AMI_DRAW_MAX_SAMPLES } from '../src/losses/attentionMIKernels.js';
+import { AMI_DRAW_MAX_SAMPLES } from '../src/kernels/ami/index.js';
 import { selectBackend } from '../src/model/backend.js';
-import { uniformArray } from '../src/model/random.js';
+import { uniformArray } from '../src/kernels/dropout/index.js';
 import { tf } from '../src/model/tf.js';
 import { seededValues, webgpuSkipReason } from './helpers.js';
 

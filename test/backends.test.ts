@@ -1,5 +1,5 @@
 /**
- * Backend equivalence: the kernels src/model/kernels.ts registers give the stock kernels' numbers, and one miCSE
+ * Backend equivalence: the kernels src/kernels/stock/index.ts registers give the stock kernels' numbers, and one miCSE
  * training step (loss and every gradient) agrees within 1e-4 across the cpu and wasm backends.
  *
  * Op level: each replaced kernel (wasm and cpu BatchMatMul, Unpack, Sum, GatherV2, Slice, SplitV, Concat; wasm
@@ -15,12 +15,12 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { DataType, type GraphSpec } from '../src/export/onnx/proto.js';
+import { DataType, type GraphSpec } from '../src/kernels/platform/onnxProto.js';
 import { MlpHead } from '../src/losses/mlpHead.js';
 import { micseLoss } from '../src/losses/micse.js';
 import { selectBackend } from '../src/model/backend.js';
-import { fastKernelNames, registerFastKernels, unregisterFastKernels, useNativeGemm, hostMatMulEngine } from '../src/model/kernels.js';
-import { NativeOps } from '../src/model/nativeOps.js';
+import { fastKernelNames, registerFastKernels, unregisterFastKernels, useNativeGemm, hostMatMulEngine } from '../src/kernels/stock/index.js';
+import { NativeOps } from '../src/kernels/platform/nativeOps.js';
 import { loadPretrained } from '../src/model/pretrained.js';
 import { tf } from '../src/model/tf.js';
 import { maxAbsDiff, seededValues, shared, SKIP_NO_SHARED } from './helpers.js';

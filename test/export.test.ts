@@ -15,7 +15,7 @@ import YAML from 'yaml';
 import { BertTokenizer } from '../src/data/tokenizer.js';
 import { UserError } from '../src/errors.js';
 import { exportCheckpoint, onnxClsEmbeddings, EXPORT_FORMATS } from '../src/export/index.js';
-import { _varint } from '../src/export/onnx/proto.js';
+import { _varint } from '../src/kernels/platform/onnxProto.js';
 import { selectBackend } from '../src/model/backend.js';
 import { embed } from '../src/model/embed.js';
 import { loadPretrained } from '../src/model/pretrained.js';

@@ -9,7 +9,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { selectBackend } from '../src/model/backend.js';
 import { tf } from '../src/model/tf.js';
-import { observeRawDispatches } from '../src/model/webgpuPrograms.js';
+import { observeRawDispatches } from '../src/kernels/platform/webgpuPrograms.js';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 export const SHARED = path.resolve(process.env['MICSE_SHARED_DIR'] || path.join(ROOT, '..', 'shared'));

@@ -14,10 +14,10 @@ import {
   regroupAttention,
   ATTENTION_MI_DEFAULTS,
 } from '../src/losses/index.js';
-import { registerFastKernels } from '../src/model/kernels.js';
+import { registerFastKernels } from '../src/kernels/stock/index.js';
 import { tf } from '../src/model/tf.js';
 import { HAS_SHARED, maxScaledDiff, seededValues, SKIP_NO_SHARED, shared, webgpuSkipReason, withWebgpuPrograms } from './helpers.js';
-import { INFONCE_MAX_D } from '../src/losses/infoNCEKernels.js';
+import { INFONCE_MAX_D } from '../src/kernels/infoNCE/index.js';
 import { selectBackend } from '../src/model/backend.js';
 import { Rng } from '../src/data/rng.js';
 
@@ -500,7 +500,7 @@ describe('tensor hygiene', () => {
   });
 });
 
-describe('InfoNCE on webgpu (fused kernels, infoNCEKernels.ts) against the composed ops on cpu', { skip: await webgpuSkipReason() }, () => {
+describe('InfoNCE on webgpu (fused kernels, kernels/infoNCE) against the composed ops on cpu', { skip: await webgpuSkipReason() }, () => {
   /** loss and the gradients of (upstream) 1.7 * loss with respect to z1 and z2, as flat arrays. */
   async function lossAndGrads(z1v: Float32Array, z2v: Float32Array, shape: [number, number], temperature: number): Promise<Float32Array[]> {
     const z1 = tf.tensor2d(z1v, shape);

@@ -10,7 +10,7 @@ import { micseLoss, type MicseBatch, type MicseConfig, type MicseEncoder } from 
 import { BertModel, packQkv, qkvPart, unpackQkv } from '../src/model/bert.js';
 import { bertWeightTable } from '../src/model/weights.js';
 import type { BertConfig } from '../src/model/config.js';
-import { registerFastKernels } from '../src/model/kernels.js';
+import { registerFastKernels } from '../src/kernels/stock/index.js';
 import { tf } from '../src/model/tf.js';
 import { Rng } from '../src/data/rng.js';
 

@@ -1,7 +1,7 @@
 /**
  * Device-resident randomness and the WebGPU training step.
  *
- * random.ts: `seededUniform` and `seededDropout` give the same bits on every backend (cpu, wasm and, where a
+ * kernels/dropout: `seededUniform` and `seededDropout` give the same bits on every backend (cpu, wasm and, where a
  * WebGPU adapter exists, webgpu) as the host formula `uniformArray`; dropout's gradient is dropout of dy with the
  * same mask; the stream is uniform and seeds are independent.
  * WebGPU (skipped with the reason when `selectBackend('webgpu')` fails, e.g. no Vulkan driver, as on CI): one
@@ -22,12 +22,12 @@ import { micseLoss } from '../src/losses/micse.js';
 import { DAWN_OPTIONS_ENV, selectBackend } from '../src/model/backend.js';
 import { BertModel } from '../src/model/bert.js';
 import type { BertConfig } from '../src/model/config.js';
-import { SEEDED_DROPOUT, seededDropout, seededUniform, uniformArray } from '../src/model/random.js';
+import { SEEDED_DROPOUT, seededDropout, seededUniform, uniformArray } from '../src/kernels/dropout/index.js';
 import { tf } from '../src/model/tf.js';
 import { expectNoGpuErrors, maxAbsDiff, ROOT, webgpuSkipReason } from './helpers.js';
 import { AdamW } from '../src/train/adamw.js';
 import { TrainStep, trainableParams } from '../src/train/step.js';
-import { inPlaceDispatchCount, inPlaceUpdateCount, paramsPerDispatch } from '../src/train/adamwWebgpu.js';
+import { inPlaceDispatchCount, inPlaceUpdateCount, paramsPerDispatch } from '../src/kernels/adamw/webgpu.js';
 
 const TOL = 1e-4;
 
@@ -49,7 +49,7 @@ async function read(t: tf.Tensor): Promise<Float32Array> {
   return v;
 }
 
-describe('counter-based random numbers (random.ts)', () => {
+describe('counter-based random numbers (kernels/dropout)', () => {
   test('uniform stream: mean, variance, 16-bin chi-square and independence of neighbouring seeds', () => {
     const n = 1 << 20;
     const u = uniformArray(n, 5);
@@ -322,7 +322,7 @@ const { BertModel } = await import(${JSON.stringify(pathToFileURL(path.join(ROOT
 const { MlpHead } = await import(${JSON.stringify(pathToFileURL(path.join(ROOT, 'src/losses/mlpHead.ts')).href)});
 const { AdamW } = await import(${JSON.stringify(pathToFileURL(path.join(ROOT, 'src/train/adamw.ts')).href)});
 const { TrainStep, trainableParams } = await import(${JSON.stringify(pathToFileURL(path.join(ROOT, 'src/train/step.ts')).href)});
-const { inPlaceUpdateCount } = await import(${JSON.stringify(pathToFileURL(path.join(ROOT, 'src/train/adamwWebgpu.ts')).href)});
+const { inPlaceUpdateCount } = await import(${JSON.stringify(pathToFileURL(path.join(ROOT, 'src/kernels/adamw/webgpu.ts')).href)});
 const { config, rows, objective } = JSON.parse(process.argv[1]);
 const sel = await selectBackend('webgpu');
 const device = tf.backend().device;

@@ -40,7 +40,7 @@
  * - NaN (now only from non-finite input) -> nanValue, selected on the device with `tf.where`.
  *
  * Device residency: nothing is read back. The row filter is a mask and the sample count a scalar on the device:
- * every row draws S = min(targetSamples, N) positions (seeded uniform keys from random.ts, invalid positions keyed
+ * every row draws S = min(targetSamples, N) positions (seeded uniform keys from kernels/dropout, invalid positions keyed
  * -1, top-k by key, so any prefix is a uniform draw among the valid positions) and uses its first `samples` of them;
  * rows that do not enter the mean are masked out. Shapes are static, so the same kernels run every step and WebGPU
  * (where a host read blocks and, in Node, `dataSync` throws) never waits. `rows`/`samples` come back as a tensor
@@ -48,7 +48,7 @@
  * permutation invariant. Pinning the draw (`sampleIndices`, for tests and reference comparisons) is the one path
  * that reads the row filter on the host.
  *
- * WebGPU: where its kernels are registered (attentionMIKernels.ts), the term is 6 dispatches forward and 1 backward
+ * WebGPU: where its kernels are registered (kernels/ami), the term is 6 dispatches forward and 1 backward
  * straight from `attentions` (row counts, row plan, draw, per-row MI, value, `drawn`; the gradient written into
  * d attentions directly) instead of ~250 stock kernels: the same draw (positions and order) and the same
  * arithmetic within float32 rounding. Pinned draws and S > AMI_DRAW_MAX_SAMPLES take the stock ops, as every
@@ -56,13 +56,13 @@
  *
  * Cost: on the pure-JS `cpu` backend the regrouping transpose is slow at bert-base sizes (about 5 s forward for
  * `[128, 4, 12, 32, 32]` on a 2-core machine, the same again backward), small next to the encoder on that
- * backend. The gather gradients need an UnsortedSegmentSum kernel (kernels.ts registers a scatter-add on cpu and wasm).
+ * backend. The gather gradients need an UnsortedSegmentSum kernel (kernels/stock registers a scatter-add on cpu and wasm).
  */
-import { freshSeed, seededUniform } from '../model/random.js';
+import { freshSeed, seededUniform } from '../kernels/dropout/index.js';
 import { tf } from '../model/tf.js';
 import {
   AMI_DRAW_MAX_SAMPLES, amiKernelsOn, attentionMIValue, attentionRowPlan, drawFromAttention, drawFromMask, drawnOfPlan,
-} from './attentionMIKernels.js';
+} from '../kernels/ami/index.js';
 
 
 export interface AttentionMIOptions {
@@ -140,10 +140,10 @@ function checkAttentionShape(attentions: tf.Tensor): [number, number, number, nu
  * For each row, `samples` distinct positions drawn uniformly among the row's valid positions (without
  * replacement), in draw order: `valid [R, N]` (bool or 0/1) -> int32 `[R, samples]`. Any prefix of a row is itself
  * a uniform draw of that size, which is how the AMI draws fewer samples in its fallback regime with a fixed shape.
- * On the device: seeded uniform keys (random.ts), invalid positions keyed -1, top-k by key (equal keys by increasing
+ * On the device: seeded uniform keys (kernels/dropout), invalid positions keyed -1, top-k by key (equal keys by increasing
  * index, tf.topk's order on cpu). Rows with fewer than `samples` valid positions end with invalid ones. On webgpu
  * with `samples <= AMI_DRAW_MAX_SAMPLES`, one kernel computes the same positions in the same order
- * (attentionMIKernels.ts). Exported for tests.
+ * (kernels/ami). Exported for tests.
  */
 export function rankSamplePositions(valid: tf.Tensor2D, samples: number, seed: number): tf.Tensor2D {
   const [R, N] = valid.shape;

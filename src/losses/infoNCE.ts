@@ -11,10 +11,10 @@
  *
  * Inputs: z1 = view-1 embeddings `[B, D]`, z2 = view-2 embeddings `[B, D]` (row i of both is sentence i).
  * Output: a scalar tensor, differentiable with respect to z1 and z2. Computed in float32.
- * On webgpu the same arithmetic runs as fused kernels (infoNCEKernels.ts); other backends compose TF.js ops.
+ * On webgpu the same arithmetic runs as fused kernels (kernels/infoNCE); other backends compose TF.js ops.
  */
 import { tf } from '../model/tf.js';
-import { fusedInfoNCE, fusedInfoNCEAvailable } from './infoNCEKernels.js';
+import { fusedInfoNCE, fusedInfoNCEAvailable } from '../kernels/infoNCE/index.js';
 
 export interface InfoNCEOptions {
   /** Lower bound on each vector norm in the cosine (PyTorch's CosineSimilarity default). */

@@ -6,8 +6,8 @@
 import type { WebGPUBackend } from '@tensorflow/tfjs-backend-webgpu';
 import { createRequire } from 'node:module';
 import path from 'node:path';
-import { hostMatMulEngine, NATIVE_GEMM_ENV, registerFastKernels, useNativeGemm } from './kernels.js';
-import { activeMatmulTile, describeMatmulTile, MATMUL_TILE_ENV, parseMatmulTile, useMatmulTile } from './matmulTiles.js';
+import { hostMatMulEngine, NATIVE_GEMM_ENV, registerFastKernels, useNativeGemm } from '../kernels/stock/index.js';
+import { activeMatmulTile, describeMatmulTile, MATMUL_TILE_ENV, parseMatmulTile, useMatmulTile } from '../kernels/platform/matmulTiles.js';
 import { tf } from './tf.js';
 
 export const BACKEND_NAMES = ['auto', 'tensorflow-gpu', 'tensorflow', 'webgpu', 'wasm', 'cpu'] as const;
@@ -108,7 +108,7 @@ async function tryBackend(name: Exclude<BackendName, 'auto'>): Promise<string> {
       const dist = path.dirname(require.resolve('@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm.wasm'));
       wasm.setWasmPaths(dist + path.sep);
       await activate('wasm');
-      // Dense products on onnxruntime-node's native SGEMM when it loads (kernels.ts); XNNPACK otherwise.
+      // Dense products on onnxruntime-node's native SGEMM when it loads (kernels/stock); XNNPACK otherwise.
       useNativeGemm(process.env[NATIVE_GEMM_ENV] !== '0');
       return 'wasm';
     }

@@ -6,14 +6,14 @@
  * plus torch.nn.utils.clip_grad_norm_: g <- g * min(1, maxNorm / (||g||_2 + 1e-6)) over all gradients.
  * TF.js has no AdamW; its moments are plain variables here so checkpoints can save and restore them exactly.
  *
- * On cpu, wasm and webgpu the norm is one kernel over all gradients (src/train/adamwKernels.ts). Each parameter's
- * update is one kernel on cpu and wasm (adamwKernels.ts) and one in-place dispatch on webgpu (adamwWebgpu.ts);
+ * On cpu, wasm and webgpu the norm is one kernel over all gradients (src/kernels/adamw/index.ts). Each parameter's
+ * update is one kernel on cpu and wasm (kernels/adamw) and one in-place dispatch on webgpu (kernels/adamw/webgpu.ts);
  * other backends (tensorflow, webgl), and webgpu parameters whose buffers are shared, compose the same arithmetic
  * from TF.js ops.
  */
 import { tf } from '../model/tf.js';
-import { CLIP_EPS, fusedAdamW, fusedGradNorm, fusedNormAvailable, fusedUpdateAvailable, type AdamWStepScalars } from './adamwKernels.js';
-import { adamwInPlace, canUpdateInPlace, type InPlaceUpdate } from './adamwWebgpu.js';
+import { CLIP_EPS, fusedAdamW, fusedGradNorm, fusedNormAvailable, fusedUpdateAvailable, type AdamWStepScalars } from '../kernels/adamw/index.js';
+import { adamwInPlace, canUpdateInPlace, type InPlaceUpdate } from '../kernels/adamw/webgpu.js';
 
 export interface AdamWOptions {
   beta1: number;

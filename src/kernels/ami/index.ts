@@ -15,7 +15,7 @@
  *   MicseAmiGrad     attentions, positions, plan, mi, dy -> d attentions (zero except at drawn positions)
  *   MicseAmiDrawn    plan -> int32 [rows, samples]
  *
- * The draw reproduces the stock path exactly: keys are seededUniform([R, N], seed) (random.ts's WGSL, flat index
+ * The draw reproduces the stock path exactly: keys are seededUniform([R, N], seed) (kernels/dropout's WGSL, flat index
  * r*N + c), invalid positions keyed -1, and tf.topk's order (tfjs-backend-cpu TopK_impl: key descending, equal keys
  * by increasing index). A key is the 24-bit integer behind the uniform (u = k * 2^24, same order as the float):
  *   1. radix select (3 passes of 8 bits, a 256-bin histogram in workgroup memory) finds the take-th largest valid
@@ -36,12 +36,12 @@
  * columns, so every element is written once by one invocation, in program order (distinct positions per row).
  *
  * Reference: SAP-samples/acl2023-micse `model/models.py` `cl_forward`, ../shared/docs/METHOD.md "Attention mutual
- * information"; the header tfjs-backend-webgpu generates for a program: src/model/webgpuPrograms.ts.
+ * information"; the header tfjs-backend-webgpu generates for a program: src/kernels/platform/webgpuPrograms.ts.
  */
 import type { WebGPUBackend, WebGPUProgram } from '@tensorflow/tfjs-backend-webgpu';
-import { seedKeys, WGSL_RANDOM } from '../model/random.js';
-import { registerKernelsOnce, tf } from '../model/tf.js';
-import { elementwiseProgram, workgroupSumWgsl } from '../model/webgpuPrograms.js';
+import { seedKeys, WGSL_RANDOM } from '../dropout/index.js';
+import { registerKernelsOnce, tf } from '../../model/tf.js';
+import { elementwiseProgram, workgroupSumWgsl } from '../platform/webgpuPrograms.js';
 
 const COUNTS = 'MicseAmiCounts';
 const PLAN = 'MicseAmiPlan';

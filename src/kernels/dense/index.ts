@@ -19,7 +19,7 @@
  * backend routes that MatMul to the native GEMM).
  */
 import type { WebGPUBackend, WebGPUProgram } from '@tensorflow/tfjs-backend-webgpu';
-import { registerKernelsOnce, tf } from './tf.js';
+import { registerKernelsOnce, tf } from '../../model/tf.js';
 
 const COLUMN_SUM = 'MicseColumnSum';
 
@@ -28,7 +28,7 @@ const COLUMN_SUM = 'MicseColumnSum';
  * its invocation (lane, c) sums rows lane, lane + ROW_LANES, ... of column c; then a tree over the lanes. Neighbouring
  * invocations read neighbouring columns of one row: 8 floats, one 32-byte memory sector. 8 columns (rather than
  * more) so a BERT-base layer's 768 columns still make 96 workgroups: a memory-bound reduction needs many of them in
- * flight (one thread per column over all rows left a GPU nearly idle; see fused.ts's LayerNorm sums). Not yet timed
+ * flight (one thread per column over all rows left a GPU nearly idle; see kernels/layerNorm's LayerNorm sums). Not yet timed
  * on a real GPU.
  */
 const COLUMNS = 8;

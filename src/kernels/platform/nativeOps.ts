@@ -3,7 +3,7 @@
  *
  * Why: TF.js kernels must return synchronously, and the wasm backend computes on one wasm SIMD thread. ORT's CPU
  * kernels are native (MLAS: AVX2/AVX-512 GEMM, vectorised Erf/Exp/Tanh, ...) and run on an intra-op thread pool,
- * for ~10 us of fixed cost a call. src/model/nativeGemm.ts uses this for the dense products; any kernel can run
+ * for ~10 us of fixed cost a call. src/kernels/platform/nativeGemm.ts uses this for the dense products; any kernel can run
  * a graph of its own the same way (`NativeOps.run`).
  *
  * How: the public `InferenceSession.run()` is async (it defers the call with setImmediate), but the package's
@@ -20,7 +20,7 @@
  */
 import { createRequire } from 'node:module';
 import os from 'node:os';
-import { encodeModel, type GraphSpec } from '../export/onnx/proto.js';
+import { encodeModel, type GraphSpec } from './onnxProto.js';
 
 /** ONNX opset and IR version of the graphs (opset 17: every op used here, LayerNormalization included). */
 const NATIVE_OPSET = 17;

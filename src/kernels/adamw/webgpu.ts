@@ -1,7 +1,7 @@
 /**
  * AdamW on webgpu, in place: each compute dispatch reads the gradients of up to `paramsPerDispatch` parameters and
  * writes their p, m and v into their own GPU buffers. Same arithmetic, operation by operation, as the kernels in
- * adamwKernels.ts (g clipped by the norm inside the shader, then m', v', p'), so it differs from the composite ops
+ * kernels/adamw (g clipped by the norm inside the shader, then m', v', p'), so it differs from the composite ops
  * by float rounding only. With a gate (the step's loss), every invocation first reads it and leaves p, m and v as
  * they are when it is not finite: the trainer skips a non-finite step without reading the loss before the update.
  *
@@ -24,9 +24,9 @@
  * multi-output programs there do); test/adamw.test.ts compares the result with the composite ops on a real adapter
  * (lavapipe here).
  */
-import { tf } from '../model/tf.js';
-import { bufferOf, internalsOf, recordDispatches, uniformBufferOf } from '../model/webgpuPrograms.js';
-import { CLIP_EPS, type AdamWStepScalars } from './adamwKernels.js';
+import { tf } from '../../model/tf.js';
+import { bufferOf, internalsOf, recordDispatches, uniformBufferOf } from '../platform/webgpuPrograms.js';
+import { CLIP_EPS, type AdamWStepScalars } from './index.js';
 
 /** Invocations per workgroup. */
 const WORKGROUP = 256;

@@ -1,12 +1,12 @@
 /**
- * The two shapes of WebGPU program this project's kernels are made of (random.ts, fused.ts, adamwKernels.ts),
+ * The two shapes of WebGPU program this project's kernels are made of (kernels/dropout, kernels/layerNorm, kernels/adamw),
  * written once. Both run through WebGPUBackend.runWebGPUProgram, which compiles `getUserCode()` after a header
  * it generates: the uniforms struct (with `size` when `size` is set), `result`, one read-only array per input
  * named as in `variableNames`, the builtins as module-scope `localId`/`localIndex`/`workgroupId`/`numWorkgroups`,
  * and a `fn main(index)` called with the flat global index.
  */
 import type { WebGPUProgram } from '@tensorflow/tfjs-backend-webgpu';
-import { tf } from './tf.js';
+import { tf } from '../../model/tf.js';
 
 export interface ElementwiseSpec {
   shaderKey: string;
@@ -76,7 +76,7 @@ export function workgroupSumWgsl(name: string, size: number): string {
 // A TF.js WebGPU program has one output. Where a backward pass yields two tensors from the same reads (dq and dk
 // of attention, dgamma and dbeta of LayerNorm), `recordRaw` records one dispatch of a whole WGSL module of our
 // own into the backend's command encoder, writing any number of outputs the backend allocated. This reaches into
-// tfjs-backend-webgpu 4.x internals, typed by `BackendInternals`; adamwWebgpu.ts records the same way.
+// tfjs-backend-webgpu 4.x internals, typed by `BackendInternals`; kernels/adamw/webgpu.ts records the same way.
 // ---------------------------------------------------------------------------------------------------------------
 
 /** What raw recording uses of a WebGPUBackend beyond its public type (tfjs-backend-webgpu 4.x). */

@@ -9,7 +9,7 @@
  * dispatch with a large fixed cost (BERT-base has ~200 parameters), on the host backends each op is one more pass
  * over the arrays. Here the whole update of one parameter is one kernel, and the norm of all gradients one kernel
  * (on webgpu one dispatch per 14 gradients; 6 where the device keeps the default 8 storage buffers). On webgpu the
- * update is not a TF.js kernel: a program there has a single output, so adamwWebgpu.ts writes p, m and v in place,
+ * update is not a TF.js kernel: a program there has a single output, so kernels/adamw/webgpu.ts writes p, m and v in place,
  * several parameters a dispatch, instead.
  *
  * The arithmetic is the composite code's, operation by operation in float32 (the clipping coefficient is computed
@@ -19,23 +19,23 @@
  *   v' = v * b2 + (g * g) * (1 - b2)
  *   p' = p * decay - (m' / (sqrt(v') / bc2Sqrt + eps)) * stepSize        decay = 1 - lr * wd (1: no decay)
  * On cpu without wasm SIMD every step is rounded to float32 (Math.fround); otherwise a WebAssembly SIMD loop
- * (adamwSimd.ts) does the same float32 operations four lanes at a time, directly on the wasm backend's heap, and on
+ * (kernels/adamw/simd.ts) does the same float32 operations four lanes at a time, directly on the wasm backend's heap, and on
  * chunks copied through a private staging memory for cpu's JS arrays. Either way the update equals the
  * stock kernels' composite bit for bit. The norm sums the float32 squares of each gradient in double (on wasm in
  * four double lanes) and the per-gradient sums in float32, as the cpu Sum and AddN kernels do; the stock wasm Sum
  * accumulates in float32, so there the norms differ by its rounding. webgpu differs from its stock kernels by
  * float rounding only (the norm's summation order; a GPU compiler may fuse a multiply-add); so does the in-place
- * update of adamwWebgpu.ts, which follows the same order.
+ * update of kernels/adamw/webgpu.ts, which follows the same order.
  */
 import type { WebGPUBackend, WebGPUProgram } from '@tensorflow/tfjs-backend-webgpu';
-import { heapOffset, heapView, type CpuBackend, type WasmBackend } from '../model/hostBackend.js';
-import { registerKernelsOnce, tf } from '../model/tf.js';
-import { workgroupSumWgsl } from '../model/webgpuPrograms.js';
-import { simdFor, SIMD_LANES, type AdamWSimd } from './adamwSimd.js';
+import { heapOffset, heapView, type CpuBackend, type WasmBackend } from '../platform/hostBackend.js';
+import { registerKernelsOnce, tf } from '../../model/tf.js';
+import { workgroupSumWgsl } from '../platform/webgpuPrograms.js';
+import { simdFor, SIMD_LANES, type AdamWSimd } from './simd.js';
 
 const ADAMW_KERNEL = 'MicseAdamW';
 const GRAD_NORM_KERNEL = 'MicseGradNorm';
-/** The backends each kernel is registered for; others use the composite ops (webgpu updates in place instead, adamwWebgpu.ts). */
+/** The backends each kernel is registered for; others use the composite ops (webgpu updates in place instead, kernels/adamw/webgpu.ts). */
 const KERNEL_BACKENDS: Record<string, readonly string[]> = {
   [GRAD_NORM_KERNEL]: ['cpu', 'wasm', 'webgpu'],
   [ADAMW_KERNEL]: ['cpu', 'wasm'],
@@ -366,7 +366,7 @@ export function fusedNormAvailable(): boolean {
   return KERNEL_BACKENDS[GRAD_NORM_KERNEL]!.includes(tf.getBackend());
 }
 
-/** Whether the active backend has the fused update kernel (webgpu updates in place instead: adamwWebgpu.ts). */
+/** Whether the active backend has the fused update kernel (webgpu updates in place instead: kernels/adamw/webgpu.ts). */
 export function fusedUpdateAvailable(): boolean {
   return KERNEL_BACKENDS[ADAMW_KERNEL]!.includes(tf.getBackend());
 }

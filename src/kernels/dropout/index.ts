@@ -18,14 +18,14 @@
  * Ops: `seededUniform(shape, seed)` and `seededDropout(x, rate, seed)`. Kernels `MicseSeededUniform` and
  * `MicseDropout` are registered for cpu, wasm and webgpu when this module loads (the registry is keyed by
  * backend name, so the backend need not exist yet); elsewhere the ops fall back to uploaded host numbers.
- * WebGPU kernels that fuse a dropout into a larger program (attention.ts) use `WGSL_DROPOUT`, `WGSL_DROPOUT_UNIFORMS`
+ * WebGPU kernels that fuse a dropout into a larger program (kernels/attention) use `WGSL_DROPOUT`, `WGSL_DROPOUT_UNIFORMS`
  * and `dropoutUniforms`: the same WGSL and uniforms as the `MicseDropout` kernel, so the same mask bit for bit.
  */
 import type { WebGPUBackend } from '@tensorflow/tfjs-backend-webgpu';
-import { heapView, type CpuBackend, type WasmBackend } from './hostBackend.js';
-import { heapSimdHost, simdDropout, stagingSimdHost, type SimdHost } from './hostSimd.js';
-import { registerGradientOnce, registerKernelsOnce, tf } from './tf.js';
-import { elementwiseProgram } from './webgpuPrograms.js';
+import { heapView, type CpuBackend, type WasmBackend } from '../platform/hostBackend.js';
+import { heapSimdHost, simdDropout, stagingSimdHost, type SimdHost } from '../platform/hostSimd.js';
+import { registerGradientOnce, registerKernelsOnce, tf } from '../../model/tf.js';
+import { elementwiseProgram } from '../platform/webgpuPrograms.js';
 
 const SEEDED_UNIFORM = 'MicseSeededUniform';
 export const SEEDED_DROPOUT = 'MicseDropout';
@@ -133,7 +133,7 @@ const dropoutWasm: tf.KernelFunc = ({ inputs, backend, attrs }) => {
 
 /**
  * WGSL of `mix32(v : u32) -> u32` and `uniformAt(i : i32) -> f32` (the value at flat index `i`), for kernels that draw
- * inside a larger program (attentionMIKernels.ts); needs `k1 : u32, k2 : u32,` (seedKeys) in the program's uniforms.
+ * inside a larger program (kernels/ami); needs `k1 : u32, k2 : u32,` (seedKeys) in the program's uniforms.
  */
 export const WGSL_RANDOM = `
   fn mix32(v : u32) -> u32 {
@@ -154,7 +154,7 @@ export const WGSL_DROPOUT_UNIFORMS = 'k1 : u32, k2 : u32, rate : f32, scale : f3
 
 /**
  * WGSL of `fn dropoutAt(i : i32, x : f32) -> f32`: `seededDropout`'s value at flat index `i` of an input valued `x`
- * (and `uniformAt(i)`), for kernels that fuse the dropout into a larger program (attention.ts). Needs the fields of
+ * (and `uniformAt(i)`), for kernels that fuse the dropout into a larger program (kernels/attention). Needs the fields of
  * `WGSL_DROPOUT_UNIFORMS` in the program's uniforms.
  */
 export const WGSL_DROPOUT = `${WGSL_RANDOM}

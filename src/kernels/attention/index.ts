@@ -23,15 +23,15 @@
  * Two ops, not one with two outputs: autodiff sums the probabilities' gradients of the context and of the AMI
  * loss (an Add where the layer's probabilities are used), and where they are not used nothing is uploaded (the
  * engine fills the gradient of an unused output of a kernel with host zeros).
- * The dropout mask is `seededDropout`'s (random.ts `WGSL_DROPOUT`): the same bits at the same flat index of the
+ * The dropout mask is `seededDropout`'s (kernels/dropout `WGSL_DROPOUT`): the same bits at the same flat index of the
  * [B, nh, T, T] probabilities. A fully padded row (every key masked) has equal scores, so uniform probabilities.
  * Every other backend slices q, k and v from qkv and runs the composed ops.
  * Reference: Vaswani et al. 2017 (scaled dot-product attention); transformers BertSelfAttention.
  */
 import type { WebGPUBackend, WebGPUProgram } from '@tensorflow/tfjs-backend-webgpu';
-import { dropoutUniforms, seededDropout, WGSL_DROPOUT, WGSL_DROPOUT_UNIFORMS } from './random.js';
-import { registerGradientOnce, registerKernelsOnce, tf } from './tf.js';
-import { packUniforms, rawBindings, recordRaw, type RawProgram } from './webgpuPrograms.js';
+import { dropoutUniforms, seededDropout, WGSL_DROPOUT, WGSL_DROPOUT_UNIFORMS } from '../dropout/index.js';
+import { registerGradientOnce, registerKernelsOnce, tf } from '../../model/tf.js';
+import { packUniforms, rawBindings, recordRaw, type RawProgram } from '../platform/webgpuPrograms.js';
 
 const ATTENTION_PROBS = 'MicseAttentionProbs';
 const ATTENTION_PROBS_GRAD = 'MicseAttentionProbsGrad';
@@ -61,7 +61,7 @@ export interface AttentionOptions {
   scale: number;
   /** Dropout rate of the probabilities, in [0, 1); 0 for none. */
   rate: number;
-  /** Seed of the dropout mask (an integer; see random.ts). */
+  /** Seed of the dropout mask (an integer; see kernels/dropout). */
   seed: number;
 }
 

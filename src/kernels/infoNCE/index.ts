@@ -15,8 +15,8 @@
  * Reference: SimCSE cl_forward (see infoNCE.ts).
  */
 import type { WebGPUBackend } from '@tensorflow/tfjs-backend-webgpu';
-import { registerGradientOnce, registerKernelsOnce, tf } from '../model/tf.js';
-import { linearGrid, packUniforms, rawBindings, recordRaw, workgroupSumWgsl, type RawProgram } from '../model/webgpuPrograms.js';
+import { registerGradientOnce, registerKernelsOnce, tf } from '../../model/tf.js';
+import { linearGrid, packUniforms, rawBindings, recordRaw, workgroupSumWgsl, type RawProgram } from '../platform/webgpuPrograms.js';
 
 const INFONCE = 'MicseInfoNCE';
 const INFONCE_GRAD = 'MicseInfoNCEGrad';

@@ -18,7 +18,7 @@
  * tile otherwise.
  */
 import type { WebGPUBackend, WebGPUProgram } from '@tensorflow/tfjs-backend-webgpu';
-import { tf } from './tf.js';
+import { tf } from '../../model/tf.js';
 
 export const MATMUL_TILE_ENV = 'MICSE_WEBGPU_MATMUL_TILE';
 /** The tile used unless MATMUL_TILE_ENV says otherwise. */

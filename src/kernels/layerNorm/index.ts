@@ -9,11 +9,11 @@
  *       dx = rstd * (g - mean(g) - xhat * mean(g * xhat))      per row
  *       dgamma = sum over rows of dy * xhat;  dbeta = sum over rows of dy
  *   addLayerNorm(x, residual, gamma, beta) = layerNorm(s, gamma, beta),  s = seededDropout(x) + residual  (BERT's
- *     post-sublayer step)  backward: d(residual) = ds,  dx = seededDropout(ds) (the same mask, random.ts)
+ *     post-sublayer step)  backward: d(residual) = ds,  dx = seededDropout(ds) (the same mask, kernels/dropout)
  *   gelu(x) = x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2))       (erf: the Abramowitz-Stegun 7.1.26 form every TF.js
  *                                                              backend uses, |error| < 1.5e-7)
  *     backward: dx = dy * (Phi(x) + x * phi(x)),  phi(x) = exp(-x^2 / 2) / sqrt(2 pi)
- * Kernels: cpu and wasm (WebAssembly SIMD loops, src/model/hostSimd.ts: in place on the wasm heap, through a staging
+ * Kernels: cpu and wasm (WebAssembly SIMD loops, src/kernels/platform/hostSimd.ts: in place on the wasm heap, through a staging
  * memory for cpu's JS arrays; the scalar loops below where wasm SIMD is missing, for LayerNorm rows with H % 4 != 0
  * and for the last n % 4 GELU elements), webgpu (WGSL: LayerNorm one workgroup per row; its backward is 3 dispatches:
  * dx with each row's mean and rstd, column partial sums over COLUMN_CHUNK-row chunks, then dgamma and dbeta
@@ -26,13 +26,13 @@
  * the composed ops within rounding (tests: test/fused.test.ts).
  */
 import type { WebGPUBackend, WebGPUProgram } from '@tensorflow/tfjs-backend-webgpu';
-import { heapView, type CpuBackend, type WasmBackend } from './hostBackend.js';
+import { heapView, type CpuBackend, type WasmBackend } from '../platform/hostBackend.js';
 import {
   heapSimdHost, layerNormGradScratch, SIMD_LANES, simdGelu, simdGeluGrad, simdLayerNorm, simdLayerNormGrad, stagingSimdHost, type SimdHost,
-} from './hostSimd.js';
-import { dropoutUniforms, seededDropout, WGSL_DROPOUT, WGSL_DROPOUT_UNIFORMS } from './random.js';
-import { registerGradientOnce, registerKernelsOnce, tf } from './tf.js';
-import { elementwiseProgram, linearGrid, packUniforms, rawBindings, recordRaw, workgroupSumWgsl, type RawProgram } from './webgpuPrograms.js';
+} from '../platform/hostSimd.js';
+import { dropoutUniforms, seededDropout, WGSL_DROPOUT, WGSL_DROPOUT_UNIFORMS } from '../dropout/index.js';
+import { registerGradientOnce, registerKernelsOnce, tf } from '../../model/tf.js';
+import { elementwiseProgram, linearGrid, packUniforms, rawBindings, recordRaw, workgroupSumWgsl, type RawProgram } from '../platform/webgpuPrograms.js';
 
 const LAYER_NORM = 'MicseLayerNorm';
 const LAYER_NORM_GRAD = 'MicseLayerNormGrad';
@@ -270,7 +270,7 @@ interface RowSource {
 const PLAIN_SOURCE: RowSource = { key: '', inputs: ['x'], uniforms: '', wgsl: 'fn sourceAt(i : i32) -> f32 { return x[i]; }' };
 
 /**
- * addLayerNorm: s = dropout(x) + residual, the dropout seededDropout's mask at the same flat index (random.ts
+ * addLayerNorm: s = dropout(x) + residual, the dropout seededDropout's mask at the same flat index (kernels/dropout
  * WGSL_DROPOUT); at rate 0 x itself (dropoutAt would give x * 1.0, the same value, after two hashes).
  */
 const DROPOUT_ADD_SOURCE: RowSource = {

@@ -1,7 +1,7 @@
 /**
  * Kernels registered over the stock ones where a backend lacks a kernel training needs, or has one too slow to
- * use: the host backends (cpu, wasm) here; webgpu's own kernels live beside the ops they serve (attention.ts,
- * dense.ts, fused.ts, ...). Only `backend.ts` calls `registerFastKernels`.
+ * use: the host backends (cpu, wasm) here; webgpu's own kernels live beside the ops they serve (kernels/attention,
+ * kernels/dense, kernels/layerNorm, ...). Only `backend.ts` calls `registerFastKernels`.
  *
  * UnsortedSegmentSum is the gradient of `tf.gather` (the embedding lookup). The stock cpu kernel runs one full
  * tensor pass per segment, i.e. per vocabulary row: about 5 minutes a call for BERT's 30,522 words. A direct
@@ -10,9 +10,9 @@
 import {
   F32_BYTES, heapF32, heapOffset, hostBits, hostF32, hostOutput, hostValues, makeHostOutput,
   type CpuBackend, type HostBackend, type WasmBackend,
-} from './hostBackend.js';
-import { NativeGemm, type Shape3 } from './nativeGemm.js';
-import { tf } from './tf.js';
+} from '../platform/hostBackend.js';
+import { NativeGemm, type Shape3 } from '../platform/nativeGemm.js';
+import { tf } from '../../model/tf.js';
 
 type KernelFunc = tf.KernelConfig['kernelFunc'];
 
@@ -50,7 +50,7 @@ const unsortedSegmentSumCpu: KernelFunc = ({ inputs, backend, attrs }) => {
 // ---------------------------------------------------------------------------------------------------------------
 // Host BatchMatMul (wasm and cpu)
 //
-// First choice: onnxruntime-node's native SGEMM (src/model/nativeGemm.ts: MLAS, AVX2/AVX-512, intra-op threads,
+// First choice: onnxruntime-node's native SGEMM (src/kernels/platform/nativeGemm.ts: MLAS, AVX2/AVX-512, intra-op threads,
 // 100-200 GFLOP/s a core here), reading and writing the wasm heap or the cpu backend's arrays in place;
 // `useNativeGemm` switches it on (backend.ts does for both backends, unless MICSE_NATIVE_GEMM=0) and falls back
 // when onnxruntime-node cannot load. The stock cpu kernel is a JavaScript loop (~1 GFLOP/s here: 3.6 s of the
