@@ -14,7 +14,7 @@ import {
   regroupAttention,
   ATTENTION_MI_DEFAULTS,
 } from '../src/losses/index.js';
-import { registerFastKernels } from '../src/kernels/stock/index.js';
+import { registerKernels } from '../src/kernels/index.js';
 import { tf } from '../src/model/tf.js';
 import { HAS_SHARED, maxScaledDiff, seededValues, SKIP_NO_SHARED, shared, webgpuSkipReason, withWebgpuPrograms } from './helpers.js';
 import { INFONCE_MAX_D } from '../src/kernels/infoNCE/index.js';
@@ -189,7 +189,7 @@ const Z_0999 = 3.0902323061678132; // standard normal quantile at 0.999
 before(async () => {
   await tf.setBackend('cpu');
   await tf.ready();
-  registerFastKernels('cpu'); // as backend selection does: the stock gather gradient is very slow on cpu
+  registerKernels('cpu'); // as backend selection does (the stock gather gradient is very slow on cpu)
 });
 
 describe('reference cases (../shared/data/loss-reference/micse-loss-cases.json)', { skip: SKIP_NO_SHARED }, () => {

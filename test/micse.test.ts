@@ -10,7 +10,7 @@ import { micseLoss, type MicseBatch, type MicseConfig, type MicseEncoder } from 
 import { BertModel, packQkv, qkvPart, unpackQkv } from '../src/model/bert.js';
 import { bertWeightTable } from '../src/model/weights.js';
 import type { BertConfig } from '../src/model/config.js';
-import { registerFastKernels } from '../src/kernels/stock/index.js';
+import { registerKernels } from '../src/kernels/index.js';
 import { tf } from '../src/model/tf.js';
 import { Rng } from '../src/data/rng.js';
 
@@ -67,7 +67,7 @@ const BASE: MicseConfig = { minLayer: 1, maxLayer: 3, targetSamples: 20, lambda:
 before(async () => {
   await tf.setBackend('cpu');
   await tf.ready();
-  registerFastKernels('cpu'); // as backend selection does: the stock gather gradient is very slow on cpu
+  registerKernels('cpu'); // as backend selection does (the stock gather gradient is very slow on cpu)
   model = BertModel.random(TINY, 3);
   head = new MlpHead(TINY.hiddenSize, { seed: 4 });
   const { ids, mask } = makeBatch();

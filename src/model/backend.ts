@@ -6,7 +6,8 @@
 import type { WebGPUBackend } from '@tensorflow/tfjs-backend-webgpu';
 import { createRequire } from 'node:module';
 import path from 'node:path';
-import { hostMatMulEngine, NATIVE_GEMM_ENV, registerFastKernels, useNativeGemm } from '../kernels/stock/index.js';
+import { registerKernels } from '../kernels/index.js';
+import { hostMatMulEngine, NATIVE_GEMM_ENV, useNativeGemm } from '../kernels/stock/index.js';
 import { activeMatmulTile, describeMatmulTile, MATMUL_TILE_ENV, parseMatmulTile, useMatmulTile } from '../kernels/platform/matmulTiles.js';
 import { tf } from './tf.js';
 
@@ -177,7 +178,7 @@ export async function selectBackend(requested: BackendName = 'auto', exclude: Ba
     try {
       const tfBackend = await tryBackend(name);
       attempts.push({ name, ok: true, reason: requested === 'auto' ? 'first available in the auto order' : 'requested' });
-      current = { requested, name, tfBackend, attempts, replacedKernels: registerFastKernels(tfBackend) };
+      current = { requested, name, tfBackend, attempts, replacedKernels: registerKernels(tfBackend) };
       return current;
     } catch (err) {
       attempts.push({ name, ok: false, reason: message(err) });

@@ -29,17 +29,13 @@
  */
 import type { WebGPUBackend, WebGPUProgram } from '@tensorflow/tfjs-backend-webgpu';
 import { heapOffset, heapView, type CpuBackend, type WasmBackend } from '../platform/hostBackend.js';
-import { registerKernelsOnce, tf } from '../../model/tf.js';
+import { tf } from '../../model/tf.js';
+import { kernelOn, registerOp } from '../registry.js';
 import { workgroupSumWgsl } from '../platform/webgpuPrograms.js';
 import { simdFor, SIMD_LANES, type AdamWSimd } from './simd.js';
 
 const ADAMW_KERNEL = 'MicseAdamW';
 const GRAD_NORM_KERNEL = 'MicseGradNorm';
-/** The backends each kernel is registered for; others use the composite ops (webgpu updates in place instead, kernels/adamw/webgpu.ts). */
-const KERNEL_BACKENDS: Record<string, readonly string[]> = {
-  [GRAD_NORM_KERNEL]: ['cpu', 'wasm', 'webgpu'],
-  [ADAMW_KERNEL]: ['cpu', 'wasm'],
-};
 
 /** torch's clip_grad_norm_ adds this to the norm before dividing. */
 export const CLIP_EPS = 1e-6;
@@ -351,24 +347,29 @@ const webgpuGradNorm: KernelFunc = ({ inputs, backend }) => {
 // Registration and calls
 // ---------------------------------------------------------------------------------------------------------------
 
-/** kernel name -> backend -> implementation, for the backends of KERNEL_BACKENDS. */
-const KERNELS: Record<string, Record<string, KernelFunc>> = {
-  [GRAD_NORM_KERNEL]: { cpu: cpuGradNorm, wasm: wasmGradNorm, webgpu: webgpuGradNorm },
-  [ADAMW_KERNEL]: { cpu: cpuAdamW, wasm: wasmAdamW },
+/**
+ * The kernels of each backend; others use the composite ops (webgpu updates in place instead,
+ * kernels/adamw/webgpu.ts).
+ */
+const BY_BACKEND = {
+  cpu: { [GRAD_NORM_KERNEL]: cpuGradNorm, [ADAMW_KERNEL]: cpuAdamW },
+  wasm: { [GRAD_NORM_KERNEL]: wasmGradNorm, [ADAMW_KERNEL]: wasmAdamW },
+  webgpu: { [GRAD_NORM_KERNEL]: webgpuGradNorm },
 };
 
-for (const [kernelName, byBackend] of Object.entries(KERNELS)) {
-  for (const backendName of KERNEL_BACKENDS[kernelName]!) registerKernelsOnce(backendName, { [kernelName]: byBackend[backendName]! });
+/** Registers the gradient-norm (cpu, wasm, webgpu) and update (cpu, wasm) kernels of `backendName`. */
+export function registerAdamWKernels(backendName: string): void {
+  registerOp(backendName, BY_BACKEND);
 }
 
 /** Whether the active backend has the fused gradient-norm kernel. */
 export function fusedNormAvailable(): boolean {
-  return KERNEL_BACKENDS[GRAD_NORM_KERNEL]!.includes(tf.getBackend());
+  return kernelOn(GRAD_NORM_KERNEL);
 }
 
 /** Whether the active backend has the fused update kernel (webgpu updates in place instead: kernels/adamw/webgpu.ts). */
 export function fusedUpdateAvailable(): boolean {
-  return KERNEL_BACKENDS[ADAMW_KERNEL]!.includes(tf.getBackend());
+  return kernelOn(ADAMW_KERNEL);
 }
 
 /** ||grads||_2 over all `grads` in one kernel.  g_i (any shapes) -> [] */

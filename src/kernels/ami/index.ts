@@ -40,7 +40,8 @@
  */
 import type { WebGPUBackend, WebGPUProgram } from '@tensorflow/tfjs-backend-webgpu';
 import { seedKeys, WGSL_RANDOM } from '../dropout/index.js';
-import { registerKernelsOnce, tf } from '../../model/tf.js';
+import { tf } from '../../model/tf.js';
+import { kernelOn, registerOp } from '../registry.js';
 import { elementwiseProgram, workgroupSumWgsl } from '../platform/webgpuPrograms.js';
 
 const COUNTS = 'MicseAmiCounts';
@@ -538,7 +539,11 @@ const KERNELS: Record<string, tf.KernelFunc> = {
   [COUNTS]: countsKernel, [PLAN]: planKernel, [DRAW]: drawKernel, [MI]: miKernel, [VALUE]: valueKernel,
   [GRAD]: gradKernel, [DRAWN]: drawnKernel,
 };
-registerKernelsOnce('webgpu', KERNELS);
+
+/** Registers the AMI kernels of `backendName` (webgpu only). */
+export function registerAmiKernels(backendName: string): void {
+  registerOp(backendName, { webgpu: KERNELS });
+}
 
 // ---------------------------------------------------------------------------------------------------------------
 // Ops (attentionMI.ts calls them where amiKernelsOn())
@@ -550,7 +555,7 @@ function run(kernelName: string, inputs: tf.NamedTensorMap, attrs: object = {}):
 
 /** Whether the current backend has these kernels (webgpu). */
 export function amiKernelsOn(): boolean {
-  return tf.getKernel(DRAW, tf.getBackend()) !== undefined;
+  return kernelOn(DRAW);
 }
 
 /** rankSamplePositions of `valid [R, N]` (bool) with `samples <= AMI_DRAW_MAX_SAMPLES`: int32 [R, samples]. */

@@ -19,7 +19,8 @@
  * backend routes that MatMul to the native GEMM).
  */
 import type { WebGPUBackend, WebGPUProgram } from '@tensorflow/tfjs-backend-webgpu';
-import { registerKernelsOnce, tf } from '../../model/tf.js';
+import { tf } from '../../model/tf.js';
+import { kernelOn, registerOp } from '../registry.js';
 
 const COLUMN_SUM = 'MicseColumnSum';
 
@@ -71,14 +72,17 @@ function columnSumProgram(cols: number): WebGPUProgram {
   };
 }
 
-registerKernelsOnce('webgpu', {
-  [COLUMN_SUM]: ({ inputs, backend }) => {
-    const dy = inputs['dy']!; // [rows, cols]
-    const [rows, cols] = dy.shape as [number, number];
-    return (backend as unknown as WebGPUBackend).runWebGPUProgram(columnSumProgram(cols), [dy], 'float32',
-      [{ type: 'int32', data: [rows] }, { type: 'int32', data: [cols] }]); // [cols]
-  },
-});
+const columnSumWebgpu: tf.KernelFunc = ({ inputs, backend }) => {
+  const dy = inputs['dy']!; // [rows, cols]
+  const [rows, cols] = dy.shape as [number, number];
+  return (backend as unknown as WebGPUBackend).runWebGPUProgram(columnSumProgram(cols), [dy], 'float32',
+    [{ type: 'int32', data: [rows] }, { type: 'int32', data: [cols] }]); // [cols]
+};
+
+/** Registers the bias-gradient kernel of `backendName` (webgpu only). */
+export function registerDenseKernels(backendName: string): void {
+  registerOp(backendName, { webgpu: { [COLUMN_SUM]: columnSumWebgpu } });
+}
 
 /** The product with the bias added in its kernel (_FusedMatMul, what tf.fused.matMul runs), our gradient. */
 const fusedDense = tf.customGrad((...args) => {
@@ -108,6 +112,6 @@ export function dense(x: tf.Tensor2D, w: tf.Tensor2D, b: tf.Tensor1D): tf.Tensor
   if (wIn !== inDim || b.shape[0] !== outDim) {
     throw new Error(`dense: x [${N}, ${inDim}] needs W [${inDim}, out] and b [out]; got W [${w.shape}] and b [${b.shape}]`);
   }
-  const fused = tf.getKernel(COLUMN_SUM, tf.getBackend()) !== undefined && [x, w, b].every((t) => t.dtype === 'float32');
+  const fused = kernelOn(COLUMN_SUM, x, w, b);
   return fused ? fusedDense(x, w, b) : tf.add(tf.matMul(x, w), b);
 }

@@ -24,7 +24,8 @@
 import type { WebGPUBackend } from '@tensorflow/tfjs-backend-webgpu';
 import { heapView, type CpuBackend, type WasmBackend } from '../platform/hostBackend.js';
 import { heapSimdHost, simdDropout, stagingSimdHost, type SimdHost } from '../platform/hostSimd.js';
-import { registerGradientOnce, registerKernelsOnce, tf } from '../../model/tf.js';
+import { tf } from '../../model/tf.js';
+import { kernelOn, registerOp } from '../registry.js';
 import { elementwiseProgram } from '../platform/webgpuPrograms.js';
 
 const SEEDED_UNIFORM = 'MicseSeededUniform';
@@ -190,23 +191,25 @@ const dropoutWebgpu: tf.KernelFunc = ({ inputs, backend, attrs }) => {
   return (backend as unknown as WebGPUBackend).runWebGPUProgram(p, [x], 'float32', dropoutUniforms(rate, seed));
 };
 
-const KERNELS: { backendName: string; uniform: tf.KernelFunc; dropout: tf.KernelFunc }[] = [
-  { backendName: 'cpu', uniform: uniformCpu, dropout: dropoutCpu },
-  { backendName: 'wasm', uniform: uniformWasm, dropout: dropoutWasm },
-  { backendName: 'webgpu', uniform: uniformWebgpu, dropout: dropoutWebgpu },
+const BY_BACKEND = {
+  cpu: { [SEEDED_UNIFORM]: uniformCpu, [SEEDED_DROPOUT]: dropoutCpu },
+  wasm: { [SEEDED_UNIFORM]: uniformWasm, [SEEDED_DROPOUT]: dropoutWasm },
+  webgpu: { [SEEDED_UNIFORM]: uniformWebgpu, [SEEDED_DROPOUT]: dropoutWebgpu },
+};
+
+// d(dropout(x))/dx applied to dy is dropout(dy): the same mask, regenerated from the seed.
+const GRADIENTS: tf.GradConfig[] = [
+  {
+    kernelName: SEEDED_DROPOUT,
+    gradFunc: (dy, _saved, attrs) => ({
+      x: () => tf.engine().runKernel(SEEDED_DROPOUT, { x: dy as tf.Tensor }, attrs as unknown as tf.NamedAttrMap) as tf.Tensor,
+    }),
+  },
 ];
 
-for (const k of KERNELS) registerKernelsOnce(k.backendName, { [SEEDED_UNIFORM]: k.uniform, [SEEDED_DROPOUT]: k.dropout });
-// d(dropout(x))/dx applied to dy is dropout(dy): the same mask, regenerated from the seed.
-registerGradientOnce({
-  kernelName: SEEDED_DROPOUT,
-  gradFunc: (dy, _saved, attrs) => ({
-    x: () => tf.engine().runKernel(SEEDED_DROPOUT, { x: dy as tf.Tensor }, attrs as unknown as tf.NamedAttrMap) as tf.Tensor,
-  }),
-});
-
-function hasKernel(kernelName: string): boolean {
-  return tf.getKernel(kernelName, tf.getBackend()) !== undefined;
+/** Registers the seeded uniform and dropout kernels of `backendName` (cpu, wasm, webgpu) and dropout's gradient. */
+export function registerDropoutKernels(backendName: string): void {
+  registerOp(backendName, BY_BACKEND, GRADIENTS);
 }
 
 function checkSeed(op: string, seed: number): void {
@@ -224,7 +227,7 @@ export function freshSeed(): number {
 /** float32 uniforms in [0, 1) of `shape`, a pure function of (seed, flat index); see the module comment. */
 export function seededUniform(shape: number[], seed: number): tf.Tensor {
   checkSeed('seededUniform', seed);
-  if (!hasKernel(SEEDED_UNIFORM)) return tf.tensor(uniformArray(tf.util.sizeFromShape(shape), seed), shape, 'float32');
+  if (!kernelOn(SEEDED_UNIFORM)) return tf.tensor(uniformArray(tf.util.sizeFromShape(shape), seed), shape, 'float32');
   const attrs: UniformAttrs = { shape: [...shape], seed };
   return tf.engine().runKernel(SEEDED_UNIFORM, {}, attrs as unknown as tf.NamedAttrMap) as tf.Tensor;
 }
@@ -238,7 +241,7 @@ export function seededDropout<T extends tf.Tensor>(x: T, rate: number, seed: num
   checkSeed('seededDropout', seed);
   if (rate === 0) return x;
   const attrs: DropoutAttrs = { rate, seed };
-  if (hasKernel(SEEDED_DROPOUT) && x.dtype === 'float32') {
+  if (kernelOn(SEEDED_DROPOUT, x)) {
     return tf.engine().runKernel(SEEDED_DROPOUT, { x }, attrs as unknown as tf.NamedAttrMap) as T;
   }
   // Other backends: the same op composed of stock ops, with the kernels' gradient (dropout of dy, not the

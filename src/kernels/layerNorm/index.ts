@@ -31,7 +31,8 @@ import {
   heapSimdHost, layerNormGradScratch, SIMD_LANES, simdGelu, simdGeluGrad, simdLayerNorm, simdLayerNormGrad, stagingSimdHost, type SimdHost,
 } from '../platform/hostSimd.js';
 import { dropoutUniforms, seededDropout, WGSL_DROPOUT, WGSL_DROPOUT_UNIFORMS } from '../dropout/index.js';
-import { registerGradientOnce, registerKernelsOnce, tf } from '../../model/tf.js';
+import { tf } from '../../model/tf.js';
+import { kernelOn, registerOp } from '../registry.js';
 import { elementwiseProgram, linearGrid, packUniforms, rawBindings, recordRaw, workgroupSumWgsl, type RawProgram } from '../platform/webgpuPrograms.js';
 
 const LAYER_NORM = 'MicseLayerNorm';
@@ -525,48 +526,49 @@ const webgpuKernels: Record<string, tf.KernelFunc> = {
   },
 };
 
-const BY_BACKEND: Record<string, Record<string, tf.KernelFunc>> = {
+const BY_BACKEND = {
   cpu: hostKernels(cpuIO),
   wasm: hostKernels(wasmIO),
   webgpu: webgpuKernels,
 };
-for (const [backendName, kernels] of Object.entries(BY_BACKEND)) registerKernelsOnce(backendName, kernels);
-
-registerGradientOnce({
-  kernelName: LAYER_NORM,
-  inputsToSave: ['x', 'gamma'],
-  gradFunc: (dy, saved, attrs) => {
-    const [x, gamma] = saved as [tf.Tensor, tf.Tensor];
-    const [dx, dgamma, dbeta] = tf.engine().runKernel(LAYER_NORM_GRAD, { x, gamma, dy: dy as tf.Tensor },
-      attrs as unknown as tf.NamedAttrMap) as tf.Tensor[];
-    return { x: () => dx!, gamma: () => dgamma!, beta: () => dbeta! };
+const GRADIENTS: tf.GradConfig[] = [
+  {
+    kernelName: LAYER_NORM,
+    inputsToSave: ['x', 'gamma'],
+    gradFunc: (dy, saved, attrs) => {
+      const [x, gamma] = saved as [tf.Tensor, tf.Tensor];
+      const [dx, dgamma, dbeta] = tf.engine().runKernel(LAYER_NORM_GRAD, { x, gamma, dy: dy as tf.Tensor },
+        attrs as unknown as tf.NamedAttrMap) as tf.Tensor[];
+      return { x: () => dx!, gamma: () => dgamma!, beta: () => dbeta! };
+    },
   },
-});
-// s = dropout(x) + residual: d(residual) = ds, d(x) = dropout(ds) (seededDropout's gradient, the same mask; the
-// grad kernel's fourth output, from the dispatch that computes ds).
-registerGradientOnce({
-  kernelName: ADD_LAYER_NORM,
-  inputsToSave: ['x', 'residual', 'gamma'],
-  gradFunc: (dy, saved, attrs) => {
-    const [x, residual, gamma] = saved as [tf.Tensor, tf.Tensor, tf.Tensor];
-    const { rate } = attrs as unknown as AddLayerNormAttrs;
-    const [ds, dgamma, dbeta, dx] = tf.engine().runKernel(ADD_LAYER_NORM_GRAD, { x, residual, gamma, dy: dy as tf.Tensor },
-      attrs as unknown as tf.NamedAttrMap) as tf.Tensor[];
-    // At rate 0 x's gradient is ds itself: a clone (no copy), so that accumulating one input's gradient (which
-    // disposes it) leaves the other's alone.
-    return { x: () => (rate === 0 ? ds!.clone() : dx!), residual: () => ds!, gamma: () => dgamma!, beta: () => dbeta! };
+  // s = dropout(x) + residual: d(residual) = ds, d(x) = dropout(ds) (seededDropout's gradient, the same mask; the
+  // grad kernel's fourth output, from the dispatch that computes ds).
+  {
+    kernelName: ADD_LAYER_NORM,
+    inputsToSave: ['x', 'residual', 'gamma'],
+    gradFunc: (dy, saved, attrs) => {
+      const [x, residual, gamma] = saved as [tf.Tensor, tf.Tensor, tf.Tensor];
+      const { rate } = attrs as unknown as AddLayerNormAttrs;
+      const [ds, dgamma, dbeta, dx] = tf.engine().runKernel(ADD_LAYER_NORM_GRAD, { x, residual, gamma, dy: dy as tf.Tensor },
+        attrs as unknown as tf.NamedAttrMap) as tf.Tensor[];
+      // At rate 0 x's gradient is ds itself: a clone (no copy), so that accumulating one input's gradient (which
+      // disposes it) leaves the other's alone.
+      return { x: () => (rate === 0 ? ds!.clone() : dx!), residual: () => ds!, gamma: () => dgamma!, beta: () => dbeta! };
+    },
   },
-});
-registerGradientOnce({
-  kernelName: GELU,
-  inputsToSave: ['x'],
-  gradFunc: (dy, saved) => ({
-    x: () => tf.engine().runKernel(GELU_GRAD, { x: saved[0]!, dy: dy as tf.Tensor }) as tf.Tensor,
-  }),
-});
+  {
+    kernelName: GELU,
+    inputsToSave: ['x'],
+    gradFunc: (dy, saved) => ({
+      x: () => tf.engine().runKernel(GELU_GRAD, { x: saved[0]!, dy: dy as tf.Tensor }) as tf.Tensor,
+    }),
+  },
+];
 
-function fusedOn(kernelName: string, ...xs: tf.Tensor[]): boolean {
-  return tf.getKernel(kernelName, tf.getBackend()) !== undefined && xs.every((x) => x.dtype === 'float32');
+/** Registers the LayerNorm and GELU kernels of `backendName` (cpu, wasm, webgpu) and their gradients. */
+export function registerLayerNormKernels(backendName: string): void {
+  registerOp(backendName, BY_BACKEND, GRADIENTS);
 }
 
 function checkLayerNormParams(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor): void {
@@ -579,7 +581,7 @@ function checkLayerNormParams(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor): 
 /** LayerNorm over the last axis: `x [.., H]`, `gamma [H]`, `beta [H]` -> `[.., H]`; see the module comment. */
 export function layerNorm(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, eps: number): tf.Tensor {
   checkLayerNormParams(x, gamma, beta);
-  if (fusedOn(LAYER_NORM, x, gamma, beta)) {
+  if (kernelOn(LAYER_NORM, x, gamma, beta)) {
     return tf.engine().runKernel(LAYER_NORM, { x, gamma, beta }, { eps } as unknown as tf.NamedAttrMap) as tf.Tensor;
   }
   return tf.tidy(() => {
@@ -600,7 +602,7 @@ export function addLayerNorm(x: tf.Tensor, residual: tf.Tensor, gamma: tf.Tensor
   if (!tf.util.arraysEqual(x.shape, residual.shape)) {
     throw new Error(`addLayerNorm: x and residual must have one shape; got [${x.shape}] and [${residual.shape}]`);
   }
-  if (!fusedOn(ADD_LAYER_NORM, x, residual, gamma, beta)) {
+  if (!kernelOn(ADD_LAYER_NORM, x, residual, gamma, beta)) {
     return tf.tidy(() => layerNorm(tf.add(seededDropout(x, dropout.rate, dropout.seed), residual), gamma, beta, eps));
   }
   checkLayerNormParams(x, gamma, beta);
@@ -610,6 +612,6 @@ export function addLayerNorm(x: tf.Tensor, residual: tf.Tensor, gamma: tf.Tensor
 
 /** Exact GELU `x * Phi(x)`, element-wise; see the module comment. */
 export function gelu(x: tf.Tensor): tf.Tensor {
-  if (fusedOn(GELU, x)) return tf.engine().runKernel(GELU, { x }) as tf.Tensor;
+  if (kernelOn(GELU, x)) return tf.engine().runKernel(GELU, { x }) as tf.Tensor;
   return tf.tidy(() => tf.mul(tf.mul(x, 0.5), tf.add(1, tf.erf(tf.mul(x, Math.SQRT1_2)))));
 }
