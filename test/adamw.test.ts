@@ -16,7 +16,8 @@ import { describe, it, type TestContext } from 'node:test';
 import { selectBackend } from '../src/model/backend.js';
 import { tf } from '../src/model/tf.js';
 import { AdamW, type AdamWOptions } from '../src/train/adamw.js';
-import { adamwHost, clipCoefficient, fusedGradNorm, gradNormHost, type AdamWStepScalars } from '../src/kernels/adamw/index.js';
+import { fusedGradNorm, type AdamWStepScalars } from '../src/kernels/adamw/index.js';
+import { adamwHost, clipCoefficient, gradNormHost } from '../src/kernels/adamw/host.js';
 import { simdFor, SIMD_LANES } from '../src/kernels/adamw/simd.js';
 
 /**

@@ -1,378 +1,70 @@
 /**
- * Fused optimizer kernels for AdamW (src/train/adamw.ts):
+ * The AdamW update op (the method is src/train/adamw.ts, which computes the step's scalars and calls `adamwUpdate`):
  *
  *   MicseGradNorm  inputs g0..gk (any shapes)  -> [] ||(g0, .., gk)||_2                    cpu, wasm, webgpu
  *   MicseAdamW     inputs p, g, m, v (shape S), norm [], [gate []]  -> [p', m', v'] (shape S each)   cpu, wasm
  *                  (with a gate that is not finite the outputs are p, m and v unchanged)
- *
- * Why: the composite update is ~14 TF.js ops per parameter and the norm 2 more; on WebGPU each op is a kernel
- * dispatch with a large fixed cost (BERT-base has ~200 parameters), on the host backends each op is one more pass
- * over the arrays. Here the whole update of one parameter is one kernel, and the norm of all gradients one kernel
- * (on webgpu one dispatch per 14 gradients; 6 where the device keeps the default 8 storage buffers). On webgpu the
- * update is not a TF.js kernel: a program there has a single output, so kernels/adamw/webgpu.ts writes p, m and v in place,
- * several parameters a dispatch, instead.
- *
- * The arithmetic is the composite code's, operation by operation in float32 (the clipping coefficient is computed
- * from the norm inside the kernel, as `min(1, maxNorm / (norm + CLIP_EPS))`):
- *   g  = gRaw * coef
- *   m' = m * b1 + g * (1 - b1)
- *   v' = v * b2 + (g * g) * (1 - b2)
- *   p' = p * decay - (m' / (sqrt(v') / bc2Sqrt + eps)) * stepSize        decay = 1 - lr * wd (1: no decay)
- * On cpu without wasm SIMD every step is rounded to float32 (Math.fround); otherwise a WebAssembly SIMD loop
- * (kernels/adamw/simd.ts) does the same float32 operations four lanes at a time, directly on the wasm backend's heap, and on
- * chunks copied through a private staging memory for cpu's JS arrays. Either way the update equals the
- * stock kernels' composite bit for bit. The norm sums the float32 squares of each gradient in double (on wasm in
- * four double lanes) and the per-gradient sums in float32, as the cpu Sum and AddN kernels do; the stock wasm Sum
- * accumulates in float32, so there the norms differ by its rounding. webgpu differs from its stock kernels by
- * float rounding only (the norm's summation order; a GPU compiler may fuse a multiply-add); so does the in-place
- * update of kernels/adamw/webgpu.ts, which follows the same order.
+ * plus, on webgpu, the in-place update of webgpu.ts (p, m and v written where they are, several parameters a
+ * dispatch); the composite TF.js ops below everywhere else (tensorflow, webgl), and for webgpu parameters whose buffers
+ * are shared. The kernels' arithmetic and why they exist: host.ts; the in-place update: webgpu.ts.
  */
-import type { WebGPUBackend, WebGPUProgram } from '@tensorflow/tfjs-backend-webgpu';
-import { heapOffset, heapView, type CpuBackend, type WasmBackend } from '../platform/hostBackend.js';
 import { tf } from '../../model/tf.js';
 import { kernelOn, registerOp } from '../registry.js';
-import { workgroupSumWgsl } from '../platform/webgpuPrograms.js';
-import { simdFor, SIMD_LANES, type AdamWSimd } from './simd.js';
+import { HOST_KERNELS } from './host.js';
+import { ADAMW_KERNEL, CLIP_EPS, GRAD_NORM_KERNEL, type AdamWStepScalars } from './scalars.js';
+import { adamwInPlace, canUpdateInPlace, webgpuGradNorm, type InPlaceUpdate } from './webgpu.js';
 
-const ADAMW_KERNEL = 'MicseAdamW';
-const GRAD_NORM_KERNEL = 'MicseGradNorm';
+export { CLIP_EPS, type AdamWStepScalars };
 
-/** torch's clip_grad_norm_ adds this to the norm before dividing. */
-export const CLIP_EPS = 1e-6;
-
-/** The per-step scalars of one update (plain numbers; rounded to float32 where they enter the arithmetic). */
-export type AdamWStepScalars = {
-  beta1: number;
-  beta2: number;
-  eps: number;
-  /** 1 - lr * weightDecay, or 1 for a parameter without decay. */
-  decay: number;
-  /** sqrt(1 - beta2^t). */
-  bc2Sqrt: number;
-  /** lr / (1 - beta1^t). */
-  stepSize: number;
-  /** Clip to this norm; 0: no clipping (coef 1). */
-  maxNorm: number;
-};
-
-type KernelFunc = tf.KernelConfig['kernelFunc'];
-
-const f32 = Math.fround;
-
-/** min(1, maxNorm / (norm + CLIP_EPS)) in float32, as the composite tf.minimum(1, tf.div(maxNorm, tf.add(norm, CLIP_EPS))). */
-export function clipCoefficient(norm: number, maxNorm: number): number {
-  if (maxNorm <= 0) return 1;
-  return Math.min(1, f32(f32(maxNorm) / f32(norm + f32(CLIP_EPS))));
-}
-
-// ---------------------------------------------------------------------------------------------------------------
-// Host loops (cpu and wasm)
-// ---------------------------------------------------------------------------------------------------------------
-
-/** sum of the float32 squares of `g`, accumulated in double (the cpu Sum kernel over tf.square). */
-function sumSquares(g: Float32Array): number {
-  let s = 0;
-  for (let i = 0; i < g.length; i++) s += f32(g[i]! * g[i]!);
-  return s;
-}
-
-/** sqrt of the per-gradient sums of squares, each rounded to float32 and added in float32 in order (the cpu AddN). */
-function normFromSums(sums: readonly number[]): number {
-  let total = 0;
-  for (const s of sums) total = f32(total + f32(s));
-  return f32(Math.sqrt(total));
-}
-
-/** ||grads||_2 as the cpu kernel computes it. */
-export function gradNormHost(grads: readonly Float32Array[]): number {
-  return normFromSums(grads.map(sumSquares));
-}
-
-/** The float32 constants of one update, in the argument order of the SIMD loop. */
-function updateConstants(norm: number, s: AdamWStepScalars): [number, number, number, number, number, number, number, number, number] {
-  return [clipCoefficient(norm, s.maxNorm), f32(s.beta1), f32(1 - s.beta1), f32(s.beta2), f32(1 - s.beta2), f32(s.decay), f32(s.bc2Sqrt), f32(s.eps), f32(s.stepSize)];
-}
-
-/** One AdamW update over flat arrays of equal length; writes pOut, mOut, vOut (may not alias the inputs). */
-export function adamwHost(p: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, norm: number, s: AdamWStepScalars,
-  pOut: Float32Array, mOut: Float32Array, vOut: Float32Array): void {
-  const [coef, b1, oneMinusB1, b2, oneMinusB2, decay, bc2Sqrt, eps, stepSize] = updateConstants(norm, s);
-  for (let i = 0; i < p.length; i++) {
-    const gi = f32(g[i]! * coef);
-    const mi = f32(f32(m[i]! * b1) + f32(gi * oneMinusB1));
-    const vi = f32(f32(v[i]! * b2) + f32(f32(gi * gi) * oneMinusB2));
-    const denom = f32(f32(f32(Math.sqrt(vi)) / bc2Sqrt) + eps);
-    pOut[i] = f32(p[i]! * decay) - f32(f32(mi / denom) * stepSize);
-    mOut[i] = mi;
-    vOut[i] = vi;
-  }
-}
-
-function assertFloat32(kernel: string, xs: readonly tf.TensorInfo[]): void {
-  for (const x of xs) if (x.dtype !== 'float32') throw new Error(`${kernel}: float32 inputs only (got ${x.dtype})`);
-}
-
-type AdamWInputs = Record<'p' | 'g' | 'm' | 'v' | 'norm', tf.TensorInfo> & { gate?: tf.TensorInfo };
-
-const cpuGradNorm: KernelFunc = ({ inputs, backend }) => {
-  const b = backend as unknown as CpuBackend;
-  const grads = Object.values(inputs) as tf.TensorInfo[];
-  assertFloat32(GRAD_NORM_KERNEL, grads);
-  const norm = gradNormHost(grads.map((g) => b.data.get(g.dataId).values as Float32Array));
-  return b.makeTensorInfo([], 'float32', Float32Array.of(norm));
-};
-
-/**
- * Elements of each array the cpu update copies through its staging memory per call (a multiple of SIMD_LANES):
- * 7 arrays of 256 KB, small enough to stay in cache between the copy in, the loop and the copy out.
- */
-const CPU_STAGE_CHUNK = 1 << 16;
-
-const WASM_PAGE_BYTES = 65536;
-
-/** A private memory of 7 chunks (p, g, m, v in; p', m', v' out) and the SIMD loops instantiated on it. */
-interface CpuStage {
-  f32: Float32Array;
-  simd: AdamWSimd;
-}
-
-let cpuStage: CpuStage | null | undefined;
-/** The process's staging memory for the cpu update (made on first use), or null without wasm SIMD. */
-function cpuStaging(): CpuStage | null {
-  if (cpuStage !== undefined) return cpuStage;
-  const bytes = 7 * CPU_STAGE_CHUNK * Float32Array.BYTES_PER_ELEMENT;
-  const memory = new WebAssembly.Memory({ initial: Math.ceil(bytes / WASM_PAGE_BYTES) });
-  const simd = simdFor(memory);
-  return (cpuStage = simd === null ? null : { f32: new Float32Array(memory.buffer), simd });
-}
-
-/**
- * adamwHost's update, four lanes at a time: chunks of p, g, m, v are copied into the staging memory, updated by the
- * wasm loop and copied out (the copies cost far less than the scalar loop's Math.fround per operation: BERT-base's
- * 30,522 x 768 word embeddings took 534 ms a step in the scalar loop). Same float32 operations, same bits.
- */
-function adamwStaged(stage: CpuStage, ins: readonly Float32Array[], norm: number, s: AdamWStepScalars,
-  outs: readonly Float32Array[]): void {
-  const n = ins[0]!.length;
-  const whole = n - (n % SIMD_LANES);
-  const constants = updateConstants(norm, s);
-  const C = CPU_STAGE_CHUNK;
-  const at = (k: number): number => k * C * Float32Array.BYTES_PER_ELEMENT; // byte address of chunk k
-  for (let off = 0; off < whole; off += C) {
-    const len = Math.min(C, whole - off);
-    ins.forEach((a, k) => stage.f32.set(a.subarray(off, off + len), k * C));
-    stage.simd.adamw(at(0), at(1), at(2), at(3), at(4), at(5), at(6), len / SIMD_LANES, ...constants);
-    outs.forEach((a, k) => a.set(stage.f32.subarray((4 + k) * C, (4 + k) * C + len), off));
-  }
-  const [p, g, m, v] = ins.map((a) => a.subarray(whole)) as [Float32Array, Float32Array, Float32Array, Float32Array];
-  const [po, mo, vo] = outs.map((a) => a.subarray(whole)) as [Float32Array, Float32Array, Float32Array];
-  adamwHost(p, g, m, v, norm, s, po, mo, vo);
-}
-
-const cpuAdamW: KernelFunc = ({ inputs, backend, attrs }) => {
-  const b = backend as unknown as CpuBackend;
-  const { p, g, m, v, norm, gate } = inputs as AdamWInputs;
-  assertFloat32(ADAMW_KERNEL, [p, g, m, v, norm, ...(gate === undefined ? [] : [gate])]);
-  const read = (x: tf.TensorInfo): Float32Array => b.data.get(x.dataId).values as Float32Array;
-  const n = tf.util.sizeFromShape(p.shape);
-  const outs = [new Float32Array(n), new Float32Array(n), new Float32Array(n)] as const;
-  const s = attrs as unknown as AdamWStepScalars;
-  const stage = cpuStaging();
-  if (gate !== undefined && !Number.isFinite(read(gate)[0]!)) {
-    [p, m, v].forEach((x, k) => outs[k]!.set(read(x)));
-  } else if (stage !== null) {
-    adamwStaged(stage, [read(p), read(g), read(m), read(v)], read(norm)[0]!, s, outs);
-  } else {
-    adamwHost(read(p), read(g), read(m), read(v), read(norm)[0]!, s, ...outs);
-  }
-  return outs.map((o) => b.makeTensorInfo(p.shape.slice(), 'float32', o));
-};
-
-/** The SIMD loops over this backend's heap, or null (then the JavaScript loops do all elements). */
-function wasmSimd(b: WasmBackend): AdamWSimd | null {
-  return simdFor(b.wasm.asm.memory);
-}
-
-const wasmGradNorm: KernelFunc = ({ inputs, backend }) => {
-  const b = backend as unknown as WasmBackend;
-  const grads = Object.values(inputs) as tf.TensorInfo[];
-  assertFloat32(GRAD_NORM_KERNEL, grads);
-  const out = b.makeOutput([], 'float32');
-  const simd = wasmSimd(b);
-  // views taken after the allocation above (see hostBackend.ts)
-  const sums = grads.map((g) => {
-    const groups = simd === null ? 0 : Math.floor(tf.util.sizeFromShape(g.shape) / SIMD_LANES);
-    return (groups > 0 ? simd!.sumsq(heapOffset(b, g), groups) : 0) + sumSquares(heapView(b, g, groups * SIMD_LANES));
-  });
-  heapView(b, out)[0] = normFromSums(sums);
-  return out;
-};
-
-const wasmAdamW: KernelFunc = ({ inputs, backend, attrs }) => {
-  const b = backend as unknown as WasmBackend;
-  const { p, g, m, v, norm, gate } = inputs as AdamWInputs;
-  assertFloat32(ADAMW_KERNEL, [p, g, m, v, norm, ...(gate === undefined ? [] : [gate])]);
-  const s = attrs as unknown as AdamWStepScalars;
-  const outs = [0, 1, 2].map(() => b.makeOutput(p.shape.slice(), 'float32')) as [tf.TensorInfo, tf.TensorInfo, tf.TensorInfo];
-  // views taken after the allocations above (see hostBackend.ts)
-  if (gate !== undefined && !Number.isFinite(heapView(b, gate)[0]!)) {
-    [p, m, v].forEach((x, k) => heapView(b, outs[k]!).set(heapView(b, x)));
-    return outs;
-  }
-  const normValue = heapView(b, norm)[0]!;
-  const simd = wasmSimd(b);
-  const groups = simd === null ? 0 : Math.floor(tf.util.sizeFromShape(p.shape) / SIMD_LANES);
-  const ins = [p, g, m, v] as const;
-  if (groups > 0) {
-    const [pi, gi, mi, vi] = ins.map((x) => heapOffset(b, x)) as [number, number, number, number];
-    const [po, mo, vo] = outs.map((x) => heapOffset(b, x)) as [number, number, number];
-    simd!.adamw(pi, gi, mi, vi, po, mo, vo, groups, ...updateConstants(normValue, s));
-  }
-  const done = groups * SIMD_LANES; // the rest, n % 4 elements (all of them without SIMD), in JavaScript
-  const [pv, gv, mv, vv] = ins.map((x) => heapView(b, x, done));
-  const [po, mo, vo] = outs.map((x) => heapView(b, x, done));
-  adamwHost(pv!, gv!, mv!, vv!, normValue, s, po!, mo!, vo!);
-  return outs;
-};
-
-// ---------------------------------------------------------------------------------------------------------------
-// WebGPU programs
-//
-// tfjs-backend-webgpu generates each shader's header: `result` (the one output, binding 0), one read-only array
-// per name in `variableNames`, and a `uniforms` struct with every input's shape (`<name>Shape`), the output shape,
-// `size` when `size` is set, then the program's own `uniforms` fields. `main(index)` is called with the flat
-// invocation index (getMainHeaderString('index') spells the same signature); `localIndex`, `workgroupId` and
-// `numWorkgroups` are module-scope copies of the builtins. All tensors are bound flat ([n]).
-// ---------------------------------------------------------------------------------------------------------------
-
-/** Invocations per workgroup of the sum-of-squares programs (a power of two: tree reduction in shared memory). */
-const REDUCE_WORKGROUP = 256;
-/** Workgroups of a sum-of-squares program: each writes one partial sum, so the partials are [REDUCE_PARTIALS]. */
-const REDUCE_PARTIALS = 256;
-/** Gradients per sum-of-squares dispatch: the device's storage buffers per stage minus the output and the running partials. */
-function gradsPerDispatch(device: GPUDevice): number {
-  return device.limits.maxStorageBuffersPerShaderStage - 2;
-}
-
-function flat(x: tf.TensorInfo): tf.TensorInfo {
-  return { dataId: x.dataId, shape: [tf.util.sizeFromShape(x.shape)], dtype: x.dtype };
-}
-
-/** The workgroup's tree sum of a value, returned to every invocation (it has barriers: all must call it). */
-const WORKGROUP_SUM = workgroupSumWgsl('workgroupSum', REDUCE_WORKGROUP);
-
-/**
- * Partial sums of squares over up to gradsPerDispatch() gradients, added to the previous partials if any:
- *   [Prev [W]], G0 [n0], .., Gk [nk] -> [W],  W = REDUCE_PARTIALS workgroups, each striding over every gradient.
- */
-class SumSquaresProgram implements WebGPUProgram {
-  readonly outputShape = [REDUCE_PARTIALS];
-  shaderKey: string;
-  readonly dispatchLayout = { x: [0] };
-  dispatch: [number, number, number] = [REDUCE_PARTIALS, 1, 1];
-  readonly workgroupSize: [number, number, number] = [REDUCE_WORKGROUP, 1, 1];
-  readonly variableNames: string[];
-  private readonly grads: string[];
-
-  constructor(count: number, private readonly hasPrev: boolean) {
-    this.grads = Array.from({ length: count }, (_, i) => `G${i}`);
-    this.variableNames = hasPrev ? ['Prev', ...this.grads] : this.grads;
-    this.shaderKey = `micse_sumsq_${count}_${hasPrev}`;
-  }
-
-  getUserCode(): string {
-    const loops = this.grads.map((name) => `
-          for (var i = index; i < uniforms.${name.toLowerCase()}Shape; i = i + stride) {
-            let x = ${name}[i];
-            acc = acc + x * x;
-          }`).join('');
-    return `
-      ${WORKGROUP_SUM}
-      fn main(index : i32) {
-        let stride = i32(numWorkgroups.x) * ${REDUCE_WORKGROUP};
-        var acc = 0.0;
-        ${loops}
-        let total = workgroupSum(acc);
-        if (localIndex == 0u) {
-          setOutputAtIndex(i32(workgroupId.x), ${this.hasPrev ? 'Prev[workgroupId.x] + ' : ''}total);
-        }
-      }`;
-  }
-}
-
-/** sqrt(sum of the partials).  Partials [W] -> [1] */
-class NormProgram implements WebGPUProgram {
-  readonly outputShape = [1];
-  shaderKey = 'micse_norm';
-  readonly dispatchLayout = { x: [0] };
-  dispatch: [number, number, number] = [1, 1, 1];
-  readonly workgroupSize: [number, number, number] = [REDUCE_WORKGROUP, 1, 1];
-  readonly variableNames = ['Partials'];
-
-  getUserCode(): string {
-    return `
-      ${WORKGROUP_SUM}
-      fn main(index : i32) {
-        var acc = 0.0;
-        for (var i = index; i < uniforms.partialsShape; i = i + ${REDUCE_WORKGROUP}) {
-          acc = acc + Partials[i];
-        }
-        let total = workgroupSum(acc);
-        if (localIndex == 0u) {
-          setOutputAtIndex(0, sqrt(total));
-        }
-      }`;
-  }
-}
-
-const webgpuGradNorm: KernelFunc = ({ inputs, backend }) => {
-  const b = backend as unknown as WebGPUBackend;
-  const grads = (Object.values(inputs) as tf.TensorInfo[]).filter((g) => tf.util.sizeFromShape(g.shape) > 0);
-  assertFloat32(GRAD_NORM_KERNEL, grads);
-  const perDispatch = gradsPerDispatch(b.device);
-  let partials: tf.TensorInfo | undefined;
-  for (let i = 0; i < grads.length || partials === undefined; i += perDispatch) {
-    const chunk = grads.slice(i, i + perDispatch).map(flat);
-    const prev = partials;
-    const program = new SumSquaresProgram(chunk.length, prev !== undefined);
-    partials = b.runWebGPUProgram(program, prev === undefined ? chunk : [prev, ...chunk], 'float32');
-    if (prev !== undefined) b.disposeData(prev.dataId);
-  }
-  const norm = b.runWebGPUProgram(new NormProgram(), [partials], 'float32');
-  b.disposeData(partials.dataId);
-  return { dataId: norm.dataId, shape: [], dtype: 'float32' };
-};
-
-// ---------------------------------------------------------------------------------------------------------------
-// Registration and calls
-// ---------------------------------------------------------------------------------------------------------------
-
-/**
- * The kernels of each backend; others use the composite ops (webgpu updates in place instead,
- * kernels/adamw/webgpu.ts).
- */
-const BY_BACKEND = {
-  cpu: { [GRAD_NORM_KERNEL]: cpuGradNorm, [ADAMW_KERNEL]: cpuAdamW },
-  wasm: { [GRAD_NORM_KERNEL]: wasmGradNorm, [ADAMW_KERNEL]: wasmAdamW },
-  webgpu: { [GRAD_NORM_KERNEL]: webgpuGradNorm },
-};
+/** The kernels of each backend. */
+const BY_BACKEND = { ...HOST_KERNELS, webgpu: { [GRAD_NORM_KERNEL]: webgpuGradNorm } };
 
 /** Registers the gradient-norm (cpu, wasm, webgpu) and update (cpu, wasm) kernels of `backendName`. */
 export function registerAdamWKernels(backendName: string): void {
   registerOp(backendName, BY_BACKEND);
 }
 
-/** Whether the active backend has the fused gradient-norm kernel. */
-export function fusedNormAvailable(): boolean {
-  return kernelOn(GRAD_NORM_KERNEL);
+/** One parameter's update: the variable, its gradient and moments, and the step's scalars. */
+export type ParamUpdate = InPlaceUpdate;
+
+/** How `adamwUpdate` computes: `fused` the kernels where the backend has them, `composite` the TF.js ops always. */
+export type AdamWImplementation = 'fused' | 'composite';
+
+/**
+ * Clips the gradients to `maxNorm` (0: no clipping) by their norm over `grads` and applies each of `updates`,
+ * assigning p, m and v; with a `gate` that is not finite nothing changes. Returns the norm before clipping (a scalar
+ * the caller disposes).
+ */
+export function adamwUpdate(updates: readonly ParamUpdate[], grads: readonly tf.Tensor[], maxNorm: number, gate: tf.Scalar | undefined,
+  implementation: AdamWImplementation): tf.Scalar {
+  const fused = implementation === 'fused';
+  const fusedNorm = fused && kernelOn(GRAD_NORM_KERNEL);
+  const fusedUpdate = fused && kernelOn(ADAMW_KERNEL);
+  return tf.tidy(() => {
+    const norm = fusedNorm ? fusedGradNorm(grads) : compositeGradNorm(grads);
+    let coef: tf.Scalar | undefined; // the composite updates' clipping coefficient, made on first use
+    let open: tf.Tensor | undefined; // and whether their gate lets them through (isFinite(gate)), likewise
+    const inPlace: InPlaceUpdate[] = [];
+    for (const u of updates) {
+      const { p, g, m, v, scalars } = u;
+      if (fused && canUpdateInPlace(p, g, m, v, gate)) {
+        inPlace.push(u);
+        continue;
+      }
+      const [pNew, mNew, vNew] = fusedUpdate
+        ? fusedAdamW(p, g, m, v, norm, gate, scalars)
+        : compositeAdamW(p, tf.mul(g, (coef ??= compositeClipCoefficient(norm, maxNorm))), m, v, scalars,
+          gate === undefined ? undefined : (open ??= tf.isFinite(gate)));
+      m.assign(mNew);
+      v.assign(vNew);
+      p.assign(pNew);
+    }
+    adamwInPlace(inPlace, norm, gate);
+    return tf.keep(norm);
+  });
 }
 
-/** Whether the active backend has the fused update kernel (webgpu updates in place instead: kernels/adamw/webgpu.ts). */
-export function fusedUpdateAvailable(): boolean {
-  return kernelOn(ADAMW_KERNEL);
-}
-
-/** ||grads||_2 over all `grads` in one kernel.  g_i (any shapes) -> [] */
+/** ||grads||_2 over all `grads` in one kernel (where the backend has it).  g_i (any shapes) -> [] */
 export function fusedGradNorm(grads: readonly tf.Tensor[]): tf.Scalar {
   const inputs: tf.NamedTensorMap = {};
   grads.forEach((g, i) => (inputs[`g${i}`] = g));
@@ -383,9 +75,38 @@ export function fusedGradNorm(grads: readonly tf.Tensor[]): tf.Scalar {
  * One AdamW update of one parameter: returns [p', m', v'], each shaped like p; with a `gate` that is not finite,
  * p, m and v unchanged.  p, g, m, v [S], norm [], gate []
  */
-export function fusedAdamW(p: tf.Tensor, g: tf.Tensor, m: tf.Tensor, v: tf.Tensor, norm: tf.Scalar, gate: tf.Scalar | undefined,
+function fusedAdamW(p: tf.Tensor, g: tf.Tensor, m: tf.Tensor, v: tf.Tensor, norm: tf.Scalar, gate: tf.Scalar | undefined,
   s: AdamWStepScalars): [tf.Tensor, tf.Tensor, tf.Tensor] {
   const inputs: tf.NamedTensorMap = { p, g, m, v, norm };
   if (gate !== undefined) inputs.gate = gate;
   return tf.engine().runKernel(ADAMW_KERNEL, inputs, { ...s }) as unknown as [tf.Tensor, tf.Tensor, tf.Tensor];
+}
+
+/**
+ * ||grads||_2 from TF.js ops: one square and one sum per gradient, the sums added in order. (Not tf.addN: the webgpu
+ * AddN binds every input in one shader and fails beyond 7 inputs, the default storage-buffer limit.)
+ *   g_i (any shapes) -> []
+ */
+function compositeGradNorm(grads: readonly tf.Tensor[]): tf.Scalar {
+  const total = grads.map((g) => tf.sum(tf.square(g))).reduce((a, b) => tf.add(a, b), tf.scalar(0));
+  return tf.sqrt(total) as tf.Scalar;
+}
+
+/** min(1, maxNorm / (norm + CLIP_EPS)), or 1 without clipping.  [] -> [] */
+function compositeClipCoefficient(norm: tf.Scalar, maxNorm: number): tf.Scalar {
+  return maxNorm > 0 ? tf.minimum(1, tf.div(maxNorm, tf.add(norm, CLIP_EPS))) : tf.scalar(1);
+}
+
+/**
+ * One update from TF.js ops (g already clipped), in the fused kernels' order: returns [p', m', v'], or p, m and v
+ * where `open` (isFinite of the gate) is false.  all [S], open [] bool
+ */
+function compositeAdamW(p: tf.Tensor, g: tf.Tensor, m: tf.Tensor, v: tf.Tensor, s: AdamWStepScalars, open?: tf.Tensor): [tf.Tensor, tf.Tensor, tf.Tensor] {
+  const mNew = tf.add(tf.mul(m, s.beta1), tf.mul(g, 1 - s.beta1));
+  const vNew = tf.add(tf.mul(v, s.beta2), tf.mul(tf.square(g), 1 - s.beta2));
+  const w = s.decay === 1 ? p : tf.mul(p, s.decay);
+  const denom = tf.add(tf.div(tf.sqrt(vNew), s.bc2Sqrt), s.eps);
+  const updated: [tf.Tensor, tf.Tensor, tf.Tensor] = [tf.sub(w, tf.mul(tf.div(mNew, denom), s.stepSize)), mNew, vNew];
+  if (open === undefined) return updated;
+  return [tf.where(open, updated[0], p), tf.where(open, updated[1], m), tf.where(open, updated[2], v)];
 }

@@ -24,9 +24,12 @@
  * multi-output programs there do); test/adamw.test.ts compares the result with the composite ops on a real adapter
  * (lavapipe here).
  */
+import type { WebGPUBackend, WebGPUProgram } from '@tensorflow/tfjs-backend-webgpu';
 import { tf } from '../../model/tf.js';
-import { bufferOf, internalsOf, recordDispatches, uniformBufferOf } from '../platform/webgpuPrograms.js';
-import { CLIP_EPS, type AdamWStepScalars } from './index.js';
+import { bufferOf, internalsOf, recordDispatches, uniformBufferOf, workgroupSumWgsl } from '../platform/webgpuPrograms.js';
+import { assertFloat32, CLIP_EPS, GRAD_NORM_KERNEL, type AdamWStepScalars } from './scalars.js';
+
+type KernelFunc = tf.KernelConfig['kernelFunc'];
 
 /** Invocations per workgroup. */
 const WORKGROUP = 256;
@@ -269,3 +272,111 @@ export function adamwInPlace(updates: readonly InPlaceUpdate[], norm: tf.Scalar,
   updated += updates.length;
   recorded += groups.length;
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// The gradient norm (a TF.js kernel)
+//
+// tfjs-backend-webgpu generates each shader's header: `result` (the one output, binding 0), one read-only array
+// per name in `variableNames`, and a `uniforms` struct with every input's shape (`<name>Shape`), the output shape,
+// `size` when `size` is set, then the program's own `uniforms` fields. `main(index)` is called with the flat
+// invocation index (getMainHeaderString('index') spells the same signature); `localIndex`, `workgroupId` and
+// `numWorkgroups` are module-scope copies of the builtins. All tensors are bound flat ([n]).
+// ---------------------------------------------------------------------------------------------------------------
+
+/** Invocations per workgroup of the sum-of-squares programs (a power of two: tree reduction in shared memory). */
+const REDUCE_WORKGROUP = 256;
+/** Workgroups of a sum-of-squares program: each writes one partial sum, so the partials are [REDUCE_PARTIALS]. */
+const REDUCE_PARTIALS = 256;
+/** Gradients per sum-of-squares dispatch: the device's storage buffers per stage minus the output and the running partials. */
+function gradsPerDispatch(device: GPUDevice): number {
+  return device.limits.maxStorageBuffersPerShaderStage - 2;
+}
+
+function flat(x: tf.TensorInfo): tf.TensorInfo {
+  return { dataId: x.dataId, shape: [tf.util.sizeFromShape(x.shape)], dtype: x.dtype };
+}
+
+/** The workgroup's tree sum of a value, returned to every invocation (it has barriers: all must call it). */
+const WORKGROUP_SUM = workgroupSumWgsl('workgroupSum', REDUCE_WORKGROUP);
+
+/**
+ * Partial sums of squares over up to gradsPerDispatch() gradients, added to the previous partials if any:
+ *   [Prev [W]], G0 [n0], .., Gk [nk] -> [W],  W = REDUCE_PARTIALS workgroups, each striding over every gradient.
+ */
+class SumSquaresProgram implements WebGPUProgram {
+  readonly outputShape = [REDUCE_PARTIALS];
+  shaderKey: string;
+  readonly dispatchLayout = { x: [0] };
+  dispatch: [number, number, number] = [REDUCE_PARTIALS, 1, 1];
+  readonly workgroupSize: [number, number, number] = [REDUCE_WORKGROUP, 1, 1];
+  readonly variableNames: string[];
+  private readonly grads: string[];
+
+  constructor(count: number, private readonly hasPrev: boolean) {
+    this.grads = Array.from({ length: count }, (_, i) => `G${i}`);
+    this.variableNames = hasPrev ? ['Prev', ...this.grads] : this.grads;
+    this.shaderKey = `micse_sumsq_${count}_${hasPrev}`;
+  }
+
+  getUserCode(): string {
+    const loops = this.grads.map((name) => `
+          for (var i = index; i < uniforms.${name.toLowerCase()}Shape; i = i + stride) {
+            let x = ${name}[i];
+            acc = acc + x * x;
+          }`).join('');
+    return `
+      ${WORKGROUP_SUM}
+      fn main(index : i32) {
+        let stride = i32(numWorkgroups.x) * ${REDUCE_WORKGROUP};
+        var acc = 0.0;
+        ${loops}
+        let total = workgroupSum(acc);
+        if (localIndex == 0u) {
+          setOutputAtIndex(i32(workgroupId.x), ${this.hasPrev ? 'Prev[workgroupId.x] + ' : ''}total);
+        }
+      }`;
+  }
+}
+
+/** sqrt(sum of the partials).  Partials [W] -> [1] */
+class NormProgram implements WebGPUProgram {
+  readonly outputShape = [1];
+  shaderKey = 'micse_norm';
+  readonly dispatchLayout = { x: [0] };
+  dispatch: [number, number, number] = [1, 1, 1];
+  readonly workgroupSize: [number, number, number] = [REDUCE_WORKGROUP, 1, 1];
+  readonly variableNames = ['Partials'];
+
+  getUserCode(): string {
+    return `
+      ${WORKGROUP_SUM}
+      fn main(index : i32) {
+        var acc = 0.0;
+        for (var i = index; i < uniforms.partialsShape; i = i + ${REDUCE_WORKGROUP}) {
+          acc = acc + Partials[i];
+        }
+        let total = workgroupSum(acc);
+        if (localIndex == 0u) {
+          setOutputAtIndex(0, sqrt(total));
+        }
+      }`;
+  }
+}
+
+export const webgpuGradNorm: KernelFunc = ({ inputs, backend }) => {
+  const b = backend as unknown as WebGPUBackend;
+  const grads = (Object.values(inputs) as tf.TensorInfo[]).filter((g) => tf.util.sizeFromShape(g.shape) > 0);
+  assertFloat32(GRAD_NORM_KERNEL, grads);
+  const perDispatch = gradsPerDispatch(b.device);
+  let partials: tf.TensorInfo | undefined;
+  for (let i = 0; i < grads.length || partials === undefined; i += perDispatch) {
+    const chunk = grads.slice(i, i + perDispatch).map(flat);
+    const prev = partials;
+    const program = new SumSquaresProgram(chunk.length, prev !== undefined);
+    partials = b.runWebGPUProgram(program, prev === undefined ? chunk : [prev, ...chunk], 'float32');
+    if (prev !== undefined) b.disposeData(prev.dataId);
+  }
+  const norm = b.runWebGPUProgram(new NormProgram(), [partials], 'float32');
+  b.disposeData(partials.dataId);
+  return { dataId: norm.dataId, shape: [], dtype: 'float32' };
+};
