@@ -18,18 +18,34 @@ import { registerDenseKernels } from './dense/index.js';
 import { registerDropoutKernels } from './dropout/index.js';
 import { registerInfoNCEKernels } from './infoNCE/index.js';
 import { registerLayerNormKernels } from './layerNorm/index.js';
+import { internalsProblem } from './platform/internals.js';
 import { registerFastKernels } from './stock/index.js';
+import { tf } from '../model/tf.js';
 
 const OPS: readonly ((backendName: string) => void)[] = [
   registerDropoutKernels, registerLayerNormKernels, registerAttentionKernels, registerDenseKernels,
   registerInfoNCEKernels, registerAmiKernels, registerAdamWKernels,
 ];
 
+export interface KernelRegistration {
+  /** The stock kernels replaced (stock/). */
+  replaced: string[];
+  /**
+   * Why nothing was registered and the backend runs TF.js's stock kernels (its package is not the version whose
+   * internals the kernels use, or lacks a field: platform/internals.ts), or null.
+   */
+  stockOnly: string | null;
+}
+
 /**
  * Registers this project's kernels for the TF.js backend `backendName` (each op's own, and the stock replacements
- * of stock/); a second call changes nothing. Returns the names of the stock kernels replaced.
+ * of stock/), unless the backend's private internals are not the ones the kernels were written against; a second
+ * call changes nothing.
  */
-export function registerKernels(backendName: string): string[] {
+export function registerKernels(backendName: string): KernelRegistration {
+  const backend = tf.findBackend(backendName);
+  const stockOnly = backend === null ? null : internalsProblem(backendName, backend);
+  if (stockOnly !== null) return { replaced: [], stockOnly };
   for (const register of OPS) register(backendName);
-  return registerFastKernels(backendName);
+  return { replaced: registerFastKernels(backendName), stockOnly: null };
 }

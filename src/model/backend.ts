@@ -46,6 +46,8 @@ export interface BackendSelection {
   attempts: BackendAttempt[];
   /** Kernels this project registered over the backend's own. */
   replacedKernels: string[];
+  /** Why the backend runs TF.js's stock kernels only (src/kernels/platform/internals.ts), or null. */
+  stockOnly: string | null;
 }
 
 const require = createRequire(import.meta.url);
@@ -101,7 +103,6 @@ async function tryBackend(name: Exclude<BackendName, 'auto'>): Promise<string> {
       }
       if (adapter === null || adapter === undefined) throw new Error(`navigator.gpu.requestAdapter() found no GPU adapter${withOptions}`);
       await activate('webgpu');
-      useMatmulTile(tf.backend() as unknown as WebGPUBackend, parseMatmulTile(process.env[MATMUL_TILE_ENV]));
       return 'webgpu';
     }
     case 'wasm': {
@@ -177,8 +178,12 @@ export async function selectBackend(requested: BackendName = 'auto', exclude: Ba
     }
     try {
       const tfBackend = await tryBackend(name);
+      const kernels = registerKernels(tfBackend);
+      if (tfBackend === 'webgpu' && kernels.stockOnly === null) {
+        useMatmulTile(tf.backend() as unknown as WebGPUBackend, parseMatmulTile(process.env[MATMUL_TILE_ENV]));
+      }
       attempts.push({ name, ok: true, reason: requested === 'auto' ? 'first available in the auto order' : 'requested' });
-      current = { requested, name, tfBackend, attempts, replacedKernels: registerKernels(tfBackend) };
+      current = { requested, name, tfBackend, attempts, replacedKernels: kernels.replaced, stockOnly: kernels.stockOnly };
       return current;
     } catch (err) {
       attempts.push({ name, ok: false, reason: message(err) });
@@ -197,9 +202,10 @@ export async function ensureBackend(): Promise<BackendSelection> {
 export function describeSelection(sel: BackendSelection): string {
   const lines = [`backend: ${sel.name} (TF.js '${sel.tfBackend}')`];
   for (const a of sel.attempts) if (!a.ok) lines.push(`  skipped ${a.name}: ${a.reason}`);
+  if (sel.stockOnly !== null) lines.push(`  kernels: TF.js's stock only (${sel.stockOnly})`);
   if (sel.replacedKernels.length > 0) lines.push(`  replaced kernels: ${sel.replacedKernels.join(', ')}`);
   if (sel.tfBackend === 'wasm' || sel.tfBackend === 'cpu') lines.push(`  dense products: ${hostMatMulEngine(sel.tfBackend)}`);
-  if (sel.tfBackend === 'webgpu') {
+  if (sel.tfBackend === 'webgpu' && sel.stockOnly === null) {
     lines.push(`  matmul tile: ${describeMatmulTile(activeMatmulTile())} (${MATMUL_TILE_ENV})`);
   }
   return lines.join('\n');

@@ -26,6 +26,7 @@
  */
 import type { WebGPUBackend, WebGPUProgram } from '@tensorflow/tfjs-backend-webgpu';
 import { tf } from '../../model/tf.js';
+import { kernelOn } from '../registry.js';
 import { bufferOf, internalsOf, recordDispatches, uniformBufferOf, workgroupSumWgsl } from '../platform/webgpuPrograms.js';
 import { assertFloat32, CLIP_EPS, GRAD_NORM_KERNEL, type AdamWStepScalars } from './scalars.js';
 
@@ -163,12 +164,12 @@ export interface InPlaceUpdate {
 }
 
 /**
- * Whether `p`, `m` and `v` can be overwritten where they are: the active backend is webgpu, all four tensors are
- * float32 with the same (non-zero) element count, p, m and v are the only holders of their data, and no two share a
- * buffer; a gate must be one float32 apart from p, m and v.
+ * Whether `p`, `m` and `v` can be overwritten where they are: the active backend is webgpu with this project's
+ * kernels registered, all four tensors are float32 with the same (non-zero) element count, p, m and v are the only
+ * holders of their data, and no two share a buffer; a gate must be one float32 apart from p, m and v.
  */
 export function canUpdateInPlace(p: tf.Tensor, g: tf.Tensor, m: tf.Tensor, v: tf.Tensor, gate?: tf.Scalar): boolean {
-  if (tf.getBackend() !== 'webgpu') return false;
+  if (tf.getBackend() !== 'webgpu' || !kernelOn(GRAD_NORM_KERNEL)) return false; // the kernels registered: internals checked
   const b = internalsOf(tf.backend());
   const xs = [p, g, m, v];
   if (p.size === 0 || xs.some((x) => x.dtype !== 'float32' || x.size !== p.size)) return false;
