@@ -31,7 +31,7 @@ export const PRIVATE_DEPENDENCIES: readonly PrivateDependency[] = [
     package: '@tensorflow/tfjs-backend-webgpu', version: '4.22.0', backend: 'webgpu',
     fields: ['device', 'queue', 'tensorMap', 'bufferManager', 'makeTensorInfo', 'uploadToGPU', 'ensureCommandEncoderReady',
       'endComputePassEncoder', 'submitQueue', 'commandEncoder', 'computePassEncoder', 'commandQueueOwnedIds',
-      'uniformPendingDisposal', 'dispatchCountInPass', 'getAndSavePipeline'],
+      'uniformPendingDisposal', 'dispatchCountInPass'],
   },
   {
     package: '@tensorflow/tfjs-backend-wasm', version: '4.22.0', backend: 'wasm',
