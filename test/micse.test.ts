@@ -6,7 +6,8 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { UserError } from '../src/errors.js';
 import { MlpHead } from '../src/losses/mlpHead.js';
-import { micseLoss, type MicseBatch, type MicseConfig, type MicseEncoder } from '../src/losses/micse.js';
+import { micseLoss, TRAIN_POOLERS, type MicseBatch, type MicseConfig, type MicseEncoder, type TrainPooler } from '../src/losses/micse.js';
+import { defaultConfig, mergeConfig } from '../src/train/config.js';
 import { BertModel, packQkv, qkvPart, unpackQkv } from '../src/model/bert.js';
 import { bertWeightTable } from '../src/model/weights.js';
 import type { BertConfig } from '../src/model/config.js';
@@ -88,7 +89,7 @@ function values(r: ReturnType<typeof micseLoss>): { loss: number; infoNCE: numbe
 
 describe('micseLoss', () => {
   test('interleaved and separate views agree exactly with dropout off (every pooler)', () => {
-    for (const pooler of ['cls', 'cls_before_pooler', 'mean'] as const) {
+    for (const pooler of TRAIN_POOLERS) {
       const cfg: MicseConfig = { ...BASE, pooler, head };
       const a = micseLoss(model, batch, { ...cfg, views: 'interleaved' });
       const b = micseLoss(model, batch, { ...cfg, views: 'separate' });
@@ -147,6 +148,10 @@ describe('micseLoss', () => {
     // The defaults (layers 7..10 of bert-base) do not fit a 4-layer model.
     bad({ minLayer: undefined, maxLayer: undefined }, /\[7, 11\).*the model has 4 layers/);
     bad({ pooler: 'cls', head: null }, /needs the training MLP head/);
+    // Selection, evaluation and exports use the raw [CLS]: a mean-pooled objective is refused, not trained on a vector never used.
+    bad({ pooler: 'mean' as TrainPooler }, /objective.pooler must be one of cls, cls_before_pooler; got 'mean'/);
+    assert.throws(() => mergeConfig(defaultConfig(), { objective: { pooler: 'mean' } }, 'run.yaml'),
+      (err: unknown) => err instanceof UserError && /^run.yaml: objective.pooler must be one of cls, cls_before_pooler, got 'mean'/.test(err.message));
     bad({ temperature: 0 }, /temperature must be a positive number/);
     bad({ views: 'both' as unknown as MicseConfig['views'] }, /views must be one of interleaved, separate/);
     const odd = { inputIds: tf.zeros([3, 6], 'int32') as tf.Tensor2D, attentionMask: tf.ones([3, 6], 'int32') as tf.Tensor2D };

@@ -23,7 +23,9 @@
  * Style `simcse`: lambda is taken as 0 and the encoder is not asked for attentions (`ami` is null).
  *
  * Pooler: `cls` = [CLS] vector followed by the training-only MLP head (`config.head`, required);
- * `cls_before_pooler` = raw [CLS] vector; `mean` = mean of the unpadded token vectors (src/model/pooling.ts).
+ * `cls_before_pooler` = raw [CLS] vector. Either way the sentence vector that STS-B dev selection, the final
+ * evaluation and the exports use is the raw [CLS] (miCSE's protocol), so training on another vector (a mean of the
+ * tokens) is not offered: it would be selected and exported on a vector it never trained.
  *
  * Output tensors belong to the caller. Inside `tf.variableGrads(() => ...)` only the returned loss survives that
  * function's scope, so `tf.keep` the parts you want to log:
@@ -59,7 +61,7 @@ export const MICSE_STYLES = ['micse', 'simcse'] as const;
 export type MicseStyle = (typeof MICSE_STYLES)[number];
 export const MICSE_VIEWS = ['interleaved', 'separate'] as const;
 export type MicseViews = (typeof MICSE_VIEWS)[number];
-export const TRAIN_POOLERS = ['cls', 'cls_before_pooler', 'mean'] as const;
+export const TRAIN_POOLERS = ['cls', 'cls_before_pooler'] as const;
 export type TrainPooler = (typeof TRAIN_POOLERS)[number];
 
 export interface MicseConfig {
@@ -237,7 +239,7 @@ export function micseLoss(model: MicseEncoder, batch: MicseBatch, config: MicseC
     return all.slice(c.minLayer, c.maxLayer); // each [N, heads, T, T]
   };
   const embed = (hidden: tf.Tensor3D, mask: tf.Tensor2D): tf.Tensor2D => {
-    const pooled = pool(hidden, mask, c.pooler === 'mean' ? 'mean' : 'cls_before_pooler'); // [N, H]
+    const pooled = pool(hidden, mask, 'cls_before_pooler'); // [N, H]
     return c.pooler === 'cls' ? c.head!.apply(pooled) : pooled; // [N, H]
   };
 

@@ -8,6 +8,7 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import YAML from 'yaml';
 import { UserError } from '../errors.js';
+import { MICSE_STYLES, MICSE_VIEWS, TRAIN_POOLERS } from '../losses/micse.js';
 import { BACKEND_NAMES } from '../model/backend.js';
 
 type Kind = 'string' | 'number' | 'integer' | 'boolean' | 'object';
@@ -49,7 +50,7 @@ export const SCHEMA = {
     senteval: { kind: 'string', default: 'data/senteval', describe: 'SentEval data root (STS-B dev selection, final evaluation)' },
   },
   objective: {
-    style: { kind: 'string', default: 'micse', choices: ['micse', 'simcse'], describe: 'micse: InfoNCE + lambda * AMI; simcse: InfoNCE only' },
+    style: { kind: 'string', default: 'micse', choices: MICSE_STYLES, describe: 'micse: InfoNCE + lambda * AMI; simcse: InfoNCE only' },
     temperature: { kind: 'number', default: 0.05, min: 0, minExclusive: true, describe: 'InfoNCE temperature' },
     alpha: { kind: 'number', default: 1, min: 0, describe: 'weight of InfoNCE' },
     lambda: { kind: 'number', default: 1e-3, min: 0, describe: 'weight of the attention mutual-information term' },
@@ -57,8 +58,8 @@ export const SCHEMA = {
     maxLayer: { kind: 'integer', default: 11, min: 1, describe: 'one past the last AMI layer (maxLayer - minLayer must be even)' },
     targetSamples: { kind: 'integer', default: 150, min: 1, describe: 'attention entries drawn per AMI row' },
     nanValue: { kind: 'number', default: 100, describe: 'AMI value substituted for NaN (reference behaviour)' },
-    views: { kind: 'string', default: 'interleaved', choices: ['interleaved', 'separate'], describe: 'one pass over 2B interleaved rows, or two passes' },
-    pooler: { kind: 'string', default: 'cls', choices: ['cls', 'cls_before_pooler', 'mean'], describe: 'training pooler (cls = [CLS] + MLP head)' },
+    views: { kind: 'string', default: 'interleaved', choices: MICSE_VIEWS, describe: 'one pass over 2B interleaved rows, or two passes' },
+    pooler: { kind: 'string', default: 'cls', choices: TRAIN_POOLERS, describe: 'training pooler (cls = [CLS] + MLP head); selection, evaluation and exports use the raw [CLS]' },
   },
   optim: {
     learningRate: { kind: 'number', default: 1e-5, min: 0, minExclusive: true, describe: 'peak learning rate (low-shot runs: 1e-5; SimCSE: 3e-5)' },
