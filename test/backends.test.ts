@@ -23,7 +23,7 @@ import { fastKernelNames, registerFastKernels, unregisterFastKernels, useNativeG
 import { NativeOps } from '../src/kernels/platform/nativeOps.js';
 import { loadPretrained } from '../src/model/pretrained.js';
 import { tf } from '../src/model/tf.js';
-import { maxAbsDiff, seededValues, shared, SKIP_NO_SHARED } from './helpers.js';
+import { maxAbsDiff, OBJECTIVE, seededValues, shared, SKIP_NO_SHARED } from './helpers.js';
 
 const TOL = 1e-4;
 
@@ -423,7 +423,7 @@ describe('one miCSE training step agrees across backends', { skip: SKIP_NO_SHARE
     const before = tf.memory().numTensors;
     const { value, grads } = tf.variableGrads(() => {
       const batch = { inputIds: tf.tensor2d(enc.inputIds, undefined, 'int32'), attentionMask: tf.tensor2d(enc.attentionMask, undefined, 'int32') };
-      return micseLoss(loaded.model, batch, { minLayer: 2, maxLayer: 4, targetSamples: 20, head, dropoutSeed: 11, seed: 12 }).loss;
+      return micseLoss(loaded.model, batch, { ...OBJECTIVE, minLayer: 2, maxLayer: 4, targetSamples: 20, head, dropoutSeed: 11, seed: 12 }).loss;
     }, vars);
     const loss = (await value.data())[0]!;
     const out = await Promise.all(vars.map(async (v) => Float32Array.from((await grads[v.name]!.data()) as Float32Array)));

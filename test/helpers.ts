@@ -9,6 +9,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { selectBackend } from '../src/model/backend.js';
 import { tf } from '../src/model/tf.js';
+import { defaultConfig } from '../src/train/config.js';
 import { observeRawDispatches } from '../src/kernels/platform/webgpuPrograms.js';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -19,6 +20,11 @@ export const HAS_SHARED = existsSync(SHARED_DATA);
 export const SKIP_NO_SHARED: string | false = HAS_SHARED
   ? false
   : `../shared is absent (expected at ${SHARED}): tests that read the shared reference data are skipped`;
+
+/** The training config's objective with its defaults (src/train/config.ts SCHEMA), which the losses take resolved. */
+export const OBJECTIVE = defaultConfig().objective;
+/** The AMI options that are objective keys, at their defaults. */
+export const AMI_DEFAULTS = { targetSamples: OBJECTIVE.targetSamples, nanValue: OBJECTIVE.nanValue };
 
 export function shared(...parts: string[]): string {
   return path.join(SHARED_DATA, ...parts);

@@ -8,6 +8,7 @@ import { UserError } from '../src/errors.js';
 import { MlpHead } from '../src/losses/mlpHead.js';
 import { micseLoss, TRAIN_POOLERS, type MicseBatch, type MicseConfig, type MicseEncoder, type TrainPooler } from '../src/losses/micse.js';
 import { defaultConfig, mergeConfig } from '../src/train/config.js';
+import { OBJECTIVE } from './helpers.js';
 import { BertModel, packQkv, qkvPart, unpackQkv } from '../src/model/bert.js';
 import { bertWeightTable } from '../src/model/weights.js';
 import type { BertConfig } from '../src/model/config.js';
@@ -63,7 +64,7 @@ let head: MlpHead;
 let batch: MicseBatch;
 
 /** AMI over layers [1, 3), 20 samples per row (every row has at least 24 valid entries): the sampling path. */
-const BASE: MicseConfig = { minLayer: 1, maxLayer: 3, targetSamples: 20, lambda: 1, seed: 77, training: false };
+const BASE: MicseConfig = { ...OBJECTIVE, minLayer: 1, maxLayer: 3, targetSamples: 20, lambda: 1, seed: 77, training: false };
 
 before(async () => {
   await tf.setBackend('cpu');
@@ -139,14 +140,14 @@ describe('micseLoss', () => {
   });
 
   test('invalid configurations are UserErrors that say why', () => {
-    const bad = (cfg: MicseConfig, re: RegExp): void => {
+    const bad = (cfg: Partial<MicseConfig>, re: RegExp): void => {
       assert.throws(() => micseLoss(model, batch, { ...BASE, head, ...cfg }), (err: unknown) => err instanceof UserError && re.test(err.message));
     };
     bad({ minLayer: 1, maxLayer: 4 }, /selects 3 layer\(s\), but the count must be even/);
     bad({ minLayer: 0, maxLayer: 6 }, /0 <= minLayer < maxLayer <= 4 \(the model has 4 layers/);
     bad({ minLayer: 3, maxLayer: 1 }, /0 <= minLayer < maxLayer/);
     // The defaults (layers 7..10 of bert-base) do not fit a 4-layer model.
-    bad({ minLayer: undefined, maxLayer: undefined }, /\[7, 11\).*the model has 4 layers/);
+    bad({ minLayer: OBJECTIVE.minLayer, maxLayer: OBJECTIVE.maxLayer }, /\[7, 11\).*the model has 4 layers/);
     bad({ pooler: 'cls', head: null }, /needs the training MLP head/);
     // Selection, evaluation and exports use the raw [CLS]: a mean-pooled objective is refused, not trained on a vector never used.
     bad({ pooler: 'mean' as TrainPooler }, /objective.pooler must be one of cls, cls_before_pooler; got 'mean'/);

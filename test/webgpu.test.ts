@@ -24,7 +24,7 @@ import { BertModel } from '../src/model/bert.js';
 import type { BertConfig } from '../src/model/config.js';
 import { SEEDED_DROPOUT, seededDropout, seededUniform, uniformArray } from '../src/kernels/dropout/index.js';
 import { tf } from '../src/model/tf.js';
-import { expectNoGpuErrors, maxAbsDiff, ROOT, webgpuSkipReason } from './helpers.js';
+import { expectNoGpuErrors, maxAbsDiff, OBJECTIVE, ROOT, webgpuSkipReason } from './helpers.js';
 import { AdamW } from '../src/train/adamw.js';
 import { TrainStep, trainableParams } from '../src/train/step.js';
 import { inPlaceDispatchCount, inPlaceUpdateCount, paramsPerDispatch } from '../src/kernels/adamw/webgpu.js';
@@ -180,7 +180,7 @@ describe('WebGPU training step', { skip: WEBGPU_SKIP }, () => {
   let model: BertModel;
   let head: MlpHead;
   let vars: tf.Variable[];
-  const objective = { minLayer: 2, maxLayer: 4, targetSamples: 40, training: true } as const;
+  const objective = { ...OBJECTIVE, minLayer: 2, maxLayer: 4, targetSamples: 40, training: true };
 
   before(async () => {
     await selectBackend('cpu');
@@ -347,7 +347,7 @@ console.log(JSON.stringify({ backend: sel.name, error: error === null ? null : e
 
 describe("WebGPU on Dawn's null device (every machine with the webgpu package, CI included)", { skip: NULL_DEVICE_SKIP }, () => {
   test('a TrainStep creates every pipeline without a validation error, reads once a step, updates in place, keeps the tensor count flat', () => {
-    const objective = { minLayer: 2, maxLayer: 4, targetSamples: 40, training: true };
+    const objective = { ...OBJECTIVE, minLayer: 2, maxLayer: 4, targetSamples: 40, training: true };
     const out = execFileSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', NULL_STEP_SCRIPT,
       JSON.stringify({ config: CONFIG, rows: rows(), objective })], { cwd: ROOT, env: { ...process.env, [DAWN_OPTIONS_ENV]: 'backend=null' }, encoding: 'utf8' });
     const r = JSON.parse(out.trim().split('\n').at(-1)!) as { backend: string; error: string | null; reads: number; inPlace: number; params: number; counts: number[] };

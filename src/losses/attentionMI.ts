@@ -66,10 +66,10 @@ import {
 
 
 export interface AttentionMIOptions {
-  /** Samples drawn per row; rows with fewer valid entries are dropped unless no row has enough. */
-  targetSamples?: number;
-  /** Value substituted when the AMI is NaN (the reference's DUMMY_VALUE). */
-  nanValue?: number;
+  /** Samples drawn per row; rows with fewer valid entries are dropped unless no row has enough (objective.targetSamples). */
+  targetSamples: number;
+  /** Value substituted when the AMI is NaN (the reference's DUMMY_VALUE; objective.nanValue). */
+  nanValue: number;
   /** Seed of the draw. Same seed and same input, same draw. Undefined: a fresh random draw. */
   seed?: number;
   /**
@@ -87,9 +87,8 @@ export interface AttentionMIOptions {
   scaleEps?: number;
 }
 
+/** The clamps of AMI's arithmetic (not objective keys). */
 export const ATTENTION_MI_DEFAULTS = {
-  targetSamples: 150,
-  nanValue: 100,
   cosineEps: 1e-6,
   rhoEps: 1e-6,
   scaleEps: 1e-6,
@@ -275,9 +274,8 @@ function gaussianMI(xs: tf.Tensor2D, ys: tf.Tensor2D, use: tf.Tensor2D, count: t
 }
 
 /** AMI of the stacked attention probabilities; see the module comment. */
-export function attentionMutualInformation(attentions: tf.Tensor, options: AttentionMIOptions = {}): AttentionMIResult {
-  const targetSamples = options.targetSamples ?? ATTENTION_MI_DEFAULTS.targetSamples;
-  const nanValue = options.nanValue ?? ATTENTION_MI_DEFAULTS.nanValue;
+export function attentionMutualInformation(attentions: tf.Tensor, options: AttentionMIOptions): AttentionMIResult {
+  const { targetSamples, nanValue } = options;
   const cosineEps = options.cosineEps ?? ATTENTION_MI_DEFAULTS.cosineEps;
   const rhoEps = options.rhoEps ?? ATTENTION_MI_DEFAULTS.rhoEps;
   const scaleEps = options.scaleEps ?? ATTENTION_MI_DEFAULTS.scaleEps;

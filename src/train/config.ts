@@ -8,7 +8,7 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import YAML from 'yaml';
 import { UserError } from '../errors.js';
-import { MICSE_STYLES, MICSE_VIEWS, TRAIN_POOLERS } from '../losses/micse.js';
+import { amiLayerSpanProblem, MICSE_STYLES, MICSE_VIEWS, TRAIN_POOLERS } from '../losses/micse.js';
 import { BACKEND_NAMES } from '../model/backend.js';
 
 type Kind = 'string' | 'number' | 'integer' | 'boolean' | 'object';
@@ -189,13 +189,8 @@ export function mergeConfig(base: TrainConfig, raw: unknown, where: string): Tra
 /** Cross-key rules. */
 export function checkConsistency(c: TrainConfig, where: string): void {
   if (c.data.fraction !== null && c.data.count !== null) throw new UserError(`${where}: set data.fraction or data.count, not both`);
-  if (c.objective.maxLayer <= c.objective.minLayer) {
-    throw new UserError(`${where}: objective.maxLayer (${c.objective.maxLayer}) must be greater than objective.minLayer (${c.objective.minLayer})`);
-  }
-  if ((c.objective.maxLayer - c.objective.minLayer) % 2 !== 0) {
-    throw new UserError(`${where}: objective.maxLayer - objective.minLayer must be even (the AMI regrouping pairs layers), ` +
-      `got ${c.objective.minLayer}..${c.objective.maxLayer}`);
-  }
+  const span = amiLayerSpanProblem(c.objective.minLayer, c.objective.maxLayer);
+  if (span !== null) throw new UserError(`${where}: ${span}`);
   if (c.model.init === 'random' && c.model.tokenizer === null) {
     throw new UserError(`${where}: model.init is "random", so model.tokenizer must name a tokenizer directory`);
   }

@@ -15,6 +15,7 @@ import { loadTrainingSentences } from '../data/subset.js';
 import { BertTokenizer } from '../data/tokenizer.js';
 import { UserError } from '../errors.js';
 import { exists, writeFileAtomic } from '../fsutil.js';
+import { amiLayerSpanProblem } from '../losses/micse.js';
 import { MlpHead } from '../losses/mlpHead.js';
 import { describeSelection, type BackendSelection } from '../model/backend.js';
 import { BertModel, packQkv, siteSeed } from '../model/bert.js';
@@ -107,10 +108,8 @@ export async function selectBackendAndModel(c: TrainConfig, resumeDir: string | 
 }
 
 function checkObjectiveFits(c: TrainConfig, layers: number): void {
-  if (c.objective.style === 'micse' && c.objective.maxLayer > layers) {
-    throw new UserError(`objective.maxLayer is ${c.objective.maxLayer} but the model has ${layers} layers (0..${layers - 1}); ` +
-      `set objective.minLayer/maxLayer within the model's depth`);
-  }
+  const span = c.objective.style === 'micse' ? amiLayerSpanProblem(c.objective.minLayer, c.objective.maxLayer, layers) : null;
+  if (span !== null) throw new UserError(span);
 }
 
 /** Trains per `config` (or resumes the run in config.train.output). */
