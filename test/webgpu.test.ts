@@ -12,7 +12,7 @@
  * Self-contained (random-init model), so it can be carried to a GPU machine without ../shared.
  */
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -370,5 +370,18 @@ describe("WebGPU on Dawn's null device (every machine with the webgpu package, C
     assert.match(r.explicit, new RegExp(`webgpu: .*${DAWN_OPTIONS_ENV}=adapter=no-such-adapter-xyz`));
     assert.doesNotMatch(r.auto, /^backend: webgpu/);
     assert.match(r.auto, new RegExp(`skipped webgpu: .*${DAWN_OPTIONS_ENV}=adapter=no-such-adapter-xyz`));
+  });
+
+  test('auto prints no Dawn trace on stderr; a missing GPU is said once, in the backend line', () => {
+    const script = `
+      const { selectBackend, describeSelection } = await import(${JSON.stringify(pathToFileURL(path.join(ROOT, 'src/model/backend.ts')).href)});
+      console.log(JSON.stringify(describeSelection(await selectBackend('auto'))));`;
+    const env: NodeJS.ProcessEnv = { ...process.env };
+    delete env[DAWN_OPTIONS_ENV];
+    const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { cwd: ROOT, env, encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stderr, '');
+    const line = JSON.parse(r.stdout.trim().split('\n').at(-1)!) as string;
+    if (!line.startsWith('backend: webgpu')) assert.equal(line.match(/skipped webgpu: /g)?.length, 1, line);
   });
 });

@@ -80,8 +80,12 @@ async function tryBackend(name: Exclude<BackendName, 'auto'>): Promise<string> {
     }
     case 'webgpu': {
       const dawnOptions = process.env[DAWN_OPTIONS_ENV] ?? '';
+      const withOptions = dawnOptions.trim() === '' ? '' : ` (with ${DAWN_OPTIONS_ENV}=${dawnOptions})`;
       const g = globalThis as { navigator?: { gpu?: unknown } };
       if (g.navigator?.gpu === undefined) {
+        const options = dawnOptions.split(/\s+/).filter((o) => o !== '');
+        const noVulkan = missingVulkanLoader(options);
+        if (noVulkan !== null) throw new Error(`no Vulkan loader for Dawn${withOptions}: ${noVulkan}`);
         let dawn: { create: (opts: string[]) => unknown; globals: Record<string, unknown> };
         try {
           dawn = (await import('webgpu' as string)) as typeof dawn;
@@ -89,12 +93,10 @@ async function tryBackend(name: Exclude<BackendName, 'auto'>): Promise<string> {
           throw new Error(`no navigator.gpu and the npm package \`webgpu\` (Dawn for Node) is not installed (${message(err)})`);
         }
         Object.assign(globalThis, dawn.globals);
-        const options = dawnOptions.split(/\s+/).filter((o) => o !== '');
         Object.defineProperty(globalThis, 'navigator', { value: { gpu: dawn.create(options) }, configurable: true });
       }
       await registerWebgpu();
       const nav = (globalThis as { navigator: { gpu: { requestAdapter(): Promise<unknown> } } }).navigator;
-      const withOptions = dawnOptions.trim() === '' ? '' : ` (with ${DAWN_OPTIONS_ENV}=${dawnOptions})`;
       let adapter: unknown;
       try {
         adapter = await nav.gpu.requestAdapter();
@@ -120,6 +122,24 @@ async function tryBackend(name: Exclude<BackendName, 'auto'>): Promise<string> {
       useNativeGemm(process.env[NATIVE_GEMM_ENV] !== '0');
       return 'cpu';
   }
+}
+
+/**
+ * Why Dawn would find no Vulkan driver loader on this Linux machine (the dlopen error), or null: elsewhere, with a
+ * Dawn backend other than Vulkan asked for, or when the loader loads. Dawn prints a native trace to stderr when the
+ * loader is missing; checking first keeps a normal run quiet and the reason in the backend line.
+ */
+function missingVulkanLoader(dawnOptions: readonly string[]): string | null {
+  if (process.platform !== 'linux') return null;
+  const backendOption = dawnOptions.find((o) => o.startsWith('backend='));
+  if (backendOption !== undefined && backendOption !== 'backend=vulkan') return null;
+  try {
+    process.dlopen({ exports: {} }, 'libvulkan.so.1');
+  } catch (err) {
+    // A library that loads but is no Node addon fails to "self-register": the loader is there.
+    if (!/did not self-register/.test(message(err))) return message(err);
+  }
+  return null;
 }
 
 /**
