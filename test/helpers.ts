@@ -110,3 +110,21 @@ export async function withWebgpuPrograms<T>(f: () => T | Promise<T>): Promise<{ 
     backend.runWebGPUProgram = original;
   }
 }
+
+/** Runs `f`, counting the in-place AdamW's dispatches and the parameters they updated (their keys end in `/k`). */
+export async function countInPlace<T>(f: () => Promise<T>): Promise<{ result: T; updates: number; dispatches: number }> {
+  let updates = 0;
+  let dispatches = 0;
+  const stop = observeRawDispatches((key) => {
+    const m = /^micseAdamWInPlace\/(\d+)$/.exec(key);
+    if (m === null) return;
+    dispatches += 1;
+    updates += Number(m[1]);
+  });
+  try {
+    const result = await f();
+    return { result, updates, dispatches };
+  } finally {
+    stop();
+  }
+}

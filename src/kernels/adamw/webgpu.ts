@@ -112,18 +112,6 @@ interface Pipeline {
 /** Per device, the pipeline updating k parameters a dispatch, by k. */
 const pipelines = new WeakMap<GPUDevice, Map<number, Pipeline>>();
 
-/** Parameters updated and dispatches recorded by this module since load (the bench adds the dispatches to the backend's own count). */
-let updated = 0;
-let recorded = 0;
-
-export function inPlaceUpdateCount(): number {
-  return updated;
-}
-
-export function inPlaceDispatchCount(): number {
-  return recorded;
-}
-
 /** Parameters one dispatch updates on `device`: four storage buffers each, plus the norm and the gate. */
 export function paramsPerDispatch(device: GPUDevice): number {
   return Math.max(1, Math.floor((device.limits.maxStorageBuffersPerShaderStage - SHARED_STORAGE_BUFFERS) / STORAGE_PER_PARAM));
@@ -266,12 +254,11 @@ export function adamwInPlace(updates: readonly InPlaceUpdate[], norm: tf.Scalar,
   });
   recordDispatches(b, 'micseAdamWInPlace', prepared.map(({ pipeline, bindGroup }, d) => {
     const x = Math.min(workgroups[d]!, maxGroups);
-    return { pipeline, bindGroup, offsets: [d * slot], grid: [x, Math.ceil(workgroups[d]! / x), 1] as [number, number, number] };
+    return { pipeline, bindGroup, offsets: [d * slot], grid: [x, Math.ceil(workgroups[d]! / x), 1] as [number, number, number],
+      key: `micseAdamWInPlace/${groups[d]!.length}` };
   }));
   // The host copies a read left behind are stale now.
   for (const { p, m, v } of updates) for (const t of [p, m, v]) b.tensorMap.get(t.dataId)!.values = null;
-  updated += updates.length;
-  recorded += groups.length;
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -128,7 +128,10 @@ export function rawDispatchCount(): number {
   return rawDispatches;
 }
 
-/** Calls `f` with the key of every raw dispatch until the returned function is called (tests count them). */
+/**
+ * Calls `f` with the key of every raw dispatch until the returned function is called (tests count them; the
+ * in-place AdamW's keys end in `/k`, its k parameters updated by that dispatch).
+ */
 export function observeRawDispatches(f: (key: string) => void): () => void {
   rawObservers.add(f);
   return () => rawObservers.delete(f);
@@ -136,10 +139,10 @@ export function observeRawDispatches(f: (key: string) => void): () => void {
 
 /**
  * Records `dispatches` (set, bind group, workgroups each) into the backend's compute pass, then submits where the
- * backend would (WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE dispatches a pass).
+ * backend would (WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE dispatches a pass). Observers see each dispatch's own key, else `key`.
  */
 export function recordDispatches(b: BackendInternals, key: string,
-  dispatches: { pipeline: GPUComputePipeline; bindGroup: GPUBindGroup; offsets?: number[]; grid: [number, number, number] }[]): void {
+  dispatches: { pipeline: GPUComputePipeline; bindGroup: GPUBindGroup; offsets?: number[]; grid: [number, number, number]; key?: string }[]): void {
   b.ensureCommandEncoderReady();
   if (b.computePassEncoder === null) b.computePassEncoder = b.commandEncoder.beginComputePass();
   const pass = b.computePassEncoder;
@@ -148,7 +151,7 @@ export function recordDispatches(b: BackendInternals, key: string,
     pass.setBindGroup(0, d.bindGroup, d.offsets ?? []);
     pass.dispatchWorkgroups(...d.grid);
     rawDispatches += 1;
-    for (const f of rawObservers) f(key);
+    for (const f of rawObservers) f(d.key ?? key);
   }
   b.dispatchCountInPass += dispatches.length;
   if (b.dispatchCountInPass >= Number(tf.env().get('WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE'))) {
