@@ -3,8 +3,8 @@
  * how strongly the log attention probabilities of the two dropout views co-vary, via the mutual information of a
  * bivariate Gaussian, and returns minus its mean times a sparsity scale (so minimising the loss maximises MI).
  *
- * Reference: SAP-samples/acl2023-micse `model/models.py` `cl_forward`, as restated in ../shared/docs/METHOD.md
- * ("Attention mutual information", steps 1-8). Step by step, with the shapes used here:
+ * Reference: SAP-samples/acl2023-micse `model/models.py` `cl_forward` (Klein & Nabi, "miCSE: Mutual Information
+ * Contrastive Learning for Low-shot Sentence Embeddings", ACL 2023). Step by step, with the shapes used here:
  *   attentions                                   // [2B, L, H, T, T]  rows interleaved: s0 v1, s0 v2, s1 v1, ...
  *   regroup `(h i) (j m) k t z -> (h k m) i (j t z)` (i = view, m = layer parity)
  *   X = view 1, Y = view 2                       // [R, N], R = 2*H*B, N = (L/2)*T*T;  row (b*H + k)*2 + m,

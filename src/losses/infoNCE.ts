@@ -1,7 +1,7 @@
 /**
  * InfoNCE over two dropout views, exactly as unsupervised SimCSE computes it (and miCSE, which reuses it).
  *
- * Reference: SimCSE / miCSE `cl_forward` (see ../shared/docs/METHOD.md, "InfoNCE"):
+ * Reference: SimCSE / miCSE `cl_forward` (SAP-samples/acl2023-micse `model/models.py`, after princeton-nlp/SimCSE):
  *   logits[i, j] = cosine(z1_i, z2_j) / temperature          // [B, B]
  *   loss = CrossEntropy(logits, labels = 0..B-1), mean over the B rows.
  * The cosine is `torch.nn.CosineSimilarity(dim=-1)` (eps 1e-8). Current PyTorch clamps each norm separately:

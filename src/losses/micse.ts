@@ -4,8 +4,9 @@
  *
  *   total = alpha * InfoNCE(z1, z2) + lambda * AMI(attentions[minLayer, maxLayer))
  *
- * Reference: miCSE `cl_forward` (../shared/docs/METHOD.md, "Batch and views", "InfoNCE", "Attention mutual
- * information"); the pieces are src/losses/infoNCE.ts, attentionMI.ts and mlpHead.ts.
+ * Reference: miCSE `cl_forward` (SAP-samples/acl2023-micse `model/models.py`; Klein & Nabi, "miCSE: Mutual
+ * Information Contrastive Learning for Low-shot Sentence Embeddings", ACL 2023); the pieces are
+ * src/losses/infoNCE.ts, attentionMI.ts and mlpHead.ts.
  *
  * Inputs:
  * - `model`: the encoder (BertModel or anything with the same `forward` and `config`).

@@ -1,6 +1,6 @@
 /**
  * Training configuration: data, validated. Every key has a default (the reference hyperparameters of miCSE's
- * low-shot runs, METHOD.md), a type and a range; an unknown key, a wrong type or an out-of-range value is a
+ * low-shot runs, from the paper and its repository), a type and a range; an unknown key, a wrong type or an out-of-range value is a
  * UserError naming the key (unknown keys with a did-you-mean). Files are YAML or JSON, may `extends` another
  * file (relative path), and `--set key.path=value` overrides win last.
  */
@@ -28,7 +28,7 @@ interface KeySpec {
   orString?: boolean;
 }
 
-/** The schema: section -> key -> spec. Defaults are METHOD.md's official hyperparameters (fp32 runs). */
+/** The schema: section -> key -> spec. Defaults are miCSE's official hyperparameters (fp32 runs). */
 export const SCHEMA = {
   model: {
     init: { kind: 'string', default: 'bert-base-uncased', describe: 'Hugging Face directory or Hub name to start from, or "random"' },

@@ -35,8 +35,8 @@
  * Each thread writes the zeros of the columns c = lid (mod workgroup) of its row and then the drawn samples at such
  * columns, so every element is written once by one invocation, in program order (distinct positions per row).
  *
- * Reference: SAP-samples/acl2023-micse `model/models.py` `cl_forward`, ../shared/docs/METHOD.md "Attention mutual
- * information"; the header tfjs-backend-webgpu generates for a program: src/kernels/platform/webgpuPrograms.ts.
+ * Reference: SAP-samples/acl2023-micse `model/models.py` `cl_forward`, step by step in src/losses/attentionMI.ts;
+ * the header tfjs-backend-webgpu generates for a program: src/kernels/platform/webgpuPrograms.ts.
  */
 import type { WebGPUBackend, WebGPUProgram } from '@tensorflow/tfjs-backend-webgpu';
 import { seedKeys, WGSL_RANDOM } from '../dropout/index.js';
