@@ -54,9 +54,8 @@
  * arithmetic within float32 rounding. Pinned draws and S > AMI_DRAW_MAX_SAMPLES take the stock ops, as every
  * other backend does (cpu and wasm results are those of the ops below, unchanged).
  *
- * Cost: on the pure-JS `cpu` backend the regrouping transpose is slow at bert-base sizes (about 5 s forward for
- * `[128, 4, 12, 32, 32]` on a 2-core machine, the same again backward), small next to the encoder on that
- * backend. The gather gradients need an UnsortedSegmentSum kernel (kernels/stock registers a scatter-add on cpu and wasm).
+ * Cost: on the pure-JS `cpu` backend the regrouping transpose is slow at bert-base sizes (seconds a pass), small
+ * next to the encoder on that backend. The gather gradients need an UnsortedSegmentSum kernel (kernels/stock registers a scatter-add on cpu and wasm).
  */
 import { freshSeed, seededUniform } from '../kernels/dropout/index.js';
 import { tf } from '../model/tf.js';

@@ -6,8 +6,8 @@
  * they are when it is not finite: the trainer skips a non-finite step without reading the loss before the update.
  *
  * Why not a TF.js kernel: a tfjs-backend-webgpu program has one output, so an update that yields p', m' and v' is
- * three dispatches, each allocating an output buffer and a uniform buffer and building a bind group (~100 us of host
- * time each on an H200 host, where the step was bound by host time). BERT-base has ~200 parameters: ~600 dispatches
+ * three dispatches, each allocating an output buffer and a uniform buffer and building a bind group (host time that
+ * bound the step on a GPU: bench/README.md). BERT-base has ~200 parameters: ~600 dispatches
  * a step. Here a dispatch binds four buffers per parameter, so the parameters it takes are bounded by the device's
  * storage buffers per stage: 3 with the 16 that backend.ts asks for (1 with WebGPU's default 8), 51 dispatches at
  * BERT-base. One uniform buffer serves the whole update (a 256-byte slot per dispatch, selected by a dynamic
@@ -22,7 +22,7 @@
  *
  * This reaches into tfjs-backend-webgpu 4.x internals through webgpuPrograms.ts's raw-dispatch helpers (as the
  * multi-output programs there do); test/adamw.test.ts compares the result with the composite ops on a real adapter
- * (lavapipe here).
+ * (lavapipe or a GPU).
  */
 import type { WebGPUBackend, WebGPUProgram } from '@tensorflow/tfjs-backend-webgpu';
 import { tf } from '../../model/tf.js';

@@ -10,10 +10,9 @@
  *   db = the column sums of dy [N, out] -> [out], ONE dispatch (MicseColumnSum below)
  * Why dx transposes W first instead of tf.matMul(dy, W, false, true), as TF.js's gradient does: the webgpu product
  * kernel loads vec4s only when B is not transposed (MatMulPackedProgram.isVec4), and the scalar kernel is much
- * slower at these shapes. On the H200 (bench/gemm.ts, bench/README.md) the feed-forward input gradient
- * dy [4096, 3072] W^T ran at 12.9 TFLOP/s where the product of the same M, K, N without the transpose flag (the
- * feed-forward down projection's forward) ran at 21.3. Transposing W is a memory copy of the weight alone (at most
- * 2.4 M floats at BERT-base, against 4,096 rows x K x N multiply-adds), one more dispatch each.
+ * slower at these shapes (bench/gemm.ts measures both; figures in bench/README.md). Transposing W is a memory copy
+ * of the weight alone (at most 2.4 M floats at BERT-base, against 4,096 rows x K x N multiply-adds), one more
+ * dispatch each.
  * So 4 dispatches backward, as many as TF.js's gradient takes (its bias sum takes two), without the slow product.
  * Every other backend computes tf.add(tf.matMul(x, W), b) exactly as before (their numbers do not change; the wasm
  * backend routes that MatMul to the native GEMM).

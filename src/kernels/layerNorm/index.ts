@@ -400,9 +400,8 @@ function dxRaw(source: RowSource, dropoutOfDs: boolean): RawProgram {
  * column over 4,096 rows left the GPU nearly idle). One thread per column j and chunk c of COLUMN_CHUNK rows, with
  * the rows' mean and rstd as the dx program stored them (so the same xhat):
  *   partial[c, j] = sum over the chunk's rows r of dy[r, j] * xhat[r, j];  partial[c, H + j] = ... of dy[r, j]
- * -> [chunks, 2H]. xhat is recomputed from s, not read: nothing of [rows, H] is materialised besides ds.
- * (Before the stats were stored, one workgroup per chunk recomputed its 32 rows' statistics one row after another,
- * 64 workgroup sums in sequence: 128 workgroups at BERT-base, most of the 0.6 ms a call on an H200.)
+ * -> [chunks, 2H]. xhat is recomputed from s, not read: nothing of [rows, H] is materialised besides ds, and the
+ * statistics are the dx program's (recomputing them per chunk, row after row, dominated this kernel's time).
  */
 function columnPartialsProgram(source: RowSource, rows: number, H: number): WebGPUProgram {
   const chunks = Math.ceil(rows / COLUMN_CHUNK);

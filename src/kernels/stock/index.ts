@@ -50,15 +50,14 @@ const unsortedSegmentSumCpu: KernelFunc = ({ inputs, backend, attrs }) => {
 // ---------------------------------------------------------------------------------------------------------------
 // Host BatchMatMul (wasm and cpu)
 //
-// First choice: onnxruntime-node's native SGEMM (src/kernels/platform/nativeGemm.ts: MLAS, AVX2/AVX-512, intra-op threads,
-// 100-200 GFLOP/s a core here), reading and writing the wasm heap or the cpu backend's arrays in place;
-// `useNativeGemm` switches it on (backend.ts does for both backends, unless MICSE_NATIVE_GEMM=0) and falls back
-// when onnxruntime-node cannot load. The stock cpu kernel is a JavaScript loop (~1 GFLOP/s here: 3.6 s of the
-// tiny step's 5.5 s on cpu).
+// First choice: onnxruntime-node's native SGEMM (src/kernels/platform/nativeGemm.ts: MLAS, AVX2/AVX-512, intra-op
+// threads), reading and writing the wasm heap or the cpu backend's arrays in place; `useNativeGemm` switches it on
+// (backend.ts does for both backends, unless MICSE_NATIVE_GEMM=0) and falls back when onnxruntime-node cannot load.
+// The stock cpu kernel is a JavaScript loop, most of a cpu step's time without this (figures: bench/README.md).
 //
-// Otherwise, on cpu the stock kernel, and on wasm XNNPACK: the stock wasm kernel uses it (about 20-40 GFLOP/s with
-// SIMD, one thread) only for an unbatched product without transpose flags, i.e. `[1, M, K] @ [1, K, N]`; everything
-// else (every backward product, the batched attention products) runs a scalar blocked loop at 2.5-3.6 GFLOP/s.
+// Otherwise, on cpu the stock kernel, and on wasm XNNPACK: the stock wasm kernel uses it (SIMD, one thread) only for
+// an unbatched product without transpose flags, i.e. `[1, M, K] @ [1, K, N]`; everything else (every backward
+// product, the batched attention products) runs a scalar blocked loop, several times slower.
 // This wrapper then brings every float32 product to that one fast form:
 //   - a transpose flag is materialised first (the wasm Transpose kernel, one pass over the operand);
 //   - `[batch, M, K] @ [K, N]` (b unbatched) becomes one `[1, batch * M, K] @ [1, K, N]` product;
@@ -216,7 +215,7 @@ function makeHostBatchMatMul(backendName: string, stock: KernelFunc, transpose: 
 
 /**
  * Host Unpack (tf.unstack; the gradient of tf.stack, e.g. of the attention maps micseLoss stacks): the stock kernels
- * slice each output with a strided copy (wasm: ~100 ms for a [64, 2, 2, 32, 32] map; cpu: 150 ms in the tiny step).
+ * slice each output with a strided copy, element by element.
  * Here each output is `outer` contiguous runs of `inner` elements copied with TypedArray.set.
  *   value [d0, .., d_axis, .., dn] -> d_axis tensors [d0, .., dn] without d_axis
  */
@@ -391,8 +390,8 @@ function copyable(x: tf.TensorInfo): boolean {
 }
 
 /**
- * Host Slice: the stock wasm kernel first copies the whole input out of the heap (`readSync`: ~2 ms for a
- * [128, 32, 256] input, whatever the slice); the stock cpu kernel copies a slice that is not one contiguous block
+ * Host Slice: the stock wasm kernel first copies the whole input out of the heap (`readSync`, whatever the size of
+ * the slice); the stock cpu kernel copies a slice that is not one contiguous block
  * element by element through coordinate conversions. Here one block copy.
  *   x [d0, .., dn], begin, size -> size
  */
@@ -456,7 +455,7 @@ function makeCpuPad(stock: KernelFunc): KernelFunc {
 
 /**
  * Host Concat (the gradient of tf.split: q, k and v's gradients into the packed projection's): each input placed
- * into the output as contiguous runs. The stock cpu kernel copies element by element (29 ms a BERT-base layer).
+ * into the output as contiguous runs. The stock cpu kernel copies element by element.
  *   inputs [.., d_i, ..] along `axis` -> [.., sum of d_i, ..]
  */
 function makeHostConcat(stock: KernelFunc): KernelFunc {
@@ -524,7 +523,7 @@ function transposeValues<T extends Int32Array | Uint8Array>(x: T, shape: readonl
 }
 
 /**
- * cpu Transpose: the stock kernel converts every output index to coordinates and back (300 ms of the 650 ms tiny
+ * cpu Transpose: the stock kernel converts every output index to coordinates and back (about half of the tiny cpu
  * step once the products were native). Here `transposeValues`. (The wasm backend's Transpose is native code.)
  */
 function makeCpuTranspose(stock: KernelFunc): KernelFunc {
