@@ -4,7 +4,7 @@
  *
  * Op level: each replaced kernel (wasm and cpu BatchMatMul, Unpack, Sum, GatherV2, Slice, SplitV, Concat; wasm
  * Identity, UnsortedSegmentSum; cpu Transpose, PadV2, Add, Sub, Multiply, RealDiv, Softmax) against the same backend's stock kernel
- * (unregisterFastKernels puts it back) on shapes that reach every branch (transpose flags, batched, b unbatched,
+ * (captured before any selection registers ours: nothing registers on import) on shapes that reach every branch (transpose flags, batched, b unbatched,
  * broadcast batch, leading/other axes); wasm BatchMatMul with both of its engines (onnxruntime-node's native SGEMM
  * and the XNNPACK fallback), cpu BatchMatMul on the native SGEMM.
  * The scatter-add that replaces UnsortedSegmentSum is checked against the stock cpu kernel on a small vocabulary
@@ -19,7 +19,7 @@ import { DataType, type GraphSpec } from '../src/kernels/platform/onnxProto.js';
 import { MlpHead } from '../src/losses/mlpHead.js';
 import { micseLoss } from '../src/losses/micse.js';
 import { selectBackend } from '../src/model/backend.js';
-import { fastKernelNames, registerFastKernels, unregisterFastKernels, useNativeGemm, hostMatMulEngine } from '../src/kernels/stock/index.js';
+import { fastKernelNames, registerFastKernels, useNativeGemm, hostMatMulEngine } from '../src/kernels/stock/index.js';
 import { NativeOps } from '../src/kernels/platform/nativeOps.js';
 import { loadPretrained } from '../src/model/pretrained.js';
 import { tf } from '../src/model/tf.js';
@@ -29,6 +29,23 @@ const TOL = 1e-4;
 
 function rand(shape: number[], seed: number): tf.Tensor {
   return tf.tensor(seededValues(shape.reduce((p, d) => p * d, 1), seed), shape);
+}
+
+// The stock kernels stock/ replaces, as TF.js registered them: the wasm package registers its kernels when imported,
+// and nothing of ours is registered before a backend is selected.
+await import('@tensorflow/tfjs-backend-wasm');
+const STOCK = new Map((['cpu', 'wasm'] as const).flatMap((backend) => fastKernelNames(backend).map((name) =>
+  [`${name}/${backend}`, tf.getKernel(name, backend)] as const)));
+// The wasm package's import made wasm the highest-priority backend, not yet initialised: select one.
+await selectBackend('cpu');
+
+/** Puts TF.js's stock kernels back in place of the replacements on `backend` (registerFastKernels swaps them back). */
+function useStockKernels(backend: 'cpu' | 'wasm'): void {
+  for (const name of fastKernelNames(backend)) {
+    if (tf.getKernel(name, backend) !== undefined) tf.unregisterKernel(name, backend);
+    const stock = STOCK.get(`${name}/${backend}`);
+    if (stock !== undefined) tf.registerKernel(stock);
+  }
 }
 
 /** Runs `f` with the fast kernels and with the stock ones on `backend`; returns both results as flat arrays. */
@@ -43,7 +60,7 @@ async function fastAndStock(backend: 'cpu' | 'wasm', f: () => tf.Tensor | tf.Ten
   };
   registerFastKernels(backend);
   const fast = await run();
-  unregisterFastKernels(backend);
+  useStockKernels(backend);
   try {
     return { fast, stock: await run() };
   } finally {
@@ -341,7 +358,7 @@ describe('replaced kernels match the stock kernels', () => {
   test('wasm UnsortedSegmentSum (in-heap scatter-add) equals the stock cpu kernel', async () => {
     const ids = [1, 4, 4, 9, 0, -1]; // -1 is dropped, as in TensorFlow
     await selectBackend('cpu');
-    unregisterFastKernels('cpu');
+    useStockKernels('cpu');
     const reference = tf.tidy(() => tf.unsortedSegmentSum(tf.tensor(seededValues(24, 17), [6, 4]), tf.tensor1d(ids, 'int32'), 10));
     const stock = Float32Array.from(await reference.data());
     reference.dispose();
@@ -434,7 +451,7 @@ describe('one miCSE training step agrees across backends', { skip: SKIP_NO_SHARE
 
   test('cpu (stock kernels + scatter-add) vs cpu and wasm with the fast kernels: loss and gradients within 1e-4', async () => {
     await selectBackend('cpu');
-    unregisterFastKernels('cpu');
+    useStockKernels('cpu');
     registerFastKernels('cpu'); // the scatter-add only: the stock gather gradient takes minutes at 30,522 rows
     const reference = await step();
     assert.ok(Number.isFinite(reference.loss));

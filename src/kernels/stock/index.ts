@@ -775,19 +775,3 @@ export function registerFastKernels(backendName: string): string[] {
   }
   return names;
 }
-
-/**
- * Puts the stock kernels back on `backendName` (for tests that compare against them; a kernel the backend never
- * had is left unregistered). Returns the names restored or removed.
- */
-export function unregisterFastKernels(backendName: string): string[] {
-  const names: string[] = [];
-  for (const r of REPLACEMENTS) {
-    if (!r.backends.includes(backendName)) continue;
-    const stock = stockKernels.get(`${r.kernelName}/${backendName}`);
-    if (tf.getKernel(r.kernelName, backendName) !== undefined) tf.unregisterKernel(r.kernelName, backendName);
-    if (stock !== undefined) tf.registerKernel(stock);
-    names.push(r.kernelName);
-  }
-  return names;
-}
