@@ -13,7 +13,8 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { selectBackend } from '../src/model/backend.js';
-import { addLayerNorm, gelu, layerNorm } from '../src/kernels/layerNorm/index.js';
+import { gelu } from '../src/kernels/gelu/index.js';
+import { addLayerNorm, layerNorm } from '../src/kernels/layerNorm/index.js';
 import { stagingSimdHost } from '../src/kernels/platform/hostSimd.js';
 import { seededDropout } from '../src/kernels/dropout/index.js';
 import { tf } from '../src/model/tf.js';

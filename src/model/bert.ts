@@ -23,7 +23,8 @@ import type { HostTensor } from './safetensors.js';
 import { tf } from './tf.js';
 import { selfAttention } from '../kernels/attention/index.js';
 import { dense } from '../kernels/dense/index.js';
-import { addLayerNorm, gelu, layerNorm, type DropoutOptions } from '../kernels/layerNorm/index.js';
+import { gelu } from '../kernels/gelu/index.js';
+import { addLayerNorm, layerNorm, type DropoutOptions } from '../kernels/layerNorm/index.js';
 import { freshSeed, seededDropout } from '../kernels/dropout/index.js';
 
 export interface BertInputs {
