@@ -4,8 +4,8 @@
  *
  * Op level: each replaced kernel (wasm and cpu BatchMatMul, Unpack, Sum, GatherV2, Slice, SplitV, Concat; wasm
  * Identity, UnsortedSegmentSum; cpu Transpose, PadV2, Add, Sub, Multiply, RealDiv, Softmax) against the same backend's stock kernel
- * (captured before any selection registers ours: nothing registers on import) on shapes that reach every branch (transpose flags, batched, b unbatched,
- * broadcast batch, leading/other axes); wasm BatchMatMul with both of its engines (onnxruntime-node's native SGEMM
+ * (captured before any selection registers ours: nothing registers on import) on shapes that reach every branch
+ * (transpose flags, batched, b unbatched, broadcast batch, leading/other axes); wasm BatchMatMul with both of its engines (onnxruntime-node's native SGEMM
  * and the XNNPACK fallback), cpu BatchMatMul on the native SGEMM.
  * The scatter-add that replaces UnsortedSegmentSum is checked against the stock cpu kernel on a small vocabulary
  * (the stock kernel takes minutes at BERT's 30,522 rows), so it can serve as the step's reference below.

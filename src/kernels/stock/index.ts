@@ -1,7 +1,7 @@
 /**
  * Kernels registered over the stock ones where a backend lacks a kernel training needs, or has one too slow to
  * use: the host backends (cpu, wasm) here; webgpu's own kernels live beside the ops they serve (kernels/attention,
- * kernels/dense, kernels/layerNorm, ...). Only `backend.ts` calls `registerFastKernels`.
+ * kernels/dense, kernels/layerNorm, ...). `registerKernels` (src/kernels/index.ts) calls `registerFastKernels`.
  *
  * UnsortedSegmentSum is the gradient of `tf.gather` (the embedding lookup). The stock cpu kernel runs one full
  * tensor pass per segment, i.e. per vocabulary row: about 5 minutes a call for BERT's 30,522 words. A direct
