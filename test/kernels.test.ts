@@ -40,6 +40,14 @@ test('a backend lacking a private field registers nothing and keeps the stock ke
   assert.equal(tf.getGradient('MicseLayerNorm'), undefined);
 });
 
+test('the backend line says, once, why a backend runs the stock kernels only', () => {
+  const why = "@tensorflow/tfjs-backend-cpu 4.23.0 is installed; its internals this project uses were written against 4.22.0";
+  const line = describeSelection({ requested: 'cpu', name: 'cpu', tfBackend: 'cpu', attempts: [{ name: 'cpu', ok: true, reason: 'requested' }],
+    replacedKernels: [], stockOnly: why });
+  assert.equal(line.split('\n').filter((l) => l.includes(why)).length, 1);
+  assert.match(line, /^ {2}kernels: TF\.js's stock only \(@tensorflow\/tfjs-backend-cpu 4\.23\.0 is installed;/m);
+});
+
 test('importing the library registers no kernel; selecting cpu registers the cpu kernels and the stock replacements', async () => {
   assert.deepEqual(registered('cpu'), []);
   assert.equal(tf.getGradient('MicseLayerNorm'), undefined);
