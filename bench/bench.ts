@@ -39,9 +39,10 @@ import { embed } from '../src/model/embed.js';
 import { pool } from '../src/model/pooling.js';
 import { UserError } from '../src/errors.js';
 import { tf } from '../src/model/tf.js';
+import { defaultConfig } from '../src/train/config.js';
 import { AdamW } from '../src/train/adamw.js';
 import { selectTrainingBackend, TrainStep, trainableParams, wasmHeapShortfall } from '../src/train/step.js';
-import { rawDispatchCount } from '../src/model/webgpuPrograms.js';
+import { rawDispatchCount } from '../src/kernels/platform/webgpuPrograms.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 /** ../shared beside the checkout, or $MICSE_SHARED_DIR. */
@@ -56,6 +57,8 @@ export const SIZES = {
 export type SizeName = keyof typeof SIZES;
 
 /** Every constant of the bench, with its default. */
+const TRAIN_DEFAULTS = defaultConfig();
+
 export const BENCH_DEFAULTS = {
   backend: 'auto' as BackendName,
   size: 'tiny' as SizeName,
@@ -65,15 +68,15 @@ export const BENCH_DEFAULTS = {
   warmup: 1,
   vocabSize: 30522,
   seed: 42,
-  /** The trainer's defaults (configs/*.yaml): lr, AdamW, clipping, InfoNCE temperature, AMI weight. */
-  learningRate: 1e-5,
-  beta1: 0.9,
-  beta2: 0.999,
-  eps: 1e-8,
-  weightDecay: 0,
-  maxGradNorm: 1,
-  temperature: 0.05,
-  lambda: 1e-3,
+  /** The trainer's defaults (src/train/config.ts SCHEMA): lr, AdamW, clipping, InfoNCE temperature, AMI weight. */
+  learningRate: TRAIN_DEFAULTS.optim.learningRate,
+  beta1: TRAIN_DEFAULTS.optim.beta1,
+  beta2: TRAIN_DEFAULTS.optim.beta2,
+  eps: TRAIN_DEFAULTS.optim.eps,
+  weightDecay: TRAIN_DEFAULTS.optim.weightDecay,
+  maxGradNorm: TRAIN_DEFAULTS.optim.maxGradNorm,
+  temperature: TRAIN_DEFAULTS.objective.temperature,
+  lambda: TRAIN_DEFAULTS.objective.lambda,
   /** Sentences embedded for the throughput figure, in batches of embedBatch. */
   embedSentences: 512,
   embedBatch: 128,
@@ -384,7 +387,7 @@ export async function benchTfjs(o: BenchOptions, log: (l: string) => void): Prom
   // The trainer's parameter list, optimiser and step (src/train/step.ts).
   const optimizer = new AdamW(trainableParams(model, head), { beta1: d.beta1, beta2: d.beta2, eps: d.eps, weightDecay: d.weightDecay });
   const step = new TrainStep(model, head, optimizer, {
-    style: 'micse', temperature: d.temperature, lambda: d.lambda, minLayer: sz.minLayer, maxLayer: sz.maxLayer, pooler: 'cls',
+    ...TRAIN_DEFAULTS.objective, style: 'micse', temperature: d.temperature, lambda: d.lambda, minLayer: sz.minLayer, maxLayer: sz.maxLayer, pooler: 'cls',
   });
   const batch = makeBatch(sz.batch, sz.seqLen, d.vocabSize, d.seed);
   const rows = { inputIds: batch, attentionMask: batch.map((r) => r.map(() => 1)) };

@@ -1,10 +1,10 @@
 /**
  * `node --import tsx bench/gemm.ts [--backend webgpu] [--iters N] [--warmup N] [--json FILE]`: TFLOP/s of each
  * matrix product of the BERT-base training step (batch 64 x 2 views x seq 32 = 4,096 token rows) on one backend:
- * forward (x W), input gradient (dy W^T: with the transpose flag, and as dense.ts runs it on webgpu, `dy (W^T)`, W
+ * forward (x W), input gradient (dy W^T: with the transpose flag, and as kernels/dense runs it on webgpu, `dy (W^T)`, W
  * transposed first, the transpose's time included) and weight gradient (x^T dy) of the packed query/key/value
  * projection, the attention output and the feed-forward layers, and, for comparison, the batched attention
- * products (12 heads x 128 rows, 32 x 64) as the stock kernel runs them (the step itself runs attention.ts's
+ * products (12 heads x 128 rows, 32 x 64) as the stock kernel runs them (the step itself runs kernels/attention's
  * kernels). Each figure: `iters` products queued, then one read of the last output (which waits for all of them),
  * after `warmup` untimed passes over every product (pipelines compiled and GPU clocks up: on the H200 an unwarmed
  * first product measured up to 30% slow). Where the step's matmul time goes (bench.ts --profile gives the total)
@@ -24,7 +24,7 @@ const HEAD_DIM = 64;
 
 /**
  * name, A shape, B shape, transposeA, transposeB, and whether B is first transposed by its own dispatch (then the
- * product runs without the flag: what dense.ts does for dx on webgpu, timed here with the transpose included, beside
+ * product runs without the flag: what kernels/dense does for dx on webgpu, timed here with the transpose included, beside
  * the flagged product it replaces).
  */
 type Product = [string, number[], number[], boolean, boolean, boolean];

@@ -1,9 +1,14 @@
 /**
- * micse-tfjs public API. The CLI uses nothing that is not exported here.
+ * micse-tfjs public API. The CLI (src/cli) calls the same functions but imports their modules directly, together
+ * with what only it needs and this API leaves out: its flags' defaults (the DEFAULT_* constants of the modules it
+ * drives), output helpers (encodeNpy, writeFileAtomic, the sweep status formatting) and argument parsing
+ * (pairsFromArgs).
  */
 export { tf } from './model/tf.js';
 export { UserError } from './errors.js';
 export { selectBackend, describeSelection, BACKEND_NAMES, type BackendName, type BackendSelection } from './model/backend.js';
+export { registerKernels, type KernelRegistration } from './kernels/index.js';
+export { PRIVATE_DEPENDENCIES, type PrivateDependency } from './kernels/platform/internals.js';
 export { BertModel, type BertInputs, type BertOutput, type ForwardOptions } from './model/bert.js';
 export { parseBertConfig, toHfConfig, BERT_BASE_CONFIG, type BertConfig } from './model/config.js';
 export { loadPretrained, resolveCheckpoint, readBertConfig, type LoadOptions, type Pretrained, type LoadReport } from './model/pretrained.js';

@@ -1,5 +1,5 @@
 /**
- * The fused AdamW kernels (src/train/adamwKernels.ts) against the composite TF.js ops they replace, on cpu and
+ * The fused AdamW kernels (src/kernels/adamw/index.ts) against the composite TF.js ops they replace, on cpu and
  * wasm (bit for bit) and webgpu (within 1e-5 relative): parameters, both moments and the returned gradient norm
  * after several steps, with weight decay on and off and clipping active, inactive and off; plus a flat tensor count,
  * the fused norm of arbitrary gradients against a float64 one, and the loss gate (a non-finite gate leaves p, m
@@ -16,8 +16,9 @@ import { describe, it, type TestContext } from 'node:test';
 import { selectBackend } from '../src/model/backend.js';
 import { tf } from '../src/model/tf.js';
 import { AdamW, type AdamWOptions } from '../src/train/adamw.js';
-import { adamwHost, clipCoefficient, fusedGradNorm, gradNormHost, type AdamWStepScalars } from '../src/train/adamwKernels.js';
-import { simdFor, SIMD_LANES } from '../src/train/adamwSimd.js';
+import { fusedGradNorm, type AdamWStepScalars } from '../src/kernels/adamw/index.js';
+import { adamwHost, clipCoefficient, gradNormHost } from '../src/kernels/adamw/host.js';
+import { simdFor, SIMD_LANES } from '../src/kernels/adamw/simd.js';
 
 /**
  * Shapes chosen to exercise the kernels' edges: sizes not a multiple of a workgroup nor of the 4 SIMD lanes (and

@@ -1,5 +1,5 @@
 /**
- * attentionMIKernels.ts: the WebGPU attention MI against the stock-op path on the cpu backend (skipped with the reason
+ * kernels/ami: the WebGPU attention MI against the stock-op path on the cpu backend (skipped with the reason
  * where no WebGPU adapter exists). The draw must give the same positions in the same order as seededUniform + where
  * + tf.topk on cpu (rows with fewer valid positions than samples, empty and full rows, equal keys split by the
  * selection and ordered by index); the AMI value and `drawn` must agree within 1e-5 (relative; the gradient within
@@ -9,11 +9,11 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { attentionMutualInformation, rankSamplePositions } from '../src/losses/attentionMI.js';
-import { AMI_DRAW_MAX_SAMPLES } from '../src/losses/attentionMIKernels.js';
+import { AMI_DRAW_MAX_SAMPLES } from '../src/kernels/ami/index.js';
 import { selectBackend } from '../src/model/backend.js';
-import { uniformArray } from '../src/model/random.js';
+import { uniformArray } from '../src/kernels/dropout/index.js';
 import { tf } from '../src/model/tf.js';
-import { seededValues, webgpuSkipReason } from './helpers.js';
+import { AMI_DEFAULTS, seededValues, webgpuSkipReason } from './helpers.js';
 
 const TOL = 1e-5;
 /**
@@ -152,7 +152,7 @@ describe('webgpu AMI value, drawn and gradient match the cpu stock ops', { skip:
       const values = await paddedAttentions(c.shape, c.emptyRow);
       const { cpu, webgpu } = await onBoth(async () => {
         const att = tf.tensor(values, c.shape);
-        const opts = { targetSamples: c.targetSamples, seed: 41 };
+        const opts = { ...AMI_DEFAULTS, targetSamples: c.targetSamples, seed: 41 };
         const r = attentionMutualInformation(att, opts);
         const g = tf.grad((a: tf.Tensor) => attentionMutualInformation(a, opts).value)(att);
         const out = { value: (await r.value.data())[0]!, drawn: Array.from(await r.drawn.data()), grad: await g.data() };
@@ -171,9 +171,9 @@ describe('webgpu AMI value, drawn and gradient match the cpu stock ops', { skip:
     const { cpu, webgpu } = await onBoth(async () => {
       const zeros = tf.zeros([4, 2, 2, 4, 4]);
       const inf = tf.tidy(() => tf.concat([tf.fill([1, 2, 2, 4, 4], Infinity), tf.fill([3, 2, 2, 4, 4], 0.25)]));
-      const z = attentionMutualInformation(zeros, { seed: 1 });
-      const gz = tf.grad((a: tf.Tensor) => attentionMutualInformation(a, { seed: 1 }).value)(zeros);
-      const n = attentionMutualInformation(inf, { seed: 1, nanValue: 42 });
+      const z = attentionMutualInformation(zeros, { ...AMI_DEFAULTS, seed: 1 });
+      const gz = tf.grad((a: tf.Tensor) => attentionMutualInformation(a, { ...AMI_DEFAULTS, seed: 1 }).value)(zeros);
+      const n = attentionMutualInformation(inf, { ...AMI_DEFAULTS, seed: 1, nanValue: 42 });
       const out = [(await z.value.data())[0], Array.from(await z.drawn.data()), Array.from(await gz.data()).every((v) => v === 0),
         (await n.value.data())[0]];
       tf.dispose([zeros, inf, z.value, z.drawn, gz, n.value, n.drawn]);

@@ -12,6 +12,7 @@ import { attentionMutualInformation } from '../src/losses/attentionMI.js';
 import { selectBackend } from '../src/model/backend.js';
 import { tf } from '../src/model/tf.js';
 import { applyOverrides, defaultConfig } from '../src/train/config.js';
+import { AMI_DEFAULTS } from './helpers.js';
 
 const SHAPE: [number, number, number, number, number] = [2, 2, 1, 4, 4]; // one sentence x 2 views, 2 layers: 2 rows
 const NAN_VALUE = 42;
@@ -28,7 +29,7 @@ function views(seed: number, kind: 'same' | 'mirror'): tf.Tensor {
 }
 
 function ami(att: tf.Tensor, rhoEps?: number): number {
-  const r = attentionMutualInformation(att, { seed: 1, nanValue: NAN_VALUE, ...(rhoEps === undefined ? {} : { rhoEps }) });
+  const r = attentionMutualInformation(att, { ...AMI_DEFAULTS, seed: 1, nanValue: NAN_VALUE, ...(rhoEps === undefined ? {} : { rhoEps }) });
   const v = r.value.dataSync()[0]!;
   tf.dispose([r.value, r.drawn]);
   return v;
@@ -62,7 +63,7 @@ describe('AMI at |rho| = 1: clamped by default, the reference behaviour with rho
     const att = views(6, 'same'); // one row rounds to exactly 1 (q = 0), the other above 1 (q < 0)
     try {
       assert.equal(ami(att, 0), NAN_VALUE);
-      const g = tf.grad((a: tf.Tensor) => attentionMutualInformation(a, { seed: 1, nanValue: NAN_VALUE, rhoEps: 0 }).value)(att);
+      const g = tf.grad((a: tf.Tensor) => attentionMutualInformation(a, { ...AMI_DEFAULTS, seed: 1, nanValue: NAN_VALUE, rhoEps: 0 }).value)(att);
       const values = g.dataSync();
       g.dispose();
       assert.ok(values.every((v) => v === 0), `gradient ${Array.from(values).filter((v) => v !== 0).slice(0, 3).join(', ')}`);
@@ -77,7 +78,7 @@ describe('AMI at |rho| = 1: clamped by default, the reference behaviour with rho
     try {
       assert.equal(ami(att, 0), ami(att));
       const grad = (rhoEps: number) => {
-        const g = tf.grad((a: tf.Tensor) => attentionMutualInformation(a, { seed: 1, rhoEps }).value)(att);
+        const g = tf.grad((a: tf.Tensor) => attentionMutualInformation(a, { ...AMI_DEFAULTS, seed: 1, rhoEps }).value)(att);
         const v = Array.from(g.dataSync());
         g.dispose();
         return v;

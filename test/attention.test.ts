@@ -1,5 +1,5 @@
 /**
- * attention.ts: the fused webgpu attention (probabilities and context forward; the gradients of q, k and v of a
+ * kernels/attention: the fused webgpu attention (probabilities and context forward; the gradients of q, k and v of a
  * loss using both outputs) against the composed ops on the cpu backend, within 1e-5 (relative above 1). Shapes
  * exercise the kernels' blocks of 32: T = 7 (one partial block) and 33 (a second block of one row and one key,
  * two passes of the online softmax), head sizes below and above 32 (one and two inner steps), 2 to 4 heads; the
@@ -9,7 +9,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { selfAttention, type AttentionOptions } from '../src/model/attention.js';
+import { selfAttention, type AttentionOptions } from '../src/kernels/attention/index.js';
 import { selectBackend } from '../src/model/backend.js';
 import { tf } from '../src/model/tf.js';
 import { maxScaledDiff, seededValues, webgpuSkipReason, withWebgpuPrograms } from './helpers.js';

@@ -1,11 +1,11 @@
 /**
- * Backend equivalence: the kernels src/model/kernels.ts registers give the stock kernels' numbers, and one miCSE
+ * Backend equivalence: the kernels src/kernels/stock/index.ts registers give the stock kernels' numbers, and one miCSE
  * training step (loss and every gradient) agrees within 1e-4 across the cpu and wasm backends.
  *
  * Op level: each replaced kernel (wasm and cpu BatchMatMul, Unpack, Sum, GatherV2, Slice, SplitV, Concat; wasm
  * Identity, UnsortedSegmentSum; cpu Transpose, PadV2, Add, Sub, Multiply, RealDiv, Softmax) against the same backend's stock kernel
- * (unregisterFastKernels puts it back) on shapes that reach every branch (transpose flags, batched, b unbatched,
- * broadcast batch, leading/other axes); wasm BatchMatMul with both of its engines (onnxruntime-node's native SGEMM
+ * (captured before any selection registers ours: nothing registers on import) on shapes that reach every branch
+ * (transpose flags, batched, b unbatched, broadcast batch, leading/other axes); wasm BatchMatMul with both of its engines (onnxruntime-node's native SGEMM
  * and the XNNPACK fallback), cpu BatchMatMul on the native SGEMM.
  * The scatter-add that replaces UnsortedSegmentSum is checked against the stock cpu kernel on a small vocabulary
  * (the stock kernel takes minutes at BERT's 30,522 rows), so it can serve as the step's reference below.
@@ -15,20 +15,37 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { DataType, type GraphSpec } from '../src/export/onnx/proto.js';
+import { DataType, type GraphSpec } from '../src/kernels/platform/onnxProto.js';
 import { MlpHead } from '../src/losses/mlpHead.js';
 import { micseLoss } from '../src/losses/micse.js';
 import { selectBackend } from '../src/model/backend.js';
-import { fastKernelNames, registerFastKernels, unregisterFastKernels, useNativeGemm, hostMatMulEngine } from '../src/model/kernels.js';
-import { NativeOps } from '../src/model/nativeOps.js';
+import { fastKernelNames, registerFastKernels, useNativeGemm, hostMatMulEngine } from '../src/kernels/stock/index.js';
+import { NativeOps } from '../src/kernels/platform/nativeOps.js';
 import { loadPretrained } from '../src/model/pretrained.js';
 import { tf } from '../src/model/tf.js';
-import { maxAbsDiff, seededValues, shared, SKIP_NO_SHARED } from './helpers.js';
+import { maxAbsDiff, OBJECTIVE, seededValues, shared, SKIP_NO_SHARED } from './helpers.js';
 
 const TOL = 1e-4;
 
 function rand(shape: number[], seed: number): tf.Tensor {
   return tf.tensor(seededValues(shape.reduce((p, d) => p * d, 1), seed), shape);
+}
+
+// The stock kernels stock/ replaces, as TF.js registered them: the wasm package registers its kernels when imported,
+// and nothing of ours is registered before a backend is selected.
+await import('@tensorflow/tfjs-backend-wasm');
+const STOCK = new Map((['cpu', 'wasm'] as const).flatMap((backend) => fastKernelNames(backend).map((name) =>
+  [`${name}/${backend}`, tf.getKernel(name, backend)] as const)));
+// The wasm package's import made wasm the highest-priority backend, not yet initialised: select one.
+await selectBackend('cpu');
+
+/** Puts TF.js's stock kernels back in place of the replacements on `backend` (registerFastKernels swaps them back). */
+function useStockKernels(backend: 'cpu' | 'wasm'): void {
+  for (const name of fastKernelNames(backend)) {
+    if (tf.getKernel(name, backend) !== undefined) tf.unregisterKernel(name, backend);
+    const stock = STOCK.get(`${name}/${backend}`);
+    if (stock !== undefined) tf.registerKernel(stock);
+  }
 }
 
 /** Runs `f` with the fast kernels and with the stock ones on `backend`; returns both results as flat arrays. */
@@ -43,7 +60,7 @@ async function fastAndStock(backend: 'cpu' | 'wasm', f: () => tf.Tensor | tf.Ten
   };
   registerFastKernels(backend);
   const fast = await run();
-  unregisterFastKernels(backend);
+  useStockKernels(backend);
   try {
     return { fast, stock: await run() };
   } finally {
@@ -341,7 +358,7 @@ describe('replaced kernels match the stock kernels', () => {
   test('wasm UnsortedSegmentSum (in-heap scatter-add) equals the stock cpu kernel', async () => {
     const ids = [1, 4, 4, 9, 0, -1]; // -1 is dropped, as in TensorFlow
     await selectBackend('cpu');
-    unregisterFastKernels('cpu');
+    useStockKernels('cpu');
     const reference = tf.tidy(() => tf.unsortedSegmentSum(tf.tensor(seededValues(24, 17), [6, 4]), tf.tensor1d(ids, 'int32'), 10));
     const stock = Float32Array.from(await reference.data());
     reference.dispose();
@@ -423,7 +440,7 @@ describe('one miCSE training step agrees across backends', { skip: SKIP_NO_SHARE
     const before = tf.memory().numTensors;
     const { value, grads } = tf.variableGrads(() => {
       const batch = { inputIds: tf.tensor2d(enc.inputIds, undefined, 'int32'), attentionMask: tf.tensor2d(enc.attentionMask, undefined, 'int32') };
-      return micseLoss(loaded.model, batch, { minLayer: 2, maxLayer: 4, targetSamples: 20, head, dropoutSeed: 11, seed: 12 }).loss;
+      return micseLoss(loaded.model, batch, { ...OBJECTIVE, minLayer: 2, maxLayer: 4, targetSamples: 20, head, dropoutSeed: 11, seed: 12 }).loss;
     }, vars);
     const loss = (await value.data())[0]!;
     const out = await Promise.all(vars.map(async (v) => Float32Array.from((await grads[v.name]!.data()) as Float32Array)));
@@ -434,7 +451,7 @@ describe('one miCSE training step agrees across backends', { skip: SKIP_NO_SHARE
 
   test('cpu (stock kernels + scatter-add) vs cpu and wasm with the fast kernels: loss and gradients within 1e-4', async () => {
     await selectBackend('cpu');
-    unregisterFastKernels('cpu');
+    useStockKernels('cpu');
     registerFastKernels('cpu'); // the scatter-add only: the stock gather gradient takes minutes at 30,522 rows
     const reference = await step();
     assert.ok(Number.isFinite(reference.loss));

@@ -1,5 +1,5 @@
 /**
- * dense.ts: on webgpu (the fused product and the one-dispatch column sum of the bias gradient) the value and the
+ * kernels/dense: on webgpu (the fused product and the one-dispatch column sum of the bias gradient) the value and the
  * gradients with respect to x, W and b of `dense(x, W, b)` equal the cpu path's (stock MatMul + Add) within 1e-5
  * relative to the tensor's largest magnitude. Shapes exercise the column-sum kernel's workgroup (8 columns x 32
  * row lanes): rows below, between and above multiples of 32, columns not a multiple of 4 or 8 and across several
@@ -9,7 +9,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { selectBackend } from '../src/model/backend.js';
-import { dense } from '../src/model/dense.js';
+import { dense } from '../src/kernels/dense/index.js';
 import { tf } from '../src/model/tf.js';
 import { maxScaledDiff, seededValues, webgpuSkipReason, withWebgpuPrograms } from './helpers.js';
 

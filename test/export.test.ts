@@ -14,7 +14,7 @@ import YAML from 'yaml';
 import { BertTokenizer } from '../src/data/tokenizer.js';
 import { UserError } from '../src/errors.js';
 import { exportCheckpoint, onnxClsEmbeddings, EXPORT_FORMATS } from '../src/export/index.js';
-import { _varint } from '../src/export/onnx/proto.js';
+import { encodeModel } from '../src/kernels/platform/onnxProto.js';
 import { selectBackend } from '../src/model/backend.js';
 import { embed } from '../src/model/embed.js';
 import { loadPretrained } from '../src/model/pretrained.js';
@@ -309,8 +309,12 @@ describe('export', { skip: SKIP_NO_SHARED }, () => {
   });
 
   it('protobuf varints', () => {
-    assert.deepEqual([..._varint(0)], [0]);
-    assert.deepEqual([..._varint(300)], [0xac, 0x02]);
-    assert.deepEqual([..._varint(-1)], [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]);
+    // ModelProto field 1 (ir_version) is the first thing written: tag 0x08, then the varint.
+    const irVersionBytes = (irVersion: number, n: number) => [...encodeModel({
+      irVersion, opset: 17, producerName: 'p', producerVersion: '1', graph: { name: 'g', nodes: [], initializers: [], inputs: [], outputs: [] },
+    }).subarray(1, 1 + n)];
+    assert.deepEqual(irVersionBytes(0, 1), [0]);
+    assert.deepEqual(irVersionBytes(300, 2), [0xac, 0x02]);
+    assert.deepEqual(irVersionBytes(-1, 10), [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]);
   });
 });

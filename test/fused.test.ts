@@ -1,5 +1,5 @@
 /**
- * fused.ts: LayerNorm and GELU kernels (forward and every gradient) against the same math composed of stock ops
+ * kernels/layerNorm: LayerNorm and GELU kernels (forward and every gradient) against the same math composed of stock ops
  * on the cpu backend, on cpu, wasm and (where a WebGPU adapter exists; skipped with the reason otherwise) webgpu.
  * Rows of several sizes exercise the workgroup loops (H below, equal to and above the 64 threads of a row), and
  * more than 64 rows the chunked column sums of the webgpu backward pass. On cpu and wasm the same shapes exercise
@@ -13,9 +13,10 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { selectBackend } from '../src/model/backend.js';
-import { addLayerNorm, gelu, layerNorm } from '../src/model/fused.js';
-import { stagingSimdHost } from '../src/model/hostSimd.js';
-import { seededDropout } from '../src/model/random.js';
+import { gelu } from '../src/kernels/gelu/index.js';
+import { addLayerNorm, layerNorm } from '../src/kernels/layerNorm/index.js';
+import { stagingSimdHost } from '../src/kernels/platform/hostSimd.js';
+import { seededDropout } from '../src/kernels/dropout/index.js';
 import { tf } from '../src/model/tf.js';
 import { maxScaledDiff, seededValues, webgpuSkipReason, withWebgpuPrograms } from './helpers.js';
 

@@ -11,7 +11,8 @@ import { after } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { selectBackend } from '../src/model/backend.js';
 import { tf } from '../src/model/tf.js';
-import { observeRawDispatches } from '../src/model/webgpuPrograms.js';
+import { defaultConfig } from '../src/train/config.js';
+import { observeRawDispatches } from '../src/kernels/platform/webgpuPrograms.js';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 export const SHARED = path.resolve(process.env['MICSE_SHARED_DIR'] || path.join(ROOT, '..', 'shared'));
@@ -21,6 +22,11 @@ export const HAS_SHARED = existsSync(SHARED_DATA);
 export const SKIP_NO_SHARED: string | false = HAS_SHARED
   ? false
   : `../shared is absent (expected at ${SHARED}): tests that read the shared reference data are skipped`;
+
+/** The training config's objective with its defaults (src/train/config.ts SCHEMA), which the losses take resolved. */
+export const OBJECTIVE = defaultConfig().objective;
+/** The AMI options that are objective keys, at their defaults. */
+export const AMI_DEFAULTS = { targetSamples: OBJECTIVE.targetSamples, nanValue: OBJECTIVE.nanValue, rhoEps: OBJECTIVE.rhoEps };
 
 export function shared(...parts: string[]): string {
   return path.join(SHARED_DATA, ...parts);
@@ -114,5 +120,23 @@ export async function withWebgpuPrograms<T>(f: () => T | Promise<T>): Promise<{ 
   } finally {
     stop();
     backend.runWebGPUProgram = original;
+  }
+}
+
+/** Runs `f`, counting the in-place AdamW's dispatches and the parameters they updated (their keys end in `/k`). */
+export async function countInPlace<T>(f: () => Promise<T>): Promise<{ result: T; updates: number; dispatches: number }> {
+  let updates = 0;
+  let dispatches = 0;
+  const stop = observeRawDispatches((key) => {
+    const m = /^micseAdamWInPlace\/(\d+)$/.exec(key);
+    if (m === null) return;
+    dispatches += 1;
+    updates += Number(m[1]);
+  });
+  try {
+    const result = await f();
+    return { result, updates, dispatches };
+  } finally {
+    stop();
   }
 }

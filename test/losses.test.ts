@@ -12,12 +12,11 @@ import {
   infoNCE,
   MlpHead,
   regroupAttention,
-  ATTENTION_MI_DEFAULTS,
 } from '../src/losses/index.js';
-import { registerFastKernels } from '../src/model/kernels.js';
+import { registerKernels } from '../src/kernels/index.js';
 import { tf } from '../src/model/tf.js';
-import { HAS_SHARED, maxScaledDiff, seededValues, SKIP_NO_SHARED, shared, webgpuSkipReason, withWebgpuPrograms } from './helpers.js';
-import { INFONCE_MAX_D } from '../src/losses/infoNCEKernels.js';
+import { AMI_DEFAULTS, HAS_SHARED, maxScaledDiff, seededValues, SKIP_NO_SHARED, shared, webgpuSkipReason, withWebgpuPrograms } from './helpers.js';
+import { INFONCE_MAX_D } from '../src/kernels/infoNCE/index.js';
 import { selectBackend } from '../src/model/backend.js';
 import { Rng } from '../src/data/rng.js';
 
@@ -189,14 +188,14 @@ const Z_0999 = 3.0902323061678132; // standard normal quantile at 0.999
 before(async () => {
   await tf.setBackend('cpu');
   await tf.ready();
-  registerFastKernels('cpu'); // as backend selection does: the stock gather gradient is very slow on cpu
+  registerKernels('cpu'); // as backend selection does (the stock gather gradient is very slow on cpu)
 });
 
 describe('reference cases (../shared/data/loss-reference/micse-loss-cases.json)', { skip: SKIP_NO_SHARED }, () => {
   for (const c of loadCases()) {
     test(`${c.name}: AMI value, rows, samples and gradient`, () => {
       const att = tf.tensor(flat(c.attention), [2 * c.B, c.L, c.H, c.T, c.T], 'float32');
-      const opts = { targetSamples: c.targetSamples, seed: 1 };
+      const opts = { ...AMI_DEFAULTS, targetSamples: c.targetSamples, seed: 1 };
       const r = attentionMutualInformation(att, opts);
       assertRelClose(r.value.dataSync()[0]!, c.expected.ami, 1e-5, 'ami');
       assert.deepEqual(drawnOf(r), { rows: c.expected.amiRows, samples: c.expected.amiSamples });
@@ -235,9 +234,9 @@ describe('regrouping', () => {
 
   test('odd layer count or odd first dimension is rejected with a reason', () => {
     const odd = tf.ones([2, 3, 1, 2, 2]);
-    assert.throws(() => attentionMutualInformation(odd), /number of layers \(3\) must be even/);
+    assert.throws(() => attentionMutualInformation(odd, AMI_DEFAULTS), /number of layers \(3\) must be even/);
     const oddB = tf.ones([3, 2, 1, 2, 2]);
-    assert.throws(() => attentionMutualInformation(oddB), /must be even: two views/);
+    assert.throws(() => attentionMutualInformation(oddB, AMI_DEFAULTS), /must be even: two views/);
     tf.dispose([odd, oddB]);
   });
 });
@@ -277,9 +276,9 @@ describe('sampling regime (rows with >= 150 valid entries)', () => {
     assert.notDeepEqual(other.arraySync(), drawAll.arraySync(), 'another seed, another draw');
 
     // The loss with seed 123 draws exactly this (same keys shape), and sampleIndices reproduces it exactly.
-    const bySeed = attentionMutualInformation(att, { seed: 123 });
-    const byTensor = attentionMutualInformation(att, { sampleIndices: drawT });
-    const byArray = attentionMutualInformation(att, { sampleIndices: draw });
+    const bySeed = attentionMutualInformation(att, { ...AMI_DEFAULTS, seed: 123 });
+    const byTensor = attentionMutualInformation(att, { ...AMI_DEFAULTS, sampleIndices: drawT });
+    const byArray = attentionMutualInformation(att, { ...AMI_DEFAULTS, sampleIndices: draw });
     assert.deepEqual(drawnOf(bySeed), { rows: kept.length, samples: 150 });
     const v = bySeed.value.dataSync()[0]!;
     assert.equal(byTensor.value.dataSync()[0], v);
@@ -288,17 +287,17 @@ describe('sampling regime (rows with >= 150 valid entries)', () => {
     assert.deepEqual(ref.kept, kept);
     assertRelClose(v, ref.value, 1e-5, 'ami vs float64 host');
     assert.ok(!drawT.isDisposed, 'a caller-owned sampleIndices tensor is not disposed');
-    assert.throws(() => attentionMutualInformation(att, { sampleIndices: draw.slice(1) }), /sampleIndices must be \[rows, samples\]/);
+    assert.throws(() => attentionMutualInformation(att, { ...AMI_DEFAULTS, sampleIndices: draw.slice(1) }), /sampleIndices must be \[rows, samples\]/);
     tf.dispose([att, validAll, drawAll, drawT, again, other, bySeed.value, byTensor.value, byArray.value, byTensor.drawn, byArray.drawn]);
   });
 
   test('gradient flows through the drawn entries of both views only', () => {
     const att = tf.tensor(values, shape);
-    const g = tf.grad((a: tf.Tensor) => attentionMutualInformation(a, { seed: 5 }).value)(att);
+    const g = tf.grad((a: tf.Tensor) => attentionMutualInformation(a, { ...AMI_DEFAULTS, seed: 5 }).value)(att);
     const gx = regroupAttention(g);
     const ax = regroupAttention(att);
     const [gX, gY, aX, aY] = [gx.x, gx.y, ax.x, ax.y].map((t) => t.arraySync());
-    const r = attentionMutualInformation(att, { seed: 5 });
+    const r = attentionMutualInformation(att, { ...AMI_DEFAULTS, seed: 5 });
     let nonzeroRows = 0;
     for (let row = 0; row < gX!.length; row++) {
       const nzX = gX![row]!.filter((v) => v !== 0).length;
@@ -373,14 +372,14 @@ describe('edge cases', () => {
     mirror.set(base.map((v) => 0.001 / v), base.length); // log y = const - log x: rho = -1
     for (const values of [same, mirror]) {
       const att = tf.tensor(values, shape);
-      const r = attentionMutualInformation(att);
+      const r = attentionMutualInformation(att, AMI_DEFAULTS);
       const v = r.value.dataSync()[0]!;
       assert.ok(Number.isFinite(v), `value ${v} must be finite`);
-      const eps = ATTENTION_MI_DEFAULTS.rhoEps;
+      const eps = AMI_DEFAULTS.rhoEps;
       const bound = Math.fround(1 - eps); // the clamp bound as float32 holds it
       const maxI = -0.5 * Math.log((1 - bound) * (1 + bound));
       assert.ok(Math.abs(v + maxI * (1 + 1e-6)) < 1e-5 * maxI, `value ${v} should be the clamped -I_max * scale (${-maxI})`);
-      const g = tf.grad((a: tf.Tensor) => attentionMutualInformation(a).value)(att);
+      const g = tf.grad((a: tf.Tensor) => attentionMutualInformation(a, AMI_DEFAULTS).value)(att);
       assert.ok(g.dataSync().every(Number.isFinite), 'gradient must be finite');
       tf.dispose([att, r.value, g]);
     }
@@ -388,10 +387,10 @@ describe('edge cases', () => {
 
   test('zero samples (all-zero attention) gives 0, rows 0, samples 0 and a zero gradient', () => {
     const att = tf.zeros([4, 2, 2, 3, 3]);
-    const r = attentionMutualInformation(att);
+    const r = attentionMutualInformation(att, AMI_DEFAULTS);
     assert.equal(r.value.dataSync()[0], 0);
     assert.deepEqual(drawnOf(r), { rows: 0, samples: 0 });
-    const g = tf.grad((a: tf.Tensor) => attentionMutualInformation(a).value)(att);
+    const g = tf.grad((a: tf.Tensor) => attentionMutualInformation(a, AMI_DEFAULTS).value)(att);
     assert.ok(g.dataSync().every((v) => v === 0));
     tf.dispose([att, r.value, g]);
   });
@@ -404,7 +403,7 @@ describe('edge cases', () => {
     const off = (((3 * L + 0) * H + 1) * T) * T;
     values.fill(0, off, off + T * T);
     const att = tf.tensor(values, shape);
-    const r = attentionMutualInformation(att, { seed: 3 });
+    const r = attentionMutualInformation(att, { ...AMI_DEFAULTS, seed: 3 });
     const drawn = drawnOf(r);
     assert.equal(drawn.rows, 2 * H * 2 - 1, 'the empty row is excluded');
     const ref = hostAMI(values, shape, 150, (_i, validPos, s) => validPos.slice(0, s));
@@ -414,7 +413,7 @@ describe('edge cases', () => {
     // Pin a draw (the first `samples` valid positions of each kept row) to compare with the host value.
     const { x, y } = hostRegroup(values, shape);
     const pinned = ref.kept.map((row) => x[row]!.reduce<number[]>((acc, v, c) => (v > 0 && y[row]![c]! > 0 ? [...acc, c] : acc), []).slice(0, drawn.samples));
-    const p = attentionMutualInformation(att, { sampleIndices: pinned });
+    const p = attentionMutualInformation(att, { ...AMI_DEFAULTS, sampleIndices: pinned });
     assertRelClose(p.value.dataSync()[0]!, ref.value, 1e-5, 'ami with an empty row');
     tf.dispose([att, r.value, p.value, p.drawn]);
   });
@@ -423,7 +422,7 @@ describe('edge cases', () => {
     const values = randomAttention([2, 2, 1, 4, 4], 0, 5);
     values[3] = Number.POSITIVE_INFINITY;
     const att = tf.tensor(values, [2, 2, 1, 4, 4]);
-    const r = attentionMutualInformation(att, { nanValue: 42 });
+    const r = attentionMutualInformation(att, { ...AMI_DEFAULTS, nanValue: 42 });
     assert.equal(r.value.dataSync()[0], 42);
     tf.dispose([att, r.value]);
   });
@@ -481,12 +480,12 @@ describe('tensor hygiene', () => {
     const z1 = tf.randomNormal([2, 8], 0, 1, 'float32', 1) as tf.Tensor2D;
     const z2 = tf.randomNormal([2, 8], 0, 1, 'float32', 2) as tf.Tensor2D;
     const head = new MlpHead(8, { seed: 1 });
-    const gradFn = tf.grad((a: tf.Tensor) => attentionMutualInformation(a, { seed: 9 }).value);
+    const gradFn = tf.grad((a: tf.Tensor) => attentionMutualInformation(a, { ...AMI_DEFAULTS, seed: 9 }).value);
     const start = tf.memory().numTensors;
     for (let i = 0; i < 50; i++) {
-      const r = attentionMutualInformation(att, { seed: i });
+      const r = attentionMutualInformation(att, { ...AMI_DEFAULTS, seed: i });
       tf.dispose([r.value, r.drawn]);
-      const fallback = attentionMutualInformation(att, { targetSamples: 300, seed: i });
+      const fallback = attentionMutualInformation(att, { ...AMI_DEFAULTS, targetSamples: 300, seed: i });
       tf.dispose([fallback.value, fallback.drawn]);
       tf.tidy(() => {
         infoNCE(head.apply(z1), head.apply(z2), 0.05);
@@ -500,7 +499,7 @@ describe('tensor hygiene', () => {
   });
 });
 
-describe('InfoNCE on webgpu (fused kernels, infoNCEKernels.ts) against the composed ops on cpu', { skip: await webgpuSkipReason() }, () => {
+describe('InfoNCE on webgpu (fused kernels, kernels/infoNCE) against the composed ops on cpu', { skip: await webgpuSkipReason() }, () => {
   /** loss and the gradients of (upstream) 1.7 * loss with respect to z1 and z2, as flat arrays. */
   async function lossAndGrads(z1v: Float32Array, z2v: Float32Array, shape: [number, number], temperature: number): Promise<Float32Array[]> {
     const z1 = tf.tensor2d(z1v, shape);

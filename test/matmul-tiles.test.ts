@@ -9,7 +9,7 @@ import type { WebGPUBackend } from '@tensorflow/tfjs-backend-webgpu';
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { selectBackend } from '../src/model/backend.js';
-import { DEFAULT_MATMUL_TILE, matmulTileBytes, MATMUL_TILE_ENV, parseMatmulTile, useMatmulTile } from '../src/model/matmulTiles.js';
+import { DEFAULT_MATMUL_TILE, matmulTileBytes, MATMUL_TILE_ENV, parseMatmulTile, useMatmulTile } from '../src/kernels/platform/matmulTiles.js';
 import { tf } from '../src/model/tf.js';
 import { expectNoGpuErrors, maxScaledDiff, seededValues, webgpuSkipReason } from './helpers.js';
 

@@ -6,11 +6,13 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { UserError } from '../src/errors.js';
 import { MlpHead } from '../src/losses/mlpHead.js';
-import { micseLoss, type MicseBatch, type MicseConfig, type MicseEncoder } from '../src/losses/micse.js';
+import { micseLoss, TRAIN_POOLERS, type MicseBatch, type MicseConfig, type MicseEncoder, type TrainPooler } from '../src/losses/micse.js';
+import { defaultConfig, mergeConfig } from '../src/train/config.js';
+import { OBJECTIVE } from './helpers.js';
 import { BertModel, packQkv, qkvPart, unpackQkv } from '../src/model/bert.js';
 import { bertWeightTable } from '../src/model/weights.js';
 import type { BertConfig } from '../src/model/config.js';
-import { registerFastKernels } from '../src/model/kernels.js';
+import { registerKernels } from '../src/kernels/index.js';
 import { tf } from '../src/model/tf.js';
 import { Rng } from '../src/data/rng.js';
 
@@ -62,12 +64,12 @@ let head: MlpHead;
 let batch: MicseBatch;
 
 /** AMI over layers [1, 3), 20 samples per row (every row has at least 24 valid entries): the sampling path. */
-const BASE: MicseConfig = { minLayer: 1, maxLayer: 3, targetSamples: 20, lambda: 1, seed: 77, training: false };
+const BASE: MicseConfig = { ...OBJECTIVE, minLayer: 1, maxLayer: 3, targetSamples: 20, lambda: 1, seed: 77, training: false };
 
 before(async () => {
   await tf.setBackend('cpu');
   await tf.ready();
-  registerFastKernels('cpu'); // as backend selection does: the stock gather gradient is very slow on cpu
+  registerKernels('cpu'); // as backend selection does (the stock gather gradient is very slow on cpu)
   model = BertModel.random(TINY, 3);
   head = new MlpHead(TINY.hiddenSize, { seed: 4 });
   const { ids, mask } = makeBatch();
@@ -88,7 +90,7 @@ function values(r: ReturnType<typeof micseLoss>): { loss: number; infoNCE: numbe
 
 describe('micseLoss', () => {
   test('interleaved and separate views agree exactly with dropout off (every pooler)', () => {
-    for (const pooler of ['cls', 'cls_before_pooler', 'mean'] as const) {
+    for (const pooler of TRAIN_POOLERS) {
       const cfg: MicseConfig = { ...BASE, pooler, head };
       const a = micseLoss(model, batch, { ...cfg, views: 'interleaved' });
       const b = micseLoss(model, batch, { ...cfg, views: 'separate' });
@@ -138,15 +140,19 @@ describe('micseLoss', () => {
   });
 
   test('invalid configurations are UserErrors that say why', () => {
-    const bad = (cfg: MicseConfig, re: RegExp): void => {
+    const bad = (cfg: Partial<MicseConfig>, re: RegExp): void => {
       assert.throws(() => micseLoss(model, batch, { ...BASE, head, ...cfg }), (err: unknown) => err instanceof UserError && re.test(err.message));
     };
     bad({ minLayer: 1, maxLayer: 4 }, /selects 3 layer\(s\), but the count must be even/);
     bad({ minLayer: 0, maxLayer: 6 }, /0 <= minLayer < maxLayer <= 4 \(the model has 4 layers/);
     bad({ minLayer: 3, maxLayer: 1 }, /0 <= minLayer < maxLayer/);
     // The defaults (layers 7..10 of bert-base) do not fit a 4-layer model.
-    bad({ minLayer: undefined, maxLayer: undefined }, /\[7, 11\).*the model has 4 layers/);
+    bad({ minLayer: OBJECTIVE.minLayer, maxLayer: OBJECTIVE.maxLayer }, /\[7, 11\).*the model has 4 layers/);
     bad({ pooler: 'cls', head: null }, /needs the training MLP head/);
+    // Selection, evaluation and exports use the raw [CLS]: a mean-pooled objective is refused, not trained on a vector never used.
+    bad({ pooler: 'mean' as TrainPooler }, /objective.pooler must be one of cls, cls_before_pooler; got 'mean'/);
+    assert.throws(() => mergeConfig(defaultConfig(), { objective: { pooler: 'mean' } }, 'run.yaml'),
+      (err: unknown) => err instanceof UserError && /^run.yaml: objective.pooler must be one of cls, cls_before_pooler, got 'mean'/.test(err.message));
     bad({ temperature: 0 }, /temperature must be a positive number/);
     bad({ views: 'both' as unknown as MicseConfig['views'] }, /views must be one of interleaved, separate/);
     const odd = { inputIds: tf.zeros([3, 6], 'int32') as tf.Tensor2D, attentionMask: tf.ones([3, 6], 'int32') as tf.Tensor2D };

@@ -18,10 +18,11 @@ import { readStsBenchmark } from '../eval/senteval.js';
 import { UserError } from '../src/errors.js';
 import { selectBackend } from '../src/model/backend.js';
 import { embed } from '../src/model/embed.js';
-import { decodeNpy } from '../src/model/npy.js';
+import { encodeNpy } from '../src/model/npy.js';
 import { loadPretrained, type Pretrained } from '../src/model/pretrained.js';
 import { tf } from '../src/model/tf.js';
 import { buildIndex, INDEX_FILES } from '../src/use/build.js';
+import { readNpyMatrix } from '../src/use/npyAppend.js';
 import { cluster, clusterVectors, UNASSIGNED } from '../src/use/cluster.js';
 import { modelFingerprint } from '../src/use/fingerprint.js';
 import { openIndex } from '../src/use/search.js';
@@ -45,6 +46,17 @@ function micse(...args: string[]): { status: number | null; stdout: string; stde
   const r = spawnSync(process.execPath, [path.join(ROOT, 'bin', 'micse.js'), ...args], { cwd: TMP, encoding: 'utf8' });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
+
+it('the .npy codec: encodeNpy (micse embed --format npy) reads back through readNpyMatrix (the index vectors)', async () => {
+  const rows = [Float32Array.of(1, -2.5, 3), Float32Array.of(0.125, 1e-7, -0)];
+  const file = path.join(TMP, 'codec.npy');
+  writeFileSync(file, encodeNpy(rows, 3));
+  const m = await readNpyMatrix(file);
+  assert.deepEqual([m.rows, m.cols], [2, 3]);
+  assert.deepEqual(Array.from(m.data), rows.flatMap((r) => Array.from(r)));
+  writeFileSync(file, Buffer.from('not numpy'));
+  await assert.rejects(readNpyMatrix(file), (err: unknown) => err instanceof UserError && err.message === `${file}: not a .npy file`);
+});
 
 describe('semantic search on the STS-B dev sentences', { skip: SKIP_NO_SHARED }, () => {
   let pretrained: Pretrained;
@@ -75,8 +87,8 @@ describe('semantic search on the STS-B dev sentences', { skip: SKIP_NO_SHARED },
       `indexed at ${meta.build.vectorsPerSecond.toFixed(0)} vectors/s`);
 
     // The stored vectors are embed()'s, in corpus order, readable by the project's .npy decoder.
-    const npy = decodeNpy(readFileSync(path.join(indexDir, INDEX_FILES.vectors)));
-    assert.deepEqual(npy.shape, [sentences.length, 32]);
+    const npy = await readNpyMatrix(path.join(indexDir, INDEX_FILES.vectors));
+    assert.deepEqual([npy.rows, npy.cols], [sentences.length, 32]);
     const probe = [0, 1234, sentences.length - 1];
     const ref = await embed(pretrained.model, pretrained.tokenizer, probe.map((i) => sentences[i]!));
     probe.forEach((i, j) => {
@@ -106,7 +118,7 @@ describe('semantic search on the STS-B dev sentences', { skip: SKIP_NO_SHARED },
     assert.ok(recallTies >= MIN_RECALL, `tie-aware recall@${K} ${recallTies}`);
 
     // The exact path is the plain brute force over the stored vectors.
-    const unit = normalizeRows({ data: npy.data, rows: npy.shape[0], dim: npy.shape[1] });
+    const unit = normalizeRows({ data: npy.data, rows: npy.rows, dim: npy.cols });
     const qv = normalizeRows(toMatrix(await embed(pretrained.model, pretrained.tokenizer, queries.slice(0, 5)), 32));
     for (let i = 0; i < 5; i++) {
       const bf = exactTopK(unit, row(qv, i), K);
@@ -143,9 +155,9 @@ describe('semantic search on the STS-B dev sentences', { skip: SKIP_NO_SHARED },
     assert.equal(chunks[2], 1500, 'the rerun starts at the third chunk');
     assert.equal(resumed.meta.count, sentences.length);
     assert.equal(readFileSync(path.join(out, INDEX_FILES.texts), 'utf8'), readFileSync(path.join(indexDir, INDEX_FILES.texts), 'utf8'));
-    const a = decodeNpy(readFileSync(path.join(out, INDEX_FILES.vectors)));
-    const b = decodeNpy(readFileSync(path.join(indexDir, INDEX_FILES.vectors)));
-    assert.deepEqual(a.shape, b.shape);
+    const a = await readNpyMatrix(path.join(out, INDEX_FILES.vectors));
+    const b = await readNpyMatrix(path.join(indexDir, INDEX_FILES.vectors));
+    assert.deepEqual([a.rows, a.cols], [b.rows, b.cols]);
     let maxDiff = 0;
     for (let i = 0; i < a.data.length; i++) maxDiff = Math.max(maxDiff, Math.abs(a.data[i]! - b.data[i]!));
     assert.ok(maxDiff < 1e-5, `resumed vectors differ from a one-shot build by ${maxDiff}`);

@@ -1,7 +1,7 @@
 /**
  * Device-resident randomness and the WebGPU training step.
  *
- * random.ts: `seededUniform` and `seededDropout` give the same bits on every backend (cpu, wasm and, where a
+ * kernels/dropout: `seededUniform` and `seededDropout` give the same bits on every backend (cpu, wasm and, where a
  * WebGPU adapter exists, webgpu) as the host formula `uniformArray`; dropout's gradient is dropout of dy with the
  * same mask; the stream is uniform and seeds are independent.
  * WebGPU (skipped with the reason when `selectBackend('webgpu')` fails, e.g. no Vulkan driver, as on CI): one
@@ -12,7 +12,7 @@
  * Self-contained (random-init model), so it can be carried to a GPU machine without ../shared.
  */
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -22,12 +22,12 @@ import { micseLoss } from '../src/losses/micse.js';
 import { DAWN_OPTIONS_ENV, selectBackend } from '../src/model/backend.js';
 import { BertModel } from '../src/model/bert.js';
 import type { BertConfig } from '../src/model/config.js';
-import { SEEDED_DROPOUT, seededDropout, seededUniform, uniformArray } from '../src/model/random.js';
+import { SEEDED_DROPOUT, seededDropout, seededUniform, uniformArray } from '../src/kernels/dropout/index.js';
 import { tf } from '../src/model/tf.js';
-import { expectNoGpuErrors, maxAbsDiff, ROOT, webgpuSkipReason } from './helpers.js';
+import { countInPlace, expectNoGpuErrors, maxAbsDiff, OBJECTIVE, ROOT, webgpuSkipReason } from './helpers.js';
 import { AdamW } from '../src/train/adamw.js';
 import { TrainStep, trainableParams } from '../src/train/step.js';
-import { inPlaceDispatchCount, inPlaceUpdateCount, paramsPerDispatch } from '../src/train/adamwWebgpu.js';
+import { paramsPerDispatch } from '../src/kernels/adamw/webgpu.js';
 
 const TOL = 1e-4;
 
@@ -49,7 +49,7 @@ async function read(t: tf.Tensor): Promise<Float32Array> {
   return v;
 }
 
-describe('counter-based random numbers (random.ts)', () => {
+describe('counter-based random numbers (kernels/dropout)', () => {
   test('uniform stream: mean, variance, 16-bin chi-square and independence of neighbouring seeds', () => {
     const n = 1 << 20;
     const u = uniformArray(n, 5);
@@ -180,7 +180,7 @@ describe('WebGPU training step', { skip: WEBGPU_SKIP }, () => {
   let model: BertModel;
   let head: MlpHead;
   let vars: tf.Variable[];
-  const objective = { minLayer: 2, maxLayer: 4, targetSamples: 40, training: true } as const;
+  const objective = { ...OBJECTIVE, minLayer: 2, maxLayer: 4, targetSamples: 40, training: true };
 
   before(async () => {
     await selectBackend('cpu');
@@ -238,13 +238,12 @@ describe('WebGPU training step', { skip: WEBGPU_SKIP }, () => {
     }
     const reference = await train('cpu');
     await selectBackend('webgpu');
-    const before = { updates: inPlaceUpdateCount(), dispatches: inPlaceDispatchCount() };
     const perDispatch = paramsPerDispatch((tf.backend() as unknown as { device: GPUDevice }).device);
-    const got = await expectNoGpuErrors(async () => train('webgpu'));
+    const { result: got, updates, dispatches } = await countInPlace(() => expectNoGpuErrors(async () => train('webgpu')));
     await selectBackend('cpu');
     const params = reference.length / 3;
-    assert.equal(inPlaceUpdateCount() - before.updates, STEPS * params, 'every parameter updated in place, once a step');
-    assert.equal(inPlaceDispatchCount() - before.dispatches, STEPS * Math.ceil(params / perDispatch), `${perDispatch} parameters a dispatch`);
+    assert.equal(updates, STEPS * params, 'every parameter updated in place, once a step');
+    assert.equal(dispatches, STEPS * Math.ceil(params / perDispatch), `${perDispatch} parameters a dispatch`);
     got.forEach((x, i) => {
       const d = maxAbsDiff(x, reference[i]!);
       assert.ok(d < TOL, `${['parameter', 'm', 'v'][Math.floor(i / params)]} ${i % params} differs by ${d}`);
@@ -291,12 +290,11 @@ describe('WebGPU training step', { skip: WEBGPU_SKIP }, () => {
     // One finite step first, so the moments are not zeros.
     await new TrainStep(m, h, optimizer, objective).run(rows(), { lr: 1e-4, maxGradNorm: 1, dropoutSeed: 1, amiSeed: 101 });
     const before = await snapshot();
-    const updates = inPlaceUpdateCount();
     // A temperature this small turns every logit into +-Infinity: the loss is NaN.
-    const out = await expectNoGpuErrors(async () => new TrainStep(m, h, optimizer, { ...objective, temperature: 1e-45 })
-      .run(rows(), { lr: 1e-4, maxGradNorm: 1, dropoutSeed: 2, amiSeed: 102 }));
+    const { result: out, updates } = await countInPlace(() => expectNoGpuErrors(async () => new TrainStep(m, h, optimizer, { ...objective, temperature: 1e-45 })
+      .run(rows(), { lr: 1e-4, maxGradNorm: 1, dropoutSeed: 2, amiSeed: 102 })));
     const after = await snapshot();
-    assert.ok(inPlaceUpdateCount() > updates, 'the update ran in place (and was gated off on the GPU)');
+    assert.ok(updates > 0, 'the update ran in place (and was gated off on the GPU)');
     optimizer.dispose();
     h.dispose();
     m.dispose();
@@ -322,7 +320,9 @@ const { BertModel } = await import(${JSON.stringify(pathToFileURL(path.join(ROOT
 const { MlpHead } = await import(${JSON.stringify(pathToFileURL(path.join(ROOT, 'src/losses/mlpHead.ts')).href)});
 const { AdamW } = await import(${JSON.stringify(pathToFileURL(path.join(ROOT, 'src/train/adamw.ts')).href)});
 const { TrainStep, trainableParams } = await import(${JSON.stringify(pathToFileURL(path.join(ROOT, 'src/train/step.ts')).href)});
-const { inPlaceUpdateCount } = await import(${JSON.stringify(pathToFileURL(path.join(ROOT, 'src/train/adamwWebgpu.ts')).href)});
+const { observeRawDispatches } = await import(${JSON.stringify(pathToFileURL(path.join(ROOT, 'src/kernels/platform/webgpuPrograms.ts')).href)});
+let inPlace = 0;
+observeRawDispatches((key) => { if (key.startsWith('micseAdamWInPlace/')) inPlace += Number(key.split('/')[1]); });
 const { config, rows, objective } = JSON.parse(process.argv[1]);
 const sel = await selectBackend('webgpu');
 const device = tf.backend().device;
@@ -341,13 +341,13 @@ for (let i = 0; i < 3; i++) {
   counts.push(tf.memory().numTensors);
 }
 const error = await device.popErrorScope();
-console.log(JSON.stringify({ backend: sel.name, error: error === null ? null : error.message, reads, inPlace: inPlaceUpdateCount(),
+console.log(JSON.stringify({ backend: sel.name, error: error === null ? null : error.message, reads, inPlace,
   params: optimizer.params.length, counts }));
 `;
 
 describe("WebGPU on Dawn's null device (every machine with the webgpu package, CI included)", { skip: NULL_DEVICE_SKIP }, () => {
   test('a TrainStep creates every pipeline without a validation error, reads once a step, updates in place, keeps the tensor count flat', () => {
-    const objective = { minLayer: 2, maxLayer: 4, targetSamples: 40, training: true };
+    const objective = { ...OBJECTIVE, minLayer: 2, maxLayer: 4, targetSamples: 40, training: true };
     const out = execFileSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', NULL_STEP_SCRIPT,
       JSON.stringify({ config: CONFIG, rows: rows(), objective })], { cwd: ROOT, env: { ...process.env, [DAWN_OPTIONS_ENV]: 'backend=null' }, encoding: 'utf8' });
     const r = JSON.parse(out.trim().split('\n').at(-1)!) as { backend: string; error: string | null; reads: number; inPlace: number; params: number; counts: number[] };
@@ -370,5 +370,18 @@ describe("WebGPU on Dawn's null device (every machine with the webgpu package, C
     assert.match(r.explicit, new RegExp(`webgpu: .*${DAWN_OPTIONS_ENV}=adapter=no-such-adapter-xyz`));
     assert.doesNotMatch(r.auto, /^backend: webgpu/);
     assert.match(r.auto, new RegExp(`skipped webgpu: .*${DAWN_OPTIONS_ENV}=adapter=no-such-adapter-xyz`));
+  });
+
+  test('auto prints no Dawn trace on stderr; a missing GPU is said once, in the backend line', () => {
+    const script = `
+      const { selectBackend, describeSelection } = await import(${JSON.stringify(pathToFileURL(path.join(ROOT, 'src/model/backend.ts')).href)});
+      console.log(JSON.stringify(describeSelection(await selectBackend('auto'))));`;
+    const env: NodeJS.ProcessEnv = { ...process.env };
+    delete env[DAWN_OPTIONS_ENV];
+    const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { cwd: ROOT, env, encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stderr, '');
+    const line = JSON.parse(r.stdout.trim().split('\n').at(-1)!) as string;
+    if (!line.startsWith('backend: webgpu')) assert.equal(line.match(/skipped webgpu: /g)?.length, 1, line);
   });
 });

@@ -131,7 +131,7 @@ if [ "${MICSE_DEVICE_PROBE:-0}" = 1 ]; then
   exit 0
 fi
 
-# MICSE_DEVICE_PROBE=tiles: the base step under each webgpu matmul tile of MICSE_DEVICE_TILES (src/model/matmulTiles.ts;
+# MICSE_DEVICE_PROBE=tiles: the base step under each webgpu matmul tile of MICSE_DEVICE_TILES (src/kernels/platform/matmulTiles.ts;
 # `default` is TF.js's 32 x 32), each with --profile (the matmul kernels' GPU time), the first with PyTorch beside it,
 # the default again last (an order check).
 if [ "${MICSE_DEVICE_PROBE:-0}" = tiles ]; then

@@ -3,8 +3,8 @@
  * how strongly the log attention probabilities of the two dropout views co-vary, via the mutual information of a
  * bivariate Gaussian, and returns minus its mean times a sparsity scale (so minimising the loss maximises MI).
  *
- * Reference: SAP-samples/acl2023-micse `model/models.py` `cl_forward`, as restated in ../shared/docs/METHOD.md
- * ("Attention mutual information", steps 1-8). Step by step, with the shapes used here:
+ * Reference: SAP-samples/acl2023-micse `model/models.py` `cl_forward` (Klein & Nabi, "miCSE: Mutual Information
+ * Contrastive Learning for Low-shot Sentence Embeddings", ACL 2023). Step by step, with the shapes used here:
  *   attentions                                   // [2B, L, H, T, T]  rows interleaved: s0 v1, s0 v2, s1 v1, ...
  *   regroup `(h i) (j m) k t z -> (h k m) i (j t z)` (i = view, m = layer parity)
  *   X = view 1, Y = view 2                       // [R, N], R = 2*H*B, N = (L/2)*T*T;  row (b*H + k)*2 + m,
@@ -43,7 +43,7 @@
  * - NaN (now only from non-finite input) -> nanValue, selected on the device with `tf.where`.
  *
  * Device residency: nothing is read back. The row filter is a mask and the sample count a scalar on the device:
- * every row draws S = min(targetSamples, N) positions (seeded uniform keys from random.ts, invalid positions keyed
+ * every row draws S = min(targetSamples, N) positions (seeded uniform keys from kernels/dropout, invalid positions keyed
  * -1, top-k by key, so any prefix is a uniform draw among the valid positions) and uses its first `samples` of them;
  * rows that do not enter the mean are masked out. Shapes are static, so the same kernels run every step and WebGPU
  * (where a host read blocks and, in Node, `dataSync` throws) never waits. `rows`/`samples` come back as a tensor
@@ -51,28 +51,27 @@
  * permutation invariant. Pinning the draw (`sampleIndices`, for tests and reference comparisons) is the one path
  * that reads the row filter on the host.
  *
- * WebGPU: where its kernels are registered (attentionMIKernels.ts), the term is 6 dispatches forward and 1 backward
+ * WebGPU: where its kernels are registered (kernels/ami), the term is 6 dispatches forward and 1 backward
  * straight from `attentions` (row counts, row plan, draw, per-row MI, value, `drawn`; the gradient written into
  * d attentions directly) instead of ~250 stock kernels: the same draw (positions and order) and the same
  * arithmetic within float32 rounding. Pinned draws, S > AMI_DRAW_MAX_SAMPLES and rhoEps 0 take the stock ops, as
  * every other backend does (cpu and wasm results are those of the ops below, unchanged).
  *
- * Cost: on the pure-JS `cpu` backend the regrouping transpose is slow at bert-base sizes (about 5 s forward for
- * `[128, 4, 12, 32, 32]` on a 2-core machine, the same again backward), small next to the encoder on that
- * backend. The gather gradients need an UnsortedSegmentSum kernel (kernels.ts registers a scatter-add on cpu and wasm).
+ * Cost: on the pure-JS `cpu` backend the regrouping transpose is slow at bert-base sizes (seconds a pass), small
+ * next to the encoder on that backend. The gather gradients need an UnsortedSegmentSum kernel (kernels/stock registers a scatter-add on cpu and wasm).
  */
-import { freshSeed, seededUniform } from '../model/random.js';
+import { freshSeed, seededUniform } from '../kernels/dropout/index.js';
 import { tf } from '../model/tf.js';
 import {
   AMI_DRAW_MAX_SAMPLES, amiKernelsOn, attentionMIValue, attentionRowPlan, drawFromAttention, drawFromMask, drawnOfPlan,
-} from './attentionMIKernels.js';
+} from '../kernels/ami/index.js';
 
 
 export interface AttentionMIOptions {
-  /** Samples drawn per row; rows with fewer valid entries are dropped unless no row has enough. */
-  targetSamples?: number;
-  /** Value substituted when the AMI is NaN (the reference's DUMMY_VALUE). */
-  nanValue?: number;
+  /** Samples drawn per row; rows with fewer valid entries are dropped unless no row has enough (objective.targetSamples). */
+  targetSamples: number;
+  /** Value substituted when the AMI is NaN (the reference's DUMMY_VALUE; objective.nanValue). */
+  nanValue: number;
   /** Seed of the draw. Same seed and same input, same draw. Undefined: a fresh random draw. */
   seed?: number;
   /**
@@ -86,18 +85,16 @@ export interface AttentionMIOptions {
   cosineEps?: number;
   /**
    * rho is clamped to [-(1 - rhoEps), 1 - rhoEps]; 0: not clamped, as in the reference (-inf at |rho| = 1, NaN and
-   * then nanValue above).
+   * then nanValue above). objective.rhoEps.
    */
-  rhoEps?: number;
+  rhoEps: number;
   /** Added to the squared valid ratio in the scale. */
   scaleEps?: number;
 }
 
+/** The clamps of AMI's arithmetic (not objective keys). */
 export const ATTENTION_MI_DEFAULTS = {
-  targetSamples: 150,
-  nanValue: 100,
   cosineEps: 1e-6,
-  rhoEps: 1e-6,
   scaleEps: 1e-6,
 } as const;
 
@@ -146,10 +143,10 @@ function checkAttentionShape(attentions: tf.Tensor): [number, number, number, nu
  * For each row, `samples` distinct positions drawn uniformly among the row's valid positions (without
  * replacement), in draw order: `valid [R, N]` (bool or 0/1) -> int32 `[R, samples]`. Any prefix of a row is itself
  * a uniform draw of that size, which is how the AMI draws fewer samples in its fallback regime with a fixed shape.
- * On the device: seeded uniform keys (random.ts), invalid positions keyed -1, top-k by key (equal keys by increasing
+ * On the device: seeded uniform keys (kernels/dropout), invalid positions keyed -1, top-k by key (equal keys by increasing
  * index, tf.topk's order on cpu). Rows with fewer than `samples` valid positions end with invalid ones. On webgpu
  * with `samples <= AMI_DRAW_MAX_SAMPLES`, one kernel computes the same positions in the same order
- * (attentionMIKernels.ts). Exported for tests.
+ * (kernels/ami). Exported for tests.
  */
 export function rankSamplePositions(valid: tf.Tensor2D, samples: number, seed: number): tf.Tensor2D {
   const [R, N] = valid.shape;
@@ -289,11 +286,10 @@ function gaussianMI(xs: tf.Tensor2D, ys: tf.Tensor2D, use: tf.Tensor2D, count: t
 }
 
 /** AMI of the stacked attention probabilities; see the module comment. */
-export function attentionMutualInformation(attentions: tf.Tensor, options: AttentionMIOptions = {}): AttentionMIResult {
-  const targetSamples = options.targetSamples ?? ATTENTION_MI_DEFAULTS.targetSamples;
-  const nanValue = options.nanValue ?? ATTENTION_MI_DEFAULTS.nanValue;
+export function attentionMutualInformation(attentions: tf.Tensor, options: AttentionMIOptions): AttentionMIResult {
+  const { targetSamples, nanValue } = options;
   const cosineEps = options.cosineEps ?? ATTENTION_MI_DEFAULTS.cosineEps;
-  const rhoEps = options.rhoEps ?? ATTENTION_MI_DEFAULTS.rhoEps;
+  const rhoEps = options.rhoEps;
   const scaleEps = options.scaleEps ?? ATTENTION_MI_DEFAULTS.scaleEps;
   if (!Number.isInteger(targetSamples) || targetSamples < 1) {
     throw new Error(`attentionMutualInformation: targetSamples must be a positive integer, got ${targetSamples}`);

@@ -1,5 +1,5 @@
 /** The training objectives: InfoNCE, attention mutual information, the training-only MLP head, the miCSE loss. */
-export { infoNCE, cosineMatrix, INFONCE_DEFAULTS, type InfoNCEOptions } from './infoNCE.js';
+export { infoNCE, cosineMatrix, INFONCE_EPS, type InfoNCEOptions } from './infoNCE.js';
 export {
   attentionMutualInformation,
   detached,
@@ -12,8 +12,8 @@ export {
 export { MlpHead, MLP_HEAD_DEFAULTS, MLP_WEIGHT_NAME, MLP_BIAS_NAME, type MlpHeadOptions } from './mlpHead.js';
 export {
   micseLoss,
-  resolveMicseConfig,
-  MICSE_DEFAULTS,
+  checkMicseConfig,
+  amiLayerSpanProblem,
   MICSE_STYLES,
   MICSE_VIEWS,
   TRAIN_POOLERS,
@@ -21,7 +21,7 @@ export {
   type MicseConfig,
   type MicseEncoder,
   type MicseLossResult,
-  type ResolvedMicseConfig,
+  type MicseObjective,
   type MicseStyle,
   type MicseViews,
   type TrainPooler,

@@ -1,7 +1,7 @@
 /**
  * InfoNCE over two dropout views, exactly as unsupervised SimCSE computes it (and miCSE, which reuses it).
  *
- * Reference: SimCSE / miCSE `cl_forward` (see ../shared/docs/METHOD.md, "InfoNCE"):
+ * Reference: SimCSE / miCSE `cl_forward` (SAP-samples/acl2023-micse `model/models.py`, after princeton-nlp/SimCSE):
  *   logits[i, j] = cosine(z1_i, z2_j) / temperature          // [B, B]
  *   loss = CrossEntropy(logits, labels = 0..B-1), mean over the B rows.
  * The cosine is `torch.nn.CosineSimilarity(dim=-1)` (eps 1e-8). Current PyTorch clamps each norm separately:
@@ -11,20 +11,18 @@
  *
  * Inputs: z1 = view-1 embeddings `[B, D]`, z2 = view-2 embeddings `[B, D]` (row i of both is sentence i).
  * Output: a scalar tensor, differentiable with respect to z1 and z2. Computed in float32.
- * On webgpu the same arithmetic runs as fused kernels (infoNCEKernels.ts); other backends compose TF.js ops.
+ * On webgpu the same arithmetic runs as fused kernels (kernels/infoNCE); other backends compose TF.js ops.
  */
 import { tf } from '../model/tf.js';
-import { fusedInfoNCE, fusedInfoNCEAvailable } from './infoNCEKernels.js';
+import { fusedInfoNCE, fusedInfoNCEAvailable } from '../kernels/infoNCE/index.js';
 
 export interface InfoNCEOptions {
   /** Lower bound on each vector norm in the cosine (PyTorch's CosineSimilarity default). */
   eps?: number;
 }
 
-export const INFONCE_DEFAULTS = {
-  temperature: 0.05,
-  eps: 1e-8,
-} as const;
+/** The cosine's per-norm clamp (PyTorch's CosineSimilarity default). */
+export const INFONCE_EPS = 1e-8;
 
 /** Row-wise L2-normalised copy of `z` with the norm clamped at `eps`. */
 function normalizeRows(z: tf.Tensor2D, eps: number): tf.Tensor2D {
@@ -35,7 +33,7 @@ function normalizeRows(z: tf.Tensor2D, eps: number): tf.Tensor2D {
 /**
  * Pairwise cosine similarity: `[B1, D] x [B2, D] -> [B1, B2]`, norms clamped at `eps` (PyTorch semantics).
  */
-export function cosineMatrix(a: tf.Tensor2D, b: tf.Tensor2D, eps: number = INFONCE_DEFAULTS.eps): tf.Tensor2D {
+export function cosineMatrix(a: tf.Tensor2D, b: tf.Tensor2D, eps: number = INFONCE_EPS): tf.Tensor2D {
   return tf.tidy(() => tf.matMul(normalizeRows(a, eps), normalizeRows(b, eps), false, true)); // [B1, B2]
 }
 
@@ -43,10 +41,10 @@ export function cosineMatrix(a: tf.Tensor2D, b: tf.Tensor2D, eps: number = INFON
 export function infoNCE(
   z1: tf.Tensor2D,
   z2: tf.Tensor2D,
-  temperature: number = INFONCE_DEFAULTS.temperature,
+  temperature: number,
   options: InfoNCEOptions = {},
 ): tf.Scalar {
-  const eps = options.eps ?? INFONCE_DEFAULTS.eps;
+  const eps = options.eps ?? INFONCE_EPS;
   if (z1.rank !== 2 || z2.rank !== 2 || z1.shape[0] !== z2.shape[0] || z1.shape[1] !== z2.shape[1]) {
     throw new Error(`infoNCE: z1 and z2 must both be [B, D]; got [${z1.shape}] and [${z2.shape}]`);
   }

@@ -4,8 +4,9 @@
  *
  *   total = alpha * InfoNCE(z1, z2) + lambda * AMI(attentions[minLayer, maxLayer))
  *
- * Reference: miCSE `cl_forward` (../shared/docs/METHOD.md, "Batch and views", "InfoNCE", "Attention mutual
- * information"); the pieces are src/losses/infoNCE.ts, attentionMI.ts and mlpHead.ts.
+ * Reference: miCSE `cl_forward` (SAP-samples/acl2023-micse `model/models.py`; Klein & Nabi, "miCSE: Mutual
+ * Information Contrastive Learning for Low-shot Sentence Embeddings", ACL 2023); the pieces are
+ * src/losses/infoNCE.ts, attentionMI.ts and mlpHead.ts.
  *
  * Inputs:
  * - `model`: the encoder (BertModel or anything with the same `forward` and `config`).
@@ -23,7 +24,9 @@
  * Style `simcse`: lambda is taken as 0 and the encoder is not asked for attentions (`ami` is null).
  *
  * Pooler: `cls` = [CLS] vector followed by the training-only MLP head (`config.head`, required);
- * `cls_before_pooler` = raw [CLS] vector; `mean` = mean of the unpadded token vectors (src/model/pooling.ts).
+ * `cls_before_pooler` = raw [CLS] vector. Either way the sentence vector that STS-B dev selection, the final
+ * evaluation and the exports use is the raw [CLS] (miCSE's protocol), so training on another vector (a mean of the
+ * tokens) is not offered: it would be selected and exported on a vector it never trained.
  *
  * Output tensors belong to the caller. Inside `tf.variableGrads(() => ...)` only the returned loss survives that
  * function's scope, so `tf.keep` the parts you want to log:
@@ -42,8 +45,8 @@ import type { BertInputs, BertOutput, ForwardOptions } from '../model/bert.js';
 import { siteSeed } from '../model/bert.js';
 import { pool } from '../model/pooling.js';
 import { tf } from '../model/tf.js';
-import { attentionMutualInformation, ATTENTION_MI_DEFAULTS, type AttentionMIOptions } from './attentionMI.js';
-import { infoNCE, INFONCE_DEFAULTS } from './infoNCE.js';
+import { attentionMutualInformation, type AttentionMIOptions } from './attentionMI.js';
+import { infoNCE } from './infoNCE.js';
 import type { MlpHead } from './mlpHead.js';
 
 /** What micseLoss needs from the encoder (BertModel satisfies it). */
@@ -59,30 +62,40 @@ export const MICSE_STYLES = ['micse', 'simcse'] as const;
 export type MicseStyle = (typeof MICSE_STYLES)[number];
 export const MICSE_VIEWS = ['interleaved', 'separate'] as const;
 export type MicseViews = (typeof MICSE_VIEWS)[number];
-export const TRAIN_POOLERS = ['cls', 'cls_before_pooler', 'mean'] as const;
+export const TRAIN_POOLERS = ['cls', 'cls_before_pooler'] as const;
 export type TrainPooler = (typeof TRAIN_POOLERS)[number];
 
-export interface MicseConfig {
-  /** `micse`: InfoNCE + lambda * AMI; `simcse`: InfoNCE only (lambda 0, no attentions). */
-  style?: MicseStyle;
+/**
+ * The objective: the keys of the training config's `objective` section (src/train/config.ts SCHEMA holds their
+ * defaults and ranges; `defaultConfig().objective` is a complete one).
+ */
+export interface MicseObjective {
+  /** `micse`: InfoNCE + lambda * AMI; `simcse`: InfoNCE only (lambda taken as 0, no attentions). */
+  style: MicseStyle;
   /** InfoNCE temperature. */
-  temperature?: number;
+  temperature: number;
   /** Weight of InfoNCE. */
-  alpha?: number;
-  /** Weight of the AMI term (METHOD.md: 5e-4 .. 1e-3 by split). */
-  lambda?: number;
+  alpha: number;
+  /** Weight of the AMI term. */
+  lambda: number;
   /** First encoder layer (0-based) of the AMI term. */
-  minLayer?: number;
+  minLayer: number;
   /** One past the last AMI layer; maxLayer - minLayer must be even and positive. */
-  maxLayer?: number;
+  maxLayer: number;
   /** Attention entries drawn per AMI row. */
-  targetSamples?: number;
+  targetSamples: number;
   /** AMI value substituted for NaN. */
-  nanValue?: number;
+  nanValue: number;
+  /** AMI rho clamp: |rho| <= 1 - rhoEps; 0 turns it off as the reference has it (see attentionMI.ts). */
+  rhoEps: number;
   /** One pass over the 2B interleaved rows, or two passes over the B rows of each view. */
-  views?: MicseViews;
+  views: MicseViews;
   /** Training pooler. */
-  pooler?: TrainPooler;
+  pooler: TrainPooler;
+}
+
+/** The objective plus what varies per step: the head, the seeds, dropout. */
+export interface MicseConfig extends MicseObjective {
   /** The training-only MLP head; required with pooler `cls`. */
   head?: MlpHead | null;
   /** Seed of the AMI draw (vary it per step). Undefined: unseeded. */
@@ -96,23 +109,7 @@ export interface MicseConfig {
   /** Override the encoder's dropout rates for this step. */
   hiddenDropoutProb?: number;
   attentionProbsDropoutProb?: number;
-  /** AMI rho clamp (see attentionMI.ts). */
-  rhoEps?: number;
 }
-
-export const MICSE_DEFAULTS = {
-  style: 'micse' as MicseStyle,
-  temperature: INFONCE_DEFAULTS.temperature,
-  alpha: 1,
-  lambda: 1e-3,
-  minLayer: 7,
-  /** Layers 7, 8, 9, 10 of bert-base: METHOD.md's "7..10" read inclusively, the only even span it can mean. */
-  maxLayer: 11,
-  targetSamples: ATTENTION_MI_DEFAULTS.targetSamples,
-  nanValue: ATTENTION_MI_DEFAULTS.nanValue,
-  views: 'interleaved' as MicseViews,
-  pooler: 'cls' as TrainPooler,
-} as const;
 
 export interface MicseLossResult {
   /** alpha * infoNCE + lambda * ami. */
@@ -127,67 +124,53 @@ export interface MicseLossResult {
 /** Site index mixed into dropoutSeed for the second pass of `views: separate`. */
 const SECOND_VIEW_SITE = 1_000_003;
 
-/** A MicseConfig with defaults filled in and validated. */
-export interface ResolvedMicseConfig {
-  style: MicseStyle;
-  temperature: number;
-  alpha: number;
-  lambda: number;
-  minLayer: number;
-  maxLayer: number;
-  targetSamples: number;
-  nanValue: number;
-  views: MicseViews;
-  pooler: TrainPooler;
-  head: MlpHead | null;
+function oneOf<T extends string>(value: T, choices: readonly T[], key: string): void {
+  if (!choices.includes(value)) throw new UserError(`objective.${key} must be one of ${choices.join(', ')}; got '${String(value)}'`);
 }
 
-function oneOf<T extends string>(value: T | undefined, choices: readonly T[], fallback: T, key: string): T {
-  const v = value ?? fallback;
-  if (!choices.includes(v)) throw new UserError(`objective.${key} must be one of ${choices.join(', ')}; got '${String(v)}'`);
-  return v;
+/**
+ * Why `[minLayer, maxLayer)` is not a valid AMI layer span, or null: integers, 0 <= minLayer < maxLayer (<= `depth`,
+ * the model's layer count, where known), and an even count (the AMI pairs layers l and l + 2).
+ */
+export function amiLayerSpanProblem(minLayer: number, maxLayer: number, depth?: number): string | null {
+  if (!Number.isInteger(minLayer) || !Number.isInteger(maxLayer)) {
+    return `objective.minLayer and objective.maxLayer must be integers; got ${minLayer} and ${maxLayer}`;
+  }
+  if (minLayer < 0 || minLayer >= maxLayer || (depth !== undefined && maxLayer > depth)) {
+    const model = depth === undefined ? '' : ` <= ${depth} (the model has ${depth} layers, numbered 0..${depth - 1}; maxLayer is one past the last)`;
+    return `the AMI layer span [minLayer, maxLayer) = [${minLayer}, ${maxLayer}) must satisfy 0 <= minLayer < maxLayer${model}`;
+  }
+  const span = maxLayer - minLayer;
+  if (span % 2 !== 0) {
+    const fix = depth === undefined || maxLayer + 1 <= depth ? `maxLayer ${maxLayer + 1}` : `minLayer ${minLayer - 1}`;
+    return `the AMI layer span [minLayer, maxLayer) = [${minLayer}, ${maxLayer}) selects ${span} layer(s), but the ` +
+      `count must be even: the AMI pairs layers l and l+2 into one row per layer parity. Use e.g. ${fix} ` +
+      '(the official runs use layers 7..10 of bert-base: minLayer 7, maxLayer 11)';
+  }
+  return null;
 }
 
-/** Fills defaults and validates against the model and the batch; every failure is a UserError saying why. */
-export function resolveMicseConfig(model: MicseEncoder, batch: MicseBatch, config: MicseConfig): ResolvedMicseConfig {
-  const style = oneOf(config.style, MICSE_STYLES, MICSE_DEFAULTS.style, 'style');
-  const views = oneOf(config.views, MICSE_VIEWS, MICSE_DEFAULTS.views, 'views');
-  const pooler = oneOf(config.pooler, TRAIN_POOLERS, MICSE_DEFAULTS.pooler, 'pooler');
-  const temperature = config.temperature ?? MICSE_DEFAULTS.temperature;
-  const alpha = config.alpha ?? MICSE_DEFAULTS.alpha;
-  const lambda = style === 'simcse' ? 0 : (config.lambda ?? MICSE_DEFAULTS.lambda);
-  const minLayer = config.minLayer ?? MICSE_DEFAULTS.minLayer;
-  const maxLayer = config.maxLayer ?? MICSE_DEFAULTS.maxLayer;
-  const targetSamples = config.targetSamples ?? MICSE_DEFAULTS.targetSamples;
-  const nanValue = config.nanValue ?? MICSE_DEFAULTS.nanValue;
+/** Validates `config` against the model and the batch; every failure is a UserError saying why. */
+export function checkMicseConfig(model: MicseEncoder, batch: MicseBatch, config: MicseConfig): void {
+  const { style, temperature, alpha, lambda, nanValue, targetSamples } = config;
+  oneOf(style, MICSE_STYLES, 'style');
+  oneOf(config.views, MICSE_VIEWS, 'views');
+  oneOf(config.pooler, TRAIN_POOLERS, 'pooler');
   if (!(temperature > 0) || !Number.isFinite(temperature)) throw new UserError(`objective.temperature must be a positive number; got ${temperature}`);
   if (!(alpha >= 0) || !Number.isFinite(alpha)) throw new UserError(`objective.alpha must be a finite number >= 0; got ${alpha}`);
-  if (!(lambda >= 0) || !Number.isFinite(lambda)) throw new UserError(`objective.lambda must be a finite number >= 0; got ${lambda}`);
+  if (style === 'micse' && (!(lambda >= 0) || !Number.isFinite(lambda))) throw new UserError(`objective.lambda must be a finite number >= 0; got ${lambda}`);
   if (!Number.isFinite(nanValue)) throw new UserError(`objective.nanValue must be finite; got ${nanValue}`);
 
   if (style === 'micse') {
-    const depth = model.config.numHiddenLayers;
-    if (!Number.isInteger(minLayer) || !Number.isInteger(maxLayer)) {
-      throw new UserError(`objective.minLayer and objective.maxLayer must be integers; got ${minLayer} and ${maxLayer}`);
-    }
-    if (minLayer < 0 || maxLayer > depth || minLayer >= maxLayer) {
-      throw new UserError(`the AMI layer span [minLayer, maxLayer) = [${minLayer}, ${maxLayer}) must satisfy ` +
-        `0 <= minLayer < maxLayer <= ${depth} (the model has ${depth} layers, numbered 0..${depth - 1}; maxLayer is one past the last)`);
-    }
-    const span = maxLayer - minLayer;
-    if (span % 2 !== 0) {
-      const fix = maxLayer + 1 <= depth ? `maxLayer ${maxLayer + 1}` : `minLayer ${minLayer - 1}`;
-      throw new UserError(`the AMI layer span [minLayer, maxLayer) = [${minLayer}, ${maxLayer}) selects ${span} layer(s), but the ` +
-        `count must be even: the AMI pairs layers l and l+2 into one row per layer parity. Use e.g. ${fix} ` +
-        `(the official runs use layers 7..10 of bert-base: minLayer 7, maxLayer 11)`);
-    }
+    const span = amiLayerSpanProblem(config.minLayer, config.maxLayer, model.config.numHiddenLayers);
+    if (span !== null) throw new UserError(span);
     if (!Number.isInteger(targetSamples) || targetSamples < 1) {
       throw new UserError(`objective.targetSamples must be a positive integer; got ${targetSamples}`);
     }
   }
 
   const head = config.head ?? null;
-  if (pooler === 'cls') {
+  if (config.pooler === 'cls') {
     if (head === null) throw new UserError("pooler 'cls' needs the training MLP head (config.head); use 'cls_before_pooler' for none");
     if (head.hiddenSize !== model.config.hiddenSize) {
       throw new UserError(`the MLP head has hidden size ${head.hiddenSize} but the encoder has ${model.config.hiddenSize}`);
@@ -203,7 +186,6 @@ export function resolveMicseConfig(model: MicseEncoder, batch: MicseBatch, confi
       throw new UserError(`batch.${name} has shape [${t.shape}] but inputIds has [${rows}, ${T}]`);
     }
   }
-  return { style, temperature, alpha, lambda, minLayer, maxLayer, targetSamples, nanValue, views, pooler, head };
 }
 
 /** Rows `parity, parity + 2, ...` of an interleaved `[2B, ...]` tensor: `[B, ...]`. */
@@ -223,8 +205,11 @@ function sliceBatch(batch: MicseBatch, parity: 0 | 1): MicseBatch {
 }
 
 /** The miCSE loss of one batch; see the module comment. */
-export function micseLoss(model: MicseEncoder, batch: MicseBatch, config: MicseConfig = {}): MicseLossResult {
-  const c = resolveMicseConfig(model, batch, config);
+export function micseLoss(model: MicseEncoder, batch: MicseBatch, config: MicseConfig): MicseLossResult {
+  checkMicseConfig(model, batch, config);
+  const c = config;
+  const head = config.head ?? null;
+  const lambda = c.style === 'simcse' ? 0 : c.lambda;
   const wantAttentions = c.style === 'micse';
   const fwdBase: ForwardOptions = { training: config.training ?? true, outputAttentions: wantAttentions };
   if (config.hiddenDropoutProb !== undefined) fwdBase.hiddenDropoutProb = config.hiddenDropoutProb;
@@ -237,8 +222,8 @@ export function micseLoss(model: MicseEncoder, batch: MicseBatch, config: MicseC
     return all.slice(c.minLayer, c.maxLayer); // each [N, heads, T, T]
   };
   const embed = (hidden: tf.Tensor3D, mask: tf.Tensor2D): tf.Tensor2D => {
-    const pooled = pool(hidden, mask, c.pooler === 'mean' ? 'mean' : 'cls_before_pooler'); // [N, H]
-    return c.pooler === 'cls' ? c.head!.apply(pooled) : pooled; // [N, H]
+    const pooled = pool(hidden, mask, 'cls_before_pooler'); // [N, H]
+    return c.pooler === 'cls' ? head!.apply(pooled) : pooled; // [N, H]
   };
 
   const parts = tf.tidy(() => {
@@ -278,12 +263,11 @@ export function micseLoss(model: MicseEncoder, batch: MicseBatch, config: MicseC
     const nce = infoNCE(z1, z2, c.temperature);
     let loss: tf.Scalar = tf.mul(nce, c.alpha);
     if (attentions === null) return { loss, infoNCE: nce };
-    const miOptions: AttentionMIOptions = { targetSamples: c.targetSamples, nanValue: c.nanValue };
+    const miOptions: AttentionMIOptions = { targetSamples: c.targetSamples, nanValue: c.nanValue, rhoEps: c.rhoEps };
     if (config.seed !== undefined) miOptions.seed = config.seed;
     if (config.sampleIndices !== undefined) miOptions.sampleIndices = config.sampleIndices;
-    if (config.rhoEps !== undefined) miOptions.rhoEps = config.rhoEps;
     const mi = attentionMutualInformation(attentions, miOptions);
-    loss = tf.add(loss, tf.mul(mi.value, c.lambda));
+    loss = tf.add(loss, tf.mul(mi.value, lambda));
     return { loss, infoNCE: nce, ami: mi.value, amiDrawn: mi.drawn };
   });
   return { loss: parts.loss, infoNCE: parts.infoNCE, ami: parts.ami ?? null, amiDrawn: parts.amiDrawn ?? null };

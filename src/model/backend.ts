@@ -6,8 +6,9 @@
 import type { WebGPUBackend } from '@tensorflow/tfjs-backend-webgpu';
 import { createRequire } from 'node:module';
 import path from 'node:path';
-import { hostMatMulEngine, NATIVE_GEMM_ENV, registerFastKernels, useNativeGemm } from './kernels.js';
-import { activeMatmulTile, describeMatmulTile, MATMUL_TILE_ENV, parseMatmulTile, useMatmulTile } from './matmulTiles.js';
+import { registerKernels } from '../kernels/index.js';
+import { hostMatMulEngine, NATIVE_GEMM_ENV, useNativeGemm } from '../kernels/stock/index.js';
+import { activeMatmulTile, describeMatmulTile, MATMUL_TILE_ENV, parseMatmulTile, useMatmulTile } from '../kernels/platform/matmulTiles.js';
 import { tf } from './tf.js';
 
 export const BACKEND_NAMES = ['auto', 'tensorflow-gpu', 'tensorflow', 'webgpu', 'wasm', 'cpu'] as const;
@@ -45,6 +46,8 @@ export interface BackendSelection {
   attempts: BackendAttempt[];
   /** Kernels this project registered over the backend's own. */
   replacedKernels: string[];
+  /** Why the backend runs TF.js's stock kernels only (src/kernels/platform/internals.ts), or null. */
+  stockOnly: string | null;
 }
 
 const require = createRequire(import.meta.url);
@@ -77,8 +80,12 @@ async function tryBackend(name: Exclude<BackendName, 'auto'>): Promise<string> {
     }
     case 'webgpu': {
       const dawnOptions = process.env[DAWN_OPTIONS_ENV] ?? '';
+      const withOptions = dawnOptions.trim() === '' ? '' : ` (with ${DAWN_OPTIONS_ENV}=${dawnOptions})`;
       const g = globalThis as { navigator?: { gpu?: unknown } };
       if (g.navigator?.gpu === undefined) {
+        const options = dawnOptions.split(/\s+/).filter((o) => o !== '');
+        const noVulkan = missingVulkanLoader(options);
+        if (noVulkan !== null) throw new Error(`no Vulkan loader for Dawn${withOptions}: ${noVulkan}`);
         let dawn: { create: (opts: string[]) => unknown; globals: Record<string, unknown> };
         try {
           dawn = (await import('webgpu' as string)) as typeof dawn;
@@ -86,12 +93,10 @@ async function tryBackend(name: Exclude<BackendName, 'auto'>): Promise<string> {
           throw new Error(`no navigator.gpu and the npm package \`webgpu\` (Dawn for Node) is not installed (${message(err)})`);
         }
         Object.assign(globalThis, dawn.globals);
-        const options = dawnOptions.split(/\s+/).filter((o) => o !== '');
         Object.defineProperty(globalThis, 'navigator', { value: { gpu: dawn.create(options) }, configurable: true });
       }
       await registerWebgpu();
       const nav = (globalThis as { navigator: { gpu: { requestAdapter(): Promise<unknown> } } }).navigator;
-      const withOptions = dawnOptions.trim() === '' ? '' : ` (with ${DAWN_OPTIONS_ENV}=${dawnOptions})`;
       let adapter: unknown;
       try {
         adapter = await nav.gpu.requestAdapter();
@@ -100,7 +105,6 @@ async function tryBackend(name: Exclude<BackendName, 'auto'>): Promise<string> {
       }
       if (adapter === null || adapter === undefined) throw new Error(`navigator.gpu.requestAdapter() found no GPU adapter${withOptions}`);
       await activate('webgpu');
-      useMatmulTile(tf.backend() as unknown as WebGPUBackend, parseMatmulTile(process.env[MATMUL_TILE_ENV]));
       return 'webgpu';
     }
     case 'wasm': {
@@ -108,7 +112,7 @@ async function tryBackend(name: Exclude<BackendName, 'auto'>): Promise<string> {
       const dist = path.dirname(require.resolve('@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm.wasm'));
       wasm.setWasmPaths(dist + path.sep);
       await activate('wasm');
-      // Dense products on onnxruntime-node's native SGEMM when it loads (kernels.ts); XNNPACK otherwise.
+      // Dense products on onnxruntime-node's native SGEMM when it loads (kernels/stock); XNNPACK otherwise.
       useNativeGemm(process.env[NATIVE_GEMM_ENV] !== '0');
       return 'wasm';
     }
@@ -118,6 +122,24 @@ async function tryBackend(name: Exclude<BackendName, 'auto'>): Promise<string> {
       useNativeGemm(process.env[NATIVE_GEMM_ENV] !== '0');
       return 'cpu';
   }
+}
+
+/**
+ * Why Dawn would find no Vulkan driver loader on this Linux machine (the dlopen error), or null: elsewhere, with a
+ * Dawn backend other than Vulkan asked for, or when the loader loads. Dawn prints a native trace to stderr when the
+ * loader is missing; checking first keeps a normal run quiet and the reason in the backend line.
+ */
+function missingVulkanLoader(dawnOptions: readonly string[]): string | null {
+  if (process.platform !== 'linux') return null;
+  const backendOption = dawnOptions.find((o) => o.startsWith('backend='));
+  if (backendOption !== undefined && backendOption !== 'backend=vulkan') return null;
+  try {
+    process.dlopen({ exports: {} }, 'libvulkan.so.1');
+  } catch (err) {
+    // A library that loads but is no Node addon fails to "self-register": the loader is there.
+    if (!/did not self-register/.test(message(err))) return message(err);
+  }
+  return null;
 }
 
 /**
@@ -176,8 +198,12 @@ export async function selectBackend(requested: BackendName = 'auto', exclude: Ba
     }
     try {
       const tfBackend = await tryBackend(name);
+      const kernels = registerKernels(tfBackend);
+      if (tfBackend === 'webgpu' && kernels.stockOnly === null) {
+        useMatmulTile(tf.backend() as unknown as WebGPUBackend, parseMatmulTile(process.env[MATMUL_TILE_ENV]));
+      }
       attempts.push({ name, ok: true, reason: requested === 'auto' ? 'first available in the auto order' : 'requested' });
-      current = { requested, name, tfBackend, attempts, replacedKernels: registerFastKernels(tfBackend) };
+      current = { requested, name, tfBackend, attempts, replacedKernels: kernels.replaced, stockOnly: kernels.stockOnly };
       return current;
     } catch (err) {
       attempts.push({ name, ok: false, reason: message(err) });
@@ -196,9 +222,10 @@ export async function ensureBackend(): Promise<BackendSelection> {
 export function describeSelection(sel: BackendSelection): string {
   const lines = [`backend: ${sel.name} (TF.js '${sel.tfBackend}')`];
   for (const a of sel.attempts) if (!a.ok) lines.push(`  skipped ${a.name}: ${a.reason}`);
+  if (sel.stockOnly !== null) lines.push(`  kernels: TF.js's stock only (${sel.stockOnly})`);
   if (sel.replacedKernels.length > 0) lines.push(`  replaced kernels: ${sel.replacedKernels.join(', ')}`);
   if (sel.tfBackend === 'wasm' || sel.tfBackend === 'cpu') lines.push(`  dense products: ${hostMatMulEngine(sel.tfBackend)}`);
-  if (sel.tfBackend === 'webgpu') {
+  if (sel.tfBackend === 'webgpu' && sel.stockOnly === null) {
     lines.push(`  matmul tile: ${describeMatmulTile(activeMatmulTile())} (${MATMUL_TILE_ENV})`);
   }
   return lines.join('\n');

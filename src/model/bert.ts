@@ -13,7 +13,7 @@
  * (and `.bias` [3H]), q, k and v side by side: one product instead of three forward and backward (and one AdamW
  * update); loading, saving and exporting go through the Hugging Face names (`qkvPart`).
  * Dropout is deterministic given `dropoutSeed`: every dropout site derives its own seed from it, so a training
- * step can be replayed exactly (resume) without saving any RNG state. The masks come from random.ts
+ * step can be replayed exactly (resume) without saving any RNG state. The masks come from kernels/dropout
  * (`seededDropout`): computed by the backend from (seed, index), identical on every backend, and regenerated in
  * the backward pass instead of being kept.
  */
@@ -21,10 +21,11 @@ import type { BertConfig } from './config.js';
 import { bertWeightTable, type WeightSpec } from './weights.js';
 import type { HostTensor } from './safetensors.js';
 import { tf } from './tf.js';
-import { selfAttention } from './attention.js';
-import { dense } from './dense.js';
-import { addLayerNorm, gelu, layerNorm, type DropoutOptions } from './fused.js';
-import { freshSeed, seededDropout } from './random.js';
+import { selfAttention } from '../kernels/attention/index.js';
+import { dense } from '../kernels/dense/index.js';
+import { gelu } from '../kernels/gelu/index.js';
+import { addLayerNorm, layerNorm, type DropoutOptions } from '../kernels/layerNorm/index.js';
+import { freshSeed, seededDropout } from '../kernels/dropout/index.js';
 
 export interface BertInputs {
   /** int32 [B, T] */
@@ -190,7 +191,7 @@ export class BertModel {
   }
 
   /**
-   * x [.., in] @ W [in, out] + b (dense.ts). On webgpu the bias is added inside the product's kernel and its
+   * x [.., in] @ W [in, out] + b (kernels/dense). On webgpu the bias is added inside the product's kernel and its
    * gradient is one column-sum dispatch; elsewhere the stock MatMul and Add, which the wasm backend routes to the
    * native GEMM (its fused product would not).
    */
@@ -205,17 +206,17 @@ export class BertModel {
   }
 
   private layerNorm(x: tf.Tensor, name: string): tf.Tensor {
-    return layerNorm(x, this.w(`${name}.weight`), this.w(`${name}.bias`), this.config.layerNormEps); // one kernel (fused.ts)
+    return layerNorm(x, this.w(`${name}.weight`), this.w(`${name}.bias`), this.config.layerNormEps); // one kernel (kernels/layerNorm)
   }
 
-  /** LayerNorm(dropout(x) + residual) (fused.ts). */
+  /** LayerNorm(dropout(x) + residual) (kernels/layerNorm). */
   private addLayerNorm(x: tf.Tensor, residual: tf.Tensor, name: string, dropout: DropoutOptions): tf.Tensor {
     return addLayerNorm(x, residual, this.w(`${name}.weight`), this.w(`${name}.bias`), this.config.layerNormEps, dropout);
   }
 
   private act(x: tf.Tensor): tf.Tensor {
     switch (this.config.hiddenAct) {
-      case 'gelu': // exact GELU: x * Phi(x), one kernel (fused.ts)
+      case 'gelu': // exact GELU: x * Phi(x), one kernel (kernels/layerNorm)
         return gelu(x);
       case 'gelu_new':
       case 'gelu_pytorch_tanh': {
@@ -275,7 +276,7 @@ export class BertModel {
       // probs [B, nh, T, T] after dropout, context [B, T, H]; fused kernels on webgpu, the composed ops elsewhere
       const { context, probs } = selfAttention(qkv, maskAdd, { heads: nh, scale, rate: pAttn, seed: nextSiteSeed() });
       if (opts.outputAttentions === true) attentions.push(probs);
-      // x = LayerNorm(dropout(dense) + x), one kernel on webgpu (fused.ts); the dropout takes the next site's seed
+      // x = LayerNorm(dropout(dense) + x), one kernel on webgpu (kernels/layerNorm); the dropout takes the next site's seed
       const attnOut = this.dense(context, `${p}.attention.output.dense`); // [B, T, H]
       x = this.addLayerNorm(attnOut, x, `${p}.attention.output.LayerNorm`, { rate: pHidden, seed: nextSiteSeed() });
       const inter = this.act(this.dense(x, `${p}.intermediate.dense`)); // [B, T, I]

@@ -1,19 +1,48 @@
-/** NumPy .npy (format 1.0) for float32 matrices: what `np.load` reads. */
+/**
+ * NumPy .npy (format 1.0) for float32 C-order matrices, what `np.load` reads: the one codec of the project (whole
+ * files here; src/use/npyAppend.ts appends rows to a file with this header).
+ */
+import { UserError } from '../errors.js';
 
-/** Serialises a [rows, cols] float32 matrix as .npy bytes. */
-export function encodeNpy(rows: number[][] | Float32Array[], cols: number): Buffer {
-  const n = rows.length;
-  let header = `{'descr': '<f4', 'fortran_order': False, 'shape': (${n}, ${cols}), }`;
-  // magic (6) + version (2) + header length (2) + header, padded with spaces to a multiple of 64, ending in \n
-  const total = 10 + header.length + 1;
-  header += ' '.repeat((64 - (total % 64)) % 64) + '\n';
-  const out = Buffer.alloc(10 + header.length + n * cols * 4);
+/** Magic + version + length + header, a multiple of 64 as format 1.0 asks; room for any 64-bit row count. */
+export const NPY_HEADER_BYTES = 128;
+
+/** The fixed-size .npy header for a [rows, cols] little-endian float32 C-order matrix. */
+export function npyHeader(rows: number, cols: number): Buffer {
+  const dict = `{'descr': '<f4', 'fortran_order': False, 'shape': (${rows}, ${cols}), }`;
+  const room = NPY_HEADER_BYTES - 10 - 1;
+  if (dict.length > room) throw new Error(`npy header too long for ${rows} x ${cols}`);
+  const out = Buffer.alloc(NPY_HEADER_BYTES, 0x20);
   out.write('\x93NUMPY', 0, 'latin1');
   out.writeUInt8(1, 6);
   out.writeUInt8(0, 7);
-  out.writeUInt16LE(header.length, 8);
-  out.write(header, 10, 'latin1');
-  let pos = 10 + header.length;
+  out.writeUInt16LE(NPY_HEADER_BYTES - 10, 8);
+  out.write(dict, 10, 'latin1');
+  out.write('\n', NPY_HEADER_BYTES - 1, 'latin1');
+  return out;
+}
+
+/** Parses the header of a float32 C-order 2-D .npy; returns its shape and the byte offset of the data. */
+export function parseNpyHeader(buf: Buffer, file: string): { rows: number; cols: number; offset: number } {
+  if (buf.length < 10 || buf.toString('latin1', 0, 6) !== '\x93NUMPY') throw new UserError(`${file}: not a .npy file`);
+  const major = buf.readUInt8(6);
+  const hstart = major === 1 ? 10 : 12;
+  const hlen = major === 1 ? buf.readUInt16LE(8) : buf.readUInt32LE(8);
+  const header = buf.toString('latin1', hstart, hstart + hlen);
+  const m = /'shape': \((\d+), (\d+)\)/.exec(header);
+  if (!header.includes("'<f4'") || header.includes("'fortran_order': True") || m === null) {
+    throw new UserError(`${file}: expected a float32 C-order 2-D .npy, header is ${header.trim()}`);
+  }
+  return { rows: Number(m[1]), cols: Number(m[2]), offset: hstart + hlen };
+}
+
+
+/** Serialises a [rows, cols] float32 matrix as .npy bytes. */
+export function encodeNpy(rows: number[][] | Float32Array[], cols: number): Buffer {
+  const header = npyHeader(rows.length, cols);
+  const out = Buffer.alloc(header.length + rows.length * cols * 4);
+  header.copy(out);
+  let pos = header.length;
   for (const r of rows) {
     for (let j = 0; j < cols; j++) {
       out.writeFloatLE(r[j] ?? 0, pos);
@@ -21,21 +50,4 @@ export function encodeNpy(rows: number[][] | Float32Array[], cols: number): Buff
     }
   }
   return out;
-}
-
-/** Parses a float32 2-D .npy written by `encodeNpy` (or NumPy, C order, '<f4'). */
-export function decodeNpy(buf: Buffer): { shape: [number, number]; data: Float32Array } {
-  if (buf.toString('latin1', 0, 6) !== '\x93NUMPY') throw new Error('not a .npy file');
-  const major = buf.readUInt8(6);
-  const hlen = major === 1 ? buf.readUInt16LE(8) : buf.readUInt32LE(8);
-  const hstart = major === 1 ? 10 : 12;
-  const header = buf.toString('latin1', hstart, hstart + hlen);
-  if (!header.includes("'<f4'") || header.includes("'fortran_order': True")) throw new Error(`unsupported .npy header ${header.trim()}`);
-  const m = /'shape': \((\d+), (\d+)\)/.exec(header);
-  if (m === null) throw new Error(`unsupported .npy shape in ${header.trim()}`);
-  const shape: [number, number] = [Number(m[1]), Number(m[2])];
-  const start = hstart + hlen;
-  const data = new Float32Array(shape[0] * shape[1]);
-  for (let i = 0; i < data.length; i++) data[i] = buf.readFloatLE(start + i * 4);
-  return { shape, data };
 }

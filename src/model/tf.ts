@@ -11,21 +11,6 @@ import * as tf from '@tensorflow/tfjs';
 // which backend was chosen and why, so the banner is noise.
 tf.env().set('PROD', true);
 
-/**
- * Registers each of `kernels` (kernel name -> implementation) for `backendName`, skipping names already registered
- * there: the registry is global to the engine, and a module can be evaluated twice (a bundle beside the sources).
- */
-export function registerKernelsOnce(backendName: string, kernels: Record<string, tf.KernelFunc>): void {
-  for (const [kernelName, kernelFunc] of Object.entries(kernels)) {
-    if (tf.getKernel(kernelName, backendName) === undefined) tf.registerKernel({ kernelName, backendName, kernelFunc });
-  }
-}
-
-/** Registers `config`'s gradient unless its kernel has one already (as registerKernelsOnce). */
-export function registerGradientOnce(config: tf.GradConfig): void {
-  if (tf.getGradient(config.kernelName) === undefined) tf.registerGradient(config);
-}
-
 export { tf };
 export type Tensor = tf.Tensor;
 export type Scalar = tf.Scalar;

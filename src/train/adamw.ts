@@ -14,14 +14,11 @@
  * Both clip as torch.nn.utils.clip_grad_norm_: g <- g * min(1, maxNorm / (||g||_2 + 1e-6)) over all gradients.
  * TF.js has no AdamW; its moments are plain variables here so checkpoints can save and restore them exactly.
  *
- * On cpu, wasm and webgpu the norm is one kernel over all gradients (src/train/adamwKernels.ts). Each parameter's
- * update is one kernel on cpu and wasm (adamwKernels.ts) and one in-place dispatch on webgpu (adamwWebgpu.ts);
- * other backends (tensorflow, webgl), and webgpu parameters whose buffers are shared, compose the same arithmetic
- * from TF.js ops.
+ * The update itself is the op `adamwUpdate` (src/kernels/adamw): kernels where the backend has them, the same
+ * arithmetic composed from TF.js ops elsewhere.
  */
 import { tf } from '../model/tf.js';
-import { CLIP_EPS, fusedAdamW, fusedGradNorm, fusedNormAvailable, fusedUpdateAvailable, type AdamWStepScalars } from './adamwKernels.js';
-import { adamwInPlace, canUpdateInPlace, type InPlaceUpdate } from './adamwWebgpu.js';
+import { adamwUpdate, type AdamWImplementation, type AdamWStepScalars, type ParamUpdate } from '../kernels/adamw/index.js';
 
 /** Which AdamW: torch.optim.AdamW or transformers 4.22's own (see the module comment). */
 export const ADAMW_VARIANTS = ['torch', 'hf'] as const;
@@ -38,10 +35,8 @@ export interface AdamWOptions {
    * `fused` (default): the fused kernels where the backend has them, else the composite ops; `composite`: always
    * the composite ops (the reference the fused kernels are tested against).
    */
-  implementation?: 'fused' | 'composite';
+  implementation?: AdamWImplementation;
 }
-
-export { CLIP_EPS };
 
 /** transformers' rule: no weight decay for biases and LayerNorm weights. */
 export function decays(name: string): boolean {
@@ -82,34 +77,13 @@ export class AdamW {
     const { beta1, beta2, eps, weightDecay } = this.opts;
     const scalars = stepScalars(this.opts.variant ?? 'torch', { lr, t, beta1, beta2, eps, maxNorm });
     const decay = (name: string): number => (weightDecay > 0 && decays(name) ? 1 - lr * weightDecay : 1);
-    const fused = this.opts.implementation !== 'composite';
-    const fusedNorm = fused && fusedNormAvailable();
-    const fusedUpdate = fused && fusedUpdateAvailable();
-    return tf.tidy(() => {
-      const norm = fusedNorm ? fusedGradNorm([...grads.values()]) : compositeGradNorm([...grads.values()]);
-      let coef: tf.Scalar | undefined; // the composite updates' clipping coefficient, made on first use
-      let open: tf.Tensor | undefined; // and whether their gate lets them through (isFinite(gate)), likewise
-      const inPlace: InPlaceUpdate[] = [];
-      for (const p of this.params) {
-        const g = grads.get(p.name);
-        if (g === undefined) continue; // no gradient reached it this step
-        const m = this.m.get(p.name)!;
-        const v = this.v.get(p.name)!;
-        if (fused && canUpdateInPlace(p.variable, g, m, v, gate)) {
-          inPlace.push({ p: p.variable, g, m, v, scalars: scalars(decay(p.name)) });
-          continue;
-        }
-        const [pNew, mNew, vNew] = fusedUpdate
-          ? fusedAdamW(p.variable, g, m, v, norm, gate, scalars(decay(p.name)))
-          : compositeAdamW(p.variable, tf.mul(g, (coef ??= compositeClipCoefficient(norm, maxNorm))), m, v, scalars(decay(p.name)),
-            gate === undefined ? undefined : (open ??= tf.isFinite(gate)));
-        m.assign(mNew);
-        v.assign(vNew);
-        p.variable.assign(pNew);
-      }
-      adamwInPlace(inPlace, norm, gate);
-      return tf.keep(norm);
-    });
+    const updates: ParamUpdate[] = [];
+    for (const p of this.params) {
+      const g = grads.get(p.name);
+      if (g === undefined) continue; // no gradient reached it this step
+      updates.push({ p: p.variable, g, m: this.m.get(p.name)!, v: this.v.get(p.name)!, scalars: scalars(decay(p.name)) });
+    }
+    return adamwUpdate(updates, [...grads.values()], maxNorm, gate, this.opts.implementation ?? 'fused');
   }
 
   /** The last `apply` was gated off (its gate was not finite): it does not count as a step (bias correction). */
@@ -137,35 +111,6 @@ export function stepScalars(variant: AdamWVariant, o: { lr: number; t: number; b
     return (decay) => ({ beta1, beta2, eps, maxNorm, bc2Sqrt: 1, stepSize: stepSize * decay, decay });
   }
   return (decay) => ({ beta1, beta2, eps, maxNorm, bc2Sqrt, stepSize: lr / bc1, decay });
-}
-
-/**
- * ||grads||_2 from TF.js ops: one square and one sum per gradient, the sums added in order. (Not tf.addN: the webgpu
- * AddN binds every input in one shader and fails beyond 7 inputs, the default storage-buffer limit.)
- *   g_i (any shapes) -> []
- */
-function compositeGradNorm(grads: tf.Tensor[]): tf.Scalar {
-  const total = grads.map((g) => tf.sum(tf.square(g))).reduce((a, b) => tf.add(a, b), tf.scalar(0));
-  return tf.sqrt(total) as tf.Scalar;
-}
-
-/** min(1, maxNorm / (norm + CLIP_EPS)), or 1 without clipping.  [] -> [] */
-function compositeClipCoefficient(norm: tf.Scalar, maxNorm: number): tf.Scalar {
-  return maxNorm > 0 ? tf.minimum(1, tf.div(maxNorm, tf.add(norm, CLIP_EPS))) : tf.scalar(1);
-}
-
-/**
- * One update from TF.js ops (g already clipped), in the fused kernels' order: returns [p', m', v'], or p, m and v
- * where `open` (isFinite of the gate) is false.  all [S], open [] bool
- */
-function compositeAdamW(p: tf.Tensor, g: tf.Tensor, m: tf.Tensor, v: tf.Tensor, s: AdamWStepScalars, open?: tf.Tensor): [tf.Tensor, tf.Tensor, tf.Tensor] {
-  const mNew = tf.add(tf.mul(m, s.beta1), tf.mul(g, 1 - s.beta1));
-  const vNew = tf.add(tf.mul(v, s.beta2), tf.mul(tf.square(g), 1 - s.beta2));
-  const w = s.decay === 1 ? p : tf.mul(p, s.decay);
-  const denom = tf.add(tf.div(tf.sqrt(vNew), s.bc2Sqrt), s.eps);
-  const updated: [tf.Tensor, tf.Tensor, tf.Tensor] = [tf.sub(w, tf.mul(tf.div(mNew, denom), s.stepSize)), mNew, vNew];
-  if (open === undefined) return updated;
-  return [tf.where(open, updated[0], p), tf.where(open, updated[1], m), tf.where(open, updated[2], v)];
 }
 
 /** Linear warmup then linear decay to 0 at `total` (or constant), as transformers' get_linear_schedule_with_warmup. */

@@ -1,6 +1,6 @@
 /**
  * Training configuration: data, validated. Every key has a default (the reference hyperparameters of miCSE's
- * low-shot runs, METHOD.md), a type and a range; an unknown key, a wrong type or an out-of-range value is a
+ * low-shot runs, from the paper and its repository), a type and a range; an unknown key, a wrong type or an out-of-range value is a
  * UserError naming the key (unknown keys with a did-you-mean). Files are YAML or JSON, may `extends` another
  * file (relative path), and `--set key.path=value` overrides win last.
  */
@@ -9,6 +9,7 @@ import path from 'node:path';
 import YAML from 'yaml';
 import { MIN_BATCH_SENTENCES } from '../data/batches.js';
 import { didYouMean, UserError } from '../errors.js';
+import { amiLayerSpanProblem, MICSE_STYLES, MICSE_VIEWS, TRAIN_POOLERS } from '../losses/micse.js';
 import { BACKEND_NAMES } from '../model/backend.js';
 import { BERT_CONFIG_KEYS, parseBertConfig } from '../model/config.js';
 import { ADAMW_VARIANTS } from './adamw.js';
@@ -33,7 +34,7 @@ interface KeySpec {
   keys?: readonly string[];
 }
 
-/** The schema: section -> key -> spec. Defaults are METHOD.md's official hyperparameters (fp32 runs). */
+/** The schema: section -> key -> spec. Defaults are miCSE's official hyperparameters (fp32 runs). */
 export const SCHEMA = {
   model: {
     init: { kind: 'string', default: 'bert-base-uncased', describe: 'Hugging Face directory or Hub name to start from, or "random"' },
@@ -56,7 +57,7 @@ export const SCHEMA = {
     senteval: { kind: 'string', default: 'data/senteval', describe: 'SentEval data root (STS-B dev selection, final evaluation)' },
   },
   objective: {
-    style: { kind: 'string', default: 'micse', choices: ['micse', 'simcse'], describe: 'micse: InfoNCE + lambda * AMI; simcse: InfoNCE only' },
+    style: { kind: 'string', default: 'micse', choices: MICSE_STYLES, describe: 'micse: InfoNCE + lambda * AMI; simcse: InfoNCE only' },
     temperature: { kind: 'number', default: 0.05, min: 0, minExclusive: true, describe: 'InfoNCE temperature' },
     alpha: { kind: 'number', default: 1, min: 0, describe: 'weight of InfoNCE' },
     lambda: { kind: 'number', default: 1e-3, min: 0, describe: 'weight of the attention mutual-information term' },
@@ -65,8 +66,8 @@ export const SCHEMA = {
     targetSamples: { kind: 'integer', default: 150, min: 1, describe: 'attention entries drawn per AMI row' },
     nanValue: { kind: 'number', default: 100, describe: 'AMI value substituted for NaN (reference behaviour)' },
     rhoEps: { kind: 'number', default: 1e-6, min: 0, max: 0.999999, describe: 'AMI |rho| is clamped to 1 - rhoEps; 0: no clamp, the reference\'s -inf at |rho| = 1 and NaN (-> nanValue) above' },
-    views: { kind: 'string', default: 'interleaved', choices: ['interleaved', 'separate'], describe: 'one pass over 2B interleaved rows, or two passes' },
-    pooler: { kind: 'string', default: 'cls', choices: ['cls', 'cls_before_pooler', 'mean'], describe: 'training pooler (cls = [CLS] + MLP head)' },
+    views: { kind: 'string', default: 'interleaved', choices: MICSE_VIEWS, describe: 'one pass over 2B interleaved rows, or two passes' },
+    pooler: { kind: 'string', default: 'cls', choices: TRAIN_POOLERS, describe: 'training pooler (cls = [CLS] + MLP head); selection, evaluation and exports use the raw [CLS]' },
   },
   optim: {
     variant: { kind: 'string', default: 'torch', choices: ADAMW_VARIANTS, describe: 'AdamW: torch (torch.optim.AdamW) or hf (transformers 4.22 AdamW, the authors\' optimizer)' },
@@ -199,13 +200,8 @@ export function mergeConfig(base: TrainConfig, raw: unknown, where: string): Tra
 /** Cross-key rules. */
 export function checkConsistency(c: TrainConfig, where: string): void {
   if (c.data.fraction !== null && c.data.count !== null) throw new UserError(`${where}: set data.fraction or data.count, not both`);
-  if (c.objective.maxLayer <= c.objective.minLayer) {
-    throw new UserError(`${where}: objective.maxLayer (${c.objective.maxLayer}) must be greater than objective.minLayer (${c.objective.minLayer})`);
-  }
-  if ((c.objective.maxLayer - c.objective.minLayer) % 2 !== 0) {
-    throw new UserError(`${where}: objective.maxLayer - objective.minLayer must be even (the AMI regrouping pairs layers), ` +
-      `got ${c.objective.minLayer}..${c.objective.maxLayer}`);
-  }
+  const span = amiLayerSpanProblem(c.objective.minLayer, c.objective.maxLayer);
+  if (span !== null) throw new UserError(`${where}: ${span}`);
   if (c.model.init === 'random' && c.model.tokenizer === null) {
     throw new UserError(`${where}: model.init is "random", so model.tokenizer must name a tokenizer directory`);
   }

@@ -15,6 +15,7 @@ import { BertTokenizer } from '../data/tokenizer.js';
 import { environmentError, UserError } from '../errors.js';
 import { faultPoint } from '../faultPoints.js';
 import { exists, PidLock, writeFileAtomic } from '../fsutil.js';
+import { amiLayerSpanProblem } from '../losses/micse.js';
 import { MlpHead } from '../losses/mlpHead.js';
 import { describeSelection, type BackendSelection } from '../model/backend.js';
 import { BertModel, packQkv, siteSeed } from '../model/bert.js';
@@ -152,11 +153,8 @@ export async function selectBackendAndModel(c: TrainConfig, resumeDir: string | 
 
 /** Config keys that must fit the model built: the AMI layers, and the sequence length within its positions. */
 function checkModelFits(c: TrainConfig, model: BertConfig, resumeDir: string | null): void {
-  const layers = model.numHiddenLayers;
-  if (c.objective.style === 'micse' && c.objective.maxLayer > layers) {
-    throw new UserError(`objective.maxLayer is ${c.objective.maxLayer} but the model has ${layers} layers (0..${layers - 1}); ` +
-      `set objective.minLayer/maxLayer within the model's depth`);
-  }
+  const span = c.objective.style === 'micse' ? amiLayerSpanProblem(c.objective.minLayer, c.objective.maxLayer, model.numHiddenLayers) : null;
+  if (span !== null) throw new UserError(span);
   if (c.data.maxSeqLen > model.maxPositionEmbeddings) {
     const source = resumeDir !== null ? path.join(resumeDir, 'config.json')
       : c.model.init === 'random' ? 'model.config.max_position_embeddings' : `config.json of ${c.model.init}`;

@@ -2,42 +2,11 @@
  * An appendable float32 .npy file, so a corpus' vectors can be written chunk by chunk and a killed build resumes:
  * the header has a fixed size (`NPY_HEADER_BYTES`, padded with spaces as the format allows) and is rewritten
  * with the new row count after each append, so the file is a valid .npy of the rows completed so far (what
- * `np.load` and src/model/npy.ts decodeNpy read). Rows beyond a recorded count are cut off on resume.
+ * `np.load` and readNpyMatrix read; the format is src/model/npy.ts). Rows beyond a recorded count are cut off on resume.
  */
 import { promises as fs } from 'node:fs';
 import { environmentError, UserError } from '../errors.js';
-
-/** Magic + version + length + header, a multiple of 64 as format 1.0 asks; room for any 64-bit row count. */
-export const NPY_HEADER_BYTES = 128;
-
-/** The fixed-size .npy header for a [rows, cols] little-endian float32 C-order matrix. */
-export function npyHeader(rows: number, cols: number): Buffer {
-  const dict = `{'descr': '<f4', 'fortran_order': False, 'shape': (${rows}, ${cols}), }`;
-  const room = NPY_HEADER_BYTES - 10 - 1;
-  if (dict.length > room) throw new Error(`npy header too long for ${rows} x ${cols}`);
-  const out = Buffer.alloc(NPY_HEADER_BYTES, 0x20);
-  out.write('\x93NUMPY', 0, 'latin1');
-  out.writeUInt8(1, 6);
-  out.writeUInt8(0, 7);
-  out.writeUInt16LE(NPY_HEADER_BYTES - 10, 8);
-  out.write(dict, 10, 'latin1');
-  out.write('\n', NPY_HEADER_BYTES - 1, 'latin1');
-  return out;
-}
-
-/** Parses the header of a float32 C-order 2-D .npy; returns its shape and the byte offset of the data. */
-export function parseNpyHeader(buf: Buffer, file: string): { rows: number; cols: number; offset: number } {
-  if (buf.length < 10 || buf.toString('latin1', 0, 6) !== '\x93NUMPY') throw new UserError(`${file}: not a .npy file`);
-  const major = buf.readUInt8(6);
-  const hstart = major === 1 ? 10 : 12;
-  const hlen = major === 1 ? buf.readUInt16LE(8) : buf.readUInt32LE(8);
-  const header = buf.toString('latin1', hstart, hstart + hlen);
-  const m = /'shape': \((\d+), (\d+)\)/.exec(header);
-  if (!header.includes("'<f4'") || header.includes("'fortran_order': True") || m === null) {
-    throw new UserError(`${file}: expected a float32 C-order 2-D .npy, header is ${header.trim()}`);
-  }
-  return { rows: Number(m[1]), cols: Number(m[2]), offset: hstart + hlen };
-}
+import { NPY_HEADER_BYTES, npyHeader, parseNpyHeader } from '../model/npy.js';
 
 /** Opens (creating when `rows` is 0) `file` for appending [n, cols] blocks after its first `rows` rows. */
 export class NpyAppender {

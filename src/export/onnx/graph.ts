@@ -21,7 +21,7 @@
  * avoids the int16 saturation of x86 AVX2 u8*s8 kernels. Embeddings, LayerNorms and attention stay float32.
  */
 import type { BertConfig } from '../../model/config.js';
-import { DataType, encodeModel, type GraphSpec, type NodeSpec, type TensorSpec, type AttributeValue } from './proto.js';
+import { DataType, encodeModel, type GraphSpec, type NodeSpec, type TensorSpec, type AttributeValue } from '../../kernels/platform/onnxProto.js';
 
 /** Operator set and IR version written (see the module comment). */
 export const ONNX_OPSET = 17;

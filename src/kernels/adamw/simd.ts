@@ -1,11 +1,11 @@
 /**
  * The wasm backend's AdamW loops as WebAssembly SIMD (f32x4), operating in place on the tfjs-backend-wasm heap:
  * a JavaScript loop is scalar (~10 ns an element, slower than the stock kernels' SIMD passes it replaces), this one
- * runs four lanes an instruction. The module is assembled at run time (src/model/wasmAsm.ts, no toolchain) and
+ * runs four lanes an instruction. The module is assembled at run time (src/kernels/platform/wasmAsm.ts, no toolchain) and
  * instantiated once per heap, importing the backend's own WebAssembly.Memory.
  *
  *   adamw(p, g, m, v, pOut, mOut, vOut: byte offsets, groups: i32, coef, b1, 1-b1, b2, 1-b2, decay, bc2Sqrt, eps, stepSize: f32)
- *     the update of adamwKernels.ts over `groups` x 4 elements; every f32x4 op rounds as the scalar float32 op
+ *     the update of kernels/adamw over `groups` x 4 elements; every f32x4 op rounds as the scalar float32 op
  *     does, so results equal the host loop's (and the stock cpu kernels') bit for bit.
  *   sumsq(g: byte offset, groups: i32) -> f64
  *     sum of the float32 squares of groups x 4 elements, accumulated in double in 4 lanes.
@@ -14,7 +14,7 @@
 import {
   F32, f32x4, F64, f64Add, f64x2, get, I32, i32Add, i32c, i32Mul, instancePerMemory, load, locals, set, store, V128,
   V128_BYTES, whileBelow, type Code, type FuncSpec, type ValType,
-} from '../model/wasmAsm.js';
+} from '../platform/wasmAsm.js';
 
 /** Elements per SIMD group. */
 export const SIMD_LANES = 4;

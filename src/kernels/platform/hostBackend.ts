@@ -1,13 +1,13 @@
 /**
  * The host-memory backends (tfjs-backend-cpu, tfjs-backend-wasm) as the custom kernels see them: the public fields
- * and methods the kernels use, which the packages do not type, declared once for every kernel module (kernels.ts,
- * fused.ts, random.ts, src/train/adamwKernels.ts), with the wasm heap views they share.
+ * and methods the kernels use, which the packages do not type, declared once for every kernel module (kernels/stock,
+ * kernels/layerNorm, kernels/dropout, src/kernels/adamw/index.ts), with the wasm heap views they share.
  *
  * A wasm tensor's values are float32 (or int32) elements at `dataIdMap.get(dataId).memoryOffset` bytes into the
  * module heap. Allocating an output (`makeOutput`) may grow the heap, which replaces its ArrayBuffer and views:
  * take views after the allocations, never keep one across a makeOutput.
  */
-import { tf } from './tf.js';
+import { tf } from '../../model/tf.js';
 
 /** Bytes of one float32 (and of one int32). */
 export const F32_BYTES = 4;

@@ -8,9 +8,8 @@
  * still sums its K products in order, so results are bit for bit TF.js's.
  *
  * Default: 8 x 8 threads with 4 x 8 outputs each (32 columns x 64 rows, 12 KB of workgroup memory, within WebGPU's
- * default 16 KB). On an H200 (bench/README.md, one probe run of nine tiles) it cut a BERT-base step's matmul time
- * from 88 to 79 ms and the step from 109 to 103 ms; 16,16,8 (48 KB) did 76 ms and the same step time; tiles of 256
- * threads with 4 rows each were slower than TF.js's.
+ * default 16 KB): the fastest of the tiles probed on a GPU that fit that default (the probe's figures:
+ * bench/README.md).
  *
  * `MICSE_WEBGPU_MATMUL_TILE=wx,wy,rows` (threads across, threads down, output rows per thread; 4 columns per thread
  * always) picks another, `tfjs` keeps TF.js's. Tile = (4 wx) columns x (rows wy) rows, inner step 4 wx. Products
@@ -18,7 +17,7 @@
  * tile otherwise.
  */
 import type { WebGPUBackend, WebGPUProgram } from '@tensorflow/tfjs-backend-webgpu';
-import { tf } from './tf.js';
+import { tf } from '../../model/tf.js';
 
 export const MATMUL_TILE_ENV = 'MICSE_WEBGPU_MATMUL_TILE';
 /** The tile used unless MATMUL_TILE_ENV says otherwise. */

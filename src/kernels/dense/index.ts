@@ -10,16 +10,16 @@
  *   db = the column sums of dy [N, out] -> [out], ONE dispatch (MicseColumnSum below)
  * Why dx transposes W first instead of tf.matMul(dy, W, false, true), as TF.js's gradient does: the webgpu product
  * kernel loads vec4s only when B is not transposed (MatMulPackedProgram.isVec4), and the scalar kernel is much
- * slower at these shapes. On the H200 (bench/gemm.ts, bench/README.md) the feed-forward input gradient
- * dy [4096, 3072] W^T ran at 12.9 TFLOP/s where the product of the same M, K, N without the transpose flag (the
- * feed-forward down projection's forward) ran at 21.3. Transposing W is a memory copy of the weight alone (at most
- * 2.4 M floats at BERT-base, against 4,096 rows x K x N multiply-adds), one more dispatch each.
+ * slower at these shapes (bench/gemm.ts measures both; figures in bench/README.md). Transposing W is a memory copy
+ * of the weight alone (at most 2.4 M floats at BERT-base, against 4,096 rows x K x N multiply-adds), one more
+ * dispatch each.
  * So 4 dispatches backward, as many as TF.js's gradient takes (its bias sum takes two), without the slow product.
  * Every other backend computes tf.add(tf.matMul(x, W), b) exactly as before (their numbers do not change; the wasm
  * backend routes that MatMul to the native GEMM).
  */
 import type { WebGPUBackend, WebGPUProgram } from '@tensorflow/tfjs-backend-webgpu';
-import { registerKernelsOnce, tf } from './tf.js';
+import { tf } from '../../model/tf.js';
+import { kernelOn, registerOp } from '../registry.js';
 
 const COLUMN_SUM = 'MicseColumnSum';
 
@@ -28,7 +28,7 @@ const COLUMN_SUM = 'MicseColumnSum';
  * its invocation (lane, c) sums rows lane, lane + ROW_LANES, ... of column c; then a tree over the lanes. Neighbouring
  * invocations read neighbouring columns of one row: 8 floats, one 32-byte memory sector. 8 columns (rather than
  * more) so a BERT-base layer's 768 columns still make 96 workgroups: a memory-bound reduction needs many of them in
- * flight (one thread per column over all rows left a GPU nearly idle; see fused.ts's LayerNorm sums). Not yet timed
+ * flight (one thread per column over all rows left a GPU nearly idle; see kernels/layerNorm's LayerNorm sums). Not yet timed
  * on a real GPU.
  */
 const COLUMNS = 8;
@@ -71,14 +71,17 @@ function columnSumProgram(cols: number): WebGPUProgram {
   };
 }
 
-registerKernelsOnce('webgpu', {
-  [COLUMN_SUM]: ({ inputs, backend }) => {
-    const dy = inputs['dy']!; // [rows, cols]
-    const [rows, cols] = dy.shape as [number, number];
-    return (backend as unknown as WebGPUBackend).runWebGPUProgram(columnSumProgram(cols), [dy], 'float32',
-      [{ type: 'int32', data: [rows] }, { type: 'int32', data: [cols] }]); // [cols]
-  },
-});
+const columnSumWebgpu: tf.KernelFunc = ({ inputs, backend }) => {
+  const dy = inputs['dy']!; // [rows, cols]
+  const [rows, cols] = dy.shape as [number, number];
+  return (backend as unknown as WebGPUBackend).runWebGPUProgram(columnSumProgram(cols), [dy], 'float32',
+    [{ type: 'int32', data: [rows] }, { type: 'int32', data: [cols] }]); // [cols]
+};
+
+/** Registers the bias-gradient kernel of `backendName` (webgpu only). */
+export function registerDenseKernels(backendName: string): void {
+  registerOp(backendName, { webgpu: { [COLUMN_SUM]: columnSumWebgpu } });
+}
 
 /** The product with the bias added in its kernel (_FusedMatMul, what tf.fused.matMul runs), our gradient. */
 const fusedDense = tf.customGrad((...args) => {
@@ -108,6 +111,6 @@ export function dense(x: tf.Tensor2D, w: tf.Tensor2D, b: tf.Tensor1D): tf.Tensor
   if (wIn !== inDim || b.shape[0] !== outDim) {
     throw new Error(`dense: x [${N}, ${inDim}] needs W [${inDim}, out] and b [out]; got W [${w.shape}] and b [${b.shape}]`);
   }
-  const fused = tf.getKernel(COLUMN_SUM, tf.getBackend()) !== undefined && [x, w, b].every((t) => t.dtype === 'float32');
+  const fused = kernelOn(COLUMN_SUM, x, w, b);
   return fused ? fusedDense(x, w, b) : tf.add(tf.matMul(x, w), b);
 }

@@ -1,7 +1,7 @@
 /**
  * A small WebAssembly assembler: named opcodes, expression helpers, a module encoder and a per-memory instance
  * cache, so SIMD kernels can be written in TypeScript and compiled at run time with no toolchain
- * (src/model/hostSimd.ts and src/train/adamwSimd.ts use it).
+ * (src/kernels/platform/hostSimd.ts and src/kernels/adamw/simd.ts use it).
  *
  * Code is `number[]` (bytes); expressions leave their value on the operand stack, e.g.
  *   f32x4.add(get(a), f32x4.mul(get(b), f32x4Const(2)))

@@ -1,17 +1,17 @@
 /**
  * Dense float32 products on onnxruntime-node's MLAS SGEMM (native AVX2/AVX-512, intra-op threads), called
- * synchronously from a TF.js kernel through src/model/nativeOps.ts.
+ * synchronously from a TF.js kernel through src/kernels/platform/nativeOps.ts.
  *
- * Why: the wasm backend's best product is XNNPACK on one wasm SIMD (128-bit) thread, ~20-40 GFLOP/s here; Node
- * gets no wasm threads. MLAS reaches 100-200 GFLOP/s on one core of the 2-core bench machine, which moves the
- * training step's dense products (well over half of its time on wasm) to native code.
+ * Why: the wasm backend's best product is XNNPACK on one wasm SIMD (128-bit) thread; Node gets no wasm threads.
+ * MLAS runs several times faster a core (figures: bench/README.md), which moves the training step's dense
+ * products (well over half of its time on wasm) to native code.
  *
  * One ONNX graph per transpose-flag pair, with symbolic dims: a [ba, ra, ca], b [bb, rb, cb] -> optional
  * Transpose(perm 0,2,1) on each -> MatMul -> c [bo, M, N]. ORT fuses a Transpose into the MatMul
  * (MatMulTransposeFusion -> FusedMatMul: MLAS reads the operand transposed), and MatMul broadcasts a batch of 1
  * against the other operand's batch.
  */
-import { DataType, type GraphSpec, type NodeSpec } from '../export/onnx/proto.js';
+import { DataType, type GraphSpec, type NodeSpec } from './onnxProto.js';
 import { NativeOps } from './nativeOps.js';
 
 /** Swaps the last two axes of a rank-3 operand. */

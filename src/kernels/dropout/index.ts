@@ -18,14 +18,15 @@
  * Ops: `seededUniform(shape, seed)` and `seededDropout(x, rate, seed)`. Kernels `MicseSeededUniform` and
  * `MicseDropout` are registered for cpu, wasm and webgpu when this module loads (the registry is keyed by
  * backend name, so the backend need not exist yet); elsewhere the ops fall back to uploaded host numbers.
- * WebGPU kernels that fuse a dropout into a larger program (attention.ts) use `WGSL_DROPOUT`, `WGSL_DROPOUT_UNIFORMS`
+ * WebGPU kernels that fuse a dropout into a larger program (kernels/attention) use `WGSL_DROPOUT`, `WGSL_DROPOUT_UNIFORMS`
  * and `dropoutUniforms`: the same WGSL and uniforms as the `MicseDropout` kernel, so the same mask bit for bit.
  */
 import type { WebGPUBackend } from '@tensorflow/tfjs-backend-webgpu';
-import { heapView, type CpuBackend, type WasmBackend } from './hostBackend.js';
-import { heapSimdHost, simdDropout, stagingSimdHost, type SimdHost } from './hostSimd.js';
-import { registerGradientOnce, registerKernelsOnce, tf } from './tf.js';
-import { elementwiseProgram } from './webgpuPrograms.js';
+import { heapView, type CpuBackend, type WasmBackend } from '../platform/hostBackend.js';
+import { heapSimdHost, simdDropout, stagingSimdHost, type SimdHost } from '../platform/hostSimd.js';
+import { tf } from '../../model/tf.js';
+import { kernelOn, registerOp } from '../registry.js';
+import { elementwiseProgram } from '../platform/webgpuPrograms.js';
 
 const SEEDED_UNIFORM = 'MicseSeededUniform';
 export const SEEDED_DROPOUT = 'MicseDropout';
@@ -133,7 +134,7 @@ const dropoutWasm: tf.KernelFunc = ({ inputs, backend, attrs }) => {
 
 /**
  * WGSL of `mix32(v : u32) -> u32` and `uniformAt(i : i32) -> f32` (the value at flat index `i`), for kernels that draw
- * inside a larger program (attentionMIKernels.ts); needs `k1 : u32, k2 : u32,` (seedKeys) in the program's uniforms.
+ * inside a larger program (kernels/ami); needs `k1 : u32, k2 : u32,` (seedKeys) in the program's uniforms.
  */
 export const WGSL_RANDOM = `
   fn mix32(v : u32) -> u32 {
@@ -154,7 +155,7 @@ export const WGSL_DROPOUT_UNIFORMS = 'k1 : u32, k2 : u32, rate : f32, scale : f3
 
 /**
  * WGSL of `fn dropoutAt(i : i32, x : f32) -> f32`: `seededDropout`'s value at flat index `i` of an input valued `x`
- * (and `uniformAt(i)`), for kernels that fuse the dropout into a larger program (attention.ts). Needs the fields of
+ * (and `uniformAt(i)`), for kernels that fuse the dropout into a larger program (kernels/attention). Needs the fields of
  * `WGSL_DROPOUT_UNIFORMS` in the program's uniforms.
  */
 export const WGSL_DROPOUT = `${WGSL_RANDOM}
@@ -190,23 +191,25 @@ const dropoutWebgpu: tf.KernelFunc = ({ inputs, backend, attrs }) => {
   return (backend as unknown as WebGPUBackend).runWebGPUProgram(p, [x], 'float32', dropoutUniforms(rate, seed));
 };
 
-const KERNELS: { backendName: string; uniform: tf.KernelFunc; dropout: tf.KernelFunc }[] = [
-  { backendName: 'cpu', uniform: uniformCpu, dropout: dropoutCpu },
-  { backendName: 'wasm', uniform: uniformWasm, dropout: dropoutWasm },
-  { backendName: 'webgpu', uniform: uniformWebgpu, dropout: dropoutWebgpu },
+const BY_BACKEND = {
+  cpu: { [SEEDED_UNIFORM]: uniformCpu, [SEEDED_DROPOUT]: dropoutCpu },
+  wasm: { [SEEDED_UNIFORM]: uniformWasm, [SEEDED_DROPOUT]: dropoutWasm },
+  webgpu: { [SEEDED_UNIFORM]: uniformWebgpu, [SEEDED_DROPOUT]: dropoutWebgpu },
+};
+
+// d(dropout(x))/dx applied to dy is dropout(dy): the same mask, regenerated from the seed.
+const GRADIENTS: tf.GradConfig[] = [
+  {
+    kernelName: SEEDED_DROPOUT,
+    gradFunc: (dy, _saved, attrs) => ({
+      x: () => tf.engine().runKernel(SEEDED_DROPOUT, { x: dy as tf.Tensor }, attrs as unknown as tf.NamedAttrMap) as tf.Tensor,
+    }),
+  },
 ];
 
-for (const k of KERNELS) registerKernelsOnce(k.backendName, { [SEEDED_UNIFORM]: k.uniform, [SEEDED_DROPOUT]: k.dropout });
-// d(dropout(x))/dx applied to dy is dropout(dy): the same mask, regenerated from the seed.
-registerGradientOnce({
-  kernelName: SEEDED_DROPOUT,
-  gradFunc: (dy, _saved, attrs) => ({
-    x: () => tf.engine().runKernel(SEEDED_DROPOUT, { x: dy as tf.Tensor }, attrs as unknown as tf.NamedAttrMap) as tf.Tensor,
-  }),
-});
-
-function hasKernel(kernelName: string): boolean {
-  return tf.getKernel(kernelName, tf.getBackend()) !== undefined;
+/** Registers the seeded uniform and dropout kernels of `backendName` (cpu, wasm, webgpu) and dropout's gradient. */
+export function registerDropoutKernels(backendName: string): void {
+  registerOp(backendName, BY_BACKEND, GRADIENTS);
 }
 
 function checkSeed(op: string, seed: number): void {
@@ -224,7 +227,7 @@ export function freshSeed(): number {
 /** float32 uniforms in [0, 1) of `shape`, a pure function of (seed, flat index); see the module comment. */
 export function seededUniform(shape: number[], seed: number): tf.Tensor {
   checkSeed('seededUniform', seed);
-  if (!hasKernel(SEEDED_UNIFORM)) return tf.tensor(uniformArray(tf.util.sizeFromShape(shape), seed), shape, 'float32');
+  if (!kernelOn(SEEDED_UNIFORM)) return tf.tensor(uniformArray(tf.util.sizeFromShape(shape), seed), shape, 'float32');
   const attrs: UniformAttrs = { shape: [...shape], seed };
   return tf.engine().runKernel(SEEDED_UNIFORM, {}, attrs as unknown as tf.NamedAttrMap) as tf.Tensor;
 }
@@ -238,7 +241,7 @@ export function seededDropout<T extends tf.Tensor>(x: T, rate: number, seed: num
   checkSeed('seededDropout', seed);
   if (rate === 0) return x;
   const attrs: DropoutAttrs = { rate, seed };
-  if (hasKernel(SEEDED_DROPOUT) && x.dtype === 'float32') {
+  if (kernelOn(SEEDED_DROPOUT, x)) {
     return tf.engine().runKernel(SEEDED_DROPOUT, { x }, attrs as unknown as tf.NamedAttrMap) as T;
   }
   // Other backends: the same op composed of stock ops, with the kernels' gradient (dropout of dy, not the

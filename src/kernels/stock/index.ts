@@ -1,7 +1,7 @@
 /**
  * Kernels registered over the stock ones where a backend lacks a kernel training needs, or has one too slow to
- * use: the host backends (cpu, wasm) here; webgpu's own kernels live beside the ops they serve (attention.ts,
- * dense.ts, fused.ts, ...). Only `backend.ts` calls `registerFastKernels`.
+ * use: the host backends (cpu, wasm) here; webgpu's own kernels live beside the ops they serve (kernels/attention,
+ * kernels/dense, kernels/layerNorm, ...). `registerKernels` (src/kernels/index.ts) calls `registerFastKernels`.
  *
  * UnsortedSegmentSum is the gradient of `tf.gather` (the embedding lookup). The stock cpu kernel runs one full
  * tensor pass per segment, i.e. per vocabulary row: about 5 minutes a call for BERT's 30,522 words. A direct
@@ -10,9 +10,9 @@
 import {
   F32_BYTES, heapF32, heapOffset, hostBits, hostF32, hostOutput, hostValues, makeHostOutput,
   type CpuBackend, type HostBackend, type WasmBackend,
-} from './hostBackend.js';
-import { NativeGemm, type Shape3 } from './nativeGemm.js';
-import { tf } from './tf.js';
+} from '../platform/hostBackend.js';
+import { NativeGemm, type Shape3 } from '../platform/nativeGemm.js';
+import { tf } from '../../model/tf.js';
 
 type KernelFunc = tf.KernelConfig['kernelFunc'];
 
@@ -50,15 +50,14 @@ const unsortedSegmentSumCpu: KernelFunc = ({ inputs, backend, attrs }) => {
 // ---------------------------------------------------------------------------------------------------------------
 // Host BatchMatMul (wasm and cpu)
 //
-// First choice: onnxruntime-node's native SGEMM (src/model/nativeGemm.ts: MLAS, AVX2/AVX-512, intra-op threads,
-// 100-200 GFLOP/s a core here), reading and writing the wasm heap or the cpu backend's arrays in place;
-// `useNativeGemm` switches it on (backend.ts does for both backends, unless MICSE_NATIVE_GEMM=0) and falls back
-// when onnxruntime-node cannot load. The stock cpu kernel is a JavaScript loop (~1 GFLOP/s here: 3.6 s of the
-// tiny step's 5.5 s on cpu).
+// First choice: onnxruntime-node's native SGEMM (src/kernels/platform/nativeGemm.ts: MLAS, AVX2/AVX-512, intra-op
+// threads), reading and writing the wasm heap or the cpu backend's arrays in place; `useNativeGemm` switches it on
+// (backend.ts does for both backends, unless MICSE_NATIVE_GEMM=0) and falls back when onnxruntime-node cannot load.
+// The stock cpu kernel is a JavaScript loop, most of a cpu step's time without this (figures: bench/README.md).
 //
-// Otherwise, on cpu the stock kernel, and on wasm XNNPACK: the stock wasm kernel uses it (about 20-40 GFLOP/s with
-// SIMD, one thread) only for an unbatched product without transpose flags, i.e. `[1, M, K] @ [1, K, N]`; everything
-// else (every backward product, the batched attention products) runs a scalar blocked loop at 2.5-3.6 GFLOP/s.
+// Otherwise, on cpu the stock kernel, and on wasm XNNPACK: the stock wasm kernel uses it (SIMD, one thread) only for
+// an unbatched product without transpose flags, i.e. `[1, M, K] @ [1, K, N]`; everything else (every backward
+// product, the batched attention products) runs a scalar blocked loop, several times slower.
 // This wrapper then brings every float32 product to that one fast form:
 //   - a transpose flag is materialised first (the wasm Transpose kernel, one pass over the operand);
 //   - `[batch, M, K] @ [K, N]` (b unbatched) becomes one `[1, batch * M, K] @ [1, K, N]` product;
@@ -216,7 +215,7 @@ function makeHostBatchMatMul(backendName: string, stock: KernelFunc, transpose: 
 
 /**
  * Host Unpack (tf.unstack; the gradient of tf.stack, e.g. of the attention maps micseLoss stacks): the stock kernels
- * slice each output with a strided copy (wasm: ~100 ms for a [64, 2, 2, 32, 32] map; cpu: 150 ms in the tiny step).
+ * slice each output with a strided copy, element by element.
  * Here each output is `outer` contiguous runs of `inner` elements copied with TypedArray.set.
  *   value [d0, .., d_axis, .., dn] -> d_axis tensors [d0, .., dn] without d_axis
  */
@@ -391,8 +390,8 @@ function copyable(x: tf.TensorInfo): boolean {
 }
 
 /**
- * Host Slice: the stock wasm kernel first copies the whole input out of the heap (`readSync`: ~2 ms for a
- * [128, 32, 256] input, whatever the slice); the stock cpu kernel copies a slice that is not one contiguous block
+ * Host Slice: the stock wasm kernel first copies the whole input out of the heap (`readSync`, whatever the size of
+ * the slice); the stock cpu kernel copies a slice that is not one contiguous block
  * element by element through coordinate conversions. Here one block copy.
  *   x [d0, .., dn], begin, size -> size
  */
@@ -456,7 +455,7 @@ function makeCpuPad(stock: KernelFunc): KernelFunc {
 
 /**
  * Host Concat (the gradient of tf.split: q, k and v's gradients into the packed projection's): each input placed
- * into the output as contiguous runs. The stock cpu kernel copies element by element (29 ms a BERT-base layer).
+ * into the output as contiguous runs. The stock cpu kernel copies element by element.
  *   inputs [.., d_i, ..] along `axis` -> [.., sum of d_i, ..]
  */
 function makeHostConcat(stock: KernelFunc): KernelFunc {
@@ -524,7 +523,7 @@ function transposeValues<T extends Int32Array | Uint8Array>(x: T, shape: readonl
 }
 
 /**
- * cpu Transpose: the stock kernel converts every output index to coordinates and back (300 ms of the 650 ms tiny
+ * cpu Transpose: the stock kernel converts every output index to coordinates and back (about half of the tiny cpu
  * step once the products were native). Here `transposeValues`. (The wasm backend's Transpose is native code.)
  */
 function makeCpuTranspose(stock: KernelFunc): KernelFunc {
@@ -772,22 +771,6 @@ export function registerFastKernels(backendName: string): string[] {
     const existing = tf.getKernel(r.kernelName, backendName);
     if (existing !== undefined) stockKernel(r.kernelName, backendName);
     swapKernel(r.kernelName, backendName, r.make(backendName));
-    names.push(r.kernelName);
-  }
-  return names;
-}
-
-/**
- * Puts the stock kernels back on `backendName` (for tests that compare against them; a kernel the backend never
- * had is left unregistered). Returns the names restored or removed.
- */
-export function unregisterFastKernels(backendName: string): string[] {
-  const names: string[] = [];
-  for (const r of REPLACEMENTS) {
-    if (!r.backends.includes(backendName)) continue;
-    const stock = stockKernels.get(`${r.kernelName}/${backendName}`);
-    if (tf.getKernel(r.kernelName, backendName) !== undefined) tf.unregisterKernel(r.kernelName, backendName);
-    if (stock !== undefined) tf.registerKernel(stock);
     names.push(r.kernelName);
   }
   return names;

@@ -242,5 +242,3 @@ export function encodeModel(spec: ModelSpec): Buffer {
   return m.enc.toBuffer();
 }
 
-/** Exposed for tests: the varint encoding. */
-export const _varint = varint;

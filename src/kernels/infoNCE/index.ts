@@ -15,8 +15,9 @@
  * Reference: SimCSE cl_forward (see infoNCE.ts).
  */
 import type { WebGPUBackend } from '@tensorflow/tfjs-backend-webgpu';
-import { registerGradientOnce, registerKernelsOnce, tf } from '../model/tf.js';
-import { linearGrid, packUniforms, rawBindings, recordRaw, workgroupSumWgsl, type RawProgram } from '../model/webgpuPrograms.js';
+import { tf } from '../../model/tf.js';
+import { kernelOn, registerOp } from '../registry.js';
+import { linearGrid, packUniforms, rawBindings, recordRaw, workgroupSumWgsl, type RawProgram } from '../platform/webgpuPrograms.js';
 
 const INFONCE = 'MicseInfoNCE';
 const INFONCE_GRAD = 'MicseInfoNCEGrad';
@@ -246,20 +247,26 @@ const webgpuKernels: Record<string, tf.KernelFunc> = {
   },
 };
 
-registerKernelsOnce('webgpu', webgpuKernels);
-registerGradientOnce({
-  kernelName: INFONCE,
-  inputsToSave: ['z1', 'z2'],
-  gradFunc: (dy, saved, attrs) => {
-    const [z1, z2] = saved as [tf.Tensor, tf.Tensor];
-    const [dz1, dz2] = tf.engine().runKernel(INFONCE_GRAD, { z1, z2, dy: dy as tf.Tensor }, attrs as unknown as tf.NamedAttrMap) as tf.Tensor[];
-    return { z1: () => dz1!, z2: () => dz2! };
+const GRADIENTS: tf.GradConfig[] = [
+  {
+    kernelName: INFONCE,
+    inputsToSave: ['z1', 'z2'],
+    gradFunc: (dy, saved, attrs) => {
+      const [z1, z2] = saved as [tf.Tensor, tf.Tensor];
+      const [dz1, dz2] = tf.engine().runKernel(INFONCE_GRAD, { z1, z2, dy: dy as tf.Tensor }, attrs as unknown as tf.NamedAttrMap) as tf.Tensor[];
+      return { z1: () => dz1!, z2: () => dz2! };
+    },
   },
-});
+];
+
+/** Registers the InfoNCE kernels of `backendName` (webgpu only) and their gradient. */
+export function registerInfoNCEKernels(backendName: string): void {
+  registerOp(backendName, { webgpu: webgpuKernels }, GRADIENTS);
+}
 
 /** Whether the fused kernels take these inputs: webgpu, float32, 0 < D <= INFONCE_MAX_D, B > 0. */
 export function fusedInfoNCEAvailable(z1: tf.Tensor2D, z2: tf.Tensor2D): boolean {
-  return tf.getKernel(INFONCE, tf.getBackend()) !== undefined && z1.dtype === 'float32' && z2.dtype === 'float32'
+  return kernelOn(INFONCE, z1, z2)
     && z1.shape[0] > 0 && z1.shape[1] > 0 && z1.shape[1] <= INFONCE_MAX_D;
 }
 

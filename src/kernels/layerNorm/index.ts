@@ -1,22 +1,19 @@
 /**
- * Fused LayerNorm (alone, or after a dropout and a residual add) and GELU, forward and backward, as single kernels.
+ * Fused LayerNorm (alone, or after a dropout and a residual add), forward and backward, as single kernels.
  *
- * Why: composed of stock ops, one LayerNorm is ~10 kernels forward and ~20 backward, and the exact GELU 5 forward
- * and ~10 backward. On WebGPU every kernel is a dispatch with a fixed host cost (see bench/README.md), and on the
- * host backends every op is another pass over the activations. Here:
+ * Why: composed of stock ops, one LayerNorm is ~10 kernels forward and ~20 backward. On WebGPU every kernel is a
+ * dispatch with a fixed host cost (see bench/README.md), and on the host backends every op is another pass over the
+ * activations. Here:
  *   layerNorm(x [.., H], gamma [H], beta [H]) = (x - mean) / sqrt(var + eps) * gamma + beta   (var: biased, per row)
  *     backward, with xhat = (x - mean) * rstd and g = dy * gamma (rstd = 1 / sqrt(var + eps)):
  *       dx = rstd * (g - mean(g) - xhat * mean(g * xhat))      per row
  *       dgamma = sum over rows of dy * xhat;  dbeta = sum over rows of dy
  *   addLayerNorm(x, residual, gamma, beta) = layerNorm(s, gamma, beta),  s = seededDropout(x) + residual  (BERT's
- *     post-sublayer step)  backward: d(residual) = ds,  dx = seededDropout(ds) (the same mask, random.ts)
- *   gelu(x) = x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2))       (erf: the Abramowitz-Stegun 7.1.26 form every TF.js
- *                                                              backend uses, |error| < 1.5e-7)
- *     backward: dx = dy * (Phi(x) + x * phi(x)),  phi(x) = exp(-x^2 / 2) / sqrt(2 pi)
- * Kernels: cpu and wasm (WebAssembly SIMD loops, src/model/hostSimd.ts: in place on the wasm heap, through a staging
- * memory for cpu's JS arrays; the scalar loops below where wasm SIMD is missing, for LayerNorm rows with H % 4 != 0
- * and for the last n % 4 GELU elements), webgpu (WGSL: LayerNorm one workgroup per row; its backward is 3 dispatches:
- * dx with each row's mean and rstd, column partial sums over COLUMN_CHUNK-row chunks, then dgamma and dbeta
+ *     post-sublayer step)  backward: d(residual) = ds,  dx = seededDropout(ds) (the same mask, kernels/dropout)
+ * Kernels: cpu and wasm (WebAssembly SIMD loops, src/kernels/platform/hostSimd.ts: in place on the wasm heap,
+ * through a staging memory for cpu's JS arrays; the scalar loops below where wasm SIMD is missing and for rows with
+ * H % 4 != 0), webgpu (WGSL: LayerNorm one workgroup per row; its backward is 3 dispatches: dx with each row's mean
+ * and rstd, column partial sums over COLUMN_CHUNK-row chunks, then dgamma and dbeta
  * together; xhat is recomputed from x and the stored statistics rather than read from memory). addLayerNorm is a
  * kernel on webgpu only: one dispatch forward (the dropout mask and the add inside LayerNorm's program, s
  * recomputed wherever it is read) where the composed ops take 3 (dropout, add, LayerNorm), and 3 backward (ds and
@@ -26,13 +23,12 @@
  * the composed ops within rounding (tests: test/fused.test.ts).
  */
 import type { WebGPUBackend, WebGPUProgram } from '@tensorflow/tfjs-backend-webgpu';
-import { heapView, type CpuBackend, type WasmBackend } from './hostBackend.js';
-import {
-  heapSimdHost, layerNormGradScratch, SIMD_LANES, simdGelu, simdGeluGrad, simdLayerNorm, simdLayerNormGrad, stagingSimdHost, type SimdHost,
-} from './hostSimd.js';
-import { dropoutUniforms, seededDropout, WGSL_DROPOUT, WGSL_DROPOUT_UNIFORMS } from './random.js';
-import { registerGradientOnce, registerKernelsOnce, tf } from './tf.js';
-import { elementwiseProgram, linearGrid, packUniforms, rawBindings, recordRaw, workgroupSumWgsl, type RawProgram } from './webgpuPrograms.js';
+import { cpuIO, wasmIO, type HostIO } from '../platform/hostIO.js';
+import { layerNormGradScratch, SIMD_LANES, simdLayerNorm, simdLayerNormGrad } from '../platform/hostSimd.js';
+import { dropoutUniforms, seededDropout, WGSL_DROPOUT, WGSL_DROPOUT_UNIFORMS } from '../dropout/index.js';
+import { tf } from '../../model/tf.js';
+import { kernelOn, registerOp } from '../registry.js';
+import { linearGrid, packUniforms, rawBindings, recordRaw, workgroupSumWgsl, type RawProgram } from '../platform/webgpuPrograms.js';
 
 const LAYER_NORM = 'MicseLayerNorm';
 const LAYER_NORM_GRAD = 'MicseLayerNormGrad';
@@ -40,22 +36,9 @@ const LAYER_NORM_GRAD = 'MicseLayerNormGrad';
 const ADD_LAYER_NORM = 'MicseAddLayerNorm';
 /** Its gradients with respect to the sum s, gamma and beta. */
 const ADD_LAYER_NORM_GRAD = 'MicseAddLayerNormGrad';
-const GELU = 'MicseGelu';
-const GELU_GRAD = 'MicseGeluGrad';
 
-// Abramowitz & Stegun 7.1.26, the constants of TF.js's Erf kernels (backend_util.ERF_*).
-const ERF_P = 0.3275911;
-const ERF_A1 = 0.254829592;
-const ERF_A2 = -0.284496736;
-const ERF_A3 = 1.421413741;
-const ERF_A4 = -1.453152027;
-const ERF_A5 = 1.061405429;
-/** 1 / sqrt(2 pi) */
-const INV_SQRT_2PI = 1 / Math.sqrt(2 * Math.PI);
-
-/** Threads per workgroup: LayerNorm rows (one workgroup per row) and element-wise GELU. */
+/** Threads per workgroup: LayerNorm rows (one workgroup per row). */
 const ROW_WORKGROUP = 64;
-const ELEMENTWISE_WORKGROUP = 256;
 /**
  * Threads per workgroup of the column sums' second pass (dgamma, dbeta), and rows one thread of their first pass
  * adds per column (ROW_WORKGROUP columns a workgroup): 128 chunks x 12 column blocks for BERT-base's 4,096 x 768.
@@ -72,13 +55,6 @@ interface AddLayerNormAttrs extends LayerNormAttrs, DropoutOptions {}
 export interface DropoutOptions {
   rate: number;
   seed: number;
-}
-
-function erf(v: number): number {
-  const sign = Math.sign(v);
-  const a = Math.abs(v);
-  const t = 1 / (1 + ERF_P * a);
-  return sign * (1 - ((((ERF_A5 * t + ERF_A4) * t + ERF_A3) * t + ERF_A2) * t + ERF_A1) * t * Math.exp(-a * a));
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -135,65 +111,11 @@ function layerNormGradHost(x: Float32Array, gamma: Float32Array, dy: Float32Arra
   dbeta.set(db);
 }
 
-/** From element `from` on (the SIMD loops did the ones before). */
-function geluHost(x: Float32Array, y: Float32Array, from: number): void {
-  for (let i = from; i < x.length; i++) y[i] = 0.5 * x[i]! * (1 + erf(x[i]! * Math.SQRT1_2));
-}
-
-function geluGradHost(x: Float32Array, dy: Float32Array, dx: Float32Array, from: number): void {
-  for (let i = from; i < x.length; i++) {
-    const v = x[i]!;
-    dx[i] = dy[i]! * (0.5 * (1 + erf(v * Math.SQRT1_2)) + v * Math.exp(-0.5 * v * v) * INV_SQRT_2PI);
-  }
-}
-
 // ---------------------------------------------------------------------------------------------------------------
 // cpu and wasm kernels: WebAssembly SIMD loops (hostSimd.ts: in place on the wasm heap; through a staging memory
 // for the cpu backend's JS arrays), or where a runtime lacks wasm SIMD (or LayerNorm's H % 4 != 0) the host
 // arithmetic above.
 // ---------------------------------------------------------------------------------------------------------------
-
-/** Host backends seen through one interface: read an input, make outputs and fill them. */
-interface HostIO {
-  read(t: tf.TensorInfo): Float32Array;
-  /**
-   * Makes float32 outputs of `shapes`, lets `fill` write them (fresh views; `scratch`: `scratchFloats` elements of
-   * working memory where the SIMD loops can address it, released after), returns them.
-   */
-  outputs(shapes: number[][], fill: (outs: Float32Array[], scratch: Float32Array) => void, scratchFloats?: number): tf.TensorInfo[];
-  /** Where the SIMD loops run on these arrays; null without wasm SIMD. */
-  simd: SimdHost | null;
-}
-
-function cpuIO(backend: unknown): HostIO {
-  const b = backend as CpuBackend;
-  return {
-    read: (t) => b.data.get(t.dataId).values as Float32Array,
-    outputs: (shapes, fill, scratchFloats = 0) => {
-      const arrays = shapes.map((s) => new Float32Array(tf.util.sizeFromShape(s)));
-      fill(arrays, new Float32Array(scratchFloats));
-      return shapes.map((s, i) => b.makeTensorInfo(s, 'float32', arrays[i]));
-    },
-    simd: stagingSimdHost(),
-  };
-}
-
-function wasmIO(backend: unknown): HostIO {
-  const b = backend as WasmBackend;
-  return {
-    read: (t) => heapView(b, t),
-    outputs: (shapes, fill, scratchFloats = 0) => {
-      const outs = shapes.map((s) => b.makeOutput(s, 'float32'));
-      const scratch = scratchFloats > 0 ? b.makeOutput([scratchFloats], 'float32') : null;
-      // Views are taken after every makeOutput: allocation may grow (and so move) the heap. Inputs are read
-      // through `read` inside `fill`, i.e. after the allocations too.
-      fill(outs.map((o) => heapView(b, o)), scratch !== null ? heapView(b, scratch) : new Float32Array(0));
-      if (scratch !== null) b.disposeData(scratch.dataId);
-      return outs;
-    },
-    simd: heapSimdHost(b.wasm.asm.memory),
-  };
-}
 
 function hostKernels(io: (backend: unknown) => HostIO): Record<string, tf.KernelFunc> {
   return {
@@ -220,22 +142,6 @@ function hostKernels(io: (backend: unknown) => HostIO): Record<string, tf.Kernel
         else layerNormGradHost(...args);
       }, simd !== null ? layerNormGradScratch(H) : 0);
     },
-    [GELU]: ({ inputs, backend }) => {
-      const h = io(backend);
-      const x = inputs['x']!;
-      return h.outputs([x.shape], ([y]) => {
-        const xs = h.read(x);
-        geluHost(xs, y!, h.simd !== null ? simdGelu(h.simd, xs, y!) : 0);
-      })[0]!;
-    },
-    [GELU_GRAD]: ({ inputs, backend }) => {
-      const h = io(backend);
-      const { x, dy } = inputs as { x: tf.TensorInfo; dy: tf.TensorInfo };
-      return h.outputs([x.shape], ([dx]) => {
-        const [xs, dys] = [h.read(x), h.read(dy)];
-        geluGradHost(xs, dys, dx!, h.simd !== null ? simdGeluGrad(h.simd, xs, dys, dx!) : 0);
-      })[0]!;
-    },
   };
 }
 
@@ -243,13 +149,6 @@ function hostKernels(io: (backend: unknown) => HostIO): Record<string, tf.Kernel
 // WebGPU kernels (WGSL after the header WebGPUBackend.runWebGPUProgram generates: uniforms, `result`, one
 // read-only array per input named as in variableNames, `localId`, `fn main(index)` with the global index).
 // ---------------------------------------------------------------------------------------------------------------
-
-const WGSL_ERF = `
-  fn erf_as(v : f32) -> f32 {
-    let a = abs(v);
-    let t = 1.0 / (1.0 + ${ERF_P} * a);
-    return sign(v) * (1.0 - ((((${ERF_A5} * t + ${ERF_A4}) * t + ${ERF_A3}) * t + ${ERF_A2}) * t + ${ERF_A1}) * t * exp(-a * a));
-  }`;
 
 /** Workgroup tree sum of `v` over the ROW_WORKGROUP threads; every thread gets the total. */
 const WGSL_ROW_SUM = workgroupSumWgsl('rowSum', ROW_WORKGROUP);
@@ -270,7 +169,7 @@ interface RowSource {
 const PLAIN_SOURCE: RowSource = { key: '', inputs: ['x'], uniforms: '', wgsl: 'fn sourceAt(i : i32) -> f32 { return x[i]; }' };
 
 /**
- * addLayerNorm: s = dropout(x) + residual, the dropout seededDropout's mask at the same flat index (random.ts
+ * addLayerNorm: s = dropout(x) + residual, the dropout seededDropout's mask at the same flat index (kernels/dropout
  * WGSL_DROPOUT); at rate 0 x itself (dropoutAt would give x * 1.0, the same value, after two hashes).
  */
 const DROPOUT_ADD_SOURCE: RowSource = {
@@ -399,9 +298,8 @@ function dxRaw(source: RowSource, dropoutOfDs: boolean): RawProgram {
  * column over 4,096 rows left the GPU nearly idle). One thread per column j and chunk c of COLUMN_CHUNK rows, with
  * the rows' mean and rstd as the dx program stored them (so the same xhat):
  *   partial[c, j] = sum over the chunk's rows r of dy[r, j] * xhat[r, j];  partial[c, H + j] = ... of dy[r, j]
- * -> [chunks, 2H]. xhat is recomputed from s, not read: nothing of [rows, H] is materialised besides ds.
- * (Before the stats were stored, one workgroup per chunk recomputed its 32 rows' statistics one row after another,
- * 64 workgroup sums in sequence: 128 workgroups at BERT-base, most of the 0.6 ms a call on an H200.)
+ * -> [chunks, 2H]. xhat is recomputed from s, not read: nothing of [rows, H] is materialised besides ds, and the
+ * statistics are the dx program's (recomputing them per chunk, row after row, dominated this kernel's time).
  */
 function columnPartialsProgram(source: RowSource, rows: number, H: number): WebGPUProgram {
   const chunks = Math.ceil(rows / COLUMN_CHUNK);
@@ -510,63 +408,44 @@ const webgpuKernels: Record<string, tf.KernelFunc> = {
     return layerNormGradWebgpu(backend as unknown as WebGPUBackend, DROPOUT_ADD_SOURCE, [x, residual], gamma, dy, a.eps,
       dropoutUniforms(a.rate, a.seed), a.rate > 0);
   },
-  [GELU]: ({ inputs, backend }) => {
-    const x = inputs['x']!;
-    const p = elementwiseProgram({ shaderKey: 'micseGelu', shape: x.shape, variableNames: ['x'], workgroup: ELEMENTWISE_WORKGROUP,
-      preamble: WGSL_ERF, body: `let v = x[index];\n      setOutputAtIndex(index, 0.5 * v * (1.0 + erf_as(v * ${Math.SQRT1_2})));` });
-    return (backend as unknown as WebGPUBackend).runWebGPUProgram(p, [x], 'float32');
-  },
-  [GELU_GRAD]: ({ inputs, backend }) => {
-    const { x, dy } = inputs as { x: tf.TensorInfo; dy: tf.TensorInfo };
-    const p = elementwiseProgram({ shaderKey: 'micseGeluGrad', shape: x.shape, variableNames: ['x', 'dy'], workgroup: ELEMENTWISE_WORKGROUP,
-      preamble: WGSL_ERF,
-      body: `let v = x[index];\n      setOutputAtIndex(index, dy[index] * (0.5 * (1.0 + erf_as(v * ${Math.SQRT1_2})) + v * exp(-0.5 * v * v) * ${INV_SQRT_2PI}));` });
-    return (backend as unknown as WebGPUBackend).runWebGPUProgram(p, [x, dy], 'float32');
-  },
 };
 
-const BY_BACKEND: Record<string, Record<string, tf.KernelFunc>> = {
+const BY_BACKEND = {
   cpu: hostKernels(cpuIO),
   wasm: hostKernels(wasmIO),
   webgpu: webgpuKernels,
 };
-for (const [backendName, kernels] of Object.entries(BY_BACKEND)) registerKernelsOnce(backendName, kernels);
-
-registerGradientOnce({
-  kernelName: LAYER_NORM,
-  inputsToSave: ['x', 'gamma'],
-  gradFunc: (dy, saved, attrs) => {
-    const [x, gamma] = saved as [tf.Tensor, tf.Tensor];
-    const [dx, dgamma, dbeta] = tf.engine().runKernel(LAYER_NORM_GRAD, { x, gamma, dy: dy as tf.Tensor },
-      attrs as unknown as tf.NamedAttrMap) as tf.Tensor[];
-    return { x: () => dx!, gamma: () => dgamma!, beta: () => dbeta! };
+const GRADIENTS: tf.GradConfig[] = [
+  {
+    kernelName: LAYER_NORM,
+    inputsToSave: ['x', 'gamma'],
+    gradFunc: (dy, saved, attrs) => {
+      const [x, gamma] = saved as [tf.Tensor, tf.Tensor];
+      const [dx, dgamma, dbeta] = tf.engine().runKernel(LAYER_NORM_GRAD, { x, gamma, dy: dy as tf.Tensor },
+        attrs as unknown as tf.NamedAttrMap) as tf.Tensor[];
+      return { x: () => dx!, gamma: () => dgamma!, beta: () => dbeta! };
+    },
   },
-});
-// s = dropout(x) + residual: d(residual) = ds, d(x) = dropout(ds) (seededDropout's gradient, the same mask; the
-// grad kernel's fourth output, from the dispatch that computes ds).
-registerGradientOnce({
-  kernelName: ADD_LAYER_NORM,
-  inputsToSave: ['x', 'residual', 'gamma'],
-  gradFunc: (dy, saved, attrs) => {
-    const [x, residual, gamma] = saved as [tf.Tensor, tf.Tensor, tf.Tensor];
-    const { rate } = attrs as unknown as AddLayerNormAttrs;
-    const [ds, dgamma, dbeta, dx] = tf.engine().runKernel(ADD_LAYER_NORM_GRAD, { x, residual, gamma, dy: dy as tf.Tensor },
-      attrs as unknown as tf.NamedAttrMap) as tf.Tensor[];
-    // At rate 0 x's gradient is ds itself: a clone (no copy), so that accumulating one input's gradient (which
-    // disposes it) leaves the other's alone.
-    return { x: () => (rate === 0 ? ds!.clone() : dx!), residual: () => ds!, gamma: () => dgamma!, beta: () => dbeta! };
+  // s = dropout(x) + residual: d(residual) = ds, d(x) = dropout(ds) (seededDropout's gradient, the same mask; the
+  // grad kernel's fourth output, from the dispatch that computes ds).
+  {
+    kernelName: ADD_LAYER_NORM,
+    inputsToSave: ['x', 'residual', 'gamma'],
+    gradFunc: (dy, saved, attrs) => {
+      const [x, residual, gamma] = saved as [tf.Tensor, tf.Tensor, tf.Tensor];
+      const { rate } = attrs as unknown as AddLayerNormAttrs;
+      const [ds, dgamma, dbeta, dx] = tf.engine().runKernel(ADD_LAYER_NORM_GRAD, { x, residual, gamma, dy: dy as tf.Tensor },
+        attrs as unknown as tf.NamedAttrMap) as tf.Tensor[];
+      // At rate 0 x's gradient is ds itself: a clone (no copy), so that accumulating one input's gradient (which
+      // disposes it) leaves the other's alone.
+      return { x: () => (rate === 0 ? ds!.clone() : dx!), residual: () => ds!, gamma: () => dgamma!, beta: () => dbeta! };
+    },
   },
-});
-registerGradientOnce({
-  kernelName: GELU,
-  inputsToSave: ['x'],
-  gradFunc: (dy, saved) => ({
-    x: () => tf.engine().runKernel(GELU_GRAD, { x: saved[0]!, dy: dy as tf.Tensor }) as tf.Tensor,
-  }),
-});
+];
 
-function fusedOn(kernelName: string, ...xs: tf.Tensor[]): boolean {
-  return tf.getKernel(kernelName, tf.getBackend()) !== undefined && xs.every((x) => x.dtype === 'float32');
+/** Registers the LayerNorm kernels of `backendName` (cpu, wasm, webgpu) and their gradients. */
+export function registerLayerNormKernels(backendName: string): void {
+  registerOp(backendName, BY_BACKEND, GRADIENTS);
 }
 
 function checkLayerNormParams(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor): void {
@@ -579,7 +458,7 @@ function checkLayerNormParams(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor): 
 /** LayerNorm over the last axis: `x [.., H]`, `gamma [H]`, `beta [H]` -> `[.., H]`; see the module comment. */
 export function layerNorm(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, eps: number): tf.Tensor {
   checkLayerNormParams(x, gamma, beta);
-  if (fusedOn(LAYER_NORM, x, gamma, beta)) {
+  if (kernelOn(LAYER_NORM, x, gamma, beta)) {
     return tf.engine().runKernel(LAYER_NORM, { x, gamma, beta }, { eps } as unknown as tf.NamedAttrMap) as tf.Tensor;
   }
   return tf.tidy(() => {
@@ -600,16 +479,10 @@ export function addLayerNorm(x: tf.Tensor, residual: tf.Tensor, gamma: tf.Tensor
   if (!tf.util.arraysEqual(x.shape, residual.shape)) {
     throw new Error(`addLayerNorm: x and residual must have one shape; got [${x.shape}] and [${residual.shape}]`);
   }
-  if (!fusedOn(ADD_LAYER_NORM, x, residual, gamma, beta)) {
+  if (!kernelOn(ADD_LAYER_NORM, x, residual, gamma, beta)) {
     return tf.tidy(() => layerNorm(tf.add(seededDropout(x, dropout.rate, dropout.seed), residual), gamma, beta, eps));
   }
   checkLayerNormParams(x, gamma, beta);
   const attrs: AddLayerNormAttrs = { eps, rate: dropout.rate, seed: dropout.seed };
   return tf.engine().runKernel(ADD_LAYER_NORM, { x, residual, gamma, beta }, attrs as unknown as tf.NamedAttrMap) as tf.Tensor;
-}
-
-/** Exact GELU `x * Phi(x)`, element-wise; see the module comment. */
-export function gelu(x: tf.Tensor): tf.Tensor {
-  if (fusedOn(GELU, x)) return tf.engine().runKernel(GELU, { x }) as tf.Tensor;
-  return tf.tidy(() => tf.mul(tf.mul(x, 0.5), tf.add(1, tf.erf(tf.mul(x, Math.SQRT1_2)))));
 }

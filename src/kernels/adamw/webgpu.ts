@@ -1,13 +1,13 @@
 /**
  * AdamW on webgpu, in place: each compute dispatch reads the gradients of up to `paramsPerDispatch` parameters and
  * writes their p, m and v into their own GPU buffers. Same arithmetic, operation by operation, as the kernels in
- * adamwKernels.ts (g clipped by the norm inside the shader, then m', v', p'), so it differs from the composite ops
+ * kernels/adamw (g clipped by the norm inside the shader, then m', v', p'), so it differs from the composite ops
  * by float rounding only. With a gate (the step's loss), every invocation first reads it and leaves p, m and v as
  * they are when it is not finite: the trainer skips a non-finite step without reading the loss before the update.
  *
  * Why not a TF.js kernel: a tfjs-backend-webgpu program has one output, so an update that yields p', m' and v' is
- * three dispatches, each allocating an output buffer and a uniform buffer and building a bind group (~100 us of host
- * time each on an H200 host, where the step was bound by host time). BERT-base has ~200 parameters: ~600 dispatches
+ * three dispatches, each allocating an output buffer and a uniform buffer and building a bind group (host time that
+ * bound the step on a GPU: bench/README.md). BERT-base has ~200 parameters: ~600 dispatches
  * a step. Here a dispatch binds four buffers per parameter, so the parameters it takes are bounded by the device's
  * storage buffers per stage: 3 with the 16 that backend.ts asks for (1 with WebGPU's default 8), 51 dispatches at
  * BERT-base. One uniform buffer serves the whole update (a 256-byte slot per dispatch, selected by a dynamic
@@ -22,11 +22,15 @@
  *
  * This reaches into tfjs-backend-webgpu 4.x internals through webgpuPrograms.ts's raw-dispatch helpers (as the
  * multi-output programs there do); test/adamw.test.ts compares the result with the composite ops on a real adapter
- * (lavapipe here).
+ * (lavapipe or a GPU).
  */
-import { tf } from '../model/tf.js';
-import { bufferOf, internalsOf, recordDispatches, uniformBufferOf } from '../model/webgpuPrograms.js';
-import { CLIP_EPS, type AdamWStepScalars } from './adamwKernels.js';
+import type { WebGPUBackend, WebGPUProgram } from '@tensorflow/tfjs-backend-webgpu';
+import { tf } from '../../model/tf.js';
+import { kernelOn } from '../registry.js';
+import { bufferOf, internalsOf, recordDispatches, uniformBufferOf, workgroupSumWgsl } from '../platform/webgpuPrograms.js';
+import { assertFloat32, CLIP_EPS, GRAD_NORM_KERNEL, type AdamWStepScalars } from './scalars.js';
+
+type KernelFunc = tf.KernelConfig['kernelFunc'];
 
 /** Invocations per workgroup. */
 const WORKGROUP = 256;
@@ -108,18 +112,6 @@ interface Pipeline {
 /** Per device, the pipeline updating k parameters a dispatch, by k. */
 const pipelines = new WeakMap<GPUDevice, Map<number, Pipeline>>();
 
-/** Parameters updated and dispatches recorded by this module since load (the bench adds the dispatches to the backend's own count). */
-let updated = 0;
-let recorded = 0;
-
-export function inPlaceUpdateCount(): number {
-  return updated;
-}
-
-export function inPlaceDispatchCount(): number {
-  return recorded;
-}
-
 /** Parameters one dispatch updates on `device`: four storage buffers each, plus the norm and the gate. */
 export function paramsPerDispatch(device: GPUDevice): number {
   return Math.max(1, Math.floor((device.limits.maxStorageBuffersPerShaderStage - SHARED_STORAGE_BUFFERS) / STORAGE_PER_PARAM));
@@ -160,12 +152,12 @@ export interface InPlaceUpdate {
 }
 
 /**
- * Whether `p`, `m` and `v` can be overwritten where they are: the active backend is webgpu, all four tensors are
- * float32 with the same (non-zero) element count, p, m and v are the only holders of their data, and no two share a
- * buffer; a gate must be one float32 apart from p, m and v.
+ * Whether `p`, `m` and `v` can be overwritten where they are: the active backend is webgpu with this project's
+ * kernels registered, all four tensors are float32 with the same (non-zero) element count, p, m and v are the only
+ * holders of their data, and no two share a buffer; a gate must be one float32 apart from p, m and v.
  */
 export function canUpdateInPlace(p: tf.Tensor, g: tf.Tensor, m: tf.Tensor, v: tf.Tensor, gate?: tf.Scalar): boolean {
-  if (tf.getBackend() !== 'webgpu') return false;
+  if (tf.getBackend() !== 'webgpu' || !kernelOn(GRAD_NORM_KERNEL)) return false; // the kernels registered: internals checked
   const b = internalsOf(tf.backend());
   const xs = [p, g, m, v];
   if (p.size === 0 || xs.some((x) => x.dtype !== 'float32' || x.size !== p.size)) return false;
@@ -262,10 +254,117 @@ export function adamwInPlace(updates: readonly InPlaceUpdate[], norm: tf.Scalar,
   });
   recordDispatches(b, 'micseAdamWInPlace', prepared.map(({ pipeline, bindGroup }, d) => {
     const x = Math.min(workgroups[d]!, maxGroups);
-    return { pipeline, bindGroup, offsets: [d * slot], grid: [x, Math.ceil(workgroups[d]! / x), 1] as [number, number, number] };
+    return { pipeline, bindGroup, offsets: [d * slot], grid: [x, Math.ceil(workgroups[d]! / x), 1] as [number, number, number],
+      key: `micseAdamWInPlace/${groups[d]!.length}` };
   }));
   // The host copies a read left behind are stale now.
   for (const { p, m, v } of updates) for (const t of [p, m, v]) b.tensorMap.get(t.dataId)!.values = null;
-  updated += updates.length;
-  recorded += groups.length;
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// The gradient norm (a TF.js kernel)
+//
+// tfjs-backend-webgpu generates each shader's header: `result` (the one output, binding 0), one read-only array
+// per name in `variableNames`, and a `uniforms` struct with every input's shape (`<name>Shape`), the output shape,
+// `size` when `size` is set, then the program's own `uniforms` fields. `main(index)` is called with the flat
+// invocation index (getMainHeaderString('index') spells the same signature); `localIndex`, `workgroupId` and
+// `numWorkgroups` are module-scope copies of the builtins. All tensors are bound flat ([n]).
+// ---------------------------------------------------------------------------------------------------------------
+
+/** Invocations per workgroup of the sum-of-squares programs (a power of two: tree reduction in shared memory). */
+const REDUCE_WORKGROUP = 256;
+/** Workgroups of a sum-of-squares program: each writes one partial sum, so the partials are [REDUCE_PARTIALS]. */
+const REDUCE_PARTIALS = 256;
+/** Gradients per sum-of-squares dispatch: the device's storage buffers per stage minus the output and the running partials. */
+function gradsPerDispatch(device: GPUDevice): number {
+  return device.limits.maxStorageBuffersPerShaderStage - 2;
+}
+
+function flat(x: tf.TensorInfo): tf.TensorInfo {
+  return { dataId: x.dataId, shape: [tf.util.sizeFromShape(x.shape)], dtype: x.dtype };
+}
+
+/** The workgroup's tree sum of a value, returned to every invocation (it has barriers: all must call it). */
+const WORKGROUP_SUM = workgroupSumWgsl('workgroupSum', REDUCE_WORKGROUP);
+
+/**
+ * Partial sums of squares over up to gradsPerDispatch() gradients, added to the previous partials if any:
+ *   [Prev [W]], G0 [n0], .., Gk [nk] -> [W],  W = REDUCE_PARTIALS workgroups, each striding over every gradient.
+ */
+class SumSquaresProgram implements WebGPUProgram {
+  readonly outputShape = [REDUCE_PARTIALS];
+  shaderKey: string;
+  readonly dispatchLayout = { x: [0] };
+  dispatch: [number, number, number] = [REDUCE_PARTIALS, 1, 1];
+  readonly workgroupSize: [number, number, number] = [REDUCE_WORKGROUP, 1, 1];
+  readonly variableNames: string[];
+  private readonly grads: string[];
+
+  constructor(count: number, private readonly hasPrev: boolean) {
+    this.grads = Array.from({ length: count }, (_, i) => `G${i}`);
+    this.variableNames = hasPrev ? ['Prev', ...this.grads] : this.grads;
+    this.shaderKey = `micse_sumsq_${count}_${hasPrev}`;
+  }
+
+  getUserCode(): string {
+    const loops = this.grads.map((name) => `
+          for (var i = index; i < uniforms.${name.toLowerCase()}Shape; i = i + stride) {
+            let x = ${name}[i];
+            acc = acc + x * x;
+          }`).join('');
+    return `
+      ${WORKGROUP_SUM}
+      fn main(index : i32) {
+        let stride = i32(numWorkgroups.x) * ${REDUCE_WORKGROUP};
+        var acc = 0.0;
+        ${loops}
+        let total = workgroupSum(acc);
+        if (localIndex == 0u) {
+          setOutputAtIndex(i32(workgroupId.x), ${this.hasPrev ? 'Prev[workgroupId.x] + ' : ''}total);
+        }
+      }`;
+  }
+}
+
+/** sqrt(sum of the partials).  Partials [W] -> [1] */
+class NormProgram implements WebGPUProgram {
+  readonly outputShape = [1];
+  shaderKey = 'micse_norm';
+  readonly dispatchLayout = { x: [0] };
+  dispatch: [number, number, number] = [1, 1, 1];
+  readonly workgroupSize: [number, number, number] = [REDUCE_WORKGROUP, 1, 1];
+  readonly variableNames = ['Partials'];
+
+  getUserCode(): string {
+    return `
+      ${WORKGROUP_SUM}
+      fn main(index : i32) {
+        var acc = 0.0;
+        for (var i = index; i < uniforms.partialsShape; i = i + ${REDUCE_WORKGROUP}) {
+          acc = acc + Partials[i];
+        }
+        let total = workgroupSum(acc);
+        if (localIndex == 0u) {
+          setOutputAtIndex(0, sqrt(total));
+        }
+      }`;
+  }
+}
+
+export const webgpuGradNorm: KernelFunc = ({ inputs, backend }) => {
+  const b = backend as unknown as WebGPUBackend;
+  const grads = (Object.values(inputs) as tf.TensorInfo[]).filter((g) => tf.util.sizeFromShape(g.shape) > 0);
+  assertFloat32(GRAD_NORM_KERNEL, grads);
+  const perDispatch = gradsPerDispatch(b.device);
+  let partials: tf.TensorInfo | undefined;
+  for (let i = 0; i < grads.length || partials === undefined; i += perDispatch) {
+    const chunk = grads.slice(i, i + perDispatch).map(flat);
+    const prev = partials;
+    const program = new SumSquaresProgram(chunk.length, prev !== undefined);
+    partials = b.runWebGPUProgram(program, prev === undefined ? chunk : [prev, ...chunk], 'float32');
+    if (prev !== undefined) b.disposeData(prev.dataId);
+  }
+  const norm = b.runWebGPUProgram(new NormProgram(), [partials], 'float32');
+  b.disposeData(partials.dataId);
+  return { dataId: norm.dataId, shape: [], dtype: 'float32' };
+};

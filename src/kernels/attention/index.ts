@@ -23,15 +23,16 @@
  * Two ops, not one with two outputs: autodiff sums the probabilities' gradients of the context and of the AMI
  * loss (an Add where the layer's probabilities are used), and where they are not used nothing is uploaded (the
  * engine fills the gradient of an unused output of a kernel with host zeros).
- * The dropout mask is `seededDropout`'s (random.ts `WGSL_DROPOUT`): the same bits at the same flat index of the
+ * The dropout mask is `seededDropout`'s (kernels/dropout `WGSL_DROPOUT`): the same bits at the same flat index of the
  * [B, nh, T, T] probabilities. A fully padded row (every key masked) has equal scores, so uniform probabilities.
  * Every other backend slices q, k and v from qkv and runs the composed ops.
  * Reference: Vaswani et al. 2017 (scaled dot-product attention); transformers BertSelfAttention.
  */
 import type { WebGPUBackend, WebGPUProgram } from '@tensorflow/tfjs-backend-webgpu';
-import { dropoutUniforms, seededDropout, WGSL_DROPOUT, WGSL_DROPOUT_UNIFORMS } from './random.js';
-import { registerGradientOnce, registerKernelsOnce, tf } from './tf.js';
-import { packUniforms, rawBindings, recordRaw, type RawProgram } from './webgpuPrograms.js';
+import { dropoutUniforms, seededDropout, WGSL_DROPOUT, WGSL_DROPOUT_UNIFORMS } from '../dropout/index.js';
+import { tf } from '../../model/tf.js';
+import { kernelOn, registerOp } from '../registry.js';
+import { packUniforms, rawBindings, recordRaw, type RawProgram } from '../platform/webgpuPrograms.js';
 
 const ATTENTION_PROBS = 'MicseAttentionProbs';
 const ATTENTION_PROBS_GRAD = 'MicseAttentionProbsGrad';
@@ -61,7 +62,7 @@ export interface AttentionOptions {
   scale: number;
   /** Dropout rate of the probabilities, in [0, 1); 0 for none. */
   rate: number;
-  /** Seed of the dropout mask (an integer; see random.ts). */
+  /** Seed of the dropout mask (an integer; see kernels/dropout). */
   seed: number;
 }
 
@@ -455,33 +456,38 @@ const webgpuKernels: Record<string, tf.KernelFunc> = {
   },
 };
 
-registerKernelsOnce('webgpu', webgpuKernels);
-
 const noMaskGradient = (): tf.Tensor => {
   throw new Error('selfAttention: no gradient with respect to the additive mask (it is data, not a parameter)');
 };
 
 // Each op's gradient with respect to qkv is a whole [B, T, 3H] (zeros in the parts it does not read); autodiff adds
 // the two, one dispatch.
-registerGradientOnce({
-  kernelName: ATTENTION_PROBS,
-  inputsToSave: ['qkv', 'mask'],
-  gradFunc: (dy, saved, attrs) => {
-    const [qkv, mask] = saved as [tf.Tensor, tf.Tensor];
-    const dqkv = tf.engine().runKernel(ATTENTION_PROBS_GRAD, { qkv, mask, dProbs: dy as tf.Tensor }, attrs as unknown as tf.NamedAttrMap) as tf.Tensor;
-    return { qkv: () => dqkv, mask: noMaskGradient };
+const GRADIENTS: tf.GradConfig[] = [
+  {
+    kernelName: ATTENTION_PROBS,
+    inputsToSave: ['qkv', 'mask'],
+    gradFunc: (dy, saved, attrs) => {
+      const [qkv, mask] = saved as [tf.Tensor, tf.Tensor];
+      const dqkv = tf.engine().runKernel(ATTENTION_PROBS_GRAD, { qkv, mask, dProbs: dy as tf.Tensor }, attrs as unknown as tf.NamedAttrMap) as tf.Tensor;
+      return { qkv: () => dqkv, mask: noMaskGradient };
+    },
   },
-});
-registerGradientOnce({
-  kernelName: ATTENTION_CONTEXT,
-  inputsToSave: ['probs', 'qkv'],
-  gradFunc: (dy, saved, attrs) => {
-    const [probs, qkv] = saved as [tf.Tensor, tf.Tensor];
-    const [dProbs, dqkv] = tf.engine().runKernel(ATTENTION_CONTEXT_GRAD, { probs, qkv, dContext: dy as tf.Tensor },
-      attrs as unknown as tf.NamedAttrMap) as tf.Tensor[];
-    return { probs: () => dProbs!, qkv: () => dqkv! };
+  {
+    kernelName: ATTENTION_CONTEXT,
+    inputsToSave: ['probs', 'qkv'],
+    gradFunc: (dy, saved, attrs) => {
+      const [probs, qkv] = saved as [tf.Tensor, tf.Tensor];
+      const [dProbs, dqkv] = tf.engine().runKernel(ATTENTION_CONTEXT_GRAD, { probs, qkv, dContext: dy as tf.Tensor },
+        attrs as unknown as tf.NamedAttrMap) as tf.Tensor[];
+      return { probs: () => dProbs!, qkv: () => dqkv! };
+    },
   },
-});
+];
+
+/** Registers the attention-core kernels of `backendName` (webgpu only) and their gradients. */
+export function registerAttentionKernels(backendName: string): void {
+  registerOp(backendName, { webgpu: webgpuKernels }, GRADIENTS);
+}
 
 /**
  * The composed ops (every backend but webgpu): q, k, v split from qkv (one split, whose gradient is one concat;
@@ -514,7 +520,7 @@ export function selfAttention(qkv: tf.Tensor3D, maskAdd: tf.Tensor4D, opts: Atte
   if (!tf.util.arraysEqual(maskAdd.shape, [B, 1, 1, T])) {
     throw new Error(`selfAttention: maskAdd must be [${B}, 1, 1, ${T}]; got [${maskAdd.shape}]`);
   }
-  const fused = tf.getKernel(ATTENTION_PROBS, tf.getBackend()) !== undefined && [qkv, maskAdd].every((t) => t.dtype === 'float32');
+  const fused = kernelOn(ATTENTION_PROBS, qkv, maskAdd);
   if (!fused) return composedAttention(qkv, maskAdd, opts);
   const probsAttrs: ProbsAttrs = { heads: opts.heads, scale: opts.scale, rate: opts.rate, seed: opts.seed };
   const contextAttrs: ContextAttrs = { heads: opts.heads };

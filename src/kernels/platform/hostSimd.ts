@@ -1,7 +1,7 @@
 /**
  * WebAssembly SIMD (f32x4, f64x2) loops for the host backends' element-wise training kernels: GELU forward and
- * backward, LayerNorm forward and backward (fused.ts) and dropout (random.ts). Assembled at run time
- * (src/model/wasmAsm.ts) and instantiated on a given memory: the tfjs-backend-wasm heap, so the kernels read and
+ * backward, LayerNorm forward and backward (kernels/layerNorm) and dropout (kernels/dropout). Assembled at run time
+ * (src/kernels/platform/wasmAsm.ts) and instantiated on a given memory: the tfjs-backend-wasm heap, so the kernels read and
  * write tensors in place, or a private staging memory for the cpu backend.
  *
  * Why: the JavaScript loops they replace are scalar (GELU: a Math.exp per element, ~17 ns; dropout: two 32-bit
@@ -9,7 +9,7 @@
  * instruction, and exp is a polynomial:
  *   exp(x), x <= 0 (the only arguments used): 0 below EXP_MIN (-87; float32 exp is < 1.7e-38 there), else
  *     n = round(x log2 e); r = x - n ln2 (in two parts, Cody-Waite); exp = (1 + r + r^2 P(r)) * 2^n   (Cephes expf)
- *   erf: the Abramowitz-Stegun 7.1.26 form of fused.ts (|error| < 1.5e-7), in float32; one exp per element also
+ *   erf: the Abramowitz-Stegun 7.1.26 form of kernels/layerNorm (|error| < 1.5e-7), in float32; one exp per element also
  *     gives GELU's density term, since exp(-(|x| / sqrt 2)^2) = exp(-x^2 / 2).
  * So GELU agrees with the float64 host formula within a few float32 ulps. LayerNorm's forward pass runs in float32
  * lanes; its backward pass in float64 lanes, as the scalar loop did (its dx is a difference of nearly equal terms;
@@ -19,7 +19,7 @@
  *
  * Functions (addresses are byte offsets; `groups` counts 4-element vectors; the caller does the last n % 4):
  *   gelu(x, y, groups)                       geluGrad(x, dy, dx, groups)
- *   dropout(x, out, groups, start, k1, k2, rate, scale)     element j has flat index start + j (random.ts)
+ *   dropout(x, out, groups, start, k1, k2, rate, scale)     element j has flat index start + j (kernels/dropout)
  *   layerNorm(x, gamma, beta, y, rows, H, eps)             H % 4 == 0
  *   layerNormGrad(x, gamma, dy, dx, acc, rows, H, eps)     acc: 2H float64 the column sums are added to:
  *                                                          dgamma to acc[0, H), dbeta to acc[H, 2H)
@@ -30,7 +30,7 @@ import {
   locals, set, store, v128, V128, V128_BYTES, whileBelow, type Code, type FuncSpec,
 } from './wasmAsm.js';
 
-// Abramowitz & Stegun 7.1.26 (fused.ts has the same constants).
+// Abramowitz & Stegun 7.1.26 (kernels/layerNorm has the same constants).
 const ERF_P = 0.3275911;
 const ERF_A = [1.061405429, -1.453152027, 1.421413741, -0.284496736, 0.254829592]; // A5 .. A1 (Horner order)
 const INV_SQRT_2PI = 1 / Math.sqrt(2 * Math.PI);
@@ -42,10 +42,10 @@ const EXP_MIN = -87;
 const FLOAT_EXP_BIAS = 127;
 const FLOAT_MANTISSA_BITS = 23;
 const SIGN_BIT = -0x80000000;
-/** lowbias32 (random.ts): its multipliers and shifts. */
+/** lowbias32 (kernels/dropout): its multipliers and shifts. */
 const MIX_MUL = [0x7feb352d, 0x846ca68b];
 const MIX_SHIFT = [16, 15, 16];
-/** 2^-24 and the mantissa shift: random.ts's uniform is (h >>> 8) * 2^-24. */
+/** 2^-24 and the mantissa shift: kernels/dropout's uniform is (h >>> 8) * 2^-24. */
 const INV_2_24 = 1 / 16777216;
 const UNIFORM_SHIFT = 8;
 const F32_BYTES = 4;
@@ -375,7 +375,7 @@ export function simdGeluGrad(host: SimdHost, x: Float32Array, dy: Float32Array, 
   return n;
 }
 
-/** random.ts's dropout (keys k1, k2; float32 rate and scale) over the first wholeGroups(n) elements; returns that count. */
+/** kernels/dropout's dropout (keys k1, k2; float32 rate and scale) over the first wholeGroups(n) elements; returns that count. */
 export function simdDropout(host: SimdHost, x: Float32Array, out: Float32Array, k1: number, k2: number, rate: number, scale: number): number {
   const n = wholeGroups(x.length);
   for (let a = 0; a < n; a += host.chunk) {

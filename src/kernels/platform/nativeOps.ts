@@ -3,13 +3,13 @@
  *
  * Why: TF.js kernels must return synchronously, and the wasm backend computes on one wasm SIMD thread. ORT's CPU
  * kernels are native (MLAS: AVX2/AVX-512 GEMM, vectorised Erf/Exp/Tanh, ...) and run on an intra-op thread pool,
- * for ~10 us of fixed cost a call. src/model/nativeGemm.ts uses this for the dense products; any kernel can run
+ * for ~10 us of fixed cost a call. src/kernels/platform/nativeGemm.ts uses this for the dense products; any kernel can run
  * a graph of its own the same way (`NativeOps.run`).
  *
  * How: the public `InferenceSession.run()` is async (it defers the call with setImmediate), but the package's
  * native binding (`onnxruntime-node/dist/binding`, the object its own session handler wraps) has a synchronous
- * `run`, which this module calls directly: a documented shim over an internal entry point that is the same in
- * onnxruntime-node 1.16-1.21. Inputs and preallocated outputs are Float32Array views (of the wasm heap,
+ * `run`, which this module calls directly: a documented shim over an internal entry point (listed in internals.ts
+ * with the version it is checked against). Inputs and preallocated outputs are Float32Array views (of the wasm heap,
  * typically), so ORT reads and writes tensors in place; the binding also returns a copy of each output, which is
  * dropped (the remaining cost: one memcpy of the output and the garbage it leaves). Nothing runs between the
  * views' creation and `run` returning, so a wasm heap cannot grow (and detach them) meanwhile.
@@ -20,7 +20,8 @@
  */
 import { createRequire } from 'node:module';
 import os from 'node:os';
-import { encodeModel, type GraphSpec } from '../export/onnx/proto.js';
+import { installedVersion, privateDependency, versionProblem } from './internals.js';
+import { encodeModel, type GraphSpec } from './onnxProto.js';
 
 /** ONNX opset and IR version of the graphs (opset 17: every op used here, LayerNormalization included). */
 const NATIVE_OPSET = 17;
@@ -62,10 +63,13 @@ export class NativeOps {
   ) {}
 
   /**
-   * Loads onnxruntime-node; throws (with the loader's message) when the package or its native library is missing.
-   * `threads` defaults to the cores Node may use (os.availableParallelism()).
+   * Loads onnxruntime-node; throws (with the loader's message) when the package or its native library is missing,
+   * or is not the version whose binding this module calls (internals.ts). `threads` defaults to the cores Node may
+   * use (os.availableParallelism()).
    */
   static load(threads: number = os.availableParallelism()): NativeOps {
+    const why = versionProblem(privateDependency('onnxruntime-node'), installedVersion('onnxruntime-node'));
+    if (why !== null) throw new Error(why);
     const require = createRequire(import.meta.url);
     const ort = require('onnxruntime-node') as OrtModule;
     const binding = require('onnxruntime-node/dist/binding') as OrtBindingModule;

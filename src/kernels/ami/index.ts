@@ -15,7 +15,7 @@
  *   MicseAmiGrad     attentions, positions, plan, mi, dy -> d attentions (zero except at drawn positions)
  *   MicseAmiDrawn    plan -> int32 [rows, samples]
  *
- * The draw reproduces the stock path exactly: keys are seededUniform([R, N], seed) (random.ts's WGSL, flat index
+ * The draw reproduces the stock path exactly: keys are seededUniform([R, N], seed) (kernels/dropout's WGSL, flat index
  * r*N + c), invalid positions keyed -1, and tf.topk's order (tfjs-backend-cpu TopK_impl: key descending, equal keys
  * by increasing index). A key is the 24-bit integer behind the uniform (u = k * 2^24, same order as the float):
  *   1. radix select (3 passes of 8 bits, a 256-bin histogram in workgroup memory) finds the take-th largest valid
@@ -35,13 +35,14 @@
  * Each thread writes the zeros of the columns c = lid (mod workgroup) of its row and then the drawn samples at such
  * columns, so every element is written once by one invocation, in program order (distinct positions per row).
  *
- * Reference: SAP-samples/acl2023-micse `model/models.py` `cl_forward`, ../shared/docs/METHOD.md "Attention mutual
- * information"; the header tfjs-backend-webgpu generates for a program: src/model/webgpuPrograms.ts.
+ * Reference: SAP-samples/acl2023-micse `model/models.py` `cl_forward`, step by step in src/losses/attentionMI.ts;
+ * the header tfjs-backend-webgpu generates for a program: src/kernels/platform/webgpuPrograms.ts.
  */
 import type { WebGPUBackend, WebGPUProgram } from '@tensorflow/tfjs-backend-webgpu';
-import { seedKeys, WGSL_RANDOM } from '../model/random.js';
-import { registerKernelsOnce, tf } from '../model/tf.js';
-import { elementwiseProgram, workgroupSumWgsl } from '../model/webgpuPrograms.js';
+import { seedKeys, WGSL_RANDOM } from '../dropout/index.js';
+import { tf } from '../../model/tf.js';
+import { kernelOn, registerOp } from '../registry.js';
+import { elementwiseProgram, workgroupSumWgsl } from '../platform/webgpuPrograms.js';
 
 const COUNTS = 'MicseAmiCounts';
 const PLAN = 'MicseAmiPlan';
@@ -538,7 +539,11 @@ const KERNELS: Record<string, tf.KernelFunc> = {
   [COUNTS]: countsKernel, [PLAN]: planKernel, [DRAW]: drawKernel, [MI]: miKernel, [VALUE]: valueKernel,
   [GRAD]: gradKernel, [DRAWN]: drawnKernel,
 };
-registerKernelsOnce('webgpu', KERNELS);
+
+/** Registers the AMI kernels of `backendName` (webgpu only). */
+export function registerAmiKernels(backendName: string): void {
+  registerOp(backendName, { webgpu: KERNELS });
+}
 
 // ---------------------------------------------------------------------------------------------------------------
 // Ops (attentionMI.ts calls them where amiKernelsOn())
@@ -550,7 +555,7 @@ function run(kernelName: string, inputs: tf.NamedTensorMap, attrs: object = {}):
 
 /** Whether the current backend has these kernels (webgpu). */
 export function amiKernelsOn(): boolean {
-  return tf.getKernel(DRAW, tf.getBackend()) !== undefined;
+  return kernelOn(DRAW);
 }
 
 /** rankSamplePositions of `valid [R, N]` (bool) with `samples <= AMI_DRAW_MAX_SAMPLES`: int32 [R, samples]. */

@@ -1,12 +1,12 @@
 /**
- * The two shapes of WebGPU program this project's kernels are made of (random.ts, fused.ts, adamwKernels.ts),
+ * The two shapes of WebGPU program this project's kernels are made of (kernels/dropout, kernels/layerNorm, kernels/adamw),
  * written once. Both run through WebGPUBackend.runWebGPUProgram, which compiles `getUserCode()` after a header
  * it generates: the uniforms struct (with `size` when `size` is set), `result`, one read-only array per input
  * named as in `variableNames`, the builtins as module-scope `localId`/`localIndex`/`workgroupId`/`numWorkgroups`,
  * and a `fn main(index)` called with the flat global index.
  */
 import type { WebGPUProgram } from '@tensorflow/tfjs-backend-webgpu';
-import { tf } from './tf.js';
+import { tf } from '../../model/tf.js';
 
 export interface ElementwiseSpec {
   shaderKey: string;
@@ -76,7 +76,7 @@ export function workgroupSumWgsl(name: string, size: number): string {
 // A TF.js WebGPU program has one output. Where a backward pass yields two tensors from the same reads (dq and dk
 // of attention, dgamma and dbeta of LayerNorm), `recordRaw` records one dispatch of a whole WGSL module of our
 // own into the backend's command encoder, writing any number of outputs the backend allocated. This reaches into
-// tfjs-backend-webgpu 4.x internals, typed by `BackendInternals`; adamwWebgpu.ts records the same way.
+// tfjs-backend-webgpu 4.x internals, typed by `BackendInternals`; kernels/adamw/webgpu.ts records the same way.
 // ---------------------------------------------------------------------------------------------------------------
 
 /** What raw recording uses of a WebGPUBackend beyond its public type (tfjs-backend-webgpu 4.x). */
@@ -128,7 +128,10 @@ export function rawDispatchCount(): number {
   return rawDispatches;
 }
 
-/** Calls `f` with the key of every raw dispatch until the returned function is called (tests count them). */
+/**
+ * Calls `f` with the key of every raw dispatch until the returned function is called (tests count them; the
+ * in-place AdamW's keys end in `/k`, its k parameters updated by that dispatch).
+ */
 export function observeRawDispatches(f: (key: string) => void): () => void {
   rawObservers.add(f);
   return () => rawObservers.delete(f);
@@ -136,10 +139,10 @@ export function observeRawDispatches(f: (key: string) => void): () => void {
 
 /**
  * Records `dispatches` (set, bind group, workgroups each) into the backend's compute pass, then submits where the
- * backend would (WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE dispatches a pass).
+ * backend would (WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE dispatches a pass). Observers see each dispatch's own key, else `key`.
  */
 export function recordDispatches(b: BackendInternals, key: string,
-  dispatches: { pipeline: GPUComputePipeline; bindGroup: GPUBindGroup; offsets?: number[]; grid: [number, number, number] }[]): void {
+  dispatches: { pipeline: GPUComputePipeline; bindGroup: GPUBindGroup; offsets?: number[]; grid: [number, number, number]; key?: string }[]): void {
   b.ensureCommandEncoderReady();
   if (b.computePassEncoder === null) b.computePassEncoder = b.commandEncoder.beginComputePass();
   const pass = b.computePassEncoder;
@@ -148,7 +151,7 @@ export function recordDispatches(b: BackendInternals, key: string,
     pass.setBindGroup(0, d.bindGroup, d.offsets ?? []);
     pass.dispatchWorkgroups(...d.grid);
     rawDispatches += 1;
-    for (const f of rawObservers) f(key);
+    for (const f of rawObservers) f(d.key ?? key);
   }
   b.dispatchCountInPass += dispatches.length;
   if (b.dispatchCountInPass >= Number(tf.env().get('WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE'))) {

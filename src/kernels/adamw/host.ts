@@ -1,5 +1,5 @@
 /**
- * Fused optimizer kernels for AdamW (src/train/adamw.ts):
+ * The AdamW kernels of the host backends (cpu, wasm; the op is index.ts, the webgpu kernels webgpu.ts):
  *
  *   MicseGradNorm  inputs g0..gk (any shapes)  -> [] ||(g0, .., gk)||_2                    cpu, wasm, webgpu
  *   MicseAdamW     inputs p, g, m, v (shape S), norm [], [gate []]  -> [p', m', v'] (shape S each)   cpu, wasm
@@ -9,7 +9,7 @@
  * dispatch with a large fixed cost (BERT-base has ~200 parameters), on the host backends each op is one more pass
  * over the arrays. Here the whole update of one parameter is one kernel, and the norm of all gradients one kernel
  * (on webgpu one dispatch per 14 gradients; 6 where the device keeps the default 8 storage buffers). On webgpu the
- * update is not a TF.js kernel: a program there has a single output, so adamwWebgpu.ts writes p, m and v in place,
+ * update is not a TF.js kernel: a program there has a single output, so kernels/adamw/webgpu.ts writes p, m and v in place,
  * several parameters a dispatch, instead.
  *
  * The arithmetic is the composite code's, operation by operation in float32 (the clipping coefficient is computed
@@ -19,45 +19,18 @@
  *   v' = v * b2 + (g * g) * (1 - b2)
  *   p' = p * decay - (m' / (sqrt(v') / bc2Sqrt + eps)) * stepSize        decay = 1 - lr * wd (1: no decay)
  * On cpu without wasm SIMD every step is rounded to float32 (Math.fround); otherwise a WebAssembly SIMD loop
- * (adamwSimd.ts) does the same float32 operations four lanes at a time, directly on the wasm backend's heap, and on
+ * (kernels/adamw/simd.ts) does the same float32 operations four lanes at a time, directly on the wasm backend's heap, and on
  * chunks copied through a private staging memory for cpu's JS arrays. Either way the update equals the
  * stock kernels' composite bit for bit. The norm sums the float32 squares of each gradient in double (on wasm in
  * four double lanes) and the per-gradient sums in float32, as the cpu Sum and AddN kernels do; the stock wasm Sum
  * accumulates in float32, so there the norms differ by its rounding. webgpu differs from its stock kernels by
  * float rounding only (the norm's summation order; a GPU compiler may fuse a multiply-add); so does the in-place
- * update of adamwWebgpu.ts, which follows the same order.
+ * update of kernels/adamw/webgpu.ts, which follows the same order.
  */
-import type { WebGPUBackend, WebGPUProgram } from '@tensorflow/tfjs-backend-webgpu';
-import { heapOffset, heapView, type CpuBackend, type WasmBackend } from '../model/hostBackend.js';
-import { registerKernelsOnce, tf } from '../model/tf.js';
-import { workgroupSumWgsl } from '../model/webgpuPrograms.js';
-import { simdFor, SIMD_LANES, type AdamWSimd } from './adamwSimd.js';
-
-const ADAMW_KERNEL = 'MicseAdamW';
-const GRAD_NORM_KERNEL = 'MicseGradNorm';
-/** The backends each kernel is registered for; others use the composite ops (webgpu updates in place instead, adamwWebgpu.ts). */
-const KERNEL_BACKENDS: Record<string, readonly string[]> = {
-  [GRAD_NORM_KERNEL]: ['cpu', 'wasm', 'webgpu'],
-  [ADAMW_KERNEL]: ['cpu', 'wasm'],
-};
-
-/** torch's clip_grad_norm_ adds this to the norm before dividing. */
-export const CLIP_EPS = 1e-6;
-
-/** The per-step scalars of one update (plain numbers; rounded to float32 where they enter the arithmetic). */
-export type AdamWStepScalars = {
-  beta1: number;
-  beta2: number;
-  eps: number;
-  /** 1 - lr * weightDecay, or 1 for a parameter without decay. */
-  decay: number;
-  /** sqrt(1 - beta2^t). */
-  bc2Sqrt: number;
-  /** lr / (1 - beta1^t). */
-  stepSize: number;
-  /** Clip to this norm; 0: no clipping (coef 1). */
-  maxNorm: number;
-};
+import { heapOffset, heapView, type CpuBackend, type WasmBackend } from '../platform/hostBackend.js';
+import { tf } from '../../model/tf.js';
+import { ADAMW_KERNEL, assertFloat32, CLIP_EPS, GRAD_NORM_KERNEL, type AdamWStepScalars } from './scalars.js';
+import { simdFor, SIMD_LANES, type AdamWSimd } from './simd.js';
 
 type KernelFunc = tf.KernelConfig['kernelFunc'];
 
@@ -112,10 +85,6 @@ export function adamwHost(p: Float32Array, g: Float32Array, m: Float32Array, v: 
   }
 }
 
-function assertFloat32(kernel: string, xs: readonly tf.TensorInfo[]): void {
-  for (const x of xs) if (x.dtype !== 'float32') throw new Error(`${kernel}: float32 inputs only (got ${x.dtype})`);
-}
-
 type AdamWInputs = Record<'p' | 'g' | 'm' | 'v' | 'norm', tf.TensorInfo> & { gate?: tf.TensorInfo };
 
 const cpuGradNorm: KernelFunc = ({ inputs, backend }) => {
@@ -152,8 +121,8 @@ function cpuStaging(): CpuStage | null {
 
 /**
  * adamwHost's update, four lanes at a time: chunks of p, g, m, v are copied into the staging memory, updated by the
- * wasm loop and copied out (the copies cost far less than the scalar loop's Math.fround per operation: BERT-base's
- * 30,522 x 768 word embeddings took 534 ms a step in the scalar loop). Same float32 operations, same bits.
+ * wasm loop and copied out (the copies cost far less than the scalar loop's Math.fround per operation, which made
+ * BERT-base's word-embedding update the slowest kernel of a cpu step). Same float32 operations, same bits.
  */
 function adamwStaged(stage: CpuStage, ins: readonly Float32Array[], norm: number, s: AdamWStepScalars,
   outs: readonly Float32Array[]): void {
@@ -239,152 +208,8 @@ const wasmAdamW: KernelFunc = ({ inputs, backend, attrs }) => {
   return outs;
 };
 
-// ---------------------------------------------------------------------------------------------------------------
-// WebGPU programs
-//
-// tfjs-backend-webgpu generates each shader's header: `result` (the one output, binding 0), one read-only array
-// per name in `variableNames`, and a `uniforms` struct with every input's shape (`<name>Shape`), the output shape,
-// `size` when `size` is set, then the program's own `uniforms` fields. `main(index)` is called with the flat
-// invocation index (getMainHeaderString('index') spells the same signature); `localIndex`, `workgroupId` and
-// `numWorkgroups` are module-scope copies of the builtins. All tensors are bound flat ([n]).
-// ---------------------------------------------------------------------------------------------------------------
-
-/** Invocations per workgroup of the sum-of-squares programs (a power of two: tree reduction in shared memory). */
-const REDUCE_WORKGROUP = 256;
-/** Workgroups of a sum-of-squares program: each writes one partial sum, so the partials are [REDUCE_PARTIALS]. */
-const REDUCE_PARTIALS = 256;
-/** Gradients per sum-of-squares dispatch: the device's storage buffers per stage minus the output and the running partials. */
-function gradsPerDispatch(device: GPUDevice): number {
-  return device.limits.maxStorageBuffersPerShaderStage - 2;
-}
-
-function flat(x: tf.TensorInfo): tf.TensorInfo {
-  return { dataId: x.dataId, shape: [tf.util.sizeFromShape(x.shape)], dtype: x.dtype };
-}
-
-/** The workgroup's tree sum of a value, returned to every invocation (it has barriers: all must call it). */
-const WORKGROUP_SUM = workgroupSumWgsl('workgroupSum', REDUCE_WORKGROUP);
-
-/**
- * Partial sums of squares over up to gradsPerDispatch() gradients, added to the previous partials if any:
- *   [Prev [W]], G0 [n0], .., Gk [nk] -> [W],  W = REDUCE_PARTIALS workgroups, each striding over every gradient.
- */
-class SumSquaresProgram implements WebGPUProgram {
-  readonly outputShape = [REDUCE_PARTIALS];
-  shaderKey: string;
-  readonly dispatchLayout = { x: [0] };
-  dispatch: [number, number, number] = [REDUCE_PARTIALS, 1, 1];
-  readonly workgroupSize: [number, number, number] = [REDUCE_WORKGROUP, 1, 1];
-  readonly variableNames: string[];
-  private readonly grads: string[];
-
-  constructor(count: number, private readonly hasPrev: boolean) {
-    this.grads = Array.from({ length: count }, (_, i) => `G${i}`);
-    this.variableNames = hasPrev ? ['Prev', ...this.grads] : this.grads;
-    this.shaderKey = `micse_sumsq_${count}_${hasPrev}`;
-  }
-
-  getUserCode(): string {
-    const loops = this.grads.map((name) => `
-          for (var i = index; i < uniforms.${name.toLowerCase()}Shape; i = i + stride) {
-            let x = ${name}[i];
-            acc = acc + x * x;
-          }`).join('');
-    return `
-      ${WORKGROUP_SUM}
-      fn main(index : i32) {
-        let stride = i32(numWorkgroups.x) * ${REDUCE_WORKGROUP};
-        var acc = 0.0;
-        ${loops}
-        let total = workgroupSum(acc);
-        if (localIndex == 0u) {
-          setOutputAtIndex(i32(workgroupId.x), ${this.hasPrev ? 'Prev[workgroupId.x] + ' : ''}total);
-        }
-      }`;
-  }
-}
-
-/** sqrt(sum of the partials).  Partials [W] -> [1] */
-class NormProgram implements WebGPUProgram {
-  readonly outputShape = [1];
-  shaderKey = 'micse_norm';
-  readonly dispatchLayout = { x: [0] };
-  dispatch: [number, number, number] = [1, 1, 1];
-  readonly workgroupSize: [number, number, number] = [REDUCE_WORKGROUP, 1, 1];
-  readonly variableNames = ['Partials'];
-
-  getUserCode(): string {
-    return `
-      ${WORKGROUP_SUM}
-      fn main(index : i32) {
-        var acc = 0.0;
-        for (var i = index; i < uniforms.partialsShape; i = i + ${REDUCE_WORKGROUP}) {
-          acc = acc + Partials[i];
-        }
-        let total = workgroupSum(acc);
-        if (localIndex == 0u) {
-          setOutputAtIndex(0, sqrt(total));
-        }
-      }`;
-  }
-}
-
-const webgpuGradNorm: KernelFunc = ({ inputs, backend }) => {
-  const b = backend as unknown as WebGPUBackend;
-  const grads = (Object.values(inputs) as tf.TensorInfo[]).filter((g) => tf.util.sizeFromShape(g.shape) > 0);
-  assertFloat32(GRAD_NORM_KERNEL, grads);
-  const perDispatch = gradsPerDispatch(b.device);
-  let partials: tf.TensorInfo | undefined;
-  for (let i = 0; i < grads.length || partials === undefined; i += perDispatch) {
-    const chunk = grads.slice(i, i + perDispatch).map(flat);
-    const prev = partials;
-    const program = new SumSquaresProgram(chunk.length, prev !== undefined);
-    partials = b.runWebGPUProgram(program, prev === undefined ? chunk : [prev, ...chunk], 'float32');
-    if (prev !== undefined) b.disposeData(prev.dataId);
-  }
-  const norm = b.runWebGPUProgram(new NormProgram(), [partials], 'float32');
-  b.disposeData(partials.dataId);
-  return { dataId: norm.dataId, shape: [], dtype: 'float32' };
+/** The host kernels, by backend. */
+export const HOST_KERNELS = {
+  cpu: { [GRAD_NORM_KERNEL]: cpuGradNorm, [ADAMW_KERNEL]: cpuAdamW },
+  wasm: { [GRAD_NORM_KERNEL]: wasmGradNorm, [ADAMW_KERNEL]: wasmAdamW },
 };
-
-// ---------------------------------------------------------------------------------------------------------------
-// Registration and calls
-// ---------------------------------------------------------------------------------------------------------------
-
-/** kernel name -> backend -> implementation, for the backends of KERNEL_BACKENDS. */
-const KERNELS: Record<string, Record<string, KernelFunc>> = {
-  [GRAD_NORM_KERNEL]: { cpu: cpuGradNorm, wasm: wasmGradNorm, webgpu: webgpuGradNorm },
-  [ADAMW_KERNEL]: { cpu: cpuAdamW, wasm: wasmAdamW },
-};
-
-for (const [kernelName, byBackend] of Object.entries(KERNELS)) {
-  for (const backendName of KERNEL_BACKENDS[kernelName]!) registerKernelsOnce(backendName, { [kernelName]: byBackend[backendName]! });
-}
-
-/** Whether the active backend has the fused gradient-norm kernel. */
-export function fusedNormAvailable(): boolean {
-  return KERNEL_BACKENDS[GRAD_NORM_KERNEL]!.includes(tf.getBackend());
-}
-
-/** Whether the active backend has the fused update kernel (webgpu updates in place instead: adamwWebgpu.ts). */
-export function fusedUpdateAvailable(): boolean {
-  return KERNEL_BACKENDS[ADAMW_KERNEL]!.includes(tf.getBackend());
-}
-
-/** ||grads||_2 over all `grads` in one kernel.  g_i (any shapes) -> [] */
-export function fusedGradNorm(grads: readonly tf.Tensor[]): tf.Scalar {
-  const inputs: tf.NamedTensorMap = {};
-  grads.forEach((g, i) => (inputs[`g${i}`] = g));
-  return tf.engine().runKernel(GRAD_NORM_KERNEL, inputs) as tf.Scalar;
-}
-
-/**
- * One AdamW update of one parameter: returns [p', m', v'], each shaped like p; with a `gate` that is not finite,
- * p, m and v unchanged.  p, g, m, v [S], norm [], gate []
- */
-export function fusedAdamW(p: tf.Tensor, g: tf.Tensor, m: tf.Tensor, v: tf.Tensor, norm: tf.Scalar, gate: tf.Scalar | undefined,
-  s: AdamWStepScalars): [tf.Tensor, tf.Tensor, tf.Tensor] {
-  const inputs: tf.NamedTensorMap = { p, g, m, v, norm };
-  if (gate !== undefined) inputs.gate = gate;
-  return tf.engine().runKernel(ADAMW_KERNEL, inputs, { ...s }) as unknown as [tf.Tensor, tf.Tensor, tf.Tensor];
-}

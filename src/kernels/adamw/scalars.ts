@@ -1,0 +1,27 @@
+/** The names, scalars and input check the AdamW kernels of every backend share. */
+import { tf } from '../../model/tf.js';
+
+export const ADAMW_KERNEL = 'MicseAdamW';
+export const GRAD_NORM_KERNEL = 'MicseGradNorm';
+
+/** torch's clip_grad_norm_ adds this to the norm before dividing. */
+export const CLIP_EPS = 1e-6;
+
+/** The per-step scalars of one update (plain numbers; rounded to float32 where they enter the arithmetic). */
+export type AdamWStepScalars = {
+  beta1: number;
+  beta2: number;
+  eps: number;
+  /** 1 - lr * weightDecay, or 1 for a parameter without decay. */
+  decay: number;
+  /** sqrt(1 - beta2^t). */
+  bc2Sqrt: number;
+  /** lr / (1 - beta1^t). */
+  stepSize: number;
+  /** Clip to this norm; 0: no clipping (coef 1). */
+  maxNorm: number;
+};
+
+export function assertFloat32(kernel: string, xs: readonly tf.TensorInfo[]): void {
+  for (const x of xs) if (x.dtype !== 'float32') throw new Error(`${kernel}: float32 inputs only (got ${x.dtype})`);
+}

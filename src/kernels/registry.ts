@@ -1,0 +1,28 @@
+/**
+ * The registry helpers every op folder uses: its kernels are registered per backend name by `registerKernels`
+ * (src/kernels/index.ts), never on import, and each op runs its kernel where the active backend has it (`kernelOn`),
+ * its composed stock ops everywhere else.
+ */
+import { tf } from '../model/tf.js';
+
+/** An op's kernels: backend name -> kernel name -> implementation. */
+export type KernelsByBackend = Readonly<Record<string, Readonly<Record<string, tf.KernelFunc>>>>;
+
+/**
+ * Registers `byBackend[backendName]`'s kernels, skipping names already registered there (the registry is global
+ * to the engine: a second call, or a bundle evaluated beside the sources, leaves the first registration alone), and
+ * `gradients` (each unless its kernel has one already). A backend the op has no kernels for gets none.
+ */
+export function registerOp(backendName: string, byBackend: KernelsByBackend, gradients: readonly tf.GradConfig[] = []): void {
+  const kernels = byBackend[backendName];
+  if (kernels === undefined) return;
+  for (const [kernelName, kernelFunc] of Object.entries(kernels)) {
+    if (tf.getKernel(kernelName, backendName) === undefined) tf.registerKernel({ kernelName, backendName, kernelFunc });
+  }
+  for (const g of gradients) if (tf.getGradient(g.kernelName) === undefined) tf.registerGradient(g);
+}
+
+/** Whether the op's kernel `kernelName` runs here: registered on the active backend, and every input float32. */
+export function kernelOn(kernelName: string, ...xs: tf.TensorInfo[]): boolean {
+  return tf.getKernel(kernelName, tf.getBackend()) !== undefined && xs.every((x) => x.dtype === 'float32');
+}
