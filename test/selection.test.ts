@@ -66,8 +66,9 @@ describe('a short run with hf-save-steps', { skip: SKIP_NO_SHARED }, () => {
     assert.equal(result.bestStep, 4);
     const evals = (await fs.readFile(path.join(output, 'metrics.jsonl'), 'utf8')).trim().split('\n')
       .map((l) => JSON.parse(l) as { step: number; stsbDev?: number; best?: boolean }).filter((m) => m.stsbDev !== undefined);
-    assert.deepEqual(evals.map((m) => [m.step, m.best]), [[2, false], [4, true], [6, false]]);
-    assert.equal(result.bestScore, evals[1]!.stsbDev);
+    // Step 0 is scored before any update and is never a candidate.
+    assert.deepEqual(evals.map((m) => [m.step, m.best]), [[0, false], [2, false], [4, true], [6, false]]);
+    assert.equal(result.bestScore, evals[2]!.stsbDev);
     assert.match(await fs.readlink(path.join(output, 'best')), /step-0*4$/);
     assert.match(await fs.readlink(path.join(output, 'last')), /step-0*7$/);
   });

@@ -172,7 +172,7 @@ describe('training faults', { skip: SKIP_NO_SHARED }, () => {
     await train(config(path.join(dir, 'metrics-bad'), 8), { ...quiet, stopAfter: 2 });
     await fs.appendFile(path.join(dir, 'metrics-bad', 'metrics.jsonl'), 'not json\n');
     await assert.rejects(train(config(path.join(dir, 'metrics-bad'), 8), { ...quiet, resume: true }),
-      (e: unknown) => e instanceof UserError && /metrics\.jsonl:4: not a JSON line/.test(e.message));
+      (e: unknown) => e instanceof UserError && /metrics\.jsonl:5: not a JSON line/.test(e.message));
   });
 
   it('--resume with another learning rate saves it in config.yaml and says so; shape, data and seed changes are refused', async () => {
