@@ -177,7 +177,8 @@ describe('sweep inputs, checked before anything starts', () => {
         const lines = r.stderr.trimEnd().split('\n');
         assert.match(lines[0]!, /paper-lowshot\.yaml: 70 of 70 points to run lack inputs; nothing was started or enqueued:$/);
         assert.equal(lines.length, 4, r.stderr);
-        assert.match(r.stderr, /^ {2}training data data\/\S+ \(70 points\): no such file; fetch with: npx micse data download (wiki1m|fewshot-subsets)$/m);
+        // The authors' files: 7 splits x 5 seeds, one download fetches them all (shared by miCSE and SimCSE points).
+        assert.match(r.stderr, /^ {2}training data data\/fewshot\/wiki_subset_1M_000\.0064percent_seed48\.txt, \S+ and 33 more \(70 points\): no such file; fetch with: npx micse data download fewshot-subsets$/m);
         assert.match(r.stderr, /^ {2}STS data data\/senteval \(70 points\): SentEval task file not found: .*; fetch with: npx micse data download senteval$/m);
         assert.match(r.stderr, /^ {2}model bert-base-uncased \(70 points\): not in the Hugging Face cache and offline mode is on; put config\.json/m);
       }

@@ -8,10 +8,11 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { loadStsTasks, STS_TEST_TASKS } from '../../eval/sts.js';
-import { DATASET_NAMES, DEFAULT_DATA_DIR, datasetFiles, type DatasetName } from '../data/download.js';
+import { DEFAULT_DATA_DIR, downloadCommandFor, type DatasetName } from '../data/download.js';
 import { UserError } from '../errors.js';
 import { exists } from '../fsutil.js';
 import { hubFileUrl, hubOffline, looksLikeModelId, repoFolder, resolveModelDir } from '../model/hub.js';
+import { trainingFile } from '../train/plan.js';
 import type { Sweep } from './grid.js';
 import { pointDir, pointState } from './point.js';
 
@@ -34,19 +35,6 @@ interface Missing {
 /** `npx micse data download NAME [--dir DIR]`. */
 function downloadCommand(name: DatasetName, dir: string): string {
   return `npx micse data download ${name}${path.normalize(dir) === path.normalize(DEFAULT_DATA_DIR) ? '' : ` --dir ${dir}`}`;
-}
-
-/** The `micse data download` that writes `file` (by the dataset's file names), or null. */
-function fetchCommandFor(file: string): string | null {
-  const f = path.normalize(file);
-  for (const name of DATASET_NAMES) {
-    for (const spec of datasetFiles(name, '')) {
-      const rel = path.normalize(spec.target);
-      if (f === rel) return downloadCommand(name, '.');
-      if (f.endsWith(path.sep + rel)) return downloadCommand(name, f.slice(0, -(rel.length + 1)) || path.sep);
-    }
-  }
-  return null;
 }
 
 async function isFile(file: string): Promise<boolean> {
@@ -109,10 +97,11 @@ export async function checkSweepInputs(sweep: Sweep, out: string): Promise<void>
     if ((await pointState(dir)) === 'done') continue;
     todo += 1;
     const c = p.config;
-    if (!(await isFile(c.data.train))) {
-      const fetch = fetchCommandFor(c.data.train);
-      if (fetch === null) note(`train:${c.data.train}`, `training data ${c.data.train}`, 'no such file', null, p.name);
-      else note(`fetch:${fetch}`, null, 'no such file', fetch, p.name, c.data.train);
+    const train = trainingFile(c);
+    if (!(await isFile(train))) {
+      const fetch = downloadCommandFor(train);
+      if (fetch === null) note(`train:${train}`, `training data ${train}`, 'no such file', null, p.name);
+      else note(`fetch:${fetch}`, null, 'no such file', fetch, p.name, train);
     }
     if (!sts.has(c.data.senteval)) sts.set(c.data.senteval, stsProblem(c.data.senteval));
     const stsWhy = sts.get(c.data.senteval)!;
