@@ -1,6 +1,13 @@
 #!/usr/bin/env node
-// Entry point of `npx micse`: runs the TypeScript CLI through tsx (no build step needed).
-import { register } from 'tsx/esm/api';
+// Entry point of `npx micse`: the compiled CLI when `npm run build` has written dist/, else the TypeScript sources
+// through tsx (a checkout needs no build step; after editing src/, rebuild or remove dist/).
+import { existsSync } from 'node:fs';
 
-register();
-await import('../src/cli/main.ts');
+const compiled = new URL('../dist/src/cli/main.js', import.meta.url);
+if (existsSync(compiled)) {
+  await import(compiled.href);
+} else {
+  const { register } = await import('tsx/esm/api');
+  register();
+  await import('../src/cli/main.ts');
+}

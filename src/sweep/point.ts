@@ -11,7 +11,7 @@
  * Everything else is the trainer's (config.yaml, metrics.jsonl, last/, best/, eval.json, summary.json, ...).
  */
 import { spawn } from 'node:child_process';
-import { closeSync, openSync, promises as fs, rmSync } from 'node:fs';
+import { closeSync, existsSync, openSync, promises as fs, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -181,7 +181,16 @@ export async function recordFailure(dir: string, message: string, stack?: string
   await logAttempt(dir, { event: 'failed', message });
 }
 
-const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'bin', 'micse.js');
+/** bin/micse.js of this package: beside the package.json above this module, in the sources (src/sweep/) and in the build (dist/src/sweep/). */
+function cliPath(): string {
+  let dir = path.dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(path.join(dir, 'package.json'))) {
+    const up = path.dirname(dir);
+    if (up === dir) throw new Error(`no package.json above ${fileURLToPath(import.meta.url)}`);
+    dir = up;
+  }
+  return path.join(dir, 'bin', 'micse.js');
+}
 
 export interface ChildRun {
   /** Resolves with the outcome; rejects with the point's error message. */
@@ -198,7 +207,7 @@ export function spawnPoint(dir: string, env: NodeJS.ProcessEnv = {}): ChildRun {
   // A retry starts clean: a stale error.json would be mistaken for this attempt's.
   rmSync(path.join(dir, ERROR_FILE), { force: true });
   const fd = openSync(path.join(dir, LOG_FILE), 'a');
-  const child = spawn(process.execPath, [CLI, 'sweep', 'point', '--dir', dir], {
+  const child = spawn(process.execPath, [cliPath(), 'sweep', 'point', '--dir', dir], {
     stdio: ['ignore', fd, fd, 'ipc'],
     env: { ...process.env, ...env },
   });
