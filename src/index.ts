@@ -6,7 +6,10 @@ export { UserError } from './errors.js';
 export { selectBackend, describeSelection, BACKEND_NAMES, type BackendName, type BackendSelection } from './model/backend.js';
 export { BertModel, type BertInputs, type BertOutput, type ForwardOptions } from './model/bert.js';
 export { parseBertConfig, toHfConfig, BERT_BASE_CONFIG, type BertConfig } from './model/config.js';
-export { loadPretrained, resolveCheckpoint, readBertConfig, type LoadOptions, type Pretrained, type LoadReport } from './model/pretrained.js';
+export {
+  loadPretrained, resolveCheckpoint, readBertConfig, loadPretrainedFrom, urlSource, hubSource, filesSource,
+  type LoadOptions, type Pretrained, type LoadReport, type CheckpointSource, type NamedBlob, type SourceLoadOptions,
+} from './model/pretrained.js';
 export { resolveModelDir, hubCacheDir } from './model/hub.js';
 export { readSafetensors, readSafetensorsDir, writeSafetensors, parseSafetensors, serializeSafetensors } from './model/safetensors.js';
 export { embed, type EmbedOptions } from './model/embed.js';

@@ -36,7 +36,7 @@ describe('library build', () => {
 
   it('package.json points Node, bundlers and types at dist/, and every export target exists after the build', () => {
     const entry = pkg.exports['.']!;
-    assert.deepEqual(Object.keys(entry), ['types', 'import']);
+    assert.deepEqual(Object.keys(entry), ['types', 'browser', 'import']);
     for (const target of Object.values(entry)) assert.ok(existsSync(path.join(ROOT, target)), `${target} is missing after the build`);
     for (const devOnly of ['@huggingface/transformers', 'hnswlib-node']) assert.equal(pkg.dependencies[devOnly], undefined, `${devOnly} is test-only`);
   });
