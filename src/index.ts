@@ -32,6 +32,7 @@ export * from '../eval/index.js';
 // Training
 export { train, loadRunConfig, writeCurves, type TrainOptions, type TrainResult, type MetricsLine } from './train/trainer.js';
 export { loadConfig, defaultConfig, mergeConfig, applyOverrides, SCHEMA as CONFIG_SCHEMA, type TrainConfig } from './train/config.js';
+export { trainInMemory, type InMemoryTrainOptions, type InMemoryTrainResult, type EvalLine } from './train/memory.js';
 export { AdamW, learningRateAt, type AdamWOptions } from './train/adamw.js';
 export { saveCheckpoint, readTrainingState, type TrainerState } from './train/checkpoint.js';
 
@@ -40,6 +41,8 @@ export {
   exportCheckpoint, readExportSource, EXPORT_FORMATS, ONNX_OPSET, onnxClsEmbeddings, bertTokenizerJson,
   type ExportFormat, type ExportOptions, type ExportResult,
 } from './export/index.js';
+export { exportFiles, FILE_EXPORT_FORMATS, type FileExportFormat } from './export/files.js';
+export type { ExportFiles } from './export/hf.js';
 
 // Use the encoder: similarity, semantic search, clustering
 export { similarity, readPairsFile, type SentencePair, type ScoredPair } from './use/similarity.js';

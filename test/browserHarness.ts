@@ -59,6 +59,8 @@ export async function launchChromium(): Promise<Browser> {
   return puppeteer.launch({
     executablePath: CHROMIUM,
     headless: true,
+    // SwiftShader's WebGPU runs on the CPU: one page call may take minutes on a busy machine.
+    protocolTimeout: 600_000,
     args: ['--no-sandbox', '--enable-unsafe-webgpu', '--enable-unsafe-swiftshader', '--use-webgpu-adapter=swiftshader', '--enable-features=Vulkan'],
   });
 }

@@ -17,6 +17,13 @@ export { embed, type EmbedOptions } from '../model/embed.js';
 export { pool, EMBED_POOLERS, type EmbedPooler } from '../model/pooling.js';
 export { BertTokenizer } from '../data/tokenizer.js';
 export { loadPretrainedFrom, urlSource, hubSource, filesSource, type CheckpointSource, type NamedBlob, type Pretrained } from '../model/pretrained.js';
+export { trainInMemory, trainInMemory as train, type InMemoryTrainOptions, type InMemoryTrainResult, type EvalLine } from '../train/memory.js';
+export type { MetricsLine } from '../train/loop.js';
+export { defaultConfig, mergeConfig, SCHEMA as CONFIG_SCHEMA, type TrainConfig } from '../train/config.js';
+export { parseStsBenchmark } from '../../eval/senteval.js';
+export { exportFiles, FILE_EXPORT_FORMATS, type FileExportFormat } from '../export/files.js';
+export type { ExportFiles } from '../export/hf.js';
+export { stsbDevSpearman, type StsTaskData } from '../../eval/sts.js';
 
 /**
  * A checkpoint from the base URL of its directory (absolute, or relative to the page: `./model/`), the `File`s of

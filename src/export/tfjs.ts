@@ -10,7 +10,7 @@
  */
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { writeHfConfig, writeTokenizerFiles, type ExportSource } from './hf.js';
+import { hfConfigFile, tokenizerFiles, writeExportFiles, type ExportSource } from './hf.js';
 
 /** tensorflowjs_converter's default shard size. */
 export const DEFAULT_SHARD_BYTES = 4 * 1024 * 1024;
@@ -53,7 +53,6 @@ export async function writeTfjs(dir: string, src: ExportSource, opts: TfjsOption
     weightsManifest: [{ paths, weights }],
   };
   await fs.writeFile(path.join(dir, 'model.json'), JSON.stringify(modelJson, null, 2) + '\n');
-  const files = ['model.json', ...paths, await writeHfConfig(dir, src.config)];
-  files.push(...(await writeTokenizerFiles(dir, src.tokenizer)));
+  const files = ['model.json', ...paths, ...(await writeExportFiles(dir, { ...hfConfigFile(src.config), ...tokenizerFiles(src.tokenizer) }))];
   return files;
 }

@@ -1,31 +1,29 @@
 /**
- * The training loop: batch -> miCSE loss -> clipped AdamW step, STS-B dev selection every `evalSteps`, atomic
- * checkpoints, exact resume, metrics.jsonl, progress and curves.
+ * The training run on files: the loop of loop.ts (batch -> miCSE loss -> clipped AdamW step) with STS-B dev
+ * selection every `evalSteps`, atomic checkpoints, exact resume, metrics.jsonl, progress and curves.
  *
- * Reproducibility: every random choice of step s derives from (train.seed, s): the dropout masks
- * (`dropoutSeed`), the AMI draw, and the data order (the iterator's own seeded state). A run resumed from a
- * checkpoint therefore replays exactly what the uninterrupted run would have done (bitwise on the cpu backend).
+ * Reproducibility: every random choice of step s derives from (train.seed, s) (loop.ts), so a run resumed from a
+ * checkpoint replays exactly what the uninterrupted run would have done (bitwise on the cpu backend).
  */
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { evaluateSts, loadStsTask, stsbDevSpearman, STS_TEST_TASKS, type StsEvaluation } from '../../eval/sts.js';
 import { formatStsTable, stsReportJson } from '../../eval/report.js';
-import { TwoViewBatchIterator, type BatchIteratorState, type TwoViewBatch } from '../data/batches.js';
+import type { BatchIteratorState } from '../data/batches.js';
 import { loadTrainingSentences } from '../data/subset.js';
 import { BertTokenizer } from '../data/tokenizer.js';
 import { UserError } from '../errors.js';
 import { exists, writeFileAtomic } from '../fsutil.js';
-import { MlpHead } from '../losses/mlpHead.js';
 import { describeSelection, type BackendSelection } from '../model/backend.js';
-import { BertModel, packQkv, siteSeed } from '../model/bert.js';
+import { BertModel, packQkv } from '../model/bert.js';
 import { parseBertConfig } from '../model/config.js';
 import { embed } from '../model/embed.js';
 import { loadPretrained } from '../model/pretrained.js';
 import { tf } from '../model/tf.js';
 import { createProgress } from '../progress.js';
-import { AdamW, learningRateAt } from './adamw.js';
 import { readTrainingState, saveCheckpoint, type TrainerState } from './checkpoint.js';
-import { selectTrainingBackend, TrainStep, trainableParams, wasmHeapShortfall } from './step.js';
+import { checkObjectiveFits, isLoggedStep, runSteps, startTraining, type MetricsLine } from './loop.js';
+import { selectTrainingBackend, wasmHeapShortfall } from './step.js';
 import { configToYaml, loadConfig, type TrainConfig } from './config.js';
 import { lineChartSpec, renderSvg, type Point } from './plots.js';
 
@@ -33,8 +31,7 @@ export const CONFIG_FILE = 'config.yaml';
 export const METRICS_FILE = 'metrics.jsonl';
 export const SUMMARY_FILE = 'summary.json';
 export const EVAL_FILE = 'eval.json';
-/** Seed streams derived from train.seed, so each random consumer has its own. */
-const SEED_STREAM = { head: 1, dropout: 2, ami: 3, data: 4 } as const;
+export type { MetricsLine } from './loop.js';
 
 export interface TrainOptions {
   /** Continue the run in `config.train.output` from its last checkpoint. */
@@ -56,18 +53,6 @@ export interface TrainResult {
   bestScore: number | null;
   badSteps: number;
   final?: StsEvaluation;
-}
-
-export interface MetricsLine {
-  step: number;
-  epoch: number;
-  loss: number;
-  infoNCE: number;
-  ami: number | null;
-  lr: number;
-  gradNorm: number;
-  sentencesPerSecond: number;
-  skipped?: boolean;
 }
 
 /** Loads the run's config for `--resume RUN_DIR`. */
@@ -106,13 +91,6 @@ export async function selectBackendAndModel(c: TrainConfig, resumeDir: string | 
   return { selection, model: built.model, tokenizer: built.tokenizer, wasmShortfall, warning };
 }
 
-function checkObjectiveFits(c: TrainConfig, layers: number): void {
-  if (c.objective.style === 'micse' && c.objective.maxLayer > layers) {
-    throw new UserError(`objective.maxLayer is ${c.objective.maxLayer} but the model has ${layers} layers (0..${layers - 1}); ` +
-      `set objective.minLayer/maxLayer within the model's depth`);
-  }
-}
-
 /** Trains per `config` (or resumes the run in config.train.output). */
 export async function train(config: TrainConfig, opts: TrainOptions = {}): Promise<TrainResult> {
   const log = opts.log ?? ((l: string) => process.stderr.write(l + '\n'));
@@ -144,17 +122,8 @@ export async function train(config: TrainConfig, opts: TrainOptions = {}): Promi
     await writeFileAtomic(path.join(runDir, 'subset-manifest.json'), JSON.stringify(data.manifest, null, 2) + '\n');
   }
 
-  const head = new MlpHead(model.config.hiddenSize, { initializerRange: model.config.initializerRange, seed: siteSeed(c.train.seed, SEED_STREAM.head) });
-  const params = trainableParams(model, head);
-  const optimizer = new AdamW(params, { beta1: c.optim.beta1, beta2: c.optim.beta2, eps: c.optim.eps, weightDecay: c.optim.weightDecay });
-  const batchOpts = {
-    sentences: data.sentences, tokenizer, batchSize: c.train.batchSize, maxSeqLen: c.data.maxSeqLen, dropLast: c.data.dropLast,
-    seed: siteSeed(c.train.seed, SEED_STREAM.data),
-  };
-  let batches = new TwoViewBatchIterator(batchOpts);
-  const totalSteps = c.train.maxSteps ?? c.train.epochs * batches.stepsPerEpoch;
-  if (totalSteps < 1) throw new UserError(`no training steps: ${data.sentences.length} sentences with batch ${c.train.batchSize} and dropLast`);
-  const warmup = c.optim.warmupSteps > 0 ? c.optim.warmupSteps : Math.round(c.optim.warmupRatio * totalSteps);
+  const run = startTraining(c, model, tokenizer, data.sentences, prior?.state.data as BatchIteratorState | undefined);
+  const { head, optimizer, batches, totalSteps } = run;
 
   let state: TrainerState = {
     step: 0, totalSteps, epoch: 0, data: batches.state(), bestScore: null, bestStep: null, badStepsInRow: 0, badStepsTotal: 0, elapsedSeconds: 0,
@@ -178,7 +147,6 @@ export async function train(config: TrainConfig, opts: TrainOptions = {}): Promi
       });
     }
     optimizer.step = prior.optimizerStep;
-    batches = new TwoViewBatchIterator(batchOpts, state.data as BatchIteratorState);
     await truncateMetrics(path.join(runDir, METRICS_FILE), state.step);
     log(`resuming ${runDir} at step ${state.step}/${totalSteps}`);
   }
@@ -189,7 +157,6 @@ export async function train(config: TrainConfig, opts: TrainOptions = {}): Promi
   const metricsFile = await fs.open(path.join(runDir, METRICS_FILE), 'a');
   const progress = createProgress({ label: 'train', total: totalSteps, unit: 'step', silent: opts.quiet });
   if (state.step > 0) progress.tick(state.step);
-  const step = new TrainStep(model, head, optimizer, c.objective);
   const startedAt = Date.now() - state.elapsedSeconds * 1000;
   let stepsThisProcess = 0;
 
@@ -207,36 +174,19 @@ export async function train(config: TrainConfig, opts: TrainOptions = {}): Promi
   };
 
   try {
-    while (state.step < totalSteps) {
-      if (opts.stopAfter !== undefined && stepsThisProcess >= opts.stopAfter) return summaryOf();
-      const batch: TwoViewBatch = batches.next().value;
-      const t0 = Date.now();
-      const stepSeed = siteSeed(c.train.seed, state.step);
-      const lr = learningRateAt(state.step, totalSteps, c.optim.learningRate, warmup, c.optim.schedule);
-      const { loss, infoNCE, ami, gradNorm, finite } = await step.run(batch, {
-        lr, maxGradNorm: c.optim.maxGradNorm, dropoutSeed: siteSeed(stepSeed, SEED_STREAM.dropout), amiSeed: siteSeed(stepSeed, SEED_STREAM.ami),
-      });
-      if (finite) {
-        state.badStepsInRow = 0;
-      } else {
-        state.badStepsInRow += 1;
-        state.badStepsTotal += 1;
-      }
-      state.step += 1;
-      stepsThisProcess += 1;
-      state.epoch = batch.epoch;
-      const sps = (batch.sentences.length * 1000) / Math.max(1, Date.now() - t0);
-      const line: MetricsLine = { step: state.step, epoch: batch.epoch, loss, infoNCE, ami, lr, gradNorm, sentencesPerSecond: sps };
-      if (!finite) line.skipped = true;
-      if (state.step % c.train.logSteps === 0 || !finite) await metricsFile.write(JSON.stringify(line) + '\n');
-      opts.onStep?.(line);
-      progress.tick(1, { loss, infoNCE, ...(ami === null ? {} : { ami }), lr, 'sent/s': Math.round(sps) });
-      if (state.badStepsInRow >= c.train.maxBadSteps) {
-        throw new UserError(`stopped: ${state.badStepsInRow} steps in a row had a non-finite loss (last ${loss}); ` +
-          `lower optim.learningRate or check the data; the last good checkpoint is in ${path.join(runDir, 'last')}`);
-      }
-      if (state.step % c.train.evalSteps === 0 || state.step === totalSteps) await evaluateAndSave();
-    }
+    const completed = await runSteps(c, run, state, {
+      stop: () => opts.stopAfter !== undefined && stepsThisProcess >= opts.stopAfter,
+      afterStep: async (line) => {
+        stepsThisProcess += 1;
+        if (isLoggedStep(c, line)) await metricsFile.write(JSON.stringify(line) + '\n');
+        opts.onStep?.(line);
+        const { loss, infoNCE, ami, lr, sentencesPerSecond } = line;
+        progress.tick(1, { loss, infoNCE, ...(ami === null ? {} : { ami }), lr, 'sent/s': Math.round(sentencesPerSecond) });
+      },
+      evaluate: evaluateAndSave,
+      badStepsHint: `the last good checkpoint is in ${path.join(runDir, 'last')}`,
+    });
+    if (!completed) return summaryOf();
   } finally {
     await metricsFile.close();
   }
@@ -257,8 +207,7 @@ export async function train(config: TrainConfig, opts: TrainOptions = {}): Promi
   await writeCurves(runDir);
   log(`done: ${state.step} steps; best STS-B dev ${state.bestScore?.toFixed(2) ?? '-'} at step ${state.bestStep ?? '-'}` +
     `${state.badStepsTotal > 0 ? `; ${state.badStepsTotal} non-finite steps skipped` : ''}; run in ${runDir}`);
-  head.dispose();
-  optimizer.dispose();
+  run.dispose();
   model.dispose();
   return result;
 
