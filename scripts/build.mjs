@@ -1,9 +1,10 @@
 #!/usr/bin/env node
-// `npm run build`: the library (dist/src, dist/eval: JavaScript + .d.ts, tsc, incremental) and the browser bundle
-// (dist/browser/micse.js, esbuild, with the wasm backend's binaries beside it).
+// `npm run build`: the library (dist/src, dist/eval: JavaScript + .d.ts, tsc, incremental), the browser bundle
+// (dist/browser/micse.js, esbuild, with the wasm backend's binaries beside it) and the demo page as a static folder
+// (dist/demo: index.html, demo.js, the bundle and its binaries, and the STS-B dev file when ../shared has it).
 import { spawnSync } from 'node:child_process';
 import { builtinModules, createRequire } from 'node:module';
-import { copyFileSync, mkdirSync, readdirSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as esbuild from 'esbuild';
@@ -68,3 +69,28 @@ await esbuild.build({
 });
 const wasmDir = path.dirname(require.resolve('@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm.wasm'));
 for (const f of readdirSync(wasmDir).filter((n) => n.endsWith('.wasm'))) copyFileSync(path.join(wasmDir, f), path.join(browserDir, f));
+
+// The demo page: its script imports the bundle beside it.
+const demoDir = path.join(root, 'dist', 'demo');
+rmSync(demoDir, { recursive: true, force: true });
+mkdirSync(demoDir, { recursive: true });
+await esbuild.build({
+  entryPoints: [path.join(root, 'src', 'browser', 'demo', 'demo.ts')],
+  outfile: path.join(demoDir, 'demo.js'),
+  bundle: true,
+  format: 'esm',
+  platform: 'browser',
+  target: 'es2022',
+  logLevel: 'warning',
+  plugins: [{
+    name: 'bundle-beside',
+    setup(build) {
+      build.onResolve({ filter: /^\.\.\/index\.js$/ }, () => ({ path: './micse.js', external: true }));
+    },
+  }],
+});
+copyFileSync(path.join(root, 'src', 'browser', 'demo', 'index.html'), path.join(demoDir, 'index.html'));
+for (const f of readdirSync(browserDir)) copyFileSync(path.join(browserDir, f), path.join(demoDir, f));
+const stsDev = path.join(process.env.MICSE_SHARED_DIR || path.join(root, '..', 'shared'), 'data', 'senteval', 'STS', 'STSBenchmark', 'sts-dev.csv');
+if (existsSync(stsDev)) copyFileSync(stsDev, path.join(demoDir, 'sts-dev.csv'));
+else console.warn(`build: ${stsDev} is absent; the demo page is built without STS-B dev (its before/after scores)`);

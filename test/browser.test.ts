@@ -66,7 +66,7 @@ describe('browser bundle in headless Chromium', { skip: SKIP_NO_SHARED || SKIP_N
   before(async () => {
     assert.ok(existsSync(path.join(ROOT, 'dist', 'browser', 'micse.js')), 'dist/browser/micse.js is missing: run `npm run build` first');
     if (!HAS_SHARED) return;
-    server = await serveStatic({ '/dist/': path.join(ROOT, 'dist', 'browser'), '/model/': shared('hf-reference', 'tiny-h32-l4') }, { '/': PAGE });
+    server = await serveStatic({ '/dist/': path.join(ROOT, 'dist', 'browser'), '/model/': shared('hf-reference', 'tiny-h32-l4') }, { pages: { '/': PAGE } });
     browser = await launchChromium();
     await selectBackend('cpu');
     const p = await loadPretrained(shared('hf-reference', 'tiny-h32-l4'));

@@ -1,59 +1,17 @@
 /**
- * Headless Chromium for the browser tests: a static http server on 127.0.0.1 (with COOP/COEP, so a page is
- * cross-origin isolated and wasm may run threads) and puppeteer-core on /usr/bin/chromium with SwiftShader's WebGPU
- * adapter (../shared/docs/BROWSER-NOTES.md).
+ * Headless Chromium for the browser tests: puppeteer-core on /usr/bin/chromium with SwiftShader's WebGPU adapter
+ * (../shared/docs/BROWSER-NOTES.md), pages served by src/browser/serve.ts.
  */
-import { existsSync, promises as fs } from 'node:fs';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
-import path from 'node:path';
+import { existsSync } from 'node:fs';
 import puppeteer, { type Browser, type Page } from 'puppeteer-core';
+
+export { serveStatic } from '../src/browser/serve.js';
 
 export const CHROMIUM = process.env['MICSE_CHROMIUM'] || '/usr/bin/chromium';
 /** Pass as `{ skip }` to tests that drive Chromium. */
 export const SKIP_NO_CHROMIUM: string | false = existsSync(CHROMIUM)
   ? false
   : `no Chromium at ${CHROMIUM} (apt-get install chromium, or set MICSE_CHROMIUM): the browser tests are skipped`;
-
-const TYPES: Record<string, string> = {
-  '.html': 'text/html', '.js': 'text/javascript', '.mjs': 'text/javascript', '.json': 'application/json', '.wasm': 'application/wasm',
-  '.map': 'application/json', '.txt': 'text/plain', '.css': 'text/css', '.csv': 'text/csv', '.tsv': 'text/tab-separated-values',
-};
-
-/** Serves each URL prefix of `mounts` from its folder (or one file); extra routes answer with their own bodies. */
-export async function serveStatic(mounts: Record<string, string>, pages: Record<string, string> = {}): Promise<{ url: string; close(): Promise<void> }> {
-  const server = http.createServer((req, res) => {
-    void (async () => {
-      const urlPath = decodeURIComponent(new URL(req.url ?? '/', 'http://x').pathname);
-      const headers = { 'Cross-Origin-Opener-Policy': 'same-origin', 'Cross-Origin-Embedder-Policy': 'require-corp', 'Cache-Control': 'no-store' };
-      if (pages[urlPath] !== undefined) {
-        res.writeHead(200, { ...headers, 'Content-Type': 'text/html' }).end(pages[urlPath]);
-        return;
-      }
-      const prefix = Object.keys(mounts).filter((p) => urlPath.startsWith(p)).sort((a, b) => b.length - a.length)[0];
-      const file = prefix === undefined ? undefined : path.join(mounts[prefix]!, urlPath.slice(prefix.length));
-      if (file === undefined || file.includes('..')) {
-        res.writeHead(404, headers).end();
-        return;
-      }
-      try {
-        const body = await fs.readFile(file);
-        res.writeHead(200, { ...headers, 'Content-Type': TYPES[path.extname(file)] ?? 'application/octet-stream' }).end(body);
-      } catch {
-        res.writeHead(404, headers).end();
-      }
-    })();
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
-  return {
-    url: `http://127.0.0.1:${port}`,
-    close: () => new Promise<void>((resolve) => {
-      server.closeAllConnections();
-      server.close(() => resolve());
-    }),
-  };
-}
 
 export async function launchChromium(): Promise<Browser> {
   return puppeteer.launch({

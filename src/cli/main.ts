@@ -12,8 +12,9 @@ import { dataCommand } from './data.js';
 import { useCommands } from './use.js';
 import { exportCommand } from './export.js';
 import { sweepCommands } from './sweep.js';
+import { demoCommand } from './demo.js';
 
-const commands: CommandModule<any, any>[] = [trainCommand, embedCommand, evalCommand, dataCommand, exportCommand, ...useCommands, ...sweepCommands];
+const commands: CommandModule<any, any>[] = [trainCommand, embedCommand, evalCommand, dataCommand, exportCommand, ...useCommands, ...sweepCommands, demoCommand];
 
 async function main(argv: string[]): Promise<void> {
   let cli = yargs(argv)
