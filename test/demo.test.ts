@@ -4,6 +4,7 @@
  * Saves docs/demo.png, the page after training. Needs `npm run build` first (npm test runs it) and Chromium.
  */
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { existsSync, promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -115,5 +116,32 @@ describe('demo page in headless Chromium', { skip: SKIP_NO_SHARED || SKIP_NO_CHR
     await page.click('#ckpt-load');
     await page.waitForFunction(() => /no-such-model\/config\.json: missing/.test(document.getElementById('error')!.textContent ?? ''));
     await page.close();
+  });
+
+});
+
+describe('npx micse demo', () => {
+  it('serves the built page on 127.0.0.1 with COOP/COEP until stopped', async () => {
+    const child = spawn(process.execPath, [path.join(ROOT, 'bin', 'micse.js'), 'demo', '--port', '0'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    try {
+      const url = await new Promise<string>((resolve, reject) => {
+        let out = '';
+        child.stdout.on('data', (d: Buffer) => {
+          out += d.toString();
+          const m = /(http:\/\/127\.0\.0\.1:\d+\/)/.exec(out);
+          if (m !== null) resolve(m[1]!);
+        });
+        child.once('exit', (code) => reject(new Error(`micse demo exited with ${code}`)));
+      });
+      const res = await fetch(url);
+      assert.equal(res.status, 200);
+      assert.equal(res.headers.get('cross-origin-opener-policy'), 'same-origin');
+      assert.equal(res.headers.get('cross-origin-embedder-policy'), 'require-corp');
+      assert.match(await res.text(), /<script type="module" src="\.\/demo\.js">/);
+    } finally {
+      child.kill('SIGTERM');
+    }
+    const code = await new Promise((resolve) => (child.exitCode !== null ? resolve(child.exitCode) : child.once('exit', resolve)));
+    assert.equal(code, 0, 'SIGTERM closes the server and exits 0');
   });
 });
