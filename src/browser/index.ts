@@ -20,6 +20,7 @@ export { loadPretrainedFrom, urlSource, hubSource, filesSource, type CheckpointS
 export { trainInMemory, trainInMemory as train, type InMemoryTrainOptions, type InMemoryTrainResult, type EvalLine } from '../train/memory.js';
 export type { MetricsLine } from '../train/loop.js';
 export { defaultConfig, mergeConfig, SCHEMA as CONFIG_SCHEMA, type TrainConfig } from '../train/config.js';
+export { parseBertConfig, type BertConfig } from '../model/config.js';
 export { parseStsBenchmark } from '../../eval/senteval.js';
 export { exportFiles, FILE_EXPORT_FORMATS, type FileExportFormat } from '../export/files.js';
 export type { ExportFiles } from '../export/hf.js';
