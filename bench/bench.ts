@@ -1,5 +1,5 @@
 /**
- * `npm run bench -- [--backend B] [--size tiny|small|base] [--steps N] [--json]`: times one miCSE training step
+ * `npm run bench -- [--backend B] [--size tiny|small|base] [--steps N] [--json]` (`--browser`: bench/browser.ts): times one miCSE training step
  * exactly as the trainer takes it, the embedding throughput of `embed()`, and peak RSS; then runs the same step
  * in PyTorch (bench/reference.py) and prints both side by side with their ratio.
  *
@@ -556,6 +556,11 @@ function parseArgs(argv: string[]): BenchOptions {
 }
 
 async function main(): Promise<void> {
+  if (process.argv.includes('--browser')) {
+    const { benchBrowser } = await import('./browser.js');
+    await benchBrowser(process.argv.slice(2).filter((a) => a !== '--browser'), SIZES);
+    return;
+  }
   let o: BenchOptions;
   try {
     o = parseArgs(process.argv.slice(2));

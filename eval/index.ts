@@ -7,6 +7,7 @@ export {
   SICK_SPLITS,
   normalizeSentence,
   readSickRelatedness,
+  parseStsBenchmark,
   readStsBenchmark,
   readStsSubset,
   readStsYear,

@@ -215,8 +215,13 @@ export function stsbFile(dataDir: string, split: StsbSplit): string {
 /** One STS-Benchmark split, as SentEval's `STSBenchmarkEval.loadFile` reads it (every line is a pair). */
 export function readStsBenchmark(dataDir: string, split: StsbSplit): StsSubsetData {
   const file = stsbFile(dataDir, split);
+  return parseStsBenchmark(readTaskFile(file), file, split);
+}
+
+/** An STS-Benchmark split file's text (`file` names it in errors), read as `readStsBenchmark` reads the file. */
+export function parseStsBenchmark(text: string, file: string, split: StsbSplit): StsSubsetData {
   const out: StsSubsetData = { name: split, file, s1: [], s2: [], gold: [] };
-  const lines = fileLines(readTaskFile(file));
+  const lines = fileLines(text);
   const need = Math.max(STSB_COLUMNS.score, STSB_COLUMNS.s1, STSB_COLUMNS.s2) + 1;
   lines.forEach((line, i) => {
     const cols = pyStrip(line).split('\t');

@@ -11,7 +11,6 @@
  * The runner is independent of the model: it takes an `encode` function that maps sentences to embeddings (in
  * inference mode). Each task's distinct sentences are encoded once, longest first, `batchSize` per call.
  */
-import { performance } from 'node:perf_hooks';
 import { UserError } from '../src/errors.js';
 import { createProgress } from '../src/progress.js';
 import { cosine, pearson, spearman } from './metrics.js';

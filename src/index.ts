@@ -11,7 +11,10 @@ export { registerKernels, type KernelRegistration } from './kernels/index.js';
 export { PRIVATE_DEPENDENCIES, type PrivateDependency } from './kernels/platform/internals.js';
 export { BertModel, type BertInputs, type BertOutput, type ForwardOptions } from './model/bert.js';
 export { parseBertConfig, toHfConfig, BERT_BASE_CONFIG, type BertConfig } from './model/config.js';
-export { loadPretrained, resolveCheckpoint, readBertConfig, type LoadOptions, type Pretrained, type LoadReport } from './model/pretrained.js';
+export {
+  loadPretrained, resolveCheckpoint, readBertConfig, loadPretrainedFrom, urlSource, hubSource, filesSource,
+  type LoadOptions, type Pretrained, type LoadReport, type CheckpointSource, type NamedBlob, type SourceLoadOptions,
+} from './model/pretrained.js';
 export { resolveModelDir, hubCacheDir } from './model/hub.js';
 export { readSafetensors, readSafetensorsDir, writeSafetensors, parseSafetensors, serializeSafetensors } from './model/safetensors.js';
 export { embed, type EmbedOptions } from './model/embed.js';
@@ -34,6 +37,7 @@ export * from '../eval/index.js';
 // Training
 export { train, loadRunConfig, writeCurves, type TrainOptions, type TrainResult, type MetricsLine } from './train/trainer.js';
 export { loadConfig, defaultConfig, mergeConfig, applyOverrides, SCHEMA as CONFIG_SCHEMA, type TrainConfig } from './train/config.js';
+export { trainInMemory, type InMemoryTrainOptions, type InMemoryTrainResult, type EvalLine } from './train/memory.js';
 export { AdamW, learningRateAt, type AdamWOptions } from './train/adamw.js';
 export { saveCheckpoint, readTrainingState, type TrainerState } from './train/checkpoint.js';
 
@@ -42,6 +46,8 @@ export {
   exportCheckpoint, readExportSource, EXPORT_FORMATS, ONNX_OPSET, onnxClsEmbeddings, bertTokenizerJson,
   type ExportFormat, type ExportOptions, type ExportResult,
 } from './export/index.js';
+export { exportFiles, FILE_EXPORT_FORMATS, type FileExportFormat } from './export/files.js';
+export type { ExportFiles } from './export/hf.js';
 
 // Use the encoder: similarity, semantic search, clustering
 export { similarity, readPairsFile, type SentencePair, type ScoredPair } from './use/similarity.js';

@@ -41,8 +41,9 @@ function fmtFields(fields: Record<string, string | number> | undefined): string 
 }
 
 export function createProgress(opts: ProgressOptions): Progress {
-  const stream = opts.stream ?? process.stderr;
-  const tty = stream.isTTY === true;
+  // A silent progress writes nothing, so it needs no stream (a page has no process.stderr).
+  const stream = opts.silent === true ? null : (opts.stream ?? process.stderr);
+  const tty = stream?.isTTY === true;
   const interval = opts.intervalMs ?? (tty ? 100 : 10_000);
   const unit = opts.unit ?? 'it';
   const start = Date.now();
@@ -80,7 +81,7 @@ export function createProgress(opts: ProgressOptions): Progress {
     tick(n = 1, f) {
       count += n;
       if (f !== undefined) fields = f;
-      if (opts.silent === true) return;
+      if (stream === null) return;
       const now = Date.now();
       if (now - last < interval) return;
       last = now;
@@ -89,7 +90,7 @@ export function createProgress(opts: ProgressOptions): Progress {
     },
     done(f) {
       if (f !== undefined) fields = f;
-      if (opts.silent === true) return;
+      if (stream === null) return;
       stream.write(`${tty ? '\r\x1b[2K' : ''}${line(true)}\n`);
     },
   };

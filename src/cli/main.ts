@@ -15,8 +15,9 @@ import { dataCommand } from './data.js';
 import { useCommands } from './use.js';
 import { exportCommand } from './export.js';
 import { sweepCommands } from './sweep.js';
+import { demoCommand } from './demo.js';
 
-export const commands: CommandModule<any, any>[] = [trainCommand, embedCommand, evalCommand, dataCommand, exportCommand, ...useCommands, ...sweepCommands];
+export const commands: CommandModule<any, any>[] = [trainCommand, embedCommand, evalCommand, dataCommand, exportCommand, ...useCommands, ...sweepCommands, demoCommand];
 
 const camel = (s: string) => s.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
 const flag = (name: string) => (name.length === 1 ? `-${name}` : `--${name}`);

@@ -11,7 +11,7 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
 import { UserError } from '../errors.js';
-import { exists, readJsonObject, writeFileAtomic } from '../fsutil.js';
+import { ensureDir, exists, writeFileAtomic } from '../fsutil.js';
 
 /** transformers' BERT default: words longer than this become [UNK]. */
 export const MAX_INPUT_CHARS_PER_WORD = 100;
@@ -165,11 +165,17 @@ class HfJsonEncoder implements PieceEncoder {
   }
 }
 
+/** The tokenizer files of a Hugging Face checkpoint that the tokenizer reads and checkpoints carry. */
+export const TOKENIZER_FILES = ['tokenizer.json', 'vocab.txt', 'tokenizer_config.json', 'special_tokens_map.json'] as const;
+export type TokenizerTexts = Partial<Record<(typeof TOKENIZER_FILES)[number], string>>;
+
 export interface TokenizerFiles {
   /** Where the tokenizer was read from. */
   dir: string;
   /** Which implementation tokenizes: tokenizer.json (HF tokenizers.js) or vocab.txt (our WordPiece port). */
   engine: 'tokenizer.json' | 'vocab.txt';
+  /** The text of the tokenizer files the source had. */
+  texts: TokenizerTexts;
 }
 
 export class BertTokenizer {
@@ -200,25 +206,44 @@ export class BertTokenizer {
    * 'vocab.txt'), else vocab.txt with tokenizer_config.json's do_lower_case / strip_accents.
    */
   static async fromDir(dir: string, opts: { prefer?: 'tokenizer.json' | 'vocab.txt' } = {}): Promise<BertTokenizer> {
-    const cfgPath = path.join(dir, 'tokenizer_config.json');
-    const cfg = (await exists(cfgPath)) ? await readJsonObject(cfgPath) : {};
+    const texts: TokenizerTexts = {};
+    for (const name of TOKENIZER_FILES) {
+      const file = path.join(dir, name);
+      if (await exists(file)) texts[name] = await fs.readFile(file, 'utf8');
+    }
+    return BertTokenizer.fromTexts(texts, dir, opts);
+  }
+
+  /**
+   * A tokenizer from the text of a checkpoint's tokenizer files (as `fromDir` reads them; a page's fetches or
+   * Files); `dir` names where they came from in errors.
+   */
+  static fromTexts(texts: TokenizerTexts, dir: string, opts: { prefer?: 'tokenizer.json' | 'vocab.txt' } = {}): BertTokenizer {
+    const parse = (name: 'tokenizer.json' | 'tokenizer_config.json'): Record<string, unknown> => {
+      let raw: unknown;
+      try {
+        raw = JSON.parse(texts[name]!) as unknown;
+      } catch (err) {
+        throw new UserError(`${dir}/${name}: invalid JSON (${(err as Error).message})`);
+      }
+      if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw new UserError(`${dir}/${name}: not a JSON object`);
+      return raw as Record<string, unknown>;
+    };
+    const cfg = texts['tokenizer_config.json'] !== undefined ? parse('tokenizer_config.json') : {};
     const maxLen = typeof cfg['model_max_length'] === 'number' && cfg['model_max_length'] < 1e9 ? cfg['model_max_length'] : 512;
-    const jsonPath = path.join(dir, 'tokenizer.json');
-    const vocabPath = path.join(dir, 'vocab.txt');
-    const hasJson = await exists(jsonPath);
-    const hasVocab = await exists(vocabPath);
-    if (hasJson && (opts.prefer !== 'vocab.txt' || !hasVocab)) {
-      const json = (await readJsonObject(jsonPath)) as { model?: { type?: string; vocab?: Record<string, number> }; normalizer?: { lowercase?: boolean } };
+    const hasVocab = texts['vocab.txt'] !== undefined;
+    if (texts['tokenizer.json'] !== undefined && (opts.prefer !== 'vocab.txt' || !hasVocab)) {
+      const json = parse('tokenizer.json') as { model?: { type?: string; vocab?: Record<string, number> }; normalizer?: { lowercase?: boolean } };
       if (json.model?.type !== 'WordPiece' || json.model.vocab === undefined) {
-        throw new UserError(`${jsonPath}: model type is '${String(json.model?.type)}', a BERT WordPiece tokenizer was expected`);
+        throw new UserError(`${dir}/tokenizer.json: model type is '${String(json.model?.type)}', a BERT WordPiece tokenizer was expected`);
       }
       const vocab = new Map(Object.entries(json.model.vocab));
       const tok = new HfTokenizer(json, cfg);
-      return new BertTokenizer(new HfJsonEncoder(tok), vocab, { dir, engine: 'tokenizer.json' },
+      return new BertTokenizer(new HfJsonEncoder(tok), vocab, { dir, engine: 'tokenizer.json', texts },
         json.normalizer?.lowercase ?? true, maxLen);
     }
     if (!hasVocab) throw new UserError(`${dir}: no tokenizer.json or vocab.txt (a BERT tokenizer needs one of them)`);
-    const lines = (await fs.readFile(vocabPath, 'utf8')).split(/\r?\n/);
+    const lines = texts['vocab.txt']!.split(/\r?\n/);
     if (lines.length > 0 && lines[lines.length - 1] === '') lines.pop();
     const vocab = new Map<string, number>();
     lines.forEach((t, i) => {
@@ -226,7 +251,7 @@ export class BertTokenizer {
     });
     const lower = typeof cfg['do_lower_case'] === 'boolean' ? cfg['do_lower_case'] : true;
     const strip = typeof cfg['strip_accents'] === 'boolean' ? cfg['strip_accents'] : null;
-    return new BertTokenizer(new WordPieceTokenizer(vocab, lower, strip), vocab, { dir, engine: 'vocab.txt' }, lower, maxLen);
+    return new BertTokenizer(new WordPieceTokenizer(vocab, lower, strip), vocab, { dir, engine: 'vocab.txt', texts }, lower, maxLen);
   }
 
   /** Word pieces of `text` (no special tokens). */
@@ -265,14 +290,14 @@ export class BertTokenizer {
     return padRows(rows, this.padTokenId);
   }
 
-  /** The files a checkpoint needs to carry this tokenizer: copied from the source directory when present. */
+  /** The files a checkpoint needs to carry this tokenizer: the source's files when it had them. */
   async saveTo(dir: string): Promise<string[]> {
     const written: string[] = [];
-    await fs.mkdir(dir, { recursive: true });
-    for (const f of ['tokenizer.json', 'vocab.txt', 'tokenizer_config.json', 'special_tokens_map.json']) {
-      const src = path.join(this.files.dir, f);
-      if (await exists(src)) {
-        await fs.copyFile(src, path.join(dir, f));
+    await ensureDir(dir);
+    for (const f of TOKENIZER_FILES) {
+      const text = this.files.texts[f];
+      if (text !== undefined) {
+        await writeFileAtomic(path.join(dir, f), text);
         written.push(f);
       }
     }

@@ -7,7 +7,7 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { SPECIAL_TOKENS, type BertTokenizer } from '../data/tokenizer.js';
-import { exists, readJsonObject, writeFileAtomic } from '../fsutil.js';
+import { ensureDir, writeFileAtomic } from '../fsutil.js';
 import { toHfConfig, type BertConfig } from '../model/config.js';
 import { serializeSafetensors } from '../model/safetensors.js';
 import type { CheckpointTensors } from './onnx/graph.js';
@@ -64,57 +64,63 @@ export function bertTokenizerJson(vocab: Map<string, number>, lowercase: boolean
   };
 }
 
-const json = (v: unknown) => JSON.stringify(v, null, 2) + '\n';
+/** The files of one export layout: relative path ('/'-separated) -> bytes. */
+export type ExportFiles = Record<string, Uint8Array>;
 
-/** Copies the bytes only: a read-only source (e.g. a Hub cache file) must not make the export read-only. */
-async function copy(from: string, to: string): Promise<void> {
-  await writeFileAtomic(to, await fs.readFile(from));
+const utf8 = (text: string): Uint8Array => new TextEncoder().encode(text);
+const json = (v: unknown): Uint8Array => utf8(JSON.stringify(v, null, 2) + '\n');
+
+/** Writes `files` under `dir` (creating subfolders). Returns their paths, in order. */
+export async function writeExportFiles(dir: string, files: ExportFiles): Promise<string[]> {
+  for (const [name, bytes] of Object.entries(files)) {
+    await ensureDir(path.dirname(path.join(dir, name)));
+    await writeFileAtomic(path.join(dir, name), bytes);
+  }
+  return Object.keys(files);
 }
 
 /**
- * Writes the four tokenizer files into `dir`: copied from the source checkpoint where it has them,
- * otherwise generated; tokenizer_config.json gains `tokenizer_class` and the special tokens when it lacks them
- * (transformers.js picks its tokenizer class from that key).
+ * The four tokenizer files: the source checkpoint's where it had them, otherwise generated; tokenizer_config.json
+ * gains `tokenizer_class` and the special tokens when it lacks them (transformers.js picks its tokenizer class from
+ * that key).
  */
-export async function writeTokenizerFiles(dir: string, tokenizer: BertTokenizer): Promise<string[]> {
-  const src = tokenizer.files.dir;
-  const cfgPath = path.join(src, 'tokenizer_config.json');
-  const srcCfg = (await exists(cfgPath)) ? await readJsonObject(cfgPath) : {};
-  const stripAccents = typeof srcCfg['strip_accents'] === 'boolean' ? srcCfg['strip_accents'] : null;
-
-  if (await exists(path.join(src, 'tokenizer.json'))) await copy(path.join(src, 'tokenizer.json'), path.join(dir, 'tokenizer.json'));
-  else await writeFileAtomic(path.join(dir, 'tokenizer.json'), JSON.stringify(bertTokenizerJson(tokenizer.vocab, tokenizer.doLowerCase, stripAccents)));
-
-  if (await exists(path.join(src, 'vocab.txt'))) await copy(path.join(src, 'vocab.txt'), path.join(dir, 'vocab.txt'));
-  else {
-    const tokens = [...tokenizer.vocab.entries()].sort((a, b) => a[1] - b[1]).map(([t]) => t);
-    await writeFileAtomic(path.join(dir, 'vocab.txt'), tokens.join('\n') + '\n');
+export function tokenizerFiles(tokenizer: BertTokenizer): ExportFiles {
+  const texts = tokenizer.files.texts;
+  let srcCfg: Record<string, unknown> = {};
+  if (texts['tokenizer_config.json'] !== undefined) {
+    const raw = JSON.parse(texts['tokenizer_config.json']) as unknown;
+    if (raw !== null && typeof raw === 'object' && !Array.isArray(raw)) srcCfg = raw as Record<string, unknown>;
   }
-
+  const stripAccents = typeof srcCfg['strip_accents'] === 'boolean' ? srcCfg['strip_accents'] : null;
+  const tokens = () => [...tokenizer.vocab.entries()].sort((a, b) => a[1] - b[1]).map(([t]) => t);
   const cfg: Record<string, unknown> = {
     do_lower_case: tokenizer.doLowerCase, model_max_length: tokenizer.modelMaxLength, tokenizer_class: 'BertTokenizer',
     ...specialTokensMap(), ...srcCfg,
   };
-  await writeFileAtomic(path.join(dir, 'tokenizer_config.json'), json(cfg));
-
-  const mapPath = path.join(src, 'special_tokens_map.json');
-  if (await exists(mapPath)) await copy(mapPath, path.join(dir, 'special_tokens_map.json'));
-  else await writeFileAtomic(path.join(dir, 'special_tokens_map.json'), json(specialTokensMap()));
-  return ['tokenizer.json', 'vocab.txt', 'tokenizer_config.json', 'special_tokens_map.json'];
+  return {
+    'tokenizer.json': utf8(texts['tokenizer.json'] ?? JSON.stringify(bertTokenizerJson(tokenizer.vocab, tokenizer.doLowerCase, stripAccents))),
+    'vocab.txt': utf8(texts['vocab.txt'] ?? tokens().join('\n') + '\n'),
+    'tokenizer_config.json': json(cfg),
+    'special_tokens_map.json': texts['special_tokens_map.json'] !== undefined ? utf8(texts['special_tokens_map.json']) : json(specialTokensMap()),
+  };
 }
 
 /** config.json as transformers writes it for a BertModel. */
-export async function writeHfConfig(dir: string, config: BertConfig): Promise<string> {
-  await writeFileAtomic(path.join(dir, 'config.json'), json(toHfConfig(config, ['BertModel'])));
-  return 'config.json';
+export function hfConfigFile(config: BertConfig): ExportFiles {
+  return { 'config.json': json(toHfConfig(config, ['BertModel'])) };
 }
 
-/** The full transformers layout: config.json, model.safetensors and the tokenizer files. Returns the file names. */
+/** The full transformers layout: config.json, model.safetensors and the tokenizer files. */
+export function hfFiles(src: ExportSource): ExportFiles {
+  return {
+    ...hfConfigFile(src.config),
+    'model.safetensors': serializeSafetensors(src.tensors, { format: 'pt' }),
+    ...tokenizerFiles(src.tokenizer),
+  };
+}
+
+/** Writes the transformers layout into `dir`. Returns the file names. */
 export async function writeHf(dir: string, src: ExportSource): Promise<string[]> {
   await fs.mkdir(dir, { recursive: true });
-  const files = [await writeHfConfig(dir, src.config)];
-  await writeFileAtomic(path.join(dir, 'model.safetensors'), serializeSafetensors(src.tensors, { format: 'pt' }));
-  files.push('model.safetensors');
-  files.push(...(await writeTokenizerFiles(dir, src.tokenizer)));
-  return files;
+  return writeExportFiles(dir, hfFiles(src));
 }

@@ -243,9 +243,9 @@ export async function exportCheckpoint(opts: ExportOptions): Promise<ExportResul
   }
 }
 
-export { writeHf, writeTokenizerFiles, bertTokenizerJson, type ExportSource } from './hf.js';
-export { writeSentenceTransformers, modulesJson, poolingConfig, configSentenceTransformers } from './sentenceTransformers.js';
+export { writeHf, hfFiles, tokenizerFiles, writeExportFiles, bertTokenizerJson, type ExportSource, type ExportFiles } from './hf.js';
+export { writeSentenceTransformers, sentenceTransformersFiles, modulesJson, poolingConfig, configSentenceTransformers } from './sentenceTransformers.js';
 export { writeTfjs, DEFAULT_SHARD_BYTES } from './tfjs.js';
-export { writeOnnx, onnxClsEmbeddings, ONNX_MODEL_FILE, ONNX_QUANTIZED_FILE } from './onnx/index.js';
+export { writeOnnx, onnxFiles, onnxClsEmbeddings, ONNX_MODEL_FILE, ONNX_QUANTIZED_FILE } from './onnx/index.js';
 export { encodeBertOnnx, buildBertGraph, ONNX_OPSET, ONNX_IR_VERSION, type OnnxQuantization } from './onnx/graph.js';
 export { buildModelCard, readRunInfo } from './modelCard.js';

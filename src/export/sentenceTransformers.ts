@@ -8,9 +8,7 @@
  * No Normalize module: miCSE scores with the cosine of unnormalised vectors, which the similarity function does.
  */
 import { promises as fs } from 'node:fs';
-import path from 'node:path';
-import { writeFileAtomic } from '../fsutil.js';
-import { writeHf, type ExportSource } from './hf.js';
+import { hfFiles, writeExportFiles, type ExportFiles, type ExportSource } from './hf.js';
 
 /** The oldest sentence-transformers whose loader understands every key written here (similarity_fn_name: 3.0). */
 export const ST_FORMAT_VERSION = '3.0.0';
@@ -50,21 +48,21 @@ export function configSentenceTransformers(): Record<string, unknown> {
   };
 }
 
-const json = (v: unknown) => JSON.stringify(v, null, 2) + '\n';
+const json = (v: unknown): Uint8Array => new TextEncoder().encode(JSON.stringify(v, null, 2) + '\n');
 
-/** Writes the transformers files and the sentence-transformers modules into `dir`. Returns the file names. */
+/** The transformers files and the sentence-transformers modules. */
+export function sentenceTransformersFiles(src: ExportSource): ExportFiles {
+  return {
+    ...hfFiles(src),
+    'modules.json': json(modulesJson()),
+    'sentence_bert_config.json': json(sentenceBertConfig(src)),
+    '1_Pooling/config.json': json(poolingConfig(src.config.hiddenSize)),
+    'config_sentence_transformers.json': json(configSentenceTransformers()),
+  };
+}
+
+/** Writes the sentence-transformers layout into `dir`. Returns the file names. */
 export async function writeSentenceTransformers(dir: string, src: ExportSource): Promise<string[]> {
-  const files = await writeHf(dir, src);
-  await fs.mkdir(path.join(dir, '1_Pooling'), { recursive: true });
-  const extra: [string, unknown][] = [
-    ['modules.json', modulesJson()],
-    ['sentence_bert_config.json', sentenceBertConfig(src)],
-    [path.join('1_Pooling', 'config.json'), poolingConfig(src.config.hiddenSize)],
-    ['config_sentence_transformers.json', configSentenceTransformers()],
-  ];
-  for (const [name, body] of extra) {
-    await writeFileAtomic(path.join(dir, name), json(body));
-    files.push(name);
-  }
-  return files;
+  await fs.mkdir(dir, { recursive: true });
+  return writeExportFiles(dir, sentenceTransformersFiles(src));
 }

@@ -11,7 +11,7 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { writeFileAtomic } from '../fsutil.js';
-import { writeHfConfig, writeTokenizerFiles, type ExportSource } from './hf.js';
+import { hfConfigFile, tokenizerFiles, writeExportFiles, type ExportSource } from './hf.js';
 
 /** tensorflowjs_converter's default shard size. */
 export const DEFAULT_SHARD_BYTES = 4 * 1024 * 1024;
@@ -54,7 +54,6 @@ export async function writeTfjs(dir: string, src: ExportSource, opts: TfjsOption
     weightsManifest: [{ paths, weights }],
   };
   await writeFileAtomic(path.join(dir, 'model.json'), JSON.stringify(modelJson, null, 2) + '\n');
-  const files = ['model.json', ...paths, await writeHfConfig(dir, src.config)];
-  files.push(...(await writeTokenizerFiles(dir, src.tokenizer)));
+  const files = ['model.json', ...paths, ...(await writeExportFiles(dir, { ...hfConfigFile(src.config), ...tokenizerFiles(src.tokenizer) }))];
   return files;
 }

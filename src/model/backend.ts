@@ -50,7 +50,13 @@ export interface BackendSelection {
   stockOnly: string | null;
 }
 
-const require = createRequire(import.meta.url);
+/** Where the wasm backend's .wasm files are: set by the browser bundle (beside itself); else node_modules'. */
+let wasmBinaryPrefix: string | undefined;
+
+/** Makes the wasm backend load its .wasm binaries from `prefix` (a URL or folder ending in '/'). */
+export function setWasmBinaryPrefix(prefix: string): void {
+  wasmBinaryPrefix = prefix;
+}
 
 function message(err: unknown): string {
   const text = err instanceof Error ? err.message : String(err);
@@ -109,8 +115,8 @@ async function tryBackend(name: Exclude<BackendName, 'auto'>): Promise<string> {
     }
     case 'wasm': {
       const wasm = await import('@tensorflow/tfjs-backend-wasm');
-      const dist = path.dirname(require.resolve('@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm.wasm'));
-      wasm.setWasmPaths(dist + path.sep);
+      wasm.setWasmPaths(wasmBinaryPrefix ??
+        path.dirname(createRequire(import.meta.url).resolve('@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm.wasm')) + path.sep);
       await activate('wasm');
       // Dense products on onnxruntime-node's native SGEMM when it loads (kernels/stock); XNNPACK otherwise.
       useNativeGemm(process.env[NATIVE_GEMM_ENV] !== '0');

@@ -1,17 +1,18 @@
 /**
- * `loadPretrained`: a Hugging Face BERT directory (or Hub name) -> model, tokenizer and config.
+ * `loadPretrained`: a Hugging Face BERT directory (or Hub name) -> model, tokenizer and config; `loadPretrainedFrom`:
+ * the same from a URL, the Hub over https or a page's files (the browser's loaders).
  * Everything that reads a model goes through here.
  */
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { UserError } from '../errors.js';
-import { BertTokenizer } from '../data/tokenizer.js';
+import { BertTokenizer, TOKENIZER_FILES, type TokenizerTexts } from '../data/tokenizer.js';
 import { exists, readJsonObject } from '../fsutil.js';
 import { ensureBackend, selectBackend, type BackendName, type BackendSelection } from './backend.js';
 import { BertModel } from './bert.js';
 import { parseBertConfig, type BertConfig } from './config.js';
 import { resolveModelDir, type ResolveOptions } from './hub.js';
-import { hasSafetensorsWeights, readSafetensorsDir, type HostTensor } from './safetensors.js';
+import { hasSafetensorsWeights, parseSafetensors, readSafetensorsDir, type HostTensor } from './safetensors.js';
 import { tf } from './tf.js';
 import { mapCheckpoint, summarizeNames } from './weights.js';
 
@@ -118,4 +119,97 @@ export async function loadPretrained(dirOrName: string, opts: LoadOptions = {}):
   }
   const model = BertModel.fromTensors(config, mapped.tensors);
   return { model, tokenizer, config, report: { dir, ignored: mapped.ignored, initialised: mapped.missingOptional, backend } };
+}
+
+/** A checkpoint's files read by name (config.json, model.safetensors, the tokenizer files), wherever they are. */
+export interface CheckpointSource {
+  /** Names the source in messages (a URL, "dropped files"). */
+  label: string;
+  /** The file's bytes, or null when the source has no such file. */
+  read(name: string): Promise<Uint8Array | null>;
+}
+
+/** What a page's file picker or drop gives: `File`s (only the name and the bytes are used). */
+export interface NamedBlob {
+  name: string;
+  arrayBuffer(): Promise<ArrayBuffer>;
+}
+
+/** The base URL of a Hugging Face checkpoint directory; a 404 means the file is absent. */
+export function urlSource(base: string): CheckpointSource {
+  const dir = base.endsWith('/') ? base : base + '/';
+  return {
+    label: dir,
+    async read(name) {
+      const url = new URL(name, new URL(dir, globalThis.location?.href)).href;
+      let res: Response;
+      try {
+        res = await fetch(url);
+      } catch (err) {
+        throw new UserError(`${url}: cannot fetch (${(err as Error).message})`);
+      }
+      if (res.status === 404) return null;
+      if (!res.ok) throw new UserError(`${url}: HTTP ${res.status} ${res.statusText}`);
+      return new Uint8Array(await res.arrayBuffer());
+    },
+  };
+}
+
+/** A Hub model (`bert-base-uncased`, `org/name`) read from huggingface.co. */
+export function hubSource(modelId: string, revision = 'main'): CheckpointSource {
+  return urlSource(`https://huggingface.co/${modelId}/resolve/${revision}/`);
+}
+
+/** Files picked or dropped in a page (a checkpoint folder's files), matched by file name. */
+export function filesSource(files: readonly NamedBlob[]): CheckpointSource {
+  const byName = new Map(files.map((f) => [f.name, f]));
+  return {
+    label: `the ${files.length} files given (${[...byName.keys()].sort().join(', ')})`,
+    async read(name) {
+      const f = byName.get(name);
+      return f === undefined ? null : new Uint8Array(await f.arrayBuffer());
+    },
+  };
+}
+
+/** `loadPretrainedFrom`'s options: `loadPretrained`'s but the Hub cache's (a source reads no cache). */
+export type SourceLoadOptions = Omit<LoadOptions, keyof ResolveOptions>;
+
+/**
+ * Loads a Hugging Face BERT checkpoint from `source` (a URL, a Hub model, a page's files): config.json,
+ * model.safetensors and tokenizer.json or vocab.txt, checked as `loadPretrained` checks a directory.
+ */
+export async function loadPretrainedFrom(source: CheckpointSource, opts: SourceLoadOptions = {}): Promise<Pretrained> {
+  const backend = opts.backend !== undefined ? await selectBackend(opts.backend) : await ensureBackend();
+  const where = (name: string) => `${source.label.endsWith('/') ? source.label : source.label + ': '}${name}`;
+  const text = async (name: string) => {
+    const bytes = await source.read(name);
+    return bytes === null ? undefined : new TextDecoder().decode(bytes);
+  };
+  const configText = await text('config.json');
+  if (configText === undefined) throw new UserError(`${where('config.json')}: missing (a Hugging Face checkpoint needs config.json)`);
+  let rawConfig: unknown;
+  try {
+    rawConfig = JSON.parse(configText);
+  } catch (err) {
+    throw new UserError(`${where('config.json')}: invalid JSON (${(err as Error).message})`);
+  }
+  if (rawConfig === null || typeof rawConfig !== 'object' || Array.isArray(rawConfig)) throw new UserError(`${where('config.json')}: not a JSON object`);
+  const config = parseBertConfig(rawConfig as Record<string, unknown>, where('config.json'));
+  if (opts.hiddenDropoutProb !== undefined) config.hiddenDropoutProb = opts.hiddenDropoutProb;
+  if (opts.attentionProbsDropoutProb !== undefined) config.attentionProbsDropoutProb = opts.attentionProbsDropoutProb;
+  const texts: TokenizerTexts = {};
+  for (const name of TOKENIZER_FILES) {
+    const t = await text(name);
+    if (t !== undefined) texts[name] = t;
+  }
+  const tokenizer = BertTokenizer.fromTexts(texts, source.label);
+  if (tokenizer.vocabSize > config.vocabSize) {
+    throw new UserError(`${source.label}: the tokenizer has ${tokenizer.vocabSize} tokens but config.json's vocab_size is ${config.vocabSize}`);
+  }
+  const weights = await source.read('model.safetensors');
+  if (weights === null) throw new UserError(`${where('model.safetensors')}: missing (sharded and TF.js weights are read from directories only)`);
+  const mapped = mapCheckpoint(parseSafetensors(weights, where('model.safetensors')).tensors, config, where('model.safetensors'));
+  const model = BertModel.fromTensors(config, mapped.tensors);
+  return { model, tokenizer, config, report: { dir: source.label, ignored: mapped.ignored, initialised: mapped.missingOptional, backend } };
 }

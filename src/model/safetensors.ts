@@ -32,7 +32,7 @@ function f16ToF32(h: number): number {
   return sign * (1 + frac / 1024) * 2 ** (exp - 15);
 }
 
-function decode(buf: Buffer, offset: number, count: number, dtype: SafetensorsDtype, where: string): Float32Array | Int32Array {
+function decode(buf: Uint8Array, offset: number, count: number, dtype: SafetensorsDtype, where: string): Float32Array | Int32Array {
   const view = new DataView(buf.buffer, buf.byteOffset + offset, count * DTYPE_BYTES[dtype]);
   switch (dtype) {
     case 'F32': {
@@ -90,16 +90,16 @@ function decode(buf: Buffer, offset: number, count: number, dtype: SafetensorsDt
 }
 
 /** Parses a safetensors buffer; `file` is used in error messages. */
-export function parseSafetensors(buf: Buffer, file: string): { tensors: Map<string, HostTensor>; metadata: Record<string, string> } {
+export function parseSafetensors(buf: Uint8Array, file: string): { tensors: Map<string, HostTensor>; metadata: Record<string, string> } {
   if (buf.length < 8) throw new UserError(`${file}: truncated safetensors file (${buf.length} bytes, no header)`);
-  const headerLen = buf.readBigUInt64LE(0);
+  const headerLen = new DataView(buf.buffer, buf.byteOffset, 8).getBigUint64(0, true);
   if (headerLen > BigInt(MAX_HEADER_BYTES) || Number(headerLen) + 8 > buf.length) {
     throw new UserError(`${file}: corrupt or truncated safetensors file (header length ${headerLen} exceeds the file's ${buf.length} bytes)`);
   }
   const n = Number(headerLen);
   let header: Record<string, unknown>;
   try {
-    header = JSON.parse(buf.subarray(8, 8 + n).toString('utf8')) as Record<string, unknown>;
+    header = JSON.parse(new TextDecoder().decode(buf.subarray(8, 8 + n))) as Record<string, unknown>;
   } catch (err) {
     throw new UserError(`${file}: corrupt safetensors header (${(err as Error).message})`);
   }
@@ -181,7 +181,7 @@ export async function readSafetensorsDir(dir: string): Promise<Map<string, HostT
 
 /** Serialises float32/int32 tensors as safetensors (F32/I32), names sorted, header padded to 8 bytes. */
 export function serializeSafetensors(tensors: Map<string, { shape: number[]; data: Float32Array | Int32Array }>,
-  metadata: Record<string, string> = { format: 'pt' }): Buffer {
+  metadata: Record<string, string> = { format: 'pt' }): Uint8Array {
   const names = [...tensors.keys()].sort();
   const header: Record<string, unknown> = { __metadata__: metadata };
   let offset = 0;
@@ -192,17 +192,18 @@ export function serializeSafetensors(tensors: Map<string, { shape: number[]; dat
     offset += bytes;
   }
   let json = JSON.stringify(header);
-  json += ' '.repeat((8 - (Buffer.byteLength(json) % 8)) % 8);
-  const headerBuf = Buffer.from(json, 'utf8');
-  const out = Buffer.alloc(8 + headerBuf.length + offset);
-  out.writeBigUInt64LE(BigInt(headerBuf.length), 0);
-  headerBuf.copy(out, 8);
-  let pos = 8 + headerBuf.length;
+  const utf8 = new TextEncoder();
+  json += ' '.repeat((8 - (utf8.encode(json).length % 8)) % 8);
+  const headerBytes = utf8.encode(json);
+  const out = new Uint8Array(8 + headerBytes.length + offset);
+  new DataView(out.buffer).setBigUint64(0, BigInt(headerBytes.length), true);
+  out.set(headerBytes, 8);
+  let pos = 8 + headerBytes.length;
   for (const name of names) {
     const t = tensors.get(name)!;
-    const src = Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength);
-    src.copy(out, pos); // host is little-endian on every platform Node supports
-    pos += src.length;
+    // Every host Node and the browsers run on is little-endian, as safetensors is.
+    out.set(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength), pos);
+    pos += t.data.byteLength;
   }
   return out;
 }

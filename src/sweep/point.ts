@@ -14,9 +14,9 @@ import { spawn } from 'node:child_process';
 import { closeSync, openSync, promises as fs, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { UserError } from '../errors.js';
 import { exists, writeFileAtomic } from '../fsutil.js';
+import { packageRoot } from '../packageRoot.js';
 import { defaultConfig, mergeConfig, type TrainConfig } from '../train/config.js';
 import { EVAL_FILE, SUMMARY_FILE, train } from '../train/trainer.js';
 import type { GridValue, Sweep, SweepPoint } from './grid.js';
@@ -181,8 +181,6 @@ export async function recordFailure(dir: string, message: string, stack?: string
   await logAttempt(dir, { event: 'failed', message });
 }
 
-const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'bin', 'micse.js');
-
 export interface ChildRun {
   /** Resolves with the outcome; rejects with the point's error message. */
   done: Promise<PointOutcome>;
@@ -198,7 +196,7 @@ export function spawnPoint(dir: string, env: NodeJS.ProcessEnv = {}): ChildRun {
   // A retry starts clean: a stale error.json would be mistaken for this attempt's.
   rmSync(path.join(dir, ERROR_FILE), { force: true });
   const fd = openSync(path.join(dir, LOG_FILE), 'a');
-  const child = spawn(process.execPath, [CLI, 'sweep', 'point', '--dir', dir], {
+  const child = spawn(process.execPath, [path.join(packageRoot(import.meta.url), 'bin', 'micse.js'), 'sweep', 'point', '--dir', dir], {
     stdio: ['ignore', fd, fd, 'ipc'],
     env: { ...process.env, ...env },
   });

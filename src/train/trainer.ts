@@ -1,34 +1,30 @@
 /**
- * The training loop: batch -> miCSE loss -> clipped AdamW step, STS-B dev selection every `evalSteps`, atomic
- * checkpoints, exact resume, metrics.jsonl, progress and curves.
+ * The training run on files: the loop of loop.ts (batch -> miCSE loss -> clipped AdamW step) with STS-B dev
+ * selection (selection.ts), atomic checkpoints, exact resume, metrics.jsonl, progress and curves.
  *
- * Reproducibility: every random choice of step s derives from (train.seed, s): the dropout masks
- * (`dropoutSeed`), the AMI draw, and the data order (the iterator's own seeded state). A run resumed from a
- * checkpoint therefore replays exactly what the uninterrupted run would have done (bitwise on the cpu backend).
+ * Reproducibility: every random choice of step s derives from (train.seed, s) (loop.ts), so a run resumed from a
+ * checkpoint replays exactly what the uninterrupted run would have done (bitwise on the cpu backend).
  */
 import { promises as fs, writeSync } from 'node:fs';
 import path from 'node:path';
 import { evaluateSts, loadStsTask, stsbDevSpearman, STS_TEST_TASKS, type StsEvaluation } from '../../eval/sts.js';
 import { formatStsTable, stsReportJson } from '../../eval/report.js';
-import { MIN_BATCH_SENTENCES, sentencesLeftOut, TwoViewBatchIterator, type BatchIteratorState, type TwoViewBatch } from '../data/batches.js';
+import { MIN_BATCH_SENTENCES, sentencesLeftOut, type BatchIteratorState } from '../data/batches.js';
 import { BertTokenizer } from '../data/tokenizer.js';
 import { environmentError, UserError } from '../errors.js';
 import { faultPoint } from '../faultPoints.js';
 import { exists, PidLock, writeFileAtomic } from '../fsutil.js';
-import { amiLayerSpanProblem } from '../losses/micse.js';
-import { MlpHead } from '../losses/mlpHead.js';
 import { describeSelection, type BackendSelection } from '../model/backend.js';
-import { BertModel, packQkv, siteSeed } from '../model/bert.js';
-import { parseBertConfig, type BertConfig } from '../model/config.js';
+import { BertModel, packQkv } from '../model/bert.js';
+import { parseBertConfig } from '../model/config.js';
 import { embed } from '../model/embed.js';
 import { loadPretrained } from '../model/pretrained.js';
 import { tf } from '../model/tf.js';
 import { createProgress } from '../progress.js';
-import { AdamW, learningRateAt } from './adamw.js';
 import { clearUnpublishedRun, readTrainingState, recoverRunDir, saveCheckpoint, type TrainerState } from './checkpoint.js';
-import { readTrainingData, runDirectory, totalStepsOf, trainingFile } from './plan.js';
-import { actionsAt } from './selection.js';
-import { selectTrainingBackend, TrainStep, trainableParams, wasmHeapShortfall } from './step.js';
+import { readTrainingData, runDirectory, trainingFile } from './plan.js';
+import { checkModelFits, isLoggedStep, runSteps, startTraining, type MetricsLine } from './loop.js';
+import { selectTrainingBackend, wasmHeapShortfall } from './step.js';
 import { configToYaml, loadConfig, SCHEMA, type TrainConfig } from './config.js';
 import { lineChartSpec, lossChartSpec, renderSvg, type Point } from './plots.js';
 
@@ -38,8 +34,7 @@ export const SUMMARY_FILE = 'summary.json';
 export const EVAL_FILE = 'eval.json';
 /** Held by the training that writes the run directory (src/fsutil.ts PidLock). */
 export const LOCK_FILE = 'train.lock';
-/** Seed streams derived from train.seed, so each random consumer has its own. */
-const SEED_STREAM = { head: 1, dropout: 2, ami: 3, data: 4 } as const;
+export type { MetricsLine } from './loop.js';
 
 export interface TrainOptions {
   /** Continue the run in `config.train.output` from its last checkpoint. */
@@ -61,18 +56,6 @@ export interface TrainResult {
   bestScore: number | null;
   badSteps: number;
   final?: StsEvaluation;
-}
-
-export interface MetricsLine {
-  step: number;
-  epoch: number;
-  loss: number;
-  infoNCE: number;
-  ami: number | null;
-  lr: number;
-  gradNorm: number;
-  sentencesPerSecond: number;
-  skipped?: boolean;
 }
 
 /**
@@ -151,18 +134,6 @@ export async function selectBackendAndModel(c: TrainConfig, resumeDir: string | 
   return { selection, model: built.model, tokenizer: built.tokenizer, wasmShortfall, warning };
 }
 
-/** Config keys that must fit the model built: the AMI layers, and the sequence length within its positions. */
-function checkModelFits(c: TrainConfig, model: BertConfig, resumeDir: string | null): void {
-  const span = c.objective.style === 'micse' ? amiLayerSpanProblem(c.objective.minLayer, c.objective.maxLayer, model.numHiddenLayers) : null;
-  if (span !== null) throw new UserError(span);
-  if (c.data.maxSeqLen > model.maxPositionEmbeddings) {
-    const source = resumeDir !== null ? path.join(resumeDir, 'config.json')
-      : c.model.init === 'random' ? 'model.config.max_position_embeddings' : `config.json of ${c.model.init}`;
-    throw new UserError(`data.maxSeqLen is ${c.data.maxSeqLen} but the model's max_position_embeddings is ${model.maxPositionEmbeddings} ` +
-      `(${source}): lower data.maxSeqLen to at most ${model.maxPositionEmbeddings}`);
-  }
-}
-
 /**
  * Trains per `config` (or resumes the run in config.train.output), holding the run directory's lock (LOCK_FILE):
  * a second training into the same directory is refused while this one runs.
@@ -209,7 +180,9 @@ async function trainLocked(config: TrainConfig, opts: TrainOptions, lock: PidLoc
   log(describeSelection(selection));
   if (warning !== null) log(warning);
   try {
-    checkModelFits(c, model.config, prior?.dir ?? null);
+    const source = prior !== null ? path.join(prior.dir, 'config.json')
+      : c.model.init === 'random' ? 'model.config.max_position_embeddings' : `config.json of ${c.model.init}`;
+    checkModelFits(c, model.config, source);
   } catch (err) {
     model.dispose();
     throw err;
@@ -224,17 +197,8 @@ async function trainLocked(config: TrainConfig, opts: TrainOptions, lock: PidLoc
     await writeFileAtomic(path.join(runDir, 'subset-manifest.json'), JSON.stringify(data.manifest, null, 2) + '\n');
   }
 
-  const head = new MlpHead(model.config.hiddenSize, { initializerRange: model.config.initializerRange, seed: siteSeed(c.train.seed, SEED_STREAM.head) });
-  const params = trainableParams(model, head);
-  const optimizer = new AdamW(params, { variant: c.optim.variant, beta1: c.optim.beta1, beta2: c.optim.beta2, eps: c.optim.eps, weightDecay: c.optim.weightDecay });
-  const batchOpts = {
-    sentences: data.sentences, tokenizer, batchSize: c.train.batchSize, maxSeqLen: c.data.maxSeqLen, dropLast: c.data.dropLast,
-    seed: siteSeed(c.train.seed, SEED_STREAM.data),
-  };
-  let batches = new TwoViewBatchIterator(batchOpts);
-  const totalSteps = totalStepsOf(c, batches.stepsPerEpoch);
-  if (totalSteps < 1) throw new UserError(`no training steps: ${data.sentences.length} sentences with batch ${c.train.batchSize} and dropLast`);
-  const warmup = c.optim.warmupSteps > 0 ? c.optim.warmupSteps : Math.round(c.optim.warmupRatio * totalSteps);
+  const run = startTraining(c, model, tokenizer, data.sentences, prior?.state.data as BatchIteratorState | undefined);
+  const { head, optimizer, batches, totalSteps } = run;
 
   let state: TrainerState = {
     step: 0, totalSteps, epoch: 0, data: batches.state(), bestScore: null, bestStep: null, badStepsInRow: 0, badStepsTotal: 0, elapsedSeconds: 0,
@@ -258,7 +222,6 @@ async function trainLocked(config: TrainConfig, opts: TrainOptions, lock: PidLoc
       });
     }
     optimizer.step = prior.optimizerStep;
-    batches = new TwoViewBatchIterator(batchOpts, state.data as BatchIteratorState);
     await keepMetricsThrough(path.join(runDir, METRICS_FILE), state.step);
     if (changed.length > 0) {
       await writeFileAtomic(path.join(runDir, CONFIG_FILE), configToYaml(c));
@@ -283,7 +246,6 @@ async function trainLocked(config: TrainConfig, opts: TrainOptions, lock: PidLoc
   };
   const progress = createProgress({ label: 'train', total: totalSteps, unit: 'step', silent: opts.quiet });
   if (state.step > 0) progress.tick(state.step);
-  const step = new TrainStep(model, head, optimizer, c.objective);
   const startedAt = Date.now() - state.elapsedSeconds * 1000;
   let stepsThisProcess = 0;
 
@@ -318,38 +280,20 @@ async function trainLocked(config: TrainConfig, opts: TrainOptions, lock: PidLoc
       await appendMetrics({ step: 0, epoch: 0, stsbDev: score, best: false });
       if (opts.quiet !== true) log(`step 0: STS-B dev ${score.toFixed(2)} (before training; not a best-checkpoint candidate)`);
     }
-    while (state.step < totalSteps) {
-      if (opts.stopAfter !== undefined && stepsThisProcess >= opts.stopAfter) return summaryOf();
-      const batch: TwoViewBatch = batches.next().value;
-      const t0 = Date.now();
-      const stepSeed = siteSeed(c.train.seed, state.step);
-      const lr = learningRateAt(state.step, totalSteps, c.optim.learningRate, warmup, c.optim.schedule);
-      const { loss, infoNCE, ami, gradNorm, finite } = await step.run(batch, {
-        lr, maxGradNorm: c.optim.maxGradNorm, dropoutSeed: siteSeed(stepSeed, SEED_STREAM.dropout), amiSeed: siteSeed(stepSeed, SEED_STREAM.ami),
-      });
-      if (finite) {
-        state.badStepsInRow = 0;
-      } else {
-        state.badStepsInRow += 1;
-        state.badStepsTotal += 1;
-      }
-      state.step += 1;
-      stepsThisProcess += 1;
-      state.epoch = batch.epoch;
-      const sps = (batch.sentences.length * 1000) / Math.max(1, Date.now() - t0);
-      const line: MetricsLine = { step: state.step, epoch: batch.epoch, loss, infoNCE, ami, lr, gradNorm, sentencesPerSecond: sps };
-      if (!finite) line.skipped = true;
-      if (state.step % c.train.logSteps === 0 || !finite) await appendMetrics(line);
-      opts.onStep?.(line);
-      progress.tick(1, { loss, infoNCE, ...(ami === null ? {} : { ami }), lr, 'sent/s': Math.round(sps) });
-      if (state.badStepsInRow >= c.train.maxBadSteps) {
-        throw new UserError(`stopped: ${state.badStepsInRow} steps in a row had a non-finite loss (last ${loss}); ` +
-          `lower optim.learningRate or check the data; the last good checkpoint is in ${path.join(runDir, 'last')}`);
-      }
-      const at = actionsAt(state.step, totalSteps, c.train);
-      if (at.evaluate) await evaluateAndSave(at.candidate);
-      else if (at.checkpoint) await saveLast();
-    }
+    const completed = await runSteps(c, run, state, {
+      stop: () => opts.stopAfter !== undefined && stepsThisProcess >= opts.stopAfter,
+      afterStep: async (line) => {
+        stepsThisProcess += 1;
+        if (isLoggedStep(c, line)) await appendMetrics(line);
+        opts.onStep?.(line);
+        const { loss, infoNCE, ami, lr, sentencesPerSecond } = line;
+        progress.tick(1, { loss, infoNCE, ...(ami === null ? {} : { ami }), lr, 'sent/s': Math.round(sentencesPerSecond) });
+      },
+      evaluate: evaluateAndSave,
+      checkpoint: saveLast,
+      badStepsHint: `the last good checkpoint is in ${path.join(runDir, 'last')}`,
+    });
+    if (!completed) return summaryOf();
   } finally {
     await metricsFile.close();
   }
@@ -374,8 +318,7 @@ async function trainLocked(config: TrainConfig, opts: TrainOptions, lock: PidLoc
   await writeCurves(runDir, Math.min(c.train.batchSize, data.sentences.length));
   log(`done: ${state.step} steps; best STS-B dev ${state.bestScore?.toFixed(2) ?? '-'} at step ${state.bestStep ?? '-'}` +
     `${state.badStepsTotal > 0 ? `; ${state.badStepsTotal} non-finite steps skipped` : ''}; run in ${runDir}`);
-  head.dispose();
-  optimizer.dispose();
+  run.dispose();
   model.dispose();
   return result;
 

@@ -3,32 +3,30 @@
  * "q8" dtype, with `quantize: 'int8'`), config.json and the tokenizer files at the top of the folder. Also runs an
  * exported file through onnxruntime-node, so the CLI and the tests can check it against the TF.js encoder.
  */
-import { promises as fs } from 'node:fs';
-import path from 'node:path';
 import type { BertTokenizer } from '../../data/tokenizer.js';
-import { writeFileAtomic } from '../../fsutil.js';
-import { writeHfConfig, writeTokenizerFiles, type ExportSource } from '../hf.js';
+import { hfConfigFile, tokenizerFiles, writeExportFiles, type ExportFiles, type ExportSource } from '../hf.js';
 import { encodeBertOnnx, type OnnxQuantization } from './graph.js';
 
-export const ONNX_MODEL_FILE = path.join('onnx', 'model.onnx');
-export const ONNX_QUANTIZED_FILE = path.join('onnx', 'model_quantized.onnx');
+export const ONNX_MODEL_FILE = 'onnx/model.onnx';
+export const ONNX_QUANTIZED_FILE = 'onnx/model_quantized.onnx';
 
 export interface OnnxExportOptions {
   quantize?: OnnxQuantization;
 }
 
+/** The layout's files. */
+export function onnxFiles(src: ExportSource, opts: OnnxExportOptions = {}): ExportFiles {
+  return {
+    [ONNX_MODEL_FILE]: encodeBertOnnx(src.config, src.tensors),
+    ...(opts.quantize === 'int8' ? { [ONNX_QUANTIZED_FILE]: encodeBertOnnx(src.config, src.tensors, { quantize: 'int8' }) } : {}),
+    ...hfConfigFile(src.config),
+    ...tokenizerFiles(src.tokenizer),
+  };
+}
+
 /** Writes the layout into `dir`. Returns the file names. */
 export async function writeOnnx(dir: string, src: ExportSource, opts: OnnxExportOptions = {}): Promise<string[]> {
-  await fs.mkdir(path.join(dir, 'onnx'), { recursive: true });
-  await writeFileAtomic(path.join(dir, ONNX_MODEL_FILE), encodeBertOnnx(src.config, src.tensors));
-  const files = [ONNX_MODEL_FILE];
-  if (opts.quantize === 'int8') {
-    await writeFileAtomic(path.join(dir, ONNX_QUANTIZED_FILE), encodeBertOnnx(src.config, src.tensors, { quantize: 'int8' }));
-    files.push(ONNX_QUANTIZED_FILE);
-  }
-  files.push(await writeHfConfig(dir, src.config));
-  files.push(...(await writeTokenizerFiles(dir, src.tokenizer)));
-  return files;
+  return writeExportFiles(dir, onnxFiles(src, opts));
 }
 
 /**

@@ -82,4 +82,4 @@ export interface AdamWSimd {
  * The SIMD loops bound to `memory`, or null where this runtime has no wasm SIMD or the memory is shared (the
  * threaded wasm build), in which case the caller keeps the JavaScript loops.
  */
-export const simdFor: (memory: WebAssembly.Memory) => AdamWSimd | null = instancePerMemory<AdamWSimd>(() => [adamwFunc(), sumsqFunc()]);
+export const simdFor: (memory: WebAssembly.Memory | undefined) => AdamWSimd | null = instancePerMemory<AdamWSimd>(() => [adamwFunc(), sumsqFunc()]);

@@ -26,7 +26,8 @@ export interface WasmBackend {
   wasm: {
     /** The heap as float32; re-read on every use (replaced when the heap grows). */
     HEAPF32: Float32Array;
-    asm: { memory: WebAssembly.Memory };
+    /** The module's exports; `memory` is absent in the threaded build, whose memory is imported (shared). */
+    asm: { memory?: WebAssembly.Memory };
     cwrap(name: string, ret: null, argTypes: string[]): (...args: unknown[]) => void;
     tfjs: { registerTensor(id: number, size: number, memoryOffset: number): void; disposeData(id: number): void };
   };

@@ -284,7 +284,7 @@ export const SIMD_LANES = LANES;
  * The SIMD loops bound to `memory`, or null where this runtime has no wasm SIMD or the memory is shared (the
  * threaded wasm build); callers then keep their JavaScript loops.
  */
-const hostSimdFor: (memory: WebAssembly.Memory) => HostSimd | null = instancePerMemory<HostSimd>(
+const hostSimdFor: (memory: WebAssembly.Memory | undefined) => HostSimd | null = instancePerMemory<HostSimd>(
   () => [geluFunc(), geluGradFunc(), dropoutFunc(), layerNormFunc(), layerNormGradFunc()]);
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -309,10 +309,10 @@ export interface SimdHost {
   readonly chunk: number;
 }
 
-/** The loops in place on `memory` (arrays must be views of it), or null without wasm SIMD. */
-export function heapSimdHost(memory: WebAssembly.Memory): SimdHost | null {
+/** The loops in place on `memory` (arrays must be views of it), or null without wasm SIMD or without the memory. */
+export function heapSimdHost(memory: WebAssembly.Memory | undefined): SimdHost | null {
   const simd = hostSimdFor(memory);
-  if (simd === null) return null;
+  if (simd === null || memory === undefined) return null;
   return {
     chunk: HEAP_CHUNK,
     call(inputs, outputs, run) {

@@ -210,10 +210,10 @@ export function locals<K extends string>(params: number, spec: Record<K, ValType
 /**
  * The module of `funcs()`, compiled on the first call and instantiated once per memory: the returned function gives
  * the exports (typed `T` by the caller) bound to `memory`, or null where this runtime has no wasm SIMD (the module
- * does not validate) or the memory is shared (the threaded tfjs-backend-wasm build); callers then keep their
- * JavaScript loops.
+ * does not validate) or the memory is shared or not exported (the threaded tfjs-backend-wasm build); callers then
+ * keep their JavaScript loops.
  */
-export function instancePerMemory<T>(funcs: () => readonly FuncSpec[]): (memory: WebAssembly.Memory) => T | null {
+export function instancePerMemory<T>(funcs: () => readonly FuncSpec[]): (memory: WebAssembly.Memory | undefined) => T | null {
   let compiled: WebAssembly.Module | null | undefined;
   const instances = new WeakMap<WebAssembly.Memory, T>();
   return (memory) => {
@@ -221,7 +221,7 @@ export function instancePerMemory<T>(funcs: () => readonly FuncSpec[]): (memory:
       const bytes = encodeModule(funcs());
       compiled = WebAssembly.validate(bytes) ? new WebAssembly.Module(bytes) : null;
     }
-    if (compiled === null || memory.buffer instanceof SharedArrayBuffer) return null;
+    if (compiled === null || memory === undefined || memory.buffer instanceof SharedArrayBuffer) return null;
     let inst = instances.get(memory);
     if (inst === undefined) {
       inst = new WebAssembly.Instance(compiled, { env: { memory } }).exports as unknown as T;

@@ -1,0 +1,106 @@
+/**
+ * `npm run bench -- --browser [--size tiny|small] [--steps N] [--warmup N]`: the same training step (trainInMemory:
+ * the trainer's loop and TrainStep) timed in headless Chromium on webgpu and wasm (dist/browser/micse.js, after
+ * `npm run build`), and in this Node process on wasm and cpu, in one run. A random-init model of the bench size with
+ * the bert-base-uncased tokenizer, batches of ../shared/data/wiki1m-head.txt truncated to 32 tokens. Prints ms per
+ * step (median over the timed steps) per side. WebGPU in headless Chromium here is SwiftShader (on the CPU).
+ */
+import os from 'node:os';
+import path from 'node:path';
+import { readFileSync } from 'node:fs';
+import { BertTokenizer } from '../src/data/tokenizer.js';
+import { selectBackend } from '../src/model/backend.js';
+import { BertModel } from '../src/model/bert.js';
+import { parseBertConfig } from '../src/model/config.js';
+import { serveStatic } from '../src/browser/serve.js';
+import { trainInMemory } from '../src/train/memory.js';
+import { launchChromium, openPage } from '../test/browserHarness.js';
+import type { SIZES as BenchSizes, SizeName } from './bench.js';
+
+const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
+const SHARED_DATA = path.join(process.env['MICSE_SHARED_DIR'] || path.join(ROOT, '..', 'shared'), 'data');
+
+function benchConfig(s: (typeof BenchSizes)[SizeName], steps: number) {
+  return {
+    model: { hidden_size: s.hidden, num_hidden_layers: s.layers, num_attention_heads: s.heads, intermediate_size: 4 * s.hidden },
+    train: {
+      data: { maxSeqLen: s.seqLen },
+      objective: { style: 'micse', lambda: 0.1, minLayer: s.minLayer, maxLayer: s.maxLayer },
+      train: { batchSize: s.batch, maxSteps: steps, evalSteps: 1_000_000, seed: 42 },
+    },
+  };
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+/** ms per step after `warmup` steps, from the onStep times. */
+function stepTimes(times: number[], warmup: number): number[] {
+  return times.slice(warmup + 1).map((t, i) => t - times[warmup + i]!);
+}
+
+const PAGE = `<!doctype html><meta charset="utf-8"><link rel="icon" href="data:,"><script type="module">
+import * as m from '/dist/micse.js';
+window.runBench = async (backend, cfg, sentences, texts) => {
+  await m.selectBackend(backend);
+  const tokenizer = m.BertTokenizer.fromTexts(texts, '/tokenizer');
+  const model = m.BertModel.random(m.parseBertConfig({ vocab_size: tokenizer.vocabSize, ...cfg.model }, 'bench'), 0);
+  const times = [];
+  await m.train(cfg.train, { sentences, model, tokenizer, onStep: () => times.push(performance.now()) });
+  model.dispose();
+  return times;
+};
+window.ready = true;
+</script>`;
+
+/** `SIZES` is bench.ts's (passed in: bench.ts imports this module while its own top-level await runs). */
+export async function benchBrowser(argv: string[], SIZES: typeof BenchSizes): Promise<void> {
+  let size: SizeName = 'tiny';
+  let steps = 6;
+  let warmup = 1;
+  for (let i = 0; i < argv.length; i += 2) {
+    const [flag, v] = [argv[i], argv[i + 1]];
+    if (flag === '--size' && v !== undefined && v in SIZES) size = v as SizeName;
+    else if (flag === '--steps' && Number.isInteger(Number(v)) && Number(v) >= 2) steps = Number(v);
+    else if (flag === '--warmup' && Number.isInteger(Number(v)) && Number(v) >= 0) warmup = Number(v);
+    else throw new Error(`bench --browser: unknown or bad option ${flag} ${v ?? ''} (--size tiny|small|base, --steps N >= 2, --warmup N)`);
+  }
+  const cfg = benchConfig(SIZES[size], warmup + steps + 1);
+  const sentences = readFileSync(path.join(SHARED_DATA, 'wiki1m-head.txt'), 'utf8').split('\n').filter((l) => l.trim() !== '').slice(0, 4096);
+  const texts = Object.fromEntries(['vocab.txt', 'tokenizer_config.json'].map((f) => [f, readFileSync(path.join(SHARED_DATA, 'bert-base-uncased', f), 'utf8')]));
+  const rows: { side: string; ms: number; steps: number[] }[] = [];
+  const load = () => os.loadavg().map((l) => l.toFixed(1)).join(' ');
+  process.stderr.write(`bench --browser: size ${size}, ${steps} timed steps after ${warmup} warm-up, load average ${load()} on ${os.cpus().length} cores\n`);
+
+  for (const backend of ['wasm', 'cpu'] as const) {
+    await selectBackend(backend);
+    const tokenizer = BertTokenizer.fromTexts(texts, 'bert-base-uncased');
+    const model = BertModel.random(parseBertConfig({ vocab_size: tokenizer.vocabSize, ...cfg.model }, 'bench'), 0);
+    const times: number[] = [];
+    await trainInMemory(cfg.train, { sentences, model, tokenizer, onStep: () => times.push(performance.now()) });
+    model.dispose();
+    const st = stepTimes(times, warmup);
+    rows.push({ side: `Node ${backend}`, ms: median(st), steps: st });
+    process.stderr.write(`  Node ${backend}: ${median(st).toFixed(0)} ms/step\n`);
+  }
+  const server = await serveStatic({ '/dist/': path.join(ROOT, 'dist', 'browser') }, { pages: { '/': PAGE } });
+  const browser = await launchChromium();
+  try {
+    for (const backend of ['wasm', 'webgpu'] as const) {
+      const errors: string[] = [];
+      const page = await openPage(browser, `${server.url}/`, errors);
+      await page.waitForFunction('window.ready === true');
+      const times = (await page.evaluate(`window.runBench(${JSON.stringify(backend)}, ${JSON.stringify(cfg)}, ${JSON.stringify(sentences)}, ${JSON.stringify(texts)})`)) as number[];
+      await page.close();
+      if (errors.length > 0) throw new Error(`Chromium ${backend}: ${errors.join('; ')}`);
+      const st = stepTimes(times, warmup);
+      rows.push({ side: `Chromium ${backend}${backend === 'webgpu' ? ' (SwiftShader)' : ''}`, ms: median(st), steps: st });
+      process.stderr.write(`  Chromium ${backend}: ${median(st).toFixed(0)} ms/step\n`);
+    }
+  } finally {
+    await browser.close();
+    await server.close();
+  }
+  process.stdout.write(`| side | ms/step (median) | steps (ms) |\n|---|---|---|\n` +
+    rows.map((r) => `| ${r.side} | ${r.ms.toFixed(0)} | ${r.steps.map((x) => x.toFixed(0)).join(', ')} |`).join('\n') +
+    `\n\nsize ${size}, load average after: ${load()}\n`);
+}

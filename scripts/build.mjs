@@ -1,0 +1,96 @@
+#!/usr/bin/env node
+// `npm run build`: the library (dist/src, dist/eval: JavaScript + .d.ts, tsc, incremental), the browser bundle
+// (dist/browser/micse.js, esbuild, with the wasm backend's binaries beside it) and the demo page as a static folder
+// (dist/demo: index.html, demo.js, the bundle and its binaries, and the STS-B dev file when ../shared has it).
+import { spawnSync } from 'node:child_process';
+import { builtinModules, createRequire } from 'node:module';
+import { copyFileSync, existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import * as esbuild from 'esbuild';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+const require = createRequire(import.meta.url);
+
+/**
+ * What cannot exist in a page, in one place. The bundle keeps the modules that import these (they are needed for
+ * their other exports); an import of one resolves to a stub whose every export throws "... is not available in a
+ * browser" when called, and a package in NODE_ONLY_PACKAGES throws when it is loaded (the backends try them with a
+ * dynamic import and report the reason).
+ */
+const NODE_ONLY_PACKAGES = [
+  'onnxruntime-node', 'usearch', 'hnswlib-node', 'bullmq', 'ioredis', 'webgpu', '@tensorflow/tfjs-node', '@tensorflow/tfjs-node-gpu',
+];
+
+/** esbuild plugin: node:* built-ins -> throwing stubs with the real module's export names; NODE_ONLY_PACKAGES -> a throwing module. */
+function nodeOnlyStubs() {
+  const builtins = new Set(builtinModules.flatMap((m) => [m, `node:${m}`]));
+  return {
+    name: 'node-only-stubs',
+    setup(build) {
+      build.onResolve({ filter: /.*/ }, (args) => {
+        if (builtins.has(args.path)) return { path: args.path.replace(/^node:/, ''), namespace: 'node-builtin' };
+        if (NODE_ONLY_PACKAGES.some((p) => args.path === p || args.path.startsWith(p + '/'))) return { path: args.path, namespace: 'node-only' };
+        return undefined;
+      });
+      build.onLoad({ filter: /.*/, namespace: 'node-builtin' }, async (args) => {
+        const names = Object.keys(await import(`node:${args.path}`)).filter((n) => n !== 'default' && /^[A-Za-z_$][\w$]*$/.test(n));
+        const stub = `(() => { throw new Error('node:${args.path} is not available in a browser'); })`;
+        const unavailable = `new Proxy(${stub}, { get: (_t, k) => k === 'then' ? undefined : ${stub} })`;
+        return { contents: `const u = ${unavailable};\nexport default u;\n${names.map((n) => `export const ${n} = u;`).join('\n')}\n`, loader: 'js' };
+      });
+      build.onLoad({ filter: /.*/, namespace: 'node-only' }, (args) => ({
+        contents: `throw new Error(${JSON.stringify(`${args.path} is not available in a browser`)});\nexport {};\n`, loader: 'js',
+      }));
+    },
+  };
+}
+
+function run(cmd, args) {
+  const r = spawnSync(process.execPath, [cmd, ...args], { cwd: root, stdio: 'inherit' });
+  if (r.status !== 0) process.exit(r.status ?? 1);
+}
+
+run(require.resolve('typescript/bin/tsc'), ['-p', 'tsconfig.build.json']);
+
+const browserDir = path.join(root, 'dist', 'browser');
+mkdirSync(browserDir, { recursive: true });
+await esbuild.build({
+  entryPoints: [path.join(root, 'src', 'browser', 'index.ts')],
+  outfile: path.join(browserDir, 'micse.js'),
+  bundle: true,
+  format: 'esm',
+  platform: 'browser',
+  target: 'es2022',
+  sourcemap: true,
+  logLevel: 'warning',
+  define: { 'process.env': '{}' },
+  plugins: [nodeOnlyStubs()],
+});
+const wasmDir = path.dirname(require.resolve('@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm.wasm'));
+for (const f of readdirSync(wasmDir).filter((n) => n.endsWith('.wasm'))) copyFileSync(path.join(wasmDir, f), path.join(browserDir, f));
+
+// The demo page: its script imports the bundle beside it.
+const demoDir = path.join(root, 'dist', 'demo');
+rmSync(demoDir, { recursive: true, force: true });
+mkdirSync(demoDir, { recursive: true });
+await esbuild.build({
+  entryPoints: [path.join(root, 'src', 'browser', 'demo', 'demo.ts')],
+  outfile: path.join(demoDir, 'demo.js'),
+  bundle: true,
+  format: 'esm',
+  platform: 'browser',
+  target: 'es2022',
+  logLevel: 'warning',
+  plugins: [{
+    name: 'bundle-beside',
+    setup(build) {
+      build.onResolve({ filter: /^\.\.\/index\.js$/ }, () => ({ path: './micse.js', external: true }));
+    },
+  }],
+});
+copyFileSync(path.join(root, 'src', 'browser', 'demo', 'index.html'), path.join(demoDir, 'index.html'));
+for (const f of readdirSync(browserDir)) copyFileSync(path.join(browserDir, f), path.join(demoDir, f));
+const stsDev = path.join(process.env.MICSE_SHARED_DIR || path.join(root, '..', 'shared'), 'data', 'senteval', 'STS', 'STSBenchmark', 'sts-dev.csv');
+if (existsSync(stsDev)) copyFileSync(stsDev, path.join(demoDir, 'sts-dev.csv'));
+else console.warn(`build: ${stsDev} is absent; the demo page is built without STS-B dev (its before/after scores)`);

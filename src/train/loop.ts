@@ -1,0 +1,145 @@
+/**
+ * The optimisation loop both trainers run: `train` (trainer.ts: files, checkpoints, resume) and `trainInMemory`
+ * (memory.ts: sentences and a model held in memory, as in a page). Nothing here touches files.
+ *
+ * Reproducibility: every random choice of step s derives from (train.seed, s): the dropout masks
+ * (`dropoutSeed`), the AMI draw, and the data order (the iterator's own seeded state).
+ */
+import { TwoViewBatchIterator, type BatchIteratorOptions, type BatchIteratorState, type TwoViewBatch } from '../data/batches.js';
+import type { BertTokenizer } from '../data/tokenizer.js';
+import { UserError } from '../errors.js';
+import { MlpHead } from '../losses/mlpHead.js';
+import { amiLayerSpanProblem } from '../losses/micse.js';
+import { siteSeed, type BertModel } from '../model/bert.js';
+import type { BertConfig } from '../model/config.js';
+import { AdamW, learningRateAt } from './adamw.js';
+import type { TrainConfig } from './config.js';
+import { totalStepsOf } from './plan.js';
+import { actionsAt } from './selection.js';
+import { TrainStep, trainableParams } from './step.js';
+
+/** Seed streams derived from train.seed, so each random consumer has its own. */
+export const SEED_STREAM = { head: 1, dropout: 2, ami: 3, data: 4 } as const;
+
+export interface MetricsLine {
+  step: number;
+  epoch: number;
+  loss: number;
+  infoNCE: number;
+  ami: number | null;
+  lr: number;
+  gradNorm: number;
+  sentencesPerSecond: number;
+  skipped?: boolean;
+}
+
+/** What a run optimises with: the MLP head, AdamW, the batches and the schedule. */
+export interface TrainingRun {
+  head: MlpHead;
+  optimizer: AdamW;
+  batches: TwoViewBatchIterator;
+  step: TrainStep;
+  totalSteps: number;
+  warmup: number;
+  /** Frees the head and the optimizer's moments (not the model). */
+  dispose(): void;
+}
+
+/**
+ * Throws unless the config fits the model: the AMI layer span within its depth, the sequence length within its
+ * positions. `source` names where the model's config came from (a config.json, the model.config block).
+ */
+export function checkModelFits(c: TrainConfig, model: BertConfig, source: string): void {
+  const span = c.objective.style === 'micse' ? amiLayerSpanProblem(c.objective.minLayer, c.objective.maxLayer, model.numHiddenLayers) : null;
+  if (span !== null) throw new UserError(span);
+  if (c.data.maxSeqLen > model.maxPositionEmbeddings) {
+    throw new UserError(`data.maxSeqLen is ${c.data.maxSeqLen} but the model's max_position_embeddings is ${model.maxPositionEmbeddings} ` +
+      `(${source}): lower data.maxSeqLen to at most ${model.maxPositionEmbeddings}`);
+  }
+}
+
+/** Builds the head, the optimizer and the batch iterator of a run over `sentences` (from `dataState` when resuming). */
+export function startTraining(c: TrainConfig, model: BertModel, tokenizer: BertTokenizer, sentences: readonly string[],
+  dataState?: BatchIteratorState): TrainingRun {
+  const head = new MlpHead(model.config.hiddenSize, { initializerRange: model.config.initializerRange, seed: siteSeed(c.train.seed, SEED_STREAM.head) });
+  const optimizer = new AdamW(trainableParams(model, head), { variant: c.optim.variant, beta1: c.optim.beta1, beta2: c.optim.beta2, eps: c.optim.eps, weightDecay: c.optim.weightDecay });
+  const batchOpts: BatchIteratorOptions = {
+    sentences, tokenizer, batchSize: c.train.batchSize, maxSeqLen: c.data.maxSeqLen, dropLast: c.data.dropLast,
+    seed: siteSeed(c.train.seed, SEED_STREAM.data),
+  };
+  const batches = new TwoViewBatchIterator(batchOpts, dataState);
+  const totalSteps = totalStepsOf(c, batches.stepsPerEpoch);
+  if (totalSteps < 1) {
+    head.dispose();
+    optimizer.dispose();
+    throw new UserError(`no training steps: ${sentences.length} sentences with batch ${c.train.batchSize} and dropLast`);
+  }
+  const warmup = c.optim.warmupSteps > 0 ? c.optim.warmupSteps : Math.round(c.optim.warmupRatio * totalSteps);
+  return {
+    head, optimizer, batches, totalSteps, warmup, step: new TrainStep(model, head, optimizer, c.objective),
+    dispose: () => {
+      head.dispose();
+      optimizer.dispose();
+    },
+  };
+}
+
+/** The counters the loop advances (the trainer's checkpointed state holds them). */
+export interface LoopCounters {
+  step: number;
+  epoch: number;
+  badStepsInRow: number;
+  badStepsTotal: number;
+}
+
+export interface LoopHooks {
+  /** Checked before each step: true ends the loop there. */
+  stop(): boolean;
+  /** After each step, with its metrics line. */
+  afterStep(line: MetricsLine): Promise<void> | void;
+  /** Where train.selection evaluates STS-B dev (selection.ts actionsAt); `candidate`: it may become the best. */
+  evaluate(candidate: boolean): Promise<void>;
+  /** Where train.selection writes a checkpoint without evaluating. */
+  checkpoint?(): Promise<void>;
+  /** Appended to the error when train.maxBadSteps steps in a row had a non-finite loss. */
+  badStepsHint: string;
+}
+
+/** Runs steps from `state.step` to the run's last; returns false when `hooks.stop()` ended it first. */
+export async function runSteps(c: TrainConfig, run: TrainingRun, state: LoopCounters, hooks: LoopHooks): Promise<boolean> {
+  while (state.step < run.totalSteps) {
+    if (hooks.stop()) return false;
+    const batch: TwoViewBatch = run.batches.next().value;
+    const t0 = Date.now();
+    const stepSeed = siteSeed(c.train.seed, state.step);
+    const lr = learningRateAt(state.step, run.totalSteps, c.optim.learningRate, run.warmup, c.optim.schedule);
+    const { loss, infoNCE, ami, gradNorm, finite } = await run.step.run(batch, {
+      lr, maxGradNorm: c.optim.maxGradNorm, dropoutSeed: siteSeed(stepSeed, SEED_STREAM.dropout), amiSeed: siteSeed(stepSeed, SEED_STREAM.ami),
+    });
+    if (finite) {
+      state.badStepsInRow = 0;
+    } else {
+      state.badStepsInRow += 1;
+      state.badStepsTotal += 1;
+    }
+    state.step += 1;
+    state.epoch = batch.epoch;
+    const sps = (batch.sentences.length * 1000) / Math.max(1, Date.now() - t0);
+    const line: MetricsLine = { step: state.step, epoch: batch.epoch, loss, infoNCE, ami, lr, gradNorm, sentencesPerSecond: sps };
+    if (!finite) line.skipped = true;
+    await hooks.afterStep(line);
+    if (state.badStepsInRow >= c.train.maxBadSteps) {
+      throw new UserError(`stopped: ${state.badStepsInRow} steps in a row had a non-finite loss (last ${loss}); ` +
+        `lower optim.learningRate or check the data; ${hooks.badStepsHint}`);
+    }
+    const at = actionsAt(state.step, run.totalSteps, c.train);
+    if (at.evaluate) await hooks.evaluate(at.candidate);
+    else if (at.checkpoint) await hooks.checkpoint?.();
+  }
+  return true;
+}
+
+/** Whether a step's line goes to the metrics (metrics.jsonl): every train.logSteps-th, and every skipped step. */
+export function isLoggedStep(c: TrainConfig, line: MetricsLine): boolean {
+  return line.step % c.train.logSteps === 0 || line.skipped === true;
+}
