@@ -53,6 +53,12 @@ function run(cmd, args) {
 
 run(require.resolve('typescript/bin/tsc'), ['-p', 'tsconfig.build.json']);
 
+/** The versions of the bundled TF.js packages, for src/kernels/platform/internals.ts's check in a page. */
+const tfjsDir = path.join(root, 'node_modules', '@tensorflow');
+const bundledVersions = Object.fromEntries(readdirSync(tfjsDir)
+  .filter((name) => existsSync(path.join(tfjsDir, name, 'package.json')))
+  .map((name) => [`@tensorflow/${name}`, require(`@tensorflow/${name}/package.json`).version]));
+
 const browserDir = path.join(root, 'dist', 'browser');
 mkdirSync(browserDir, { recursive: true });
 await esbuild.build({
@@ -64,7 +70,7 @@ await esbuild.build({
   target: 'es2022',
   sourcemap: true,
   logLevel: 'warning',
-  define: { 'process.env': '{}' },
+  define: { 'process.env': '{}', MICSE_BUNDLED_VERSIONS: JSON.stringify(bundledVersions) },
   plugins: [nodeOnlyStubs()],
 });
 const wasmDir = path.dirname(require.resolve('@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm.wasm'));

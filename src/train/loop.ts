@@ -14,8 +14,7 @@ import { siteSeed, type BertModel } from '../model/bert.js';
 import type { BertConfig } from '../model/config.js';
 import { AdamW, learningRateAt } from './adamw.js';
 import type { TrainConfig } from './config.js';
-import { totalStepsOf } from './plan.js';
-import { actionsAt } from './selection.js';
+import { actionsAt, totalStepsOf } from './selection.js';
 import { TrainStep, trainableParams } from './step.js';
 
 /** Seed streams derived from train.seed, so each random consumer has its own. */

@@ -12,7 +12,7 @@ import { downloadCommandFor } from '../data/download.js';
 import { loadTrainingSentences, type TrainingSentences } from '../data/subset.js';
 import { UserError } from '../errors.js';
 import type { TrainConfig } from './config.js';
-import { scheduleOf } from './selection.js';
+import { scheduleOf, totalStepsOf } from './selection.js';
 
 /** The placeholder of data.subsetSeed in data.train and train.output. */
 export const SUBSET_SEED_PLACEHOLDER = '{subsetSeed}';
@@ -31,10 +31,6 @@ export function runDirectory(c: TrainConfig): string {
   return withSeed(c.train.output, c);
 }
 
-/** Optimisation steps: train.maxSteps, else epochs x steps per epoch (transformers: ceil(epochs x steps per epoch)). */
-export function totalStepsOf(c: TrainConfig, perEpoch: number): number {
-  return c.train.maxSteps ?? c.train.epochs * perEpoch;
-}
 
 /** A UserError for a training file that does not exist, with the download command when it is a known file. */
 function missingFileError(file: string): UserError {

@@ -11,6 +11,11 @@
  *   checkpoint (`last`, for resume and export) without evaluating, unless it is an evaluation step.
  */
 
+/** Optimisation steps: train.maxSteps, else epochs x steps per epoch (transformers: ceil(epochs x steps per epoch)). */
+export function totalStepsOf(c: { train: { maxSteps: number | null; epochs: number } }, perEpoch: number): number {
+  return c.train.maxSteps ?? c.train.epochs * perEpoch;
+}
+
 /** How the best checkpoint is chosen. */
 export const SELECTIONS = ['every-eval', 'hf-save-steps'] as const;
 export type Selection = (typeof SELECTIONS)[number];

@@ -41,12 +41,17 @@ export const PRIVATE_DEPENDENCIES: readonly PrivateDependency[] = [
   { package: 'onnxruntime-node', version: '1.21.0', backend: null, fields: ['dist/binding: binding.InferenceSession, initOrt'] },
 ];
 
-const require = createRequire(import.meta.url);
+/**
+ * The versions of the packages the browser bundle was built from (scripts/build.mjs defines it there, where no
+ * package.json can be read); undefined in Node.
+ */
+declare const MICSE_BUNDLED_VERSIONS: Readonly<Record<string, string>> | undefined;
 
-/** The installed version of `pkg` (its package.json), or undefined when it is not installed. */
+/** The installed version of `pkg` (its package.json, or the bundle's record), or undefined when it is not installed. */
 export function installedVersion(pkg: string): string | undefined {
+  if (typeof MICSE_BUNDLED_VERSIONS !== 'undefined') return MICSE_BUNDLED_VERSIONS[pkg];
   try {
-    return (require(`${pkg}/package.json`) as { version: string }).version;
+    return (createRequire(import.meta.url)(`${pkg}/package.json`) as { version: string }).version;
   } catch {
     return undefined;
   }
