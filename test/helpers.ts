@@ -11,7 +11,7 @@ import { after } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { selectBackend } from '../src/model/backend.js';
 import { tf } from '../src/model/tf.js';
-import { defaultConfig } from '../src/train/config.js';
+import { defaultConfig, mergeConfig, type TrainConfig } from '../src/train/config.js';
 import { observeRawDispatches } from '../src/kernels/platform/webgpuPrograms.js';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -36,6 +36,21 @@ export function shared(...parts: string[]): string {
  * A fresh `micse-<name>-*` directory under the system temp folder, removed with everything in it when the calling
  * test file's tests end. Call it at a test file's top level; tests make their own folders inside it.
  */
+/** A very small random-init run on the shared data (cpu backend: bitwise reproducible), `overrides` merged last. */
+export function microConfig(output: string, overrides: Record<string, Record<string, unknown>> = {}): TrainConfig {
+  const base = mergeConfig(defaultConfig(), {
+    model: {
+      init: 'random', tokenizer: shared('bert-base-uncased'),
+      config: { hidden_size: 16, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 32, max_position_embeddings: 64 },
+    },
+    data: { train: shared('wiki1m-head.txt'), count: 48, maxSeqLen: 16, senteval: shared('senteval') },
+    objective: { minLayer: 0, maxLayer: 2, lambda: 0.01 },
+    optim: { learningRate: 1e-3 },
+    train: { batchSize: 8, maxSteps: 12, evalSteps: 4, evalBatchSize: 512, backend: 'cpu', output, finalEval: false, seed: 7 },
+  }, 'test');
+  return mergeConfig(base, overrides, 'test');
+}
+
 export function testTempDir(name: string): string {
   const dir = mkdtempSync(path.join(os.tmpdir(), `micse-${name}-`));
   after(() => rmSync(dir, { recursive: true, force: true }));

@@ -17,12 +17,12 @@ import { selectBackend } from '../src/model/backend.js';
 import { loadPretrained } from '../src/model/pretrained.js';
 import { readSafetensors, writeSafetensors } from '../src/model/safetensors.js';
 import { summarizeNames } from '../src/model/weights.js';
-import { defaultConfig, loadConfig, mergeConfig, type TrainConfig } from '../src/train/config.js';
+import { loadConfig, mergeConfig, type TrainConfig } from '../src/train/config.js';
 import { train } from '../src/train/trainer.js';
 import { WASM_HEAP_BYTES, wasmHeapShortfall, wasmStepBytes } from '../src/train/step.js';
 import { BertModel } from '../src/model/bert.js';
 import { parseBertConfig } from '../src/model/config.js';
-import { ROOT, shared, SKIP_NO_SHARED } from './helpers.js';
+import { microConfig as sharedMicroConfig, ROOT, shared, SKIP_NO_SHARED } from './helpers.js';
 
 const run = promisify(execFile);
 const CLI = path.join(ROOT, 'bin', 'micse.js');
@@ -61,19 +61,9 @@ async function refused(args: string[], pattern: RegExp, absent?: string): Promis
   if (absent !== undefined) assert.equal(await fs.access(absent).then(() => true, () => false), false, `${absent} must not be created`);
 }
 
-/** A very small random-init run on the shared data (cpu backend). */
+/** The shared micro run, evaluated only at its end. */
 function microConfig(output: string, overrides: Record<string, Record<string, unknown>> = {}): TrainConfig {
-  const base = mergeConfig(defaultConfig(), {
-    model: {
-      init: 'random', tokenizer: shared('bert-base-uncased'),
-      config: { hidden_size: 16, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 32, max_position_embeddings: 64 },
-    },
-    data: { train: shared('wiki1m-head.txt'), count: 48, maxSeqLen: 16, senteval: shared('senteval') },
-    objective: { minLayer: 0, maxLayer: 2, lambda: 0.01 },
-    optim: { learningRate: 1e-3 },
-    train: { batchSize: 8, maxSteps: 12, evalSteps: 1000, evalBatchSize: 512, backend: 'cpu', output, finalEval: false, seed: 7 },
-  }, 'test');
-  return mergeConfig(base, overrides, 'test');
+  return mergeConfig(sharedMicroConfig(output, { train: { evalSteps: 1000 } }), overrides, 'test');
 }
 
 /** One id per word, [CLS]/[SEP] added. */

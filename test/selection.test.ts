@@ -9,10 +9,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { selectBackend } from '../src/model/backend.js';
-import { defaultConfig, mergeConfig } from '../src/train/config.js';
 import { actionsAt, scheduleOf } from '../src/train/selection.js';
 import { train } from '../src/train/trainer.js';
-import { shared, SKIP_NO_SHARED } from './helpers.js';
+import { microConfig, SKIP_NO_SHARED } from './helpers.js';
 
 describe('selection schedule', () => {
   test('every-eval: every evalSteps and the last step, all candidates', () => {
@@ -51,16 +50,11 @@ describe('a short run with hf-save-steps', { skip: SKIP_NO_SHARED }, () => {
 
   test('evaluations at 2, 4, 6; best only at 4; last at 7 without an evaluation', async () => {
     const output = path.join(dir, 'run');
-    const config = mergeConfig(defaultConfig(), {
-      model: {
-        init: 'random', tokenizer: shared('bert-base-uncased'),
-        config: { hidden_size: 16, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 32, max_position_embeddings: 64 },
-      },
-      data: { train: shared('wiki1m-head.txt'), count: 56, maxSeqLen: 16, senteval: shared('senteval') },
-      objective: { minLayer: 0, maxLayer: 2, lambda: 0.01 },
-      optim: { learningRate: 1e-3, variant: 'hf' },
-      train: { batchSize: 8, epochs: 1, evalSteps: 2, selection: 'hf-save-steps', saveSteps: 4, evalBatchSize: 512, backend: 'cpu', output, finalEval: false, seed: 7 },
-    }, 'test');
+    const config = microConfig(output, {
+      data: { count: 56 },
+      optim: { variant: 'hf' },
+      train: { epochs: 1, maxSteps: null, evalSteps: 2, selection: 'hf-save-steps', saveSteps: 4 },
+    });
     const result = await train(config, { quiet: true, log: () => {} });
     assert.equal(result.steps, 7);
     assert.equal(result.bestStep, 4);

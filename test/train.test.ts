@@ -16,12 +16,12 @@ import { readSafetensors, writeSafetensors } from '../src/model/safetensors.js';
 import { tf } from '../src/model/tf.js';
 import { infoNCE } from '../src/losses/infoNCE.js';
 import { embed } from '../src/model/embed.js';
-import { defaultConfig, loadConfig, mergeConfig, type TrainConfig } from '../src/train/config.js';
+import { defaultConfig, loadConfig } from '../src/train/config.js';
 import { decays } from '../src/train/adamw.js';
 import { selectBackendAndModel, train, type MetricsLine } from '../src/train/trainer.js';
 import { explainAbort, WASM_HEAP_BYTES, wasmStepBytes } from '../src/train/step.js';
 import { UserError } from '../src/errors.js';
-import { ROOT, shared, SKIP_NO_SHARED, testTempDir } from './helpers.js';
+import { microConfig, ROOT, shared, SKIP_NO_SHARED, testTempDir } from './helpers.js';
 
 const run = promisify(execFile);
 const CLI = path.join(ROOT, 'bin', 'micse.js');
@@ -32,20 +32,6 @@ async function tmp(prefix: string): Promise<string> {
   return fs.mkdtemp(path.join(TMP, `${prefix}-`));
 }
 
-/** A very small random-init run on the shared data (cpu backend: bitwise reproducible). */
-function microConfig(output: string, overrides: Record<string, Record<string, unknown>> = {}): TrainConfig {
-  const base = mergeConfig(defaultConfig(), {
-    model: {
-      init: 'random', tokenizer: shared('bert-base-uncased'),
-      config: { hidden_size: 16, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 32, max_position_embeddings: 64 },
-    },
-    data: { train: shared('wiki1m-head.txt'), count: 48, maxSeqLen: 16, senteval: shared('senteval') },
-    objective: { minLayer: 0, maxLayer: 2, lambda: 0.01 },
-    optim: { learningRate: 1e-3 },
-    train: { batchSize: 8, maxSteps: 12, evalSteps: 4, evalBatchSize: 512, backend: 'cpu', output, finalEval: false, seed: 7 },
-  }, 'test');
-  return mergeConfig(base, overrides, 'test');
-}
 
 async function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return run(process.execPath, [CLI, ...args], { cwd: ROOT, maxBuffer: 1 << 24 }).then(

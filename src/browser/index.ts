@@ -25,6 +25,7 @@ export { parseStsBenchmark } from '../../eval/senteval.js';
 export { exportFiles, FILE_EXPORT_FORMATS, type FileExportFormat } from '../export/files.js';
 export type { ExportFiles } from '../export/hf.js';
 export { stsbDevSpearman, type StsTaskData } from '../../eval/sts.js';
+export { cosine } from '../use/vectors.js';
 
 /**
  * A checkpoint from the base URL of its directory (absolute, or relative to the page: `./model/`), the `File`s of

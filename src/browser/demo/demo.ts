@@ -289,18 +289,6 @@ $('stop').addEventListener('click', () => stopper?.abort());
 
 // --- similarity and search --------------------------------------------------------------------------------------
 
-function cosine(a: number[], b: number[]): number {
-  let ab = 0;
-  let aa = 0;
-  let bb = 0;
-  for (let i = 0; i < a.length; i++) {
-    ab += a[i]! * b[i]!;
-    aa += a[i]! * a[i]!;
-    bb += b[i]! * b[i]!;
-  }
-  return ab / Math.sqrt(aa * bb);
-}
-
 function requireModel(): { model: Model; tokenizer: Tokenizer } {
   if (loaded === undefined) throw new Error('load a checkpoint first');
   return loaded;
@@ -312,7 +300,7 @@ action('sim', async () => {
   const b = $<HTMLInputElement>('sim-b').value.trim();
   if (a === '' || b === '') throw new Error('give two sentences');
   const [va, vb] = await micse.embed(model, tokenizer, [a, b]);
-  $('sim-result').textContent = `cosine ${cosine(va!, vb!).toFixed(4)}`;
+  $('sim-result').textContent = `cosine ${micse.cosine(va!, vb!).toFixed(4)}`;
 });
 
 action('search', async () => {
@@ -324,7 +312,7 @@ action('search', async () => {
     vectors = { sentences: trainingSentences, vectors: await micse.embed(model, tokenizer, trainingSentences) };
   }
   const [vq] = await micse.embed(model, tokenizer, [q]);
-  const hits = vectors.vectors.map((v, i) => ({ i, score: cosine(vq!, v) })).sort((x, y) => y.score - x.score).slice(0, 5);
+  const hits = vectors.vectors.map((v, i) => ({ i, score: micse.cosine(vq!, v) })).sort((x, y) => y.score - x.score).slice(0, 5);
   const table = $('hits');
   table.replaceChildren(...hits.map((h) => {
     const tr = document.createElement('tr');
