@@ -19,7 +19,7 @@ export { resolveModelDir, hubCacheDir } from './model/hub.js';
 export { readSafetensors, readSafetensorsDir, writeSafetensors, parseSafetensors, serializeSafetensors } from './model/safetensors.js';
 export { embed, type EmbedOptions } from './model/embed.js';
 export { pool, EMBED_POOLERS, type EmbedPooler } from './model/pooling.js';
-export { BertTokenizer, WordPieceTokenizer, type EncodeOptions, type EncodedBatch } from './data/tokenizer.js';
+export { BertTokenizer, bertTokenizerJson, type BertNormalization, type EncodeOptions, type EncodedBatch } from './data/tokenizer.js';
 
 // Objectives
 export * from './losses/index.js';
@@ -43,7 +43,7 @@ export { saveCheckpoint, readTrainingState, type TrainerState } from './train/ch
 
 // Export for inference stacks
 export {
-  exportCheckpoint, readExportSource, EXPORT_FORMATS, ONNX_OPSET, onnxClsEmbeddings, bertTokenizerJson,
+  exportCheckpoint, readExportSource, EXPORT_FORMATS, ONNX_OPSET, onnxClsEmbeddings,
   type ExportFormat, type ExportOptions, type ExportResult,
 } from './export/index.js';
 export { exportFiles, FILE_EXPORT_FORMATS, type FileExportFormat } from './export/files.js';

@@ -260,7 +260,7 @@ describe('export', { skip: SKIP_NO_SHARED }, () => {
     const result = await exportCheckpoint({ checkpoint: src, output: out, formats: ['hf'] });
     assert.equal(result.runDir, null);
     const generated = await BertTokenizer.fromDir(out);
-    assert.equal(generated.files.engine, 'tokenizer.json');
+    assert.equal(generated.files.builtFrom, 'tokenizer.json');
     const original = await BertTokenizer.fromDir(ref);
     const texts = [...SENTENCES, 'Ünïcödé ACCENTS and 中文字符 mixed', 'tabs\tand\nnewlines', 'supercalifragilisticexpialidocious', ''];
     for (const t of texts) assert.deepEqual(generated.encode(t), original.encode(t), t);

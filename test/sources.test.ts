@@ -34,7 +34,7 @@ describe('loadPretrainedFrom', { skip: SKIP_NO_SHARED }, () => {
     const files = await Promise.all((await fs.readdir(dir)).map(async (n) => new File([await fs.readFile(path.join(dir, n))], n)));
     const p = await loadPretrainedFrom(filesSource(files));
     assert.deepEqual(await embed(p.model, p.tokenizer, SENTENCES), reference);
-    assert.equal(p.tokenizer.files.engine, 'tokenizer.json');
+    assert.equal(p.tokenizer.files.builtFrom, 'tokenizer.json');
     p.model.dispose();
   });
 

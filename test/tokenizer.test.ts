@@ -1,12 +1,12 @@
 /**
- * Tokenizer (issue 2): tokenizer.json (HF tokenizers.js) and the vocab.txt-only WordPiece port give the same ids
- * on hard text, and both reproduce ids transformers produced.
+ * Tokenizer (issues 2, 20): a checkpoint's tokenizer.json and the tokenizer.json built in memory for a vocab.txt-only
+ * checkpoint give the same ids on hard text, and both reproduce ids transformers produced.
  */
 import assert from 'node:assert/strict';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { before, describe, it } from 'node:test';
-import { BertTokenizer } from '../src/data/tokenizer.js';
+import { BertTokenizer, bertTokenizerJson } from '../src/data/tokenizer.js';
 import { shared, SKIP_NO_SHARED, testTempDir } from './helpers.js';
 
 const TMP = testTempDir('tokenizer');
@@ -26,8 +26,8 @@ describe('BERT tokenizer', { skip: SKIP_NO_SHARED }, () => {
   before(async () => {
     json = await BertTokenizer.fromDir(shared('bert-base-uncased'));
     vocab = await BertTokenizer.fromDir(shared('bert-base-uncased'), { prefer: 'vocab.txt' });
-    assert.equal(json.files.engine, 'tokenizer.json');
-    assert.equal(vocab.files.engine, 'vocab.txt');
+    assert.equal(json.files.builtFrom, 'tokenizer.json');
+    assert.equal(vocab.files.builtFrom, 'vocab.txt');
   });
 
   it('tokenizer.json and vocab.txt paths agree on hard text', () => {
@@ -68,6 +68,31 @@ describe('BERT tokenizer', { skip: SKIP_NO_SHARED }, () => {
     const cased = await BertTokenizer.fromDir(dir);
     assert.notDeepEqual(cased.encode('Hello'), vocab.encode('Hello'));
     assert.deepEqual(cased.encode('hello'), vocab.encode('hello'));
+  });
+
+  it('a vocab.txt-only checkpoint encodes like the shared tokenizer.json, and exports the tokenizer.json it runs', async () => {
+    const dir = await fs.mkdtemp(path.join(TMP, 'tok-'));
+    for (const f of ['vocab.txt', 'tokenizer_config.json']) await fs.copyFile(shared('bert-base-uncased', f), path.join(dir, f));
+    const only = await BertTokenizer.fromDir(dir);
+    assert.equal(only.files.builtFrom, 'vocab.txt');
+    const varied = [...HARD, 'Ça coûte 10€ — naïveté, façade, Zürich; Øre, Łódź', '中文字符和English混合,標點。', '¿Qué? ¡Sí! «Oui» (non) [a] {b}',
+      'a'.repeat(150) + ' ' + 'b'.repeat(101) + '-' + 'c'.repeat(99), ' \t\n \u3000 ', 'tab\there\r\nand\u2028there'];
+    for (const s of varied) {
+      assert.deepEqual(only.encode(s), json.encode(s), JSON.stringify(s.slice(0, 40)));
+      assert.deepEqual(only.tokenize(s), json.tokenize(s), JSON.stringify(s.slice(0, 40)));
+    }
+    assert.equal(only.toJson(), JSON.stringify(bertTokenizerJson(only.vocab, { lowercase: true, stripAccents: null, handleChineseChars: true })));
+    assert.equal(json.toJson(), await fs.readFile(shared('bert-base-uncased', 'tokenizer.json'), 'utf8'), 'a tokenizer.json source runs its own text');
+  });
+
+  it('tokenize_chinese_chars false in tokenizer_config.json keeps CJK runs as words', async () => {
+    const dir = await fs.mkdtemp(path.join(TMP, 'tok-'));
+    await fs.copyFile(shared('bert-base-uncased', 'vocab.txt'), path.join(dir, 'vocab.txt'));
+    await fs.writeFile(path.join(dir, 'tokenizer_config.json'), JSON.stringify({ tokenize_chinese_chars: false }));
+    const whole = await BertTokenizer.fromDir(dir);
+    assert.deepEqual(whole.tokenize('北京'), ['北', '##京']);
+    assert.deepEqual(vocab.tokenize('北京'), ['北', '京']);
+    assert.deepEqual(whole.encode('北京'), [101, 1781, 30281, 102]);
   });
 
   it('a directory with neither file is a clear error', async () => {

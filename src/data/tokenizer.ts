@@ -1,11 +1,9 @@
 /**
- * BERT tokenization with Hugging Face's ids.
- *
- * - A directory with tokenizer.json is tokenized by `@huggingface/tokenizers` (the JS port of HF tokenizers).
- * - A directory with only vocab.txt gets `WordPieceTokenizer` below: a port of transformers' BertTokenizer
- *   (basic tokenizer: clean text, CJK spacing, lower-casing and accent stripping per tokenizer_config.json,
- *   punctuation split; then greedy longest-match WordPiece, words over 100 characters -> [UNK]).
- * Either way `[CLS] ... [SEP]` are added here, so truncation to `maxLength` keeps [SEP] last for both.
+ * BERT tokenization with Hugging Face's ids, by `@huggingface/tokenizers` (the JS port of HF tokenizers) for every
+ * checkpoint: from its tokenizer.json, or, when it has only vocab.txt, from the tokenizer.json transformers'
+ * BertTokenizerFast would build for that vocabulary (`bertTokenizerJson`, with tokenizer_config.json's
+ * do_lower_case / strip_accents / tokenize_chinese_chars). `[CLS] ... [SEP]` are added here, so truncation to
+ * `maxLength` keeps [SEP] last.
  */
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
@@ -41,128 +39,47 @@ export function padRows(rows: readonly (readonly number[])[], padTokenId: number
   };
 }
 
-/** Splits text into word pieces (no special tokens). */
-interface PieceEncoder {
-  pieces(text: string): number[];
-  tokens(text: string): string[];
+/** How transformers' BertTokenizer normalizes text, from tokenizer_config.json (its defaults where a key is absent). */
+export interface BertNormalization {
+  /** `do_lower_case` (default true). */
+  lowercase: boolean;
+  /** `strip_accents`; null strips them exactly when lower-casing. */
+  stripAccents: boolean | null;
+  /** `tokenize_chinese_chars` (default true): CJK ideographs become words of their own. */
+  handleChineseChars: boolean;
 }
 
-/** Unicode predicates exactly as transformers' tokenization_bert.py defines them. */
-const RE_CONTROL = /^\p{C}$/u;
-const RE_WS_CAT = /^\p{Zs}$/u;
-const RE_PUNCT_CAT = /^\p{P}$/u;
-const RE_MN = /\p{Mn}/gu;
-
-function isWhitespace(ch: string): boolean {
-  return ch === ' ' || ch === '\t' || ch === '\n' || ch === '\r' || RE_WS_CAT.test(ch);
-}
-function isControl(ch: string): boolean {
-  if (ch === '\t' || ch === '\n' || ch === '\r') return false;
-  return RE_CONTROL.test(ch);
-}
-function isPunctuation(ch: string): boolean {
-  const cp = ch.codePointAt(0)!;
-  if ((cp >= 33 && cp <= 47) || (cp >= 58 && cp <= 64) || (cp >= 91 && cp <= 96) || (cp >= 123 && cp <= 126)) return true;
-  return RE_PUNCT_CAT.test(ch);
-}
-/** CJK Unified Ideographs blocks (not Hangul or kana), as in BERT's _is_chinese_char. */
-function isChineseChar(cp: number): boolean {
-  return (cp >= 0x4e00 && cp <= 0x9fff) || (cp >= 0x3400 && cp <= 0x4dbf) || (cp >= 0x20000 && cp <= 0x2a6df) ||
-    (cp >= 0x2a700 && cp <= 0x2b73f) || (cp >= 0x2b740 && cp <= 0x2b81f) || (cp >= 0x2b820 && cp <= 0x2ceaf) ||
-    (cp >= 0xf900 && cp <= 0xfaff) || (cp >= 0x2f800 && cp <= 0x2fa1f);
-}
-
-/** transformers' BertTokenizer (slow) for a vocab.txt. */
-export class WordPieceTokenizer implements PieceEncoder {
-  private readonly vocab: Map<string, number>;
-  private readonly unkId: number;
-  private readonly neverSplit: Set<string>;
-
-  constructor(vocab: Map<string, number>, private readonly doLowerCase: boolean, private readonly stripAccents: boolean | null) {
-    this.vocab = vocab;
-    const unk = vocab.get(SPECIAL_TOKENS.unk);
-    if (unk === undefined) throw new UserError(`vocabulary has no ${SPECIAL_TOKENS.unk} token`);
-    this.unkId = unk;
-    this.neverSplit = new Set(Object.values(SPECIAL_TOKENS).filter((t) => vocab.has(t)));
-  }
-
-  /** Basic tokenizer: the words WordPiece then splits. */
-  private basic(text: string): string[] {
-    let cleaned = '';
-    for (const ch of text) {
-      const cp = ch.codePointAt(0)!;
-      if (cp === 0 || cp === 0xfffd || isControl(ch)) continue;
-      if (isWhitespace(ch)) cleaned += ' ';
-      else if (isChineseChar(cp)) cleaned += ` ${ch} `;
-      else cleaned += ch;
-    }
-    // NFC first, as transformers does, so the same text in different normal forms tokenizes alike.
-    const words = cleaned.normalize('NFC').trim().split(/ +/).filter((w) => w.length > 0);
-    const out: string[] = [];
-    for (let w of words) {
-      if (this.neverSplit.has(w)) {
-        out.push(w);
-        continue;
-      }
-      if (this.doLowerCase) w = w.toLowerCase();
-      if (this.stripAccents === true || (this.stripAccents === null && this.doLowerCase)) {
-        w = w.normalize('NFD').replace(RE_MN, '');
-      }
-      let cur = '';
-      for (const ch of w) {
-        if (isPunctuation(ch)) {
-          if (cur !== '') out.push(cur);
-          out.push(ch);
-          cur = '';
-        } else cur += ch;
-      }
-      if (cur !== '') out.push(cur);
-    }
-    return out;
-  }
-
-  /** Greedy longest-match-first WordPiece of one word. */
-  private wordPiece(word: string): string[] {
-    const chars = Array.from(word);
-    if (chars.length > MAX_INPUT_CHARS_PER_WORD) return [SPECIAL_TOKENS.unk];
-    const pieces: string[] = [];
-    let start = 0;
-    while (start < chars.length) {
-      let end = chars.length;
-      let found: string | null = null;
-      while (start < end) {
-        const sub = (start > 0 ? '##' : '') + chars.slice(start, end).join('');
-        if (this.vocab.has(sub)) {
-          found = sub;
-          break;
-        }
-        end--;
-      }
-      if (found === null) return [SPECIAL_TOKENS.unk];
-      pieces.push(found);
-      start = end;
-    }
-    return pieces;
-  }
-
-  tokens(text: string): string[] {
-    return this.basic(text).flatMap((w) => (this.neverSplit.has(w) ? [w] : this.wordPiece(w)));
-  }
-
-  pieces(text: string): number[] {
-    return this.tokens(text).map((t) => this.vocab.get(t) ?? this.unkId);
-  }
-}
-
-/** tokenizer.json through @huggingface/tokenizers. */
-class HfJsonEncoder implements PieceEncoder {
-  constructor(private readonly tok: HfTokenizer) {}
-  pieces(text: string): number[] {
-    return this.tok.encode(text, { add_special_tokens: false }).ids;
-  }
-  tokens(text: string): string[] {
-    return this.tok.tokenize(text, { add_special_tokens: false });
-  }
+/**
+ * A tokenizer.json (Hugging Face tokenizers' serialisation) equivalent to transformers' BertTokenizerFast for
+ * `vocab`: BertNormalizer, BertPreTokenizer, WordPiece (## prefix, 100 chars per word), [CLS] A [SEP] template.
+ */
+export function bertTokenizerJson(vocab: Map<string, number>, norm: BertNormalization): Record<string, unknown> {
+  const id = (t: string) => vocab.get(t);
+  const special = Object.values(SPECIAL_TOKENS).filter((t) => id(t) !== undefined).sort((a, b) => id(a)! - id(b)!);
+  const tok = (t: string, typeId: number) => ({ SpecialToken: { id: t, type_id: typeId } });
+  const seq = (s: string, typeId: number) => ({ Sequence: { id: s, type_id: typeId } });
+  return {
+    version: '1.0',
+    truncation: null,
+    padding: null,
+    added_tokens: special.map((t) => ({ id: id(t), special: true, content: t, single_word: false, lstrip: false, rstrip: false, normalized: false })),
+    normalizer: {
+      type: 'BertNormalizer', clean_text: true, handle_chinese_chars: norm.handleChineseChars, strip_accents: norm.stripAccents,
+      lowercase: norm.lowercase,
+    },
+    pre_tokenizer: { type: 'BertPreTokenizer' },
+    post_processor: {
+      type: 'TemplateProcessing',
+      single: [tok(SPECIAL_TOKENS.cls, 0), seq('A', 0), tok(SPECIAL_TOKENS.sep, 0)],
+      pair: [tok(SPECIAL_TOKENS.cls, 0), seq('A', 0), tok(SPECIAL_TOKENS.sep, 0), seq('B', 1), tok(SPECIAL_TOKENS.sep, 1)],
+      special_tokens: Object.fromEntries([SPECIAL_TOKENS.cls, SPECIAL_TOKENS.sep].map((t) => [t, { id: t, ids: [id(t)], tokens: [t] }])),
+    },
+    decoder: { type: 'WordPiece', prefix: '##', cleanup: true },
+    model: {
+      type: 'WordPiece', unk_token: SPECIAL_TOKENS.unk, continuing_subword_prefix: '##', max_input_chars_per_word: MAX_INPUT_CHARS_PER_WORD,
+      vocab: Object.fromEntries([...vocab.entries()].sort((a, b) => a[1] - b[1])),
+    },
+  };
 }
 
 /** The tokenizer files of a Hugging Face checkpoint that the tokenizer reads and checkpoints carry. */
@@ -172,8 +89,8 @@ export type TokenizerTexts = Partial<Record<(typeof TOKENIZER_FILES)[number], st
 export interface TokenizerFiles {
   /** Where the tokenizer was read from. */
   dir: string;
-  /** Which implementation tokenizes: tokenizer.json (HF tokenizers.js) or vocab.txt (our WordPiece port). */
-  engine: 'tokenizer.json' | 'vocab.txt';
+  /** What the tokenizer was built from: the source's tokenizer.json, or its vocab.txt (see `bertTokenizerJson`). */
+  builtFrom: 'tokenizer.json' | 'vocab.txt';
   /** The text of the tokenizer files the source had. */
   texts: TokenizerTexts;
 }
@@ -186,8 +103,15 @@ export class BertTokenizer {
   readonly vocabSize: number;
   readonly modelMaxLength: number;
 
-  private constructor(private readonly enc: PieceEncoder, readonly vocab: Map<string, number>, readonly files: TokenizerFiles,
-    readonly doLowerCase: boolean, modelMaxLength: number) {
+  private readonly tok: HfTokenizer;
+
+  /**
+   * @param json the tokenizer.json to run: the source's, or the one built for its vocab.txt
+   * @param jsonText its text, as `toJson` returns it
+   * @param cfg the source's tokenizer_config.json ({} without one)
+   */
+  private constructor(json: Record<string, unknown>, private readonly jsonText: string, cfg: Record<string, unknown>,
+    readonly vocab: Map<string, number>, readonly files: TokenizerFiles, readonly doLowerCase: boolean, modelMaxLength: number) {
     const id = (t: string) => {
       const v = vocab.get(t);
       if (v === undefined) throw new UserError(`${files.dir}: the vocabulary has no ${t} token`);
@@ -199,11 +123,12 @@ export class BertTokenizer {
     this.unkTokenId = id(SPECIAL_TOKENS.unk);
     this.vocabSize = vocab.size;
     this.modelMaxLength = modelMaxLength;
+    this.tok = new HfTokenizer(json, cfg);
   }
 
   /**
    * Reads a tokenizer from a Hugging Face directory: tokenizer.json when present (unless `prefer` says
-   * 'vocab.txt'), else vocab.txt with tokenizer_config.json's do_lower_case / strip_accents.
+   * 'vocab.txt'), else vocab.txt with tokenizer_config.json's do_lower_case / strip_accents / tokenize_chinese_chars.
    */
   static async fromDir(dir: string, opts: { prefer?: 'tokenizer.json' | 'vocab.txt' } = {}): Promise<BertTokenizer> {
     const texts: TokenizerTexts = {};
@@ -233,14 +158,14 @@ export class BertTokenizer {
     const maxLen = typeof cfg['model_max_length'] === 'number' && cfg['model_max_length'] < 1e9 ? cfg['model_max_length'] : 512;
     const hasVocab = texts['vocab.txt'] !== undefined;
     if (texts['tokenizer.json'] !== undefined && (opts.prefer !== 'vocab.txt' || !hasVocab)) {
-      const json = parse('tokenizer.json') as { model?: { type?: string; vocab?: Record<string, number> }; normalizer?: { lowercase?: boolean } };
-      if (json.model?.type !== 'WordPiece' || json.model.vocab === undefined) {
-        throw new UserError(`${dir}/tokenizer.json: model type is '${String(json.model?.type)}', a BERT WordPiece tokenizer was expected`);
+      const json = parse('tokenizer.json');
+      const { model, normalizer } = json as { model?: { type?: string; vocab?: Record<string, number> }; normalizer?: { lowercase?: boolean } };
+      if (model?.type !== 'WordPiece' || model.vocab === undefined) {
+        throw new UserError(`${dir}/tokenizer.json: model type is '${String(model?.type)}', a BERT WordPiece tokenizer was expected`);
       }
-      const vocab = new Map(Object.entries(json.model.vocab));
-      const tok = new HfTokenizer(json, cfg);
-      return new BertTokenizer(new HfJsonEncoder(tok), vocab, { dir, engine: 'tokenizer.json', texts },
-        json.normalizer?.lowercase ?? true, maxLen);
+      const vocab = new Map(Object.entries(model.vocab));
+      return new BertTokenizer(json, texts['tokenizer.json'], cfg, vocab, { dir, builtFrom: 'tokenizer.json', texts },
+        normalizer?.lowercase ?? true, maxLen);
     }
     if (!hasVocab) throw new UserError(`${dir}: no tokenizer.json or vocab.txt (a BERT tokenizer needs one of them)`);
     const lines = texts['vocab.txt']!.split(/\r?\n/);
@@ -249,20 +174,34 @@ export class BertTokenizer {
     lines.forEach((t, i) => {
       if (!vocab.has(t)) vocab.set(t, i);
     });
-    const lower = typeof cfg['do_lower_case'] === 'boolean' ? cfg['do_lower_case'] : true;
-    const strip = typeof cfg['strip_accents'] === 'boolean' ? cfg['strip_accents'] : null;
-    return new BertTokenizer(new WordPieceTokenizer(vocab, lower, strip), vocab, { dir, engine: 'vocab.txt', texts }, lower, maxLen);
+    const norm: BertNormalization = {
+      lowercase: typeof cfg['do_lower_case'] === 'boolean' ? cfg['do_lower_case'] : true,
+      stripAccents: typeof cfg['strip_accents'] === 'boolean' ? cfg['strip_accents'] : null,
+      handleChineseChars: typeof cfg['tokenize_chinese_chars'] === 'boolean' ? cfg['tokenize_chinese_chars'] : true,
+    };
+    const json = bertTokenizerJson(vocab, norm);
+    return new BertTokenizer(json, JSON.stringify(json), cfg, vocab, { dir, builtFrom: 'vocab.txt', texts }, norm.lowercase, maxLen);
+  }
+
+  /** The text of the tokenizer.json this tokenizer runs: the source's, or the one built for its vocab.txt. */
+  toJson(): string {
+    return this.jsonText;
   }
 
   /** Word pieces of `text` (no special tokens). */
   tokenize(text: string): string[] {
-    return this.enc.tokens(text);
+    return this.tok.tokenize(text, { add_special_tokens: false });
+  }
+
+  /** Ids of the word pieces of `text` (no special tokens). */
+  private pieces(text: string): number[] {
+    return this.tok.encode(text, { add_special_tokens: false }).ids;
   }
 
   /**
    * Ids with [CLS] and [SEP]; truncated to `maxLength` (default: the model's 512) keeping [SEP] last. A text far
-   * longer than that is tokenized by prefixes ending before a space, doubling until one yields enough pieces: both
-   * tokenizers split words at spaces and normalize characters alone, so those pieces are the whole text's first ones,
+   * longer than that is tokenized by prefixes ending before a space, doubling until one yields enough pieces: the
+   * BERT pre-tokenizer splits words at spaces and the normalizer maps characters alone, so those pieces are the whole text's first ones,
    * and the work follows `maxLength`, not the length of the text (a 1 MB line costs what a sentence does).
    */
   encode(text: string, opts: EncodeOptions = {}): number[] {
@@ -273,10 +212,10 @@ export class BertTokenizer {
     for (let chars = Math.max(PREFIX_MIN_CHARS, PREFIX_CHARS_PER_PIECE * want); chars < text.length && pieces === null; chars *= 2) {
       const cut = text.lastIndexOf(' ', chars);
       if (cut <= 0) continue;
-      const head = this.enc.pieces(text.slice(0, cut));
+      const head = this.pieces(text.slice(0, cut));
       if (head.length >= want) pieces = head;
     }
-    pieces ??= this.enc.pieces(text);
+    pieces ??= this.pieces(text);
     return [this.clsTokenId, ...pieces.slice(0, want), this.sepTokenId];
   }
 

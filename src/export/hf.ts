@@ -34,36 +34,6 @@ export function specialTokensMap(): Record<string, string> {
   };
 }
 
-/**
- * A tokenizer.json (Hugging Face tokenizers' serialisation) equivalent to transformers' BertTokenizerFast for
- * `vocab`: BertNormalizer, BertPreTokenizer, WordPiece (## prefix, 100 chars per word), [CLS] A [SEP] template.
- */
-export function bertTokenizerJson(vocab: Map<string, number>, lowercase: boolean, stripAccents: boolean | null): Record<string, unknown> {
-  const id = (t: string) => vocab.get(t);
-  const special = Object.values(SPECIAL_TOKENS).filter((t) => id(t) !== undefined).sort((a, b) => id(a)! - id(b)!);
-  const tok = (t: string, typeId: number) => ({ SpecialToken: { id: t, type_id: typeId } });
-  const seq = (s: string, typeId: number) => ({ Sequence: { id: s, type_id: typeId } });
-  return {
-    version: '1.0',
-    truncation: null,
-    padding: null,
-    added_tokens: special.map((t) => ({ id: id(t), special: true, content: t, single_word: false, lstrip: false, rstrip: false, normalized: false })),
-    normalizer: { type: 'BertNormalizer', clean_text: true, handle_chinese_chars: true, strip_accents: stripAccents, lowercase },
-    pre_tokenizer: { type: 'BertPreTokenizer' },
-    post_processor: {
-      type: 'TemplateProcessing',
-      single: [tok(SPECIAL_TOKENS.cls, 0), seq('A', 0), tok(SPECIAL_TOKENS.sep, 0)],
-      pair: [tok(SPECIAL_TOKENS.cls, 0), seq('A', 0), tok(SPECIAL_TOKENS.sep, 0), seq('B', 1), tok(SPECIAL_TOKENS.sep, 1)],
-      special_tokens: Object.fromEntries([SPECIAL_TOKENS.cls, SPECIAL_TOKENS.sep].map((t) => [t, { id: t, ids: [id(t)], tokens: [t] }])),
-    },
-    decoder: { type: 'WordPiece', prefix: '##', cleanup: true },
-    model: {
-      type: 'WordPiece', unk_token: SPECIAL_TOKENS.unk, continuing_subword_prefix: '##', max_input_chars_per_word: 100,
-      vocab: Object.fromEntries([...vocab.entries()].sort((a, b) => a[1] - b[1])),
-    },
-  };
-}
-
 /** The files of one export layout: relative path ('/'-separated) -> bytes. */
 export type ExportFiles = Record<string, Uint8Array>;
 
@@ -80,9 +50,9 @@ export async function writeExportFiles(dir: string, files: ExportFiles): Promise
 }
 
 /**
- * The four tokenizer files: the source checkpoint's where it had them, otherwise generated; tokenizer_config.json
- * gains `tokenizer_class` and the special tokens when it lacks them (transformers.js picks its tokenizer class from
- * that key).
+ * The four tokenizer files: the source checkpoint's where it had them, otherwise generated (tokenizer.json: the one
+ * the tokenizer runs, built for its vocab.txt); tokenizer_config.json gains `tokenizer_class` and the special tokens
+ * when it lacks them (transformers.js picks its tokenizer class from that key).
  */
 export function tokenizerFiles(tokenizer: BertTokenizer): ExportFiles {
   const texts = tokenizer.files.texts;
@@ -91,14 +61,13 @@ export function tokenizerFiles(tokenizer: BertTokenizer): ExportFiles {
     const raw = JSON.parse(texts['tokenizer_config.json']) as unknown;
     if (raw !== null && typeof raw === 'object' && !Array.isArray(raw)) srcCfg = raw as Record<string, unknown>;
   }
-  const stripAccents = typeof srcCfg['strip_accents'] === 'boolean' ? srcCfg['strip_accents'] : null;
   const tokens = () => [...tokenizer.vocab.entries()].sort((a, b) => a[1] - b[1]).map(([t]) => t);
   const cfg: Record<string, unknown> = {
     do_lower_case: tokenizer.doLowerCase, model_max_length: tokenizer.modelMaxLength, tokenizer_class: 'BertTokenizer',
     ...specialTokensMap(), ...srcCfg,
   };
   return {
-    'tokenizer.json': utf8(texts['tokenizer.json'] ?? JSON.stringify(bertTokenizerJson(tokenizer.vocab, tokenizer.doLowerCase, stripAccents))),
+    'tokenizer.json': utf8(tokenizer.toJson()),
     'vocab.txt': utf8(texts['vocab.txt'] ?? tokens().join('\n') + '\n'),
     'tokenizer_config.json': json(cfg),
     'special_tokens_map.json': texts['special_tokens_map.json'] !== undefined ? utf8(texts['special_tokens_map.json']) : json(specialTokensMap()),

@@ -243,7 +243,7 @@ export async function exportCheckpoint(opts: ExportOptions): Promise<ExportResul
   }
 }
 
-export { writeHf, hfFiles, tokenizerFiles, writeExportFiles, bertTokenizerJson, type ExportSource, type ExportFiles } from './hf.js';
+export { writeHf, hfFiles, tokenizerFiles, writeExportFiles, type ExportSource, type ExportFiles } from './hf.js';
 export { writeSentenceTransformers, sentenceTransformersFiles, modulesJson, poolingConfig, configSentenceTransformers } from './sentenceTransformers.js';
 export { writeTfjs, DEFAULT_SHARD_BYTES } from './tfjs.js';
 export { writeOnnx, onnxFiles, onnxClsEmbeddings, ONNX_MODEL_FILE, ONNX_QUANTIZED_FILE } from './onnx/index.js';
