@@ -9,7 +9,6 @@
 import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { downloadFileToCacheDir, HubApiError, modelInfo } from '@huggingface/hub';
 import { UserError } from '../errors.js';
 import { exists } from '../fsutil.js';
 import { hasSafetensorsWeights } from './safetensors.js';
@@ -84,7 +83,7 @@ export function hubOffline(opts: ResolveOptions = {}): boolean {
 }
 
 /** Why a call to the Hub failed, in a few words: an HTTP status with what it means here, or the network error. */
-function hubFailure(err: unknown): string {
+function hubFailure(err: unknown, HubApiError: typeof import('@huggingface/hub').HubApiError): string {
   if (err instanceof HubApiError) {
     if (err.statusCode === 401 || err.statusCode === 403) {
       return hubToken() === undefined
@@ -104,9 +103,12 @@ function hubFailure(err: unknown): string {
  * written last, once the files are there.
  */
 async function downloadSnapshot(modelId: string, revision: string, cache: string, help: string): Promise<string> {
+  // Loaded here, not at the top: the browser bundle (which reads the Hub through pretrained.ts's hubSource) stubs it
+  // as a Node-only package that throws only when loaded.
+  const { downloadFileToCacheDir, HubApiError, modelInfo } = await import('@huggingface/hub');
   const hub = { hubUrl: hubEndpoint(), accessToken: hubToken() };
   const fail = (what: string, err: unknown): never => {
-    throw new UserError(`${modelId}: could not ${what} from ${hub.hubUrl} (${hubFailure(err)}); ${help}`);
+    throw new UserError(`${modelId}: could not ${what} from ${hub.hubUrl} (${hubFailure(err, HubApiError)}); ${help}`);
   };
   const info = await modelInfo({ ...hub, name: modelId, revision, additionalFields: ['sha', 'filePaths'] })
     .catch((err: unknown) => fail(`look up revision ${revision}`, err));
