@@ -13,6 +13,8 @@ import { after, before, describe, it } from 'node:test';
 import { UserError } from '../src/errors.js';
 import { resolveModelDir } from '../src/model/hub.js';
 import { loadPretrained } from '../src/model/pretrained.js';
+import { loadSweep } from '../src/sweep/grid.js';
+import { checkSweepInputs } from '../src/sweep/inputs.js';
 import { shared, SKIP_NO_SHARED, testTempDir } from './helpers.js';
 
 const TMP = testTempDir('hub');
@@ -163,4 +165,32 @@ describe('the Hugging Face cache in the Python layout', { skip: SKIP_NO_SHARED }
       }
     });
   }
+});
+
+describe('the sweep input check probes the Hub with the token', () => {
+  it('without HF_TOKEN a 401 says a token is needed; with it the gated model counts as reachable', async () => {
+    const dir = await fs.mkdtemp(path.join(TMP, 'sweep-'));
+    const saved = new Map(ENV_KEYS.map((k) => [k, process.env[k]]));
+    const server = createServer((req, res) => res.writeHead(req.headers.authorization === 'Bearer hf_sweep' ? 200 : 401).end());
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      for (const k of ENV_KEYS) delete process.env[k];
+      process.env['HF_HUB_CACHE'] = path.join(dir, 'hf');
+      process.env['HF_ENDPOINT'] = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+      const file = path.join(dir, 'sweep.yaml');
+      await fs.writeFile(file, ['base:', '  model: {init: acme/gated}', `  data: {senteval: ${JSON.stringify(path.join(dir, 'senteval'))}}`,
+        'grid:', '  train.seed: [1]', ''].join('\n'));
+      const sweep = await loadSweep(file);
+      const report = async () => checkSweepInputs(sweep, path.join(dir, 'out')).then(() => '', (e: Error) => e.message);
+      assert.match(await report(), /^ {2}model acme\/gated \(1 point\): not in the Hugging Face cache .* cannot be fetched \(HTTP 401: .*a token is needed: set HF_TOKEN/m);
+      process.env['HF_TOKEN'] = 'hf_sweep';
+      assert.doesNotMatch(await report(), /model acme\/gated/);
+    } finally {
+      for (const [k, v] of saved) {
+        if (v === undefined) delete process.env[k];
+        else process.env[k] = v;
+      }
+      await new Promise((resolve) => server.close(resolve));
+    }
+  });
 });

@@ -82,17 +82,20 @@ export function hubOffline(opts: ResolveOptions = {}): boolean {
   return opts.offline === true || process.env['HF_HUB_OFFLINE'] === '1';
 }
 
+/** What an HTTP error status from the Hub means for reading a model, in a few words. */
+export function hubStatusReason(status: number): string {
+  if (status === 401 || status === 403) {
+    return hubToken() === undefined
+      ? `HTTP ${status}: the model is gated or private, or does not exist; a token is needed: set HF_TOKEN to one that can read it`
+      : `HTTP ${status}: the token in HF_TOKEN cannot read it (request access on the model page, or use another token)`;
+  }
+  if (status === 404) return 'HTTP 404: no such model or revision on the Hub';
+  return `HTTP ${status}`;
+}
+
 /** Why a call to the Hub failed, in a few words: an HTTP status with what it means here, or the network error. */
 function hubFailure(err: unknown, HubApiError: typeof import('@huggingface/hub').HubApiError): string {
-  if (err instanceof HubApiError) {
-    if (err.statusCode === 401 || err.statusCode === 403) {
-      return hubToken() === undefined
-        ? `HTTP ${err.statusCode}: the model is gated or private, or does not exist; a token is needed: set HF_TOKEN to one that can read it`
-        : `HTTP ${err.statusCode}: the token in HF_TOKEN cannot read it (request access on the model page, or use another token)`;
-    }
-    if (err.statusCode === 404) return 'HTTP 404: no such model or revision on the Hub';
-    return `HTTP ${err.statusCode}`;
-  }
+  if (err instanceof HubApiError) return hubStatusReason(err.statusCode);
   const e = err as Error & { cause?: { code?: string; message?: string } };
   return e.cause?.code ?? e.cause?.message ?? e.message;
 }
