@@ -146,6 +146,21 @@ describe('the Hugging Face cache in the Python layout', { skip: SKIP_NO_SHARED }
     assert.equal(stub.requests.length, before, 'no request once cached');
   });
 
+  it('with no Hub to reach, a name not cached is one line naming the model, the endpoint and where to put the files', async () => {
+    const cache = await fs.mkdtemp(path.join(TMP, 'nonet-'));
+    const closed = createServer();
+    await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
+    const endpoint = `http://127.0.0.1:${(closed.address() as AddressInfo).port}`;
+    await new Promise((resolve) => closed.close(resolve));
+    process.env['HF_ENDPOINT'] = endpoint;
+    await assert.rejects(resolveModelDir('org/gated-bert', { cacheDir: cache }), (err: Error) => {
+      assert.ok(err instanceof UserError, String(err));
+      assert.equal(err.message, `org/gated-bert: could not look up revision main from ${endpoint} (ECONNREFUSED); put config.json and ` +
+        `model.safetensors plus tokenizer.json or vocab.txt in ${path.join(cache, 'models--org--gated-bert', 'snapshots', 'main')} (or pass a local checkpoint directory)`);
+      return true;
+    });
+  });
+
   for (const status of [401, 403]) {
     it(`HTTP ${status} from the Hub is one line naming the model and asking for a token; nothing is cached`, async () => {
       const cache = await fs.mkdtemp(path.join(TMP, 'denied-'));
