@@ -20,6 +20,7 @@ const require = createRequire(import.meta.url);
  */
 const NODE_ONLY_PACKAGES = [
   'onnxruntime-node', 'usearch', 'hnswlib-node', 'bullmq', 'ioredis', 'webgpu', '@tensorflow/tfjs-node', '@tensorflow/tfjs-node-gpu',
+  '@huggingface/hub',
 ];
 
 /** esbuild plugin: node:* built-ins -> throwing stubs with the real module's export names; NODE_ONLY_PACKAGES -> a throwing module. */

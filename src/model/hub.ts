@@ -1,15 +1,15 @@
 /**
- * Model names (`bert-base-uncased`, `org/name`) resolve to the standard Hugging Face cache layout
- * (`$HF_HUB_CACHE` or `$HF_HOME/hub` or `~/.cache/huggingface/hub`, then `models--org--name/snapshots/<rev>/`),
- * shared with transformers and sentence-transformers. When a file is missing there it is downloaded from the Hub
- * (`$HF_ENDPOINT`, default https://huggingface.co) into that layout, resumably, with a progress bar; offline, the
- * error says which files to put where.
+ * Model names (`bert-base-uncased`, `org/name`) resolve to the Hugging Face cache (`$HF_HUB_CACHE` or
+ * `$HF_HOME/hub` or `~/.cache/huggingface/hub`), in the layout transformers, sentence-transformers and huggingface_hub
+ * share: `models--org--name/refs/<revision>` holds a commit sha, `snapshots/<sha>/<file>` links into `blobs/`.
+ * A cached snapshot is used without contacting the Hub. Otherwise the missing files are downloaded by
+ * `@huggingface/hub` (`$HF_ENDPOINT`, default https://huggingface.co; `$HF_TOKEN` or `$HUGGING_FACE_HUB_TOKEN` for
+ * gated and private models); offline, the error says which files to put where.
  */
 import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { UserError } from '../errors.js';
-import { downloadFile } from '../data/download.js';
 import { exists } from '../fsutil.js';
 import { hasSafetensorsWeights } from './safetensors.js';
 
@@ -25,28 +25,49 @@ export function hubCacheDir(): string {
   return path.join(os.homedir(), '.cache', 'huggingface', 'hub');
 }
 
+/** The Hub's base URL: `$HF_ENDPOINT`, default https://huggingface.co. */
+export function hubEndpoint(): string {
+  const e = process.env['HF_ENDPOINT'];
+  return e !== undefined && e !== '' ? e.replace(/\/+$/, '') : DEFAULT_ENDPOINT;
+}
+
+/** The access token for gated and private models: `$HF_TOKEN`, else `$HUGGING_FACE_HUB_TOKEN`, else none. */
+export function hubToken(): string | undefined {
+  for (const key of ['HF_TOKEN', 'HUGGING_FACE_HUB_TOKEN']) {
+    const t = process.env[key];
+    if (t !== undefined && t !== '') return t;
+  }
+  return undefined;
+}
+
 /** `org/name` or `name`: what the Hub accepts as a model id. */
 export function looksLikeModelId(s: string): boolean {
   return /^[A-Za-z0-9][\w.-]*(\/[\w.-]+)?$/.test(s) && !s.startsWith('.') && !s.endsWith('.json');
 }
 
-/** The Hub URL of one file of a model (`$HF_ENDPOINT`, default https://huggingface.co). */
+/** The Hub URL of one file of a model. */
 export function hubFileUrl(modelId: string, revision: string, file: string): string {
-  return `${process.env['HF_ENDPOINT'] ?? DEFAULT_ENDPOINT}/${modelId}/resolve/${encodeURIComponent(revision)}/${file}`;
+  return `${hubEndpoint()}/${modelId}/resolve/${encodeURIComponent(revision)}/${file}`;
 }
 
 export function repoFolder(modelId: string, cache = hubCacheDir()): string {
   return path.join(cache, `models--${modelId.replace(/\//g, '--')}`);
 }
 
-/** The snapshot directory for `revision` if the cache has one with a config.json. */
+/**
+ * The cached snapshot directory for `revision` that has a config.json, or null: `snapshots/<sha>` where
+ * `refs/<revision>` holds the sha, else `snapshots/<revision>` (a commit sha, or the layout this project wrote before,
+ * `snapshots/main`).
+ */
 async function cachedSnapshot(modelId: string, revision: string, cache: string): Promise<string | null> {
   const repo = repoFolder(modelId, cache);
-  let commit = revision;
   const ref = path.join(repo, 'refs', revision);
-  if (await exists(ref)) commit = (await fs.readFile(ref, 'utf8')).trim();
-  const snap = path.join(repo, 'snapshots', commit);
-  return (await exists(path.join(snap, 'config.json'))) ? snap : null;
+  const candidates = (await exists(ref)) ? [(await fs.readFile(ref, 'utf8')).trim(), revision] : [revision];
+  for (const commit of candidates) {
+    const snap = path.join(repo, 'snapshots', commit);
+    if (commit !== '' && (await exists(path.join(snap, 'config.json')))) return snap;
+  }
+  return null;
 }
 
 export interface ResolveOptions {
@@ -59,6 +80,64 @@ export interface ResolveOptions {
 /** Whether the Hub must not be contacted: `opts.offline`, or HF_HUB_OFFLINE=1. */
 export function hubOffline(opts: ResolveOptions = {}): boolean {
   return opts.offline === true || process.env['HF_HUB_OFFLINE'] === '1';
+}
+
+/** What an HTTP error status from the Hub means for reading a model, in a few words. */
+export function hubStatusReason(status: number): string {
+  if (status === 401 || status === 403) {
+    return hubToken() === undefined
+      ? `HTTP ${status}: the model is gated or private, or does not exist; a token is needed: set HF_TOKEN to one that can read it`
+      : `HTTP ${status}: the token in HF_TOKEN cannot read it (request access on the model page, or use another token)`;
+  }
+  if (status === 404) return 'HTTP 404: no such model or revision on the Hub';
+  return `HTTP ${status}`;
+}
+
+/** Why a call to the Hub failed, in a few words: an HTTP status with what it means here, or the network error. */
+function hubFailure(err: unknown, HubApiError: typeof import('@huggingface/hub').HubApiError): string {
+  if (err instanceof HubApiError) return hubStatusReason(err.statusCode);
+  const e = err as Error & { cause?: { code?: string; message?: string } };
+  return e.cause?.code ?? e.cause?.message ?? e.message;
+}
+
+/**
+ * Downloads the checkpoint files of `modelId` at `revision` into the cache and returns the snapshot directory.
+ * The revision is resolved to its commit first, so every file lands in one `snapshots/<sha>/`; `refs/<revision>` is
+ * written last, once the files are there.
+ */
+async function downloadSnapshot(modelId: string, revision: string, cache: string, help: string): Promise<string> {
+  // Loaded here, not at the top: the browser bundle (which reads the Hub through pretrained.ts's hubSource) stubs it
+  // as a Node-only package that throws only when loaded.
+  const { downloadFileToCacheDir, HubApiError, modelInfo } = await import('@huggingface/hub');
+  const hub = { hubUrl: hubEndpoint(), accessToken: hubToken() };
+  const fail = (what: string, err: unknown): never => {
+    throw new UserError(`${modelId}: could not ${what} from ${hub.hubUrl} (${hubFailure(err, HubApiError)}); ${help}`);
+  };
+  const info = await modelInfo({ ...hub, name: modelId, revision, additionalFields: ['sha', 'filePaths'] })
+    .catch((err: unknown) => fail(`look up revision ${revision}`, err));
+  const lacking = REQUIRED.filter((f) => !info.filePaths.includes(f));
+  if (lacking.length > 0) {
+    throw new UserError(`${modelId}: the Hub has no ${lacking.join(' or ')} at revision ${revision} (this loader reads safetensors BERT checkpoints); ${help}`);
+  }
+  // downloadFileToCacheDir announces each file (with its blob path) through console.debug, which Node writes to
+  // stdout, where the CLI writes its results; it is silenced while it runs and a short line goes to stderr instead.
+  const debug = console.debug;
+  console.debug = () => {};
+  try {
+    for (const file of MODEL_FILES.filter((f) => info.filePaths.includes(f))) {
+      process.stderr.write(`${modelId}: downloading ${file} (${info.sha.slice(0, 12)})\n`);
+      await downloadFileToCacheDir({ ...hub, repo: { type: 'model', name: modelId }, path: file, revision: info.sha, cacheDir: cache })
+        .catch((err: unknown) => fail(`download ${file}`, err));
+    }
+  } finally {
+    console.debug = debug;
+  }
+  if (revision !== info.sha) {
+    const ref = path.join(repoFolder(modelId, cache), 'refs', revision);
+    await fs.mkdir(path.dirname(ref), { recursive: true });
+    await fs.writeFile(ref, info.sha);
+  }
+  return path.join(repoFolder(modelId, cache), 'snapshots', info.sha);
 }
 
 /**
@@ -76,24 +155,8 @@ export async function resolveModelDir(dirOrName: string, opts: ResolveOptions = 
   const revision = opts.revision ?? 'main';
   const snap = await cachedSnapshot(dirOrName, revision, cache);
   if (snap !== null && (await hasSafetensorsWeights(snap))) return snap;
-  const offline = hubOffline(opts);
   const target = snap ?? path.join(repoFolder(dirOrName, cache), 'snapshots', revision);
   const help = `put ${REQUIRED.join(' and ')} plus tokenizer.json or vocab.txt in ${target} (or pass a local checkpoint directory)`;
-  if (offline) throw new UserError(`${dirOrName}: not in the Hugging Face cache and offline mode is on; ${help}`);
-  await fs.mkdir(target, { recursive: true });
-  for (const file of MODEL_FILES) {
-    const url = hubFileUrl(dirOrName, revision, file);
-    try {
-      await downloadFile({ url, target: path.join(target, file), sha256: null });
-    } catch (err) {
-      const notFound = err instanceof UserError && /HTTP 404/.test(err.message);
-      if (notFound && !REQUIRED.includes(file)) continue; // e.g. no tokenizer.json: vocab.txt serves
-      throw new UserError(`${dirOrName}: could not download ${url} (${(err as Error).message}); ${help}`);
-    }
-  }
-  await fs.mkdir(path.join(repoFolder(dirOrName, cache), 'refs'), { recursive: true });
-  if (!(await exists(path.join(repoFolder(dirOrName, cache), 'refs', revision)))) {
-    await fs.writeFile(path.join(repoFolder(dirOrName, cache), 'refs', revision), revision);
-  }
-  return target;
+  if (hubOffline(opts)) throw new UserError(`${dirOrName}: not in the Hugging Face cache and offline mode is on; ${help}`);
+  return downloadSnapshot(dirOrName, revision, cache, help);
 }

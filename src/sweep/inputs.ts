@@ -11,7 +11,7 @@ import { loadStsTasks, STS_TEST_TASKS } from '../../eval/sts.js';
 import { DEFAULT_DATA_DIR, downloadCommandFor, type DatasetName } from '../data/download.js';
 import { UserError } from '../errors.js';
 import { exists } from '../fsutil.js';
-import { hubFileUrl, hubOffline, looksLikeModelId, repoFolder, resolveModelDir } from '../model/hub.js';
+import { hubFileUrl, hubOffline, hubStatusReason, hubToken, looksLikeModelId, repoFolder, resolveModelDir } from '../model/hub.js';
 import { trainingFile } from '../train/plan.js';
 import type { Sweep } from './grid.js';
 import { pointDir, pointState } from './point.js';
@@ -66,9 +66,11 @@ async function modelProblem(init: string): Promise<string | null> {
   const url = hubFileUrl(init, 'main', 'config.json');
   let reason: string;
   try {
-    const res = await fetch(url, { method: 'HEAD', redirect: 'manual', signal: AbortSignal.timeout(HUB_PROBE_TIMEOUT_MS) });
+    const token = hubToken();
+    const headers: Record<string, string> = token === undefined ? {} : { Authorization: `Bearer ${token}` };
+    const res = await fetch(url, { method: 'HEAD', redirect: 'manual', headers, signal: AbortSignal.timeout(HUB_PROBE_TIMEOUT_MS) });
     if (res.status < 400) return null;
-    reason = `HTTP ${res.status}`;
+    reason = hubStatusReason(res.status);
   } catch (err) {
     const e = err as Error & { cause?: { code?: string; message?: string } };
     reason = e.name === 'TimeoutError' ? `no answer within ${HUB_PROBE_TIMEOUT_MS / 1000} s` : (e.cause?.code ?? e.cause?.message ?? e.message);
