@@ -4,7 +4,7 @@
 // (dist/demo: index.html, demo.js, the bundle and its binaries, and the STS-B dev file when ../shared has it).
 import { spawnSync } from 'node:child_process';
 import { builtinModules, createRequire } from 'node:module';
-import { copyFileSync, existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as esbuild from 'esbuild';
@@ -101,3 +101,6 @@ for (const f of readdirSync(browserDir)) copyFileSync(path.join(browserDir, f), 
 const stsDev = path.join(process.env.MICSE_SHARED_DIR || path.join(root, '..', 'shared'), 'data', 'senteval', 'STS', 'STSBenchmark', 'sts-dev.csv');
 if (existsSync(stsDev)) copyFileSync(stsDev, path.join(demoDir, 'sts-dev.csv'));
 else console.warn(`build: ${stsDev} is absent; the demo page is built without STS-B dev (its before/after scores)`);
+
+// Written last: bin/micse.js runs dist/ only while no source file is newer than this.
+writeFileSync(path.join(root, 'dist', 'BUILD_STAMP'), `${new Date().toISOString()}\n`);

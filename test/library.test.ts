@@ -8,6 +8,7 @@ import { existsSync, promises as fs, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
 import { selectBackend } from '../src/model/backend.js';
 import { embed } from '../src/model/embed.js';
@@ -61,8 +62,30 @@ describe('library build', () => {
     assert.ok(maxDiff <= 1e-6, `dist and src embeddings differ by ${maxDiff}`);
   });
 
-  it('bin/micse.js runs the compiled CLI without tsx', async () => {
-    const { stdout } = await run(process.execPath, [path.join(ROOT, 'bin', 'micse.js'), '--help'], { cwd: project, env: { ...process.env, NODE_OPTIONS: '' } });
-    assert.match(stdout, /embed/);
+  it('bin/micse.js runs the compiled CLI without tsx, and the sources once one is newer than the build', async () => {
+    // A resolve hook that lists every module the CLI loads, so the test sees which entry ran.
+    const hooks = path.join(project, 'hooks.mjs');
+    const register = path.join(project, 'register.mjs');
+    const loaded = path.join(project, 'loaded.txt');
+    await fs.writeFile(hooks, `import { appendFileSync } from 'node:fs';
+export async function resolve(spec, ctx, next) { const r = await next(spec, ctx); appendFileSync(${JSON.stringify(loaded)}, r.url + '\\n'); return r; }\n`);
+    await fs.writeFile(register, `import { register } from 'node:module'; register(${JSON.stringify(pathToFileURL(hooks).href)});\n`);
+    const entry = async (): Promise<string> => {
+      await fs.rm(loaded, { force: true });
+      const { stdout } = await run(process.execPath, ['--import', pathToFileURL(register).href, path.join(ROOT, 'bin', 'micse.js'), '--help'],
+        { cwd: project, env: { ...process.env, NODE_OPTIONS: '' } });
+      assert.match(stdout, /embed/);
+      const urls = await fs.readFile(loaded, 'utf8');
+      return urls.includes('/dist/src/cli/main.js') ? 'dist' : urls.includes('/src/cli/main.ts') ? 'src' : 'neither';
+    };
+    assert.equal(await entry(), 'dist');
+    const stamp = path.join(ROOT, 'dist', 'BUILD_STAMP');
+    const { atime, mtime } = await fs.stat(stamp);
+    try {
+      await fs.utimes(stamp, new Date(0), new Date(0)); // as if src/ had been edited after the build
+      assert.equal(await entry(), 'src');
+    } finally {
+      await fs.utimes(stamp, atime, mtime);
+    }
   });
 });
