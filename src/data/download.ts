@@ -91,6 +91,11 @@ export function datasetFiles(name: DatasetName, dir = DEFAULT_DATA_DIR): Downloa
   }
 }
 
+/** `npx micse data download NAME [--dir DIR]` (no --dir for the default data directory). */
+export function downloadCommand(name: DatasetName, dir: string): string {
+  return `npx micse data download ${name}${path.normalize(dir) === path.normalize(DEFAULT_DATA_DIR) ? '' : ` --dir ${dir}`}`;
+}
+
 /**
  * The `micse data download` command that writes `file`, when its name is one of the datasets' files (the
  * download directory follows from where `file` expects it), or null.
@@ -103,7 +108,7 @@ export function downloadCommandFor(file: string): string | null {
       if (path.basename(rel) !== path.basename(want)) continue;
       const dir = want === rel ? '.' : want.endsWith(`${path.sep}${rel}`) ? want.slice(0, -rel.length - 1) : null;
       if (dir === null) return `npx micse data download ${name} (it writes ${spec.target}; move it to ${file} or point the config there)`;
-      return `npx micse data download ${name}${dir === DEFAULT_DATA_DIR ? '' : ` --dir ${dir}`}`;
+      return downloadCommand(name, dir);
     }
   }
   return null;

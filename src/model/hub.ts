@@ -93,11 +93,15 @@ export function hubStatusReason(status: number): string {
   return `HTTP ${status}`;
 }
 
-/** Why a call to the Hub failed, in a few words: an HTTP status with what it means here, or the network error. */
-function hubFailure(err: unknown, HubApiError: typeof import('@huggingface/hub').HubApiError): string {
-  if (err instanceof HubApiError) return hubStatusReason(err.statusCode);
+/** Why a request failed before any HTTP status, in a few words: the system error code (ECONNREFUSED), or the message. */
+export function fetchFailure(err: unknown): string {
   const e = err as Error & { cause?: { code?: string; message?: string } };
   return e.cause?.code ?? e.cause?.message ?? e.message;
+}
+
+/** Why a call to the Hub failed, in a few words: an HTTP status with what it means here, or the network error. */
+function hubFailure(err: unknown, HubApiError: typeof import('@huggingface/hub').HubApiError): string {
+  return err instanceof HubApiError ? hubStatusReason(err.statusCode) : fetchFailure(err);
 }
 
 /**

@@ -8,10 +8,10 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { loadStsTasks, STS_TEST_TASKS } from '../../eval/sts.js';
-import { DEFAULT_DATA_DIR, downloadCommandFor, type DatasetName } from '../data/download.js';
+import { downloadCommand, downloadCommandFor } from '../data/download.js';
 import { UserError } from '../errors.js';
 import { exists } from '../fsutil.js';
-import { hubFileUrl, hubOffline, hubStatusReason, hubToken, looksLikeModelId, repoFolder, resolveModelDir } from '../model/hub.js';
+import { fetchFailure, hubFileUrl, hubOffline, hubStatusReason, hubToken, looksLikeModelId, repoFolder, resolveModelDir } from '../model/hub.js';
 import { trainingFile } from '../train/plan.js';
 import type { Sweep } from './grid.js';
 import { pointDir, pointState } from './point.js';
@@ -30,11 +30,6 @@ interface Missing {
   /** The command that fetches it, or null when no download provides it. */
   fetch: string | null;
   points: Set<string>;
-}
-
-/** `npx micse data download NAME [--dir DIR]`. */
-function downloadCommand(name: DatasetName, dir: string): string {
-  return `npx micse data download ${name}${path.normalize(dir) === path.normalize(DEFAULT_DATA_DIR) ? '' : ` --dir ${dir}`}`;
 }
 
 async function isFile(file: string): Promise<boolean> {
@@ -72,8 +67,7 @@ async function modelProblem(init: string): Promise<string | null> {
     if (res.status < 400) return null;
     reason = hubStatusReason(res.status);
   } catch (err) {
-    const e = err as Error & { cause?: { code?: string; message?: string } };
-    reason = e.name === 'TimeoutError' ? `no answer within ${HUB_PROBE_TIMEOUT_MS / 1000} s` : (e.cause?.code ?? e.cause?.message ?? e.message);
+    reason = (err as Error).name === 'TimeoutError' ? `no answer within ${HUB_PROBE_TIMEOUT_MS / 1000} s` : fetchFailure(err);
   }
   return `not in the Hugging Face cache (${repoFolder(init)}) and ${url} cannot be fetched (${reason}); ` +
     'run where the Hub is reachable once (the model is cached on first use), or set model.init to a local checkpoint directory';
