@@ -25,13 +25,16 @@ export async function explainMkdirError(err: unknown): Promise<unknown> {
   }
 }
 
-/** `mkdir -p dir`; a fault of the environment (read-only, a file in the way) is a UserError naming `dir`. */
-export async function ensureDir(dir: string): Promise<void> {
+/**
+ * `mkdir -p dir`; a fault of the environment (read-only, a file in the way) is a UserError naming `dir`, or
+ * `shown` doing `action` where `dir` is a private step towards it (an export's staging folder names its output).
+ */
+export async function ensureDir(dir: string, shown = dir, action = 'create directory'): Promise<void> {
   try {
     await fs.mkdir(dir, { recursive: true });
   } catch (err) {
     const real = await explainMkdirError(err);
-    throw environmentError(real, dir, 'create directory') ?? real;
+    throw environmentError(real, shown, action) ?? real;
   }
 }
 

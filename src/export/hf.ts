@@ -4,10 +4,9 @@
  * tokenizer files transformers, sentence-transformers and transformers.js read: tokenizer.json, vocab.txt,
  * tokenizer_config.json, special_tokens_map.json. Files the source lacks are generated from the vocabulary.
  */
-import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { SPECIAL_TOKENS, type BertTokenizer } from '../data/tokenizer.js';
-import { ensureDir, writeFileAtomic } from '../fsutil.js';
+import { writeFileAtomic } from '../fsutil.js';
 import { toHfConfig, type BertConfig } from '../model/config.js';
 import { serializeSafetensors } from '../model/safetensors.js';
 import type { CheckpointTensors } from './onnx/graph.js';
@@ -43,8 +42,7 @@ const json = (v: unknown): Uint8Array => utf8(JSON.stringify(v, null, 2) + '\n')
 /** Writes `files` under `dir` (creating subfolders). Returns their paths, in order. */
 export async function writeExportFiles(dir: string, files: ExportFiles): Promise<string[]> {
   for (const [name, bytes] of Object.entries(files)) {
-    await ensureDir(path.dirname(path.join(dir, name)));
-    await writeFileAtomic(path.join(dir, name), bytes);
+    await writeFileAtomic(path.join(dir, name), bytes); // makes the file's folder (1_Pooling/, onnx/)
   }
   return Object.keys(files);
 }
@@ -90,6 +88,5 @@ export function hfFiles(src: ExportSource): ExportFiles {
 
 /** Writes the transformers layout into `dir`. Returns the file names. */
 export async function writeHf(dir: string, src: ExportSource): Promise<string[]> {
-  await fs.mkdir(dir, { recursive: true });
   return writeExportFiles(dir, hfFiles(src));
 }

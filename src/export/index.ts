@@ -12,9 +12,9 @@
  */
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { environmentError, UserError } from '../errors.js';
+import { UserError } from '../errors.js';
 import { faultPoint } from '../faultPoints.js';
-import { exists, explainMkdirError, processAlive, writeFileAtomic } from '../fsutil.js';
+import { ensureDir, exists, processAlive, writeFileAtomic } from '../fsutil.js';
 import { embed } from '../model/embed.js';
 import { loadPretrained, resolveCheckpoint } from '../model/pretrained.js';
 import { createProgress } from '../progress.js';
@@ -197,10 +197,7 @@ export async function exportCheckpoint(opts: ExportOptions): Promise<ExportResul
     const run: RunInfo = await readRunInfo(src);
     await fs.rm(staging, { recursive: true, force: true });
     // The staging folder is ours; a fault making it is reported on the output the user named.
-    await fs.mkdir(staging, { recursive: true }).catch(async (err: unknown) => {
-      const real = await explainMkdirError(err);
-      throw environmentError(real, output, 'write') ?? real;
-    });
+    await ensureDir(staging, output, 'write');
     const written: ExportResult['written'] = [];
     const onnxChecks: OnnxCheck[] = [];
     for (const format of formats) {

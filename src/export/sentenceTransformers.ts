@@ -7,7 +7,6 @@
  *   config_sentence_transformers.json  {"__version__", "prompts", "default_prompt_name", "similarity_fn_name": "cosine"}
  * No Normalize module: miCSE scores with the cosine of unnormalised vectors, which the similarity function does.
  */
-import { promises as fs } from 'node:fs';
 import { hfFiles, writeExportFiles, type ExportFiles, type ExportSource } from './hf.js';
 
 /** The oldest sentence-transformers whose loader understands every key written here (similarity_fn_name: 3.0). */
@@ -63,6 +62,5 @@ export function sentenceTransformersFiles(src: ExportSource): ExportFiles {
 
 /** Writes the sentence-transformers layout into `dir`. Returns the file names. */
 export async function writeSentenceTransformers(dir: string, src: ExportSource): Promise<string[]> {
-  await fs.mkdir(dir, { recursive: true });
   return writeExportFiles(dir, sentenceTransformersFiles(src));
 }
