@@ -5,13 +5,11 @@
  * lines metrics.jsonl would hold. The same config and seed give the losses of `train` on the same sentences.
  */
 import { stsbDevSpearman, type StsTaskData } from '../../eval/sts.js';
-import { MIN_BATCH_SENTENCES } from '../data/batches.js';
 import type { BertTokenizer } from '../data/tokenizer.js';
-import { UserError } from '../errors.js';
 import type { BertModel } from '../model/bert.js';
 import { embed } from '../model/embed.js';
 import { checkConsistency, defaultConfig, mergeConfig } from './config.js';
-import { checkModelFits, isLoggedStep, runSteps, startTraining, type LoopCounters, type MetricsLine } from './loop.js';
+import { checkModelFits, checkSentenceCount, isLoggedStep, runSteps, startTraining, type LoopCounters, type MetricsLine } from './loop.js';
 
 export interface InMemoryTrainOptions {
   /** The training sentences, in corpus order (no subset is drawn: pass the ones to train on). */
@@ -49,9 +47,7 @@ export interface InMemoryTrainResult {
 export async function trainInMemory(config: unknown, opts: InMemoryTrainOptions): Promise<InMemoryTrainResult> {
   const c = mergeConfig(defaultConfig(), config, 'config');
   checkConsistency(c, 'config');
-  if (opts.sentences.length < MIN_BATCH_SENTENCES) {
-    throw new UserError(`${opts.sentences.length} training sentence${opts.sentences.length === 1 ? '' : 's'}: InfoNCE contrasts the sentences of a batch, so it needs at least ${MIN_BATCH_SENTENCES}`);
-  }
+  checkSentenceCount(opts.sentences.length);
   const { model, tokenizer } = opts;
   checkModelFits(c, model.config, "the model's config");
   if (c.model.hiddenDropout !== null) model.config.hiddenDropoutProb = c.model.hiddenDropout;

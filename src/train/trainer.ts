@@ -9,7 +9,7 @@ import { promises as fs, writeSync } from 'node:fs';
 import path from 'node:path';
 import { evaluateSts, loadStsTask, stsbDevSpearman, STS_TEST_TASKS, type StsEvaluation } from '../../eval/sts.js';
 import { formatStsTable, stsReportJson } from '../../eval/report.js';
-import { MIN_BATCH_SENTENCES, sentencesLeftOut, type BatchIteratorState } from '../data/batches.js';
+import { sentencesLeftOut, type BatchIteratorState } from '../data/batches.js';
 import { BertTokenizer } from '../data/tokenizer.js';
 import { environmentError, UserError } from '../errors.js';
 import { faultPoint } from '../faultPoints.js';
@@ -23,7 +23,7 @@ import { tf } from '../model/tf.js';
 import { createProgress } from '../progress.js';
 import { clearUnpublishedRun, readTrainingState, recoverRunDir, saveCheckpoint, type TrainerState } from './checkpoint.js';
 import { readTrainingData, runDirectory, trainingFile } from './plan.js';
-import { checkModelFits, isLoggedStep, runSteps, startTraining, type MetricsLine } from './loop.js';
+import { checkModelFits, checkSentenceCount, isLoggedStep, runSteps, startTraining, type MetricsLine } from './loop.js';
 import { selectTrainingBackend, wasmHeapShortfall } from './step.js';
 import { configToYaml, loadConfig, SCHEMA, type TrainConfig } from './config.js';
 import { lineChartSpec, lossChartSpec, renderSvg, type Point } from './plots.js';
@@ -171,11 +171,8 @@ async function trainLocked(config: TrainConfig, opts: TrainOptions, lock: PidLoc
   // split is read once here and scored at every evaluation.
   const stsbDev = loadStsTask(c.data.senteval, 'stsb-dev');
   const data = await readTrainingData(c);
-  if (data.sentences.length < MIN_BATCH_SENTENCES) {
-    const subset = c.data.count !== null ? ` (data.count ${c.data.count})` : c.data.fraction !== null ? ` (data.fraction ${c.data.fraction})` : '';
-    throw new UserError(`${trainingFile(c)}: ${data.sentences.length} training sentence${data.sentences.length === 1 ? '' : 's'}${subset}; ` +
-      `InfoNCE contrasts the sentences of a batch, so it needs at least ${MIN_BATCH_SENTENCES}`);
-  }
+  checkSentenceCount(data.sentences.length, `${trainingFile(c)}: `,
+    c.data.count !== null ? ` (data.count ${c.data.count})` : c.data.fraction !== null ? ` (data.fraction ${c.data.fraction})` : '');
   const { selection, model, tokenizer, warning } = await selectBackendAndModel(c, prior?.dir ?? null, data.sentences.length);
   log(describeSelection(selection));
   if (warning !== null) log(warning);
