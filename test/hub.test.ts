@@ -1,11 +1,12 @@
 /**
  * The Hugging Face cache through @huggingface/hub: the Python layout (blobs/, snapshots/<sha>/ links, refs/<revision>)
- * is read offline and written on download, the token is sent, and a refusal is one line. A local HTTP server stands in
- * for the Hub (HF_ENDPOINT); nothing reaches the network.
+ * is read offline and written on download, the token is sent, and a refusal is one line; an interrupted download
+ * keeps its `.incomplete` blob and the next run continues it with a Range request, with a progress line. A local HTTP
+ * server stands in for the Hub (HF_ENDPOINT); nothing reaches the network.
  */
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
-import { promises as fs } from 'node:fs';
+import { createHash, randomBytes } from 'node:crypto';
+import { existsSync, promises as fs } from 'node:fs';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
@@ -39,14 +40,29 @@ async function pythonLayout(cache: string, modelId: string): Promise<string> {
   return snap;
 }
 
-interface Stub { server: Server; url: string; requests: { method: string; url: string; auth: string | undefined }[]; status: number }
+interface Stub {
+  server: Server;
+  url: string;
+  requests: { method: string; url: string; auth: string | undefined; range: string | undefined }[];
+  status: number;
+  /** When set, a download of a larger file sends its full length in the headers, then this many bytes, then drops the connection. */
+  cutAfter: number | null;
+}
 
-/** The Hub API calls @huggingface/hub makes for one model: revision info, paths-info, resolve (with Range). */
-async function stubHub(modelId: string): Promise<Stub> {
-  const files = new Map<string, Buffer>();
-  for (const f of FILES) files.set(f, await fs.readFile(shared('hf-reference', 'tiny-h32-l4', f)));
-  const oid = (b: Buffer) => createHash('sha256').update(b).digest('hex');
-  const stub: Stub = { server: createServer(), url: '', requests: [], status: 200 };
+const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+/**
+ * The Hub API calls for one model: revision info, paths-info (model.safetensors as an LFS file, with its sha256),
+ * resolve (with Range). `files` defaults to the tiny reference checkpoint.
+ */
+async function stubHub(modelId: string, files?: Map<string, Buffer>): Promise<Stub> {
+  if (files === undefined) {
+    files = new Map<string, Buffer>();
+    for (const f of FILES) files.set(f, await fs.readFile(shared('hf-reference', 'tiny-h32-l4', f)));
+  }
+  const served = files;
+  const oid = sha256;
+  const stub: Stub = { server: createServer(), url: '', requests: [], status: 200, cutAfter: null };
   const body = async (req: IncomingMessage) => {
     const chunks: Buffer[] = [];
     for await (const c of req) chunks.push(c as Buffer);
@@ -55,7 +71,7 @@ async function stubHub(modelId: string): Promise<Stub> {
   stub.server.on('request', (req, res) => {
     void (async () => {
       const url = new URL(req.url ?? '/', 'http://stub');
-      stub.requests.push({ method: req.method ?? '', url: url.pathname, auth: req.headers.authorization });
+      stub.requests.push({ method: req.method ?? '', url: url.pathname, auth: req.headers.authorization, range: req.headers.range });
       if (stub.status !== 200) {
         res.writeHead(stub.status, { 'Content-Type': 'application/json' }).end(JSON.stringify({ error: 'Access to model is restricted.' }));
         return;
@@ -63,15 +79,27 @@ async function stubHub(modelId: string): Promise<Stub> {
       const json = (v: unknown) => res.writeHead(200, { 'Content-Type': 'application/json' }).end(JSON.stringify(v));
       if (url.pathname === `/api/models/${modelId}/revision/main`) {
         json({ _id: 'x', id: modelId, sha: SHA, private: true, gated: 'manual', downloads: 0, likes: 0, lastModified: '2024-01-01T00:00:00.000Z',
-          siblings: [...files.keys(), 'README.md'].map((rfilename) => ({ rfilename })) });
+          siblings: [...served.keys(), 'README.md'].map((rfilename) => ({ rfilename })) });
       } else if (url.pathname === `/api/models/${modelId}/paths-info/${SHA}`) {
         const { paths } = JSON.parse(await body(req)) as { paths: string[] };
-        json(paths.filter((p) => files.has(p)).map((p) => ({ path: p, type: 'file', oid: oid(files.get(p)!), size: files.get(p)!.length })));
-      } else if (url.pathname.startsWith(`/${modelId}/resolve/${SHA}/`) && files.has(url.pathname.split('/').pop()!)) {
-        const bytes = files.get(url.pathname.split('/').pop()!)!;
+        json(paths.filter((p) => served.has(p)).map((p) => {
+          const bytes = served.get(p)!;
+          const lfs = p === 'model.safetensors' ? { lfs: { oid: sha256(bytes), size: bytes.length, pointerSize: 134 } } : {};
+          return { path: p, type: 'file', oid: oid(bytes), size: bytes.length, ...lfs };
+        }));
+      } else if (url.pathname.startsWith(`/${modelId}/resolve/${SHA}/`) && served.has(url.pathname.split('/').pop()!)) {
+        const bytes = served.get(url.pathname.split('/').pop()!)!;
         const etag = `"${oid(bytes)}"`;
+        const from = /^bytes=(\d+)-$/.exec(req.headers.range ?? '');
         if (req.headers.range === 'bytes=0-0') {
           res.writeHead(206, { ETag: etag, 'Content-Range': `bytes 0-0/${bytes.length}`, 'Content-Length': '1' }).end(bytes.subarray(0, 1));
+        } else if (stub.cutAfter !== null && bytes.length > stub.cutAfter) {
+          res.writeHead(200, { ETag: etag, 'Content-Length': String(bytes.length) });
+          res.write(bytes.subarray(0, stub.cutAfter), () => setTimeout(() => res.destroy(), 100)); // let the client take the bytes first
+        } else if (from !== null) {
+          const start = Number(from[1]);
+          res.writeHead(206, { ETag: etag, 'Content-Range': `bytes ${start}-${bytes.length - 1}/${bytes.length}`, 'Content-Length': String(bytes.length - start) })
+            .end(bytes.subarray(start));
         } else {
           res.writeHead(200, { ETag: etag, 'Content-Length': String(bytes.length) }).end(bytes);
         }
@@ -144,6 +172,58 @@ describe('the Hugging Face cache in the Python layout', { skip: SKIP_NO_SHARED }
     }
     assert.equal(await resolveModelDir('org/gated-bert', { cacheDir: cache }), snap, 'online, a cached snapshot is used as is');
     assert.equal(stub.requests.length, before, 'no request once cached');
+  });
+
+  it('an interrupted download keeps blobs/<sha256>.incomplete; the next run continues it with a Range request and a progress line', async () => {
+    const cache = await fs.mkdtemp(path.join(TMP, 'resume-'));
+    const weights = randomBytes(3 << 20); // over PROGRESS_MIN_BYTES: the one file with a progress line
+    const files = new Map([['config.json', await fs.readFile(shared('hf-reference', 'tiny-h32-l4', 'config.json'))], ['model.safetensors', weights]]);
+    const big = await stubHub('org/big-bert', files);
+    process.env['HF_ENDPOINT'] = big.url;
+    delete process.env['HF_TOKEN'];
+    const repo = path.join(cache, 'models--org--big-bert');
+    const part = path.join(repo, 'blobs', `${sha256(weights)}.incomplete`);
+    const stderr: string[] = [];
+    const write = process.stderr.write;
+    try {
+      big.cutAfter = 1 << 20;
+      await assert.rejects(resolveModelDir('org/big-bert', { cacheDir: cache }), (err: Error) => {
+        assert.ok(err instanceof UserError, String(err));
+        assert.match(err.message, /^org\/big-bert: could not download model\.safetensors from .*; (\d+) bytes are kept in .*\.incomplete, run again to resume\); put /);
+        return true;
+      });
+      const kept = await fs.readFile(part);
+      assert.ok(kept.length > 0 && kept.length <= 1 << 20, `${kept.length} bytes kept`);
+      assert.deepEqual(kept, weights.subarray(0, kept.length));
+      assert.ok(!existsSync(path.join(repo, 'refs', 'main')), 'no ref before every file is there');
+
+      big.cutAfter = null;
+      big.requests.length = 0;
+      process.stderr.write = ((chunk: string | Uint8Array) => (stderr.push(String(chunk)), true)) as typeof process.stderr.write;
+      const snap = await resolveModelDir('org/big-bert', { cacheDir: cache, progress: true });
+      process.stderr.write = write;
+      assert.deepEqual(big.requests.filter((r) => r.url.endsWith('/model.safetensors')).map((r) => r.range), [`bytes=${kept.length}-`],
+        'the weights are fetched once, from where the part ends');
+      assert.deepEqual(await fs.readFile(path.join(snap, 'model.safetensors')), weights);
+      assert.ok(!existsSync(part), 'no .incomplete left');
+      assert.equal((await fs.readFile(path.join(repo, 'refs', 'main'), 'utf8')).trim(), SHA);
+      const lines = stderr.join('').split('\n');
+      assert.ok(lines.some((l) => new RegExp(`^org/big-bert model\\.safetensors ${3 << 20}/${3 << 20} .* in \\d+s$`).test(l)), stderr.join(''));
+      assert.ok(!lines.some((l) => l.startsWith('org/big-bert config.json')), `no progress line for a small file: ${stderr.join('')}`);
+
+      // A part that is not a prefix of the file: the Hub's sha256 catches it, the part is deleted and the rerun starts over.
+      const cache2 = await fs.mkdtemp(path.join(TMP, 'badpart-'));
+      const part2 = path.join(cache2, 'models--org--big-bert', 'blobs', `${sha256(weights)}.incomplete`);
+      await fs.mkdir(path.dirname(part2), { recursive: true });
+      await fs.writeFile(part2, Buffer.alloc(1000, 7));
+      await assert.rejects(resolveModelDir('org/big-bert', { cacheDir: cache2, progress: false }),
+        /^UserError: org\/big-bert: could not download model\.safetensors from .* \(its sha256 is [0-9a-f]{64}, the Hub says [0-9a-f]{64}; the partial file was deleted, run again\)/);
+      assert.ok(!existsSync(part2));
+      assert.deepEqual(await fs.readFile(path.join(await resolveModelDir('org/big-bert', { cacheDir: cache2, progress: false }), 'model.safetensors')), weights);
+    } finally {
+      process.stderr.write = write;
+      await new Promise((resolve) => big.server.close(resolve));
+    }
   });
 
   it('with no Hub to reach, a name not cached is one line naming the model, the endpoint and where to put the files', async () => {

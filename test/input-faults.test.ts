@@ -113,7 +113,7 @@ describe('batches of one sentence', () => {
     assert.throws(() => new TwoViewBatchIterator({ sentences: ['a', 'b'], tokenizer: fake, batchSize: 1, seed: 1 }),
       (e: unknown) => e instanceof UserError && /train\.batchSize must be an integer >= 2/.test(e.message));
     assert.throws(() => new TwoViewBatchIterator({ sentences: ['a'], tokenizer: fake, batchSize: 8, seed: 1 }),
-      (e: unknown) => e instanceof UserError && /1 training sentences: InfoNCE needs at least 2/.test(e.message));
+      (e: unknown) => e instanceof UserError && /^1 training sentence; InfoNCE contrasts the sentences of a batch, so it needs at least 2$/.test(e.message));
     const f = path.join(await tmp('bs1'), 'bs1.yaml');
     await fs.writeFile(f, 'train:\n  batchSize: 1\n');
     await assert.rejects(loadConfig(f), /bs1\.yaml: train\.batchSize must be >= 2, got 1/);

@@ -17,7 +17,7 @@ import { loadSweep } from '../src/sweep/grid.js';
 import { checkSweepInputs } from '../src/sweep/inputs.js';
 import { runSweep } from '../src/sweep/local.js';
 import { enqueueSweep, queueStatus } from '../src/sweep/queue.js';
-import { ATTEMPTS_FILE, DONE_FILE, ERROR_FILE, pointDir, readAttempts, writeSweepFiles } from '../src/sweep/point.js';
+import { ATTEMPTS_FILE, DONE_FILE, ERROR_FILE, LOG_FILE, pointDir, readAttempts, spawnPoint, writeSweepFiles } from '../src/sweep/point.js';
 import { checkRedis, DEFAULT_CONNECT_TIMEOUT_MS } from '../src/sweep/redis.js';
 import { curvePoints, meanStd, REPORT_CSV, REPORT_MD, sweepCurveSpec, writeSweepReport } from '../src/sweep/report.js';
 import { HAS_SHARED, ROOT, shared, SKIP_NO_SHARED, testTempDir } from './helpers.js';
@@ -114,6 +114,22 @@ describe('sweep grid', () => {
     await bad('grid:\n  train.seed: []\n', /grid\.train\.seed must be a non-empty list/);
     await bad('base: nope.yaml\n', /cannot read .*nope\.yaml/);
     await bad('grid:\n  train.finalEval: [false]\n', /train\.finalEval is false/);
+  });
+});
+
+describe('spawnPoint: one point in a child process whose entry is the library module pointProcess', () => {
+  it('a done point is skipped; a point that cannot start exits 2 with its one line in train.log, recorded in error.json', async () => {
+    const done = await tmp('spawn-done');
+    await fs.writeFile(path.join(done, DONE_FILE), '{}\n');
+    assert.equal(await spawnPoint(done).done, 'skipped', 'the outcome the child sends back');
+    assert.deepEqual(await readAttempts(done), [], 'a skipped point starts no attempt');
+
+    // No point.json: runPoint fails before the attempt starts, so the parent records the exit (2: bad input).
+    const broken = await tmp('spawn-broken');
+    await assert.rejects(spawnPoint(broken).done, (e: Error) => e.message === `${path.basename(broken)}: exit code 2`);
+    assert.equal((JSON.parse(await fs.readFile(path.join(broken, ERROR_FILE), 'utf8')) as { message: string }).message,
+      `the point's process ended (exit code 2); see ${path.join(broken, LOG_FILE)}`);
+    assert.equal(await fs.readFile(path.join(broken, LOG_FILE), 'utf8'), `${path.join(broken, 'point.json')}: cannot read the point (ENOENT)\n`);
   });
 });
 

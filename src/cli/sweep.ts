@@ -1,14 +1,12 @@
 /**
  * `micse sweep --config F [--parallel N] [--out DIR] [--queue redis://HOST:PORT]`, `micse sweep status`,
- * `micse sweep report DIR`, and `micse worker --queue ...`. (`micse sweep point --dir D` runs one point; the
- * sweep runner and workers start it as a child process.)
+ * `micse sweep report DIR`, and `micse worker --queue ...`.
  */
 import path from 'node:path';
 import type { CommandModule } from 'yargs';
 import { UserError } from '../errors.js';
 import { loadSweep } from '../sweep/grid.js';
 import { runSweep, DEFAULT_PARALLEL } from '../sweep/local.js';
-import { runPoint } from '../sweep/point.js';
 import { assertQueueUrl, DEFAULT_QUEUE_NAME, enqueueSweep, queueStatus, type QueueStatus } from '../sweep/queue.js';
 import { maskRedisUrl, PASSWORD_MASK } from '../sweep/redis.js';
 import { writeSweepReport } from '../sweep/report.js';
@@ -61,24 +59,6 @@ const reportCommand: CommandModule<object, { dir: string }> = {
   },
 };
 
-const pointCommand: CommandModule<object, { dir: string }> = {
-  command: 'point',
-  describe: false,
-  builder: (y) => y.option('dir', { type: 'string', demandOption: true, describe: 'point run directory (holding point.json)' }) as never,
-  handler: async (a) => {
-    // Started by a sweep runner or worker over IPC: die with the parent, so a killed worker leaves no orphan run.
-    const orphaned = () => process.exit(1);
-    if (process.connected) process.once('disconnect', orphaned);
-    try {
-      await runPoint(a.dir);
-    } finally {
-      // The open IPC channel would keep this process alive after the handler.
-      process.off('disconnect', orphaned);
-      if (process.connected) process.disconnect();
-    }
-  },
-};
-
 export const sweepCommand: CommandModule<object, SweepArgs> = {
   command: 'sweep',
   describe: 'Run a grid of training runs (few-shot ablations) locally or on a Redis queue; status; report',
@@ -86,7 +66,6 @@ export const sweepCommand: CommandModule<object, SweepArgs> = {
     y
       .command(statusCommand)
       .command(reportCommand)
-      .command(pointCommand)
       .option('config', { type: 'string', describe: 'sweep file: base + grid (see configs/sweeps/)' })
       .option('parallel', { ...numberFlag('parallel', POSITIVE_INT), default: DEFAULT_PARALLEL, describe: 'points at once on this machine (child processes)' })
       .option('out', { type: 'string', describe: 'output directory (default checkpoints/sweeps/<sweep name>); a shared path with --queue' })

@@ -86,6 +86,16 @@ export const CACHE_MAX_SENTENCES = 200_000;
 /** The fewest sentences a batch may hold: InfoNCE scores each sentence's views against the other sentences'. */
 export const MIN_BATCH_SENTENCES = 2;
 
+/**
+ * Throws unless `n` training sentences can fill a batch (InfoNCE contrasts the sentences of a batch); `where`
+ * prefixes the message (the file) and `detail` follows the count (the subset that gave it).
+ */
+export function checkSentenceCount(n: number, where = '', detail = ''): void {
+  if (n >= MIN_BATCH_SENTENCES) return;
+  throw new UserError(`${where}${n} training sentence${n === 1 ? '' : 's'}${detail}; ` +
+    `InfoNCE contrasts the sentences of a batch, so it needs at least ${MIN_BATCH_SENTENCES}`);
+}
+
 /** Sentences each epoch leaves out: the last partial batch with dropLast, else a last batch too small to train on. */
 export function sentencesLeftOut(numSentences: number, batchSize: number, dropLast = false): number {
   const rest = numSentences % batchSize;
@@ -141,7 +151,7 @@ export class TwoViewBatchIterator implements IterableIterator<TwoViewBatch> {
     }
     const maxSeqLen = opts.maxSeqLen ?? DEFAULT_MAX_SEQ_LEN;
     if (!Number.isInteger(maxSeqLen) || maxSeqLen < 2) throw new UserError(`data.maxSeqLen must be an integer >= 2, got ${maxSeqLen}`);
-    if (n < MIN_BATCH_SENTENCES) throw new UserError(`${n} training sentences: InfoNCE needs at least ${MIN_BATCH_SENTENCES}`);
+    checkSentenceCount(n);
     this.sentences = opts.sentences;
     this.tokenizer = opts.tokenizer;
     this.batchSize = opts.batchSize;

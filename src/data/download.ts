@@ -2,6 +2,7 @@
  * Downloads of the public corpora for users with internet: resumable (HTTP Range into `<target>.part`),
  * checksummed (sha256 verified when known, otherwise computed, printed and recorded in `<target>.sha256` and
  * verified on later runs), with a progress line. Offline or unreachable: a UserError naming the URL and the target.
+ * The resumable fetch itself (fetchResumable) also fetches the Hub cache's blobs (model/hub.ts).
  *
  * Sources (see data/README.md for who documents each URL):
  * - wiki1m: SimCSE's data/download_wiki.sh (princeton-nlp/SimCSE).
@@ -129,12 +130,16 @@ async function sizeOf(file: string): Promise<number | null> {
   }
 }
 
-function networkError(url: string, target: string, err: unknown, partBytes: number): UserError {
-  const cause = (err as { cause?: { code?: string; message?: string } })?.cause;
-  const reason = cause?.code ?? cause?.message ?? (err instanceof Error ? err.message : String(err));
-  const kept = partBytes > 0 ? ` ${partBytes} bytes are kept in ${target}.part; rerun to resume.` : '';
+/** Why a request failed before any HTTP status, in a few words: the system error code (ECONNREFUSED), or the message. */
+export function fetchFailure(err: unknown): string {
+  const e = err as Error & { cause?: { code?: string; message?: string } };
+  return e.cause?.code ?? e.cause?.message ?? (e instanceof Error ? e.message : String(err));
+}
+
+function networkError(url: string, target: string, err: FetchError): UserError {
+  const kept = err.kept > 0 ? ` ${err.kept} bytes are kept in ${target}.part; rerun to resume.` : '';
   return new UserError(
-    `cannot download ${url} to ${target}: ${reason} (offline or the host is unreachable?).${kept} ` +
+    `cannot download ${url} to ${target}: ${err.message} (offline or the host is unreachable?).${kept} ` +
       `With internet elsewhere: curl -L -C - -o ${target} ${url}`,
   );
 }
@@ -153,10 +158,96 @@ async function recordedChecksum(target: string): Promise<string | null> {
   }
 }
 
+/** Why fetchResumable stopped: the HTTP status the server answered (null for a network fault), and the bytes kept. */
+export class FetchError extends Error {
+  constructor(message: string, readonly status: number | null, readonly kept: number) {
+    super(message);
+  }
+}
+
+export interface ResumableFetch {
+  url: string;
+  /** The file the bytes go to; the bytes already in it are continued with an HTTP Range request. */
+  part: string;
+  /** Request headers (an Authorization). */
+  headers?: Record<string, string>;
+  /** Names the file on the progress line. */
+  label: string;
+  /** Print a progress line on `stream`. */
+  progress: boolean;
+  stream: NodeJS.WriteStream;
+  idleTimeoutMs: number;
+}
+
 /**
- * Downloads `spec.url` to `spec.target`, resuming a `.part` file with an HTTP Range request. A server that ignores
- * Range (200) restarts the file; 416 with the part's exact size means the part is complete. Verifies or records
- * the sha256, then renames the part into place.
+ * Fetches `f.url` into `f.part`, continuing a part file that is there: `Range: bytes=<size>-`, appended on 206. A
+ * server that ignores Range (200) restarts the part; 416 with the part's exact size means it is complete. Returns
+ * the size it continued from (0: started over). An HTTP error status or a network fault throws a FetchError (the
+ * part keeps what arrived); a range answer that does not continue the part throws a UserError.
+ */
+export async function fetchResumable(f: ResumableFetch): Promise<number> {
+  const { url, part } = f;
+  let have = (await sizeOf(part)) ?? 0;
+  const controller = new AbortController();
+  const idle = setTimeout(() => controller.abort(new Error(`no data for ${f.idleTimeoutMs} ms`)), f.idleTimeoutMs);
+  const failed = async (err: unknown) => new FetchError(fetchFailure(err), null, (await sizeOf(part)) ?? 0);
+  try {
+    let res: Response;
+    try {
+      res = await fetch(url, { headers: { ...f.headers, ...(have > 0 ? { Range: `bytes=${have}-` } : {}) }, redirect: 'follow', signal: controller.signal });
+    } catch (err) {
+      throw await failed(err);
+    }
+    let append = false;
+    if (res.status === 206 && have > 0) {
+      const m = /^bytes (\d+)-/.exec(res.headers.get('content-range') ?? '');
+      append = m !== null && Number(m[1]) === have;
+      if (!append) {
+        await res.body?.cancel();
+        throw new UserError(`cannot resume ${url}: the server answered range ${res.headers.get('content-range')} for bytes=${have}-; delete ${part} and retry`);
+      }
+    } else if (res.status === 416 && have > 0) {
+      await res.body?.cancel();
+      const m = /^bytes \*\/(\d+)$/.exec(res.headers.get('content-range') ?? '');
+      if (m === null || Number(m[1]) !== have) {
+        throw new UserError(`cannot resume ${url}: the server refused bytes=${have}- (416); delete ${part} and retry`);
+      }
+      return have;
+    } else if (res.status !== 200) {
+      await res.body?.cancel();
+      throw new FetchError(`HTTP ${res.status} ${res.statusText}`, res.status, have);
+    } else {
+      have = 0; // full body: start the part over
+    }
+
+    const length = Number(res.headers.get('content-length') ?? NaN);
+    const total = Number.isFinite(length) ? length + have : undefined;
+    const progress = createProgress({ label: f.label, unit: 'B', total, stream: f.stream, silent: !f.progress });
+    if (append) progress.tick(have);
+    const file = createWriteStream(part, { flags: append ? 'a' : 'w' });
+    let received = 0;
+    try {
+      const body = res.body === null ? Readable.from([]) : Readable.fromWeb(res.body as WebReadableStream<Uint8Array>);
+      body.on('data', (chunk: Buffer) => {
+        received += chunk.length;
+        idle.refresh(); // restart the idle countdown
+        progress.tick(chunk.length);
+      });
+      await pipeline(body, file);
+    } catch (err) {
+      throw await failed(err);
+    }
+    if (Number.isFinite(length) && received !== length) throw await failed(new Error(`connection closed after ${received} of ${length} bytes`));
+    progress.done();
+    return have;
+  } finally {
+    clearTimeout(idle);
+  }
+}
+
+/**
+ * Downloads `spec.url` to `spec.target` through `<target>.part` (fetchResumable: a part left by an interrupted run
+ * is continued). Verifies or records the sha256, then renames the part into place.
  */
 export async function downloadFile(spec: DownloadSpec, opts: DownloadOptions = {}): Promise<DownloadResult> {
   const { url, target } = spec;
@@ -175,66 +266,15 @@ export async function downloadFile(spec: DownloadSpec, opts: DownloadOptions = {
     return { target, sha256: hex, bytes: present, status: 'present' };
   }
 
-  let have = opts.force === true ? 0 : ((await sizeOf(part)) ?? 0);
   if (opts.force === true) await rm(part, { force: true });
-  const resumedFrom = have;
-  const controller = new AbortController();
-  const idleMs = opts.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
-  const idle = setTimeout(() => controller.abort(new Error(`no data for ${idleMs} ms`)), idleMs);
-
+  let resumedFrom: number;
   try {
-    let res: Response;
-    try {
-      res = await fetch(url, { headers: have > 0 ? { Range: `bytes=${have}-` } : {}, redirect: 'follow', signal: controller.signal });
-    } catch (err) {
-      throw networkError(url, target, err, have);
-    }
-    let append = false;
-    if (res.status === 206 && have > 0) {
-      const m = /^bytes (\d+)-/.exec(res.headers.get('content-range') ?? '');
-      append = m !== null && Number(m[1]) === have;
-      if (!append) {
-        await res.body?.cancel();
-        throw new UserError(`cannot resume ${url}: the server answered range ${res.headers.get('content-range')} for bytes=${have}-; delete ${part} and retry`);
-      }
-    } else if (res.status === 416 && have > 0) {
-      await res.body?.cancel();
-      const m = /^bytes \*\/(\d+)$/.exec(res.headers.get('content-range') ?? '');
-      if (m === null || Number(m[1]) !== have) {
-        throw new UserError(`cannot resume ${url}: the server refused bytes=${have}- (416); delete ${part} and retry`);
-      }
-    } else if (res.status !== 200) {
-      await res.body?.cancel();
-      throw new UserError(`cannot download ${url} to ${target}: HTTP ${res.status} ${res.statusText}`);
-    } else {
-      have = 0; // full body: start the part over
-    }
-
-    if (res.status !== 416) {
-      const length = Number(res.headers.get('content-length') ?? NaN);
-      const total = Number.isFinite(length) ? length + (append ? have : 0) : undefined;
-      const progress = createProgress({ label: path.basename(target), unit: 'B', total, stream: out, silent: opts.progress === false });
-      if (append) progress.tick(have);
-      const file = createWriteStream(part, { flags: append ? 'a' : 'w' });
-      let received = 0;
-      try {
-        const body = res.body === null ? Readable.from([]) : Readable.fromWeb(res.body as WebReadableStream<Uint8Array>);
-        body.on('data', (chunk: Buffer) => {
-          received += chunk.length;
-          idle.refresh(); // restart the idle countdown
-          progress.tick(chunk.length);
-        });
-        await pipeline(body, file);
-      } catch (err) {
-        throw networkError(url, target, err, (await sizeOf(part)) ?? 0);
-      }
-      if (Number.isFinite(length) && received !== length) {
-        throw networkError(url, target, new Error(`connection closed after ${received} of ${length} bytes`), (await sizeOf(part)) ?? 0);
-      }
-      progress.done();
-    }
-  } finally {
-    clearTimeout(idle);
+    resumedFrom = await fetchResumable({
+      url, part, label: path.basename(target), progress: opts.progress !== false, stream: out, idleTimeoutMs: opts.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS,
+    });
+  } catch (err) {
+    if (!(err instanceof FetchError)) throw err;
+    throw err.status !== null ? new UserError(`cannot download ${url} to ${target}: ${err.message}`) : networkError(url, target, err);
   }
 
   const hex = await sha256File(part);

@@ -2,13 +2,22 @@
  * Model names (`bert-base-uncased`, `org/name`) resolve to the Hugging Face cache (`$HF_HUB_CACHE` or
  * `$HF_HOME/hub` or `~/.cache/huggingface/hub`), in the layout transformers, sentence-transformers and huggingface_hub
  * share: `models--org--name/refs/<revision>` holds a commit sha, `snapshots/<sha>/<file>` links into `blobs/`.
- * A cached snapshot is used without contacting the Hub. Otherwise the missing files are downloaded by
- * `@huggingface/hub` (`$HF_ENDPOINT`, default https://huggingface.co; `$HF_TOKEN` or `$HUGGING_FACE_HUB_TOKEN` for
- * gated and private models); offline, the error says which files to put where.
+ * A cached snapshot is used without contacting the Hub. Otherwise the missing files are downloaded
+ * (`$HF_ENDPOINT`, default https://huggingface.co; `$HF_TOKEN` or `$HUGGING_FACE_HUB_TOKEN` for gated and private
+ * models); offline, the error says which files to put where.
+ *
+ * `@huggingface/hub` resolves the revision, lists the files (with the hash that names each blob) and writes the
+ * snapshot links. Its downloadFileToCacheDir cannot resume and reports no progress (it rewrites
+ * `blobs/<hash>.incomplete` from byte 0 and streams the body straight to it), so the bytes of a blob are fetched
+ * here first, with download.ts's fetchResumable: into that same `.incomplete` file, continued with an HTTP Range
+ * request when an interrupted run (or huggingface_hub in Python) left one, with a progress line on a terminal, and
+ * checked against the sha256 the Hub publishes for LFS files. downloadFileToCacheDir then finds the blob and only
+ * links it.
  */
 import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { FetchError, fetchFailure, fetchResumable, DEFAULT_IDLE_TIMEOUT_MS, sha256File } from '../data/download.js';
 import { UserError } from '../errors.js';
 import { exists } from '../fsutil.js';
 import { hasSafetensorsWeights } from './safetensors.js';
@@ -75,7 +84,12 @@ export interface ResolveOptions {
   cacheDir?: string;
   /** Never touch the network (also set by HF_HUB_OFFLINE=1). */
   offline?: boolean;
+  /** A progress line on stderr while a file of PROGRESS_MIN_BYTES or more downloads (default: when stderr is a terminal). */
+  progress?: boolean;
 }
+
+/** Files smaller than this download without a progress line. */
+export const PROGRESS_MIN_BYTES = 1 << 20;
 
 /** Whether the Hub must not be contacted: `opts.offline`, or HF_HUB_OFFLINE=1. */
 export function hubOffline(opts: ResolveOptions = {}): boolean {
@@ -93,15 +107,44 @@ export function hubStatusReason(status: number): string {
   return `HTTP ${status}`;
 }
 
-/** Why a request failed before any HTTP status, in a few words: the system error code (ECONNREFUSED), or the message. */
-export function fetchFailure(err: unknown): string {
-  const e = err as Error & { cause?: { code?: string; message?: string } };
-  return e.cause?.code ?? e.cause?.message ?? e.message;
+/** One file of a snapshot to fetch into its blob. */
+interface BlobFetch {
+  /** The file's sha256 when the Hub publishes it (LFS files), to check the bytes against. */
+  sha256: string | null;
+  /** Bytes, as the Hub lists them (a progress line from PROGRESS_MIN_BYTES on). */
+  size: number;
+  progress: boolean;
+  fail: (what: string, reason: string) => never;
 }
 
-/** Why a call to the Hub failed, in a few words: an HTTP status with what it means here, or the network error. */
-function hubFailure(err: unknown, HubApiError: typeof import('@huggingface/hub').HubApiError): string {
-  return err instanceof HubApiError ? hubStatusReason(err.statusCode) : fetchFailure(err);
+/**
+ * Fetches the bytes of `file` at commit `sha` into `blob` (continuing its `.incomplete` file when there) unless the
+ * blob is there already.
+ */
+async function fetchBlob(modelId: string, sha: string, file: string, blob: string, o: BlobFetch): Promise<void> {
+  if (await exists(blob)) return;
+  process.stderr.write(`${modelId}: downloading ${file} (${sha.slice(0, 12)})\n`);
+  const part = `${blob}.incomplete`;
+  await fs.mkdir(path.dirname(blob), { recursive: true });
+  const token = hubToken();
+  try {
+    await fetchResumable({
+      url: hubFileUrl(modelId, sha, file), part, headers: token !== undefined ? { Authorization: `Bearer ${token}` } : {}, label: `${modelId} ${file}`,
+      progress: o.progress && o.size >= PROGRESS_MIN_BYTES, stream: process.stderr, idleTimeoutMs: DEFAULT_IDLE_TIMEOUT_MS,
+    });
+  } catch (err) {
+    if (!(err instanceof FetchError)) throw err;
+    const reason = err.status !== null ? hubStatusReason(err.status) : err.message;
+    o.fail(`download ${file}`, err.kept > 0 ? `${reason}; ${err.kept} bytes are kept in ${part}, run again to resume` : reason);
+  }
+  if (o.sha256 !== null) {
+    const hex = await sha256File(part);
+    if (hex !== o.sha256) {
+      await fs.rm(part, { force: true });
+      o.fail(`download ${file}`, `its sha256 is ${hex}, the Hub says ${o.sha256}; the partial file was deleted, run again`);
+    }
+  }
+  await fs.rename(part, blob);
 }
 
 /**
@@ -109,32 +152,33 @@ function hubFailure(err: unknown, HubApiError: typeof import('@huggingface/hub')
  * The revision is resolved to its commit first, so every file lands in one `snapshots/<sha>/`; `refs/<revision>` is
  * written last, once the files are there.
  */
-async function downloadSnapshot(modelId: string, revision: string, cache: string, help: string): Promise<string> {
+async function downloadSnapshot(modelId: string, revision: string, cache: string, help: string, progress: boolean): Promise<string> {
   // Loaded here, not at the top: the browser bundle (which reads the Hub through pretrained.ts's hubSource) stubs it
   // as a Node-only package that throws only when loaded.
-  const { downloadFileToCacheDir, HubApiError, modelInfo } = await import('@huggingface/hub');
+  const { downloadFileToCacheDir, HubApiError, modelInfo, pathsInfo } = await import('@huggingface/hub');
   const hub = { hubUrl: hubEndpoint(), accessToken: hubToken() };
-  const fail = (what: string, err: unknown): never => {
-    throw new UserError(`${modelId}: could not ${what} from ${hub.hubUrl} (${hubFailure(err, HubApiError)}); ${help}`);
+  const fail = (what: string, reason: string): never => {
+    throw new UserError(`${modelId}: could not ${what} from ${hub.hubUrl} (${reason}); ${help}`);
   };
+  const failure = (err: unknown) => (err instanceof HubApiError ? hubStatusReason(err.statusCode) : fetchFailure(err));
   const info = await modelInfo({ ...hub, name: modelId, revision, additionalFields: ['sha', 'filePaths'] })
-    .catch((err: unknown) => fail(`look up revision ${revision}`, err));
+    .catch((err: unknown) => fail(`look up revision ${revision}`, failure(err)));
   const lacking = REQUIRED.filter((f) => !info.filePaths.includes(f));
   if (lacking.length > 0) {
     throw new UserError(`${modelId}: the Hub has no ${lacking.join(' or ')} at revision ${revision} (this loader reads safetensors BERT checkpoints); ${help}`);
   }
-  // downloadFileToCacheDir announces each file (with its blob path) through console.debug, which Node writes to
-  // stdout, where the CLI writes its results; it is silenced while it runs and a short line goes to stderr instead.
-  const debug = console.debug;
-  console.debug = () => {};
-  try {
-    for (const file of MODEL_FILES.filter((f) => info.filePaths.includes(f))) {
-      process.stderr.write(`${modelId}: downloading ${file} (${info.sha.slice(0, 12)})\n`);
-      await downloadFileToCacheDir({ ...hub, repo: { type: 'model', name: modelId }, path: file, revision: info.sha, cacheDir: cache })
-        .catch((err: unknown) => fail(`download ${file}`, err));
-    }
-  } finally {
-    console.debug = debug;
+  const files = MODEL_FILES.filter((f) => info.filePaths.includes(f));
+  const repo = { type: 'model' as const, name: modelId };
+  const listed = await pathsInfo({ ...hub, repo, paths: files, revision: info.sha })
+    .catch((err: unknown) => fail('list the files', failure(err)));
+  for (const file of files) {
+    const entry = listed.find((p) => p.path === file);
+    // The blob's name, as downloadFileToCacheDir and huggingface_hub give it: the LFS sha256, else the xet hash, else the git oid.
+    const hash = entry?.lfs?.oid ?? entry?.xetHash ?? entry?.oid;
+    if (entry === undefined || hash === undefined) return fail(`list ${file}`, 'the Hub gave no hash for it');
+    await fetchBlob(modelId, info.sha, file, path.join(repoFolder(modelId, cache), 'blobs', hash), { sha256: entry.lfs?.oid ?? null, size: entry.size, progress, fail });
+    await downloadFileToCacheDir({ ...hub, repo, path: file, revision: info.sha, cacheDir: cache })
+      .catch((err: unknown) => fail(`link ${file}`, failure(err)));
   }
   if (revision !== info.sha) {
     const ref = path.join(repoFolder(modelId, cache), 'refs', revision);
@@ -162,5 +206,5 @@ export async function resolveModelDir(dirOrName: string, opts: ResolveOptions = 
   const target = snap ?? path.join(repoFolder(dirOrName, cache), 'snapshots', revision);
   const help = `put ${REQUIRED.join(' and ')} plus tokenizer.json or vocab.txt in ${target} (or pass a local checkpoint directory)`;
   if (hubOffline(opts)) throw new UserError(`${dirOrName}: not in the Hugging Face cache and offline mode is on; ${help}`);
-  return downloadSnapshot(dirOrName, revision, cache, help);
+  return downloadSnapshot(dirOrName, revision, cache, help, opts.progress ?? process.stderr.isTTY === true);
 }

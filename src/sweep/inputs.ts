@@ -8,10 +8,10 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { loadStsTasks, STS_TEST_TASKS } from '../../eval/sts.js';
-import { downloadCommand, downloadCommandFor } from '../data/download.js';
+import { downloadCommand, downloadCommandFor, fetchFailure } from '../data/download.js';
 import { UserError } from '../errors.js';
 import { exists } from '../fsutil.js';
-import { fetchFailure, hubFileUrl, hubOffline, hubStatusReason, hubToken, looksLikeModelId, repoFolder, resolveModelDir } from '../model/hub.js';
+import { hubFileUrl, hubOffline, hubStatusReason, hubToken, looksLikeModelId, repoFolder, resolveModelDir } from '../model/hub.js';
 import { trainingFile } from '../train/plan.js';
 import type { Sweep } from './grid.js';
 import { pointDir, pointState } from './point.js';

@@ -10,13 +10,13 @@
  * - `done.json`: the done marker, written atomically after eval.json; a point with it is never run again.
  * Everything else is the trainer's (config.yaml, metrics.jsonl, last/, best/, eval.json, summary.json, ...).
  */
-import { spawn } from 'node:child_process';
+import { fork } from 'node:child_process';
 import { closeSync, openSync, promises as fs, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { UserError } from '../errors.js';
 import { exists, writeFileAtomic } from '../fsutil.js';
-import { packageRoot } from '../packageRoot.js';
 import { defaultConfig, mergeConfig, type TrainConfig } from '../train/config.js';
 import { EVAL_FILE, SUMMARY_FILE, train } from '../train/trainer.js';
 import type { GridValue, Sweep, SweepPoint } from './grid.js';
@@ -136,6 +136,11 @@ export async function pointState(dir: string): Promise<PointState> {
 
 export type PointOutcome = 'done' | 'skipped';
 
+/** What the child process of spawnPoint sends its parent before it exits 0. */
+export interface PointMessage {
+  outcome: PointOutcome;
+}
+
 /**
  * Runs one point in this process: skips a done point; resumes from `last/` when there is one; otherwise clears a
  * partial attempt and trains from scratch. Writes done.json after eval.json, or error.json (and rethrows) on failure.
@@ -189,23 +194,31 @@ export interface ChildRun {
 }
 
 /**
- * Runs one point as a child process `node bin/micse.js sweep point --dir DIR` (its output appended to DIR/train.log).
- * The child exits when this process dies (IPC disconnect), so a killed worker leaves no orphan training.
+ * Runs one point in a child process whose entry is the library module pointProcess.ts (its output appended to
+ * DIR/train.log), so that training, which blocks its event loop for a whole step, leaves this process free (a queue
+ * worker must renew its job's lock), N points use N cores, and a point that runs out of memory takes no other with
+ * it. The child exits when this process dies (IPC disconnect), so a killed worker leaves no orphan training.
  */
 export function spawnPoint(dir: string, env: NodeJS.ProcessEnv = {}): ChildRun {
   // A retry starts clean: a stale error.json would be mistaken for this attempt's.
   rmSync(path.join(dir, ERROR_FILE), { force: true });
+  // The child runs what this process runs: the compiled module from dist/, or the TypeScript source through tsx.
+  const ext = path.extname(fileURLToPath(import.meta.url));
   const fd = openSync(path.join(dir, LOG_FILE), 'a');
-  const child = spawn(process.execPath, [path.join(packageRoot(import.meta.url), 'bin', 'micse.js'), 'sweep', 'point', '--dir', dir], {
+  const child = fork(fileURLToPath(new URL(`./pointProcess${ext}`, import.meta.url)), [dir], {
     stdio: ['ignore', fd, fd, 'ipc'],
     env: { ...process.env, ...env },
+    execArgv: ext === '.ts' ? ['--import', import.meta.resolve('tsx')] : [],
   });
   closeSync(fd);
+  let outcome: PointOutcome = 'done';
+  child.on('message', (m: PointMessage) => (outcome = m.outcome));
   const done = new Promise<PointOutcome>((resolve, reject) => {
     child.once('error', (e) => reject(e));
-    child.once('exit', (code, signal) => {
+    // 'close', not 'exit': it comes after the IPC channel has delivered the outcome.
+    child.once('close', (code, signal) => {
       if (code === 0) {
-        resolve('done');
+        resolve(outcome);
         return;
       }
       const why = signal !== null ? `killed by ${signal}` : `exit code ${code}`;

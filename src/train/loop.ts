@@ -5,7 +5,7 @@
  * Reproducibility: every random choice of step s derives from (train.seed, s): the dropout masks
  * (`dropoutSeed`), the AMI draw, and the data order (the iterator's own seeded state).
  */
-import { MIN_BATCH_SENTENCES, TwoViewBatchIterator, type BatchIteratorOptions, type BatchIteratorState, type TwoViewBatch } from '../data/batches.js';
+import { TwoViewBatchIterator, type BatchIteratorOptions, type BatchIteratorState, type TwoViewBatch } from '../data/batches.js';
 import type { BertTokenizer } from '../data/tokenizer.js';
 import { UserError } from '../errors.js';
 import { MlpHead } from '../losses/mlpHead.js';
@@ -55,16 +55,6 @@ export function checkModelFits(c: TrainConfig, model: BertConfig, source: string
     throw new UserError(`data.maxSeqLen is ${c.data.maxSeqLen} but the model's max_position_embeddings is ${model.maxPositionEmbeddings} ` +
       `(${source}): lower data.maxSeqLen to at most ${model.maxPositionEmbeddings}`);
   }
-}
-
-/**
- * Throws unless `n` training sentences can fill a batch (InfoNCE contrasts the sentences of a batch); `where`
- * prefixes the message (the file) and `detail` follows the count (the subset that gave it).
- */
-export function checkSentenceCount(n: number, where = '', detail = ''): void {
-  if (n >= MIN_BATCH_SENTENCES) return;
-  throw new UserError(`${where}${n} training sentence${n === 1 ? '' : 's'}${detail}; ` +
-    `InfoNCE contrasts the sentences of a batch, so it needs at least ${MIN_BATCH_SENTENCES}`);
 }
 
 /** Builds the head, the optimizer and the batch iterator of a run over `sentences` (from `dataState` when resuming). */

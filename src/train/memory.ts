@@ -5,11 +5,12 @@
  * lines metrics.jsonl would hold. The same config and seed give the losses of `train` on the same sentences.
  */
 import { stsbDevSpearman, type StsTaskData } from '../../eval/sts.js';
+import { checkSentenceCount } from '../data/batches.js';
 import type { BertTokenizer } from '../data/tokenizer.js';
 import type { BertModel } from '../model/bert.js';
 import { embed } from '../model/embed.js';
 import { checkConsistency, defaultConfig, mergeConfig } from './config.js';
-import { checkModelFits, checkSentenceCount, isLoggedStep, runSteps, startTraining, type LoopCounters, type MetricsLine } from './loop.js';
+import { checkModelFits, isLoggedStep, runSteps, startTraining, type LoopCounters, type MetricsLine } from './loop.js';
 
 export interface InMemoryTrainOptions {
   /** The training sentences, in corpus order (no subset is drawn: pass the ones to train on). */
