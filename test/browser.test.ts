@@ -103,10 +103,14 @@ describe('browser bundle in headless Chromium', { skip: SKIP_NO_SHARED || SKIP_N
         const { model, tokenizer } = await m.loadPretrained('/model/');
         const vectors = await m.embed(model, tokenizer, sentences);
         model.dispose();
-        return { backend: sel.tfBackend, vectors };
+        return { backend: sel.tfBackend, how: m.describeSelection(sel), vectors };
       }, backend, SENTENCES);
       await page.close();
       assert.equal(got.backend, backend);
+      if (backend === 'wasm') {
+        // The page is cross-origin isolated: the threaded build, whose heap is shared, with the SIMD loops on it.
+        assert.match(got.how, /wasm: threaded SIMD build, .*WebAssembly SIMD loops on the shared heap/, got.how);
+      }
       const diff = maxAbsDiff(got.vectors, nodeVectors);
       assert.ok(diff <= TOL, `${backend}: max |browser - node| ${diff}`);
       assert.deepEqual(errors, []);
