@@ -1,24 +1,48 @@
 /**
- * `npm run bench -- --browser [--size tiny|small] [--steps N] [--warmup N]`: the same training step (trainInMemory:
- * the trainer's loop and TrainStep) timed in headless Chromium on webgpu and wasm (dist/browser/micse.js, after
- * `npm run build`), and in this Node process on wasm and cpu, in one run. A random-init model of the bench size with
- * the bert-base-uncased tokenizer, batches of ../shared/data/wiki1m-head.txt truncated to 32 tokens. Prints ms per
- * step (median over the timed steps) per side. WebGPU in headless Chromium here is SwiftShader (on the CPU).
+ * `npm run bench -- --browser [--size tiny|small] [--steps N] [--warmup N] [--sides a,b,...] [--rounds N]`: the same training
+ * step (trainInMemory: the trainer's loop and TrainStep) timed in this Node process and in headless Chromium
+ * (dist/browser/micse.js, after `npm run build`), in one run. A random-init model of the bench size with the
+ * bert-base-uncased tokenizer, batches of ../shared/data/wiki1m-head.txt truncated to 32 tokens. Prints ms per step
+ * (median over the timed steps) per side, and how each side runs its products and element-wise kernels
+ * (describeSelection). WebGPU in headless Chromium here is SwiftShader (on the CPU). `--rounds N` runs the sides N
+ * times in turn (A B C A B C ...), each with its own warm-up, and takes the median over all rounds' timed steps: on
+ * a machine shared with other jobs, every side then meets the same spread of load.
+ *
+ * Sides (`--sides`, default all):
+ *   node-wasm          Node, wasm backend, products on onnxruntime-node's native SGEMM (the default in Node);
+ *   node-wasm-xnnpack  Node, wasm backend, products on XNNPACK (the native GEMM switched off: what a page has);
+ *   node-cpu           Node, cpu backend (native SGEMM products);
+ *   chromium-wasm      the page as served (cross-origin isolated: tfjs-backend-wasm's threaded SIMD build; XNNPACK
+ *                      on half the logical cores, at most 8: the package's cap);
+ *   chromium-wasm-1t   the page with WASM_HAS_MULTITHREAD_SUPPORT false (TF.js's URL flag `?tfjsflags=`): the
+ *                      single-threaded SIMD build;
+ *   chromium-webgpu    the page on WebGPU (SwiftShader here).
  */
 import os from 'node:os';
 import path from 'node:path';
 import { readFileSync } from 'node:fs';
 import { BertTokenizer } from '../src/data/tokenizer.js';
-import { selectBackend } from '../src/model/backend.js';
+import { describeSelection, selectBackend } from '../src/model/backend.js';
 import { BertModel } from '../src/model/bert.js';
 import { parseBertConfig } from '../src/model/config.js';
 import { serveStatic } from '../src/browser/serve.js';
+import { useNativeGemm } from '../src/kernels/stock/index.js';
 import { trainInMemory } from '../src/train/memory.js';
 import { launchChromium, openPage } from '../test/browserHarness.js';
 import type { SIZES as BenchSizes, SizeName } from './bench.js';
 
 const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
 const SHARED_DATA = path.join(process.env['MICSE_SHARED_DIR'] || path.join(ROOT, '..', 'shared'), 'data');
+
+const NODE_SIDES = { 'node-wasm': ['wasm', true], 'node-wasm-xnnpack': ['wasm', false], 'node-cpu': ['cpu', true] } as const;
+/** Backend and the page's query string. */
+const PAGE_SIDES = {
+  'chromium-wasm': ['wasm', ''],
+  'chromium-wasm-1t': ['wasm', '?tfjsflags=WASM_HAS_MULTITHREAD_SUPPORT:false'],
+  'chromium-webgpu': ['webgpu', ''],
+} as const;
+type Side = keyof typeof NODE_SIDES | keyof typeof PAGE_SIDES;
+const SIDES = [...Object.keys(NODE_SIDES), ...Object.keys(PAGE_SIDES)] as Side[];
 
 function benchConfig(s: (typeof BenchSizes)[SizeName], steps: number) {
   return {
@@ -41,13 +65,13 @@ function stepTimes(times: number[], warmup: number): number[] {
 const PAGE = `<!doctype html><meta charset="utf-8"><link rel="icon" href="data:,"><script type="module">
 import * as m from '/dist/micse.js';
 window.runBench = async (backend, cfg, sentences, texts) => {
-  await m.selectBackend(backend);
+  const how = m.describeSelection(await m.selectBackend(backend));
   const tokenizer = m.BertTokenizer.fromTexts(texts, '/tokenizer');
   const model = m.BertModel.random(m.parseBertConfig({ vocab_size: tokenizer.vocabSize, ...cfg.model }, 'bench'), 0);
   const times = [];
   await m.train(cfg.train, { sentences, model, tokenizer, onStep: () => times.push(performance.now()) });
   model.dispose();
-  return times;
+  return { times, how };
 };
 window.ready = true;
 </script>`;
@@ -57,49 +81,64 @@ export async function benchBrowser(argv: string[], SIZES: typeof BenchSizes): Pr
   let size: SizeName = 'tiny';
   let steps = 6;
   let warmup = 1;
+  let sides: Side[] = SIDES;
+  let rounds = 1;
   for (let i = 0; i < argv.length; i += 2) {
     const [flag, v] = [argv[i], argv[i + 1]];
     if (flag === '--size' && v !== undefined && v in SIZES) size = v as SizeName;
     else if (flag === '--steps' && Number.isInteger(Number(v)) && Number(v) >= 2) steps = Number(v);
     else if (flag === '--warmup' && Number.isInteger(Number(v)) && Number(v) >= 0) warmup = Number(v);
-    else throw new Error(`bench --browser: unknown or bad option ${flag} ${v ?? ''} (--size tiny|small|base, --steps N >= 2, --warmup N)`);
+    else if (flag === '--rounds' && Number.isInteger(Number(v)) && Number(v) >= 1) rounds = Number(v);
+    else if (flag === '--sides' && v !== undefined && v.split(',').every((s) => (SIDES as string[]).includes(s))) sides = v.split(',') as Side[];
+    else throw new Error(`bench --browser: unknown or bad option ${flag} ${v ?? ''} (--size tiny|small|base, --steps N >= 2, --warmup N, --sides ${SIDES.join(',')}, --rounds N)`);
   }
   const cfg = benchConfig(SIZES[size], warmup + steps + 1);
   const sentences = readFileSync(path.join(SHARED_DATA, 'wiki1m-head.txt'), 'utf8').split('\n').filter((l) => l.trim() !== '').slice(0, 4096);
   const texts = Object.fromEntries(['vocab.txt', 'tokenizer_config.json'].map((f) => [f, readFileSync(path.join(SHARED_DATA, 'bert-base-uncased', f), 'utf8')]));
-  const rows: { side: string; ms: number; steps: number[] }[] = [];
   const load = () => os.loadavg().map((l) => l.toFixed(1)).join(' ');
-  process.stderr.write(`bench --browser: size ${size}, ${steps} timed steps after ${warmup} warm-up, load average ${load()} on ${os.cpus().length} cores\n`);
-
-  for (const backend of ['wasm', 'cpu'] as const) {
-    await selectBackend(backend);
-    const tokenizer = BertTokenizer.fromTexts(texts, 'bert-base-uncased');
-    const model = BertModel.random(parseBertConfig({ vocab_size: tokenizer.vocabSize, ...cfg.model }, 'bench'), 0);
-    const times: number[] = [];
-    await trainInMemory(cfg.train, { sentences, model, tokenizer, onStep: () => times.push(performance.now()) });
-    model.dispose();
+  process.stderr.write(`bench --browser: size ${size}, ${steps} timed steps after ${warmup} warm-up, ${rounds} round(s), load average ${load()} on ${os.cpus().length} cores\n`);
+  const timed = new Map<Side, { steps: number[]; how: string }>();
+  const record = (side: Side, times: number[], how: string) => {
     const st = stepTimes(times, warmup);
-    rows.push({ side: `Node ${backend}`, ms: median(st), steps: st });
-    process.stderr.write(`  Node ${backend}: ${median(st).toFixed(0)} ms/step\n`);
-  }
+    const row = timed.get(side) ?? { steps: [], how };
+    row.steps.push(...st);
+    timed.set(side, row);
+    process.stderr.write(`  ${side}: ${median(st).toFixed(0)} ms/step (load ${load()})\n${how.replace(/^/gm, '    ')}\n`);
+  };
+
   const server = await serveStatic({ '/dist/': path.join(ROOT, 'dist', 'browser') }, { pages: { '/': PAGE } });
-  const browser = await launchChromium();
+  const browser = sides.some((s) => s in PAGE_SIDES) ? await launchChromium() : undefined;
   try {
-    for (const backend of ['wasm', 'webgpu'] as const) {
-      const errors: string[] = [];
-      const page = await openPage(browser, `${server.url}/`, errors);
-      await page.waitForFunction('window.ready === true');
-      const times = (await page.evaluate(`window.runBench(${JSON.stringify(backend)}, ${JSON.stringify(cfg)}, ${JSON.stringify(sentences)}, ${JSON.stringify(texts)})`)) as number[];
-      await page.close();
-      if (errors.length > 0) throw new Error(`Chromium ${backend}: ${errors.join('; ')}`);
-      const st = stepTimes(times, warmup);
-      rows.push({ side: `Chromium ${backend}${backend === 'webgpu' ? ' (SwiftShader)' : ''}`, ms: median(st), steps: st });
-      process.stderr.write(`  Chromium ${backend}: ${median(st).toFixed(0)} ms/step\n`);
+    for (let round = 0; round < rounds; round++) {
+      for (const side of sides) {
+        if (side in NODE_SIDES) {
+          const [backend, native] = NODE_SIDES[side as keyof typeof NODE_SIDES];
+          const sel = await selectBackend(backend);
+          useNativeGemm(native);
+          const tokenizer = BertTokenizer.fromTexts(texts, 'bert-base-uncased');
+          const model = BertModel.random(parseBertConfig({ vocab_size: tokenizer.vocabSize, ...cfg.model }, 'bench'), 0);
+          const times: number[] = [];
+          await trainInMemory(cfg.train, { sentences, model, tokenizer, onStep: () => times.push(performance.now()) });
+          model.dispose();
+          record(side, times, describeSelection(sel));
+          continue;
+        }
+        const [backend, query] = PAGE_SIDES[side as keyof typeof PAGE_SIDES];
+        const errors: string[] = [];
+        const page = await openPage(browser!, `${server.url}/${query}`, errors);
+        await page.waitForFunction('window.ready === true');
+        const got = (await page.evaluate(`window.runBench(${JSON.stringify(backend)}, ${JSON.stringify(cfg)}, ` +
+          `${JSON.stringify(sentences)}, ${JSON.stringify(texts)})`)) as { times: number[]; how: string };
+        await page.close();
+        if (errors.length > 0) throw new Error(`${side}: ${errors.join('; ')}`);
+        record(side, got.times, got.how);
+      }
     }
   } finally {
-    await browser.close();
+    await browser?.close();
     await server.close();
   }
+  const rows = [...timed].map(([side, r]) => ({ side, ms: median(r.steps), steps: r.steps }));
   process.stdout.write(`| side | ms/step (median) | steps (ms) |\n|---|---|---|\n` +
     rows.map((r) => `| ${r.side} | ${r.ms.toFixed(0)} | ${r.steps.map((x) => x.toFixed(0)).join(', ')} |`).join('\n') +
     `\n\nsize ${size}, load average after: ${load()}\n`);

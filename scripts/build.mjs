@@ -72,6 +72,8 @@ await esbuild.build({
   sourcemap: true,
   logLevel: 'warning',
   define: { 'process.env': '{}', MICSE_BUNDLED_VERSIONS: JSON.stringify(bundledVersions) },
+  // csv-parse's Node build reads Node's global Buffer; its browser build carries its own.
+  alias: { 'csv-parse/sync': 'csv-parse/browser/esm/sync' },
   plugins: [nodeOnlyStubs()],
 });
 const wasmDir = path.dirname(require.resolve('@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm.wasm'));

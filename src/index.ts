@@ -25,6 +25,7 @@ export { BertTokenizer, bertTokenizerJson, type BertNormalization, type EncodeOp
 export * from './losses/index.js';
 
 // Data
+export { readDelimitedText, type DelimitedLine } from './data/delimited.js';
 export { openCorpus, readAll, detectFormat, type CorpusFormat, type CorpusLine, type CorpusReader, type ReadCorpusOptions, type ReadStats } from './data/readers.js';
 export { loadTrainingSentences, writeSubset, subsetSize, type SubsetManifest, type SubsetSpec, type LoadTrainingOptions, type TrainingSentences } from './data/subset.js';
 export { TwoViewBatchIterator, stepsPerEpoch, type TwoViewBatch, type BatchIteratorState, type BatchIteratorOptions } from './data/batches.js';

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, test } from 'node:test';
 import { UserError } from '../src/errors.js';
+import { readDelimitedText } from '../src/data/delimited.js';
 import { openCorpus, parseColumn, readAll } from '../src/data/readers.js';
 import { shared, SKIP_NO_SHARED } from './helpers.js';
 
@@ -76,19 +77,21 @@ test('csv without header read by index; tsv with quoted tab', async () => {
   assert.deepEqual((await readAll(t, { column: 'text' })).lines.map((l) => l.text), ['with\ttab', 'plain, comma']);
 });
 
+/** Malformed CSV files and the line each must be reported at. */
+const MALFORMED: [string, string, number][] = [
+  ['q1.csv', 's\nok\n"never closed\nmore\n', 3],
+  ['q2.csv', 's,t\na,b\nfoo"bar,c\n', 3],
+  ['q3.csv', 's,t\r\na,b\r\nc,d\r\ne\r\n', 4],
+  ['q4.csv', 's,t\na,b\n"x"y,c\n', 3],
+  ['q5.csv', 's,t\na,b\n\n\n"x\n"y,c\n', 5],
+  ['q6.csv', `s,t\r\n${'"a ""quoted"", long sentence",b\r\n'.repeat(80_000)}c\r\n`, 80_002],
+  // An unclosed quote is reported where it opens, not where the parser gave up (the end of the file).
+  ['q7.csv', `s,t\na,b\nccccc,"d\n${'x,y\n'.repeat(2000)}`, 3],
+  ['q8.csv', `s,t\na,b\n"x\ny","z\nw\n${'x,y\r\n'.repeat(2000)}`, 4],
+];
+
 test('malformed CSV fails with file and line number', async () => {
-  const cases: [string, string, number][] = [
-    ['q1.csv', 's\nok\n"never closed\nmore\n', 3],
-    ['q2.csv', 's,t\na,b\nfoo"bar,c\n', 3],
-    ['q3.csv', 's,t\r\na,b\r\nc,d\r\ne\r\n', 4],
-    ['q4.csv', 's,t\na,b\n"x"y,c\n', 3],
-    ['q5.csv', 's,t\na,b\n\n\n"x\n"y,c\n', 5],
-    ['q6.csv', `s,t\r\n${'"a ""quoted"", long sentence",b\r\n'.repeat(80_000)}c\r\n`, 80_002],
-    // An unclosed quote is reported where it opens, not where the parser gave up (the end of the file).
-    ['q7.csv', `s,t\na,b\nccccc,"d\n${'x,y\n'.repeat(2000)}`, 3],
-    ['q8.csv', `s,t\na,b\n"x\ny","z\nw\n${'x,y\r\n'.repeat(2000)}`, 4],
-  ];
-  for (const [name, content, line] of cases) {
+  for (const [name, content, line] of MALFORMED) {
     const p = file(name, content);
     await assert.rejects(
       readAll(p),
@@ -115,6 +118,28 @@ test('missing file and column on txt are UserErrors', async () => {
   assert.equal(parseColumn('3'), 3);
   assert.equal(parseColumn('sent0'), 'sent0');
   assert.equal(parseColumn(null), null);
+});
+
+test('in-memory CSV/TSV (the demo page\'s reader) gives the streaming reader\'s records, lines and errors', async () => {
+  const cases: [string, string, { column?: string | number; header?: boolean }][] = [
+    ['m1.csv', '\ufeffid,sent0\r\n1,"Hello, world"\r\n2,"two\r\nlines"\r\n\r\n3,"say ""hi"""\r\n4,plain\r\n', { column: 'sent0' }],
+    ['m2.csv', 'id,sent0\n1,"a quoted\nnewline, and a comma"\n\n\n2,"é\n\nü"\n3,   \n4,last', { column: 1 }],
+    ['m3.csv', 'x,sentence\n1,a\n', { column: 1, header: false }],
+    ['m4.csv', 'a sentence,x\nanother,y\n', { column: 0 }],
+    ['m5.tsv', 'text\tlabel\n"with\ttab\nand newline"\t1\nplain, comma\t0\n', { column: 'text' }],
+  ];
+  for (const [name, content, opts] of cases) {
+    const { lines } = await readAll(file(name, content), opts);
+    assert.deepEqual(readDelimitedText(content, name, name.endsWith('.tsv') ? '\t' : ',', opts), lines, name);
+  }
+  const quoted = readDelimitedText('id,sent0\n1,"a quoted\nnewline"\n2,next\n', 'q.csv', ',', { column: 'sent0' });
+  assert.deepEqual(quoted, [{ text: 'a quoted\nnewline', line: 2 }, { text: 'next', line: 4 }]);
+  for (const [name, content, line] of MALFORMED) {
+    assert.throws(() => readDelimitedText(content, name, ','),
+      (e: unknown) => e instanceof UserError && e.message.includes(`${name}:${line}:`) && /malformed CSV/.test(e.message), name);
+  }
+  assert.throws(() => readDelimitedText('a,b\nx,y\n', 'c.csv', ',', { column: 'nope' }), /c\.csv:1: no column "nope" in header \[a, b\]/);
+  assert.throws(() => readDelimitedText('a,b\nx,y\n', 'c.csv', ',', { column: 5 }), /c\.csv:1: record has 2 column\(s\), no column 5/);
 });
 
 test('shared wiki1m head streams 11,913 sentences', { skip: SKIP_NO_SHARED }, async () => {

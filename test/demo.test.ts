@@ -109,6 +109,29 @@ describe('demo page in headless Chromium', { skip: SKIP_NO_SHARED || SKIP_NO_CHR
     await page.close();
   });
 
+  it('a CSV upload is read as the trainer reads it: a quoted field keeps its newline; a malformed file shows its line', async () => {
+    const errors: string[] = [];
+    const page = await openPage(browser!, `${server!.url}/`, errors);
+    await page.waitForSelector('body[data-ready="true"]');
+    const csv = path.join(downloads, 'upload.csv');
+    await fs.writeFile(csv, 'id,sent0\r\n1,"a quoted field, with a comma\r\nand a newline"\r\n\r\n2,plain\r\n');
+    await page.type('#sent-column', 'sent0');
+    const input = await page.$('#sent-file');
+    await (input as unknown as { uploadFile(p: string): Promise<void> }).uploadFile(csv);
+    await page.waitForFunction(() => /^2 sentences/.test(document.getElementById('sent-info')!.textContent ?? ''));
+    assert.equal(await page.$eval('#error', (e) => e.textContent), '');
+    // "2 sentences": the quoted newline did not split a record. The textarea shows them one after the other (its
+    // value normalises line ends to \n).
+    assert.equal(await page.$eval('#sentences', (e) => (e as HTMLTextAreaElement).value), 'a quoted field, with a comma\nand a newline\nplain');
+
+    const bad = path.join(downloads, 'bad.csv');
+    await fs.writeFile(bad, 'id,sent0\n1,ok\n2,"never closed\n3,x\n');
+    await (input as unknown as { uploadFile(p: string): Promise<void> }).uploadFile(bad);
+    await page.waitForFunction(() => /bad\.csv:3: malformed CSV/.test(document.getElementById('error')!.textContent ?? ''));
+    assert.deepEqual(errors, []);
+    await page.close();
+  });
+
   it('an action without its input shows the error in the page', async () => {
     const errors: string[] = [];
     const page = await openPage(browser!, `${server!.url}/`, errors);

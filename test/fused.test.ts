@@ -5,7 +5,8 @@
  * more than 64 rows the chunked column sums of the webgpu backward pass. On cpu and wasm the same shapes exercise
  * the WebAssembly SIMD loops (hostSimd.ts): H % 4 != 0 (the JavaScript fallback), element counts % 4 != 0 (the
  * scalar tail), several 64-row blocks of the LayerNorm backward pass and, with > 2^18 elements, several chunks of
- * the cpu backend's staging memory; GELU also at extreme arguments (exp's cut-off, signed zeros, +-1e30).
+ * the cpu backend's staging memory; GELU also at extreme arguments (exp's cut-off, signed zeros, +-1e30); the
+ * loops on a shared memory (the threaded wasm build's heap in a cross-origin isolated page) as on an unshared one.
  * addLayerNorm (LayerNorm(dropout(x) + residual)), with and without dropout: on cpu and wasm the very numbers of
  * seededDropout + tf.add + layerNorm, on webgpu its fused kernels within TOL of cpu (value and the gradients with
  * respect to x, residual, gamma and beta); and how many dispatches the webgpu LayerNorm kernels issue.
@@ -15,7 +16,7 @@ import { describe, test } from 'node:test';
 import { selectBackend } from '../src/model/backend.js';
 import { gelu } from '../src/kernels/gelu/index.js';
 import { addLayerNorm, layerNorm } from '../src/kernels/layerNorm/index.js';
-import { stagingSimdHost } from '../src/kernels/platform/hostSimd.js';
+import { heapSimdHost, simdGelu, simdLayerNorm, stagingSimdHost } from '../src/kernels/platform/hostSimd.js';
 import { seededDropout } from '../src/kernels/dropout/index.js';
 import { tf } from '../src/model/tf.js';
 import { maxScaledDiff, seededValues, webgpuSkipReason, withWebgpuPrograms } from './helpers.js';
@@ -98,6 +99,30 @@ describe('fused LayerNorm and GELU match the composed ops', () => {
 
   test('wasm SIMD compiles here, so the cpu and wasm kernels above ran the SIMD loops', () => {
     assert.notEqual(stagingSimdHost(), null);
+  });
+
+  test('the SIMD loops run on a shared memory (the threaded wasm build\'s heap) and give the bits they give on an unshared one', () => {
+    const n = 4096;
+    const run = (memory: WebAssembly.Memory): Float32Array[] => {
+      const host = heapSimdHost(memory);
+      assert.notEqual(host, null, `no SIMD loops on a ${memory.buffer.constructor.name} memory`);
+      const x = new Float32Array(memory.buffer, 0, n);
+      x.set(seededValues(n, 7).map((v) => 4 * v));
+      const y = new Float32Array(memory.buffer, 4 * n, n);
+      const ln = new Float32Array(memory.buffer, 8 * n, n);
+      const gamma = new Float32Array(memory.buffer, 12 * n, 64).fill(1.5);
+      const beta = new Float32Array(memory.buffer, 12 * n + 256, 64).fill(-0.25);
+      assert.equal(simdGelu(host!, x, y), n);
+      simdLayerNorm(host!, x, gamma, beta, 1e-12, ln);
+      return [y.slice(), ln.slice()];
+    };
+    const shared = new WebAssembly.Memory({ initial: 1, maximum: 4, shared: true });
+    assert.ok(shared.buffer instanceof SharedArrayBuffer);
+    const [sharedY, sharedLn] = run(shared);
+    const [y, ln] = run(new WebAssembly.Memory({ initial: 1 }));
+    assert.deepEqual(sharedY, y);
+    assert.deepEqual(sharedLn, ln);
+    assert.ok(y!.some((v) => v !== 0) && ln!.some((v) => v !== 0));
   });
 
   for (const backend of ['cpu', 'wasm'] as const) {

@@ -26,6 +26,7 @@ export { exportFiles, FILE_EXPORT_FORMATS, type FileExportFormat } from '../expo
 export type { ExportFiles } from '../export/hf.js';
 export { stsbDevSpearman, type StsTaskData } from '../../eval/sts.js';
 export { cosine } from '../use/vectors.js';
+export { readDelimitedText, type DelimitedLine } from '../data/delimited.js';
 
 /**
  * A checkpoint from the base URL of its directory (absolute, or relative to the page: `./model/`), the `File`s of

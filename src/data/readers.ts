@@ -12,10 +12,10 @@
  *   `MAX_REPORTED_INVALID` line numbers are kept in `stats.invalidLines`) or fails with a UserError naming the file
  *   and line (`onInvalid: 'fail'`). In CSV a record is invalid when any physical line it spans is.
  * - Line numbers are 1-based physical lines of the file; a CSV record spanning several lines reports its first.
- * - CSV/TSV: `column` is a header name or a 0-based index (default: the first column). `header: 'auto'` treats the
- *   first record as a header when `column` is a name or null (the convention of SimCSE's CSV loader), or when
- *   `column` is an index and the first record's cell in that column is one of `KNOWN_HEADER_NAMES`. Fields may be
- *   quoted with `"` (quoted commas, tabs, newlines, `""` escapes). A malformed file is a UserError with its line.
+ * - CSV/TSV: `column` is a header name or a 0-based index (default: the first column); which record is a header and
+ *   the csv-parse options are src/data/delimited.ts's (shared with the in-memory reader there, which the demo page
+ *   uses). Fields may be quoted with `"` (quoted commas, tabs, newlines, `""` escapes). A malformed file is a
+ *   UserError with its line.
  */
 import { createHash, type Hash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
@@ -25,6 +25,9 @@ import { Transform, type TransformCallback } from 'node:stream';
 import { isUtf8 } from 'node:buffer';
 import { CsvError, parse } from 'csv-parse';
 import { UserError } from '../errors.js';
+import { ColumnPicker, csvParseOptions, delimitedKind, describeCsvError, isBlank, parseColumn } from './delimited.js';
+
+export { KNOWN_HEADER_NAMES, parseColumn } from './delimited.js';
 
 /** Corpus formats; `auto` picks by extension (.csv, .tsv, anything else is one sentence per line). */
 export type CorpusFormat = 'txt' | 'csv' | 'tsv';
@@ -33,8 +36,6 @@ export type OnInvalid = 'skip' | 'fail';
 /** What to do with a blank (empty or whitespace-only) line of a .txt corpus. */
 export type BlankLines = 'skip' | 'keep';
 
-/** Header names recognised by `header: 'auto'` when the column is given by index. */
-export const KNOWN_HEADER_NAMES: readonly string[] = ['sent0', 'sent1', 'sentence', 'sentences', 'text', 'sent'];
 /** At most this many invalid line numbers are kept in the stats (the count is always exact). */
 export const MAX_REPORTED_INVALID = 100;
 /** Read size for corpus files. */
@@ -93,16 +94,6 @@ export function detectFormat(file: string, format: CorpusFormat | 'auto' = 'auto
   if (format !== 'auto') return format;
   const ext = path.extname(file).toLowerCase();
   return ext === '.csv' ? 'csv' : ext === '.tsv' ? 'tsv' : 'txt';
-}
-
-/** Parses a CLI/YAML column value: a non-negative integer (or its decimal string) is an index, else a name. */
-export function parseColumn(column: string | number | null | undefined): string | number | null {
-  if (column === null || column === undefined || column === '') return null;
-  if (typeof column === 'number') {
-    if (!Number.isInteger(column) || column < 0) throw new UserError(`data.column must be a name or a 0-based index, got ${column}`);
-    return column;
-  }
-  return /^\d+$/.test(column) ? Number(column) : column;
 }
 
 function newStats(): ReadStats {
@@ -213,13 +204,6 @@ class LineSplitter {
   }
 }
 
-const NON_SPACE = /\S/;
-
-/** Empty or whitespace only (no allocation, unlike trim()). */
-function isBlank(s: string): boolean {
-  return !NON_SPACE.test(s);
-}
-
 async function* readTxt(file: string, stats: ReadStats, onInvalid: OnInvalid, blankLines: BlankLines): AsyncGenerator<CorpusLine> {
   const hash = createHash('sha256');
   const splitter = new LineSplitter(hash, stats);
@@ -316,52 +300,35 @@ async function* readCsv(
   stats: ReadStats,
   opts: Required<Pick<ReadCorpusOptions, 'onInvalid' | 'header'>> & { column: string | number | null },
 ): AsyncGenerator<CorpusLine> {
-  const kind = delimiter === '\t' ? 'TSV' : 'CSV';
   const hash = createHash('sha256');
   const index = new LineIndex(hash, stats);
-  const parser = parse({ bom: true, info: true, skip_empty_lines: true, delimiter, quote: '"', relax_column_count: false });
+  const parser = parse(csvParseOptions(delimiter));
   const source = createReadStream(file, { highWaterMark: READ_CHUNK_BYTES });
   source.on('error', (e) => parser.destroy(e));
   source.pipe(index).pipe(parser);
 
-  const { column, onInvalid } = opts;
-  let headerPending = true;
+  const { onInvalid } = opts;
+  const picker = new ColumnPicker(file, opts.column, opts.header);
   let prevEnd = 0;
-  let colIndex: number | null = typeof column === 'number' ? column : column === null ? 0 : null;
   try {
     for await (const rec of parser as AsyncIterable<CsvRecord>) {
       const { start, invalid, emptyBefore } = index.record(prevEnd, rec.info.bytes);
       prevEnd = rec.info.bytes;
       stats.blank += emptyBefore;
-      if (headerPending) {
-        headerPending = false;
-        const isHeader =
-          opts.header === true ||
-          (opts.header === 'auto' &&
-            (typeof column !== 'number' || KNOWN_HEADER_NAMES.includes((rec.record[column] ?? '').trim().toLowerCase())));
+      if (picker.atFirst) {
+        const isHeader = picker.takeFirst(rec.record, start);
+        stats.header = picker.header;
+        stats.columnIndex = picker.columnIndex;
         if (isHeader) {
           if (invalid !== null) throw new UserError(`${file}:${invalid}: header is not valid UTF-8`);
-          stats.header = rec.record.map((h) => h.trim());
-          if (typeof column === 'string') {
-            const idx = stats.header.indexOf(column);
-            if (idx < 0) throw new UserError(`${file}:${start}: no column "${column}" in header [${stats.header.join(', ')}]`);
-            colIndex = idx;
-          }
-          stats.columnIndex = colIndex;
           continue;
         }
-        if (typeof column === 'string') throw new UserError(`${file}: column "${column}" given by name but the file has no header`);
-        stats.columnIndex = colIndex;
       }
       if (invalid !== null) {
         noteInvalid(stats, file, invalid, onInvalid);
         continue;
       }
-      const idx = colIndex as number;
-      if (idx >= rec.record.length) {
-        throw new UserError(`${file}:${start}: record has ${rec.record.length} column(s), no column ${idx} (0-based)`);
-      }
-      const text = rec.record[idx] as string;
+      const text = picker.text(rec.record, start);
       if (isBlank(text)) {
         stats.blank++;
         continue;
@@ -372,19 +339,11 @@ async function* readCsv(
   } catch (err) {
     if (err instanceof UserError) throw err;
     if (err instanceof CsvError) {
-      // csv-parse's own line numbers are unreliable with CRLF; locate the failing record by its byte offsets:
-      // `bytes` is the end of the last complete record, or of the failing one for a wrong field count, or, for a
-      // quote never closed, the start of the field it opens (its opening quote, or the delimiter just before it).
-      const at = typeof err.bytes === 'number' ? err.bytes : prevEnd;
-      const line =
-        err.code === 'CSV_RECORD_INCONSISTENT_FIELDS_LENGTH' ? index.lineContaining(Math.max(0, at - 1))
-          : err.code === 'CSV_QUOTE_NOT_CLOSED' ? index.lineContaining(at)
-            : index.record(at, Number.MAX_SAFE_INTEGER).start;
-      const what =
-        err.code === 'CSV_QUOTE_NOT_CLOSED'
-          ? 'a quoted field opened here is never closed'
-          : err.message.replace(/\s*(?:at|on) line \d+/g, '').replace(/:\s*$/, '');
-      throw new UserError(`${file}:${line}: malformed ${kind}: ${what}`);
+      const { at, locate, what } = describeCsvError(err, prevEnd);
+      const line = locate === 'before' ? index.lineContaining(Math.max(0, at - 1))
+        : locate === 'containing' ? index.lineContaining(at)
+          : index.record(at, Number.MAX_SAFE_INTEGER).start;
+      throw new UserError(`${file}:${line}: malformed ${delimitedKind(delimiter)}: ${what}`);
     }
     const code = (err as NodeJS.ErrnoException).code;
     if (typeof code === 'string' && code.startsWith('E')) throw new UserError(`cannot read corpus ${file}: ${code}`);

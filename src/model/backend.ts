@@ -9,6 +9,8 @@ import path from 'node:path';
 import { registerKernels } from '../kernels/index.js';
 import { hostMatMulEngine, NATIVE_GEMM_ENV, useNativeGemm } from '../kernels/stock/index.js';
 import { activeMatmulTile, describeMatmulTile, MATMUL_TILE_ENV, parseMatmulTile, useMatmulTile } from '../kernels/platform/matmulTiles.js';
+import { heapMemory, type WasmBackend } from '../kernels/platform/hostBackend.js';
+import { heapSimdHost } from '../kernels/platform/hostSimd.js';
 import { tf } from './tf.js';
 
 export const BACKEND_NAMES = ['auto', 'tensorflow-gpu', 'tensorflow', 'webgpu', 'wasm', 'cpu'] as const;
@@ -118,6 +120,7 @@ async function tryBackend(name: Exclude<BackendName, 'auto'>): Promise<string> {
       wasm.setWasmPaths(wasmBinaryPrefix ??
         path.dirname(createRequire(import.meta.url).resolve('@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm.wasm')) + path.sep);
       await activate('wasm');
+      wasmThreads = wasm.getThreadsCount();
       // Dense products on onnxruntime-node's native SGEMM when it loads (kernels/stock); XNNPACK otherwise.
       useNativeGemm(process.env[NATIVE_GEMM_ENV] !== '0');
       return 'wasm';
@@ -179,6 +182,21 @@ async function registerWebgpu(): Promise<void> {
 }
 
 let current: BackendSelection | undefined;
+/** XNNPACK's threads in the active wasm backend (tfjs-backend-wasm's count, the calling thread included). */
+let wasmThreads = 1;
+
+/**
+ * Which tfjs-backend-wasm build runs (a cross-origin isolated page gets the threaded one, whose heap is a shared
+ * memory; Node and other pages the unthreaded one) and where the element-wise kernels run on its heap.
+ */
+function describeWasmBuild(): string {
+  const memory = heapMemory(tf.backend() as unknown as WasmBackend);
+  const shared = typeof SharedArrayBuffer !== 'undefined' && memory?.buffer instanceof SharedArrayBuffer;
+  const simd = tf.env().getBool('WASM_HAS_SIMD_SUPPORT');
+  const build = shared ? `threaded${simd ? ' SIMD' : ''} build, XNNPACK on ${wasmThreads} thread${wasmThreads === 1 ? '' : 's'}` : `${simd ? 'SIMD' : 'plain'} build, one thread`;
+  const loops = heapSimdHost(memory) !== null ? `WebAssembly SIMD loops on the ${shared ? 'shared ' : ''}heap` : 'JavaScript loops (no wasm SIMD here)';
+  return `wasm: ${build}; GELU, LayerNorm, dropout, AdamW: ${loops}`;
+}
 
 /** Backends `auto` must pass over, with the reason it reports for each (e.g. a model too large for wasm's heap). */
 export type BackendExclusions = Partial<Record<Exclude<BackendName, 'auto'>, string>>;
@@ -230,6 +248,7 @@ export function describeSelection(sel: BackendSelection): string {
   for (const a of sel.attempts) if (!a.ok) lines.push(`  skipped ${a.name}: ${a.reason}`);
   if (sel.stockOnly !== null) lines.push(`  kernels: TF.js's stock only (${sel.stockOnly})`);
   if (sel.replacedKernels.length > 0) lines.push(`  replaced kernels: ${sel.replacedKernels.join(', ')}`);
+  if (sel.tfBackend === 'wasm' && sel.stockOnly === null && tf.getBackend() === 'wasm') lines.push(`  ${describeWasmBuild()}`);
   if (sel.tfBackend === 'wasm' || sel.tfBackend === 'cpu') lines.push(`  dense products: ${hostMatMulEngine(sel.tfBackend)}`);
   if (sel.tfBackend === 'webgpu' && sel.stockOnly === null) {
     lines.push(`  matmul tile: ${describeMatmulTile(activeMatmulTile())} (${MATMUL_TILE_ENV})`);

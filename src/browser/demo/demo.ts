@@ -102,44 +102,14 @@ drop.addEventListener('drop', (e) => {
 
 // --- sentences --------------------------------------------------------------------------------------------------
 
-/** Splits one CSV/TSV line (double quotes around fields, "" inside them). */
-function splitRecord(line: string, sep: string): string[] {
-  const out: string[] = [];
-  let field = '';
-  let quoted = false;
-  for (let i = 0; i < line.length; i++) {
-    const ch = line[i]!;
-    if (quoted) {
-      if (ch === '"' && line[i + 1] === '"') {
-        field += '"';
-        i++;
-      } else if (ch === '"') quoted = false;
-      else field += ch;
-    } else if (ch === '"' && field === '') quoted = true;
-    else if (ch === sep) {
-      out.push(field);
-      field = '';
-    } else field += ch;
-  }
-  out.push(field);
-  return out;
-}
-
-/** The sentences of a txt (one a line) or csv/tsv file (`column`: a header name or a 0-based index). */
+/**
+ * The sentences of a txt (one a line) or csv/tsv file (`column`: a header name or a 0-based index; empty: the
+ * first column), CSV/TSV read by the same rules as the trainer's corpus reader (src/data/delimited.ts).
+ */
 function readSentenceFile(name: string, text: string, column: string): string[] {
-  const lines = text.split(/\r?\n/).filter((l) => l.trim() !== '');
-  const sep = name.endsWith('.tsv') ? '\t' : name.endsWith('.csv') ? ',' : null;
-  if (sep === null) return lines.map((l) => l.trim());
-  const header = splitRecord(lines[0] ?? '', sep);
-  const byName = header.indexOf(column);
-  const index = byName >= 0 ? byName : /^\d+$/.test(column) ? Number(column) : column === '' ? 0 : -1;
-  if (index < 0 || index >= header.length) throw new Error(`${name}: no column '${column}' (header: ${header.join(', ')})`);
-  const rows = byName >= 0 ? lines.slice(1) : lines;
-  return rows.map((l, i) => {
-    const cols = splitRecord(l, sep);
-    if (index >= cols.length) throw new Error(`${name}:${i + 1 + (byName >= 0 ? 1 : 0)}: ${cols.length} columns, column ${index} wanted`);
-    return cols[index]!.trim();
-  }).filter((s) => s !== '');
+  const delimiter = name.endsWith('.tsv') ? '\t' : name.endsWith('.csv') ? ',' : null;
+  if (delimiter === null) return text.split(/\r?\n/).map((l) => l.trim()).filter((l) => l !== '');
+  return micse.readDelimitedText(text, name, delimiter, { column }).map((r) => r.text);
 }
 
 function setSentences(list: string[]): void {

@@ -27,7 +27,7 @@
  * float rounding only (the norm's summation order; a GPU compiler may fuse a multiply-add); so does the in-place
  * update of kernels/adamw/webgpu.ts, which follows the same order.
  */
-import { heapOffset, heapView, type CpuBackend, type WasmBackend } from '../platform/hostBackend.js';
+import { heapMemory, heapOffset, heapView, type CpuBackend, type WasmBackend } from '../platform/hostBackend.js';
 import { tf } from '../../model/tf.js';
 import { ADAMW_KERNEL, assertFloat32, CLIP_EPS, GRAD_NORM_KERNEL, type AdamWStepScalars } from './scalars.js';
 import { simdFor, SIMD_LANES, type AdamWSimd } from './simd.js';
@@ -163,7 +163,7 @@ const cpuAdamW: KernelFunc = ({ inputs, backend, attrs }) => {
 
 /** The SIMD loops over this backend's heap, or null (then the JavaScript loops do all elements). */
 function wasmSimd(b: WasmBackend): AdamWSimd | null {
-  return simdFor(b.wasm.asm.memory);
+  return simdFor(heapMemory(b));
 }
 
 const wasmGradNorm: KernelFunc = ({ inputs, backend }) => {

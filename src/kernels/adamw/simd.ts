@@ -79,7 +79,7 @@ export interface AdamWSimd {
 }
 
 /**
- * The SIMD loops bound to `memory`, or null where this runtime has no wasm SIMD or the memory is shared (the
- * threaded wasm build), in which case the caller keeps the JavaScript loops.
+ * The SIMD loops bound to `memory` (unshared, or the threaded wasm build's shared heap), or null where this runtime
+ * has no wasm SIMD, in which case the caller keeps the JavaScript loops.
  */
 export const simdFor: (memory: WebAssembly.Memory | undefined) => AdamWSimd | null = instancePerMemory<AdamWSimd>(() => [adamwFunc(), sumsqFunc()]);

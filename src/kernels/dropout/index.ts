@@ -22,7 +22,7 @@
  * and `dropoutUniforms`: the same WGSL and uniforms as the `MicseDropout` kernel, so the same mask bit for bit.
  */
 import type { WebGPUBackend } from '@tensorflow/tfjs-backend-webgpu';
-import { heapView, type CpuBackend, type WasmBackend } from '../platform/hostBackend.js';
+import { heapMemory, heapView, type CpuBackend, type WasmBackend } from '../platform/hostBackend.js';
 import { heapSimdHost, simdDropout, stagingSimdHost, type SimdHost } from '../platform/hostSimd.js';
 import { tf } from '../../model/tf.js';
 import { kernelOn, registerOp } from '../registry.js';
@@ -123,7 +123,7 @@ const dropoutWasm: tf.KernelFunc = ({ inputs, backend, attrs }) => {
   const x = inputs['x']!;
   const out = b.makeOutput(x.shape, 'float32');
   // Both views are taken after makeOutput, which may grow (and so move) the heap.
-  dropoutInto(heapView(b, x), heapView(b, out), rate, seed, heapSimdHost(b.wasm.asm.memory));
+  dropoutInto(heapView(b, x), heapView(b, out), rate, seed, heapSimdHost(heapMemory(b)));
   return out;
 };
 

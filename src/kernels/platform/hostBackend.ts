@@ -28,6 +28,8 @@ export interface WasmBackend {
     HEAPF32: Float32Array;
     /** The module's exports; `memory` is absent in the threaded build, whose memory is imported (shared). */
     asm: { memory?: WebAssembly.Memory };
+    /** The threaded build's memory (shared: a SharedArrayBuffer heap); absent in the unthreaded build. */
+    wasmMemory?: WebAssembly.Memory;
     cwrap(name: string, ret: null, argTypes: string[]): (...args: unknown[]) => void;
     tfjs: { registerTensor(id: number, size: number, memoryOffset: number): void; disposeData(id: number): void };
   };
@@ -43,6 +45,11 @@ export interface WasmBackend {
 export function hostOutput(b: CpuBackend | WasmBackend, shape: number[], dtype: tf.DataType, values: Float32Array): tf.TensorInfo {
   if ('makeTensorInfo' in b) return b.makeTensorInfo(shape, dtype, values);
   return b.makeOutput(shape, dtype, undefined, values);
+}
+
+/** The module's memory, exported (unthreaded build) or imported and shared with its worker threads (threaded). */
+export function heapMemory(b: WasmBackend): WebAssembly.Memory | undefined {
+  return b.wasm.asm.memory ?? b.wasm.wasmMemory;
 }
 
 /** The wasm heap as float32, as it is now. */

@@ -3,7 +3,7 @@
  * outputs and fill them, and where the WebAssembly SIMD loops (hostSimd.ts) can run on those arrays.
  */
 import { tf } from '../../model/tf.js';
-import { heapView, type CpuBackend, type WasmBackend } from './hostBackend.js';
+import { heapMemory, heapView, type CpuBackend, type WasmBackend } from './hostBackend.js';
 import { heapSimdHost, stagingSimdHost, type SimdHost } from './hostSimd.js';
 
 /** Host backends seen through one interface: read an input, make outputs and fill them. */
@@ -44,6 +44,6 @@ export function wasmIO(backend: unknown): HostIO {
       if (scratch !== null) b.disposeData(scratch.dataId);
       return outs;
     },
-    simd: heapSimdHost(b.wasm.asm.memory),
+    simd: heapSimdHost(heapMemory(b)),
   };
 }

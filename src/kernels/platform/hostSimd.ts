@@ -281,8 +281,8 @@ export interface HostSimd {
 export const SIMD_LANES = LANES;
 
 /**
- * The SIMD loops bound to `memory`, or null where this runtime has no wasm SIMD or the memory is shared (the
- * threaded wasm build); callers then keep their JavaScript loops.
+ * The SIMD loops bound to `memory` (unshared, or the threaded wasm build's shared heap), or null where this runtime
+ * has no wasm SIMD; callers then keep their JavaScript loops.
  */
 const hostSimdFor: (memory: WebAssembly.Memory | undefined) => HostSimd | null = instancePerMemory<HostSimd>(
   () => [geluFunc(), geluGradFunc(), dropoutFunc(), layerNormFunc(), layerNormGradFunc()]);

@@ -5,7 +5,8 @@
  *
  * Code is `number[]` (bytes); expressions leave their value on the operand stack, e.g.
  *   f32x4.add(get(a), f32x4.mul(get(b), f32x4Const(2)))
- * Modules import one memory as `env.memory` (the tfjs-backend-wasm heap, or a private one) and export functions.
+ * Modules import one memory as `env.memory` (the tfjs-backend-wasm heap, or a private one) and export functions; a
+ * shared memory (the threaded tfjs-backend-wasm build's) needs a module that declares its import shared.
  */
 
 export type Code = number[];
@@ -164,11 +165,15 @@ export interface FuncSpec {
   body: Code;
 }
 
-/** A module importing `env.memory` and exporting `funcs` by name. */
-function encodeModule(funcs: readonly FuncSpec[]): Uint8Array<ArrayBuffer> {
+/** Pages of the largest 32-bit memory: the maximum a shared memory import declares (any shared heap fits under it). */
+const MAX_MEMORY_PAGES = 65536;
+
+/** A module importing `env.memory` (declared shared, for a SharedArrayBuffer heap, where `shared`) and exporting `funcs` by name. */
+function encodeModule(funcs: readonly FuncSpec[], shared: boolean): Uint8Array<ArrayBuffer> {
   const FUNC_TYPE = 0x60;
   const MEMORY_IMPORT = 0x02;
   const LIMITS_MIN_ONLY = 0x00;
+  const LIMITS_SHARED_MIN_MAX = 0x03;
   const FUNC_EXPORT = 0x00;
   const vec = (items: Code): Code => [...uleb(items.length), ...items];
   const section = (id: number, body: Code): Code => [id, ...uleb(body.length), ...body];
@@ -189,7 +194,8 @@ function encodeModule(funcs: readonly FuncSpec[]): Uint8Array<ArrayBuffer> {
   return new Uint8Array([
     0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, // "\0asm", version 1
     ...section(1, [...uleb(funcs.length), ...funcs.flatMap((f) => [FUNC_TYPE, ...vec(f.params), ...vec(f.results)])]),
-    ...section(2, [...uleb(1), ...name('env'), ...name('memory'), MEMORY_IMPORT, LIMITS_MIN_ONLY, 0]),
+    ...section(2, [...uleb(1), ...name('env'), ...name('memory'), MEMORY_IMPORT,
+      ...(shared ? [LIMITS_SHARED_MIN_MAX, 0, ...uleb(MAX_MEMORY_PAGES)] : [LIMITS_MIN_ONLY, 0])]),
     ...section(3, vec(funcs.map((_, i) => i))),
     ...section(7, [...uleb(funcs.length), ...funcs.flatMap((f, i) => [...name(f.name), FUNC_EXPORT, ...uleb(i)])]),
     ...section(10, [...uleb(funcs.length), ...bodies.flat()]),
@@ -208,25 +214,27 @@ export function locals<K extends string>(params: number, spec: Record<K, ValType
 }
 
 /**
- * The module of `funcs()`, compiled on the first call and instantiated once per memory: the returned function gives
- * the exports (typed `T` by the caller) bound to `memory`, or null where this runtime has no wasm SIMD (the module
- * does not validate) or the memory is shared or not exported (the threaded tfjs-backend-wasm build); callers then
- * keep their JavaScript loops.
+ * The module of `funcs()`, compiled on first use (once for unshared memories, once for shared ones) and
+ * instantiated once per memory: the returned function gives the exports (typed `T` by the caller) bound to
+ * `memory`, or null where this runtime has no wasm SIMD (the module does not validate) or no memory is given;
+ * callers then keep their JavaScript loops.
  */
 export function instancePerMemory<T>(funcs: () => readonly FuncSpec[]): (memory: WebAssembly.Memory | undefined) => T | null {
-  let compiled: WebAssembly.Module | null | undefined;
+  const compiled = new Map<boolean, WebAssembly.Module | null>();
   const instances = new WeakMap<WebAssembly.Memory, T>();
   return (memory) => {
-    if (compiled === undefined) {
-      const bytes = encodeModule(funcs());
-      compiled = WebAssembly.validate(bytes) ? new WebAssembly.Module(bytes) : null;
-    }
-    if (compiled === null || memory === undefined || memory.buffer instanceof SharedArrayBuffer) return null;
+    if (memory === undefined) return null;
     let inst = instances.get(memory);
-    if (inst === undefined) {
-      inst = new WebAssembly.Instance(compiled, { env: { memory } }).exports as unknown as T;
-      instances.set(memory, inst);
+    if (inst !== undefined) return inst;
+    const shared = typeof SharedArrayBuffer !== 'undefined' && memory.buffer instanceof SharedArrayBuffer;
+    if (!compiled.has(shared)) {
+      const bytes = encodeModule(funcs(), shared);
+      compiled.set(shared, WebAssembly.validate(bytes) ? new WebAssembly.Module(bytes) : null);
     }
+    const module = compiled.get(shared)!;
+    if (module === null) return null;
+    inst = new WebAssembly.Instance(module, { env: { memory } }).exports as unknown as T;
+    instances.set(memory, inst);
     return inst;
   };
 }

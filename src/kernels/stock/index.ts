@@ -99,7 +99,7 @@ export function useNativeGemm(on: boolean): boolean {
 export function hostMatMulEngine(backendName: 'wasm' | 'cpu'): string {
   if (nativeGemm !== undefined) return `onnxruntime-node MLAS (native SGEMM, ${nativeGemm.threads} threads)`;
   return backendName === 'wasm'
-    ? `XNNPACK (wasm SIMD, one thread; native GEMM ${nativeGemmWhy})`
+    ? `XNNPACK (native GEMM ${nativeGemmWhy})`
     : `the stock JavaScript loop (native GEMM ${nativeGemmWhy})`;
 }
 

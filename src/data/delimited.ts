@@ -1,0 +1,169 @@
+/**
+ * CSV/TSV rules shared by the streaming corpus reader (src/data/readers.ts, files in Node) and the in-memory reader
+ * below (the demo page's uploaded file, or any text in Node): the csv-parse options, which record is a header and
+ * which column holds the sentence, and how a csv-parse error reads. No Node built-ins here: the browser bundle
+ * includes this module (its `csv-parse/sync` becomes csv-parse's browser build there, scripts/build.mjs).
+ */
+import { CsvError, parse } from 'csv-parse/sync';
+import { UserError } from '../errors.js';
+
+/** Header names recognised by `header: 'auto'` when the column is given by index. */
+export const KNOWN_HEADER_NAMES: readonly string[] = ['sent0', 'sent1', 'sentence', 'sentences', 'text', 'sent'];
+
+/** csv-parse's options for a corpus with `delimiter` (`,` or a tab): every record carries its end offset in bytes. */
+export function csvParseOptions(delimiter: string) {
+  return { bom: true, info: true, skip_empty_lines: true, delimiter, quote: '"', relax_column_count: false } as const;
+}
+
+/** Parses a CLI/YAML/page column value: a non-negative integer (or its decimal string) is an index, else a name. */
+export function parseColumn(column: string | number | null | undefined): string | number | null {
+  if (column === null || column === undefined || column === '') return null;
+  if (typeof column === 'number') {
+    if (!Number.isInteger(column) || column < 0) throw new UserError(`data.column must be a name or a 0-based index, got ${column}`);
+    return column;
+  }
+  return /^\d+$/.test(column) ? Number(column) : column;
+}
+
+/** Empty or whitespace only. */
+export function isBlank(s: string): boolean {
+  return !/\S/.test(s);
+}
+
+/**
+ * Takes a file's records in order and gives the text of the chosen column: `column` is a header name or a 0-based
+ * index (null: the first column). `header: 'auto'` treats the first record as a header when `column` is a name or
+ * null (the convention of SimCSE's CSV loader), or when `column` is an index and the first record's cell in that
+ * column is one of KNOWN_HEADER_NAMES.
+ */
+export class ColumnPicker {
+  /** The header's fields (trimmed) once the first record was one, else null. */
+  header: string[] | null = null;
+  /** The column read, once the first record has been seen. */
+  columnIndex: number | null = null;
+  private first = true;
+
+  constructor(
+    private readonly file: string,
+    private readonly column: string | number | null,
+    private readonly headerMode: boolean | 'auto',
+  ) {}
+
+  /**
+   * The first record: true when it is the header (which names the column when `column` is a name). Throws a
+   * UserError when a named column is missing or the file has no header to name it.
+   */
+  takeFirst(record: string[], line: number): boolean {
+    this.first = false;
+    const { column } = this;
+    const isHeader = this.headerMode === true ||
+      (this.headerMode === 'auto' && (typeof column !== 'number' || KNOWN_HEADER_NAMES.includes((record[column] ?? '').trim().toLowerCase())));
+    if (isHeader) {
+      this.header = record.map((h) => h.trim());
+      if (typeof column === 'string') {
+        const idx = this.header.indexOf(column);
+        if (idx < 0) throw new UserError(`${this.file}:${line}: no column "${column}" in header [${this.header.join(', ')}]`);
+        this.columnIndex = idx;
+      } else this.columnIndex = column ?? 0;
+      return true;
+    }
+    if (typeof column === 'string') throw new UserError(`${this.file}: column "${column}" given by name but the file has no header`);
+    this.columnIndex = column ?? 0;
+    return false;
+  }
+
+  /** Whether the next record is the file's first (see takeFirst). */
+  get atFirst(): boolean {
+    return this.first;
+  }
+
+  /** The chosen column's text of a data record starting on `line`. */
+  text(record: string[], line: number): string {
+    const idx = this.columnIndex!;
+    if (idx >= record.length) throw new UserError(`${this.file}:${line}: record has ${record.length} column(s), no column ${idx} (0-based)`);
+    return record[idx]!;
+  }
+}
+
+/**
+ * Where a csv-parse error is and what it says: `at` is a byte offset, `locate` how to find the line from it
+ * (csv-parse's own line numbers are unreliable with CRLF). `bytes` is the end of the last complete record, or of
+ * the failing one for a wrong field count, or, for a quote never closed, the start of the field it opens (its
+ * opening quote, or the delimiter just before it).
+ */
+export function describeCsvError(err: CsvError, prevEnd: number): { at: number; locate: 'before' | 'containing' | 'next-record'; what: string } {
+  const at = typeof err.bytes === 'number' ? err.bytes : prevEnd;
+  const locate = err.code === 'CSV_RECORD_INCONSISTENT_FIELDS_LENGTH' ? 'before' : err.code === 'CSV_QUOTE_NOT_CLOSED' ? 'containing' : 'next-record';
+  const what = err.code === 'CSV_QUOTE_NOT_CLOSED'
+    ? 'a quoted field opened here is never closed'
+    : err.message.replace(/\s*(?:at|on) line \d+/g, '').replace(/:\s*$/, '');
+  return { at, locate, what };
+}
+
+/** CSV or TSV by its delimiter, for messages. */
+export function delimitedKind(delimiter: string): 'CSV' | 'TSV' {
+  return delimiter === '\t' ? 'TSV' : 'CSV';
+}
+
+/** One record's text and its 1-based first physical line (as the streaming reader's CorpusLine). */
+export interface DelimitedLine {
+  text: string;
+  line: number;
+}
+
+/**
+ * The sentences of CSV/TSV text held in memory, by the streaming reader's rules (src/data/readers.ts: header and
+ * column as ColumnPicker, quoted delimiters and newlines, `""` escapes, BOM, CRLF; blank records skipped; line
+ * numbers of each record's first non-empty physical line). Malformed text is a UserError naming `file` and the line.
+ */
+export function readDelimitedText(text: string, file: string, delimiter: string, opts: { column?: string | number | null; header?: boolean | 'auto' } = {}): DelimitedLine[] {
+  const bytes = new TextEncoder().encode(text);
+  /** Byte offset of each physical line's start, and whether the line is empty (only `\r` at most). */
+  const starts: number[] = [0];
+  for (let i = 0; i < bytes.length; i++) if (bytes[i] === 10 && i + 1 < bytes.length) starts.push(i + 1);
+  const lineEnd = (k: number): number => (k + 1 < starts.length ? starts[k + 1]! - 1 : bytes.length);
+  const isEmptyLine = (k: number): boolean => {
+    const len = lineEnd(k) - starts[k]!;
+    return len === 0 || (len === 1 && bytes[starts[k]!] === 13);
+  };
+  /** Index of the line holding byte `offset`. */
+  const lineAt = (offset: number): number => {
+    let lo = 0;
+    let hi = starts.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >> 1;
+      if (starts[mid]! <= offset) lo = mid;
+      else hi = mid - 1;
+    }
+    return lo;
+  };
+  /** 1-based number of the first non-empty line starting in [from, to). */
+  const firstLine = (from: number, to: number): number => {
+    let k = lineAt(from);
+    if (starts[k]! < from) k++;
+    while (k + 1 < starts.length && starts[k + 1]! < to && isEmptyLine(k)) k++;
+    return Math.min(k, starts.length - 1) + 1;
+  };
+
+  const column = parseColumn(opts.column);
+  const picker = new ColumnPicker(file, column, opts.header ?? 'auto');
+  let records: { record: string[]; info: { bytes: number } }[];
+  try {
+    records = parse(text, csvParseOptions(delimiter)) as unknown as typeof records;
+  } catch (err) {
+    if (!(err instanceof CsvError)) throw err;
+    const { at, locate, what } = describeCsvError(err, 0);
+    const line = locate === 'before' ? lineAt(Math.max(0, at - 1)) + 1 : locate === 'containing' ? lineAt(at) + 1 : firstLine(at, bytes.length);
+    throw new UserError(`${file}:${line}: malformed ${delimitedKind(delimiter)}: ${what}`);
+  }
+  const out: DelimitedLine[] = [];
+  let prevEnd = 0;
+  for (const rec of records) {
+    const line = firstLine(prevEnd, rec.info.bytes);
+    prevEnd = rec.info.bytes;
+    if (picker.atFirst && picker.takeFirst(rec.record, line)) continue;
+    const t = picker.text(rec.record, line);
+    if (!isBlank(t)) out.push({ text: t, line });
+  }
+  return out;
+}
