@@ -11,6 +11,7 @@ import { detached, tf } from '../../model/tf.js';
 import { seededUniform } from '../dropout/index.js';
 import { kernelOn } from '../registry.js';
 
+/** The kernels' names (registered by the backend files: webgpu.ts). */
 export const COUNTS = 'MicseAmiCounts';
 export const PLAN = 'MicseAmiPlan';
 export const DRAW = 'MicseAmiDraw';
@@ -22,6 +23,7 @@ export const DRAWN = 'MicseAmiDrawn';
 /** Largest S the draw kernel takes (its compacted draw: 2 * 4 bytes per sample of workgroup memory). */
 export const AMI_DRAW_MAX_SAMPLES = 1024;
 
+/** The kernels' attributes. */
 export interface DrawAttrs {
   samples: number;
   seed: number;

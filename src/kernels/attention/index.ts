@@ -32,6 +32,7 @@ import { seededDropout } from '../dropout/index.js';
 import { tf } from '../../model/tf.js';
 import { kernelOn } from '../registry.js';
 
+/** The kernels' names (registered by the backend files: webgpu.ts). */
 export const ATTENTION_PROBS = 'MicseAttentionProbs';
 export const ATTENTION_PROBS_GRAD = 'MicseAttentionProbsGrad';
 export const ATTENTION_CONTEXT = 'MicseAttentionContext';
@@ -55,6 +56,7 @@ export interface AttentionOutput {
   probs: tf.Tensor4D;
 }
 
+/** The kernels' attributes. */
 export interface ProbsAttrs {
   heads: number;
   scale: number;

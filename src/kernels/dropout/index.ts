@@ -24,6 +24,7 @@
 import { tf } from '../../model/tf.js';
 import { kernelOn } from '../registry.js';
 
+/** The kernels' names (registered by the backend files: host.ts, webgpu.ts). */
 export const SEEDED_UNIFORM = 'MicseSeededUniform';
 export const SEEDED_DROPOUT = 'MicseDropout';
 
@@ -60,6 +61,7 @@ export function uniformArray(n: number, seed: number): Float32Array {
   return out;
 }
 
+/** The kernels' attributes. */
 export interface UniformAttrs {
   shape: number[];
   seed: number;

@@ -14,6 +14,7 @@
 import { tf } from '../../model/tf.js';
 import { kernelOn } from '../registry.js';
 
+/** The kernels' names (registered by the backend files: host.ts, webgpu.ts). */
 export const GELU = 'MicseGelu';
 export const GELU_GRAD = 'MicseGeluGrad';
 
@@ -27,6 +28,7 @@ export const ERF_A5 = 1.061405429;
 /** 1 / sqrt(2 pi) */
 export const INV_SQRT_2PI = 1 / Math.sqrt(2 * Math.PI);
 
+/** GELU's gradient kernel, registered with either backend file's kernels. */
 export const GELU_GRADIENTS: tf.GradConfig[] = [
   {
     kernelName: GELU,

@@ -18,17 +18,20 @@
 import { tf } from '../../model/tf.js';
 import { kernelOn } from '../registry.js';
 
+/** The kernels' names (registered by the backend files: webgpu.ts). */
 export const INFONCE = 'MicseInfoNCE';
 export const INFONCE_GRAD = 'MicseInfoNCEGrad';
 
 /** Largest embedding width whose row fits workgroup memory (16 KiB guaranteed, with the reduction arrays). */
 export const INFONCE_MAX_D = 2048;
 
+/** The kernels' attributes. */
 export interface InfoNCEAttrs {
   temperature: number;
   eps: number;
 }
 
+/** InfoNCE's gradient kernel, registered with webgpu.ts's kernels. */
 export const INFONCE_GRADIENTS: tf.GradConfig[] = [
   {
     kernelName: INFONCE,

@@ -26,6 +26,7 @@ import { seededDropout } from '../dropout/index.js';
 import { tf } from '../../model/tf.js';
 import { kernelOn } from '../registry.js';
 
+/** The kernels' names (registered by the backend files: host.ts, webgpu.ts). */
 export const LAYER_NORM = 'MicseLayerNorm';
 export const LAYER_NORM_GRAD = 'MicseLayerNormGrad';
 /** LayerNorm(dropout(x) + residual), webgpu only (see addLayerNorm). */
@@ -33,6 +34,7 @@ export const ADD_LAYER_NORM = 'MicseAddLayerNorm';
 /** Its gradients with respect to the sum s, gamma and beta. */
 export const ADD_LAYER_NORM_GRAD = 'MicseAddLayerNormGrad';
 
+/** The kernels' attributes. */
 export interface LayerNormAttrs {
   eps: number;
 }
@@ -44,6 +46,7 @@ export interface DropoutOptions {
   seed: number;
 }
 
+/** The gradients of LayerNorm (cpu, wasm, webgpu) and addLayerNorm (webgpu), registered with the backend files' kernels. */
 export const LAYER_NORM_GRADIENTS: tf.GradConfig[] = [
   {
     kernelName: LAYER_NORM,
