@@ -9,6 +9,7 @@ import { before, describe, test } from 'node:test';
 import { selectBackend } from '../src/model/backend.js';
 import { tf } from '../src/model/tf.js';
 import { AdamW, type AdamWVariant } from '../src/train/adamw.js';
+import { computedBy, type Implementation } from './helpers.js';
 
 const LR = 0.1;
 const BETA1 = 0.9;
@@ -66,14 +67,14 @@ const EXPECTED: Record<AdamWVariant, Record<string, number[]>> = {
   },
 };
 
-function threeSteps(variant: AdamWVariant, weightDecay: number, implementation: 'fused' | 'composite'): number[] {
+function threeSteps(variant: AdamWVariant, weightDecay: number, implementation: Implementation): number[] {
   const w = tf.tidy(() => tf.variable(tf.tensor1d(P0), true));
   const opt = new AdamW([{ name: 'encoder.layer.0.intermediate.dense.weight', variable: w }],
-    { variant, beta1: BETA1, beta2: BETA2, eps: EPS, weightDecay, implementation });
+    { variant, beta1: BETA1, beta2: BETA2, eps: EPS, weightDecay });
   try {
     for (const g of GRADS) {
       const grad = tf.tensor1d(g);
-      tf.dispose([opt.apply(new Map([['encoder.layer.0.intermediate.dense.weight', grad]]), LR, 0), grad]);
+      tf.dispose([computedBy(implementation, () => opt.apply(new Map([['encoder.layer.0.intermediate.dense.weight', grad]]), LR, 0)), grad]);
     }
     return Array.from(w.dataSync());
   } finally {

@@ -13,6 +13,7 @@ import { selectBackend } from '../src/model/backend.js';
 import { tf } from '../src/model/tf.js';
 import { defaultConfig, mergeConfig, type TrainConfig } from '../src/train/config.js';
 import { observeRawDispatches } from '../src/kernels/platform/webgpuPrograms.js';
+import { withComposedOps } from '../src/kernels/registry.js';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 export const SHARED = path.resolve(process.env['MICSE_SHARED_DIR'] || path.join(ROOT, '..', 'shared'));
@@ -22,6 +23,14 @@ export const HAS_SHARED = existsSync(SHARED_DATA);
 export const SKIP_NO_SHARED: string | false = HAS_SHARED
   ? false
   : `../shared is absent (expected at ${SHARED}): tests that read the shared reference data are skipped`;
+
+/** How the ops compute: `fused`, by their kernels where the backend has them; `composite`, by their composed ops alone. */
+export type Implementation = 'fused' | 'composite';
+
+/** `f()` computed as `implementation` says (`composite`: inside the kernels layer's withComposedOps). */
+export function computedBy<T>(implementation: Implementation, f: () => T): T {
+  return implementation === 'composite' ? withComposedOps(f) : f();
+}
 
 /** The training config's objective with its defaults (src/train/config.ts SCHEMA), which the losses take resolved. */
 export const OBJECTIVE = defaultConfig().objective;

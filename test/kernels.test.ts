@@ -3,14 +3,22 @@
  * made it, and selecting a backend registers that backend's kernels (and only its own). A backend whose private
  * internals are not the ones the kernels were written against (another package version, a field missing) keeps
  * TF.js's stock kernels, and the selection says why in one line.
+ *
+ * And, read from the sources: the method (src/model, src/losses, src/train) calls ops (src/kernels/<op>/index.ts)
+ * and names no backend, no backend file and no kernel availability; every registration happens inside a function
+ * (the register functions registerKernels calls), none at a module's top level.
  */
 import assert from 'node:assert/strict';
-import { test } from 'node:test';
+import { readdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { describe, test } from 'node:test';
+import ts from 'typescript';
 import '../src/index.js';
 import { registerKernels } from '../src/kernels/index.js';
 import { internalsProblem, privateDependency } from '../src/kernels/platform/internals.js';
 import { describeSelection, selectBackend } from '../src/model/backend.js';
 import { tf } from '../src/model/tf.js';
+import { ROOT } from './helpers.js';
 
 /** One kernel of each op folder that has a cpu kernel, by its registered name. */
 const CPU_KERNELS = ['MicseDropout', 'MicseSeededUniform', 'MicseLayerNorm', 'MicseGelu', 'MicseGradNorm', 'MicseAdamW'];
@@ -60,4 +68,105 @@ test('importing the library registers no kernel; selecting cpu registers the cpu
   assert.notEqual(tf.getGradient('MicseLayerNorm'), undefined);
   assert.ok(sel.replacedKernels.includes(tf.Softmax));
   assert.notEqual(tf.getKernel(tf.Softmax, 'cpu')!.kernelFunc, stockSoftmax);
+});
+
+const SRC = path.join(ROOT, 'src');
+
+/** The .ts files under `dir` (relative to src/, '/'-separated), recursively. */
+function sources(dir: string): string[] {
+  return readdirSync(path.join(SRC, dir), { withFileTypes: true, recursive: true })
+    .filter((e) => e.isFile() && e.name.endsWith('.ts'))
+    .map((e) => path.relative(SRC, path.join(e.parentPath, e.name)).split(path.sep).join('/'))
+    .sort();
+}
+
+function parse(file: string): ts.SourceFile {
+  return ts.createSourceFile(file, readFileSync(path.join(SRC, file), 'utf8'), ts.ScriptTarget.Latest, true);
+}
+
+function walk(node: ts.Node, visit: (n: ts.Node) => void): void {
+  visit(node);
+  node.forEachChild((c) => walk(c, visit));
+}
+
+/** `source`'s import and export specifiers (static and dynamic), relative ones resolved to src/-relative .ts paths. */
+function imports(source: ts.SourceFile): string[] {
+  const out: string[] = [];
+  walk(source, (n) => {
+    let spec: ts.Expression | undefined;
+    if ((ts.isImportDeclaration(n) || ts.isExportDeclaration(n)) && n.moduleSpecifier !== undefined) spec = n.moduleSpecifier;
+    if (ts.isCallExpression(n) && n.expression.kind === ts.SyntaxKind.ImportKeyword) spec = n.arguments[0];
+    if (spec === undefined || !ts.isStringLiteralLike(spec)) return;
+    const s = spec.text;
+    out.push(s.startsWith('.') ? path.posix.join(path.posix.dirname(source.fileName), s).replace(/\.js$/, '.ts') : s);
+  });
+  return out;
+}
+
+/** An op's public functions: src/kernels/<op>/index.ts (not platform/ nor stock/). */
+const OP = /^kernels\/(?!platform\/|stock\/)[^/]+\/index\.ts$/;
+/** Backend packages. */
+const BACKEND_PACKAGE = /^(@tensorflow\/tfjs-backend-|@tensorflow\/tfjs-node|webgpu$)/;
+/** Backends by their TF.js names. */
+const BACKEND_NAME = /^(cpu|wasm|webgpu|webgl|tensorflow)$/;
+/** Names that choose between an op's kernels and its composed ops. */
+const KERNEL_CHOICE = /^(kernelOn|fused\w*|\w*Available|\w*KernelsOn|\w*Implementation|withComposedOps)$/;
+/** The modules of the method folders that select the backend (and so name backends and register the kernels). */
+const SELECTS_BACKEND = new Set(['model/backend.ts', 'train/step.ts']);
+
+/**
+ * Where the method's code (`source`, a file of src/model, src/losses or src/train) reaches past an op's public
+ * functions into the kernels layer, imports a backend, names one, asks which is active, or chooses kernels.
+ */
+function methodViolations(source: ts.SourceFile): string[] {
+  const found: string[] = [];
+  for (const s of imports(source)) {
+    if ((s.startsWith('kernels/') && !OP.test(s)) || BACKEND_PACKAGE.test(s)) found.push(`imports ${s}`);
+  }
+  walk(source, (n) => {
+    if (ts.isStringLiteralLike(n) && BACKEND_NAME.test(n.text)) found.push(`names the backend '${n.text}'`);
+    if (ts.isIdentifier(n) && KERNEL_CHOICE.test(n.text)) found.push(`chooses kernels: ${n.text}`);
+    if (ts.isPropertyAccessExpression(n) && /^(getBackend|backend|findBackend|setBackend)$/.test(n.name.text)
+      && ts.isIdentifier(n.expression) && n.expression.text === 'tf') found.push(`asks tf.${n.name.text}`);
+  });
+  return found;
+}
+
+describe('the layers, read from the sources', () => {
+  test('the method (src/model, src/losses, src/train) calls ops and names no backend, backend file or kernel choice', () => {
+    const method = ['model', 'losses', 'train'].flatMap((d) => sources(d).filter((f) => !SELECTS_BACKEND.has(f)));
+    assert.ok(method.includes('model/bert.ts') && method.includes('losses/attentionMI.ts') && method.includes('train/adamw.ts'));
+    const bad = method.flatMap((f) => methodViolations(parse(f)).map((v) => `${f}: ${v}`));
+    assert.deepEqual(bad, []);
+  });
+
+  test('that check finds a backend file, platform/, a backend package, a backend name, tf.getBackend and a kernel choice', () => {
+    const code = `import { gelu } from '../kernels/gelu/index.js';
+      import { registerGeluWebgpu } from '../kernels/gelu/webgpu.js';
+      import { recordRaw } from '../kernels/platform/webgpuPrograms.js';
+      import type { WebGPUBackend } from '@tensorflow/tfjs-backend-webgpu';
+      // a comment may say 'webgpu'
+      if (tf.getBackend() === 'wasm') x = fusedInfoNCEAvailable(a) ? fusedInfoNCE(a) : amiKernelsOn();`;
+    assert.deepEqual(methodViolations(ts.createSourceFile('losses/probe.ts', code, ts.ScriptTarget.Latest, true)), [
+      'imports kernels/gelu/webgpu.ts', 'imports kernels/platform/webgpuPrograms.ts', 'imports @tensorflow/tfjs-backend-webgpu',
+      'asks tf.getBackend', "names the backend 'wasm'", 'chooses kernels: fusedInfoNCEAvailable', 'chooses kernels: fusedInfoNCE',
+      'chooses kernels: amiKernelsOn',
+    ]);
+  });
+
+  test('no module under src/ registers a kernel or gradient at its top level: only inside functions', () => {
+    const bad: string[] = [];
+    for (const file of sources('.')) {
+      walk(parse(file), (n) => {
+        if (!ts.isCallExpression(n)) return;
+        const callee = ts.isPropertyAccessExpression(n.expression) ? n.expression.name.text
+          : ts.isIdentifier(n.expression) ? n.expression.text : '';
+        if (!/^register/.test(callee)) return;
+        let up: ts.Node | undefined = n.parent;
+        while (up !== undefined && !ts.isFunctionLike(up)) up = up.parent;
+        if (up === undefined) bad.push(`${file}:${n.getSourceFile().getLineAndCharacterOfPosition(n.getStart()).line + 1}: ${callee}(...) at the top level`);
+      });
+    }
+    assert.deepEqual(bad, []);
+  });
 });

@@ -2,30 +2,46 @@
  * The kernels layer: what makes a step fast, kept apart from the method (src/model, src/losses, src/train call
  * the ops exported here and never name a backend).
  *
- * One folder per op (dropout, layerNorm, gelu, attention, dense, infoNCE, ami, adamw): the op's public
- * function, its composed fallback (stock TF.js ops, which every backend runs) and its kernels per backend, with their
- * gradients. `stock/` replaces stock cpu/wasm kernels that training needs faster; `platform/` is the machinery they
- * share (host backend views and the run-time wasm assembler, WebGPU program shapes and raw dispatches, the matmul
- * tile, onnxruntime-node's native GEMM and the ONNX protobuf writer it and the exports share).
+ * One folder per op (dropout, layerNorm, gelu, attention, dense, infoNCE, ami, adamw): index.ts holds the op's public
+ * function, which runs its kernels where the active backend has them and its composed fallback (stock TF.js ops, which
+ * every backend runs) elsewhere, and its gradients; each backend's kernels live in their own file (host.ts for cpu and
+ * wasm, webgpu.ts), with the one function that registers them. `stock/` replaces stock cpu/wasm kernels that
+ * training needs faster; `platform/` is the machinery they share (host backend views and the run-time wasm
+ * assembler, WebGPU program shapes and raw dispatches, the matmul tile, onnxruntime-node's native GEMM and the ONNX
+ * protobuf writer it and the exports share).
  *
  * Nothing registers on import: `registerKernels` is called where a backend is selected (src/model/backend.ts), and
  * an op runs its kernel only where the active backend has it registered (registry.ts `kernelOn`).
  */
-import { registerAdamWKernels } from './adamw/index.js';
-import { registerAmiKernels } from './ami/index.js';
-import { registerAttentionKernels } from './attention/index.js';
-import { registerDenseKernels } from './dense/index.js';
-import { registerDropoutKernels } from './dropout/index.js';
-import { registerGeluKernels } from './gelu/index.js';
-import { registerInfoNCEKernels } from './infoNCE/index.js';
-import { registerLayerNormKernels } from './layerNorm/index.js';
+import { registerAdamWHost } from './adamw/host.js';
+import { registerAdamWWebgpu } from './adamw/webgpu.js';
+import { registerAmiWebgpu } from './ami/webgpu.js';
+import { registerAttentionWebgpu } from './attention/webgpu.js';
+import { registerDenseWebgpu } from './dense/webgpu.js';
+import { registerDropoutHost } from './dropout/host.js';
+import { registerDropoutWebgpu } from './dropout/webgpu.js';
+import { registerGeluHost } from './gelu/host.js';
+import { registerGeluWebgpu } from './gelu/webgpu.js';
+import { registerInfoNCEWebgpu } from './infoNCE/webgpu.js';
+import { registerLayerNormHost } from './layerNorm/host.js';
+import { registerLayerNormWebgpu } from './layerNorm/webgpu.js';
 import { internalsProblem } from './platform/internals.js';
 import { registerFastKernels } from './stock/index.js';
 import { tf } from '../model/tf.js';
 
+/**
+ * Each op's register functions, one per backend file (host.ts: cpu and wasm; webgpu.ts): each registers its kernels
+ * (and the op's gradients) when given its backend's name and does nothing for another.
+ */
 const OPS: readonly ((backendName: string) => void)[] = [
-  registerDropoutKernels, registerLayerNormKernels, registerGeluKernels, registerAttentionKernels, registerDenseKernels,
-  registerInfoNCEKernels, registerAmiKernels, registerAdamWKernels,
+  registerDropoutHost, registerDropoutWebgpu,
+  registerLayerNormHost, registerLayerNormWebgpu,
+  registerGeluHost, registerGeluWebgpu,
+  registerAttentionWebgpu,
+  registerDenseWebgpu,
+  registerInfoNCEWebgpu,
+  registerAmiWebgpu,
+  registerAdamWHost, registerAdamWWebgpu,
 ];
 
 export interface KernelRegistration {

@@ -1,7 +1,7 @@
 /**
- * The registry helpers every op folder uses: its kernels are registered per backend name by `registerKernels`
- * (src/kernels/index.ts), never on import, and each op runs its kernel where the active backend has it (`kernelOn`),
- * its composed stock ops everywhere else.
+ * The registry helpers every op folder uses: an op's kernels are registered per backend name by its backend files'
+ * register functions, which `registerKernels` (src/kernels/index.ts) calls, never on import; each op runs its kernel
+ * where the active backend has it (`kernelOn`), its composed stock ops everywhere else.
  */
 import { tf } from '../model/tf.js';
 
@@ -22,7 +22,27 @@ export function registerOp(backendName: string, byBackend: KernelsByBackend, gra
   for (const g of gradients) if (tf.getGradient(g.kernelName) === undefined) tf.registerGradient(g);
 }
 
-/** Whether the op's kernel `kernelName` runs here: registered on the active backend, and every input float32. */
+/** Whether the ops are held to their composed ops (inside `withComposedOps`). */
+let composedOnly = false;
+
+/**
+ * Runs `f` with every op of src/kernels computing by its composed stock ops, its kernels set aside: the reference the
+ * kernels are compared with. Kernels of TF.js's own ops replaced by stock/ still run.
+ */
+export function withComposedOps<T>(f: () => T): T {
+  const outer = composedOnly;
+  composedOnly = true;
+  try {
+    return f();
+  } finally {
+    composedOnly = outer;
+  }
+}
+
+/**
+ * Whether the op's kernel `kernelName` runs here: registered on the active backend, every input float32, and not
+ * inside `withComposedOps`.
+ */
 export function kernelOn(kernelName: string, ...xs: tf.TensorInfo[]): boolean {
-  return tf.getKernel(kernelName, tf.getBackend()) !== undefined && xs.every((x) => x.dtype === 'float32');
+  return !composedOnly && tf.getKernel(kernelName, tf.getBackend()) !== undefined && xs.every((x) => x.dtype === 'float32');
 }

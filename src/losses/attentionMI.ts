@@ -60,12 +60,9 @@
  * Cost: on the pure-JS `cpu` backend the regrouping transpose is slow at bert-base sizes (seconds a pass), small
  * next to the encoder on that backend. The gather gradients need an UnsortedSegmentSum kernel (kernels/stock registers a scatter-add on cpu and wasm).
  */
-import { freshSeed, seededUniform } from '../kernels/dropout/index.js';
-import { tf } from '../model/tf.js';
-import {
-  AMI_DRAW_MAX_SAMPLES, amiKernelsOn, attentionMIValue, attentionRowPlan, drawFromAttention, drawFromMask, drawnOfPlan,
-} from '../kernels/ami/index.js';
-
+import { attentionMI, drawPositions } from '../kernels/ami/index.js';
+import { freshSeed } from '../kernels/dropout/index.js';
+import { detached, tf } from '../model/tf.js';
 
 export interface AttentionMIOptions {
   /** Samples drawn per row; rows with fewer valid entries are dropped unless no row has enough (objective.targetSamples). */
@@ -144,9 +141,8 @@ function checkAttentionShape(attentions: tf.Tensor): [number, number, number, nu
  * replacement), in draw order: `valid [R, N]` (bool or 0/1) -> int32 `[R, samples]`. Any prefix of a row is itself
  * a uniform draw of that size, which is how the AMI draws fewer samples in its fallback regime with a fixed shape.
  * On the device: seeded uniform keys (kernels/dropout), invalid positions keyed -1, top-k by key (equal keys by increasing
- * index, tf.topk's order on cpu). Rows with fewer than `samples` valid positions end with invalid ones. On webgpu
- * with `samples <= AMI_DRAW_MAX_SAMPLES`, one kernel computes the same positions in the same order
- * (kernels/ami). Exported for tests.
+ * index, tf.topk's order on cpu). Rows with fewer than `samples` valid positions end with invalid ones. The draw is
+ * the op drawPositions of kernels/ami (one kernel where the backend has it). Exported for tests.
  */
 export function rankSamplePositions(valid: tf.Tensor2D, samples: number, seed: number): tf.Tensor2D {
   const [R, N] = valid.shape;
@@ -156,10 +152,7 @@ export function rankSamplePositions(valid: tf.Tensor2D, samples: number, seed: n
   return tf.tidy(() => {
     if (samples === 0) return tf.zeros([R, 0], 'int32') as tf.Tensor2D;
     const mask = valid.dtype === 'bool' ? valid : tf.greater(valid, 0); // [R, N]
-    if (amiKernelsOn() && samples <= AMI_DRAW_MAX_SAMPLES) return drawFromMask(mask as tf.Tensor2D, samples, seed); // [R, S]
-    const keys = seededUniform([R, N], seed); // [R, N] in [0, 1)
-    const masked = tf.where(mask, keys, tf.fill([R, N], -1)); // [R, N]
-    return tf.topk(masked, samples, true).indices as tf.Tensor2D; // [R, S] int32, by decreasing key
+    return drawPositions(mask as tf.Tensor2D, samples, seed); // [R, S]
   });
 }
 
@@ -173,17 +166,6 @@ export function drawSamplePositions(valid: tf.Tensor2D, samples: number, seed?: 
     if (samples === 0) return ranked;
     return tf.neg(tf.topk(tf.neg(ranked), samples, true).values) as tf.Tensor2D; // [R, S] int32, increasing
   });
-}
-
-/**
- * Runs `compute` off the gradient tape and returns its result as a constant: the returned tensor has no tape
- * ancestry, so gradients neither flow through it nor are asked of it. (TF.js has no stopGradient; a custom
- * gradient with no inputs is recorded as a source node, and ops inside a kernel's forward pass are not taped.)
- * Needed for the draw: the positions are computed from the attention values (the valid mask), and TF.js would
- * otherwise ask `gather` for an (int32) gradient of its indices.
- */
-export function detached<T extends tf.Tensor>(compute: () => T): T {
-  return tf.customGrad(() => ({ value: compute(), gradFunc: () => [] }))() as T;
 }
 
 /** `m [R, N]`, `positions [R, S]` -> `m[r, positions[r, s]]` as `[R, S]`, differentiable in `m`. */
@@ -298,19 +280,9 @@ export function attentionMutualInformation(attentions: tf.Tensor, options: Atten
   const seed = options.seed ?? freshSeed();
   const [, L, , T] = checkAttentionShape(attentions);
   const S = Math.min(targetSamples, (L / 2) * T * T); // static sample width; a row uses its first `samples` of them
-  // rhoEps 0 (the reference's unclamped log) takes the stock ops on every backend: TF.js's log returns NaN below 0
-  // explicitly on webgpu too, where WGSL's own log leaves a negative argument undefined.
-  if (options.sampleIndices === undefined && amiKernelsOn() && S <= AMI_DRAW_MAX_SAMPLES && rhoEps > 0) {
-    const [value, drawn] = tf.tidy(() => {
-      const a = tf.cast(attentions, 'float32');
-      const plan = detached(() => attentionRowPlan(a, targetSamples, scaleEps)); // [R + 3]: rowMask, rows, samples, scale
-      const positions = detached(() => drawFromAttention(a, S, seed)); // [R, S]
-      const v = attentionMIValue(a, positions, plan, { cosineEps, rhoEps, nanValue });
-      return [v, drawnOfPlan(plan)] as [tf.Scalar, tf.Tensor1D];
-    });
-    return { value, drawn };
-  }
-  const [value, drawn] = tf.tidy(() => {
+  const args = { targetSamples, samples: S, seed, scaleEps, cosineEps, rhoEps, nanValue, pinnedDraw: options.sampleIndices !== undefined };
+  // The op attentionMI (kernels/ami) runs its kernels where the backend has them and they take `args`, else these ops.
+  const [value, drawn] = attentionMI(attentions, args, () => tf.tidy(() => {
     const { x, y } = regroupAttention(attentions); // [R, N] each
     const [R, N] = x.shape;
     // [R, N] bool, a constant: the plan and the draw built on it stay off the gradient tape.
@@ -334,6 +306,6 @@ export function attentionMutualInformation(attentions: tf.Tensor, options: Atten
     const v = tf.where(tf.greater(plan.rows, 0), finite, empty) as tf.Scalar;
     const d = tf.cast(tf.stack([plan.rows, plan.samples]), 'int32') as tf.Tensor1D; // [2]
     return [v, d] as [tf.Scalar, tf.Tensor1D];
-  });
+  }));
   return { value, drawn };
 }

@@ -2,13 +2,13 @@
 export { infoNCE, cosineMatrix, INFONCE_EPS, type InfoNCEOptions } from './infoNCE.js';
 export {
   attentionMutualInformation,
-  detached,
   drawSamplePositions,
   regroupAttention,
   ATTENTION_MI_DEFAULTS,
   type AttentionMIOptions,
   type AttentionMIResult,
 } from './attentionMI.js';
+export { detached } from '../model/tf.js';
 export { MlpHead, MLP_HEAD_DEFAULTS, MLP_WEIGHT_NAME, MLP_BIAS_NAME, type MlpHeadOptions } from './mlpHead.js';
 export {
   micseLoss,

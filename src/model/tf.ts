@@ -19,3 +19,14 @@ export type Tensor2D = tf.Tensor2D;
 export type Tensor3D = tf.Tensor3D;
 export type Tensor4D = tf.Tensor4D;
 export type Variable = tf.Variable;
+
+/**
+ * Runs `compute` off the gradient tape and returns its result as a constant: the returned tensor has no tape
+ * ancestry, so gradients neither flow through it nor are asked of it. (TF.js has no stopGradient; a custom
+ * gradient with no inputs is recorded as a source node, and ops inside a kernel's forward pass are not taped.)
+ * Needed for the draw: the positions are computed from the attention values (the valid mask), and TF.js would
+ * otherwise ask `gather` for an (int32) gradient of its indices.
+ */
+export function detached<T extends tf.Tensor>(compute: () => T): T {
+  return tf.customGrad(() => ({ value: compute(), gradFunc: () => [] }))() as T;
+}

@@ -18,7 +18,7 @@
  * arithmetic composed from TF.js ops elsewhere.
  */
 import { tf } from '../model/tf.js';
-import { adamwUpdate, type AdamWImplementation, type AdamWStepScalars, type ParamUpdate } from '../kernels/adamw/index.js';
+import { adamwUpdate, type AdamWStepScalars, type ParamUpdate } from '../kernels/adamw/index.js';
 
 /** Which AdamW: torch.optim.AdamW or transformers 4.22's own (see the module comment). */
 export const ADAMW_VARIANTS = ['torch', 'hf'] as const;
@@ -31,11 +31,6 @@ export interface AdamWOptions {
   beta2: number;
   eps: number;
   weightDecay: number;
-  /**
-   * `fused` (default): the fused kernels where the backend has them, else the composite ops; `composite`: always
-   * the composite ops (the reference the fused kernels are tested against).
-   */
-  implementation?: AdamWImplementation;
 }
 
 /** transformers' rule: no weight decay for biases and LayerNorm weights. */
@@ -83,7 +78,7 @@ export class AdamW {
       if (g === undefined) continue; // no gradient reached it this step
       updates.push({ p: p.variable, g, m: this.m.get(p.name)!, v: this.v.get(p.name)!, scalars: scalars(decay(p.name)) });
     }
-    return adamwUpdate(updates, [...grads.values()], maxNorm, gate, this.opts.implementation ?? 'fused');
+    return adamwUpdate(updates, [...grads.values()], maxNorm, gate);
   }
 
   /** The last `apply` was gated off (its gate was not finite): it does not count as a step (bias correction). */

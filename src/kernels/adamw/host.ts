@@ -29,6 +29,7 @@
  */
 import { heapMemory, heapOffset, heapView, type CpuBackend, type WasmBackend } from '../platform/hostBackend.js';
 import { tf } from '../../model/tf.js';
+import { registerOp } from '../registry.js';
 import { ADAMW_KERNEL, assertFloat32, CLIP_EPS, GRAD_NORM_KERNEL, type AdamWStepScalars } from './scalars.js';
 import { simdFor, SIMD_LANES, type AdamWSimd } from './simd.js';
 
@@ -208,8 +209,10 @@ const wasmAdamW: KernelFunc = ({ inputs, backend, attrs }) => {
   return outs;
 };
 
-/** The host kernels, by backend. */
-export const HOST_KERNELS = {
-  cpu: { [GRAD_NORM_KERNEL]: cpuGradNorm, [ADAMW_KERNEL]: cpuAdamW },
-  wasm: { [GRAD_NORM_KERNEL]: wasmGradNorm, [ADAMW_KERNEL]: wasmAdamW },
-};
+/** Registers the gradient-norm and update kernels of `backendName` if it is cpu or wasm. */
+export function registerAdamWHost(backendName: string): void {
+  registerOp(backendName, {
+    cpu: { [GRAD_NORM_KERNEL]: cpuGradNorm, [ADAMW_KERNEL]: cpuAdamW },
+    wasm: { [GRAD_NORM_KERNEL]: wasmGradNorm, [ADAMW_KERNEL]: wasmAdamW },
+  });
+}

@@ -9,37 +9,23 @@
  * are shared. The kernels' arithmetic and why they exist: host.ts; the in-place update: webgpu.ts.
  */
 import { tf } from '../../model/tf.js';
-import { kernelOn, registerOp } from '../registry.js';
-import { HOST_KERNELS } from './host.js';
+import { kernelOn } from '../registry.js';
 import { ADAMW_KERNEL, CLIP_EPS, GRAD_NORM_KERNEL, type AdamWStepScalars } from './scalars.js';
-import { adamwInPlace, canUpdateInPlace, webgpuGradNorm, type InPlaceUpdate } from './webgpu.js';
+import { adamwInPlace, canUpdateInPlace, type InPlaceUpdate } from './webgpu.js';
 
 export { CLIP_EPS, type AdamWStepScalars };
 
-/** The kernels of each backend. */
-const BY_BACKEND = { ...HOST_KERNELS, webgpu: { [GRAD_NORM_KERNEL]: webgpuGradNorm } };
-
-/** Registers the gradient-norm (cpu, wasm, webgpu) and update (cpu, wasm) kernels of `backendName`. */
-export function registerAdamWKernels(backendName: string): void {
-  registerOp(backendName, BY_BACKEND);
-}
-
 /** One parameter's update: the variable, its gradient and moments, and the step's scalars. */
 export type ParamUpdate = InPlaceUpdate;
-
-/** How `adamwUpdate` computes: `fused` the kernels where the backend has them, `composite` the TF.js ops always. */
-export type AdamWImplementation = 'fused' | 'composite';
 
 /**
  * Clips the gradients to `maxNorm` (0: no clipping) by their norm over `grads` and applies each of `updates`,
  * assigning p, m and v; with a `gate` that is not finite nothing changes. Returns the norm before clipping (a scalar
  * the caller disposes).
  */
-export function adamwUpdate(updates: readonly ParamUpdate[], grads: readonly tf.Tensor[], maxNorm: number, gate: tf.Scalar | undefined,
-  implementation: AdamWImplementation): tf.Scalar {
-  const fused = implementation === 'fused';
-  const fusedNorm = fused && kernelOn(GRAD_NORM_KERNEL);
-  const fusedUpdate = fused && kernelOn(ADAMW_KERNEL);
+export function adamwUpdate(updates: readonly ParamUpdate[], grads: readonly tf.Tensor[], maxNorm: number, gate: tf.Scalar | undefined): tf.Scalar {
+  const fusedNorm = kernelOn(GRAD_NORM_KERNEL);
+  const fusedUpdate = kernelOn(ADAMW_KERNEL);
   return tf.tidy(() => {
     const norm = fusedNorm ? fusedGradNorm(grads) : compositeGradNorm(grads);
     let coef: tf.Scalar | undefined; // the composite updates' clipping coefficient, made on first use
@@ -47,7 +33,7 @@ export function adamwUpdate(updates: readonly ParamUpdate[], grads: readonly tf.
     const inPlace: InPlaceUpdate[] = [];
     for (const u of updates) {
       const { p, g, m, v, scalars } = u;
-      if (fused && canUpdateInPlace(p, g, m, v, gate)) {
+      if (canUpdateInPlace(p, g, m, v, gate)) {
         inPlace.push(u);
         continue;
       }

@@ -26,7 +26,7 @@
  */
 import type { WebGPUBackend, WebGPUProgram } from '@tensorflow/tfjs-backend-webgpu';
 import { tf } from '../../model/tf.js';
-import { kernelOn } from '../registry.js';
+import { kernelOn, registerOp } from '../registry.js';
 import { bufferOf, internalsOf, recordDispatches, uniformBufferOf, workgroupSumWgsl } from '../platform/webgpuPrograms.js';
 import { assertFloat32, CLIP_EPS, GRAD_NORM_KERNEL, type AdamWStepScalars } from './scalars.js';
 
@@ -351,7 +351,7 @@ class NormProgram implements WebGPUProgram {
   }
 }
 
-export const webgpuGradNorm: KernelFunc = ({ inputs, backend }) => {
+const webgpuGradNorm: KernelFunc = ({ inputs, backend }) => {
   const b = backend as unknown as WebGPUBackend;
   const grads = (Object.values(inputs) as tf.TensorInfo[]).filter((g) => tf.util.sizeFromShape(g.shape) > 0);
   assertFloat32(GRAD_NORM_KERNEL, grads);
@@ -368,3 +368,8 @@ export const webgpuGradNorm: KernelFunc = ({ inputs, backend }) => {
   b.disposeData(partials.dataId);
   return { dataId: norm.dataId, shape: [], dtype: 'float32' };
 };
+
+/** Registers the gradient-norm kernel of `backendName` if it is webgpu (the update runs in place: adamwInPlace). */
+export function registerAdamWWebgpu(backendName: string): void {
+  registerOp(backendName, { webgpu: { [GRAD_NORM_KERNEL]: webgpuGradNorm } });
+}

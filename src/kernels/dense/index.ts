@@ -7,7 +7,7 @@
  * [out, N], then a row reduction). Here, on webgpu, the same forward kernel with our own gradient:
  *   dx = dy (W^T)  (W transposed by one dispatch, then a plain product; see below)
  *   dW = x^T dy    (tf.matMul(x, dy, true, false))
- *   db = the column sums of dy [N, out] -> [out], ONE dispatch (MicseColumnSum below)
+ *   db = the column sums of dy [N, out] -> [out], ONE dispatch (MicseColumnSum, webgpu.ts)
  * Why dx transposes W first instead of tf.matMul(dy, W, false, true), as TF.js's gradient does: the webgpu product
  * kernel loads vec4s only when B is not transposed (MatMulPackedProgram.isVec4), and the scalar kernel is much
  * slower at these shapes (bench/gemm.ts measures both; figures in bench/README.md). Transposing W is a memory copy
@@ -17,71 +17,11 @@
  * Every other backend computes tf.add(tf.matMul(x, W), b) exactly as before (their numbers do not change; the wasm
  * backend routes that MatMul to the native GEMM).
  */
-import type { WebGPUBackend, WebGPUProgram } from '@tensorflow/tfjs-backend-webgpu';
 import { tf } from '../../model/tf.js';
-import { kernelOn, registerOp } from '../registry.js';
+import { kernelOn } from '../registry.js';
 
-const COLUMN_SUM = 'MicseColumnSum';
-
-/**
- * The column-sum program's workgroup is COLUMNS x ROW_LANES invocations: it owns COLUMNS neighbouring columns, and
- * its invocation (lane, c) sums rows lane, lane + ROW_LANES, ... of column c; then a tree over the lanes. Neighbouring
- * invocations read neighbouring columns of one row: 8 floats, one 32-byte memory sector. 8 columns (rather than
- * more) so a BERT-base layer's 768 columns still make 96 workgroups: a memory-bound reduction needs many of them in
- * flight (one thread per column over all rows left a GPU nearly idle; see kernels/layerNorm's LayerNorm sums). Not yet timed
- * on a real GPU.
- */
-const COLUMNS = 8;
-const ROW_LANES = 32;
-const WORKGROUP = COLUMNS * ROW_LANES;
-
-/**
- * out[c] = sum over r of dy[r, c], for dy [rows, cols] -> [cols]: workgroup w owns columns [w * COLUMNS,
- * (w + 1) * COLUMNS); `index / WORKGROUP` is w even where the backend reshapes a large dispatch. The tree sums
- * partials[lane * COLUMNS + c] over the lanes in workgroup memory; lane 0 writes the column's total.
- */
-function columnSumProgram(cols: number): WebGPUProgram {
-  return {
-    variableNames: ['dy'],
-    outputShape: [cols],
-    shaderKey: 'micseColumnSum',
-    dispatchLayout: { x: [0] },
-    dispatch: [Math.ceil(cols / COLUMNS), 1, 1],
-    workgroupSize: [WORKGROUP, 1, 1],
-    uniforms: 'rows : i32, cols : i32,',
-    getUserCode: () => `
-  var<workgroup> partials : array<f32, ${WORKGROUP}>;
-  fn main(index : i32) {
-    let li = i32(localIndex);
-    let c = li % ${COLUMNS};
-    let lane = li / ${COLUMNS};
-    let col = (index / ${WORKGROUP}) * ${COLUMNS} + c;
-    var acc = 0.0;
-    if (col < uniforms.cols) {
-      for (var r = lane; r < uniforms.rows; r = r + ${ROW_LANES}) { acc = acc + dy[r * uniforms.cols + col]; }
-    }
-    partials[li] = acc;
-    workgroupBarrier();
-    for (var half = ${ROW_LANES / 2}; half > 0; half = half / 2) {
-      if (lane < half) { partials[li] = partials[li] + partials[li + half * ${COLUMNS}]; }
-      workgroupBarrier();
-    }
-    if (lane == 0 && col < uniforms.cols) { result[col] = partials[li]; }
-  }`,
-  };
-}
-
-const columnSumWebgpu: tf.KernelFunc = ({ inputs, backend }) => {
-  const dy = inputs['dy']!; // [rows, cols]
-  const [rows, cols] = dy.shape as [number, number];
-  return (backend as unknown as WebGPUBackend).runWebGPUProgram(columnSumProgram(cols), [dy], 'float32',
-    [{ type: 'int32', data: [rows] }, { type: 'int32', data: [cols] }]); // [cols]
-};
-
-/** Registers the bias-gradient kernel of `backendName` (webgpu only). */
-export function registerDenseKernels(backendName: string): void {
-  registerOp(backendName, { webgpu: { [COLUMN_SUM]: columnSumWebgpu } });
-}
+/** The bias gradient's kernel: column sums of dy [rows, cols] -> [cols] (webgpu.ts). */
+export const COLUMN_SUM = 'MicseColumnSum';
 
 /** The product with the bias added in its kernel (_FusedMatMul, what tf.fused.matMul runs), our gradient. */
 const fusedDense = tf.customGrad((...args) => {

@@ -10,9 +10,9 @@
  *       dgamma = sum over rows of dy * xhat;  dbeta = sum over rows of dy
  *   addLayerNorm(x, residual, gamma, beta) = layerNorm(s, gamma, beta),  s = seededDropout(x) + residual  (BERT's
  *     post-sublayer step)  backward: d(residual) = ds,  dx = seededDropout(ds) (the same mask, kernels/dropout)
- * Kernels: cpu and wasm (WebAssembly SIMD loops, src/kernels/platform/hostSimd.ts: in place on the wasm heap,
- * through a staging memory for cpu's JS arrays; the scalar loops below where wasm SIMD is missing and for rows with
- * H % 4 != 0), webgpu (WGSL: LayerNorm one workgroup per row; its backward is 3 dispatches: dx with each row's mean
+ * Kernels: cpu and wasm (host.ts: WebAssembly SIMD loops, src/kernels/platform/hostSimd.ts, in place on the wasm
+ * heap, through a staging memory for cpu's JS arrays; scalar loops where wasm SIMD is missing and for rows with
+ * H % 4 != 0), webgpu (webgpu.ts, WGSL: LayerNorm one workgroup per row; its backward is 3 dispatches: dx with each row's mean
  * and rstd, column partial sums over COLUMN_CHUNK-row chunks, then dgamma and dbeta
  * together; xhat is recomputed from x and the stored statistics rather than read from memory). addLayerNorm is a
  * kernel on webgpu only: one dispatch forward (the dropout mask and the add inside LayerNorm's program, s
@@ -22,34 +22,23 @@
  * exactly. Other backends (tensorflow, webgl) get the same math composed of stock ops. Float32 results agree with
  * the composed ops within rounding (tests: test/fused.test.ts).
  */
-import type { WebGPUBackend, WebGPUProgram } from '@tensorflow/tfjs-backend-webgpu';
-import { cpuIO, wasmIO, type HostIO } from '../platform/hostIO.js';
-import { layerNormGradScratch, SIMD_LANES, simdLayerNorm, simdLayerNormGrad } from '../platform/hostSimd.js';
-import { dropoutUniforms, seededDropout, WGSL_DROPOUT, WGSL_DROPOUT_UNIFORMS } from '../dropout/index.js';
+import { seededDropout } from '../dropout/index.js';
 import { tf } from '../../model/tf.js';
-import { kernelOn, registerOp } from '../registry.js';
-import { linearGrid, packUniforms, rawBindings, recordRaw, workgroupSumWgsl, type RawProgram } from '../platform/webgpuPrograms.js';
+import { kernelOn } from '../registry.js';
 
-const LAYER_NORM = 'MicseLayerNorm';
-const LAYER_NORM_GRAD = 'MicseLayerNormGrad';
+/** The kernels' names (registered by the backend files: host.ts, webgpu.ts). */
+export const LAYER_NORM = 'MicseLayerNorm';
+export const LAYER_NORM_GRAD = 'MicseLayerNormGrad';
 /** LayerNorm(dropout(x) + residual), webgpu only (see addLayerNorm). */
-const ADD_LAYER_NORM = 'MicseAddLayerNorm';
+export const ADD_LAYER_NORM = 'MicseAddLayerNorm';
 /** Its gradients with respect to the sum s, gamma and beta. */
-const ADD_LAYER_NORM_GRAD = 'MicseAddLayerNormGrad';
+export const ADD_LAYER_NORM_GRAD = 'MicseAddLayerNormGrad';
 
-/** Threads per workgroup: LayerNorm rows (one workgroup per row). */
-const ROW_WORKGROUP = 64;
-/**
- * Threads per workgroup of the column sums' second pass (dgamma, dbeta), and rows one thread of their first pass
- * adds per column (ROW_WORKGROUP columns a workgroup): 128 chunks x 12 column blocks for BERT-base's 4,096 x 768.
- */
-const COLUMN_WORKGROUP = 64;
-const COLUMN_CHUNK = 32;
-
-interface LayerNormAttrs {
+/** The kernels' attributes. */
+export interface LayerNormAttrs {
   eps: number;
 }
-interface AddLayerNormAttrs extends LayerNormAttrs, DropoutOptions {}
+export interface AddLayerNormAttrs extends LayerNormAttrs, DropoutOptions {}
 
 /** The dropout of addLayerNorm's x: seededDropout's rate and seed. */
 export interface DropoutOptions {
@@ -57,365 +46,8 @@ export interface DropoutOptions {
   seed: number;
 }
 
-// ---------------------------------------------------------------------------------------------------------------
-// Host arithmetic (cpu and wasm kernels share it)
-// ---------------------------------------------------------------------------------------------------------------
-
-/** mean and rstd = 1 / sqrt(var + eps) of the row x[o, o + H), in float64. */
-function rowStats(x: Float32Array, o: number, H: number, eps: number): [number, number] {
-  let s = 0;
-  for (let k = 0; k < H; k++) s += x[o + k]!;
-  const mean = s / H;
-  let q = 0;
-  for (let k = 0; k < H; k++) q += (x[o + k]! - mean) ** 2;
-  return [mean, 1 / Math.sqrt(q / H + eps)];
-}
-
-function layerNormHost(x: Float32Array, gamma: Float32Array, beta: Float32Array, eps: number, y: Float32Array): void {
-  const H = gamma.length;
-  const rows = x.length / H;
-  for (let r = 0; r < rows; r++) {
-    const o = r * H;
-    const [mean, rstd] = rowStats(x, o, H, eps);
-    for (let k = 0; k < H; k++) y[o + k] = (x[o + k]! - mean) * rstd * gamma[k]! + beta[k]!;
-  }
-}
-
-function layerNormGradHost(x: Float32Array, gamma: Float32Array, dy: Float32Array, eps: number,
-  dx: Float32Array, dgamma: Float32Array, dbeta: Float32Array): void {
-  const H = gamma.length;
-  const rows = x.length / H;
-  const dg = new Float64Array(H);
-  const db = new Float64Array(H);
-  for (let r = 0; r < rows; r++) {
-    const o = r * H;
-    const [mean, rstd] = rowStats(x, o, H, eps);
-    let sg = 0;
-    let sgx = 0;
-    for (let k = 0; k < H; k++) {
-      const xhat = (x[o + k]! - mean) * rstd;
-      const g = dy[o + k]! * gamma[k]!;
-      sg += g;
-      sgx += g * xhat;
-      dg[k]! += dy[o + k]! * xhat;
-      db[k]! += dy[o + k]!;
-    }
-    const mg = sg / H;
-    const mgx = sgx / H;
-    for (let k = 0; k < H; k++) {
-      const xhat = (x[o + k]! - mean) * rstd;
-      dx[o + k] = rstd * (dy[o + k]! * gamma[k]! - mg - xhat * mgx);
-    }
-  }
-  dgamma.set(dg);
-  dbeta.set(db);
-}
-
-// ---------------------------------------------------------------------------------------------------------------
-// cpu and wasm kernels: WebAssembly SIMD loops (hostSimd.ts: in place on the wasm heap; through a staging memory
-// for the cpu backend's JS arrays), or where a runtime lacks wasm SIMD (or LayerNorm's H % 4 != 0) the host
-// arithmetic above.
-// ---------------------------------------------------------------------------------------------------------------
-
-function hostKernels(io: (backend: unknown) => HostIO): Record<string, tf.KernelFunc> {
-  return {
-    [LAYER_NORM]: ({ inputs, backend, attrs }) => {
-      const h = io(backend);
-      const { x, gamma, beta } = inputs as { x: tf.TensorInfo; gamma: tf.TensorInfo; beta: tf.TensorInfo };
-      const { eps } = attrs as unknown as LayerNormAttrs;
-      const [y] = h.outputs([x.shape], ([out]) => {
-        const args = [h.read(x), h.read(gamma), h.read(beta), eps, out!] as const;
-        if (h.simd !== null && gamma.shape[0]! % SIMD_LANES === 0) simdLayerNorm(h.simd, ...args);
-        else layerNormHost(...args);
-      });
-      return y!;
-    },
-    [LAYER_NORM_GRAD]: ({ inputs, backend, attrs }) => {
-      const h = io(backend);
-      const { x, gamma, dy } = inputs as { x: tf.TensorInfo; gamma: tf.TensorInfo; dy: tf.TensorInfo };
-      const { eps } = attrs as unknown as LayerNormAttrs;
-      const H = gamma.shape[0]!;
-      const simd = H % SIMD_LANES === 0 ? h.simd : null;
-      return h.outputs([x.shape, gamma.shape, gamma.shape], ([dx, dg, db], scratch) => {
-        const args = [h.read(x), h.read(gamma), h.read(dy), eps, dx!, dg!, db!] as const;
-        if (simd !== null) simdLayerNormGrad(simd, ...args, scratch);
-        else layerNormGradHost(...args);
-      }, simd !== null ? layerNormGradScratch(H) : 0);
-    },
-  };
-}
-
-// ---------------------------------------------------------------------------------------------------------------
-// WebGPU kernels (WGSL after the header WebGPUBackend.runWebGPUProgram generates: uniforms, `result`, one
-// read-only array per input named as in variableNames, `localId`, `fn main(index)` with the global index).
-// ---------------------------------------------------------------------------------------------------------------
-
-/** Workgroup tree sum of `v` over the ROW_WORKGROUP threads; every thread gets the total. */
-const WGSL_ROW_SUM = workgroupSumWgsl('rowSum', ROW_WORKGROUP);
-
-/**
- * How a LayerNorm program reads its input row `s`: `fn sourceAt(i : i32) -> f32` is s at flat index i, from the
- * program's inputs `inputs` (named as the kernel's) and uniform fields `uniforms` (after `rows, H, eps`).
- */
-interface RowSource {
-  /** Shader-key suffix. */
-  key: string;
-  inputs: string[];
-  uniforms: string;
-  wgsl: string;
-}
-
-/** layerNorm: s = x. */
-const PLAIN_SOURCE: RowSource = { key: '', inputs: ['x'], uniforms: '', wgsl: 'fn sourceAt(i : i32) -> f32 { return x[i]; }' };
-
-/**
- * addLayerNorm: s = dropout(x) + residual, the dropout seededDropout's mask at the same flat index (kernels/dropout
- * WGSL_DROPOUT); at rate 0 x itself (dropoutAt would give x * 1.0, the same value, after two hashes).
- */
-const DROPOUT_ADD_SOURCE: RowSource = {
-  key: 'DropoutAdd',
-  inputs: ['x', 'residual'],
-  uniforms: WGSL_DROPOUT_UNIFORMS,
-  wgsl: `${WGSL_DROPOUT}
-  fn sourceAt(i : i32) -> f32 {
-    var v = x[i];
-    if (uniforms.rate > 0.0) { v = dropoutAt(i, v); }
-    return v + residual[i];
-  }`,
-};
-
-/**
- * A program of ROW_WORKGROUP threads per workgroup and `workgroups` workgroups, reading the LayerNorm input through
- * `source`; `body` sees `wg` (the workgroup's linear index), `lid` and `H`.
- */
-function workgroupProgram(shaderKey: string, source: RowSource, outputShape: number[], workgroups: number,
-  extraInputs: string[], preamble: string, body: string): WebGPUProgram {
-  return {
-    variableNames: [...source.inputs, ...extraInputs],
-    outputShape,
-    shaderKey: `${shaderKey}${source.key}`,
-    dispatchLayout: { x: outputShape.map((_, i) => i) },
-    dispatch: [workgroups, 1, 1], // the backend reshapes it past the per-dimension limit; `index / WG` stays linear
-    workgroupSize: [ROW_WORKGROUP, 1, 1],
-    size: true,
-    uniforms: `rows : i32, H : i32, eps : f32, ${source.uniforms}`,
-    getUserCode: () => `${WGSL_ROW_SUM}${source.wgsl}${preamble}
-  fn main(index : i32) {
-    let wg = index / ${ROW_WORKGROUP};
-    let lid = i32(localId.x);
-    let H = uniforms.H;
-    ${body}
-  }`,
-  };
-}
-
-/** One workgroup per row of `s [rows, H]`: `row`, `live` (a real row) and `o` (its offset) for `body`. */
-function rowProgram(shaderKey: string, source: RowSource, outputShape: number[], rows: number, extraInputs: string[], body: string): WebGPUProgram {
-  return workgroupProgram(shaderKey, source, outputShape, rows, extraInputs, '', `
-    let row = wg;
-    let live = row < uniforms.rows;
-    let o = row * H;
-    ${body}`);
-}
-
-/** mean and rstd of the row at offset `o` of s, if `live` (every thread of the workgroup gets both). */
-const WGSL_ROW_STATS = `
-    var s = 0.0;
-    if (live) { for (var k = lid; k < H; k = k + ${ROW_WORKGROUP}) { s = s + sourceAt(o + k); } }
-    let mean = rowSum(s) / f32(H);
-    var q = 0.0;
-    if (live) { for (var k = lid; k < H; k = k + ${ROW_WORKGROUP}) { let d = sourceAt(o + k) - mean; q = q + d * d; } }
-    let rstd = 1.0 / sqrt(rowSum(q) / f32(H) + uniforms.eps);`;
-
-/** y = xhat * gamma + beta, one workgroup per row.  s [rows, H] -> y [rows, H] */
-function forwardProgram(source: RowSource, shape: number[], rows: number): WebGPUProgram {
-  return rowProgram('micseLayerNorm', source, shape, rows, ['gamma', 'beta'], `${WGSL_ROW_STATS}
-    if (live) {
-      for (var k = lid; k < H; k = k + ${ROW_WORKGROUP}) {
-        result[o + k] = (sourceAt(o + k) - mean) * rstd * gamma[k] + beta[k];
-      }
-    }`);
-}
-
-/**
- * WGSL of ds = rstd * (g - mean(g) - xhat * mean(g * xhat)), xhat recomputed, for the row at `o`; `store(i, v)`
- * writes ds's value v at flat index i.
- */
-function dxWgsl(store: (i: string, v: string) => string): string {
-  return `${WGSL_ROW_STATS}
-    var sg = 0.0;
-    var sgx = 0.0;
-    if (live) {
-      for (var k = lid; k < H; k = k + ${ROW_WORKGROUP}) {
-        let g = dy[o + k] * gamma[k];
-        sg = sg + g;
-        sgx = sgx + g * (sourceAt(o + k) - mean) * rstd;
-      }
-    }
-    let mg = rowSum(sg) / f32(H);
-    let mgx = rowSum(sgx) / f32(H);
-    if (live) {
-      for (var k = lid; k < H; k = k + ${ROW_WORKGROUP}) {
-        ${store('o + k', 'rstd * (dy[o + k] * gamma[k] - mg - (sourceAt(o + k) - mean) * rstd * mgx)')}
-      }
-    }`;
-}
-
-/**
- * ds (and, with `dropoutOfDs`, x's gradient dropout(ds): seededDropout's mask at the same flat index), one workgroup
- * per row, one raw dispatch (webgpuPrograms.ts recordRaw), which also stores each row's mean and rstd for the column
- * pass.  -> ds [rows, H], (dx [rows, H],) stats [rows, 2] = (mean, rstd)
- */
-function dxRaw(source: RowSource, dropoutOfDs: boolean): RawProgram {
-  const outputs = dropoutOfDs ? ['ds', 'dx', 'stats'] : ['ds', 'stats'];
-  return {
-    key: `micseLayerNormDx${source.key}${dropoutOfDs ? 'Dropout' : ''}`,
-    code: () => `${rawBindings([...source.inputs, 'gamma', 'dy'], outputs, `rows : i32, H : i32, eps : f32, ${source.uniforms}`)}
-  var<private> localIndex : u32;
-  ${WGSL_ROW_SUM}${source.wgsl}
-  @compute @workgroup_size(${ROW_WORKGROUP}, 1, 1)
-  fn main(@builtin(workgroup_id) wid : vec3<u32>, @builtin(num_workgroups) nwg : vec3<u32>,
-          @builtin(local_invocation_index) lindex : u32) {
-    localIndex = lindex;
-    let row = i32(wid.y * nwg.x + wid.x);
-    let lid = i32(lindex);
-    let H = uniforms.H;
-    let live = row < uniforms.rows;
-    let o = row * H;
-    ${dxWgsl((i, v) => dropoutOfDs ? `let v = ${v};
-        ds[${i}] = v;
-        dx[${i}] = dropoutAt(${i}, v);` : `ds[${i}] = ${v};`)}
-    if (live && lid == 0) {
-      stats[2 * row] = mean;
-      stats[2 * row + 1] = rstd;
-    }
-  }`,
-  };
-}
-
-/**
- * First pass of dgamma and dbeta (a deterministic sum over thousands of threads needs two passes: one thread per
- * column over 4,096 rows left the GPU nearly idle). One thread per column j and chunk c of COLUMN_CHUNK rows, with
- * the rows' mean and rstd as the dx program stored them (so the same xhat):
- *   partial[c, j] = sum over the chunk's rows r of dy[r, j] * xhat[r, j];  partial[c, H + j] = ... of dy[r, j]
- * -> [chunks, 2H]. xhat is recomputed from s, not read: nothing of [rows, H] is materialised besides ds, and the
- * statistics are the dx program's (recomputing them per chunk, row after row, dominated this kernel's time).
- */
-function columnPartialsProgram(source: RowSource, rows: number, H: number): WebGPUProgram {
-  const chunks = Math.ceil(rows / COLUMN_CHUNK);
-  const blocks = Math.ceil(H / ROW_WORKGROUP);
-  return workgroupProgram('micseLayerNormColumnPartials', source, [chunks, 2 * H], chunks * blocks, ['dy', 'stats'], '', `
-    let blocks = (H + ${ROW_WORKGROUP - 1}) / ${ROW_WORKGROUP}; // not baked in: the pipeline cache key has no H
-    let chunk = wg / blocks;
-    let j = (wg % blocks) * ${ROW_WORKGROUP} + lid;
-    let first = chunk * ${COLUMN_CHUNK};
-    let n = min(${COLUMN_CHUNK}, uniforms.rows - first); // rows of this chunk; <= 0 past the last chunk
-    if (n > 0 && j < H) {
-      var dg = 0.0;
-      var db = 0.0;
-      for (var r = first; r < first + n; r = r + 1) {
-        let i = r * H + j;
-        dg = dg + dy[i] * (sourceAt(i) - stats[2 * r]) * stats[2 * r + 1];
-        db = db + dy[i];
-      }
-      result[chunk * 2 * H + j] = dg;
-      result[chunk * 2 * H + H + j] = db;
-    }`);
-}
-
-/**
- * Second pass, dgamma and dbeta in one dispatch (a raw program: two outputs): per column h, the sums over chunks c
- * of partial[c, h] and of partial[c, H + h], one thread per column.  partial [chunks, 2H] -> dgamma, dbeta [H]
- */
-const COLUMN_FINAL: RawProgram = {
-  key: 'micseLayerNormColumnFinal',
-  code: () => `${rawBindings(['partial'], ['dgamma', 'dbeta'], 'chunks : i32, H : i32,')}
-  @compute @workgroup_size(${COLUMN_WORKGROUP}, 1, 1)
-  fn main(@builtin(global_invocation_id) gid : vec3<u32>) {
-    let h = i32(gid.x);
-    if (h < uniforms.H) {
-      let width = 2 * uniforms.H;
-      var dg = 0.0;
-      var db = 0.0;
-      for (var c = 0; c < uniforms.chunks; c = c + 1) {
-        dg = dg + partial[c * width + h];
-        db = db + partial[c * width + uniforms.H + h];
-      }
-      dgamma[h] = dg;
-      dbeta[h] = db;
-    }
-  }`,
-};
-
-type Uniforms = { type: 'int32' | 'uint32' | 'float32'; data: number[] }[];
-
-/** Values of the `rows, H, eps` uniform fields, then `extra` (the source's fields). */
-function rowUniforms(rows: number, H: number, eps: number, extra: Uniforms = []): Uniforms {
-  return [{ type: 'int32', data: [rows] }, { type: 'int32', data: [H] }, { type: 'float32', data: [eps] }, ...extra];
-}
-
-/** LayerNorm of the source's `s [rows, H]` on webgpu, one dispatch.  -> y [rows, H] */
-function layerNormWebgpu(b: WebGPUBackend, source: RowSource, sourceInputs: tf.TensorInfo[], gamma: tf.TensorInfo,
-  beta: tf.TensorInfo, eps: number, sourceUniforms: Uniforms = []): tf.TensorInfo {
-  const shape = sourceInputs[0]!.shape;
-  const rows = tf.util.sizeFromShape(shape) / gamma.shape[0]!;
-  return b.runWebGPUProgram(forwardProgram(source, shape, rows), [...sourceInputs, gamma, beta], 'float32',
-    rowUniforms(rows, gamma.shape[0]!, eps, sourceUniforms));
-}
-
-/**
- * LayerNorm's backward on webgpu in 3 dispatches: ds with the rows' mean and rstd (with `dropoutOfDs`, addLayerNorm's
- * source only, also x's gradient dropout(ds) from the same dispatch), the column partials, dgamma and dbeta.
- *   -> [ds [rows, H], dgamma [H], dbeta [H]] and, with `dropoutOfDs`, dx [rows, H]
- */
-function layerNormGradWebgpu(b: WebGPUBackend, source: RowSource, sourceInputs: tf.TensorInfo[], gamma: tf.TensorInfo,
-  dy: tf.TensorInfo, eps: number, sourceUniforms: Uniforms = [], dropoutOfDs = false): tf.TensorInfo[] {
-  const H = gamma.shape[0]!;
-  const rows = tf.util.sizeFromShape(dy.shape) / H;
-  const u = rowUniforms(rows, H, eps, sourceUniforms);
-  const outputs = recordRaw(b, dxRaw(source, dropoutOfDs), [...sourceInputs, gamma, dy],
-    dropoutOfDs ? [dy.shape, dy.shape, [rows, 2]] : [dy.shape, [rows, 2]], linearGrid(b, rows), packUniforms(u));
-  const [ds, dx, stats] = dropoutOfDs ? outputs : [outputs[0], undefined, outputs[1]];
-  const partial = b.runWebGPUProgram(columnPartialsProgram(source, rows, H), [...sourceInputs, dy, stats!], 'float32', u); // [chunks, 2H]
-  b.disposeData(stats!.dataId);
-  const [dgamma, dbeta] = recordRaw(b, COLUMN_FINAL, [partial], [[H], [H]], [Math.ceil(H / COLUMN_WORKGROUP), 1, 1],
-    packUniforms([{ type: 'int32', data: [partial.shape[0]!] }, { type: 'int32', data: [H] }]));
-  b.disposeData(partial.dataId);
-  return dx === undefined ? [ds!, dgamma!, dbeta!] : [ds!, dgamma!, dbeta!, dx];
-}
-
-type LayerNormInputs = { x: tf.TensorInfo; gamma: tf.TensorInfo; beta: tf.TensorInfo };
-type LayerNormGradInputs = { x: tf.TensorInfo; gamma: tf.TensorInfo; dy: tf.TensorInfo };
-
-const webgpuKernels: Record<string, tf.KernelFunc> = {
-  [LAYER_NORM]: ({ inputs, backend, attrs }) => {
-    const { x, gamma, beta } = inputs as LayerNormInputs;
-    return layerNormWebgpu(backend as unknown as WebGPUBackend, PLAIN_SOURCE, [x], gamma, beta, (attrs as unknown as LayerNormAttrs).eps);
-  },
-  [LAYER_NORM_GRAD]: ({ inputs, backend, attrs }) => {
-    const { x, gamma, dy } = inputs as LayerNormGradInputs;
-    return layerNormGradWebgpu(backend as unknown as WebGPUBackend, PLAIN_SOURCE, [x], gamma, dy, (attrs as unknown as LayerNormAttrs).eps);
-  },
-  [ADD_LAYER_NORM]: ({ inputs, backend, attrs }) => {
-    const { x, residual, gamma, beta } = inputs as LayerNormInputs & { residual: tf.TensorInfo };
-    const a = attrs as unknown as AddLayerNormAttrs;
-    return layerNormWebgpu(backend as unknown as WebGPUBackend, DROPOUT_ADD_SOURCE, [x, residual], gamma, beta, a.eps,
-      dropoutUniforms(a.rate, a.seed));
-  },
-  [ADD_LAYER_NORM_GRAD]: ({ inputs, backend, attrs }) => {
-    const { x, residual, gamma, dy } = inputs as LayerNormGradInputs & { residual: tf.TensorInfo };
-    const a = attrs as unknown as AddLayerNormAttrs;
-    return layerNormGradWebgpu(backend as unknown as WebGPUBackend, DROPOUT_ADD_SOURCE, [x, residual], gamma, dy, a.eps,
-      dropoutUniforms(a.rate, a.seed), a.rate > 0);
-  },
-};
-
-const BY_BACKEND = {
-  cpu: hostKernels(cpuIO),
-  wasm: hostKernels(wasmIO),
-  webgpu: webgpuKernels,
-};
-const GRADIENTS: tf.GradConfig[] = [
+/** The gradients of LayerNorm (cpu, wasm, webgpu) and addLayerNorm (webgpu), registered with the backend files' kernels. */
+export const LAYER_NORM_GRADIENTS: tf.GradConfig[] = [
   {
     kernelName: LAYER_NORM,
     inputsToSave: ['x', 'gamma'],
@@ -442,11 +74,6 @@ const GRADIENTS: tf.GradConfig[] = [
     },
   },
 ];
-
-/** Registers the LayerNorm kernels of `backendName` (cpu, wasm, webgpu) and their gradients. */
-export function registerLayerNormKernels(backendName: string): void {
-  registerOp(backendName, BY_BACKEND, GRADIENTS);
-}
 
 function checkLayerNormParams(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor): void {
   const H = x.shape[x.rank - 1];
