@@ -51,9 +51,12 @@ function productDims(aShape: Shape3, transA: boolean, bShape: Shape3, transB: bo
 export class NativeGemm {
   private constructor(private readonly ops: NativeOps) {}
 
-  /** On the process-wide NativeOps (throws when onnxruntime-node cannot load). */
-  static load(): NativeGemm {
-    return new NativeGemm(NativeOps.shared());
+  /**
+   * On the process-wide NativeOps, or on a NativeOps of its own with `threads` intra-op threads (the bench's SGEMM
+   * probe); throws when onnxruntime-node cannot load.
+   */
+  static load(threads?: number): NativeGemm {
+    return new NativeGemm(threads === undefined ? NativeOps.shared() : NativeOps.load(threads));
   }
 
   /** Intra-op threads of each product (the calling thread included). */
