@@ -10,10 +10,15 @@ Loss, its parts and the gradient norm are read back every step (.item()), as the
 
 Embedding throughput: eval-mode forward + [CLS] of 128 x seq_len under no_grad (no tokenisation).
 
+SGEMM probe (first, on the CPU whatever --device is): torch.mm of [n, n] @ [n, n] float32 at each of --sgemm-threads
+(torch.set_num_threads), best of --sgemm-repeats, as GFLOP/s; the bench passes its own settings. cpuMsPerStep is the
+process's CPU time over a step (every thread), beside the wall time.
+
 --device cuda: msPerStep is fp32 with TF32 off (IEEE float32 matmuls, as WebGPU computes); then the same steps are
 timed again with TF32 matmuls allowed (tf32MsPerStep), and the CUDA allocator's peaks are reported (gpuMemory).
 
-Usage: python3 bench/reference.py [--size tiny|small|base] [--steps N] [--warmup N] [--threads N] [--device cpu|cuda] [--json]
+Usage: python3 bench/reference.py [--size tiny|small|base] [--steps N] [--warmup N] [--threads N] [--device cpu|cuda]
+       [--sgemm-n N] [--sgemm-repeats N] [--sgemm-threads 1,2] [--json]
 Exit status 3 (and the reason on stdout) when torch cannot be imported, so the bench can say why it skipped.
 """
 import argparse
@@ -155,6 +160,25 @@ def set_tf32(enabled):
     return f"matmul allow_tf32={torch.backends.cuda.matmul.allow_tf32}"
 
 
+def sgemm_probe(n, repeats, thread_counts, threads_after):
+    """torch.mm's GFLOP/s on the CPU at each thread count (best of `repeats` after one untimed product)."""
+    gen = torch.Generator().manual_seed(0)
+    a = torch.rand(n, n, generator=gen) - 0.5
+    b = torch.rand(n, n, generator=gen) - 0.5
+    rates = []
+    for t in thread_counts:
+        torch.set_num_threads(t)
+        torch.mm(a, b)
+        best = math.inf
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            torch.mm(a, b)
+            best = min(best, time.perf_counter() - t0)
+        rates.append(dict(threads=t, gflops=2 * n**3 / best / 1e9))
+    torch.set_num_threads(threads_after)
+    return dict(what=f"torch.mm ({blas_library()}), [{n}, {n}] @ [{n}, {n}] float32, best of {repeats}", rates=rates)
+
+
 def make_batch(B, T, vocab, seed, device):
     gen = torch.Generator().manual_seed(seed)
     ids = torch.randint(1000, vocab, (B, T), generator=gen)
@@ -172,10 +196,15 @@ def main():
     ap.add_argument("--threads", type=int, default=DEFAULTS["threads"])
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--embed-sentences", type=int, default=512)
+    ap.add_argument("--sgemm-n", type=int, default=1024)
+    ap.add_argument("--sgemm-repeats", type=int, default=5)
+    ap.add_argument("--sgemm-threads", default="1,2")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     d, s = DEFAULTS, SIZES[args.size]
-    torch.set_num_threads(args.threads)
+    sgemm = sgemm_probe(args.sgemm_n, args.sgemm_repeats, [int(t) for t in args.sgemm_threads.split(",")], args.threads)
+    rates = " / ".join(f"{r['gflops']:.0f}" for r in sgemm["rates"])
+    print(f"torch SGEMM probe: {rates} GFLOP/s at {args.sgemm_threads} threads", file=sys.stderr)
     torch.manual_seed(d["seed"])
     dev = torch.device(args.device)
     model = Bert(s, d).to(dev).train()
@@ -197,19 +226,20 @@ def main():
         return loss.item()
 
     def timed(label):
-        """args.warmup untimed steps, then args.steps timed ones; returns (times in ms, last loss)."""
+        """args.warmup untimed steps, then args.steps timed ones; returns (times in ms, CPU times in ms, last loss)."""
         loss = float("nan")
         for _ in range(args.warmup):
             loss = step()
-        times = []
+        times, cpu_times = [], []
         for i in range(args.steps):
             sync()
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             loss = step()
             sync()
             times.append((time.perf_counter() - t0) * 1000)
+            cpu_times.append((time.process_time() - c0) * 1000)
             print(f"torch{label} step {i + 1}/{args.steps}: {times[-1]:.0f} ms, loss {loss:.4f}", file=sys.stderr)
-        return times, loss
+        return times, cpu_times, loss
 
     notes = []
     if dev.type == "cuda":
@@ -218,7 +248,7 @@ def main():
         except Exception as err:  # noqa: BLE001 - PyTorch's default since 1.12 is TF32 matmuls off anyway
             notes.append(f"could not set TF32 off ({type(err).__name__}: {err}); PyTorch's default applies (matmul TF32 off)")
         torch.cuda.reset_peak_memory_stats()
-    times, loss = timed("")
+    times, cpu_times, loss = timed("")
     gpu = None
     if dev.type == "cuda":
         gpu = dict(peakInUseMb=torch.cuda.max_memory_allocated() / 2**20, poolMb=torch.cuda.max_memory_reserved() / 2**20,
@@ -245,7 +275,7 @@ def main():
         model.train()
         try:
             notes.append(f"TF32 steps: {set_tf32(True)}")
-            tf32_times, _ = timed(" TF32")
+            tf32_times, _, _ = timed(" TF32")
             set_tf32(False)
         except Exception as err:  # noqa: BLE001 - reported in the notes
             notes.append(f"TF32 figure failed: {type(err).__name__}: {err}")
@@ -258,7 +288,7 @@ def main():
         backend = f"cpu, {torch.get_num_threads()} threads"
         notes.append(f"python {platform.python_version()}, dense embedding gradient, {blas_library()}")
     res = dict(impl=f"PyTorch {torch.__version__}", backend=backend, msPerStep=ms,
-               stepsMs=times, trainSentencesPerSecond=s["batch"] * 1000 / ms, embedSentencesPerSecond=embed_sps,
+               stepsMs=times, cpuMsPerStep=statistics.median(cpu_times), sgemm=sgemm, trainSentencesPerSecond=s["batch"] * 1000 / ms, embedSentencesPerSecond=embed_sps,
                embedWhat=f"eval forward + [CLS] of {eb} x {s['seqLen']} under no_grad (no tokenisation)",
                peakRssMb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, loss=loss, notes=notes)
     if gpu is not None:

@@ -20,7 +20,7 @@ import { MlpHead } from '../src/losses/mlpHead.js';
 import { micseLoss } from '../src/losses/micse.js';
 import { selectBackend } from '../src/model/backend.js';
 import { fastKernelNames, registerFastKernels, useNativeGemm, hostMatMulEngine } from '../src/kernels/stock/index.js';
-import { NativeOps } from '../src/kernels/platform/nativeOps.js';
+import { NativeOps, releaseBuffer } from '../src/kernels/platform/nativeOps.js';
 import { loadPretrained } from '../src/model/pretrained.js';
 import { tf } from '../src/model/tf.js';
 import { maxAbsDiff, OBJECTIVE, seededValues, shared, SKIP_NO_SHARED } from './helpers.js';
@@ -141,6 +141,41 @@ describe('replaced kernels match the stock kernels', () => {
     ops.run('test_square', graph, { x: { data: heap.subarray(1, 4), dims: [3] } }, { y: { data: heap.subarray(5, 8), dims: [3] } });
     assert.deepEqual(Array.from(heap), [0, 1, -2, 3, 0, 1, 4, 9]);
     assert.throws(() => ops.run('test_square', graph, { x: { data: heap.subarray(1, 4), dims: [3] } }, { y: { data: heap.subarray(5, 7), dims: [2] } }));
+  });
+
+  test('NativeOps.runToArrays gives the bits run writes in place, in arrays of their own; releaseBuffer detaches', () => {
+    const ops = NativeOps.shared();
+    const graph = (): GraphSpec => ({
+      name: 'mulAdd', initializers: [],
+      nodes: [{ opType: 'Mul', inputs: ['x', 'y'], outputs: ['p'], name: 'mul' }, { opType: 'Add', inputs: ['p', 'x'], outputs: ['s'], name: 'add' }],
+      inputs: [{ name: 'x', elemType: DataType.FLOAT, shape: ['n'] }, { name: 'y', elemType: DataType.FLOAT, shape: ['n'] }],
+      outputs: [{ name: 'p', elemType: DataType.FLOAT, shape: ['n'] }, { name: 's', elemType: DataType.FLOAT, shape: ['n'] }],
+    });
+    const x = Float32Array.from(rand([1000], 21).dataSync());
+    const y = Float32Array.from(rand([1000], 22).dataSync());
+    const p = new Float32Array(1000);
+    const s = new Float32Array(1000);
+    ops.run('test_mulAdd', graph, { x: { data: x, dims: [1000] }, y: { data: y, dims: [1000] } }, { p: { data: p, dims: [1000] }, s: { data: s, dims: [1000] } });
+    const got = ops.runToArrays('test_mulAdd', graph, { x: { data: x, dims: [1000] }, y: { data: y, dims: [1000] } }, ['s', 'p']);
+    assert.deepEqual(new Int32Array(got['p']!.buffer), new Int32Array(p.buffer));
+    assert.deepEqual(new Int32Array(got['s']!.buffer), new Int32Array(s.buffer));
+    assert.notEqual(got['p']!.buffer, got['s']!.buffer);
+    const buffer = got['p']!.buffer;
+    releaseBuffer(buffer);
+    assert.equal(buffer.byteLength, 0);
+    assert.equal(x.length, 1000); // the inputs are untouched
+  });
+
+  test('cpu BatchMatMul on the native GEMM gives the bits of the product written in place (the wasm path)', async () => {
+    const a = rand([4, 33, 70], 23);
+    const b = rand([70, 129], 24);
+    const outs: Int32Array[] = [];
+    for (const host of ['cpu', 'wasm'] as const) {
+      await selectBackend(host);
+      const c = tf.matMul(tf.tensor(a.dataSync(), a.shape), tf.tensor(b.dataSync(), b.shape));
+      outs.push(new Int32Array(Float32Array.from(c.dataSync()).buffer));
+    }
+    assert.deepEqual(outs[0], outs[1]);
   });
 
   test('the wasm and cpu backends run their products on the native GEMM by default', async () => {

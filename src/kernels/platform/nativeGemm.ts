@@ -38,13 +38,25 @@ function matMulGraph(transA: boolean, transB: boolean): GraphSpec {
   };
 }
 
+/** `[max(ba, bb), M, N]` of op(a) @ op(b); throws where the batches do not broadcast or the inner dims differ. */
+function productDims(aShape: Shape3, transA: boolean, bShape: Shape3, transB: boolean): Shape3 {
+  const [ba, ra, ca] = aShape;
+  const [bb, rb, cb] = bShape;
+  if (ba !== bb && ba !== 1 && bb !== 1) throw new Error(`NativeGemm: batches ${ba} and ${bb} do not broadcast`);
+  if ((transA ? ra : ca) !== (transB ? cb : rb)) throw new Error(`NativeGemm: inner dims of [${aShape}] (T=${transA}) and [${bShape}] (T=${transB}) differ`);
+  return [Math.max(ba, bb), transA ? ca : ra, transB ? rb : cb];
+}
+
 /** c = op(a) @ op(b) over a broadcast batch, on native threads. */
 export class NativeGemm {
   private constructor(private readonly ops: NativeOps) {}
 
-  /** On the process-wide NativeOps (throws when onnxruntime-node cannot load). */
-  static load(): NativeGemm {
-    return new NativeGemm(NativeOps.shared());
+  /**
+   * On the process-wide NativeOps, or on a NativeOps of its own with `threads` intra-op threads (the bench's SGEMM
+   * probe); throws when onnxruntime-node cannot load.
+   */
+  static load(threads?: number): NativeGemm {
+    return new NativeGemm(threads === undefined ? NativeOps.shared() : NativeOps.load(threads));
   }
 
   /** Intra-op threads of each product (the calling thread included). */
@@ -57,13 +69,16 @@ export class NativeGemm {
    * must be equal or one of them 1. `a`, `b`, `out` are dense row-major views (of the wasm heap, typically).
    */
   matMul(a: Float32Array, aShape: Shape3, transA: boolean, b: Float32Array, bShape: Shape3, transB: boolean, out: Float32Array): void {
-    const [ba, ra, ca] = aShape;
-    const [bb, rb, cb] = bShape;
-    if (ba !== bb && ba !== 1 && bb !== 1) throw new Error(`NativeGemm: batches ${ba} and ${bb} do not broadcast`);
-    if ((transA ? ra : ca) !== (transB ? cb : rb)) throw new Error(`NativeGemm: inner dims of [${aShape}] (T=${transA}) and [${bShape}] (T=${transB}) differ`);
-    const outDims = [Math.max(ba, bb), transA ? ca : ra, transB ? rb : cb];
+    const outDims = productDims(aShape, transA, bShape, transB);
     this.ops.run(`matmul_${+transA}${+transB}`, () => matMulGraph(transA, transB),
       { a: { data: a, dims: aShape }, b: { data: b, dims: bShape } }, { c: { data: out, dims: outDims } });
+  }
+
+  /** The product of `matMul` in a new array of its own ([max(ba, bb), M, N]), for a caller with no memory to offer. */
+  matMulToArray(a: Float32Array, aShape: Shape3, transA: boolean, b: Float32Array, bShape: Shape3, transB: boolean): Float32Array {
+    productDims(aShape, transA, bShape, transB);
+    return this.ops.runToArrays(`matmul_${+transA}${+transB}`, () => matMulGraph(transA, transB),
+      { a: { data: a, dims: aShape }, b: { data: b, dims: bShape } }, ['c'])['c']!;
   }
 
   /** Releases the sessions (their thread pools); the object stays usable and rebuilds them on demand. */

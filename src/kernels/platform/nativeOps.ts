@@ -10,9 +10,14 @@
  * native binding (`onnxruntime-node/dist/binding`, the object its own session handler wraps) has a synchronous
  * `run`, which this module calls directly: a documented shim over an internal entry point (listed in internals.ts
  * with the version it is checked against). Inputs and preallocated outputs are Float32Array views (of the wasm heap,
- * typically), so ORT reads and writes tensors in place; the binding also returns a copy of each output, which is
- * dropped (the remaining cost: one memcpy of the output and the garbage it leaves). Nothing runs between the
- * views' creation and `run` returning, so a wasm heap cannot grow (and detach them) meanwhile.
+ * typically), so ORT reads and writes tensors in place (`run`). The binding also returns a copy of every output, in
+ * a fresh zero-filled ArrayBuffer: `run` frees those at once (`releaseBuffer`) instead of leaving them to the
+ * garbage collector, whose external-memory accounting they would push towards full collections and whose late
+ * frees leave malloc to hand out fresh pages (a page fault each) for the next copy. Where the caller has no memory
+ * of its own to offer (the cpu backend, whose tensors are JavaScript arrays), `runToArrays` lets ORT allocate the
+ * outputs (from its arena) and hands the binding's copies over as the results: one copy, no preallocated array.
+ * Nothing runs between the views' creation and `run` returning, so a wasm heap cannot grow (and detach them)
+ * meanwhile.
  *
  * Sessions are built once per graph key. Their intra-op pools do not spin between calls
  * (`session.intra_op.allow_spinning = 0`): the cores are shared with the JavaScript and wasm kernels that run
@@ -20,6 +25,7 @@
  */
 import { createRequire } from 'node:module';
 import os from 'node:os';
+import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import { installedVersion, privateDependency, versionProblem } from './internals.js';
 import { encodeModel, type GraphSpec } from './onnxProto.js';
 
@@ -48,6 +54,28 @@ interface OrtModule {
 export interface NativeTensor {
   data: Float32Array;
   dims: readonly number[];
+}
+
+/** A closed port: a transfer to it detaches the buffer and drops the message at once (see releaseBuffer). */
+let closedPort: MessagePort | undefined;
+
+/**
+ * Frees `buffer`'s memory now instead of at a later garbage collection; the buffer is detached (length 0) after.
+ * How: a transfer to a closed MessagePort. Node still serializes a message posted to a closed port (the transfer
+ * takes the buffer's memory) and then drops it, which frees the memory (node_messaging.cc, MessagePort::PostMessage).
+ * A buffer that cannot be transferred is left to the collector.
+ */
+export function releaseBuffer(buffer: ArrayBufferLike): void {
+  if (!(buffer instanceof ArrayBuffer) || buffer.byteLength === 0) return;
+  if (closedPort === undefined) {
+    closedPort = new MessageChannel().port1;
+    closedPort.close();
+  }
+  try {
+    closedPort.postMessage(null, [buffer]);
+  } catch {
+    // not detachable (e.g. a wasm memory's buffer): the collector frees it
+  }
 }
 
 /** Cached ONNX sessions run synchronously on native threads. */
@@ -101,10 +129,26 @@ export class NativeOps {
    * `inputs`, writing each of `outputs` in place. Output dims must be the ones the graph produces.
    */
   run(key: string, graph: () => GraphSpec, inputs: Record<string, NativeTensor>, outputs: Record<string, NativeTensor>): void {
+    const copies = this.session(key, graph).run(this.wrap(inputs), this.wrap(outputs), {});
+    for (const t of Object.values(copies)) if (ArrayBuffer.isView(t.data)) releaseBuffer(t.data.buffer);
+  }
+
+  /**
+   * Runs the graph as `run` does, with ORT allocating the outputs named in `outputs`: returns each as a new
+   * Float32Array of its own (the binding's copy, which the caller now owns).
+   */
+  runToArrays(key: string, graph: () => GraphSpec, inputs: Record<string, NativeTensor>, outputs: readonly string[]): Record<string, Float32Array> {
+    const results = this.session(key, graph).run(this.wrap(inputs), Object.fromEntries(outputs.map((name) => [name, null])), {});
+    return Object.fromEntries(outputs.map((name) => {
+      const data = results[name]?.data;
+      if (!(data instanceof Float32Array)) throw new Error(`NativeOps ${key}: output '${name}' did not come back as float32`);
+      return [name, data];
+    }));
+  }
+
+  private wrap(ts: Record<string, NativeTensor>): Record<string, OrtTensorLike> {
     const { Tensor } = this.ort;
-    const wrap = (ts: Record<string, NativeTensor>): Record<string, OrtTensorLike> =>
-      Object.fromEntries(Object.entries(ts).map(([name, t]) => [name, new Tensor('float32', t.data, t.dims)]));
-    this.session(key, graph).run(wrap(inputs), wrap(outputs), {});
+    return Object.fromEntries(Object.entries(ts).map(([name, t]) => [name, new Tensor('float32', t.data, t.dims)]));
   }
 
   /** Releases the sessions (their thread pools); the object stays usable and rebuilds them on demand. */

@@ -51,7 +51,8 @@ const unsortedSegmentSumCpu: KernelFunc = ({ inputs, backend, attrs }) => {
 // Host BatchMatMul (wasm and cpu)
 //
 // First choice: onnxruntime-node's native SGEMM (src/kernels/platform/nativeGemm.ts: MLAS, AVX2/AVX-512, intra-op
-// threads), reading and writing the wasm heap or the cpu backend's arrays in place; `useNativeGemm` switches it on
+// threads), reading the operands in place and writing the product into the wasm heap, or on cpu handing over the
+// binding's copy of it as the output's array; `useNativeGemm` switches it on
 // (backend.ts does for both backends, unless MICSE_NATIVE_GEMM=0) and falls back when onnxruntime-node cannot load.
 // The stock cpu kernel is a JavaScript loop, most of a cpu step's time without this (figures: bench/README.md).
 //
@@ -128,8 +129,8 @@ function stockKernel(kernelName: string, backendName: string): tf.KernelConfig {
 }
 
 /**
- * BatchMatMul on a host backend: on the native GEMM when it is active (both backends, operands and output read and
- * written in place); otherwise, on wasm, XNNPACK as the section comment says, and on cpu the stock kernel.
+ * BatchMatMul on a host backend: on the native GEMM when it is active (both backends: operands read in place, the
+ * product written into the wasm heap or handed over as the cpu tensor's array); otherwise, on wasm, XNNPACK as the section comment says, and on cpu the stock kernel.
  */
 function makeHostBatchMatMul(backendName: string, stock: KernelFunc, transpose: KernelFunc): KernelFunc {
   let raw: ((...args: unknown[]) => void) | undefined;
@@ -157,6 +158,10 @@ function makeHostBatchMatMul(backendName: string, stock: KernelFunc, transpose: 
       let aShape: Shape3 = transposeA ? [batchA, K, M] : [batchA, M, K];
       if (batchB === 1 && !transposeA) aShape = [1, batchA * M, K]; // one [batchA * M, K] @ [K, N] GEMM
       const bShape: Shape3 = transposeB ? [batchB, N, K] : [batchB, K, N];
+      if (!('wasm' in host)) {
+        // cpu: the binding's copy of ORT's output becomes the tensor's array (no zero-filled array to write into)
+        return host.makeTensorInfo(outShape, 'float32', nativeGemm.matMulToArray(hostF32(host, a), aShape, transposeA, hostF32(host, b), bShape, transposeB));
+      }
       const out = makeHostOutput(host, outShape, 'float32');
       // views taken after the allocation above, which may grow the wasm heap
       nativeGemm.matMul(hostF32(host, a), aShape, transposeA, hostF32(host, b), bShape, transposeB, hostF32(host, out));
