@@ -153,7 +153,7 @@ function missingVulkanLoader(dawnOptions: readonly string[]): string | null {
 
 /**
  * Registers TF.js's webgpu backend with a factory that asks the device for WEBGPU_STORAGE_BUFFERS storage buffers per
- * stage (capped by the adapter) besides what tfjs-backend-webgpu's own factory asks (base.ts: its workgroup, buffer
+ * stage (capped by the adapter) and the `subgroups` feature where the adapter has it, besides what tfjs-backend-webgpu's own factory asks (base.ts: its workgroup, buffer
  * size and dispatch limits, timestamp queries), which it otherwise equals. Does nothing once the backend exists.
  */
 async function registerWebgpu(): Promise<void> {
@@ -166,7 +166,8 @@ async function registerWebgpu(): Promise<void> {
     if (adapter === null) throw new Error('navigator.gpu.requestAdapter() found no GPU adapter');
     const l = adapter.limits;
     const device = await adapter.requestDevice({
-      requiredFeatures: (['timestamp-query', 'bgra8unorm-storage'] as const).filter((f) => adapter.features.has(f)),
+      // 'subgroups' (kernels' subgroup variants, platform/gemm.ts) is newer than the GPUFeatureName of these typings.
+      requiredFeatures: ['timestamp-query', 'bgra8unorm-storage', 'subgroups'].filter((f) => adapter.features.has(f)) as GPUFeatureName[],
       requiredLimits: {
         maxComputeWorkgroupStorageSize: l.maxComputeWorkgroupStorageSize,
         maxComputeWorkgroupsPerDimension: l.maxComputeWorkgroupsPerDimension,

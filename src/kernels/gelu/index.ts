@@ -74,7 +74,7 @@ function hostKernels(io: (backend: unknown) => HostIO): Record<string, tf.Kernel
   };
 }
 
-const WGSL_ERF = `
+export const WGSL_ERF = `
   fn erf_as(v : f32) -> f32 {
     let a = abs(v);
     let t = 1.0 / (1.0 + ${ERF_P} * a);

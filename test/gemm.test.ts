@@ -1,0 +1,197 @@
+/**
+ * src/kernels/platform/gemm.ts: the tile table and the shapes' checks; every variant (tile, transposes, vec4 and
+ * scalar forms, subgroups, each epilogue) compiles into a pipeline without a validation error on Dawn's null device
+ * (Node, every machine with the `webgpu` package); and every variant gives TF.js's webgpu product (with TF.js's
+ * add and erf for the epilogues) within 1e-5 of its scale on SwiftShader in headless Chromium (real values; the
+ * page side is test/gemmPage.ts, bundled here).
+ */
+import assert from 'node:assert/strict';
+import { readdirSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import type { Browser } from 'puppeteer-core';
+import * as esbuild from 'esbuild';
+import { DAWN_OPTIONS_ENV, selectBackend } from '../src/model/backend.js';
+import { tf } from '../src/model/tf.js';
+import {
+  blockCols, blockRows, chooseGemmTile, gemmDims, gemmKey, gemmTileBytes, GEMM_TILES, gemmVec4, gemmWgsl, runGemm,
+  type GemmEpilogue, type GemmSpec, type GemmTile,
+} from '../src/kernels/platform/gemm.js';
+import { launchChromium, openPage, serveStatic, SKIP_NO_CHROMIUM } from './browserHarness.js';
+import { ROOT, testTempDir } from './helpers.js';
+import type { GemmCase, GemmCaseResult } from './gemmPage.js';
+// @ts-expect-error: a plain .mjs module without types
+import { nodeOnlyStubs } from '../scripts/nodeOnlyStubs.mjs';
+
+const TOL = 1e-5;
+const TRANSPOSES = [[false, false], [false, true], [true, false], [true, true]] as const;
+const NONE: GemmEpilogue = { bias: false, gelu: false, keepPre: false, residual: false };
+const EPILOGUES: GemmEpilogue[] = [
+  NONE,
+  { ...NONE, bias: true },
+  { ...NONE, gelu: true },
+  { ...NONE, bias: true, gelu: true, keepPre: true },
+  { ...NONE, bias: true, residual: true },
+  { bias: true, gelu: true, keepPre: true, residual: true },
+];
+/** The largest tile and a smaller one (the browser cases run every transpose and form on these). */
+const MAIN_TILE = GEMM_TILES[1]!; // 128 x 128 x 8, 16 KB: fits every WebGPU device
+const SMALL_TILE = GEMM_TILES[5]!; // 64 x 64 x 8
+
+describe('gemm tiles and shapes', () => {
+  test('the table: 128 x 128 blocks where there are enough of them, smaller ones where not, none beyond the device', () => {
+    assert.deepEqual(GEMM_TILES.map((t) => [blockRows(t), blockCols(t), t.bk, gemmTileBytes(t)]),
+      [[128, 128, 16, 32768], [128, 128, 8, 16384], [128, 64, 16, 24576], [128, 64, 8, 12288], [64, 64, 16, 16384], [64, 64, 8, 8192]]);
+    // BERT-base's step: the forward products (4,096 rows), and the weight gradients (768 or 3,072 rows).
+    const pick = (M: number, N: number, bytes: number) => { const t = chooseGemmTile(M, N, bytes)!; return [blockRows(t), blockCols(t), t.bk]; };
+    assert.deepEqual(pick(4096, 3072, 49152), [128, 128, 16]);
+    assert.deepEqual(pick(4096, 3072, 16384), [128, 128, 8]);
+    assert.deepEqual(pick(4096, 768, 49152), [128, 64, 16]);
+    assert.deepEqual(pick(768, 2304, 16384), [64, 64, 16]);
+    assert.deepEqual(pick(100, 100, 16384), [64, 64, 16], 'too few blocks of any size: the smallest');
+    assert.equal(chooseGemmTile(4096, 4096, 4096), null);
+  });
+
+  test('vec4 form only where every contiguous side and N are multiples of 4; shapes that do not multiply are refused', () => {
+    assert.equal(gemmVec4(4096, 768, 3072, false, false), true);
+    assert.equal(gemmVec4(4097, 768, 3072, false, true), true, 'M is never contiguous unless A is transposed');
+    assert.equal(gemmVec4(4097, 768, 3072, true, false), false);
+    assert.equal(gemmVec4(64, 64, 70, false, false), false);
+    assert.equal(gemmVec4(64, 66, 64, false, true), false, 'C is bound as vec4s too');
+    assert.deepEqual(gemmDims([5, 3], [4, 3], false, true), [5, 4, 3]);
+    assert.deepEqual(gemmDims([3, 5], [3, 4], true, false), [5, 4, 3]);
+    assert.throws(() => gemmDims([5, 3], [4, 3], false, false), /gemm: inner sizes differ: \[5,3\] x \[4,3\]/);
+  });
+});
+
+/** Every variant's spec on `tile`: 4 transposes x 2 forms x subgroups on and off x each epilogue. */
+function variants(tile: GemmTile, subgroups: boolean): GemmSpec[] {
+  return TRANSPOSES.flatMap(([transA, transB]) => [true, false].flatMap((vec4) => [false, ...(subgroups ? [true] : [])].flatMap((sg) =>
+    EPILOGUES.map((epilogue) => ({ transA, transB, tile, vec4, subgroups: sg, epilogue })))));
+}
+
+describe("gemm on Dawn's null device (pipelines validated, nothing runs)", () => {
+  let skip: string | false = false;
+  before(async () => {
+    process.env[DAWN_OPTIONS_ENV] = 'backend=null';
+    try {
+      await selectBackend('webgpu');
+    } catch (err) {
+      skip = `no webgpu package or Dawn here (${(err as Error).message.split('\n')[0]})`;
+    }
+  });
+  after(async () => {
+    delete process.env[DAWN_OPTIONS_ENV];
+    await selectBackend('cpu');
+  });
+
+  test('every tile, transpose, form, subgroup choice and epilogue makes a pipeline without a validation error', async (t) => {
+    if (skip !== false) return t.skip(skip);
+    const device = (tf.backend() as unknown as { device: GPUDevice }).device;
+    const sg = device.features.has('subgroups');
+    const fitting = GEMM_TILES.filter((x) => gemmTileBytes(x) <= device.limits.maxComputeWorkgroupStorageSize);
+    assert.ok(fitting.length >= 4, 'the 16 KB every device has holds four of the tiles');
+    const specs = fitting.flatMap((tile) => variants(tile, sg));
+    assert.equal(new Set(specs.map(gemmKey)).size, specs.length, 'one key per variant');
+    device.pushErrorScope('validation');
+    for (const s of specs) {
+      device.createComputePipeline({ layout: 'auto', compute: { module: device.createShaderModule({ code: gemmWgsl(s) }), entryPoint: 'main' } });
+    }
+    const error = await device.popErrorScope();
+    assert.equal(error?.message ?? null, null);
+  });
+
+  test('runGemm records a dispatch with its bindings (bias, residual, the value before GELU) without an error; bad shapes are refused', async (t) => {
+    if (skip !== false) return t.skip(skip);
+    const device = (tf.backend() as unknown as { device: GPUDevice }).device;
+    const before = tf.memory().numTensors;
+    device.pushErrorScope('validation');
+    const [a, b, bias, res] = [tf.zeros([300, 64]), tf.zeros([96, 64]), tf.zeros([96]), tf.zeros([300, 96])];
+    const out = runGemm(tf.backend(), a, b, { transA: false, transB: true, bias, residual: res, gelu: true, keepPre: true });
+    assert.deepEqual(out.map((o) => o.shape), [[300, 96], [300, 96]]);
+    const y = out.map((o) => tf.engine().makeTensorFromTensorInfo(o));
+    await y[0]!.data();
+    assert.throws(() => runGemm(tf.backend(), a, b, { transA: false, transB: false }), /gemm: inner sizes differ/);
+    assert.throws(() => runGemm(tf.backend(), a, b, { transA: false, transB: true, bias: res }), /gemm: bias \[300,96\] is not \[96\]/);
+    assert.throws(() => runGemm(tf.backend(), a, b, { transA: false, transB: true, tile: { wx: 16, wy: 16, rm: 4, rn: 4, bk: 32 } }),
+      /needs 131072 bytes of workgroup memory; this device has 16384/);
+    tf.dispose([a, b, bias, res, ...y]);
+    const error = await device.popErrorScope();
+    assert.equal(error?.message ?? null, null);
+    assert.equal(tf.memory().numTensors, before);
+  });
+});
+
+/**
+ * The browser cases (each distinct variant is one more SwiftShader compile, the test's main cost): the main tile
+ * in the vec4 form and the small one in the scalar form, each with the four transposes; every other tile with one
+ * transpose; subgroups off where quads are transposed (A as stored, B^T); each epilogue once, the forms and transposes
+ * rotating. Shapes: no side a multiple of its block (vec4: 260 x 132 x 68; scalar: 203 x 131 x 67).
+ */
+function browserCases(): GemmCase[] {
+  const shape = (vec4: boolean) => (vec4 ? { M: 260, N: 132, K: 68 } : { M: 203, N: 131, K: 67 });
+  const cases: GemmCase[] = [];
+  const add = (tile: GemmTile, vec4: boolean, subgroups: boolean, e: GemmEpilogue, [transA, transB]: readonly [boolean, boolean]) =>
+    cases.push({ ...shape(vec4), transA, transB, tile, subgroups, ...e });
+  for (const t of TRANSPOSES) add(MAIN_TILE, true, true, NONE, t);
+  for (const t of TRANSPOSES) add(SMALL_TILE, false, true, NONE, t);
+  GEMM_TILES.filter((t) => t !== MAIN_TILE && t !== SMALL_TILE).forEach((tile, i) => add(tile, true, true, NONE, TRANSPOSES[i % 4]!));
+  add(MAIN_TILE, true, false, NONE, TRANSPOSES[0]);
+  add(MAIN_TILE, true, false, NONE, TRANSPOSES[1]);
+  EPILOGUES.slice(1).forEach((e, i) => add(MAIN_TILE, i % 2 === 0, true, e, TRANSPOSES[(i + 1) % 4]!));
+  return cases;
+}
+
+/** test/gemmPage.ts bundled for a page (the browser bundle's stubs for Node-only modules). */
+async function bundlePage(dir: string): Promise<void> {
+  const require = createRequire(import.meta.url);
+  const tfjsDir = path.join(ROOT, 'node_modules', '@tensorflow');
+  const versions = Object.fromEntries(readdirSync(tfjsDir).filter((n) => !n.startsWith('.'))
+    .map((n) => { try { return [`@tensorflow/${n}`, (require(`@tensorflow/${n}/package.json`) as { version: string }).version]; } catch { return null; } })
+    .filter((e): e is [string, string] => e !== null));
+  await esbuild.build({
+    entryPoints: [path.join(ROOT, 'test', 'gemmPage.ts')], outfile: path.join(dir, 'gemm.js'), bundle: true, format: 'esm',
+    platform: 'browser', target: 'es2022', logLevel: 'warning',
+    define: { 'process.env': '{}', MICSE_BUNDLED_VERSIONS: JSON.stringify(versions) }, plugins: [nodeOnlyStubs()],
+  });
+}
+
+describe('gemm on SwiftShader in headless Chromium (values)', { skip: SKIP_NO_CHROMIUM }, () => {
+  let browser: Browser | undefined;
+  let server: Awaited<ReturnType<typeof serveStatic>> | undefined;
+  const dir = testTempDir('gemm-page');
+  before(async () => {
+    await bundlePage(dir);
+    server = await serveStatic({ '/js/': dir }, { pages: { '/': '<!doctype html><meta charset="utf-8"><link rel="icon" href="data:,"><script type="module" src="/js/gemm.js"></script>' } });
+    browser = await launchChromium();
+  });
+  after(async () => {
+    await browser?.close();
+    await server?.close();
+  });
+
+  test(`every tile, transpose, form, subgroup choice and epilogue within ${TOL} of TF.js's product`, async () => {
+    const errors: string[] = [];
+    const page = await openPage(browser!, server!.url + '/', errors);
+    await page.waitForFunction('typeof window.runGemmCases === "function"');
+    const cases = browserCases();
+    type Run = { results: GemmCaseResult[]; subgroups: boolean; errors: string[]; leaked: number };
+    const run = await page.evaluate((c: GemmCase[]) => (window as unknown as { runGemmCases: (c: GemmCase[]) => Promise<Run> }).runGemmCases(c), cases);
+    await page.close();
+    assert.deepEqual(errors, []);
+    assert.deepEqual(run.errors, [], 'WebGPU validation errors');
+    assert.equal(run.leaked, 0, 'tensors left behind');
+    assert.ok(run.subgroups, "SwiftShader's adapter has subgroups: the subgroup variant ran");
+    const ran = run.results.filter((r) => r.skipped === null).length;
+    assert.ok(ran >= cases.length - 1, `${ran} of ${cases.length} cases ran (at most the 32 KB tile is beyond the device's workgroup memory)`);
+    cases.forEach((c, i) => {
+      const r = run.results[i]!;
+      const name = `${c.M}x${c.N}x${c.K} ${c.transA ? 'T' : 'N'}${c.transB ? 'T' : 'N'} ${blockRows(c.tile)}x${blockCols(c.tile)}x${c.tile.bk}` +
+        `${c.subgroups ? ' sg' : ''}${c.bias ? ' bias' : ''}${c.gelu ? ' gelu' : ''}${c.keepPre ? '+pre' : ''}${c.residual ? ' res' : ''}`;
+      if (r.skipped === null) assert.ok(r.scaledDiff <= TOL, `${name}: ${r.scaledDiff} from TF.js's`);
+    });
+    const equal = run.results.filter((r) => r.bitEqual).length;
+    console.log(`gemm: ${ran} cases within ${TOL} of TF.js's product, ${equal} of them bit for bit`);
+  });
+});

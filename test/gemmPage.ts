@@ -1,0 +1,80 @@
+/**
+ * The page side of test/gemm.test.ts, bundled by it for headless Chromium (SwiftShader's WebGPU): runs each case on
+ * src/kernels/platform/gemm.ts's GEMM and on TF.js's own ops (its webgpu product, add, erf), in the page, and returns
+ * how far apart they are. Values are drawn in the page (tf.randomUniform, seeded per case).
+ */
+import { selectBackend } from '../src/model/backend.js';
+import { tf } from '../src/model/tf.js';
+import { gemmTileBytes, runGemm, type GemmTile } from '../src/kernels/platform/gemm.js';
+
+export interface GemmCase {
+  M: number;
+  N: number;
+  K: number;
+  transA: boolean;
+  transB: boolean;
+  tile: GemmTile;
+  subgroups: boolean;
+  bias: boolean;
+  gelu: boolean;
+  keepPre: boolean;
+  residual: boolean;
+}
+
+export interface GemmCaseResult {
+  /** Why the case did not run on this device (its tile's workgroup memory), or null. */
+  skipped: string | null;
+  /** max |ours - TF.js| / max |TF.js| over C (and, with keepPre, over the value before GELU). */
+  scaledDiff: number;
+  /** Whether C equals TF.js's bit for bit. */
+  bitEqual: boolean;
+}
+
+function scaled(a: Float32Array, b: Float32Array): number {
+  let m = 0;
+  let s = 0;
+  for (let i = 0; i < a.length; i++) {
+    m = Math.max(m, Math.abs(a[i]! - b[i]!));
+    s = Math.max(s, Math.abs(b[i]!));
+  }
+  return a.length !== b.length ? Infinity : m / (s || 1);
+}
+
+async function runCase(c: GemmCase, seed: number): Promise<GemmCaseResult> {
+  const device = (tf.backend() as unknown as { device: GPUDevice }).device;
+  const limit = device.limits.maxComputeWorkgroupStorageSize;
+  if (gemmTileBytes(c.tile) > limit) return { skipped: `${gemmTileBytes(c.tile)} bytes of workgroup memory; this device has ${limit}`, scaledDiff: 0, bitEqual: false };
+  const a = tf.randomUniform(c.transA ? [c.K, c.M] : [c.M, c.K], -1, 1, 'float32', seed);
+  const b = tf.randomUniform(c.transB ? [c.N, c.K] : [c.K, c.N], -1, 1, 'float32', seed + 1);
+  const bias = c.bias ? tf.randomUniform([c.N], -1, 1, 'float32', seed + 2) : undefined;
+  const residual = c.residual ? tf.randomUniform([c.M, c.N], -1, 1, 'float32', seed + 3) : undefined;
+  const infos = runGemm(tf.backend(), a, b, { transA: c.transA, transB: c.transB, bias, residual, gelu: c.gelu, keepPre: c.keepPre, tile: c.tile, subgroups: c.subgroups });
+  const ours = infos.map((i) => tf.engine().makeTensorFromTensorInfo(i));
+  const [ref, refPre] = tf.tidy(() => {
+    let y = tf.matMul(a, b, c.transA, c.transB);
+    if (bias !== undefined) y = tf.add(y, bias);
+    const pre = y;
+    if (c.gelu) y = tf.mul(tf.mul(y, 0.5), tf.add(1, tf.erf(tf.mul(y, Math.SQRT1_2))));
+    if (residual !== undefined) y = tf.add(y, residual);
+    return [y, pre];
+  });
+  const got = await Promise.all(ours.map((t) => t.data() as Promise<Float32Array>));
+  const want = [(await ref.data()) as Float32Array, ...(c.keepPre ? [(await refPre.data()) as Float32Array] : [])];
+  tf.dispose([a, b, ...(bias ? [bias] : []), ...(residual ? [residual] : []), ...ours, ref, refPre]);
+  const bitEqual = got[0]!.length === want[0]!.length && got[0]!.every((v, i) => Object.is(v, want[0]![i]));
+  return { skipped: null, scaledDiff: Math.max(...got.map((g, i) => scaled(g, want[i]!))), bitEqual };
+}
+
+/** Runs `cases` on webgpu; also the device's subgroup support, validation errors and the tensor count's change. */
+async function runGemmCases(cases: GemmCase[]): Promise<{ results: GemmCaseResult[]; subgroups: boolean; errors: string[]; leaked: number }> {
+  await selectBackend('webgpu');
+  const device = (tf.backend() as unknown as { device: GPUDevice }).device;
+  const before = tf.memory().numTensors;
+  device.pushErrorScope('validation');
+  const results: GemmCaseResult[] = [];
+  for (const [i, c] of cases.entries()) results.push(await runCase(c, 1000 + 10 * i));
+  const error = await device.popErrorScope();
+  return { results, subgroups: device.features.has('subgroups'), errors: error === null ? [] : [error.message], leaked: tf.memory().numTensors - before };
+}
+
+(window as unknown as { runGemmCases: typeof runGemmCases }).runGemmCases = runGemmCases;
