@@ -13,13 +13,20 @@ import { after, before, describe, test } from 'node:test';
 import type { Browser } from 'puppeteer-core';
 import * as esbuild from 'esbuild';
 import { DAWN_OPTIONS_ENV, selectBackend } from '../src/model/backend.js';
+import { GEMM_ENV, parseGemmMode, useGemm } from '../src/kernels/gemm/index.js';
 import { tf } from '../src/model/tf.js';
 import {
   blockCols, blockRows, chooseGemmTile, gemmDims, gemmKey, gemmTileBytes, GEMM_TILES, gemmVec4, gemmWgsl, runGemm,
   type GemmEpilogue, type GemmSpec, type GemmTile,
 } from '../src/kernels/platform/gemm.js';
 import { launchChromium, openPage, serveStatic, SKIP_NO_CHROMIUM } from './browserHarness.js';
-import { ROOT, testTempDir } from './helpers.js';
+import { OBJECTIVE, ROOT, testTempDir } from './helpers.js';
+import { BertModel } from '../src/model/bert.js';
+import type { BertConfig } from '../src/model/config.js';
+import { MlpHead } from '../src/losses/mlpHead.js';
+import { AdamW } from '../src/train/adamw.js';
+import { TrainStep, trainableParams } from '../src/train/step.js';
+import { observeRawDispatches } from '../src/kernels/platform/webgpuPrograms.js';
 import type { GemmCase, GemmCaseResult } from './gemmPage.js';
 // @ts-expect-error: a plain .mjs module without types
 import { nodeOnlyStubs } from '../scripts/nodeOnlyStubs.mjs';
@@ -62,6 +69,11 @@ describe('gemm tiles and shapes', () => {
     assert.deepEqual(gemmDims([5, 3], [4, 3], false, true), [5, 4, 3]);
     assert.deepEqual(gemmDims([3, 5], [3, 4], true, false), [5, 4, 3]);
     assert.throws(() => gemmDims([5, 3], [4, 3], false, false), /gemm: inner sizes differ: \[5,3\] x \[4,3\]/);
+  });
+
+  test(`${GEMM_ENV}: unset and 0 are off, 1 on, nosubgroups on without them; anything else names the variable`, () => {
+    assert.deepEqual([undefined, '', '0', '1', 'nosubgroups'].map(parseGemmMode), ['off', 'off', 'off', 'on', 'nosubgroups']);
+    assert.throws(() => parseGemmMode('yes'), new RegExp(`^Error: ${GEMM_ENV}='yes': expected 0, 1 or nosubgroups$`));
   });
 });
 
@@ -120,6 +132,48 @@ describe("gemm on Dawn's null device (pipelines validated, nothing runs)", () =>
     const error = await device.popErrorScope();
     assert.equal(error?.message ?? null, null);
     assert.equal(tf.memory().numTensors, before);
+  });
+
+  test(`a TrainStep with ${GEMM_ENV}=1 runs every encoder dense layer's three products on the GEMM, without a validation error, tensor count flat`, async (t) => {
+    if (skip !== false) return t.skip(skip);
+    // 16 sentences x 2 views x 32 tokens = 1,024 rows; hidden 128: every encoder product is at least 2^24 multiply-adds
+    const config: BertConfig = { vocabSize: 60, hiddenSize: 128, numHiddenLayers: 4, numAttentionHeads: 2, intermediateSize: 512,
+      hiddenAct: 'gelu', hiddenDropoutProb: 0.1, attentionProbsDropoutProb: 0.1, maxPositionEmbeddings: 32, typeVocabSize: 2,
+      layerNormEps: 1e-12, padTokenId: 0, initializerRange: 0.02 };
+    const inputIds: number[][] = [];
+    const attentionMask: number[][] = [];
+    for (let s = 0; s < 16; s++) {
+      const row = Array.from({ length: 32 }, (_, i) => (i === 0 ? 2 : 3 + ((s * 17 + i * 7) % 55)));
+      inputIds.push(row, [...row]);
+      attentionMask.push(row.map(() => 1), row.map(() => 1));
+    }
+    const model = BertModel.random(config, 7);
+    const head = new MlpHead(config.hiddenSize, { seed: 3 });
+    const optimizer = new AdamW(trainableParams(model, head), { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01 });
+    const step = new TrainStep(model, head, optimizer, { ...OBJECTIVE, minLayer: 2, maxLayer: 4, targetSamples: 40, training: true });
+    const device = (tf.backend() as unknown as { device: GPUDevice }).device;
+    let gemms = 0;
+    const stop = observeRawDispatches((key) => { if (key.startsWith('micseGemm')) gemms += 1; });
+    useGemm('on');
+    const counts: number[] = [];
+    device.pushErrorScope('validation');
+    try {
+      for (let i = 0; i < 2; i++) {
+        await step.run({ inputIds, attentionMask }, { lr: 1e-4, maxGradNorm: 1, dropoutSeed: i, amiSeed: 100 + i });
+        counts.push(tf.memory().numTensors);
+      }
+    } finally {
+      useGemm('off');
+      stop();
+    }
+    const error = await device.popErrorScope();
+    optimizer.dispose();
+    head.dispose();
+    model.dispose();
+    assert.equal(error?.message ?? null, null);
+    // 4 layers x 4 dense layers (qkv, attention output, intermediate with its GELU, output) x 3 products, 2 steps
+    assert.equal(gemms, 2 * 4 * 4 * 3);
+    assert.equal(counts[0], counts[1], `tensor counts ${counts.join(', ')}`);
   });
 });
 
@@ -193,5 +247,24 @@ describe('gemm on SwiftShader in headless Chromium (values)', { skip: SKIP_NO_CH
     });
     const equal = run.results.filter((r) => r.bitEqual).length;
     console.log(`gemm: ${ran} cases within ${TOL} of TF.js's product, ${equal} of them bit for bit`);
+  });
+
+  test(`kernels/dense with ${GEMM_ENV} on: y and the gradients in x, W and b within ${TOL} of TF.js's products, linear and GELU`, async () => {
+    const errors: string[] = [];
+    const page = await openPage(browser!, server!.url + '/', errors);
+    await page.waitForFunction('typeof window.runDenseCase === "function"');
+    type Run = { diffs: number[]; gemmDispatches: number; errors: string[]; leaked: number };
+    for (const activation of ['linear', 'gelu'] as const) {
+      // 264 x 256 x 252: just above the size threshold (2^24 multiply-adds), no side a multiple of a block
+      const r = await page.evaluate((a: string) => (window as unknown as { runDenseCase: (...x: unknown[]) => Promise<Run> })
+        .runDenseCase(264, 256, 252, a), activation);
+      assert.deepEqual(r.errors, [], 'WebGPU validation errors');
+      assert.equal(r.leaked, 0, 'tensors left behind');
+      // y twice (in the gradient's pass and alone) and dx, dW: four products on the GEMM
+      assert.equal(r.gemmDispatches, 4, `${activation}: GEMM dispatches`);
+      r.diffs.forEach((d, i) => assert.ok(d <= TOL, `${activation} ${['y', 'dx', 'dW', 'db'][i]}: ${d} from TF.js's`));
+    }
+    await page.close();
+    assert.deepEqual(errors, []);
   });
 });

@@ -6,6 +6,9 @@
 import { selectBackend } from '../src/model/backend.js';
 import { tf } from '../src/model/tf.js';
 import { gemmTileBytes, runGemm, type GemmTile } from '../src/kernels/platform/gemm.js';
+import { dense } from '../src/kernels/dense/index.js';
+import { useGemm } from '../src/kernels/gemm/index.js';
+import { observeRawDispatches } from '../src/kernels/platform/webgpuPrograms.js';
 
 export interface GemmCase {
   M: number;
@@ -77,4 +80,41 @@ async function runGemmCases(cases: GemmCase[]): Promise<{ results: GemmCaseResul
   return { results, subgroups: device.features.has('subgroups'), errors: error === null ? [] : [error.message], leaked: tf.memory().numTensors - before };
 }
 
-(window as unknown as { runGemmCases: typeof runGemmCases }).runGemmCases = runGemmCases;
+/**
+ * kernels/dense on webgpu with kernels/gemm on and off: y = dense(x, W, b, activation) and the gradients of
+ * sum(y * r) in x, W and b, for x [N, in] W [in, out]. Returns the scaled differences (y, dx, dW, db) and the GEMM
+ * dispatches the run with it on made.
+ */
+async function runDenseCase(N: number, inDim: number, outDim: number, activation: 'linear' | 'gelu'):
+  Promise<{ diffs: number[]; gemmDispatches: number; errors: string[]; leaked: number }> {
+  await selectBackend('webgpu');
+  const device = (tf.backend() as unknown as { device: GPUDevice }).device;
+  const x = tf.randomUniform([N, inDim], -1, 1, 'float32', 1) as tf.Tensor2D;
+  const w = tf.randomUniform([inDim, outDim], -0.2, 0.2, 'float32', 2) as tf.Tensor2D;
+  const b = tf.randomUniform([outDim], -1, 1, 'float32', 3) as tf.Tensor1D;
+  const r = tf.randomUniform([N, outDim], -1, 1, 'float32', 4);
+  const before = tf.memory().numTensors;
+  const run = async (): Promise<Float32Array[]> => {
+    const { value, grads } = tf.valueAndGrads((xs: tf.Tensor, ws: tf.Tensor, bs: tf.Tensor) =>
+      tf.sum(tf.mul(dense(xs as tf.Tensor2D, ws as tf.Tensor2D, bs as tf.Tensor1D, activation), r)))([x, w, b]);
+    const y = tf.tidy(() => dense(x, w, b, activation));
+    const out = await Promise.all([y, ...grads].map(async (t) => Float32Array.from((await t.data()) as Float32Array)));
+    tf.dispose([value, y, ...grads]);
+    return out;
+  };
+  device.pushErrorScope('validation');
+  useGemm('off');
+  const stock = await run();
+  let gemmDispatches = 0;
+  const stop = observeRawDispatches((key) => { if (key.startsWith('micseGemm')) gemmDispatches += 1; });
+  useGemm('on');
+  const ours = await run();
+  useGemm('off');
+  stop();
+  const error = await device.popErrorScope();
+  const leaked = tf.memory().numTensors - before;
+  tf.dispose([x, w, b, r]);
+  return { diffs: ours.map((o, i) => scaled(o, stock[i]!)), gemmDispatches, errors: error === null ? [] : [error.message], leaked };
+}
+
+Object.assign(window, { runGemmCases, runDenseCase });

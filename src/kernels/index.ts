@@ -2,7 +2,7 @@
  * The kernels layer: what makes a step fast, kept apart from the method (src/model, src/losses, src/train call
  * the ops exported here and never name a backend).
  *
- * One folder per op (dropout, layerNorm, gelu, attention, dense, infoNCE, ami, adamw): the op's public
+ * One folder per op (dropout, layerNorm, gelu, attention, dense, infoNCE, ami, adamw; gemm, dense layers' products): the op's public
  * function, its composed fallback (stock TF.js ops, which every backend runs) and its kernels per backend, with their
  * gradients. `stock/` replaces stock cpu/wasm kernels that training needs faster; `platform/` is the machinery they
  * share (host backend views and the run-time wasm assembler, WebGPU program shapes and raw dispatches, the matmul
@@ -17,6 +17,7 @@ import { registerAttentionKernels } from './attention/index.js';
 import { registerDenseKernels } from './dense/index.js';
 import { registerDropoutKernels } from './dropout/index.js';
 import { registerGeluKernels } from './gelu/index.js';
+import { registerGemmKernels } from './gemm/index.js';
 import { registerInfoNCEKernels } from './infoNCE/index.js';
 import { registerLayerNormKernels } from './layerNorm/index.js';
 import { internalsProblem } from './platform/internals.js';
@@ -25,7 +26,7 @@ import { tf } from '../model/tf.js';
 
 const OPS: readonly ((backendName: string) => void)[] = [
   registerDropoutKernels, registerLayerNormKernels, registerGeluKernels, registerAttentionKernels, registerDenseKernels,
-  registerInfoNCEKernels, registerAmiKernels, registerAdamWKernels,
+  registerInfoNCEKernels, registerAmiKernels, registerAdamWKernels, registerGemmKernels,
 ];
 
 export interface KernelRegistration {

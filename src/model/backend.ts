@@ -11,6 +11,7 @@ import { hostMatMulEngine, NATIVE_GEMM_ENV, useNativeGemm } from '../kernels/sto
 import { activeMatmulTile, describeMatmulTile, MATMUL_TILE_ENV, parseMatmulTile, useMatmulTile } from '../kernels/platform/matmulTiles.js';
 import { heapMemory, type WasmBackend } from '../kernels/platform/hostBackend.js';
 import { heapSimdHost } from '../kernels/platform/hostSimd.js';
+import { activeGemmMode, describeGemmMode, GEMM_ENV, parseGemmMode, useGemm } from '../kernels/gemm/index.js';
 import { tf } from './tf.js';
 
 export const BACKEND_NAMES = ['auto', 'tensorflow-gpu', 'tensorflow', 'webgpu', 'wasm', 'cpu'] as const;
@@ -226,6 +227,7 @@ export async function selectBackend(requested: BackendName = 'auto', exclude: Ba
       const kernels = registerKernels(tfBackend);
       if (tfBackend === 'webgpu' && kernels.stockOnly === null) {
         useMatmulTile(tf.backend() as unknown as WebGPUBackend, parseMatmulTile(process.env[MATMUL_TILE_ENV]));
+        useGemm(parseGemmMode(process.env[GEMM_ENV]));
       }
       attempts.push({ name, ok: true, reason: requested === 'auto' ? 'first available in the auto order' : 'requested' });
       current = { requested, name, tfBackend, attempts, replacedKernels: kernels.replaced, stockOnly: kernels.stockOnly };
@@ -253,6 +255,7 @@ export function describeSelection(sel: BackendSelection): string {
   if (sel.tfBackend === 'wasm' || sel.tfBackend === 'cpu') lines.push(`  dense products: ${hostMatMulEngine(sel.tfBackend)}`);
   if (sel.tfBackend === 'webgpu' && sel.stockOnly === null) {
     lines.push(`  matmul tile: ${describeMatmulTile(activeMatmulTile())} (${MATMUL_TILE_ENV})`);
+    lines.push(`  dense layers' products: ${describeGemmMode(activeGemmMode())} (${GEMM_ENV})`);
   }
   return lines.join('\n');
 }

@@ -19,7 +19,7 @@ import { elementwiseProgram } from '../platform/webgpuPrograms.js';
 import { kernelOn, registerOp } from '../registry.js';
 
 const GELU = 'MicseGelu';
-const GELU_GRAD = 'MicseGeluGrad';
+export const GELU_GRAD = 'MicseGeluGrad';
 
 // Abramowitz & Stegun 7.1.26, the constants of TF.js's Erf kernels (backend_util.ERF_*).
 const ERF_P = 0.3275911;

@@ -31,9 +31,6 @@ import { WGSL_ERF } from '../gelu/index.js';
 import { tf } from '../../model/tf.js';
 import { internalsOf, packUniforms, recordRaw, type RawProgram } from './webgpuPrograms.js';
 
-/** `MICSE_WEBGPU_GEMM=1` runs the step's large products (kernels/gemm) on this GEMM; unset or 0: TF.js's product. */
-export const GEMM_ENV = 'MICSE_WEBGPU_GEMM';
-
 /** A block shape: WX x WY threads, RM x RN vec4 groups of outputs each, BK-deep slices of K. */
 export interface GemmTile {
   /** Threads across (columns) and down (rows). */
