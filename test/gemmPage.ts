@@ -29,7 +29,7 @@ export interface GemmCaseResult {
   skipped: string | null;
   /** max |ours - TF.js| / max |TF.js| over C (and, with keepPre, over the value before GELU). */
   scaledDiff: number;
-  /** Whether C equals TF.js's bit for bit. */
+  /** Whether C (and the value before GELU) equal TF.js's bit for bit. */
   bitEqual: boolean;
 }
 
@@ -42,6 +42,8 @@ function scaled(a: Float32Array, b: Float32Array): number {
   }
   return a.length !== b.length ? Infinity : m / (s || 1);
 }
+
+const same = (a: Float32Array, b: Float32Array): boolean => a.length === b.length && a.every((v, i) => Object.is(v, b[i]));
 
 async function runCase(c: GemmCase, seed: number): Promise<GemmCaseResult> {
   const device = (tf.backend() as unknown as { device: GPUDevice }).device;
@@ -64,8 +66,7 @@ async function runCase(c: GemmCase, seed: number): Promise<GemmCaseResult> {
   const got = await Promise.all(ours.map((t) => t.data() as Promise<Float32Array>));
   const want = [(await ref.data()) as Float32Array, ...(c.keepPre ? [(await refPre.data()) as Float32Array] : [])];
   tf.dispose([a, b, ...(bias ? [bias] : []), ...(residual ? [residual] : []), ...ours, ref, refPre]);
-  const bitEqual = got[0]!.length === want[0]!.length && got[0]!.every((v, i) => Object.is(v, want[0]![i]));
-  return { skipped: null, scaledDiff: Math.max(...got.map((g, i) => scaled(g, want[i]!))), bitEqual };
+  return { skipped: null, scaledDiff: Math.max(...got.map((g, i) => scaled(g, want[i]!))), bitEqual: got.every((g, i) => same(g, want[i]!)) };
 }
 
 /** Runs `cases` on webgpu; also the device's subgroup support, validation errors and the tensor count's change. */
@@ -82,11 +83,11 @@ async function runGemmCases(cases: GemmCase[]): Promise<{ results: GemmCaseResul
 
 /**
  * kernels/dense on webgpu with kernels/gemm on and off: y = dense(x, W, b, activation) and the gradients of
- * sum(y * r) in x, W and b, for x [N, in] W [in, out]. Returns the scaled differences (y, dx, dW, db) and the GEMM
- * dispatches the run with it on made.
+ * sum(y * r) in x, W and b, for x [N, in] W [in, out]. Returns the scaled differences (y, dx, dW, db), whether each
+ * is the same bit for bit, and the GEMM dispatches the run with it on made.
  */
 async function runDenseCase(N: number, inDim: number, outDim: number, activation: 'linear' | 'gelu'):
-  Promise<{ diffs: number[]; gemmDispatches: number; errors: string[]; leaked: number }> {
+  Promise<{ diffs: number[]; bitEqual: boolean[]; gemmDispatches: number; errors: string[]; leaked: number }> {
   await selectBackend('webgpu');
   const device = (tf.backend() as unknown as { device: GPUDevice }).device;
   const x = tf.randomUniform([N, inDim], -1, 1, 'float32', 1) as tf.Tensor2D;
@@ -114,7 +115,7 @@ async function runDenseCase(N: number, inDim: number, outDim: number, activation
   const error = await device.popErrorScope();
   const leaked = tf.memory().numTensors - before;
   tf.dispose([x, w, b, r]);
-  return { diffs: ours.map((o, i) => scaled(o, stock[i]!)), gemmDispatches, errors: error === null ? [] : [error.message], leaked };
+  return { diffs: ours.map((o, i) => scaled(o, stock[i]!)), bitEqual: ours.map((o, i) => same(o, stock[i]!)), gemmDispatches, errors: error === null ? [] : [error.message], leaked };
 }
 
 Object.assign(window, { runGemmCases, runDenseCase });

@@ -14,7 +14,8 @@
  */
 import { tf } from '../../model/tf.js';
 import { GELU_GRAD } from '../gelu/index.js';
-import { runGemm } from '../platform/gemm.js';
+import { chooseGemmTile, runGemm } from '../platform/gemm.js';
+import { internalsOf } from '../platform/webgpuPrograms.js';
 import { kernelOn, registerOp } from '../registry.js';
 
 export const GEMM_ENV = 'MICSE_WEBGPU_GEMM';
@@ -77,7 +78,7 @@ function product(a: tf.Tensor2D, b: tf.Tensor2D, transA: boolean, transB: boolea
 /**
  * `x [N, in] W [in, out] + b [out]` (then GELU with `gelu`) on the GEMM, differentiable in x, W and b, the bias
  * gradient by `biasGrad` (dz [N, out] -> [out]); null where the GEMM does not run (mode off, another backend, a
- * product below the size threshold), for the caller's own path.
+ * product below the size threshold, no tile within the device's workgroup memory), for the caller's own path.
  */
 export function gemmDense(x: tf.Tensor2D, w: tf.Tensor2D, b: tf.Tensor1D, gelu: boolean,
   biasGrad: (dz: tf.Tensor2D) => tf.Tensor1D): tf.Tensor2D | null {
@@ -85,6 +86,7 @@ export function gemmDense(x: tf.Tensor2D, w: tf.Tensor2D, b: tf.Tensor1D, gelu: 
   const outDim = w.shape[1];
   const sides = [N, inDim, outDim];
   if (mode === 'off' || !kernelOn(GEMM, x, w, b) || sides.some((s) => s < MIN_SIDE) || N * inDim * outDim < MIN_MACS) return null;
+  if (chooseGemmTile(N, outDim, internalsOf(tf.backend()).device.limits.maxComputeWorkgroupStorageSize) === null) return null;
   const op = tf.customGrad((...args) => {
     const [xs, ws, bs] = args as [tf.Tensor2D, tf.Tensor2D, tf.Tensor1D];
     const save = args[3] as tf.GradSaveFunc;

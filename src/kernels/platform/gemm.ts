@@ -2,9 +2,10 @@
  * A WGSL GEMM of our own for the training step's large products: C = op(A) op(B) (+ bias) (GELU) (+ residual), with
  * op(X) = X or X^T, A [M, K] (or [K, M] stored), B [K, N] (or [N, K] stored), C [M, N], all row-major float32.
  *
- * Why: TF.js's MatMulPackedProgram computes at most 32 x 64 outputs a workgroup from single-buffered 16 KB tiles
- * (matmulTiles.ts), and its transposed-B form loads scalars; BERT-base's products (M = 2 B T token rows, K and N in
- * {768, 2304, 3072}) want larger blocks, so that each value read from workgroup memory feeds more multiply-adds.
+ * Why: TF.js's MatMulPackedProgram stages single-buffered tiles within 16 KB (32 x 32 outputs a workgroup, 32 x 64
+ * as matmulTiles.ts retiles it) and loads scalars where B is transposed; BERT-base's products (M = 2 B T token rows,
+ * K and N in {768, 2304, 3072}) want larger blocks, so that each value read from workgroup memory feeds more
+ * multiply-adds, and the next slice's loads overlapping the current one's arithmetic.
  *
  * The kernel (one workgroup per BM x BN block of C; WX x WY threads, each owning TM x TN = 4 RM x 4 RN outputs):
  *   - rows of a thread: rm * 4 WY + 4 ty + i, columns rn * 4 WX + 4 tx + j (rm < RM, rn < RN, i, j < 4), so that each
