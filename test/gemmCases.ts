@@ -1,7 +1,8 @@
 /**
- * The page side of test/gemm.test.ts, bundled by it for headless Chromium (SwiftShader's WebGPU): runs each case on
- * src/kernels/platform/gemm.ts's GEMM and on TF.js's own ops (its webgpu product, add, erf), in the page, and returns
- * how far apart they are. Values are drawn in the page (tf.randomUniform, seeded per case).
+ * The value checks of test/gemm.test.ts, run where WebGPU computes: in headless Chromium (SwiftShader; this module
+ * bundled into the page, its functions on `window`) and in Node where a real adapter exists (imported). Each case
+ * runs on src/kernels/platform/gemm.ts's GEMM and on TF.js's own ops (its webgpu product, add, erf), and the result
+ * says how far apart they are. Values are drawn on the device (tf.randomUniform, seeded per case).
  */
 import { selectBackend } from '../src/model/backend.js';
 import { tf } from '../src/model/tf.js';
@@ -70,7 +71,7 @@ async function runCase(c: GemmCase, seed: number): Promise<GemmCaseResult> {
 }
 
 /** Runs `cases` on webgpu; also the device's subgroup support, validation errors and the tensor count's change. */
-async function runGemmCases(cases: GemmCase[]): Promise<{ results: GemmCaseResult[]; subgroups: boolean; errors: string[]; leaked: number }> {
+export async function runGemmCases(cases: GemmCase[]): Promise<{ results: GemmCaseResult[]; subgroups: boolean; errors: string[]; leaked: number }> {
   await selectBackend('webgpu');
   const device = (tf.backend() as unknown as { device: GPUDevice }).device;
   const before = tf.memory().numTensors;
@@ -86,7 +87,7 @@ async function runGemmCases(cases: GemmCase[]): Promise<{ results: GemmCaseResul
  * sum(y * r) in x, W and b, for x [N, in] W [in, out]. Returns the scaled differences (y, dx, dW, db), whether each
  * is the same bit for bit, and the GEMM dispatches the run with it on made.
  */
-async function runDenseCase(N: number, inDim: number, outDim: number, activation: 'linear' | 'gelu'):
+export async function runDenseCase(N: number, inDim: number, outDim: number, activation: 'linear' | 'gelu'):
   Promise<{ diffs: number[]; bitEqual: boolean[]; gemmDispatches: number; errors: string[]; leaked: number }> {
   await selectBackend('webgpu');
   const device = (tf.backend() as unknown as { device: GPUDevice }).device;
@@ -118,4 +119,4 @@ async function runDenseCase(N: number, inDim: number, outDim: number, activation
   return { diffs: ours.map((o, i) => scaled(o, stock[i]!)), bitEqual: ours.map((o, i) => same(o, stock[i]!)), gemmDispatches, errors: error === null ? [] : [error.message], leaked };
 }
 
-Object.assign(window, { runGemmCases, runDenseCase });
+if (typeof window !== 'undefined') Object.assign(window, { runGemmCases, runDenseCase });
