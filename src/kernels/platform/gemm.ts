@@ -5,7 +5,7 @@
  * Why: TF.js's MatMulPackedProgram stages single-buffered tiles within 16 KB (32 x 32 outputs a workgroup, 32 x 64
  * as matmulTiles.ts retiles it) and loads scalars where B is transposed; BERT-base's products (M = 2 B T token rows,
  * K and N in {768, 2304, 3072}) want larger blocks, so that each value read from workgroup memory feeds more
- * multiply-adds, and the next slice's loads overlapping the current one's arithmetic.
+ * multiply-adds, and two stages, so that the next slice's loads overlap the current one's arithmetic.
  *
  * The kernel (one workgroup per BM x BN block of C; WX x WY threads, each owning TM x TN = 4 RM x 4 RN outputs):
  *   - rows of a thread: rm * 4 WY + 4 ty + i, columns rn * 4 WX + 4 tx + j (rm < RM, rn < RN, i, j < 4), so that each
@@ -157,11 +157,13 @@ function stagingWgsl(s: GemmSpec, o: Staging): string {
   const span4 = o.span / 4;
   const slice = bk * span4; // vec4s in one stage
   const side0 = o.name === 'A' ? 'm0' : 'n0';
-  // Quad e of the slice: (side index, k index of its first element) and its (row, column) in the stored operand.
-  const place = o.alongK
-    // four neighbouring quads hold four neighbouring sides at one k-quad: side = 4 (e / BK) + e % 4, k = 4 ((e / 4) % (BK / 4))
-    ? `let side = 4u * (e / ${bk}u) + e % 4u;\n      let kk = 4u * ((e / 4u) % ${bk / 4}u);\n      let row = ${side0} + side;\n      let col = k0 + kk;`
-    : `let side = 4u * (e % ${span4}u);\n      let kk = e / ${span4}u;\n      let row = k0 + kk;\n      let col = ${side0} + side;`;
+  // Quad e of the slice: its side index and the k index of its first element (along k, four neighbouring quads hold
+  // four neighbouring sides at one k-quad: side = 4 (e / BK) + e % 4, k = 4 ((e / 4) % (BK / 4))) ...
+  const sideK = o.alongK
+    ? `let side = 4u * (e / ${bk}u) + e % 4u;\n      let kk = 4u * ((e / 4u) % ${bk / 4}u);`
+    : `let side = 4u * (e % ${span4}u);\n      let kk = e / ${span4}u;`;
+  // ... and its first element's (row, column) in the stored operand.
+  const place = `${sideK}\n      ${o.alongK ? `let row = ${side0} + side;\n      let col = k0 + kk;` : `let row = k0 + kk;\n      let col = ${side0} + side;`}`;
   const rowsLen = o.alongK ? o.sideLen : 'uniforms.K';
   const colsLen = o.rowLen;
   const read = s.vec4
@@ -200,8 +202,7 @@ function stagingWgsl(s: GemmSpec, o: Staging): string {
     for (var q = 0u; q < ${perThread}u; q = q + 1u) {
       let e = localIndex + q * ${threads}u;
       ${whole ? '' : `if (e >= ${quads}u) { break; }`}
-      ${o.alongK ? `let side = 4u * (e / ${bk}u) + e % 4u;\n      let kk = 4u * ((e / 4u) % ${bk / 4}u);`
-        : `let side = 4u * (e % ${span4}u);\n      let kk = e / ${span4}u;`}
+      ${sideK}
       ${!o.alongK ? storeDirect : shuffled ? `if (lanesInOrder) {\n        ${storeShuffled}\n      } else {\n        ${storeScalars}\n      }` : storeScalars}
     }
   }`;
