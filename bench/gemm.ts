@@ -158,7 +158,9 @@ async function main(): Promise<void> {
       const ms = await time(run, iters);
       return { ms, tflops: flops(p) / (ms * 1e9) };
     };
-    const [tfjs, gemm, gemmNoSg] = await runs(i).reduce(async (acc, run) => [...(await acc), await timing(run)], Promise.resolve([] as Timing[]));
+    const timings: Timing[] = [];
+    for (const run of runs(i)) timings.push(await timing(run));
+    const [tfjs, gemm, gemmNoSg] = timings;
     const row: Row = { product: p.name, ...tfjs! };
     let tile = '';
     if (gemm !== undefined) {

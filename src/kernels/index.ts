@@ -2,11 +2,12 @@
  * The kernels layer: what makes a step fast, kept apart from the method (src/model, src/losses, src/train call
  * the ops exported here and never name a backend).
  *
- * One folder per op (dropout, layerNorm, gelu, attention, dense, infoNCE, ami, adamw; gemm, dense layers' products): the op's public
- * function, its composed fallback (stock TF.js ops, which every backend runs) and its kernels per backend, with their
- * gradients. `stock/` replaces stock cpu/wasm kernels that training needs faster; `platform/` is the machinery they
- * share (host backend views and the run-time wasm assembler, WebGPU program shapes and raw dispatches, the matmul
- * tile, onnxruntime-node's native GEMM and the ONNX protobuf writer it and the exports share).
+ * One folder per op (dropout, layerNorm, gelu, attention, dense, infoNCE, ami, adamw; gemm, the dense layers'
+ * products on our own WebGPU GEMM): the op's public function, its composed fallback (stock TF.js ops, which every
+ * backend runs) and its kernels per backend, with their gradients. `stock/` replaces stock cpu/wasm kernels that
+ * training needs faster; `platform/` is the machinery they share (host backend views and the run-time wasm
+ * assembler, WebGPU program shapes and raw dispatches, the matmul tile, the WGSL GEMM generator, onnxruntime-node's
+ * native GEMM and the ONNX protobuf writer it and the exports share).
  *
  * Nothing registers on import: `registerKernels` is called where a backend is selected (src/model/backend.ts), and
  * an op runs its kernel only where the active backend has it registered (registry.ts `kernelOn`).

@@ -154,8 +154,9 @@ function missingVulkanLoader(dawnOptions: readonly string[]): string | null {
 
 /**
  * Registers TF.js's webgpu backend with a factory that asks the device for WEBGPU_STORAGE_BUFFERS storage buffers per
- * stage (capped by the adapter) and the `subgroups` feature where the adapter has it, besides what tfjs-backend-webgpu's own factory asks (base.ts: its workgroup, buffer
- * size and dispatch limits, timestamp queries), which it otherwise equals. Does nothing once the backend exists.
+ * stage (capped by the adapter) and the `subgroups` feature where the adapter has it, besides what
+ * tfjs-backend-webgpu's own factory asks (base.ts: its workgroup, buffer size and dispatch limits, timestamp
+ * queries), which it otherwise equals. Does nothing once the backend exists.
  */
 async function registerWebgpu(): Promise<void> {
   const { WebGPUBackend } = await import('@tensorflow/tfjs-backend-webgpu');

@@ -190,9 +190,9 @@ export class BertModel {
   }
 
   /**
-   * x [.., in] @ W [in, out] + b (kernels/dense), then the exact GELU with `activation` 'gelu'. On webgpu the bias is added inside the product's kernel and its
-   * gradient is one column-sum dispatch; elsewhere the stock MatMul and Add, which the wasm backend routes to the
-   * native GEMM (its fused product would not).
+   * x [.., in] @ W [in, out] + b (kernels/dense), then the exact GELU with `activation` 'gelu'. On webgpu the bias
+   * is added inside the product's kernel and its gradient is one column-sum dispatch; elsewhere the stock MatMul and
+   * Add, which the wasm backend routes to the native GEMM (its fused product would not).
    */
   private dense(x: tf.Tensor, name: string, activation: 'linear' | 'gelu' = 'linear'): tf.Tensor {
     const w = this.w(`${name}.weight`);
