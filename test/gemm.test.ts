@@ -2,54 +2,33 @@
  * src/kernels/platform/gemm.ts: the tile table and the shapes' checks; every variant (tile, transposes, vec4 and
  * scalar forms, subgroups, each epilogue) compiles into a pipeline without a validation error on Dawn's null device
  * (Node, every machine with the `webgpu` package; the real adapter where Node has one), and a TrainStep with
- * MICSE_WEBGPU_GEMM=1 runs its encoder's dense layers on it there. Values (test/gemmCases.ts): on SwiftShader in
- * headless Chromium every variant gives TF.js's webgpu product (with TF.js's add and erf for the epilogues) bit for
- * bit, both summing in order with fma, and so do kernels/dense's output and gradients with the GEMM on and off; on a
- * real adapter in Node (a GPU machine) the same within 1e-5 of scale (its compiler may contract the epilogue's
- * arithmetic differently; the bit-equal count is printed).
+ * MICSE_WEBGPU_GEMM=1 runs its encoder's dense layers on it there. Values, on a real adapter in Node (a GPU machine;
+ * test/gemmCases.ts): every variant of test/gemmChecks.ts within 1e-5 of scale of TF.js's webgpu product (with
+ * TF.js's add and erf for the epilogues), and kernels/dense's output and gradients with the GEMM on and off, the
+ * bit-equal count printed (a GPU compiler may contract the epilogue's arithmetic differently; on SwiftShader, in
+ * test/gemm-browser.test.ts, they are TF.js's bits). Packable for the GPU machine (bench/device/pack.sh).
  */
 import assert from 'node:assert/strict';
-import { readdirSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import type { Browser } from 'puppeteer-core';
-import * as esbuild from 'esbuild';
 import { DAWN_OPTIONS_ENV, selectBackend } from '../src/model/backend.js';
 import { GEMM_ENV, parseGemmMode, useGemm } from '../src/kernels/gemm/index.js';
 import { tf } from '../src/model/tf.js';
 import {
   blockCols, blockRows, chooseGemmTile, gemmDims, gemmKey, gemmTileBytes, GEMM_TILES, gemmVec4, gemmWgsl, runGemm,
-  type GemmEpilogue, type GemmSpec, type GemmTile,
+  type GemmSpec, type GemmTile,
 } from '../src/kernels/platform/gemm.js';
-import { launchChromium, openPage, serveStatic, SKIP_NO_CHROMIUM } from './browserHarness.js';
-import { OBJECTIVE, ROOT, testTempDir, webgpuSkipReason } from './helpers.js';
+import { OBJECTIVE, webgpuSkipReason } from './helpers.js';
 import { BertModel } from '../src/model/bert.js';
 import type { BertConfig } from '../src/model/config.js';
 import { MlpHead } from '../src/losses/mlpHead.js';
 import { AdamW } from '../src/train/adamw.js';
 import { TrainStep, trainableParams } from '../src/train/step.js';
 import { observeRawDispatches } from '../src/kernels/platform/webgpuPrograms.js';
-import { runDenseCase, runGemmCases, type GemmCase, type GemmCaseResult } from './gemmCases.js';
-// @ts-expect-error: a plain .mjs module without types
-import { nodeOnlyStubs } from '../scripts/nodeOnlyStubs.mjs';
+import { runDenseCase, runGemmCases } from './gemmCases.js';
+import { valueCases, checkDenseRun, checkGemmRun, DENSE_SHAPE, EPILOGUES, TOL, TRANSPOSES } from './gemmChecks.js';
 
-const TOL = 1e-5;
 /** A real WebGPU adapter in Node (a GPU machine; Dawn with a Vulkan driver): false, else why the checks there skip. */
 const REAL_SKIP = await webgpuSkipReason();
-const TRANSPOSES = [[false, false], [false, true], [true, false], [true, true]] as const;
-const NONE: GemmEpilogue = { bias: false, gelu: false, keepPre: false, residual: false };
-const EPILOGUES: GemmEpilogue[] = [
-  NONE,
-  { ...NONE, bias: true },
-  { ...NONE, gelu: true },
-  { ...NONE, bias: true, gelu: true, keepPre: true },
-  { ...NONE, bias: true, residual: true },
-  { bias: true, gelu: true, keepPre: true, residual: true },
-];
-/** The largest tile and a smaller one (the browser cases run every transpose and form on these). */
-const MAIN_TILE = GEMM_TILES[1]!; // 128 x 128 x 8, 16 KB: fits every WebGPU device
-const SMALL_TILE = GEMM_TILES[5]!; // 64 x 64 x 8
 
 describe('gemm tiles and shapes', () => {
   test('the table: 128 x 128 blocks where there are enough of them, smaller ones where not, none beyond the device', () => {
@@ -185,122 +164,12 @@ describe("gemm on Dawn's null device, or the real adapter where Node has one (pi
   });
 });
 
-/**
- * The browser cases (each distinct variant is one more SwiftShader compile, the test's main cost): the main tile
- * in the vec4 form and the small one in the scalar form, each with the four transposes; every other tile with one
- * transpose; subgroups off where quads are transposed (A as stored, B^T); each epilogue once, the forms and transposes
- * rotating. Shapes: no side a multiple of its block (vec4: 260 x 132 x 68; scalar: 203 x 131 x 67).
- */
-function browserCases(): GemmCase[] {
-  const shape = (vec4: boolean) => (vec4 ? { M: 260, N: 132, K: 68 } : { M: 203, N: 131, K: 67 });
-  const cases: GemmCase[] = [];
-  const add = (tile: GemmTile, vec4: boolean, subgroups: boolean, e: GemmEpilogue, [transA, transB]: readonly [boolean, boolean]) =>
-    cases.push({ ...shape(vec4), transA, transB, tile, subgroups, ...e });
-  for (const t of TRANSPOSES) add(MAIN_TILE, true, true, NONE, t);
-  for (const t of TRANSPOSES) add(SMALL_TILE, false, true, NONE, t);
-  GEMM_TILES.filter((t) => t !== MAIN_TILE && t !== SMALL_TILE).forEach((tile, i) => add(tile, true, true, NONE, TRANSPOSES[i % 4]!));
-  add(MAIN_TILE, true, false, NONE, TRANSPOSES[0]);
-  add(MAIN_TILE, true, false, NONE, TRANSPOSES[1]);
-  EPILOGUES.slice(1).forEach((e, i) => add(MAIN_TILE, i % 2 === 0, true, e, TRANSPOSES[(i + 1) % 4]!));
-  return cases;
-}
-
-/** test/gemmCases.ts bundled for a page (the browser bundle's stubs for Node-only modules). */
-async function bundlePage(dir: string): Promise<void> {
-  const require = createRequire(import.meta.url);
-  const tfjsDir = path.join(ROOT, 'node_modules', '@tensorflow');
-  const versions = Object.fromEntries(readdirSync(tfjsDir).filter((n) => !n.startsWith('.'))
-    .map((n) => { try { return [`@tensorflow/${n}`, (require(`@tensorflow/${n}/package.json`) as { version: string }).version]; } catch { return null; } })
-    .filter((e): e is [string, string] => e !== null));
-  await esbuild.build({
-    entryPoints: [path.join(ROOT, 'test', 'gemmCases.ts')], outfile: path.join(dir, 'gemm.js'), bundle: true, format: 'esm',
-    platform: 'browser', target: 'es2022', logLevel: 'warning',
-    define: { 'process.env': '{}', MICSE_BUNDLED_VERSIONS: JSON.stringify(versions) }, plugins: [nodeOnlyStubs()],
-  });
-}
-
-type GemmRun = { results: GemmCaseResult[]; subgroups: boolean; errors: string[]; leaked: number };
-type DenseRun = { diffs: number[]; bitEqual: boolean[]; gemmDispatches: number; errors: string[]; leaked: number };
-
-/** Every case within TOL of TF.js's, and with `bits` its bits; returns how many ran and how many were bit-equal. */
-function checkGemmRun(cases: GemmCase[], run: GemmRun, bits: boolean): { ran: number; equal: number } {
-  assert.deepEqual(run.errors, [], 'WebGPU validation errors');
-  assert.equal(run.leaked, 0, 'tensors left behind');
-  const ran = run.results.filter((r) => r.skipped === null).length;
-  assert.ok(ran >= cases.length - 1, `${ran} of ${cases.length} cases ran (at most the 32 KB tile is beyond the device's workgroup memory)`);
-  cases.forEach((c, i) => {
-    const r = run.results[i]!;
-    const name = `${c.M}x${c.N}x${c.K} ${c.transA ? 'T' : 'N'}${c.transB ? 'T' : 'N'} ${blockRows(c.tile)}x${blockCols(c.tile)}x${c.tile.bk}` +
-      `${c.subgroups ? ' sg' : ''}${c.bias ? ' bias' : ''}${c.gelu ? ' gelu' : ''}${c.keepPre ? '+pre' : ''}${c.residual ? ' res' : ''}`;
-    if (r.skipped !== null) return;
-    assert.ok(r.scaledDiff <= TOL, `${name}: ${r.scaledDiff} from TF.js's`);
-    if (bits) assert.ok(r.bitEqual, `${name}: not TF.js's bits (${r.scaledDiff} apart), though both sum in the same order with fma`);
-  });
-  return { ran, equal: run.results.filter((r) => r.bitEqual).length };
-}
-
-/** kernels/dense's y, dx, dW, db with the GEMM on: within TOL of TF.js's (and with `bits` its bits), 4 GEMM dispatches. */
-function checkDenseRun(activation: string, r: DenseRun, bits: boolean): void {
-  assert.deepEqual(r.errors, [], 'WebGPU validation errors');
-  assert.equal(r.leaked, 0, 'tensors left behind');
-  // y twice (in the gradient's pass and alone) and dx, dW: four products on the GEMM
-  assert.equal(r.gemmDispatches, 4, `${activation}: GEMM dispatches`);
-  r.diffs.forEach((d, i) => {
-    const what = `${activation} ${['y', 'dx', 'dW', 'db'][i]}`;
-    assert.ok(d <= TOL, `${what}: ${d} from TF.js's`);
-    if (bits) assert.ok(r.bitEqual[i], `${what}: not TF.js's bits (${d} apart)`);
-  });
-}
-
-/** 264 x 256 x 252: just above kernels/gemm's size threshold (2^24 multiply-adds), no side a multiple of a block. */
-const DENSE_SHAPE = [264, 256, 252] as const;
-
 describe('gemm on a real WebGPU adapter in Node (values)', { skip: REAL_SKIP }, () => {
   test(`every tile, transpose, form, subgroup choice and epilogue within ${TOL} of TF.js's product; kernels/dense with ${GEMM_ENV} on too`, async () => {
-    const cases = browserCases();
+    const cases = valueCases();
     const { ran, equal } = checkGemmRun(cases, await runGemmCases(cases), false);
     for (const activation of ['linear', 'gelu'] as const) checkDenseRun(activation, await runDenseCase(...DENSE_SHAPE, activation), false);
     await selectBackend('cpu');
     console.log(`gemm: ${ran} cases within ${TOL} of TF.js's product, ${equal} of them bit for bit`);
-  });
-});
-
-describe('gemm on SwiftShader in headless Chromium (values)', { skip: SKIP_NO_CHROMIUM }, () => {
-  let browser: Browser | undefined;
-  let server: Awaited<ReturnType<typeof serveStatic>> | undefined;
-  const dir = testTempDir('gemm-page');
-  before(async () => {
-    await bundlePage(dir);
-    server = await serveStatic({ '/js/': dir }, { pages: { '/': '<!doctype html><meta charset="utf-8"><link rel="icon" href="data:,"><script type="module" src="/js/gemm.js"></script>' } });
-    browser = await launchChromium();
-  });
-  after(async () => {
-    await browser?.close();
-    await server?.close();
-  });
-
-  test(`every tile, transpose, form, subgroup choice and epilogue gives TF.js's product bit for bit (same summation order)`, async () => {
-    const errors: string[] = [];
-    const page = await openPage(browser!, server!.url + '/', errors);
-    await page.waitForFunction('typeof window.runGemmCases === "function"');
-    const cases = browserCases();
-    const run = await page.evaluate((c: GemmCase[]) => (window as unknown as { runGemmCases: typeof runGemmCases }).runGemmCases(c), cases);
-    await page.close();
-    assert.deepEqual(errors, []);
-    assert.ok(run.subgroups, "SwiftShader's adapter has subgroups: the subgroup variant ran");
-    checkGemmRun(cases, run, true);
-  });
-
-  test(`kernels/dense with ${GEMM_ENV} on: y and the gradients in x, W and b are TF.js's bit for bit, linear and GELU`, async () => {
-    const errors: string[] = [];
-    const page = await openPage(browser!, server!.url + '/', errors);
-    await page.waitForFunction('typeof window.runDenseCase === "function"');
-    for (const activation of ['linear', 'gelu'] as const) {
-      const r = await page.evaluate((shape: readonly number[], a: 'linear' | 'gelu') =>
-        (window as unknown as { runDenseCase: typeof runDenseCase }).runDenseCase(shape[0]!, shape[1]!, shape[2]!, a), DENSE_SHAPE, activation);
-      checkDenseRun(activation, r, true);
-    }
-    await page.close();
-    assert.deepEqual(errors, []);
   });
 });
