@@ -8,7 +8,8 @@
 #   2. WebGPU adapter (adapter.mjs): Dawn finds the GPU through Vulkan, and a one-kernel compute check
 #   3. bench base on webgpu with --profile, PyTorch on cuda in the same run (fp32 ratio + TF32 figure);
 #      if the bench fails, reference.py alone so the PyTorch numbers still come back; then bench/gemm.ts
-#      (TFLOP/s of each of the step's products, $OUT/gemm.json)
+#      (TFLOP/s of each of the step's products on TF.js's kernels and on src/kernels/platform/gemm.ts, $OUT/gemm.json),
+#      then (GPU only) base again with MICSE_WEBGPU_GEMM=1 (the step's dense layers on that GEMM; no PyTorch side)
 #   4. bench tiny and small on webgpu (+ PyTorch cuda), then tiny on Dawn's null device (MICSE_DAWN_OPTIONS=backend=null:
 #      the same calls, nothing runs): this host's JS + Dawn-front-end share of a step, apart from Vulkan and the GPU;
 #      then (GPU only) base again with Dawn's robustness transform and validation off (an A/B of the toggles)
@@ -156,8 +157,13 @@ for size in $SIZES; do
       --warmup "${WARMUP[$size]}" --device "$REF_DEVICE"
   fi
   if [ "$size" = base ]; then
-    # The step's products alone: TFLOP/s of the stock WebGPU matmul per product.
+    # The step's products alone: TFLOP/s per product of the stock WebGPU matmul and of our GEMM.
     step "gemm products" 90 node "$DEV/gemm.mjs" --backend webgpu --json "$OUT/gemm.json"
+    # A/B: the base step with its dense layers on our GEMM; compare ms/step and the matmul share with the run above.
+    if ((GPU)); then
+      step "bench base with MICSE_WEBGPU_GEMM=1" 90 env MICSE_WEBGPU_GEMM=1 node "$DEV/bench.mjs" --backend webgpu --size base \
+        --steps 5 --warmup 2 --no-reference --embed-sentences 64 --profile --json-out "$OUT/bench-base-gemm.json"
+    fi
   fi
 done
 

@@ -2,7 +2,8 @@
  * The kernels layer: what makes a step fast, kept apart from the method (src/model, src/losses, src/train call
  * the ops exported here and never name a backend).
  *
- * One folder per op (dropout, layerNorm, gelu, attention, dense, infoNCE, ami, adamw): index.ts holds the op's public
+ * One folder per op (dropout, layerNorm, gelu, attention, dense, infoNCE, ami, adamw; gemm, the dense layers'
+ * products on our own WebGPU GEMM): index.ts holds the op's public
  * function, which runs its kernels where the active backend has them and its composed fallback (stock TF.js ops, which
  * every backend runs) elsewhere, and its gradients; each backend's kernels live in their own file (host.ts for cpu and
  * wasm, webgpu.ts), with the one function that registers them. `stock/` replaces stock cpu/wasm kernels that
@@ -18,6 +19,7 @@ import { registerAdamWWebgpu } from './adamw/webgpu.js';
 import { registerAmiWebgpu } from './ami/webgpu.js';
 import { registerAttentionWebgpu } from './attention/webgpu.js';
 import { registerDenseWebgpu } from './dense/webgpu.js';
+import { registerGemmWebgpu } from './gemm/webgpu.js';
 import { registerDropoutHost } from './dropout/host.js';
 import { registerDropoutWebgpu } from './dropout/webgpu.js';
 import { registerGeluHost } from './gelu/host.js';
@@ -39,6 +41,7 @@ const OPS: readonly ((backendName: string) => void)[] = [
   registerGeluHost, registerGeluWebgpu,
   registerAttentionWebgpu,
   registerDenseWebgpu,
+  registerGemmWebgpu,
   registerInfoNCEWebgpu,
   registerAmiWebgpu,
   registerAdamWHost, registerAdamWWebgpu,

@@ -11,6 +11,7 @@ import { hostMatMulEngine, NATIVE_GEMM_ENV, useNativeGemm } from '../kernels/sto
 import { activeMatmulTile, describeMatmulTile, MATMUL_TILE_ENV, parseMatmulTile, useMatmulTile } from '../kernels/platform/matmulTiles.js';
 import { heapMemory, type WasmBackend } from '../kernels/platform/hostBackend.js';
 import { heapSimdHost } from '../kernels/platform/hostSimd.js';
+import { activeGemmMode, describeGemmMode, GEMM_ENV, parseGemmMode, useGemm } from '../kernels/gemm/index.js';
 import { tf } from './tf.js';
 
 export const BACKEND_NAMES = ['auto', 'tensorflow-gpu', 'tensorflow', 'webgpu', 'wasm', 'cpu'] as const;
@@ -153,8 +154,9 @@ function missingVulkanLoader(dawnOptions: readonly string[]): string | null {
 
 /**
  * Registers TF.js's webgpu backend with a factory that asks the device for WEBGPU_STORAGE_BUFFERS storage buffers per
- * stage (capped by the adapter) besides what tfjs-backend-webgpu's own factory asks (base.ts: its workgroup, buffer
- * size and dispatch limits, timestamp queries), which it otherwise equals. Does nothing once the backend exists.
+ * stage (capped by the adapter) and the `subgroups` feature where the adapter has it, besides what
+ * tfjs-backend-webgpu's own factory asks (base.ts: its workgroup, buffer size and dispatch limits, timestamp
+ * queries), which it otherwise equals. Does nothing once the backend exists.
  */
 async function registerWebgpu(): Promise<void> {
   const { WebGPUBackend } = await import('@tensorflow/tfjs-backend-webgpu');
@@ -166,7 +168,8 @@ async function registerWebgpu(): Promise<void> {
     if (adapter === null) throw new Error('navigator.gpu.requestAdapter() found no GPU adapter');
     const l = adapter.limits;
     const device = await adapter.requestDevice({
-      requiredFeatures: (['timestamp-query', 'bgra8unorm-storage'] as const).filter((f) => adapter.features.has(f)),
+      // 'subgroups' (kernels' subgroup variants, platform/gemm.ts) is newer than the GPUFeatureName of these typings.
+      requiredFeatures: ['timestamp-query', 'bgra8unorm-storage', 'subgroups'].filter((f) => adapter.features.has(f)) as GPUFeatureName[],
       requiredLimits: {
         maxComputeWorkgroupStorageSize: l.maxComputeWorkgroupStorageSize,
         maxComputeWorkgroupsPerDimension: l.maxComputeWorkgroupsPerDimension,
@@ -225,6 +228,7 @@ export async function selectBackend(requested: BackendName = 'auto', exclude: Ba
       const kernels = registerKernels(tfBackend);
       if (tfBackend === 'webgpu' && kernels.stockOnly === null) {
         useMatmulTile(tf.backend() as unknown as WebGPUBackend, parseMatmulTile(process.env[MATMUL_TILE_ENV]));
+        useGemm(parseGemmMode(process.env[GEMM_ENV]));
       }
       attempts.push({ name, ok: true, reason: requested === 'auto' ? 'first available in the auto order' : 'requested' });
       current = { requested, name, tfBackend, attempts, replacedKernels: kernels.replaced, stockOnly: kernels.stockOnly };
@@ -252,6 +256,7 @@ export function describeSelection(sel: BackendSelection): string {
   if (sel.tfBackend === 'wasm' || sel.tfBackend === 'cpu') lines.push(`  dense products: ${hostMatMulEngine(sel.tfBackend)}`);
   if (sel.tfBackend === 'webgpu' && sel.stockOnly === null) {
     lines.push(`  matmul tile: ${describeMatmulTile(activeMatmulTile())} (${MATMUL_TILE_ENV})`);
+    lines.push(`  dense layers' products: ${describeGemmMode(activeGemmMode())} (${GEMM_ENV})`);
   }
   return lines.join('\n');
 }

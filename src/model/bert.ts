@@ -23,7 +23,6 @@ import type { HostTensor } from './safetensors.js';
 import { tf } from './tf.js';
 import { selfAttention } from '../kernels/attention/index.js';
 import { dense } from '../kernels/dense/index.js';
-import { gelu } from '../kernels/gelu/index.js';
 import { addLayerNorm, layerNorm, type DropoutOptions } from '../kernels/layerNorm/index.js';
 import { freshSeed, seededDropout } from '../kernels/dropout/index.js';
 
@@ -191,17 +190,17 @@ export class BertModel {
   }
 
   /**
-   * x [.., in] @ W [in, out] + b (kernels/dense). On webgpu the bias is added inside the product's kernel and its
-   * gradient is one column-sum dispatch; elsewhere the stock MatMul and Add, which the wasm backend routes to the
-   * native GEMM (its fused product would not).
+   * x [.., in] @ W [in, out] + b (kernels/dense), then the exact GELU with `activation` 'gelu'. On webgpu the bias
+   * is added inside the product's kernel and its gradient is one column-sum dispatch; elsewhere the stock MatMul and
+   * Add, which the wasm backend routes to the native GEMM (its fused product would not).
    */
-  private dense(x: tf.Tensor, name: string): tf.Tensor {
+  private dense(x: tf.Tensor, name: string, activation: 'linear' | 'gelu' = 'linear'): tf.Tensor {
     const w = this.w(`${name}.weight`);
     const b = this.w(`${name}.bias`);
     const [inDim, outDim] = w.shape as [number, number];
     const lead = x.shape.slice(0, -1);
     const x2 = x.reshape([-1, inDim]) as tf.Tensor2D; // [N, in]
-    const y = dense(x2, w as tf.Tensor2D, b as tf.Tensor1D); // [N, out]
+    const y = dense(x2, w as tf.Tensor2D, b as tf.Tensor1D, activation); // [N, out]
     return y.reshape([...lead, outDim]);
   }
 
@@ -214,10 +213,15 @@ export class BertModel {
     return addLayerNorm(x, residual, this.w(`${name}.weight`), this.w(`${name}.bias`), this.config.layerNormEps, dropout);
   }
 
-  private act(x: tf.Tensor): tf.Tensor {
-    switch (this.config.hiddenAct) {
-      case 'gelu': // exact GELU: x * Phi(x), one kernel (kernels/layerNorm)
-        return gelu(x);
+  /**
+   * The intermediate dense layer and its activation: the exact GELU inside kernels/dense (one kernel after the
+   * product, or in the product's own dispatch where kernels/gemm runs it), the others after it.
+   */
+  private intermediate(x: tf.Tensor, name: string): tf.Tensor {
+    const act = this.config.hiddenAct;
+    if (act === 'gelu') return this.dense(x, name, 'gelu');
+    x = this.dense(x, name);
+    switch (act) {
       case 'gelu_new':
       case 'gelu_pytorch_tanh': {
         const inner = tf.mul(Math.sqrt(2 / Math.PI), tf.add(x, tf.mul(0.044715, tf.pow(x, 3))));
@@ -279,7 +283,7 @@ export class BertModel {
       // x = LayerNorm(dropout(dense) + x), one kernel on webgpu (kernels/layerNorm); the dropout takes the next site's seed
       const attnOut = this.dense(context, `${p}.attention.output.dense`); // [B, T, H]
       x = this.addLayerNorm(attnOut, x, `${p}.attention.output.LayerNorm`, { rate: pHidden, seed: nextSiteSeed() });
-      const inter = this.act(this.dense(x, `${p}.intermediate.dense`)); // [B, T, I]
+      const inter = this.intermediate(x, `${p}.intermediate.dense`); // [B, T, I]
       const out = this.dense(inter, `${p}.output.dense`); // [B, T, H]
       x = this.addLayerNorm(out, x, `${p}.output.LayerNorm`, { rate: pHidden, seed: nextSiteSeed() });
     }

@@ -18,10 +18,15 @@
  * backend routes that MatMul to the native GEMM).
  */
 import { tf } from '../../model/tf.js';
+import { gelu } from '../gelu/index.js';
+import { gemmDense } from '../gemm/index.js';
 import { kernelOn } from '../registry.js';
 
 /** The bias gradient's kernel: column sums of dy [rows, cols] -> [cols] (webgpu.ts). */
 export const COLUMN_SUM = 'MicseColumnSum';
+
+/** dy [N, out] -> [out], one dispatch. */
+const columnSum = (dy: tf.Tensor2D): tf.Tensor1D => tf.engine().runKernel(COLUMN_SUM, { dy }) as tf.Tensor1D;
 
 /** The product with the bias added in its kernel (_FusedMatMul, what tf.fused.matMul runs), our gradient. */
 const fusedDense = tf.customGrad((...args) => {
@@ -38,19 +43,26 @@ const fusedDense = tf.customGrad((...args) => {
         // W^T [out, in] freed at once: the backward pass's own tidy would hold every layer's until its end.
         tf.tidy(() => tf.matMul(dy2, tf.transpose(ws))), // [N, out] x [out, in] -> [N, in]
         tf.matMul(xs, dy2, true, false), // [in, out]
-        tf.engine().runKernel(COLUMN_SUM, { dy: dy2 }) as tf.Tensor1D, // [out]
+        columnSum(dy2), // [out]
       ];
     },
   };
 }) as (x: tf.Tensor2D, w: tf.Tensor2D, b: tf.Tensor1D) => tf.Tensor2D;
 
-/** `x [N, in] W [in, out] + b [out]` -> `[N, out]`; see the module comment. Differentiable in x, W and b. */
-export function dense(x: tf.Tensor2D, w: tf.Tensor2D, b: tf.Tensor1D): tf.Tensor2D {
+/**
+ * `x [N, in] W [in, out] + b [out]` -> `[N, out]`, then the exact GELU with `activation` 'gelu'; see the module
+ * comment. Differentiable in x, W and b. On webgpu with MICSE_WEBGPU_GEMM on, large layers run on kernels/gemm (the
+ * GELU in the product's dispatch), with this module's column sum as the bias gradient.
+ */
+export function dense(x: tf.Tensor2D, w: tf.Tensor2D, b: tf.Tensor1D, activation: 'linear' | 'gelu' = 'linear'): tf.Tensor2D {
   const [N, inDim] = x.shape;
   const [wIn, outDim] = w.shape;
   if (wIn !== inDim || b.shape[0] !== outDim) {
     throw new Error(`dense: x [${N}, ${inDim}] needs W [${inDim}, out] and b [out]; got W [${w.shape}] and b [${b.shape}]`);
   }
   const fused = kernelOn(COLUMN_SUM, x, w, b);
-  return fused ? fusedDense(x, w, b) : tf.add(tf.matMul(x, w), b);
+  const onGemm = fused ? gemmDense(x, w, b, activation === 'gelu', columnSum) : null;
+  if (onGemm !== null) return onGemm;
+  const y = fused ? fusedDense(x, w, b) : tf.add(tf.matMul(x, w), b) as tf.Tensor2D; // [N, out]
+  return activation === 'gelu' ? gelu(y) as tf.Tensor2D : y;
 }

@@ -8,7 +8,7 @@ import { ERF_A1, ERF_A2, ERF_A3, ERF_A4, ERF_A5, ERF_P, GELU, GELU_GRAD, GELU_GR
 /** Threads per workgroup of the element-wise programs. */
 const ELEMENTWISE_WORKGROUP = 256;
 
-const WGSL_ERF = `
+export const WGSL_ERF = `
   fn erf_as(v : f32) -> f32 {
     let a = abs(v);
     let t = 1.0 / (1.0 + ${ERF_P} * a);

@@ -1,0 +1,175 @@
+/**
+ * src/kernels/platform/gemm.ts: the tile table and the shapes' checks; every variant (tile, transposes, vec4 and
+ * scalar forms, subgroups, each epilogue) compiles into a pipeline without a validation error on Dawn's null device
+ * (Node, every machine with the `webgpu` package; the real adapter where Node has one), and a TrainStep with
+ * MICSE_WEBGPU_GEMM=1 runs its encoder's dense layers on it there. Values, on a real adapter in Node (a GPU machine;
+ * test/gemmCases.ts): every variant of test/gemmChecks.ts within 1e-5 of scale of TF.js's webgpu product (with
+ * TF.js's add and erf for the epilogues), and kernels/dense's output and gradients with the GEMM on and off, the
+ * bit-equal count printed (a GPU compiler may contract the epilogue's arithmetic differently; on SwiftShader, in
+ * test/gemm-browser.test.ts, they are TF.js's bits). Packable for the GPU machine (bench/device/pack.sh).
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { DAWN_OPTIONS_ENV, selectBackend } from '../src/model/backend.js';
+import { GEMM_ENV, parseGemmMode, useGemm } from '../src/kernels/gemm/index.js';
+import { tf } from '../src/model/tf.js';
+import {
+  blockCols, blockRows, chooseGemmTile, gemmDims, gemmKey, gemmTileBytes, GEMM_TILES, gemmVec4, gemmWgsl, runGemm,
+  type GemmSpec, type GemmTile,
+} from '../src/kernels/platform/gemm.js';
+import { OBJECTIVE, webgpuSkipReason } from './helpers.js';
+import { BertModel } from '../src/model/bert.js';
+import type { BertConfig } from '../src/model/config.js';
+import { MlpHead } from '../src/losses/mlpHead.js';
+import { AdamW } from '../src/train/adamw.js';
+import { TrainStep, trainableParams } from '../src/train/step.js';
+import { observeRawDispatches } from '../src/kernels/platform/webgpuPrograms.js';
+import { runDenseCase, runGemmCases } from './gemmCases.js';
+import { valueCases, checkDenseRun, checkGemmRun, DENSE_SHAPE, EPILOGUES, TOL, TRANSPOSES } from './gemmChecks.js';
+
+/** A real WebGPU adapter in Node (a GPU machine; Dawn with a Vulkan driver): false, else why the checks there skip. */
+const REAL_SKIP = await webgpuSkipReason();
+
+describe('gemm tiles and shapes', () => {
+  test('the table: 128 x 128 blocks where there are enough of them, smaller ones where not, none beyond the device', () => {
+    assert.deepEqual(GEMM_TILES.map((t) => [blockRows(t), blockCols(t), t.bk, gemmTileBytes(t)]),
+      [[128, 128, 16, 32768], [128, 128, 8, 16384], [128, 64, 16, 24576], [128, 64, 8, 12288], [64, 64, 16, 16384], [64, 64, 8, 8192]]);
+    // BERT-base's step: the forward products (4,096 rows), and the weight gradients (768 or 3,072 rows).
+    const pick = (M: number, N: number, bytes: number) => { const t = chooseGemmTile(M, N, bytes)!; return [blockRows(t), blockCols(t), t.bk]; };
+    assert.deepEqual(pick(4096, 3072, 49152), [128, 128, 16]);
+    assert.deepEqual(pick(4096, 3072, 16384), [128, 128, 8]);
+    assert.deepEqual(pick(4096, 768, 49152), [128, 64, 16]);
+    assert.deepEqual(pick(768, 2304, 16384), [64, 64, 16]);
+    assert.deepEqual(pick(100, 100, 16384), [64, 64, 16], 'too few blocks of any size: the smallest');
+    assert.equal(chooseGemmTile(4096, 4096, 4096), null);
+  });
+
+  test('vec4 form only where every contiguous side and N are multiples of 4; shapes that do not multiply are refused', () => {
+    assert.equal(gemmVec4(4096, 768, 3072, false, false), true);
+    assert.equal(gemmVec4(4097, 768, 3072, false, true), true, 'M is never contiguous unless A is transposed');
+    assert.equal(gemmVec4(4097, 768, 3072, true, false), false);
+    assert.equal(gemmVec4(64, 64, 70, false, false), false);
+    assert.equal(gemmVec4(64, 66, 64, false, true), false, 'C is bound as vec4s too');
+    assert.deepEqual(gemmDims([5, 3], [4, 3], false, true), [5, 4, 3]);
+    assert.deepEqual(gemmDims([3, 5], [3, 4], true, false), [5, 4, 3]);
+    assert.throws(() => gemmDims([5, 3], [4, 3], false, false), /gemm: inner sizes differ: \[5,3\] x \[4,3\]/);
+  });
+
+  test(`${GEMM_ENV}: unset and 0 are off, 1 on, nosubgroups on without them; anything else names the variable`, () => {
+    assert.deepEqual([undefined, '', '0', '1', 'nosubgroups'].map(parseGemmMode), ['off', 'off', 'off', 'on', 'nosubgroups']);
+    assert.throws(() => parseGemmMode('yes'), new RegExp(`^Error: ${GEMM_ENV}='yes': expected 0, 1 or nosubgroups$`));
+  });
+});
+
+/** Every variant's spec on `tile`: 4 transposes x 2 forms x subgroups on and off x each epilogue. */
+function variants(tile: GemmTile, subgroups: boolean): GemmSpec[] {
+  return TRANSPOSES.flatMap(([transA, transB]) => [true, false].flatMap((vec4) => [false, ...(subgroups ? [true] : [])].flatMap((sg) =>
+    EPILOGUES.map((epilogue) => ({ transA, transB, tile, vec4, subgroups: sg, epilogue })))));
+}
+
+describe("gemm on Dawn's null device, or the real adapter where Node has one (pipelines validated)", () => {
+  let skip: string | false = false;
+  before(async () => {
+    // Only where no navigator.gpu was made (one a process): with a real adapter these checks run on it.
+    if (REAL_SKIP !== false) process.env[DAWN_OPTIONS_ENV] = 'backend=null';
+    try {
+      await selectBackend('webgpu');
+    } catch (err) {
+      skip = `no webgpu package or Dawn here (${(err as Error).message.split('\n')[0]})`;
+    }
+  });
+  after(async () => {
+    delete process.env[DAWN_OPTIONS_ENV];
+    await selectBackend('cpu');
+  });
+
+  test('every tile, transpose, form, subgroup choice and epilogue makes a pipeline without a validation error', async (t) => {
+    if (skip !== false) return t.skip(skip);
+    // Hundreds of pipelines: instant on the null device, minutes of compiling on a software adapter.
+    if (REAL_SKIP === false) return t.skip('a real adapter: the value checks below compile their variants; the null device checks them all');
+    const device = (tf.backend() as unknown as { device: GPUDevice }).device;
+    const sg = device.features.has('subgroups');
+    const fitting = GEMM_TILES.filter((x) => gemmTileBytes(x) <= device.limits.maxComputeWorkgroupStorageSize);
+    assert.ok(fitting.length >= 4, 'the 16 KB every device has holds four of the tiles');
+    const specs = fitting.flatMap((tile) => variants(tile, sg));
+    assert.equal(new Set(specs.map(gemmKey)).size, specs.length, 'one key per variant');
+    device.pushErrorScope('validation');
+    for (const s of specs) {
+      device.createComputePipeline({ layout: 'auto', compute: { module: device.createShaderModule({ code: gemmWgsl(s) }), entryPoint: 'main' } });
+    }
+    const error = await device.popErrorScope();
+    assert.equal(error?.message ?? null, null);
+  });
+
+  test('runGemm records a dispatch with its bindings (bias, residual, the value before GELU) without an error; bad shapes are refused', async (t) => {
+    if (skip !== false) return t.skip(skip);
+    const device = (tf.backend() as unknown as { device: GPUDevice }).device;
+    const before = tf.memory().numTensors;
+    device.pushErrorScope('validation');
+    const [a, b, bias, res] = [tf.zeros([300, 64]), tf.zeros([96, 64]), tf.zeros([96]), tf.zeros([300, 96])];
+    const out = runGemm(tf.backend(), a, b, { transA: false, transB: true, bias, residual: res, gelu: true, keepPre: true });
+    assert.deepEqual(out.map((o) => o.shape), [[300, 96], [300, 96]]);
+    const y = out.map((o) => tf.engine().makeTensorFromTensorInfo(o));
+    await y[0]!.data();
+    assert.throws(() => runGemm(tf.backend(), a, b, { transA: false, transB: false }), /gemm: inner sizes differ/);
+    assert.throws(() => runGemm(tf.backend(), a, b, { transA: false, transB: true, bias: res }), /gemm: bias \[300,96\] is not \[96\]/);
+    assert.throws(() => runGemm(tf.backend(), a, b, { transA: false, transB: true, tile: { wx: 16, wy: 16, rm: 4, rn: 4, bk: 32 } }),
+      new RegExp(`needs 131072 bytes of workgroup memory; this device has ${device.limits.maxComputeWorkgroupStorageSize}`));
+    tf.dispose([a, b, bias, res, ...y]);
+    const error = await device.popErrorScope();
+    assert.equal(error?.message ?? null, null);
+    assert.equal(tf.memory().numTensors, before);
+  });
+
+  test(`a TrainStep with ${GEMM_ENV}=1 runs every encoder dense layer's three products on the GEMM, without a validation error, tensor count flat`, async (t) => {
+    if (skip !== false) return t.skip(skip);
+    // 16 sentences x 2 views x 32 tokens = 1,024 rows; hidden 128: every encoder product is at least 2^24 multiply-adds
+    const config: BertConfig = { vocabSize: 60, hiddenSize: 128, numHiddenLayers: 4, numAttentionHeads: 2, intermediateSize: 512,
+      hiddenAct: 'gelu', hiddenDropoutProb: 0.1, attentionProbsDropoutProb: 0.1, maxPositionEmbeddings: 32, typeVocabSize: 2,
+      layerNormEps: 1e-12, padTokenId: 0, initializerRange: 0.02 };
+    const inputIds: number[][] = [];
+    const attentionMask: number[][] = [];
+    for (let s = 0; s < 16; s++) {
+      const row = Array.from({ length: 32 }, (_, i) => (i === 0 ? 2 : 3 + ((s * 17 + i * 7) % 55)));
+      inputIds.push(row, [...row]);
+      attentionMask.push(row.map(() => 1), row.map(() => 1));
+    }
+    const model = BertModel.random(config, 7);
+    const head = new MlpHead(config.hiddenSize, { seed: 3 });
+    const optimizer = new AdamW(trainableParams(model, head), { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01 });
+    const step = new TrainStep(model, head, optimizer, { ...OBJECTIVE, minLayer: 2, maxLayer: 4, targetSamples: 40, training: true });
+    const device = (tf.backend() as unknown as { device: GPUDevice }).device;
+    let gemms = 0;
+    const stop = observeRawDispatches((key) => { if (key.startsWith('micseGemm')) gemms += 1; });
+    useGemm('on');
+    const counts: number[] = [];
+    device.pushErrorScope('validation');
+    try {
+      for (let i = 0; i < 2; i++) {
+        await step.run({ inputIds, attentionMask }, { lr: 1e-4, maxGradNorm: 1, dropoutSeed: i, amiSeed: 100 + i });
+        counts.push(tf.memory().numTensors);
+      }
+    } finally {
+      useGemm('off');
+      stop();
+    }
+    const error = await device.popErrorScope();
+    optimizer.dispose();
+    head.dispose();
+    model.dispose();
+    assert.equal(error?.message ?? null, null);
+    // 4 layers x 4 dense layers (qkv, attention output, intermediate with its GELU, output) x 3 products, 2 steps
+    assert.equal(gemms, 2 * 4 * 4 * 3);
+    assert.equal(counts[0], counts[1], `tensor counts ${counts.join(', ')}`);
+  });
+});
+
+describe('gemm on a real WebGPU adapter in Node (values)', { skip: REAL_SKIP }, () => {
+  test(`every tile, transpose, form, subgroup choice and epilogue within ${TOL} of TF.js's product; kernels/dense with ${GEMM_ENV} on too`, async () => {
+    const cases = valueCases();
+    const { ran, equal } = checkGemmRun(cases, await runGemmCases(cases), false);
+    for (const activation of ['linear', 'gelu'] as const) checkDenseRun(activation, await runDenseCase(...DENSE_SHAPE, activation), false);
+    await selectBackend('cpu');
+    console.log(`gemm: ${ran} cases within ${TOL} of TF.js's product, ${equal} of them bit for bit`);
+  });
+});
