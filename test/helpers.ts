@@ -81,6 +81,18 @@ export async function webgpuSkipReason(): Promise<string | false> {
   }
 }
 
+/**
+ * The webgpu adapter's description when it is a software one (SwiftShader, as under scripts/with-vulkan.mjs), else
+ * null. WGSL does not require IEEE infinities and NaNs, and SwiftShader's transcendentals do not keep them, so checks
+ * of non-finite inputs hold on hardware adapters only.
+ */
+export async function softwareWebgpuAdapter(): Promise<string | null> {
+  const gpu = (globalThis as { navigator?: { gpu?: GPU } }).navigator?.gpu;
+  const adapter = (await gpu?.requestAdapter()) as { info?: GPUAdapterInfo & { isFallbackAdapter?: boolean } } | null | undefined;
+  const info = adapter?.info;
+  return info?.isFallbackAdapter === true ? (info.description || info.architecture) : null;
+}
+
 /** `n` seeded values in [-1, 1) (a 32-bit LCG: the same on every machine). */
 export function seededValues(n: number, seed: number): Float32Array {
   let s = seed >>> 0;

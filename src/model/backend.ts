@@ -72,8 +72,12 @@ async function activate(tfName: string): Promise<void> {
   await tf.ready();
 }
 
-/** Tries one backend; throws with the reason when it cannot be used. Returns the TF.js backend id. */
-async function tryBackend(name: Exclude<BackendName, 'auto'>): Promise<string> {
+/**
+ * Tries one backend; throws with the reason when it cannot be used. Returns the TF.js backend id. With `auto`, a
+ * software WebGPU adapter (SwiftShader, llvmpipe: WebGPU run on the CPU, many times slower than wasm) is passed over;
+ * naming webgpu uses it.
+ */
+async function tryBackend(name: Exclude<BackendName, 'auto'>, auto: boolean): Promise<string> {
   switch (name) {
     case 'tensorflow-gpu':
     case 'tensorflow': {
@@ -113,6 +117,10 @@ async function tryBackend(name: Exclude<BackendName, 'auto'>): Promise<string> {
         throw new Error(`navigator.gpu.requestAdapter() failed${withOptions}: ${message(err)}`);
       }
       if (adapter === null || adapter === undefined) throw new Error(`navigator.gpu.requestAdapter() found no GPU adapter${withOptions}`);
+      const info = (adapter as { info?: GPUAdapterInfo & { isFallbackAdapter?: boolean } }).info;
+      if (auto && info?.isFallbackAdapter === true) {
+        throw new Error(`the only adapter is a software one (${info.description || info.architecture}${withOptions}): WebGPU on the CPU is slower than wasm; name webgpu to use it`);
+      }
       await activate('webgpu');
       return 'webgpu';
     }
@@ -224,7 +232,7 @@ export async function selectBackend(requested: BackendName = 'auto', exclude: Ba
       continue;
     }
     try {
-      const tfBackend = await tryBackend(name);
+      const tfBackend = await tryBackend(name, requested === 'auto');
       const kernels = registerKernels(tfBackend);
       if (tfBackend === 'webgpu' && kernels.stockOnly === null) {
         useMatmulTile(tf.backend() as unknown as WebGPUBackend, parseMatmulTile(process.env[MATMUL_TILE_ENV]));
