@@ -124,7 +124,7 @@ describe("gemm on Dawn's null device, or the real adapter where Node has one (pi
   test(`a TrainStep with ${GEMM_ENV}=1 runs every encoder dense layer's three products on the GEMM, without a validation error, tensor count flat`, async (t) => {
     if (skip !== false) return t.skip(skip);
     // 16 sentences x 2 views x 32 tokens = 1,024 rows; hidden 128: every encoder product is at least 2^24 multiply-adds
-    const config: BertConfig = { vocabSize: 60, hiddenSize: 128, numHiddenLayers: 4, numAttentionHeads: 2, intermediateSize: 512,
+    const config: BertConfig = { vocabSize: 60, hiddenSize: 128, numHiddenLayers: 2, numAttentionHeads: 2, intermediateSize: 512,
       hiddenAct: 'gelu', hiddenDropoutProb: 0.1, attentionProbsDropoutProb: 0.1, maxPositionEmbeddings: 32, typeVocabSize: 2,
       layerNormEps: 1e-12, padTokenId: 0, initializerRange: 0.02 };
     const inputIds: number[][] = [];
@@ -137,7 +137,7 @@ describe("gemm on Dawn's null device, or the real adapter where Node has one (pi
     const model = BertModel.random(config, 7);
     const head = new MlpHead(config.hiddenSize, { seed: 3 });
     const optimizer = new AdamW(trainableParams(model, head), { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01 });
-    const step = new TrainStep(model, head, optimizer, { ...OBJECTIVE, minLayer: 2, maxLayer: 4, targetSamples: 40, training: true });
+    const step = new TrainStep(model, head, optimizer, { ...OBJECTIVE, minLayer: 0, maxLayer: 2, targetSamples: 40, training: true });
     const device = (tf.backend() as unknown as { device: GPUDevice }).device;
     let gemms = 0;
     const stop = observeRawDispatches((key) => { if (key.startsWith('micseGemm')) gemms += 1; });
@@ -158,8 +158,8 @@ describe("gemm on Dawn's null device, or the real adapter where Node has one (pi
     head.dispose();
     model.dispose();
     assert.equal(error?.message ?? null, null);
-    // 4 layers x 4 dense layers (qkv, attention output, intermediate with its GELU, output) x 3 products, 2 steps
-    assert.equal(gemms, 2 * 4 * 4 * 3);
+    // 2 layers x 4 dense layers (qkv, attention output, intermediate with its GELU, output) x 3 products, 2 steps
+    assert.equal(gemms, 2 * 2 * 4 * 3);
     assert.equal(counts[0], counts[1], `tensor counts ${counts.join(', ')}`);
   });
 });
