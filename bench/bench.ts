@@ -230,7 +230,7 @@ export function machineDescription(): string {
 }
 
 /** Seeded token ids in [1000, vocab): [2B, T], each sentence's two rows identical ([CLS] first, [SEP] last). */
-function makeBatch(B: number, T: number, vocab: number, seed: number): number[][] {
+export function makeBatch(B: number, T: number, vocab: number, seed: number): number[][] {
   let s = seed >>> 0;
   const next = () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32);
   const rows: number[][] = [];
