@@ -154,13 +154,16 @@ describe('loss scaling (train.precision mixed)', () => {
       const fp32 = setup();
       const scaler = new LossScaler(2, 2 ** 12);
       const scaled = setup({ f16Products: false, scaler });
+      const tensors: number[] = [];
       for (let i = 0; i < 3; i++) {
         const [a, b] = [await fp32.run(i), await scaled.run(i)];
+        tensors.push(tf.memory().numTensors);
         assert.equal(b.overflow, false);
         assert.equal(b.loss, a.loss, 'the reported loss is the unscaled one');
         assert.equal(b.gradNorm, a.gradNorm, 'the unscaled gradients');
       }
       assert.deepEqual(await scaled.weights(), await fp32.weights(), 'same weights after 3 steps');
+      assert.ok(tensors.every((n) => n === tensors[0]), `tensor counts ${tensors.join(', ')}: every tensor a step makes is freed`);
       assert.equal(scaler.scale, 2 ** 13, 'grown once after 2 good steps (the third is 1 of the next 2)');
 
       // Scaled to the top of float32's range: the backward pass (InfoNCE's 1 / temperature = 20 first) overflows it,
