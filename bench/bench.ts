@@ -1,5 +1,5 @@
 /**
- * `npm run bench -- [--backend B] [--size tiny|small|base] [--steps N] [--json]` (`--browser`: bench/browser.ts): times one miCSE training step
+ * `npm run bench -- [--backend B] [--size tiny|small|base] [--steps N] [--precision fp32|mixed] [--json]` (`--browser`: bench/browser.ts): times one miCSE training step
  * exactly as the trainer takes it, the embedding throughput of `embed()`, and peak RSS; then runs the same step
  * in PyTorch (bench/reference.py) and prints both side by side with their ratio.
  *
@@ -44,7 +44,8 @@ import { embed } from '../src/model/embed.js';
 import { pool } from '../src/model/pooling.js';
 import { UserError } from '../src/errors.js';
 import { tf } from '../src/model/tf.js';
-import { defaultConfig } from '../src/train/config.js';
+import { defaultConfig, PRECISIONS } from '../src/train/config.js';
+import { stepPrecision } from '../src/train/loop.js';
 import { AdamW } from '../src/train/adamw.js';
 import { selectTrainingBackend, TrainStep, trainableParams, wasmHeapShortfall } from '../src/train/step.js';
 import { rawDispatchCount } from '../src/kernels/platform/webgpuPrograms.js';
@@ -122,6 +123,8 @@ export interface BenchOptions {
   jsonOut: string | null;
   /** TF.js environment flags set after the backend is selected (`--tf-flag NAME=VALUE`, repeatable). */
   tfFlags: Record<string, number | boolean | string>;
+  /** train.precision of the TF.js step (`--precision`; mixed: float16 product inputs and loss scaling). */
+  precision: (typeof PRECISIONS)[number];
 }
 
 /** A side's matrix-product rate on this machine (TF.js: the native GEMM its cpu and wasm backends use; PyTorch: its
@@ -230,7 +233,7 @@ export function machineDescription(): string {
 }
 
 /** Seeded token ids in [1000, vocab): [2B, T], each sentence's two rows identical ([CLS] first, [SEP] last). */
-function makeBatch(B: number, T: number, vocab: number, seed: number): number[][] {
+export function makeBatch(B: number, T: number, vocab: number, seed: number): number[][] {
   let s = seed >>> 0;
   const next = () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32);
   const rows: number[][] = [];
@@ -446,7 +449,8 @@ export async function benchTfjs(o: BenchOptions, log: (l: string) => void): Prom
   const optimizer = new AdamW(trainableParams(model, head), { beta1: d.beta1, beta2: d.beta2, eps: d.eps, weightDecay: d.weightDecay });
   const step = new TrainStep(model, head, optimizer, {
     ...TRAIN_DEFAULTS.objective, style: 'micse', temperature: d.temperature, lambda: d.lambda, minLayer: sz.minLayer, maxLayer: sz.maxLayer, pooler: 'cls',
-  });
+  }, stepPrecision({ ...TRAIN_DEFAULTS, train: { ...TRAIN_DEFAULTS.train, precision: o.precision } }));
+  if (o.precision !== TRAIN_DEFAULTS.train.precision) log(`precision: ${o.precision}`);
   const batch = makeBatch(sz.batch, sz.seqLen, d.vocabSize, d.seed);
   const rows = { inputIds: batch, attentionMask: batch.map((r) => r.map(() => 1)) };
   const hostMs: number[] = [];
@@ -582,7 +586,8 @@ export function formatReport(r: BenchReport): string {
 function parseArgs(argv: string[]): BenchOptions {
   const d = BENCH_DEFAULTS;
   const o: BenchOptions = { backend: d.backend, size: d.size, steps: d.steps, warmup: d.warmup, json: false, reference: d.reference,
-    profile: false, embedSentences: d.embedSentences, python: d.python, referenceDevice: d.referenceDevice, jsonOut: null, tfFlags: {} };
+    profile: false, embedSentences: d.embedSentences, python: d.python, referenceDevice: d.referenceDevice, jsonOut: null, tfFlags: {},
+    precision: TRAIN_DEFAULTS.train.precision };
   const int = (flag: string, v: string | undefined, min: number): number => {
     const n = Number(v);
     if (!Number.isInteger(n) || n < min) throw new Error(`${flag} needs an integer >= ${min}; got '${v}'`);
@@ -605,6 +610,9 @@ function parseArgs(argv: string[]): BenchOptions {
       case '--reference-device':
         if (!(REFERENCE_DEVICES as readonly string[]).includes(v ?? '')) throw new Error(`--reference-device must be one of ${REFERENCE_DEVICES.join(', ')}; got '${v}'`);
         o.referenceDevice = v as ReferenceDevice; i++; break;
+      case '--precision':
+        if (!(PRECISIONS as readonly string[]).includes(v ?? '')) throw new Error(`--precision must be one of ${PRECISIONS.join(', ')}; got '${v}'`);
+        o.precision = v as BenchOptions['precision']; i++; break;
       case '--json-out': if (v === undefined) throw new Error('--json-out needs a path'); o.jsonOut = v; i++; break;
       case '--tf-flag': {
         const m = /^([A-Z0-9_]+)=(.+)$/.exec(v ?? '');
@@ -620,7 +628,7 @@ function parseArgs(argv: string[]): BenchOptions {
       case '--help':
         process.stdout.write('npm run bench -- [--backend auto|wasm|cpu|webgpu|tensorflow|tensorflow-gpu] [--size tiny|small|base] ' +
           '[--steps N] [--warmup N] [--embed-sentences N] [--no-reference] [--python PATH] [--reference-device cpu|cuda] ' +
-          '[--profile] [--json] [--json-out PATH] [--tf-flag NAME=VALUE ...]\n');
+          '[--profile] [--json] [--json-out PATH] [--tf-flag NAME=VALUE ...] [--precision fp32|mixed]\n');
         process.exit(0);
       default: throw new Error(`unknown option '${a}' (see --help)`);
     }

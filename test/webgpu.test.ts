@@ -321,6 +321,7 @@ const { MlpHead } = await import(${JSON.stringify(pathToFileURL(path.join(ROOT, 
 const { AdamW } = await import(${JSON.stringify(pathToFileURL(path.join(ROOT, 'src/train/adamw.ts')).href)});
 const { TrainStep, trainableParams } = await import(${JSON.stringify(pathToFileURL(path.join(ROOT, 'src/train/step.ts')).href)});
 const { observeRawDispatches } = await import(${JSON.stringify(pathToFileURL(path.join(ROOT, 'src/kernels/platform/webgpuPrograms.ts')).href)});
+const { bindGroupCacheOf } = await import(${JSON.stringify(pathToFileURL(path.join(ROOT, 'src/kernels/platform/bindGroupCache.ts')).href)});
 let inPlace = 0;
 observeRawDispatches((key) => { if (key.startsWith('micseAdamWInPlace/')) inPlace += Number(key.split('/')[1]); });
 const { config, rows, objective } = JSON.parse(process.argv[1]);
@@ -336,26 +337,64 @@ const original = backend.read;
 backend.read = function (...args) { reads += 1; return original.apply(this, args); };
 device.pushErrorScope('validation');
 const counts = [];
+const bindGroupsMade = [];
 for (let i = 0; i < 3; i++) {
-  await step.run(rows, { lr: 1e-4, maxGradNorm: 1, dropoutSeed: i, amiSeed: 100 + i });
+  await step.run(rows, { lr: 1e-4 * (i + 1), maxGradNorm: 1, dropoutSeed: i, amiSeed: 100 + i });
   counts.push(tf.memory().numTensors);
+  bindGroupsMade.push(bindGroupCacheOf(backend).stats.misses);
 }
 const error = await device.popErrorScope();
 console.log(JSON.stringify({ backend: sel.name, error: error === null ? null : error.message, reads, inPlace,
-  params: optimizer.params.length, counts }));
+  params: optimizer.params.length, counts, bindGroupsMade }));
 `;
 
 describe("WebGPU on Dawn's null device (every machine with the webgpu package, CI included)", { skip: NULL_DEVICE_SKIP }, () => {
-  test('a TrainStep creates every pipeline without a validation error, reads once a step, updates in place, keeps the tensor count flat', () => {
+  test('a TrainStep creates every pipeline without a validation error, reads once a step, updates in place, keeps the tensor count flat, reuses its bind groups', () => {
     const objective = { ...OBJECTIVE, minLayer: 2, maxLayer: 4, targetSamples: 40, training: true };
     const out = execFileSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', NULL_STEP_SCRIPT,
       JSON.stringify({ config: CONFIG, rows: rows(), objective })], { cwd: ROOT, env: { ...process.env, [DAWN_OPTIONS_ENV]: 'backend=null' }, encoding: 'utf8' });
-    const r = JSON.parse(out.trim().split('\n').at(-1)!) as { backend: string; error: string | null; reads: number; inPlace: number; params: number; counts: number[] };
+    const r = JSON.parse(out.trim().split('\n').at(-1)!) as { backend: string; error: string | null; reads: number; inPlace: number; params: number;
+      counts: number[]; bindGroupsMade: number[] };
     assert.equal(r.backend, 'webgpu');
     assert.equal(r.error, null, 'WebGPU validation error');
     assert.equal(r.reads, 3, 'one read a step');
     assert.equal(r.inPlace, 3 * r.params, 'every parameter updated in place, once a step');
     assert.ok(r.counts.every((c) => c === r.counts[0]), `tensor counts ${r.counts.join(', ')}`);
+    // bindGroupCache.ts: once the step repeats (other seeds and learning rate, so other uniforms), no bind group is made.
+    assert.ok(r.bindGroupsMade[0]! > 0);
+    assert.equal(r.bindGroupsMade[2], r.bindGroupsMade[1], `bind groups made after each step: ${r.bindGroupsMade.join(', ')}`);
+  });
+
+  test('train.precision mixed: a TrainStep with float16 product inputs and loss scaling, and both float16 rounding programs, pass validation', () => {
+    const script = `
+      const { selectBackend } = await import(${JSON.stringify(pathToFileURL(path.join(ROOT, 'src/model/backend.ts')).href)});
+      const { tf } = await import(${JSON.stringify(pathToFileURL(path.join(ROOT, 'src/model/tf.ts')).href)});
+      const { BertModel } = await import(${JSON.stringify(pathToFileURL(path.join(ROOT, 'src/model/bert.ts')).href)});
+      const { MlpHead } = await import(${JSON.stringify(pathToFileURL(path.join(ROOT, 'src/losses/mlpHead.ts')).href)});
+      const { AdamW } = await import(${JSON.stringify(pathToFileURL(path.join(ROOT, 'src/train/adamw.ts')).href)});
+      const { TrainStep, trainableParams } = await import(${JSON.stringify(pathToFileURL(path.join(ROOT, 'src/train/step.ts')).href)});
+      const { LossScaler } = await import(${JSON.stringify(pathToFileURL(path.join(ROOT, 'src/train/lossScale.ts')).href)});
+      const { roundProgram } = await import(${JSON.stringify(pathToFileURL(path.join(ROOT, 'src/kernels/f16/webgpu.ts')).href)});
+      const { config, rows, objective } = JSON.parse(process.argv[1]);
+      await selectBackend('webgpu');
+      const device = tf.backend().device;
+      const model = BertModel.random(config, 7);
+      const head = new MlpHead(config.hiddenSize, { seed: 3 });
+      const optimizer = new AdamW(trainableParams(model, head), { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01 });
+      const step = new TrainStep(model, head, optimizer, objective, { f16Products: true, scaler: new LossScaler(2000, 65536) });
+      device.pushErrorScope('validation');
+      for (let i = 0; i < 2; i++) await step.run(rows, { lr: 1e-4, maxGradNorm: 1, dropoutSeed: i, amiSeed: 100 + i });
+      for (const f16 of [true, false]) {
+        device.createComputePipeline({ layout: 'auto', compute: { module: device.createShaderModule({ code: roundProgram(f16).code() }), entryPoint: 'main' } });
+      }
+      const error = await device.popErrorScope();
+      console.log(JSON.stringify({ f16: device.features.has('shader-f16'), error: error === null ? null : error.message }));`;
+    const objective = { ...OBJECTIVE, minLayer: 2, maxLayer: 4, targetSamples: 40, training: true };
+    const out = execFileSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script,
+      JSON.stringify({ config: CONFIG, rows: rows(), objective })], { cwd: ROOT, env: { ...process.env, [DAWN_OPTIONS_ENV]: 'backend=null' }, encoding: 'utf8' });
+    const r = JSON.parse(out.trim().split('\n').at(-1)!) as { f16: boolean; error: string | null };
+    assert.equal(r.f16, true, "Dawn's null device offers shader-f16, and backend.ts asks for it");
+    assert.equal(r.error, null, 'WebGPU validation error');
   });
 
   test(`an adapter option that matches nothing: the error names ${DAWN_OPTIONS_ENV}, and auto goes on past webgpu`, () => {

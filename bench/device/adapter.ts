@@ -1,7 +1,8 @@
 /**
  * `node adapter.mjs`: what WebGPU adapter Dawn (npm `webgpu`) finds here, as JSON on stdout: the adapter's info
  * (vendor, architecture, device, description), its features (timestamp-query decides whether `bench --profile`
- * has GPU kernel times; subgroups whether subgroup kernels could be written) and the limits TF.js asks for, then
+ * has GPU kernel times; subgroups whether subgroup kernels could be written; shader-f16 whether train.precision
+ * mixed rounds with WGSL's float16), those Dawn's allow_unsafe_apis toggle adds, and the limits TF.js asks for, then
  * whether a device can be created and a trivial compute pass runs. Exit 1 when there is no adapter or device.
  *
  * bench/device/run.sh runs it first on the GPU machine, so a missing Vulkan driver shows up in seconds, not as
@@ -16,6 +17,9 @@ const LIMITS = [
 
 /** GPUAdapterInfo fields printed. */
 const INFO_FIELDS = ['vendor', 'architecture', 'device', 'description', 'subgroupMinSize', 'subgroupMaxSize', 'isFallbackAdapter'] as const;
+
+/** The Dawn toggle whose extra features are listed apart (`featuresAddedBy`). */
+const UNSAFE_TOGGLE = 'enable-dawn-features=allow_unsafe_apis';
 
 /** Elements doubled by the check's compute pass. */
 const CHECK_ELEMENTS = 64;
@@ -94,6 +98,11 @@ async function main(): Promise<void> {
     features: [...adapter.features].sort(),
     limits: Object.fromEntries(LIMITS.map((k) => [k, adapter.limits[k] ?? null])),
   };
+  // The features Dawn's toggle allow_unsafe_apis adds (experimental ones, e.g. subgroup matrices; shader-f16 where
+  // the driver has it but Dawn gates it).
+  const unsafe = await dawn.create([UNSAFE_TOGGLE]).requestAdapter({ powerPreference: 'high-performance' });
+  const plain = new Set(report['features'] as string[]);
+  report['featuresAddedBy'] = { [UNSAFE_TOGGLE]: unsafe === null ? null : [...unsafe.features].filter((f) => !plain.has(f)).sort() };
   try {
     const device = await adapter.requestDevice();
     report['device'] = 'created';

@@ -12,7 +12,8 @@
 #      then (GPU only) base again with MICSE_WEBGPU_GEMM=1 (the step's dense layers on that GEMM; no PyTorch side)
 #   4. bench tiny and small on webgpu (+ PyTorch cuda), then tiny on Dawn's null device (MICSE_DAWN_OPTIONS=backend=null:
 #      the same calls, nothing runs): this host's JS + Dawn-front-end share of a step, apart from Vulkan and the GPU;
-#      then (GPU only) base again with Dawn's robustness transform and validation off (an A/B of the toggles)
+#      then the bind-group cache off (tiny on the null device; GPU only: tiny and small), and (GPU only) base again
+#      with Dawn's robustness transform and validation off (an A/B of the toggles)
 #   5. the packed tests (*.test.mjs) under node --test
 #   6. python3 bench/check-export.py on the packed export (transformers, sentence-transformers, onnxruntime)
 #
@@ -170,6 +171,18 @@ done
 # The host's share alone: the null device accepts every call and runs nothing (it holds 512 MB: tiny only).
 step "bench tiny on the null device (host share)" 45 env MICSE_DAWN_OPTIONS=backend=null node "$DEV/bench.mjs" --backend webgpu \
   --size tiny --steps 20 --warmup 2 --no-reference --embed-sentences 64 --json-out "$OUT/bench-tiny-null.json"
+
+# A/B: bind groups made per dispatch as TF.js does (MICSE_WEBGPU_BIND_GROUP_CACHE=0, src/kernels/platform/bindGroupCache.ts),
+# tiny on the null device and (GPU only) tiny and small, no PyTorch side; compare with the runs above.
+step "bench tiny on the null device, bind-group cache off" 45 env MICSE_DAWN_OPTIONS=backend=null MICSE_WEBGPU_BIND_GROUP_CACHE=0 \
+  node "$DEV/bench.mjs" --backend webgpu --size tiny --steps 20 --warmup 2 --no-reference --embed-sentences 64 \
+  --json-out "$OUT/bench-tiny-null-nocache.json"
+if ((GPU)); then
+  for size in tiny small; do
+    step "bench $size, bind-group cache off" 60 env MICSE_WEBGPU_BIND_GROUP_CACHE=0 node "$DEV/bench.mjs" --backend webgpu \
+      --size "$size" --steps 5 --warmup 1 --no-reference --embed-sentences 64 --json-out "$OUT/bench-$size-nocache.json"
+  done
+fi
 
 # A/B: Dawn without its robustness transform (every storage index clamped in WGSL) and front-end validation, base,
 # no PyTorch side; compare ms/step with the base run above.

@@ -2,7 +2,7 @@
  * The kernels layer: what makes a step fast, kept apart from the method (src/model, src/losses, src/train call
  * the ops exported here and never name a backend).
  *
- * One folder per op (dropout, layerNorm, gelu, attention, dense, infoNCE, ami, adamw; gemm, the dense layers'
+ * One folder per op (dropout, layerNorm, gelu, attention, dense, infoNCE, ami, adamw, f16; gemm, the dense layers'
  * products on our own WebGPU GEMM): index.ts holds the op's public
  * function, which runs its kernels where the active backend has them and its composed fallback (stock TF.js ops, which
  * every backend runs) elsewhere, and its gradients; each backend's kernels live in their own file (host.ts for cpu and
@@ -22,6 +22,8 @@ import { registerDenseWebgpu } from './dense/webgpu.js';
 import { registerGemmWebgpu } from './gemm/webgpu.js';
 import { registerDropoutHost } from './dropout/host.js';
 import { registerDropoutWebgpu } from './dropout/webgpu.js';
+import { registerF16Host } from './f16/host.js';
+import { registerF16Webgpu } from './f16/webgpu.js';
 import { registerGeluHost } from './gelu/host.js';
 import { registerGeluWebgpu } from './gelu/webgpu.js';
 import { registerInfoNCEWebgpu } from './infoNCE/webgpu.js';
@@ -45,6 +47,7 @@ const OPS: readonly ((backendName: string) => void)[] = [
   registerInfoNCEWebgpu,
   registerAmiWebgpu,
   registerAdamWHost, registerAdamWWebgpu,
+  registerF16Host, registerF16Webgpu,
 ];
 
 export interface KernelRegistration {

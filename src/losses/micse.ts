@@ -109,6 +109,8 @@ export interface MicseConfig extends MicseObjective {
   /** Override the encoder's dropout rates for this step. */
   hiddenDropoutProb?: number;
   attentionProbsDropoutProb?: number;
+  /** The encoder's dense products take float16 inputs (ForwardOptions.f16Products; train.precision mixed). */
+  f16Products?: boolean;
 }
 
 export interface MicseLossResult {
@@ -214,6 +216,7 @@ export function micseLoss(model: MicseEncoder, batch: MicseBatch, config: MicseC
   const fwdBase: ForwardOptions = { training: config.training ?? true, outputAttentions: wantAttentions };
   if (config.hiddenDropoutProb !== undefined) fwdBase.hiddenDropoutProb = config.hiddenDropoutProb;
   if (config.attentionProbsDropoutProb !== undefined) fwdBase.attentionProbsDropoutProb = config.attentionProbsDropoutProb;
+  if (config.f16Products === true) fwdBase.f16Products = true;
   const layers = (out: BertOutput): tf.Tensor4D[] => {
     const all = out.attentions;
     if (all === undefined || all.length !== model.config.numHiddenLayers) {

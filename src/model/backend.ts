@@ -9,6 +9,7 @@ import path from 'node:path';
 import { registerKernels } from '../kernels/index.js';
 import { hostMatMulEngine, NATIVE_GEMM_ENV, useNativeGemm } from '../kernels/stock/index.js';
 import { activeMatmulTile, describeMatmulTile, MATMUL_TILE_ENV, parseMatmulTile, useMatmulTile } from '../kernels/platform/matmulTiles.js';
+import { BIND_GROUP_CACHE_ENV, bindGroupCacheOf, useBindGroupCache } from '../kernels/platform/bindGroupCache.js';
 import { heapMemory, type WasmBackend } from '../kernels/platform/hostBackend.js';
 import { heapSimdHost } from '../kernels/platform/hostSimd.js';
 import { activeGemmMode, describeGemmMode, GEMM_ENV, parseGemmMode, useGemm } from '../kernels/gemm/index.js';
@@ -177,7 +178,7 @@ async function registerWebgpu(): Promise<void> {
     const l = adapter.limits;
     const device = await adapter.requestDevice({
       // 'subgroups' (kernels' subgroup variants, platform/gemm.ts) is newer than the GPUFeatureName of these typings.
-      requiredFeatures: ['timestamp-query', 'bgra8unorm-storage', 'subgroups'].filter((f) => adapter.features.has(f)) as GPUFeatureName[],
+      requiredFeatures: ['timestamp-query', 'bgra8unorm-storage', 'subgroups', 'shader-f16'].filter((f) => adapter.features.has(f)) as GPUFeatureName[],
       requiredLimits: {
         maxComputeWorkgroupStorageSize: l.maxComputeWorkgroupStorageSize,
         maxComputeWorkgroupsPerDimension: l.maxComputeWorkgroupsPerDimension,
@@ -237,6 +238,7 @@ export async function selectBackend(requested: BackendName = 'auto', exclude: Ba
       if (tfBackend === 'webgpu' && kernels.stockOnly === null) {
         useMatmulTile(tf.backend() as unknown as WebGPUBackend, parseMatmulTile(process.env[MATMUL_TILE_ENV]));
         useGemm(parseGemmMode(process.env[GEMM_ENV]));
+        useBindGroupCache(tf.backend() as unknown as WebGPUBackend, process.env[BIND_GROUP_CACHE_ENV] !== '0');
       }
       attempts.push({ name, ok: true, reason: requested === 'auto' ? 'first available in the auto order' : 'requested' });
       current = { requested, name, tfBackend, attempts, replacedKernels: kernels.replaced, stockOnly: kernels.stockOnly };
@@ -265,6 +267,7 @@ export function describeSelection(sel: BackendSelection): string {
   if (sel.tfBackend === 'webgpu' && sel.stockOnly === null) {
     lines.push(`  matmul tile: ${describeMatmulTile(activeMatmulTile())} (${MATMUL_TILE_ENV})`);
     lines.push(`  dense layers' products: ${describeGemmMode(activeGemmMode())} (${GEMM_ENV})`);
+    lines.push(`  bind groups: ${bindGroupCacheOf(tf.backend()) === undefined ? 'made per dispatch' : 'kept across steps'} (${BIND_GROUP_CACHE_ENV})`);
   }
   return lines.join('\n');
 }

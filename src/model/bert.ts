@@ -23,6 +23,7 @@ import type { HostTensor } from './safetensors.js';
 import { tf } from './tf.js';
 import { selfAttention } from '../kernels/attention/index.js';
 import { dense } from '../kernels/dense/index.js';
+import { roundToF16 } from '../kernels/f16/index.js';
 import { addLayerNorm, layerNorm, type DropoutOptions } from '../kernels/layerNorm/index.js';
 import { freshSeed, seededDropout } from '../kernels/dropout/index.js';
 
@@ -45,6 +46,8 @@ export interface ForwardOptions {
   /** Override config dropout rates (e.g. 0 for deterministic tests). */
   hiddenDropoutProb?: number;
   attentionProbsDropoutProb?: number;
+  /** The dense products take float16 inputs: x and W rounded to float16, and so their gradients (kernels/f16). Default false. */
+  f16Products?: boolean;
 }
 
 export interface BertOutput {
@@ -194,13 +197,14 @@ export class BertModel {
    * is added inside the product's kernel and its gradient is one column-sum dispatch; elsewhere the stock MatMul and
    * Add, which the wasm backend routes to the native GEMM (its fused product would not).
    */
-  private dense(x: tf.Tensor, name: string, activation: 'linear' | 'gelu' = 'linear'): tf.Tensor {
+  private dense(x: tf.Tensor, name: string, f16: boolean, activation: 'linear' | 'gelu' = 'linear'): tf.Tensor {
     const w = this.w(`${name}.weight`);
     const b = this.w(`${name}.bias`);
     const [inDim, outDim] = w.shape as [number, number];
     const lead = x.shape.slice(0, -1);
     const x2 = x.reshape([-1, inDim]) as tf.Tensor2D; // [N, in]
-    const y = dense(x2, w as tf.Tensor2D, b as tf.Tensor1D, activation); // [N, out]
+    const y = f16 ? dense(roundToF16(x2), roundToF16(w as tf.Tensor2D), b as tf.Tensor1D, activation) // [N, out]
+      : dense(x2, w as tf.Tensor2D, b as tf.Tensor1D, activation);
     return y.reshape([...lead, outDim]);
   }
 
@@ -217,10 +221,10 @@ export class BertModel {
    * The intermediate dense layer and its activation: the exact GELU inside kernels/dense (one kernel after the
    * product, or in the product's own dispatch where kernels/gemm runs it), the others after it.
    */
-  private intermediate(x: tf.Tensor, name: string): tf.Tensor {
+  private intermediate(x: tf.Tensor, name: string, f16: boolean): tf.Tensor {
     const act = this.config.hiddenAct;
-    if (act === 'gelu') return this.dense(x, name, 'gelu');
-    x = this.dense(x, name);
+    if (act === 'gelu') return this.dense(x, name, f16, 'gelu');
+    x = this.dense(x, name, f16);
     switch (act) {
       case 'gelu_new':
       case 'gelu_pytorch_tanh': {
@@ -238,6 +242,7 @@ export class BertModel {
   forward(inputs: BertInputs, opts: ForwardOptions = {}): BertOutput {
     const c = this.config;
     const training = opts.training ?? false;
+    const f16 = opts.f16Products ?? false;
     const pHidden = training ? (opts.hiddenDropoutProb ?? c.hiddenDropoutProb) : 0;
     const pAttn = training ? (opts.attentionProbsDropoutProb ?? c.attentionProbsDropoutProb) : 0;
     let site = 0;
@@ -276,15 +281,15 @@ export class BertModel {
     const attentions: tf.Tensor4D[] = [];
     for (let i = 0; i < c.numHiddenLayers; i++) {
       const p = `encoder.layer.${i}`;
-      const qkv = this.dense(x, `${p}.attention.self.qkv`) as tf.Tensor3D; // [B, T, 3H]: q, k, v side by side
+      const qkv = this.dense(x, `${p}.attention.self.qkv`, f16) as tf.Tensor3D; // [B, T, 3H]: q, k, v side by side
       // probs [B, nh, T, T] after dropout, context [B, T, H]; fused kernels on webgpu, the composed ops elsewhere
       const { context, probs } = selfAttention(qkv, maskAdd, { heads: nh, scale, rate: pAttn, seed: nextSiteSeed() });
       if (opts.outputAttentions === true) attentions.push(probs);
       // x = LayerNorm(dropout(dense) + x), one kernel on webgpu (kernels/layerNorm); the dropout takes the next site's seed
-      const attnOut = this.dense(context, `${p}.attention.output.dense`); // [B, T, H]
+      const attnOut = this.dense(context, `${p}.attention.output.dense`, f16); // [B, T, H]
       x = this.addLayerNorm(attnOut, x, `${p}.attention.output.LayerNorm`, { rate: pHidden, seed: nextSiteSeed() });
-      const inter = this.intermediate(x, `${p}.intermediate.dense`); // [B, T, I]
-      const out = this.dense(inter, `${p}.output.dense`); // [B, T, H]
+      const inter = this.intermediate(x, `${p}.intermediate.dense`, f16); // [B, T, I]
+      const out = this.dense(inter, `${p}.output.dense`, f16); // [B, T, H]
       x = this.addLayerNorm(out, x, `${p}.output.LayerNorm`, { rate: pHidden, seed: nextSiteSeed() });
     }
     const result: BertOutput = { lastHiddenState: x as tf.Tensor3D };

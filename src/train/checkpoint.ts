@@ -21,6 +21,7 @@ import { toHfConfig } from '../model/config.js';
 import { readSafetensors, writeSafetensors, type HostTensor } from '../model/safetensors.js';
 import { tf } from '../model/tf.js';
 import type { AdamW } from './adamw.js';
+import type { LossScalerState } from './lossScale.js';
 
 export const CHECKPOINTS_DIR = 'checkpoints';
 export const HEAD_FILE = 'mlp_head.safetensors';
@@ -39,6 +40,8 @@ export interface TrainerState {
   badStepsTotal: number;
   /** Wall-clock seconds of training so far (for throughput across resumes). */
   elapsedSeconds: number;
+  /** train.precision mixed: the loss scaler's state (lossScale.ts); absent otherwise. */
+  lossScale?: LossScalerState;
 }
 
 async function hostTensors(vars: Iterable<[string, tf.Variable]>): Promise<Map<string, { shape: number[]; data: Float32Array }>> {

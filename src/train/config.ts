@@ -15,6 +15,9 @@ import { BERT_CONFIG_KEYS, parseBertConfig } from '../model/config.js';
 import { ADAMW_VARIANTS } from './adamw.js';
 import { SELECTIONS } from './selection.js';
 
+/** train.precision: float32 throughout, or float16 product inputs with loss scaling (src/train/lossScale.ts). */
+export const PRECISIONS = ['fp32', 'mixed'] as const;
+
 type Kind = 'string' | 'number' | 'integer' | 'boolean' | 'object';
 
 interface KeySpec {
@@ -93,8 +96,11 @@ export const SCHEMA = {
     seed: { kind: 'integer', default: 42, min: 0, describe: 'training seed: shuffling, dropout, AMI draws, head init' },
     output: { kind: 'string', default: 'checkpoints/run', describe: 'run directory' },
     backend: { kind: 'string', default: 'auto', choices: BACKEND_NAMES, describe: 'TF.js backend' },
-    maxBadSteps: { kind: 'integer', default: 10, min: 1, describe: 'stop after this many non-finite losses in a row' },
+    maxBadSteps: { kind: 'integer', default: 10, min: 1, describe: 'stop after this many skipped steps in a row (a non-finite loss; with precision mixed, also a gradient overflow)' },
     logSteps: { kind: 'integer', default: 1, min: 1, describe: 'write a metrics.jsonl line every this many steps' },
+    precision: { kind: 'string', default: 'fp32', choices: PRECISIONS, describe: 'fp32, or mixed: the encoder\'s dense products take float16 inputs (rounded on cpu, wasm and webgpu; float32 products), float32 weights and moments, dynamic loss scaling' },
+    lossScale: { kind: 'number', default: 65536, min: 1, describe: 'with precision mixed: the initial loss scale, a power of two (PyTorch GradScaler\'s 2^16)' },
+    lossScaleGrowthInterval: { kind: 'integer', default: 2000, min: 1, describe: 'with precision mixed: double the loss scale after this many steps without an overflow (GradScaler\'s growth_interval)' },
   },
 } as const satisfies Record<string, Record<string, KeySpec>>;
 
@@ -206,6 +212,9 @@ export function checkConsistency(c: TrainConfig, where: string): void {
     throw new UserError(`${where}: model.init is "random", so model.tokenizer must name a tokenizer directory`);
   }
   if (c.model.config !== null) parseBertConfig(c.model.config, `${where}: model.config`);
+  if (!Number.isInteger(Math.log2(c.train.lossScale))) {
+    throw new UserError(`${where}: train.lossScale must be a power of two (scaling by it is then exact), got ${c.train.lossScale}`);
+  }
 }
 
 async function readConfigFile(file: string, seen: string[]): Promise<{ raw: unknown; chain: string[] }> {

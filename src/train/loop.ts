@@ -15,7 +15,9 @@ import type { BertConfig } from '../model/config.js';
 import { AdamW, learningRateAt } from './adamw.js';
 import type { TrainConfig } from './config.js';
 import { actionsAt, totalStepsOf } from './selection.js';
-import { TrainStep, trainableParams } from './step.js';
+import { FP32, TrainStep, trainableParams, type StepPrecision } from './step.js';
+import { LossScaler, type LossScalerState } from './lossScale.js';
+import { f16Problem } from '../kernels/f16/index.js';
 
 /** Seed streams derived from train.seed, so each random consumer has its own. */
 export const SEED_STREAM = { head: 1, dropout: 2, ami: 3, data: 4 } as const;
@@ -30,6 +32,10 @@ export interface MetricsLine {
   gradNorm: number;
   sentencesPerSecond: number;
   skipped?: boolean;
+  /** train.precision mixed: the step's loss scale. */
+  lossScale?: number;
+  /** train.precision mixed: skipped because a gradient overflowed at that scale (the scale halved). */
+  overflow?: boolean;
 }
 
 /** What a run optimises with: the MLP head, AdamW, the batches and the schedule. */
@@ -38,6 +44,8 @@ export interface TrainingRun {
   optimizer: AdamW;
   batches: TwoViewBatchIterator;
   step: TrainStep;
+  /** train.precision mixed: the step's loss scaler (its state goes into checkpoints); null in fp32. */
+  scaler: LossScaler | null;
   totalSteps: number;
   warmup: number;
   /** Frees the head and the optimizer's moments (not the model). */
@@ -57,9 +65,24 @@ export function checkModelFits(c: TrainConfig, model: BertConfig, source: string
   }
 }
 
-/** Builds the head, the optimizer and the batch iterator of a run over `sentences` (from `dataState` when resuming). */
+/**
+ * What train.precision asks of the step; `mixed` where the active backend cannot round to float16 is a UserError
+ * naming the key. `state`: a resumed run's loss scale.
+ */
+export function stepPrecision(c: TrainConfig, state?: LossScalerState): StepPrecision {
+  if (c.train.precision === 'fp32') return FP32;
+  const problem = f16Problem();
+  if (problem !== null) throw new UserError(`train.precision is mixed, but ${problem}; use train.precision: fp32 or another --backend`);
+  return { f16Products: true, scaler: new LossScaler(c.train.lossScaleGrowthInterval, c.train.lossScale, state) };
+}
+
+/**
+ * Builds the head, the optimizer and the batch iterator of a run over `sentences` (from `dataState` and
+ * `scalerState` when resuming).
+ */
 export function startTraining(c: TrainConfig, model: BertModel, tokenizer: BertTokenizer, sentences: readonly string[],
-  dataState?: BatchIteratorState): TrainingRun {
+  dataState?: BatchIteratorState, scalerState?: LossScalerState): TrainingRun {
+  const precision = stepPrecision(c, scalerState);
   const head = new MlpHead(model.config.hiddenSize, { initializerRange: model.config.initializerRange, seed: siteSeed(c.train.seed, SEED_STREAM.head) });
   const optimizer = new AdamW(trainableParams(model, head), { variant: c.optim.variant, beta1: c.optim.beta1, beta2: c.optim.beta2, eps: c.optim.eps, weightDecay: c.optim.weightDecay });
   const batchOpts: BatchIteratorOptions = {
@@ -75,7 +98,7 @@ export function startTraining(c: TrainConfig, model: BertModel, tokenizer: BertT
   }
   const warmup = c.optim.warmupSteps > 0 ? c.optim.warmupSteps : Math.round(c.optim.warmupRatio * totalSteps);
   return {
-    head, optimizer, batches, totalSteps, warmup, step: new TrainStep(model, head, optimizer, c.objective),
+    head, optimizer, batches, totalSteps, warmup, step: new TrainStep(model, head, optimizer, c.objective, precision), scaler: precision.scaler,
     dispose: () => {
       head.dispose();
       optimizer.dispose();
@@ -112,10 +135,12 @@ export async function runSteps(c: TrainConfig, run: TrainingRun, state: LoopCoun
     const t0 = Date.now();
     const stepSeed = siteSeed(c.train.seed, state.step);
     const lr = learningRateAt(state.step, run.totalSteps, c.optim.learningRate, run.warmup, c.optim.schedule);
-    const { loss, infoNCE, ami, gradNorm, finite } = await run.step.run(batch, {
+    const { loss, infoNCE, ami, gradNorm, finite, overflow, lossScale } = await run.step.run(batch, {
       lr, maxGradNorm: c.optim.maxGradNorm, dropoutSeed: siteSeed(stepSeed, SEED_STREAM.dropout), amiSeed: siteSeed(stepSeed, SEED_STREAM.ami),
     });
-    if (finite) {
+    // A step skipped for a gradient overflow (mixed precision; the scale has halved) counts as bad too, so that
+    // train.maxBadSteps ends a run whose gradients overflow at every scale.
+    if (finite && !overflow) {
       state.badStepsInRow = 0;
     } else {
       state.badStepsInRow += 1;
@@ -125,10 +150,14 @@ export async function runSteps(c: TrainConfig, run: TrainingRun, state: LoopCoun
     state.epoch = batch.epoch;
     const sps = (batch.sentences.length * 1000) / Math.max(1, Date.now() - t0);
     const line: MetricsLine = { step: state.step, epoch: batch.epoch, loss, infoNCE, ami, lr, gradNorm, sentencesPerSecond: sps };
-    if (!finite) line.skipped = true;
+    if (!finite || overflow) line.skipped = true;
+    if (c.train.precision === 'mixed') line.lossScale = lossScale;
+    if (overflow) line.overflow = true;
     await hooks.afterStep(line);
     if (state.badStepsInRow >= c.train.maxBadSteps) {
-      throw new UserError(`stopped: ${state.badStepsInRow} steps in a row had a non-finite loss (last ${loss}); ` +
+      const what = overflow ? `were skipped, the last for gradients that overflowed float16 at loss scale ${lossScale}`
+        : `had a non-finite loss (last ${loss})`;
+      throw new UserError(`stopped: ${state.badStepsInRow} steps in a row ${what}; ` +
         `lower optim.learningRate or check the data; ${hooks.badStepsHint}`);
     }
     const at = actionsAt(state.step, run.totalSteps, c.train);

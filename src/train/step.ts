@@ -3,6 +3,9 @@
  *   rows [2B, T] int32 (interleaved views) -> tf.variableGrads(micseLoss) -> clipped AdamW update at `lr`, made
  *   only if the loss is finite (decided on the device) -> one read: loss, its parts, gradient norm
  *   non-finite: no update, the optimizer's step count reverted (the caller counts the skip)
+ * Mixed precision (StepPrecision): the encoder's dense products take float16 inputs, and with a loss scaler the
+ * step differentiates loss x scale, unscales the gradients, and gates the update on the gradients being finite too
+ * (an overflow: no update, the scale halves; lossScale.ts).
  */
 import { micseLoss, type MicseConfig } from '../losses/micse.js';
 import type { MlpHead } from '../losses/mlpHead.js';
@@ -11,6 +14,7 @@ import type { BertModel } from '../model/bert.js';
 import { UserError } from '../errors.js';
 import { tf } from '../model/tf.js';
 import type { AdamW, NamedParam } from './adamw.js';
+import type { LossScaler } from './lossScale.js';
 
 /** The objective keys of a step (MicseConfig without the per-step head and seeds). */
 export type StepObjective = Omit<MicseConfig, 'head' | 'seed' | 'dropoutSeed' | 'sampleIndices'>;
@@ -30,6 +34,10 @@ export interface StepOutcome {
   gradNorm: number;
   /** False: the loss was NaN or infinite and no update was made. */
   finite: boolean;
+  /** With a loss scaler: the loss was finite but a gradient overflowed at this step's scale; no update was made. */
+  overflow: boolean;
+  /** The loss scale this step used (1 without a scaler). */
+  lossScale: number;
   /**
    * Milliseconds from the start of the step until its one read was issued: the host's share of the step. On a GPU
    * backend the device works meanwhile, and the rest of the step is waiting for it.
@@ -45,13 +53,21 @@ export function trainableParams(model: BertModel, head: MlpHead): NamedParam[] {
   ];
 }
 
+/** train.precision `mixed`: float16 product inputs, and dynamic loss scaling when `scaler` is set. */
+export interface StepPrecision {
+  f16Products: boolean;
+  scaler: LossScaler | null;
+}
+
+export const FP32: StepPrecision = { f16Products: false, scaler: null };
+
 export class TrainStep {
   private readonly trainables: tf.Variable[];
   /** TF.js variable name -> parameter name (the optimizer's keys). */
   private readonly paramName: Map<string, string>;
 
   constructor(private readonly model: BertModel, private readonly head: MlpHead, private readonly optimizer: AdamW,
-    private readonly objective: StepObjective) {
+    private readonly objective: StepObjective, private readonly precision: StepPrecision = FP32) {
     this.trainables = optimizer.params.map((p) => p.variable);
     this.paramName = new Map(optimizer.params.map((p) => [p.variable.name, p.name]));
   }
@@ -67,32 +83,48 @@ export class TrainStep {
 
   private async runStep(rows: StepRows, o: { lr: number; maxGradNorm: number; dropoutSeed: number; amiSeed: number }): Promise<StepOutcome> {
     const start = performance.now();
+    const scaler = this.precision.scaler;
+    const lossScale = scaler?.scale ?? 1;
     let parts: tf.Tensor1D | undefined; // [infoNCE, ami] (ami NaN for simcse)
-    const { value, grads } = tf.variableGrads(() => {
+    let loss: tf.Scalar | undefined; // unscaled (with a scaler, `value` is loss x scale)
+    const { value, grads: scaled } = tf.variableGrads(() => {
       const inputs = {
         inputIds: tf.tensor2d(rows.inputIds, undefined, 'int32'),
         attentionMask: tf.tensor2d(rows.attentionMask, undefined, 'int32'),
       };
-      const r = micseLoss(this.model, inputs, { ...this.objective, head: this.head, dropoutSeed: o.dropoutSeed, seed: o.amiSeed });
+      const r = micseLoss(this.model, inputs, {
+        ...this.objective, head: this.head, dropoutSeed: o.dropoutSeed, seed: o.amiSeed, f16Products: this.precision.f16Products,
+      });
       parts = tf.keep(tf.stack([r.infoNCE, r.ami ?? tf.scalar(NaN)]) as tf.Tensor1D);
-      return r.loss;
+      if (scaler === null) return r.loss;
+      loss = tf.keep(r.loss);
+      return tf.mul(r.loss, lossScale) as tf.Scalar;
     }, this.trainables);
-    // The update is gated on the loss where it runs, so the step's one wait (loss, parts, norm) comes after it:
-    // a GPU keeps working while the update is recorded.
-    const made: tf.Tensor[] = [value, parts!, ...Object.values(grads)];
+    // Unscaled gradients (exact: the scale is a power of two); the scaled ones are freed here.
+    const grads = scaler === null ? scaled : tf.tidy(() => Object.fromEntries(Object.entries(scaled).map(([k, g]) => [k, tf.mul(g, 1 / lossScale)])));
+    if (scaler !== null) tf.dispose(Object.values(scaled));
+    // The update is gated where it runs (on the loss; with a scaler, on the loss plus 0 x the gradients' sums, which
+    // is NaN when any gradient is not finite), so the step's one wait (loss, parts, norm, gate) comes after it: a
+    // GPU keeps working while the update is recorded.
+    const made: tf.Tensor[] = [value, parts!, ...Object.values(grads), ...(loss === undefined ? [] : [loss])];
     try {
       const named = new Map(Object.entries(grads).map(([k, g]) => [this.paramName.get(k) ?? k, g]));
-      const norm = this.optimizer.apply(named, o.lr, o.maxGradNorm, value);
+      const gate = scaler === null ? value
+        : tf.tidy(() => tf.add(loss!, tf.mul(tf.sum(tf.stack(Object.values(grads).map((g) => tf.sum(g)))), 0)) as tf.Scalar);
+      if (gate !== value) made.push(gate);
+      const norm = this.optimizer.apply(named, o.lr, o.maxGradNorm, gate);
       made.push(norm);
-      const read = tf.tidy(() => tf.concat([value.reshape([1]), parts!, norm.reshape([1])]));
+      const read = tf.tidy(() => tf.concat([(loss ?? value).reshape([1]), parts!, norm.reshape([1]), gate.reshape([1])]));
       made.push(read);
       const pending = read.data();
       const hostMs = performance.now() - start;
-      const [loss, infoNCE, amiValue, normValue] = Array.from(await pending);
-      const finite = Number.isFinite(loss!);
-      if (!finite) this.optimizer.revertStep(); // no update was made
+      const [lossValue, infoNCE, amiValue, normValue, gateValue] = Array.from(await pending);
+      const finite = Number.isFinite(lossValue!);
+      const updated = Number.isFinite(gateValue!);
+      if (!updated) this.optimizer.revertStep(); // no update was made
+      scaler?.update(updated);
       const ami = this.objective.style === 'simcse' ? null : amiValue!;
-      return { loss: loss!, infoNCE: infoNCE!, ami, gradNorm: finite ? normValue! : NaN, finite, hostMs };
+      return { loss: lossValue!, infoNCE: infoNCE!, ami, gradNorm: updated ? normValue! : NaN, finite, overflow: finite && !updated, lossScale, hostMs };
     } finally {
       tf.dispose(made);
     }

@@ -194,7 +194,7 @@ async function trainLocked(config: TrainConfig, opts: TrainOptions, lock: PidLoc
     await writeFileAtomic(path.join(runDir, 'subset-manifest.json'), JSON.stringify(data.manifest, null, 2) + '\n');
   }
 
-  const run = startTraining(c, model, tokenizer, data.sentences, prior?.state.data as BatchIteratorState | undefined);
+  const run = startTraining(c, model, tokenizer, data.sentences, prior?.state.data as BatchIteratorState | undefined, prior?.state.lossScale);
   const { head, optimizer, batches, totalSteps } = run;
 
   let state: TrainerState = {
@@ -256,7 +256,7 @@ async function trainLocked(config: TrainConfig, opts: TrainOptions, lock: PidLoc
     }
     state.elapsedSeconds = (Date.now() - startedAt) / 1000;
     await appendMetrics({ step: state.step, epoch: state.epoch, stsbDev: score, best: better });
-    await saveCheckpoint({ runDir, model, tokenizer, head, optimizer, state: { ...state, data: batches.state() }, links: better ? ['last', 'best'] : ['last'] });
+    await saveCheckpoint({ runDir, model, tokenizer, head, optimizer, state: { ...state, data: batches.state(), ...(run.scaler === null ? {} : { lossScale: run.scaler.state() }) }, links: better ? ['last', 'best'] : ['last'] });
     if (opts.quiet !== true) {
       const best = state.bestScore === null ? 'no best yet' : `best ${state.bestScore.toFixed(2)} at step ${state.bestStep}`;
       log(`\nstep ${state.step}: STS-B dev ${score.toFixed(2)}${better ? ' (best)' : ` (${candidate ? '' : 'not a selection step; '}${best})`}`);
@@ -265,7 +265,7 @@ async function trainLocked(config: TrainConfig, opts: TrainOptions, lock: PidLoc
   /** A checkpoint without an evaluation (`last` only). */
   const saveLast = async (): Promise<void> => {
     state.elapsedSeconds = (Date.now() - startedAt) / 1000;
-    await saveCheckpoint({ runDir, model, tokenizer, head, optimizer, state: { ...state, data: batches.state() }, links: ['last'] });
+    await saveCheckpoint({ runDir, model, tokenizer, head, optimizer, state: { ...state, data: batches.state(), ...(run.scaler === null ? {} : { lossScale: run.scaler.state() }) }, links: ['last'] });
   };
 
   try {

@@ -10,8 +10,8 @@
  * bound the step on a GPU: bench/README.md). BERT-base has ~200 parameters: ~600 dispatches
  * a step. Here a dispatch binds four buffers per parameter, so the parameters it takes are bounded by the device's
  * storage buffers per stage: 3 with the 16 that backend.ts asks for (1 with WebGPU's default 8), 51 dispatches at
- * BERT-base. One uniform buffer serves the whole update (a 256-byte slot per dispatch, selected by a dynamic
- * offset): the shared scalars, then each parameter's size, first workgroup in the dispatch's grid and decay.
+ * BERT-base. Each dispatch has its uniforms (the shared scalars, then each parameter's size, first workgroup in the
+ * dispatch's grid and decay) in a bind group from webgpuPrograms.ts `bindGroupFor` (kept across steps).
  *
  * In place is sound only where nothing else holds the buffers: `canUpdateInPlace` requires that p, m and v each be
  * the sole owner of their data (backend refCount 1, no tensor sharing the dataId) and that the four buffers differ;
@@ -27,7 +27,7 @@
 import type { WebGPUBackend, WebGPUProgram } from '@tensorflow/tfjs-backend-webgpu';
 import { tf } from '../../model/tf.js';
 import { kernelOn, registerOp } from '../registry.js';
-import { bufferOf, internalsOf, recordDispatches, uniformBufferOf, workgroupSumWgsl } from '../platform/webgpuPrograms.js';
+import { bindGroupFor, bufferOf, internalsOf, recordDispatches, workgroupSumWgsl } from '../platform/webgpuPrograms.js';
 import { assertFloat32, CLIP_EPS, GRAD_NORM_KERNEL, type AdamWStepScalars } from './scalars.js';
 
 type KernelFunc = tf.KernelConfig['kernelFunc'];
@@ -123,7 +123,7 @@ function pipelineFor(device: GPUDevice, k: number): Pipeline {
   let p = byK.get(k);
   if (p === undefined) {
     const entry = (binding: number, type: GPUBufferBindingType): GPUBindGroupLayoutEntry =>
-      ({ binding, visibility: GPUShaderStage.COMPUTE, buffer: type === 'uniform' ? { type, hasDynamicOffset: true } : { type } });
+      ({ binding, visibility: GPUShaderStage.COMPUTE, buffer: { type } });
     const layout = device.createBindGroupLayout({
       entries: [
         ...Array.from({ length: k }, (_, j) => [
@@ -211,51 +211,36 @@ export function adamwInPlace(updates: readonly InPlaceUpdate[], norm: tf.Scalar,
   if (updates.length === 0) return;
   const b = internalsOf(tf.backend());
   const groups = dispatchGroups(updates, paramsPerDispatch(b.device));
-  const uniformBytes = (k: number): number => SHARED_UNIFORM_BYTES + k * PARAM_UNIFORM_BYTES;
-  const align = b.device.limits.minUniformBufferOffsetAlignment;
-  const slot = Math.ceil(uniformBytes(Math.max(...groups.map((g) => g.length))) / align) * align;
   const maxGroups = b.device.limits.maxComputeWorkgroupsPerDimension;
 
-  // One uniform buffer for all dispatches, a slot each: the shared scalars, then each parameter's size, first
-  // workgroup and decay. `workgroups[d]` is dispatch d's total.
-  const block = new ArrayBuffer(slot * groups.length);
-  const workgroups = groups.map((group, d) => {
+  // Each dispatch's uniforms: the shared scalars, then each parameter's size, first workgroup and decay.
+  // `workgroups[d]` is dispatch d's total.
+  const blocks = groups.map((group) => {
+    const block = new ArrayBuffer(SHARED_UNIFORM_BYTES + group.length * PARAM_UNIFORM_BYTES);
     const s = group[0]!.scalars;
-    new Float32Array(block, d * slot, 9).set([s.beta1, 1 - s.beta1, s.beta2, 1 - s.beta2, s.bc2Sqrt, s.eps, s.stepSize, s.maxNorm, CLIP_EPS]);
-    new Uint32Array(block, d * slot + 36, 1)[0] = gate === undefined ? 0 : 1;
+    new Float32Array(block, 0, 9).set([s.beta1, 1 - s.beta1, s.beta2, 1 - s.beta2, s.bc2Sqrt, s.eps, s.stepSize, s.maxNorm, CLIP_EPS]);
+    new Uint32Array(block, 36, 1)[0] = gate === undefined ? 0 : 1;
     let first = 0;
     group.forEach((u, j) => {
-      const at = d * slot + SHARED_UNIFORM_BYTES + j * PARAM_UNIFORM_BYTES;
+      const at = SHARED_UNIFORM_BYTES + j * PARAM_UNIFORM_BYTES;
       new Uint32Array(block, at, 2).set([u.p.size, first]);
       new Float32Array(block, at + 8, 1)[0] = u.scalars.decay;
       first += Math.ceil(u.p.size / WORKGROUP);
     });
-    return first;
+    return { block, workgroups: first };
   });
-  const uniforms = uniformBufferOf(b, block);
 
   // Buffers first: an upload (a tensor whose values are still on the host) ends the backend's compute pass.
   const buffer = (x: tf.Tensor): GPUBuffer => bufferOf(b, x);
   const normBuffer = buffer(norm);
   const gateBuffer = gate === undefined ? normBuffer : buffer(gate); // ungated: bound, never read
-  const prepared = groups.map((group) => {
-    const k = group.length;
-    const { pipeline, layout } = pipelineFor(b.device, k);
-    const bindGroup = b.device.createBindGroup({
-      layout,
-      entries: [
-        ...group.flatMap(({ p, m, v, g }, j) => [p, m, v, g].map((x, i) => ({ binding: 4 * j + i, resource: { buffer: buffer(x) } }))),
-        { binding: 4 * k, resource: { buffer: normBuffer } },
-        { binding: 4 * k + 1, resource: { buffer: gateBuffer } },
-        { binding: 4 * k + 2, resource: { buffer: uniforms, size: uniformBytes(k) } },
-      ],
-    });
-    return { pipeline, bindGroup };
-  });
-  recordDispatches(b, 'micseAdamWInPlace', prepared.map(({ pipeline, bindGroup }, d) => {
-    const x = Math.min(workgroups[d]!, maxGroups);
-    return { pipeline, bindGroup, offsets: [d * slot], grid: [x, Math.ceil(workgroups[d]! / x), 1] as [number, number, number],
-      key: `micseAdamWInPlace/${groups[d]!.length}` };
+  recordDispatches(b, 'micseAdamWInPlace', groups.map((group, d) => {
+    const { pipeline, layout } = pipelineFor(b.device, group.length);
+    const buffers = [...group.flatMap(({ p, m, v, g }) => [p, m, v, g].map(buffer)), normBuffer, gateBuffer];
+    const { block, workgroups } = blocks[d]!;
+    const x = Math.min(workgroups, maxGroups);
+    return { pipeline, bindGroup: bindGroupFor(b, layout, () => layout, buffers, block),
+      grid: [x, Math.ceil(workgroups / x), 1] as [number, number, number], key: `micseAdamWInPlace/${group.length}` };
   }));
   // The host copies a read left behind are stale now.
   for (const { p, m, v } of updates) for (const t of [p, m, v]) b.tensorMap.get(t.dataId)!.values = null;

@@ -3,8 +3,10 @@
  * were written against (pinned in package.json). Everything else in src/kernels uses public APIs.
  *
  * - tfjs-backend-webgpu's WebGPUBackend: raw dispatches recorded into its command encoder (webgpuPrograms.ts
- *   `BackendInternals`, kernels/adamw/webgpu.ts) and the retiled matmul program (matmulTiles.ts `PackedProgram`,
- *   which also checks each program's fields before it changes one).
+ *   `BackendInternals`, kernels/adamw/webgpu.ts), its programs recorded with kept bind groups and its buffer pool
+ *   ordered (bindGroupCache.ts; it also reads `activeTimers`, set only while tf.time or tf.profile runs, so not
+ *   checked here, and the pool's `freeBuffers` and `releaseBuffer`) and the retiled matmul program (matmulTiles.ts
+ *   `PackedProgram`, which also checks each program's fields before it changes one).
  * - tfjs-backend-wasm's BackendWasm and tfjs-backend-cpu's MathBackendCPU: tensor values in place (hostBackend.ts).
  * - onnxruntime-node's native binding (`dist/binding`): its synchronous run (nativeOps.ts).
  *
@@ -31,7 +33,7 @@ export const PRIVATE_DEPENDENCIES: readonly PrivateDependency[] = [
     package: '@tensorflow/tfjs-backend-webgpu', version: '4.22.0', backend: 'webgpu',
     fields: ['device', 'queue', 'tensorMap', 'bufferManager', 'makeTensorInfo', 'uploadToGPU', 'ensureCommandEncoderReady',
       'endComputePassEncoder', 'submitQueue', 'commandEncoder', 'computePassEncoder', 'commandQueueOwnedIds',
-      'uniformPendingDisposal', 'dispatchCountInPass'],
+      'uniformPendingDisposal', 'dispatchCountInPass', 'recordAndSubmit'],
   },
   {
     package: '@tensorflow/tfjs-backend-wasm', version: '4.22.0', backend: 'wasm',

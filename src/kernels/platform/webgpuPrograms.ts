@@ -7,6 +7,7 @@
  */
 import type { WebGPUProgram } from '@tensorflow/tfjs-backend-webgpu';
 import { tf } from '../../model/tf.js';
+import { bindGroupCacheOf } from './bindGroupCache.js';
 
 export interface ElementwiseSpec {
   shaderKey: string;
@@ -209,12 +210,23 @@ export function recordRaw(backend: unknown, program: RawProgram, inputs: tf.Tens
   if (grid.some((n) => n > limit)) throw new Error(`${program.key}: grid [${grid}] exceeds this device's ${limit} workgroups per dimension`);
   const outputs = outputShapes.map((shape) => b.makeTensorInfo(shape, 'float32'));
   const buffers = [...inputs, ...outputs].map((x) => bufferOf(b, x));
+  const pipeline = rawPipeline(b.device, program);
+  recordDispatches(b, program.key, [{ pipeline, bindGroup: bindGroupFor(b, pipeline, () => pipeline.getBindGroupLayout(0), buffers, uniforms), grid }]);
+  return outputs;
+}
+
+/**
+ * A bind group of `buffers` at bindings 0.. and, when given, a uniform buffer holding `uniforms` after them: from the
+ * backend's bind-group cache when it has one (bindGroupCache.ts), else made now with a pooled uniform buffer
+ * released at the next submit. `owner` (the pipeline, or the layout) names the layout in the cache's key.
+ */
+export function bindGroupFor(b: BackendInternals, owner: object, layoutOf: () => GPUBindGroupLayout, buffers: readonly GPUBuffer[],
+  uniforms?: ArrayBuffer): GPUBindGroup {
+  const cache = bindGroupCacheOf(b);
+  if (cache !== undefined) return cache.bindGroup(owner, layoutOf, buffers, uniforms);
   const entries: GPUBindGroupEntry[] = buffers.map((buffer, binding) => ({ binding, resource: { buffer } }));
   if (uniforms !== undefined) entries.push({ binding: buffers.length, resource: { buffer: uniformBufferOf(b, uniforms) } });
-  const pipeline = rawPipeline(b.device, program);
-  const bindGroup = b.device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries });
-  recordDispatches(b, program.key, [{ pipeline, bindGroup, grid }]);
-  return outputs;
+  return b.device.createBindGroup({ layout: layoutOf(), entries });
 }
 
 /**
