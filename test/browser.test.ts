@@ -28,12 +28,17 @@ const STEPS = 20;
 /** Relative loss tolerance at step 1 and at step STEPS (linear between): float32 sums differ across backends. */
 const LOSS_TOL_FIRST = 1e-4;
 const LOSS_TOL_LAST = 1e-3;
-/** The training config both sides run (the tiny checkpoint has 4 layers: AMI on layers 2..3). */
+/** Lines of ../shared/data/wiki1m-head.txt trained on: 10 steps an epoch. */
+const CORPUS_LINES = 80;
+/**
+ * The training config both sides run (the tiny checkpoint has 4 layers: AMI on layers 2..3): the whole step (dropout,
+ * InfoNCE, AMI, AdamW with clipping) at batch 8, over CORPUS_LINES sentences, so the 20 steps cross an epoch.
+ */
 const TRAIN_CONFIG = {
   data: { maxSeqLen: 32 },
   objective: { style: 'micse', lambda: 1e-3, minLayer: 2, maxLayer: 4 },
   optim: { learningRate: 5e-4 },
-  train: { batchSize: 16, maxSteps: STEPS, evalSteps: 1000, finalEval: false, seed: 42, logSteps: 1 },
+  train: { batchSize: 8, maxSteps: STEPS, evalSteps: 1000, finalEval: false, seed: 42, logSteps: 1 },
 };
 const PAGE = `<!doctype html><meta charset="utf-8"><link rel="icon" href="data:,"><script type="module">
 import * as micse from '/dist/micse.js';
@@ -74,7 +79,7 @@ describe('browser bundle in headless Chromium', { skip: SKIP_NO_SHARED || SKIP_N
     // Node's trainer on files: the reference losses, and the sentences exactly as it reads them.
     tmp = await fs.mkdtemp(path.join(os.tmpdir(), 'micse-browser-'));
     const corpus = path.join(tmp, 'train.txt');
-    await fs.writeFile(corpus, (await fs.readFile(shared('wiki1m-head.txt'), 'utf8')).split('\n').slice(0, 160).join('\n') + '\n');
+    await fs.writeFile(corpus, (await fs.readFile(shared('wiki1m-head.txt'), 'utf8')).split('\n').slice(0, CORPUS_LINES).join('\n') + '\n');
     sentences = (await loadTrainingSentences({ path: corpus })).sentences;
     const config = mergeConfig(defaultConfig(), {
       ...TRAIN_CONFIG,
@@ -154,6 +159,9 @@ describe('browser bundle in headless Chromium', { skip: SKIP_NO_SHARED || SKIP_N
       assert.deepEqual([got.stoppedSteps, got.abortedStopped], [[1], true], 'the aborted run stops after the step it was aborted in');
       const losses = got.metrics.map((l) => (l as { loss: number }).loss);
       assert.equal(losses.length, STEPS, 'one metrics line per step (logSteps 1, no STS data given)');
+      const lines = got.metrics as { epoch: number; ami: number | null }[];
+      assert.ok(lines.every((l) => l.ami !== null), 'every step has its AMI term');
+      assert.ok(lines[STEPS - 1]!.epoch > lines[0]!.epoch, 'the steps cross an epoch');
       losses.forEach((loss, i) => {
         const rel = Math.abs(loss - nodeLosses[i]!) / Math.abs(nodeLosses[i]!);
         const tol = LOSS_TOL_FIRST + ((LOSS_TOL_LAST - LOSS_TOL_FIRST) * i) / (STEPS - 1);
