@@ -1,12 +1,15 @@
 /**
- * `npm run bench -- --browser [--size tiny|small] [--steps N] [--warmup N] [--sides a,b,...] [--rounds N]`: the same training
+ * `npm run bench -- --browser [--size tiny|small] [--steps N] [--warmup N] [--sides a,b,...] [--rounds N] [--profile]`: the same training
  * step (trainInMemory: the trainer's loop and TrainStep) timed in this Node process and in headless Chromium
  * (dist/browser/micse.js, after `npm run build`), in one run. A random-init model of the bench size with the
  * bert-base-uncased tokenizer, batches of ../shared/data/wiki1m-head.txt truncated to 32 tokens. Prints ms per step
  * (median over the timed steps) per side, and how each side runs its products and element-wise kernels
  * (describeSelection). WebGPU in headless Chromium here is SwiftShader (on the CPU). `--rounds N` runs the sides N
  * times in turn (A B C A B C ...), each with its own warm-up, and takes the median over all rounds' timed steps: on
- * a machine shared with other jobs, every side then meets the same spread of load.
+ * a machine shared with other jobs, every side then meets the same spread of load. `--profile` runs the page sides
+ * under tf.profile (on webgpu: GPU timestamps per TF.js kernel; raw dispatches, such as the in-place AdamW, are not
+ * timed apart) and prints each side's kernels by time per timed step; profiling submits each kernel alone, so the
+ * profiled step times are not the unprofiled ones.
  *
  * Sides (`--sides`, default all):
  *   node-wasm          Node, wasm backend, products on onnxruntime-node's native SGEMM (the default in Node);
@@ -64,14 +67,30 @@ function stepTimes(times: number[], warmup: number): number[] {
 
 const PAGE = `<!doctype html><meta charset="utf-8"><link rel="icon" href="data:,"><script type="module">
 import * as m from '/dist/micse.js';
-window.runBench = async (backend, cfg, sentences, texts) => {
+window.runBench = async (backend, cfg, sentences, texts, profile) => {
   const how = m.describeSelection(await m.selectBackend(backend));
   const tokenizer = m.BertTokenizer.fromTexts(texts, '/tokenizer');
   const model = m.BertModel.random(m.parseBertConfig({ vocab_size: tokenizer.vocabSize, ...cfg.model }, 'bench'), 0);
   const times = [];
-  await m.train(cfg.train, { sentences, model, tokenizer, onStep: () => times.push(performance.now()) });
+  // With profile: the profile's kernel count at each step's end (the engine's live profile), to split it by step.
+  const ends = [];
+  const run = async () => {
+    await m.train(cfg.train, { sentences, model, tokenizer, onStep: () => {
+      times.push(performance.now());
+      if (profile) ends.push(m.tf.engine().state.activeProfile.kernels.length);
+    } });
+    return [];
+  };
+  let kernels = [];
+  if (profile) {
+    const info = await m.tf.profile(run);
+    kernels = await Promise.all(info.kernels.map(async (k) => {
+      const ms = await k.kernelTimeMs;
+      return { name: k.name, ms: typeof ms === 'number' ? ms : 0 };
+    }));
+  } else await run();
   model.dispose();
-  return { times, how };
+  return { times, how, kernels, ends };
 };
 window.ready = true;
 </script>`;
@@ -83,14 +102,18 @@ export async function benchBrowser(argv: string[], SIZES: typeof BenchSizes): Pr
   let warmup = 1;
   let sides: Side[] = SIDES;
   let rounds = 1;
+  let profile = false;
   for (let i = 0; i < argv.length; i += 2) {
     const [flag, v] = [argv[i], argv[i + 1]];
-    if (flag === '--size' && v !== undefined && v in SIZES) size = v as SizeName;
+    if (flag === '--profile') {
+      profile = true;
+      i -= 1;
+    } else if (flag === '--size' && v !== undefined && v in SIZES) size = v as SizeName;
     else if (flag === '--steps' && Number.isInteger(Number(v)) && Number(v) >= 2) steps = Number(v);
     else if (flag === '--warmup' && Number.isInteger(Number(v)) && Number(v) >= 0) warmup = Number(v);
     else if (flag === '--rounds' && Number.isInteger(Number(v)) && Number(v) >= 1) rounds = Number(v);
     else if (flag === '--sides' && v !== undefined && v.split(',').every((s) => (SIDES as string[]).includes(s))) sides = v.split(',') as Side[];
-    else throw new Error(`bench --browser: unknown or bad option ${flag} ${v ?? ''} (--size tiny|small|base, --steps N >= 2, --warmup N, --sides ${SIDES.join(',')}, --rounds N)`);
+    else throw new Error(`bench --browser: unknown or bad option ${flag} ${v ?? ''} (--size tiny|small|base, --steps N >= 2, --warmup N, --sides ${SIDES.join(',')}, --rounds N, --profile)`);
   }
   const cfg = benchConfig(SIZES[size], warmup + steps + 1);
   const sentences = readFileSync(path.join(SHARED_DATA, 'wiki1m-head.txt'), 'utf8').split('\n').filter((l) => l.trim() !== '').slice(0, 4096);
@@ -98,6 +121,8 @@ export async function benchBrowser(argv: string[], SIZES: typeof BenchSizes): Pr
   const load = () => os.loadavg().map((l) => l.toFixed(1)).join(' ');
   process.stderr.write(`bench --browser: size ${size}, ${steps} timed steps after ${warmup} warm-up, ${rounds} round(s), load average ${load()} on ${os.cpus().length} cores\n`);
   const timed = new Map<Side, { steps: number[]; how: string }>();
+  /** Per page side, kernel name -> profiled ms summed over the timed steps, and the timed steps counted. */
+  const profiled = new Map<Side, { ms: Map<string, number>; steps: number }>();
   const record = (side: Side, times: number[], how: string) => {
     const st = stepTimes(times, warmup);
     const row = timed.get(side) ?? { steps: [], how };
@@ -128,10 +153,18 @@ export async function benchBrowser(argv: string[], SIZES: typeof BenchSizes): Pr
         const page = await openPage(browser!, `${server.url}/${query}`, errors);
         await page.waitForFunction('window.ready === true');
         const got = (await page.evaluate(`window.runBench(${JSON.stringify(backend)}, ${JSON.stringify(cfg)}, ` +
-          `${JSON.stringify(sentences)}, ${JSON.stringify(texts)})`)) as { times: number[]; how: string };
+          `${JSON.stringify(sentences)}, ${JSON.stringify(texts)}, ${profile})`)) as
+          { times: number[]; how: string; kernels: { name: string; ms: number }[]; ends: number[] };
         await page.close();
         if (errors.length > 0) throw new Error(`${side}: ${errors.join('; ')}`);
         record(side, got.times, got.how);
+        if (profile) {
+          // The timed steps are those after the warm-up ones (stepTimes): kernels from the end of step `warmup + 1`.
+          const row = profiled.get(side) ?? { ms: new Map<string, number>(), steps: 0 };
+          for (const k of got.kernels.slice(got.ends[warmup]!)) row.ms.set(k.name, (row.ms.get(k.name) ?? 0) + k.ms);
+          row.steps += got.ends.length - warmup - 1;
+          profiled.set(side, row);
+        }
       }
     }
   } finally {
@@ -142,4 +175,10 @@ export async function benchBrowser(argv: string[], SIZES: typeof BenchSizes): Pr
   process.stdout.write(`| side | ms/step (median) | steps (ms) |\n|---|---|---|\n` +
     rows.map((r) => `| ${r.side} | ${r.ms.toFixed(0)} | ${r.steps.map((x) => x.toFixed(0)).join(', ')} |`).join('\n') +
     `\n\nsize ${size}, load average after: ${load()}\n`);
+  for (const [side, row] of profiled) {
+    const perStep = [...row.ms].map(([name, ms]) => [name, ms / row.steps] as const).sort((a, b) => b[1] - a[1]);
+    const total = perStep.reduce((a, [, ms]) => a + ms, 0);
+    process.stdout.write(`\n${side}, tf.profile over ${row.steps} timed steps: ${total.toFixed(0)} ms of kernel time a step\n` +
+      `| kernel | ms/step |\n|---|---|\n${perStep.filter(([, ms]) => ms >= 1).map(([n, ms]) => `| ${n} | ${ms.toFixed(0)} |`).join('\n')}\n`);
+  }
 }

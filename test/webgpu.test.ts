@@ -24,7 +24,7 @@ import { BertModel } from '../src/model/bert.js';
 import type { BertConfig } from '../src/model/config.js';
 import { SEEDED_DROPOUT, seededDropout, seededUniform, uniformArray } from '../src/kernels/dropout/index.js';
 import { tf } from '../src/model/tf.js';
-import { countInPlace, expectNoGpuErrors, maxAbsDiff, OBJECTIVE, ROOT, webgpuSkipReason } from './helpers.js';
+import { countInPlace, expectNoGpuErrors, maxAbsDiff, OBJECTIVE, ROOT, seededValues, webgpuSkipReason } from './helpers.js';
 import { AdamW } from '../src/train/adamw.js';
 import { TrainStep, trainableParams } from '../src/train/step.js';
 import { paramsPerDispatch } from '../src/kernels/adamw/webgpu.js';
@@ -204,6 +204,23 @@ describe('WebGPU training step', { skip: WEBGPU_SKIP }, () => {
     value.dispose();
     return { loss, grads: out };
   }
+
+  test('UnsortedSegmentSum (the embedding gradient, kernels/stock on webgpu): the cpu sums, repeated ids summed, ids out of range dropped', async () => {
+    const values = seededValues(4 * 5 * 6, 5);
+    const ids = [0, 2, 2, 1, 0, 3, 3, 0, 1, -1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 9];
+    const run = async (backend: 'cpu' | 'webgpu') => {
+      await selectBackend(backend);
+      const out = tf.tidy(() => tf.unsortedSegmentSum(tf.tensor2d(values, [20, 6]), tf.tensor1d(ids, 'int32'), 4)); // [4, 6]
+      const r = { shape: out.shape, data: await out.data() };
+      out.dispose();
+      return r;
+    };
+    const want = await run('cpu');
+    const got = await run('webgpu');
+    await selectBackend('cpu');
+    assert.deepEqual(got.shape, [4, 6]);
+    assert.ok(maxAbsDiff(got.data, want.data) < 1e-6, `max |webgpu - cpu| ${maxAbsDiff(got.data, want.data)}`);
+  });
 
   test('loss (dropout on, AMI sampling regime) and every gradient: webgpu vs cpu within 1e-4', async () => {
     await selectBackend('cpu');

@@ -256,8 +256,12 @@ export function adamwInPlace(updates: readonly InPlaceUpdate[], norm: tf.Scalar,
 // `numWorkgroups` are module-scope copies of the builtins. All tensors are bound flat ([n]).
 // ---------------------------------------------------------------------------------------------------------------
 
-/** Invocations per workgroup of the sum-of-squares programs (a power of two: tree reduction in shared memory). */
-const REDUCE_WORKGROUP = 256;
+/**
+ * Invocations per workgroup of the sum-of-squares programs (a power of two: tree reduction in shared memory). 64:
+ * each workgroup ends in a tree sum, whose barriers a CPU WebGPU (SwiftShader) pays per thread, running the threads
+ * in turn; 256 workgroups of 64 still give a GPU 16K threads.
+ */
+const REDUCE_WORKGROUP = 64;
 /** Workgroups of a sum-of-squares program: each writes one partial sum, so the partials are [REDUCE_PARTIALS]. */
 const REDUCE_PARTIALS = 256;
 /** Gradients per sum-of-squares dispatch: the device's storage buffers per stage minus the output and the running partials. */

@@ -17,13 +17,17 @@ import {
  * TILE blocks of both operands in workgroup memory per step along the inner dimension.
  */
 const TILE = 32;
-/** A workgroup is THREADS x THREADS threads; each owns PER_THREAD x PER_THREAD outputs of the block. */
-const THREADS = 16;
+/**
+ * A workgroup is THREADS x THREADS threads; each owns PER_THREAD x PER_THREAD outputs of the block. 64 threads with
+ * 4 x 4 outputs each (TF.js's own matmul tile): few threads per barrier, which a CPU WebGPU (SwiftShader) pays per
+ * thread, running a workgroup's threads in turn at each one.
+ */
+const THREADS = 8;
 const PER_THREAD = TILE / THREADS;
 /** One padding float per staged row, so staging along columns does not hit one memory bank. */
 const PAD = 1;
 // Workgroup memory of the softmax rows programs: two staged blocks (2 x 32 x 33 floats) and three row partials
-// (3 x 32 x 16 floats), 14,592 bytes, within WebGPU's guaranteed 16,384 (maxComputeWorkgroupStorageSize).
+// (3 x 32 x 8 floats), 11,520 bytes, within WebGPU's guaranteed 16,384 (maxComputeWorkgroupStorageSize).
 
 /** float32's lowest value: where running row maxima start (the additive mask value, so no score is below it). */
 const F32_LOWEST = -3.4028234663852886e38;
@@ -84,8 +88,8 @@ interface Operand {
 /**
  * WGSL of `fn name(z, m0, n0, mLen, nLen, kLen) -> array<f32, PER_THREAD^2>`: this thread's outputs of the block
  * [m0, m0 + TILE) x [n0, n0 + TILE) of A B (A [mLen, kLen], B [kLen, nLen] of head z; out of range reads 0): rows
- * m0 + ty + r * THREADS, columns n0 + tx + c * THREADS at [r * PER_THREAD + c]. Has barriers: call it in uniform
- * control flow with a uniform kLen.
+ * m0 + ty + r * THREADS, columns n0 + tx + c * THREADS at [r * PER_THREAD + c]. The inner loop stops at kLen (a
+ * head size below TILE multiplies no staged zeros). Has barriers: call it in uniform control flow with a uniform kLen.
  */
 function productWgsl(name: string, a: Operand, b: Operand): string {
   const staged = (o: Operand, tile: string, rowLen: string, colLen: string, r0: string, c0: string) => `
@@ -106,7 +110,8 @@ function productWgsl(name: string, a: Operand, b: Operand): string {
         staged(a, 'tileA', 'mLen', 'kLen', 'm0', 'k0')}${staged(b, 'tileB', 'kLen', 'nLen', 'k0', 'n0')}
       }
       workgroupBarrier();
-      for (var kk = 0; kk < ${TILE}; kk = kk + 1) {
+      let kEnd = min(${TILE}, kLen - k0);
+      for (var kk = 0; kk < kEnd; kk = kk + 1) {
         for (var r = 0; r < ${PER_THREAD}; r = r + 1) {
           let x = tileA[(ty + r * ${THREADS}) * ${TILE + PAD} + kk];
           for (var c = 0; c < ${PER_THREAD}; c = c + 1) {
