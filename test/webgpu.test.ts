@@ -323,6 +323,14 @@ describe('WebGPU training step', { skip: WEBGPU_SKIP }, () => {
   });
 });
 
+/** A child script's line importing `names` from src/`rel` (the .ts source, run under tsx). */
+const srcImport = (names: string, rel: string): string =>
+  `const { ${names} } = await import(${JSON.stringify(pathToFileURL(path.join(ROOT, 'src', rel)).href)});`;
+/** What a child script needs to build a TrainStep on webgpu. */
+const STEP_IMPORTS = [['selectBackend', 'model/backend.ts'], ['tf', 'model/tf.ts'], ['BertModel', 'model/bert.ts'],
+  ['MlpHead', 'losses/mlpHead.ts'], ['AdamW', 'train/adamw.ts'], ['TrainStep, trainableParams', 'train/step.ts']]
+  .map(([names, rel]) => srcImport(names!, rel!)).join('\n');
+
 /**
  * Dawn's null device (`MICSE_DAWN_OPTIONS=backend=null`) accepts every call and runs nothing, on any machine the
  * `webgpu` package loads on (CI has no Vulkan driver, so the tests above skip there). A TrainStep on it still
@@ -331,14 +339,9 @@ describe('WebGPU training step', { skip: WEBGPU_SKIP }, () => {
  * In a child process: `navigator.gpu` is created once per process.
  */
 const NULL_STEP_SCRIPT = `
-const { selectBackend } = await import(${JSON.stringify(pathToFileURL(path.join(ROOT, 'src/model/backend.ts')).href)});
-const { tf } = await import(${JSON.stringify(pathToFileURL(path.join(ROOT, 'src/model/tf.ts')).href)});
-const { BertModel } = await import(${JSON.stringify(pathToFileURL(path.join(ROOT, 'src/model/bert.ts')).href)});
-const { MlpHead } = await import(${JSON.stringify(pathToFileURL(path.join(ROOT, 'src/losses/mlpHead.ts')).href)});
-const { AdamW } = await import(${JSON.stringify(pathToFileURL(path.join(ROOT, 'src/train/adamw.ts')).href)});
-const { TrainStep, trainableParams } = await import(${JSON.stringify(pathToFileURL(path.join(ROOT, 'src/train/step.ts')).href)});
-const { observeRawDispatches } = await import(${JSON.stringify(pathToFileURL(path.join(ROOT, 'src/kernels/platform/webgpuPrograms.ts')).href)});
-const { bindGroupCacheOf } = await import(${JSON.stringify(pathToFileURL(path.join(ROOT, 'src/kernels/platform/bindGroupCache.ts')).href)});
+${STEP_IMPORTS}
+${srcImport('observeRawDispatches', 'kernels/platform/webgpuPrograms.ts')}
+${srcImport('bindGroupCacheOf', 'kernels/platform/bindGroupCache.ts')}
 let inPlace = 0;
 observeRawDispatches((key) => { if (key.startsWith('micseAdamWInPlace/')) inPlace += Number(key.split('/')[1]); });
 const { config, rows, objective } = JSON.parse(process.argv[1]);
@@ -384,14 +387,9 @@ describe("WebGPU on Dawn's null device (every machine with the webgpu package, C
 
   test('train.precision mixed: a TrainStep with float16 product inputs and loss scaling, and both float16 rounding programs, pass validation', () => {
     const script = `
-      const { selectBackend } = await import(${JSON.stringify(pathToFileURL(path.join(ROOT, 'src/model/backend.ts')).href)});
-      const { tf } = await import(${JSON.stringify(pathToFileURL(path.join(ROOT, 'src/model/tf.ts')).href)});
-      const { BertModel } = await import(${JSON.stringify(pathToFileURL(path.join(ROOT, 'src/model/bert.ts')).href)});
-      const { MlpHead } = await import(${JSON.stringify(pathToFileURL(path.join(ROOT, 'src/losses/mlpHead.ts')).href)});
-      const { AdamW } = await import(${JSON.stringify(pathToFileURL(path.join(ROOT, 'src/train/adamw.ts')).href)});
-      const { TrainStep, trainableParams } = await import(${JSON.stringify(pathToFileURL(path.join(ROOT, 'src/train/step.ts')).href)});
-      const { LossScaler } = await import(${JSON.stringify(pathToFileURL(path.join(ROOT, 'src/train/lossScale.ts')).href)});
-      const { roundProgram } = await import(${JSON.stringify(pathToFileURL(path.join(ROOT, 'src/kernels/f16/webgpu.ts')).href)});
+      ${STEP_IMPORTS}
+      ${srcImport('LossScaler', 'train/lossScale.ts')}
+      ${srcImport('roundProgram', 'kernels/f16/webgpu.ts')}
       const { config, rows, objective } = JSON.parse(process.argv[1]);
       await selectBackend('webgpu');
       const device = tf.backend().device;
@@ -416,7 +414,7 @@ describe("WebGPU on Dawn's null device (every machine with the webgpu package, C
 
   test(`an adapter option that matches nothing: the error names ${DAWN_OPTIONS_ENV}, and auto goes on past webgpu`, () => {
     const script = `
-      const { selectBackend, describeSelection } = await import(${JSON.stringify(pathToFileURL(path.join(ROOT, 'src/model/backend.ts')).href)});
+      ${srcImport('selectBackend, describeSelection', 'model/backend.ts')}
       let explicit = '';
       try { await selectBackend('webgpu'); } catch (err) { explicit = err.message; }
       console.log(JSON.stringify({ explicit, auto: describeSelection(await selectBackend('auto')) }));`;
@@ -430,7 +428,7 @@ describe("WebGPU on Dawn's null device (every machine with the webgpu package, C
 
   test('auto prints no Dawn trace on stderr; a missing GPU is said once, in the backend line', () => {
     const script = `
-      const { selectBackend, describeSelection } = await import(${JSON.stringify(pathToFileURL(path.join(ROOT, 'src/model/backend.ts')).href)});
+      ${srcImport('selectBackend, describeSelection', 'model/backend.ts')}
       console.log(JSON.stringify(describeSelection(await selectBackend('auto'))));`;
     const env: NodeJS.ProcessEnv = { ...process.env };
     delete env[DAWN_OPTIONS_ENV];
