@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { selectBackend } from '../src/model/backend.js';
+import { selectBackend, softwareAdapter } from '../src/model/backend.js';
 import { tf } from '../src/model/tf.js';
 import { defaultConfig, mergeConfig, type TrainConfig } from '../src/train/config.js';
 import { observeRawDispatches } from '../src/kernels/platform/webgpuPrograms.js';
@@ -83,14 +83,12 @@ export async function webgpuSkipReason(): Promise<string | false> {
 
 /**
  * The webgpu adapter's description when it is a software one (SwiftShader, as under scripts/with-vulkan.mjs), else
- * null. WGSL does not require IEEE infinities and NaNs, and SwiftShader's transcendentals do not keep them, so checks
- * of non-finite inputs hold on hardware adapters only.
+ * null. WGSL does not require IEEE infinities and NaNs, and on SwiftShader an Infinity input to the AMI gives a finite
+ * value, so checks of non-finite inputs hold on hardware adapters only.
  */
 export async function softwareWebgpuAdapter(): Promise<string | null> {
   const gpu = (globalThis as { navigator?: { gpu?: GPU } }).navigator?.gpu;
-  const adapter = (await gpu?.requestAdapter()) as { info?: GPUAdapterInfo & { isFallbackAdapter?: boolean } } | null | undefined;
-  const info = adapter?.info;
-  return info?.isFallbackAdapter === true ? (info.description || info.architecture) : null;
+  return softwareAdapter(await gpu?.requestAdapter());
 }
 
 /** `n` seeded values in [-1, 1) (a 32-bit LCG: the same on every machine). */

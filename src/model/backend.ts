@@ -118,9 +118,9 @@ async function tryBackend(name: Exclude<BackendName, 'auto'>, auto: boolean): Pr
         throw new Error(`navigator.gpu.requestAdapter() failed${withOptions}: ${message(err)}`);
       }
       if (adapter === null || adapter === undefined) throw new Error(`navigator.gpu.requestAdapter() found no GPU adapter${withOptions}`);
-      const info = (adapter as { info?: GPUAdapterInfo & { isFallbackAdapter?: boolean } }).info;
-      if (auto && info?.isFallbackAdapter === true) {
-        throw new Error(`the only adapter is a software one (${info.description || info.architecture}${withOptions}): WebGPU on the CPU is slower than wasm; name webgpu to use it`);
+      const software = softwareAdapter(adapter);
+      if (auto && software !== null) {
+        throw new Error(`the only adapter is a software one (${software}${withOptions}): WebGPU on the CPU is slower than wasm; name webgpu to use it`);
       }
       await activate('webgpu');
       return 'webgpu';
@@ -141,6 +141,12 @@ async function tryBackend(name: Exclude<BackendName, 'auto'>, auto: boolean): Pr
       useNativeGemm(process.env[NATIVE_GEMM_ENV] !== '0');
       return 'cpu';
   }
+}
+
+/** The adapter's description when it is a software one (SwiftShader, llvmpipe: WebGPU run on the CPU), else null. */
+export function softwareAdapter(adapter: unknown): string | null {
+  const info = (adapter as { info?: GPUAdapterInfo & { isFallbackAdapter?: boolean } } | null | undefined)?.info;
+  return info?.isFallbackAdapter === true ? (info.description || info.architecture) : null;
 }
 
 /**
