@@ -5,9 +5,8 @@
  *
  * Debian's chromium ships SwiftShader as a Vulkan driver (/usr/lib/chromium/vk_swiftshader_icd.json) with its own
  * Vulkan loader (libvulkan.so.1). Where no system driver manifest exists and VK_DRIVER_FILES / VK_ICD_FILENAMES are
- * unset, CMD gets VK_DRIVER_FILES naming that manifest, and /usr/lib/chromium on LD_LIBRARY_PATH when the system has
- * no loader of its own (the loader is found by dlopen, which reads LD_LIBRARY_PATH only at process start, hence this
- * launcher). Everything else runs as without it: `--backend auto` passes over a software adapter (src/model/backend.ts),
+ * unset, CMD gets VK_DRIVER_FILES naming that manifest, and /usr/lib/chromium first on LD_LIBRARY_PATH so that Dawn
+ * loads chromium's loader beside it (dlopen reads LD_LIBRARY_PATH only at process start, hence this launcher). Everything else runs as without it: `--backend auto` passes over a software adapter (src/model/backend.ts),
  * so only what names webgpu runs on SwiftShader. MICSE_TEST_SWIFTSHADER=0 turns it off.
  */
 import { spawnSync } from 'node:child_process';
@@ -21,15 +20,6 @@ function hasSystemDriver() {
   return SYSTEM_ICD_DIRS.some((d) => existsSync(d) && readdirSync(d).some((f) => f.endsWith('.json')));
 }
 
-function hasSystemLoader() {
-  try {
-    process.dlopen({ exports: {} }, 'libvulkan.so.1');
-  } catch (err) {
-    return /did not self-register/.test(String(err)); // loaded, but no Node addon: the loader is there
-  }
-  return true;
-}
-
 const [cmd, ...args] = process.argv.slice(2);
 if (cmd === undefined) {
   console.error('usage: node scripts/with-vulkan.mjs CMD [ARGS...]');
@@ -39,7 +29,7 @@ const env = { ...process.env };
 if (process.platform === 'linux' && env['MICSE_TEST_SWIFTSHADER'] !== '0' && env['VK_DRIVER_FILES'] === undefined &&
     env['VK_ICD_FILENAMES'] === undefined && !hasSystemDriver() && existsSync(ICD)) {
   env['VK_DRIVER_FILES'] = ICD;
-  if (!hasSystemLoader()) env['LD_LIBRARY_PATH'] = [CHROMIUM_DIR, env['LD_LIBRARY_PATH']].filter(Boolean).join(':');
+  env['LD_LIBRARY_PATH'] = [CHROMIUM_DIR, env['LD_LIBRARY_PATH']].filter(Boolean).join(':');
 }
 const r = spawnSync(cmd, args, { stdio: 'inherit', env });
 if (r.error !== undefined) {
