@@ -26,6 +26,16 @@ export async function explainMkdirError(err: unknown): Promise<unknown> {
 }
 
 /**
+ * What a failure prints and its exit code: a UserError's or an environment fault's one line (mkdir faults explained
+ * by explainMkdirError) with 2, or for a bug its stack with 1 and `bug` set.
+ */
+export async function failureOf(err: unknown): Promise<{ message: string; exitCode: number; bug: boolean }> {
+  const user = environmentError(await explainMkdirError(err));
+  if (user !== null) return { message: user.message, exitCode: user.exitCode, bug: false };
+  return { message: err instanceof Error ? (err.stack ?? err.message) : String(err), exitCode: 1, bug: true };
+}
+
+/**
  * `mkdir -p dir`; a fault of the environment (read-only, a file in the way) is a UserError naming `dir`, or
  * `shown` doing `action` where `dir` is a private step towards it (an export's staging folder names its output).
  */

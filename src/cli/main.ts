@@ -6,8 +6,8 @@
  */
 import yargs, { type Argv, type CommandModule } from 'yargs';
 import { hideBin } from 'yargs/helpers';
-import { closest, environmentError, UserError } from '../errors.js';
-import { explainMkdirError } from '../fsutil.js';
+import { closest, UserError } from '../errors.js';
+import { failureOf } from '../fsutil.js';
 import { embedCommand } from './embed.js';
 import { trainCommand } from './train.js';
 import { evalCommand } from './eval.js';
@@ -62,9 +62,8 @@ export function buildCli(argv: string[]): Argv {
 
 /** The one line an error prints and the exit code: 2 for bad input and environment faults, 1 (with the stack) for bugs. */
 export async function describeFailure(err: unknown): Promise<{ message: string; exitCode: number }> {
-  const user = environmentError(await explainMkdirError(err));
-  if (user !== null) return { message: `micse: ${user.message}`, exitCode: user.exitCode };
-  return { message: `micse: internal error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`, exitCode: 1 };
+  const f = await failureOf(err);
+  return { message: `micse: ${f.bug ? 'internal error: ' : ''}${f.message}`, exitCode: f.exitCode };
 }
 
 /** Runs the command line; a failure prints its one line (see describeFailure) and sets the exit code. */

@@ -6,7 +6,7 @@
  * one line (a stack for a bug) and exits 2 for bad input or an environment fault, 1 otherwise. When the parent dies
  * the IPC channel closes and this process exits at once, so a killed sweep runner or worker leaves no orphan run.
  */
-import { environmentError } from '../errors.js';
+import { failureOf } from '../fsutil.js';
 import { runPoint, type PointMessage } from './point.js';
 
 const dir = process.argv[2];
@@ -17,9 +17,9 @@ try {
   const message: PointMessage = { outcome: await runPoint(dir) };
   await new Promise<void>((resolve, reject) => process.send!(message, undefined, undefined, (e: Error | null) => (e ? reject(e) : resolve())));
 } catch (err) {
-  const user = environmentError(err);
-  process.stderr.write(`${user !== null ? user.message : err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
-  process.exitCode = user !== null ? user.exitCode : 1;
+  const { message, exitCode } = await failureOf(err);
+  process.stderr.write(`${message}\n`);
+  process.exitCode = exitCode;
 } finally {
   // The open IPC channel would keep this process alive.
   process.off('disconnect', orphaned);
