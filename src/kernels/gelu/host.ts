@@ -3,7 +3,8 @@ import { tf } from '../../model/tf.js';
 import { cpuIO, wasmIO, type HostIO } from '../platform/hostIO.js';
 import { simdGelu, simdGeluGrad } from '../platform/hostSimd.js';
 import { registerOp } from '../registry.js';
-import { ERF_A1, ERF_A2, ERF_A3, ERF_A4, ERF_A5, ERF_P, GELU, GELU_GRAD, GELU_GRADIENTS, INV_SQRT_2PI } from './index.js';
+import { ERF_A1, ERF_A2, ERF_A3, ERF_A4, ERF_A5, ERF_P, INV_SQRT_2PI } from '../platform/erf.js';
+import { GELU, GELU_GRAD, GELU_GRADIENTS } from './index.js';
 
 function erf(v: number): number {
   const sign = Math.sign(v);

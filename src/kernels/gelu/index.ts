@@ -3,7 +3,7 @@
  *
  * Why: composed of stock ops, the exact GELU is 5 kernels forward and ~10 backward; on WebGPU every kernel is a
  * dispatch with a fixed host cost (bench/README.md), and on the host backends every op is another pass.
- *   gelu(x) = x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2))       (erf: the Abramowitz-Stegun 7.1.26 form every TF.js
+ *   gelu(x) = x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2))       (erf: platform/erf.ts, the A-S 7.1.26 form every TF.js
  *                                                              backend uses, |error| < 1.5e-7)
  *     backward: dx = dy * (Phi(x) + x * phi(x)),  phi(x) = exp(-x^2 / 2) / sqrt(2 pi)
  * Kernels: cpu and wasm (host.ts: WebAssembly SIMD loops, src/kernels/platform/hostSimd.ts, and scalar loops for the
@@ -18,15 +18,6 @@ import { kernelOn } from '../registry.js';
 export const GELU = 'MicseGelu';
 export const GELU_GRAD = 'MicseGeluGrad';
 
-// Abramowitz & Stegun 7.1.26, the constants of TF.js's Erf kernels (backend_util.ERF_*).
-export const ERF_P = 0.3275911;
-export const ERF_A1 = 0.254829592;
-export const ERF_A2 = -0.284496736;
-export const ERF_A3 = 1.421413741;
-export const ERF_A4 = -1.453152027;
-export const ERF_A5 = 1.061405429;
-/** 1 / sqrt(2 pi) */
-export const INV_SQRT_2PI = 1 / Math.sqrt(2 * Math.PI);
 
 /** GELU's gradient kernel, registered with either backend file's kernels. */
 export const GELU_GRADIENTS: tf.GradConfig[] = [

@@ -3,17 +3,11 @@ import type { WebGPUBackend } from '@tensorflow/tfjs-backend-webgpu';
 import { tf } from '../../model/tf.js';
 import { elementwiseProgram } from '../platform/webgpuPrograms.js';
 import { registerOp } from '../registry.js';
-import { ERF_A1, ERF_A2, ERF_A3, ERF_A4, ERF_A5, ERF_P, GELU, GELU_GRAD, GELU_GRADIENTS, INV_SQRT_2PI } from './index.js';
+import { INV_SQRT_2PI, WGSL_ERF } from '../platform/erf.js';
+import { GELU, GELU_GRAD, GELU_GRADIENTS } from './index.js';
 
 /** Threads per workgroup of the element-wise programs. */
 const ELEMENTWISE_WORKGROUP = 256;
-
-export const WGSL_ERF = `
-  fn erf_as(v : f32) -> f32 {
-    let a = abs(v);
-    let t = 1.0 / (1.0 + ${ERF_P} * a);
-    return sign(v) * (1.0 - ((((${ERF_A5} * t + ${ERF_A4}) * t + ${ERF_A3}) * t + ${ERF_A2}) * t + ${ERF_A1}) * t * exp(-a * a));
-  }`;
 
 const webgpuKernels: Record<string, tf.KernelFunc> = {
   [GELU]: ({ inputs, backend }) => {

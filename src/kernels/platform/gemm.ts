@@ -28,7 +28,7 @@
  * multiprocessors wants two waves of them), with BK = 16 where the device's workgroup memory holds it, else 8. The
  * table is a first guess, not yet timed on a GPU (bench/gemm.ts measures it).
  */
-import { WGSL_ERF } from '../gelu/webgpu.js';
+import { WGSL_ERF } from './erf.js';
 import { tf } from '../../model/tf.js';
 import { internalsOf, packUniforms, recordRaw, type RawProgram } from './webgpuPrograms.js';
 

@@ -29,11 +29,9 @@ import {
   f64FromF32, f64FromI32, f64Sqrt, f64x2, get, I32, i32Add, i32c, i32Mul, i32x4, i32x4Const, instancePerMemory, load,
   locals, set, store, v128, V128, V128_BYTES, whileBelow, type Code, type FuncSpec,
 } from './wasmAsm.js';
+import { ERF_A1, ERF_A2, ERF_A3, ERF_A4, ERF_A5, ERF_P, INV_SQRT_2PI } from './erf.js';
 
-// Abramowitz & Stegun 7.1.26 (kernels/layerNorm has the same constants).
-const ERF_P = 0.3275911;
-const ERF_A = [1.061405429, -1.453152027, 1.421413741, -0.284496736, 0.254829592]; // A5 .. A1 (Horner order)
-const INV_SQRT_2PI = 1 / Math.sqrt(2 * Math.PI);
+const ERF_A = [ERF_A5, ERF_A4, ERF_A3, ERF_A2, ERF_A1]; // erf.ts's, in Horner order
 /** Cephes expf: the polynomial P (Horner order), ln 2 split in two, and the lowest argument (2^n stays normal). */
 const EXP_P = [1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1];
 const LN2_HI = 0.693359375;
