@@ -183,6 +183,8 @@ export interface SideResult {
   gpuMemory?: GpuMemory;
   /** PyTorch on cuda: median ms/step with TF32 matmuls allowed (msPerStep is fp32, TF32 off). */
   tf32MsPerStep?: number;
+  /** PyTorch on cuda, or with --precision mixed: median ms/step under bf16 autocast (AMP), TF32 off. */
+  ampMsPerStep?: number;
   /** TF.js: median ms from a step's start until its one read was issued (TrainStep's hostMs): the host's share. */
   hostMsPerStep?: number;
   /** --profile: the calls of one step. */
@@ -196,12 +198,16 @@ export interface BenchReport {
   machine: string;
   size: SizeName;
   config: (typeof SIZES)[SizeName] & { vocabSize: number };
+  /** train.precision of the TF.js side. */
+  precision: BenchOptions['precision'];
   tfjs: SideResult;
   reference: SideResult | { skipped: string };
   /** tfjs ms/step divided by reference ms/step (lower is better; see RATIO_TARGETS). */
   ratio: number | null;
   /** tfjs ms/step divided by PyTorch's TF32 ms/step (cuda only). */
   ratioTf32: number | null;
+  /** TF.js ms/step over PyTorch's AMP (bf16 autocast) ms/step; null without that figure. */
+  ratioAmp: number | null;
 }
 
 /** The speed targets the ratio is read against: on the CPU (issue #21) the wasm backend at tiny and small, the cpu
@@ -515,7 +521,8 @@ export function runReference(o: BenchOptions, log: (l: string) => void): SideRes
   const args = [script, '--size', o.size, '--steps', String(o.steps), '--warmup', String(o.warmup),
     '--embed-sentences', String(o.embedSentences), '--device', o.referenceDevice,
     '--threads', String(Math.min(BENCH_DEFAULTS.referenceThreads, os.availableParallelism())),
-    '--sgemm-n', String(n), '--sgemm-repeats', String(repeats), '--sgemm-threads', threads.join(','), '--json'];
+    '--sgemm-n', String(n), '--sgemm-repeats', String(repeats), '--sgemm-threads', threads.join(','), '--json',
+    ...(o.precision === 'mixed' ? ['--amp'] : [])];
   // Debian's python3-torch lives under /usr/bin/python3, which a pyenv or venv python3 on PATH hides.
   const pythons = o.python === BENCH_DEFAULTS.python ? [o.python, ...PYTHON_FALLBACKS] : [o.python];
   const reasons: string[] = [];
@@ -559,6 +566,8 @@ export function formatReport(r: BenchReport): string {
     ['ms/step (median)', ...sides.map((s) => fmt(s.msPerStep))],
     ...(sides.some((s) => s.tf32MsPerStep !== undefined)
       ? [['ms/step, TF32 matmuls', ...sides.map((s) => (s.tf32MsPerStep === undefined ? '-' : fmt(s.tf32MsPerStep)))]] : []),
+    ...(sides.some((s) => s.ampMsPerStep !== undefined)
+      ? [['ms/step, AMP (bf16 autocast)', ...sides.map((s) => (s.ampMsPerStep === undefined ? '-' : fmt(s.ampMsPerStep)))]] : []),
     ['process CPU ms/step (all threads)', ...sides.map((s) => fmt(s.cpuMsPerStep))],
     [`SGEMM GFLOP/s (${BENCH_DEFAULTS.sgemmProbe.threads.join(' / ')} threads)`, ...sides.map((s) => formatSgemm(s.sgemm))],
     ['host ms/step (to the read)', ...sides.map((s) => (s.hostMsPerStep === undefined ? '-' : fmt(s.hostMsPerStep)))],
@@ -574,7 +583,8 @@ export function formatReport(r: BenchReport): string {
   const tail = 'skipped' in r.reference
     ? [`reference skipped: ${r.reference.skipped}`]
     : [`ratio TF.js / PyTorch (ms/step): ${r.ratio!.toFixed(2)}x  (${ratioTarget(r.tfjs.backend)})`,
-      ...(r.ratioTf32 === null ? [] : [`ratio TF.js / PyTorch with TF32 (ms/step): ${r.ratioTf32.toFixed(2)}x`])];
+      ...(r.ratioTf32 === null ? [] : [`ratio TF.js / PyTorch with TF32 (ms/step): ${r.ratioTf32.toFixed(2)}x`]),
+      ...(r.ratioAmp === null ? [] : [`ratio TF.js (precision ${r.precision}) / PyTorch AMP (ms/step): ${r.ratioAmp.toFixed(2)}x`])];
   const counts = sides.flatMap((s) => (s.stepCounts === undefined ? [] : [`one step (${s.impl}): ${formatCounts(s.stepCounts)}`]));
   const notes = sides.flatMap((s) => s.notes.map((n) => `note (${s.impl}): ${n}`));
   const embedNotes = sides.map((s) => `embed (${s.impl}): ${s.embedWhat}`);
@@ -661,9 +671,10 @@ async function main(): Promise<void> {
   }
   const reference = o.reference ? runReference(o, log) : { skipped: '--no-reference' };
   const report: BenchReport = {
-    date: new Date().toISOString(), machine: machineDescription(), size: o.size, config: { ...sz, vocabSize: BENCH_DEFAULTS.vocabSize },
+    date: new Date().toISOString(), machine: machineDescription(), size: o.size, config: { ...sz, vocabSize: BENCH_DEFAULTS.vocabSize }, precision: o.precision,
     tfjs, reference, ratio: 'skipped' in reference ? null : tfjs.msPerStep / reference.msPerStep,
     ratioTf32: 'skipped' in reference || reference.tf32MsPerStep === undefined ? null : tfjs.msPerStep / reference.tf32MsPerStep,
+    ratioAmp: 'skipped' in reference || reference.ampMsPerStep === undefined ? null : tfjs.msPerStep / reference.ampMsPerStep,
   };
   if (o.jsonOut !== null) writeFileSync(o.jsonOut, JSON.stringify(report, null, 2) + '\n');
   process.stdout.write((o.json ? JSON.stringify(report, null, 2) : formatReport(report)) + '\n');

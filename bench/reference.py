@@ -16,9 +16,13 @@ process's CPU time over a step (every thread), beside the wall time.
 
 --device cuda: msPerStep is fp32 with TF32 off (IEEE float32 matmuls, as WebGPU computes); then the same steps are
 timed again with TF32 matmuls allowed (tf32MsPerStep), and the CUDA allocator's peaks are reported (gpuMemory).
+Then, on cuda or with --amp, the same steps under automatic mixed precision, PyTorch's bf16 recipe: the forward and
+the loss inside torch.autocast(dtype=torch.bfloat16) (bf16 products with f32 accumulation, f32 master weights and
+AdamW moments; bf16 has f32's exponent range, so no GradScaler), TF32 off (ampMsPerStep). It is what
+`train.precision: mixed` on webgpu is measured against. On the CPU it needs the bf16 autocast of torch >= 1.10.
 
 Usage: python3 bench/reference.py [--size tiny|small|base] [--steps N] [--warmup N] [--threads N] [--device cpu|cuda]
-       [--sgemm-n N] [--sgemm-repeats N] [--sgemm-threads 1,2] [--json]
+       [--sgemm-n N] [--sgemm-repeats N] [--sgemm-threads 1,2] [--amp] [--json]
 Exit status 3 (and the reason on stdout) when torch cannot be imported, so the bench can say why it skipped.
 """
 import argparse
@@ -199,6 +203,7 @@ def main():
     ap.add_argument("--sgemm-n", type=int, default=1024)
     ap.add_argument("--sgemm-repeats", type=int, default=5)
     ap.add_argument("--sgemm-threads", default="1,2")
+    ap.add_argument("--amp", action="store_true", help="also time bf16 autocast steps (always on cuda)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     d, s = DEFAULTS, SIZES[args.size]
@@ -212,12 +217,21 @@ def main():
     ids, mask = make_batch(s["batch"], s["seqLen"], d["vocab"], d["seed"], dev)
     sync = (lambda: torch.cuda.synchronize()) if dev.type == "cuda" else (lambda: None)
 
-    def step():
+    amp = [False]  # step() runs its forward and loss under bf16 autocast while amp[0] is set
+
+    def forward_loss():
         hidden, attentions = model(ids, mask)
         z = torch.tanh(model.mlp(hidden[:, 0]))  # [2B, H]
         nce = info_nce(z[0::2], z[1::2], d["temperature"])
         mi = ami(attentions[s["minLayer"]:s["maxLayer"]], d)
-        loss = nce + d["lam"] * mi
+        return nce, mi, nce + d["lam"] * mi
+
+    def step():
+        if amp[0]:
+            with torch.autocast(device_type=dev.type, dtype=torch.bfloat16):
+                nce, mi, loss = forward_loss()
+        else:
+            nce, mi, loss = forward_loss()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), d["max_grad_norm"])
@@ -280,6 +294,20 @@ def main():
         except Exception as err:  # noqa: BLE001 - reported in the notes
             notes.append(f"TF32 figure failed: {type(err).__name__}: {err}")
 
+    amp_times = None
+    if dev.type == "cuda" or args.amp:
+        # Last, after the fp32 and TF32 figures; TF32 off so that only autocast's bf16 products differ from fp32.
+        model.train()
+        try:
+            if dev.type == "cuda":
+                set_tf32(False)
+            amp[0] = True
+            amp_times, _, amp_loss = timed(" AMP")
+            amp[0] = False
+            notes.append(f"AMP steps: torch.autocast({dev.type}, bfloat16) over forward + loss, last loss {amp_loss:.4f}")
+        except Exception as err:  # noqa: BLE001 - reported in the notes
+            notes.append(f"AMP figure failed: {type(err).__name__}: {err}")
+
     ms = statistics.median(times)
     if dev.type == "cuda":
         backend = f"cuda: {torch.cuda.get_device_name()}, fp32, TF32 off"
@@ -295,7 +323,10 @@ def main():
         res["gpuMemory"] = gpu
     if tf32_times is not None:
         res["tf32MsPerStep"] = statistics.median(tf32_times)
+    if amp_times is not None:
+        res["ampMsPerStep"] = statistics.median(amp_times)
     tf32 = f", TF32 {res['tf32MsPerStep']:.1f} ms/step" if "tf32MsPerStep" in res else ""
+    tf32 += f", AMP bf16 {res['ampMsPerStep']:.1f} ms/step" if "ampMsPerStep" in res else ""
     print(json.dumps(res) if args.json else f"{args.size}: {ms:.1f} ms/step{tf32}, embed {embed_sps:.0f} sentences/s")
 
 

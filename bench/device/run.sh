@@ -9,7 +9,8 @@
 #   3. bench base on webgpu with --profile, PyTorch on cuda in the same run (fp32 ratio + TF32 figure);
 #      if the bench fails, reference.py alone so the PyTorch numbers still come back; then bench/gemm.ts
 #      (TFLOP/s of each of the step's products on TF.js's kernels and on src/kernels/platform/gemm.ts, $OUT/gemm.json),
-#      then (GPU only) base again with MICSE_WEBGPU_GEMM=1 (the step's dense layers on that GEMM; no PyTorch side)
+#      then (GPU only) base again with MICSE_WEBGPU_GEMM=1 (the step's dense layers on that GEMM; no PyTorch side) and
+#      with --precision mixed (against PyTorch AMP, which reference.py times on cuda beside fp32 and TF32)
 #   4. bench tiny and small on webgpu (+ PyTorch cuda), then tiny on Dawn's null device (MICSE_DAWN_OPTIONS=backend=null:
 #      the same calls, nothing runs): this host's JS + Dawn-front-end share of a step, apart from Vulkan and the GPU;
 #      then the bind-group cache off (tiny on the null device; GPU only: tiny and small), and (GPU only) base again
@@ -163,7 +164,10 @@ for size in $SIZES; do
     # A/B: the base step with its dense layers on our GEMM; compare ms/step and the matmul share with the run above.
     if ((GPU)); then
       step "bench base with MICSE_WEBGPU_GEMM=1" 90 env MICSE_WEBGPU_GEMM=1 node "$DEV/bench.mjs" --backend webgpu --size base \
-        --steps 5 --warmup 2 --no-reference --embed-sentences 64 --profile --json-out "$OUT/bench-base-gemm.json"
+        --steps 5 --warmup 2 --no-reference --embed-sentences 64 --profile --json-out "$OUT/bench-base-gemm.json"      # train.precision: mixed (f16 product inputs, loss scaling) beside the AMP (bf16 autocast) figure that
+      # reference.py timed on cuda in the base run above (its ampMsPerStep).
+      step "bench base with --precision mixed" 90 node "$DEV/bench.mjs" --backend webgpu --size base --steps 5 --warmup 2 \
+        --no-reference --embed-sentences 64 --precision mixed --json-out "$OUT/bench-base-mixed.json"
     fi
   fi
 done
