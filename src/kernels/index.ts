@@ -18,6 +18,7 @@ import { registerAdamWHost } from './adamw/host.js';
 import { registerAdamWWebgpu } from './adamw/webgpu.js';
 import { registerAmiWebgpu } from './ami/webgpu.js';
 import { registerAttentionWebgpu } from './attention/webgpu.js';
+import { registerDenseHost } from './dense/host.js';
 import { registerDenseWebgpu } from './dense/webgpu.js';
 import { registerGemmWebgpu } from './gemm/webgpu.js';
 import { registerDropoutHost } from './dropout/host.js';
@@ -42,7 +43,7 @@ const OPS: readonly ((backendName: string) => void)[] = [
   registerLayerNormHost, registerLayerNormWebgpu,
   registerGeluHost, registerGeluWebgpu,
   registerAttentionWebgpu,
-  registerDenseWebgpu,
+  registerDenseHost, registerDenseWebgpu,
   registerGemmWebgpu,
   registerInfoNCEWebgpu,
   registerAmiWebgpu,
