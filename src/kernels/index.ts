@@ -17,6 +17,7 @@
 import { registerAdamWHost } from './adamw/host.js';
 import { registerAdamWWebgpu } from './adamw/webgpu.js';
 import { registerAmiWebgpu } from './ami/webgpu.js';
+import { registerAttentionHost } from './attention/host.js';
 import { registerAttentionWebgpu } from './attention/webgpu.js';
 import { registerDenseHost } from './dense/host.js';
 import { registerDenseWebgpu } from './dense/webgpu.js';
@@ -42,7 +43,7 @@ const OPS: readonly ((backendName: string) => void)[] = [
   registerDropoutHost, registerDropoutWebgpu,
   registerLayerNormHost, registerLayerNormWebgpu,
   registerGeluHost, registerGeluWebgpu,
-  registerAttentionWebgpu,
+  registerAttentionHost, registerAttentionWebgpu,
   registerDenseHost, registerDenseWebgpu,
   registerGemmWebgpu,
   registerInfoNCEWebgpu,
