@@ -10,16 +10,23 @@ import { registerOp } from '../registry.js';
 import { MERGE_HEADS, SPLIT_HEADS, SPLIT_HEADS_GRADIENTS, type HeadsAttrs } from './index.js';
 
 /**
- * Calls `copy(rowAt, headAt, dh)` for every head row: rowAt its offset in the packed [B, T, 3H] array, headAt in
- * part p's [B, nh, T, dh] array, for p = 0, 1, 2 in turn (`part(p)` first).
+ * Copies every head row between the packed array (qkv [B, T, 3H]) and the three parts' head arrays (q, k, v
+ * [B, nh, T, dh]): `toHeads` from packed into the parts, else back. Token by token, so the packed side is walked in
+ * order; each head row of dh elements a plain loop.
  */
-function headRows(B: number, T: number, nh: number, dh: number, part: (p: number) => void, copy: (rowAt: number, headAt: number) => void): void {
+function copyHeads(packed: Int32Array, parts: readonly Int32Array[], B: number, T: number, nh: number, dh: number, toHeads: boolean): void {
   const H = nh * dh;
   for (let p = 0; p < 3; p++) {
-    part(p);
+    const part = parts[p]!;
     for (let b = 0; b < B; b++) {
-      for (let h = 0; h < nh; h++) {
-        for (let t = 0; t < T; t++) copy((b * T + t) * 3 * H + p * H + h * dh, ((b * nh + h) * T + t) * dh);
+      for (let t = 0; t < T; t++) {
+        const row = (b * T + t) * 3 * H + p * H; // part p of token t's row
+        for (let h = 0; h < nh; h++) {
+          const at = row + h * dh;
+          const head = ((b * nh + h) * T + t) * dh;
+          if (toHeads) for (let j = 0; j < dh; j++) part[head + j] = packed[at + j]!;
+          else for (let j = 0; j < dh; j++) packed[at + j] = part[head + j]!;
+        }
       }
     }
   }
@@ -32,11 +39,7 @@ const splitHeadsCpu: tf.KernelFunc = ({ inputs, backend, attrs }) => {
   const [B, T, H3] = qkv.shape as [number, number, number];
   const dh = H3 / 3 / heads;
   const outs = [0, 1, 2].map(() => makeHostOutput(b, [B, heads, T, dh], 'float32'));
-  const src = hostBits(b, qkv);
-  let dst = hostBits(b, outs[0]!);
-  headRows(B, T, heads, dh, (p) => (dst = hostBits(b, outs[p]!)), (rowAt, headAt) => {
-    for (let j = 0; j < dh; j++) dst[headAt + j] = src[rowAt + j]!;
-  });
+  copyHeads(hostBits(b, qkv), outs.map((o) => hostBits(b, o)), B, T, heads, dh, true);
   return outs;
 };
 
@@ -46,11 +49,7 @@ const mergeHeadsCpu: tf.KernelFunc = ({ inputs, backend, attrs }) => {
   const { heads } = attrs as unknown as HeadsAttrs;
   const [B, , T, dh] = parts[0]!.shape as [number, number, number, number];
   const out = makeHostOutput(b, [B, T, 3 * heads * dh], 'float32');
-  const dst = hostBits(b, out);
-  let src = hostBits(b, parts[0]!);
-  headRows(B, T, heads, dh, (p) => (src = hostBits(b, parts[p]!)), (rowAt, headAt) => {
-    for (let j = 0; j < dh; j++) dst[rowAt + j] = src[headAt + j]!;
-  });
+  copyHeads(hostBits(b, out), parts.map((x) => hostBits(b, x)), B, T, heads, dh, false);
   return out;
 };
 
