@@ -31,6 +31,8 @@
  * Every read of a tensor is `await t.data()`: on webgpu under Node `dataSync()` / `arraySync()` throw.
  */
 import { spawnSync } from 'node:child_process';
+import v8 from 'node:v8';
+import vm from 'node:vm';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -50,6 +52,7 @@ import { AdamW } from '../src/train/adamw.js';
 import { selectTrainingBackend, TrainStep, trainableParams, wasmHeapShortfall } from '../src/train/step.js';
 import { rawDispatchCount } from '../src/kernels/platform/webgpuPrograms.js';
 import { NativeGemm } from '../src/kernels/platform/nativeGemm.js';
+import { releaseFreedHostMemory } from '../src/kernels/platform/hostMalloc.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 /** ../shared beside the checkout, or $MICSE_SHARED_DIR. */
@@ -514,6 +517,17 @@ export async function benchTfjs(o: BenchOptions, log: (l: string) => void): Prom
   return result;
 }
 
+/**
+ * The TF.js side's memory back to the system before PyTorch starts beside it: a full collection frees the disposed
+ * tensors' arrays, then the C heap's free memory goes back (the cpu backend keeps it otherwise:
+ * kernels/platform/hostMalloc.ts; a BERT-base pair ran out of memory on a 24 GB machine without this).
+ */
+function releaseHostMemory(): void {
+  v8.setFlagsFromString('--expose-gc');
+  (vm.runInNewContext('gc') as () => void)();
+  releaseFreedHostMemory();
+}
+
 /** Runs bench/reference.py; a missing python3 or torch is a skip with the reason, not a failure. */
 export function runReference(o: BenchOptions, log: (l: string) => void): SideResult | { skipped: string } {
   const script = path.join(HERE, 'reference.py');
@@ -664,6 +678,7 @@ async function main(): Promise<void> {
   let tfjs: SideResult;
   try {
     tfjs = await benchTfjs(o, log);
+    releaseHostMemory();
   } catch (err) {
     if (!(err instanceof UserError)) throw err;
     process.stderr.write(`bench: ${err.message}\n`);

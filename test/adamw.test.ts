@@ -299,6 +299,32 @@ describe('WebAssembly SIMD loops (the wasm kernels)', () => {
   });
 });
 
+describe('in-place update on cpu', () => {
+  it("from a parameter's second update on, p, m and v keep their arrays; a caller's array given to tf.tensor is never written", async () => {
+    await selectBackend('cpu');
+    const [name, shape] = PARAMS[0]!;
+    const size = shape[0]! * shape[1]!;
+    const given = Float32Array.from({ length: size }, (_, i) => Math.sin(i));
+    const copy = Float32Array.from(given);
+    const initial = tf.tensor(given, shape);
+    const variable = tf.variable(initial);
+    initial.dispose();
+    const opt = new AdamW([{ name, variable }], { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01 });
+    const arrays = (): unknown[] => [variable, opt.m.get(name)!, opt.v.get(name)!].map((x) => tf.backend().readSync(x.dataId));
+    const seen: unknown[][] = [];
+    for (let step = 0; step < 3; step++) {
+      const g = gridGradient(shape, SEED + step);
+      tf.dispose([opt.apply(new Map([[name, g]]), LR, 1), g]);
+      seen.push(arrays());
+    }
+    assert.deepEqual(given, copy, "the caller's array is unchanged");
+    assert.ok(seen[0]!.every((a) => a !== given), 'the first update made new arrays');
+    seen[2]!.forEach((a, k) => assert.equal(a, seen[0]![k], `array ${k} was replaced after the first update`));
+    opt.dispose();
+    variable.dispose();
+  });
+});
+
 backendSuite('cpu', 0);
 backendSuite('wasm', 0);
 backendSuite('webgpu', REL_TOL);

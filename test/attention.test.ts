@@ -4,15 +4,16 @@
  * exercise the kernels' blocks of 32: T = 7 (one partial block) and 33 (a second block of one row and one key,
  * two passes of the online softmax), head sizes below and above 32 (one and two inner steps), 2 to 4 heads; the
  * mask pads the tail of some rows and the whole of one (uniform probabilities); dropout off and at 0.1 (the same
- * mask as seededDropout's). On every backend, the op leaks no tensors. webgpu cases are skipped (with the reason)
+ * mask as seededDropout's). On cpu, the composed ops with the split into heads as one kernel (and its gradient as
+ * one) give the stock ops' values bit for bit. On every backend, the op leaks no tensors. webgpu cases are skipped (with the reason)
  * where no WebGPU adapter exists.
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { selfAttention, type AttentionOptions } from '../src/kernels/attention/index.js';
+import { MERGE_HEADS, selfAttention, SPLIT_HEADS, type AttentionOptions } from '../src/kernels/attention/index.js';
 import { selectBackend } from '../src/model/backend.js';
 import { tf } from '../src/model/tf.js';
-import { maxScaledDiff, seededValues, webgpuSkipReason, withWebgpuPrograms } from './helpers.js';
+import { computedBy, maxScaledDiff, seededValues, webgpuSkipReason, withWebgpuPrograms } from './helpers.js';
 
 const TOL = 1e-5;
 /** The additive mask value at padding (bert.ts). */
@@ -100,6 +101,18 @@ describe('selfAttention', () => {
           }
         }
       }
+    });
+
+    test(`cpu ${label}: the split into heads as one kernel (and its gradient as one) gives the stock split and transposes' values bit for bit`, async () => {
+      await selectBackend('cpu');
+      const before = tf.memory().numTensors;
+      const profile = await tf.profile(() => run(c));
+      assert.equal(tf.memory().numTensors, before, 'no tensor leaks');
+      for (const k of [SPLIT_HEADS, MERGE_HEADS]) assert.ok(profile.kernelNames.includes(k), `${k} ran: ${profile.kernelNames}`);
+      assert.equal(profile.kernelNames.filter((k) => k === 'SplitV').length, 1, 'one stock split ran (the test\'s own, of dqkv)');
+      const ref = await computedBy('composite', () => run(c));
+      const got = await run(c);
+      got.forEach((v, i) => assert.deepEqual(v, ref[i], `${NAMES[i]} differs`));
     });
 
     test(`webgpu (fused) ${label}: context, probs and the gradients of q, k, v match cpu within ${TOL}`,

@@ -21,6 +21,8 @@ import { micseLoss } from '../src/losses/micse.js';
 import { selectBackend } from '../src/model/backend.js';
 import { fastKernelNames, registerFastKernels, useNativeGemm, hostMatMulEngine } from '../src/kernels/stock/index.js';
 import { NativeOps, releaseBuffer } from '../src/kernels/platform/nativeOps.js';
+import { HOST_MALLOC_ENV, hostMallocState } from '../src/kernels/platform/hostMalloc.js';
+import { createRequire } from 'node:module';
 import { loadPretrained } from '../src/model/pretrained.js';
 import { tf } from '../src/model/tf.js';
 import { maxAbsDiff, OBJECTIVE, seededValues, shared, SKIP_NO_SHARED } from './helpers.js';
@@ -183,6 +185,36 @@ describe('replaced kernels match the stock kernels', () => {
     assert.match(hostMatMulEngine('wasm'), /onnxruntime-node/);
     await selectBackend('cpu');
     assert.match(hostMatMulEngine('cpu'), /onnxruntime-node/);
+  });
+
+  test('selecting cpu keeps freed C-heap blocks for reuse where glibc and koffi are (platform/hostMalloc.ts): a 64 MB array made again faults in no fresh pages', async (t) => {
+    await selectBackend('cpu');
+    const glibc = (process.report.getReport() as { header?: { glibcVersionRuntime?: string } }).header?.glibcVersionRuntime;
+    const koffi = (() => {
+      try {
+        createRequire(import.meta.url).resolve('koffi');
+        return true;
+      } catch {
+        return false;
+      }
+    })();
+    if (glibc === undefined || !koffi || process.env[HOST_MALLOC_ENV] === '0') {
+      t.skip(`glibc ${glibc ?? 'absent'}, koffi ${koffi ? 'installed' : 'absent'}, ${HOST_MALLOC_ENV}=${process.env[HOST_MALLOC_ENV] ?? ''}`);
+      return;
+    }
+    assert.match(hostMallocState() ?? '', /^freed blocks kept/);
+    const n = 16 << 20; // 64 MB of floats, above glibc's largest mmap threshold
+    const cycle = (): void => {
+      const a = new Float32Array(n);
+      a.fill(1); // every page touched
+      releaseBuffer(a.buffer); // freed now, not at the next collection
+    };
+    cycle();
+    const before = process.resourceUsage().minorPageFault;
+    for (let i = 0; i < 8; i++) cycle();
+    const faults = process.resourceUsage().minorPageFault - before;
+    // Fresh mmaps would fault in 16,384 pages of 4 KB a cycle; reused heap memory is resident already.
+    assert.ok(faults < (n * 4) / 4096, `${faults} page faults over 8 cycles`);
   });
 
   for (const host of ['wasm', 'cpu'] as const) {

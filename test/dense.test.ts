@@ -1,7 +1,8 @@
 /**
- * kernels/dense: on webgpu (the fused product and the one-dispatch column sum of the bias gradient) the value and the
- * gradients with respect to x, W and b of `dense(x, W, b)` equal the cpu path's (stock MatMul + Add) within 1e-5
- * relative to the tensor's largest magnitude. Shapes exercise the column-sum kernel's workgroup (8 columns x 32
+ * kernels/dense: on cpu (the product with the bias added in place) the value and the gradients with respect to x, W
+ * and b of `dense(x, W, b)` equal the stock MatMul + Add's bit for bit; on webgpu (the fused product and the
+ * one-dispatch column sum of the bias gradient) they equal cpu's stock MatMul + Add within 1e-5 relative to the
+ * tensor's largest magnitude. Shapes exercise the column-sum kernel's workgroup (8 columns x 32
  * row lanes): rows below, between and above multiples of 32, columns not a multiple of 4 or 8 and across several
  * workgroups. On both backends the op leaks no tensors. webgpu cases are skipped (with the reason) where no WebGPU
  * adapter exists.
@@ -9,9 +10,9 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { selectBackend } from '../src/model/backend.js';
-import { dense } from '../src/kernels/dense/index.js';
+import { dense, DENSE } from '../src/kernels/dense/index.js';
 import { tf } from '../src/model/tf.js';
-import { maxScaledDiff, seededValues, webgpuSkipReason, withWebgpuPrograms } from './helpers.js';
+import { computedBy, maxScaledDiff, seededValues, webgpuSkipReason, withWebgpuPrograms } from './helpers.js';
 
 const TOL = 1e-5;
 
@@ -52,18 +53,22 @@ describe('dense', () => {
   for (const c of CASES) {
     const label = `x [${c.N}, ${c.inDim}], W [${c.inDim}, ${c.outDim}]`;
 
-    test(`cpu ${label}: no tensor leaks`, async () => {
+    test(`cpu ${label}: y and the gradients of x, W, b equal the stock MatMul + Add's bit for bit, with the kernel; no tensor leaks`, async () => {
       await selectBackend('cpu');
       const before = tf.memory().numTensors;
-      await run(c);
+      const profile = await tf.profile(() => run(c));
       assert.equal(tf.memory().numTensors, before, 'no tensor leaks');
+      assert.ok(profile.kernelNames.includes(DENSE), `the cpu kernel ran: ${profile.kernelNames}`);
+      const ref = await computedBy('composite', () => run(c));
+      const got = await run(c);
+      got.forEach((v, i) => assert.deepEqual(v, ref[i], `${NAMES[i]} differs`));
     });
 
     test(`webgpu ${label}: y and the gradients of x, W, b match cpu within ${TOL}; the bias gradient is one column sum, `
       + `W is transposed once (dx's product without the transpose flag)`,
       { skip: WEBGPU_SKIP }, async () => {
         await selectBackend('cpu');
-        const ref = await run(c);
+        const ref = await computedBy('composite', () => run(c));
         await selectBackend('webgpu');
         const before = tf.memory().numTensors;
         const { result: got, programs: seen } = await withWebgpuPrograms(() => run(c));

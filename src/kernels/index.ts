@@ -17,7 +17,9 @@
 import { registerAdamWHost } from './adamw/host.js';
 import { registerAdamWWebgpu } from './adamw/webgpu.js';
 import { registerAmiWebgpu } from './ami/webgpu.js';
+import { registerAttentionHost } from './attention/host.js';
 import { registerAttentionWebgpu } from './attention/webgpu.js';
+import { registerDenseHost } from './dense/host.js';
 import { registerDenseWebgpu } from './dense/webgpu.js';
 import { registerGemmWebgpu } from './gemm/webgpu.js';
 import { registerDropoutHost } from './dropout/host.js';
@@ -41,8 +43,8 @@ const OPS: readonly ((backendName: string) => void)[] = [
   registerDropoutHost, registerDropoutWebgpu,
   registerLayerNormHost, registerLayerNormWebgpu,
   registerGeluHost, registerGeluWebgpu,
-  registerAttentionWebgpu,
-  registerDenseWebgpu,
+  registerAttentionHost, registerAttentionWebgpu,
+  registerDenseHost, registerDenseWebgpu,
   registerGemmWebgpu,
   registerInfoNCEWebgpu,
   registerAmiWebgpu,

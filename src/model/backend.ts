@@ -12,6 +12,7 @@ import { activeMatmulTile, describeMatmulTile, MATMUL_TILE_ENV, parseMatmulTile,
 import { BIND_GROUP_CACHE_ENV, bindGroupCacheOf, useBindGroupCache } from '../kernels/platform/bindGroupCache.js';
 import { heapMemory, type WasmBackend } from '../kernels/platform/hostBackend.js';
 import { heapSimdHost } from '../kernels/platform/hostSimd.js';
+import { hostMallocState, keepFreedHostMemory } from '../kernels/platform/hostMalloc.js';
 import { activeGemmMode, describeGemmMode, GEMM_ENV, parseGemmMode, useGemm } from '../kernels/gemm/index.js';
 import { tf } from './tf.js';
 
@@ -139,6 +140,8 @@ async function tryBackend(name: Exclude<BackendName, 'auto'>, auto: boolean): Pr
       await activate('cpu');
       // The same native SGEMM; the stock JavaScript loop otherwise.
       useNativeGemm(process.env[NATIVE_GEMM_ENV] !== '0');
+      // Every cpu tensor is a fresh calloc'd array: freed ones reused instead of fresh pages (platform/hostMalloc.ts).
+      keepFreedHostMemory();
       return 'cpu';
   }
 }
@@ -270,6 +273,7 @@ export function describeSelection(sel: BackendSelection): string {
   if (sel.replacedKernels.length > 0) lines.push(`  replaced kernels: ${sel.replacedKernels.join(', ')}`);
   if (sel.tfBackend === 'wasm' && sel.stockOnly === null && tf.getBackend() === 'wasm') lines.push(`  ${describeWasmBuild()}`);
   if (sel.tfBackend === 'wasm' || sel.tfBackend === 'cpu') lines.push(`  dense products: ${hostMatMulEngine(sel.tfBackend)}`);
+  if (sel.tfBackend === 'cpu') lines.push(`  host memory: ${hostMallocState() ?? 'not set'}`);
   if (sel.tfBackend === 'webgpu' && sel.stockOnly === null) {
     lines.push(`  matmul tile: ${describeMatmulTile(activeMatmulTile())} (${MATMUL_TILE_ENV})`);
     lines.push(`  dense layers' products: ${describeGemmMode(activeGemmMode())} (${GEMM_ENV})`);

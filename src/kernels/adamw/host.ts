@@ -29,8 +29,8 @@
  */
 import { heapMemory, heapOffset, heapView, type CpuBackend, type WasmBackend } from '../platform/hostBackend.js';
 import { tf } from '../../model/tf.js';
-import { registerOp } from '../registry.js';
-import { ADAMW_KERNEL, assertFloat32, CLIP_EPS, GRAD_NORM_KERNEL, type AdamWStepScalars } from './scalars.js';
+import { kernelOn, registerOp } from '../registry.js';
+import { ADAMW_KERNEL, assertFloat32, CLIP_EPS, GRAD_NORM_KERNEL, type AdamWStepScalars, type InPlaceUpdate } from './scalars.js';
 import { simdFor, SIMD_LANES, type AdamWSimd } from './simd.js';
 
 type KernelFunc = tf.KernelConfig['kernelFunc'];
@@ -71,7 +71,10 @@ function updateConstants(norm: number, s: AdamWStepScalars): [number, number, nu
   return [clipCoefficient(norm, s.maxNorm), f32(s.beta1), f32(1 - s.beta1), f32(s.beta2), f32(1 - s.beta2), f32(s.decay), f32(s.bc2Sqrt), f32(s.eps), f32(s.stepSize)];
 }
 
-/** One AdamW update over flat arrays of equal length; writes pOut, mOut, vOut (may not alias the inputs). */
+/**
+ * One AdamW update over flat arrays of equal length; writes pOut, mOut, vOut, which may be p, m and v themselves
+ * (element i is read before it is written).
+ */
 export function adamwHost(p: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, norm: number, s: AdamWStepScalars,
   pOut: Float32Array, mOut: Float32Array, vOut: Float32Array): void {
   const [coef, b1, oneMinusB1, b2, oneMinusB2, decay, bc2Sqrt, eps, stepSize] = updateConstants(norm, s);
@@ -143,6 +146,20 @@ function adamwStaged(stage: CpuStage, ins: readonly Float32Array[], norm: number
   adamwHost(p, g, m, v, norm, s, po, mo, vo);
 }
 
+/** adamwHost's update of ins = [p, g, m, v] into outs = [p', m', v'] (which may be p, m, v), staged where wasm SIMD runs. */
+function adamwCpu(ins: readonly Float32Array[], norm: number, s: AdamWStepScalars, outs: readonly Float32Array[]): void {
+  const stage = cpuStaging();
+  if (stage !== null) adamwStaged(stage, ins, norm, s, outs);
+  else adamwHost(ins[0]!, ins[1]!, ins[2]!, ins[3]!, norm, s, outs[0]!, outs[1]!, outs[2]!);
+}
+
+/**
+ * The arrays the cpu update made (its p', m', v'). Only these are overwritten in place (`adamwInPlaceCpu`): an
+ * array that came from elsewhere (a tf.tensor made from the caller's Float32Array shares it on cpu) is left alone,
+ * so a parameter's first update makes new arrays and the later ones reuse them.
+ */
+const cpuUpdateArrays = new WeakSet<Float32Array>();
+
 const cpuAdamW: KernelFunc = ({ inputs, backend, attrs }) => {
   const b = backend as unknown as CpuBackend;
   const { p, g, m, v, norm, gate } = inputs as AdamWInputs;
@@ -150,17 +167,51 @@ const cpuAdamW: KernelFunc = ({ inputs, backend, attrs }) => {
   const read = (x: tf.TensorInfo): Float32Array => b.data.get(x.dataId).values as Float32Array;
   const n = tf.util.sizeFromShape(p.shape);
   const outs = [new Float32Array(n), new Float32Array(n), new Float32Array(n)] as const;
-  const s = attrs as unknown as AdamWStepScalars;
-  const stage = cpuStaging();
-  if (gate !== undefined && !Number.isFinite(read(gate)[0]!)) {
-    [p, m, v].forEach((x, k) => outs[k]!.set(read(x)));
-  } else if (stage !== null) {
-    adamwStaged(stage, [read(p), read(g), read(m), read(v)], read(norm)[0]!, s, outs);
-  } else {
-    adamwHost(read(p), read(g), read(m), read(v), read(norm)[0]!, s, ...outs);
-  }
+  if (gate !== undefined && !Number.isFinite(read(gate)[0]!)) [p, m, v].forEach((x, k) => outs[k]!.set(read(x)));
+  else adamwCpu([read(p), read(g), read(m), read(v)], read(norm)[0]!, attrs as unknown as AdamWStepScalars, outs);
+  for (const o of outs) cpuUpdateArrays.add(o);
   return outs.map((o) => b.makeTensorInfo(p.shape.slice(), 'float32', o));
 };
+
+/**
+ * Whether `p`, `m` and `v` can be overwritten where they are on cpu: the active backend is cpu with this project's
+ * kernels registered, all four float32 with the same (non-zero) element count and four different dataIds and arrays,
+ * p, m and v each the only holder of its data (backend refCount 1: no reshape, clone or saved copy shares it) and
+ * each an array an earlier update made (cpuUpdateArrays); a gate apart from p, m and v. Values read from a tensor on
+ * cpu are its array itself, so code that keeps a parameter's `dataSync()` across a step sees it change, as it would
+ * see a webgpu buffer change; the project's readers copy (checkpoint.ts, BertModel.exportTensors).
+ */
+export function canUpdateInPlaceCpu(p: tf.Tensor, g: tf.Tensor, m: tf.Tensor, v: tf.Tensor, gate?: tf.Scalar): boolean {
+  if (tf.getBackend() !== 'cpu' || !kernelOn(ADAMW_KERNEL)) return false;
+  const b = tf.backend() as unknown as CpuBackend;
+  const xs = [p, g, m, v];
+  if (p.size === 0 || xs.some((x) => x.dtype !== 'float32' || x.size !== p.size)) return false;
+  if (new Set(xs.map((x) => x.dataId)).size !== xs.length) return false;
+  if (gate !== undefined && (gate.dtype !== 'float32' || gate.size !== 1 || [p, m, v].some((x) => x.dataId === gate.dataId))) return false;
+  const arrays = xs.map((x) => b.data.get(x.dataId).values);
+  if (new Set(arrays).size !== xs.length) return false;
+  return [p, m, v].every((x, k) => {
+    const a = arrays[k === 0 ? 0 : k + 1];
+    return b.data.get(x.dataId).refCount === 1 && a instanceof Float32Array && a.length === p.size && cpuUpdateArrays.has(a);
+  });
+}
+
+/**
+ * The updates (each passed `canUpdateInPlaceCpu`) with p, m and v overwritten in place: the kernel's arithmetic
+ * (same bits), without three new arrays a parameter (1.3 GB a step at BERT-base). With a `gate` that is not finite
+ * nothing changes.
+ */
+export function adamwInPlaceCpu(updates: readonly InPlaceUpdate[], norm: tf.Scalar, gate?: tf.Scalar): void {
+  if (updates.length === 0) return;
+  const b = tf.backend() as unknown as CpuBackend;
+  const read = (x: tf.TensorInfo): Float32Array => b.data.get(x.dataId).values as Float32Array;
+  if (gate !== undefined && !Number.isFinite(read(gate)[0]!)) return;
+  const normValue = read(norm)[0]!;
+  for (const { p, g, m, v, scalars } of updates) {
+    const [pa, ma, va] = [read(p), read(m), read(v)];
+    adamwCpu([pa, read(g), ma, va], normValue, scalars, [pa, ma, va]);
+  }
+}
 
 /** The SIMD loops over this backend's heap, or null (then the JavaScript loops do all elements). */
 function wasmSimd(b: WasmBackend): AdamWSimd | null {

@@ -4,19 +4,33 @@
  *   MicseGradNorm  inputs g0..gk (any shapes)  -> [] ||(g0, .., gk)||_2                    cpu, wasm, webgpu
  *   MicseAdamW     inputs p, g, m, v (shape S), norm [], [gate []]  -> [p', m', v'] (shape S each)   cpu, wasm
  *                  (with a gate that is not finite the outputs are p, m and v unchanged)
- * plus, on webgpu, the in-place update of webgpu.ts (p, m and v written where they are, several parameters a
- * dispatch); the composite TF.js ops below everywhere else (tensorflow, webgl), and for webgpu parameters whose buffers
- * are shared. The kernels' arithmetic and why they exist: host.ts; the in-place update: webgpu.ts.
+ * plus the in-place updates (p, m and v written where they are): on webgpu webgpu.ts's, several parameters a
+ * dispatch; on cpu host.ts's, the kernel's arithmetic on arrays an earlier update made. The kernel runs for
+ * parameters that cannot be updated in place (shared buffers; on cpu, a parameter's first update); the composite
+ * TF.js ops below everywhere else (tensorflow, webgl). The kernels' arithmetic and why they exist: host.ts; the
+ * in-place updates: webgpu.ts and host.ts.
  */
 import { tf } from '../../model/tf.js';
 import { kernelOn } from '../registry.js';
-import { ADAMW_KERNEL, CLIP_EPS, GRAD_NORM_KERNEL, type AdamWStepScalars } from './scalars.js';
-import { adamwInPlace, canUpdateInPlace, type InPlaceUpdate } from './webgpu.js';
+import { ADAMW_KERNEL, CLIP_EPS, GRAD_NORM_KERNEL, type AdamWStepScalars, type InPlaceUpdate } from './scalars.js';
+import { adamwInPlaceCpu, canUpdateInPlaceCpu } from './host.js';
+import { adamwInPlace, canUpdateInPlace } from './webgpu.js';
 
 export { CLIP_EPS, type AdamWStepScalars };
 
 /** One parameter's update: the variable, its gradient and moments, and the step's scalars. */
 export type ParamUpdate = InPlaceUpdate;
+
+/** A backend's in-place update: which updates it can take, and the update of those. */
+interface InPlaceUpdater {
+  can(p: tf.Tensor, g: tf.Tensor, m: tf.Tensor, v: tf.Tensor, gate?: tf.Scalar): boolean;
+  apply(updates: readonly InPlaceUpdate[], norm: tf.Scalar, gate?: tf.Scalar): void;
+}
+
+const IN_PLACE: Readonly<Record<string, InPlaceUpdater>> = {
+  webgpu: { can: canUpdateInPlace, apply: adamwInPlace },
+  cpu: { can: canUpdateInPlaceCpu, apply: adamwInPlaceCpu },
+};
 
 /**
  * Clips the gradients to `maxNorm` (0: no clipping) by their norm over `grads` and applies each of `updates`,
@@ -26,6 +40,7 @@ export type ParamUpdate = InPlaceUpdate;
 export function adamwUpdate(updates: readonly ParamUpdate[], grads: readonly tf.Tensor[], maxNorm: number, gate: tf.Scalar | undefined): tf.Scalar {
   const fusedNorm = kernelOn(GRAD_NORM_KERNEL);
   const fusedUpdate = kernelOn(ADAMW_KERNEL);
+  const inPlaceOn = IN_PLACE[tf.getBackend()];
   return tf.tidy(() => {
     const norm = fusedNorm ? fusedGradNorm(grads) : compositeGradNorm(grads);
     let coef: tf.Scalar | undefined; // the composite updates' clipping coefficient, made on first use
@@ -33,7 +48,7 @@ export function adamwUpdate(updates: readonly ParamUpdate[], grads: readonly tf.
     const inPlace: InPlaceUpdate[] = [];
     for (const u of updates) {
       const { p, g, m, v, scalars } = u;
-      if (canUpdateInPlace(p, g, m, v, gate)) {
+      if (inPlaceOn?.can(p, g, m, v, gate) === true) {
         inPlace.push(u);
         continue;
       }
@@ -45,7 +60,7 @@ export function adamwUpdate(updates: readonly ParamUpdate[], grads: readonly tf.
       v.assign(vNew);
       p.assign(pNew);
     }
-    adamwInPlace(inPlace, norm, gate);
+    inPlaceOn?.apply(inPlace, norm, gate);
     return tf.keep(norm);
   });
 }

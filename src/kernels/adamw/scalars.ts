@@ -25,3 +25,12 @@ export type AdamWStepScalars = {
 export function assertFloat32(kernel: string, xs: readonly tf.TensorInfo[]): void {
   for (const x of xs) if (x.dtype !== 'float32') throw new Error(`${kernel}: float32 inputs only (got ${x.dtype})`);
 }
+
+/** One parameter's update: the variable, its gradient and moments, and the step's scalars. */
+export interface InPlaceUpdate {
+  p: tf.Variable;
+  g: tf.Tensor;
+  m: tf.Variable;
+  v: tf.Variable;
+  scalars: AdamWStepScalars;
+}

@@ -28,7 +28,7 @@ import type { WebGPUBackend, WebGPUProgram } from '@tensorflow/tfjs-backend-webg
 import { tf } from '../../model/tf.js';
 import { kernelOn, registerOp } from '../registry.js';
 import { bindGroupFor, bufferOf, internalsOf, recordDispatches, workgroupSumWgsl } from '../platform/webgpuPrograms.js';
-import { assertFloat32, CLIP_EPS, GRAD_NORM_KERNEL, type AdamWStepScalars } from './scalars.js';
+import { assertFloat32, CLIP_EPS, GRAD_NORM_KERNEL, type InPlaceUpdate } from './scalars.js';
 
 type KernelFunc = tf.KernelConfig['kernelFunc'];
 
@@ -140,15 +140,6 @@ function pipelineFor(device: GPUDevice, k: number): Pipeline {
     byK.set(k, p);
   }
   return p;
-}
-
-/** One parameter's update: the variable, its gradient and moments, and the step's scalars. */
-export interface InPlaceUpdate {
-  p: tf.Variable;
-  g: tf.Tensor;
-  m: tf.Variable;
-  v: tf.Variable;
-  scalars: AdamWStepScalars;
 }
 
 /**

@@ -25,18 +25,25 @@
  * engine fills the gradient of an unused output of a kernel with host zeros).
  * The dropout mask is `seededDropout`'s (kernels/dropout `WGSL_DROPOUT`): the same bits at the same flat index of the
  * [B, nh, T, T] probabilities. A fully padded row (every key masked) has equal scores, so uniform probabilities.
- * Every other backend slices q, k and v from qkv and runs the composed ops.
+ * Every other backend runs the composed ops: q, k and v split from qkv into heads, stock products and softmax. On cpu
+ * the split into heads is one kernel (host.ts: MicseSplitHeads, each head row copied from qkv to where the head
+ * transpose puts it, and its gradient MicseMergeHeads, the way back), where the stock ops make a split, then a
+ * transpose of each part (two passes over 3 [B, T, H] arrays, and two back for the gradient); the same values.
  * Reference: Vaswani et al. 2017 (scaled dot-product attention); transformers BertSelfAttention.
  */
 import { seededDropout } from '../dropout/index.js';
 import { tf } from '../../model/tf.js';
 import { kernelOn } from '../registry.js';
 
-/** The kernels' names (registered by the backend files: webgpu.ts). */
+/** The kernels' names (registered by the backend files: webgpu.ts, and host.ts for the split into heads). */
 export const ATTENTION_PROBS = 'MicseAttentionProbs';
 export const ATTENTION_PROBS_GRAD = 'MicseAttentionProbsGrad';
 export const ATTENTION_CONTEXT = 'MicseAttentionContext';
 export const ATTENTION_CONTEXT_GRAD = 'MicseAttentionContextGrad';
+/** qkv [B, T, 3H] -> q, k, v [B, nh, T, dh]; attrs HeadsAttrs */
+export const SPLIT_HEADS = 'MicseSplitHeads';
+/** dq, dk, dv [B, nh, T, dh] -> dqkv [B, T, 3H]; attrs HeadsAttrs */
+export const MERGE_HEADS = 'MicseMergeHeads';
 
 export interface AttentionOptions {
   /** Number of heads nh; the hidden size must be a multiple of it. */
@@ -64,6 +71,9 @@ export interface ProbsAttrs {
   seed: number;
 }
 export interface ContextAttrs {
+  heads: number;
+}
+export interface HeadsAttrs {
   heads: number;
 }
 
@@ -112,15 +122,39 @@ export const ATTENTION_GRADIENTS: tf.GradConfig[] = [
   },
 ];
 
+/** The split into heads' gradient: the three heads' gradients back into qkv's layout, one kernel. */
+export const SPLIT_HEADS_GRADIENTS: tf.GradConfig[] = [
+  {
+    kernelName: SPLIT_HEADS,
+    gradFunc: (dy, _saved, attrs) => {
+      const [dq, dk, dv] = dy as tf.Tensor[];
+      return { qkv: () => tf.engine().runKernel(MERGE_HEADS, { dq: dq!, dk: dk!, dv: dv! }, attrs as unknown as tf.NamedAttrMap) as tf.Tensor };
+    },
+  },
+];
+
 /**
- * The composed ops (every backend but webgpu): q, k, v split from qkv (one split, whose gradient is one concat;
- * three slices would take three zero-padded gradients and two adds), heads by reshape and transpose, stock products
- * and softmax.
+ * q, k, v [B, nh, T, dh] from qkv [B, T, 3H]: one kernel where the backend has it (cpu), else one split (whose
+ * gradient is one concat; three slices would take three zero-padded gradients and two adds) and each part's heads by
+ * reshape and transpose.
+ */
+function splitHeads(qkv: tf.Tensor3D, heads: number): [tf.Tensor4D, tf.Tensor4D, tf.Tensor4D] {
+  if (kernelOn(SPLIT_HEADS, qkv)) {
+    const attrs: HeadsAttrs = { heads };
+    return tf.engine().runKernel(SPLIT_HEADS, { qkv }, attrs as unknown as tf.NamedAttrMap) as unknown as [tf.Tensor4D, tf.Tensor4D, tf.Tensor4D];
+  }
+  const { B, T, nh, dh } = dimsOf(qkv.shape, heads);
+  const toHeads = (x: tf.Tensor) => x.reshape([B, T, nh, dh]).transpose([0, 2, 1, 3]) as tf.Tensor4D; // [B, T, H] -> [B, nh, T, dh]
+  return tf.split(qkv, 3, 2).map(toHeads) as [tf.Tensor4D, tf.Tensor4D, tf.Tensor4D];
+}
+
+/**
+ * The composed ops (every backend but webgpu): q, k, v split from qkv into heads (splitHeads), stock products and
+ * softmax.
  */
 function composedAttention(qkv: tf.Tensor3D, maskAdd: tf.Tensor4D, o: AttentionOptions): AttentionOutput {
-  const { B, T, H, nh, dh } = dimsOf(qkv.shape, o.heads);
-  const toHeads = (x: tf.Tensor) => x.reshape([B, T, nh, dh]).transpose([0, 2, 1, 3]); // [B, T, H] -> [B, nh, T, dh]
-  const [qh, kh, vh] = tf.split(qkv, 3, 2).map(toHeads) as [tf.Tensor, tf.Tensor, tf.Tensor];
+  const { B, T, H } = dimsOf(qkv.shape, o.heads);
+  const [qh, kh, vh] = splitHeads(qkv, o.heads);
   const scores = tf.add(tf.mul(tf.matMul(qh, kh, false, true), o.scale), maskAdd); // [B, nh, T, T]
   const probs = seededDropout(tf.softmax(scores, -1), o.rate, o.seed) as tf.Tensor4D; // [B, nh, T, T]
   const context = tf.matMul(probs, vh).transpose([0, 2, 1, 3]).reshape([B, T, H]) as tf.Tensor3D; // [B, T, H]

@@ -14,13 +14,37 @@
  * of the weight alone (at most 2.4 M floats at BERT-base, against 4,096 rows x K x N multiply-adds), one more
  * dispatch each.
  * So 4 dispatches backward, as many as TF.js's gradient takes (its bias sum takes two), without the slow product.
- * Every other backend computes tf.add(tf.matMul(x, W), b) exactly as before (their numbers do not change; the wasm
- * backend routes that MatMul to the native GEMM).
+ * On cpu one kernel (host.ts) adds the bias in place into the product's array, with the gradient of the stock ops
+ * it replaces (DENSE_GRADIENTS: the same products and sum, so the same bits as tf.add(tf.matMul(x, W), b)).
+ * Every other backend computes tf.add(tf.matMul(x, W), b) (the wasm backend routes that MatMul to the native GEMM).
  */
 import { tf } from '../../model/tf.js';
 import { gelu } from '../gelu/index.js';
 import { gemmDense } from '../gemm/index.js';
 import { kernelOn } from '../registry.js';
+
+/** The cpu kernel: the product with the bias added in place (host.ts). */
+export const DENSE = 'MicseDense';
+
+/**
+ * The cpu kernel's gradient: the gradients TF.js gives tf.add(tf.matMul(x, W), b), the same kernels in the same
+ * order.  dy [N, out] -> dx [N, in], dW [in, out], db [out]
+ */
+export const DENSE_GRADIENTS: tf.GradConfig[] = [
+  {
+    kernelName: DENSE,
+    inputsToSave: ['x', 'w'],
+    gradFunc: (dy, saved) => {
+      const [x, w] = saved as [tf.Tensor2D, tf.Tensor2D];
+      const d = dy as tf.Tensor2D;
+      return {
+        x: () => tf.matMul(d, w, false, true), // [N, out] x [in, out]^T
+        w: () => tf.matMul(x, d, true, false), // [N, in]^T x [N, out]
+        b: () => tf.sum(d, 0), // [out]
+      };
+    },
+  },
+];
 
 /** The bias gradient's kernel: column sums of dy [rows, cols] -> [cols] (webgpu.ts). */
 export const COLUMN_SUM = 'MicseColumnSum';
@@ -63,6 +87,8 @@ export function dense(x: tf.Tensor2D, w: tf.Tensor2D, b: tf.Tensor1D, activation
   const fused = kernelOn(COLUMN_SUM, x, w, b);
   const onGemm = fused ? gemmDense(x, w, b, activation === 'gelu', columnSum) : null;
   if (onGemm !== null) return onGemm;
-  const y = fused ? fusedDense(x, w, b) : tf.add(tf.matMul(x, w), b) as tf.Tensor2D; // [N, out]
+  const y = fused ? fusedDense(x, w, b) // [N, out]
+    : kernelOn(DENSE, x, w, b) ? tf.engine().runKernel(DENSE, { x, w, b }) as tf.Tensor2D
+      : tf.add(tf.matMul(x, w), b) as tf.Tensor2D;
   return activation === 'gelu' ? gelu(y) as tf.Tensor2D : y;
 }

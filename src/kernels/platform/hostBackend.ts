@@ -14,7 +14,8 @@ export const F32_BYTES = 4;
 
 /** tfjs-backend-cpu's MathBackendCPU: values in JavaScript typed arrays. */
 export interface CpuBackend {
-  data: { get(dataId: object): { values: tf.backend_util.BackendValues } };
+  /** A tensor's values, and how many tensors hold them (the stock Reshape's output shares its input's). */
+  data: { get(dataId: object): { values: tf.backend_util.BackendValues; refCount: number } };
   makeTensorInfo(shape: number[], dtype: tf.DataType, values?: tf.backend_util.BackendValues): tf.TensorInfo;
   readSync(dataId: object): tf.backend_util.BackendValues;
   /** One more tensor shares this buffer (the stock Reshape's way of returning its input). */
