@@ -95,6 +95,8 @@ export interface StepReplayStats {
   replayed: number;
   /** Why the last template was not made or the last replay refused, or null. */
   lastRefusal: string | null;
+  /** Dispatches a replayed step issues (the template's), or null before the first template. */
+  dispatches: number | null;
 }
 
 /** Per backend: pool takes and returns so far (a replay needs none since the step it replays). */
@@ -145,7 +147,7 @@ function samePool(a: PoolState, b: PoolState): boolean {
 }
 
 export class StepReplay {
-  readonly stats: StepReplayStats = { recorded: 0, replayed: 0, lastRefusal: null };
+  readonly stats: StepReplayStats = { recorded: 0, replayed: 0, lastRefusal: null, dispatches: null };
   private readonly b: BackendInternals;
   private readonly events: { n: number };
   private previous: Recording | null = null;
@@ -171,6 +173,7 @@ export class StepReplay {
       return null;
     };
     if (t === null) return null;
+    if ((tf.engine().state as { profiling?: boolean }).profiling === true) return refuse('tf.profile is on (it times the kernels a step runs)');
     if (t.key !== key) return refuse(`the key changed (${t.key} -> ${key})`);
     if (this.events.n !== this.eventsAtEnd) return refuse('the buffer pool was used since the last step');
     if (tf.memory().numTensors !== t.tensors) return refuse(`live tensors changed (${t.tensors} -> ${tf.memory().numTensors})`);
@@ -232,6 +235,7 @@ export class StepReplay {
       else {
         this.template = made;
         this.stats.lastRefusal = null;
+        this.stats.dispatches = made.ops.filter((op) => op.k === 'dispatch').length;
       }
     }
     this.eventsAtEnd = this.events.n;
