@@ -6,7 +6,8 @@
  * allow (the webgpu step is not bit-deterministic from run to run on SwiftShader), over steps with other batches of
  * the same shape, a changing learning rate, other seeds, a batch of another shape in between and the parameters
  * read between two steps (as a checkpoint does); the steps replayed are the ones expected (a changed shape or a
- * read in between runs the step normally); the tensor count stays flat. On Dawn's null device (every machine with
+ * read in between runs the step normally); the tensor count stays flat; replayed steps with a non-finite loss change
+ * no parameter and do not count for AdamW. On Dawn's null device (every machine with
  * the `webgpu` package): steps are replayed without a validation error.
  */
 import assert from 'node:assert/strict';
@@ -147,6 +148,30 @@ describe('TrainStep replay on a real adapter', { skip: WEBGPU_SKIP }, () => {
     const why = `replayed: ${JSON.stringify(got.replayed)}; last refusal: ${got.refusal}`;
     assert.equal(got.replayed[4], true, why);
     assert.deepEqual(got.replayed.slice(5), [false, false, false, true, false, true, true, true], why);
+  });
+
+  test('replayed steps with a non-finite loss update nothing (the gate is read on the GPU) and do not count for AdamW', async () => {
+    await selectBackend('webgpu');
+    const model = BertModel.random(CONFIG, 7);
+    const head = new MlpHead(CONFIG.hiddenSize, { seed: 3 });
+    const optimizer = new AdamW(trainableParams(model, head), { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01 });
+    const step = new TrainStep(model, head, optimizer, { ...OBJ, temperature: 1e-45 }, undefined, true);
+    const params = () => Promise.all(optimizer.params.map(async (p) => Float32Array.from((await p.variable.data()) as Float32Array)));
+    const before = await params();
+    for (let i = 0; i < 7; i++) {
+      const out = await step.run(batch(4, i % 2), { lr: 1e-4, maxGradNorm: 1, dropoutSeed: siteSeed(5, i), amiSeed: siteSeed(6, i) });
+      assert.equal(out.finite, false, `step ${i}`);
+    }
+    const stats = step.replayStats()!;
+    const after = await params();
+    const steps = optimizer.step;
+    optimizer.dispose();
+    head.dispose();
+    model.dispose();
+    await selectBackend('cpu');
+    assert.ok(stats.replayed >= 3, JSON.stringify(stats));
+    assert.equal(steps, 0, 'no step counted');
+    after.forEach((x, j) => assert.deepEqual(x, before[j], `parameter ${j} changed`));
   });
 });
 
