@@ -3,7 +3,7 @@
  * the host's share of a webgpu training step with and without one of two things, in one process, in alternating
  * blocks of `--steps` steps (`--rounds` of each, after one untimed round), so that both sides see the same machine
  * load: `cache` (the default) the bind-group cache (src/kernels/platform/bindGroupCache.ts), `replay` the step
- * replay (src/kernels/platform/stepReplay.ts; two TrainSteps over one model, one replaying; each block of the
+ * replay (src/kernels/replay/webgpu.ts; two TrainSteps over one model, one replaying; each block of the
  * replaying side starts by recording, since the other side used the buffer pool in between). Prints, per side, the
  * median over the blocks of the median step of a block (the replaying side: of its replayed steps): wall ms from a
  * step's start to its read being issued (TrainStep's hostMs, the bench's "host ms/step"), and the process's CPU ms

@@ -1,5 +1,5 @@
 /**
- * A webgpu TrainStep replayed from its recorded GPU commands (src/kernels/platform/stepReplay.ts, train.webgpuReplay).
+ * A webgpu TrainStep replayed from its recorded GPU commands (src/kernels/replay/webgpu.ts, train.webgpuReplay).
  *
  * On a real adapter (SwiftShader under scripts/with-vulkan.mjs; skipped without one): a run with replay gives the
  * losses, gradient norms, parameters and AdamW moments of the same run without it, within the 1e-4 the webgpu tests

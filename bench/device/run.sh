@@ -173,7 +173,7 @@ done
 step "bench tiny on the null device (host share)" 45 env MICSE_DAWN_OPTIONS=backend=null node "$DEV/bench.mjs" --backend webgpu \
   --size tiny --steps 20 --warmup 2 --no-reference --embed-sentences 64 --json-out "$OUT/bench-tiny-null.json"
 
-# A/B: the step replayed from its recorded GPU commands (MICSE_WEBGPU_REPLAY=1, src/kernels/platform/stepReplay.ts),
+# A/B: the step replayed from its recorded GPU commands (MICSE_WEBGPU_REPLAY=1, src/kernels/replay/webgpu.ts),
 # tiny on the null device and (GPU only) tiny and small, no PyTorch side; 4 warm-up steps (two recorded steps make a
 # template); compare with the runs above (replay off, the default). The bench notes how many steps were replayed.
 step "bench tiny on the null device, replay on" 45 env MICSE_DAWN_OPTIONS=backend=null MICSE_WEBGPU_REPLAY=1 \

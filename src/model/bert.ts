@@ -26,7 +26,7 @@ import { dense } from '../kernels/dense/index.js';
 import { roundToF16 } from '../kernels/f16/index.js';
 import { addLayerNorm, layerNorm, type DropoutOptions } from '../kernels/layerNorm/index.js';
 import { freshSeed, seededDropout } from '../kernels/dropout/index.js';
-import { loggingStepValues, noteStepValue, stepValueOf } from '../kernels/platform/stepValues.js';
+import { loggingStepValues, noteStepValue, stepValueOf } from '../kernels/replay/index.js';
 
 export interface BertInputs {
   /** int32 [B, T] */

@@ -18,7 +18,7 @@
  * arithmetic composed from TF.js ops elsewhere.
  */
 import { tf } from '../model/tf.js';
-import { loggingStepValues, noteStepValue, type StepRoots } from '../kernels/platform/stepValues.js';
+import { loggingStepValues, noteStepValue, type StepRoots } from '../kernels/replay/index.js';
 import { adamwUpdate, type AdamWStepScalars, type ParamUpdate } from '../kernels/adamw/index.js';
 
 /** Which AdamW: torch.optim.AdamW or transformers 4.22's own (see the module comment). */
@@ -84,18 +84,18 @@ export class AdamW {
   }
 
   /**
-   * Notes the update scalars that reach the GPU, with their formulas from the step's roots (platform/stepValues.ts:
+   * Notes the update scalars that reach the GPU, with their formulas from the step's roots (kernels/replay:
    * a replayed step writes them without running `apply`).
    */
   private noteStepValues(lr: number, t: number, maxNorm: number): void {
     const { beta1, beta2, eps, weightDecay } = this.opts;
     const variant = this.opts.variant ?? 'torch';
-    const at = (r: StepRoots, decayed: boolean): AdamWStepScalars =>
-      stepScalars(variant, { lr: r.lr, t: r.t, beta1, beta2, eps, maxNorm })(decayed && weightDecay > 0 ? 1 - r.lr * weightDecay : 1);
+    const at = (stepLr: number, stepT: number, decayed: boolean): AdamWStepScalars =>
+      stepScalars(variant, { lr: stepLr, t: stepT, beta1, beta2, eps, maxNorm })(decayed && weightDecay > 0 ? 1 - stepLr * weightDecay : 1);
     for (const decayed of [false, true]) {
-      const s = at({ dropoutSeed: 0, amiSeed: 0, lr, t }, decayed);
+      const s = at(lr, t, decayed);
       for (const field of ['stepSize', 'bc2Sqrt', 'decay'] as const) {
-        noteStepValue(`adamw.${field}.${decayed ? 'decayed' : 'plain'}`, s[field], 'f32', (r) => at(r, decayed)[field]);
+        noteStepValue(`adamw.${field}.${decayed ? 'decayed' : 'plain'}`, s[field], 'f32', (r: StepRoots) => at(r.lr, r.t, decayed)[field]);
       }
     }
   }

@@ -6,6 +6,9 @@
  * Mixed precision (StepPrecision): the encoder's dense products take float16 inputs, and with a loss scaler the
  * step differentiates loss x scale, unscales the gradients, and gates the update on the gradients being finite too
  * (an overflow: no update, the scale halves; lossScale.ts).
+ * Replay (webgpu, train.webgpuReplay): once two steps of one batch shape have run this way, the next ones of that
+ * shape issue the recorded GPU commands of the last with the new batch, seeds and update scalars instead
+ * (src/kernels/replay/webgpu.ts); the one read and its outcome are the same.
  */
 import { micseLoss, type MicseConfig } from '../losses/micse.js';
 import type { MlpHead } from '../losses/mlpHead.js';
@@ -15,7 +18,7 @@ import { UserError } from '../errors.js';
 import { tf } from '../model/tf.js';
 import { bindGroupCacheOf } from '../kernels/platform/bindGroupCache.js';
 import { internalsOf } from '../kernels/platform/webgpuPrograms.js';
-import { StepReplay, type StepReplayStats } from '../kernels/platform/stepReplay.js';
+import { StepReplay, type StepReplayStats } from '../kernels/replay/webgpu.js';
 import type { AdamW, NamedParam } from './adamw.js';
 import type { LossScaler } from './lossScale.js';
 
@@ -84,7 +87,7 @@ export class TrainStep {
 
   /**
    * `replay` (train.webgpuReplay, overridden by MICSE_WEBGPU_REPLAY): on webgpu, record the step's GPU commands and
-   * replay them while the batch shape repeats (src/kernels/platform/stepReplay.ts); not with a loss scaler.
+   * replay them while the batch shape repeats (src/kernels/replay/webgpu.ts); not with a loss scaler.
    */
   constructor(private readonly model: BertModel, private readonly head: MlpHead, private readonly optimizer: AdamW,
     private readonly objective: StepObjective, private readonly precision: StepPrecision = FP32, private readonly replay = false) {
@@ -140,7 +143,7 @@ export class TrainStep {
       };
       // A recorded step takes the batch to the GPU at once: the backend would compute small ops of host-resident
       // inputs on the host (WEBGPU_CPU_FORWARD) and upload their results, bytes a replay could not make.
-      if (this.replayer) for (const t of Object.values(inputs)) internalsOf(tf.backend()).uploadToGPU(t.dataId);
+      if (this.replayer instanceof StepReplay) for (const t of Object.values(inputs)) internalsOf(tf.backend()).uploadToGPU(t.dataId);
       const r = micseLoss(this.model, inputs, {
         ...this.objective, head: this.head, dropoutSeed: o.dropoutSeed, seed: o.amiSeed, f16Products: this.precision.f16Products,
       });

@@ -23,7 +23,7 @@
  */
 import { tf } from '../../model/tf.js';
 import { kernelOn } from '../registry.js';
-import { loggingStepValues, noteStepValue, stepValueOf } from '../platform/stepValues.js';
+import { loggingStepValues, noteStepValue, stepValueOf } from '../replay/index.js';
 
 /** The kernels' names (registered by the backend files: host.ts, webgpu.ts). */
 export const SEEDED_UNIFORM = 'MicseSeededUniform';

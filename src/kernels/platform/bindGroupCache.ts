@@ -138,7 +138,7 @@ export class BindGroupCache {
   }
 
   /**
-   * Tells the cache that `bytes` were written into `buffer` outside it (a replayed step, stepReplay.ts), so that a
+   * Tells the cache that `bytes` were written into `buffer` outside it (a replayed step, kernels/replay/webgpu.ts), so that a
    * later lookup compares its uniforms with what the buffer holds.
    */
   uniformWritten(buffer: GPUBuffer, bytes: Uint8Array): void {

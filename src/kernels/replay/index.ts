@@ -1,6 +1,6 @@
 /**
  * The values of a training step that change from step to step, each with how it is computed from the step's roots,
- * logged while a step is recorded for replay (stepReplay.ts).
+ * logged while a step is recorded for replay (webgpu.ts beside).
  *
  * A step's GPU commands are the same every step of one batch shape but for a few numbers: the batch itself and what
  * the host computes from the step's roots (dropout and AMI seeds, learning rate, AdamW's step count) and writes into

@@ -10,17 +10,19 @@
  * How a step becomes replayable (StepReplay.record, then template):
  * - While a step runs normally, every call on the WebGPU objects (device, queue, command and compute-pass encoders,
  *   buffers) is recorded, with the bytes of each queue write and of each buffer written through a mapping at
- *   creation (the backend's upload staging), and the step's per-step values are logged (stepValues.ts).
- * - Two consecutive recorded steps of the same key (batch shape, clipping norm) give a template when: their commands
- *   are the same calls on the same objects (a buffer the step creates and destroys counts by its place); the buffer
- *   pool's free lists and the live tensor count are the same at the start of both and at the end of the second (so
+ *   creation (the backend's upload staging), and the step's per-step values are logged (index.ts beside).
+ * - The last two recorded steps, when of the same key (batch shape, clipping norm), give a template when: their
+ *   commands are the same calls on the same objects (a buffer the step creates and destroys counts by its place);
+ *   the buffer pool's free lists and the live tensor count are the same at the start of both and at the end of the second (so
  *   the next step would get the same buffers); the step ends with its one read (a mapAsync); and every 32-bit word
  *   of written data that differs between the two is explained: a whole upload equal to the batch's input ids or
  *   attention mask in both steps, or a word equal in both steps to a logged value of the same key.
- * - A replay (StepReplay.replay) checks that nothing took or gave back a pool buffer since (anything else run on
- *   the backend, an evaluation, a checkpoint's read, does), that the tensor count is the same, that every logged
- *   value that was the same in both recorded steps still is at the new roots, computes the new words from the
- *   formulas and the new batch, then issues the second step's commands with them and maps its read buffer.
+ * - A replay (StepReplay.replay) checks that nothing took or gave back a pool buffer since the last step (anything
+ *   else run on the backend does: an evaluation, a checkpoint's read, which also leaves host copies of the
+ *   variables that only a normal step's AdamW drops), that tf.profile is off, that the tensor count is the same,
+ *   that every logged value that was the same in both recorded steps still is at the new roots; it computes the new
+ *   words from the formulas and the new batch, then issues the second step's commands with them and maps its read
+ *   buffer.
  * Any check failing: the step runs normally (and is recorded, so a template forms again after two steps).
  *
  * After a replay, TF.js's state is what the normal step leaves: the variables and AdamW's moments hold the updated
@@ -28,9 +30,9 @@
  * cache is told the uniform bytes written (bindGroupCache uniformWritten). The caller advances AdamW's step count.
  */
 import { tf } from '../../model/tf.js';
-import { bindGroupCacheOf } from './bindGroupCache.js';
-import { beginStepValues, endStepValues, wordOf, type StepRoots, type StepValue } from './stepValues.js';
-import { internalsOf, type BackendInternals } from './webgpuPrograms.js';
+import { bindGroupCacheOf } from '../platform/bindGroupCache.js';
+import { beginStepValues, endStepValues, wordOf, type StepRoots, type StepValue } from './index.js';
+import { internalsOf, type BackendInternals } from '../platform/webgpuPrograms.js';
 
 /** A buffer that outlives the step, or the index of one the step created (in creation order). */
 type Ref = GPUBuffer | number;
