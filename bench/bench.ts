@@ -49,7 +49,7 @@ import { tf } from '../src/model/tf.js';
 import { defaultConfig, PRECISIONS } from '../src/train/config.js';
 import { stepPrecision } from '../src/train/loop.js';
 import { AdamW } from '../src/train/adamw.js';
-import { selectTrainingBackend, TrainStep, trainableParams, wasmHeapShortfall } from '../src/train/step.js';
+import { REPLAY_ENV, selectTrainingBackend, TrainStep, trainableParams, wasmHeapShortfall } from '../src/train/step.js';
 import { rawDispatchCount } from '../src/kernels/platform/webgpuPrograms.js';
 import { NativeGemm } from '../src/kernels/platform/nativeGemm.js';
 import { releaseFreedHostMemory } from '../src/kernels/platform/hostMalloc.js';
@@ -494,6 +494,11 @@ export async function benchTfjs(o: BenchOptions, log: (l: string) => void): Prom
       (g === null ? '' : `, GPU ${(g.inUse / BYTES_PER_MB).toFixed(0)} MB live / ${(g.pool / BYTES_PER_MB).toFixed(0)} MB pool`));
   }
   const hostMsPerStep = median(hostMs);
+  const replay = step.replayStats();
+  if (replay !== null) {
+    notes.push(`step replay (${REPLAY_ENV}): ${replay.replayed} of the ${o.warmup + o.steps} steps replayed, ${replay.dispatches ?? 'no'} dispatches a replayed step`);
+    log(`  ${notes.at(-1)!}`);
+  }
   const leaked = tf.memory().numTensors - before;
   if (leaked !== 0) notes.push(`${leaked} tensors leaked over ${o.steps} steps`);
   const stepCounts = o.profile ? await profileStep(() => trainerStep(PROFILE_STEP_INDEX), log) : undefined;

@@ -13,7 +13,8 @@
 #      with --precision mixed (against PyTorch AMP, which reference.py times on cuda beside fp32 and TF32)
 #   4. bench tiny and small on webgpu (+ PyTorch cuda), then tiny on Dawn's null device (MICSE_DAWN_OPTIONS=backend=null:
 #      the same calls, nothing runs): this host's JS + Dawn-front-end share of a step, apart from Vulkan and the GPU;
-#      then the bind-group cache off (tiny on the null device; GPU only: tiny and small), and (GPU only) base again
+#      then the step replay on (MICSE_WEBGPU_REPLAY=1) and the bind-group cache off (each: tiny on the null device;
+#      GPU only: tiny and small), and (GPU only) base again
 #      with Dawn's robustness transform and validation off (an A/B of the toggles)
 #   5. the packed tests (*.test.mjs) under node --test
 #   6. python3 bench/check-export.py on the packed export (transformers, sentence-transformers, onnxruntime)
@@ -175,6 +176,19 @@ done
 # The host's share alone: the null device accepts every call and runs nothing (it holds 512 MB: tiny only).
 step "bench tiny on the null device (host share)" 45 env MICSE_DAWN_OPTIONS=backend=null node "$DEV/bench.mjs" --backend webgpu \
   --size tiny --steps 20 --warmup 2 --no-reference --embed-sentences 64 --json-out "$OUT/bench-tiny-null.json"
+
+# A/B: the step replayed from its recorded GPU commands (MICSE_WEBGPU_REPLAY=1, src/kernels/replay/webgpu.ts),
+# tiny on the null device and (GPU only) tiny and small, no PyTorch side; 4 warm-up steps (two recorded steps make a
+# template); compare with the runs above (replay off, the default). The bench notes how many steps were replayed.
+step "bench tiny on the null device, replay on" 45 env MICSE_DAWN_OPTIONS=backend=null MICSE_WEBGPU_REPLAY=1 \
+  node "$DEV/bench.mjs" --backend webgpu --size tiny --steps 20 --warmup 4 --no-reference --embed-sentences 64 \
+  --json-out "$OUT/bench-tiny-null-replay.json"
+if ((GPU)); then
+  for size in tiny small; do
+    step "bench $size, replay on" 60 env MICSE_WEBGPU_REPLAY=1 node "$DEV/bench.mjs" --backend webgpu \
+      --size "$size" --steps 10 --warmup 4 --no-reference --embed-sentences 64 --json-out "$OUT/bench-$size-replay.json"
+  done
+fi
 
 # A/B: bind groups made per dispatch as TF.js does (MICSE_WEBGPU_BIND_GROUP_CACHE=0, src/kernels/platform/bindGroupCache.ts),
 # tiny on the null device and (GPU only) tiny and small, no PyTorch side; compare with the runs above.

@@ -7,7 +7,8 @@
  * function, which runs its kernels where the active backend has them and its composed fallback (stock TF.js ops, which
  * every backend runs) elsewhere, and its gradients; each backend's kernels live in their own file (host.ts for cpu and
  * wasm, webgpu.ts), with the one function that registers them. `stock/` replaces stock cpu/wasm kernels that
- * training needs faster; `platform/` is the machinery they share (host backend views and the run-time wasm
+ * training needs faster; `replay/` records a webgpu training step's GPU commands and replays them (index.ts: the
+ * per-step values the method notes for it; webgpu.ts: the recorder); `platform/` is the machinery they share (host backend views and the run-time wasm
  * assembler, WebGPU program shapes and raw dispatches, the matmul tile, onnxruntime-node's native GEMM and the ONNX
  * protobuf writer it and the exports share).
  *

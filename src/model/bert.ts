@@ -26,6 +26,7 @@ import { dense } from '../kernels/dense/index.js';
 import { roundToF16 } from '../kernels/f16/index.js';
 import { addLayerNorm, layerNorm, type DropoutOptions } from '../kernels/layerNorm/index.js';
 import { freshSeed, seededDropout } from '../kernels/dropout/index.js';
+import { loggingStepValues, noteStepValue, stepValueOf } from '../kernels/replay/index.js';
 
 export interface BertInputs {
   /** int32 [B, T] */
@@ -66,7 +67,12 @@ export function siteSeed(base: number, site: number): number {
   let h = (Math.imul(base | 0, 0x9e3779b1) ^ Math.imul(site + 1, 0x85ebca77)) >>> 0;
   h = Math.imul(h ^ (h >>> 16), 0x7feb352d) >>> 0;
   h = Math.imul(h ^ (h >>> 15), 0x846ca68b) >>> 0;
-  return (h ^ (h >>> 16)) & 0x7fffffff;
+  const seed = (h ^ (h >>> 16)) & 0x7fffffff;
+  if (loggingStepValues()) {
+    const from = stepValueOf(base);
+    if (from !== undefined) noteStepValue(`s(${from.key},${site})`, seed, null, (r) => siteSeed(from.formula(r), site));
+  }
+  return seed;
 }
 
 /** The projections packed in a layer's qkv variables, in their order. */

@@ -18,6 +18,7 @@
  * arithmetic composed from TF.js ops elsewhere.
  */
 import { tf } from '../model/tf.js';
+import { loggingStepValues, noteStepValue, type StepRoots } from '../kernels/replay/index.js';
 import { adamwUpdate, type AdamWStepScalars, type ParamUpdate } from '../kernels/adamw/index.js';
 
 /** Which AdamW: torch.optim.AdamW or transformers 4.22's own (see the module comment). */
@@ -72,6 +73,7 @@ export class AdamW {
     const { beta1, beta2, eps, weightDecay } = this.opts;
     const scalars = stepScalars(this.opts.variant ?? 'torch', { lr, t, beta1, beta2, eps, maxNorm });
     const decay = (name: string): number => (weightDecay > 0 && decays(name) ? 1 - lr * weightDecay : 1);
+    if (loggingStepValues()) this.noteStepValues(lr, t, maxNorm);
     const updates: ParamUpdate[] = [];
     for (const p of this.params) {
       const g = grads.get(p.name);
@@ -79,6 +81,23 @@ export class AdamW {
       updates.push({ p: p.variable, g, m: this.m.get(p.name)!, v: this.v.get(p.name)!, scalars: scalars(decay(p.name)) });
     }
     return adamwUpdate(updates, [...grads.values()], maxNorm, gate);
+  }
+
+  /**
+   * Notes the update scalars that reach the GPU, with their formulas from the step's roots (kernels/replay:
+   * a replayed step writes them without running `apply`).
+   */
+  private noteStepValues(lr: number, t: number, maxNorm: number): void {
+    const { beta1, beta2, eps, weightDecay } = this.opts;
+    const variant = this.opts.variant ?? 'torch';
+    const at = (stepLr: number, stepT: number, decayed: boolean): AdamWStepScalars =>
+      stepScalars(variant, { lr: stepLr, t: stepT, beta1, beta2, eps, maxNorm })(decayed && weightDecay > 0 ? 1 - stepLr * weightDecay : 1);
+    for (const decayed of [false, true]) {
+      const s = at(lr, t, decayed);
+      for (const field of ['stepSize', 'bc2Sqrt', 'decay'] as const) {
+        noteStepValue(`adamw.${field}.${decayed ? 'decayed' : 'plain'}`, s[field], 'f32', (r: StepRoots) => at(r.lr, r.t, decayed)[field]);
+      }
+    }
   }
 
   /** The last `apply` was gated off (its gate was not finite): it does not count as a step (bias correction). */

@@ -98,7 +98,7 @@ export function startTraining(c: TrainConfig, model: BertModel, tokenizer: BertT
   }
   const warmup = c.optim.warmupSteps > 0 ? c.optim.warmupSteps : Math.round(c.optim.warmupRatio * totalSteps);
   return {
-    head, optimizer, batches, totalSteps, warmup, step: new TrainStep(model, head, optimizer, c.objective, precision), scaler: precision.scaler,
+    head, optimizer, batches, totalSteps, warmup, step: new TrainStep(model, head, optimizer, c.objective, precision, c.train.webgpuReplay), scaler: precision.scaler,
     dispose: () => {
       head.dispose();
       optimizer.dispose();

@@ -6,6 +6,9 @@
  * Mixed precision (StepPrecision): the encoder's dense products take float16 inputs, and with a loss scaler the
  * step differentiates loss x scale, unscales the gradients, and gates the update on the gradients being finite too
  * (an overflow: no update, the scale halves; lossScale.ts).
+ * Replay (webgpu, train.webgpuReplay): once two steps of one batch shape have run this way, the next ones of that
+ * shape issue the recorded GPU commands of the last with the new batch, seeds and update scalars instead
+ * (src/kernels/replay/webgpu.ts); the one read and its outcome are the same.
  */
 import { micseLoss, type MicseConfig } from '../losses/micse.js';
 import type { MlpHead } from '../losses/mlpHead.js';
@@ -13,6 +16,9 @@ import { selectBackend, type BackendName, type BackendSelection } from '../model
 import type { BertModel } from '../model/bert.js';
 import { UserError } from '../errors.js';
 import { tf } from '../model/tf.js';
+import { bindGroupCacheOf } from '../kernels/platform/bindGroupCache.js';
+import { internalsOf } from '../kernels/platform/webgpuPrograms.js';
+import { StepReplay, type StepReplayStats } from '../kernels/replay/webgpu.js';
 import type { AdamW, NamedParam } from './adamw.js';
 import type { LossScaler } from './lossScale.js';
 
@@ -61,27 +67,70 @@ export interface StepPrecision {
 
 export const FP32: StepPrecision = { f16Products: false, scaler: null };
 
+/** `1` or `0`: replay on or off whatever train.webgpuReplay says (the bench's A/B sets it). */
+export const REPLAY_ENV = 'MICSE_WEBGPU_REPLAY';
+
+/** What varies per step besides the batch. */
+export interface StepSettings {
+  lr: number;
+  maxGradNorm: number;
+  dropoutSeed: number;
+  amiSeed: number;
+}
+
 export class TrainStep {
   private readonly trainables: tf.Variable[];
   /** TF.js variable name -> parameter name (the optimizer's keys). */
   private readonly paramName: Map<string, string>;
+  /** The replayer (webgpu with the bind-group cache, replay wanted, no loss scaler); undefined until the first step. */
+  private replayer: StepReplay | null | undefined;
 
+  /**
+   * `replay` (train.webgpuReplay, overridden by MICSE_WEBGPU_REPLAY): on webgpu, record the step's GPU commands and
+   * replay them while the batch shape repeats (src/kernels/replay/webgpu.ts); not with a loss scaler.
+   */
   constructor(private readonly model: BertModel, private readonly head: MlpHead, private readonly optimizer: AdamW,
-    private readonly objective: StepObjective, private readonly precision: StepPrecision = FP32) {
+    private readonly objective: StepObjective, private readonly precision: StepPrecision = FP32, private readonly replay = false) {
     this.trainables = optimizer.params.map((p) => p.variable);
     this.paramName = new Map(optimizer.params.map((p) => [p.variable.name, p.name]));
   }
 
+  /** What the replayer has done; null when steps are not replayed. */
+  replayStats(): StepReplayStats | null {
+    return this.replayer?.stats ?? null;
+  }
+
   /** Runs one step; every tensor it makes is disposed before it returns. */
-  async run(rows: StepRows, o: { lr: number; maxGradNorm: number; dropoutSeed: number; amiSeed: number }): Promise<StepOutcome> {
+  async run(rows: StepRows, o: StepSettings): Promise<StepOutcome> {
     try {
-      return await this.runStep(rows, o);
+      const r = this.replayerOf();
+      if (r === null) return await this.runStep(rows, o);
+      const start = performance.now();
+      const key = `${rows.inputIds.length}x${rows.inputIds[0]?.length ?? 0}, clip ${o.maxGradNorm}`;
+      const roots = { dropoutSeed: o.dropoutSeed, amiSeed: o.amiSeed, lr: o.lr, t: this.optimizer.step + 1 };
+      const inputs = [Int32Array.from(rows.inputIds.flat()), Int32Array.from(rows.attentionMask.flat())]; // [2B * T] each
+      const read = r.replay(key, roots, inputs);
+      if (read === null) return await r.record(key, roots, inputs, () => this.runStep(rows, o));
+      this.optimizer.step += 1; // what apply does; the outcome reverts it when the gate was not finite
+      const hostMs = performance.now() - start;
+      return this.outcome(Array.from(await read), 1, hostMs);
     } catch (err) {
       throw explainAbort(err, rows);
     }
   }
 
-  private async runStep(rows: StepRows, o: { lr: number; maxGradNorm: number; dropoutSeed: number; amiSeed: number }): Promise<StepOutcome> {
+  private replayerOf(): StepReplay | null {
+    if (this.replayer === undefined) {
+      const env = process.env[REPLAY_ENV];
+      const wanted = env === '1' ? true : env === '0' ? false : this.replay;
+      const backend = tf.backend();
+      this.replayer = wanted && this.precision.scaler === null && tf.getBackend() === 'webgpu' && bindGroupCacheOf(backend) !== undefined
+        ? new StepReplay(backend) : null;
+    }
+    return this.replayer;
+  }
+
+  private async runStep(rows: StepRows, o: StepSettings): Promise<StepOutcome> {
     const start = performance.now();
     const scaler = this.precision.scaler;
     const lossScale = scaler?.scale ?? 1;
@@ -92,6 +141,9 @@ export class TrainStep {
         inputIds: tf.tensor2d(rows.inputIds, undefined, 'int32'),
         attentionMask: tf.tensor2d(rows.attentionMask, undefined, 'int32'),
       };
+      // A recorded step takes the batch to the GPU at once: the backend would compute small ops of host-resident
+      // inputs on the host (WEBGPU_CPU_FORWARD) and upload their results, bytes a replay could not make.
+      if (this.replayer instanceof StepReplay) for (const t of Object.values(inputs)) internalsOf(tf.backend()).uploadToGPU(t.dataId);
       const r = micseLoss(this.model, inputs, {
         ...this.objective, head: this.head, dropoutSeed: o.dropoutSeed, seed: o.amiSeed, f16Products: this.precision.f16Products,
       });
@@ -118,16 +170,21 @@ export class TrainStep {
       made.push(read);
       const pending = read.data();
       const hostMs = performance.now() - start;
-      const [lossValue, infoNCE, amiValue, normValue, gateValue] = Array.from(await pending);
-      const finite = Number.isFinite(lossValue!);
-      const updated = Number.isFinite(gateValue!);
-      if (!updated) this.optimizer.revertStep(); // no update was made
-      scaler?.update(updated);
-      const ami = this.objective.style === 'simcse' ? null : amiValue!;
-      return { loss: lossValue!, infoNCE: infoNCE!, ami, gradNorm: updated ? normValue! : NaN, finite, overflow: finite && !updated, lossScale, hostMs };
+      return this.outcome(Array.from(await pending), lossScale, hostMs);
     } finally {
       tf.dispose(made);
     }
+  }
+
+  /** The outcome of the step's one read, [loss, infoNCE, ami, gradient norm, gate]; reverts a step that made no update. */
+  private outcome(values: number[], lossScale: number, hostMs: number): StepOutcome {
+    const [lossValue, infoNCE, amiValue, normValue, gateValue] = values;
+    const finite = Number.isFinite(lossValue!);
+    const updated = Number.isFinite(gateValue!);
+    if (!updated) this.optimizer.revertStep(); // no update was made
+    this.precision.scaler?.update(updated);
+    const ami = this.objective.style === 'simcse' ? null : amiValue!;
+    return { loss: lossValue!, infoNCE: infoNCE!, ami, gradNorm: updated ? normValue! : NaN, finite, overflow: finite && !updated, lossScale, hostMs };
   }
 }
 

@@ -23,6 +23,7 @@
  */
 import { tf } from '../../model/tf.js';
 import { kernelOn } from '../registry.js';
+import { loggingStepValues, noteStepValue, stepValueOf } from '../replay/index.js';
 
 /** The kernels' names (registered by the backend files: host.ts, webgpu.ts). */
 export const SEEDED_UNIFORM = 'MicseSeededUniform';
@@ -45,7 +46,15 @@ function mix32(x: number): number {
 /** The two round keys of a seed (any integer; taken modulo 2^32). */
 export function seedKeys(seed: number): [number, number] {
   const k1 = mix32((seed ^ SEED_SALT) >>> 0);
-  return [k1, mix32(k1)];
+  const k2 = mix32(k1);
+  if (loggingStepValues()) {
+    const from = stepValueOf(seed);
+    if (from !== undefined) {
+      noteStepValue(`k1(${from.key})`, k1, 'u32', (r) => seedKeys(from.formula(r))[0]);
+      noteStepValue(`k2(${from.key})`, k2, 'u32', (r) => seedKeys(from.formula(r))[1]);
+    }
+  }
+  return [k1, k2];
 }
 
 /** The uniform at flat index `i` for keys `[k1, k2]`. */

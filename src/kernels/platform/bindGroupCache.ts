@@ -55,6 +55,8 @@ export class BindGroupCache {
   private readonly ids = new WeakMap<object, number>();
   private nextId = 1;
   private entries = new Map<string, Entry[]>();
+  /** The entries by their uniform buffer. */
+  private byUniform = new Map<GPUBuffer, Entry>();
   private count = 0;
   /** Queue submits seen. */
   private epoch = 0;
@@ -114,6 +116,7 @@ export class BindGroupCache {
     if (this.count >= MAX_ENTRIES) {
       for (const l of this.entries.values()) for (const e of l) if (e.uniform !== null) this.retired.push(e.uniform);
       this.entries = new Map();
+      this.byUniform = new Map();
       this.count = 0;
       this.stats.clears += 1;
       list = undefined;
@@ -128,9 +131,19 @@ export class BindGroupCache {
     const entry: Entry = { bindGroup: this.device.createBindGroup({ layout: layoutOf(), entries }), uniform, bytes, epoch: this.epoch };
     if (list === undefined) this.entries.set(key, (list = []));
     list.push(entry);
+    if (uniform !== null) this.byUniform.set(uniform, entry);
     this.count += 1;
     this.stats.misses += 1;
     return entry.bindGroup;
+  }
+
+  /**
+   * Tells the cache that `bytes` were written into `buffer` outside it (a replayed step, kernels/replay/webgpu.ts), so that a
+   * later lookup compares its uniforms with what the buffer holds.
+   */
+  uniformWritten(buffer: GPUBuffer, bytes: Uint8Array): void {
+    const e = this.byUniform.get(buffer);
+    if (e !== undefined && bytes.byteLength === e.bytes?.byteLength) e.bytes = new Uint32Array(bytes.slice().buffer);
   }
 }
 

@@ -1,0 +1,213 @@
+/**
+ * A webgpu TrainStep replayed from its recorded GPU commands (src/kernels/replay/webgpu.ts, train.webgpuReplay).
+ *
+ * On a real adapter (SwiftShader under scripts/with-vulkan.mjs; skipped without one): a run with replay gives the
+ * losses, gradient norms, parameters and AdamW moments of the same run without it, within the 1e-4 the webgpu tests
+ * allow (the webgpu step is not bit-deterministic from run to run on SwiftShader), over steps with other batches of
+ * the same shape, a changing learning rate, other seeds, a batch of another shape in between and the parameters
+ * read between two steps (as a checkpoint does); the steps replayed are the ones expected (a changed shape or a
+ * read in between runs the step normally); the tensor count stays flat; replayed steps with a non-finite loss change
+ * no parameter and do not count for AdamW. On Dawn's null device (every machine with
+ * the `webgpu` package): steps are replayed without a validation error.
+ */
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { describe, test } from 'node:test';
+import { pathToFileURL } from 'node:url';
+import { MlpHead } from '../src/losses/mlpHead.js';
+import { DAWN_OPTIONS_ENV, selectBackend } from '../src/model/backend.js';
+import { BertModel, siteSeed } from '../src/model/bert.js';
+import type { BertConfig } from '../src/model/config.js';
+import { tf } from '../src/model/tf.js';
+import { AdamW } from '../src/train/adamw.js';
+import { REPLAY_ENV, TrainStep, trainableParams, type StepRows } from '../src/train/step.js';
+import { expectNoGpuErrors, maxAbsDiff, OBJECTIVE, ROOT, webgpuSkipReason } from './helpers.js';
+
+const TOL = 1e-4;
+const WEBGPU_SKIP = await webgpuSkipReason();
+/** The null-device test runs a child `node --import tsx` on the sources: it needs `webgpu` and tsx (absent where a bundled copy runs). */
+const NULL_DEVICE_SKIP: string | false = await import('webgpu' as string).then(() => {
+  try {
+    createRequire(import.meta.url).resolve(['tsx'][0]!);
+    return false;
+  } catch {
+    return 'tsx is not installed here (a bundled copy of this test): the child process runs the TypeScript sources';
+  }
+}, (err: Error) => `the optional npm package \`webgpu\` is not installed (${err.message.split('\n')[0]})`);
+delete process.env[REPLAY_ENV]; // the tests say when replay is on
+
+const CONFIG: BertConfig = {
+  vocabSize: 60, hiddenSize: 32, numHiddenLayers: 4, numAttentionHeads: 2, intermediateSize: 64, hiddenAct: 'gelu',
+  hiddenDropoutProb: 0.1, attentionProbsDropoutProb: 0.1, maxPositionEmbeddings: 32, typeVocabSize: 2, layerNormEps: 1e-12,
+  padTokenId: 0, initializerRange: 0.02,
+};
+const OBJ = { ...OBJECTIVE, minLayer: 2, maxLayer: 4, targetSamples: 40, training: true };
+
+/** `sentences` sentences x 2 views of 16 tokens; `variant` changes the ids and the lengths. */
+function batch(sentences: number, variant: number): StepRows {
+  const inputIds: number[][] = [];
+  const attentionMask: number[][] = [];
+  for (let s = 0; s < sentences; s++) {
+    const len = 4 + ((s * 5 + variant * 3) % 12);
+    const row = Array.from({ length: 16 }, (_, t) => (t === 0 ? 2 : t < len ? 3 + ((s * 17 + t * 7 + variant * 13) % 55) : 0));
+    const mask = row.map((_, t) => (t < len ? 1 : 0));
+    inputIds.push(row, [...row]);
+    attentionMask.push(mask, [...mask]);
+  }
+  return { inputIds, attentionMask };
+}
+
+/** A step of the plan: its batch, and whether the parameters are read after it (as a checkpoint reads them). */
+interface PlanStep {
+  rows: StepRows;
+  readAfter?: boolean;
+}
+
+interface Run {
+  /** Per step: loss, gradient norm. */
+  outcomes: number[][];
+  /** Per step: replayed or not. */
+  replayed: boolean[];
+  /** Parameters and moments: after each read and at the end. */
+  states: Float32Array[][];
+  tensorCounts: number[];
+  /** Why the replayer last refused (stats.lastRefusal). */
+  refusal: string | null;
+}
+
+async function train(replay: boolean, plan: PlanStep[]): Promise<Run> {
+  await selectBackend('webgpu');
+  const model = BertModel.random(CONFIG, 7);
+  const head = new MlpHead(CONFIG.hiddenSize, { seed: 3 });
+  const optimizer = new AdamW(trainableParams(model, head), { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01 });
+  const step = new TrainStep(model, head, optimizer, OBJ, undefined, replay);
+  const state = async () => Promise.all([...optimizer.params.map((p) => p.variable), ...optimizer.m.values(), ...optimizer.v.values()]
+    .map(async (x) => Float32Array.from((await x.data()) as Float32Array)));
+  const run: Run = { outcomes: [], replayed: [], states: [], tensorCounts: [], refusal: null };
+  await expectNoGpuErrors(async () => {
+    for (const [i, p] of plan.entries()) {
+      const before = step.replayStats()?.replayed ?? 0;
+      // A warmup-like learning rate: other AdamW step sizes and decays every step.
+      const out = await step.run(p.rows, { lr: 1e-5 * (i + 1), maxGradNorm: 1, dropoutSeed: siteSeed(5, i), amiSeed: siteSeed(6, i) });
+      assert.ok(out.finite, `step ${i}: ${JSON.stringify(out)}`);
+      run.outcomes.push([out.loss, out.gradNorm]);
+      run.replayed.push((step.replayStats()?.replayed ?? 0) > before);
+      run.tensorCounts.push(tf.memory().numTensors);
+      if (p.readAfter === true) run.states.push(await state());
+    }
+    run.states.push(await state());
+  });
+  run.refusal = step.replayStats()?.lastRefusal ?? null;
+  optimizer.dispose();
+  head.dispose();
+  model.dispose();
+  await selectBackend('cpu');
+  return run;
+}
+
+function assertSameRun(got: Run, want: Run): void {
+  got.outcomes.forEach((o, i) => {
+    assert.ok(maxAbsDiff(o, want.outcomes[i]!) < TOL, `step ${i}: loss, norm ${o.join(', ')} vs ${want.outcomes[i]!.join(', ')}`);
+  });
+  assert.equal(got.states.length, want.states.length);
+  got.states.forEach((s, k) => s.forEach((x, j) => {
+    const d = maxAbsDiff(x, want.states[k]![j]!);
+    assert.ok(d < TOL, `state read ${k}, tensor ${j} (parameters, then m, then v) differs by ${d}`);
+  }));
+}
+
+describe('TrainStep replay on a real adapter', { skip: WEBGPU_SKIP }, () => {
+  test('10 steps of one shape, other batches, seeds and learning rates: the losses, norms, parameters and moments of the run without replay; steps 4-9 replayed; tensor count flat', async () => {
+    const plan = Array.from({ length: 10 }, (_, i) => ({ rows: batch(4, i % 3) }));
+    const want = await train(false, plan);
+    const got = await train(true, plan);
+    assertSameRun(got, want);
+    // Two recorded steps make a template; the first steps (pipelines compiled, the pool filled) differ from the next.
+    const why = `replayed: ${JSON.stringify(got.replayed)}; last refusal: ${got.refusal}`;
+    assert.deepEqual(got.replayed.slice(0, 2), [false, false], why);
+    assert.ok(got.replayed.slice(4).every((r) => r), why);
+    assert.ok(want.replayed.every((r) => !r));
+    assert.ok(got.tensorCounts.every((c) => c === got.tensorCounts[0]), `tensor counts ${got.tensorCounts.join(', ')}`);
+  });
+
+  test('a batch of another shape and a read of the parameters in between run normally; the values stay those of the run without replay', async () => {
+    const plan: PlanStep[] = [
+      ...Array.from({ length: 5 }, (_, i) => ({ rows: batch(4, i) })),
+      { rows: batch(3, 0) }, // the last, partial batch of an epoch
+      ...Array.from({ length: 4 }, (_, i) => ({ rows: batch(4, i + 1), readAfter: i === 2 })),
+      ...Array.from({ length: 3 }, (_, i) => ({ rows: batch(4, i + 2) })),
+    ];
+    const want = await train(false, plan);
+    const got = await train(true, plan);
+    assertSameRun(got, want);
+    // 4 replayed; 5 another shape; 6 recorded (the template is gone, and 5 is of another shape), 7 recorded (a
+    // template with 6), 8 replayed and read after; 9 after the read runs normally (a template with 7: the pool was
+    // the same at their starts); 10-12 replayed.
+    const why = `replayed: ${JSON.stringify(got.replayed)}; last refusal: ${got.refusal}`;
+    assert.equal(got.replayed[4], true, why);
+    assert.deepEqual(got.replayed.slice(5), [false, false, false, true, false, true, true, true], why);
+  });
+
+  test('replayed steps with a non-finite loss update nothing (the gate is read on the GPU) and do not count for AdamW', async () => {
+    await selectBackend('webgpu');
+    const model = BertModel.random(CONFIG, 7);
+    const head = new MlpHead(CONFIG.hiddenSize, { seed: 3 });
+    const optimizer = new AdamW(trainableParams(model, head), { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01 });
+    const step = new TrainStep(model, head, optimizer, { ...OBJ, temperature: 1e-45 }, undefined, true);
+    const params = () => Promise.all(optimizer.params.map(async (p) => Float32Array.from((await p.variable.data()) as Float32Array)));
+    const before = await params();
+    for (let i = 0; i < 7; i++) {
+      const out = await step.run(batch(4, i % 2), { lr: 1e-4, maxGradNorm: 1, dropoutSeed: siteSeed(5, i), amiSeed: siteSeed(6, i) });
+      assert.equal(out.finite, false, `step ${i}`);
+    }
+    const stats = step.replayStats()!;
+    const after = await params();
+    const steps = optimizer.step;
+    optimizer.dispose();
+    head.dispose();
+    model.dispose();
+    await selectBackend('cpu');
+    assert.ok(stats.replayed >= 3, JSON.stringify(stats));
+    assert.equal(steps, 0, 'no step counted');
+    after.forEach((x, j) => assert.deepEqual(x, before[j], `parameter ${j} changed`));
+  });
+});
+
+describe("TrainStep replay on Dawn's null device (every machine with the webgpu package)", { skip: NULL_DEVICE_SKIP }, () => {
+  test('steps are replayed without a validation error and the tensor count stays flat', () => {
+    const imp = (names: string, rel: string): string =>
+      `const { ${names} } = await import(${JSON.stringify(pathToFileURL(path.join(ROOT, 'src', rel)).href)});`;
+    const script = `
+      ${imp('selectBackend', 'model/backend.ts')}
+      ${imp('tf', 'model/tf.ts')}
+      ${imp('BertModel', 'model/bert.ts')}
+      ${imp('MlpHead', 'losses/mlpHead.ts')}
+      ${imp('AdamW', 'train/adamw.ts')}
+      ${imp('TrainStep, trainableParams', 'train/step.ts')}
+      const { config, rows, objective } = JSON.parse(process.argv[1]);
+      await selectBackend('webgpu');
+      const device = tf.backend().device;
+      const model = BertModel.random(config, 7);
+      const head = new MlpHead(config.hiddenSize, { seed: 3 });
+      const optimizer = new AdamW(trainableParams(model, head), { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01 });
+      const step = new TrainStep(model, head, optimizer, objective, undefined, true);
+      device.pushErrorScope('validation');
+      const counts = [];
+      for (let i = 0; i < 8; i++) {
+        await step.run(rows, { lr: 1e-4 * (i + 1), maxGradNorm: 1, dropoutSeed: i, amiSeed: 100 + i });
+        counts.push(tf.memory().numTensors);
+      }
+      const error = await device.popErrorScope();
+      console.log(JSON.stringify({ error: error === null ? null : error.message, stats: step.replayStats(), counts }));
+    `;
+    const out = execFileSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script,
+      JSON.stringify({ config: CONFIG, rows: batch(4, 0), objective: OBJ })],
+    { cwd: ROOT, env: { ...process.env, [DAWN_OPTIONS_ENV]: 'backend=null' }, encoding: 'utf8' });
+    const r = JSON.parse(out.trim().split('\n').at(-1)!) as { error: string | null; stats: { recorded: number; replayed: number }; counts: number[] };
+    assert.equal(r.error, null, 'WebGPU validation error');
+    assert.ok(r.stats.replayed >= 4 && r.stats.recorded + r.stats.replayed === 8, JSON.stringify(r.stats));
+    assert.ok(r.counts.every((c) => c === r.counts[0]), `tensor counts ${r.counts.join(', ')}`);
+  });
+});
