@@ -458,7 +458,7 @@ export async function benchTfjs(o: BenchOptions, log: (l: string) => void): Prom
   const optimizer = new AdamW(trainableParams(model, head), { beta1: d.beta1, beta2: d.beta2, eps: d.eps, weightDecay: d.weightDecay });
   const step = new TrainStep(model, head, optimizer, {
     ...TRAIN_DEFAULTS.objective, style: 'micse', temperature: d.temperature, lambda: d.lambda, minLayer: sz.minLayer, maxLayer: sz.maxLayer, pooler: 'cls',
-  }, stepPrecision({ ...TRAIN_DEFAULTS, train: { ...TRAIN_DEFAULTS.train, precision: o.precision } }));
+  }, stepPrecision({ ...TRAIN_DEFAULTS, train: { ...TRAIN_DEFAULTS.train, precision: o.precision } }), TRAIN_DEFAULTS.train.webgpuReplay);
   if (o.precision !== TRAIN_DEFAULTS.train.precision) log(`precision: ${o.precision}`);
   const batch = makeBatch(sz.batch, sz.seqLen, d.vocabSize, d.seed);
   const rows = { inputIds: batch, attentionMask: batch.map((r) => r.map(() => 1)) };

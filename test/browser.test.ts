@@ -150,11 +150,15 @@ describe('browser bundle in headless Chromium', { skip: SKIP_NO_SHARED || SKIP_N
         };
         const aborted = await m.train(config, stopOpts);
         fresh.model.dispose();
-        return { steps, metrics: r.metrics, stopped: r.stopped, vectors, exported, stoppedSteps, abortedStopped: aborted.stopped };
+        return { steps, metrics: r.metrics, stopped: r.stopped, replayedSteps: r.replayedSteps, vectors, exported, stoppedSteps, abortedStopped: aborted.stopped };
       }, backend, TRAIN_CONFIG, sentences, SENTENCES);
       await page.close();
       assert.equal(nodeLosses.length, STEPS);
       assert.equal(got.stopped, false);
+      // webgpu replays recorded steps while the batch shape repeats (train.webgpuReplay, on by default); the losses
+      // below are then those of replayed steps too.
+      if (backend === 'webgpu') assert.ok((got.replayedSteps ?? 0) > 0, `webgpu replayed ${got.replayedSteps} steps`);
+      else assert.equal(got.replayedSteps, null);
       assert.deepEqual(got.steps, Array.from({ length: STEPS }, (_, i) => i + 1));
       assert.deepEqual([got.stoppedSteps, got.abortedStopped], [[1], true], 'the aborted run stops after the step it was aborted in');
       const losses = got.metrics.map((l) => (l as { loss: number }).loss);

@@ -13,7 +13,7 @@
 #      with --precision mixed (against PyTorch AMP, which reference.py times on cuda beside fp32 and TF32)
 #   4. bench tiny and small on webgpu (+ PyTorch cuda), then tiny on Dawn's null device (MICSE_DAWN_OPTIONS=backend=null:
 #      the same calls, nothing runs): this host's JS + Dawn-front-end share of a step, apart from Vulkan and the GPU;
-#      then the step replay on (MICSE_WEBGPU_REPLAY=1) and the bind-group cache off (each: tiny on the null device;
+#      then the step replay off (MICSE_WEBGPU_REPLAY=0) and the bind-group cache off (each: tiny on the null device;
 #      GPU only: tiny and small), and (GPU only) base again
 #      with Dawn's robustness transform and validation off (an A/B of the toggles)
 #   5. the packed tests (*.test.mjs) under node --test
@@ -39,7 +39,7 @@ NODE_DIR=/tmp/micse-node
 ICD_CANDIDATES=(/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json /usr/share/vulkan/icd.d/nvidia_icd.json /etc/vulkan/icd.d/nvidia_icd.json)
 EGL_CANDIDATES=(/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json /usr/share/glvnd/egl_vendor.d/10_nvidia.json)
 # Bench settings per size: steps, warm-up steps (the first step compiles every WGSL pipeline), timeout in s.
-declare -A STEPS=([base]=5 [small]=5 [tiny]=5) WARMUP=([base]=2 [small]=1 [tiny]=1) LIMIT=([base]=210 [small]=75 [tiny]=60)
+declare -A STEPS=([base]=5 [small]=5 [tiny]=5) WARMUP=([base]=2 [small]=2 [tiny]=2) LIMIT=([base]=210 [small]=75 [tiny]=60)
 EXTRA_base="--profile"
 
 mkdir -p "$OUT"
@@ -177,28 +177,29 @@ done
 step "bench tiny on the null device (host share)" 45 env MICSE_DAWN_OPTIONS=backend=null node "$DEV/bench.mjs" --backend webgpu \
   --size tiny --steps 20 --warmup 2 --no-reference --embed-sentences 64 --json-out "$OUT/bench-tiny-null.json"
 
-# A/B: the step replayed from its recorded GPU commands (MICSE_WEBGPU_REPLAY=1, src/kernels/replay/webgpu.ts),
-# tiny on the null device and (GPU only) tiny and small, no PyTorch side; 4 warm-up steps (two recorded steps make a
-# template); compare with the runs above (replay off, the default). The bench notes how many steps were replayed.
-step "bench tiny on the null device, replay on" 45 env MICSE_DAWN_OPTIONS=backend=null MICSE_WEBGPU_REPLAY=1 \
-  node "$DEV/bench.mjs" --backend webgpu --size tiny --steps 20 --warmup 4 --no-reference --embed-sentences 64 \
-  --json-out "$OUT/bench-tiny-null-replay.json"
+# A/B: every step run by TF.js (MICSE_WEBGPU_REPLAY=0) against the runs above, where steps are replayed from their
+# recorded GPU commands (train.webgpuReplay, on by default: src/kernels/replay/webgpu.ts); tiny on the null device and
+# (GPU only) tiny and small, no PyTorch side. The bench notes how many steps were replayed.
+step "bench tiny on the null device, replay off" 45 env MICSE_DAWN_OPTIONS=backend=null MICSE_WEBGPU_REPLAY=0 \
+  node "$DEV/bench.mjs" --backend webgpu --size tiny --steps 20 --warmup 2 --no-reference --embed-sentences 64 \
+  --json-out "$OUT/bench-tiny-null-noreplay.json"
 if ((GPU)); then
   for size in tiny small; do
-    step "bench $size, replay on" 60 env MICSE_WEBGPU_REPLAY=1 node "$DEV/bench.mjs" --backend webgpu \
-      --size "$size" --steps 10 --warmup 4 --no-reference --embed-sentences 64 --json-out "$OUT/bench-$size-replay.json"
+    step "bench $size, replay off" 60 env MICSE_WEBGPU_REPLAY=0 node "$DEV/bench.mjs" --backend webgpu \
+      --size "$size" --steps 5 --warmup 2 --no-reference --embed-sentences 64 --json-out "$OUT/bench-$size-noreplay.json"
   done
 fi
 
 # A/B: bind groups made per dispatch as TF.js does (MICSE_WEBGPU_BIND_GROUP_CACHE=0, src/kernels/platform/bindGroupCache.ts),
-# tiny on the null device and (GPU only) tiny and small, no PyTorch side; compare with the runs above.
+# tiny on the null device and (GPU only) tiny and small, no PyTorch side; compare with the replay-off runs above (a
+# replay needs the cache, so these have neither).
 step "bench tiny on the null device, bind-group cache off" 45 env MICSE_DAWN_OPTIONS=backend=null MICSE_WEBGPU_BIND_GROUP_CACHE=0 \
   node "$DEV/bench.mjs" --backend webgpu --size tiny --steps 20 --warmup 2 --no-reference --embed-sentences 64 \
   --json-out "$OUT/bench-tiny-null-nocache.json"
 if ((GPU)); then
   for size in tiny small; do
-    step "bench $size, bind-group cache off" 60 env MICSE_WEBGPU_BIND_GROUP_CACHE=0 node "$DEV/bench.mjs" --backend webgpu \
-      --size "$size" --steps 5 --warmup 1 --no-reference --embed-sentences 64 --json-out "$OUT/bench-$size-nocache.json"
+    step "bench $size, bind-group cache off" 60 env MICSE_WEBGPU_BIND_GROUP_CACHE=0 MICSE_WEBGPU_REPLAY=0 node "$DEV/bench.mjs" --backend webgpu \
+      --size "$size" --steps 5 --warmup 2 --no-reference --embed-sentences 64 --json-out "$OUT/bench-$size-nocache.json"
   done
 fi
 

@@ -40,6 +40,8 @@ export interface InMemoryTrainResult {
   steps: number;
   totalSteps: number;
   stopped: boolean;
+  /** Steps replayed from a recorded step (webgpu, train.webgpuReplay); null where steps are not replayed. */
+  replayedSteps: number | null;
   /** STS-B dev Spearman x 100 before and after training, when `stsbDev` was given. */
   stsbDev?: { before: number; after: number };
 }
@@ -80,7 +82,8 @@ export async function trainInMemory(config: unknown, opts: InMemoryTrainOptions)
   } finally {
     run.dispose();
   }
-  const result: InMemoryTrainResult = { metrics, model, steps: state.step, totalSteps: run.totalSteps, stopped: !completed };
+  const replayedSteps = run.step.replayStats()?.replayed ?? null;
+  const result: InMemoryTrainResult = { metrics, model, steps: state.step, totalSteps: run.totalSteps, stopped: !completed, replayedSteps };
   if (score !== undefined) {
     // A stopped run was last scored before its last steps (or never).
     if (lastEval?.step !== state.step) {

@@ -310,11 +310,14 @@ async function trainLocked(config: TrainConfig, opts: TrainOptions, lock: PidLoc
     await writeFileAtomic(path.join(runDir, EVAL_FILE), JSON.stringify(stsReportJson(result.final, { model: path.join(runDir, 'best') }), null, 2) + '\n');
     log(formatStsTable(result.final));
   }
+  const replay = run.step.replayStats();
   await writeFileAtomic(path.join(runDir, SUMMARY_FILE), JSON.stringify({ ...result, final: undefined, finalAvg: result.final?.average ?? null,
-    totalSteps, elapsedSeconds: (Date.now() - startedAt) / 1000, backend: selection.name }, null, 2) + '\n');
+    totalSteps, elapsedSeconds: (Date.now() - startedAt) / 1000, backend: selection.name,
+    ...(replay === null ? {} : { replayedSteps: replay.replayed }) }, null, 2) + '\n');
   await writeCurves(runDir, Math.min(c.train.batchSize, data.sentences.length));
   log(`done: ${state.step} steps; best STS-B dev ${state.bestScore?.toFixed(2) ?? '-'} at step ${state.bestStep ?? '-'}` +
-    `${state.badStepsTotal > 0 ? `; ${state.badStepsTotal} non-finite steps skipped` : ''}; run in ${runDir}`);
+    `${state.badStepsTotal > 0 ? `; ${state.badStepsTotal} non-finite steps skipped` : ''}` +
+    `${replay === null ? '' : `; ${replay.replayed} steps replayed (train.webgpuReplay)`}; run in ${runDir}`);
   run.dispose();
   model.dispose();
   return result;
