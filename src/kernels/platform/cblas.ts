@@ -8,7 +8,7 @@
  * `cblas_sgemm` reads each operand transposed in place (its Trans flags) and writes the product straight into the
  * caller's array: no transposed operand, no output copy (onnxruntime-node's binding returns every output as a fresh
  * copy). A batch is one call per entry on views of the operands (a broadcast operand is read again for each entry);
- * `[batch, M, K] @ [K, N]` is one `[batch * M, K] @ [K, N]` call.
+ * `[batch, M, K] @ [K, N]` is one `[batch * M, K] @ [K, N]` call, and a single row `[1, K] @ [K, N]` one `cblas_sgemv`.
  *
  * Which library: `MICSE_CBLAS=<path or file name>` loads that one and no other; else the first of LIBRARY_NAMES (for
  * the platform) that the dynamic loader finds and that exports `cblas_sgemm`. Threads: each Cblas has its count and
@@ -49,6 +49,8 @@ interface Koffi {
 
 type Sgemm = (order: number, transA: number, transB: number, m: number, n: number, k: number, alpha: number,
   a: Float32Array, lda: number, b: Float32Array, ldb: number, beta: number, c: Float32Array, ldc: number) => void;
+type Sgemv = (order: number, trans: number, m: number, n: number, alpha: number, a: Float32Array, lda: number,
+  x: Float32Array, incx: number, beta: number, y: Float32Array, incy: number) => void;
 
 /** A loaded library: its sgemm, its thread setter, and the thread count last set (process-wide, shared by every Cblas). */
 interface Library {
@@ -57,6 +59,7 @@ interface Library {
   /** The library's own description (openblas_get_config, bli_info_get_version_str), or its file name. */
   readonly version: string;
   readonly sgemm: Sgemm;
+  readonly sgemv: Sgemv;
   readonly setThreads: ((n: number) => void) | null;
   threads: number | undefined;
 }
@@ -82,6 +85,7 @@ function openLibrary(koffi: Koffi, file: string): Library {
   if (known !== undefined) return known;
   const lib = koffi.load(file);
   const sgemm = lib.func('void cblas_sgemm(int, int, int, int, int, int, float, const float *, int, const float *, int, float, float *, int)') as Sgemm;
+  const sgemv = lib.func('void cblas_sgemv(int, int, int, int, float, const float *, int, const float *, int, float, float *, int)') as Sgemv;
   const openblasThreads = optionalFunc(lib, 'void openblas_set_num_threads(int)');
   const mklThreads = optionalFunc(lib, 'void MKL_Set_Num_Threads(int)');
   const blisThreads = optionalFunc(lib, 'void bli_thread_set_num_threads(int64_t)');
@@ -89,7 +93,7 @@ function openLibrary(koffi: Koffi, file: string): Library {
   const openblasConfig = optionalFunc(lib, 'const char *openblas_get_config()');
   const blisVersion = optionalFunc(lib, 'const char *bli_info_get_version_str()');
   const version = openblasConfig !== null ? String(openblasConfig()) : blisVersion !== null ? `BLIS ${String(blisVersion())}` : file;
-  const loaded: Library = { file, version, sgemm, setThreads: setThreads === null ? null : (n) => void setThreads(n), threads: undefined };
+  const loaded: Library = { file, version, sgemm, sgemv, setThreads: setThreads === null ? null : (n) => void setThreads(n), threads: undefined };
   libraries.set(file, loaded);
   return loaded;
 }
@@ -154,6 +158,11 @@ export class Cblas implements HostGemm {
     }
     const ta = transA ? TRANS : NO_TRANS;
     const tb = transB ? TRANS : NO_TRANS;
+    if (batch === 1 && M === 1) {
+      // a row (the leading-axis Sum's ones): out = op(b)^T a, a matrix-vector product (sgemm would pack all of b)
+      lib.sgemv(ROW_MAJOR, transB ? NO_TRANS : TRANS, rb, cb, 1, b, cb, a, 1, 0, out, 1);
+      return;
+    }
     if (bb === 1 && !transA) {
       // a's entries are consecutive row blocks: [ba * M, K] @ [K, N] in one call
       lib.sgemm(ROW_MAJOR, ta, tb, ba * M, N, K, 1, a, ca, b, cb, 0, out, N);

@@ -129,7 +129,7 @@ export function useNativeGemm(choice: NativeGemmChoice): boolean {
 }
 
 /** `library, N threads`. */
-export function describeHostGemm(gemm: HostGemm): string {
+function describeHostGemm(gemm: HostGemm): string {
   return `${gemm.library}, ${gemm.threads} thread${gemm.threads === 1 ? '' : 's'}`;
 }
 

@@ -18,7 +18,7 @@ import {
 import { makeWebgpuSegmentSum } from './webgpu.js';
 
 export {
-  describeHostGemm, hostMatMulEngine, loadNativeGemm, NATIVE_GEMM_ENV, parseNativeGemmChoice, useNativeGemm, type NativeGemmChoice,
+  hostMatMulEngine, loadNativeGemm, NATIVE_GEMM_ENV, parseNativeGemmChoice, useNativeGemm, type NativeGemmChoice,
 } from './host.js';
 
 /** The stock kernels a replacement falls back on, captured once per backend before the first replacement. */
