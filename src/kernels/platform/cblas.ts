@@ -14,7 +14,7 @@
  * the platform) that the dynamic loader finds and that exports `cblas_sgemm`. Threads: each Cblas has its count and
  * sets it with the library's setter (openblas_set_num_threads, MKL_Set_Num_Threads, bli_thread_set_num_threads)
  * before a product when the library's current count differs (the count is the library's, process-wide); a library
- * without a setter keeps its own.
+ * without a setter keeps its own. The default count is `defaultCblasThreads()`.
  */
 import { createRequire } from 'node:module';
 import os from 'node:os';
@@ -33,6 +33,20 @@ export const LIBRARY_NAMES: Readonly<Partial<Record<NodeJS.Platform, readonly st
   darwin: ['libopenblas.dylib', '/opt/homebrew/opt/openblas/lib/libopenblas.dylib', '/usr/local/opt/openblas/lib/libopenblas.dylib'],
   win32: ['libopenblas.dll', 'openblas.dll'],
 };
+
+/**
+ * Up to this many cores, products run on the calling thread alone. OpenBLAS's worker threads spin for ~0.1 s after
+ * each product (its THREAD_TIMEOUT), and a training step calls it every few milliseconds between element-wise
+ * JavaScript and wasm work: on a 2-core machine a second thread cost 20-50% more CPU a step for no measurable gain
+ * in step time (bench/README.md, "OpenBLAS through koffi").
+ */
+const SINGLE_THREAD_MAX_CORES = 2;
+
+/** 1 where Node may use at most SINGLE_THREAD_MAX_CORES cores, else all of them (os.availableParallelism()). */
+export function defaultCblasThreads(): number {
+  const cores = os.availableParallelism();
+  return cores <= SINGLE_THREAD_MAX_CORES ? 1 : cores;
+}
 
 /** CBLAS enum values (cblas.h). */
 const ROW_MAJOR = 101;
@@ -104,9 +118,9 @@ export class Cblas implements HostGemm {
 
   /**
    * Loads koffi and the library (CBLAS_ENV's, else the first of LIBRARY_NAMES found); throws one line saying why
-   * when either is missing. `threads` defaults to the cores Node may use (os.availableParallelism()).
+   * when either is missing. `threads` defaults to `defaultCblasThreads()`.
    */
-  static load(threads: number = os.availableParallelism()): Cblas {
+  static load(threads: number = defaultCblasThreads()): Cblas {
     let koffi: Koffi;
     try {
       koffi = createRequire(import.meta.url)('koffi') as Koffi;
