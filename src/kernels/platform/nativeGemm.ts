@@ -50,6 +50,10 @@ export interface HostGemm {
   readonly library: string;
   /** Threads of each product (the calling thread included). */
   readonly threads: number;
+  /**
+   * out [max(ba, bb), M, N] = op(a) @ op(b), op = transpose of the last two axes where the flag is set; the batches
+   * must be equal or one of them 1. `a`, `b`, `out` are dense row-major views (of the wasm heap, typically).
+   */
   matMul(a: Float32Array, aShape: Shape3, transA: boolean, b: Float32Array, bShape: Shape3, transB: boolean, out: Float32Array): void;
   /** The product of `matMul` in a new array of its own ([max(ba, bb), M, N]), for a caller with no memory to offer. */
   matMulToArray(a: Float32Array, aShape: Shape3, transA: boolean, b: Float32Array, bShape: Shape3, transB: boolean): Float32Array;
