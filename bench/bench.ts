@@ -51,7 +51,8 @@ import { stepPrecision } from '../src/train/loop.js';
 import { AdamW } from '../src/train/adamw.js';
 import { REPLAY_ENV, selectTrainingBackend, TrainStep, trainableParams, wasmHeapShortfall } from '../src/train/step.js';
 import { rawDispatchCount } from '../src/kernels/platform/webgpuPrograms.js';
-import { NativeGemm } from '../src/kernels/platform/nativeGemm.js';
+import { MLAS_LIBRARY } from '../src/kernels/platform/nativeGemm.js';
+import { loadNativeGemm, NATIVE_GEMM_ENV, parseNativeGemmChoice, type NativeGemmChoice } from '../src/kernels/stock/index.js';
 import { releaseFreedHostMemory } from '../src/kernels/platform/hostMalloc.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -406,23 +407,24 @@ async function webgpuAdapterName(): Promise<string | null> {
   return [info.vendor, info.architecture, info.description].filter((x) => x !== undefined && x !== '').join(', ');
 }
 
-/** The native GEMM's rate at each thread count of BENCH_DEFAULTS.sgemmProbe (on sessions of its own, released after). */
-export function probeSgemm(): SgemmProbe | { skipped: string } {
+/**
+ * The rate of the native GEMM `choice` gives (default: NATIVE_GEMM_ENV's, the one the cpu and wasm backends' step
+ * runs on) at each thread count of BENCH_DEFAULTS.sgemmProbe, on instances of its own (released after).
+ */
+export function probeSgemm(choice: NativeGemmChoice = parseNativeGemmChoice(process.env[NATIVE_GEMM_ENV])): SgemmProbe | { skipped: string } {
   const { n, repeats, threads } = BENCH_DEFAULTS.sgemmProbe;
   const a = new Float32Array(n * n).map((_, i) => ((i * 7919) % 1000) / 1000 - 0.5); // [n, n]
   const b = a.slice().reverse(); // [n, n]
   const out = new Float32Array(n * n);
   const rates: SgemmProbe['rates'] = [];
+  let library = '';
   for (const t of threads) {
-    let gemm: NativeGemm;
-    try {
-      gemm = NativeGemm.load(t);
-    } catch (err) {
-      return { skipped: `onnxruntime-node did not load: ${(err instanceof Error ? err.message : String(err)).split('\n')[0]}` };
-    }
+    const { gemm, why } = loadNativeGemm(choice, t);
+    if (gemm === undefined) return { skipped: why.join('; ') };
+    library = gemm.library;
     try {
       let best = Infinity;
-      for (let r = 0; r <= repeats; r++) { // r = 0 builds the session
+      for (let r = 0; r <= repeats; r++) { // r = 0 builds MLAS's session, starts OpenBLAS's threads
         const t0 = performance.now();
         gemm.matMul(a, [1, n, n], false, b, [1, n, n], false, out);
         if (r > 0) best = Math.min(best, performance.now() - t0);
@@ -432,14 +434,15 @@ export function probeSgemm(): SgemmProbe | { skipped: string } {
       gemm.dispose();
     }
   }
-  return { what: `onnxruntime-node MLAS (the cpu and wasm backends' native GEMM), [${n}, ${n}] @ [${n}, ${n}] float32, best of ${repeats}`, rates };
+  return { what: `${library} (the cpu and wasm backends' native GEMM), [${n}, ${n}] @ [${n}, ${n}] float32, best of ${repeats}`, rates };
 }
 
 export async function benchTfjs(o: BenchOptions, log: (l: string) => void): Promise<SideResult> {
   const d = BENCH_DEFAULTS;
   const sz = SIZES[o.size];
   const sgemm = probeSgemm();
-  log(`SGEMM probe: ${formatSgemm(sgemm)}`);
+  log(`SGEMM probe: ${'skipped' in sgemm ? '' : `${sgemm.what}: `}${formatSgemm(sgemm)}`);
+  if (!('skipped' in sgemm) && !sgemm.what.startsWith(MLAS_LIBRARY)) log(`SGEMM probe of MLAS, for comparison: ${formatSgemm(probeSgemm('mlas'))}`);
   const cfg = parseBertConfig({
     vocab_size: d.vocabSize, hidden_size: sz.hidden, num_hidden_layers: sz.layers, num_attention_heads: sz.heads,
     intermediate_size: 4 * sz.hidden, max_position_embeddings: 512,

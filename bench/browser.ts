@@ -29,7 +29,7 @@ import { describeSelection, selectBackend } from '../src/model/backend.js';
 import { BertModel } from '../src/model/bert.js';
 import { parseBertConfig } from '../src/model/config.js';
 import { serveStatic } from '../src/browser/serve.js';
-import { useNativeGemm } from '../src/kernels/stock/index.js';
+import { NATIVE_GEMM_ENV, parseNativeGemmChoice, useNativeGemm } from '../src/kernels/stock/index.js';
 import { trainInMemory } from '../src/train/memory.js';
 import { launchChromium, openPage } from '../test/browserHarness.js';
 import type { SIZES as BenchSizes, SizeName } from './bench.js';
@@ -37,7 +37,8 @@ import type { SIZES as BenchSizes, SizeName } from './bench.js';
 const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
 const SHARED_DATA = path.join(process.env['MICSE_SHARED_DIR'] || path.join(ROOT, '..', 'shared'), 'data');
 
-const NODE_SIDES = { 'node-wasm': ['wasm', true], 'node-wasm-xnnpack': ['wasm', false], 'node-cpu': ['cpu', true] } as const;
+/** Backend and the products' engine (auto: as selectBackend sets it). */
+const NODE_SIDES = { 'node-wasm': ['wasm', 'auto'], 'node-wasm-xnnpack': ['wasm', 'off'], 'node-cpu': ['cpu', 'auto'] } as const;
 /** Backend and the page's query string. */
 const PAGE_SIDES = {
   'chromium-wasm': ['wasm', ''],
@@ -137,9 +138,9 @@ export async function benchBrowser(argv: string[], SIZES: typeof BenchSizes): Pr
     for (let round = 0; round < rounds; round++) {
       for (const side of sides) {
         if (side in NODE_SIDES) {
-          const [backend, native] = NODE_SIDES[side as keyof typeof NODE_SIDES];
+          const [backend, engine] = NODE_SIDES[side as keyof typeof NODE_SIDES];
           const sel = await selectBackend(backend);
-          useNativeGemm(native);
+          useNativeGemm(engine === 'auto' ? parseNativeGemmChoice(process.env[NATIVE_GEMM_ENV]) : engine);
           const tokenizer = BertTokenizer.fromTexts(texts, 'bert-base-uncased');
           const model = BertModel.random(parseBertConfig({ vocab_size: tokenizer.vocabSize, ...cfg.model }, 'bench'), 0);
           const times: number[] = [];

@@ -9,7 +9,7 @@ import { builtinModules } from 'node:module';
  */
 const NODE_ONLY_PACKAGES = [
   'onnxruntime-node', 'usearch', 'hnswlib-node', 'bullmq', 'ioredis', 'webgpu', '@tensorflow/tfjs-node', '@tensorflow/tfjs-node-gpu',
-  '@huggingface/hub',
+  '@huggingface/hub', 'koffi',
 ];
 
 /** esbuild plugin: node:* built-ins -> throwing stubs with the real module's export names; NODE_ONLY_PACKAGES -> a throwing module. */

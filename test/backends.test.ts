@@ -5,8 +5,8 @@
  * Op level: each replaced kernel (wasm and cpu BatchMatMul, Unpack, Sum, GatherV2, Slice, SplitV, Concat; wasm
  * Identity, UnsortedSegmentSum; cpu Transpose, PadV2, Add, Sub, Multiply, RealDiv, Softmax) against the same backend's stock kernel
  * (captured before any selection registers ours: nothing registers on import) on shapes that reach every branch
- * (transpose flags, batched, b unbatched, broadcast batch, leading/other axes); wasm BatchMatMul with both of its engines (onnxruntime-node's native SGEMM
- * and the XNNPACK fallback), cpu BatchMatMul on the native SGEMM.
+ * (transpose flags, batched, b unbatched, broadcast batch, leading/other axes); wasm BatchMatMul with each of its engines (the
+ * system's CBLAS, onnxruntime-node's MLAS and the XNNPACK fallback), cpu BatchMatMul on both native engines.
  * The scatter-add that replaces UnsortedSegmentSum is checked against the stock cpu kernel on a small vocabulary
  * (the stock kernel takes minutes at BERT's 30,522 rows), so it can serve as the step's reference below.
  * Step level: micseLoss (dropout on, seeded, AMI over layers 2..3) + tf.variableGrads on the shared tiny-h32-l4
@@ -25,7 +25,7 @@ import { HOST_MALLOC_ENV, hostMallocState } from '../src/kernels/platform/hostMa
 import { createRequire } from 'node:module';
 import { loadPretrained } from '../src/model/pretrained.js';
 import { tf } from '../src/model/tf.js';
-import { maxAbsDiff, OBJECTIVE, seededValues, shared, SKIP_NO_SHARED } from './helpers.js';
+import { maxAbsDiff, OBJECTIVE, seededValues, shared, SKIP_NO_CBLAS, SKIP_NO_SHARED } from './helpers.js';
 
 const TOL = 1e-4;
 
@@ -86,43 +86,45 @@ describe('replaced kernels match the stock kernels', () => {
     ['broadcast b, transposeA', [4, 5, 6], [1, 5, 3], true, false],
     ['GEMM-sized (several MLAS tiles), transposeB', [3, 70, 129], [1, 33, 129], false, true],
   ];
-  // Both product engines: onnxruntime-node's native SGEMM (the default) and XNNPACK (its fallback).
-  for (const native of [true, false]) {
-    const engine = native ? 'native GEMM' : 'XNNPACK';
-    const withEngine = async <T>(f: () => Promise<T>): Promise<T> => {
-      await selectBackend('wasm');
-      assert.equal(useNativeGemm(native), native, `useNativeGemm(${native}): ${hostMatMulEngine('wasm')}`);
+  // Every product engine: the system's CBLAS (the default), onnxruntime-node's MLAS and XNNPACK (their fallbacks).
+  for (const choice of ['cblas', 'mlas', 'off'] as const) {
+    const native = choice !== 'off';
+    const engine = native ? `native GEMM, ${choice}` : 'XNNPACK';
+    const skip = choice === 'cblas' ? SKIP_NO_CBLAS : false;
+    const withEngine = async <T>(host: 'wasm' | 'cpu', f: () => Promise<T>): Promise<T> => {
+      await selectBackend(host);
+      assert.equal(useNativeGemm(choice), native, `useNativeGemm(${choice}): ${hostMatMulEngine(host)}`);
       try {
         return await f();
       } finally {
-        useNativeGemm(true);
+        useNativeGemm('auto');
       }
     };
     for (const [name, sa, sb, ta, tb] of matMulCases) {
       if (native) {
-        test(`cpu BatchMatMul (native GEMM): ${name}`, async () => {
+        test(`cpu BatchMatMul (${engine}): ${name}`, { skip }, async () => {
           const a = rand(sa, 1);
           const b = rand(sb, 2);
-          const { fast, stock } = await fastAndStock('cpu', () => tf.matMul(a, b, ta, tb));
+          const { fast, stock } = await withEngine('cpu', () => fastAndStock('cpu', () => tf.matMul(a, b, ta, tb)));
           a.dispose();
           b.dispose();
           assert.ok(maxAbsDiff(fast[0]!, stock[0]!) < 1e-4, `max diff ${maxAbsDiff(fast[0]!, stock[0]!)}`);
         });
       }
-      test(`wasm BatchMatMul (${engine}): ${name}`, async () => {
+      test(`wasm BatchMatMul (${engine}): ${name}`, { skip }, async () => {
         const a = rand(sa, 1);
         const b = rand(sb, 2);
-        const { fast, stock } = await withEngine(() => fastAndStock('wasm', () => tf.matMul(a, b, ta, tb)));
+        const { fast, stock } = await withEngine('wasm', () => fastAndStock('wasm', () => tf.matMul(a, b, ta, tb)));
         a.dispose();
         b.dispose();
         assert.ok(maxAbsDiff(fast[0]!, stock[0]!) < 1e-4, `max diff ${maxAbsDiff(fast[0]!, stock[0]!)}`);
       });
     }
 
-    test(`wasm BatchMatMul (${engine}) gradients (all four flag combinations)`, async () => {
+    test(`wasm BatchMatMul (${engine}) gradients (all four flag combinations)`, { skip }, async () => {
       const a = rand([3, 4, 5], 3);
       const b = rand([3, 5, 6], 4);
-      const { fast, stock } = await withEngine(() => fastAndStock('wasm', () => {
+      const { fast, stock } = await withEngine('wasm', () => fastAndStock('wasm', () => {
         const g = tf.grads((x: tf.Tensor, y: tf.Tensor) => tf.sum(tf.square(tf.matMul(tf.matMul(x, y), y, false, true))));
         return g([a, b]);
       }));
@@ -168,23 +170,31 @@ describe('replaced kernels match the stock kernels', () => {
     assert.equal(x.length, 1000); // the inputs are untouched
   });
 
-  test('cpu BatchMatMul on the native GEMM gives the bits of the product written in place (the wasm path)', async () => {
-    const a = rand([4, 33, 70], 23);
-    const b = rand([70, 129], 24);
-    const outs: Int32Array[] = [];
-    for (const host of ['cpu', 'wasm'] as const) {
-      await selectBackend(host);
-      const c = tf.matMul(tf.tensor(a.dataSync(), a.shape), tf.tensor(b.dataSync(), b.shape));
-      outs.push(new Int32Array(Float32Array.from(c.dataSync()).buffer));
-    }
-    assert.deepEqual(outs[0], outs[1]);
-  });
+  for (const choice of ['cblas', 'mlas'] as const) {
+    test(`cpu BatchMatMul on the native GEMM (${choice}) gives the bits of the product written in place (the wasm path)`, { skip: choice === 'cblas' ? SKIP_NO_CBLAS : false }, async () => {
+      const a = rand([4, 33, 70], 23);
+      const b = rand([129, 70], 24); // transposed: [70, 129]
+      const outs: Int32Array[] = [];
+      try {
+        for (const host of ['cpu', 'wasm'] as const) {
+          await selectBackend(host);
+          assert.ok(useNativeGemm(choice), hostMatMulEngine(host));
+          const c = tf.matMul(tf.tensor(a.dataSync(), a.shape), tf.tensor(b.dataSync(), b.shape), false, true);
+          outs.push(new Int32Array(Float32Array.from(c.dataSync()).buffer));
+        }
+      } finally {
+        useNativeGemm('auto');
+      }
+      assert.deepEqual(outs[0], outs[1]);
+    });
+  }
 
-  test('the wasm and cpu backends run their products on the native GEMM by default', async () => {
+  test('the wasm and cpu backends run their products on the system CBLAS by default, else on MLAS', async () => {
+    const expected = SKIP_NO_CBLAS === false ? /^CBLAS OpenBLAS/ : /^onnxruntime-node MLAS, \d+ threads? \(CBLAS not used: /;
     await selectBackend('wasm');
-    assert.match(hostMatMulEngine('wasm'), /onnxruntime-node/);
+    assert.match(hostMatMulEngine('wasm'), expected);
     await selectBackend('cpu');
-    assert.match(hostMatMulEngine('cpu'), /onnxruntime-node/);
+    assert.match(hostMatMulEngine('cpu'), expected);
   });
 
   test('selecting cpu keeps freed C-heap blocks for reuse where glibc and koffi are (platform/hostMalloc.ts): a 64 MB array made again faults in no fresh pages', async (t) => {
@@ -341,16 +351,18 @@ describe('replaced kernels match the stock kernels', () => {
   test('wasm Sum over leading axes of a large tensor: as a product with ones (native GEMM) and as a loop', async () => {
     const x = rand([64, 16, 40], 13); // 40,960 elements: above the native threshold
     try {
-      for (const native of [true, false]) {
+      for (const choice of ['cblas', 'mlas', 'off'] as const) {
+        if (choice === 'cblas' && SKIP_NO_CBLAS !== false) continue;
+        const native = choice !== 'off';
         await selectBackend('wasm');
-        assert.equal(useNativeGemm(native), native);
+        assert.equal(useNativeGemm(choice), native);
         for (const [axis, keepDims] of [[0, false], [[0, 1], true]] as const) {
           const { fast, stock } = await fastAndStock('wasm', () => tf.sum(x, axis as number | number[], keepDims));
           assert.ok(maxAbsDiff(fast[0]!, stock[0]!) < 1e-4, `native ${native}, axis ${JSON.stringify(axis)}: ${maxAbsDiff(fast[0]!, stock[0]!)}`);
         }
       }
     } finally {
-      useNativeGemm(true);
+      useNativeGemm('auto');
       x.dispose();
     }
   });

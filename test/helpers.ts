@@ -1,7 +1,7 @@
 /**
  * Shared test helpers: the read-only ../shared folder and its skip rule ($MICSE_SHARED_DIR replaces ../shared:
  * bench/device/run.sh points it at the copy of the shared data it carries to a GPU machine); whether a WebGPU
- * adapter exists here; seeded test values and the element-wise comparison the backend tests use.
+ * adapter exists here, and whether a CBLAS library does; seeded test values and the element-wise comparison the backend tests use.
  */
 import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
@@ -12,6 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { selectBackend, softwareAdapter } from '../src/model/backend.js';
 import { tf } from '../src/model/tf.js';
 import { defaultConfig, mergeConfig, type TrainConfig } from '../src/train/config.js';
+import { Cblas } from '../src/kernels/platform/cblas.js';
 import { observeRawDispatches } from '../src/kernels/platform/webgpuPrograms.js';
 import { withComposedOps } from '../src/kernels/registry.js';
 
@@ -20,6 +21,19 @@ export const SHARED = path.resolve(process.env['MICSE_SHARED_DIR'] || path.join(
 export const SHARED_DATA = path.join(SHARED, 'data');
 export const HAS_SHARED = existsSync(SHARED_DATA);
 /** Pass as `{ skip: SKIP_NO_SHARED }` to tests that read ../shared. */
+/**
+ * Why the tests of the CBLAS products engine are skipped (no CBLAS library on this machine, outside CI), or false:
+ * CI installs OpenBLAS (.ci/run), so there a missing library fails them.
+ */
+export const SKIP_NO_CBLAS: string | false = (() => {
+  try {
+    Cblas.load(1);
+    return false;
+  } catch (err) {
+    return process.env['CI'] === 'true' ? false : `${(err as Error).message} (apt-get install -y libopenblas0-pthread): skipped outside CI`;
+  }
+})();
+
 export const SKIP_NO_SHARED: string | false = HAS_SHARED
   ? false
   : `../shared is absent (expected at ${SHARED}): tests that read the shared reference data are skipped`;

@@ -7,7 +7,8 @@ import type { WebGPUBackend } from '@tensorflow/tfjs-backend-webgpu';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { registerKernels } from '../kernels/index.js';
-import { hostMatMulEngine, NATIVE_GEMM_ENV, useNativeGemm } from '../kernels/stock/index.js';
+import { hostMatMulEngine, NATIVE_GEMM_ENV, parseNativeGemmChoice, useNativeGemm } from '../kernels/stock/index.js';
+import { CBLAS_ENV } from '../kernels/platform/cblas.js';
 import { activeMatmulTile, describeMatmulTile, MATMUL_TILE_ENV, parseMatmulTile, useMatmulTile } from '../kernels/platform/matmulTiles.js';
 import { BIND_GROUP_CACHE_ENV, bindGroupCacheOf, useBindGroupCache } from '../kernels/platform/bindGroupCache.js';
 import { heapMemory, type WasmBackend } from '../kernels/platform/hostBackend.js';
@@ -132,14 +133,14 @@ async function tryBackend(name: Exclude<BackendName, 'auto'>, auto: boolean): Pr
         path.dirname(createRequire(import.meta.url).resolve('@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm.wasm')) + path.sep);
       await activate('wasm');
       wasmThreads = wasm.getThreadsCount();
-      // Dense products on onnxruntime-node's native SGEMM when it loads (kernels/stock); XNNPACK otherwise.
-      useNativeGemm(process.env[NATIVE_GEMM_ENV] !== '0');
+      // Dense products on a native SGEMM (kernels/stock: the system's CBLAS, else onnxruntime-node's MLAS); XNNPACK otherwise.
+      useNativeGemm(parseNativeGemmChoice(process.env[NATIVE_GEMM_ENV]));
       return 'wasm';
     }
     case 'cpu':
       await activate('cpu');
       // The same native SGEMM; the stock JavaScript loop otherwise.
-      useNativeGemm(process.env[NATIVE_GEMM_ENV] !== '0');
+      useNativeGemm(parseNativeGemmChoice(process.env[NATIVE_GEMM_ENV]));
       // Every cpu tensor is a fresh calloc'd array: freed ones reused instead of fresh pages (platform/hostMalloc.ts).
       keepFreedHostMemory();
       return 'cpu';
@@ -272,7 +273,7 @@ export function describeSelection(sel: BackendSelection): string {
   if (sel.stockOnly !== null) lines.push(`  kernels: TF.js's stock only (${sel.stockOnly})`);
   if (sel.replacedKernels.length > 0) lines.push(`  replaced kernels: ${sel.replacedKernels.join(', ')}`);
   if (sel.tfBackend === 'wasm' && sel.stockOnly === null && tf.getBackend() === 'wasm') lines.push(`  ${describeWasmBuild()}`);
-  if (sel.tfBackend === 'wasm' || sel.tfBackend === 'cpu') lines.push(`  dense products: ${hostMatMulEngine(sel.tfBackend)}`);
+  if (sel.tfBackend === 'wasm' || sel.tfBackend === 'cpu') lines.push(`  dense products: ${hostMatMulEngine(sel.tfBackend)} (${NATIVE_GEMM_ENV}, ${CBLAS_ENV})`);
   if (sel.tfBackend === 'cpu') lines.push(`  host memory: ${hostMallocState() ?? 'not set'}`);
   if (sel.tfBackend === 'webgpu' && sel.stockOnly === null) {
     lines.push(`  matmul tile: ${describeMatmulTile(activeMatmulTile())} (${MATMUL_TILE_ENV})`);

@@ -14,6 +14,9 @@
 import { DataType, type GraphSpec, type NodeSpec } from './onnxProto.js';
 import { NativeOps } from './nativeOps.js';
 
+/** NativeGemm's `library`. */
+export const MLAS_LIBRARY = 'onnxruntime-node MLAS';
+
 /** Swaps the last two axes of a rank-3 operand. */
 const SWAP_LAST_TWO = [0, 2, 1];
 
@@ -38,17 +41,37 @@ function matMulGraph(transA: boolean, transB: boolean): GraphSpec {
   };
 }
 
+/**
+ * A dense float32 product engine of the host backends (NativeGemm here, Cblas in cblas.ts): c = op(a) @ op(b) over a
+ * broadcast batch.
+ */
+export interface HostGemm {
+  /** The library (and its version where it says) in a few words, for logs. */
+  readonly library: string;
+  /** Threads of each product (the calling thread included). */
+  readonly threads: number;
+  /**
+   * out [max(ba, bb), M, N] = op(a) @ op(b), op = transpose of the last two axes where the flag is set; the batches
+   * must be equal or one of them 1. `a`, `b`, `out` are dense row-major views (of the wasm heap, typically).
+   */
+  matMul(a: Float32Array, aShape: Shape3, transA: boolean, b: Float32Array, bShape: Shape3, transB: boolean, out: Float32Array): void;
+  /** The product of `matMul` in a new array of its own ([max(ba, bb), M, N]), for a caller with no memory to offer. */
+  matMulToArray(a: Float32Array, aShape: Shape3, transA: boolean, b: Float32Array, bShape: Shape3, transB: boolean): Float32Array;
+  /** Releases what the engine holds beyond the library (sessions, thread pools); it stays usable. */
+  dispose(): void;
+}
+
 /** `[max(ba, bb), M, N]` of op(a) @ op(b); throws where the batches do not broadcast or the inner dims differ. */
-function productDims(aShape: Shape3, transA: boolean, bShape: Shape3, transB: boolean): Shape3 {
+export function productDims(aShape: Shape3, transA: boolean, bShape: Shape3, transB: boolean): Shape3 {
   const [ba, ra, ca] = aShape;
   const [bb, rb, cb] = bShape;
-  if (ba !== bb && ba !== 1 && bb !== 1) throw new Error(`NativeGemm: batches ${ba} and ${bb} do not broadcast`);
-  if ((transA ? ra : ca) !== (transB ? cb : rb)) throw new Error(`NativeGemm: inner dims of [${aShape}] (T=${transA}) and [${bShape}] (T=${transB}) differ`);
+  if (ba !== bb && ba !== 1 && bb !== 1) throw new Error(`host GEMM: batches ${ba} and ${bb} do not broadcast`);
+  if ((transA ? ra : ca) !== (transB ? cb : rb)) throw new Error(`host GEMM: inner dims of [${aShape}] (T=${transA}) and [${bShape}] (T=${transB}) differ`);
   return [Math.max(ba, bb), transA ? ca : ra, transB ? rb : cb];
 }
 
 /** c = op(a) @ op(b) over a broadcast batch, on native threads. */
-export class NativeGemm {
+export class NativeGemm implements HostGemm {
   private constructor(private readonly ops: NativeOps) {}
 
   /**
@@ -59,29 +82,26 @@ export class NativeGemm {
     return new NativeGemm(threads === undefined ? NativeOps.shared() : NativeOps.load(threads));
   }
 
-  /** Intra-op threads of each product (the calling thread included). */
   get threads(): number {
     return this.ops.threads;
   }
 
-  /**
-   * out [max(ba, bb), M, N] = op(a) @ op(b), op = transpose of the last two axes where the flag is set; the batches
-   * must be equal or one of them 1. `a`, `b`, `out` are dense row-major views (of the wasm heap, typically).
-   */
+  readonly library = MLAS_LIBRARY;
+
   matMul(a: Float32Array, aShape: Shape3, transA: boolean, b: Float32Array, bShape: Shape3, transB: boolean, out: Float32Array): void {
     const outDims = productDims(aShape, transA, bShape, transB);
     this.ops.run(`matmul_${+transA}${+transB}`, () => matMulGraph(transA, transB),
       { a: { data: a, dims: aShape }, b: { data: b, dims: bShape } }, { c: { data: out, dims: outDims } });
   }
 
-  /** The product of `matMul` in a new array of its own ([max(ba, bb), M, N]), for a caller with no memory to offer. */
+  /** ORT allocates the output and the binding's copy of it is the result (one copy, no array to zero-fill). */
   matMulToArray(a: Float32Array, aShape: Shape3, transA: boolean, b: Float32Array, bShape: Shape3, transB: boolean): Float32Array {
     productDims(aShape, transA, bShape, transB);
     return this.ops.runToArrays(`matmul_${+transA}${+transB}`, () => matMulGraph(transA, transB),
       { a: { data: a, dims: aShape }, b: { data: b, dims: bShape } }, ['c'])['c']!;
   }
 
-  /** Releases the sessions (their thread pools); the object stays usable and rebuilds them on demand. */
+  /** Releases the sessions (their thread pools); the object rebuilds them on demand. */
   dispose(): void {
     this.ops.dispose();
   }

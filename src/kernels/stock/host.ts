@@ -7,7 +7,8 @@ import {
   F32_BYTES, heapF32, heapOffset, hostBits, hostF32, hostOutput, hostValues, makeHostOutput,
   type CpuBackend, type HostBackend, type WasmBackend,
 } from '../platform/hostBackend.js';
-import { NativeGemm, type Shape3 } from '../platform/nativeGemm.js';
+import { Cblas } from '../platform/cblas.js';
+import { NativeGemm, type HostGemm, type Shape3 } from '../platform/nativeGemm.js';
 import { tf } from '../../model/tf.js';
 
 export type KernelFunc = tf.KernelConfig['kernelFunc'];
@@ -46,11 +47,12 @@ export const unsortedSegmentSumCpu: KernelFunc = ({ inputs, backend, attrs }) =>
 // ---------------------------------------------------------------------------------------------------------------
 // Host BatchMatMul (wasm and cpu)
 //
-// First choice: onnxruntime-node's native SGEMM (src/kernels/platform/nativeGemm.ts: MLAS, AVX2/AVX-512, intra-op
-// threads), reading the operands in place and writing the product into the wasm heap, or on cpu handing over the
-// binding's copy of it as the output's array; `useNativeGemm` switches it on
-// (backend.ts does for both backends, unless MICSE_NATIVE_GEMM=0) and falls back when onnxruntime-node cannot load.
-// The stock cpu kernel is a JavaScript loop, most of a cpu step's time without this (figures: bench/README.md).
+// First choice: a native SGEMM, reading the operands in place (transpose flags included) and writing the product into
+// the wasm heap, or on cpu into the tensor's new array. Which one `useNativeGemm` decides (backend.ts calls it for
+// both backends with NATIVE_GEMM_ENV's choice): by default the system's CBLAS through koffi (platform/cblas.ts:
+// OpenBLAS, the product written straight into the output), else onnxruntime-node's MLAS (platform/nativeGemm.ts:
+// on cpu the binding's copy of ORT's output becomes the tensor's array); each falls back when it cannot load.
+// The stock cpu kernel is a JavaScript loop, most of a cpu step's time without these (figures: bench/README.md).
 //
 // Otherwise, on cpu the stock kernel, and on wasm XNNPACK: the stock wasm kernel uses it (SIMD, one thread) only for
 // an unbatched product without transpose flags, i.e. `[1, M, K] @ [1, K, N]`; everything else (every backward
@@ -64,40 +66,77 @@ export const unsortedSegmentSumCpu: KernelFunc = ({ inputs, backend, attrs }) =>
 // Products with a broadcast batch (batchA = 1 < batchB) keep the stock kernel on this path.
 // ---------------------------------------------------------------------------------------------------------------
 
-/** Environment switch: `MICSE_NATIVE_GEMM=0` keeps wasm products on XNNPACK (for comparisons). */
+/**
+ * Environment switch of the host products' engine (parseNativeGemmChoice): `auto` (default: CBLAS, else MLAS),
+ * `cblas` or `mlas` (that engine only), `0` (wasm: XNNPACK; cpu: the stock loop). For comparisons.
+ */
 export const NATIVE_GEMM_ENV = 'MICSE_NATIVE_GEMM';
 
-let nativeGemm: NativeGemm | undefined;
-/** The loaded instance, kept across switches (its ONNX sessions are built once per transpose-flag pair). */
-let loadedGemm: NativeGemm | undefined;
-let nativeGemmWhy = 'not requested';
+export type NativeGemmChoice = 'auto' | 'cblas' | 'mlas' | 'off';
+
+/** NATIVE_GEMM_ENV's value as a choice: unset, `1` or `auto` -> auto; `0` or `off` -> off; `cblas`; `mlas`. */
+export function parseNativeGemmChoice(text: string | undefined): NativeGemmChoice {
+  if (text === undefined || text === '' || text === '1' || text === 'auto') return 'auto';
+  if (text === '0' || text === 'off') return 'off';
+  if (text === 'cblas' || text === 'mlas') return text;
+  throw new Error(`${NATIVE_GEMM_ENV}='${text}': expected auto, cblas, mlas or 0`);
+}
+
+let nativeGemm: HostGemm | undefined;
+/** Why the engines tried before the active one (or all of them) are not used. */
+let nativeGemmWhy: string[] = ['not requested'];
+/** The engines loaded with their default threads, kept across switches (MLAS builds its ONNX sessions once per transpose-flag pair). */
+const loadedEngines = new Map<'cblas' | 'mlas', HostGemm>();
+
+function loadEngine(engine: 'cblas' | 'mlas', threads: number | undefined): HostGemm {
+  if (engine === 'cblas') return Cblas.load(threads);
+  try {
+    return NativeGemm.load(threads);
+  } catch (err) {
+    throw new Error(`onnxruntime-node did not load: ${(err instanceof Error ? err.message : String(err)).split('\n')[0]}`);
+  }
+}
 
 /**
- * Routes wasm and cpu float32 products to onnxruntime-node's native SGEMM (`on`) or to their own kernels (wasm:
- * XNNPACK; cpu: the stock loop). Returns whether the native path is active: false when `on` is false or
- * onnxruntime-node failed to load (`hostMatMulEngine` says why).
+ * The first of `choice`'s engines that loads (auto: CBLAS, then MLAS), and why each one before it (or every one) did
+ * not. With `threads`, a new instance with that many threads (the bench's SGEMM probe); without, the process-wide
+ * one with the engine's default count.
  */
-export function useNativeGemm(on: boolean): boolean {
-  if (!on) {
-    nativeGemm = undefined;
-    nativeGemmWhy = 'switched off';
-    return false;
+export function loadNativeGemm(choice: NativeGemmChoice, threads?: number): { gemm: HostGemm | undefined; why: string[] } {
+  if (choice === 'off') return { gemm: undefined, why: ['native GEMM switched off'] };
+  const why: string[] = [];
+  for (const engine of choice === 'auto' ? (['cblas', 'mlas'] as const) : [choice]) {
+    try {
+      if (threads !== undefined) return { gemm: loadEngine(engine, threads), why };
+      let gemm = loadedEngines.get(engine);
+      if (gemm === undefined) loadedEngines.set(engine, (gemm = loadEngine(engine, undefined)));
+      return { gemm, why };
+    } catch (err) {
+      why.push(`${engine === 'cblas' ? 'CBLAS' : 'MLAS'} not used: ${(err instanceof Error ? err.message : String(err)).split('\n')[0]}`);
+    }
   }
-  try {
-    nativeGemm = loadedGemm ??= NativeGemm.load();
-  } catch (err) {
-    nativeGemm = undefined;
-    nativeGemmWhy = `onnxruntime-node did not load: ${(err instanceof Error ? err.message : String(err)).split('\n')[0]}`;
-  }
+  return { gemm: undefined, why };
+}
+
+/**
+ * Routes wasm and cpu float32 products to the native SGEMM `loadNativeGemm(choice)` gives, or to their own kernels
+ * (`off`, or no engine loaded: wasm XNNPACK, cpu the stock loop). Returns whether a native engine is active
+ * (`hostMatMulEngine` says which, and why the others are not).
+ */
+export function useNativeGemm(choice: NativeGemmChoice): boolean {
+  ({ gemm: nativeGemm, why: nativeGemmWhy } = loadNativeGemm(choice));
   return nativeGemm !== undefined;
 }
 
-/** What runs the dense products of the wasm or cpu backend, for logs. */
+/** `library, N threads`. */
+function describeHostGemm(gemm: HostGemm): string {
+  return `${gemm.library}, ${gemm.threads} thread${gemm.threads === 1 ? '' : 's'}`;
+}
+
+/** What runs the dense products of the wasm or cpu backend, and why an engine tried first is not used, for logs. */
 export function hostMatMulEngine(backendName: 'wasm' | 'cpu'): string {
-  if (nativeGemm !== undefined) return `onnxruntime-node MLAS (native SGEMM, ${nativeGemm.threads} threads)`;
-  return backendName === 'wasm'
-    ? `XNNPACK (native GEMM ${nativeGemmWhy})`
-    : `the stock JavaScript loop (native GEMM ${nativeGemmWhy})`;
+  const engine = nativeGemm !== undefined ? describeHostGemm(nativeGemm) : backendName === 'wasm' ? 'XNNPACK' : 'the stock JavaScript loop';
+  return nativeGemmWhy.length === 0 ? engine : `${engine} (${nativeGemmWhy.join('; ')})`;
 }
 
 interface MatMulAttrs {
@@ -142,7 +181,7 @@ export function makeHostBatchMatMul(backendName: string, stock: KernelFunc, tran
       if (batchB === 1 && !transposeA) aShape = [1, batchA * M, K]; // one [batchA * M, K] @ [K, N] GEMM
       const bShape: Shape3 = transposeB ? [batchB, N, K] : [batchB, K, N];
       if (!('wasm' in host)) {
-        // cpu: the binding's copy of ORT's output becomes the tensor's array (no zero-filled array to write into)
+        // cpu: the engine's new array becomes the tensor's
         return host.makeTensorInfo(outShape, 'float32', nativeGemm.matMulToArray(hostF32(host, a), aShape, transposeA, hostF32(host, b), bShape, transposeB));
       }
       const out = makeHostOutput(host, outShape, 'float32');

@@ -17,7 +17,9 @@ import {
 } from './host.js';
 import { makeWebgpuSegmentSum } from './webgpu.js';
 
-export { hostMatMulEngine, NATIVE_GEMM_ENV, useNativeGemm } from './host.js';
+export {
+  hostMatMulEngine, loadNativeGemm, NATIVE_GEMM_ENV, parseNativeGemmChoice, useNativeGemm, type NativeGemmChoice,
+} from './host.js';
 
 /** The stock kernels a replacement falls back on, captured once per backend before the first replacement. */
 const stockKernels = new Map<string, tf.KernelConfig>();

@@ -1,0 +1,203 @@
+/**
+ * Dense float32 products on the system's CBLAS (OpenBLAS, the BLAS PyTorch's CPU step runs on; MKL or BLIS where
+ * those are what is installed), called synchronously through koffi, an FFI whose npm package ships prebuilt
+ * binaries (an optional dependency: without it, or without a library, `Cblas.load` throws and the host backends
+ * fall back to onnxruntime-node's MLAS, src/kernels/stock/host.ts).
+ *
+ * Why: per core OpenBLAS's SGEMM runs faster than MLAS through NativeGemm (figures: bench/README.md), and
+ * `cblas_sgemm` reads each operand transposed in place (its Trans flags) and writes the product straight into the
+ * caller's array: no transposed operand, no output copy (onnxruntime-node's binding returns every output as a fresh
+ * copy). A batch is one call per entry on views of the operands (a broadcast operand is read again for each entry);
+ * `[batch, M, K] @ [K, N]` is one `[batch * M, K] @ [K, N]` call, and a single row `[1, K] @ [K, N]` one `cblas_sgemv`.
+ *
+ * Which library: `MICSE_CBLAS=<path or file name>` loads that one and no other; else the first of LIBRARY_NAMES (for
+ * the platform) that the dynamic loader finds and that exports `cblas_sgemm`. Threads: each Cblas has its count and
+ * sets it with the library's setter (openblas_set_num_threads, MKL_Set_Num_Threads, bli_thread_set_num_threads)
+ * before a product when the library's current count differs (the count is the library's, process-wide); a library
+ * without a setter keeps its own. The default count is `defaultCblasThreads()`.
+ */
+import { createRequire } from 'node:module';
+import os from 'node:os';
+import { productDims, type HostGemm, type Shape3 } from './nativeGemm.js';
+
+/** Environment variable naming the CBLAS library to load (a path, or a file name the dynamic loader resolves). */
+export const CBLAS_ENV = 'MICSE_CBLAS';
+
+/**
+ * The libraries searched, in order, when CBLAS_ENV is unset: OpenBLAS (Debian's libopenblas0-*, Homebrew's openblas,
+ * the Windows release's DLL), then Intel's MKL single dynamic library and BLIS. Debian's generic libblas.so.3 is left
+ * out: where OpenBLAS is not installed it is the reference BLAS, slower than MLAS.
+ */
+export const LIBRARY_NAMES: Readonly<Partial<Record<NodeJS.Platform, readonly string[]>>> = {
+  linux: ['libopenblas.so.0', 'libopenblas.so', 'libmkl_rt.so.2', 'libmkl_rt.so', 'libblis.so.4', 'libblis.so'],
+  darwin: ['libopenblas.dylib', '/opt/homebrew/opt/openblas/lib/libopenblas.dylib', '/usr/local/opt/openblas/lib/libopenblas.dylib'],
+  win32: ['libopenblas.dll', 'openblas.dll'],
+};
+
+/**
+ * Up to this many cores, products run on the calling thread alone. OpenBLAS's worker threads spin for ~0.1 s after
+ * each product (its THREAD_TIMEOUT), and a training step calls it every few milliseconds between element-wise
+ * JavaScript and wasm work: on a 2-core machine a second thread cost 20-50% more CPU a step for no measurable gain
+ * in step time (bench/README.md, "OpenBLAS through koffi").
+ */
+const SINGLE_THREAD_MAX_CORES = 2;
+
+/** 1 where Node may use at most SINGLE_THREAD_MAX_CORES cores, else all of them (os.availableParallelism()). */
+export function defaultCblasThreads(): number {
+  const cores = os.availableParallelism();
+  return cores <= SINGLE_THREAD_MAX_CORES ? 1 : cores;
+}
+
+/** CBLAS enum values (cblas.h). */
+const ROW_MAJOR = 101;
+const NO_TRANS = 111;
+const TRANS = 112;
+
+/** The pieces of koffi's API used here (koffi's index.d.ts: IKoffiLib). */
+interface KoffiLib {
+  func(declaration: string): (...args: unknown[]) => unknown;
+}
+interface Koffi {
+  load(path: string): KoffiLib;
+}
+
+type Sgemm = (order: number, transA: number, transB: number, m: number, n: number, k: number, alpha: number,
+  a: Float32Array, lda: number, b: Float32Array, ldb: number, beta: number, c: Float32Array, ldc: number) => void;
+type Sgemv = (order: number, trans: number, m: number, n: number, alpha: number, a: Float32Array, lda: number,
+  x: Float32Array, incx: number, beta: number, y: Float32Array, incy: number) => void;
+
+/** A loaded library: its sgemm, its thread setter, and the thread count last set (process-wide, shared by every Cblas). */
+interface Library {
+  /** As loaded: the CBLAS_ENV value or the LIBRARY_NAMES entry. */
+  readonly file: string;
+  /** The library's own description (openblas_get_config, bli_info_get_version_str), or its file name. */
+  readonly version: string;
+  readonly sgemm: Sgemm;
+  readonly sgemv: Sgemv;
+  readonly setThreads: ((n: number) => void) | null;
+  threads: number | undefined;
+}
+
+/** Loaded libraries by file, so that two Cblas on one library share its thread count. */
+const libraries = new Map<string, Library>();
+
+/** The function `declaration` declares, or null where the library does not export it. */
+function optionalFunc(lib: KoffiLib, declaration: string): ((...args: unknown[]) => unknown) | null {
+  try {
+    return lib.func(declaration);
+  } catch {
+    return null;
+  }
+}
+
+function firstLine(err: unknown): string {
+  return (err instanceof Error ? err.message : String(err)).split('\n')[0]!;
+}
+
+function openLibrary(koffi: Koffi, file: string): Library {
+  const known = libraries.get(file);
+  if (known !== undefined) return known;
+  const lib = koffi.load(file);
+  const sgemm = lib.func('void cblas_sgemm(int, int, int, int, int, int, float, const float *, int, const float *, int, float, float *, int)') as Sgemm;
+  const sgemv = lib.func('void cblas_sgemv(int, int, int, int, float, const float *, int, const float *, int, float, float *, int)') as Sgemv;
+  const openblasThreads = optionalFunc(lib, 'void openblas_set_num_threads(int)');
+  const mklThreads = optionalFunc(lib, 'void MKL_Set_Num_Threads(int)');
+  const blisThreads = optionalFunc(lib, 'void bli_thread_set_num_threads(int64_t)');
+  const setThreads = openblasThreads ?? mklThreads ?? blisThreads;
+  const openblasConfig = optionalFunc(lib, 'const char *openblas_get_config()');
+  const blisVersion = optionalFunc(lib, 'const char *bli_info_get_version_str()');
+  const version = openblasConfig !== null ? String(openblasConfig()) : blisVersion !== null ? `BLIS ${String(blisVersion())}` : file;
+  const loaded: Library = { file, version, sgemm, sgemv, setThreads: setThreads === null ? null : (n) => void setThreads(n), threads: undefined };
+  libraries.set(file, loaded);
+  return loaded;
+}
+
+/** c = op(a) @ op(b) over a broadcast batch, on the system's CBLAS. */
+export class Cblas implements HostGemm {
+  private constructor(private readonly lib: Library, readonly threads: number) {}
+
+  /**
+   * Loads koffi and the library (CBLAS_ENV's, else the first of LIBRARY_NAMES found); throws one line saying why
+   * when either is missing. `threads` defaults to `defaultCblasThreads()`.
+   */
+  static load(threads: number = defaultCblasThreads()): Cblas {
+    let koffi: Koffi;
+    try {
+      koffi = createRequire(import.meta.url)('koffi') as Koffi;
+    } catch (err) {
+      throw new Error(`koffi did not load: ${firstLine(err)}`);
+    }
+    const count = Math.max(1, Math.floor(threads));
+    const named = process.env[CBLAS_ENV];
+    if (named !== undefined && named !== '') {
+      try {
+        return new Cblas(openLibrary(koffi, named), count);
+      } catch (err) {
+        throw new Error(`${CBLAS_ENV}=${named} did not load: ${firstLine(err)}`);
+      }
+    }
+    const names = LIBRARY_NAMES[process.platform] ?? [];
+    for (const name of names) {
+      try {
+        return new Cblas(openLibrary(koffi, name), count);
+      } catch {
+        // not installed, or no cblas_sgemm in it: try the next
+      }
+    }
+    throw new Error(`no CBLAS library found (tried ${names.join(', ') || `none on ${process.platform}`}; ${CBLAS_ENV} names one)`);
+  }
+
+  get library(): string {
+    return `CBLAS ${this.lib.version} (${this.lib.file})`;
+  }
+
+  matMul(a: Float32Array, aShape: Shape3, transA: boolean, b: Float32Array, bShape: Shape3, transB: boolean, out: Float32Array): void {
+    const [batch, M, N] = productDims(aShape, transA, bShape, transB);
+    const [ba, ra, ca] = aShape;
+    const [bb, rb, cb] = bShape;
+    // The library reads and writes raw memory: every view must hold exactly its shape.
+    if (a.length !== ba * ra * ca || b.length !== bb * rb * cb || out.length !== batch * M * N) {
+      throw new Error(`Cblas: views of ${a.length}, ${b.length}, ${out.length} elements for [${aShape}] @ [${bShape}] -> [${batch}, ${M}, ${N}]`);
+    }
+    if (out.length === 0) return;
+    const K = transA ? ra : ca;
+    if (K === 0) {
+      out.fill(0);
+      return;
+    }
+    const lib = this.lib;
+    if (lib.threads !== this.threads && lib.setThreads !== null) {
+      lib.setThreads(this.threads);
+      lib.threads = this.threads;
+    }
+    const ta = transA ? TRANS : NO_TRANS;
+    const tb = transB ? TRANS : NO_TRANS;
+    if (batch === 1 && M === 1) {
+      // a row (the leading-axis Sum's ones): out = op(b)^T a, a matrix-vector product (sgemm would pack all of b)
+      lib.sgemv(ROW_MAJOR, transB ? NO_TRANS : TRANS, rb, cb, 1, b, cb, a, 1, 0, out, 1);
+      return;
+    }
+    if (bb === 1 && !transA) {
+      // a's entries are consecutive row blocks: [ba * M, K] @ [K, N] in one call
+      lib.sgemm(ROW_MAJOR, ta, tb, ba * M, N, K, 1, a, ca, b, cb, 0, out, N);
+      return;
+    }
+    const aStep = ba === 1 ? 0 : ra * ca;
+    const bStep = bb === 1 ? 0 : rb * cb;
+    for (let i = 0; i < batch; i++) {
+      lib.sgemm(ROW_MAJOR, ta, tb, M, N, K, 1, a.subarray(i * aStep, i * aStep + ra * ca), ca,
+        b.subarray(i * bStep, i * bStep + rb * cb), cb, 0, out.subarray(i * M * N, (i + 1) * M * N), N);
+    }
+  }
+
+  /** A new array ([max(ba, bb), M, N]) with the product written straight into it. */
+  matMulToArray(a: Float32Array, aShape: Shape3, transA: boolean, b: Float32Array, bShape: Shape3, transB: boolean): Float32Array {
+    const [batch, M, N] = productDims(aShape, transA, bShape, transB);
+    const out = new Float32Array(batch * M * N);
+    this.matMul(a, aShape, transA, b, bShape, transB, out);
+    return out;
+  }
+
+  /** Nothing to release: the library stays loaded for the process (a dynamic library is not unloaded safely). */
+  dispose(): void {}
+}

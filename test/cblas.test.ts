@@ -1,0 +1,151 @@
+/**
+ * The CBLAS products engine (src/kernels/platform/cblas.ts) against a plain JavaScript product in float64: every
+ * transpose pair, broadcast and equal batches, odd sizes, products written into views inside a larger array (the wasm
+ * heap's case); and the engine selection of the host backends (src/kernels/stock/host.ts): NATIVE_GEMM_ENV's choices,
+ * and the fallback to MLAS, with one line saying why, when CBLAS_ENV names a library that does not exist.
+ */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { describe, test } from 'node:test';
+import { Cblas, CBLAS_ENV } from '../src/kernels/platform/cblas.js';
+import type { Shape3 } from '../src/kernels/platform/nativeGemm.js';
+import { hostMatMulEngine, loadNativeGemm, NATIVE_GEMM_ENV, parseNativeGemmChoice, useNativeGemm } from '../src/kernels/stock/index.js';
+import { selectBackend } from '../src/model/backend.js';
+import { ROOT, seededValues, SKIP_NO_CBLAS } from './helpers.js';
+
+/** op(a) @ op(b) in float64, and the sum of |terms| of each element (the scale its rounding error goes with). */
+function reference(a: Float32Array, [ba, ra, ca]: Shape3, ta: boolean, b: Float32Array, [bb, rb, cb]: Shape3, tb: boolean) {
+  const batch = Math.max(ba, bb);
+  const M = ta ? ca : ra;
+  const K = ta ? ra : ca;
+  const N = tb ? rb : cb;
+  const value = new Float64Array(batch * M * N);
+  const scale = new Float64Array(batch * M * N);
+  for (let i = 0; i < batch; i++) {
+    const ao = (ba === 1 ? 0 : i) * ra * ca;
+    const bo = (bb === 1 ? 0 : i) * rb * cb;
+    for (let m = 0; m < M; m++) {
+      for (let n = 0; n < N; n++) {
+        let s = 0;
+        let abs = 0;
+        for (let k = 0; k < K; k++) {
+          const t = a[ao + (ta ? k * ca + m : m * ca + k)]! * b[bo + (tb ? n * cb + k : k * cb + n)]!;
+          s += t;
+          abs += Math.abs(t);
+        }
+        value[(i * M + m) * N + n] = s;
+        scale[(i * M + m) * N + n] = abs;
+      }
+    }
+  }
+  return { value, scale, dims: [batch, M, N] as const };
+}
+
+/** Stored shape of an operand whose op() is [batch, rows, cols]. */
+function stored(batch: number, rows: number, cols: number, flip: boolean): Shape3 {
+  return flip ? [batch, cols, rows] : [batch, rows, cols];
+}
+
+const size = ([b, r, c]: Shape3): number => b * r * c;
+
+describe('Cblas: products against a JavaScript reference (1e-5 of each element\'s sum of |terms|)', { skip: SKIP_NO_CBLAS }, () => {
+  // [batchA, batchB, M, K, N]
+  const cases: [string, number, number, number, number, number][] = [
+    ['1 x 1 x 1', 1, 1, 1, 1, 1],
+    ['odd sizes', 1, 1, 7, 5, 3],
+    ['several kernel tiles, odd', 1, 1, 70, 129, 33],
+    ['equal batches', 4, 4, 5, 6, 3],
+    ['b broadcast (one call over the batch where a is not transposed)', 3, 1, 17, 33, 65],
+    ['a broadcast', 1, 4, 9, 11, 13],
+    ['a row, as the leading-axis Sum uses', 1, 1, 1, 300, 7],
+  ];
+  const cblas = SKIP_NO_CBLAS === false ? Cblas.load(2) : undefined;
+  for (const [name, ba, bb, M, K, N] of cases) {
+    for (const ta of [false, true]) {
+      for (const tb of [false, true]) {
+        test(`${name}: [${ba}, ${M}, ${K}] @ [${bb}, ${K}, ${N}], transA ${ta}, transB ${tb}`, () => {
+          const aShape = stored(ba, M, K, ta);
+          const bShape = stored(bb, K, N, tb);
+          const a = seededValues(size(aShape), M * 31 + K);
+          const b = seededValues(size(bShape), N * 17 + K);
+          const ref = reference(a, aShape, ta, b, bShape, tb);
+          // written into a view inside a larger array, as into the wasm heap: nothing outside it changes
+          const heap = new Float32Array(ref.value.length + 10).fill(7);
+          const out = heap.subarray(5, 5 + ref.value.length);
+          cblas!.matMul(a, aShape, ta, b, bShape, tb, out);
+          assert.deepEqual([...heap.subarray(0, 5), ...heap.subarray(5 + ref.value.length)], new Array(10).fill(7));
+          for (let i = 0; i < out.length; i++) {
+            assert.ok(Math.abs(out[i]! - ref.value[i]!) <= 1e-5 * ref.scale[i]!, `element ${i}: ${out[i]} vs ${ref.value[i]}`);
+          }
+          const fresh = cblas!.matMulToArray(a, aShape, ta, b, bShape, tb);
+          assert.deepEqual(new Int32Array(fresh.buffer), new Int32Array(Float32Array.from(out).buffer));
+        });
+      }
+    }
+  }
+
+  test('an empty inner dimension gives zeros; views that do not hold their shape are refused', () => {
+    const out = new Float32Array(6).fill(3);
+    cblas!.matMul(new Float32Array(0), [1, 2, 0], false, new Float32Array(0), [1, 0, 3], false, out);
+    assert.deepEqual(Array.from(out), [0, 0, 0, 0, 0, 0]);
+    assert.throws(() => cblas!.matMul(new Float32Array(5), [1, 2, 3], false, new Float32Array(12), [1, 3, 4], false, new Float32Array(8)), /views of 5, 12, 8 elements/);
+    assert.throws(() => cblas!.matMul(new Float32Array(6), [1, 2, 3], false, new Float32Array(12), [1, 4, 3], false, new Float32Array(8)), /inner dims/);
+  });
+
+  test('one and two threads give the same product', () => {
+    const a = seededValues(256 * 192, 1);
+    const b = seededValues(192 * 160, 2);
+    const one = Cblas.load(1).matMulToArray(a, [1, 256, 192], false, b, [1, 192, 160], false);
+    const two = Cblas.load(2).matMulToArray(a, [1, 256, 192], false, b, [1, 192, 160], false);
+    assert.ok(one.every((v, i) => Math.abs(v - two[i]!) <= 1e-5 * (Math.abs(v) + 1)));
+  });
+});
+
+describe('host products engine selection', () => {
+  test(`${NATIVE_GEMM_ENV}: auto (default), cblas, mlas, 0; anything else is refused`, () => {
+    assert.equal(parseNativeGemmChoice(undefined), 'auto');
+    assert.equal(parseNativeGemmChoice('1'), 'auto');
+    assert.equal(parseNativeGemmChoice('cblas'), 'cblas');
+    assert.equal(parseNativeGemmChoice('mlas'), 'mlas');
+    assert.equal(parseNativeGemmChoice('0'), 'off');
+    assert.throws(() => parseNativeGemmChoice('openblas'), new RegExp(`${NATIVE_GEMM_ENV}='openblas': expected auto, cblas, mlas or 0`));
+  });
+
+  test('each choice names its engine; a thread count gives an instance of its own', { skip: SKIP_NO_CBLAS }, async () => {
+    await selectBackend('wasm');
+    try {
+      assert.equal(useNativeGemm('cblas'), true);
+      assert.match(hostMatMulEngine('wasm'), /^CBLAS OpenBLAS \d+\.\d+\.\d+ .*\(libopenblas\.so\.0\), \d+ threads?$/);
+      assert.equal(useNativeGemm('mlas'), true);
+      assert.match(hostMatMulEngine('wasm'), /^onnxruntime-node MLAS, \d+ threads?$/);
+      assert.equal(useNativeGemm('off'), false);
+      assert.equal(hostMatMulEngine('wasm'), 'XNNPACK (native GEMM switched off)');
+      assert.equal(hostMatMulEngine('cpu'), 'the stock JavaScript loop (native GEMM switched off)');
+      assert.equal(loadNativeGemm('auto', 1).gemm?.threads, 1);
+    } finally {
+      useNativeGemm('auto');
+    }
+  });
+
+  /** The backend line `dense products: ...` of a fresh process selecting `backend` with `env`. */
+  function denseProductsLine(backend: 'wasm' | 'cpu', env: Record<string, string>): string {
+    const script = `import { describeSelection, selectBackend } from './src/model/backend.ts';
+      console.log(describeSelection(await selectBackend('${backend}')));`;
+    const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { cwd: ROOT, encoding: 'utf8', env: { ...process.env, ...env } });
+    assert.equal(r.status, 0, r.stderr);
+    const line = r.stdout.split('\n').find((l) => l.trim().startsWith('dense products:'));
+    assert.ok(line !== undefined, r.stdout);
+    return line.trim();
+  }
+
+  const missing = '/nonexistent/libopenblas.so.0';
+  test(`${CBLAS_ENV} naming a missing library: products on MLAS, the backend line says why`, () => {
+    const line = denseProductsLine('cpu', { [CBLAS_ENV]: missing });
+    assert.match(line, new RegExp(`^dense products: onnxruntime-node MLAS, \\d+ threads? \\(CBLAS not used: ${CBLAS_ENV}=${missing} did not load: `));
+  });
+
+  test(`${NATIVE_GEMM_ENV}=cblas with no library: wasm products on XNNPACK, the backend line says why`, () => {
+    const line = denseProductsLine('wasm', { [CBLAS_ENV]: missing, [NATIVE_GEMM_ENV]: 'cblas' });
+    assert.match(line, new RegExp(`^dense products: XNNPACK \\(CBLAS not used: ${CBLAS_ENV}=${missing} did not load`));
+  });
+});
