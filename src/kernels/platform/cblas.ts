@@ -35,17 +35,13 @@ export const LIBRARY_NAMES: Readonly<Partial<Record<NodeJS.Platform, readonly st
 };
 
 /**
- * Up to this many cores, products run on the calling thread alone. OpenBLAS's worker threads spin for ~0.1 s after
- * each product (its THREAD_TIMEOUT), and a training step calls it every few milliseconds between element-wise
- * JavaScript and wasm work: on a 2-core machine a second thread cost 20-50% more CPU a step for no measurable gain
- * in step time (bench/README.md, "OpenBLAS through koffi").
+ * The cores Node may use (os.availableParallelism(), which follows the process's CPU affinity: `taskset` limits it),
+ * as onnxruntime-node's pool and PyTorch do. On a quiet 2-core machine two threads took a small wasm step from 1,140
+ * to 842 ms and a BERT-base cpu step from 20.8 to 17.1 s; under other processes' load, the workers' spinning after
+ * each product (OpenBLAS's THREAD_TIMEOUT) costs more CPU than it saves (bench/README.md, "OpenBLAS through koffi").
  */
-const SINGLE_THREAD_MAX_CORES = 2;
-
-/** 1 where Node may use at most SINGLE_THREAD_MAX_CORES cores, else all of them (os.availableParallelism()). */
 export function defaultCblasThreads(): number {
-  const cores = os.availableParallelism();
-  return cores <= SINGLE_THREAD_MAX_CORES ? 1 : cores;
+  return os.availableParallelism();
 }
 
 /** CBLAS enum values (cblas.h). */
