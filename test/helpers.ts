@@ -5,10 +5,11 @@
  */
 import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import { after } from 'node:test';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { selectBackend, softwareAdapter } from '../src/model/backend.js';
 import { tf } from '../src/model/tf.js';
 import { defaultConfig, mergeConfig, type TrainConfig } from '../src/train/config.js';
@@ -78,6 +79,40 @@ export function testTempDir(name: string): string {
   const dir = mkdtempSync(path.join(os.tmpdir(), `micse-${name}-`));
   after(() => rmSync(dir, { recursive: true, force: true }));
   return dir;
+}
+
+/** A child script's line importing `names` from src/`rel` (the TypeScript sources, run under tsx). */
+export const srcImport = (names: string, rel: string): string =>
+  `const { ${names} } = await import(${JSON.stringify(pathToFileURL(path.join(ROOT, 'src', rel)).href)});`;
+/** What a child script needs to build a TrainStep on webgpu. */
+export const STEP_IMPORTS = [['selectBackend', 'model/backend.ts'], ['tf', 'model/tf.ts'], ['BertModel', 'model/bert.ts'],
+  ['MlpHead', 'losses/mlpHead.ts'], ['AdamW', 'train/adamw.ts'], ['TrainStep, trainableParams', 'train/step.ts']]
+  .map(([names, rel]) => srcImport(names!, rel!)).join('\n');
+/**
+ * After STEP_IMPORTS: `config`, `rows` and `objective` from the script's JSON argument, webgpu selected, its `device`,
+ * and a seeded `model`, `head` and `optimizer` for a TrainStep.
+ */
+export const STEP_SETUP = `
+const { config, rows, objective } = JSON.parse(process.argv[1]);
+await selectBackend('webgpu');
+const device = tf.backend().device;
+const model = BertModel.random(config, 7);
+const head = new MlpHead(config.hiddenSize, { seed: 3 });
+const optimizer = new AdamW(trainableParams(model, head), { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01 });`;
+
+/**
+ * false when the npm `webgpu` package and tsx are both here, else why not: the null-device tests run a child
+ * `node --import tsx` on the TypeScript sources (tsx is absent where a bundled copy of a test runs).
+ */
+export async function nullDeviceSkipReason(): Promise<string | false> {
+  return import('webgpu' as string).then(() => {
+    try {
+      createRequire(import.meta.url).resolve(['tsx'][0]!);
+      return false as const;
+    } catch {
+      return 'tsx is not installed here (a bundled copy of this test): the child processes run the TypeScript sources';
+    }
+  }, (err: Error) => `the optional npm package \`webgpu\` is not installed (${err.message.split('\n')[0]})`);
 }
 
 /**

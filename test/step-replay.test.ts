@@ -12,10 +12,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { createRequire } from 'node:module';
-import path from 'node:path';
 import { describe, test } from 'node:test';
-import { pathToFileURL } from 'node:url';
 import { MlpHead } from '../src/losses/mlpHead.js';
 import { DAWN_OPTIONS_ENV, selectBackend } from '../src/model/backend.js';
 import { BertModel, siteSeed } from '../src/model/bert.js';
@@ -23,19 +20,11 @@ import type { BertConfig } from '../src/model/config.js';
 import { tf } from '../src/model/tf.js';
 import { AdamW } from '../src/train/adamw.js';
 import { REPLAY_ENV, TrainStep, trainableParams, type StepRows } from '../src/train/step.js';
-import { expectNoGpuErrors, maxAbsDiff, OBJECTIVE, ROOT, webgpuSkipReason } from './helpers.js';
+import { expectNoGpuErrors, maxAbsDiff, OBJECTIVE, ROOT, nullDeviceSkipReason, STEP_IMPORTS, STEP_SETUP, webgpuSkipReason } from './helpers.js';
 
 const TOL = 1e-4;
 const WEBGPU_SKIP = await webgpuSkipReason();
-/** The null-device test runs a child `node --import tsx` on the sources: it needs `webgpu` and tsx (absent where a bundled copy runs). */
-const NULL_DEVICE_SKIP: string | false = await import('webgpu' as string).then(() => {
-  try {
-    createRequire(import.meta.url).resolve(['tsx'][0]!);
-    return false;
-  } catch {
-    return 'tsx is not installed here (a bundled copy of this test): the child process runs the TypeScript sources';
-  }
-}, (err: Error) => `the optional npm package \`webgpu\` is not installed (${err.message.split('\n')[0]})`);
+const NULL_DEVICE_SKIP = await nullDeviceSkipReason();
 delete process.env[REPLAY_ENV]; // the tests say when replay is on
 
 const CONFIG: BertConfig = {
@@ -177,21 +166,9 @@ describe('TrainStep replay on a real adapter', { skip: WEBGPU_SKIP }, () => {
 
 describe("TrainStep replay on Dawn's null device (every machine with the webgpu package)", { skip: NULL_DEVICE_SKIP }, () => {
   test('steps are replayed without a validation error and the tensor count stays flat', () => {
-    const imp = (names: string, rel: string): string =>
-      `const { ${names} } = await import(${JSON.stringify(pathToFileURL(path.join(ROOT, 'src', rel)).href)});`;
     const script = `
-      ${imp('selectBackend', 'model/backend.ts')}
-      ${imp('tf', 'model/tf.ts')}
-      ${imp('BertModel', 'model/bert.ts')}
-      ${imp('MlpHead', 'losses/mlpHead.ts')}
-      ${imp('AdamW', 'train/adamw.ts')}
-      ${imp('TrainStep, trainableParams', 'train/step.ts')}
-      const { config, rows, objective } = JSON.parse(process.argv[1]);
-      await selectBackend('webgpu');
-      const device = tf.backend().device;
-      const model = BertModel.random(config, 7);
-      const head = new MlpHead(config.hiddenSize, { seed: 3 });
-      const optimizer = new AdamW(trainableParams(model, head), { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01 });
+      ${STEP_IMPORTS}
+      ${STEP_SETUP}
       const step = new TrainStep(model, head, optimizer, objective, undefined, true);
       device.pushErrorScope('validation');
       const counts = [];

@@ -13,10 +13,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { createRequire } from 'node:module';
-import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { pathToFileURL } from 'node:url';
 import { MlpHead } from '../src/losses/mlpHead.js';
 import { micseLoss } from '../src/losses/micse.js';
 import { DAWN_OPTIONS_ENV, selectBackend } from '../src/model/backend.js';
@@ -24,7 +21,7 @@ import { BertModel } from '../src/model/bert.js';
 import type { BertConfig } from '../src/model/config.js';
 import { SEEDED_DROPOUT, seededDropout, seededUniform, uniformArray } from '../src/kernels/dropout/index.js';
 import { tf } from '../src/model/tf.js';
-import { countInPlace, expectNoGpuErrors, maxAbsDiff, OBJECTIVE, ROOT, seededValues, webgpuSkipReason } from './helpers.js';
+import { countInPlace, expectNoGpuErrors, maxAbsDiff, OBJECTIVE, ROOT, nullDeviceSkipReason, seededValues, srcImport, STEP_IMPORTS, STEP_SETUP, webgpuSkipReason } from './helpers.js';
 import { AdamW } from '../src/train/adamw.js';
 import { TrainStep, trainableParams } from '../src/train/step.js';
 import { paramsPerDispatch } from '../src/kernels/adamw/webgpu.js';
@@ -32,15 +29,7 @@ import { paramsPerDispatch } from '../src/kernels/adamw/webgpu.js';
 const TOL = 1e-4;
 
 const WEBGPU_SKIP = await webgpuSkipReason();
-/** The null-device tests run a child `node --import tsx` on the sources: they need `webgpu` and tsx (absent where a bundled copy runs). */
-const NULL_DEVICE_SKIP: string | false = await import('webgpu' as string).then(() => {
-  try {
-    createRequire(import.meta.url).resolve(['tsx'][0]!);
-    return false;
-  } catch {
-    return 'tsx is not installed here (a bundled copy of this test): the child processes run the TypeScript sources';
-  }
-}, (err: Error) => `the optional npm package \`webgpu\` is not installed (${err.message.split('\n')[0]})`);
+const NULL_DEVICE_SKIP = await nullDeviceSkipReason();
 const BACKENDS = ['cpu', 'wasm', ...(WEBGPU_SKIP === false ? ['webgpu' as const] : [])] as const;
 
 async function read(t: tf.Tensor): Promise<Float32Array> {
@@ -324,12 +313,6 @@ describe('WebGPU training step', { skip: WEBGPU_SKIP }, () => {
 });
 
 /** A child script's line importing `names` from src/`rel` (the .ts source, run under tsx). */
-const srcImport = (names: string, rel: string): string =>
-  `const { ${names} } = await import(${JSON.stringify(pathToFileURL(path.join(ROOT, 'src', rel)).href)});`;
-/** What a child script needs to build a TrainStep on webgpu. */
-const STEP_IMPORTS = [['selectBackend', 'model/backend.ts'], ['tf', 'model/tf.ts'], ['BertModel', 'model/bert.ts'],
-  ['MlpHead', 'losses/mlpHead.ts'], ['AdamW', 'train/adamw.ts'], ['TrainStep, trainableParams', 'train/step.ts']]
-  .map(([names, rel]) => srcImport(names!, rel!)).join('\n');
 
 /**
  * Dawn's null device (`MICSE_DAWN_OPTIONS=backend=null`) accepts every call and runs nothing, on any machine the
@@ -390,12 +373,7 @@ describe("WebGPU on Dawn's null device (every machine with the webgpu package, C
       ${STEP_IMPORTS}
       ${srcImport('LossScaler', 'train/lossScale.ts')}
       ${srcImport('roundProgram', 'kernels/f16/webgpu.ts')}
-      const { config, rows, objective } = JSON.parse(process.argv[1]);
-      await selectBackend('webgpu');
-      const device = tf.backend().device;
-      const model = BertModel.random(config, 7);
-      const head = new MlpHead(config.hiddenSize, { seed: 3 });
-      const optimizer = new AdamW(trainableParams(model, head), { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01 });
+      ${STEP_SETUP}
       const step = new TrainStep(model, head, optimizer, objective, { f16Products: true, scaler: new LossScaler(2000, 65536) });
       device.pushErrorScope('validation');
       for (let i = 0; i < 2; i++) await step.run(rows, { lr: 1e-4, maxGradNorm: 1, dropoutSeed: i, amiSeed: 100 + i });
