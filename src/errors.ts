@@ -24,6 +24,11 @@ function levenshtein(a: string, b: string): number {
   return d[a.length]![b.length]!;
 }
 
+/** The first line of what `err` says (an Error's message, else the value as text), for one-line reports. */
+export function firstLineOf(err: unknown): string {
+  return (err instanceof Error ? err.message : String(err)).split('\n')[0]!;
+}
+
 /** The option nearest `word` by edit distance (case-insensitive), or undefined when none is near enough. */
 export function closest(word: string, options: readonly string[]): string | undefined {
   const best = options.map((o) => ({ o, d: levenshtein(word, o) })).sort((x, y) => x.d - y.d)[0];

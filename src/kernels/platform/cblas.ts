@@ -19,6 +19,7 @@
 import { createRequire } from 'node:module';
 import os from 'node:os';
 import { productDims, type HostGemm, type Shape3 } from './nativeGemm.js';
+import { firstLineOf } from '../../errors.js';
 
 /** Environment variable naming the CBLAS library to load (a path, or a file name the dynamic loader resolves). */
 export const CBLAS_ENV = 'MICSE_CBLAS';
@@ -86,10 +87,6 @@ function optionalFunc(lib: KoffiLib, declaration: string): ((...args: unknown[])
   }
 }
 
-function firstLine(err: unknown): string {
-  return (err instanceof Error ? err.message : String(err)).split('\n')[0]!;
-}
-
 function openLibrary(koffi: Koffi, file: string): Library {
   const known = libraries.get(file);
   if (known !== undefined) return known;
@@ -121,7 +118,7 @@ export class Cblas implements HostGemm {
     try {
       koffi = createRequire(import.meta.url)('koffi') as Koffi;
     } catch (err) {
-      throw new Error(`koffi did not load: ${firstLine(err)}`);
+      throw new Error(`koffi did not load: ${firstLineOf(err)}`);
     }
     const count = Math.max(1, Math.floor(threads));
     const named = process.env[CBLAS_ENV];
@@ -129,7 +126,7 @@ export class Cblas implements HostGemm {
       try {
         return new Cblas(openLibrary(koffi, named), count);
       } catch (err) {
-        throw new Error(`${CBLAS_ENV}=${named} did not load: ${firstLine(err)}`);
+        throw new Error(`${CBLAS_ENV}=${named} did not load: ${firstLineOf(err)}`);
       }
     }
     const names = LIBRARY_NAMES[process.platform] ?? [];

@@ -13,6 +13,7 @@
  * glibc's defaults.
  */
 import { createRequire } from 'node:module';
+import { firstLineOf } from '../../errors.js';
 
 export const HOST_MALLOC_ENV = 'MICSE_HOST_MALLOC';
 
@@ -46,7 +47,7 @@ export function keepFreedHostMemory(): string {
     mallocTrim = trim;
     return (outcome = `freed blocks kept for reuse (glibc mallopt: no mmap, 2 GB trim threshold; ${HOST_MALLOC_ENV}=0 to leave)`);
   } catch (err) {
-    return (outcome = `the C library's defaults (${(err instanceof Error ? err.message : String(err)).split('\n')[0]})`);
+    return (outcome = `the C library's defaults (${firstLineOf(err)})`);
   }
 }
 

@@ -10,6 +10,7 @@ import {
 import { Cblas } from '../platform/cblas.js';
 import { NativeGemm, type HostGemm, type Shape3 } from '../platform/nativeGemm.js';
 import { tf } from '../../model/tf.js';
+import { firstLineOf } from '../../errors.js';
 
 export type KernelFunc = tf.KernelConfig['kernelFunc'];
 
@@ -93,7 +94,7 @@ function loadEngine(engine: 'cblas' | 'mlas', threads: number | undefined): Host
   try {
     return NativeGemm.load(threads);
   } catch (err) {
-    throw new Error(`onnxruntime-node did not load: ${(err instanceof Error ? err.message : String(err)).split('\n')[0]}`);
+    throw new Error(`onnxruntime-node did not load: ${firstLineOf(err)}`);
   }
 }
 
@@ -112,7 +113,7 @@ export function loadNativeGemm(choice: NativeGemmChoice, threads?: number): { ge
       if (gemm === undefined) loadedEngines.set(engine, (gemm = loadEngine(engine, undefined)));
       return { gemm, why };
     } catch (err) {
-      why.push(`${engine === 'cblas' ? 'CBLAS' : 'MLAS'} not used: ${(err instanceof Error ? err.message : String(err)).split('\n')[0]}`);
+      why.push(`${engine === 'cblas' ? 'CBLAS' : 'MLAS'} not used: ${firstLineOf(err)}`);
     }
   }
   return { gemm: undefined, why };
