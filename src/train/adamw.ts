@@ -70,15 +70,13 @@ export class AdamW {
   apply(grads: Map<string, tf.Tensor>, lr: number, maxNorm: number, gate?: tf.Scalar): tf.Scalar {
     this.step += 1;
     const t = this.step;
-    const { beta1, beta2, eps, weightDecay } = this.opts;
-    const scalars = stepScalars(this.opts.variant ?? 'torch', { lr, t, beta1, beta2, eps, maxNorm });
-    const decay = (name: string): number => (weightDecay > 0 && decays(name) ? 1 - lr * weightDecay : 1);
+    const scalars = this.scalarsAt(lr, t, maxNorm);
     if (loggingStepValues()) this.noteStepValues(lr, t, maxNorm);
     const updates: ParamUpdate[] = [];
     for (const p of this.params) {
       const g = grads.get(p.name);
       if (g === undefined) continue; // no gradient reached it this step
-      updates.push({ p: p.variable, g, m: this.m.get(p.name)!, v: this.v.get(p.name)!, scalars: scalars(decay(p.name)) });
+      updates.push({ p: p.variable, g, m: this.m.get(p.name)!, v: this.v.get(p.name)!, scalars: scalars(decays(p.name)) });
     }
     return adamwUpdate(updates, [...grads.values()], maxNorm, gate);
   }
@@ -88,16 +86,19 @@ export class AdamW {
    * a replayed step writes them without running `apply`).
    */
   private noteStepValues(lr: number, t: number, maxNorm: number): void {
-    const { beta1, beta2, eps, weightDecay } = this.opts;
-    const variant = this.opts.variant ?? 'torch';
-    const at = (stepLr: number, stepT: number, decayed: boolean): AdamWStepScalars =>
-      stepScalars(variant, { lr: stepLr, t: stepT, beta1, beta2, eps, maxNorm })(decayed && weightDecay > 0 ? 1 - stepLr * weightDecay : 1);
     for (const decayed of [false, true]) {
-      const s = at(lr, t, decayed);
+      const s = this.scalarsAt(lr, t, maxNorm)(decayed);
       for (const field of ['stepSize', 'bc2Sqrt', 'decay'] as const) {
-        noteStepValue(`adamw.${field}.${decayed ? 'decayed' : 'plain'}`, s[field], 'f32', (r: StepRoots) => at(r.lr, r.t, decayed)[field]);
+        noteStepValue(`adamw.${field}.${decayed ? 'decayed' : 'plain'}`, s[field], 'f32', (r: StepRoots) => this.scalarsAt(r.lr, r.t, maxNorm)(decayed)[field]);
       }
     }
+  }
+
+  /** The update scalars at `lr` and step `t`, for a parameter with weight decay (`decayed`) or without. */
+  private scalarsAt(lr: number, t: number, maxNorm: number): (decayed: boolean) => AdamWStepScalars {
+    const { beta1, beta2, eps, weightDecay } = this.opts;
+    const scalars = stepScalars(this.opts.variant ?? 'torch', { lr, t, beta1, beta2, eps, maxNorm });
+    return (decayed) => scalars(decayed && weightDecay > 0 ? 1 - lr * weightDecay : 1);
   }
 
   /** The last `apply` was gated off (its gate was not finite): it does not count as a step (bias correction). */

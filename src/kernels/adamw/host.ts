@@ -30,7 +30,7 @@
 import { heapMemory, heapOffset, heapView, type CpuBackend, type WasmBackend } from '../platform/hostBackend.js';
 import { tf } from '../../model/tf.js';
 import { kernelOn, registerOp } from '../registry.js';
-import { ADAMW_KERNEL, assertFloat32, CLIP_EPS, GRAD_NORM_KERNEL, type AdamWStepScalars, type InPlaceUpdate } from './scalars.js';
+import { ADAMW_KERNEL, assertFloat32, CLIP_EPS, GRAD_NORM_KERNEL, inPlaceTensorsAllow, type AdamWStepScalars, type InPlaceUpdate } from './scalars.js';
 import { simdFor, SIMD_LANES, type AdamWSimd } from './simd.js';
 
 type KernelFunc = tf.KernelConfig['kernelFunc'];
@@ -183,11 +183,9 @@ const cpuAdamW: KernelFunc = ({ inputs, backend, attrs }) => {
  */
 export function canUpdateInPlaceCpu(p: tf.Tensor, g: tf.Tensor, m: tf.Tensor, v: tf.Tensor, gate?: tf.Scalar): boolean {
   if (tf.getBackend() !== 'cpu' || !kernelOn(ADAMW_KERNEL)) return false;
+  if (!inPlaceTensorsAllow(p, g, m, v, gate)) return false;
   const b = tf.backend() as unknown as CpuBackend;
   const xs = [p, g, m, v];
-  if (p.size === 0 || xs.some((x) => x.dtype !== 'float32' || x.size !== p.size)) return false;
-  if (new Set(xs.map((x) => x.dataId)).size !== xs.length) return false;
-  if (gate !== undefined && (gate.dtype !== 'float32' || gate.size !== 1 || [p, m, v].some((x) => x.dataId === gate.dataId))) return false;
   const arrays = xs.map((x) => b.data.get(x.dataId).values);
   if (new Set(arrays).size !== xs.length) return false;
   return [p, m, v].every((x, k) => {

@@ -34,3 +34,15 @@ export interface InPlaceUpdate {
   v: tf.Variable;
   scalars: AdamWStepScalars;
 }
+
+/**
+ * What an in-place update needs of its tensors on any backend: p, g, m and v float32 with the same non-zero element
+ * count and four different dataIds; a gate one float32 apart from p, m and v. The backend's own conditions (who holds
+ * the data) come on top (webgpu.ts canUpdateInPlace, host.ts canUpdateInPlaceCpu).
+ */
+export function inPlaceTensorsAllow(p: tf.Tensor, g: tf.Tensor, m: tf.Tensor, v: tf.Tensor, gate?: tf.Scalar): boolean {
+  const xs = [p, g, m, v];
+  if (p.size === 0 || xs.some((x) => x.dtype !== 'float32' || x.size !== p.size)) return false;
+  if (new Set(xs.map((x) => x.dataId)).size !== xs.length) return false;
+  return gate === undefined || (gate.dtype === 'float32' && gate.size === 1 && [p, m, v].every((x) => x.dataId !== gate.dataId));
+}

@@ -28,7 +28,7 @@ import type { WebGPUBackend, WebGPUProgram } from '@tensorflow/tfjs-backend-webg
 import { tf } from '../../model/tf.js';
 import { kernelOn, registerOp } from '../registry.js';
 import { bindGroupFor, bufferOf, internalsOf, recordDispatches, workgroupSumWgsl } from '../platform/webgpuPrograms.js';
-import { assertFloat32, CLIP_EPS, GRAD_NORM_KERNEL, type InPlaceUpdate } from './scalars.js';
+import { assertFloat32, CLIP_EPS, GRAD_NORM_KERNEL, inPlaceTensorsAllow, type InPlaceUpdate } from './scalars.js';
 
 type KernelFunc = tf.KernelConfig['kernelFunc'];
 
@@ -149,11 +149,8 @@ function pipelineFor(device: GPUDevice, k: number): Pipeline {
  */
 export function canUpdateInPlace(p: tf.Tensor, g: tf.Tensor, m: tf.Tensor, v: tf.Tensor, gate?: tf.Scalar): boolean {
   if (tf.getBackend() !== 'webgpu' || !kernelOn(GRAD_NORM_KERNEL)) return false; // the kernels registered: internals checked
+  if (!inPlaceTensorsAllow(p, g, m, v, gate)) return false;
   const b = internalsOf(tf.backend());
-  const xs = [p, g, m, v];
-  if (p.size === 0 || xs.some((x) => x.dtype !== 'float32' || x.size !== p.size)) return false;
-  if (new Set(xs.map((x) => x.dataId)).size !== xs.length) return false;
-  if (gate !== undefined && (gate.dtype !== 'float32' || gate.size !== 1 || [p, m, v].some((x) => x.dataId === gate.dataId))) return false;
   return [p, m, v].every((x) => b.tensorMap.get(x.dataId)?.refCount === 1);
 }
 
