@@ -275,7 +275,7 @@ async function embedThroughput(model: BertModel, sz: (typeof SIZES)[SizeName], c
     const v = tf.tidy(() => {
       const inputIds = tf.tensor2d(ids, undefined, 'int32');
       const attentionMask = tf.onesLike(inputIds) as tf.Tensor2D;
-      return pool(model.forward({ inputIds, attentionMask }).lastHiddenState, attentionMask, 'cls_before_pooler');
+      return pool(model.forward({ inputIds, attentionMask }, { firstTokenOnly: true }).lastHiddenState, attentionMask, 'cls_before_pooler');
     });
     await v.data();
     v.dispose();

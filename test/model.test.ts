@@ -136,6 +136,42 @@ describe('training mode', { skip: SKIP_NO_SHARED }, () => {
     tf.dispose([x!, y!, z!]);
   });
 
+  it('firstTokenOnly: the [CLS] rows, every attention map and every gradient equal the full pass, dropout on', () => {
+    const batch = pre.tokenizer.encodeBatch(['a man is playing a guitar .', 'two dogs run', 'hello', 'the quick brown fox jumps over the lazy dog']);
+    const model = pre.model;
+    const L = model.config.numHiddenLayers;
+    const inputs = { inputIds: tf.tensor2d(batch.inputIds, undefined, 'int32'), attentionMask: tf.tensor2d(batch.attentionMask, undefined, 'int32') };
+    const [B, T] = inputs.inputIds.shape;
+    const H = model.config.hiddenSize;
+    const heads = model.config.numAttentionHeads;
+    // A loss reading the [CLS] rows and the last two layers' attention maps (as miCSE's InfoNCE and AMI do).
+    const rCls = tf.randomNormal([B, 1, H], 0, 1, 'float32', 11);
+    const rAttn = tf.randomNormal([B, heads, T, T], 0, 1, 'float32', 12);
+    const run = (firstTokenOnly: boolean) => {
+      let kept: tf.Tensor[] = [];
+      const { value, grads } = tf.variableGrads(() => {
+        const o = model.forward(inputs, { training: true, outputAttentions: true, dropoutSeed: 5, hiddenDropoutProb: 0.1, attentionProbsDropoutProb: 0.1, firstTokenOnly });
+        const cls = o.lastHiddenState.slice([0, 0, 0], [B, 1, H]);
+        kept = [tf.keep(cls), ...o.attentions!.map((a) => tf.keep(a))];
+        return tf.addN([tf.sum(tf.mul(cls, rCls)), tf.sum(tf.mul(o.attentions![L - 1]!, rAttn)), tf.sum(tf.mul(o.attentions![L - 2]!, rAttn))]) as tf.Scalar;
+      }, model.trainableVariables());
+      return { value, grads, kept };
+    };
+    const full = run(false);
+    const first = run(true);
+    const maxDiff = (a: tf.Tensor, b: tf.Tensor) => tf.tidy(() => tf.max(tf.abs(tf.sub(a, b))).dataSync()[0]!);
+    const scaleOf = (a: tf.Tensor) => tf.tidy(() => tf.max(tf.abs(a)).dataSync()[0]!);
+    assert.ok(maxDiff(full.value, first.value) <= 1e-5 * Math.max(1, Math.abs(full.value.dataSync()[0]!)), 'loss');
+    full.kept.forEach((t, i) => assert.ok(maxDiff(t, first.kept[i]!) <= 1e-6 * Math.max(1, scaleOf(t)), i === 0 ? '[CLS] rows' : `attention map ${i - 1}`));
+    assert.deepEqual(Object.keys(first.grads).sort(), Object.keys(full.grads).sort());
+    for (const name of Object.keys(full.grads)) {
+      const g = full.grads[name]!;
+      assert.ok(maxDiff(g, first.grads[name]!) <= 1e-5 * Math.max(1e-3, scaleOf(g)), `gradient of ${name}: max |diff| ${maxDiff(g, first.grads[name]!)} at scale ${scaleOf(g)}`);
+    }
+    // A wrong dropout index in the [CLS]-only layer would move the [CLS] rows: the check above sees it, since the masks differ per seed.
+    tf.dispose([full.value, first.value, ...full.kept, ...first.kept, ...Object.values(full.grads), ...Object.values(first.grads), rCls, rAttn, inputs.inputIds, inputs.attentionMask]);
+  });
+
   it('tf.memory().numTensors is unchanged across 20 forward passes after the first', () => {
     const batch = pre.tokenizer.encodeBatch(['a man is playing a guitar .', 'two dogs run']);
     const step = () => tf.tidy(() => {

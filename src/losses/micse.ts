@@ -213,7 +213,8 @@ export function micseLoss(model: MicseEncoder, batch: MicseBatch, config: MicseC
   const head = config.head ?? null;
   const lambda = c.style === 'simcse' ? 0 : c.lambda;
   const wantAttentions = c.style === 'micse';
-  const fwdBase: ForwardOptions = { training: config.training ?? true, outputAttentions: wantAttentions };
+  // Both poolers read the [CLS] rows only, so the last layer computes no others (bert.ts firstTokenOnly).
+  const fwdBase: ForwardOptions = { training: config.training ?? true, outputAttentions: wantAttentions, firstTokenOnly: true };
   if (config.hiddenDropoutProb !== undefined) fwdBase.hiddenDropoutProb = config.hiddenDropoutProb;
   if (config.attentionProbsDropoutProb !== undefined) fwdBase.attentionProbsDropoutProb = config.attentionProbsDropoutProb;
   if (config.f16Products === true) fwdBase.f16Products = true;
@@ -225,7 +226,7 @@ export function micseLoss(model: MicseEncoder, batch: MicseBatch, config: MicseC
     return all.slice(c.minLayer, c.maxLayer); // each [N, heads, T, T]
   };
   const embed = (hidden: tf.Tensor3D, mask: tf.Tensor2D): tf.Tensor2D => {
-    const pooled = pool(hidden, mask, 'cls_before_pooler'); // [N, H]
+    const pooled = pool(hidden, mask, 'cls_before_pooler'); // [N, 1, H] -> [N, H]
     return c.pooler === 'cls' ? head!.apply(pooled) : pooled; // [N, H]
   };
 

@@ -8,6 +8,14 @@
  *     x = LayerNorm(x + dropout(dense(gelu(dense(x)))))
  *   return x                                                        <- last_hidden_state
  *
+ * With `firstTokenOnly` (every [CLS] pooler: training, and embeddings of `cls_before_pooler`) the last layer goes on
+ * past its attention with the [CLS] rows only: nothing reads the other rows of last_hidden_state, so their output
+ * projection, feed-forward product and GELU are not computed. The [CLS] rows are the same numbers as the full pass's,
+ * dropout masks included: the two residual LayerNorms still take the whole [B, T, H] (the rows apart from [CLS]
+ * padded with zeros), so every dropout element keeps its flat index, and thus its bit. The attention of the last
+ * layer (which the AMI reads) is computed whole. The gradients are the full pass's: there the rows apart from [CLS]
+ * get zero gradient from the loss.
+ *
  * Weights live in one Map keyed by Hugging Face names (see weights.ts); Linear weights are held as [in, out]. A
  * layer's query, key and value projections are one variable, `encoder.layer.N.attention.self.qkv.weight` [H, 3H]
  * (and `.bias` [3H]), q, k and v side by side: one product instead of three forward and backward (and one AdamW
@@ -49,10 +57,15 @@ export interface ForwardOptions {
   attentionProbsDropoutProb?: number;
   /** The dense products take float16 inputs: x and W rounded to float16, and so their gradients (kernels/f16). Default false. */
   f16Products?: boolean;
+  /**
+   * Only the first token's ([CLS]) row of last_hidden_state is wanted: the last layer past its attention runs on
+   * that row (see the module comment), and `lastHiddenState` is [B, 1, H]. Default false.
+   */
+  firstTokenOnly?: boolean;
 }
 
 export interface BertOutput {
-  /** [B, T, H] */
+  /** [B, T, H]; [B, 1, H], the [CLS] rows, with `firstTokenOnly` */
   lastHiddenState: tf.Tensor3D;
   /** per layer [B, heads, T, T] (query rows, key columns) */
   attentions?: tf.Tensor4D[];
@@ -292,6 +305,15 @@ export class BertModel {
       const { context, probs } = selfAttention(qkv, maskAdd, { heads: nh, scale, rate: pAttn, seed: nextSiteSeed() });
       if (opts.outputAttentions === true) attentions.push(probs);
       // x = LayerNorm(dropout(dense) + x), one kernel on webgpu (kernels/layerNorm); the dropout takes the next site's seed
+      if (opts.firstTokenOnly === true && i === c.numHiddenLayers - 1) {
+        // The [CLS] rows only from here (module comment); rows apart from [CLS] enter the LayerNorms as zeros.
+        const attnOut = this.dense(firstRows(context), `${p}.attention.output.dense`, f16); // [B, 1, H]
+        x = this.addLayerNorm(padRows(attnOut, T), x, `${p}.attention.output.LayerNorm`, { rate: pHidden, seed: nextSiteSeed() }); // [B, T, H]
+        const inter = this.intermediate(firstRows(x), `${p}.intermediate.dense`, f16); // [B, 1, I]
+        const out = this.dense(inter, `${p}.output.dense`, f16); // [B, 1, H]
+        x = firstRows(this.addLayerNorm(padRows(out, T), x, `${p}.output.LayerNorm`, { rate: pHidden, seed: nextSiteSeed() })); // [B, 1, H]
+        break;
+      }
       const attnOut = this.dense(context, `${p}.attention.output.dense`, f16); // [B, T, H]
       x = this.addLayerNorm(attnOut, x, `${p}.attention.output.LayerNorm`, { rate: pHidden, seed: nextSiteSeed() });
       const inter = this.intermediate(x, `${p}.intermediate.dense`, f16); // [B, T, I]
@@ -307,6 +329,17 @@ export class BertModel {
     for (const v of this.weights.values()) v.dispose();
     this.weights.clear();
   }
+}
+
+/** The first token's row of every sequence: [B, T, H] -> [B, 1, H]. */
+function firstRows(x: tf.Tensor): tf.Tensor3D {
+  const [B, , H] = x.shape as [number, number, number];
+  return x.slice([0, 0, 0], [B, 1, H]) as tf.Tensor3D;
+}
+
+/** [B, 1, H] -> [B, T, H], zeros in the rows after the first. */
+function padRows(x: tf.Tensor, T: number): tf.Tensor3D {
+  return tf.pad(x as tf.Tensor3D, [[0, 0], [0, T - 1], [0, 0]]);
 }
 
 function initTensor(spec: WeightSpec, c: BertConfig, seed: number): tf.Tensor {

@@ -38,7 +38,7 @@ export async function embed(model: BertModel, tokenizer: BertTokenizer, sentence
     const vectors = tf.tidy(() => {
       const inputIds = tf.tensor2d(batch.inputIds, undefined, 'int32');
       const attentionMask = tf.tensor2d(batch.attentionMask, undefined, 'int32');
-      const { lastHiddenState } = model.forward({ inputIds, attentionMask }, { training: false });
+      const { lastHiddenState } = model.forward({ inputIds, attentionMask }, { training: false, firstTokenOnly: pooler === 'cls_before_pooler' });
       return pool(lastHiddenState, attentionMask, pooler);
     });
     const data = (await vectors.array()) as number[][];
