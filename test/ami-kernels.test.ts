@@ -1,6 +1,6 @@
 /**
  * kernels/ami: the WebGPU attention MI against the stock-op path on the cpu backend (skipped with the reason
- * where no WebGPU adapter exists). The draw must give the same positions in the same order as seededUniform + where
+ * where no WebGPU adapter exists), and the host kernels (cpu, wasm) against the same stock ops. The draw must give the same positions in the same order as seededUniform + where
  * + tf.topk on cpu (rows with fewer valid positions than samples, empty and full rows, equal keys split by the
  * selection and ordered by index); the AMI value and `drawn` must agree within 1e-5 (relative; the gradient within
  * GRAD_TOL) on padded softmax attentions in the main regime, the fallback regime (with an empty row) and above the
@@ -10,6 +10,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { attentionMutualInformation, rankSamplePositions } from '../src/losses/attentionMI.js';
 import { AMI_DRAW_MAX_SAMPLES } from '../src/kernels/ami/index.js';
+import { withComposedOps } from '../src/kernels/registry.js';
 import { selectBackend } from '../src/model/backend.js';
 import { uniformArray } from '../src/kernels/dropout/index.js';
 import { tf } from '../src/model/tf.js';
@@ -137,17 +138,19 @@ function scaledDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   return scale > 0 ? m / scale : m;
 }
 
+/** The value/gradient cases, each run on every backend with the AMI kernels. */
+const cases: { name: string; shape: [number, number, number, number, number]; targetSamples: number; emptyRow: boolean; drawn: [number, number] }[] = [
+  // R = 2*3*4 = 24 rows, N = 2*64 = 128: unpadded sentences' rows (128 valid) are full
+  { name: 'main regime', shape: [8, 4, 3, 8, 8], targetSamples: 100, emptyRow: false, drawn: [6, 100] },
+  // no row has 300: every non-empty row, min count (sentence 3: 5 tokens, 2 * 25 valid) samples each
+  { name: 'fallback regime with an empty row', shape: [8, 4, 3, 8, 8], targetSamples: 300, emptyRow: true, drawn: [23, 50] },
+  // N = 576 columns: several columns per thread; one row drawn per (sentence, head, parity)
+  { name: 'main regime, T = 24', shape: [4, 2, 2, 24, 24], targetSamples: 150, emptyRow: false, drawn: [8, 150] },
+  // S = 1100 > AMI_DRAW_MAX_SAMPLES: the stock ops on webgpu too (sentence 0's 2 rows of 1152 valid are full)
+  { name: 'above the draw kernel limit', shape: [4, 4, 1, 24, 24], targetSamples: 1100, emptyRow: false, drawn: [2, 1100] },
+];
+
 describe('webgpu AMI value, drawn and gradient match the cpu stock ops', { skip: SKIP }, () => {
-  const cases: { name: string; shape: [number, number, number, number, number]; targetSamples: number; emptyRow: boolean; drawn: [number, number] }[] = [
-    // R = 2*3*4 = 24 rows, N = 2*64 = 128: unpadded sentences' rows (128 valid) are full
-    { name: 'main regime', shape: [8, 4, 3, 8, 8], targetSamples: 100, emptyRow: false, drawn: [6, 100] },
-    // no row has 300: every non-empty row, min count (sentence 3: 5 tokens, 2 * 25 valid) samples each
-    { name: 'fallback regime with an empty row', shape: [8, 4, 3, 8, 8], targetSamples: 300, emptyRow: true, drawn: [23, 50] },
-    // N = 576 columns: several columns per thread; one row drawn per (sentence, head, parity)
-    { name: 'main regime, T = 24', shape: [4, 2, 2, 24, 24], targetSamples: 150, emptyRow: false, drawn: [8, 150] },
-    // S = 1100 > AMI_DRAW_MAX_SAMPLES: the stock ops on webgpu too (sentence 0's 2 rows of 1152 valid are full)
-    { name: 'above the draw kernel limit', shape: [4, 4, 1, 24, 24], targetSamples: 1100, emptyRow: false, drawn: [2, 1100] },
-  ];
   for (const c of cases) {
     test(`${c.name}: [${c.shape}], targetSamples ${c.targetSamples}`, async () => {
       const values = await paddedAttentions(c.shape, c.emptyRow);
@@ -191,3 +194,80 @@ describe('webgpu AMI value, drawn and gradient match the cpu stock ops', { skip:
     }
   });
 });
+
+/**
+ * `f` (synchronous: every op runs inside it) with the AMI kernels on `backend`, and by the composed stock ops on cpu
+ * (the reference), the tensor count checked stable on `backend`.
+ */
+async function hostAndComposed<T>(backend: 'cpu' | 'wasm', f: () => T): Promise<{ kernels: T; composed: T }> {
+  await selectBackend('cpu');
+  const composed = withComposedOps(f);
+  await selectBackend(backend);
+  const before = tf.memory().numTensors;
+  const kernels = f();
+  assert.equal(tf.memory().numTensors, before, `no tensor leaks on ${backend}`);
+  await selectBackend('cpu');
+  return { kernels, composed };
+}
+
+function rankedSync(valid: boolean[][], samples: number, seed: number): number[] {
+  return tf.tidy(() => Array.from(rankSamplePositions(tf.tensor2d(valid.map((row) => row.map((b) => (b ? 1 : 0))), undefined, 'bool'), samples, seed).dataSync()));
+}
+
+for (const backend of ['cpu', 'wasm'] as const) {
+  describe(`${backend} AMI kernels: the draw, value, drawn and gradient of the stock ops`, () => {
+    test('draw: partial, empty and full rows; samples 1, some, all valid, N; equal keys split and ordered by index', async () => {
+      const N = 700;
+      const u = seededValues(5 * N, 3);
+      const valid = [
+        Array.from({ length: N }, (_, c) => u[c]! > 0.2),
+        Array.from({ length: N }, () => false),
+        Array.from({ length: N }, () => true),
+        Array.from({ length: N }, (_, c) => u[N + c]! > 0.9),
+        Array.from({ length: N }, (_, c) => c % 3 === 0),
+      ];
+      for (const samples of [1, 40, 150, N]) {
+        if (samples > AMI_DRAW_MAX_SAMPLES) continue;
+        const { kernels, composed } = await hostAndComposed(backend, () => rankedSync(valid, samples, 17));
+        assert.deepEqual(kernels, composed, `samples ${samples}`);
+      }
+      const wide = Array.from({ length: 3 }, (_, r) => Array.from({ length: 4096 }, (_, c) => (c + r) % 7 !== 0));
+      const { seed, p } = findTie(wide, AMI_DRAW_MAX_SAMPLES);
+      for (const samples of [p + 1, p + 2]) {
+        const { kernels, composed } = await hostAndComposed(backend, () => rankedSync(wide, samples, seed));
+        assert.deepEqual(kernels, composed, `samples ${samples} (tie at ranks ${p}, ${p + 1}), seed ${seed}`);
+      }
+    });
+
+    for (const c of cases) {
+      test(`${c.name}: [${c.shape}], targetSamples ${c.targetSamples}`, async () => {
+        const values = await paddedAttentions(c.shape, c.emptyRow);
+        const { kernels, composed } = await hostAndComposed(backend, () => tf.tidy(() => {
+          const att = tf.tensor(values, c.shape);
+          const opts = { ...AMI_DEFAULTS, targetSamples: c.targetSamples, seed: 41 };
+          const r = attentionMutualInformation(att, opts);
+          const g = tf.grad((a: tf.Tensor) => attentionMutualInformation(a, opts).value)(att);
+          return { value: r.value.dataSync()[0]!, drawn: Array.from(r.drawn.dataSync()), grad: g.dataSync() as Float32Array };
+        }));
+        assert.deepEqual(composed.drawn, c.drawn, 'stock rows and samples');
+        assert.deepEqual(kernels.drawn, composed.drawn, 'rows and samples');
+        assert.ok(composed.value !== 0, 'a non-trivial value');
+        assert.ok(Math.abs(kernels.value - composed.value) <= TOL * Math.abs(composed.value), `value ${kernels.value} vs ${composed.value}`);
+        assert.ok(scaledDiff(kernels.grad, composed.grad) <= GRAD_TOL, `gradient: ${scaledDiff(kernels.grad, composed.grad)}`);
+      });
+    }
+
+    test('nothing to draw (all zero) and a non-finite input: 0 and nanValue, as the stock ops', async () => {
+      const { kernels, composed } = await hostAndComposed(backend, () => tf.tidy(() => {
+        const zeros = tf.zeros([4, 2, 2, 4, 4]);
+        const inf = tf.concat([tf.fill([1, 2, 2, 4, 4], Infinity), tf.fill([3, 2, 2, 4, 4], 0.25)]);
+        const z = attentionMutualInformation(zeros, { ...AMI_DEFAULTS, seed: 1 });
+        const gz = tf.grad((a: tf.Tensor) => attentionMutualInformation(a, { ...AMI_DEFAULTS, seed: 1 }).value)(zeros);
+        const n = attentionMutualInformation(inf, { ...AMI_DEFAULTS, seed: 1, nanValue: 42 });
+        return [z.value.dataSync()[0], Array.from(z.drawn.dataSync()), Array.from(gz.dataSync()).every((v) => v === 0), n.value.dataSync()[0]];
+      }));
+      assert.deepEqual(composed, [0, [0, 0], true, 42]);
+      assert.deepEqual(kernels, composed);
+    });
+  });
+}

@@ -17,6 +17,7 @@
  */
 import { registerAdamWHost } from './adamw/host.js';
 import { registerAdamWWebgpu } from './adamw/webgpu.js';
+import { registerAmiHost } from './ami/host.js';
 import { registerAmiWebgpu } from './ami/webgpu.js';
 import { registerAttentionHost } from './attention/host.js';
 import { registerAttentionWebgpu } from './attention/webgpu.js';
@@ -48,7 +49,7 @@ const OPS: readonly ((backendName: string) => void)[] = [
   registerDenseHost, registerDenseWebgpu,
   registerGemmWebgpu,
   registerInfoNCEWebgpu,
-  registerAmiWebgpu,
+  registerAmiHost, registerAmiWebgpu,
   registerAdamWHost, registerAdamWWebgpu,
   registerF16Host, registerF16Webgpu,
 ];

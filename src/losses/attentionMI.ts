@@ -51,14 +51,12 @@
  * permutation invariant. Pinning the draw (`sampleIndices`, for tests and reference comparisons) is the one path
  * that reads the row filter on the host.
  *
- * WebGPU: where its kernels are registered (kernels/ami), the term is 6 dispatches forward and 1 backward
- * straight from `attentions` (row counts, row plan, draw, per-row MI, value, `drawn`; the gradient written into
- * d attentions directly) instead of ~250 stock kernels: the same draw (positions and order) and the same
- * arithmetic within float32 rounding. Pinned draws, S > AMI_DRAW_MAX_SAMPLES and rhoEps 0 take the stock ops, as
- * every other backend does (cpu and wasm results are those of the ops below, unchanged).
- *
- * Cost: on the pure-JS `cpu` backend the regrouping transpose is slow at bert-base sizes (seconds a pass), small
- * next to the encoder on that backend. The gather gradients need an UnsortedSegmentSum kernel (kernels/stock registers a scatter-add on cpu and wasm).
+ * Kernels: where the backend has the AMI kernels (kernels/ami: webgpu, cpu, wasm), the term is 6 kernels forward
+ * and 1 backward straight from `attentions` (row counts, row plan, draw, per-row MI, value, `drawn`; the gradient
+ * written into d attentions directly) instead of ~250 stock kernels: the same draw (positions and order) and the
+ * same arithmetic within float32 rounding. Pinned draws, S > AMI_DRAW_MAX_SAMPLES and rhoEps 0 take the stock ops
+ * below, as every other backend does. Their gather gradients need an UnsortedSegmentSum kernel (kernels/stock
+ * registers a scatter-add on cpu and wasm).
  */
 import { attentionMI, drawPositions } from '../kernels/ami/index.js';
 import { freshSeed } from '../kernels/dropout/index.js';

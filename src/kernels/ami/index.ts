@@ -1,7 +1,7 @@
 /**
  * The attention MI (AMI) ops of the miCSE regulariser (the method: src/losses/attentionMI.ts), each running the AMI
- * kernels where the backend has them (webgpu.ts: the whole term in 6 dispatches forward and 1 backward) and the stock
- * ops elsewhere:
+ * kernels where the backend has them (webgpu.ts: the whole term in 6 dispatches forward and 1 backward; host.ts: the
+ * same kernels as loops on cpu and wasm) and the stock ops elsewhere:
  *   drawPositions(valid [R, N], samples, seed) -> int32 [R, samples]   the seeded uniform draw among valid positions
  *   attentionMI(attentions [2B, L, H, T, T], args, composed) -> [value [], drawn [2]]   the whole term; `composed` is
  *     the method's own stock ops, run where the kernels do not take the arguments
@@ -11,7 +11,7 @@ import { detached, tf } from '../../model/tf.js';
 import { seededUniform } from '../dropout/index.js';
 import { kernelOn } from '../registry.js';
 
-/** The kernels' names (registered by the backend files: webgpu.ts). */
+/** The kernels' names (registered by the backend files: webgpu.ts, host.ts). */
 export const COUNTS = 'MicseAmiCounts';
 export const PLAN = 'MicseAmiPlan';
 export const DRAW = 'MicseAmiDraw';

@@ -59,7 +59,12 @@ export function seedKeys(seed: number): [number, number] {
 
 /** The uniform at flat index `i` for keys `[k1, k2]`. */
 export function uniformAt(i: number, k1: number, k2: number): number {
-  return (mix32((mix32((i ^ k1) >>> 0) ^ k2) >>> 0) >>> 8) * INV_2_24;
+  return uniformBitsAt(i, k1, k2) * INV_2_24;
+}
+
+/** The 24-bit integer behind the uniform at flat index `i` (uniformAt * 2^24, the same order). */
+export function uniformBitsAt(i: number, k1: number, k2: number): number {
+  return mix32((mix32((i ^ k1) >>> 0) ^ k2) >>> 0) >>> 8;
 }
 
 /** `n` uniforms in [0, 1) of `seed` on the host: the numbers every backend's kernel computes. */
