@@ -21,8 +21,9 @@
  * On cpu without wasm SIMD every step is rounded to float32 (Math.fround); otherwise a WebAssembly SIMD loop
  * (kernels/adamw/simd.ts) does the same float32 operations four lanes at a time, directly on the wasm backend's heap, and on
  * chunks copied through a private staging memory for cpu's JS arrays. Either way the update equals the
- * stock kernels' composite bit for bit. The norm sums the float32 squares of each gradient in double (on wasm in
- * four double lanes) and the per-gradient sums in float32, as the cpu Sum and AddN kernels do; the stock wasm Sum
+ * stock kernels' composite bit for bit. The norm sums the float32 squares of each gradient in double (where wasm SIMD
+ * runs in four double lanes: on wasm's heap, and through the staging memory on cpu) and the per-gradient sums in
+ * float32, as the cpu Sum and AddN kernels do (their one double accumulator may round differently); the stock wasm Sum
  * accumulates in float32, so there the norms differ by its rounding. webgpu differs from its stock kernels by
  * float rounding only (the norm's summation order; a GPU compiler may fuse a multiply-add); so does the in-place
  * update of kernels/adamw/webgpu.ts, which follows the same order.
@@ -95,7 +96,9 @@ const cpuGradNorm: KernelFunc = ({ inputs, backend }) => {
   const b = backend as unknown as CpuBackend;
   const grads = Object.values(inputs) as tf.TensorInfo[];
   assertFloat32(GRAD_NORM_KERNEL, grads);
-  const norm = gradNormHost(grads.map((g) => b.data.get(g.dataId).values as Float32Array));
+  const arrays = grads.map((g) => b.data.get(g.dataId).values as Float32Array);
+  const stage = cpuStaging();
+  const norm = stage === null ? gradNormHost(arrays) : normFromSums(arrays.map((g) => sumSquaresStaged(stage, g)));
   return b.makeTensorInfo([], 'float32', Float32Array.of(norm));
 };
 
@@ -144,6 +147,21 @@ function adamwStaged(stage: CpuStage, ins: readonly Float32Array[], norm: number
   const [p, g, m, v] = ins.map((a) => a.subarray(whole)) as [Float32Array, Float32Array, Float32Array, Float32Array];
   const [po, mo, vo] = outs.map((a) => a.subarray(whole)) as [Float32Array, Float32Array, Float32Array];
   adamwHost(p, g, m, v, norm, s, po, mo, vo);
+}
+
+/**
+ * sumSquares four lanes at a time (the wasm norm's loop, four double accumulators): chunks of g copied into the
+ * staging memory; the rest (n % 4) by sumSquares.
+ */
+function sumSquaresStaged(stage: CpuStage, g: Float32Array): number {
+  const whole = g.length - (g.length % SIMD_LANES);
+  let sum = 0;
+  for (let off = 0; off < whole; off += CPU_STAGE_CHUNK) {
+    const len = Math.min(CPU_STAGE_CHUNK, whole - off);
+    stage.f32.set(g.subarray(off, off + len), 0);
+    sum += stage.simd.sumsq(0, len / SIMD_LANES);
+  }
+  return sum + sumSquares(g.subarray(whole));
 }
 
 /** adamwHost's update of ins = [p, g, m, v] into outs = [p', m', v'] (which may be p, m, v), staged where wasm SIMD runs. */
