@@ -11,16 +11,24 @@ export type KernelsByBackend = Readonly<Record<string, Readonly<Record<string, t
 /**
  * Registers `byBackend[backendName]`'s kernels, skipping names already registered there (the registry is global
  * to the engine: a second call, or a bundle evaluated beside the sources, leaves the first registration alone), and
- * `gradients` (each unless its kernel has one already). A backend the op has no kernels for gets none.
+ * `gradients` (each unless its kernel has one already). A backend the op has no kernels for gets none. With `when`,
+ * the kernels run only while it holds (`kernelOn`): for kernels that need something loaded at run time.
  */
-export function registerOp(backendName: string, byBackend: KernelsByBackend, gradients: readonly tf.GradConfig[] = []): void {
+export function registerOp(backendName: string, byBackend: KernelsByBackend, gradients: readonly tf.GradConfig[] = [],
+  when?: () => boolean): void {
   const kernels = byBackend[backendName];
   if (kernels === undefined) return;
   for (const [kernelName, kernelFunc] of Object.entries(kernels)) {
-    if (tf.getKernel(kernelName, backendName) === undefined) tf.registerKernel({ kernelName, backendName, kernelFunc });
+    if (tf.getKernel(kernelName, backendName) !== undefined) continue;
+    tf.registerKernel({ kernelName, backendName, kernelFunc });
+    if (when !== undefined) conditions.set(conditionKey(kernelName, backendName), when);
   }
   for (const g of gradients) if (tf.getGradient(g.kernelName) === undefined) tf.registerGradient(g);
 }
+
+/** The `when` of kernels registered with one, by conditionKey. */
+const conditions = new Map<string, () => boolean>();
+const conditionKey = (kernelName: string, backendName: string): string => `${kernelName}/${backendName}`;
 
 /** Whether the ops are held to their composed ops (inside `withComposedOps`). */
 let composedOnly = false;
@@ -40,9 +48,12 @@ export function withComposedOps<T>(f: () => T): T {
 }
 
 /**
- * Whether the op's kernel `kernelName` runs here: registered on the active backend, every input float32, and not
- * inside `withComposedOps`.
+ * Whether the op's kernel `kernelName` runs here: registered on the active backend (and its `when` holding, where it
+ * was registered with one), every input float32, and not inside `withComposedOps`.
  */
 export function kernelOn(kernelName: string, ...xs: tf.TensorInfo[]): boolean {
-  return !composedOnly && tf.getKernel(kernelName, tf.getBackend()) !== undefined && xs.every((x) => x.dtype === 'float32');
+  if (composedOnly || !xs.every((x) => x.dtype === 'float32')) return false;
+  const backendName = tf.getBackend();
+  if (tf.getKernel(kernelName, backendName) === undefined) return false;
+  return conditions.get(conditionKey(kernelName, backendName))?.() ?? true;
 }

@@ -105,6 +105,17 @@ function openLibrary(koffi: Koffi, file: string): Library {
   return loaded;
 }
 
+/**
+ * One operand of `Cblas.gemmGrid`: its block of grid entry (i, j) starts at element `offset + i * step[0] + j *
+ * step[1]` of `data`, its rows `ld` elements apart (a head's rows inside a packed [B, T, 3H] array: ld = 3H).
+ */
+export interface GridOperand {
+  data: Float32Array;
+  offset: number;
+  ld: number;
+  step: readonly [number, number];
+}
+
 /** c = op(a) @ op(b) over a broadcast batch, on the system's CBLAS. */
 export class Cblas implements HostGemm {
   private constructor(private readonly lib: Library, readonly threads: number) {}
@@ -158,11 +169,7 @@ export class Cblas implements HostGemm {
       out.fill(0);
       return;
     }
-    const lib = this.lib;
-    if (lib.threads !== this.threads && lib.setThreads !== null) {
-      lib.setThreads(this.threads);
-      lib.threads = this.threads;
-    }
+    const lib = this.libraryWithThreads();
     const ta = transA ? TRANS : NO_TRANS;
     const tb = transB ? TRANS : NO_TRANS;
     if (batch === 1 && M === 1) {
@@ -180,6 +187,53 @@ export class Cblas implements HostGemm {
     for (let i = 0; i < batch; i++) {
       lib.sgemm(ROW_MAJOR, ta, tb, M, N, K, 1, a.subarray(i * aStep, i * aStep + ra * ca), ca,
         b.subarray(i * bStep, i * bStep + rb * cb), cb, 0, out.subarray(i * M * N, (i + 1) * M * N), N);
+    }
+  }
+
+  /** The library, its thread count set to this Cblas's. */
+  private libraryWithThreads(): Library {
+    const lib = this.lib;
+    if (lib.threads !== this.threads && lib.setThreads !== null) {
+      lib.setThreads(this.threads);
+      lib.threads = this.threads;
+    }
+    return lib;
+  }
+
+  /**
+   * c(i, j) = alpha op(a(i, j)) op(b(i, j)) for every entry (i, j) of a `grid` of strided blocks (GridOperand), one
+   * sgemm each: op(a) is M x K (stored K x M where transA), op(b) K x N, c M x N, each block row-major with its
+   * operand's ld. The blocks are read and written where they are (a view from each block's first element on: no
+   * copy); every block of every entry must lie inside its array, checked once for the grid's last entry.
+   */
+  gemmGrid(grid: readonly [number, number], transA: boolean, transB: boolean, M: number, N: number, K: number, alpha: number,
+    a: GridOperand, b: GridOperand, c: GridOperand): void {
+    const [n0, n1] = grid;
+    if (n0 * n1 * M * N === 0) return;
+    const inside = (o: GridOperand, rows: number, cols: number, name: string) => {
+      const last = o.offset + (n0 - 1) * o.step[0] + (n1 - 1) * o.step[1] + (rows - 1) * o.ld + cols;
+      if (o.offset < 0 || o.step[0] < 0 || o.step[1] < 0 || o.ld < cols || last > o.data.length) {
+        throw new Error(`Cblas.gemmGrid: ${name}'s ${rows} x ${cols} blocks (offset ${o.offset}, ld ${o.ld}, steps ${o.step}) over a ${n0} x ${n1} grid end past its ${o.data.length} elements`);
+      }
+    };
+    inside(a, transA ? K : M, transA ? M : K, 'a');
+    inside(b, transB ? N : K, transB ? K : N, 'b');
+    inside(c, M, N, 'c');
+    if (K === 0) {
+      for (let i = 0; i < n0; i++) for (let j = 0; j < n1; j++) for (let r = 0; r < M; r++) {
+        const at = c.offset + i * c.step[0] + j * c.step[1] + r * c.ld;
+        c.data.fill(0, at, at + N);
+      }
+      return;
+    }
+    const { sgemm } = this.libraryWithThreads();
+    const ta = transA ? TRANS : NO_TRANS;
+    const tb = transB ? TRANS : NO_TRANS;
+    for (let i = 0; i < n0; i++) {
+      for (let j = 0; j < n1; j++) {
+        sgemm(ROW_MAJOR, ta, tb, M, N, K, alpha, a.data.subarray(a.offset + i * a.step[0] + j * a.step[1]), a.ld,
+          b.data.subarray(b.offset + i * b.step[0] + j * b.step[1]), b.ld, 0, c.data.subarray(c.offset + i * c.step[0] + j * c.step[1]), c.ld);
+      }
     }
   }
 
