@@ -12,9 +12,10 @@
  *   MicseAttentionProbsGrad    P = softmax(q k^T * scale + mask) recomputed (scratch), dP = dropout(dProbs) (scratch),
  *                              per row dS = P * (dP - rowsum(dP * P)); dq = scale dS k into part 0, dk = scale dS^T q
  *                              into part 1, part 2 zero
- * The scale, mask and softmax are the cpu backend's composed ops' float32 arithmetic (a product rounded, times the
- * float32 scale rounded, plus the mask rounded; exp in float64 rounded, the row's float64 sum rounded, a float32
- * division), row by row in JavaScript.
+ * The scale, mask and softmax (and the softmax's gradient) run row by row in the WebAssembly SIMD loops of
+ * hostSimd.ts where T is a multiple of 4 (float32 throughout, exp a polynomial within a few ulps); else in JavaScript
+ * loops with the cpu backend's composed ops' arithmetic (a product rounded, times the float32 scale rounded, plus the
+ * mask rounded; exp in float64 rounded, the row's float64 sum rounded, a float32 division).
  *
  * Without CBLAS (MLAS, or MICSE_NATIVE_GEMM=0) the op runs its composed ops; on cpu the split into heads is then one
  * kernel. Elements are copied as int32 bits (a float copy could change a NaN's payload), one head row of dh
@@ -27,6 +28,7 @@ import { dropoutInto } from '../dropout/host.js';
 import type { Cblas, GridOperand } from '../platform/cblas.js';
 import { hostBits, makeHostOutput, type CpuBackend } from '../platform/hostBackend.js';
 import { cpuIO, wasmIO, type HostIO } from '../platform/hostIO.js';
+import { SIMD_LANES, simdSoftmaxGradRows, simdSoftmaxRows, type SimdHost } from '../platform/hostSimd.js';
 import { registerOp } from '../registry.js';
 import { activeCblas } from '../stock/host.js';
 import {
@@ -53,12 +55,16 @@ const headsOf = (data: Float32Array, d: Dims): GridOperand => ({ data, offset: 0
 const squareOf = (data: Float32Array, d: Dims): GridOperand => ({ data, offset: 0, ld: d.T, step: [d.nh * d.T * d.T, d.T * d.T] });
 
 /**
- * s [B, nh, T, T] (q k^T per head) -> softmax(s * scale + mask) row by row, in place; mask [B, 1, 1, T]. The cpu
- * composed ops' float32 arithmetic (module comment). A fully padded row (every key float32's lowest) has equal
- * scores, so uniform probabilities.
+ * s [B, nh, T, T] (q k^T per head) -> softmax(s * scale + mask) row by row, in place; mask [B, 1, 1, T]. A fully
+ * padded row (every key float32's lowest) has equal scores, so uniform probabilities. The WebAssembly SIMD loop
+ * where there is one and T is a multiple of its lanes, else the JavaScript loop (module comment).
  */
-function softmaxRows(s: Float32Array, mask: Float32Array, d: Dims, scale: number): void {
+function softmaxRows(s: Float32Array, mask: Float32Array, d: Dims, scale: number, simd: SimdHost | null): void {
   const { T, nh } = d;
+  if (simd !== null && T % SIMD_LANES === 0) {
+    simdSoftmaxRows(simd, s, mask, T, nh * T, Math.fround(scale));
+    return;
+  }
   const sc = Math.fround(scale);
   for (let z = 0; z < d.z; z++) {
     const m = ((z / nh) | 0) * T; // this batch entry's mask row
@@ -82,7 +88,11 @@ function softmaxRows(s: Float32Array, mask: Float32Array, d: Dims, scale: number
 }
 
 /** p [B, nh, T, T] (the undropped probabilities) -> dS = p * (dp - rowsum(dp * p)) row by row, in place. */
-function softmaxGradRows(p: Float32Array, dp: Float32Array, T: number): void {
+function softmaxGradRows(p: Float32Array, dp: Float32Array, T: number, simd: SimdHost | null): void {
+  if (simd !== null && T % SIMD_LANES === 0) {
+    simdSoftmaxGradRows(simd, p, dp, T);
+    return;
+  }
   for (let row = 0; row < p.length; row += T) {
     let dot = 0;
     for (let j = 0; j < T; j++) dot += dp[row + j]! * p[row + j]!;
@@ -110,7 +120,7 @@ function attentionKernels(io: (backend: unknown) => HostIO): Record<string, tf.K
       return host.outputs([[d.B, d.nh, d.T, d.T]], ([probs]) => {
         const x = host.read(qkv); // [B, T, 3H]
         gemm.gemmGrid(grid(d), false, true, d.T, d.T, d.dh, 1, packedPart(x, d, 0), packedPart(x, d, 1), squareOf(probs!, d));
-        softmaxRows(probs!, host.read(mask), d, a.scale);
+        softmaxRows(probs!, host.read(mask), d, a.scale, host.simd);
         if (a.rate > 0) dropoutInto(probs!, probs!, a.rate, a.seed, host.simd);
       })[0]!;
     },
@@ -148,14 +158,14 @@ function attentionKernels(io: (backend: unknown) => HostIO): Record<string, tf.K
         const x = host.read(qkv); // [B, T, 3H]
         const p = scratch.subarray(0, n); // [B, nh, T, T]
         gemm.gemmGrid(grid(d), false, true, d.T, d.T, d.dh, 1, packedPart(x, d, 0), packedPart(x, d, 1), squareOf(p, d));
-        softmaxRows(p, host.read(mask), d, a.scale);
+        softmaxRows(p, host.read(mask), d, a.scale, host.simd);
         let dp = host.read(dProbs); // [B, nh, T, T]
         if (a.rate > 0) {
           const dropped = scratch.subarray(n, 2 * n);
           dropoutInto(dp, dropped, a.rate, a.seed, host.simd);
           dp = dropped;
         }
-        softmaxGradRows(p, dp, d.T); // p holds dS now
+        softmaxGradRows(p, dp, d.T, host.simd); // p holds dS now
         gemm.gemmGrid(grid(d), false, false, d.T, d.dh, d.T, a.scale, squareOf(p, d), packedPart(x, d, 1), packedPart(dqkv!, d, 0));
         gemm.gemmGrid(grid(d), true, false, d.T, d.dh, d.T, a.scale, squareOf(p, d), packedPart(x, d, 0), packedPart(dqkv!, d, 1));
         zeroParts(dqkv!, d.H, [2]);
