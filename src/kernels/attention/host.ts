@@ -54,14 +54,17 @@ const headsOf = (data: Float32Array, d: Dims): GridOperand => ({ data, offset: 0
 /** A [B, nh, T, T] array per (batch, head): dense T x T blocks. */
 const squareOf = (data: Float32Array, d: Dims): GridOperand => ({ data, offset: 0, ld: d.T, step: [d.nh * d.T * d.T, d.T * d.T] });
 
+/** The SIMD loops for rows of T elements: the host's where it has them and T is a multiple of their lanes, else null. */
+const rowsSimd = (host: HostIO, T: number): SimdHost | null => (T % SIMD_LANES === 0 ? host.simd : null);
+
 /**
  * s [B, nh, T, T] (q k^T per head) -> softmax(s * scale + mask) row by row, in place; mask [B, 1, 1, T]. A fully
- * padded row (every key float32's lowest) has equal scores, so uniform probabilities. The WebAssembly SIMD loop
- * where there is one and T is a multiple of its lanes, else the JavaScript loop (module comment).
+ * padded row (every key float32's lowest) has equal scores, so uniform probabilities. The SIMD loop where `simd`
+ * (rowsSimd) is given, else the JavaScript loop (module comment).
  */
 function softmaxRows(s: Float32Array, mask: Float32Array, d: Dims, scale: number, simd: SimdHost | null): void {
   const { T, nh } = d;
-  if (simd !== null && T % SIMD_LANES === 0) {
+  if (simd !== null) {
     simdSoftmaxRows(simd, s, mask, T, nh * T, Math.fround(scale));
     return;
   }
@@ -89,7 +92,7 @@ function softmaxRows(s: Float32Array, mask: Float32Array, d: Dims, scale: number
 
 /** p [B, nh, T, T] (the undropped probabilities) -> dS = p * (dp - rowsum(dp * p)) row by row, in place. */
 function softmaxGradRows(p: Float32Array, dp: Float32Array, T: number, simd: SimdHost | null): void {
-  if (simd !== null && T % SIMD_LANES === 0) {
+  if (simd !== null) {
     simdSoftmaxGradRows(simd, p, dp, T);
     return;
   }
@@ -120,7 +123,7 @@ function attentionKernels(io: (backend: unknown) => HostIO): Record<string, tf.K
       return host.outputs([[d.B, d.nh, d.T, d.T]], ([probs]) => {
         const x = host.read(qkv); // [B, T, 3H]
         gemm.gemmGrid(grid(d), false, true, d.T, d.T, d.dh, 1, packedPart(x, d, 0), packedPart(x, d, 1), squareOf(probs!, d));
-        softmaxRows(probs!, host.read(mask), d, a.scale, host.simd);
+        softmaxRows(probs!, host.read(mask), d, a.scale, rowsSimd(host, d.T));
         if (a.rate > 0) dropoutInto(probs!, probs!, a.rate, a.seed, host.simd);
       })[0]!;
     },
@@ -158,14 +161,14 @@ function attentionKernels(io: (backend: unknown) => HostIO): Record<string, tf.K
         const x = host.read(qkv); // [B, T, 3H]
         const p = scratch.subarray(0, n); // [B, nh, T, T]
         gemm.gemmGrid(grid(d), false, true, d.T, d.T, d.dh, 1, packedPart(x, d, 0), packedPart(x, d, 1), squareOf(p, d));
-        softmaxRows(p, host.read(mask), d, a.scale, host.simd);
+        softmaxRows(p, host.read(mask), d, a.scale, rowsSimd(host, d.T));
         let dp = host.read(dProbs); // [B, nh, T, T]
         if (a.rate > 0) {
           const dropped = scratch.subarray(n, 2 * n);
           dropoutInto(dp, dropped, a.rate, a.seed, host.simd);
           dp = dropped;
         }
-        softmaxGradRows(p, dp, d.T, host.simd); // p holds dS now
+        softmaxGradRows(p, dp, d.T, rowsSimd(host, d.T)); // p holds dS now
         gemm.gemmGrid(grid(d), false, false, d.T, d.dh, d.T, a.scale, squareOf(p, d), packedPart(x, d, 1), packedPart(dqkv!, d, 0));
         gemm.gemmGrid(grid(d), true, false, d.T, d.dh, d.T, a.scale, squareOf(p, d), packedPart(x, d, 0), packedPart(dqkv!, d, 1));
         zeroParts(dqkv!, d.H, [2]);
