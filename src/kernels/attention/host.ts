@@ -104,11 +104,9 @@ function softmaxGradRows(p: Float32Array, dp: Float32Array, T: number, simd: Sim
   }
 }
 
-/** Zeroes parts `parts` (0 q, 1 k, 2 v) of every row of dqkv [B, T, 3H] (the parts this kernel's gradient does not hold). */
-function zeroParts(dqkv: Float32Array, H: number, parts: readonly number[]): void {
-  for (let row = 0; row < dqkv.length; row += 3 * H) {
-    for (const p of parts) dqkv.fill(0, row + p * H, row + (p + 1) * H);
-  }
+/** Zeroes parts [from, to) (0 q, 1 k, 2 v) of every row of dqkv [B, T, 3H]: the parts this kernel's gradient does not hold. */
+function zeroParts(dqkv: Float32Array, H: number, from: number, to: number): void {
+  for (let row = 0; row < dqkv.length; row += 3 * H) dqkv.fill(0, row + from * H, row + to * H);
 }
 
 /** The four kernels on the host backend whose tensors `io` reads and makes. */
@@ -146,7 +144,7 @@ function attentionKernels(io: (backend: unknown) => HostIO): Record<string, tf.K
         const dc = headsOf(host.read(dContext), d);
         gemm.gemmGrid(grid(d), false, true, d.T, d.T, d.dh, 1, dc, packedPart(x, d, 2), squareOf(dProbs!, d));
         gemm.gemmGrid(grid(d), true, false, d.T, d.dh, d.T, 1, squareOf(host.read(probs), d), dc, packedPart(dqkv!, d, 2));
-        zeroParts(dqkv!, d.H, [0, 1]);
+        zeroParts(dqkv!, d.H, 0, 2);
       });
     },
     [ATTENTION_PROBS_GRAD]: ({ inputs, backend, attrs }) => {
@@ -171,7 +169,7 @@ function attentionKernels(io: (backend: unknown) => HostIO): Record<string, tf.K
         softmaxGradRows(p, dp, d.T, rowsSimd(host, d.T)); // p holds dS now
         gemm.gemmGrid(grid(d), false, false, d.T, d.dh, d.T, a.scale, squareOf(p, d), packedPart(x, d, 1), packedPart(dqkv!, d, 0));
         gemm.gemmGrid(grid(d), true, false, d.T, d.dh, d.T, a.scale, squareOf(p, d), packedPart(x, d, 0), packedPart(dqkv!, d, 1));
-        zeroParts(dqkv!, d.H, [2]);
+        zeroParts(dqkv!, d.H, 2, 3);
       }, (a.rate > 0 ? 2 : 1) * n)[0]!;
     },
   };
