@@ -20,15 +20,19 @@ export function registerOp(backendName: string, byBackend: KernelsByBackend, gra
   if (kernels === undefined) return;
   for (const [kernelName, kernelFunc] of Object.entries(kernels)) {
     if (tf.getKernel(kernelName, backendName) !== undefined) continue;
-    tf.registerKernel({ kernelName, backendName, kernelFunc });
-    if (when !== undefined) conditions.set(conditionKey(kernelName, backendName), when);
+    const config: ConditionalKernel = { kernelName, backendName, kernelFunc, when };
+    tf.registerKernel(config);
   }
   for (const g of gradients) if (tf.getGradient(g.kernelName) === undefined) tf.registerGradient(g);
 }
 
-/** The `when` of kernels registered with one, by conditionKey. */
-const conditions = new Map<string, () => boolean>();
-const conditionKey = (kernelName: string, backendName: string): string => `${kernelName}/${backendName}`;
+/**
+ * A registered kernel's config with its `when`, kept in the engine's registry itself (which holds the config object
+ * registered), so that every copy of this module (the sources and a bundle in one process) sees it.
+ */
+interface ConditionalKernel extends tf.KernelConfig {
+  when?: () => boolean;
+}
 
 /** Whether the ops are held to their composed ops (inside `withComposedOps`). */
 let composedOnly = false;
@@ -53,7 +57,6 @@ export function withComposedOps<T>(f: () => T): T {
  */
 export function kernelOn(kernelName: string, ...xs: tf.TensorInfo[]): boolean {
   if (composedOnly || !xs.every((x) => x.dtype === 'float32')) return false;
-  const backendName = tf.getBackend();
-  if (tf.getKernel(kernelName, backendName) === undefined) return false;
-  return conditions.get(conditionKey(kernelName, backendName))?.() ?? true;
+  const config = tf.getKernel(kernelName, tf.getBackend()) as ConditionalKernel | undefined;
+  return config !== undefined && (config.when?.() ?? true);
 }
