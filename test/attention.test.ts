@@ -1,19 +1,27 @@
 /**
- * kernels/attention: the fused webgpu attention (probabilities and context forward; the gradients of q, k and v of a
- * loss using both outputs) against the composed ops on the cpu backend, within 1e-5 (relative above 1). Shapes
- * exercise the kernels' blocks of 32: T = 7 (one partial block) and 33 (a second block of one row and one key,
- * two passes of the online softmax), head sizes below and above 32 (one and two inner steps), 2 to 4 heads; the
+ * kernels/attention: the fused kernels (probabilities and context forward; the gradients of q, k and v of a loss using
+ * both outputs, so the probabilities' gradient is the sum of the context's and the loss's, as where AMI uses them)
+ * against the composed ops, within 1e-5 (relative above 1): on cpu and wasm the host kernels (host.ts, where CBLAS
+ * runs the host products), on webgpu the WGSL ones. Shapes exercise the webgpu kernels' blocks of 32: T = 7, 12 and 16
+ * (one partial block) and 33 (a second block of one row and one key, two passes of the online softmax); 7 and 33 no
+ * multiple of 4 (the host kernels' JavaScript softmax loops and SIMD dropout's tail), 12 and 16 multiples of 4 (their
+ * SIMD softmax loops); head sizes below and above 32 (one and two inner steps), 2 to 4 heads; the
  * mask pads the tail of some rows and the whole of one (uniform probabilities); dropout off and at 0.1 (the same
- * mask as seededDropout's). On cpu, the composed ops with the split into heads as one kernel (and its gradient as
- * one) give the stock ops' values bit for bit. On every backend, the op leaks no tensors. webgpu cases are skipped (with the reason)
- * where no WebGPU adapter exists.
+ * mask as seededDropout's: the same probabilities dropped). On cpu without CBLAS, the composed ops with the split
+ * into heads as one kernel (and its gradient as one) give the stock ops' values bit for bit. On every backend, the
+ * op leaks no tensors. webgpu cases are skipped (with the reason) where no WebGPU adapter exists, the host kernels'
+ * where no CBLAS library is installed (outside CI).
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { MERGE_HEADS, selfAttention, SPLIT_HEADS, type AttentionOptions } from '../src/kernels/attention/index.js';
+import {
+  ATTENTION_CONTEXT, ATTENTION_CONTEXT_GRAD, ATTENTION_PROBS, ATTENTION_PROBS_GRAD, MERGE_HEADS, selfAttention, SPLIT_HEADS,
+  type AttentionOptions,
+} from '../src/kernels/attention/index.js';
+import { NATIVE_GEMM_ENV, parseNativeGemmChoice, useNativeGemm, type NativeGemmChoice } from '../src/kernels/stock/index.js';
 import { selectBackend } from '../src/model/backend.js';
 import { tf } from '../src/model/tf.js';
-import { computedBy, maxScaledDiff, seededValues, webgpuSkipReason, withWebgpuPrograms } from './helpers.js';
+import { computedBy, maxScaledDiff, seededValues, SKIP_NO_CBLAS, webgpuSkipReason, withWebgpuPrograms } from './helpers.js';
 
 const TOL = 1e-5;
 /** The additive mask value at padding (bert.ts). */
@@ -35,6 +43,8 @@ const CASES: Case[] = [
   { B: 3, T: 7, heads: 3, dh: 20, rate: 0.1 },
   { B: 3, T: 33, heads: 4, dh: 40, rate: 0 },
   { B: 3, T: 33, heads: 2, dh: 16, rate: 0.1 },
+  { B: 3, T: 12, heads: 2, dh: 8, rate: 0.1 },
+  { B: 2, T: 16, heads: 3, dh: 20, rate: 0 },
 ];
 
 /** Real-token counts per row: B - 1 rows padded at the tail by varying amounts, the last row fully padded. */
@@ -75,50 +85,90 @@ async function run(c: Case): Promise<Float32Array[]> {
 }
 
 const NAMES = ['context', 'probs', 'dq', 'dk', 'dv'];
+const FUSED_KERNELS = [ATTENTION_PROBS, ATTENTION_CONTEXT, ATTENTION_CONTEXT_GRAD, ATTENTION_PROBS_GRAD];
+
+/** `f` with the host products on `choice`'s engine, then back on the one the environment chooses (backend.ts). */
+async function withHostProducts<T>(choice: NativeGemmChoice, f: () => Promise<T>): Promise<T> {
+  useNativeGemm(choice);
+  try {
+    return await f();
+  } finally {
+    useNativeGemm(parseNativeGemmChoice(process.env[NATIVE_GEMM_ENV]));
+  }
+}
+
+/** Each output within TOL of the reference; with dropout, the probabilities dropped at the same places. */
+function assertMatches(got: Float32Array[], ref: Float32Array[], rate: number): void {
+  got.forEach((v, i) => {
+    const d = maxScaledDiff(v, ref[i]!);
+    assert.ok(d < TOL, `${NAMES[i]}: ${d}`);
+  });
+  if (rate > 0) got[1]!.forEach((p, i) => assert.equal(p === 0, ref[1]![i] === 0, `probs element ${i}: ${p} vs ${ref[1]![i]}`));
+}
 
 describe('selfAttention', () => {
   for (const c of CASES) {
     const label = `B ${c.B}, T ${c.T}, ${c.heads} heads of ${c.dh}, dropout ${c.rate}`;
 
-    test(`cpu (composed) ${label}: rows of the undropped probabilities sum to 1, padded keys get 0, no tensor leaks`, async () => {
-      await selectBackend('cpu');
-      const before = tf.memory().numTensors;
-      const [, probs] = await run({ ...c, rate: 0 });
-      assert.equal(tf.memory().numTensors, before, 'no tensor leaks');
-      const mask = attentionMask(c.B, c.T);
-      const m = mask.dataSync();
-      mask.dispose();
-      for (let b = 0; b < c.B; b++) {
-        const fullyPadded = b === c.B - 1;
-        for (let h = 0; h < c.heads; h++) {
-          for (let i = 0; i < c.T; i++) {
-            const row = probs!.subarray(((b * c.heads + h) * c.T + i) * c.T, ((b * c.heads + h) * c.T + i + 1) * c.T);
-            assert.ok(Math.abs(row.reduce((s, x) => s + x, 0) - 1) < 1e-5, 'rows sum to 1');
-            row.forEach((p, j) => {
-              if (fullyPadded) assert.ok(Math.abs(p - 1 / c.T) < 1e-6, 'a fully padded row is uniform');
-              else if (m[b * c.T + j] !== 0) assert.equal(p, 0, 'padded keys get 0');
-            });
+    for (const backend of ['cpu', 'wasm'] as const) {
+      test(`${backend} ${label}: rows of the undropped probabilities sum to 1, padded keys get 0, no tensor leaks`, async () => {
+        await selectBackend(backend);
+        const before = tf.memory().numTensors;
+        const [, probs] = await run({ ...c, rate: 0 });
+        assert.equal(tf.memory().numTensors, before, 'no tensor leaks');
+        const mask = attentionMask(c.B, c.T);
+        const m = mask.dataSync();
+        mask.dispose();
+        for (let b = 0; b < c.B; b++) {
+          const fullyPadded = b === c.B - 1;
+          for (let h = 0; h < c.heads; h++) {
+            for (let i = 0; i < c.T; i++) {
+              const row = probs!.subarray(((b * c.heads + h) * c.T + i) * c.T, ((b * c.heads + h) * c.T + i + 1) * c.T);
+              assert.ok(Math.abs(row.reduce((s, x) => s + x, 0) - 1) < 1e-5, 'rows sum to 1');
+              row.forEach((p, j) => {
+                if (fullyPadded) assert.ok(Math.abs(p - 1 / c.T) < 1e-6, 'a fully padded row is uniform');
+                else if (m[b * c.T + j] !== 0) assert.equal(p, 0, 'padded keys get 0');
+              });
+            }
           }
         }
-      }
-    });
+      });
 
-    test(`cpu ${label}: the split into heads as one kernel (and its gradient as one) gives the stock split and transposes' values bit for bit`, async () => {
+      test(`${backend} (fused host kernels) ${label}: context, probs and the gradients of q, k, v match the composed ops within ${TOL}`,
+        { skip: SKIP_NO_CBLAS }, async () => {
+          await selectBackend(backend);
+          const got = await withHostProducts('cblas', async () => {
+            const before = tf.memory().numTensors;
+            const profile = await tf.profile(() => run(c));
+            assert.equal(tf.memory().numTensors, before, 'no tensor leaks');
+            for (const k of FUSED_KERNELS) assert.ok(profile.kernelNames.includes(k), `${k} ran: ${profile.kernelNames}`);
+            for (const k of [SPLIT_HEADS, MERGE_HEADS, 'Softmax', 'Transpose']) assert.ok(!profile.kernelNames.includes(k), `${k} ran: ${profile.kernelNames}`);
+            return run(c);
+          });
+          const ref = await computedBy('composite', () => run(c));
+          assertMatches(got, ref, c.rate);
+        });
+    }
+
+    test(`cpu without CBLAS ${label}: the composed ops run; the split into heads as one kernel (and its gradient as one) gives the stock split and transposes' values bit for bit`, async () => {
       await selectBackend('cpu');
-      const before = tf.memory().numTensors;
-      const profile = await tf.profile(() => run(c));
-      assert.equal(tf.memory().numTensors, before, 'no tensor leaks');
-      for (const k of [SPLIT_HEADS, MERGE_HEADS]) assert.ok(profile.kernelNames.includes(k), `${k} ran: ${profile.kernelNames}`);
-      assert.equal(profile.kernelNames.filter((k) => k === 'SplitV').length, 1, 'one stock split ran (the test\'s own, of dqkv)');
-      const ref = await computedBy('composite', () => run(c));
-      const got = await run(c);
-      got.forEach((v, i) => assert.deepEqual(v, ref[i], `${NAMES[i]} differs`));
+      await withHostProducts('off', async () => {
+        const before = tf.memory().numTensors;
+        const profile = await tf.profile(() => run(c));
+        assert.equal(tf.memory().numTensors, before, 'no tensor leaks');
+        for (const k of [SPLIT_HEADS, MERGE_HEADS]) assert.ok(profile.kernelNames.includes(k), `${k} ran: ${profile.kernelNames}`);
+        for (const k of FUSED_KERNELS) assert.ok(!profile.kernelNames.includes(k), `${k} ran: ${profile.kernelNames}`);
+        assert.equal(profile.kernelNames.filter((k) => k === 'SplitV').length, 1, 'one stock split ran (the test\'s own, of dqkv)');
+        const ref = await computedBy('composite', () => run(c));
+        const got = await run(c);
+        got.forEach((v, i) => assert.deepEqual(v, ref[i], `${NAMES[i]} differs`));
+      });
     });
 
-    test(`webgpu (fused) ${label}: context, probs and the gradients of q, k, v match cpu within ${TOL}`,
+    test(`webgpu (fused) ${label}: context, probs and the gradients of q, k, v match the composed ops on cpu within ${TOL}`,
       { skip: WEBGPU_SKIP }, async () => {
         await selectBackend('cpu');
-        const ref = await run(c);
+        const ref = await computedBy('composite', () => run(c));
         await selectBackend('webgpu');
         const before = tf.memory().numTensors;
         const { result: got, programs } = await withWebgpuPrograms(() => run(c));
@@ -132,10 +182,7 @@ describe('selfAttention', () => {
         const backward = ['micseAttentionDScores', 'micseAttentionDqDk', 'micseAttentionDProbsDv'];
         assert.equal(programs.filter((p) => backward.includes(p)).length, 3, `3 dispatches backward: ${programs.join(', ')}`);
         assert.ok(!seen.has('softmax') && !seen.has('transpose'), 'no stock softmax or transpose ran');
-        got.forEach((v, i) => {
-          const d = maxScaledDiff(v, ref[i]!);
-          assert.ok(d < TOL, `${NAMES[i]}: ${d}`);
-        });
+        assertMatches(got, ref, c.rate);
       });
   }
 });

@@ -1,7 +1,7 @@
 /**
  * The CBLAS products engine (src/kernels/platform/cblas.ts) against a plain JavaScript product in float64: every
  * transpose pair, broadcast and equal batches, odd sizes, products written into views inside a larger array (the wasm
- * heap's case); and the engine selection of the host backends (src/kernels/stock/host.ts): NATIVE_GEMM_ENV's choices,
+ * heap's case), and a grid of products on strided blocks inside packed arrays (gemmGrid, the attention kernels'); and the engine selection of the host backends (src/kernels/stock/host.ts): NATIVE_GEMM_ENV's choices,
  * and the fallback to MLAS, with one line saying why, when CBLAS_ENV names a library that does not exist.
  */
 import assert from 'node:assert/strict';
@@ -90,6 +90,47 @@ describe('Cblas: products against a JavaScript reference (1e-5 of each element\'
     assert.deepEqual(Array.from(out), [0, 0, 0, 0, 0, 0]);
     assert.throws(() => cblas!.matMul(new Float32Array(5), [1, 2, 3], false, new Float32Array(12), [1, 3, 4], false, new Float32Array(8)), /views of 5, 12, 8 elements/);
     assert.throws(() => cblas!.matMul(new Float32Array(6), [1, 2, 3], false, new Float32Array(12), [1, 4, 3], false, new Float32Array(8)), /inner dims/);
+  });
+
+  test('gemmGrid: a product per (batch, head) on blocks inside packed arrays, as the attention kernels use it', () => {
+    // q k^T and dv = p^T dc per head from packed qkv [B, T, 3H], dc [B, T, H], p [B, nh, T, T]; T odd, dh not a power of 2
+    const [B, nh, T, dh] = [2, 3, 5, 6];
+    const H = nh * dh;
+    const qkv = seededValues(B * T * 3 * H, 1);
+    const p = seededValues(B * nh * T * T, 2);
+    const dc = seededValues(B * T * H, 3);
+    /** The T x cols block at `offset` with rows `ld` apart, copied out dense. */
+    const block = (x: Float32Array, offset: number, ld: number, rows: number, cols: number) => {
+      const out = new Float32Array(rows * cols);
+      for (let r = 0; r < rows; r++) out.set(x.subarray(offset + r * ld, offset + r * ld + cols), r * cols);
+      return out;
+    };
+    const scores = new Float32Array(B * nh * T * T);
+    cblas!.gemmGrid([B, nh], false, true, T, T, dh, 0.5,
+      { data: qkv, offset: 0, ld: 3 * H, step: [T * 3 * H, dh] }, { data: qkv, offset: H, ld: 3 * H, step: [T * 3 * H, dh] },
+      { data: scores, offset: 0, ld: T, step: [nh * T * T, T * T] });
+    const dqkv = new Float32Array(B * T * 3 * H).fill(7);
+    cblas!.gemmGrid([B, nh], true, false, T, dh, T, 1, { data: p, offset: 0, ld: T, step: [nh * T * T, T * T] },
+      { data: dc, offset: 0, ld: H, step: [T * H, dh] }, { data: dqkv, offset: 2 * H, ld: 3 * H, step: [T * 3 * H, dh] });
+    for (let b = 0; b < B; b++) {
+      for (let h = 0; h < nh; h++) {
+        const z = b * nh + h;
+        const q = block(qkv, b * T * 3 * H + h * dh, 3 * H, T, dh);
+        const k = block(qkv, b * T * 3 * H + H + h * dh, 3 * H, T, dh);
+        const ref = reference(q, [1, T, dh], false, k, [1, T, dh], true);
+        const got = scores.subarray(z * T * T, (z + 1) * T * T);
+        got.forEach((v, i) => assert.ok(Math.abs(v - 0.5 * ref.value[i]!) <= 1e-5 * ref.scale[i]!, `scores of head ${z}, element ${i}`));
+        const refDv = reference(p.subarray(z * T * T, (z + 1) * T * T), [1, T, T], true, block(dc, b * T * H + h * dh, H, T, dh), [1, T, dh], false);
+        const dv = block(dqkv, b * T * 3 * H + 2 * H + h * dh, 3 * H, T, dh);
+        dv.forEach((v, i) => assert.ok(Math.abs(v - refDv.value[i]!) <= 1e-5 * refDv.scale[i]!, `dv of head ${z}, element ${i}`));
+      }
+    }
+    // parts 0 and 1 of every row untouched
+    for (let r = 0; r < B * T; r++) assert.ok(dqkv.subarray(r * 3 * H, r * 3 * H + 2 * H).every((v) => v === 7), `row ${r}: q and k parts untouched`);
+    // a block past the array's end is refused before any product runs
+    assert.throws(() => cblas!.gemmGrid([B, nh], false, false, T, dh, T, 1, { data: p, offset: 0, ld: T, step: [nh * T * T, T * T] },
+      { data: dc, offset: 1, ld: H, step: [T * H, dh] }, { data: dqkv, offset: 0, ld: 3 * H, step: [T * 3 * H, dh] }),
+    /gemmGrid: b's 5 x 6 blocks \(offset 1, ld 18, steps 90,6\) over a 2 x 3 grid end past its 180 elements/);
   });
 
   test('one and two threads give the same product', () => {

@@ -25,17 +25,21 @@
  * engine fills the gradient of an unused output of a kernel with host zeros).
  * The dropout mask is `seededDropout`'s (kernels/dropout `WGSL_DROPOUT`): the same bits at the same flat index of the
  * [B, nh, T, T] probabilities. A fully padded row (every key masked) has equal scores, so uniform probabilities.
- * Every other backend runs the composed ops: q, k and v split from qkv into heads, stock products and softmax. On cpu
- * the split into heads is one kernel (host.ts: MicseSplitHeads, each head row copied from qkv to where the head
- * transpose puts it, and its gradient MicseMergeHeads, the way back), where the stock ops make a split, then a
- * transpose of each part (two passes over 3 [B, T, H] arrays, and two back for the gradient); the same values.
+ * On cpu and wasm, where the host products run on the system's CBLAS, the same four kernels (host.ts): every product
+ * one cblas_sgemm per (batch, head) on the head's block where it is in qkv, the context or the gradients (leading
+ * dimensions 3H and H), the scale, mask, softmax and dropout in loops over rows.
+ * Every other backend (and cpu and wasm without CBLAS) runs the composed ops: q, k and v split from qkv into heads,
+ * stock products and softmax. On cpu the split into heads is then one kernel (host.ts: MicseSplitHeads, each head
+ * row copied from qkv to where the head transpose puts it, and its gradient MicseMergeHeads, the way back), where
+ * the stock ops make a split, then a transpose of each part (two passes over 3 [B, T, H] arrays, and two back for
+ * the gradient); the same values.
  * Reference: Vaswani et al. 2017 (scaled dot-product attention); transformers BertSelfAttention.
  */
 import { seededDropout } from '../dropout/index.js';
 import { tf } from '../../model/tf.js';
 import { kernelOn } from '../registry.js';
 
-/** The kernels' names (registered by the backend files: webgpu.ts, and host.ts for the split into heads). */
+/** The kernels' names (registered by the backend files: webgpu.ts, host.ts). */
 export const ATTENTION_PROBS = 'MicseAttentionProbs';
 export const ATTENTION_PROBS_GRAD = 'MicseAttentionProbsGrad';
 export const ATTENTION_CONTEXT = 'MicseAttentionContext';
@@ -149,8 +153,8 @@ function splitHeads(qkv: tf.Tensor3D, heads: number): [tf.Tensor4D, tf.Tensor4D,
 }
 
 /**
- * The composed ops (every backend but webgpu): q, k, v split from qkv into heads (splitHeads), stock products and
- * softmax.
+ * The composed ops (where the fused kernels do not run): q, k, v split from qkv into heads (splitHeads), stock
+ * products and softmax.
  */
 function composedAttention(qkv: tf.Tensor3D, maskAdd: tf.Tensor4D, o: AttentionOptions): AttentionOutput {
   const { B, T, H } = dimsOf(qkv.shape, o.heads);

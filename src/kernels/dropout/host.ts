@@ -11,10 +11,11 @@ import {
 } from './index.js';
 
 /**
- * Dropout on the host into `out`: the arithmetic of every backend's kernel (float32 rate and scale). The
- * WebAssembly SIMD loop (hostSimd.ts, the same bits) does whole groups of 4 where `simd` is given; this loop the rest.
+ * Dropout on the host into `out` (which may be `x`: in place), element i at flat index i: the arithmetic of every
+ * backend's kernel (float32 rate and scale). The WebAssembly SIMD loop (hostSimd.ts, the same bits) does whole
+ * groups of 4 where `simd` is given; this loop the rest. Also the attention kernels' dropout (kernels/attention).
  */
-function dropoutInto(x: Float32Array, out: Float32Array, rate: number, seed: number, simd: SimdHost | null): void {
+export function dropoutInto(x: Float32Array, out: Float32Array, rate: number, seed: number, simd: SimdHost | null): void {
   const [k1, k2] = seedKeys(seed);
   const r = Math.fround(rate);
   const scale = Math.fround(1 / (1 - rate));

@@ -56,10 +56,15 @@ interface KoffiLib {
 }
 interface Koffi {
   load(path: string): KoffiLib;
+  /** The address of a typed array's first element (a BigInt). */
+  address(value: unknown): bigint;
 }
 
 type Sgemm = (order: number, transA: number, transB: number, m: number, n: number, k: number, alpha: number,
   a: Float32Array, lda: number, b: Float32Array, ldb: number, beta: number, c: Float32Array, ldc: number) => void;
+/** cblas_sgemm with the three arrays passed as byte addresses (numbers), for Cblas.gemmGrid. */
+type SgemmAt = (order: number, transA: number, transB: number, m: number, n: number, k: number, alpha: number,
+  a: number, lda: number, b: number, ldb: number, beta: number, c: number, ldc: number) => void;
 type Sgemv = (order: number, trans: number, m: number, n: number, alpha: number, a: Float32Array, lda: number,
   x: Float32Array, incx: number, beta: number, y: Float32Array, incy: number) => void;
 
@@ -70,7 +75,10 @@ interface Library {
   /** The library's own description (openblas_get_config, bli_info_get_version_str), or its file name. */
   readonly version: string;
   readonly sgemm: Sgemm;
+  readonly sgemmAt: SgemmAt;
   readonly sgemv: Sgemv;
+  /** The byte address of a typed array's first element (koffi.address). */
+  readonly address: (a: Float32Array) => number;
   readonly setThreads: ((n: number) => void) | null;
   threads: number | undefined;
 }
@@ -92,6 +100,7 @@ function openLibrary(koffi: Koffi, file: string): Library {
   if (known !== undefined) return known;
   const lib = koffi.load(file);
   const sgemm = lib.func('void cblas_sgemm(int, int, int, int, int, int, float, const float *, int, const float *, int, float, float *, int)') as Sgemm;
+  const sgemmAt = lib.func('void cblas_sgemm(int, int, int, int, int, int, float, uintptr_t, int, uintptr_t, int, float, uintptr_t, int)') as SgemmAt;
   const sgemv = lib.func('void cblas_sgemv(int, int, int, int, float, const float *, int, const float *, int, float, float *, int)') as Sgemv;
   const openblasThreads = optionalFunc(lib, 'void openblas_set_num_threads(int)');
   const mklThreads = optionalFunc(lib, 'void MKL_Set_Num_Threads(int)');
@@ -100,9 +109,21 @@ function openLibrary(koffi: Koffi, file: string): Library {
   const openblasConfig = optionalFunc(lib, 'const char *openblas_get_config()');
   const blisVersion = optionalFunc(lib, 'const char *bli_info_get_version_str()');
   const version = openblasConfig !== null ? String(openblasConfig()) : blisVersion !== null ? `BLIS ${String(blisVersion())}` : file;
-  const loaded: Library = { file, version, sgemm, sgemv, setThreads: setThreads === null ? null : (n) => void setThreads(n), threads: undefined };
+  const address = (a: Float32Array) => Number(koffi.address(a));
+  const loaded: Library = { file, version, sgemm, sgemmAt, sgemv, address, setThreads: setThreads === null ? null : (n) => void setThreads(n), threads: undefined };
   libraries.set(file, loaded);
   return loaded;
+}
+
+/**
+ * One operand of `Cblas.gemmGrid`: its block of grid entry (i, j) starts at element `offset + i * step[0] + j *
+ * step[1]` of `data`, its rows `ld` elements apart (a head's rows inside a packed [B, T, 3H] array: ld = 3H).
+ */
+export interface GridOperand {
+  data: Float32Array;
+  offset: number;
+  ld: number;
+  step: readonly [number, number];
 }
 
 /** c = op(a) @ op(b) over a broadcast batch, on the system's CBLAS. */
@@ -158,11 +179,7 @@ export class Cblas implements HostGemm {
       out.fill(0);
       return;
     }
-    const lib = this.lib;
-    if (lib.threads !== this.threads && lib.setThreads !== null) {
-      lib.setThreads(this.threads);
-      lib.threads = this.threads;
-    }
+    const lib = this.libraryWithThreads();
     const ta = transA ? TRANS : NO_TRANS;
     const tb = transB ? TRANS : NO_TRANS;
     if (batch === 1 && M === 1) {
@@ -180,6 +197,59 @@ export class Cblas implements HostGemm {
     for (let i = 0; i < batch; i++) {
       lib.sgemm(ROW_MAJOR, ta, tb, M, N, K, 1, a.subarray(i * aStep, i * aStep + ra * ca), ca,
         b.subarray(i * bStep, i * bStep + rb * cb), cb, 0, out.subarray(i * M * N, (i + 1) * M * N), N);
+    }
+  }
+
+  /** The library, its thread count set to this Cblas's. */
+  private libraryWithThreads(): Library {
+    const lib = this.lib;
+    if (lib.threads !== this.threads && lib.setThreads !== null) {
+      lib.setThreads(this.threads);
+      lib.threads = this.threads;
+    }
+    return lib;
+  }
+
+  /**
+   * c(i, j) = alpha op(a(i, j)) op(b(i, j)) for every entry (i, j) of a `grid` of strided blocks (GridOperand), one
+   * sgemm each: op(a) is M x K (stored K x M where transA), op(b) K x N, c M x N, each block row-major with its
+   * operand's ld. The blocks are read and written where they are, passed to the library as byte addresses (no view
+   * object per call); every block of every entry must lie inside its array, checked once for the grid's last entry.
+   */
+  gemmGrid(grid: readonly [number, number], transA: boolean, transB: boolean, M: number, N: number, K: number, alpha: number,
+    a: GridOperand, b: GridOperand, c: GridOperand): void {
+    const [n0, n1] = grid;
+    if (n0 * n1 * M * N === 0) return;
+    const inside = (o: GridOperand, rows: number, cols: number, name: string) => {
+      const last = o.offset + (n0 - 1) * o.step[0] + (n1 - 1) * o.step[1] + (rows - 1) * o.ld + cols;
+      if (o.offset < 0 || o.step[0] < 0 || o.step[1] < 0 || o.ld < cols || last > o.data.length) {
+        throw new Error(`Cblas.gemmGrid: ${name}'s ${rows} x ${cols} blocks (offset ${o.offset}, ld ${o.ld}, steps ${o.step}) over a ${n0} x ${n1} grid end past its ${o.data.length} elements`);
+      }
+    };
+    inside(a, transA ? K : M, transA ? M : K, 'a');
+    inside(b, transB ? N : K, transB ? K : N, 'b');
+    inside(c, M, N, 'c');
+    if (K === 0) {
+      for (let i = 0; i < n0; i++) for (let j = 0; j < n1; j++) for (let r = 0; r < M; r++) {
+        const at = c.offset + i * c.step[0] + j * c.step[1] + r * c.ld;
+        c.data.fill(0, at, at + N);
+      }
+      return;
+    }
+    const lib = this.libraryWithThreads();
+    const ta = transA ? TRANS : NO_TRANS;
+    const tb = transB ? TRANS : NO_TRANS;
+    // Byte addresses of the blocks: the arrays' memory stays put meanwhile (an ArrayBuffer's backing store does not
+    // move; a small array V8 kept on its heap is moved off it when its address is taken), and nothing between the
+    // calls allocates on the wasm heap.
+    const bytes = Float32Array.BYTES_PER_ELEMENT;
+    const [pa, pb, pc] = [a, b, c].map((o) => lib.address(o.data) + o.offset * bytes) as [number, number, number];
+    const [a0, a1, b0, b1, c0, c1] = [a.step[0], a.step[1], b.step[0], b.step[1], c.step[0], c.step[1]].map((x) => x * bytes) as
+      [number, number, number, number, number, number];
+    for (let i = 0; i < n0; i++) {
+      for (let j = 0; j < n1; j++) {
+        lib.sgemmAt(ROW_MAJOR, ta, tb, M, N, K, alpha, pa + i * a0 + j * a1, a.ld, pb + i * b0 + j * b1, b.ld, 0, pc + i * c0 + j * c1, c.ld);
+      }
     }
   }
 

@@ -1,6 +1,7 @@
 /**
  * WebAssembly SIMD (f32x4, f64x2) loops for the host backends' element-wise training kernels: GELU forward and
- * backward, LayerNorm forward and backward (kernels/layerNorm) and dropout (kernels/dropout). Assembled at run time
+ * backward, LayerNorm forward and backward (kernels/layerNorm), dropout (kernels/dropout), and the attention's
+ * masked softmax rows and their gradient (kernels/attention). Assembled at run time
  * (src/kernels/platform/wasmAsm.ts) and instantiated on a given memory: the tfjs-backend-wasm heap, so the kernels read and
  * write tensors in place, or a private staging memory for the cpu backend.
  *
@@ -23,6 +24,8 @@
  *   layerNorm(x, gamma, beta, y, rows, H, eps)             H % 4 == 0
  *   layerNormGrad(x, gamma, dy, dx, acc, rows, H, eps)     acc: 2H float64 the column sums are added to:
  *                                                          dgamma to acc[0, H), dbeta to acc[H, 2H)
+ *   softmaxRows(s, mask, rows, T, scale)                   T % 4 == 0: rows of s -> softmax(s * scale + mask)
+ *   softmaxGradRows(p, dp, rows, T)                        T % 4 == 0: rows of p -> p * (dp - rowsum(dp * p))
  */
 import {
   F32, f32Add, f32c, f32Div, f32FromI32, f32Mul, f32Sqrt, f32x4, f32x4Const, F64, f64Add, f64c, f64Div,
@@ -57,21 +60,25 @@ function horner(coefs: number[], t: number): Code {
   return acc;
 }
 
-/** Sets `out` to exp(-(a * a)) for the local `a` (scratch locals n, r); 0 where the argument is below EXP_MIN. */
-function expNegSquare(a: number, n: number, r: number, out: number): Code {
+/** Sets the local `x` (lanes <= 0) to exp(x) (scratch locals n, r); 0 where the argument is below EXP_MIN. */
+function expInPlace(x: number, n: number, r: number): Code {
   return [
-    ...set(out, f32x4.neg(f32x4.mul(get(a), get(a)))),
-    ...set(r, f32x4.max(get(out), f32x4Const(EXP_MIN))),
+    ...set(r, f32x4.max(get(x), f32x4Const(EXP_MIN))),
     ...set(n, f32x4.nearest(f32x4.mul(get(r), f32x4Const(Math.LOG2E)))),
     ...set(r, f32x4.sub(f32x4.sub(get(r), f32x4.mul(get(n), f32x4Const(LN2_HI))), f32x4.mul(get(n), f32x4Const(LN2_LO)))),
-    ...set(out, v128.and(
+    ...set(x, v128.and(
       f32x4.mul(
         f32x4.add(f32x4.add(f32x4.mul(f32x4.mul(horner(EXP_P, r), get(r)), get(r)), get(r)), f32x4Const(1)),
         i32x4.shl(i32x4.add(f32x4.toI32(get(n)), i32x4Const([FLOAT_EXP_BIAS, FLOAT_EXP_BIAS, FLOAT_EXP_BIAS, FLOAT_EXP_BIAS])), FLOAT_MANTISSA_BITS),
       ),
-      f32x4.ge(get(out), f32x4Const(EXP_MIN)),
+      f32x4.ge(get(x), f32x4Const(EXP_MIN)),
     )),
   ];
+}
+
+/** Sets `out` to exp(-(a * a)) for the local `a` (scratch locals n, r); 0 where the argument is below EXP_MIN. */
+function expNegSquare(a: number, n: number, r: number, out: number): Code {
+  return [...set(out, f32x4.neg(f32x4.mul(get(a), get(a)))), ...expInPlace(out, n, r)];
 }
 
 /** Shared by gelu and geluGrad: v = x[i]; z = v / sqrt 2; erf(z) and e = exp(-z^2) in locals. */
@@ -140,6 +147,70 @@ function dropoutFunc(): FuncSpec {
       ...set(l.R, f32x4.splat(get(rate))), ...set(l.S, f32x4.splat(get(scale))),
       ...set(l.idx, i32x4.add(i32x4.splat(get(start)), i32x4Const([0, 1, 2, 3]))),
       ...whileBelow(l.i, i32Mul(get(groups), i32c(V128_BYTES)), V128_BYTES, body),
+    ],
+  };
+}
+
+/**
+ * softmaxRows(s, mask, rows, T, scale): each of `rows` rows of T elements (T % 4 == 0) at s becomes softmax(s * scale +
+ * mask) in place, mask one row of T: v = s * scale + mask, m = max(v), e = exp(v - m), e / sum(e). A row whose
+ * elements are all equal (every key masked) becomes uniform.
+ */
+function softmaxRowsFunc(): FuncSpec {
+  const [s, mask, rows, T, scale] = [0, 1, 2, 3, 4];
+  const { index: l, types } = locals(5, { r: I32, k: I32, rowBytes: I32, ps: I32, S: V128, acc: V128, v: V128, n: V128, rr: V128, tmp: V128, top: V128 });
+  const at = (base: number): Code => i32Add(get(base), get(l.k));
+  const row = [
+    ...set(l.acc, f32x4Const(-Infinity)), ...set(l.k, i32c(0)),
+    ...whileBelow(l.k, get(l.rowBytes), V128_BYTES, [
+      ...set(l.v, f32x4.add(f32x4.mul(load(at(l.ps)), get(l.S)), load(at(mask)))),
+      ...store(at(l.ps), get(l.v)),
+      ...set(l.acc, f32x4.max(get(l.acc), get(l.v))),
+    ]),
+    ...set(l.top, f32x4.splat(f32x4.hmax(get(l.acc), l.tmp))),
+    ...set(l.acc, f32x4Const(0)), ...set(l.k, i32c(0)),
+    ...whileBelow(l.k, get(l.rowBytes), V128_BYTES, [
+      ...set(l.v, f32x4.sub(load(at(l.ps)), get(l.top))),
+      ...expInPlace(l.v, l.n, l.rr),
+      ...store(at(l.ps), get(l.v)),
+      ...set(l.acc, f32x4.add(get(l.acc), get(l.v))),
+    ]),
+    ...set(l.acc, f32x4.splat(f32x4.sum(get(l.acc), l.tmp))),
+    ...set(l.k, i32c(0)),
+    ...whileBelow(l.k, get(l.rowBytes), V128_BYTES, store(at(l.ps), f32x4.div(load(at(l.ps)), get(l.acc)))),
+    ...set(l.ps, i32Add(get(l.ps), get(l.rowBytes))),
+  ];
+  return {
+    name: 'softmaxRows', params: [I32, I32, I32, I32, F32], results: [], locals: types,
+    body: [
+      ...set(l.rowBytes, i32Mul(get(T), i32c(F32_BYTES))), ...set(l.S, f32x4.splat(get(scale))), ...set(l.ps, get(s)),
+      ...whileBelow(l.r, get(rows), 1, row),
+    ],
+  };
+}
+
+/**
+ * softmaxGradRows(p, dp, rows, T): each of `rows` rows of T elements (T % 4 == 0) of p (softmax probabilities)
+ * becomes p * (dp - sum(dp * p)) in place, dp the probabilities' gradient (same layout).
+ */
+function softmaxGradRowsFunc(): FuncSpec {
+  const [p, dp, rows, T] = [0, 1, 2, 3];
+  const { index: l, types } = locals(4, { r: I32, k: I32, rowBytes: I32, pp: I32, pd: I32, acc: V128, tmp: V128 });
+  const at = (base: number): Code => i32Add(get(base), get(l.k));
+  const row = [
+    ...set(l.acc, f32x4Const(0)), ...set(l.k, i32c(0)),
+    ...whileBelow(l.k, get(l.rowBytes), V128_BYTES, set(l.acc, f32x4.add(get(l.acc), f32x4.mul(load(at(l.pd)), load(at(l.pp)))))),
+    ...set(l.acc, f32x4.splat(f32x4.sum(get(l.acc), l.tmp))),
+    ...set(l.k, i32c(0)),
+    ...whileBelow(l.k, get(l.rowBytes), V128_BYTES, store(at(l.pp), f32x4.mul(load(at(l.pp)), f32x4.sub(load(at(l.pd)), get(l.acc))))),
+    ...set(l.pp, i32Add(get(l.pp), get(l.rowBytes))),
+    ...set(l.pd, i32Add(get(l.pd), get(l.rowBytes))),
+  ];
+  return {
+    name: 'softmaxGradRows', params: [I32, I32, I32, I32], results: [], locals: types,
+    body: [
+      ...set(l.rowBytes, i32Mul(get(T), i32c(F32_BYTES))), ...set(l.pp, get(p)), ...set(l.pd, get(dp)),
+      ...whileBelow(l.r, get(rows), 1, row),
     ],
   };
 }
@@ -273,6 +344,8 @@ export interface HostSimd {
   dropout(x: number, out: number, groups: number, start: number, k1: number, k2: number, rate: number, scale: number): void;
   layerNorm(x: number, gamma: number, beta: number, y: number, rows: number, H: number, eps: number): void;
   layerNormGrad(x: number, gamma: number, dy: number, dx: number, acc: number, rows: number, H: number, eps: number): void;
+  softmaxRows(s: number, mask: number, rows: number, T: number, scale: number): void;
+  softmaxGradRows(p: number, dp: number, rows: number, T: number): void;
 }
 
 /** Elements per SIMD group; LayerNorm's H must be a multiple of it. */
@@ -283,7 +356,7 @@ export const SIMD_LANES = LANES;
  * has no wasm SIMD; callers then keep their JavaScript loops.
  */
 const hostSimdFor: (memory: WebAssembly.Memory | undefined) => HostSimd | null = instancePerMemory<HostSimd>(
-  () => [geluFunc(), geluGradFunc(), dropoutFunc(), layerNormFunc(), layerNormGradFunc()]);
+  () => [geluFunc(), geluGradFunc(), dropoutFunc(), layerNormFunc(), layerNormGradFunc(), softmaxRowsFunc(), softmaxGradRowsFunc()]);
 
 // ---------------------------------------------------------------------------------------------------------------
 // The loops over Float32Arrays: in place where the arrays are views of the module's memory (the wasm heap), or
@@ -392,6 +465,29 @@ export function simdLayerNorm(host: SimdHost, x: Float32Array, gamma: Float32Arr
     const n = Math.min(step, rows - r);
     const [a, b] = [r * H, (r + n) * H];
     host.call([x.subarray(a, b), gamma, beta], [y.subarray(a, b)], (s, [xa, ga, ba, ya]) => s.layerNorm(xa!, ga!, ba!, ya!, n, H, eps));
+  }
+}
+
+/**
+ * Rows of T elements of s (T % SIMD_LANES == 0, the caller checks) -> softmax(s * scale + mask) in place, where rows
+ * [i * maskRows, (i + 1) * maskRows) take row i of `mask` ([.., T]): the attention's heads of one batch entry share its
+ * key mask.
+ */
+export function simdSoftmaxRows(host: SimdHost, s: Float32Array, mask: Float32Array, T: number, maskRows: number, scale: number): void {
+  const slab = maskRows * T;
+  for (let i = 0; i * slab < s.length; i++) {
+    const rows = s.subarray(i * slab, (i + 1) * slab);
+    host.call([rows, mask.subarray(i * T, (i + 1) * T)], [rows], (m, [sa, ma]) => m.softmaxRows(sa!, ma!, maskRows, T, scale));
+  }
+}
+
+/** Rows of T elements of p (T % SIMD_LANES == 0) -> p * (dp - rowsum(dp * p)) in place. */
+export function simdSoftmaxGradRows(host: SimdHost, p: Float32Array, dp: Float32Array, T: number): void {
+  const step = Math.max(1, Math.floor(host.chunk / T)) * T;
+  for (let a = 0; a < p.length; a += step) {
+    const b = Math.min(p.length, a + step);
+    const rows = p.subarray(a, b); // one array read and written (staged once)
+    host.call([rows, dp.subarray(a, b)], [rows], (m, [pa, da]) => m.softmaxGradRows(pa!, da!, (b - a) / T, T));
   }
 }
 

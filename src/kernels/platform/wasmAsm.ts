@@ -24,7 +24,7 @@ const OP = {
   localGet: 0x20, localSet: 0x21, localTee: 0x22,
   i32Const: 0x41, f32Const: 0x43,
   i32GeU: 0x4f, i32Add: 0x6a, i32Mul: 0x6c,
-  f32Sqrt: 0x91, f32Add: 0x92, f32Mul: 0x94, f32Div: 0x95, f32ConvertI32S: 0xb2,
+  f32Sqrt: 0x91, f32Add: 0x92, f32Mul: 0x94, f32Div: 0x95, f32Max: 0x97, f32ConvertI32S: 0xb2,
   f64Sqrt: 0x9f, f64Add: 0xa0, f64Div: 0xa3, f64ConvertI32S: 0xb7, f64PromoteF32: 0xbb,
 } as const;
 
@@ -115,6 +115,11 @@ export const f32x4 = {
   sum: (a: Code, tmp: number): Code => [
     ...set(tmp, a),
     ...[0, 1, 2, 3].flatMap((lane) => [...get(tmp), ...simd(SIMD.f32x4ExtractLane), lane, ...(lane > 0 ? [OP.f32Add] : [])]),
+  ],
+  /** The scalar f32 maximum of the four lanes. */
+  hmax: (a: Code, tmp: number): Code => [
+    ...set(tmp, a),
+    ...[0, 1, 2, 3].flatMap((lane) => [...get(tmp), ...simd(SIMD.f32x4ExtractLane), lane, ...(lane > 0 ? [OP.f32Max] : [])]),
   ],
 };
 

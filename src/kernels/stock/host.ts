@@ -129,6 +129,11 @@ export function useNativeGemm(choice: NativeGemmChoice): boolean {
   return nativeGemm !== undefined;
 }
 
+/** The native GEMM engine when it is the system's CBLAS (whose strided products the attention kernels use), else undefined. */
+export function activeCblas(): Cblas | undefined {
+  return nativeGemm instanceof Cblas ? nativeGemm : undefined;
+}
+
 /** `library, N threads`. */
 function describeHostGemm(gemm: HostGemm): string {
   return `${gemm.library}, ${gemm.threads} thread${gemm.threads === 1 ? '' : 's'}`;
