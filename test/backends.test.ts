@@ -452,7 +452,9 @@ describe('replaced kernels match the stock kernels', () => {
   });
 
   const binaryCases: [number[], number[]][] = [[[3, 4], [3, 4]], [[2, 3, 4, 5], [2, 1, 1, 5]], [[3, 4], [4]], [[4], [3, 4]], [[3, 1], [1, 4]],
-    [[2, 3, 4], [2, 3, 1]], [[2, 3, 4], []], [[], [2, 3]], [[1, 1], [1]], [[2, 1, 3], [4, 1]]];
+    [[2, 3, 4], [2, 3, 1]], [[2, 3, 4], []], [[], [2, 3]], [[1, 1], [1]], [[2, 1, 3], [4, 1]],
+    // same shapes past the staged SIMD loop's threshold: several staging chunks, a tail of n % 4 elements
+    [[3, 1 << 18], [3, 1 << 18]], [[4099, 3], [4099, 3]]];
   for (const [kernel, op] of [['Add', tf.add], ['Sub', tf.sub], ['Multiply', tf.mul], ['RealDiv', tf.div]] as const) {
     test(`cpu ${kernel} with broadcasting equals the stock kernel bit for bit`, async () => {
       for (const [sa, sb] of binaryCases) {

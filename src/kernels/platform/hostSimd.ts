@@ -1,7 +1,8 @@
 /**
  * WebAssembly SIMD (f32x4, f64x2) loops for the host backends' element-wise training kernels: GELU forward and
- * backward, LayerNorm forward and backward (kernels/layerNorm), dropout (kernels/dropout), and the attention's
- * masked softmax rows and their gradient (kernels/attention). Assembled at run time
+ * backward, LayerNorm forward and backward (kernels/layerNorm), dropout (kernels/dropout), the attention's
+ * masked softmax rows and their gradient (kernels/attention), and the cpu backend's same-shape Add, Sub, Multiply
+ * and RealDiv (kernels/stock). Assembled at run time
  * (src/kernels/platform/wasmAsm.ts) and instantiated on a given memory: the tfjs-backend-wasm heap, so the kernels read and
  * write tensors in place, or a private staging memory for the cpu backend.
  *
@@ -26,6 +27,7 @@
  *                                                          dgamma to acc[0, H), dbeta to acc[H, 2H)
  *   softmaxRows(s, mask, rows, T, scale)                   T % 4 == 0: rows of s -> softmax(s * scale + mask)
  *   softmaxGradRows(p, dp, rows, T)                        T % 4 == 0: rows of p -> p * (dp - rowsum(dp * p))
+ *   add|sub|mul|div(a, b, out, groups)                     out = a (op) b: one float32 operation, the JS loop's bits
  */
 import {
   F32, f32Add, f32c, f32Div, f32FromI32, f32Mul, f32Sqrt, f32x4, f32x4Const, F64, f64Add, f64c, f64Div,
@@ -215,6 +217,19 @@ function softmaxGradRowsFunc(): FuncSpec {
   };
 }
 
+/** The element-wise binary ops (the cpu backend's same-shape Add, Sub, Multiply and RealDiv), as f32x4 operations. */
+const BINARY_LOOPS = { add: f32x4.add, sub: f32x4.sub, mul: f32x4.mul, div: f32x4.div } as const;
+export type BinaryLoop = keyof typeof BINARY_LOOPS;
+
+/** out = a (op) b over `groups` groups of 4. */
+function binaryFunc(name: BinaryLoop): FuncSpec {
+  const [a, b, out, groups] = [0, 1, 2, 3];
+  const { index: l, types } = locals(4, { i: I32 });
+  const at = (base: number): Code => i32Add(get(base), get(l.i));
+  const body = store(at(out), BINARY_LOOPS[name](load(at(a)), load(at(b))));
+  return { name, params: [I32, I32, I32, I32], results: [], locals: types, body: whileBelow(l.i, i32Mul(get(groups), i32c(V128_BYTES)), V128_BYTES, body) };
+}
+
 /** mean and rstd of the row at `px` (rowBytes long) into splatted locals, via the accumulator `acc`. */
 function rowStats(px: number, rowBytes: number, invH: number, eps: number, l: Record<'k' | 'acc' | 'd' | 'tmp' | 'mean' | 'rstd', number>): Code {
   const x = load(i32Add(get(px), get(l.k)));
@@ -346,6 +361,10 @@ export interface HostSimd {
   layerNormGrad(x: number, gamma: number, dy: number, dx: number, acc: number, rows: number, H: number, eps: number): void;
   softmaxRows(s: number, mask: number, rows: number, T: number, scale: number): void;
   softmaxGradRows(p: number, dp: number, rows: number, T: number): void;
+  add(a: number, b: number, out: number, groups: number): void;
+  sub(a: number, b: number, out: number, groups: number): void;
+  mul(a: number, b: number, out: number, groups: number): void;
+  div(a: number, b: number, out: number, groups: number): void;
 }
 
 /** Elements per SIMD group; LayerNorm's H must be a multiple of it. */
@@ -356,7 +375,8 @@ export const SIMD_LANES = LANES;
  * has no wasm SIMD; callers then keep their JavaScript loops.
  */
 const hostSimdFor: (memory: WebAssembly.Memory | undefined) => HostSimd | null = instancePerMemory<HostSimd>(
-  () => [geluFunc(), geluGradFunc(), dropoutFunc(), layerNormFunc(), layerNormGradFunc(), softmaxRowsFunc(), softmaxGradRowsFunc()]);
+  () => [geluFunc(), geluGradFunc(), dropoutFunc(), layerNormFunc(), layerNormGradFunc(), softmaxRowsFunc(), softmaxGradRowsFunc(),
+    ...(Object.keys(BINARY_LOOPS) as BinaryLoop[]).map(binaryFunc)]);
 
 // ---------------------------------------------------------------------------------------------------------------
 // The loops over Float32Arrays: in place where the arrays are views of the module's memory (the wasm heap), or
@@ -442,6 +462,16 @@ export function simdGeluGrad(host: SimdHost, x: Float32Array, dy: Float32Array, 
   for (let a = 0; a < n; a += host.chunk) {
     const b = Math.min(n, a + host.chunk);
     host.call([x.subarray(a, b), dy.subarray(a, b)], [dx.subarray(a, b)], (s, [xa, dya, dxa]) => s.geluGrad(xa!, dya!, dxa!, (b - a) / LANES));
+  }
+  return n;
+}
+
+/** out = a (op) b over the first wholeGroups(n) elements of equal-length arrays; returns that count. */
+export function simdBinary(host: SimdHost, op: BinaryLoop, a: Float32Array, b: Float32Array, out: Float32Array): number {
+  const n = wholeGroups(out.length);
+  for (let p = 0; p < n; p += host.chunk) {
+    const q = Math.min(n, p + host.chunk);
+    host.call([a.subarray(p, q), b.subarray(p, q)], [out.subarray(p, q)], (s, [pa, pb, po]) => s[op](pa!, pb!, po!, (q - p) / LANES));
   }
   return n;
 }
