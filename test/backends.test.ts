@@ -3,7 +3,7 @@
  * training step (loss and every gradient) agrees within 1e-4 across the cpu and wasm backends.
  *
  * Op level: each replaced kernel (wasm and cpu BatchMatMul, Unpack, Sum, GatherV2, Slice, SplitV, Concat; wasm
- * Identity, UnsortedSegmentSum; cpu Transpose, PadV2, Add, Sub, Multiply, RealDiv, Softmax) against the same backend's stock kernel
+ * Identity, UnsortedSegmentSum, order-keeping Transpose; cpu Transpose, PadV2, Add, Sub, Multiply, RealDiv, Softmax) against the same backend's stock kernel
  * (captured before any selection registers ours: nothing registers on import) on shapes that reach every branch
  * (transpose flags, batched, b unbatched, broadcast batch, leading/other axes); wasm BatchMatMul with each of its engines (the
  * system's CBLAS, onnxruntime-node's MLAS and the XNNPACK fallback), cpu BatchMatMul on both native engines.
@@ -335,6 +335,24 @@ describe('replaced kernels match the stock kernels', () => {
     y.dispose();
     assert.deepEqual(shared.shape, [1, 3, 4]);
     assert.deepEqual(Float32Array.from(await shared.data()), seededValues(12, 28));
+    shared.dispose();
+  });
+
+  test('wasm Transpose: order-keeping permutations share the buffer, the others are the stock kernel', async () => {
+    const x = rand([2, 5, 3, 4], 22);
+    for (const perm of [[0, 1, 2, 3], [0, 2, 1, 3], [3, 2, 1, 0]]) {
+      const { fast, stock } = await fastAndStock('wasm', () => tf.transpose(x, perm));
+      assert.deepEqual(fast[0], stock[0], `[${perm}]`);
+    }
+    tf.dispose(x);
+    await selectBackend('wasm');
+    const y = rand([3, 1, 4], 29);
+    const before = tf.memory().numDataBuffers;
+    const shared = tf.transpose(y, [1, 0, 2]);
+    assert.equal(tf.memory().numDataBuffers, before, 'no new buffer');
+    y.dispose();
+    assert.deepEqual(shared.shape, [1, 3, 4]);
+    assert.deepEqual(Float32Array.from(await shared.data()), seededValues(12, 29));
     shared.dispose();
   });
 

@@ -580,6 +580,20 @@ export function makeCpuTranspose(stock: KernelFunc): KernelFunc {
 }
 
 /**
+ * wasm Transpose: a permutation that keeps the elements in order (TF.js's gather gradient transposes the embedding
+ * gradient by [0, 1]) shares the input's buffer, as makeCpuTranspose does; every other one is the stock kernel's.
+ */
+export function makeWasmTranspose(stock: KernelFunc): KernelFunc {
+  return (args) => {
+    const x = args.inputs['x']!;
+    const { perm } = args.attrs as unknown as { perm: number[] };
+    if (!keepsOrder(x.shape, perm)) return stock(args);
+    (args.backend as unknown as WasmBackend).incRef(x.dataId);
+    return { dataId: x.dataId, shape: perm.map((a) => x.shape[a]!), dtype: x.dtype };
+  };
+}
+
+/**
  * wasm UnsortedSegmentSum (the embedding gradient): the scatter-add of `scatterAdd`, accumulated directly in the
  * output's heap buffer (no [numSegments, inner] host array to fill and copy in: 31 MB for a 30,522 x 256 table).
  */

@@ -11,7 +11,7 @@
  */
 import { tf } from '../../model/tf.js';
 import {
-  makeCpuBinary, makeCpuPad, makeCpuSoftmax, makeCpuTranspose, makeHostBatchMatMul, makeHostConcat, makeHostGather,
+  makeCpuBinary, makeCpuPad, makeCpuSoftmax, makeCpuTranspose, makeWasmTranspose, makeHostBatchMatMul, makeHostConcat, makeHostGather,
   makeHostSlice, makeHostSplitV, makeHostSum, makeHostUnpack, makeWasmIdentity, makeWasmSegmentSum, unsortedSegmentSumCpu,
   type KernelFunc,
 } from './host.js';
@@ -66,6 +66,7 @@ const REPLACEMENTS: readonly Replacement[] = [
   })),
   { kernelName: tf.Softmax, backends: ['cpu'], make: (bn) => makeCpuSoftmax(stockKernel(tf.Softmax, bn).kernelFunc) },
   { kernelName: tf.Transpose, backends: ['cpu'], make: (bn) => makeCpuTranspose(stockKernel(tf.Transpose, bn).kernelFunc) },
+  { kernelName: tf.Transpose, backends: ['wasm'], make: (bn) => makeWasmTranspose(stockKernel(tf.Transpose, bn).kernelFunc) },
   { kernelName: tf.PadV2, backends: ['cpu'], make: (bn) => makeCpuPad(stockKernel(tf.PadV2, bn).kernelFunc) },
 ];
 
