@@ -15,7 +15,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import {
-  ATTENTION_CONTEXT, ATTENTION_CONTEXT_GRAD, ATTENTION_PROBS, ATTENTION_PROBS_GRAD, MERGE_HEADS, selfAttention, SPLIT_HEADS,
+  ATTENTION, ATTENTION_CONTEXT, ATTENTION_CONTEXT_GRAD, ATTENTION_GRAD, ATTENTION_PROBS, ATTENTION_PROBS_GRAD, MERGE_HEADS, selfAttention, SPLIT_HEADS,
   type AttentionOptions,
 } from '../src/kernels/attention/index.js';
 import { NATIVE_GEMM_ENV, parseNativeGemmChoice, useNativeGemm, type NativeGemmChoice } from '../src/kernels/stock/index.js';
@@ -85,7 +85,9 @@ async function run(c: Case): Promise<Float32Array[]> {
 }
 
 const NAMES = ['context', 'probs', 'dq', 'dk', 'dv'];
-const FUSED_KERNELS = [ATTENTION_PROBS, ATTENTION_CONTEXT, ATTENTION_CONTEXT_GRAD, ATTENTION_PROBS_GRAD];
+/** The host's one op and its gradient; the webgpu kernels' four (their programs are checked by name below). */
+const HOST_KERNELS = [ATTENTION, ATTENTION_GRAD];
+const WEBGPU_KERNELS = [ATTENTION_PROBS, ATTENTION_CONTEXT, ATTENTION_CONTEXT_GRAD, ATTENTION_PROBS_GRAD];
 
 /** `f` with the host products on `choice`'s engine, then back on the one the environment chooses (backend.ts). */
 async function withHostProducts<T>(choice: NativeGemmChoice, f: () => Promise<T>): Promise<T> {
@@ -141,8 +143,8 @@ describe('selfAttention', () => {
             const before = tf.memory().numTensors;
             const profile = await tf.profile(() => run(c));
             assert.equal(tf.memory().numTensors, before, 'no tensor leaks');
-            for (const k of FUSED_KERNELS) assert.ok(profile.kernelNames.includes(k), `${k} ran: ${profile.kernelNames}`);
-            for (const k of [SPLIT_HEADS, MERGE_HEADS, 'Softmax', 'Transpose']) assert.ok(!profile.kernelNames.includes(k), `${k} ran: ${profile.kernelNames}`);
+            for (const k of HOST_KERNELS) assert.ok(profile.kernelNames.includes(k), `${k} ran: ${profile.kernelNames}`);
+            for (const k of [...WEBGPU_KERNELS, SPLIT_HEADS, MERGE_HEADS, 'Softmax', 'Transpose']) assert.ok(!profile.kernelNames.includes(k), `${k} ran: ${profile.kernelNames}`);
             return run(c);
           });
           const ref = await computedBy('composite', () => run(c));
@@ -157,7 +159,7 @@ describe('selfAttention', () => {
         const profile = await tf.profile(() => run(c));
         assert.equal(tf.memory().numTensors, before, 'no tensor leaks');
         for (const k of [SPLIT_HEADS, MERGE_HEADS]) assert.ok(profile.kernelNames.includes(k), `${k} ran: ${profile.kernelNames}`);
-        for (const k of FUSED_KERNELS) assert.ok(!profile.kernelNames.includes(k), `${k} ran: ${profile.kernelNames}`);
+        for (const k of [...HOST_KERNELS, ...WEBGPU_KERNELS]) assert.ok(!profile.kernelNames.includes(k), `${k} ran: ${profile.kernelNames}`);
         assert.equal(profile.kernelNames.filter((k) => k === 'SplitV').length, 1, 'one stock split ran (the test\'s own, of dqkv)');
         const ref = await computedBy('composite', () => run(c));
         const got = await run(c);

@@ -1,17 +1,18 @@
 /**
  * The attention op's host kernels (the op, the kernels' contract and their gradients: index.ts).
  *
- * Where the host products run on the system's CBLAS (stock/host.ts `activeCblas`), cpu and wasm run the op's four
- * kernels, every product one cblas_sgemm per (batch, head) on the blocks where they are (Cblas.gemmGrid): head h of
- * part p (0 q, 1 k, 2 v) of batch entry b is the T x dh block at qkv[b, 0, p H + h dh] with rows 3H apart; the
- * context's and dContext's head h the block at [b, 0, h dh] with rows H apart; no split, merge or transpose.
- *   MicseAttentionProbs        S = q k^T per head into probs; per row: S * scale + mask, softmax, then dropout over the
- *                              whole [B, nh, T, T] (kernels/dropout's loop: the same bits at the same flat index)
- *   MicseAttentionContext      context = probs v
- *   MicseAttentionContextGrad  dProbs = dContext v^T; dv = probs^T dContext into part 2 of dqkv, parts 0 and 1 zero
- *   MicseAttentionProbsGrad    P = softmax(q k^T * scale + mask) recomputed (scratch), dP = dropout(dProbs) (scratch),
- *                              per row dS = P * (dP - rowsum(dP * P)); dq = scale dS k into part 0, dk = scale dS^T q
- *                              into part 1, part 2 zero
+ * Where the host products run on the system's CBLAS (stock/host.ts `activeCblas`), cpu and wasm run the op as one
+ * kernel and its gradient as one, every product one cblas_sgemm per (batch, head) on the blocks where they are
+ * (Cblas.gemmGrid): head h of part p (0 q, 1 k, 2 v) of batch entry b is the T x dh block at qkv[b, 0, p H + h dh]
+ * with rows 3H apart; the context's and dContext's head h the block at [b, 0, h dh] with rows H apart; no split, merge
+ * or transpose.
+ *   MicseAttention      S = q k^T per head into probs; per row: S * scale + mask, softmax, then dropout over the
+ *                       whole [B, nh, T, T] (kernels/dropout's loop: the same bits at the same flat index); then
+ *                       context = probs v
+ *   MicseAttentionGrad  dP = dProbs + dContext v^T (scratch); dv = probs^T dContext into part 2 of dqkv;
+ *                       P = softmax(q k^T * scale + mask) recomputed (scratch), dP = dropout(dP) (the same mask),
+ *                       per row dS = P * (dP - rowsum(dP * P)); dq = scale dS k into part 0, dk = scale dS^T q into
+ *                       part 1
  * The scale, mask and softmax (and the softmax's gradient) run row by row in the WebAssembly SIMD loops of
  * hostSimd.ts where T is a multiple of 4 (float32 throughout, exp a polynomial within a few ulps); else in JavaScript
  * loops with the cpu backend's composed ops' arithmetic (a product rounded, times the float32 scale rounded, plus the
@@ -32,8 +33,8 @@ import { SIMD_LANES, simdSoftmaxGradRows, simdSoftmaxRows, type SimdHost } from 
 import { registerOp } from '../registry.js';
 import { activeCblas } from '../stock/host.js';
 import {
-  ATTENTION_CONTEXT, ATTENTION_CONTEXT_GRAD, ATTENTION_GRADIENTS, ATTENTION_PROBS, ATTENTION_PROBS_GRAD, dimsOf, MERGE_HEADS,
-  SPLIT_HEADS, SPLIT_HEADS_GRADIENTS, type ContextAttrs, type Dims, type HeadsAttrs, type ProbsAttrs,
+  ATTENTION, ATTENTION_GRAD, ATTENTION_GRADIENTS, dimsOf, MERGE_HEADS, SPLIT_HEADS, SPLIT_HEADS_GRADIENTS, type Dims,
+  type HeadsAttrs, type ProbsAttrs,
 } from './index.js';
 
 /** The active CBLAS; the kernels run only where there is one (their `when`), so its absence here is a caller's error. */
@@ -104,73 +105,49 @@ function softmaxGradRows(p: Float32Array, dp: Float32Array, T: number, simd: Sim
   }
 }
 
-/** Zeroes parts [from, to) (0 q, 1 k, 2 v) of every row of dqkv [B, T, 3H]: the parts this kernel's gradient does not hold. */
-function zeroParts(dqkv: Float32Array, H: number, from: number, to: number): void {
-  for (let row = 0; row < dqkv.length; row += 3 * H) dqkv.fill(0, row + from * H, row + to * H);
-}
-
-/** The four kernels on the host backend whose tensors `io` reads and makes. */
+/** The op's two kernels on the host backend whose tensors `io` reads and makes. */
 function attentionKernels(io: (backend: unknown) => HostIO): Record<string, tf.KernelFunc> {
   return {
-    [ATTENTION_PROBS]: ({ inputs, backend, attrs }) => {
+    [ATTENTION]: ({ inputs, backend, attrs }) => {
       const { qkv, mask } = inputs as { qkv: tf.TensorInfo; mask: tf.TensorInfo };
       const a = attrs as unknown as ProbsAttrs;
       const d = dimsOf(qkv.shape, a.heads);
       const host = io(backend);
       const gemm = cblas();
-      return host.outputs([[d.B, d.nh, d.T, d.T]], ([probs]) => {
+      return host.outputs([[d.B, d.T, d.H], [d.B, d.nh, d.T, d.T]], ([context, probs]) => {
         const x = host.read(qkv); // [B, T, 3H]
         gemm.gemmGrid(grid(d), false, true, d.T, d.T, d.dh, 1, packedPart(x, d, 0), packedPart(x, d, 1), squareOf(probs!, d));
         softmaxRows(probs!, host.read(mask), d, a.scale, rowsSimd(host, d.T));
         if (a.rate > 0) dropoutInto(probs!, probs!, a.rate, a.seed, host.simd);
-      })[0]!;
-    },
-    [ATTENTION_CONTEXT]: ({ inputs, backend, attrs }) => {
-      const { probs, qkv } = inputs as { probs: tf.TensorInfo; qkv: tf.TensorInfo };
-      const d = dimsOf(qkv.shape, (attrs as unknown as ContextAttrs).heads);
-      const host = io(backend);
-      const gemm = cblas();
-      return host.outputs([[d.B, d.T, d.H]], ([context]) => {
-        gemm.gemmGrid(grid(d), false, false, d.T, d.dh, d.T, 1, squareOf(host.read(probs), d), packedPart(host.read(qkv), d, 2), headsOf(context!, d));
-      })[0]!;
-    },
-    [ATTENTION_CONTEXT_GRAD]: ({ inputs, backend, attrs }) => {
-      const { probs, qkv, dContext } = inputs as { probs: tf.TensorInfo; qkv: tf.TensorInfo; dContext: tf.TensorInfo };
-      const d = dimsOf(qkv.shape, (attrs as unknown as ContextAttrs).heads);
-      const host = io(backend);
-      const gemm = cblas();
-      return host.outputs([probs.shape, qkv.shape], ([dProbs, dqkv]) => {
-        const x = host.read(qkv); // [B, T, 3H]
-        const dc = headsOf(host.read(dContext), d);
-        gemm.gemmGrid(grid(d), false, true, d.T, d.T, d.dh, 1, dc, packedPart(x, d, 2), squareOf(dProbs!, d));
-        gemm.gemmGrid(grid(d), true, false, d.T, d.dh, d.T, 1, squareOf(host.read(probs), d), dc, packedPart(dqkv!, d, 2));
-        zeroParts(dqkv!, d.H, 0, 2);
+        gemm.gemmGrid(grid(d), false, false, d.T, d.dh, d.T, 1, squareOf(probs!, d), packedPart(x, d, 2), headsOf(context!, d));
       });
     },
-    [ATTENTION_PROBS_GRAD]: ({ inputs, backend, attrs }) => {
-      const { qkv, mask, dProbs } = inputs as { qkv: tf.TensorInfo; mask: tf.TensorInfo; dProbs: tf.TensorInfo };
+    [ATTENTION_GRAD]: ({ inputs, backend, attrs }) => {
+      const { qkv, mask, probs, dContext, dProbs } = inputs as Record<'qkv' | 'mask' | 'probs' | 'dContext' | 'dProbs', tf.TensorInfo>;
       const a = attrs as unknown as ProbsAttrs;
       const d = dimsOf(qkv.shape, a.heads);
       const host = io(backend);
       const gemm = cblas();
       const n = d.z * d.T * d.T;
-      // scratch: P, and dropout(dProbs) where there is dropout
+      // scratch: the probabilities' whole gradient, then P recomputed
       return host.outputs([qkv.shape], ([dqkv], scratch) => {
         const x = host.read(qkv); // [B, T, 3H]
-        const p = scratch.subarray(0, n); // [B, nh, T, T]
+        const dc = headsOf(host.read(dContext), d);
+        // dProbs (what read the probabilities, e.g. the AMI) + dContext v^T
+        const dp = scratch.subarray(0, n); // [B, nh, T, T]
+        dp.set(host.read(dProbs));
+        gemm.gemmGrid(grid(d), false, true, d.T, d.T, d.dh, 1, dc, packedPart(x, d, 2), squareOf(dp, d), 1);
+        // dv = probs^T dContext
+        gemm.gemmGrid(grid(d), true, false, d.T, d.dh, d.T, 1, squareOf(host.read(probs), d), dc, packedPart(dqkv!, d, 2));
+        // P = softmax(q k^T * scale + mask) again; through the dropout, dP = dropout(dp) (the same mask)
+        const p = scratch.subarray(n, 2 * n); // [B, nh, T, T]
         gemm.gemmGrid(grid(d), false, true, d.T, d.T, d.dh, 1, packedPart(x, d, 0), packedPart(x, d, 1), squareOf(p, d));
         softmaxRows(p, host.read(mask), d, a.scale, rowsSimd(host, d.T));
-        let dp = host.read(dProbs); // [B, nh, T, T]
-        if (a.rate > 0) {
-          const dropped = scratch.subarray(n, 2 * n);
-          dropoutInto(dp, dropped, a.rate, a.seed, host.simd);
-          dp = dropped;
-        }
+        if (a.rate > 0) dropoutInto(dp, dp, a.rate, a.seed, host.simd);
         softmaxGradRows(p, dp, d.T, rowsSimd(host, d.T)); // p holds dS now
         gemm.gemmGrid(grid(d), false, false, d.T, d.dh, d.T, a.scale, squareOf(p, d), packedPart(x, d, 1), packedPart(dqkv!, d, 0));
         gemm.gemmGrid(grid(d), true, false, d.T, d.dh, d.T, a.scale, squareOf(p, d), packedPart(x, d, 0), packedPart(dqkv!, d, 1));
-        zeroParts(dqkv!, d.H, 2, 3);
-      }, (a.rate > 0 ? 2 : 1) * n)[0]!;
+      }, 2 * n)[0]!;
     },
   };
 }

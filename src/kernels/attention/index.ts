@@ -25,9 +25,11 @@
  * engine fills the gradient of an unused output of a kernel with host zeros).
  * The dropout mask is `seededDropout`'s (kernels/dropout `WGSL_DROPOUT`): the same bits at the same flat index of the
  * [B, nh, T, T] probabilities. A fully padded row (every key masked) has equal scores, so uniform probabilities.
- * On cpu and wasm, where the host products run on the system's CBLAS, the same four kernels (host.ts): every product
- * one cblas_sgemm per (batch, head) on the head's block where it is in qkv, the context or the gradients (leading
- * dimensions 3H and H), the scale, mask, softmax and dropout in loops over rows.
+ * On cpu and wasm, where the host products run on the system's CBLAS, the same steps as ONE op (host.ts:
+ * MicseAttention -> [context, probs], MicseAttentionGrad -> dqkv): on the host the gradient of an unused output is a
+ * cheap zero array, and one gradient kernel writes all three parts of dqkv, so neither zero-filled halves nor their
+ * sum are made. Every product is one cblas_sgemm per (batch, head) on the head's block where it is in qkv, the context
+ * or the gradients (leading dimensions 3H and H); the scale, mask, softmax and dropout run in loops over rows.
  * Every other backend (and cpu and wasm without CBLAS) runs the composed ops: q, k and v split from qkv into heads,
  * stock products and softmax. On cpu the split into heads is then one kernel (host.ts: MicseSplitHeads, each head
  * row copied from qkv to where the head transpose puts it, and its gradient MicseMergeHeads, the way back), where
@@ -44,6 +46,10 @@ export const ATTENTION_PROBS = 'MicseAttentionProbs';
 export const ATTENTION_PROBS_GRAD = 'MicseAttentionProbsGrad';
 export const ATTENTION_CONTEXT = 'MicseAttentionContext';
 export const ATTENTION_CONTEXT_GRAD = 'MicseAttentionContextGrad';
+/** Both steps in one kernel (the host's): qkv, mask -> [context, probs]; attrs ProbsAttrs */
+export const ATTENTION = 'MicseAttention';
+/** Its gradient: qkv, mask, probs, dContext, dProbs -> dqkv [B, T, 3H]; attrs ProbsAttrs */
+export const ATTENTION_GRAD = 'MicseAttentionGrad';
 /** qkv [B, T, 3H] -> q, k, v [B, nh, T, dh]; attrs HeadsAttrs */
 export const SPLIT_HEADS = 'MicseSplitHeads';
 /** dq, dk, dv [B, nh, T, dh] -> dqkv [B, T, 3H]; attrs HeadsAttrs */
@@ -103,8 +109,21 @@ const noMaskGradient = (): tf.Tensor => {
 };
 
 // Each op's gradient with respect to qkv is a whole [B, T, 3H] (zeros in the parts it does not read); autodiff adds
-// the two, one dispatch.
+// the two, one dispatch. The host's one op takes both outputs' gradients (zeros for probabilities nothing read) and
+// writes the three parts of dqkv itself.
 export const ATTENTION_GRADIENTS: tf.GradConfig[] = [
+  {
+    kernelName: ATTENTION,
+    inputsToSave: ['qkv', 'mask'],
+    outputsToSave: [false, true],
+    gradFunc: (dys, saved, attrs) => {
+      const [qkv, mask, probs] = saved as [tf.Tensor, tf.Tensor, tf.Tensor];
+      const [dContext, dProbs] = dys as tf.Tensor[];
+      const dqkv = tf.engine().runKernel(ATTENTION_GRAD, { qkv, mask, probs, dContext: dContext!, dProbs: dProbs! },
+        attrs as unknown as tf.NamedAttrMap) as tf.Tensor;
+      return { qkv: () => dqkv, mask: noMaskGradient };
+    },
+  },
   {
     kernelName: ATTENTION_PROBS,
     inputsToSave: ['qkv', 'mask'],
@@ -181,9 +200,12 @@ export function selfAttention(qkv: tf.Tensor3D, maskAdd: tf.Tensor4D, opts: Atte
   if (!tf.util.arraysEqual(maskAdd.shape, [B, 1, 1, T])) {
     throw new Error(`selfAttention: maskAdd must be [${B}, 1, 1, ${T}]; got [${maskAdd.shape}]`);
   }
-  const fused = kernelOn(ATTENTION_PROBS, qkv, maskAdd);
-  if (!fused) return composedAttention(qkv, maskAdd, opts);
   const probsAttrs: ProbsAttrs = { heads: opts.heads, scale: opts.scale, rate: opts.rate, seed: opts.seed };
+  if (kernelOn(ATTENTION, qkv, maskAdd)) {
+    const [context, probs] = tf.engine().runKernel(ATTENTION, { qkv, mask: maskAdd }, probsAttrs as unknown as tf.NamedAttrMap) as tf.Tensor[];
+    return { context: context as tf.Tensor3D, probs: probs as tf.Tensor4D };
+  }
+  if (!kernelOn(ATTENTION_PROBS, qkv, maskAdd)) return composedAttention(qkv, maskAdd, opts);
   const contextAttrs: ContextAttrs = { heads: opts.heads };
   const probs = tf.engine().runKernel(ATTENTION_PROBS, { qkv, mask: maskAdd }, probsAttrs as unknown as tf.NamedAttrMap) as tf.Tensor4D;
   const context = tf.engine().runKernel(ATTENTION_CONTEXT, { probs, qkv }, contextAttrs as unknown as tf.NamedAttrMap) as tf.Tensor3D;

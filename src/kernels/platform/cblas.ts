@@ -211,13 +211,13 @@ export class Cblas implements HostGemm {
   }
 
   /**
-   * c(i, j) = alpha op(a(i, j)) op(b(i, j)) for every entry (i, j) of a `grid` of strided blocks (GridOperand), one
-   * sgemm each: op(a) is M x K (stored K x M where transA), op(b) K x N, c M x N, each block row-major with its
+   * c(i, j) = alpha op(a(i, j)) op(b(i, j)) + beta c(i, j) for every entry (i, j) of a `grid` of strided blocks
+   * (GridOperand), one sgemm each (beta 0: c is only written): op(a) is M x K (stored K x M where transA), op(b) K x N, c M x N, each block row-major with its
    * operand's ld. The blocks are read and written where they are, passed to the library as byte addresses (no view
    * object per call); every block of every entry must lie inside its array, checked once for the grid's last entry.
    */
   gemmGrid(grid: readonly [number, number], transA: boolean, transB: boolean, M: number, N: number, K: number, alpha: number,
-    a: GridOperand, b: GridOperand, c: GridOperand): void {
+    a: GridOperand, b: GridOperand, c: GridOperand, beta = 0): void {
     const [n0, n1] = grid;
     if (n0 * n1 * M * N === 0) return;
     const inside = (o: GridOperand, rows: number, cols: number, name: string) => {
@@ -232,7 +232,8 @@ export class Cblas implements HostGemm {
     if (K === 0) {
       for (let i = 0; i < n0; i++) for (let j = 0; j < n1; j++) for (let r = 0; r < M; r++) {
         const at = c.offset + i * c.step[0] + j * c.step[1] + r * c.ld;
-        c.data.fill(0, at, at + N);
+        if (beta === 0) c.data.fill(0, at, at + N);
+        else for (let e = at; e < at + N; e++) c.data[e] = Math.fround(c.data[e]! * beta);
       }
       return;
     }
@@ -248,7 +249,7 @@ export class Cblas implements HostGemm {
       [number, number, number, number, number, number];
     for (let i = 0; i < n0; i++) {
       for (let j = 0; j < n1; j++) {
-        lib.sgemmAt(ROW_MAJOR, ta, tb, M, N, K, alpha, pa + i * a0 + j * a1, a.ld, pb + i * b0 + j * b1, b.ld, 0, pc + i * c0 + j * c1, c.ld);
+        lib.sgemmAt(ROW_MAJOR, ta, tb, M, N, K, alpha, pa + i * a0 + j * a1, a.ld, pb + i * b0 + j * b1, b.ld, beta, pc + i * c0 + j * c1, c.ld);
       }
     }
   }
