@@ -44,6 +44,11 @@ const LN2_LO = -2.12194440e-4;
 const EXP_MIN = -87;
 const FLOAT_EXP_BIAS = 127;
 const FLOAT_MANTISSA_BITS = 23;
+/** 1.5 * 2^23: y + ROUND_MAGIC rounds y to an integer n, held in the sum's low bits as bits(ROUND_MAGIC) + n. */
+const ROUND_MAGIC = 12582912;
+const ROUND_MAGIC_BITS = 0x4b400000;
+/** bits(y + ROUND_MAGIC) + POW2_BIAS = n + 127, the exponent field of 2^n. */
+const POW2_BIAS = FLOAT_EXP_BIAS - ROUND_MAGIC_BITS;
 const SIGN_BIT = -0x80000000;
 /** lowbias32 (kernels/dropout): its multipliers and shifts. */
 const MIX_MUL = [0x7feb352d, 0x846ca68b];
@@ -62,16 +67,22 @@ function horner(coefs: number[], t: number): Code {
   return acc;
 }
 
-/** Sets the local `x` (lanes <= 0) to exp(x) (scratch locals n, r); 0 where the argument is below EXP_MIN. */
+/**
+ * Sets the local `x` (lanes <= 0) to exp(x) (scratch locals n, r); 0 where the argument is below EXP_MIN. n is
+ * rounded to an integer by adding and taking off ROUND_MAGIC (round to nearest even, as f32x4.nearest; |n| < 2^22),
+ * and the sum's low mantissa bits are n itself, so 2^n's bits come from integer adds and a shift instead of a
+ * float-to-int conversion; the clamp is a pmax (x is never NaN below it: a NaN lane stays NaN either way).
+ */
 function expInPlace(x: number, n: number, r: number): Code {
+  const nFloat = f32x4.sub(get(n), f32x4Const(ROUND_MAGIC));
   return [
-    ...set(r, f32x4.max(get(x), f32x4Const(EXP_MIN))),
-    ...set(n, f32x4.nearest(f32x4.mul(get(r), f32x4Const(Math.LOG2E)))),
-    ...set(r, f32x4.sub(f32x4.sub(get(r), f32x4.mul(get(n), f32x4Const(LN2_HI))), f32x4.mul(get(n), f32x4Const(LN2_LO)))),
+    ...set(r, f32x4.pmax(get(x), f32x4Const(EXP_MIN))),
+    ...set(n, f32x4.add(f32x4.mul(get(r), f32x4Const(Math.LOG2E)), f32x4Const(ROUND_MAGIC))),
+    ...set(r, f32x4.sub(f32x4.sub(get(r), f32x4.mul(nFloat, f32x4Const(LN2_HI))), f32x4.mul(nFloat, f32x4Const(LN2_LO)))),
     ...set(x, v128.and(
       f32x4.mul(
         f32x4.add(f32x4.add(f32x4.mul(f32x4.mul(horner(EXP_P, r), get(r)), get(r)), get(r)), f32x4Const(1)),
-        i32x4.shl(i32x4.add(f32x4.toI32(get(n)), i32x4Const([FLOAT_EXP_BIAS, FLOAT_EXP_BIAS, FLOAT_EXP_BIAS, FLOAT_EXP_BIAS])), FLOAT_MANTISSA_BITS),
+        i32x4.shl(i32x4.add(get(n), i32x4Const([POW2_BIAS, POW2_BIAS, POW2_BIAS, POW2_BIAS])), FLOAT_MANTISSA_BITS),
       ),
       f32x4.ge(get(x), f32x4Const(EXP_MIN)),
     )),

@@ -36,7 +36,7 @@ const SIMD = {
   and: 0x4e, xor: 0x51, f32x4DemoteF64x2Zero: 0x5e, f64x2PromoteLow: 0x5f, f32x4Nearest: 0x6a,
   i32x4Shl: 0xab, i32x4ShrU: 0xad, i32x4Add: 0xae, i32x4Mul: 0xb5,
   f32x4Abs: 0xe0, f32x4Neg: 0xe1, f32x4Sqrt: 0xe3, f32x4Add: 0xe4, f32x4Sub: 0xe5, f32x4Mul: 0xe6, f32x4Div: 0xe7,
-  f32x4Max: 0xe9, f64x2Add: 0xf0, f64x2Sub: 0xf1, f64x2Mul: 0xf2, i32x4TruncSatF32x4S: 0xf8, f32x4ConvertI32x4S: 0xfa,
+  f32x4Max: 0xe9, f32x4Pmax: 0xeb, f64x2Add: 0xf0, f64x2Sub: 0xf1, f64x2Mul: 0xf2, i32x4TruncSatF32x4S: 0xf8, f32x4ConvertI32x4S: 0xfa,
 } as const;
 
 /** Bytes of one v128 (and of the step of a v128 loop). */
@@ -106,6 +106,8 @@ export const f32x4 = {
   splat: un(SIMD.f32x4Splat),
   add: bin(SIMD.f32x4Add), sub: bin(SIMD.f32x4Sub), mul: bin(SIMD.f32x4Mul), div: bin(SIMD.f32x4Div),
   max: bin(SIMD.f32x4Max), ge: bin(SIMD.f32x4Ge),
+  /** a < b ? b : a per lane (one maxps; `max` propagates a NaN in either operand, several instructions). */
+  pmax: bin(SIMD.f32x4Pmax),
   abs: un(SIMD.f32x4Abs), neg: un(SIMD.f32x4Neg), sqrt: un(SIMD.f32x4Sqrt), nearest: un(SIMD.f32x4Nearest),
   /** Lanes converted from int32 (exact below 2^24). */
   fromI32: un(SIMD.f32x4ConvertI32x4S),
