@@ -33,10 +33,10 @@ const SIMD = {
   load: 0x00, store: 0x0b, const: 0x0c, shuffle: 0x0d,
   i32x4Splat: 0x11, f32x4Splat: 0x13, f64x2Splat: 0x14, f32x4ExtractLane: 0x1f, f64x2ExtractLane: 0x21,
   f32x4Ge: 0x46,
-  and: 0x4e, xor: 0x51, f32x4DemoteF64x2Zero: 0x5e, f64x2PromoteLow: 0x5f, f32x4Nearest: 0x6a,
+  and: 0x4e, xor: 0x51, f32x4DemoteF64x2Zero: 0x5e, f64x2PromoteLow: 0x5f,
   i32x4Shl: 0xab, i32x4ShrU: 0xad, i32x4Add: 0xae, i32x4Mul: 0xb5,
   f32x4Abs: 0xe0, f32x4Neg: 0xe1, f32x4Sqrt: 0xe3, f32x4Add: 0xe4, f32x4Sub: 0xe5, f32x4Mul: 0xe6, f32x4Div: 0xe7,
-  f32x4Max: 0xe9, f32x4Pmax: 0xeb, f64x2Add: 0xf0, f64x2Sub: 0xf1, f64x2Mul: 0xf2, i32x4TruncSatF32x4S: 0xf8, f32x4ConvertI32x4S: 0xfa,
+  f32x4Max: 0xe9, f32x4Pmax: 0xeb, f64x2Add: 0xf0, f64x2Sub: 0xf1, f64x2Mul: 0xf2, f32x4ConvertI32x4S: 0xfa,
 } as const;
 
 /** Bytes of one v128 (and of the step of a v128 loop). */
@@ -108,11 +108,9 @@ export const f32x4 = {
   max: bin(SIMD.f32x4Max), ge: bin(SIMD.f32x4Ge),
   /** a < b ? b : a per lane (one maxps; `max` propagates a NaN in either operand, several instructions). */
   pmax: bin(SIMD.f32x4Pmax),
-  abs: un(SIMD.f32x4Abs), neg: un(SIMD.f32x4Neg), sqrt: un(SIMD.f32x4Sqrt), nearest: un(SIMD.f32x4Nearest),
+  abs: un(SIMD.f32x4Abs), neg: un(SIMD.f32x4Neg), sqrt: un(SIMD.f32x4Sqrt),
   /** Lanes converted from int32 (exact below 2^24). */
   fromI32: un(SIMD.f32x4ConvertI32x4S),
-  /** Lanes truncated to int32 (saturating). */
-  toI32: un(SIMD.i32x4TruncSatF32x4S),
   /** The scalar f32 sum of the four lanes, ((l0 + l1) + l2) + l3. */
   sum: (a: Code, tmp: number): Code => [
     ...set(tmp, a),
