@@ -558,7 +558,8 @@ function transposeValues<T extends Int32Array | Uint8Array>(x: T, shape: readonl
 
 /**
  * cpu Transpose: the stock kernel converts every output index to coordinates and back (about half of the tiny cpu
- * step once the products were native). Here `transposeValues`. (The wasm backend's Transpose is native code.)
+ * step once the products were native). Here `transposeValues`, or a shared view (orderKeptView). (The wasm backend's
+ * Transpose is native code.)
  */
 export function makeCpuTranspose(stock: KernelFunc): KernelFunc {
   return (args) => {
@@ -566,31 +567,34 @@ export function makeCpuTranspose(stock: KernelFunc): KernelFunc {
     const x = args.inputs['x']!;
     if (!copyable(x)) return stock(args);
     const { perm } = args.attrs as unknown as { perm: number[] };
-    const outShape = perm.map((a) => x.shape[a]!);
-    if (keepsOrder(x.shape, perm)) {
-      // The elements stay in order (TF.js's gather gradient transposes the embedding gradient by [0, 1], a 94 MB
-      // copy at BERT-base): the output shares the input's buffer, as a reshape does (tensors are immutable).
-      backend.incRef(x.dataId);
-      return { dataId: x.dataId, shape: outShape, dtype: x.dtype };
-    }
-    const out = makeHostOutput(backend, outShape, x.dtype);
+    const shared = orderKeptView(backend, x, perm);
+    if (shared !== null) return shared;
+    const out = makeHostOutput(backend, perm.map((a) => x.shape[a]!), x.dtype);
     transposeValues(rawValues(backend, x), x.shape, perm, rawValues(backend, out));
     return out;
   };
 }
 
 /**
- * wasm Transpose: a permutation that keeps the elements in order (TF.js's gather gradient transposes the embedding
- * gradient by [0, 1]) shares the input's buffer, as makeCpuTranspose does; every other one is the stock kernel's.
+ * wasm Transpose: an order-keeping permutation shares the input's buffer (orderKeptView), as on cpu; every other one
+ * is the stock kernel's.
  */
 export function makeWasmTranspose(stock: KernelFunc): KernelFunc {
   return (args) => {
     const x = args.inputs['x']!;
-    const { perm } = args.attrs as unknown as { perm: number[] };
-    if (!keepsOrder(x.shape, perm)) return stock(args);
-    (args.backend as unknown as WasmBackend).incRef(x.dataId);
-    return { dataId: x.dataId, shape: perm.map((a) => x.shape[a]!), dtype: x.dtype };
+    return orderKeptView(args.backend as unknown as WasmBackend, x, (args.attrs as unknown as { perm: number[] }).perm) ?? stock(args);
   };
+}
+
+/**
+ * x transposed by `perm` as a view of x's buffer where the permutation keeps the elements in order (TF.js's gather
+ * gradient transposes the embedding gradient by [0, 1], a 94 MB copy at BERT-base), as a reshape shares it (tensors
+ * are immutable); else null.
+ */
+function orderKeptView(backend: HostBackend, x: tf.TensorInfo, perm: readonly number[]): tf.TensorInfo | null {
+  if (!keepsOrder(x.shape, perm)) return null;
+  backend.incRef(x.dataId);
+  return { dataId: x.dataId, shape: perm.map((a) => x.shape[a]!), dtype: x.dtype };
 }
 
 /**
