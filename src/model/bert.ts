@@ -304,7 +304,6 @@ export class BertModel {
       // probs [B, nh, T, T] after dropout, context [B, T, H]; fused kernels on webgpu, the composed ops elsewhere
       const { context, probs } = selfAttention(qkv, maskAdd, { heads: nh, scale, rate: pAttn, seed: nextSiteSeed() });
       if (opts.outputAttentions === true) attentions.push(probs);
-      // x = LayerNorm(dropout(dense) + x), one kernel on webgpu (kernels/layerNorm); the dropout takes the next site's seed
       if (opts.firstTokenOnly === true && i === c.numHiddenLayers - 1) {
         // The [CLS] rows only from here (module comment); rows apart from [CLS] enter the LayerNorms as zeros.
         const attnOut = this.dense(firstRows(context), `${p}.attention.output.dense`, f16); // [B, 1, H]
@@ -314,6 +313,7 @@ export class BertModel {
         x = firstRows(this.addLayerNorm(padRows(out, T), x, `${p}.output.LayerNorm`, { rate: pHidden, seed: nextSiteSeed() })); // [B, 1, H]
         break;
       }
+      // x = LayerNorm(dropout(dense) + x), one kernel on webgpu (kernels/layerNorm); the dropout takes the next site's seed
       const attnOut = this.dense(context, `${p}.attention.output.dense`, f16); // [B, T, H]
       x = this.addLayerNorm(attnOut, x, `${p}.attention.output.LayerNorm`, { rate: pHidden, seed: nextSiteSeed() });
       const inter = this.intermediate(x, `${p}.intermediate.dense`, f16); // [B, T, I]
