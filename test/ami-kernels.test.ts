@@ -67,27 +67,32 @@ function findTie(valid: boolean[][], maxSamples: number): { seed: number; p: num
   throw new Error('no tie found');
 }
 
+/** The draw cases: N = 700 columns (several 256-column chunks per webgpu thread) in partial, empty and full rows. */
+const DRAW_N = 700;
+const DRAW_U = seededValues(5 * DRAW_N, 3);
+const DRAW_ROWS = [
+  Array.from({ length: DRAW_N }, (_, c) => DRAW_U[c]! > 0.2), // most valid
+  Array.from({ length: DRAW_N }, () => false), // empty: all invalid, in index order
+  Array.from({ length: DRAW_N }, () => true), // full
+  Array.from({ length: DRAW_N }, (_, c) => DRAW_U[DRAW_N + c]! > 0.9), // ~35 valid: the rest invalid, in index order
+  Array.from({ length: DRAW_N }, (_, c) => c % 3 === 0),
+];
+/** Samples drawn: 1, some, all valid, N (those the draw kernel takes). */
+const DRAW_SAMPLES = [1, 40, 150, DRAW_N].filter((s) => s <= AMI_DRAW_MAX_SAMPLES);
+/** 4096 columns: about one pair of equal 24-bit keys per row (findTie picks a seed with one in reach). */
+const TIE_ROWS = Array.from({ length: 3 }, (_, r) => Array.from({ length: 4096 }, (_, c) => (c + r) % 7 !== 0));
+
 describe('webgpu AMI draw: the positions and order of seededUniform + where + tf.topk on cpu', { skip: SKIP }, () => {
   test('partial, empty and full rows; samples 1, some, all valid, N', async () => {
-    const N = 700; // several 256-column chunks per thread
-    const u = seededValues(5 * N, 3);
-    const valid = [
-      Array.from({ length: N }, (_, c) => u[c]! > 0.2), // most valid
-      Array.from({ length: N }, () => false), // empty: all invalid, in index order
-      Array.from({ length: N }, () => true), // full
-      Array.from({ length: N }, (_, c) => u[N + c]! > 0.9), // ~35 valid: the rest invalid, in index order
-      Array.from({ length: N }, (_, c) => c % 3 === 0),
-    ];
-    for (const samples of [1, 40, 150, N]) {
-      if (samples > AMI_DRAW_MAX_SAMPLES) continue;
+    const valid = DRAW_ROWS;
+    for (const samples of DRAW_SAMPLES) {
       const { cpu, webgpu } = await onBoth(() => ranked(valid, samples, 17));
       assert.deepEqual(webgpu, cpu, `samples ${samples}`);
     }
   });
 
   test('equal keys: split by the selection (lowest index taken) and ordered by index', async () => {
-    const N = 4096; // about one pair of equal 24-bit keys per row
-    const valid = Array.from({ length: 3 }, (_, r) => Array.from({ length: N }, (_, c) => (c + r) % 7 !== 0));
+    const valid = TIE_ROWS;
     const { seed, p } = findTie(valid, AMI_DRAW_MAX_SAMPLES);
     for (const samples of [p + 1, p + 2]) {
       const { cpu, webgpu } = await onBoth(() => ranked(valid, samples, seed));
@@ -217,24 +222,14 @@ function rankedSync(valid: boolean[][], samples: number, seed: number): number[]
 for (const backend of ['cpu', 'wasm'] as const) {
   describe(`${backend} AMI kernels: the draw, value, drawn and gradient of the stock ops`, () => {
     test('draw: partial, empty and full rows; samples 1, some, all valid, N; equal keys split and ordered by index', async () => {
-      const N = 700;
-      const u = seededValues(5 * N, 3);
-      const valid = [
-        Array.from({ length: N }, (_, c) => u[c]! > 0.2),
-        Array.from({ length: N }, () => false),
-        Array.from({ length: N }, () => true),
-        Array.from({ length: N }, (_, c) => u[N + c]! > 0.9),
-        Array.from({ length: N }, (_, c) => c % 3 === 0),
-      ];
-      for (const samples of [1, 40, 150, N]) {
-        if (samples > AMI_DRAW_MAX_SAMPLES) continue;
+      const valid = DRAW_ROWS;
+      for (const samples of DRAW_SAMPLES) {
         const { kernels, composed } = await hostAndComposed(backend, () => rankedSync(valid, samples, 17));
         assert.deepEqual(kernels, composed, `samples ${samples}`);
       }
-      const wide = Array.from({ length: 3 }, (_, r) => Array.from({ length: 4096 }, (_, c) => (c + r) % 7 !== 0));
-      const { seed, p } = findTie(wide, AMI_DRAW_MAX_SAMPLES);
+      const { seed, p } = findTie(TIE_ROWS, AMI_DRAW_MAX_SAMPLES);
       for (const samples of [p + 1, p + 2]) {
-        const { kernels, composed } = await hostAndComposed(backend, () => rankedSync(wide, samples, seed));
+        const { kernels, composed } = await hostAndComposed(backend, () => rankedSync(TIE_ROWS, samples, seed));
         assert.deepEqual(kernels, composed, `samples ${samples} (tie at ranks ${p}, ${p + 1}), seed ${seed}`);
       }
     });
