@@ -473,16 +473,29 @@ describe('replaced kernels match the stock kernels', () => {
     [[2, 3, 4], [2, 3, 1]], [[2, 3, 4], []], [[], [2, 3]], [[1, 1], [1]], [[2, 1, 3], [4, 1]],
     // same shapes past the staged SIMD loop's threshold: several staging chunks, a tail of n % 4 elements
     [[3, 1 << 18], [3, 1 << 18]], [[4099, 3], [4099, 3]]];
+  // Same-shape Add and Sub run as a copy and cblas_saxpy where CBLAS runs the products (cpu and wasm), else on cpu
+  // the staged SIMD loop: both paths, each against the stock kernel (wasm without CBLAS is the stock kernel).
   for (const [kernel, op] of [['Add', tf.add], ['Sub', tf.sub], ['Multiply', tf.mul], ['RealDiv', tf.div]] as const) {
-    test(`cpu ${kernel} with broadcasting equals the stock kernel bit for bit`, async () => {
-      for (const [sa, sb] of binaryCases) {
-        const a = rand(sa, 10);
-        const b = tf.tidy(() => tf.add(rand(sb, 11), 1.5)); // away from 0 for RealDiv
-        const { fast, stock } = await fastAndStock('cpu', () => op(a, b));
-        tf.dispose([a, b]);
-        assert.deepEqual(fast[0], stock[0], `[${sa}] ${kernel} [${sb}]`);
+    for (const host of kernel === 'Add' || kernel === 'Sub' ? ['cpu', 'wasm'] as const : ['cpu'] as const) {
+      for (const engine of host === 'wasm' ? ['cblas'] as const : ['cblas', 'off'] as const) {
+        test(`${host} ${kernel} with broadcasting equals the stock kernel bit for bit (products engine: ${engine})`,
+          { skip: engine === 'cblas' ? SKIP_NO_CBLAS : false }, async () => {
+            await selectBackend(host);
+            useNativeGemm(engine);
+            try {
+              for (const [sa, sb] of binaryCases) {
+                const a = rand(sa, 10);
+                const b = tf.tidy(() => tf.add(rand(sb, 11), 1.5)); // away from 0 for RealDiv
+                const { fast, stock } = await fastAndStock(host, () => op(a, b));
+                tf.dispose([a, b]);
+                assert.deepEqual(fast[0], stock[0], `[${sa}] ${kernel} [${sb}]`);
+              }
+            } finally {
+              useNativeGemm('auto');
+            }
+          });
       }
-    });
+    }
   }
 
   test('cpu Softmax (last axis) matches the stock kernel; other axes and masked rows too', async () => {

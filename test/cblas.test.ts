@@ -1,7 +1,8 @@
 /**
  * The CBLAS products engine (src/kernels/platform/cblas.ts) against a plain JavaScript product in float64: every
  * transpose pair, broadcast and equal batches, odd sizes, products written into views inside a larger array (the wasm
- * heap's case), and a grid of products on strided blocks inside packed arrays (gemmGrid, the attention kernels'); and the engine selection of the host backends (src/kernels/stock/host.ts): NATIVE_GEMM_ENV's choices,
+ * heap's case), and a grid of products on strided blocks inside packed arrays (gemmGrid, the attention kernels'); the
+ * in-place adds (addRowVector, axpy) bit for bit against float32 loops; and the engine selection of the host backends (src/kernels/stock/host.ts): NATIVE_GEMM_ENV's choices,
  * and the fallback to MLAS, with one line saying why, when CBLAS_ENV names a library that does not exist.
  */
 import assert from 'node:assert/strict';
@@ -131,6 +132,34 @@ describe('Cblas: products against a JavaScript reference (1e-5 of each element\'
     assert.throws(() => cblas!.gemmGrid([B, nh], false, false, T, dh, T, 1, { data: p, offset: 0, ld: T, step: [nh * T * T, T * T] },
       { data: dc, offset: 1, ld: H, step: [T * H, dh] }, { data: dqkv, offset: 0, ld: 3 * H, step: [T * 3 * H, dh] }),
     /gemmGrid: b's 5 x 6 blocks \(offset 1, ld 18, steps 90,6\) over a 2 x 3 grid end past its 180 elements/);
+  });
+
+  test('addRowVector and axpy give the bits of the float32 loops, on one and two threads, on views inside larger arrays', () => {
+    // [rows, C] past the libraries' threading thresholds, inside arrays with guard elements either side
+    for (const [rows, C] of [[3, 5], [700, 129]] as const) {
+      for (const threads of [1, 2]) {
+        const lib = Cblas.load(threads);
+        const n = rows * C;
+        const outer = seededValues(n + 10, 1);
+        const view = outer.subarray(3, 3 + n);
+        const before = Float32Array.from(outer);
+        const v = seededValues(C, 2);
+        lib.addRowVector(view, v);
+        const expect = Float32Array.from(before);
+        for (let i = 0; i < n; i++) expect[3 + i] = Math.fround(before[3 + i]! + v[i % C]!);
+        assert.deepEqual(outer, expect, `addRowVector [${rows}, ${C}], ${threads} thread(s)`);
+        const x = seededValues(n, 3);
+        for (const alpha of [1, -1]) {
+          const y = Float32Array.from(before);
+          lib.axpy(alpha, x, y.subarray(3, 3 + n));
+          const want = Float32Array.from(before);
+          for (let i = 0; i < n; i++) want[3 + i] = Math.fround(alpha === 1 ? before[3 + i]! + x[i]! : before[3 + i]! - x[i]!);
+          assert.deepEqual(y, want, `axpy ${alpha}, ${n} elements, ${threads} thread(s)`);
+        }
+      }
+    }
+    assert.throws(() => cblas!.addRowVector(new Float32Array(7), new Float32Array(3)), /7 elements are not rows of 3/);
+    assert.throws(() => cblas!.axpy(1, new Float32Array(3), new Float32Array(4)), /x has 3 elements, y 4/);
   });
 
   test('one and two threads give the same product', () => {

@@ -1,5 +1,5 @@
 /**
- * kernels/dense: on cpu (the product with the bias added in place) the value and the gradients with respect to x, W
+ * kernels/dense: on cpu and on wasm with CBLAS (the product with the bias added in place) the value and the gradients with respect to x, W
  * and b of `dense(x, W, b)` equal the stock MatMul + Add's bit for bit; on webgpu (the fused product and the
  * one-dispatch column sum of the bias gradient) they equal cpu's stock MatMul + Add within 1e-5 relative to the
  * tensor's largest magnitude. Shapes exercise the column-sum kernel's workgroup (8 columns x 32
@@ -12,7 +12,7 @@ import { describe, test } from 'node:test';
 import { selectBackend } from '../src/model/backend.js';
 import { dense, DENSE } from '../src/kernels/dense/index.js';
 import { tf } from '../src/model/tf.js';
-import { computedBy, maxScaledDiff, seededValues, webgpuSkipReason, withWebgpuPrograms } from './helpers.js';
+import { computedBy, maxScaledDiff, seededValues, SKIP_NO_CBLAS, webgpuSkipReason, withWebgpuPrograms } from './helpers.js';
 
 const TOL = 1e-5;
 
@@ -53,16 +53,19 @@ describe('dense', () => {
   for (const c of CASES) {
     const label = `x [${c.N}, ${c.inDim}], W [${c.inDim}, ${c.outDim}]`;
 
-    test(`cpu ${label}: y and the gradients of x, W, b equal the stock MatMul + Add's bit for bit, with the kernel; no tensor leaks`, async () => {
-      await selectBackend('cpu');
-      const before = tf.memory().numTensors;
-      const profile = await tf.profile(() => run(c));
-      assert.equal(tf.memory().numTensors, before, 'no tensor leaks');
-      assert.ok(profile.kernelNames.includes(DENSE), `the cpu kernel ran: ${profile.kernelNames}`);
-      const ref = await computedBy('composite', () => run(c));
-      const got = await run(c);
-      got.forEach((v, i) => assert.deepEqual(v, ref[i], `${NAMES[i]} differs`));
-    });
+    for (const host of ['cpu', 'wasm'] as const) {
+      test(`${host} ${label}: y and the gradients of x, W, b equal the stock MatMul + Add's bit for bit, with the kernel; no tensor leaks`,
+        { skip: host === 'wasm' ? SKIP_NO_CBLAS : false }, async () => {
+          await selectBackend(host);
+          const before = tf.memory().numTensors;
+          const profile = await tf.profile(() => run(c));
+          assert.equal(tf.memory().numTensors, before, 'no tensor leaks');
+          assert.ok(profile.kernelNames.includes(DENSE), `the ${host} kernel ran: ${profile.kernelNames}`);
+          const ref = await computedBy('composite', () => run(c));
+          const got = await run(c);
+          got.forEach((v, i) => assert.deepEqual(v, ref[i], `${NAMES[i]} differs`));
+        });
+    }
 
     test(`webgpu ${label}: y and the gradients of x, W, b match cpu within ${TOL}; the bias gradient is one column sum, `
       + `W is transposed once (dx's product without the transpose flag)`,

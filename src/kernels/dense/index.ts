@@ -14,20 +14,21 @@
  * of the weight alone (at most 2.4 M floats at BERT-base, against 4,096 rows x K x N multiply-adds), one more
  * dispatch each.
  * So 4 dispatches backward, as many as TF.js's gradient takes (its bias sum takes two), without the slow product.
- * On cpu one kernel (host.ts) adds the bias in place into the product's array, with the gradient of the stock ops
- * it replaces (DENSE_GRADIENTS: the same products and sum, so the same bits as tf.add(tf.matMul(x, W), b)).
- * Every other backend computes tf.add(tf.matMul(x, W), b) (the wasm backend routes that MatMul to the native GEMM).
+ * On cpu, and on wasm while CBLAS runs the host products, one kernel (host.ts) adds the bias in place into the
+ * product's array, with the gradient of the stock ops it replaces (DENSE_GRADIENTS: the same products and sum, so the
+ * same bits as tf.add(tf.matMul(x, W), b)). Every other backend computes tf.add(tf.matMul(x, W), b) (the wasm
+ * backend routes that MatMul to the native GEMM).
  */
 import { tf } from '../../model/tf.js';
 import { gelu } from '../gelu/index.js';
 import { gemmDense } from '../gemm/index.js';
 import { kernelOn } from '../registry.js';
 
-/** The cpu kernel: the product with the bias added in place (host.ts). */
+/** The host kernel: the product with the bias added in place (host.ts). */
 export const DENSE = 'MicseDense';
 
 /**
- * The cpu kernel's gradient: the gradients TF.js gives tf.add(tf.matMul(x, W), b), the same kernels in the same
+ * The host kernel's gradient: the gradients TF.js gives tf.add(tf.matMul(x, W), b), the same kernels in the same
  * order.  dy [N, out] -> dx [N, in], dW [in, out], db [out]
  */
 export const DENSE_GRADIENTS: tf.GradConfig[] = [

@@ -67,6 +67,9 @@ type SgemmAt = (order: number, transA: number, transB: number, m: number, n: num
   a: number, lda: number, b: number, ldb: number, beta: number, c: number, ldc: number) => void;
 type Sgemv = (order: number, trans: number, m: number, n: number, alpha: number, a: Float32Array, lda: number,
   x: Float32Array, incx: number, beta: number, y: Float32Array, incy: number) => void;
+type Sger = (order: number, m: number, n: number, alpha: number, x: Float32Array, incx: number, y: Float32Array, incy: number,
+  a: Float32Array, lda: number) => void;
+type Saxpy = (n: number, alpha: number, x: Float32Array, incx: number, y: Float32Array, incy: number) => void;
 
 /** A loaded library: its sgemm, its thread setter, and the thread count last set (process-wide, shared by every Cblas). */
 interface Library {
@@ -77,6 +80,8 @@ interface Library {
   readonly sgemm: Sgemm;
   readonly sgemmAt: SgemmAt;
   readonly sgemv: Sgemv;
+  readonly sger: Sger;
+  readonly saxpy: Saxpy;
   /** The byte address of a typed array's first element (koffi.address). */
   readonly address: (a: Float32Array) => number;
   readonly setThreads: ((n: number) => void) | null;
@@ -102,6 +107,8 @@ function openLibrary(koffi: Koffi, file: string): Library {
   const sgemm = lib.func('void cblas_sgemm(int, int, int, int, int, int, float, const float *, int, const float *, int, float, float *, int)') as Sgemm;
   const sgemmAt = lib.func('void cblas_sgemm(int, int, int, int, int, int, float, uintptr_t, int, uintptr_t, int, float, uintptr_t, int)') as SgemmAt;
   const sgemv = lib.func('void cblas_sgemv(int, int, int, int, float, const float *, int, const float *, int, float, float *, int)') as Sgemv;
+  const sger = lib.func('void cblas_sger(int, int, int, float, const float *, int, const float *, int, float *, int)') as Sger;
+  const saxpy = lib.func('void cblas_saxpy(int, float, const float *, int, float *, int)') as Saxpy;
   const openblasThreads = optionalFunc(lib, 'void openblas_set_num_threads(int)');
   const mklThreads = optionalFunc(lib, 'void MKL_Set_Num_Threads(int)');
   const blisThreads = optionalFunc(lib, 'void bli_thread_set_num_threads(int64_t)');
@@ -110,7 +117,7 @@ function openLibrary(koffi: Koffi, file: string): Library {
   const blisVersion = optionalFunc(lib, 'const char *bli_info_get_version_str()');
   const version = openblasConfig !== null ? String(openblasConfig()) : blisVersion !== null ? `BLIS ${String(blisVersion())}` : file;
   const address = (a: Float32Array) => Number(koffi.address(a));
-  const loaded: Library = { file, version, sgemm, sgemmAt, sgemv, address, setThreads: setThreads === null ? null : (n) => void setThreads(n), threads: undefined };
+  const loaded: Library = { file, version, sgemm, sgemmAt, sgemv, sger, saxpy, address, setThreads: setThreads === null ? null : (n) => void setThreads(n), threads: undefined };
   libraries.set(file, loaded);
   return loaded;
 }
@@ -126,8 +133,11 @@ export interface GridOperand {
   step: readonly [number, number];
 }
 
-/** c = op(a) @ op(b) over a broadcast batch, on the system's CBLAS. */
+/** c = op(a) @ op(b) over a broadcast batch, and the element-wise adds of the host kernels (addRowVector, axpy), on the system's CBLAS. */
 export class Cblas implements HostGemm {
+  /** A row of ones for addRowVector, grown to the most rows asked. */
+  private ones = new Float32Array(0);
+
   private constructor(private readonly lib: Library, readonly threads: number) {}
 
   /**
@@ -198,6 +208,28 @@ export class Cblas implements HostGemm {
       lib.sgemm(ROW_MAJOR, ta, tb, M, N, K, 1, a.subarray(i * aStep, i * aStep + ra * ca), ca,
         b.subarray(i * bStep, i * bStep + rb * cb), cb, 0, out.subarray(i * M * N, (i + 1) * M * N), N);
     }
+  }
+
+  /**
+   * `out [rows, v.length] += v` on every row, in place: one `cblas_sger` (out += ones v^T) on the library's threads.
+   * Each element gets v[c] * 1 (exact) added once in float32: the bits of `out[r * C + c] += v[c]`.
+   */
+  addRowVector(out: Float32Array, v: Float32Array): void {
+    const C = v.length;
+    const rows = C === 0 ? 0 : out.length / C;
+    if (!Number.isInteger(rows)) throw new Error(`Cblas.addRowVector: ${out.length} elements are not rows of ${C}`);
+    if (rows === 0) return;
+    if (this.ones.length < rows) this.ones = new Float32Array(rows).fill(1);
+    this.libraryWithThreads().sger(ROW_MAJOR, rows, C, 1, this.ones, 1, v, 1, out, C);
+  }
+
+  /**
+   * `y += alpha x` in place (`cblas_saxpy`, on the library's threads for long arrays). With alpha 1 or -1 the
+   * product is exact, so each element is one float32 add or subtract: the bits of y + x or y - x.
+   */
+  axpy(alpha: number, x: Float32Array, y: Float32Array): void {
+    if (x.length !== y.length) throw new Error(`Cblas.axpy: x has ${x.length} elements, y ${y.length}`);
+    if (x.length > 0) this.libraryWithThreads().saxpy(x.length, alpha, x, 1, y, 1);
   }
 
   /** The library, its thread count set to this Cblas's. */

@@ -11,7 +11,7 @@
  */
 import { tf } from '../../model/tf.js';
 import {
-  makeCpuBinary, makeCpuPad, makeCpuSoftmax, makeCpuTranspose, makeWasmTranspose, makeHostBatchMatMul, makeHostConcat, makeHostGather,
+  makeCpuBinary, makeCpuPad, makeWasmAddSub, makeCpuSoftmax, makeCpuTranspose, makeWasmTranspose, makeHostBatchMatMul, makeHostConcat, makeHostGather,
   makeHostSlice, makeHostSplitV, makeHostSum, makeHostUnpack, makeWasmIdentity, makeWasmSegmentSum, unsortedSegmentSumCpu,
   type KernelFunc,
 } from './host.js';
@@ -63,6 +63,9 @@ const REPLACEMENTS: readonly Replacement[] = [
   { kernelName: tf.Sum, backends: ['wasm', 'cpu'], make: (bn) => makeHostSum(stockKernel(tf.Sum, bn).kernelFunc) },
   ...[tf.Add, tf.Sub, tf.Multiply, tf.RealDiv].map((k): Replacement => ({
     kernelName: k, backends: ['cpu'], make: (bn) => makeCpuBinary(k, stockKernel(k, bn).kernelFunc),
+  })),
+  ...[tf.Add, tf.Sub].map((k): Replacement => ({
+    kernelName: k, backends: ['wasm'], make: (bn) => makeWasmAddSub(k, stockKernel(k, bn).kernelFunc),
   })),
   { kernelName: tf.Softmax, backends: ['cpu'], make: (bn) => makeCpuSoftmax(stockKernel(tf.Softmax, bn).kernelFunc) },
   { kernelName: tf.Transpose, backends: ['cpu'], make: (bn) => makeCpuTranspose(stockKernel(tf.Transpose, bn).kernelFunc) },
