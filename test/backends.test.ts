@@ -22,6 +22,7 @@ import { selectBackend } from '../src/model/backend.js';
 import { fastKernelNames, registerFastKernels, useNativeGemm, hostMatMulEngine } from '../src/kernels/stock/index.js';
 import { NativeOps, releaseBuffer } from '../src/kernels/platform/nativeOps.js';
 import { HOST_MALLOC_ENV, hostMallocState } from '../src/kernels/platform/hostMalloc.js';
+import { poisonUninitialized } from '../src/kernels/platform/hostBackend.js';
 import { createRequire } from 'node:module';
 import { loadPretrained } from '../src/model/pretrained.js';
 import { tf } from '../src/model/tf.js';
@@ -577,5 +578,20 @@ describe('one miCSE training step agrees across backends', { skip: SKIP_NO_SHARE
         assert.ok(d < TOL, `${backend}: gradient of ${vars[i]!.name} differs by ${d}`);
       });
     }
+  });
+
+  test('cpu kernels write every element of their outputs: the step over NaN-filled fresh arrays gives the same bits', async () => {
+    await selectBackend('cpu');
+    registerFastKernels('cpu');
+    const plain = await step();
+    poisonUninitialized(true);
+    let poisoned: Awaited<ReturnType<typeof step>>;
+    try {
+      poisoned = await step();
+    } finally {
+      poisonUninitialized(false);
+    }
+    assert.equal(poisoned.loss, plain.loss);
+    poisoned.grads.forEach((g, i) => assert.deepEqual(g, plain.grads[i], `gradient of ${vars[i]!.name}`));
   });
 });

@@ -2,7 +2,7 @@
  * The seeded uniform and dropout kernels of the host backends (cpu: values in JS arrays; wasm: values in the module
  * heap). The generator, the ops and dropout's gradient: index.ts.
  */
-import { heapMemory, heapView, type CpuBackend, type WasmBackend } from '../platform/hostBackend.js';
+import { heapMemory, heapView, uninitialized, type CpuBackend, type WasmBackend } from '../platform/hostBackend.js';
 import { heapSimdHost, simdDropout, stagingSimdHost, type SimdHost } from '../platform/hostSimd.js';
 import { tf } from '../../model/tf.js';
 import { registerOp } from '../registry.js';
@@ -32,7 +32,7 @@ const dropoutCpu: tf.KernelFunc = ({ inputs, backend, attrs }) => {
   const { rate, seed } = attrs as unknown as DropoutAttrs;
   const b = backend as unknown as CpuBackend;
   const x = inputs['x']!;
-  const out = new Float32Array(tf.util.sizeFromShape(x.shape));
+  const out = uninitialized(Float32Array, tf.util.sizeFromShape(x.shape));
   dropoutInto(b.data.get(x.dataId).values as Float32Array, out, rate, seed, stagingSimdHost());
   return b.makeTensorInfo(x.shape, 'float32', out);
 };

@@ -18,6 +18,7 @@
  */
 import { createRequire } from 'node:module';
 import os from 'node:os';
+import { uninitialized } from './hostBackend.js';
 import { productDims, type HostGemm, type Shape3 } from './nativeGemm.js';
 import { firstLineOf } from '../../errors.js';
 
@@ -289,7 +290,7 @@ export class Cblas implements HostGemm {
   /** A new array ([max(ba, bb), M, N]) with the product written straight into it. */
   matMulToArray(a: Float32Array, aShape: Shape3, transA: boolean, b: Float32Array, bShape: Shape3, transB: boolean): Float32Array {
     const [batch, M, N] = productDims(aShape, transA, bShape, transB);
-    const out = new Float32Array(batch * M * N);
+    const out = uninitialized(Float32Array, batch * M * N); // every element written (beta 0; zeros where K is 0)
     this.matMul(a, aShape, transA, b, bShape, transB, out);
     return out;
   }

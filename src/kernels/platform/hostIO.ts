@@ -3,15 +3,16 @@
  * outputs and fill them, and where the WebAssembly SIMD loops (hostSimd.ts) can run on those arrays.
  */
 import { tf } from '../../model/tf.js';
-import { heapMemory, heapView, type CpuBackend, type WasmBackend } from './hostBackend.js';
+import { heapMemory, heapView, uninitialized, type CpuBackend, type WasmBackend } from './hostBackend.js';
 import { heapSimdHost, stagingSimdHost, type SimdHost } from './hostSimd.js';
 
 /** Host backends seen through one interface: read an input, make outputs and fill them. */
 export interface HostIO {
   read(t: tf.TensorInfo): Float32Array;
   /**
-   * Makes float32 outputs of `shapes`, lets `fill` write them (fresh views; `scratch`: `scratchFloats` elements of
-   * working memory where the SIMD loops can address it, released after), returns them.
+   * Makes float32 outputs of `shapes`, lets `fill` write them (fresh views, holding whatever the memory held: `fill`
+   * writes every element; `scratch`: `scratchFloats` elements of working memory where the SIMD loops can address
+   * it, not zeroed either, released after), returns them.
    */
   outputs(shapes: number[][], fill: (outs: Float32Array[], scratch: Float32Array) => void, scratchFloats?: number): tf.TensorInfo[];
   /** Where the SIMD loops run on these arrays; null without wasm SIMD. */
@@ -23,8 +24,8 @@ export function cpuIO(backend: unknown): HostIO {
   return {
     read: (t) => b.data.get(t.dataId).values as Float32Array,
     outputs: (shapes, fill, scratchFloats = 0) => {
-      const arrays = shapes.map((s) => new Float32Array(tf.util.sizeFromShape(s)));
-      fill(arrays, new Float32Array(scratchFloats));
+      const arrays = shapes.map((s) => uninitialized(Float32Array, tf.util.sizeFromShape(s)));
+      fill(arrays, uninitialized(Float32Array, scratchFloats));
       return shapes.map((s, i) => b.makeTensorInfo(s, 'float32', arrays[i]));
     },
     simd: stagingSimdHost(),

@@ -4,7 +4,7 @@
  * which replaces which kernel on which backend; each maker here takes the stock kernel it falls back on.
  */
 import {
-  F32_BYTES, heapF32, heapOffset, hostBits, hostF32, hostOutput, hostValues, makeHostOutput,
+  F32_BYTES, heapF32, heapOffset, hostBits, hostF32, hostOutput, hostValues, makeHostOutput, uninitialized,
   type CpuBackend, type HostBackend, type WasmBackend,
 } from '../platform/hostBackend.js';
 import { Cblas } from '../platform/cblas.js';
@@ -480,8 +480,7 @@ export function makeCpuPad(stock: KernelFunc): KernelFunc {
     const { paddings, constantValue } = args.attrs as unknown as { paddings: [number, number][]; constantValue: number };
     const outShape = x.shape.map((d, i) => paddings[i]![0] + d + paddings[i]![1]);
     const out = makeHostOutput(backend, outShape, x.dtype);
-    const values = hostValues(backend, out) as Float32Array | Int32Array;
-    if (constantValue !== 0) values.fill(constantValue);
+    (hostValues(backend, out) as Float32Array | Int32Array).fill(constantValue); // the output's memory is not zeroed (makeHostOutput)
     placeBlock(hostBits(backend, x), x.shape, hostBits(backend, out), outShape, paddings.map((p) => p[0]));
     return out;
   };
@@ -682,7 +681,7 @@ export function broadcastBinary(a: Float32Array, aShape: readonly number[], b: F
     }
   }
   const size = tf.util.sizeFromShape(shape);
-  const out = new Float32Array(size);
+  const out = uninitialized(Float32Array, size);
   if (dims.length === 0) {
     if (size === 1) binaryRow(op, out, 0, a, 0, 0, b, 0, 0, 1);
     return { values: out, shape };
@@ -755,7 +754,7 @@ function axpyAddSub(op: BinaryOp, a: Float32Array, b: Float32Array, out: Float32
  * JavaScript loop for the rest.
  */
 function sameShapeBinary(op: BinaryOp, a: Float32Array, b: Float32Array): Float32Array {
-  const out = new Float32Array(a.length);
+  const out = uninitialized(Float32Array, a.length);
   if (axpyAddSub(op, a, b, out)) return out;
   const simd = a.length >= SIMD_BINARY_MIN_ELEMENTS ? stagingSimdHost() : null;
   const done = simd === null ? 0 : simdBinary(simd, BINARY_SIMD[op], a, b, out);
@@ -797,7 +796,7 @@ export function makeWasmAddSub(kernelName: string, stock: KernelFunc): KernelFun
 
 /** Softmax over the last axis: exp(x - rowMax) / rowSum, row by row. `logits [.., C] -> [.., C]` */
 export function softmaxRows(x: Float32Array, C: number): Float32Array {
-  const out = new Float32Array(x.length);
+  const out = uninitialized(Float32Array, x.length);
   for (let base = 0; base < x.length; base += C) {
     let max = -Infinity;
     for (let j = 0; j < C; j++) if (x[base + j]! > max) max = x[base + j]!;
