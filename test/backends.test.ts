@@ -271,6 +271,24 @@ describe('replaced kernels match the stock kernels', () => {
   }
 
   for (const host of ['wasm', 'cpu'] as const) {
+    test(`${host} Pack (tf.stack) equals the stock kernel: every axis, a negative axis, one input, int32 and bool`, async () => {
+      const maps = [rand([2, 3, 4, 4], 27), rand([2, 3, 4, 4], 28), rand([2, 3, 4, 4], 29)];
+      const ints = [tf.tensor1d([-1, 2 ** 31 - 1], 'int32'), tf.tensor1d([-(2 ** 31), 5], 'int32')];
+      const bools = [tf.tensor2d([[true, false]], undefined, 'bool'), tf.tensor2d([[false, true]], undefined, 'bool')];
+      const cases: [string, () => tf.Tensor][] = [
+        ...[0, 1, 2, 3, 4].map((axis): [string, () => tf.Tensor] => [`attention maps, axis ${axis}`, () => tf.stack(maps, axis)]),
+        ['axis -1', () => tf.stack(maps, -1)],
+        ['one input', () => tf.stack([maps[0]!], 0)],
+        ['int32', () => tf.stack(ints, 1)],
+        ['bool', () => tf.stack(bools, 0)],
+      ];
+      for (const [name, f] of cases) {
+        const { fast, stock } = await fastAndStock(host, f);
+        assert.deepEqual(fast[0], stock[0], name);
+      }
+      tf.dispose([...maps, ...ints, ...bools]);
+    });
+
     test(`${host} Concat equals the stock kernel: every axis, an empty input, one input, int32 and bool`, async () => {
       const parts = [rand([4, 6, 3], 22), rand([4, 6, 2], 23), rand([4, 6, 5], 24)];
       const rows = [rand([2, 6, 3], 25), rand([3, 6, 3], 26)];

@@ -510,6 +510,24 @@ export function makeHostConcat(stock: KernelFunc): KernelFunc {
   };
 }
 
+/**
+ * Host Pack (tf.stack: the attention maps micseLoss stacks): the stock kernels expand each input and concatenate
+ * them element by element. Here the inputs, each seen with a 1 inserted at `axis` (no copy), go through `concat`
+ * (the host Concat above): contiguous runs.
+ *   n inputs [d0, .., dk] -> [d0, .., n at axis, .., dk]
+ */
+export function makeHostPack(stock: KernelFunc, concat: KernelFunc): KernelFunc {
+  return (args) => {
+    const inputs = args.inputs as unknown as tf.TensorInfo[];
+    const first = inputs[0];
+    if (first === undefined || !inputs.every((t) => t.dtype === first.dtype && tf.util.arraysEqual(t.shape, first.shape))) return stock(args);
+    let axis = (args.attrs as unknown as { axis: number }).axis;
+    if (axis < 0) axis += first.shape.length + 1;
+    const expanded = inputs.map((t) => ({ dataId: t.dataId, dtype: t.dtype, shape: [...t.shape.slice(0, axis), 1, ...t.shape.slice(axis)] }));
+    return concat({ inputs: expanded as unknown as tf.NamedTensorInfoMap, backend: args.backend, attrs: { axis } });
+  };
+}
+
 /** Whether permuting `shape`'s axes by `perm` leaves the elements in order: the axes longer than 1 keep their order. */
 function keepsOrder(shape: readonly number[], perm: readonly number[]): boolean {
   const kept = perm.filter((a) => shape[a] !== 1);

@@ -11,7 +11,7 @@
  */
 import { tf } from '../../model/tf.js';
 import {
-  makeCpuBinary, makeCpuPad, makeWasmAddSub, makeCpuSoftmax, makeCpuTranspose, makeWasmTranspose, makeHostBatchMatMul, makeHostConcat, makeHostGather,
+  makeCpuBinary, makeCpuPad, makeWasmAddSub, makeCpuSoftmax, makeCpuTranspose, makeWasmTranspose, makeHostBatchMatMul, makeHostConcat, makeHostGather, makeHostPack,
   makeHostSlice, makeHostSplitV, makeHostSum, makeHostUnpack, makeWasmIdentity, makeWasmSegmentSum, unsortedSegmentSumCpu,
   type KernelFunc,
 } from './host.js';
@@ -58,6 +58,10 @@ const REPLACEMENTS: readonly Replacement[] = [
   {
     kernelName: tf.BatchMatMul, backends: ['wasm', 'cpu'],
     make: (bn) => makeHostBatchMatMul(bn, stockKernel(tf.BatchMatMul, bn).kernelFunc, stockKernel(tf.Transpose, bn).kernelFunc),
+  },
+  {
+    kernelName: tf.Pack, backends: ['wasm', 'cpu'],
+    make: (bn) => makeHostPack(stockKernel(tf.Pack, bn).kernelFunc, makeHostConcat(stockKernel(tf.Concat, bn).kernelFunc)),
   },
   { kernelName: tf.Unpack, backends: ['wasm', 'cpu'], make: (bn) => makeHostUnpack(stockKernel(tf.Unpack, bn).kernelFunc) },
   { kernelName: tf.Sum, backends: ['wasm', 'cpu'], make: (bn) => makeHostSum(stockKernel(tf.Sum, bn).kernelFunc) },
