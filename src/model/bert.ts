@@ -313,7 +313,7 @@ export class BertModel {
         x = firstRows(this.addLayerNorm(padRows(out, T), x, `${p}.output.LayerNorm`, { rate: pHidden, seed: nextSiteSeed() })); // [B, 1, H]
         break;
       }
-      // x = LayerNorm(dropout(dense) + x), one kernel on webgpu (kernels/layerNorm); the dropout takes the next site's seed
+      // x = LayerNorm(dropout(dense) + x), one kernel (kernels/layerNorm); the dropout takes the next site's seed
       const attnOut = this.dense(context, `${p}.attention.output.dense`, f16); // [B, T, H]
       x = this.addLayerNorm(attnOut, x, `${p}.attention.output.LayerNorm`, { rate: pHidden, seed: nextSiteSeed() });
       const inter = this.intermediate(x, `${p}.intermediate.dense`, f16); // [B, T, I]

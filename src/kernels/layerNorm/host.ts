@@ -1,9 +1,15 @@
-/** The LayerNorm kernels of the host backends, cpu and wasm (the ops, their arithmetic and gradients: index.ts). */
+/** The LayerNorm and addLayerNorm kernels of the host backends, cpu and wasm (the ops, their arithmetic and gradients: index.ts). */
 import { cpuIO, wasmIO, type HostIO } from '../platform/hostIO.js';
-import { layerNormGradScratch, SIMD_LANES, simdLayerNorm, simdLayerNormGrad } from '../platform/hostSimd.js';
+import {
+  layerNormGradScratch, SIMD_LANES, simdLayerNorm, simdLayerNormGrad, simdResidualLayerNorm, simdResidualLayerNormGrad, type DropoutKeys,
+} from '../platform/hostSimd.js';
+import { dropoutInto } from '../dropout/host.js';
+import { seedKeys } from '../dropout/index.js';
 import { tf } from '../../model/tf.js';
 import { registerOp } from '../registry.js';
-import { LAYER_NORM, LAYER_NORM_GRAD, LAYER_NORM_GRADIENTS, type LayerNormAttrs } from './index.js';
+import {
+  LAYER_NORM, LAYER_NORM_GRAD, LAYER_NORM_GRADIENTS, RESIDUAL_LAYER_NORM, RESIDUAL_LAYER_NORM_GRAD, type AddLayerNormAttrs, type LayerNormAttrs,
+} from './index.js';
 
 // ---------------------------------------------------------------------------------------------------------------
 // Host arithmetic (cpu and wasm kernels share it)
@@ -59,6 +65,12 @@ function layerNormGradHost(x: Float32Array, gamma: Float32Array, dy: Float32Arra
   dbeta.set(db);
 }
 
+/** addLayerNorm's dropout as the SIMD loop takes it (dropoutInto's float32 rate and scale). */
+function dropoutKeys(rate: number, seed: number): DropoutKeys {
+  const [k1, k2] = seedKeys(seed);
+  return { k1, k2, rate: Math.fround(rate), scale: Math.fround(1 / (1 - rate)) };
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // cpu and wasm kernels: WebAssembly SIMD loops (hostSimd.ts: in place on the wasm heap; through a staging memory
 // for the cpu backend's JS arrays), or where a runtime lacks wasm SIMD (or LayerNorm's H % 4 != 0) the host
@@ -88,6 +100,40 @@ function hostKernels(io: (backend: unknown) => HostIO): Record<string, tf.Kernel
         const args = [h.read(x), h.read(gamma), h.read(dy), eps, dx!, dg!, db!] as const;
         if (simd !== null) simdLayerNormGrad(simd, ...args, scratch);
         else layerNormGradHost(...args);
+      }, simd !== null ? layerNormGradScratch(H) : 0);
+    },
+    // addLayerNorm's host form (index.ts residualLayerNorm): [y, s], s = dropout(x) + residual; the SIMD loops a few
+    // rows at a time (hostSimd.ts simdResidualLayerNorm), else the dropout and add into s, then LayerNorm into y
+    [RESIDUAL_LAYER_NORM]: ({ inputs, backend, attrs }) => {
+      const h = io(backend);
+      const { x, residual, gamma, beta } = inputs as Record<'x' | 'residual' | 'gamma' | 'beta', tf.TensorInfo>;
+      const { eps, rate, seed } = attrs as unknown as AddLayerNormAttrs;
+      return h.outputs([x.shape, x.shape], ([y, s]) => {
+        const [xs, rs, g, b] = [h.read(x), h.read(residual), h.read(gamma), h.read(beta)];
+        if (h.simd !== null && gamma.shape[0]! % SIMD_LANES === 0) {
+          simdResidualLayerNorm(h.simd, xs, rs, g, b, eps, dropoutKeys(rate, seed), s!, y!);
+          return;
+        }
+        dropoutInto(xs, s!, rate, seed, h.simd);
+        for (let i = 0; i < s!.length; i++) s![i]! += rs[i]!;
+        layerNormHost(s!, g, b, eps, y!);
+      });
+    },
+    // [ds, dgamma, dbeta, dx] from s: LayerNorm's gradient into ds, then dx = dropout(ds)
+    [RESIDUAL_LAYER_NORM_GRAD]: ({ inputs, backend, attrs }) => {
+      const h = io(backend);
+      const { s, gamma, dy } = inputs as Record<'s' | 'gamma' | 'dy', tf.TensorInfo>;
+      const { eps, rate, seed } = attrs as unknown as AddLayerNormAttrs;
+      const H = gamma.shape[0]!;
+      const simd = H % SIMD_LANES === 0 ? h.simd : null;
+      return h.outputs([s.shape, gamma.shape, gamma.shape, s.shape], ([ds, dg, db, dx], scratch) => {
+        const [ss, g, dys] = [h.read(s), h.read(gamma), h.read(dy)];
+        if (simd !== null) {
+          simdResidualLayerNormGrad(simd, ss, g, dys, eps, dropoutKeys(rate, seed), ds!, dx!, dg!, db!, scratch);
+          return;
+        }
+        layerNormGradHost(ss, g, dys, eps, ds!, dg!, db!);
+        dropoutInto(ds!, dx!, rate, seed, h.simd);
       }, simd !== null ? layerNormGradScratch(H) : 0);
     },
   };

@@ -14,13 +14,18 @@
  * heap, through a staging memory for cpu's JS arrays; scalar loops where wasm SIMD is missing and for rows with
  * H % 4 != 0), webgpu (webgpu.ts, WGSL: LayerNorm one workgroup per row; its backward is 3 dispatches: dx with each row's mean
  * and rstd, column partial sums over COLUMN_CHUNK-row chunks, then dgamma and dbeta
- * together; xhat is recomputed from x and the stored statistics rather than read from memory). addLayerNorm is a
- * kernel on webgpu only: one dispatch forward (the dropout mask and the add inside LayerNorm's program, s
- * recomputed wherever it is read) where the composed ops take 3 (dropout, add, LayerNorm), and 3 backward (ds and
- * x's gradient dropout(ds) from one dispatch; the multi-output dispatches are raw programs, webgpuPrograms.ts
- * recordRaw); cpu and wasm run the composed ops, so their numbers are those of seededDropout, tf.add and layerNorm
- * exactly. Other backends (tensorflow, webgl) get the same math composed of stock ops. Float32 results agree with
- * the composed ops within rounding (tests: test/fused.test.ts).
+ * together; xhat is recomputed from x and the stored statistics rather than read from memory). addLayerNorm is one
+ * kernel forward and one backward where the composed ops take 3 (dropout, add, LayerNorm) and 3 (LayerNorm's
+ * gradient, dropout; the sum's gradient passes through): on webgpu one dispatch forward (the dropout mask and the
+ * add inside LayerNorm's program, s recomputed wherever it is read) and 3 backward (ds and x's gradient dropout(ds)
+ * from one dispatch; the multi-output dispatches are raw programs, webgpuPrograms.ts recordRaw); on cpu and wasm
+ * (RESIDUAL_LAYER_NORM, residualLayerNorm below) the composed ops' own loops a few rows at a time (hostSimd.ts
+ * simdResidualLayerNorm: no array for the dropout's output, and on cpu each array through the staging memory once),
+ * giving y and the sum s, which the gradient keeps as the composed LayerNorm keeps its input; backward LayerNorm's
+ * gradient and the dropout of ds in one kernel; so their numbers are those of seededDropout, tf.add and layerNorm
+ * exactly. Other backends
+ * (tensorflow, webgl) get the same math composed of stock ops. Float32 results agree with the composed ops within
+ * rounding (tests: test/fused.test.ts).
  */
 import { seededDropout } from '../dropout/index.js';
 import { tf } from '../../model/tf.js';
@@ -29,10 +34,14 @@ import { kernelOn } from '../registry.js';
 /** The kernels' names (registered by the backend files: host.ts, webgpu.ts). */
 export const LAYER_NORM = 'MicseLayerNorm';
 export const LAYER_NORM_GRAD = 'MicseLayerNormGrad';
-/** LayerNorm(dropout(x) + residual), webgpu only (see addLayerNorm). */
+/** LayerNorm(dropout(x) + residual) (see addLayerNorm). */
 export const ADD_LAYER_NORM = 'MicseAddLayerNorm';
 /** Its gradients with respect to the sum s, gamma and beta. */
 export const ADD_LAYER_NORM_GRAD = 'MicseAddLayerNormGrad';
+/** addLayerNorm on cpu and wasm: [y, s] for x, residual, gamma, beta (s = dropout(x) + residual, kept for the gradient). */
+export const RESIDUAL_LAYER_NORM = 'MicseResidualLayerNorm';
+/** Its gradient from s: [ds, dgamma, dbeta, dx] for s, gamma, dy (dx = dropout(ds)). */
+export const RESIDUAL_LAYER_NORM_GRAD = 'MicseResidualLayerNormGrad';
 
 /** The kernels' attributes. */
 export interface LayerNormAttrs {
@@ -46,7 +55,7 @@ export interface DropoutOptions {
   seed: number;
 }
 
-/** The gradients of LayerNorm (cpu, wasm, webgpu) and addLayerNorm (webgpu), registered with the backend files' kernels. */
+/** The gradients of LayerNorm and addLayerNorm, registered with the backend files' kernels. */
 export const LAYER_NORM_GRADIENTS: tf.GradConfig[] = [
   {
     kernelName: LAYER_NORM,
@@ -99,17 +108,44 @@ export function layerNorm(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, eps: 
  * LayerNorm(dropout(x) + residual) over the last axis, as `layerNorm(tf.add(seededDropout(x, rate, seed), residual),
  * gamma, beta, eps)`: `x, residual [.., H]`, `gamma, beta [H]` -> `[.., H]`, differentiable in all four. On webgpu
  * one dispatch (the mask computed in the kernel, seededDropout's bit for bit) and 5 backward (ds, dropout(ds),
- * the column partials, dgamma, dbeta; 4 at rate 0); every other backend runs exactly those composed ops.
+ * the column partials, dgamma, dbeta; 4 at rate 0); on cpu and wasm one kernel each way with those ops' numbers;
+ * every other backend runs exactly those composed ops.
  */
 export function addLayerNorm(x: tf.Tensor, residual: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, eps: number,
   dropout: DropoutOptions): tf.Tensor {
   if (!tf.util.arraysEqual(x.shape, residual.shape)) {
     throw new Error(`addLayerNorm: x and residual must have one shape; got [${x.shape}] and [${residual.shape}]`);
   }
-  if (!kernelOn(ADD_LAYER_NORM, x, residual, gamma, beta)) {
-    return tf.tidy(() => layerNorm(tf.add(seededDropout(x, dropout.rate, dropout.seed), residual), gamma, beta, eps));
-  }
-  checkLayerNormParams(x, gamma, beta);
   const attrs: AddLayerNormAttrs = { eps, rate: dropout.rate, seed: dropout.seed };
-  return tf.engine().runKernel(ADD_LAYER_NORM, { x, residual, gamma, beta }, attrs as unknown as tf.NamedAttrMap) as tf.Tensor;
+  if (kernelOn(ADD_LAYER_NORM, x, residual, gamma, beta)) {
+    checkLayerNormParams(x, gamma, beta);
+    return tf.engine().runKernel(ADD_LAYER_NORM, { x, residual, gamma, beta }, attrs as unknown as tf.NamedAttrMap) as tf.Tensor;
+  }
+  if (kernelOn(RESIDUAL_LAYER_NORM, x, residual, gamma, beta)) {
+    checkLayerNormParams(x, gamma, beta);
+    return residualLayerNorm(attrs)(x, residual, gamma, beta);
+  }
+  return tf.tidy(() => layerNorm(tf.add(seededDropout(x, dropout.rate, dropout.seed), residual), gamma, beta, eps));
+}
+
+/**
+ * The host form of addLayerNorm: one kernel forward giving y and the sum s, which the gradient keeps (as the
+ * composed ops' LayerNorm keeps its input); s itself is disposed with the forward's scope. Backward one kernel from s:
+ * LayerNorm's gradient, then the dropout of ds for x.
+ */
+function residualLayerNorm(attrs: AddLayerNormAttrs): (x: tf.Tensor, residual: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor) => tf.Tensor {
+  const named = attrs as unknown as tf.NamedAttrMap;
+  return tf.customGrad((...args) => {
+    const [x, residual, gamma, beta] = args as tf.Tensor[];
+    const [y, s] = tf.engine().runKernel(RESIDUAL_LAYER_NORM, { x: x!, residual: residual!, gamma: gamma!, beta: beta! }, named) as tf.Tensor[];
+    (args[4] as tf.GradSaveFunc)([s!, gamma!]);
+    return {
+      value: y!,
+      gradFunc: (dy, saved) => {
+        const [ss, g] = saved as [tf.Tensor, tf.Tensor];
+        const [ds, dgamma, dbeta, dx] = tf.engine().runKernel(RESIDUAL_LAYER_NORM_GRAD, { s: ss, gamma: g, dy: dy as tf.Tensor }, named) as tf.Tensor[];
+        return [dx!, ds!, dgamma!, dbeta!];
+      },
+    };
+  }) as (x: tf.Tensor, residual: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor) => tf.Tensor;
 }

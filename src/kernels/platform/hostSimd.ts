@@ -509,6 +509,70 @@ export function simdLayerNorm(host: SimdHost, x: Float32Array, gamma: Float32Arr
   }
 }
 
+/** kernels/dropout's mask as the dropout loop takes it: keys, float32 rate and scale (rate 0, scale 1: x itself). */
+export interface DropoutKeys {
+  k1: number;
+  k2: number;
+  rate: number;
+  scale: number;
+}
+
+/** Elements per array in one call of the fused residual loops: a few rows of each array stay in the core's cache between the passes. */
+const FUSED_CHUNK = 1 << 16;
+
+/**
+ * s = dropout(x) + residual and y = layerNorm(s) over rows of H (H % SIMD_LANES == 0, the caller checks), a few rows
+ * at a time: the dropout loop (at the rows' flat indices) into s, the add loop in place, then the LayerNorm loop from
+ * s into y: the loops and the order of the composed ops, so their bits.
+ */
+export function simdResidualLayerNorm(host: SimdHost, x: Float32Array, residual: Float32Array, gamma: Float32Array, beta: Float32Array,
+  eps: number, drop: DropoutKeys, s: Float32Array, y: Float32Array): void {
+  const H = gamma.length;
+  const rows = x.length / H;
+  const step = Math.max(1, Math.floor(Math.min(host.chunk, FUSED_CHUNK) / H));
+  for (let r = 0; r < rows; r += step) {
+    const n = Math.min(step, rows - r);
+    const [a, b] = [r * H, (r + n) * H];
+    const groups = (b - a) / LANES;
+    host.call([x.subarray(a, b), residual.subarray(a, b), gamma, beta], [s.subarray(a, b), y.subarray(a, b)], (m, [xa, ra, ga, ba, sa, ya]) => {
+      m.dropout(xa!, sa!, groups, a, drop.k1 | 0, drop.k2 | 0, drop.rate, drop.scale);
+      m.add(sa!, ra!, sa!, groups);
+      m.layerNorm(sa!, ga!, ba!, ya!, n, H, eps);
+    });
+  }
+}
+
+/**
+ * The gradients of simdResidualLayerNorm for dy, from its s: ds (the sum's, which is the residual's), dx =
+ * dropout(ds) (the same mask), dgamma and dbeta (`scratch`: layerNormGradScratch(H) elements for the float64 column
+ * sums). A few rows at a time: the LayerNorm gradient loop into ds, then the dropout loop from ds into dx.
+ */
+export function simdResidualLayerNormGrad(host: SimdHost, s: Float32Array, gamma: Float32Array, dy: Float32Array, eps: number,
+  drop: DropoutKeys, ds: Float32Array, dx: Float32Array, dgamma: Float32Array, dbeta: Float32Array, scratch: Float32Array): void {
+  const H = gamma.length;
+  const rows = s.length / H;
+  const acc = scratch.subarray(0, layerNormGradScratch(H));
+  acc.fill(0);
+  const step = Math.max(1, Math.floor(Math.min(host.chunk, FUSED_CHUNK) / H));
+  for (let r = 0; r < rows; r += step) {
+    const n = Math.min(step, rows - r);
+    const [a, b] = [r * H, (r + n) * H];
+    const groups = (b - a) / LANES;
+    host.call([s.subarray(a, b), gamma, dy.subarray(a, b), acc], [ds.subarray(a, b), dx.subarray(a, b), acc], (m, [sa, ga, dya, acca, dsa, dxa]) => {
+      m.layerNormGrad(sa!, ga!, dya!, dsa!, acca!, n, H, eps);
+      m.dropout(dsa!, dxa!, groups, a, drop.k1 | 0, drop.k2 | 0, drop.rate, drop.scale);
+    });
+  }
+  columnSums(acc, H, dgamma, dbeta);
+}
+
+/** dgamma and dbeta from the float64 column sums in `acc` ([dgamma, dbeta] of H each). */
+function columnSums(acc: Float32Array, H: number, dgamma: Float32Array, dbeta: Float32Array): void {
+  const sums = new Float64Array(acc.slice().buffer); // a copy: the view may not be 8-byte aligned
+  dgamma.set(sums.subarray(0, H));
+  dbeta.set(sums.subarray(H));
+}
+
 /**
  * Rows of T elements of s (T % SIMD_LANES == 0, the caller checks) -> softmax(s * scale + mask) in place, where rows
  * [i * maskRows, (i + 1) * maskRows) take row i of `mask` ([.., T]): the attention's heads of one batch entry share its
@@ -552,7 +616,5 @@ export function simdLayerNormGrad(host: SimdHost, x: Float32Array, gamma: Float3
     host.call([x.subarray(a, b), gamma, dy.subarray(a, b), acc], [dx.subarray(a, b), acc],
       (s, [xa, ga, dya, acca, dxa]) => s.layerNormGrad(xa!, ga!, dya!, dxa!, acca!, n, H, eps));
   }
-  const sums = new Float64Array(acc.slice().buffer); // a copy: the view may not be 8-byte aligned
-  dgamma.set(sums.subarray(0, H));
-  dbeta.set(sums.subarray(H));
+  columnSums(acc, H, dgamma, dbeta);
 }
