@@ -6,13 +6,13 @@
  * (Cblas.gemmGrid): head h of part p (0 q, 1 k, 2 v) of batch entry b is the T x dh block at qkv[b, 0, p H + h dh]
  * with rows 3H apart; the context's and dContext's head h the block at [b, 0, h dh] with rows H apart; no split, merge
  * or transpose.
- *   MicseAttention      S = q k^T per head into probs; per row: S * scale + mask, softmax, then dropout over the
- *                       whole [B, nh, T, T] (kernels/dropout's loop: the same bits at the same flat index); then
- *                       context = probs v
+ *   MicseAttention      S = q k^T per head into probs; per row: S * scale + mask, softmax (copied to undropped
+ *                       where there is a dropout), then dropout over the whole [B, nh, T, T] (kernels/dropout's
+ *                       loop: the same bits at the same flat index); then context = probs v
  *   MicseAttentionGrad  dP = dProbs + dContext v^T (scratch); dv = probs^T dContext into part 2 of dqkv;
- *                       P = softmax(q k^T * scale + mask) recomputed (scratch), dP = dropout(dP) (the same mask),
- *                       per row dS = P * (dP - rowsum(dP * P)); dq = scale dS k into part 0, dk = scale dS^T q into
- *                       part 1
+ *                       P = undropped (or probs without dropout) copied to scratch, dP = dropout(dP) (the same
+ *                       mask), per row dS = P * (dP - rowsum(dP * P)); dq = scale dS k into part 0, dk = scale dS^T q
+ *                       into part 1
  * The scale, mask and softmax (and the softmax's gradient) run row by row in the WebAssembly SIMD loops of
  * hostSimd.ts where T is a multiple of 4 (float32 throughout, exp a polynomial within a few ulps); else in JavaScript
  * loops with the cpu backend's composed ops' arithmetic (a product rounded, times the float32 scale rounded, plus the
@@ -114,22 +114,26 @@ function attentionKernels(io: (backend: unknown) => HostIO): Record<string, tf.K
       const d = dimsOf(qkv.shape, a.heads);
       const host = io(backend);
       const gemm = cblas();
-      return host.outputs([[d.B, d.T, d.H], [d.B, d.nh, d.T, d.T]], ([context, probs]) => {
+      const square = [d.B, d.nh, d.T, d.T];
+      return host.outputs([[d.B, d.T, d.H], square, a.rate > 0 ? square : [0]], ([context, probs, undropped]) => {
         const x = host.read(qkv); // [B, T, 3H]
         gemm.gemmGrid(grid(d), false, true, d.T, d.T, d.dh, 1, packedPart(x, d, 0), packedPart(x, d, 1), squareOf(probs!, d));
         softmaxRows(probs!, host.read(mask), d, a.scale, rowsSimd(host, d.T));
-        if (a.rate > 0) dropoutInto(probs!, probs!, a.rate, a.seed, host.simd);
+        if (a.rate > 0) {
+          undropped!.set(probs!);
+          dropoutInto(probs!, probs!, a.rate, a.seed, host.simd);
+        }
         gemm.gemmGrid(grid(d), false, false, d.T, d.dh, d.T, 1, squareOf(probs!, d), packedPart(x, d, 2), headsOf(context!, d));
       });
     },
     [ATTENTION_GRAD]: ({ inputs, backend, attrs }) => {
-      const { qkv, mask, probs, dContext, dProbs } = inputs as Record<'qkv' | 'mask' | 'probs' | 'dContext' | 'dProbs', tf.TensorInfo>;
+      const { qkv, probs, undropped, dContext, dProbs } = inputs as Record<'qkv' | 'probs' | 'undropped' | 'dContext' | 'dProbs', tf.TensorInfo>;
       const a = attrs as unknown as ProbsAttrs;
       const d = dimsOf(qkv.shape, a.heads);
       const host = io(backend);
       const gemm = cblas();
       const n = d.z * d.T * d.T;
-      // scratch: the probabilities' whole gradient, then P recomputed
+      // scratch: the probabilities' whole gradient, then a copy of P (the softmax's gradient overwrites it)
       return host.outputs([qkv.shape], ([dqkv], scratch) => {
         const x = host.read(qkv); // [B, T, 3H]
         const dc = headsOf(host.read(dContext), d);
@@ -139,10 +143,9 @@ function attentionKernels(io: (backend: unknown) => HostIO): Record<string, tf.K
         gemm.gemmGrid(grid(d), false, true, d.T, d.T, d.dh, 1, dc, packedPart(x, d, 2), squareOf(dp, d), 1);
         // dv = probs^T dContext
         gemm.gemmGrid(grid(d), true, false, d.T, d.dh, d.T, 1, squareOf(host.read(probs), d), dc, packedPart(dqkv!, d, 2));
-        // P = softmax(q k^T * scale + mask) again; through the dropout, dP = dropout(dp) (the same mask)
+        // P, the probabilities before the dropout; through the dropout, dP = dropout(dp) (the same mask)
         const p = scratch.subarray(n, 2 * n); // [B, nh, T, T]
-        gemm.gemmGrid(grid(d), false, true, d.T, d.T, d.dh, 1, packedPart(x, d, 0), packedPart(x, d, 1), squareOf(p, d));
-        softmaxRows(p, host.read(mask), d, a.scale, rowsSimd(host, d.T));
+        p.set(host.read(a.rate > 0 ? undropped : probs));
         if (a.rate > 0) dropoutInto(dp, dp, a.rate, a.seed, host.simd);
         softmaxGradRows(p, dp, d.T, rowsSimd(host, d.T)); // p holds dS now
         gemm.gemmGrid(grid(d), false, false, d.T, d.dh, d.T, a.scale, squareOf(p, d), packedPart(x, d, 1), packedPart(dqkv!, d, 0));

@@ -46,9 +46,12 @@ export const ATTENTION_PROBS = 'MicseAttentionProbs';
 export const ATTENTION_PROBS_GRAD = 'MicseAttentionProbsGrad';
 export const ATTENTION_CONTEXT = 'MicseAttentionContext';
 export const ATTENTION_CONTEXT_GRAD = 'MicseAttentionContextGrad';
-/** Both steps in one kernel (the host's): qkv, mask -> [context, probs]; attrs ProbsAttrs */
+/**
+ * Both steps in one kernel (the host's): qkv, mask -> [context, probs, undropped]: undropped the probabilities before
+ * the dropout, kept for the gradient (an empty [0] where the rate is 0: probs is then that); attrs ProbsAttrs
+ */
 export const ATTENTION = 'MicseAttention';
-/** Its gradient: qkv, mask, probs, dContext, dProbs -> dqkv [B, T, 3H]; attrs ProbsAttrs */
+/** Its gradient: qkv, probs, undropped, dContext, dProbs -> dqkv [B, T, 3H]; attrs ProbsAttrs */
 export const ATTENTION_GRAD = 'MicseAttentionGrad';
 /** qkv [B, T, 3H] -> q, k, v [B, nh, T, dh]; attrs HeadsAttrs */
 export const SPLIT_HEADS = 'MicseSplitHeads';
@@ -114,12 +117,12 @@ const noMaskGradient = (): tf.Tensor => {
 export const ATTENTION_GRADIENTS: tf.GradConfig[] = [
   {
     kernelName: ATTENTION,
-    inputsToSave: ['qkv', 'mask'],
-    outputsToSave: [false, true],
+    inputsToSave: ['qkv'],
+    outputsToSave: [false, true, true],
     gradFunc: (dys, saved, attrs) => {
-      const [qkv, mask, probs] = saved as [tf.Tensor, tf.Tensor, tf.Tensor];
+      const [qkv, probs, undropped] = saved as [tf.Tensor, tf.Tensor, tf.Tensor];
       const [dContext, dProbs] = dys as tf.Tensor[];
-      const dqkv = tf.engine().runKernel(ATTENTION_GRAD, { qkv, mask, probs, dContext: dContext!, dProbs: dProbs! },
+      const dqkv = tf.engine().runKernel(ATTENTION_GRAD, { qkv, probs, undropped, dContext: dContext!, dProbs: dProbs! },
         attrs as unknown as tf.NamedAttrMap) as tf.Tensor;
       return { qkv: () => dqkv, mask: noMaskGradient };
     },
@@ -202,7 +205,8 @@ export function selfAttention(qkv: tf.Tensor3D, maskAdd: tf.Tensor4D, opts: Atte
   }
   const probsAttrs: ProbsAttrs = { heads: opts.heads, scale: opts.scale, rate: opts.rate, seed: opts.seed };
   if (kernelOn(ATTENTION, qkv, maskAdd)) {
-    const [context, probs] = tf.engine().runKernel(ATTENTION, { qkv, mask: maskAdd }, probsAttrs as unknown as tf.NamedAttrMap) as tf.Tensor[];
+    const [context, probs, undropped] = tf.engine().runKernel(ATTENTION, { qkv, mask: maskAdd }, probsAttrs as unknown as tf.NamedAttrMap) as tf.Tensor[];
+    undropped!.dispose(); // the gradient's saved copy (when taped) keeps its data
     return { context: context as tf.Tensor3D, probs: probs as tf.Tensor4D };
   }
   if (!kernelOn(ATTENTION_PROBS, qkv, maskAdd)) return composedAttention(qkv, maskAdd, opts);
