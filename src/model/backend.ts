@@ -141,7 +141,7 @@ async function tryBackend(name: Exclude<BackendName, 'auto'>, auto: boolean): Pr
       await activate('cpu');
       // The same native SGEMM; the stock JavaScript loop otherwise.
       useNativeGemm(parseNativeGemmChoice(process.env[NATIVE_GEMM_ENV]));
-      // Every cpu tensor is a fresh calloc'd array: freed ones reused instead of fresh pages (platform/hostMalloc.ts).
+      // Every cpu tensor is a fresh C-heap array: freed ones reused instead of fresh pages (platform/hostMalloc.ts).
       keepFreedHostMemory();
       return 'cpu';
   }

@@ -1,11 +1,12 @@
 /**
- * The C heap under the cpu backend's arrays. Node allocates a typed array's memory with calloc, and glibc serves a
+ * The C heap under the cpu backend's arrays. Node allocates a typed array's memory with calloc (this project's
+ * kernel outputs with malloc: hostBackend.ts `uninitialized`), and glibc serves a
  * block above its mmap threshold (128 KB, raised as large blocks are freed, at most 32 MB) with a fresh mmap: the
  * kernel zero-fills each 4 KB page at its first touch (a page fault) and unmaps the block when it is freed. A
  * BERT-base cpu step makes and frees gigabytes of such arrays ([4096, 3072] floats are 50 MB): about 2 million
  * page faults, ~3.6 s of system time a step on one core (bench/README.md). With mmap off (M_MMAP_MAX 0) and the
- * heap's free top kept up to 2 GB (M_TRIM_THRESHOLD), freed blocks stay in the process and calloc reuses them
- * (zeroing them with memset, far cheaper than faulting fresh pages).
+ * heap's free top kept up to 2 GB (M_TRIM_THRESHOLD), freed blocks stay in the process and are reused (calloc
+ * zeroing them with memset, far cheaper than faulting fresh pages).
  * The cost: memory freed is kept for reuse instead of going back to the system, so the resident size stays near its
  * peak (a BERT-base step's ~10 GB) until `releaseFreedHostMemory`; the bench calls it before starting PyTorch beside
  * it (without, the pair ran out of memory on a 24 GB machine). Set for the whole process, when the cpu backend is selected, through koffi (an optional dependency: an FFI)
