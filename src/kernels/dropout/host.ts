@@ -3,12 +3,18 @@
  * heap). The generator, the ops and dropout's gradient: index.ts.
  */
 import { heapMemory, heapView, uninitialized, type CpuBackend, type WasmBackend } from '../platform/hostBackend.js';
-import { heapSimdHost, simdDropout, stagingSimdHost, type SimdHost } from '../platform/hostSimd.js';
+import { heapSimdHost, simdDropout, stagingSimdHost, type DropoutKeys, type SimdHost } from '../platform/hostSimd.js';
 import { tf } from '../../model/tf.js';
 import { registerOp } from '../registry.js';
 import {
   DROPOUT_GRADIENTS, SEEDED_DROPOUT, SEEDED_UNIFORM, seedKeys, uniformArray, uniformAt, type DropoutAttrs, type UniformAttrs,
 } from './index.js';
+
+/** kernels/dropout's mask as the SIMD loops take it: the seed's keys, the rate and the scale 1 / (1 - rate) in float32. */
+export function dropoutKeys(rate: number, seed: number): DropoutKeys {
+  const [k1, k2] = seedKeys(seed);
+  return { k1, k2, rate: Math.fround(rate), scale: Math.fround(1 / (1 - rate)) };
+}
 
 /**
  * Dropout on the host into `out` (which may be `x`: in place), element i at flat index i: the arithmetic of every
@@ -16,9 +22,7 @@ import {
  * groups of 4 where `simd` is given; this loop the rest. Also the attention kernels' dropout (kernels/attention).
  */
 export function dropoutInto(x: Float32Array, out: Float32Array, rate: number, seed: number, simd: SimdHost | null): void {
-  const [k1, k2] = seedKeys(seed);
-  const r = Math.fround(rate);
-  const scale = Math.fround(1 / (1 - rate));
+  const { k1, k2, rate: r, scale } = dropoutKeys(rate, seed);
   const from = simd !== null ? simdDropout(simd, x, out, k1, k2, r, scale) : 0;
   for (let i = from; i < out.length; i++) out[i] = uniformAt(i, k1, k2) >= r ? Math.fround(x[i]! * scale) : 0;
 }

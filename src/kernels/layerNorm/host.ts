@@ -1,10 +1,9 @@
 /** The LayerNorm and addLayerNorm kernels of the host backends, cpu and wasm (the ops, their arithmetic and gradients: index.ts). */
 import { cpuIO, wasmIO, type HostIO } from '../platform/hostIO.js';
 import {
-  layerNormGradScratch, SIMD_LANES, simdLayerNorm, simdLayerNormGrad, simdResidualLayerNorm, simdResidualLayerNormGrad, type DropoutKeys,
+  layerNormGradScratch, SIMD_LANES, simdLayerNorm, simdLayerNormGrad, simdResidualLayerNorm, simdResidualLayerNormGrad,
 } from '../platform/hostSimd.js';
-import { dropoutInto } from '../dropout/host.js';
-import { seedKeys } from '../dropout/index.js';
+import { dropoutInto, dropoutKeys } from '../dropout/host.js';
 import { tf } from '../../model/tf.js';
 import { registerOp } from '../registry.js';
 import {
@@ -63,12 +62,6 @@ function layerNormGradHost(x: Float32Array, gamma: Float32Array, dy: Float32Arra
   }
   dgamma.set(dg);
   dbeta.set(db);
-}
-
-/** addLayerNorm's dropout as the SIMD loop takes it (dropoutInto's float32 rate and scale). */
-function dropoutKeys(rate: number, seed: number): DropoutKeys {
-  const [k1, k2] = seedKeys(seed);
-  return { k1, k2, rate: Math.fround(rate), scale: Math.fround(1 / (1 - rate)) };
 }
 
 // ---------------------------------------------------------------------------------------------------------------
