@@ -54,6 +54,7 @@ import { rawDispatchCount } from '../src/kernels/platform/webgpuPrograms.js';
 import { MLAS_LIBRARY } from '../src/kernels/platform/nativeGemm.js';
 import { loadNativeGemm, NATIVE_GEMM_ENV, parseNativeGemmChoice, type NativeGemmChoice } from '../src/kernels/stock/index.js';
 import { releaseFreedHostMemory } from '../src/kernels/platform/hostMalloc.js';
+import { dropRecycledBuffers } from '../src/kernels/platform/hostBackend.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 /** ../shared beside the checkout, or $MICSE_SHARED_DIR. */
@@ -526,11 +527,13 @@ export async function benchTfjs(o: BenchOptions, log: (l: string) => void): Prom
 }
 
 /**
- * The TF.js side's memory back to the system before PyTorch starts beside it: a full collection frees the disposed
- * tensors' arrays, then the C heap's free memory goes back (the cpu backend keeps it otherwise:
- * kernels/platform/hostMalloc.ts; a BERT-base pair ran out of memory on a 24 GB machine without this).
+ * The TF.js side's memory back to the system before PyTorch starts beside it: the arrays kept for reuse dropped
+ * (kernels/platform/hostBackend.ts), a full collection frees them and the disposed tensors' arrays, then the C
+ * heap's free memory goes back (the cpu backend keeps it otherwise: kernels/platform/hostMalloc.ts; a BERT-base pair
+ * ran out of memory on a 24 GB machine without this).
  */
 function releaseHostMemory(): void {
+  dropRecycledBuffers();
   v8.setFlagsFromString('--expose-gc');
   (vm.runInNewContext('gc') as () => void)();
   releaseFreedHostMemory();

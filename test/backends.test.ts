@@ -22,7 +22,7 @@ import { selectBackend } from '../src/model/backend.js';
 import { fastKernelNames, registerFastKernels, useNativeGemm, hostMatMulEngine } from '../src/kernels/stock/index.js';
 import { NativeOps, releaseBuffer } from '../src/kernels/platform/nativeOps.js';
 import { HOST_MALLOC_ENV, hostMallocState } from '../src/kernels/platform/hostMalloc.js';
-import { poisonUninitialized } from '../src/kernels/platform/hostBackend.js';
+import { poisonUninitialized, type CpuBackend } from '../src/kernels/platform/hostBackend.js';
 import { createRequire } from 'node:module';
 import { loadPretrained } from '../src/model/pretrained.js';
 import { tf } from '../src/model/tf.js';
@@ -503,6 +503,41 @@ describe('replaced kernels match the stock kernels', () => {
       }
     }
   }
+
+  test('cpu: a disposed kernel output\'s buffer serves the next array of its size; not one read out (dataSync) or still viewed by another tensor', async () => {
+    await selectBackend('cpu');
+    registerFastKernels('cpu');
+    const b = tf.backend() as unknown as CpuBackend;
+    const valuesOf = (t: tf.Tensor) => b.data.get(t.dataId).values as Float32Array;
+    const x = rand([64, 32], 30);
+    const first = tf.add(x, x); // the same-shape Add: an uninitialized array
+    const buffer = valuesOf(first).buffer;
+    first.dispose();
+    const second = tf.sub(x, x);
+    assert.equal(valuesOf(second).buffer, buffer, 'the disposed output\'s buffer is reused');
+    // read out: the reader keeps it
+    const read = second.dataSync();
+    const readCopy = Float32Array.from(read);
+    second.dispose();
+    const third = tf.add(x, x);
+    assert.notEqual(valuesOf(third).buffer, buffer, 'a buffer read out is not reused');
+    assert.deepEqual(read, readCopy, 'what dataSync gave stays');
+    // a stock kernel's view of the buffer (the stock Slice of contiguous rows) keeps it held
+    const held = valuesOf(third).buffer;
+    useStockKernels('cpu');
+    const rows = tf.slice(third, [0, 0], [16, 32]);
+    registerFastKernels('cpu');
+    assert.equal(valuesOf(rows).buffer, held, 'the stock Slice gave a view of its input\'s buffer');
+    const rowsCopy = Float32Array.from(valuesOf(rows));
+    third.dispose();
+    const fourth = tf.add(x, x);
+    assert.notEqual(valuesOf(fourth).buffer, held, 'a buffer another tensor still views is not reused');
+    assert.deepEqual(valuesOf(rows), rowsCopy, 'the view keeps its values');
+    rows.dispose();
+    const fifth = tf.sub(x, x);
+    assert.equal(valuesOf(fifth).buffer, held, 'reused once its last holder is disposed');
+    tf.dispose([x, fourth, fifth]);
+  });
 
   test('cpu Softmax (last axis) matches the stock kernel; other axes and masked rows too', async () => {
     const x = tf.tidy(() => tf.mul(rand([2, 3, 7], 12), 8));

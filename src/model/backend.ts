@@ -11,7 +11,7 @@ import { hostMatMulEngine, NATIVE_GEMM_ENV, parseNativeGemmChoice, useNativeGemm
 import { CBLAS_ENV } from '../kernels/platform/cblas.js';
 import { activeMatmulTile, describeMatmulTile, MATMUL_TILE_ENV, parseMatmulTile, useMatmulTile } from '../kernels/platform/matmulTiles.js';
 import { BIND_GROUP_CACHE_ENV, bindGroupCacheOf, useBindGroupCache } from '../kernels/platform/bindGroupCache.js';
-import { heapMemory, type WasmBackend } from '../kernels/platform/hostBackend.js';
+import { heapMemory, recycleOnDispose, type CpuBackend, type WasmBackend } from '../kernels/platform/hostBackend.js';
 import { heapSimdHost } from '../kernels/platform/hostSimd.js';
 import { hostMallocState, keepFreedHostMemory } from '../kernels/platform/hostMalloc.js';
 import { activeGemmMode, describeGemmMode, GEMM_ENV, parseGemmMode, useGemm } from '../kernels/gemm/index.js';
@@ -141,8 +141,10 @@ async function tryBackend(name: Exclude<BackendName, 'auto'>, auto: boolean): Pr
       await activate('cpu');
       // The same native SGEMM; the stock JavaScript loop otherwise.
       useNativeGemm(parseNativeGemmChoice(process.env[NATIVE_GEMM_ENV]));
-      // Every cpu tensor is a fresh C-heap array: freed ones reused instead of fresh pages (platform/hostMalloc.ts).
+      // Every cpu tensor is a fresh C-heap array: freed ones reused instead of fresh pages (platform/hostMalloc.ts);
+      // the kernels' own arrays come back for reuse when their last tensor goes (platform/hostBackend.ts).
       keepFreedHostMemory();
+      recycleOnDispose(tf.backend() as unknown as CpuBackend);
       return 'cpu';
   }
 }
