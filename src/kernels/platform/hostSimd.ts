@@ -497,16 +497,24 @@ export function simdDropout(host: SimdHost, x: Float32Array, out: Float32Array, 
   return n;
 }
 
+/**
+ * Calls `f(a, b, rows)` for consecutive blocks of whole rows of H elements covering `elements`, each at most `chunk`
+ * elements (at least one row): elements [a, b) are `rows` rows.
+ */
+function forRowBlocks(elements: number, H: number, chunk: number, f: (a: number, b: number, rows: number) => void): void {
+  const rows = elements / H;
+  const step = Math.max(1, Math.floor(chunk / H));
+  for (let r = 0; r < rows; r += step) {
+    const n = Math.min(step, rows - r);
+    f(r * H, (r + n) * H, n);
+  }
+}
+
 /** y = layerNorm(x [rows, H]) with H % SIMD_LANES == 0 (the caller checks). */
 export function simdLayerNorm(host: SimdHost, x: Float32Array, gamma: Float32Array, beta: Float32Array, eps: number, y: Float32Array): void {
   const H = gamma.length;
-  const rows = x.length / H;
-  const step = Math.max(1, Math.floor(host.chunk / H));
-  for (let r = 0; r < rows; r += step) {
-    const n = Math.min(step, rows - r);
-    const [a, b] = [r * H, (r + n) * H];
-    host.call([x.subarray(a, b), gamma, beta], [y.subarray(a, b)], (s, [xa, ga, ba, ya]) => s.layerNorm(xa!, ga!, ba!, ya!, n, H, eps));
-  }
+  forRowBlocks(x.length, H, host.chunk, (a, b, n) =>
+    host.call([x.subarray(a, b), gamma, beta], [y.subarray(a, b)], (s, [xa, ga, ba, ya]) => s.layerNorm(xa!, ga!, ba!, ya!, n, H, eps)));
 }
 
 /** kernels/dropout's mask as the dropout loop takes it: keys, float32 rate and scale (rate 0, scale 1: x itself). */
@@ -528,18 +536,14 @@ const FUSED_CHUNK = 1 << 16;
 export function simdResidualLayerNorm(host: SimdHost, x: Float32Array, residual: Float32Array, gamma: Float32Array, beta: Float32Array,
   eps: number, drop: DropoutKeys, s: Float32Array, y: Float32Array): void {
   const H = gamma.length;
-  const rows = x.length / H;
-  const step = Math.max(1, Math.floor(Math.min(host.chunk, FUSED_CHUNK) / H));
-  for (let r = 0; r < rows; r += step) {
-    const n = Math.min(step, rows - r);
-    const [a, b] = [r * H, (r + n) * H];
+  forRowBlocks(x.length, H, Math.min(host.chunk, FUSED_CHUNK), (a, b, n) => {
     const groups = (b - a) / LANES;
     host.call([x.subarray(a, b), residual.subarray(a, b), gamma, beta], [s.subarray(a, b), y.subarray(a, b)], (m, [xa, ra, ga, ba, sa, ya]) => {
       m.dropout(xa!, sa!, groups, a, drop.k1 | 0, drop.k2 | 0, drop.rate, drop.scale);
       m.add(sa!, ra!, sa!, groups);
       m.layerNorm(sa!, ga!, ba!, ya!, n, H, eps);
     });
-  }
+  });
 }
 
 /**
@@ -550,19 +554,13 @@ export function simdResidualLayerNorm(host: SimdHost, x: Float32Array, residual:
 export function simdResidualLayerNormGrad(host: SimdHost, s: Float32Array, gamma: Float32Array, dy: Float32Array, eps: number,
   drop: DropoutKeys, ds: Float32Array, dx: Float32Array, dgamma: Float32Array, dbeta: Float32Array, scratch: Float32Array): void {
   const H = gamma.length;
-  const rows = s.length / H;
   const acc = scratch.subarray(0, layerNormGradScratch(H));
   acc.fill(0);
-  const step = Math.max(1, Math.floor(Math.min(host.chunk, FUSED_CHUNK) / H));
-  for (let r = 0; r < rows; r += step) {
-    const n = Math.min(step, rows - r);
-    const [a, b] = [r * H, (r + n) * H];
-    const groups = (b - a) / LANES;
+  forRowBlocks(s.length, H, Math.min(host.chunk, FUSED_CHUNK), (a, b, n) =>
     host.call([s.subarray(a, b), gamma, dy.subarray(a, b), acc], [ds.subarray(a, b), dx.subarray(a, b), acc], (m, [sa, ga, dya, acca, dsa, dxa]) => {
       m.layerNormGrad(sa!, ga!, dya!, dsa!, acca!, n, H, eps);
-      m.dropout(dsa!, dxa!, groups, a, drop.k1 | 0, drop.k2 | 0, drop.rate, drop.scale);
-    });
-  }
+      m.dropout(dsa!, dxa!, (b - a) / LANES, a, drop.k1 | 0, drop.k2 | 0, drop.rate, drop.scale);
+    }));
   columnSums(acc, H, dgamma, dbeta);
 }
 
@@ -588,12 +586,10 @@ export function simdSoftmaxRows(host: SimdHost, s: Float32Array, mask: Float32Ar
 
 /** Rows of T elements of p (T % SIMD_LANES == 0) -> p * (dp - rowsum(dp * p)) in place. */
 export function simdSoftmaxGradRows(host: SimdHost, p: Float32Array, dp: Float32Array, T: number): void {
-  const step = Math.max(1, Math.floor(host.chunk / T)) * T;
-  for (let a = 0; a < p.length; a += step) {
-    const b = Math.min(p.length, a + step);
+  forRowBlocks(p.length, T, host.chunk, (a, b, n) => {
     const rows = p.subarray(a, b); // one array read and written (staged once)
-    host.call([rows, dp.subarray(a, b)], [rows], (m, [pa, da]) => m.softmaxGradRows(pa!, da!, (b - a) / T, T));
-  }
+    host.call([rows, dp.subarray(a, b)], [rows], (m, [pa, da]) => m.softmaxGradRows(pa!, da!, n, T));
+  });
 }
 
 /** Float32 elements of the scratch `simdLayerNormGrad` needs for gamma of length H (2H float64). */
@@ -606,15 +602,10 @@ export const layerNormGradScratch = (H: number): number => (2 * H * F64_BYTES) /
 export function simdLayerNormGrad(host: SimdHost, x: Float32Array, gamma: Float32Array, dy: Float32Array, eps: number,
   dx: Float32Array, dgamma: Float32Array, dbeta: Float32Array, scratch: Float32Array): void {
   const H = gamma.length;
-  const rows = x.length / H;
   const acc = scratch.subarray(0, layerNormGradScratch(H));
   acc.fill(0);
-  const step = Math.max(1, Math.floor(host.chunk / H));
-  for (let r = 0; r < rows; r += step) {
-    const n = Math.min(step, rows - r);
-    const [a, b] = [r * H, (r + n) * H];
+  forRowBlocks(x.length, H, host.chunk, (a, b, n) =>
     host.call([x.subarray(a, b), gamma, dy.subarray(a, b), acc], [dx.subarray(a, b), acc],
-      (s, [xa, ga, dya, acca, dxa]) => s.layerNormGrad(xa!, ga!, dya!, dxa!, acca!, n, H, eps));
-  }
+      (s, [xa, ga, dya, acca, dxa]) => s.layerNormGrad(xa!, ga!, dya!, dxa!, acca!, n, H, eps)));
   columnSums(acc, H, dgamma, dbeta);
 }
