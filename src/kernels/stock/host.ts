@@ -754,26 +754,31 @@ const BINARY_SIMD: Record<BinaryOp, BinaryLoop> = ['add', 'sub', 'mul', 'div'];
 const SIMD_BINARY_MIN_ELEMENTS = 1 << 12;
 
 /**
- * out = a + b or a - b for equal-length arrays where CBLAS runs the host products: a copy of a into out, then
- * `cblas_saxpy` with alpha 1 or -1 on the library's threads (no staging copies; one float32 add or subtract per
- * element, so the bits of the loops). Whether it ran (false: not add or sub, too short, or no CBLAS).
+ * The CBLAS that computes a + b or a - b of `n` elements as a copy of a and `cblas_saxpy` with alpha 1 or -1 (its
+ * threads, no staging copies; one float32 add or subtract per element, so the bits of the loops): where op is add or
+ * sub, n reaches SIMD_BINARY_MIN_ELEMENTS and CBLAS runs the host products; else undefined.
  */
-function axpyAddSub(op: BinaryOp, a: Float32Array, b: Float32Array, out: Float32Array): boolean {
-  if ((op !== BINARY_OPS.add && op !== BINARY_OPS.sub) || a.length < SIMD_BINARY_MIN_ELEMENTS) return false;
-  const cblas = activeCblas();
-  if (cblas === undefined) return false;
+function axpyEngine(op: BinaryOp, n: number): Cblas | undefined {
+  return (op === BINARY_OPS.add || op === BINARY_OPS.sub) && n >= SIMD_BINARY_MIN_ELEMENTS ? activeCblas() : undefined;
+}
+
+/** out = a + b or a - b (op) on `cblas` (axpyEngine). */
+function axpyAddSub(cblas: Cblas, op: BinaryOp, a: Float32Array, b: Float32Array, out: Float32Array): void {
   out.set(a);
   cblas.axpy(op === BINARY_OPS.add ? 1 : -1, b, out);
-  return true;
 }
 
 /**
- * out = a (op) b for equal-length arrays: axpyAddSub where it runs, else the staged SIMD loop where it runs, the
- * JavaScript loop for the rest.
+ * out = a (op) b for equal-length arrays: axpyAddSub where axpyEngine gives a CBLAS, else the staged SIMD loop where
+ * it runs, the JavaScript loop for the rest.
  */
 function sameShapeBinary(op: BinaryOp, a: Float32Array, b: Float32Array): Float32Array {
   const out = uninitialized(Float32Array, a.length);
-  if (axpyAddSub(op, a, b, out)) return out;
+  const cblas = axpyEngine(op, a.length);
+  if (cblas !== undefined) {
+    axpyAddSub(cblas, op, a, b, out);
+    return out;
+  }
   const simd = a.length >= SIMD_BINARY_MIN_ELEMENTS ? stagingSimdHost() : null;
   const done = simd === null ? 0 : simdBinary(simd, BINARY_SIMD[op], a, b, out);
   binaryRow(op, out, done, a, done, 1, b, done, 1, a.length - done);
@@ -795,19 +800,19 @@ export function makeCpuBinary(kernelName: string, stock: KernelFunc): KernelFunc
 }
 
 /**
- * wasm Add and Sub of same-shape float32 operands: axpyAddSub in place on the heap, where the stock kernel runs on
- * one wasm thread; every other case (broadcasts, other dtypes, no CBLAS) keeps the stock kernel.
+ * wasm Add and Sub of same-shape float32 operands: axpyAddSub in place on the heap where axpyEngine gives a CBLAS
+ * (the stock kernel runs on one wasm thread); every other case keeps the stock kernel.
  */
 export function makeWasmAddSub(kernelName: string, stock: KernelFunc): KernelFunc {
   const op = BINARY_KERNEL_OPS[kernelName]!;
   return (args) => {
     const a = args.inputs['a']!;
     const b = args.inputs['b']!;
-    if (a.dtype !== 'float32' || b.dtype !== 'float32' || !tf.util.arraysEqual(a.shape, b.shape)
-      || tf.util.sizeFromShape(a.shape) < SIMD_BINARY_MIN_ELEMENTS || activeCblas() === undefined) return stock(args);
+    const cblas = axpyEngine(op, tf.util.sizeFromShape(a.shape));
+    if (cblas === undefined || a.dtype !== 'float32' || b.dtype !== 'float32' || !tf.util.arraysEqual(a.shape, b.shape)) return stock(args);
     const backend = args.backend as unknown as WasmBackend;
     const out = makeHostOutput(backend, a.shape.slice(), 'float32');
-    axpyAddSub(op, hostF32(backend, a), hostF32(backend, b), hostF32(backend, out)); // views after the allocation, which may grow the heap
+    axpyAddSub(cblas, op, hostF32(backend, a), hostF32(backend, b), hostF32(backend, out)); // views after the allocation, which may grow the heap
     return out;
   };
 }
