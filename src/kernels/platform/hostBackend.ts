@@ -83,8 +83,7 @@ const nodeBuffer = (globalThis as { Buffer?: { allocUnsafeSlow(bytes: number): U
  * where Node's Buffer exists: a buffer of the same size that a disposed tensor gave back (recycleOnDispose), else
  * Buffer.allocUnsafeSlow (malloc, where `new Float32Array(n)` is calloc; its own ArrayBuffer of exactly the array's
  * bytes, as a typed array's). Zeroing a fresh block costs a memset, or a page fault a 4 KB page where the block is
- * new to the process: a staged LayerNorm of [4096, 768] took 6-10 ms into a zeroed array, 4.5 into this one.
- * Elsewhere an ordinary (zeroed) array.
+ * new to the process, more than many a kernel's own loop over it. Elsewhere an ordinary (zeroed) array.
  */
 export function uninitialized<A extends Float32Array | Int32Array | Uint8Array>(
   type: { new (buffer: ArrayBuffer, byteOffset: number, length: number): A; new (length: number): A; BYTES_PER_ELEMENT: number }, n: number): A {
@@ -108,8 +107,8 @@ const freeBuffers = new Map<number, ArrayBuffer[]>();
 let freeBytes = 0;
 /**
  * The most bytes kept for reuse; a buffer given back past it is left to the garbage collector. A BERT-base step
- * (batch 64 x 2, sequence 32) gives back several GB of arrays that the next step makes again: with 4 GB kept its
- * step took 6% less time, with 2 GB 2% less, the peak resident size the same (bench/README.md).
+ * (batch 64 x 2, sequence 32) gives back several GB of arrays that the next step makes again, so a lower bound
+ * loses much of the gain there without lowering the peak resident size (bench/README.md).
  */
 const FREE_BYTES_MAX = 2 ** 32;
 
@@ -151,8 +150,7 @@ export function dropRecycledBuffers(): void {
  * Gives the buffers of `uninitialized` arrays back for reuse when the last tensor of the cpu backend `backend` holding
  * them is disposed (once per backend instance). Why: V8 counts every ArrayBuffer as external memory and collects
  * garbage each time that has grown by some tens of MB, and a cpu training step makes gigabytes of arrays: dozens of
- * full collections a step (a small step: ~60 ms of them and ~40 ms of scavenges in ~1 s), and fresh blocks for the
- * arrays made meanwhile. A step makes arrays of the same sizes as the step before, so most come back at once.
+ * full collections a step, and fresh blocks for the arrays made meanwhile. A step makes arrays of the same sizes as the step before, so most come back at once.
  * How: the backend's storage is watched (its `set` and `delete`, on this instance): each buffer counts the entries
  * holding it (a stock kernel may hand out a view of its input's buffer, as the stock Slice does a contiguous slice),
  * and one whose values left the backend through `readSync` (`dataSync()`, `data()`, `bufferSync`, a move to another
