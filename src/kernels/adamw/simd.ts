@@ -13,7 +13,7 @@
  */
 import {
   F32, f32x4, F64, f64Add, f64x2, get, I32, i32Add, i32c, i32Mul, instancePerMemory, load, locals, set, store, V128,
-  V128_BYTES, whileBelow, type Code, type FuncSpec, type ValType,
+  V128_BYTES, whileBelow, type Code, type FuncSpec, type PerMemory, type ValType,
 } from '../platform/wasmAsm.js';
 
 /** Elements per SIMD group. */
@@ -82,4 +82,4 @@ export interface AdamWSimd {
  * The SIMD loops bound to `memory` (unshared, or the threaded wasm build's shared heap), or null where this runtime
  * has no wasm SIMD, in which case the caller keeps the JavaScript loops.
  */
-export const simdFor: (memory: WebAssembly.Memory | undefined) => AdamWSimd | null = instancePerMemory<AdamWSimd>(() => [adamwFunc(), sumsqFunc()]);
+export const simdFor: PerMemory<AdamWSimd> = instancePerMemory<AdamWSimd>(() => [adamwFunc(), sumsqFunc()]);

@@ -32,8 +32,9 @@
 import {
   F32, f32Add, f32c, f32Div, f32FromI32, f32Mul, f32Sqrt, f32x4, f32x4Const, F64, f64Add, f64c, f64Div,
   f64FromF32, f64FromI32, f64Sqrt, f64x2, get, I32, i32Add, i32c, i32Mul, i32x4, i32x4Const, instancePerMemory, load,
-  locals, set, store, v128, V128, V128_BYTES, whileBelow, type Code, type FuncSpec,
+  locals, set, store, v128, V128, V128_BYTES, whileBelow, type Code, type FuncSpec, type PerMemory,
 } from './wasmAsm.js';
+import { splitRuns, THREAD_MIN_ELEMENTS, type SimdThreads, type ThreadCall } from './simdThreads.js';
 import { ERF_A1, ERF_A2, ERF_A3, ERF_A4, ERF_A5, ERF_P, INV_SQRT_2PI } from './erf.js';
 
 const ERF_A = [ERF_A5, ERF_A4, ERF_A3, ERF_A2, ERF_A1]; // erf.ts's, in Horner order
@@ -385,7 +386,7 @@ export const SIMD_LANES = LANES;
  * The SIMD loops bound to `memory` (unshared, or the threaded wasm build's shared heap), or null where this runtime
  * has no wasm SIMD; callers then keep their JavaScript loops.
  */
-const hostSimdFor: (memory: WebAssembly.Memory | undefined) => HostSimd | null = instancePerMemory<HostSimd>(
+const hostSimdFor: PerMemory<HostSimd> = instancePerMemory<HostSimd>(
   () => [geluFunc(), geluGradFunc(), dropoutFunc(), layerNormFunc(), layerNormGradFunc(), softmaxRowsFunc(), softmaxGradRowsFunc(),
     ...(Object.keys(BINARY_LOOPS) as BinaryLoop[]).map(binaryFunc)]);
 
@@ -400,6 +401,9 @@ const STAGE_CHUNK = 1 << 18;
 const HEAP_CHUNK = 1 << 30;
 const WASM_PAGE_BYTES = 65536;
 
+/** One call of a HostSimd export, by name, as a thread runs it. */
+export type SimdCall = ThreadCall<keyof HostSimd>;
+
 /** Float32Arrays at addresses of a SIMD module's memory. */
 export interface SimdHost {
   /**
@@ -407,49 +411,80 @@ export interface SimdHost {
    * an array in both lists is read and written at one address).
    */
   call(inputs: Float32Array[], outputs: Float32Array[], run: (simd: HostSimd, addresses: number[]) => void): void;
+  /**
+   * As `call`, the work given as calls cut into parts that write apart (`plan(addresses, threads)`: at most
+   * `threads` lists), run at once on the memory's threads (simdThreads.ts), or in turn where it has none.
+   */
+  callSplit(inputs: Float32Array[], outputs: Float32Array[], plan: (addresses: number[], threads: number) => SimdCall[][]): void;
   /** Elements per call of the element-wise loops (a multiple of SIMD_LANES). */
   readonly chunk: number;
+  /** Threads `callSplit` runs on, the calling one included. */
+  readonly threads: number;
+}
+
+function runCalls(simd: HostSimd, calls: SimdCall[]): void {
+  for (const c of calls) (simd[c.fn] as (...args: number[]) => void)(...c.args);
+}
+
+/** Runs `parts` on `threads` (one list each), else one after another here. */
+function runParts(simd: HostSimd, threads: SimdThreads<keyof HostSimd> | null, parts: SimdCall[][]): void {
+  if (threads !== null && parts.length > 1) threads.run(parts, (calls) => runCalls(simd, calls));
+  else for (const calls of parts) runCalls(simd, calls);
 }
 
 /** The loops in place on `memory` (arrays must be views of it), or null without wasm SIMD or without the memory. */
 export function heapSimdHost(memory: WebAssembly.Memory | undefined): SimdHost | null {
   const simd = hostSimdFor(memory);
   if (simd === null || memory === undefined) return null;
+  const threads = hostSimdFor.threads(memory);
+  const addresses = (arrays: Float32Array[]): number[] => arrays.map((a) => {
+    if (a.buffer !== memory.buffer) throw new Error('heapSimdHost: an array is not a view of the module memory');
+    return a.byteOffset;
+  });
   return {
     chunk: HEAP_CHUNK,
-    call(inputs, outputs, run) {
-      run(simd, [...inputs, ...outputs].map((a) => {
-        if (a.buffer !== memory.buffer) throw new Error('heapSimdHost: an array is not a view of the module memory');
-        return a.byteOffset;
-      }));
-    },
+    threads: threads?.count ?? 1,
+    call: (inputs, outputs, run) => run(simd, addresses([...inputs, ...outputs])),
+    callSplit: (inputs, outputs, plan) => runParts(simd, threads, plan(addresses([...inputs, ...outputs]), threads?.count ?? 1)),
   };
 }
 
 let staging: SimdHost | null | undefined;
 
-/** The loops on a private memory that arrays are copied through (one per process), or null without wasm SIMD. */
+/** Pages a shared staging memory may grow to (its maximum is fixed when it is made): 1 GiB. */
+const STAGING_MAX_PAGES = 16384;
+
+/**
+ * The loops on a private memory that arrays are copied through (one per process; shared with the host's threads
+ * where SharedArrayBuffer exists), or null without wasm SIMD.
+ */
 export function stagingSimdHost(): SimdHost | null {
   if (staging !== undefined) return staging;
-  const memory = new WebAssembly.Memory({ initial: 1 });
+  const memory = typeof SharedArrayBuffer !== 'undefined'
+    ? new WebAssembly.Memory({ initial: 1, maximum: STAGING_MAX_PAGES, shared: true })
+    : new WebAssembly.Memory({ initial: 1 });
   const simd = hostSimdFor(memory);
   if (simd === null) return (staging = null);
+  const threads = hostSimdFor.threads(memory);
   const aligned = (n: number): number => Math.ceil((n * F32_BYTES) / V128_BYTES) * V128_BYTES;
+  const staged = (inputs: Float32Array[], outputs: Float32Array[], run: (addresses: number[]) => void): void => {
+    const at = new Map<Float32Array, number>();
+    let end = 0;
+    for (const a of [...inputs, ...outputs]) {
+      if (at.has(a)) continue;
+      at.set(a, end);
+      end += aligned(a.length);
+    }
+    if (end > memory.buffer.byteLength) memory.grow(Math.ceil((end - memory.buffer.byteLength) / WASM_PAGE_BYTES));
+    for (const a of inputs) new Float32Array(memory.buffer, at.get(a), a.length).set(a);
+    run([...inputs, ...outputs].map((a) => at.get(a)!));
+    for (const a of outputs) a.set(new Float32Array(memory.buffer, at.get(a), a.length));
+  };
   staging = {
     chunk: STAGE_CHUNK,
-    call(inputs, outputs, run) {
-      const at = new Map<Float32Array, number>();
-      let end = 0;
-      for (const a of [...inputs, ...outputs]) {
-        if (at.has(a)) continue;
-        at.set(a, end);
-        end += aligned(a.length);
-      }
-      if (end > memory.buffer.byteLength) memory.grow(Math.ceil((end - memory.buffer.byteLength) / WASM_PAGE_BYTES));
-      for (const a of inputs) new Float32Array(memory.buffer, at.get(a), a.length).set(a);
-      run(simd, [...inputs, ...outputs].map((a) => at.get(a)!));
-      for (const a of outputs) a.set(new Float32Array(memory.buffer, at.get(a), a.length));
-    },
+    threads: threads?.count ?? 1,
+    call: (inputs, outputs, run) => staged(inputs, outputs, (addresses) => run(simd, addresses)),
+    callSplit: (inputs, outputs, plan) => staged(inputs, outputs, (addresses) => runParts(simd, threads, plan(addresses, threads?.count ?? 1))),
   };
   return staging;
 }
@@ -457,12 +492,28 @@ export function stagingSimdHost(): SimdHost | null {
 /** Whole SIMD groups of n elements, in elements. */
 const wholeGroups = (n: number): number => n - (n % LANES);
 
+/**
+ * `groups` SIMD groups cut into runs for `threads`, each given as (first group, groups) to `call`, which returns the
+ * run's calls: one list per run.
+ */
+function groupParts(groups: number, threads: number, call: (first: number, count: number) => SimdCall[]): SimdCall[][] {
+  return splitRuns(groups, threads, THREAD_MIN_ELEMENTS / LANES).map(([a, b]) => call(a, b - a));
+}
+
+/** Likewise for `rows` rows of `H` elements. */
+function rowParts(rows: number, H: number, threads: number, call: (first: number, count: number) => SimdCall[]): SimdCall[][] {
+  return splitRuns(rows, threads, Math.ceil(THREAD_MIN_ELEMENTS / H)).map(([a, b]) => call(a, b - a));
+}
+
+const V = V128_BYTES;
+
 /** y = gelu(x) over the first wholeGroups(n) elements; returns that count (the caller does the rest). */
 export function simdGelu(host: SimdHost, x: Float32Array, y: Float32Array): number {
   const n = wholeGroups(x.length);
   for (let a = 0; a < n; a += host.chunk) {
     const b = Math.min(n, a + host.chunk);
-    host.call([x.subarray(a, b)], [y.subarray(a, b)], (s, [xa, ya]) => s.gelu(xa!, ya!, (b - a) / LANES));
+    host.callSplit([x.subarray(a, b)], [y.subarray(a, b)], ([xa, ya], threads) =>
+      groupParts((b - a) / LANES, threads, (g, n) => [{ fn: 'gelu', args: [xa! + g * V, ya! + g * V, n] }]));
   }
   return n;
 }
@@ -472,7 +523,8 @@ export function simdGeluGrad(host: SimdHost, x: Float32Array, dy: Float32Array, 
   const n = wholeGroups(x.length);
   for (let a = 0; a < n; a += host.chunk) {
     const b = Math.min(n, a + host.chunk);
-    host.call([x.subarray(a, b), dy.subarray(a, b)], [dx.subarray(a, b)], (s, [xa, dya, dxa]) => s.geluGrad(xa!, dya!, dxa!, (b - a) / LANES));
+    host.callSplit([x.subarray(a, b), dy.subarray(a, b)], [dx.subarray(a, b)], ([xa, dya, dxa], threads) =>
+      groupParts((b - a) / LANES, threads, (g, n) => [{ fn: 'geluGrad', args: [xa! + g * V, dya! + g * V, dxa! + g * V, n] }]));
   }
   return n;
 }
@@ -482,7 +534,8 @@ export function simdBinary(host: SimdHost, op: BinaryLoop, a: Float32Array, b: F
   const n = wholeGroups(out.length);
   for (let p = 0; p < n; p += host.chunk) {
     const q = Math.min(n, p + host.chunk);
-    host.call([a.subarray(p, q), b.subarray(p, q)], [out.subarray(p, q)], (s, [pa, pb, po]) => s[op](pa!, pb!, po!, (q - p) / LANES));
+    host.callSplit([a.subarray(p, q), b.subarray(p, q)], [out.subarray(p, q)], ([pa, pb, po], threads) =>
+      groupParts((q - p) / LANES, threads, (g, n) => [{ fn: op, args: [pa! + g * V, pb! + g * V, po! + g * V, n] }]));
   }
   return n;
 }
@@ -492,7 +545,8 @@ export function simdDropout(host: SimdHost, x: Float32Array, out: Float32Array, 
   const n = wholeGroups(x.length);
   for (let a = 0; a < n; a += host.chunk) {
     const b = Math.min(n, a + host.chunk);
-    host.call([x.subarray(a, b)], [out.subarray(a, b)], (s, [xa, oa]) => s.dropout(xa!, oa!, (b - a) / LANES, a, k1 | 0, k2 | 0, rate, scale));
+    host.callSplit([x.subarray(a, b)], [out.subarray(a, b)], ([xa, oa], threads) => groupParts((b - a) / LANES, threads, (g, n) =>
+      [{ fn: 'dropout', args: [xa! + g * V, oa! + g * V, n, a + g * LANES, k1 | 0, k2 | 0, rate, scale] }]));
   }
   return n;
 }
@@ -513,8 +567,10 @@ function forRowBlocks(elements: number, H: number, chunk: number, f: (a: number,
 /** y = layerNorm(x [rows, H]) with H % SIMD_LANES == 0 (the caller checks). */
 export function simdLayerNorm(host: SimdHost, x: Float32Array, gamma: Float32Array, beta: Float32Array, eps: number, y: Float32Array): void {
   const H = gamma.length;
-  forRowBlocks(x.length, H, host.chunk, (a, b, n) =>
-    host.call([x.subarray(a, b), gamma, beta], [y.subarray(a, b)], (s, [xa, ga, ba, ya]) => s.layerNorm(xa!, ga!, ba!, ya!, n, H, eps)));
+  const rowBytes = H * F32_BYTES;
+  forRowBlocks(x.length, H, host.chunk, (a, b, rows) =>
+    host.callSplit([x.subarray(a, b), gamma, beta], [y.subarray(a, b)], ([xa, ga, ba, ya], threads) => rowParts(rows, H, threads, (r, n) =>
+      [{ fn: 'layerNorm', args: [xa! + r * rowBytes, ga!, ba!, ya! + r * rowBytes, n, H, eps] }])));
 }
 
 /** kernels/dropout's mask as the dropout loop takes it: keys, float32 rate and scale (rate 0, scale 1: x itself). */
@@ -527,6 +583,8 @@ export interface DropoutKeys {
 
 /** Elements per array in one call of the fused residual loops: a few rows of each array stay in the core's cache between the passes. */
 const FUSED_CHUNK = 1 << 16;
+/** Blocks of FUSED_CHUNK a call of the residual LayerNorm takes, cut among the threads (staged, they stay in cache). */
+const FUSED_BLOCKS_A_CALL = 2;
 
 /**
  * s = dropout(x) + residual and y = layerNorm(s) over rows of H (H % SIMD_LANES == 0, the caller checks), a few rows
@@ -536,14 +594,23 @@ const FUSED_CHUNK = 1 << 16;
 export function simdResidualLayerNorm(host: SimdHost, x: Float32Array, residual: Float32Array, gamma: Float32Array, beta: Float32Array,
   eps: number, drop: DropoutKeys, s: Float32Array, y: Float32Array): void {
   const H = gamma.length;
-  forRowBlocks(x.length, H, Math.min(host.chunk, FUSED_CHUNK), (a, b, n) => {
-    const groups = (b - a) / LANES;
-    host.call([x.subarray(a, b), residual.subarray(a, b), gamma, beta], [s.subarray(a, b), y.subarray(a, b)], (m, [xa, ra, ga, ba, sa, ya]) => {
-      m.dropout(xa!, sa!, groups, a, drop.k1 | 0, drop.k2 | 0, drop.rate, drop.scale);
-      m.add(sa!, ra!, sa!, groups);
-      m.layerNorm(sa!, ga!, ba!, ya!, n, H, eps);
-    });
-  });
+  const step = Math.max(1, Math.floor(FUSED_CHUNK / H)); // rows a block
+  forRowBlocks(x.length, H, Math.min(host.chunk, FUSED_CHUNK * FUSED_BLOCKS_A_CALL), (a, b, rows) =>
+    host.callSplit([x.subarray(a, b), residual.subarray(a, b), gamma, beta], [s.subarray(a, b), y.subarray(a, b)], ([xa, ra, ga, ba, sa, ya], threads) =>
+      splitRuns(Math.ceil(rows / step), threads, Math.ceil(THREAD_MIN_ELEMENTS / (step * H))).map(([first, end]) => {
+        const calls: SimdCall[] = [];
+        for (let r = first * step; r < Math.min(rows, end * step); r += step) {
+          const n = Math.min(step, rows - r);
+          const [o, groups] = [r * H * F32_BYTES, (n * H) / LANES];
+          const [xo, so] = [xa! + o, sa! + o];
+          calls.push(
+            { fn: 'dropout', args: [xo, so, groups, a + r * H, drop.k1 | 0, drop.k2 | 0, drop.rate, drop.scale] },
+            { fn: 'add', args: [so, ra! + o, so, groups] },
+            { fn: 'layerNorm', args: [so, ga!, ba!, ya! + o, n, H, eps] },
+          );
+        }
+        return calls;
+      })));
 }
 
 /**
@@ -578,17 +645,26 @@ function columnSums(acc: Float32Array, H: number, dgamma: Float32Array, dbeta: F
  */
 export function simdSoftmaxRows(host: SimdHost, s: Float32Array, mask: Float32Array, T: number, maskRows: number, scale: number): void {
   const slab = maskRows * T;
-  for (let i = 0; i * slab < s.length; i++) {
-    const rows = s.subarray(i * slab, (i + 1) * slab);
-    host.call([rows, mask.subarray(i * T, (i + 1) * T)], [rows], (m, [sa, ma]) => m.softmaxRows(sa!, ma!, maskRows, T, scale));
+  const perCall = Math.max(1, Math.floor(host.chunk / slab)); // slabs (batch entries) a call
+  for (let i = 0; i * slab < s.length; i += perCall) {
+    const count = Math.min(perCall, s.length / slab - i);
+    const rows = s.subarray(i * slab, (i + count) * slab); // one array read and written (staged once)
+    host.callSplit([rows, mask.subarray(i * T, (i + count) * T)], [rows], ([sa, ma], threads) =>
+      splitRuns(count, threads, Math.ceil(THREAD_MIN_ELEMENTS / slab)).map(([first, end]) => {
+        const calls: SimdCall[] = [];
+        for (let k = first; k < end; k++) calls.push({ fn: 'softmaxRows', args: [sa! + k * slab * F32_BYTES, ma! + k * T * F32_BYTES, maskRows, T, scale] });
+        return calls;
+      }));
   }
 }
 
 /** Rows of T elements of p (T % SIMD_LANES == 0) -> p * (dp - rowsum(dp * p)) in place. */
 export function simdSoftmaxGradRows(host: SimdHost, p: Float32Array, dp: Float32Array, T: number): void {
-  forRowBlocks(p.length, T, host.chunk, (a, b, n) => {
-    const rows = p.subarray(a, b); // one array read and written (staged once)
-    host.call([rows, dp.subarray(a, b)], [rows], (m, [pa, da]) => m.softmaxGradRows(pa!, da!, n, T));
+  const rowBytes = T * F32_BYTES;
+  forRowBlocks(p.length, T, host.chunk, (a, b, rows) => {
+    const block = p.subarray(a, b); // one array read and written (staged once)
+    host.callSplit([block, dp.subarray(a, b)], [block], ([pa, da], threads) => rowParts(rows, T, threads, (r, n) =>
+      [{ fn: 'softmaxGradRows', args: [pa! + r * rowBytes, da! + r * rowBytes, n, T] }]));
   });
 }
 

@@ -9,6 +9,8 @@
  * shared memory (the threaded tfjs-backend-wasm build's) needs a module that declares its import shared.
  */
 
+import { simdThreads, type SimdThreads } from './simdThreads.js';
+
 export type Code = number[];
 
 /** Value types. */
@@ -218,28 +220,48 @@ export function locals<K extends string>(params: number, spec: Record<K, ValType
   return { index, types };
 }
 
+/** A module's exports bound to memories, and threads running them on a shared one. */
+export interface PerMemory<T> {
+  /** The exports bound to `memory`, or null where this runtime has no wasm SIMD or no memory is given. */
+  (memory: WebAssembly.Memory | undefined): T | null;
+  /** Threads running the exports on `memory` beside the caller (simdThreads.ts), or null (unshared memory, one core, no wasm SIMD). */
+  threads(memory: WebAssembly.Memory | undefined): SimdThreads<keyof T & string> | null;
+}
+
 /**
  * The module of `funcs()`, compiled on first use (once for unshared memories, once for shared ones) and
  * instantiated once per memory: the returned function gives the exports (typed `T` by the caller) bound to
  * `memory`, or null where this runtime has no wasm SIMD (the module does not validate) or no memory is given;
  * callers then keep their JavaScript loops.
  */
-export function instancePerMemory<T>(funcs: () => readonly FuncSpec[]): (memory: WebAssembly.Memory | undefined) => T | null {
+export function instancePerMemory<T>(funcs: () => readonly FuncSpec[]): PerMemory<T> {
   const compiled = new Map<boolean, WebAssembly.Module | null>();
   const instances = new WeakMap<WebAssembly.Memory, T>();
-  return (memory) => {
+  let names: (keyof T & string)[] | undefined;
+  const isShared = (memory: WebAssembly.Memory): boolean => typeof SharedArrayBuffer !== 'undefined' && memory.buffer instanceof SharedArrayBuffer;
+  const moduleFor = (shared: boolean): WebAssembly.Module | null => {
+    if (!compiled.has(shared)) {
+      const specs = funcs();
+      names ??= specs.map((f) => f.name as keyof T & string);
+      const bytes = encodeModule(specs, shared);
+      compiled.set(shared, WebAssembly.validate(bytes) ? new WebAssembly.Module(bytes) : null);
+    }
+    return compiled.get(shared)!;
+  };
+  const bound = ((memory: WebAssembly.Memory | undefined) => {
     if (memory === undefined) return null;
     let inst = instances.get(memory);
     if (inst !== undefined) return inst;
-    const shared = typeof SharedArrayBuffer !== 'undefined' && memory.buffer instanceof SharedArrayBuffer;
-    if (!compiled.has(shared)) {
-      const bytes = encodeModule(funcs(), shared);
-      compiled.set(shared, WebAssembly.validate(bytes) ? new WebAssembly.Module(bytes) : null);
-    }
-    const module = compiled.get(shared)!;
+    const module = moduleFor(isShared(memory));
     if (module === null) return null;
     inst = new WebAssembly.Instance(module, { env: { memory } }).exports as unknown as T;
     instances.set(memory, inst);
     return inst;
+  }) as PerMemory<T>;
+  bound.threads = (memory) => {
+    if (memory === undefined || !isShared(memory)) return null;
+    const module = moduleFor(true);
+    return module === null ? null : simdThreads(module, memory, names!);
   };
+  return bound;
 }

@@ -1,0 +1,178 @@
+/**
+ * Worker threads that run a run-time assembled SIMD module's exports (wasmAsm.ts) on a shared WebAssembly.Memory at
+ * the same time as the calling thread: the host kernels' element-wise and row loops split over the cores, where
+ * their arrays live in a shared memory (the threaded tfjs-backend-wasm build's heap, or the cpu backend's staging
+ * memory). Node only (worker_threads); one worker per core beyond the caller's (`hostCores()`).
+ *
+ * A call blocks: the caller writes each worker's calls (export index and arguments, as float64) into the worker's
+ * shared job array, wakes it (Atomics.notify), runs its own part, then waits for every worker (Atomics.wait). A
+ * worker runs its calls in order and reports done, or the first error's message. Every part writes its own
+ * elements and rows, so the results are the one-thread loop's bits whatever the thread count.
+ */
+import os from 'node:os';
+import { Worker } from 'node:worker_threads';
+
+/** Overrides the threads the host loops use (the calling thread included; 1: no workers). */
+export const HOST_THREADS_ENV = 'MICSE_HOST_THREADS';
+
+/** The cores Node may use (os.availableParallelism(), which follows the CPU affinity `taskset` sets). */
+export function hostCores(): number {
+  return os.availableParallelism();
+}
+
+/** Threads the host loops use: HOST_THREADS_ENV, else one per core. */
+export function hostThreads(): number {
+  const named = process.env[HOST_THREADS_ENV];
+  if (named === undefined || named === '') return hostCores();
+  const n = Number(named);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`${HOST_THREADS_ENV}=${named}: expected a whole number >= 1`);
+  return n;
+}
+
+/** Elements a thread takes at least in the split loops: below this, waking a worker costs about what it saves. */
+export const THREAD_MIN_ELEMENTS = 1 << 15;
+
+/** One export call: its name and its arguments (byte addresses, counts, float32 scalars). */
+export interface ThreadCall<K extends string = string> {
+  fn: K;
+  args: number[];
+}
+
+/** Threads running a module's exports on one shared memory. */
+export interface SimdThreads<K extends string = string> {
+  /** Threads, the calling one included. */
+  readonly count: number;
+  /**
+   * Runs `parts[0]` here (through `local`) and `parts[i]` on worker i at the same time (parts.length <= count);
+   * returns when all are done, throwing a worker's error.
+   */
+  run(parts: ThreadCall<K>[][], local: (calls: ThreadCall<K>[]) => void): void;
+}
+
+/** float64 slots of a worker's job array: [calls, then per call: export index, argument count, arguments...]. */
+const JOB_SLOTS = 1 << 14;
+/** Bytes of a worker's error message. */
+const MESSAGE_BYTES = 512;
+/** Control words: the job's sequence number (written by the caller), the last one done and whether it failed (by the worker). */
+const SEQ = 0;
+const DONE = 1;
+const FAILED = 2;
+const CONTROL_WORDS = 3;
+
+/** The worker: instantiates the module on the memory, then runs jobs as they come. CommonJS, run with `eval`. */
+const WORKER_SOURCE = `
+const { workerData } = require('node:worker_threads');
+const { module, memory, names, control, job, message } = workerData;
+const ctrl = new Int32Array(control), calls = new Float64Array(job), msg = new Uint8Array(message);
+const exports = new WebAssembly.Instance(module, { env: { memory } }).exports;
+const fns = names.map((n) => exports[n]);
+let seq = 0;
+for (;;) {
+  Atomics.wait(ctrl, ${SEQ}, seq);
+  seq = Atomics.load(ctrl, ${SEQ});
+  let failed = 0;
+  try {
+    for (let k = 0, p = 1; k < calls[0]; k++) {
+      const n = calls[p + 1];
+      fns[calls[p]](...calls.subarray(p + 2, p + 2 + n));
+      p += 2 + n;
+    }
+  } catch (err) {
+    const text = new TextEncoder().encode(String(err && err.message || err).slice(0, ${MESSAGE_BYTES / 4}));
+    msg.fill(0); msg.set(text.subarray(0, ${MESSAGE_BYTES}));
+    failed = 1;
+  }
+  Atomics.store(ctrl, ${FAILED}, failed);
+  Atomics.store(ctrl, ${DONE}, seq);
+  Atomics.notify(ctrl, ${DONE});
+}`;
+
+interface WorkerSlot {
+  ctrl: Int32Array;
+  calls: Float64Array;
+  message: Uint8Array;
+  seq: number;
+}
+
+function startWorker(module: WebAssembly.Module, memory: WebAssembly.Memory, names: readonly string[]): WorkerSlot {
+  const control = new SharedArrayBuffer(CONTROL_WORDS * 4);
+  const job = new SharedArrayBuffer(JOB_SLOTS * 8);
+  const message = new SharedArrayBuffer(MESSAGE_BYTES);
+  // execArgv: none of this process's (`--input-type`, `--import` hooks are for the main script, not this CommonJS)
+  const worker = new Worker(WORKER_SOURCE, { eval: true, execArgv: [], workerData: { module, memory, names, control, job, message } });
+  worker.unref(); // idle workers never keep the process alive
+  return { ctrl: new Int32Array(control), calls: new Float64Array(job), message: new Uint8Array(message), seq: 0 };
+}
+
+function encode(calls: ThreadCall[], index: ReadonlyMap<string, number>, into: Float64Array): void {
+  let p = 1;
+  for (const c of calls) {
+    if (p + 2 + c.args.length > into.length) throw new Error(`simdThreads: more than ${JOB_SLOTS} job slots`);
+    const i = index.get(c.fn);
+    if (i === undefined) throw new Error(`simdThreads: no export ${c.fn}`);
+    into[p] = i;
+    into[p + 1] = c.args.length;
+    into.set(c.args, p + 2);
+    p += 2 + c.args.length;
+  }
+  into[0] = calls.length;
+}
+
+const pools = new WeakMap<WebAssembly.Memory, Map<WebAssembly.Module, SimdThreads | null>>();
+
+/**
+ * Threads for `module`'s exports `names` on `memory`, started on first use and kept for the process; null where the
+ * memory is not shared, this is not Node, or one thread is all there is.
+ */
+export function simdThreads<K extends string>(module: WebAssembly.Module, memory: WebAssembly.Memory, names: readonly K[]): SimdThreads<K> | null {
+  let byModule = pools.get(memory);
+  if (byModule === undefined) pools.set(memory, (byModule = new Map()));
+  if (byModule.has(module)) return byModule.get(module) as SimdThreads<K> | null;
+  const shared = typeof SharedArrayBuffer !== 'undefined' && memory.buffer instanceof SharedArrayBuffer;
+  const isNode = typeof process !== 'undefined' && process.versions?.node !== undefined;
+  const count = shared && isNode ? hostThreads() : 1;
+  let pool: SimdThreads<K> | null = null;
+  if (count > 1) {
+    const index = new Map(names.map((n, i) => [n as string, i]));
+    const workers = Array.from({ length: count - 1 }, () => startWorker(module, memory, names));
+    pool = {
+      count,
+      run(parts, local) {
+        if (parts.length > count) throw new Error(`simdThreads: ${parts.length} parts for ${count} threads`);
+        const busy = workers.slice(0, parts.length - 1);
+        busy.forEach((w, i) => {
+          encode(parts[i + 1]!, index, w.calls);
+          Atomics.store(w.ctrl, SEQ, ++w.seq);
+          Atomics.notify(w.ctrl, SEQ);
+        });
+        let localError: unknown = null;
+        try {
+          local(parts[0] ?? []);
+        } catch (err) {
+          localError = err;
+        }
+        let failure: string | null = null;
+        for (const w of busy) {
+          for (let done = Atomics.load(w.ctrl, DONE); done !== w.seq; done = Atomics.load(w.ctrl, DONE)) Atomics.wait(w.ctrl, DONE, done);
+          if (Atomics.load(w.ctrl, FAILED) !== 0) failure ??= new TextDecoder().decode(w.message.slice()).replace(/\0+$/, '');
+        }
+        if (localError !== null) throw localError;
+        if (failure !== null) throw new Error(`a host SIMD worker thread failed: ${failure}`);
+      },
+    };
+  }
+  byModule.set(module, pool);
+  return pool;
+}
+
+/** [start, end) of `n` units cut into at most `parts` runs of whole units (fewer where n is small); `min` units at least a run. */
+export function splitRuns(n: number, parts: number, min = 1): [number, number][] {
+  const k = Math.max(1, Math.min(parts, Math.floor(n / Math.max(1, min))));
+  const runs: [number, number][] = [];
+  for (let i = 0; i < k; i++) {
+    const a = Math.floor((n * i) / k);
+    const b = Math.floor((n * (i + 1)) / k);
+    if (b > a) runs.push([a, b]);
+  }
+  return runs;
+}
