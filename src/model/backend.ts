@@ -13,6 +13,8 @@ import { activeMatmulTile, describeMatmulTile, MATMUL_TILE_ENV, parseMatmulTile,
 import { BIND_GROUP_CACHE_ENV, bindGroupCacheOf, useBindGroupCache } from '../kernels/platform/bindGroupCache.js';
 import { heapMemory, recycleOnDispose, type CpuBackend, type WasmBackend } from '../kernels/platform/hostBackend.js';
 import { heapSimdHost } from '../kernels/platform/hostSimd.js';
+import { HOST_THREADS_ENV } from '../kernels/platform/simdThreads.js';
+import { wantThreadedWasm, withThreadedWasm } from '../kernels/platform/wasmThreadedNode.js';
 import { hostMallocState, keepFreedHostMemory } from '../kernels/platform/hostMalloc.js';
 import { activeGemmMode, describeGemmMode, GEMM_ENV, parseGemmMode, useGemm } from '../kernels/gemm/index.js';
 import { tf } from './tf.js';
@@ -131,7 +133,13 @@ async function tryBackend(name: Exclude<BackendName, 'auto'>, auto: boolean): Pr
       const wasm = await import('@tensorflow/tfjs-backend-wasm');
       wasm.setWasmPaths(wasmBinaryPrefix ??
         path.dirname(createRequire(import.meta.url).resolve('@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm.wasm')) + path.sep);
-      await activate('wasm');
+      if (tf.findBackend('wasm') === null && wantThreadedWasm()) {
+        // The threaded build, for its shared heap (src/kernels/platform/wasmThreadedNode.ts); the unthreaded one if it fails.
+        wasmThreadedFailure = await withThreadedWasm(() => activate('wasm')).then(() => null, (err: unknown) => message(err));
+        if (wasmThreadedFailure !== null) await activate('wasm');
+      } else {
+        await activate('wasm');
+      }
       wasmThreads = wasm.getThreadsCount();
       // Dense products on a native SGEMM (kernels/stock: the system's CBLAS, else onnxruntime-node's MLAS); XNNPACK otherwise.
       useNativeGemm(parseNativeGemmChoice(process.env[NATIVE_GEMM_ENV]));
@@ -208,18 +216,25 @@ async function registerWebgpu(): Promise<void> {
 let current: BackendSelection | undefined;
 /** XNNPACK's threads in the active wasm backend (tfjs-backend-wasm's count, the calling thread included). */
 let wasmThreads = 1;
+/** Why the threaded wasm build did not start under Node, where it was tried; else null. */
+let wasmThreadedFailure: string | null = null;
 
 /**
- * Which tfjs-backend-wasm build runs (a cross-origin isolated page gets the threaded one, whose heap is a shared
- * memory; Node and other pages the unthreaded one) and where the element-wise kernels run on its heap.
+ * Which tfjs-backend-wasm build runs (Node with more than one core and a cross-origin isolated page get the threaded
+ * one, whose heap is a shared memory; other pages the unthreaded one) and where the element-wise kernels run on its
+ * heap, on how many threads.
  */
 function describeWasmBuild(): string {
   const memory = heapMemory(tf.backend() as unknown as WasmBackend);
   const shared = typeof SharedArrayBuffer !== 'undefined' && memory?.buffer instanceof SharedArrayBuffer;
   const simd = tf.env().getBool('WASM_HAS_SIMD_SUPPORT');
-  const build = shared ? `threaded${simd ? ' SIMD' : ''} build, XNNPACK on ${wasmThreads} thread${wasmThreads === 1 ? '' : 's'}` : `${simd ? 'SIMD' : 'plain'} build, one thread`;
-  const loops = heapSimdHost(memory) !== null ? `WebAssembly SIMD loops on the ${shared ? 'shared ' : ''}heap` : 'JavaScript loops (no wasm SIMD here)';
-  return `wasm: ${build}; GELU, LayerNorm, dropout, AdamW: ${loops}`;
+  const plural = (n: number): string => `${n} thread${n === 1 ? '' : 's'}`;
+  const build = shared ? `threaded${simd ? ' SIMD' : ''} build, XNNPACK on ${plural(wasmThreads)}` : `${simd ? 'SIMD' : 'plain'} build, one thread`;
+  const failed = wasmThreadedFailure !== null ? ` (the threaded build did not start: ${wasmThreadedFailure})` : '';
+  const loops = heapSimdHost(memory) !== null
+    ? `WebAssembly SIMD loops on the ${shared ? 'shared ' : ''}heap, ${plural(heapSimdHost(memory)!.threads)} (${HOST_THREADS_ENV})`
+    : 'JavaScript loops (no wasm SIMD here)';
+  return `wasm: ${build}${failed}; GELU, LayerNorm, dropout, AdamW: ${loops}`;
 }
 
 /** Backends `auto` must pass over, with the reason it reports for each (e.g. a model too large for wasm's heap). */

@@ -53,9 +53,22 @@ export function heapMemory(b: WasmBackend): WebAssembly.Memory | undefined {
   return b.wasm.asm.memory ?? b.wasm.wasmMemory;
 }
 
-/** The wasm heap as float32, as it is now. */
+/** Views of shared heaps on their memory's current buffer object. */
+const sharedViews = new WeakMap<ArrayBufferLike, Float32Array>();
+
+/**
+ * The wasm heap as float32, as it is now: on the memory's current buffer object. A shared memory's `buffer` may be
+ * a new SharedArrayBuffer object over the same memory while Emscripten's HEAPF32 is still on an older one (the
+ * threaded build refreshes its views lazily); the SIMD loops check that an array is a view of `memory.buffer`.
+ */
 export function heapF32(b: WasmBackend): Float32Array {
-  return b.wasm.HEAPF32;
+  const memory = heapMemory(b);
+  const views = b.wasm.HEAPF32;
+  if (memory === undefined || views.buffer === memory.buffer) return views;
+  const current = memory.buffer;
+  let view = sharedViews.get(current);
+  if (view === undefined) sharedViews.set(current, (view = new Float32Array(current)));
+  return view;
 }
 
 /** Byte offset of a wasm tensor in the heap. */

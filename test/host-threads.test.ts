@@ -1,0 +1,138 @@
+/**
+ * The host SIMD loops on several threads (src/kernels/platform/simdThreads.ts): every loop cut among threads on a
+ * shared memory gives the bits it gives on one thread (an unshared memory), including uneven cuts (3 threads) and the
+ * element-index offsets of dropout; a worker's failure reaches the caller; splitRuns's cuts; under Node with more
+ * than one core the wasm backend starts its threaded build (a shared heap the loops run on from both threads), and
+ * with MICSE_HOST_THREADS=1 its unthreaded one.
+ */
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { describe, test } from 'node:test';
+import {
+  heapSimdHost, simdBinary, simdDropout, simdGelu, simdGeluGrad, simdLayerNorm, simdResidualLayerNorm, simdSoftmaxGradRows,
+  simdSoftmaxRows, type SimdHost,
+} from '../src/kernels/platform/hostSimd.js';
+import { HOST_THREADS_ENV, splitRuns, THREAD_MIN_ELEMENTS } from '../src/kernels/platform/simdThreads.js';
+import { heapMemory, type WasmBackend } from '../src/kernels/platform/hostBackend.js';
+import { describeSelection, selectBackend } from '../src/model/backend.js';
+import { tf } from '../src/model/tf.js';
+import { seededValues } from './helpers.js';
+
+/** Elements of each array: three threads' worth and a ragged end (not a multiple of a row, a group or a slab). */
+const N = 3 * THREAD_MIN_ELEMENTS + 4 * 1000 + 3;
+const H = 256;
+const T = 32;
+const MASK_ROWS = 4 * T; // heads x query rows of one batch entry
+const PAGE = 65536;
+
+/** A memory laid out as consecutive float32 arrays of the given lengths (16-byte aligned). */
+function arraysOn(memory: WebAssembly.Memory, lengths: number[]): Float32Array[] {
+  let at = 0;
+  return lengths.map((n) => {
+    const a = new Float32Array(memory.buffer, at, n);
+    at += Math.ceil((n * 4) / 16) * 16;
+    return a;
+  });
+}
+
+/** Runs every split loop on `host` over `memory`, returning the outputs. */
+function everyLoop(memory: WebAssembly.Memory, host: SimdHost): Float32Array[] {
+  const rows = Math.floor(N / H);
+  const slabs = Math.floor(N / (MASK_ROWS * T));
+  const [x, y, dy, dx, sum, prod, drop, ln, gamma, beta, res, s, yr, sm, mask, p, dp] = arraysOn(memory,
+    [N, N, N, N, N, N, N, rows * H, H, H, rows * H, rows * H, rows * H, slabs * MASK_ROWS * T, slabs * T, rows * H, rows * H]) as Float32Array[];
+  x!.set(seededValues(N, 1).map((v) => 6 * v));
+  dy!.set(seededValues(N, 2));
+  gamma!.set(seededValues(H, 3).map((v) => 1 + v));
+  beta!.set(seededValues(H, 4));
+  res!.set(seededValues(rows * H, 5));
+  sm!.set(seededValues(sm!.length, 6).map((v) => 8 * v));
+  mask!.set(seededValues(mask!.length, 7).map((v) => (v > 0.6 ? -1e9 : 0)));
+  p!.set(seededValues(p!.length, 8).map((v) => Math.abs(v)));
+  dp!.set(seededValues(dp!.length, 9));
+  const whole = N - (N % 4);
+  assert.equal(simdGelu(host, x!, y!), whole);
+  assert.equal(simdGeluGrad(host, x!, dy!, dx!), whole);
+  assert.equal(simdBinary(host, 'add', x!, dy!, sum!), whole);
+  assert.equal(simdBinary(host, 'mul', x!, dy!, prod!), whole);
+  assert.equal(simdDropout(host, x!, drop!, 0x12345, 0x6789a, 0.1, 1 / 0.9), whole);
+  simdLayerNorm(host, x!.subarray(0, rows * H), gamma!, beta!, 1e-12, ln!);
+  simdResidualLayerNorm(host, x!.subarray(0, rows * H), res!, gamma!, beta!, 1e-12, { k1: 7, k2: 11, rate: 0.1, scale: 1 / 0.9 }, s!, yr!);
+  simdSoftmaxRows(host, sm!, mask!, T, MASK_ROWS, 0.125);
+  simdSoftmaxGradRows(host, p!, dp!, T);
+  return [y, dx, sum, prod, drop, ln, s, yr, sm, p].map((a) => a!.slice());
+}
+
+const PAGES = Math.ceil((20 * N * 4) / PAGE);
+
+/** A shared memory whose loops run on `threads` threads (HOST_THREADS_ENV while its pool starts). */
+function sharedHost(threads: number): { memory: WebAssembly.Memory; host: SimdHost } {
+  const memory = new WebAssembly.Memory({ initial: PAGES, maximum: PAGES, shared: true });
+  const before = process.env[HOST_THREADS_ENV];
+  process.env[HOST_THREADS_ENV] = String(threads);
+  try {
+    const host = heapSimdHost(memory);
+    assert.notEqual(host, null);
+    return { memory, host: host! };
+  } finally {
+    if (before === undefined) delete process.env[HOST_THREADS_ENV];
+    else process.env[HOST_THREADS_ENV] = before;
+  }
+}
+
+describe('host SIMD loops on threads', () => {
+  test('splitRuns cuts n units into at most `parts` runs of at least `min` units, covering them in order', () => {
+    assert.deepEqual(splitRuns(10, 2), [[0, 5], [5, 10]]);
+    assert.deepEqual(splitRuns(10, 3), [[0, 3], [3, 6], [6, 10]]);
+    assert.deepEqual(splitRuns(10, 4, 4), [[0, 5], [5, 10]]);
+    assert.deepEqual(splitRuns(3, 2, 4), [[0, 3]]);
+    assert.deepEqual(splitRuns(0, 2), []);
+    assert.deepEqual(splitRuns(2, 8), [[0, 1], [1, 2]]);
+  });
+
+  test('every split loop on 2 and 3 threads gives the bits of one thread', () => {
+    const unshared = new WebAssembly.Memory({ initial: PAGES });
+    const one = heapSimdHost(unshared)!;
+    assert.equal(one.threads, 1);
+    const want = everyLoop(unshared, one);
+    for (const threads of [2, 3]) {
+      const { memory, host } = sharedHost(threads);
+      assert.equal(host.threads, threads);
+      const got = everyLoop(memory, host);
+      got.forEach((g, i) => {
+        assert.ok(g.some((v) => v !== 0), `output ${i} is all zeros`);
+        assert.deepEqual(g, want[i], `output ${i} differs on ${threads} threads`);
+      });
+    }
+  });
+
+  test("a worker's failure reaches the caller, and the threads run the next call", () => {
+    const { memory, host } = sharedHost(2);
+    const outside = memory.buffer.byteLength; // past the end: the worker's call traps
+    assert.throws(() => host.callSplit([], [], () => [[], [{ fn: 'gelu', args: [outside, outside, 4] }]]),
+      /a host SIMD worker thread failed: .*out of bounds/);
+    const [x, y] = arraysOn(memory, [8, 8]);
+    x!.set([0, 1, 2, 3, -1, -2, -3, 4]);
+    host.callSplit([x!], [y!], ([xa, ya]) => [[{ fn: 'gelu', args: [xa!, ya!, 1] }], [{ fn: 'gelu', args: [xa! + 16, ya! + 16, 1] }]]);
+    assert.ok(Math.abs(y![1]! - 0.8413447) < 1e-6 && Math.abs(y![7]! - 3.9998734) < 1e-5, `gelu on two threads gave ${y!.join(', ')}`);
+  });
+
+  test('under Node the wasm backend runs its threaded build, the loops on its shared heap on every core; MICSE_HOST_THREADS=1 keeps the unthreaded build', async (t) => {
+    const sel = await selectBackend('wasm');
+    const memory = heapMemory(tf.backend() as unknown as WasmBackend);
+    const cores = (await import('node:os')).availableParallelism();
+    if (cores === 1) {
+      t.skip('one core here: the wasm backend keeps its unthreaded build');
+      await selectBackend('cpu');
+      return;
+    }
+    assert.ok(memory?.buffer instanceof SharedArrayBuffer, describeSelection(sel));
+    assert.match(describeSelection(sel), /wasm: threaded SIMD build, XNNPACK on 1 thread; .* shared heap, \d threads/);
+    assert.equal(heapSimdHost(memory)!.threads, cores);
+    await selectBackend('cpu');
+    const script = "const { selectBackend, describeSelection } = await import('./src/model/backend.ts'); console.log(describeSelection(await selectBackend('wasm')));";
+    const out = execFileSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script],
+      { env: { ...process.env, [HOST_THREADS_ENV]: '1' }, encoding: 'utf8' });
+    assert.match(out, /wasm: SIMD build, one thread; .* heap, 1 thread /);
+  });
+});
