@@ -17,8 +17,8 @@
  * without a setter keeps its own. The default count is `defaultCblasThreads()`.
  */
 import { createRequire } from 'node:module';
-import os from 'node:os';
 import { uninitialized } from './hostBackend.js';
+import { hostCores } from './simdThreads.js';
 import { productDims, type HostGemm, type Shape3 } from './nativeGemm.js';
 import { firstLineOf } from '../../errors.js';
 
@@ -43,7 +43,7 @@ export const LIBRARY_NAMES: Readonly<Partial<Record<NodeJS.Platform, readonly st
  * each product (OpenBLAS's THREAD_TIMEOUT) costs more CPU than it saves (bench/README.md, "OpenBLAS through koffi").
  */
 export function defaultCblasThreads(): number {
-  return os.availableParallelism();
+  return hostCores();
 }
 
 /** CBLAS enum values (cblas.h). */
@@ -101,10 +101,30 @@ function optionalFunc(lib: KoffiLib, declaration: string): ((...args: unknown[])
   }
 }
 
+/**
+ * OpenBLAS's THREAD_TIMEOUT (2^n cycles its idle workers spin before they sleep), read once when the library loads:
+ * the least, where the environment names none. OpenBLAS's default (n = 28, ~0.1 s) keeps its workers spinning on
+ * the other cores through the element-wise loops that follow a product, which is where the host SIMD loops' own
+ * threads (simdThreads.ts) run.
+ */
+const OPENBLAS_THREAD_TIMEOUT = '4';
+const OPENBLAS_THREAD_TIMEOUT_ENV = 'OPENBLAS_THREAD_TIMEOUT';
+
+/** Runs `load` with OPENBLAS_THREAD_TIMEOUT_ENV set where it is unset, unset again after (child processes never see it). */
+function withOpenblasThreadTimeout<T>(load: () => T): T {
+  if (process.env[OPENBLAS_THREAD_TIMEOUT_ENV] !== undefined) return load();
+  process.env[OPENBLAS_THREAD_TIMEOUT_ENV] = OPENBLAS_THREAD_TIMEOUT;
+  try {
+    return load();
+  } finally {
+    delete process.env[OPENBLAS_THREAD_TIMEOUT_ENV];
+  }
+}
+
 function openLibrary(koffi: Koffi, file: string): Library {
   const known = libraries.get(file);
   if (known !== undefined) return known;
-  const lib = koffi.load(file);
+  const lib = withOpenblasThreadTimeout(() => koffi.load(file));
   const sgemm = lib.func('void cblas_sgemm(int, int, int, int, int, int, float, const float *, int, const float *, int, float, float *, int)') as Sgemm;
   const sgemmAt = lib.func('void cblas_sgemm(int, int, int, int, int, int, float, uintptr_t, int, uintptr_t, int, float, uintptr_t, int)') as SgemmAt;
   const sgemv = lib.func('void cblas_sgemv(int, int, int, int, float, const float *, int, const float *, int, float, float *, int)') as Sgemv;
