@@ -420,6 +420,8 @@ export interface SimdHost {
   readonly chunk: number;
   /** Threads `callSplit` runs on, the calling one included. */
   readonly threads: number;
+  /** Whether the loops run on the arrays where they are (the wasm heap), not on copies. */
+  readonly inPlace: boolean;
 }
 
 function runCalls(simd: HostSimd, calls: SimdCall[]): void {
@@ -444,6 +446,7 @@ export function heapSimdHost(memory: WebAssembly.Memory | undefined): SimdHost |
   return {
     chunk: HEAP_CHUNK,
     threads: threads?.count ?? 1,
+    inPlace: true,
     call: (inputs, outputs, run) => run(simd, addresses([...inputs, ...outputs])),
     callSplit: (inputs, outputs, plan) => runParts(simd, threads, plan(addresses([...inputs, ...outputs]), threads?.count ?? 1)),
   };
@@ -483,6 +486,7 @@ export function stagingSimdHost(): SimdHost | null {
   staging = {
     chunk: STAGE_CHUNK,
     threads: threads?.count ?? 1,
+    inPlace: false,
     call: (inputs, outputs, run) => staged(inputs, outputs, (addresses) => run(simd, addresses)),
     callSplit: (inputs, outputs, plan) => staged(inputs, outputs, (addresses) => runParts(simd, threads, plan(addresses, threads?.count ?? 1))),
   };
@@ -583,7 +587,7 @@ export interface DropoutKeys {
 
 /** Elements per array in one call of the fused residual loops: a few rows of each array stay in the core's cache between the passes. */
 const FUSED_CHUNK = 1 << 16;
-/** Blocks of FUSED_CHUNK a call of the residual LayerNorm takes, cut among the threads (staged, they stay in cache). */
+/** Blocks of FUSED_CHUNK a staged call of the residual LayerNorm takes, cut among the threads (the copies stay in cache). */
 const FUSED_BLOCKS_A_CALL = 2;
 
 /**
@@ -595,7 +599,7 @@ export function simdResidualLayerNorm(host: SimdHost, x: Float32Array, residual:
   eps: number, drop: DropoutKeys, s: Float32Array, y: Float32Array): void {
   const H = gamma.length;
   const step = Math.max(1, Math.floor(FUSED_CHUNK / H)); // rows a block
-  forRowBlocks(x.length, H, Math.min(host.chunk, FUSED_CHUNK * FUSED_BLOCKS_A_CALL), (a, b, rows) =>
+  forRowBlocks(x.length, H, host.inPlace ? host.chunk : FUSED_CHUNK * FUSED_BLOCKS_A_CALL, (a, b, rows) =>
     host.callSplit([x.subarray(a, b), residual.subarray(a, b), gamma, beta], [s.subarray(a, b), y.subarray(a, b)], ([xa, ra, ga, ba, sa, ya], threads) =>
       splitRuns(Math.ceil(rows / step), threads, Math.ceil(THREAD_MIN_ELEMENTS / (step * H))).map(([first, end]) => {
         const calls: SimdCall[] = [];
