@@ -2,8 +2,8 @@
  * The host SIMD loops on several threads (src/kernels/platform/simdThreads.ts): every loop cut among threads on a
  * shared memory gives the bits it gives on one thread (an unshared memory), including uneven cuts (3 threads) and the
  * element-index offsets of dropout; a worker's failure reaches the caller; splitRuns's cuts; under Node with more
- * than one core the wasm backend starts its threaded build (a shared heap the loops run on from both threads), and
- * with MICSE_HOST_THREADS=1 its unthreaded one.
+ * than one core the wasm backend starts its threaded build (a shared heap the loops run on from both threads), with
+ * MICSE_HOST_THREADS=1 its unthreaded one, and a value that is no thread count stops the backend's selection.
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -134,5 +134,9 @@ describe('host SIMD loops on threads', () => {
     const out = execFileSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script],
       { env: { ...process.env, [HOST_THREADS_ENV]: '1' }, encoding: 'utf8' });
     assert.match(out, /wasm: SIMD build, one thread; .* heap, 1 thread /);
+    const bad = "const { selectBackend } = await import('./src/model/backend.ts'); await selectBackend('cpu').catch((err) => console.log(err.message));";
+    const said = execFileSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', bad],
+      { env: { ...process.env, [HOST_THREADS_ENV]: '0' }, encoding: 'utf8' });
+    assert.match(said, /cpu: MICSE_HOST_THREADS=0: expected a whole number >= 1\)/);
   });
 });

@@ -13,7 +13,7 @@ import { activeMatmulTile, describeMatmulTile, MATMUL_TILE_ENV, parseMatmulTile,
 import { BIND_GROUP_CACHE_ENV, bindGroupCacheOf, useBindGroupCache } from '../kernels/platform/bindGroupCache.js';
 import { heapMemory, recycleOnDispose, type CpuBackend, type WasmBackend } from '../kernels/platform/hostBackend.js';
 import { heapSimdHost } from '../kernels/platform/hostSimd.js';
-import { HOST_THREADS_ENV } from '../kernels/platform/simdThreads.js';
+import { HOST_THREADS_ENV, hostThreads } from '../kernels/platform/simdThreads.js';
 import { wantThreadedWasm, withThreadedWasm } from '../kernels/platform/wasmThreadedNode.js';
 import { hostMallocState, keepFreedHostMemory } from '../kernels/platform/hostMalloc.js';
 import { activeGemmMode, describeGemmMode, GEMM_ENV, parseGemmMode, useGemm } from '../kernels/gemm/index.js';
@@ -146,6 +146,7 @@ async function tryBackend(name: Exclude<BackendName, 'auto'>, auto: boolean): Pr
       return 'wasm';
     }
     case 'cpu':
+      hostThreads(); // a bad HOST_THREADS_ENV stops here, not in the first kernel that splits a loop
       await activate('cpu');
       // The same native SGEMM; the stock JavaScript loop otherwise.
       useNativeGemm(parseNativeGemmChoice(process.env[NATIVE_GEMM_ENV]));
