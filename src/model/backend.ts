@@ -13,8 +13,8 @@ import { activeMatmulTile, describeMatmulTile, MATMUL_TILE_ENV, parseMatmulTile,
 import { BIND_GROUP_CACHE_ENV, bindGroupCacheOf, useBindGroupCache } from '../kernels/platform/bindGroupCache.js';
 import { heapMemory, recycleOnDispose, type CpuBackend, type WasmBackend } from '../kernels/platform/hostBackend.js';
 import { heapSimdHost } from '../kernels/platform/hostSimd.js';
-import { HOST_THREADS_ENV, hostThreads } from '../kernels/platform/simdThreads.js';
-import { wantThreadedWasm, withThreadedWasm } from '../kernels/platform/wasmThreadedNode.js';
+import { HOST_THREADS_ENV, hostThreads, hostThreadsAvailable } from '../kernels/platform/simdThreads.js';
+import { withThreadedWasm } from '../kernels/platform/wasmThreadedNode.js';
 import { hostMallocState, keepFreedHostMemory } from '../kernels/platform/hostMalloc.js';
 import { activeGemmMode, describeGemmMode, GEMM_ENV, parseGemmMode, useGemm } from '../kernels/gemm/index.js';
 import { tf } from './tf.js';
@@ -133,7 +133,7 @@ async function tryBackend(name: Exclude<BackendName, 'auto'>, auto: boolean): Pr
       const wasm = await import('@tensorflow/tfjs-backend-wasm');
       wasm.setWasmPaths(wasmBinaryPrefix ??
         path.dirname(createRequire(import.meta.url).resolve('@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm.wasm')) + path.sep);
-      if (tf.findBackend('wasm') === null && wantThreadedWasm()) {
+      if (tf.findBackend('wasm') === null && hostThreadsAvailable()) {
         // The threaded build, for its shared heap (src/kernels/platform/wasmThreadedNode.ts); the unthreaded one if it fails.
         wasmThreadedFailure = await withThreadedWasm(() => activate('wasm')).then(() => null, (err: unknown) => message(err));
         if (wasmThreadedFailure !== null) await activate('wasm');

@@ -34,7 +34,7 @@ import {
   f64FromF32, f64FromI32, f64Sqrt, f64x2, get, I32, i32Add, i32c, i32Mul, i32x4, i32x4Const, instancePerMemory, load,
   locals, set, store, v128, V128, V128_BYTES, whileBelow, type Code, type FuncSpec, type PerMemory,
 } from './wasmAsm.js';
-import { splitRuns, THREAD_MIN_ELEMENTS, type SimdThreads, type ThreadCall } from './simdThreads.js';
+import { hostThreadsAvailable, splitRuns, THREAD_MIN_ELEMENTS, type SimdThreads, type ThreadCall } from './simdThreads.js';
 import { ERF_A1, ERF_A2, ERF_A3, ERF_A4, ERF_A5, ERF_P, INV_SQRT_2PI } from './erf.js';
 
 const ERF_A = [ERF_A5, ERF_A4, ERF_A3, ERF_A2, ERF_A1]; // erf.ts's, in Horner order
@@ -459,11 +459,11 @@ const STAGING_MAX_PAGES = 16384;
 
 /**
  * The loops on a private memory that arrays are copied through (one per process; shared with the host's threads
- * where SharedArrayBuffer exists), or null without wasm SIMD.
+ * where there are several), or null without wasm SIMD.
  */
 export function stagingSimdHost(): SimdHost | null {
   if (staging !== undefined) return staging;
-  const memory = typeof SharedArrayBuffer !== 'undefined'
+  const memory = hostThreadsAvailable()
     ? new WebAssembly.Memory({ initial: 1, maximum: STAGING_MAX_PAGES, shared: true })
     : new WebAssembly.Memory({ initial: 1 });
   const simd = hostSimdFor(memory);

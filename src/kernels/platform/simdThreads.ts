@@ -32,6 +32,12 @@ export function hostThreads(): number {
 /** Elements a thread takes at least in the split loops: below this, waking a worker costs about what it saves. */
 export const THREAD_MIN_ELEMENTS = 1 << 15;
 
+/** Whether loops can run on threads here: Node (worker_threads), SharedArrayBuffer, and more than one host thread. */
+export function hostThreadsAvailable(): boolean {
+  const isNode = typeof process !== 'undefined' && process.versions?.node !== undefined;
+  return isNode && typeof SharedArrayBuffer !== 'undefined' && hostThreads() > 1;
+}
+
 /** One export call: its name and its arguments (byte addresses, counts, float32 scalars). */
 export interface ThreadCall<K extends string = string> {
   fn: K;
@@ -129,8 +135,7 @@ export function simdThreads<K extends string>(module: WebAssembly.Module, memory
   if (byModule === undefined) pools.set(memory, (byModule = new Map()));
   if (byModule.has(module)) return byModule.get(module) as SimdThreads<K> | null;
   const shared = typeof SharedArrayBuffer !== 'undefined' && memory.buffer instanceof SharedArrayBuffer;
-  const isNode = typeof process !== 'undefined' && process.versions?.node !== undefined;
-  const count = shared && isNode ? hostThreads() : 1;
+  const count = shared && hostThreadsAvailable() ? hostThreads() : 1;
   let pool: SimdThreads<K> | null = null;
   if (count > 1) {
     const index = new Map(names.map((n, i) => [n as string, i]));

@@ -14,17 +14,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { Worker, type WorkerOptions } from 'node:worker_threads';
 import { tf } from '../../model/tf.js';
-import { hostThreads } from './simdThreads.js';
 
 /** The factory script's marker (its Blob starts with it) and the modules its Node branch takes from the bundle's scope. */
 const FACTORY_PREFIX = 'var WasmBackendModuleThreadedSimd';
 const FACTORY_SCOPE = "var require$$0 = require('fs'), require$$1 = require('path'), require$$3 = require('perf_hooks'), require$$4 = require('os'), commonjsGlobal = globalThis;\n";
-
-/** Whether the wasm backend should start its threaded build here: Node, SharedArrayBuffer, and more than one host thread. */
-export function wantThreadedWasm(): boolean {
-  const isNode = typeof process !== 'undefined' && process.versions?.node !== undefined;
-  return isNode && typeof SharedArrayBuffer !== 'undefined' && hostThreads() > 1;
-}
 
 /** Runs `activate` (the wasm backend's first initialization) with the threaded build made loadable under Node. */
 export async function withThreadedWasm<T>(activate: () => Promise<T>): Promise<T> {
