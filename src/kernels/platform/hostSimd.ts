@@ -4,7 +4,9 @@
  * masked softmax rows and their gradient (kernels/attention), and the cpu backend's same-shape Add, Sub, Multiply
  * and RealDiv (kernels/stock). Assembled at run time
  * (src/kernels/platform/wasmAsm.ts) and instantiated on a given memory: the tfjs-backend-wasm heap, so the kernels read and
- * write tensors in place, or a private staging memory for the cpu backend.
+ * write tensors in place, or a private staging memory for the cpu backend. Where that memory is shared (the threaded
+ * wasm build's heap; the staging memory where there are threads), the loops are cut into runs of rows or vectors that
+ * the memory's worker threads take at the same time (SimdHost.callSplit, simdThreads.ts), with the same bits.
  *
  * Why: the JavaScript loops they replace are scalar (GELU: a Math.exp per element, ~17 ns; dropout: two 32-bit
  * hash rounds per element), slower than the stock wasm kernels they were meant to beat. Here four lanes go per

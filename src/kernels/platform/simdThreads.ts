@@ -2,7 +2,7 @@
  * Worker threads that run a run-time assembled SIMD module's exports (wasmAsm.ts) on a shared WebAssembly.Memory at
  * the same time as the calling thread: the host kernels' element-wise and row loops split over the cores, where
  * their arrays live in a shared memory (the threaded tfjs-backend-wasm build's heap, or the cpu backend's staging
- * memory). Node only (worker_threads); one worker per core beyond the caller's (`hostCores()`).
+ * memory). Node only (worker_threads); one worker per thread beyond the caller's (`hostThreads()`).
  *
  * A call blocks: the caller writes each worker's calls (export index and arguments, as float64) into the worker's
  * shared job array, wakes it (Atomics.notify), runs its own part, then waits for every worker (Atomics.wait). A
