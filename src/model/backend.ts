@@ -13,7 +13,7 @@ import { activeMatmulTile, describeMatmulTile, MATMUL_TILE_ENV, parseMatmulTile,
 import { BIND_GROUP_CACHE_ENV, bindGroupCacheOf, useBindGroupCache } from '../kernels/platform/bindGroupCache.js';
 import { heapMemory, recycleOnDispose, type CpuBackend, type WasmBackend } from '../kernels/platform/hostBackend.js';
 import { heapSimdHost } from '../kernels/platform/hostSimd.js';
-import { HOST_THREADS_ENV, hostThreads, hostThreadsAvailable } from '../kernels/platform/simdThreads.js';
+import { HOST_THREADS_ENV, hostThreads, hostThreadsAvailable, isShared } from '../kernels/platform/simdThreads.js';
 import { withThreadedWasm } from '../kernels/platform/wasmThreadedNode.js';
 import { hostMallocState, keepFreedHostMemory } from '../kernels/platform/hostMalloc.js';
 import { activeGemmMode, describeGemmMode, GEMM_ENV, parseGemmMode, useGemm } from '../kernels/gemm/index.js';
@@ -227,7 +227,7 @@ let wasmThreadedFailure: string | null = null;
  */
 function describeWasmBuild(): string {
   const memory = heapMemory(tf.backend() as unknown as WasmBackend);
-  const shared = typeof SharedArrayBuffer !== 'undefined' && memory?.buffer instanceof SharedArrayBuffer;
+  const shared = memory !== undefined && isShared(memory.buffer);
   const simd = tf.env().getBool('WASM_HAS_SIMD_SUPPORT');
   const plural = (n: number): string => `${n} thread${n === 1 ? '' : 's'}`;
   const build = shared ? `threaded${simd ? ' SIMD' : ''} build, XNNPACK on ${plural(wasmThreads)}` : `${simd ? 'SIMD' : 'plain'} build, one thread`;

@@ -36,7 +36,7 @@ import {
   f64FromF32, f64FromI32, f64Sqrt, f64x2, get, I32, i32Add, i32c, i32Mul, i32x4, i32x4Const, instancePerMemory, load,
   locals, set, store, v128, V128, V128_BYTES, whileBelow, type Code, type FuncSpec, type PerMemory,
 } from './wasmAsm.js';
-import { hostThreadsAvailable, splitRuns, THREAD_MIN_ELEMENTS, type SimdThreads, type ThreadCall } from './simdThreads.js';
+import { hostThreadsAvailable, runParts, splitRuns, THREAD_MIN_ELEMENTS, type ThreadCall } from './simdThreads.js';
 import { ERF_A1, ERF_A2, ERF_A3, ERF_A4, ERF_A5, ERF_P, INV_SQRT_2PI } from './erf.js';
 
 const ERF_A = [ERF_A5, ERF_A4, ERF_A3, ERF_A2, ERF_A1]; // erf.ts's, in Horner order
@@ -424,16 +424,6 @@ export interface SimdHost {
   readonly threads: number;
   /** Whether the loops run on the arrays where they are (the wasm heap), not on copies. */
   readonly inPlace: boolean;
-}
-
-function runCalls(simd: HostSimd, calls: SimdCall[]): void {
-  for (const c of calls) (simd[c.fn] as (...args: number[]) => void)(...c.args);
-}
-
-/** Runs `parts` on `threads` (one list each), else one after another here. */
-function runParts(simd: HostSimd, threads: SimdThreads<keyof HostSimd> | null, parts: SimdCall[][]): void {
-  if (threads !== null && parts.length > 1) threads.run(parts, (calls) => runCalls(simd, calls));
-  else for (const calls of parts) runCalls(simd, calls);
 }
 
 /** The loops in place on `memory` (arrays must be views of it), or null without wasm SIMD or without the memory. */

@@ -28,11 +28,7 @@ import os from 'node:os';
 import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import { installedVersion, privateDependency, versionProblem } from './internals.js';
 import { encodeModel, type GraphSpec } from './onnxProto.js';
-
-/** Whether `a` is a view of a SharedArrayBuffer (ORT's binding refuses those: "Invalid argument"). */
-function onShared(a: Float32Array): boolean {
-  return typeof SharedArrayBuffer !== 'undefined' && a.buffer instanceof SharedArrayBuffer;
-}
+import { isShared } from './simdThreads.js';
 
 /** ONNX opset and IR version of the graphs (opset 17: every op used here, LayerNormalization included). */
 const NATIVE_OPSET = 17;
@@ -134,9 +130,10 @@ export class NativeOps {
    * `inputs`, writing each of `outputs` in place. Output dims must be the ones the graph produces.
    */
   run(key: string, graph: () => GraphSpec, inputs: Record<string, NativeTensor>, outputs: Record<string, NativeTensor>): void {
-    // ORT takes no SharedArrayBuffer views (the threaded wasm build's heap): such outputs are written to an array of their own and copied back
+    // ORT's binding refuses SharedArrayBuffer views ("Invalid argument"; the threaded wasm build's heap): such outputs
+    // are written to an array of their own and copied back, such inputs copied (wrap)
     const own = Object.fromEntries(Object.entries(outputs).map(([name, t]) =>
-      [name, onShared(t.data) ? { data: new Float32Array(t.data.length), dims: t.dims } : t]));
+      [name, isShared(t.data.buffer) ? { data: new Float32Array(t.data.length), dims: t.dims } : t]));
     const copies = this.session(key, graph).run(this.wrap(inputs), this.wrap(own), {});
     for (const t of Object.values(copies)) if (ArrayBuffer.isView(t.data)) releaseBuffer(t.data.buffer);
     for (const [name, t] of Object.entries(outputs)) if (own[name] !== t) t.data.set(own[name]!.data);
@@ -157,7 +154,7 @@ export class NativeOps {
 
   private wrap(ts: Record<string, NativeTensor>): Record<string, OrtTensorLike> {
     const { Tensor } = this.ort;
-    return Object.fromEntries(Object.entries(ts).map(([name, t]) => [name, new Tensor('float32', onShared(t.data) ? t.data.slice() : t.data, t.dims)]));
+    return Object.fromEntries(Object.entries(ts).map(([name, t]) => [name, new Tensor('float32', isShared(t.data.buffer) ? t.data.slice() : t.data, t.dims)]));
   }
 
   /** Releases the sessions (their thread pools); the object stays usable and rebuilds them on demand. */

@@ -32,6 +32,11 @@ export function hostThreads(): number {
 /** Elements a thread takes at least in the split loops: below this, waking a worker costs about what it saves. */
 export const THREAD_MIN_ELEMENTS = 1 << 15;
 
+/** Whether `buffer` is a SharedArrayBuffer (a shared WebAssembly.Memory's, or one that views of it share). */
+export function isShared(buffer: ArrayBufferLike): boolean {
+  return typeof SharedArrayBuffer !== 'undefined' && buffer instanceof SharedArrayBuffer;
+}
+
 /** Whether loops can run on threads here: Node (worker_threads), SharedArrayBuffer, and more than one host thread. */
 export function hostThreadsAvailable(): boolean {
   const isNode = typeof process !== 'undefined' && process.versions?.node !== undefined;
@@ -127,15 +132,14 @@ function encode(calls: ThreadCall[], index: ReadonlyMap<string, number>, into: F
 const pools = new WeakMap<WebAssembly.Memory, Map<WebAssembly.Module, SimdThreads | null>>();
 
 /**
- * Threads for `module`'s exports `names` on `memory`, started on first use and kept for the process; null where the
- * memory is not shared, this is not Node, or one thread is all there is.
+ * Threads for `module`'s exports `names` on the shared `memory`, started on first use and kept for the process; null
+ * where this is not Node or one thread is all there is.
  */
 export function simdThreads<K extends string>(module: WebAssembly.Module, memory: WebAssembly.Memory, names: readonly K[]): SimdThreads<K> | null {
   let byModule = pools.get(memory);
   if (byModule === undefined) pools.set(memory, (byModule = new Map()));
   if (byModule.has(module)) return byModule.get(module) as SimdThreads<K> | null;
-  const shared = typeof SharedArrayBuffer !== 'undefined' && memory.buffer instanceof SharedArrayBuffer;
-  const count = shared && hostThreadsAvailable() ? hostThreads() : 1;
+  const count = hostThreadsAvailable() ? hostThreads() : 1;
   let pool: SimdThreads<K> | null = null;
   if (count > 1) {
     const index = new Map(names.map((n, i) => [n as string, i]));
@@ -168,6 +172,18 @@ export function simdThreads<K extends string>(module: WebAssembly.Module, memory
   }
   byModule.set(module, pool);
   return pool;
+}
+
+/**
+ * Runs `parts` (one list of calls of `exports` per thread) at once on `threads`, else one after another on this
+ * thread.
+ */
+export function runParts<K extends string>(exports: Record<K, unknown>, threads: SimdThreads<K> | null, parts: ThreadCall<K>[][]): void {
+  const local = (calls: ThreadCall<K>[]): void => {
+    for (const c of calls) (exports[c.fn] as (...args: number[]) => unknown)(...c.args);
+  };
+  if (threads !== null && parts.length > 1) threads.run(parts, local);
+  else parts.forEach(local);
 }
 
 /** [start, end) of `n` units cut into at most `parts` runs of whole units (fewer where n is small); `min` units at least a run. */

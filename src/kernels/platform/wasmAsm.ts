@@ -9,7 +9,7 @@
  * shared memory (the threaded tfjs-backend-wasm build's) needs a module that declares its import shared.
  */
 
-import { simdThreads, type SimdThreads } from './simdThreads.js';
+import { isShared, simdThreads, type SimdThreads } from './simdThreads.js';
 
 export type Code = number[];
 
@@ -238,7 +238,6 @@ export function instancePerMemory<T>(funcs: () => readonly FuncSpec[]): PerMemor
   const compiled = new Map<boolean, WebAssembly.Module | null>();
   const instances = new WeakMap<WebAssembly.Memory, T>();
   let names: (keyof T & string)[] | undefined;
-  const isShared = (memory: WebAssembly.Memory): boolean => typeof SharedArrayBuffer !== 'undefined' && memory.buffer instanceof SharedArrayBuffer;
   const moduleFor = (shared: boolean): WebAssembly.Module | null => {
     if (!compiled.has(shared)) {
       const specs = funcs();
@@ -252,14 +251,14 @@ export function instancePerMemory<T>(funcs: () => readonly FuncSpec[]): PerMemor
     if (memory === undefined) return null;
     let inst = instances.get(memory);
     if (inst !== undefined) return inst;
-    const module = moduleFor(isShared(memory));
+    const module = moduleFor(isShared(memory.buffer));
     if (module === null) return null;
     inst = new WebAssembly.Instance(module, { env: { memory } }).exports as unknown as T;
     instances.set(memory, inst);
     return inst;
   }) as PerMemory<T>;
   bound.threads = (memory) => {
-    if (memory === undefined || !isShared(memory)) return null;
+    if (memory === undefined || !isShared(memory.buffer)) return null;
     const module = moduleFor(true);
     return module === null ? null : simdThreads(module, memory, names!);
   };
