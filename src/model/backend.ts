@@ -232,8 +232,9 @@ function describeWasmBuild(): string {
   const plural = (n: number): string => `${n} thread${n === 1 ? '' : 's'}`;
   const build = shared ? `threaded${simd ? ' SIMD' : ''} build, XNNPACK on ${plural(wasmThreads)}` : `${simd ? 'SIMD' : 'plain'} build, one thread`;
   const failed = wasmThreadedFailure !== null ? ` (the threaded build did not start: ${wasmThreadedFailure})` : '';
-  const loops = heapSimdHost(memory) !== null
-    ? `WebAssembly SIMD loops on the ${shared ? 'shared ' : ''}heap, ${plural(heapSimdHost(memory)!.threads)} (${HOST_THREADS_ENV})`
+  const host = heapSimdHost(memory);
+  const loops = host !== null
+    ? `WebAssembly SIMD loops on the ${shared ? 'shared ' : ''}heap, ${plural(host.threads)} (${HOST_THREADS_ENV})`
     : 'JavaScript loops (no wasm SIMD here)';
   return `wasm: ${build}${failed}; GELU, LayerNorm, dropout, AdamW: ${loops}`;
 }

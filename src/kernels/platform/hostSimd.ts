@@ -426,22 +426,31 @@ export interface SimdHost {
   readonly inPlace: boolean;
 }
 
-/** The loops in place on `memory` (arrays must be views of it), or null without wasm SIMD or without the memory. */
+const heapHosts = new WeakMap<WebAssembly.Memory, SimdHost | null>();
+
+/**
+ * The loops in place on `memory` (arrays must be views of it), or null without wasm SIMD or without the memory; made
+ * once per memory (the wasm kernels ask for it at every call).
+ */
 export function heapSimdHost(memory: WebAssembly.Memory | undefined): SimdHost | null {
+  if (memory === undefined) return null;
+  if (heapHosts.has(memory)) return heapHosts.get(memory)!;
   const simd = hostSimdFor(memory);
-  if (simd === null || memory === undefined) return null;
   const threads = hostSimdFor.threads(memory);
+  const count = threads?.count ?? 1;
   const addresses = (arrays: Float32Array[]): number[] => arrays.map((a) => {
     if (a.buffer !== memory.buffer) throw new Error('heapSimdHost: an array is not a view of the module memory');
     return a.byteOffset;
   });
-  return {
+  const host: SimdHost | null = simd === null ? null : {
     chunk: HEAP_CHUNK,
-    threads: threads?.count ?? 1,
+    threads: count,
     inPlace: true,
     call: (inputs, outputs, run) => run(simd, addresses([...inputs, ...outputs])),
-    callSplit: (inputs, outputs, plan) => runParts(simd, threads, plan(addresses([...inputs, ...outputs]), threads?.count ?? 1)),
+    callSplit: (inputs, outputs, plan) => runParts(simd, threads, plan(addresses([...inputs, ...outputs]), count)),
   };
+  heapHosts.set(memory, host);
+  return host;
 }
 
 let staging: SimdHost | null | undefined;
@@ -461,6 +470,7 @@ export function stagingSimdHost(): SimdHost | null {
   const simd = hostSimdFor(memory);
   if (simd === null) return (staging = null);
   const threads = hostSimdFor.threads(memory);
+  const count = threads?.count ?? 1;
   const aligned = (n: number): number => Math.ceil((n * F32_BYTES) / V128_BYTES) * V128_BYTES;
   const staged = (inputs: Float32Array[], outputs: Float32Array[], run: (addresses: number[]) => void): void => {
     const at = new Map<Float32Array, number>();
@@ -477,10 +487,10 @@ export function stagingSimdHost(): SimdHost | null {
   };
   staging = {
     chunk: STAGE_CHUNK,
-    threads: threads?.count ?? 1,
+    threads: count,
     inPlace: false,
     call: (inputs, outputs, run) => staged(inputs, outputs, (addresses) => run(simd, addresses)),
-    callSplit: (inputs, outputs, plan) => staged(inputs, outputs, (addresses) => runParts(simd, threads, plan(addresses, threads?.count ?? 1))),
+    callSplit: (inputs, outputs, plan) => staged(inputs, outputs, (addresses) => runParts(simd, threads, plan(addresses, count))),
   };
   return staging;
 }
