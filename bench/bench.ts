@@ -55,6 +55,7 @@ import { MLAS_LIBRARY } from '../src/kernels/platform/nativeGemm.js';
 import { loadNativeGemm, NATIVE_GEMM_ENV, parseNativeGemmChoice, type NativeGemmChoice } from '../src/kernels/stock/index.js';
 import { releaseFreedHostMemory } from '../src/kernels/platform/hostMalloc.js';
 import { dropRecycledBuffers } from '../src/kernels/platform/hostBackend.js';
+import { hostCores } from '../src/kernels/platform/simdThreads.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 /** ../shared beside the checkout, or $MICSE_SHARED_DIR. */
@@ -96,8 +97,8 @@ export const BENCH_DEFAULTS = {
   reference: true,
   python: 'python3',
   referenceDevice: 'cpu' as ReferenceDevice,
-  /** PyTorch's threads on the CPU: this many, or fewer where the process may use fewer cores (`taskset`), as the
-   * native GEMM takes os.availableParallelism() threads. */
+  /** PyTorch's threads on the CPU: this many, or fewer where the process may use fewer cores (`taskset`, a cgroup
+   * quota), as the native GEMM takes hostCores() threads. */
   referenceThreads: 2,
   /** Kernels listed by --profile. */
   profileTopKernels: 20,
@@ -545,7 +546,7 @@ export function runReference(o: BenchOptions, log: (l: string) => void): SideRes
   const { n, repeats, threads } = BENCH_DEFAULTS.sgemmProbe;
   const args = [script, '--size', o.size, '--steps', String(o.steps), '--warmup', String(o.warmup),
     '--embed-sentences', String(o.embedSentences), '--device', o.referenceDevice,
-    '--threads', String(Math.min(BENCH_DEFAULTS.referenceThreads, os.availableParallelism())),
+    '--threads', String(Math.min(BENCH_DEFAULTS.referenceThreads, hostCores())),
     '--sgemm-n', String(n), '--sgemm-repeats', String(repeats), '--sgemm-threads', threads.join(','), '--json',
     ...(o.precision === 'mixed' ? ['--amp'] : [])];
   // Debian's python3-torch lives under /usr/bin/python3, which a pyenv or venv python3 on PATH hides.

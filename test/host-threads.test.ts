@@ -12,7 +12,7 @@ import {
   heapSimdHost, simdBinary, simdDropout, simdGelu, simdGeluGrad, simdLayerNorm, simdResidualLayerNorm, simdSoftmaxGradRows,
   simdSoftmaxRows, type SimdHost,
 } from '../src/kernels/platform/hostSimd.js';
-import { HOST_THREADS_ENV, splitRuns, THREAD_MIN_ELEMENTS } from '../src/kernels/platform/simdThreads.js';
+import { cgroupCpuQuota, HOST_THREADS_ENV, hostCores, splitRuns, THREAD_MIN_ELEMENTS } from '../src/kernels/platform/simdThreads.js';
 import { heapMemory, type WasmBackend } from '../src/kernels/platform/hostBackend.js';
 import { describeSelection, selectBackend } from '../src/model/backend.js';
 import { tf } from '../src/model/tf.js';
@@ -117,10 +117,27 @@ describe('host SIMD loops on threads', () => {
     assert.ok(Math.abs(y![1]! - 0.8413447) < 1e-6 && Math.abs(y![7]! - 3.9998734) < 1e-5, `gelu on two threads gave ${y!.join(', ')}`);
   });
 
+  test("the cgroup CPU quota caps the host's cores: v2's cpu.max of the process's group, else v1's cfs quota and period", () => {
+    const files = (f: Record<string, string>) => (file: string): string | null => f[file] ?? null;
+    const v2 = (max: string) => files({ '/proc/self/cgroup': '0::/app.slice/run.scope\n', '/sys/fs/cgroup/app.slice/run.scope/cpu.max': max });
+    assert.equal(cgroupCpuQuota(v2('max 100000\n')), null);
+    assert.equal(cgroupCpuQuota(v2('200000 100000\n')), 2);
+    assert.equal(cgroupCpuQuota(v2('150000 100000')), 2);
+    assert.equal(cgroupCpuQuota(v2('50000 100000')), 1);
+    const v1 = (quota: string) => files({
+      '/proc/self/cgroup': '12:pids:/x\n4:cpu,cpuacct:/docker/abc\n0::/\n',
+      '/sys/fs/cgroup/cpu,cpuacct/docker/abc/cpu.cfs_quota_us': quota, '/sys/fs/cgroup/cpu,cpuacct/docker/abc/cpu.cfs_period_us': '100000\n',
+    });
+    assert.equal(cgroupCpuQuota(v1('-1\n')), null);
+    assert.equal(cgroupCpuQuota(v1('300000\n')), 3);
+    assert.equal(cgroupCpuQuota(files({})), null);
+    assert.ok(hostCores() >= 1);
+  });
+
   test('under Node the wasm backend runs its threaded build, the loops on its shared heap on every core; MICSE_HOST_THREADS=1 keeps the unthreaded build', async (t) => {
     const sel = await selectBackend('wasm');
     const memory = heapMemory(tf.backend() as unknown as WasmBackend);
-    const cores = (await import('node:os')).availableParallelism();
+    const cores = hostCores();
     if (cores === 1) {
       t.skip('one core here: the wasm backend keeps its unthreaded build');
       await selectBackend('cpu');
@@ -139,4 +156,5 @@ describe('host SIMD loops on threads', () => {
       { env: { ...process.env, [HOST_THREADS_ENV]: '0' }, encoding: 'utf8' });
     assert.match(said, /cpu: MICSE_HOST_THREADS=0: expected a whole number >= 1\)/);
   });
+
 });

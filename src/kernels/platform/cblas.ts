@@ -37,7 +37,7 @@ export const LIBRARY_NAMES: Readonly<Partial<Record<NodeJS.Platform, readonly st
 };
 
 /**
- * The cores Node may use (os.availableParallelism(), which follows the process's CPU affinity: `taskset` limits it),
+ * The cores this process may use (hostCores(): its CPU affinity, which `taskset` limits, and its cgroup's CPU quota),
  * as onnxruntime-node's pool and PyTorch do. On a quiet 2-core machine two threads took a small wasm step from 1,140
  * to 842 ms and a BERT-base cpu step from 20.8 to 17.1 s; under other processes' load, the workers' spinning after
  * each product (OpenBLAS's THREAD_TIMEOUT) costs more CPU than it saves (bench/README.md, "OpenBLAS through koffi").

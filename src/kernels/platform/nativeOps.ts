@@ -24,11 +24,10 @@
  * between two native calls.
  */
 import { createRequire } from 'node:module';
-import os from 'node:os';
 import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import { installedVersion, privateDependency, versionProblem } from './internals.js';
 import { encodeModel, type GraphSpec } from './onnxProto.js';
-import { isShared } from './simdThreads.js';
+import { hostCores, isShared } from './simdThreads.js';
 
 /** ONNX opset and IR version of the graphs (opset 17: every op used here, LayerNormalization included). */
 const NATIVE_OPSET = 17;
@@ -93,10 +92,10 @@ export class NativeOps {
 
   /**
    * Loads onnxruntime-node; throws (with the loader's message) when the package or its native library is missing,
-   * or is not the version whose binding this module calls (internals.ts). `threads` defaults to the cores Node may
-   * use (os.availableParallelism()).
+   * or is not the version whose binding this module calls (internals.ts). `threads` defaults to the cores this
+   * process may use (hostCores()).
    */
-  static load(threads: number = os.availableParallelism()): NativeOps {
+  static load(threads: number = hostCores()): NativeOps {
     const why = versionProblem(privateDependency('onnxruntime-node'), installedVersion('onnxruntime-node'));
     if (why !== null) throw new Error(why);
     const require = createRequire(import.meta.url);

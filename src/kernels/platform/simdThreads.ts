@@ -9,15 +9,56 @@
  * worker runs its calls in order and reports done, or the first error's message. Every part writes its own
  * elements and rows, so the results are the one-thread loop's bits whatever the thread count.
  */
+import fs from 'node:fs';
 import os from 'node:os';
+import path from 'node:path';
 import { Worker } from 'node:worker_threads';
 
 /** Overrides the threads the host loops use (the calling thread included; 1: no workers). */
 export const HOST_THREADS_ENV = 'MICSE_HOST_THREADS';
 
-/** The cores Node may use (os.availableParallelism(), which follows the CPU affinity `taskset` sets). */
+/**
+ * The cores this process may use: os.availableParallelism() (the CPU affinity `taskset` sets), capped by its cgroup's
+ * CPU quota (`docker run --cpus`, a Kubernetes CPU limit), which Node 20's libuv does not read.
+ */
 export function hostCores(): number {
-  return os.availableParallelism();
+  return Math.min(os.availableParallelism(), cgroupCpuQuota(readSmallFile) ?? Infinity);
+}
+
+function readSmallFile(file: string): string | null {
+  try {
+    return fs.readFileSync(file, 'utf8');
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * The process's cgroup CPU quota in whole cores (rounded up, at least 1), or null where none is set or readable:
+ * cgroup v2's cpu.max ("max 100000", "150000 100000") of the process's group (its "0::/path" line in
+ * /proc/self/cgroup), else v1's cpu.cfs_quota_us / cpu.cfs_period_us of its cpu controller's group, as libuv reads
+ * them (uv_available_parallelism, libuv >= 1.49). `read` returns a file's text or null.
+ */
+export function cgroupCpuQuota(read: (file: string) => string | null): number | null {
+  const lines = (read('/proc/self/cgroup') ?? '').split('\n');
+  const cores = (quota: number, period: number): number | null =>
+    Number.isFinite(quota) && quota > 0 && Number.isFinite(period) && period > 0 ? Math.max(1, Math.ceil(quota / period)) : null;
+  const v2 = lines.find((l) => l.startsWith('0::'));
+  if (v2 !== undefined) {
+    const max = read(path.posix.join('/sys/fs/cgroup', v2.slice(3).trim(), 'cpu.max'));
+    if (max !== null) {
+      const [quota, period] = max.trim().split(/\s+/);
+      return quota === 'max' ? null : cores(Number(quota), Number(period));
+    }
+  }
+  const v1 = lines.map((l) => l.split(':')).find((f) => f.length >= 3 && f[1]!.split(',').includes('cpu'));
+  if (v1 === undefined) return null;
+  const group = v1.slice(2).join(':').trim();
+  for (const mount of ['/sys/fs/cgroup/cpu', '/sys/fs/cgroup/cpu,cpuacct']) {
+    const quota = read(path.posix.join(mount, group, 'cpu.cfs_quota_us'));
+    if (quota !== null) return cores(Number(quota.trim()), Number(read(path.posix.join(mount, group, 'cpu.cfs_period_us'))?.trim()));
+  }
+  return null;
 }
 
 /** Threads the host loops use: HOST_THREADS_ENV, else one per core. */
