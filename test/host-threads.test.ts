@@ -3,7 +3,8 @@
  * shared memory gives the bits it gives on one thread (an unshared memory), including uneven cuts (3 threads) and the
  * element-index offsets of dropout; a worker's failure reaches the caller; splitRuns's cuts; under Node with more
  * than one core the wasm backend starts its threaded build (a shared heap the loops run on from both threads), with
- * MICSE_HOST_THREADS=1 its unthreaded one, and a value that is no thread count stops the backend's selection.
+ * MICSE_HOST_THREADS=1 its unthreaded one, and a value that is no thread count stops the backend's selection; that
+ * build starts no worker of its own, whatever core count os.cpus() reports (the process exits by itself).
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -157,4 +158,22 @@ describe('host SIMD loops on threads', () => {
     assert.match(said, /cpu: MICSE_HOST_THREADS=0: expected a whole number >= 1\)/);
   });
 
+  test('the threaded wasm build starts no worker of its own: the process exits by itself where os.cpus() reports 16 cores, and the global Worker is as before', () => {
+    // tfjs-backend-wasm would give XNNPACK half of os.cpus() and start a pthread per extra thread, each holding the process open.
+    const sixteen = "data:text/javascript,import os from 'node:os'; const c = os.cpus()[0]; os.cpus = () => Array(16).fill(c);";
+    const script = [
+      "const { selectBackend, describeSelection } = await import('./src/model/backend.ts');",
+      "const { tf } = await import('./src/model/tf.ts');",
+      "const line = describeSelection(await selectBackend('wasm'));",
+      "const a = tf.randomNormal([64, 64]);",
+      "const y = tf.matMul(a, a).sum().dataSync()[0];",
+      "console.log(JSON.stringify({ line, finite: Number.isFinite(y), worker: typeof globalThis.Worker }));",
+    ].join(' ');
+    const out = execFileSync(process.execPath, ['--import', sixteen, '--import', 'tsx', '--input-type=module', '-e', script],
+      { env: { ...process.env, [HOST_THREADS_ENV]: '2' }, encoding: 'utf8', timeout: 60_000 });
+    const got = JSON.parse(out.trim().split('\n').at(-1)!) as { line: string; finite: boolean; worker: string };
+    assert.match(got.line, /wasm: threaded SIMD build, XNNPACK on 1 thread; .* shared heap, 2 threads/);
+    assert.equal(got.finite, true);
+    assert.equal(got.worker, 'undefined');
+  });
 });

@@ -134,7 +134,9 @@ async function tryBackend(name: Exclude<BackendName, 'auto'>, auto: boolean): Pr
       wasm.setWasmPaths(wasmBinaryPrefix ??
         path.dirname(createRequire(import.meta.url).resolve('@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm.wasm')) + path.sep);
       if (tf.findBackend('wasm') === null && hostThreadsAvailable()) {
-        // The threaded build, for its shared heap (src/kernels/platform/wasmThreadedNode.ts); the unthreaded one if it fails.
+        // The threaded build, for its shared heap (src/kernels/platform/wasmThreadedNode.ts), XNNPACK on one thread (the
+        // cores go to the native SGEMM and the split loops); the unthreaded build if it fails.
+        wasm.setThreadsCount(1);
         wasmThreadedFailure = await withThreadedWasm(() => activate('wasm')).then(() => null, (err: unknown) => message(err));
         if (wasmThreadedFailure !== null) await activate('wasm');
       } else {

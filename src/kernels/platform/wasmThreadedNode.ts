@@ -1,58 +1,48 @@
 /**
- * tfjs-backend-wasm's threaded SIMD build under Node. The package turns threads off in Node
- * (WASM_HAS_MULTITHREAD_SUPPORT is false there: tensorflow/tfjs#3830) because its Emscripten pthread workers are
- * loaded from Blob URLs, which Node's Worker cannot start. Its worker script does run under Node's worker_threads
- * (it has an ENVIRONMENT_IS_NODE branch), so while the backend initializes, the two scripts the package makes into
- * Blobs (the pthread worker and the module factory it imports) are written to a private temporary folder and their
- * paths handed out instead of Blob URLs (the globals Blob and URL.createObjectURL are wrapped for that call only).
+ * tfjs-backend-wasm's threaded SIMD build under Node, for its heap alone: a shared WebAssembly.Memory, so the host
+ * SIMD loops (hostSimd.ts) run on it from worker threads too (simdThreads.ts), in place; the unthreaded build's heap
+ * is private to the main thread.
  *
- * Why: the threaded build's heap is a SharedArrayBuffer, so the host SIMD loops (hostSimd.ts) run on it from worker
- * threads too (simdThreads.ts), in place; the unthreaded build's heap is private to the main thread.
+ * The package turns threads off in Node (WASM_HAS_MULTITHREAD_SUPPORT is false there: tensorflow/tfjs#3830): its
+ * Emscripten pthread workers load from Blob URLs, which Node's Worker cannot start. None is needed here: XNNPACK runs
+ * on one thread (the caller sets tfjs-backend-wasm's threads count to 1 before this; under Node the cores go to the
+ * native SGEMM and the split loops), so no pthread is ever started. Emscripten still fills a pool of eight workers at
+ * start and waits until each reports it has loaded the module; while the backend initializes, the global Worker
+ * it takes is NoPthreadWorker, which answers that at once and refuses to run a thread. That spares eight idle V8
+ * isolates (their threads, ~110 MB and ~140 ms of start), and nothing at start depends on a worker thread starting.
  */
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import { Worker, type WorkerOptions } from 'node:worker_threads';
 import { tf } from '../../model/tf.js';
 
-/** The factory script's marker (its Blob starts with it) and the modules its Node branch takes from the bundle's scope. */
-const FACTORY_PREFIX = 'var WasmBackendModuleThreadedSimd';
-const FACTORY_SCOPE = "var require$$0 = require('fs'), require$$1 = require('path'), require$$3 = require('perf_hooks'), require$$4 = require('os'), commonjsGlobal = globalThis;\n";
+/**
+ * Stands in for a pthread pool worker: Emscripten's main thread posts it {cmd: 'load'} and waits for {cmd: 'loaded'}
+ * (a 'message' event, as from a worker_threads Worker); any other command would start a thread, and is refused.
+ */
+class NoPthreadWorker {
+  readonly #messageListeners: ((data: unknown) => void)[] = [];
+  on(event: string, listener: (data: unknown) => void): this {
+    if (event === 'message') this.#messageListeners.push(listener);
+    return this;
+  }
+  postMessage(message: { cmd?: unknown }): void {
+    if (message.cmd !== 'load') {
+      throw new Error(`tfjs-backend-wasm's threaded build runs no pthread under Node (XNNPACK on one thread); it was sent '${String(message.cmd)}'`);
+    }
+    setImmediate(() => {
+      for (const listener of this.#messageListeners) listener({ cmd: 'loaded' });
+    });
+  }
+  ref(): void {}
+  unref(): void {}
+  terminate(): Promise<number> {
+    return Promise.resolve(0);
+  }
+}
 
 /** Runs `activate` (the wasm backend's first initialization) with the threaded build made loadable under Node. */
 export async function withThreadedWasm<T>(activate: () => Promise<T>): Promise<T> {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'micse-wasm-threads-'));
-  process.once('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
-  const factoryPath = path.join(dir, 'factory.cjs');
-  const texts = new WeakMap<Blob, string>();
-  const RealBlob = globalThis.Blob;
-  const realCreateObjectURL = URL.createObjectURL;
-  class RecordingBlob extends RealBlob {
-    constructor(parts?: BlobPart[], options?: BlobPropertyBag) {
-      super(parts, options);
-      const text = (parts ?? []).every((p) => typeof p === 'string') ? (parts as string[]).join('') : null;
-      if (text === null) return;
-      texts.set(this, text);
-      if (text.startsWith(FACTORY_PREFIX)) fs.writeFileSync(factoryPath, FACTORY_SCOPE + text);
-    }
-  }
-  globalThis.Blob = RecordingBlob;
-  URL.createObjectURL = (blob: Blob): string => {
-    const text = texts.get(blob);
-    if (text === undefined) return realCreateObjectURL(blob);
-    // The pthread worker: it imports the factory through URL.createObjectURL(blob) too, so there it returns the path.
-    const file = path.join(dir, 'pthread-worker.cjs');
-    fs.writeFileSync(file, `URL.createObjectURL = () => ${JSON.stringify(factoryPath)}; URL.revokeObjectURL = () => {};\n${text}`);
-    return file;
-  };
-  // The factory sets the global Worker to worker_threads' for its pthreads; they get no execArgv of this process
-  // (`--input-type`, `--import` hooks: meant for the main script, they stop a worker's CommonJS file).
-  class PthreadWorker extends Worker {
-    constructor(file: string | URL, options?: WorkerOptions) {
-      super(file, { ...options, execArgv: [] });
-    }
-  }
-  Object.defineProperty(globalThis, 'Worker', { configurable: true, get: () => PthreadWorker, set: () => undefined });
+  const worker = Object.getOwnPropertyDescriptor(globalThis, 'Worker');
+  // The factory's Node branch sets the global Worker to worker_threads'; during the start that set is ignored.
+  Object.defineProperty(globalThis, 'Worker', { configurable: true, get: () => NoPthreadWorker, set: () => undefined });
   tf.env().set('WASM_HAS_MULTITHREAD_SUPPORT', true);
   try {
     return await activate();
@@ -60,8 +50,7 @@ export async function withThreadedWasm<T>(activate: () => Promise<T>): Promise<T
     tf.env().set('WASM_HAS_MULTITHREAD_SUPPORT', false);
     throw err;
   } finally {
-    globalThis.Blob = RealBlob;
-    URL.createObjectURL = realCreateObjectURL;
-    Object.defineProperty(globalThis, 'Worker', { configurable: true, writable: true, value: PthreadWorker }); // as the factory leaves it
+    if (worker === undefined) delete (globalThis as { Worker?: unknown }).Worker;
+    else Object.defineProperty(globalThis, 'Worker', worker);
   }
 }
