@@ -52,7 +52,14 @@ describe('demo page in headless Chromium', { skip: SKIP_NO_SHARED || SKIP_NO_CHR
     const page = await openPage(browser!, `${server!.url}/`, errors);
     await page.setViewport({ width: 1150, height: 900 });
     const cdp = await page.createCDPSession();
-    await cdp.send('Browser.setDownloadBehavior', { behavior: 'allow', downloadPath: downloads });
+    await cdp.send('Browser.setDownloadBehavior', { behavior: 'allow', downloadPath: downloads, eventsEnabled: true });
+    // The zip is read once Chromium says its download completed (the file appears before all of it is written).
+    const downloaded = new Promise<void>((resolve, reject) => {
+      cdp.on('Browser.downloadProgress', (e) => {
+        if (e.state === 'completed') resolve();
+        else if (e.state === 'canceled') reject(new Error('the zip download was canceled'));
+      });
+    });
     await page.waitForSelector('body[data-ready="true"]');
     assert.notEqual(await page.$eval('#backend-name', (e) => e.textContent), '-', 'the backend in use is shown');
 
@@ -99,8 +106,8 @@ describe('demo page in headless Chromium', { skip: SKIP_NO_SHARED || SKIP_NO_CHR
 
     await page.click('#export');
     await page.waitForSelector('body[data-exported]');
+    await downloaded;
     const zipFile = path.join(downloads, 'micse-hf.zip');
-    for (let i = 0; i < 100 && !existsSync(zipFile); i++) await new Promise((r) => setTimeout(r, 100));
     assert.deepEqual(zipNames(await fs.readFile(zipFile)).sort(),
       ['config.json', 'model.safetensors', 'special_tokens_map.json', 'tokenizer.json', 'tokenizer_config.json', 'vocab.txt']);
 
