@@ -1,7 +1,8 @@
 /**
  * The host SIMD loops on several threads (src/kernels/platform/simdThreads.ts): every loop cut among threads on a
  * shared memory gives the bits it gives on one thread (an unshared memory), including uneven cuts (3 threads) and the
- * element-index offsets of dropout; a worker's failure reaches the caller; splitRuns's cuts; under Node with more
+ * element-index offsets of dropout; a worker's failure reaches the caller, and one that cannot start leaves the loops on
+ * the calling thread with the reason; splitRuns's cuts; under Node with more
  * than one core the wasm backend starts its threaded build (a shared heap the loops run on from both threads), with
  * MICSE_HOST_THREADS=1 its unthreaded one, and a value that is no thread count stops the backend's selection; that
  * build starts no worker of its own, whatever core count os.cpus() reports (the process exits by itself).
@@ -13,7 +14,9 @@ import {
   heapSimdHost, simdBinary, simdDropout, simdGelu, simdGeluGrad, simdLayerNorm, simdResidualLayerNorm, simdSoftmaxGradRows,
   simdSoftmaxRows, type SimdHost,
 } from '../src/kernels/platform/hostSimd.js';
-import { cgroupCpuQuota, HOST_THREADS_ENV, hostCores, splitRuns, THREAD_MIN_ELEMENTS } from '../src/kernels/platform/simdThreads.js';
+import {
+  cgroupCpuQuota, HOST_THREADS_ENV, hostCores, hostThreadsAvailable, hostThreadsFailure, simdThreads, splitRuns, THREAD_MIN_ELEMENTS,
+} from '../src/kernels/platform/simdThreads.js';
 import { heapMemory, type WasmBackend } from '../src/kernels/platform/hostBackend.js';
 import { describeSelection, selectBackend } from '../src/model/backend.js';
 import { tf } from '../src/model/tf.js';
@@ -116,6 +119,23 @@ describe('host SIMD loops on threads', () => {
     x!.set([0, 1, 2, 3, -1, -2, -3, 4]);
     host.callSplit([x!], [y!], ([xa, ya]) => [[{ fn: 'gelu', args: [xa!, ya!, 1] }], [{ fn: 'gelu', args: [xa! + 16, ya! + 16, 1] }]]);
     assert.ok(Math.abs(y![1]! - 0.8413447) < 1e-6 && Math.abs(y![7]! - 3.9998734) < 1e-5, `gelu on two threads gave ${y!.join(', ')}`);
+  });
+
+  test('a worker that cannot instantiate the module is found when the pool is made: no pool, the loops on the calling thread, the reason kept', (t) => {
+    if (!hostThreadsAvailable()) {
+      t.skip('one host thread here: no pool is made');
+      return;
+    }
+    // A module importing env.f besides the shared memory: the workers pass only the memory, so instantiating fails.
+    const bytes = new Uint8Array([
+      0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, // magic, version
+      0x01, 0x04, 0x01, 0x60, 0x00, 0x00, // types: () -> ()
+      0x02, 0x18, 0x02, 0x03, 0x65, 0x6e, 0x76, 0x01, 0x66, 0x00, 0x00, // imports: env.f (type 0)
+      0x03, 0x65, 0x6e, 0x76, 0x06, 0x6d, 0x65, 0x6d, 0x6f, 0x72, 0x79, 0x02, 0x03, 0x01, 0x01, // env.memory, shared, 1..1 page
+    ]);
+    const memory = new WebAssembly.Memory({ initial: 1, maximum: 1, shared: true });
+    assert.equal(simdThreads(new WebAssembly.Module(bytes), memory, []), null);
+    assert.match(hostThreadsFailure() ?? '', /^\d+ worker threads? did not start: .*(LinkError|Import #0|function import)/i);
   });
 
   test("the cgroup CPU quota caps the host's cores: v2's cpu.max of the process's group, else v1's cfs quota and period", () => {

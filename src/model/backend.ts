@@ -13,7 +13,7 @@ import { activeMatmulTile, describeMatmulTile, MATMUL_TILE_ENV, parseMatmulTile,
 import { BIND_GROUP_CACHE_ENV, bindGroupCacheOf, useBindGroupCache } from '../kernels/platform/bindGroupCache.js';
 import { heapMemory, recycleOnDispose, type CpuBackend, type WasmBackend } from '../kernels/platform/hostBackend.js';
 import { heapSimdHost } from '../kernels/platform/hostSimd.js';
-import { HOST_THREADS_ENV, hostThreads, hostThreadsAvailable, isShared } from '../kernels/platform/simdThreads.js';
+import { HOST_THREADS_ENV, hostThreads, hostThreadsAvailable, hostThreadsFailure, isShared } from '../kernels/platform/simdThreads.js';
 import { withThreadedWasm } from '../kernels/platform/wasmThreadedNode.js';
 import { hostMallocState, keepFreedHostMemory } from '../kernels/platform/hostMalloc.js';
 import { activeGemmMode, describeGemmMode, GEMM_ENV, parseGemmMode, useGemm } from '../kernels/gemm/index.js';
@@ -235,8 +235,9 @@ function describeWasmBuild(): string {
   const build = shared ? `threaded${simd ? ' SIMD' : ''} build, XNNPACK on ${plural(wasmThreads)}` : `${simd ? 'SIMD' : 'plain'} build, one thread`;
   const failed = wasmThreadedFailure !== null ? ` (the threaded build did not start: ${wasmThreadedFailure})` : '';
   const host = heapSimdHost(memory);
+  const notStarted = hostThreadsFailure();
   const loops = host !== null
-    ? `WebAssembly SIMD loops on the ${shared ? 'shared ' : ''}heap, ${plural(host.threads)} (${HOST_THREADS_ENV})`
+    ? `WebAssembly SIMD loops on the ${shared ? 'shared ' : ''}heap, ${plural(host.threads)} (${HOST_THREADS_ENV}${notStarted === null ? '' : `; ${notStarted}`})`
     : 'JavaScript loops (no wasm SIMD here)';
   return `wasm: ${build}${failed}; GELU, LayerNorm, dropout, AdamW: ${loops}`;
 }

@@ -8,6 +8,10 @@
  * shared job array, wakes it (Atomics.notify), runs its own part, then waits for every worker (Atomics.wait). A
  * worker runs its calls in order and reports done, or the first error's message. Every part writes its own
  * elements and rows, so the results are the one-thread loop's bits whatever the thread count.
+ *
+ * The workers start when the pool is made, which waits until each has instantiated the module (a caller blocked on a
+ * worker that never started would wait for ever); where one fails or takes longer than WORKER_START_MS, the loops
+ * run on the calling thread alone and hostThreadsFailure() says why.
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -105,21 +109,41 @@ export interface SimdThreads<K extends string = string> {
 const JOB_SLOTS = 1 << 14;
 /** Bytes of a worker's error message. */
 const MESSAGE_BYTES = 512;
-/** Control words: the job's sequence number (written by the caller), the last one done and whether it failed (by the worker). */
+/**
+ * Control words: the job's sequence number (written by the caller), the last one done and whether it failed (by the
+ * worker), and the worker's start (by the worker: STARTED once the module is instantiated, else START_FAILED).
+ */
 const SEQ = 0;
 const DONE = 1;
 const FAILED = 2;
-const CONTROL_WORDS = 3;
+const START = 3;
+const CONTROL_WORDS = 4;
+const STARTED = 1;
+const START_FAILED = 2;
+/** How long making a pool waits for its workers to start. */
+const WORKER_START_MS = 30_000;
 
 /** The worker: instantiates the module on the memory, then runs jobs as they come. CommonJS, run with `eval`. */
 const WORKER_SOURCE = `
 const { workerData } = require('node:worker_threads');
 const { module, memory, names, control, job, message } = workerData;
 const ctrl = new Int32Array(control), calls = new Float64Array(job), msg = new Uint8Array(message);
-const exports = new WebAssembly.Instance(module, { env: { memory } }).exports;
-const fns = names.map((n) => exports[n]);
+function report(err) {
+  const text = new TextEncoder().encode(String(err && err.message || err).slice(0, ${MESSAGE_BYTES / 4}));
+  msg.fill(0); msg.set(text.subarray(0, ${MESSAGE_BYTES}));
+}
+let fns;
+try {
+  const exports = new WebAssembly.Instance(module, { env: { memory } }).exports;
+  fns = names.map((n) => exports[n]);
+  Atomics.store(ctrl, ${START}, ${STARTED});
+} catch (err) {
+  report(err);
+  Atomics.store(ctrl, ${START}, ${START_FAILED});
+}
+Atomics.notify(ctrl, ${START});
 let seq = 0;
-for (;;) {
+while (fns !== undefined) {
   Atomics.wait(ctrl, ${SEQ}, seq);
   seq = Atomics.load(ctrl, ${SEQ});
   let failed = 0;
@@ -130,8 +154,7 @@ for (;;) {
       p += 2 + n;
     }
   } catch (err) {
-    const text = new TextEncoder().encode(String(err && err.message || err).slice(0, ${MESSAGE_BYTES / 4}));
-    msg.fill(0); msg.set(text.subarray(0, ${MESSAGE_BYTES}));
+    report(err);
     failed = 1;
   }
   Atomics.store(ctrl, ${FAILED}, failed);
@@ -140,6 +163,7 @@ for (;;) {
 }`;
 
 interface WorkerSlot {
+  worker: Worker;
   ctrl: Int32Array;
   calls: Float64Array;
   message: Uint8Array;
@@ -153,7 +177,31 @@ function startWorker(module: WebAssembly.Module, memory: WebAssembly.Memory, nam
   // execArgv: none of this process's (`--input-type`, `--import` hooks are for the main script, not this CommonJS)
   const worker = new Worker(WORKER_SOURCE, { eval: true, execArgv: [], workerData: { module, memory, names, control, job, message } });
   worker.unref(); // idle workers never keep the process alive
-  return { ctrl: new Int32Array(control), calls: new Float64Array(job), message: new Uint8Array(message), seq: 0 };
+  worker.on('error', () => undefined); // a worker that cannot start is found by waitForStart, not by an uncaught error
+  return { worker, ctrl: new Int32Array(control), calls: new Float64Array(job), message: new Uint8Array(message), seq: 0 };
+}
+
+const messageOf = (slot: WorkerSlot): string => new TextDecoder().decode(slot.message.slice()).replace(/\0+$/, '');
+
+/** Waits until every worker has started; returns why one did not, or null. */
+function waitForStart(slots: WorkerSlot[]): string | null {
+  const deadline = Date.now() + WORKER_START_MS;
+  for (const slot of slots) {
+    for (let left = WORKER_START_MS; Atomics.load(slot.ctrl, START) === 0 && left > 0; left = deadline - Date.now()) {
+      Atomics.wait(slot.ctrl, START, 0, left);
+    }
+    const state = Atomics.load(slot.ctrl, START);
+    if (state === START_FAILED) return messageOf(slot);
+    if (state !== STARTED) return `not started within ${WORKER_START_MS / 1000} s`;
+  }
+  return null;
+}
+
+let startFailure: string | null = null;
+
+/** Why the last pool's workers did not start (its loops run on the calling thread alone), or null. */
+export function hostThreadsFailure(): string | null {
+  return startFailure;
 }
 
 function encode(calls: ThreadCall[], index: ReadonlyMap<string, number>, into: Float64Array): void {
@@ -185,6 +233,13 @@ export function simdThreads<K extends string>(module: WebAssembly.Module, memory
   if (count > 1) {
     const index = new Map(names.map((n, i) => [n as string, i]));
     const workers = Array.from({ length: count - 1 }, () => startWorker(module, memory, names));
+    const notStarted = waitForStart(workers);
+    if (notStarted !== null) {
+      for (const w of workers) void w.worker.terminate();
+      startFailure = `${count - 1} worker thread${count === 2 ? '' : 's'} did not start: ${notStarted}`;
+      byModule.set(module, null);
+      return null;
+    }
     pool = {
       count,
       run(parts, local) {
@@ -204,7 +259,7 @@ export function simdThreads<K extends string>(module: WebAssembly.Module, memory
         let failure: string | null = null;
         for (const w of busy) {
           for (let done = Atomics.load(w.ctrl, DONE); done !== w.seq; done = Atomics.load(w.ctrl, DONE)) Atomics.wait(w.ctrl, DONE, done);
-          if (Atomics.load(w.ctrl, FAILED) !== 0) failure ??= new TextDecoder().decode(w.message.slice()).replace(/\0+$/, '');
+          if (Atomics.load(w.ctrl, FAILED) !== 0) failure ??= messageOf(w);
         }
         if (localError !== null) throw localError;
         if (failure !== null) throw new Error(`a host SIMD worker thread failed: ${failure}`);
