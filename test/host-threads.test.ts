@@ -166,7 +166,7 @@ describe('host SIMD loops on threads', () => {
     }
     assert.ok(memory?.buffer instanceof SharedArrayBuffer, describeSelection(sel));
     assert.match(describeSelection(sel), /wasm: threaded SIMD build, XNNPACK on 1 thread; .* shared heap, \d threads/);
-    assert.equal(heapSimdHost(memory)!.threads, cores);
+    assert.equal(heapSimdHost(memory)!.threads, cores, describeSelection(sel));
     await selectBackend('cpu');
     const script = "const { selectBackend, describeSelection } = await import('./src/model/backend.ts'); console.log(describeSelection(await selectBackend('wasm')));";
     const out = execFileSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script],
