@@ -9,7 +9,7 @@
  * native SGEMM and the split loops), so no pthread is ever started. Emscripten still fills a pool of eight workers at
  * start and waits until each reports it has loaded the module; while the backend initializes, the global Worker
  * it takes is NoPthreadWorker, which answers that at once and refuses to run a thread. That spares eight idle V8
- * isolates (their threads, ~110 MB and ~140 ms of start), and nothing at start depends on a worker thread starting.
+ * isolates and their threads, and nothing at start depends on a worker thread starting.
  */
 import { tf } from '../../model/tf.js';
 
