@@ -1,5 +1,5 @@
 /**
- * The browser bundle (issue 18) in headless Chromium, on webgpu (SwiftShader) and wasm: embed equals Node's, and
+ * The browser bundle (issue 18) in headless Chromium, on webgpu (SwiftShader), wasm and cpu: embed equals Node's, and
  * `train` over sentences in memory gives the per-step losses of Node's trainer (cpu) on the same config and seed,
  * and the trained model's exportFiles('hf') loads in Node and embeds as the page does.
  * Needs `npm run build` first (npm test runs it) and Chromium.
@@ -95,14 +95,14 @@ describe('browser bundle in headless Chromium', { skip: SKIP_NO_SHARED || SKIP_N
     if (tmp !== '') await fs.rm(tmp, { recursive: true, force: true });
   });
 
-  for (const backend of ['webgpu', 'wasm'] as const) {
+  for (const backend of ['webgpu', 'wasm', 'cpu'] as const) {
     it(`${backend}: loadPretrained(URL) + embed equal Node's within ${TOL}`, async () => {
       const errors: string[] = [];
       const page = await openPage(browser!, server!.url + '/', errors);
       await page.waitForFunction('window.micseReady === true');
       const got = await page.evaluate(async (b: string, sentences: string[]) => {
         const m = (window as unknown as { micse: typeof import('../src/browser/index.js') }).micse;
-        const sel = await m.selectBackend(b as 'webgpu' | 'wasm');
+        const sel = await m.selectBackend(b as 'webgpu' | 'wasm' | 'cpu');
         const { model, tokenizer } = await m.loadPretrained('/model/');
         const vectors = await m.embed(model, tokenizer, sentences);
         model.dispose();

@@ -65,8 +65,12 @@ export function cgroupCpuQuota(read: (file: string) => string | null): number | 
   return null;
 }
 
-/** Threads the host loops use: HOST_THREADS_ENV, else one per core. */
+/** Whether this is Node (worker_threads, the environment, cgroup files); a page has none of them. */
+const IS_NODE = typeof process !== 'undefined' && process.versions?.node !== undefined;
+
+/** Threads the host loops use: HOST_THREADS_ENV, else one per core; 1 outside Node. */
 export function hostThreads(): number {
+  if (!IS_NODE) return 1;
   const named = process.env[HOST_THREADS_ENV];
   if (named === undefined || named === '') return hostCores();
   const n = Number(named);
@@ -84,8 +88,7 @@ export function isShared(buffer: ArrayBufferLike): boolean {
 
 /** Whether loops can run on threads here: Node (worker_threads), SharedArrayBuffer, and more than one host thread. */
 export function hostThreadsAvailable(): boolean {
-  const isNode = typeof process !== 'undefined' && process.versions?.node !== undefined;
-  return isNode && typeof SharedArrayBuffer !== 'undefined' && hostThreads() > 1;
+  return typeof SharedArrayBuffer !== 'undefined' && hostThreads() > 1;
 }
 
 /** One export call: its name and its arguments (byte addresses, counts, float32 scalars). */
