@@ -36,7 +36,7 @@ import {
   f64FromF32, f64FromI32, f64Sqrt, f64x2, get, I32, i32Add, i32c, i32Mul, i32x4, i32x4Const, instancePerMemory, load,
   locals, set, store, v128, V128, V128_BYTES, whileBelow, type Code, type FuncSpec, type PerMemory,
 } from './wasmAsm.js';
-import { hostThreadsAvailable, runParts, splitRuns, THREAD_MIN_ELEMENTS, type ThreadCall } from './simdThreads.js';
+import { hostThreadsAvailable, runParts, threadParts, type ThreadCall } from './simdThreads.js';
 import { ERF_A1, ERF_A2, ERF_A3, ERF_A4, ERF_A5, ERF_P, INV_SQRT_2PI } from './erf.js';
 
 const ERF_A = [ERF_A5, ERF_A4, ERF_A3, ERF_A2, ERF_A1]; // erf.ts's, in Horner order
@@ -498,18 +498,9 @@ export function stagingSimdHost(): SimdHost | null {
 /** Whole SIMD groups of n elements, in elements. */
 const wholeGroups = (n: number): number => n - (n % LANES);
 
-/**
- * `groups` SIMD groups cut into runs for `threads`, each given as (first group, groups) to `call`, which returns the
- * run's calls: one list per run.
- */
-function groupParts(groups: number, threads: number, call: (first: number, count: number) => SimdCall[]): SimdCall[][] {
-  return splitRuns(groups, threads, THREAD_MIN_ELEMENTS / LANES).map(([a, b]) => call(a, b - a));
-}
-
-/** Likewise for `rows` rows of `H` elements. */
-function rowParts(rows: number, H: number, threads: number, call: (first: number, count: number) => SimdCall[]): SimdCall[][] {
-  return splitRuns(rows, threads, Math.ceil(THREAD_MIN_ELEMENTS / H)).map(([a, b]) => call(a, b - a));
-}
+/** `groups` SIMD groups cut into runs for `threads` (threadParts), each given as (first group, groups) to `call`. */
+const groupParts = (groups: number, threads: number, call: (first: number, count: number) => SimdCall[]): SimdCall[][] =>
+  threadParts(groups, LANES, threads, call);
 
 const V = V128_BYTES;
 
@@ -575,7 +566,7 @@ export function simdLayerNorm(host: SimdHost, x: Float32Array, gamma: Float32Arr
   const H = gamma.length;
   const rowBytes = H * F32_BYTES;
   forRowBlocks(x.length, H, host.chunk, (a, b, rows) =>
-    host.callSplit([x.subarray(a, b), gamma, beta], [y.subarray(a, b)], ([xa, ga, ba, ya], threads) => rowParts(rows, H, threads, (r, n) =>
+    host.callSplit([x.subarray(a, b), gamma, beta], [y.subarray(a, b)], ([xa, ga, ba, ya], threads) => threadParts(rows, H, threads, (r, n): SimdCall[] =>
       [{ fn: 'layerNorm', args: [xa! + r * rowBytes, ga!, ba!, ya! + r * rowBytes, n, H, eps] }])));
 }
 
@@ -603,9 +594,9 @@ export function simdResidualLayerNorm(host: SimdHost, x: Float32Array, residual:
   const step = Math.max(1, Math.floor(FUSED_CHUNK / H)); // rows a block
   forRowBlocks(x.length, H, host.inPlace ? host.chunk : FUSED_CHUNK * FUSED_BLOCKS_A_CALL, (a, b, rows) =>
     host.callSplit([x.subarray(a, b), residual.subarray(a, b), gamma, beta], [s.subarray(a, b), y.subarray(a, b)], ([xa, ra, ga, ba, sa, ya], threads) =>
-      splitRuns(Math.ceil(rows / step), threads, Math.ceil(THREAD_MIN_ELEMENTS / (step * H))).map(([first, end]) => {
+      threadParts(Math.ceil(rows / step), step * H, threads, (first, count) => {
         const calls: SimdCall[] = [];
-        for (let r = first * step; r < Math.min(rows, end * step); r += step) {
+        for (let r = first * step; r < Math.min(rows, (first + count) * step); r += step) {
           const n = Math.min(step, rows - r);
           const [o, groups] = [r * H * F32_BYTES, (n * H) / LANES];
           const [xo, so] = [xa! + o, sa! + o];
@@ -650,18 +641,14 @@ function columnSums(acc: Float32Array, H: number, dgamma: Float32Array, dbeta: F
  * key mask.
  */
 export function simdSoftmaxRows(host: SimdHost, s: Float32Array, mask: Float32Array, T: number, maskRows: number, scale: number): void {
-  const slab = maskRows * T;
-  const perCall = Math.max(1, Math.floor(host.chunk / slab)); // slabs (batch entries) a call
-  for (let i = 0; i * slab < s.length; i += perCall) {
-    const count = Math.min(perCall, s.length / slab - i);
-    const rows = s.subarray(i * slab, (i + count) * slab); // one array read and written (staged once)
-    host.callSplit([rows, mask.subarray(i * T, (i + count) * T)], [rows], ([sa, ma], threads) =>
-      splitRuns(count, threads, Math.ceil(THREAD_MIN_ELEMENTS / slab)).map(([first, end]) => {
-        const calls: SimdCall[] = [];
-        for (let k = first; k < end; k++) calls.push({ fn: 'softmaxRows', args: [sa! + k * slab * F32_BYTES, ma! + k * T * F32_BYTES, maskRows, T, scale] });
-        return calls;
-      }));
-  }
+  const slab = maskRows * T; // one batch entry's rows, which share a mask row
+  forRowBlocks(s.length, slab, host.chunk, (a, b, slabs) => {
+    const i = a / slab;
+    const rows = s.subarray(a, b); // one array read and written (staged once)
+    host.callSplit([rows, mask.subarray(i * T, (i + slabs) * T)], [rows], ([sa, ma], threads) =>
+      threadParts(slabs, slab, threads, (first, count) => Array.from({ length: count }, (_, j): SimdCall =>
+        ({ fn: 'softmaxRows', args: [sa! + (first + j) * slab * F32_BYTES, ma! + (first + j) * T * F32_BYTES, maskRows, T, scale] }))));
+  });
 }
 
 /** Rows of T elements of p (T % SIMD_LANES == 0) -> p * (dp - rowsum(dp * p)) in place. */
@@ -669,7 +656,7 @@ export function simdSoftmaxGradRows(host: SimdHost, p: Float32Array, dp: Float32
   const rowBytes = T * F32_BYTES;
   forRowBlocks(p.length, T, host.chunk, (a, b, rows) => {
     const block = p.subarray(a, b); // one array read and written (staged once)
-    host.callSplit([block, dp.subarray(a, b)], [block], ([pa, da], threads) => rowParts(rows, T, threads, (r, n) =>
+    host.callSplit([block, dp.subarray(a, b)], [block], ([pa, da], threads) => threadParts(rows, T, threads, (r, n): SimdCall[] =>
       [{ fn: 'softmaxGradRows', args: [pa! + r * rowBytes, da! + r * rowBytes, n, T] }]));
   });
 }

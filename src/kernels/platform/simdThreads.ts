@@ -285,6 +285,16 @@ export function runParts<K extends string>(exports: Record<K, unknown>, threads:
   else parts.forEach(local);
 }
 
+/**
+ * The calls of `units` units of `unitElements` elements each (SIMD groups, rows, blocks of rows) cut into at most
+ * `threads` runs of whole units, each at least THREAD_MIN_ELEMENTS elements (fewer runs where there are few units):
+ * `call(first, count)` gives a run's calls; one list per run, as SimdThreads.run and runParts take them.
+ */
+export function threadParts<K extends string>(units: number, unitElements: number, threads: number,
+  call: (first: number, count: number) => ThreadCall<K>[]): ThreadCall<K>[][] {
+  return splitRuns(units, threads, Math.ceil(THREAD_MIN_ELEMENTS / unitElements)).map(([a, b]) => call(a, b - a));
+}
+
 /** [start, end) of `n` units cut into at most `parts` runs of whole units (fewer where n is small); `min` units at least a run. */
 export function splitRuns(n: number, parts: number, min = 1): [number, number][] {
   const k = Math.max(1, Math.min(parts, Math.floor(n / Math.max(1, min))));
