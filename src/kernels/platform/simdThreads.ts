@@ -21,12 +21,16 @@ import { Worker } from 'node:worker_threads';
 /** Overrides the threads the host loops use (the calling thread included; 1: no workers). */
 export const HOST_THREADS_ENV = 'MICSE_HOST_THREADS';
 
+let cores: number | undefined;
+
 /**
  * The cores this process may use: os.availableParallelism() (the CPU affinity `taskset` sets), capped by its cgroup's
- * CPU quota (`docker run --cpus`, a Kubernetes CPU limit), which Node 20's libuv does not read.
+ * CPU quota (`docker run --cpus`, a Kubernetes CPU limit), which Node 20's libuv does not read. Read once: the
+ * backends, CBLAS, MLAS and each pool ask for it.
  */
 export function hostCores(): number {
-  return Math.min(os.availableParallelism(), cgroupCpuQuota(readSmallFile) ?? Infinity);
+  cores ??= Math.min(os.availableParallelism(), cgroupCpuQuota(readSmallFile) ?? Infinity);
+  return cores;
 }
 
 function readSmallFile(file: string): string | null {
@@ -231,7 +235,7 @@ export function simdThreads<K extends string>(module: WebAssembly.Module, memory
   let byModule = pools.get(memory);
   if (byModule === undefined) pools.set(memory, (byModule = new Map()));
   if (byModule.has(module)) return byModule.get(module) as SimdThreads<K> | null;
-  const count = hostThreadsAvailable() ? hostThreads() : 1;
+  const count = hostThreads(); // the memory is shared (the one caller checks): threads run where count > 1
   let pool: SimdThreads<K> | null = null;
   if (count > 1) {
     const index = new Map(names.map((n, i) => [n as string, i]));
