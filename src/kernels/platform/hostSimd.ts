@@ -504,50 +504,6 @@ const groupParts = (groups: number, threads: number, call: (first: number, count
 
 const V = V128_BYTES;
 
-/** y = gelu(x) over the first wholeGroups(n) elements; returns that count (the caller does the rest). */
-export function simdGelu(host: SimdHost, x: Float32Array, y: Float32Array): number {
-  const n = wholeGroups(x.length);
-  for (let a = 0; a < n; a += host.chunk) {
-    const b = Math.min(n, a + host.chunk);
-    host.callSplit([x.subarray(a, b)], [y.subarray(a, b)], ([xa, ya], threads) =>
-      groupParts((b - a) / LANES, threads, (g, n) => [{ fn: 'gelu', args: [xa! + g * V, ya! + g * V, n] }]));
-  }
-  return n;
-}
-
-/** dx = dy * gelu'(x) over the first wholeGroups(n) elements; returns that count. */
-export function simdGeluGrad(host: SimdHost, x: Float32Array, dy: Float32Array, dx: Float32Array): number {
-  const n = wholeGroups(x.length);
-  for (let a = 0; a < n; a += host.chunk) {
-    const b = Math.min(n, a + host.chunk);
-    host.callSplit([x.subarray(a, b), dy.subarray(a, b)], [dx.subarray(a, b)], ([xa, dya, dxa], threads) =>
-      groupParts((b - a) / LANES, threads, (g, n) => [{ fn: 'geluGrad', args: [xa! + g * V, dya! + g * V, dxa! + g * V, n] }]));
-  }
-  return n;
-}
-
-/** out = a (op) b over the first wholeGroups(n) elements of equal-length arrays; returns that count. */
-export function simdBinary(host: SimdHost, op: BinaryLoop, a: Float32Array, b: Float32Array, out: Float32Array): number {
-  const n = wholeGroups(out.length);
-  for (let p = 0; p < n; p += host.chunk) {
-    const q = Math.min(n, p + host.chunk);
-    host.callSplit([a.subarray(p, q), b.subarray(p, q)], [out.subarray(p, q)], ([pa, pb, po], threads) =>
-      groupParts((q - p) / LANES, threads, (g, n) => [{ fn: op, args: [pa! + g * V, pb! + g * V, po! + g * V, n] }]));
-  }
-  return n;
-}
-
-/** kernels/dropout's dropout (keys k1, k2; float32 rate and scale) over the first wholeGroups(n) elements; returns that count. */
-export function simdDropout(host: SimdHost, x: Float32Array, out: Float32Array, k1: number, k2: number, rate: number, scale: number): number {
-  const n = wholeGroups(x.length);
-  for (let a = 0; a < n; a += host.chunk) {
-    const b = Math.min(n, a + host.chunk);
-    host.callSplit([x.subarray(a, b)], [out.subarray(a, b)], ([xa, oa], threads) => groupParts((b - a) / LANES, threads, (g, n) =>
-      [{ fn: 'dropout', args: [xa! + g * V, oa! + g * V, n, a + g * LANES, k1 | 0, k2 | 0, rate, scale] }]));
-  }
-  return n;
-}
-
 /**
  * Calls `f(a, b, rows)` for consecutive blocks of whole rows of H elements covering `elements`, each at most `chunk`
  * elements (at least one row): elements [a, b) are `rows` rows.
@@ -559,6 +515,42 @@ function forRowBlocks(elements: number, H: number, chunk: number, f: (a: number,
     const n = Math.min(step, rows - r);
     f(r * H, (r + n) * H, n);
   }
+}
+
+/** y = gelu(x) over the first wholeGroups(n) elements; returns that count (the caller does the rest). */
+export function simdGelu(host: SimdHost, x: Float32Array, y: Float32Array): number {
+  const n = wholeGroups(x.length);
+  forRowBlocks(n, LANES, host.chunk, (a, b, groups) =>
+    host.callSplit([x.subarray(a, b)], [y.subarray(a, b)], ([xa, ya], threads) =>
+      groupParts(groups, threads, (g, n) => [{ fn: 'gelu', args: [xa! + g * V, ya! + g * V, n] }])));
+  return n;
+}
+
+/** dx = dy * gelu'(x) over the first wholeGroups(n) elements; returns that count. */
+export function simdGeluGrad(host: SimdHost, x: Float32Array, dy: Float32Array, dx: Float32Array): number {
+  const n = wholeGroups(x.length);
+  forRowBlocks(n, LANES, host.chunk, (a, b, groups) =>
+    host.callSplit([x.subarray(a, b), dy.subarray(a, b)], [dx.subarray(a, b)], ([xa, dya, dxa], threads) =>
+      groupParts(groups, threads, (g, n) => [{ fn: 'geluGrad', args: [xa! + g * V, dya! + g * V, dxa! + g * V, n] }])));
+  return n;
+}
+
+/** out = a (op) b over the first wholeGroups(n) elements of equal-length arrays; returns that count. */
+export function simdBinary(host: SimdHost, op: BinaryLoop, a: Float32Array, b: Float32Array, out: Float32Array): number {
+  const n = wholeGroups(out.length);
+  forRowBlocks(n, LANES, host.chunk, (p, q, groups) =>
+    host.callSplit([a.subarray(p, q), b.subarray(p, q)], [out.subarray(p, q)], ([pa, pb, po], threads) =>
+      groupParts(groups, threads, (g, n) => [{ fn: op, args: [pa! + g * V, pb! + g * V, po! + g * V, n] }])));
+  return n;
+}
+
+/** kernels/dropout's dropout (keys k1, k2; float32 rate and scale) over the first wholeGroups(n) elements; returns that count. */
+export function simdDropout(host: SimdHost, x: Float32Array, out: Float32Array, k1: number, k2: number, rate: number, scale: number): number {
+  const n = wholeGroups(x.length);
+  forRowBlocks(n, LANES, host.chunk, (a, b, groups) =>
+    host.callSplit([x.subarray(a, b)], [out.subarray(a, b)], ([xa, oa], threads) => groupParts(groups, threads, (g, n) =>
+      [{ fn: 'dropout', args: [xa! + g * V, oa! + g * V, n, a + g * LANES, k1 | 0, k2 | 0, rate, scale] }])));
+  return n;
 }
 
 /** y = layerNorm(x [rows, H]) with H % SIMD_LANES == 0 (the caller checks). */
