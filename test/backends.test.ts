@@ -23,10 +23,10 @@ import { fastKernelNames, registerFastKernels, useNativeGemm, hostMatMulEngine }
 import { NativeOps, releaseBuffer } from '../src/kernels/platform/nativeOps.js';
 import { HOST_MALLOC_ENV, hostMallocState } from '../src/kernels/platform/hostMalloc.js';
 import { poisonUninitialized, type CpuBackend } from '../src/kernels/platform/hostBackend.js';
-import { createRequire } from 'node:module';
+import { spawnSync } from 'node:child_process';
 import { loadPretrained } from '../src/model/pretrained.js';
 import { tf } from '../src/model/tf.js';
-import { maxAbsDiff, OBJECTIVE, seededValues, shared, SKIP_NO_CBLAS, SKIP_NO_SHARED } from './helpers.js';
+import { maxAbsDiff, OBJECTIVE, seededValues, ROOT, shared, SKIP_NO_CBLAS, SKIP_NO_LIBC, SKIP_NO_SHARED, srcImport } from './helpers.js';
 
 const TOL = 1e-4;
 
@@ -209,17 +209,9 @@ describe('replaced kernels match the stock kernels', () => {
 
   test('selecting cpu keeps freed C-heap blocks for reuse where glibc and koffi are (platform/hostMalloc.ts): a 64 MB array made again faults in no fresh pages', async (t) => {
     await selectBackend('cpu');
-    const glibc = (process.report.getReport() as { header?: { glibcVersionRuntime?: string } }).header?.glibcVersionRuntime;
-    const koffi = (() => {
-      try {
-        createRequire(import.meta.url).resolve('koffi');
-        return true;
-      } catch {
-        return false;
-      }
-    })();
-    if (glibc === undefined || !koffi || process.env[HOST_MALLOC_ENV] === '0') {
-      t.skip(`glibc ${glibc ?? 'absent'}, koffi ${koffi ? 'installed' : 'absent'}, ${HOST_MALLOC_ENV}=${process.env[HOST_MALLOC_ENV] ?? ''}`);
+    const skip = SKIP_NO_LIBC !== false ? SKIP_NO_LIBC : process.env[HOST_MALLOC_ENV] === '0' ? `${HOST_MALLOC_ENV}=0` : false;
+    if (skip !== false) {
+      t.skip(skip);
       return;
     }
     assert.match(hostMallocState() ?? '', /^freed blocks kept/);
@@ -235,6 +227,37 @@ describe('replaced kernels match the stock kernels', () => {
     const faults = process.resourceUsage().minorPageFault - before;
     // Fresh mmaps would fault in 16,384 pages of 4 KB a cycle; reused heap memory is resident already.
     assert.ok(faults < (n * 4) / 4096, `${faults} page faults over 8 cycles`);
+  });
+
+  test("Dawn's notices about lowered limits are held back from stderr (platform/nativeStderr.ts); everything else printed to fd 2 comes out, in order, also when the call throws", { skip: SKIP_NO_LIBC }, () => {
+    // fs.writeSync(2) writes to file descriptor 2 as Dawn's native code does.
+    const notice = (kind: string, from: number): string =>
+      `Warning: maxDynamic${kind}BuffersPerPipelineLayout artificially reduced from ${from} to 16 to fit dynamic offset allocation limit.\n`;
+    const script = `
+      import fs from 'node:fs';
+      ${srcImport('DAWN_LIMIT_NOTICE, withStderrFiltered', 'kernels/platform/nativeStderr.ts')}
+      const fds = () => fs.readdirSync('/proc/self/fd').length;
+      const open = fds();
+      fs.writeSync(2, 'before\\n');
+      const value = await withStderrFiltered(DAWN_LIMIT_NOTICE, async () => {
+        fs.writeSync(2, ${JSON.stringify(notice('Uniform', 1000000))});
+        fs.writeSync(2, 'a line of its own\\n');
+        await new Promise((resolve) => setTimeout(resolve, 10));
+        fs.writeSync(2, ${JSON.stringify(notice('Storage', 500000))});
+        process.stderr.write('from JavaScript\\n');
+        return 7;
+      });
+      fs.writeSync(2, 'after ' + value + '\\n');
+      await withStderrFiltered(DAWN_LIMIT_NOTICE, async () => {
+        fs.writeSync(2, 'in a call that throws\\n');
+        throw new Error('boom');
+      }).catch((err) => fs.writeSync(2, 'caught ' + err.message + '\\n'));
+      console.log(JSON.stringify({ open, now: fds() }));`;
+    const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { cwd: ROOT, encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stderr, 'before\na line of its own\nfrom JavaScript\nafter 7\nin a call that throws\ncaught boom\n');
+    const { open, now } = JSON.parse(r.stdout.trim()) as { open: number; now: number };
+    assert.equal(now, open, 'file descriptors left open');
   });
 
   for (const host of ['wasm', 'cpu'] as const) {

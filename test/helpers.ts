@@ -35,6 +35,21 @@ export const SKIP_NO_CBLAS: string | false = (() => {
   }
 })();
 
+/**
+ * Why the tests of what goes through glibc's functions (src/kernels/platform/libc.ts: malloc's tuning, fd 2 held
+ * around Dawn's adapter discovery) are skipped, or false: they need glibc and koffi (an optional dependency).
+ */
+export const SKIP_NO_LIBC: string | false = (() => {
+  const glibc = (process.report.getReport() as { header?: { glibcVersionRuntime?: string } }).header?.glibcVersionRuntime;
+  let koffi = true;
+  try {
+    createRequire(import.meta.url).resolve('koffi');
+  } catch {
+    koffi = false;
+  }
+  return glibc !== undefined && koffi ? false : `glibc ${glibc ?? 'absent'}, koffi ${koffi ? 'installed' : 'absent'}: skipped`;
+})();
+
 export const SKIP_NO_SHARED: string | false = HAS_SHARED
   ? false
   : `../shared is absent (expected at ${SHARED}): tests that read the shared reference data are skipped`;

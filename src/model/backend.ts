@@ -16,6 +16,7 @@ import { heapSimdHost } from '../kernels/platform/hostSimd.js';
 import { HOST_THREADS_ENV, hostThreads, hostThreadsAvailable, hostThreadsFailure, isShared } from '../kernels/platform/simdThreads.js';
 import { withThreadedWasm } from '../kernels/platform/wasmThreadedNode.js';
 import { hostMallocState, keepFreedHostMemory } from '../kernels/platform/hostMalloc.js';
+import { DAWN_LIMIT_NOTICE, withStderrFiltered } from '../kernels/platform/nativeStderr.js';
 import { activeGemmMode, describeGemmMode, GEMM_ENV, parseGemmMode, useGemm } from '../kernels/gemm/index.js';
 import { tf } from './tf.js';
 
@@ -117,7 +118,8 @@ async function tryBackend(name: Exclude<BackendName, 'auto'>, auto: boolean): Pr
       const nav = (globalThis as { navigator: { gpu: { requestAdapter(): Promise<unknown> } } }).navigator;
       let adapter: unknown;
       try {
-        adapter = await nav.gpu.requestAdapter();
+        // Dawn discovers the adapters here, printing its notices about lowered limits (platform/nativeStderr.ts).
+        adapter = await withStderrFiltered(DAWN_LIMIT_NOTICE, () => nav.gpu.requestAdapter());
       } catch (err) {
         throw new Error(`navigator.gpu.requestAdapter() failed${withOptions}: ${message(err)}`);
       }

@@ -9,12 +9,12 @@
  * zeroing them with memset, far cheaper than faulting fresh pages).
  * The cost: memory freed is kept for reuse instead of going back to the system, so the resident size stays near its
  * peak (a BERT-base step's ~10 GB) until `releaseFreedHostMemory`; the bench calls it before starting PyTorch beside
- * it (without, the pair ran out of memory on a 24 GB machine). Set for the whole process, when the cpu backend is selected, through koffi (an optional dependency: an FFI)
- * on glibc; elsewhere (musl, macOS, Windows, a browser, koffi missing) nothing changes. `MICSE_HOST_MALLOC=0` leaves
- * glibc's defaults.
+ * it (without, the pair ran out of memory on a 24 GB machine). Set for the whole process, when the cpu backend is
+ * selected, through libc.ts (glibc through koffi); elsewhere (musl, macOS, Windows, a browser, koffi missing) nothing
+ * changes. `MICSE_HOST_MALLOC=0` leaves glibc's defaults.
  */
-import { createRequire } from 'node:module';
 import { firstLineOf } from '../../errors.js';
+import { libcFunction } from './libc.js';
 
 export const HOST_MALLOC_ENV = 'MICSE_HOST_MALLOC';
 
@@ -23,10 +23,6 @@ const M_TRIM_THRESHOLD = -1;
 const M_MMAP_MAX = -4;
 /** The largest value mallopt takes (a C int): 2 GB of free heap top kept. */
 const TRIM_KEEP_BYTES = 2 ** 31 - 1;
-
-interface Koffi {
-  load(path: string): { func(signature: string): (...args: number[]) => number };
-}
 
 let outcome: string | undefined;
 /** glibc's malloc_trim, where keepFreedHostMemory set the heap up. */
@@ -40,10 +36,8 @@ export function keepFreedHostMemory(): string {
   if (outcome !== undefined) return outcome;
   if (process.env[HOST_MALLOC_ENV] === '0') return (outcome = `the C library's defaults (${HOST_MALLOC_ENV}=0)`);
   try {
-    const koffi = createRequire(import.meta.url)('koffi') as Koffi;
-    const libc = koffi.load('libc.so.6');
-    const mallopt = libc.func('int mallopt(int param, int value)');
-    const trim = libc.func('int malloc_trim(size_t pad)');
+    const mallopt = libcFunction('int mallopt(int param, int value)');
+    const trim = libcFunction('int malloc_trim(size_t pad)');
     if (mallopt(M_MMAP_MAX, 0) !== 1 || mallopt(M_TRIM_THRESHOLD, TRIM_KEEP_BYTES) !== 1) throw new Error('mallopt refused');
     mallocTrim = trim;
     return (outcome = `freed blocks kept for reuse (glibc mallopt: no mmap, 2 GB trim threshold; ${HOST_MALLOC_ENV}=0 to leave)`);
