@@ -482,6 +482,7 @@ export async function benchTfjs(o: BenchOptions, log: (l: string) => void): Prom
     log(`  tfjs warm-up step ${i + 1}/${o.warmup}: ${(performance.now() - t0).toFixed(0)} ms, loss ${loss.toFixed(4)}`);
   }
   const before = tf.memory().numTensors;
+  const replayedInWarmup = step.replayStats()?.replayed ?? 0;
   hostMs.length = 0; // the timed steps' only
   const stepsMs: number[] = [];
   const cpuMs: number[] = [];
@@ -501,7 +502,13 @@ export async function benchTfjs(o: BenchOptions, log: (l: string) => void): Prom
   const hostMsPerStep = median(hostMs);
   const replay = step.replayStats();
   if (replay !== null) {
-    notes.push(`step replay (${REPLAY_ENV}): ${replay.replayed} of the ${o.warmup + o.steps} steps replayed, ${replay.dispatches ?? 'no'} dispatches a replayed step`);
+    // A replay needs two recorded steps alike, which the buffer pool allows from the third step on, and the first
+    // replay builds its template: timed steps before that are recorded ones (src/kernels/replay/webgpu.ts).
+    const timed = replay.replayed - replayedInWarmup;
+    notes.push(`step replay (${REPLAY_ENV}): ${timed} of the ${o.steps} timed steps replayed, ${replay.recorded} steps recorded in all, ` +
+      `${replay.dispatches ?? 'no'} dispatches a replayed step` +
+      (timed === o.steps ? '' : `; the timed steps include recorded ones (more --warmup steps time replays alone)` +
+        (replay.lastRefusal === null ? '' : `; the last step not replayed: ${replay.lastRefusal}`)));
     log(`  ${notes.at(-1)!}`);
   }
   const leaked = tf.memory().numTensors - before;

@@ -38,8 +38,12 @@ NODE_DIR=/tmp/micse-node
 # Where the NVIDIA driver's Vulkan ICD and EGL vendor files are looked for, first found wins.
 ICD_CANDIDATES=(/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json /usr/share/vulkan/icd.d/nvidia_icd.json /etc/vulkan/icd.d/nvidia_icd.json)
 EGL_CANDIDATES=(/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json /usr/share/glvnd/egl_vendor.d/10_nvidia.json)
-# Bench settings per size: steps, warm-up steps (the first step compiles every WGSL pipeline), timeout in s.
-declare -A STEPS=([base]=5 [small]=5 [tiny]=5) WARMUP=([base]=2 [small]=2 [tiny]=2) LIMIT=([base]=210 [small]=75 [tiny]=60)
+# Warm-up steps of every webgpu bench: the first step compiles every WGSL pipeline, the step replay records steps
+# until two are alike (the buffer pool settles in the third: four recorded) and its first replay builds its template,
+# so after five every timed step is a steady replay (the bench's note says how many timed steps were replayed).
+WARMUP=5
+# Bench settings per size: timed steps, timeout in s.
+declare -A STEPS=([base]=5 [small]=5 [tiny]=5) LIMIT=([base]=210 [small]=75 [tiny]=60)
 EXTRA_base="--profile"
 
 mkdir -p "$OUT"
@@ -121,13 +125,13 @@ step adapter 30 node "$DEV/adapter.mjs"
 # a larger submit batch, default again (order check), and one default run under node --cpu-prof (summarised by
 # cpuprof-summary.mjs); then bench/gemm.ts.
 if [ "${MICSE_DEVICE_PROBE:-0}" = 1 ]; then
-  base=(node "$DEV/bench.mjs" --backend webgpu --size base --steps 8 --warmup 2 --no-reference --embed-sentences 128)
+  base=(node "$DEV/bench.mjs" --backend webgpu --size base --steps 8 --warmup "$WARMUP" --no-reference --embed-sentences 128)
   step "probe: default" 90 "${base[@]}"
   step "probe: submit batch 256" 90 "${base[@]}" --tf-flag WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE=256
   step "probe: default again" 90 "${base[@]}"
   mkdir -p "$OUT/prof"
   step "probe: cpu profile" 90 node --cpu-prof --cpu-prof-dir="$OUT/prof" "$DEV/bench.mjs" --backend webgpu --size base \
-    --steps 8 --warmup 2 --no-reference --embed-sentences 128
+    --steps 8 --warmup "$WARMUP" --no-reference --embed-sentences 128
   for f in "$OUT"/prof/*.cpuprofile; do step "probe: cpu profile summary" 30 node bench/device/cpuprof-summary.mjs "$f" 45; done
   rm -rf "$OUT/prof"
   step "gemm products" 90 node "$DEV/gemm.mjs" --backend webgpu --json "$OUT/gemm.json"
@@ -143,7 +147,7 @@ if [ "${MICSE_DEVICE_PROBE:-0}" = tiles ]; then
   reference=(--reference-device "$REF_DEVICE")
   for tile in $TILES; do
     step "tile $tile" 60 env MICSE_WEBGPU_MATMUL_TILE="$tile" node "$DEV/bench.mjs" --backend webgpu --size base --steps 5 \
-      --warmup 2 --embed-sentences 64 --profile "${reference[@]}"
+      --warmup "$WARMUP" --embed-sentences 64 --profile "${reference[@]}"
     reference=(--no-reference)
   done
   log "probe done in $(elapsed)s"
@@ -153,11 +157,11 @@ fi
 for size in $SIZES; do
   extra=EXTRA_$size
   step "bench $size" "${LIMIT[$size]}" node "$DEV/bench.mjs" --backend webgpu --size "$size" --steps "${STEPS[$size]}" \
-    --warmup "${WARMUP[$size]}" --reference-device "$REF_DEVICE" --json-out "$OUT/bench-$size.json" ${!extra:-}
+    --warmup "$WARMUP" --reference-device "$REF_DEVICE" --json-out "$OUT/bench-$size.json" ${!extra:-}
   rc=$?
   if ((rc != 0 && rc != 99)); then
     step "reference $size alone" 90 python3 "$DEV/reference.py" --size "$size" --steps "${STEPS[$size]}" \
-      --warmup "${WARMUP[$size]}" --device "$REF_DEVICE"
+      --warmup "$WARMUP" --device "$REF_DEVICE"
   fi
   if [ "$size" = base ]; then
     # The step's products alone: TFLOP/s per product of the stock WebGPU matmul and of our GEMM.
@@ -165,9 +169,10 @@ for size in $SIZES; do
     # A/B: the base step with its dense layers on our GEMM; compare ms/step and the matmul share with the run above.
     if ((GPU)); then
       step "bench base with MICSE_WEBGPU_GEMM=1" 90 env MICSE_WEBGPU_GEMM=1 node "$DEV/bench.mjs" --backend webgpu --size base \
-        --steps 5 --warmup 2 --no-reference --embed-sentences 64 --profile --json-out "$OUT/bench-base-gemm.json"      # train.precision: mixed (f16 product inputs, loss scaling) beside the AMP (bf16 autocast) figure that
+        --steps 5 --warmup "$WARMUP" --no-reference --embed-sentences 64 --profile --json-out "$OUT/bench-base-gemm.json"
+      # train.precision: mixed (f16 product inputs, loss scaling) beside the AMP (bf16 autocast) figure that
       # reference.py timed on cuda in the base run above (its ampMsPerStep).
-      step "bench base with --precision mixed" 90 node "$DEV/bench.mjs" --backend webgpu --size base --steps 5 --warmup 2 \
+      step "bench base with --precision mixed" 90 node "$DEV/bench.mjs" --backend webgpu --size base --steps 5 --warmup "$WARMUP" \
         --no-reference --embed-sentences 64 --precision mixed --json-out "$OUT/bench-base-mixed.json"
     fi
   fi
@@ -175,18 +180,18 @@ done
 
 # The host's share alone: the null device accepts every call and runs nothing (it holds 512 MB: tiny only).
 step "bench tiny on the null device (host share)" 45 env MICSE_DAWN_OPTIONS=backend=null node "$DEV/bench.mjs" --backend webgpu \
-  --size tiny --steps 20 --warmup 2 --no-reference --embed-sentences 64 --json-out "$OUT/bench-tiny-null.json"
+  --size tiny --steps 20 --warmup "$WARMUP" --no-reference --embed-sentences 64 --json-out "$OUT/bench-tiny-null.json"
 
 # A/B: every step run by TF.js (MICSE_WEBGPU_REPLAY=0) against the runs above, where steps are replayed from their
 # recorded GPU commands (train.webgpuReplay, on by default: src/kernels/replay/webgpu.ts); tiny on the null device and
 # (GPU only) tiny and small, no PyTorch side. The bench notes how many steps were replayed.
 step "bench tiny on the null device, replay off" 45 env MICSE_DAWN_OPTIONS=backend=null MICSE_WEBGPU_REPLAY=0 \
-  node "$DEV/bench.mjs" --backend webgpu --size tiny --steps 20 --warmup 2 --no-reference --embed-sentences 64 \
+  node "$DEV/bench.mjs" --backend webgpu --size tiny --steps 20 --warmup "$WARMUP" --no-reference --embed-sentences 64 \
   --json-out "$OUT/bench-tiny-null-noreplay.json"
 if ((GPU)); then
   for size in tiny small; do
     step "bench $size, replay off" 60 env MICSE_WEBGPU_REPLAY=0 node "$DEV/bench.mjs" --backend webgpu \
-      --size "$size" --steps 5 --warmup 2 --no-reference --embed-sentences 64 --json-out "$OUT/bench-$size-noreplay.json"
+      --size "$size" --steps 5 --warmup "$WARMUP" --no-reference --embed-sentences 64 --json-out "$OUT/bench-$size-noreplay.json"
   done
 fi
 
@@ -194,12 +199,12 @@ fi
 # tiny on the null device and (GPU only) tiny and small, no PyTorch side; compare with the replay-off runs above (a
 # replay needs the cache, so these have neither).
 step "bench tiny on the null device, bind-group cache off" 45 env MICSE_DAWN_OPTIONS=backend=null MICSE_WEBGPU_BIND_GROUP_CACHE=0 \
-  node "$DEV/bench.mjs" --backend webgpu --size tiny --steps 20 --warmup 2 --no-reference --embed-sentences 64 \
+  node "$DEV/bench.mjs" --backend webgpu --size tiny --steps 20 --warmup "$WARMUP" --no-reference --embed-sentences 64 \
   --json-out "$OUT/bench-tiny-null-nocache.json"
 if ((GPU)); then
   for size in tiny small; do
     step "bench $size, bind-group cache off" 60 env MICSE_WEBGPU_BIND_GROUP_CACHE=0 MICSE_WEBGPU_REPLAY=0 node "$DEV/bench.mjs" --backend webgpu \
-      --size "$size" --steps 5 --warmup 2 --no-reference --embed-sentences 64 --json-out "$OUT/bench-$size-nocache.json"
+      --size "$size" --steps 5 --warmup "$WARMUP" --no-reference --embed-sentences 64 --json-out "$OUT/bench-$size-nocache.json"
   done
 fi
 
@@ -208,7 +213,7 @@ fi
 if ((GPU)); then
   step "bench base with Dawn toggles disable_robustness,skip_validation" 90 env \
     MICSE_DAWN_OPTIONS="enable-dawn-features=disable_robustness,skip_validation" node "$DEV/bench.mjs" --backend webgpu \
-    --size base --steps 5 --warmup 2 --no-reference --embed-sentences 64 --json-out "$OUT/bench-base-toggles.json"
+    --size base --steps 5 --warmup "$WARMUP" --no-reference --embed-sentences 64 --json-out "$OUT/bench-base-toggles.json"
 fi
 
 tests=("$DEV"/*.test.mjs)
