@@ -368,25 +368,20 @@ describe("WebGPU on Dawn's null device (every machine with the webgpu package, C
     assert.equal(r.bindGroupsMade[2], r.bindGroupsMade[1], `bind groups made after each step: ${r.bindGroupsMade.join(', ')}`);
   });
 
-  test('train.precision mixed: a TrainStep with float16 product inputs and loss scaling, and both float16 rounding programs, pass validation', () => {
+  test('train.precision mixed: a TrainStep with float16 product inputs and loss scaling passes validation', () => {
     const script = `
       ${STEP_IMPORTS}
       ${srcImport('LossScaler', 'train/lossScale.ts')}
-      ${srcImport('roundProgram', 'kernels/f16/webgpu.ts')}
       ${STEP_SETUP}
       const step = new TrainStep(model, head, optimizer, objective, { f16Products: true, scaler: new LossScaler(2000, 65536) });
       device.pushErrorScope('validation');
       for (let i = 0; i < 2; i++) await step.run(rows, { lr: 1e-4, maxGradNorm: 1, dropoutSeed: i, amiSeed: 100 + i });
-      for (const f16 of [true, false]) {
-        device.createComputePipeline({ layout: 'auto', compute: { module: device.createShaderModule({ code: roundProgram(f16).code() }), entryPoint: 'main' } });
-      }
       const error = await device.popErrorScope();
-      console.log(JSON.stringify({ f16: device.features.has('shader-f16'), error: error === null ? null : error.message }));`;
+      console.log(JSON.stringify({ error: error === null ? null : error.message }));`;
     const objective = { ...OBJECTIVE, minLayer: 2, maxLayer: 4, targetSamples: 40, training: true };
     const out = execFileSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script,
       JSON.stringify({ config: CONFIG, rows: rows(), objective })], { cwd: ROOT, env: { ...process.env, [DAWN_OPTIONS_ENV]: 'backend=null' }, encoding: 'utf8' });
-    const r = JSON.parse(out.trim().split('\n').at(-1)!) as { f16: boolean; error: string | null };
-    assert.equal(r.f16, true, "Dawn's null device offers shader-f16, and backend.ts asks for it");
+    const r = JSON.parse(out.trim().split('\n').at(-1)!) as { error: string | null };
     assert.equal(r.error, null, 'WebGPU validation error');
   });
 

@@ -203,7 +203,7 @@ async function registerWebgpu(): Promise<void> {
     const l = adapter.limits;
     const device = await adapter.requestDevice({
       // 'subgroups' (kernels' subgroup variants, platform/gemm.ts) is newer than the GPUFeatureName of these typings.
-      requiredFeatures: ['timestamp-query', 'bgra8unorm-storage', 'subgroups', 'shader-f16'].filter((f) => adapter.features.has(f)) as GPUFeatureName[],
+      requiredFeatures: ['timestamp-query', 'bgra8unorm-storage', 'subgroups'].filter((f) => adapter.features.has(f)) as GPUFeatureName[],
       requiredLimits: {
         maxComputeWorkgroupStorageSize: l.maxComputeWorkgroupStorageSize,
         maxComputeWorkgroupsPerDimension: l.maxComputeWorkgroupsPerDimension,

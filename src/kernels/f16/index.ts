@@ -10,8 +10,8 @@
  *   gradient        dy rounded the same way.
  *
  * Kernels: cpu and wasm (host.ts: a loop on the float32 bits), webgpu (webgpu.ts: one dispatch of the same bit
- * arithmetic in WGSL, or, where the device has `shader-f16`, WGSL's own conversion `f32(f16(x))` under
- * `enable f16;`). There is no composite: `precision: mixed` on another backend is refused (f16Problem).
+ * arithmetic in WGSL, on every device), so the three give the same bits. There is no composite: `precision: mixed`
+ * on another backend is refused (f16Problem).
  *
  * This rounds the product inputs; the products themselves stay TF.js's float32 kernels, so mixed precision here
  * gives float16 numerics (and exercises the loss scaling, src/train/lossScale.ts) without float16 speed, which

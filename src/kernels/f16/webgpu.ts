@@ -1,5 +1,4 @@
 /** The float16 rounding kernel of webgpu (the op and its gradient: index.ts). */
-import type { WebGPUBackend } from '@tensorflow/tfjs-backend-webgpu';
 import { tf } from '../../model/tf.js';
 import { linearGrid, packUniforms, rawBindings, recordRaw, type RawProgram } from '../platform/webgpuPrograms.js';
 import { registerOp } from '../registry.js';
@@ -20,26 +19,17 @@ const WGSL_ROUND_BITS = `
     return bitcast<f32>(sign | ((a + 0xfffu + ((a >> 13u) & 1u)) & ~0x1fffu));
   }`;
 
-/** With shader-f16: WGSL's conversion for the finite range, the bits for what lies past it. */
-const WGSL_ROUND_F16 = `
-  fn roundF16(x : f32) -> f32 {
-    let b = bitcast<u32>(x);
-    let a = b & 0x7fffffffu;
-    if (a >= 0x7f800000u) { return x; }
-    if (a >= 0x477ff000u) { return bitcast<f32>((b & 0x80000000u) | 0x7f800000u); }
-    return f32(f16(x));
-  }`;
-
 /**
- * The webgpu kernel's program, with WGSL's float16 conversion (`f16`: the device has shader-f16) or the bits: a raw
- * program (webgpuPrograms.ts recordRaw), a whole WGSL module of our own, since `enable f16;` must open the module
- * and TF.js's programs start with its generated header.
+ * The webgpu kernel's program: a raw program (webgpuPrograms.ts recordRaw) of the bit arithmetic, on every device.
+ * WGSL's own conversion `f32(f16(x))` (with shader-f16) is not used: WGSL leaves its rounding direction to the
+ * implementation, and lavapipe folds the pair away (x unchanged), which would leave `precision: mixed` float32 there
+ * without a word; the bits cost a few integer operations in a kernel bound by memory.
  */
-export function roundProgram(f16: boolean): RawProgram {
+export function roundProgram(): RawProgram {
   return {
-    key: f16 ? 'micseRoundF16/f16' : 'micseRoundF16/bits',
-    code: () => `${f16 ? 'enable f16;\n' : ''}${rawBindings(['X'], ['Y'], 'n : u32,')}
-${f16 ? WGSL_ROUND_F16 : WGSL_ROUND_BITS}
+    key: 'micseRoundF16',
+    code: () => `${rawBindings(['X'], ['Y'], 'n : u32,')}
+${WGSL_ROUND_BITS}
 @compute @workgroup_size(${ELEMENTWISE_WORKGROUP})
 fn main(@builtin(workgroup_id) wid : vec3<u32>, @builtin(num_workgroups) nwg : vec3<u32>, @builtin(local_invocation_index) li : u32) {
   let i = (wid.y * nwg.x + wid.x) * ${ELEMENTWISE_WORKGROUP}u + li;
@@ -51,8 +41,7 @@ fn main(@builtin(workgroup_id) wid : vec3<u32>, @builtin(num_workgroups) nwg : v
 function webgpuRound({ inputs, backend }: Parameters<tf.KernelFunc>[0]): tf.TensorInfo {
   const x = inputs['x']!;
   const n = tf.util.sizeFromShape(x.shape);
-  const f16 = (backend as unknown as WebGPUBackend).device.features.has('shader-f16');
-  return recordRaw(backend, roundProgram(f16), [x], [x.shape], linearGrid(backend, Math.ceil(n / ELEMENTWISE_WORKGROUP)),
+  return recordRaw(backend, roundProgram(), [x], [x.shape], linearGrid(backend, Math.ceil(n / ELEMENTWISE_WORKGROUP)),
     packUniforms([{ type: 'uint32', data: [n] }]))[0]!;
 }
 
