@@ -28,8 +28,9 @@ ROOT=$PWD
 DEV=.device
 STAGE=$DEV/stage
 SHARED_DIR=$(cd "${MICSE_SHARED_DIR:-$ROOT/../shared}" && pwd)
-# Parts of $SHARED_DIR/data copied: the bench's tokenizer and corpus, the tiny checkpoint and the loss cases tests use.
-PACK_SHARED=${MICSE_PACK_SHARED:-bert-base-uncased wiki1m-head.txt hf-reference/tiny-h32-l4 loss-reference}
+# Parts of $SHARED_DIR/data copied: the bench's tokenizer and corpus, the tiny checkpoint, the loss cases tests use and
+# STS-B (the trainer's dev evaluation in test/loss-scale.test.ts).
+PACK_SHARED=${MICSE_PACK_SHARED:-bert-base-uncased wiki1m-head.txt hf-reference/tiny-h32-l4 loss-reference senteval/STS/STSBenchmark}
 EXPORT_CHECKPOINT=$SHARED_DIR/data/hf-reference/tiny-h32-l4
 EXPORT_SENTENCES=64
 DEBS=(libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2)
