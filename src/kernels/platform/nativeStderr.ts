@@ -41,12 +41,17 @@ function redirectStderr(): Redirection | null {
   } catch {
     return null;
   }
+  const file = path.join(os.tmpdir(), `micse-stderr-${process.pid}-${Date.now()}`);
   let fd: number;
   try {
-    const file = path.join(os.tmpdir(), `micse-stderr-${process.pid}-${Date.now()}`);
     fd = fs.openSync(file, 'wx+', 0o600);
+  } catch {
+    return null;
+  }
+  try {
     fs.rmSync(file);
   } catch {
+    fs.closeSync(fd);
     return null;
   }
   const saved = dup(STDERR_FD);
