@@ -39,7 +39,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { BertTokenizer } from '../src/data/tokenizer.js';
 import { MlpHead } from '../src/losses/mlpHead.js';
-import { BACKEND_NAMES, describeSelection, type BackendName } from '../src/model/backend.js';
+import { BACKEND_NAMES, describeSelection, webgpuAdapterName, type BackendName } from '../src/model/backend.js';
 import { BertModel } from '../src/model/bert.js';
 import { parseBertConfig } from '../src/model/config.js';
 import { embed } from '../src/model/embed.js';
@@ -394,21 +394,6 @@ function gpuBytes(): { inUse: number; pool: number } | null {
   return { inUse: m.numBytesInGPU, pool: m.numBytesAllocatedInGPU ?? m.numBytesInGPUAllocated ?? m.numBytesInGPU };
 }
 
-interface GpuAdapterInfo {
-  vendor?: string;
-  architecture?: string;
-  device?: string;
-  description?: string;
-}
-
-/** navigator.gpu's adapter in a few words (vendor, architecture, description), or null off webgpu. */
-async function webgpuAdapterName(): Promise<string | null> {
-  const gpu = (globalThis as { navigator?: { gpu?: { requestAdapter(): Promise<{ info?: GpuAdapterInfo } | null> } } }).navigator?.gpu;
-  const info = gpu === undefined ? undefined : (await gpu.requestAdapter())?.info;
-  if (info === undefined) return null;
-  return [info.vendor, info.architecture, info.description].filter((x) => x !== undefined && x !== '').join(', ');
-}
-
 /**
  * The rate of the native GEMM `choice` gives (default: NATIVE_GEMM_ENV's, the one the cpu and wasm backends' step
  * runs on) at each thread count of BENCH_DEFAULTS.sgemmProbe, on instances of its own (released after).
@@ -516,7 +501,7 @@ export async function benchTfjs(o: BenchOptions, log: (l: string) => void): Prom
   const stepCounts = o.profile ? await profileStep(() => trainerStep(PROFILE_STEP_INDEX), log) : undefined;
   const emb = await embedThroughput(model, sz, o.embedSentences);
   const ms = median(stepsMs);
-  const adapter = selection.name === 'webgpu' ? await webgpuAdapterName() : null;
+  const adapter = selection.name === 'webgpu' ? webgpuAdapterName() : null;
   const result: SideResult = {
     impl: `TF.js ${tf.version.tfjs}`, backend: adapter === null ? selection.name : `${selection.name}: ${adapter}`, msPerStep: ms, stepsMs, cpuMsPerStep: median(cpuMs), sgemm, hostMsPerStep,
     trainSentencesPerSecond: (sz.batch * 1000) / ms, embedSentencesPerSecond: emb.sps, embedWhat: emb.what, peakRssMb: peakRssMb(), loss, notes,

@@ -16,12 +16,12 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
 import { MlpHead } from '../src/losses/mlpHead.js';
 import { micseLoss } from '../src/losses/micse.js';
-import { DAWN_OPTIONS_ENV, selectBackend } from '../src/model/backend.js';
+import { DAWN_OPTIONS_ENV, describeSelection, selectBackend } from '../src/model/backend.js';
 import { BertModel } from '../src/model/bert.js';
 import type { BertConfig } from '../src/model/config.js';
 import { SEEDED_DROPOUT, seededDropout, seededUniform, uniformArray } from '../src/kernels/dropout/index.js';
 import { tf } from '../src/model/tf.js';
-import { countInPlace, expectNoGpuErrors, maxAbsDiff, OBJECTIVE, ROOT, nullDeviceSkipReason, seededValues, srcImport, STEP_IMPORTS, STEP_SETUP, webgpuSkipReason } from './helpers.js';
+import { countInPlace, expectNoGpuErrors, maxAbsDiff, OBJECTIVE, ROOT, nullDeviceSkipReason, seededValues, softwareWebgpuAdapter, srcImport, STEP_IMPORTS, STEP_SETUP, webgpuSkipReason } from './helpers.js';
 import { AdamW } from '../src/train/adamw.js';
 import { TrainStep, trainableParams } from '../src/train/step.js';
 import { paramsPerDispatch } from '../src/kernels/adamw/webgpu.js';
@@ -193,6 +193,13 @@ describe('WebGPU training step', { skip: WEBGPU_SKIP }, () => {
     value.dispose();
     return { loss, grads: out };
   }
+
+  test('the backend line names the adapter, and says when it is a software one', async () => {
+    const line = describeSelection(await selectBackend('webgpu'));
+    assert.match(line, /\n  adapter: \S/);
+    assert.equal(line.includes('(a software adapter: WebGPU on the CPU)'), (await softwareWebgpuAdapter()) !== null, line);
+    await selectBackend('cpu');
+  });
 
   test('UnsortedSegmentSum (the embedding gradient, kernels/stock on webgpu): the cpu sums, repeated ids summed, ids out of range dropped', async () => {
     const values = seededValues(4 * 5 * 6, 5);

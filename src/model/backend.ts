@@ -162,6 +162,21 @@ async function tryBackend(name: Exclude<BackendName, 'auto'>, auto: boolean): Pr
   }
 }
 
+/** The webgpu backend's adapter in a few words (vendor, architecture, description), once the backend exists. */
+let webgpuAdapter: string | null = null;
+
+/** The active webgpu backend's adapter in a few words (vendor, architecture, description), or null before one exists. */
+export function webgpuAdapterName(): string | null {
+  return webgpuAdapter;
+}
+
+/** An adapter's info in a few words: vendor, architecture, description, and whether it is a software one. */
+function adapterWords(info: (GPUAdapterInfo & { isFallbackAdapter?: boolean }) | undefined): string {
+  const words = [info?.vendor, info?.architecture, info?.description].filter((x) => x !== undefined && x !== '').join(', ');
+  const nullDevice = (process.env[DAWN_OPTIONS_ENV] ?? '').split(/\s+/).includes('backend=null');
+  return `${words || (nullDevice ? `Dawn's null device (${DAWN_OPTIONS_ENV}: every call accepted, nothing run)` : 'no adapter info')}${info?.isFallbackAdapter === true ? ' (a software adapter: WebGPU on the CPU)' : ''}`;
+}
+
 /** The adapter's description when it is a software one (SwiftShader, llvmpipe: WebGPU run on the CPU), else null. */
 export function softwareAdapter(adapter: unknown): string | null {
   const info = (adapter as { info?: GPUAdapterInfo & { isFallbackAdapter?: boolean } } | null | undefined)?.info;
@@ -214,7 +229,9 @@ async function registerWebgpu(): Promise<void> {
         maxStorageBuffersPerShaderStage: Math.min(WEBGPU_STORAGE_BUFFERS, l.maxStorageBuffersPerShaderStage),
       },
     });
-    return new WebGPUBackend(device, (adapter as unknown as { info?: GPUAdapterInfo }).info);
+    const info = (adapter as unknown as { info?: GPUAdapterInfo & { isFallbackAdapter?: boolean } }).info;
+    webgpuAdapter = adapterWords(info);
+    return new WebGPUBackend(device, info);
   }, 3);
 }
 
@@ -299,6 +316,7 @@ export function describeSelection(sel: BackendSelection): string {
   if (sel.tfBackend === 'wasm' && sel.stockOnly === null && tf.getBackend() === 'wasm') lines.push(`  ${describeWasmBuild()}`);
   if (sel.tfBackend === 'wasm' || sel.tfBackend === 'cpu') lines.push(`  dense products: ${hostMatMulEngine(sel.tfBackend)} (${NATIVE_GEMM_ENV}, ${CBLAS_ENV})`);
   if (sel.tfBackend === 'cpu') lines.push(`  host memory: ${hostMallocState() ?? 'not set'}`);
+  if (sel.tfBackend === 'webgpu' && webgpuAdapter !== null) lines.push(`  adapter: ${webgpuAdapter}`);
   if (sel.tfBackend === 'webgpu' && sel.stockOnly === null) {
     lines.push(`  matmul tile: ${describeMatmulTile(activeMatmulTile())} (${MATMUL_TILE_ENV})`);
     lines.push(`  dense layers' products: ${describeGemmMode(activeGemmMode())} (${GEMM_ENV})`);
