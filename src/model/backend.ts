@@ -162,7 +162,7 @@ async function tryBackend(name: Exclude<BackendName, 'auto'>, auto: boolean): Pr
   }
 }
 
-/** The webgpu backend's adapter in a few words (vendor, architecture, description), once the backend exists. */
+/** adapterWords of the adapter the webgpu backend's factory took; null before it ran. */
 let webgpuAdapter: string | null = null;
 
 /** The active webgpu backend's adapter in a few words (vendor, architecture, description), or null before one exists. */
