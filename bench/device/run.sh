@@ -62,6 +62,7 @@ step() {
   local left=$((BUDGET_S - $(elapsed)))
   if ((left < MIN_STEP_S)); then
     log "SKIP $name: ${left}s of the ${BUDGET_S}s budget left"
+    SUMMARY+=("$name: skipped (budget)")
     return 99
   fi
   ((limit > left)) && limit=$left
@@ -69,8 +70,12 @@ step() {
   timeout -k 5 "$limit" "$@" 2>&1 | tee -a "$LOG"
   local rc=${PIPESTATUS[0]}
   log "== $name: exit $rc$( ((rc == 124 || rc == 137)) && echo ' (timed out)')"
+  SUMMARY+=("$name: exit $rc")
   return "$rc"
 }
+# Every step's name and exit status, printed again at the end: the device tool returns the output's last 12,000
+# characters, which the tests' report alone fills.
+SUMMARY=()
 
 unpack() {
   rm -rf "$DEV"
@@ -218,7 +223,7 @@ fi
 
 tests=("$DEV"/*.test.mjs)
 if [ -e "${tests[0]}" ]; then
-  step tests 90 node --test --test-reporter=spec "${tests[@]}"
+  step tests 150 node --test --test-reporter=spec "${tests[@]}"
 else
   log "no tests were packed (bench/device/pack.sh TEST.ts ... packs them)"
 fi
@@ -230,4 +235,5 @@ else
   log "SKIP check-export: $(python3 -c 'import numpy, torch, transformers, sentence_transformers' 2>&1 | tail -1)"
 fi
 
+log "steps: $(printf '%s; ' "${SUMMARY[@]}")"
 log "done in $(elapsed)s; results in $OUT: $(cd "$OUT" && ls | tr '\n' ' ')"
