@@ -19,8 +19,8 @@
 #   5. the packed tests (*.test.mjs) under node --test
 #   6. python3 bench/check-export.py on the packed export (transformers, sentence-transformers, onnxruntime)
 #
-# Locally (no GPU): source scratch/lvp.env for lavapipe, then
-#   MICSE_DEVICE_SIZES=tiny MICSE_DEVICE_LIMIT_SCALE=10 MICSE_DEVICE_BUDGET_S=1800 bash bench/device/run.sh
+# Locally (no GPU), on lavapipe: bash bench/device/lavapipe.sh && source /tmp/micse-lavapipe/env, then
+#   MICSE_DEVICE_SIZES=tiny MICSE_DEVICE_LIMIT_SCALE=10 MICSE_DEVICE_BUDGET_S=1200 bash bench/device/run.sh
 # Without a working nvidia-smi (or with MICSE_DEVICE_LOCAL=1) nothing is unpacked into / and PyTorch runs on cpu.
 set -uo pipefail
 
