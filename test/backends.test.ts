@@ -229,6 +229,21 @@ describe('replaced kernels match the stock kernels', () => {
     assert.ok(faults < (n * 4) / 4096, `${faults} page faults over 8 cycles`);
   });
 
+  test("selecting wasm leaves no process error listeners of Emscripten's: a later unhandled rejection is printed as itself, not under the module's source", () => {
+    const script = `
+      ${srcImport('selectBackend', 'model/backend.ts')}
+      const count = () => process.listenerCount('uncaughtException') + process.listenerCount('unhandledRejection');
+      const before = count();
+      await selectBackend('wasm');
+      console.log(JSON.stringify({ before, after: count() }));
+      Promise.reject(new Error('a rejection of the caller'));`;
+    const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { cwd: ROOT, encoding: 'utf8' });
+    assert.deepEqual(JSON.parse(r.stdout.trim()), { before: 0, after: 0 });
+    assert.equal(r.status, 1);
+    assert.match(r.stderr, /Error: a rejection of the caller/);
+    assert.ok(r.stderr.length < 2000, `stderr is ${r.stderr.length} characters: ${r.stderr.slice(0, 200)}`);
+  });
+
   test("Dawn's notices about lowered limits are held back from stderr (platform/nativeStderr.ts); everything else printed to fd 2 comes out, in order, also when the call throws", { skip: SKIP_NO_LIBC }, () => {
     // fs.writeSync(2) writes to file descriptor 2 as Dawn's native code does.
     const notice = (kind: string, from: number): string =>

@@ -78,6 +78,31 @@ async function activate(tfName: string): Promise<void> {
   await tf.ready();
 }
 
+/** The process events whose listeners tfjs-backend-wasm's Emscripten module adds (see withoutAddedProcessListeners). */
+const PROCESS_ERROR_EVENTS = ['uncaughtException', 'unhandledRejection'] as const;
+
+/**
+ * Runs `f` (the wasm backend's start) and takes off the 'uncaughtException' and 'unhandledRejection' listeners added
+ * meanwhile. tfjs-backend-wasm's Emscripten module adds listeners that rethrow, so every later uncaught error of the
+ * process was printed under the module's whole minified source (~38 KB) instead of its own message and stack; without
+ * them Node does what they did (prints the error, exits with 1). tfjs-backend-wasm takes them off only when the
+ * backend is disposed. Outside Node, `f` runs as it is.
+ */
+async function withoutAddedProcessListeners(f: () => Promise<void>): Promise<void> {
+  if (typeof process === 'undefined' || typeof process.listeners !== 'function') return f();
+  // The EventEmitter view: process's own typings have one overload per event name.
+  type Listener = (...args: never[]) => unknown;
+  const events = process as unknown as { listeners(e: string): Listener[]; removeListener(e: string, l: Listener): void };
+  const before = new Map(PROCESS_ERROR_EVENTS.map((e) => [e, new Set(events.listeners(e))]));
+  try {
+    await f();
+  } finally {
+    for (const e of PROCESS_ERROR_EVENTS) {
+      for (const l of events.listeners(e)) if (!before.get(e)!.has(l)) events.removeListener(e, l);
+    }
+  }
+}
+
 /**
  * Tries one backend; throws with the reason when it cannot be used. Returns the TF.js backend id. With `auto`, a
  * software WebGPU adapter (SwiftShader, llvmpipe: WebGPU run on the CPU, many times slower than wasm) is passed over;
@@ -135,15 +160,17 @@ async function tryBackend(name: Exclude<BackendName, 'auto'>, auto: boolean): Pr
       const wasm = await import('@tensorflow/tfjs-backend-wasm');
       wasm.setWasmPaths(wasmBinaryPrefix ??
         path.dirname(createRequire(import.meta.url).resolve('@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm.wasm')) + path.sep);
-      if (tf.findBackend('wasm') === null && hostThreadsAvailable()) {
-        // The threaded build, for its shared heap (src/kernels/platform/wasmThreadedNode.ts), XNNPACK on one thread (the
-        // cores go to the native SGEMM and the split loops); the unthreaded build if it fails.
-        wasm.setThreadsCount(1);
-        wasmThreadedFailure = await withThreadedWasm(() => activate('wasm')).then(() => null, (err: unknown) => message(err));
-        if (wasmThreadedFailure !== null) await activate('wasm');
-      } else {
-        await activate('wasm');
-      }
+      await withoutAddedProcessListeners(async () => {
+        if (tf.findBackend('wasm') === null && hostThreadsAvailable()) {
+          // The threaded build, for its shared heap (src/kernels/platform/wasmThreadedNode.ts), XNNPACK on one thread
+          // (the cores go to the native SGEMM and the split loops); the unthreaded build if it fails.
+          wasm.setThreadsCount(1);
+          wasmThreadedFailure = await withThreadedWasm(() => activate('wasm')).then(() => null, (err: unknown) => message(err));
+          if (wasmThreadedFailure !== null) await activate('wasm');
+        } else {
+          await activate('wasm');
+        }
+      });
       wasmThreads = wasm.getThreadsCount();
       // Dense products on a native SGEMM (kernels/stock: the system's CBLAS, else onnxruntime-node's MLAS); XNNPACK otherwise.
       useNativeGemm(parseNativeGemmChoice(process.env[NATIVE_GEMM_ENV]));
