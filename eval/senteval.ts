@@ -167,11 +167,12 @@ export function isDirectory(dir: string): boolean {
 }
 
 /** Reads a UTF-8 task file; a missing file is a UserError naming its path. */
+/** Where a missing SentEval file's message points, in parentheses at its end (a sweep's input check drops it). */
+export const SENTEVAL_DATA_HINT = "the SentEval data root is `micse eval --data DIR` and a training config's data.senteval; " +
+  '`npx micse data download senteval` fetches it';
+
 function readTaskFile(file: string): string {
-  if (!existsSync(file)) {
-    throw new UserError(`SentEval task file not found: ${file} (pass --data with the SentEval data root, ` +
-      `or run \`npx micse data download senteval\`)`);
-  }
+  if (!existsSync(file)) throw new UserError(`SentEval task file not found: ${file} (${SENTEVAL_DATA_HINT})`);
   return readFileSync(file, 'utf8');
 }
 

@@ -39,6 +39,20 @@ describe('download commands of known files', () => {
 });
 
 describe('dry run', () => {
+  test('--backend is train.backend, over the config and --set; the plan shows it; a name not in the list is refused', async () => {
+    const plan = async (...extra: string[]): Promise<TrainingPlan> => {
+      const r = await cli(['train', '--config', 'configs/tiny.yaml', '--dry-run', '--json', ...extra]);
+      assert.equal(r.code, 0, r.stderr);
+      return JSON.parse(r.stdout) as TrainingPlan;
+    };
+    assert.equal((await plan()).backend, 'auto');
+    assert.equal((await plan('--backend', 'cpu')).backend, 'cpu');
+    assert.equal((await plan('--set', 'train.backend=wasm', '--backend', 'cpu')).backend, 'cpu');
+    const bad = await cli(['train', '--config', 'configs/tiny.yaml', '--dry-run', '--backend', 'gpu']);
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /backend.*"gpu"/);
+  });
+
   test('the 0.1% config: the authors\' seed-48 file, selection at multiples of 500, AdamW hf', async () => {
     const r = await cli(['train', '--config', 'configs/fewshot/micse-0.1pct.yaml', '--dry-run', '--json']);
     assert.equal(r.code, 0, r.stderr);

@@ -1,9 +1,10 @@
 /**
- * `micse train --config F [--set key=value ...]`, `micse train --resume RUN_DIR`, and `--dry-run [--json]`: the
+ * `micse train --config F [--set key=value ...] [--backend NAME]`, `micse train --resume RUN_DIR`, and `--dry-run [--json]`: the
  * resolved plan (src/train/plan.ts) without training.
  */
 import type { CommandModule } from 'yargs';
 import { UserError } from '../errors.js';
+import { BACKEND_NAMES, type BackendName } from '../model/backend.js';
 import { loadConfig } from '../train/config.js';
 import { formatPlan, trainingPlan } from '../train/plan.js';
 import { loadRunConfig, train } from '../train/trainer.js';
@@ -11,6 +12,7 @@ import { loadRunConfig, train } from '../train/trainer.js';
 interface TrainArgs {
   config?: string;
   set: string[];
+  backend?: BackendName;
   resume?: string;
   quiet: boolean;
   'dry-run': boolean;
@@ -24,6 +26,7 @@ export const trainCommand: CommandModule<object, TrainArgs> = {
     y
       .option('config', { type: 'string', describe: 'YAML or JSON config (see configs/)' })
       .option('set', { type: 'string', array: true, default: [] as string[], describe: 'override a key: --set train.seed=1 (repeatable); with --resume it applies from the resumed step on and is saved in the run\'s config.yaml (model, data, batch size and seed keys are refused)' })
+      .option('backend', { choices: BACKEND_NAMES, describe: 'TF.js backend, over the config\'s train.backend (the same as --set train.backend=NAME)' })
       .option('resume', { type: 'string', describe: 'continue the run in this directory from its last checkpoint' })
       .option('quiet', { type: 'boolean', default: false, describe: 'no progress bar' })
       .option('dry-run', { type: 'boolean', default: false, describe: 'print the plan (training file, sentences, steps, evaluation and selection steps, objective, optimizer) and stop' })
@@ -33,9 +36,10 @@ export const trainCommand: CommandModule<object, TrainArgs> = {
         return true;
       }) as never,
   handler: async (args) => {
+    const set = args.backend === undefined ? args.set : [...args.set, `train.backend=${args.backend}`];
     const config = args.resume !== undefined
-      ? await loadRunConfig(args.resume, args.set)
-      : (await loadConfig(args.config!, args.set)).config;
+      ? await loadRunConfig(args.resume, set)
+      : (await loadConfig(args.config!, set)).config;
     if (args.resume !== undefined) config.train.output = args.resume;
     if (args['dry-run']) {
       const plan = await trainingPlan(config);

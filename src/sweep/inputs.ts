@@ -8,6 +8,7 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { loadStsTasks, STS_TEST_TASKS } from '../../eval/sts.js';
+import { SENTEVAL_DATA_HINT } from '../../eval/senteval.js';
 import { downloadCommand, downloadCommandFor, fetchFailure } from '../data/download.js';
 import { UserError } from '../errors.js';
 import { exists } from '../fsutil.js';
@@ -42,7 +43,7 @@ function stsProblem(dir: string): string | null {
     loadStsTasks(dir, [...STS_TEST_TASKS, 'stsb-dev']);
     return null;
   } catch (err) {
-    if (err instanceof UserError) return err.message.replace(/ \(pass --data .*\)$/, '');
+    if (err instanceof UserError) return err.message.replace(` (${SENTEVAL_DATA_HINT})`, '');
     throw err;
   }
 }

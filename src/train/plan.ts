@@ -104,6 +104,9 @@ export interface TrainingPlan {
     warmupRatio: number;
     maxGradNorm: number;
   };
+  /** train.backend as configured (`auto` picks when training starts) and train.precision. */
+  backend: TrainConfig['train']['backend'];
+  precision: TrainConfig['train']['precision'];
   model: string;
   output: string;
   seed: number;
@@ -158,6 +161,8 @@ export async function trainingPlan(c: TrainConfig): Promise<TrainingPlan> {
       warmupRatio: c.optim.warmupRatio,
       maxGradNorm: c.optim.maxGradNorm,
     },
+    backend: c.train.backend,
+    precision: c.train.precision,
     model: c.model.init,
     output: runDirectory(c),
     seed: c.train.seed,
@@ -193,6 +198,7 @@ export function formatPlan(p: TrainingPlan): string {
     `objective       ${p.objective.style}${p.objective.layers !== null ? `, lambda ${p.objective.lambda}, AMI layers ${p.objective.layers[0]}..${p.objective.layers[1]}, rhoEps ${p.objective.rhoEps}` : ''}, temperature ${p.objective.temperature}`,
     `optimizer       AdamW ${o.variant}, lr ${o.learningRate} ${o.schedule}, warmup ${o.warmupSteps > 0 ? `${o.warmupSteps} steps` : `ratio ${o.warmupRatio}`}, ` +
       `weight decay ${o.weightDecay}, clip ${o.maxGradNorm}`,
+    `backend         ${p.backend}${p.backend === 'auto' ? ' (the first that works, when training starts)' : ''}, precision ${p.precision}`,
     `model           ${p.model} -> ${p.output} (seed ${p.seed})`,
   ].join('\n');
 }
