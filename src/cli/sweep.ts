@@ -66,12 +66,13 @@ export const sweepCommand: CommandModule<object, SweepArgs> = {
     y
       .command(statusCommand)
       .command(reportCommand)
-      .option('config', { type: 'string', describe: 'sweep file: base + grid (see configs/sweeps/)' })
-      .option('parallel', { ...numberFlag('parallel', POSITIVE_INT), default: DEFAULT_PARALLEL, describe: 'points at once on this machine (child processes)' })
-      .option('out', { type: 'string', describe: 'output directory (default checkpoints/sweeps/<sweep name>); a shared path with --queue' })
-      .option('queue', { type: 'string', describe: 'redis://HOST:PORT: enqueue the points for `micse worker`s instead of running them' })
-      .option('queue-name', { type: 'string', default: DEFAULT_QUEUE_NAME, describe: 'BullMQ queue name' })
-      .option('quiet', { type: 'boolean', default: false, describe: 'no progress line' }) as never,
+      // The sweep's own options (global: false): status and report take their own, and these stay off their --help.
+      .option('config', { global: false, type: 'string', describe: 'sweep file: base + grid (see configs/sweeps/)' })
+      .option('parallel', { global: false, ...numberFlag('parallel', POSITIVE_INT), default: DEFAULT_PARALLEL, describe: 'points at once on this machine (child processes)' })
+      .option('out', { global: false, type: 'string', describe: 'output directory (default checkpoints/sweeps/<sweep name>); a shared path with --queue' })
+      .option('queue', { global: false, type: 'string', describe: 'redis://HOST:PORT: enqueue the points for `micse worker`s instead of running them' })
+      .option('queue-name', { global: false, type: 'string', default: DEFAULT_QUEUE_NAME, describe: 'BullMQ queue name' })
+      .option('quiet', { global: false, type: 'boolean', default: false, describe: 'no progress line' }) as never,
   handler: async (a) => {
     if (a.config === undefined) throw new UserError('pass --config SWEEP.yaml (or a subcommand: status, report)');
     if (a.queue !== undefined) assertQueueUrl(a.queue);
