@@ -65,6 +65,25 @@ describe('flags', () => {
     }
   });
 
+  it('a flag of one value given twice or without a value, a switch given a value, a value outside the choices: one line, exit 2', async () => {
+    const embed = ['embed', '--model', 'm', '--input', 'in.txt', '--output', 'o.jsonl'];
+    const cases: [string[], string][] = [
+      [['train', '--resume', 'a', '--resume', 'b'], '--resume given 2 times; give it once'],
+      [[...embed, '--model', 'n'], '--model given 2 times; give it once'],
+      [[...embed, '--backend', 'cpu', '--backend', 'wasm'], '--backend given 2 times; give it once'],
+      [['train', '--config'], '--config needs a value'],
+      [['train', '--config='], '--config needs a value'],
+      [['train', '--config', 'x.yaml', '--set'], '--set needs a value each time it is given'],
+      [['train', '--config', 'x.yaml', '--dry-run=yes'], '--dry-run is a switch: give it alone (or =true, =false), not =yes'],
+      [['export', '--checkpoint', 'c', '--output', 'o', '--force=maybe'], '--force is a switch: give it alone (or =true, =false), not =maybe'],
+      [[...embed, '--backend', 'gpu'], '--backend "gpu": choose one of auto, tensorflow-gpu, tensorflow, webgpu, wasm, cpu'],
+      [['demo', '--port', '70000'], '--port must be an integer >= 0 and <= 65535, got 70000'],
+    ];
+    for (const [argv, message] of cases) {
+      assert.deepEqual(await parseFailure(argv), { message: `micse: ${message}`, exitCode: 2 }, argv.join(' '));
+    }
+  });
+
   it('a misspelt flag is named, with the flag meant, on every command, exit 2', async () => {
     assert.deepEqual(await parseFailure(['train', '--confg', 'x.yaml']), { message: 'micse: unknown option --confg (did you mean --config?)', exitCode: 2 });
     assert.deepEqual(await parseFailure(['embed', '--batch-sise', '8']), { message: 'micse: unknown option --batch-sise (did you mean --batch-size?)', exitCode: 2 });

@@ -8,6 +8,7 @@ import type { CommandModule } from 'yargs';
 import { serveStatic } from '../browser/serve.js';
 import { UserError } from '../errors.js';
 import { packageRoot } from '../packageRoot.js';
+import { numberFlag } from './common.js';
 
 interface DemoArgs {
   port: number;
@@ -16,11 +17,10 @@ interface DemoArgs {
 export const demoCommand: CommandModule<object, DemoArgs> = {
   command: 'demo',
   describe: 'Serve the browser demo (load, train, evaluate, search and export in a tab) on 127.0.0.1',
-  builder: (y) => y.option('port', { type: 'number', default: 8080, describe: 'port on 127.0.0.1 (0: any free one)' }),
+  builder: (y) => y.option('port', { ...numberFlag('port', { integer: true, min: 0, max: 65535 }), default: 8080, describe: 'port on 127.0.0.1 (0: any free one)' }),
   handler: async (a) => {
     const dir = path.join(packageRoot(import.meta.url), 'dist', 'demo');
     if (!existsSync(path.join(dir, 'index.html'))) throw new UserError(`${dir}: missing; run \`npm run build\` first`);
-    if (!Number.isInteger(a.port) || a.port < 0 || a.port > 65535) throw new UserError(`--port ${a.port}: not a port number (0-65535)`);
     const server = await serveStatic({ '/': dir }, { port: a.port }).catch((err: NodeJS.ErrnoException) => {
       throw err.code === 'EADDRINUSE' ? new UserError(`--port ${a.port}: in use on 127.0.0.1; pass another --port`) : err;
     });

@@ -42,6 +42,52 @@ function rejectUnknownOptions(argv: Record<string, unknown>, y: Argv): void {
   }).join('; '));
 }
 
+/** The flags as typed in `tokens` (up to a lone `--`): each one's name without dashes, and its `=value` if any. */
+function typedFlags(tokens: readonly string[]): { name: string; value: string | undefined }[] {
+  const end = tokens.indexOf('--');
+  return (end === -1 ? tokens : tokens.slice(0, end)).filter((t) => /^--?[^-\d]/.test(t)).map((t) => {
+    const eq = t.indexOf('=');
+    return { name: t.slice(t.startsWith('--') ? 2 : 1, eq === -1 ? undefined : eq), value: eq === -1 ? undefined : t.slice(eq + 1) };
+  });
+}
+
+/**
+ * Rejects what yargs would take quietly: a string or choice flag given twice (yargs makes an array of them, which the
+ * command would read as a path or a name; numeric flags say so in their coerce, common.ts), a string flag given no
+ * value (yargs gives '', or nothing to a repeatable flag), and a switch given a value other than true or false (yargs reads `--dry-run=yes` as false).
+ */
+function rejectMalformedValues(tokens: readonly string[], argv: Record<string, unknown>, y: Argv): void {
+  const o = (y as unknown as {
+    getOptions(): { string: string[]; boolean: string[]; array: string[]; choices: Record<string, unknown[]>; alias: Record<string, string[]> };
+  }).getOptions();
+  const typed = typedFlags(tokens);
+  const namesOf = (key: string): Set<string> => new Set([key, camel(key), ...(o.alias[key] ?? [])]);
+  for (const key of [...new Set([...o.string, ...Object.keys(o.choices)])].filter((k) => !o.array.includes(k))) {
+    const names = namesOf(key);
+    const given = typed.filter((f) => names.has(f.name)).length;
+    if (given > 1) throw new UserError(`${flag(key)} given ${given} times; give it once`);
+    if (given === 1 && argv[key] === '') throw new UserError(`${flag(key)} needs a value`);
+  }
+  for (const key of o.array) {
+    const names = namesOf(key);
+    const given = typed.filter((f) => names.has(f.name)).length;
+    const values = Array.isArray(argv[key]) ? (argv[key] as unknown[]).filter((v) => v !== '') : [];
+    if (values.length < given) throw new UserError(`${flag(key)} needs a value each time it is given`);
+  }
+  for (const key of o.boolean) {
+    const names = namesOf(key);
+    const bad = typed.find((f) => (names.has(f.name) || names.has(f.name.replace(/^no-/, ''))) && f.value !== undefined && f.value !== 'true' && f.value !== 'false');
+    if (bad !== undefined) throw new UserError(`${flag(bad.name)} is a switch: give it alone (or =true, =false), not =${bad.value}`);
+  }
+}
+
+/** yargs' message for a value outside a flag's choices, in one line: `--backend "gpu": choose one of auto, cpu`. */
+function oneLine(message: string): string {
+  const choices = /^Invalid values:\s*Argument: (\S+), Given: (.*), Choices: (.*)$/s.exec(message);
+  if (choices !== null) return `${flag(choices[1]!)} ${choices[2]!.trim()}: choose one of ${choices[3]!.trim().replace(/"/g, '')}`;
+  return message.replace(/\s*\n\s*/g, ' ').trim();
+}
+
 /** The parser of the `micse` command line over `argv` (without node and the script). */
 export function buildCli(argv: string[]): Argv {
   let cli = yargs(argv)
@@ -50,11 +96,12 @@ export function buildCli(argv: string[]): Argv {
     .demandCommand(1, 'name a command')
     .recommendCommands()
     .middleware(rejectUnknownOptions as never, true)
+    .middleware(((a: Record<string, unknown>, y: Argv) => rejectMalformedValues(argv, a, y)) as never, true)
     .help()
     .wrap(Math.min(110, process.stdout.columns ?? 110))
     .fail((msg, err) => {
       // yargs' own parse and validation failures (a flag's coerce included) arrive as YErrors: bad input.
-      throw err === undefined || err === null || err.name === 'YError' ? new UserError(msg ?? err.message) : err;
+      throw err === undefined || err === null || err.name === 'YError' ? new UserError(oneLine(msg ?? err.message)) : err;
     });
   for (const c of commands) cli = cli.command(c);
   return cli;
