@@ -107,6 +107,12 @@ const MALFORMED: [string, string, number][] = [
   // An unclosed quote is reported where it opens, not where the parser gave up (the end of the file).
   ['q7.csv', `s,t\na,b\nccccc,"d\n${'x,y\n'.repeat(2000)}`, 3],
   ['q8.csv', `s,t\na,b\n"x\ny","z\nw\n${'x,y\r\n'.repeat(2000)}`, 4],
+  // Text after a closing quote: the line where that field starts, not the next one.
+  ['q9.csv', 'id,text\n1,hello\n2,"bad"quote\n3,x\n', 3],
+  ['q10.csv', 'id,text\r\n1,"multi\r\nline"bad\r\n3,x\r\n', 2],
+  ['q11.csv', '"bad"quote,x\na,b\n', 1],
+  // A wrong field count: the line where the record starts, also when its fields span lines.
+  ['q12.csv', 's,t\n"a\nb\nc",d,e\n3,x\n', 2],
 ];
 
 test('malformed CSV fails with file and line number', async () => {
@@ -118,6 +124,15 @@ test('malformed CSV fails with file and line number', async () => {
       name,
     );
   }
+});
+
+test('malformed CSV/TSV: the message says the line is where the faulty field or record starts', async () => {
+  const tsv = '\ufeffid\ttext\n1\thello\n2\t"bad"quote\n3\tx\n';
+  const expected = /b\.tsv:3: malformed TSV: the field starting on this line: Invalid Closing Quote: got "q" instead of delimiter/;
+  await assert.rejects(readAll(file('b.tsv', tsv)), (e: unknown) => e instanceof UserError && expected.test(e.message));
+  assert.throws(() => readDelimitedText(tsv, 'b.tsv', '\t'), expected);
+  await assert.rejects(readAll(file('r.csv', 's,t\n"a\nb",c,d\n')), /r\.csv:2: malformed CSV: the record starting on this line: Invalid Record Length: expect 2, got 3$/);
+  await assert.rejects(readAll(file('u.csv', 's\n"open\n')), /u\.csv:2: malformed CSV: the quoted field starting on this line is never closed$/);
 });
 
 test('csv: bad column name, missing column, invalid UTF-8 record', async () => {

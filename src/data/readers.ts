@@ -17,7 +17,7 @@
  * - CSV/TSV: `column` is a header name or a 0-based index (default: the first column); which record is a header and
  *   the csv-parse options are src/data/delimited.ts's (shared with the in-memory reader there, which the demo page
  *   uses). Fields may be quoted with `"` (quoted commas, tabs, newlines, `""` escapes). A malformed file is a
- *   UserError with its line.
+ *   UserError with the line where the faulty field or record starts, saying which (describeCsvError).
  */
 import { createHash, type Hash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
@@ -27,7 +27,7 @@ import { Transform, type TransformCallback } from 'node:stream';
 import { isUtf8 } from 'node:buffer';
 import { CsvError, parse } from 'csv-parse';
 import { UserError } from '../errors.js';
-import { ColumnPicker, csvParseOptions, delimitedKind, describeCsvError, isBlank, parseColumn } from './delimited.js';
+import { ColumnPicker, csvFaultLine, csvParseOptions, delimitedKind, describeCsvError, isBlank, parseColumn } from './delimited.js';
 
 export { KNOWN_HEADER_NAMES, parseColumn } from './delimited.js';
 
@@ -327,6 +327,14 @@ class LineIndex extends Transform {
     for (let i = this.head; i < this.queue.length && this.queue[i]!.start <= offset; i++) line = this.queue[i]!.line;
     return line;
   }
+  /** The first line from `line` on that is not empty (among lines not yet forgotten; `line` itself if none). */
+  nonEmptyFrom(line: number): number {
+    for (let i = this.head; i < this.queue.length; i++) {
+      const l = this.queue[i]!;
+      if (l.line >= line && !l.empty) return l.line;
+    }
+    return line;
+  }
   /**
    * The record occupying bytes [from, to): its first non-empty line, the first invalid line it spans (or
    * null) and the number of empty lines before it. Lines before `from` are forgotten, so calls must come in file order.
@@ -402,11 +410,9 @@ async function* readCsv(
   } catch (err) {
     if (err instanceof UserError) throw err;
     if (err instanceof CsvError) {
-      const { at, locate, what } = describeCsvError(err, prevEnd);
-      const line = locate === 'before' ? index.lineContaining(Math.max(0, at - 1))
-        : locate === 'containing' ? index.lineContaining(at)
-          : index.record(at, Number.MAX_SAFE_INTEGER).start;
-      throw new UserError(`${file}:${line}: malformed ${delimitedKind(delimiter)}: ${what}`);
+      const fault = describeCsvError(err, prevEnd);
+      const line = csvFaultLine(fault, { containing: (offset) => index.lineContaining(offset), nonEmptyFrom: (l) => index.nonEmptyFrom(l) });
+      throw new UserError(`${file}:${line}: malformed ${delimitedKind(delimiter)}: ${fault.what}`);
     }
     const code = (err as NodeJS.ErrnoException).code;
     if (typeof code === 'string' && code.startsWith('E')) throw new UserError(`cannot read corpus ${file}: ${code}`);
