@@ -338,3 +338,23 @@ describe('the wasm heap estimate', () => {
     }
   });
 });
+
+describe('inputs that give no sentences', { skip: SKIP_NO_SHARED }, () => {
+  const model = () => shared('hf-reference', 'tiny-h32-l4');
+
+  it('embed: an empty, header-only or all-invalid file exits 2 naming it, before loading the model, and writes nothing', async () => {
+    const dir = await tmp('embed-empty');
+    const cases: [string, string | Buffer, string[], RegExp][] = [
+      ['empty.txt', '', [], /^micse: \S*empty\.txt: no sentences to embed \(the file is empty\)$/],
+      ['blank.txt', '\n  \n', [], /blank\.txt: no sentences to embed \(the file is empty; 2 blank and 0 invalid lines skipped\)$/],
+      ['header.csv', 'id,text\n', ['--column', 'text'], /header\.csv: no sentences to embed \(the file is empty but for its header\)$/],
+      ['binary.txt', Buffer.from([0x80, 0x81, 0xfe, 0x0a, 0xc3, 0x28]), [], /binary\.txt: no sentences to embed \(the file is empty; 0 blank and 2 invalid lines skipped\)$/],
+    ];
+    for (const [name, content, extra, pattern] of cases) {
+      const input = path.join(dir, name);
+      await fs.writeFile(input, content);
+      const out = path.join(dir, `${name}.jsonl`);
+      await refused(['embed', '--backend', 'cpu', '--model', model(), '--input', input, '--output', out, ...extra], pattern, out);
+    }
+  });
+});
