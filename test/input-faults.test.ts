@@ -358,3 +358,15 @@ describe('inputs that give no sentences', { skip: SKIP_NO_SHARED }, () => {
     }
   });
 });
+
+describe('evaluation data too small to score', { skip: SKIP_NO_SHARED }, () => {
+  it('CLI: train with an empty STS-B dev file exits 2 naming it, before creating the run directory', async () => {
+    const dir = await tmp('empty-dev');
+    const dev = path.join(dir, 'SE', 'STS', 'STSBenchmark', 'sts-dev.csv');
+    await fs.mkdir(path.dirname(dev), { recursive: true });
+    await fs.writeFile(dev, '');
+    const out = path.join(dir, 'run');
+    await refused(['train', '--config', TINY, '--set', `data.senteval=${path.join(dir, 'SE')}`, '--set', `train.output=${out}`],
+      new RegExp(`^micse: ${dev.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: 0 pairs \\(a correlation needs at least 2\\)$`), out);
+  });
+});
