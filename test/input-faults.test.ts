@@ -359,6 +359,19 @@ describe('inputs that give no sentences', { skip: SKIP_NO_SHARED }, () => {
   });
 });
 
+describe('a corpus with no usable sentences', { skip: SKIP_NO_SHARED }, () => {
+  it('CLI: data subset and train name the file (all lines invalid UTF-8: a binary file without NUL bytes)', async () => {
+    const dir = await tmp('binary-corpus');
+    const corpus = path.join(dir, 'binary.txt');
+    await fs.writeFile(corpus, Buffer.from([0x80, 0x81, 0x0a, 0xc3, 0x28, 0x0a, 0xfe]));
+    const pattern = new RegExp(`^micse: ${corpus.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: no usable sentences`);
+    const subset = path.join(dir, 'subset.txt');
+    await refused(['data', 'subset', '--input', corpus, '--output', subset, '--count', '2'], pattern, subset);
+    const out = path.join(dir, 'run');
+    await refused(['train', '--config', TINY, '--set', `data.train=${corpus}`, '--set', `train.output=${out}`], pattern, out);
+  });
+});
+
 describe('evaluation data too small to score', { skip: SKIP_NO_SHARED }, () => {
   it('CLI: train with an empty STS-B dev file exits 2 naming it, before creating the run directory', async () => {
     const dir = await tmp('empty-dev');
