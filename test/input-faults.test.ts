@@ -382,4 +382,14 @@ describe('evaluation data too small to score', { skip: SKIP_NO_SHARED }, () => {
     await refused(['train', '--config', TINY, '--set', `data.senteval=${path.join(dir, 'SE')}`, '--set', `train.output=${out}`],
       new RegExp(`^micse: ${dev.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: 0 pairs \\(a correlation needs at least 2\\)$`), out);
   });
+
+  it('CLI: train reads the final evaluation\'s test tasks before creating the run directory, not after training', async () => {
+    const dir = await tmp('no-test-tasks');
+    const dev = path.join(dir, 'SE', 'STS', 'STSBenchmark', 'sts-dev.csv');
+    await fs.mkdir(path.dirname(dev), { recursive: true });
+    await fs.copyFile(shared('senteval', 'STS', 'STSBenchmark', 'sts-dev.csv'), dev);
+    const out = path.join(dir, 'run');
+    const args = ['train', '--config', TINY, '--set', `data.senteval=${path.join(dir, 'SE')}`, '--set', `train.output=${out}`, '--set', 'train.maxSteps=2'];
+    await refused(args, /^micse: SentEval task file not found: \S*STS12-en-test/, out);
+  });
 });
