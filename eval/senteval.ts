@@ -176,6 +176,17 @@ function readTaskFile(file: string): string {
   return readFileSync(file, 'utf8');
 }
 
+/**
+ * `data`, a task file's pairs as read, once it is checked to hold the 2 pairs a correlation needs: an empty (or
+ * one-pair) file is a UserError naming it when it is read, not a RangeError when it is scored, after a trainer
+ * has set up its run.
+ */
+function enoughPairs(data: StsSubsetData): StsSubsetData {
+  const n = data.gold.length;
+  if (n < 2) throw new UserError(`${data.file}: ${n} pair${n === 1 ? '' : 's'} (a correlation needs at least 2)`);
+  return data;
+}
+
 /** Directory of an STS year: `STS/STS12-en-test`. */
 export function stsYearDir(root: string, year: StsYear): string {
   return path.join(root, 'STS', `${year}-en-test`);
@@ -199,7 +210,7 @@ export function readStsSubset(yearDir: string, subset: string): StsSubsetData {
     out.s2.push(normalizeSentence(fields[1]!));
     out.gold.push(parseScore(gold[i]!, `${goldFile}:${i + 1}`));
   }
-  return out;
+  return enoughPairs(out);
 }
 
 /** All subsets of an STS year, in SentEval's order. */
@@ -231,7 +242,7 @@ export function parseStsBenchmark(text: string, file: string, split: StsbSplit):
     out.s2.push(normalizeSentence(cols[STSB_COLUMNS.s2]!));
     out.gold.push(parseScore(cols[STSB_COLUMNS.score]!, `${file}:${i + 1}`));
   });
-  return out;
+  return enoughPairs(out);
 }
 
 /** Path of a SICK split file. */
@@ -252,5 +263,5 @@ export function readSickRelatedness(dataDir: string, split: SickSplit): StsSubse
     out.s2.push(normalizeSentence(cols[SICK_COLUMNS.s2]!));
     out.gold.push(parseScore(cols[SICK_COLUMNS.score]!, `${file}:${i + 1}`));
   }
-  return out;
+  return enoughPairs(out);
 }

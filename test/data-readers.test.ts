@@ -50,6 +50,25 @@ test('txt: lines split across read chunks and multi-byte characters are intact',
   assert.equal(lines[0]!.text, long);
 });
 
+test('UTF-16/UTF-32 (by byte-order mark) and NUL bytes are refused naming the file, txt and CSV alike; a UTF-8 BOM is not', async () => {
+  const utf16le = Buffer.concat([Buffer.from([0xff, 0xfe]), Buffer.from('hello\nworld\n', 'utf16le')]);
+  const cases: [string, Buffer, RegExp][] = [
+    ['u16.txt', utf16le, /^\S*u16\.txt: UTF-16 text \(byte order mark FF FE, UTF-16 little-endian\); save it as UTF-8$/],
+    ['u16.csv', utf16le, /u16\.csv: UTF-16 text \(byte order mark FF FE/],
+    ['u16be.txt', Buffer.from([0xfe, 0xff, 0, 0x68]), /u16be\.txt: UTF-16 text \(byte order mark FE FF, UTF-16 big-endian\)/],
+    ['u32.txt', Buffer.from([0xff, 0xfe, 0, 0, 0x68, 0, 0, 0]), /u32\.txt: UTF-32 text \(byte order mark FF FE 00 00, UTF-32 little-endian\)/],
+    ['nobom16.txt', Buffer.from('hello\nworld\n', 'utf16le'), /nobom16\.txt:1: NUL byte, not text .*save it as UTF-8/],
+    ['nul.csv', Buffer.from('s\nok\nbin\0ary\n'), /nul\.csv:3: NUL byte/],
+    ['nul-last.txt', Buffer.from('ok\nno newline \0'), /nul-last\.txt:2: NUL byte/],
+  ];
+  for (const [name, content, pattern] of cases) {
+    const p = file(name, content);
+    await assert.rejects(readAll(p), (e: unknown) => e instanceof UserError && pattern.test(e.message), name);
+  }
+  assert.deepEqual((await readAll(file('bom8.txt', '\ufeffhi\n'))).lines, [{ text: 'hi', line: 1 }]);
+  assert.deepEqual((await readAll(file('short.txt', 'a'))).lines, [{ text: 'a', line: 1 }], 'a file shorter than a mark');
+});
+
 test('csv: header, quoted commas, embedded newlines, "" escapes, BOM, CRLF', async () => {
   const p = file('a.csv', '\ufeffid,sent0\r\n1,"Hello, world"\r\n2,"two\r\nlines"\r\n\r\n3,"say ""hi"""\r\n4,plain\r\n');
   const { lines, stats } = await readAll(p, { column: 'sent0' });
@@ -88,6 +107,12 @@ const MALFORMED: [string, string, number][] = [
   // An unclosed quote is reported where it opens, not where the parser gave up (the end of the file).
   ['q7.csv', `s,t\na,b\nccccc,"d\n${'x,y\n'.repeat(2000)}`, 3],
   ['q8.csv', `s,t\na,b\n"x\ny","z\nw\n${'x,y\r\n'.repeat(2000)}`, 4],
+  // Text after a closing quote: the line where that field starts, not the next one.
+  ['q9.csv', 'id,text\n1,hello\n2,"bad"quote\n3,x\n', 3],
+  ['q10.csv', 'id,text\r\n1,"multi\r\nline"bad\r\n3,x\r\n', 2],
+  ['q11.csv', '"bad"quote,x\na,b\n', 1],
+  // A wrong field count: the line where the record starts, also when its fields span lines.
+  ['q12.csv', 's,t\n"a\nb\nc",d,e\n3,x\n', 2],
 ];
 
 test('malformed CSV fails with file and line number', async () => {
@@ -99,6 +124,15 @@ test('malformed CSV fails with file and line number', async () => {
       name,
     );
   }
+});
+
+test('malformed CSV/TSV: the message says the line is where the faulty field or record starts', async () => {
+  const tsv = '\ufeffid\ttext\n1\thello\n2\t"bad"quote\n3\tx\n';
+  const expected = /b\.tsv:3: malformed TSV: the field starting on this line: Invalid Closing Quote: got "q" instead of delimiter/;
+  await assert.rejects(readAll(file('b.tsv', tsv)), (e: unknown) => e instanceof UserError && expected.test(e.message));
+  assert.throws(() => readDelimitedText(tsv, 'b.tsv', '\t'), expected);
+  await assert.rejects(readAll(file('r.csv', 's,t\n"a\nb",c,d\n')), /r\.csv:2: malformed CSV: the record starting on this line: Invalid Record Length: expect 2, got 3$/);
+  await assert.rejects(readAll(file('u.csv', 's\n"open\n')), /u\.csv:2: malformed CSV: the quoted field starting on this line is never closed$/);
 });
 
 test('csv: bad column name, missing column, invalid UTF-8 record', async () => {

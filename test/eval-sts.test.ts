@@ -85,15 +85,15 @@ test('STS-B: TAB split without quoting, extra columns allowed; SICK: header skip
   assert.deepEqual(dev.s2, ['second', 'x y']);
   assert.deepEqual(dev.gold, [2.5, 5]);
   write(path.join(root, 'SICK', 'SICK_test_annotated.txt'),
-    'pair_ID\tsentence_A\tsentence_B\trelatedness_score\tentailment_judgment\n1\tA b\tC d\t3.3\tNEUTRAL\n');
+    'pair_ID\tsentence_A\tsentence_B\trelatedness_score\tentailment_judgment\n1\tA b\tC d\t3.3\tNEUTRAL\n2\te\tf\t1\tNEUTRAL\n');
   const sick = readSickRelatedness(root, 'test');
-  assert.deepEqual([sick.s1, sick.s2, sick.gold], [['A b'], ['C d'], [3.3]]);
+  assert.deepEqual([sick.s1, sick.s2, sick.gold], [['A b', 'e'], ['C d', 'f'], [3.3, 1]]);
 });
 
 test('the data root may be a parent of the folder holding STS/ (SentEval data/downstream, extracted archives)', () => {
   const top = path.join(TMP, 'nested');
   const inner = path.join(top, 'a', 'downstream');
-  write(path.join(inner, 'STS', 'STSBenchmark', 'sts-test.csv'), 'g\tf\ty\t1\t2.5\tx\ty\n');
+  write(path.join(inner, 'STS', 'STSBenchmark', 'sts-test.csv'), 'g\tf\ty\t1\t2.5\tx\ty\ng\tf\ty\t2\t1\tz\tw\n');
   assert.equal(resolveSentevalRoot(top), inner);
   assert.equal(resolveSentevalRoot(inner), inner);
   assert.equal(readStsBenchmark(top, 'test').gold[0], 2.5);
@@ -105,8 +105,8 @@ test('the data root may be a parent of the folder holding STS/ (SentEval data/do
 test('a missing task file is a UserError naming its path', () => {
   const root = path.join(TMP, 'senteval-partial');
   const dir = path.join(root, 'STS', 'STS13-en-test');
-  write(path.join(dir, 'STS.input.FNWN.txt'), 'a\tb\n');
-  write(path.join(dir, 'STS.gs.FNWN.txt'), '1\n');
+  write(path.join(dir, 'STS.input.FNWN.txt'), 'a\tb\nc\td\n');
+  write(path.join(dir, 'STS.gs.FNWN.txt'), '1\n2\n');
   const missing = path.join(dir, 'STS.input.headlines.txt');
   assert.throws(() => loadStsTask(root, 'sts13'), (err: unknown) => {
     assert.ok(err instanceof UserError);
@@ -115,6 +115,28 @@ test('a missing task file is a UserError naming its path', () => {
   });
   assert.throws(() => loadStsTask(root, 'sickr'), (err: unknown) =>
     err instanceof UserError && err.message.includes(path.join(root, 'SICK', 'SICK_test_annotated.txt')));
+});
+
+test('a task file of 0 or 1 pairs is a UserError naming it when read (a correlation needs 2), for every reader', () => {
+  const root = path.join(TMP, 'senteval-few');
+  const dev = write(path.join(root, 'STS', 'STSBenchmark', 'sts-dev.csv'), '');
+  assert.throws(() => loadStsTask(root, 'stsb-dev'), (e: unknown) => e instanceof UserError && e.message === `${dev}: 0 pairs (a correlation needs at least 2)`);
+  write(dev, 'g\tf\ty\t1\t2.5\tx\ty\n');
+  assert.throws(() => loadStsTask(root, 'stsb-dev'), (e: unknown) => e instanceof UserError && e.message === `${dev}: 1 pair (a correlation needs at least 2)`);
+  const sick = write(path.join(root, 'SICK', 'SICK_test_annotated.txt'), 'pair_ID\tsentence_A\tsentence_B\trelatedness_score\n');
+  assert.throws(() => readSickRelatedness(root, 'test'), (e: unknown) => e instanceof UserError && e.message.startsWith(`${sick}: 0 pairs`));
+  const dir = path.join(root, 'sts-year');
+  const input = write(path.join(dir, 'STS.input.x.txt'), 'a\tb\nc\td\n');
+  write(path.join(dir, 'STS.gs.x.txt'), '1\n\n');
+  assert.throws(() => readStsSubset(dir, 'x'), (e: unknown) => e instanceof UserError && e.message.startsWith(`${input}: 1 pair `), 'empty gold lines drop pairs');
+});
+
+test('CLI: eval on an empty STS-B dev file exits 2 with one line naming it', () => {
+  const root = path.join(TMP, 'senteval-empty-dev');
+  const dev = write(path.join(root, 'STS', 'STSBenchmark', 'sts-dev.csv'), '');
+  const r = micse('eval', '--model', 'unused', '--data', root, '--tasks', 'stsb-dev');
+  assert.equal(r.status, 2, r.stderr);
+  assert.equal(r.stderr.trim(), `micse: ${dev}: 0 pairs (a correlation needs at least 2)`);
 });
 
 // ------------------------------------------------------------------------------------------------------------

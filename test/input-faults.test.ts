@@ -338,3 +338,58 @@ describe('the wasm heap estimate', () => {
     }
   });
 });
+
+describe('inputs that give no sentences', { skip: SKIP_NO_SHARED }, () => {
+  const model = () => shared('hf-reference', 'tiny-h32-l4');
+
+  it('embed: an empty, header-only or all-invalid file exits 2 naming it, before loading the model, and writes nothing', async () => {
+    const dir = await tmp('embed-empty');
+    const cases: [string, string | Buffer, string[], RegExp][] = [
+      ['empty.txt', '', [], /^micse: \S*empty\.txt: no sentences to embed \(the file is empty\)$/],
+      ['blank.txt', '\n  \n', [], /blank\.txt: no sentences to embed \(the file is empty; 2 blank and 0 invalid lines skipped\)$/],
+      ['header.csv', 'id,text\n', ['--column', 'text'], /header\.csv: no sentences to embed \(the file is empty but for its header\)$/],
+      ['binary.txt', Buffer.from([0x80, 0x81, 0xfe, 0x0a, 0xc3, 0x28]), [], /binary\.txt: no sentences to embed \(the file is empty; 0 blank and 2 invalid lines skipped\)$/],
+    ];
+    for (const [name, content, extra, pattern] of cases) {
+      const input = path.join(dir, name);
+      await fs.writeFile(input, content);
+      const out = path.join(dir, `${name}.jsonl`);
+      await refused(['embed', '--backend', 'cpu', '--model', model(), '--input', input, '--output', out, ...extra], pattern, out);
+    }
+  });
+});
+
+describe('a corpus with no usable sentences', { skip: SKIP_NO_SHARED }, () => {
+  it('CLI: data subset and train name the file (all lines invalid UTF-8: a binary file without NUL bytes)', async () => {
+    const dir = await tmp('binary-corpus');
+    const corpus = path.join(dir, 'binary.txt');
+    await fs.writeFile(corpus, Buffer.from([0x80, 0x81, 0x0a, 0xc3, 0x28, 0x0a, 0xfe]));
+    const pattern = new RegExp(`^micse: ${corpus.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: no usable sentences`);
+    const subset = path.join(dir, 'subset.txt');
+    await refused(['data', 'subset', '--input', corpus, '--output', subset, '--count', '2'], pattern, subset);
+    const out = path.join(dir, 'run');
+    await refused(['train', '--config', TINY, '--set', `data.train=${corpus}`, '--set', `train.output=${out}`], pattern, out);
+  });
+});
+
+describe('evaluation data too small to score', { skip: SKIP_NO_SHARED }, () => {
+  it('CLI: train with an empty STS-B dev file exits 2 naming it, before creating the run directory', async () => {
+    const dir = await tmp('empty-dev');
+    const dev = path.join(dir, 'SE', 'STS', 'STSBenchmark', 'sts-dev.csv');
+    await fs.mkdir(path.dirname(dev), { recursive: true });
+    await fs.writeFile(dev, '');
+    const out = path.join(dir, 'run');
+    await refused(['train', '--config', TINY, '--set', `data.senteval=${path.join(dir, 'SE')}`, '--set', `train.output=${out}`],
+      new RegExp(`^micse: ${dev.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: 0 pairs \\(a correlation needs at least 2\\)$`), out);
+  });
+
+  it('CLI: train reads the final evaluation\'s test tasks before creating the run directory, not after training', async () => {
+    const dir = await tmp('no-test-tasks');
+    const dev = path.join(dir, 'SE', 'STS', 'STSBenchmark', 'sts-dev.csv');
+    await fs.mkdir(path.dirname(dev), { recursive: true });
+    await fs.copyFile(shared('senteval', 'STS', 'STSBenchmark', 'sts-dev.csv'), dev);
+    const out = path.join(dir, 'run');
+    const args = ['train', '--config', TINY, '--set', `data.senteval=${path.join(dir, 'SE')}`, '--set', `train.output=${out}`, '--set', 'train.maxSteps=2'];
+    await refused(args, /^micse: SentEval task file not found: \S*STS12-en-test/, out);
+  });
+});

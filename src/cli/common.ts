@@ -75,14 +75,21 @@ export function embedOpts(a: EmbedFlags): { pooler: EmbedPooler; batchSize: numb
   return { pooler: a.pooler, batchSize: a['batch-size'], ...(a['max-length'] !== undefined ? { maxLength: a['max-length'] } : {}) };
 }
 
-/** Reads every record of a txt/CSV/TSV file, noting skipped lines on stderr. */
-export async function readSentences(file: string, column: string | undefined): Promise<{ text: string; line: number }[]> {
+/**
+ * Reads every record of a txt/CSV/TSV file, noting skipped lines on stderr. With `purpose` (what the command does
+ * with them: 'embed', 'cluster'), a file that gives no sentence is a UserError naming it, so that the command
+ * refuses it before loading a model or writing anything.
+ */
+export async function readSentences(file: string, column: string | undefined, purpose?: string): Promise<{ text: string; line: number }[]> {
   const reader = openCorpus(file, { column: column ?? null });
   const out: { text: string; line: number }[] = [];
   for await (const rec of reader) out.push({ text: rec.text, line: rec.line });
-  if (reader.stats.blank > 0 || reader.stats.invalid > 0) {
-    process.stderr.write(`${file}: skipped ${reader.stats.blank} blank and ${reader.stats.invalid} invalid lines\n`);
+  const { blank, invalid, header } = reader.stats;
+  if (out.length === 0 && purpose !== undefined) {
+    throw new UserError(`${file}: no sentences to ${purpose} (the file is empty${header !== null ? ' but for its header' : ''}` +
+      `${blank + invalid > 0 ? `; ${blank} blank and ${invalid} invalid lines skipped` : ''})`);
   }
+  if (blank > 0 || invalid > 0) process.stderr.write(`${file}: skipped ${blank} blank and ${invalid} invalid lines\n`);
   return out;
 }
 

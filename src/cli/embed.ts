@@ -25,14 +25,14 @@ export const embedCommand: CommandModule<object, EmbedArgs> = {
   handler: async (args) => {
     const ext = path.extname(args.output).toLowerCase();
     if (ext !== '.jsonl' && ext !== '.npy') throw new UserError(`${args.output}: output must end in .jsonl or .npy`);
+    const sentences = (await readSentences(args.input, args.column, 'embed')).map((r) => r.text);
     await activateBackend(args.backend);
     const model = await resolveCheckpoint(args.model);
     const { model: bert, tokenizer } = await loadPretrained(model);
-    const sentences = (await readSentences(args.input, args.column)).map((r) => r.text);
     const vectors = await embed(bert, tokenizer, sentences, { ...embedOpts(args), progress: true });
     const body = ext === '.npy'
       ? encodeNpy(vectors, bert.config.hiddenSize)
-      : sentences.map((text, i) => JSON.stringify({ text, embedding: vectors[i] })).join('\n') + (sentences.length > 0 ? '\n' : '');
+      : sentences.map((text, i) => JSON.stringify({ text, embedding: vectors[i] }) + '\n').join('');
     await writeFileAtomic(args.output, body);
     process.stderr.write(`wrote ${vectors.length} embeddings of dimension ${bert.config.hiddenSize} to ${args.output}\n`);
     bert.dispose();

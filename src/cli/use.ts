@@ -244,13 +244,12 @@ export const clusterCommand: CommandModule<object, ClusterArgs> = {
     if ((args.k === undefined) === (args.threshold === undefined)) throw new UserError('give --k N (k-means) or --threshold T (communities)');
     const ext = args.output === undefined ? null : path.extname(args.output).toLowerCase();
     if (ext !== null && ext !== '.tsv' && ext !== '.jsonl') throw new UserError(`${args.output}: --output must end in .tsv or .jsonl`);
-    const records = await readSentences(args.input, args.column);
+    const records = await readSentences(args.input, args.column, 'cluster');
     const opts = {
       ...(args.k !== undefined ? { k: args.k, seed: args.seed } : { threshold: args.threshold!, minCommunitySize: args['min-community-size'] }),
       nearest: args.nearest,
     };
-    // Check k and emptiness before loading a model.
-    if (records.length === 0) throw new UserError(`${args.input}: no sentences to cluster (the file is empty or every line is blank)`);
+    // Check k (readSentences checked emptiness) before loading a model.
     if (args.k !== undefined && args.k > records.length) throw new UserError(`--k ${args.k} is larger than the number of sentences (${records.length}) in ${args.input}`);
     await activateBackend(args.backend);
     const { model, tokenizer } = await loadPretrained(await resolveCheckpoint(args.model));

@@ -86,18 +86,49 @@ export class ColumnPicker {
 }
 
 /**
- * Where a csv-parse error is and what it says: `at` is a byte offset, `locate` how to find the line from it
- * (csv-parse's own line numbers are unreliable with CRLF). `bytes` is the end of the last complete record, or of
- * the failing one for a wrong field count, or, for a quote never closed, the start of the field it opens (its
- * opening quote, or the delimiter just before it).
+ * Where a csv-parse error is and what it says. Every fault is reported at the line where the faulty part starts,
+ * and `what` says which part: the field, for quote errors (csv-parse's `bytes` is where that field starts: its
+ * opening quote, the delimiter just before it, or the end of the previous record when empty lines come between),
+ * or the record, for a wrong field count (`bytes` is the record's end; the line breaks inside its fields, which
+ * csv-parse gives back, lead to its first line). csv-parse's own line numbers are unreliable with CRLF and point
+ * past the fault.
  */
-export function describeCsvError(err: CsvError, prevEnd: number): { at: number; locate: 'before' | 'containing' | 'next-record'; what: string } {
+export interface CsvFault {
+  /** A byte offset in the file. */
+  at: number;
+  /** `field`: the faulty field starts at `at`; `record`: the faulty record ends at `at` and spans `linesIn` more lines. */
+  part: 'field' | 'record';
+  linesIn: number;
+  what: string;
+}
+
+/** The CsvFault of a csv-parse error; `prevEnd` (the end of the last record read) when it carries no offset. */
+export function describeCsvError(err: CsvError, prevEnd: number): CsvFault {
   const at = typeof err.bytes === 'number' ? err.bytes : prevEnd;
-  const locate = err.code === 'CSV_RECORD_INCONSISTENT_FIELDS_LENGTH' ? 'before' : err.code === 'CSV_QUOTE_NOT_CLOSED' ? 'containing' : 'next-record';
+  if (err.code === 'CSV_RECORD_INCONSISTENT_FIELDS_LENGTH') {
+    const fields = (err as CsvError & { record?: unknown }).record;
+    const linesIn = Array.isArray(fields) ? fields.reduce((n: number, f: unknown) => n + String(f).split('\n').length - 1, 0) : 0;
+    return { at, part: 'record', linesIn, what: `the record starting on this line: ${cleanCsvMessage(err)}` };
+  }
   const what = err.code === 'CSV_QUOTE_NOT_CLOSED'
-    ? 'a quoted field opened here is never closed'
-    : err.message.replace(/\s*(?:at|on) line \d+/g, '').replace(/:\s*$/, '');
-  return { at, locate, what };
+    ? 'the quoted field starting on this line is never closed'
+    : `the field starting on this line: ${cleanCsvMessage(err)}`;
+  return { at, part: 'field', linesIn: 0, what };
+}
+
+/** csv-parse's message without its (unreliable) line number. */
+function cleanCsvMessage(err: CsvError): string {
+  return err.message.replace(/\s*(?:at|on) line \d+/g, '').replace(/:\s*$/, '');
+}
+
+/**
+ * The 1-based line a CsvFault is reported at, given a file's lines: `containing(offset)`, the line holding a byte,
+ * and `nonEmptyFrom(line)`, the first line from `line` on that is not empty.
+ */
+export function csvFaultLine(fault: CsvFault, lines: { containing(offset: number): number; nonEmptyFrom(line: number): number }): number {
+  return fault.part === 'record'
+    ? lines.containing(Math.max(0, fault.at - 1)) - fault.linesIn
+    : lines.nonEmptyFrom(lines.containing(fault.at));
 }
 
 /** CSV or TSV by its delimiter, for messages. */
@@ -152,9 +183,16 @@ export function readDelimitedText(text: string, file: string, delimiter: string,
     records = parse(text, csvParseOptions(delimiter)) as unknown as typeof records;
   } catch (err) {
     if (!(err instanceof CsvError)) throw err;
-    const { at, locate, what } = describeCsvError(err, 0);
-    const line = locate === 'before' ? lineAt(Math.max(0, at - 1)) + 1 : locate === 'containing' ? lineAt(at) + 1 : firstLine(at, bytes.length);
-    throw new UserError(`${file}:${line}: malformed ${delimitedKind(delimiter)}: ${what}`);
+    const fault = describeCsvError(err, 0);
+    const line = csvFaultLine(fault, {
+      containing: (offset) => lineAt(offset) + 1,
+      nonEmptyFrom: (l) => {
+        let k = l - 1;
+        while (k + 1 < starts.length && isEmptyLine(k)) k++;
+        return k + 1;
+      },
+    });
+    throw new UserError(`${file}:${line}: malformed ${delimitedKind(delimiter)}: ${fault.what}`);
   }
   const out: DelimitedLine[] = [];
   let prevEnd = 0;

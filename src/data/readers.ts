@@ -4,7 +4,9 @@
  * reader, and both compute the sha256 of the bytes they read (for subset manifests).
  *
  * Rules (documented in data/README.md):
- * - UTF-8, with or without a byte-order mark; line ends `\n` or `\r\n` (the `\r` is removed).
+ * - UTF-8, with or without a byte-order mark; line ends `\n` or `\r\n` (the `\r` is removed). A UTF-16 or UTF-32
+ *   byte-order mark, or a NUL byte anywhere (a binary file, or UTF-16/32 without a mark), is a UserError naming the
+ *   file (and the line of the NUL): such a file would otherwise read as lines of invalid or NUL-riddled text.
  * - Blank records (empty or whitespace only) are skipped and counted in `stats.blank`; a .txt corpus read with
  *   `blankLines: 'keep'` yields its blank lines as they are (and still counts them), as HF datasets' `text` loader
  *   does (`str.splitlines()` keeps empty lines), which the miCSE and SimCSE training scripts read their corpus with.
@@ -15,7 +17,7 @@
  * - CSV/TSV: `column` is a header name or a 0-based index (default: the first column); which record is a header and
  *   the csv-parse options are src/data/delimited.ts's (shared with the in-memory reader there, which the demo page
  *   uses). Fields may be quoted with `"` (quoted commas, tabs, newlines, `""` escapes). A malformed file is a
- *   UserError with its line.
+ *   UserError with the line where the faulty field or record starts, saying which (describeCsvError).
  */
 import { createHash, type Hash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
@@ -25,7 +27,7 @@ import { Transform, type TransformCallback } from 'node:stream';
 import { isUtf8 } from 'node:buffer';
 import { CsvError, parse } from 'csv-parse';
 import { UserError } from '../errors.js';
-import { ColumnPicker, csvParseOptions, delimitedKind, describeCsvError, isBlank, parseColumn } from './delimited.js';
+import { ColumnPicker, csvFaultLine, csvParseOptions, delimitedKind, describeCsvError, isBlank, parseColumn } from './delimited.js';
 
 export { KNOWN_HEADER_NAMES, parseColumn } from './delimited.js';
 
@@ -117,6 +119,34 @@ function noteInvalid(stats: ReadStats, file: string, line: number, onInvalid: On
 }
 
 const BOM = Buffer.from([0xef, 0xbb, 0xbf]);
+/** A byte-order mark needs at most this many bytes. */
+const MAX_BOM_BYTES = 4;
+/** Byte-order marks of encodings other than UTF-8; UTF-32 LE first, as its mark starts with UTF-16 LE's. */
+const OTHER_BOMS: readonly { name: string; bytes: Buffer }[] = [
+  { name: 'UTF-32 little-endian', bytes: Buffer.from([0xff, 0xfe, 0x00, 0x00]) },
+  { name: 'UTF-32 big-endian', bytes: Buffer.from([0x00, 0x00, 0xfe, 0xff]) },
+  { name: 'UTF-16 little-endian', bytes: Buffer.from([0xff, 0xfe]) },
+  { name: 'UTF-16 big-endian', bytes: Buffer.from([0xfe, 0xff]) },
+];
+
+/**
+ * The length of the UTF-8 byte-order mark `head` (a file's first bytes) starts with (3, or 0 without one); a
+ * UserError naming `file` when it starts with a UTF-16 or UTF-32 mark instead.
+ */
+function utf8BomLength(file: string, head: Buffer): number {
+  if (head.subarray(0, BOM.length).equals(BOM)) return BOM.length;
+  const other = OTHER_BOMS.find((b) => head.subarray(0, b.bytes.length).equals(b.bytes));
+  if (other !== undefined) {
+    const hex = [...other.bytes].map((x) => x.toString(16).toUpperCase().padStart(2, '0')).join(' ');
+    throw new UserError(`${file}: ${other.name.split(' ')[0]} text (byte order mark ${hex}, ${other.name}); save it as UTF-8`);
+  }
+  return 0;
+}
+
+/** A UserError for the NUL byte on `line` of `file`: text has none, binary files and UTF-16/32 without a mark do. */
+function nulByteError(file: string, line: number): UserError {
+  return new UserError(`${file}:${line}: NUL byte, not text (a binary file, or UTF-16/UTF-32 without a byte order mark?); save it as UTF-8`);
+}
 
 /**
  * One physical line: bytes [begin, end) of `buf` without terminator, its 1-based number, the file offset of its
@@ -133,8 +163,9 @@ interface LineView {
 }
 
 /**
- * Splits a byte stream into physical lines (`\n`, with a trailing `\r` removed), hashing every byte and
- * removing a leading BOM. Yields each line, including a last line without `\n`.
+ * Splits a byte stream of `file` into physical lines (`\n`, with a trailing `\r` removed), hashing every byte and
+ * removing a leading UTF-8 BOM. Yields each line, including a last line without `\n`. Throws a UserError on a
+ * UTF-16/32 byte-order mark or a NUL byte (see utf8BomLength, nulByteError).
  */
 class LineSplitter {
   private tail: Buffer | null = null;
@@ -143,9 +174,28 @@ class LineSplitter {
   private lineNo = 0;
   private first = true;
   constructor(
+    private readonly file: string,
     private readonly hash: Hash,
     private readonly stats: ReadStats,
   ) {}
+
+  /** `buf` (the file's first bytes, all of them when shorter than a mark) without a UTF-8 BOM; see utf8BomLength. */
+  private skipBom(buf: Buffer): Buffer {
+    this.first = false;
+    const n = utf8BomLength(this.file, buf);
+    if (n > 0) this.stats.bom = true;
+    this.tailStart += n;
+    return buf.subarray(n);
+  }
+
+  /** Throws nulByteError when bytes [0, end) of `buf`, which start line `this.lineNo + 1`, hold a NUL byte. */
+  private checkNul(buf: Buffer, end: number): void {
+    const nul = buf.subarray(0, end).indexOf(0);
+    if (nul < 0) return;
+    let line = this.lineNo + 1;
+    for (let i = buf.indexOf(10); i >= 0 && i < nul; i = buf.indexOf(10, i + 1)) line++;
+    throw nulByteError(this.file, line);
+  }
 
   private readonly view: LineView = { buf: Buffer.alloc(0), begin: 0, end: 0, line: 0, offset: 0, valid: true };
 
@@ -153,21 +203,17 @@ class LineSplitter {
     this.hash.update(chunk);
     this.stats.bytes += chunk.length;
     let buf = this.tail === null ? chunk : Buffer.concat([this.tail, chunk]);
-    let base = this.tailStart;
     this.tail = null;
     if (this.first) {
-      if (buf.length < BOM.length && BOM.subarray(0, buf.length).equals(buf)) {
+      if (buf.length < MAX_BOM_BYTES) {
         this.tail = buf;
         return;
       }
-      this.first = false;
-      if (buf.subarray(0, 3).equals(BOM)) {
-        this.stats.bom = true;
-        buf = buf.subarray(3);
-        base += 3;
-      }
+      buf = this.skipBom(buf);
     }
+    const base = this.tailStart;
     const lastNl = buf.lastIndexOf(10);
+    this.checkNul(buf, lastNl + 1);
     // One validity check for all complete lines of the chunk; per-line checks only when it fails.
     const allValid = lastNl < 0 || isUtf8(buf.subarray(0, lastNl + 1));
     const v = this.view;
@@ -188,9 +234,15 @@ class LineSplitter {
   }
 
   *end(): Generator<LineView> {
+    if (this.first && this.tail !== null) {
+      // A file shorter than the longest mark: its lines are all still in the tail.
+      this.tail = this.skipBom(this.tail);
+      yield* this.push(Buffer.alloc(0));
+    }
     const buf = this.tail;
     this.tail = null;
     if (buf !== null && buf.length > 0) {
+      this.checkNul(buf, buf.length);
       const v = this.view;
       v.buf = buf;
       v.begin = 0;
@@ -206,7 +258,7 @@ class LineSplitter {
 
 async function* readTxt(file: string, stats: ReadStats, onInvalid: OnInvalid, blankLines: BlankLines): AsyncGenerator<CorpusLine> {
   const hash = createHash('sha256');
-  const splitter = new LineSplitter(hash, stats);
+  const splitter = new LineSplitter(file, hash, stats);
   const handle = function* (lines: Generator<LineView>): Generator<CorpusLine> {
     for (const v of lines) {
       const line = v.line;
@@ -244,25 +296,43 @@ class LineIndex extends Transform {
   /** Pending lines, oldest first, from `head`. */
   private queue: { line: number; start: number; empty: boolean; valid: boolean }[] = [];
   private head = 0;
-  constructor(hash: Hash, stats: ReadStats) {
+  constructor(file: string, hash: Hash, stats: ReadStats) {
     super();
-    this.splitter = new LineSplitter(hash, stats);
+    this.splitter = new LineSplitter(file, hash, stats);
   }
   private add(lines: Generator<LineView>): void {
     for (const v of lines) this.queue.push({ line: v.line, start: v.offset, empty: v.end === v.begin, valid: v.valid });
   }
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
-    this.add(this.splitter.push(chunk));
+    try {
+      this.add(this.splitter.push(chunk));
+    } catch (err) {
+      cb(err as Error);
+      return;
+    }
     cb(null, chunk);
   }
   override _flush(cb: TransformCallback): void {
-    this.add(this.splitter.end());
+    try {
+      this.add(this.splitter.end());
+    } catch (err) {
+      cb(err as Error);
+      return;
+    }
     cb();
   }
   /** The number of the line holding byte `offset` (among lines not yet forgotten). */
   lineContaining(offset: number): number {
     let line = this.queue[this.head]?.line ?? 1;
     for (let i = this.head; i < this.queue.length && this.queue[i]!.start <= offset; i++) line = this.queue[i]!.line;
+    return line;
+  }
+  /** The first line from `line` on that is not empty (among lines not yet forgotten; `line` itself if none). */
+  nonEmptyFrom(line: number): number {
+    for (let i = this.head; i < this.queue.length; i++) {
+      const l = this.queue[i]!;
+      if (l.line >= line && !l.empty) return l.line;
+    }
     return line;
   }
   /**
@@ -301,10 +371,11 @@ async function* readCsv(
   opts: Required<Pick<ReadCorpusOptions, 'onInvalid' | 'header'>> & { column: string | number | null },
 ): AsyncGenerator<CorpusLine> {
   const hash = createHash('sha256');
-  const index = new LineIndex(hash, stats);
+  const index = new LineIndex(file, hash, stats);
   const parser = parse(csvParseOptions(delimiter));
   const source = createReadStream(file, { highWaterMark: READ_CHUNK_BYTES });
   source.on('error', (e) => parser.destroy(e));
+  index.on('error', (e) => parser.destroy(e));
   source.pipe(index).pipe(parser);
 
   const { onInvalid } = opts;
@@ -339,11 +410,9 @@ async function* readCsv(
   } catch (err) {
     if (err instanceof UserError) throw err;
     if (err instanceof CsvError) {
-      const { at, locate, what } = describeCsvError(err, prevEnd);
-      const line = locate === 'before' ? index.lineContaining(Math.max(0, at - 1))
-        : locate === 'containing' ? index.lineContaining(at)
-          : index.record(at, Number.MAX_SAFE_INTEGER).start;
-      throw new UserError(`${file}:${line}: malformed ${delimitedKind(delimiter)}: ${what}`);
+      const fault = describeCsvError(err, prevEnd);
+      const line = csvFaultLine(fault, { containing: (offset) => index.lineContaining(offset), nonEmptyFrom: (l) => index.nonEmptyFrom(l) });
+      throw new UserError(`${file}:${line}: malformed ${delimitedKind(delimiter)}: ${fault.what}`);
     }
     const code = (err as NodeJS.ErrnoException).code;
     if (typeof code === 'string' && code.startsWith('E')) throw new UserError(`cannot read corpus ${file}: ${code}`);

@@ -141,12 +141,12 @@ export function normalizeSubsetSpec(spec: SubsetSpec): { fraction: number | null
 
 /**
  * Subset size for `candidates` lines: `count`, or max(1, round-half-up(fraction x candidates)) computed exactly,
- * or all. Throws a UserError when the corpus is empty or `count` exceeds it.
+ * or all. Throws a UserError naming `corpus` (its path) when the corpus is empty or `count` exceeds it.
  */
-export function subsetSize(candidates: number, spec: { fraction?: number | null; count?: number | null }): number {
-  if (candidates < 1) throw new UserError('the corpus has no usable sentences (all lines blank or invalid)');
+export function subsetSize(candidates: number, spec: { fraction?: number | null; count?: number | null }, corpus = 'the corpus'): number {
+  if (candidates < 1) throw new UserError(`${corpus}: no usable sentences (the file is empty or all lines are blank or invalid)`);
   if (spec.count !== null && spec.count !== undefined) {
-    if (spec.count > candidates) throw new UserError(`data.count ${spec.count} is larger than the corpus (${candidates} sentences)`);
+    if (spec.count > candidates) throw new UserError(`data.count ${spec.count} is larger than ${corpus} (${candidates} sentences)`);
     return spec.count;
   }
   if (spec.fraction === null || spec.fraction === undefined) return candidates;
@@ -241,7 +241,7 @@ export async function loadTrainingSentences(opts: LoadTrainingOptions): Promise<
   progress.tick(candidateLines.length % PROGRESS_EVERY);
   const stats1: ReadStats = reader.stats;
   const n = candidateLines.length;
-  const size = subsetSize(n, spec);
+  const size = subsetSize(n, spec, opts.path);
 
   let chosenLines: number[];
   let chosenTexts: string[];

@@ -7,7 +7,7 @@
  */
 import { promises as fs, writeSync } from 'node:fs';
 import path from 'node:path';
-import { evaluateSts, loadStsTask, stsbDevSpearman, STS_TEST_TASKS, type StsEvaluation } from '../../eval/sts.js';
+import { evaluateSts, loadStsTask, loadStsTasks, stsbDevSpearman, STS_TEST_TASKS, type StsEvaluation } from '../../eval/sts.js';
 import { formatStsTable, stsReportJson } from '../../eval/report.js';
 import { checkSentenceCount, sentencesLeftOut, type BatchIteratorState } from '../data/batches.js';
 import { BertTokenizer } from '../data/tokenizer.js';
@@ -168,8 +168,9 @@ async function trainLocked(config: TrainConfig, opts: TrainOptions, lock: PidLoc
   if (prior !== null) await recoverRunDir(runDir, prior.state);
 
   // Everything that can fail on the user's input is checked before the run directory is created. The STS-B dev
-  // split is read once here and scored at every evaluation.
+  // split is read once here and scored at every evaluation; the test tasks of the final evaluation are read here too.
   const stsbDev = loadStsTask(c.data.senteval, 'stsb-dev');
+  const finalData = c.train.finalEval ? loadStsTasks(c.data.senteval, STS_TEST_TASKS) : null;
   const data = await readTrainingData(c);
   checkSentenceCount(data.sentences.length, `${trainingFile(c)}: `,
     c.data.count !== null ? ` (data.count ${c.data.count})` : c.data.fraction !== null ? ` (data.fraction ${c.data.fraction})` : '');
@@ -300,11 +301,11 @@ async function trainLocked(config: TrainConfig, opts: TrainOptions, lock: PidLoc
     log(`no evaluation at a multiple of train.saveSteps (${c.train.saveSteps}) among ${totalSteps} steps, so there is no best checkpoint ` +
       '(the authors\' Trainer would keep the initial model); lower train.saveSteps or use train.selection every-eval');
   }
-  if (c.train.finalEval && state.bestStep !== null) {
+  if (finalData !== null && state.bestStep !== null) {
     const best = await loadPretrained(path.join(runDir, 'best'));
     result.final = await evaluateSts(
       (s) => embed(best.model, best.tokenizer, s, { batchSize: c.train.evalBatchSize, pooler: 'cls_before_pooler' }),
-      { dataDir: c.data.senteval, tasks: STS_TEST_TASKS, batchSize: c.train.evalBatchSize, silent: opts.quiet },
+      { data: finalData, batchSize: c.train.evalBatchSize, silent: opts.quiet },
     );
     best.model.dispose();
     await writeFileAtomic(path.join(runDir, EVAL_FILE), JSON.stringify(stsReportJson(result.final, { model: path.join(runDir, 'best') }), null, 2) + '\n');
