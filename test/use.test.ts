@@ -10,7 +10,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { promises as fs, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { promises as fs, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -347,5 +347,30 @@ describe('similarity', { skip: SKIP_NO_SHARED }, () => {
     assert.deepEqual(await readPairsFile(file, [1, 2]), [['a b', 'c d'], ['e f', 'g h']]);
     writeFileSync(file, 'a\tb\nonly one\n');
     await assert.rejects(readPairsFile(file), (e: unknown) => e instanceof UserError && /pairs\.tsv:2: 1 TAB-separated column/.test(e.message));
+  });
+});
+
+describe('index folders holding something else, or damaged: exit 2 naming the file, nothing overwritten', { skip: SKIP_NO_SHARED }, () => {
+  const dir = path.join(TMP, 'bad-folders');
+  const corpus = path.join(dir, 'four.txt');
+  before(() => {
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(corpus, 'a cat sits on the mat\na dog runs in the park\nthe sun is hot today\nrain falls on the town\n');
+  });
+  const build = (out: string, ...more: string[]) => micse('index', 'build', '--backend', 'wasm', '--model', MODEL, '--corpus', corpus, '--out', out, ...more);
+
+  it('index build refuses a meta.json that is not an index\'s (another tool\'s, or cut short), and --force replaces it', () => {
+    for (const [name, text, why] of [['other-meta', '{"mine":1}\n', /not an index's meta\.json \(format is undefined/], ['cut-meta', '{"format":', /invalid JSON/]] as const) {
+      const out = path.join(dir, name);
+      mkdirSync(out);
+      writeFileSync(path.join(out, INDEX_FILES.meta), text);
+      const r = build(out);
+      assert.equal(r.status, 2, r.stderr);
+      assert.match(r.stderr, new RegExp(`^micse: ${path.join(out, INDEX_FILES.meta)}: .*--force`, 'm'));
+      assert.match(r.stderr, why);
+      assert.equal(readFileSync(path.join(out, INDEX_FILES.meta), 'utf8'), text, 'left as it was');
+    }
+    const forced = build(path.join(dir, 'other-meta'), '--force');
+    assert.equal(forced.status, 0, forced.stderr);
   });
 });

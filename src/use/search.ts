@@ -7,11 +7,11 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { UserError } from '../errors.js';
-import { exists, readJsonObject } from '../fsutil.js';
+import { exists } from '../fsutil.js';
 import { DEFAULT_EMBED_BATCH_SIZE, embed } from '../model/embed.js';
 import { loadPretrained, resolveCheckpoint, type Pretrained } from '../model/pretrained.js';
 import { AnnIndex } from './ann.js';
-import { INDEX_FILES, INDEX_FORMAT, type IndexMeta } from './build.js';
+import { readIndexMeta, type IndexMeta } from './build.js';
 import { modelFingerprint, shortFingerprint } from './fingerprint.js';
 import { readNpyMatrix } from './npyAppend.js';
 import { exactTopK, normalizeRows, row, toMatrix, type Matrix, type Neighbor } from './vectors.js';
@@ -48,18 +48,6 @@ export interface SearchResult {
   /** Time spent embedding the queries and searching them (ms). */
   embedMs: number;
   searchMs: number;
-}
-
-/** Reads and checks meta.json of an index directory. */
-export async function readIndexMeta(dir: string): Promise<IndexMeta> {
-  const file = path.join(dir, INDEX_FILES.meta);
-  if (!(await exists(file))) {
-    const partial = await exists(path.join(dir, INDEX_FILES.progress));
-    throw new UserError(`${dir}: not a finished index (no ${INDEX_FILES.meta})${partial ? '; a build was interrupted there: rerun `micse index build` to finish it' : ''}`);
-  }
-  const meta = (await readJsonObject(file)) as unknown as IndexMeta;
-  if (meta.format !== INDEX_FORMAT) throw new UserError(`${file}: format is ${String(meta.format)}, expected ${INDEX_FORMAT}`);
-  return meta;
 }
 
 export class SemanticIndex {
