@@ -373,4 +373,20 @@ describe('index folders holding something else, or damaged: exit 2 naming the fi
     const forced = build(path.join(dir, 'other-meta'), '--force');
     assert.equal(forced.status, 0, forced.stderr);
   });
+
+  it('index build refuses a non-empty folder that is not an index (no meta.json or progress.json) unless --force', () => {
+    const out = path.join(dir, 'not-an-index');
+    mkdirSync(out);
+    const held = { [INDEX_FILES.texts]: 'my notes\n', [INDEX_FILES.vectors]: 'my vectors', 'config.yaml': 'a: 1\n' };
+    for (const [f, text] of Object.entries(held)) writeFileSync(path.join(out, f), text);
+    const r = build(out);
+    assert.equal(r.status, 2, r.stderr);
+    assert.match(r.stderr, new RegExp(`^micse: ${out}: not empty \\(3 entries\\) and not an index \\(no meta\\.json or progress\\.json\\); pass --force to replace it, or choose another --out\\. Nothing was written$`, 'm'));
+    for (const [f, text] of Object.entries(held)) assert.equal(readFileSync(path.join(out, f), 'utf8'), text, `${f} left as it was`);
+    const forced = build(out, '--force');
+    assert.equal(forced.status, 0, forced.stderr);
+    const empty = path.join(dir, 'empty-folder');
+    mkdirSync(empty);
+    assert.equal(build(empty).status, 0, 'an empty folder is fine');
+  });
 });

@@ -17,7 +17,7 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { openCorpus, type CorpusReader } from '../data/readers.js';
 import { environmentError, UserError } from '../errors.js';
-import { ensureDir, exists, readJsonObject, writeFileAtomic } from '../fsutil.js';
+import { ensureDir, exists, readJsonObject, refuseNonEmptyDir, writeFileAtomic } from '../fsutil.js';
 import { DEFAULT_EMBED_BATCH_SIZE, embed } from '../model/embed.js';
 import type { EmbedPooler } from '../model/pooling.js';
 import type { Pretrained } from '../model/pretrained.js';
@@ -212,8 +212,11 @@ export async function buildIndex(pretrained: Pick<Pretrained, 'model' | 'tokeniz
   const corpus: CorpusIdentity = { path: path.resolve(opts.corpus), column, bytes: st.size, mtimeMs: st.mtimeMs };
   const fingerprint = await modelFingerprint(pretrained.report.dir, pooler, maxLength);
 
-  await ensureDir(out);
   const file = (name: string) => path.join(out, name);
+  // Only a folder of this index (finished, or partial) is reused without --force: anything else may be someone's.
+  const ours = (await exists(file(INDEX_FILES.meta))) || (await exists(file(INDEX_FILES.progress)));
+  if (!ours && opts.force !== true) await refuseNonEmptyDir(out, '--out', ` and not an index (no ${INDEX_FILES.meta} or ${INDEX_FILES.progress})`);
+  await ensureDir(out);
   const annMeta: AnnMeta = { library: ANN_LIBRARY, version: ANN_LIBRARY_VERSION, metric: 'cos', quantization: 'f32', file: INDEX_FILES.ann, ...params };
 
   // A finished index: nothing to do if it is this one, else refuse unless --force.
@@ -247,6 +250,7 @@ export async function buildIndex(pretrained: Pick<Pretrained, 'model' | 'tokeniz
   const total = await countRecords(reader);
   if (total === 0) throw new UserError(`${opts.corpus}: no sentences to index (the file is empty or every line is blank)`);
   if (!state.complete) {
+    await writeState(); // before any other file, so that a build killed in its first chunk leaves a folder a rerun recognises
     const vectors = await NpyAppender.open(file(INDEX_FILES.vectors), dim, state.rows);
     const texts = await fs.open(file(INDEX_FILES.texts), state.rows === 0 ? 'w' : 'r+');
     try {
