@@ -389,4 +389,32 @@ describe('index folders holding something else, or damaged: exit 2 naming the fi
     mkdirSync(empty);
     assert.equal(build(empty).status, 0, 'an empty folder is fine');
   });
+
+  it('search on an index with a damaged file: exit 2 naming the file and what is wrong', async () => {
+    const good = path.join(dir, 'good-index');
+    assert.equal(build(good).status, 0);
+    const ann = INDEX_FILES.ann;
+    const cases: [string, (idx: string) => Promise<void>, RegExp, string[]][] = [
+      ['ann-cut-100', (idx) => fs.truncate(path.join(idx, ann), 100), /index\.usearch: corrupt or truncated \(100 bytes, meta\.json says \d+\)/, []],
+      ['ann-cut-1000', (idx) => fs.truncate(path.join(idx, ann), 1000), /index\.usearch: corrupt or truncated \(1000 bytes, meta\.json says \d+\)/, []],
+      ['ann-missing', (idx) => fs.rm(path.join(idx, ann)), /index\.usearch: no such file or directory \(ENOENT\)/, []],
+      ['vectors-cut', (idx) => fs.truncate(path.join(idx, INDEX_FILES.vectors), 200), /vectors\.npy: truncated \(200 bytes, header says 4 x 32\)/, ['--exact']],
+      ['texts-bad-json', (idx) => fs.appendFile(path.join(idx, INDEX_FILES.texts), '{"text": "x", "li\n'), /texts\.jsonl:5: invalid JSON/, []],
+      ['texts-bad-row', (idx) => fs.writeFile(path.join(idx, INDEX_FILES.texts), readFileSync(path.join(good, INDEX_FILES.texts), 'utf8').replace(/^.*\n/, '5\n')), /texts\.jsonl:1: not a \{"text", "line"\} row/, []],
+      ['meta-cut', (idx) => fs.truncate(path.join(idx, INDEX_FILES.meta), 100), /meta\.json: invalid JSON \(.*\)/, []],
+      ['meta-no-count', async (idx) => {
+        const meta = JSON.parse(readFileSync(path.join(idx, INDEX_FILES.meta), 'utf8')) as Record<string, unknown>;
+        delete meta['count'];
+        writeFileSync(path.join(idx, INDEX_FILES.meta), JSON.stringify(meta));
+      }, /meta\.json: count is missing, expected a number/, []],
+    ];
+    for (const [name, damage, message, flags] of cases) {
+      const idx = path.join(dir, name);
+      await fs.cp(good, idx, { recursive: true });
+      await damage(idx);
+      const r = micse('search', '--backend', 'wasm', '--index', idx, '--query', 'a cat', ...flags);
+      assert.equal(r.status, 2, `${name}: ${r.stderr}`);
+      assert.match(r.stderr, new RegExp(`^micse: (cannot read )?${idx}/${message.source}$`, 'm'), name);
+    }
+  });
 });

@@ -310,6 +310,7 @@ export async function buildIndex(pretrained: Pick<Pretrained, 'model' | 'tokeniz
   }
   progress.done();
   await saveAnnAtomic(ann, file(INDEX_FILES.ann));
+  const annBytes = (await fs.stat(file(INDEX_FILES.ann))).size;
   const indexSeconds = (performance.now() - t1) / 1000;
 
   const meta: IndexMeta = {
@@ -320,7 +321,7 @@ export async function buildIndex(pretrained: Pick<Pretrained, 'model' | 'tokeniz
     count: state.rows,
     dim,
     files: { vectors: INDEX_FILES.vectors, texts: INDEX_FILES.texts },
-    ann: annMeta,
+    ann: { ...annMeta, bytes: annBytes },
     build: {
       embedSeconds: state.embedSeconds,
       sentencesPerSecond: state.embedSeconds > 0 ? state.rows / state.embedSeconds : 0, // over every run that embedded rows
