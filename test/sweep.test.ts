@@ -175,6 +175,35 @@ describe('sweep report', () => {
   });
 });
 
+describe('a damaged sweep output directory: exit 2 naming the file and what is wrong', () => {
+  it('sweep report and sweep status on a cut or wrongly shaped sweep.json, and report on a done point with a bad eval.json', async () => {
+    const dir = await tmp('damaged');
+    const manifest = path.join(dir, 'sweep.json');
+    for (const [text, why] of [['{"sweep":', /invalid JSON \(.*\)/], ['{"points": 5}', /not a sweep manifest \(sweep is not the path of a sweep file\)/],
+      ['{"sweep": "s.yaml", "keys": [], "points": 5}', /not a sweep manifest \(points is not a list of \{name, params\}\)/]] as const) {
+      await fs.writeFile(manifest, text);
+      for (const args of [['sweep', 'report', dir], ['sweep', 'status', '--out', dir]]) {
+        const r = await cli(args, 60_000);
+        assert.equal(r.code, 2, `${args.join(' ')} on ${text}: ${r.stderr}`);
+        assert.match(r.stderr, new RegExp(`^micse: ${manifest}: ${why.source}$`, 'm'), `${args.join(' ')} on ${text}`);
+      }
+    }
+    // One done point (done.json present) whose eval.json is cut short, then one that is JSON of another shape.
+    const sweep = await loadSweep(TINY);
+    await fs.rm(manifest);
+    await writeSweepFiles(dir, sweep);
+    const pdir = pointDir(dir, sweep.points[0]!);
+    await fs.writeFile(path.join(pdir, 'subset-manifest.json'), JSON.stringify({ selection: { size: 32 } }));
+    await fs.writeFile(path.join(pdir, DONE_FILE), '{}');
+    for (const [text, why] of [['{"results": {', /cannot read \(.*JSON.*\)/], ['{"average": 1}', /not an STS evaluation \(results and average\)/]] as const) {
+      await fs.writeFile(path.join(pdir, 'eval.json'), text);
+      const r = await cli(['sweep', 'report', dir], 60_000);
+      assert.equal(r.code, 2, r.stderr);
+      assert.match(r.stderr, new RegExp(`^micse: ${path.join(pdir, 'eval.json')}: ${why.source}; the point is marked done \\(done\\.json\\); delete that marker to run it again$`, 'm'));
+    }
+  });
+});
+
 describe('sweep inputs, checked before anything starts', () => {
   it('paper-lowshot.yaml offline: every missing input in one report with its fetch command, locally and with --queue, nothing written', async () => {
     // Run where data/ holds nothing (training configs name data paths relative to the working directory), with an

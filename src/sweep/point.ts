@@ -16,7 +16,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { UserError } from '../errors.js';
-import { exists, writeFileAtomic } from '../fsutil.js';
+import { exists, readJsonObject, writeFileAtomic } from '../fsutil.js';
 import { defaultConfig, mergeConfig, type TrainConfig } from '../train/config.js';
 import { EVAL_FILE, SUMMARY_FILE, train } from '../train/trainer.js';
 import type { GridValue, Sweep, SweepPoint } from './grid.js';
@@ -91,16 +91,26 @@ export async function writeSweepFiles(out: string, sweep: Sweep): Promise<void> 
   }
 }
 
-/** Reads sweep.json of an output directory. */
+/** What makes parsed sweep.json no sweep manifest, or null when it is one. */
+function manifestFault(raw: Record<string, unknown>): string | null {
+  const isObject = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
+  const { sweep, keys, points } = raw;
+  if (typeof sweep !== 'string') return 'sweep is not the path of a sweep file';
+  if (!Array.isArray(keys) || !keys.every((k) => typeof k === 'string')) return 'keys is not a list of grid keys';
+  if (!Array.isArray(points) || !points.every((p) => isObject(p) && typeof p['name'] === 'string' && isObject(p['params']))) {
+    return 'points is not a list of {name, params}';
+  }
+  return null;
+}
+
+/** Reads sweep.json of an output directory: a UserError naming it when it is missing, not JSON or not a manifest. */
 export async function readManifest(out: string): Promise<SweepManifest> {
   const file = path.join(out, SWEEP_FILE);
-  let text: string;
-  try {
-    text = await fs.readFile(file, 'utf8');
-  } catch {
-    throw new UserError(`${file}: missing; is ${out} a sweep output directory (written by micse sweep)?`);
-  }
-  return JSON.parse(text) as SweepManifest;
+  if (!(await exists(file))) throw new UserError(`${file}: missing; is ${out} a sweep output directory (written by micse sweep)?`);
+  const raw = await readJsonObject(file);
+  const fault = manifestFault(raw);
+  if (fault !== null) throw new UserError(`${file}: not a sweep manifest (${fault})`);
+  return raw as unknown as SweepManifest;
 }
 
 /** Reads point.json; the config is re-validated. */
