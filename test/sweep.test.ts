@@ -12,12 +12,13 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { STS_TASK_INFO, STS_TEST_TASKS } from '../eval/sts.js';
+import { UserError } from '../src/errors.js';
 import { trainingFile } from '../src/train/plan.js';
 import { loadSweep } from '../src/sweep/grid.js';
 import { checkSweepInputs } from '../src/sweep/inputs.js';
 import { runSweep } from '../src/sweep/local.js';
 import { enqueueSweep, queueStatus } from '../src/sweep/queue.js';
-import { ATTEMPTS_FILE, DONE_FILE, ERROR_FILE, LOG_FILE, pointDir, readAttempts, spawnPoint, writeSweepFiles } from '../src/sweep/point.js';
+import { ATTEMPTS_FILE, checkOutDir, DONE_FILE, ERROR_FILE, LOG_FILE, pointDir, readAttempts, spawnPoint, writeSweepFiles } from '../src/sweep/point.js';
 import { checkRedis, DEFAULT_CONNECT_TIMEOUT_MS } from '../src/sweep/redis.js';
 import { curvePoints, meanStd, REPORT_CSV, REPORT_MD, sweepCurveSpec, writeSweepReport } from '../src/sweep/report.js';
 import { HAS_SHARED, ROOT, shared, SKIP_NO_SHARED, testTempDir } from './helpers.js';
@@ -201,6 +202,25 @@ describe('a damaged sweep output directory: exit 2 naming the file and what is w
       assert.equal(r.code, 2, r.stderr);
       assert.match(r.stderr, new RegExp(`^micse: ${path.join(pdir, 'eval.json')}: ${why.source}; the point is marked done \\(done\\.json\\); delete that marker to run it again$`, 'm'));
     }
+  });
+});
+
+describe('an output directory holding another sweep', () => {
+  it('is refused before anything is written; the same sweep is accepted again', async () => {
+    const dir = await tmp('other-sweep');
+    const tiny = await loadSweep(TINY);
+    await writeSweepFiles(dir, tiny);
+    const before = await fs.readFile(path.join(dir, 'sweep.json'), 'utf8');
+    const other = path.join(dir, '..', `other-${path.basename(dir)}.yaml`);
+    await fs.writeFile(other, `base: ${path.join(ROOT, 'configs', 'tiny.yaml')}\ngrid:\n  data.subsetSeed: [50]\n`);
+    const again = await loadSweep(TINY);
+    await checkOutDir(dir, again);
+    await assert.rejects(checkOutDir(dir, await loadSweep(other)), (e: Error) => e instanceof UserError &&
+      e.message === `${path.join(dir, 'sweep.json')}: ${dir} holds another sweep (${TINY}, 8 points), not ${other} (1 points); use another --out`);
+    const r = await cli(['sweep', '--config', other, '--out', dir], 60_000);
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, /^micse: .*sweep\.json: .* holds another sweep/m);
+    assert.equal(await fs.readFile(path.join(dir, 'sweep.json'), 'utf8'), before, 'sweep.json left as it was');
   });
 });
 

@@ -65,10 +65,19 @@ function comparable(c: TrainConfig): string {
 }
 
 /**
- * Checks every point directory that already exists against the sweep (same config), before anything is written,
- * so a changed sweep file cannot silently reuse runs of another config.
+ * Checks what `out` already holds against the sweep before anything is written: its sweep.json must be this sweep's
+ * (same grid keys and points), so another sweep's is not replaced, and every point directory that exists must have
+ * the same config, so a changed sweep file cannot silently reuse runs of another config.
  */
 export async function checkOutDir(out: string, sweep: Sweep): Promise<void> {
+  if (await exists(path.join(out, SWEEP_FILE))) {
+    const prev = await readManifest(out);
+    const next = manifestOf(sweep);
+    if (JSON.stringify([prev.keys, prev.points]) !== JSON.stringify([next.keys, next.points])) {
+      throw new UserError(`${path.join(out, SWEEP_FILE)}: ${out} holds another sweep (${prev.sweep}, ${prev.points.length} points), not ${sweep.file} ` +
+        `(${sweep.points.length} points); use another --out`);
+    }
+  }
   for (const p of sweep.points) {
     const rec = await readPoint(path.join(out, p.name)).catch(() => null);
     if (rec !== null && comparable(rec.config) !== comparable(p.config)) {
@@ -78,10 +87,14 @@ export async function checkOutDir(out: string, sweep: Sweep): Promise<void> {
   }
 }
 
+/** The sweep.json of `sweep`: its file, grid keys and points (names and grid values: what tells one sweep from another). */
+function manifestOf(sweep: Sweep): SweepManifest {
+  return { sweep: sweep.file, keys: sweep.keys, points: sweep.points.map((p) => ({ name: p.name, params: p.params })) };
+}
+
 /** Writes sweep.json and each point's point.json (atomically; existing identical ones are left alone). */
 export async function writeSweepFiles(out: string, sweep: Sweep): Promise<void> {
-  const manifest: SweepManifest = { sweep: sweep.file, keys: sweep.keys, points: sweep.points.map((p) => ({ name: p.name, params: p.params })) };
-  await writeFileAtomic(path.join(out, SWEEP_FILE), JSON.stringify(manifest, null, 2) + '\n');
+  await writeFileAtomic(path.join(out, SWEEP_FILE), JSON.stringify(manifestOf(sweep), null, 2) + '\n');
   for (const p of sweep.points) {
     const file = path.join(out, p.name, POINT_FILE);
     if (await exists(file)) continue;
