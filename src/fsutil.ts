@@ -81,6 +81,21 @@ export async function exists(p: string): Promise<boolean> {
   return fs.access(p).then(() => true, () => false);
 }
 
+/**
+ * Throws a UserError when `dir` holds anything (a missing `dir`, or a file in its place, passes: creating it
+ * fails later with its own error). The message names `dir`, what it holds, `unlike` (why it may not be reused, if
+ * anything more than not being empty) and `flag`, the option that chose it, and says --force replaces it.
+ */
+export async function refuseNonEmptyDir(dir: string, flag: string, unlike = ''): Promise<void> {
+  const entries = await fs.readdir(dir).catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'ENOENT' || err.code === 'ENOTDIR') return [];
+    throw err;
+  });
+  if (entries.length > 0) {
+    throw new UserError(`${dir}: not empty (${entries.length} entries)${unlike}; pass --force to replace it, or choose another ${flag}. Nothing was written`);
+  }
+}
+
 /** Parses a JSON file; a parse error is a UserError naming the file. */
 export async function readJsonFile(file: string): Promise<unknown> {
   const text = await fs.readFile(file, 'utf8');

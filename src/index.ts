@@ -52,8 +52,8 @@ export type { ExportFiles } from './export/hf.js';
 
 // Use the encoder: similarity, semantic search, clustering
 export { similarity, readPairsFile, type SentencePair, type ScoredPair } from './use/similarity.js';
-export { buildIndex, type BuildIndexOptions, type BuildIndexReport, type IndexMeta } from './use/build.js';
-export { openIndex, readIndexMeta, type SearchHit, type SearchResult, type OpenIndexOptions } from './use/search.js';
+export { buildIndex, readIndexMeta, type BuildIndexOptions, type BuildIndexReport, type IndexMeta } from './use/build.js';
+export { openIndex, type SearchHit, type SearchResult, type OpenIndexOptions } from './use/search.js';
 export { cluster, clusterVectors, type ClusterOptions, type ClusterResult, type ClusterInfo } from './use/cluster.js';
 export { modelFingerprint, type ModelFingerprint } from './use/fingerprint.js';
 

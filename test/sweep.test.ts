@@ -12,12 +12,13 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { STS_TASK_INFO, STS_TEST_TASKS } from '../eval/sts.js';
+import { UserError } from '../src/errors.js';
 import { trainingFile } from '../src/train/plan.js';
 import { loadSweep } from '../src/sweep/grid.js';
 import { checkSweepInputs } from '../src/sweep/inputs.js';
 import { runSweep } from '../src/sweep/local.js';
 import { enqueueSweep, queueStatus } from '../src/sweep/queue.js';
-import { ATTEMPTS_FILE, DONE_FILE, ERROR_FILE, LOG_FILE, pointDir, readAttempts, spawnPoint, writeSweepFiles } from '../src/sweep/point.js';
+import { ATTEMPTS_FILE, checkOutDir, DONE_FILE, ERROR_FILE, LOG_FILE, pointDir, readAttempts, spawnPoint, writeSweepFiles } from '../src/sweep/point.js';
 import { checkRedis, DEFAULT_CONNECT_TIMEOUT_MS } from '../src/sweep/redis.js';
 import { curvePoints, meanStd, REPORT_CSV, REPORT_MD, sweepCurveSpec, writeSweepReport } from '../src/sweep/report.js';
 import { HAS_SHARED, ROOT, shared, SKIP_NO_SHARED, testTempDir } from './helpers.js';
@@ -172,6 +173,54 @@ describe('sweep report', () => {
     } finally {
       await fs.rm(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('a damaged sweep output directory: exit 2 naming the file and what is wrong', () => {
+  it('sweep report and sweep status on a cut or wrongly shaped sweep.json, and report on a done point with a bad eval.json', async () => {
+    const dir = await tmp('damaged');
+    const manifest = path.join(dir, 'sweep.json');
+    for (const [text, why] of [['{"sweep":', /invalid JSON \(.*\)/], ['{"points": 5}', /not a sweep manifest \(sweep is not the path of a sweep file\)/],
+      ['{"sweep": "s.yaml", "keys": [], "points": 5}', /not a sweep manifest \(points is not a list of \{name, params\}\)/]] as const) {
+      await fs.writeFile(manifest, text);
+      for (const args of [['sweep', 'report', dir], ['sweep', 'status', '--out', dir]]) {
+        const r = await cli(args, 60_000);
+        assert.equal(r.code, 2, `${args.join(' ')} on ${text}: ${r.stderr}`);
+        assert.match(r.stderr, new RegExp(`^micse: ${manifest}: ${why.source}$`, 'm'), `${args.join(' ')} on ${text}`);
+      }
+    }
+    // One done point (done.json present) whose eval.json is cut short, then one that is JSON of another shape.
+    const sweep = await loadSweep(TINY);
+    await fs.rm(manifest);
+    await writeSweepFiles(dir, sweep);
+    const pdir = pointDir(dir, sweep.points[0]!);
+    await fs.writeFile(path.join(pdir, 'subset-manifest.json'), JSON.stringify({ selection: { size: 32 } }));
+    await fs.writeFile(path.join(pdir, DONE_FILE), '{}');
+    for (const [text, why] of [['{"results": {', /cannot read \(.*JSON.*\)/], ['{"average": 1}', /not an STS evaluation \(results and average\)/]] as const) {
+      await fs.writeFile(path.join(pdir, 'eval.json'), text);
+      const r = await cli(['sweep', 'report', dir], 60_000);
+      assert.equal(r.code, 2, r.stderr);
+      assert.match(r.stderr, new RegExp(`^micse: ${path.join(pdir, 'eval.json')}: ${why.source}; the point is marked done \\(done\\.json\\); delete that marker to run it again$`, 'm'));
+    }
+  });
+});
+
+describe('an output directory holding another sweep', () => {
+  it('is refused before anything is written; the same sweep is accepted again', async () => {
+    const dir = await tmp('other-sweep');
+    const tiny = await loadSweep(TINY);
+    await writeSweepFiles(dir, tiny);
+    const before = await fs.readFile(path.join(dir, 'sweep.json'), 'utf8');
+    const other = path.join(dir, '..', `other-${path.basename(dir)}.yaml`);
+    await fs.writeFile(other, `base: ${path.join(ROOT, 'configs', 'tiny.yaml')}\ngrid:\n  data.subsetSeed: [50]\n`);
+    const again = await loadSweep(TINY);
+    await checkOutDir(dir, again);
+    await assert.rejects(checkOutDir(dir, await loadSweep(other)), (e: Error) => e instanceof UserError &&
+      e.message === `${path.join(dir, 'sweep.json')}: ${dir} holds another sweep (${TINY}, 8 points), not ${other} (1 points); use another --out`);
+    const r = await cli(['sweep', '--config', other, '--out', dir], 60_000);
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, /^micse: .*sweep\.json: .* holds another sweep/m);
+    assert.equal(await fs.readFile(path.join(dir, 'sweep.json'), 'utf8'), before, 'sweep.json left as it was');
   });
 });
 

@@ -10,7 +10,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { promises as fs, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { promises as fs, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -347,5 +347,74 @@ describe('similarity', { skip: SKIP_NO_SHARED }, () => {
     assert.deepEqual(await readPairsFile(file, [1, 2]), [['a b', 'c d'], ['e f', 'g h']]);
     writeFileSync(file, 'a\tb\nonly one\n');
     await assert.rejects(readPairsFile(file), (e: unknown) => e instanceof UserError && /pairs\.tsv:2: 1 TAB-separated column/.test(e.message));
+  });
+});
+
+describe('index folders holding something else, or damaged: exit 2 naming the file, nothing overwritten', { skip: SKIP_NO_SHARED }, () => {
+  const dir = path.join(TMP, 'bad-folders');
+  const corpus = path.join(dir, 'four.txt');
+  before(() => {
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(corpus, 'a cat sits on the mat\na dog runs in the park\nthe sun is hot today\nrain falls on the town\n');
+  });
+  const build = (out: string, ...more: string[]) => micse('index', 'build', '--backend', 'wasm', '--model', MODEL, '--corpus', corpus, '--out', out, ...more);
+
+  it('index build refuses a meta.json that is not an index\'s (another tool\'s, or cut short), and --force replaces it', () => {
+    for (const [name, text, why] of [['other-meta', '{"mine":1}\n', /not an index's meta\.json \(format is undefined/], ['cut-meta', '{"format":', /invalid JSON/]] as const) {
+      const out = path.join(dir, name);
+      mkdirSync(out);
+      writeFileSync(path.join(out, INDEX_FILES.meta), text);
+      const r = build(out);
+      assert.equal(r.status, 2, r.stderr);
+      assert.match(r.stderr, new RegExp(`^micse: ${path.join(out, INDEX_FILES.meta)}: .*--force`, 'm'));
+      assert.match(r.stderr, why);
+      assert.equal(readFileSync(path.join(out, INDEX_FILES.meta), 'utf8'), text, 'left as it was');
+    }
+    const forced = build(path.join(dir, 'other-meta'), '--force');
+    assert.equal(forced.status, 0, forced.stderr);
+  });
+
+  it('index build refuses a non-empty folder that is not an index (no meta.json or progress.json) unless --force', () => {
+    const out = path.join(dir, 'not-an-index');
+    mkdirSync(out);
+    const held = { [INDEX_FILES.texts]: 'my notes\n', [INDEX_FILES.vectors]: 'my vectors', 'config.yaml': 'a: 1\n' };
+    for (const [f, text] of Object.entries(held)) writeFileSync(path.join(out, f), text);
+    const r = build(out);
+    assert.equal(r.status, 2, r.stderr);
+    assert.match(r.stderr, new RegExp(`^micse: ${out}: not empty \\(3 entries\\) and not an index \\(no meta\\.json or progress\\.json\\); pass --force to replace it, or choose another --out\\. Nothing was written$`, 'm'));
+    for (const [f, text] of Object.entries(held)) assert.equal(readFileSync(path.join(out, f), 'utf8'), text, `${f} left as it was`);
+    const forced = build(out, '--force');
+    assert.equal(forced.status, 0, forced.stderr);
+    const empty = path.join(dir, 'empty-folder');
+    mkdirSync(empty);
+    assert.equal(build(empty).status, 0, 'an empty folder is fine');
+  });
+
+  it('search on an index with a damaged file: exit 2 naming the file and what is wrong', async () => {
+    const good = path.join(dir, 'good-index');
+    assert.equal(build(good).status, 0);
+    const ann = INDEX_FILES.ann;
+    const cases: [string, (idx: string) => Promise<void>, RegExp, string[]][] = [
+      ['ann-cut-100', (idx) => fs.truncate(path.join(idx, ann), 100), /index\.usearch: corrupt or truncated \(100 bytes, meta\.json says \d+\)/, []],
+      ['ann-cut-1000', (idx) => fs.truncate(path.join(idx, ann), 1000), /index\.usearch: corrupt or truncated \(1000 bytes, meta\.json says \d+\)/, []],
+      ['ann-missing', (idx) => fs.rm(path.join(idx, ann)), /index\.usearch: no such file or directory \(ENOENT\)/, []],
+      ['vectors-cut', (idx) => fs.truncate(path.join(idx, INDEX_FILES.vectors), 200), /vectors\.npy: truncated \(200 bytes, header says 4 x 32\)/, ['--exact']],
+      ['texts-bad-json', (idx) => fs.appendFile(path.join(idx, INDEX_FILES.texts), '{"text": "x", "li\n'), /texts\.jsonl:5: invalid JSON/, []],
+      ['texts-bad-row', (idx) => fs.writeFile(path.join(idx, INDEX_FILES.texts), readFileSync(path.join(good, INDEX_FILES.texts), 'utf8').replace(/^.*\n/, '5\n')), /texts\.jsonl:1: not a \{"text", "line"\} row/, []],
+      ['meta-cut', (idx) => fs.truncate(path.join(idx, INDEX_FILES.meta), 100), /meta\.json: invalid JSON \(.*\)/, []],
+      ['meta-no-count', async (idx) => {
+        const meta = JSON.parse(readFileSync(path.join(idx, INDEX_FILES.meta), 'utf8')) as Record<string, unknown>;
+        delete meta['count'];
+        writeFileSync(path.join(idx, INDEX_FILES.meta), JSON.stringify(meta));
+      }, /meta\.json: count is missing, expected a number/, []],
+    ];
+    for (const [name, damage, message, flags] of cases) {
+      const idx = path.join(dir, name);
+      await fs.cp(good, idx, { recursive: true });
+      await damage(idx);
+      const r = micse('search', '--backend', 'wasm', '--index', idx, '--query', 'a cat', ...flags);
+      assert.equal(r.status, 2, `${name}: ${r.stderr}`);
+      assert.match(r.stderr, new RegExp(`^micse: (cannot read )?${idx}/${message.source}$`, 'm'), name);
+    }
   });
 });

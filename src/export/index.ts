@@ -14,7 +14,7 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { UserError } from '../errors.js';
 import { faultPoint } from '../faultPoints.js';
-import { ensureDir, exists, processAlive, writeFileAtomic } from '../fsutil.js';
+import { ensureDir, exists, processAlive, refuseNonEmptyDir, writeFileAtomic } from '../fsutil.js';
 import { embed } from '../model/embed.js';
 import { loadPretrained, resolveCheckpoint } from '../model/pretrained.js';
 import { createProgress } from '../progress.js';
@@ -155,10 +155,7 @@ async function checkOutput(output: string, force: boolean, protectedDirs: string
       throw new UserError(`--output ${output} overlaps the checkpoint being exported (${p}); choose another directory`);
     }
   }
-  const entries = await fs.readdir(output);
-  if (entries.length > 0 && !force) {
-    throw new UserError(`${output}: not empty (${entries.length} entries); pass --force to replace it, or choose another --output. Nothing was written`);
-  }
+  if (!force) await refuseNonEmptyDir(output, '--output');
   return true;
 }
 

@@ -16,7 +16,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { UserError } from '../errors.js';
-import { exists, writeFileAtomic } from '../fsutil.js';
+import { exists, readJsonObject, writeFileAtomic } from '../fsutil.js';
 import { defaultConfig, mergeConfig, type TrainConfig } from '../train/config.js';
 import { EVAL_FILE, SUMMARY_FILE, train } from '../train/trainer.js';
 import type { GridValue, Sweep, SweepPoint } from './grid.js';
@@ -65,10 +65,19 @@ function comparable(c: TrainConfig): string {
 }
 
 /**
- * Checks every point directory that already exists against the sweep (same config), before anything is written,
- * so a changed sweep file cannot silently reuse runs of another config.
+ * Checks what `out` already holds against the sweep before anything is written: its sweep.json must be this sweep's
+ * (same grid keys and points), so another sweep's is not replaced, and every point directory that exists must have
+ * the same config, so a changed sweep file cannot silently reuse runs of another config.
  */
 export async function checkOutDir(out: string, sweep: Sweep): Promise<void> {
+  if (await exists(path.join(out, SWEEP_FILE))) {
+    const prev = await readManifest(out);
+    const next = manifestOf(sweep);
+    if (JSON.stringify([prev.keys, prev.points]) !== JSON.stringify([next.keys, next.points])) {
+      throw new UserError(`${path.join(out, SWEEP_FILE)}: ${out} holds another sweep (${prev.sweep}, ${prev.points.length} points), not ${sweep.file} ` +
+        `(${sweep.points.length} points); use another --out`);
+    }
+  }
   for (const p of sweep.points) {
     const rec = await readPoint(path.join(out, p.name)).catch(() => null);
     if (rec !== null && comparable(rec.config) !== comparable(p.config)) {
@@ -78,10 +87,14 @@ export async function checkOutDir(out: string, sweep: Sweep): Promise<void> {
   }
 }
 
+/** The sweep.json of `sweep`: its file, grid keys and points (names and grid values: what tells one sweep from another). */
+function manifestOf(sweep: Sweep): SweepManifest {
+  return { sweep: sweep.file, keys: sweep.keys, points: sweep.points.map((p) => ({ name: p.name, params: p.params })) };
+}
+
 /** Writes sweep.json and each point's point.json (atomically; existing identical ones are left alone). */
 export async function writeSweepFiles(out: string, sweep: Sweep): Promise<void> {
-  const manifest: SweepManifest = { sweep: sweep.file, keys: sweep.keys, points: sweep.points.map((p) => ({ name: p.name, params: p.params })) };
-  await writeFileAtomic(path.join(out, SWEEP_FILE), JSON.stringify(manifest, null, 2) + '\n');
+  await writeFileAtomic(path.join(out, SWEEP_FILE), JSON.stringify(manifestOf(sweep), null, 2) + '\n');
   for (const p of sweep.points) {
     const file = path.join(out, p.name, POINT_FILE);
     if (await exists(file)) continue;
@@ -91,16 +104,26 @@ export async function writeSweepFiles(out: string, sweep: Sweep): Promise<void> 
   }
 }
 
-/** Reads sweep.json of an output directory. */
+/** What makes parsed sweep.json no sweep manifest, or null when it is one. */
+function manifestFault(raw: Record<string, unknown>): string | null {
+  const isObject = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
+  const { sweep, keys, points } = raw;
+  if (typeof sweep !== 'string') return 'sweep is not the path of a sweep file';
+  if (!Array.isArray(keys) || !keys.every((k) => typeof k === 'string')) return 'keys is not a list of grid keys';
+  if (!Array.isArray(points) || !points.every((p) => isObject(p) && typeof p['name'] === 'string' && isObject(p['params']))) {
+    return 'points is not a list of {name, params}';
+  }
+  return null;
+}
+
+/** Reads sweep.json of an output directory: a UserError naming it when it is missing, not JSON or not a manifest. */
 export async function readManifest(out: string): Promise<SweepManifest> {
   const file = path.join(out, SWEEP_FILE);
-  let text: string;
-  try {
-    text = await fs.readFile(file, 'utf8');
-  } catch {
-    throw new UserError(`${file}: missing; is ${out} a sweep output directory (written by micse sweep)?`);
-  }
-  return JSON.parse(text) as SweepManifest;
+  if (!(await exists(file))) throw new UserError(`${file}: missing; is ${out} a sweep output directory (written by micse sweep)?`);
+  const raw = await readJsonObject(file);
+  const fault = manifestFault(raw);
+  if (fault !== null) throw new UserError(`${file}: not a sweep manifest (${fault})`);
+  return raw as unknown as SweepManifest;
 }
 
 /** Reads point.json; the config is re-validated. */

@@ -7,17 +7,16 @@
  * Spread: the sample standard deviation (n - 1 in the denominator); with one seed it is undefined (empty in the
  * CSV, omitted in the table).
  */
-import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import type { TopLevelSpec } from 'vega-lite';
 import { STS_TASK_INFO, STS_TEST_TASKS } from '../../eval/sts.js';
 import type { StsReportJson } from '../../eval/report.js';
-import { UserError } from '../errors.js';
-import { writeFileAtomic } from '../fsutil.js';
+import { firstLineOf, UserError } from '../errors.js';
+import { readJsonObject, writeFileAtomic } from '../fsutil.js';
 import { EVAL_FILE } from '../train/trainer.js';
 import { CHART_WIDTH, renderSvg, VEGA_LITE_SCHEMA } from '../train/plots.js';
 import { SEED_KEYS, SPLIT_KEY, type GridValue } from './grid.js';
-import { pointDir, pointState, readManifest, readPoint } from './point.js';
+import { DONE_FILE, pointDir, pointState, readManifest, readPoint } from './point.js';
 
 export const REPORT_MD = 'report.md';
 export const REPORT_CSV = 'report.csv';
@@ -83,13 +82,23 @@ interface PointResult extends Pick<ReportRow, 'sentences' | 'fraction' | 'count'
   avg: number | null;
 }
 
-async function readJson<T>(file: string): Promise<T> {
+/**
+ * Reads a file of a done point and checks it with `valid`: a UserError naming the file when it is unreadable, not
+ * JSON or not `what`, saying how to run the point again.
+ */
+async function readPointFile<T>(file: string, what: string, valid: (raw: Record<string, unknown>) => boolean): Promise<T> {
+  const hint = `the point is marked done (${DONE_FILE}); delete that marker to run it again`;
+  let raw: Record<string, unknown>;
   try {
-    return JSON.parse(await fs.readFile(file, 'utf8')) as T;
+    raw = await readJsonObject(file);
   } catch (err) {
-    throw new UserError(`${file}: cannot read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+    throw new UserError(`${file}: cannot read (${(err as NodeJS.ErrnoException).code ?? firstLineOf(err)}); ${hint}`, { cause: err });
   }
+  if (!valid(raw)) throw new UserError(`${file}: not ${what}; ${hint}`);
+  return raw as unknown as T;
 }
+
+const isObject = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
 
 /** Collects the done points of the sweep in `dir` and aggregates them over seeds. */
 export async function buildSweepReport(dir: string): Promise<SweepReport> {
@@ -106,8 +115,10 @@ export async function buildSweepReport(dir: string): Promise<SweepReport> {
       continue;
     }
     const rec = await readPoint(pdir);
-    const ev = await readJson<StsReportJson>(path.join(pdir, EVAL_FILE));
-    const manifestFile = await readJson<{ selection: { size: number } }>(path.join(pdir, 'subset-manifest.json'));
+    const ev = await readPointFile<StsReportJson>(path.join(pdir, EVAL_FILE), 'an STS evaluation (results and average)',
+      (raw) => isObject(raw['results']) && (typeof raw['average'] === 'number' || raw['average'] === null));
+    const manifestFile = await readPointFile<{ selection: { size: number } }>(path.join(pdir, 'subset-manifest.json'), 'a subset manifest (selection.size)',
+      (raw) => isObject(raw['selection']) && typeof raw['selection']['size'] === 'number');
     const scores: Record<string, number | null> = {};
     for (const t of STS_TEST_TASKS) {
       const r = ev.results[STS_TASK_INFO[t].senteval];

@@ -48,6 +48,8 @@ export interface AnnMeta extends AnnParams {
   quantization: 'f32';
   /** Index file name inside the index directory. */
   file: string;
+  /** Its size in bytes when it was written (absent in indexes built before it was recorded). */
+  bytes?: number;
 }
 
 export class AnnIndex {

@@ -17,7 +17,7 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { openCorpus, type CorpusReader } from '../data/readers.js';
 import { environmentError, UserError } from '../errors.js';
-import { ensureDir, exists, writeFileAtomic } from '../fsutil.js';
+import { ensureDir, exists, readJsonObject, refuseNonEmptyDir, writeFileAtomic } from '../fsutil.js';
 import { DEFAULT_EMBED_BATCH_SIZE, embed } from '../model/embed.js';
 import type { EmbedPooler } from '../model/pooling.js';
 import type { Pretrained } from '../model/pretrained.js';
@@ -92,11 +92,63 @@ export interface BuildIndexReport {
   upToDate: boolean;
 }
 
-async function readJson<T>(file: string): Promise<T> {
+/** The fields of meta.json the code reads, with their JSON types (checked once, by readIndexMeta). */
+const META_FIELDS: readonly (readonly [string, 'string' | 'number'])[] = [
+  ['version', 'number'], ['count', 'number'], ['dim', 'number'],
+  ['model.path', 'string'], ['model.fingerprint.sha256', 'string'], ['model.fingerprint.pooler', 'string'], ['model.fingerprint.maxLength', 'number'],
+  ['corpus.path', 'string'], ['corpus.bytes', 'number'], ['corpus.mtimeMs', 'number'],
+  ['files.vectors', 'string'], ['files.texts', 'string'],
+  ['ann.file', 'string'], ['ann.library', 'string'], ['ann.connectivity', 'number'], ['ann.expansionAdd', 'number'], ['ann.expansionSearch', 'number'],
+];
+
+/** The fields of progress.json, with their JSON types. */
+const PROGRESS_FIELDS: readonly (readonly [string, 'string' | 'number' | 'boolean'])[] = [
+  ['fingerprint', 'string'], ['dim', 'number'], ['rows', 'number'], ['textsBytes', 'number'], ['complete', 'boolean'], ['embedSeconds', 'number'],
+  ['corpus.path', 'string'], ['corpus.bytes', 'number'], ['corpus.mtimeMs', 'number'],
+];
+
+/** The value at a dotted key path of parsed JSON (undefined where a step is missing or not an object). */
+function lookup(obj: unknown, keyPath: string): unknown {
+  return keyPath.split('.').reduce<unknown>((o, k) => (o !== null && typeof o === 'object' ? (o as Record<string, unknown>)[k] : undefined), obj);
+}
+
+/** Throws a UserError naming `file` and the first key of `fields` that is missing or of another type. */
+function checkFields(raw: Record<string, unknown>, fields: readonly (readonly [string, string])[], file: string): void {
+  for (const [key, type] of fields) {
+    const v = lookup(raw, key);
+    if (typeof v !== type) throw new UserError(`${file}: ${key} is ${v === undefined ? 'missing' : JSON.stringify(v)}, expected a ${type}`);
+  }
+}
+
+/**
+ * Reads and checks meta.json of an index directory: a UserError naming the file when it is missing, not JSON, not
+ * an index's (no `"format": "micse-index"`) or lacks a field the code reads.
+ */
+export async function readIndexMeta(dir: string): Promise<IndexMeta> {
+  const file = path.join(dir, INDEX_FILES.meta);
+  if (!(await exists(file))) {
+    const partial = await exists(path.join(dir, INDEX_FILES.progress));
+    throw new UserError(`${dir}: not a finished index (no ${INDEX_FILES.meta})${partial ? '; a build was interrupted there: rerun `micse index build` to finish it' : ''}`);
+  }
+  const raw = await readJsonObject(file);
+  if (raw['format'] !== INDEX_FORMAT) throw new UserError(`${file}: not an index's meta.json (format is ${JSON.stringify(raw['format'])}, expected "${INDEX_FORMAT}")`);
+  checkFields(raw, META_FIELDS, file);
+  return raw as unknown as IndexMeta;
+}
+
+/** Reads and checks progress.json of a partial build (a UserError naming the file when it is not one). */
+async function readProgress(file: string): Promise<ProgressState> {
+  const raw = await readJsonObject(file);
+  checkFields(raw, PROGRESS_FIELDS, file);
+  return raw as unknown as ProgressState;
+}
+
+/** Awaits `read`; a UserError (the file is not an index's) gets what to do about an `out` that holds something else. */
+async function refusingOther<T>(read: Promise<T>, out: string): Promise<T> {
   try {
-    return JSON.parse(await fs.readFile(file, 'utf8')) as T;
+    return await read;
   } catch (err) {
-    throw new UserError(`${file}: unreadable (${(err as Error).message}); delete it or pass --force to rebuild`);
+    throw err instanceof UserError ? new UserError(`${err.message}; choose another --out, or pass --force to replace what ${out} holds`) : err;
   }
 }
 
@@ -160,27 +212,31 @@ export async function buildIndex(pretrained: Pick<Pretrained, 'model' | 'tokeniz
   const corpus: CorpusIdentity = { path: path.resolve(opts.corpus), column, bytes: st.size, mtimeMs: st.mtimeMs };
   const fingerprint = await modelFingerprint(pretrained.report.dir, pooler, maxLength);
 
-  await ensureDir(out);
   const file = (name: string) => path.join(out, name);
+  // Only a folder of this index (finished, or partial) is reused without --force: anything else may be someone's.
+  const ours = (await exists(file(INDEX_FILES.meta))) || (await exists(file(INDEX_FILES.progress)));
+  if (!ours && opts.force !== true) await refuseNonEmptyDir(out, '--out', ` and not an index (no ${INDEX_FILES.meta} or ${INDEX_FILES.progress})`);
+  await ensureDir(out);
   const annMeta: AnnMeta = { library: ANN_LIBRARY, version: ANN_LIBRARY_VERSION, metric: 'cos', quantization: 'f32', file: INDEX_FILES.ann, ...params };
 
   // A finished index: nothing to do if it is this one, else refuse unless --force.
   if (await exists(file(INDEX_FILES.meta))) {
-    const meta = await readJson<IndexMeta>(file(INDEX_FILES.meta));
-    const same = meta.model?.fingerprint?.sha256 === fingerprint.sha256 && sameCorpus(meta.corpus, corpus) &&
-      meta.ann?.connectivity === params.connectivity && meta.ann?.expansionAdd === params.expansionAdd;
-    if (same && opts.force !== true) return { dir: out, meta, resumedRows: meta.count, upToDate: true };
-    if (opts.force !== true) {
-      throw new UserError(`${out} already holds an index of ${meta.corpus?.path} by model ${meta.model?.path} ` +
+    if (opts.force === true) {
+      await fs.rm(file(INDEX_FILES.meta));
+    } else {
+      const meta = await refusingOther(readIndexMeta(out), out);
+      const same = meta.model.fingerprint.sha256 === fingerprint.sha256 && sameCorpus(meta.corpus, corpus) &&
+        meta.ann.connectivity === params.connectivity && meta.ann.expansionAdd === params.expansionAdd;
+      if (same) return { dir: out, meta, resumedRows: meta.count, upToDate: true };
+      throw new UserError(`${out} already holds an index of ${meta.corpus.path} by model ${meta.model.path} ` +
         `(fingerprint ${shortFingerprint(meta.model.fingerprint)}); choose another --out, or pass --force to replace it`);
     }
-    await fs.rm(file(INDEX_FILES.meta));
   }
 
   // A partial run: resume when it is the same model and corpus.
   let state: ProgressState = { fingerprint: fingerprint.sha256, corpus, dim, rows: 0, textsBytes: 0, complete: false, embedSeconds: 0 };
   if ((await exists(file(INDEX_FILES.progress))) && opts.force !== true) {
-    const prev = await readJson<ProgressState>(file(INDEX_FILES.progress));
+    const prev = await refusingOther(readProgress(file(INDEX_FILES.progress)), out);
     if (prev.fingerprint !== fingerprint.sha256 || prev.dim !== dim || !sameCorpus(prev.corpus, corpus)) {
       throw new UserError(`${file(INDEX_FILES.progress)}: a partial build of another model or corpus (or the corpus changed since); ` +
         'pass --force to start over, or use another --out');
@@ -194,6 +250,7 @@ export async function buildIndex(pretrained: Pick<Pretrained, 'model' | 'tokeniz
   const total = await countRecords(reader);
   if (total === 0) throw new UserError(`${opts.corpus}: no sentences to index (the file is empty or every line is blank)`);
   if (!state.complete) {
+    await writeState(); // before any other file, so that a build killed in its first chunk leaves a folder a rerun recognises
     const vectors = await NpyAppender.open(file(INDEX_FILES.vectors), dim, state.rows);
     const texts = await fs.open(file(INDEX_FILES.texts), state.rows === 0 ? 'w' : 'r+');
     try {
@@ -253,6 +310,7 @@ export async function buildIndex(pretrained: Pick<Pretrained, 'model' | 'tokeniz
   }
   progress.done();
   await saveAnnAtomic(ann, file(INDEX_FILES.ann));
+  const annBytes = (await fs.stat(file(INDEX_FILES.ann))).size;
   const indexSeconds = (performance.now() - t1) / 1000;
 
   const meta: IndexMeta = {
@@ -263,7 +321,7 @@ export async function buildIndex(pretrained: Pick<Pretrained, 'model' | 'tokeniz
     count: state.rows,
     dim,
     files: { vectors: INDEX_FILES.vectors, texts: INDEX_FILES.texts },
-    ann: annMeta,
+    ann: { ...annMeta, bytes: annBytes },
     build: {
       embedSeconds: state.embedSeconds,
       sentencesPerSecond: state.embedSeconds > 0 ? state.rows / state.embedSeconds : 0, // over every run that embedded rows

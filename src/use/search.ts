@@ -6,12 +6,12 @@
  */
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { UserError } from '../errors.js';
-import { exists, readJsonObject } from '../fsutil.js';
+import { firstLineOf, UserError } from '../errors.js';
+import { exists } from '../fsutil.js';
 import { DEFAULT_EMBED_BATCH_SIZE, embed } from '../model/embed.js';
 import { loadPretrained, resolveCheckpoint, type Pretrained } from '../model/pretrained.js';
 import { AnnIndex } from './ann.js';
-import { INDEX_FILES, INDEX_FORMAT, type IndexMeta } from './build.js';
+import { readIndexMeta, type IndexMeta } from './build.js';
 import { modelFingerprint, shortFingerprint } from './fingerprint.js';
 import { readNpyMatrix } from './npyAppend.js';
 import { exactTopK, normalizeRows, row, toMatrix, type Matrix, type Neighbor } from './vectors.js';
@@ -50,16 +50,47 @@ export interface SearchResult {
   searchMs: number;
 }
 
-/** Reads and checks meta.json of an index directory. */
-export async function readIndexMeta(dir: string): Promise<IndexMeta> {
-  const file = path.join(dir, INDEX_FILES.meta);
-  if (!(await exists(file))) {
-    const partial = await exists(path.join(dir, INDEX_FILES.progress));
-    throw new UserError(`${dir}: not a finished index (no ${INDEX_FILES.meta})${partial ? '; a build was interrupted there: rerun `micse index build` to finish it' : ''}`);
+type IndexedText = { text: string; line: number };
+
+/** Reads texts.jsonl: `count` rows of {"text", "line"}; a bad row is a UserError naming the file and line. */
+async function readTexts(file: string, count: number): Promise<IndexedText[]> {
+  const texts: IndexedText[] = [];
+  const lines = (await fs.readFile(file, 'utf8')).split('\n');
+  for (let i = 0; i < lines.length; i++) {
+    if (lines[i] === '') continue;
+    let row: unknown;
+    try {
+      row = JSON.parse(lines[i]!);
+    } catch {
+      throw new UserError(`${file}:${i + 1}: invalid JSON`);
+    }
+    const r = row as Partial<IndexedText> | null;
+    if (typeof r?.text !== 'string' || typeof r.line !== 'number') throw new UserError(`${file}:${i + 1}: not a {"text", "line"} row`);
+    texts.push({ text: r.text, line: r.line });
   }
-  const meta = (await readJsonObject(file)) as unknown as IndexMeta;
-  if (meta.format !== INDEX_FORMAT) throw new UserError(`${file}: format is ${String(meta.format)}, expected ${INDEX_FORMAT}`);
-  return meta;
+  if (texts.length !== count) throw new UserError(`${file}: ${texts.length} rows, meta.json says ${count}`);
+  return texts;
+}
+
+/**
+ * Opens the ANN file of an index. Its size is checked against the one meta.json records before usearch reads it
+ * (usearch may abort the process on a truncated file instead of throwing), and what usearch throws becomes a
+ * UserError naming the file: "corrupt or truncated (...)".
+ */
+async function openAnn(file: string, meta: IndexMeta, opts: OpenIndexOptions): Promise<AnnIndex> {
+  const bytes = (await fs.stat(file)).size;
+  if (meta.ann.bytes !== undefined && bytes !== meta.ann.bytes) {
+    throw new UserError(`${file}: corrupt or truncated (${bytes} bytes, meta.json says ${meta.ann.bytes})`);
+  }
+  const params = { ...meta.ann, expansionSearch: opts.expansionSearch ?? meta.ann.expansionSearch };
+  let ann: AnnIndex;
+  try {
+    ann = AnnIndex.open(file, meta.dim, params, opts.view === true);
+  } catch (err) {
+    throw new UserError(`${file}: corrupt or truncated (${firstLineOf(err)})`, { cause: err });
+  }
+  if (ann.size !== meta.count) throw new UserError(`${file}: ${ann.size} vectors, meta.json says ${meta.count}`);
+  return ann;
 }
 
 export class SemanticIndex {
@@ -68,7 +99,7 @@ export class SemanticIndex {
     readonly dir: string,
     readonly meta: IndexMeta,
     private readonly ann: AnnIndex,
-    private readonly texts: { text: string; line: number }[],
+    private readonly texts: IndexedText[],
     /** The query encoder, or null when opened without one. */
     readonly encoder: Pick<Pretrained, 'model' | 'tokenizer' | 'report'> | null,
     private readonly ownsEncoder: boolean,
@@ -78,21 +109,8 @@ export class SemanticIndex {
   /** @internal use openIndex */
   static async open(dir: string, opts: OpenIndexOptions): Promise<SemanticIndex> {
     const meta = await readIndexMeta(dir);
-    const texts: { text: string; line: number }[] = [];
-    const textsFile = path.join(dir, meta.files.texts);
-    const lines = (await fs.readFile(textsFile, 'utf8')).split('\n');
-    for (let i = 0; i < lines.length; i++) {
-      if (lines[i] === '') continue;
-      try {
-        texts.push(JSON.parse(lines[i]!) as { text: string; line: number });
-      } catch {
-        throw new UserError(`${textsFile}:${i + 1}: invalid JSON`);
-      }
-    }
-    if (texts.length !== meta.count) throw new UserError(`${textsFile}: ${texts.length} rows, meta.json says ${meta.count}`);
-    const params = { ...meta.ann, expansionSearch: opts.expansionSearch ?? meta.ann.expansionSearch };
-    const ann = AnnIndex.open(path.join(dir, meta.ann.file), meta.dim, params, opts.view === true);
-    if (ann.size !== meta.count) throw new UserError(`${path.join(dir, meta.ann.file)}: ${ann.size} vectors, meta.json says ${meta.count}`);
+    const texts = await readTexts(path.join(dir, meta.files.texts), meta.count);
+    const ann = await openAnn(path.join(dir, meta.ann.file), meta, opts);
 
     let encoder: Pick<Pretrained, 'model' | 'tokenizer' | 'report'> | null = null;
     let owns = false;
