@@ -96,6 +96,19 @@ export async function refuseNonEmptyDir(dir: string, flag: string, unlike = ''):
   }
 }
 
+/** `file` as an absolute path with its symlinks resolved where it exists (so two names of one file compare equal). */
+async function canonicalPath(file: string): Promise<string> {
+  return fs.realpath(file).catch(() => path.resolve(file));
+}
+
+/**
+ * Throws unless `output` (named `what`, e.g. "--output x.tsv") is another file than `input`: writing a result over the
+ * file it was read from loses the input.
+ */
+export async function refuseOverwritingInput(output: string, what: string, input: string): Promise<void> {
+  if ((await canonicalPath(output)) === (await canonicalPath(input))) throw new UserError(`${what} would overwrite the input ${input}`);
+}
+
 /** Parses a JSON file; a parse error is a UserError naming the file. */
 export async function readJsonFile(file: string): Promise<unknown> {
   const text = await fs.readFile(file, 'utf8');

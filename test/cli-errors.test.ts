@@ -11,7 +11,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -78,10 +78,40 @@ describe('flags', () => {
       [['export', '--checkpoint', 'c', '--output', 'o', '--force=maybe'], '--force is a switch: give it alone (or =true, =false), not =maybe'],
       [[...embed, '--backend', 'gpu'], '--backend "gpu": choose one of auto, tensorflow-gpu, tensorflow, webgpu, wasm, cpu'],
       [['demo', '--port', '70000'], '--port must be an integer >= 0 and <= 65535, got 70000'],
+      [['train', '--config', 'x.yaml', '--resume', 'r'], '--config and --resume: a resumed run reads its own config.yaml; give one of them (--set changes a resumed run)'],
+      [['data', 'subset', '--input', 'i', '--output', 'o', '--count', '2', '--seed', '4294967296'], '--seed must be an integer >= 0 and <= 4294967295, got 4294967296'],
+      [['train', '--config', 'configs/tiny.yaml', '--set', 'train.seed=4294967296', '--dry-run'], '--set: train.seed must be <= 4294967295, got 4294967296'],
     ];
     for (const [argv, message] of cases) {
       assert.deepEqual(await parseFailure(argv), { message: `micse: ${message}`, exitCode: 2 }, argv.join(' '));
     }
+    const run = path.join(TMP, 'resumable');
+    mkdirSync(run);
+    writeFileSync(path.join(run, 'config.yaml'), readFileSync(path.join(ROOT, 'configs', 'tiny.yaml')));
+    assert.deepEqual(await parseFailure(['train', '--resume', run, '--set', 'train.output=elsewhere']),
+      { message: `micse: --set train.output: a resumed run stays in its directory (${run}); copy the run elsewhere to continue it there`, exitCode: 2 });
+  });
+
+  it('an output that is the input (by another name too) is refused before anything is read or written, exit 2', async () => {
+    const dir = path.join(TMP, 'over-input');
+    mkdirSync(dir);
+    const corpus = path.join(dir, 'c.tsv');
+    writeFileSync(corpus, 'a b\nc d\n');
+    writeFileSync(path.join(dir, 'c.manifest.json'), 'a b\nc d\n');
+    symlinkSync(corpus, path.join(dir, 'link.jsonl'));
+    const cases: [string[], string][] = [
+      [['cluster', '--model', 'm', '--input', corpus, '--column', '0', '--k', '1', '--output', corpus], `--output ${corpus} would overwrite the input ${corpus}`],
+      [['embed', '--model', 'm', '--input', corpus, '--column', '0', '--output', path.join(dir, 'link.jsonl')],
+        `--output ${path.join(dir, 'link.jsonl')} would overwrite the input ${corpus}`],
+      [['data', 'subset', '--input', corpus, '--output', corpus, '--count', '1'], `--output ${corpus} would overwrite the input ${corpus}`],
+      [['data', 'subset', '--input', path.join(dir, 'c.manifest.json'), '--output', path.join(dir, 'c.txt'), '--count', '1'],
+        `its manifest ${path.join(dir, 'c.manifest.json')} would overwrite the input ${path.join(dir, 'c.manifest.json')}`],
+    ];
+    for (const [argv, message] of cases) {
+      assert.deepEqual(await parseFailure(argv), { message: `micse: ${message}`, exitCode: 2 }, argv.join(' '));
+    }
+    assert.equal(readFileSync(corpus, 'utf8'), 'a b\nc d\n');
+    assert.deepEqual(readdirSync(dir).sort(), ['c.manifest.json', 'c.tsv', 'link.jsonl']);
   });
 
   it('a misspelt flag is named, with the flag meant, on every command, exit 2', async () => {

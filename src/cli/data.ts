@@ -6,6 +6,7 @@ import { DATASET_NAMES, DEFAULT_DATA_DIR, downloadDataset, type DatasetName } fr
 import type { BlankLines, CorpusFormat, OnInvalid } from '../data/readers.js';
 import { DEFAULT_SUBSET_SEED, writeSubset, type Duplicates } from '../data/subset.js';
 import { UserError } from '../errors.js';
+import { MAX_SEED } from '../train/config.js';
 import { numberFlag, POSITIVE_INT } from './common.js';
 
 interface SubsetArgs {
@@ -36,7 +37,7 @@ const subsetCommand: CommandModule<object, SubsetArgs> = {
       .option('output', { type: 'string', demandOption: true, describe: 'subset file (one sentence per line)' })
       .option('fraction', { ...numberFlag('fraction', { above: 0, max: 1 }), describe: 'share of the corpus, 0 < f <= 1 (0.001 = 0.1%)' })
       .option('count', { ...numberFlag('count', POSITIVE_INT), describe: 'number of sentences' })
-      .option('seed', { ...numberFlag('seed', { integer: true, min: 0 }), default: DEFAULT_SUBSET_SEED, describe: 'subset seed (official: 48..52)' })
+      .option('seed', { ...numberFlag('seed', { integer: true, min: 0, max: MAX_SEED }), default: DEFAULT_SUBSET_SEED, describe: 'subset seed (official: 48..52)' })
       .option('column', { type: 'string', describe: 'CSV/TSV column name or 0-based index (default: first column)' })
       .option('format', { choices: ['auto', 'txt', 'csv', 'tsv'] as const, default: 'auto' as const, describe: 'auto: by extension' })
       .option('on-invalid', { choices: ['skip', 'fail'] as const, default: 'skip' as const, describe: 'lines that are not valid UTF-8' })

@@ -2,7 +2,7 @@
 import path from 'node:path';
 import type { CommandModule } from 'yargs';
 import { UserError } from '../errors.js';
-import { writeFileAtomic } from '../fsutil.js';
+import { refuseOverwritingInput, writeFileAtomic } from '../fsutil.js';
 import { embed } from '../model/embed.js';
 import { encodeNpy } from '../model/npy.js';
 import { loadPretrained, resolveCheckpoint } from '../model/pretrained.js';
@@ -25,6 +25,7 @@ export const embedCommand: CommandModule<object, EmbedArgs> = {
   handler: async (args) => {
     const ext = path.extname(args.output).toLowerCase();
     if (ext !== '.jsonl' && ext !== '.npy') throw new UserError(`${args.output}: output must end in .jsonl or .npy`);
+    await refuseOverwritingInput(args.output, `--output ${args.output}`, args.input);
     const sentences = (await readSentences(args.input, args.column, 'embed')).map((r) => r.text);
     await activateBackend(args.backend);
     const model = await resolveCheckpoint(args.model);

@@ -33,6 +33,9 @@ export const trainCommand: CommandModule<object, TrainArgs> = {
       .option('json', { type: 'boolean', default: false, describe: 'with --dry-run: the plan as JSON on stdout' })
       .check((a) => {
         if (a.config === undefined && a.resume === undefined) throw new UserError('pass --config FILE (or --resume RUN_DIR)');
+        if (a.config !== undefined && a.resume !== undefined) {
+          throw new UserError('--config and --resume: a resumed run reads its own config.yaml; give one of them (--set changes a resumed run)');
+        }
         return true;
       }) as never,
   handler: async (args) => {

@@ -6,7 +6,7 @@
 import path from 'node:path';
 import type { CommandModule } from 'yargs';
 import { UserError } from '../errors.js';
-import { writeFileAtomic } from '../fsutil.js';
+import { refuseOverwritingInput, writeFileAtomic } from '../fsutil.js';
 import type { BackendName } from '../model/backend.js';
 import { DEFAULT_EMBED_BATCH_SIZE } from '../model/embed.js';
 import { loadPretrained, resolveCheckpoint } from '../model/pretrained.js';
@@ -244,6 +244,7 @@ export const clusterCommand: CommandModule<object, ClusterArgs> = {
     if ((args.k === undefined) === (args.threshold === undefined)) throw new UserError('give --k N (k-means) or --threshold T (communities)');
     const ext = args.output === undefined ? null : path.extname(args.output).toLowerCase();
     if (ext !== null && ext !== '.tsv' && ext !== '.jsonl') throw new UserError(`${args.output}: --output must end in .tsv or .jsonl`);
+    if (args.output !== undefined) await refuseOverwritingInput(args.output, `--output ${args.output}`, args.input);
     const records = await readSentences(args.input, args.column, 'cluster');
     const opts = {
       ...(args.k !== undefined ? { k: args.k, seed: args.seed } : { threshold: args.threshold!, minCommunitySize: args['min-community-size'] }),

@@ -17,9 +17,8 @@
  * - The manifest has no timestamps or host names, so the same input, options and seed give the same bytes.
  */
 import { createHash } from 'node:crypto';
-import path from 'node:path';
 import { UserError } from '../errors.js';
-import { writeAtomic, writeFileAtomic } from '../fsutil.js';
+import { refuseOverwritingInput, writeAtomic, writeFileAtomic } from '../fsutil.js';
 import { createProgress } from '../progress.js';
 import { openCorpus, parseColumn, type BlankLines, type CorpusFormat, type OnInvalid, type ReadCorpusOptions, type ReadStats } from './readers.js';
 import { checkSeed, Rng, RNG_ALGORITHM } from './rng.js';
@@ -346,9 +345,10 @@ async function writeLines(file: string, lines: readonly string[]): Promise<void>
 export async function writeSubset(
   opts: LoadTrainingOptions & { output: string },
 ): Promise<{ output: string; manifestPath: string; manifest: SubsetManifest }> {
-  if (path.resolve(opts.output) === path.resolve(opts.path)) throw new UserError(`--output ${opts.output} would overwrite the input`);
-  const { sentences, manifest } = await loadTrainingSentences(opts);
   const manifestPath = manifestPathFor(opts.output);
+  await refuseOverwritingInput(opts.output, `--output ${opts.output}`, opts.path);
+  await refuseOverwritingInput(manifestPath, `its manifest ${manifestPath}`, opts.path);
+  const { sentences, manifest } = await loadTrainingSentences(opts);
   await writeLines(opts.output, sentences);
   await writeFileAtomic(manifestPath, manifestJson(manifest));
   return { output: opts.output, manifestPath, manifest };

@@ -38,6 +38,9 @@ interface KeySpec {
 }
 
 /** The schema: section -> key -> spec. Defaults are miCSE's official hyperparameters (fp32 runs). */
+/** The largest seed: seeds are 32-bit unsigned integers (a larger one would wrap and repeat a smaller one's run). */
+export const MAX_SEED = 2 ** 32 - 1;
+
 export const SCHEMA = {
   model: {
     init: { kind: 'string', default: 'bert-base-uncased', describe: 'Hugging Face directory or Hub name to start from, or "random"' },
@@ -52,7 +55,7 @@ export const SCHEMA = {
     column: { kind: 'integer', orString: true, default: null, nullable: true, min: 0, describe: 'CSV/TSV column name or 0-based index' },
     fraction: { kind: 'number', default: null, nullable: true, min: 0, minExclusive: true, max: 1, describe: 'few-shot subset: fraction of the corpus' },
     count: { kind: 'integer', default: null, nullable: true, min: MIN_BATCH_SENTENCES, describe: 'few-shot subset: number of sentences' },
-    subsetSeed: { kind: 'integer', default: 48, min: 0, describe: 'seed of the subset draw (official: 48..52)' },
+    subsetSeed: { kind: 'integer', default: 48, min: 0, max: MAX_SEED, describe: 'seed of the subset draw (official: 48..52)' },
     onInvalid: { kind: 'string', default: 'skip', choices: ['skip', 'fail'], describe: 'lines that are not valid UTF-8' },
     blankLines: { kind: 'string', default: 'skip', choices: ['skip', 'keep'], describe: 'blank lines of a .txt corpus: skip, or keep as empty sentences ([CLS] [SEP]) as the authors\' datasets text loader does' },
     maxSeqLen: { kind: 'integer', default: 32, min: 2, max: 512, describe: 'truncate training sentences to this many tokens' },
@@ -93,7 +96,7 @@ export const SCHEMA = {
     saveSteps: { kind: 'integer', default: 500, min: 1, describe: 'with selection hf-save-steps: the save_steps of transformers\' Trainer' },
     evalBatchSize: { kind: 'integer', default: 128, min: 1, describe: 'sentences per pass when evaluating (SentEval: 128)' },
     finalEval: { kind: 'boolean', default: true, describe: 'evaluate the best checkpoint on all STS tasks at the end' },
-    seed: { kind: 'integer', default: 42, min: 0, describe: 'training seed: shuffling, dropout, AMI draws, head init' },
+    seed: { kind: 'integer', default: 42, min: 0, max: MAX_SEED, describe: 'training seed: shuffling, dropout, AMI draws, head init' },
     output: { kind: 'string', default: 'checkpoints/run', describe: 'run directory' },
     backend: { kind: 'string', default: 'auto', choices: BACKEND_NAMES, describe: 'TF.js backend' },
     maxBadSteps: { kind: 'integer', default: 10, min: 1, describe: 'stop after this many skipped steps in a row (a non-finite loss; with precision mixed, also a gradient overflow)' },

@@ -102,6 +102,9 @@ async function resumeConfigChanges(runDir: string, c: TrainConfig): Promise<Conf
 export async function loadRunConfig(runDir: string, sets: readonly string[] = []): Promise<TrainConfig> {
   const file = path.join(runDir, CONFIG_FILE);
   if (!(await exists(file))) throw new UserError(`${file}: missing; --resume needs a run directory written by micse train`);
+  if (sets.some((s) => s.split('=')[0]!.trim() === 'train.output')) {
+    throw new UserError(`--set train.output: a resumed run stays in its directory (${runDir}); copy the run elsewhere to continue it there`);
+  }
   const { config } = await loadConfig(file, sets);
   return config;
 }
