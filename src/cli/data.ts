@@ -30,7 +30,7 @@ interface DownloadArgs {
 
 const subsetCommand: CommandModule<object, SubsetArgs> = {
   command: 'subset',
-  describe: 'Draw a reproducible subset (by --fraction or --count) and write it with OUT.manifest.json beside it',
+  describe: 'Draw a reproducible subset (by --fraction or --count) and write it with its manifest beside it (out.txt: out.manifest.json; another name: NAME.manifest.json)',
   builder: (y) =>
     y
       .option('input', { type: 'string', demandOption: true, describe: '.txt (one sentence per line), .csv or .tsv' })
