@@ -197,6 +197,8 @@ describe('training faults', { skip: SKIP_NO_SHARED }, () => {
     await train(config(ref, 4), quiet);
     const run = path.join(dir, 'fresh');
     await fs.mkdir(path.join(run, 'checkpoints', `step-000002.tmp-${await deadPid()}`), { recursive: true });
+    // What a run writes when it starts, before any metrics or checkpoint.
+    for (const f of ['config.yaml', 'subset-manifest.json']) await fs.copyFile(path.join(ref, f), path.join(run, f));
     await fs.writeFile(path.join(run, 'metrics.jsonl'), '{"step":1,"epoch":0,"loss":9}\n{"step":2,"epoch":0,"loss":9}\n');
     await fs.writeFile(path.join(run, `metrics.jsonl.tmp-${await deadPid()}-1`), 'x');
     await train(config(run, 4), quiet);
@@ -204,6 +206,17 @@ describe('training faults', { skip: SKIP_NO_SHARED }, () => {
     assert.deepEqual((await fs.readdir(path.join(run, 'checkpoints'))).sort(), (await fs.readdir(path.join(ref, 'checkpoints'))).sort());
     assert.ok(!(await fs.readdir(run)).some((e) => e.includes('.tmp-')));
     await assert.rejects(train(config(run, 4), quiet), (e: unknown) => e instanceof UserError && new RegExp(`--resume ${run}`).test(e.message));
+    // A directory with files of a run's names that is no run (other runs' checkpoints/ under '.', a user's
+    // config.yaml) is refused and left as it was; other files do not matter.
+    const other = path.join(dir, 'not-a-run');
+    await fs.mkdir(path.join(other, 'checkpoints', 'someone-elses'), { recursive: true });
+    await fs.writeFile(path.join(other, 'config.yaml'), 'mine\n');
+    await assert.rejects(train(config(other, 4), quiet), (e: unknown) => e instanceof UserError &&
+      e.message === `${other}: holds config.yaml, checkpoints but no run of micse train (no config.yaml with subset-manifest.json), ` +
+        'which a run would replace; set train.output to a new or empty directory. Nothing was written');
+    assert.deepEqual((await fs.readdir(other)).sort(), ['checkpoints', 'config.yaml']);
+    assert.deepEqual(await fs.readdir(path.join(other, 'checkpoints')), ['someone-elses']);
+    assert.equal(await fs.readFile(path.join(other, 'config.yaml'), 'utf8'), 'mine\n');
   });
 
   it('a second training in the same directory is refused naming it and the pid; a dead process\'s lock is taken over', async () => {

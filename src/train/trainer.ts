@@ -21,7 +21,7 @@ import { embed } from '../model/embed.js';
 import { loadPretrained } from '../model/pretrained.js';
 import { tf } from '../model/tf.js';
 import { createProgress } from '../progress.js';
-import { clearUnpublishedRun, readTrainingState, recoverRunDir, saveCheckpoint, type TrainerState } from './checkpoint.js';
+import { CHECKPOINTS_DIR, clearUnpublishedRun, readTrainingState, recoverRunDir, saveCheckpoint, type TrainerState } from './checkpoint.js';
 import { readTrainingData, runDirectory, trainingFile } from './plan.js';
 import { checkModelFits, isLoggedStep, runSteps, startTraining, type MetricsLine } from './loop.js';
 import { selectTrainingBackend, wasmHeapShortfall } from './step.js';
@@ -150,10 +150,26 @@ export async function train(config: TrainConfig, opts: TrainOptions = {}): Promi
   }
 }
 
-/** Throws unless a fresh run may start in `runDir`: a run with a published checkpoint is resumed, not overwritten. */
+/** The manifest of the training subset, written with config.yaml when a run starts. */
+const SUBSET_MANIFEST_FILE = 'subset-manifest.json';
+/** What a run writes into its directory besides last/ and best/ (a fresh run replaces these). */
+const RUN_FILES = [CONFIG_FILE, SUBSET_MANIFEST_FILE, METRICS_FILE, SUMMARY_FILE, EVAL_FILE, CHECKPOINTS_DIR, 'loss.svg', 'stsb-dev.svg'];
+
+/**
+ * Throws unless a fresh run may start in `runDir`: a run with a published checkpoint is resumed, not overwritten,
+ * and a directory holding files of a run's names (config.yaml, checkpoints/, ...) is replaced only when it is a run
+ * that died before its first checkpoint (it has the config.yaml and subset-manifest.json a run starts with): a
+ * user's own config.yaml or checkpoints/ of other runs there (train.output '.') would be lost. Other files stay.
+ */
 async function refuseExistingRun(runDir: string): Promise<void> {
   if ((await exists(path.join(runDir, 'last'))) || (await exists(path.join(runDir, 'best')))) {
     throw new UserError(`${runDir}: already holds a run; resume it with --resume ${runDir}, or set train.output to a new directory`);
+  }
+  const entries = new Set(await fs.readdir(runDir).catch(() => [] as string[]));
+  const ours = RUN_FILES.filter((f) => entries.has(f));
+  if (ours.length > 0 && !(entries.has(CONFIG_FILE) && entries.has(SUBSET_MANIFEST_FILE))) {
+    throw new UserError(`${runDir}: holds ${ours.join(', ')} but no run of micse train (no ${CONFIG_FILE} with ${SUBSET_MANIFEST_FILE}), ` +
+      'which a run would replace; set train.output to a new or empty directory. Nothing was written');
   }
 }
 
@@ -195,7 +211,7 @@ async function trainLocked(config: TrainConfig, opts: TrainOptions, lock: PidLoc
     await refuseExistingRun(runDir);
     await clearUnpublishedRun(runDir, [METRICS_FILE]);
     await writeFileAtomic(path.join(runDir, CONFIG_FILE), configToYaml(c));
-    await writeFileAtomic(path.join(runDir, 'subset-manifest.json'), JSON.stringify(data.manifest, null, 2) + '\n');
+    await writeFileAtomic(path.join(runDir, SUBSET_MANIFEST_FILE), JSON.stringify(data.manifest, null, 2) + '\n');
   }
 
   const run = startTraining(c, model, tokenizer, data.sentences, prior?.state.data as BatchIteratorState | undefined, prior?.state.lossScale);
