@@ -113,6 +113,7 @@ describe('sweep grid', () => {
     await bad('base: {}\ngrid:\n  data.subsetSed: [1]\n', /grid key 'data\.subsetSed' is not a training config key/);
     await bad('grid:\n  objective.style: [micse, mice]\n', /grid\.objective\.style="mice".*did you mean 'micse'/);
     await bad('grid:\n  train.seed: []\n', /grid\.train\.seed must be a non-empty list/);
+    await bad('grid:\n  train.output: [a, b]\n', /grid\.train\.output: each point trains into its own directory/);
     await bad('base: nope.yaml\n', /cannot read .*nope\.yaml/);
     await bad('grid:\n  train.finalEval: [false]\n', /train\.finalEval is false/);
   });

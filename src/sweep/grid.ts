@@ -136,6 +136,7 @@ export async function loadSweep(file: string): Promise<Sweep> {
   const grid = Object.entries(gridRaw as Record<string, unknown>);
   for (const [k, values] of grid) {
     checkKeyPath(k, file);
+    if (k === 'train.output') throw new UserError(`${file}: grid.train.output: each point trains into its own directory under the sweep's --out`);
     if (!Array.isArray(values) || values.length === 0) throw new UserError(`${file}: grid.${k} must be a non-empty list`);
     for (const v of values) {
       if (v !== null && typeof v === 'object') throw new UserError(`${file}: grid.${k} values must be scalars, got ${JSON.stringify(v)}`);
