@@ -166,11 +166,11 @@ export function isDirectory(dir: string): boolean {
   }
 }
 
-/** Reads a UTF-8 task file; a missing file is a UserError naming its path. */
 /** Where a missing SentEval file's message points, in parentheses at its end (a sweep's input check drops it). */
 export const SENTEVAL_DATA_HINT = "the SentEval data root is `micse eval --data DIR` and a training config's data.senteval; " +
   '`npx micse data download senteval` fetches it';
 
+/** Reads a UTF-8 task file; a missing file is a UserError naming its path. */
 function readTaskFile(file: string): string {
   if (!existsSync(file)) throw new UserError(`SentEval task file not found: ${file} (${SENTEVAL_DATA_HINT})`);
   return readFileSync(file, 'utf8');

@@ -119,11 +119,16 @@ export async function readJsonFile(file: string): Promise<unknown> {
   }
 }
 
+/** True for a JSON object (a mapping: not null, not an array). */
+export function isJsonObject(v: unknown): v is Record<string, unknown> {
+  return v !== null && typeof v === 'object' && !Array.isArray(v);
+}
+
 /** Parses a JSON file that must hold an object. */
 export async function readJsonObject(file: string): Promise<Record<string, unknown>> {
   const raw = await readJsonFile(file);
-  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw new UserError(`${file}: not a JSON object`);
-  return raw as Record<string, unknown>;
+  if (!isJsonObject(raw)) throw new UserError(`${file}: not a JSON object`);
+  return raw;
 }
 
 /** Whether process `pid` runs on this machine (one we may not signal counts as running). */

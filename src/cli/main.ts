@@ -54,7 +54,8 @@ function typedFlags(tokens: readonly string[]): { name: string; value: string | 
 /**
  * Rejects what yargs would take quietly: a string or choice flag given twice (yargs makes an array of them, which the
  * command would read as a path or a name; numeric flags say so in their coerce, common.ts), a string flag given no
- * value (yargs gives '', or nothing to a repeatable flag), and a switch given a value other than true or false (yargs reads `--dry-run=yes` as false).
+ * value (yargs gives '', or nothing to a repeatable flag), and a switch given a value other than true or false
+ * (yargs reads `--dry-run=yes` as false).
  */
 function rejectMalformedValues(tokens: readonly string[], argv: Record<string, unknown>, y: Argv): void {
   const o = (y as unknown as {
@@ -62,15 +63,18 @@ function rejectMalformedValues(tokens: readonly string[], argv: Record<string, u
   }).getOptions();
   const typed = typedFlags(tokens);
   const namesOf = (key: string): Set<string> => new Set([key, camel(key), ...(o.alias[key] ?? [])]);
-  for (const key of [...new Set([...o.string, ...Object.keys(o.choices)])].filter((k) => !o.array.includes(k))) {
+  /** How many times the flag `key` (by any of its names) was typed. */
+  const timesGiven = (key: string): number => {
     const names = namesOf(key);
-    const given = typed.filter((f) => names.has(f.name)).length;
+    return typed.filter((f) => names.has(f.name)).length;
+  };
+  for (const key of [...new Set([...o.string, ...Object.keys(o.choices)])].filter((k) => !o.array.includes(k))) {
+    const given = timesGiven(key);
     if (given > 1) throw new UserError(`${flag(key)} given ${given} times; give it once`);
     if (given === 1 && argv[key] === '') throw new UserError(`${flag(key)} needs a value`);
   }
   for (const key of o.array) {
-    const names = namesOf(key);
-    const given = typed.filter((f) => names.has(f.name)).length;
+    const given = timesGiven(key);
     const values = Array.isArray(argv[key]) ? (argv[key] as unknown[]).filter((v) => v !== '') : [];
     if (values.length < given) throw new UserError(`${flag(key)} needs a value each time it is given`);
   }

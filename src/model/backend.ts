@@ -197,16 +197,23 @@ export function webgpuAdapterName(): string | null {
   return webgpuAdapter;
 }
 
-/** An adapter's info in a few words: vendor, architecture, description, and whether it is a software one. */
-function adapterWords(info: (GPUAdapterInfo & { isFallbackAdapter?: boolean }) | undefined): string {
+/** A navigator.gpu adapter's info (null or undefined for none; `isFallbackAdapter` is newer than these typings). */
+function adapterInfo(adapter: unknown): (GPUAdapterInfo & { isFallbackAdapter?: boolean }) | undefined {
+  return (adapter as { info?: GPUAdapterInfo & { isFallbackAdapter?: boolean } } | null | undefined)?.info;
+}
+
+/** An adapter in a few words: vendor, architecture, description, and whether it is a software one. */
+function adapterWords(adapter: unknown): string {
+  const info = adapterInfo(adapter);
   const words = [info?.vendor, info?.architecture, info?.description].filter((x) => x !== undefined && x !== '').join(', ');
   const nullDevice = (process.env[DAWN_OPTIONS_ENV] ?? '').split(/\s+/).includes('backend=null');
-  return `${words || (nullDevice ? `Dawn's null device (${DAWN_OPTIONS_ENV}: every call accepted, nothing run)` : 'no adapter info')}${info?.isFallbackAdapter === true ? ' (a software adapter: WebGPU on the CPU)' : ''}`;
+  return `${words || (nullDevice ? `Dawn's null device (${DAWN_OPTIONS_ENV}: every call accepted, nothing run)` : 'no adapter info')}` +
+    `${softwareAdapter(adapter) !== null ? ' (a software adapter: WebGPU on the CPU)' : ''}`;
 }
 
 /** The adapter's description when it is a software one (SwiftShader, llvmpipe: WebGPU run on the CPU), else null. */
 export function softwareAdapter(adapter: unknown): string | null {
-  const info = (adapter as { info?: GPUAdapterInfo & { isFallbackAdapter?: boolean } } | null | undefined)?.info;
+  const info = adapterInfo(adapter);
   return info?.isFallbackAdapter === true ? (info.description || info.architecture) : null;
 }
 
@@ -256,9 +263,8 @@ async function registerWebgpu(): Promise<void> {
         maxStorageBuffersPerShaderStage: Math.min(WEBGPU_STORAGE_BUFFERS, l.maxStorageBuffersPerShaderStage),
       },
     });
-    const info = (adapter as unknown as { info?: GPUAdapterInfo & { isFallbackAdapter?: boolean } }).info;
-    webgpuAdapter = adapterWords(info);
-    return new WebGPUBackend(device, info);
+    webgpuAdapter = adapterWords(adapter);
+    return new WebGPUBackend(device, adapterInfo(adapter));
   }, 3);
 }
 

@@ -16,7 +16,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { UserError } from '../errors.js';
-import { exists, readJsonObject, writeFileAtomic } from '../fsutil.js';
+import { exists, isJsonObject, readJsonObject, writeFileAtomic } from '../fsutil.js';
 import { defaultConfig, mergeConfig, type TrainConfig } from '../train/config.js';
 import { EVAL_FILE, SUMMARY_FILE, train } from '../train/trainer.js';
 import type { GridValue, Sweep, SweepPoint } from './grid.js';
@@ -106,11 +106,10 @@ export async function writeSweepFiles(out: string, sweep: Sweep): Promise<void> 
 
 /** What makes parsed sweep.json no sweep manifest, or null when it is one. */
 function manifestFault(raw: Record<string, unknown>): string | null {
-  const isObject = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
   const { sweep, keys, points } = raw;
   if (typeof sweep !== 'string') return 'sweep is not the path of a sweep file';
   if (!Array.isArray(keys) || !keys.every((k) => typeof k === 'string')) return 'keys is not a list of grid keys';
-  if (!Array.isArray(points) || !points.every((p) => isObject(p) && typeof p['name'] === 'string' && isObject(p['params']))) {
+  if (!Array.isArray(points) || !points.every((p) => isJsonObject(p) && typeof p['name'] === 'string' && isJsonObject(p['params']))) {
     return 'points is not a list of {name, params}';
   }
   return null;

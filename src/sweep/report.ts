@@ -12,8 +12,8 @@ import type { TopLevelSpec } from 'vega-lite';
 import { STS_TASK_INFO, STS_TEST_TASKS } from '../../eval/sts.js';
 import type { StsReportJson } from '../../eval/report.js';
 import { firstLineOf, UserError } from '../errors.js';
-import { readJsonObject, writeFileAtomic } from '../fsutil.js';
-import { EVAL_FILE } from '../train/trainer.js';
+import { isJsonObject, readJsonObject, writeFileAtomic } from '../fsutil.js';
+import { EVAL_FILE, SUBSET_MANIFEST_FILE } from '../train/trainer.js';
 import { CHART_WIDTH, renderSvg, VEGA_LITE_SCHEMA } from '../train/plots.js';
 import { SEED_KEYS, SPLIT_KEY, type GridValue } from './grid.js';
 import { DONE_FILE, pointDir, pointState, readManifest, readPoint } from './point.js';
@@ -98,8 +98,6 @@ async function readPointFile<T>(file: string, what: string, valid: (raw: Record<
   return raw as unknown as T;
 }
 
-const isObject = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
-
 /** Collects the done points of the sweep in `dir` and aggregates them over seeds. */
 export async function buildSweepReport(dir: string): Promise<SweepReport> {
   const manifest = await readManifest(dir);
@@ -116,9 +114,9 @@ export async function buildSweepReport(dir: string): Promise<SweepReport> {
     }
     const rec = await readPoint(pdir);
     const ev = await readPointFile<StsReportJson>(path.join(pdir, EVAL_FILE), 'an STS evaluation (results and average)',
-      (raw) => isObject(raw['results']) && (typeof raw['average'] === 'number' || raw['average'] === null));
-    const manifestFile = await readPointFile<{ selection: { size: number } }>(path.join(pdir, 'subset-manifest.json'), 'a subset manifest (selection.size)',
-      (raw) => isObject(raw['selection']) && typeof raw['selection']['size'] === 'number');
+      (raw) => isJsonObject(raw['results']) && (typeof raw['average'] === 'number' || raw['average'] === null));
+    const manifestFile = await readPointFile<{ selection: { size: number } }>(path.join(pdir, SUBSET_MANIFEST_FILE), 'a subset manifest (selection.size)',
+      (raw) => isJsonObject(raw['selection']) && typeof raw['selection']['size'] === 'number');
     const scores: Record<string, number | null> = {};
     for (const t of STS_TEST_TASKS) {
       const r = ev.results[STS_TASK_INFO[t].senteval];

@@ -37,10 +37,10 @@ interface KeySpec {
   keys?: readonly string[];
 }
 
-/** The schema: section -> key -> spec. Defaults are miCSE's official hyperparameters (fp32 runs). */
 /** The largest seed: seeds are 32-bit unsigned integers (a larger one would wrap and repeat a smaller one's run). */
 export const MAX_SEED = 2 ** 32 - 1;
 
+/** The schema: section -> key -> spec. Defaults are miCSE's official hyperparameters (fp32 runs). */
 export const SCHEMA = {
   model: {
     init: { kind: 'string', default: 'bert-base-uncased', describe: 'Hugging Face directory or Hub name to start from, or "random"' },
@@ -253,21 +253,26 @@ export function parseSetValue(s: string): unknown {
   }
 }
 
+/** A `key.path=value` override's key path and value text (a UserError when `s` has no `=` after a key). */
+export function parseOverride(s: string): { keyPath: string; value: string } {
+  const eq = s.indexOf('=');
+  if (eq <= 0) throw new UserError(`--set ${s}: expected key.path=value`);
+  return { keyPath: s.slice(0, eq).trim(), value: s.slice(eq + 1) };
+}
+
 /** Applies `key.path=value` overrides. */
 export function applyOverrides(c: TrainConfig, sets: readonly string[]): TrainConfig {
   let out = c;
   for (const s of sets) {
-    const eq = s.indexOf('=');
-    if (eq <= 0) throw new UserError(`--set ${s}: expected key.path=value`);
-    const keyPath = s.slice(0, eq).trim();
+    const { keyPath, value } = parseOverride(s);
     const [sec, key, ...rest] = keyPath.split('.');
     if (sec === undefined || key === undefined) throw new UserError(`--set ${s}: expected section.key=value (e.g. train.seed=1)`);
     if (sec === 'model' && key === 'config' && rest.length > 0) {
-      out = mergeConfig(out, { model: { config: { [rest.join('.')]: parseSetValue(s.slice(eq + 1)) } } }, '--set');
+      out = mergeConfig(out, { model: { config: { [rest.join('.')]: parseSetValue(value) } } }, '--set');
       continue;
     }
     if (rest.length > 0) throw new UserError(`--set ${s}: '${keyPath}' is not a config key${didYouMean(keyPath, allKeyPaths())}`);
-    out = mergeConfig(out, { [sec]: { [key]: parseSetValue(s.slice(eq + 1)) } }, '--set');
+    out = mergeConfig(out, { [sec]: { [key]: parseSetValue(value) } }, '--set');
   }
   return out;
 }

@@ -25,7 +25,7 @@ import { CHECKPOINTS_DIR, clearUnpublishedRun, readTrainingState, recoverRunDir,
 import { readTrainingData, runDirectory, trainingFile } from './plan.js';
 import { checkModelFits, isLoggedStep, runSteps, startTraining, type MetricsLine } from './loop.js';
 import { selectTrainingBackend, wasmHeapShortfall } from './step.js';
-import { configToYaml, loadConfig, SCHEMA, type TrainConfig } from './config.js';
+import { configToYaml, loadConfig, parseOverride, SCHEMA, type TrainConfig } from './config.js';
 import { lineChartSpec, lossChartSpec, renderSvg, type Point } from './plots.js';
 
 export const CONFIG_FILE = 'config.yaml';
@@ -34,6 +34,11 @@ export const SUMMARY_FILE = 'summary.json';
 export const EVAL_FILE = 'eval.json';
 /** Held by the training that writes the run directory (src/fsutil.ts PidLock). */
 export const LOCK_FILE = 'train.lock';
+/** The manifest of the training subset, written with config.yaml when a run starts. */
+export const SUBSET_MANIFEST_FILE = 'subset-manifest.json';
+/** The plots writePlots makes. */
+const LOSS_PLOT = 'loss.svg';
+const DEV_PLOT = 'stsb-dev.svg';
 export type { MetricsLine } from './loop.js';
 
 export interface TrainOptions {
@@ -102,7 +107,7 @@ async function resumeConfigChanges(runDir: string, c: TrainConfig): Promise<Conf
 export async function loadRunConfig(runDir: string, sets: readonly string[] = []): Promise<TrainConfig> {
   const file = path.join(runDir, CONFIG_FILE);
   if (!(await exists(file))) throw new UserError(`${file}: missing; --resume needs a run directory written by micse train`);
-  if (sets.some((s) => s.split('=')[0]!.trim() === 'train.output')) {
+  if (sets.some((s) => parseOverride(s).keyPath === 'train.output')) {
     throw new UserError(`--set train.output: a resumed run stays in its directory (${runDir}); copy the run elsewhere to continue it there`);
   }
   const { config } = await loadConfig(file, sets);
@@ -150,10 +155,8 @@ export async function train(config: TrainConfig, opts: TrainOptions = {}): Promi
   }
 }
 
-/** The manifest of the training subset, written with config.yaml when a run starts. */
-const SUBSET_MANIFEST_FILE = 'subset-manifest.json';
 /** What a run writes into its directory besides last/ and best/ (a fresh run replaces these). */
-const RUN_FILES = [CONFIG_FILE, SUBSET_MANIFEST_FILE, METRICS_FILE, SUMMARY_FILE, EVAL_FILE, CHECKPOINTS_DIR, 'loss.svg', 'stsb-dev.svg'];
+const RUN_FILES = [CONFIG_FILE, SUBSET_MANIFEST_FILE, METRICS_FILE, SUMMARY_FILE, EVAL_FILE, CHECKPOINTS_DIR, LOSS_PLOT, DEV_PLOT];
 
 /**
  * Throws unless a fresh run may start in `runDir`: a run with a published checkpoint is resumed, not overwritten,
@@ -392,7 +395,7 @@ export async function writeCurves(runDir: string, batchSize: number): Promise<st
     await writeFileAtomic(path.join(runDir, name), svg);
     files.push(name);
   };
-  await write('loss.svg', await renderSvg(lossChartSpec(lossPts, batchSize)));
-  await write('stsb-dev.svg', await renderSvg(lineChartSpec('STS-B dev Spearman', 'Spearman x 100', devPts)));
+  await write(LOSS_PLOT, await renderSvg(lossChartSpec(lossPts, batchSize)));
+  await write(DEV_PLOT, await renderSvg(lineChartSpec('STS-B dev Spearman', 'Spearman x 100', devPts)));
   return files;
 }
