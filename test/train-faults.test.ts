@@ -15,7 +15,8 @@ import { FAULT_ENV, FAULT_POINTS, type FaultPoint } from '../src/faultPoints.js'
 import { selectBackend } from '../src/model/backend.js';
 import { checkpointPath } from '../src/train/checkpoint.js';
 import { defaultConfig, loadConfig, mergeConfig, type TrainConfig } from '../src/train/config.js';
-import { LOCK_FILE, train } from '../src/train/trainer.js';
+import { LOCK_FILE } from '../src/train/runFiles.js';
+import { train } from '../src/train/trainer.js';
 import { ROOT, shared, SKIP_NO_SHARED } from './helpers.js';
 
 const CLI = path.join(ROOT, 'bin', 'micse.js');

@@ -6,7 +6,7 @@
  */
 import path from 'node:path';
 import { SPECIAL_TOKENS, type BertTokenizer } from '../data/tokenizer.js';
-import { writeFileAtomic } from '../fsutil.js';
+import { isJsonObject, writeFileAtomic } from '../fsutil.js';
 import { toHfConfig, type BertConfig } from '../model/config.js';
 import { serializeSafetensors } from '../model/safetensors.js';
 import type { CheckpointTensors } from './onnx/graph.js';
@@ -57,7 +57,7 @@ export function tokenizerFiles(tokenizer: BertTokenizer): ExportFiles {
   let srcCfg: Record<string, unknown> = {};
   if (texts['tokenizer_config.json'] !== undefined) {
     const raw = JSON.parse(texts['tokenizer_config.json']) as unknown;
-    if (raw !== null && typeof raw === 'object' && !Array.isArray(raw)) srcCfg = raw as Record<string, unknown>;
+    if (isJsonObject(raw)) srcCfg = raw;
   }
   const tokens = () => [...tokenizer.vocab.entries()].sort((a, b) => a[1] - b[1]).map(([t]) => t);
   const cfg: Record<string, unknown> = {

@@ -18,6 +18,7 @@ import { ensureDir, exists, processAlive, refuseNonEmptyDir, writeFileAtomic } f
 import { embed } from '../model/embed.js';
 import { loadPretrained, resolveCheckpoint } from '../model/pretrained.js';
 import { createProgress } from '../progress.js';
+import { CONFIG_FILE } from '../train/runFiles.js';
 import { cosine } from '../use/vectors.js';
 import { writeHf, type ExportSource } from './hf.js';
 import { buildModelCard, readRunInfo, type RunInfo } from './modelCard.js';
@@ -86,7 +87,7 @@ async function findRunDir(arg: string, checkpointDir: string): Promise<string | 
   if (['best', 'last'].includes(path.basename(path.resolve(arg)))) candidates.push(path.dirname(path.resolve(arg)));
   const real = await fs.realpath(checkpointDir);
   if (path.basename(path.dirname(real)) === 'checkpoints') candidates.push(path.dirname(path.dirname(real)));
-  for (const c of candidates) if (await exists(path.join(c, 'config.yaml'))) return c;
+  for (const c of candidates) if (await exists(path.join(c, CONFIG_FILE))) return c;
   return null;
 }
 

@@ -11,6 +11,8 @@ import { STS_TASK_INFO, STS_TEST_TASKS } from '../../eval/sts.js';
 import { UserError } from '../errors.js';
 import { exists, readJsonFile } from '../fsutil.js';
 import { looksLikeModelId } from '../model/hub.js';
+import { STATE_FILE } from '../train/checkpoint.js';
+import { CONFIG_FILE, EVAL_FILE, SUBSET_MANIFEST_FILE } from '../train/runFiles.js';
 import type { ExportSource } from './hf.js';
 
 export type CardFormat = 'hf' | 'sentence-transformers' | 'onnx' | 'tfjs';
@@ -33,10 +35,10 @@ export interface RunInfo {
 /** Reads config.yaml, subset-manifest.json, eval.json and trainer_state.json where present. */
 export async function readRunInfo(src: ExportSource): Promise<RunInfo> {
   const info: RunInfo = { config: null, manifest: null, evalReport: null, evalNote: null, state: null };
-  const statePath = path.join(src.checkpointDir, 'trainer_state.json');
+  const statePath = path.join(src.checkpointDir, STATE_FILE);
   if (await exists(statePath)) info.state = (await readJsonFile(statePath)) as RunInfo['state'];
   if (src.runDir === null) return info;
-  const cfgPath = path.join(src.runDir, 'config.yaml');
+  const cfgPath = path.join(src.runDir, CONFIG_FILE);
   if (await exists(cfgPath)) {
     try {
       info.config = YAML.parse(await fs.readFile(cfgPath, 'utf8')) as RunInfo['config'];
@@ -44,9 +46,9 @@ export async function readRunInfo(src: ExportSource): Promise<RunInfo> {
       throw new UserError(`${cfgPath}: not valid YAML (${(err as Error).message.split('\n')[0]})`);
     }
   }
-  const manPath = path.join(src.runDir, 'subset-manifest.json');
+  const manPath = path.join(src.runDir, SUBSET_MANIFEST_FILE);
   if (await exists(manPath)) info.manifest = (await readJsonFile(manPath)) as RunInfo['manifest'];
-  const evalPath = path.join(src.runDir, 'eval.json');
+  const evalPath = path.join(src.runDir, EVAL_FILE);
   if (await exists(evalPath)) {
     const report = (await readJsonFile(evalPath)) as RunInfo['evalReport'] & { meta?: { model?: string } };
     // eval.json scores the run's best checkpoint; use it only when that is the checkpoint exported.

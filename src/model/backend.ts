@@ -19,6 +19,7 @@ import { hostMallocState, keepFreedHostMemory } from '../kernels/platform/hostMa
 import { DAWN_LIMIT_NOTICE, withStderrFiltered } from '../kernels/platform/nativeStderr.js';
 import { activeGemmMode, describeGemmMode, GEMM_ENV, parseGemmMode, useGemm } from '../kernels/gemm/index.js';
 import { tf } from './tf.js';
+import { IS_NODE } from '../isNode.js';
 
 export const BACKEND_NAMES = ['auto', 'tensorflow-gpu', 'tensorflow', 'webgpu', 'wasm', 'cpu'] as const;
 export type BackendName = (typeof BACKEND_NAMES)[number];
@@ -89,7 +90,7 @@ const PROCESS_ERROR_EVENTS = ['uncaughtException', 'unhandledRejection'] as cons
  * backend is disposed. Outside Node, `f` runs as it is.
  */
 async function withoutAddedProcessListeners(f: () => Promise<void>): Promise<void> {
-  if (typeof process === 'undefined' || typeof process.listeners !== 'function') return f();
+  if (!IS_NODE) return f();
   // The EventEmitter view: process's own typings have one overload per event name.
   type Listener = (...args: never[]) => unknown;
   const events = process as unknown as { listeners(e: string): Listener[]; removeListener(e: string, l: Listener): void };

@@ -19,6 +19,7 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import YAML from 'yaml';
 import { UserError } from '../errors.js';
+import { isJsonObject } from '../fsutil.js';
 import { checkConsistency, defaultConfig, mergeConfig, SCHEMA, type TrainConfig } from '../train/config.js';
 
 /** The grid key that layers whole training config files. */
@@ -70,7 +71,7 @@ async function readYaml(file: string, where: string): Promise<unknown> {
 
 /** A training config's layers, base first, following `extends` (relative to the file that names it). */
 async function layersOf(raw: unknown, file: string, seen: string[] = []): Promise<Layer[]> {
-  const ext = raw !== null && typeof raw === 'object' && !Array.isArray(raw) ? (raw as Record<string, unknown>)['extends'] : undefined;
+  const ext = isJsonObject(raw) ? raw['extends'] : undefined;
   if (ext === undefined) return [{ raw, file }];
   if (typeof ext !== 'string') throw new UserError(`${file}: extends must be a path string`);
   const parent = path.resolve(path.dirname(file), ext);

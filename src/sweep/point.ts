@@ -18,7 +18,8 @@ import { fileURLToPath } from 'node:url';
 import { UserError } from '../errors.js';
 import { exists, isJsonObject, readJsonObject, writeFileAtomic } from '../fsutil.js';
 import { defaultConfig, mergeConfig, type TrainConfig } from '../train/config.js';
-import { EVAL_FILE, SUMMARY_FILE, train } from '../train/trainer.js';
+import { EVAL_FILE, SUMMARY_FILE } from '../train/runFiles.js';
+import { train } from '../train/trainer.js';
 import type { GridValue, Sweep, SweepPoint } from './grid.js';
 
 export const POINT_FILE = 'point.json';

@@ -13,7 +13,7 @@ import { STS_TASK_INFO, STS_TEST_TASKS } from '../../eval/sts.js';
 import type { StsReportJson } from '../../eval/report.js';
 import { firstLineOf, UserError } from '../errors.js';
 import { isJsonObject, readJsonObject, writeFileAtomic } from '../fsutil.js';
-import { EVAL_FILE, SUBSET_MANIFEST_FILE } from '../train/trainer.js';
+import { EVAL_FILE, SUBSET_MANIFEST_FILE } from '../train/runFiles.js';
 import { CHART_WIDTH, renderSvg, VEGA_LITE_SCHEMA } from '../train/plots.js';
 import { SEED_KEYS, SPLIT_KEY, type GridValue } from './grid.js';
 import { DONE_FILE, pointDir, pointState, readManifest, readPoint } from './point.js';

@@ -27,18 +27,8 @@ import { checkModelFits, isLoggedStep, runSteps, startTraining, type MetricsLine
 import { selectTrainingBackend, wasmHeapShortfall } from './step.js';
 import { configToYaml, loadConfig, parseOverride, SCHEMA, type TrainConfig } from './config.js';
 import { lineChartSpec, lossChartSpec, renderSvg, type Point } from './plots.js';
+import { CONFIG_FILE, DEV_PLOT, EVAL_FILE, LOCK_FILE, LOSS_PLOT, METRICS_FILE, SUBSET_MANIFEST_FILE, SUMMARY_FILE } from './runFiles.js';
 
-export const CONFIG_FILE = 'config.yaml';
-export const METRICS_FILE = 'metrics.jsonl';
-export const SUMMARY_FILE = 'summary.json';
-export const EVAL_FILE = 'eval.json';
-/** Held by the training that writes the run directory (src/fsutil.ts PidLock). */
-export const LOCK_FILE = 'train.lock';
-/** The manifest of the training subset, written with config.yaml when a run starts. */
-export const SUBSET_MANIFEST_FILE = 'subset-manifest.json';
-/** The plots writePlots makes. */
-const LOSS_PLOT = 'loss.svg';
-const DEV_PLOT = 'stsb-dev.svg';
 export type { MetricsLine } from './loop.js';
 
 export interface TrainOptions {

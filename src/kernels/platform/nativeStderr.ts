@@ -16,6 +16,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { libcFunction } from './libc.js';
+import { IS_NODE } from '../../isNode.js';
 
 const STDERR_FD = 2;
 
@@ -32,7 +33,7 @@ let active = false;
 
 /** Points fd 2 at an unlinked temporary file; null where that cannot be done here. */
 function redirectStderr(): Redirection | null {
-  if (typeof process === 'undefined' || process.versions?.node === undefined || active) return null;
+  if (!IS_NODE || active) return null;
   let dup: (fd: number) => number, dup2: (from: number, to: number) => number, close: (fd: number) => number;
   try {
     dup = libcFunction('int dup(int fd)');

@@ -17,6 +17,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Worker } from 'node:worker_threads';
+import { IS_NODE } from '../../isNode.js';
 
 /** Overrides the threads the host loops use (the calling thread included; 1: no workers). */
 export const HOST_THREADS_ENV = 'MICSE_HOST_THREADS';
@@ -68,9 +69,6 @@ export function cgroupCpuQuota(read: (file: string) => string | null): number | 
   }
   return null;
 }
-
-/** Whether this is Node (worker_threads, the environment, cgroup files); a page has none of them. */
-const IS_NODE = typeof process !== 'undefined' && process.versions?.node !== undefined;
 
 /** Threads the host loops use: HOST_THREADS_ENV, else one per core; 1 outside Node. */
 export function hostThreads(): number {
