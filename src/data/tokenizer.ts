@@ -30,6 +30,24 @@ export interface EncodedBatch {
   attentionMask: number[][];
 }
 
+/** A value's kind for messages: 'null', 'an array', or its typeof with an article ('a number'). */
+function kindOf(v: unknown): string {
+  if (v === null) return 'null';
+  if (Array.isArray(v)) return 'an array';
+  const t = typeof v;
+  return t === 'undefined' ? 'undefined' : `${/^[aeiou]/.test(t) ? 'an' : 'a'} ${t}`;
+}
+
+/** Throws a UserError naming `what` unless `text` is a string (the tokenizer would otherwise coerce a number). */
+export function checkText(text: unknown, what: string): asserts text is string {
+  if (typeof text !== 'string') throw new UserError(`${what} must be a string, got ${kindOf(text)}`);
+}
+
+/** Throws a UserError unless `maxLength` is an integer >= 2 (room for [CLS] and [SEP]). */
+export function checkMaxLength(maxLength: number): void {
+  if (!Number.isInteger(maxLength) || maxLength < 2) throw new UserError(`maxLength must be an integer >= 2, got ${maxLength}`);
+}
+
 /** Pads id rows to the longest with `padTokenId` and builds the attention mask (1 for tokens, 0 for padding). */
 export function padRows(rows: readonly (readonly number[])[], padTokenId: number): EncodedBatch {
   const T = rows.reduce((m, r) => Math.max(m, r.length), 0);
@@ -205,8 +223,9 @@ export class BertTokenizer {
    * and the work follows `maxLength`, not the length of the text (a 1 MB line costs what a sentence does).
    */
   encode(text: string, opts: EncodeOptions = {}): number[] {
+    checkText(text, 'text');
     const maxLength = opts.maxLength ?? this.modelMaxLength;
-    if (!Number.isInteger(maxLength) || maxLength < 2) throw new UserError(`maxLength must be an integer >= 2, got ${maxLength}`);
+    checkMaxLength(maxLength);
     const want = maxLength - 2;
     let pieces: number[] | null = null;
     for (let chars = Math.max(PREFIX_MIN_CHARS, PREFIX_CHARS_PER_PIECE * want); chars < text.length && pieces === null; chars *= 2) {

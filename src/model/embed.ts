@@ -2,17 +2,19 @@
  * `embed`: sentences -> vectors, the one path the CLI, the STS harness and the user's code share.
  * Sentences are sorted by length so each batch pads little, then returned in input order.
  */
-import type { BertTokenizer } from '../data/tokenizer.js';
+import { checkMaxLength, checkText, type BertTokenizer } from '../data/tokenizer.js';
+import { UserError } from '../errors.js';
 import { createProgress } from '../progress.js';
 import type { BertModel } from './bert.js';
-import { pool, type EmbedPooler } from './pooling.js';
+import { checkPooler, pool, type EmbedPooler } from './pooling.js';
 import { tf } from './tf.js';
 
 export interface EmbedOptions {
   /** Sentences per forward pass (SentEval: 128). */
   batchSize?: number;
-  /** Truncate to this many tokens (default: the model's max positions, 512 for BERT). */
+  /** Truncate to this many tokens, [CLS] and [SEP] included (default and upper bound: the model's max positions, 512 for BERT). */
   maxLength?: number;
+  /** How a sentence's vector is read from the last hidden state (default `cls_before_pooler`; see EMBED_POOLERS). */
   pooler?: EmbedPooler;
   /** Show progress on stderr. */
   progress?: boolean;
@@ -21,12 +23,26 @@ export interface EmbedOptions {
 }
 
 export const DEFAULT_EMBED_BATCH_SIZE = 128;
+export const DEFAULT_EMBED_POOLER: EmbedPooler = 'cls_before_pooler';
 
-/** Embeds `sentences` in eval mode; returns one vector per sentence, in input order. */
-export async function embed(model: BertModel, tokenizer: BertTokenizer, sentences: string[], opts: EmbedOptions = {}): Promise<number[][]> {
+/** Throws a UserError unless `batchSize` is a positive integer. */
+export function checkBatchSize(batchSize: number): void {
+  if (!Number.isInteger(batchSize) || batchSize < 1) throw new UserError(`batchSize must be a positive integer, got ${batchSize}`);
+}
+
+/**
+ * Embeds `sentences` in eval mode; returns one vector per sentence, in input order. Every argument is checked
+ * before any work: a UserError names the first bad one (a sentence that is not a string, batchSize, maxLength, pooler).
+ */
+export async function embed(model: BertModel, tokenizer: BertTokenizer, sentences: readonly string[], opts: EmbedOptions = {}): Promise<number[][]> {
+  if (!Array.isArray(sentences)) throw new UserError(`sentences must be an array of strings, got ${typeof sentences}`);
+  sentences.forEach((s: unknown, i) => checkText(s, `sentences[${i}]`));
   const batchSize = opts.batchSize ?? DEFAULT_EMBED_BATCH_SIZE;
+  checkBatchSize(batchSize);
+  if (opts.maxLength !== undefined) checkMaxLength(opts.maxLength);
   const maxLength = Math.min(opts.maxLength ?? model.config.maxPositionEmbeddings, model.config.maxPositionEmbeddings);
-  const pooler = opts.pooler ?? 'cls_before_pooler';
+  const pooler = opts.pooler ?? DEFAULT_EMBED_POOLER;
+  checkPooler(pooler);
   const encoded = sentences.map((s) => tokenizer.encode(s, { maxLength }));
   // Sort by token length (stable), as SentEval does by sentence length, so padding stays small.
   const order = encoded.map((_, i) => i).sort((a, b) => encoded[a]!.length - encoded[b]!.length || a - b);

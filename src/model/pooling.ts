@@ -4,13 +4,23 @@
  * - `mean`: the mean of the unpadded token vectors.
  * - `cls` (training only) is `cls_before_pooler` followed by the MLP head: see src/losses/mlpHead.ts.
  */
+import { didYouMean, UserError } from '../errors.js';
 import { tf } from './tf.js';
 
 export const EMBED_POOLERS = ['cls_before_pooler', 'mean'] as const;
 export type EmbedPooler = (typeof EMBED_POOLERS)[number];
 
+/** Throws a UserError unless `pooler` is one of EMBED_POOLERS (`cls`, the training pooler, is not one). */
+export function checkPooler(pooler: unknown): asserts pooler is EmbedPooler {
+  if (!(EMBED_POOLERS as readonly unknown[]).includes(pooler)) {
+    const hint = typeof pooler === 'string' ? didYouMean(pooler, EMBED_POOLERS) : '';
+    throw new UserError(`pooler must be one of ${EMBED_POOLERS.join(', ')}, got ${JSON.stringify(pooler) ?? String(pooler)}${hint}`);
+  }
+}
+
 /** lastHiddenState [B, T, H], attentionMask [B, T] -> [B, H] */
 export function pool(lastHiddenState: tf.Tensor3D, attentionMask: tf.Tensor2D, pooler: EmbedPooler): tf.Tensor2D {
+  checkPooler(pooler);
   return tf.tidy(() => {
     const [B, , H] = lastHiddenState.shape;
     if (pooler === 'cls_before_pooler') return lastHiddenState.slice([0, 0, 0], [B, 1, H]).reshape([B, H]) as tf.Tensor2D;

@@ -73,6 +73,13 @@ function validate(n: number, opts: ClusterOptions, what: string): void {
     const m = opts.minCommunitySize ?? DEFAULT_MIN_COMMUNITY_SIZE;
     if (!Number.isInteger(m) || m < 1) throw new UserError(`min community size must be a positive integer, got ${m}`);
   }
+  const { seed, maxIterations, tolerance, nearest } = opts;
+  if (seed !== undefined && !Number.isInteger(seed)) throw new UserError(`seed must be an integer, got ${seed}`);
+  if (maxIterations !== undefined && (!Number.isInteger(maxIterations) || maxIterations < 1)) {
+    throw new UserError(`maxIterations must be a positive integer, got ${maxIterations}`);
+  }
+  if (tolerance !== undefined && !(Number.isFinite(tolerance) && tolerance >= 0)) throw new UserError(`tolerance must be a finite number >= 0, got ${tolerance}`);
+  if (nearest !== undefined && (!Number.isInteger(nearest) || nearest < 0)) throw new UserError(`nearest must be an integer >= 0, got ${nearest}`);
 }
 
 /** Renumbers raw groups by size (desc, ties by first member) and builds the summaries. */

@@ -4,7 +4,7 @@
  */
 import { promises as fs } from 'node:fs';
 import { UserError } from '../errors.js';
-import type { BertTokenizer } from '../data/tokenizer.js';
+import { checkText, type BertTokenizer } from '../data/tokenizer.js';
 import type { BertModel } from '../model/bert.js';
 import { embed, type EmbedOptions } from '../model/embed.js';
 import { cosine } from './vectors.js';
@@ -17,9 +17,18 @@ export interface ScoredPair {
   score: number;
 }
 
-/** Scores each pair by the cosine of its two embeddings; each distinct sentence is embedded once. */
+/**
+ * Scores each pair by the cosine of its two embeddings; each distinct sentence is embedded once. A pair that is not
+ * two strings is a UserError naming it, before anything is embedded.
+ */
 export async function similarity(model: BertModel, tokenizer: BertTokenizer, pairs: readonly SentencePair[],
   opts: Omit<EmbedOptions, 'onBatch'> = {}): Promise<ScoredPair[]> {
+  if (!Array.isArray(pairs)) throw new UserError(`pairs must be an array of [string, string] pairs, got ${typeof pairs}`);
+  pairs.forEach((p: unknown, i) => {
+    if (!Array.isArray(p) || p.length !== 2) throw new UserError(`pairs[${i}] must be a [string, string] pair, got ${Array.isArray(p) ? `an array of ${p.length}` : p === null ? 'null' : typeof p}`);
+    checkText(p[0], `pairs[${i}][0]`);
+    checkText(p[1], `pairs[${i}][1]`);
+  });
   const unique = [...new Set(pairs.flatMap(([a, b]) => [a, b]))];
   const vecs = await embed(model, tokenizer, unique, opts);
   const at = new Map(unique.map((s, i) => [s, vecs[i]!]));
