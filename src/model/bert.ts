@@ -25,6 +25,7 @@
  * (`seededDropout`): computed by the backend from (seed, index), identical on every backend, and regenerated in
  * the backward pass instead of being kept.
  */
+import { UserError } from '../errors.js';
 import type { BertConfig } from './config.js';
 import { bertWeightTable, type WeightSpec } from './weights.js';
 import type { HostTensor } from './safetensors.js';
@@ -140,6 +141,7 @@ export class BertModel {
    */
   readonly weights: Map<string, tf.Variable>;
   private readonly specs: WeightSpec[];
+  private disposed = false;
 
   private constructor(config: BertConfig, weights: Map<string, tf.Variable>) {
     this.config = config;
@@ -167,7 +169,13 @@ export class BertModel {
     return BertModel.fromTensors(config, new Map(), seed);
   }
 
+  /** Throws a UserError once `dispose()` has freed the weights (instead of failing on a missing weight). */
+  private assertLive(): void {
+    if (this.disposed) throw new UserError('BertModel: this model was disposed (dispose() frees its weights); load it again to use it');
+  }
+
   private w(name: string): tf.Variable {
+    this.assertLive();
     const v = this.weights.get(name);
     if (v === undefined) throw new Error(`BertModel: no weight '${name}'`);
     return v;
@@ -259,6 +267,7 @@ export class BertModel {
    * One pass. Call inside `tf.tidy` (or dispose the outputs): intermediates are not kept.
    */
   forward(inputs: BertInputs, opts: ForwardOptions = {}): BertOutput {
+    this.assertLive();
     const c = this.config;
     const training = opts.training ?? false;
     const f16 = opts.f16Products ?? false;
@@ -325,9 +334,11 @@ export class BertModel {
     return result;
   }
 
+  /** Frees the weights; any later use of the model throws. A second call does nothing. */
   dispose(): void {
     for (const v of this.weights.values()) v.dispose();
     this.weights.clear();
+    this.disposed = true;
   }
 }
 
