@@ -93,10 +93,25 @@ export function parseBertConfig(raw: Record<string, unknown>, source: string): B
   if (cfg.hiddenSize % cfg.numAttentionHeads !== 0) {
     throw new UserError(`${source}: hidden_size ${cfg.hiddenSize} is not a multiple of num_attention_heads ${cfg.numAttentionHeads}`);
   }
-  for (const k of ['hiddenDropoutProb', 'attentionProbsDropoutProb'] as const) {
-    if (cfg[k] < 0 || cfg[k] >= 1) throw new UserError(`${source}: ${HF_KEYS[k]} must be in [0, 1), got ${cfg[k]}`);
-  }
+  for (const k of ['hiddenDropoutProb', 'attentionProbsDropoutProb'] as const) checkDropoutProb(cfg[k], `${source}: ${HF_KEYS[k]}`);
   return cfg;
+}
+
+/** Throws a UserError naming `what` unless `p` is a dropout probability: a number in [0, 1). */
+export function checkDropoutProb(p: number, what: string): void {
+  if (!(typeof p === 'number' && p >= 0 && p < 1)) throw new UserError(`${what} must be in [0, 1), got ${p}`);
+}
+
+/** `config` with the dropout rates of `overrides` that are given (each checked as config.json's are). */
+export function withDropout(config: BertConfig, overrides: Pick<Partial<BertConfig>, 'hiddenDropoutProb' | 'attentionProbsDropoutProb'>): BertConfig {
+  const out = { ...config };
+  for (const k of ['hiddenDropoutProb', 'attentionProbsDropoutProb'] as const) {
+    const p = overrides[k];
+    if (p === undefined) continue;
+    checkDropoutProb(p, k);
+    out[k] = p;
+  }
+  return out;
 }
 
 /** The config.json transformers writes for a BertModel with these hyperparameters. */

@@ -10,7 +10,7 @@ import { BertTokenizer, TOKENIZER_FILES, type TokenizerTexts } from '../data/tok
 import { exists, readJsonObject } from '../fsutil.js';
 import { ensureBackend, selectBackend, type BackendName, type BackendSelection } from './backend.js';
 import { BertModel } from './bert.js';
-import { parseBertConfig, type BertConfig } from './config.js';
+import { parseBertConfig, withDropout, type BertConfig } from './config.js';
 import { resolveModelDir, type ResolveOptions } from './hub.js';
 import { hasSafetensorsWeights, parseSafetensors, readSafetensorsDir, type HostTensor } from './safetensors.js';
 import { tf } from './tf.js';
@@ -19,7 +19,7 @@ import { mapCheckpoint, summarizeNames } from './weights.js';
 export interface LoadOptions extends ResolveOptions {
   /** Backend to activate first (default: keep the active one, or `auto`). */
   backend?: BackendName;
-  /** Override config.json's dropout rates. */
+  /** Override config.json's dropout rates (each in [0, 1)). */
   hiddenDropoutProb?: number;
   attentionProbsDropoutProb?: number;
   /** Where the warning line about ignored checkpoint tensors goes (default: stderr). */
@@ -101,9 +101,7 @@ async function readTfjsWeights(dir: string): Promise<Map<string, HostTensor>> {
 export async function loadPretrained(dirOrName: string, opts: LoadOptions = {}): Promise<Pretrained> {
   const backend = opts.backend !== undefined ? await selectBackend(opts.backend) : await ensureBackend();
   const dir = await resolveModelDir(dirOrName, opts);
-  const config = await readBertConfig(dir);
-  if (opts.hiddenDropoutProb !== undefined) config.hiddenDropoutProb = opts.hiddenDropoutProb;
-  if (opts.attentionProbsDropoutProb !== undefined) config.attentionProbsDropoutProb = opts.attentionProbsDropoutProb;
+  const config = withDropout(await readBertConfig(dir), opts);
   const tokenizer = await BertTokenizer.fromDir(dir);
   if (tokenizer.vocabSize > config.vocabSize) {
     throw new UserError(`${dir}: the tokenizer has ${tokenizer.vocabSize} tokens but config.json's vocab_size is ${config.vocabSize}`);
@@ -195,9 +193,7 @@ export async function loadPretrainedFrom(source: CheckpointSource, opts: SourceL
     throw new UserError(`${where('config.json')}: invalid JSON (${(err as Error).message})`);
   }
   if (rawConfig === null || typeof rawConfig !== 'object' || Array.isArray(rawConfig)) throw new UserError(`${where('config.json')}: not a JSON object`);
-  const config = parseBertConfig(rawConfig as Record<string, unknown>, where('config.json'));
-  if (opts.hiddenDropoutProb !== undefined) config.hiddenDropoutProb = opts.hiddenDropoutProb;
-  if (opts.attentionProbsDropoutProb !== undefined) config.attentionProbsDropoutProb = opts.attentionProbsDropoutProb;
+  const config = withDropout(parseBertConfig(rawConfig as Record<string, unknown>, where('config.json')), opts);
   const texts: TokenizerTexts = {};
   for (const name of TOKENIZER_FILES) {
     const t = await text(name);
