@@ -18,6 +18,7 @@ import { withThreadedWasm } from '../kernels/platform/wasmThreadedNode.js';
 import { hostMallocState, keepFreedHostMemory } from '../kernels/platform/hostMalloc.js';
 import { DAWN_LIMIT_NOTICE, withStderrFiltered } from '../kernels/platform/nativeStderr.js';
 import { activeGemmMode, describeGemmMode, GEMM_ENV, parseGemmMode, useGemm } from '../kernels/gemm/index.js';
+import { didYouMean, UserError } from '../errors.js';
 import { tf } from './tf.js';
 import { IS_NODE } from '../isNode.js';
 
@@ -305,7 +306,7 @@ export type BackendExclusions = Partial<Record<Exclude<BackendName, 'auto'>, str
  */
 export async function selectBackend(requested: BackendName = 'auto', exclude: BackendExclusions = {}): Promise<BackendSelection> {
   if (!(BACKEND_NAMES as readonly string[]).includes(requested)) {
-    throw new Error(`unknown backend '${requested}'; valid: ${BACKEND_NAMES.join(', ')}`);
+    throw new UserError(`unknown backend '${String(requested)}'${didYouMean(String(requested), BACKEND_NAMES)}; valid: ${BACKEND_NAMES.join(', ')}`);
   }
   const excluded = requested === 'auto' ? Object.keys(exclude) : [];
   if (current !== undefined && (current.requested === requested || current.name === requested) && !excluded.includes(current.name)) return current;
