@@ -17,8 +17,9 @@ import { ROOT, shared, SKIP_NO_SHARED } from './helpers.js';
 
 const run = promisify(execFile);
 const SENTENCES = ['a man is playing a guitar .', 'hello', 'the cat sat on the mat'];
+type ExportTarget = string | { [condition: string]: ExportTarget };
 const pkg = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as {
-  exports: Record<string, Record<string, string>>;
+  exports: Record<string, Record<string, ExportTarget>>;
   dependencies: Record<string, string>;
 };
 
@@ -37,9 +38,41 @@ describe('library build', () => {
 
   it('package.json points Node, bundlers and types at dist/, and every export target exists after the build', () => {
     const entry = pkg.exports['.']!;
-    assert.deepEqual(Object.keys(entry), ['types', 'browser', 'import']);
-    for (const target of Object.values(entry)) assert.ok(existsSync(path.join(ROOT, target)), `${target} is missing after the build`);
+    // `browser` first with its own types: a bundler that resolves it gets the bundle, and TypeScript the bundle's declarations.
+    assert.deepEqual(Object.keys(entry), ['browser', 'types', 'import']);
+    assert.deepEqual(entry['browser'], { types: './dist/src/browser/index.d.ts', default: './dist/browser/micse.js' });
+    const targets = (t: ExportTarget): string[] => (typeof t === 'string' ? [t] : Object.values(t).flatMap(targets));
+    for (const target of targets(entry)) assert.ok(existsSync(path.join(ROOT, target)), `${target} is missing after the build`);
     for (const devOnly of ['@huggingface/transformers', 'hnswlib-node']) assert.equal(pkg.dependencies[devOnly], undefined, `${devOnly} is test-only`);
+  });
+
+  it('a dependent TypeScript project can name the types of the API (option, result and returned-object types) in Node and in a bundle', async () => {
+    // Each name appears in a public signature (a parameter, a result, a returned class): a caller must be able to
+    // write it down. SemanticIndex is what openIndex returns, Matrix what clusterVectors takes.
+    await fs.writeFile(path.join(project, 'node.ts'), [
+      "import type { SemanticIndex, SearchOptions, SearchResult, Matrix, Neighbor, HostTensor, ResolveOptions, BackendAttempt, AnnParams,",
+      "  OnnxQuantization, DownloadOptions, DownloadResult, LoadedConfig, TokenizerTexts, SweepReport, QueueStatus, EmbedOptions } from 'micse-tfjs';",
+      "import { openIndex, clusterVectors } from 'micse-tfjs';",
+      "export async function top(dir: string, q: string[], o: SearchOptions): Promise<SearchResult> { const i: SemanticIndex = await openIndex(dir); return i.search(q, 3, o); }",
+      "export const m: Matrix = { data: new Float32Array(4), rows: 2, dim: 2 };",
+      "export const r = clusterVectors(m, { k: 1 });",
+      "export type All = [Neighbor, HostTensor, ResolveOptions, BackendAttempt, AnnParams, OnnxQuantization, DownloadOptions, DownloadResult,",
+      "  LoadedConfig, TokenizerTexts, SweepReport, QueueStatus, EmbedOptions];",
+    ].join('\n'));
+    // A bundler resolves the `browser` condition to the bundle, whose loadPretrained also takes a page's files.
+    await fs.writeFile(path.join(project, 'page.ts'), [
+      "import { loadPretrained, cosine, type NamedBlob } from 'micse-tfjs';",
+      "declare const files: NamedBlob[];",
+      "export const p = loadPretrained(files);",
+      "export const c: number = cosine([1, 0], [0, 1]);",
+    ].join('\n'));
+    const tsc = path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc');
+    const common = ['--noEmit', '--strict', '--skipLibCheck', '--target', 'es2022', '--types', 'node', '--typeRoots', path.join(ROOT, 'node_modules', '@types')];
+    const compile = (args: string[]) => run(process.execPath, [tsc, ...common, ...args], { cwd: project }).catch((err: { stdout?: string }) => {
+      assert.fail(`tsc ${args.join(' ')}:\n${err.stdout ?? String(err)}`);
+    });
+    await compile(['--module', 'nodenext', '--moduleResolution', 'nodenext', 'node.ts']);
+    await compile(['--module', 'esnext', '--moduleResolution', 'bundler', '--customConditions', 'browser', 'page.ts']);
   });
 
   it('a dependent project imports micse-tfjs in plain Node and embeds as the sources do', { skip: SKIP_NO_SHARED }, async () => {
