@@ -13,6 +13,7 @@ import { embed, type EmbedOptions } from '../src/model/embed.js';
 import { pool } from '../src/model/pooling.js';
 import { loadPretrained, type Pretrained } from '../src/model/pretrained.js';
 import { tf } from '../src/model/tf.js';
+import { trainInMemory } from '../src/train/memory.js';
 import { cluster, type ClusterOptions } from '../src/use/cluster.js';
 import { similarity, type SentencePair } from '../src/use/similarity.js';
 import { shared, SKIP_NO_SHARED } from './helpers.js';
@@ -105,6 +106,13 @@ describe('library arguments', { skip: SKIP_NO_SHARED }, () => {
     await refuses(() => selectBackend(loose('wasn')), /^unknown backend 'wasn' \(did you mean 'wasm'\?\); valid: auto, /);
   });
 
+  it('trainInMemory: a sentence that is not a string is refused upfront (it trained, the number read as its digits)', async () => {
+    const sentences = Array.from({ length: 40 }, (_, i) => `sentence number ${i}`);
+    const config = { train: { batchSize: 8, maxSteps: 1 }, objective: { style: 'simcse' } };
+    await refuses(() => trainInMemory(config, { sentences: loose([...sentences.slice(0, 39), 5]), model: p.model, tokenizer: p.tokenizer }),
+      /^sentences\[39\] must be a string, got a number$/);
+  });
+
   it('a disposed model says so when used, and a second dispose does nothing', async () => {
     const q = await loadPretrained(MODEL);
     const count = tf.memory().numTensors;
@@ -114,5 +122,9 @@ describe('library arguments', { skip: SKIP_NO_SHARED }, () => {
     await refuses(() => embed(q.model, q.tokenizer, SENTENCES), /^BertModel: this model was disposed/);
     await refuses(async () => q.model.trainableWeights(), /^BertModel: this model was disposed/);
     await refuses(() => q.model.exportTensors(), /^BertModel: this model was disposed/);
+    // The trainer builds its MLP head and optimizer around the model: they are freed again (2 tensors were left).
+    const sentences = Array.from({ length: 16 }, (_, i) => `sentence number ${i}`);
+    await refuses(() => trainInMemory({ train: { batchSize: 8, maxSteps: 1 }, objective: { style: 'simcse' } }, { sentences, model: q.model, tokenizer: q.tokenizer }),
+      /^BertModel: this model was disposed/);
   });
 });

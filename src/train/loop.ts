@@ -84,26 +84,31 @@ export function startTraining(c: TrainConfig, model: BertModel, tokenizer: BertT
   dataState?: BatchIteratorState, scalerState?: LossScalerState): TrainingRun {
   const precision = stepPrecision(c, scalerState);
   const head = new MlpHead(model.config.hiddenSize, { initializerRange: model.config.initializerRange, seed: siteSeed(c.train.seed, SEED_STREAM.head) });
-  const optimizer = new AdamW(trainableParams(model, head), { variant: c.optim.variant, beta1: c.optim.beta1, beta2: c.optim.beta2, eps: c.optim.eps, weightDecay: c.optim.weightDecay });
-  const batchOpts: BatchIteratorOptions = {
-    sentences, tokenizer, batchSize: c.train.batchSize, maxSeqLen: c.data.maxSeqLen, dropLast: c.data.dropLast,
-    seed: siteSeed(c.train.seed, SEED_STREAM.data),
-  };
-  const batches = new TwoViewBatchIterator(batchOpts, dataState);
-  const totalSteps = totalStepsOf(c, batches.stepsPerEpoch);
-  if (totalSteps < 1) {
+  let optimizer: AdamW | undefined;
+  // What is built after the head is freed again when a later part throws (a disposed model, a bad sentence list).
+  try {
+    optimizer = new AdamW(trainableParams(model, head), { variant: c.optim.variant, beta1: c.optim.beta1, beta2: c.optim.beta2, eps: c.optim.eps, weightDecay: c.optim.weightDecay });
+    const batchOpts: BatchIteratorOptions = {
+      sentences, tokenizer, batchSize: c.train.batchSize, maxSeqLen: c.data.maxSeqLen, dropLast: c.data.dropLast,
+      seed: siteSeed(c.train.seed, SEED_STREAM.data),
+    };
+    const batches = new TwoViewBatchIterator(batchOpts, dataState);
+    const totalSteps = totalStepsOf(c, batches.stepsPerEpoch);
+    if (totalSteps < 1) throw new UserError(`no training steps: ${sentences.length} sentences with batch ${c.train.batchSize} and dropLast`);
+    const warmup = c.optim.warmupSteps > 0 ? c.optim.warmupSteps : Math.round(c.optim.warmupRatio * totalSteps);
+    const opt = optimizer;
+    return {
+      head, optimizer: opt, batches, totalSteps, warmup, step: new TrainStep(model, head, opt, c.objective, precision, c.train.webgpuReplay), scaler: precision.scaler,
+      dispose: () => {
+        head.dispose();
+        opt.dispose();
+      },
+    };
+  } catch (err) {
     head.dispose();
-    optimizer.dispose();
-    throw new UserError(`no training steps: ${sentences.length} sentences with batch ${c.train.batchSize} and dropLast`);
+    optimizer?.dispose();
+    throw err;
   }
-  const warmup = c.optim.warmupSteps > 0 ? c.optim.warmupSteps : Math.round(c.optim.warmupRatio * totalSteps);
-  return {
-    head, optimizer, batches, totalSteps, warmup, step: new TrainStep(model, head, optimizer, c.objective, precision, c.train.webgpuReplay), scaler: precision.scaler,
-    dispose: () => {
-      head.dispose();
-      optimizer.dispose();
-    },
-  };
 }
 
 /** The counters the loop advances (the trainer's checkpointed state holds them). */

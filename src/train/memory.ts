@@ -6,7 +6,8 @@
  */
 import { stsbDevSpearman, type StsTaskData } from '../../eval/sts.js';
 import { checkSentenceCount } from '../data/batches.js';
-import type { BertTokenizer } from '../data/tokenizer.js';
+import { checkText, type BertTokenizer } from '../data/tokenizer.js';
+import { UserError } from '../errors.js';
 import type { BertModel } from '../model/bert.js';
 import { embed } from '../model/embed.js';
 import { checkConsistency, defaultConfig, mergeConfig } from './config.js';
@@ -50,6 +51,8 @@ export interface InMemoryTrainResult {
 export async function trainInMemory(config: unknown, opts: InMemoryTrainOptions): Promise<InMemoryTrainResult> {
   const c = mergeConfig(defaultConfig(), config, 'config');
   checkConsistency(c, 'config');
+  if (!Array.isArray(opts.sentences)) throw new UserError(`sentences must be an array of strings, got ${typeof opts.sentences}`);
+  opts.sentences.forEach((s: unknown, i) => checkText(s, `sentences[${i}]`));
   checkSentenceCount(opts.sentences.length);
   const { model, tokenizer } = opts;
   checkModelFits(c, model.config, "the model's config");
