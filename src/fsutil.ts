@@ -109,9 +109,12 @@ export async function refuseOverwritingInput(output: string, what: string, input
   if ((await canonicalPath(output)) === (await canonicalPath(input))) throw new UserError(`${what} would overwrite the input ${input}`);
 }
 
-/** Parses a JSON file; a parse error is a UserError naming the file. */
+/** Parses a JSON file; a parse error or a fault of the environment (a directory in its place) is a UserError naming the file. */
 export async function readJsonFile(file: string): Promise<unknown> {
-  const text = await fs.readFile(file, 'utf8');
+  // A fault of a read through the file handle (EISDIR: a directory in the file's place) carries no path: name it.
+  const text = await fs.readFile(file, 'utf8').catch((err: unknown) => {
+    throw ((err as NodeJS.ErrnoException).path === undefined ? environmentError(err, file, 'read') : null) ?? err;
+  });
   try {
     return JSON.parse(text) as unknown;
   } catch (err) {
