@@ -114,6 +114,40 @@ describe('flags', () => {
     assert.deepEqual(readdirSync(dir).sort(), ['c.manifest.json', 'c.tsv', 'link.jsonl']);
   });
 
+  it('an existing output file is refused before any work unless --force; an --json path it cannot write is refused before evaluating, exit 2', async () => {
+    const dir = path.join(TMP, 'outputs-exist');
+    mkdirSync(path.join(dir, 'a-dir.json'), { recursive: true });
+    const corpus = path.join(dir, 'c.txt');
+    writeFileSync(corpus, 'a b\nc d\n');
+    const old = ['o.jsonl', 'k.tsv', 's.txt', 't.manifest.json', 'r.json', 'a-file'].map((f) => path.join(dir, f));
+    for (const f of old) writeFileSync(f, 'old\n');
+    const [embedOut, clusterOut, subsetOut, manifestOut, report, file] = old as [string, string, string, string, string, string];
+    // --model m and --data (default data/senteval) do not exist: a refusal naming the output shows it comes first.
+    const evalArgs = ['eval', '--model', 'm', '--tasks', 'stsb-dev', '--json'];
+    const cases: [string[], string][] = [
+      [['embed', '--model', 'm', '--input', corpus, '--output', embedOut], `${embedOut} exists; pass --force to replace it, or choose another --output`],
+      [['cluster', '--model', 'm', '--input', corpus, '--k', '1', '--output', clusterOut], `${clusterOut} exists; pass --force to replace it, or choose another --output`],
+      [['data', 'subset', '--input', corpus, '--output', subsetOut, '--count', '1'], `${subsetOut} exists; pass --force to replace it, or choose another --output`],
+      [['data', 'subset', '--input', corpus, '--output', path.join(dir, 't.txt'), '--count', '1'], `${manifestOut} exists; pass --force to replace it, or choose another --output`],
+      [[...evalArgs, report], `${report} exists; pass --force to replace it, or choose another --json`],
+      [[...evalArgs, path.join(dir, 'r.txt')], `${path.join(dir, 'r.txt')}: --json must end in .json`],
+      [[...evalArgs, path.join(dir, 'a-dir.json')], `cannot write ${path.join(dir, 'a-dir.json')}: it is a directory (EISDIR)`],
+      [[...evalArgs, path.join(file, 'r.json')], `cannot create directory ${file}: a file is in the way (EEXIST)`],
+      [[...evalArgs, path.join(file, 'sub', 'r.json')], `cannot create directory ${path.join(file, 'sub')}: a component of the path is a file, not a directory (ENOTDIR)`],
+      // With --force the command goes on to its next check.
+      [['embed', '--model', 'm', '--input', path.join(dir, 'none.txt'), '--output', embedOut, '--force'], `cannot read corpus ${path.join(dir, 'none.txt')}: ENOENT`],
+      [[...evalArgs, report, '--force'], `SentEval data not found at ${path.resolve('data', 'senteval')}: run \`npx micse data download senteval\` ` +
+        '(needs internet access) or pass --data DIR (the folder holding STS/ and SICK/)'],
+    ];
+    for (const [argv, message] of cases) {
+      assert.deepEqual(await parseFailure(argv), { message: `micse: ${message}`, exitCode: 2 }, argv.join(' '));
+    }
+    for (const f of old) assert.equal(readFileSync(f, 'utf8'), 'old\n', f);
+    assert.deepEqual(readdirSync(dir).sort(), ['a-dir.json', 'a-file', 'c.txt', 'k.tsv', 'o.jsonl', 'r.json', 's.txt', 't.manifest.json']);
+    await buildCli(['data', 'subset', '--input', corpus, '--output', subsetOut, '--count', '1', '--force']).parseAsync();
+    assert.equal(readFileSync(subsetOut, 'utf8').split('\n').length, 2, 'replaced by the one-sentence subset');
+  });
+
   it('a misspelt flag is named, with the flag meant, on every command, exit 2', async () => {
     assert.deepEqual(await parseFailure(['train', '--confg', 'x.yaml']), { message: 'micse: unknown option --confg (did you mean --config?)', exitCode: 2 });
     assert.deepEqual(await parseFailure(['embed', '--batch-sise', '8']), { message: 'micse: unknown option --batch-sise (did you mean --batch-size?)', exitCode: 2 });

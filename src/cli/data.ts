@@ -20,6 +20,7 @@ interface SubsetArgs {
   'on-invalid': OnInvalid;
   'blank-lines': BlankLines;
   duplicates: Duplicates;
+  force: boolean;
 }
 
 interface DownloadArgs {
@@ -43,6 +44,7 @@ const subsetCommand: CommandModule<object, SubsetArgs> = {
       .option('on-invalid', { choices: ['skip', 'fail'] as const, default: 'skip' as const, describe: 'lines that are not valid UTF-8' })
       .option('blank-lines', { choices: ['skip', 'keep'] as const, default: 'skip' as const, describe: '.txt: skip blank lines, or keep them as empty sentences (the authors\' text loader)' })
       .option('duplicates', { choices: ['keep', 'drop'] as const, default: 'keep' as const, describe: 'keep: every line is a candidate; drop: first occurrence only' })
+      .option('force', { type: 'boolean', default: false, describe: 'replace an existing --output file and its manifest' })
       .conflicts('fraction', 'count') as never,
   handler: async (args) => {
     const { manifest, manifestPath, output } = await writeSubset({
@@ -56,6 +58,7 @@ const subsetCommand: CommandModule<object, SubsetArgs> = {
       onInvalid: args['on-invalid'],
       blankLines: args['blank-lines'],
       duplicates: args.duplicates,
+      force: args.force,
       progress: true,
     });
     const i = manifest.input;

@@ -18,7 +18,7 @@
  */
 import { createHash } from 'node:crypto';
 import { UserError } from '../errors.js';
-import { refuseOverwritingInput, writeAtomic, writeFileAtomic } from '../fsutil.js';
+import { checkOutputFile, refuseOverwritingInput, writeAtomic, writeFileAtomic } from '../fsutil.js';
 import { createProgress } from '../progress.js';
 import { openCorpus, parseColumn, type BlankLines, type CorpusFormat, type OnInvalid, type ReadCorpusOptions, type ReadStats } from './readers.js';
 import { checkSeed, Rng, RNG_ALGORITHM } from './rng.js';
@@ -340,14 +340,17 @@ async function writeLines(file: string, lines: readonly string[]): Promise<void>
 
 /**
  * Writes the subset (one sentence per line, final newline) to `output` and its manifest beside it, each through a
- * temporary file renamed into place. Returns both paths and the manifest.
+ * temporary file renamed into place. Before reading the corpus, refuses an `output` or manifest that is the input,
+ * that cannot be written (checkOutputFile), or that exists, unless `force`. Returns both paths and the manifest.
  */
 export async function writeSubset(
-  opts: LoadTrainingOptions & { output: string },
+  opts: LoadTrainingOptions & { output: string; force?: boolean },
 ): Promise<{ output: string; manifestPath: string; manifest: SubsetManifest }> {
   const manifestPath = manifestPathFor(opts.output);
   await refuseOverwritingInput(opts.output, `--output ${opts.output}`, opts.path);
   await refuseOverwritingInput(manifestPath, `its manifest ${manifestPath}`, opts.path);
+  await checkOutputFile(opts.output, '--output', opts.force === true);
+  await checkOutputFile(manifestPath, '--output', opts.force === true);
   const { sentences, manifest } = await loadTrainingSentences(opts);
   await writeLines(opts.output, sentences);
   await writeFileAtomic(manifestPath, manifestJson(manifest));
