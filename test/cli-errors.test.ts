@@ -148,6 +148,15 @@ describe('flags', () => {
     assert.equal(readFileSync(subsetOut, 'utf8').split('\n').length, 2, 'replaced by the one-sentence subset');
   });
 
+  it('data subset without --count or --fraction is refused (it would copy the whole corpus), nothing written, exit 2', async () => {
+    const dir = path.join(TMP, 'subset-size');
+    mkdirSync(dir);
+    writeFileSync(path.join(dir, 'c.txt'), 'a b\nc d\n');
+    assert.deepEqual(await parseFailure(['data', 'subset', '--input', path.join(dir, 'c.txt'), '--output', path.join(dir, 's.txt')]),
+      { message: 'micse: give --count N or --fraction F (how many sentences to draw)', exitCode: 2 });
+    assert.deepEqual(readdirSync(dir), ['c.txt']);
+  });
+
   it('a misspelt flag is named, with the flag meant, on every command, exit 2', async () => {
     assert.deepEqual(await parseFailure(['train', '--confg', 'x.yaml']), { message: 'micse: unknown option --confg (did you mean --config?)', exitCode: 2 });
     assert.deepEqual(await parseFailure(['embed', '--batch-sise', '8']), { message: 'micse: unknown option --batch-sise (did you mean --batch-size?)', exitCode: 2 });

@@ -47,6 +47,8 @@ const subsetCommand: CommandModule<object, SubsetArgs> = {
       .option('force', { type: 'boolean', default: false, describe: 'replace an existing --output file and its manifest' })
       .conflicts('fraction', 'count') as never,
   handler: async (args) => {
+    // Without either the draw would copy the whole corpus (what a training config without both keys does).
+    if (args.fraction === undefined && args.count === undefined) throw new UserError('give --count N or --fraction F (how many sentences to draw)');
     const { manifest, manifestPath, output } = await writeSubset({
       path: args.input,
       output: args.output,
