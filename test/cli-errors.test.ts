@@ -157,6 +157,18 @@ describe('flags', () => {
     assert.deepEqual(readdirSync(dir), ['c.txt']);
   });
 
+  it('a command named without its subcommand or its argument says what to name, one line, exit 2', async () => {
+    const cases: [string[], string][] = [
+      [['data'], 'name a data command: subset or download'],
+      [['index'], 'name an index command: build'],
+      [['sweep', 'report'], 'sweep report: name <dir> (sweep output directory)'],
+      [['data', 'download'], 'data download: name <datasets..> (what to fetch: wiki1m, senteval, fewshot-subsets)'],
+    ];
+    for (const [argv, message] of cases) {
+      assert.deepEqual(await parseFailure(argv), { message: `micse: ${message}`, exitCode: 2 }, argv.join(' '));
+    }
+  });
+
   it('a misspelt flag is named, with the flag meant, on every command, exit 2', async () => {
     assert.deepEqual(await parseFailure(['train', '--confg', 'x.yaml']), { message: 'micse: unknown option --confg (did you mean --config?)', exitCode: 2 });
     assert.deepEqual(await parseFailure(['embed', '--batch-sise', '8']), { message: 'micse: unknown option --batch-sise (did you mean --batch-size?)', exitCode: 2 });
@@ -164,7 +176,7 @@ describe('flags', () => {
       { message: 'micse: unknown option --quite (did you mean --quiet?); unknown option -z', exitCode: 2 });
     // Every command and subcommand (the names as `micse --help` lists them).
     const paths = [
-      ...commands.map((c) => String(c.command)).filter((c) => !c.includes('<command>')).map((c) => [c.split(' ')[0]!]),
+      ...commands.map((c) => [String(c.command).split(' ')[0]!]),
       ['index', 'build'], ['sweep', 'status'], ['sweep', 'report', 'dir'], ['data', 'subset'], ['data', 'download', 'senteval'],
     ];
     assert.ok(paths.length >= 12, `${paths.length} command paths`);

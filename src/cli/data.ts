@@ -91,14 +91,13 @@ const downloadCommand: CommandModule<object, DownloadArgs> = {
 };
 
 export const dataCommand: CommandModule<object, object> = {
-  command: 'data <command>',
+  // No <command> positional: yargs would demand it with its own message, before the one of demandCommand.
+  command: 'data',
   describe: 'Training data: few-shot subsets and downloads',
   builder: (y: Argv) =>
     y
       .command(subsetCommand)
       .command(downloadCommand)
       .demandCommand(1, 'name a data command: subset or download') as never,
-  handler: () => {
-    throw new UserError('name a data command: subset or download');
-  },
+  handler: () => undefined,
 };

@@ -119,7 +119,8 @@ const indexBuildCommand: CommandModule<object, IndexBuildArgs> = {
 };
 
 export const indexCommand: CommandModule<object, object> = {
-  command: 'index <command>',
+  // No <command> positional: yargs would demand it with its own message, before the one of demandCommand.
+  command: 'index',
   describe: 'Semantic search indexes (index build)',
   builder: (y) => y.command(indexBuildCommand as CommandModule<object, never>).demandCommand(1, 'name an index command: build'),
   handler: () => undefined,
