@@ -16,7 +16,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { buildCli, commands, describeFailure } from '../src/cli/main.js';
-import { writeSubset } from '../src/data/subset.js';
+import { loadTrainingSentences, writeSubset } from '../src/data/subset.js';
 import { environmentError, UserError } from '../src/errors.js';
 import { ensureDir, writeFileAtomic } from '../src/fsutil.js';
 import { ROOT, shared, SKIP_NO_SHARED } from './helpers.js';
@@ -167,6 +167,34 @@ describe('flags', () => {
     for (const [argv, message] of cases) {
       assert.deepEqual(await parseFailure(argv), { message: `micse: ${message}`, exitCode: 2 }, argv.join(' '));
     }
+  });
+
+  it('the data layer\'s errors name the flag the value came from (data subset, embed), a config\'s the config key, exit 2', async () => {
+    const dir = path.join(TMP, 'flag-names');
+    mkdirSync(dir);
+    const corpus = path.join(dir, 'c.txt');
+    writeFileSync(corpus, 'a b\nc d\n');
+    const subset = ['data', 'subset', '--input', corpus, '--output', path.join(dir, 's.txt')];
+    const txt = `${corpus}: --column is set (x) but the file is read as one sentence per line; use a .csv/.tsv file`;
+    const cases: [string[], string][] = [
+      [[...subset, '--count', '3'], `--count 3 is larger than ${corpus} (2 sentences)`],
+      [[...subset, '--count', '1', '--column', 'x'], `${txt} or --format csv/tsv`],
+      [[...subset, '--count', '1', '--format', 'csv', '--blank-lines', 'keep'],
+        `${corpus}: --blank-lines keep applies to .txt corpora (one sentence per line); blank CSV/TSV records are always skipped`],
+      // embed has no --format: the message suggests none.
+      [['embed', '--model', 'm', '--input', corpus, '--output', path.join(dir, 'e.jsonl'), '--column', 'x'], txt],
+    ];
+    for (const [argv, message] of cases) {
+      assert.deepEqual(await parseFailure(argv), { message: `micse: ${message}`, exitCode: 2 }, argv.join(' '));
+    }
+    assert.deepEqual(readdirSync(dir), ['c.txt']);
+    // --seed's range is checked as the flag is parsed; a value it let through that the draw refuses would name it too.
+    await assert.rejects(loadTrainingSentences({ path: corpus, count: 1, subsetSeed: 0.5, names: { subsetSeed: '--seed' } }),
+      { name: 'UserError', message: '--seed must be a non-negative integer, got 0.5' });
+    // Without names (a training config), the config keys.
+    await assert.rejects(loadTrainingSentences({ path: corpus, count: 3 }), { name: 'UserError', message: `data.count 3 is larger than ${corpus} (2 sentences)` });
+    await assert.rejects(loadTrainingSentences({ path: corpus, column: 'x' }),
+      { name: 'UserError', message: `${corpus}: data.column is set (x) but the file is read as one sentence per line; use a .csv/.tsv file or data.format csv/tsv` });
   });
 
   it('a misspelt flag is named, with the flag meant, on every command, exit 2', async () => {

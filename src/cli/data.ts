@@ -4,7 +4,7 @@
 import type { Argv, CommandModule } from 'yargs';
 import { DATASET_NAMES, DEFAULT_DATA_DIR, downloadDataset, type DatasetName } from '../data/download.js';
 import type { BlankLines, CorpusFormat, OnInvalid } from '../data/readers.js';
-import { DEFAULT_SUBSET_SEED, writeSubset, type Duplicates } from '../data/subset.js';
+import { DEFAULT_SUBSET_SEED, writeSubset, type Duplicates, type SubsetOptionNames } from '../data/subset.js';
 import { UserError } from '../errors.js';
 import { MAX_SEED } from '../train/config.js';
 import { numberFlag, POSITIVE_INT } from './common.js';
@@ -28,6 +28,11 @@ interface DownloadArgs {
   dir: string;
   force: boolean;
 }
+
+/** The flags of `data subset` that give the options the data layer's messages name. */
+const SUBSET_FLAG_NAMES: SubsetOptionNames = {
+  column: '--column', format: '--format', blankLines: '--blank-lines', fraction: '--fraction', count: '--count', subsetSeed: '--seed',
+};
 
 const subsetCommand: CommandModule<object, SubsetArgs> = {
   command: 'subset',
@@ -62,6 +67,7 @@ const subsetCommand: CommandModule<object, SubsetArgs> = {
       duplicates: args.duplicates,
       force: args.force,
       progress: true,
+      names: SUBSET_FLAG_NAMES,
     });
     const i = manifest.input;
     process.stderr.write(

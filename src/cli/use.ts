@@ -16,7 +16,7 @@ import { cluster, DEFAULT_CLUSTER_SEED, DEFAULT_MIN_COMMUNITY_SIZE, DEFAULT_NEAR
 import { shortFingerprint } from '../use/fingerprint.js';
 import { DEFAULT_TOP_K, openIndex } from '../use/search.js';
 import { pairsFromArgs, readPairsFile, similarity, type SentencePair } from '../use/similarity.js';
-import { activateBackend, embedOpts, numberFlag, POSITIVE_INT, readSentences, withBackend, withEmbedFlags, type EmbedFlags } from './common.js';
+import { activateBackend, COLUMN_FLAG_NAMES, embedOpts, numberFlag, POSITIVE_INT, readSentences, withBackend, withEmbedFlags, type EmbedFlags } from './common.js';
 
 const oneLine = (s: string) => s.replace(/[\t\r\n]/g, ' ');
 
@@ -95,6 +95,7 @@ const indexBuildCommand: CommandModule<object, IndexBuildArgs> = {
     const report = await buildIndex(pretrained, {
       corpus: args.corpus,
       column: args.column ?? null,
+      names: COLUMN_FLAG_NAMES,
       out: args.out,
       ...embedOpts(args),
       chunkSize: args['chunk-size'],
