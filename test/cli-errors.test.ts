@@ -2,7 +2,9 @@
  * The command line's answers to bad flags and to a hostile environment: one line naming the flag or the path and
  * the cause, exit code 2, and no temporary file left behind.
  *   - numeric flags out of range (`--batch-size 0 | -5 | abc`) and misspelt flags (with a did-you-mean), on every
- *     command, in process;
+ *     command, in process; likewise an existing output file without --force, an eval --json path that cannot be
+ *     written, a subset without a size, a command without its subcommand or argument, and the data layer's errors
+ *     naming the flag typed;
  *   - environment faults, through real commands in child processes (test/cli-driver.ts): a read-only output
  *     directory (a read-only bind mount in a private mount namespace when run as root, where chmod stops nothing;
  *     chmod 0555 otherwise), an output path that is a file or a directory, and a full disk simulated by a file
