@@ -81,6 +81,46 @@ export async function exists(p: string): Promise<boolean> {
   return fs.access(p).then(() => true, () => false);
 }
 
+/** What a refusal to replace an output says to do: pass --force, or choose another `flag` (the option that chose it). */
+export function forceAdvice(flag: string): string {
+  return `pass --force to replace it, or choose another ${flag}`;
+}
+
+/** A Node-style fs error (code, syscall, path), for faults found by looking before a call would meet them. */
+function fsFault(code: string, syscall: string, p: string): NodeJS.ErrnoException {
+  return Object.assign(new Error(`${code}: ${syscall} '${p}'`), { code, syscall, path: p });
+}
+
+/**
+ * Checks, before a command does any work, that writing its output file `file` (chosen by `flag`, e.g. `--output`)
+ * will succeed, and throws the UserError writeAtomic would throw when it will not: a directory in its place, or
+ * a missing parent folder that cannot be created (a file in the way) or an existing one that cannot be written
+ * (read-only, no permission). An existing file is refused unless `force`: "<file> exists; pass --force ...".
+ */
+export async function checkOutputFile(file: string, flag: string, force: boolean): Promise<void> {
+  const st = await fs.stat(file).catch(() => null);
+  if (st !== null && st.isDirectory()) throw environmentError(fsFault('EISDIR', 'open', file), file, 'write')!;
+  if (st !== null && !force) throw new UserError(`${file} exists; ${forceAdvice(flag)}`);
+  // The deepest folder on the way that exists: writeAtomic creates the missing ones below it (mkdir -p).
+  const parent = path.dirname(file);
+  let dir = path.resolve(parent);
+  for (;;) {
+    const found = await fs.stat(dir).catch(() => null);
+    if (found !== null) {
+      // As mkdir -p reports it: EEXIST when the parent itself is a file, ENOTDIR when a folder above it is.
+      if (!found.isDirectory()) throw environmentError(fsFault(dir === path.resolve(parent) ? 'EEXIST' : 'ENOTDIR', 'mkdir', parent))!;
+      break;
+    }
+    const up = path.dirname(dir);
+    if (up === dir) break;
+    dir = up;
+  }
+  const direct = dir === path.resolve(parent);
+  await fs.access(dir, constants.W_OK).catch((err: unknown) => {
+    throw environmentError(err, direct ? file : parent, direct ? 'write' : 'create directory') ?? err;
+  });
+}
+
 /**
  * Throws a UserError when `dir` holds anything (a missing `dir`, or a file in its place, passes: creating it
  * fails later with its own error). The message names `dir`, what it holds, `unlike` (why it may not be reused, if
@@ -92,7 +132,7 @@ export async function refuseNonEmptyDir(dir: string, flag: string, unlike = ''):
     throw err;
   });
   if (entries.length > 0) {
-    throw new UserError(`${dir}: not empty (${entries.length} entries)${unlike}; pass --force to replace it, or choose another ${flag}. Nothing was written`);
+    throw new UserError(`${dir}: not empty (${entries.length} entries)${unlike}; ${forceAdvice(flag)}. Nothing was written`);
   }
 }
 
@@ -109,9 +149,12 @@ export async function refuseOverwritingInput(output: string, what: string, input
   if ((await canonicalPath(output)) === (await canonicalPath(input))) throw new UserError(`${what} would overwrite the input ${input}`);
 }
 
-/** Parses a JSON file; a parse error is a UserError naming the file. */
+/** Parses a JSON file; a parse error or a fault of the environment (a directory in its place) is a UserError naming the file. */
 export async function readJsonFile(file: string): Promise<unknown> {
-  const text = await fs.readFile(file, 'utf8');
+  // A fault of a read through the file handle (EISDIR: a directory in the file's place) carries no path: name it.
+  const text = await fs.readFile(file, 'utf8').catch((err: unknown) => {
+    throw ((err as NodeJS.ErrnoException).path === undefined ? environmentError(err, file, 'read') : null) ?? err;
+  });
   try {
     return JSON.parse(text) as unknown;
   } catch (err) {

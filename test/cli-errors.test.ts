@@ -2,7 +2,9 @@
  * The command line's answers to bad flags and to a hostile environment: one line naming the flag or the path and
  * the cause, exit code 2, and no temporary file left behind.
  *   - numeric flags out of range (`--batch-size 0 | -5 | abc`) and misspelt flags (with a did-you-mean), on every
- *     command, in process;
+ *     command, in process; likewise an existing output file without --force, an eval --json path that cannot be
+ *     written, a subset without a size, a command without its subcommand or argument, and the data layer's errors
+ *     naming the flag typed;
  *   - environment faults, through real commands in child processes (test/cli-driver.ts): a read-only output
  *     directory (a read-only bind mount in a private mount namespace when run as root, where chmod stops nothing;
  *     chmod 0555 otherwise), an output path that is a file or a directory, and a full disk simulated by a file
@@ -16,7 +18,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { buildCli, commands, describeFailure } from '../src/cli/main.js';
-import { writeSubset } from '../src/data/subset.js';
+import { loadTrainingSentences, writeSubset } from '../src/data/subset.js';
 import { environmentError, UserError } from '../src/errors.js';
 import { ensureDir, writeFileAtomic } from '../src/fsutil.js';
 import { ROOT, shared, SKIP_NO_SHARED } from './helpers.js';
@@ -114,6 +116,89 @@ describe('flags', () => {
     assert.deepEqual(readdirSync(dir).sort(), ['c.manifest.json', 'c.tsv', 'link.jsonl']);
   });
 
+  it('an existing output file is refused before any work unless --force; an --json path it cannot write is refused before evaluating, exit 2', async () => {
+    const dir = path.join(TMP, 'outputs-exist');
+    mkdirSync(path.join(dir, 'a-dir.json'), { recursive: true });
+    const corpus = path.join(dir, 'c.txt');
+    writeFileSync(corpus, 'a b\nc d\n');
+    const old = ['o.jsonl', 'k.tsv', 's.txt', 't.manifest.json', 'r.json', 'a-file'].map((f) => path.join(dir, f));
+    for (const f of old) writeFileSync(f, 'old\n');
+    const [embedOut, clusterOut, subsetOut, manifestOut, report, file] = old as [string, string, string, string, string, string];
+    // --model m and --data (default data/senteval) do not exist: a refusal naming the output shows it comes first.
+    const evalArgs = ['eval', '--model', 'm', '--tasks', 'stsb-dev', '--json'];
+    const cases: [string[], string][] = [
+      [['embed', '--model', 'm', '--input', corpus, '--output', embedOut], `${embedOut} exists; pass --force to replace it, or choose another --output`],
+      [['cluster', '--model', 'm', '--input', corpus, '--k', '1', '--output', clusterOut], `${clusterOut} exists; pass --force to replace it, or choose another --output`],
+      [['data', 'subset', '--input', corpus, '--output', subsetOut, '--count', '1'], `${subsetOut} exists; pass --force to replace it, or choose another --output`],
+      [['data', 'subset', '--input', corpus, '--output', path.join(dir, 't.txt'), '--count', '1'], `${manifestOut} exists; pass --force to replace it, or choose another --output`],
+      [[...evalArgs, report], `${report} exists; pass --force to replace it, or choose another --json`],
+      [[...evalArgs, path.join(dir, 'r.txt')], `${path.join(dir, 'r.txt')}: --json must end in .json`],
+      [[...evalArgs, path.join(dir, 'a-dir.json')], `cannot write ${path.join(dir, 'a-dir.json')}: it is a directory (EISDIR)`],
+      [[...evalArgs, path.join(file, 'r.json')], `cannot create directory ${file}: a file is in the way (EEXIST)`],
+      [[...evalArgs, path.join(file, 'sub', 'r.json')], `cannot create directory ${path.join(file, 'sub')}: a component of the path is a file, not a directory (ENOTDIR)`],
+      // With --force the command goes on to its next check.
+      [['embed', '--model', 'm', '--input', path.join(dir, 'none.txt'), '--output', embedOut, '--force'], `cannot read corpus ${path.join(dir, 'none.txt')}: ENOENT`],
+      [[...evalArgs, report, '--force'], `SentEval data not found at ${path.resolve('data', 'senteval')}: run \`npx micse data download senteval\` ` +
+        '(needs internet access) or pass --data DIR (the folder holding STS/ and SICK/)'],
+    ];
+    for (const [argv, message] of cases) {
+      assert.deepEqual(await parseFailure(argv), { message: `micse: ${message}`, exitCode: 2 }, argv.join(' '));
+    }
+    for (const f of old) assert.equal(readFileSync(f, 'utf8'), 'old\n', f);
+    assert.deepEqual(readdirSync(dir).sort(), ['a-dir.json', 'a-file', 'c.txt', 'k.tsv', 'o.jsonl', 'r.json', 's.txt', 't.manifest.json']);
+    await buildCli(['data', 'subset', '--input', corpus, '--output', subsetOut, '--count', '1', '--force']).parseAsync();
+    assert.equal(readFileSync(subsetOut, 'utf8').split('\n').length, 2, 'replaced by the one-sentence subset');
+  });
+
+  it('data subset without --count or --fraction is refused (it would copy the whole corpus), nothing written, exit 2', async () => {
+    const dir = path.join(TMP, 'subset-size');
+    mkdirSync(dir);
+    writeFileSync(path.join(dir, 'c.txt'), 'a b\nc d\n');
+    assert.deepEqual(await parseFailure(['data', 'subset', '--input', path.join(dir, 'c.txt'), '--output', path.join(dir, 's.txt')]),
+      { message: 'micse: give --count N or --fraction F (how many sentences to draw)', exitCode: 2 });
+    assert.deepEqual(readdirSync(dir), ['c.txt']);
+  });
+
+  it('a command named without its subcommand or its argument says what to name, one line, exit 2', async () => {
+    const cases: [string[], string][] = [
+      [['data'], 'name a data command: subset or download'],
+      [['index'], 'name an index command: build'],
+      [['sweep', 'report'], 'sweep report: name <dir> (sweep output directory)'],
+      [['data', 'download'], 'data download: name <datasets..> (what to fetch: wiki1m, senteval, fewshot-subsets)'],
+    ];
+    for (const [argv, message] of cases) {
+      assert.deepEqual(await parseFailure(argv), { message: `micse: ${message}`, exitCode: 2 }, argv.join(' '));
+    }
+  });
+
+  it('the data layer\'s errors name the flag the value came from (data subset, embed), a config\'s the config key, exit 2', async () => {
+    const dir = path.join(TMP, 'flag-names');
+    mkdirSync(dir);
+    const corpus = path.join(dir, 'c.txt');
+    writeFileSync(corpus, 'a b\nc d\n');
+    const subset = ['data', 'subset', '--input', corpus, '--output', path.join(dir, 's.txt')];
+    const txt = `${corpus}: --column is set (x) but the file is read as one sentence per line; use a .csv/.tsv file`;
+    const cases: [string[], string][] = [
+      [[...subset, '--count', '3'], `--count 3 is larger than ${corpus} (2 sentences)`],
+      [[...subset, '--count', '1', '--column', 'x'], `${txt} or --format csv/tsv`],
+      [[...subset, '--count', '1', '--format', 'csv', '--blank-lines', 'keep'],
+        `${corpus}: --blank-lines keep applies to .txt corpora (one sentence per line); blank CSV/TSV records are always skipped`],
+      // embed has no --format: the message suggests none.
+      [['embed', '--model', 'm', '--input', corpus, '--output', path.join(dir, 'e.jsonl'), '--column', 'x'], txt],
+    ];
+    for (const [argv, message] of cases) {
+      assert.deepEqual(await parseFailure(argv), { message: `micse: ${message}`, exitCode: 2 }, argv.join(' '));
+    }
+    assert.deepEqual(readdirSync(dir), ['c.txt']);
+    // --seed's range is checked as the flag is parsed; a value it let through that the draw refuses would name it too.
+    await assert.rejects(loadTrainingSentences({ path: corpus, count: 1, subsetSeed: 0.5, names: { subsetSeed: '--seed' } }),
+      { name: 'UserError', message: '--seed must be a non-negative integer, got 0.5' });
+    // Without names (a training config), the config keys.
+    await assert.rejects(loadTrainingSentences({ path: corpus, count: 3 }), { name: 'UserError', message: `data.count 3 is larger than ${corpus} (2 sentences)` });
+    await assert.rejects(loadTrainingSentences({ path: corpus, column: 'x' }),
+      { name: 'UserError', message: `${corpus}: data.column is set (x) but the file is read as one sentence per line; use a .csv/.tsv file or data.format csv/tsv` });
+  });
+
   it('a misspelt flag is named, with the flag meant, on every command, exit 2', async () => {
     assert.deepEqual(await parseFailure(['train', '--confg', 'x.yaml']), { message: 'micse: unknown option --confg (did you mean --config?)', exitCode: 2 });
     assert.deepEqual(await parseFailure(['embed', '--batch-sise', '8']), { message: 'micse: unknown option --batch-sise (did you mean --batch-size?)', exitCode: 2 });
@@ -121,7 +206,7 @@ describe('flags', () => {
       { message: 'micse: unknown option --quite (did you mean --quiet?); unknown option -z', exitCode: 2 });
     // Every command and subcommand (the names as `micse --help` lists them).
     const paths = [
-      ...commands.map((c) => String(c.command)).filter((c) => !c.includes('<command>')).map((c) => [c.split(' ')[0]!]),
+      ...commands.map((c) => [String(c.command).split(' ')[0]!]),
       ['index', 'build'], ['sweep', 'status'], ['sweep', 'report', 'dir'], ['data', 'subset'], ['data', 'download', 'senteval'],
     ];
     assert.ok(paths.length >= 12, `${paths.length} command paths`);

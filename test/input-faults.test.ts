@@ -279,6 +279,17 @@ describe('checkpoints whose weights disagree with config.json or are not finite'
     assert.deepEqual(quiet, [], 'a checkpoint of BertModel tensors only loads without a warning');
   });
 
+  it('a config.json that is a directory is named, with the cause, exit 2', async () => {
+    const dir = await copyWith('config-dir', {});
+    const file = path.join(dir, 'config.json');
+    await fs.rm(file);
+    await fs.mkdir(file);
+    await assert.rejects(loadPretrained(dir, { backend: 'cpu' }), (e: unknown) => e instanceof UserError &&
+      e.message === `cannot read ${file}: it is a directory (EISDIR)`);
+    await refused(await embedArgs(dir), new RegExp(`^micse: cannot read ${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: it is a directory \\(EISDIR\\)$`),
+      path.join(dir, 'out.jsonl'));
+  });
+
   it('NaN or infinite weights are refused naming the file and the tensor; export writes nothing', async () => {
     for (const [bad, label] of [[NaN, 'NaN'], [-Infinity, '-Infinity']] as const) {
       const dir = await copyWith(`nonfinite-${label}`, {

@@ -1,6 +1,6 @@
 /** Flags several commands share, so they read and behave the same everywhere. */
 import type { Argv } from 'yargs';
-import { openCorpus } from '../data/readers.js';
+import { openCorpus, type CorpusOptionNames } from '../data/readers.js';
 import { UserError } from '../errors.js';
 import { BACKEND_NAMES, describeSelection, selectBackend, type BackendName } from '../model/backend.js';
 import { DEFAULT_EMBED_BATCH_SIZE } from '../model/embed.js';
@@ -75,13 +75,16 @@ export function embedOpts(a: EmbedFlags): { pooler: EmbedPooler; batchSize: numb
   return { pooler: a.pooler, batchSize: a['batch-size'], ...(a['max-length'] !== undefined ? { maxLength: a['max-length'] } : {}) };
 }
 
+/** How the corpus reader names the options of a command whose only one of them is its --column flag. */
+export const COLUMN_FLAG_NAMES: Partial<CorpusOptionNames> = { column: '--column', format: null };
+
 /**
- * Reads every record of a txt/CSV/TSV file, noting skipped lines on stderr. With `purpose` (what the command does
+ * Reads every record of a txt/CSV/TSV file (its column chosen by the command's --column flag), noting skipped lines on stderr. With `purpose` (what the command does
  * with them: 'embed', 'cluster'), a file that gives no sentence is a UserError naming it, so that the command
  * refuses it before loading a model or writing anything.
  */
 export async function readSentences(file: string, column: string | undefined, purpose?: string): Promise<{ text: string; line: number }[]> {
-  const reader = openCorpus(file, { column: column ?? null });
+  const reader = openCorpus(file, { column: column ?? null, names: COLUMN_FLAG_NAMES });
   const out: { text: string; line: number }[] = [];
   for await (const rec of reader) out.push({ text: rec.text, line: rec.line });
   const { blank, invalid, header } = reader.stats;

@@ -4,7 +4,7 @@
 import type { Argv, CommandModule } from 'yargs';
 import { DATASET_NAMES, DEFAULT_DATA_DIR, downloadDataset, type DatasetName } from '../data/download.js';
 import type { BlankLines, CorpusFormat, OnInvalid } from '../data/readers.js';
-import { DEFAULT_SUBSET_SEED, writeSubset, type Duplicates } from '../data/subset.js';
+import { DEFAULT_SUBSET_SEED, writeSubset, type Duplicates, type SubsetOptionNames } from '../data/subset.js';
 import { UserError } from '../errors.js';
 import { MAX_SEED } from '../train/config.js';
 import { numberFlag, POSITIVE_INT } from './common.js';
@@ -20,6 +20,7 @@ interface SubsetArgs {
   'on-invalid': OnInvalid;
   'blank-lines': BlankLines;
   duplicates: Duplicates;
+  force: boolean;
 }
 
 interface DownloadArgs {
@@ -27,6 +28,11 @@ interface DownloadArgs {
   dir: string;
   force: boolean;
 }
+
+/** The flags of `data subset` that give the options the data layer's messages name. */
+const SUBSET_FLAG_NAMES: SubsetOptionNames = {
+  column: '--column', format: '--format', blankLines: '--blank-lines', fraction: '--fraction', count: '--count', subsetSeed: '--seed',
+};
 
 const subsetCommand: CommandModule<object, SubsetArgs> = {
   command: 'subset',
@@ -43,8 +49,11 @@ const subsetCommand: CommandModule<object, SubsetArgs> = {
       .option('on-invalid', { choices: ['skip', 'fail'] as const, default: 'skip' as const, describe: 'lines that are not valid UTF-8' })
       .option('blank-lines', { choices: ['skip', 'keep'] as const, default: 'skip' as const, describe: '.txt: skip blank lines, or keep them as empty sentences (the authors\' text loader)' })
       .option('duplicates', { choices: ['keep', 'drop'] as const, default: 'keep' as const, describe: 'keep: every line is a candidate; drop: first occurrence only' })
+      .option('force', { type: 'boolean', default: false, describe: 'replace an existing --output file and its manifest' })
       .conflicts('fraction', 'count') as never,
   handler: async (args) => {
+    // Without either the draw would copy the whole corpus (what a training config without both keys does).
+    if (args.fraction === undefined && args.count === undefined) throw new UserError('give --count N or --fraction F (how many sentences to draw)');
     const { manifest, manifestPath, output } = await writeSubset({
       path: args.input,
       output: args.output,
@@ -56,7 +65,9 @@ const subsetCommand: CommandModule<object, SubsetArgs> = {
       onInvalid: args['on-invalid'],
       blankLines: args['blank-lines'],
       duplicates: args.duplicates,
+      force: args.force,
       progress: true,
+      names: SUBSET_FLAG_NAMES,
     });
     const i = manifest.input;
     process.stderr.write(
@@ -86,14 +97,13 @@ const downloadCommand: CommandModule<object, DownloadArgs> = {
 };
 
 export const dataCommand: CommandModule<object, object> = {
-  command: 'data <command>',
+  // No <command> positional: yargs would demand it with its own message, before the one of demandCommand.
+  command: 'data',
   describe: 'Training data: few-shot subsets and downloads',
   builder: (y: Argv) =>
     y
       .command(subsetCommand)
       .command(downloadCommand)
       .demandCommand(1, 'name a data command: subset or download') as never,
-  handler: () => {
-    throw new UserError('name a data command: subset or download');
-  },
+  handler: () => undefined,
 };

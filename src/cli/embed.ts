@@ -2,7 +2,7 @@
 import path from 'node:path';
 import type { CommandModule } from 'yargs';
 import { UserError } from '../errors.js';
-import { refuseOverwritingInput, writeFileAtomic } from '../fsutil.js';
+import { checkOutputFile, refuseOverwritingInput, writeFileAtomic } from '../fsutil.js';
 import { embed } from '../model/embed.js';
 import { encodeNpy } from '../model/npy.js';
 import { loadPretrained, resolveCheckpoint } from '../model/pretrained.js';
@@ -12,6 +12,7 @@ interface EmbedArgs extends EmbedFlags {
   input: string;
   output: string;
   column?: string;
+  force: boolean;
 }
 
 export const embedCommand: CommandModule<object, EmbedArgs> = {
@@ -21,11 +22,13 @@ export const embedCommand: CommandModule<object, EmbedArgs> = {
     withEmbedFlags(y)
       .option('input', { type: 'string', demandOption: true, describe: '.txt (one sentence per line), .csv or .tsv' })
       .option('output', { type: 'string', demandOption: true, describe: '.jsonl ({"text","embedding"} per line) or .npy' })
-      .option('column', { type: 'string', describe: 'CSV/TSV column name or 0-based index' }) as never,
+      .option('column', { type: 'string', describe: 'CSV/TSV column name or 0-based index' })
+      .option('force', { type: 'boolean', default: false, describe: 'replace an existing --output file' }) as never,
   handler: async (args) => {
     const ext = path.extname(args.output).toLowerCase();
     if (ext !== '.jsonl' && ext !== '.npy') throw new UserError(`${args.output}: output must end in .jsonl or .npy`);
     await refuseOverwritingInput(args.output, `--output ${args.output}`, args.input);
+    await checkOutputFile(args.output, '--output', args.force);
     const sentences = (await readSentences(args.input, args.column, 'embed')).map((r) => r.text);
     await activateBackend(args.backend);
     const model = await resolveCheckpoint(args.model);

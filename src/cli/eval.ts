@@ -15,7 +15,7 @@ import {
   parseStsTasks,
 } from '../../eval/sts.js';
 import { UserError } from '../errors.js';
-import { writeFileAtomic } from '../fsutil.js';
+import { checkOutputFile, writeFileAtomic } from '../fsutil.js';
 import { embed } from '../model/embed.js';
 import { loadPretrained, resolveCheckpoint } from '../model/pretrained.js';
 import { activateBackend, embedOpts, withEmbedFlags, type EmbedFlags } from './common.js';
@@ -27,6 +27,7 @@ interface EvalArgs extends EmbedFlags {
   data: string;
   tasks: string;
   json?: string;
+  force: boolean;
   detail: boolean;
 }
 
@@ -50,11 +51,17 @@ export const evalCommand: CommandModule<object, EvalArgs> = {
         default: ALL_TASKS_ALIAS,
         describe: `comma-separated: ${STS_TASK_NAMES.join(', ')}; '${ALL_TASKS_ALIAS}' = the 7 test tasks`,
       })
-      .option('json', { type: 'string', describe: 'write the full report (per-subset scores and counts) to this JSON file' })
+      .option('json', { type: 'string', describe: 'write the full report (per-subset scores and counts) to this .json file' })
+      .option('force', { type: 'boolean', default: false, describe: 'replace an existing --json file' })
       .option('detail', { type: 'boolean', default: false, describe: 'also print per-subset Spearman/Pearson and pair counts' }) as never,
   handler: async (args) => {
     const tasks = parseStsTasks(args.tasks);
     const batchSize = args['batch-size'];
+    // The report is written after the whole evaluation: a path it cannot go to is refused before anything runs.
+    if (args.json !== undefined) {
+      if (path.extname(args.json).toLowerCase() !== '.json') throw new UserError(`${args.json}: --json must end in .json`);
+      await checkOutputFile(args.json, '--json', args.force);
+    }
     // Read every task file before loading the model, so a missing file fails at once.
     const dataDir = checkDataDir(args.data);
     const data = loadStsTasks(dataDir, tasks);

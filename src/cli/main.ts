@@ -92,6 +92,34 @@ function oneLine(message: string): string {
   return message.replace(/\s*\n\s*/g, ' ').trim();
 }
 
+/** The yargs internals missingPositional reads: the running command and its options' descriptions and choices. */
+interface YargsInternals {
+  getInternalMethods(): {
+    getContext(): { commands: string[]; fullCommands: string[] };
+    getUsageInstance(): { getDescriptions(): Record<string, string | undefined> };
+  };
+  getOptions(): { choices: Record<string, unknown[]> };
+}
+
+/**
+ * yargs' "Not enough non-option arguments: got N, ..." for a command whose required positional is missing, as what
+ * to name: `sweep report: name <dir> (sweep output directory)`, with the positional's choices if it has some.
+ * null for any other message.
+ */
+function missingPositional(message: string, y: Argv): string | null {
+  const got = /^Not enough non-option arguments: got (\d+)/.exec(message);
+  if (got === null) return null;
+  const internals = (y as unknown as YargsInternals).getInternalMethods();
+  const { commands, fullCommands } = internals.getContext();
+  const wanted = [...(fullCommands.at(-1) ?? '').matchAll(/<([^>]+)>/g)].map((m) => m[1]!)[Number(got[1])];
+  if (wanted === undefined) return null;
+  const key = wanted.replace(/\.\.$/, '');
+  const describe = internals.getUsageInstance().getDescriptions()[key];
+  const choices = (y as unknown as YargsInternals).getOptions().choices[key];
+  const about = [describe, choices !== undefined ? choices.join(', ') : undefined].filter((s) => s !== undefined && s !== '').join(': ');
+  return `${commands.join(' ')}: name <${wanted}>${about !== '' ? ` (${about})` : ''}`;
+}
+
 /** The parser of the `micse` command line over `argv` (without node and the script). */
 export function buildCli(argv: string[]): Argv {
   let cli = yargs(argv)
@@ -105,7 +133,9 @@ export function buildCli(argv: string[]): Argv {
     .wrap(Math.min(110, process.stdout.columns ?? 110))
     .fail((msg, err) => {
       // yargs' own parse and validation failures (a flag's coerce included) arrive as YErrors: bad input.
-      throw err === undefined || err === null || err.name === 'YError' ? new UserError(oneLine(msg ?? err.message)) : err;
+      if (err !== undefined && err !== null && err.name !== 'YError') throw err;
+      const message = msg ?? err.message;
+      throw new UserError(missingPositional(message, cli) ?? oneLine(message));
     });
   for (const c of commands) cli = cli.command(c);
   return cli;

@@ -6,7 +6,7 @@
 import path from 'node:path';
 import type { CommandModule } from 'yargs';
 import { UserError } from '../errors.js';
-import { refuseOverwritingInput, writeFileAtomic } from '../fsutil.js';
+import { checkOutputFile, refuseOverwritingInput, writeFileAtomic } from '../fsutil.js';
 import type { BackendName } from '../model/backend.js';
 import { DEFAULT_EMBED_BATCH_SIZE } from '../model/embed.js';
 import { loadPretrained, resolveCheckpoint } from '../model/pretrained.js';
@@ -16,7 +16,7 @@ import { cluster, DEFAULT_CLUSTER_SEED, DEFAULT_MIN_COMMUNITY_SIZE, DEFAULT_NEAR
 import { shortFingerprint } from '../use/fingerprint.js';
 import { DEFAULT_TOP_K, openIndex } from '../use/search.js';
 import { pairsFromArgs, readPairsFile, similarity, type SentencePair } from '../use/similarity.js';
-import { activateBackend, embedOpts, numberFlag, POSITIVE_INT, readSentences, withBackend, withEmbedFlags, type EmbedFlags } from './common.js';
+import { activateBackend, COLUMN_FLAG_NAMES, embedOpts, numberFlag, POSITIVE_INT, readSentences, withBackend, withEmbedFlags, type EmbedFlags } from './common.js';
 
 const oneLine = (s: string) => s.replace(/[\t\r\n]/g, ' ');
 
@@ -95,6 +95,7 @@ const indexBuildCommand: CommandModule<object, IndexBuildArgs> = {
     const report = await buildIndex(pretrained, {
       corpus: args.corpus,
       column: args.column ?? null,
+      names: COLUMN_FLAG_NAMES,
       out: args.out,
       ...embedOpts(args),
       chunkSize: args['chunk-size'],
@@ -119,7 +120,8 @@ const indexBuildCommand: CommandModule<object, IndexBuildArgs> = {
 };
 
 export const indexCommand: CommandModule<object, object> = {
-  command: 'index <command>',
+  // No <command> positional: yargs would demand it with its own message, before the one of demandCommand.
+  command: 'index',
   describe: 'Semantic search indexes (index build)',
   builder: (y) => y.command(indexBuildCommand as CommandModule<object, never>).demandCommand(1, 'name an index command: build'),
   handler: () => undefined,
@@ -207,6 +209,7 @@ interface ClusterArgs extends EmbedFlags {
   'min-community-size': number;
   nearest: number;
   output?: string;
+  force: boolean;
   json: boolean;
 }
 
@@ -239,12 +242,16 @@ export const clusterCommand: CommandModule<object, ClusterArgs> = {
       .option('min-community-size', { ...numberFlag('min-community-size', POSITIVE_INT), default: DEFAULT_MIN_COMMUNITY_SIZE, describe: 'threshold mode: smallest community kept' })
       .option('nearest', { ...numberFlag('nearest', { integer: true, min: 0 }), default: DEFAULT_NEAREST, describe: 'members shown per cluster in the summary' })
       .option('output', { type: 'string', describe: 'write one id per sentence: .tsv (line, cluster, text) or .jsonl' })
+      .option('force', { type: 'boolean', default: false, describe: 'replace an existing --output file' })
       .option('json', { type: 'boolean', default: false, describe: 'print the whole result (ids, clusters) as JSON on stdout' }) as never,
   handler: async (args) => {
     if ((args.k === undefined) === (args.threshold === undefined)) throw new UserError('give --k N (k-means) or --threshold T (communities)');
     const ext = args.output === undefined ? null : path.extname(args.output).toLowerCase();
     if (ext !== null && ext !== '.tsv' && ext !== '.jsonl') throw new UserError(`${args.output}: --output must end in .tsv or .jsonl`);
-    if (args.output !== undefined) await refuseOverwritingInput(args.output, `--output ${args.output}`, args.input);
+    if (args.output !== undefined) {
+      await refuseOverwritingInput(args.output, `--output ${args.output}`, args.input);
+      await checkOutputFile(args.output, '--output', args.force);
+    }
     const records = await readSentences(args.input, args.column, 'cluster');
     const opts = {
       ...(args.k !== undefined ? { k: args.k, seed: args.seed } : { threshold: args.threshold!, minCommunitySize: args['min-community-size'] }),

@@ -15,11 +15,14 @@ export function csvParseOptions(delimiter: string) {
   return { bom: true, info: true, skip_empty_lines: true, delimiter, quote: '"', relax_column_count: false } as const;
 }
 
-/** Parses a CLI/YAML/page column value: a non-negative integer (or its decimal string) is an index, else a name. */
-export function parseColumn(column: string | number | null | undefined): string | number | null {
+/**
+ * Parses a CLI/YAML/page column value: a non-negative integer (or its decimal string) is an index, else a name.
+ * `name` is what the error calls the option.
+ */
+export function parseColumn(column: string | number | null | undefined, name = 'data.column'): string | number | null {
   if (column === null || column === undefined || column === '') return null;
   if (typeof column === 'number') {
-    if (!Number.isInteger(column) || column < 0) throw new UserError(`data.column must be a name or a 0-based index, got ${column}`);
+    if (!Number.isInteger(column) || column < 0) throw new UserError(`${name} must be a name or a 0-based index, got ${column}`);
     return column;
   }
   return /^\d+$/.test(column) ? Number(column) : column;

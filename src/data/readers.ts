@@ -43,6 +43,20 @@ export const MAX_REPORTED_INVALID = 100;
 /** Read size for corpus files. */
 export const READ_CHUNK_BYTES = 1 << 20;
 
+/**
+ * How a reader's messages name its options: a training config's keys (CONFIG_CORPUS_NAMES) unless the command that
+ * took them from its flags names those.
+ */
+export interface CorpusOptionNames {
+  column: string;
+  /** null for a command without such an option (its messages then do not suggest one). */
+  format: string | null;
+  blankLines: string;
+}
+
+/** The training config's keys of a corpus' options. */
+export const CONFIG_CORPUS_NAMES: CorpusOptionNames = { column: 'data.column', format: 'data.format', blankLines: 'data.blankLines' };
+
 export interface ReadCorpusOptions {
   /** Default `auto` (by extension). */
   format?: CorpusFormat | 'auto';
@@ -54,6 +68,8 @@ export interface ReadCorpusOptions {
   onInvalid?: OnInvalid;
   /** .txt only; default `skip`. */
   blankLines?: BlankLines;
+  /** How messages name the options above; default CONFIG_CORPUS_NAMES. */
+  names?: Partial<CorpusOptionNames>;
 }
 
 /** One record: its text (without line terminator) and its 1-based first physical line. */
@@ -432,14 +448,16 @@ export function openCorpus(file: string, opts: ReadCorpusOptions = {}): CorpusRe
   const format = detectFormat(file, opts.format ?? 'auto');
   const onInvalid = opts.onInvalid ?? 'skip';
   if (onInvalid !== 'skip' && onInvalid !== 'fail') throw new UserError(`onInvalid must be skip or fail, got ${String(onInvalid)}`);
-  const column = parseColumn(opts.column);
+  const names = { ...CONFIG_CORPUS_NAMES, ...opts.names };
+  const column = parseColumn(opts.column, names.column);
   const blankLines = opts.blankLines ?? 'skip';
   if (blankLines !== 'skip' && blankLines !== 'keep') throw new UserError(`blankLines must be skip or keep, got ${String(blankLines)}`);
   if (format !== 'txt' && blankLines === 'keep') {
-    throw new UserError(`${file}: data.blankLines keep applies to .txt corpora (one sentence per line); blank CSV/TSV records are always skipped`);
+    throw new UserError(`${file}: ${names.blankLines} keep applies to .txt corpora (one sentence per line); blank CSV/TSV records are always skipped`);
   }
   if (format === 'txt' && column !== null) {
-    throw new UserError(`${file}: data.column is set (${column}) but the file is read as one sentence per line; use a .csv/.tsv file or format csv/tsv`);
+    throw new UserError(`${file}: ${names.column} is set (${column}) but the file is read as one sentence per line; use a .csv/.tsv file` +
+      `${names.format !== null ? ` or ${names.format} csv/tsv` : ''}`);
   }
   const reader = {
     path: file,

@@ -18,9 +18,12 @@
  */
 import { createHash } from 'node:crypto';
 import { UserError } from '../errors.js';
-import { refuseOverwritingInput, writeAtomic, writeFileAtomic } from '../fsutil.js';
+import { checkOutputFile, refuseOverwritingInput, writeAtomic, writeFileAtomic } from '../fsutil.js';
 import { createProgress } from '../progress.js';
-import { openCorpus, parseColumn, type BlankLines, type CorpusFormat, type OnInvalid, type ReadCorpusOptions, type ReadStats } from './readers.js';
+import {
+  CONFIG_CORPUS_NAMES, openCorpus, parseColumn, type BlankLines, type CorpusFormat, type CorpusOptionNames, type OnInvalid, type ReadCorpusOptions,
+  type ReadStats,
+} from './readers.js';
 import { checkSeed, Rng, RNG_ALGORITHM } from './rng.js';
 
 /** How repeated identical lines are treated; see the module comment. */
@@ -47,6 +50,16 @@ export interface SubsetSpec {
   duplicates?: Duplicates;
 }
 
+/** How subset messages name the options: the training config's keys (CONFIG_SUBSET_NAMES) unless a command's flags. */
+export interface SubsetOptionNames extends CorpusOptionNames {
+  fraction: string;
+  count: string;
+  subsetSeed: string;
+}
+
+/** The training config's keys of a subset's options. */
+export const CONFIG_SUBSET_NAMES: SubsetOptionNames = { ...CONFIG_CORPUS_NAMES, fraction: 'data.fraction', count: 'data.count', subsetSeed: 'data.subsetSeed' };
+
 /** Options of `loadTrainingSentences` and `writeSubset`. */
 export interface LoadTrainingOptions extends SubsetSpec {
   path: string;
@@ -58,6 +71,8 @@ export interface LoadTrainingOptions extends SubsetSpec {
   blankLines?: BlankLines;
   /** Print progress on stderr while reading. Default false. */
   progress?: boolean;
+  /** How messages name the options above; default CONFIG_SUBSET_NAMES. */
+  names?: Partial<SubsetOptionNames>;
 }
 
 /** The JSON written beside a subset. Keys are always in this order. */
@@ -121,18 +136,20 @@ function decimalToRational(x: number): { num: bigint; den: bigint } {
   return exp >= 0 ? { num: digits * 10n ** BigInt(exp), den: 1n } : { num: digits, den: 10n ** BigInt(-exp) };
 }
 
-/** Checks a subset spec and fills defaults; errors name the config key. */
-export function normalizeSubsetSpec(spec: SubsetSpec): { fraction: number | null; count: number | null; subsetSeed: number; duplicates: Duplicates } {
+/** Checks a subset spec and fills defaults; errors name the option as `names` says (default: the config key). */
+export function normalizeSubsetSpec(
+  spec: SubsetSpec, names: SubsetOptionNames = CONFIG_SUBSET_NAMES,
+): { fraction: number | null; count: number | null; subsetSeed: number; duplicates: Duplicates } {
   const fraction = spec.fraction ?? null;
   const count = spec.count ?? null;
-  if (fraction !== null && count !== null) throw new UserError('give at most one of data.fraction and data.count');
+  if (fraction !== null && count !== null) throw new UserError(`give at most one of ${names.fraction} and ${names.count}`);
   if (fraction !== null && (typeof fraction !== 'number' || !Number.isFinite(fraction) || fraction <= 0 || fraction > 1)) {
-    throw new UserError(`data.fraction must be a number in (0, 1] (0.001 = 0.1%), got ${JSON.stringify(fraction)}`);
+    throw new UserError(`${names.fraction} must be a number in (0, 1] (0.001 = 0.1%), got ${JSON.stringify(fraction)}`);
   }
   if (count !== null && (typeof count !== 'number' || !Number.isSafeInteger(count) || count < 1)) {
-    throw new UserError(`data.count must be a positive integer, got ${JSON.stringify(count)}`);
+    throw new UserError(`${names.count} must be a positive integer, got ${JSON.stringify(count)}`);
   }
-  const subsetSeed = checkSeed(spec.subsetSeed ?? DEFAULT_SUBSET_SEED, 'data.subsetSeed');
+  const subsetSeed = checkSeed(spec.subsetSeed ?? DEFAULT_SUBSET_SEED, names.subsetSeed);
   const duplicates = spec.duplicates ?? 'keep';
   if (duplicates !== 'keep' && duplicates !== 'drop') throw new UserError(`duplicates must be keep or drop, got ${String(duplicates)}`);
   return { fraction, count, subsetSeed, duplicates };
@@ -140,12 +157,15 @@ export function normalizeSubsetSpec(spec: SubsetSpec): { fraction: number | null
 
 /**
  * Subset size for `candidates` lines: `count`, or max(1, round-half-up(fraction x candidates)) computed exactly,
- * or all. Throws a UserError naming `corpus` (its path) when the corpus is empty or `count` exceeds it.
+ * or all. Throws a UserError naming `corpus` (its path) when the corpus is empty or `count` (called `countName`)
+ * exceeds it.
  */
-export function subsetSize(candidates: number, spec: { fraction?: number | null; count?: number | null }, corpus = 'the corpus'): number {
+export function subsetSize(
+  candidates: number, spec: { fraction?: number | null; count?: number | null }, corpus = 'the corpus', countName = CONFIG_SUBSET_NAMES.count,
+): number {
   if (candidates < 1) throw new UserError(`${corpus}: no usable sentences (the file is empty or all lines are blank or invalid)`);
   if (spec.count !== null && spec.count !== undefined) {
-    if (spec.count > candidates) throw new UserError(`data.count ${spec.count} is larger than ${corpus} (${candidates} sentences)`);
+    if (spec.count > candidates) throw new UserError(`${countName} ${spec.count} is larger than ${corpus} (${candidates} sentences)`);
     return spec.count;
   }
   if (spec.fraction === null || spec.fraction === undefined) return candidates;
@@ -209,10 +229,11 @@ function subsetBytesHash(sentences: readonly string[]): string {
  * chosen sentences are held in memory. The file must not change between the passes (checked by sha256).
  */
 export async function loadTrainingSentences(opts: LoadTrainingOptions): Promise<TrainingSentences> {
-  const spec = normalizeSubsetSpec(opts);
+  const names = { ...CONFIG_SUBSET_NAMES, ...opts.names };
+  const spec = normalizeSubsetSpec(opts, names);
   const readOpts: ReadCorpusOptions = {
-    format: opts.format ?? 'auto', column: parseColumn(opts.column), header: opts.header ?? 'auto', onInvalid: opts.onInvalid ?? 'skip',
-    blankLines: opts.blankLines ?? 'skip',
+    format: opts.format ?? 'auto', column: parseColumn(opts.column, names.column), header: opts.header ?? 'auto', onInvalid: opts.onInvalid ?? 'skip',
+    blankLines: opts.blankLines ?? 'skip', names,
   };
   const reader = openCorpus(opts.path, readOpts);
   const progress = createProgress({ label: `reading ${opts.path}`, unit: 'line', silent: opts.progress !== true });
@@ -240,7 +261,7 @@ export async function loadTrainingSentences(opts: LoadTrainingOptions): Promise<
   progress.tick(candidateLines.length % PROGRESS_EVERY);
   const stats1: ReadStats = reader.stats;
   const n = candidateLines.length;
-  const size = subsetSize(n, spec, opts.path);
+  const size = subsetSize(n, spec, opts.path, names.count);
 
   let chosenLines: number[];
   let chosenTexts: string[];
@@ -340,14 +361,17 @@ async function writeLines(file: string, lines: readonly string[]): Promise<void>
 
 /**
  * Writes the subset (one sentence per line, final newline) to `output` and its manifest beside it, each through a
- * temporary file renamed into place. Returns both paths and the manifest.
+ * temporary file renamed into place. Before reading the corpus, refuses an `output` or manifest that is the input,
+ * that cannot be written (checkOutputFile), or that exists, unless `force`. Returns both paths and the manifest.
  */
 export async function writeSubset(
-  opts: LoadTrainingOptions & { output: string },
+  opts: LoadTrainingOptions & { output: string; force?: boolean },
 ): Promise<{ output: string; manifestPath: string; manifest: SubsetManifest }> {
   const manifestPath = manifestPathFor(opts.output);
   await refuseOverwritingInput(opts.output, `--output ${opts.output}`, opts.path);
   await refuseOverwritingInput(manifestPath, `its manifest ${manifestPath}`, opts.path);
+  await checkOutputFile(opts.output, '--output', opts.force === true);
+  await checkOutputFile(manifestPath, '--output', opts.force === true);
   const { sentences, manifest } = await loadTrainingSentences(opts);
   await writeLines(opts.output, sentences);
   await writeFileAtomic(manifestPath, manifestJson(manifest));

@@ -92,7 +92,7 @@ async function readPointFile<T>(file: string, what: string, valid: (raw: Record<
   try {
     raw = await readJsonObject(file);
   } catch (err) {
-    throw new UserError(`${file}: cannot read (${(err as NodeJS.ErrnoException).code ?? firstLineOf(err)}); ${hint}`, { cause: err });
+    throw new UserError(`${file}: cannot read (${(err as NodeJS.ErrnoException).code ?? ((err as Error).cause as NodeJS.ErrnoException | undefined)?.code ?? firstLineOf(err)}); ${hint}`, { cause: err });
   }
   if (!valid(raw)) throw new UserError(`${file}: not ${what}; ${hint}`);
   return raw as unknown as T;

@@ -15,7 +15,7 @@
  */
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { openCorpus, type CorpusReader } from '../data/readers.js';
+import { openCorpus, type CorpusOptionNames, type CorpusReader } from '../data/readers.js';
 import { environmentError, UserError } from '../errors.js';
 import { ensureDir, exists, readJsonObject, refuseNonEmptyDir, writeFileAtomic } from '../fsutil.js';
 import { DEFAULT_EMBED_BATCH_SIZE, embed } from '../model/embed.js';
@@ -67,6 +67,8 @@ export interface BuildIndexOptions {
   /** Corpus: .txt (one sentence per line), .csv or .tsv with `column`. */
   corpus: string;
   column?: string | number | null;
+  /** How messages name `column`; default the config key (CONFIG_CORPUS_NAMES). */
+  names?: Partial<CorpusOptionNames>;
   /** Index directory (created). */
   out: string;
   pooler?: EmbedPooler;
@@ -202,7 +204,7 @@ export async function buildIndex(pretrained: Pick<Pretrained, 'model' | 'tokeniz
   }
 
   const column = opts.column ?? null;
-  const reader = openCorpus(opts.corpus, { column });
+  const reader = openCorpus(opts.corpus, { column, ...(opts.names !== undefined ? { names: opts.names } : {}) });
   let st;
   try {
     st = await fs.stat(opts.corpus);
