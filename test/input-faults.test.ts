@@ -15,6 +15,7 @@ import { sentencesLeftOut, stepsPerEpoch, TwoViewBatchIterator, type BatchIterat
 import { UserError } from '../src/errors.js';
 import { selectBackend } from '../src/model/backend.js';
 import { loadPretrained } from '../src/model/pretrained.js';
+import { loadSweep } from '../src/sweep/grid.js';
 import { readSafetensors, writeSafetensors } from '../src/model/safetensors.js';
 import { summarizeNames } from '../src/model/weights.js';
 import { loadConfig, mergeConfig, type TrainConfig } from '../src/train/config.js';
@@ -226,6 +227,36 @@ describe('model.config', () => {
     const out = path.join(await tmp('cli-modelcfg'), 'run');
     await refused(['train', '--config', TINY, '--set', `train.output=${out}`, '--set', 'model.config.hiden_size=48'],
       /^micse: --set: unknown key 'model\.config\.hiden_size' \(did you mean 'model\.config\.hidden_size'\?\)/, out);
+  });
+});
+
+describe('.nan, .inf and -.inf for a numeric key', () => {
+  it('are named as given, with the key and the file or --set', async () => {
+    const dir = await tmp('non-finite');
+    const cases: [string, string[], string][] = [
+      ['optim:\n  learningRate: .nan\n', [], 'FILE: optim.learningRate must be a finite number, got .nan'],
+      ['train:\n  batchSize: .inf\n', [], 'FILE: train.batchSize must be a finite integer, got .inf'],
+      ['data:\n  fraction: -.inf\n', [], 'FILE: data.fraction must be a finite number, got -.inf'],
+      ['model:\n  init: random\n  tokenizer: tok\n  config:\n    hidden_size: .NaN\n', [],
+        'FILE: model.config: hidden_size must be a finite number, got .nan'],
+      ['{}\n', ['objective.temperature=-.inf'], '--set: objective.temperature must be a finite number, got -.inf'],
+    ];
+    for (const [i, [text, sets, message]] of cases.entries()) {
+      const f = path.join(dir, `c${i}.yaml`);
+      await fs.writeFile(f, text);
+      await assert.rejects(loadConfig(f, sets), (e: unknown) => e instanceof UserError && e.message === message.replace('FILE', f),
+        `${text} ${sets.join(' ')}: expected ${message}`);
+    }
+    const sweep = path.join(dir, 'sweep.yaml');
+    await fs.writeFile(sweep, 'base: {}\ngrid:\n  optim.learningRate: [.nan]\n');
+    await assert.rejects(loadSweep(sweep), (e: unknown) => e instanceof UserError &&
+      e.message === `${sweep}: grid.optim.learningRate=.nan: optim.learningRate must be a finite number, got .nan`);
+  });
+
+  it('CLI: exit 2 with one line', async () => {
+    const f = path.join(await tmp('cli-non-finite'), 'nan.yaml');
+    await fs.writeFile(f, 'optim:\n  learningRate: .nan\n');
+    await refused(['train', '--config', f, '--dry-run'], /^micse: \S*nan\.yaml: optim\.learningRate must be a finite number, got \.nan$/);
   });
 });
 

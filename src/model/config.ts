@@ -1,7 +1,7 @@
 /**
  * BERT hyperparameters, read from and written to Hugging Face's config.json (snake_case there, camelCase here).
  */
-import { UserError } from '../errors.js';
+import { shownValue, UserError } from '../errors.js';
 
 export interface BertConfig {
   vocabSize: number;
@@ -79,7 +79,7 @@ export function parseBertConfig(raw: Record<string, unknown>, source: string): B
       cfg.hiddenAct = v as BertConfig['hiddenAct'];
     } else {
       if (typeof v !== 'number' || !Number.isFinite(v)) {
-        throw new UserError(`${source}: ${HF_KEYS[key]} must be a number, got ${JSON.stringify(v)}`);
+        throw new UserError(`${source}: ${HF_KEYS[key]} must be a ${typeof v === 'number' ? 'finite ' : ''}number, got ${shownValue(v)}`);
       }
       (cfg as Record<string, number | string>)[key] = v;
     }

@@ -18,7 +18,7 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import YAML from 'yaml';
-import { UserError } from '../errors.js';
+import { shownValue, UserError } from '../errors.js';
 import { checkConsistency, defaultConfig, mergeConfig, SCHEMA, type TrainConfig } from '../train/config.js';
 
 /** The grid key that layers whole training config files. */
@@ -167,7 +167,7 @@ export async function loadSweep(file: string): Promise<Sweep> {
     for (const k of keys) {
       const v = params[k]!;
       if (k === SPLIT_KEY) continue;
-      config = mergeConfig(config, nestedOverride(k, v, config), `${file}: grid.${k}=${JSON.stringify(v)}`);
+      config = mergeConfig(config, nestedOverride(k, v, config), `${file}: grid.${k}=${shownValue(v)}`);
     }
     for (const k of keys) {
       if (k === SPLIT_KEY) {

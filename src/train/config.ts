@@ -8,7 +8,7 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import YAML from 'yaml';
 import { MIN_BATCH_SENTENCES } from '../data/batches.js';
-import { didYouMean, UserError } from '../errors.js';
+import { didYouMean, shownValue, UserError } from '../errors.js';
 import { amiLayerSpanProblem, MICSE_STYLES, MICSE_VIEWS, TRAIN_POOLERS } from '../losses/micse.js';
 import { BACKEND_NAMES } from '../model/backend.js';
 import { BERT_CONFIG_KEYS, parseBertConfig } from '../model/config.js';
@@ -135,7 +135,7 @@ export function defaultConfig(): TrainConfig {
 }
 
 function checkValue(keyPath: string, spec: KeySpec, v: unknown, where: string): unknown {
-  const bad = (want: string) => new UserError(`${where}: ${keyPath} must be ${want}, got ${JSON.stringify(v)}`);
+  const bad = (want: string) => new UserError(`${where}: ${keyPath} must be ${want}, got ${shownValue(v)}`);
   if (v === null) {
     if (spec.nullable === true) return null;
     throw bad(`a ${spec.kind}`);
@@ -163,7 +163,8 @@ function checkValue(keyPath: string, spec: KeySpec, v: unknown, where: string): 
     }
     case 'number':
     case 'integer': {
-      if (typeof v !== 'number' || !Number.isFinite(v)) throw bad(spec.kind === 'integer' ? 'an integer' : 'a number');
+      if (typeof v !== 'number') throw bad(spec.kind === 'integer' ? 'an integer' : 'a number');
+      if (!Number.isFinite(v)) throw bad(spec.kind === 'integer' ? 'a finite integer' : 'a finite number');
       if (spec.kind === 'integer' && !Number.isInteger(v)) throw bad('an integer');
       const lo = spec.min;
       const hi = spec.max;
