@@ -220,13 +220,53 @@ describe('model.config', () => {
     await assert.rejects(loadConfig(parent, ['model.config.hiden_size=48']),
       /--set: unknown key 'model\.config\.hiden_size' \(did you mean 'model\.config\.hidden_size'\?\)/);
     await assert.rejects(loadConfig(parent, ['model.config.hidden_size=50']),
-      /parent\.yaml: model\.config: hidden_size 50 is not a multiple of num_attention_heads/, 'values are checked upfront too');
+      /^UserError: --set model\.config\.hidden_size=50 and \S*parent\.yaml \(model\.config\.num_attention_heads: 4\): model\.config: hidden_size 50 is not a multiple of num_attention_heads 4$/,
+      'values are checked upfront too');
   });
 
   it('CLI: --set model.config.hiden_size=48 exits 2 with one line', { skip: SKIP_NO_SHARED }, async () => {
     const out = path.join(await tmp('cli-modelcfg'), 'run');
     await refused(['train', '--config', TINY, '--set', `train.output=${out}`, '--set', 'model.config.hiden_size=48'],
       /^micse: --set: unknown key 'model\.config\.hiden_size' \(did you mean 'model\.config\.hidden_size'\?\)/, out);
+  });
+});
+
+describe('where the values of a cross-key check came from', () => {
+  it('each message names the file, --set or default of every value it is about, through extends and sweep grids', async () => {
+    const dir = await tmp('origins');
+    const parent = path.join(dir, 'parent.yaml');
+    await fs.writeFile(parent, 'model:\n  init: random\n  tokenizer: tok\n  config:\n    hidden_size: 64\n    num_attention_heads: 4\n' +
+      '    max_position_embeddings: 64\ndata:\n  count: 64\nobjective:\n  minLayer: 2\n  maxLayer: 4\n');
+    const child = path.join(dir, 'child.yaml');
+    await fs.writeFile(child, 'extends: parent.yaml\nobjective:\n  maxLayer: 5\n');
+    const span = 'the AMI layer span [minLayer, maxLayer) = ';
+    const cases: [string | null, string[], string][] = [
+      [parent, ['objective.maxLayer=3'], `${parent} (objective.minLayer: 2) and --set objective.maxLayer=3: ${span}[2, 3) selects 1 layer(s)`],
+      [parent, ['objective.minLayer=3', 'objective.maxLayer=2'], `--set objective.minLayer=3 and --set objective.maxLayer=2: ${span}[3, 2) must satisfy`],
+      [child, [], `${parent} (objective.minLayer: 2) and ${child} (objective.maxLayer: 5): ${span}[2, 5)`],
+      [null, ['objective.maxLayer=8'], `defaults (objective.minLayer: 7) and --set objective.maxLayer=8: ${span}[7, 8)`],
+      [parent, ['data.fraction=0.5'], `--set data.fraction=0.5 and ${parent} (data.count: 64): set data.fraction or data.count, not both`],
+      [parent, ['model.tokenizer=null'],
+        `${parent} (model.init: "random") and --set model.tokenizer=null: model.init is "random", so model.tokenizer must name a tokenizer directory`],
+      [parent, ['model.config.num_attention_heads=null'], `${parent} (model.config.hidden_size: 64) and --set model.config.num_attention_heads=null: ` +
+        'model.config: hidden_size 64 is not a multiple of num_attention_heads 12'],
+      [parent, ['model.config=null', 'model.config.hidden_size=50'], `--set model.config.hidden_size=50 and defaults (model.config.num_attention_heads): ` +
+        'model.config: hidden_size 50 is not a multiple of num_attention_heads 12'],
+      [parent, ['train.lossScale=3'], '--set: train.lossScale must be a power of two (scaling by it is then exact), got 3'],
+    ];
+    for (const [file, sets, start] of cases) {
+      await assert.rejects(loadConfig(file, sets), (e: unknown) => e instanceof UserError && e.message.startsWith(start),
+        `${file ?? 'no file'} ${sets.join(' ')}: expected a message starting ${start}`);
+    }
+    const sweep = path.join(dir, 'sweep.yaml');
+    await fs.writeFile(sweep, 'base: child.yaml\ngrid:\n  objective.minLayer: [0]\n');
+    await assert.rejects(loadSweep(sweep), (e: unknown) => e instanceof UserError &&
+      e.message.startsWith(`${sweep} (grid.objective.minLayer: 0) and ${child} (objective.maxLayer: 5): ${span}[0, 5)`));
+  });
+
+  it('CLI: a --set that breaks a rule with a file\'s value exits 2 with one line naming both', { skip: SKIP_NO_SHARED }, async () => {
+    await refused(['train', '--config', TINY, '--set', 'objective.maxLayer=3', '--dry-run'],
+      new RegExp(`^micse: ${TINY.replace(/[.]/g, '\\.')} \\(objective\\.minLayer: 2\\) and --set objective\\.maxLayer=3: the AMI layer span`));
   });
 });
 
@@ -238,8 +278,10 @@ describe('.nan, .inf and -.inf for a numeric key', () => {
       ['train:\n  batchSize: .inf\n', [], 'FILE: train.batchSize must be a finite integer, got .inf'],
       ['data:\n  fraction: -.inf\n', [], 'FILE: data.fraction must be a finite number, got -.inf'],
       ['model:\n  init: random\n  tokenizer: tok\n  config:\n    hidden_size: .NaN\n', [],
-        'FILE: model.config: hidden_size must be a finite number, got .nan'],
+        'FILE (model.config.hidden_size: .nan): model.config: hidden_size must be a finite number, got .nan'],
       ['{}\n', ['objective.temperature=-.inf'], '--set: objective.temperature must be a finite number, got -.inf'],
+      ['model:\n  init: random\n  tokenizer: tok\n', ['model.config.hidden_size=.inf'],
+        '--set model.config.hidden_size=.inf: model.config: hidden_size must be a finite number, got .inf'],
     ];
     for (const [i, [text, sets, message]] of cases.entries()) {
       const f = path.join(dir, `c${i}.yaml`);

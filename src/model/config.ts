@@ -60,13 +60,21 @@ export const BERT_CONFIG_KEYS: readonly string[] = Object.values(HF_KEYS);
 const ACTS = ['gelu', 'gelu_new', 'gelu_pytorch_tanh', 'relu'] as const;
 
 /**
- * Parses a config.json object (snake_case, as transformers writes it) or our camelCase form. `source` names the
- * file in error messages. Rejects non-BERT model types and inconsistent sizes.
+ * Where the keys of a config being parsed came from, for error messages: one name (a config.json file), or a
+ * function of the config.json keys an error is about (a training config's model.config block, whose keys may come
+ * from different files and `--set`s).
  */
-export function parseBertConfig(raw: Record<string, unknown>, source: string): BertConfig {
+export type ConfigSource = string | ((keys: readonly string[]) => string);
+
+/**
+ * Parses a config.json object (snake_case, as transformers writes it) or our camelCase form. `source` names where
+ * the keys came from in error messages. Rejects non-BERT model types and inconsistent sizes.
+ */
+export function parseBertConfig(raw: Record<string, unknown>, source: ConfigSource): BertConfig {
+  const at = (...keys: string[]): string => (typeof source === 'string' ? source : source(keys));
   const modelType = raw['model_type'];
   if (modelType !== undefined && modelType !== 'bert') {
-    throw new UserError(`${source}: model_type is '${String(modelType)}', but only BERT ('bert') checkpoints are supported`);
+    throw new UserError(`${at('model_type')}: model_type is '${String(modelType)}', but only BERT ('bert') checkpoints are supported`);
   }
   const cfg = { ...BERT_BASE_CONFIG };
   for (const key of Object.keys(HF_KEYS) as (keyof BertConfig)[]) {
@@ -74,12 +82,12 @@ export function parseBertConfig(raw: Record<string, unknown>, source: string): B
     if (v === undefined || v === null) continue;
     if (key === 'hiddenAct') {
       if (typeof v !== 'string' || !(ACTS as readonly string[]).includes(v)) {
-        throw new UserError(`${source}: hidden_act '${String(v)}' is not supported (valid: ${ACTS.join(', ')})`);
+        throw new UserError(`${at('hidden_act')}: hidden_act '${String(v)}' is not supported (valid: ${ACTS.join(', ')})`);
       }
       cfg.hiddenAct = v as BertConfig['hiddenAct'];
     } else {
       if (typeof v !== 'number' || !Number.isFinite(v)) {
-        throw new UserError(`${source}: ${HF_KEYS[key]} must be a ${typeof v === 'number' ? 'finite ' : ''}number, got ${shownValue(v)}`);
+        throw new UserError(`${at(HF_KEYS[key])}: ${HF_KEYS[key]} must be a ${typeof v === 'number' ? 'finite ' : ''}number, got ${shownValue(v)}`);
       }
       (cfg as Record<string, number | string>)[key] = v;
     }
@@ -88,13 +96,13 @@ export function parseBertConfig(raw: Record<string, unknown>, source: string): B
     'maxPositionEmbeddings', 'typeVocabSize'];
   for (const k of ints) {
     const v = cfg[k] as number;
-    if (!Number.isInteger(v) || v <= 0) throw new UserError(`${source}: ${HF_KEYS[k]} must be a positive integer, got ${v}`);
+    if (!Number.isInteger(v) || v <= 0) throw new UserError(`${at(HF_KEYS[k])}: ${HF_KEYS[k]} must be a positive integer, got ${v}`);
   }
   if (cfg.hiddenSize % cfg.numAttentionHeads !== 0) {
-    throw new UserError(`${source}: hidden_size ${cfg.hiddenSize} is not a multiple of num_attention_heads ${cfg.numAttentionHeads}`);
+    throw new UserError(`${at('hidden_size', 'num_attention_heads')}: hidden_size ${cfg.hiddenSize} is not a multiple of num_attention_heads ${cfg.numAttentionHeads}`);
   }
   for (const k of ['hiddenDropoutProb', 'attentionProbsDropoutProb'] as const) {
-    if (cfg[k] < 0 || cfg[k] >= 1) throw new UserError(`${source}: ${HF_KEYS[k]} must be in [0, 1), got ${cfg[k]}`);
+    if (cfg[k] < 0 || cfg[k] >= 1) throw new UserError(`${at(HF_KEYS[k])}: ${HF_KEYS[k]} must be in [0, 1), got ${cfg[k]}`);
   }
   return cfg;
 }

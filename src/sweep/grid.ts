@@ -90,9 +90,9 @@ function checkKeyPath(key: string, where: string): void {
 }
 
 /** `{a.b.c: v}` as the nested mapping mergeConfig takes (model.config.X merges into the current model.config). */
-function nestedOverride(key: string, value: GridValue, current: TrainConfig): Record<string, Record<string, unknown>> {
+function nestedOverride(key: string, value: GridValue): Record<string, Record<string, unknown>> {
   const [sec, k, ...rest] = key.split('.');
-  if (sec === 'model' && k === 'config' && rest.length > 0) return { model: { config: { ...(current.model.config ?? {}), [rest.join('.')]: value } } };
+  if (sec === 'model' && k === 'config' && rest.length > 0) return { model: { config: { [rest.join('.')]: value } } };
   return { [sec!]: { [k!]: value } };
 }
 
@@ -167,7 +167,7 @@ export async function loadSweep(file: string): Promise<Sweep> {
     for (const k of keys) {
       const v = params[k]!;
       if (k === SPLIT_KEY) continue;
-      config = mergeConfig(config, nestedOverride(k, v, config), `${file}: grid.${k}=${shownValue(v)}`);
+      config = mergeConfig(config, nestedOverride(k, v), `${file}: grid.${k}=${shownValue(v)}`, `${file} (grid.${k}: ${shownValue(v)})`);
     }
     for (const k of keys) {
       if (k === SPLIT_KEY) {
