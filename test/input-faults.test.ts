@@ -15,6 +15,8 @@ import { sentencesLeftOut, stepsPerEpoch, TwoViewBatchIterator, type BatchIterat
 import { UserError } from '../src/errors.js';
 import { selectBackend } from '../src/model/backend.js';
 import { loadPretrained } from '../src/model/pretrained.js';
+import { embed } from '../src/model/embed.js';
+import { buildCli, describeFailure } from '../src/cli/main.js';
 import { loadSweep } from '../src/sweep/grid.js';
 import { readSafetensors, writeSafetensors } from '../src/model/safetensors.js';
 import { summarizeNames } from '../src/model/weights.js';
@@ -193,10 +195,74 @@ describe('data.maxSeqLen past the model positions', () => {
     assert.equal(await fs.access(out).then(() => true, () => false), false, 'no run directory');
   });
 
-  it('CLI: exit 2 with one line, nothing created', { skip: SKIP_NO_SHARED }, async () => {
+  it('CLI: exit 2 with one line naming where each value came from, nothing created; --dry-run refuses it too', { skip: SKIP_NO_SHARED }, async () => {
     const out = path.join(await tmp('cli-maxpos'), 'run');
-    await refused(['train', '--config', TINY, '--set', `train.output=${out}`, '--set', 'data.maxSeqLen=128', '--set', 'train.backend=cpu'],
-      /^micse: data\.maxSeqLen is 128 but the model's max_position_embeddings is 64 \(model\.config\.max_position_embeddings\)/, out);
+    const message = new RegExp(`^micse: --set data\\.maxSeqLen=128 and ${TINY.replace(/[.]/g, '\\.')} \\(model\\.config\\.max_position_embeddings: 64\\): ` +
+      "data\\.maxSeqLen is 128 but the model's max_position_embeddings is 64 \\(model\\.config\\): lower data\\.maxSeqLen to at most 64$");
+    const args = ['train', '--config', TINY, '--set', `train.output=${out}`, '--set', 'data.maxSeqLen=128', '--set', 'train.backend=cpu'];
+    await refused(args, message, out);
+    await refused([...args, '--dry-run'], message, out);
+  });
+
+  it('a checkpoint with fewer positions is refused as soon as its config.json is read, before its weights', { skip: SKIP_NO_SHARED }, async () => {
+    const dir = await tmp('maxpos-init');
+    const src = shared('hf-reference', 'tiny-h32-l4');
+    for (const f of ['tokenizer.json', 'tokenizer_config.json', 'vocab.txt']) await fs.copyFile(path.join(src, f), path.join(dir, f));
+    const cfg = JSON.parse(await fs.readFile(path.join(src, 'config.json'), 'utf8')) as Record<string, unknown>;
+    await fs.writeFile(path.join(dir, 'config.json'), JSON.stringify({ ...cfg, max_position_embeddings: 64 })); // and no model.safetensors
+    const out = path.join(dir, 'run');
+    await assert.rejects(train(microConfig(out, { model: { init: dir }, data: { maxSeqLen: 128 } }), { quiet: true, log: () => undefined }),
+      (e: unknown) => e instanceof UserError && e.message === `data.maxSeqLen is 128 but the model's max_position_embeddings is 64 ` +
+        `(${path.join(dir, 'config.json')}): lower data.maxSeqLen to at most 64`);
+    assert.equal(await fs.access(out).then(() => true, () => false), false, 'no run directory');
+  });
+});
+
+describe('--max-length past the model positions', { skip: SKIP_NO_SHARED }, () => {
+  const model = () => shared('hf-reference', 'tiny-h32-l4');
+
+  it('every command that embeds exits 2 naming the flag, the value and the model maximum, and writes nothing', async () => {
+    const dir = await tmp('max-length');
+    const input = path.join(dir, 'in.txt');
+    await fs.writeFile(input, 'a cat sat on the mat\nthe dog ran\n');
+    const flags = ['--model', model(), '--max-length', '513', '--backend', 'cpu'];
+    const outputs = ['out.jsonl', 'eval.json', 'index', 'clusters.tsv'].map((f) => path.join(dir, f));
+    const runs = [
+      ['embed', ...flags, '--input', input, '--output', outputs[0]!],
+      ['eval', ...flags, '--data', shared('senteval'), '--tasks', 'stsb-dev', '--json', outputs[1]!],
+      ['similarity', ...flags, 'a cat', 'a dog'],
+      ['index', 'build', ...flags, '--corpus', input, '--out', outputs[2]!],
+      ['cluster', ...flags, '--input', input, '--k', '1', '--output', outputs[3]!],
+    ];
+    const message = `micse: --max-length is 513 but the model's max_position_embeddings is 512 (${path.join(model(), 'config.json')}): ` +
+      'lower --max-length to at most 512';
+    for (const argv of runs) {
+      let failure: { message: string; exitCode: number } | null = null;
+      try {
+        await buildCli(argv).parseAsync();
+      } catch (err) {
+        failure = await describeFailure(err);
+      }
+      assert.deepEqual(failure, { message, exitCode: 2 }, argv.join(' '));
+    }
+    for (const f of outputs) assert.equal(await fs.access(f).then(() => true, () => false), false, `${f} must not be created`);
+    await refused(runs[0]!, new RegExp(`^${message.replace(/[.()]/g, '\\$&')}$`), outputs[0]);
+  });
+
+  it('the model maximum itself is taken; the library refuses more instead of embedding fewer tokens than asked', async () => {
+    const dir = await tmp('max-length-512');
+    const input = path.join(dir, 'in.txt');
+    await fs.writeFile(input, 'a cat sat on the mat\n');
+    const output = path.join(dir, 'out.jsonl');
+    await buildCli(['embed', '--model', model(), '--max-length', '512', '--backend', 'cpu', '--input', input, '--output', output]).parseAsync();
+    assert.equal((await fs.readFile(output, 'utf8')).split('\n').filter((l) => l !== '').length, 1);
+    const { model: bert, tokenizer } = await loadPretrained(model(), { backend: 'cpu', warn: () => undefined });
+    try {
+      await assert.rejects(embed(bert, tokenizer, ['a cat'], { maxLength: 513 }), (e: unknown) => e instanceof UserError &&
+        e.message === "maxLength is 513 but the model's max_position_embeddings is 512 (the model's config): lower maxLength to at most 512");
+    } finally {
+      bert.dispose();
+    }
   });
 });
 
@@ -252,6 +318,8 @@ describe('where the values of a cross-key check came from', () => {
         'model.config: hidden_size 64 is not a multiple of num_attention_heads 12'],
       [parent, ['model.config=null', 'model.config.hidden_size=50'], `--set model.config.hidden_size=50 and defaults (model.config.num_attention_heads): ` +
         'model.config: hidden_size 50 is not a multiple of num_attention_heads 12'],
+      [parent, ['data.maxSeqLen=128'], `--set data.maxSeqLen=128 and ${parent} (model.config.max_position_embeddings: 64): data.maxSeqLen is 128 ` +
+        "but the model's max_position_embeddings is 64 (model.config): lower data.maxSeqLen to at most 64"],
       [parent, ['train.lossScale=3'], '--set: train.lossScale must be a power of two (scaling by it is then exact), got 3'],
     ];
     for (const [file, sets, start] of cases) {

@@ -107,6 +107,17 @@ export function parseBertConfig(raw: Record<string, unknown>, source: ConfigSour
   return cfg;
 }
 
+/**
+ * Why `length` tokens ([CLS] and [SEP] included), asked for by `name` (a flag or a config key), do not fit the
+ * model's position embeddings, or null when they do: a longer sequence would index past the position table (HF
+ * transformers fails there too). `source` names where max_position_embeddings was read. The one check of every
+ * token length against the model (`--max-length`, data.maxSeqLen, embed's maxLength).
+ */
+export function maxLengthProblem(name: string, length: number, cfg: BertConfig, source: string): string | null {
+  const max = cfg.maxPositionEmbeddings;
+  return length <= max ? null : `${name} is ${length} but the model's max_position_embeddings is ${max} (${source}): lower ${name} to at most ${max}`;
+}
+
 /** The config.json transformers writes for a BertModel with these hyperparameters. */
 export function toHfConfig(cfg: BertConfig, architectures: string[] = ['BertModel']): Record<string, unknown> {
   const out: Record<string, unknown> = { architectures, model_type: 'bert' };

@@ -3,15 +3,17 @@
  * Sentences are sorted by length so each batch pads little, then returned in input order.
  */
 import type { BertTokenizer } from '../data/tokenizer.js';
+import { UserError } from '../errors.js';
 import { createProgress } from '../progress.js';
 import type { BertModel } from './bert.js';
+import { maxLengthProblem } from './config.js';
 import { pool, type EmbedPooler } from './pooling.js';
 import { tf } from './tf.js';
 
 export interface EmbedOptions {
   /** Sentences per forward pass (SentEval: 128). */
   batchSize?: number;
-  /** Truncate to this many tokens (default: the model's max positions, 512 for BERT). */
+  /** Truncate to this many tokens (default: the model's max positions, 512 for BERT); more than that is a UserError. */
   maxLength?: number;
   pooler?: EmbedPooler;
   /** Show progress on stderr. */
@@ -22,10 +24,18 @@ export interface EmbedOptions {
 
 export const DEFAULT_EMBED_BATCH_SIZE = 128;
 
+/** The token length to embed with: `maxLength`, else the model's max positions; a UserError when the model cannot hold `maxLength`. */
+export function embedMaxLength(model: BertModel, maxLength?: number): number {
+  if (maxLength === undefined) return model.config.maxPositionEmbeddings;
+  const problem = maxLengthProblem('maxLength', maxLength, model.config, "the model's config");
+  if (problem !== null) throw new UserError(problem);
+  return maxLength;
+}
+
 /** Embeds `sentences` in eval mode; returns one vector per sentence, in input order. */
 export async function embed(model: BertModel, tokenizer: BertTokenizer, sentences: string[], opts: EmbedOptions = {}): Promise<number[][]> {
   const batchSize = opts.batchSize ?? DEFAULT_EMBED_BATCH_SIZE;
-  const maxLength = Math.min(opts.maxLength ?? model.config.maxPositionEmbeddings, model.config.maxPositionEmbeddings);
+  const maxLength = embedMaxLength(model, opts.maxLength);
   const pooler = opts.pooler ?? 'cls_before_pooler';
   const encoded = sentences.map((s) => tokenizer.encode(s, { maxLength }));
   // Sort by token length (stable), as SentEval does by sentence length, so padding stays small.

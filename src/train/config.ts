@@ -11,7 +11,7 @@ import { MIN_BATCH_SENTENCES } from '../data/batches.js';
 import { didYouMean, shownValue, UserError } from '../errors.js';
 import { amiLayerSpanProblem, MICSE_STYLES, MICSE_VIEWS, TRAIN_POOLERS } from '../losses/micse.js';
 import { BACKEND_NAMES } from '../model/backend.js';
-import { BERT_CONFIG_KEYS, parseBertConfig } from '../model/config.js';
+import { BERT_CONFIG_KEYS, maxLengthProblem, parseBertConfig } from '../model/config.js';
 import { ADAMW_VARIANTS } from './adamw.js';
 import { SELECTIONS } from './selection.js';
 
@@ -288,7 +288,14 @@ export function checkConsistency(c: TrainConfig, where: string): void {
   if (c.model.init === 'random' && c.model.tokenizer === null) {
     fail(['model.init', 'model.tokenizer'], 'model.init is "random", so model.tokenizer must name a tokenizer directory');
   }
-  if (c.model.config !== null) parseBertConfig(c.model.config, (keys) => `${describeOrigins(c, keys.map((k) => `model.config.${k}`), where)}: model.config`);
+  if (c.model.config !== null || c.model.init === 'random') {
+    // A random init builds its model from model.config (bert-base's values for the keys it leaves out); a checkpoint's
+    // config.json is checked against data.maxSeqLen when the trainer reads it (loadPretrained).
+    const model = parseBertConfig(c.model.config ?? {},
+      (keys) => `${describeOrigins(c, keys.map((k) => `model.config.${k}`), where)}: model.config`);
+    const positions = c.model.init === 'random' ? maxLengthProblem('data.maxSeqLen', c.data.maxSeqLen, model, 'model.config') : null;
+    if (positions !== null) fail(['data.maxSeqLen', 'model.config.max_position_embeddings'], positions);
+  }
 }
 
 async function readConfigFile(file: string, seen: string[]): Promise<{ raw: unknown; chain: string[] }> {
