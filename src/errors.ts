@@ -29,6 +29,15 @@ export function firstLineOf(err: unknown): string {
   return (err instanceof Error ? err.message : String(err)).split('\n')[0]!;
 }
 
+/**
+ * A value of a config file, a `--set` or a config.json as an error message shows it: JSON, except the non-finite
+ * numbers JSON has no words for (which JSON.stringify turns into null), written as YAML writes them: .nan, .inf, -.inf.
+ */
+export function shownValue(v: unknown): string {
+  if (typeof v === 'number' && !Number.isFinite(v)) return Number.isNaN(v) ? '.nan' : v > 0 ? '.inf' : '-.inf';
+  return JSON.stringify(v) ?? String(v);
+}
+
 /** The option nearest `word` by edit distance (case-insensitive), or undefined when none is near enough. */
 export function closest(word: string, options: readonly string[]): string | undefined {
   const best = options.map((o) => ({ o, d: levenshtein(word, o) })).sort((x, y) => x.d - y.d)[0];

@@ -15,6 +15,9 @@ import { sentencesLeftOut, stepsPerEpoch, TwoViewBatchIterator, type BatchIterat
 import { UserError } from '../src/errors.js';
 import { selectBackend } from '../src/model/backend.js';
 import { loadPretrained } from '../src/model/pretrained.js';
+import { embed } from '../src/model/embed.js';
+import { buildCli, describeFailure } from '../src/cli/main.js';
+import { loadSweep } from '../src/sweep/grid.js';
 import { readSafetensors, writeSafetensors } from '../src/model/safetensors.js';
 import { summarizeNames } from '../src/model/weights.js';
 import { loadConfig, mergeConfig, type TrainConfig } from '../src/train/config.js';
@@ -192,10 +195,74 @@ describe('data.maxSeqLen past the model positions', () => {
     assert.equal(await fs.access(out).then(() => true, () => false), false, 'no run directory');
   });
 
-  it('CLI: exit 2 with one line, nothing created', { skip: SKIP_NO_SHARED }, async () => {
+  it('CLI: exit 2 with one line naming where each value came from, nothing created; --dry-run refuses it too', { skip: SKIP_NO_SHARED }, async () => {
     const out = path.join(await tmp('cli-maxpos'), 'run');
-    await refused(['train', '--config', TINY, '--set', `train.output=${out}`, '--set', 'data.maxSeqLen=128', '--set', 'train.backend=cpu'],
-      /^micse: data\.maxSeqLen is 128 but the model's max_position_embeddings is 64 \(model\.config\.max_position_embeddings\)/, out);
+    const message = new RegExp(`^micse: --set data\\.maxSeqLen=128 and ${TINY.replace(/[.]/g, '\\.')} \\(model\\.config\\.max_position_embeddings: 64\\): ` +
+      "data\\.maxSeqLen is 128 but the model's max_position_embeddings is 64 \\(model\\.config\\): lower data\\.maxSeqLen to at most 64$");
+    const args = ['train', '--config', TINY, '--set', `train.output=${out}`, '--set', 'data.maxSeqLen=128', '--set', 'train.backend=cpu'];
+    await refused(args, message, out);
+    await refused([...args, '--dry-run'], message, out);
+  });
+
+  it('a checkpoint with fewer positions is refused as soon as its config.json is read, before its weights', { skip: SKIP_NO_SHARED }, async () => {
+    const dir = await tmp('maxpos-init');
+    const src = shared('hf-reference', 'tiny-h32-l4');
+    for (const f of ['tokenizer.json', 'tokenizer_config.json', 'vocab.txt']) await fs.copyFile(path.join(src, f), path.join(dir, f));
+    const cfg = JSON.parse(await fs.readFile(path.join(src, 'config.json'), 'utf8')) as Record<string, unknown>;
+    await fs.writeFile(path.join(dir, 'config.json'), JSON.stringify({ ...cfg, max_position_embeddings: 64 })); // and no model.safetensors
+    const out = path.join(dir, 'run');
+    await assert.rejects(train(microConfig(out, { model: { init: dir }, data: { maxSeqLen: 128 } }), { quiet: true, log: () => undefined }),
+      (e: unknown) => e instanceof UserError && e.message === `data.maxSeqLen is 128 but the model's max_position_embeddings is 64 ` +
+        `(${path.join(dir, 'config.json')}): lower data.maxSeqLen to at most 64`);
+    assert.equal(await fs.access(out).then(() => true, () => false), false, 'no run directory');
+  });
+});
+
+describe('--max-length past the model positions', { skip: SKIP_NO_SHARED }, () => {
+  const model = () => shared('hf-reference', 'tiny-h32-l4');
+
+  it('every command that embeds exits 2 naming the flag, the value and the model maximum, and writes nothing', async () => {
+    const dir = await tmp('max-length');
+    const input = path.join(dir, 'in.txt');
+    await fs.writeFile(input, 'a cat sat on the mat\nthe dog ran\n');
+    const flags = ['--model', model(), '--max-length', '513', '--backend', 'cpu'];
+    const outputs = ['out.jsonl', 'eval.json', 'index', 'clusters.tsv'].map((f) => path.join(dir, f));
+    const runs = [
+      ['embed', ...flags, '--input', input, '--output', outputs[0]!],
+      ['eval', ...flags, '--data', shared('senteval'), '--tasks', 'stsb-dev', '--json', outputs[1]!],
+      ['similarity', ...flags, 'a cat', 'a dog'],
+      ['index', 'build', ...flags, '--corpus', input, '--out', outputs[2]!],
+      ['cluster', ...flags, '--input', input, '--k', '1', '--output', outputs[3]!],
+    ];
+    const message = `micse: --max-length is 513 but the model's max_position_embeddings is 512 (${path.join(model(), 'config.json')}): ` +
+      'lower --max-length to at most 512';
+    for (const argv of runs) {
+      let failure: { message: string; exitCode: number } | null = null;
+      try {
+        await buildCli(argv).parseAsync();
+      } catch (err) {
+        failure = await describeFailure(err);
+      }
+      assert.deepEqual(failure, { message, exitCode: 2 }, argv.join(' '));
+    }
+    for (const f of outputs) assert.equal(await fs.access(f).then(() => true, () => false), false, `${f} must not be created`);
+    await refused(runs[0]!, new RegExp(`^${message.replace(/[.()]/g, '\\$&')}$`), outputs[0]);
+  });
+
+  it('the model maximum itself is taken; the library refuses more instead of embedding fewer tokens than asked', async () => {
+    const dir = await tmp('max-length-512');
+    const input = path.join(dir, 'in.txt');
+    await fs.writeFile(input, 'a cat sat on the mat\n');
+    const output = path.join(dir, 'out.jsonl');
+    await buildCli(['embed', '--model', model(), '--max-length', '512', '--backend', 'cpu', '--input', input, '--output', output]).parseAsync();
+    assert.equal((await fs.readFile(output, 'utf8')).split('\n').filter((l) => l !== '').length, 1);
+    const { model: bert, tokenizer } = await loadPretrained(model(), { backend: 'cpu', warn: () => undefined });
+    try {
+      await assert.rejects(embed(bert, tokenizer, ['a cat'], { maxLength: 513 }), (e: unknown) => e instanceof UserError &&
+        e.message === "maxLength is 513 but the model's max_position_embeddings is 512 (the model's config): lower maxLength to at most 512");
+    } finally {
+      bert.dispose();
+    }
   });
 });
 
@@ -219,13 +286,87 @@ describe('model.config', () => {
     await assert.rejects(loadConfig(parent, ['model.config.hiden_size=48']),
       /--set: unknown key 'model\.config\.hiden_size' \(did you mean 'model\.config\.hidden_size'\?\)/);
     await assert.rejects(loadConfig(parent, ['model.config.hidden_size=50']),
-      /parent\.yaml: model\.config: hidden_size 50 is not a multiple of num_attention_heads/, 'values are checked upfront too');
+      /^UserError: --set model\.config\.hidden_size=50 and \S*parent\.yaml \(model\.config\.num_attention_heads: 4\): model\.config: hidden_size 50 is not a multiple of num_attention_heads 4$/,
+      'values are checked upfront too');
   });
 
   it('CLI: --set model.config.hiden_size=48 exits 2 with one line', { skip: SKIP_NO_SHARED }, async () => {
     const out = path.join(await tmp('cli-modelcfg'), 'run');
     await refused(['train', '--config', TINY, '--set', `train.output=${out}`, '--set', 'model.config.hiden_size=48'],
       /^micse: --set: unknown key 'model\.config\.hiden_size' \(did you mean 'model\.config\.hidden_size'\?\)/, out);
+  });
+});
+
+describe('where the values of a cross-key check came from', () => {
+  it('each message names the file, --set or default of every value it is about, through extends and sweep grids', async () => {
+    const dir = await tmp('origins');
+    const parent = path.join(dir, 'parent.yaml');
+    await fs.writeFile(parent, 'model:\n  init: random\n  tokenizer: tok\n  config:\n    hidden_size: 64\n    num_attention_heads: 4\n' +
+      '    max_position_embeddings: 64\ndata:\n  count: 64\nobjective:\n  minLayer: 2\n  maxLayer: 4\n');
+    const child = path.join(dir, 'child.yaml');
+    await fs.writeFile(child, 'extends: parent.yaml\nobjective:\n  maxLayer: 5\n');
+    const span = 'the AMI layer span [minLayer, maxLayer) = ';
+    const cases: [string | null, string[], string][] = [
+      [parent, ['objective.maxLayer=3'], `${parent} (objective.minLayer: 2) and --set objective.maxLayer=3: ${span}[2, 3) selects 1 layer(s)`],
+      [parent, ['objective.minLayer=3', 'objective.maxLayer=2'], `--set objective.minLayer=3 and --set objective.maxLayer=2: ${span}[3, 2) must satisfy`],
+      [child, [], `${parent} (objective.minLayer: 2) and ${child} (objective.maxLayer: 5): ${span}[2, 5)`],
+      [null, ['objective.maxLayer=8'], `defaults (objective.minLayer: 7) and --set objective.maxLayer=8: ${span}[7, 8)`],
+      [parent, ['data.fraction=0.5'], `--set data.fraction=0.5 and ${parent} (data.count: 64): set data.fraction or data.count, not both`],
+      [parent, ['model.tokenizer=null'],
+        `${parent} (model.init: "random") and --set model.tokenizer=null: model.init is "random", so model.tokenizer must name a tokenizer directory`],
+      [parent, ['model.config.num_attention_heads=null'], `${parent} (model.config.hidden_size: 64) and --set model.config.num_attention_heads=null: ` +
+        'model.config: hidden_size 64 is not a multiple of num_attention_heads 12'],
+      [parent, ['model.config=null', 'model.config.hidden_size=50'], `--set model.config.hidden_size=50 and defaults (model.config.num_attention_heads): ` +
+        'model.config: hidden_size 50 is not a multiple of num_attention_heads 12'],
+      [parent, ['data.maxSeqLen=128'], `--set data.maxSeqLen=128 and ${parent} (model.config.max_position_embeddings: 64): data.maxSeqLen is 128 ` +
+        "but the model's max_position_embeddings is 64 (model.config): lower data.maxSeqLen to at most 64"],
+      [parent, ['train.lossScale=3'], '--set: train.lossScale must be a power of two (scaling by it is then exact), got 3'],
+    ];
+    for (const [file, sets, start] of cases) {
+      await assert.rejects(loadConfig(file, sets), (e: unknown) => e instanceof UserError && e.message.startsWith(start),
+        `${file ?? 'no file'} ${sets.join(' ')}: expected a message starting ${start}`);
+    }
+    const sweep = path.join(dir, 'sweep.yaml');
+    await fs.writeFile(sweep, 'base: child.yaml\ngrid:\n  objective.minLayer: [0]\n');
+    await assert.rejects(loadSweep(sweep), (e: unknown) => e instanceof UserError &&
+      e.message.startsWith(`${sweep} (grid.objective.minLayer: 0) and ${child} (objective.maxLayer: 5): ${span}[0, 5)`));
+  });
+
+  it('CLI: a --set that breaks a rule with a file\'s value exits 2 with one line naming both', { skip: SKIP_NO_SHARED }, async () => {
+    await refused(['train', '--config', TINY, '--set', 'objective.maxLayer=3', '--dry-run'],
+      new RegExp(`^micse: ${TINY.replace(/[.]/g, '\\.')} \\(objective\\.minLayer: 2\\) and --set objective\\.maxLayer=3: the AMI layer span`));
+  });
+});
+
+describe('.nan, .inf and -.inf for a numeric key', () => {
+  it('are named as given, with the key and the file or --set', async () => {
+    const dir = await tmp('non-finite');
+    const cases: [string, string[], string][] = [
+      ['optim:\n  learningRate: .nan\n', [], 'FILE: optim.learningRate must be a finite number, got .nan'],
+      ['train:\n  batchSize: .inf\n', [], 'FILE: train.batchSize must be a finite integer, got .inf'],
+      ['data:\n  fraction: -.inf\n', [], 'FILE: data.fraction must be a finite number, got -.inf'],
+      ['model:\n  init: random\n  tokenizer: tok\n  config:\n    hidden_size: .NaN\n', [],
+        'FILE (model.config.hidden_size: .nan): model.config: hidden_size must be a finite number, got .nan'],
+      ['{}\n', ['objective.temperature=-.inf'], '--set: objective.temperature must be a finite number, got -.inf'],
+      ['model:\n  init: random\n  tokenizer: tok\n', ['model.config.hidden_size=.inf'],
+        '--set model.config.hidden_size=.inf: model.config: hidden_size must be a finite number, got .inf'],
+    ];
+    for (const [i, [text, sets, message]] of cases.entries()) {
+      const f = path.join(dir, `c${i}.yaml`);
+      await fs.writeFile(f, text);
+      await assert.rejects(loadConfig(f, sets), (e: unknown) => e instanceof UserError && e.message === message.replace('FILE', f),
+        `${text} ${sets.join(' ')}: expected ${message}`);
+    }
+    const sweep = path.join(dir, 'sweep.yaml');
+    await fs.writeFile(sweep, 'base: {}\ngrid:\n  optim.learningRate: [.nan]\n');
+    await assert.rejects(loadSweep(sweep), (e: unknown) => e instanceof UserError &&
+      e.message === `${sweep}: grid.optim.learningRate=.nan: optim.learningRate must be a finite number, got .nan`);
+  });
+
+  it('CLI: exit 2 with one line', async () => {
+    const f = path.join(await tmp('cli-non-finite'), 'nan.yaml');
+    await fs.writeFile(f, 'optim:\n  learningRate: .nan\n');
+    await refused(['train', '--config', f, '--dry-run'], /^micse: \S*nan\.yaml: optim\.learningRate must be a finite number, got \.nan$/);
   });
 });
 

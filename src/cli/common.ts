@@ -4,6 +4,7 @@ import { openCorpus, type CorpusOptionNames } from '../data/readers.js';
 import { UserError } from '../errors.js';
 import { BACKEND_NAMES, describeSelection, selectBackend, type BackendName } from '../model/backend.js';
 import { DEFAULT_EMBED_BATCH_SIZE } from '../model/embed.js';
+import type { LoadOptions } from '../model/pretrained.js';
 import { EMBED_POOLERS, type EmbedPooler } from '../model/pooling.js';
 
 /** The values a numeric flag accepts: integers only, and bounds (`above`: strictly greater than). */
@@ -67,7 +68,7 @@ export function withEmbedFlags<T>(y: Argv<T>, batchSize = DEFAULT_EMBED_BATCH_SI
     .option('model', { type: 'string', demandOption: true, describe: 'checkpoint directory, run directory (uses best/, else last/) or Hub name' })
     .option('pooler', { choices: EMBED_POOLERS, default: 'cls_before_pooler' as EmbedPooler, describe: 'raw [CLS] (as miCSE evaluates) or mean' })
     .option('batch-size', { ...numberFlag('batch-size', POSITIVE_INT), default: batchSize, describe: 'sentences per forward pass' })
-    .option('max-length', { ...numberFlag('max-length', { integer: true, min: 2 }), describe: 'truncate to this many tokens, [CLS] and [SEP] included (default: the model maximum)' });
+    .option('max-length', { ...numberFlag('max-length', { integer: true, min: 2 }), describe: 'truncate to this many tokens, [CLS] and [SEP] included (default and most: the model\'s max_position_embeddings)' });
 }
 
 /** The `embed` options the flags of `withEmbedFlags` give. */
@@ -77,6 +78,14 @@ export function embedOpts(a: EmbedFlags): { pooler: EmbedPooler; batchSize: numb
 
 /** How the corpus reader names the options of a command whose only one of them is its --column flag. */
 export const COLUMN_FLAG_NAMES: Partial<CorpusOptionNames> = { column: '--column', format: null };
+
+/**
+ * loadPretrained's options for `--max-length`: a value past the model's max_position_embeddings is refused, naming
+ * the flag, as soon as config.json is read.
+ */
+export function maxLengthLoadOpts(a: EmbedFlags): LoadOptions {
+  return a['max-length'] === undefined ? {} : { maxLength: { length: a['max-length'], name: '--max-length' } };
+}
 
 /**
  * Reads every record of a txt/CSV/TSV file (its column chosen by the command's --column flag), noting skipped lines on stderr. With `purpose` (what the command does

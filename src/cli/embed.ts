@@ -6,7 +6,7 @@ import { checkOutputFile, refuseOverwritingInput, writeFileAtomic } from '../fsu
 import { embed } from '../model/embed.js';
 import { encodeNpy } from '../model/npy.js';
 import { loadPretrained, resolveCheckpoint } from '../model/pretrained.js';
-import { activateBackend, embedOpts, readSentences, withEmbedFlags, type EmbedFlags } from './common.js';
+import { activateBackend, embedOpts, maxLengthLoadOpts, readSentences, withEmbedFlags, type EmbedFlags } from './common.js';
 
 interface EmbedArgs extends EmbedFlags {
   input: string;
@@ -32,7 +32,7 @@ export const embedCommand: CommandModule<object, EmbedArgs> = {
     const sentences = (await readSentences(args.input, args.column, 'embed')).map((r) => r.text);
     await activateBackend(args.backend);
     const model = await resolveCheckpoint(args.model);
-    const { model: bert, tokenizer } = await loadPretrained(model);
+    const { model: bert, tokenizer } = await loadPretrained(model, maxLengthLoadOpts(args));
     const vectors = await embed(bert, tokenizer, sentences, { ...embedOpts(args), progress: true });
     const body = ext === '.npy'
       ? encodeNpy(vectors, bert.config.hiddenSize)

@@ -18,7 +18,7 @@ import { UserError } from '../errors.js';
 import { checkOutputFile, writeFileAtomic } from '../fsutil.js';
 import { embed } from '../model/embed.js';
 import { loadPretrained, resolveCheckpoint } from '../model/pretrained.js';
-import { activateBackend, embedOpts, withEmbedFlags, type EmbedFlags } from './common.js';
+import { activateBackend, embedOpts, maxLengthLoadOpts, withEmbedFlags, type EmbedFlags } from './common.js';
 
 /** Where `--data` points when not given, relative to the working directory. */
 export const DEFAULT_SENTEVAL_DIR = path.join('data', 'senteval');
@@ -68,7 +68,7 @@ export const evalCommand: CommandModule<object, EvalArgs> = {
 
     await activateBackend(args.backend);
     const modelDir = await resolveCheckpoint(args.model);
-    const { model, tokenizer, report } = await loadPretrained(modelDir);
+    const { model, tokenizer, report } = await loadPretrained(modelDir, maxLengthLoadOpts(args));
     process.stderr.write(`model: ${report.dir} | pooler: ${args.pooler} | data: ${path.resolve(dataDir)}\n`);
     const opts = embedOpts(args);
     try {

@@ -16,7 +16,7 @@ import { cluster, DEFAULT_CLUSTER_SEED, DEFAULT_MIN_COMMUNITY_SIZE, DEFAULT_NEAR
 import { shortFingerprint } from '../use/fingerprint.js';
 import { DEFAULT_TOP_K, openIndex } from '../use/search.js';
 import { pairsFromArgs, readPairsFile, similarity, type SentencePair } from '../use/similarity.js';
-import { activateBackend, COLUMN_FLAG_NAMES, embedOpts, numberFlag, POSITIVE_INT, readSentences, withBackend, withEmbedFlags, type EmbedFlags } from './common.js';
+import { activateBackend, COLUMN_FLAG_NAMES, embedOpts, maxLengthLoadOpts, numberFlag, POSITIVE_INT, readSentences, withBackend, withEmbedFlags, type EmbedFlags } from './common.js';
 
 const oneLine = (s: string) => s.replace(/[\t\r\n]/g, ' ');
 
@@ -49,7 +49,7 @@ export const similarityCommand: CommandModule<object, SimilarityArgs> = {
       pairs = pairsFromArgs(args.sentences ?? []);
     }
     await activateBackend(args.backend);
-    const { model, tokenizer } = await loadPretrained(await resolveCheckpoint(args.model));
+    const { model, tokenizer } = await loadPretrained(await resolveCheckpoint(args.model), maxLengthLoadOpts(args));
     const scored = await similarity(model, tokenizer, pairs, { ...embedOpts(args), progress: pairs.length > 1000 });
     model.dispose();
     if (args.json) {
@@ -91,7 +91,7 @@ const indexBuildCommand: CommandModule<object, IndexBuildArgs> = {
       .option('force', { type: 'boolean', default: false, describe: 'start over, replacing what --out holds' }) as never,
   handler: async (args) => {
     await activateBackend(args.backend);
-    const pretrained = await loadPretrained(await resolveCheckpoint(args.model));
+    const pretrained = await loadPretrained(await resolveCheckpoint(args.model), maxLengthLoadOpts(args));
     const report = await buildIndex(pretrained, {
       corpus: args.corpus,
       column: args.column ?? null,
@@ -260,7 +260,7 @@ export const clusterCommand: CommandModule<object, ClusterArgs> = {
     // Check k (readSentences checked emptiness) before loading a model.
     if (args.k !== undefined && args.k > records.length) throw new UserError(`--k ${args.k} is larger than the number of sentences (${records.length}) in ${args.input}`);
     await activateBackend(args.backend);
-    const { model, tokenizer } = await loadPretrained(await resolveCheckpoint(args.model));
+    const { model, tokenizer } = await loadPretrained(await resolveCheckpoint(args.model), maxLengthLoadOpts(args));
     const res = await cluster(model, tokenizer, records.map((r) => r.text), { ...opts, ...embedOpts(args), progress: records.length > 1000 }, args.input);
     model.dispose();
     const how = args.k !== undefined ? `k-means (k ${args.k}, seed ${args.seed})` : `communities (threshold ${args.threshold}, min size ${args['min-community-size']})`;

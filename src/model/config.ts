@@ -1,7 +1,7 @@
 /**
  * BERT hyperparameters, read from and written to Hugging Face's config.json (snake_case there, camelCase here).
  */
-import { UserError } from '../errors.js';
+import { shownValue, UserError } from '../errors.js';
 
 export interface BertConfig {
   vocabSize: number;
@@ -60,13 +60,21 @@ export const BERT_CONFIG_KEYS: readonly string[] = Object.values(HF_KEYS);
 const ACTS = ['gelu', 'gelu_new', 'gelu_pytorch_tanh', 'relu'] as const;
 
 /**
- * Parses a config.json object (snake_case, as transformers writes it) or our camelCase form. `source` names the
- * file in error messages. Rejects non-BERT model types and inconsistent sizes.
+ * Where the keys of a config being parsed came from, for error messages: one name (a config.json file), or a
+ * function of the config.json keys an error is about (a training config's model.config block, whose keys may come
+ * from different files and `--set`s).
  */
-export function parseBertConfig(raw: Record<string, unknown>, source: string): BertConfig {
+export type ConfigSource = string | ((keys: readonly string[]) => string);
+
+/**
+ * Parses a config.json object (snake_case, as transformers writes it) or our camelCase form. `source` names where
+ * the keys came from in error messages. Rejects non-BERT model types and inconsistent sizes.
+ */
+export function parseBertConfig(raw: Record<string, unknown>, source: ConfigSource): BertConfig {
+  const at = (...keys: string[]): string => (typeof source === 'string' ? source : source(keys));
   const modelType = raw['model_type'];
   if (modelType !== undefined && modelType !== 'bert') {
-    throw new UserError(`${source}: model_type is '${String(modelType)}', but only BERT ('bert') checkpoints are supported`);
+    throw new UserError(`${at('model_type')}: model_type is '${String(modelType)}', but only BERT ('bert') checkpoints are supported`);
   }
   const cfg = { ...BERT_BASE_CONFIG };
   for (const key of Object.keys(HF_KEYS) as (keyof BertConfig)[]) {
@@ -74,12 +82,12 @@ export function parseBertConfig(raw: Record<string, unknown>, source: string): B
     if (v === undefined || v === null) continue;
     if (key === 'hiddenAct') {
       if (typeof v !== 'string' || !(ACTS as readonly string[]).includes(v)) {
-        throw new UserError(`${source}: hidden_act '${String(v)}' is not supported (valid: ${ACTS.join(', ')})`);
+        throw new UserError(`${at('hidden_act')}: hidden_act '${String(v)}' is not supported (valid: ${ACTS.join(', ')})`);
       }
       cfg.hiddenAct = v as BertConfig['hiddenAct'];
     } else {
       if (typeof v !== 'number' || !Number.isFinite(v)) {
-        throw new UserError(`${source}: ${HF_KEYS[key]} must be a number, got ${JSON.stringify(v)}`);
+        throw new UserError(`${at(HF_KEYS[key])}: ${HF_KEYS[key]} must be a ${typeof v === 'number' ? 'finite ' : ''}number, got ${shownValue(v)}`);
       }
       (cfg as Record<string, number | string>)[key] = v;
     }
@@ -88,12 +96,12 @@ export function parseBertConfig(raw: Record<string, unknown>, source: string): B
     'maxPositionEmbeddings', 'typeVocabSize'];
   for (const k of ints) {
     const v = cfg[k] as number;
-    if (!Number.isInteger(v) || v <= 0) throw new UserError(`${source}: ${HF_KEYS[k]} must be a positive integer, got ${v}`);
+    if (!Number.isInteger(v) || v <= 0) throw new UserError(`${at(HF_KEYS[k])}: ${HF_KEYS[k]} must be a positive integer, got ${v}`);
   }
   if (cfg.hiddenSize % cfg.numAttentionHeads !== 0) {
-    throw new UserError(`${source}: hidden_size ${cfg.hiddenSize} is not a multiple of num_attention_heads ${cfg.numAttentionHeads}`);
+    throw new UserError(`${at('hidden_size', 'num_attention_heads')}: hidden_size ${cfg.hiddenSize} is not a multiple of num_attention_heads ${cfg.numAttentionHeads}`);
   }
-  for (const k of ['hiddenDropoutProb', 'attentionProbsDropoutProb'] as const) checkDropoutProb(cfg[k], `${source}: ${HF_KEYS[k]}`);
+  for (const k of ['hiddenDropoutProb', 'attentionProbsDropoutProb'] as const) checkDropoutProb(cfg[k], `${at(HF_KEYS[k])}: ${HF_KEYS[k]}`);
   return cfg;
 }
 
@@ -112,6 +120,17 @@ export function withDropout(config: BertConfig, overrides: Pick<Partial<BertConf
     out[k] = p;
   }
   return out;
+}
+
+/**
+ * Why `length` tokens ([CLS] and [SEP] included), asked for by `name` (a flag or a config key), do not fit the
+ * model's position embeddings, or null when they do: a longer sequence would index past the position table (HF
+ * transformers fails there too). `source` names where max_position_embeddings was read. The one check of every
+ * token length against the model (`--max-length`, data.maxSeqLen, embed's maxLength).
+ */
+export function maxLengthProblem(name: string, length: number, cfg: BertConfig, source: string): string | null {
+  const max = cfg.maxPositionEmbeddings;
+  return length <= max ? null : `${name} is ${length} but the model's max_position_embeddings is ${max} (${source}): lower ${name} to at most ${max}`;
 }
 
 /** The config.json transformers writes for a BertModel with these hyperparameters. */

@@ -6,13 +6,14 @@ import { checkMaxLength, checkText, type BertTokenizer } from '../data/tokenizer
 import { UserError } from '../errors.js';
 import { createProgress } from '../progress.js';
 import type { BertModel } from './bert.js';
+import { maxLengthProblem } from './config.js';
 import { checkPooler, pool, type EmbedPooler } from './pooling.js';
 import { tf } from './tf.js';
 
 export interface EmbedOptions {
   /** Sentences per forward pass (SentEval: 128). */
   batchSize?: number;
-  /** Truncate to this many tokens, [CLS] and [SEP] included (default and upper bound: the model's max positions, 512 for BERT). */
+  /** Truncate to this many tokens, [CLS] and [SEP] included (default: the model's max positions, 512 for BERT); more than that is a UserError. */
   maxLength?: number;
   /** How a sentence's vector is read from the last hidden state (default `cls_before_pooler`; see EMBED_POOLERS). */
   pooler?: EmbedPooler;
@@ -30,6 +31,15 @@ export function checkBatchSize(batchSize: number): void {
   if (!Number.isInteger(batchSize) || batchSize < 1) throw new UserError(`batchSize must be a positive integer, got ${batchSize}`);
 }
 
+/** The token length to embed with: `maxLength`, else the model's max positions; a UserError when the model cannot hold `maxLength`. */
+export function embedMaxLength(model: BertModel, maxLength?: number): number {
+  if (maxLength === undefined) return model.config.maxPositionEmbeddings;
+  checkMaxLength(maxLength);
+  const problem = maxLengthProblem('maxLength', maxLength, model.config, "the model's config");
+  if (problem !== null) throw new UserError(problem);
+  return maxLength;
+}
+
 /**
  * Embeds `sentences` in eval mode; returns one vector per sentence, in input order. Every argument is checked
  * before any work: a UserError names the first bad one (a sentence that is not a string, batchSize, maxLength, pooler).
@@ -39,8 +49,7 @@ export async function embed(model: BertModel, tokenizer: BertTokenizer, sentence
   sentences.forEach((s: unknown, i) => checkText(s, `sentences[${i}]`));
   const batchSize = opts.batchSize ?? DEFAULT_EMBED_BATCH_SIZE;
   checkBatchSize(batchSize);
-  if (opts.maxLength !== undefined) checkMaxLength(opts.maxLength);
-  const maxLength = Math.min(opts.maxLength ?? model.config.maxPositionEmbeddings, model.config.maxPositionEmbeddings);
+  const maxLength = embedMaxLength(model, opts.maxLength);
   const pooler = opts.pooler ?? DEFAULT_EMBED_POOLER;
   checkPooler(pooler);
   const encoded = sentences.map((s) => tokenizer.encode(s, { maxLength }));

@@ -10,7 +10,7 @@ import { BertTokenizer, TOKENIZER_FILES, type TokenizerTexts } from '../data/tok
 import { exists, readJsonObject } from '../fsutil.js';
 import { ensureBackend, selectBackend, type BackendName, type BackendSelection } from './backend.js';
 import { BertModel } from './bert.js';
-import { parseBertConfig, withDropout, type BertConfig } from './config.js';
+import { maxLengthProblem, parseBertConfig, withDropout, type BertConfig } from './config.js';
 import { resolveModelDir, type ResolveOptions } from './hub.js';
 import { hasSafetensorsWeights, parseSafetensors, readSafetensorsDir, type HostTensor } from './safetensors.js';
 import { tf } from './tf.js';
@@ -24,6 +24,11 @@ export interface LoadOptions extends ResolveOptions {
   attentionProbsDropoutProb?: number;
   /** Where the warning line about ignored checkpoint tensors goes (default: stderr). */
   warn?: (line: string) => void;
+  /**
+   * The token length the caller will use and the flag or key that gave it: a UserError naming them when config.json's
+   * max_position_embeddings cannot hold it, before the tokenizer and weights are read.
+   */
+  maxLength?: { length: number; name: string };
 }
 
 export interface LoadReport {
@@ -97,11 +102,18 @@ async function readTfjsWeights(dir: string): Promise<Map<string, HostTensor>> {
   return out;
 }
 
+/** `config` (read from `configFile`) with `opts`' dropout rates, once `opts.maxLength` is known to fit it. */
+function applyLoadOptions(config: BertConfig, opts: SourceLoadOptions, configFile: string): BertConfig {
+  const positions = opts.maxLength === undefined ? null : maxLengthProblem(opts.maxLength.name, opts.maxLength.length, config, configFile);
+  if (positions !== null) throw new UserError(positions);
+  return withDropout(config, opts);
+}
+
 /** Loads a Hugging Face BERT checkpoint (plain BertModel or `bert.`-prefixed task model), or a TF.js export of one. */
 export async function loadPretrained(dirOrName: string, opts: LoadOptions = {}): Promise<Pretrained> {
   const backend = opts.backend !== undefined ? await selectBackend(opts.backend) : await ensureBackend();
   const dir = await resolveModelDir(dirOrName, opts);
-  const config = withDropout(await readBertConfig(dir), opts);
+  const config = applyLoadOptions(await readBertConfig(dir), opts, path.join(dir, 'config.json'));
   const tokenizer = await BertTokenizer.fromDir(dir);
   if (tokenizer.vocabSize > config.vocabSize) {
     throw new UserError(`${dir}: the tokenizer has ${tokenizer.vocabSize} tokens but config.json's vocab_size is ${config.vocabSize}`);
@@ -193,7 +205,7 @@ export async function loadPretrainedFrom(source: CheckpointSource, opts: SourceL
     throw new UserError(`${where('config.json')}: invalid JSON (${(err as Error).message})`);
   }
   if (rawConfig === null || typeof rawConfig !== 'object' || Array.isArray(rawConfig)) throw new UserError(`${where('config.json')}: not a JSON object`);
-  const config = withDropout(parseBertConfig(rawConfig as Record<string, unknown>, where('config.json')), opts);
+  const config = applyLoadOptions(parseBertConfig(rawConfig as Record<string, unknown>, where('config.json')), opts, where('config.json'));
   const texts: TokenizerTexts = {};
   for (const name of TOKENIZER_FILES) {
     const t = await text(name);

@@ -18,7 +18,7 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import YAML from 'yaml';
-import { UserError } from '../errors.js';
+import { shownValue, UserError } from '../errors.js';
 import { isJsonObject } from '../fsutil.js';
 import { checkConsistency, defaultConfig, mergeConfig, SCHEMA, type TrainConfig } from '../train/config.js';
 
@@ -91,9 +91,9 @@ function checkKeyPath(key: string, where: string): void {
 }
 
 /** `{a.b.c: v}` as the nested mapping mergeConfig takes (model.config.X merges into the current model.config). */
-function nestedOverride(key: string, value: GridValue, current: TrainConfig): Record<string, Record<string, unknown>> {
+function nestedOverride(key: string, value: GridValue): Record<string, Record<string, unknown>> {
   const [sec, k, ...rest] = key.split('.');
-  if (sec === 'model' && k === 'config' && rest.length > 0) return { model: { config: { ...(current.model.config ?? {}), [rest.join('.')]: value } } };
+  if (sec === 'model' && k === 'config' && rest.length > 0) return { model: { config: { [rest.join('.')]: value } } };
   return { [sec!]: { [k!]: value } };
 }
 
@@ -168,7 +168,7 @@ export async function loadSweep(file: string): Promise<Sweep> {
     for (const k of keys) {
       const v = params[k]!;
       if (k === SPLIT_KEY) continue;
-      config = mergeConfig(config, nestedOverride(k, v, config), `${file}: grid.${k}=${JSON.stringify(v)}`);
+      config = mergeConfig(config, nestedOverride(k, v), `${file}: grid.${k}=${shownValue(v)}`, `${file} (grid.${k}: ${shownValue(v)})`);
     }
     for (const k of keys) {
       if (k === SPLIT_KEY) {

@@ -8,10 +8,10 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import YAML from 'yaml';
 import { MIN_BATCH_SENTENCES } from '../data/batches.js';
-import { didYouMean, UserError } from '../errors.js';
+import { didYouMean, shownValue, UserError } from '../errors.js';
 import { amiLayerSpanProblem, MICSE_STYLES, MICSE_VIEWS, TRAIN_POOLERS } from '../losses/micse.js';
 import { BACKEND_NAMES } from '../model/backend.js';
-import { BERT_CONFIG_KEYS, parseBertConfig } from '../model/config.js';
+import { BERT_CONFIG_KEYS, maxLengthProblem, parseBertConfig } from '../model/config.js';
 import { ADAMW_VARIANTS } from './adamw.js';
 import { SELECTIONS } from './selection.js';
 
@@ -35,6 +35,8 @@ interface KeySpec {
   orString?: boolean;
   /** kind 'object': the keys it may hold; a file or --set merges them into the block below it key by key. */
   keys?: readonly string[];
+  /** kind 'number': only powers of two. */
+  powerOfTwo?: boolean;
 }
 
 /** The largest seed: seeds are 32-bit unsigned integers (a larger one would wrap and repeat a smaller one's run). */
@@ -102,7 +104,7 @@ export const SCHEMA = {
     maxBadSteps: { kind: 'integer', default: 10, min: 1, describe: 'stop after this many skipped steps in a row (a non-finite loss; with precision mixed, also a gradient overflow)' },
     logSteps: { kind: 'integer', default: 1, min: 1, describe: 'write a metrics.jsonl line every this many steps' },
     precision: { kind: 'string', default: 'fp32', choices: PRECISIONS, describe: 'fp32, or mixed: the encoder\'s dense products take float16 inputs (rounded on cpu, wasm and webgpu; float32 products), float32 weights and moments, dynamic loss scaling' },
-    lossScale: { kind: 'number', default: 65536, min: 1, describe: 'with precision mixed: the initial loss scale, a power of two (PyTorch GradScaler\'s 2^16)' },
+    lossScale: { kind: 'number', default: 65536, min: 1, powerOfTwo: true, describe: 'with precision mixed: the initial loss scale, a power of two (PyTorch GradScaler\'s 2^16)' },
     lossScaleGrowthInterval: { kind: 'integer', default: 2000, min: 1, describe: 'with precision mixed: double the loss scale after this many steps without an overflow (GradScaler\'s growth_interval)' },
     webgpuReplay: { kind: 'boolean', default: true, describe: 'webgpu: record a training step\'s GPU commands once and replay them while the batch shape repeats, skipping the step\'s JavaScript (not with precision mixed; MICSE_WEBGPU_REPLAY=1 or 0 overrides)' },
   },
@@ -131,11 +133,59 @@ export function defaultConfig(): TrainConfig {
     out[sec] = {};
     for (const [k, spec] of Object.entries(keys)) out[sec]![k] = (spec as KeySpec).default;
   }
-  return out as TrainConfig;
+  const c = out as TrainConfig;
+  ORIGINS.set(c, { byKey: new Map(), rest: 'defaults' });
+  return c;
+}
+
+/** Where a key's value came from: a config file, or an override whose text names the key and value (`--set k=v`). */
+type Origin = { file: string } | { override: string };
+
+/**
+ * Where the values of a config came from, by key path (a model.config key as model.config.NAME); `rest`: what
+ * holds the keys not listed, the defaults, or 'unknown' for a config mergeConfig built on one it had not made.
+ */
+interface Origins {
+  byKey: Map<string, Origin>;
+  rest: 'defaults' | 'unknown';
+}
+
+/**
+ * The origins of the configs defaultConfig and mergeConfig return, for the cross-key checks' messages
+ * (`describeOrigins`). Held beside each config, not in it, so that a config stays plain data (config.yaml, a sweep
+ * point's file); a copy made by other means (structuredClone, JSON) has none.
+ */
+const ORIGINS = new WeakMap<TrainConfig, Origins>();
+
+function valueAt(c: TrainConfig, keyPath: string): unknown {
+  let v: unknown = c;
+  for (const part of keyPath.split('.')) v = isMapping(v) ? v[part] : undefined;
+  return v;
+}
+
+/**
+ * Where the values of `keyPaths` in `c` came from, for the start of an error message, each place once, e.g.
+ * `configs/tiny.yaml (objective.minLayer: 2) and --set objective.maxLayer=3`; `unknown` stands in where `c` has no
+ * record (a config not built by mergeConfig).
+ */
+function describeOrigins(c: TrainConfig, keyPaths: readonly string[], unknown: string): string {
+  const origins = ORIGINS.get(c);
+  const places = new Map<string, string[]>();
+  for (const keyPath of keyPaths) {
+    const origin = origins?.byKey.get(keyPath);
+    const place = origin !== undefined ? ('file' in origin ? origin.file : origin.override)
+      : origins?.rest === 'defaults' ? 'defaults' : unknown;
+    const keys = places.get(place) ?? [];
+    places.set(place, keys);
+    if (origin !== undefined && 'override' in origin) continue;
+    const v = valueAt(c, keyPath);
+    keys.push(v === undefined ? keyPath : `${keyPath}: ${shownValue(v)}`);
+  }
+  return [...places].map(([place, keys]) => (keys.length === 0 ? place : `${place} (${keys.join(', ')})`)).join(' and ');
 }
 
 function checkValue(keyPath: string, spec: KeySpec, v: unknown, where: string): unknown {
-  const bad = (want: string) => new UserError(`${where}: ${keyPath} must be ${want}, got ${JSON.stringify(v)}`);
+  const bad = (want: string) => new UserError(`${where}: ${keyPath} must be ${want}, got ${shownValue(v)}`);
   if (v === null) {
     if (spec.nullable === true) return null;
     throw bad(`a ${spec.kind}`);
@@ -163,7 +213,8 @@ function checkValue(keyPath: string, spec: KeySpec, v: unknown, where: string): 
     }
     case 'number':
     case 'integer': {
-      if (typeof v !== 'number' || !Number.isFinite(v)) throw bad(spec.kind === 'integer' ? 'an integer' : 'a number');
+      if (typeof v !== 'number') throw bad(spec.kind === 'integer' ? 'an integer' : 'a number');
+      if (!Number.isFinite(v)) throw bad(spec.kind === 'integer' ? 'a finite integer' : 'a finite number');
       if (spec.kind === 'integer' && !Number.isInteger(v)) throw bad('an integer');
       const lo = spec.min;
       const hi = spec.max;
@@ -171,6 +222,9 @@ function checkValue(keyPath: string, spec: KeySpec, v: unknown, where: string): 
         throw new UserError(`${where}: ${keyPath} must be ${spec.minExclusive === true ? '>' : '>='} ${lo}, got ${v}`);
       }
       if (hi !== undefined && v > hi) throw new UserError(`${where}: ${keyPath} must be <= ${hi}, got ${v}`);
+      if (spec.powerOfTwo === true && !Number.isInteger(Math.log2(v))) {
+        throw new UserError(`${where}: ${keyPath} must be a power of two (scaling by it is then exact), got ${v}`);
+      }
       return v;
     }
   }
@@ -182,12 +236,16 @@ function isMapping(v: unknown): v is Record<string, unknown> {
 
 /**
  * Merges a parsed config object onto `base`, validating every key; a mapping value (model.config) merges key by key
- * into the one below it (null replaces it). `where` names the file in errors.
+ * into the one below it (null replaces it). `where` names the file in errors. `override`: the text of the override
+ * this object is (`--set train.seed=1`), which the cross-key checks name as the origin of its keys instead of `where`.
  */
-export function mergeConfig(base: TrainConfig, raw: unknown, where: string): TrainConfig {
+export function mergeConfig(base: TrainConfig, raw: unknown, where: string, override?: string): TrainConfig {
   if (raw === null || raw === undefined) return base;
   if (typeof raw !== 'object' || Array.isArray(raw)) throw new UserError(`${where}: the top level must be a mapping of sections`);
   const out = structuredClone(base) as unknown as Record<string, Record<string, unknown>>;
+  const below = ORIGINS.get(base);
+  const origins: Origins = { byKey: new Map(below?.byKey), rest: below?.rest ?? 'unknown' };
+  const origin: Origin = override !== undefined ? { override } : { file: where };
   for (const [sec, body] of Object.entries(raw as Record<string, unknown>)) {
     if (sec === 'extends') continue;
     const keys = (SCHEMA as Record<string, Record<string, KeySpec>>)[sec];
@@ -199,25 +257,44 @@ export function mergeConfig(base: TrainConfig, raw: unknown, where: string): Tra
       if (spec === undefined) {
         throw new UserError(`${where}: unknown key '${sec}.${k}'${didYouMean(`${sec}.${k}`, allKeyPaths())}`);
       }
-      const value = checkValue(`${sec}.${k}`, spec, v, where);
-      const below = out[sec]![k];
-      out[sec]![k] = spec.kind === 'object' && isMapping(value) && isMapping(below) ? { ...below, ...value } : value;
+      const keyPath = `${sec}.${k}`;
+      const value = checkValue(keyPath, spec, v, where);
+      const old = out[sec]![k];
+      const merges = spec.kind === 'object' && isMapping(value) && isMapping(old);
+      out[sec]![k] = merges ? { ...old, ...value } : value;
+      if (spec.kind === 'object' && !merges) {
+        for (const p of [...origins.byKey.keys()]) if (p.startsWith(`${keyPath}.`)) origins.byKey.delete(p);
+      }
+      if (isMapping(value)) for (const sub of Object.keys(value)) origins.byKey.set(`${keyPath}.${sub}`, origin);
+      origins.byKey.set(keyPath, origin);
     }
   }
-  return out as unknown as TrainConfig;
+  const merged = out as unknown as TrainConfig;
+  ORIGINS.set(merged, origins);
+  return merged;
 }
 
-/** Cross-key rules. */
+/**
+ * Cross-key rules. Each message starts with where the values it is about came from (describeOrigins: a file, a
+ * `--set`, the defaults); `where` stands in for configs without that record.
+ */
 export function checkConsistency(c: TrainConfig, where: string): void {
-  if (c.data.fraction !== null && c.data.count !== null) throw new UserError(`${where}: set data.fraction or data.count, not both`);
+  const fail = (keyPaths: readonly string[], problem: string): never => {
+    throw new UserError(`${describeOrigins(c, keyPaths, where)}: ${problem}`);
+  };
+  if (c.data.fraction !== null && c.data.count !== null) fail(['data.fraction', 'data.count'], 'set data.fraction or data.count, not both');
   const span = amiLayerSpanProblem(c.objective.minLayer, c.objective.maxLayer);
-  if (span !== null) throw new UserError(`${where}: ${span}`);
+  if (span !== null) fail(['objective.minLayer', 'objective.maxLayer'], span);
   if (c.model.init === 'random' && c.model.tokenizer === null) {
-    throw new UserError(`${where}: model.init is "random", so model.tokenizer must name a tokenizer directory`);
+    fail(['model.init', 'model.tokenizer'], 'model.init is "random", so model.tokenizer must name a tokenizer directory');
   }
-  if (c.model.config !== null) parseBertConfig(c.model.config, `${where}: model.config`);
-  if (!Number.isInteger(Math.log2(c.train.lossScale))) {
-    throw new UserError(`${where}: train.lossScale must be a power of two (scaling by it is then exact), got ${c.train.lossScale}`);
+  if (c.model.config !== null || c.model.init === 'random') {
+    // A random init builds its model from model.config (bert-base's values for the keys it leaves out); a checkpoint's
+    // config.json is checked against data.maxSeqLen when the trainer reads it (loadPretrained).
+    const model = parseBertConfig(c.model.config ?? {},
+      (keys) => `${describeOrigins(c, keys.map((k) => `model.config.${k}`), where)}: model.config`);
+    const positions = c.model.init === 'random' ? maxLengthProblem('data.maxSeqLen', c.data.maxSeqLen, model, 'model.config') : null;
+    if (positions !== null) fail(['data.maxSeqLen', 'model.config.max_position_embeddings'], positions);
   }
 }
 
@@ -268,11 +345,11 @@ export function applyOverrides(c: TrainConfig, sets: readonly string[]): TrainCo
     const [sec, key, ...rest] = keyPath.split('.');
     if (sec === undefined || key === undefined) throw new UserError(`--set ${s}: expected section.key=value (e.g. train.seed=1)`);
     if (sec === 'model' && key === 'config' && rest.length > 0) {
-      out = mergeConfig(out, { model: { config: { [rest.join('.')]: parseSetValue(value) } } }, '--set');
+      out = mergeConfig(out, { model: { config: { [rest.join('.')]: parseSetValue(value) } } }, '--set', `--set ${s}`);
       continue;
     }
     if (rest.length > 0) throw new UserError(`--set ${s}: '${keyPath}' is not a config key${didYouMean(keyPath, allKeyPaths())}`);
-    out = mergeConfig(out, { [sec]: { [key]: parseSetValue(value) } }, '--set');
+    out = mergeConfig(out, { [sec]: { [key]: parseSetValue(value) } }, '--set', `--set ${s}`);
   }
   return out;
 }

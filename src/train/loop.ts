@@ -11,7 +11,7 @@ import { UserError } from '../errors.js';
 import { MlpHead } from '../losses/mlpHead.js';
 import { amiLayerSpanProblem } from '../losses/micse.js';
 import { siteSeed, type BertModel } from '../model/bert.js';
-import type { BertConfig } from '../model/config.js';
+import { maxLengthProblem, type BertConfig } from '../model/config.js';
 import { AdamW, learningRateAt } from './adamw.js';
 import type { TrainConfig } from './config.js';
 import { actionsAt, totalStepsOf } from './selection.js';
@@ -59,10 +59,8 @@ export interface TrainingRun {
 export function checkModelFits(c: TrainConfig, model: BertConfig, source: string): void {
   const span = c.objective.style === 'micse' ? amiLayerSpanProblem(c.objective.minLayer, c.objective.maxLayer, model.numHiddenLayers) : null;
   if (span !== null) throw new UserError(span);
-  if (c.data.maxSeqLen > model.maxPositionEmbeddings) {
-    throw new UserError(`data.maxSeqLen is ${c.data.maxSeqLen} but the model's max_position_embeddings is ${model.maxPositionEmbeddings} ` +
-      `(${source}): lower data.maxSeqLen to at most ${model.maxPositionEmbeddings}`);
-  }
+  const positions = maxLengthProblem('data.maxSeqLen', c.data.maxSeqLen, model, source);
+  if (positions !== null) throw new UserError(positions);
 }
 
 /**

@@ -110,7 +110,7 @@ async function buildModel(c: TrainConfig, resumeDir: string | null): Promise<{ m
     ...(c.model.attentionDropout !== null ? { attentionProbsDropoutProb: c.model.attentionDropout } : {}),
   };
   if (resumeDir !== null || c.model.init !== 'random') {
-    const { model, tokenizer } = await loadPretrained(resumeDir ?? c.model.init, dropout);
+    const { model, tokenizer } = await loadPretrained(resumeDir ?? c.model.init, { ...dropout, maxLength: { length: c.data.maxSeqLen, name: 'data.maxSeqLen' } });
     return { model, tokenizer };
   }
   const tokenizer = await BertTokenizer.fromDir(c.model.tokenizer!);

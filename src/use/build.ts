@@ -18,7 +18,7 @@ import path from 'node:path';
 import { openCorpus, type CorpusOptionNames, type CorpusReader } from '../data/readers.js';
 import { environmentError, UserError } from '../errors.js';
 import { ensureDir, exists, readJsonObject, refuseNonEmptyDir, writeFileAtomic } from '../fsutil.js';
-import { DEFAULT_EMBED_BATCH_SIZE, embed } from '../model/embed.js';
+import { DEFAULT_EMBED_BATCH_SIZE, embed, embedMaxLength } from '../model/embed.js';
 import type { EmbedPooler } from '../model/pooling.js';
 import type { Pretrained } from '../model/pretrained.js';
 import { createProgress } from '../progress.js';
@@ -72,7 +72,7 @@ export interface BuildIndexOptions {
   /** Index directory (created). */
   out: string;
   pooler?: EmbedPooler;
-  /** Token limit (default: the model's max positions). */
+  /** Token limit (default: the model's max positions; more is a UserError). */
   maxLength?: number;
   batchSize?: number;
   chunkSize?: number;
@@ -193,7 +193,7 @@ export async function buildIndex(pretrained: Pick<Pretrained, 'model' | 'tokeniz
   const out = opts.out;
   const dim = model.config.hiddenSize;
   const pooler = opts.pooler ?? DEFAULT_INDEX_POOLER;
-  const maxLength = Math.min(opts.maxLength ?? model.config.maxPositionEmbeddings, model.config.maxPositionEmbeddings);
+  const maxLength = embedMaxLength(model, opts.maxLength);
   const batchSize = opts.batchSize ?? DEFAULT_EMBED_BATCH_SIZE;
   const chunkSize = opts.chunkSize ?? DEFAULT_CHUNK_SIZE;
   const params: AnnParams = { ...DEFAULT_ANN_PARAMS, ...opts.ann };

@@ -24,7 +24,7 @@ export interface ModelFingerprint {
   sha256: string;
   files: FingerprintFile[];
   pooler: EmbedPooler;
-  /** Effective token limit (min of the requested one and the model's max positions). */
+  /** Token limit: the requested one (at most the model's max positions), else the model's max positions. */
   maxLength: number;
 }
 
