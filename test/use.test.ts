@@ -394,9 +394,35 @@ describe('index folders holding something else, or damaged: exit 2 naming the fi
     const good = path.join(dir, 'good-index');
     assert.equal(build(good).status, 0);
     const ann = INDEX_FILES.ann;
+    const rebuild = '; rebuild the index with `micse index build --force`';
+    // An index built before meta.json recorded the usearch file's size: the file is checked by its own headers.
+    const unrecorded = async (idx: string) => {
+      const meta = JSON.parse(readFileSync(path.join(idx, INDEX_FILES.meta), 'utf8')) as { ann: Record<string, unknown> };
+      delete meta.ann['bytes'];
+      writeFileSync(path.join(idx, INDEX_FILES.meta), JSON.stringify(meta));
+    };
+    // 4 vectors of 32 float32 after an 8-byte matrix header: the 64-byte head at 520, the graph header at 584, levels at 624.
+    const annSize = (await fs.stat(path.join(good, ann))).size;
+    const patch = async (idx: string, at: number, bytes: number[]) => {
+      const fh = await fs.open(path.join(idx, ann), 'r+');
+      await fh.write(Buffer.from(bytes), 0, bytes.length, at);
+      await fh.close();
+    };
     const cases: [string, (idx: string) => Promise<void>, RegExp, string[]][] = [
-      ['ann-cut-100', (idx) => fs.truncate(path.join(idx, ann), 100), /index\.usearch: corrupt or truncated \(100 bytes, meta\.json says \d+\)/, []],
-      ['ann-cut-1000', (idx) => fs.truncate(path.join(idx, ann), 1000), /index\.usearch: corrupt or truncated \(1000 bytes, meta\.json says \d+\)/, []],
+      ['ann-cut-100', (idx) => fs.truncate(path.join(idx, ann), 100), RegExp(`index\\.usearch: corrupt or truncated \\(100 bytes, meta\\.json says \\d+\\)${rebuild}`), []],
+      ['ann-cut-1000', (idx) => fs.truncate(path.join(idx, ann), 1000), RegExp(`index\\.usearch: corrupt or truncated \\(1000 bytes, meta\\.json says \\d+\\)${rebuild}`), []],
+      ['old-ann-cut-100', async (idx) => { await unrecorded(idx); await fs.truncate(path.join(idx, ann), 100); },
+        RegExp(`index\\.usearch: corrupt or truncated \\(100 bytes, too short for its 4 vectors and head at byte 520\\)${rebuild}`), []],
+      ['old-ann-cut-1000', async (idx) => { await unrecorded(idx); await fs.truncate(path.join(idx, ann), 1000); },
+        RegExp(`index\\.usearch: corrupt or truncated \\(1000 bytes, its headers imply ${annSize}\\)${rebuild}`), []],
+      ['old-ann-cut-1', async (idx) => { await unrecorded(idx); await fs.truncate(path.join(idx, ann), annSize - 1); },
+        RegExp(`index\\.usearch: corrupt or truncated \\(${annSize - 1} bytes, its headers imply ${annSize}\\)${rebuild}`), []],
+      ['old-ann-extra', async (idx) => { await unrecorded(idx); await fs.appendFile(path.join(idx, ann), 'x'); },
+        RegExp(`index\\.usearch: corrupt or truncated \\(${annSize + 1} bytes, its headers imply ${annSize}\\)${rebuild}`), []],
+      ['old-ann-magic', async (idx) => { await unrecorded(idx); await patch(idx, 520, [0x55]); },
+        RegExp(`index\\.usearch: corrupt or truncated \\(no "usearch" mark at byte 520\\)${rebuild}`), []],
+      ['old-ann-level', async (idx) => { await unrecorded(idx); await patch(idx, 624, [99, 0]); },
+        RegExp(`index\\.usearch: corrupt or truncated \\(node 0 at level 99, the graph's levels are 0 \\.\\. \\d+\\)${rebuild}`), []],
       ['ann-missing', (idx) => fs.rm(path.join(idx, ann)), /index\.usearch: no such file or directory \(ENOENT\)/, []],
       ['vectors-cut', (idx) => fs.truncate(path.join(idx, INDEX_FILES.vectors), 200), /vectors\.npy: truncated \(200 bytes, header says 4 x 32\)/, ['--exact']],
       ['texts-bad-json', (idx) => fs.appendFile(path.join(idx, INDEX_FILES.texts), '{"text": "x", "li\n'), /texts\.jsonl:5: invalid JSON/, []],
