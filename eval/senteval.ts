@@ -17,6 +17,7 @@
  */
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
+import { checkTextBytes } from '../src/data/textCheck.js';
 import { UserError } from '../src/errors.js';
 
 /** The STS years of SentEval's unsupervised STS tasks. */
@@ -170,10 +171,16 @@ export function isDirectory(dir: string): boolean {
 export const SENTEVAL_DATA_HINT = "the SentEval data root is `micse eval --data DIR` and a training config's data.senteval; " +
   '`npx micse data download senteval` fetches it';
 
-/** Reads a UTF-8 task file; a missing file is a UserError naming its path. */
+/**
+ * Reads a UTF-8 task file; a missing file is a UserError naming its path, and so is one with a UTF-16/UTF-32
+ * byte-order mark or a NUL byte (naming the line too), by the corpus readers' checks (src/data/textCheck.ts). A
+ * UTF-8 byte-order mark is kept, as Python's `open(f, encoding='utf8')` in SentEval keeps it.
+ */
 function readTaskFile(file: string): string {
   if (!existsSync(file)) throw new UserError(`SentEval task file not found: ${file} (${SENTEVAL_DATA_HINT})`);
-  return readFileSync(file, 'utf8');
+  const bytes = readFileSync(file);
+  checkTextBytes(file, bytes);
+  return bytes.toString('utf8');
 }
 
 /**

@@ -19,6 +19,8 @@ export const FAULT_POINTS = [
   'metrics:torn-line', // half a metrics.jsonl line written
   'export:staged', // the export is complete in its staging folder, not yet published
   'export:moved-aside', // `export --force`: the previous output renamed aside, the new one not yet in place
+  'index:staged', // `index build --force`: the new index is complete in its staging folder, not yet published
+  'index:moved-aside', // ... the previous --out renamed aside, the new index not yet in place
 ] as const;
 export type FaultPoint = (typeof FAULT_POINTS)[number];
 

@@ -136,6 +136,38 @@ export async function refuseNonEmptyDir(dir: string, flag: string, unlike = ''):
   }
 }
 
+/**
+ * The siblings a `--force` replacement of the folder `output` makes beside it (an export's, `tag` 'export', or an
+ * index build's, 'index'): its staging folder (`OUT.tmp-TAG-PID`), where the new content is written, and the
+ * previous output moved aside (`OUT.old-TAG-PID`) between the two renames that publish it.
+ */
+export function replacementSibling(output: string, tag: string, kind: 'staging' | 'aside', pid: number): string {
+  return `${output}.${kind === 'staging' ? 'tmp' : 'old'}-${tag}-${pid}`;
+}
+
+/**
+ * Repairs what killed replacements of `output` (see replacementSibling) left beside it: when `output` is missing and
+ * a previous output was moved aside (the kill came between the two renames), it is moved back, so the last complete
+ * output is what `output` holds; staging folders and moved-aside outputs of processes no longer running are
+ * removed. Returns the paths restored or removed.
+ */
+export async function recoverReplacement(output: string, tag: string): Promise<string[]> {
+  const parent = path.dirname(output);
+  const escape = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+  const pattern = new RegExp(`^${escape(path.basename(output))}\\.(tmp|old)-${escape(tag)}-(\\d+)$`);
+  const found = (await fs.readdir(parent).catch(() => [] as string[]))
+    .map((name) => ({ name, m: pattern.exec(name) }))
+    .filter((e) => e.m !== null && !processAlive(Number(e.m[2])));
+  const done: string[] = [];
+  for (const { name, m } of found) {
+    const p = path.join(parent, name);
+    if (m![1] === 'old' && !(await exists(output))) await fs.rename(p, output);
+    else await fs.rm(p, { recursive: true, force: true });
+    done.push(p);
+  }
+  return done;
+}
+
 /** `file` as an absolute path with its symlinks resolved where it exists (so two names of one file compare equal). */
 async function canonicalPath(file: string): Promise<string> {
   return fs.realpath(file).catch(() => path.resolve(file));
@@ -147,6 +179,17 @@ async function canonicalPath(file: string): Promise<string> {
  */
 export async function refuseOverwritingInput(output: string, what: string, input: string): Promise<void> {
   if ((await canonicalPath(output)) === (await canonicalPath(input))) throw new UserError(`${what} would overwrite the input ${input}`);
+}
+
+/**
+ * Throws unless the folder `dir` (named by `flag`) and `input` (named `what`, e.g. "the corpus") are apart: replacing
+ * `dir` whole would remove an input that is `dir`, lies inside it or holds it.
+ */
+export async function refuseReplacingInput(dir: string, flag: string, input: string, what: string): Promise<void> {
+  const [d, i] = [await canonicalPath(dir), await canonicalPath(input)];
+  if (d === i || i.startsWith(d + path.sep) || d.startsWith(i + path.sep)) {
+    throw new UserError(`${flag} ${dir} overlaps ${what} (${input}), which replacing it would remove; choose another ${flag}. Nothing was written`);
+  }
 }
 
 /** Parses a JSON file; a parse error or a fault of the environment (a directory in its place) is a UserError naming the file. */

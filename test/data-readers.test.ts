@@ -50,23 +50,47 @@ test('txt: lines split across read chunks and multi-byte characters are intact',
   assert.equal(lines[0]!.text, long);
 });
 
-test('UTF-16/UTF-32 (by byte-order mark) and NUL bytes are refused naming the file, txt and CSV alike; a UTF-8 BOM is not', async () => {
+test('UTF-16/UTF-32 (by byte-order mark) and files with NULs on half their lines are refused naming the file, txt and CSV alike; a UTF-8 BOM is not', async () => {
   const utf16le = Buffer.concat([Buffer.from([0xff, 0xfe]), Buffer.from('hello\nworld\n', 'utf16le')]);
   const cases: [string, Buffer, RegExp][] = [
     ['u16.txt', utf16le, /^\S*u16\.txt: UTF-16 text \(byte order mark FF FE, UTF-16 little-endian\); save it as UTF-8$/],
     ['u16.csv', utf16le, /u16\.csv: UTF-16 text \(byte order mark FF FE/],
     ['u16be.txt', Buffer.from([0xfe, 0xff, 0, 0x68]), /u16be\.txt: UTF-16 text \(byte order mark FE FF, UTF-16 big-endian\)/],
     ['u32.txt', Buffer.from([0xff, 0xfe, 0, 0, 0x68, 0, 0, 0]), /u32\.txt: UTF-32 text \(byte order mark FF FE 00 00, UTF-32 little-endian\)/],
-    ['nobom16.txt', Buffer.from('hello\nworld\n', 'utf16le'), /nobom16\.txt:1: NUL byte, not text .*save it as UTF-8/],
-    ['nul.csv', Buffer.from('s\nok\nbin\0ary\n'), /nul\.csv:3: NUL byte/],
-    ['nul-last.txt', Buffer.from('ok\nno newline \0'), /nul-last\.txt:2: NUL byte/],
+    ['nobom16.txt', Buffer.from('hello\nworld\n', 'utf16le'),
+      /^\S*nobom16\.txt:1: NUL byte, not text \(NUL bytes on 3 of the first 3 lines: a binary file, or UTF-16\/UTF-32 without a byte order mark\?\); save it as UTF-8$/],
+    ['nobom16be.txt', Buffer.from('hello\nworld\n', 'utf16le').swap16(), /nobom16be\.txt:1: NUL byte, not text \(NUL bytes on 2 of the first 2 lines/],
+    // CJK in UTF-16 LE: no zero byte but the one of each line break, which lands on the next line.
+    ['cjk16.csv', Buffer.from('中文\n', 'utf16le'), /cjk16\.csv:2: NUL byte, not text \(NUL bytes on 1 of the first 2 lines/],
+    ['nul-last.txt', Buffer.from('ok\nno newline \0'), /nul-last\.txt:2: NUL byte, not text \(NUL bytes on 1 of the first 2 lines/],
   ];
   for (const [name, content, pattern] of cases) {
     const p = file(name, content);
-    await assert.rejects(readAll(p), (e: unknown) => e instanceof UserError && pattern.test(e.message), name);
+    for (const onInvalid of ['skip', 'fail'] as const) {
+      await assert.rejects(readAll(p, { onInvalid }), (e: unknown) => e instanceof UserError && pattern.test(e.message), `${name} ${onInvalid}`);
+    }
   }
   assert.deepEqual((await readAll(file('bom8.txt', '\ufeffhi\n'))).lines, [{ text: 'hi', line: 1 }]);
   assert.deepEqual((await readAll(file('short.txt', 'a'))).lines, [{ text: 'a', line: 1 }], 'a file shorter than a mark');
+});
+
+test('a line holding a NUL byte in a text file is an invalid line: skipped and counted, or fails naming it; txt and CSV alike', async () => {
+  const txt = file('nul.txt', 'one\ntwo \0 x\nthree\nfour\n');
+  const t = await readAll(txt);
+  assert.deepEqual(t.lines.map((l) => l.line), [1, 3, 4]);
+  assert.deepEqual([t.stats.invalid, t.stats.invalidLines, t.stats.records], [1, [2], 3]);
+  await assert.rejects(readAll(txt, { onInvalid: 'fail' }),
+    (e: unknown) => e instanceof UserError && /^\S*nul\.txt:2: NUL byte, not text \(pass onInvalid: skip \/ --on-invalid skip to skip such lines\)$/.test(e.message));
+  const csv = file('nul.csv', 's\nok\n"bin\0ary\nspans two"\nfine\n');
+  const c = await readAll(csv);
+  assert.deepEqual(c.lines, [{ text: 'ok', line: 2 }, { text: 'fine', line: 5 }]);
+  assert.deepEqual([c.stats.invalid, c.stats.invalidLines], [1, [3]]);
+  await assert.rejects(readAll(csv, { onInvalid: 'fail' }), (e: unknown) => e instanceof UserError && /nul\.csv:3: NUL byte, not text/.test(e.message));
+  await assert.rejects(readAll(file('nul-head.csv', 's\0\nok\nfine\n')), (e: unknown) => e instanceof UserError && /nul-head\.csv:1: header holds a NUL byte$/.test(e.message));
+  // Past the first read chunk (the sample a binary file is told by) NUL lines are skipped one by one.
+  const late = file('late.txt', `${'text line\n'.repeat(120_000)}${'\0\0\0\n'.repeat(5)}last\n`);
+  const l = await readAll(late);
+  assert.deepEqual([l.stats.records, l.stats.invalid, l.stats.invalidLines], [120_001, 5, [120_001, 120_002, 120_003, 120_004, 120_005]]);
 });
 
 test('csv: header, quoted commas, embedded newlines, "" escapes, BOM, CRLF', async () => {

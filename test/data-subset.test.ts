@@ -106,6 +106,17 @@ test('CSV column subset; embedded newlines become spaces and are counted', async
   assert.deepEqual(r.manifest.source.header, ['sent0', 'label']);
 });
 
+test('a line with a stray NUL byte is skipped and listed among the manifest\'s invalid lines, as one not valid UTF-8 is', async () => {
+  const p = path.join(dir, 'nul.txt');
+  writeFileSync(p, Buffer.concat([Buffer.from('one\ntwo \0 x\nthree\n'), Buffer.from([0xff, 0x0a]), Buffer.from('four\n')]));
+  const r = await writeSubset({ path: p, output: path.join(dir, 'nul-out.txt') });
+  assert.equal(readFileSync(r.output, 'utf8'), 'one\nthree\nfour\n');
+  const m = JSON.parse(readFileSync(r.manifestPath, 'utf8')) as typeof r.manifest;
+  assert.deepEqual([m.input.invalid, m.input.invalidLines, m.input.candidates], [2, [2, 4], 3]);
+  await assert.rejects(writeSubset({ path: p, onInvalid: 'fail', output: path.join(dir, 'nul-fail.txt') }),
+    (e: unknown) => e instanceof UserError && /nul\.txt:2: NUL byte, not text/.test(e.message));
+});
+
 test('spec errors name the key', async () => {
   const input = corpus();
   await assert.rejects(loadTrainingSentences({ path: input, fraction: 0.1, count: 3 }), /at most one of data\.fraction and data\.count/);

@@ -131,6 +131,32 @@ test('a task file of 0 or 1 pairs is a UserError naming it when read (a correlat
   assert.throws(() => readStsSubset(dir, 'x'), (e: unknown) => e instanceof UserError && e.message.startsWith(`${input}: 1 pair `), 'empty gold lines drop pairs');
 });
 
+test('a task file in UTF-16/UTF-32 or with a NUL byte is a UserError naming it (and the line), for every reader', () => {
+  const root = path.join(TMP, 'senteval-encodings');
+  const u16 = (text: string) => Buffer.concat([Buffer.from([0xff, 0xfe]), Buffer.from(text, 'utf16le')]);
+  const stsb = 'g\tf\ty\t1\t2.5\tx\ty\ng\tf\ty\t2\t1\tz\tw\n';
+  const dev = write(path.join(root, 'STS', 'STSBenchmark', 'sts-dev.csv'), '');
+  const sick = write(path.join(root, 'SICK', 'SICK_test_annotated.txt'), '');
+  const dir = path.join(root, 'sts-year');
+  const input = write(path.join(dir, 'STS.input.x.txt'), 'a\tb\nc\td\n');
+  const gold = write(path.join(dir, 'STS.gs.x.txt'), '1\n2\n');
+  const cases: [string, string | Buffer, () => unknown, RegExp][] = [
+    [dev, u16(stsb), () => readStsBenchmark(root, 'dev'), /^\S*sts-dev\.csv: UTF-16 text \(byte order mark FF FE, UTF-16 little-endian\); save it as UTF-8$/],
+    [dev, Buffer.from(stsb, 'utf16le'), () => readStsBenchmark(root, 'dev'), /^\S*sts-dev\.csv:1: NUL byte, not text \(a binary file, or UTF-16\/UTF-32 without a byte order mark\?\); save it as UTF-8$/],
+    [sick, Buffer.concat([Buffer.from([0, 0, 0xfe, 0xff]), Buffer.from('p\ta\n')]), () => readSickRelatedness(root, 'test'), /SICK_test_annotated\.txt: UTF-32 text \(byte order mark 00 00 FE FF/],
+    [input, 'a\tb\nc\0\td\n', () => readStsSubset(dir, 'x'), /STS\.input\.x\.txt:2: NUL byte, not text/],
+    [gold, u16('1\n2\n'), () => readStsSubset(dir, 'x'), /STS\.gs\.x\.txt: UTF-16 text/],
+  ];
+  for (const [file, content, read, message] of cases) {
+    const before = readFileSync(file);
+    writeFileSync(file, content);
+    assert.throws(read, (e: unknown) => e instanceof UserError && message.test(e.message) && e.message.startsWith(file), message.source);
+    writeFileSync(file, before);
+  }
+  write(dev, `\ufeff${stsb}`);
+  assert.deepEqual(readStsBenchmark(root, 'dev').s1, ['x', 'z'], 'a UTF-8 byte-order mark is read as before');
+});
+
 test('CLI: eval on an empty STS-B dev file exits 2 with one line naming it', () => {
   const root = path.join(TMP, 'senteval-empty-dev');
   const dev = write(path.join(root, 'STS', 'STSBenchmark', 'sts-dev.csv'), '');

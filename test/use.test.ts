@@ -10,12 +10,13 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { promises as fs, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, promises as fs, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { readStsBenchmark } from '../eval/senteval.js';
 import { UserError } from '../src/errors.js';
+import { FAULT_ENV } from '../src/faultPoints.js';
 import { selectBackend } from '../src/model/backend.js';
 import { embed } from '../src/model/embed.js';
 import { encodeNpy } from '../src/model/npy.js';
@@ -390,13 +391,92 @@ describe('index folders holding something else, or damaged: exit 2 naming the fi
     assert.equal(build(empty).status, 0, 'an empty folder is fine');
   });
 
+  it('index build --force replaces the folder whole once the new index is complete; a failed or killed rebuild leaves the old one', async () => {
+    const out = path.join(dir, 'forced');
+    const three = path.join(dir, 'three.txt');
+    writeFileSync(three, 'one fish\ntwo fish\nred fish\n');
+    const binary = path.join(dir, 'binary.txt');
+    writeFileSync(binary, Buffer.from('\0\0\n\0'));
+    const run = (corpusFile: string, env: Record<string, string> = {}, ...more: string[]) => spawnSync(process.execPath,
+      [path.join(ROOT, 'bin', 'micse.js'), 'index', 'build', '--backend', 'wasm', '--model', MODEL, '--corpus', corpusFile, '--out', out, ...more],
+      { cwd: TMP, encoding: 'utf8', env: { ...process.env, ...env } });
+    const snapshot = () => Object.fromEntries(readdirSync(out).sort().map((f) => [f, readFileSync(path.join(out, f)).toString('base64')]));
+    const siblings = () => readdirSync(dir).filter((f) => f.startsWith('forced.'));
+    assert.equal(run(corpus).status, 0);
+    writeFileSync(path.join(out, 'notes.txt'), 'mine\n');
+    const old = snapshot();
+
+    // A corpus that cannot be read: refused before anything is written.
+    const bad = run(binary, {}, '--force');
+    assert.equal(bad.status, 2, bad.stderr);
+    assert.match(bad.stderr, /^micse: \S*binary\.txt:1: NUL byte, not text/m);
+    assert.deepEqual(snapshot(), old, 'the old index is whole');
+    // A corpus inside --out would be removed with it.
+    writeFileSync(path.join(out, 'inside.txt'), 'a b\nc d\n');
+    const inside = run(path.join(out, 'inside.txt'), {}, '--force');
+    assert.equal(inside.status, 2, inside.stderr);
+    assert.match(inside.stderr, /^micse: --out \S*forced overlaps the corpus \(\S*inside\.txt\), which replacing it would remove; choose another --out\. Nothing was written$/m);
+    rmSync(path.join(out, 'inside.txt'));
+    assert.deepEqual(snapshot(), old);
+
+    // Killed with the new index complete beside --out, or with --out moved aside: --out still holds the old index
+    // (a search works), or the next build puts it back; what the kills left is removed.
+    const staged = run(three, { [FAULT_ENV]: 'index:staged' }, '--force');
+    assert.equal(staged.signal, 'SIGKILL', staged.stderr);
+    assert.deepEqual(snapshot(), old);
+    assert.equal(micse('search', '--backend', 'wasm', '--index', out, '--query', 'a cat').status, 0);
+    const aside = run(three, { [FAULT_ENV]: 'index:moved-aside' }, '--force');
+    assert.equal(aside.signal, 'SIGKILL', aside.stderr);
+    assert.equal(existsSync(out), false);
+    assert.deepEqual(siblings().map((f) => f.replace(/\d+$/, 'PID')).sort(), ['forced.old-index-PID', 'forced.tmp-index-PID']);
+    const again = run(corpus);
+    assert.equal(again.status, 0, again.stderr);
+    assert.match(again.stdout, /already an index of these 4 sentences by this model; nothing to do/);
+    assert.deepEqual(snapshot(), old);
+    assert.deepEqual(siblings(), []);
+
+    // A rebuild that completes: the new index alone, the files that were not the index's gone with the old one.
+    const forced = run(three, {}, '--force');
+    assert.equal(forced.status, 0, forced.stderr);
+    assert.deepEqual(readdirSync(out).sort(), [INDEX_FILES.ann, INDEX_FILES.meta, INDEX_FILES.texts, INDEX_FILES.vectors]);
+    const meta = JSON.parse(readFileSync(path.join(out, INDEX_FILES.meta), 'utf8')) as { count: number; corpus: { path: string } };
+    assert.deepEqual([meta.count, meta.corpus.path], [3, three]);
+    assert.deepEqual(siblings(), []);
+  });
+
   it('search on an index with a damaged file: exit 2 naming the file and what is wrong', async () => {
     const good = path.join(dir, 'good-index');
     assert.equal(build(good).status, 0);
     const ann = INDEX_FILES.ann;
+    const rebuild = '; rebuild the index with `micse index build --force`';
+    // An index built before meta.json recorded the usearch file's size: the file is checked by its own headers.
+    const unrecorded = async (idx: string) => {
+      const meta = JSON.parse(readFileSync(path.join(idx, INDEX_FILES.meta), 'utf8')) as { ann: Record<string, unknown> };
+      delete meta.ann['bytes'];
+      writeFileSync(path.join(idx, INDEX_FILES.meta), JSON.stringify(meta));
+    };
+    // 4 vectors of 32 float32 after an 8-byte matrix header: the 64-byte head at 520, the graph header at 584, levels at 624.
+    const annSize = (await fs.stat(path.join(good, ann))).size;
+    const patch = async (idx: string, at: number, bytes: number[]) => {
+      const fh = await fs.open(path.join(idx, ann), 'r+');
+      await fh.write(Buffer.from(bytes), 0, bytes.length, at);
+      await fh.close();
+    };
     const cases: [string, (idx: string) => Promise<void>, RegExp, string[]][] = [
-      ['ann-cut-100', (idx) => fs.truncate(path.join(idx, ann), 100), /index\.usearch: corrupt or truncated \(100 bytes, meta\.json says \d+\)/, []],
-      ['ann-cut-1000', (idx) => fs.truncate(path.join(idx, ann), 1000), /index\.usearch: corrupt or truncated \(1000 bytes, meta\.json says \d+\)/, []],
+      ['ann-cut-100', (idx) => fs.truncate(path.join(idx, ann), 100), RegExp(`index\\.usearch: corrupt or truncated \\(100 bytes, meta\\.json says \\d+\\)${rebuild}`), []],
+      ['ann-cut-1000', (idx) => fs.truncate(path.join(idx, ann), 1000), RegExp(`index\\.usearch: corrupt or truncated \\(1000 bytes, meta\\.json says \\d+\\)${rebuild}`), []],
+      ['old-ann-cut-100', async (idx) => { await unrecorded(idx); await fs.truncate(path.join(idx, ann), 100); },
+        RegExp(`index\\.usearch: corrupt or truncated \\(100 bytes, too short for its 4 vectors and head at byte 520\\)${rebuild}`), []],
+      ['old-ann-cut-1000', async (idx) => { await unrecorded(idx); await fs.truncate(path.join(idx, ann), 1000); },
+        RegExp(`index\\.usearch: corrupt or truncated \\(1000 bytes, its headers imply ${annSize}\\)${rebuild}`), []],
+      ['old-ann-cut-1', async (idx) => { await unrecorded(idx); await fs.truncate(path.join(idx, ann), annSize - 1); },
+        RegExp(`index\\.usearch: corrupt or truncated \\(${annSize - 1} bytes, its headers imply ${annSize}\\)${rebuild}`), []],
+      ['old-ann-extra', async (idx) => { await unrecorded(idx); await fs.appendFile(path.join(idx, ann), 'x'); },
+        RegExp(`index\\.usearch: corrupt or truncated \\(${annSize + 1} bytes, its headers imply ${annSize}\\)${rebuild}`), []],
+      ['old-ann-magic', async (idx) => { await unrecorded(idx); await patch(idx, 520, [0x55]); },
+        RegExp(`index\\.usearch: corrupt or truncated \\(no "usearch" mark at byte 520\\)${rebuild}`), []],
+      ['old-ann-level', async (idx) => { await unrecorded(idx); await patch(idx, 624, [99, 0]); },
+        RegExp(`index\\.usearch: corrupt or truncated \\(node 0 at level 99, the graph's levels are 0 \\.\\. \\d+\\)${rebuild}`), []],
       ['ann-missing', (idx) => fs.rm(path.join(idx, ann)), /index\.usearch: no such file or directory \(ENOENT\)/, []],
       ['vectors-cut', (idx) => fs.truncate(path.join(idx, INDEX_FILES.vectors), 200), /vectors\.npy: truncated \(200 bytes, header says 4 x 32\)/, ['--exact']],
       ['texts-bad-json', (idx) => fs.appendFile(path.join(idx, INDEX_FILES.texts), '{"text": "x", "li\n'), /texts\.jsonl:5: invalid JSON/, []],

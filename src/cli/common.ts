@@ -3,7 +3,7 @@ import type { Argv } from 'yargs';
 import { openCorpus, type CorpusOptionNames } from '../data/readers.js';
 import { UserError } from '../errors.js';
 import { BACKEND_NAMES, describeSelection, selectBackend, type BackendName } from '../model/backend.js';
-import { DEFAULT_EMBED_BATCH_SIZE } from '../model/embed.js';
+import { DEFAULT_EMBED_BATCH_SIZE, DEFAULT_EMBED_POOLER } from '../model/embed.js';
 import type { LoadOptions } from '../model/pretrained.js';
 import { EMBED_POOLERS, type EmbedPooler } from '../model/pooling.js';
 
@@ -66,7 +66,7 @@ export interface EmbedFlags {
 export function withEmbedFlags<T>(y: Argv<T>, batchSize = DEFAULT_EMBED_BATCH_SIZE) {
   return withBackend(y)
     .option('model', { type: 'string', demandOption: true, describe: 'checkpoint directory, run directory (uses best/, else last/) or Hub name' })
-    .option('pooler', { choices: EMBED_POOLERS, default: 'cls_before_pooler' as EmbedPooler, describe: 'raw [CLS] (as miCSE evaluates) or mean' })
+    .option('pooler', { choices: EMBED_POOLERS, default: DEFAULT_EMBED_POOLER, describe: 'raw [CLS] (as miCSE evaluates) or mean' })
     .option('batch-size', { ...numberFlag('batch-size', POSITIVE_INT), default: batchSize, describe: 'sentences per forward pass' })
     .option('max-length', { ...numberFlag('max-length', { integer: true, min: 2 }), describe: 'truncate to this many tokens, [CLS] and [SEP] included (default and most: the model\'s max_position_embeddings)' });
 }

@@ -46,7 +46,7 @@ const subsetCommand: CommandModule<object, SubsetArgs> = {
       .option('seed', { ...numberFlag('seed', { integer: true, min: 0, max: MAX_SEED }), default: DEFAULT_SUBSET_SEED, describe: 'subset seed (official: 48..52)' })
       .option('column', { type: 'string', describe: 'CSV/TSV column name or 0-based index (default: first column)' })
       .option('format', { choices: ['auto', 'txt', 'csv', 'tsv'] as const, default: 'auto' as const, describe: 'auto: by extension' })
-      .option('on-invalid', { choices: ['skip', 'fail'] as const, default: 'skip' as const, describe: 'lines that are not valid UTF-8' })
+      .option('on-invalid', { choices: ['skip', 'fail'] as const, default: 'skip' as const, describe: 'lines that are not valid UTF-8 or hold a NUL byte' })
       .option('blank-lines', { choices: ['skip', 'keep'] as const, default: 'skip' as const, describe: '.txt: skip blank lines, or keep them as empty sentences (the authors\' text loader)' })
       .option('duplicates', { choices: ['keep', 'drop'] as const, default: 'keep' as const, describe: 'keep: every line is a candidate; drop: first occurrence only' })
       .option('force', { type: 'boolean', default: false, describe: 'replace an existing --output file and its manifest' })

@@ -88,7 +88,7 @@ const indexBuildCommand: CommandModule<object, IndexBuildArgs> = {
       .option('expansion-add', { ...numberFlag('expansion-add', POSITIVE_INT), default: DEFAULT_ANN_PARAMS.expansionAdd, describe: 'HNSW efConstruction' })
       .option('expansion-search', { ...numberFlag('expansion-search', POSITIVE_INT), default: DEFAULT_ANN_PARAMS.expansionSearch, describe: 'HNSW ef at query time (search --ef overrides)' })
       .option('threads', { ...numberFlag('threads', { integer: true, min: 0 }), default: DEFAULT_ANN_PARAMS.threads, describe: 'insertion threads (1: the same graph every run; 0: all cores)' })
-      .option('force', { type: 'boolean', default: false, describe: 'start over, replacing what --out holds' }) as never,
+      .option('force', { type: 'boolean', default: false, describe: 'start over, replacing what --out holds (all of it) once the new index is complete' }) as never,
   handler: async (args) => {
     await activateBackend(args.backend);
     const pretrained = await loadPretrained(await resolveCheckpoint(args.model), maxLengthLoadOpts(args));

@@ -5,12 +5,15 @@
  *
  * Rules (documented in data/README.md):
  * - UTF-8, with or without a byte-order mark; line ends `\n` or `\r\n` (the `\r` is removed). A UTF-16 or UTF-32
- *   byte-order mark, or a NUL byte anywhere (a binary file, or UTF-16/32 without a mark), is a UserError naming the
- *   file (and the line of the NUL): such a file would otherwise read as lines of invalid or NUL-riddled text.
+ *   byte-order mark is a UserError naming the file (src/data/textCheck.ts). So is a file that looks binary, or
+ *   UTF-16/32 without a mark: NUL bytes on at least half of the lines of its first `READ_CHUNK_BYTES` (all of it
+ *   when shorter; a piece cut at that boundary counts as a line), named with its first such line. Such a file would
+ *   otherwise read as lines of invalid or NUL-riddled text. In any other file a line holding a NUL byte is an
+ *   invalid line, as below.
  * - Blank records (empty or whitespace only) are skipped and counted in `stats.blank`; a .txt corpus read with
  *   `blankLines: 'keep'` yields its blank lines as they are (and still counts them), as HF datasets' `text` loader
  *   does (`str.splitlines()` keeps empty lines), which the miCSE and SimCSE training scripts read their corpus with.
- * - A line that is not valid UTF-8 is skipped and counted (`onInvalid: 'skip'`, the default; the first
+ * - A line that is not valid UTF-8, or holds a NUL byte, is skipped and counted (`onInvalid: 'skip'`, the default; the first
  *   `MAX_REPORTED_INVALID` line numbers are kept in `stats.invalidLines`) or fails with a UserError naming the file
  *   and line (`onInvalid: 'fail'`). In CSV a record is invalid when any physical line it spans is.
  * - Line numbers are 1-based physical lines of the file; a CSV record spanning several lines reports its first.
@@ -28,12 +31,13 @@ import { isUtf8 } from 'node:buffer';
 import { CsvError, parse } from 'csv-parse';
 import { UserError } from '../errors.js';
 import { ColumnPicker, csvFaultLine, csvParseOptions, delimitedKind, describeCsvError, isBlank, parseColumn } from './delimited.js';
+import { lineOf, MAX_BOM_BYTES, nulByteError, utf8BomLength } from './textCheck.js';
 
 export { KNOWN_HEADER_NAMES, parseColumn } from './delimited.js';
 
 /** Corpus formats; `auto` picks by extension (.csv, .tsv, anything else is one sentence per line). */
 export type CorpusFormat = 'txt' | 'csv' | 'tsv';
-/** What to do with a line that is not valid UTF-8. */
+/** What to do with a line that is not valid UTF-8 or holds a NUL byte. */
 export type OnInvalid = 'skip' | 'fail';
 /** What to do with a blank (empty or whitespace-only) line of a .txt corpus. */
 export type BlankLines = 'skip' | 'keep';
@@ -86,7 +90,7 @@ export interface ReadStats {
   records: number;
   /** Blank records (empty or whitespace only): skipped, or with blankLines 'keep' yielded (and among `records`). */
   blank: number;
-  /** Records skipped because a line was not valid UTF-8. */
+  /** Records skipped because a line was not valid UTF-8 or held a NUL byte. */
   invalid: number;
   /** The first MAX_REPORTED_INVALID invalid line numbers. */
   invalidLines: number[];
@@ -128,46 +132,19 @@ async function checkReadable(file: string): Promise<void> {
   }
 }
 
-function noteInvalid(stats: ReadStats, file: string, line: number, onInvalid: OnInvalid): void {
-  if (onInvalid === 'fail') throw new UserError(`${file}:${line}: not valid UTF-8 (pass onInvalid: skip / --on-invalid skip to skip such lines)`);
+/** Counts invalid `line` (`nul`: it holds a NUL byte, else it is not valid UTF-8), or with `fail` throws naming it. */
+function noteInvalid(stats: ReadStats, file: string, line: number, nul: boolean, onInvalid: OnInvalid): void {
+  if (onInvalid === 'fail') {
+    throw new UserError(`${file}:${line}: ${nul ? 'NUL byte, not text' : 'not valid UTF-8'} (pass onInvalid: skip / --on-invalid skip to skip such lines)`);
+  }
   stats.invalid++;
   if (stats.invalidLines.length < MAX_REPORTED_INVALID) stats.invalidLines.push(line);
 }
 
-const BOM = Buffer.from([0xef, 0xbb, 0xbf]);
-/** A byte-order mark needs at most this many bytes. */
-const MAX_BOM_BYTES = 4;
-/** Byte-order marks of encodings other than UTF-8; UTF-32 LE first, as its mark starts with UTF-16 LE's. */
-const OTHER_BOMS: readonly { name: string; bytes: Buffer }[] = [
-  { name: 'UTF-32 little-endian', bytes: Buffer.from([0xff, 0xfe, 0x00, 0x00]) },
-  { name: 'UTF-32 big-endian', bytes: Buffer.from([0x00, 0x00, 0xfe, 0xff]) },
-  { name: 'UTF-16 little-endian', bytes: Buffer.from([0xff, 0xfe]) },
-  { name: 'UTF-16 big-endian', bytes: Buffer.from([0xfe, 0xff]) },
-];
-
-/**
- * The length of the UTF-8 byte-order mark `head` (a file's first bytes) starts with (3, or 0 without one); a
- * UserError naming `file` when it starts with a UTF-16 or UTF-32 mark instead.
- */
-function utf8BomLength(file: string, head: Buffer): number {
-  if (head.subarray(0, BOM.length).equals(BOM)) return BOM.length;
-  const other = OTHER_BOMS.find((b) => head.subarray(0, b.bytes.length).equals(b.bytes));
-  if (other !== undefined) {
-    const hex = [...other.bytes].map((x) => x.toString(16).toUpperCase().padStart(2, '0')).join(' ');
-    throw new UserError(`${file}: ${other.name.split(' ')[0]} text (byte order mark ${hex}, ${other.name}); save it as UTF-8`);
-  }
-  return 0;
-}
-
-/** A UserError for the NUL byte on `line` of `file`: text has none, binary files and UTF-16/32 without a mark do. */
-function nulByteError(file: string, line: number): UserError {
-  return new UserError(`${file}:${line}: NUL byte, not text (a binary file, or UTF-16/UTF-32 without a byte order mark?); save it as UTF-8`);
-}
-
 /**
  * One physical line: bytes [begin, end) of `buf` without terminator, its 1-based number, the file offset of its
- * first byte and whether it is valid UTF-8. The splitter reuses one object for every line (no per-line
- * allocation): read the fields before asking for the next line.
+ * first byte, whether it holds a NUL byte and whether it is valid (valid UTF-8 and no NUL). The splitter reuses one
+ * object for every line (no per-line allocation): read the fields before asking for the next line.
  */
 interface LineView {
   buf: Buffer;
@@ -175,13 +152,14 @@ interface LineView {
   end: number;
   line: number;
   offset: number;
+  nul: boolean;
   valid: boolean;
 }
 
 /**
  * Splits a byte stream of `file` into physical lines (`\n`, with a trailing `\r` removed), hashing every byte and
  * removing a leading UTF-8 BOM. Yields each line, including a last line without `\n`. Throws a UserError on a
- * UTF-16/32 byte-order mark or a NUL byte (see utf8BomLength, nulByteError).
+ * UTF-16/32 byte-order mark (utf8BomLength) or when the first buffer it splits looks binary (checkBinary).
  */
 class LineSplitter {
   private tail: Buffer | null = null;
@@ -189,6 +167,7 @@ class LineSplitter {
   private tailStart = 0;
   private lineNo = 0;
   private first = true;
+  private sampled = false;
   constructor(
     private readonly file: string,
     private readonly hash: Hash,
@@ -204,16 +183,30 @@ class LineSplitter {
     return buf.subarray(n);
   }
 
-  /** Throws nulByteError when bytes [0, end) of `buf`, which start line `this.lineNo + 1`, hold a NUL byte. */
-  private checkNul(buf: Buffer, end: number): void {
-    const nul = buf.subarray(0, end).indexOf(0);
+  /**
+   * Throws nulByteError (naming the first such line) when NUL bytes are on at least half of the lines of `buf`, the
+   * file's first bytes after any BOM (one read chunk, or the whole file; a last piece without `\n` is a line): a
+   * binary file, or UTF-16/32 without a mark, where nearly every line holds one, is not skipped line by line as a
+   * text file with a stray NUL is. Half, not most: in UTF-16 LE text of characters without a zero byte (CJK) the
+   * NUL of each `\n` lands on the next line, so a one-line file has one line with a NUL out of two.
+   */
+  private checkBinary(buf: Buffer): void {
+    let nul = buf.indexOf(0);
     if (nul < 0) return;
-    let line = this.lineNo + 1;
-    for (let i = buf.indexOf(10); i >= 0 && i < nul; i = buf.indexOf(10, i + 1)) line++;
-    throw nulByteError(this.file, line);
+    const first = lineOf(buf, nul, this.lineNo + 1);
+    let lines = 0;
+    let withNul = 0;
+    for (let start = 0; start < buf.length; lines++) {
+      const nl = buf.indexOf(10, start);
+      const end = nl < 0 ? buf.length : nl + 1;
+      if (nul >= 0 && nul < start) nul = buf.indexOf(0, start);
+      if (nul >= start && nul < end) withNul++;
+      start = end;
+    }
+    if (2 * withNul >= lines) throw nulByteError(this.file, first, `NUL bytes on ${withNul} of the first ${lines} lines: `);
   }
 
-  private readonly view: LineView = { buf: Buffer.alloc(0), begin: 0, end: 0, line: 0, offset: 0, valid: true };
+  private readonly view: LineView = { buf: Buffer.alloc(0), begin: 0, end: 0, line: 0, offset: 0, nul: false, valid: true };
 
   *push(chunk: Buffer): Generator<LineView> {
     this.hash.update(chunk);
@@ -227,11 +220,15 @@ class LineSplitter {
       }
       buf = this.skipBom(buf);
     }
+    if (!this.sampled) {
+      this.sampled = true;
+      this.checkBinary(buf);
+    }
     const base = this.tailStart;
     const lastNl = buf.lastIndexOf(10);
-    this.checkNul(buf, lastNl + 1);
-    // One validity check for all complete lines of the chunk; per-line checks only when it fails.
-    const allValid = lastNl < 0 || isUtf8(buf.subarray(0, lastNl + 1));
+    // One NUL search and one validity check for all complete lines of the chunk; per-line checks only when they fail.
+    const anyNul = buf.subarray(0, lastNl + 1).indexOf(0) >= 0;
+    const allValid = lastNl < 0 || (!anyNul && isUtf8(buf.subarray(0, lastNl + 1)));
     const v = this.view;
     v.buf = buf;
     let start = 0;
@@ -241,7 +238,8 @@ class LineSplitter {
       v.end = nl > start && buf[nl - 1] === 13 ? nl - 1 : nl;
       v.line = ++this.lineNo;
       v.offset = base + start;
-      v.valid = allValid || isUtf8(buf.subarray(v.begin, v.end));
+      v.nul = anyNul && buf.subarray(v.begin, v.end).indexOf(0) >= 0;
+      v.valid = allValid || (!v.nul && isUtf8(buf.subarray(v.begin, v.end)));
       yield v;
       start = nl + 1;
     }
@@ -258,14 +256,14 @@ class LineSplitter {
     const buf = this.tail;
     this.tail = null;
     if (buf !== null && buf.length > 0) {
-      this.checkNul(buf, buf.length);
       const v = this.view;
       v.buf = buf;
       v.begin = 0;
       v.end = buf[buf.length - 1] === 13 ? buf.length - 1 : buf.length;
       v.line = ++this.lineNo;
       v.offset = this.tailStart;
-      v.valid = isUtf8(buf.subarray(0, v.end));
+      v.nul = buf.subarray(0, v.end).indexOf(0) >= 0;
+      v.valid = !v.nul && isUtf8(buf.subarray(0, v.end));
       yield v;
     }
     this.stats.lines = this.lineNo;
@@ -279,7 +277,7 @@ async function* readTxt(file: string, stats: ReadStats, onInvalid: OnInvalid, bl
     for (const v of lines) {
       const line = v.line;
       if (!v.valid) {
-        noteInvalid(stats, file, line, onInvalid);
+        noteInvalid(stats, file, line, v.nul, onInvalid);
         continue;
       }
       const text = v.buf.toString('utf8', v.begin, v.end);
@@ -303,21 +301,21 @@ async function* readTxt(file: string, stats: ReadStats, onInvalid: OnInvalid, bl
 
 /**
  * A pass-through Transform for the CSV path: hashes the bytes and remembers, for the lines the parser has not
- * passed yet, their number, start offset, emptiness and UTF-8 validity (csv-parse itself would decode invalid
+ * passed yet, their number, start offset, emptiness, validity and NUL bytes (csv-parse itself would decode invalid
  * bytes with replacement characters, and its own line count is off for quoted CRLF). Records are located by
  * csv-parse's byte offsets (`info.bytes`).
  */
 class LineIndex extends Transform {
   private readonly splitter: LineSplitter;
   /** Pending lines, oldest first, from `head`. */
-  private queue: { line: number; start: number; empty: boolean; valid: boolean }[] = [];
+  private queue: { line: number; start: number; empty: boolean; valid: boolean; nul: boolean }[] = [];
   private head = 0;
   constructor(file: string, hash: Hash, stats: ReadStats) {
     super();
     this.splitter = new LineSplitter(file, hash, stats);
   }
   private add(lines: Generator<LineView>): void {
-    for (const v of lines) this.queue.push({ line: v.line, start: v.offset, empty: v.end === v.begin, valid: v.valid });
+    for (const v of lines) this.queue.push({ line: v.line, start: v.offset, empty: v.end === v.begin, valid: v.valid, nul: v.nul });
   }
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
     try {
@@ -353,9 +351,9 @@ class LineIndex extends Transform {
   }
   /**
    * The record occupying bytes [from, to): its first non-empty line, the first invalid line it spans (or
-   * null) and the number of empty lines before it. Lines before `from` are forgotten, so calls must come in file order.
+   * null) and whether that one holds a NUL byte, and the number of empty lines before it. Lines before `from` are forgotten, so calls must come in file order.
    */
-  record(from: number, to: number): { start: number; invalid: number | null; emptyBefore: number } {
+  record(from: number, to: number): { start: number; invalid: number | null; nul: boolean; emptyBefore: number } {
     while (this.head < this.queue.length && this.queue[this.head]!.start < from) this.head++;
     if (this.head > 4096) {
       this.queue = this.queue.slice(this.head);
@@ -363,15 +361,19 @@ class LineIndex extends Transform {
     }
     let start = -1;
     let invalid: number | null = null;
+    let nul = false;
     let emptyBefore = 0;
     for (let i = this.head; i < this.queue.length && this.queue[i]!.start < to; i++) {
       const l = this.queue[i]!;
       if (start < 0 && l.empty) emptyBefore++;
       if (start < 0 && !l.empty) start = l.line;
-      if (invalid === null && !l.valid) invalid = l.line;
+      if (invalid === null && !l.valid) {
+        invalid = l.line;
+        nul = l.nul;
+      }
     }
     const fallback = this.head < this.queue.length ? this.queue[this.head]!.line : this.queue.length > 0 ? this.queue[this.queue.length - 1]!.line + 1 : 1;
-    return { start: start < 0 ? fallback : start, invalid, emptyBefore };
+    return { start: start < 0 ? fallback : start, invalid, nul, emptyBefore };
   }
 }
 
@@ -399,7 +401,7 @@ async function* readCsv(
   let prevEnd = 0;
   try {
     for await (const rec of parser as AsyncIterable<CsvRecord>) {
-      const { start, invalid, emptyBefore } = index.record(prevEnd, rec.info.bytes);
+      const { start, invalid, nul, emptyBefore } = index.record(prevEnd, rec.info.bytes);
       prevEnd = rec.info.bytes;
       stats.blank += emptyBefore;
       if (picker.atFirst) {
@@ -407,12 +409,12 @@ async function* readCsv(
         stats.header = picker.header;
         stats.columnIndex = picker.columnIndex;
         if (isHeader) {
-          if (invalid !== null) throw new UserError(`${file}:${invalid}: header is not valid UTF-8`);
+          if (invalid !== null) throw new UserError(`${file}:${invalid}: header ${nul ? 'holds a NUL byte' : 'is not valid UTF-8'}`);
           continue;
         }
       }
       if (invalid !== null) {
-        noteInvalid(stats, file, invalid, onInvalid);
+        noteInvalid(stats, file, invalid, nul, onInvalid);
         continue;
       }
       const text = picker.text(rec.record, start);

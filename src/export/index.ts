@@ -14,7 +14,7 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { UserError } from '../errors.js';
 import { faultPoint } from '../faultPoints.js';
-import { ensureDir, exists, processAlive, refuseNonEmptyDir, writeFileAtomic } from '../fsutil.js';
+import { ensureDir, exists, recoverReplacement, refuseNonEmptyDir, replacementSibling, writeFileAtomic } from '../fsutil.js';
 import { embed } from '../model/embed.js';
 import { loadPretrained, resolveCheckpoint } from '../model/pretrained.js';
 import { createProgress } from '../progress.js';
@@ -120,29 +120,16 @@ export async function readExportSource(checkpoint: string): Promise<LoadedExport
 
 /** The siblings an export makes beside `output`: its staging folder and the previous output moved aside. */
 function exportSibling(output: string, kind: 'staging' | 'aside', pid: number): string {
-  return `${output}.${kind === 'staging' ? 'tmp-export' : 'old-export'}-${pid}`;
+  return replacementSibling(output, 'export', kind, pid);
 }
 
 /**
- * Repairs what killed exports left beside `output`: when `output` is missing and a previous output was moved aside
- * (the kill came between the swap's two renames), it is moved back, so the last complete export is what `output`
- * holds; staging folders and moved-aside outputs of processes no longer running are removed. Returns the paths
- * restored or removed.
+ * Repairs what killed exports left beside `output` (recoverReplacement): a previous output moved aside is moved
+ * back when `output` is missing; staging folders and moved-aside outputs of dead processes are removed. Returns
+ * the paths restored or removed.
  */
 export async function recoverExport(output: string): Promise<string[]> {
-  const parent = path.dirname(output);
-  const pattern = new RegExp(`^${path.basename(output).replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\.(tmp|old)-export-(\\d+)$`);
-  const found = (await fs.readdir(parent).catch(() => [] as string[]))
-    .map((name) => ({ name, m: pattern.exec(name) }))
-    .filter((e) => e.m !== null && !processAlive(Number(e.m[2])));
-  const done: string[] = [];
-  for (const { name, m } of found) {
-    const p = path.join(parent, name);
-    if (m![1] === 'old' && !(await exists(output))) await fs.rename(p, output);
-    else await fs.rm(p, { recursive: true, force: true });
-    done.push(p);
-  }
-  return done;
+  return recoverReplacement(output, 'export');
 }
 
 /** Throws unless `output` may receive an export; returns whether it exists (and so must be replaced). */

@@ -12,14 +12,22 @@
  *
  * The corpus is streamed (src/data/readers.ts) and embedded `chunkSize` sentences at a time, so memory holds
  * one chunk of texts plus the ANN graph, never the corpus.
+ *
+ * `force` replaces what the directory holds, as `export --force` replaces its output: whole (files that are not
+ * the index's go too), and only once the new index is complete. The corpus is read through (counted) before
+ * anything is written; a non-empty directory is then rebuilt in a sibling staging folder (`OUT.tmp-index-PID`)
+ * that replaces it by two renames (the old one moved to `OUT.old-index-PID`, then removed), so a failed or killed
+ * rebuild leaves the previous content whole and no half index under its name; the next build into the same
+ * directory repairs what a kill left (recoverReplacement). A forced build is not resumed: it starts over.
  */
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { openCorpus, type CorpusOptionNames, type CorpusReader } from '../data/readers.js';
 import { environmentError, UserError } from '../errors.js';
-import { ensureDir, exists, readJsonObject, refuseNonEmptyDir, writeFileAtomic } from '../fsutil.js';
-import { DEFAULT_EMBED_BATCH_SIZE, embed, embedMaxLength } from '../model/embed.js';
-import type { EmbedPooler } from '../model/pooling.js';
+import { faultPoint } from '../faultPoints.js';
+import { ensureDir, exists, readJsonObject, recoverReplacement, refuseNonEmptyDir, refuseReplacingInput, replacementSibling, writeFileAtomic } from '../fsutil.js';
+import { checkBatchSize, DEFAULT_EMBED_BATCH_SIZE, DEFAULT_EMBED_POOLER, embed, embedMaxLength } from '../model/embed.js';
+import { checkPooler, type EmbedPooler } from '../model/pooling.js';
 import type { Pretrained } from '../model/pretrained.js';
 import { createProgress } from '../progress.js';
 import { ANN_LIBRARY, ANN_LIBRARY_VERSION, AnnIndex, DEFAULT_ANN_PARAMS, type AnnMeta, type AnnParams } from './ann.js';
@@ -31,7 +39,8 @@ export const INDEX_FORMAT_VERSION = 1;
 export const INDEX_FILES = { vectors: 'vectors.npy', texts: 'texts.jsonl', ann: 'index.usearch', meta: 'meta.json', progress: 'progress.json' } as const;
 /** Sentences embedded (and checkpointed) per chunk. */
 export const DEFAULT_CHUNK_SIZE = 4096;
-export const DEFAULT_INDEX_POOLER: EmbedPooler = 'cls_before_pooler';
+/** The tag of the siblings `--force` makes beside an index directory (replacementSibling). */
+const INDEX_REPLACEMENT_TAG = 'index';
 
 /** What identifies a corpus file between runs (a changed file cannot be resumed). */
 export interface CorpusIdentity {
@@ -77,7 +86,10 @@ export interface BuildIndexOptions {
   batchSize?: number;
   chunkSize?: number;
   ann?: Partial<AnnParams>;
-  /** Start over even if `out` holds a finished or partial index of something else. */
+  /**
+   * Start over, replacing whatever `out` holds (a finished or partial index of something else, other files) once
+   * the new index is complete (see the module comment).
+   */
   force?: boolean;
   /** Progress bars on stderr. */
   progress?: boolean;
@@ -187,18 +199,19 @@ async function saveAnnAtomic(ann: AnnIndex, file: string): Promise<void> {
   }
 }
 
-/** Embeds a corpus into `opts.out` and builds its ANN index (see the module comment for the layout). */
+/** Embeds a corpus into `opts.out` and builds its ANN index (see the module comment for the layout and `force`). */
 export async function buildIndex(pretrained: Pick<Pretrained, 'model' | 'tokenizer' | 'report'>, opts: BuildIndexOptions): Promise<BuildIndexReport> {
-  const { model, tokenizer } = pretrained;
+  const { model } = pretrained;
   const out = opts.out;
   const dim = model.config.hiddenSize;
-  const pooler = opts.pooler ?? DEFAULT_INDEX_POOLER;
+  const pooler = opts.pooler ?? DEFAULT_EMBED_POOLER;
+  checkPooler(pooler);
   const maxLength = embedMaxLength(model, opts.maxLength);
   const batchSize = opts.batchSize ?? DEFAULT_EMBED_BATCH_SIZE;
   const chunkSize = opts.chunkSize ?? DEFAULT_CHUNK_SIZE;
   const params: AnnParams = { ...DEFAULT_ANN_PARAMS, ...opts.ann };
   if (!Number.isInteger(chunkSize) || chunkSize < 1) throw new UserError(`chunk size must be a positive integer, got ${chunkSize}`);
-  if (!Number.isInteger(batchSize) || batchSize < 1) throw new UserError(`batch size must be a positive integer, got ${batchSize}`);
+  checkBatchSize(batchSize);
   for (const key of ['connectivity', 'expansionAdd', 'expansionSearch'] as const) {
     if (!Number.isInteger(params[key]) || params[key] < 1) throw new UserError(`ann.${key} must be a positive integer, got ${params[key]}`);
   }
@@ -214,18 +227,18 @@ export async function buildIndex(pretrained: Pick<Pretrained, 'model' | 'tokeniz
   const corpus: CorpusIdentity = { path: path.resolve(opts.corpus), column, bytes: st.size, mtimeMs: st.mtimeMs };
   const fingerprint = await modelFingerprint(pretrained.report.dir, pooler, maxLength);
 
-  const file = (name: string) => path.join(out, name);
-  // Only a folder of this index (finished, or partial) is reused without --force: anything else may be someone's.
-  const ours = (await exists(file(INDEX_FILES.meta))) || (await exists(file(INDEX_FILES.progress)));
-  if (!ours && opts.force !== true) await refuseNonEmptyDir(out, '--out', ` and not an index (no ${INDEX_FILES.meta} or ${INDEX_FILES.progress})`);
-  await ensureDir(out);
-  const annMeta: AnnMeta = { library: ANN_LIBRARY, version: ANN_LIBRARY_VERSION, metric: 'cos', quantization: 'f32', file: INDEX_FILES.ann, ...params };
-
-  // A finished index: nothing to do if it is this one, else refuse unless --force.
-  if (await exists(file(INDEX_FILES.meta))) {
-    if (opts.force === true) {
-      await fs.rm(file(INDEX_FILES.meta));
-    } else {
+  const outStat = await fs.stat(out).catch(() => null);
+  if (outStat !== null && !outStat.isDirectory()) throw new UserError(`${out}: exists and is not a directory; choose another --out. Nothing was written`);
+  await recoverReplacement(out, INDEX_REPLACEMENT_TAG);
+  const force = opts.force === true;
+  const inOut = (name: string) => path.join(out, name);
+  let state: ProgressState = { fingerprint: fingerprint.sha256, corpus, dim, rows: 0, textsBytes: 0, complete: false, embedSeconds: 0 };
+  if (!force) {
+    // Only a folder of this index (finished, or partial) is reused without --force: anything else may be someone's.
+    const ours = (await exists(inOut(INDEX_FILES.meta))) || (await exists(inOut(INDEX_FILES.progress)));
+    if (!ours) await refuseNonEmptyDir(out, '--out', ` and not an index (no ${INDEX_FILES.meta} or ${INDEX_FILES.progress})`);
+    // A finished index: nothing to do if it is this one, else refuse.
+    if (await exists(inOut(INDEX_FILES.meta))) {
       const meta = await refusingOther(readIndexMeta(out), out);
       const same = meta.model.fingerprint.sha256 === fingerprint.sha256 && sameCorpus(meta.corpus, corpus) &&
         meta.ann.connectivity === params.connectivity && meta.ann.expansionAdd === params.expansionAdd;
@@ -233,24 +246,76 @@ export async function buildIndex(pretrained: Pick<Pretrained, 'model' | 'tokeniz
       throw new UserError(`${out} already holds an index of ${meta.corpus.path} by model ${meta.model.path} ` +
         `(fingerprint ${shortFingerprint(meta.model.fingerprint)}); choose another --out, or pass --force to replace it`);
     }
-  }
-
-  // A partial run: resume when it is the same model and corpus.
-  let state: ProgressState = { fingerprint: fingerprint.sha256, corpus, dim, rows: 0, textsBytes: 0, complete: false, embedSeconds: 0 };
-  if ((await exists(file(INDEX_FILES.progress))) && opts.force !== true) {
-    const prev = await refusingOther(readProgress(file(INDEX_FILES.progress)), out);
-    if (prev.fingerprint !== fingerprint.sha256 || prev.dim !== dim || !sameCorpus(prev.corpus, corpus)) {
-      throw new UserError(`${file(INDEX_FILES.progress)}: a partial build of another model or corpus (or the corpus changed since); ` +
-        'pass --force to start over, or use another --out');
+    // A partial run: resume when it is the same model and corpus.
+    if (await exists(inOut(INDEX_FILES.progress))) {
+      const prev = await refusingOther(readProgress(inOut(INDEX_FILES.progress)), out);
+      if (prev.fingerprint !== fingerprint.sha256 || prev.dim !== dim || !sameCorpus(prev.corpus, corpus)) {
+        throw new UserError(`${inOut(INDEX_FILES.progress)}: a partial build of another model or corpus (or the corpus changed since); ` +
+          'pass --force to start over, or use another --out');
+      }
+      state = prev;
     }
-    state = prev;
   }
+  // Read through before anything is written: a corpus that cannot be read (or is empty) leaves `out` as it was.
+  const total = await countRecords(reader);
+  if (total === 0) throw new UserError(`${opts.corpus}: no sentences to index (the file is empty or every line is blank)`);
+
+  // --force on a folder that holds anything: build beside it, then swap it in (see the module comment).
+  const replace = force && outStat !== null && (await fs.readdir(out)).length > 0;
+  const staging = replacementSibling(out, INDEX_REPLACEMENT_TAG, 'staging', process.pid);
+  const dir = replace ? staging : out;
+  if (replace) {
+    await refuseReplacingInput(out, '--out', opts.corpus, 'the corpus');
+    await refuseReplacingInput(out, '--out', pretrained.report.dir, 'the model');
+    await fs.rm(staging, { recursive: true, force: true });
+  }
+  try {
+    // The staging folder is ours; a fault making it is reported on the --out the user named.
+    await ensureDir(dir, out, replace ? 'write' : undefined);
+    const report = await buildInto(dir, { pretrained, opts, reader, corpus, fingerprint, params, state, total });
+    if (!replace) return report;
+    // Publish: move the previous content aside, rename the staging folder in, then drop the old one.
+    const old = replacementSibling(out, INDEX_REPLACEMENT_TAG, 'aside', process.pid);
+    faultPoint('index:staged');
+    await fs.rename(out, old);
+    faultPoint('index:moved-aside');
+    await fs.rename(staging, out);
+    await fs.rm(old, { recursive: true, force: true });
+    return { ...report, dir: out };
+  } finally {
+    if (replace) await fs.rm(staging, { recursive: true, force: true });
+  }
+}
+
+/** What buildIndex has checked and read before it writes, for buildInto. */
+interface BuildInput {
+  pretrained: Pick<Pretrained, 'model' | 'tokenizer' | 'report'>;
+  opts: BuildIndexOptions;
+  reader: CorpusReader;
+  corpus: CorpusIdentity;
+  fingerprint: ModelFingerprint;
+  params: AnnParams;
+  /** Where embedding starts: a fresh state, or a partial build's to resume. */
+  state: ProgressState;
+  /** Records in the corpus. */
+  total: number;
+}
+
+/** Embeds the corpus into `dir` (continuing from `input.state`), builds the ANN graph and writes meta.json last. */
+async function buildInto(dir: string, input: BuildInput): Promise<BuildIndexReport> {
+  const { pretrained, opts, reader, corpus, fingerprint, params, total } = input;
+  const { model, tokenizer } = pretrained;
+  let state = input.state;
+  const dim = model.config.hiddenSize;
+  const { pooler, maxLength } = fingerprint;
+  const batchSize = opts.batchSize ?? DEFAULT_EMBED_BATCH_SIZE;
+  const chunkSize = opts.chunkSize ?? DEFAULT_CHUNK_SIZE;
+  const file = (name: string) => path.join(dir, name);
+  const annMeta: AnnMeta = { library: ANN_LIBRARY, version: ANN_LIBRARY_VERSION, metric: 'cos', quantization: 'f32', file: INDEX_FILES.ann, ...params };
   const resumedRows = state.rows;
   const writeState = () => writeFileAtomic(file(INDEX_FILES.progress), JSON.stringify(state, null, 2) + '\n');
 
   // 1) Embed the corpus chunk by chunk, appending to vectors.npy and texts.jsonl.
-  const total = await countRecords(reader);
-  if (total === 0) throw new UserError(`${opts.corpus}: no sentences to index (the file is empty or every line is blank)`);
   if (!state.complete) {
     await writeState(); // before any other file, so that a build killed in its first chunk leaves a folder a rerun recognises
     const vectors = await NpyAppender.open(file(INDEX_FILES.vectors), dim, state.rows);
@@ -334,5 +399,5 @@ export async function buildIndex(pretrained: Pick<Pretrained, 'model' | 'tokeniz
   };
   await writeFileAtomic(file(INDEX_FILES.meta), JSON.stringify(meta, null, 2) + '\n');
   await fs.rm(file(INDEX_FILES.progress), { force: true });
-  return { dir: out, meta, resumedRows, upToDate: false };
+  return { dir, meta, resumedRows, upToDate: false };
 }

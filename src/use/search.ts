@@ -10,7 +10,7 @@ import { firstLineOf, UserError } from '../errors.js';
 import { exists } from '../fsutil.js';
 import { DEFAULT_EMBED_BATCH_SIZE, embed } from '../model/embed.js';
 import { loadPretrained, resolveCheckpoint, type Pretrained } from '../model/pretrained.js';
-import { AnnIndex } from './ann.js';
+import { AnnIndex, annFileError, checkAnnFile } from './ann.js';
 import { readIndexMeta, type IndexMeta } from './build.js';
 import { modelFingerprint, shortFingerprint } from './fingerprint.js';
 import { readNpyMatrix } from './npyAppend.js';
@@ -73,21 +73,21 @@ async function readTexts(file: string, count: number): Promise<IndexedText[]> {
 }
 
 /**
- * Opens the ANN file of an index. Its size is checked against the one meta.json records before usearch reads it
- * (usearch may abort the process on a truncated file instead of throwing), and what usearch throws becomes a
- * UserError naming the file: "corrupt or truncated (...)".
+ * Opens the ANN file of an index. Before usearch reads it (usearch may abort the process on a truncated file
+ * instead of throwing), its size is checked against the one meta.json records (indexes built before that was
+ * recorded have none) and against the one its own headers imply (checkAnnFile). Those faults, and what usearch
+ * throws, are a UserError naming the file: "corrupt or truncated (...); rebuild the index with ...".
  */
 async function openAnn(file: string, meta: IndexMeta, opts: OpenIndexOptions): Promise<AnnIndex> {
   const bytes = (await fs.stat(file)).size;
-  if (meta.ann.bytes !== undefined && bytes !== meta.ann.bytes) {
-    throw new UserError(`${file}: corrupt or truncated (${bytes} bytes, meta.json says ${meta.ann.bytes})`);
-  }
+  if (meta.ann.bytes !== undefined && bytes !== meta.ann.bytes) throw annFileError(file, `${bytes} bytes, meta.json says ${meta.ann.bytes}`);
+  await checkAnnFile(file, meta.dim);
   const params = { ...meta.ann, expansionSearch: opts.expansionSearch ?? meta.ann.expansionSearch };
   let ann: AnnIndex;
   try {
     ann = AnnIndex.open(file, meta.dim, params, opts.view === true);
   } catch (err) {
-    throw new UserError(`${file}: corrupt or truncated (${firstLineOf(err)})`, { cause: err });
+    throw annFileError(file, firstLineOf(err), { cause: err });
   }
   if (ann.size !== meta.count) throw new UserError(`${file}: ${ann.size} vectors, meta.json says ${meta.count}`);
   return ann;
