@@ -87,7 +87,7 @@ export function forceAdvice(flag: string): string {
 }
 
 /** A Node-style fs error (code, syscall, path), for faults found by looking before a call would meet them. */
-function fsFault(code: string, syscall: string, p: string): NodeJS.ErrnoException {
+export function fsFault(code: string, syscall: string, p: string): NodeJS.ErrnoException {
   return Object.assign(new Error(`${code}: ${syscall} '${p}'`), { code, syscall, path: p });
 }
 

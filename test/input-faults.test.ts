@@ -273,8 +273,9 @@ describe('model.config', () => {
     await fs.writeFile(parent, 'model:\n  init: random\n  tokenizer: tok\n  config:\n    hidden_size: 64\n    num_hidden_layers: 4\n    num_attention_heads: 4\n');
     const child = path.join(dir, 'child.yaml');
     await fs.writeFile(child, 'extends: parent.yaml\nmodel:\n  config:\n    num_hidden_layers: 2\n');
-    const { config } = await loadConfig(child, ['model.config.intermediate_size=96']);
+    const { config, files } = await loadConfig(child, ['model.config.intermediate_size=96']);
     assert.deepEqual(config.model.config, { hidden_size: 64, num_hidden_layers: 2, num_attention_heads: 4, intermediate_size: 96 });
+    assert.deepEqual(files, [parent, child], 'the files read, base first');
     const reset = path.join(dir, 'reset.yaml');
     await fs.writeFile(reset, 'extends: parent.yaml\nmodel:\n  config: null\n');
     assert.equal((await loadConfig(reset)).config.model.config, null, 'null replaces the block');

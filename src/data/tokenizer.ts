@@ -9,7 +9,7 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
 import { UserError } from '../errors.js';
-import { ensureDir, exists, writeFileAtomic } from '../fsutil.js';
+import { ensureDir, exists, isJsonObject, writeFileAtomic } from '../fsutil.js';
 
 /** transformers' BERT default: words longer than this become [UNK]. */
 export const MAX_INPUT_CHARS_PER_WORD = 100;
@@ -169,8 +169,8 @@ export class BertTokenizer {
       } catch (err) {
         throw new UserError(`${dir}/${name}: invalid JSON (${(err as Error).message})`);
       }
-      if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw new UserError(`${dir}/${name}: not a JSON object`);
-      return raw as Record<string, unknown>;
+      if (!isJsonObject(raw)) throw new UserError(`${dir}/${name}: not a JSON object`);
+      return raw;
     };
     const cfg = texts['tokenizer_config.json'] !== undefined ? parse('tokenizer_config.json') : {};
     const maxLen = typeof cfg['model_max_length'] === 'number' && cfg['model_max_length'] < 1e9 ? cfg['model_max_length'] : 512;

@@ -7,7 +7,7 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { UserError } from '../errors.js';
 import { BertTokenizer, TOKENIZER_FILES, type TokenizerTexts } from '../data/tokenizer.js';
-import { exists, readJsonObject } from '../fsutil.js';
+import { exists, isJsonObject, readJsonObject } from '../fsutil.js';
 import { ensureBackend, selectBackend, type BackendName, type BackendSelection } from './backend.js';
 import { BertModel } from './bert.js';
 import { maxLengthProblem, parseBertConfig, withDropout, type BertConfig } from './config.js';
@@ -204,8 +204,8 @@ export async function loadPretrainedFrom(source: CheckpointSource, opts: SourceL
   } catch (err) {
     throw new UserError(`${where('config.json')}: invalid JSON (${(err as Error).message})`);
   }
-  if (rawConfig === null || typeof rawConfig !== 'object' || Array.isArray(rawConfig)) throw new UserError(`${where('config.json')}: not a JSON object`);
-  const config = applyLoadOptions(parseBertConfig(rawConfig as Record<string, unknown>, where('config.json')), opts, where('config.json'));
+  if (!isJsonObject(rawConfig)) throw new UserError(`${where('config.json')}: not a JSON object`);
+  const config = applyLoadOptions(parseBertConfig(rawConfig, where('config.json')), opts, where('config.json'));
   const texts: TokenizerTexts = {};
   for (const name of TOKENIZER_FILES) {
     const t = await text(name);

@@ -7,7 +7,7 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { UserError } from '../errors.js';
-import { exists, writeFileAtomic } from '../fsutil.js';
+import { exists, isJsonObject, writeFileAtomic } from '../fsutil.js';
 
 export type SafetensorsDtype = 'F32' | 'F16' | 'BF16' | 'F64' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL';
 
@@ -103,7 +103,7 @@ export function parseSafetensors(buf: Uint8Array, file: string): { tensors: Map<
   } catch (err) {
     throw new UserError(`${file}: corrupt safetensors header (${(err as Error).message})`);
   }
-  if (header === null || typeof header !== 'object' || Array.isArray(header)) {
+  if (!isJsonObject(header)) {
     throw new UserError(`${file}: corrupt safetensors header (not a JSON object)`);
   }
   const dataStart = 8 + n;

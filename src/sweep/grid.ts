@@ -15,12 +15,10 @@
  * directory, as for `micse train`. A point's name is built from its grid values (`count=32__seed=48__style=micse`)
  * and names its run directory.
  */
-import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import YAML from 'yaml';
 import { shownValue, UserError } from '../errors.js';
 import { isJsonObject } from '../fsutil.js';
-import { checkConsistency, defaultConfig, mergeConfig, SCHEMA, type TrainConfig } from '../train/config.js';
+import { checkConsistency, configLayers, defaultConfig, mergeConfig, readYamlFile, SCHEMA, type ConfigLayer, type TrainConfig } from '../train/config.js';
 
 /** The grid key that layers whole training config files. */
 export const SPLIT_KEY = 'split';
@@ -48,35 +46,6 @@ export interface Sweep {
   /** Grid keys in file order. */
   keys: string[];
   points: SweepPoint[];
-}
-
-interface Layer {
-  raw: unknown;
-  file: string;
-}
-
-async function readYaml(file: string, where: string): Promise<unknown> {
-  let text: string;
-  try {
-    text = await fs.readFile(file, 'utf8');
-  } catch (err) {
-    throw new UserError(`${where}: cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
-  }
-  try {
-    return file.endsWith('.json') ? JSON.parse(text) : YAML.parse(text);
-  } catch (err) {
-    throw new UserError(`${file}: not valid YAML (${(err as Error).message.split('\n')[0]})`);
-  }
-}
-
-/** A training config's layers, base first, following `extends` (relative to the file that names it). */
-async function layersOf(raw: unknown, file: string, seen: string[] = []): Promise<Layer[]> {
-  const ext = isJsonObject(raw) ? raw['extends'] : undefined;
-  if (ext === undefined) return [{ raw, file }];
-  if (typeof ext !== 'string') throw new UserError(`${file}: extends must be a path string`);
-  const parent = path.resolve(path.dirname(file), ext);
-  if (seen.includes(parent)) throw new UserError(`${parent}: 'extends' forms a cycle (${[...seen, parent].join(' -> ')})`);
-  return [...(await layersOf(await readYaml(parent, file), parent, [...seen, parent])), { raw, file }];
 }
 
 function checkKeyPath(key: string, where: string): void {
@@ -116,25 +85,24 @@ function labelsFor(keys: readonly string[]): Map<string, string> {
 
 /** Reads and expands a sweep file. Every point's config is built and validated before anything runs. */
 export async function loadSweep(file: string): Promise<Sweep> {
-  const raw = await readYaml(file, 'sweep');
-  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw new UserError(`${file}: a sweep is a mapping with 'base' and 'grid'`);
-  const top = raw as Record<string, unknown>;
-  for (const k of Object.keys(top)) {
+  const raw = await readYamlFile(file, 'sweep');
+  if (!isJsonObject(raw)) throw new UserError(`${file}: a sweep is a mapping with 'base' and 'grid'`);
+  for (const k of Object.keys(raw)) {
     if (k !== 'base' && k !== 'grid') throw new UserError(`${file}: unknown top-level key '${k}' (a sweep has 'base' and 'grid')`);
   }
   const dir = path.dirname(file);
-  let baseLayers: Layer[] = [];
-  if (typeof top['base'] === 'string') {
-    const baseFile = path.resolve(dir, top['base']);
-    baseLayers = await layersOf(await readYaml(baseFile, `${file}: base`), baseFile, [baseFile]);
-  } else if (top['base'] !== undefined && top['base'] !== null) {
-    if (typeof top['base'] !== 'object' || Array.isArray(top['base'])) throw new UserError(`${file}: base must be a config file path or a mapping of training keys`);
-    baseLayers = await layersOf(top['base'], file);
+  let baseLayers: ConfigLayer[] = [];
+  if (typeof raw['base'] === 'string') {
+    const baseFile = path.resolve(dir, raw['base']);
+    baseLayers = await configLayers(await readYamlFile(baseFile, 'config', `${file}: base`), baseFile);
+  } else if (raw['base'] !== undefined && raw['base'] !== null) {
+    if (!isJsonObject(raw['base'])) throw new UserError(`${file}: base must be a config file path or a mapping of training keys`);
+    baseLayers = await configLayers(raw['base'], file, []);
   }
 
-  const gridRaw = top['grid'] ?? {};
-  if (typeof gridRaw !== 'object' || gridRaw === null || Array.isArray(gridRaw)) throw new UserError(`${file}: grid must be a mapping of key path -> list of values`);
-  const grid = Object.entries(gridRaw as Record<string, unknown>);
+  const gridRaw = raw['grid'] ?? {};
+  if (!isJsonObject(gridRaw)) throw new UserError(`${file}: grid must be a mapping of key path -> list of values`);
+  const grid = Object.entries(gridRaw);
   for (const [k, values] of grid) {
     checkKeyPath(k, file);
     if (k === 'train.output') throw new UserError(`${file}: grid.train.output: each point trains into its own directory under the sweep's --out`);
@@ -147,10 +115,10 @@ export async function loadSweep(file: string): Promise<Sweep> {
   const keys = grid.map(([k]) => k);
   const labels = labelsFor(keys);
 
-  const splitLayers = new Map<string, Layer[]>();
+  const splitLayers = new Map<string, ConfigLayer[]>();
   for (const v of (grid.find(([k]) => k === SPLIT_KEY)?.[1] ?? []) as string[]) {
     const f = path.resolve(dir, v);
-    splitLayers.set(v, await layersOf(await readYaml(f, `${file}: grid.${SPLIT_KEY}`), f, [f]));
+    splitLayers.set(v, await configLayers(await readYamlFile(f, 'config', `${file}: grid.${SPLIT_KEY}`), f));
   }
 
   // Cartesian product, first key outermost.

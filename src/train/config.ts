@@ -9,6 +9,7 @@ import path from 'node:path';
 import YAML from 'yaml';
 import { MIN_BATCH_SENTENCES } from '../data/batches.js';
 import { didYouMean, shownValue, UserError } from '../errors.js';
+import { isJsonObject } from '../fsutil.js';
 import { amiLayerSpanProblem, MICSE_STYLES, MICSE_VIEWS, TRAIN_POOLERS } from '../losses/micse.js';
 import { BACKEND_NAMES } from '../model/backend.js';
 import { BERT_CONFIG_KEYS, maxLengthProblem, parseBertConfig } from '../model/config.js';
@@ -159,7 +160,7 @@ const ORIGINS = new WeakMap<TrainConfig, Origins>();
 
 function valueAt(c: TrainConfig, keyPath: string): unknown {
   let v: unknown = c;
-  for (const part of keyPath.split('.')) v = isMapping(v) ? v[part] : undefined;
+  for (const part of keyPath.split('.')) v = isJsonObject(v) ? v[part] : undefined;
   return v;
 }
 
@@ -202,7 +203,7 @@ function checkValue(keyPath: string, spec: KeySpec, v: unknown, where: string): 
       if (typeof v !== 'boolean') throw bad('true or false');
       return v;
     case 'object': {
-      if (typeof v !== 'object' || Array.isArray(v)) throw bad('a mapping');
+      if (!isJsonObject(v)) throw bad('a mapping');
       const known = spec.keys;
       const unknown = known === undefined ? undefined : Object.keys(v).find((k) => !known.includes(k));
       if (unknown !== undefined) {
@@ -230,10 +231,6 @@ function checkValue(keyPath: string, spec: KeySpec, v: unknown, where: string): 
   }
 }
 
-function isMapping(v: unknown): v is Record<string, unknown> {
-  return v !== null && typeof v === 'object' && !Array.isArray(v);
-}
-
 /**
  * Merges a parsed config object onto `base`, validating every key; a mapping value (model.config) merges key by key
  * into the one below it (null replaces it). `where` names the file in errors. `override`: the text of the override
@@ -241,17 +238,17 @@ function isMapping(v: unknown): v is Record<string, unknown> {
  */
 export function mergeConfig(base: TrainConfig, raw: unknown, where: string, override?: string): TrainConfig {
   if (raw === null || raw === undefined) return base;
-  if (typeof raw !== 'object' || Array.isArray(raw)) throw new UserError(`${where}: the top level must be a mapping of sections`);
+  if (!isJsonObject(raw)) throw new UserError(`${where}: the top level must be a mapping of sections`);
   const out = structuredClone(base) as unknown as Record<string, Record<string, unknown>>;
   const below = ORIGINS.get(base);
   const origins: Origins = { byKey: new Map(below?.byKey), rest: below?.rest ?? 'unknown' };
   const origin: Origin = override !== undefined ? { override } : { file: where };
-  for (const [sec, body] of Object.entries(raw as Record<string, unknown>)) {
+  for (const [sec, body] of Object.entries(raw)) {
     if (sec === 'extends') continue;
     const keys = (SCHEMA as Record<string, Record<string, KeySpec>>)[sec];
     if (keys === undefined) throw new UserError(`${where}: unknown section '${sec}'${didYouMean(sec, Object.keys(SCHEMA))}; sections: ${Object.keys(SCHEMA).join(', ')}`);
     if (body === null) continue;
-    if (typeof body !== 'object' || Array.isArray(body)) throw new UserError(`${where}: section '${sec}' must be a mapping`);
+    if (!isJsonObject(body)) throw new UserError(`${where}: section '${sec}' must be a mapping`);
     for (const [k, v] of Object.entries(body as Record<string, unknown>)) {
       const spec = keys[k];
       if (spec === undefined) {
@@ -260,12 +257,12 @@ export function mergeConfig(base: TrainConfig, raw: unknown, where: string, over
       const keyPath = `${sec}.${k}`;
       const value = checkValue(keyPath, spec, v, where);
       const old = out[sec]![k];
-      const merges = spec.kind === 'object' && isMapping(value) && isMapping(old);
+      const merges = spec.kind === 'object' && isJsonObject(value) && isJsonObject(old);
       out[sec]![k] = merges ? { ...old, ...value } : value;
       if (spec.kind === 'object' && !merges) {
         for (const p of [...origins.byKey.keys()]) if (p.startsWith(`${keyPath}.`)) origins.byKey.delete(p);
       }
-      if (isMapping(value)) for (const sub of Object.keys(value)) origins.byKey.set(`${keyPath}.${sub}`, origin);
+      if (isJsonObject(value)) for (const sub of Object.keys(value)) origins.byKey.set(`${keyPath}.${sub}`, origin);
       origins.byKey.set(keyPath, origin);
     }
   }
@@ -298,20 +295,42 @@ export function checkConsistency(c: TrainConfig, where: string): void {
   }
 }
 
-async function readConfigFile(file: string, seen: string[]): Promise<{ raw: unknown; chain: string[] }> {
+/**
+ * Parses a YAML file (JSON when it ends in .json); `what` names its kind in a read fault ('config', 'sweep') and
+ * `namedBy` what pointed at it (an `extends`, a sweep's base).
+ */
+export async function readYamlFile(file: string, what: string, namedBy?: string): Promise<unknown> {
   let text: string;
   try {
     text = await fs.readFile(file, 'utf8');
   } catch (err) {
-    throw new UserError(`${file}: cannot read config (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+    throw new UserError(`${file}: cannot read ${what} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})` +
+      (namedBy !== undefined ? `, named by ${namedBy}` : ''));
   }
-  let raw: unknown;
   try {
-    raw = file.endsWith('.json') ? JSON.parse(text) : YAML.parse(text);
+    return file.endsWith('.json') ? JSON.parse(text) : YAML.parse(text);
   } catch (err) {
     throw new UserError(`${file}: not valid ${file.endsWith('.json') ? 'JSON' : 'YAML'} (${(err as Error).message.split('\n')[0]})`);
   }
-  return { raw, chain: [...seen, file] };
+}
+
+/** A parsed config and the file it came from (`extends` is relative to that file). */
+export interface ConfigLayer {
+  raw: unknown;
+  file: string;
+}
+
+/**
+ * The layers of the config `raw` read from `file` (or written inline in it), base first: each `extends` is read,
+ * relative to the file that names it, until a layer has none. `seen`: the files already on the chain.
+ */
+export async function configLayers(raw: unknown, file: string, seen: readonly string[] = [file]): Promise<ConfigLayer[]> {
+  const ext = isJsonObject(raw) ? raw['extends'] : undefined;
+  if (ext === undefined) return [{ raw, file }];
+  if (typeof ext !== 'string') throw new UserError(`${file}: extends must be a path string`);
+  const parent = path.resolve(path.dirname(file), ext);
+  if (seen.includes(parent)) throw new UserError(`${parent}: 'extends' forms a cycle (${[...seen, parent].join(' -> ')})`);
+  return [...(await configLayers(await readYamlFile(parent, 'config', `${file}: extends`), parent, [...seen, parent])), { raw, file }];
 }
 
 /** Paths in a config are relative to the working directory, except `extends` (relative to its file). */
@@ -356,23 +375,12 @@ export function applyOverrides(c: TrainConfig, sets: readonly string[]): TrainCo
 
 /** Loads a config file (following `extends`), applies overrides, validates. */
 export async function loadConfig(file: string | null, sets: readonly string[] = []): Promise<LoadedConfig> {
-  const files: string[] = [];
-  const layers: { raw: unknown; file: string }[] = [];
-  let next: string | null = file;
-  while (next !== null) {
-    if (files.includes(next)) throw new UserError(`${next}: 'extends' forms a cycle (${[...files, next].join(' -> ')})`);
-    const { raw } = await readConfigFile(next, files);
-    files.push(next);
-    layers.unshift({ raw, file: next });
-    const ext = raw !== null && typeof raw === 'object' ? (raw as Record<string, unknown>)['extends'] : undefined;
-    if (ext !== undefined && typeof ext !== 'string') throw new UserError(`${next}: extends must be a path string`);
-    next = ext === undefined ? null : path.resolve(path.dirname(next), ext);
-  }
+  const layers = file === null ? [] : await configLayers(await readYamlFile(file, 'config'), file);
   let config = defaultConfig();
   for (const l of layers) config = mergeConfig(config, l.raw, l.file);
   config = applyOverrides(config, sets);
   checkConsistency(config, file ?? 'config');
-  return { config, files: files.reverse() };
+  return { config, files: layers.map((l) => l.file) };
 }
 
 /** A config as YAML, sections and keys in schema order. */

@@ -25,7 +25,7 @@ import path from 'node:path';
 import { openCorpus, type CorpusOptionNames, type CorpusReader } from '../data/readers.js';
 import { environmentError, UserError } from '../errors.js';
 import { faultPoint } from '../faultPoints.js';
-import { ensureDir, exists, readJsonObject, recoverReplacement, refuseNonEmptyDir, refuseReplacingInput, replacementSibling, writeFileAtomic } from '../fsutil.js';
+import { ensureDir, exists, fsFault, readJsonObject, recoverReplacement, refuseNonEmptyDir, refuseReplacingInput, replacementSibling, writeFileAtomic } from '../fsutil.js';
 import { checkBatchSize, DEFAULT_EMBED_BATCH_SIZE, DEFAULT_EMBED_POOLER, embed, embedMaxLength } from '../model/embed.js';
 import { checkPooler, type EmbedPooler } from '../model/pooling.js';
 import type { Pretrained } from '../model/pretrained.js';
@@ -228,7 +228,8 @@ export async function buildIndex(pretrained: Pick<Pretrained, 'model' | 'tokeniz
   const fingerprint = await modelFingerprint(pretrained.report.dir, pooler, maxLength);
 
   const outStat = await fs.stat(out).catch(() => null);
-  if (outStat !== null && !outStat.isDirectory()) throw new UserError(`${out}: exists and is not a directory; choose another --out. Nothing was written`);
+  // What creating the folder would meet, said before anything is embedded: mkdir's fault with a file in the way.
+  if (outStat !== null && !outStat.isDirectory()) throw environmentError(fsFault('EEXIST', 'mkdir', out))!;
   await recoverReplacement(out, INDEX_REPLACEMENT_TAG);
   const force = opts.force === true;
   const inOut = (name: string) => path.join(out, name);
