@@ -2,8 +2,8 @@
  * A webgpu TrainStep replayed from its recorded GPU commands (src/kernels/replay/webgpu.ts, train.webgpuReplay).
  *
  * On a real adapter (SwiftShader under scripts/with-vulkan.mjs; skipped without one): a run with replay gives the
- * losses, gradient norms, parameters and AdamW moments of the same run without it, within the 1e-4 the webgpu tests
- * allow (the webgpu step is not bit-deterministic from run to run on SwiftShader), over steps with other batches of
+ * losses, gradient norms, parameters and AdamW moments of the same run without it, to the bit (the webgpu step is
+ * deterministic: no kernel of it adds in an order that varies), over steps with other batches of
  * the same shape, a changing learning rate, other seeds, a batch of another shape in between and the parameters
  * read between two steps (as a checkpoint does); the steps replayed are the ones expected (a changed shape or a
  * read in between runs the step normally); the tensor count stays flat; replayed steps with a non-finite loss change
@@ -22,7 +22,6 @@ import { AdamW } from '../src/train/adamw.js';
 import { REPLAY_ENV, TrainStep, trainableParams, type StepRows } from '../src/train/step.js';
 import { expectNoGpuErrors, maxAbsDiff, OBJECTIVE, ROOT, nullDeviceSkipReason, STEP_IMPORTS, STEP_SETUP, webgpuSkipReason } from './helpers.js';
 
-const TOL = 1e-4;
 const WEBGPU_SKIP = await webgpuSkipReason();
 const NULL_DEVICE_SKIP = await nullDeviceSkipReason();
 delete process.env[REPLAY_ENV]; // the tests say when replay is on
@@ -98,12 +97,12 @@ async function train(replay: boolean, plan: PlanStep[]): Promise<Run> {
 
 function assertSameRun(got: Run, want: Run): void {
   got.outcomes.forEach((o, i) => {
-    assert.ok(maxAbsDiff(o, want.outcomes[i]!) < TOL, `step ${i}: loss, norm ${o.join(', ')} vs ${want.outcomes[i]!.join(', ')}`);
+    assert.deepEqual(o, want.outcomes[i], `step ${i}: loss, norm ${o.join(', ')} vs ${want.outcomes[i]!.join(', ')}`);
   });
   assert.equal(got.states.length, want.states.length);
   got.states.forEach((s, k) => s.forEach((x, j) => {
     const d = maxAbsDiff(x, want.states[k]![j]!);
-    assert.ok(d < TOL, `state read ${k}, tensor ${j} (parameters, then m, then v) differs by ${d}`);
+    assert.ok(d === 0 && x.length === want.states[k]![j]!.length, `state read ${k}, tensor ${j} (parameters, then m, then v) differs by ${d}`);
   }));
 }
 

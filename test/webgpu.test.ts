@@ -23,6 +23,7 @@ import { SEEDED_DROPOUT, seededDropout, seededUniform, uniformArray } from '../s
 import { tf } from '../src/model/tf.js';
 import { countInPlace, expectNoGpuErrors, maxAbsDiff, OBJECTIVE, ROOT, nullDeviceSkipReason, seededValues, softwareWebgpuAdapter, srcImport, STEP_IMPORTS, STEP_SETUP, webgpuSkipReason } from './helpers.js';
 import { AdamW } from '../src/train/adamw.js';
+import { Rng } from '../src/data/rng.js';
 import { TrainStep, trainableParams } from '../src/train/step.js';
 import { paramsPerDispatch } from '../src/kernels/adamw/webgpu.js';
 
@@ -201,21 +202,30 @@ describe('WebGPU training step', { skip: WEBGPU_SKIP }, () => {
     await selectBackend('cpu');
   });
 
-  test('UnsortedSegmentSum (the embedding gradient, kernels/stock on webgpu): the cpu sums, repeated ids summed, ids out of range dropped', async () => {
-    const values = seededValues(4 * 5 * 6, 5);
-    const ids = [0, 2, 2, 1, 0, 3, 3, 0, 1, -1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 9];
-    const run = async (backend: 'cpu' | 'webgpu') => {
-      await selectBackend(backend);
-      const out = tf.tidy(() => tf.unsortedSegmentSum(tf.tensor2d(values, [20, 6]), tf.tensor1d(ids, 'int32'), 4)); // [4, 6]
-      const r = { shape: out.shape, data: await out.data() };
-      out.dispose();
-      return r;
-    };
-    const want = await run('cpu');
-    const got = await run('webgpu');
-    await selectBackend('cpu');
-    assert.deepEqual(got.shape, [4, 6]);
-    assert.ok(maxAbsDiff(got.data, want.data) < 1e-6, `max |webgpu - cpu| ${maxAbsDiff(got.data, want.data)}`);
+  test('UnsortedSegmentSum (the embedding gradient, kernels/stock on webgpu): the cpu sums to the bit, repeated ids summed in row order, ids out of range dropped', async () => {
+    const rng = Rng.fromSeed(11);
+    // The rows of a tiny batch, and 600 rows over 9 ids (chains of ~65 rows: [CLS], [SEP] and padding in a batch).
+    const cases = [
+      { ids: [0, 2, 2, 1, 0, 3, 3, 0, 1, -1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 9], inner: 6, segments: 4 },
+      { ids: Array.from({ length: 600 }, () => Math.floor(rng.nextFloat() * 9) - 1), inner: 7, segments: 8 },
+    ];
+    for (const { ids, inner, segments } of cases) {
+      const values = seededValues(ids.length * inner, 5).map((v, i) => v * 10 ** ((i % 5) - 2)); // magnitudes 0.01 .. 100: the order shows
+      const run = async (backend: 'cpu' | 'webgpu') => {
+        await selectBackend(backend);
+        const out = tf.tidy(() => tf.unsortedSegmentSum(tf.tensor2d(values, [ids.length, inner]), tf.tensor1d(ids, 'int32'), segments));
+        const r = { shape: out.shape, data: await out.data() };
+        out.dispose();
+        return r;
+      };
+      const want = await run('cpu');
+      const got = await run('webgpu');
+      const again = await run('webgpu');
+      await selectBackend('cpu');
+      assert.deepEqual(got.shape, [segments, inner]);
+      assert.deepEqual(got.data, want.data, `${ids.length} rows: webgpu and cpu differ by up to ${maxAbsDiff(got.data, want.data)}`);
+      assert.deepEqual(again.data, got.data);
+    }
   });
 
   test('loss (dropout on, AMI sampling regime) and every gradient: webgpu vs cpu within 1e-4', async () => {

@@ -7,7 +7,8 @@
  * UnsortedSegmentSum is the gradient of `tf.gather` (the embedding lookup). The stock cpu kernel runs one full
  * tensor pass per segment, i.e. per vocabulary row: about 5 minutes a call for BERT's 30,522 words. A direct
  * scatter-add is one pass over the input. On webgpu it is replaced too (the one webgpu kernel here, as it serves
- * no op of ours but autodiff's): the stock kernel transposes the input and the whole [numSegments, inner] output.
+ * no op of ours but autodiff's): the stock kernel transposes the input and the whole [numSegments, inner] output,
+ * and adds repeated ids in an order that varies from run to run; ours adds them in row order, as the host loops do.
  */
 import { tf } from '../../model/tf.js';
 import {

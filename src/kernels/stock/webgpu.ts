@@ -1,4 +1,4 @@
-/** The webgpu stock-kernel replacement: UnsortedSegmentSum without the stock kernel's transposes. */
+/** The webgpu stock-kernel replacement: UnsortedSegmentSum without the stock kernel's transposes, in row order. */
 import type { WebGPUBackend, WebGPUProgram } from '@tensorflow/tfjs-backend-webgpu';
 import { elementwiseProgram } from '../platform/webgpuPrograms.js';
 import { tf } from '../../model/tf.js';
@@ -8,46 +8,72 @@ import type { KernelFunc } from './host.js';
 // webgpu UnsortedSegmentSum
 // ---------------------------------------------------------------------------------------------------------------
 
-/** Invocations per workgroup of the zero fill and the scatter-add. */
+/** Invocations per workgroup of the zero fill, the chain links and the chain sums. */
 const SEGMENT_SUM_WORKGROUP = 64;
 
 /**
- * out[segmentIds[i], j] += x[i, j], one invocation per element of x (read as [segmentIds.length, inner]), added
- * into the zero-filled output [numSegments, inner] where it lies: float32 addition by compare-and-swap on the bits
- * (WGSL has integer atomics only), starting from the value loaded, so an uncontended add swaps once. Rows that
- * share an id add in an unspecified order (float32 rounding differs between runs, as with the stock kernel).
+ * links[i] for each of the `rows` segment ids: (next + 1) * 2 + first, where next is the first row after i with
+ * the same id (-1: none) and first is 1 when no row before i has it. The rows of one id form a chain, in row order,
+ * from its first row.
+ */
+function segmentLinksProgram(rows: number): WebGPUProgram {
+  return elementwiseProgram({
+    shaderKey: 'micseSegmentLinks', shape: [rows], variableNames: ['segmentIds'], workgroup: SEGMENT_SUM_WORKGROUP,
+    body: `
+      let id = segmentIds[index];
+      var following = -1;
+      for (var k = index + 1; k < uniforms.size; k++) {
+        if (segmentIds[k] == id) { following = k; break; }
+      }
+      var isFirst = 1;
+      for (var k = index - 1; k >= 0; k--) {
+        if (segmentIds[k] == id) { isFirst = 0; break; }
+      }
+      setOutputAtIndexI32(index, (following + 1) * 2 + isFirst);`,
+  });
+}
+
+/**
+ * out[id, j] = the sum of x[i, j] over the rows i of that id, added in row order from 0 (as the cpu and wasm
+ * scatter-adds add them, so the sums are theirs to the bit): one invocation per element of x (read as
+ * [rows, inner]); the invocations of a chain's first row walk it, the others return. Ids outside [0, numSegments)
+ * are dropped; the output is zero-filled before, for the ids that do not occur.
  */
 function segmentSumProgram(numSegments: number, inner: number, xSize: number): WebGPUProgram {
   return {
-    variableNames: ['x', 'segmentIds'],
+    variableNames: ['x', 'segmentIds', 'links'],
     outputShape: [numSegments, inner],
-    shaderKey: 'micseUnsortedSegmentSum',
+    shaderKey: 'micseSegmentChainSum',
     dispatchLayout: { x: [0] },
     dispatch: [Math.ceil(xSize / SEGMENT_SUM_WORKGROUP), 1, 1],
     workgroupSize: [SEGMENT_SUM_WORKGROUP, 1, 1],
-    atomic: true,
     uniforms: 'numSegments : i32, inner : i32, xSize : i32,',
     getUserCode: () => `
   fn main(index : i32) {
     if (index < uniforms.xSize) {
       let row = index / uniforms.inner;
       let segment = segmentIds[row];
-      if (segment >= 0 && segment < uniforms.numSegments) {
-        let at = segment * uniforms.inner + index - row * uniforms.inner;
-        let value = x[index];
-        var old = atomicLoad(&result[at]);
+      let link = links[row];
+      if (link % 2 == 1 && segment >= 0 && segment < uniforms.numSegments) {
+        let column = index - row * uniforms.inner;
+        var total = 0.0;
+        var r = row;
         loop {
-          let swapped = atomicCompareExchangeWeak(&result[at], old, bitcast<i32>(bitcast<f32>(old) + value));
-          if (swapped.exchanged) { break; }
-          old = swapped.old_value;
+          total = total + x[r * uniforms.inner + column];
+          r = links[r] / 2 - 1;
+          if (r < 0) { break; }
         }
+        setOutputAtIndex(segment * uniforms.inner + column, total);
       }
     }
   }`,
   };
 }
 
-/** webgpu UnsortedSegmentSum of float32 x and int32 ids: a zero fill and one scatter-add dispatch (no transposes). */
+/**
+ * webgpu UnsortedSegmentSum of float32 x and int32 ids: a zero fill, the chain links of the ids and the chain sums
+ * (no transposes, no atomics: the same bits every run, and the cpu's).
+ */
 export function makeWebgpuSegmentSum(stock: KernelFunc): KernelFunc {
   return (args) => {
     const x = args.inputs['x']!;
@@ -64,8 +90,10 @@ export function makeWebgpuSegmentSum(stock: KernelFunc): KernelFunc {
     }), [], 'float32');
     const flatX = { dataId: x.dataId, shape: [xSize], dtype: x.dtype };
     const flatIds = { dataId: segmentIds.dataId, shape: [rows], dtype: segmentIds.dtype };
+    const links = backend.runWebGPUProgram(segmentLinksProgram(rows), [flatIds], 'int32');
     const uniforms = [{ type: 'int32', data: [numSegments] }, { type: 'int32', data: [inner] }, { type: 'int32', data: [xSize] }];
-    backend.runWebGPUProgram(segmentSumProgram(numSegments, inner, xSize), [flatX, flatIds], 'float32', uniforms, zeros);
+    backend.runWebGPUProgram(segmentSumProgram(numSegments, inner, xSize), [flatX, flatIds, links], 'float32', uniforms, zeros);
+    backend.disposeData(links.dataId);
     return { dataId: zeros.dataId, shape: [numSegments, ...x.shape.slice(segmentIds.shape.length)], dtype: 'float32' };
   };
 }
