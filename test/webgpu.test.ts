@@ -12,6 +12,8 @@
  * Self-contained (random-init model), so it can be carried to a GPU machine without ../shared.
  */
 import assert from 'node:assert/strict';
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
 import { MlpHead } from '../src/losses/mlpHead.js';
@@ -21,10 +23,14 @@ import { BertModel } from '../src/model/bert.js';
 import type { BertConfig } from '../src/model/config.js';
 import { SEEDED_DROPOUT, seededDropout, seededUniform, uniformArray } from '../src/kernels/dropout/index.js';
 import { tf } from '../src/model/tf.js';
-import { countInPlace, expectNoGpuErrors, maxAbsDiff, OBJECTIVE, ROOT, nullDeviceSkipReason, seededValues, softwareWebgpuAdapter, srcImport, STEP_IMPORTS, STEP_SETUP, webgpuSkipReason } from './helpers.js';
+import {
+  countInPlace, expectNoGpuErrors, maxAbsDiff, microConfig, OBJECTIVE, ROOT, nullDeviceSkipReason, seededValues, shared, SKIP_NO_SHARED, softwareWebgpuAdapter, srcImport,
+  STEP_IMPORTS, STEP_SETUP, testTempDir, webgpuSkipReason,
+} from './helpers.js';
 import { AdamW } from '../src/train/adamw.js';
 import { Rng } from '../src/data/rng.js';
 import { TrainStep, trainableParams } from '../src/train/step.js';
+import { train } from '../src/train/trainer.js';
 import { paramsPerDispatch } from '../src/kernels/adamw/webgpu.js';
 
 const TOL = 1e-4;
@@ -367,6 +373,34 @@ const error = await device.popErrorScope();
 console.log(JSON.stringify({ backend: sel.name, error: error === null ? null : error.message, reads, inPlace,
   params: optimizer.params.length, counts, bindGroupsMade }));
 `;
+
+describe('WebGPU training resumed', { skip: WEBGPU_SKIP || SKIP_NO_SHARED }, () => {
+  test('a run stopped after a checkpoint and resumed ends with bitwise the weights, moments and metrics of the uninterrupted run', async () => {
+    const dir = testTempDir('webgpu-resume');
+    // STS-B dev cut to its first 64 pairs: a software adapter embeds the whole of it in minutes.
+    const devFile = path.join('STS', 'STSBenchmark', 'sts-dev.csv');
+    const senteval = path.join(dir, 'senteval');
+    await fs.mkdir(path.dirname(path.join(senteval, devFile)), { recursive: true });
+    const dev = (await fs.readFile(shared('senteval', devFile), 'utf8')).split('\n').slice(0, 64);
+    await fs.writeFile(path.join(senteval, devFile), dev.join('\n') + '\n');
+    const config = (output: string) => microConfig(output, { data: { senteval }, train: { backend: 'webgpu', maxSteps: 8, evalSteps: 4 } });
+    const quiet = { quiet: true, log: () => undefined };
+    const metrics = async (run: string) => (await fs.readFile(path.join(run, 'metrics.jsonl'), 'utf8')).trim().split('\n')
+      .map((l) => JSON.parse(l) as Record<string, unknown>).map(({ sentencesPerSecond: _, ...rest }) => rest);
+    const full = path.join(dir, 'full');
+    const resumed = path.join(dir, 'resumed');
+    await train(config(full), quiet);
+    await train(config(resumed), { ...quiet, stopAfter: 4 });
+    await train(config(resumed), { ...quiet, resume: true });
+    await selectBackend('cpu');
+    for (const f of ['model.safetensors', 'mlp_head.safetensors', 'optimizer.safetensors']) {
+      const a = await fs.readFile(path.join(full, 'last', f));
+      const b = await fs.readFile(path.join(resumed, 'last', f));
+      assert.ok(a.equals(b), `${f} differs between the uninterrupted and the resumed run`);
+    }
+    assert.deepEqual(await metrics(resumed), await metrics(full));
+  });
+});
 
 describe("WebGPU on Dawn's null device (every machine with the webgpu package, CI included)", { skip: NULL_DEVICE_SKIP }, () => {
   test('a TrainStep creates every pipeline without a validation error, reads once a step, updates in place, keeps the tensor count flat, reuses its bind groups', () => {
