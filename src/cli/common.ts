@@ -88,9 +88,9 @@ export function maxLengthLoadOpts(a: EmbedFlags): LoadOptions {
 }
 
 /**
- * Reads every record of a txt/CSV/TSV file (its column chosen by the command's --column flag), noting skipped lines on stderr. With `purpose` (what the command does
- * with them: 'embed', 'cluster'), a file that gives no sentence is a UserError naming it, so that the command
- * refuses it before loading a model or writing anything.
+ * Reads every record of a txt/CSV/TSV file (its column chosen by the command's --column flag), noting skipped
+ * lines on stderr. With `purpose` (what the command does with them: 'embed', 'cluster'), a file that gives no
+ * sentence is a UserError naming it, so that the command refuses it before loading a model or writing anything.
  */
 export async function readSentences(file: string, column: string | undefined, purpose?: string): Promise<{ text: string; line: number }[]> {
   const reader = openCorpus(file, { column: column ?? null, names: COLUMN_FLAG_NAMES });
