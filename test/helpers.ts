@@ -4,7 +4,7 @@
  * adapter exists here, and whether a CBLAS library does; seeded test values and the element-wise comparison the backend tests use.
  */
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
@@ -88,6 +88,28 @@ export function microConfig(output: string, overrides: Record<string, Record<str
     train: { batchSize: 8, maxSteps: 12, evalSteps: 4, evalBatchSize: 512, backend: 'cpu', output, finalEval: false, seed: 7 },
   }, 'test');
   return mergeConfig(base, overrides, 'test');
+}
+
+/**
+ * Trains `config(dir/full)` through, and `config(dir/resumed)` stopped after `stopAfter` steps (past a checkpoint)
+ * and resumed; asserts that both end with the same checkpoint files, to the bit, and the same metrics.jsonl
+ * (throughput aside).
+ */
+export async function assertExactResume(config: (output: string) => TrainConfig, dir: string, stopAfter: number): Promise<void> {
+  const { train } = await import('../src/train/trainer.js');
+  const quiet = { quiet: true, log: () => undefined };
+  const metrics = (run: string) => readFileSync(path.join(run, 'metrics.jsonl'), 'utf8').trim().split('\n')
+    .map((l) => JSON.parse(l) as Record<string, unknown>).map(({ sentencesPerSecond: _, ...rest }) => rest);
+  const full = path.join(dir, 'full');
+  const resumed = path.join(dir, 'resumed');
+  await train(config(full), quiet);
+  await train(config(resumed), { ...quiet, stopAfter });
+  await train(config(resumed), { ...quiet, resume: true });
+  for (const f of ['model.safetensors', 'mlp_head.safetensors', 'optimizer.safetensors']) {
+    assert.ok(readFileSync(path.join(full, 'last', f)).equals(readFileSync(path.join(resumed, 'last', f))),
+      `${f} differs between the uninterrupted and the resumed run`);
+  }
+  assert.deepEqual(metrics(resumed), metrics(full));
 }
 
 export function testTempDir(name: string): string {

@@ -21,7 +21,7 @@ import { decays } from '../src/train/adamw.js';
 import { selectBackendAndModel, train, type MetricsLine } from '../src/train/trainer.js';
 import { explainAbort, WASM_HEAP_BYTES, wasmStepBytes } from '../src/train/step.js';
 import { UserError } from '../src/errors.js';
-import { microConfig, ROOT, shared, SKIP_NO_SHARED, testTempDir } from './helpers.js';
+import { assertExactResume, microConfig, ROOT, shared, SKIP_NO_SHARED, testTempDir } from './helpers.js';
 
 const run = promisify(execFile);
 const CLI = path.join(ROOT, 'bin', 'micse.js');
@@ -337,6 +337,13 @@ describe('STS-B dev at step 0', { skip: SKIP_NO_SHARED }, () => {
     await train(config(resumed), { resume: true, quiet: true, log: () => undefined });
     const strip = (ls: Record<string, unknown>[]) => ls.map(({ sentencesPerSecond: _, ...rest }) => rest);
     assert.deepEqual(strip(await read(resumed)), strip(lines), 'one step-0 line; the resumed metrics equal the uninterrupted ones');
+  });
+});
+
+describe('resume on wasm', { skip: SKIP_NO_SHARED }, () => {
+  it('a run stopped after a checkpoint and resumed ends with bitwise the weights, moments and metrics of the uninterrupted run', async () => {
+    await assertExactResume((output) => microConfig(output, { train: { backend: 'wasm', maxSteps: 8, evalSteps: 4 } }), await tmp('resume-wasm'), 4);
+    await selectBackend('cpu');
   });
 });
 
