@@ -171,6 +171,42 @@ describe('flags', () => {
     }
   });
 
+  it('a missing required flag is named as typed, with its description, on every command, one line, exit 2', async () => {
+    assert.deepEqual(await parseFailure(['embed', '--model', 'm']), {
+      message: 'micse: embed: missing --input (.txt (one sentence per line), .csv or .tsv), --output (.jsonl ({"text","embedding"} per line) or .npy)',
+      exitCode: 2,
+    });
+    assert.deepEqual(await parseFailure(['search']), { message: 'micse: search: missing --index (index directory written by `micse index build`)', exitCode: 2 });
+    // Every command and subcommand that demands a flag (yargs said "Missing required arguments: input, output").
+    const demanding = [['embed'], ['export'], ['cluster'], ['index', 'build'], ['search'], ['data', 'subset'], ['worker']];
+    for (const p of demanding) {
+      const { message, exitCode } = await parseFailure(p);
+      assert.equal(exitCode, 2, p.join(' '));
+      assert.match(message, new RegExp(`^micse: ${p.join(' ')}: missing --[a-z-]+ \\([^\\n]+\\)$`), p.join(' '));
+      assert.doesNotMatch(message, /Missing required/, p.join(' '));
+    }
+  });
+
+  it('an unknown command or subcommand lists the valid ones, with the nearest; a word left over is named, one line, exit 2', async () => {
+    const top = commands.map((c) => String(c.command).split(' ')[0]).join(', ');
+    const cases: [string[], string][] = [
+      [['bogus'], `unknown command 'bogus'; commands: ${top}`],
+      [['embd', '--model', 'm'], `unknown command 'embd' (did you mean 'embed'?); commands: ${top}`],
+      // Before its flags are checked: they depend on the command meant.
+      [['bogus', '--qiet'], `unknown command 'bogus'; commands: ${top}`],
+      [['data', 'bogus'], "unknown data command 'bogus'; data commands: subset, download"],
+      [['data', 'subst'], "unknown data command 'subst' (did you mean 'subset'?); data commands: subset, download"],
+      [['index', 'biuld'], "unknown index command 'biuld' (did you mean 'build'?); index commands: build"],
+      [['sweep', 'stats'], "unknown sweep command 'stats' (did you mean 'status'?); sweep commands: status, report"],
+      [['embed', 'extra', '--model', 'm'], "embed: unexpected argument 'extra'"],
+      [['sweep', 'report', 'dir', 'x', 'y'], "sweep report: unexpected arguments 'x', 'y'"],
+      [[], `name a command: ${top}`],
+    ];
+    for (const [argv, message] of cases) {
+      assert.deepEqual(await parseFailure(argv), { message: `micse: ${message}`, exitCode: 2 }, argv.join(' '));
+    }
+  });
+
   it('the data layer\'s errors name the flag the value came from (data subset, embed), a config\'s the config key, exit 2', async () => {
     const dir = path.join(TMP, 'flag-names');
     mkdirSync(dir);
