@@ -20,6 +20,7 @@ import { buildCli, describeFailure } from '../src/cli/main.js';
 import { loadSweep } from '../src/sweep/grid.js';
 import { readSafetensors, writeSafetensors } from '../src/model/safetensors.js';
 import { summarizeNames } from '../src/model/weights.js';
+import { modelFingerprint } from '../src/use/fingerprint.js';
 import { loadConfig, mergeConfig, type TrainConfig } from '../src/train/config.js';
 import { train } from '../src/train/trainer.js';
 import { WASM_HEAP_BYTES, wasmHeapShortfall, wasmStepBytes } from '../src/train/step.js';
@@ -30,6 +31,9 @@ import { microConfig as sharedMicroConfig, ROOT, shared, SKIP_NO_SHARED } from '
 const run = promisify(execFile);
 const CLI = path.join(ROOT, 'bin', 'micse.js');
 const TINY = path.join(ROOT, 'configs', 'tiny.yaml');
+
+/** `s` with the characters a regular expression reads specially escaped. */
+const escapeRe = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 
 let TMP = '';
 before(async () => {
@@ -428,8 +432,51 @@ describe('checkpoints whose weights disagree with config.json or are not finite'
     await fs.mkdir(file);
     await assert.rejects(loadPretrained(dir, { backend: 'cpu' }), (e: unknown) => e instanceof UserError &&
       e.message === `cannot read ${file}: it is a directory (EISDIR)`);
-    await refused(await embedArgs(dir), new RegExp(`^micse: cannot read ${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: it is a directory \\(EISDIR\\)$`),
+    await refused(await embedArgs(dir), new RegExp(`^micse: cannot read ${escapeRe(file)}: it is a directory \\(EISDIR\\)$`),
       path.join(dir, 'out.jsonl'));
+  });
+
+  it('every other checkpoint file that is a directory is named too (tokenizer files, weights, their index and shards), exit 2', async () => {
+    /** A copy whose `name` is a directory, after `prepare` (what else the layout needs) ran. */
+    const withDirectory = async (name: string, prepare: (dir: string) => Promise<void> = async () => undefined) => {
+      const dir = await copyWith(`dir-${name}`, {});
+      await prepare(dir);
+      await fs.rm(path.join(dir, name), { force: true });
+      await fs.mkdir(path.join(dir, name));
+      return { dir, file: path.join(dir, name) };
+    };
+    const noSafetensors = (dir: string) => fs.rm(path.join(dir, 'model.safetensors'));
+    const cases = [
+      await withDirectory('tokenizer.json'),
+      await withDirectory('vocab.txt'),
+      await withDirectory('tokenizer_config.json'),
+      await withDirectory('special_tokens_map.json'),
+      await withDirectory('model.safetensors'),
+      await withDirectory('model.safetensors.index.json', noSafetensors),
+      await withDirectory('model.json', noSafetensors),
+      // A TF.js export whose shard is a directory.
+      await withDirectory('group1-shard1of1.bin', async (dir) => {
+        await noSafetensors(dir);
+        await fs.writeFile(path.join(dir, 'model.json'), JSON.stringify({ weightsManifest: [{ paths: ['group1-shard1of1.bin'], weights: [] }] }));
+      }),
+    ];
+    for (const { dir, file } of cases) {
+      await assert.rejects(loadPretrained(dir, { backend: 'cpu' }), (e: unknown) => e instanceof UserError &&
+        e.message === `cannot read ${file}: it is a directory (EISDIR)`, file);
+    }
+    // The fingerprint of an index reads the weights' files by the same readers.
+    const { dir: indexDir, file: index } = cases[5]!;
+    await assert.rejects(modelFingerprint(indexDir, 'mean', 32), { name: 'UserError', message: `cannot read ${index}: it is a directory (EISDIR)` });
+    const { dir, file } = cases[0]!;
+    await refused(await embedArgs(dir), new RegExp(`^micse: cannot read ${escapeRe(file)}: it is a directory \\(EISDIR\\)$`), path.join(dir, 'out.jsonl'));
+  });
+
+  it('a Hub cache whose refs/main is a directory is named, exit 2', async () => {
+    const cache = await tmp('hub-ref-dir');
+    const ref = path.join(cache, 'models--org--tiny', 'refs', 'main');
+    await fs.mkdir(ref, { recursive: true });
+    await assert.rejects(loadPretrained('org/tiny', { backend: 'cpu', cacheDir: cache, offline: true }),
+      { name: 'UserError', message: `cannot read ${ref}: it is a directory (EISDIR)` });
   });
 
   it('NaN or infinite weights are refused naming the file and the tensor; export writes nothing', async () => {

@@ -19,7 +19,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { FetchError, fetchFailure, fetchResumable, DEFAULT_IDLE_TIMEOUT_MS, sha256File } from '../data/download.js';
 import { UserError } from '../errors.js';
-import { exists } from '../fsutil.js';
+import { exists, readFileNamed } from '../fsutil.js';
 import { hasSafetensorsWeights } from './safetensors.js';
 
 /** Files a BERT checkpoint directory needs (one weight file and one tokenizer file of each pair). */
@@ -71,7 +71,7 @@ export function repoFolder(modelId: string, cache = hubCacheDir()): string {
 async function cachedSnapshot(modelId: string, revision: string, cache: string): Promise<string | null> {
   const repo = repoFolder(modelId, cache);
   const ref = path.join(repo, 'refs', revision);
-  const candidates = (await exists(ref)) ? [(await fs.readFile(ref, 'utf8')).trim(), revision] : [revision];
+  const candidates = (await exists(ref)) ? [(await readFileNamed(ref, 'utf8')).trim(), revision] : [revision];
   for (const commit of candidates) {
     const snap = path.join(repo, 'snapshots', commit);
     if (commit !== '' && (await exists(path.join(snap, 'config.json')))) return snap;
