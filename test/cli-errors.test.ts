@@ -235,6 +235,29 @@ describe('flags', () => {
       { name: 'UserError', message: `${corpus}: data.column is set (x) but the file is read as one sentence per line; use a .csv/.tsv file or data.format csv/tsv` });
   });
 
+  it('index build reads its corpus before the backend and the model: a corpus fault is said first, nothing written, exit 2', async () => {
+    const dir = path.join(TMP, 'index-corpus');
+    mkdirSync(dir);
+    writeFileSync(path.join(dir, 'c.txt'), 'a b\nc d\n');
+    writeFileSync(path.join(dir, 'empty.txt'), '\n\n');
+    writeFileSync(path.join(dir, 'c.tsv'), 'id\ttext\n1\ta b\n');
+    // --model m does not exist: a corpus message shows the corpus came first.
+    const build = (corpus: string, ...extra: string[]) =>
+      ['index', 'build', '--model', path.join(dir, 'm'), '--corpus', path.join(dir, corpus), '--out', path.join(dir, 'out'), '--backend', 'cpu', ...extra];
+    const cases: [string[], string][] = [
+      [build('none.txt'), `cannot read corpus ${path.join(dir, 'none.txt')}: ENOENT`],
+      [build('c.txt', '--column', 'x'), `${path.join(dir, 'c.txt')}: --column is set (x) but the file is read as one sentence per line; use a .csv/.tsv file`],
+      [build('empty.txt'), `${path.join(dir, 'empty.txt')}: no sentences to index (the file is empty or every line is blank)`],
+      [build('c.tsv', '--column', 'txt'), `${path.join(dir, 'c.tsv')}:1: no column "txt" in header [id, text]`],
+      // A good corpus: then the model.
+      [build('c.txt'), `${path.join(dir, 'm')}: no such directory`],
+    ];
+    for (const [argv, message] of cases) {
+      assert.deepEqual(await parseFailure(argv), { message: `micse: ${message}`, exitCode: 2 }, argv.join(' '));
+    }
+    assert.deepEqual(readdirSync(dir).sort(), ['c.tsv', 'c.txt', 'empty.txt']);
+  });
+
   it('a misspelt flag is named, with the flag meant, on every command, exit 2', async () => {
     assert.deepEqual(await parseFailure(['train', '--confg', 'x.yaml']), { message: 'micse: unknown option --confg (did you mean --config?)', exitCode: 2 });
     assert.deepEqual(await parseFailure(['embed', '--batch-sise', '8']), { message: 'micse: unknown option --batch-sise (did you mean --batch-size?)', exitCode: 2 });
