@@ -22,6 +22,7 @@ import { readSafetensors, writeSafetensors } from '../src/model/safetensors.js';
 import { summarizeNames } from '../src/model/weights.js';
 import { modelFingerprint } from '../src/use/fingerprint.js';
 import { loadConfig, mergeConfig, type TrainConfig } from '../src/train/config.js';
+import { formatPlan, trainingPlan } from '../src/train/plan.js';
 import { train } from '../src/train/trainer.js';
 import { WASM_HEAP_BYTES, wasmHeapShortfall, wasmStepBytes } from '../src/train/step.js';
 import { BertModel } from '../src/model/bert.js';
@@ -219,6 +220,43 @@ describe('data.maxSeqLen past the model positions', () => {
       (e: unknown) => e instanceof UserError && e.message === `data.maxSeqLen is 128 but the model's max_position_embeddings is 64 ` +
         `(${path.join(dir, 'config.json')}): lower data.maxSeqLen to at most 64`);
     assert.equal(await fs.access(out).then(() => true, () => false), false, 'no run directory');
+  });
+
+  it('--dry-run reads a local checkpoint\'s config.json (a folder, a cached Hub model) and refuses as training would; a download is left to training', { skip: SKIP_NO_SHARED }, async () => {
+    const dir = await tmp('maxpos-dry-run');
+    const src = shared('hf-reference', 'tiny-h32-l4');
+    const cfg = JSON.parse(await fs.readFile(path.join(src, 'config.json'), 'utf8')) as Record<string, unknown>;
+    const checkpoint = path.join(dir, 'ckpt');
+    await fs.mkdir(checkpoint);
+    await fs.writeFile(path.join(checkpoint, 'config.json'), JSON.stringify({ ...cfg, max_position_embeddings: 64 })); // config.json is all the plan reads
+    const out = path.join(dir, 'run');
+    const message = `data.maxSeqLen is 128 but the model's max_position_embeddings is 64 (${path.join(checkpoint, 'config.json')}): lower data.maxSeqLen to at most 64`;
+    await refused(['train', '--config', TINY, '--set', `model.init=${checkpoint}`, '--set', 'data.maxSeqLen=128', '--set', `train.output=${out}`, '--dry-run'],
+      new RegExp(`^micse: ${escapeRe(message)}$`), out);
+    const fits = await trainingPlan(microConfig(out, { model: { init: checkpoint }, data: { maxSeqLen: 64 } }));
+    assert.deepEqual(fits.maxSeqLen, { value: 64, maxPositionEmbeddings: 64, source: path.join(checkpoint, 'config.json') });
+    assert.match(formatPlan(fits), new RegExp(`^max length {6}data\\.maxSeqLen 64, within max_position_embeddings 64 \\(${escapeRe(path.join(checkpoint, 'config.json'))}\\)$`, 'm'));
+
+    // A Hub name: in the cache (refs/main -> snapshots/<sha>, with its weights) it is read there; else left to training.
+    const cache = path.join(dir, 'hub');
+    const saved = process.env['HF_HUB_CACHE'];
+    process.env['HF_HUB_CACHE'] = cache;
+    try {
+      const hub = microConfig(out, { model: { init: 'org/tiny' }, data: { maxSeqLen: 128 } });
+      const later = await trainingPlan(hub);
+      assert.deepEqual(later.maxSeqLen, { value: 128, maxPositionEmbeddings: null, source: null });
+      assert.match(formatPlan(later), /^max length {6}data\.maxSeqLen 128, checked against org\/tiny's config\.json when training starts/m);
+      const snapshot = path.join(cache, 'models--org--tiny', 'snapshots', 'abc123');
+      await fs.mkdir(snapshot, { recursive: true });
+      await fs.mkdir(path.join(cache, 'models--org--tiny', 'refs'));
+      await fs.writeFile(path.join(cache, 'models--org--tiny', 'refs', 'main'), 'abc123');
+      await fs.copyFile(path.join(checkpoint, 'config.json'), path.join(snapshot, 'config.json'));
+      await fs.copyFile(path.join(src, 'model.safetensors'), path.join(snapshot, 'model.safetensors'));
+      await assert.rejects(trainingPlan(hub), { name: 'UserError', message: message.replace(path.join(checkpoint, 'config.json'), path.join(snapshot, 'config.json')) });
+    } finally {
+      if (saved === undefined) delete process.env['HF_HUB_CACHE'];
+      else process.env['HF_HUB_CACHE'] = saved;
+    }
   });
 });
 
