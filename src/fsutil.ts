@@ -192,12 +192,25 @@ export async function refuseReplacingInput(dir: string, flag: string, input: str
   }
 }
 
+/**
+ * The bytes of `file` (its text, with `encoding`). A fault of the environment is a UserError naming `file`: a directory
+ * in its place ("cannot read F: it is a directory (EISDIR)"), no permission, a missing file ("cannot open F: ...").
+ * Every read of a checkpoint's or a run's files goes through here.
+ */
+export async function readFileNamed(file: string): Promise<Buffer>;
+export async function readFileNamed(file: string, encoding: BufferEncoding): Promise<string>;
+export async function readFileNamed(file: string, encoding?: BufferEncoding): Promise<Buffer | string> {
+  try {
+    return encoding === undefined ? await fs.readFile(file) : await fs.readFile(file, encoding);
+  } catch (err) {
+    // A fault of a read through the file handle (EISDIR: a directory in the file's place) carries no path: name it.
+    throw environmentError(err, file, (err as NodeJS.ErrnoException).path === undefined ? 'read' : undefined) ?? err;
+  }
+}
+
 /** Parses a JSON file; a parse error or a fault of the environment (a directory in its place) is a UserError naming the file. */
 export async function readJsonFile(file: string): Promise<unknown> {
-  // A fault of a read through the file handle (EISDIR: a directory in the file's place) carries no path: name it.
-  const text = await fs.readFile(file, 'utf8').catch((err: unknown) => {
-    throw ((err as NodeJS.ErrnoException).path === undefined ? environmentError(err, file, 'read') : null) ?? err;
-  });
+  const text = await readFileNamed(file, 'utf8');
   try {
     return JSON.parse(text) as unknown;
   } catch (err) {

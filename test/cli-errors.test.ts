@@ -171,6 +171,42 @@ describe('flags', () => {
     }
   });
 
+  it('a missing required flag is named as typed, with its description, on every command, one line, exit 2', async () => {
+    assert.deepEqual(await parseFailure(['embed', '--model', 'm']), {
+      message: 'micse: embed: missing --input (.txt (one sentence per line), .csv or .tsv), --output (.jsonl ({"text","embedding"} per line) or .npy)',
+      exitCode: 2,
+    });
+    assert.deepEqual(await parseFailure(['search']), { message: 'micse: search: missing --index (index directory written by `micse index build`)', exitCode: 2 });
+    // Every command and subcommand that demands a flag (yargs said "Missing required arguments: input, output").
+    const demanding = [['embed'], ['export'], ['cluster'], ['index', 'build'], ['search'], ['data', 'subset'], ['worker']];
+    for (const p of demanding) {
+      const { message, exitCode } = await parseFailure(p);
+      assert.equal(exitCode, 2, p.join(' '));
+      assert.match(message, new RegExp(`^micse: ${p.join(' ')}: missing --[a-z-]+ \\([^\\n]+\\)$`), p.join(' '));
+      assert.doesNotMatch(message, /Missing required/, p.join(' '));
+    }
+  });
+
+  it('an unknown command or subcommand lists the valid ones, with the nearest; a word left over is named, one line, exit 2', async () => {
+    const top = commands.map((c) => String(c.command).split(' ')[0]).join(', ');
+    const cases: [string[], string][] = [
+      [['bogus'], `unknown command 'bogus'; commands: ${top}`],
+      [['embd', '--model', 'm'], `unknown command 'embd' (did you mean 'embed'?); commands: ${top}`],
+      // Before its flags are checked: they depend on the command meant.
+      [['bogus', '--qiet'], `unknown command 'bogus'; commands: ${top}`],
+      [['data', 'bogus'], "unknown data command 'bogus'; data commands: subset, download"],
+      [['data', 'subst'], "unknown data command 'subst' (did you mean 'subset'?); data commands: subset, download"],
+      [['index', 'biuld'], "unknown index command 'biuld' (did you mean 'build'?); index commands: build"],
+      [['sweep', 'stats'], "unknown sweep command 'stats' (did you mean 'status'?); sweep commands: status, report"],
+      [['embed', 'extra', '--model', 'm'], "embed: unexpected argument 'extra'"],
+      [['sweep', 'report', 'dir', 'x', 'y'], "sweep report: unexpected arguments 'x', 'y'"],
+      [[], `name a command: ${top}`],
+    ];
+    for (const [argv, message] of cases) {
+      assert.deepEqual(await parseFailure(argv), { message: `micse: ${message}`, exitCode: 2 }, argv.join(' '));
+    }
+  });
+
   it('the data layer\'s errors name the flag the value came from (data subset, embed), a config\'s the config key, exit 2', async () => {
     const dir = path.join(TMP, 'flag-names');
     mkdirSync(dir);
@@ -197,6 +233,29 @@ describe('flags', () => {
     await assert.rejects(loadTrainingSentences({ path: corpus, count: 3 }), { name: 'UserError', message: `data.count 3 is larger than ${corpus} (2 sentences)` });
     await assert.rejects(loadTrainingSentences({ path: corpus, column: 'x' }),
       { name: 'UserError', message: `${corpus}: data.column is set (x) but the file is read as one sentence per line; use a .csv/.tsv file or data.format csv/tsv` });
+  });
+
+  it('index build reads its corpus before the backend and the model: a corpus fault is said first, nothing written, exit 2', async () => {
+    const dir = path.join(TMP, 'index-corpus');
+    mkdirSync(dir);
+    writeFileSync(path.join(dir, 'c.txt'), 'a b\nc d\n');
+    writeFileSync(path.join(dir, 'empty.txt'), '\n\n');
+    writeFileSync(path.join(dir, 'c.tsv'), 'id\ttext\n1\ta b\n');
+    // --model m does not exist: a corpus message shows the corpus came first.
+    const build = (corpus: string, ...extra: string[]) =>
+      ['index', 'build', '--model', path.join(dir, 'm'), '--corpus', path.join(dir, corpus), '--out', path.join(dir, 'out'), '--backend', 'cpu', ...extra];
+    const cases: [string[], string][] = [
+      [build('none.txt'), `cannot read corpus ${path.join(dir, 'none.txt')}: ENOENT`],
+      [build('c.txt', '--column', 'x'), `${path.join(dir, 'c.txt')}: --column is set (x) but the file is read as one sentence per line; use a .csv/.tsv file`],
+      [build('empty.txt'), `${path.join(dir, 'empty.txt')}: no sentences to index (the file is empty or every line is blank)`],
+      [build('c.tsv', '--column', 'txt'), `${path.join(dir, 'c.tsv')}:1: no column "txt" in header [id, text]`],
+      // A good corpus: then the model.
+      [build('c.txt'), `${path.join(dir, 'm')}: no such directory`],
+    ];
+    for (const [argv, message] of cases) {
+      assert.deepEqual(await parseFailure(argv), { message: `micse: ${message}`, exitCode: 2 }, argv.join(' '));
+    }
+    assert.deepEqual(readdirSync(dir).sort(), ['c.tsv', 'c.txt', 'empty.txt']);
   });
 
   it('a misspelt flag is named, with the flag meant, on every command, exit 2', async () => {

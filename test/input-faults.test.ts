@@ -20,7 +20,9 @@ import { buildCli, describeFailure } from '../src/cli/main.js';
 import { loadSweep } from '../src/sweep/grid.js';
 import { readSafetensors, writeSafetensors } from '../src/model/safetensors.js';
 import { summarizeNames } from '../src/model/weights.js';
+import { modelFingerprint } from '../src/use/fingerprint.js';
 import { loadConfig, mergeConfig, type TrainConfig } from '../src/train/config.js';
+import { formatPlan, trainingPlan } from '../src/train/plan.js';
 import { train } from '../src/train/trainer.js';
 import { WASM_HEAP_BYTES, wasmHeapShortfall, wasmStepBytes } from '../src/train/step.js';
 import { BertModel } from '../src/model/bert.js';
@@ -30,6 +32,9 @@ import { microConfig as sharedMicroConfig, ROOT, shared, SKIP_NO_SHARED } from '
 const run = promisify(execFile);
 const CLI = path.join(ROOT, 'bin', 'micse.js');
 const TINY = path.join(ROOT, 'configs', 'tiny.yaml');
+
+/** `s` with the characters a regular expression reads specially escaped. */
+const escapeRe = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 
 let TMP = '';
 before(async () => {
@@ -215,6 +220,43 @@ describe('data.maxSeqLen past the model positions', () => {
       (e: unknown) => e instanceof UserError && e.message === `data.maxSeqLen is 128 but the model's max_position_embeddings is 64 ` +
         `(${path.join(dir, 'config.json')}): lower data.maxSeqLen to at most 64`);
     assert.equal(await fs.access(out).then(() => true, () => false), false, 'no run directory');
+  });
+
+  it('--dry-run reads a local checkpoint\'s config.json (a folder, a cached Hub model) and refuses as training would; a download is left to training', { skip: SKIP_NO_SHARED }, async () => {
+    const dir = await tmp('maxpos-dry-run');
+    const src = shared('hf-reference', 'tiny-h32-l4');
+    const cfg = JSON.parse(await fs.readFile(path.join(src, 'config.json'), 'utf8')) as Record<string, unknown>;
+    const checkpoint = path.join(dir, 'ckpt');
+    await fs.mkdir(checkpoint);
+    await fs.writeFile(path.join(checkpoint, 'config.json'), JSON.stringify({ ...cfg, max_position_embeddings: 64 })); // config.json is all the plan reads
+    const out = path.join(dir, 'run');
+    const message = `data.maxSeqLen is 128 but the model's max_position_embeddings is 64 (${path.join(checkpoint, 'config.json')}): lower data.maxSeqLen to at most 64`;
+    await refused(['train', '--config', TINY, '--set', `model.init=${checkpoint}`, '--set', 'data.maxSeqLen=128', '--set', `train.output=${out}`, '--dry-run'],
+      new RegExp(`^micse: ${escapeRe(message)}$`), out);
+    const fits = await trainingPlan(microConfig(out, { model: { init: checkpoint }, data: { maxSeqLen: 64 } }));
+    assert.deepEqual(fits.maxSeqLen, { value: 64, maxPositionEmbeddings: 64, source: path.join(checkpoint, 'config.json') });
+    assert.match(formatPlan(fits), new RegExp(`^max length {6}data\\.maxSeqLen 64, within max_position_embeddings 64 \\(${escapeRe(path.join(checkpoint, 'config.json'))}\\)$`, 'm'));
+
+    // A Hub name: in the cache (refs/main -> snapshots/<sha>, with its weights) it is read there; else left to training.
+    const cache = path.join(dir, 'hub');
+    const saved = process.env['HF_HUB_CACHE'];
+    process.env['HF_HUB_CACHE'] = cache;
+    try {
+      const hub = microConfig(out, { model: { init: 'org/tiny' }, data: { maxSeqLen: 128 } });
+      const later = await trainingPlan(hub);
+      assert.deepEqual(later.maxSeqLen, { value: 128, maxPositionEmbeddings: null, source: null });
+      assert.match(formatPlan(later), /^max length {6}data\.maxSeqLen 128, checked against org\/tiny's config\.json when training starts/m);
+      const snapshot = path.join(cache, 'models--org--tiny', 'snapshots', 'abc123');
+      await fs.mkdir(snapshot, { recursive: true });
+      await fs.mkdir(path.join(cache, 'models--org--tiny', 'refs'));
+      await fs.writeFile(path.join(cache, 'models--org--tiny', 'refs', 'main'), 'abc123');
+      await fs.copyFile(path.join(checkpoint, 'config.json'), path.join(snapshot, 'config.json'));
+      await fs.copyFile(path.join(src, 'model.safetensors'), path.join(snapshot, 'model.safetensors'));
+      await assert.rejects(trainingPlan(hub), { name: 'UserError', message: message.replace(path.join(checkpoint, 'config.json'), path.join(snapshot, 'config.json')) });
+    } finally {
+      if (saved === undefined) delete process.env['HF_HUB_CACHE'];
+      else process.env['HF_HUB_CACHE'] = saved;
+    }
   });
 });
 
@@ -428,8 +470,51 @@ describe('checkpoints whose weights disagree with config.json or are not finite'
     await fs.mkdir(file);
     await assert.rejects(loadPretrained(dir, { backend: 'cpu' }), (e: unknown) => e instanceof UserError &&
       e.message === `cannot read ${file}: it is a directory (EISDIR)`);
-    await refused(await embedArgs(dir), new RegExp(`^micse: cannot read ${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: it is a directory \\(EISDIR\\)$`),
+    await refused(await embedArgs(dir), new RegExp(`^micse: cannot read ${escapeRe(file)}: it is a directory \\(EISDIR\\)$`),
       path.join(dir, 'out.jsonl'));
+  });
+
+  it('every other checkpoint file that is a directory is named too (tokenizer files, weights, their index and shards), exit 2', async () => {
+    /** A copy whose `name` is a directory, after `prepare` (what else the layout needs) ran. */
+    const withDirectory = async (name: string, prepare: (dir: string) => Promise<void> = async () => undefined) => {
+      const dir = await copyWith(`dir-${name}`, {});
+      await prepare(dir);
+      await fs.rm(path.join(dir, name), { force: true });
+      await fs.mkdir(path.join(dir, name));
+      return { dir, file: path.join(dir, name) };
+    };
+    const noSafetensors = (dir: string) => fs.rm(path.join(dir, 'model.safetensors'));
+    const cases = [
+      await withDirectory('tokenizer.json'),
+      await withDirectory('vocab.txt'),
+      await withDirectory('tokenizer_config.json'),
+      await withDirectory('special_tokens_map.json'),
+      await withDirectory('model.safetensors'),
+      await withDirectory('model.safetensors.index.json', noSafetensors),
+      await withDirectory('model.json', noSafetensors),
+      // A TF.js export whose shard is a directory.
+      await withDirectory('group1-shard1of1.bin', async (dir) => {
+        await noSafetensors(dir);
+        await fs.writeFile(path.join(dir, 'model.json'), JSON.stringify({ weightsManifest: [{ paths: ['group1-shard1of1.bin'], weights: [] }] }));
+      }),
+    ];
+    for (const { dir, file } of cases) {
+      await assert.rejects(loadPretrained(dir, { backend: 'cpu' }), (e: unknown) => e instanceof UserError &&
+        e.message === `cannot read ${file}: it is a directory (EISDIR)`, file);
+    }
+    // The fingerprint of an index reads the weights' files by the same readers.
+    const { dir: indexDir, file: index } = cases[5]!;
+    await assert.rejects(modelFingerprint(indexDir, 'mean', 32), { name: 'UserError', message: `cannot read ${index}: it is a directory (EISDIR)` });
+    const { dir, file } = cases[0]!;
+    await refused(await embedArgs(dir), new RegExp(`^micse: cannot read ${escapeRe(file)}: it is a directory \\(EISDIR\\)$`), path.join(dir, 'out.jsonl'));
+  });
+
+  it('a Hub cache whose refs/main is a directory is named, exit 2', async () => {
+    const cache = await tmp('hub-ref-dir');
+    const ref = path.join(cache, 'models--org--tiny', 'refs', 'main');
+    await fs.mkdir(ref, { recursive: true });
+    await assert.rejects(loadPretrained('org/tiny', { backend: 'cpu', cacheDir: cache, offline: true }),
+      { name: 'UserError', message: `cannot read ${ref}: it is a directory (EISDIR)` });
   });
 
   it('NaN or infinite weights are refused naming the file and the tensor; export writes nothing', async () => {

@@ -6,7 +6,7 @@
  */
 import yargs, { type Argv, type CommandModule } from 'yargs';
 import { hideBin } from 'yargs/helpers';
-import { closest, UserError } from '../errors.js';
+import { closest, didYouMean, UserError } from '../errors.js';
 import { failureOf } from '../fsutil.js';
 import { embedCommand } from './embed.js';
 import { trainCommand } from './train.js';
@@ -97,8 +97,56 @@ interface YargsInternals {
   getInternalMethods(): {
     getContext(): { commands: string[]; fullCommands: string[] };
     getUsageInstance(): { getDescriptions(): Record<string, string | undefined> };
+    getCommandInstance(): { getCommands(): string[] };
   };
   getOptions(): { choices: Record<string, unknown[]> };
+}
+
+/** `what (description)` for the option or positional `key` of the running command, with its choices if it has some. */
+function described(what: string, key: string, y: Argv): string {
+  const describe = (y as unknown as YargsInternals).getInternalMethods().getUsageInstance().getDescriptions()[key];
+  const choices = (y as unknown as YargsInternals).getOptions().choices[key];
+  const about = [describe, choices !== undefined ? choices.join(', ') : undefined].filter((s) => s !== undefined && s !== '').join(': ');
+  return `${what}${about !== '' ? ` (${about})` : ''}`;
+}
+
+/** The argv objects rejectUnknownCommand has checked. */
+const judged = new WeakSet<object>();
+
+/**
+ * Rejects a word where the running command (or `micse` itself) expects one of its subcommands, naming them all with
+ * the nearest: "unknown data command 'subst' (did you mean 'subset'?); data commands: subset, download"; and words
+ * left over after a command without subcommands took its positionals: "embed: unexpected argument 'x'". Runs before
+ * yargs' checks, which call either an unknown argument (or only guess the nearest command).
+ */
+function rejectUnknownCommand(argv: { _: (string | number)[] }, y: Argv): void {
+  // yargs runs the middleware of a command with subcommands again once a subcommand has run, on the same argv and
+  // with the subcommands no longer listed: the first run judged the words.
+  if (judged.has(argv)) return;
+  judged.add(argv);
+  const internals = (y as unknown as YargsInternals).getInternalMethods();
+  const { commands } = internals.getContext();
+  const subcommands = internals.getCommandInstance().getCommands();
+  const words = argv._.slice(commands.length).map(String);
+  if (words.length === 0) return;
+  if (subcommands.length === 0) {
+    // A command without subcommands whose positionals (if any) took what they could: the rest is in excess.
+    throw new UserError(`${commands.join(' ')}: unexpected argument${words.length === 1 ? '' : 's'} ${words.map((w) => `'${w}'`).join(', ')}`);
+  }
+  const kind = [...commands, 'command'].join(' ');
+  throw new UserError(`unknown ${kind} '${words[0]}'${didYouMean(words[0]!, subcommands)}; ${kind}s: ${subcommands.join(', ')}`);
+}
+
+/**
+ * yargs' "Missing required arguments: input, output" as the flags to give, as typed and described:
+ * `embed: missing --input (.txt (one sentence per line), .csv or .tsv), --output (...)`. null for any other message.
+ */
+function missingOptions(message: string, y: Argv): string | null {
+  const missing = /^Missing required arguments?: ([^\n]*)/.exec(message);
+  if (missing === null) return null;
+  const { commands } = (y as unknown as YargsInternals).getInternalMethods().getContext();
+  const flags = missing[1]!.split(', ').map((key) => described(flag(key), key, y));
+  return `${commands.length > 0 ? `${commands.join(' ')}: ` : ''}missing ${flags.join(', ')}`;
 }
 
 /**
@@ -113,11 +161,7 @@ function missingPositional(message: string, y: Argv): string | null {
   const { commands, fullCommands } = internals.getContext();
   const wanted = [...(fullCommands.at(-1) ?? '').matchAll(/<([^>]+)>/g)].map((m) => m[1]!)[Number(got[1])];
   if (wanted === undefined) return null;
-  const key = wanted.replace(/\.\.$/, '');
-  const describe = internals.getUsageInstance().getDescriptions()[key];
-  const choices = (y as unknown as YargsInternals).getOptions().choices[key];
-  const about = [describe, choices !== undefined ? choices.join(', ') : undefined].filter((s) => s !== undefined && s !== '').join(': ');
-  return `${commands.join(' ')}: name <${wanted}>${about !== '' ? ` (${about})` : ''}`;
+  return `${commands.join(' ')}: name ${described(`<${wanted}>`, wanted.replace(/\.\.$/, ''), y)}`;
 }
 
 /** The parser of the `micse` command line over `argv` (without node and the script). */
@@ -125,8 +169,8 @@ export function buildCli(argv: string[]): Argv {
   let cli = yargs(argv)
     .scriptName('micse')
     .strict()
-    .demandCommand(1, 'name a command')
-    .recommendCommands()
+    .demandCommand(1, `name a command: ${commands.map((c) => String(c.command).split(' ')[0]).join(', ')}`)
+    .middleware(rejectUnknownCommand as never, true)
     .middleware(rejectUnknownOptions as never, true)
     .middleware(((a: Record<string, unknown>, y: Argv) => rejectMalformedValues(argv, a, y)) as never, true)
     .help()
@@ -135,7 +179,7 @@ export function buildCli(argv: string[]): Argv {
       // yargs' own parse and validation failures (a flag's coerce included) arrive as YErrors: bad input.
       if (err !== undefined && err !== null && err.name !== 'YError') throw err;
       const message = msg ?? err.message;
-      throw new UserError(missingPositional(message, cli) ?? oneLine(message));
+      throw new UserError(missingPositional(message, cli) ?? missingOptions(message, cli) ?? oneLine(message));
     });
   for (const c of commands) cli = cli.command(c);
   return cli;

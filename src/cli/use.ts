@@ -11,7 +11,7 @@ import type { BackendName } from '../model/backend.js';
 import { DEFAULT_EMBED_BATCH_SIZE } from '../model/embed.js';
 import { loadPretrained, resolveCheckpoint } from '../model/pretrained.js';
 import { DEFAULT_ANN_PARAMS } from '../use/ann.js';
-import { buildIndex, DEFAULT_CHUNK_SIZE } from '../use/build.js';
+import { buildIndex, countIndexCorpus, DEFAULT_CHUNK_SIZE } from '../use/build.js';
 import { cluster, DEFAULT_CLUSTER_SEED, DEFAULT_MIN_COMMUNITY_SIZE, DEFAULT_NEAREST, type ClusterResult } from '../use/cluster.js';
 import { shortFingerprint } from '../use/fingerprint.js';
 import { DEFAULT_TOP_K, openIndex } from '../use/search.js';
@@ -90,12 +90,14 @@ const indexBuildCommand: CommandModule<object, IndexBuildArgs> = {
       .option('threads', { ...numberFlag('threads', { integer: true, min: 0 }), default: DEFAULT_ANN_PARAMS.threads, describe: 'insertion threads (1: the same graph every run; 0: all cores)' })
       .option('force', { type: 'boolean', default: false, describe: 'start over, replacing what --out holds (all of it) once the new index is complete' }) as never,
   handler: async (args) => {
+    // The corpus is read through before the backend and the model: its faults are said without waiting for them.
+    const corpus = { corpus: args.corpus, column: args.column ?? null, names: COLUMN_FLAG_NAMES };
+    const counted = await countIndexCorpus(corpus);
     await activateBackend(args.backend);
     const pretrained = await loadPretrained(await resolveCheckpoint(args.model), maxLengthLoadOpts(args));
     const report = await buildIndex(pretrained, {
-      corpus: args.corpus,
-      column: args.column ?? null,
-      names: COLUMN_FLAG_NAMES,
+      ...corpus,
+      counted,
       out: args.out,
       ...embedOpts(args),
       chunkSize: args['chunk-size'],

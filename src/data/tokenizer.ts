@@ -5,11 +5,10 @@
  * do_lower_case / strip_accents / tokenize_chinese_chars). `[CLS] ... [SEP]` are added here, so truncation to
  * `maxLength` keeps [SEP] last.
  */
-import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
 import { UserError } from '../errors.js';
-import { ensureDir, exists, isJsonObject, writeFileAtomic } from '../fsutil.js';
+import { ensureDir, exists, isJsonObject, readFileNamed, writeFileAtomic } from '../fsutil.js';
 
 /** transformers' BERT default: words longer than this become [UNK]. */
 export const MAX_INPUT_CHARS_PER_WORD = 100;
@@ -152,7 +151,7 @@ export class BertTokenizer {
     const texts: TokenizerTexts = {};
     for (const name of TOKENIZER_FILES) {
       const file = path.join(dir, name);
-      if (await exists(file)) texts[name] = await fs.readFile(file, 'utf8');
+      if (await exists(file)) texts[name] = await readFileNamed(file, 'utf8');
     }
     return BertTokenizer.fromTexts(texts, dir, opts);
   }

@@ -19,7 +19,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { FetchError, fetchFailure, fetchResumable, DEFAULT_IDLE_TIMEOUT_MS, sha256File } from '../data/download.js';
 import { UserError } from '../errors.js';
-import { exists } from '../fsutil.js';
+import { exists, readFileNamed } from '../fsutil.js';
 import { hasSafetensorsWeights } from './safetensors.js';
 
 /** Files a BERT checkpoint directory needs (one weight file and one tokenizer file of each pair). */
@@ -71,7 +71,7 @@ export function repoFolder(modelId: string, cache = hubCacheDir()): string {
 async function cachedSnapshot(modelId: string, revision: string, cache: string): Promise<string | null> {
   const repo = repoFolder(modelId, cache);
   const ref = path.join(repo, 'refs', revision);
-  const candidates = (await exists(ref)) ? [(await fs.readFile(ref, 'utf8')).trim(), revision] : [revision];
+  const candidates = (await exists(ref)) ? [(await readFileNamed(ref, 'utf8')).trim(), revision] : [revision];
   for (const commit of candidates) {
     const snap = path.join(repo, 'snapshots', commit);
     if (commit !== '' && (await exists(path.join(snap, 'config.json')))) return snap;
@@ -189,20 +189,31 @@ async function downloadSnapshot(modelId: string, revision: string, cache: string
 }
 
 /**
- * A local directory is returned as is. A model id is looked up in the Hugging Face cache, and downloaded there when
- * missing and online.
+ * Where `dirOrName` is on this machine, as resolveModelDir would find it without a download: a local directory as is,
+ * a model id's cached snapshot that holds its weights; null when a model id must be downloaded first. A path that is
+ * a file, or neither a directory nor a model id, is a UserError.
  */
-export async function resolveModelDir(dirOrName: string, opts: ResolveOptions = {}): Promise<string> {
+export async function localModelDir(dirOrName: string, opts: ResolveOptions = {}): Promise<string | null> {
   if (await exists(dirOrName)) {
     const stat = await fs.stat(dirOrName);
     if (!stat.isDirectory()) throw new UserError(`${dirOrName}: is a file; pass the checkpoint's directory`);
     return dirOrName;
   }
   if (!looksLikeModelId(dirOrName)) throw new UserError(`${dirOrName}: no such directory`);
+  const snap = await cachedSnapshot(dirOrName, opts.revision ?? 'main', opts.cacheDir ?? hubCacheDir());
+  return snap !== null && (await hasSafetensorsWeights(snap)) ? snap : null;
+}
+
+/**
+ * A local directory is returned as is. A model id is looked up in the Hugging Face cache, and downloaded there when
+ * missing and online.
+ */
+export async function resolveModelDir(dirOrName: string, opts: ResolveOptions = {}): Promise<string> {
+  const local = await localModelDir(dirOrName, opts);
+  if (local !== null) return local;
   const cache = opts.cacheDir ?? hubCacheDir();
   const revision = opts.revision ?? 'main';
   const snap = await cachedSnapshot(dirOrName, revision, cache);
-  if (snap !== null && (await hasSafetensorsWeights(snap))) return snap;
   const target = snap ?? path.join(repoFolder(dirOrName, cache), 'snapshots', revision);
   const help = `put ${REQUIRED.join(' and ')} plus tokenizer.json or vocab.txt in ${target} (or pass a local checkpoint directory)`;
   if (hubOffline(opts)) throw new UserError(`${dirOrName}: not in the Hugging Face cache and offline mode is on; ${help}`);

@@ -3,11 +3,10 @@
  * the same from a URL, the Hub over https or a page's files (the browser's loaders).
  * Everything that reads a model goes through here.
  */
-import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { UserError } from '../errors.js';
 import { BertTokenizer, TOKENIZER_FILES, type TokenizerTexts } from '../data/tokenizer.js';
-import { exists, isJsonObject, readJsonObject } from '../fsutil.js';
+import { exists, isJsonObject, readFileNamed, readJsonObject } from '../fsutil.js';
 import { ensureBackend, selectBackend, type BackendName, type BackendSelection } from './backend.js';
 import { BertModel } from './bert.js';
 import { maxLengthProblem, parseBertConfig, withDropout, type BertConfig } from './config.js';
@@ -64,25 +63,29 @@ export async function resolveCheckpoint(modelArg: string): Promise<string> {
   return modelArg;
 }
 
+/** The weightsManifest of a TF.js model.json (`file`): its groups of weights and the shard files that hold them. */
+export async function readTfjsManifest(file: string): Promise<tf.io.WeightsManifestConfig> {
+  const manifest = (await readJsonObject(file))['weightsManifest'];
+  const valid = Array.isArray(manifest) && manifest.every((g) => isJsonObject(g) && Array.isArray(g['paths']) && Array.isArray(g['weights']) &&
+    g['paths'].every((p) => typeof p === 'string'));
+  if (!valid) throw new UserError(`${file}: not a TF.js model.json (no weightsManifest of weights and shard paths)`);
+  return manifest as tf.io.WeightsManifestConfig;
+}
+
 /**
  * Reads the weights of a TF.js `tf.io` directory (model.json's weightsManifest + .bin shards, as
  * `micse export --format tfjs` writes them: Hugging Face names, PyTorch layout) as host tensors.
  */
 async function readTfjsWeights(dir: string): Promise<Map<string, HostTensor>> {
   const file = path.join(dir, 'model.json');
-  let manifest: tf.io.WeightsManifestConfig;
-  try {
-    manifest = (JSON.parse(await fs.readFile(file, 'utf8')) as { weightsManifest: tf.io.WeightsManifestConfig }).weightsManifest;
-    if (!Array.isArray(manifest)) throw new Error('no weightsManifest array');
-  } catch (err) {
-    throw new UserError(`${file}: not a TF.js model.json (${(err as Error).message})`);
-  }
+  const manifest = await readTfjsManifest(file);
   const out = new Map<string, HostTensor>();
   for (const group of manifest) {
     const buffers: ArrayBuffer[] = [];
     for (const p of group.paths) {
-      const b = await fs.readFile(path.join(dir, p)).catch(() => {
-        throw new UserError(`${file}: weight shard ${p} is missing`);
+      const b = await readFileNamed(path.join(dir, p)).catch((err: unknown) => {
+        if ((err as { cause?: NodeJS.ErrnoException }).cause?.code === 'ENOENT') throw new UserError(`${file}: weight shard ${p} is missing`);
+        throw err;
       });
       buffers.push(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) as ArrayBuffer);
     }

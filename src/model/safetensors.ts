@@ -4,10 +4,9 @@
  * Reading converts F32, F16 and BF16 to float32; integer tensors are kept as int32 when they fit.
  * Every structural problem is a UserError naming the file (and the tensor).
  */
-import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { UserError } from '../errors.js';
-import { exists, isJsonObject, writeFileAtomic } from '../fsutil.js';
+import { exists, isJsonObject, readFileNamed, readJsonObject, writeFileAtomic } from '../fsutil.js';
 
 export type SafetensorsDtype = 'F32' | 'F16' | 'BF16' | 'F64' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL';
 
@@ -137,8 +136,10 @@ export function parseSafetensors(buf: Uint8Array, file: string): { tensors: Map<
 export async function readSafetensors(file: string): Promise<{ tensors: Map<string, HostTensor>; metadata: Record<string, string> }> {
   let buf: Buffer;
   try {
-    buf = await fs.readFile(file);
+    buf = await readFileNamed(file);
   } catch (err) {
+    // What readFileNamed leaves as is: a file past what one read can hold (ERR_FS_FILE_TOO_LARGE).
+    if (err instanceof UserError) throw err;
     throw new UserError(`${file}: cannot read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
   }
   return parseSafetensors(buf, file);
@@ -147,6 +148,15 @@ export async function readSafetensors(file: string): Promise<{ tensors: Map<stri
 /** Whether `dir` holds safetensors weights: model.safetensors or a model.safetensors.index.json. */
 export async function hasSafetensorsWeights(dir: string): Promise<boolean> {
   return (await exists(path.join(dir, 'model.safetensors'))) || (await exists(path.join(dir, 'model.safetensors.index.json')));
+}
+
+/** The weight_map (tensor name -> shard file) of a model.safetensors.index.json. */
+export async function readSafetensorsIndex(index: string): Promise<Record<string, string>> {
+  const weightMap = (await readJsonObject(index))['weight_map'];
+  if (!isJsonObject(weightMap) || !Object.values(weightMap).every((v) => typeof v === 'string')) {
+    throw new UserError(`${index}: invalid index file (no weight_map of tensor names to shard files)`);
+  }
+  return weightMap as Record<string, string>;
 }
 
 /**
@@ -161,13 +171,7 @@ export async function readSafetensorsDir(dir: string): Promise<Map<string, HostT
     throw new UserError(`${dir}: no model.safetensors or model.safetensors.index.json (only safetensors weights are read; ` +
       `convert pytorch_model.bin with transformers' save_pretrained(safe_serialization=True))`);
   }
-  let weightMap: Record<string, string>;
-  try {
-    weightMap = (JSON.parse(await fs.readFile(index, 'utf8')) as { weight_map: Record<string, string> }).weight_map;
-    if (weightMap === undefined || typeof weightMap !== 'object') throw new Error('no weight_map');
-  } catch (err) {
-    throw new UserError(`${index}: invalid index file (${(err as Error).message})`);
-  }
+  const weightMap = await readSafetensorsIndex(index);
   const out = new Map<string, HostTensor>();
   for (const shard of [...new Set(Object.values(weightMap))].sort()) {
     const { tensors } = await readSafetensors(path.join(dir, shard));

@@ -7,10 +7,14 @@
  * subset files (`wiki_subset_1M_000.10percent_seed{subsetSeed}.txt`) and `--set data.subsetSeed=50` picks one.
  */
 import { existsSync } from 'node:fs';
+import path from 'node:path';
 import { stepsPerEpoch } from '../data/batches.js';
 import { downloadCommandFor } from '../data/download.js';
 import { loadTrainingSentences, type TrainingSentences } from '../data/subset.js';
 import { UserError } from '../errors.js';
+import { maxLengthProblem, parseBertConfig } from '../model/config.js';
+import { localModelDir } from '../model/hub.js';
+import { readBertConfig } from '../model/pretrained.js';
 import type { TrainConfig } from './config.js';
 import { scheduleOf, totalStepsOf } from './selection.js';
 
@@ -104,6 +108,12 @@ export interface TrainingPlan {
     warmupRatio: number;
     maxGradNorm: number;
   };
+  /**
+   * data.maxSeqLen and the model's max_position_embeddings it fits, from `source` (model.config for a random init, else
+   * the checkpoint's config.json); both null where model.init is a Hub model not in the local cache, whose config.json
+   * the trainer checks once it is downloaded.
+   */
+  maxSeqLen: { value: number; maxPositionEmbeddings: number | null; source: string | null };
   /** train.backend as configured (`auto` picks when training starts) and train.precision. */
   backend: TrainConfig['train']['backend'];
   precision: TrainConfig['train']['precision'];
@@ -118,8 +128,29 @@ function selectionWords(c: TrainConfig): string {
     'not the last step unless it is one (transformers 4.22)';
 }
 
-/** The plan of `c`; reads the training file when it exists (sha256, sentences) and nothing else. */
+/**
+ * The model's max_position_embeddings and where it comes from, once data.maxSeqLen is known to fit it (a UserError as
+ * the trainer's otherwise): model.config for a random init (loadConfig checked it), the config.json of a checkpoint on
+ * this machine (a folder, a cached Hub model); null where the checkpoint must be downloaded first.
+ */
+async function modelPositions(c: TrainConfig): Promise<{ max: number; source: string } | null> {
+  if (c.model.init === 'random') return { max: parseBertConfig(c.model.config ?? {}, 'model.config').maxPositionEmbeddings, source: 'model.config' };
+  const dir = await localModelDir(c.model.init);
+  if (dir === null) return null;
+  const source = path.join(dir, 'config.json');
+  const config = await readBertConfig(dir);
+  // The same check and words as the trainer's (loadPretrained's maxLength), before anything is loaded.
+  const problem = maxLengthProblem('data.maxSeqLen', c.data.maxSeqLen, config, source);
+  if (problem !== null) throw new UserError(problem);
+  return { max: config.maxPositionEmbeddings, source };
+}
+
+/**
+ * The plan of `c`; reads the training file when it exists (sha256, sentences) and the config.json of a checkpoint
+ * on this machine (data.maxSeqLen against its max_position_embeddings), and nothing else.
+ */
 export async function trainingPlan(c: TrainConfig): Promise<TrainingPlan> {
+  const positions = await modelPositions(c);
   const file = trainingFile(c);
   const exists = existsSync(file);
   const data = exists ? await readTrainingData(c) : null;
@@ -161,6 +192,7 @@ export async function trainingPlan(c: TrainConfig): Promise<TrainingPlan> {
       warmupRatio: c.optim.warmupRatio,
       maxGradNorm: c.optim.maxGradNorm,
     },
+    maxSeqLen: { value: c.data.maxSeqLen, maxPositionEmbeddings: positions?.max ?? null, source: positions?.source ?? null },
     backend: c.train.backend,
     precision: c.train.precision,
     model: c.model.init,
@@ -198,6 +230,9 @@ export function formatPlan(p: TrainingPlan): string {
     `objective       ${p.objective.style}${p.objective.layers !== null ? `, lambda ${p.objective.lambda}, AMI layers ${p.objective.layers[0]}..${p.objective.layers[1]}, rhoEps ${p.objective.rhoEps}` : ''}, temperature ${p.objective.temperature}`,
     `optimizer       AdamW ${o.variant}, lr ${o.learningRate} ${o.schedule}, warmup ${o.warmupSteps > 0 ? `${o.warmupSteps} steps` : `ratio ${o.warmupRatio}`}, ` +
       `weight decay ${o.weightDecay}, clip ${o.maxGradNorm}`,
+    `max length      data.maxSeqLen ${p.maxSeqLen.value}, ` + (p.maxSeqLen.source !== null
+      ? `within max_position_embeddings ${p.maxSeqLen.maxPositionEmbeddings} (${p.maxSeqLen.source})`
+      : `checked against ${p.model}'s config.json when training starts (not in the Hugging Face cache: it is downloaded then)`),
     `backend         ${p.backend}${p.backend === 'auto' ? ' (the first that works, when training starts)' : ''}, precision ${p.precision}`,
     `model           ${p.model} -> ${p.output} (seed ${p.seed})`,
   ].join('\n');

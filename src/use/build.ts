@@ -95,6 +95,19 @@ export interface BuildIndexOptions {
   progress?: boolean;
   /** Called after each chunk is safely on disk (rows done, rows total). */
   onChunk?: (rows: number, total: number) => void;
+  /**
+   * The corpus as countIndexCorpus read it through for these `corpus`, `column` and `names` (the CLI reads it before
+   * it loads the model); read here first when absent.
+   */
+  counted?: CountedCorpus;
+}
+
+/** A corpus read through by countIndexCorpus. */
+export interface CountedCorpus {
+  reader: CorpusReader;
+  identity: CorpusIdentity;
+  /** Records in the corpus. */
+  total: number;
 }
 
 export interface BuildIndexReport {
@@ -199,6 +212,26 @@ async function saveAnnAtomic(ann: AnnIndex, file: string): Promise<void> {
   }
 }
 
+/**
+ * Opens the corpus of an index build and reads it through (counting its records) before anything is loaded or
+ * written: a UserError naming it when it cannot be read, its --column does not apply, a record is malformed or it
+ * holds no sentence.
+ */
+export async function countIndexCorpus(opts: Pick<BuildIndexOptions, 'corpus' | 'column' | 'names'>): Promise<CountedCorpus> {
+  const column = opts.column ?? null;
+  const reader = openCorpus(opts.corpus, { column, ...(opts.names !== undefined ? { names: opts.names } : {}) });
+  let st;
+  try {
+    st = await fs.stat(opts.corpus);
+  } catch (err) {
+    throw new UserError(`cannot read corpus ${opts.corpus}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+  }
+  const identity: CorpusIdentity = { path: path.resolve(opts.corpus), column, bytes: st.size, mtimeMs: st.mtimeMs };
+  const total = await countRecords(reader);
+  if (total === 0) throw new UserError(`${opts.corpus}: no sentences to index (the file is empty or every line is blank)`);
+  return { reader, identity, total };
+}
+
 /** Embeds a corpus into `opts.out` and builds its ANN index (see the module comment for the layout and `force`). */
 export async function buildIndex(pretrained: Pick<Pretrained, 'model' | 'tokenizer' | 'report'>, opts: BuildIndexOptions): Promise<BuildIndexReport> {
   const { model } = pretrained;
@@ -216,15 +249,12 @@ export async function buildIndex(pretrained: Pick<Pretrained, 'model' | 'tokeniz
     if (!Number.isInteger(params[key]) || params[key] < 1) throw new UserError(`ann.${key} must be a positive integer, got ${params[key]}`);
   }
 
-  const column = opts.column ?? null;
-  const reader = openCorpus(opts.corpus, { column, ...(opts.names !== undefined ? { names: opts.names } : {}) });
-  let st;
-  try {
-    st = await fs.stat(opts.corpus);
-  } catch (err) {
-    throw new UserError(`cannot read corpus ${opts.corpus}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+  // Read through before anything is written: a corpus that cannot be read (or is empty) leaves `out` as it was.
+  const counted = opts.counted ?? (await countIndexCorpus(opts));
+  if (counted.identity.path !== path.resolve(opts.corpus) || counted.identity.column !== (opts.column ?? null)) {
+    throw new Error(`buildIndex: counted is the corpus ${counted.identity.path} (column ${counted.identity.column}), not ${opts.corpus} (column ${opts.column ?? null})`);
   }
-  const corpus: CorpusIdentity = { path: path.resolve(opts.corpus), column, bytes: st.size, mtimeMs: st.mtimeMs };
+  const { reader, identity: corpus, total } = counted;
   const fingerprint = await modelFingerprint(pretrained.report.dir, pooler, maxLength);
 
   const outStat = await fs.stat(out).catch(() => null);
@@ -257,9 +287,6 @@ export async function buildIndex(pretrained: Pick<Pretrained, 'model' | 'tokeniz
       state = prev;
     }
   }
-  // Read through before anything is written: a corpus that cannot be read (or is empty) leaves `out` as it was.
-  const total = await countRecords(reader);
-  if (total === 0) throw new UserError(`${opts.corpus}: no sentences to index (the file is empty or every line is blank)`);
 
   // --force on a folder that holds anything: build beside it, then swap it in (see the module comment).
   const replace = force && outStat !== null && (await fs.readdir(out)).length > 0;

@@ -4,11 +4,13 @@
  * the fingerprint of the model that built it, and refuses queries embedded by any other.
  */
 import { createHash } from 'node:crypto';
-import { createReadStream, promises as fs } from 'node:fs';
+import { createReadStream } from 'node:fs';
 import path from 'node:path';
-import { UserError } from '../errors.js';
+import { environmentError, UserError } from '../errors.js';
 import { exists } from '../fsutil.js';
 import type { EmbedPooler } from '../model/pooling.js';
+import { readTfjsManifest } from '../model/pretrained.js';
+import { readSafetensorsIndex } from '../model/safetensors.js';
 
 /** Files hashed when present, in this order; the weights (model.safetensors or its shards) are added after. */
 export const FINGERPRINT_FILES = ['config.json', 'tokenizer.json', 'vocab.txt', 'tokenizer_config.json'] as const;
@@ -31,9 +33,14 @@ export interface ModelFingerprint {
 async function sha256File(file: string): Promise<FingerprintFile> {
   const hash = createHash('sha256');
   let bytes = 0;
-  for await (const chunk of createReadStream(file)) {
-    hash.update(chunk as Buffer);
-    bytes += (chunk as Buffer).length;
+  try {
+    for await (const chunk of createReadStream(file)) {
+      hash.update(chunk as Buffer);
+      bytes += (chunk as Buffer).length;
+    }
+  } catch (err) {
+    // A read through the stream's handle (EISDIR: a directory in the file's place) carries no path: name it.
+    throw environmentError(err, file, (err as NodeJS.ErrnoException).path === undefined ? 'read' : undefined) ?? err;
   }
   return { name: path.basename(file), bytes, sha256: hash.digest('hex') };
 }
@@ -46,22 +53,11 @@ async function weightFiles(dir: string): Promise<string[]> {
   const tfjs = path.join(dir, 'model.json');
   if (!(await exists(index)) && (await exists(tfjs))) {
     // A TF.js export: model.json and the shards its weightsManifest lists.
-    let manifest: { paths: string[] }[];
-    try {
-      manifest = (JSON.parse(await fs.readFile(tfjs, 'utf8')) as { weightsManifest: { paths: string[] }[] }).weightsManifest;
-      if (!Array.isArray(manifest)) throw new Error('no weightsManifest array');
-    } catch (err) {
-      throw new UserError(`${tfjs}: not a TF.js model.json (${(err as Error).message})`);
-    }
+    const manifest = await readTfjsManifest(tfjs);
     return [tfjs, ...manifest.flatMap((g) => g.paths).map((p) => path.join(dir, p))];
   }
   if (!(await exists(index))) throw new UserError(`${dir}: no model.safetensors, model.safetensors.index.json or model.json to fingerprint`);
-  let map: Record<string, string>;
-  try {
-    map = (JSON.parse(await fs.readFile(index, 'utf8')) as { weight_map: Record<string, string> }).weight_map;
-  } catch (err) {
-    throw new UserError(`${index}: invalid index file (${(err as Error).message})`);
-  }
+  const map = await readSafetensorsIndex(index);
   return [index, ...[...new Set(Object.values(map))].sort().map((s) => path.join(dir, s))];
 }
 
