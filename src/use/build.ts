@@ -30,7 +30,7 @@ import { checkBatchSize, DEFAULT_EMBED_BATCH_SIZE, DEFAULT_EMBED_POOLER, embed, 
 import { checkPooler, type EmbedPooler } from '../model/pooling.js';
 import type { Pretrained } from '../model/pretrained.js';
 import { createProgress } from '../progress.js';
-import { ANN_LIBRARY, ANN_LIBRARY_VERSION, AnnIndex, DEFAULT_ANN_PARAMS, type AnnMeta, type AnnParams } from './ann.js';
+import { ANN_LIBRARY, ANN_LIBRARY_VERSION, AnnIndex, checkAnnSize, DEFAULT_ANN_PARAMS, type AnnMeta, type AnnParams } from './ann.js';
 import { modelFingerprint, shortFingerprint, type ModelFingerprint } from './fingerprint.js';
 import { NpyAppender, readNpyRows } from './npyAppend.js';
 
@@ -212,9 +212,7 @@ export async function buildIndex(pretrained: Pick<Pretrained, 'model' | 'tokeniz
   const params: AnnParams = { ...DEFAULT_ANN_PARAMS, ...opts.ann };
   if (!Number.isInteger(chunkSize) || chunkSize < 1) throw new UserError(`chunk size must be a positive integer, got ${chunkSize}`);
   checkBatchSize(batchSize);
-  for (const key of ['connectivity', 'expansionAdd', 'expansionSearch'] as const) {
-    if (!Number.isInteger(params[key]) || params[key] < 1) throw new UserError(`ann.${key} must be a positive integer, got ${params[key]}`);
-  }
+  for (const key of ['connectivity', 'expansionAdd', 'expansionSearch'] as const) checkAnnSize(`ann.${key}`, params[key]);
 
   const column = opts.column ?? null;
   const reader = openCorpus(opts.corpus, { column, ...(opts.names !== undefined ? { names: opts.names } : {}) });
