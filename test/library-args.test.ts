@@ -15,6 +15,7 @@ import { embed, type EmbedOptions } from '../src/model/embed.js';
 import { pool } from '../src/model/pooling.js';
 import { loadPretrained, type Pretrained } from '../src/model/pretrained.js';
 import { tf } from '../src/model/tf.js';
+import type { PartialTrainConfig } from '../src/train/config.js';
 import { trainInMemory } from '../src/train/memory.js';
 import { buildIndex } from '../src/use/build.js';
 import { cluster, clusterVectors, type ClusterOptions } from '../src/use/cluster.js';
@@ -169,7 +170,7 @@ describe('library arguments', { skip: SKIP_NO_SHARED }, () => {
 
   it('trainInMemory: a sentence that is not a string is refused upfront (it trained, the number read as its digits)', async () => {
     const sentences = Array.from({ length: 40 }, (_, i) => `sentence number ${i}`);
-    const config = { train: { batchSize: 8, maxSteps: 1 }, objective: { style: 'simcse' } };
+    const config = { train: { batchSize: 8, maxSteps: 1 }, objective: { style: 'simcse' } } satisfies PartialTrainConfig;
     await refuses(() => trainInMemory(config, { sentences: loose([...sentences.slice(0, 39), 5]), model: p.model, tokenizer: p.tokenizer }),
       /^sentences\[39\] must be a string, got a number$/);
   });
