@@ -18,7 +18,7 @@
  *
  * `force` replaces what the directory holds, as `export --force` replaces its output: whole (files that are not
  * the index's go too), and only once the new index is complete. The corpus is read through (counted) before
- * anything is written; a non-empty directory is then rebuilt in a sibling staging folder (`OUT.tmp-index-PID`)
+ * anything is written but the lock (a folder made for it alone is removed again when the build fails); a non-empty directory is then rebuilt in a sibling staging folder (`OUT.tmp-index-PID`)
  * that replaces it by two renames (the old one moved to `OUT.old-index-PID`, then removed), so a failed or killed
  * rebuild leaves the previous content whole and no half index under its name; the next build into the same
  * directory repairs what a kill left (recoverReplacement). A forced build is not resumed: it starts over.
