@@ -30,6 +30,7 @@ import { BertModel } from '../src/model/bert.js';
 import { parseBertConfig } from '../src/model/config.js';
 import { serveStatic } from '../src/browser/serve.js';
 import { NATIVE_GEMM_ENV, parseNativeGemmChoice, useNativeGemm } from '../src/kernels/stock/index.js';
+import type { PartialTrainConfig } from '../src/train/config.js';
 import { trainInMemory } from '../src/train/memory.js';
 import { launchChromium, openPage } from '../test/browserHarness.js';
 import type { SIZES as BenchSizes, SizeName } from './bench.js';
@@ -55,7 +56,7 @@ function benchConfig(s: (typeof BenchSizes)[SizeName], steps: number) {
       data: { maxSeqLen: s.seqLen },
       objective: { style: 'micse', lambda: 0.1, minLayer: s.minLayer, maxLayer: s.maxLayer },
       train: { batchSize: s.batch, maxSteps: steps, evalSteps: 1_000_000, seed: 42 },
-    },
+    } satisfies PartialTrainConfig,
   };
 }
 

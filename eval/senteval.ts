@@ -173,8 +173,9 @@ export const SENTEVAL_DATA_HINT = "the SentEval data root is `micse eval --data 
 
 /**
  * Reads a UTF-8 task file; a missing file is a UserError naming its path, and so is one with a UTF-16/UTF-32
- * byte-order mark or a NUL byte (naming the line too), by the corpus readers' checks (src/data/textCheck.ts). A
- * UTF-8 byte-order mark is kept, as Python's `open(f, encoding='utf8')` in SentEval keeps it.
+ * byte-order mark, a NUL byte or bytes that are not valid UTF-8 (naming the line too; SentEval's
+ * `io.open(f, encoding='utf8')` raises on them, where decoding would put replacement characters in the sentences),
+ * by src/data/textCheck.ts's checks. A UTF-8 byte-order mark is kept, as Python's `open(f, encoding='utf8')` keeps it.
  */
 function readTaskFile(file: string): string {
   if (!existsSync(file)) throw new UserError(`SentEval task file not found: ${file} (${SENTEVAL_DATA_HINT})`);

@@ -122,15 +122,16 @@ export async function checkOutputFile(file: string, flag: string, force: boolean
 }
 
 /**
- * Throws a UserError when `dir` holds anything (a missing `dir`, or a file in its place, passes: creating it
- * fails later with its own error). The message names `dir`, what it holds, `unlike` (why it may not be reused, if
- * anything more than not being empty) and `flag`, the option that chose it, and says --force replaces it.
+ * Throws a UserError when `dir` holds anything but the names `ignore` accepts (a missing `dir`, or a file in its
+ * place, passes: creating it fails later with its own error). The message names `dir`, what it holds, `unlike` (why
+ * it may not be reused, if anything more than not being empty) and `flag`, the option that chose it, and says
+ * --force replaces it.
  */
-export async function refuseNonEmptyDir(dir: string, flag: string, unlike = ''): Promise<void> {
-  const entries = await fs.readdir(dir).catch((err: NodeJS.ErrnoException) => {
+export async function refuseNonEmptyDir(dir: string, flag: string, unlike = '', ignore: (name: string) => boolean = () => false): Promise<void> {
+  const entries = (await fs.readdir(dir).catch((err: NodeJS.ErrnoException) => {
     if (err.code === 'ENOENT' || err.code === 'ENOTDIR') return [];
     throw err;
-  });
+  })).filter((name) => !ignore(name));
   if (entries.length > 0) {
     throw new UserError(`${dir}: not empty (${entries.length} entries)${unlike}; ${forceAdvice(flag)}. Nothing was written`);
   }
@@ -253,6 +254,11 @@ let lockAttempts = 0;
 
 /** Lock files this process holds (a lock naming this pid and not listed is a dead process's whose pid came back). */
 const heldLocks = new Set<string>();
+
+/** Whether `name` is the lock file `lockName` or one of the temporary files PidLock.take writes beside it. */
+export function isLockEntry(name: string, lockName: string): boolean {
+  return name === lockName || name.startsWith(`${lockName}.tmp-`);
+}
 
 /**
  * An exclusive lock: a file holding the owner's pid, created whole (written under a temporary name, then

@@ -14,7 +14,7 @@ import { loadTrainingSentences } from '../src/data/subset.js';
 import { selectBackend } from '../src/model/backend.js';
 import { embed } from '../src/model/embed.js';
 import { loadPretrained } from '../src/model/pretrained.js';
-import { defaultConfig, mergeConfig } from '../src/train/config.js';
+import { defaultConfig, mergeConfig, type PartialTrainConfig } from '../src/train/config.js';
 import { train } from '../src/train/trainer.js';
 import { launchChromium, openPage, serveStatic, SKIP_NO_CHROMIUM } from './browserHarness.js';
 import { HAS_SHARED, ROOT, shared, SKIP_NO_SHARED } from './helpers.js';
@@ -39,7 +39,7 @@ const TRAIN_CONFIG = {
   objective: { style: 'micse', lambda: 1e-3, minLayer: 2, maxLayer: 4 },
   optim: { learningRate: 5e-4 },
   train: { batchSize: 8, maxSteps: STEPS, evalSteps: 1000, finalEval: false, seed: 42, logSteps: 1 },
-};
+} satisfies PartialTrainConfig;
 const PAGE = `<!doctype html><meta charset="utf-8"><link rel="icon" href="data:,"><script type="module">
 import * as micse from '/dist/micse.js';
 window.micse = micse;
@@ -126,7 +126,7 @@ describe('browser bundle in headless Chromium', { skip: SKIP_NO_SHARED || SKIP_N
       const page = await openPage(browser!, server!.url + '/', errors);
       await page.waitForFunction('window.micseReady === true');
       // No function named by a declaration or an object key in here: tsx wraps those in a helper (__name) the page lacks.
-      const got = await page.evaluate(async (b: string, config: unknown, sents: string[], probe: string[]) => {
+      const got = await page.evaluate(async (b: string, config: PartialTrainConfig, sents: string[], probe: string[]) => {
         const m = (window as unknown as { micse: typeof import('../src/browser/index.js') }).micse;
         await m.selectBackend(b as 'webgpu' | 'wasm');
         const { model, tokenizer } = await m.loadPretrained('/model/');

@@ -1,11 +1,12 @@
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, test } from 'node:test';
 import { UserError } from '../src/errors.js';
 import { readDelimitedText } from '../src/data/delimited.js';
-import { openCorpus, parseColumn, readAll } from '../src/data/readers.js';
+import { LineSplitter, openCorpus, parseColumn, readAll } from '../src/data/readers.js';
 import { shared, SKIP_NO_SHARED } from './helpers.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'micse-readers-'));
@@ -205,4 +206,31 @@ test('shared wiki1m head streams 11,913 sentences', { skip: SKIP_NO_SHARED }, as
   assert.equal(stats.lines, 11_913);
   assert.equal(lines.length + stats.blank + stats.invalid, 11_913);
   assert.equal(lines[0]!.text, 'YMCA in South Australia');
+});
+
+test('the line splitter holds a long stretch without a newline in time linear in its length (it was copied again for every chunk)', () => {
+  // 16 MiB in 16 KiB chunks (files come in 1 MiB reads): one line, and the same bytes as 1024 lines.
+  const CHUNK = 16 << 10;
+  const CHUNKS = 1024;
+  const split = (newlines: boolean): { ms: number; lines: { begin: number; end: number; line: number; offset: number; valid: boolean }[] } => {
+    const chunks = Array.from({ length: CHUNKS }, () => Buffer.alloc(CHUNK, 0x61));
+    if (newlines) for (const c of chunks) c[CHUNK - 1] = 10;
+    const stats = { lines: 0, records: 0, blank: 0, invalid: 0, invalidLines: [], bom: false, bytes: 0, sha256: null, header: null, columnIndex: null };
+    const splitter = new LineSplitter('big.txt', createHash('sha256'), stats);
+    const lines: { begin: number; end: number; line: number; offset: number; valid: boolean }[] = [];
+    const t0 = performance.now();
+    for (const c of chunks) for (const v of splitter.push(c)) lines.push({ begin: v.begin, end: v.end, line: v.line, offset: v.offset, valid: v.valid });
+    for (const v of splitter.end()) lines.push({ begin: v.begin, end: v.end, line: v.line, offset: v.offset, valid: v.valid });
+    const ms = performance.now() - t0;
+    assert.equal(stats.bytes, CHUNK * CHUNKS);
+    assert.equal(stats.lines, newlines ? CHUNKS : 1);
+    return { ms, lines };
+  };
+  const many = split(true);
+  const one = split(false);
+  // What is read is unchanged: one valid line of every byte.
+  assert.deepEqual(one.lines, [{ begin: 0, end: CHUNK * CHUNKS, line: 1, offset: 0, valid: true }]);
+  assert.deepEqual(many.lines.at(-1), { begin: 0, end: CHUNK - 1, line: CHUNKS, offset: CHUNK * (CHUNKS - 1), valid: true });
+  // Both hash every byte once; the quadratic splitter copied 8 GiB for the single line (seconds, not milliseconds).
+  assert.ok(one.ms < 4 * many.ms + 300, `one line: ${one.ms.toFixed(0)} ms, the same bytes as ${CHUNKS} lines: ${many.ms.toFixed(0)} ms`);
 });

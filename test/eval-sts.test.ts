@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, test } from 'node:test';
@@ -21,6 +21,7 @@ import {
   type SentenceEncoder,
   type StsTaskName,
 } from '../eval/sts.js';
+import { checkTextBytes, firstInvalidUtf8 } from '../src/data/textCheck.js';
 import { UserError } from '../src/errors.js';
 import type { BackendName } from '../src/model/backend.js';
 import { ROOT, SKIP_NO_SHARED, shared } from './helpers.js';
@@ -155,6 +156,59 @@ test('a task file in UTF-16/UTF-32 or with a NUL byte is a UserError naming it (
   }
   write(dev, `\ufeff${stsb}`);
   assert.deepEqual(readStsBenchmark(root, 'dev').s1, ['x', 'z'], 'a UTF-8 byte-order mark is read as before');
+});
+
+test('a task file that is not valid UTF-8 is a UserError naming it and the line, for every reader (it was decoded with replacement characters; SentEval raises)', () => {
+  const root = path.join(TMP, 'senteval-invalid-utf8');
+  const stsb = 'g\tf\ty\t1\t2.5\tx\ty\ng\tf\ty\t2\t1\tz\tw\n';
+  const dev = write(path.join(root, 'STS', 'STSBenchmark', 'sts-dev.csv'), stsb);
+  const sick = write(path.join(root, 'SICK', 'SICK_test_annotated.txt'), '');
+  const dir = path.join(root, 'sts-year');
+  const input = write(path.join(dir, 'STS.input.x.txt'), 'a\tb\nc\td\n');
+  const gold = write(path.join(dir, 'STS.gs.x.txt'), '1\n2\n');
+  const latin1 = (text: string) => Buffer.from(text, 'latin1');
+  const cases: [string, Buffer, () => unknown, string][] = [
+    [dev, latin1('g\tf\ty\t1\t2.5\tx\ty\ng\tf\ty\t2\t1\tcaf\xe9\tw\n'), () => readStsBenchmark(root, 'dev'), `${dev}:2: not valid UTF-8 (byte E9 at offset 29); save it as UTF-8`],
+    [sick, latin1('pair_ID\tsentence_A\tsentence_B\trelatedness_score\n1\t\xff\tb\t3\n'), () => readSickRelatedness(root, 'test'), `${sick}:2: not valid UTF-8 (byte FF at offset 50); save it as UTF-8`],
+    [input, Buffer.concat([Buffer.from('a\tb\nc\td '), Buffer.from([0xe2, 0x82])]), () => readStsSubset(dir, 'x'), `${input}:2: not valid UTF-8 (byte E2 at offset 8); save it as UTF-8`],
+    [gold, Buffer.concat([Buffer.from('1\n'), Buffer.from([0xed, 0xa0, 0x80]), Buffer.from('2\n')]), () => readStsSubset(dir, 'x'), `${gold}:2: not valid UTF-8 (byte ED at offset 2); save it as UTF-8`],
+  ];
+  for (const [file, content, read, message] of cases) {
+    const before = readFileSync(file);
+    writeFileSync(file, content);
+    assert.throws(read, (e: unknown) => e instanceof UserError && e.message === message, message);
+    writeFileSync(file, before);
+  }
+  assert.deepEqual(readStsBenchmark(root, 'dev').s1, ['x', 'z']);
+  writeFileSync(dev, cases[0]![1]);
+  const r = micse('eval', '--model', 'unused', '--data', root, '--tasks', 'stsb-dev');
+  assert.equal(r.status, 2, r.stderr);
+  assert.equal(r.stderr.trim(), `micse: ${cases[0]![3]}`);
+});
+
+test('firstInvalidUtf8 finds what Python\'s strict utf-8 codec refuses: overlong forms, surrogates, > U+10FFFF, stray and cut-off bytes', () => {
+  const at = (...bytes: number[]) => firstInvalidUtf8(Uint8Array.from(bytes));
+  assert.equal(at(), -1);
+  assert.equal(firstInvalidUtf8(Buffer.from('\ufeffaé€😀 plain', 'utf8')), -1);
+  assert.equal(at(0x61, 0xc0, 0x80), 1, 'overlong NUL');
+  assert.equal(at(0xc1, 0xbf), 0, 'overlong');
+  assert.equal(at(0xe0, 0x9f, 0xbf), 0, 'overlong 3-byte');
+  assert.equal(at(0xed, 0xa0, 0x80), 0, 'surrogate U+D800');
+  assert.equal(at(0xed, 0x9f, 0xbf), -1, 'U+D7FF');
+  assert.equal(at(0xf0, 0x8f, 0xbf, 0xbf), 0, 'overlong 4-byte');
+  assert.equal(at(0xf4, 0x8f, 0xbf, 0xbf), -1, 'U+10FFFF');
+  assert.equal(at(0xf4, 0x90, 0x80, 0x80), 0, 'above U+10FFFF');
+  assert.equal(at(0xf5, 0x80, 0x80, 0x80), 0);
+  assert.equal(at(0x61, 0x80), 1, 'stray continuation byte');
+  assert.equal(at(0x61, 0xe2, 0x82), 1, 'cut off by the end');
+  assert.equal(at(0xe2, 0x82, 0x61), 0, 'cut off by an ASCII byte');
+});
+
+test('every file of the shared SentEval data is valid UTF-8, so the task readers\' check refuses none of it', { skip: SKIP_NO_SHARED }, () => {
+  const root = shared('senteval');
+  const files = readdirSync(root, { recursive: true, withFileTypes: true }).filter((e) => e.isFile()).map((e) => path.join(e.parentPath, e.name));
+  assert.ok(files.length > 0);
+  for (const file of files) checkTextBytes(file, readFileSync(file));
 });
 
 test('CLI: eval on an empty STS-B dev file exits 2 with one line naming it', () => {

@@ -6,6 +6,8 @@
  * embedded as its digits, an unknown pooler read as `mean`) or failed inside TF.js ("tensor2d() requires shape").
  */
 import assert from 'node:assert/strict';
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { UserError } from '../src/errors.js';
 import { selectBackend } from '../src/model/backend.js';
@@ -13,13 +15,18 @@ import { embed, type EmbedOptions } from '../src/model/embed.js';
 import { pool } from '../src/model/pooling.js';
 import { loadPretrained, type Pretrained } from '../src/model/pretrained.js';
 import { tf } from '../src/model/tf.js';
+import type { PartialTrainConfig } from '../src/train/config.js';
 import { trainInMemory } from '../src/train/memory.js';
-import { cluster, type ClusterOptions } from '../src/use/cluster.js';
+import { buildIndex } from '../src/use/build.js';
+import { cluster, clusterVectors, type ClusterOptions } from '../src/use/cluster.js';
+import { openIndex, type OpenIndexOptions, type SearchOptions } from '../src/use/search.js';
 import { similarity, type SentencePair } from '../src/use/similarity.js';
-import { shared, SKIP_NO_SHARED } from './helpers.js';
+import type { Matrix } from '../src/use/vectors.js';
+import { shared, SKIP_NO_SHARED, testTempDir } from './helpers.js';
 
 const MODEL = shared('hf-reference', 'tiny-h32-l4');
 const SENTENCES = ['a man is playing a guitar .', 'hello', 'the cat sat on the mat'];
+const TMP = testTempDir('library-args');
 
 /** Asserts that `call` rejects with a UserError whose message matches `message`, leaving the tensor count as it was. */
 async function refuses(call: () => Promise<unknown>, message: RegExp): Promise<void> {
@@ -92,6 +99,61 @@ describe('library arguments', { skip: SKIP_NO_SHARED }, () => {
     assert.deepEqual(ok.clusters.map((c) => c.nearest.length), [0, 0]);
   });
 
+  it('clusterVectors: a hand-built Matrix that is not consistent is refused, naming what is wrong (it clustered garbage or threw a TypeError)', async () => {
+    const m = (data: ArrayLike<number>, rows: number, dim: number): Matrix => ({ data: Float32Array.from(data), rows, dim });
+    const cases: [Matrix, RegExp][] = [
+      [m([1, 0, 0, 1, 1], 2, 2), /^vectors\.data has 5 values, rows \* dim = 2 \* 2 = 4$/],
+      [m([1, 0, 0, 1], 1, 2), /^vectors\.data has 4 values, rows \* dim = 1 \* 2 = 2$/],
+      [m([], 0, 0), /^vectors\.dim must be a positive integer, got 0$/],
+      [m([1, 0], 1, 2.5), /^vectors\.dim must be a positive integer, got 2\.5$/],
+      [m([1, 0, 0, 1], -2, -2), /^vectors\.rows must be an integer >= 0, got -2$/],
+      [m([1, 0, NaN, 1], 2, 2), /^vectors\.data\[2\] \(row 1\) is NaN, not a finite number$/],
+      [m([1, Infinity, 0, 1], 2, 2), /^vectors\.data\[1\] \(row 0\) is Infinity, not a finite number$/],
+      [loose({ data: [1, 0, 0, 1], rows: 2, dim: 2 }), /^vectors\.data must be a Float32Array, got Array$/],
+      [loose(null), /^vectors must be a Matrix \{ data, rows, dim \}, got null$/],
+    ];
+    for (const [vectors, message] of cases) await refuses(async () => clusterVectors(vectors, { k: 1 }), message);
+    assert.deepEqual(clusterVectors(m([1, 0, 0, 1], 2, 2), { k: 2 }).assignments.slice().sort(), [0, 1]);
+  });
+
+  it('openIndex and search: options are checked when the index is opened and before queries are embedded', async () => {
+    const dir = TMP;
+    const corpus = path.join(dir, 'corpus.txt');
+    await fs.writeFile(corpus, SENTENCES.join('\n') + '\n');
+    const out = path.join(dir, 'index');
+    await buildIndex(p, { corpus, out });
+    const cases: [OpenIndexOptions, RegExp][] = [
+      // A bad batch size was found only by embed, at the first search.
+      [{ batchSize: 0 }, /^batchSize must be a positive integer, got 0$/],
+      [{ batchSize: loose('8') }, /^batchSize must be a positive integer, got 8$/],
+      [{ model: null, batchSize: 1.5 }, /^batchSize must be a positive integer, got 1\.5$/],
+      // usearch took 0 and NaN as they came.
+      [{ expansionSearch: 0 }, /^expansionSearch must be a positive integer, got 0$/],
+      [{ expansionSearch: NaN }, /^expansionSearch must be a positive integer, got NaN$/],
+      [{ view: loose('yes') }, /^view must be a boolean, got string$/],
+      [{ model: loose(5) }, /^model must be a checkpoint path or Hub name, a loaded model \(\{ model, tokenizer, report \}\) or null, got number$/],
+    ];
+    for (const [opts, message] of cases) await refuses(() => openIndex(out, { model: p, ...opts }), message);
+    await refuses(() => openIndex(out, loose('fast')), /^openIndex options must be an object, got string$/);
+    const index = await openIndex(out, { model: p, batchSize: 2, expansionSearch: 16 });
+    const searches: [number, SearchOptions, RegExp][] = [
+      [0, {}, /^top-k must be a positive integer, got 0$/],
+      [2.5, {}, /^top-k must be a positive integer, got 2\.5$/],
+      [2, loose({ exact: 'yes' }), /^exact must be a boolean, got string$/],
+      [2, loose(null), /^search options must be an object, got null$/],
+    ];
+    for (const [k, opts, message] of searches) {
+      await refuses(() => index.search(SENTENCES, k, opts), message);
+      // Checked before the queries are embedded: embed would refuse this list first.
+      await refuses(() => index.search(loose(['a', 5]), k, opts), message);
+      await refuses(() => index.searchVectors({ data: new Float32Array(p.model.config.hiddenSize), rows: 1, dim: p.model.config.hiddenSize }, k, opts), message);
+    }
+    await refuses(() => index.searchVectors({ data: new Float32Array(3), rows: 2, dim: p.model.config.hiddenSize }), /^queries\.data has 3 values, rows \* dim = 2 \* 32 = 64$/);
+    const res = await index.search(SENTENCES, 1);
+    assert.deepEqual(res.hits.map((h) => h[0]!.text), SENTENCES);
+    index.dispose();
+  });
+
   it('loadPretrained: a dropout override outside [0, 1) is refused as config.json\'s would be', async () => {
     for (const v of [2, -0.1, NaN]) {
       await refuses(() => loadPretrained(MODEL, { hiddenDropoutProb: v }), new RegExp(`^hiddenDropoutProb must be in \\[0, 1\\), got ${v}$`));
@@ -108,7 +170,7 @@ describe('library arguments', { skip: SKIP_NO_SHARED }, () => {
 
   it('trainInMemory: a sentence that is not a string is refused upfront (it trained, the number read as its digits)', async () => {
     const sentences = Array.from({ length: 40 }, (_, i) => `sentence number ${i}`);
-    const config = { train: { batchSize: 8, maxSteps: 1 }, objective: { style: 'simcse' } };
+    const config = { train: { batchSize: 8, maxSteps: 1 }, objective: { style: 'simcse' } } satisfies PartialTrainConfig;
     await refuses(() => trainInMemory(config, { sentences: loose([...sentences.slice(0, 39), 5]), model: p.model, tokenizer: p.tokenizer }),
       /^sentences\[39\] must be a string, got a number$/);
   });

@@ -58,7 +58,24 @@ describe('library build', () => {
       "export const r = clusterVectors(m, { k: 1 });",
       "export type All = [Neighbor, HostTensor, ResolveOptions, BackendAttempt, AnnParams, OnnxQuantization, DownloadOptions, DownloadResult,",
       "  LoadedConfig, TokenizerTexts, SweepReport, QueueStatus, EmbedOptions];",
+      // trainInMemory's config is typed (it took `unknown`): a misspelt key or a wrong value type does not compile.
+      "import { trainInMemory, type PartialTrainConfig, type InMemoryTrainOptions } from 'micse-tfjs';",
+      "declare const o: InMemoryTrainOptions;",
+      "export const typed: PartialTrainConfig = { objective: { style: 'simcse' }, train: { maxSteps: 5 }, model: { hiddenDropout: null } };",
+      "export const runs = trainInMemory(typed, o);",
+      "// @ts-expect-error train.maxStep is not a key",
+      "trainInMemory({ train: { maxStep: 5 } }, o);",
+      "// @ts-expect-error objective.style is 'micse' or 'simcse'",
+      "trainInMemory({ objective: { style: 'infonce' } }, o);",
+      "// @ts-expect-error train.batchSize is a number",
+      "trainInMemory({ train: { batchSize: '64' } }, o);",
     ].join('\n'));
+    // The README's page example (`train` in the bundle is trainInMemory), as written there, with the bundle as micse-tfjs.
+    const readme = readFileSync(path.join(ROOT, 'README.md'), 'utf8');
+    const example = /<script type="module">\n(import \{[^}]*\btrain\b[^]*?)<\/script>/.exec(readme)?.[1];
+    assert.ok(example !== undefined, "README.md's page example of train is missing");
+    await fs.writeFile(path.join(project, 'readme-page.ts'), ['declare const sentences: string[];',
+      example.replace(/from '\.\/micse\.js'/, "from 'micse-tfjs'"), 'export {};'].join('\n'));
     // A bundler resolves the `browser` condition to the bundle, whose loadPretrained also takes a page's files.
     await fs.writeFile(path.join(project, 'page.ts'), [
       "import { loadPretrained, cosine, type NamedBlob } from 'micse-tfjs';",
@@ -72,7 +89,7 @@ describe('library build', () => {
       assert.fail(`tsc ${args.join(' ')}:\n${err.stdout ?? String(err)}`);
     });
     await compile(['--module', 'nodenext', '--moduleResolution', 'nodenext', 'node.ts']);
-    await compile(['--module', 'esnext', '--moduleResolution', 'bundler', '--customConditions', 'browser', 'page.ts']);
+    await compile(['--module', 'esnext', '--moduleResolution', 'bundler', '--customConditions', 'browser', 'page.ts', 'readme-page.ts']);
   });
 
   it('a dependent project imports micse-tfjs in plain Node and embeds as the sources do', { skip: SKIP_NO_SHARED }, async () => {

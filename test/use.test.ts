@@ -9,7 +9,7 @@
  *   - similarity scores are the cosines of `embed`'s vectors.
  */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, promises as fs, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -22,7 +22,7 @@ import { embed } from '../src/model/embed.js';
 import { encodeNpy } from '../src/model/npy.js';
 import { loadPretrained, type Pretrained } from '../src/model/pretrained.js';
 import { tf } from '../src/model/tf.js';
-import { buildIndex, INDEX_FILES } from '../src/use/build.js';
+import { buildIndex, INDEX_FILES, INDEX_LOCK_FILE } from '../src/use/build.js';
 import { readNpyMatrix } from '../src/use/npyAppend.js';
 import { cluster, clusterVectors, UNASSIGNED } from '../src/use/cluster.js';
 import { modelFingerprint } from '../src/use/fingerprint.js';
@@ -400,8 +400,11 @@ describe('index folders holding something else, or damaged: exit 2 naming the fi
     const run = (corpusFile: string, env: Record<string, string> = {}, ...more: string[]) => spawnSync(process.execPath,
       [path.join(ROOT, 'bin', 'micse.js'), 'index', 'build', '--backend', 'wasm', '--model', MODEL, '--corpus', corpusFile, '--out', out, ...more],
       { cwd: TMP, encoding: 'utf8', env: { ...process.env, ...env } });
-    const snapshot = () => Object.fromEntries(readdirSync(out).sort().map((f) => [f, readFileSync(path.join(out, f)).toString('base64')]));
+    // The index's files and the rest, without the lock a killed build leaves (taken over by the next build).
+    const snapshot = () => Object.fromEntries(readdirSync(out).filter((f) => f !== INDEX_LOCK_FILE).sort()
+      .map((f) => [f, readFileSync(path.join(out, f)).toString('base64')]));
     const siblings = () => readdirSync(dir).filter((f) => f.startsWith('forced.'));
+    const lock = path.join(out, INDEX_LOCK_FILE);
     assert.equal(run(corpus).status, 0);
     writeFileSync(path.join(out, 'notes.txt'), 'mine\n');
     const old = snapshot();
@@ -424,6 +427,7 @@ describe('index folders holding something else, or damaged: exit 2 naming the fi
     const staged = run(three, { [FAULT_ENV]: 'index:staged' }, '--force');
     assert.equal(staged.signal, 'SIGKILL', staged.stderr);
     assert.deepEqual(snapshot(), old);
+    assert.equal(readFileSync(lock, 'utf8'), `${staged.pid}\n`, 'the killed build\'s lock is left');
     assert.equal(micse('search', '--backend', 'wasm', '--index', out, '--query', 'a cat').status, 0);
     const aside = run(three, { [FAULT_ENV]: 'index:moved-aside' }, '--force');
     assert.equal(aside.signal, 'SIGKILL', aside.stderr);
@@ -434,6 +438,7 @@ describe('index folders holding something else, or damaged: exit 2 naming the fi
     assert.match(again.stdout, /already an index of these 4 sentences by this model; nothing to do/);
     assert.deepEqual(snapshot(), old);
     assert.deepEqual(siblings(), []);
+    assert.equal(existsSync(lock), false, 'the stale lock was taken over and released');
 
     // A rebuild that completes: the new index alone, the files that were not the index's gone with the old one.
     const forced = run(three, {}, '--force');
@@ -442,6 +447,58 @@ describe('index folders holding something else, or damaged: exit 2 naming the fi
     const meta = JSON.parse(readFileSync(path.join(out, INDEX_FILES.meta), 'utf8')) as { count: number; corpus: { path: string } };
     assert.deepEqual([meta.count, meta.corpus.path], [3, three]);
     assert.deepEqual(siblings(), []);
+  });
+
+  it('index build holds a lock on --out: a second build is refused naming the first one\'s pid, a dead build\'s lock is taken over', async () => {
+    const out = path.join(dir, 'locked');
+    assert.equal(build(out).status, 0);
+    const files = [INDEX_FILES.ann, INDEX_FILES.meta, INDEX_FILES.texts, INDEX_FILES.vectors];
+    assert.deepEqual(readdirSync(out).sort(), files, 'the lock is gone when the build returns');
+    // A running build's lock (a live process's pid): refused, for a resume and for --force alike, nothing changed.
+    const holder = spawn('sleep', ['60'], { stdio: 'ignore' });
+    try {
+      const lock = path.join(out, INDEX_LOCK_FILE);
+      writeFileSync(lock, `${holder.pid}\n`);
+      const before = Object.fromEntries(files.map((f) => [f, readFileSync(path.join(out, f)).toString('base64')]));
+      for (const more of [[], ['--force']]) {
+        const r = build(out, ...more);
+        assert.equal(r.status, 2, r.stderr);
+        assert.equal(r.stderr.trim().split('\n').at(-1), `micse: ${out}: in use by another index build (pid ${holder.pid}, lock ${lock}); wait for it to finish or stop it`);
+      }
+      assert.deepEqual(Object.fromEntries(files.map((f) => [f, readFileSync(path.join(out, f)).toString('base64')])), before);
+      assert.equal(readFileSync(lock, 'utf8'), `${holder.pid}\n`, 'the holder\'s lock is left alone');
+      const opened = await openIndex(out, { model: null });
+      assert.equal(opened.size, 4, 'search reads an index whose build holds the lock');
+    } finally {
+      holder.kill();
+    }
+    await new Promise((resolve) => holder.once('exit', resolve));
+    // Its process is gone: the lock is stale, taken over, and the forced rebuild swaps in a folder without it.
+    const forced = build(out, '--force');
+    assert.equal(forced.status, 0, forced.stderr);
+    assert.deepEqual(readdirSync(out).sort(), files);
+    assert.deepEqual(readdirSync(dir).filter((f) => f.startsWith('locked.')), []);
+  });
+
+  it('buildIndex: two builds into one folder at once in one process: one is refused, the other builds', async () => {
+    const pretrained = await loadPretrained(MODEL);
+    try {
+      const out = path.join(dir, 'twice');
+      const results = await Promise.allSettled([buildIndex(pretrained, { corpus, out }), buildIndex(pretrained, { corpus, out })]);
+      const refused = results.filter((r) => r.status === 'rejected').map((r) => (r as PromiseRejectedResult).reason as unknown);
+      assert.equal(refused.length, 1, refused.map(String).join("; "));
+      assert.ok(refused[0] instanceof UserError);
+      assert.equal(refused[0].message, `${out}: in use by another index build (pid ${process.pid}, lock ${path.join(out, INDEX_LOCK_FILE)}); wait for it to finish or stop it`);
+      assert.deepEqual(readdirSync(out).sort(), [INDEX_FILES.ann, INDEX_FILES.meta, INDEX_FILES.texts, INDEX_FILES.vectors]);
+      // A build into a new folder that fails before writing the index (an empty corpus) leaves no folder behind.
+      const none = path.join(dir, 'never-made');
+      const empty = path.join(dir, 'empty.txt');
+      writeFileSync(empty, '');
+      await assert.rejects(buildIndex(pretrained, { corpus: empty, out: none }), /no sentences to index/);
+      assert.equal(existsSync(none), false);
+    } finally {
+      pretrained.model.dispose();
+    }
   });
 
   it('search on an index with a damaged file: exit 2 naming the file and what is wrong', async () => {

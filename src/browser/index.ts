@@ -19,7 +19,7 @@ export { BertTokenizer } from '../data/tokenizer.js';
 export { loadPretrainedFrom, urlSource, hubSource, filesSource, type CheckpointSource, type NamedBlob, type Pretrained } from '../model/pretrained.js';
 export { trainInMemory, trainInMemory as train, type InMemoryTrainOptions, type InMemoryTrainResult, type EvalLine } from '../train/memory.js';
 export type { MetricsLine } from '../train/loop.js';
-export { defaultConfig, mergeConfig, SCHEMA as CONFIG_SCHEMA, type TrainConfig } from '../train/config.js';
+export { defaultConfig, mergeConfig, SCHEMA as CONFIG_SCHEMA, type TrainConfig, type PartialTrainConfig } from '../train/config.js';
 export { parseBertConfig, type BertConfig } from '../model/config.js';
 export { parseStsBenchmark } from '../../eval/senteval.js';
 export { exportFiles, FILE_EXPORT_FORMATS, type FileExportFormat } from '../export/files.js';

@@ -161,9 +161,13 @@ interface LineView {
  * removing a leading UTF-8 BOM. Yields each line, including a last line without `\n`. Throws a UserError on a
  * UTF-16/32 byte-order mark (utf8BomLength) or when the first buffer it splits looks binary (checkBinary).
  */
-class LineSplitter {
-  private tail: Buffer | null = null;
-  /** File offset of `tail[0]` (or of the next byte when there is no tail). */
+export class LineSplitter {
+  /**
+   * The bytes after the last `\n` so far, in pieces: a chunk without `\n` is added as it is and the pieces are
+   * joined once, when a `\n` (or the end) comes, so a long stretch without one is copied once, not once per chunk.
+   */
+  private tail: Buffer[] = [];
+  /** File offset of the tail's first byte (or of the next byte when there is no tail). */
   private tailStart = 0;
   private lineNo = 0;
   private first = true;
@@ -211,11 +215,16 @@ class LineSplitter {
   *push(chunk: Buffer): Generator<LineView> {
     this.hash.update(chunk);
     this.stats.bytes += chunk.length;
-    let buf = this.tail === null ? chunk : Buffer.concat([this.tail, chunk]);
-    this.tail = null;
+    if (this.sampled && chunk.indexOf(10) < 0) {
+      // Still inside a line (its mark and sample already checked): keep the chunk, join later.
+      this.tail.push(chunk);
+      return;
+    }
+    let buf = this.tail.length === 0 ? chunk : Buffer.concat([...this.tail, chunk]);
+    this.tail = [];
     if (this.first) {
       if (buf.length < MAX_BOM_BYTES) {
-        this.tail = buf;
+        this.tail = [buf];
         return;
       }
       buf = this.skipBom(buf);
@@ -244,18 +253,18 @@ class LineSplitter {
       start = nl + 1;
     }
     this.tailStart = base + start;
-    if (start < buf.length) this.tail = Buffer.from(buf.subarray(start));
+    if (start < buf.length) this.tail = [Buffer.from(buf.subarray(start))];
   }
 
   *end(): Generator<LineView> {
-    if (this.first && this.tail !== null) {
+    if (this.first && this.tail.length > 0) {
       // A file shorter than the longest mark: its lines are all still in the tail.
-      this.tail = this.skipBom(this.tail);
+      this.tail = [this.skipBom(Buffer.concat(this.tail))];
       yield* this.push(Buffer.alloc(0));
     }
-    const buf = this.tail;
-    this.tail = null;
-    if (buf !== null && buf.length > 0) {
+    const buf = Buffer.concat(this.tail);
+    this.tail = [];
+    if (buf.length > 0) {
       const v = this.view;
       v.buf = buf;
       v.begin = 0;

@@ -1,8 +1,10 @@
 /**
  * What makes a file's bytes not UTF-8 text, checked the same way by the streaming corpus readers
  * (src/data/readers.ts) and the SentEval task readers (eval/senteval.ts): a UTF-16 or UTF-32 byte-order mark, and
- * NUL bytes (text has none; binary files and UTF-16/32 without a mark do). Plain Uint8Array code with no Node
- * imports, as eval/senteval.ts is also part of the browser bundle.
+ * NUL bytes (text has none; binary files and UTF-16/32 without a mark do). A whole file read at once
+ * (checkTextBytes, the task readers) must also be valid UTF-8 (firstInvalidUtf8); the corpus readers judge
+ * validity line by line instead (their onInvalid). Plain Uint8Array code with no Node imports, as eval/senteval.ts
+ * is also part of the browser bundle.
  */
 import { UserError } from '../errors.js';
 
@@ -51,13 +53,59 @@ export function lineOf(bytes: Uint8Array, pos: number, first = 1): number {
   return line;
 }
 
+/** Length of the UTF-8 sequence led by `lead`, and the range of its second byte (Unicode Table 3-7); null when `lead` leads none. */
+function utf8Sequence(lead: number): { length: number; lo: number; hi: number } | null {
+  if (lead >= 0xc2 && lead <= 0xdf) return { length: 2, lo: 0x80, hi: 0xbf };
+  if (lead === 0xe0) return { length: 3, lo: 0xa0, hi: 0xbf }; // no overlong forms
+  if (lead === 0xed) return { length: 3, lo: 0x80, hi: 0x9f }; // no surrogates
+  if (lead >= 0xe1 && lead <= 0xef) return { length: 3, lo: 0x80, hi: 0xbf };
+  if (lead === 0xf0) return { length: 4, lo: 0x90, hi: 0xbf };
+  if (lead >= 0xf1 && lead <= 0xf3) return { length: 4, lo: 0x80, hi: 0xbf };
+  if (lead === 0xf4) return { length: 4, lo: 0x80, hi: 0x8f }; // nothing above U+10FFFF
+  return null;
+}
+
+/**
+ * The offset of the first byte of `bytes` that starts no well-formed UTF-8 sequence (Unicode's definition, which
+ * Python's strict utf-8 codec follows: no overlong forms, surrogates or code points above U+10FFFF; a sequence cut
+ * off by the end is invalid), or -1 when all of `bytes` is UTF-8.
+ */
+export function firstInvalidUtf8(bytes: Uint8Array): number {
+  try {
+    new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(bytes);
+    return -1;
+  } catch {
+    // Find where, byte by byte.
+  }
+  for (let i = 0; i < bytes.length;) {
+    const lead = bytes[i]!;
+    if (lead < 0x80) {
+      i++;
+      continue;
+    }
+    const seq = utf8Sequence(lead);
+    if (seq === null || i + seq.length > bytes.length) return i;
+    const second = bytes[i + 1]!;
+    if (second < seq.lo || second > seq.hi) return i;
+    for (let j = 2; j < seq.length; j++) if ((bytes[i + j]! & 0xc0) !== 0x80) return i;
+    i += seq.length;
+  }
+  return -1;
+}
+
 /**
  * Checks a whole file's bytes as text: a UserError naming `file` for a UTF-16/32 byte-order mark (utf8BomLength)
- * or, naming its line too, for a NUL byte (nulByteError). Returns the length of its UTF-8 byte-order mark (0 or 3).
+ * or, naming its line too, for a NUL byte (nulByteError) or bytes that are not valid UTF-8 (firstInvalidUtf8; as
+ * Python's `open(f, encoding='utf8')` refuses them). Returns the length of its UTF-8 byte-order mark (0 or 3).
  */
 export function checkTextBytes(file: string, bytes: Uint8Array): number {
   const bom = utf8BomLength(file, bytes.subarray(0, MAX_BOM_BYTES));
   const nul = bytes.indexOf(0, bom);
   if (nul >= 0) throw nulByteError(file, lineOf(bytes, nul));
+  const bad = firstInvalidUtf8(bytes);
+  if (bad >= 0) {
+    const hex = bytes[bad]!.toString(16).toUpperCase().padStart(2, '0');
+    throw new UserError(`${file}:${lineOf(bytes, bad)}: not valid UTF-8 (byte ${hex} at offset ${bad}); save it as UTF-8`);
+  }
   return bom;
 }

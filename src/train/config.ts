@@ -123,6 +123,13 @@ export type TrainConfig = {
   -readonly [Sec in keyof SchemaT]: { -readonly [K in keyof SchemaT[Sec]]: Nullable<SchemaT[Sec][K], Value<SchemaT[Sec][K]>> };
 };
 
+/**
+ * A training config as a caller writes it for trainInMemory: any sections, any keys of each, values typed as in
+ * TrainConfig. It is merged over the defaults and checked at run time by mergeConfig (a JavaScript caller, or an
+ * object parsed from JSON and cast, gets the same UserErrors as a YAML file).
+ */
+export type PartialTrainConfig = { [Sec in keyof TrainConfig]?: Partial<TrainConfig[Sec]> };
+
 function allKeyPaths(): string[] {
   return Object.entries(SCHEMA).flatMap(([sec, keys]) => Object.keys(keys).map((k) => `${sec}.${k}`));
 }

@@ -10,7 +10,7 @@ import { checkText, type BertTokenizer } from '../data/tokenizer.js';
 import { UserError } from '../errors.js';
 import type { BertModel } from '../model/bert.js';
 import { embed } from '../model/embed.js';
-import { checkConsistency, defaultConfig, mergeConfig } from './config.js';
+import { checkConsistency, defaultConfig, mergeConfig, type PartialTrainConfig } from './config.js';
 import { checkModelFits, isLoggedStep, runSteps, startTraining, type LoopCounters, type MetricsLine } from './loop.js';
 
 export interface InMemoryTrainOptions {
@@ -47,8 +47,11 @@ export interface InMemoryTrainResult {
   stsbDev?: { before: number; after: number };
 }
 
-/** Trains `opts.model` on `opts.sentences` per `config` (a partial config object); see the module comment. */
-export async function trainInMemory(config: unknown, opts: InMemoryTrainOptions): Promise<InMemoryTrainResult> {
+/**
+ * Trains `opts.model` on `opts.sentences` per `config` (a partial config object, checked at run time as a config file
+ * is); see the module comment.
+ */
+export async function trainInMemory(config: PartialTrainConfig, opts: InMemoryTrainOptions): Promise<InMemoryTrainResult> {
   const c = mergeConfig(defaultConfig(), config, 'config');
   checkConsistency(c, 'config');
   if (!Array.isArray(opts.sentences)) throw new UserError(`sentences must be an array of strings, got ${typeof opts.sentences}`);

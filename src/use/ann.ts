@@ -39,6 +39,11 @@ export interface AnnParams {
   threads: number;
 }
 
+/** Throws a UserError naming `name` (e.g. `ann.connectivity`) unless `value`, a graph size of AnnParams, is a positive integer. */
+export function checkAnnSize(name: string, value: number): void {
+  if (!Number.isInteger(value) || value < 1) throw new UserError(`${name} must be a positive integer, got ${value}`);
+}
+
 export const DEFAULT_ANN_PARAMS: Readonly<AnnParams> = { connectivity: 16, expansionAdd: 128, expansionSearch: 128, threads: 1 };
 
 /** The fields of AnnParams stored in meta.json with the library name and version. */

@@ -9,13 +9,16 @@
  *                   written last, so its presence means the index is complete
  *   progress.json   while embedding: rows done and the byte length of texts.jsonl, rewritten atomically after
  *                   every chunk; a rerun with the same model and corpus continues from there
+ *   build.lock      while a build runs (INDEX_LOCK_FILE, not one of the index's files): the building process's pid
+ *                   (PidLock), so that a second build into the same directory is refused naming it; a killed
+ *                   build's lock names a dead pid and is taken over by the next build
  *
  * The corpus is streamed (src/data/readers.ts) and embedded `chunkSize` sentences at a time, so memory holds
  * one chunk of texts plus the ANN graph, never the corpus.
  *
  * `force` replaces what the directory holds, as `export --force` replaces its output: whole (files that are not
  * the index's go too), and only once the new index is complete. The corpus is read through (counted) before
- * anything is written; a non-empty directory is then rebuilt in a sibling staging folder (`OUT.tmp-index-PID`)
+ * anything is written but the lock (a folder made for it alone is removed again when the build fails); a non-empty directory is then rebuilt in a sibling staging folder (`OUT.tmp-index-PID`)
  * that replaces it by two renames (the old one moved to `OUT.old-index-PID`, then removed), so a failed or killed
  * rebuild leaves the previous content whole and no half index under its name; the next build into the same
  * directory repairs what a kill left (recoverReplacement). A forced build is not resumed: it starts over.
@@ -25,18 +28,22 @@ import path from 'node:path';
 import { openCorpus, type CorpusOptionNames, type CorpusReader } from '../data/readers.js';
 import { environmentError, UserError } from '../errors.js';
 import { faultPoint } from '../faultPoints.js';
-import { ensureDir, exists, fsFault, readJsonObject, recoverReplacement, refuseNonEmptyDir, refuseReplacingInput, replacementSibling, writeFileAtomic } from '../fsutil.js';
+import { ensureDir, exists, fsFault, isLockEntry, PidLock, readJsonObject, recoverReplacement, refuseNonEmptyDir, refuseReplacingInput, replacementSibling, writeFileAtomic } from '../fsutil.js';
 import { checkBatchSize, DEFAULT_EMBED_BATCH_SIZE, DEFAULT_EMBED_POOLER, embed, embedMaxLength } from '../model/embed.js';
 import { checkPooler, type EmbedPooler } from '../model/pooling.js';
 import type { Pretrained } from '../model/pretrained.js';
 import { createProgress } from '../progress.js';
-import { ANN_LIBRARY, ANN_LIBRARY_VERSION, AnnIndex, DEFAULT_ANN_PARAMS, type AnnMeta, type AnnParams } from './ann.js';
+import { ANN_LIBRARY, ANN_LIBRARY_VERSION, AnnIndex, checkAnnSize, DEFAULT_ANN_PARAMS, type AnnMeta, type AnnParams } from './ann.js';
 import { modelFingerprint, shortFingerprint, type ModelFingerprint } from './fingerprint.js';
 import { NpyAppender, readNpyRows } from './npyAppend.js';
 
 export const INDEX_FORMAT = 'micse-index';
 export const INDEX_FORMAT_VERSION = 1;
 export const INDEX_FILES = { vectors: 'vectors.npy', texts: 'texts.jsonl', ann: 'index.usearch', meta: 'meta.json', progress: 'progress.json' } as const;
+/** The lock a running build holds in the index directory (beside INDEX_FILES, not one of them). */
+export const INDEX_LOCK_FILE = 'build.lock';
+/** Whether `name` in an index directory is the build lock or a temporary file of a build taking it. */
+const isIndexLock = (name: string) => isLockEntry(name, INDEX_LOCK_FILE);
 /** Sentences embedded (and checkpointed) per chunk. */
 export const DEFAULT_CHUNK_SIZE = 4096;
 /** The tag of the siblings `--force` makes beside an index directory (replacementSibling). */
@@ -236,7 +243,6 @@ export async function countIndexCorpus(opts: Pick<BuildIndexOptions, 'corpus' | 
 export async function buildIndex(pretrained: Pick<Pretrained, 'model' | 'tokenizer' | 'report'>, opts: BuildIndexOptions): Promise<BuildIndexReport> {
   const { model } = pretrained;
   const out = opts.out;
-  const dim = model.config.hiddenSize;
   const pooler = opts.pooler ?? DEFAULT_EMBED_POOLER;
   checkPooler(pooler);
   const maxLength = embedMaxLength(model, opts.maxLength);
@@ -245,9 +251,7 @@ export async function buildIndex(pretrained: Pick<Pretrained, 'model' | 'tokeniz
   const params: AnnParams = { ...DEFAULT_ANN_PARAMS, ...opts.ann };
   if (!Number.isInteger(chunkSize) || chunkSize < 1) throw new UserError(`chunk size must be a positive integer, got ${chunkSize}`);
   checkBatchSize(batchSize);
-  for (const key of ['connectivity', 'expansionAdd', 'expansionSearch'] as const) {
-    if (!Number.isInteger(params[key]) || params[key] < 1) throw new UserError(`ann.${key} must be a positive integer, got ${params[key]}`);
-  }
+  for (const key of ['connectivity', 'expansionAdd', 'expansionSearch'] as const) checkAnnSize(`ann.${key}`, params[key]);
 
   // Read through before anything is written: a corpus that cannot be read (or is empty) leaves `out` as it was.
   const counted = opts.counted ?? (await countIndexCorpus(opts));
@@ -261,13 +265,34 @@ export async function buildIndex(pretrained: Pick<Pretrained, 'model' | 'tokeniz
   // What creating the folder would meet, said before anything is embedded: mkdir's fault with a file in the way.
   if (outStat !== null && !outStat.isDirectory()) throw environmentError(fsFault('EEXIST', 'mkdir', out))!;
   await recoverReplacement(out, INDEX_REPLACEMENT_TAG);
+  // The folder holds the build's lock, so it is made now; when this call made it and wrote nothing else, it goes again.
+  const made = !(await exists(out));
+  await ensureDir(out);
+  const lock = new PidLock(path.join(out, INDEX_LOCK_FILE), 'index build');
+  try {
+    await lock.take().catch((err: unknown) => {
+      throw environmentError(err, out, 'write') ?? err;
+    });
+    return await buildLocked(pretrained, opts, { reader, corpus, fingerprint, params, lock });
+  } finally {
+    await lock.release();
+    if (made) await fs.rmdir(out).catch(() => undefined);
+  }
+}
+
+/** The body of buildIndex, run holding `lock` in `opts.out`, a folder that exists. */
+async function buildLocked(pretrained: Pick<Pretrained, 'model' | 'tokenizer' | 'report'>, opts: BuildIndexOptions,
+  held: Pick<BuildInput, 'reader' | 'corpus' | 'fingerprint' | 'params'> & { lock: PidLock }): Promise<BuildIndexReport> {
+  const { reader, corpus, fingerprint, params, lock } = held;
+  const out = opts.out;
+  const dim = pretrained.model.config.hiddenSize;
   const force = opts.force === true;
   const inOut = (name: string) => path.join(out, name);
   let state: ProgressState = { fingerprint: fingerprint.sha256, corpus, dim, rows: 0, textsBytes: 0, complete: false, embedSeconds: 0 };
   if (!force) {
     // Only a folder of this index (finished, or partial) is reused without --force: anything else may be someone's.
     const ours = (await exists(inOut(INDEX_FILES.meta))) || (await exists(inOut(INDEX_FILES.progress)));
-    if (!ours) await refuseNonEmptyDir(out, '--out', ` and not an index (no ${INDEX_FILES.meta} or ${INDEX_FILES.progress})`);
+    if (!ours) await refuseNonEmptyDir(out, '--out', ` and not an index (no ${INDEX_FILES.meta} or ${INDEX_FILES.progress})`, isIndexLock);
     // A finished index: nothing to do if it is this one, else refuse.
     if (await exists(inOut(INDEX_FILES.meta))) {
       const meta = await refusingOther(readIndexMeta(out), out);
@@ -288,8 +313,8 @@ export async function buildIndex(pretrained: Pick<Pretrained, 'model' | 'tokeniz
     }
   }
 
-  // --force on a folder that holds anything: build beside it, then swap it in (see the module comment).
-  const replace = force && outStat !== null && (await fs.readdir(out)).length > 0;
+  // --force on a folder that holds anything but the lock: build beside it, then swap it in (see the module comment).
+  const replace = force && (await fs.readdir(out)).some((name) => !isIndexLock(name));
   const staging = replacementSibling(out, INDEX_REPLACEMENT_TAG, 'staging', process.pid);
   const dir = replace ? staging : out;
   if (replace) {
@@ -302,7 +327,9 @@ export async function buildIndex(pretrained: Pick<Pretrained, 'model' | 'tokeniz
     await ensureDir(dir, out, replace ? 'write' : undefined);
     const report = await buildInto(dir, { pretrained, opts, reader, corpus, fingerprint, params, state, total });
     if (!replace) return report;
-    // Publish: move the previous content aside, rename the staging folder in, then drop the old one.
+    // Publish: move the previous content aside, rename the staging folder in, then drop the old one. The staging
+    // folder gets a copy of the lock first, so that the folder renamed in is held by this build until it returns.
+    await fs.copyFile(lock.file, path.join(staging, INDEX_LOCK_FILE));
     const old = replacementSibling(out, INDEX_REPLACEMENT_TAG, 'aside', process.pid);
     faultPoint('index:staged');
     await fs.rename(out, old);

@@ -15,7 +15,7 @@ import { UserError } from '../errors.js';
 import type { BertTokenizer } from '../data/tokenizer.js';
 import type { BertModel } from '../model/bert.js';
 import { embed, type EmbedOptions } from '../model/embed.js';
-import { cosine, dotRow, normalizeRows, row, toMatrix, type Matrix, type Neighbor } from './vectors.js';
+import { checkMatrix, cosine, dotRow, normalizeRows, row, toMatrix, type Matrix, type Neighbor } from './vectors.js';
 
 export const DEFAULT_CLUSTER_SEED = 42;
 export const DEFAULT_KMEANS_MAX_ITERATIONS = 100;
@@ -144,8 +144,12 @@ function communityGroups(unit: Matrix, threshold: number, minSize: number): numb
   return groups;
 }
 
-/** Clusters the rows of `vectors` (any norm; they are unit-normalised first). `what` names the input in errors. */
+/**
+ * Clusters the rows of `vectors` (any norm; they are unit-normalised first). `what` names the input in errors; a
+ * Matrix that is not consistent (checkMatrix) is a UserError naming `vectors`.
+ */
 export function clusterVectors(vectors: Matrix, opts: ClusterOptions, what = 'the input'): ClusterResult {
+  checkMatrix(vectors, 'vectors');
   validate(vectors.rows, opts, what);
   const unit = normalizeRows(vectors);
   const nearestN = opts.nearest ?? DEFAULT_NEAREST;

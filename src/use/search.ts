@@ -8,13 +8,13 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { firstLineOf, UserError } from '../errors.js';
 import { exists } from '../fsutil.js';
-import { DEFAULT_EMBED_BATCH_SIZE, embed } from '../model/embed.js';
+import { checkBatchSize, DEFAULT_EMBED_BATCH_SIZE, embed } from '../model/embed.js';
 import { loadPretrained, resolveCheckpoint, type Pretrained } from '../model/pretrained.js';
-import { AnnIndex, annFileError, checkAnnFile } from './ann.js';
+import { AnnIndex, annFileError, checkAnnFile, checkAnnSize } from './ann.js';
 import { readIndexMeta, type IndexMeta } from './build.js';
 import { modelFingerprint, shortFingerprint } from './fingerprint.js';
 import { readNpyMatrix } from './npyAppend.js';
-import { exactTopK, normalizeRows, row, toMatrix, type Matrix, type Neighbor } from './vectors.js';
+import { checkMatrix, exactTopK, normalizeRows, row, toMatrix, type Matrix, type Neighbor } from './vectors.js';
 
 export const DEFAULT_TOP_K = 10;
 
@@ -29,7 +29,39 @@ export interface OpenIndexOptions {
   expansionSearch?: number;
   /** Memory-map the ANN file instead of reading it into RAM (for indexes larger than memory). */
   view?: boolean;
+  /** Queries embedded per forward pass (default DEFAULT_EMBED_BATCH_SIZE). */
   batchSize?: number;
+}
+
+/**
+ * Throws a UserError naming the first bad option of `opts` (the checks of embed and buildIndex), before openIndex
+ * reads or loads anything.
+ */
+function checkOpenOptions(opts: OpenIndexOptions): void {
+  const o: unknown = opts;
+  if (o === null || typeof o !== 'object') throw new UserError(`openIndex options must be an object, got ${o === null ? 'null' : typeof o}`);
+  const model: unknown = opts.model;
+  if (model !== undefined && model !== null && typeof model !== 'string' &&
+    !(typeof model === 'object' && 'model' in model && 'tokenizer' in model && 'report' in model)) {
+    throw new UserError(`model must be a checkpoint path or Hub name, a loaded model ({ model, tokenizer, report }) or null, got ${typeof model}`);
+  }
+  if (opts.expansionSearch !== undefined) checkAnnSize('expansionSearch', opts.expansionSearch);
+  const view: unknown = opts.view;
+  if (view !== undefined && typeof view !== 'boolean') throw new UserError(`view must be a boolean, got ${typeof view}`);
+  if (opts.batchSize !== undefined) checkBatchSize(opts.batchSize);
+}
+
+/** Throws a UserError unless `k`, the hits per query, is a positive integer. */
+function checkTopK(k: number): void {
+  if (!Number.isInteger(k) || k < 1) throw new UserError(`top-k must be a positive integer, got ${k}`);
+}
+
+/** Throws a UserError naming the first bad search option of `opts`. */
+function checkSearchOptions(opts: SearchOptions): void {
+  const o: unknown = opts;
+  if (o === null || typeof o !== 'object') throw new UserError(`search options must be an object, got ${o === null ? 'null' : typeof o}`);
+  const exact: unknown = opts.exact;
+  if (exact !== undefined && typeof exact !== 'boolean') throw new UserError(`exact must be a boolean, got ${typeof exact}`);
 }
 
 export interface SearchHit extends Neighbor {
@@ -108,6 +140,7 @@ export class SemanticIndex {
 
   /** @internal use openIndex */
   static async open(dir: string, opts: OpenIndexOptions): Promise<SemanticIndex> {
+    checkOpenOptions(opts);
     const meta = await readIndexMeta(dir);
     const texts = await readTexts(path.join(dir, meta.files.texts), meta.count);
     const ann = await openAnn(path.join(dir, meta.ann.file), meta, opts);
@@ -147,9 +180,11 @@ export class SemanticIndex {
     return t;
   }
 
-  /** Embeds `queries` with the index's model and returns the top-k rows for each, best first. */
+  /** Embeds `queries` with the index's model and returns the top-k rows for each, best first; `k` and `opts` are checked first. */
   async search(queries: readonly string[], k = DEFAULT_TOP_K, opts: SearchOptions = {}): Promise<SearchResult> {
     if (this.encoder === null) throw new UserError(`${this.dir}: opened without a model (model: null); use searchVectors`);
+    checkTopK(k);
+    checkSearchOptions(opts);
     const { pooler, maxLength } = this.meta.model.fingerprint;
     const t0 = performance.now();
     const vecs = await embed(this.encoder.model, this.encoder.tokenizer, [...queries], { batchSize: this.batchSize, pooler, maxLength });
@@ -161,8 +196,10 @@ export class SemanticIndex {
 
   /** Top-k rows for each query vector (rows of `queries`, any norm), as ids and cosine scores. */
   async searchVectors(queries: Matrix, k = DEFAULT_TOP_K, opts: SearchOptions = {}): Promise<Neighbor[][]> {
+    checkMatrix(queries, 'queries');
     if (queries.dim !== this.meta.dim) throw new UserError(`query vectors have dimension ${queries.dim}, the index ${this.meta.dim}`);
-    if (!Number.isInteger(k) || k < 1) throw new UserError(`top-k must be a positive integer, got ${k}`);
+    checkTopK(k);
+    checkSearchOptions(opts);
     const q = normalizeRows(queries);
     if (opts.exact !== true) return this.ann.search(q.data, k);
     const corpus = await this.loadExactVectors();

@@ -3,12 +3,35 @@
  * cosine and exact (brute-force) top-k. Pure functions of arrays, no I/O; the exact search is the reference the
  * ANN index's recall is measured against, so it is written plainly (float64 accumulation, ties broken by id).
  */
+import { UserError } from '../errors.js';
 
 /** A row-major [rows, dim] float32 matrix. */
 export interface Matrix {
   data: Float32Array;
   rows: number;
   dim: number;
+}
+
+/**
+ * Throws a UserError naming `name` (the argument, e.g. `vectors`) and what is wrong unless `m` is a consistent
+ * Matrix, as a caller may build one by hand: `data` a Float32Array of exactly rows * dim finite values, `rows` an
+ * integer >= 0 and `dim` a positive integer.
+ */
+export function checkMatrix(m: Matrix, name: string): void {
+  const v: unknown = m;
+  if (v === null || typeof v !== 'object') throw new UserError(`${name} must be a Matrix { data, rows, dim }, got ${v === null ? 'null' : typeof v}`);
+  if (!(m.data instanceof Float32Array)) {
+    const d: unknown = m.data;
+    throw new UserError(`${name}.data must be a Float32Array, got ${d === null ? 'null' : typeof d === 'object' ? Object.prototype.toString.call(d).slice(8, -1) : typeof d}`);
+  }
+  if (!Number.isInteger(m.rows) || m.rows < 0) throw new UserError(`${name}.rows must be an integer >= 0, got ${String(m.rows)}`);
+  if (!Number.isInteger(m.dim) || m.dim < 1) throw new UserError(`${name}.dim must be a positive integer, got ${String(m.dim)}`);
+  if (m.data.length !== m.rows * m.dim) {
+    throw new UserError(`${name}.data has ${m.data.length} values, rows * dim = ${m.rows} * ${m.dim} = ${m.rows * m.dim}`);
+  }
+  for (let i = 0; i < m.data.length; i++) {
+    if (!Number.isFinite(m.data[i]!)) throw new UserError(`${name}.data[${i}] (row ${Math.floor(i / m.dim)}) is ${m.data[i]}, not a finite number`);
+  }
 }
 
 /** Norms below this are treated as zero (the row is left as zeros rather than divided by ~0). */

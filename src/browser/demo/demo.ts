@@ -149,9 +149,10 @@ function applyPreset(): void {
 for (const id of ['preset', 'steps', 'batch', 'lambda']) $(id).addEventListener('change', applyPreset);
 applyPreset();
 
-function readConfig(): unknown {
+/** The config object the page edits, as parsed: train checks it (mergeConfig), as it checks a config file. */
+function readConfig(): micse.PartialTrainConfig {
   try {
-    return JSON.parse($<HTMLTextAreaElement>('config').value) as unknown;
+    return JSON.parse($<HTMLTextAreaElement>('config').value) as micse.PartialTrainConfig;
   } catch (err) {
     throw new Error(`configuration: not valid JSON (${(err as Error).message})`);
   }
@@ -232,7 +233,7 @@ action('train', async () => {
     const result = await micse.train(config, {
       sentences: trainingSentences, model: loaded.model, tokenizer: loaded.tokenizer, signal: stopper.signal, ...(sts !== undefined ? { stsbDev: sts } : {}),
       onStep: (line) => {
-        if (Number.isNaN(total)) total = ((config as { train?: { maxSteps?: number } }).train?.maxSteps) ?? Number.NaN;
+        if (Number.isNaN(total)) total = config?.train?.maxSteps ?? Number.NaN;
         losses.push({ step: line.step, loss: line.loss, infoNCE: line.infoNCE, ami: line.ami });
         const perStep = (performance.now() - started) / 1000 / line.step;
         $('p-step').textContent = Number.isNaN(total) ? String(line.step) : `${line.step}/${total}`;
