@@ -273,7 +273,7 @@ export async function buildIndex(pretrained: Pick<Pretrained, 'model' | 'tokeniz
     await lock.take().catch((err: unknown) => {
       throw environmentError(err, out, 'write') ?? err;
     });
-    return await buildLocked(pretrained, opts, { reader, corpus, fingerprint, params, lock });
+    return await buildLocked(pretrained, opts, { reader, corpus, fingerprint, params, total, lock });
   } finally {
     await lock.release();
     if (made) await fs.rmdir(out).catch(() => undefined);
@@ -282,8 +282,8 @@ export async function buildIndex(pretrained: Pick<Pretrained, 'model' | 'tokeniz
 
 /** The body of buildIndex, run holding `lock` in `opts.out`, a folder that exists. */
 async function buildLocked(pretrained: Pick<Pretrained, 'model' | 'tokenizer' | 'report'>, opts: BuildIndexOptions,
-  held: Pick<BuildInput, 'reader' | 'corpus' | 'fingerprint' | 'params'> & { lock: PidLock }): Promise<BuildIndexReport> {
-  const { reader, corpus, fingerprint, params, lock } = held;
+  held: Pick<BuildInput, 'reader' | 'corpus' | 'fingerprint' | 'params' | 'total'> & { lock: PidLock }): Promise<BuildIndexReport> {
+  const { reader, corpus, fingerprint, params, total, lock } = held;
   const out = opts.out;
   const dim = pretrained.model.config.hiddenSize;
   const force = opts.force === true;
