@@ -79,6 +79,7 @@ describe('flags', () => {
       [['train', '--config', 'x.yaml', '--dry-run=yes'], '--dry-run is a switch: give it alone (or =true, =false), not =yes'],
       [['export', '--checkpoint', 'c', '--output', 'o', '--force=maybe'], '--force is a switch: give it alone (or =true, =false), not =maybe'],
       [[...embed, '--backend', 'gpu'], '--backend "gpu": choose one of auto, tensorflow-gpu, tensorflow, webgpu, wasm, cpu'],
+      [['data', 'download', 'bogus'], '<datasets> "bogus": choose one of wiki1m, senteval, fewshot-subsets'],
       [['demo', '--port', '70000'], '--port must be an integer >= 0 and <= 65535, got 70000'],
       [['train', '--config', 'x.yaml', '--resume', 'r'], '--config and --resume: a resumed run reads its own config.yaml; give one of them (--set changes a resumed run)'],
       [['data', 'subset', '--input', 'i', '--output', 'o', '--count', '2', '--seed', '4294967296'], '--seed must be an integer >= 0 and <= 4294967295, got 4294967296'],
@@ -235,12 +236,14 @@ describe('flags', () => {
       { name: 'UserError', message: `${corpus}: data.column is set (x) but the file is read as one sentence per line; use a .csv/.tsv file or data.format csv/tsv` });
   });
 
-  it('index build reads its corpus before the backend and the model: a corpus fault is said first, nothing written, exit 2', async () => {
+  it('index build reads its corpus and checks --out before the backend and the model: their faults are said first, nothing written, exit 2', async () => {
     const dir = path.join(TMP, 'index-corpus');
     mkdirSync(dir);
     writeFileSync(path.join(dir, 'c.txt'), 'a b\nc d\n');
     writeFileSync(path.join(dir, 'empty.txt'), '\n\n');
     writeFileSync(path.join(dir, 'c.tsv'), 'id\ttext\n1\ta b\n');
+    mkdirSync(path.join(dir, 'other'));
+    writeFileSync(path.join(dir, 'other', 'notes.txt'), 'mine\n');
     // --model m does not exist: a corpus message shows the corpus came first.
     const build = (corpus: string, ...extra: string[]) =>
       ['index', 'build', '--model', path.join(dir, 'm'), '--corpus', path.join(dir, corpus), '--out', path.join(dir, 'out'), '--backend', 'cpu', ...extra];
@@ -248,14 +251,18 @@ describe('flags', () => {
       [build('none.txt'), `cannot read corpus ${path.join(dir, 'none.txt')}: ENOENT`],
       [build('c.txt', '--column', 'x'), `${path.join(dir, 'c.txt')}: --column is set (x) but the file is read as one sentence per line; use a .csv/.tsv file`],
       [build('empty.txt'), `${path.join(dir, 'empty.txt')}: no sentences to index (the file is empty or every line is blank)`],
-      [build('c.tsv', '--column', 'txt'), `${path.join(dir, 'c.tsv')}:1: no column "txt" in header [id, text]`],
-      // A good corpus: then the model.
+      [build('c.tsv', '--column', 'txt'), `${path.join(dir, 'c.tsv')}:1: --column "txt" is not in the header [id, text]`],
+      // A good corpus: then --out, a folder of something else than an index.
+      [[...build('c.txt').slice(0, -3), path.join(dir, 'other'), '--backend', 'cpu'],
+        `${path.join(dir, 'other')}: not empty (1 entries) and not an index (no meta.json or progress.json); pass --force to replace it, or choose another --out. Nothing was written`],
+      // Then the model.
       [build('c.txt'), `${path.join(dir, 'm')}: no such directory`],
     ];
     for (const [argv, message] of cases) {
       assert.deepEqual(await parseFailure(argv), { message: `micse: ${message}`, exitCode: 2 }, argv.join(' '));
     }
-    assert.deepEqual(readdirSync(dir).sort(), ['c.tsv', 'c.txt', 'empty.txt']);
+    assert.deepEqual(readdirSync(dir).sort(), ['c.tsv', 'c.txt', 'empty.txt', 'other']);
+    assert.deepEqual(readdirSync(path.join(dir, 'other')), ['notes.txt']);
   });
 
   it('a misspelt flag is named, with the flag meant, on every command, exit 2', async () => {

@@ -162,8 +162,9 @@ test('malformed CSV/TSV: the message says the line is where the faulty field or 
 
 test('csv: bad column name, missing column, invalid UTF-8 record', async () => {
   const p = file('c.csv', 'a,b\nx,y\n');
-  await assert.rejects(readAll(p, { column: 'nope' }), /no column "nope" in header \[a, b\]/);
-  await assert.rejects(readAll(p, { column: 5 }), /c\.csv:1: record has 2 column\(s\), no column 5/);
+  await assert.rejects(readAll(p, { column: 'nope' }), /c\.csv:1: data\.column "nope" is not in the header \[a, b\]$/);
+  await assert.rejects(readAll(p, { column: 5 }), /c\.csv:1: record has 2 column\(s\), no column 5 \(0-based, data\.column\)$/);
+  await assert.rejects(readAll(p, { column: 'nope', names: { column: '--column' } }), /c\.csv:1: --column "nope" is not in the header \[a, b\]$/);
   const bad = file('bad.csv', Buffer.concat([Buffer.from('s\n"multi\n'), Buffer.from([0xc3]), Buffer.from('"\nfine\n')]));
   const r = await readAll(bad, { column: 's' });
   assert.deepEqual(r.lines, [{ text: 'fine', line: 4 }]);
@@ -197,8 +198,8 @@ test('in-memory CSV/TSV (the demo page\'s reader) gives the streaming reader\'s 
     assert.throws(() => readDelimitedText(content, name, ','),
       (e: unknown) => e instanceof UserError && e.message.includes(`${name}:${line}:`) && /malformed CSV/.test(e.message), name);
   }
-  assert.throws(() => readDelimitedText('a,b\nx,y\n', 'c.csv', ',', { column: 'nope' }), /c\.csv:1: no column "nope" in header \[a, b\]/);
-  assert.throws(() => readDelimitedText('a,b\nx,y\n', 'c.csv', ',', { column: 5 }), /c\.csv:1: record has 2 column\(s\), no column 5/);
+  assert.throws(() => readDelimitedText('a,b\nx,y\n', 'c.csv', ',', { column: 'nope' }), /c\.csv:1: column "nope" is not in the header \[a, b\]/);
+  assert.throws(() => readDelimitedText('a,b\nx,y\n', 'c.csv', ',', { column: 5 }), /c\.csv:1: record has 2 column\(s\), no column 5 \(0-based, column\)/);
 });
 
 test('shared wiki1m head streams 11,913 sentences', { skip: SKIP_NO_SHARED }, async () => {

@@ -121,6 +121,9 @@ describe('library arguments', { skip: SKIP_NO_SHARED }, () => {
     const corpus = path.join(dir, 'corpus.txt');
     await fs.writeFile(corpus, SENTENCES.join('\n') + '\n');
     const out = path.join(dir, 'index');
+    for (const threads of [-1, 1.5, NaN]) {
+      await refuses(() => buildIndex(p, { corpus, out, ann: { threads } }), new RegExp(`^ann\\.threads must be an integer >= 0 \\(0: every core\\), got ${threads}$`));
+    }
     await buildIndex(p, { corpus, out });
     const cases: [OpenIndexOptions, RegExp][] = [
       // A bad batch size was found only by embed, at the first search.

@@ -337,6 +337,10 @@ describe('similarity', { skip: SKIP_NO_SHARED }, () => {
     const cli = JSON.parse(r.stdout) as { a: string; b: string; score: number }[];
     assert.deepEqual(cli.map((p) => [p.a, p.b]), pairs);
     cli.forEach((p, i) => assert.ok(Math.abs(p.score - scored[i]!.score) < 1e-5));
+    // After a lone --, sentences may start with a dash (yargs leaves them out of the positional).
+    const dashed = micse('similarity', '--backend', 'wasm', '--model', MODEL, '--json', 'a man is dancing .', '--', '-5 degrees', '-x', 'y');
+    assert.equal(dashed.status, 0, dashed.stderr);
+    assert.deepEqual((JSON.parse(dashed.stdout) as { a: string; b: string }[]).map((p) => [p.a, p.b]), [['a man is dancing .', '-5 degrees'], ['-x', 'y']]);
     const odd = micse('similarity', '--model', MODEL, 'one', 'two', 'three');
     assert.equal(odd.status, 2);
     assert.match(odd.stderr, /3 sentences given: they are read two by two/);

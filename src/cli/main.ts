@@ -31,7 +31,8 @@ function rejectUnknownOptions(argv: Record<string, unknown>, y: Argv): void {
   const declared = (y as unknown as { getOptions(): { key: Record<string, unknown>; alias: Record<string, string[]> } }).getOptions();
   const names = new Set([...Object.keys(declared.key), ...Object.values(declared.alias).flat()]);
   const known = new Set([...names].flatMap((n) => [n, camel(n)]));
-  const unknown = Object.keys(argv).filter((k) => k !== '_' && k !== '$0' && !known.has(k));
+  // '--': what follows a lone -- (operands, however they start), until yargs adds it to the positionals.
+  const unknown = Object.keys(argv).filter((k) => k !== '_' && k !== '$0' && k !== '--' && !known.has(k));
   // yargs adds --foo-bar's camelCase twin fooBar: report the flag as typed.
   const typed = unknown.filter((k) => !unknown.some((other) => other !== k && camel(other) === k));
   if (typed.length === 0) return;
@@ -85,10 +86,16 @@ function rejectMalformedValues(tokens: readonly string[], argv: Record<string, u
   }
 }
 
-/** yargs' message for a value outside a flag's choices, in one line: `--backend "gpu": choose one of auto, cpu`. */
-function oneLine(message: string): string {
+/**
+ * yargs' message in one line; a value outside the choices of a flag or of a positional (one of `positionals`):
+ * `--backend "gpu": choose one of auto, cpu`, `<datasets> "bogus": choose one of ...`.
+ */
+function oneLine(message: string, positionals: readonly string[]): string {
   const choices = /^Invalid values:\s*Argument: (\S+), Given: (.*), Choices: (.*)$/s.exec(message);
-  if (choices !== null) return `${flag(choices[1]!)} ${choices[2]!.trim()}: choose one of ${choices[3]!.trim().replace(/"/g, '')}`;
+  if (choices !== null) {
+    const name = positionals.includes(choices[1]!) ? `<${choices[1]!}>` : flag(choices[1]!);
+    return `${name} ${choices[2]!.trim()}: choose one of ${choices[3]!.trim().replace(/"/g, '')}`;
+  }
   return message.replace(/\s*\n\s*/g, ' ').trim();
 }
 
@@ -157,11 +164,16 @@ function missingOptions(message: string, y: Argv): string | null {
 function missingPositional(message: string, y: Argv): string | null {
   const got = /^Not enough non-option arguments: got (\d+)/.exec(message);
   if (got === null) return null;
-  const internals = (y as unknown as YargsInternals).getInternalMethods();
-  const { commands, fullCommands } = internals.getContext();
+  const { commands, fullCommands } = (y as unknown as YargsInternals).getInternalMethods().getContext();
   const wanted = [...(fullCommands.at(-1) ?? '').matchAll(/<([^>]+)>/g)].map((m) => m[1]!)[Number(got[1])];
   if (wanted === undefined) return null;
   return `${commands.join(' ')}: name ${described(`<${wanted}>`, wanted.replace(/\.\.$/, ''), y)}`;
+}
+
+/** The names of the running command's positionals (`<datasets..>` and `[sentences..]` as datasets, sentences). */
+function positionalNames(y: Argv): string[] {
+  const { fullCommands } = (y as unknown as YargsInternals).getInternalMethods().getContext();
+  return [...(fullCommands.at(-1) ?? '').matchAll(/[<[]([^>\]]+)[>\]]/g)].map((m) => m[1]!.replace(/\.\.$/, ''));
 }
 
 /** The parser of the `micse` command line over `argv` (without node and the script). */
@@ -179,7 +191,7 @@ export function buildCli(argv: string[]): Argv {
       // yargs' own parse and validation failures (a flag's coerce included) arrive as YErrors: bad input.
       if (err !== undefined && err !== null && err.name !== 'YError') throw err;
       const message = msg ?? err.message;
-      throw new UserError(missingPositional(message, cli) ?? missingOptions(message, cli) ?? oneLine(message));
+      throw new UserError(missingPositional(message, cli) ?? missingOptions(message, cli) ?? oneLine(message, positionalNames(cli)));
     });
   for (const c of commands) cli = cli.command(c);
   return cli;

@@ -11,7 +11,7 @@ import type { BackendName } from '../model/backend.js';
 import { DEFAULT_EMBED_BATCH_SIZE } from '../model/embed.js';
 import { loadPretrained, resolveCheckpoint } from '../model/pretrained.js';
 import { DEFAULT_ANN_PARAMS } from '../use/ann.js';
-import { buildIndex, countIndexCorpus, DEFAULT_CHUNK_SIZE } from '../use/build.js';
+import { buildIndex, checkIndexOut, countIndexCorpus, DEFAULT_CHUNK_SIZE } from '../use/build.js';
 import { cluster, DEFAULT_CLUSTER_SEED, DEFAULT_MIN_COMMUNITY_SIZE, DEFAULT_NEAREST, type ClusterResult } from '../use/cluster.js';
 import { shortFingerprint } from '../use/fingerprint.js';
 import { DEFAULT_TOP_K, openIndex } from '../use/search.js';
@@ -24,6 +24,8 @@ const oneLine = (s: string) => s.replace(/[\t\r\n]/g, ' ');
 
 interface SimilarityArgs extends EmbedFlags {
   sentences?: string[];
+  /** The words after the command's name that yargs did not take: the operands after a lone `--` (`-- "-a" "b"`). */
+  _: (string | number)[];
   pairs?: string;
   columns: string;
   json: boolean;
@@ -39,14 +41,16 @@ export const similarityCommand: CommandModule<object, SimilarityArgs> = {
       .option('columns', { type: 'string', default: '0,1', describe: '0-based columns of the two sentences in --pairs (STS-B: 5,6)' })
       .option('json', { type: 'boolean', default: false, describe: 'print [{"a","b","score"}] instead of a table' }) as never,
   handler: async (args) => {
+    // Sentences may start with a dash after `--`; yargs leaves those in `_`, after the command's name.
+    const sentences = [...(args.sentences ?? []), ...args._.slice(1).map(String)];
     let pairs: SentencePair[];
     if (args.pairs !== undefined) {
-      if ((args.sentences ?? []).length > 0) throw new UserError('give sentences or --pairs, not both');
+      if (sentences.length > 0) throw new UserError('give sentences or --pairs, not both');
       const cols = args.columns.split(',').map((c) => Number(c.trim()));
       if (cols.length !== 2 || cols.some((c) => !Number.isInteger(c) || c < 0)) throw new UserError(`--columns must be two 0-based indexes like 0,1; got ${args.columns}`);
       pairs = await readPairsFile(args.pairs, [cols[0]!, cols[1]!]);
     } else {
-      pairs = pairsFromArgs(args.sentences ?? []);
+      pairs = pairsFromArgs(sentences);
     }
     await activateBackend(args.backend);
     const { model, tokenizer } = await loadPretrained(await resolveCheckpoint(args.model), maxLengthLoadOpts(args));
@@ -90,9 +94,11 @@ const indexBuildCommand: CommandModule<object, IndexBuildArgs> = {
       .option('threads', { ...numberFlag('threads', { integer: true, min: 0 }), default: DEFAULT_ANN_PARAMS.threads, describe: 'insertion threads (1: the same graph every run; 0: all cores)' })
       .option('force', { type: 'boolean', default: false, describe: 'start over, replacing what --out holds (all of it) once the new index is complete' }) as never,
   handler: async (args) => {
-    // The corpus is read through before the backend and the model: its faults are said without waiting for them.
+    // The corpus is read through and --out checked before the backend and the model: their faults are said without
+    // waiting for them.
     const corpus = { corpus: args.corpus, column: args.column ?? null, names: COLUMN_FLAG_NAMES };
     const counted = await countIndexCorpus(corpus);
+    await checkIndexOut(args.out, args.force);
     await activateBackend(args.backend);
     const pretrained = await loadPretrained(await resolveCheckpoint(args.model), maxLengthLoadOpts(args));
     const report = await buildIndex(pretrained, {

@@ -46,10 +46,12 @@ export class ColumnPicker {
   columnIndex: number | null = null;
   private first = true;
 
+  /** `option`: what chose the column, as the messages name it (`--column`, `data.column`). */
   constructor(
     private readonly file: string,
     private readonly column: string | number | null,
     private readonly headerMode: boolean | 'auto',
+    private readonly option = 'column',
   ) {}
 
   /**
@@ -65,12 +67,12 @@ export class ColumnPicker {
       this.header = record.map((h) => h.trim());
       if (typeof column === 'string') {
         const idx = this.header.indexOf(column);
-        if (idx < 0) throw new UserError(`${this.file}:${line}: no column "${column}" in header [${this.header.join(', ')}]`);
+        if (idx < 0) throw new UserError(`${this.file}:${line}: ${this.option} "${column}" is not in the header [${this.header.join(', ')}]`);
         this.columnIndex = idx;
       } else this.columnIndex = column ?? 0;
       return true;
     }
-    if (typeof column === 'string') throw new UserError(`${this.file}: column "${column}" given by name but the file has no header`);
+    if (typeof column === 'string') throw new UserError(`${this.file}: ${this.option} "${column}" names a column, but the file has no header`);
     this.columnIndex = column ?? 0;
     return false;
   }
@@ -83,7 +85,7 @@ export class ColumnPicker {
   /** The chosen column's text of a data record starting on `line`. */
   text(record: string[], line: number): string {
     const idx = this.columnIndex!;
-    if (idx >= record.length) throw new UserError(`${this.file}:${line}: record has ${record.length} column(s), no column ${idx} (0-based)`);
+    if (idx >= record.length) throw new UserError(`${this.file}:${line}: record has ${record.length} column(s), no column ${idx} (0-based, ${this.option})`);
     return record[idx]!;
   }
 }

@@ -395,7 +395,7 @@ async function* readCsv(
   file: string,
   delimiter: string,
   stats: ReadStats,
-  opts: Required<Pick<ReadCorpusOptions, 'onInvalid' | 'header'>> & { column: string | number | null },
+  opts: Required<Pick<ReadCorpusOptions, 'onInvalid' | 'header'>> & { column: string | number | null; option: string },
 ): AsyncGenerator<CorpusLine> {
   const hash = createHash('sha256');
   const index = new LineIndex(file, hash, stats);
@@ -406,7 +406,7 @@ async function* readCsv(
   source.pipe(index).pipe(parser);
 
   const { onInvalid } = opts;
-  const picker = new ColumnPicker(file, opts.column, opts.header);
+  const picker = new ColumnPicker(file, opts.column, opts.header, opts.option);
   let prevEnd = 0;
   try {
     for await (const rec of parser as AsyncIterable<CsvRecord>) {
@@ -478,7 +478,7 @@ export function openCorpus(file: string, opts: ReadCorpusOptions = {}): CorpusRe
       await checkReadable(file);
       reader.stats = newStats();
       if (format === 'txt') yield* readTxt(file, reader.stats, onInvalid, blankLines);
-      else yield* readCsv(file, format === 'tsv' ? '\t' : ',', reader.stats, { onInvalid, header: opts.header ?? 'auto', column });
+      else yield* readCsv(file, format === 'tsv' ? '\t' : ',', reader.stats, { onInvalid, header: opts.header ?? 'auto', column, option: names.column });
     },
   };
   return reader;

@@ -239,6 +239,21 @@ export async function countIndexCorpus(opts: Pick<BuildIndexOptions, 'corpus' | 
   return { reader, identity, total };
 }
 
+/**
+ * The checks of an index build's `out` that need neither the model nor the corpus: a file in its place (mkdir's
+ * fault, said before anything is embedded), and without `force` a folder of anything but an index (no meta.json or
+ * progress.json): only an index's own folder is reused or resumed, anything else may be someone's. The CLI runs
+ * them before it loads the model; buildIndex runs them before it takes the folder's lock.
+ */
+export async function checkIndexOut(out: string, force: boolean): Promise<void> {
+  const st = await fs.stat(out).catch(() => null);
+  if (st === null) return;
+  if (!st.isDirectory()) throw environmentError(fsFault('EEXIST', 'mkdir', out))!;
+  if (force) return;
+  const ours = (await exists(path.join(out, INDEX_FILES.meta))) || (await exists(path.join(out, INDEX_FILES.progress)));
+  if (!ours) await refuseNonEmptyDir(out, '--out', ` and not an index (no ${INDEX_FILES.meta} or ${INDEX_FILES.progress})`, isIndexLock);
+}
+
 /** Embeds a corpus into `opts.out` and builds its ANN index (see the module comment for the layout and `force`). */
 export async function buildIndex(pretrained: Pick<Pretrained, 'model' | 'tokenizer' | 'report'>, opts: BuildIndexOptions): Promise<BuildIndexReport> {
   const { model } = pretrained;
@@ -252,6 +267,7 @@ export async function buildIndex(pretrained: Pick<Pretrained, 'model' | 'tokeniz
   if (!Number.isInteger(chunkSize) || chunkSize < 1) throw new UserError(`chunk size must be a positive integer, got ${chunkSize}`);
   checkBatchSize(batchSize);
   for (const key of ['connectivity', 'expansionAdd', 'expansionSearch'] as const) checkAnnSize(`ann.${key}`, params[key]);
+  if (!Number.isInteger(params.threads) || params.threads < 0) throw new UserError(`ann.threads must be an integer >= 0 (0: every core), got ${params.threads}`);
 
   // Read through before anything is written: a corpus that cannot be read (or is empty) leaves `out` as it was.
   const counted = opts.counted ?? (await countIndexCorpus(opts));
@@ -261,10 +277,8 @@ export async function buildIndex(pretrained: Pick<Pretrained, 'model' | 'tokeniz
   const { reader, identity: corpus, total } = counted;
   const fingerprint = await modelFingerprint(pretrained.report.dir, pooler, maxLength);
 
-  const outStat = await fs.stat(out).catch(() => null);
-  // What creating the folder would meet, said before anything is embedded: mkdir's fault with a file in the way.
-  if (outStat !== null && !outStat.isDirectory()) throw environmentError(fsFault('EEXIST', 'mkdir', out))!;
   await recoverReplacement(out, INDEX_REPLACEMENT_TAG);
+  await checkIndexOut(out, opts.force === true);
   // The folder holds the build's lock, so it is made now; when this call made it and wrote nothing else, it goes again.
   const made = !(await exists(out));
   await ensureDir(out);
@@ -291,9 +305,7 @@ async function buildLocked(pretrained: Pick<Pretrained, 'model' | 'tokenizer' | 
   let state: ProgressState = { fingerprint: fingerprint.sha256, corpus, dim, rows: 0, textsBytes: 0, complete: false, embedSeconds: 0 };
   if (!force) {
     // Only a folder of this index (finished, or partial) is reused without --force: anything else may be someone's.
-    const ours = (await exists(inOut(INDEX_FILES.meta))) || (await exists(inOut(INDEX_FILES.progress)));
-    if (!ours) await refuseNonEmptyDir(out, '--out', ` and not an index (no ${INDEX_FILES.meta} or ${INDEX_FILES.progress})`, isIndexLock);
-    // A finished index: nothing to do if it is this one, else refuse.
+    // (checkIndexOut refused a folder of anything else.) A finished index: nothing to do if it is this one, else refuse.
     if (await exists(inOut(INDEX_FILES.meta))) {
       const meta = await refusingOther(readIndexMeta(out), out);
       const same = meta.model.fingerprint.sha256 === fingerprint.sha256 && sameCorpus(meta.corpus, corpus) &&
