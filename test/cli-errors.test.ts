@@ -83,7 +83,7 @@ describe('flags', () => {
       [['demo', '--port', '70000'], '--port must be an integer >= 0 and <= 65535, got 70000'],
       [['train', '--config', 'x.yaml', '--resume', 'r'], '--config and --resume: a resumed run reads its own config.yaml; give one of them (--set changes a resumed run)'],
       [['data', 'subset', '--input', 'i', '--output', 'o', '--count', '2', '--seed', '4294967296'], '--seed must be an integer >= 0 and <= 4294967295, got 4294967296'],
-      [['train', '--config', 'configs/tiny.yaml', '--set', 'train.seed=4294967296', '--dry-run'], '--set: train.seed must be <= 4294967295, got 4294967296'],
+      [['train', '--config', 'configs/tiny.yaml', '--set', 'train.seed=4294967296', '--dry-run'], '--set train.seed=4294967296: train.seed must be <= 4294967295, got 4294967296'],
     ];
     for (const [argv, message] of cases) {
       assert.deepEqual(await parseFailure(argv), { message: `micse: ${message}`, exitCode: 2 }, argv.join(' '));

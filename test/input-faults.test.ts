@@ -140,7 +140,7 @@ describe('batches of one sentence', () => {
   it('CLI: train.batchSize 1 exits 2 with one line before creating the run directory', { skip: SKIP_NO_SHARED }, async () => {
     const out = path.join(await tmp('cli-bs1'), 'run');
     await refused(['train', '--config', TINY, '--set', `train.output=${out}`, '--set', 'train.batchSize=1'],
-      /^micse: --set: train\.batchSize must be >= 2, got 1$/, out);
+      /^micse: --set train\.batchSize=1: train\.batchSize must be >= 2, got 1$/, out);
   });
 });
 
@@ -327,7 +327,7 @@ describe('model.config', () => {
     await assert.rejects(loadConfig(typo), (e: unknown) => e instanceof UserError &&
       /typo\.yaml: unknown key 'model\.config\.hiden_size' \(did you mean 'model\.config\.hidden_size'\?\); model\.config takes vocab_size, hidden_size/.test(e.message));
     await assert.rejects(loadConfig(parent, ['model.config.hiden_size=48']),
-      /--set: unknown key 'model\.config\.hiden_size' \(did you mean 'model\.config\.hidden_size'\?\)/);
+      /--set model\.config\.hiden_size=48: unknown key 'model\.config\.hiden_size' \(did you mean 'model\.config\.hidden_size'\?\)/);
     await assert.rejects(loadConfig(parent, ['model.config.hidden_size=50']),
       /^UserError: --set model\.config\.hidden_size=50 and \S*parent\.yaml \(model\.config\.num_attention_heads: 4\): model\.config: hidden_size 50 is not a multiple of num_attention_heads 4$/,
       'values are checked upfront too');
@@ -336,7 +336,7 @@ describe('model.config', () => {
   it('CLI: --set model.config.hiden_size=48 exits 2 with one line', { skip: SKIP_NO_SHARED }, async () => {
     const out = path.join(await tmp('cli-modelcfg'), 'run');
     await refused(['train', '--config', TINY, '--set', `train.output=${out}`, '--set', 'model.config.hiden_size=48'],
-      /^micse: --set: unknown key 'model\.config\.hiden_size' \(did you mean 'model\.config\.hidden_size'\?\)/, out);
+      /^micse: --set model\.config\.hiden_size=48: unknown key 'model\.config\.hiden_size' \(did you mean 'model\.config\.hidden_size'\?\)/, out);
   });
 });
 
@@ -363,7 +363,7 @@ describe('where the values of a cross-key check came from', () => {
         'model.config: hidden_size 50 is not a multiple of num_attention_heads 12'],
       [parent, ['data.maxSeqLen=128'], `--set data.maxSeqLen=128 and ${parent} (model.config.max_position_embeddings: 64): data.maxSeqLen is 128 ` +
         "but the model's max_position_embeddings is 64 (model.config): lower data.maxSeqLen to at most 64"],
-      [parent, ['train.lossScale=3'], '--set: train.lossScale must be a power of two (scaling by it is then exact), got 3'],
+      [parent, ['train.lossScale=3'], '--set train.lossScale=3: train.lossScale must be a power of two (scaling by it is then exact), got 3'],
     ];
     for (const [file, sets, start] of cases) {
       await assert.rejects(loadConfig(file, sets), (e: unknown) => e instanceof UserError && e.message.startsWith(start),
@@ -390,7 +390,7 @@ describe('.nan, .inf and -.inf for a numeric key', () => {
       ['data:\n  fraction: -.inf\n', [], 'FILE: data.fraction must be a finite number, got -.inf'],
       ['model:\n  init: random\n  tokenizer: tok\n  config:\n    hidden_size: .NaN\n', [],
         'FILE (model.config.hidden_size: .nan): model.config: hidden_size must be a finite number, got .nan'],
-      ['{}\n', ['objective.temperature=-.inf'], '--set: objective.temperature must be a finite number, got -.inf'],
+      ['{}\n', ['objective.temperature=-.inf'], '--set objective.temperature=-.inf: objective.temperature must be a finite number, got -.inf'],
       ['model:\n  init: random\n  tokenizer: tok\n', ['model.config.hidden_size=.inf'],
         '--set model.config.hidden_size=.inf: model.config: hidden_size must be a finite number, got .inf'],
     ];

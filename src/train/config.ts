@@ -371,11 +371,11 @@ export function applyOverrides(c: TrainConfig, sets: readonly string[]): TrainCo
     const [sec, key, ...rest] = keyPath.split('.');
     if (sec === undefined || key === undefined) throw new UserError(`--set ${s}: expected section.key=value (e.g. train.seed=1)`);
     if (sec === 'model' && key === 'config' && rest.length > 0) {
-      out = mergeConfig(out, { model: { config: { [rest.join('.')]: parseSetValue(value) } } }, '--set', `--set ${s}`);
+      out = mergeConfig(out, { model: { config: { [rest.join('.')]: parseSetValue(value) } } }, `--set ${s}`, `--set ${s}`);
       continue;
     }
     if (rest.length > 0) throw new UserError(`--set ${s}: '${keyPath}' is not a config key${didYouMean(keyPath, allKeyPaths())}`);
-    out = mergeConfig(out, { [sec]: { [key]: parseSetValue(value) } }, '--set', `--set ${s}`);
+    out = mergeConfig(out, { [sec]: { [key]: parseSetValue(value) } }, `--set ${s}`, `--set ${s}`);
   }
   return out;
 }
