@@ -7,7 +7,7 @@
  *   - recall@10 against exact brute-force cosine (strict: same ids; tie-aware: a hit scoring at least the exact
  *     10th score, as duplicate sentences have equal vectors).
  * Both indexes use cosine on the same float32 vectors. The numbers behind the choice are in README (section
- * "Similarity, search and clustering").
+ * "Similarity, semantic search and clustering").
  * Run: node --import tsx bench/ann.ts [--model DIR] [--corpus FILE] [--queries N] [--backend wasm]
  */
 import path from 'node:path';

@@ -9,7 +9,9 @@
  * backend within 1e-4, two full TrainSteps (AdamW updating in place) leave parameters and moments within 1e-4 of
  * the cpu backend's without a WebGPU validation error, and TrainSteps read the GPU once a step (asynchronously)
  * and keep the tensor count flat; a step with a non-finite loss changes no parameter (the gate is read on the GPU).
- * Self-contained (random-init model), so it can be carried to a GPU machine without ../shared.
+ * A training run stopped after a checkpoint and resumed ends with the uninterrupted run's weights, moments and
+ * metrics to the bit. Random-init models throughout; only that resume test reads ../shared (the tokenizer,
+ * wiki1m-head.txt and STS-B dev, skipped without it; bench/device/pack.sh carries those parts to a GPU machine).
  */
 import assert from 'node:assert/strict';
 import { promises as fs } from 'node:fs';

@@ -9,7 +9,8 @@
  *   first occurrence of each exact text before drawing.
  * - Size: `count` as given (1 <= count <= candidates); or from `fraction` (0 < fraction <= 1):
  *   size = max(1, round-half-up(fraction x candidates)), computed exactly on the decimal value of `fraction`
- *   (no floating-point error: 0.000064 x 1,000,000 = 64); neither = all candidates. 0.001 x 1,000,000 = 1000.
+ *   (no floating-point error: 0.000064 x 1,000,000 = 64); neither = all candidates (as a training config without
+ *   both keys trains; `micse data subset` asks for one). 0.001 x 1,000,000 = 1000.
  * - Draw: `size` distinct candidate positions uniformly without replacement, with the project PRNG
  *   (`Rng.fromSeed(subsetSeed)`, a partial Fisher-Yates shuffle). When size = candidates nothing is drawn.
  * - Output order: input order (ascending line number). Line breaks inside a CSV cell become one space each, so a

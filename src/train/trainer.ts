@@ -3,7 +3,8 @@
  * selection (selection.ts), atomic checkpoints, exact resume, metrics.jsonl, progress and curves.
  *
  * Reproducibility: every random choice of step s derives from (train.seed, s) (loop.ts), so a run resumed from a
- * checkpoint replays exactly what the uninterrupted run would have done (bitwise on the cpu backend).
+ * checkpoint replays exactly what the uninterrupted run would have done (bitwise on the cpu, wasm and webgpu
+ * backends: test/train.test.ts, test/webgpu.test.ts).
  */
 import { promises as fs, writeSync } from 'node:fs';
 import path from 'node:path';
