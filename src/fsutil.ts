@@ -133,7 +133,7 @@ export async function refuseNonEmptyDir(dir: string, flag: string, unlike = '', 
     throw err;
   })).filter((name) => !ignore(name));
   if (entries.length > 0) {
-    throw new UserError(`${dir}: not empty (${entries.length} entries)${unlike}; ${forceAdvice(flag)}. Nothing was written`);
+    throw new UserError(`${dir}: not empty (${entries.length} ${entries.length === 1 ? 'entry' : 'entries'})${unlike}; ${forceAdvice(flag)}. Nothing was written`);
   }
 }
 

@@ -254,7 +254,7 @@ describe('flags', () => {
       [build('c.tsv', '--column', 'txt'), `${path.join(dir, 'c.tsv')}:1: --column "txt" is not in the header [id, text]`],
       // A good corpus: then --out, a folder of something else than an index.
       [[...build('c.txt').slice(0, -3), path.join(dir, 'other'), '--backend', 'cpu'],
-        `${path.join(dir, 'other')}: not empty (1 entries) and not an index (no meta.json or progress.json); pass --force to replace it, or choose another --out. Nothing was written`],
+        `${path.join(dir, 'other')}: not empty (1 entry) and not an index (no meta.json or progress.json); pass --force to replace it, or choose another --out. Nothing was written`],
       // Then the model.
       [build('c.txt'), `${path.join(dir, 'm')}: no such directory`],
     ];

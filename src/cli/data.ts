@@ -41,8 +41,8 @@ const subsetCommand: CommandModule<object, SubsetArgs> = {
     y
       .option('input', { type: 'string', demandOption: true, describe: '.txt (one sentence per line), .csv or .tsv' })
       .option('output', { type: 'string', demandOption: true, describe: 'subset file (one sentence per line)' })
-      .option('fraction', { ...numberFlag('fraction', { above: 0, max: 1 }), describe: 'share of the corpus, 0 < f <= 1 (0.001 = 0.1%)' })
-      .option('count', { ...numberFlag('count', POSITIVE_INT), describe: 'number of sentences' })
+      .option('fraction', { ...numberFlag('fraction', { above: 0, max: 1 }), describe: 'share of the corpus, 0 < f <= 1 (0.001 = 0.1%); this or --count is required' })
+      .option('count', { ...numberFlag('count', POSITIVE_INT), describe: 'number of sentences; this or --fraction is required' })
       .option('seed', { ...numberFlag('seed', { integer: true, min: 0, max: MAX_SEED }), default: DEFAULT_SUBSET_SEED, describe: 'subset seed (official: 48..52)' })
       .option('column', { type: 'string', describe: 'CSV/TSV column name or 0-based index (default: first column)' })
       .option('format', { choices: ['auto', 'txt', 'csv', 'tsv'] as const, default: 'auto' as const, describe: 'auto: by extension' })
@@ -74,7 +74,7 @@ const subsetCommand: CommandModule<object, SubsetArgs> = {
       `${args.input}: ${i.candidates} candidate sentences (${i.blank} blank ${i.blankLines === 'keep' ? 'kept' : 'skipped'}, ${i.invalid} invalid` +
         `${i.invalid > 0 ? ` at lines ${i.invalidLines.join(', ')}${i.invalid > i.invalidLines.length ? ', ...' : ''}` : ''}` +
         `${i.duplicatesDropped > 0 ? `, ${i.duplicatesDropped} duplicates dropped` : ''})\n` +
-        `wrote ${manifest.selection.size} sentences (seed ${manifest.selection.seed}) to ${output}, manifest ${manifestPath}\n`,
+        `wrote ${manifest.selection.size} sentence${manifest.selection.size === 1 ? '' : 's'} (seed ${manifest.selection.seed}) to ${output}, manifest ${manifestPath}\n`,
     );
   },
 };
