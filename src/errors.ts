@@ -38,6 +38,21 @@ export function shownValue(v: unknown): string {
   return JSON.stringify(v) ?? String(v);
 }
 
+/** An argument of a JavaScript call as a message shows it: a string quoted (so "8" is not read as 8), else as String(). */
+export function shownArgument(v: unknown): string {
+  return typeof v === 'string' ? JSON.stringify(v) : String(v);
+}
+
+/**
+ * Throws a UserError naming `name` unless `v` is an integer >= `min` (1: "a positive integer"); `note` follows the
+ * requirement in the message (what 0 means, say). The one check of every count, size and index argument.
+ */
+export function checkInteger(name: string, v: unknown, min = 1, note = ''): asserts v is number {
+  if (!Number.isInteger(v) || (v as number) < min) {
+    throw new UserError(`${name} must be ${min === 1 ? 'a positive integer' : `an integer >= ${min}`}${note}, got ${shownArgument(v)}`);
+  }
+}
+
 /** The option nearest `word` by edit distance (case-insensitive), or undefined when none is near enough. */
 export function closest(word: string, options: readonly string[]): string | undefined {
   const best = options.map((o) => ({ o, d: levenshtein(word, o) })).sort((x, y) => x.d - y.d)[0];

@@ -61,7 +61,7 @@ describe('library arguments', { skip: SKIP_NO_SHARED }, () => {
   it('embed: batchSize must be a positive integer (0, NaN and -1 failed inside TF.js, 1.5 and "2" ran)', async () => {
     for (const batchSize of [0, NaN, -1, 1.5, '2']) {
       await refuses(() => embed(p.model, p.tokenizer, SENTENCES, { batchSize: loose<number>(batchSize) }),
-        new RegExp(`^batchSize must be a positive integer, got ${String(batchSize)}$`));
+        new RegExp(`^batchSize must be a positive integer, got ${typeof batchSize === 'string' ? `"${batchSize}"` : String(batchSize)}$`));
     }
     // Checked before any work: an empty list with a bad batch size is refused too.
     await refuses(() => embed(p.model, p.tokenizer, [], { batchSize: 0 }), /^batchSize must be a positive integer/);
@@ -128,7 +128,7 @@ describe('library arguments', { skip: SKIP_NO_SHARED }, () => {
     const cases: [OpenIndexOptions, RegExp][] = [
       // A bad batch size was found only by embed, at the first search.
       [{ batchSize: 0 }, /^batchSize must be a positive integer, got 0$/],
-      [{ batchSize: loose('8') }, /^batchSize must be a positive integer, got 8$/],
+      [{ batchSize: loose('8') }, /^batchSize must be a positive integer, got "8"$/],
       [{ model: null, batchSize: 1.5 }, /^batchSize must be a positive integer, got 1\.5$/],
       // usearch took 0 and NaN as they came.
       [{ expansionSearch: 0 }, /^expansionSearch must be a positive integer, got 0$/],

@@ -7,7 +7,7 @@
  */
 import path from 'node:path';
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
-import { UserError } from '../errors.js';
+import { checkInteger, UserError } from '../errors.js';
 import { ensureDir, exists, isJsonObject, readFileNamed, writeFileAtomic } from '../fsutil.js';
 
 /** transformers' BERT default: words longer than this become [UNK]. */
@@ -44,7 +44,7 @@ export function checkText(text: unknown, what: string): asserts text is string {
 
 /** Throws a UserError unless `maxLength` is an integer >= 2 (room for [CLS] and [SEP]). */
 export function checkMaxLength(maxLength: number): void {
-  if (!Number.isInteger(maxLength) || maxLength < 2) throw new UserError(`maxLength must be an integer >= 2, got ${maxLength}`);
+  checkInteger('maxLength', maxLength, 2);
 }
 
 /** Pads id rows to the longest with `padTokenId` and builds the attention mask (1 for tokens, 0 for padding). */

@@ -3,7 +3,7 @@
  * Sentences are sorted by length so each batch pads little, then returned in input order.
  */
 import { checkMaxLength, checkText, type BertTokenizer } from '../data/tokenizer.js';
-import { UserError } from '../errors.js';
+import { checkInteger, UserError } from '../errors.js';
 import { createProgress } from '../progress.js';
 import type { BertModel } from './bert.js';
 import { maxLengthProblem } from './config.js';
@@ -28,7 +28,7 @@ export const DEFAULT_EMBED_POOLER: EmbedPooler = 'cls_before_pooler';
 
 /** Throws a UserError unless `batchSize` is a positive integer. */
 export function checkBatchSize(batchSize: number): void {
-  if (!Number.isInteger(batchSize) || batchSize < 1) throw new UserError(`batchSize must be a positive integer, got ${batchSize}`);
+  checkInteger('batchSize', batchSize);
 }
 
 /** The token length to embed with: `maxLength`, else the model's max positions; a UserError when the model cannot hold `maxLength`. */

@@ -6,7 +6,7 @@ import { existsSync, promises as fs, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { BatchMatches, Index, MetricKind, ScalarKind, type Matches } from 'usearch';
-import { UserError } from '../errors.js';
+import { checkInteger, UserError } from '../errors.js';
 import type { Neighbor } from './vectors.js';
 
 export const ANN_LIBRARY = 'usearch';
@@ -41,7 +41,7 @@ export interface AnnParams {
 
 /** Throws a UserError naming `name` (e.g. `ann.connectivity`) unless `value`, a graph size of AnnParams, is a positive integer. */
 export function checkAnnSize(name: string, value: number): void {
-  if (!Number.isInteger(value) || value < 1) throw new UserError(`${name} must be a positive integer, got ${value}`);
+  checkInteger(name, value);
 }
 
 export const DEFAULT_ANN_PARAMS: Readonly<AnnParams> = { connectivity: 16, expansionAdd: 128, expansionSearch: 128, threads: 1 };

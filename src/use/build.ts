@@ -26,7 +26,7 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { openCorpus, type CorpusOptionNames, type CorpusReader } from '../data/readers.js';
-import { environmentError, UserError } from '../errors.js';
+import { checkInteger, environmentError, UserError } from '../errors.js';
 import { faultPoint } from '../faultPoints.js';
 import { ensureDir, exists, fsFault, isLockEntry, PidLock, readJsonObject, recoverReplacement, refuseNonEmptyDir, refuseReplacingInput, replacementSibling, writeFileAtomic } from '../fsutil.js';
 import { checkBatchSize, DEFAULT_EMBED_BATCH_SIZE, DEFAULT_EMBED_POOLER, embed, embedMaxLength } from '../model/embed.js';
@@ -264,10 +264,10 @@ export async function buildIndex(pretrained: Pick<Pretrained, 'model' | 'tokeniz
   const batchSize = opts.batchSize ?? DEFAULT_EMBED_BATCH_SIZE;
   const chunkSize = opts.chunkSize ?? DEFAULT_CHUNK_SIZE;
   const params: AnnParams = { ...DEFAULT_ANN_PARAMS, ...opts.ann };
-  if (!Number.isInteger(chunkSize) || chunkSize < 1) throw new UserError(`chunk size must be a positive integer, got ${chunkSize}`);
+  checkInteger('chunkSize', chunkSize);
   checkBatchSize(batchSize);
   for (const key of ['connectivity', 'expansionAdd', 'expansionSearch'] as const) checkAnnSize(`ann.${key}`, params[key]);
-  if (!Number.isInteger(params.threads) || params.threads < 0) throw new UserError(`ann.threads must be an integer >= 0 (0: every core), got ${params.threads}`);
+  checkInteger('ann.threads', params.threads, 0, ' (0: every core)');
 
   // Read through before anything is written: a corpus that cannot be read (or is empty) leaves `out` as it was.
   const counted = opts.counted ?? (await countIndexCorpus(opts));

@@ -11,7 +11,7 @@
  * nearest its centroid (the mean of its unit vectors) for a readable summary.
  */
 import { kmeans } from 'ml-kmeans';
-import { UserError } from '../errors.js';
+import { checkInteger, shownArgument, UserError } from '../errors.js';
 import type { BertTokenizer } from '../data/tokenizer.js';
 import type { BertModel } from '../model/bert.js';
 import { embed, type EmbedOptions } from '../model/embed.js';
@@ -65,21 +65,19 @@ function validate(n: number, opts: ClusterOptions, what: string): void {
   if (hasK === hasT) throw new UserError('give either k (k-means) or a threshold (communities), not both or neither');
   if (hasK) {
     const k = opts.k!;
-    if (!Number.isInteger(k) || k < 1) throw new UserError(`k must be a positive integer, got ${k}`);
+    checkInteger('k', k);
     if (k > n) throw new UserError(`k = ${k} is larger than the number of sentences (${n}) in ${what}`);
   } else {
     const t = opts.threshold!;
     if (!Number.isFinite(t) || t < -1 || t > 1) throw new UserError(`threshold must be a cosine in [-1, 1], got ${t}`);
     const m = opts.minCommunitySize ?? DEFAULT_MIN_COMMUNITY_SIZE;
-    if (!Number.isInteger(m) || m < 1) throw new UserError(`min community size must be a positive integer, got ${m}`);
+    checkInteger('minCommunitySize', m);
   }
   const { seed, maxIterations, tolerance, nearest } = opts;
-  if (seed !== undefined && !Number.isInteger(seed)) throw new UserError(`seed must be an integer, got ${seed}`);
-  if (maxIterations !== undefined && (!Number.isInteger(maxIterations) || maxIterations < 1)) {
-    throw new UserError(`maxIterations must be a positive integer, got ${maxIterations}`);
-  }
+  if (seed !== undefined && !Number.isInteger(seed)) throw new UserError(`seed must be an integer, got ${shownArgument(seed)}`);
+  if (maxIterations !== undefined) checkInteger('maxIterations', maxIterations);
   if (tolerance !== undefined && !(Number.isFinite(tolerance) && tolerance >= 0)) throw new UserError(`tolerance must be a finite number >= 0, got ${tolerance}`);
-  if (nearest !== undefined && (!Number.isInteger(nearest) || nearest < 0)) throw new UserError(`nearest must be an integer >= 0, got ${nearest}`);
+  if (nearest !== undefined) checkInteger('nearest', nearest, 0);
 }
 
 /** Renumbers raw groups by size (desc, ties by first member) and builds the summaries. */

@@ -6,7 +6,7 @@
  */
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { firstLineOf, UserError } from '../errors.js';
+import { checkInteger, firstLineOf, UserError } from '../errors.js';
 import { exists } from '../fsutil.js';
 import { checkBatchSize, DEFAULT_EMBED_BATCH_SIZE, embed } from '../model/embed.js';
 import { loadPretrained, resolveCheckpoint, type Pretrained } from '../model/pretrained.js';
@@ -53,7 +53,7 @@ function checkOpenOptions(opts: OpenIndexOptions): void {
 
 /** Throws a UserError unless `k`, the hits per query, is a positive integer. */
 function checkTopK(k: number): void {
-  if (!Number.isInteger(k) || k < 1) throw new UserError(`top-k must be a positive integer, got ${k}`);
+  checkInteger('top-k', k);
 }
 
 /** Throws a UserError naming the first bad search option of `opts`. */

@@ -3,7 +3,7 @@
  * cosine and exact (brute-force) top-k. Pure functions of arrays, no I/O; the exact search is the reference the
  * ANN index's recall is measured against, so it is written plainly (float64 accumulation, ties broken by id).
  */
-import { UserError } from '../errors.js';
+import { checkInteger, UserError } from '../errors.js';
 
 /** A row-major [rows, dim] float32 matrix. */
 export interface Matrix {
@@ -24,8 +24,8 @@ export function checkMatrix(m: Matrix, name: string): void {
     const d: unknown = m.data;
     throw new UserError(`${name}.data must be a Float32Array, got ${d === null ? 'null' : typeof d === 'object' ? Object.prototype.toString.call(d).slice(8, -1) : typeof d}`);
   }
-  if (!Number.isInteger(m.rows) || m.rows < 0) throw new UserError(`${name}.rows must be an integer >= 0, got ${String(m.rows)}`);
-  if (!Number.isInteger(m.dim) || m.dim < 1) throw new UserError(`${name}.dim must be a positive integer, got ${String(m.dim)}`);
+  checkInteger(`${name}.rows`, m.rows, 0);
+  checkInteger(`${name}.dim`, m.dim);
   if (m.data.length !== m.rows * m.dim) {
     throw new UserError(`${name}.data has ${m.data.length} values, rows * dim = ${m.rows} * ${m.dim} = ${m.rows * m.dim}`);
   }
