@@ -82,7 +82,7 @@ export async function exists(p: string): Promise<boolean> {
 }
 
 /** What a refusal to replace an output says to do: pass --force, or choose another `flag` (the option that chose it). */
-export function forceAdvice(flag: string): string {
+function forceAdvice(flag: string): string {
   return `pass --force to replace it, or choose another ${flag}`;
 }
 
@@ -196,7 +196,8 @@ export async function refuseReplacingInput(dir: string, flag: string, input: str
 /**
  * The bytes of `file` (its text, with `encoding`). A fault of the environment is a UserError naming `file`: a directory
  * in its place ("cannot read F: it is a directory (EISDIR)"), no permission, a missing file ("cannot open F: ...").
- * Every read of a checkpoint's or a run's files goes through here.
+ * The reads of a checkpoint's files go through here (a training config's, config.ts readYamlFile, also names what
+ * pointed at it).
  */
 export async function readFileNamed(file: string): Promise<Buffer>;
 export async function readFileNamed(file: string, encoding: BufferEncoding): Promise<string>;
@@ -204,9 +205,16 @@ export async function readFileNamed(file: string, encoding?: BufferEncoding): Pr
   try {
     return encoding === undefined ? await fs.readFile(file) : await fs.readFile(file, encoding);
   } catch (err) {
-    // A fault of a read through the file handle (EISDIR: a directory in the file's place) carries no path: name it.
-    throw environmentError(err, file, (err as NodeJS.ErrnoException).path === undefined ? 'read' : undefined) ?? err;
+    throw readFault(err, file);
   }
+}
+
+/**
+ * The error to throw for a failed read of `file`: the UserError of a fault of the environment, naming `file` (a read
+ * through a file handle or stream, EISDIR for a directory in the file's place, carries no path), else `err`.
+ */
+export function readFault(err: unknown, file: string): unknown {
+  return environmentError(err, file, (err as NodeJS.ErrnoException).path === undefined ? 'read' : undefined) ?? err;
 }
 
 /** Parses a JSON file; a parse error or a fault of the environment (a directory in its place) is a UserError naming the file. */

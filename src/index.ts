@@ -32,11 +32,11 @@ export * from './losses/index.js';
 export { readDelimitedText, type DelimitedLine } from './data/delimited.js';
 export {
   openCorpus, readAll, detectFormat, type CorpusFormat, type CorpusLine, type CorpusReader, type ReadCorpusOptions, type ReadStats, type OnInvalid,
-  type BlankLines,
+  type BlankLines, type CorpusOptionNames,
 } from './data/readers.js';
 export {
   loadTrainingSentences, writeSubset, subsetSize, type SubsetManifest, type SubsetSpec, type LoadTrainingOptions, type TrainingSentences,
-  type Duplicates,
+  type Duplicates, type SubsetOptionNames,
 } from './data/subset.js';
 export {
   TwoViewBatchIterator, stepsPerEpoch, type TwoViewBatch, type BatchIteratorState, type BatchIteratorOptions, type BatchTokenizer,
@@ -68,7 +68,10 @@ export type { ExportFiles } from './export/hf.js';
 
 // Use the encoder: similarity, semantic search, clustering
 export { similarity, readPairsFile, type SentencePair, type ScoredPair } from './use/similarity.js';
-export { buildIndex, readIndexMeta, type BuildIndexOptions, type BuildIndexReport, type IndexMeta, type CorpusIdentity } from './use/build.js';
+export {
+  buildIndex, checkIndexOut, countIndexCorpus, readIndexMeta, type BuildIndexOptions, type BuildIndexReport, type IndexMeta, type CorpusIdentity,
+  type CountedCorpus,
+} from './use/build.js';
 export type { AnnParams, AnnMeta } from './use/ann.js';
 export { openIndex, type SemanticIndex, type SearchHit, type SearchResult, type SearchOptions, type OpenIndexOptions } from './use/search.js';
 export type { Matrix, Neighbor } from './use/vectors.js';

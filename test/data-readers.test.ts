@@ -232,6 +232,7 @@ test('the line splitter holds a long stretch without a newline in time linear in
   // What is read is unchanged: one valid line of every byte.
   assert.deepEqual(one.lines, [{ begin: 0, end: CHUNK * CHUNKS, line: 1, offset: 0, valid: true }]);
   assert.deepEqual(many.lines.at(-1), { begin: 0, end: CHUNK - 1, line: CHUNKS, offset: CHUNK * (CHUNKS - 1), valid: true });
-  // Both hash every byte once; the quadratic splitter copied 8 GiB for the single line (seconds, not milliseconds).
-  assert.ok(one.ms < 4 * many.ms + 300, `one line: ${one.ms.toFixed(0)} ms, the same bytes as ${CHUNKS} lines: ${many.ms.toFixed(0)} ms`);
+  // Both hash every byte once; the quadratic splitter copied 8 GiB for the single line (about 4 s here, against
+  // ~270 ms for either input now): the margin leaves room for a loaded machine.
+  assert.ok(one.ms < 4 * many.ms + 1500, `one line: ${one.ms.toFixed(0)} ms, the same bytes as ${CHUNKS} lines: ${many.ms.toFixed(0)} ms`);
 });

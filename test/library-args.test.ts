@@ -54,7 +54,7 @@ describe('library arguments', { skip: SKIP_NO_SHARED }, () => {
   it('embed: a sentence that is not a string is refused by its index (a number was embedded as its digits)', async () => {
     await refuses(() => embed(p.model, p.tokenizer, loose(['a', 5])), /^sentences\[1\] must be a string, got a number$/);
     await refuses(() => embed(p.model, p.tokenizer, loose(['a', 'b', null])), /^sentences\[2\] must be a string, got null$/);
-    await refuses(() => embed(p.model, p.tokenizer, loose('hello')), /^sentences must be an array of strings, got string$/);
+    await refuses(() => embed(p.model, p.tokenizer, loose('hello')), /^sentences must be an array of strings, got a string$/);
     assert.deepEqual(await embed(p.model, p.tokenizer, []), []);
   });
 

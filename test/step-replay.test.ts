@@ -101,8 +101,8 @@ function assertSameRun(got: Run, want: Run): void {
   });
   assert.equal(got.states.length, want.states.length);
   got.states.forEach((s, k) => s.forEach((x, j) => {
-    const d = maxAbsDiff(x, want.states[k]![j]!);
-    assert.ok(d === 0 && x.length === want.states[k]![j]!.length, `state read ${k}, tensor ${j} (parameters, then m, then v) differs by ${d}`);
+    const same = Buffer.from(x.buffer, x.byteOffset, x.byteLength).equals(Buffer.from(want.states[k]![j]!.buffer, want.states[k]![j]!.byteOffset, want.states[k]![j]!.byteLength));
+    assert.ok(same, `state read ${k}, tensor ${j} (parameters, then m, then v) differs by ${maxAbsDiff(x, want.states[k]![j]!)}`);
   }));
 }
 

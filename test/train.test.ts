@@ -342,8 +342,11 @@ describe('STS-B dev at step 0', { skip: SKIP_NO_SHARED }, () => {
 
 describe('resume on wasm', { skip: SKIP_NO_SHARED }, () => {
   it('a run stopped after a checkpoint and resumed ends with bitwise the weights, moments and metrics of the uninterrupted run', async () => {
-    await assertExactResume((output) => microConfig(output, { train: { backend: 'wasm', maxSteps: 8, evalSteps: 4 } }), await tmp('resume-wasm'), 4);
-    await selectBackend('cpu');
+    try {
+      await assertExactResume((output) => microConfig(output, { train: { backend: 'wasm', maxSteps: 8, evalSteps: 4 } }), await tmp('resume-wasm'), 4);
+    } finally {
+      await selectBackend('cpu');
+    }
   });
 });
 

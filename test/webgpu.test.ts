@@ -384,8 +384,11 @@ describe('WebGPU training resumed', { skip: WEBGPU_SKIP || SKIP_NO_SHARED }, () 
     await fs.mkdir(path.dirname(path.join(senteval, devFile)), { recursive: true });
     const dev = (await fs.readFile(shared('senteval', devFile), 'utf8')).split('\n').slice(0, 64);
     await fs.writeFile(path.join(senteval, devFile), dev.join('\n') + '\n');
-    await assertExactResume((output) => microConfig(output, { data: { senteval }, train: { backend: 'webgpu', maxSteps: 8, evalSteps: 4 } }), dir, 4);
-    await selectBackend('cpu');
+    try {
+      await assertExactResume((output) => microConfig(output, { data: { senteval }, train: { backend: 'webgpu', maxSteps: 8, evalSteps: 4 } }), dir, 4);
+    } finally {
+      await selectBackend('cpu');
+    }
   });
 });
 

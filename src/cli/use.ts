@@ -97,8 +97,8 @@ const indexBuildCommand: CommandModule<object, IndexBuildArgs> = {
     // The corpus is read through and --out checked before the backend and the model: their faults are said without
     // waiting for them.
     const corpus = { corpus: args.corpus, column: args.column ?? null, names: COLUMN_FLAG_NAMES };
-    const counted = await countIndexCorpus(corpus);
     await checkIndexOut(args.out, args.force);
+    const counted = await countIndexCorpus(corpus);
     await activateBackend(args.backend);
     const pretrained = await loadPretrained(await resolveCheckpoint(args.model), maxLengthLoadOpts(args));
     const report = await buildIndex(pretrained, {

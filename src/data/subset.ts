@@ -18,7 +18,7 @@
  * - The manifest has no timestamps or host names, so the same input, options and seed give the same bytes.
  */
 import { createHash } from 'node:crypto';
-import { UserError } from '../errors.js';
+import { shownArgument, UserError } from '../errors.js';
 import { checkOutputFile, refuseOverwritingInput, writeAtomic, writeFileAtomic } from '../fsutil.js';
 import { createProgress } from '../progress.js';
 import {
@@ -59,7 +59,7 @@ export interface SubsetOptionNames extends CorpusOptionNames {
 }
 
 /** The training config's keys of a subset's options. */
-export const CONFIG_SUBSET_NAMES: SubsetOptionNames = { ...CONFIG_CORPUS_NAMES, fraction: 'data.fraction', count: 'data.count', subsetSeed: 'data.subsetSeed' };
+const CONFIG_SUBSET_NAMES: SubsetOptionNames = { ...CONFIG_CORPUS_NAMES, fraction: 'data.fraction', count: 'data.count', subsetSeed: 'data.subsetSeed' };
 
 /** Options of `loadTrainingSentences` and `writeSubset`. */
 export interface LoadTrainingOptions extends SubsetSpec {
@@ -145,10 +145,10 @@ export function normalizeSubsetSpec(
   const count = spec.count ?? null;
   if (fraction !== null && count !== null) throw new UserError(`give at most one of ${names.fraction} and ${names.count}`);
   if (fraction !== null && (typeof fraction !== 'number' || !Number.isFinite(fraction) || fraction <= 0 || fraction > 1)) {
-    throw new UserError(`${names.fraction} must be a number in (0, 1] (0.001 = 0.1%), got ${JSON.stringify(fraction)}`);
+    throw new UserError(`${names.fraction} must be a number in (0, 1] (0.001 = 0.1%), got ${shownArgument(fraction)}`);
   }
   if (count !== null && (typeof count !== 'number' || !Number.isSafeInteger(count) || count < 1)) {
-    throw new UserError(`${names.count} must be a positive integer, got ${JSON.stringify(count)}`);
+    throw new UserError(`${names.count} must be a positive integer, got ${shownArgument(count)}`);
   }
   const subsetSeed = checkSeed(spec.subsetSeed ?? DEFAULT_SUBSET_SEED, names.subsetSeed);
   const duplicates = spec.duplicates ?? 'keep';

@@ -9,7 +9,7 @@
 import { UserError } from '../errors.js';
 
 /** The UTF-8 byte-order mark. */
-export const UTF8_BOM = Uint8Array.of(0xef, 0xbb, 0xbf);
+const UTF8_BOM = Uint8Array.of(0xef, 0xbb, 0xbf);
 /** A byte-order mark needs at most this many bytes. */
 export const MAX_BOM_BYTES = 4;
 /** Byte-order marks of encodings other than UTF-8; UTF-32 LE first, as its mark starts with UTF-16 LE's. */

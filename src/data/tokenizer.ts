@@ -42,6 +42,12 @@ export function checkText(text: unknown, what: string): asserts text is string {
   if (typeof text !== 'string') throw new UserError(`${what} must be a string, got ${kindOf(text)}`);
 }
 
+/** Throws a UserError unless `texts` is an array of strings, naming `what` or its first element that is not one. */
+export function checkTexts(texts: unknown, what: string): asserts texts is string[] {
+  if (!Array.isArray(texts)) throw new UserError(`${what} must be an array of strings, got ${kindOf(texts)}`);
+  texts.forEach((s: unknown, i) => checkText(s, `${what}[${i}]`));
+}
+
 /** Throws a UserError unless `maxLength` is an integer >= 2 (room for [CLS] and [SEP]). */
 export function checkMaxLength(maxLength: number): void {
   checkInteger('maxLength', maxLength, 2);

@@ -106,7 +106,7 @@ export function parseBertConfig(raw: Record<string, unknown>, source: ConfigSour
 }
 
 /** Throws a UserError naming `what` unless `p` is a dropout probability: a number in [0, 1). */
-export function checkDropoutProb(p: number, what: string): void {
+function checkDropoutProb(p: number, what: string): void {
   if (!(typeof p === 'number' && p >= 0 && p < 1)) throw new UserError(`${what} must be in [0, 1), got ${p}`);
 }
 

@@ -2,7 +2,7 @@
  * `embed`: sentences -> vectors, the one path the CLI, the STS harness and the user's code share.
  * Sentences are sorted by length so each batch pads little, then returned in input order.
  */
-import { checkMaxLength, checkText, type BertTokenizer } from '../data/tokenizer.js';
+import { checkMaxLength, checkTexts, type BertTokenizer } from '../data/tokenizer.js';
 import { checkInteger, UserError } from '../errors.js';
 import { createProgress } from '../progress.js';
 import type { BertModel } from './bert.js';
@@ -45,8 +45,7 @@ export function embedMaxLength(model: BertModel, maxLength?: number): number {
  * before any work: a UserError names the first bad one (a sentence that is not a string, batchSize, maxLength, pooler).
  */
 export async function embed(model: BertModel, tokenizer: BertTokenizer, sentences: readonly string[], opts: EmbedOptions = {}): Promise<number[][]> {
-  if (!Array.isArray(sentences)) throw new UserError(`sentences must be an array of strings, got ${typeof sentences}`);
-  sentences.forEach((s: unknown, i) => checkText(s, `sentences[${i}]`));
+  checkTexts(sentences, 'sentences');
   const batchSize = opts.batchSize ?? DEFAULT_EMBED_BATCH_SIZE;
   checkBatchSize(batchSize);
   const maxLength = embedMaxLength(model, opts.maxLength);

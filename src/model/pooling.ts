@@ -4,7 +4,7 @@
  * - `mean`: the mean of the unpadded token vectors.
  * - `cls` (training only) is `cls_before_pooler` followed by the MLP head: see src/losses/mlpHead.ts.
  */
-import { didYouMean, UserError } from '../errors.js';
+import { didYouMean, shownArgument, UserError } from '../errors.js';
 import { tf } from './tf.js';
 
 export const EMBED_POOLERS = ['cls_before_pooler', 'mean'] as const;
@@ -14,7 +14,7 @@ export type EmbedPooler = (typeof EMBED_POOLERS)[number];
 export function checkPooler(pooler: unknown): asserts pooler is EmbedPooler {
   if (!(EMBED_POOLERS as readonly unknown[]).includes(pooler)) {
     const hint = typeof pooler === 'string' ? didYouMean(pooler, EMBED_POOLERS) : '';
-    throw new UserError(`pooler must be one of ${EMBED_POOLERS.join(', ')}, got ${JSON.stringify(pooler) ?? String(pooler)}${hint}`);
+    throw new UserError(`pooler must be one of ${EMBED_POOLERS.join(', ')}, got ${shownArgument(pooler)}${hint}`);
   }
 }
 

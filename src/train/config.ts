@@ -331,7 +331,7 @@ export interface ConfigLayer {
  * The layers of the config `raw` read from `file` (or written inline in it), base first: each `extends` is read,
  * relative to the file that names it, until a layer has none. `seen`: the files already on the chain.
  */
-export async function configLayers(raw: unknown, file: string, seen: readonly string[] = [file]): Promise<ConfigLayer[]> {
+export async function configLayers(raw: unknown, file: string, seen: readonly string[] = [path.resolve(file)]): Promise<ConfigLayer[]> {
   const ext = isJsonObject(raw) ? raw['extends'] : undefined;
   if (ext === undefined) return [{ raw, file }];
   if (typeof ext !== 'string') throw new UserError(`${file}: extends must be a path string`);

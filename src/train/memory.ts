@@ -6,8 +6,7 @@
  */
 import { stsbDevSpearman, type StsTaskData } from '../../eval/sts.js';
 import { checkSentenceCount } from '../data/batches.js';
-import { checkText, type BertTokenizer } from '../data/tokenizer.js';
-import { UserError } from '../errors.js';
+import { checkTexts, type BertTokenizer } from '../data/tokenizer.js';
 import type { BertModel } from '../model/bert.js';
 import { embed } from '../model/embed.js';
 import { checkConsistency, defaultConfig, mergeConfig, type PartialTrainConfig } from './config.js';
@@ -54,8 +53,7 @@ export interface InMemoryTrainResult {
 export async function trainInMemory(config: PartialTrainConfig, opts: InMemoryTrainOptions): Promise<InMemoryTrainResult> {
   const c = mergeConfig(defaultConfig(), config, 'config');
   checkConsistency(c, 'config');
-  if (!Array.isArray(opts.sentences)) throw new UserError(`sentences must be an array of strings, got ${typeof opts.sentences}`);
-  opts.sentences.forEach((s: unknown, i) => checkText(s, `sentences[${i}]`));
+  checkTexts(opts.sentences, 'sentences');
   checkSentenceCount(opts.sentences.length);
   const { model, tokenizer } = opts;
   checkModelFits(c, model.config, "the model's config");

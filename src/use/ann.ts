@@ -6,7 +6,7 @@ import { existsSync, promises as fs, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { BatchMatches, Index, MetricKind, ScalarKind, type Matches } from 'usearch';
-import { checkInteger, UserError } from '../errors.js';
+import { UserError } from '../errors.js';
 import type { Neighbor } from './vectors.js';
 
 export const ANN_LIBRARY = 'usearch';
@@ -37,11 +37,6 @@ export interface AnnParams {
   expansionSearch: number;
   /** Insertion threads: 1 builds the same graph every time; 0 uses every core. */
   threads: number;
-}
-
-/** Throws a UserError naming `name` (e.g. `ann.connectivity`) unless `value`, a graph size of AnnParams, is a positive integer. */
-export function checkAnnSize(name: string, value: number): void {
-  checkInteger(name, value);
 }
 
 export const DEFAULT_ANN_PARAMS: Readonly<AnnParams> = { connectivity: 16, expansionAdd: 128, expansionSearch: 128, threads: 1 };
@@ -187,7 +182,8 @@ export async function checkAnnFile(file: string, dim: number): Promise<void> {
     if (major !== libraryMajor) throw fail(`written by usearch ${major}.x, this is ${ANN_LIBRARY_VERSION}`);
     const [metric, scalar, key, slot] = [head[13], head[14], head[15], head[16]];
     if (metric !== L.metricCos || scalar !== L.kinds.f32 || key !== L.kinds.u64 || slot !== L.kinds.u32) {
-      throw fail(`metric, vector, key and slot kinds ${[metric, scalar, key, slot].join(', ')} in its head, expected cosine on float32 with uint64 keys and uint32 slots`);
+      throw fail(`metric, vector, key and slot kinds ${[metric, scalar, key, slot].join(', ')} in its head, ` +
+        'expected cosine on float32 with uint64 keys and uint32 slots');
     }
     const present = u64(head, 17, 'count');
     const deleted = u64(head, 25, 'deleted count');

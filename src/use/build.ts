@@ -18,10 +18,11 @@
  *
  * `force` replaces what the directory holds, as `export --force` replaces its output: whole (files that are not
  * the index's go too), and only once the new index is complete. The corpus is read through (counted) before
- * anything is written but the lock (a folder made for it alone is removed again when the build fails); a non-empty directory is then rebuilt in a sibling staging folder (`OUT.tmp-index-PID`)
- * that replaces it by two renames (the old one moved to `OUT.old-index-PID`, then removed), so a failed or killed
- * rebuild leaves the previous content whole and no half index under its name; the next build into the same
- * directory repairs what a kill left (recoverReplacement). A forced build is not resumed: it starts over.
+ * anything is written but the lock (a folder made for it alone is removed again when the build fails); a non-empty
+ * directory is then rebuilt in a sibling staging folder (`OUT.tmp-index-PID`) that replaces it by two renames (the
+ * old one moved to `OUT.old-index-PID`, then removed), so a failed or killed rebuild leaves the previous content
+ * whole and no half index under its name; the next build into the same directory repairs what a kill left
+ * (recoverReplacement). A forced build is not resumed: it starts over.
  */
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
@@ -33,7 +34,7 @@ import { checkBatchSize, DEFAULT_EMBED_BATCH_SIZE, DEFAULT_EMBED_POOLER, embed, 
 import { checkPooler, type EmbedPooler } from '../model/pooling.js';
 import type { Pretrained } from '../model/pretrained.js';
 import { createProgress } from '../progress.js';
-import { ANN_LIBRARY, ANN_LIBRARY_VERSION, AnnIndex, checkAnnSize, DEFAULT_ANN_PARAMS, type AnnMeta, type AnnParams } from './ann.js';
+import { ANN_LIBRARY, ANN_LIBRARY_VERSION, AnnIndex, DEFAULT_ANN_PARAMS, type AnnMeta, type AnnParams } from './ann.js';
 import { modelFingerprint, shortFingerprint, type ModelFingerprint } from './fingerprint.js';
 import { NpyAppender, readNpyRows } from './npyAppend.js';
 
@@ -266,10 +267,12 @@ export async function buildIndex(pretrained: Pick<Pretrained, 'model' | 'tokeniz
   const params: AnnParams = { ...DEFAULT_ANN_PARAMS, ...opts.ann };
   checkInteger('chunkSize', chunkSize);
   checkBatchSize(batchSize);
-  for (const key of ['connectivity', 'expansionAdd', 'expansionSearch'] as const) checkAnnSize(`ann.${key}`, params[key]);
+  for (const key of ['connectivity', 'expansionAdd', 'expansionSearch'] as const) checkInteger(`ann.${key}`, params[key]);
   checkInteger('ann.threads', params.threads, 0, ' (0: every core)');
 
-  // Read through before anything is written: a corpus that cannot be read (or is empty) leaves `out` as it was.
+  // --out's cheap checks first (again after a killed rebuild's recovery, below); then the corpus, read through
+  // before anything is written: a corpus that cannot be read (or is empty) leaves `out` as it was.
+  await checkIndexOut(out, opts.force === true);
   const counted = opts.counted ?? (await countIndexCorpus(opts));
   if (counted.identity.path !== path.resolve(opts.corpus) || counted.identity.column !== (opts.column ?? null)) {
     throw new Error(`buildIndex: counted is the corpus ${counted.identity.path} (column ${counted.identity.column}), not ${opts.corpus} (column ${opts.column ?? null})`);
@@ -346,7 +349,11 @@ async function buildLocked(pretrained: Pick<Pretrained, 'model' | 'tokenizer' | 
     faultPoint('index:staged');
     await fs.rename(out, old);
     faultPoint('index:moved-aside');
-    await fs.rename(staging, out);
+    // Should the staging folder not go in (a folder made at --out meanwhile), the previous content goes back.
+    await fs.rename(staging, out).catch(async (err: unknown) => {
+      await fs.rename(old, out).catch(() => undefined);
+      throw err;
+    });
     await fs.rm(old, { recursive: true, force: true });
     return { ...report, dir: out };
   } finally {

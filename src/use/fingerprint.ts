@@ -6,8 +6,8 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import path from 'node:path';
-import { environmentError, UserError } from '../errors.js';
-import { exists } from '../fsutil.js';
+import { UserError } from '../errors.js';
+import { exists, readFault } from '../fsutil.js';
 import type { EmbedPooler } from '../model/pooling.js';
 import { readTfjsManifest } from '../model/pretrained.js';
 import { readSafetensorsIndex } from '../model/safetensors.js';
@@ -39,8 +39,7 @@ async function sha256File(file: string): Promise<FingerprintFile> {
       bytes += (chunk as Buffer).length;
     }
   } catch (err) {
-    // A read through the stream's handle (EISDIR: a directory in the file's place) carries no path: name it.
-    throw environmentError(err, file, (err as NodeJS.ErrnoException).path === undefined ? 'read' : undefined) ?? err;
+    throw readFault(err, file);
   }
   return { name: path.basename(file), bytes, sha256: hash.digest('hex') };
 }

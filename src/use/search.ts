@@ -10,7 +10,7 @@ import { checkInteger, firstLineOf, UserError } from '../errors.js';
 import { exists } from '../fsutil.js';
 import { checkBatchSize, DEFAULT_EMBED_BATCH_SIZE, embed } from '../model/embed.js';
 import { loadPretrained, resolveCheckpoint, type Pretrained } from '../model/pretrained.js';
-import { AnnIndex, annFileError, checkAnnFile, checkAnnSize } from './ann.js';
+import { AnnIndex, annFileError, checkAnnFile } from './ann.js';
 import { readIndexMeta, type IndexMeta } from './build.js';
 import { modelFingerprint, shortFingerprint } from './fingerprint.js';
 import { readNpyMatrix } from './npyAppend.js';
@@ -45,7 +45,7 @@ function checkOpenOptions(opts: OpenIndexOptions): void {
     !(typeof model === 'object' && 'model' in model && 'tokenizer' in model && 'report' in model)) {
     throw new UserError(`model must be a checkpoint path or Hub name, a loaded model ({ model, tokenizer, report }) or null, got ${typeof model}`);
   }
-  if (opts.expansionSearch !== undefined) checkAnnSize('expansionSearch', opts.expansionSearch);
+  if (opts.expansionSearch !== undefined) checkInteger('expansionSearch', opts.expansionSearch);
   const view: unknown = opts.view;
   if (view !== undefined && typeof view !== 'boolean') throw new UserError(`view must be a boolean, got ${typeof view}`);
   if (opts.batchSize !== undefined) checkBatchSize(opts.batchSize);

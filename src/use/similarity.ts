@@ -25,7 +25,9 @@ export async function similarity(model: BertModel, tokenizer: BertTokenizer, pai
   opts: Omit<EmbedOptions, 'onBatch'> = {}): Promise<ScoredPair[]> {
   if (!Array.isArray(pairs)) throw new UserError(`pairs must be an array of [string, string] pairs, got ${typeof pairs}`);
   pairs.forEach((p: unknown, i) => {
-    if (!Array.isArray(p) || p.length !== 2) throw new UserError(`pairs[${i}] must be a [string, string] pair, got ${Array.isArray(p) ? `an array of ${p.length}` : p === null ? 'null' : typeof p}`);
+    if (!Array.isArray(p) || p.length !== 2) {
+      throw new UserError(`pairs[${i}] must be a [string, string] pair, got ${Array.isArray(p) ? `an array of ${p.length}` : p === null ? 'null' : typeof p}`);
+    }
     checkText(p[0], `pairs[${i}][0]`);
     checkText(p[1], `pairs[${i}][1]`);
   });

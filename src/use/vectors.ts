@@ -22,7 +22,8 @@ export function checkMatrix(m: Matrix, name: string): void {
   if (v === null || typeof v !== 'object') throw new UserError(`${name} must be a Matrix { data, rows, dim }, got ${v === null ? 'null' : typeof v}`);
   if (!(m.data instanceof Float32Array)) {
     const d: unknown = m.data;
-    throw new UserError(`${name}.data must be a Float32Array, got ${d === null ? 'null' : typeof d === 'object' ? Object.prototype.toString.call(d).slice(8, -1) : typeof d}`);
+    const kind = d === null ? 'null' : typeof d === 'object' ? Object.prototype.toString.call(d).slice(8, -1) : typeof d;
+    throw new UserError(`${name}.data must be a Float32Array, got ${kind}`);
   }
   checkInteger(`${name}.rows`, m.rows, 0);
   checkInteger(`${name}.dim`, m.dim);

@@ -14,7 +14,8 @@ const SEGMENT_SUM_WORKGROUP = 64;
 /**
  * links[i] for each of the `rows` segment ids: (next + 1) * 2 + first, where next is the first row after i with
  * the same id (-1: none) and first is 1 when no row before i has it. The rows of one id form a chain, in row order,
- * from its first row.
+ * from its first row. Each invocation scans the ids until it meets its own: rows^2 comparisons at most (16.8 M at
+ * BERT-base's 4,096 rows of a step; a step of 64 x 2 x 512 tokens would take 4.3 G).
  */
 function segmentLinksProgram(rows: number): WebGPUProgram {
   return elementwiseProgram({
@@ -92,8 +93,11 @@ export function makeWebgpuSegmentSum(stock: KernelFunc): KernelFunc {
     const flatIds = { dataId: segmentIds.dataId, shape: [rows], dtype: segmentIds.dtype };
     const links = backend.runWebGPUProgram(segmentLinksProgram(rows), [flatIds], 'int32');
     const uniforms = [{ type: 'int32', data: [numSegments] }, { type: 'int32', data: [inner] }, { type: 'int32', data: [xSize] }];
-    backend.runWebGPUProgram(segmentSumProgram(numSegments, inner, xSize), [flatX, flatIds, links], 'float32', uniforms, zeros);
-    backend.disposeData(links.dataId);
+    try {
+      backend.runWebGPUProgram(segmentSumProgram(numSegments, inner, xSize), [flatX, flatIds, links], 'float32', uniforms, zeros);
+    } finally {
+      backend.disposeData(links.dataId);
+    }
     return { dataId: zeros.dataId, shape: [numSegments, ...x.shape.slice(segmentIds.shape.length)], dtype: 'float32' };
   };
 }
