@@ -236,6 +236,10 @@ describe('data.maxSeqLen past the model positions', () => {
     const fits = await trainingPlan(microConfig(out, { model: { init: checkpoint }, data: { maxSeqLen: 64 } }));
     assert.deepEqual(fits.maxSeqLen, { value: 64, maxPositionEmbeddings: 64, source: path.join(checkpoint, 'config.json') });
     assert.match(formatPlan(fits), new RegExp(`^max length {6}data\\.maxSeqLen 64, within max_position_embeddings 64 \\(${escapeRe(path.join(checkpoint, 'config.json'))}\\)$`, 'm'));
+    // A random init names where its positions come from: model.config, or bert-base's value where it leaves them out.
+    assert.equal((await trainingPlan(microConfig(out))).maxSeqLen.source, 'model.config');
+    assert.match(formatPlan(await trainingPlan(microConfig(out, { model: { config: null } }))),
+      /^max length {6}data\.maxSeqLen 16, within max_position_embeddings 512 \(bert-base's default; model\.config does not set it\)$/m);
 
     // A Hub name: in the cache (refs/main -> snapshots/<sha>, with its weights) it is read there; else left to training.
     const cache = path.join(dir, 'hub');

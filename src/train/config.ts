@@ -278,6 +278,11 @@ export function mergeConfig(base: TrainConfig, raw: unknown, where: string, over
   return merged;
 }
 
+/** Where a random init's max_position_embeddings comes from, as messages name it: model.config, or bert-base's value. */
+export function randomPositionsSource(c: TrainConfig): string {
+  return c.model.config?.['max_position_embeddings'] !== undefined ? 'model.config' : "bert-base's default; model.config does not set it";
+}
+
 /**
  * Cross-key rules. Each message starts with where the values it is about came from (describeOrigins: a file, a
  * `--set`, the defaults); `where` stands in for configs without that record.
@@ -297,7 +302,7 @@ export function checkConsistency(c: TrainConfig, where: string): void {
     // config.json is checked against data.maxSeqLen when the trainer reads it (loadPretrained).
     const model = parseBertConfig(c.model.config ?? {},
       (keys) => `${describeOrigins(c, keys.map((k) => `model.config.${k}`), where)}: model.config`);
-    const positions = c.model.init === 'random' ? maxLengthProblem('data.maxSeqLen', c.data.maxSeqLen, model, 'model.config') : null;
+    const positions = c.model.init === 'random' ? maxLengthProblem('data.maxSeqLen', c.data.maxSeqLen, model, randomPositionsSource(c)) : null;
     if (positions !== null) fail(['data.maxSeqLen', 'model.config.max_position_embeddings'], positions);
   }
 }

@@ -15,7 +15,7 @@ import { UserError } from '../errors.js';
 import { maxLengthProblem, parseBertConfig } from '../model/config.js';
 import { localModelDir } from '../model/hub.js';
 import { readBertConfig } from '../model/pretrained.js';
-import type { TrainConfig } from './config.js';
+import { randomPositionsSource, type TrainConfig } from './config.js';
 import { scheduleOf, totalStepsOf } from './selection.js';
 
 /** The placeholder of data.subsetSeed in data.train and train.output. */
@@ -109,9 +109,9 @@ export interface TrainingPlan {
     maxGradNorm: number;
   };
   /**
-   * data.maxSeqLen and the model's max_position_embeddings it fits, from `source` (model.config for a random init, else
-   * the checkpoint's config.json); both null where model.init is a Hub model not in the local cache, whose config.json
-   * the trainer checks once it is downloaded.
+   * data.maxSeqLen and the model's max_position_embeddings it fits, from `source` (model.config or bert-base's
+   * default for a random init, else the checkpoint's config.json); both null where model.init is a Hub model not in
+   * the local cache, whose config.json the trainer checks once it is downloaded.
    */
   maxSeqLen: { value: number; maxPositionEmbeddings: number | null; source: string | null };
   /** train.backend as configured (`auto` picks when training starts) and train.precision. */
@@ -130,11 +130,12 @@ function selectionWords(c: TrainConfig): string {
 
 /**
  * The model's max_position_embeddings and where it comes from, once data.maxSeqLen is known to fit it (a UserError as
- * the trainer's otherwise): model.config for a random init (loadConfig checked it), the config.json of a checkpoint on
- * this machine (a folder, a cached Hub model); null where the checkpoint must be downloaded first.
+ * the trainer's otherwise): model.config or bert-base's default for a random init (loadConfig checked it), the
+ * config.json of a checkpoint on this machine (a folder, a cached Hub model); null where the checkpoint must be
+ * downloaded first.
  */
 async function modelPositions(c: TrainConfig): Promise<{ max: number; source: string } | null> {
-  if (c.model.init === 'random') return { max: parseBertConfig(c.model.config ?? {}, 'model.config').maxPositionEmbeddings, source: 'model.config' };
+  if (c.model.init === 'random') return { max: parseBertConfig(c.model.config ?? {}, 'model.config').maxPositionEmbeddings, source: randomPositionsSource(c) };
   const dir = await localModelDir(c.model.init);
   if (dir === null) return null;
   const source = path.join(dir, 'config.json');
