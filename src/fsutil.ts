@@ -232,6 +232,12 @@ export function isJsonObject(v: unknown): v is Record<string, unknown> {
   return v !== null && typeof v === 'object' && !Array.isArray(v);
 }
 
+/** The value at a dotted key path (`model.fingerprint.sha256`) of parsed JSON; undefined where a step is missing or not an object. */
+export function valueAtPath(v: unknown, keyPath: string): unknown {
+  for (const part of keyPath.split('.')) v = isJsonObject(v) ? v[part] : undefined;
+  return v;
+}
+
 /** Parses a JSON file that must hold an object. */
 export async function readJsonObject(file: string): Promise<Record<string, unknown>> {
   const raw = await readJsonFile(file);

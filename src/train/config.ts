@@ -9,7 +9,7 @@ import path from 'node:path';
 import YAML from 'yaml';
 import { MIN_BATCH_SENTENCES } from '../data/batches.js';
 import { didYouMean, shownValue, UserError } from '../errors.js';
-import { isJsonObject } from '../fsutil.js';
+import { isJsonObject, valueAtPath } from '../fsutil.js';
 import { amiLayerSpanProblem, MICSE_STYLES, MICSE_VIEWS, TRAIN_POOLERS } from '../losses/micse.js';
 import { BACKEND_NAMES } from '../model/backend.js';
 import { BERT_CONFIG_KEYS, maxLengthProblem, parseBertConfig } from '../model/config.js';
@@ -165,12 +165,6 @@ interface Origins {
  */
 const ORIGINS = new WeakMap<TrainConfig, Origins>();
 
-function valueAt(c: TrainConfig, keyPath: string): unknown {
-  let v: unknown = c;
-  for (const part of keyPath.split('.')) v = isJsonObject(v) ? v[part] : undefined;
-  return v;
-}
-
 /**
  * Where the values of `keyPaths` in `c` came from, for the start of an error message, each place once, e.g.
  * `configs/tiny.yaml (objective.minLayer: 2) and --set objective.maxLayer=3`; `unknown` stands in where `c` has no
@@ -186,7 +180,7 @@ function describeOrigins(c: TrainConfig, keyPaths: readonly string[], unknown: s
     const keys = places.get(place) ?? [];
     places.set(place, keys);
     if (origin !== undefined && 'override' in origin) continue;
-    const v = valueAt(c, keyPath);
+    const v = valueAtPath(c, keyPath);
     keys.push(v === undefined ? keyPath : `${keyPath}: ${shownValue(v)}`);
   }
   return [...places].map(([place, keys]) => (keys.length === 0 ? place : `${place} (${keys.join(', ')})`)).join(' and ');

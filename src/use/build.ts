@@ -29,7 +29,7 @@ import path from 'node:path';
 import { openCorpus, type CorpusOptionNames, type CorpusReader } from '../data/readers.js';
 import { checkInteger, environmentError, UserError } from '../errors.js';
 import { faultPoint } from '../faultPoints.js';
-import { ensureDir, exists, fsFault, isLockEntry, PidLock, readJsonObject, recoverReplacement, refuseNonEmptyDir, refuseReplacingInput, replacementSibling, writeFileAtomic } from '../fsutil.js';
+import { ensureDir, exists, fsFault, isLockEntry, PidLock, readJsonObject, recoverReplacement, refuseNonEmptyDir, refuseReplacingInput, replacementSibling, valueAtPath, writeFileAtomic } from '../fsutil.js';
 import { checkBatchSize, DEFAULT_EMBED_BATCH_SIZE, DEFAULT_EMBED_POOLER, embed, embedMaxLength } from '../model/embed.js';
 import { checkPooler, type EmbedPooler } from '../model/pooling.js';
 import type { Pretrained } from '../model/pretrained.js';
@@ -142,15 +142,10 @@ const PROGRESS_FIELDS: readonly (readonly [string, 'string' | 'number' | 'boolea
   ['corpus.path', 'string'], ['corpus.bytes', 'number'], ['corpus.mtimeMs', 'number'],
 ];
 
-/** The value at a dotted key path of parsed JSON (undefined where a step is missing or not an object). */
-function lookup(obj: unknown, keyPath: string): unknown {
-  return keyPath.split('.').reduce<unknown>((o, k) => (o !== null && typeof o === 'object' ? (o as Record<string, unknown>)[k] : undefined), obj);
-}
-
 /** Throws a UserError naming `file` and the first key of `fields` that is missing or of another type. */
 function checkFields(raw: Record<string, unknown>, fields: readonly (readonly [string, string])[], file: string): void {
   for (const [key, type] of fields) {
-    const v = lookup(raw, key);
+    const v = valueAtPath(raw, key);
     if (typeof v !== type) throw new UserError(`${file}: ${key} is ${v === undefined ? 'missing' : JSON.stringify(v)}, expected a ${type}`);
   }
 }
@@ -290,7 +285,7 @@ export async function buildIndex(pretrained: Pick<Pretrained, 'model' | 'tokeniz
     await lock.take().catch((err: unknown) => {
       throw environmentError(err, out, 'write') ?? err;
     });
-    return await buildLocked(pretrained, opts, { reader, corpus, fingerprint, params, total, lock });
+    return await buildLocked(pretrained, opts, { reader, corpus, fingerprint, params, total, batchSize, chunkSize, lock });
   } finally {
     await lock.release();
     if (made) await fs.rmdir(out).catch(() => undefined);
@@ -299,8 +294,9 @@ export async function buildIndex(pretrained: Pick<Pretrained, 'model' | 'tokeniz
 
 /** The body of buildIndex, run holding `lock` in `opts.out`, a folder that exists. */
 async function buildLocked(pretrained: Pick<Pretrained, 'model' | 'tokenizer' | 'report'>, opts: BuildIndexOptions,
-  held: Pick<BuildInput, 'reader' | 'corpus' | 'fingerprint' | 'params' | 'total'> & { lock: PidLock }): Promise<BuildIndexReport> {
-  const { reader, corpus, fingerprint, params, total, lock } = held;
+  held: Omit<BuildInput, 'pretrained' | 'opts' | 'state'> & { lock: PidLock }): Promise<BuildIndexReport> {
+  const { lock, ...input } = held;
+  const { corpus, fingerprint, params } = input;
   const out = opts.out;
   const dim = pretrained.model.config.hiddenSize;
   const force = opts.force === true;
@@ -340,7 +336,7 @@ async function buildLocked(pretrained: Pick<Pretrained, 'model' | 'tokenizer' | 
   try {
     // The staging folder is ours; a fault making it is reported on the --out the user named.
     await ensureDir(dir, out, replace ? 'write' : undefined);
-    const report = await buildInto(dir, { pretrained, opts, reader, corpus, fingerprint, params, state, total });
+    const report = await buildInto(dir, { ...input, pretrained, opts, state });
     if (!replace) return report;
     // Publish: move the previous content aside, rename the staging folder in, then drop the old one. The staging
     // folder gets a copy of the lock first, so that the folder renamed in is held by this build until it returns.
@@ -373,17 +369,18 @@ interface BuildInput {
   state: ProgressState;
   /** Records in the corpus. */
   total: number;
+  /** Sentences per forward pass, and per chunk written (checked). */
+  batchSize: number;
+  chunkSize: number;
 }
 
 /** Embeds the corpus into `dir` (continuing from `input.state`), builds the ANN graph and writes meta.json last. */
 async function buildInto(dir: string, input: BuildInput): Promise<BuildIndexReport> {
-  const { pretrained, opts, reader, corpus, fingerprint, params, total } = input;
+  const { pretrained, opts, reader, corpus, fingerprint, params, total, batchSize, chunkSize } = input;
   const { model, tokenizer } = pretrained;
   let state = input.state;
   const dim = model.config.hiddenSize;
   const { pooler, maxLength } = fingerprint;
-  const batchSize = opts.batchSize ?? DEFAULT_EMBED_BATCH_SIZE;
-  const chunkSize = opts.chunkSize ?? DEFAULT_CHUNK_SIZE;
   const file = (name: string) => path.join(dir, name);
   const annMeta: AnnMeta = { library: ANN_LIBRARY, version: ANN_LIBRARY_VERSION, metric: 'cos', quantization: 'f32', file: INDEX_FILES.ann, ...params };
   const resumedRows = state.rows;

@@ -51,11 +51,6 @@ function checkOpenOptions(opts: OpenIndexOptions): void {
   if (opts.batchSize !== undefined) checkBatchSize(opts.batchSize);
 }
 
-/** Throws a UserError unless `k`, the hits per query, is a positive integer. */
-function checkTopK(k: number): void {
-  checkInteger('top-k', k);
-}
-
 /** Throws a UserError naming the first bad search option of `opts`. */
 function checkSearchOptions(opts: SearchOptions): void {
   const o: unknown = opts;
@@ -183,7 +178,7 @@ export class SemanticIndex {
   /** Embeds `queries` with the index's model and returns the top-k rows for each, best first; `k` and `opts` are checked first. */
   async search(queries: readonly string[], k = DEFAULT_TOP_K, opts: SearchOptions = {}): Promise<SearchResult> {
     if (this.encoder === null) throw new UserError(`${this.dir}: opened without a model (model: null); use searchVectors`);
-    checkTopK(k);
+    checkInteger('top-k', k);
     checkSearchOptions(opts);
     const { pooler, maxLength } = this.meta.model.fingerprint;
     const t0 = performance.now();
@@ -198,7 +193,7 @@ export class SemanticIndex {
   async searchVectors(queries: Matrix, k = DEFAULT_TOP_K, opts: SearchOptions = {}): Promise<Neighbor[][]> {
     checkMatrix(queries, 'queries');
     if (queries.dim !== this.meta.dim) throw new UserError(`query vectors have dimension ${queries.dim}, the index ${this.meta.dim}`);
-    checkTopK(k);
+    checkInteger('top-k', k);
     checkSearchOptions(opts);
     const q = normalizeRows(queries);
     if (opts.exact !== true) return this.ann.search(q.data, k);
