@@ -33,8 +33,8 @@
  */
 import {
   F32, f32Add, f32c, f32Div, f32FromI32, f32Mul, f32Sqrt, f32x4, f32x4Const, F64, f64Add, f64c, f64Div,
-  f64FromF32, f64FromI32, f64Sqrt, f64x2, get, I32, i32Add, i32c, i32Mul, i32x4, i32x4Const, instancePerMemory, load,
-  locals, set, store, v128, V128, V128_BYTES, whileBelow, type Code, type FuncSpec, type PerMemory,
+  f64FromF32, f64FromI32, f64Sqrt, f64x2, get, I32, i32Add, i32c, i32Mul, i32ShrU, i32x4, i32x4Const, instancePerMemory, load,
+  localCopies, locals, set, store, v128, V128, V128_BYTES, vectorLoop, whileBelow, type Code, type FuncSpec, type PerMemory,
 } from './wasmAsm.js';
 import { hostThreadsAvailable, runParts, threadParts, type ThreadCall } from './simdThreads.js';
 import { ERF_A1, ERF_A2, ERF_A3, ERF_A4, ERF_A5, ERF_P, INV_SQRT_2PI } from './erf.js';
@@ -97,10 +97,17 @@ function expNegSquare(a: number, n: number, r: number, out: number): Code {
   return [...set(out, f32x4.neg(f32x4.mul(get(a), get(a)))), ...expInPlace(out, n, r)];
 }
 
-/** Shared by gelu and geluGrad: v = x[i]; z = v / sqrt 2; erf(z) and e = exp(-z^2) in locals. */
-function erfParts(x: number, i: number, l: Record<'v' | 'z' | 'a' | 't' | 'n' | 'r' | 'e' | 'erf', number>): Code {
+/** Vectors of the element-wise loops (gelu, geluGrad, dropout) an iteration: see vectorLoop. */
+const COPIES = 4;
+
+type ErfLocals = Record<'v' | 'z' | 'a' | 't' | 'n' | 'r' | 'e' | 'erf', number>;
+/** A vector's locals in gelu and geluGrad (one set per copy). */
+const ERF_LOCALS = { v: V128, z: V128, a: V128, t: V128, n: V128, r: V128, e: V128, erf: V128 } as const;
+
+/** Shared by gelu and geluGrad: v = the vector at x + i + offset; z = v / sqrt 2; erf(z) and e = exp(-z^2) in locals. */
+function erfParts(x: number, i: number, offset: number, l: ErfLocals): Code {
   return [
-    ...set(l.v, load(i32Add(get(x), get(i)))),
+    ...set(l.v, load(i32Add(get(x), get(i)), offset)),
     ...set(l.z, f32x4.mul(get(l.v), f32x4Const(Math.SQRT1_2))),
     ...set(l.a, f32x4.abs(get(l.z))),
     ...set(l.t, f32x4.div(f32x4Const(1), f32x4.add(f32x4Const(1), f32x4.mul(f32x4Const(ERF_P), get(l.a))))),
@@ -113,56 +120,65 @@ function erfParts(x: number, i: number, l: Record<'v' | 'z' | 'a' | 't' | 'n' | 
   ];
 }
 
-const ERF_LOCALS = { i: I32, v: V128, z: V128, a: V128, t: V128, n: V128, r: V128, e: V128, erf: V128 } as const;
-
 function geluFunc(): FuncSpec {
-  const [x, y, groups] = [0, 1, 2];
-  const { index: l, types } = locals(3, ERF_LOCALS);
-  const body = [
-    ...erfParts(x, l.i, l),
-    ...store(i32Add(get(y), get(l.i)), f32x4.mul(f32x4.mul(f32x4Const(0.5), get(l.v)), f32x4.add(f32x4Const(1), get(l.erf)))),
-  ];
-  return { name: 'gelu', params: [I32, I32, I32], results: [], locals: types, body: whileBelow(l.i, i32Mul(get(groups), i32c(V128_BYTES)), V128_BYTES, body) };
+  const [x, y, groups, i] = [0, 1, 2, 3];
+  const { index: c, types } = localCopies(4, ERF_LOCALS, COPIES);
+  const vector = (k: number, offset: number): Code => {
+    const l = c[k]!;
+    return [
+      ...erfParts(x, i, offset, l),
+      ...store(i32Add(get(y), get(i)), f32x4.mul(f32x4.mul(f32x4Const(0.5), get(l.v)), f32x4.add(f32x4Const(1), get(l.erf))), offset),
+    ];
+  };
+  return { name: 'gelu', params: [I32, I32, I32], results: [], locals: [I32, ...types], body: vectorLoop(i, get(groups), COPIES, vector) };
 }
 
 function geluGradFunc(): FuncSpec {
-  const [x, dy, dx, groups] = [0, 1, 2, 3];
-  const { index: l, types } = locals(4, ERF_LOCALS);
-  const phi = f32x4.mul(f32x4Const(0.5), f32x4.add(f32x4Const(1), get(l.erf)));
-  const density = f32x4.mul(f32x4.mul(get(l.v), get(l.e)), f32x4Const(INV_SQRT_2PI));
-  const body = [
-    ...erfParts(x, l.i, l),
-    ...store(i32Add(get(dx), get(l.i)), f32x4.mul(load(i32Add(get(dy), get(l.i))), f32x4.add(phi, density))),
-  ];
-  return { name: 'geluGrad', params: [I32, I32, I32, I32], results: [], locals: types, body: whileBelow(l.i, i32Mul(get(groups), i32c(V128_BYTES)), V128_BYTES, body) };
+  const [x, dy, dx, groups, i] = [0, 1, 2, 3, 4];
+  const { index: c, types } = localCopies(5, ERF_LOCALS, COPIES);
+  const vector = (k: number, offset: number): Code => {
+    const l = c[k]!;
+    const phi = f32x4.mul(f32x4Const(0.5), f32x4.add(f32x4Const(1), get(l.erf)));
+    const density = f32x4.mul(f32x4.mul(get(l.v), get(l.e)), f32x4Const(INV_SQRT_2PI));
+    return [
+      ...erfParts(x, i, offset, l),
+      ...store(i32Add(get(dx), get(i)), f32x4.mul(load(i32Add(get(dy), get(i)), offset), f32x4.add(phi, density)), offset),
+    ];
+  };
+  return { name: 'geluGrad', params: [I32, I32, I32, I32], results: [], locals: [I32, ...types], body: vectorLoop(i, get(groups), COPIES, vector) };
 }
 
 function dropoutFunc(): FuncSpec {
   const [x, out, groups, start, k1, k2, rate, scale] = [0, 1, 2, 3, 4, 5, 6, 7];
-  const { index: l, types } = locals(8, { i: I32, idx: V128, h: V128, K1: V128, K2: V128, R: V128, S: V128 });
-  const mix = (): Code => [
-    ...set(l.h, v128.xor(get(l.h), i32x4.shrU(get(l.h), MIX_SHIFT[0]!))),
-    ...set(l.h, i32x4.mul(get(l.h), i32x4Const([MIX_MUL[0]!, MIX_MUL[0]!, MIX_MUL[0]!, MIX_MUL[0]!]))),
-    ...set(l.h, v128.xor(get(l.h), i32x4.shrU(get(l.h), MIX_SHIFT[1]!))),
-    ...set(l.h, i32x4.mul(get(l.h), i32x4Const([MIX_MUL[1]!, MIX_MUL[1]!, MIX_MUL[1]!, MIX_MUL[1]!]))),
-    ...set(l.h, v128.xor(get(l.h), i32x4.shrU(get(l.h), MIX_SHIFT[2]!))),
-  ];
-  const body = [
-    ...set(l.h, v128.xor(get(l.idx), get(l.K1))), ...mix(),
-    ...set(l.h, v128.xor(get(l.h), get(l.K2))), ...mix(),
-    ...store(i32Add(get(out), get(l.i)), v128.and(
-      f32x4.mul(load(i32Add(get(x), get(l.i))), get(l.S)),
-      f32x4.ge(f32x4.mul(f32x4.fromI32(i32x4.shrU(get(l.h), UNIFORM_SHIFT)), f32x4Const(INV_2_24)), get(l.R)),
-    )),
-    ...set(l.idx, i32x4.add(get(l.idx), i32x4Const([LANES, LANES, LANES, LANES]))),
-  ];
+  const { index: l, types } = locals(8, { i: I32, lanes: V128, K1: V128, K2: V128, R: V128, S: V128 });
+  const { index: c, types: copyTypes } = localCopies(8 + types.length, { h: V128 }, COPIES);
+  const vector = (k: number, offset: number): Code => {
+    const h = c[k]!.h;
+    const mix = (): Code => [
+      ...set(h, v128.xor(get(h), i32x4.shrU(get(h), MIX_SHIFT[0]!))),
+      ...set(h, i32x4.mul(get(h), i32x4Const([MIX_MUL[0]!, MIX_MUL[0]!, MIX_MUL[0]!, MIX_MUL[0]!]))),
+      ...set(h, v128.xor(get(h), i32x4.shrU(get(h), MIX_SHIFT[1]!))),
+      ...set(h, i32x4.mul(get(h), i32x4Const([MIX_MUL[1]!, MIX_MUL[1]!, MIX_MUL[1]!, MIX_MUL[1]!]))),
+      ...set(h, v128.xor(get(h), i32x4.shrU(get(h), MIX_SHIFT[2]!))),
+    ];
+    // the flat indices of the vector's elements: start + (i + offset) / 4 + [0, 1, 2, 3]
+    const index = i32x4.add(get(l.lanes), i32x4.splat(i32ShrU(i32Add(get(l.i), i32c(offset)), i32c(2))));
+    return [
+      ...set(h, v128.xor(index, get(l.K1))), ...mix(),
+      ...set(h, v128.xor(get(h), get(l.K2))), ...mix(),
+      ...store(i32Add(get(out), get(l.i)), v128.and(
+        f32x4.mul(load(i32Add(get(x), get(l.i)), offset), get(l.S)),
+        f32x4.ge(f32x4.mul(f32x4.fromI32(i32x4.shrU(get(h), UNIFORM_SHIFT)), f32x4Const(INV_2_24)), get(l.R)),
+      ), offset),
+    ];
+  };
   return {
-    name: 'dropout', params: [I32, I32, I32, I32, I32, I32, F32, F32], results: [], locals: types,
+    name: 'dropout', params: [I32, I32, I32, I32, I32, I32, F32, F32], results: [], locals: [...types, ...copyTypes],
     body: [
       ...set(l.K1, i32x4.splat(get(k1))), ...set(l.K2, i32x4.splat(get(k2))),
       ...set(l.R, f32x4.splat(get(rate))), ...set(l.S, f32x4.splat(get(scale))),
-      ...set(l.idx, i32x4.add(i32x4.splat(get(start)), i32x4Const([0, 1, 2, 3]))),
-      ...whileBelow(l.i, i32Mul(get(groups), i32c(V128_BYTES)), V128_BYTES, body),
+      ...set(l.lanes, i32x4.add(i32x4.splat(get(start)), i32x4Const([0, 1, 2, 3]))),
+      ...vectorLoop(l.i, get(groups), COPIES, vector),
     ],
   };
 }

@@ -25,7 +25,7 @@ const OP = {
   block: 0x02, loop: 0x03, br: 0x0c, brIf: 0x0d, end: 0x0b, emptyType: 0x40,
   localGet: 0x20, localSet: 0x21, localTee: 0x22,
   i32Const: 0x41, f32Const: 0x43,
-  i32GeU: 0x4f, i32Add: 0x6a, i32Mul: 0x6c,
+  i32GeU: 0x4f, i32Add: 0x6a, i32Mul: 0x6c, i32And: 0x71, i32ShrU: 0x76,
   f32Sqrt: 0x91, f32Add: 0x92, f32Mul: 0x94, f32Div: 0x95, f32Max: 0x97, f32ConvertI32S: 0xb2,
   f64Sqrt: 0x9f, f64Add: 0xa0, f64Div: 0xa3, f64ConvertI32S: 0xb7, f64PromoteF32: 0xbb,
 } as const;
@@ -82,6 +82,8 @@ export const set = (i: number, value: Code): Code => [...value, OP.localSet, ...
 export const i32c = (n: number): Code => [OP.i32Const, ...sleb(n | 0)];
 export const i32Add = (a: Code, b: Code): Code => [...a, ...b, OP.i32Add];
 export const i32Mul = (a: Code, b: Code): Code => [...a, ...b, OP.i32Mul];
+export const i32And = (a: Code, b: Code): Code => [...a, ...b, OP.i32And];
+export const i32ShrU = (a: Code, b: Code): Code => [...a, ...b, OP.i32ShrU];
 export const f32Add = (a: Code, b: Code): Code => [...a, ...b, OP.f32Add];
 export const f32Mul = (a: Code, b: Code): Code => [...a, ...b, OP.f32Mul];
 export const f32Div = (a: Code, b: Code): Code => [...a, ...b, OP.f32Div];
@@ -161,6 +163,34 @@ export function whileBelow(i: number, end: Code, step: number, body: Code): Code
     ...set(i, i32Add(get(i), i32c(step))),
     OP.br, 0, OP.end, OP.end,
   ];
+}
+
+/**
+ * A loop over `groups` v128 vectors, i (a zeroed i32 local) their byte offset: `vector(copy, offset)` is the work of
+ * the vector at i + offset with copy `copy`'s locals. It runs `copies` vectors an iteration (copy k at offset 16k,
+ * the copies one after another) while that many are left, then one an iteration (copy 0). Why: V8's x64 code keeps
+ * a function's instruction order, so a body that is one long dependency chain (the exp and erf polynomials, the
+ * hash rounds) waits on each result in turn; independent chains in one iteration overlap. Each vector's arithmetic
+ * is unchanged, so are the results. `copies` is a power of two.
+ */
+export function vectorLoop(i: number, groups: Code, copies: number, vector: (copy: number, offset: number) => Code): Code {
+  return [
+    ...whileBelow(i, i32Mul(i32And(groups, i32c(-copies)), i32c(V128_BYTES)), copies * V128_BYTES,
+      Array.from({ length: copies }, (_, k) => vector(k, k * V128_BYTES)).flat()),
+    ...whileBelow(i, i32Mul(groups, i32c(V128_BYTES)), V128_BYTES, vector(0, 0)),
+  ];
+}
+
+/** `copies` sets of the locals `spec` from index `first` on (one per copy of a vectorLoop body), and their types. */
+export function localCopies<K extends string>(first: number, spec: Record<K, ValType>, copies: number): { index: Record<K, number>[]; types: ValType[] } {
+  const index: Record<K, number>[] = [];
+  const types: ValType[] = [];
+  for (let k = 0; k < copies; k++) {
+    const l = locals(first + types.length, spec);
+    index.push(l.index);
+    types.push(...l.types);
+  }
+  return { index, types };
 }
 
 /** One exported function: parameters, results, extra locals (index params.length onwards) and its body. */
