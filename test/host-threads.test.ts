@@ -11,8 +11,8 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { describe, test } from 'node:test';
 import {
-  heapSimdHost, simdBinary, simdDropout, simdGelu, simdGeluGrad, simdLayerNorm, simdResidualLayerNorm, simdSoftmaxGradRows,
-  simdSoftmaxRows, type SimdHost,
+  heapSimdHost, layerNormGradScratch, simdBinary, simdDropout, simdGelu, simdGeluGrad, simdLayerNorm, simdLayerNormGrad,
+  simdResidualLayerNorm, simdResidualLayerNormGrad, simdSoftmaxGradRows, simdSoftmaxRows, type SimdHost,
 } from '../src/kernels/platform/hostSimd.js';
 import {
   cgroupCpuQuota, HOST_THREADS_ENV, hostCores, hostThreadsAvailable, hostThreadsFailure, simdThreads, splitRuns, THREAD_MIN_ELEMENTS,
@@ -43,8 +43,9 @@ function arraysOn(memory: WebAssembly.Memory, lengths: number[]): Float32Array[]
 function everyLoop(memory: WebAssembly.Memory, host: SimdHost): Float32Array[] {
   const rows = Math.floor(N / H);
   const slabs = Math.floor(N / (MASK_ROWS * T));
-  const [x, y, dy, dx, sum, prod, drop, ln, gamma, beta, res, s, yr, sm, mask, p, dp] = arraysOn(memory,
-    [N, N, N, N, N, N, N, rows * H, H, H, rows * H, rows * H, rows * H, slabs * MASK_ROWS * T, slabs * T, rows * H, rows * H]) as Float32Array[];
+  const [x, y, dy, dx, sum, prod, drop, ln, gamma, beta, res, s, yr, sm, mask, p, dp, lnDx, lnDg, lnDb, rDs, rDx, rDg, rDb, scratch] = arraysOn(memory,
+    [N, N, N, N, N, N, N, rows * H, H, H, rows * H, rows * H, rows * H, slabs * MASK_ROWS * T, slabs * T, rows * H, rows * H,
+      rows * H, H, H, rows * H, rows * H, H, H, layerNormGradScratch(H, rows * H)]) as Float32Array[];
   x!.set(seededValues(N, 1).map((v) => 6 * v));
   dy!.set(seededValues(N, 2));
   gamma!.set(seededValues(H, 3).map((v) => 1 + v));
@@ -64,10 +65,13 @@ function everyLoop(memory: WebAssembly.Memory, host: SimdHost): Float32Array[] {
   simdResidualLayerNorm(host, x!.subarray(0, rows * H), res!, gamma!, beta!, 1e-12, { k1: 7, k2: 11, rate: 0.1, scale: 1 / 0.9 }, s!, yr!);
   simdSoftmaxRows(host, sm!, mask!, T, MASK_ROWS, 0.125);
   simdSoftmaxGradRows(host, p!, dp!, T);
-  return [y, dx, sum, prod, drop, ln, s, yr, sm, p].map((a) => a!.slice());
+  const rowsOf = (a: Float32Array) => a.subarray(0, rows * H);
+  simdLayerNormGrad(host, rowsOf(x!), gamma!, rowsOf(dy!), 1e-12, lnDx!, lnDg!, lnDb!, scratch!);
+  simdResidualLayerNormGrad(host, rowsOf(x!), gamma!, rowsOf(dy!), 1e-12, { k1: 7, k2: 11, rate: 0.1, scale: 1 / 0.9 }, rDs!, rDx!, rDg!, rDb!, scratch!);
+  return [y, dx, sum, prod, drop, ln, s, yr, sm, p, lnDx, lnDg, lnDb, rDs, rDx, rDg, rDb].map((a) => a!.slice());
 }
 
-const PAGES = Math.ceil((20 * N * 4) / PAGE);
+const PAGES = Math.ceil((28 * N * 4) / PAGE);
 
 /** A shared memory whose loops run on `threads` threads (HOST_THREADS_ENV while its pool starts). */
 function sharedHost(threads: number): { memory: WebAssembly.Memory; host: SimdHost } {

@@ -93,7 +93,7 @@ function hostKernels(io: (backend: unknown) => HostIO): Record<string, tf.Kernel
         const args = [h.read(x), h.read(gamma), h.read(dy), eps, dx!, dg!, db!] as const;
         if (simd !== null) simdLayerNormGrad(simd, ...args, scratch);
         else layerNormGradHost(...args);
-      }, simd !== null ? layerNormGradScratch(H) : 0);
+      }, simd !== null ? layerNormGradScratch(H, tf.util.sizeFromShape(x.shape)) : 0);
     },
     // addLayerNorm's host form (index.ts residualLayerNorm): [y, s], s = dropout(x) + residual; the SIMD loops a few
     // rows at a time (hostSimd.ts simdResidualLayerNorm), else the dropout and add into s, then LayerNorm into y
@@ -127,7 +127,7 @@ function hostKernels(io: (backend: unknown) => HostIO): Record<string, tf.Kernel
         }
         layerNormGradHost(ss, g, dys, eps, ds!, dg!, db!);
         dropoutInto(ds!, dx!, rate, seed, h.simd);
-      }, simd !== null ? layerNormGradScratch(H) : 0);
+      }, simd !== null ? layerNormGradScratch(H, tf.util.sizeFromShape(s.shape)) : 0);
     },
   };
 }

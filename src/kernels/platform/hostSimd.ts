@@ -620,27 +620,66 @@ export function simdResidualLayerNorm(host: SimdHost, x: Float32Array, residual:
 
 /**
  * The gradients of simdResidualLayerNorm for dy, from its s: ds (the sum's, which is the residual's), dx =
- * dropout(ds) (the same mask), dgamma and dbeta (`scratch`: layerNormGradScratch(H) elements for the float64 column
- * sums). A few rows at a time: the LayerNorm gradient loop into ds, then the dropout loop from ds into dx.
+ * dropout(ds) (the same mask), dgamma and dbeta (`scratch`: layerNormGradScratch(H, s.length) elements). Per block of
+ * rows (layerNormGradBlocks): the LayerNorm gradient loop into ds, then the dropout loop from ds into dx.
  */
 export function simdResidualLayerNormGrad(host: SimdHost, s: Float32Array, gamma: Float32Array, dy: Float32Array, eps: number,
   drop: DropoutKeys, ds: Float32Array, dx: Float32Array, dgamma: Float32Array, dbeta: Float32Array, scratch: Float32Array): void {
-  const H = gamma.length;
-  const acc = scratch.subarray(0, layerNormGradScratch(H));
-  acc.fill(0);
-  forRowBlocks(s.length, H, Math.min(host.chunk, FUSED_CHUNK), (a, b, n) =>
-    host.call([s.subarray(a, b), gamma, dy.subarray(a, b), acc], [ds.subarray(a, b), dx.subarray(a, b), acc], (m, [sa, ga, dya, acca, dsa, dxa]) => {
-      m.layerNormGrad(sa!, ga!, dya!, dsa!, acca!, n, H, eps);
-      m.dropout(dsa!, dxa!, (b - a) / LANES, a, drop.k1 | 0, drop.k2 | 0, drop.rate, drop.scale);
-    }));
-  columnSums(acc, H, dgamma, dbeta);
+  layerNormGradBlocks(host, s, gamma, dy, eps, ds, { drop, dx }, dgamma, dbeta, scratch);
 }
 
-/** dgamma and dbeta from the float64 column sums in `acc` ([dgamma, dbeta] of H each). */
-function columnSums(acc: Float32Array, H: number, dgamma: Float32Array, dbeta: Float32Array): void {
+/**
+ * Rows a block of the LayerNorm backward loops sums its columns over (each block its own float64 sums, added in
+ * block order at the end): fixed by H alone, so the sums' bits do not depend on the threads or the staging chunks.
+ */
+const gradBlockRows = (H: number): number => Math.max(1, Math.floor(FUSED_CHUNK / H));
+
+/**
+ * The LayerNorm gradient loop over x [rows, H] into dx, and with `dropped` the dropout loop from dx into
+ * dropped.dx after it, a block of gradBlockRows(H) rows at a time, the blocks cut among the threads. Each block
+ * adds its dgamma and dbeta column sums into its own 2H float64 of `scratch`; dgamma and dbeta are those sums added
+ * in block order (float64), rounded to float32.
+ */
+function layerNormGradBlocks(host: SimdHost, x: Float32Array, gamma: Float32Array, dy: Float32Array, eps: number, dx: Float32Array,
+  dropped: { drop: DropoutKeys; dx: Float32Array } | null, dgamma: Float32Array, dbeta: Float32Array, scratch: Float32Array): void {
+  const H = gamma.length;
+  const rows = x.length / H;
+  const blockRows = gradBlockRows(H);
+  const blocks = Math.ceil(rows / blockRows);
+  const accFloats = layerNormGradScratch(H, H); // one block's 2H float64
+  const acc = scratch.subarray(0, blocks * accFloats);
+  acc.fill(0);
+  const rowBytes = H * F32_BYTES;
+  const blocksACall = host.inPlace ? blocks : FUSED_BLOCKS_A_CALL;
+  for (let b0 = 0; b0 < blocks; b0 += blocksACall) {
+    const b1 = Math.min(blocks, b0 + blocksACall);
+    const [r0, r1] = [b0 * blockRows, Math.min(rows, b1 * blockRows)];
+    const [a, b] = [r0 * H, r1 * H];
+    const accs = acc.subarray(b0 * accFloats, b1 * accFloats);
+    const outputs = [dx.subarray(a, b), accs, ...(dropped !== null ? [dropped.dx.subarray(a, b)] : [])];
+    host.callSplit([x.subarray(a, b), gamma, dy.subarray(a, b), accs], outputs, ([xa, ga, dya, acca, dxa, , da], threads) =>
+      threadParts(b1 - b0, blockRows * H, threads, (first, count) => {
+        const calls: SimdCall[] = [];
+        for (let j = first; j < first + count; j++) {
+          const r = j * blockRows;
+          const n = Math.min(blockRows, r1 - r0 - r);
+          const o = r * rowBytes;
+          calls.push({ fn: 'layerNormGrad', args: [xa! + o, ga!, dya! + o, dxa! + o, acca! + j * accFloats * F32_BYTES, n, H, eps] });
+          if (dropped !== null) {
+            const { k1, k2, rate, scale } = dropped.drop;
+            calls.push({ fn: 'dropout', args: [dxa! + o, da! + o, (n * H) / LANES, a + r * H, k1 | 0, k2 | 0, rate, scale] });
+          }
+        }
+        return calls;
+      }));
+  }
   const sums = new Float64Array(acc.slice().buffer); // a copy: the view may not be 8-byte aligned
-  dgamma.set(sums.subarray(0, H));
-  dbeta.set(sums.subarray(H));
+  const total = new Float64Array(2 * H);
+  for (let j = 0; j < blocks; j++) {
+    for (let c = 0; c < 2 * H; c++) total[c]! += sums[j * 2 * H + c]!;
+  }
+  dgamma.set(total.subarray(0, H));
+  dbeta.set(total.subarray(H));
 }
 
 /**
@@ -669,20 +708,15 @@ export function simdSoftmaxGradRows(host: SimdHost, p: Float32Array, dp: Float32
   });
 }
 
-/** Float32 elements of the scratch `simdLayerNormGrad` needs for gamma of length H (2H float64). */
-export const layerNormGradScratch = (H: number): number => (2 * H * F64_BYTES) / F32_BYTES;
+/** Float32 elements of the scratch the LayerNorm backward loops need for x of `elements` elements and gamma of length H (2H float64 a block). */
+export const layerNormGradScratch = (H: number, elements: number): number =>
+  Math.ceil(elements / H / gradBlockRows(H)) * ((2 * H * F64_BYTES) / F32_BYTES);
 
 /**
- * dx, dgamma, dbeta of layerNorm(x [rows, H]) for dy, H % SIMD_LANES == 0; `scratch` (layerNormGradScratch(H)
- * elements, in the host's memory) holds the float64 column sums.
+ * dx, dgamma, dbeta of layerNorm(x [rows, H]) for dy, H % SIMD_LANES == 0; `scratch` (layerNormGradScratch(H, x.length)
+ * elements) holds the blocks' float64 column sums (layerNormGradBlocks).
  */
 export function simdLayerNormGrad(host: SimdHost, x: Float32Array, gamma: Float32Array, dy: Float32Array, eps: number,
   dx: Float32Array, dgamma: Float32Array, dbeta: Float32Array, scratch: Float32Array): void {
-  const H = gamma.length;
-  const acc = scratch.subarray(0, layerNormGradScratch(H));
-  acc.fill(0);
-  forRowBlocks(x.length, H, host.chunk, (a, b, n) =>
-    host.call([x.subarray(a, b), gamma, dy.subarray(a, b), acc], [dx.subarray(a, b), acc],
-      (s, [xa, ga, dya, acca, dxa]) => s.layerNormGrad(xa!, ga!, dya!, dxa!, acca!, n, H, eps)));
-  columnSums(acc, H, dgamma, dbeta);
+  layerNormGradBlocks(host, x, gamma, dy, eps, dx, null, dgamma, dbeta, scratch);
 }
