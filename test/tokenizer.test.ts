@@ -95,6 +95,22 @@ describe('BERT tokenizer', { skip: SKIP_NO_SHARED }, () => {
     assert.deepEqual(whole.encode('北京'), [101, 1781, 30281, 102]);
   });
 
+  it('model_max_length in tokenizer_config.json sets the default truncation; HF\'s "no limit" is 512; a bad value names the file', async () => {
+    const dir = await fs.mkdtemp(path.join(TMP, 'tok-'));
+    await fs.copyFile(shared('bert-base-uncased', 'vocab.txt'), path.join(dir, 'vocab.txt'));
+    const withMax = async (v: unknown) => {
+      await fs.writeFile(path.join(dir, 'tokenizer_config.json'), JSON.stringify({ model_max_length: v }));
+      return BertTokenizer.fromDir(dir);
+    };
+    assert.equal((await withMax(16)).encode('word '.repeat(600)).length, 16);
+    assert.equal((await withMax(1e30)).modelMaxLength, 512);
+    assert.equal((await withMax(null)).modelMaxLength, 512);
+    const file = path.join(dir, 'tokenizer_config.json').replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+    for (const [bad, shown] of [[-5, '-5'], [1, '1'], [12.5, '12.5'], ['512', '"512"'], [true, 'true']] as const) {
+      await assert.rejects(withMax(bad), new RegExp(`^UserError: ${file}: model_max_length must be an integer >= 2, got ${shown.replace('.', '\\.')}$`));
+    }
+  });
+
   it('a directory with neither file is a clear error', async () => {
     const dir = await fs.mkdtemp(path.join(TMP, 'tok-'));
     await assert.rejects(BertTokenizer.fromDir(dir), /no tokenizer\.json or vocab\.txt/);

@@ -7,7 +7,7 @@
  */
 import path from 'node:path';
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
-import { checkInteger, UserError } from '../errors.js';
+import { checkInteger, shownValue, UserError } from '../errors.js';
 import { ensureDir, exists, isJsonObject, readFileNamed, writeFileAtomic } from '../fsutil.js';
 
 /** transformers' BERT default: words longer than this become [UNK]. */
@@ -51,6 +51,24 @@ export function checkTexts(texts: unknown, what: string): asserts texts is strin
 /** Throws a UserError unless `maxLength` is an integer >= 2 (room for [CLS] and [SEP]). */
 export function checkMaxLength(maxLength: number): void {
   checkInteger('maxLength', maxLength, 2);
+}
+
+/** The length a tokenizer without model_max_length (or with HF's "no limit", VERY_LARGE_INTEGER = 1e30) truncates to: BERT's 512 positions. */
+const DEFAULT_MODEL_MAX_LENGTH = 512;
+/** model_max_length values at or above this are HF's "no limit" (transformers writes int(1e30)). */
+const NO_LIMIT_FROM = 1e9;
+
+/**
+ * tokenizer_config.json's model_max_length (absent or null: DEFAULT_MODEL_MAX_LENGTH, as for HF's "no limit"); a value
+ * that is no integer >= 2 (room for [CLS] and [SEP]) is refused naming `file`.
+ */
+function modelMaxLengthOf(cfg: Record<string, unknown>, file: string): number {
+  const v = cfg['model_max_length'];
+  if (v === undefined || v === null) return DEFAULT_MODEL_MAX_LENGTH;
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 2) {
+    throw new UserError(`${file}: model_max_length must be an integer >= 2, got ${shownValue(v)}`);
+  }
+  return v >= NO_LIMIT_FROM ? DEFAULT_MODEL_MAX_LENGTH : v;
 }
 
 /** Pads id rows to the longest with `padTokenId` and builds the attention mask (1 for tokens, 0 for padding). */
@@ -178,7 +196,7 @@ export class BertTokenizer {
       return raw;
     };
     const cfg = texts['tokenizer_config.json'] !== undefined ? parse('tokenizer_config.json') : {};
-    const maxLen = typeof cfg['model_max_length'] === 'number' && cfg['model_max_length'] < 1e9 ? cfg['model_max_length'] : 512;
+    const maxLen = modelMaxLengthOf(cfg, `${dir}/tokenizer_config.json`);
     const hasVocab = texts['vocab.txt'] !== undefined;
     if (texts['tokenizer.json'] !== undefined && (opts.prefer !== 'vocab.txt' || !hasVocab)) {
       const json = parse('tokenizer.json');
