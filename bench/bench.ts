@@ -75,8 +75,11 @@ const TRAIN_DEFAULTS = defaultConfig();
 export const BENCH_DEFAULTS = {
   backend: 'auto' as BackendName,
   size: 'tiny' as SizeName,
-  /** Timed steps (the median is reported). */
-  steps: 5,
+  /**
+   * Timed steps by size (the median is reported; `--steps` sets it for any size): a tiny step and PyTorch's scatter
+   * several-fold between steps on a shared 2-core machine, so the cheap sizes time more of them.
+   */
+  steps: { tiny: 20, small: 10, base: 3 } satisfies Record<SizeName, number>,
   /** Untimed steps first (kernel setup, XNNPACK operator creation, V8 warm-up). */
   warmup: 1,
   vocabSize: 30522,
@@ -613,7 +616,7 @@ export function formatReport(r: BenchReport): string {
 
 function parseArgs(argv: string[]): BenchOptions {
   const d = BENCH_DEFAULTS;
-  const o: BenchOptions = { backend: d.backend, size: d.size, steps: d.steps, warmup: d.warmup, json: false, reference: d.reference,
+  const o: BenchOptions = { backend: d.backend, size: d.size, steps: 0, warmup: d.warmup, json: false, reference: d.reference,
     profile: false, embedSentences: d.embedSentences, python: d.python, referenceDevice: d.referenceDevice, jsonOut: null, tfFlags: {},
     precision: TRAIN_DEFAULTS.train.precision };
   const int = (flag: string, v: string | undefined, min: number): number => {
@@ -661,6 +664,7 @@ function parseArgs(argv: string[]): BenchOptions {
       default: throw new Error(`unknown option '${a}' (see --help)`);
     }
   }
+  if (o.steps === 0) o.steps = d.steps[o.size];
   return o;
 }
 
