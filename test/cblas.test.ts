@@ -134,6 +134,32 @@ describe('Cblas: products against a JavaScript reference (1e-5 of each element\'
     /gemmGrid: b's 5 x 6 blocks \(offset 1, ld 18, steps 90,6\) over a 2 x 3 grid end past its 180 elements/);
   });
 
+  test('gemmGrid: the entries cut between the calling thread and a worker give the bits of one thread; later products keep their threads', () => {
+    /** q k^T per (batch, head) of a packed qkv [B, T, 3H] on `lib`. */
+    const grid = (lib: Cblas, [B, nh, T, dh]: readonly [number, number, number, number]) => {
+      const H = nh * dh;
+      const qkv = seededValues(B * T * 3 * H, 4);
+      const scores = new Float32Array(B * nh * T * T);
+      lib.gemmGrid([B, nh], false, true, T, T, dh, 0.25,
+        { data: qkv, offset: 0, ld: 3 * H, step: [T * 3 * H, dh] }, { data: qkv, offset: H, ld: 3 * H, step: [T * 3 * H, dh] },
+        { data: scores, offset: 0, ld: T, step: [nh * T * T, T * T] });
+      return scores;
+    };
+    // a product whose bits depend on the library's thread count (OpenBLAS: 1 and 2 threads round apart here)
+    const a = seededValues(256 * 192, 5);
+    const b = seededValues(192 * 160, 6);
+    const two = Cblas.load(2);
+    const product = () => two.matMulToArray(a, [1, 256, 192], false, b, [1, 192, 160], false);
+    const before = product();
+    // [8, 4] entries of 32 x 32 x 16, and [96, 40] of 3 x 3 x 2: more calls than the workers' jobs hold at once
+    for (const dims of [[8, 4, 32, 16], [96, 40, 3, 2]] as const) {
+      const one = grid(Cblas.load(1), dims);
+      assert.ok(one.some((v) => v !== 0));
+      assert.deepEqual(grid(two, dims), one, `grid [${dims}]`);
+      assert.deepEqual(product(), before, `a product after the grid [${dims}] runs on its two threads again`);
+    }
+  });
+
   test('addRowVector and axpy give the bits of the float32 loops, on one and two threads, on views inside larger arrays', () => {
     // [rows, C] past the libraries' threading thresholds, inside arrays with guard elements either side
     for (const [rows, C] of [[3, 5], [700, 129]] as const) {

@@ -9,13 +9,14 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import { createRequire } from 'node:module';
 import { describe, test } from 'node:test';
 import {
   heapSimdHost, layerNormGradScratch, simdBinary, simdDropout, simdGelu, simdGeluGrad, simdLayerNorm, simdLayerNormGrad,
   simdResidualLayerNorm, simdResidualLayerNormGrad, simdSoftmaxGradRows, simdSoftmaxRows, type SimdHost,
 } from '../src/kernels/platform/hostSimd.js';
 import {
-  cgroupCpuQuota, HOST_THREADS_ENV, hostCores, hostThreadsAvailable, hostThreadsFailure, simdThreads, splitRuns, THREAD_MIN_ELEMENTS,
+  cgroupCpuQuota, HOST_THREADS_ENV, hostCores, hostThreadsAvailable, hostThreadsFailure, nativeThreads, simdThreads, splitRuns, THREAD_MIN_ELEMENTS,
 } from '../src/kernels/platform/simdThreads.js';
 import { heapMemory, type WasmBackend } from '../src/kernels/platform/hostBackend.js';
 import { describeSelection, selectBackend } from '../src/model/backend.js';
@@ -139,7 +140,32 @@ describe('host SIMD loops on threads', () => {
     ]);
     const memory = new WebAssembly.Memory({ initial: 1, maximum: 1, shared: true });
     assert.equal(simdThreads(new WebAssembly.Module(bytes), memory, []), null);
-    assert.match(hostThreadsFailure() ?? '', /^\d+ worker threads? did not start: .*(LinkError|Import #0|function import)/i);
+    assert.match(hostThreadsFailure() ?? '', /^\d+ host SIMD worker threads? did not start: .*(LinkError|Import #0|function import)/i);
+  });
+
+  test('native threads call a library\'s functions on the caller\'s memory by address; a library that does not load leaves no pool, the reason kept', (t) => {
+    if (!hostThreadsAvailable() || process.platform !== 'linux') {
+      t.skip(!hostThreadsAvailable() ? 'one host thread here: no pool is made' : 'libc.so.6 is the Linux C library');
+      return;
+    }
+    const require = createRequire(import.meta.url);
+    let koffiPath: string;
+    try {
+      koffiPath = require.resolve('koffi');
+    } catch {
+      t.skip('koffi is not installed');
+      return;
+    }
+    const koffi = require(koffiPath) as { address(value: unknown): bigint };
+    const pool = nativeThreads(koffiPath, 'libc.so.6', { memset: 'void *memset(uintptr_t, int, size_t)' });
+    assert.notEqual(pool, null, hostThreadsFailure() ?? '');
+    const bytes = new Uint8Array(32);
+    const at = Number(koffi.address(bytes));
+    pool!.run([[], [{ fn: 'memset', args: [at + 8, 7, 16] }]], () => undefined);
+    assert.deepEqual([...bytes], [...new Array(8).fill(0), ...new Array(16).fill(7), ...new Array(8).fill(0)]);
+    assert.throws(() => pool!.run([[], [{ fn: 'memset', args: [at, 7] }]], () => undefined), /a host GEMM worker thread failed: /);
+    assert.equal(nativeThreads(koffiPath, '/nonexistent/libmissing.so', { f: 'void f()' }), null);
+    assert.match(hostThreadsFailure() ?? '', /^\d+ host GEMM worker threads? did not start: .*libmissing/);
   });
 
   test("the cgroup CPU quota caps the host's cores: v2's cpu.max of the process's group, else v1's cfs quota and period", () => {

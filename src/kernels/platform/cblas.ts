@@ -18,7 +18,7 @@
  */
 import { createRequire } from 'node:module';
 import { uninitialized } from './hostBackend.js';
-import { hostCores } from './simdThreads.js';
+import { hostCores, jobCallsMax, nativeThreads, splitRuns, type SimdThreads, type ThreadCall } from './simdThreads.js';
 import { productDims, type HostGemm, type Shape3 } from './nativeGemm.js';
 import { firstLineOf } from '../../errors.js';
 
@@ -64,6 +64,8 @@ interface Koffi {
 type Sgemm = (order: number, transA: number, transB: number, m: number, n: number, k: number, alpha: number,
   a: Float32Array, lda: number, b: Float32Array, ldb: number, beta: number, c: Float32Array, ldc: number) => void;
 /** cblas_sgemm with the three arrays passed as byte addresses (numbers), for Cblas.gemmGrid. */
+const SGEMM_AT = 'void cblas_sgemm(int, int, int, int, int, int, float, uintptr_t, int, uintptr_t, int, float, uintptr_t, int)';
+const SGEMM_ARGS = 14;
 type SgemmAt = (order: number, transA: number, transB: number, m: number, n: number, k: number, alpha: number,
   a: number, lda: number, b: number, ldb: number, beta: number, c: number, ldc: number) => void;
 type Sgemv = (order: number, trans: number, m: number, n: number, alpha: number, a: Float32Array, lda: number,
@@ -85,6 +87,8 @@ interface Library {
   readonly saxpy: Saxpy;
   /** The byte address of a typed array's first element (koffi.address). */
   readonly address: (a: Float32Array) => number;
+  /** Where the koffi package that loaded it is (for the grid's worker threads, which load it again). */
+  readonly koffiPath: string;
   readonly setThreads: ((n: number) => void) | null;
   threads: number | undefined;
 }
@@ -121,12 +125,12 @@ function withOpenblasThreadTimeout<T>(load: () => T): T {
   }
 }
 
-function openLibrary(koffi: Koffi, file: string): Library {
+function openLibrary(koffi: Koffi, koffiPath: string, file: string): Library {
   const known = libraries.get(file);
   if (known !== undefined) return known;
   const lib = withOpenblasThreadTimeout(() => koffi.load(file));
   const sgemm = lib.func('void cblas_sgemm(int, int, int, int, int, int, float, const float *, int, const float *, int, float, float *, int)') as Sgemm;
-  const sgemmAt = lib.func('void cblas_sgemm(int, int, int, int, int, int, float, uintptr_t, int, uintptr_t, int, float, uintptr_t, int)') as SgemmAt;
+  const sgemmAt = lib.func(SGEMM_AT) as SgemmAt;
   const sgemv = lib.func('void cblas_sgemv(int, int, int, int, float, const float *, int, const float *, int, float, float *, int)') as Sgemv;
   const sger = lib.func('void cblas_sger(int, int, int, float, const float *, int, const float *, int, float *, int)') as Sger;
   const saxpy = lib.func('void cblas_saxpy(int, float, const float *, int, float *, int)') as Saxpy;
@@ -138,7 +142,9 @@ function openLibrary(koffi: Koffi, file: string): Library {
   const blisVersion = optionalFunc(lib, 'const char *bli_info_get_version_str()');
   const version = openblasConfig !== null ? String(openblasConfig()) : blisVersion !== null ? `BLIS ${String(blisVersion())}` : file;
   const address = (a: Float32Array) => Number(koffi.address(a));
-  const loaded: Library = { file, version, sgemm, sgemmAt, sgemv, sger, saxpy, address, setThreads: setThreads === null ? null : (n) => void setThreads(n), threads: undefined };
+  const loaded: Library = {
+    file, version, sgemm, sgemmAt, sgemv, sger, saxpy, address, koffiPath, setThreads: setThreads === null ? null : (n) => void setThreads(n), threads: undefined,
+  };
   libraries.set(file, loaded);
   return loaded;
 }
@@ -167,8 +173,11 @@ export class Cblas implements HostGemm {
    */
   static load(threads: number = defaultCblasThreads()): Cblas {
     let koffi: Koffi;
+    let koffiPath: string;
     try {
-      koffi = createRequire(import.meta.url)('koffi') as Koffi;
+      const require = createRequire(import.meta.url);
+      koffiPath = require.resolve('koffi');
+      koffi = require(koffiPath) as Koffi;
     } catch (err) {
       throw new Error(`koffi did not load: ${firstLineOf(err)}`);
     }
@@ -176,7 +185,7 @@ export class Cblas implements HostGemm {
     const named = process.env[CBLAS_ENV];
     if (named !== undefined && named !== '') {
       try {
-        return new Cblas(openLibrary(koffi, named), count);
+        return new Cblas(openLibrary(koffi, koffiPath, named), count);
       } catch (err) {
         throw new Error(`${CBLAS_ENV}=${named} did not load: ${firstLineOf(err)}`);
       }
@@ -184,7 +193,7 @@ export class Cblas implements HostGemm {
     const names = LIBRARY_NAMES[process.platform] ?? [];
     for (const name of names) {
       try {
-        return new Cblas(openLibrary(koffi, name), count);
+        return new Cblas(openLibrary(koffi, koffiPath, name), count);
       } catch {
         // not installed, or no cblas_sgemm in it: try the next
       }
@@ -290,7 +299,7 @@ export class Cblas implements HostGemm {
       }
       return;
     }
-    const lib = this.libraryWithThreads();
+    const lib = this.lib;
     const ta = transA ? TRANS : NO_TRANS;
     const tb = transB ? TRANS : NO_TRANS;
     // Byte addresses of the blocks: the arrays' memory stays put meanwhile (an ArrayBuffer's backing store does not
@@ -300,11 +309,39 @@ export class Cblas implements HostGemm {
     const [pa, pb, pc] = [a, b, c].map((o) => lib.address(o.data) + o.offset * bytes) as [number, number, number];
     const [a0, a1, b0, b1, c0, c1] = [a.step[0], a.step[1], b.step[0], b.step[1], c.step[0], c.step[1]].map((x) => x * bytes) as
       [number, number, number, number, number, number];
+    const calls: ThreadCall<'sgemm'>[] = [];
     for (let i = 0; i < n0; i++) {
       for (let j = 0; j < n1; j++) {
-        lib.sgemmAt(ROW_MAJOR, ta, tb, M, N, K, alpha, pa + i * a0 + j * a1, a.ld, pb + i * b0 + j * b1, b.ld, beta, pc + i * c0 + j * c1, c.ld);
+        calls.push({ fn: 'sgemm', args: [ROW_MAJOR, ta, tb, M, N, K, alpha, pa + i * a0 + j * a1, a.ld, pb + i * b0 + j * b1, b.ld, beta, pc + i * c0 + j * c1, c.ld] });
       }
     }
+    const run = (part: ThreadCall<'sgemm'>[]) => {
+      for (const call of part) (lib.sgemmAt as (...args: number[]) => void)(...call.args);
+    };
+    // Each product on the one thread that calls it (the library set to one thread; the next product sets it back), the
+    // entries cut among this Cblas's threads: so the bits do not depend on the cut, and small products (the attention's
+    // heads, which the library runs on one thread anyway) run on all cores.
+    if (lib.setThreads !== null && lib.threads !== 1) {
+      lib.setThreads(1);
+      lib.threads = 1;
+    }
+    const threads = Math.min(this.threads, calls.length);
+    const pool = threads > 1 ? this.gridThreads() : null;
+    if (pool === null) {
+      run(calls);
+      return;
+    }
+    const parts = Math.min(threads, pool.count);
+    const round = parts * jobCallsMax(SGEMM_ARGS); // what the workers' jobs hold at once
+    for (let r = 0; r < calls.length; r += round) {
+      const some = calls.slice(r, r + round);
+      pool.run(splitRuns(some.length, parts).map(([s, e]) => some.slice(s, e)), run);
+    }
+  }
+
+  /** Threads calling the library's cblas_sgemm (nativeThreads), or null where they did not start. */
+  private gridThreads(): SimdThreads<'sgemm'> | null {
+    return nativeThreads(this.lib.koffiPath, this.lib.file, { sgemm: SGEMM_AT });
   }
 
   /** A new array ([max(ba, bb), M, N]) with the product written straight into it. */

@@ -2,7 +2,8 @@
  * Worker threads that run a run-time assembled SIMD module's exports (wasmAsm.ts) on a shared WebAssembly.Memory at
  * the same time as the calling thread: the host kernels' element-wise and row loops split over the cores, where
  * their arrays live in a shared memory (the threaded tfjs-backend-wasm build's heap, or the cpu backend's staging
- * memory). Node only (worker_threads); one worker per thread beyond the caller's (`hostThreads()`).
+ * memory); or a native library's functions through koffi (nativeThreads: the CBLAS grid of small products,
+ * cblas.ts). Node only (worker_threads); one worker per thread beyond the caller's (`hostThreads()`).
  *
  * A call blocks: the caller writes each worker's calls (export index and arguments, as float64) into the worker's
  * shared job array, wakes it (Atomics.notify), runs its own part, then waits for every worker (Atomics.wait). A
@@ -112,6 +113,8 @@ export interface SimdThreads<K extends string = string> {
 
 /** float64 slots of a worker's job array: [calls, then per call: export index, argument count, arguments...]. */
 const JOB_SLOTS = 1 << 14;
+/** Calls of `args` arguments each that one job of a worker holds at most. */
+export const jobCallsMax = (args: number): number => Math.floor((JOB_SLOTS - 1) / (2 + args));
 /** Bytes of a worker's error message. */
 const MESSAGE_BYTES = 512;
 /**
@@ -128,10 +131,13 @@ const START_FAILED = 2;
 /** How long making a pool waits for its workers to start. */
 const WORKER_START_MS = 30_000;
 
-/** The worker: instantiates the module on the memory, then runs jobs as they come. CommonJS, run with `eval`. */
-const WORKER_SOURCE = `
+/**
+ * A worker: `setup` (CommonJS, run with `eval`) sets `fns`, the functions calls name by index, from `workerData`;
+ * then it runs jobs as they come.
+ */
+const workerSource = (setup: string): string => `
 const { workerData } = require('node:worker_threads');
-const { module, memory, names, control, job, message } = workerData;
+const { control, job, message } = workerData;
 const ctrl = new Int32Array(control), calls = new Float64Array(job), msg = new Uint8Array(message);
 function report(err) {
   const text = new TextEncoder().encode(String(err && err.message || err).slice(0, ${MESSAGE_BYTES / 4}));
@@ -139,10 +145,10 @@ function report(err) {
 }
 let fns;
 try {
-  const exports = new WebAssembly.Instance(module, { env: { memory } }).exports;
-  fns = names.map((n) => exports[n]);
+  ${setup}
   Atomics.store(ctrl, ${START}, ${STARTED});
 } catch (err) {
+  fns = undefined;
   report(err);
   Atomics.store(ctrl, ${START}, ${START_FAILED});
 }
@@ -167,6 +173,18 @@ while (fns !== undefined) {
   Atomics.notify(ctrl, ${DONE});
 }`;
 
+/** Worker setup for a SIMD module: instantiates it on the shared memory (workerData: module, memory, names). */
+const WASM_SETUP = `const exports = new WebAssembly.Instance(workerData.module, { env: { memory: workerData.memory } }).exports;
+  fns = workerData.names.map((n) => exports[n]);`;
+/** Worker setup for a native library's functions: koffi loads it and declares them (workerData: koffi, library, declarations). */
+const NATIVE_SETUP = `let lib;
+  try {
+    lib = require(workerData.koffi).load(workerData.library);
+  } catch (err) {
+    throw new Error(workerData.library + ': ' + (err && err.message || err));
+  }
+  fns = workerData.declarations.map((d) => lib.func(d));`;
+
 interface WorkerSlot {
   worker: Worker;
   ctrl: Int32Array;
@@ -175,12 +193,12 @@ interface WorkerSlot {
   seq: number;
 }
 
-function startWorker(module: WebAssembly.Module, memory: WebAssembly.Memory, names: readonly string[]): WorkerSlot {
+function startWorker(setup: string, data: Record<string, unknown>): WorkerSlot {
   const control = new SharedArrayBuffer(CONTROL_WORDS * 4);
   const job = new SharedArrayBuffer(JOB_SLOTS * 8);
   const message = new SharedArrayBuffer(MESSAGE_BYTES);
   // execArgv: none of this process's (`--input-type`, `--import` hooks are for the main script, not this CommonJS)
-  const worker = new Worker(WORKER_SOURCE, { eval: true, execArgv: [], workerData: { module, memory, names, control, job, message } });
+  const worker = new Worker(workerSource(setup), { eval: true, execArgv: [], workerData: { ...data, control, job, message } });
   worker.unref(); // idle workers never keep the process alive
   worker.on('error', () => undefined); // a worker that cannot start is found by waitForStart, not by an uncaught error
   return { worker, ctrl: new Int32Array(control), calls: new Float64Array(job), message: new Uint8Array(message), seq: 0 };
@@ -223,6 +241,46 @@ function encode(calls: ThreadCall[], index: ReadonlyMap<string, number>, into: F
   into[0] = calls.length;
 }
 
+/**
+ * `count` - 1 workers set up by `setup` from `data`, whose functions calls name from `names`, as SimdThreads; null
+ * (the reason kept for hostThreadsFailure) where one does not start. `what` names the workers in their errors.
+ */
+function startPool<K extends string>(count: number, names: readonly K[], setup: string, data: Record<string, unknown>, what: string): SimdThreads<K> | null {
+  const index = new Map(names.map((n, i) => [n as string, i]));
+  const workers = Array.from({ length: count - 1 }, () => startWorker(setup, data));
+  const notStarted = waitForStart(workers);
+  if (notStarted !== null) {
+    for (const w of workers) void w.worker.terminate();
+    startFailure = `${count - 1} ${what} thread${count === 2 ? '' : 's'} did not start: ${notStarted}`;
+    return null;
+  }
+  return {
+    count,
+    run(parts, local) {
+      if (parts.length > count) throw new Error(`simdThreads: ${parts.length} parts for ${count} threads`);
+      const busy = workers.slice(0, parts.length - 1);
+      busy.forEach((w, i) => {
+        encode(parts[i + 1]!, index, w.calls);
+        Atomics.store(w.ctrl, SEQ, ++w.seq);
+        Atomics.notify(w.ctrl, SEQ);
+      });
+      let localError: unknown = null;
+      try {
+        local(parts[0] ?? []);
+      } catch (err) {
+        localError = err;
+      }
+      let failure: string | null = null;
+      for (const w of busy) {
+        for (let done = Atomics.load(w.ctrl, DONE); done !== w.seq; done = Atomics.load(w.ctrl, DONE)) Atomics.wait(w.ctrl, DONE, done);
+        if (Atomics.load(w.ctrl, FAILED) !== 0) failure ??= messageOf(w);
+      }
+      if (localError !== null) throw localError;
+      if (failure !== null) throw new Error(`a ${what} thread failed: ${failure}`);
+    },
+  };
+}
+
 const pools = new WeakMap<WebAssembly.Memory, Map<WebAssembly.Module, SimdThreads | null>>();
 
 /**
@@ -234,44 +292,27 @@ export function simdThreads<K extends string>(module: WebAssembly.Module, memory
   if (byModule === undefined) pools.set(memory, (byModule = new Map()));
   if (byModule.has(module)) return byModule.get(module) as SimdThreads<K> | null;
   const count = hostThreads(); // the memory is shared (the one caller checks): threads run where count > 1
-  let pool: SimdThreads<K> | null = null;
-  if (count > 1) {
-    const index = new Map(names.map((n, i) => [n as string, i]));
-    const workers = Array.from({ length: count - 1 }, () => startWorker(module, memory, names));
-    const notStarted = waitForStart(workers);
-    if (notStarted !== null) {
-      for (const w of workers) void w.worker.terminate();
-      startFailure = `${count - 1} worker thread${count === 2 ? '' : 's'} did not start: ${notStarted}`;
-      byModule.set(module, null);
-      return null;
-    }
-    pool = {
-      count,
-      run(parts, local) {
-        if (parts.length > count) throw new Error(`simdThreads: ${parts.length} parts for ${count} threads`);
-        const busy = workers.slice(0, parts.length - 1);
-        busy.forEach((w, i) => {
-          encode(parts[i + 1]!, index, w.calls);
-          Atomics.store(w.ctrl, SEQ, ++w.seq);
-          Atomics.notify(w.ctrl, SEQ);
-        });
-        let localError: unknown = null;
-        try {
-          local(parts[0] ?? []);
-        } catch (err) {
-          localError = err;
-        }
-        let failure: string | null = null;
-        for (const w of busy) {
-          for (let done = Atomics.load(w.ctrl, DONE); done !== w.seq; done = Atomics.load(w.ctrl, DONE)) Atomics.wait(w.ctrl, DONE, done);
-          if (Atomics.load(w.ctrl, FAILED) !== 0) failure ??= messageOf(w);
-        }
-        if (localError !== null) throw localError;
-        if (failure !== null) throw new Error(`a host SIMD worker thread failed: ${failure}`);
-      },
-    };
-  }
+  const pool = count > 1 ? startPool(count, names, WASM_SETUP, { module, memory, names }, 'host SIMD worker') : null;
   byModule.set(module, pool);
+  return pool;
+}
+
+const nativePools = new Map<string, SimdThreads | null>();
+
+/**
+ * Threads calling functions of the native library `library` through koffi (the package at `koffi`, a resolved path):
+ * `declarations` gives each name its koffi declaration. Pointers pass as byte addresses (numbers), so the calls
+ * read and write the caller's memory where it is. Started on first use and kept for the process, one pool per
+ * library; null where one thread is all there is.
+ */
+export function nativeThreads<K extends string>(koffi: string, library: string, declarations: Readonly<Record<K, string>>): SimdThreads<K> | null {
+  if (nativePools.has(library)) return nativePools.get(library) as SimdThreads<K> | null;
+  const count = hostThreads();
+  const names = Object.keys(declarations) as K[];
+  const pool = count > 1 && typeof SharedArrayBuffer !== 'undefined'
+    ? startPool(count, names, NATIVE_SETUP, { koffi, library, declarations: names.map((n) => declarations[n]) }, 'host GEMM worker')
+    : null;
+  nativePools.set(library, pool);
   return pool;
 }
 
