@@ -124,7 +124,7 @@ describe('batches of one sentence', () => {
       (e: unknown) => e instanceof UserError && /^1 training sentence; InfoNCE contrasts the sentences of a batch, so it needs at least 2$/.test(e.message));
     const f = path.join(await tmp('bs1'), 'bs1.yaml');
     await fs.writeFile(f, 'train:\n  batchSize: 1\n');
-    await assert.rejects(loadConfig(f), /bs1\.yaml: train\.batchSize must be >= 2, got 1/);
+    await assert.rejects(loadConfig(f), /bs1\.yaml:2: train\.batchSize must be >= 2, got 1/);
     await assert.rejects(loadConfig(null, ['data.count=1']), /data\.count must be >= 2, got 1/);
   });
 
@@ -202,7 +202,7 @@ describe('data.maxSeqLen past the model positions', () => {
 
   it('CLI: exit 2 with one line naming where each value came from, nothing created; --dry-run refuses it too', { skip: SKIP_NO_SHARED }, async () => {
     const out = path.join(await tmp('cli-maxpos'), 'run');
-    const message = new RegExp(`^micse: --set data\\.maxSeqLen=128 and ${TINY.replace(/[.]/g, '\\.')} \\(model\\.config\\.max_position_embeddings: 64\\): ` +
+    const message = new RegExp(`^micse: --set data\\.maxSeqLen=128 and ${TINY.replace(/[.]/g, '\\.')}:15 \\(model\\.config\\.max_position_embeddings: 64\\): ` +
       "data\\.maxSeqLen is 128 but the model's max_position_embeddings is 64 \\(model\\.config\\): lower data\\.maxSeqLen to at most 64$");
     const args = ['train', '--config', TINY, '--set', `train.output=${out}`, '--set', 'data.maxSeqLen=128', '--set', 'train.backend=cpu'];
     await refused(args, message, out);
@@ -329,11 +329,11 @@ describe('model.config', () => {
     const typo = path.join(dir, 'typo.yaml');
     await fs.writeFile(typo, 'extends: parent.yaml\nmodel:\n  config:\n    hiden_size: 48\n');
     await assert.rejects(loadConfig(typo), (e: unknown) => e instanceof UserError &&
-      /typo\.yaml: unknown key 'model\.config\.hiden_size' \(did you mean 'model\.config\.hidden_size'\?\); model\.config takes vocab_size, hidden_size/.test(e.message));
+      /typo\.yaml:4: unknown key 'model\.config\.hiden_size' \(did you mean 'model\.config\.hidden_size'\?\); model\.config takes vocab_size, hidden_size/.test(e.message));
     await assert.rejects(loadConfig(parent, ['model.config.hiden_size=48']),
       /--set model\.config\.hiden_size=48: unknown key 'model\.config\.hiden_size' \(did you mean 'model\.config\.hidden_size'\?\)/);
     await assert.rejects(loadConfig(parent, ['model.config.hidden_size=50']),
-      /^UserError: --set model\.config\.hidden_size=50 and \S*parent\.yaml \(model\.config\.num_attention_heads: 4\): model\.config: hidden_size 50 is not a multiple of num_attention_heads 4$/,
+      /^UserError: --set model\.config\.hidden_size=50 and \S*parent\.yaml:7 \(model\.config\.num_attention_heads: 4\): model\.config: hidden_size 50 is not a multiple of num_attention_heads 4$/,
       'values are checked upfront too');
   });
 
@@ -354,18 +354,18 @@ describe('where the values of a cross-key check came from', () => {
     await fs.writeFile(child, 'extends: parent.yaml\nobjective:\n  maxLayer: 5\n');
     const span = 'the AMI layer span [minLayer, maxLayer) = ';
     const cases: [string | null, string[], string][] = [
-      [parent, ['objective.maxLayer=3'], `${parent} (objective.minLayer: 2) and --set objective.maxLayer=3: ${span}[2, 3) selects 1 layer(s)`],
+      [parent, ['objective.maxLayer=3'], `${parent}:11 (objective.minLayer: 2) and --set objective.maxLayer=3: ${span}[2, 3) selects 1 layer(s)`],
       [parent, ['objective.minLayer=3', 'objective.maxLayer=2'], `--set objective.minLayer=3 and --set objective.maxLayer=2: ${span}[3, 2) must satisfy`],
-      [child, [], `${parent} (objective.minLayer: 2) and ${child} (objective.maxLayer: 5): ${span}[2, 5)`],
+      [child, [], `${parent}:11 (objective.minLayer: 2) and ${child}:3 (objective.maxLayer: 5): ${span}[2, 5)`],
       [null, ['objective.maxLayer=8'], `defaults (objective.minLayer: 7) and --set objective.maxLayer=8: ${span}[7, 8)`],
-      [parent, ['data.fraction=0.5'], `--set data.fraction=0.5 and ${parent} (data.count: 64): set data.fraction or data.count, not both`],
+      [parent, ['data.fraction=0.5'], `--set data.fraction=0.5 and ${parent}:9 (data.count: 64): set data.fraction or data.count, not both`],
       [parent, ['model.tokenizer=null'],
-        `${parent} (model.init: "random") and --set model.tokenizer=null: model.init is "random", so model.tokenizer must name a tokenizer directory`],
-      [parent, ['model.config.num_attention_heads=null'], `${parent} (model.config.hidden_size: 64) and --set model.config.num_attention_heads=null: ` +
+        `${parent}:2 (model.init: "random") and --set model.tokenizer=null: model.init is "random", so model.tokenizer must name a tokenizer directory`],
+      [parent, ['model.config.num_attention_heads=null'], `${parent}:5 (model.config.hidden_size: 64) and --set model.config.num_attention_heads=null: ` +
         'model.config: hidden_size 64 is not a multiple of num_attention_heads 12'],
       [parent, ['model.config=null', 'model.config.hidden_size=50'], `--set model.config.hidden_size=50 and defaults (model.config.num_attention_heads): ` +
         'model.config: hidden_size 50 is not a multiple of num_attention_heads 12'],
-      [parent, ['data.maxSeqLen=128'], `--set data.maxSeqLen=128 and ${parent} (model.config.max_position_embeddings: 64): data.maxSeqLen is 128 ` +
+      [parent, ['data.maxSeqLen=128'], `--set data.maxSeqLen=128 and ${parent}:7 (model.config.max_position_embeddings: 64): data.maxSeqLen is 128 ` +
         "but the model's max_position_embeddings is 64 (model.config): lower data.maxSeqLen to at most 64"],
       [parent, ['train.lossScale=3'], '--set train.lossScale=3: train.lossScale must be a power of two (scaling by it is then exact), got 3'],
     ];
@@ -376,12 +376,12 @@ describe('where the values of a cross-key check came from', () => {
     const sweep = path.join(dir, 'sweep.yaml');
     await fs.writeFile(sweep, 'base: child.yaml\ngrid:\n  objective.minLayer: [0]\n');
     await assert.rejects(loadSweep(sweep), (e: unknown) => e instanceof UserError &&
-      e.message.startsWith(`${sweep} (grid.objective.minLayer: 0) and ${child} (objective.maxLayer: 5): ${span}[0, 5)`));
+      e.message.startsWith(`${sweep}:3 (grid.objective.minLayer: 0) and ${child}:3 (objective.maxLayer: 5): ${span}[0, 5)`));
   });
 
   it('CLI: a --set that breaks a rule with a file\'s value exits 2 with one line naming both', { skip: SKIP_NO_SHARED }, async () => {
     await refused(['train', '--config', TINY, '--set', 'objective.maxLayer=3', '--dry-run'],
-      new RegExp(`^micse: ${TINY.replace(/[.]/g, '\\.')} \\(objective\\.minLayer: 2\\) and --set objective\\.maxLayer=3: the AMI layer span`));
+      new RegExp(`^micse: ${TINY.replace(/[.]/g, '\\.')}:21 \\(objective\\.minLayer: 2\\) and --set objective\\.maxLayer=3: the AMI layer span`));
   });
 });
 
@@ -389,11 +389,11 @@ describe('.nan, .inf and -.inf for a numeric key', () => {
   it('are named as given, with the key and the file or --set', async () => {
     const dir = await tmp('non-finite');
     const cases: [string, string[], string][] = [
-      ['optim:\n  learningRate: .nan\n', [], 'FILE: optim.learningRate must be a finite number, got .nan'],
-      ['train:\n  batchSize: .inf\n', [], 'FILE: train.batchSize must be a finite integer, got .inf'],
-      ['data:\n  fraction: -.inf\n', [], 'FILE: data.fraction must be a finite number, got -.inf'],
+      ['optim:\n  learningRate: .nan\n', [], 'FILE:2: optim.learningRate must be a finite number, got .nan'],
+      ['train:\n  batchSize: .inf\n', [], 'FILE:2: train.batchSize must be a finite integer, got .inf'],
+      ['data:\n  fraction: -.inf\n', [], 'FILE:2: data.fraction must be a finite number, got -.inf'],
       ['model:\n  init: random\n  tokenizer: tok\n  config:\n    hidden_size: .NaN\n', [],
-        'FILE (model.config.hidden_size: .nan): model.config: hidden_size must be a finite number, got .nan'],
+        'FILE:5 (model.config.hidden_size: .nan): model.config: hidden_size must be a finite number, got .nan'],
       ['{}\n', ['objective.temperature=-.inf'], '--set objective.temperature=-.inf: objective.temperature must be a finite number, got -.inf'],
       ['model:\n  init: random\n  tokenizer: tok\n', ['model.config.hidden_size=.inf'],
         '--set model.config.hidden_size=.inf: model.config: hidden_size must be a finite number, got .inf'],
@@ -407,13 +407,13 @@ describe('.nan, .inf and -.inf for a numeric key', () => {
     const sweep = path.join(dir, 'sweep.yaml');
     await fs.writeFile(sweep, 'base: {}\ngrid:\n  optim.learningRate: [.nan]\n');
     await assert.rejects(loadSweep(sweep), (e: unknown) => e instanceof UserError &&
-      e.message === `${sweep}: grid.optim.learningRate=.nan: optim.learningRate must be a finite number, got .nan`);
+      e.message === `${sweep}:3: grid.optim.learningRate=.nan: optim.learningRate must be a finite number, got .nan`);
   });
 
   it('CLI: exit 2 with one line', async () => {
     const f = path.join(await tmp('cli-non-finite'), 'nan.yaml');
     await fs.writeFile(f, 'optim:\n  learningRate: .nan\n');
-    await refused(['train', '--config', f, '--dry-run'], /^micse: \S*nan\.yaml: optim\.learningRate must be a finite number, got \.nan$/);
+    await refused(['train', '--config', f, '--dry-run'], /^micse: \S*nan\.yaml:2: optim\.learningRate must be a finite number, got \.nan$/);
   });
 });
 

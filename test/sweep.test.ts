@@ -114,8 +114,8 @@ describe('sweep grid', () => {
     await bad('grid:\n  objective.style: [micse, mice]\n', /grid\.objective\.style="mice".*did you mean 'micse'/);
     await bad('grid:\n  train.seed: []\n', /grid\.train\.seed must be a non-empty list/);
     await bad('grid:\n  train.output: [a, b]\n', /grid\.train\.output: each point trains into its own directory/);
-    await bad('base: nope.yaml\n', /nope\.yaml: cannot read config \(ENOENT\), named by .*\.yaml: base$/);
-    await bad('base: {extends: gone.yaml}\n', /gone\.yaml: cannot read config \(ENOENT\), named by .*\.yaml: extends$/);
+    await bad('base: nope.yaml\n', /nope\.yaml: cannot read config \(ENOENT\), named by .*\.yaml:1: base$/);
+    await bad('base: {extends: gone.yaml}\n', /gone\.yaml: cannot read config \(ENOENT\), named by .*\.yaml:1: extends$/);
     await bad('grid:\n  train.finalEval: [false]\n', /train\.finalEval is false/);
   });
 });

@@ -6,12 +6,11 @@
  */
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import YAML from 'yaml';
 import { STS_TASK_INFO, STS_TEST_TASKS } from '../../eval/sts.js';
-import { UserError } from '../errors.js';
 import { exists, readJsonFile } from '../fsutil.js';
 import { looksLikeModelId } from '../model/hub.js';
 import { STATE_FILE } from '../train/checkpoint.js';
+import { readYamlFile } from '../train/config.js';
 import { CONFIG_FILE, EVAL_FILE, SUBSET_MANIFEST_FILE } from '../train/runFiles.js';
 import type { ExportSource } from './hf.js';
 
@@ -40,11 +39,7 @@ export async function readRunInfo(src: ExportSource): Promise<RunInfo> {
   if (src.runDir === null) return info;
   const cfgPath = path.join(src.runDir, CONFIG_FILE);
   if (await exists(cfgPath)) {
-    try {
-      info.config = YAML.parse(await fs.readFile(cfgPath, 'utf8')) as RunInfo['config'];
-    } catch (err) {
-      throw new UserError(`${cfgPath}: not valid YAML (${(err as Error).message.split('\n')[0]})`);
-    }
+    info.config = (await readYamlFile(cfgPath, 'config')) as RunInfo['config'];
   }
   const manPath = path.join(src.runDir, SUBSET_MANIFEST_FILE);
   if (await exists(manPath)) info.manifest = (await readJsonFile(manPath)) as RunInfo['manifest'];

@@ -11,14 +11,16 @@
  *   data.subsetSeed: [48, 49, 50]
  * ```
  * A point's config = defaults <- base (chain) <- split file (chain) <- its grid values, validated like any training
- * config (errors name the sweep file and the key). Paths inside training configs stay relative to the working
- * directory, as for `micse train`. A point's name is built from its grid values (`count=32__seed=48__style=micse`)
- * and names its run directory.
+ * config (errors name the file, the line and the key: placeOf). Paths inside training configs stay relative to
+ * the working directory, as for `micse train`. A point's name is built from its grid values
+ * (`count=32__seed=48__style=micse`) and names its run directory.
  */
 import path from 'node:path';
 import { shownValue, UserError } from '../errors.js';
 import { isJsonObject } from '../fsutil.js';
-import { checkConsistency, configLayers, defaultConfig, mergeConfig, readYamlFile, SCHEMA, type ConfigLayer, type TrainConfig } from '../train/config.js';
+import {
+  checkConsistency, configLayers, defaultConfig, describeOrigins, mergeConfig, placeOf, readYamlFile, SCHEMA, type ConfigLayer, type TrainConfig,
+} from '../train/config.js';
 
 /** The grid key that layers whole training config files. */
 export const SPLIT_KEY = 'split';
@@ -88,46 +90,62 @@ export async function loadSweep(file: string): Promise<Sweep> {
   const raw = await readYamlFile(file, 'sweep');
   if (!isJsonObject(raw)) throw new UserError(`${file}: a sweep is a mapping with 'base' and 'grid'`);
   for (const k of Object.keys(raw)) {
-    if (k !== 'base' && k !== 'grid') throw new UserError(`${file}: unknown top-level key '${k}' (a sweep has 'base' and 'grid')`);
+    if (k !== 'base' && k !== 'grid') {
+      throw new UserError(`${placeOf(file, raw, [k])}: unknown top-level key '${k}' (a sweep has 'base' and 'grid')`);
+    }
   }
   const dir = path.dirname(file);
   let baseLayers: ConfigLayer[] = [];
   if (typeof raw['base'] === 'string') {
     const baseFile = path.resolve(dir, raw['base']);
-    baseLayers = await configLayers(await readYamlFile(baseFile, 'config', `${file}: base`), baseFile);
+    baseLayers = await configLayers(await readYamlFile(baseFile, 'config', `${placeOf(file, raw, ['base'])}: base`), baseFile);
   } else if (raw['base'] !== undefined && raw['base'] !== null) {
-    if (!isJsonObject(raw['base'])) throw new UserError(`${file}: base must be a config file path or a mapping of training keys`);
+    if (!isJsonObject(raw['base'])) {
+      throw new UserError(`${placeOf(file, raw, ['base'])}: base must be a config file path or a mapping of training keys`);
+    }
     baseLayers = await configLayers(raw['base'], file, []);
   }
 
   const gridRaw = raw['grid'] ?? {};
-  if (!isJsonObject(gridRaw)) throw new UserError(`${file}: grid must be a mapping of key path -> list of values`);
+  if (!isJsonObject(gridRaw)) throw new UserError(`${placeOf(file, raw, ['grid'])}: grid must be a mapping of key path -> list of values`);
   const grid = Object.entries(gridRaw);
+  /** Where grid key `k` is in the sweep file, or its `i`th value. */
+  const gridPlace = (k: string, i?: number): string => placeOf(file, raw, i === undefined ? ['grid', k] : ['grid', k, i]);
   for (const [k, values] of grid) {
-    checkKeyPath(k, file);
-    if (k === 'train.output') throw new UserError(`${file}: grid.train.output: each point trains into its own directory under the sweep's --out`);
-    if (!Array.isArray(values) || values.length === 0) throw new UserError(`${file}: grid.${k} must be a non-empty list`);
-    for (const v of values) {
-      if (v !== null && typeof v === 'object') throw new UserError(`${file}: grid.${k} values must be scalars, got ${JSON.stringify(v)}`);
+    checkKeyPath(k, gridPlace(k));
+    if (k === 'train.output') {
+      throw new UserError(`${gridPlace(k)}: grid.train.output: each point trains into its own directory under the sweep's --out`);
     }
-    if (k === SPLIT_KEY && values.some((v) => typeof v !== 'string')) throw new UserError(`${file}: grid.${SPLIT_KEY} lists training config files`);
+    if (!Array.isArray(values) || values.length === 0) throw new UserError(`${gridPlace(k)}: grid.${k} must be a non-empty list`);
+    values.forEach((v, i) => {
+      if (v !== null && typeof v === 'object') {
+        throw new UserError(`${gridPlace(k, i)}: grid.${k} values must be scalars, got ${JSON.stringify(v)}`);
+      }
+    });
+    const notFile = k === SPLIT_KEY ? values.findIndex((v) => typeof v !== 'string') : -1;
+    if (notFile >= 0) throw new UserError(`${gridPlace(k, notFile)}: grid.${SPLIT_KEY} lists training config files`);
   }
   const keys = grid.map(([k]) => k);
   const labels = labelsFor(keys);
 
   const splitLayers = new Map<string, ConfigLayer[]>();
-  for (const v of (grid.find(([k]) => k === SPLIT_KEY)?.[1] ?? []) as string[]) {
+  for (const [i, v] of ((grid.find(([k]) => k === SPLIT_KEY)?.[1] ?? []) as string[]).entries()) {
     const f = path.resolve(dir, v);
-    splitLayers.set(v, await configLayers(await readYamlFile(f, 'config', `${file}: grid.${SPLIT_KEY}`), f));
+    splitLayers.set(v, await configLayers(await readYamlFile(f, 'config', `${gridPlace(SPLIT_KEY, i)}: grid.${SPLIT_KEY}`), f));
   }
 
-  // Cartesian product, first key outermost.
-  let combos: Record<string, GridValue>[] = [{}];
-  for (const [k, values] of grid) combos = combos.flatMap((c) => (values as GridValue[]).map((v) => ({ ...c, [k]: v })));
+  // Cartesian product, first key outermost; `at` holds where each value is in the sweep file.
+  let combos: { params: Record<string, GridValue>; at: Record<string, string> }[] = [{ params: {}, at: {} }];
+  for (const [k, values] of grid) {
+    combos = combos.flatMap((c) => (values as GridValue[]).map((v, i) => ({
+      params: { ...c.params, [k]: v },
+      at: { ...c.at, [k]: gridPlace(k, i) },
+    })));
+  }
 
   const points: SweepPoint[] = [];
   const seen = new Map<string, Record<string, GridValue>>();
-  for (const params of combos) {
+  for (const { params, at } of combos) {
     let config = defaultConfig();
     for (const l of baseLayers) config = mergeConfig(config, l.raw, l.file);
     const split = params[SPLIT_KEY];
@@ -136,7 +154,7 @@ export async function loadSweep(file: string): Promise<Sweep> {
     for (const k of keys) {
       const v = params[k]!;
       if (k === SPLIT_KEY) continue;
-      config = mergeConfig(config, nestedOverride(k, v), `${file}: grid.${k}=${shownValue(v)}`, `${file} (grid.${k}: ${shownValue(v)})`);
+      config = mergeConfig(config, nestedOverride(k, v), `${at[k]}: grid.${k}=${shownValue(v)}`, `${at[k]} (grid.${k}: ${shownValue(v)})`);
     }
     for (const k of keys) {
       if (k === SPLIT_KEY) {
@@ -146,7 +164,10 @@ export async function loadSweep(file: string): Promise<Sweep> {
     }
     const name = nameParts.length > 0 ? nameParts.join(NAME_JOIN) : 'base';
     checkConsistency(config, `${file} (point ${name})`);
-    if (!config.train.finalEval) throw new UserError(`${file} (point ${name}): train.finalEval is false, but every sweep point ends with the STS evaluation`);
+    if (!config.train.finalEval) {
+      throw new UserError(`${describeOrigins(config, ['train.finalEval'], `${file} (point ${name})`)}: ` +
+        'train.finalEval is false, but every sweep point ends with the STS evaluation');
+    }
     if (seen.has(name)) {
       throw new UserError(`${file}: points ${JSON.stringify(seen.get(name))} and ${JSON.stringify(params)} get the same name '${name}'; make the grid values distinct`);
     }

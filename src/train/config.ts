@@ -1,14 +1,15 @@
 /**
  * Training configuration: data, validated. Every key has a default (the reference hyperparameters of miCSE's
  * low-shot runs, from the paper and its repository), a type and a range; an unknown key, a wrong type or an out-of-range value is a
- * UserError naming the key (unknown keys with a did-you-mean). Files are YAML or JSON, may `extends` another
- * file (relative path), and `--set key.path=value` overrides win last.
+ * UserError naming the key (unknown keys with a did-you-mean), after the file and line it was read from (`FILE:LINE`,
+ * placeOf) where it came from a YAML file. Files are YAML or JSON, may `extends` another file (relative path), and
+ * `--set key.path=value` overrides win last.
  */
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import YAML from 'yaml';
+import YAML, { isMap, isScalar, isSeq, LineCounter } from 'yaml';
 import { MIN_BATCH_SENTENCES } from '../data/batches.js';
-import { didYouMean, shownValue, UserError } from '../errors.js';
+import { didYouMean, firstLineOf, shownValue, UserError } from '../errors.js';
 import { isJsonObject, valueAtPath } from '../fsutil.js';
 import { amiLayerSpanProblem, MICSE_STYLES, MICSE_VIEWS, TRAIN_POOLERS } from '../losses/micse.js';
 import { BACKEND_NAMES } from '../model/backend.js';
@@ -146,8 +147,11 @@ export function defaultConfig(): TrainConfig {
   return c;
 }
 
-/** Where a key's value came from: a config file, or an override whose text names the key and value (`--set k=v`). */
-type Origin = { file: string } | { override: string };
+/**
+ * Where a key's value came from: a place in a config file (`FILE:LINE`, or the file alone where its lines are not
+ * known: placeOf), or an override whose text names the key and value (`--set k=v`).
+ */
+type Origin = { at: string } | { override: string };
 
 /**
  * Where the values of a config came from, by key path (a model.config key as model.config.NAME); `rest`: what
@@ -167,15 +171,15 @@ const ORIGINS = new WeakMap<TrainConfig, Origins>();
 
 /**
  * Where the values of `keyPaths` in `c` came from, for the start of an error message, each place once, e.g.
- * `configs/tiny.yaml (objective.minLayer: 2) and --set objective.maxLayer=3`; `unknown` stands in where `c` has no
- * record (a config not built by mergeConfig).
+ * `configs/tiny.yaml:21 (objective.minLayer: 2) and --set objective.maxLayer=3`; `unknown` stands in where `c` has
+ * no record (a config not built by mergeConfig).
  */
-function describeOrigins(c: TrainConfig, keyPaths: readonly string[], unknown: string): string {
+export function describeOrigins(c: TrainConfig, keyPaths: readonly string[], unknown: string): string {
   const origins = ORIGINS.get(c);
   const places = new Map<string, string[]>();
   for (const keyPath of keyPaths) {
     const origin = origins?.byKey.get(keyPath);
-    const place = origin !== undefined ? ('file' in origin ? origin.file : origin.override)
+    const place = origin !== undefined ? ('at' in origin ? origin.at : origin.override)
       : origins?.rest === 'defaults' ? 'defaults' : unknown;
     const keys = places.get(place) ?? [];
     places.set(place, keys);
@@ -186,8 +190,12 @@ function describeOrigins(c: TrainConfig, keyPaths: readonly string[], unknown: s
   return [...places].map(([place, keys]) => (keys.length === 0 ? place : `${place} (${keys.join(', ')})`)).join(' and ');
 }
 
-function checkValue(keyPath: string, spec: KeySpec, v: unknown, where: string): unknown {
-  const bad = (want: string) => new UserError(`${where}: ${keyPath} must be ${want}, got ${shownValue(v)}`);
+/**
+ * Checks the value `v` of `keyPath` against its spec; `at` names where the key is (placeOf) and `where` the file (or
+ * `--set`) it was read from, for the place of an unknown key inside a mapping value.
+ */
+function checkValue(keyPath: string, spec: KeySpec, v: unknown, where: string, at: string): unknown {
+  const bad = (want: string) => new UserError(`${at}: ${keyPath} must be ${want}, got ${shownValue(v)}`);
   if (v === null) {
     if (spec.nullable === true) return null;
     throw bad(`a ${spec.kind}`);
@@ -197,7 +205,7 @@ function checkValue(keyPath: string, spec: KeySpec, v: unknown, where: string): 
     case 'string':
       if (typeof v !== 'string') throw bad('a string');
       if (spec.choices !== undefined && !spec.choices.includes(v)) {
-        throw new UserError(`${where}: ${keyPath} must be one of ${spec.choices.join(', ')}, got '${v}'${didYouMean(v, spec.choices)}`);
+        throw new UserError(`${at}: ${keyPath} must be one of ${spec.choices.join(', ')}, got '${v}'${didYouMean(v, spec.choices)}`);
       }
       return v;
     case 'boolean':
@@ -208,7 +216,7 @@ function checkValue(keyPath: string, spec: KeySpec, v: unknown, where: string): 
       const known = spec.keys;
       const unknown = known === undefined ? undefined : Object.keys(v).find((k) => !known.includes(k));
       if (unknown !== undefined) {
-        throw new UserError(`${where}: unknown key '${keyPath}.${unknown}'${didYouMean(`${keyPath}.${unknown}`, known!.map((k) => `${keyPath}.${k}`))}; ` +
+        throw new UserError(`${placeOf(where, v, [unknown])}: unknown key '${keyPath}.${unknown}'${didYouMean(`${keyPath}.${unknown}`, known!.map((k) => `${keyPath}.${k}`))}; ` +
           `${keyPath} takes ${known!.join(', ')}`);
       }
       return v;
@@ -221,11 +229,11 @@ function checkValue(keyPath: string, spec: KeySpec, v: unknown, where: string): 
       const lo = spec.min;
       const hi = spec.max;
       if (lo !== undefined && (spec.minExclusive === true ? v <= lo : v < lo)) {
-        throw new UserError(`${where}: ${keyPath} must be ${spec.minExclusive === true ? '>' : '>='} ${lo}, got ${v}`);
+        throw new UserError(`${at}: ${keyPath} must be ${spec.minExclusive === true ? '>' : '>='} ${lo}, got ${v}`);
       }
-      if (hi !== undefined && v > hi) throw new UserError(`${where}: ${keyPath} must be <= ${hi}, got ${v}`);
+      if (hi !== undefined && v > hi) throw new UserError(`${at}: ${keyPath} must be <= ${hi}, got ${v}`);
       if (spec.powerOfTwo === true && !Number.isInteger(Math.log2(v))) {
-        throw new UserError(`${where}: ${keyPath} must be a power of two (scaling by it is then exact), got ${v}`);
+        throw new UserError(`${at}: ${keyPath} must be a power of two (scaling by it is then exact), got ${v}`);
       }
       return v;
     }
@@ -234,8 +242,9 @@ function checkValue(keyPath: string, spec: KeySpec, v: unknown, where: string): 
 
 /**
  * Merges a parsed config object onto `base`, validating every key; a mapping value (model.config) merges key by key
- * into the one below it (null replaces it). `where` names the file in errors. `override`: the text of the override
- * this object is (`--set train.seed=1`), which the cross-key checks name as the origin of its keys instead of `where`.
+ * into the one below it (null replaces it). `where` names the file in errors, with the line of the key where
+ * readYamlFile parsed `raw` (placeOf). `override`: the text of the override this object is (`--set train.seed=1`),
+ * which the cross-key checks name as the origin of its keys instead of `where`.
  */
 export function mergeConfig(base: TrainConfig, raw: unknown, where: string, override?: string): TrainConfig {
   if (raw === null || raw === undefined) return base;
@@ -243,28 +252,29 @@ export function mergeConfig(base: TrainConfig, raw: unknown, where: string, over
   const out = structuredClone(base) as unknown as Record<string, Record<string, unknown>>;
   const below = ORIGINS.get(base);
   const origins: Origins = { byKey: new Map(below?.byKey), rest: below?.rest ?? 'unknown' };
-  const origin: Origin = override !== undefined ? { override } : { file: where };
+  const origin = (keyPath: readonly string[]): Origin =>
+    (override !== undefined ? { override } : { at: placeOf(where, raw, keyPath) });
   for (const [sec, body] of Object.entries(raw)) {
     if (sec === 'extends') continue;
     const keys = (SCHEMA as Record<string, Record<string, KeySpec>>)[sec];
-    if (keys === undefined) throw new UserError(`${where}: unknown section '${sec}'${didYouMean(sec, Object.keys(SCHEMA))}; sections: ${Object.keys(SCHEMA).join(', ')}`);
+    if (keys === undefined) throw new UserError(`${placeOf(where, raw, [sec])}: unknown section '${sec}'${didYouMean(sec, Object.keys(SCHEMA))}; sections: ${Object.keys(SCHEMA).join(', ')}`);
     if (body === null) continue;
-    if (!isJsonObject(body)) throw new UserError(`${where}: section '${sec}' must be a mapping`);
+    if (!isJsonObject(body)) throw new UserError(`${placeOf(where, raw, [sec])}: section '${sec}' must be a mapping`);
     for (const [k, v] of Object.entries(body as Record<string, unknown>)) {
       const spec = keys[k];
       if (spec === undefined) {
-        throw new UserError(`${where}: unknown key '${sec}.${k}'${didYouMean(`${sec}.${k}`, allKeyPaths())}`);
+        throw new UserError(`${placeOf(where, raw, [sec, k])}: unknown key '${sec}.${k}'${didYouMean(`${sec}.${k}`, allKeyPaths())}`);
       }
       const keyPath = `${sec}.${k}`;
-      const value = checkValue(keyPath, spec, v, where);
+      const value = checkValue(keyPath, spec, v, where, placeOf(where, raw, [sec, k]));
       const old = out[sec]![k];
       const merges = spec.kind === 'object' && isJsonObject(value) && isJsonObject(old);
       out[sec]![k] = merges ? { ...old, ...value } : value;
       if (spec.kind === 'object' && !merges) {
         for (const p of [...origins.byKey.keys()]) if (p.startsWith(`${keyPath}.`)) origins.byKey.delete(p);
       }
-      if (isJsonObject(value)) for (const sub of Object.keys(value)) origins.byKey.set(`${keyPath}.${sub}`, origin);
-      origins.byKey.set(keyPath, origin);
+      if (isJsonObject(value)) for (const sub of Object.keys(value)) origins.byKey.set(`${keyPath}.${sub}`, origin([sec, k, sub]));
+      origins.byKey.set(keyPath, origin([sec, k]));
     }
   }
   const merged = out as unknown as TrainConfig;
@@ -302,8 +312,61 @@ export function checkConsistency(c: TrainConfig, where: string): void {
 }
 
 /**
+ * The 1-based line of each key of the mappings readYamlFile parsed (and of each item of its sequences, by index),
+ * held by the object or array the key is in, for placeOf. Held beside the parsed values, not in them (as ORIGINS is),
+ * so that they stay plain data; a value not parsed by readYamlFile (a JSON file, a `--set`, an object written in
+ * code, a copy) has none.
+ */
+const KEY_LINES = new WeakMap<object, Map<string, number>>();
+
+/**
+ * Records in KEY_LINES the line of every key and item below `node`, a node of a parsed YAML document, whose value
+ * as JavaScript is `value` (the document's toJS below that node). An alias is not followed: its object's lines are
+ * those of the anchored node, recorded where that appears.
+ */
+function recordLines(node: unknown, value: unknown, lines: LineCounter): void {
+  if (value === null || typeof value !== 'object' || KEY_LINES.has(value)) return;
+  const byKey = new Map<string, number>();
+  if (isMap(node) && isJsonObject(value)) {
+    KEY_LINES.set(value, byKey);
+    for (const pair of node.items) {
+      // A scalar key is the JavaScript key its text gives (toJS: null is ''); a mapping or sequence as a key is not
+      // a config key, so it has no line here.
+      if (!isScalar(pair.key) || pair.key.range == null) continue;
+      const key = pair.key.value === null ? '' : String(pair.key.value);
+      byKey.set(key, lines.linePos(pair.key.range[0]).line);
+      recordLines(pair.value, value[key], lines);
+    }
+  } else if (isSeq(node) && Array.isArray(value)) {
+    KEY_LINES.set(value, byKey);
+    node.items.forEach((item, i) => {
+      const range = (item as { range?: readonly number[] | null } | null)?.range;
+      if (range != null) byKey.set(String(i), lines.linePos(range[0]!).line);
+      recordLines(item, value[i], lines);
+    });
+  }
+}
+
+/**
+ * Where the key at `keyPath` below `raw` is, for the start of an error message: `where` (the file `raw` was read
+ * from) and the line of the key (of the item, for an index of a sequence), `configs/tiny.yaml:21`; `where` alone
+ * when readYamlFile did not parse `raw` (a JSON file, a `--set`) or the path is not in it. The one map from a key
+ * path of a config or sweep file to its line.
+ */
+export function placeOf(where: string, raw: unknown, keyPath: readonly (string | number)[]): string {
+  let holder = raw;
+  for (const k of keyPath.slice(0, -1)) {
+    holder = holder !== null && typeof holder === 'object' ? (holder as Record<string, unknown>)[k] : undefined;
+  }
+  const line = holder !== null && typeof holder === 'object' ? KEY_LINES.get(holder)?.get(String(keyPath.at(-1))) : undefined;
+  return line === undefined ? where : `${where}:${line}`;
+}
+
+/**
  * Parses a YAML file (JSON when it ends in .json); `what` names its kind in a read fault ('config', 'sweep') and
- * `namedBy` what pointed at it (an `extends`, a sweep's base).
+ * `namedBy` what pointed at it (an `extends`, a sweep's base). A YAML file's syntax errors, duplicate keys included,
+ * are named by the yaml package's line and column (`FILE:LINE:COL: not valid YAML (...)`), its warnings (an unknown
+ * tag) likewise; the lines of its keys are recorded for placeOf.
  */
 export async function readYamlFile(file: string, what: string, namedBy?: string): Promise<unknown> {
   let text: string;
@@ -313,11 +376,33 @@ export async function readYamlFile(file: string, what: string, namedBy?: string)
     throw new UserError(`${file}: cannot read ${what} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})` +
       (namedBy !== undefined ? `, named by ${namedBy}` : ''));
   }
-  try {
-    return file.endsWith('.json') ? JSON.parse(text) : YAML.parse(text);
-  } catch (err) {
-    throw new UserError(`${file}: not valid ${file.endsWith('.json') ? 'JSON' : 'YAML'} (${(err as Error).message.split('\n')[0]})`);
+  if (file.endsWith('.json')) {
+    try {
+      return JSON.parse(text);
+    } catch (err) {
+      throw new UserError(`${file}: not valid JSON (${firstLineOf(err)})`);
+    }
   }
+  const lines = new LineCounter();
+  const doc = YAML.parseDocument(text, { lineCounter: lines, prettyErrors: false });
+  const at = (pos: number): string => {
+    if (pos < 0) return file;
+    const { line, col } = lines.linePos(pos);
+    return `${file}:${line}:${col}`;
+  };
+  for (const w of doc.warnings) process.emitWarning(`${at(w.pos[0])}: ${firstLineOf(w)}`, 'YAMLWarning');
+  const syntax = doc.errors[0];
+  if (syntax !== undefined) throw new UserError(`${at(syntax.pos[0])}: not valid YAML (${firstLineOf(syntax)})`);
+  let value: unknown;
+  try {
+    value = doc.toJS();
+  } catch (err) {
+    // What parsing accepts and toJS refuses: an alias whose anchor is not set before it, more aliases than toJS's
+    // maxAliasCount. The yaml package gives these no position.
+    throw new UserError(`${file}: not valid YAML (${firstLineOf(err)})`);
+  }
+  recordLines(doc.contents, value, lines);
+  return value;
 }
 
 /** A parsed config and the file it came from (`extends` is relative to that file). */
@@ -333,10 +418,11 @@ export interface ConfigLayer {
 export async function configLayers(raw: unknown, file: string, seen: readonly string[] = [path.resolve(file)]): Promise<ConfigLayer[]> {
   const ext = isJsonObject(raw) ? raw['extends'] : undefined;
   if (ext === undefined) return [{ raw, file }];
-  if (typeof ext !== 'string') throw new UserError(`${file}: extends must be a path string`);
+  const at = placeOf(file, raw, ['extends']);
+  if (typeof ext !== 'string') throw new UserError(`${at}: extends must be a path string`);
   const parent = path.resolve(path.dirname(file), ext);
-  if (seen.includes(parent)) throw new UserError(`${parent}: 'extends' forms a cycle (${[...seen, parent].join(' -> ')})`);
-  return [...(await configLayers(await readYamlFile(parent, 'config', `${file}: extends`), parent, [...seen, parent])), { raw, file }];
+  if (seen.includes(parent)) throw new UserError(`${at}: 'extends' forms a cycle (${[...seen, parent].join(' -> ')})`);
+  return [...(await configLayers(await readYamlFile(parent, 'config', `${at}: extends`), parent, [...seen, parent])), { raw, file }];
 }
 
 /** Paths in a config are relative to the working directory, except `extends` (relative to its file). */

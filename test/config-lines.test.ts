@@ -1,0 +1,180 @@
+/**
+ * Config errors name the line: a value, key or syntax error of a YAML config or sweep file is a one-line UserError
+ * starting `FILE:LINE:` (the line of the key; of the item, for a list value; `FILE:LINE:COL:` for the yaml package's
+ * syntax errors), through `extends`, in cross-key checks and on the CLI (exit 2). A `--set` and a JSON file are
+ * named as before.
+ */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { promises as fs } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { promisify } from 'node:util';
+import { UserError } from '../src/errors.js';
+import { loadSweep } from '../src/sweep/grid.js';
+import { loadConfig, placeOf, readYamlFile } from '../src/train/config.js';
+import { ROOT } from './helpers.js';
+
+const run = promisify(execFile);
+
+let TMP = '';
+before(async () => {
+  TMP = await fs.mkdtemp(path.join(os.tmpdir(), 'micse-config-lines-'));
+});
+after(async () => {
+  await fs.rm(TMP, { recursive: true, force: true });
+});
+
+/** Writes `text` to `name` in the test folder and returns its path. */
+async function write(name: string, text: string): Promise<string> {
+  const f = path.join(TMP, name);
+  await fs.writeFile(f, text);
+  return f;
+}
+
+/** Asserts that `p` rejects with a UserError whose message is exactly `message`. */
+async function refuses(p: Promise<unknown>, message: string): Promise<void> {
+  await assert.rejects(p, (e: unknown) => {
+    assert.ok(e instanceof UserError, String(e));
+    assert.equal(e.message, message);
+    return true;
+  });
+}
+
+describe('a config error names FILE:LINE and the key', () => {
+  it('a bad value: wrong type, out of range, not a choice; comments and blank lines count', async () => {
+    const f = await write('values.yaml', '# a comment\n\ntrain:\n  seed: 1\n  batchSize: 1\n');
+    await refuses(loadConfig(f), `${f}:5: train.batchSize must be >= 2, got 1`);
+    const g = await write('type.yaml', 'optim:\n  warmupSteps: 0\n  learningRate: fast\n');
+    await refuses(loadConfig(g), `${g}:3: optim.learningRate must be a number, got "fast"`);
+    const h = await write('choice.yaml', 'objective: {style: mice}\n');
+    await refuses(loadConfig(h), `${h}:1: objective.style must be one of micse, simcse, got 'mice' (did you mean 'micse'?)`);
+  });
+
+  it('an unknown key or section, with its did-you-mean', async () => {
+    const f = await write('unknown.yaml', 'train:\n  seed: 1\n\n  batchSzie: 8\n');
+    await refuses(loadConfig(f), `${f}:4: unknown key 'train.batchSzie' (did you mean 'train.batchSize'?)`);
+    const g = await write('section.yaml', 'train:\n  seed: 1\ntrian:\n  seed: 2\n');
+    await refuses(loadConfig(g), `${g}:3: unknown section 'trian' (did you mean 'train'?); sections: model, data, objective, optim, train`);
+    const h = await write('notmap.yaml', 'train:\n  seed: 1\noptim: 3\n');
+    await refuses(loadConfig(h), `${h}:3: section 'optim' must be a mapping`);
+  });
+
+  it('a nested key: model.config names the line of its own key', async () => {
+    const f = await write('nested.yaml', 'model:\n  init: random\n  tokenizer: tok\n  config:\n    hidden_size: 64\n    hiden_size: 48\n');
+    await assert.rejects(loadConfig(f), (e: unknown) => e instanceof UserError &&
+      e.message.startsWith(`${f}:6: unknown key 'model.config.hiden_size' (did you mean 'model.config.hidden_size'?); model.config takes`));
+    const g = await write('nested-value.yaml', 'model:\n  init: random\n  tokenizer: tok\n  config:\n    num_hidden_layers: 2\n    hidden_size: -3\n');
+    await refuses(loadConfig(g), `${g}:6 (model.config.hidden_size: -3): model.config: hidden_size must be a positive integer, got -3`);
+  });
+
+  it('a key in an extended file is named by its line in that file; a bad extends by its own line', async () => {
+    const parent = await write('parent.yaml', 'train:\n  seed: 1\noptim:\n  learningRate: -1\n');
+    const child = await write('child.yaml', '# the child\nextends: parent.yaml\ntrain:\n  seed: 2\n');
+    await refuses(loadConfig(child), `${parent}:4: optim.learningRate must be > 0, got -1`);
+    const missing = await write('missing.yaml', 'train:\n  seed: 2\nextends: gone.yaml\n');
+    await refuses(loadConfig(missing), `${path.join(TMP, 'gone.yaml')}: cannot read config (ENOENT), named by ${missing}:3: extends`);
+    const notPath = await write('notpath.yaml', '\nextends: [a.yaml]\n');
+    await refuses(loadConfig(notPath), `${notPath}:2: extends must be a path string`);
+    const a = await write('cycle-a.yaml', 'extends: cycle-b.yaml\n');
+    const b = await write('cycle-b.yaml', 'train:\n  seed: 1\nextends: cycle-a.yaml\n');
+    await refuses(loadConfig(a), `${b}:3: 'extends' forms a cycle (${a} -> ${b} -> ${a})`);
+  });
+
+  it('a cross-key error names each value by its line, --set or default', async () => {
+    const parent = await write('span-parent.yaml', 'objective:\n  minLayer: 2\n  maxLayer: 4\ndata:\n  count: 64\n');
+    const child = await write('span-child.yaml', 'extends: span-parent.yaml\nobjective:\n  maxLayer: 5\n');
+    const span = 'the AMI layer span [minLayer, maxLayer) = ';
+    await assert.rejects(loadConfig(child), (e: unknown) => e instanceof UserError &&
+      e.message.startsWith(`${parent}:2 (objective.minLayer: 2) and ${child}:3 (objective.maxLayer: 5): ${span}[2, 5)`));
+    const same = await write('span-same.yaml', 'objective:\n  minLayer: 2\n\n  maxLayer: 5\n');
+    await assert.rejects(loadConfig(same), (e: unknown) => e instanceof UserError &&
+      e.message.startsWith(`${same}:2 (objective.minLayer: 2) and ${same}:4 (objective.maxLayer: 5): ${span}[2, 5)`));
+    await assert.rejects(loadConfig(parent, ['data.fraction=0.5']), (e: unknown) => e instanceof UserError &&
+      e.message === `--set data.fraction=0.5 and ${parent}:5 (data.count: 64): set data.fraction or data.count, not both`);
+    const random = await write('random.yaml', 'model:\n  tokenizer: null\n  init: random\n');
+    await refuses(loadConfig(random), `${random}:3 (model.init: "random") and ${random}:2 (model.tokenizer: null): ` +
+      'model.init is "random", so model.tokenizer must name a tokenizer directory');
+    const defaults = await write('defaults.yaml', 'model:\n  init: random\n');
+    await refuses(loadConfig(defaults), `${defaults}:2 (model.init: "random") and defaults (model.tokenizer: null): ` +
+      'model.init is "random", so model.tokenizer must name a tokenizer directory');
+  });
+
+  it('a syntax error or a duplicate key: the yaml package\'s line and column, one line', async () => {
+    const dup = await write('dup.yaml', 'train:\n  seed: 1\n  batchSize: 8\n  seed: 2\n');
+    await refuses(loadConfig(dup), `${dup}:4:3: not valid YAML (Map keys must be unique)`);
+    const tab = await write('tab.yaml', 'train:\n  seed: 1\n\tbatchSize: 8\n');
+    const oneLine = (e: unknown, start: string) => e instanceof UserError && e.message.startsWith(start) && /^[^\n]+ \(.+\)$/.test(e.message);
+    await assert.rejects(loadConfig(tab), (e: unknown) => oneLine(e, `${tab}:3:1: not valid YAML (`));
+    const flow = await write('flow.yaml', 'optim:\n  learningRate: 1e-5\ntrain: {seed: 1, batchSize: [8}\n');
+    await assert.rejects(loadConfig(flow), (e: unknown) => oneLine(e, `${flow}:3:`) && / not valid YAML \(/.test((e as Error).message));
+    // An extended file's syntax error names that file.
+    const child = await write('dup-child.yaml', 'extends: dup.yaml\n');
+    await refuses(loadConfig(child), `${dup}:4:3: not valid YAML (Map keys must be unique)`);
+  });
+
+  it('a --set and a JSON file are named as before, without a line', async () => {
+    const f = await write('ok.yaml', 'train:\n  seed: 1\n');
+    await refuses(loadConfig(f, ['train.seed=-1']), '--set train.seed=-1: train.seed must be >= 0, got -1');
+    const j = await write('bad.json', '{\n  "train": {\n    "batchSize": 1\n  }\n}\n');
+    await refuses(loadConfig(j), `${j}: train.batchSize must be >= 2, got 1`);
+  });
+
+  it('placeOf: a key\'s line, an item\'s line, the file alone where no line is known', async () => {
+    const f = await write('places.yaml', 'a:\n  b: 1\n  c:\n    - x\n    - y\nd: {e: 2}\n');
+    const raw = await readYamlFile(f, 'config');
+    assert.equal(placeOf(f, raw, ['a', 'b']), `${f}:2`);
+    assert.equal(placeOf(f, raw, ['a', 'c']), `${f}:3`);
+    assert.equal(placeOf(f, raw, ['a', 'c', 1]), `${f}:5`);
+    assert.equal(placeOf(f, raw, ['d', 'e']), `${f}:6`);
+    assert.equal(placeOf(f, raw, ['a', 'nope']), f);
+    assert.equal(placeOf(f, raw, ['nope', 'b']), f);
+    assert.equal(placeOf('--set a.b=1', { a: { b: 1 } }, ['a', 'b']), '--set a.b=1');
+  });
+});
+
+describe('a sweep file error names FILE:LINE', () => {
+  it('grid keys and values, base files and inline bases, the finalEval rule', async () => {
+    const base = await write('sweep-base.yaml', 'objective:\n  minLayer: 2\n  maxLayer: 4\ntrain:\n  finalEval: false\n');
+    const cases: [string, string][] = [
+      ['base: {}\ngrid:\n  optim.learningRate:\n    - 1e-5\n    - -1\n', 'FILE:5: grid.optim.learningRate=-1: optim.learningRate must be > 0, got -1'],
+      ['base: {}\ngrid:\n  train.seed: [1]\n  data.subsetSed: [1]\n',
+        "FILE:4: grid key 'data.subsetSed' is not a training config key (section.key, e.g. data.subsetSeed, objective.style, " +
+        "optim.learningRate; model.config.NAME; or 'split')"],
+      ['base: {}\ngrid:\n  train.seed: []\n', 'FILE:3: grid.train.seed must be a non-empty list'],
+      ['base: {}\ngrid:\n  split: [sweep-base.yaml]\n  train.seed: [1, 2]\n',
+        `${base}:5 (train.finalEval: false): train.finalEval is false, but every sweep point ends with the STS evaluation`],
+      ['base:\n  objective:\n    maxLayer: 5\n', 'defaults (objective.minLayer: 7) and FILE:3 (objective.maxLayer: 5): the AMI layer span'],
+      ['base:\n  train:\n    batchSize: 1\n', 'FILE:3: train.batchSize must be >= 2, got 1'],
+      ['base: {}\ngrid:\n  train.finalEval: [true, false]\n',
+        'FILE:3 (grid.train.finalEval: false): train.finalEval is false, but every sweep point ends with the STS evaluation'],
+      ['base: {}\nbogus: 1\n', "FILE:2: unknown top-level key 'bogus' (a sweep has 'base' and 'grid')"],
+      ['base: {}\ngrid:\n  split:\n    - sweep-base.yaml\n    - gone.yaml\n',
+        `${path.join(TMP, 'gone.yaml')}: cannot read config (ENOENT), named by FILE:5: grid.split`],
+    ];
+    for (const [i, [text, message]] of cases.entries()) {
+      const f = await write(`sweep${i}.yaml`, text);
+      await assert.rejects(loadSweep(f), (e: unknown) => e instanceof UserError && e.message.startsWith(message.replace('FILE', f)),
+        `${text}: expected a message starting ${message}`);
+    }
+  });
+});
+
+describe('CLI', () => {
+  it('micse train --config with a bad value or a syntax error: exit 2, one line naming FILE:LINE', async () => {
+    const cases: [string, string, string][] = [
+      ['cli-value.yaml', 'train:\n  seed: 1\n  batchSize: 1\n', 'FILE:3: train.batchSize must be >= 2, got 1'],
+      ['cli-syntax.yaml', 'train:\n  seed: 1\n  seed: 2\n', 'FILE:3:3: not valid YAML (Map keys must be unique)'],
+    ];
+    for (const [name, text, message] of cases) {
+      const f = await write(name, text);
+      const r = await run(process.execPath, [path.join(ROOT, 'bin', 'micse.js'), 'train', '--config', f, '--dry-run'], { cwd: ROOT }).then(
+        () => assert.fail('expected exit 2'),
+        (e: { code: number; stderr: string }) => e,
+      );
+      assert.equal(r.code, 2, r.stderr);
+      assert.equal(r.stderr, `micse: ${message.replace('FILE', f)}\n`);
+    }
+  });
+});
