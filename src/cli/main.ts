@@ -16,6 +16,7 @@ import { useCommands } from './use.js';
 import { exportCommand } from './export.js';
 import { sweepCommands } from './sweep.js';
 import { demoCommand } from './demo.js';
+import { flagName } from './common.js';
 
 /** What the middleware and failure handler below read of a yargs instance, which @types/yargs does not declare. */
 declare module 'yargs' {
@@ -41,7 +42,6 @@ declare module 'yargs' {
 export const commands: CommandModule<any, any>[] = [trainCommand, embedCommand, evalCommand, dataCommand, exportCommand, ...useCommands, ...sweepCommands, demoCommand];
 
 const camel = (s: string) => s.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
-const flag = (name: string) => (name.length === 1 ? `-${name}` : `--${name}`);
 
 /**
  * Rejects the flags the running command does not declare, naming each with the nearest declared one:
@@ -60,7 +60,7 @@ function rejectUnknownOptions(argv: Record<string, unknown>, y: Argv): void {
   const options = [...names].filter((n) => n.length > 1);
   throw new UserError(typed.map((k) => {
     const near = closest(k, options);
-    return `unknown option ${flag(k)}${near !== undefined ? ` (did you mean ${flag(near)}?)` : ''}`;
+    return `unknown option ${flagName(k)}${near !== undefined ? ` (did you mean ${flagName(near)}?)` : ''}`;
   }).join('; '));
 }
 
@@ -90,18 +90,18 @@ function rejectMalformedValues(tokens: readonly string[], argv: Record<string, u
   };
   for (const key of [...new Set([...o.string, ...Object.keys(o.choices)])].filter((k) => !o.array.includes(k))) {
     const given = timesGiven(key);
-    if (given > 1) throw new UserError(`${flag(key)} given ${given} times; give it once`);
-    if (given === 1 && argv[key] === '') throw new UserError(`${flag(key)} needs a value`);
+    if (given > 1) throw new UserError(`${flagName(key)} given ${given} times; give it once`);
+    if (given === 1 && argv[key] === '') throw new UserError(`${flagName(key)} needs a value`);
   }
   for (const key of o.array) {
     const given = timesGiven(key);
     const values = Array.isArray(argv[key]) ? (argv[key] as unknown[]).filter((v) => v !== '') : [];
-    if (values.length < given) throw new UserError(`${flag(key)} needs a value each time it is given`);
+    if (values.length < given) throw new UserError(`${flagName(key)} needs a value each time it is given`);
   }
   for (const key of o.boolean) {
     const names = namesOf(key);
     const bad = typed.find((f) => (names.has(f.name) || names.has(f.name.replace(/^no-/, ''))) && f.value !== undefined && f.value !== 'true' && f.value !== 'false');
-    if (bad !== undefined) throw new UserError(`${flag(bad.name)} is a switch: give it alone (or =true, =false), not =${bad.value}`);
+    if (bad !== undefined) throw new UserError(`${flagName(bad.name)} is a switch: give it alone (or =true, =false), not =${bad.value}`);
   }
 }
 
@@ -112,7 +112,7 @@ function rejectMalformedValues(tokens: readonly string[], argv: Record<string, u
 function oneLine(message: string, positionals: readonly string[]): string {
   const choices = /^Invalid values:\s*Argument: (\S+), Given: (.*), Choices: (.*)$/s.exec(message);
   if (choices !== null) {
-    const name = positionals.includes(choices[1]!) ? `<${choices[1]!}>` : flag(choices[1]!);
+    const name = positionals.includes(choices[1]!) ? `<${choices[1]!}>` : flagName(choices[1]!);
     return `${name} ${choices[2]!.trim()}: choose one of ${choices[3]!.trim().replace(/"/g, '')}`;
   }
   return message.replace(/\s*\n\s*/g, ' ').trim();
@@ -161,7 +161,7 @@ function missingOptions(message: string, y: Argv): string | null {
   const missing = /^Missing required arguments?: ([^\n]*)/.exec(message);
   if (missing === null) return null;
   const { commands } = y.getInternalMethods().getContext();
-  const flags = missing[1]!.split(', ').map((key) => described(flag(key), key, y));
+  const flags = missing[1]!.split(', ').map((key) => described(flagName(key), key, y));
   return `${commands.length > 0 ? `${commands.join(' ')}: ` : ''}missing ${flags.join(', ')}`;
 }
 
