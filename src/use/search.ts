@@ -184,17 +184,28 @@ export class SemanticIndex {
     const t0 = performance.now();
     const vecs = await embed(this.encoder.model, this.encoder.tokenizer, [...queries], { batchSize: this.batchSize, pooler, maxLength });
     const t1 = performance.now();
-    const neighbors = await this.searchVectors(toMatrix(vecs, this.meta.dim), k, opts);
+    const neighbors = await this.nearest(this.checkQueries(toMatrix(vecs, this.meta.dim)), k, opts);
     const t2 = performance.now();
     return { hits: neighbors.map((ns) => ns.map((n) => ({ ...n, ...this.text(n.id) }))), embedMs: t1 - t0, searchMs: t2 - t1 };
   }
 
   /** Top-k rows for each query vector (rows of `queries`, any norm), as ids and cosine scores. */
   async searchVectors(queries: Matrix, k = DEFAULT_TOP_K, opts: SearchOptions = {}): Promise<Neighbor[][]> {
-    checkMatrix(queries, 'queries');
-    if (queries.dim !== this.meta.dim) throw new UserError(`query vectors have dimension ${queries.dim}, the index ${this.meta.dim}`);
+    this.checkQueries(queries);
     checkInteger('top-k', k);
     checkSearchOptions(opts);
+    return this.nearest(queries, k, opts);
+  }
+
+  /** `queries`, once checked to be a consistent Matrix of finite values with the index's dimension. */
+  private checkQueries(queries: Matrix): Matrix {
+    checkMatrix(queries, 'queries');
+    if (queries.dim !== this.meta.dim) throw new UserError(`query vectors have dimension ${queries.dim}, the index ${this.meta.dim}`);
+    return queries;
+  }
+
+  /** searchVectors' search, for checked queries, `k` and `opts`. */
+  private async nearest(queries: Matrix, k: number, opts: SearchOptions): Promise<Neighbor[][]> {
     const q = normalizeRows(queries);
     if (opts.exact !== true) return this.ann.search(q.data, k);
     const corpus = await this.loadExactVectors();
