@@ -17,7 +17,7 @@
  */
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
-import { checkTextBytes } from '../src/data/textCheck.js';
+import { decodeTextBytes } from '../src/data/textCheck.js';
 import { UserError } from '../src/errors.js';
 
 /** The STS years of SentEval's unsupervised STS tasks. */
@@ -174,14 +174,13 @@ export const SENTEVAL_DATA_HINT = "the SentEval data root is `micse eval --data 
 /**
  * Reads a UTF-8 task file; a missing file is a UserError naming its path, and so is one with a UTF-16/UTF-32
  * byte-order mark, a NUL byte or bytes that are not valid UTF-8 (naming the line too; SentEval's
- * `io.open(f, encoding='utf8')` raises on them, where decoding would put replacement characters in the sentences),
- * by src/data/textCheck.ts's checks. A UTF-8 byte-order mark is kept, as Python's `open(f, encoding='utf8')` keeps it.
+ * `io.open(f, encoding='utf8')` raises on them, where a lenient decoder would put replacement characters in the
+ * sentences), by src/data/textCheck.ts's decodeTextBytes. A UTF-8 byte-order mark is kept, as Python's
+ * `open(f, encoding='utf8')` keeps it.
  */
 function readTaskFile(file: string): string {
   if (!existsSync(file)) throw new UserError(`SentEval task file not found: ${file} (${SENTEVAL_DATA_HINT})`);
-  const bytes = readFileSync(file);
-  checkTextBytes(file, bytes);
-  return bytes.toString('utf8');
+  return decodeTextBytes(file, readFileSync(file));
 }
 
 /**

@@ -43,6 +43,11 @@ export function shownArgument(v: unknown): string {
   return typeof v === 'string' ? JSON.stringify(v) : String(v);
 }
 
+/** A value's kind as a message names it ("must be a string, got number"): null, array, else its typeof. */
+export function kindOf(v: unknown): string {
+  return v === null ? 'null' : Array.isArray(v) ? 'array' : typeof v;
+}
+
 /**
  * Throws a UserError naming `name` unless `v` is an integer >= `min` (1: "a positive integer"); `note` follows the
  * requirement in the message (what 0 means, say). The one check of every count, size and index argument.

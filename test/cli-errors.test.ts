@@ -58,6 +58,10 @@ describe('flags', () => {
       [['search', '--index', 'i', '--query', 'q', '--top-k', 'ten'], "--top-k must be an integer >= 1, got 'ten'"],
       [['search', '--index', 'i', '--query', 'q', '--top-k', '1', '--top-k', '2'], '--top-k given 2 times; give it once'],
       [['cluster', '--model', 'm', '--input', 'i.txt', '--threshold', '1.5'], '--threshold must be a number >= -1 and <= 1, got 1.5'],
+      // A one-letter flag is written -k (as help shows it); --k parses the same.
+      [['cluster', '--model', 'm', '--input', 'i.txt', '-k', '0'], '-k must be an integer >= 1, got 0'],
+      [['cluster', '--model', 'm', '--input', 'i.txt', '--k', '0'], '-k must be an integer >= 1, got 0'],
+      [['cluster', '--model', 'm', '--input', 'i.txt', '-k', '2', '--k', '3'], '-k given 2 times; give it once'],
       [['data', 'subset', '--input', 'i', '--output', 'o', '--fraction', '0'], '--fraction must be a number > 0 and <= 1, got 0'],
       [['sweep', '--config', 'x.yaml', '--parallel', '0'], '--parallel must be an integer >= 1, got 0'],
       [['worker', '--queue', 'redis://127.0.0.1:1', '--max-stalled', '0'], '--max-stalled must be an integer >= 1, got 0'],

@@ -286,21 +286,21 @@ describe('clustering', { skip: SKIP_NO_SHARED }, () => {
 
     const empty = path.join(TMP, 'empty.txt');
     writeFileSync(empty, '\n  \n');
-    const e = micse('cluster', '--backend', 'wasm', '--model', MODEL, '--input', empty, '--k', '2');
+    const e = micse('cluster', '--backend', 'wasm', '--model', MODEL, '--input', empty, '-k', '2');
     assert.equal(e.status, 2, e.stderr);
     assert.match(e.stderr, /empty\.txt: no sentences to cluster/);
     const three = path.join(TMP, 'three.txt');
     writeFileSync(three, 'a cat\na dog\na bird\n');
-    const k = micse('cluster', '--backend', 'wasm', '--model', MODEL, '--input', three, '--k', '4');
+    const k = micse('cluster', '--backend', 'wasm', '--model', MODEL, '--input', three, '-k', '4');
     assert.equal(k.status, 2, k.stderr);
-    assert.match(k.stderr, /--k 4 is larger than the number of sentences \(3\)/);
+    assert.match(k.stderr, /micse: -k 4 is larger than the number of sentences \(3\)/);
   });
 
   it('CLI: cluster writes one id per input line (TSV) and a summary of sizes and central members', () => {
     const input = path.join(TMP, 'cluster-input.txt');
     writeFileSync(input, sentences.slice(0, 40).join('\n') + '\n');
     const out = path.join(TMP, 'clusters.tsv');
-    const r = micse('cluster', '--backend', 'wasm', '--model', MODEL, '--input', input, '--k', '3', '--seed', '5', '--output', out);
+    const r = micse('cluster', '--backend', 'wasm', '--model', MODEL, '--input', input, '-k', '3', '--seed', '5', '--output', out);
     assert.equal(r.status, 0, r.stderr);
     assert.match(r.stdout, /^k-means \(k 3, seed 5\): 40 sentences in 3 clusters; converged after \d+ iterations$/m);
     assert.equal((r.stdout.match(/^cluster \d: \d+ sentences?; nearest the centroid:$/gm) ?? []).length, 3);
@@ -308,7 +308,7 @@ describe('clustering', { skip: SKIP_NO_SHARED }, () => {
     assert.equal(lines[0], 'line\tcluster\ttext');
     assert.deepEqual(lines.slice(1).map((l) => Number(l.split('\t')[0])), Array.from({ length: 40 }, (_, i) => i + 1));
     assert.ok(lines.slice(1).every((l) => /^\d+\t[0-2]\t/.test(l)));
-    const again = micse('cluster', '--backend', 'wasm', '--model', MODEL, '--input', input, '--k', '3', '--seed', '5', '--output', path.join(TMP, 'again.jsonl'));
+    const again = micse('cluster', '--backend', 'wasm', '--model', MODEL, '--input', input, '-k', '3', '--seed', '5', '--output', path.join(TMP, 'again.jsonl'));
     assert.equal(again.status, 0, again.stderr);
     const ids = readFileSync(path.join(TMP, 'again.jsonl'), 'utf8').trim().split('\n').map((l) => (JSON.parse(l) as { cluster: number }).cluster);
     assert.deepEqual(ids, lines.slice(1).map((l) => Number(l.split('\t')[1])), 'same seed, same ids');

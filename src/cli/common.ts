@@ -24,13 +24,18 @@ function rangeText(r: NumberRange): string {
   return `${r.integer === true ? 'an integer' : 'a number'}${bounds.length > 0 ? ` ${bounds.join(' and ')}` : ''}`;
 }
 
+/** A flag as it is typed: `-k` for a one-letter name (as yargs' help shows it), `--batch-size` otherwise. */
+export function flagName(name: string): string {
+  return name.length === 1 ? `-${name}` : `--${name}`;
+}
+
 /** The number a flag's raw value (as yargs parsed it) stands for, or a UserError naming the flag and its range. */
 export function parseNumberFlag(flag: string, range: NumberRange, raw: unknown): number {
-  if (Array.isArray(raw)) throw new UserError(`--${flag} given ${raw.length} times; give it once`);
+  if (Array.isArray(raw)) throw new UserError(`${flagName(flag)} given ${raw.length} times; give it once`);
   const n = typeof raw === 'number' ? raw : typeof raw === 'string' && raw.trim() !== '' ? Number(raw) : NaN;
   const ok = Number.isFinite(n) && (range.integer !== true || Number.isInteger(n)) &&
     (range.min === undefined || n >= range.min) && (range.above === undefined || n > range.above) && (range.max === undefined || n <= range.max);
-  if (!ok) throw new UserError(`--${flag} must be ${rangeText(range)}, got ${typeof raw === 'string' ? `'${raw}'` : String(raw)}`);
+  if (!ok) throw new UserError(`${flagName(flag)} must be ${rangeText(range)}, got ${typeof raw === 'string' ? `'${raw}'` : String(raw)}`);
   return n;
 }
 

@@ -16,11 +16,32 @@ import { useCommands } from './use.js';
 import { exportCommand } from './export.js';
 import { sweepCommands } from './sweep.js';
 import { demoCommand } from './demo.js';
+import { flagName } from './common.js';
+
+/** What the middleware and failure handler below read of a yargs instance, which @types/yargs does not declare. */
+declare module 'yargs' {
+  interface Argv<T = {}> {
+    /** The options declared so far, by kind (keys), with their aliases and choices. */
+    getOptions(): {
+      key: Record<string, unknown>;
+      alias: Record<string, string[]>;
+      string: string[];
+      boolean: string[];
+      array: string[];
+      choices: Record<string, unknown[]>;
+    };
+    /** The running command (its words and their full declarations), its subcommands and its options' descriptions. */
+    getInternalMethods(): {
+      getContext(): { commands: string[]; fullCommands: string[] };
+      getUsageInstance(): { getDescriptions(): Record<string, string | undefined> };
+      getCommandInstance(): { getCommands(): string[] };
+    };
+  }
+}
 
 export const commands: CommandModule<any, any>[] = [trainCommand, embedCommand, evalCommand, dataCommand, exportCommand, ...useCommands, ...sweepCommands, demoCommand];
 
 const camel = (s: string) => s.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
-const flag = (name: string) => (name.length === 1 ? `-${name}` : `--${name}`);
 
 /**
  * Rejects the flags the running command does not declare, naming each with the nearest declared one:
@@ -28,7 +49,7 @@ const flag = (name: string) => (name.length === 1 ? `-${name}` : `--${name}`);
  * neither the dashes nor the flag meant.
  */
 function rejectUnknownOptions(argv: Record<string, unknown>, y: Argv): void {
-  const declared = (y as unknown as { getOptions(): { key: Record<string, unknown>; alias: Record<string, string[]> } }).getOptions();
+  const declared = y.getOptions();
   const names = new Set([...Object.keys(declared.key), ...Object.values(declared.alias).flat()]);
   const known = new Set([...names].flatMap((n) => [n, camel(n)]));
   // '--': what follows a lone -- (operands, however they start), until yargs adds it to the positionals.
@@ -39,7 +60,7 @@ function rejectUnknownOptions(argv: Record<string, unknown>, y: Argv): void {
   const options = [...names].filter((n) => n.length > 1);
   throw new UserError(typed.map((k) => {
     const near = closest(k, options);
-    return `unknown option ${flag(k)}${near !== undefined ? ` (did you mean ${flag(near)}?)` : ''}`;
+    return `unknown option ${flagName(k)}${near !== undefined ? ` (did you mean ${flagName(near)}?)` : ''}`;
   }).join('; '));
 }
 
@@ -59,9 +80,7 @@ function typedFlags(tokens: readonly string[]): { name: string; value: string | 
  * (yargs reads `--dry-run=yes` as false).
  */
 function rejectMalformedValues(tokens: readonly string[], argv: Record<string, unknown>, y: Argv): void {
-  const o = (y as unknown as {
-    getOptions(): { string: string[]; boolean: string[]; array: string[]; choices: Record<string, unknown[]>; alias: Record<string, string[]> };
-  }).getOptions();
+  const o = y.getOptions();
   const typed = typedFlags(tokens);
   const namesOf = (key: string): Set<string> => new Set([key, camel(key), ...(o.alias[key] ?? [])]);
   /** How many times the flag `key` (by any of its names) was typed. */
@@ -71,18 +90,18 @@ function rejectMalformedValues(tokens: readonly string[], argv: Record<string, u
   };
   for (const key of [...new Set([...o.string, ...Object.keys(o.choices)])].filter((k) => !o.array.includes(k))) {
     const given = timesGiven(key);
-    if (given > 1) throw new UserError(`${flag(key)} given ${given} times; give it once`);
-    if (given === 1 && argv[key] === '') throw new UserError(`${flag(key)} needs a value`);
+    if (given > 1) throw new UserError(`${flagName(key)} given ${given} times; give it once`);
+    if (given === 1 && argv[key] === '') throw new UserError(`${flagName(key)} needs a value`);
   }
   for (const key of o.array) {
     const given = timesGiven(key);
     const values = Array.isArray(argv[key]) ? (argv[key] as unknown[]).filter((v) => v !== '') : [];
-    if (values.length < given) throw new UserError(`${flag(key)} needs a value each time it is given`);
+    if (values.length < given) throw new UserError(`${flagName(key)} needs a value each time it is given`);
   }
   for (const key of o.boolean) {
     const names = namesOf(key);
     const bad = typed.find((f) => (names.has(f.name) || names.has(f.name.replace(/^no-/, ''))) && f.value !== undefined && f.value !== 'true' && f.value !== 'false');
-    if (bad !== undefined) throw new UserError(`${flag(bad.name)} is a switch: give it alone (or =true, =false), not =${bad.value}`);
+    if (bad !== undefined) throw new UserError(`${flagName(bad.name)} is a switch: give it alone (or =true, =false), not =${bad.value}`);
   }
 }
 
@@ -93,26 +112,16 @@ function rejectMalformedValues(tokens: readonly string[], argv: Record<string, u
 function oneLine(message: string, positionals: readonly string[]): string {
   const choices = /^Invalid values:\s*Argument: (\S+), Given: (.*), Choices: (.*)$/s.exec(message);
   if (choices !== null) {
-    const name = positionals.includes(choices[1]!) ? `<${choices[1]!}>` : flag(choices[1]!);
+    const name = positionals.includes(choices[1]!) ? `<${choices[1]!}>` : flagName(choices[1]!);
     return `${name} ${choices[2]!.trim()}: choose one of ${choices[3]!.trim().replace(/"/g, '')}`;
   }
   return message.replace(/\s*\n\s*/g, ' ').trim();
 }
 
-/** The yargs internals missingPositional reads: the running command and its options' descriptions and choices. */
-interface YargsInternals {
-  getInternalMethods(): {
-    getContext(): { commands: string[]; fullCommands: string[] };
-    getUsageInstance(): { getDescriptions(): Record<string, string | undefined> };
-    getCommandInstance(): { getCommands(): string[] };
-  };
-  getOptions(): { choices: Record<string, unknown[]> };
-}
-
 /** `what (description)` for the option or positional `key` of the running command, with its choices if it has some. */
 function described(what: string, key: string, y: Argv): string {
-  const describe = (y as unknown as YargsInternals).getInternalMethods().getUsageInstance().getDescriptions()[key];
-  const choices = (y as unknown as YargsInternals).getOptions().choices[key];
+  const describe = y.getInternalMethods().getUsageInstance().getDescriptions()[key];
+  const choices = y.getOptions().choices[key];
   const about = [describe, choices !== undefined ? choices.join(', ') : undefined].filter((s) => s !== undefined && s !== '').join(': ');
   return `${what}${about !== '' ? ` (${about})` : ''}`;
 }
@@ -131,7 +140,7 @@ function rejectUnknownCommand(argv: { _: (string | number)[] }, y: Argv): void {
   // with the subcommands no longer listed: the first run judged the words.
   if (judged.has(argv)) return;
   judged.add(argv);
-  const internals = (y as unknown as YargsInternals).getInternalMethods();
+  const internals = y.getInternalMethods();
   const { commands } = internals.getContext();
   const subcommands = internals.getCommandInstance().getCommands();
   const words = argv._.slice(commands.length).map(String);
@@ -151,8 +160,8 @@ function rejectUnknownCommand(argv: { _: (string | number)[] }, y: Argv): void {
 function missingOptions(message: string, y: Argv): string | null {
   const missing = /^Missing required arguments?: ([^\n]*)/.exec(message);
   if (missing === null) return null;
-  const { commands } = (y as unknown as YargsInternals).getInternalMethods().getContext();
-  const flags = missing[1]!.split(', ').map((key) => described(flag(key), key, y));
+  const { commands } = y.getInternalMethods().getContext();
+  const flags = missing[1]!.split(', ').map((key) => described(flagName(key), key, y));
   return `${commands.length > 0 ? `${commands.join(' ')}: ` : ''}missing ${flags.join(', ')}`;
 }
 
@@ -164,7 +173,7 @@ function missingOptions(message: string, y: Argv): string | null {
 function missingPositional(message: string, y: Argv): string | null {
   const got = /^Not enough non-option arguments: got (\d+)/.exec(message);
   if (got === null) return null;
-  const { commands, fullCommands } = (y as unknown as YargsInternals).getInternalMethods().getContext();
+  const { commands, fullCommands } = y.getInternalMethods().getContext();
   const wanted = [...(fullCommands.at(-1) ?? '').matchAll(/<([^>]+)>/g)].map((m) => m[1]!)[Number(got[1])];
   if (wanted === undefined) return null;
   return `${commands.join(' ')}: name ${described(`<${wanted}>`, wanted.replace(/\.\.$/, ''), y)}`;
@@ -172,7 +181,7 @@ function missingPositional(message: string, y: Argv): string | null {
 
 /** The names of the running command's positionals (`<datasets..>` and `[sentences..]` as datasets, sentences). */
 function positionalNames(y: Argv): string[] {
-  const { fullCommands } = (y as unknown as YargsInternals).getInternalMethods().getContext();
+  const { fullCommands } = y.getInternalMethods().getContext();
   return [...(fullCommands.at(-1) ?? '').matchAll(/[<[]([^>\]]+)[>\]]/g)].map((m) => m[1]!.replace(/\.\.$/, ''));
 }
 

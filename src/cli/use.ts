@@ -238,7 +238,7 @@ export function clusterSummary(res: ClusterResult, texts: readonly { text: strin
 
 export const clusterCommand: CommandModule<object, ClusterArgs> = {
   command: 'cluster',
-  describe: 'Cluster sentences: --k N (k-means) or --threshold T (communities); ids per line to --output (.tsv/.jsonl) ' +
+  describe: 'Cluster sentences: -k N (k-means) or --threshold T (communities); ids per line to --output (.tsv/.jsonl) ' +
     'or, without it, to stdout with the summary on stderr',
   builder: (y) =>
     withEmbedFlags(y)
@@ -253,7 +253,7 @@ export const clusterCommand: CommandModule<object, ClusterArgs> = {
       .option('force', { type: 'boolean', default: false, describe: 'replace an existing --output file' })
       .option('json', { type: 'boolean', default: false, describe: 'print the whole result (ids, clusters) as JSON on stdout' }) as never,
   handler: async (args) => {
-    if ((args.k === undefined) === (args.threshold === undefined)) throw new UserError('give --k N (k-means) or --threshold T (communities)');
+    if ((args.k === undefined) === (args.threshold === undefined)) throw new UserError('give -k N (k-means) or --threshold T (communities)');
     const ext = args.output === undefined ? null : path.extname(args.output).toLowerCase();
     if (ext !== null && ext !== '.tsv' && ext !== '.jsonl') throw new UserError(`${args.output}: --output must end in .tsv or .jsonl`);
     if (args.output !== undefined) {
@@ -266,7 +266,7 @@ export const clusterCommand: CommandModule<object, ClusterArgs> = {
       nearest: args.nearest,
     };
     // Check k (readSentences checked emptiness) before loading a model.
-    if (args.k !== undefined && args.k > records.length) throw new UserError(`--k ${args.k} is larger than the number of sentences (${records.length}) in ${args.input}`);
+    if (args.k !== undefined && args.k > records.length) throw new UserError(`-k ${args.k} is larger than the number of sentences (${records.length}) in ${args.input}`);
     await activateBackend(args.backend);
     const { model, tokenizer } = await loadPretrained(await resolveCheckpoint(args.model), maxLengthLoadOpts(args));
     const res = await cluster(model, tokenizer, records.map((r) => r.text), { ...opts, ...embedOpts(args), progress: records.length > 1000 }, args.input);

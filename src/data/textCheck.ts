@@ -2,8 +2,8 @@
  * What makes a file's bytes not UTF-8 text, checked the same way by the streaming corpus readers
  * (src/data/readers.ts) and the SentEval task readers (eval/senteval.ts): a UTF-16 or UTF-32 byte-order mark, and
  * NUL bytes (text has none; binary files and UTF-16/32 without a mark do). A whole file read at once
- * (checkTextBytes, the task readers) must also be valid UTF-8 (firstInvalidUtf8); the corpus readers judge
- * validity line by line instead (their onInvalid). Plain Uint8Array code with no Node imports, as eval/senteval.ts
+ * (decodeTextBytes, the task readers) must also be valid UTF-8 (firstInvalidUtf8 says where it is not); the corpus
+ * readers judge validity line by line instead (their onInvalid). Plain Uint8Array code with no Node imports, as eval/senteval.ts
  * is also part of the browser bundle.
  */
 import { UserError } from '../errors.js';
@@ -71,12 +71,6 @@ function utf8Sequence(lead: number): { length: number; lo: number; hi: number } 
  * off by the end is invalid), or -1 when all of `bytes` is UTF-8.
  */
 export function firstInvalidUtf8(bytes: Uint8Array): number {
-  try {
-    new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(bytes);
-    return -1;
-  } catch {
-    // Find where, byte by byte.
-  }
   for (let i = 0; i < bytes.length;) {
     const lead = bytes[i]!;
     if (lead < 0x80) {
@@ -94,18 +88,20 @@ export function firstInvalidUtf8(bytes: Uint8Array): number {
 }
 
 /**
- * Checks a whole file's bytes as text: a UserError naming `file` for a UTF-16/32 byte-order mark (utf8BomLength)
- * or, naming its line too, for a NUL byte (nulByteError) or bytes that are not valid UTF-8 (firstInvalidUtf8; as
- * Python's `open(f, encoding='utf8')` refuses them). Returns the length of its UTF-8 byte-order mark (0 or 3).
+ * A whole file's bytes decoded as text, in one pass: a UserError naming `file` for a UTF-16/32 byte-order mark
+ * (utf8BomLength) or, naming its line too, for a NUL byte (nulByteError) or bytes that are not valid UTF-8 (where
+ * firstInvalidUtf8 finds them; as Python's `open(f, encoding='utf8')` refuses them). A UTF-8 byte-order mark is kept
+ * in the text, as Python's `open(f, encoding='utf8')` keeps it.
  */
-export function checkTextBytes(file: string, bytes: Uint8Array): number {
+export function decodeTextBytes(file: string, bytes: Uint8Array): string {
   const bom = utf8BomLength(file, bytes.subarray(0, MAX_BOM_BYTES));
   const nul = bytes.indexOf(0, bom);
   if (nul >= 0) throw nulByteError(file, lineOf(bytes, nul));
-  const bad = firstInvalidUtf8(bytes);
-  if (bad >= 0) {
+  try {
+    return new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(bytes);
+  } catch {
+    const bad = firstInvalidUtf8(bytes);
     const hex = bytes[bad]!.toString(16).toUpperCase().padStart(2, '0');
     throw new UserError(`${file}:${lineOf(bytes, bad)}: not valid UTF-8 (byte ${hex} at offset ${bad}); save it as UTF-8`);
   }
-  return bom;
 }

@@ -7,7 +7,7 @@
  */
 import path from 'node:path';
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
-import { checkInteger, shownValue, UserError } from '../errors.js';
+import { checkInteger, kindOf, shownValue, UserError } from '../errors.js';
 import { ensureDir, exists, isJsonObject, readFileNamed, writeFileAtomic } from '../fsutil.js';
 
 /** transformers' BERT default: words longer than this become [UNK]. */
@@ -27,14 +27,6 @@ export interface EncodedBatch {
   inputIds: number[][];
   /** [B, T] 1 for tokens, 0 for padding */
   attentionMask: number[][];
-}
-
-/** A value's kind for messages: 'null', 'an array', or its typeof with an article ('a number'). */
-function kindOf(v: unknown): string {
-  if (v === null) return 'null';
-  if (Array.isArray(v)) return 'an array';
-  const t = typeof v;
-  return t === 'undefined' ? 'undefined' : `${/^[aeiou]/.test(t) ? 'an' : 'a'} ${t}`;
 }
 
 /** Throws a UserError naming `what` unless `text` is a string (the tokenizer would otherwise coerce a number). */

@@ -6,7 +6,7 @@
  */
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { checkInteger, firstLineOf, UserError } from '../errors.js';
+import { checkInteger, firstLineOf, kindOf, UserError } from '../errors.js';
 import { exists } from '../fsutil.js';
 import { checkBatchSize, DEFAULT_EMBED_BATCH_SIZE, embed } from '../model/embed.js';
 import { loadPretrained, resolveCheckpoint, type Pretrained } from '../model/pretrained.js';
@@ -39,24 +39,24 @@ export interface OpenIndexOptions {
  */
 function checkOpenOptions(opts: OpenIndexOptions): void {
   const o: unknown = opts;
-  if (o === null || typeof o !== 'object') throw new UserError(`openIndex options must be an object, got ${o === null ? 'null' : typeof o}`);
+  if (o === null || typeof o !== 'object') throw new UserError(`openIndex options must be an object, got ${kindOf(o)}`);
   const model: unknown = opts.model;
   if (model !== undefined && model !== null && typeof model !== 'string' &&
     !(typeof model === 'object' && 'model' in model && 'tokenizer' in model && 'report' in model)) {
-    throw new UserError(`model must be a checkpoint path or Hub name, a loaded model ({ model, tokenizer, report }) or null, got ${typeof model}`);
+    throw new UserError(`model must be a checkpoint path or Hub name, a loaded model ({ model, tokenizer, report }) or null, got ${kindOf(model)}`);
   }
   if (opts.expansionSearch !== undefined) checkInteger('expansionSearch', opts.expansionSearch);
   const view: unknown = opts.view;
-  if (view !== undefined && typeof view !== 'boolean') throw new UserError(`view must be a boolean, got ${typeof view}`);
+  if (view !== undefined && typeof view !== 'boolean') throw new UserError(`view must be a boolean, got ${kindOf(view)}`);
   if (opts.batchSize !== undefined) checkBatchSize(opts.batchSize);
 }
 
 /** Throws a UserError naming the first bad search option of `opts`. */
 function checkSearchOptions(opts: SearchOptions): void {
   const o: unknown = opts;
-  if (o === null || typeof o !== 'object') throw new UserError(`search options must be an object, got ${o === null ? 'null' : typeof o}`);
+  if (o === null || typeof o !== 'object') throw new UserError(`search options must be an object, got ${kindOf(o)}`);
   const exact: unknown = opts.exact;
-  if (exact !== undefined && typeof exact !== 'boolean') throw new UserError(`exact must be a boolean, got ${typeof exact}`);
+  if (exact !== undefined && typeof exact !== 'boolean') throw new UserError(`exact must be a boolean, got ${kindOf(exact)}`);
 }
 
 export interface SearchHit extends Neighbor {
@@ -184,17 +184,28 @@ export class SemanticIndex {
     const t0 = performance.now();
     const vecs = await embed(this.encoder.model, this.encoder.tokenizer, [...queries], { batchSize: this.batchSize, pooler, maxLength });
     const t1 = performance.now();
-    const neighbors = await this.searchVectors(toMatrix(vecs, this.meta.dim), k, opts);
+    const neighbors = await this.nearest(this.checkQueries(toMatrix(vecs, this.meta.dim)), k, opts);
     const t2 = performance.now();
     return { hits: neighbors.map((ns) => ns.map((n) => ({ ...n, ...this.text(n.id) }))), embedMs: t1 - t0, searchMs: t2 - t1 };
   }
 
   /** Top-k rows for each query vector (rows of `queries`, any norm), as ids and cosine scores. */
   async searchVectors(queries: Matrix, k = DEFAULT_TOP_K, opts: SearchOptions = {}): Promise<Neighbor[][]> {
-    checkMatrix(queries, 'queries');
-    if (queries.dim !== this.meta.dim) throw new UserError(`query vectors have dimension ${queries.dim}, the index ${this.meta.dim}`);
+    this.checkQueries(queries);
     checkInteger('top-k', k);
     checkSearchOptions(opts);
+    return this.nearest(queries, k, opts);
+  }
+
+  /** `queries`, once checked to be a consistent Matrix of finite values with the index's dimension. */
+  private checkQueries(queries: Matrix): Matrix {
+    checkMatrix(queries, 'queries');
+    if (queries.dim !== this.meta.dim) throw new UserError(`query vectors have dimension ${queries.dim}, the index ${this.meta.dim}`);
+    return queries;
+  }
+
+  /** searchVectors' search, for checked queries, `k` and `opts`. */
+  private async nearest(queries: Matrix, k: number, opts: SearchOptions): Promise<Neighbor[][]> {
     const q = normalizeRows(queries);
     if (opts.exact !== true) return this.ann.search(q.data, k);
     const corpus = await this.loadExactVectors();

@@ -3,7 +3,7 @@
  * (positional sentences taken two by two, or a TSV file of pairs).
  */
 import { promises as fs } from 'node:fs';
-import { UserError } from '../errors.js';
+import { kindOf, UserError } from '../errors.js';
 import { checkText, type BertTokenizer } from '../data/tokenizer.js';
 import type { BertModel } from '../model/bert.js';
 import { embed, type EmbedOptions } from '../model/embed.js';
@@ -23,10 +23,10 @@ export interface ScoredPair {
  */
 export async function similarity(model: BertModel, tokenizer: BertTokenizer, pairs: readonly SentencePair[],
   opts: Omit<EmbedOptions, 'onBatch'> = {}): Promise<ScoredPair[]> {
-  if (!Array.isArray(pairs)) throw new UserError(`pairs must be an array of [string, string] pairs, got ${typeof pairs}`);
+  if (!Array.isArray(pairs)) throw new UserError(`pairs must be an array of [string, string] pairs, got ${kindOf(pairs)}`);
   pairs.forEach((p: unknown, i) => {
     if (!Array.isArray(p) || p.length !== 2) {
-      throw new UserError(`pairs[${i}] must be a [string, string] pair, got ${Array.isArray(p) ? `an array of ${p.length}` : p === null ? 'null' : typeof p}`);
+      throw new UserError(`pairs[${i}] must be a [string, string] pair, got ${Array.isArray(p) ? `array of length ${p.length}` : kindOf(p)}`);
     }
     checkText(p[0], `pairs[${i}][0]`);
     checkText(p[1], `pairs[${i}][1]`);

@@ -3,7 +3,7 @@
  * cosine and exact (brute-force) top-k. Pure functions of arrays, no I/O; the exact search is the reference the
  * ANN index's recall is measured against, so it is written plainly (float64 accumulation, ties broken by id).
  */
-import { checkInteger, UserError } from '../errors.js';
+import { checkInteger, kindOf, UserError } from '../errors.js';
 
 /** A row-major [rows, dim] float32 matrix. */
 export interface Matrix {
@@ -19,10 +19,10 @@ export interface Matrix {
  */
 export function checkMatrix(m: Matrix, name: string): void {
   const v: unknown = m;
-  if (v === null || typeof v !== 'object') throw new UserError(`${name} must be a Matrix { data, rows, dim }, got ${v === null ? 'null' : typeof v}`);
+  if (v === null || typeof v !== 'object') throw new UserError(`${name} must be a Matrix { data, rows, dim }, got ${kindOf(v)}`);
   if (!(m.data instanceof Float32Array)) {
     const d: unknown = m.data;
-    const kind = d === null ? 'null' : typeof d === 'object' ? Object.prototype.toString.call(d).slice(8, -1) : typeof d;
+    const kind = d !== null && typeof d === 'object' ? Object.prototype.toString.call(d).slice(8, -1) : kindOf(d);
     throw new UserError(`${name}.data must be a Float32Array, got ${kind}`);
   }
   checkInteger(`${name}.rows`, m.rows, 0);
