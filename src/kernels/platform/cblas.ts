@@ -14,7 +14,9 @@
  * the platform) that the dynamic loader finds and that exports `cblas_sgemm`. Threads: each Cblas has its count and
  * sets it with the library's setter (openblas_set_num_threads, MKL_Set_Num_Threads, bli_thread_set_num_threads)
  * before a product when the library's current count differs (the count is the library's, process-wide); a library
- * without a setter keeps its own. The default count is `defaultCblasThreads()`.
+ * without a setter keeps its own. The default count is `defaultCblasThreads()`. A grid of small products (gemmGrid:
+ * the attention's heads, which the library would run on the calling thread alone) is cut among that many threads
+ * instead, worker threads calling the library themselves (simdThreads.ts nativeThreads).
  */
 import { createRequire } from 'node:module';
 import { uninitialized } from './hostBackend.js';
@@ -277,6 +279,8 @@ export class Cblas implements HostGemm {
    * (GridOperand), one sgemm each (beta 0: c is only written): op(a) is M x K (stored K x M where transA), op(b) K x N, c M x N, each block row-major with its
    * operand's ld. The blocks are read and written where they are, passed to the library as byte addresses (no view
    * object per call); every block of every entry must lie inside its array, checked once for the grid's last entry.
+   * The entries are cut among this Cblas's threads (the caller and nativeThreads workers), each product one
+   * single-threaded call: the bits do not depend on the thread count.
    */
   gemmGrid(grid: readonly [number, number], transA: boolean, transB: boolean, M: number, N: number, K: number, alpha: number,
     a: GridOperand, b: GridOperand, c: GridOperand, beta = 0): void {
