@@ -9,8 +9,8 @@
  * The draw is the stock path's exactly (the positions and their order): keys are seededUniform's 24-bit integers at
  * flat index r*N + c, invalid positions keyed -1, tf.topk's order (key descending, equal keys by increasing index):
  * a 256-bin histogram of the valid keys' top 8 bits finds the bin holding the take-th largest key, the keys from that
- * bin up are sorted as key * 2^22 + (2^22 - 1 - c) (exact in float64 for N <= 2^22), and the invalid positions follow
- * in increasing index order.
+ * bin up (gathered in increasing index order) are put in descending key order by a stable radix sort (three 8-bit
+ * passes), so equal keys keep increasing index order, and the invalid positions follow in increasing index order.
  * The per-row MI, the value and the gradient follow the composed ops' arithmetic (logs and quotients rounded to
  * float32 as the cpu backend rounds each op's output, sums accumulated in float64 as its Sum does), with the gradient
  * of webgpu.ts's module comment.
@@ -21,13 +21,13 @@ import { registerOp } from '../registry.js';
 import { seedKeys, uniformBitsAt } from '../dropout/index.js';
 import { COUNTS, dims, DRAW, DRAWN, GRAD, MI, PLAN, VALUE, type DrawAttrs, type MIAttrs, type PlanAttrs } from './index.js';
 
-/** Bits of a draw key (seededUniform's 24 random bits) and of the index below it in the sort value. */
+/** Bits of a draw key (seededUniform's 24 random bits). */
 const KEY_BITS = 24;
-const INDEX_BITS = 22;
-const INDEX_SPAN = 2 ** INDEX_BITS;
-/** Bits of the histogram bin: the key's top 8. */
-const BIN_SHIFT = KEY_BITS - 8;
-const BINS = 256;
+/** Bits of the histogram bin and of a radix digit: 8. */
+const DIGIT_BITS = 8;
+const BINS = 1 << DIGIT_BITS;
+/** The histogram bin of a key: its top 8 bits. */
+const BIN_SHIFT = KEY_BITS - DIGIT_BITS;
 
 const f32 = Math.fround;
 
@@ -125,13 +125,12 @@ const planKernel: tf.KernelFunc = ({ inputs, backend, attrs }) => {
  * position c, else 0. Keys and order as the module comment.
  */
 function drawRows(R: number, N: number, S: number, seed: number, validRow: (r: number, ok: Uint8Array) => void, result: Int32Array): void {
-  if (N > INDEX_SPAN) throw new Error(`MicseAmiDraw: ${N} columns, above the ${INDEX_SPAN} the host draw takes`);
   const [k1, k2] = seedKeys(seed);
   const ok = new Uint8Array(N);
   const cols = new Int32Array(N);
   const keys = new Int32Array(N);
   const hist = new Int32Array(BINS);
-  const order = new Float64Array(N);
+  const sorting = { keys: new Int32Array(N), cols: new Int32Array(N), spareKeys: new Int32Array(N), spareCols: new Int32Array(N), digits: new Int32Array(BINS) };
   for (let r = 0; r < R; r++) {
     validRow(r, ok);
     let valid = 0;
@@ -150,14 +149,43 @@ function drawRows(R: number, N: number, S: number, seed: number, validRow: (r: n
     for (let above = 0; lowBin > 0 && above < take;) above += hist[--lowBin]!;
     let m = 0;
     for (let e = 0; e < valid; e++) {
-      if (keys[e]! >>> BIN_SHIFT >= lowBin) order[m++] = keys[e]! * INDEX_SPAN + (INDEX_SPAN - 1 - cols[e]!);
+      if (keys[e]! >>> BIN_SHIFT < lowBin) continue;
+      sorting.keys[m] = keys[e]!;
+      sorting.cols[m++] = cols[e]!;
     }
-    const ranked = order.subarray(0, m).sort(); // ascending: the last `take` are the draw, from the end
+    const ranked = sortDescending(sorting, m); // the first `take` are the draw
     const row = r * S;
-    for (let s = 0; s < take; s++) result[row + s] = INDEX_SPAN - 1 - (ranked[m - 1 - s]! % INDEX_SPAN);
+    for (let s = 0; s < take; s++) result[row + s] = ranked[s]!;
     // Ranks take..S-1: the invalid positions (key -1) in increasing index order.
     for (let c = 0, s = take; c < N && s < S; c++) if (ok[c] === 0) result[row + s++] = c;
   }
+}
+
+/**
+ * The columns of the first `m` (key, column) pairs of `a` in descending key order, equal keys in the order they are
+ * in (a stable LSD radix sort over the keys' three bytes, between a's arrays and its spares; `digits` is scratch).
+ */
+function sortDescending(a: { keys: Int32Array; cols: Int32Array; spareKeys: Int32Array; spareCols: Int32Array; digits: Int32Array },
+  m: number): Int32Array {
+  let [keys, cols, toKeys, toCols] = [a.keys, a.cols, a.spareKeys, a.spareCols];
+  const count = a.digits;
+  const top = BINS - 1;
+  for (let shift = 0; shift < KEY_BITS; shift += DIGIT_BITS) {
+    count.fill(0);
+    for (let e = 0; e < m; e++) count[top - ((keys[e]! >>> shift) & top)]!++;
+    for (let d = 0, sum = 0; d < BINS; d++) {
+      const c = count[d]!;
+      count[d] = sum;
+      sum += c;
+    }
+    for (let e = 0; e < m; e++) {
+      const at = count[top - ((keys[e]! >>> shift) & top)]!++;
+      toKeys[at] = keys[e]!;
+      toCols[at] = cols[e]!;
+    }
+    [keys, cols, toKeys, toCols] = [toKeys, toCols, keys, cols];
+  }
+  return cols;
 }
 
 /** ok[c] = 1 where both views of row r are > 0 at column c (the valid entries), else 0; returns their count. */
