@@ -27,7 +27,7 @@ import { SEEDED_DROPOUT, seededDropout, seededUniform, uniformArray } from '../s
 import { tf } from '../src/model/tf.js';
 import {
   assertExactResume, countInPlace, expectNoGpuErrors, maxAbsDiff, microConfig, OBJECTIVE, ROOT, nullDeviceSkipReason, seededValues, shared, SKIP_NO_SHARED, softwareWebgpuAdapter, srcImport,
-  STEP_IMPORTS, STEP_SETUP, testTempDir, webgpuSkipReason,
+  STEP_IMPORTS, STEP_SETUP, testTempDir, webgpuSkipReason, withWebgpuPrograms,
 } from './helpers.js';
 import { AdamW } from '../src/train/adamw.js';
 import { Rng } from '../src/data/rng.js';
@@ -233,6 +233,57 @@ describe('WebGPU training step', { skip: WEBGPU_SKIP }, () => {
       assert.deepEqual(got.data, want.data, `${ids.length} rows: webgpu and cpu differ by up to ${maxAbsDiff(got.data, want.data)}`);
       assert.deepEqual(again.data, got.data);
     }
+  });
+
+  test('UnsortedSegmentSum sorts the rows by id (radix passes, 2 + 3 a pass dispatches): the cpu sums to the bit over heavy repeats, ' +
+    'distinct ids, edge ids and odd row counts', async () => {
+    const rng = Rng.fromSeed(12);
+    const word = (vocab: number) => rng.nextInt(vocab);
+    /** `n` ids: the lists `next` gives, one after another, cut at n. */
+    const cycle = (n: number, next: () => number[]) => {
+      const ids: number[] = [];
+      while (ids.length < n) ids.push(...next());
+      return ids.slice(0, n);
+    };
+    /** `sentences` of `length` tokens: [CLS] (101) first, words, [SEP] (102), then [PAD] (0) to the end. */
+    const batchIds = (sentences: number, length: number, vocab: number) => cycle(sentences * length, () => {
+      const words = 1 + rng.nextInt(length / 4);
+      return Array.from({ length }, (_, t) => (t === 0 ? 101 : t <= words ? 1000 + word(vocab - 1000) : t === words + 1 ? 102 : 0));
+    });
+    const cases = [
+      // [PAD] thousands of times, [CLS] every 32 rows, BERT's vocabulary (2 passes of 8 bits)
+      { name: 'batch-like', ids: batchIds(160, 32, 30522), inner: 5, segments: 30522 },
+      { name: 'all ids distinct', ids: rng.permutation(3001), inner: 3, segments: 3001 },
+      { name: 'a single id', ids: new Array<number>(1000).fill(7), inner: 4, segments: 8 },
+      // keys 0..256 take 9 bits: 2 passes of 5; 255 ids: 1 pass of 8; 250,002 ids: 3 passes of 6
+      { name: 'ids at 0 and numSegments-1 (256)', ids: cycle(700, () => [0, 255, word(256), -1, 256, 2 ** 31 - 1]), inner: 3, segments: 256 },
+      { name: 'ids at 0 and numSegments-1 (255)', ids: cycle(700, () => [0, 254, word(255), -5, 255]), inner: 3, segments: 255 },
+      { name: 'ids at 0 and numSegments-1 (250,002)', ids: cycle(900, () => [0, 250001, word(250002), 250002]), inner: 2, segments: 250002 },
+      // rows not a multiple of the workgroup (64) or of a radix block
+      ...[1, 63, 255, 257, 513].map((rows) => ({ name: `${rows} rows`, ids: cycle(rows, () => [word(40)]), inner: 3, segments: 40 })),
+      { name: 'larger', ids: batchIds(512, 32, 30522), inner: 8, segments: 30522 },
+    ];
+    for (const { name, ids, inner, segments } of cases) {
+      const values = seededValues(ids.length * inner, 9).map((v, i) => v * 10 ** ((i % 7) - 3)); // magnitudes 0.001 .. 1000: the order shows
+      const run = async (backend: 'cpu' | 'webgpu') => {
+        await selectBackend(backend);
+        const dataIds = tf.backend().numDataIds(); // the kernel's own buffers (counts, pairs) included
+        const sum = () => tf.tidy(() => tf.unsortedSegmentSum(tf.tensor2d(values, [ids.length, inner]), tf.tensor1d(ids, 'int32'), segments));
+        const { result: out, programs } = backend === 'webgpu' ? await withWebgpuPrograms(sum) : { result: sum(), programs: [] };
+        const r = { shape: out.shape, data: await out.data(), programs: programs.length };
+        out.dispose();
+        assert.equal(tf.backend().numDataIds(), dataIds, `${name}: ${backend} data left behind`);
+        return r;
+      };
+      const want = await run('cpu');
+      const got = await run('webgpu');
+      await selectBackend('cpu');
+      assert.deepEqual(got.shape, [segments, inner]);
+      assert.deepEqual(got.data, want.data, `${name} (${ids.length} rows): webgpu and cpu differ by up to ${maxAbsDiff(got.data, want.data)}`);
+      const bits = 32 - Math.clz32(segments);
+      assert.equal(got.programs, 2 + 3 * Math.ceil(bits / 8), `${name}: dispatches`);
+    }
+    assert.equal(cases.at(-1)!.ids.length, 16384);
   });
 
   test('loss (dropout on, AMI sampling regime) and every gradient: webgpu vs cpu within 1e-4', async () => {
