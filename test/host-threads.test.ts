@@ -158,14 +158,15 @@ describe('host SIMD loops on threads', () => {
     }
     const koffi = require(koffiPath) as { address(value: unknown): bigint };
     const pool = nativeThreads(koffiPath, 'libc.so.6', { memset: 'void *memset(uintptr_t, int, size_t)' });
-    assert.notEqual(pool, null, hostThreadsFailure() ?? '');
+    assert.notEqual(pool, null, hostThreadsFailure('native') ?? '');
     const bytes = new Uint8Array(32);
     const at = Number(koffi.address(bytes));
     pool!.run([[], [{ fn: 'memset', args: [at + 8, 7, 16] }]], () => undefined);
     assert.deepEqual([...bytes], [...new Array(8).fill(0), ...new Array(16).fill(7), ...new Array(8).fill(0)]);
-    assert.throws(() => pool!.run([[], [{ fn: 'memset', args: [at, 7] }]], () => undefined), /a host GEMM worker thread failed: /);
+    assert.throws(() => pool!.run([[], [{ fn: 'memset', args: [at, 7] }]], () => undefined), /a host native worker thread failed: /);
     assert.equal(nativeThreads(koffiPath, '/nonexistent/libmissing.so', { f: 'void f()' }), null);
-    assert.match(hostThreadsFailure() ?? '', /^\d+ host GEMM worker threads? did not start: .*libmissing/);
+    assert.match(hostThreadsFailure('native') ?? '', /^\d+ host native worker threads? did not start: .*libmissing/);
+    assert.doesNotMatch(hostThreadsFailure() ?? '', /native/, 'the SIMD pools\' failure is kept apart');
   });
 
   test("the cgroup CPU quota caps the host's cores: v2's cpu.max of the process's group, else v1's cfs quota and period", () => {

@@ -220,11 +220,15 @@ function waitForStart(slots: WorkerSlot[]): string | null {
   return null;
 }
 
-let startFailure: string | null = null;
+/** The pools' kinds: the SIMD loops' (simdThreads), the native library's (nativeThreads); the words their messages use. */
+const POOL_KINDS = { simd: 'host SIMD worker', native: 'host native worker' } as const;
+export type PoolKind = keyof typeof POOL_KINDS;
 
-/** Why the last pool's workers did not start (its loops run on the calling thread alone), or null. */
-export function hostThreadsFailure(): string | null {
-  return startFailure;
+const startFailures = new Map<PoolKind, string>();
+
+/** Why the last pool of `kind`'s workers did not start (its calls run on the calling thread alone), or null. */
+export function hostThreadsFailure(kind: PoolKind = 'simd'): string | null {
+  return startFailures.get(kind) ?? null;
 }
 
 function encode(calls: ThreadCall[], index: ReadonlyMap<string, number>, into: Float64Array): void {
@@ -245,13 +249,14 @@ function encode(calls: ThreadCall[], index: ReadonlyMap<string, number>, into: F
  * `count` - 1 workers set up by `setup` from `data`, whose functions calls name from `names`, as SimdThreads; null
  * (the reason kept for hostThreadsFailure) where one does not start. `what` names the workers in their errors.
  */
-function startPool<K extends string>(count: number, names: readonly K[], setup: string, data: Record<string, unknown>, what: string): SimdThreads<K> | null {
+function startPool<K extends string>(count: number, names: readonly K[], setup: string, data: Record<string, unknown>, kind: PoolKind): SimdThreads<K> | null {
+  const what = POOL_KINDS[kind];
   const index = new Map(names.map((n, i) => [n as string, i]));
   const workers = Array.from({ length: count - 1 }, () => startWorker(setup, data));
   const notStarted = waitForStart(workers);
   if (notStarted !== null) {
     for (const w of workers) void w.worker.terminate();
-    startFailure = `${count - 1} ${what} thread${count === 2 ? '' : 's'} did not start: ${notStarted}`;
+    startFailures.set(kind, `${count - 1} ${what} thread${count === 2 ? '' : 's'} did not start: ${notStarted}`);
     return null;
   }
   return {
@@ -292,7 +297,7 @@ export function simdThreads<K extends string>(module: WebAssembly.Module, memory
   if (byModule === undefined) pools.set(memory, (byModule = new Map()));
   if (byModule.has(module)) return byModule.get(module) as SimdThreads<K> | null;
   const count = hostThreads(); // the memory is shared (the one caller checks): threads run where count > 1
-  const pool = count > 1 ? startPool(count, names, WASM_SETUP, { module, memory, names }, 'host SIMD worker') : null;
+  const pool = count > 1 ? startPool(count, names, WASM_SETUP, { module, memory, names }, 'simd') : null;
   byModule.set(module, pool);
   return pool;
 }
@@ -310,7 +315,7 @@ export function nativeThreads<K extends string>(koffi: string, library: string, 
   const count = hostThreads();
   const names = Object.keys(declarations) as K[];
   const pool = count > 1 && typeof SharedArrayBuffer !== 'undefined'
-    ? startPool(count, names, NATIVE_SETUP, { koffi, library, declarations: names.map((n) => declarations[n]) }, 'host GEMM worker')
+    ? startPool(count, names, NATIVE_SETUP, { koffi, library, declarations: names.map((n) => declarations[n]) }, 'native')
     : null;
   nativePools.set(library, pool);
   return pool;
