@@ -8,7 +8,7 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { describe, test } from 'node:test';
-import { Cblas, CBLAS_ENV } from '../src/kernels/platform/cblas.js';
+import { Cblas, CBLAS_ENV, concurrentCallsSafe } from '../src/kernels/platform/cblas.js';
 import type { Shape3 } from '../src/kernels/platform/nativeGemm.js';
 import { hostMatMulEngine, loadNativeGemm, NATIVE_GEMM_ENV, parseNativeGemmChoice, useNativeGemm } from '../src/kernels/stock/index.js';
 import { selectBackend } from '../src/model/backend.js';
@@ -158,6 +158,13 @@ describe('Cblas: products against a JavaScript reference (1e-5 of each element\'
       assert.deepEqual(grid(two, dims), one, `grid [${dims}]`);
       assert.deepEqual(product(), before, `a product after the grid [${dims}] runs on its two threads again`);
     }
+  });
+
+  test('the grid is cut among threads only where the library may be called from two at once', () => {
+    assert.equal(concurrentCallsSafe(null), true, 'not OpenBLAS (MKL, BLIS)');
+    assert.equal(concurrentCallsSafe(1), true, 'OpenBLAS, pthreads build');
+    assert.equal(concurrentCallsSafe(0), false, 'OpenBLAS, sequential build');
+    assert.equal(concurrentCallsSafe(2), false, 'OpenBLAS, OpenMP build');
   });
 
   test('addRowVector and axpy give the bits of the float32 loops, on one and two threads, on views inside larger arrays', () => {

@@ -93,6 +93,8 @@ interface Library {
   readonly koffiPath: string;
   readonly setThreads: ((n: number) => void) | null;
   threads: number | undefined;
+  /** Whether two threads may call it at once (concurrentCallsSafe). */
+  readonly concurrent: boolean;
 }
 
 /** Loaded libraries by file, so that two Cblas on one library share its thread count. */
@@ -127,6 +129,16 @@ function withOpenblasThreadTimeout<T>(load: () => T): T {
   }
 }
 
+/**
+ * Whether a library may be called from two threads at once, from OpenBLAS's openblas_get_parallel() (null: not
+ * OpenBLAS; MKL and BLIS are thread-safe): only OpenBLAS's pthreads build (1) is taken as safe. Its sequential build
+ * (0) shares one buffer pool without locks unless built with USE_LOCKING, and its OpenMP build (2) is meant to be
+ * called from one thread's parallel regions.
+ */
+export function concurrentCallsSafe(openblasParallel: number | null): boolean {
+  return openblasParallel === null || openblasParallel === 1;
+}
+
 function openLibrary(koffi: Koffi, koffiPath: string, file: string): Library {
   const known = libraries.get(file);
   if (known !== undefined) return known;
@@ -141,11 +153,13 @@ function openLibrary(koffi: Koffi, koffiPath: string, file: string): Library {
   const blisThreads = optionalFunc(lib, 'void bli_thread_set_num_threads(int64_t)');
   const setThreads = openblasThreads ?? mklThreads ?? blisThreads;
   const openblasConfig = optionalFunc(lib, 'const char *openblas_get_config()');
+  const openblasParallel = optionalFunc(lib, 'int openblas_get_parallel()');
   const blisVersion = optionalFunc(lib, 'const char *bli_info_get_version_str()');
   const version = openblasConfig !== null ? String(openblasConfig()) : blisVersion !== null ? `BLIS ${String(blisVersion())}` : file;
   const address = (a: Float32Array) => Number(koffi.address(a));
   const loaded: Library = {
     file, version, sgemm, sgemmAt, sgemv, sger, saxpy, address, koffiPath, setThreads: setThreads === null ? null : (n) => void setThreads(n), threads: undefined,
+    concurrent: concurrentCallsSafe(openblasParallel === null ? null : Number(openblasParallel())),
   };
   libraries.set(file, loaded);
   return loaded;
@@ -279,8 +293,9 @@ export class Cblas implements HostGemm {
    * (GridOperand), one sgemm each (beta 0: c is only written): op(a) is M x K (stored K x M where transA), op(b) K x N, c M x N, each block row-major with its
    * operand's ld. The blocks are read and written where they are, passed to the library as byte addresses (no view
    * object per call); every block of every entry must lie inside its array, checked once for the grid's last entry.
-   * The entries are cut among this Cblas's threads (the caller and nativeThreads workers), each product one
-   * single-threaded call: the bits do not depend on the thread count.
+   * The entries are cut among this Cblas's threads (the caller and nativeThreads workers) where the library may be
+   * called from two threads at once (concurrentCallsSafe), each product one single-threaded call: the bits do not
+   * depend on the thread count.
    */
   gemmGrid(grid: readonly [number, number], transA: boolean, transB: boolean, M: number, N: number, K: number, alpha: number,
     a: GridOperand, b: GridOperand, c: GridOperand, beta = 0): void {
@@ -330,7 +345,7 @@ export class Cblas implements HostGemm {
       lib.threads = 1;
     }
     const threads = Math.min(this.threads, calls.length);
-    const pool = threads > 1 ? this.gridThreads() : null;
+    const pool = threads > 1 && lib.concurrent ? this.gridThreads() : null;
     if (pool === null) {
       run(calls);
       return;
