@@ -247,7 +247,7 @@ function encode(calls: ThreadCall[], index: ReadonlyMap<string, number>, into: F
 
 /**
  * `count` - 1 workers set up by `setup` from `data`, whose functions calls name from `names`, as SimdThreads; null
- * (the reason kept for hostThreadsFailure) where one does not start. `what` names the workers in their errors.
+ * (the reason kept for hostThreadsFailure) where one does not start. `kind` names the workers in their errors.
  */
 function startPool<K extends string>(count: number, names: readonly K[], setup: string, data: Record<string, unknown>, kind: PoolKind): SimdThreads<K> | null {
   const what = POOL_KINDS[kind];
