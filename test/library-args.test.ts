@@ -135,6 +135,10 @@ describe('library arguments', { skip: SKIP_NO_SHARED }, () => {
       [{ expansionSearch: NaN }, /^expansionSearch must be a positive integer, got NaN$/],
       [{ view: loose('yes') }, /^view must be a boolean, got string$/],
       [{ model: loose(5) }, /^model must be a checkpoint path or Hub name, a loaded model \(\{ model, tokenizer, report \}\) or null, got number$/],
+      // A loaded model was checked by its keys alone; its parts' types are checked too.
+      [{ model: loose({ ...p, model: 5 }) }, /^model\.model must be an object, got number$/],
+      [{ model: loose({ ...p, tokenizer: null }) }, /^model\.tokenizer must be an object, got null$/],
+      [{ model: loose({ ...p, report: { dir: 5 } }) }, /^model\.report\.dir must be a string, got number$/],
     ];
     for (const [opts, message] of cases) await refuses(() => openIndex(out, { model: p, ...opts }), message);
     await refuses(() => openIndex(out, loose('fast')), /^openIndex options must be an object, got string$/);

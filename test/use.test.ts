@@ -10,7 +10,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, promises as fs, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, promises as fs, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -484,6 +484,22 @@ describe('index folders holding something else, or damaged: exit 2 naming the fi
     assert.deepEqual(readdirSync(dir).filter((f) => f.startsWith('locked.')), []);
   });
 
+  it('index build of an up-to-date index in a folder it cannot write: nothing to do, exit 0, no lock taken', (t) => {
+    if (process.getuid?.() === 0) return t.skip('running as root, where chmod 0555 does not stop writes');
+    const out = path.join(dir, 'read-only-index');
+    assert.equal(build(out).status, 0);
+    const files = readdirSync(out).sort();
+    chmodSync(out, 0o555);
+    try {
+      const r = build(out);
+      assert.equal(r.status, 0, r.stderr);
+      assert.match(r.stdout, /already an index of these 4 sentences by this model; nothing to do/);
+      assert.deepEqual(readdirSync(out).sort(), files, 'nothing written, no lock left');
+    } finally {
+      chmodSync(out, 0o755);
+    }
+  });
+
   it('buildIndex: two builds into one folder at once in one process: one is refused, the other builds', async () => {
     const pretrained = await loadPretrained(MODEL);
     try {
@@ -548,6 +564,14 @@ describe('index folders holding something else, or damaged: exit 2 naming the fi
         delete meta['count'];
         writeFileSync(path.join(idx, INDEX_FILES.meta), JSON.stringify(meta));
       }, /meta\.json: count is missing, expected a number/, []],
+      ['meta-model-number', async (idx) => {
+        const meta = JSON.parse(readFileSync(path.join(idx, INDEX_FILES.meta), 'utf8')) as Record<string, unknown>;
+        writeFileSync(path.join(idx, INDEX_FILES.meta), JSON.stringify({ ...meta, model: 5 }));
+      }, /meta\.json: model is 5, expected an object/, []],
+      ['meta-model-path-number', async (idx) => {
+        const meta = JSON.parse(readFileSync(path.join(idx, INDEX_FILES.meta), 'utf8')) as { model: Record<string, unknown> };
+        writeFileSync(path.join(idx, INDEX_FILES.meta), JSON.stringify({ ...meta, model: { ...meta.model, path: 5 } }));
+      }, /meta\.json: model\.path is 5, expected a string/, []],
     ];
     for (const [name, damage, message, flags] of cases) {
       const idx = path.join(dir, name);

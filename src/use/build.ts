@@ -11,7 +11,9 @@
  *                   every chunk; a rerun with the same model and corpus continues from there
  *   build.lock      while a build runs (INDEX_LOCK_FILE, not one of the index's files): the building process's pid
  *                   (PidLock), so that a second build into the same directory is refused naming it; a killed
- *                   build's lock names a dead pid and is taken over by the next build
+ *                   build's lock names a dead pid and is taken over by the next build. A build that finds the
+ *                   index up to date in a folder without a lock writes nothing and takes no lock (so it works
+ *                   in a folder it cannot write)
  *
  * The corpus is streamed (src/data/readers.ts) and embedded `chunkSize` sentences at a time, so memory holds
  * one chunk of texts plus the ANN graph, never the corpus.
@@ -29,7 +31,7 @@ import path from 'node:path';
 import { openCorpus, type CorpusOptionNames, type CorpusReader } from '../data/readers.js';
 import { checkInteger, environmentError, UserError } from '../errors.js';
 import { faultPoint } from '../faultPoints.js';
-import { ensureDir, exists, fsFault, isLockEntry, PidLock, readJsonObject, recoverReplacement, refuseNonEmptyDir, refuseReplacingInput, replacementSibling, valueAtPath, writeFileAtomic } from '../fsutil.js';
+import { ensureDir, exists, fsFault, isJsonObject, isLockEntry, PidLock, readJsonObject, recoverReplacement, refuseNonEmptyDir, refuseReplacingInput, replacementSibling, valueAtPath, writeFileAtomic } from '../fsutil.js';
 import { checkBatchSize, DEFAULT_EMBED_BATCH_SIZE, DEFAULT_EMBED_POOLER, embed, embedMaxLength } from '../model/embed.js';
 import { checkPooler, type EmbedPooler } from '../model/pooling.js';
 import type { Pretrained } from '../model/pretrained.js';
@@ -142,9 +144,18 @@ const PROGRESS_FIELDS: readonly (readonly [string, 'string' | 'number' | 'boolea
   ['corpus.path', 'string'], ['corpus.bytes', 'number'], ['corpus.mtimeMs', 'number'],
 ];
 
-/** Throws a UserError naming `file` and the first key of `fields` that is missing or of another type. */
+/**
+ * Throws a UserError naming `file` and the first key of `fields` that is missing or of another type; where a key
+ * above it is there but not an object (`"model": 5` for `model.path`), that key is the one named.
+ */
 function checkFields(raw: Record<string, unknown>, fields: readonly (readonly [string, string])[], file: string): void {
   for (const [key, type] of fields) {
+    const parts = key.split('.');
+    for (let i = 1; i < parts.length; i++) {
+      const above = parts.slice(0, i).join('.');
+      const v = valueAtPath(raw, above);
+      if (v !== undefined && !isJsonObject(v)) throw new UserError(`${file}: ${above} is ${JSON.stringify(v)}, expected an object`);
+    }
     const v = valueAtPath(raw, key);
     if (typeof v !== type) throw new UserError(`${file}: ${key} is ${v === undefined ? 'missing' : JSON.stringify(v)}, expected a ${type}`);
   }
@@ -184,6 +195,12 @@ async function refusingOther<T>(read: Promise<T>, out: string): Promise<T> {
 
 function sameCorpus(a: CorpusIdentity, b: CorpusIdentity): boolean {
   return a.path === b.path && a.column === b.column && a.bytes === b.bytes && a.mtimeMs === b.mtimeMs;
+}
+
+/** Whether the finished index of `meta` is the one a build of this model, corpus and graph parameters would make. */
+function sameIndex(meta: IndexMeta, fingerprint: ModelFingerprint, corpus: CorpusIdentity, params: AnnParams): boolean {
+  return meta.model.fingerprint.sha256 === fingerprint.sha256 && sameCorpus(meta.corpus, corpus) &&
+    meta.ann.connectivity === params.connectivity && meta.ann.expansionAdd === params.expansionAdd;
 }
 
 async function countRecords(reader: CorpusReader): Promise<number> {
@@ -277,6 +294,14 @@ export async function buildIndex(pretrained: Pick<Pretrained, 'model' | 'tokeniz
 
   await recoverReplacement(out, INDEX_REPLACEMENT_TAG);
   await checkIndexOut(out, opts.force === true);
+  // An index that is already this one needs no write, so no lock: a folder the user may only read still answers
+  // "up to date". meta.json is written last, by a rename, and a --force rebuild swaps the folder in by renames, so a
+  // meta.json found here belongs to a complete index, never to one a running build is writing. A folder that holds
+  // a lock (a running build's, or a killed one's to take over and remove) goes the locked way below.
+  if (opts.force !== true && !(await exists(path.join(out, INDEX_LOCK_FILE))) && (await exists(path.join(out, INDEX_FILES.meta)))) {
+    const meta = await refusingOther(readIndexMeta(out), out);
+    if (sameIndex(meta, fingerprint, corpus, params)) return { dir: out, meta, resumedRows: meta.count, upToDate: true };
+  }
   // The folder holds the build's lock, so it is made now; when this call made it and wrote nothing else, it goes again.
   const made = !(await exists(out));
   await ensureDir(out);
@@ -307,9 +332,7 @@ async function buildLocked(pretrained: Pick<Pretrained, 'model' | 'tokenizer' | 
     // (checkIndexOut refused a folder of anything else.) A finished index: nothing to do if it is this one, else refuse.
     if (await exists(inOut(INDEX_FILES.meta))) {
       const meta = await refusingOther(readIndexMeta(out), out);
-      const same = meta.model.fingerprint.sha256 === fingerprint.sha256 && sameCorpus(meta.corpus, corpus) &&
-        meta.ann.connectivity === params.connectivity && meta.ann.expansionAdd === params.expansionAdd;
-      if (same) return { dir: out, meta, resumedRows: meta.count, upToDate: true };
+      if (sameIndex(meta, fingerprint, corpus, params)) return { dir: out, meta, resumedRows: meta.count, upToDate: true };
       throw new UserError(`${out} already holds an index of ${meta.corpus.path} by model ${meta.model.path} ` +
         `(fingerprint ${shortFingerprint(meta.model.fingerprint)}); choose another --out, or pass --force to replace it`);
     }

@@ -45,6 +45,15 @@ function checkOpenOptions(opts: OpenIndexOptions): void {
     !(typeof model === 'object' && 'model' in model && 'tokenizer' in model && 'report' in model)) {
     throw new UserError(`model must be a checkpoint path or Hub name, a loaded model ({ model, tokenizer, report }) or null, got ${kindOf(model)}`);
   }
+  // A loaded model's parts are checked by their types too: `{ model: 5, ... }` would otherwise fail later, obscurely.
+  if (model !== null && typeof model === 'object') {
+    for (const key of ['model', 'tokenizer', 'report'] as const) {
+      const part: unknown = (model as Record<string, unknown>)[key];
+      if (part === null || typeof part !== 'object') throw new UserError(`model.${key} must be an object, got ${kindOf(part)}`);
+    }
+    const dir: unknown = (model as { report: Record<string, unknown> }).report['dir'];
+    if (typeof dir !== 'string') throw new UserError(`model.report.dir must be a string, got ${kindOf(dir)}`);
+  }
   if (opts.expansionSearch !== undefined) checkInteger('expansionSearch', opts.expansionSearch);
   const view: unknown = opts.view;
   if (view !== undefined && typeof view !== 'boolean') throw new UserError(`view must be a boolean, got ${kindOf(view)}`);
