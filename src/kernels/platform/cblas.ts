@@ -67,7 +67,6 @@ type Sgemm = (order: number, transA: number, transB: number, m: number, n: numbe
   a: Float32Array, lda: number, b: Float32Array, ldb: number, beta: number, c: Float32Array, ldc: number) => void;
 /** cblas_sgemm with the three arrays passed as byte addresses (numbers), for Cblas.gemmGrid. */
 const SGEMM_AT = 'void cblas_sgemm(int, int, int, int, int, int, float, uintptr_t, int, uintptr_t, int, float, uintptr_t, int)';
-const SGEMM_ARGS = 14;
 type SgemmAt = (order: number, transA: number, transB: number, m: number, n: number, k: number, alpha: number,
   a: number, lda: number, b: number, ldb: number, beta: number, c: number, ldc: number) => void;
 type Sgemv = (order: number, trans: number, m: number, n: number, alpha: number, a: Float32Array, lda: number,
@@ -351,7 +350,7 @@ export class Cblas implements HostGemm {
       return;
     }
     const parts = Math.min(threads, pool.count);
-    const round = parts * jobCallsMax(SGEMM_ARGS); // what the workers' jobs hold at once
+    const round = parts * jobCallsMax(calls[0]!.args.length); // what the workers' jobs hold at once
     for (let r = 0; r < calls.length; r += round) {
       const some = calls.slice(r, r + round);
       pool.run(splitRuns(some.length, parts).map(([s, e]) => some.slice(s, e)), run);

@@ -646,7 +646,7 @@ function layerNormGradBlocks(host: SimdHost, x: Float32Array, gamma: Float32Arra
   const rows = x.length / H;
   const blockRows = gradBlockRows(H);
   const blocks = Math.ceil(rows / blockRows);
-  const accFloats = layerNormGradScratch(H, H); // one block's 2H float64
+  const accFloats = blockSumFloats(H);
   const acc = scratch.subarray(0, blocks * accFloats);
   acc.fill(0);
   const rowBytes = H * F32_BYTES;
@@ -708,9 +708,11 @@ export function simdSoftmaxGradRows(host: SimdHost, p: Float32Array, dp: Float32
   });
 }
 
-/** Float32 elements of the scratch the LayerNorm backward loops need for x of `elements` elements and gamma of length H (2H float64 a block). */
-export const layerNormGradScratch = (H: number, elements: number): number =>
-  Math.ceil(elements / H / gradBlockRows(H)) * ((2 * H * F64_BYTES) / F32_BYTES);
+/** Float32 elements of one block's column sums in the LayerNorm backward loops: 2H float64 (dgamma, dbeta). */
+const blockSumFloats = (H: number): number => (2 * H * F64_BYTES) / F32_BYTES;
+
+/** Float32 elements of the scratch the LayerNorm backward loops need for x of `elements` elements and gamma of length H. */
+export const layerNormGradScratch = (H: number, elements: number): number => Math.ceil(elements / H / gradBlockRows(H)) * blockSumFloats(H);
 
 /**
  * dx, dgamma, dbeta of layerNorm(x [rows, H]) for dy, H % SIMD_LANES == 0; `scratch` (layerNormGradScratch(H, x.length)
