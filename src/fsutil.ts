@@ -182,14 +182,29 @@ export async function refuseOverwritingInput(output: string, what: string, input
   if ((await canonicalPath(output)) === (await canonicalPath(input))) throw new UserError(`${what} would overwrite the input ${input}`);
 }
 
+/** Whether `inner` is `outer` or lies inside it (both absolute). */
+function within(inner: string, outer: string): boolean {
+  const rel = path.relative(outer, inner);
+  return rel === '' || (rel !== '..' && !rel.startsWith(`..${path.sep}`) && !path.isAbsolute(rel));
+}
+
 /**
- * Throws unless the folder `dir` (named by `flag`) and `input` (named `what`, e.g. "the corpus") are apart: replacing
- * `dir` whole would remove an input that is `dir`, lies inside it or holds it.
+ * Throws a UserError unless replacing the existing folder `dir` (chosen by `flag`) whole removes only what the user
+ * put there for it: it may not be the current folder or one above it (the shell's folder, and all beside it, would
+ * go), nor overlap one of `inputs` (be one, lie inside one or hold one; `what` names it, e.g. "the corpus"). Run
+ * before anything is read from or written to `dir`; the message names `dir` and why, and says to choose another
+ * `flag`.
  */
-export async function refuseReplacingInput(dir: string, flag: string, input: string, what: string): Promise<void> {
-  const [d, i] = [await canonicalPath(dir), await canonicalPath(input)];
-  if (d === i || i.startsWith(d + path.sep) || d.startsWith(i + path.sep)) {
-    throw new UserError(`${flag} ${dir} overlaps ${what} (${input}), which replacing it would remove; choose another ${flag}. Nothing was written`);
+export async function refuseReplacingDir(dir: string, flag: string, inputs: readonly { path: string; what: string }[]): Promise<void> {
+  const d = await canonicalPath(dir);
+  const cwd = await canonicalPath(process.cwd());
+  const advice = `choose another ${flag}. Nothing was written`;
+  if (within(cwd, d)) {
+    throw new UserError(`${flag} ${dir} ${d === cwd ? 'is' : 'holds'} the current folder (${cwd}), which replacing it would remove; ${advice}`);
+  }
+  for (const input of inputs) {
+    const i = await canonicalPath(input.path);
+    if (within(i, d) || within(d, i)) throw new UserError(`${flag} ${dir} overlaps ${input.what} (${input.path}), which replacing it would remove; ${advice}`);
   }
 }
 

@@ -10,7 +10,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, promises as fs, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, cpSync, existsSync, promises as fs, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -451,6 +451,37 @@ describe('index folders holding something else, or damaged: exit 2 naming the fi
     const meta = JSON.parse(readFileSync(path.join(out, INDEX_FILES.meta), 'utf8')) as { count: number; corpus: { path: string } };
     assert.deepEqual([meta.count, meta.corpus.path], [3, three]);
     assert.deepEqual(siblings(), []);
+  });
+
+  it('index build --force and export --force refuse an output that is or holds the current folder, or holds the model, before reading anything', () => {
+    const parent = path.join(dir, 'holds-cwd');
+    const cwd = path.join(parent, 'work');
+    mkdirSync(cwd, { recursive: true });
+    writeFileSync(path.join(cwd, 'keep.txt'), 'mine\n');
+    writeFileSync(path.join(parent, 'keep.txt'), 'mine too\n');
+    const listing = () => [readdirSync(parent).sort(), readdirSync(cwd).sort(), readdirSync(dir).filter((f) => f.startsWith('holds-cwd.'))];
+    const before = listing();
+    const cli = (...args: string[]) => spawnSync(process.execPath, [path.join(ROOT, 'bin', 'micse.js'), ...args], { cwd, encoding: 'utf8' });
+    // A corpus that does not exist: the refusal comes before it is read.
+    const missing = path.join(dir, 'no-such-corpus.txt');
+    for (const [out, is] of [['.', 'is'], ['..', 'holds'], [cwd, 'is'], [dir, 'holds']] as const) {
+      const r = cli('index', 'build', '--backend', 'wasm', '--model', MODEL, '--corpus', missing, '--out', out, '--force');
+      assert.equal(r.status, 2, r.stderr);
+      assert.equal(r.stderr.trim().split('\n').at(-1), `micse: --out ${out} ${is} the current folder (${cwd}), which replacing it would remove; choose another --out. Nothing was written`);
+    }
+    const exported = cli('export', '--backend', 'wasm', '--checkpoint', MODEL, '--output', '.', '--format', 'hf', '--force');
+    assert.equal(exported.status, 2, exported.stderr);
+    assert.equal(exported.stderr.trim().split('\n').at(-1), `micse: --output ${cwd} is the current folder (${cwd}), which replacing it would remove; choose another --output. Nothing was written`);
+    assert.deepEqual(listing(), before, 'nothing written or removed');
+    // An --out that holds the model folder (a copy: the shared one is never at risk).
+    const withModel = path.join(dir, 'holds-model');
+    const model = path.join(withModel, 'tiny');
+    cpSync(MODEL, model, { recursive: true });
+    const r = micse('index', 'build', '--backend', 'wasm', '--model', model, '--corpus', corpus, '--out', withModel, '--force');
+    assert.equal(r.status, 2, r.stderr);
+    assert.equal(r.stderr.trim().split('\n').at(-1), `micse: --out ${withModel} overlaps the model (${model}), which replacing it would remove; choose another --out. Nothing was written`);
+    assert.deepEqual(readdirSync(withModel), ['tiny']);
+    assert.deepEqual(readdirSync(model).sort(), readdirSync(MODEL).sort());
   });
 
   it('index build holds a lock on --out: a second build is refused naming the first one\'s pid, a dead build\'s lock is taken over', async () => {

@@ -97,7 +97,7 @@ const indexBuildCommand: CommandModule<object, IndexBuildArgs> = {
     // The corpus is read through and --out checked before the backend and the model: their faults are said without
     // waiting for them.
     const corpus = { corpus: args.corpus, column: args.column ?? null, names: COLUMN_FLAG_NAMES };
-    await checkIndexOut(args.out, args.force);
+    await checkIndexOut(args.out, args.force, { corpus: args.corpus });
     const counted = await countIndexCorpus(corpus);
     await activateBackend(args.backend);
     const pretrained = await loadPretrained(await resolveCheckpoint(args.model), maxLengthLoadOpts(args));

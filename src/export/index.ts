@@ -14,7 +14,7 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { UserError } from '../errors.js';
 import { faultPoint } from '../faultPoints.js';
-import { ensureDir, exists, recoverReplacement, refuseNonEmptyDir, replacementSibling, writeFileAtomic } from '../fsutil.js';
+import { ensureDir, exists, recoverReplacement, refuseNonEmptyDir, refuseReplacingDir, replacementSibling, writeFileAtomic } from '../fsutil.js';
 import { embed } from '../model/embed.js';
 import { loadPretrained, resolveCheckpoint } from '../model/pretrained.js';
 import { createProgress } from '../progress.js';
@@ -132,17 +132,14 @@ export async function recoverExport(output: string): Promise<string[]> {
   return recoverReplacement(output, 'export');
 }
 
-/** Throws unless `output` may receive an export; returns whether it exists (and so must be replaced). */
+/**
+ * Throws unless `output` may receive an export; returns whether it exists (and so must be replaced). An existing
+ * output is replaced whole, so it may not hold the current folder nor overlap `protectedDirs` (refuseReplacingDir).
+ */
 async function checkOutput(output: string, force: boolean, protectedDirs: string[]): Promise<boolean> {
   if (!(await exists(output))) return false;
   if (!(await isDir(output))) throw new UserError(`${output}: exists and is not a directory; nothing was written`);
-  const real = await fs.realpath(output);
-  for (const p of protectedDirs) {
-    const rp = await fs.realpath(p);
-    if (rp === real || rp.startsWith(real + path.sep) || real.startsWith(rp + path.sep)) {
-      throw new UserError(`--output ${output} overlaps the checkpoint being exported (${p}); choose another directory`);
-    }
-  }
+  await refuseReplacingDir(output, '--output', protectedDirs.map((p) => ({ path: p, what: 'the checkpoint being exported' })));
   if (!force) await refuseNonEmptyDir(output, '--output');
   return true;
 }

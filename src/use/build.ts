@@ -19,7 +19,9 @@
  * one chunk of texts plus the ANN graph, never the corpus.
  *
  * `force` replaces what the directory holds, as `export --force` replaces its output: whole (files that are not
- * the index's go too), and only once the new index is complete. The corpus is read through (counted) before
+ * the index's go too), and only once the new index is complete. A directory whose replacement would remove more than
+ * the user put there for it (the current folder or one above it, or one that is, holds or lies in the corpus or the
+ * model folder) is refused before anything is read or written (checkIndexOut, refuseReplacingDir). The corpus is read through (counted) before
  * anything is written but the lock (a folder made for it alone is removed again when the build fails); a non-empty
  * directory is then rebuilt in a sibling staging folder (`OUT.tmp-index-PID`) that replaces it by two renames (the
  * old one moved to `OUT.old-index-PID`, then removed), so a failed or killed rebuild leaves the previous content
@@ -31,7 +33,7 @@ import path from 'node:path';
 import { openCorpus, type CorpusOptionNames, type CorpusReader } from '../data/readers.js';
 import { checkInteger, environmentError, UserError } from '../errors.js';
 import { faultPoint } from '../faultPoints.js';
-import { ensureDir, exists, fsFault, isJsonObject, isLockEntry, PidLock, readJsonObject, recoverReplacement, refuseNonEmptyDir, refuseReplacingInput, replacementSibling, valueAtPath, writeFileAtomic } from '../fsutil.js';
+import { ensureDir, exists, fsFault, isJsonObject, isLockEntry, PidLock, readJsonObject, recoverReplacement, refuseNonEmptyDir, refuseReplacingDir, replacementSibling, valueAtPath, writeFileAtomic } from '../fsutil.js';
 import { checkBatchSize, DEFAULT_EMBED_BATCH_SIZE, DEFAULT_EMBED_POOLER, embed, embedMaxLength } from '../model/embed.js';
 import { checkPooler, type EmbedPooler } from '../model/pooling.js';
 import type { Pretrained } from '../model/pretrained.js';
@@ -253,16 +255,25 @@ export async function countIndexCorpus(opts: Pick<BuildIndexOptions, 'corpus' | 
 }
 
 /**
- * The checks of an index build's `out` that need neither the model nor the corpus: a file in its place (mkdir's
- * fault, said before anything is embedded), and without `force` a folder of anything but an index (no meta.json or
+ * The checks of an index build's `out` that need neither the model nor the corpus read: a file in its place (mkdir's
+ * fault, said before anything is embedded); with `force`, a folder that replacing it would remove more than it holds
+ * for itself (refuseReplacingDir: the current folder or one above it, or one overlapping the corpus or the model
+ * folder in `inputs`, where given); without `force`, a folder of anything but an index (no meta.json or
  * progress.json): only an index's own folder is reused or resumed, anything else may be someone's. The CLI runs
- * them before it loads the model; buildIndex runs them before it takes the folder's lock.
+ * them before it reads the corpus and loads the model; buildIndex runs them before it reads the corpus, and again
+ * before it takes the folder's lock.
  */
-export async function checkIndexOut(out: string, force: boolean): Promise<void> {
+export async function checkIndexOut(out: string, force: boolean, inputs: { corpus?: string; model?: string } = {}): Promise<void> {
   const st = await fs.stat(out).catch(() => null);
   if (st === null) return;
   if (!st.isDirectory()) throw environmentError(fsFault('EEXIST', 'mkdir', out))!;
-  if (force) return;
+  if (force) {
+    await refuseReplacingDir(out, '--out', [
+      ...(inputs.corpus !== undefined ? [{ path: inputs.corpus, what: 'the corpus' }] : []),
+      ...(inputs.model !== undefined ? [{ path: inputs.model, what: 'the model' }] : []),
+    ]);
+    return;
+  }
   const ours = (await exists(path.join(out, INDEX_FILES.meta))) || (await exists(path.join(out, INDEX_FILES.progress)));
   if (!ours) await refuseNonEmptyDir(out, '--out', ` and not an index (no ${INDEX_FILES.meta} or ${INDEX_FILES.progress})`, isIndexLock);
 }
@@ -284,7 +295,8 @@ export async function buildIndex(pretrained: Pick<Pretrained, 'model' | 'tokeniz
 
   // --out's cheap checks first (again after a killed rebuild's recovery, below); then the corpus, read through
   // before anything is written: a corpus that cannot be read (or is empty) leaves `out` as it was.
-  await checkIndexOut(out, opts.force === true);
+  const inputs = { corpus: opts.corpus, model: pretrained.report.dir };
+  await checkIndexOut(out, opts.force === true, inputs);
   const counted = opts.counted ?? (await countIndexCorpus(opts));
   if (counted.identity.path !== path.resolve(opts.corpus) || counted.identity.column !== (opts.column ?? null)) {
     throw new Error(`buildIndex: counted is the corpus ${counted.identity.path} (column ${counted.identity.column}), not ${opts.corpus} (column ${opts.column ?? null})`);
@@ -293,7 +305,7 @@ export async function buildIndex(pretrained: Pick<Pretrained, 'model' | 'tokeniz
   const fingerprint = await modelFingerprint(pretrained.report.dir, pooler, maxLength);
 
   await recoverReplacement(out, INDEX_REPLACEMENT_TAG);
-  await checkIndexOut(out, opts.force === true);
+  await checkIndexOut(out, opts.force === true, inputs);
   // An index that is already this one needs no write, so no lock: a folder the user may only read still answers
   // "up to date". meta.json is written last, by a rename, and a --force rebuild swaps the folder in by renames, so a
   // meta.json found here belongs to a complete index, never to one a running build is writing. A folder that holds
@@ -351,11 +363,7 @@ async function buildLocked(pretrained: Pick<Pretrained, 'model' | 'tokenizer' | 
   const replace = force && (await fs.readdir(out)).some((name) => !isIndexLock(name));
   const staging = replacementSibling(out, INDEX_REPLACEMENT_TAG, 'staging', process.pid);
   const dir = replace ? staging : out;
-  if (replace) {
-    await refuseReplacingInput(out, '--out', opts.corpus, 'the corpus');
-    await refuseReplacingInput(out, '--out', pretrained.report.dir, 'the model');
-    await fs.rm(staging, { recursive: true, force: true });
-  }
+  if (replace) await fs.rm(staging, { recursive: true, force: true });
   try {
     // The staging folder is ours; a fault making it is reported on the --out the user named.
     await ensureDir(dir, out, replace ? 'write' : undefined);
