@@ -1,8 +1,10 @@
 /**
  * Named moments at which a test may kill this process, to check that every kill leaves state a rerun can recover.
  * `MICSE_FAULT_AT=NAME` or `NAME:N` makes the N-th (default first) call of `faultPoint(NAME)` SIGKILL the process
- * on the spot: no `finally`, no exit handler, as a power cut or `kill -9` would. Without the variable a fault point
- * is one comparison.
+ * on the spot: no `finally`, no exit handler, as a power cut or `kill -9` would. With `MICSE_FAULT_SIGNAL=SIGSTOP`
+ * it stops the process there instead (saying "fault point NAME: stopped (pid N)" on stderr first), so that a test can
+ * run something else at that moment and then let it go on with SIGCONT. Without the variable a fault point is one
+ * comparison.
  */
 
 /** The fault points the code defines, in the order a checkpoint write passes them. */
@@ -19,12 +21,15 @@ export const FAULT_POINTS = [
   'metrics:torn-line', // half a metrics.jsonl line written
   'export:staged', // the export is complete in its staging folder, not yet published
   'export:moved-aside', // `export --force`: the previous output renamed aside, the new one not yet in place
+  'index:locked', // `index build`: the lock on --out taken (the folder made for it where missing), nothing else checked yet
   'index:staged', // `index build --force`: the new index is complete in its staging folder, not yet published
   'index:moved-aside', // ... the previous --out renamed aside, the new index not yet in place
 ] as const;
 export type FaultPoint = (typeof FAULT_POINTS)[number];
 
 export const FAULT_ENV = 'MICSE_FAULT_AT';
+/** `SIGSTOP` to stop at the fault point instead of being killed there. */
+export const FAULT_SIGNAL_ENV = 'MICSE_FAULT_SIGNAL';
 
 function parseTarget(spec: string | undefined): { name: string; hit: number } | null {
   if (spec === undefined || spec === '') return null;
@@ -33,16 +38,23 @@ function parseTarget(spec: string | undefined): { name: string; hit: number } | 
 }
 
 const target = parseTarget(process.env[FAULT_ENV]);
+const stop = process.env[FAULT_SIGNAL_ENV] === 'SIGSTOP';
 let hits = 0;
 
 /**
- * Kills this process with SIGKILL when `MICSE_FAULT_AT` names `name` and this is its N-th call. `beforeKill` runs
- * first, synchronously, to leave a partial write behind (a torn line).
+ * Kills this process with SIGKILL (or stops it, see the module comment) when `MICSE_FAULT_AT` names `name` and this
+ * is its N-th call. `beforeKill` runs first, synchronously, to leave a partial write behind (a torn line).
  */
 export function faultPoint(name: FaultPoint, beforeKill?: () => void): void {
   if (target === null || target.name !== name) return;
   hits += 1;
   if (hits !== target.hit) return;
   beforeKill?.();
+  if (stop) {
+    // stderr is written synchronously to a pipe or file, so the line is out before the process stops.
+    process.stderr.write(`fault point ${name}: stopped (pid ${process.pid})\n`);
+    process.kill(process.pid, 'SIGSTOP');
+    return;
+  }
   process.kill(process.pid, 'SIGKILL');
 }

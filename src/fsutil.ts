@@ -146,25 +146,44 @@ export function replacementSibling(output: string, tag: string, kind: 'staging' 
   return `${output}.${kind === 'staging' ? 'tmp' : 'old'}-${tag}-${pid}`;
 }
 
+/** A sibling replacementSibling names, found beside its output. */
+export interface ReplacementSibling {
+  path: string;
+  kind: 'staging' | 'aside';
+  /** The process that made it. */
+  pid: number;
+}
+
+/** The siblings replacements of `output` (see replacementSibling) with `tag` left or are making beside it. */
+export async function replacementSiblings(output: string, tag: string): Promise<ReplacementSibling[]> {
+  const parent = path.dirname(output);
+  const escape = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+  const pattern = new RegExp(`^${escape(path.basename(output))}\\.(tmp|old)-${escape(tag)}-(\\d+)$`);
+  const found: ReplacementSibling[] = [];
+  for (const name of await fs.readdir(parent).catch(() => [] as string[])) {
+    const m = pattern.exec(name);
+    if (m !== null) found.push({ path: path.join(parent, name), kind: m[1] === 'tmp' ? 'staging' : 'aside', pid: Number(m[2]) });
+  }
+  return found;
+}
+
 /**
  * Repairs what killed replacements of `output` (see replacementSibling) left beside it: when `output` is missing and
  * a previous output was moved aside (the kill came between the two renames), it is moved back, so the last complete
  * output is what `output` holds; staging folders and moved-aside outputs of processes no longer running are
- * removed. Returns the paths restored or removed.
+ * removed, except a staging folder and a moved-aside output of one process while `output` exists: a replacement
+ * that found `output` made by someone else between its renames leaves both and names them in its error, so they
+ * are the user's to sort out. Returns the paths restored or removed.
  */
 export async function recoverReplacement(output: string, tag: string): Promise<string[]> {
-  const parent = path.dirname(output);
-  const escape = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
-  const pattern = new RegExp(`^${escape(path.basename(output))}\\.(tmp|old)-${escape(tag)}-(\\d+)$`);
-  const found = (await fs.readdir(parent).catch(() => [] as string[]))
-    .map((name) => ({ name, m: pattern.exec(name) }))
-    .filter((e) => e.m !== null && !processAlive(Number(e.m[2])));
+  const found = (await replacementSiblings(output, tag)).filter((s) => !processAlive(s.pid));
+  const outputThere = await exists(output);
   const done: string[] = [];
-  for (const { name, m } of found) {
-    const p = path.join(parent, name);
-    if (m![1] === 'old' && !(await exists(output))) await fs.rename(p, output);
-    else await fs.rm(p, { recursive: true, force: true });
-    done.push(p);
+  for (const s of found) {
+    if (outputThere && found.some((o) => o.pid === s.pid && o.kind !== s.kind)) continue;
+    if (s.kind === 'aside' && !(await exists(output))) await fs.rename(s.path, output);
+    else await fs.rm(s.path, { recursive: true, force: true });
+    done.push(s.path);
   }
   return done;
 }
@@ -317,8 +336,7 @@ export class PidLock {
           if (code !== 'EEXIST') throw err;
         }
         const owner = await this.owner();
-        const running = owner === process.pid ? heldLocks.has(path.resolve(this.file)) : owner !== null && processAlive(owner);
-        if (running) {
+        if (this.running(owner)) {
           throw new UserError(`${path.dirname(this.file)}: in use by another ${this.what} (pid ${owner}, lock ${this.file}); ` +
             'wait for it to finish or stop it');
         }
@@ -331,12 +349,33 @@ export class PidLock {
     }
   }
 
+  /** The pid of the running process that holds the lock (this one included), or null when there is none or it is stale. */
+  async holder(): Promise<number | null> {
+    const owner = await this.owner();
+    return this.running(owner) ? owner : null;
+  }
+
+  /**
+   * Removes the lock when it is stale (its owner no longer runs) and still names that owner, as take does before it
+   * tries again. A lock that cannot be removed (a folder this process may only read) is left: it stops nobody.
+   */
+  async removeStale(): Promise<void> {
+    const owner = await this.owner();
+    if (this.running(owner) || !(await exists(this.file))) return;
+    if ((await this.owner()) === owner) await fs.rm(this.file, { force: true }).catch(() => undefined);
+  }
+
   /** Removes the lock if this process holds it. */
   async release(): Promise<void> {
     if (!this.held) return;
     this.held = false;
     heldLocks.delete(path.resolve(this.file));
     if ((await this.owner()) === process.pid) await fs.rm(this.file, { force: true });
+  }
+
+  /** Whether a lock naming `owner` is held: by a running process, or by this one where it took it. */
+  private running(owner: number | null): boolean {
+    return owner === process.pid ? heldLocks.has(path.resolve(this.file)) : owner !== null && processAlive(owner);
   }
 
   private async owner(): Promise<number | null> {

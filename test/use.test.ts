@@ -16,7 +16,7 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { readStsBenchmark } from '../eval/senteval.js';
 import { UserError } from '../src/errors.js';
-import { FAULT_ENV } from '../src/faultPoints.js';
+import { FAULT_ENV, FAULT_SIGNAL_ENV } from '../src/faultPoints.js';
 import { selectBackend } from '../src/model/backend.js';
 import { embed } from '../src/model/embed.js';
 import { encodeNpy } from '../src/model/npy.js';
@@ -46,6 +46,61 @@ after(() => rmSync(TMP, { recursive: true, force: true }));
 function micse(...args: string[]): { status: number | null; stdout: string; stderr: string } {
   const r = spawnSync(process.execPath, [path.join(ROOT, 'bin', 'micse.js'), ...args], { cwd: TMP, encoding: 'utf8' });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** The last line of a command's stderr (its one-line error). */
+const lastLine = (stderr: string) => stderr.trim().split('\n').at(-1);
+
+/** The pid of a process that has exited. */
+async function deadPid(): Promise<number> {
+  const child = spawn(process.execPath, ['-e', ''], { stdio: 'ignore' });
+  await new Promise((resolve) => child.once('exit', resolve));
+  return child.pid!;
+}
+
+/**
+ * Starts `micse ARGS` (in TMP) stopping at the fault point `point` (MICSE_FAULT_SIGNAL=SIGSTOP): `stopped` resolves
+ * once it has stopped there, `done` when it has exited (after SIGCONT).
+ */
+function startStopping(point: string, ...args: string[]) {
+  const child = spawn(process.execPath, [path.join(ROOT, 'bin', 'micse.js'), ...args],
+    { cwd: TMP, env: { ...process.env, [FAULT_ENV]: point, [FAULT_SIGNAL_ENV]: 'SIGSTOP' }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+  const stopped = new Promise<void>((resolve, reject) => {
+    child.stderr.setEncoding('utf8').on('data', (d: string) => {
+      stderr += d;
+      if (stderr.includes(`fault point ${point}: stopped`)) resolve();
+    });
+    child.once('exit', () => reject(new Error(`exited before stopping at ${point}: ${stderr}`)));
+  });
+  const done = new Promise<{ status: number | null; stdout: string; stderr: string }>((resolve) =>
+    child.once('close', (status) => resolve({ status, stdout, stderr })));
+  return { child, pid: child.pid!, stopped, done };
+}
+
+/**
+ * Makes every write under `root` through node:fs/promises (the one the code writes with) fail with EROFS, as a
+ * read-only folder would for root too (chmod does not stop root); returns the function that undoes it.
+ */
+function readOnlyUnder(root: string): () => void {
+  const api = fs as unknown as Record<string, (...args: unknown[]) => Promise<unknown>>;
+  const saved = ['writeFile', 'appendFile', 'link', 'symlink', 'rm', 'rmdir', 'unlink', 'mkdir', 'rename', 'copyFile', 'truncate', 'open']
+    .map((name) => [name, api[name]!] as const);
+  const under = (a: unknown) => typeof a === 'string' && (path.resolve(a) === root || path.resolve(a).startsWith(root + path.sep));
+  for (const [name, real] of saved) {
+    api[name] = (...args: unknown[]) => {
+      const writes = name !== 'open' || (args[1] !== undefined && args[1] !== 'r');
+      if (writes && args.slice(0, 2).some(under)) {
+        return Promise.reject(Object.assign(new Error(`EROFS: read-only file system, ${name} '${String(args[0])}'`), { code: 'EROFS', syscall: name, path: args[0] }));
+      }
+      return real.apply(fs, args);
+    };
+  }
+  return () => {
+    for (const [name, real] of saved) api[name] = real;
+  };
 }
 
 it('the .npy codec: encodeNpy (micse embed --format npy) reads back through readNpyMatrix (the index vectors)', async () => {
@@ -515,20 +570,124 @@ describe('index folders holding something else, or damaged: exit 2 naming the fi
     assert.deepEqual(readdirSync(dir).filter((f) => f.startsWith('locked.')), []);
   });
 
-  it('index build of an up-to-date index in a folder it cannot write: nothing to do, exit 0, no lock taken', (t) => {
-    if (process.getuid?.() === 0) return t.skip('running as root, where chmod 0555 does not stop writes');
+  it('index build of an up-to-date index in a folder it cannot write, holding a killed build\'s lock: nothing to do, exit 0, no lock taken', async (t) => {
+    if (process.getuid?.() === 0) return t.skip('running as root, where chmod 0555 does not stop writes (the next test covers it with writes made to fail)');
     const out = path.join(dir, 'read-only-index');
     assert.equal(build(out).status, 0);
+    writeFileSync(path.join(out, INDEX_LOCK_FILE), `${await deadPid()}\n`);
     const files = readdirSync(out).sort();
     chmodSync(out, 0o555);
     try {
       const r = build(out);
       assert.equal(r.status, 0, r.stderr);
       assert.match(r.stdout, /already an index of these 4 sentences by this model; nothing to do/);
-      assert.deepEqual(readdirSync(out).sort(), files, 'nothing written, no lock left');
+      assert.deepEqual(readdirSync(out).sort(), files, 'nothing written, the stale lock left');
     } finally {
       chmodSync(out, 0o755);
     }
+  });
+
+  it('index build of an up-to-date index holding a killed build\'s lock: nothing to do; the lock goes where the folder can be written', async () => {
+    const out = path.join(dir, 'stale-lock');
+    assert.equal(build(out).status, 0);
+    const lock = path.join(out, INDEX_LOCK_FILE);
+    const dead = await deadPid();
+    writeFileSync(lock, `${dead}\n`);
+    const files = readdirSync(out).sort();
+    const pretrained = await loadPretrained(MODEL);
+    try {
+      const restore = readOnlyUnder(out);
+      let report;
+      try {
+        report = await buildIndex(pretrained, { corpus, out });
+      } finally {
+        restore();
+      }
+      assert.equal(report.upToDate, true);
+      assert.deepEqual(readdirSync(out).sort(), files, 'nothing written, the stale lock left');
+      assert.equal(readFileSync(lock, 'utf8'), `${dead}\n`);
+      const writable = await buildIndex(pretrained, { corpus, out });
+      assert.equal(writable.upToDate, true);
+      assert.equal(existsSync(lock), false, 'the stale lock removed');
+    } finally {
+      pretrained.model.dispose();
+    }
+  });
+
+  it('index build --force: a build started between its two renames goes away again and the rebuild publishes; search says what a kill there left', async () => {
+    const out = path.join(dir, 'swap');
+    const three = path.join(dir, 'three-swap.txt');
+    writeFileSync(three, 'one fish\ntwo fish\nred fish\n');
+    const args = (corpusFile: string, ...more: string[]) => ['index', 'build', '--backend', 'wasm', '--model', MODEL, '--corpus', corpusFile, '--out', out, ...more];
+    const count = () => (JSON.parse(readFileSync(path.join(out, INDEX_FILES.meta), 'utf8')) as { count: number }).count;
+    const siblings = () => readdirSync(dir).filter((f) => f.startsWith('swap.'));
+    const indexFiles = [INDEX_FILES.ann, INDEX_FILES.meta, INDEX_FILES.texts, INDEX_FILES.vectors];
+    const search = () => micse('search', '--backend', 'wasm', '--index', out, '--query', 'a cat');
+    assert.equal(build(out).status, 0);
+
+    // A rebuild stopped between its renames: search says it is being replaced; a build is refused naming it and
+    // leaves no folder; a build stopped holding the lock in the folder it made is waited for, then goes away.
+    const a = startStopping('index:moved-aside', ...args(three, '--force'));
+    const b = { child: null as ReturnType<typeof startStopping>['child'] | null };
+    try {
+      await a.stopped;
+      assert.equal(existsSync(out), false);
+      const s = search();
+      assert.equal(s.status, 2, s.stderr);
+      assert.equal(lastLine(s.stderr), `micse: ${out}: being replaced by a running \`micse index build --force\` (pid ${a.pid}); retry when it has finished`);
+      const refused = micse(...args(corpus));
+      assert.equal(refused.status, 2, refused.stderr);
+      assert.match(lastLine(refused.stderr)!, RegExp(`^micse: ${out}: in use by another index build \\(pid ${a.pid}, swapping in a rebuilt index from ${out}\\.(tmp|old)-index-${a.pid}\\); wait for it to finish or stop it$`));
+      assert.equal(existsSync(out), false, 'the refused build removed the folder it made');
+      const locked = startStopping('index:locked', ...args(corpus));
+      b.child = locked.child;
+      await locked.stopped;
+      assert.deepEqual(readdirSync(out), [INDEX_LOCK_FILE]);
+      a.child.kill('SIGCONT');
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      assert.equal(a.child.exitCode, null, 'the rebuild waits for the build holding --out');
+      locked.child.kill('SIGCONT');
+      const [ra, rb] = await Promise.all([a.done, locked.done]);
+      assert.equal(ra.status, 0, ra.stderr);
+      assert.equal(rb.status, 2, rb.stderr);
+      assert.match(lastLine(rb.stderr)!, RegExp(`^micse: ${out}: in use by another index build \\(pid ${a.pid}, `));
+    } finally {
+      for (const c of [a.child, b.child]) if (c !== null && c.exitCode === null) c.kill('SIGKILL');
+    }
+    assert.equal(count(), 3);
+    assert.deepEqual(readdirSync(out).sort(), indexFiles);
+    assert.deepEqual(siblings(), []);
+
+    // A build killed holding the lock in the folder it made: the rebuild removes its lock and publishes.
+    const again = startStopping('index:moved-aside', ...args(corpus, '--force'));
+    try {
+      await again.stopped;
+      const killed = spawnSync(process.execPath, [path.join(ROOT, 'bin', 'micse.js'), ...args(three)], { cwd: TMP, encoding: 'utf8', env: { ...process.env, [FAULT_ENV]: 'index:locked' } });
+      assert.equal(killed.signal, 'SIGKILL', killed.stderr);
+      assert.deepEqual(readdirSync(out), [INDEX_LOCK_FILE]);
+      again.child.kill('SIGCONT');
+      const r = await again.done;
+      assert.equal(r.status, 0, r.stderr);
+    } finally {
+      if (again.child.exitCode === null) again.child.kill('SIGKILL');
+    }
+    assert.equal(count(), 4);
+    assert.deepEqual(readdirSync(out).sort(), indexFiles);
+    assert.deepEqual(siblings(), []);
+
+    // A rebuild killed between its renames: search names the command that puts the previous index back, which does.
+    const cut = spawnSync(process.execPath, [path.join(ROOT, 'bin', 'micse.js'), ...args(three, '--force')], { cwd: TMP, encoding: 'utf8', env: { ...process.env, [FAULT_ENV]: 'index:moved-aside' } });
+    assert.equal(cut.signal, 'SIGKILL', cut.stderr);
+    const s = search();
+    assert.equal(s.status, 2, s.stderr);
+    const repair = `micse index build --model ${MODEL} --corpus ${corpus} --out ${out}`;
+    assert.equal(lastLine(s.stderr), `micse: ${out}: missing: a \`micse index build --force\` into it was killed between its two renames, ` +
+      `leaving the previous index in ${out}.old-index-${cut.pid}; run \`${repair}\` to put it back`);
+    const repaired = micse(...repair.split(' ').slice(1), '--backend', 'wasm');
+    assert.equal(repaired.status, 0, repaired.stderr);
+    assert.match(repaired.stdout, /already an index of these 4 sentences by this model; nothing to do/);
+    assert.equal(search().status, 0);
+    assert.deepEqual(siblings(), []);
   });
 
   it('buildIndex: two builds into one folder at once in one process: one is refused, the other builds', async () => {

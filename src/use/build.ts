@@ -12,8 +12,9 @@
  *   build.lock      while a build runs (INDEX_LOCK_FILE, not one of the index's files): the building process's pid
  *                   (PidLock), so that a second build into the same directory is refused naming it; a killed
  *                   build's lock names a dead pid and is taken over by the next build. A build that finds the
- *                   index up to date in a folder without a lock writes nothing and takes no lock (so it works
- *                   in a folder it cannot write)
+ *                   index up to date in a folder without a running build's lock takes no lock and writes nothing
+ *                   but the removal of a killed build's lock, where it can (so it works in a folder it cannot
+ *                   write)
  *
  * The corpus is streamed (src/data/readers.ts) and embedded `chunkSize` sentences at a time, so memory holds
  * one chunk of texts plus the ANN graph, never the corpus.
@@ -26,14 +27,17 @@
  * directory is then rebuilt in a sibling staging folder (`OUT.tmp-index-PID`) that replaces it by two renames (the
  * old one moved to `OUT.old-index-PID`, then removed), so a failed or killed rebuild leaves the previous content
  * whole and no half index under its name; the next build into the same directory repairs what a kill left
- * (recoverReplacement). A forced build is not resumed: it starts over.
+ * (recoverReplacement), and `search` on a directory a kill left moved aside says so (readIndexMeta). Between the two
+ * renames the directory is missing and its lock moved aside with it: a build starting then may make the directory
+ * for its own lock, but it finds the rebuild's sibling, named by a running process, and goes away again; the second
+ * rename waits for that (publishStaging). A forced build is not resumed: it starts over.
  */
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { openCorpus, type CorpusOptionNames, type CorpusReader } from '../data/readers.js';
 import { checkInteger, environmentError, UserError } from '../errors.js';
 import { faultPoint } from '../faultPoints.js';
-import { ensureDir, exists, fsFault, isJsonObject, isLockEntry, PidLock, readJsonObject, recoverReplacement, refuseNonEmptyDir, refuseReplacingDir, replacementSibling, valueAtPath, writeFileAtomic } from '../fsutil.js';
+import { ensureDir, exists, fsFault, isJsonObject, isLockEntry, PidLock, processAlive, readJsonObject, recoverReplacement, refuseNonEmptyDir, refuseReplacingDir, replacementSibling, replacementSiblings, temporaryOwner, valueAtPath, writeFileAtomic } from '../fsutil.js';
 import { checkBatchSize, DEFAULT_EMBED_BATCH_SIZE, DEFAULT_EMBED_POOLER, embed, embedMaxLength } from '../model/embed.js';
 import { checkPooler, type EmbedPooler } from '../model/pooling.js';
 import type { Pretrained } from '../model/pretrained.js';
@@ -170,6 +174,7 @@ function checkFields(raw: Record<string, unknown>, fields: readonly (readonly [s
 export async function readIndexMeta(dir: string): Promise<IndexMeta> {
   const file = path.join(dir, INDEX_FILES.meta);
   if (!(await exists(file))) {
+    if (!(await exists(dir))) await refuseSwapped(dir);
     const partial = await exists(path.join(dir, INDEX_FILES.progress));
     throw new UserError(`${dir}: not a finished index (no ${INDEX_FILES.meta})${partial ? '; a build was interrupted there: rerun `micse index build` to finish it' : ''}`);
   }
@@ -177,6 +182,31 @@ export async function readIndexMeta(dir: string): Promise<IndexMeta> {
   if (raw['format'] !== INDEX_FORMAT) throw new UserError(`${file}: not an index's meta.json (format is ${JSON.stringify(raw['format'])}, expected "${INDEX_FORMAT}")`);
   checkFields(raw, META_FIELDS, file);
   return raw as unknown as IndexMeta;
+}
+
+/**
+ * Throws a UserError when the missing index directory `dir` was moved aside by a --force rebuild between its two
+ * renames: a running one's (wait for it), or a killed one's, with the command that puts the previous index back
+ * (a build into `dir` recovers it first, recoverReplacement; one with the previous index's own model and corpus then
+ * finds it up to date). Readers do not open the sibling themselves: it is named by a pid and renamed or removed by
+ * the next build, and which of the two siblings is wanted (the previous index, or the new one a kill left whole
+ * beside it) is the user's choice. Returns when there is no such sibling.
+ */
+async function refuseSwapped(dir: string): Promise<void> {
+  const aside = (await replacementSiblings(dir, INDEX_REPLACEMENT_TAG)).find((s) => s.kind === 'aside');
+  if (aside === undefined) return;
+  if (processAlive(aside.pid)) {
+    throw new UserError(`${dir}: being replaced by a running \`micse index build --force\` (pid ${aside.pid}); retry when it has finished`);
+  }
+  const prev = await readJsonObject(path.join(aside.path, INDEX_FILES.meta)).catch(() => null);
+  const model = valueAtPath(prev, 'model.path');
+  const corpus = valueAtPath(prev, 'corpus.path');
+  const column = valueAtPath(prev, 'corpus.column');
+  const repair = typeof model === 'string' && typeof corpus === 'string'
+    ? `\`micse index build --model ${model} --corpus ${corpus}${typeof column === 'string' || typeof column === 'number' ? ` --column ${column}` : ''} --out ${dir}\``
+    : `\`micse index build\` with --out ${dir}`;
+  throw new UserError(`${dir}: missing: a \`micse index build --force\` into it was killed between its two renames, leaving the previous ` +
+    `${prev !== null ? 'index' : 'content'} in ${aside.path}; run ${repair} to put it back`);
 }
 
 /** Reads and checks progress.json of a partial build (a UserError naming the file when it is not one). */
@@ -308,24 +338,75 @@ export async function buildIndex(pretrained: Pick<Pretrained, 'model' | 'tokeniz
   await checkIndexOut(out, opts.force === true, inputs);
   // An index that is already this one needs no write, so no lock: a folder the user may only read still answers
   // "up to date". meta.json is written last, by a rename, and a --force rebuild swaps the folder in by renames, so a
-  // meta.json found here belongs to a complete index, never to one a running build is writing. A folder that holds
-  // a lock (a running build's, or a killed one's to take over and remove) goes the locked way below.
-  if (opts.force !== true && !(await exists(path.join(out, INDEX_LOCK_FILE))) && (await exists(path.join(out, INDEX_FILES.meta)))) {
+  // meta.json found here belongs to a complete index, never to one a running build is writing: a killed build's lock
+  // beside it is no obstacle (it is removed where the folder can be written). A folder whose lock names a running
+  // build goes the locked way below, and is refused there.
+  const lock = new PidLock(path.join(out, INDEX_LOCK_FILE), 'index build');
+  if (opts.force !== true && (await lock.holder()) === null && (await exists(path.join(out, INDEX_FILES.meta)))) {
     const meta = await refusingOther(readIndexMeta(out), out);
-    if (sameIndex(meta, fingerprint, corpus, params)) return { dir: out, meta, resumedRows: meta.count, upToDate: true };
+    if (sameIndex(meta, fingerprint, corpus, params)) {
+      await lock.removeStale();
+      return { dir: out, meta, resumedRows: meta.count, upToDate: true };
+    }
   }
   // The folder holds the build's lock, so it is made now; when this call made it and wrote nothing else, it goes again.
   const made = !(await exists(out));
   await ensureDir(out);
-  const lock = new PidLock(path.join(out, INDEX_LOCK_FILE), 'index build');
   try {
     await lock.take().catch((err: unknown) => {
       throw environmentError(err, out, 'write') ?? err;
     });
+    faultPoint('index:locked');
+    // A --force rebuild between its two renames holds no lock in `out` (it moved aside with the old folder), and this
+    // build may have made `out` anew: it goes away again (releasing the lock and the folder it made), so that the
+    // rebuild's second rename, which waits for that (publishStaging), puts its index in.
+    const swapping = (await replacementSiblings(out, INDEX_REPLACEMENT_TAG)).find((s) => processAlive(s.pid));
+    if (swapping !== undefined) {
+      throw new UserError(`${out}: in use by another index build (pid ${swapping.pid}, swapping in a rebuilt index from ${swapping.path}); ` +
+        'wait for it to finish or stop it');
+    }
     return await buildLocked(pretrained, opts, { reader, corpus, fingerprint, params, total, batchSize, chunkSize, lock });
   } finally {
     await lock.release();
     if (made) await fs.rmdir(out).catch(() => undefined);
+  }
+}
+
+/** How long a --force rebuild's second rename waits for a build that made --out meanwhile to go away (publishStaging). */
+const PUBLISH_WAIT_MS = 10_000;
+
+/** Thrown by publishStaging when `out` was taken by someone else: both siblings are left for the user. */
+class PublishConflict extends UserError {}
+
+/**
+ * The second rename of a --force rebuild: `staging` to `out`, which the first moved aside to `old`. A build that
+ * started meanwhile may have made `out` for its lock; it finds `old`, named by this running process, and goes away
+ * again (buildIndex), so while `out` holds nothing but locks this waits for that, removing the locks of builds
+ * killed meanwhile (the rename replaces the empty folder they leave). `out` holding anything else, or locks that
+ * stay for PUBLISH_WAIT_MS, is a PublishConflict naming both siblings, which stay as they are (recoverReplacement
+ * keeps such a pair) so that neither index is lost.
+ */
+async function publishStaging(staging: string, out: string, old: string): Promise<void> {
+  const deadline = Date.now() + PUBLISH_WAIT_MS;
+  for (;;) {
+    try {
+      await fs.rename(staging, out);
+      return;
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code !== 'ENOTEMPTY' && code !== 'EEXIST') throw err;
+    }
+    const held = await fs.readdir(out).catch(() => [] as string[]);
+    if (held.some((name) => !isIndexLock(name)) || Date.now() > deadline) {
+      throw new PublishConflict(`${out}: made by another process while this build swapped its rebuilt index in (it holds ${held.join(', ')}); ` +
+        `the previous content is in ${old} and the new index in ${staging}: move ${out} away and rename either of them to ${out}`);
+    }
+    await new PidLock(path.join(out, INDEX_LOCK_FILE), 'index build').removeStale();
+    for (const name of held) {
+      const pid = temporaryOwner(name);
+      if (pid !== null && !processAlive(pid)) await fs.rm(path.join(out, name), { force: true });
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
   }
 }
 
@@ -364,6 +445,7 @@ async function buildLocked(pretrained: Pick<Pretrained, 'model' | 'tokenizer' | 
   const staging = replacementSibling(out, INDEX_REPLACEMENT_TAG, 'staging', process.pid);
   const dir = replace ? staging : out;
   if (replace) await fs.rm(staging, { recursive: true, force: true });
+  let keepStaging = false;
   try {
     // The staging folder is ours; a fault making it is reported on the --out the user named.
     await ensureDir(dir, out, replace ? 'write' : undefined);
@@ -376,15 +458,17 @@ async function buildLocked(pretrained: Pick<Pretrained, 'model' | 'tokenizer' | 
     faultPoint('index:staged');
     await fs.rename(out, old);
     faultPoint('index:moved-aside');
-    // Should the staging folder not go in (a folder made at --out meanwhile), the previous content goes back.
-    await fs.rename(staging, out).catch(async (err: unknown) => {
-      await fs.rename(old, out).catch(() => undefined);
+    // Should the staging folder not go in, the previous content goes back; where someone else's folder took --out,
+    // both stay beside it, named in the error.
+    await publishStaging(staging, out, old).catch(async (err: unknown) => {
+      if (err instanceof PublishConflict) keepStaging = true;
+      else await fs.rename(old, out).catch(() => undefined);
       throw err;
     });
     await fs.rm(old, { recursive: true, force: true });
     return { ...report, dir: out };
   } finally {
-    if (replace) await fs.rm(staging, { recursive: true, force: true });
+    if (replace && !keepStaging) await fs.rm(staging, { recursive: true, force: true });
   }
 }
 
