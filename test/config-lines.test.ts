@@ -61,6 +61,31 @@ describe('a config error names FILE:LINE and the key', () => {
     await refuses(loadConfig(h), `${h}:3: section 'optim' must be a mapping`);
   });
 
+  it('a top level or a section that is not a mapping: the line of its node; an empty file: line 1', async () => {
+    const list = await write('top-list.yaml', '# a list\n\n- train\n- seed\n');
+    await refuses(loadConfig(list), `${list}:3: the top level of a config file must be a mapping, got a list`);
+    const scalar = await write('top-scalar.yaml', '\ntrain\n');
+    await refuses(loadConfig(scalar), `${scalar}:2: the top level of a config file must be a mapping, got "train"`);
+    const empty = await write('top-empty.yaml', '');
+    await refuses(loadConfig(empty), `${empty}:1: the top level of a config file must be a mapping, got an empty document`);
+    const comments = await write('top-comments.yaml', '# nothing yet\n# still nothing\n');
+    await refuses(loadConfig(comments), `${comments}:1: the top level of a config file must be a mapping, got an empty document`);
+    const tilde = await write('top-null.yaml', '# null\n~\n');
+    await refuses(loadConfig(tilde), `${tilde}:2: the top level of a config file must be a mapping, got null`);
+    // An extended file and a sweep file are held to the same rule, by their own lines.
+    const child = await write('top-child.yaml', 'extends: top-list.yaml\n');
+    await refuses(loadConfig(child), `${list}:3: the top level of a config file must be a mapping, got a list`);
+    const sweep = await write('top-sweep.yaml', '- base\n');
+    await refuses(loadSweep(sweep), `${sweep}:1: the top level of a sweep file must be a mapping, got a list`);
+    // A section: a list, a scalar; a JSON file is named without a line.
+    const seq = await write('section-list.yaml', 'data:\n  maxSeqLen: 16\ntrain:\n  - seed: 1\n');
+    await refuses(loadConfig(seq), `${seq}:3: section 'train' must be a mapping`);
+    const str = await write('section-scalar.yaml', 'train: fast\n');
+    await refuses(loadConfig(str), `${str}:1: section 'train' must be a mapping`);
+    const json = await write('top-list.json', '[1]\n');
+    await refuses(loadConfig(json), `${json}: the top level of a config file must be a mapping, got a list`);
+  });
+
   it('a nested key: model.config names the line of its own key', async () => {
     const f = await write('nested.yaml', 'model:\n  init: random\n  tokenizer: tok\n  config:\n    hidden_size: 64\n    hiden_size: 48\n');
     await assert.rejects(loadConfig(f), (e: unknown) => e instanceof UserError &&

@@ -88,7 +88,6 @@ function labelsFor(keys: readonly string[]): Map<string, string> {
 /** Reads and expands a sweep file. Every point's config is built and validated before anything runs. */
 export async function loadSweep(file: string): Promise<Sweep> {
   const raw = await readYamlFile(file, 'sweep');
-  if (!isJsonObject(raw)) throw new UserError(`${file}: a sweep is a mapping with 'base' and 'grid'`);
   for (const k of Object.keys(raw)) {
     if (k !== 'base' && k !== 'grid') {
       throw new UserError(`${placeOf(file, raw, [k])}: unknown top-level key '${k}' (a sweep has 'base' and 'grid')`);

@@ -363,12 +363,23 @@ export function placeOf(where: string, raw: unknown, keyPath: readonly (string |
 }
 
 /**
- * Parses a YAML file (JSON when it ends in .json); `what` names its kind in a read fault ('config', 'sweep') and
- * `namedBy` what pointed at it (an `extends`, a sweep's base). A YAML file's syntax errors, duplicate keys included,
- * are named by the yaml package's line and column (`FILE:LINE:COL: not valid YAML (...)`), its warnings (an unknown
- * tag) likewise; the lines of its keys are recorded for placeOf.
+ * `value`, the top level of a file of kind `what` read from `place` (`FILE:LINE` of its first node, or the file),
+ * as the mapping every config and sweep file is; a UserError naming what it is instead.
  */
-export async function readYamlFile(file: string, what: string, namedBy?: string): Promise<unknown> {
+function topLevelMapping(value: unknown, what: string, place: string): Record<string, unknown> {
+  if (isJsonObject(value)) return value;
+  const got = value === undefined ? 'an empty document' : Array.isArray(value) ? 'a list' : shownValue(value);
+  throw new UserError(`${place}: the top level of a ${what} file must be a mapping, got ${got}`);
+}
+
+/**
+ * Parses a YAML file (JSON when it ends in .json), whose top level must be a mapping; `what` names its kind in a
+ * read fault ('config', 'sweep') and `namedBy` what pointed at it (an `extends`, a sweep's base). A YAML file's
+ * syntax errors, duplicate keys included, are named by the yaml package's line and column (`FILE:LINE:COL: not
+ * valid YAML (...)`), its warnings (an unknown tag) likewise, a top level that is not a mapping by the line it
+ * starts on (line 1 when the file holds no value); the lines of its keys are recorded for placeOf.
+ */
+export async function readYamlFile(file: string, what: string, namedBy?: string): Promise<Record<string, unknown>> {
   let text: string;
   try {
     text = await fs.readFile(file, 'utf8');
@@ -377,11 +388,13 @@ export async function readYamlFile(file: string, what: string, namedBy?: string)
       (namedBy !== undefined ? `, named by ${namedBy}` : ''));
   }
   if (file.endsWith('.json')) {
+    let value: unknown;
     try {
-      return JSON.parse(text);
+      value = JSON.parse(text);
     } catch (err) {
       throw new UserError(`${file}: not valid JSON (${firstLineOf(err)})`);
     }
+    return topLevelMapping(value, what, file);
   }
   const lines = new LineCounter();
   const doc = YAML.parseDocument(text, { lineCounter: lines, prettyErrors: false });
@@ -401,8 +414,10 @@ export async function readYamlFile(file: string, what: string, namedBy?: string)
     // maxAliasCount. The yaml package gives these no position.
     throw new UserError(`${file}: not valid YAML (${firstLineOf(err)})`);
   }
-  recordLines(doc.contents, value, lines);
-  return value;
+  const top = doc.contents === null ? 1 : lines.linePos(doc.contents.range[0]).line;
+  const mapping = topLevelMapping(doc.contents === null ? undefined : value, what, `${file}:${top}`);
+  recordLines(doc.contents, mapping, lines);
+  return mapping;
 }
 
 /** A parsed config and the file it came from (`extends` is relative to that file). */
