@@ -126,7 +126,7 @@ describe('a config error names FILE:LINE and the key', () => {
       'model.init is "random", so model.tokenizer must name a tokenizer directory');
   });
 
-  it('a syntax error or a duplicate key: the yaml package\'s line and column, one line', async () => {
+  it('a syntax error, a duplicate key, an alias without its anchor, a list or mapping as a key: line and column, one line', async () => {
     const dup = await write('dup.yaml', 'train:\n  seed: 1\n  batchSize: 8\n  seed: 2\n');
     await refuses(loadConfig(dup), `${dup}:4:3: not valid YAML (Map keys must be unique)`);
     const tab = await write('tab.yaml', 'train:\n  seed: 1\n\tbatchSize: 8\n');
@@ -134,6 +134,19 @@ describe('a config error names FILE:LINE and the key', () => {
     await assert.rejects(loadConfig(tab), (e: unknown) => oneLine(e, `${tab}:3:1: not valid YAML (`));
     const flow = await write('flow.yaml', 'optim:\n  learningRate: 1e-5\ntrain: {seed: 1, batchSize: [8}\n');
     await assert.rejects(loadConfig(flow), (e: unknown) => oneLine(e, `${flow}:3:`) && / not valid YAML \(/.test((e as Error).message));
+    // What parses but a config cannot hold: an alias without its anchor, a mapping or list as a key.
+    const alias = await write('alias.yaml', 'train:\n  seed: 1\n  batchSize: *nope\n');
+    await refuses(loadConfig(alias), `${alias}:3:14: not valid YAML (alias *nope has no anchor &nope before it)`);
+    const later = await write('alias-later.yaml', 'train:\n  seed: *s\ndata:\n  subsetSeed: &s 3\n');
+    await refuses(loadConfig(later), `${later}:2:9: not valid YAML (alias *s has no anchor &s before it)`);
+    const anchored = await write('alias-ok.yaml', 'train:\n  seed: &s 3\ndata:\n  subsetSeed: *s\n  maxSeqLen: 1\n');
+    await refuses(loadConfig(anchored), `${anchored}:5: data.maxSeqLen must be >= 2, got 1`);
+    const listKey = await write('list-key.yaml', 'train:\n  seed: 1\n  ? [a, b]\n  : 1\n');
+    await refuses(loadConfig(listKey), `${listKey}:3:5: a key must be a scalar (a name), not a list`);
+    const mapKey = await write('map-key.yaml', '# flow\noptim:\n  {a: 1}: 2\n  beta1: 0.9\n');
+    await refuses(loadConfig(mapKey), `${mapKey}:3:3: a key must be a scalar (a name), not a mapping`);
+    const sweepKey = await write('sweep-key.yaml', 'base: {}\ngrid:\n  [train.seed]: [1, 2]\n');
+    await refuses(loadSweep(sweepKey), `${sweepKey}:3:3: a key must be a scalar (a name), not a list`);
     // An extended file's syntax error names that file.
     const child = await write('dup-child.yaml', 'extends: dup.yaml\n');
     await refuses(loadConfig(child), `${dup}:4:3: not valid YAML (Map keys must be unique)`);

@@ -7,7 +7,7 @@
  */
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import YAML, { isMap, isScalar, isSeq, LineCounter } from 'yaml';
+import YAML, { isAlias, isCollection, isMap, isNode, isPair, isScalar, isSeq, LineCounter, type Document } from 'yaml';
 import { MIN_BATCH_SENTENCES } from '../data/batches.js';
 import { didYouMean, firstLineOf, shownValue, UserError } from '../errors.js';
 import { isJsonObject, valueAtPath } from '../fsutil.js';
@@ -330,8 +330,8 @@ function recordLines(node: unknown, value: unknown, lines: LineCounter): void {
   if (isMap(node) && isJsonObject(value)) {
     KEY_LINES.set(value, byKey);
     for (const pair of node.items) {
-      // A scalar key is the JavaScript key its text gives (toJS: null is ''); a mapping or sequence as a key is not
-      // a config key, so it has no line here.
+      // A scalar key is the JavaScript key its text gives (toJS: null is ''); readYamlFile refuses a mapping or
+      // sequence as a key (unheldNode) before its lines are recorded.
       if (!isScalar(pair.key) || pair.key.range == null) continue;
       const key = pair.key.value === null ? '' : String(pair.key.value);
       byKey.set(key, lines.linePos(pair.key.range[0]).line);
@@ -363,6 +363,27 @@ export function placeOf(where: string, raw: unknown, keyPath: readonly (string |
 }
 
 /**
+ * The first node of `doc` (in document order) that parses but that a config cannot hold, and where it starts (an
+ * offset into the text): an alias whose anchor is not set before it (which toJS refuses without a position), a
+ * mapping or sequence as a key (which toJS would turn into text); null when there is none.
+ */
+function unheldNode(doc: Document): { pos: number; problem: string } | null {
+  const anchors = new Set<string>();
+  let found: { pos: number; problem: string } | null = null;
+  YAML.visit(doc, (_key, node) => {
+    if (isAlias(node)) {
+      if (!anchors.has(node.source)) found = { pos: node.range?.[0] ?? -1, problem: `not valid YAML (alias *${node.source} has no anchor &${node.source} before it)` };
+    } else if (isNode(node) && node.anchor !== undefined) {
+      anchors.add(node.anchor);
+    } else if (isPair(node) && isCollection(node.key)) {
+      found = { pos: node.key.range?.[0] ?? -1, problem: `a key must be a scalar (a name), not a ${isSeq(node.key) ? 'list' : 'mapping'}` };
+    }
+    return found === null ? undefined : YAML.visit.BREAK;
+  });
+  return found;
+}
+
+/**
  * `value`, the top level of a file of kind `what` read from `place` (`FILE:LINE` of its first node, or the file),
  * as the mapping every config and sweep file is; a UserError naming what it is instead.
  */
@@ -376,7 +397,8 @@ function topLevelMapping(value: unknown, what: string, place: string): Record<st
  * Parses a YAML file (JSON when it ends in .json), whose top level must be a mapping; `what` names its kind in a
  * read fault ('config', 'sweep') and `namedBy` what pointed at it (an `extends`, a sweep's base). A YAML file's
  * syntax errors, duplicate keys included, are named by the yaml package's line and column (`FILE:LINE:COL: not
- * valid YAML (...)`), its warnings (an unknown tag) likewise, a top level that is not a mapping by the line it
+ * valid YAML (...)`), its warnings (an unknown tag) likewise, as are an alias without its anchor and a mapping or
+ * list as a key (unheldNode); a top level that is not a mapping by the line it
  * starts on (line 1 when the file holds no value); the lines of its keys are recorded for placeOf.
  */
 export async function readYamlFile(file: string, what: string, namedBy?: string): Promise<Record<string, unknown>> {
@@ -406,12 +428,14 @@ export async function readYamlFile(file: string, what: string, namedBy?: string)
   for (const w of doc.warnings) process.emitWarning(`${at(w.pos[0])}: ${firstLineOf(w)}`, 'YAMLWarning');
   const syntax = doc.errors[0];
   if (syntax !== undefined) throw new UserError(`${at(syntax.pos[0])}: not valid YAML (${firstLineOf(syntax)})`);
+  const unheld = unheldNode(doc);
+  if (unheld !== null) throw new UserError(`${at(unheld.pos)}: ${unheld.problem}`);
   let value: unknown;
   try {
     value = doc.toJS();
   } catch (err) {
-    // What parsing accepts and toJS refuses: an alias whose anchor is not set before it, more aliases than toJS's
-    // maxAliasCount. The yaml package gives these no position.
+    // What parsing and unheldNode accept and toJS refuses: more aliases than toJS's maxAliasCount, which the yaml
+    // package gives no position.
     throw new UserError(`${file}: not valid YAML (${firstLineOf(err)})`);
   }
   const top = doc.contents === null ? 1 : lines.linePos(doc.contents.range[0]).line;
