@@ -13,7 +13,9 @@ import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { UserError } from '../src/errors.js';
 import { loadSweep } from '../src/sweep/grid.js';
-import { loadConfig, placeOf, readYamlFile } from '../src/train/config.js';
+import { loadPretrained } from '../src/model/pretrained.js';
+import { checkModelFits, loadConfig, placeOf, readYamlFile } from '../src/train/config.js';
+import { trainingPlan } from '../src/train/plan.js';
 import { ROOT } from './helpers.js';
 
 const run = promisify(execFile);
@@ -169,6 +171,52 @@ describe('a config error names FILE:LINE and the key', () => {
     assert.equal(placeOf(f, raw, ['a', 'nope']), f);
     assert.equal(placeOf(f, raw, ['nope', 'b']), f);
     assert.equal(placeOf('--set a.b=1', { a: { b: 1 } }, ['a', 'b']), '--set a.b=1');
+  });
+});
+
+describe('a config that does not fit its checkpoint names where each value was set and the checkpoint\'s config.json', () => {
+  /** A checkpoint folder holding only config.json (all a plan reads) with these positions and layers. */
+  async function checkpoint(name: string, positions: number, layers: number): Promise<string> {
+    const dir = path.join(TMP, name);
+    await fs.mkdir(dir);
+    await fs.writeFile(path.join(dir, 'config.json'), JSON.stringify({
+      model_type: 'bert', hidden_size: 32, num_hidden_layers: layers, num_attention_heads: 4, intermediate_size: 64, max_position_embeddings: positions,
+    }));
+    return dir;
+  }
+
+  it('data.maxSeqLen past max_position_embeddings: its line, its --set or the default', async () => {
+    const ckpt = await checkpoint('ckpt-positions', 16, 12);
+    const json = path.join(ckpt, 'config.json');
+    const past = (n: number) => `data.maxSeqLen is ${n} but the model's max_position_embeddings is 16 (${json}): lower data.maxSeqLen to at most 16`;
+    const f = await write('positions.yaml', `model:\n  init: ${ckpt}\ndata:\n  count: 64\n  maxSeqLen: 24\n`);
+    await refuses(loadConfig(f).then((l) => trainingPlan(l.config)), `${f}:5 (data.maxSeqLen: 24): ${past(24)}`);
+    await refuses(loadConfig(f, ['data.maxSeqLen=20']).then((l) => trainingPlan(l.config)), `--set data.maxSeqLen=20: ${past(20)}`);
+    const g = await write('positions-default.yaml', `model:\n  init: ${ckpt}\n`);
+    await refuses(loadConfig(g).then((l) => trainingPlan(l.config)), `defaults (data.maxSeqLen: 32): ${past(32)}`);
+    // The trainer's check, as it loads the checkpoint: before the tokenizer and weights (this folder has neither).
+    const { config } = await loadConfig(f);
+    await refuses(loadPretrained(ckpt, { checkConfig: (model, file) => checkModelFits(config, model, file, 'config') }),
+      `${f}:5 (data.maxSeqLen: 24): ${past(24)}`);
+  });
+
+  it('an AMI layer span past the checkpoint\'s layers: the lines of minLayer and maxLayer', async () => {
+    const ckpt = await checkpoint('ckpt-layers', 512, 4);
+    const f = await write('layers.yaml', `model:\n  init: ${ckpt}\nobjective:\n  minLayer: 2\n  maxLayer: 6\n`);
+    await refuses(loadConfig(f).then((l) => trainingPlan(l.config)), `${f}:4 (objective.minLayer: 2) and ${f}:5 (objective.maxLayer: 6): ` +
+      'the AMI layer span [minLayer, maxLayer) = [2, 6) must satisfy 0 <= minLayer < maxLayer <= 4 (the model has 4 layers, numbered 0..3; maxLayer is one past the last)');
+  });
+
+  it('CLI: micse train --dry-run exits 2 with the one line', async () => {
+    const ckpt = await checkpoint('ckpt-cli', 16, 12);
+    const f = await write('positions-cli.yaml', `model:\n  init: ${ckpt}\ndata:\n  maxSeqLen: 24\n`);
+    const r = await run(process.execPath, [path.join(ROOT, 'bin', 'micse.js'), 'train', '--config', f, '--dry-run'], { cwd: ROOT }).then(
+      () => assert.fail('expected exit 2'),
+      (e: { code: number; stderr: string }) => e,
+    );
+    assert.equal(r.code, 2, r.stderr);
+    assert.equal(r.stderr, `micse: ${f}:4 (data.maxSeqLen: 24): data.maxSeqLen is 24 but the model's max_position_embeddings is 16 ` +
+      `(${path.join(ckpt, 'config.json')}): lower data.maxSeqLen to at most 16\n`);
   });
 });
 

@@ -13,7 +13,7 @@ import { didYouMean, firstLineOf, shownValue, UserError } from '../errors.js';
 import { isJsonObject, valueAtPath } from '../fsutil.js';
 import { amiLayerSpanProblem, MICSE_STYLES, MICSE_VIEWS, TRAIN_POOLERS } from '../losses/micse.js';
 import { BACKEND_NAMES } from '../model/backend.js';
-import { BERT_CONFIG_KEYS, maxLengthProblem, parseBertConfig } from '../model/config.js';
+import { BERT_CONFIG_KEYS, maxLengthProblem, parseBertConfig, type BertConfig } from '../model/config.js';
 import { ADAMW_VARIANTS } from './adamw.js';
 import { SELECTIONS } from './selection.js';
 
@@ -288,12 +288,21 @@ export function randomPositionsSource(c: TrainConfig): string {
 }
 
 /**
- * Cross-key rules. Each message starts with where the values it is about came from (describeOrigins: a file, a
- * `--set`, the defaults); `where` stands in for configs without that record.
+ * The UserError of a check of `c`'s values: `problem`, after where the values of `keyPaths` came from
+ * (describeOrigins: a file's line, a `--set`, the defaults; `where` for a config without that record). The one form
+ * of the checks that look at a whole config: its cross-key rules, the model it trains, a sweep's rules.
+ */
+export function configError(c: TrainConfig, keyPaths: readonly string[], problem: string, where: string): UserError {
+  return new UserError(`${describeOrigins(c, keyPaths, where)}: ${problem}`);
+}
+
+/**
+ * Cross-key rules. Each message starts with where the values it is about came from (configError); `where` stands in
+ * for configs without that record.
  */
 export function checkConsistency(c: TrainConfig, where: string): void {
   const fail = (keyPaths: readonly string[], problem: string): never => {
-    throw new UserError(`${describeOrigins(c, keyPaths, where)}: ${problem}`);
+    throw configError(c, keyPaths, problem, where);
   };
   if (c.data.fraction !== null && c.data.count !== null) fail(['data.fraction', 'data.count'], 'set data.fraction or data.count, not both');
   const span = amiLayerSpanProblem(c.objective.minLayer, c.objective.maxLayer);
@@ -308,6 +317,22 @@ export function checkConsistency(c: TrainConfig, where: string): void {
       (keys) => `${describeOrigins(c, keys.map((k) => `model.config.${k}`), where)}: model.config`);
     const positions = c.model.init === 'random' ? maxLengthProblem('data.maxSeqLen', c.data.maxSeqLen, model, randomPositionsSource(c)) : null;
     if (positions !== null) fail(['data.maxSeqLen', 'model.config.max_position_embeddings'], positions);
+  }
+}
+
+/**
+ * Throws unless `c` fits `model`: the AMI layer span within its depth, data.maxSeqLen within its positions, each
+ * message starting with where the config's values came from (configError; `where` for a config without that
+ * record). `source` names where the model's config came from (a checkpoint's config.json, the model.config block);
+ * `fromConfig`: `model` was built from `c`'s model.config (a random init), whose max_position_embeddings the
+ * message then names beside data.maxSeqLen.
+ */
+export function checkModelFits(c: TrainConfig, model: BertConfig, source: string, where: string, fromConfig = false): void {
+  const span = c.objective.style === 'micse' ? amiLayerSpanProblem(c.objective.minLayer, c.objective.maxLayer, model.numHiddenLayers) : null;
+  if (span !== null) throw configError(c, ['objective.minLayer', 'objective.maxLayer'], span, where);
+  const positions = maxLengthProblem('data.maxSeqLen', c.data.maxSeqLen, model, source);
+  if (positions !== null) {
+    throw configError(c, ['data.maxSeqLen', ...(fromConfig ? ['model.config.max_position_embeddings'] : [])], positions, where);
   }
 }
 

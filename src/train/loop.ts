@@ -9,9 +9,7 @@ import { TwoViewBatchIterator, type BatchIteratorOptions, type BatchIteratorStat
 import type { BertTokenizer } from '../data/tokenizer.js';
 import { UserError } from '../errors.js';
 import { MlpHead } from '../losses/mlpHead.js';
-import { amiLayerSpanProblem } from '../losses/micse.js';
 import { siteSeed, type BertModel } from '../model/bert.js';
-import { maxLengthProblem, type BertConfig } from '../model/config.js';
 import { AdamW, learningRateAt } from './adamw.js';
 import type { TrainConfig } from './config.js';
 import { actionsAt, totalStepsOf } from './selection.js';
@@ -50,17 +48,6 @@ export interface TrainingRun {
   warmup: number;
   /** Frees the head and the optimizer's moments (not the model). */
   dispose(): void;
-}
-
-/**
- * Throws unless the config fits the model: the AMI layer span within its depth, the sequence length within its
- * positions. `source` names where the model's config came from (a config.json, the model.config block).
- */
-export function checkModelFits(c: TrainConfig, model: BertConfig, source: string): void {
-  const span = c.objective.style === 'micse' ? amiLayerSpanProblem(c.objective.minLayer, c.objective.maxLayer, model.numHiddenLayers) : null;
-  if (span !== null) throw new UserError(span);
-  const positions = maxLengthProblem('data.maxSeqLen', c.data.maxSeqLen, model, source);
-  if (positions !== null) throw new UserError(positions);
 }
 
 /**
