@@ -11,7 +11,7 @@ import { UserError } from '../errors.js';
 import { MlpHead } from '../losses/mlpHead.js';
 import { siteSeed, type BertModel } from '../model/bert.js';
 import { AdamW, learningRateAt } from './adamw.js';
-import type { TrainConfig } from './config.js';
+import { configError, type TrainConfig } from './config.js';
 import { actionsAt, totalStepsOf } from './selection.js';
 import { FP32, TrainStep, trainableParams, type StepPrecision } from './step.js';
 import { LossScaler, type LossScalerState } from './lossScale.js';
@@ -52,12 +52,12 @@ export interface TrainingRun {
 
 /**
  * What train.precision asks of the step; `mixed` where the active backend cannot round to float16 is a UserError
- * naming the key. `state`: a resumed run's loss scale.
+ * naming the key and where it was set (configError). `state`: a resumed run's loss scale.
  */
 export function stepPrecision(c: TrainConfig, state?: LossScalerState): StepPrecision {
   if (c.train.precision === 'fp32') return FP32;
   const problem = f16Problem();
-  if (problem !== null) throw new UserError(`train.precision is mixed, but ${problem}; use train.precision: fp32 or another --backend`);
+  if (problem !== null) throw configError(c, ['train.precision'], `train.precision is mixed, but ${problem}; use train.precision: fp32 or another --backend`, 'config');
   return { f16Products: true, scaler: new LossScaler(c.train.lossScaleGrowthInterval, c.train.lossScale, state) };
 }
 
