@@ -236,12 +236,15 @@ describe('a sweep file error names FILE:LINE', () => {
       ['base: {}\ngrid:\n  train.finalEval: [true, false]\n',
         'FILE:3 (grid.train.finalEval: false): train.finalEval is false, but every sweep point ends with the STS evaluation'],
       ['base: {}\nbogus: 1\n', "FILE:2: unknown top-level key 'bogus' (a sweep has 'base' and 'grid')"],
+      ['base: {}\ngrid:\n  train.seed: [1, 2]\n  data.train:\n    - a b.txt\n    - a-b.txt\n',
+        'FILE:5 and FILE:6: points {"train.seed":1,"data.train":"a b.txt"} and {"train.seed":1,"data.train":"a-b.txt"} get the same name'],
+      ['base: {}\ngrid:\n  train.seed:\n    - 1\n    - 1\n', 'FILE:4 and FILE:5: points {"train.seed":1} and {"train.seed":1} get the same name'],
       ['base: {}\ngrid:\n  split:\n    - sweep-base.yaml\n    - gone.yaml\n',
         `${path.join(TMP, 'gone.yaml')}: cannot read config (ENOENT), named by FILE:5: grid.split`],
     ];
     for (const [i, [text, message]] of cases.entries()) {
       const f = await write(`sweep${i}.yaml`, text);
-      await assert.rejects(loadSweep(f), (e: unknown) => e instanceof UserError && e.message.startsWith(message.replace('FILE', f)),
+      await assert.rejects(loadSweep(f), (e: unknown) => e instanceof UserError && e.message.startsWith(message.replaceAll('FILE', f)),
         `${text}: expected a message starting ${message}`);
     }
   });

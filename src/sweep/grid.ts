@@ -19,7 +19,7 @@ import path from 'node:path';
 import { shownValue, UserError } from '../errors.js';
 import { isJsonObject } from '../fsutil.js';
 import {
-  checkConsistency, configLayers, defaultConfig, describeOrigins, mergeConfig, placeOf, readYamlFile, SCHEMA, type ConfigLayer, type TrainConfig,
+  checkConsistency, configError, configLayers, defaultConfig, mergeConfig, placeOf, readYamlFile, SCHEMA, type ConfigLayer, type TrainConfig,
 } from '../train/config.js';
 
 /** The grid key that layers whole training config files. */
@@ -143,7 +143,7 @@ export async function loadSweep(file: string): Promise<Sweep> {
   }
 
   const points: SweepPoint[] = [];
-  const seen = new Map<string, Record<string, GridValue>>();
+  const seen = new Map<string, { params: Record<string, GridValue>; at: Record<string, string> }>();
   for (const { params, at } of combos) {
     let config = defaultConfig();
     for (const l of baseLayers) config = mergeConfig(config, l.raw, l.file);
@@ -164,13 +164,17 @@ export async function loadSweep(file: string): Promise<Sweep> {
     const name = nameParts.length > 0 ? nameParts.join(NAME_JOIN) : 'base';
     checkConsistency(config, `${file} (point ${name})`);
     if (!config.train.finalEval) {
-      throw new UserError(`${describeOrigins(config, ['train.finalEval'], `${file} (point ${name})`)}: ` +
-        'train.finalEval is false, but every sweep point ends with the STS evaluation');
+      throw configError(config, ['train.finalEval'], 'train.finalEval is false, but every sweep point ends with the STS evaluation', `${file} (point ${name})`);
     }
-    if (seen.has(name)) {
-      throw new UserError(`${file}: points ${JSON.stringify(seen.get(name))} and ${JSON.stringify(params)} get the same name '${name}'; make the grid values distinct`);
+    const twin = seen.get(name);
+    if (twin !== undefined) {
+      // Named by the places of the grid values the two points take from different items (a value listed twice, split
+      // files drawing the same subset, values that differ only in characters a name drops).
+      const places = keys.filter((k) => twin.at[k] !== at[k]).flatMap((k) => [twin.at[k]!, at[k]!]);
+      throw new UserError(`${places.join(' and ')}: points ${JSON.stringify(twin.params)} and ${JSON.stringify(params)} ` +
+        `get the same name '${name}'; make the grid values distinct`);
     }
-    seen.set(name, params);
+    seen.set(name, { params, at });
     points.push({ name, params, config });
   }
   return { file, keys, points };
