@@ -13,7 +13,9 @@ import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { UserError } from '../src/errors.js';
 import { loadSweep } from '../src/sweep/grid.js';
-import { loadConfig, placeOf, readYamlFile } from '../src/train/config.js';
+import { loadPretrained } from '../src/model/pretrained.js';
+import { checkModelFits, loadConfig, placeOf, readYamlFile } from '../src/train/config.js';
+import { trainingPlan } from '../src/train/plan.js';
 import { ROOT } from './helpers.js';
 
 const run = promisify(execFile);
@@ -61,6 +63,31 @@ describe('a config error names FILE:LINE and the key', () => {
     await refuses(loadConfig(h), `${h}:3: section 'optim' must be a mapping`);
   });
 
+  it('a top level or a section that is not a mapping: the line of its node; an empty file: line 1', async () => {
+    const list = await write('top-list.yaml', '# a list\n\n- train\n- seed\n');
+    await refuses(loadConfig(list), `${list}:3: the top level of a config file must be a mapping, got a list`);
+    const scalar = await write('top-scalar.yaml', '\ntrain\n');
+    await refuses(loadConfig(scalar), `${scalar}:2: the top level of a config file must be a mapping, got "train"`);
+    const empty = await write('top-empty.yaml', '');
+    await refuses(loadConfig(empty), `${empty}:1: the top level of a config file must be a mapping, got an empty document`);
+    const comments = await write('top-comments.yaml', '# nothing yet\n# still nothing\n');
+    await refuses(loadConfig(comments), `${comments}:1: the top level of a config file must be a mapping, got an empty document`);
+    const tilde = await write('top-null.yaml', '# null\n~\n');
+    await refuses(loadConfig(tilde), `${tilde}:2: the top level of a config file must be a mapping, got null`);
+    // An extended file and a sweep file are held to the same rule, by their own lines.
+    const child = await write('top-child.yaml', 'extends: top-list.yaml\n');
+    await refuses(loadConfig(child), `${list}:3: the top level of a config file must be a mapping, got a list`);
+    const sweep = await write('top-sweep.yaml', '- base\n');
+    await refuses(loadSweep(sweep), `${sweep}:1: the top level of a sweep file must be a mapping, got a list`);
+    // A section: a list, a scalar; a JSON file is named without a line.
+    const seq = await write('section-list.yaml', 'data:\n  maxSeqLen: 16\ntrain:\n  - seed: 1\n');
+    await refuses(loadConfig(seq), `${seq}:3: section 'train' must be a mapping`);
+    const str = await write('section-scalar.yaml', 'train: fast\n');
+    await refuses(loadConfig(str), `${str}:1: section 'train' must be a mapping`);
+    const json = await write('top-list.json', '[1]\n');
+    await refuses(loadConfig(json), `${json}: the top level of a config file must be a mapping, got a list`);
+  });
+
   it('a nested key: model.config names the line of its own key', async () => {
     const f = await write('nested.yaml', 'model:\n  init: random\n  tokenizer: tok\n  config:\n    hidden_size: 64\n    hiden_size: 48\n');
     await assert.rejects(loadConfig(f), (e: unknown) => e instanceof UserError &&
@@ -101,7 +128,7 @@ describe('a config error names FILE:LINE and the key', () => {
       'model.init is "random", so model.tokenizer must name a tokenizer directory');
   });
 
-  it('a syntax error or a duplicate key: the yaml package\'s line and column, one line', async () => {
+  it('a syntax error, a duplicate key, an alias without its anchor, a list or mapping as a key: line and column, one line', async () => {
     const dup = await write('dup.yaml', 'train:\n  seed: 1\n  batchSize: 8\n  seed: 2\n');
     await refuses(loadConfig(dup), `${dup}:4:3: not valid YAML (Map keys must be unique)`);
     const tab = await write('tab.yaml', 'train:\n  seed: 1\n\tbatchSize: 8\n');
@@ -109,6 +136,19 @@ describe('a config error names FILE:LINE and the key', () => {
     await assert.rejects(loadConfig(tab), (e: unknown) => oneLine(e, `${tab}:3:1: not valid YAML (`));
     const flow = await write('flow.yaml', 'optim:\n  learningRate: 1e-5\ntrain: {seed: 1, batchSize: [8}\n');
     await assert.rejects(loadConfig(flow), (e: unknown) => oneLine(e, `${flow}:3:`) && / not valid YAML \(/.test((e as Error).message));
+    // What parses but a config cannot hold: an alias without its anchor, a mapping or list as a key.
+    const alias = await write('alias.yaml', 'train:\n  seed: 1\n  batchSize: *nope\n');
+    await refuses(loadConfig(alias), `${alias}:3:14: not valid YAML (alias *nope has no anchor &nope before it)`);
+    const later = await write('alias-later.yaml', 'train:\n  seed: *s\ndata:\n  subsetSeed: &s 3\n');
+    await refuses(loadConfig(later), `${later}:2:9: not valid YAML (alias *s has no anchor &s before it)`);
+    const anchored = await write('alias-ok.yaml', 'train:\n  seed: &s 3\ndata:\n  subsetSeed: *s\n  maxSeqLen: 1\n');
+    await refuses(loadConfig(anchored), `${anchored}:5: data.maxSeqLen must be >= 2, got 1`);
+    const listKey = await write('list-key.yaml', 'train:\n  seed: 1\n  ? [a, b]\n  : 1\n');
+    await refuses(loadConfig(listKey), `${listKey}:3:5: a key must be a scalar (a name), not a list`);
+    const mapKey = await write('map-key.yaml', '# flow\noptim:\n  {a: 1}: 2\n  beta1: 0.9\n');
+    await refuses(loadConfig(mapKey), `${mapKey}:3:3: a key must be a scalar (a name), not a mapping`);
+    const sweepKey = await write('sweep-key.yaml', 'base: {}\ngrid:\n  [train.seed]: [1, 2]\n');
+    await refuses(loadSweep(sweepKey), `${sweepKey}:3:3: a key must be a scalar (a name), not a list`);
     // An extended file's syntax error names that file.
     const child = await write('dup-child.yaml', 'extends: dup.yaml\n');
     await refuses(loadConfig(child), `${dup}:4:3: not valid YAML (Map keys must be unique)`);
@@ -134,6 +174,52 @@ describe('a config error names FILE:LINE and the key', () => {
   });
 });
 
+describe('a config that does not fit its checkpoint names where each value was set and the checkpoint\'s config.json', () => {
+  /** A checkpoint folder holding only config.json (all a plan reads) with these positions and layers. */
+  async function checkpoint(name: string, positions: number, layers: number): Promise<string> {
+    const dir = path.join(TMP, name);
+    await fs.mkdir(dir);
+    await fs.writeFile(path.join(dir, 'config.json'), JSON.stringify({
+      model_type: 'bert', hidden_size: 32, num_hidden_layers: layers, num_attention_heads: 4, intermediate_size: 64, max_position_embeddings: positions,
+    }));
+    return dir;
+  }
+
+  it('data.maxSeqLen past max_position_embeddings: its line, its --set or the default', async () => {
+    const ckpt = await checkpoint('ckpt-positions', 16, 12);
+    const json = path.join(ckpt, 'config.json');
+    const past = (n: number) => `data.maxSeqLen is ${n} but the model's max_position_embeddings is 16 (${json}): lower data.maxSeqLen to at most 16`;
+    const f = await write('positions.yaml', `model:\n  init: ${ckpt}\ndata:\n  count: 64\n  maxSeqLen: 24\n`);
+    await refuses(loadConfig(f).then((l) => trainingPlan(l.config)), `${f}:5 (data.maxSeqLen: 24): ${past(24)}`);
+    await refuses(loadConfig(f, ['data.maxSeqLen=20']).then((l) => trainingPlan(l.config)), `--set data.maxSeqLen=20: ${past(20)}`);
+    const g = await write('positions-default.yaml', `model:\n  init: ${ckpt}\n`);
+    await refuses(loadConfig(g).then((l) => trainingPlan(l.config)), `defaults (data.maxSeqLen: 32): ${past(32)}`);
+    // The trainer's check, as it loads the checkpoint: before the tokenizer and weights (this folder has neither).
+    const { config } = await loadConfig(f);
+    await refuses(loadPretrained(ckpt, { checkConfig: (model, file) => checkModelFits(config, model, file, 'config') }),
+      `${f}:5 (data.maxSeqLen: 24): ${past(24)}`);
+  });
+
+  it('an AMI layer span past the checkpoint\'s layers: the lines of minLayer and maxLayer', async () => {
+    const ckpt = await checkpoint('ckpt-layers', 512, 4);
+    const f = await write('layers.yaml', `model:\n  init: ${ckpt}\nobjective:\n  minLayer: 2\n  maxLayer: 6\n`);
+    await refuses(loadConfig(f).then((l) => trainingPlan(l.config)), `${f}:4 (objective.minLayer: 2) and ${f}:5 (objective.maxLayer: 6): ` +
+      'the AMI layer span [minLayer, maxLayer) = [2, 6) must satisfy 0 <= minLayer < maxLayer <= 4 (the model has 4 layers, numbered 0..3; maxLayer is one past the last)');
+  });
+
+  it('CLI: micse train --dry-run exits 2 with the one line', async () => {
+    const ckpt = await checkpoint('ckpt-cli', 16, 12);
+    const f = await write('positions-cli.yaml', `model:\n  init: ${ckpt}\ndata:\n  maxSeqLen: 24\n`);
+    const r = await run(process.execPath, [path.join(ROOT, 'bin', 'micse.js'), 'train', '--config', f, '--dry-run'], { cwd: ROOT }).then(
+      () => assert.fail('expected exit 2'),
+      (e: { code: number; stderr: string }) => e,
+    );
+    assert.equal(r.code, 2, r.stderr);
+    assert.equal(r.stderr, `micse: ${f}:4 (data.maxSeqLen: 24): data.maxSeqLen is 24 but the model's max_position_embeddings is 16 ` +
+      `(${path.join(ckpt, 'config.json')}): lower data.maxSeqLen to at most 16\n`);
+  });
+});
+
 describe('a sweep file error names FILE:LINE', () => {
   it('grid keys and values, base files and inline bases, the finalEval rule', async () => {
     const base = await write('sweep-base.yaml', 'objective:\n  minLayer: 2\n  maxLayer: 4\ntrain:\n  finalEval: false\n');
@@ -150,12 +236,15 @@ describe('a sweep file error names FILE:LINE', () => {
       ['base: {}\ngrid:\n  train.finalEval: [true, false]\n',
         'FILE:3 (grid.train.finalEval: false): train.finalEval is false, but every sweep point ends with the STS evaluation'],
       ['base: {}\nbogus: 1\n', "FILE:2: unknown top-level key 'bogus' (a sweep has 'base' and 'grid')"],
+      ['base: {}\ngrid:\n  train.seed: [1, 2]\n  data.train:\n    - a b.txt\n    - a-b.txt\n',
+        'FILE:5 and FILE:6: points {"train.seed":1,"data.train":"a b.txt"} and {"train.seed":1,"data.train":"a-b.txt"} get the same name'],
+      ['base: {}\ngrid:\n  train.seed:\n    - 1\n    - 1\n', 'FILE:4 and FILE:5: points {"train.seed":1} and {"train.seed":1} get the same name'],
       ['base: {}\ngrid:\n  split:\n    - sweep-base.yaml\n    - gone.yaml\n',
         `${path.join(TMP, 'gone.yaml')}: cannot read config (ENOENT), named by FILE:5: grid.split`],
     ];
     for (const [i, [text, message]] of cases.entries()) {
       const f = await write(`sweep${i}.yaml`, text);
-      await assert.rejects(loadSweep(f), (e: unknown) => e instanceof UserError && e.message.startsWith(message.replace('FILE', f)),
+      await assert.rejects(loadSweep(f), (e: unknown) => e instanceof UserError && e.message.startsWith(message.replaceAll('FILE', f)),
         `${text}: expected a message starting ${message}`);
     }
   });

@@ -196,7 +196,7 @@ describe('data.maxSeqLen past the model positions', () => {
     const config = microConfig(out, { data: { maxSeqLen: 32 } });
     config.model.config = { ...config.model.config, max_position_embeddings: 20 };
     await assert.rejects(train(config, { quiet: true, log: () => undefined }),
-      /^UserError: data\.maxSeqLen is 32 but the model's max_position_embeddings is 20 \(model\.config\.max_position_embeddings\): lower data\.maxSeqLen to at most 20$/);
+      /^UserError: test \(data\.maxSeqLen: 32, model\.config\.max_position_embeddings: 20\): data\.maxSeqLen is 32 but the model's max_position_embeddings is 20 \(model\.config\): lower data\.maxSeqLen to at most 20$/);
     assert.equal(await fs.access(out).then(() => true, () => false), false, 'no run directory');
   });
 
@@ -217,7 +217,7 @@ describe('data.maxSeqLen past the model positions', () => {
     await fs.writeFile(path.join(dir, 'config.json'), JSON.stringify({ ...cfg, max_position_embeddings: 64 })); // and no model.safetensors
     const out = path.join(dir, 'run');
     await assert.rejects(train(microConfig(out, { model: { init: dir }, data: { maxSeqLen: 128 } }), { quiet: true, log: () => undefined }),
-      (e: unknown) => e instanceof UserError && e.message === `data.maxSeqLen is 128 but the model's max_position_embeddings is 64 ` +
+      (e: unknown) => e instanceof UserError && e.message === `test (data.maxSeqLen: 128): data.maxSeqLen is 128 but the model's max_position_embeddings is 64 ` +
         `(${path.join(dir, 'config.json')}): lower data.maxSeqLen to at most 64`);
     assert.equal(await fs.access(out).then(() => true, () => false), false, 'no run directory');
   });
@@ -232,7 +232,7 @@ describe('data.maxSeqLen past the model positions', () => {
     const out = path.join(dir, 'run');
     const message = `data.maxSeqLen is 128 but the model's max_position_embeddings is 64 (${path.join(checkpoint, 'config.json')}): lower data.maxSeqLen to at most 64`;
     await refused(['train', '--config', TINY, '--set', `model.init=${checkpoint}`, '--set', 'data.maxSeqLen=128', '--set', `train.output=${out}`, '--dry-run'],
-      new RegExp(`^micse: ${escapeRe(message)}$`), out);
+      new RegExp(`^micse: --set data\\.maxSeqLen=128: ${escapeRe(message)}$`), out);
     const fits = await trainingPlan(microConfig(out, { model: { init: checkpoint }, data: { maxSeqLen: 64 } }));
     assert.deepEqual(fits.maxSeqLen, { value: 64, maxPositionEmbeddings: 64, source: path.join(checkpoint, 'config.json') });
     assert.match(formatPlan(fits), new RegExp(`^max length {6}data\\.maxSeqLen 64, within max_position_embeddings 64 \\(${escapeRe(path.join(checkpoint, 'config.json'))}\\)$`, 'm'));
@@ -256,7 +256,7 @@ describe('data.maxSeqLen past the model positions', () => {
       await fs.writeFile(path.join(cache, 'models--org--tiny', 'refs', 'main'), 'abc123');
       await fs.copyFile(path.join(checkpoint, 'config.json'), path.join(snapshot, 'config.json'));
       await fs.copyFile(path.join(src, 'model.safetensors'), path.join(snapshot, 'model.safetensors'));
-      await assert.rejects(trainingPlan(hub), { name: 'UserError', message: message.replace(path.join(checkpoint, 'config.json'), path.join(snapshot, 'config.json')) });
+      await assert.rejects(trainingPlan(hub), { name: 'UserError', message: `test (data.maxSeqLen: 128): ${message.replace(path.join(checkpoint, 'config.json'), path.join(snapshot, 'config.json'))}` });
     } finally {
       if (saved === undefined) delete process.env['HF_HUB_CACHE'];
       else process.env['HF_HUB_CACHE'] = saved;

@@ -215,7 +215,7 @@ describe('loss scaling (train.precision mixed)', () => {
     tf.registerBackend('plain-cpu', () => new MathBackendCPU(), -1);
     await tf.setBackend('plain-cpu');
     try {
-      assert.throws(() => stepPrecision(c), /^UserError: train.precision is mixed, but backend plain-cpu has no float16 rounding kernel/);
+      assert.throws(() => stepPrecision(c), /^UserError: x\.yaml \(train\.precision: "mixed"\): train\.precision is mixed, but backend plain-cpu has no float16 rounding kernel/);
       assert.equal(stepPrecision(defaultConfig()).scaler, null);
     } finally {
       await tf.setBackend('cpu');

@@ -28,6 +28,12 @@ export interface LoadOptions extends ResolveOptions {
    * max_position_embeddings cannot hold it, before the tokenizer and weights are read.
    */
   maxLength?: { length: number; name: string };
+  /**
+   * A check of config.json (read from `configFile`) against what the caller will do with the model, called as soon
+   * as it is read, before the tokenizer and weights (a training config's: checkModelFits); what it throws stops the
+   * load.
+   */
+  checkConfig?: (config: BertConfig, configFile: string) => void;
 }
 
 export interface LoadReport {
@@ -105,10 +111,11 @@ async function readTfjsWeights(dir: string): Promise<Map<string, HostTensor>> {
   return out;
 }
 
-/** `config` (read from `configFile`) with `opts`' dropout rates, once `opts.maxLength` is known to fit it. */
+/** `config` (read from `configFile`) with `opts`' dropout rates, once `opts.maxLength` and `opts.checkConfig` pass it. */
 function applyLoadOptions(config: BertConfig, opts: SourceLoadOptions, configFile: string): BertConfig {
   const positions = opts.maxLength === undefined ? null : maxLengthProblem(opts.maxLength.name, opts.maxLength.length, config, configFile);
   if (positions !== null) throw new UserError(positions);
+  opts.checkConfig?.(config, configFile);
   return withDropout(config, opts);
 }
 

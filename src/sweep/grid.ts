@@ -19,7 +19,7 @@ import path from 'node:path';
 import { shownValue, UserError } from '../errors.js';
 import { isJsonObject } from '../fsutil.js';
 import {
-  checkConsistency, configLayers, defaultConfig, describeOrigins, mergeConfig, placeOf, readYamlFile, SCHEMA, type ConfigLayer, type TrainConfig,
+  checkConsistency, configError, configLayers, defaultConfig, mergeConfig, placeOf, readYamlFile, SCHEMA, type ConfigLayer, type TrainConfig,
 } from '../train/config.js';
 
 /** The grid key that layers whole training config files. */
@@ -88,7 +88,6 @@ function labelsFor(keys: readonly string[]): Map<string, string> {
 /** Reads and expands a sweep file. Every point's config is built and validated before anything runs. */
 export async function loadSweep(file: string): Promise<Sweep> {
   const raw = await readYamlFile(file, 'sweep');
-  if (!isJsonObject(raw)) throw new UserError(`${file}: a sweep is a mapping with 'base' and 'grid'`);
   for (const k of Object.keys(raw)) {
     if (k !== 'base' && k !== 'grid') {
       throw new UserError(`${placeOf(file, raw, [k])}: unknown top-level key '${k}' (a sweep has 'base' and 'grid')`);
@@ -144,7 +143,7 @@ export async function loadSweep(file: string): Promise<Sweep> {
   }
 
   const points: SweepPoint[] = [];
-  const seen = new Map<string, Record<string, GridValue>>();
+  const seen = new Map<string, { params: Record<string, GridValue>; at: Record<string, string> }>();
   for (const { params, at } of combos) {
     let config = defaultConfig();
     for (const l of baseLayers) config = mergeConfig(config, l.raw, l.file);
@@ -165,13 +164,17 @@ export async function loadSweep(file: string): Promise<Sweep> {
     const name = nameParts.length > 0 ? nameParts.join(NAME_JOIN) : 'base';
     checkConsistency(config, `${file} (point ${name})`);
     if (!config.train.finalEval) {
-      throw new UserError(`${describeOrigins(config, ['train.finalEval'], `${file} (point ${name})`)}: ` +
-        'train.finalEval is false, but every sweep point ends with the STS evaluation');
+      throw configError(config, ['train.finalEval'], 'train.finalEval is false, but every sweep point ends with the STS evaluation', `${file} (point ${name})`);
     }
-    if (seen.has(name)) {
-      throw new UserError(`${file}: points ${JSON.stringify(seen.get(name))} and ${JSON.stringify(params)} get the same name '${name}'; make the grid values distinct`);
+    const twin = seen.get(name);
+    if (twin !== undefined) {
+      // Named by the places of the grid values the two points take from different items (a value listed twice, split
+      // files drawing the same subset, values that differ only in characters a name drops).
+      const places = keys.filter((k) => twin.at[k] !== at[k]).flatMap((k) => [twin.at[k]!, at[k]!]);
+      throw new UserError(`${places.join(' and ')}: points ${JSON.stringify(twin.params)} and ${JSON.stringify(params)} ` +
+        `get the same name '${name}'; make the grid values distinct`);
     }
-    seen.set(name, params);
+    seen.set(name, { params, at });
     points.push({ name, params, config });
   }
   return { file, keys, points };

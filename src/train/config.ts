@@ -7,13 +7,13 @@
  */
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import YAML, { isMap, isScalar, isSeq, LineCounter } from 'yaml';
+import YAML, { isAlias, isCollection, isMap, isNode, isPair, isScalar, isSeq, LineCounter, type Document } from 'yaml';
 import { MIN_BATCH_SENTENCES } from '../data/batches.js';
 import { didYouMean, firstLineOf, shownValue, UserError } from '../errors.js';
 import { isJsonObject, valueAtPath } from '../fsutil.js';
 import { amiLayerSpanProblem, MICSE_STYLES, MICSE_VIEWS, TRAIN_POOLERS } from '../losses/micse.js';
 import { BACKEND_NAMES } from '../model/backend.js';
-import { BERT_CONFIG_KEYS, maxLengthProblem, parseBertConfig } from '../model/config.js';
+import { BERT_CONFIG_KEYS, maxLengthProblem, parseBertConfig, type BertConfig } from '../model/config.js';
 import { ADAMW_VARIANTS } from './adamw.js';
 import { SELECTIONS } from './selection.js';
 
@@ -288,12 +288,21 @@ export function randomPositionsSource(c: TrainConfig): string {
 }
 
 /**
- * Cross-key rules. Each message starts with where the values it is about came from (describeOrigins: a file, a
- * `--set`, the defaults); `where` stands in for configs without that record.
+ * The UserError of a check of `c`'s values: `problem`, after where the values of `keyPaths` came from
+ * (describeOrigins: a file's line, a `--set`, the defaults; `where` for a config without that record). The one form
+ * of the checks that look at a whole config: its cross-key rules, the model it trains, a sweep's rules.
+ */
+export function configError(c: TrainConfig, keyPaths: readonly string[], problem: string, where: string): UserError {
+  return new UserError(`${describeOrigins(c, keyPaths, where)}: ${problem}`);
+}
+
+/**
+ * Cross-key rules. Each message starts with where the values it is about came from (configError); `where` stands in
+ * for configs without that record.
  */
 export function checkConsistency(c: TrainConfig, where: string): void {
   const fail = (keyPaths: readonly string[], problem: string): never => {
-    throw new UserError(`${describeOrigins(c, keyPaths, where)}: ${problem}`);
+    throw configError(c, keyPaths, problem, where);
   };
   if (c.data.fraction !== null && c.data.count !== null) fail(['data.fraction', 'data.count'], 'set data.fraction or data.count, not both');
   const span = amiLayerSpanProblem(c.objective.minLayer, c.objective.maxLayer);
@@ -308,6 +317,22 @@ export function checkConsistency(c: TrainConfig, where: string): void {
       (keys) => `${describeOrigins(c, keys.map((k) => `model.config.${k}`), where)}: model.config`);
     const positions = c.model.init === 'random' ? maxLengthProblem('data.maxSeqLen', c.data.maxSeqLen, model, randomPositionsSource(c)) : null;
     if (positions !== null) fail(['data.maxSeqLen', 'model.config.max_position_embeddings'], positions);
+  }
+}
+
+/**
+ * Throws unless `c` fits `model`: the AMI layer span within its depth, data.maxSeqLen within its positions, each
+ * message starting with where the config's values came from (configError; `where` for a config without that
+ * record). `source` names where the model's config came from (a checkpoint's config.json, the model.config block);
+ * `fromConfig`: `model` was built from `c`'s model.config (a random init), whose max_position_embeddings the
+ * message then names beside data.maxSeqLen.
+ */
+export function checkModelFits(c: TrainConfig, model: BertConfig, source: string, where: string, fromConfig = false): void {
+  const span = c.objective.style === 'micse' ? amiLayerSpanProblem(c.objective.minLayer, c.objective.maxLayer, model.numHiddenLayers) : null;
+  if (span !== null) throw configError(c, ['objective.minLayer', 'objective.maxLayer'], span, where);
+  const positions = maxLengthProblem('data.maxSeqLen', c.data.maxSeqLen, model, source);
+  if (positions !== null) {
+    throw configError(c, ['data.maxSeqLen', ...(fromConfig ? ['model.config.max_position_embeddings'] : [])], positions, where);
   }
 }
 
@@ -330,8 +355,8 @@ function recordLines(node: unknown, value: unknown, lines: LineCounter): void {
   if (isMap(node) && isJsonObject(value)) {
     KEY_LINES.set(value, byKey);
     for (const pair of node.items) {
-      // A scalar key is the JavaScript key its text gives (toJS: null is ''); a mapping or sequence as a key is not
-      // a config key, so it has no line here.
+      // A scalar key is the JavaScript key its text gives (toJS: null is ''); readYamlFile refuses a mapping or
+      // sequence as a key (unheldNode) before its lines are recorded.
       if (!isScalar(pair.key) || pair.key.range == null) continue;
       const key = pair.key.value === null ? '' : String(pair.key.value);
       byKey.set(key, lines.linePos(pair.key.range[0]).line);
@@ -363,12 +388,45 @@ export function placeOf(where: string, raw: unknown, keyPath: readonly (string |
 }
 
 /**
- * Parses a YAML file (JSON when it ends in .json); `what` names its kind in a read fault ('config', 'sweep') and
- * `namedBy` what pointed at it (an `extends`, a sweep's base). A YAML file's syntax errors, duplicate keys included,
- * are named by the yaml package's line and column (`FILE:LINE:COL: not valid YAML (...)`), its warnings (an unknown
- * tag) likewise; the lines of its keys are recorded for placeOf.
+ * The first node of `doc` (in document order) that parses but that a config cannot hold, and where it starts (an
+ * offset into the text): an alias whose anchor is not set before it (which toJS refuses without a position), a
+ * mapping or sequence as a key (which toJS would turn into text); null when there is none.
  */
-export async function readYamlFile(file: string, what: string, namedBy?: string): Promise<unknown> {
+function unheldNode(doc: Document): { pos: number; problem: string } | null {
+  const anchors = new Set<string>();
+  let found: { pos: number; problem: string } | null = null;
+  YAML.visit(doc, (_key, node) => {
+    if (isAlias(node)) {
+      if (!anchors.has(node.source)) found = { pos: node.range?.[0] ?? -1, problem: `not valid YAML (alias *${node.source} has no anchor &${node.source} before it)` };
+    } else if (isNode(node) && node.anchor !== undefined) {
+      anchors.add(node.anchor);
+    } else if (isPair(node) && isCollection(node.key)) {
+      found = { pos: node.key.range?.[0] ?? -1, problem: `a key must be a scalar (a name), not a ${isSeq(node.key) ? 'list' : 'mapping'}` };
+    }
+    return found === null ? undefined : YAML.visit.BREAK;
+  });
+  return found;
+}
+
+/**
+ * `value`, the top level of a file of kind `what` read from `place` (`FILE:LINE` of its first node, or the file),
+ * as the mapping every config and sweep file is; a UserError naming what it is instead.
+ */
+function topLevelMapping(value: unknown, what: string, place: string): Record<string, unknown> {
+  if (isJsonObject(value)) return value;
+  const got = value === undefined ? 'an empty document' : Array.isArray(value) ? 'a list' : shownValue(value);
+  throw new UserError(`${place}: the top level of a ${what} file must be a mapping, got ${got}`);
+}
+
+/**
+ * Parses a YAML file (JSON when it ends in .json), whose top level must be a mapping; `what` names its kind in a
+ * read fault ('config', 'sweep') and `namedBy` what pointed at it (an `extends`, a sweep's base). A YAML file's
+ * syntax errors, duplicate keys included, are named by the yaml package's line and column (`FILE:LINE:COL: not
+ * valid YAML (...)`), its warnings (an unknown tag) likewise, as are an alias without its anchor and a mapping or
+ * list as a key (unheldNode); a top level that is not a mapping by the line it
+ * starts on (line 1 when the file holds no value); the lines of its keys are recorded for placeOf.
+ */
+export async function readYamlFile(file: string, what: string, namedBy?: string): Promise<Record<string, unknown>> {
   let text: string;
   try {
     text = await fs.readFile(file, 'utf8');
@@ -377,11 +435,13 @@ export async function readYamlFile(file: string, what: string, namedBy?: string)
       (namedBy !== undefined ? `, named by ${namedBy}` : ''));
   }
   if (file.endsWith('.json')) {
+    let value: unknown;
     try {
-      return JSON.parse(text);
+      value = JSON.parse(text);
     } catch (err) {
       throw new UserError(`${file}: not valid JSON (${firstLineOf(err)})`);
     }
+    return topLevelMapping(value, what, file);
   }
   const lines = new LineCounter();
   const doc = YAML.parseDocument(text, { lineCounter: lines, prettyErrors: false });
@@ -393,16 +453,20 @@ export async function readYamlFile(file: string, what: string, namedBy?: string)
   for (const w of doc.warnings) process.emitWarning(`${at(w.pos[0])}: ${firstLineOf(w)}`, 'YAMLWarning');
   const syntax = doc.errors[0];
   if (syntax !== undefined) throw new UserError(`${at(syntax.pos[0])}: not valid YAML (${firstLineOf(syntax)})`);
+  const unheld = unheldNode(doc);
+  if (unheld !== null) throw new UserError(`${at(unheld.pos)}: ${unheld.problem}`);
   let value: unknown;
   try {
     value = doc.toJS();
   } catch (err) {
-    // What parsing accepts and toJS refuses: an alias whose anchor is not set before it, more aliases than toJS's
-    // maxAliasCount. The yaml package gives these no position.
+    // What parsing and unheldNode accept and toJS refuses: more aliases than toJS's maxAliasCount, which the yaml
+    // package gives no position.
     throw new UserError(`${file}: not valid YAML (${firstLineOf(err)})`);
   }
-  recordLines(doc.contents, value, lines);
-  return value;
+  const top = doc.contents === null ? 1 : lines.linePos(doc.contents.range[0]).line;
+  const mapping = topLevelMapping(doc.contents === null ? undefined : value, what, `${file}:${top}`);
+  recordLines(doc.contents, mapping, lines);
+  return mapping;
 }
 
 /** A parsed config and the file it came from (`extends` is relative to that file). */

@@ -9,11 +9,9 @@ import { TwoViewBatchIterator, type BatchIteratorOptions, type BatchIteratorStat
 import type { BertTokenizer } from '../data/tokenizer.js';
 import { UserError } from '../errors.js';
 import { MlpHead } from '../losses/mlpHead.js';
-import { amiLayerSpanProblem } from '../losses/micse.js';
 import { siteSeed, type BertModel } from '../model/bert.js';
-import { maxLengthProblem, type BertConfig } from '../model/config.js';
 import { AdamW, learningRateAt } from './adamw.js';
-import type { TrainConfig } from './config.js';
+import { configError, type TrainConfig } from './config.js';
 import { actionsAt, totalStepsOf } from './selection.js';
 import { FP32, TrainStep, trainableParams, type StepPrecision } from './step.js';
 import { LossScaler, type LossScalerState } from './lossScale.js';
@@ -53,24 +51,13 @@ export interface TrainingRun {
 }
 
 /**
- * Throws unless the config fits the model: the AMI layer span within its depth, the sequence length within its
- * positions. `source` names where the model's config came from (a config.json, the model.config block).
- */
-export function checkModelFits(c: TrainConfig, model: BertConfig, source: string): void {
-  const span = c.objective.style === 'micse' ? amiLayerSpanProblem(c.objective.minLayer, c.objective.maxLayer, model.numHiddenLayers) : null;
-  if (span !== null) throw new UserError(span);
-  const positions = maxLengthProblem('data.maxSeqLen', c.data.maxSeqLen, model, source);
-  if (positions !== null) throw new UserError(positions);
-}
-
-/**
  * What train.precision asks of the step; `mixed` where the active backend cannot round to float16 is a UserError
- * naming the key. `state`: a resumed run's loss scale.
+ * naming the key and where it was set (configError). `state`: a resumed run's loss scale.
  */
 export function stepPrecision(c: TrainConfig, state?: LossScalerState): StepPrecision {
   if (c.train.precision === 'fp32') return FP32;
   const problem = f16Problem();
-  if (problem !== null) throw new UserError(`train.precision is mixed, but ${problem}; use train.precision: fp32 or another --backend`);
+  if (problem !== null) throw configError(c, ['train.precision'], `train.precision is mixed, but ${problem}; use train.precision: fp32 or another --backend`, 'config');
   return { f16Products: true, scaler: new LossScaler(c.train.lossScaleGrowthInterval, c.train.lossScale, state) };
 }
 

@@ -9,8 +9,8 @@ import { checkSentenceCount } from '../data/batches.js';
 import { checkTexts, type BertTokenizer } from '../data/tokenizer.js';
 import type { BertModel } from '../model/bert.js';
 import { embed } from '../model/embed.js';
-import { checkConsistency, defaultConfig, mergeConfig, type PartialTrainConfig } from './config.js';
-import { checkModelFits, isLoggedStep, runSteps, startTraining, type LoopCounters, type MetricsLine } from './loop.js';
+import { checkConsistency, checkModelFits, defaultConfig, mergeConfig, type PartialTrainConfig } from './config.js';
+import { isLoggedStep, runSteps, startTraining, type LoopCounters, type MetricsLine } from './loop.js';
 
 export interface InMemoryTrainOptions {
   /** The training sentences, in corpus order (no subset is drawn: pass the ones to train on). */
@@ -56,7 +56,7 @@ export async function trainInMemory(config: PartialTrainConfig, opts: InMemoryTr
   checkTexts(opts.sentences, 'sentences');
   checkSentenceCount(opts.sentences.length);
   const { model, tokenizer } = opts;
-  checkModelFits(c, model.config, "the model's config");
+  checkModelFits(c, model.config, "the model's config", 'config');
   if (c.model.hiddenDropout !== null) model.config.hiddenDropoutProb = c.model.hiddenDropout;
   if (c.model.attentionDropout !== null) model.config.attentionProbsDropoutProb = c.model.attentionDropout;
 

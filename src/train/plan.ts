@@ -12,10 +12,10 @@ import { stepsPerEpoch } from '../data/batches.js';
 import { downloadCommandFor } from '../data/download.js';
 import { loadTrainingSentences, type TrainingSentences } from '../data/subset.js';
 import { UserError } from '../errors.js';
-import { maxLengthProblem, parseBertConfig } from '../model/config.js';
+import { parseBertConfig } from '../model/config.js';
 import { localModelDir } from '../model/hub.js';
 import { readBertConfig } from '../model/pretrained.js';
-import { randomPositionsSource, type TrainConfig } from './config.js';
+import { checkModelFits, randomPositionsSource, type TrainConfig } from './config.js';
 import { scheduleOf, totalStepsOf } from './selection.js';
 
 /** The placeholder of data.subsetSeed in data.train and train.output. */
@@ -129,8 +129,8 @@ function selectionWords(c: TrainConfig): string {
 }
 
 /**
- * The model's max_position_embeddings and where it comes from, once data.maxSeqLen is known to fit it (a UserError as
- * the trainer's otherwise): model.config or bert-base's default for a random init (loadConfig checked it), the
+ * The model's max_position_embeddings and where it comes from, once the config is known to fit the model (the
+ * trainer's UserError otherwise: checkModelFits, the AMI layers and data.maxSeqLen): model.config or bert-base's default for a random init (loadConfig checked it), the
  * config.json of a checkpoint on this machine (a folder, a cached Hub model); null where the checkpoint must be
  * downloaded first.
  */
@@ -140,15 +140,14 @@ async function modelPositions(c: TrainConfig): Promise<{ max: number; source: st
   if (dir === null) return null;
   const source = path.join(dir, 'config.json');
   const config = await readBertConfig(dir);
-  // The same check and words as the trainer's (loadPretrained's maxLength), before anything is loaded.
-  const problem = maxLengthProblem('data.maxSeqLen', c.data.maxSeqLen, config, source);
-  if (problem !== null) throw new UserError(problem);
+  // The trainer's check (checkModelFits, as loadPretrained reads config.json), before anything is loaded.
+  checkModelFits(c, config, source, 'config');
   return { max: config.maxPositionEmbeddings, source };
 }
 
 /**
  * The plan of `c`; reads the training file when it exists (sha256, sentences) and the config.json of a checkpoint
- * on this machine (data.maxSeqLen against its max_position_embeddings), and nothing else.
+ * on this machine (checkModelFits: the AMI layers and data.maxSeqLen against it), and nothing else.
  */
 export async function trainingPlan(c: TrainConfig): Promise<TrainingPlan> {
   const positions = await modelPositions(c);

@@ -24,9 +24,9 @@ import { tf } from '../model/tf.js';
 import { createProgress } from '../progress.js';
 import { CHECKPOINTS_DIR, clearUnpublishedRun, readTrainingState, recoverRunDir, saveCheckpoint, type TrainerState } from './checkpoint.js';
 import { readTrainingData, runDirectory, trainingFile } from './plan.js';
-import { checkModelFits, isLoggedStep, runSteps, startTraining, type MetricsLine } from './loop.js';
+import { isLoggedStep, runSteps, startTraining, type MetricsLine } from './loop.js';
 import { selectTrainingBackend, wasmHeapShortfall } from './step.js';
-import { configToYaml, loadConfig, parseOverride, SCHEMA, type TrainConfig } from './config.js';
+import { checkModelFits, configToYaml, loadConfig, parseOverride, randomPositionsSource, SCHEMA, type TrainConfig } from './config.js';
 import { lineChartSpec, lossChartSpec, renderSvg, type Point } from './plots.js';
 import { CONFIG_FILE, DEV_PLOT, EVAL_FILE, LOCK_FILE, LOSS_PLOT, METRICS_FILE, SUBSET_MANIFEST_FILE, SUMMARY_FILE } from './runFiles.js';
 
@@ -111,7 +111,8 @@ async function buildModel(c: TrainConfig, resumeDir: string | null): Promise<{ m
     ...(c.model.attentionDropout !== null ? { attentionProbsDropoutProb: c.model.attentionDropout } : {}),
   };
   if (resumeDir !== null || c.model.init !== 'random') {
-    const { model, tokenizer } = await loadPretrained(resumeDir ?? c.model.init, { ...dropout, maxLength: { length: c.data.maxSeqLen, name: 'data.maxSeqLen' } });
+    const { model, tokenizer } = await loadPretrained(resumeDir ?? c.model.init,
+      { ...dropout, checkConfig: (config, file) => checkModelFits(c, config, file, 'config') });
     return { model, tokenizer };
   }
   const tokenizer = await BertTokenizer.fromDir(c.model.tokenizer!);
@@ -191,9 +192,8 @@ async function trainLocked(config: TrainConfig, opts: TrainOptions, lock: PidLoc
   log(describeSelection(selection));
   if (warning !== null) log(warning);
   try {
-    const source = prior !== null ? path.join(prior.dir, 'config.json')
-      : c.model.init === 'random' ? 'model.config.max_position_embeddings' : `config.json of ${c.model.init}`;
-    checkModelFits(c, model.config, source);
+    // A checkpoint's config.json was checked as buildModel read it; a random init's model is built from model.config.
+    if (prior === null && c.model.init === 'random') checkModelFits(c, model.config, randomPositionsSource(c), 'config', true);
   } catch (err) {
     model.dispose();
     throw err;
