@@ -2,16 +2,12 @@
  * Headless Chromium for the browser tests: puppeteer-core on /usr/bin/chromium with SwiftShader's WebGPU adapter
  * (../shared/docs/BROWSER-NOTES.md), pages served by src/browser/serve.ts.
  */
-import { existsSync } from 'node:fs';
 import puppeteer, { type Browser, type Page } from 'puppeteer-core';
 
-export { serveStatic } from '../src/browser/serve.js';
+import { CHROMIUM } from './helpers.js';
 
-export const CHROMIUM = process.env['MICSE_CHROMIUM'] || '/usr/bin/chromium';
-/** Pass as `{ skip }` to tests that drive Chromium. */
-export const SKIP_NO_CHROMIUM: string | false = existsSync(CHROMIUM)
-  ? false
-  : `no Chromium at ${CHROMIUM} (apt-get install chromium, or set MICSE_CHROMIUM): the browser tests are skipped`;
+export { serveStatic } from '../src/browser/serve.js';
+export { CHROMIUM, SKIP_NO_CHROMIUM } from './helpers.js';
 
 export async function launchChromium(): Promise<Browser> {
   return puppeteer.launch({

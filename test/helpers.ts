@@ -152,6 +152,13 @@ export async function nullDeviceSkipReason(): Promise<string | false> {
   }, (err: Error) => `the optional npm package \`webgpu\` is not installed (${err.message.split('\n')[0]})`);
 }
 
+/** The Chromium the browser tests drive (test/browserHarness.ts). */
+export const CHROMIUM = process.env['MICSE_CHROMIUM'] || '/usr/bin/chromium';
+/** Pass as `{ skip }` to tests that drive Chromium. */
+export const SKIP_NO_CHROMIUM: string | false = existsSync(CHROMIUM)
+  ? false
+  : `no Chromium at ${CHROMIUM} (apt-get install chromium, or set MICSE_CHROMIUM): the browser tests are skipped`;
+
 /**
  * false when `selectBackend('webgpu')` works here, else the reason to pass as `{ skip }` (no Vulkan driver, as on
  * CI). Leaves the cpu backend selected.

@@ -61,6 +61,27 @@ async function waitFor<T>(what: string, ms: number, probe: () => Promise<T | und
   }
 }
 
+/**
+ * A sweep file in `dir` over the tiny sweep's micro model (configs/sweeps/tiny.yaml's base, 32 sentences) with the
+ * grid lines `grid` (e.g. `data.subsetSeed: [48, 49]`): fewer points than the tiny sweep's 8, for the tests that
+ * need a sweep but not its whole grid.
+ */
+async function smallSweep(dir: string, grid: string[]): Promise<string> {
+  const file = path.join(dir, 'sweep.yaml');
+  await fs.writeFile(file, [
+    'base:',
+    `  extends: ${JSON.stringify(TINY.replace('sweeps/tiny.yaml', 'tiny.yaml'))}`,
+    '  model: {config: {hidden_size: 16, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 32, max_position_embeddings: 64}}',
+    '  data: {count: 32}',
+    '  objective: {minLayer: 0, maxLayer: 2}',
+    '  train: {batchSize: 16, evalBatchSize: 512, backend: wasm}',
+    'grid:',
+    ...grid.map((line) => `  ${line}`),
+    '',
+  ].join('\n'));
+  return file;
+}
+
 /** Parses the report CSV (no quoted cells in this sweep). */
 function parseCsv(text: string): Record<string, string>[] {
   const [head, ...rows] = text.trim().split('\n');
@@ -354,18 +375,7 @@ describe('local sweep', { skip: SKIP_NO_SHARED }, () => {
     const dir = await tmp('fail');
     // A corpus of blank lines passes the input check (the file is there) and fails in training.
     await fs.writeFile(path.join(dir, 'blank.txt'), '\n\n  \n');
-    const file = path.join(dir, 'sweep.yaml');
-    await fs.writeFile(file, [
-      'base:',
-      `  extends: ${JSON.stringify(TINY.replace('sweeps/tiny.yaml', 'tiny.yaml'))}`,
-      '  model: {config: {hidden_size: 16, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 32, max_position_embeddings: 64}}',
-      '  data: {count: 32}',
-      '  objective: {minLayer: 0, maxLayer: 2}',
-      '  train: {batchSize: 16, evalBatchSize: 512, backend: wasm}',
-      'grid:',
-      `  data.train: [${JSON.stringify(path.join(dir, 'blank.txt'))}, ${JSON.stringify(shared('wiki1m-head.txt'))}]`,
-      '',
-    ].join('\n'));
+    const file = await smallSweep(dir, [`data.train: [${JSON.stringify(path.join(dir, 'blank.txt'))}, ${JSON.stringify(shared('wiki1m-head.txt'))}]`]);
     const out = path.join(dir, 'out');
     const r = await cli(['sweep', '--config', file, '--out', out, '--quiet']);
     assert.equal(r.code, 2, r.stderr);
@@ -512,7 +522,7 @@ describe('distributed sweep (BullMQ on redis-server)', () => {
     });
   });
 
-  it('two workers share the tiny sweep; one is SIGKILLed mid-point; every point is done exactly once', { skip: SKIP_NO_REDIS || SKIP_NO_SHARED }, async () => {
+  it('two workers share a sweep of 4 points; one is SIGKILLed mid-point; every point is done exactly once', { skip: SKIP_NO_REDIS || SKIP_NO_SHARED }, async () => {
     assert.ok(REDIS_BIN !== null, 'CI=true but redis-server is not installed (.ci/run installs it)');
     const port = await freePort();
     const redis = spawn(REDIS_BIN, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
@@ -520,12 +530,15 @@ describe('distributed sweep (BullMQ on redis-server)', () => {
     const url = `redis://127.0.0.1:${port}`;
     await waitFor('redis-server', 10_000, async () => (await cli(['sweep', 'status', '--queue', url])).code === 0 ? true : undefined);
 
-    const out = path.join(await tmp('queue'), 'tiny');
-    const enq = await cli(['sweep', '--config', TINY, '--out', out, '--queue', url]);
+    // 4 points (2 subset seeds x 2 objectives): after A is killed, B runs the rest one after another.
+    const dir = await tmp('queue');
+    const sweepFile = await smallSweep(dir, ['data.subsetSeed: [48, 49]', 'objective.style: [micse, simcse]']);
+    const out = path.join(dir, 'out');
+    const enq = await cli(['sweep', '--config', sweepFile, '--out', out, '--queue', url]);
     assert.equal(enq.code, 0, enq.stderr);
-    assert.match(enq.stdout, /8 enqueued/);
-    const again = await cli(['sweep', '--config', TINY, '--out', out, '--queue', url]);
-    assert.match(again.stdout, /0 enqueued, 0 failed ones retried, 8 already queued or running/);
+    assert.match(enq.stdout, /4 enqueued/);
+    const again = await cli(['sweep', '--config', sweepFile, '--out', out, '--queue', url]);
+    assert.match(again.stdout, /0 enqueued, 0 failed ones retried, 4 already queued or running/);
 
     const worker = (name: string) => {
       const c = spawn(process.execPath, [CLI, 'worker', '--queue', url, '--name', name, '--exit-when-idle',
@@ -538,7 +551,7 @@ describe('distributed sweep (BullMQ on redis-server)', () => {
     };
     const a = worker('A');
     const b = worker('B');
-    const names = (await loadSweep(TINY)).points.map((p) => p.name);
+    const names = (await loadSweep(sweepFile)).points.map((p) => p.name);
     // Kill A as soon as one of its points has started training (a point takes several seconds).
     const victim = await waitFor('worker A to start a point', 60_000, async () => {
       for (const n of names) {
@@ -568,8 +581,8 @@ describe('distributed sweep (BullMQ on redis-server)', () => {
     assert.equal(victimAttempts.find((x) => x.event === 'done')!.worker, 'B');
     const st = await cli(['sweep', 'status', '--queue', url, '--out', out]);
     assert.equal(st.code, 0, st.stderr);
-    assert.match(st.stdout, /queue: 8 completed, 0 running, 0 failed, 0 queued/);
-    assert.match(st.stdout, /8 done, 0 failed/);
+    assert.match(st.stdout, /queue: 4 completed, 0 running, 0 failed, 0 queued/);
+    assert.match(st.stdout, /4 done, 0 failed/);
     redis.kill('SIGTERM');
   });
 });
