@@ -2,10 +2,11 @@
  * kernels/attention: the fused kernels (probabilities and context forward; the gradients of q, k and v of a loss using
  * both outputs, so the probabilities' gradient is the sum of the context's and the loss's, as where AMI uses them)
  * against the composed ops, within 1e-5 (relative above 1): on cpu and wasm the host kernels (host.ts, where CBLAS
- * runs the host products), on webgpu the WGSL ones. Shapes exercise the webgpu kernels' blocks of 32: T = 7, 12 and 16
- * (one partial block) and 33 (a second block of one row and one key, two passes of the online softmax); 7 and 33 no
- * multiple of 4 (the host kernels' JavaScript softmax loops and SIMD dropout's tail), 12 and 16 multiples of 4 (their
- * SIMD softmax loops); head sizes below and above 32 (one and two inner steps), 2 to 4 heads; the
+ * runs the host products), on webgpu the WGSL ones. Shapes exercise the webgpu kernels' blocks of 32: T = 3, 7, 12 and
+ * 16 (one partial block) and 33 (a second block of one row and one key, two passes of the online softmax); 7 and 33 no
+ * multiple of 4 (the host kernels' SIMD softmax loops with a row tail, and SIMD dropout's tail), 12 and 16 multiples
+ * of 4 (those loops without a tail), 3 shorter than a vector (their JavaScript softmax loops); head sizes below and
+ * above 32 (one and two inner steps), 2 to 4 heads; the
  * mask pads the tail of some rows and the whole of one (uniform probabilities); dropout off and at 0.1 (the same
  * mask as seededDropout's: the same probabilities dropped). On cpu without CBLAS, the composed ops with the split
  * into heads as one kernel (and its gradient as one) give the stock ops' values bit for bit. On every backend, the
@@ -45,6 +46,7 @@ const CASES: Case[] = [
   { B: 3, T: 33, heads: 2, dh: 16, rate: 0.1 },
   { B: 3, T: 12, heads: 2, dh: 8, rate: 0.1 },
   { B: 2, T: 16, heads: 3, dh: 20, rate: 0 },
+  { B: 3, T: 3, heads: 2, dh: 8, rate: 0.1 },
 ];
 
 /** Real-token counts per row: B - 1 rows padded at the tail by varying amounts, the last row fully padded. */

@@ -14,7 +14,7 @@
  *                       mask), per row dS = P * (dP - rowsum(dP * P)); dq = scale dS k into part 0, dk = scale dS^T q
  *                       into part 1
  * The scale, mask and softmax (and the softmax's gradient) run row by row in the WebAssembly SIMD loops of
- * hostSimd.ts where T is a multiple of 4 (float32 throughout, exp a polynomial within a few ulps); else in JavaScript
+ * hostSimd.ts where T >= 4 (float32 throughout, exp a polynomial within a few ulps); else (rows shorter than a vector) in JavaScript
  * loops with the cpu backend's composed ops' arithmetic (a product rounded, times the float32 scale rounded, plus the
  * mask rounded; exp in float64 rounded, the row's float64 sum rounded, a float32 division).
  *
@@ -55,8 +55,8 @@ const headsOf = (data: Float32Array, d: Dims): GridOperand => ({ data, offset: 0
 /** A [B, nh, T, T] array per (batch, head): dense T x T blocks. */
 const squareOf = (data: Float32Array, d: Dims): GridOperand => ({ data, offset: 0, ld: d.T, step: [d.nh * d.T * d.T, d.T * d.T] });
 
-/** The SIMD loops for rows of T elements: the host's where it has them and T is a multiple of their lanes, else null. */
-const rowsSimd = (host: HostIO, T: number): SimdHost | null => (T % SIMD_LANES === 0 ? host.simd : null);
+/** The SIMD loops for rows of T elements: the host's where it has them and a row holds one vector of their lanes, else null. */
+const rowsSimd = (host: HostIO, T: number): SimdHost | null => (T >= SIMD_LANES ? host.simd : null);
 
 /**
  * s [B, nh, T, T] (q k^T per head) -> softmax(s * scale + mask) row by row, in place; mask [B, 1, 1, T]. A fully

@@ -27,13 +27,13 @@
  *   layerNorm(x, gamma, beta, y, rows, H, eps)             H % 4 == 0
  *   layerNormGrad(x, gamma, dy, dx, acc, rows, H, eps)     acc: 2H float64 the column sums are added to:
  *                                                          dgamma to acc[0, H), dbeta to acc[H, 2H)
- *   softmaxRows(s, mask, rows, T, scale)                   T % 4 == 0: rows of s -> softmax(s * scale + mask)
- *   softmaxGradRows(p, dp, rows, T)                        T % 4 == 0: rows of p -> p * (dp - rowsum(dp * p))
+ *   softmaxRows(s, mask, rows, T, scale)                   T >= 4: rows of s -> softmax(s * scale + mask)
+ *   softmaxGradRows(p, dp, rows, T)                        T >= 4: rows of p -> p * (dp - rowsum(dp * p))
  *   add|sub|mul|div(a, b, out, groups)                     out = a (op) b: one float32 operation, the JS loop's bits
  */
 import {
   F32, f32Add, f32c, f32Div, f32FromI32, f32Mul, f32Sqrt, f32x4, f32x4Const, F64, f64Add, f64c, f64Div,
-  f64FromF32, f64FromI32, f64Sqrt, f64x2, get, I32, i32Add, i32c, i32Mul, i32ShrU, i32x4, i32x4Const, instancePerMemory, load,
+  f64FromF32, f64FromI32, f64Sqrt, f64x2, get, I32, i32Add, i32And, i32c, i32Mul, i32ShrU, i32x4, i32x4Const, instancePerMemory, load,
   localCopies, locals, set, store, v128, V128, V128_BYTES, vectorLoop, whileBelow, type Code, type FuncSpec, type PerMemory,
 } from './wasmAsm.js';
 import { hostThreadsAvailable, runParts, threadParts, type ThreadCall } from './simdThreads.js';
@@ -184,66 +184,113 @@ function dropoutFunc(): FuncSpec {
 }
 
 /**
- * softmaxRows(s, mask, rows, T, scale): each of `rows` rows of T elements (T % 4 == 0) at s becomes softmax(s * scale +
+ * The locals and code of a row loop over T elements, T >= 4 (softmaxRows, softmaxGradRows): its first T - T % 4
+ * elements are whole vectors (`vecBytes`); the T % 4 elements after them (the tail) are the last lanes of the row's
+ * last vector, at `tailOff` bytes (it overlaps the one before), which `tail(body)` runs `body` on once where there is
+ * a tail and `blend(old, v)` writes: the tail lanes (`M`) of v, the other lanes of old.
+ */
+function rowTail(T: number, l: { k: number; rowBytes: number; vecBytes: number; tailOff: number; tailEnd: number; M: number }): {
+  setup: Code; tail: (body: Code) => Code; blend: (old: Code, v: Code) => Code; tailAt: (base: number) => Code;
+} {
+  const t = i32And(get(T), i32c(SIMD_LANES - 1));
+  return {
+    setup: [
+      ...set(l.rowBytes, i32Mul(get(T), i32c(F32_BYTES))),
+      ...set(l.vecBytes, i32Mul(i32And(get(T), i32c(-SIMD_LANES)), i32c(F32_BYTES))),
+      ...set(l.tailOff, i32Add(get(l.rowBytes), i32c(-V128_BYTES))),
+      // one pass of the tail loop where T % 4 > 0: ((T % 4 + 3) >> 2) * 16 bytes
+      ...set(l.tailEnd, i32Mul(i32ShrU(i32Add(t, i32c(SIMD_LANES - 1)), i32c(2)), i32c(V128_BYTES))),
+      // lane j is in the tail where j + T % 4 >= 4: ((j + T % 4) >> 2) * -1, all ones
+      ...set(l.M, i32x4.mul(i32x4.shrU(i32x4.add(i32x4Const([0, 1, 2, 3]), i32x4.splat(t)), 2), i32x4Const([-1, -1, -1, -1]))),
+    ],
+    tail: (body) => [...set(l.k, i32c(0)), ...whileBelow(l.k, get(l.tailEnd), V128_BYTES, body)],
+    blend: (old, v) => v128.xor(old, v128.and(v128.xor(old, v), get(l.M))),
+    tailAt: (base) => i32Add(get(base), get(l.tailOff)),
+  };
+}
+
+/**
+ * softmaxRows(s, mask, rows, T, scale): each of `rows` rows of T elements (T >= 4) at s becomes softmax(s * scale +
  * mask) in place, mask one row of T: v = s * scale + mask, m = max(v), e = exp(v - m), e / sum(e). A row whose
- * elements are all equal (every key masked) becomes uniform.
+ * elements are all equal (every key masked) becomes uniform. The sum adds the vectors' lanes, then the tail's.
  */
 function softmaxRowsFunc(): FuncSpec {
   const [s, mask, rows, T, scale] = [0, 1, 2, 3, 4];
-  const { index: l, types } = locals(5, { r: I32, k: I32, rowBytes: I32, ps: I32, S: V128, acc: V128, v: V128, n: V128, rr: V128, tmp: V128, top: V128 });
+  const { index: l, types } = locals(5, {
+    r: I32, k: I32, rowBytes: I32, vecBytes: I32, tailOff: I32, tailEnd: I32, ps: I32,
+    S: V128, M: V128, acc: V128, v: V128, old: V128, n: V128, rr: V128, tmp: V128, top: V128,
+  });
   const at = (base: number): Code => i32Add(get(base), get(l.k));
+  const { setup, tail, blend, tailAt } = rowTail(T, l);
   const row = [
     ...set(l.acc, f32x4Const(-Infinity)), ...set(l.k, i32c(0)),
-    ...whileBelow(l.k, get(l.rowBytes), V128_BYTES, [
+    ...whileBelow(l.k, get(l.vecBytes), V128_BYTES, [
       ...set(l.v, f32x4.add(f32x4.mul(load(at(l.ps)), get(l.S)), load(at(mask)))),
       ...store(at(l.ps), get(l.v)),
       ...set(l.acc, f32x4.max(get(l.acc), get(l.v))),
     ]),
+    ...tail([
+      ...set(l.old, load(tailAt(l.ps))),
+      ...set(l.v, blend(get(l.old), f32x4.add(f32x4.mul(get(l.old), get(l.S)), load(tailAt(mask))))),
+      ...store(tailAt(l.ps), get(l.v)),
+      ...set(l.acc, f32x4.max(get(l.acc), get(l.v))),
+    ]),
     ...set(l.top, f32x4.splat(f32x4.hmax(get(l.acc), l.tmp))),
     ...set(l.acc, f32x4Const(0)), ...set(l.k, i32c(0)),
-    ...whileBelow(l.k, get(l.rowBytes), V128_BYTES, [
+    ...whileBelow(l.k, get(l.vecBytes), V128_BYTES, [
       ...set(l.v, f32x4.sub(load(at(l.ps)), get(l.top))),
       ...expInPlace(l.v, l.n, l.rr),
       ...store(at(l.ps), get(l.v)),
       ...set(l.acc, f32x4.add(get(l.acc), get(l.v))),
     ]),
+    ...tail([
+      ...set(l.old, load(tailAt(l.ps))),
+      ...set(l.v, f32x4.sub(get(l.old), get(l.top))),
+      ...expInPlace(l.v, l.n, l.rr),
+      ...store(tailAt(l.ps), blend(get(l.old), get(l.v))),
+      ...set(l.acc, f32x4.add(get(l.acc), v128.and(get(l.v), get(l.M)))),
+    ]),
     ...set(l.acc, f32x4.splat(f32x4.sum(get(l.acc), l.tmp))),
     ...set(l.k, i32c(0)),
-    ...whileBelow(l.k, get(l.rowBytes), V128_BYTES, store(at(l.ps), f32x4.div(load(at(l.ps)), get(l.acc)))),
+    ...whileBelow(l.k, get(l.vecBytes), V128_BYTES, store(at(l.ps), f32x4.div(load(at(l.ps)), get(l.acc)))),
+    ...tail([
+      ...set(l.old, load(tailAt(l.ps))),
+      ...store(tailAt(l.ps), blend(get(l.old), f32x4.div(get(l.old), get(l.acc)))),
+    ]),
     ...set(l.ps, i32Add(get(l.ps), get(l.rowBytes))),
   ];
   return {
     name: 'softmaxRows', params: [I32, I32, I32, I32, F32], results: [], locals: types,
-    body: [
-      ...set(l.rowBytes, i32Mul(get(T), i32c(F32_BYTES))), ...set(l.S, f32x4.splat(get(scale))), ...set(l.ps, get(s)),
-      ...whileBelow(l.r, get(rows), 1, row),
-    ],
+    body: [...setup, ...set(l.S, f32x4.splat(get(scale))), ...set(l.ps, get(s)), ...whileBelow(l.r, get(rows), 1, row)],
   };
 }
 
 /**
- * softmaxGradRows(p, dp, rows, T): each of `rows` rows of T elements (T % 4 == 0) of p (softmax probabilities)
- * becomes p * (dp - sum(dp * p)) in place, dp the probabilities' gradient (same layout).
+ * softmaxGradRows(p, dp, rows, T): each of `rows` rows of T elements (T >= 4) of p (softmax probabilities) becomes
+ * p * (dp - sum(dp * p)) in place, dp the probabilities' gradient (same layout).
  */
 function softmaxGradRowsFunc(): FuncSpec {
   const [p, dp, rows, T] = [0, 1, 2, 3];
-  const { index: l, types } = locals(4, { r: I32, k: I32, rowBytes: I32, pp: I32, pd: I32, acc: V128, tmp: V128 });
+  const { index: l, types } = locals(4, { r: I32, k: I32, rowBytes: I32, vecBytes: I32, tailOff: I32, tailEnd: I32, pp: I32, pd: I32, M: V128, acc: V128, old: V128, tmp: V128 });
   const at = (base: number): Code => i32Add(get(base), get(l.k));
+  const { setup, tail, blend, tailAt } = rowTail(T, l);
   const row = [
     ...set(l.acc, f32x4Const(0)), ...set(l.k, i32c(0)),
-    ...whileBelow(l.k, get(l.rowBytes), V128_BYTES, set(l.acc, f32x4.add(get(l.acc), f32x4.mul(load(at(l.pd)), load(at(l.pp)))))),
+    ...whileBelow(l.k, get(l.vecBytes), V128_BYTES, set(l.acc, f32x4.add(get(l.acc), f32x4.mul(load(at(l.pd)), load(at(l.pp)))))),
+    ...tail(set(l.acc, f32x4.add(get(l.acc), v128.and(f32x4.mul(load(tailAt(l.pd)), load(tailAt(l.pp))), get(l.M))))),
     ...set(l.acc, f32x4.splat(f32x4.sum(get(l.acc), l.tmp))),
     ...set(l.k, i32c(0)),
-    ...whileBelow(l.k, get(l.rowBytes), V128_BYTES, store(at(l.pp), f32x4.mul(load(at(l.pp)), f32x4.sub(load(at(l.pd)), get(l.acc))))),
+    ...whileBelow(l.k, get(l.vecBytes), V128_BYTES, store(at(l.pp), f32x4.mul(load(at(l.pp)), f32x4.sub(load(at(l.pd)), get(l.acc))))),
+    ...tail([
+      ...set(l.old, load(tailAt(l.pp))),
+      ...store(tailAt(l.pp), blend(get(l.old), f32x4.mul(get(l.old), f32x4.sub(load(tailAt(l.pd)), get(l.acc))))),
+    ]),
     ...set(l.pp, i32Add(get(l.pp), get(l.rowBytes))),
     ...set(l.pd, i32Add(get(l.pd), get(l.rowBytes))),
   ];
   return {
     name: 'softmaxGradRows', params: [I32, I32, I32, I32], results: [], locals: types,
-    body: [
-      ...set(l.rowBytes, i32Mul(get(T), i32c(F32_BYTES))), ...set(l.pp, get(p)), ...set(l.pd, get(dp)),
-      ...whileBelow(l.r, get(rows), 1, row),
-    ],
+    body: [...setup, ...set(l.pp, get(p)), ...set(l.pd, get(dp)), ...whileBelow(l.r, get(rows), 1, row)],
   };
 }
 
@@ -683,7 +730,7 @@ function layerNormGradBlocks(host: SimdHost, x: Float32Array, gamma: Float32Arra
 }
 
 /**
- * Rows of T elements of s (T % SIMD_LANES == 0, the caller checks) -> softmax(s * scale + mask) in place, where rows
+ * Rows of T elements of s (T >= SIMD_LANES, the caller checks) -> softmax(s * scale + mask) in place, where rows
  * [i * maskRows, (i + 1) * maskRows) take row i of `mask` ([.., T]): the attention's heads of one batch entry share its
  * key mask.
  */
@@ -698,7 +745,7 @@ export function simdSoftmaxRows(host: SimdHost, s: Float32Array, mask: Float32Ar
   });
 }
 
-/** Rows of T elements of p (T % SIMD_LANES == 0) -> p * (dp - rowsum(dp * p)) in place. */
+/** Rows of T elements of p (T >= SIMD_LANES) -> p * (dp - rowsum(dp * p)) in place. */
 export function simdSoftmaxGradRows(host: SimdHost, p: Float32Array, dp: Float32Array, T: number): void {
   const rowBytes = T * F32_BYTES;
   forRowBlocks(p.length, T, host.chunk, (a, b, rows) => {
