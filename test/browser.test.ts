@@ -21,7 +21,7 @@ import { HAS_SHARED, ROOT, shared, SKIP_NO_SHARED } from './helpers.js';
 
 const SENTENCES = ['a man is playing a guitar .', 'hello', 'café déjà vu', 'two dogs are running through a field of tall grass near the river bank .'];
 const TOL = 1e-5;
-const STEPS = 20;
+const STEPS = 12;
 // Both backends run all STEPS steps of TRAIN_CONFIG, then a second run, on a fresh copy of the checkpoint, that the
 // page aborts (through `signal`) after its first step. webgpu here is SwiftShader (WebGPU on the CPU): its step time
 // and per-kernel times are in bench/README.md "In the browser".
@@ -32,7 +32,7 @@ const LOSS_TOL_LAST = 1e-3;
 const CORPUS_LINES = 80;
 /**
  * The training config both sides run (the tiny checkpoint has 4 layers: AMI on layers 2..3): the whole step (dropout,
- * InfoNCE, AMI, AdamW with clipping) at batch 8, over CORPUS_LINES sentences, so the 20 steps cross an epoch.
+ * InfoNCE, AMI, AdamW with clipping) at batch 8, over CORPUS_LINES sentences, so the STEPS steps cross an epoch.
  */
 const TRAIN_CONFIG = {
   data: { maxSeqLen: 32 },
