@@ -21,7 +21,7 @@ import { enqueueSweep, queueStatus } from '../src/sweep/queue.js';
 import { ATTEMPTS_FILE, checkOutDir, DONE_FILE, ERROR_FILE, LOG_FILE, pointDir, readAttempts, spawnPoint, writeSweepFiles } from '../src/sweep/point.js';
 import { checkRedis, DEFAULT_CONNECT_TIMEOUT_MS } from '../src/sweep/redis.js';
 import { curvePoints, meanStd, REPORT_CSV, REPORT_MD, sweepCurveSpec, writeSweepReport } from '../src/sweep/report.js';
-import { HAS_SHARED, ROOT, shared, SKIP_NO_SHARED, testTempDir } from './helpers.js';
+import { HAS_SHARED, micseHere, ROOT, shared, SKIP_NO_SHARED, testTempDir } from './helpers.js';
 
 const run = promisify(execFile);
 const CLI = path.join(ROOT, 'bin', 'micse.js');
@@ -207,9 +207,9 @@ describe('a damaged sweep output directory: exit 2 naming the file and what is w
       ['{"sweep": "s.yaml", "keys": [], "points": 5}', /not a sweep manifest \(points is not a list of \{name, params\}\)/]] as const) {
       await fs.writeFile(manifest, text);
       for (const args of [['sweep', 'report', dir], ['sweep', 'status', '--out', dir]]) {
-        const r = await cli(args, 60_000);
-        assert.equal(r.code, 2, `${args.join(' ')} on ${text}: ${r.stderr}`);
-        assert.match(r.stderr, new RegExp(`^micse: ${manifest}: ${why.source}$`, 'm'), `${args.join(' ')} on ${text}`);
+        const r = await micseHere(args);
+        assert.equal(r.exitCode, 2, `${args.join(' ')} on ${text}: ${r.message}`);
+        assert.match(r.message, new RegExp(`^micse: ${manifest}: ${why.source}$`), `${args.join(' ')} on ${text}`);
       }
     }
     // One done point (done.json present) whose eval.json is cut short, then one that is JSON of another shape.
@@ -221,9 +221,9 @@ describe('a damaged sweep output directory: exit 2 naming the file and what is w
     await fs.writeFile(path.join(pdir, DONE_FILE), '{}');
     for (const [text, why] of [['{"results": {', /cannot read \(.*JSON.*\)/], ['{"average": 1}', /not an STS evaluation \(results and average\)/]] as const) {
       await fs.writeFile(path.join(pdir, 'eval.json'), text);
-      const r = await cli(['sweep', 'report', dir], 60_000);
-      assert.equal(r.code, 2, r.stderr);
-      assert.match(r.stderr, new RegExp(`^micse: ${path.join(pdir, 'eval.json')}: ${why.source}; the point is marked done \\(done\\.json\\); delete that marker to run it again$`, 'm'));
+      const r = await micseHere(['sweep', 'report', dir]);
+      assert.equal(r.exitCode, 2, r.message);
+      assert.match(r.message, new RegExp(`^micse: ${path.join(pdir, 'eval.json')}: ${why.source}; the point is marked done \\(done\\.json\\); delete that marker to run it again$`));
     }
   });
 });

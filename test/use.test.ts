@@ -29,7 +29,7 @@ import { modelFingerprint } from '../src/use/fingerprint.js';
 import { openIndex } from '../src/use/search.js';
 import { pairsFromArgs, readPairsFile, similarity } from '../src/use/similarity.js';
 import { cosine, exactTopK, normalizeRows, recallAtK, row, toMatrix } from '../src/use/vectors.js';
-import { ROOT, shared, SKIP_NO_SHARED } from './helpers.js';
+import { micseHere, ROOT, shared, SKIP_NO_SHARED } from './helpers.js';
 
 const MODEL = shared('hf-reference', 'tiny-h32-l4');
 const OTHER_MODEL = shared('hf-reference', 'tiny-h64-l2-pretraining');
@@ -341,14 +341,14 @@ describe('clustering', { skip: SKIP_NO_SHARED }, () => {
 
     const empty = path.join(TMP, 'empty.txt');
     writeFileSync(empty, '\n  \n');
-    const e = micse('cluster', '--backend', 'wasm', '--model', MODEL, '--input', empty, '-k', '2');
-    assert.equal(e.status, 2, e.stderr);
-    assert.match(e.stderr, /empty\.txt: no sentences to cluster/);
+    const e = await micseHere(['cluster', '--backend', 'wasm', '--model', MODEL, '--input', empty, '-k', '2']);
+    assert.equal(e.exitCode, 2, e.message);
+    assert.match(e.message, /empty\.txt: no sentences to cluster/);
     const three = path.join(TMP, 'three.txt');
     writeFileSync(three, 'a cat\na dog\na bird\n');
-    const k = micse('cluster', '--backend', 'wasm', '--model', MODEL, '--input', three, '-k', '4');
-    assert.equal(k.status, 2, k.stderr);
-    assert.match(k.stderr, /micse: -k 4 is larger than the number of sentences \(3\)/);
+    const k = await micseHere(['cluster', '--backend', 'wasm', '--model', MODEL, '--input', three, '-k', '4']);
+    assert.equal(k.exitCode, 2, k.message);
+    assert.match(k.message, /micse: -k 4 is larger than the number of sentences \(3\)/);
   });
 
   it('CLI: cluster writes one id per input line (TSV) and a summary of sizes and central members', () => {
@@ -418,36 +418,38 @@ describe('index folders holding something else, or damaged: exit 2 naming the fi
     writeFileSync(corpus, 'a cat sits on the mat\na dog runs in the park\nthe sun is hot today\nrain falls on the town\n');
   });
   const build = (out: string, ...more: string[]) => micse('index', 'build', '--backend', 'wasm', '--model', MODEL, '--corpus', corpus, '--out', out, ...more);
+  /** build's command line in this process (micseHere): for the checks that need no process of their own. */
+  const buildHere = (out: string, ...more: string[]) => micseHere(['index', 'build', '--backend', 'wasm', '--model', MODEL, '--corpus', corpus, '--out', out, ...more]);
 
-  it('index build refuses a meta.json that is not an index\'s (another tool\'s, or cut short), and --force replaces it', () => {
+  it('index build refuses a meta.json that is not an index\'s (another tool\'s, or cut short), and --force replaces it', async () => {
     for (const [name, text, why] of [['other-meta', '{"mine":1}\n', /not an index's meta\.json \(format is undefined/], ['cut-meta', '{"format":', /invalid JSON/]] as const) {
       const out = path.join(dir, name);
       mkdirSync(out);
       writeFileSync(path.join(out, INDEX_FILES.meta), text);
-      const r = build(out);
-      assert.equal(r.status, 2, r.stderr);
-      assert.match(r.stderr, new RegExp(`^micse: ${path.join(out, INDEX_FILES.meta)}: .*--force`, 'm'));
-      assert.match(r.stderr, why);
+      const r = await buildHere(out);
+      assert.equal(r.exitCode, 2, r.message);
+      assert.match(r.message, new RegExp(`^micse: ${path.join(out, INDEX_FILES.meta)}: .*--force`));
+      assert.match(r.message, why);
       assert.equal(readFileSync(path.join(out, INDEX_FILES.meta), 'utf8'), text, 'left as it was');
     }
-    const forced = build(path.join(dir, 'other-meta'), '--force');
-    assert.equal(forced.status, 0, forced.stderr);
+    const forced = await buildHere(path.join(dir, 'other-meta'), '--force');
+    assert.equal(forced.exitCode, 0, forced.message);
   });
 
-  it('index build refuses a non-empty folder that is not an index (no meta.json or progress.json) unless --force', () => {
+  it('index build refuses a non-empty folder that is not an index (no meta.json or progress.json) unless --force', async () => {
     const out = path.join(dir, 'not-an-index');
     mkdirSync(out);
     const held = { [INDEX_FILES.texts]: 'my notes\n', [INDEX_FILES.vectors]: 'my vectors', 'config.yaml': 'a: 1\n' };
     for (const [f, text] of Object.entries(held)) writeFileSync(path.join(out, f), text);
-    const r = build(out);
-    assert.equal(r.status, 2, r.stderr);
-    assert.match(r.stderr, new RegExp(`^micse: ${out}: not empty \\(3 entries\\) and not an index \\(no meta\\.json or progress\\.json\\); pass --force to replace it, or choose another --out\\. Nothing was written$`, 'm'));
+    const r = await buildHere(out);
+    assert.equal(r.exitCode, 2, r.message);
+    assert.match(r.message, new RegExp(`^micse: ${out}: not empty \\(3 entries\\) and not an index \\(no meta\\.json or progress\\.json\\); pass --force to replace it, or choose another --out\\. Nothing was written$`));
     for (const [f, text] of Object.entries(held)) assert.equal(readFileSync(path.join(out, f), 'utf8'), text, `${f} left as it was`);
-    const forced = build(out, '--force');
-    assert.equal(forced.status, 0, forced.stderr);
+    const forced = await buildHere(out, '--force');
+    assert.equal(forced.exitCode, 0, forced.message);
     const empty = path.join(dir, 'empty-folder');
     mkdirSync(empty);
-    assert.equal(build(empty).status, 0, 'an empty folder is fine');
+    assert.equal((await buildHere(empty)).exitCode, 0, 'an empty folder is fine');
   });
 
   it('index build --force replaces the folder whole once the new index is complete; a failed or killed rebuild leaves the old one', async () => {
@@ -508,7 +510,7 @@ describe('index folders holding something else, or damaged: exit 2 naming the fi
     assert.deepEqual(siblings(), []);
   });
 
-  it('index build --force and export --force refuse an output that is or holds the current folder, or holds the model, before reading anything', () => {
+  it('index build --force and export --force refuse an output that is or holds the current folder, or holds the model, before reading anything', async () => {
     const parent = path.join(dir, 'holds-cwd');
     const cwd = path.join(parent, 'work');
     mkdirSync(cwd, { recursive: true });
@@ -516,17 +518,14 @@ describe('index folders holding something else, or damaged: exit 2 naming the fi
     writeFileSync(path.join(parent, 'keep.txt'), 'mine too\n');
     const listing = () => [readdirSync(parent).sort(), readdirSync(cwd).sort(), readdirSync(dir).filter((f) => f.startsWith('holds-cwd.'))];
     const before = listing();
-    const cli = (...args: string[]) => spawnSync(process.execPath, [path.join(ROOT, 'bin', 'micse.js'), ...args], { cwd, encoding: 'utf8' });
     // A corpus that does not exist: the refusal comes before it is read.
     const missing = path.join(dir, 'no-such-corpus.txt');
     for (const [out, is] of [['.', 'is'], ['..', 'holds'], [cwd, 'is'], [dir, 'holds']] as const) {
-      const r = cli('index', 'build', '--backend', 'wasm', '--model', MODEL, '--corpus', missing, '--out', out, '--force');
-      assert.equal(r.status, 2, r.stderr);
-      assert.equal(r.stderr.trim().split('\n').at(-1), `micse: --out ${out} ${is} the current folder (${cwd}), which replacing it would remove; choose another --out. Nothing was written`);
+      const r = await micseHere(['index', 'build', '--backend', 'wasm', '--model', MODEL, '--corpus', missing, '--out', out, '--force'], cwd);
+      assert.deepEqual(r, { exitCode: 2, message: `micse: --out ${out} ${is} the current folder (${cwd}), which replacing it would remove; choose another --out. Nothing was written` });
     }
-    const exported = cli('export', '--backend', 'wasm', '--checkpoint', MODEL, '--output', '.', '--format', 'hf', '--force');
-    assert.equal(exported.status, 2, exported.stderr);
-    assert.equal(exported.stderr.trim().split('\n').at(-1), `micse: --output ${cwd} is the current folder (${cwd}), which replacing it would remove; choose another --output. Nothing was written`);
+    const exported = await micseHere(['export', '--backend', 'wasm', '--checkpoint', MODEL, '--output', '.', '--format', 'hf', '--force'], cwd);
+    assert.deepEqual(exported, { exitCode: 2, message: `micse: --output ${cwd} is the current folder (${cwd}), which replacing it would remove; choose another --output. Nothing was written` });
     assert.deepEqual(listing(), before, 'nothing written or removed');
     // An --out that holds the model folder (a copy: the shared one is never at risk).
     const withModel = path.join(dir, 'holds-model');
@@ -767,9 +766,9 @@ describe('index folders holding something else, or damaged: exit 2 naming the fi
       const idx = path.join(dir, name);
       await fs.cp(good, idx, { recursive: true });
       await damage(idx);
-      const r = micse('search', '--backend', 'wasm', '--index', idx, '--query', 'a cat', ...flags);
-      assert.equal(r.status, 2, `${name}: ${r.stderr}`);
-      assert.match(r.stderr, new RegExp(`^micse: (cannot read )?${idx}/${message.source}$`, 'm'), name);
+      const r = await micseHere(['search', '--backend', 'wasm', '--index', idx, '--query', 'a cat', ...flags]);
+      assert.equal(r.exitCode, 2, `${name}: ${r.message}`);
+      assert.match(r.message, new RegExp(`^micse: (cannot read )?${idx}/${message.source}$`), name);
     }
   });
 });
