@@ -152,25 +152,6 @@ export async function nullDeviceSkipReason(): Promise<string | false> {
   }, (err: Error) => `the optional npm package \`webgpu\` is not installed (${err.message.split('\n')[0]})`);
 }
 
-/**
- * A micse command line run in this process from the folder `cwd` (default: the current one), as bin/micse.js runs
- * one (the same parser and one-line error) but without a process's start-up: its exit code and one-line message ('' on
- * success). For checks of what a command refuses; what needs a process of its own (kills, locks, output) spawns one.
- */
-export async function micseHere(argv: string[], cwd = process.cwd()): Promise<{ exitCode: number; message: string }> {
-  const { buildCli, describeFailure } = await import('../src/cli/main.js');
-  const back = process.cwd();
-  process.chdir(cwd);
-  try {
-    await buildCli(argv).parseAsync();
-    return { exitCode: 0, message: '' };
-  } catch (err) {
-    return await describeFailure(err);
-  } finally {
-    process.chdir(back);
-  }
-}
-
 /** The Chromium the browser tests drive (test/browserHarness.ts). */
 export const CHROMIUM = process.env['MICSE_CHROMIUM'] || '/usr/bin/chromium';
 /** Pass as `{ skip }` to tests that drive Chromium. */

@@ -21,7 +21,8 @@ import { enqueueSweep, queueStatus } from '../src/sweep/queue.js';
 import { ATTEMPTS_FILE, checkOutDir, DONE_FILE, ERROR_FILE, LOG_FILE, pointDir, readAttempts, spawnPoint, writeSweepFiles } from '../src/sweep/point.js';
 import { checkRedis, DEFAULT_CONNECT_TIMEOUT_MS } from '../src/sweep/redis.js';
 import { curvePoints, meanStd, REPORT_CSV, REPORT_MD, sweepCurveSpec, writeSweepReport } from '../src/sweep/report.js';
-import { HAS_SHARED, micseHere, ROOT, shared, SKIP_NO_SHARED, testTempDir } from './helpers.js';
+import { micseHere } from './cliHere.js';
+import { HAS_SHARED, ROOT, shared, SKIP_NO_SHARED, testTempDir } from './helpers.js';
 
 const run = promisify(execFile);
 const CLI = path.join(ROOT, 'bin', 'micse.js');

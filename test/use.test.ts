@@ -29,7 +29,8 @@ import { modelFingerprint } from '../src/use/fingerprint.js';
 import { openIndex } from '../src/use/search.js';
 import { pairsFromArgs, readPairsFile, similarity } from '../src/use/similarity.js';
 import { cosine, exactTopK, normalizeRows, recallAtK, row, toMatrix } from '../src/use/vectors.js';
-import { micseHere, ROOT, shared, SKIP_NO_SHARED } from './helpers.js';
+import { micseHere } from './cliHere.js';
+import { ROOT, shared, SKIP_NO_SHARED } from './helpers.js';
 
 const MODEL = shared('hf-reference', 'tiny-h32-l4');
 const OTHER_MODEL = shared('hf-reference', 'tiny-h64-l2-pretraining');
