@@ -7,7 +7,7 @@ import puppeteer, { type Browser, type Page } from 'puppeteer-core';
 import { CHROMIUM } from './helpers.js';
 
 export { serveStatic } from '../src/browser/serve.js';
-export { CHROMIUM, SKIP_NO_CHROMIUM } from './helpers.js';
+export { SKIP_NO_CHROMIUM } from './helpers.js';
 
 export async function launchChromium(): Promise<Browser> {
   return puppeteer.launch({

@@ -20,7 +20,7 @@ import {
   blockCols, blockRows, chooseGemmTile, gemmDims, gemmKey, gemmTileBytes, GEMM_TILES, gemmVec4, gemmWgsl, runGemm,
   type GemmSpec, type GemmTile,
 } from '../src/kernels/platform/gemm.js';
-import { OBJECTIVE, SKIP_NO_CHROMIUM, softwareWebgpuAdapter, webgpuSkipReason } from './helpers.js';
+import { escapeRegExp, OBJECTIVE, SKIP_NO_CHROMIUM, softwareWebgpuAdapter, webgpuSkipReason } from './helpers.js';
 import { BertModel } from '../src/model/bert.js';
 import type { BertConfig } from '../src/model/config.js';
 import { MlpHead } from '../src/losses/mlpHead.js';
@@ -93,7 +93,7 @@ describe("gemm on Dawn's null device, in a child process where this one has a re
   test('the null-device checks pass in a child process', () => {
     const env: NodeJS.ProcessEnv = { ...process.env, [NULL_CHILD_ENV]: '1' };
     delete env['NODE_TEST_CONTEXT'];
-    const r = spawnSync(process.execPath, ['--import', 'tsx', '--test', '--test-reporter=tap', `--test-name-pattern=^${NULL_DEVICE_SUITE.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}$`,
+    const r = spawnSync(process.execPath, ['--import', 'tsx', '--test', '--test-reporter=tap', `--test-name-pattern=^${escapeRegExp(NULL_DEVICE_SUITE)}$`,
       fileURLToPath(import.meta.url)], { env, encoding: 'utf8' });
     assert.equal(r.status, 0, r.stdout + r.stderr);
     assert.match(r.stdout, /^# pass 3$/m, r.stdout);

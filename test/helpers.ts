@@ -152,6 +152,9 @@ export async function nullDeviceSkipReason(): Promise<string | false> {
   }, (err: Error) => `the optional npm package \`webgpu\` is not installed (${err.message.split('\n')[0]})`);
 }
 
+/** `s` with the characters a regular expression reads specially escaped, to match it literally. */
+export const escapeRegExp = (s: string): string => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+
 /** The Chromium the browser tests drive (test/browserHarness.ts). */
 export const CHROMIUM = process.env['MICSE_CHROMIUM'] || '/usr/bin/chromium';
 /** Pass as `{ skip }` to tests that drive Chromium. */

@@ -27,14 +27,11 @@ import { train } from '../src/train/trainer.js';
 import { WASM_HEAP_BYTES, wasmHeapShortfall, wasmStepBytes } from '../src/train/step.js';
 import { BertModel } from '../src/model/bert.js';
 import { parseBertConfig } from '../src/model/config.js';
-import { microConfig as sharedMicroConfig, ROOT, shared, SKIP_NO_SHARED } from './helpers.js';
+import { escapeRegExp, microConfig as sharedMicroConfig, ROOT, shared, SKIP_NO_SHARED } from './helpers.js';
 
 const run = promisify(execFile);
 const CLI = path.join(ROOT, 'bin', 'micse.js');
 const TINY = path.join(ROOT, 'configs', 'tiny.yaml');
-
-/** `s` with the characters a regular expression reads specially escaped. */
-const escapeRe = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 
 let TMP = '';
 before(async () => {
@@ -232,10 +229,10 @@ describe('data.maxSeqLen past the model positions', () => {
     const out = path.join(dir, 'run');
     const message = `data.maxSeqLen is 128 but the model's max_position_embeddings is 64 (${path.join(checkpoint, 'config.json')}): lower data.maxSeqLen to at most 64`;
     await refused(['train', '--config', TINY, '--set', `model.init=${checkpoint}`, '--set', 'data.maxSeqLen=128', '--set', `train.output=${out}`, '--dry-run'],
-      new RegExp(`^micse: --set data\\.maxSeqLen=128: ${escapeRe(message)}$`), out);
+      new RegExp(`^micse: --set data\\.maxSeqLen=128: ${escapeRegExp(message)}$`), out);
     const fits = await trainingPlan(microConfig(out, { model: { init: checkpoint }, data: { maxSeqLen: 64 } }));
     assert.deepEqual(fits.maxSeqLen, { value: 64, maxPositionEmbeddings: 64, source: path.join(checkpoint, 'config.json') });
-    assert.match(formatPlan(fits), new RegExp(`^max length {6}data\\.maxSeqLen 64, within max_position_embeddings 64 \\(${escapeRe(path.join(checkpoint, 'config.json'))}\\)$`, 'm'));
+    assert.match(formatPlan(fits), new RegExp(`^max length {6}data\\.maxSeqLen 64, within max_position_embeddings 64 \\(${escapeRegExp(path.join(checkpoint, 'config.json'))}\\)$`, 'm'));
     // A random init names where its positions come from: model.config, or bert-base's value where it leaves them out.
     assert.equal((await trainingPlan(microConfig(out))).maxSeqLen.source, 'model.config');
     assert.match(formatPlan(await trainingPlan(microConfig(out, { model: { config: null } }))),
@@ -474,7 +471,7 @@ describe('checkpoints whose weights disagree with config.json or are not finite'
     await fs.mkdir(file);
     await assert.rejects(loadPretrained(dir, { backend: 'cpu' }), (e: unknown) => e instanceof UserError &&
       e.message === `cannot read ${file}: it is a directory (EISDIR)`);
-    await refused(await embedArgs(dir), new RegExp(`^micse: cannot read ${escapeRe(file)}: it is a directory \\(EISDIR\\)$`),
+    await refused(await embedArgs(dir), new RegExp(`^micse: cannot read ${escapeRegExp(file)}: it is a directory \\(EISDIR\\)$`),
       path.join(dir, 'out.jsonl'));
   });
 
@@ -510,7 +507,7 @@ describe('checkpoints whose weights disagree with config.json or are not finite'
     const { dir: indexDir, file: index } = cases[5]!;
     await assert.rejects(modelFingerprint(indexDir, 'mean', 32), { name: 'UserError', message: `cannot read ${index}: it is a directory (EISDIR)` });
     const { dir, file } = cases[0]!;
-    await refused(await embedArgs(dir), new RegExp(`^micse: cannot read ${escapeRe(file)}: it is a directory \\(EISDIR\\)$`), path.join(dir, 'out.jsonl'));
+    await refused(await embedArgs(dir), new RegExp(`^micse: cannot read ${escapeRegExp(file)}: it is a directory \\(EISDIR\\)$`), path.join(dir, 'out.jsonl'));
   });
 
   it('a Hub cache whose refs/main is a directory is named, exit 2', async () => {
@@ -606,7 +603,7 @@ describe('a corpus with no usable sentences', { skip: SKIP_NO_SHARED }, () => {
     const dir = await tmp('binary-corpus');
     const corpus = path.join(dir, 'binary.txt');
     await fs.writeFile(corpus, Buffer.from([0x80, 0x81, 0x0a, 0xc3, 0x28, 0x0a, 0xfe]));
-    const pattern = new RegExp(`^micse: ${corpus.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: no usable sentences`);
+    const pattern = new RegExp(`^micse: ${escapeRegExp(corpus)}: no usable sentences`);
     const subset = path.join(dir, 'subset.txt');
     await refused(['data', 'subset', '--input', corpus, '--output', subset, '--count', '2'], pattern, subset);
     const out = path.join(dir, 'run');
@@ -622,7 +619,7 @@ describe('evaluation data too small to score', { skip: SKIP_NO_SHARED }, () => {
     await fs.writeFile(dev, '');
     const out = path.join(dir, 'run');
     await refused(['train', '--config', TINY, '--set', `data.senteval=${path.join(dir, 'SE')}`, '--set', `train.output=${out}`],
-      new RegExp(`^micse: ${dev.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: 0 pairs \\(a correlation needs at least 2\\)$`), out);
+      new RegExp(`^micse: ${escapeRegExp(dev)}: 0 pairs \\(a correlation needs at least 2\\)$`), out);
   });
 
   it('CLI: train reads the final evaluation\'s test tasks before creating the run directory, not after training', async () => {

@@ -7,7 +7,7 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { before, describe, it } from 'node:test';
 import { BertTokenizer, bertTokenizerJson } from '../src/data/tokenizer.js';
-import { shared, SKIP_NO_SHARED, testTempDir } from './helpers.js';
+import { escapeRegExp, shared, SKIP_NO_SHARED, testTempDir } from './helpers.js';
 
 const TMP = testTempDir('tokenizer');
 
@@ -105,7 +105,7 @@ describe('BERT tokenizer', { skip: SKIP_NO_SHARED }, () => {
     assert.equal((await withMax(16)).encode('word '.repeat(600)).length, 16);
     assert.equal((await withMax(1e30)).modelMaxLength, 512);
     assert.equal((await withMax(null)).modelMaxLength, 512);
-    const file = path.join(dir, 'tokenizer_config.json').replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+    const file = escapeRegExp(path.join(dir, 'tokenizer_config.json'));
     for (const [bad, shown] of [[-5, '-5'], [1, '1'], [12.5, '12.5'], ['512', '"512"'], [true, 'true']] as const) {
       await assert.rejects(withMax(bad), new RegExp(`^UserError: ${file}: model_max_length must be an integer >= 2, got ${shown.replace('.', '\\.')}$`));
     }
