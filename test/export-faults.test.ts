@@ -11,17 +11,10 @@ import { after, before, describe, it } from 'node:test';
 import { exportCheckpoint, recoverExport } from '../src/export/index.js';
 import { FAULT_ENV } from '../src/faultPoints.js';
 import { selectBackend } from '../src/model/backend.js';
-import { ROOT, shared, SKIP_NO_SHARED } from './helpers.js';
+import { deadPid, ROOT, shared, SKIP_NO_SHARED } from './helpers.js';
 
 const CLI = path.join(ROOT, 'bin', 'micse.js');
 let dir = '';
-
-/** The pid of a process that has exited. */
-async function deadPid(): Promise<number> {
-  const child = spawn(process.execPath, ['-e', ''], { stdio: 'ignore' });
-  await new Promise((r) => child.once('exit', r));
-  return child.pid!;
-}
 
 function exportCli(args: string[], fault: string): Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string }> {
   return new Promise((resolve, reject) => {

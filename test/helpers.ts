@@ -4,6 +4,7 @@
  * adapter exists here, and whether a CBLAS library does; seeded test values and the element-wise comparison the backend tests use.
  */
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import os from 'node:os';
@@ -150,6 +151,13 @@ export async function nullDeviceSkipReason(): Promise<string | false> {
       return 'tsx is not installed here (a bundled copy of this test): the child processes run the TypeScript sources';
     }
   }, (err: Error) => `the optional npm package \`webgpu\` is not installed (${err.message.split('\n')[0]})`);
+}
+
+/** The pid of a process that has exited (for a lock naming a dead process). */
+export async function deadPid(): Promise<number> {
+  const child = spawn(process.execPath, ['-e', ''], { stdio: 'ignore' });
+  await new Promise((resolve) => child.once('exit', resolve));
+  return child.pid!;
 }
 
 /** `s` with the characters a regular expression reads specially escaped, to match it literally. */

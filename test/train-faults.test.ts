@@ -17,7 +17,7 @@ import { checkpointPath } from '../src/train/checkpoint.js';
 import { defaultConfig, loadConfig, mergeConfig, type TrainConfig } from '../src/train/config.js';
 import { LOCK_FILE } from '../src/train/runFiles.js';
 import { train } from '../src/train/trainer.js';
-import { ROOT, shared, SKIP_NO_SHARED } from './helpers.js';
+import { deadPid, ROOT, shared, SKIP_NO_SHARED } from './helpers.js';
 
 const CLI = path.join(ROOT, 'bin', 'micse.js');
 const DEV_PAIRS = 64;
@@ -111,13 +111,6 @@ async function assertSameRun(runDir: string, refDir: string): Promise<void> {
   const kept = (await fs.readdir(path.join(runDir, 'checkpoints'))).sort();
   const linked = [...new Set([await fs.readlink(path.join(runDir, 'best')), await fs.readlink(path.join(runDir, 'last'))])].map((p) => path.basename(p)).sort();
   assert.deepEqual(kept, linked, 'only the linked checkpoints are kept');
-}
-
-/** The pid of a process that has exited. */
-async function deadPid(): Promise<number> {
-  const child = spawn(process.execPath, ['-e', ''], { stdio: 'ignore' });
-  await new Promise((r) => child.once('exit', r));
-  return child.pid!;
 }
 
 /** Steps whose evaluation was a new best, from metrics.jsonl. */

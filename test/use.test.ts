@@ -30,7 +30,7 @@ import { openIndex } from '../src/use/search.js';
 import { pairsFromArgs, readPairsFile, similarity } from '../src/use/similarity.js';
 import { cosine, exactTopK, normalizeRows, recallAtK, row, toMatrix } from '../src/use/vectors.js';
 import { micseHere } from './cliHere.js';
-import { ROOT, shared, SKIP_NO_SHARED } from './helpers.js';
+import { deadPid, ROOT, shared, SKIP_NO_SHARED } from './helpers.js';
 
 const MODEL = shared('hf-reference', 'tiny-h32-l4');
 const OTHER_MODEL = shared('hf-reference', 'tiny-h64-l2-pretraining');
@@ -51,13 +51,6 @@ function micse(...args: string[]): { status: number | null; stdout: string; stde
 
 /** The last line of a command's stderr (its one-line error). */
 const lastLine = (stderr: string) => stderr.trim().split('\n').at(-1);
-
-/** The pid of a process that has exited. */
-async function deadPid(): Promise<number> {
-  const child = spawn(process.execPath, ['-e', ''], { stdio: 'ignore' });
-  await new Promise((resolve) => child.once('exit', resolve));
-  return child.pid!;
-}
 
 /**
  * Starts `micse ARGS` (in TMP) stopping at the fault point `point` (MICSE_FAULT_SIGNAL=SIGSTOP): `stopped` resolves
@@ -534,7 +527,7 @@ describe('index folders holding something else, or damaged: exit 2 naming the fi
     cpSync(MODEL, model, { recursive: true });
     const r = micse('index', 'build', '--backend', 'wasm', '--model', model, '--corpus', corpus, '--out', withModel, '--force');
     assert.equal(r.status, 2, r.stderr);
-    assert.equal(r.stderr.trim().split('\n').at(-1), `micse: --out ${withModel} overlaps the model (${model}), which replacing it would remove; choose another --out. Nothing was written`);
+    assert.equal(lastLine(r.stderr), `micse: --out ${withModel} overlaps the model (${model}), which replacing it would remove; choose another --out. Nothing was written`);
     assert.deepEqual(readdirSync(withModel), ['tiny']);
     assert.deepEqual(readdirSync(model).sort(), readdirSync(MODEL).sort());
   });
@@ -553,7 +546,7 @@ describe('index folders holding something else, or damaged: exit 2 naming the fi
       for (const more of [[], ['--force']]) {
         const r = build(out, ...more);
         assert.equal(r.status, 2, r.stderr);
-        assert.equal(r.stderr.trim().split('\n').at(-1), `micse: ${out}: in use by another index build (pid ${holder.pid}, lock ${lock}); wait for it to finish or stop it`);
+        assert.equal(lastLine(r.stderr), `micse: ${out}: in use by another index build (pid ${holder.pid}, lock ${lock}); wait for it to finish or stop it`);
       }
       assert.deepEqual(Object.fromEntries(files.map((f) => [f, readFileSync(path.join(out, f)).toString('base64')])), before);
       assert.equal(readFileSync(lock, 'utf8'), `${holder.pid}\n`, 'the holder\'s lock is left alone');
