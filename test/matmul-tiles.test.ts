@@ -14,6 +14,8 @@ import { tf } from '../src/model/tf.js';
 import { expectNoGpuErrors, maxScaledDiff, seededValues, webgpuSkipReason } from './helpers.js';
 
 const TOL = 1e-5;
+/** tfjs-backend-webgpu's flag fixing the program of its products (3: MatMulPackedProgram). */
+const MATMUL_PROGRAM_FLAG = 'WEBGPU_MATMUL_PROGRAM_TYPE';
 const WEBGPU_SKIP = await webgpuSkipReason();
 
 describe('MICSE_WEBGPU_MATMUL_TILE', () => {
@@ -73,6 +75,9 @@ describe('webgpu matmul tile', { skip: WEBGPU_SKIP }, () => {
     const backend = tf.backend() as unknown as WebGPUBackend;
     const pipelines = (): string[] => Object.keys((backend as unknown as { pipelineCache: object }).pipelineCache);
     const before = tf.memory().numTensors;
+    // The packed program, which the tile is for: TF.js's choice for these products on a GPU, not a software adapter's.
+    const program = tf.env().getNumber(MATMUL_PROGRAM_FLAG);
+    tf.env().set(MATMUL_PROGRAM_FLAG, 3);
     try {
       useMatmulTile(backend, null);
       const stock = await expectNoGpuErrors(products);
@@ -86,6 +91,7 @@ describe('webgpu matmul tile', { skip: WEBGPU_SKIP }, () => {
         assert.ok(maxScaledDiff(tiled[i]!, cpu[i]!) < TOL, `case ${c}: ${maxScaledDiff(tiled[i]!, cpu[i]!)} from cpu`);
       });
     } finally {
+      tf.env().set(MATMUL_PROGRAM_FLAG, program);
       useMatmulTile(backend, parseMatmulTile(process.env[MATMUL_TILE_ENV]));
     }
   });

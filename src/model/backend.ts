@@ -239,19 +239,23 @@ function missingVulkanLoader(dawnOptions: readonly string[]): string | null {
 
 /**
  * tfjs-backend-webgpu's flag that fixes the program of its products (-1, the default: chosen by shape), and its
- * packed program's number (MatMulProgramType.MatMulPackedProgram). For products of few 32 x 32 blocks TF.js picks
- * programs that make more workgroups (small tiles, a reduction per output); on a software adapter, where a workgroup
- * barrier is a switch between CPU threads' coroutines, those run 1.5-4x (the reduction 100x and more) slower than
- * the packed one, which is then used for every product. Set by the factory, not where a flag was already given.
+ * small-output program's number (MatMulProgramType.MatMulSmallOutputSizeProgram), which a software adapter uses for
+ * every product. There a short run is mostly pipeline compiles: TF.js compiles a program per product form
+ * (transposes, fused bias and activation, whether the sides fit its tile), and SwiftShader takes 1.0-1.5 s for the
+ * packed program (up to 8 x 8 threads of 4 x 4 vec4 outputs) against ~0.3 s for the small-output one (16 x 16
+ * threads, an output each). The packed program runs a product 1-5x faster, which pays back its compiles only after
+ * 12-40 steps of the tests' tiny models (bench/README.md); the reduction program TF.js picks below 128 outputs runs
+ * 100x and more slower (a workgroup barrier is a switch between CPU threads' coroutines there). Set by the factory,
+ * not where a flag was already given.
  */
 const MATMUL_PROGRAM_FLAG = 'WEBGPU_MATMUL_PROGRAM_TYPE';
-const MATMUL_PACKED = 3;
+const MATMUL_SMALL_OUTPUT = 2;
 
 /**
  * Registers TF.js's webgpu backend with a factory that asks the device for WEBGPU_STORAGE_BUFFERS storage buffers per
  * stage (capped by the adapter) and the `subgroups` feature where the adapter has it, besides what
  * tfjs-backend-webgpu's own factory asks (base.ts: its workgroup, buffer size and dispatch limits, timestamp
- * queries), which it otherwise equals, and on a software adapter the packed program for every product
+ * queries), which it otherwise equals, and on a software adapter the small-output program for every product
  * (MATMUL_PROGRAM_FLAG). Does nothing once the backend exists.
  */
 async function registerWebgpu(): Promise<void> {
@@ -277,7 +281,7 @@ async function registerWebgpu(): Promise<void> {
       },
     });
     webgpuAdapter = adapterWords(adapter);
-    if (softwareAdapter(adapter) !== null && tf.env().getNumber(MATMUL_PROGRAM_FLAG) < 0) tf.env().set(MATMUL_PROGRAM_FLAG, MATMUL_PACKED);
+    if (softwareAdapter(adapter) !== null && tf.env().getNumber(MATMUL_PROGRAM_FLAG) < 0) tf.env().set(MATMUL_PROGRAM_FLAG, MATMUL_SMALL_OUTPUT);
     return new WebGPUBackend(device, adapterInfo(adapter));
   }, 3);
 }
