@@ -27,11 +27,11 @@ const NULL_DEVICE_SKIP = await nullDeviceSkipReason();
 delete process.env[REPLAY_ENV]; // the tests say when replay is on
 
 const CONFIG: BertConfig = {
-  vocabSize: 60, hiddenSize: 32, numHiddenLayers: 4, numAttentionHeads: 2, intermediateSize: 64, hiddenAct: 'gelu',
+  vocabSize: 60, hiddenSize: 32, numHiddenLayers: 2, numAttentionHeads: 2, intermediateSize: 64, hiddenAct: 'gelu',
   hiddenDropoutProb: 0.1, attentionProbsDropoutProb: 0.1, maxPositionEmbeddings: 32, typeVocabSize: 2, layerNormEps: 1e-12,
   padTokenId: 0, initializerRange: 0.02,
 };
-const OBJ = { ...OBJECTIVE, minLayer: 2, maxLayer: 4, targetSamples: 40, training: true };
+const OBJ = { ...OBJECTIVE, minLayer: 0, maxLayer: 2, targetSamples: 40, training: true };
 
 /** `sentences` sentences x 2 views of 16 tokens; `variant` changes the ids and the lengths. */
 function batch(sentences: number, variant: number): StepRows {
@@ -107,8 +107,8 @@ function assertSameRun(got: Run, want: Run): void {
 }
 
 describe('TrainStep replay on a real adapter', { skip: WEBGPU_SKIP }, () => {
-  test('10 steps of one shape, other batches, seeds and learning rates: the losses, norms, parameters and moments of the run without replay; steps 4-9 replayed; tensor count flat', async () => {
-    const plan = Array.from({ length: 10 }, (_, i) => ({ rows: batch(4, i % 3) }));
+  test('7 steps of one shape, other batches, seeds and learning rates: the losses, norms, parameters and moments of the run without replay; steps 4-6 replayed; tensor count flat', async () => {
+    const plan = Array.from({ length: 7 }, (_, i) => ({ rows: batch(4, i % 3) }));
     const want = await train(false, plan);
     const got = await train(true, plan);
     assertSameRun(got, want);
@@ -125,17 +125,17 @@ describe('TrainStep replay on a real adapter', { skip: WEBGPU_SKIP }, () => {
       ...Array.from({ length: 5 }, (_, i) => ({ rows: batch(4, i) })),
       { rows: batch(3, 0) }, // the last, partial batch of an epoch
       ...Array.from({ length: 4 }, (_, i) => ({ rows: batch(4, i + 1), readAfter: i === 2 })),
-      ...Array.from({ length: 3 }, (_, i) => ({ rows: batch(4, i + 2) })),
+      { rows: batch(4, 2) },
     ];
     const want = await train(false, plan);
     const got = await train(true, plan);
     assertSameRun(got, want);
     // 4 replayed; 5 another shape; 6 recorded (the template is gone, and 5 is of another shape), 7 recorded (a
     // template with 6), 8 replayed and read after; 9 after the read runs normally (a template with 7: the pool was
-    // the same at their starts); 10-12 replayed.
+    // the same at their starts); 10 replayed.
     const why = `replayed: ${JSON.stringify(got.replayed)}; last refusal: ${got.refusal}`;
     assert.equal(got.replayed[4], true, why);
-    assert.deepEqual(got.replayed.slice(5), [false, false, false, true, false, true, true, true], why);
+    assert.deepEqual(got.replayed.slice(5), [false, false, false, true, false, true], why);
   });
 
   test('replayed steps with a non-finite loss update nothing (the gate is read on the GPU) and do not count for AdamW', async () => {
