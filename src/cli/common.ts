@@ -2,10 +2,10 @@
 import type { Argv } from 'yargs';
 import { openCorpus, type CorpusOptionNames } from '../data/readers.js';
 import { UserError } from '../errors.js';
-import { BACKEND_NAMES, describeSelection, selectBackend, type BackendName } from '../model/backend.js';
-import { DEFAULT_EMBED_BATCH_SIZE, DEFAULT_EMBED_POOLER } from '../model/embed.js';
+import { describeSelection, selectBackend } from '../model/backend.js';
+import { BACKEND_NAMES, type BackendName } from '../model/backendNames.js';
+import { DEFAULT_EMBED_BATCH_SIZE, DEFAULT_EMBED_POOLER, EMBED_POOLERS, type EmbedPooler } from '../model/embedOptions.js';
 import type { LoadOptions } from '../model/pretrained.js';
-import { EMBED_POOLERS, type EmbedPooler } from '../model/pooling.js';
 
 /** The values a numeric flag accepts: integers only, and bounds (`above`: strictly greater than). */
 export interface NumberRange {

@@ -4,9 +4,9 @@
 import type { Argv, CommandModule } from 'yargs';
 import { DATASET_NAMES, DEFAULT_DATA_DIR, downloadDataset, type DatasetName } from '../data/download.js';
 import type { BlankLines, CorpusFormat, OnInvalid } from '../data/readers.js';
-import { DEFAULT_SUBSET_SEED, writeSubset, type Duplicates, type SubsetOptionNames } from '../data/subset.js';
+import { DEFAULT_SUBSET_SEED, MAX_SEED } from '../data/seeds.js';
+import { writeSubset, type Duplicates, type SubsetOptionNames } from '../data/subset.js';
 import { UserError } from '../errors.js';
-import { MAX_SEED } from '../train/config.js';
 import { numberFlag, POSITIVE_INT } from './common.js';
 
 interface SubsetArgs {

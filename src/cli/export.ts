@@ -5,9 +5,10 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import type { CommandModule } from 'yargs';
-import { EXPORT_FORMATS, ONNX_QUANTIZATIONS, exportCheckpoint, type ExportFormat } from '../export/index.js';
+import { EXPORT_FORMATS, ONNX_QUANTIZATIONS, type ExportFormat } from '../export/formats.js';
+import { exportCheckpoint } from '../export/index.js';
 import type { OnnxQuantization } from '../export/onnx/graph.js';
-import type { BackendName } from '../model/backend.js';
+import type { BackendName } from '../model/backendNames.js';
 import { activateBackend, withBackend } from './common.js';
 
 interface ExportArgs {

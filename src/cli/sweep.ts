@@ -5,14 +5,17 @@
 import path from 'node:path';
 import type { CommandModule } from 'yargs';
 import { UserError } from '../errors.js';
+import {
+  DEFAULT_LOCK_DURATION_MS, DEFAULT_MAX_STALLED_COUNT, DEFAULT_PARALLEL, DEFAULT_QUEUE_NAME, DEFAULT_STALLED_INTERVAL_MS,
+} from '../sweep/defaults.js';
 import { loadSweep } from '../sweep/grid.js';
-import { runSweep, DEFAULT_PARALLEL } from '../sweep/local.js';
-import { assertQueueUrl, DEFAULT_QUEUE_NAME, enqueueSweep, queueStatus, type QueueStatus } from '../sweep/queue.js';
+import { runSweep } from '../sweep/local.js';
+import { assertQueueUrl, enqueueSweep, queueStatus, type QueueStatus } from '../sweep/queue.js';
 import { maskRedisUrl, PASSWORD_MASK } from '../sweep/redis.js';
 import { writeSweepReport } from '../sweep/report.js';
 import { diskStatus, formatStatus, type DiskStatus } from '../sweep/status.js';
 import { numberFlag, POSITIVE_INT } from './common.js';
-import { DEFAULT_LOCK_DURATION_MS, DEFAULT_MAX_STALLED_COUNT, DEFAULT_STALLED_INTERVAL_MS, runWorker } from '../sweep/worker.js';
+import { runWorker } from '../sweep/worker.js';
 
 /** Where a sweep writes when --out is not given: checkpoints/sweeps/<sweep file name>. */
 export function defaultSweepOut(file: string): string {

@@ -4,7 +4,7 @@
  */
 import type { CommandModule } from 'yargs';
 import { UserError } from '../errors.js';
-import { BACKEND_NAMES, type BackendName } from '../model/backend.js';
+import { BACKEND_NAMES, type BackendName } from '../model/backendNames.js';
 import { loadConfig } from '../train/config.js';
 import { formatPlan, trainingPlan } from '../train/plan.js';
 import { loadRunConfig, train } from '../train/trainer.js';

@@ -7,14 +7,16 @@ import path from 'node:path';
 import type { CommandModule } from 'yargs';
 import { UserError } from '../errors.js';
 import { checkOutputFile, refuseOverwritingInput, writeFileAtomic } from '../fsutil.js';
-import type { BackendName } from '../model/backend.js';
-import { DEFAULT_EMBED_BATCH_SIZE } from '../model/embed.js';
+import type { BackendName } from '../model/backendNames.js';
+import { DEFAULT_EMBED_BATCH_SIZE } from '../model/embedOptions.js';
 import { loadPretrained, resolveCheckpoint } from '../model/pretrained.js';
-import { DEFAULT_ANN_PARAMS } from '../use/ann.js';
-import { buildIndex, checkIndexOut, countIndexCorpus, DEFAULT_CHUNK_SIZE } from '../use/build.js';
-import { cluster, DEFAULT_CLUSTER_SEED, DEFAULT_MIN_COMMUNITY_SIZE, DEFAULT_NEAREST, type ClusterResult } from '../use/cluster.js';
+import { buildIndex, checkIndexOut, countIndexCorpus } from '../use/build.js';
+import { cluster, type ClusterResult } from '../use/cluster.js';
+import {
+  DEFAULT_ANN_PARAMS, DEFAULT_CHUNK_SIZE, DEFAULT_CLUSTER_SEED, DEFAULT_MIN_COMMUNITY_SIZE, DEFAULT_NEAREST, DEFAULT_TOP_K,
+} from '../use/defaults.js';
 import { shortFingerprint } from '../use/fingerprint.js';
-import { DEFAULT_TOP_K, openIndex } from '../use/search.js';
+import { openIndex } from '../use/search.js';
 import { pairsFromArgs, readPairsFile, similarity, type SentencePair } from '../use/similarity.js';
 import { activateBackend, COLUMN_FLAG_NAMES, embedOpts, maxLengthLoadOpts, numberFlag, POSITIVE_INT, readSentences, withBackend, withEmbedFlags, type EmbedFlags } from './common.js';
 
