@@ -12,10 +12,10 @@ import { MIN_BATCH_SENTENCES } from '../data/batches.js';
 import { DEFAULT_SUBSET_SEED, MAX_SEED } from '../data/seeds.js';
 import { didYouMean, firstLineOf, shownValue, UserError } from '../errors.js';
 import { isJsonObject, valueAtPath } from '../fsutil.js';
-import { amiLayerSpanProblem, MICSE_STYLES, MICSE_VIEWS, TRAIN_POOLERS } from '../losses/micse.js';
-import { BACKEND_NAMES } from '../model/backend.js';
+import { amiLayerSpanProblem, MICSE_STYLES, MICSE_VIEWS, TRAIN_POOLERS } from '../losses/micseOptions.js';
+import { BACKEND_NAMES } from '../model/backendNames.js';
 import { BERT_CONFIG_KEYS, maxLengthProblem, parseBertConfig, type BertConfig } from '../model/config.js';
-import { ADAMW_VARIANTS } from './adamw.js';
+import { ADAMW_VARIANTS } from './adamwVariants.js';
 import { SELECTIONS } from './selection.js';
 
 /** train.precision: float32 throughout, or float16 product inputs with loss scaling (src/train/lossScale.ts). */
