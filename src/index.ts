@@ -12,9 +12,9 @@ export {
 export { registerKernels, type KernelRegistration } from './kernels/index.js';
 export { PRIVATE_DEPENDENCIES, type PrivateDependency } from './kernels/platform/internals.js';
 export { BertModel, type BertInputs, type BertOutput, type ForwardOptions } from './model/bert.js';
-export { parseBertConfig, toHfConfig, BERT_BASE_CONFIG, type BertConfig } from './model/config.js';
+export { parseBertConfig, readBertConfig, toHfConfig, BERT_BASE_CONFIG, type BertConfig } from './model/config.js';
 export {
-  loadPretrained, resolveCheckpoint, readBertConfig, loadPretrainedFrom, urlSource, hubSource, filesSource,
+  loadPretrained, resolveCheckpoint, loadPretrainedFrom, urlSource, hubSource, filesSource,
   type LoadOptions, type Pretrained, type LoadReport, type CheckpointSource, type NamedBlob, type SourceLoadOptions,
 } from './model/pretrained.js';
 export { resolveModelDir, hubCacheDir, type ResolveOptions } from './model/hub.js';

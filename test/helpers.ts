@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
@@ -158,6 +158,42 @@ export async function deadPid(): Promise<number> {
   const child = spawn(process.execPath, ['-e', ''], { stdio: 'ignore' });
   await new Promise((resolve) => child.once('exit', resolve));
   return child.pid!;
+}
+
+/** What `micseLoads` saw: the exit code and output of bin/micse.js, and the URL of every module it loaded. */
+export interface MicseLoads {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+  urls: string[];
+}
+
+/**
+ * Runs bin/micse.js (or the copy `bin`) with `argv` from `cwd` in a process of its own, under a resolve hook that
+ * records the URL of every module it loads (a bare specifier as the file it resolves to). NODE_OPTIONS is cleared,
+ * so that nothing but the hook is preloaded.
+ */
+export async function micseLoads(argv: readonly string[], cwd: string, bin = path.join(ROOT, 'bin', 'micse.js')): Promise<MicseLoads> {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'micse-loads-'));
+  try {
+    const hooks = path.join(dir, 'hooks.mjs');
+    const register = path.join(dir, 'register.mjs');
+    const loaded = path.join(dir, 'loaded.txt');
+    writeFileSync(hooks, `import { appendFileSync } from 'node:fs';
+export async function resolve(spec, ctx, next) { const r = await next(spec, ctx); appendFileSync(${JSON.stringify(loaded)}, r.url + '\\n'); return r; }\n`);
+    writeFileSync(register, `import { register } from 'node:module'; register(${JSON.stringify(pathToFileURL(hooks).href)});\n`);
+    const child = spawn(process.execPath, ['--import', pathToFileURL(register).href, bin, ...argv],
+      { cwd, env: { ...process.env, NODE_OPTIONS: '' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const code = await new Promise<number | null>((resolve, reject) => child.once('error', reject).once('close', resolve));
+    const urls = existsSync(loaded) ? readFileSync(loaded, 'utf8').split('\n').filter((u) => u !== '') : [];
+    return { code, stdout, stderr, urls };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 /** `s` with the characters a regular expression reads specially escaped, to match it literally. */

@@ -1,11 +1,14 @@
-/** Flags several commands share, so they read and behave the same everywhere. */
+/**
+ * Flags several commands share, so they read and behave the same everywhere, and the helpers their handlers share.
+ * What only a handler needs (the corpus reader, TF.js) is imported when it runs, so that help and argument errors
+ * load neither.
+ */
 import type { Argv } from 'yargs';
-import { openCorpus, type CorpusOptionNames } from '../data/readers.js';
+import type { CorpusOptionNames } from '../data/readers.js';
 import { UserError } from '../errors.js';
-import { BACKEND_NAMES, describeSelection, selectBackend, type BackendName } from '../model/backend.js';
-import { DEFAULT_EMBED_BATCH_SIZE, DEFAULT_EMBED_POOLER } from '../model/embed.js';
+import { BACKEND_NAMES, type BackendName } from '../model/backendNames.js';
+import { DEFAULT_EMBED_BATCH_SIZE, DEFAULT_EMBED_POOLER, EMBED_POOLERS, type EmbedPooler } from '../model/embedOptions.js';
 import type { LoadOptions } from '../model/pretrained.js';
-import { EMBED_POOLERS, type EmbedPooler } from '../model/pooling.js';
 
 /** The values a numeric flag accepts: integers only, and bounds (`above`: strictly greater than). */
 export interface NumberRange {
@@ -98,6 +101,7 @@ export function maxLengthLoadOpts(a: EmbedFlags): LoadOptions {
  * sentence is a UserError naming it, so that the command refuses it before loading a model or writing anything.
  */
 export async function readSentences(file: string, column: string | undefined, purpose?: string): Promise<{ text: string; line: number }[]> {
+  const { openCorpus } = await import('../data/readers.js');
   const reader = openCorpus(file, { column: column ?? null, names: COLUMN_FLAG_NAMES });
   const out: { text: string; line: number }[] = [];
   for await (const rec of reader) out.push({ text: rec.text, line: rec.line });
@@ -112,6 +116,7 @@ export async function readSentences(file: string, column: string | undefined, pu
 
 /** Activates the backend and says on stderr which one was taken and why the others were skipped. */
 export async function activateBackend(name: BackendName, quiet = false): Promise<void> {
+  const { describeSelection, selectBackend } = await import('../model/backend.js');
   const sel = await selectBackend(name);
   if (!quiet) process.stderr.write(describeSelection(sel) + '\n');
 }

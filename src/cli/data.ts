@@ -4,9 +4,9 @@
 import type { Argv, CommandModule } from 'yargs';
 import { DATASET_NAMES, DEFAULT_DATA_DIR, downloadDataset, type DatasetName } from '../data/download.js';
 import type { BlankLines, CorpusFormat, OnInvalid } from '../data/readers.js';
-import { DEFAULT_SUBSET_SEED, writeSubset, type Duplicates, type SubsetOptionNames } from '../data/subset.js';
+import { DEFAULT_SUBSET_SEED, MAX_SEED } from '../data/seeds.js';
+import type { Duplicates, SubsetOptionNames } from '../data/subset.js';
 import { UserError } from '../errors.js';
-import { MAX_SEED } from '../train/config.js';
 import { numberFlag, POSITIVE_INT } from './common.js';
 
 interface SubsetArgs {
@@ -54,6 +54,7 @@ const subsetCommand: CommandModule<object, SubsetArgs> = {
   handler: async (args) => {
     // Without either the draw would copy the whole corpus (what a training config without both keys does).
     if (args.fraction === undefined && args.count === undefined) throw new UserError('give --count N or --fraction F (how many sentences to draw)');
+    const { writeSubset } = await import('../data/subset.js');
     const { manifest, manifestPath, output } = await writeSubset({
       path: args.input,
       output: args.output,

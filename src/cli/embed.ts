@@ -3,9 +3,6 @@ import path from 'node:path';
 import type { CommandModule } from 'yargs';
 import { UserError } from '../errors.js';
 import { checkOutputFile, refuseOverwritingInput, writeFileAtomic } from '../fsutil.js';
-import { embed } from '../model/embed.js';
-import { encodeNpy } from '../model/npy.js';
-import { loadPretrained, resolveCheckpoint } from '../model/pretrained.js';
 import { activateBackend, embedOpts, maxLengthLoadOpts, readSentences, withEmbedFlags, type EmbedFlags } from './common.js';
 
 interface EmbedArgs extends EmbedFlags {
@@ -30,6 +27,9 @@ export const embedCommand: CommandModule<object, EmbedArgs> = {
     await refuseOverwritingInput(args.output, `--output ${args.output}`, args.input);
     await checkOutputFile(args.output, '--output', args.force);
     const sentences = (await readSentences(args.input, args.column, 'embed')).map((r) => r.text);
+    const { embed } = await import('../model/embed.js');
+    const { encodeNpy } = await import('../model/npy.js');
+    const { loadPretrained, resolveCheckpoint } = await import('../model/pretrained.js');
     await activateBackend(args.backend);
     const model = await resolveCheckpoint(args.model);
     const { model: bert, tokenizer } = await loadPretrained(model, maxLengthLoadOpts(args));

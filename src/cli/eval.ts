@@ -16,8 +16,6 @@ import {
 } from '../../eval/sts.js';
 import { UserError } from '../errors.js';
 import { checkOutputFile, writeFileAtomic } from '../fsutil.js';
-import { embed } from '../model/embed.js';
-import { loadPretrained, resolveCheckpoint } from '../model/pretrained.js';
 import { activateBackend, embedOpts, maxLengthLoadOpts, withEmbedFlags, type EmbedFlags } from './common.js';
 
 /** Where `--data` points when not given, relative to the working directory. */
@@ -66,6 +64,8 @@ export const evalCommand: CommandModule<object, EvalArgs> = {
     const dataDir = checkDataDir(args.data);
     const data = loadStsTasks(dataDir, tasks);
 
+    const { embed } = await import('../model/embed.js');
+    const { loadPretrained, resolveCheckpoint } = await import('../model/pretrained.js');
     await activateBackend(args.backend);
     const modelDir = await resolveCheckpoint(args.model);
     const { model, tokenizer, report } = await loadPretrained(modelDir, maxLengthLoadOpts(args));

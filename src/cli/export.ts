@@ -5,9 +5,9 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import type { CommandModule } from 'yargs';
-import { EXPORT_FORMATS, ONNX_QUANTIZATIONS, exportCheckpoint, type ExportFormat } from '../export/index.js';
+import { EXPORT_FORMATS, ONNX_QUANTIZATIONS, type ExportFormat } from '../export/formats.js';
 import type { OnnxQuantization } from '../export/onnx/graph.js';
-import type { BackendName } from '../model/backend.js';
+import type { BackendName } from '../model/backendNames.js';
 import { activateBackend, withBackend } from './common.js';
 
 interface ExportArgs {
@@ -36,6 +36,7 @@ export const exportCommand: CommandModule<object, ExportArgs> = {
       .option('quantize', { choices: ONNX_QUANTIZATIONS, default: 'none' as OnnxQuantization, describe: 'onnx: also write onnx/model_quantized.onnx (dynamic int8 MatMuls)' })
       .option('verify', { type: 'boolean', default: true, describe: 'run the ONNX files through onnxruntime and compare with the TF.js encoder (--no-verify skips)' }) as never,
   handler: async (args) => {
+    const { exportCheckpoint } = await import('../export/index.js');
     await activateBackend(args.backend);
     const result = await exportCheckpoint({
       checkpoint: args.checkpoint, output: args.output, ...(args.format !== undefined ? { formats: args.format } : {}),

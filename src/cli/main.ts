@@ -1,5 +1,7 @@
 /**
- * `micse` command line. Thin: each command module parses its flags, calls one library function and prints.
+ * `micse` command line. Thin: each command module parses its flags, calls one library function and prints. A command
+ * module imports the library in its handler, so that help and argument errors load yargs and the flags' defaults
+ * only, and a command loads what it runs (src/cli/*.ts import no TF.js, exporter, queue or index module statically).
  * A UserError (bad input), an unknown or out-of-range flag, or a file-system fault of the environment (read-only
  * or full disk, a file where a directory belongs) prints one line and exits 2; anything else is a bug and exits 1
  * with its stack.

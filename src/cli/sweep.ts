@@ -5,14 +5,11 @@
 import path from 'node:path';
 import type { CommandModule } from 'yargs';
 import { UserError } from '../errors.js';
-import { loadSweep } from '../sweep/grid.js';
-import { runSweep, DEFAULT_PARALLEL } from '../sweep/local.js';
-import { assertQueueUrl, DEFAULT_QUEUE_NAME, enqueueSweep, queueStatus, type QueueStatus } from '../sweep/queue.js';
-import { maskRedisUrl, PASSWORD_MASK } from '../sweep/redis.js';
-import { writeSweepReport } from '../sweep/report.js';
-import { diskStatus, formatStatus, type DiskStatus } from '../sweep/status.js';
+import {
+  DEFAULT_LOCK_DURATION_MS, DEFAULT_MAX_STALLED_COUNT, DEFAULT_PARALLEL, DEFAULT_QUEUE_NAME, DEFAULT_STALLED_INTERVAL_MS,
+} from '../sweep/defaults.js';
+import type { QueueStatus } from '../sweep/queue.js';
 import { numberFlag, POSITIVE_INT } from './common.js';
-import { DEFAULT_LOCK_DURATION_MS, DEFAULT_MAX_STALLED_COUNT, DEFAULT_STALLED_INTERVAL_MS, runWorker } from '../sweep/worker.js';
 
 /** Where a sweep writes when --out is not given: checkpoints/sweeps/<sweep file name>. */
 export function defaultSweepOut(file: string): string {
@@ -41,9 +38,14 @@ const statusCommand: CommandModule<object, { queue?: string; out?: string; 'queu
         return true;
       }) as never,
   handler: async (a) => {
-    if (a.queue !== undefined) assertQueueUrl(a.queue);
-    const q: QueueStatus | null = a.queue !== undefined ? await queueStatus({ url: a.queue, queueName: a['queue-name'] }) : null;
-    const d: DiskStatus | null = a.out !== undefined ? await diskStatus(a.out) : null;
+    let q: QueueStatus | null = null;
+    if (a.queue !== undefined) {
+      const { assertQueueUrl, queueStatus } = await import('../sweep/queue.js');
+      assertQueueUrl(a.queue);
+      q = await queueStatus({ url: a.queue, queueName: a['queue-name'] });
+    }
+    const { diskStatus, formatStatus } = await import('../sweep/status.js');
+    const d = a.out !== undefined ? await diskStatus(a.out) : null;
     process.stdout.write(formatStatus(d, q) + '\n');
   },
 };
@@ -53,6 +55,7 @@ const reportCommand: CommandModule<object, { dir: string }> = {
   describe: 'Mean ± std over seeds per split/objective/lambda: report.md, report.csv and sts-avg.svg in DIR',
   builder: (y) => y.positional('dir', { type: 'string', demandOption: true, describe: 'sweep output directory' }) as never,
   handler: async (a) => {
+    const { writeSweepReport } = await import('../sweep/report.js');
     const { markdown, files } = await writeSweepReport(a.dir);
     process.stdout.write(markdown);
     process.stderr.write(`wrote ${files.join(', ')}\n`);
@@ -75,11 +78,12 @@ export const sweepCommand: CommandModule<object, SweepArgs> = {
       .option('quiet', { global: false, type: 'boolean', default: false, describe: 'no progress line' }) as never,
   handler: async (a) => {
     if (a.config === undefined) throw new UserError('pass --config SWEEP.yaml (or a subcommand: status, report)');
-    if (a.queue !== undefined) assertQueueUrl(a.queue);
-    const sweep = await loadSweep(a.config);
     const out = a.out ?? defaultSweepOut(a.config);
     if (a.queue !== undefined) {
-      const r = await enqueueSweep(sweep, { url: a.queue, queueName: a['queue-name'], out });
+      const { assertQueueUrl, enqueueSweep } = await import('../sweep/queue.js');
+      const { maskRedisUrl, PASSWORD_MASK } = await import('../sweep/redis.js');
+      assertQueueUrl(a.queue);
+      const r = await enqueueSweep(a.config, { url: a.queue, queueName: a['queue-name'], out });
       const shown = maskRedisUrl(a.queue);
       process.stdout.write(`${r.total} points in ${r.out}: ${r.added.length} enqueued, ${r.retried.length} failed ones retried, ` +
         `${r.queued.length} already queued or running, ${r.done.length} done\n` +
@@ -87,7 +91,8 @@ export const sweepCommand: CommandModule<object, SweepArgs> = {
         `${shown !== a.queue ? ` (the password in place of ${PASSWORD_MASK})` : ''}\n`);
       return;
     }
-    const r = await runSweep(sweep, { out, parallel: a.parallel, quiet: a.quiet });
+    const { runSweep } = await import('../sweep/local.js');
+    const r = await runSweep(a.config, { out, parallel: a.parallel, quiet: a.quiet });
     process.stdout.write(`${r.total} points in ${r.out}: ${r.done.length} run now, ${r.skipped.length} already done, ${r.failed.length} failed\n`);
     if (r.failed.length > 0) {
       throw new UserError(`${r.failed.length} point(s) failed (see error.json in each): ${r.failed.map((f) => f.name).join(', ')}; ` +
@@ -123,7 +128,9 @@ export const workerCommand: CommandModule<object, WorkerArgs> = {
       .option('stalled-interval', { ...numberFlag('stalled-interval', POSITIVE_INT), default: DEFAULT_STALLED_INTERVAL_MS, describe: 'ms between checks for points of dead workers' })
       .option('max-stalled', { ...numberFlag('max-stalled', POSITIVE_INT), default: DEFAULT_MAX_STALLED_COUNT, describe: 'times a point may be taken again after its worker died' }) as never,
   handler: async (a) => {
+    const { assertQueueUrl } = await import('../sweep/queue.js');
     assertQueueUrl(a.queue);
+    const { runWorker } = await import('../sweep/worker.js');
     let onSignal: (() => void) | undefined;
     const stop = new Promise<void>((resolve) => {
       onSignal = () => resolve();

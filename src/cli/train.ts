@@ -4,10 +4,8 @@
  */
 import type { CommandModule } from 'yargs';
 import { UserError } from '../errors.js';
-import { BACKEND_NAMES, type BackendName } from '../model/backend.js';
-import { loadConfig } from '../train/config.js';
-import { formatPlan, trainingPlan } from '../train/plan.js';
-import { loadRunConfig, train } from '../train/trainer.js';
+import { BACKEND_NAMES, type BackendName } from '../model/backendNames.js';
+import type { TrainConfig } from '../train/config.js';
 
 interface TrainArgs {
   config?: string;
@@ -40,16 +38,23 @@ export const trainCommand: CommandModule<object, TrainArgs> = {
       }) as never,
   handler: async (args) => {
     const set = args.backend === undefined ? args.set : [...args.set, `train.backend=${args.backend}`];
-    const config = args.resume !== undefined
-      ? await loadRunConfig(args.resume, set)
-      : (await loadConfig(args.config!, set)).config;
-    if (args.resume !== undefined) config.train.output = args.resume;
+    let config: TrainConfig;
+    if (args.resume !== undefined) {
+      const { loadRunConfig } = await import('../train/trainer.js');
+      config = await loadRunConfig(args.resume, set);
+      config.train.output = args.resume;
+    } else {
+      const { loadConfig } = await import('../train/config.js');
+      config = (await loadConfig(args.config!, set)).config;
+    }
     if (args['dry-run']) {
+      const { formatPlan, trainingPlan } = await import('../train/plan.js');
       const plan = await trainingPlan(config);
       process.stdout.write(args.json ? `${JSON.stringify(plan, null, 2)}\n` : `${formatPlan(plan)}\n`);
       return;
     }
     if (args.json) throw new UserError('--json goes with --dry-run');
+    const { train } = await import('../train/trainer.js');
     await train(config, { resume: args.resume !== undefined, quiet: args.quiet });
   },
 };

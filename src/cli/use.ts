@@ -7,15 +7,13 @@ import path from 'node:path';
 import type { CommandModule } from 'yargs';
 import { UserError } from '../errors.js';
 import { checkOutputFile, refuseOverwritingInput, writeFileAtomic } from '../fsutil.js';
-import type { BackendName } from '../model/backend.js';
-import { DEFAULT_EMBED_BATCH_SIZE } from '../model/embed.js';
-import { loadPretrained, resolveCheckpoint } from '../model/pretrained.js';
-import { DEFAULT_ANN_PARAMS } from '../use/ann.js';
-import { buildIndex, checkIndexOut, countIndexCorpus, DEFAULT_CHUNK_SIZE } from '../use/build.js';
-import { cluster, DEFAULT_CLUSTER_SEED, DEFAULT_MIN_COMMUNITY_SIZE, DEFAULT_NEAREST, type ClusterResult } from '../use/cluster.js';
-import { shortFingerprint } from '../use/fingerprint.js';
-import { DEFAULT_TOP_K, openIndex } from '../use/search.js';
-import { pairsFromArgs, readPairsFile, similarity, type SentencePair } from '../use/similarity.js';
+import type { BackendName } from '../model/backendNames.js';
+import { DEFAULT_EMBED_BATCH_SIZE } from '../model/embedOptions.js';
+import type { ClusterResult } from '../use/cluster.js';
+import {
+  DEFAULT_ANN_PARAMS, DEFAULT_CHUNK_SIZE, DEFAULT_CLUSTER_SEED, DEFAULT_MIN_COMMUNITY_SIZE, DEFAULT_NEAREST, DEFAULT_TOP_K,
+} from '../use/defaults.js';
+import type { SentencePair } from '../use/similarity.js';
 import { activateBackend, COLUMN_FLAG_NAMES, embedOpts, maxLengthLoadOpts, numberFlag, POSITIVE_INT, readSentences, withBackend, withEmbedFlags, type EmbedFlags } from './common.js';
 
 const oneLine = (s: string) => s.replace(/[\t\r\n]/g, ' ');
@@ -43,6 +41,7 @@ export const similarityCommand: CommandModule<object, SimilarityArgs> = {
   handler: async (args) => {
     // Sentences may start with a dash after `--`; yargs leaves those in `_`, after the command's name.
     const sentences = [...(args.sentences ?? []), ...args._.slice(1).map(String)];
+    const { pairsFromArgs, readPairsFile, similarity } = await import('../use/similarity.js');
     let pairs: SentencePair[];
     if (args.pairs !== undefined) {
       if (sentences.length > 0) throw new UserError('give sentences or --pairs, not both');
@@ -52,6 +51,7 @@ export const similarityCommand: CommandModule<object, SimilarityArgs> = {
     } else {
       pairs = pairsFromArgs(sentences);
     }
+    const { loadPretrained, resolveCheckpoint } = await import('../model/pretrained.js');
     await activateBackend(args.backend);
     const { model, tokenizer } = await loadPretrained(await resolveCheckpoint(args.model), maxLengthLoadOpts(args));
     const scored = await similarity(model, tokenizer, pairs, { ...embedOpts(args), progress: pairs.length > 1000 });
@@ -97,8 +97,11 @@ const indexBuildCommand: CommandModule<object, IndexBuildArgs> = {
     // The corpus is read through and --out checked before the backend and the model: their faults are said without
     // waiting for them.
     const corpus = { corpus: args.corpus, column: args.column ?? null, names: COLUMN_FLAG_NAMES };
+    const { buildIndex, checkIndexOut, countIndexCorpus } = await import('../use/build.js');
+    const { shortFingerprint } = await import('../use/fingerprint.js');
     await checkIndexOut(args.out, args.force, { corpus: args.corpus });
     const counted = await countIndexCorpus(corpus);
+    const { loadPretrained, resolveCheckpoint } = await import('../model/pretrained.js');
     await activateBackend(args.backend);
     const pretrained = await loadPretrained(await resolveCheckpoint(args.model), maxLengthLoadOpts(args));
     const report = await buildIndex(pretrained, {
@@ -170,6 +173,8 @@ export const searchCommand: CommandModule<object, SearchArgs> = {
     const queries = [...(args.query ?? [])];
     if (args.queries !== undefined) queries.push(...(await readSentences(args.queries, args.column)).map((r) => r.text));
     if (queries.length === 0) throw new UserError(args.queries !== undefined ? `${args.queries}: no queries in the file` : 'give --query TEXT or --queries FILE');
+    const { openIndex } = await import('../use/search.js');
+    const { resolveCheckpoint } = await import('../model/pretrained.js');
     await activateBackend(args.backend);
     const index = await openIndex(args.index, {
       ...(args.model !== undefined ? { model: await resolveCheckpoint(args.model) } : {}),
@@ -267,6 +272,8 @@ export const clusterCommand: CommandModule<object, ClusterArgs> = {
     };
     // Check k (readSentences checked emptiness) before loading a model.
     if (args.k !== undefined && args.k > records.length) throw new UserError(`-k ${args.k} is larger than the number of sentences (${records.length}) in ${args.input}`);
+    const { cluster } = await import('../use/cluster.js');
+    const { loadPretrained, resolveCheckpoint } = await import('../model/pretrained.js');
     await activateBackend(args.backend);
     const { model, tokenizer } = await loadPretrained(await resolveCheckpoint(args.model), maxLengthLoadOpts(args));
     const res = await cluster(model, tokenizer, records.map((r) => r.text), { ...opts, ...embedOpts(args), progress: records.length > 1000 }, args.input);

@@ -26,12 +26,11 @@ import {
   type ReadStats,
 } from './readers.js';
 import { checkSeed, Rng, RNG_ALGORITHM } from './rng.js';
+import { DEFAULT_SUBSET_SEED } from './seeds.js';
 
 /** How repeated identical lines are treated; see the module comment. */
 export type Duplicates = 'keep' | 'drop';
 
-/** Default subset seed (the first of the official seeds 48..52). */
-export const DEFAULT_SUBSET_SEED = 48;
 /** Manifest format version (2: input.blankLines). */
 export const MANIFEST_VERSION = 2;
 /** Progress is reported every this many records. */

@@ -20,6 +20,7 @@ import { loadPretrained, resolveCheckpoint } from '../model/pretrained.js';
 import { createProgress } from '../progress.js';
 import { CONFIG_FILE } from '../train/runFiles.js';
 import { cosine } from '../use/vectors.js';
+import { EXPORT_FORMATS, ONNX_QUANTIZATIONS, type ExportFormat } from './formats.js';
 import { writeHf, type ExportSource } from './hf.js';
 import { buildModelCard, readRunInfo, type RunInfo } from './modelCard.js';
 import { ONNX_MODEL_FILE, ONNX_QUANTIZED_FILE, onnxClsEmbeddings, writeOnnx } from './onnx/index.js';
@@ -27,9 +28,7 @@ import type { OnnxQuantization } from './onnx/graph.js';
 import { writeSentenceTransformers } from './sentenceTransformers.js';
 import { writeTfjs } from './tfjs.js';
 
-export const EXPORT_FORMATS = ['hf', 'sentence-transformers', 'onnx', 'tfjs'] as const;
-export type ExportFormat = (typeof EXPORT_FORMATS)[number];
-export const ONNX_QUANTIZATIONS: readonly OnnxQuantization[] = ['none', 'int8'];
+export { EXPORT_FORMATS, ONNX_QUANTIZATIONS, type ExportFormat };
 
 /** Sentences the ONNX files are checked on after writing (short, long, accented, punctuation). */
 export const VERIFY_SENTENCES = [

@@ -47,6 +47,9 @@ import { pool } from '../model/pooling.js';
 import { tf } from '../model/tf.js';
 import { attentionMutualInformation, type AttentionMIOptions } from './attentionMI.js';
 import { infoNCE } from './infoNCE.js';
+import {
+  amiLayerSpanProblem, MICSE_STYLES, MICSE_VIEWS, TRAIN_POOLERS, type MicseStyle, type MicseViews, type TrainPooler,
+} from './micseOptions.js';
 import type { MlpHead } from './mlpHead.js';
 
 /** What micseLoss needs from the encoder (BertModel satisfies it). */
@@ -58,12 +61,7 @@ export interface MicseEncoder {
 /** int32 `[2B, T]` tensors, rows interleaved by view (sentence 0 view 1, sentence 0 view 2, ...). */
 export type MicseBatch = BertInputs;
 
-export const MICSE_STYLES = ['micse', 'simcse'] as const;
-export type MicseStyle = (typeof MICSE_STYLES)[number];
-export const MICSE_VIEWS = ['interleaved', 'separate'] as const;
-export type MicseViews = (typeof MICSE_VIEWS)[number];
-export const TRAIN_POOLERS = ['cls', 'cls_before_pooler'] as const;
-export type TrainPooler = (typeof TRAIN_POOLERS)[number];
+export { amiLayerSpanProblem, MICSE_STYLES, MICSE_VIEWS, TRAIN_POOLERS, type MicseStyle, type MicseViews, type TrainPooler };
 
 /**
  * The objective: the keys of the training config's `objective` section (src/train/config.ts SCHEMA holds their
@@ -128,28 +126,6 @@ const SECOND_VIEW_SITE = 1_000_003;
 
 function oneOf<T extends string>(value: T, choices: readonly T[], key: string): void {
   if (!choices.includes(value)) throw new UserError(`objective.${key} must be one of ${choices.join(', ')}; got '${String(value)}'`);
-}
-
-/**
- * Why `[minLayer, maxLayer)` is not a valid AMI layer span, or null: integers, 0 <= minLayer < maxLayer (<= `depth`,
- * the model's layer count, where known), and an even count (the AMI pairs layers l and l + 2).
- */
-export function amiLayerSpanProblem(minLayer: number, maxLayer: number, depth?: number): string | null {
-  if (!Number.isInteger(minLayer) || !Number.isInteger(maxLayer)) {
-    return `objective.minLayer and objective.maxLayer must be integers; got ${minLayer} and ${maxLayer}`;
-  }
-  if (minLayer < 0 || minLayer >= maxLayer || (depth !== undefined && maxLayer > depth)) {
-    const model = depth === undefined ? '' : ` <= ${depth} (the model has ${depth} layers, numbered 0..${depth - 1}; maxLayer is one past the last)`;
-    return `the AMI layer span [minLayer, maxLayer) = [${minLayer}, ${maxLayer}) must satisfy 0 <= minLayer < maxLayer${model}`;
-  }
-  const span = maxLayer - minLayer;
-  if (span % 2 !== 0) {
-    const fix = depth === undefined || maxLayer + 1 <= depth ? `maxLayer ${maxLayer + 1}` : `minLayer ${minLayer - 1}`;
-    return `the AMI layer span [minLayer, maxLayer) = [${minLayer}, ${maxLayer}) selects ${span} layer(s), but the ` +
-      `count must be even: the AMI pairs layers l and l+2 into one row per layer parity. Use e.g. ${fix} ` +
-      '(the official runs use layers 7..10 of bert-base: minLayer 7, maxLayer 11)';
-  }
-  return null;
 }
 
 /** Validates `config` against the model and the batch; every failure is a UserError saying why. */

@@ -19,11 +19,11 @@ import { hostMallocState, keepFreedHostMemory } from '../kernels/platform/hostMa
 import { DAWN_LIMIT_NOTICE, withStderrFiltered } from '../kernels/platform/nativeStderr.js';
 import { activeGemmMode, describeGemmMode, GEMM_ENV, parseGemmMode, useGemm } from '../kernels/gemm/index.js';
 import { didYouMean, UserError } from '../errors.js';
+import { BACKEND_NAMES, type BackendName } from './backendNames.js';
 import { tf } from './tf.js';
 import { IS_NODE } from '../isNode.js';
 
-export const BACKEND_NAMES = ['auto', 'tensorflow-gpu', 'tensorflow', 'webgpu', 'wasm', 'cpu'] as const;
-export type BackendName = (typeof BACKEND_NAMES)[number];
+export { BACKEND_NAMES, type BackendName };
 /**
  * Options for the npm `webgpu` package's `create()` (Dawn's), separated by spaces: e.g. `adapter=H200` picks an
  * adapter whose name contains H200, `backend=vulkan` a Dawn backend, `enable-dawn-features=a,b` Dawn toggles;

@@ -1,7 +1,9 @@
 /**
  * BERT hyperparameters, read from and written to Hugging Face's config.json (snake_case there, camelCase here).
  */
+import path from 'node:path';
 import { shownValue, UserError } from '../errors.js';
+import { exists, readJsonObject } from '../fsutil.js';
 
 export interface BertConfig {
   vocabSize: number;
@@ -103,6 +105,13 @@ export function parseBertConfig(raw: Record<string, unknown>, source: ConfigSour
   }
   for (const k of ['hiddenDropoutProb', 'attentionProbsDropoutProb'] as const) checkDropoutProb(cfg[k], `${at(HF_KEYS[k])}: ${HF_KEYS[k]}`);
   return cfg;
+}
+
+/** Reads and validates `dir/config.json`. */
+export async function readBertConfig(dir: string): Promise<BertConfig> {
+  const file = path.join(dir, 'config.json');
+  if (!(await exists(file))) throw new UserError(`${file}: missing (a Hugging Face checkpoint directory needs config.json)`);
+  return parseBertConfig(await readJsonObject(file), file);
 }
 
 /** Throws a UserError naming `what` unless `p` is a dropout probability: a number in [0, 1). */

@@ -7,7 +7,8 @@ import { checkInteger, UserError } from '../errors.js';
 import { createProgress } from '../progress.js';
 import type { BertModel } from './bert.js';
 import { maxLengthProblem } from './config.js';
-import { checkPooler, pool, type EmbedPooler } from './pooling.js';
+import { DEFAULT_EMBED_BATCH_SIZE, DEFAULT_EMBED_POOLER, type EmbedPooler } from './embedOptions.js';
+import { checkPooler, pool } from './pooling.js';
 import { tf } from './tf.js';
 
 export interface EmbedOptions {
@@ -23,8 +24,7 @@ export interface EmbedOptions {
   onBatch?: (done: number, total: number) => void;
 }
 
-export const DEFAULT_EMBED_BATCH_SIZE = 128;
-export const DEFAULT_EMBED_POOLER: EmbedPooler = 'cls_before_pooler';
+export { DEFAULT_EMBED_BATCH_SIZE, DEFAULT_EMBED_POOLER };
 
 /** Throws a UserError unless `batchSize` is a positive integer. */
 export function checkBatchSize(batchSize: number): void {

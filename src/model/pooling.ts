@@ -5,10 +5,10 @@
  * - `cls` (training only) is `cls_before_pooler` followed by the MLP head: see src/losses/mlpHead.ts.
  */
 import { didYouMean, shownArgument, UserError } from '../errors.js';
+import { EMBED_POOLERS, type EmbedPooler } from './embedOptions.js';
 import { tf } from './tf.js';
 
-export const EMBED_POOLERS = ['cls_before_pooler', 'mean'] as const;
-export type EmbedPooler = (typeof EMBED_POOLERS)[number];
+export { EMBED_POOLERS, type EmbedPooler };
 
 /** Throws a UserError unless `pooler` is one of EMBED_POOLERS (`cls`, the training pooler, is not one). */
 export function checkPooler(pooler: unknown): asserts pooler is EmbedPooler {

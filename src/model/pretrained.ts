@@ -9,7 +9,7 @@ import { BertTokenizer, TOKENIZER_FILES, type TokenizerTexts } from '../data/tok
 import { exists, isJsonObject, readFileNamed, readJsonObject } from '../fsutil.js';
 import { ensureBackend, selectBackend, type BackendName, type BackendSelection } from './backend.js';
 import { BertModel } from './bert.js';
-import { maxLengthProblem, parseBertConfig, withDropout, type BertConfig } from './config.js';
+import { maxLengthProblem, parseBertConfig, readBertConfig, withDropout, type BertConfig } from './config.js';
 import { resolveModelDir, type ResolveOptions } from './hub.js';
 import { hasSafetensorsWeights, parseSafetensors, readSafetensorsDir, type HostTensor } from './safetensors.js';
 import { tf } from './tf.js';
@@ -51,13 +51,6 @@ export interface Pretrained {
   tokenizer: BertTokenizer;
   config: BertConfig;
   report: LoadReport;
-}
-
-/** Reads and validates `dir/config.json`. */
-export async function readBertConfig(dir: string): Promise<BertConfig> {
-  const file = path.join(dir, 'config.json');
-  if (!(await exists(file))) throw new UserError(`${file}: missing (a Hugging Face checkpoint directory needs config.json)`);
-  return parseBertConfig(await readJsonObject(file), file);
 }
 
 /** A training run directory resolves to its best checkpoint (else its last); anything else is returned as is. */

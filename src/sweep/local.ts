@@ -6,12 +6,10 @@
  */
 import { UserError } from '../errors.js';
 import { createProgress } from '../progress.js';
+import { DEFAULT_PARALLEL } from './defaults.js';
 import { loadSweep, type Sweep } from './grid.js';
 import { checkSweepInputs } from './inputs.js';
 import { checkOutDir, pointDir, pointState, spawnPoint, writeSweepFiles } from './point.js';
-
-/** Default number of points run at once. */
-export const DEFAULT_PARALLEL = 1;
 
 export interface RunSweepOptions {
   /** Output directory (one run directory per point inside). */

@@ -19,7 +19,6 @@ import { UserError } from '../errors.js';
 import { exists, isJsonObject, readJsonObject, writeFileAtomic } from '../fsutil.js';
 import { defaultConfig, mergeConfig, type TrainConfig } from '../train/config.js';
 import { EVAL_FILE, SUMMARY_FILE } from '../train/runFiles.js';
-import { train } from '../train/trainer.js';
 import type { GridValue, Sweep, SweepPoint } from './grid.js';
 
 export const POINT_FILE = 'point.json';
@@ -180,13 +179,17 @@ export async function runPoint(dir: string, opts: { log?: (line: string) => void
   try {
     if (finished) {
       // Killed after the trainer finished but before the marker: nothing to redo.
-    } else if (hasLast) {
-      await train(config, { resume: true, quiet: true, ...(opts.log ? { log: opts.log } : {}) });
     } else {
-      for (const entry of await fs.readdir(dir)) {
-        if (!KEEP_ON_RESTART.has(entry)) await fs.rm(path.join(dir, entry), { recursive: true, force: true });
+      // Imported here, so that reading a sweep's files (status, report) loads no TF.js.
+      const { train } = await import('../train/trainer.js');
+      if (hasLast) {
+        await train(config, { resume: true, quiet: true, ...(opts.log ? { log: opts.log } : {}) });
+      } else {
+        for (const entry of await fs.readdir(dir)) {
+          if (!KEEP_ON_RESTART.has(entry)) await fs.rm(path.join(dir, entry), { recursive: true, force: true });
+        }
+        await train(config, { quiet: true, ...(opts.log ? { log: opts.log } : {}) });
       }
-      await train(config, { quiet: true, ...(opts.log ? { log: opts.log } : {}) });
     }
     const evalStat = await fs.stat(path.join(dir, EVAL_FILE)).catch(() => null);
     if (evalStat === null) throw new UserError(`${dir}: training ended without ${EVAL_FILE} (no checkpoint was selected?)`);

@@ -12,13 +12,12 @@ import { createHash } from 'node:crypto';
 import path from 'node:path';
 import { Queue, type Job } from 'bullmq';
 import { UserError } from '../errors.js';
+import { DEFAULT_QUEUE_NAME } from './defaults.js';
 import { loadSweep, type Sweep } from './grid.js';
 import { checkSweepInputs } from './inputs.js';
 import { checkOutDir, pointDir, pointState, writeSweepFiles } from './point.js';
 import { checkRedis, createRedis, parseRedisUrl, withMaskedErrors } from './redis.js';
 
-/** Queue name used when none is given (sweeps share it: job data carries the output directory). */
-export const DEFAULT_QUEUE_NAME = 'micse-sweep';
 /** Job name of a sweep point. */
 export const JOB_NAME = 'point';
 /** Hex digits of the output directory's hash in job ids. */

@@ -8,15 +8,11 @@
 import os from 'node:os';
 import { Worker, type Job } from 'bullmq';
 import { UserError } from '../errors.js';
+import { DEFAULT_LOCK_DURATION_MS, DEFAULT_MAX_STALLED_COUNT, DEFAULT_QUEUE_NAME, DEFAULT_STALLED_INTERVAL_MS } from './defaults.js';
 import { pointDir, pointState, spawnPoint, WORKER_ENV, type ChildRun } from './point.js';
-import { DEFAULT_QUEUE_NAME, openQueue, type PointJobData, type QueueOptions } from './queue.js';
+import { openQueue, type PointJobData, type QueueOptions } from './queue.js';
 import { checkRedis, createRedis, maskRedisUrl, maskSecrets, withMaskedErrors } from './redis.js';
 
-/** BullMQ's defaults, named: how long a job's lock lives without renewal, and how often stalled jobs are looked for. */
-export const DEFAULT_LOCK_DURATION_MS = 30_000;
-export const DEFAULT_STALLED_INTERVAL_MS = 30_000;
-/** A point may be taken again this many times after its worker died before it counts as failed. */
-export const DEFAULT_MAX_STALLED_COUNT = 3;
 /** How often `exitWhenIdle` looks at the queue. */
 export const IDLE_POLL_MS = 1000;
 

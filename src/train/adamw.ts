@@ -20,10 +20,9 @@
 import { tf } from '../model/tf.js';
 import { loggingStepValues, noteStepValue, type StepRoots } from '../kernels/replay/index.js';
 import { adamwUpdate, type AdamWStepScalars, type ParamUpdate } from '../kernels/adamw/index.js';
+import type { AdamWVariant } from './adamwVariants.js';
 
-/** Which AdamW: torch.optim.AdamW or transformers 4.22's own (see the module comment). */
-export const ADAMW_VARIANTS = ['torch', 'hf'] as const;
-export type AdamWVariant = (typeof ADAMW_VARIANTS)[number];
+export type { AdamWVariant };
 
 export interface AdamWOptions {
   /** Default `torch`. */

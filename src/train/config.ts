@@ -9,12 +9,13 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import YAML, { isAlias, isCollection, isMap, isNode, isPair, isScalar, isSeq, LineCounter, type Document } from 'yaml';
 import { MIN_BATCH_SENTENCES } from '../data/batches.js';
+import { DEFAULT_SUBSET_SEED, MAX_SEED } from '../data/seeds.js';
 import { didYouMean, firstLineOf, shownValue, UserError } from '../errors.js';
 import { isJsonObject, valueAtPath } from '../fsutil.js';
-import { amiLayerSpanProblem, MICSE_STYLES, MICSE_VIEWS, TRAIN_POOLERS } from '../losses/micse.js';
-import { BACKEND_NAMES } from '../model/backend.js';
+import { amiLayerSpanProblem, MICSE_STYLES, MICSE_VIEWS, TRAIN_POOLERS } from '../losses/micseOptions.js';
+import { BACKEND_NAMES } from '../model/backendNames.js';
 import { BERT_CONFIG_KEYS, maxLengthProblem, parseBertConfig, type BertConfig } from '../model/config.js';
-import { ADAMW_VARIANTS } from './adamw.js';
+import { ADAMW_VARIANTS } from './adamwVariants.js';
 import { SELECTIONS } from './selection.js';
 
 /** train.precision: float32 throughout, or float16 product inputs with loss scaling (src/train/lossScale.ts). */
@@ -41,9 +42,6 @@ interface KeySpec {
   powerOfTwo?: boolean;
 }
 
-/** The largest seed: seeds are 32-bit unsigned integers (a larger one would wrap and repeat a smaller one's run). */
-export const MAX_SEED = 2 ** 32 - 1;
-
 /** The schema: section -> key -> spec. Defaults are miCSE's official hyperparameters (fp32 runs). */
 export const SCHEMA = {
   model: {
@@ -59,7 +57,7 @@ export const SCHEMA = {
     column: { kind: 'integer', orString: true, default: null, nullable: true, min: 0, describe: 'CSV/TSV column name or 0-based index' },
     fraction: { kind: 'number', default: null, nullable: true, min: 0, minExclusive: true, max: 1, describe: 'few-shot subset: fraction of the corpus' },
     count: { kind: 'integer', default: null, nullable: true, min: MIN_BATCH_SENTENCES, describe: 'few-shot subset: number of sentences' },
-    subsetSeed: { kind: 'integer', default: 48, min: 0, max: MAX_SEED, describe: 'seed of the subset draw (official: 48..52)' },
+    subsetSeed: { kind: 'integer', default: DEFAULT_SUBSET_SEED, min: 0, max: MAX_SEED, describe: 'seed of the subset draw (official: 48..52)' },
     onInvalid: { kind: 'string', default: 'skip', choices: ['skip', 'fail'], describe: 'lines that are not valid UTF-8' },
     blankLines: { kind: 'string', default: 'skip', choices: ['skip', 'keep'], describe: 'blank lines of a .txt corpus: skip, or keep as empty sentences ([CLS] [SEP]) as the authors\' datasets text loader does' },
     maxSeqLen: { kind: 'integer', default: 32, min: 2, max: 512, describe: 'truncate training sentences to this many tokens' },

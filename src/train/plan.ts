@@ -12,9 +12,8 @@ import { stepsPerEpoch } from '../data/batches.js';
 import { downloadCommandFor } from '../data/download.js';
 import { loadTrainingSentences, type TrainingSentences } from '../data/subset.js';
 import { UserError } from '../errors.js';
-import { parseBertConfig } from '../model/config.js';
+import { parseBertConfig, readBertConfig } from '../model/config.js';
 import { localModelDir } from '../model/hub.js';
-import { readBertConfig } from '../model/pretrained.js';
 import { checkModelFits, randomPositionsSource, type TrainConfig } from './config.js';
 import { scheduleOf, totalStepsOf } from './selection.js';
 

@@ -1,9 +1,9 @@
 /**
  * Training curves as SVG through Vega-Lite (compiled to Vega and rendered headless by vega's own SVG renderer;
- * no canvas, no browser).
+ * no canvas, no browser). Vega and Vega-Lite are loaded by the first render, so that what imports the chart specs
+ * (the trainer) starts without them.
  */
-import * as vega from 'vega';
-import { compile, type TopLevelSpec } from 'vega-lite';
+import type { TopLevelSpec } from 'vega-lite';
 
 /** The Vega-Lite schema every chart of the project declares, and the charts' width in pixels. */
 export const VEGA_LITE_SCHEMA = 'https://vega.github.io/schema/vega-lite/v5.json';
@@ -11,6 +11,8 @@ export const CHART_WIDTH = 560;
 
 /** Renders a Vega-Lite spec to an SVG string. */
 export async function renderSvg(spec: TopLevelSpec): Promise<string> {
+  const vega = await import('vega');
+  const { compile } = await import('vega-lite');
   const view = new vega.View(vega.parse(compile(spec).spec), { renderer: 'none' });
   try {
     return await view.toSVG();

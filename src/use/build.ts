@@ -42,7 +42,8 @@ import { checkBatchSize, DEFAULT_EMBED_BATCH_SIZE, DEFAULT_EMBED_POOLER, embed, 
 import { checkPooler, type EmbedPooler } from '../model/pooling.js';
 import type { Pretrained } from '../model/pretrained.js';
 import { createProgress } from '../progress.js';
-import { ANN_LIBRARY, ANN_LIBRARY_VERSION, AnnIndex, DEFAULT_ANN_PARAMS, type AnnMeta, type AnnParams } from './ann.js';
+import { ANN_LIBRARY, ANN_LIBRARY_VERSION, AnnIndex, type AnnMeta, type AnnParams } from './ann.js';
+import { DEFAULT_ANN_PARAMS, DEFAULT_CHUNK_SIZE } from './defaults.js';
 import { modelFingerprint, shortFingerprint, type ModelFingerprint } from './fingerprint.js';
 import { NpyAppender, readNpyRows } from './npyAppend.js';
 
@@ -53,8 +54,6 @@ export const INDEX_FILES = { vectors: 'vectors.npy', texts: 'texts.jsonl', ann: 
 export const INDEX_LOCK_FILE = 'build.lock';
 /** Whether `name` in an index directory is the build lock or a temporary file of a build taking it. */
 const isIndexLock = (name: string) => isLockEntry(name, INDEX_LOCK_FILE);
-/** Sentences embedded (and checkpointed) per chunk. */
-export const DEFAULT_CHUNK_SIZE = 4096;
 /** The tag of the siblings `--force` makes beside an index directory (replacementSibling). */
 const INDEX_REPLACEMENT_TAG = 'index';
 

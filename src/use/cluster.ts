@@ -15,14 +15,11 @@ import { checkInteger, shownArgument, UserError } from '../errors.js';
 import type { BertTokenizer } from '../data/tokenizer.js';
 import type { BertModel } from '../model/bert.js';
 import { embed, type EmbedOptions } from '../model/embed.js';
+import { DEFAULT_CLUSTER_SEED, DEFAULT_MIN_COMMUNITY_SIZE, DEFAULT_NEAREST } from './defaults.js';
 import { checkMatrix, cosine, dotRow, normalizeRows, row, toMatrix, type Matrix, type Neighbor } from './vectors.js';
 
-export const DEFAULT_CLUSTER_SEED = 42;
 export const DEFAULT_KMEANS_MAX_ITERATIONS = 100;
 export const DEFAULT_KMEANS_TOLERANCE = 1e-6;
-export const DEFAULT_MIN_COMMUNITY_SIZE = 1;
-/** Members listed per cluster in the summary. */
-export const DEFAULT_NEAREST = 3;
 /** Id of a sentence in no community (threshold mode with minCommunitySize > 1). */
 export const UNASSIGNED = -1;
 

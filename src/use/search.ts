@@ -12,11 +12,10 @@ import { checkBatchSize, DEFAULT_EMBED_BATCH_SIZE, embed } from '../model/embed.
 import { loadPretrained, resolveCheckpoint, type Pretrained } from '../model/pretrained.js';
 import { AnnIndex, annFileError, checkAnnFile } from './ann.js';
 import { readIndexMeta, type IndexMeta } from './build.js';
+import { DEFAULT_TOP_K } from './defaults.js';
 import { modelFingerprint, shortFingerprint } from './fingerprint.js';
 import { readNpyMatrix } from './npyAppend.js';
 import { checkMatrix, exactTopK, normalizeRows, row, toMatrix, type Matrix, type Neighbor } from './vectors.js';
-
-export const DEFAULT_TOP_K = 10;
 
 export interface OpenIndexOptions {
   /**

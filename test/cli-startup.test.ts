@@ -1,0 +1,66 @@
+/**
+ * What `micse` loads: help and the refusal of a command line (an unknown command or flag, a flag out of range)
+ * load the parser and the flags' defaults, none of the library's dependencies (TF.js, onnxruntime, usearch, BullMQ,
+ * vega, ...), so that they answer at once; `sweep status`, `sweep report` and `train --dry-run` load what reads
+ * configs and corpora, not TF.js. Spawns bin/micse.js (dist/ once built, else the sources through tsx) under a
+ * resolve hook that lists the modules it loads.
+ */
+import assert from 'node:assert/strict';
+import { mkdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { describe, it } from 'node:test';
+import { micseLoads, ROOT, SKIP_NO_SHARED, testTempDir } from './helpers.js';
+
+const pkg = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as {
+  dependencies: Record<string, string>;
+  optionalDependencies?: Record<string, string>;
+};
+/** The packages `micse` loads before a command's handler runs: the parser, and tsx where bin/micse.js runs the sources. */
+const PARSER = new Set(['yargs', 'tsx']);
+/** Every other dependency: the library's. */
+const LIBRARY = Object.keys({ ...pkg.dependencies, ...pkg.optionalDependencies }).filter((d) => !PARSER.has(d));
+/** What reads a training config (yaml), counts batches (the tokenizer's module) and reads a corpus (csv-parse). */
+const CONFIG_AND_CORPUS = ['yaml', '@huggingface/tokenizers', 'csv-parse'];
+
+/** The library's dependencies that `urls` (the modules a process loaded) come from. */
+function libraryLoads(urls: readonly string[]): string[] {
+  return LIBRARY.filter((d) => urls.some((u) => u.includes(`/node_modules/${d}/`)));
+}
+
+interface Case {
+  argv: string[];
+  code: number;
+  /** The whole of stderr, where the case names it. */
+  stderr?: string;
+  /** The library's dependencies the command may load (default none). */
+  loads?: readonly string[];
+  skip?: string | false;
+}
+
+describe('micse start-up', () => {
+  const notSweep = path.join(testTempDir('cli-startup'), 'not-a-sweep');
+  mkdirSync(notSweep);
+  const embed = ['embed', '--model', 'm', '--input', 'in.txt', '--output', 'o.jsonl'];
+  const cases: Case[] = [
+    { argv: ['--help'], code: 0 },
+    { argv: ['sweep', 'status', '--help'], code: 0 },
+    { argv: ['bogus'], code: 2 },
+    { argv: ['train', '--confg', 'x.yaml'], code: 2, stderr: 'micse: unknown option --confg (did you mean --config?)\n' },
+    { argv: [...embed, '--batch-size', '0'], code: 2, stderr: 'micse: --batch-size must be an integer >= 1, got 0\n' },
+    // Their handlers' modules are loaded whole before they find no sweep.json.
+    { argv: ['sweep', 'status', '--out', notSweep], code: 2, loads: CONFIG_AND_CORPUS },
+    { argv: ['sweep', 'report', notSweep], code: 2, loads: CONFIG_AND_CORPUS },
+    { argv: ['train', '--config', path.join(ROOT, 'configs', 'tiny.yaml'), '--dry-run'], code: 0, loads: CONFIG_AND_CORPUS, skip: SKIP_NO_SHARED },
+  ];
+  for (const { argv, code, stderr, loads = [], skip = false } of cases) {
+    const what = loads.length === 0 ? "none of the library's dependencies" : `no library dependency but ${loads.join(', ')}`;
+    it(`micse ${argv.map((a) => (path.isAbsolute(a) ? path.basename(a) : a)).join(' ')} loads ${what}`, { skip }, async () => {
+      // From the repository root: configs/tiny.yaml names the shared data relative to it.
+      const r = await micseLoads(argv, ROOT);
+      assert.equal(r.code, code, r.stderr);
+      if (stderr !== undefined) assert.equal(r.stderr, stderr);
+      assert.ok(r.urls.some((u) => /\/src\/cli\/main\.[jt]s$/.test(u)), 'the resolve hook saw no src/cli/main');
+      assert.deepEqual(libraryLoads(r.urls).filter((d) => !loads.includes(d)), []);
+    });
+  }
+});
