@@ -111,8 +111,11 @@ const BACKEND_PACKAGE = /^(@tensorflow\/tfjs-backend-|@tensorflow\/tfjs-node|web
 const BACKEND_NAME = /^(cpu|wasm|webgpu|webgl|tensorflow)$/;
 /** Names that choose between an op's kernels and its composed ops. */
 const KERNEL_CHOICE = /^(kernelOn|fused\w*|\w*Available|\w*KernelsOn|\w*Implementation|withComposedOps)$/;
-/** The modules of the method folders that select the backend (and so name backends and register the kernels). */
-const SELECTS_BACKEND = new Set(['model/backend.ts', 'train/step.ts']);
+/**
+ * The modules of the method folders that select the backend (and so name backends and register the kernels), and
+ * the list of backend names the selection offers (a module of its own, which the CLI loads without TF.js).
+ */
+const SELECTS_BACKEND = new Set(['model/backend.ts', 'model/backendNames.ts', 'train/step.ts']);
 
 /**
  * Where the method's code (`source`, a file of src/model, src/losses or src/train) reaches past an op's public
