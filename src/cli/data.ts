@@ -3,7 +3,10 @@
  */
 import type { Argv, CommandModule } from 'yargs';
 import { DATASET_NAMES, DEFAULT_DATA_DIR, downloadDataset, type DatasetName } from '../data/download.js';
-import type { BlankLines, CorpusFormat, OnInvalid } from '../data/readers.js';
+import {
+  BLANK_LINES_CHOICES, CORPUS_FORMATS, DEFAULT_BLANK_LINES, DEFAULT_CORPUS_FORMAT, DEFAULT_ON_INVALID, ON_INVALID_CHOICES,
+  type BlankLines, type CorpusFormatChoice, type OnInvalid,
+} from '../data/corpusOptions.js';
 import { DEFAULT_SUBSET_SEED, MAX_SEED } from '../data/seeds.js';
 import type { Duplicates, SubsetOptionNames } from '../data/subset.js';
 import { UserError } from '../errors.js';
@@ -16,7 +19,7 @@ interface SubsetArgs {
   count?: number;
   seed: number;
   column?: string;
-  format: CorpusFormat | 'auto';
+  format: CorpusFormatChoice;
   'on-invalid': OnInvalid;
   'blank-lines': BlankLines;
   duplicates: Duplicates;
@@ -45,9 +48,9 @@ const subsetCommand: CommandModule<object, SubsetArgs> = {
       .option('count', { ...numberFlag('count', POSITIVE_INT), describe: 'number of sentences; this or --fraction is required' })
       .option('seed', { ...numberFlag('seed', { integer: true, min: 0, max: MAX_SEED }), default: DEFAULT_SUBSET_SEED, describe: 'subset seed (official: 48..52)' })
       .option('column', { type: 'string', describe: 'CSV/TSV column name or 0-based index (default: first column)' })
-      .option('format', { choices: ['auto', 'txt', 'csv', 'tsv'] as const, default: 'auto' as const, describe: 'auto: by extension' })
-      .option('on-invalid', { choices: ['skip', 'fail'] as const, default: 'skip' as const, describe: 'lines that are not valid UTF-8 or hold a NUL byte' })
-      .option('blank-lines', { choices: ['skip', 'keep'] as const, default: 'skip' as const, describe: '.txt: skip blank lines, or keep them as empty sentences (the authors\' text loader)' })
+      .option('format', { choices: CORPUS_FORMATS, default: DEFAULT_CORPUS_FORMAT, describe: 'auto: by extension' })
+      .option('on-invalid', { choices: ON_INVALID_CHOICES, default: DEFAULT_ON_INVALID, describe: 'lines that are not valid UTF-8 or hold a NUL byte' })
+      .option('blank-lines', { choices: BLANK_LINES_CHOICES, default: DEFAULT_BLANK_LINES, describe: '.txt: skip blank lines, or keep them as empty sentences (the authors\' text loader)' })
       .option('duplicates', { choices: ['keep', 'drop'] as const, default: 'keep' as const, describe: 'keep: every line is a candidate; drop: first occurrence only' })
       .option('force', { type: 'boolean', default: false, describe: 'replace an existing --output file and its manifest' })
       .conflicts('fraction', 'count') as never,

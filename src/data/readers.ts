@@ -30,17 +30,17 @@ import { Transform, type TransformCallback } from 'node:stream';
 import { isUtf8 } from 'node:buffer';
 import { CsvError, parse } from 'csv-parse';
 import { UserError } from '../errors.js';
+import {
+  DEFAULT_BLANK_LINES, DEFAULT_CORPUS_FORMAT, DEFAULT_ON_INVALID, type BlankLines, type CorpusFormatChoice, type OnInvalid,
+} from './corpusOptions.js';
 import { ColumnPicker, csvFaultLine, csvParseOptions, delimitedKind, describeCsvError, isBlank, parseColumn } from './delimited.js';
 import { lineOf, MAX_BOM_BYTES, nulByteError, utf8BomLength } from './textCheck.js';
 
 export { KNOWN_HEADER_NAMES, parseColumn } from './delimited.js';
 
 /** Corpus formats; `auto` picks by extension (.csv, .tsv, anything else is one sentence per line). */
-export type CorpusFormat = 'txt' | 'csv' | 'tsv';
-/** What to do with a line that is not valid UTF-8 or holds a NUL byte. */
-export type OnInvalid = 'skip' | 'fail';
-/** What to do with a blank (empty or whitespace-only) line of a .txt corpus. */
-export type BlankLines = 'skip' | 'keep';
+export type CorpusFormat = Exclude<CorpusFormatChoice, 'auto'>;
+export type { BlankLines, OnInvalid };
 
 /** At most this many invalid line numbers are kept in the stats (the count is always exact). */
 export const MAX_REPORTED_INVALID = 100;
@@ -63,7 +63,7 @@ export const CONFIG_CORPUS_NAMES: CorpusOptionNames = { column: 'data.column', f
 
 export interface ReadCorpusOptions {
   /** Default `auto` (by extension). */
-  format?: CorpusFormat | 'auto';
+  format?: CorpusFormatChoice;
   /** CSV/TSV only: header name or 0-based index; null/undefined = the first column. */
   column?: string | number | null;
   /** CSV/TSV only: whether the first record is a header; default `auto` (see the module comment). */
@@ -112,7 +112,7 @@ export interface CorpusReader extends AsyncIterable<CorpusLine> {
 }
 
 /** Resolves `auto` by extension. */
-export function detectFormat(file: string, format: CorpusFormat | 'auto' = 'auto'): CorpusFormat {
+export function detectFormat(file: string, format: CorpusFormatChoice = DEFAULT_CORPUS_FORMAT): CorpusFormat {
   if (format !== 'auto') return format;
   const ext = path.extname(file).toLowerCase();
   return ext === '.csv' ? 'csv' : ext === '.tsv' ? 'tsv' : 'txt';
@@ -456,12 +456,12 @@ async function* readCsv(
  * resets `stats`.
  */
 export function openCorpus(file: string, opts: ReadCorpusOptions = {}): CorpusReader {
-  const format = detectFormat(file, opts.format ?? 'auto');
-  const onInvalid = opts.onInvalid ?? 'skip';
+  const format = detectFormat(file, opts.format ?? DEFAULT_CORPUS_FORMAT);
+  const onInvalid = opts.onInvalid ?? DEFAULT_ON_INVALID;
   if (onInvalid !== 'skip' && onInvalid !== 'fail') throw new UserError(`onInvalid must be skip or fail, got ${String(onInvalid)}`);
   const names = { ...CONFIG_CORPUS_NAMES, ...opts.names };
   const column = parseColumn(opts.column, names.column);
-  const blankLines = opts.blankLines ?? 'skip';
+  const blankLines = opts.blankLines ?? DEFAULT_BLANK_LINES;
   if (blankLines !== 'skip' && blankLines !== 'keep') throw new UserError(`blankLines must be skip or keep, got ${String(blankLines)}`);
   if (format !== 'txt' && blankLines === 'keep') {
     throw new UserError(`${file}: ${names.blankLines} keep applies to .txt corpora (one sentence per line); blank CSV/TSV records are always skipped`);

@@ -25,6 +25,7 @@ import {
   CONFIG_CORPUS_NAMES, openCorpus, parseColumn, type BlankLines, type CorpusFormat, type CorpusOptionNames, type OnInvalid, type ReadCorpusOptions,
   type ReadStats,
 } from './readers.js';
+import { DEFAULT_BLANK_LINES, DEFAULT_CORPUS_FORMAT, DEFAULT_ON_INVALID, type CorpusFormatChoice } from './corpusOptions.js';
 import { checkSeed, Rng, RNG_ALGORITHM } from './rng.js';
 import { DEFAULT_SUBSET_SEED } from './seeds.js';
 
@@ -63,7 +64,7 @@ const CONFIG_SUBSET_NAMES: SubsetOptionNames = { ...CONFIG_CORPUS_NAMES, fractio
 /** Options of `loadTrainingSentences` and `writeSubset`. */
 export interface LoadTrainingOptions extends SubsetSpec {
   path: string;
-  format?: CorpusFormat | 'auto';
+  format?: CorpusFormatChoice;
   column?: string | number | null;
   header?: boolean | 'auto';
   onInvalid?: OnInvalid;
@@ -232,8 +233,8 @@ export async function loadTrainingSentences(opts: LoadTrainingOptions): Promise<
   const names = { ...CONFIG_SUBSET_NAMES, ...opts.names };
   const spec = normalizeSubsetSpec(opts, names);
   const readOpts: ReadCorpusOptions = {
-    format: opts.format ?? 'auto', column: parseColumn(opts.column, names.column), header: opts.header ?? 'auto', onInvalid: opts.onInvalid ?? 'skip',
-    blankLines: opts.blankLines ?? 'skip', names,
+    format: opts.format ?? DEFAULT_CORPUS_FORMAT, column: parseColumn(opts.column, names.column), header: opts.header ?? 'auto',
+    onInvalid: opts.onInvalid ?? DEFAULT_ON_INVALID, blankLines: opts.blankLines ?? DEFAULT_BLANK_LINES, names,
   };
   const reader = openCorpus(opts.path, readOpts);
   const progress = createProgress({ label: `reading ${opts.path}`, unit: 'line', silent: opts.progress !== true });

@@ -20,7 +20,7 @@
 import { tf } from '../model/tf.js';
 import { loggingStepValues, noteStepValue, type StepRoots } from '../kernels/replay/index.js';
 import { adamwUpdate, type AdamWStepScalars, type ParamUpdate } from '../kernels/adamw/index.js';
-import type { AdamWVariant } from './adamwVariants.js';
+import { DEFAULT_ADAMW_VARIANT, type AdamWVariant } from './adamwVariants.js';
 
 export type { AdamWVariant };
 
@@ -96,7 +96,7 @@ export class AdamW {
   /** The update scalars at `lr` and step `t`, for a parameter with weight decay (`decayed`) or without. */
   private scalarsAt(lr: number, t: number, maxNorm: number): (decayed: boolean) => AdamWStepScalars {
     const { beta1, beta2, eps, weightDecay } = this.opts;
-    const scalars = stepScalars(this.opts.variant ?? 'torch', { lr, t, beta1, beta2, eps, maxNorm });
+    const scalars = stepScalars(this.opts.variant ?? DEFAULT_ADAMW_VARIANT, { lr, t, beta1, beta2, eps, maxNorm });
     return (decayed) => scalars(decayed && weightDecay > 0 ? 1 - lr * weightDecay : 1);
   }
 

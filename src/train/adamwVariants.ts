@@ -4,3 +4,4 @@
  */
 export const ADAMW_VARIANTS = ['torch', 'hf'] as const;
 export type AdamWVariant = (typeof ADAMW_VARIANTS)[number];
+export const DEFAULT_ADAMW_VARIANT: AdamWVariant = 'torch';

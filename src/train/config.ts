@@ -8,14 +8,18 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import YAML, { isAlias, isCollection, isMap, isNode, isPair, isScalar, isSeq, LineCounter, type Document } from 'yaml';
+import { DEFAULT_EVAL_BATCH_SIZE } from '../../eval/sts.js';
 import { MIN_BATCH_SENTENCES } from '../data/batches.js';
+import {
+  BLANK_LINES_CHOICES, CORPUS_FORMATS, DEFAULT_BLANK_LINES, DEFAULT_CORPUS_FORMAT, DEFAULT_ON_INVALID, ON_INVALID_CHOICES,
+} from '../data/corpusOptions.js';
 import { DEFAULT_SUBSET_SEED, MAX_SEED } from '../data/seeds.js';
 import { didYouMean, firstLineOf, shownValue, UserError } from '../errors.js';
 import { isJsonObject, valueAtPath } from '../fsutil.js';
 import { amiLayerSpanProblem, MICSE_STYLES, MICSE_VIEWS, TRAIN_POOLERS } from '../losses/micseOptions.js';
 import { BACKEND_NAMES } from '../model/backendNames.js';
 import { BERT_CONFIG_KEYS, maxLengthProblem, parseBertConfig, type BertConfig } from '../model/config.js';
-import { ADAMW_VARIANTS } from './adamwVariants.js';
+import { ADAMW_VARIANTS, DEFAULT_ADAMW_VARIANT } from './adamwVariants.js';
 import { SELECTIONS } from './selection.js';
 
 /** train.precision: float32 throughout, or float16 product inputs with loss scaling (src/train/lossScale.ts). */
@@ -53,13 +57,13 @@ export const SCHEMA = {
   },
   data: {
     train: { kind: 'string', default: 'data/wiki1m_for_simcse.txt', describe: 'training corpus: .txt (one sentence per line), .csv or .tsv' },
-    format: { kind: 'string', default: 'auto', choices: ['auto', 'txt', 'csv', 'tsv'], describe: 'corpus format (auto: by extension)' },
+    format: { kind: 'string', default: DEFAULT_CORPUS_FORMAT, choices: CORPUS_FORMATS, describe: 'corpus format (auto: by extension)' },
     column: { kind: 'integer', orString: true, default: null, nullable: true, min: 0, describe: 'CSV/TSV column name or 0-based index' },
     fraction: { kind: 'number', default: null, nullable: true, min: 0, minExclusive: true, max: 1, describe: 'few-shot subset: fraction of the corpus' },
     count: { kind: 'integer', default: null, nullable: true, min: MIN_BATCH_SENTENCES, describe: 'few-shot subset: number of sentences' },
     subsetSeed: { kind: 'integer', default: DEFAULT_SUBSET_SEED, min: 0, max: MAX_SEED, describe: 'seed of the subset draw (official: 48..52)' },
-    onInvalid: { kind: 'string', default: 'skip', choices: ['skip', 'fail'], describe: 'lines that are not valid UTF-8' },
-    blankLines: { kind: 'string', default: 'skip', choices: ['skip', 'keep'], describe: 'blank lines of a .txt corpus: skip, or keep as empty sentences ([CLS] [SEP]) as the authors\' datasets text loader does' },
+    onInvalid: { kind: 'string', default: DEFAULT_ON_INVALID, choices: ON_INVALID_CHOICES, describe: 'lines that are not valid UTF-8' },
+    blankLines: { kind: 'string', default: DEFAULT_BLANK_LINES, choices: BLANK_LINES_CHOICES, describe: 'blank lines of a .txt corpus: skip, or keep as empty sentences ([CLS] [SEP]) as the authors\' datasets text loader does' },
     maxSeqLen: { kind: 'integer', default: 32, min: 2, max: 512, describe: 'truncate training sentences to this many tokens' },
     dropLast: { kind: 'boolean', default: false, describe: 'drop the last partial batch of each epoch (reference: kept)' },
     senteval: { kind: 'string', default: 'data/senteval', describe: 'SentEval data root (STS-B dev selection, final evaluation)' },
@@ -78,7 +82,7 @@ export const SCHEMA = {
     pooler: { kind: 'string', default: 'cls', choices: TRAIN_POOLERS, describe: 'training pooler (cls = [CLS] + MLP head); selection, evaluation and exports use the raw [CLS]' },
   },
   optim: {
-    variant: { kind: 'string', default: 'torch', choices: ADAMW_VARIANTS, describe: 'AdamW: torch (torch.optim.AdamW) or hf (transformers 4.22 AdamW, the authors\' optimizer)' },
+    variant: { kind: 'string', default: DEFAULT_ADAMW_VARIANT, choices: ADAMW_VARIANTS, describe: 'AdamW: torch (torch.optim.AdamW) or hf (transformers 4.22 AdamW, the authors\' optimizer)' },
     learningRate: { kind: 'number', default: 1e-5, min: 0, minExclusive: true, describe: 'peak learning rate (low-shot runs: 1e-5; SimCSE: 3e-5)' },
     weightDecay: { kind: 'number', default: 0, min: 0, describe: 'AdamW decoupled weight decay (not applied to biases and LayerNorm weights)' },
     beta1: { kind: 'number', default: 0.9, min: 0, max: 0.999999, describe: 'Adam beta1' },
@@ -96,7 +100,7 @@ export const SCHEMA = {
     evalSteps: { kind: 'integer', default: 250, min: 1, describe: 'evaluate STS-B dev (and checkpoint) every this many steps' },
     selection: { kind: 'string', default: 'every-eval', choices: SELECTIONS, describe: 'best checkpoint: every-eval (every evaluation and the last step are candidates) or hf-save-steps (transformers 4.22: evaluations at multiples of saveSteps only)' },
     saveSteps: { kind: 'integer', default: 500, min: 1, describe: 'with selection hf-save-steps: the save_steps of transformers\' Trainer' },
-    evalBatchSize: { kind: 'integer', default: 128, min: 1, describe: 'sentences per pass when evaluating (SentEval: 128)' },
+    evalBatchSize: { kind: 'integer', default: DEFAULT_EVAL_BATCH_SIZE, min: 1, describe: 'sentences per pass when evaluating (SentEval: 128)' },
     finalEval: { kind: 'boolean', default: true, describe: 'evaluate the best checkpoint on all STS tasks at the end' },
     seed: { kind: 'integer', default: 42, min: 0, max: MAX_SEED, describe: 'training seed: shuffling, dropout, AMI draws, head init' },
     output: { kind: 'string', default: 'checkpoints/run', describe: 'run directory' },
