@@ -8,14 +8,14 @@
 import type { WebGPUBackend } from '@tensorflow/tfjs-backend-webgpu';
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { selectBackend } from '../src/model/backend.js';
+import { MATMUL_PROGRAM_FLAG, selectBackend } from '../src/model/backend.js';
 import { DEFAULT_MATMUL_TILE, matmulTileBytes, MATMUL_TILE_ENV, parseMatmulTile, useMatmulTile } from '../src/kernels/platform/matmulTiles.js';
 import { tf } from '../src/model/tf.js';
 import { expectNoGpuErrors, maxScaledDiff, seededValues, webgpuSkipReason } from './helpers.js';
 
 const TOL = 1e-5;
-/** tfjs-backend-webgpu's flag fixing the program of its products (3: MatMulPackedProgram). */
-const MATMUL_PROGRAM_FLAG = 'WEBGPU_MATMUL_PROGRAM_TYPE';
+/** tfjs-backend-webgpu's MatMulProgramType.MatMulPackedProgram, for MATMUL_PROGRAM_FLAG. */
+const MATMUL_PACKED = 3;
 const WEBGPU_SKIP = await webgpuSkipReason();
 
 describe('MICSE_WEBGPU_MATMUL_TILE', () => {
@@ -77,7 +77,7 @@ describe('webgpu matmul tile', { skip: WEBGPU_SKIP }, () => {
     const before = tf.memory().numTensors;
     // The packed program, which the tile is for: TF.js's choice for these products on a GPU, not a software adapter's.
     const program = tf.env().getNumber(MATMUL_PROGRAM_FLAG);
-    tf.env().set(MATMUL_PROGRAM_FLAG, 3);
+    tf.env().set(MATMUL_PROGRAM_FLAG, MATMUL_PACKED);
     try {
       useMatmulTile(backend, null);
       const stock = await expectNoGpuErrors(products);

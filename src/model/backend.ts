@@ -248,7 +248,7 @@ function missingVulkanLoader(dawnOptions: readonly string[]): string | null {
  * 100x and more slower (a workgroup barrier is a switch between CPU threads' coroutines there). Set by the factory,
  * not where a flag was already given.
  */
-const MATMUL_PROGRAM_FLAG = 'WEBGPU_MATMUL_PROGRAM_TYPE';
+export const MATMUL_PROGRAM_FLAG = 'WEBGPU_MATMUL_PROGRAM_TYPE';
 const MATMUL_SMALL_OUTPUT = 2;
 
 /**
