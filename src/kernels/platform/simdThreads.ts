@@ -118,8 +118,9 @@ export const jobCallsMax = (args: number): number => Math.floor((JOB_SLOTS - 1) 
 /** Bytes of a worker's error message. */
 const MESSAGE_BYTES = 512;
 /**
- * Control words: the job's sequence number (written by the caller), the last one done and whether it failed (by the
- * worker), and the worker's start (by the worker: STARTED once the module is instantiated, else START_FAILED).
+ * Control words: the job's sequence number (written by the caller, 1 to SEQ_MAX and round again: an int32 word holds
+ * it whole, so the caller's count and the word it waits on stay equal), the last one done and whether it failed (by
+ * the worker), and the worker's start (by the worker: STARTED once the module is instantiated, else START_FAILED).
  */
 const SEQ = 0;
 const DONE = 1;
@@ -128,6 +129,7 @@ const START = 3;
 const CONTROL_WORDS = 4;
 const STARTED = 1;
 const START_FAILED = 2;
+const SEQ_MAX = 0x7fffffff;
 /** How long making a pool waits for its workers to start. */
 const WORKER_START_MS = 30_000;
 
@@ -266,7 +268,8 @@ function startPool<K extends string>(count: number, names: readonly K[], setup: 
       const busy = workers.slice(0, parts.length - 1);
       busy.forEach((w, i) => {
         encode(parts[i + 1]!, index, w.calls);
-        Atomics.store(w.ctrl, SEQ, ++w.seq);
+        w.seq = w.seq === SEQ_MAX ? 1 : w.seq + 1;
+        Atomics.store(w.ctrl, SEQ, w.seq);
         Atomics.notify(w.ctrl, SEQ);
       });
       let localError: unknown = null;
