@@ -305,9 +305,9 @@ function describeWasmBuild(): string {
   const build = shared ? `threaded${simd ? ' SIMD' : ''} build, XNNPACK on ${plural(wasmThreads)}` : `${simd ? 'SIMD' : 'plain'} build, one thread`;
   const failed = wasmThreadedFailure !== null ? ` (the threaded build did not start: ${wasmThreadedFailure})` : '';
   const host = heapSimdHost(memory);
-  const notStarted = hostThreadsFailure();
+  const threadsFailure = hostThreadsFailure();
   const loops = host !== null
-    ? `WebAssembly SIMD loops on the ${shared ? 'shared ' : ''}heap, ${plural(host.threads)} (${HOST_THREADS_ENV}${notStarted === null ? '' : `; ${notStarted}`})`
+    ? `WebAssembly SIMD loops on the ${shared ? 'shared ' : ''}heap, ${plural(host.threads)} (${HOST_THREADS_ENV}${threadsFailure === null ? '' : `; ${threadsFailure}`})`
     : 'JavaScript loops (no wasm SIMD here)';
   return `wasm: ${build}${failed}; GELU, LayerNorm, dropout, AdamW: ${loops}`;
 }

@@ -13,11 +13,34 @@
  * The workers start when the pool is made, which waits until each has instantiated the module (a caller blocked on a
  * worker that never started would wait for ever); where one fails or takes longer than WORKER_START_MS, the loops
  * run on the calling thread alone and hostThreadsFailure() says why.
+ *
+ * A worker whose thread stops (an error outside its job's try, process.exit in it, terminate(), running out of
+ * memory) would leave its caller waiting for ever: the caller is blocked, so the Worker's 'exit' event, which comes
+ * through the caller's event loop, cannot reach it. So a stop marks the worker's control words as DIED (its cause in
+ * a message) and sets its DONE word to STOPPED, which wakes a caller waiting on it:
+ * - from inside the worker where it can: its loop's catch (an error outside the job's try) and its process 'exit'
+ *   handler (process.exit, which a worker's thread obeys by stopping) say why;
+ * - from a watchdog, one thread per process that runs nothing but event handlers: each worker holds one end of a
+ *   MessageChannel whose other end the watchdog listens on, and a worker's end closes when its thread is torn down
+ *   whatever stopped it (terminate() and out-of-memory run no JavaScript in the worker), after its last write to the
+ *   memory. The watchdog's 'close' handler marks the worker the same way (the first mark's cause is kept).
+ * No timeout is involved: a job may take as long as it takes, the caller sleeps in Atomics.wait, and a call pays
+ * one Atomics.load per worker it gives a job, to see whether that worker stopped since the last call. The watchdog
+ * (unref'd, as the workers are) is reachable from this module only and runs no code of the pools'; were it stopped,
+ * only the stops its workers say themselves would be seen.
+ *
+ * A pool with a stopped worker is retired: it posts no more jobs, its other workers are terminated, and its calls
+ * run every part on the calling thread in turn (the same bits: each part writes its own elements), with
+ * hostThreadsFailure(kind) saying why. A stop seen before a call posts its jobs loses nothing: that call runs on the
+ * calling thread. A stop seen while the caller waits for a job throws, after the other workers' parts are done,
+ * naming the workers' kind and the cause: the stopped part is not re-run on the caller, because a part may read what
+ * it writes (softmax rows and the element-wise loops in place, sgemm with beta != 0), and one cut short has written
+ * an unknown share of its outputs. stopHostWorker is the tests' way to stop a worker.
  */
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { Worker } from 'node:worker_threads';
+import { MessageChannel, Worker } from 'node:worker_threads';
 import { IS_NODE } from '../../isNode.js';
 
 /** Overrides the threads the host loops use (the calling thread included; 1: no workers). */
@@ -106,7 +129,8 @@ export interface SimdThreads<K extends string = string> {
   readonly count: number;
   /**
    * Runs `parts[0]` here (through `local`) and `parts[i]` on worker i at the same time (parts.length <= count);
-   * returns when all are done, throwing a worker's error.
+   * returns when all are done, throwing a worker's error, or an error where a worker's thread stopped during the call
+   * (the pool then runs every part of later calls here, in turn).
    */
   run(parts: ThreadCall<K>[][], local: (calls: ThreadCall<K>[]) => void): void;
 }
@@ -115,65 +139,101 @@ export interface SimdThreads<K extends string = string> {
 const JOB_SLOTS = 1 << 14;
 /** Calls of `args` arguments each that one job of a worker holds at most. */
 export const jobCallsMax = (args: number): number => Math.floor((JOB_SLOTS - 1) / (2 + args));
-/** Bytes of a worker's error message. */
+/** Bytes of a worker's error message, and of the cause of its stop. */
 const MESSAGE_BYTES = 512;
 /**
- * Control words: the job's sequence number (written by the caller, 1 to SEQ_MAX and round again: an int32 word holds
- * it whole, so the caller's count and the word it waits on stay equal), the last one done and whether it failed (by
- * the worker), and the worker's start (by the worker: STARTED once the module is instantiated, else START_FAILED).
+ * Control words: the job's sequence number (written by the caller, 1 to SEQ_MAX and round again), the last one done
+ * (by the worker; STOPPED once its thread stops) and whether it failed (by the worker), the worker's start (by the
+ * worker: STARTED once the module is instantiated; START_FAILED where it stops before), DIED (set once, by whoever
+ * marks the stop first, who writes its cause), and FAULT (set by stopHostWorker: how the next job stops the worker).
  */
 const SEQ = 0;
 const DONE = 1;
 const FAILED = 2;
 const START = 3;
-const CONTROL_WORDS = 4;
+const DIED = 4;
+const FAULT = 5;
+const CONTROL_WORDS = 6;
 const STARTED = 1;
 const START_FAILED = 2;
+/** DONE of a worker whose thread stopped: no sequence number is negative. */
+const STOPPED = -1;
 const SEQ_MAX = 0x7fffffff;
-/** How long making a pool waits for its workers to start. */
+/** FAULT: the worker calls process.exit(FAULT_EXIT_CODE), or throws outside its job's try. */
+const FAULT_EXIT = 1;
+const FAULT_THROW = 2;
+const FAULT_EXIT_CODE = 7;
+/** How long making a pool waits for its workers (and the watchdog) to start. */
 const WORKER_START_MS = 30_000;
 
 /**
+ * JavaScript that the workers and the watchdog share: `text(into, what)` writes a message into a byte buffer;
+ * `stopped(ctrl, cause, why)` marks a worker's thread stopped (the first mark writes `why` into `cause`, fails a start
+ * still pending, and sets DONE to STOPPED, waking whoever waits on either word).
+ */
+const STOP_SOURCE = `
+function text(into, what) {
+  const bytes = new TextEncoder().encode(String(what).slice(0, ${MESSAGE_BYTES / 4}));
+  into.fill(0); into.set(bytes.subarray(0, ${MESSAGE_BYTES}));
+}
+function stopped(ctrl, cause, why) {
+  if (Atomics.compareExchange(ctrl, ${DIED}, 0, 1) !== 0) return;
+  text(cause, why);
+  Atomics.compareExchange(ctrl, ${START}, 0, ${START_FAILED});
+  Atomics.store(ctrl, ${DONE}, ${STOPPED});
+  Atomics.notify(ctrl, ${START});
+  Atomics.notify(ctrl, ${DONE});
+}
+const messageOf = (err) => String(err && err.message || err);`;
+
+/**
  * A worker: `setup` (CommonJS, run with `eval`) sets `fns`, the functions calls name by index, from `workerData`;
- * then it runs jobs as they come.
+ * then it runs jobs as they come. `port` is the worker's end of its channel to the watchdog: it stays open (and
+ * reachable) while the thread lives.
  */
 const workerSource = (setup: string): string => `
 const { workerData } = require('node:worker_threads');
-const { control, job, message } = workerData;
-const ctrl = new Int32Array(control), calls = new Float64Array(job), msg = new Uint8Array(message);
-function report(err) {
-  const text = new TextEncoder().encode(String(err && err.message || err).slice(0, ${MESSAGE_BYTES / 4}));
-  msg.fill(0); msg.set(text.subarray(0, ${MESSAGE_BYTES}));
-}
+const { control, job, message, cause, port } = workerData;
+const ctrl = new Int32Array(control), calls = new Float64Array(job), msg = new Uint8Array(message), why = new Uint8Array(cause);
+${STOP_SOURCE}
+process.on('exit', (code) => stopped(ctrl, why, 'it exited with code ' + code));
 let fns;
 try {
   ${setup}
   Atomics.store(ctrl, ${START}, ${STARTED});
+  Atomics.notify(ctrl, ${START});
 } catch (err) {
   fns = undefined;
-  report(err);
-  Atomics.store(ctrl, ${START}, ${START_FAILED});
+  stopped(ctrl, why, messageOf(err));
 }
-Atomics.notify(ctrl, ${START});
 let seq = 0;
-while (fns !== undefined) {
-  Atomics.wait(ctrl, ${SEQ}, seq);
-  seq = Atomics.load(ctrl, ${SEQ});
-  let failed = 0;
-  try {
-    for (let k = 0, p = 1; k < calls[0]; k++) {
-      const n = calls[p + 1];
-      fns[calls[p]](...calls.subarray(p + 2, p + 2 + n));
-      p += 2 + n;
+try {
+  while (fns !== undefined) {
+    Atomics.wait(ctrl, ${SEQ}, seq);
+    seq = Atomics.load(ctrl, ${SEQ});
+    if (ctrl[${FAULT}] !== 0) {
+      if (ctrl[${FAULT}] === ${FAULT_EXIT}) process.exit(${FAULT_EXIT_CODE});
+      throw new Error('stopHostWorker: a throw outside the job');
     }
-  } catch (err) {
-    report(err);
-    failed = 1;
+    let failed = 0;
+    try {
+      for (let k = 0, p = 1; k < calls[0]; k++) {
+        const n = calls[p + 1];
+        fns[calls[p]](...calls.subarray(p + 2, p + 2 + n));
+        p += 2 + n;
+      }
+    } catch (err) {
+      text(msg, messageOf(err));
+      failed = 1;
+    }
+    Atomics.store(ctrl, ${FAILED}, failed);
+    Atomics.store(ctrl, ${DONE}, seq);
+    Atomics.notify(ctrl, ${DONE});
   }
-  Atomics.store(ctrl, ${FAILED}, failed);
-  Atomics.store(ctrl, ${DONE}, seq);
-  Atomics.notify(ctrl, ${DONE});
-}`;
+} catch (err) {
+  stopped(ctrl, why, 'it threw outside its job: ' + messageOf(err));
+}
+port; // kept: its closing is the watchdog's word that this thread stopped`;
 
 /** Worker setup for a SIMD module: instantiates it on the shared memory (workerData: module, memory, names). */
 const WASM_SETUP = `const exports = new WebAssembly.Instance(workerData.module, { env: { memory: workerData.memory } }).exports;
@@ -187,37 +247,92 @@ const NATIVE_SETUP = `let lib;
   }
   fns = workerData.declarations.map((d) => lib.func(d));`;
 
-interface WorkerSlot {
-  worker: Worker;
+/**
+ * The watchdog: each message registers a worker (its channel's other end and its control words); when that end
+ * closes, the worker's thread has stopped, and it is marked so. Its own START word says it runs.
+ */
+const WATCHDOG_SOURCE = `
+const { parentPort, workerData } = require('node:worker_threads');
+${STOP_SOURCE}
+const watched = new Set(); // the ports, reachable while their workers run
+parentPort.on('message', ({ port, control, cause }) => {
+  const ctrl = new Int32Array(control), why = new Uint8Array(cause);
+  watched.add(port);
+  port.on('message', () => undefined); // starts the port, so that its 'close' comes
+  port.once('close', () => {
+    watched.delete(port);
+    stopped(ctrl, why, 'its thread ended with no word from it (terminated, or out of memory)');
+  });
+});
+const ctrl = new Int32Array(workerData.control);
+Atomics.store(ctrl, ${START}, ${STARTED});
+Atomics.notify(ctrl, ${START});`;
+
+/** A thread's control words and the cause of its stop, as waitForStart reads them. */
+interface Started {
   ctrl: Int32Array;
+  cause: Uint8Array;
+}
+
+interface WorkerSlot extends Started {
+  worker: Worker;
   calls: Float64Array;
   message: Uint8Array;
   seq: number;
 }
 
-function startWorker(setup: string, data: Record<string, unknown>): WorkerSlot {
-  const control = new SharedArrayBuffer(CONTROL_WORDS * 4);
-  const job = new SharedArrayBuffer(JOB_SLOTS * 8);
-  const message = new SharedArrayBuffer(MESSAGE_BYTES);
-  // execArgv: none of this process's (`--input-type`, `--import` hooks are for the main script, not this CommonJS)
-  const worker = new Worker(workerSource(setup), { eval: true, execArgv: [], workerData: { ...data, control, job, message } });
-  worker.unref(); // idle workers never keep the process alive
-  worker.on('error', () => undefined); // a worker that cannot start is found by waitForStart, not by an uncaught error
-  return { worker, ctrl: new Int32Array(control), calls: new Float64Array(job), message: new Uint8Array(message), seq: 0 };
+interface Watchdog extends Started {
+  worker: Worker;
 }
 
-const messageOf = (slot: WorkerSlot): string => new TextDecoder().decode(slot.message.slice()).replace(/\0+$/, '');
+const shared = (bytes: number) => new SharedArrayBuffer(bytes);
 
-/** Waits until every worker has started; returns why one did not, or null. */
-function waitForStart(slots: WorkerSlot[]): string | null {
+// execArgv: none of this process's (`--input-type`, `--import` hooks are for the main script, not this CommonJS)
+const workerOptions = (): { eval: true; execArgv: string[] } => ({ eval: true, execArgv: [] });
+
+let watchdog: Watchdog | undefined;
+
+/** The process's watchdog, started on first use; unref'd, as the workers are: it never keeps the process alive. */
+function theWatchdog(): Watchdog {
+  if (watchdog !== undefined) return watchdog;
+  const control = shared(CONTROL_WORDS * 4);
+  const cause = shared(MESSAGE_BYTES);
+  const worker = new Worker(WATCHDOG_SOURCE, { ...workerOptions(), workerData: { control } });
+  worker.unref();
+  worker.on('error', () => undefined); // one that cannot start is found by waitForStart
+  return (watchdog = { worker, ctrl: new Int32Array(control), cause: new Uint8Array(cause) });
+}
+
+function startWorker(setup: string, data: Record<string, unknown>, dog: Watchdog): WorkerSlot {
+  const control = shared(CONTROL_WORDS * 4);
+  const job = shared(JOB_SLOTS * 8);
+  const message = shared(MESSAGE_BYTES);
+  const cause = shared(MESSAGE_BYTES);
+  const { port1, port2 } = new MessageChannel();
+  dog.worker.postMessage({ port: port1, control, cause }, [port1]);
+  const worker = new Worker(workerSource(setup), {
+    ...workerOptions(), workerData: { ...data, control, job, message, cause, port: port2 }, transferList: [port2],
+  });
+  worker.unref(); // idle workers never keep the process alive
+  worker.on('error', () => undefined); // a worker's stop is found through its control words, not by an uncaught error
+  return {
+    worker, ctrl: new Int32Array(control), calls: new Float64Array(job), message: new Uint8Array(message), cause: new Uint8Array(cause), seq: 0,
+  };
+}
+
+const textOf = (bytes: Uint8Array): string => new TextDecoder().decode(bytes.slice()).replace(/\0+$/, '');
+
+/** Waits until every thread of `slots` has started; returns why one did not (`names[i]: ` before it where named), or null. */
+function waitForStart(slots: Started[], names: readonly string[] = []): string | null {
   const deadline = Date.now() + WORKER_START_MS;
-  for (const slot of slots) {
+  for (const [i, slot] of slots.entries()) {
     for (let left = WORKER_START_MS; Atomics.load(slot.ctrl, START) === 0 && left > 0; left = deadline - Date.now()) {
       Atomics.wait(slot.ctrl, START, 0, left);
     }
     const state = Atomics.load(slot.ctrl, START);
-    if (state === START_FAILED) return messageOf(slot);
-    if (state !== STARTED) return `not started within ${WORKER_START_MS / 1000} s`;
+    const who = names[i] === undefined ? '' : `${names[i]}: `;
+    if (state === START_FAILED) return who + textOf(slot.cause);
+    if (state !== STARTED) return `${who}not started within ${WORKER_START_MS / 1000} s`;
   }
   return null;
 }
@@ -226,11 +341,14 @@ function waitForStart(slots: WorkerSlot[]): string | null {
 const POOL_KINDS = { simd: 'host SIMD worker', native: 'host native worker' } as const;
 export type PoolKind = keyof typeof POOL_KINDS;
 
-const startFailures = new Map<PoolKind, string>();
+const failures = new Map<PoolKind, string>();
 
-/** Why the last pool of `kind`'s workers did not start (its calls run on the calling thread alone), or null. */
+/**
+ * Why the last pool of `kind` whose workers did not start, or whose worker stopped, runs its calls on the calling
+ * thread alone; or null.
+ */
 export function hostThreadsFailure(kind: PoolKind = 'simd'): string | null {
-  return startFailures.get(kind) ?? null;
+  return failures.get(kind) ?? null;
 }
 
 function encode(calls: ThreadCall[], index: ReadonlyMap<string, number>, into: Float64Array): void {
@@ -247,6 +365,9 @@ function encode(calls: ThreadCall[], index: ReadonlyMap<string, number>, into: F
   into[0] = calls.length;
 }
 
+/** A pool's workers, for stopHostWorker. */
+const poolWorkers = new WeakMap<SimdThreads, readonly WorkerSlot[]>();
+
 /**
  * `count` - 1 workers set up by `setup` from `data`, whose functions calls name from `names`, as SimdThreads; null
  * (the reason kept for hostThreadsFailure) where one does not start. `kind` names the workers in their errors.
@@ -254,18 +375,32 @@ function encode(calls: ThreadCall[], index: ReadonlyMap<string, number>, into: F
 function startPool<K extends string>(count: number, names: readonly K[], setup: string, data: Record<string, unknown>, kind: PoolKind): SimdThreads<K> | null {
   const what = POOL_KINDS[kind];
   const index = new Map(names.map((n, i) => [n as string, i]));
-  const workers = Array.from({ length: count - 1 }, () => startWorker(setup, data));
-  const notStarted = waitForStart(workers);
+  const dog = theWatchdog();
+  const workers = Array.from({ length: count - 1 }, () => startWorker(setup, data, dog));
+  const notStarted = waitForStart([dog, ...workers], ['the watchdog thread']);
   if (notStarted !== null) {
     for (const w of workers) void w.worker.terminate();
-    startFailures.set(kind, `${count - 1} ${what} thread${count === 2 ? '' : 's'} did not start: ${notStarted}`);
+    failures.set(kind, `${count - 1} ${what} thread${count === 2 ? '' : 's'} did not start: ${notStarted}`);
     return null;
   }
-  return {
+  /** Why the pool is retired (the cause of a worker's stop), or null while its workers run. */
+  let retired: string | null = null;
+  const retire = (w: WorkerSlot): string => {
+    retired = textOf(w.cause);
+    failures.set(kind, `a ${what} thread stopped: ${retired}; its pool's calls run on the calling thread alone`);
+    for (const x of workers) void x.worker.terminate();
+    return retired;
+  };
+  const pool: SimdThreads<K> = {
     count,
     run(parts, local) {
       if (parts.length > count) throw new Error(`simdThreads: ${parts.length} parts for ${count} threads`);
       const busy = workers.slice(0, parts.length - 1);
+      for (let i = 0; retired === null && i < busy.length; i++) if (Atomics.load(busy[i]!.ctrl, DONE) === STOPPED) retire(busy[i]!);
+      if (retired !== null) {
+        for (const part of parts) local(part);
+        return;
+      }
       busy.forEach((w, i) => {
         encode(parts[i + 1]!, index, w.calls);
         w.seq = w.seq === SEQ_MAX ? 1 : w.seq + 1;
@@ -279,14 +414,59 @@ function startPool<K extends string>(count: number, names: readonly K[], setup: 
         localError = err;
       }
       let failure: string | null = null;
+      let gone: WorkerSlot | null = null;
       for (const w of busy) {
-        for (let done = Atomics.load(w.ctrl, DONE); done !== w.seq; done = Atomics.load(w.ctrl, DONE)) Atomics.wait(w.ctrl, DONE, done);
-        if (Atomics.load(w.ctrl, FAILED) !== 0) failure ??= messageOf(w);
+        let done = Atomics.load(w.ctrl, DONE);
+        while (done !== w.seq && done !== STOPPED) {
+          Atomics.wait(w.ctrl, DONE, done);
+          done = Atomics.load(w.ctrl, DONE);
+        }
+        if (done === STOPPED) gone ??= w;
+        else if (Atomics.load(w.ctrl, FAILED) !== 0) failure ??= textOf(w.message);
+      }
+      if (gone !== null) {
+        throw new Error(`a ${what} thread stopped during a call, its part unfinished: ${retire(gone)}; later calls run on the calling thread alone`,
+          localError === null ? undefined : { cause: localError });
       }
       if (localError !== null) throw localError;
       if (failure !== null) throw new Error(`a ${what} thread failed: ${failure}`);
     },
   };
+  poolWorkers.set(pool, workers);
+  return pool;
+}
+
+/** How stopHostWorker stops a worker. */
+export type WorkerStop = 'exit' | 'throw' | 'terminate';
+
+/**
+ * For the tests of a worker's stop: stops the first worker of the pools on `on` (a shared memory's SIMD pools, or
+ * the native pool of the library at that path) in their next call that gives it a job. 'exit' makes the worker call
+ * process.exit(7) as the job starts and 'throw' makes it throw outside the job's try then (both said from inside the
+ * worker); 'terminate' has the caller terminate() it once the job is posted (nothing runs in the worker then: the
+ * watchdog sees it go). Returns the pools it armed.
+ */
+export function stopHostWorker(on: WebAssembly.Memory | string, how: WorkerStop): number {
+  const found = typeof on === 'string' ? [nativePools.get(on)] : [...(pools.get(on)?.values() ?? [])];
+  let armed = 0;
+  for (const pool of found) {
+    const first = pool === null || pool === undefined ? undefined : poolWorkers.get(pool)?.[0];
+    if (pool === null || pool === undefined || first === undefined) continue;
+    armed++;
+    if (how !== 'terminate') {
+      Atomics.store(first.ctrl, FAULT, how === 'exit' ? FAULT_EXIT : FAULT_THROW);
+      continue;
+    }
+    const run = pool.run;
+    pool.run = (parts, local) => {
+      pool.run = run;
+      run(parts, (calls) => {
+        void first.worker.terminate();
+        local(calls);
+      });
+    };
+  }
+  return armed;
 }
 
 const pools = new WeakMap<WebAssembly.Memory, Map<WebAssembly.Module, SimdThreads | null>>();
