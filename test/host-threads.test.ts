@@ -2,7 +2,9 @@
  * The host SIMD loops on several threads (src/kernels/platform/simdThreads.ts): every loop cut among threads on a
  * shared memory gives the bits it gives on one thread (an unshared memory), including uneven cuts (3 threads) and the
  * element-index offsets of dropout; a worker's failure reaches the caller, and one that cannot start leaves the loops on
- * the calling thread with the reason; splitRuns's cuts; under Node with more
+ * the calling thread with the reason; a worker whose thread stops mid-call (process.exit, a throw outside its job,
+ * terminate()) ends that call with an error within seconds, and later calls run on the calling thread with the same
+ * bits, the reason kept; splitRuns's cuts; under Node with more
  * than one core the wasm backend starts its threaded build (a shared heap the loops run on from both threads), with
  * MICSE_HOST_THREADS=1 its unthreaded one, and a value that is no thread count stops the backend's selection; that
  * build starts no worker of its own, whatever core count os.cpus() reports (the process exits by itself).
@@ -124,6 +126,92 @@ describe('host SIMD loops on threads', () => {
     x!.set([0, 1, 2, 3, -1, -2, -3, 4]);
     host.callSplit([x!], [y!], ([xa, ya]) => [[{ fn: 'gelu', args: [xa!, ya!, 1] }], [{ fn: 'gelu', args: [xa! + 16, ya! + 16, 1] }]]);
     assert.ok(Math.abs(y![1]! - 0.8413447) < 1e-6 && Math.abs(y![7]! - 3.9998734) < 1e-5, `gelu on two threads gave ${y!.join(', ')}`);
+  });
+
+  test('a worker whose thread stops mid-call ends the call with an error; later calls run on the calling thread with the same bits, the reason kept', { timeout: 90_000 }, () => {
+    // In a child process, so that a stop nothing sees (the caller blocked for ever) ends in execFileSync's timeout.
+    const script = `
+      const { createRequire } = await import('node:module');
+      const { heapSimdHost, simdGelu } = await import('./src/kernels/platform/hostSimd.ts');
+      const { hostThreadsFailure, jobCallsMax, nativeThreads, stopHostWorker, THREAD_MIN_ELEMENTS } = await import('./src/kernels/platform/simdThreads.ts');
+      const n = 4 * THREAD_MIN_ELEMENTS + 3;
+      const pages = Math.ceil((2 * n * 4) / 65536) + 1;
+      const setUp = (shared) => {
+        const memory = new WebAssembly.Memory(shared ? { initial: pages, maximum: pages, shared } : { initial: pages });
+        const x = new Float32Array(memory.buffer, 0, n), y = new Float32Array(memory.buffer, Math.ceil(n / 4) * 16, n);
+        x.set(Float32Array.from({ length: n }, (_, i) => Math.sin(i * 0.37) * 4));
+        return { memory, host: heapSimdHost(memory), x, y };
+      };
+      const one = setUp(false);
+      simdGelu(one.host, one.x, one.y);
+      const got = {};
+      for (const how of ['exit', 'throw', 'terminate']) {
+        const { memory, host, x, y } = setUp(true);
+        const armed = stopHostWorker(memory, how);
+        // the worker's part: the second half, over and over (long enough that terminate() finds it running)
+        const half = 4 * Math.floor(n / 8);
+        const started = Date.now();
+        let error = null;
+        try {
+          host.callSplit([x], [y], ([xa, ya]) => [[{ fn: 'gelu', args: [xa, ya, half / 4] }],
+            new Array(jobCallsMax(3)).fill({ fn: 'gelu', args: [xa + 4 * half, ya + 4 * half, (n - half) >> 2] })]);
+        } catch (err) {
+          error = err.message;
+        }
+        const ms = Date.now() - started;
+        y.fill(0);
+        simdGelu(host, x, y);
+        got[how] = { armed, threads: host.threads, error, ms, same: y.every((v, i) => Object.is(v, one.y[i])), failure: hostThreadsFailure() };
+      }
+      const require = createRequire(process.cwd() + '/');
+      let koffiPath = null;
+      try { koffiPath = require.resolve('koffi'); } catch {}
+      if (koffiPath !== null && process.platform === 'linux') {
+        const koffi = require(koffiPath);
+        const memset = koffi.load('libc.so.6').func('void *memset(uintptr_t, int, size_t)');
+        const pool = nativeThreads(koffiPath, 'libc.so.6', { memset: 'void *memset(uintptr_t, int, size_t)' });
+        const bytes = new Uint8Array(32);
+        const at = Number(koffi.address(bytes));
+        const local = (calls) => calls.forEach((c) => memset(...c.args));
+        const armed = stopHostWorker('libc.so.6', 'exit');
+        let error = null;
+        try {
+          pool.run([[], [{ fn: 'memset', args: [at, 1, 8] }]], local);
+        } catch (err) {
+          error = err.message;
+        }
+        pool.run([[{ fn: 'memset', args: [at, 2, 8] }], [{ fn: 'memset', args: [at + 8, 3, 8] }]], local);
+        got.native = { armed, error, bytes: [...bytes], failure: hostThreadsFailure('native') };
+      }
+      console.log(JSON.stringify(got));`;
+    let out: string;
+    try {
+      out = execFileSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script],
+        { env: { ...process.env, [HOST_THREADS_ENV]: '2' }, encoding: 'utf8', timeout: 60_000 });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ETIMEDOUT') throw err;
+      assert.fail('the child ran 60 s and was killed: a call waited for a stopped worker');
+    }
+    type Outcome = { armed: number; threads: number; error: string | null; ms: number; same: boolean; failure: string | null };
+    const got = JSON.parse(out.trim().split('\n').at(-1)!) as Record<string, Outcome> & { native?: { armed: number; error: string | null; bytes: number[]; failure: string | null } };
+    const causes = { exit: 'it exited with code 7', throw: 'it threw outside its job: stopHostWorker', terminate: 'its thread ended with no word from it' };
+    for (const [how, cause] of Object.entries(causes)) {
+      const r = got[how]!;
+      assert.equal(r.armed, 1, `${how}: the memory's one pool`);
+      assert.equal(r.threads, 2);
+      assert.ok((r.error ?? '').startsWith(`a host SIMD worker thread stopped during a call, its part unfinished: ${cause}`), `${how}: the call gave ${r.error}`);
+      assert.match(r.error!, /; later calls run on the calling thread alone$/);
+      assert.ok(r.ms < 10_000, `${how}: the call ended after ${r.ms} ms`);
+      assert.equal(r.same, true, `${how}: the next call's bits differ from one thread's`);
+      assert.ok((r.failure ?? '').startsWith(`a host SIMD worker thread stopped: ${cause}`), `${how}: hostThreadsFailure() is ${r.failure}`);
+      assert.match(r.failure!, /; its pool's calls run on the calling thread alone$/);
+    }
+    if (got.native !== undefined) {
+      assert.equal(got.native.armed, 1);
+      assert.match(got.native.error ?? '', /^a host native worker thread stopped during a call, its part unfinished: it exited with code 7; /);
+      assert.deepEqual(got.native.bytes, [...new Array(8).fill(2), ...new Array(8).fill(3), ...new Array(16).fill(0)]);
+      assert.match(got.native.failure ?? '', /^a host native worker thread stopped: it exited with code 7; /);
+    }
   });
 
   test('a worker that cannot instantiate the module is found when the pool is made: no pool, the loops on the calling thread, the reason kept', (t) => {
