@@ -313,3 +313,16 @@ test('a line past MAX_LINE_BYTES in a valid file is refused naming it, not skipp
     assert.deepEqual(lines.map((l) => [l.line, l.text.length]), [[1, 1], [2, MAX_LINE_BYTES], ...(name === 'most-last.txt' ? [] : [[3, 1]])], name);
   }
 });
+
+test('CSV: a record past MAX_LINE_BYTES (a quote never closed) is malformed at the field that opened it, before the rest is read; in memory too', async () => {
+  const lines = 'a short line\n'.repeat(Math.ceil((MAX_LINE_BYTES + 2 * READ_CHUNK_BYTES) / 13));
+  const csv = `text\nok\n"never closed\n${lines}`;
+  const expected = (name: string): RegExp =>
+    new RegExp(`^\\S*${name.replace('.', '\\.')}:3: malformed CSV: the field starting on this line takes its record past ${MAX_LINE_BYTES} bytes \\(a quote never closed\\?\\)$`);
+  const p = file('open.csv', csv);
+  const { message, stats } = await failure(p);
+  assert.match(message, expected('open.csv'));
+  // The parser is a piped chunk behind the line index, which counts the bytes.
+  assert.ok(stats.bytes <= MOST_READ + READ_CHUNK_BYTES, `${stats.bytes} of ${csv.length} bytes read`);
+  assert.throws(() => readDelimitedText(csv, 'open.csv', ','), (e: unknown) => e instanceof UserError && expected('open.csv').test(e.message));
+});

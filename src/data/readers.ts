@@ -12,7 +12,8 @@
  *   invalid line, as below.
  * - A line longer than MAX_LINE_BYTES (4 MiB, without its line end; see corpusOptions.ts for why that much and why
  *   `onInvalid: skip` does not skip it) is a UserError naming the file and line, raised once that many bytes have
- *   come without a line break, so a file without line breaks is never held whole.
+ *   come without a line break, so a file without line breaks is never held whole. In CSV a record, which may span
+ *   lines, is held to the same limit (csvParseOptions).
  * - Blank records (empty or whitespace only) are skipped and counted in `stats.blank`; a .txt corpus read with
  *   `blankLines: 'keep'` yields its blank lines as they are (and still counts them), as HF datasets' `text` loader
  *   does (`str.splitlines()` keeps empty lines), which the miCSE and SimCSE training scripts read their corpus with.
