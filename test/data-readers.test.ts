@@ -114,6 +114,15 @@ test('csv: header, quoted commas, embedded newlines, "" escapes, BOM, CRLF', asy
   assert.deepEqual(firstColumn.lines.map((l) => l.text), ['1', '2', '3', '4']);
 });
 
+test('csv/tsv: \\r\\n and \\n line ends in one file each end a record; a lone \\r is text', async () => {
+  const csv = 'text\r\na\nb\r\nc\rd\n"e\r\nf"\ng';
+  const expected = [{ text: 'a', line: 2 }, { text: 'b', line: 3 }, { text: 'c\rd', line: 4 }, { text: 'e\r\nf', line: 5 }, { text: 'g', line: 7 }];
+  assert.deepEqual((await readAll(file('mixed.csv', csv))).lines, expected);
+  assert.deepEqual(readDelimitedText(csv, 'mixed.csv', ','), expected);
+  const tsv = 'id\ttext\n1\ta\r\n2\tb\n';
+  assert.deepEqual((await readAll(file('mixed.tsv', tsv), { column: 'text' })).lines, [{ text: 'a', line: 2 }, { text: 'b', line: 3 }]);
+});
+
 test('csv without header read by index; tsv with quoted tab', async () => {
   const p = file('nohead.csv', 'a sentence,x\nanother,y\n');
   assert.deepEqual((await readAll(p, { column: 0 })).lines.map((l) => l.text), ['a sentence', 'another']);

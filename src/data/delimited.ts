@@ -12,14 +12,17 @@ import { MAX_LINE_BYTES } from './corpusOptions.js';
 export const KNOWN_HEADER_NAMES: readonly string[] = ['sent0', 'sent1', 'sentence', 'sentences', 'text', 'sent'];
 
 /**
- * csv-parse's options for a corpus with `delimiter` (`,` or a tab): every record carries its end offset in bytes, and
- * a record of more than MAX_LINE_BYTES (a line's limit, corpusOptions.ts; csv-parse counts a record's finished fields
- * in UTF-16 units, the field being read in bytes) is an error (CSV_MAX_RECORD_SIZE, see describeCsvError) once that
- * much of it has come: a quote never closed would otherwise hold the rest of the file.
+ * csv-parse's options for a corpus with `delimiter` (`,` or a tab): every record carries its end offset in bytes;
+ * records end at `\r\n` or `\n`, the line ends the readers take, in any mix (csv-parse would otherwise take the first
+ * line end it finds for every record, and search for it at three allocations a byte until one comes); and a record of
+ * more than MAX_LINE_BYTES (a line's limit, corpusOptions.ts; csv-parse counts a record's finished fields in UTF-16
+ * units, the field being read in bytes) is an error (CSV_MAX_RECORD_SIZE, see describeCsvError) once that much of it
+ * has come: a quote never closed would otherwise hold the rest of the file.
  */
 export function csvParseOptions(delimiter: string): Options {
   return {
-    bom: true, info: true, skip_empty_lines: true, delimiter, quote: '"', relax_column_count: false, max_record_size: MAX_LINE_BYTES,
+    bom: true, info: true, skip_empty_lines: true, delimiter, quote: '"', relax_column_count: false, record_delimiter: ['\r\n', '\n'],
+    max_record_size: MAX_LINE_BYTES,
   };
 }
 
