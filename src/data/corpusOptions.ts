@@ -1,6 +1,7 @@
 /**
- * How src/data/readers.ts reads a corpus: the formats, what becomes of invalid and blank lines, and the defaults, in
- * a module that loads no parser: the training config's data.* keys and `micse data subset`'s flags name them.
+ * How src/data/readers.ts reads a corpus: the formats, the longest line, what becomes of invalid and blank lines, and
+ * the defaults, in a module that loads no parser: the training config's data.* keys and `micse data subset`'s flags
+ * name them, and delimited.ts (in the browser bundle too) takes the line limit from here.
  */
 
 /** A corpus file's format; 'auto' goes by the file's extension. */
