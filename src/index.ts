@@ -32,7 +32,7 @@ export * from './losses/index.js';
 export { readDelimitedText, type DelimitedLine } from './data/delimited.js';
 export {
   openCorpus, readAll, detectFormat, type CorpusFormat, type CorpusLine, type CorpusReader, type ReadCorpusOptions, type ReadStats, type OnInvalid,
-  type BlankLines, type CorpusOptionNames,
+  MAX_LINE_BYTES, type BlankLines, type CorpusOptionNames,
 } from './data/readers.js';
 export {
   loadTrainingSentences, writeSubset, subsetSize, type SubsetManifest, type SubsetSpec, type LoadTrainingOptions, type TrainingSentences,

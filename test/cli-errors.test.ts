@@ -3,8 +3,8 @@
  * the cause, exit code 2, and no temporary file left behind.
  *   - numeric flags out of range (`--batch-size 0 | -5 | abc`) and misspelt flags (with a did-you-mean), on every
  *     command, in process; likewise an existing output file without --force, an eval --json path that cannot be
- *     written, a subset without a size, a command without its subcommand or argument, and the data layer's errors
- *     naming the flag typed;
+ *     written, a subset without a size, a command without its subcommand or argument, the data layer's errors
+ *     naming the flag typed, and a corpus line longer than the readers take;
  *   - environment faults, through real commands in child processes (test/cli-driver.ts): a read-only output
  *     directory (a read-only bind mount in a private mount namespace when run as root, where chmod stops nothing;
  *     chmod 0555 otherwise), an output path that is a file or a directory, and a full disk simulated by a file
@@ -18,6 +18,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { buildCli, commands, describeFailure } from '../src/cli/main.js';
+import { MAX_LINE_BYTES } from '../src/data/readers.js';
 import { loadTrainingSentences, writeSubset } from '../src/data/subset.js';
 import { environmentError, UserError } from '../src/errors.js';
 import { ensureDir, writeFileAtomic } from '../src/fsutil.js';
@@ -238,6 +239,24 @@ describe('flags', () => {
     await assert.rejects(loadTrainingSentences({ path: corpus, count: 3 }), { name: 'UserError', message: `data.count 3 is larger than ${corpus} (2 sentences)` });
     await assert.rejects(loadTrainingSentences({ path: corpus, column: 'x' }),
       { name: 'UserError', message: `${corpus}: data.column is set (x) but the file is read as one sentence per line; use a .csv/.tsv file or data.format csv/tsv` });
+  });
+
+  it('a corpus line longer than MAX_LINE_BYTES: data subset, embed and index build say FILE:LINE before any work, nothing written, exit 2', async () => {
+    const dir = path.join(TMP, 'long-line');
+    mkdirSync(dir);
+    const corpus = path.join(dir, 'c.txt');
+    writeFileSync(corpus, `one\n${'x'.repeat(MAX_LINE_BYTES + 1)}\nthree\n`);
+    const message = `micse: ${corpus}:2: line longer than ${MAX_LINE_BYTES} bytes: a corpus holds one sentence or record per line ` +
+      '(is this a JSON dump, or a compressed or binary file?)';
+    for (const argv of [
+      ['data', 'subset', '--input', corpus, '--output', path.join(dir, 's.txt'), '--count', '1'],
+      ['data', 'subset', '--input', corpus, '--output', path.join(dir, 's.txt'), '--count', '1', '--on-invalid', 'fail'],
+      ['embed', '--model', path.join(dir, 'm'), '--input', corpus, '--output', path.join(dir, 'e.jsonl')],
+      ['index', 'build', '--model', path.join(dir, 'm'), '--corpus', corpus, '--out', path.join(dir, 'out'), '--backend', 'cpu'],
+    ]) {
+      assert.deepEqual(await parseFailure(argv), { message, exitCode: 2 }, argv.join(' '));
+    }
+    assert.deepEqual(readdirSync(dir), ['c.txt']);
   });
 
   it('index build reads its corpus and checks --out before the backend and the model: their faults are said first, nothing written, exit 2', async () => {

@@ -1,12 +1,12 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { linkSync, mkdtempSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, test } from 'node:test';
 import { UserError } from '../src/errors.js';
 import { readDelimitedText } from '../src/data/delimited.js';
-import { LineSplitter, openCorpus, parseColumn, readAll } from '../src/data/readers.js';
+import { LineSplitter, MAX_LINE_BYTES, openCorpus, parseColumn, READ_CHUNK_BYTES, readAll, type ReadStats } from '../src/data/readers.js';
 import { shared, SKIP_NO_SHARED } from './helpers.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'micse-readers-'));
@@ -114,6 +114,15 @@ test('csv: header, quoted commas, embedded newlines, "" escapes, BOM, CRLF', asy
   assert.deepEqual(firstColumn.lines.map((l) => l.text), ['1', '2', '3', '4']);
 });
 
+test('csv/tsv: \\r\\n and \\n line ends in one file each end a record; a lone \\r is text', async () => {
+  const csv = 'text\r\na\nb\r\nc\rd\n"e\r\nf"\ng';
+  const expected = [{ text: 'a', line: 2 }, { text: 'b', line: 3 }, { text: 'c\rd', line: 4 }, { text: 'e\r\nf', line: 5 }, { text: 'g', line: 7 }];
+  assert.deepEqual((await readAll(file('mixed.csv', csv))).lines, expected);
+  assert.deepEqual(readDelimitedText(csv, 'mixed.csv', ','), expected);
+  const tsv = 'id\ttext\n1\ta\r\n2\tb\n';
+  assert.deepEqual((await readAll(file('mixed.tsv', tsv), { column: 'text' })).lines, [{ text: 'a', line: 2 }, { text: 'b', line: 3 }]);
+});
+
 test('csv without header read by index; tsv with quoted tab', async () => {
   const p = file('nohead.csv', 'a sentence,x\nanother,y\n');
   assert.deepEqual((await readAll(p, { column: 0 })).lines.map((l) => l.text), ['a sentence', 'another']);
@@ -210,14 +219,15 @@ test('shared wiki1m head streams 11,913 sentences', { skip: SKIP_NO_SHARED }, as
 });
 
 test('the line splitter holds a long stretch without a newline in time linear in its length (it was copied again for every chunk)', () => {
-  // 16 MiB in 16 KiB chunks (files come in 1 MiB reads): one line, and the same bytes as 1024 lines.
+  // 16 MiB in 16 KiB chunks (files come in 1 MiB reads): one line, and the same bytes as 1024 lines; the splitter is
+  // given a line limit of 16 MiB (the readers' MAX_LINE_BYTES is 4 MiB).
   const CHUNK = 16 << 10;
   const CHUNKS = 1024;
   const split = (newlines: boolean): { ms: number; lines: { begin: number; end: number; line: number; offset: number; valid: boolean }[] } => {
     const chunks = Array.from({ length: CHUNKS }, () => Buffer.alloc(CHUNK, 0x61));
     if (newlines) for (const c of chunks) c[CHUNK - 1] = 10;
     const stats = { lines: 0, records: 0, blank: 0, invalid: 0, invalidLines: [], bom: false, bytes: 0, sha256: null, header: null, columnIndex: null };
-    const splitter = new LineSplitter('big.txt', createHash('sha256'), stats);
+    const splitter = new LineSplitter('big.txt', createHash('sha256'), stats, CHUNK * CHUNKS);
     const lines: { begin: number; end: number; line: number; offset: number; valid: boolean }[] = [];
     const t0 = performance.now();
     for (const c of chunks) for (const v of splitter.push(c)) lines.push({ begin: v.begin, end: v.end, line: v.line, offset: v.offset, valid: v.valid });
@@ -235,4 +245,93 @@ test('the line splitter holds a long stretch without a newline in time linear in
   // Both hash every byte once; the quadratic splitter copied 8 GiB for the single line (about 4 s here, against
   // ~270 ms for either input now): the margin leaves room for a loaded machine.
   assert.ok(one.ms < 4 * many.ms + 1500, `one line: ${one.ms.toFixed(0)} ms, the same bytes as ${CHUNKS} lines: ${many.ms.toFixed(0)} ms`);
+});
+
+/** Reads `file` to its end with `opts`; returns the UserError it fails with and the stats at that point. */
+async function failure(file: string, opts: Parameters<typeof openCorpus>[1] = {}): Promise<{ message: string; stats: ReadStats }> {
+  const reader = openCorpus(file, opts);
+  try {
+    for await (const _ of reader);
+  } catch (err) {
+    assert.ok(err instanceof UserError, String(err));
+    return { message: err.message, stats: reader.stats };
+  }
+  assert.fail(`${file}: read without error`);
+}
+
+/** What a reader may have taken in before refusing a line past MAX_LINE_BYTES: the limit and the chunk that crossed it. */
+const MOST_READ = MAX_LINE_BYTES + READ_CHUNK_BYTES;
+const tooLong = (name: string, line: number): RegExp =>
+  new RegExp(`^\\S*${name.replace('.', '\\.')}:${line}: line longer than ${MAX_LINE_BYTES} bytes: a corpus holds one sentence or record per line \\(is this a JSON dump, or a compressed or binary file\\?\\)$`);
+
+test('a file without line breaks, text or binary, fails with its first chunks read, whatever onInvalid says; txt, CSV and TSV alike', async () => {
+  // Text: several read chunks of one line (a minified JSON dump). It is refused once MAX_LINE_BYTES have come.
+  const text = file('dump.txt', Buffer.alloc(MAX_LINE_BYTES + 2 * READ_CHUNK_BYTES, 'x'));
+  // Binary with no 0x0A byte (a compressed file): the first chunk is one line with a NUL, judged binary at once.
+  const bytes = Buffer.alloc(3 * READ_CHUNK_BYTES);
+  for (let i = 0; i < bytes.length; i++) bytes[i] = (i * 131 + (i >> 8)) & 0xff;
+  for (let i = bytes.indexOf(10); i >= 0; i = bytes.indexOf(10, i)) bytes[i] = 11;
+  const binary = file('blob.txt', bytes);
+  for (const ext of ['txt', 'csv', 'tsv']) {
+    const t = path.join(dir, `dump-${ext}.${ext}`);
+    const b = path.join(dir, `blob-${ext}.${ext}`);
+    linkSync(text, t);
+    linkSync(binary, b);
+    for (const onInvalid of ['skip', 'fail'] as const) {
+      const long = await failure(t, { onInvalid });
+      assert.match(long.message, tooLong(path.basename(t), 1), `${ext} ${onInvalid}`);
+      assert.ok(long.stats.bytes > MAX_LINE_BYTES && long.stats.bytes <= MOST_READ, `${ext} ${onInvalid}: ${long.stats.bytes} bytes read`);
+      const bin = await failure(b, { onInvalid });
+      assert.match(bin.message, new RegExp(`blob-${ext}\\.${ext}:1: NUL byte, not text \\(NUL bytes on 1 of the first 1 lines: a binary file`), `${ext} ${onInvalid}`);
+      assert.equal(bin.stats.bytes, READ_CHUNK_BYTES, `${ext} ${onInvalid}: judged by the first chunk`);
+    }
+  }
+});
+
+test('a file far larger than the line limit fails after reading the limit and one chunk (memory does not grow with the file)', async () => {
+  // 1 GiB, sparse: a MiB of text, then zeros without a line break (holding it whole would take a GiB and seconds).
+  const p = file('huge.txt', Buffer.alloc(READ_CHUNK_BYTES, 'y'));
+  truncateSync(p, 1 << 30);
+  const t0 = performance.now();
+  const { message, stats } = await failure(p);
+  assert.match(message, tooLong('huge.txt', 1));
+  assert.ok(stats.bytes <= MOST_READ, `${stats.bytes} bytes read`);
+  assert.ok(performance.now() - t0 < 10_000, `${(performance.now() - t0).toFixed(0)} ms`);
+});
+
+test('a line past MAX_LINE_BYTES in a valid file is refused naming it, not skipped; one of MAX_LINE_BYTES is read', async () => {
+  const long = 'z'.repeat(MAX_LINE_BYTES + 1);
+  for (const [name, content, line] of [
+    ['mid.txt', `one\ntwo\n${long}\nfour\n`, 3],
+    ['mid-crlf.txt', `one\r\n\r\n${long}\r\nfour\r\n`, 3],
+    ['last.txt', `one\n${long}`, 2],
+    ['mid.csv', `text\none\n${long}\nfour\n`, 3],
+    ['mid.tsv', `id\ttext\n1\tone\n2\t${long}\n3\tfour\n`, 3],
+  ] as const) {
+    const p = file(name, content);
+    for (const onInvalid of ['skip', 'fail'] as const) {
+      const { message, stats } = await failure(p, { onInvalid, ...(name.endsWith('.tsv') ? { column: 'text' } : {}) });
+      assert.match(message, tooLong(name, line), `${name} ${onInvalid}`);
+      assert.equal(stats.invalid, 0);
+    }
+  }
+  // The limit itself passes, with either line end.
+  const most = 'w'.repeat(MAX_LINE_BYTES);
+  for (const [name, content] of [['most.txt', `a\n${most}\nb\n`], ['most-crlf.txt', `a\r\n${most}\r\nb`], ['most-last.txt', `a\n${most}`]] as const) {
+    const { lines } = await readAll(file(name, content));
+    assert.deepEqual(lines.map((l) => [l.line, l.text.length]), [[1, 1], [2, MAX_LINE_BYTES], ...(name === 'most-last.txt' ? [] : [[3, 1]])], name);
+  }
+});
+
+test('CSV: a record past MAX_LINE_BYTES (a quote never closed) is malformed at the field that opened it, before the rest is read; in memory too', async () => {
+  const lines = 'a short line\n'.repeat(Math.ceil((MAX_LINE_BYTES + 2 * READ_CHUNK_BYTES) / 13));
+  const csv = `text\nok\n"never closed\n${lines}`;
+  const expected = (name: string): RegExp =>
+    new RegExp(`^\\S*${name.replace('.', '\\.')}:3: malformed CSV: the field starting on this line takes its record past ${MAX_LINE_BYTES} bytes \\(a quote never closed\\?\\)$`);
+  const p = file('open.csv', csv);
+  const { message, stats } = await failure(p);
+  assert.match(message, expected('open.csv'));
+  // The parser is a piped chunk behind the line index, which counts the bytes.
+  assert.ok(stats.bytes <= MOST_READ + READ_CHUNK_BYTES, `${stats.bytes} of ${csv.length} bytes read`);
+  assert.throws(() => readDelimitedText(csv, 'open.csv', ','), (e: unknown) => e instanceof UserError && expected('open.csv').test(e.message));
 });

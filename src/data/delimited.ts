@@ -4,15 +4,26 @@
  * which column holds the sentence, and how a csv-parse error reads. No Node built-ins here: the browser bundle
  * includes this module (its `csv-parse/sync` becomes csv-parse's browser build there, scripts/build.mjs).
  */
-import { CsvError, parse } from 'csv-parse/sync';
+import { CsvError, parse, type Options } from 'csv-parse/sync';
 import { UserError } from '../errors.js';
+import { MAX_LINE_BYTES } from './corpusOptions.js';
 
 /** Header names recognised by `header: 'auto'` when the column is given by index. */
 export const KNOWN_HEADER_NAMES: readonly string[] = ['sent0', 'sent1', 'sentence', 'sentences', 'text', 'sent'];
 
-/** csv-parse's options for a corpus with `delimiter` (`,` or a tab): every record carries its end offset in bytes. */
-export function csvParseOptions(delimiter: string) {
-  return { bom: true, info: true, skip_empty_lines: true, delimiter, quote: '"', relax_column_count: false } as const;
+/**
+ * csv-parse's options for a corpus with `delimiter` (`,` or a tab): every record carries its end offset in bytes;
+ * records end at `\r\n` or `\n`, the line ends the readers take, in any mix (csv-parse would otherwise take the first
+ * line end it finds for every record, and search for it at three allocations a byte until one comes); and a record of
+ * more than MAX_LINE_BYTES (a line's limit, corpusOptions.ts; csv-parse counts a record's finished fields in UTF-16
+ * units, the field being read in bytes) is an error (CSV_MAX_RECORD_SIZE, see describeCsvError) once that much of it
+ * has come: a quote never closed would otherwise hold the rest of the file.
+ */
+export function csvParseOptions(delimiter: string): Options {
+  return {
+    bom: true, info: true, skip_empty_lines: true, delimiter, quote: '"', relax_column_count: false, record_delimiter: ['\r\n', '\n'],
+    max_record_size: MAX_LINE_BYTES,
+  };
 }
 
 /**
@@ -91,12 +102,12 @@ export class ColumnPicker {
 }
 
 /**
- * Where a csv-parse error is and what it says. Every fault is reported at the line where the faulty part starts,
- * and `what` says which part: the field, for quote errors (csv-parse's `bytes` is where that field starts: its
- * opening quote, the delimiter just before it, or the end of the previous record when empty lines come between),
- * or the record, for a wrong field count (`bytes` is the record's end; the line breaks inside its fields, which
- * csv-parse gives back, lead to its first line). csv-parse's own line numbers are unreliable with CRLF and point
- * past the fault.
+ * Where a csv-parse error is and what it says. Every fault is reported at the line where the faulty part starts, and
+ * `what` says which part: the field, for quote errors (csv-parse's `bytes` is where that field starts: its opening
+ * quote, the delimiter just before it, or the end of the previous record when empty lines come between), or the record,
+ * for a wrong field count (`bytes` is the record's end; the line breaks inside its fields, which csv-parse gives back,
+ * lead to its first line). A record past max_record_size is told by the field it was in (its `bytes` is where that
+ * field starts). csv-parse's own line numbers are unreliable with CRLF and point past the fault.
  */
 export interface CsvFault {
   /** A byte offset in the file. */
@@ -117,7 +128,9 @@ export function describeCsvError(err: CsvError, prevEnd: number): CsvFault {
   }
   const what = err.code === 'CSV_QUOTE_NOT_CLOSED'
     ? 'the quoted field starting on this line is never closed'
-    : `the field starting on this line: ${cleanCsvMessage(err)}`;
+    : err.code === 'CSV_MAX_RECORD_SIZE'
+      ? `the field starting on this line takes its record past ${MAX_LINE_BYTES} bytes (a quote never closed?)`
+      : `the field starting on this line: ${cleanCsvMessage(err)}`;
   return { at, part: 'field', linesIn: 0, what };
 }
 

@@ -10,6 +10,10 @@
  *   when shorter; a piece cut at that boundary counts as a line), named with its first such line. Such a file would
  *   otherwise read as lines of invalid or NUL-riddled text. In any other file a line holding a NUL byte is an
  *   invalid line, as below.
+ * - A line longer than MAX_LINE_BYTES (4 MiB, without its line end; see corpusOptions.ts for why that much and why
+ *   `onInvalid: skip` does not skip it) is a UserError naming the file and line, raised once that many bytes have
+ *   come without a line break, so a file without line breaks is never held whole. In CSV a record, which may span
+ *   lines, is held to the same limit (csvParseOptions).
  * - Blank records (empty or whitespace only) are skipped and counted in `stats.blank`; a .txt corpus read with
  *   `blankLines: 'keep'` yields its blank lines as they are (and still counts them), as HF datasets' `text` loader
  *   does (`str.splitlines()` keeps empty lines), which the miCSE and SimCSE training scripts read their corpus with.
@@ -31,12 +35,13 @@ import { isUtf8 } from 'node:buffer';
 import { CsvError, parse } from 'csv-parse';
 import { UserError } from '../errors.js';
 import {
-  DEFAULT_BLANK_LINES, DEFAULT_CORPUS_FORMAT, DEFAULT_ON_INVALID, type BlankLines, type CorpusFormatChoice, type OnInvalid,
+  DEFAULT_BLANK_LINES, DEFAULT_CORPUS_FORMAT, DEFAULT_ON_INVALID, MAX_LINE_BYTES, type BlankLines, type CorpusFormatChoice, type OnInvalid,
 } from './corpusOptions.js';
 import { ColumnPicker, csvFaultLine, csvParseOptions, delimitedKind, describeCsvError, isBlank, parseColumn } from './delimited.js';
 import { lineOf, MAX_BOM_BYTES, nulByteError, utf8BomLength } from './textCheck.js';
 
 export { KNOWN_HEADER_NAMES, parseColumn } from './delimited.js';
+export { MAX_LINE_BYTES };
 
 /** Corpus formats; `auto` picks by extension (.csv, .tsv, anything else is one sentence per line). */
 export type CorpusFormat = Exclude<CorpusFormatChoice, 'auto'>;
@@ -159,7 +164,8 @@ interface LineView {
 /**
  * Splits a byte stream of `file` into physical lines (`\n`, with a trailing `\r` removed), hashing every byte and
  * removing a leading UTF-8 BOM. Yields each line, including a last line without `\n`. Throws a UserError on a
- * UTF-16/32 byte-order mark (utf8BomLength) or when the first buffer it splits looks binary (checkBinary).
+ * UTF-16/32 byte-order mark (utf8BomLength), when the first buffer it splits looks binary (checkBinary), or on a
+ * line longer than `maxLineBytes` (checkLength), before holding more of it than that and one chunk.
  * Exported for test/data-readers.test.ts only (src/index.ts does not export it): its timing test of a long line
  * feeds chunks far smaller than the readers' READ_CHUNK_BYTES reads, which no public reader can be made to use.
  */
@@ -169,15 +175,19 @@ export class LineSplitter {
    * joined once, when a `\n` (or the end) comes, so a long stretch without one is copied once, not once per chunk.
    */
   private tail: Buffer[] = [];
+  /** The tail's length in bytes. */
+  private tailBytes = 0;
   /** File offset of the tail's first byte (or of the next byte when there is no tail). */
   private tailStart = 0;
   private lineNo = 0;
   private first = true;
   private sampled = false;
+  /** `maxLineBytes`: MAX_LINE_BYTES for every reader; the timing test passes a larger one. */
   constructor(
     private readonly file: string,
     private readonly hash: Hash,
     private readonly stats: ReadStats,
+    private readonly maxLineBytes = MAX_LINE_BYTES,
   ) {}
 
   /** `buf` (the file's first bytes, all of them when shorter than a mark) without a UTF-8 BOM; see utf8BomLength. */
@@ -212,6 +222,28 @@ export class LineSplitter {
     if (2 * withNul >= lines) throw nulByteError(this.file, first, `NUL bytes on ${withNul} of the first ${lines} lines: `);
   }
 
+  /**
+   * Throws a UserError naming line `line` when its `bytes` (without line end; for a line not yet ended, what is
+   * certain to be in it) are more than `maxLineBytes`.
+   */
+  private checkLength(bytes: number, line: number): void {
+    if (bytes > this.maxLineBytes) {
+      throw new UserError(`${this.file}:${line}: line longer than ${this.maxLineBytes} bytes: a corpus holds one sentence or record per line ` +
+        '(is this a JSON dump, or a compressed or binary file?)');
+    }
+  }
+
+  /**
+   * Adds `piece` (copied when `copy`, so a chunk it is cut from is not held) to the tail, bytes of the line after the
+   * last complete one, once checkLength has passed that line's length so far.
+   */
+  private keep(piece: Buffer, copy = false): void {
+    // A last `\r` may be the line end's.
+    this.checkLength(this.tailBytes + piece.length - (piece[piece.length - 1] === 13 ? 1 : 0), this.lineNo + 1);
+    this.tail.push(copy ? Buffer.from(piece) : piece);
+    this.tailBytes += piece.length;
+  }
+
   private readonly view: LineView = { buf: Buffer.alloc(0), begin: 0, end: 0, line: 0, offset: 0, nul: false, valid: true };
 
   *push(chunk: Buffer): Generator<LineView> {
@@ -219,14 +251,15 @@ export class LineSplitter {
     this.stats.bytes += chunk.length;
     if (this.sampled && chunk.indexOf(10) < 0) {
       // Still inside a line (its mark and sample already checked): keep the chunk, join later.
-      this.tail.push(chunk);
+      if (chunk.length > 0) this.keep(chunk);
       return;
     }
     let buf = this.tail.length === 0 ? chunk : Buffer.concat([...this.tail, chunk]);
     this.tail = [];
+    this.tailBytes = 0;
     if (this.first) {
       if (buf.length < MAX_BOM_BYTES) {
-        this.tail = [buf];
+        this.keep(buf);
         return;
       }
       buf = this.skipBom(buf);
@@ -248,6 +281,7 @@ export class LineSplitter {
       v.begin = start;
       v.end = nl > start && buf[nl - 1] === 13 ? nl - 1 : nl;
       v.line = ++this.lineNo;
+      this.checkLength(v.end - v.begin, v.line);
       v.offset = base + start;
       v.nul = anyNul && buf.subarray(v.begin, v.end).indexOf(0) >= 0;
       v.valid = allValid || (!v.nul && isUtf8(buf.subarray(v.begin, v.end)));
@@ -255,7 +289,7 @@ export class LineSplitter {
       start = nl + 1;
     }
     this.tailStart = base + start;
-    if (start < buf.length) this.tail = [Buffer.from(buf.subarray(start))];
+    if (start < buf.length) this.keep(buf.subarray(start), true);
   }
 
   *end(): Generator<LineView> {
@@ -264,8 +298,10 @@ export class LineSplitter {
       this.tail = [this.skipBom(Buffer.concat(this.tail))];
       yield* this.push(Buffer.alloc(0));
     }
+    // A last line without `\n`: its length was checked as it was kept.
     const buf = Buffer.concat(this.tail);
     this.tail = [];
+    this.tailBytes = 0;
     if (buf.length > 0) {
       const v = this.view;
       v.buf = buf;
