@@ -50,7 +50,8 @@ export {
 export * from '../eval/index.js';
 
 // Training
-export { train, loadRunConfig, writeCurves, type TrainOptions, type TrainResult, type MetricsLine } from './train/trainer.js';
+export { train, writeCurves, type TrainOptions, type TrainResult, type MetricsLine } from './train/trainer.js';
+export { loadRunConfig } from './train/runConfig.js';
 export { loadConfig, defaultConfig, mergeConfig, applyOverrides, SCHEMA as CONFIG_SCHEMA, type TrainConfig, type PartialTrainConfig, type LoadedConfig } from './train/config.js';
 export { trainInMemory, type InMemoryTrainOptions, type InMemoryTrainResult, type EvalLine } from './train/memory.js';
 export { AdamW, learningRateAt, type AdamWOptions, type AdamWVariant, type NamedParam } from './train/adamw.js';

@@ -1,12 +1,12 @@
 /**
  * What `micse` loads: help and the refusal of a command line (an unknown command or flag, a flag out of range)
  * load the parser and the flags' defaults, none of the library's dependencies (TF.js, onnxruntime, usearch, BullMQ,
- * vega, ...), so that they answer at once; `sweep status`, `sweep report` and `train --dry-run` load what reads
- * configs and corpora, not TF.js. Spawns bin/micse.js (dist/ once built, else the sources through tsx) under a
- * resolve hook that lists the modules it loads.
+ * vega, ...), so that they answer at once; `sweep status`, `sweep report`, `train --dry-run` (of a config or of a
+ * run to resume) and a resume's refusals load what reads configs and corpora, not TF.js. Spawns bin/micse.js (dist/
+ * once built, else the sources through tsx) under a resolve hook that lists the modules it loads.
  */
 import assert from 'node:assert/strict';
-import { mkdirSync, readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { micseLoads, ROOT, SKIP_NO_SHARED, testTempDir } from './helpers.js';
@@ -38,8 +38,17 @@ interface Case {
 }
 
 describe('micse start-up', () => {
-  const notSweep = path.join(testTempDir('cli-startup'), 'not-a-sweep');
+  const tmp = testTempDir('cli-startup');
+  const notSweep = path.join(tmp, 'not-a-sweep');
   mkdirSync(notSweep);
+  // The smallest run directory a resume reads before it trains: a config.yaml (tiny.yaml's paths are relative to the
+  // repository root, where the cases run); one whose config.yaml is not YAML; and a folder without one.
+  const run = path.join(tmp, 'run');
+  mkdirSync(run);
+  writeFileSync(path.join(run, 'config.yaml'), readFileSync(path.join(ROOT, 'configs', 'tiny.yaml')));
+  const damaged = path.join(tmp, 'damaged-run');
+  mkdirSync(damaged);
+  writeFileSync(path.join(damaged, 'config.yaml'), 'train:\n  seed: [1\n');
   const embed = ['embed', '--model', 'm', '--input', 'in.txt', '--output', 'o.jsonl'];
   const cases: Case[] = [
     { argv: ['--help'], code: 0 },
@@ -51,6 +60,14 @@ describe('micse start-up', () => {
     { argv: ['sweep', 'status', '--out', notSweep], code: 2, loads: CONFIG_AND_CORPUS },
     { argv: ['sweep', 'report', notSweep], code: 2, loads: CONFIG_AND_CORPUS },
     { argv: ['train', '--config', path.join(ROOT, 'configs', 'tiny.yaml'), '--dry-run'], code: 0, loads: CONFIG_AND_CORPUS, skip: SKIP_NO_SHARED },
+    { argv: ['train', '--resume', run, '--dry-run'], code: 0, loads: CONFIG_AND_CORPUS, skip: SKIP_NO_SHARED },
+    // A resume's refusals of its run directory and of --set come before anything but the config is loaded.
+    { argv: ['train', '--resume', notSweep, '--dry-run'], code: 2, loads: CONFIG_AND_CORPUS,
+      stderr: `micse: ${path.join(notSweep, 'config.yaml')}: missing; --resume needs a run directory written by micse train\n` },
+    { argv: ['train', '--resume', damaged, '--dry-run'], code: 2, loads: CONFIG_AND_CORPUS,
+      stderr: `micse: ${path.join(damaged, 'config.yaml')}:3:1: not valid YAML (Flow sequence in block collection must be sufficiently indented and end with a ])\n` },
+    { argv: ['train', '--resume', run, '--set', 'train.output=elsewhere'], code: 2, loads: CONFIG_AND_CORPUS,
+      stderr: `micse: --set train.output: a resumed run stays in its directory (${run}); copy the run elsewhere to continue it there\n` },
   ];
   for (const { argv, code, stderr, loads = [], skip = false } of cases) {
     const what = loads.length === 0 ? "none of the library's dependencies" : `no library dependency but ${loads.join(', ')}`;
