@@ -69,10 +69,8 @@ export type { ExportFiles } from './export/hf.js';
 
 // Use the encoder: similarity, semantic search, clustering
 export { similarity, readPairsFile, type SentencePair, type ScoredPair } from './use/similarity.js';
-export {
-  buildIndex, checkIndexOut, countIndexCorpus, readIndexMeta, type BuildIndexOptions, type BuildIndexReport, type IndexMeta, type CorpusIdentity,
-  type CountedCorpus,
-} from './use/build.js';
+export { buildIndex, readIndexMeta, type BuildIndexOptions, type BuildIndexReport, type IndexMeta } from './use/build.js';
+export { checkIndexOut, countIndexCorpus, type CorpusIdentity, type CountedCorpus, type IndexCorpusOptions } from './use/indexDir.js';
 export type { AnnParams, AnnMeta } from './use/ann.js';
 export { openIndex, type SemanticIndex, type SearchHit, type SearchResult, type SearchOptions, type OpenIndexOptions } from './use/search.js';
 export type { Matrix, Neighbor } from './use/vectors.js';
