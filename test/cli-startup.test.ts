@@ -24,6 +24,8 @@ const LIBRARY = Object.keys({ ...pkg.dependencies, ...pkg.optionalDependencies }
 const CONFIG_AND_CORPUS = ['yaml', '@huggingface/tokenizers', 'csv-parse'];
 /** What reads a corpus. */
 const CORPUS = ['csv-parse'];
+/** What reads a training config (yaml): its schema names the limits of batches and corpora without their modules. */
+const CONFIG = ['yaml'];
 
 /** The library's dependencies that `urls` (the modules a process loaded) come from. */
 function libraryLoads(urls: readonly string[]): string[] {
@@ -76,12 +78,12 @@ describe('micse start-up', () => {
       stderr: `micse: ${notIndex}: not empty (1 entry) and not an index (no meta.json or progress.json); pass --force to replace it, or choose another --out. Nothing was written\n` },
     { argv: ['train', '--config', path.join(ROOT, 'configs', 'tiny.yaml'), '--dry-run'], code: 0, loads: CONFIG_AND_CORPUS, skip: SKIP_NO_SHARED },
     { argv: ['train', '--resume', run, '--dry-run'], code: 0, loads: CONFIG_AND_CORPUS, skip: SKIP_NO_SHARED },
-    // A resume's refusals of its run directory and of --set come before anything but the config is loaded.
-    { argv: ['train', '--resume', notSweep, '--dry-run'], code: 2, loads: CONFIG_AND_CORPUS,
+    // A resume's refusals of its run directory and of --set come before anything but the config's reader is loaded.
+    { argv: ['train', '--resume', notSweep, '--dry-run'], code: 2, loads: CONFIG,
       stderr: `micse: ${path.join(notSweep, 'config.yaml')}: missing; --resume needs a run directory written by micse train\n` },
-    { argv: ['train', '--resume', damaged, '--dry-run'], code: 2, loads: CONFIG_AND_CORPUS,
+    { argv: ['train', '--resume', damaged, '--dry-run'], code: 2, loads: CONFIG,
       stderr: `micse: ${path.join(damaged, 'config.yaml')}:3:1: not valid YAML (Flow sequence in block collection must be sufficiently indented and end with a ])\n` },
-    { argv: ['train', '--resume', run, '--set', 'train.output=elsewhere'], code: 2, loads: CONFIG_AND_CORPUS,
+    { argv: ['train', '--resume', run, '--set', 'train.output=elsewhere'], code: 2, loads: CONFIG,
       stderr: `micse: --set train.output: a resumed run stays in its directory (${run}); copy the run elsewhere to continue it there\n` },
   ];
   for (const { argv, code, stderr, loads = [], skip = false } of cases) {

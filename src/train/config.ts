@@ -9,7 +9,7 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import YAML, { isAlias, isCollection, isMap, isNode, isPair, isScalar, isSeq, LineCounter, type Document } from 'yaml';
 import { DEFAULT_EVAL_BATCH_SIZE } from '../../eval/sts.js';
-import { MIN_BATCH_SENTENCES } from '../data/batches.js';
+import { MIN_BATCH_SENTENCES } from '../data/batchLimits.js';
 import {
   BLANK_LINES_CHOICES, CORPUS_FORMATS, DEFAULT_BLANK_LINES, DEFAULT_CORPUS_FORMAT, DEFAULT_ON_INVALID, ON_INVALID_CHOICES,
 } from '../data/corpusOptions.js';
