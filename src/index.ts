@@ -50,7 +50,8 @@ export {
 export * from '../eval/index.js';
 
 // Training
-export { train, loadRunConfig, writeCurves, type TrainOptions, type TrainResult, type MetricsLine } from './train/trainer.js';
+export { train, writeCurves, type TrainOptions, type TrainResult, type MetricsLine } from './train/trainer.js';
+export { loadRunConfig } from './train/runConfig.js';
 export { loadConfig, defaultConfig, mergeConfig, applyOverrides, SCHEMA as CONFIG_SCHEMA, type TrainConfig, type PartialTrainConfig, type LoadedConfig } from './train/config.js';
 export { trainInMemory, type InMemoryTrainOptions, type InMemoryTrainResult, type EvalLine } from './train/memory.js';
 export { AdamW, learningRateAt, type AdamWOptions, type AdamWVariant, type NamedParam } from './train/adamw.js';
@@ -68,10 +69,8 @@ export type { ExportFiles } from './export/hf.js';
 
 // Use the encoder: similarity, semantic search, clustering
 export { similarity, readPairsFile, type SentencePair, type ScoredPair } from './use/similarity.js';
-export {
-  buildIndex, checkIndexOut, countIndexCorpus, readIndexMeta, type BuildIndexOptions, type BuildIndexReport, type IndexMeta, type CorpusIdentity,
-  type CountedCorpus,
-} from './use/build.js';
+export { buildIndex, readIndexMeta, type BuildIndexOptions, type BuildIndexReport, type IndexMeta } from './use/build.js';
+export { checkIndexOut, countIndexCorpus, type CorpusIdentity, type CountedCorpus, type IndexCorpusOptions } from './use/indexDir.js';
 export type { AnnParams, AnnMeta } from './use/ann.js';
 export { openIndex, type SemanticIndex, type SearchHit, type SearchResult, type SearchOptions, type OpenIndexOptions } from './use/search.js';
 export type { Matrix, Neighbor } from './use/vectors.js';

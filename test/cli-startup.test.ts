@@ -1,12 +1,13 @@
 /**
  * What `micse` loads: help and the refusal of a command line (an unknown command or flag, a flag out of range)
  * load the parser and the flags' defaults, none of the library's dependencies (TF.js, onnxruntime, usearch, BullMQ,
- * vega, ...), so that they answer at once; `sweep status`, `sweep report` and `train --dry-run` load what reads
- * configs and corpora, not TF.js. Spawns bin/micse.js (dist/ once built, else the sources through tsx) under a
- * resolve hook that lists the modules it loads.
+ * vega, ...), so that they answer at once; `sweep status`, `sweep report`, `train --dry-run` (of a config or of a
+ * run to resume) and a resume's refusals load what reads configs and corpora, not TF.js; `index build` refuses its
+ * corpus or --out having loaded the corpus readers alone. Spawns bin/micse.js (dist/ once built, else the sources
+ * through tsx) under a resolve hook that lists the modules it loads.
  */
 import assert from 'node:assert/strict';
-import { mkdirSync, readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { micseLoads, ROOT, SKIP_NO_SHARED, testTempDir } from './helpers.js';
@@ -21,6 +22,10 @@ const PARSER = new Set(['yargs', 'tsx']);
 const LIBRARY = Object.keys({ ...pkg.dependencies, ...pkg.optionalDependencies }).filter((d) => !PARSER.has(d));
 /** What reads a training config (yaml), counts batches (the tokenizer's module) and reads a corpus (csv-parse). */
 const CONFIG_AND_CORPUS = ['yaml', '@huggingface/tokenizers', 'csv-parse'];
+/** What reads a corpus. */
+const CORPUS = ['csv-parse'];
+/** What reads a training config (yaml): its schema names the limits of batches and corpora without their modules. */
+const CONFIG = ['yaml'];
 
 /** The library's dependencies that `urls` (the modules a process loaded) come from. */
 function libraryLoads(urls: readonly string[]): string[] {
@@ -38,9 +43,26 @@ interface Case {
 }
 
 describe('micse start-up', () => {
-  const notSweep = path.join(testTempDir('cli-startup'), 'not-a-sweep');
+  const tmp = testTempDir('cli-startup');
+  const notSweep = path.join(tmp, 'not-a-sweep');
   mkdirSync(notSweep);
+  // The smallest run directory a resume reads before it trains: a config.yaml (tiny.yaml's paths are relative to the
+  // repository root, where the cases run); one whose config.yaml is not YAML; and a folder without one.
+  const run = path.join(tmp, 'run');
+  mkdirSync(run);
+  writeFileSync(path.join(run, 'config.yaml'), readFileSync(path.join(ROOT, 'configs', 'tiny.yaml')));
+  const damaged = path.join(tmp, 'damaged-run');
+  mkdirSync(damaged);
+  writeFileSync(path.join(damaged, 'config.yaml'), 'train:\n  seed: [1\n');
   const embed = ['embed', '--model', 'm', '--input', 'in.txt', '--output', 'o.jsonl'];
+  // An index build's corpus that is not there, and an --out it refuses (a folder of something else than an index).
+  const noCorpus = path.join(tmp, 'no-corpus.txt');
+  const corpus = path.join(tmp, 'corpus.txt');
+  writeFileSync(corpus, 'a sentence\n');
+  const notIndex = path.join(tmp, 'not-an-index');
+  mkdirSync(notIndex);
+  writeFileSync(path.join(notIndex, 'notes.txt'), 'mine\n');
+  const indexBuild = (corpusFile: string, out: string) => ['index', 'build', '--model', 'm', '--corpus', corpusFile, '--out', out];
   const cases: Case[] = [
     { argv: ['--help'], code: 0 },
     { argv: ['sweep', 'status', '--help'], code: 0 },
@@ -50,7 +72,19 @@ describe('micse start-up', () => {
     // Their handlers' modules are loaded whole before they find no sweep.json.
     { argv: ['sweep', 'status', '--out', notSweep], code: 2, loads: CONFIG_AND_CORPUS },
     { argv: ['sweep', 'report', notSweep], code: 2, loads: CONFIG_AND_CORPUS },
+    // An index build checks --out and reads its corpus through before it loads TF.js, usearch and the model.
+    { argv: indexBuild(noCorpus, path.join(tmp, 'index')), code: 2, loads: CORPUS, stderr: `micse: cannot read corpus ${noCorpus}: ENOENT\n` },
+    { argv: indexBuild(corpus, notIndex), code: 2, loads: CORPUS,
+      stderr: `micse: ${notIndex}: not empty (1 entry) and not an index (no meta.json or progress.json); pass --force to replace it, or choose another --out. Nothing was written\n` },
     { argv: ['train', '--config', path.join(ROOT, 'configs', 'tiny.yaml'), '--dry-run'], code: 0, loads: CONFIG_AND_CORPUS, skip: SKIP_NO_SHARED },
+    { argv: ['train', '--resume', run, '--dry-run'], code: 0, loads: CONFIG_AND_CORPUS, skip: SKIP_NO_SHARED },
+    // A resume's refusals of its run directory and of --set come before anything but the config's reader is loaded.
+    { argv: ['train', '--resume', notSweep, '--dry-run'], code: 2, loads: CONFIG,
+      stderr: `micse: ${path.join(notSweep, 'config.yaml')}: missing; --resume needs a run directory written by micse train\n` },
+    { argv: ['train', '--resume', damaged, '--dry-run'], code: 2, loads: CONFIG,
+      stderr: `micse: ${path.join(damaged, 'config.yaml')}:3:1: not valid YAML (Flow sequence in block collection must be sufficiently indented and end with a ])\n` },
+    { argv: ['train', '--resume', run, '--set', 'train.output=elsewhere'], code: 2, loads: CONFIG,
+      stderr: `micse: --set train.output: a resumed run stays in its directory (${run}); copy the run elsewhere to continue it there\n` },
   ];
   for (const { argv, code, stderr, loads = [], skip = false } of cases) {
     const what = loads.length === 0 ? "none of the library's dependencies" : `no library dependency but ${loads.join(', ')}`;

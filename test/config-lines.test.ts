@@ -154,6 +154,26 @@ describe('a config error names FILE:LINE and the key', () => {
     await refuses(loadConfig(child), `${dup}:4:3: not valid YAML (Map keys must be unique)`);
   });
 
+  it('a "billion laughs" document: the alias at which the yaml package stops counting, by line and column', async () => {
+    // Each line's aliases repeat the line above nine times: the first *c, on line 7, is where the package's count
+    // (an anchor's uses times the aliases nested in it, at most 100) passes its limit; the first alias is *a on line 5.
+    const laughs = await write('laughs.yaml', [
+      '# a billion laughs',
+      'train:',
+      '  seed: 1',
+      'a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]',
+      'b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]',
+      'c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]',
+      'd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]',
+      'e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]',
+      '',
+    ].join('\n'));
+    await refuses(loadConfig(laughs), `${laughs}:7:8: not valid YAML (Excessive alias count indicates a resource exhaustion attack, at alias *c)`);
+    // Through an extends, the file that holds the aliases.
+    const child = await write('laughs-child.yaml', 'extends: laughs.yaml\n');
+    await refuses(loadConfig(child), `${laughs}:7:8: not valid YAML (Excessive alias count indicates a resource exhaustion attack, at alias *c)`);
+  });
+
   it('a --set and a JSON file are named as before, without a line', async () => {
     const f = await write('ok.yaml', 'train:\n  seed: 1\n');
     await refuses(loadConfig(f, ['train.seed=-1']), '--set train.seed=-1: train.seed must be >= 0, got -1');

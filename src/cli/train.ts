@@ -40,7 +40,7 @@ export const trainCommand: CommandModule<object, TrainArgs> = {
     const set = args.backend === undefined ? args.set : [...args.set, `train.backend=${args.backend}`];
     let config: TrainConfig;
     if (args.resume !== undefined) {
-      const { loadRunConfig } = await import('../train/trainer.js');
+      const { loadRunConfig } = await import('../train/runConfig.js');
       config = await loadRunConfig(args.resume, set);
       config.train.output = args.resume;
     } else {

@@ -94,13 +94,14 @@ const indexBuildCommand: CommandModule<object, IndexBuildArgs> = {
       .option('threads', { ...numberFlag('threads', { integer: true, min: 0 }), default: DEFAULT_ANN_PARAMS.threads, describe: 'insertion threads (1: the same graph every run; 0: all cores)' })
       .option('force', { type: 'boolean', default: false, describe: 'start over, replacing what --out holds (all of it) once the new index is complete' }) as never,
   handler: async (args) => {
-    // The corpus is read through and --out checked before the backend and the model: their faults are said without
-    // waiting for them.
+    // --out is checked and the corpus read through before the index builder (TF.js, usearch), the backend and the
+    // model are loaded: their faults are said without waiting for them.
     const corpus = { corpus: args.corpus, column: args.column ?? null, names: COLUMN_FLAG_NAMES };
-    const { buildIndex, checkIndexOut, countIndexCorpus } = await import('../use/build.js');
-    const { shortFingerprint } = await import('../use/fingerprint.js');
+    const { checkIndexOut, countIndexCorpus } = await import('../use/indexDir.js');
     await checkIndexOut(args.out, args.force, { corpus: args.corpus });
     const counted = await countIndexCorpus(corpus);
+    const { buildIndex } = await import('../use/build.js');
+    const { shortFingerprint } = await import('../use/fingerprint.js');
     const { loadPretrained, resolveCheckpoint } = await import('../model/pretrained.js');
     await activateBackend(args.backend);
     const pretrained = await loadPretrained(await resolveCheckpoint(args.model), maxLengthLoadOpts(args));

@@ -15,6 +15,7 @@
  */
 import { createHash } from 'node:crypto';
 import { UserError } from '../errors.js';
+import { MIN_BATCH_SENTENCES } from './batchLimits.js';
 import { Rng, type RngState } from './rng.js';
 import { padRows } from './tokenizer.js';
 
@@ -82,9 +83,6 @@ export interface BatchIteratorOptions {
 export const DEFAULT_MAX_SEQ_LEN = 32;
 /** Token ids are cached by default up to this many sentences (the 10% split is 100,000). */
 export const CACHE_MAX_SENTENCES = 200_000;
-
-/** The fewest sentences a batch may hold: InfoNCE scores each sentence's views against the other sentences'. */
-export const MIN_BATCH_SENTENCES = 2;
 
 /**
  * Throws unless `n` training sentences can fill a batch (InfoNCE contrasts the sentences of a batch); `where`

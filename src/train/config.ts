@@ -7,9 +7,9 @@
  */
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import YAML, { isAlias, isCollection, isMap, isNode, isPair, isScalar, isSeq, LineCounter, type Document } from 'yaml';
+import YAML, { isAlias, isCollection, isMap, isNode, isPair, isScalar, isSeq, LineCounter, type Alias, type Document } from 'yaml';
 import { DEFAULT_EVAL_BATCH_SIZE } from '../../eval/sts.js';
-import { MIN_BATCH_SENTENCES } from '../data/batches.js';
+import { MIN_BATCH_SENTENCES } from '../data/batchLimits.js';
 import {
   BLANK_LINES_CHOICES, CORPUS_FORMATS, DEFAULT_BLANK_LINES, DEFAULT_CORPUS_FORMAT, DEFAULT_ON_INVALID, ON_INVALID_CHOICES,
 } from '../data/corpusOptions.js';
@@ -411,6 +411,39 @@ function unheldNode(doc: Document): { pos: number; problem: string } | null {
 }
 
 /**
+ * The alias at which `doc.toJS()` throws, having resolved more aliases than its maxAliasCount (a "billion laughs"
+ * document): toJS runs again with each alias's resolve (the yaml package's Alias.resolve, where it counts an alias's
+ * uses and throws past the limit) wrapped to note the alias whose resolve threw first, the innermost one, so the alias
+ * named is exactly the one at which the count was exceeded. Where no alias's resolve threw (a version of the package
+ * that counts elsewhere), the exact alias is unknown and the document's first alias is named; null when the document
+ * holds no alias. Call it only once toJS has thrown: it leaves the wrappers on `doc`'s aliases.
+ */
+function aliasPastCount(doc: Document): Alias | null {
+  const aliases: Alias[] = [];
+  const threw: Alias[] = [];
+  YAML.visit(doc, {
+    Alias: (_key, node) => {
+      aliases.push(node);
+      const resolve = node.resolve.bind(node);
+      node.resolve = (...args: Parameters<Alias['resolve']>) => {
+        try {
+          return resolve(...args);
+        } catch (err) {
+          threw.push(node);
+          throw err;
+        }
+      };
+    },
+  });
+  try {
+    doc.toJS();
+  } catch {
+    // Expected: the fault the caller saw, now with the alias noted.
+  }
+  return threw[0] ?? aliases[0] ?? null;
+}
+
+/**
  * `value`, the top level of a file of kind `what` read from `place` (`FILE:LINE` of its first node, or the file),
  * as the mapping every config and sweep file is; a UserError naming what it is instead.
  */
@@ -425,7 +458,8 @@ function topLevelMapping(value: unknown, what: string, place: string): Record<st
  * read fault ('config', 'sweep') and `namedBy` what pointed at it (an `extends`, a sweep's base). A YAML file's
  * syntax errors, duplicate keys included, are named by the yaml package's line and column (`FILE:LINE:COL: not
  * valid YAML (...)`), its warnings (an unknown tag) likewise, as are an alias without its anchor and a mapping or
- * list as a key (unheldNode); a top level that is not a mapping by the line it
+ * list as a key (unheldNode), and more aliases than the package resolves, by the alias past the limit
+ * (aliasPastCount); a top level that is not a mapping by the line it
  * starts on (line 1 when the file holds no value); the lines of its keys are recorded for placeOf.
  */
 export async function readYamlFile(file: string, what: string, namedBy?: string): Promise<Record<string, unknown>> {
@@ -462,8 +496,10 @@ export async function readYamlFile(file: string, what: string, namedBy?: string)
     value = doc.toJS();
   } catch (err) {
     // What parsing and unheldNode accept and toJS refuses: more aliases than toJS's maxAliasCount, which the yaml
-    // package gives no position.
-    throw new UserError(`${file}: not valid YAML (${firstLineOf(err)})`);
+    // package throws without a position; aliasPastCount finds the alias.
+    const alias = aliasPastCount(doc);
+    const where = alias === null ? file : at(alias.range?.[0] ?? -1);
+    throw new UserError(`${where}: not valid YAML (${firstLineOf(err)}${alias === null ? '' : `, at alias *${alias.source}`})`);
   }
   const top = doc.contents === null ? 1 : lines.linePos(doc.contents.range[0]).line;
   const mapping = topLevelMapping(doc.contents === null ? undefined : value, what, `${file}:${top}`);

@@ -22,9 +22,9 @@
  * `force` replaces what the directory holds, as `export --force` replaces its output: whole (files that are not
  * the index's go too), and only once the new index is complete. A directory whose replacement would remove more than
  * the user put there for it (the current folder or one above it, or one that is, holds or lies in the corpus or the
- * model folder) is refused before anything is read or written (checkIndexOut, refuseReplacingDir). The corpus is read through (counted) before
- * anything is written but the lock (a folder made for it alone is removed again when the build fails); a non-empty
- * directory is then rebuilt in a sibling staging folder (`OUT.tmp-index-PID`) that replaces it by two renames (the
+ * model folder) is refused before anything is read or written (indexDir.ts checkIndexOut, refuseReplacingDir). The
+ * corpus is read through (counted) before anything is written but the lock (a folder made for it alone is removed
+ * again when the build fails); a non-empty directory is then rebuilt in a sibling staging folder (`OUT.tmp-index-PID`) that replaces it by two renames (the
  * old one moved to `OUT.old-index-PID`, then removed), so a failed or killed rebuild leaves the previous content
  * whole and no half index under its name; the next build into the same directory repairs what a kill left
  * (recoverReplacement), and `search` on a directory a kill left moved aside says so (readIndexMeta). Between the two
@@ -34,10 +34,10 @@
  */
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { openCorpus, type CorpusOptionNames, type CorpusReader } from '../data/readers.js';
+import type { CorpusReader } from '../data/readers.js';
 import { checkInteger, environmentError, UserError } from '../errors.js';
 import { faultPoint } from '../faultPoints.js';
-import { ensureDir, exists, fsFault, isJsonObject, isLockEntry, PidLock, processAlive, readJsonObject, recoverReplacement, refuseNonEmptyDir, refuseReplacingDir, replacementSibling, replacementSiblings, temporaryOwner, valueAtPath, writeFileAtomic } from '../fsutil.js';
+import { ensureDir, exists, isJsonObject, PidLock, processAlive, readJsonObject, recoverReplacement, replacementSibling, replacementSiblings, temporaryOwner, valueAtPath, writeFileAtomic } from '../fsutil.js';
 import { checkBatchSize, DEFAULT_EMBED_BATCH_SIZE, DEFAULT_EMBED_POOLER, embed, embedMaxLength } from '../model/embed.js';
 import { checkPooler, type EmbedPooler } from '../model/pooling.js';
 import type { Pretrained } from '../model/pretrained.js';
@@ -45,25 +45,13 @@ import { createProgress } from '../progress.js';
 import { ANN_LIBRARY, ANN_LIBRARY_VERSION, AnnIndex, type AnnMeta, type AnnParams } from './ann.js';
 import { DEFAULT_ANN_PARAMS, DEFAULT_CHUNK_SIZE } from './defaults.js';
 import { modelFingerprint, shortFingerprint, type ModelFingerprint } from './fingerprint.js';
+import { checkIndexOut, countIndexCorpus, INDEX_FILES, INDEX_LOCK_FILE, isIndexLock, type CorpusIdentity, type CountedCorpus, type IndexCorpusOptions } from './indexDir.js';
 import { NpyAppender, readNpyRows } from './npyAppend.js';
 
 export const INDEX_FORMAT = 'micse-index';
 export const INDEX_FORMAT_VERSION = 1;
-export const INDEX_FILES = { vectors: 'vectors.npy', texts: 'texts.jsonl', ann: 'index.usearch', meta: 'meta.json', progress: 'progress.json' } as const;
-/** The lock a running build holds in the index directory (beside INDEX_FILES, not one of them). */
-export const INDEX_LOCK_FILE = 'build.lock';
-/** Whether `name` in an index directory is the build lock or a temporary file of a build taking it. */
-const isIndexLock = (name: string) => isLockEntry(name, INDEX_LOCK_FILE);
 /** The tag of the siblings `--force` makes beside an index directory (replacementSibling). */
 const INDEX_REPLACEMENT_TAG = 'index';
-
-/** What identifies a corpus file between runs (a changed file cannot be resumed). */
-export interface CorpusIdentity {
-  path: string;
-  column: string | number | null;
-  bytes: number;
-  mtimeMs: number;
-}
 
 export interface IndexMeta {
   format: typeof INDEX_FORMAT;
@@ -87,12 +75,7 @@ interface ProgressState {
   embedSeconds: number;
 }
 
-export interface BuildIndexOptions {
-  /** Corpus: .txt (one sentence per line), .csv or .tsv with `column`. */
-  corpus: string;
-  column?: string | number | null;
-  /** How messages name `column`; default the config key (CONFIG_CORPUS_NAMES). */
-  names?: Partial<CorpusOptionNames>;
+export interface BuildIndexOptions extends IndexCorpusOptions {
   /** Index directory (created). */
   out: string;
   pooler?: EmbedPooler;
@@ -115,14 +98,6 @@ export interface BuildIndexOptions {
    * it loads the model); read here first when absent.
    */
   counted?: CountedCorpus;
-}
-
-/** A corpus read through by countIndexCorpus. */
-export interface CountedCorpus {
-  reader: CorpusReader;
-  identity: CorpusIdentity;
-  /** Records in the corpus. */
-  total: number;
 }
 
 export interface BuildIndexReport {
@@ -234,12 +209,6 @@ function sameIndex(meta: IndexMeta, fingerprint: ModelFingerprint, corpus: Corpu
     meta.ann.connectivity === params.connectivity && meta.ann.expansionAdd === params.expansionAdd;
 }
 
-async function countRecords(reader: CorpusReader): Promise<number> {
-  let n = 0;
-  for await (const _ of reader) n++;
-  return n;
-}
-
 /**
  * Saves the ANN graph to `file` through a temporary file renamed over it. On failure the temporary file is removed
  * and the error names `file`: usearch's own ("Failed to serialize into stream") names neither the file nor the
@@ -261,50 +230,6 @@ async function saveAnnAtomic(ann: AnnIndex, file: string): Promise<void> {
     throw new UserError(`cannot write ${file}: usearch could not save the index (${err.message})` +
       (free !== null ? `; ${(free / 2 ** 20).toFixed(1)} MiB free on its file system` : ''), { cause: err });
   }
-}
-
-/**
- * Opens the corpus of an index build and reads it through (counting its records) before anything is loaded or
- * written: a UserError naming it when it cannot be read, its --column does not apply, a record is malformed or it
- * holds no sentence.
- */
-export async function countIndexCorpus(opts: Pick<BuildIndexOptions, 'corpus' | 'column' | 'names'>): Promise<CountedCorpus> {
-  const column = opts.column ?? null;
-  const reader = openCorpus(opts.corpus, { column, ...(opts.names !== undefined ? { names: opts.names } : {}) });
-  let st;
-  try {
-    st = await fs.stat(opts.corpus);
-  } catch (err) {
-    throw new UserError(`cannot read corpus ${opts.corpus}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
-  }
-  const identity: CorpusIdentity = { path: path.resolve(opts.corpus), column, bytes: st.size, mtimeMs: st.mtimeMs };
-  const total = await countRecords(reader);
-  if (total === 0) throw new UserError(`${opts.corpus}: no sentences to index (the file is empty or every line is blank)`);
-  return { reader, identity, total };
-}
-
-/**
- * The checks of an index build's `out` that need neither the model nor the corpus read: a file in its place (mkdir's
- * fault, said before anything is embedded); with `force`, a folder that replacing it would remove more than it holds
- * for itself (refuseReplacingDir: the current folder or one above it, or one overlapping the corpus or the model
- * folder in `inputs`, where given); without `force`, a folder of anything but an index (no meta.json or
- * progress.json): only an index's own folder is reused or resumed, anything else may be someone's. The CLI runs
- * them before it reads the corpus and loads the model; buildIndex runs them before it reads the corpus, and again
- * before it takes the folder's lock.
- */
-export async function checkIndexOut(out: string, force: boolean, inputs: { corpus?: string; model?: string } = {}): Promise<void> {
-  const st = await fs.stat(out).catch(() => null);
-  if (st === null) return;
-  if (!st.isDirectory()) throw environmentError(fsFault('EEXIST', 'mkdir', out))!;
-  if (force) {
-    await refuseReplacingDir(out, '--out', [
-      ...(inputs.corpus !== undefined ? [{ path: inputs.corpus, what: 'the corpus' }] : []),
-      ...(inputs.model !== undefined ? [{ path: inputs.model, what: 'the model' }] : []),
-    ]);
-    return;
-  }
-  const ours = (await exists(path.join(out, INDEX_FILES.meta))) || (await exists(path.join(out, INDEX_FILES.progress)));
-  if (!ours) await refuseNonEmptyDir(out, '--out', ` and not an index (no ${INDEX_FILES.meta} or ${INDEX_FILES.progress})`, isIndexLock);
 }
 
 /** Embeds a corpus into `opts.out` and builds its ANN index (see the module comment for the layout and `force`). */
