@@ -85,6 +85,9 @@ describe('micse start-up', () => {
       stderr: `micse: ${path.join(damaged, 'config.yaml')}:3:1: not valid YAML (Flow sequence in block collection must be sufficiently indented and end with a ])\n` },
     { argv: ['train', '--resume', run, '--set', 'train.output=elsewhere'], code: 2, loads: CONFIG,
       stderr: `micse: --set train.output: a resumed run stays in its directory (${run}); copy the run elsewhere to continue it there\n` },
+    // A key the checkpoint fixes: the dry run refuses it as the run does, with the same line.
+    ...[[], ['--dry-run']].map((dry): Case => ({ argv: ['train', '--resume', run, '--set', 'train.seed=2', ...dry], code: 2, loads: CONFIG,
+      stderr: `micse: ${run}: a resumed run cannot change train.seed (42 -> 2); start a new run in another train.output instead\n` })),
   ];
   for (const { argv, code, stderr, loads = [], skip = false } of cases) {
     const what = loads.length === 0 ? "none of the library's dependencies" : `no library dependency but ${loads.join(', ')}`;

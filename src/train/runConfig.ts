@@ -49,7 +49,11 @@ export async function resumeConfigChanges(runDir: string, c: TrainConfig): Promi
   return changes;
 }
 
-/** Loads the run's config for `--resume RUN_DIR`. */
+/**
+ * Loads the run's config for `--resume RUN_DIR` with `sets` applied; a UserError when `sets` move train.output or
+ * change a key of FIXED_ON_RESUME (resumeConfigChanges, the check `train` makes of the config it is given), so that
+ * `micse train --resume` and its dry run refuse the same --set before anything but the config's reader is loaded.
+ */
 export async function loadRunConfig(runDir: string, sets: readonly string[] = []): Promise<TrainConfig> {
   const file = path.join(runDir, CONFIG_FILE);
   if (!(await exists(file))) throw new UserError(`${file}: missing; --resume needs a run directory written by micse train`);
@@ -57,5 +61,6 @@ export async function loadRunConfig(runDir: string, sets: readonly string[] = []
     throw new UserError(`--set train.output: a resumed run stays in its directory (${runDir}); copy the run elsewhere to continue it there`);
   }
   const { config } = await loadConfig(file, sets);
+  await resumeConfigChanges(runDir, config);
   return config;
 }
