@@ -39,8 +39,9 @@ export {
   type Duplicates, type SubsetOptionNames,
 } from './data/subset.js';
 export {
-  TwoViewBatchIterator, stepsPerEpoch, type TwoViewBatch, type BatchIteratorState, type BatchIteratorOptions, type BatchTokenizer,
+  TwoViewBatchIterator, type TwoViewBatch, type BatchIteratorState, type BatchIteratorOptions, type BatchTokenizer,
 } from './data/batches.js';
+export { stepsPerEpoch } from './data/batchLimits.js';
 export { Rng, type RngState } from './data/rng.js';
 export {
   downloadFile, downloadDataset, DATASET_NAMES, type DatasetName, type DownloadSpec, type DownloadOptions, type DownloadResult,

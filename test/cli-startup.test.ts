@@ -2,9 +2,9 @@
  * What `micse` loads: help and the refusal of a command line (an unknown command or flag, a flag out of range)
  * load the parser and the flags' defaults, none of the library's dependencies (TF.js, onnxruntime, usearch, BullMQ,
  * vega, ...), so that they answer at once; `sweep status`, `sweep report`, `train --dry-run` (of a config or of a
- * run to resume) and a resume's refusals load what reads configs and corpora, not TF.js; `index build` refuses its
- * corpus or --out having loaded the corpus readers alone. Spawns bin/micse.js (dist/ once built, else the sources
- * through tsx) under a resolve hook that lists the modules it loads.
+ * run to resume) and a resume's refusals load what reads configs and corpora, not TF.js nor the tokenizer; `index
+ * build` refuses its corpus or --out having loaded the corpus readers alone. Spawns bin/micse.js (dist/ once built,
+ * else the sources through tsx) under a resolve hook that lists the modules it loads.
  */
 import assert from 'node:assert/strict';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -20,8 +20,11 @@ const pkg = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as
 const PARSER = new Set(['yargs', 'tsx']);
 /** Every other dependency: the library's. */
 const LIBRARY = Object.keys({ ...pkg.dependencies, ...pkg.optionalDependencies }).filter((d) => !PARSER.has(d));
-/** What reads a training config (yaml), counts batches (the tokenizer's module) and reads a corpus (csv-parse). */
-const CONFIG_AND_CORPUS = ['yaml', '@huggingface/tokenizers', 'csv-parse'];
+/**
+ * What reads a training config (yaml) and a corpus (csv-parse); batches are counted (data/batchLimits.ts) without the
+ * tokenizer's module, so @huggingface/tokenizers is not among them.
+ */
+const CONFIG_AND_CORPUS = ['yaml', 'csv-parse'];
 /** What reads a corpus. */
 const CORPUS = ['csv-parse'];
 /** What reads a training config (yaml): its schema names the limits of batches and corpora without their modules. */

@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { UserError } from '../src/errors.js';
-import { stepsPerEpoch, TwoViewBatchIterator, type BatchIteratorState, type BatchTokenizer, type TwoViewBatch } from '../src/data/batches.js';
+import { stepsPerEpoch } from '../src/data/batchLimits.js';
+import { TwoViewBatchIterator, type BatchIteratorState, type BatchTokenizer, type TwoViewBatch } from '../src/data/batches.js';
 import { shared, SKIP_NO_SHARED } from './helpers.js';
 
 const CLS = 101;

@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import { subsetSize } from '../src/data/subset.js';
-import { stepsPerEpoch } from '../src/data/batches.js';
+import { stepsPerEpoch } from '../src/data/batchLimits.js';
 import { loadConfig } from '../src/train/config.js';
 import { runDirectory, trainingFile } from '../src/train/plan.js';
 import { ROOT } from './helpers.js';

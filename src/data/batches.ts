@@ -15,7 +15,7 @@
  */
 import { createHash } from 'node:crypto';
 import { UserError } from '../errors.js';
-import { MIN_BATCH_SENTENCES } from './batchLimits.js';
+import { checkSentenceCount, MIN_BATCH_SENTENCES, stepsPerEpoch } from './batchLimits.js';
 import { Rng, type RngState } from './rng.js';
 import { padRows } from './tokenizer.js';
 
@@ -83,27 +83,6 @@ export interface BatchIteratorOptions {
 export const DEFAULT_MAX_SEQ_LEN = 32;
 /** Token ids are cached by default up to this many sentences (the 10% split is 100,000). */
 export const CACHE_MAX_SENTENCES = 200_000;
-
-/**
- * Throws unless `n` training sentences can fill a batch (InfoNCE contrasts the sentences of a batch); `where`
- * prefixes the message (the file) and `detail` follows the count (the subset that gave it).
- */
-export function checkSentenceCount(n: number, where = '', detail = ''): void {
-  if (n >= MIN_BATCH_SENTENCES) return;
-  throw new UserError(`${where}${n} training sentence${n === 1 ? '' : 's'}${detail}; ` +
-    `InfoNCE contrasts the sentences of a batch, so it needs at least ${MIN_BATCH_SENTENCES}`);
-}
-
-/** Sentences each epoch leaves out: the last partial batch with dropLast, else a last batch too small to train on. */
-export function sentencesLeftOut(numSentences: number, batchSize: number, dropLast = false): number {
-  const rest = numSentences % batchSize;
-  return dropLast || rest < MIN_BATCH_SENTENCES ? rest : 0;
-}
-
-/** Batches per epoch: ceil(n / B), less the last partial batch when `sentencesLeftOut` leaves it out. */
-export function stepsPerEpoch(numSentences: number, batchSize: number, dropLast = false): number {
-  return Math.ceil((numSentences - sentencesLeftOut(numSentences, batchSize, dropLast)) / batchSize);
-}
 
 /** Interleaves two identical views of each row and pads to the longest: the batch tensors as arrays. */
 export function twoViewRows(rows: readonly (readonly number[])[], padTokenId: number): { inputIds: number[][]; attentionMask: number[][] } {

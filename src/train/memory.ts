@@ -5,7 +5,7 @@
  * lines metrics.jsonl would hold. The same config and seed give the losses of `train` on the same sentences.
  */
 import { stsbDevSpearman, type StsTaskData } from '../../eval/sts.js';
-import { checkSentenceCount } from '../data/batches.js';
+import { checkSentenceCount } from '../data/batchLimits.js';
 import { checkTexts, type BertTokenizer } from '../data/tokenizer.js';
 import type { BertModel } from '../model/bert.js';
 import { embed } from '../model/embed.js';

@@ -8,7 +8,7 @@
  */
 import { existsSync } from 'node:fs';
 import path from 'node:path';
-import { stepsPerEpoch } from '../data/batches.js';
+import { stepsPerEpoch } from '../data/batchLimits.js';
 import { downloadCommandFor } from '../data/download.js';
 import { loadTrainingSentences, type TrainingSentences } from '../data/subset.js';
 import { UserError } from '../errors.js';
