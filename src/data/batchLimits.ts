@@ -1,12 +1,16 @@
 /**
- * How many sentences a training batch holds and how many batches an epoch has, in a module that loads no tokenizer
- * (errors.ts alone): the training config's ranges (train.batchSize, data.count), the plan of `micse train
- * --dry-run` (steps per epoch), the trainer and the batch iterator (batches.ts, which loads the tokenizer) read it.
+ * How many sentences a training batch holds, how many tokens a row, and how many batches an epoch has, in a module
+ * that loads no tokenizer (errors.ts alone): the training config's ranges and defaults (train.batchSize, data.count,
+ * data.maxSeqLen), the plan of `micse train --dry-run` (steps per epoch), the trainer and the batch iterator
+ * (batches.ts, which loads the tokenizer) read it.
  */
 import { UserError } from '../errors.js';
 
 /** The fewest sentences a batch may hold: InfoNCE scores each sentence's views against the other sentences'. */
 export const MIN_BATCH_SENTENCES = 2;
+
+/** data.maxSeqLen's default: tokens a training sentence keeps, [CLS] and [SEP] included (the reference's max_seq_len). */
+export const DEFAULT_MAX_SEQ_LEN = 32;
 
 /**
  * Throws unless `n` training sentences can fill a batch (InfoNCE contrasts the sentences of a batch); `where`

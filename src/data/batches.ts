@@ -15,7 +15,7 @@
  */
 import { createHash } from 'node:crypto';
 import { UserError } from '../errors.js';
-import { checkSentenceCount, MIN_BATCH_SENTENCES, stepsPerEpoch } from './batchLimits.js';
+import { checkSentenceCount, DEFAULT_MAX_SEQ_LEN, MIN_BATCH_SENTENCES, stepsPerEpoch } from './batchLimits.js';
 import { Rng, type RngState } from './rng.js';
 import { padRows } from './tokenizer.js';
 
@@ -79,8 +79,6 @@ export interface BatchIteratorOptions {
   cacheTokens?: boolean;
 }
 
-/** The reference's max_seq_len. */
-export const DEFAULT_MAX_SEQ_LEN = 32;
 /** Token ids are cached by default up to this many sentences (the 10% split is 100,000). */
 export const CACHE_MAX_SENTENCES = 200_000;
 

@@ -9,7 +9,7 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import YAML, { isAlias, isCollection, isMap, isNode, isPair, isScalar, isSeq, LineCounter, type Alias, type Document } from 'yaml';
 import { DEFAULT_EVAL_BATCH_SIZE } from '../../eval/sts.js';
-import { MIN_BATCH_SENTENCES } from '../data/batchLimits.js';
+import { DEFAULT_MAX_SEQ_LEN, MIN_BATCH_SENTENCES } from '../data/batchLimits.js';
 import {
   BLANK_LINES_CHOICES, CORPUS_FORMATS, DEFAULT_BLANK_LINES, DEFAULT_CORPUS_FORMAT, DEFAULT_ON_INVALID, ON_INVALID_CHOICES,
 } from '../data/corpusOptions.js';
@@ -64,7 +64,7 @@ export const SCHEMA = {
     subsetSeed: { kind: 'integer', default: DEFAULT_SUBSET_SEED, min: 0, max: MAX_SEED, describe: 'seed of the subset draw (official: 48..52)' },
     onInvalid: { kind: 'string', default: DEFAULT_ON_INVALID, choices: ON_INVALID_CHOICES, describe: 'lines that are not valid UTF-8' },
     blankLines: { kind: 'string', default: DEFAULT_BLANK_LINES, choices: BLANK_LINES_CHOICES, describe: 'blank lines of a .txt corpus: skip, or keep as empty sentences ([CLS] [SEP]) as the authors\' datasets text loader does' },
-    maxSeqLen: { kind: 'integer', default: 32, min: 2, max: 512, describe: 'truncate training sentences to this many tokens' },
+    maxSeqLen: { kind: 'integer', default: DEFAULT_MAX_SEQ_LEN, min: 2, max: 512, describe: 'truncate training sentences to this many tokens' },
     dropLast: { kind: 'boolean', default: false, describe: 'drop the last partial batch of each epoch (reference: kept)' },
     senteval: { kind: 'string', default: 'data/senteval', describe: 'SentEval data root (STS-B dev selection, final evaluation)' },
   },

@@ -140,7 +140,7 @@ function applyPreset(): void {
     : preset === 'tiny' ? { style: 'micse', lambda, minLayer: 2, maxLayer: 4 } : { style: 'micse', lambda };
   const config = {
     objective,
-    data: { maxSeqLen: 32 },
+    data: { maxSeqLen: micse.defaultConfig().data.maxSeqLen },
     optim: { learningRate: preset === 'tiny' ? 5e-4 : 3e-5 },
     train: { batchSize: Number($<HTMLInputElement>('batch').value), maxSteps: Number($<HTMLInputElement>('steps').value), evalSteps: 1_000_000, seed: 42 },
   };
