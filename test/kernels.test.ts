@@ -1,6 +1,7 @@
 /**
- * The kernels layer registers nothing on import: importing the whole library leaves the engine's registry as TF.js
- * made it, and selecting a backend registers that backend's kernels (and only its own). A backend whose private
+ * The kernels layer registers nothing on import: importing the whole library leaves the engine's registry and flags
+ * as TF.js made them (PROD too, so TF.js's warnings still print), and selecting a backend registers that backend's
+ * kernels (and only its own); selecting cpu skips its "install tfjs-node" banner, nothing else. A backend whose private
  * internals are not the ones the kernels were written against (another package version, a field missing) keeps
  * TF.js's stock kernels, and the selection says why in one line.
  *
@@ -9,6 +10,7 @@
  * (the register functions registerKernels calls), none at a module's top level.
  */
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, test } from 'node:test';
@@ -18,7 +20,7 @@ import { registerKernels } from '../src/kernels/index.js';
 import { internalsProblem, privateDependency } from '../src/kernels/platform/internals.js';
 import { describeSelection, selectBackend } from '../src/model/backend.js';
 import { tf } from '../src/model/tf.js';
-import { ROOT } from './helpers.js';
+import { ROOT, srcImport } from './helpers.js';
 
 /** One kernel of each op folder that has a cpu kernel, by its registered name. */
 const CPU_KERNELS = ['MicseDropout', 'MicseSeededUniform', 'MicseLayerNorm', 'MicseGelu', 'MicseGradNorm', 'MicseAdamW'];
@@ -68,6 +70,24 @@ test('importing the library registers no kernel; selecting cpu registers the cpu
   assert.notEqual(tf.getGradient('MicseLayerNorm'), undefined);
   assert.ok(sel.replacedKernels.includes(tf.Softmax));
   assert.notEqual(tf.getKernel(tf.Softmax, 'cpu')!.kernelFunc, stockSoftmax);
+});
+
+test("importing the library leaves TF.js's PROD flag at its default; selecting and using cpu prints no tfjs-node banner, and TF.js's warnings still print", () => {
+  // A process of its own: the first import of TF.js and the cpu backend's first tensor happen here.
+  const script = `
+    const warned = [];
+    console.warn = (...args) => warned.push(args.join(' '));
+    ${srcImport('tf, selectBackend', 'index.ts')}
+    const prod = tf.env().get('PROD');
+    await selectBackend('cpu');
+    const sum = tf.tensor([1, 2, 3]).add(1).sum().dataSync()[0];
+    tf.backend_util.warn('a warning of the caller');
+    console.log(JSON.stringify({ prod, backend: tf.getBackend(), sum, warned }));`;
+  const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { cwd: ROOT, encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  // tfjs-core registers PROD as false (flags.ts); in a page only ?tfjsflags=PROD:true in the URL sets it otherwise.
+  assert.deepEqual(JSON.parse(r.stdout.trim()), { prod: false, backend: 'cpu', sum: 9, warned: ['a warning of the caller'] });
+  assert.equal(r.stderr, '');
 });
 
 const SRC = path.join(ROOT, 'src');

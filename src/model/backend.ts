@@ -11,7 +11,7 @@ import { hostMatMulEngine, NATIVE_GEMM_ENV, parseNativeGemmChoice, useNativeGemm
 import { CBLAS_ENV } from '../kernels/platform/cblas.js';
 import { activeMatmulTile, describeMatmulTile, MATMUL_TILE_ENV, parseMatmulTile, useMatmulTile } from '../kernels/platform/matmulTiles.js';
 import { BIND_GROUP_CACHE_ENV, bindGroupCacheOf, useBindGroupCache } from '../kernels/platform/bindGroupCache.js';
-import { heapMemory, recycleOnDispose, type CpuBackend, type WasmBackend } from '../kernels/platform/hostBackend.js';
+import { heapMemory, recycleOnDispose, skipCpuBanner, type CpuBackend, type WasmBackend } from '../kernels/platform/hostBackend.js';
 import { heapSimdHost } from '../kernels/platform/hostSimd.js';
 import { HOST_THREADS_ENV, hostThreads, hostThreadsAvailable, hostThreadsFailure, isShared } from '../kernels/platform/simdThreads.js';
 import { withThreadedWasm } from '../kernels/platform/wasmThreadedNode.js';
@@ -181,6 +181,8 @@ async function tryBackend(name: Exclude<BackendName, 'auto'>, auto: boolean): Pr
     case 'cpu':
       hostThreads(); // a bad HOST_THREADS_ENV stops here, not in the first kernel that splits a loop
       await activate('cpu');
+      // The selection's line says why cpu runs: no tfjs-node banner at its first tensor.
+      skipCpuBanner(tf.backend());
       // The same native SGEMM; the stock JavaScript loop otherwise.
       useNativeGemm(parseNativeGemmChoice(process.env[NATIVE_GEMM_ENV]));
       // Every cpu tensor is a fresh C-heap array: freed ones reused instead of fresh pages (platform/hostMalloc.ts);

@@ -3,13 +3,11 @@
  * callers and by the library live on the same engine, whichever backend `selectBackend` activated.
  *
  * `@tensorflow/tfjs` (not tfjs-core alone) is used because in Node the core bundle has neither gradients nor
- * chained ops registered.
+ * chained ops registered. Importing it sets none of the engine's flags (PROD stays as the caller set it, and with it
+ * TF.js's warnings); the cpu backend's "install tfjs-node" banner is skipped where selectBackend activates that
+ * backend (model/backend.ts).
  */
 import * as tf from '@tensorflow/tfjs';
-
-// The cpu backend prints a "install tfjs-node" banner on first use; our backend selection already explains
-// which backend was chosen and why, so the banner is noise.
-tf.env().set('PROD', true);
 
 export { tf };
 export type Tensor = tf.Tensor;

@@ -22,6 +22,17 @@ export interface CpuBackend {
   incRef(dataId: object): void;
 }
 
+/**
+ * Keeps tfjs-backend-cpu's MathBackendCPU `b` from printing its banner ("Hi, looks like you are running TensorFlow.js
+ * in Node.js ... install our node backend"): its `write` prints it through backend_util.warn, in Node, on the first
+ * write while its private `firstUse` is true, which this clears; nothing else reads `firstUse`. The selection's
+ * line (describeSelection) says which backend runs and why the faster ones were skipped. A backend without the field
+ * (another version of the package) is left as it is.
+ */
+export function skipCpuBanner(b: object): void {
+  if ('firstUse' in b) (b as { firstUse: boolean }).firstUse = false;
+}
+
 /** tfjs-backend-wasm's BackendWasm: values in the module heap. */
 export interface WasmBackend {
   wasm: {

@@ -7,7 +7,9 @@
  *   ordered (bindGroupCache.ts; it also reads `activeTimers`, set only while tf.time or tf.profile runs, so not
  *   checked here, and the pool's `freeBuffers` and `releaseBuffer`) and the retiled matmul program (matmulTiles.ts
  *   `PackedProgram`, which also checks each program's fields before it changes one).
- * - tfjs-backend-wasm's BackendWasm and tfjs-backend-cpu's MathBackendCPU: tensor values in place (hostBackend.ts).
+ * - tfjs-backend-wasm's BackendWasm and tfjs-backend-cpu's MathBackendCPU: tensor values in place (hostBackend.ts);
+ *   and MathBackendCPU's `firstUse`, cleared so that it prints no "install tfjs-node" banner (hostBackend.ts
+ *   skipCpuBanner; not checked here: no kernel uses it, and without it the banner prints, nothing else changes).
  * - onnxruntime-node's native binding (`dist/binding`): its synchronous run (nativeOps.ts).
  *
  * `internalsProblem` is checked when a backend's kernels are registered (src/kernels/index.ts): another version, or
