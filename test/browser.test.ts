@@ -21,15 +21,15 @@ import { HAS_SHARED, ROOT, shared, SKIP_NO_SHARED } from './helpers.js';
 
 const SENTENCES = ['a man is playing a guitar .', 'hello', 'café déjà vu', 'two dogs are running through a field of tall grass near the river bank .'];
 const TOL = 1e-5;
-const STEPS = 12;
+const STEPS = 8;
 // Both backends run all STEPS steps of TRAIN_CONFIG, then a second run, on a fresh copy of the checkpoint, that the
 // page aborts (through `signal`) after its first step. webgpu here is SwiftShader (WebGPU on the CPU): its step time
 // and per-kernel times are in bench/README.md "In the browser".
 /** Relative loss tolerance at step 1 and at step STEPS (linear between): float32 sums differ across backends. */
 const LOSS_TOL_FIRST = 1e-4;
 const LOSS_TOL_LAST = 1e-3;
-/** Lines of ../shared/data/wiki1m-head.txt trained on: 10 steps an epoch. */
-const CORPUS_LINES = 80;
+/** Lines of ../shared/data/wiki1m-head.txt trained on: 6 steps an epoch. */
+const CORPUS_LINES = 48;
 /**
  * The training config both sides run (the tiny checkpoint has 4 layers: AMI on layers 2..3): the whole step (dropout,
  * InfoNCE, AMI, AdamW with clipping) at batch 8, over CORPUS_LINES sentences, so the STEPS steps cross an epoch.
