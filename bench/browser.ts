@@ -134,7 +134,7 @@ export async function benchBrowser(argv: string[], SIZES: typeof BenchSizes): Pr
   };
 
   const server = await serveStatic({ '/dist/': path.join(ROOT, 'dist', 'browser') }, { pages: { '/': PAGE } });
-  const browser = sides.some((s) => s in PAGE_SIDES) ? await launchChromium() : undefined;
+  const browser = sides.some((s) => s in PAGE_SIDES) ? await launchChromium({ dawnDefaults: true }) : undefined;
   try {
     for (let round = 0; round < rounds; round++) {
       for (const side of sides) {

@@ -5,17 +5,24 @@
 import puppeteer, { type Browser, type Page } from 'puppeteer-core';
 
 import { CHROMIUM } from './helpers.js';
+// @ts-expect-error: a plain .mjs module without types
+import { TEST_DAWN_FEATURES } from '../scripts/dawnTestToggles.mjs';
 
 export { serveStatic } from '../src/browser/serve.js';
 export { SKIP_NO_CHROMIUM } from './helpers.js';
 
-export async function launchChromium(): Promise<Browser> {
+/**
+ * Chromium with SwiftShader's WebGPU; with `dawnDefaults` false (the tests) also the tests' Dawn toggles
+ * (scripts/dawnTestToggles.mjs), true (the bench) as a user's browser runs.
+ */
+export async function launchChromium({ dawnDefaults = false }: { dawnDefaults?: boolean } = {}): Promise<Browser> {
+  const toggles = dawnDefaults ? [] : [`--enable-dawn-features=${(TEST_DAWN_FEATURES as string[]).join(',')}`];
   return puppeteer.launch({
     executablePath: CHROMIUM,
     headless: true,
     // SwiftShader's WebGPU runs on the CPU: one page call may take minutes on a busy machine.
     protocolTimeout: 600_000,
-    args: ['--no-sandbox', '--enable-unsafe-webgpu', '--enable-unsafe-swiftshader', '--use-webgpu-adapter=swiftshader', '--enable-features=Vulkan'],
+    args: ['--no-sandbox', '--enable-unsafe-webgpu', '--enable-unsafe-swiftshader', '--use-webgpu-adapter=swiftshader', '--enable-features=Vulkan', ...toggles],
   });
 }
 
