@@ -308,6 +308,14 @@ export function isLockEntry(name: string, lockName: string): boolean {
   return name === lockName || name.startsWith(`${lockName}.tmp-`);
 }
 
+/** The moments of PidLock.take a test may pause at (PidLockOptions.pause): 'stale-checked', the lock found stale and not yet removed. */
+export type PidLockStep = 'stale-checked';
+
+/** How a PidLock is made: `pause`, for tests of interleavings, is awaited at each PidLockStep. */
+export interface PidLockOptions {
+  pause?: (step: PidLockStep) => Promise<void>;
+}
+
 /**
  * An exclusive lock: a file holding the owner's pid, created whole (written under a temporary name, then
  * hard-linked to its name, which fails if it exists). A lock whose pid is no longer running is stale and taken
@@ -316,7 +324,7 @@ export function isLockEntry(name: string, lockName: string): boolean {
 export class PidLock {
   private held = false;
 
-  constructor(readonly file: string, private readonly what: string) {}
+  constructor(readonly file: string, private readonly what: string, private readonly options: PidLockOptions = {}) {}
 
   async take(): Promise<void> {
     if (this.held) return;
@@ -342,7 +350,10 @@ export class PidLock {
         }
         // Stale: its owner is gone. Remove it only if it still names that owner (another process may have taken
         // it over meanwhile), then try again.
-        if ((await this.owner()) === owner) await fs.rm(this.file, { force: true });
+        if ((await this.owner()) === owner) {
+          await this.options.pause?.('stale-checked');
+          await fs.rm(this.file, { force: true });
+        }
       }
     } finally {
       await fs.rm(tmp, { force: true });
