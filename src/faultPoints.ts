@@ -7,7 +7,7 @@
  * comparison.
  */
 
-/** The fault points the code defines, in the order a checkpoint write passes them. */
+/** The fault points the code defines, each group in the order its operation (a checkpoint write, an export, an index build, a PidLock takeover) passes them. */
 export const FAULT_POINTS = [
   'checkpoint:dir-created', // the temporary checkpoint folder exists, empty
   'checkpoint:model-written', // ... with config.json and model.safetensors
@@ -24,6 +24,9 @@ export const FAULT_POINTS = [
   'index:locked', // `index build`: the lock on --out taken (the folder made for it where missing), nothing else checked yet
   'index:staged', // `index build --force`: the new index is complete in its staging folder, not yet published
   'index:moved-aside', // ... the previous --out renamed aside, the new index not yet in place
+  'lock:takeover-staged', // PidLock taking over a stale lock: its takeover directory made, not yet moved into place
+  'lock:takeover-held', // ... the takeover lock held and the lock read stale, not yet removed
+  'lock:stale-removed', // ... the stale lock removed, the takeover lock not yet released
 ] as const;
 export type FaultPoint = (typeof FAULT_POINTS)[number];
 

@@ -1,7 +1,10 @@
 /** File helpers shared by checkpoints, exports and data: atomic writes so a kill never leaves half a file. */
+import { randomBytes } from 'node:crypto';
 import { constants, promises as fs } from 'node:fs';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { environmentError, UserError } from './errors.js';
+import { faultPoint } from './faultPoints.js';
 
 /**
  * The real cause of a failed `mkdir -p`: Node's recursive mkdir reports ENOENT when an ancestor cannot be created
@@ -300,87 +303,298 @@ export function temporaryOwner(name: string): number | null {
 
 let lockAttempts = 0;
 
-/** Lock files this process holds (a lock naming this pid and not listed is a dead process's whose pid came back). */
-const heldLocks = new Set<string>();
+/**
+ * For each lock file (a resolved path), how many PidLocks of this process hold it or are linking it into place: a
+ * lock naming this pid that none of them does is a dead process's whose pid came back.
+ */
+const heldLocks = new Map<string, number>();
 
-/** Whether `name` is the lock file `lockName` or one of the temporary files PidLock.take writes beside it. */
+function countHeld(key: string, by: 1 | -1): void {
+  const n = (heldLocks.get(key) ?? 0) + by;
+  if (n > 0) heldLocks.set(key, n);
+  else heldLocks.delete(key);
+}
+
+/** The takeover entries (see PidLock) this process holds or is moving into place, by path: heldLocks for them. */
+const heldTakeovers = new Set<string>();
+
+/** How long take waits for another running process's takeover of a stale lock before it refuses, naming that process. */
+const TAKEOVER_WAIT_MS = 10_000;
+/** How often it looks again meanwhile. */
+const TAKEOVER_POLL_MS = 5;
+
+/** The process that made a takeover entry named `name` (`PID-RANDOM`, 16 hex digits), or null when it is none. */
+function takeoverOwner(name: string): number | null {
+  const m = /^(\d+)-[0-9a-f]{16}$/.exec(name);
+  return m === null ? null : Number(m[1]);
+}
+
+/** Whether `name` is the lock file `lockName` or one of the temporary files and folders PidLock makes beside it. */
 export function isLockEntry(name: string, lockName: string): boolean {
   return name === lockName || name.startsWith(`${lockName}.tmp-`);
+}
+
+/**
+ * The moments of PidLock.take a test may pause at (PidLockOptions.pause): 'stale-checked', the lock found stale
+ * and not yet removed; 'takeover-busy', another running process found taking over the lock, before looking again.
+ */
+export type PidLockStep = 'stale-checked' | 'takeover-busy';
+
+/** How a PidLock is made: `pause`, for tests of interleavings, is awaited at each PidLockStep. */
+export interface PidLockOptions {
+  pause?: (step: PidLockStep) => Promise<void>;
 }
 
 /**
  * An exclusive lock: a file holding the owner's pid, created whole (written under a temporary name, then
  * hard-linked to its name, which fails if it exists). A lock whose pid is no longer running is stale and taken
  * over; one held by a running process (this one included) is a UserError naming `what` and the pid.
+ *
+ * Taking over: no file-system call removes a file only if it is still the one read, so removals of a stale lock are
+ * serialized by a second lock, the takeover lock `FILE.tmp-takeover`: a directory holding one entry named after its
+ * holder, `PID-RANDOM` (64 random bits: a name is never made twice). It is taken by renaming a directory made with
+ * that one entry (`FILE.tmp-takeover-PID-RANDOM`) to its name, which fails where the directory there holds an entry,
+ * and released by removing the entry, then the directory where it is empty. Holding it, a taker reads the lock again
+ * and removes it if it is stale, releases the takeover lock and links its own lock as before. A taker that finds the
+ * takeover lock held by a running process looks again shortly; after TAKEOVER_WAIT_MS it is refused, naming that
+ * process. An entry whose process no longer runs is removed by the next taker, by its name.
+ *
+ * Why at most one process holds the lock, whatever the interleaving:
+ * - At most one running process holds the takeover lock. Its directory holds at most one entry: a rename puts one
+ *   there only where it holds none, and nothing else writes into it. An entry goes only by its own name: removed by
+ *   its holder, or by a process that found its maker no longer running; as no name is made twice, that removes no
+ *   other entry, and its maker does nothing more.
+ * - The lock file appears only where it is missing (a link; an index build's --force swap renames a folder holding
+ *   a copy of it only onto a missing or empty folder). It goes only by its holder's release, which reads its own pid
+ *   there first, or by the holder of the takeover lock after reading it stale. Between that read and the removal it
+ *   is still the file read: it is there, so nothing replaces it; its pid no longer runs (for this process's own pid:
+ *   no PidLock of this process holds it or is linking it), so no release of it comes; and no other process holds the
+ *   takeover lock. So a removal takes only a stale lock, never a running holder's, and a process whose link
+ *   succeeded holds the lock until it releases it.
+ * A taker's first read only says that a takeover may be needed. Two takers that read the same stale lock both go
+ * through the takeover lock, one after the other: the second reads there the lock the first one removed (gone) or
+ * linked (held), and removes nothing.
+ *
+ * Crashes: a process killed holding the lock leaves it stale; killed holding the takeover lock, it leaves an entry
+ * naming a process that no longer runs, which the next taker removes; killed before its directory moved into place,
+ * or between removing its entry and the directory, it leaves a directory that stops nobody (an empty takeover
+ * directory is replaced or removed by the next taker; a staged one is never used again). A take or removeStale
+ * removes what processes that no longer run left beside the lock (clearDebris), so nothing blocks for ever. What
+ * names a pid that came back to another running process counts as held until that process exits, as a lock does;
+ * pids are this machine's, so processes of other machines sharing a network folder are not told apart.
  */
 export class PidLock {
   private held = false;
 
-  constructor(readonly file: string, private readonly what: string) {}
+  constructor(readonly file: string, private readonly what: string, private readonly options: PidLockOptions = {}) {}
 
   async take(): Promise<void> {
     if (this.held) return;
     const tmp = `${this.file}.tmp-${process.pid}-${++lockAttempts}`;
+    const deadline = Date.now() + TAKEOVER_WAIT_MS;
     try {
       for (;;) {
         await fs.writeFile(tmp, `${process.pid}\n`);
+        // Counted before the link, so that another PidLock of this process never finds the new lock unclaimed.
+        countHeld(this.key, 1);
         try {
           await fs.link(tmp, this.file);
           this.held = true;
-          heldLocks.add(path.resolve(this.file));
-          return;
+          break;
         } catch (err) {
+          countHeld(this.key, -1);
           // ENOENT: the lock's holder, clearing the temporaries of dead processes, removed ours; write it again.
           const code = (err as NodeJS.ErrnoException).code;
           if (code === 'ENOENT') continue;
           if (code !== 'EEXIST') throw err;
         }
-        const owner = await this.owner();
-        if (this.running(owner)) {
-          throw new UserError(`${path.dirname(this.file)}: in use by another ${this.what} (pid ${owner}, lock ${this.file}); ` +
-            'wait for it to finish or stop it');
+        const found = await this.read();
+        if (!found.present) continue;
+        if (this.running(found.owner)) throw this.refusal(found.owner!);
+        const busy = await this.removeIfStale();
+        if (busy !== null) {
+          if (Date.now() > deadline) throw this.refusal(busy);
+          await this.options.pause?.('takeover-busy');
+          await sleep(TAKEOVER_POLL_MS);
         }
-        // Stale: its owner is gone. Remove it only if it still names that owner (another process may have taken
-        // it over meanwhile), then try again.
-        if ((await this.owner()) === owner) await fs.rm(this.file, { force: true });
       }
     } finally {
       await fs.rm(tmp, { force: true });
     }
+    await this.clearDebris().catch(() => undefined);
   }
 
   /** The pid of the running process that holds the lock (this one included), or null when there is none or it is stale. */
   async holder(): Promise<number | null> {
-    const owner = await this.owner();
+    const { owner } = await this.read();
     return this.running(owner) ? owner : null;
   }
 
   /**
-   * Removes the lock when it is stale (its owner no longer runs) and still names that owner, as take does before it
-   * tries again. A lock that cannot be removed (a folder this process may only read) is left: it stops nobody.
+   * Removes the lock when it is stale (its owner no longer runs), as take does before it tries again, unless another
+   * running process is taking it over meanwhile, and what dead processes left beside it (clearDebris). A lock that
+   * cannot be removed (a folder this process may only read) is left: it stops nobody.
    */
   async removeStale(): Promise<void> {
-    const owner = await this.owner();
-    if (this.running(owner) || !(await exists(this.file))) return;
-    if ((await this.owner()) === owner) await fs.rm(this.file, { force: true }).catch(() => undefined);
+    try {
+      const found = await this.read();
+      if (found.present && !this.running(found.owner)) await this.removeIfStale();
+      await this.clearDebris();
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === undefined) throw err;
+    }
   }
 
   /** Removes the lock if this process holds it. */
   async release(): Promise<void> {
     if (!this.held) return;
     this.held = false;
-    heldLocks.delete(path.resolve(this.file));
-    if ((await this.owner()) === process.pid) await fs.rm(this.file, { force: true });
+    try {
+      if ((await this.read()).owner === process.pid) await fs.rm(this.file, { force: true });
+    } finally {
+      countHeld(this.key, -1);
+    }
   }
 
-  /** Whether a lock naming `owner` is held: by a running process, or by this one where it took it. */
+  private get key(): string {
+    return path.resolve(this.file);
+  }
+
+  private get takeoverDir(): string {
+    return `${this.file}.tmp-takeover`;
+  }
+
+  private refusal(owner: number): UserError {
+    return new UserError(`${path.dirname(this.file)}: in use by another ${this.what} (pid ${owner}, lock ${this.file}); ` +
+      'wait for it to finish or stop it');
+  }
+
+  /** Whether a lock naming `owner` is held: by a running process, or by this one where one of its PidLocks took it. */
   private running(owner: number | null): boolean {
-    return owner === process.pid ? heldLocks.has(path.resolve(this.file)) : owner !== null && processAlive(owner);
+    return owner === process.pid ? heldLocks.has(this.key) : owner !== null && processAlive(owner);
   }
 
-  private async owner(): Promise<number | null> {
-    const text = await fs.readFile(this.file, 'utf8').catch(() => null);
-    const pid = text === null ? NaN : Number.parseInt(text, 10);
-    return Number.isInteger(pid) && pid > 0 ? pid : null;
+  /** Whether the lock file is there, and the pid it names (null where it names none). */
+  private async read(): Promise<{ present: boolean; owner: number | null }> {
+    let text: string;
+    try {
+      text = await fs.readFile(this.file, 'utf8');
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      return { present: code !== 'ENOENT' && code !== 'ENOTDIR', owner: null };
+    }
+    const pid = Number.parseInt(text, 10);
+    return { present: true, owner: Number.isInteger(pid) && pid > 0 ? pid : null };
   }
+
+  /**
+   * Holding the takeover lock, removes the lock file if it is stale. Returns the pid of the running process that
+   * holds the takeover lock, where one does (nothing was done), else null.
+   */
+  private async removeIfStale(): Promise<number | null> {
+    const entry = await this.takeTakeover();
+    if (typeof entry === 'number') return entry;
+    try {
+      const found = await this.read();
+      if (found.present && !this.running(found.owner)) {
+        faultPoint('lock:takeover-held');
+        await this.options.pause?.('stale-checked');
+        await fs.rm(this.file, { force: true });
+        faultPoint('lock:stale-removed');
+      }
+    } finally {
+      await this.releaseTakeover(entry);
+    }
+    return null;
+  }
+
+  /**
+   * Takes the takeover lock: renames a new directory holding one new entry to its name. Returns the entry's path
+   * (held until releaseTakeover), or the pid of the running process whose entry is there.
+   */
+  private async takeTakeover(): Promise<string | number> {
+    const name = `${process.pid}-${randomBytes(8).toString('hex')}`;
+    const staged = `${this.takeoverDir}-${name}`;
+    const entry = path.join(path.resolve(this.takeoverDir), name);
+    heldTakeovers.add(entry);
+    let moved = false;
+    try {
+      await fs.mkdir(staged);
+      await fs.writeFile(path.join(staged, name), '');
+      faultPoint('lock:takeover-staged');
+      for (;;) {
+        try {
+          await fs.rename(staged, this.takeoverDir);
+          moved = true;
+          return entry;
+        } catch (err) {
+          // Where the directory is there: it holds an entry (ENOTEMPTY, EEXIST), or it may not be replaced at all
+          // (EPERM, EACCES: Windows).
+          const code = (err as NodeJS.ErrnoException).code;
+          const there = code === 'ENOTEMPTY' || code === 'EEXIST' || ((code === 'EPERM' || code === 'EACCES') && (await exists(this.takeoverDir)));
+          if (!there) throw err;
+        }
+        const holder = await this.clearTakeover();
+        if (holder !== null) return holder;
+      }
+    } finally {
+      if (!moved) {
+        heldTakeovers.delete(entry);
+        await fs.rm(staged, { recursive: true, force: true });
+      }
+    }
+  }
+
+  /** Releases the takeover lock held by `entry`: removes the entry, then the directory where nobody took it meanwhile. */
+  private async releaseTakeover(entry: string): Promise<void> {
+    try {
+      await fs.rm(entry, { force: true });
+    } finally {
+      heldTakeovers.delete(entry);
+    }
+    await fs.rmdir(path.dirname(entry)).catch(ignoreCodes('ENOENT', 'ENOTEMPTY', 'EEXIST'));
+  }
+
+  /**
+   * Removes the takeover lock's entries whose process no longer runs (each by its own name, so no other entry) and
+   * then its directory where it is empty. Returns the pid of the running process whose entry is there, else null.
+   */
+  private async clearTakeover(): Promise<number | null> {
+    const dir = this.takeoverDir;
+    const names = await fs.readdir(dir).catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT' || err.code === 'ENOTDIR') return [] as string[];
+      throw err;
+    });
+    for (const name of names) {
+      const pid = takeoverOwner(name);
+      if (pid !== null && (pid === process.pid ? heldTakeovers.has(path.join(path.resolve(dir), name)) : processAlive(pid))) return pid;
+      await fs.rm(path.join(dir, name), { recursive: true, force: true });
+    }
+    await fs.rmdir(dir).catch(ignoreCodes('ENOENT', 'ENOTEMPTY', 'EEXIST', 'ENOTDIR'));
+    return null;
+  }
+
+  /**
+   * Removes what processes that no longer run left beside the lock: the takeover lock's entries (clearTakeover),
+   * staged takeover directories and temporary files. Each of these is used by its maker alone, so removing a dead
+   * maker's is safe at any time (a temporary file of a process that took its pid meanwhile is written again, see take).
+   */
+  private async clearDebris(): Promise<void> {
+    await this.clearTakeover();
+    const parent = path.dirname(this.file);
+    const temporary = `${path.basename(this.file)}.tmp-`;
+    const staged = `${temporary}takeover-`;
+    for (const name of await fs.readdir(parent)) {
+      if (!name.startsWith(temporary)) continue;
+      const pid = name.startsWith(staged) ? takeoverOwner(name.slice(staged.length)) : temporaryOwner(name);
+      if (pid !== null && pid !== process.pid && !processAlive(pid)) await fs.rm(path.join(parent, name), { recursive: true, force: true });
+    }
+  }
+}
+
+/** A rejection handler that ignores fs errors of `codes` and throws the rest. */
+function ignoreCodes(...codes: string[]): (err: NodeJS.ErrnoException) => void {
+  return (err) => {
+    if (!codes.includes(err.code ?? '')) throw err;
+  };
 }

@@ -252,7 +252,7 @@ describe('training faults', { skip: SKIP_NO_SHARED }, () => {
     // random hits, and 8 kills at a random moment after the child starts training.
     let s = Number(process.env['MICSE_FAULT_SEED'] ?? 22) >>> 0;
     const rand = () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32);
-    const trainPoints = FAULT_POINTS.filter((p) => !p.startsWith('export:') && !p.startsWith('index:') && p !== 'checkpoint:between-links');
+    const trainPoints = FAULT_POINTS.filter((p) => !p.startsWith('export:') && !p.startsWith('index:') && !p.startsWith('lock:') && p !== 'checkpoint:between-links');
     const rest: ({ point: FaultPoint; hit: number } | { delayMs: number })[] = [
       ...trainPoints.map((point) => ({ point, hit: point === 'metrics:torn-line' ? 1 + Math.floor(rand() * 3) : 1 + Math.floor(rand() * 2) })),
       ...Array.from({ length: 8 }, () => ({ delayMs: Math.floor(rand() * 400) })),
