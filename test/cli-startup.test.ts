@@ -20,15 +20,15 @@ const pkg = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as
 const PARSER = new Set(['yargs', 'tsx']);
 /** Every other dependency: the library's. */
 const LIBRARY = Object.keys({ ...pkg.dependencies, ...pkg.optionalDependencies }).filter((d) => !PARSER.has(d));
-/**
- * What reads a training config (yaml) and a corpus (csv-parse); batches are counted (data/batchLimits.ts) without the
- * tokenizer's module, so @huggingface/tokenizers is not among them.
- */
-const CONFIG_AND_CORPUS = ['yaml', 'csv-parse'];
 /** What reads a corpus. */
 const CORPUS = ['csv-parse'];
 /** What reads a training config (yaml): its schema names the limits of batches and corpora without their modules. */
 const CONFIG = ['yaml'];
+/**
+ * What reads a training config and a corpus; batches are counted (data/batchLimits.ts) without the tokenizer's
+ * module, so @huggingface/tokenizers is not among them.
+ */
+const CONFIG_AND_CORPUS = [...CONFIG, ...CORPUS];
 
 /** The library's dependencies that `urls` (the modules a process loaded) come from. */
 function libraryLoads(urls: readonly string[]): string[] {

@@ -23,7 +23,7 @@ import {
 import { heapMemory, type WasmBackend } from '../src/kernels/platform/hostBackend.js';
 import { describeSelection, selectBackend } from '../src/model/backend.js';
 import { tf } from '../src/model/tf.js';
-import { seededValues } from './helpers.js';
+import { ROOT, seededValues, srcImport } from './helpers.js';
 
 /** Elements of each array: three threads' worth and a ragged end (not a multiple of a row, a group or a slab). */
 const N = 3 * THREAD_MIN_ELEMENTS + 4 * 1000 + 3;
@@ -132,8 +132,8 @@ describe('host SIMD loops on threads', () => {
     // In a child process, so that a stop nothing sees (the caller blocked for ever) ends in execFileSync's timeout.
     const script = `
       const { createRequire } = await import('node:module');
-      const { heapSimdHost, simdGelu } = await import('./src/kernels/platform/hostSimd.ts');
-      const { hostThreadsFailure, jobCallsMax, nativeThreads, stopHostWorker, THREAD_MIN_ELEMENTS } = await import('./src/kernels/platform/simdThreads.ts');
+      ${srcImport('heapSimdHost, simdGelu', 'kernels/platform/hostSimd.ts')}
+      ${srcImport('hostThreadsFailure, jobCallsMax, nativeThreads, stopHostWorker, THREAD_MIN_ELEMENTS', 'kernels/platform/simdThreads.ts')}
       const n = 4 * THREAD_MIN_ELEMENTS + 3;
       const pages = Math.ceil((2 * n * 4) / 65536) + 1;
       const setUp = (shared) => {
@@ -163,7 +163,7 @@ describe('host SIMD loops on threads', () => {
         simdGelu(host, x, y);
         got[how] = { armed, threads: host.threads, error, ms, same: y.every((v, i) => Object.is(v, one.y[i])), failure: hostThreadsFailure() };
       }
-      const require = createRequire(process.cwd() + '/');
+      const require = createRequire(${JSON.stringify(ROOT + '/')});
       let koffiPath = null;
       try { koffiPath = require.resolve('koffi'); } catch {}
       if (koffiPath !== null && process.platform === 'linux') {

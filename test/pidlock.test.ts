@@ -7,25 +7,15 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { promises as fs } from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import { after, before, describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
+import { describe, it } from 'node:test';
 import { UserError } from '../src/errors.js';
 import { FAULT_ENV } from '../src/faultPoints.js';
 import { PidLock, type PidLockStep } from '../src/fsutil.js';
+import { deadPid, ROOT, testTempDir } from './helpers.js';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 /** The child process that takes the lock (test/lock-racer.ts). */
 const RACER = path.join(ROOT, 'test', 'lock-racer.ts');
-let dir = '';
-
-/** The pid of a process that has exited (as helpers.ts deadPid, without loading TF.js for it). */
-async function deadPid(): Promise<number> {
-  const child = spawn(process.execPath, ['-e', ''], { stdio: 'ignore' });
-  await new Promise((resolve) => child.once('exit', resolve));
-  return child.pid!;
-}
 
 /** Runs test/lock-racer.ts with `args` and `env` added to this process's. */
 function racer(args: string[], env: Record<string, string>): Promise<{ signal: NodeJS.Signals | null; stdout: string; stderr: string }> {
@@ -70,12 +60,7 @@ function pausedLock(file: string) {
 }
 
 describe('PidLock', () => {
-  before(async () => {
-    dir = await fs.mkdtemp(path.join(os.tmpdir(), 'micse-pidlock-'));
-  });
-  after(async () => {
-    await fs.rm(dir, { recursive: true, force: true });
-  });
+  const dir = testTempDir('pidlock');
 
   it('two takers of one stale lock, the first paused between finding it stale and removing it: one holds it, the other is refused', async () => {
     const file = path.join(dir, 'two.lock');
