@@ -33,7 +33,7 @@ import { tf } from '../../model/tf.js';
 import { kernelOn, registerOp } from '../registry.js';
 import { ADAMW_KERNEL, assertFloat32, CLIP_EPS, GRAD_NORM_KERNEL, inPlaceTensorsAllow, type AdamWStepScalars, type InPlaceUpdate } from './scalars.js';
 import { simdFor, SIMD_LANES, type AdamWSimd } from './simd.js';
-import { runParts, threadParts, type ThreadCall } from '../platform/simdThreads.js';
+import { runParts, sharedParts, threadParts, type ThreadCall } from '../platform/simdThreads.js';
 import { V128_BYTES } from '../platform/wasmAsm.js';
 
 type KernelFunc = tf.KernelConfig['kernelFunc'];
@@ -269,9 +269,9 @@ const wasmAdamW: KernelFunc = ({ inputs, backend, attrs }) => {
   if (groups > 0) {
     const addresses = [...ins, ...outs].map((x) => heapOffset(b, x));
     const constants = updateConstants(normValue, s);
-    // runs of whole groups, at once on the heap's threads where it is shared (the elements apart: the same bits)
+    // runs of whole groups, shared by the heap's threads where it is shared (the elements apart: the same bits)
     const threads = simdFor.threads(heapMemory(b));
-    runParts(simd!, threads, threadParts(groups, SIMD_LANES, threads?.count ?? 1,
+    runParts(simd!, threads, threadParts(groups, SIMD_LANES, sharedParts(threads?.count ?? 1),
       (g, n): ThreadCall<keyof AdamWSimd>[] => [{ fn: 'adamw', args: [...addresses.map((a) => a + g * V128_BYTES), n, ...constants] }]));
   }
   const done = groups * SIMD_LANES; // the rest, n % 4 elements (all of them without SIMD), in JavaScript

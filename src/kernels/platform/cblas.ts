@@ -20,7 +20,7 @@
  */
 import { createRequire } from 'node:module';
 import { uninitialized } from './hostBackend.js';
-import { hostCores, jobCallsMax, nativeThreads, splitRuns, type SimdThreads, type ThreadCall } from './simdThreads.js';
+import { hostCores, jobCallsMax, nativeThreads, sharedParts, splitRuns, type SimdThreads, type ThreadCall } from './simdThreads.js';
 import { productDims, type HostGemm, type Shape3 } from './nativeGemm.js';
 import { firstLineOf } from '../../errors.js';
 
@@ -349,8 +349,10 @@ export class Cblas implements HostGemm {
       run(calls);
       return;
     }
-    const parts = Math.min(threads, pool.count);
-    const round = parts * jobCallsMax(calls[0]!.args.length); // what the workers' jobs hold at once
+    // runs of entries that the threads share (simdThreads.ts), as many rounds as a worker's job holds where there are
+    // no more runs than threads
+    const parts = sharedParts(Math.min(threads, pool.count));
+    const round = parts > pool.count ? calls.length : parts * jobCallsMax(calls[0]!.args.length);
     for (let r = 0; r < calls.length; r += round) {
       const some = calls.slice(r, r + round);
       pool.run(splitRuns(some.length, parts).map(([s, e]) => some.slice(s, e)), run);

@@ -36,7 +36,7 @@ import {
   f64FromF32, f64FromI32, f64Sqrt, f64x2, get, I32, i32Add, i32And, i32c, i32Mul, i32ShrU, i32x4, i32x4Const, instancePerMemory, load,
   localCopies, locals, set, store, v128, V128, V128_BYTES, vectorLoop, whileBelow, type Code, type FuncSpec, type PerMemory,
 } from './wasmAsm.js';
-import { hostThreadsAvailable, runParts, threadParts, type ThreadCall } from './simdThreads.js';
+import { hostThreadsAvailable, runParts, sharedParts, threadParts, type ThreadCall } from './simdThreads.js';
 import { ERF_A1, ERF_A2, ERF_A3, ERF_A4, ERF_A5, ERF_P, INV_SQRT_2PI } from './erf.js';
 
 const ERF_A = [ERF_A5, ERF_A4, ERF_A3, ERF_A2, ERF_A1]; // erf.ts's, in Horner order
@@ -477,8 +477,9 @@ export interface SimdHost {
    */
   call(inputs: Float32Array[], outputs: Float32Array[], run: (simd: HostSimd, addresses: number[]) => void): void;
   /**
-   * As `call`, the work given as calls cut into parts that write apart (`plan(addresses, threads)`: at most
-   * `threads` lists), run at once on the memory's threads (simdThreads.ts), or in turn where it has none.
+   * As `call`, the work given as calls cut into parts that write apart (`plan(addresses, parts)`: at most `parts`
+   * lists; SHARE_PARTS a thread, which the threads share, simdThreads.ts), run at once on the memory's threads, or in
+   * turn where it has none.
    */
   callSplit(inputs: Float32Array[], outputs: Float32Array[], plan: (addresses: number[], threads: number) => SimdCall[][]): void;
   /** Elements per call of the element-wise loops (a multiple of SIMD_LANES). */
@@ -510,7 +511,7 @@ export function heapSimdHost(memory: WebAssembly.Memory | undefined): SimdHost |
     threads: count,
     inPlace: true,
     call: (inputs, outputs, run) => run(simd, addresses([...inputs, ...outputs])),
-    callSplit: (inputs, outputs, plan) => runParts(simd, threads, plan(addresses([...inputs, ...outputs]), count)),
+    callSplit: (inputs, outputs, plan) => runParts(simd, threads, plan(addresses([...inputs, ...outputs]), sharedParts(count))),
   };
   heapHosts.set(memory, host);
   return host;
@@ -553,7 +554,7 @@ export function stagingSimdHost(): SimdHost | null {
     threads: count,
     inPlace: false,
     call: (inputs, outputs, run) => staged(inputs, outputs, (addresses) => run(simd, addresses)),
-    callSplit: (inputs, outputs, plan) => staged(inputs, outputs, (addresses) => runParts(simd, threads, plan(addresses, count))),
+    callSplit: (inputs, outputs, plan) => staged(inputs, outputs, (addresses) => runParts(simd, threads, plan(addresses, sharedParts(count)))),
   };
   return staging;
 }
