@@ -441,16 +441,22 @@ export function hostThreadsFailure(kind: PoolKind = 'simd'): string | null {
   return failures.get(kind) ?? null;
 }
 
+/** Writes call `c` at slot p of `into` (export index, argument count, arguments); returns the slot after it. */
+function encodeCall(c: ThreadCall, index: ReadonlyMap<string, number>, into: Float64Array, p: number): number {
+  const i = index.get(c.fn);
+  if (i === undefined) throw new Error(`simdThreads: no export ${c.fn}`);
+  const args = c.args;
+  into[p] = i;
+  into[p + 1] = args.length;
+  for (let j = 0; j < args.length; j++) into[p + 2 + j] = args[j]!; // a loop: TypedArray.set from an array costs more here
+  return p + 2 + args.length;
+}
+
 function encode(calls: ThreadCall[], index: ReadonlyMap<string, number>, into: Float64Array): void {
   let p = 1;
   for (const c of calls) {
     if (p + 2 + c.args.length > into.length) throw new Error(`simdThreads: more than ${JOB_SLOTS} job slots`);
-    const i = index.get(c.fn);
-    if (i === undefined) throw new Error(`simdThreads: no export ${c.fn}`);
-    into[p] = i;
-    into[p + 1] = c.args.length;
-    into.set(c.args, p + 2);
-    p += 2 + c.args.length;
+    p = encodeCall(c, index, into, p);
   }
   into[0] = calls.length;
 }
@@ -463,7 +469,8 @@ function encodeQueue(parts: ThreadCall[][], index: ReadonlyMap<string, number>, 
   let fit = 0;
   let size = 2; // the unused slot and the end offset
   for (const part of parts) {
-    const more = 1 + part.reduce((n, c) => n + 2 + c.args.length, 0);
+    let more = 1;
+    for (const c of part) more += 2 + c.args.length;
     if (fit === PART_MASK || size + more > into.length) break;
     size += more;
     fit++;
@@ -472,14 +479,7 @@ function encodeQueue(parts: ThreadCall[][], index: ReadonlyMap<string, number>, 
   let p = fit + 2;
   for (let k = 0; k < fit; k++) {
     into[1 + k] = p;
-    for (const c of parts[k]!) {
-      const i = index.get(c.fn);
-      if (i === undefined) throw new Error(`simdThreads: no export ${c.fn}`);
-      into[p] = i;
-      into[p + 1] = c.args.length;
-      into.set(c.args, p + 2);
-      p += 2 + c.args.length;
-    }
+    for (const c of parts[k]!) p = encodeCall(c, index, into, p);
   }
   into[1 + fit] = p;
   return fit;
