@@ -34,7 +34,7 @@
 import {
   F32, f32Add, f32c, f32Div, f32FromI32, f32Mul, f32Sqrt, f32x4, f32x4Const, F64, f64Add, f64c, f64Div,
   f64FromF32, f64FromI32, f64Sqrt, f64x2, get, I32, i32Add, i32And, i32c, i32Mul, i32ShrU, i32x4, i32x4Const, instancePerMemory, load,
-  localCopies, locals, set, store, v128, V128, V128_BYTES, vectorLoop, whileBelow, type Code, type FuncSpec, type PerMemory,
+  interleavedLoop, localCopies, locals, set, store, v128, V128, V128_BYTES, whileBelow, type Code, type FuncSpec, type PerMemory,
 } from './wasmAsm.js';
 import { hostThreadsAvailable, runParts, sharedParts, threadParts, type ThreadCall } from './simdThreads.js';
 import { ERF_A1, ERF_A2, ERF_A3, ERF_A4, ERF_A5, ERF_P, INV_SQRT_2PI } from './erf.js';
@@ -63,58 +63,58 @@ const F32_BYTES = 4;
 const F64_BYTES = 8;
 const LANES = 4;
 
-/** Horner: ((c0 t + c1) t + ...) + c_last, t a local. */
-function horner(coefs: number[], t: number): Code {
-  let acc = f32x4Const(coefs[0]!);
-  for (const c of coefs.slice(1)) acc = f32x4.add(f32x4.mul(acc, get(t)), f32x4Const(c));
-  return acc;
+/** Horner's rule as statements on the local `acc`, t a local: acc = c0 t + c1, then acc = acc t + c_k for each next c_k. */
+function hornerSteps(coefs: number[], t: number, acc: number): Code[] {
+  const steps: Code[] = [set(acc, f32x4.add(f32x4.mul(f32x4Const(coefs[0]!), get(t)), f32x4Const(coefs[1]!)))];
+  for (const c of coefs.slice(2)) steps.push(set(acc, f32x4.add(f32x4.mul(get(acc), get(t)), f32x4Const(c))));
+  return steps;
 }
 
 /**
- * Sets the local `x` (lanes <= 0) to exp(x) (scratch locals n, r); 0 where the argument is below EXP_MIN. n is
- * rounded to an integer by adding and taking off ROUND_MAGIC (round to nearest even, as f32x4.nearest; |n| < 2^22),
- * and the sum's low mantissa bits are n itself, so 2^n's bits come from integer adds and a shift instead of a
- * float-to-int conversion; the clamp is a pmax (x is never NaN below it: a NaN lane stays NaN either way).
+ * Statements setting the local `x` (lanes <= 0) to exp(x) (scratch locals n, r, h); 0 where the argument is below
+ * EXP_MIN. n is rounded to an integer by adding and taking off ROUND_MAGIC (round to nearest even, as f32x4.nearest;
+ * |n| < 2^22), and the sum's low mantissa bits are n itself, so 2^n's bits come from integer adds and a shift instead
+ * of a float-to-int conversion; the clamp is a pmax (x is never NaN below it: a NaN lane stays NaN either way).
  */
-function expInPlace(x: number, n: number, r: number): Code {
+function expSteps(x: number, n: number, r: number, h: number): Code[] {
   const nFloat = f32x4.sub(get(n), f32x4Const(ROUND_MAGIC));
   return [
-    ...set(r, f32x4.pmax(get(x), f32x4Const(EXP_MIN))),
-    ...set(n, f32x4.add(f32x4.mul(get(r), f32x4Const(Math.LOG2E)), f32x4Const(ROUND_MAGIC))),
-    ...set(r, f32x4.sub(f32x4.sub(get(r), f32x4.mul(nFloat, f32x4Const(LN2_HI))), f32x4.mul(nFloat, f32x4Const(LN2_LO)))),
-    ...set(x, v128.and(
-      f32x4.mul(
-        f32x4.add(f32x4.add(f32x4.mul(f32x4.mul(horner(EXP_P, r), get(r)), get(r)), get(r)), f32x4Const(1)),
-        i32x4.shl(i32x4.add(get(n), i32x4Const([POW2_BIAS, POW2_BIAS, POW2_BIAS, POW2_BIAS])), FLOAT_MANTISSA_BITS),
-      ),
+    set(r, f32x4.pmax(get(x), f32x4Const(EXP_MIN))),
+    set(n, f32x4.add(f32x4.mul(get(r), f32x4Const(Math.LOG2E)), f32x4Const(ROUND_MAGIC))),
+    set(r, f32x4.sub(f32x4.sub(get(r), f32x4.mul(nFloat, f32x4Const(LN2_HI))), f32x4.mul(nFloat, f32x4Const(LN2_LO)))),
+    ...hornerSteps(EXP_P, r, h),
+    set(h, f32x4.mul(f32x4.mul(get(h), get(r)), get(r))),
+    set(h, f32x4.add(f32x4.add(get(h), get(r)), f32x4Const(1))),
+    set(x, v128.and(
+      f32x4.mul(get(h), i32x4.shl(i32x4.add(get(n), i32x4Const([POW2_BIAS, POW2_BIAS, POW2_BIAS, POW2_BIAS])), FLOAT_MANTISSA_BITS)),
       f32x4.ge(get(x), f32x4Const(EXP_MIN)),
     )),
   ];
 }
 
-/** Sets `out` to exp(-(a * a)) for the local `a` (scratch locals n, r); 0 where the argument is below EXP_MIN. */
-function expNegSquare(a: number, n: number, r: number, out: number): Code {
-  return [...set(out, f32x4.neg(f32x4.mul(get(a), get(a)))), ...expInPlace(out, n, r)];
-}
-
-/** Vectors of the element-wise loops (gelu, geluGrad, dropout) an iteration: see vectorLoop. */
+/** Vectors of the element-wise loops (gelu, geluGrad, dropout, the softmax's exp) an iteration: see interleavedLoop. */
 const COPIES = 4;
 
-type ErfLocals = Record<'v' | 'z' | 'a' | 't' | 'n' | 'r' | 'e' | 'erf', number>;
+type ErfLocals = Record<'v' | 'z' | 'a' | 't' | 'n' | 'r' | 'h' | 'e' | 'erf', number>;
 /** A vector's locals in gelu and geluGrad (one set per copy). */
-const ERF_LOCALS = { v: V128, z: V128, a: V128, t: V128, n: V128, r: V128, e: V128, erf: V128 } as const;
+const ERF_LOCALS = { v: V128, z: V128, a: V128, t: V128, n: V128, r: V128, h: V128, e: V128, erf: V128 } as const;
 
-/** Shared by gelu and geluGrad: v = the vector at x + i + offset; z = v / sqrt 2; erf(z) and e = exp(-z^2) in locals. */
-function erfParts(x: number, i: number, offset: number, l: ErfLocals): Code {
+/**
+ * Shared by gelu and geluGrad, as statements: v = the vector at x + i + offset; z = v / sqrt 2; erf(z) and e =
+ * exp(-z^2) in locals.
+ */
+function erfSteps(x: number, i: number, offset: number, l: ErfLocals): Code[] {
   return [
-    ...set(l.v, load(i32Add(get(x), get(i)), offset)),
-    ...set(l.z, f32x4.mul(get(l.v), f32x4Const(Math.SQRT1_2))),
-    ...set(l.a, f32x4.abs(get(l.z))),
-    ...set(l.t, f32x4.div(f32x4Const(1), f32x4.add(f32x4Const(1), f32x4.mul(f32x4Const(ERF_P), get(l.a))))),
-    ...expNegSquare(l.a, l.n, l.r, l.e),
+    set(l.v, load(i32Add(get(x), get(i)), offset)),
+    set(l.z, f32x4.mul(get(l.v), f32x4Const(Math.SQRT1_2))),
+    set(l.a, f32x4.abs(get(l.z))),
+    set(l.t, f32x4.div(f32x4Const(1), f32x4.add(f32x4Const(1), f32x4.mul(f32x4Const(ERF_P), get(l.a))))),
+    set(l.e, f32x4.neg(f32x4.mul(get(l.a), get(l.a)))),
+    ...expSteps(l.e, l.n, l.r, l.h),
     // sign(z) * (1 - P(t) t e): the magnitude's sign bit replaced by z's
-    ...set(l.erf, v128.xor(
-      f32x4.sub(f32x4Const(1), f32x4.mul(f32x4.mul(horner(ERF_A, l.t), get(l.t)), get(l.e))),
+    ...hornerSteps(ERF_A, l.t, l.h),
+    set(l.erf, v128.xor(
+      f32x4.sub(f32x4Const(1), f32x4.mul(f32x4.mul(get(l.h), get(l.t)), get(l.e))),
       v128.and(get(l.z), i32x4Const([SIGN_BIT, SIGN_BIT, SIGN_BIT, SIGN_BIT])),
     )),
   ];
@@ -123,50 +123,50 @@ function erfParts(x: number, i: number, offset: number, l: ErfLocals): Code {
 function geluFunc(): FuncSpec {
   const [x, y, groups, i] = [0, 1, 2, 3];
   const { index: c, types } = localCopies(4, ERF_LOCALS, COPIES);
-  const vector = (k: number, offset: number): Code => {
+  const vector = (k: number, offset: number): Code[] => {
     const l = c[k]!;
     return [
-      ...erfParts(x, i, offset, l),
-      ...store(i32Add(get(y), get(i)), f32x4.mul(f32x4.mul(f32x4Const(0.5), get(l.v)), f32x4.add(f32x4Const(1), get(l.erf))), offset),
+      ...erfSteps(x, i, offset, l),
+      store(i32Add(get(y), get(i)), f32x4.mul(f32x4.mul(f32x4Const(0.5), get(l.v)), f32x4.add(f32x4Const(1), get(l.erf))), offset),
     ];
   };
-  return { name: 'gelu', params: [I32, I32, I32], results: [], locals: [I32, ...types], body: vectorLoop(i, get(groups), COPIES, vector) };
+  return { name: 'gelu', params: [I32, I32, I32], results: [], locals: [I32, ...types], body: interleavedLoop(i, get(groups), COPIES, vector) };
 }
 
 function geluGradFunc(): FuncSpec {
   const [x, dy, dx, groups, i] = [0, 1, 2, 3, 4];
   const { index: c, types } = localCopies(5, ERF_LOCALS, COPIES);
-  const vector = (k: number, offset: number): Code => {
+  const vector = (k: number, offset: number): Code[] => {
     const l = c[k]!;
     const phi = f32x4.mul(f32x4Const(0.5), f32x4.add(f32x4Const(1), get(l.erf)));
     const density = f32x4.mul(f32x4.mul(get(l.v), get(l.e)), f32x4Const(INV_SQRT_2PI));
     return [
-      ...erfParts(x, i, offset, l),
-      ...store(i32Add(get(dx), get(i)), f32x4.mul(load(i32Add(get(dy), get(i)), offset), f32x4.add(phi, density)), offset),
+      ...erfSteps(x, i, offset, l),
+      store(i32Add(get(dx), get(i)), f32x4.mul(load(i32Add(get(dy), get(i)), offset), f32x4.add(phi, density)), offset),
     ];
   };
-  return { name: 'geluGrad', params: [I32, I32, I32, I32], results: [], locals: [I32, ...types], body: vectorLoop(i, get(groups), COPIES, vector) };
+  return { name: 'geluGrad', params: [I32, I32, I32, I32], results: [], locals: [I32, ...types], body: interleavedLoop(i, get(groups), COPIES, vector) };
 }
 
 function dropoutFunc(): FuncSpec {
   const [x, out, groups, start, k1, k2, rate, scale] = [0, 1, 2, 3, 4, 5, 6, 7];
   const { index: l, types } = locals(8, { i: I32, lanes: V128, K1: V128, K2: V128, R: V128, S: V128 });
   const { index: c, types: copyTypes } = localCopies(8 + types.length, { h: V128 }, COPIES);
-  const vector = (k: number, offset: number): Code => {
+  const vector = (k: number, offset: number): Code[] => {
     const h = c[k]!.h;
-    const mix = (): Code => [
-      ...set(h, v128.xor(get(h), i32x4.shrU(get(h), MIX_SHIFT[0]!))),
-      ...set(h, i32x4.mul(get(h), i32x4Const([MIX_MUL[0]!, MIX_MUL[0]!, MIX_MUL[0]!, MIX_MUL[0]!]))),
-      ...set(h, v128.xor(get(h), i32x4.shrU(get(h), MIX_SHIFT[1]!))),
-      ...set(h, i32x4.mul(get(h), i32x4Const([MIX_MUL[1]!, MIX_MUL[1]!, MIX_MUL[1]!, MIX_MUL[1]!]))),
-      ...set(h, v128.xor(get(h), i32x4.shrU(get(h), MIX_SHIFT[2]!))),
+    const mix = (): Code[] => [
+      set(h, v128.xor(get(h), i32x4.shrU(get(h), MIX_SHIFT[0]!))),
+      set(h, i32x4.mul(get(h), i32x4Const([MIX_MUL[0]!, MIX_MUL[0]!, MIX_MUL[0]!, MIX_MUL[0]!]))),
+      set(h, v128.xor(get(h), i32x4.shrU(get(h), MIX_SHIFT[1]!))),
+      set(h, i32x4.mul(get(h), i32x4Const([MIX_MUL[1]!, MIX_MUL[1]!, MIX_MUL[1]!, MIX_MUL[1]!]))),
+      set(h, v128.xor(get(h), i32x4.shrU(get(h), MIX_SHIFT[2]!))),
     ];
     // the flat indices of the vector's elements: start + (i + offset) / 4 + [0, 1, 2, 3]
     const index = i32x4.add(get(l.lanes), i32x4.splat(i32ShrU(i32Add(get(l.i), i32c(offset)), i32c(2))));
     return [
-      ...set(h, v128.xor(index, get(l.K1))), ...mix(),
-      ...set(h, v128.xor(get(h), get(l.K2))), ...mix(),
-      ...store(i32Add(get(out), get(l.i)), v128.and(
+      set(h, v128.xor(index, get(l.K1))), ...mix(),
+      set(h, v128.xor(get(h), get(l.K2))), ...mix(),
+      store(i32Add(get(out), get(l.i)), v128.and(
         f32x4.mul(load(i32Add(get(x), get(l.i)), offset), get(l.S)),
         f32x4.ge(f32x4.mul(f32x4.fromI32(i32x4.shrU(get(h), UNIFORM_SHIFT)), f32x4Const(INV_2_24)), get(l.R)),
       ), offset),
@@ -178,7 +178,7 @@ function dropoutFunc(): FuncSpec {
       ...set(l.K1, i32x4.splat(get(k1))), ...set(l.K2, i32x4.splat(get(k2))),
       ...set(l.R, f32x4.splat(get(rate))), ...set(l.S, f32x4.splat(get(scale))),
       ...set(l.lanes, i32x4.add(i32x4.splat(get(start)), i32x4Const([0, 1, 2, 3]))),
-      ...vectorLoop(l.i, get(groups), COPIES, vector),
+      ...interleavedLoop(l.i, get(groups), COPIES, vector),
     ],
   };
 }
@@ -216,10 +216,13 @@ function rowTail(T: number, l: { k: number; rowBytes: number; vecBytes: number; 
  */
 function softmaxRowsFunc(): FuncSpec {
   const [s, mask, rows, T, scale] = [0, 1, 2, 3, 4];
-  const { index: l, types } = locals(5, {
+  const { index: l, types: rowTypes } = locals(5, {
     r: I32, k: I32, rowBytes: I32, vecBytes: I32, tailOff: I32, tailEnd: I32, ps: I32,
-    S: V128, M: V128, acc: V128, v: V128, old: V128, n: V128, rr: V128, tmp: V128, top: V128,
+    S: V128, M: V128, acc: V128, v: V128, old: V128, n: V128, rr: V128, h: V128, tmp: V128, top: V128,
   });
+  // the exp pass's vectors, COPIES an iteration (interleavedLoop): each copy's locals
+  const { index: e, types: expTypes } = localCopies(5 + rowTypes.length, { v: V128, n: V128, r: V128, h: V128 }, COPIES);
+  const types = [...rowTypes, ...expTypes];
   const at = (base: number): Code => i32Add(get(base), get(l.k));
   const { setup, tail, blend, tailAt } = rowTail(T, l);
   const row = [
@@ -237,16 +240,20 @@ function softmaxRowsFunc(): FuncSpec {
     ]),
     ...set(l.top, f32x4.splat(f32x4.hmax(get(l.acc), l.tmp))),
     ...set(l.acc, f32x4Const(0)), ...set(l.k, i32c(0)),
-    ...whileBelow(l.k, get(l.vecBytes), V128_BYTES, [
-      ...set(l.v, f32x4.sub(load(at(l.ps)), get(l.top))),
-      ...expInPlace(l.v, l.n, l.rr),
-      ...store(at(l.ps), get(l.v)),
-      ...set(l.acc, f32x4.add(get(l.acc), get(l.v))),
-    ]),
+    // the sum adds the vectors in row order (each copy's add is its last statement, the copies in order)
+    ...interleavedLoop(l.k, i32ShrU(get(T), i32c(2)), COPIES, (copy, offset) => {
+      const c = e[copy]!;
+      return [
+        set(c.v, f32x4.sub(load(at(l.ps), offset), get(l.top))),
+        ...expSteps(c.v, c.n, c.r, c.h),
+        store(at(l.ps), get(c.v), offset),
+        set(l.acc, f32x4.add(get(l.acc), get(c.v))),
+      ];
+    }),
     ...tail([
       ...set(l.old, load(tailAt(l.ps))),
       ...set(l.v, f32x4.sub(get(l.old), get(l.top))),
-      ...expInPlace(l.v, l.n, l.rr),
+      ...expSteps(l.v, l.n, l.rr, l.h).flat(),
       ...store(tailAt(l.ps), blend(get(l.old), get(l.v))),
       ...set(l.acc, f32x4.add(get(l.acc), v128.and(get(l.v), get(l.M)))),
     ]),

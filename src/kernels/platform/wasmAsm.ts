@@ -166,22 +166,25 @@ export function whileBelow(i: number, end: Code, step: number, body: Code): Code
 }
 
 /**
- * A loop over `groups` v128 vectors, i (a zeroed i32 local) their byte offset: `vector(copy, offset)` is the work of
- * the vector at i + offset with copy `copy`'s locals. It runs `copies` vectors an iteration (copy k at offset 16k,
- * the copies one after another) while that many are left, then one an iteration (copy 0). Why: V8's x64 code keeps
- * a function's instruction order, so a body that is one long dependency chain (the exp and erf polynomials, the
- * hash rounds) waits on each result in turn; independent chains in one iteration overlap. Each vector's arithmetic
- * is unchanged, so are the results. `copies` is a power of two.
+ * A loop over `groups` v128 vectors, i (a zeroed i32 local) their byte offset: `steps(copy, offset)` is the work of
+ * the vector at i + offset with copy `copy`'s locals, as statements (the same count for every copy). It runs `copies`
+ * vectors an iteration, interleaved (statement s of copy 0, 1, ..., then statement s + 1), while that many are left,
+ * then one an iteration (copy 0). Why: V8's x64 code keeps a function's instruction order, so a body that is one long
+ * dependency chain (the exp and erf polynomials, the hash rounds) waits on each result in turn, and copies placed one
+ * after another are a whole copy apart, further than the core's schedulers look ahead; side by side, independent
+ * instructions overlap. Each vector's statements run in their order, so the results are unchanged. `copies` is a
+ * power of two.
  */
-export function vectorLoop(i: number, groups: Code, copies: number, vector: (copy: number, offset: number) => Code): Code {
+export function interleavedLoop(i: number, groups: Code, copies: number, steps: (copy: number, offset: number) => Code[]): Code {
+  const all = Array.from({ length: copies }, (_, k) => steps(k, k * V128_BYTES));
+  const body = all[0]!.flatMap((_, s) => all.flatMap((copy) => copy[s]!));
   return [
-    ...whileBelow(i, i32Mul(i32And(groups, i32c(-copies)), i32c(V128_BYTES)), copies * V128_BYTES,
-      Array.from({ length: copies }, (_, k) => vector(k, k * V128_BYTES)).flat()),
-    ...whileBelow(i, i32Mul(groups, i32c(V128_BYTES)), V128_BYTES, vector(0, 0)),
+    ...whileBelow(i, i32Mul(i32And(groups, i32c(-copies)), i32c(V128_BYTES)), copies * V128_BYTES, body),
+    ...whileBelow(i, i32Mul(groups, i32c(V128_BYTES)), V128_BYTES, steps(0, 0).flat()),
   ];
 }
 
-/** `copies` sets of the locals `spec` from index `first` on (one per copy of a vectorLoop body), and their types. */
+/** `copies` sets of the locals `spec` from index `first` on (one per copy of an interleavedLoop body), and their types. */
 export function localCopies<K extends string>(first: number, spec: Record<K, ValType>, copies: number): { index: Record<K, number>[]; types: ValType[] } {
   const index: Record<K, number>[] = [];
   const types: ValType[] = [];
