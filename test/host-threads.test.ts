@@ -15,7 +15,7 @@ import { createRequire } from 'node:module';
 import { describe, test } from 'node:test';
 import {
   heapSimdHost, layerNormGradScratch, simdBinary, simdDropout, simdGelu, simdGeluGrad, simdLayerNorm, simdLayerNormGrad,
-  simdResidualLayerNorm, simdResidualLayerNormGrad, simdSoftmaxGradRows, simdSoftmaxRows, type SimdHost,
+  simdResidualLayerNorm, simdResidualLayerNormGrad, simdSegmentSum, simdSoftmaxGradRows, simdSoftmaxRows, type SimdHost,
 } from '../src/kernels/platform/hostSimd.js';
 import {
   cgroupCpuQuota, HOST_THREADS_ENV, hostCores, hostThreadsAvailable, hostThreadsFailure, nativeThreads, simdThreads, splitRuns, THREAD_MIN_ELEMENTS,
@@ -46,9 +46,13 @@ function arraysOn(memory: WebAssembly.Memory, lengths: number[]): Float32Array[]
 function everyLoop(memory: WebAssembly.Memory, host: SimdHost): Float32Array[] {
   const rows = Math.floor(N / H);
   const slabs = Math.floor(N / (MASK_ROWS * T));
-  const [x, y, dy, dx, sum, prod, drop, ln, gamma, beta, res, s, yr, sm, mask, p, dp, lnDx, lnDg, lnDb, rDs, rDx, rDg, rDb, scratch] = arraysOn(memory,
+  const SEGMENTS = 37;
+  const [x, y, dy, dx, sum, prod, drop, ln, gamma, beta, res, s, yr, sm, mask, p, dp, lnDx, lnDg, lnDb, rDs, rDx, rDg, rDb, scratch, idBits, seg] = arraysOn(memory,
     [N, N, N, N, N, N, N, rows * H, H, H, rows * H, rows * H, rows * H, slabs * MASK_ROWS * T, slabs * T, rows * H, rows * H,
-      rows * H, H, H, rows * H, rows * H, H, H, layerNormGradScratch(H, rows * H)]) as Float32Array[];
+      rows * H, H, H, rows * H, rows * H, H, H, layerNormGradScratch(H, rows * H), rows, SEGMENTS * H]) as Float32Array[];
+  // segment ids with repeats, and ones outside [0, SEGMENTS) (dropped)
+  const ids = new Int32Array(idBits!.buffer, idBits!.byteOffset, rows);
+  ids.forEach((_, i) => void (ids[i] = i % 11 === 0 ? -1 : i % 17 === 0 ? SEGMENTS : (i * 7) % SEGMENTS));
   x!.set(seededValues(N, 1).map((v) => 6 * v));
   dy!.set(seededValues(N, 2));
   gamma!.set(seededValues(H, 3).map((v) => 1 + v));
@@ -71,10 +75,12 @@ function everyLoop(memory: WebAssembly.Memory, host: SimdHost): Float32Array[] {
   const rowsOf = (a: Float32Array) => a.subarray(0, rows * H);
   simdLayerNormGrad(host, rowsOf(x!), gamma!, rowsOf(dy!), 1e-12, lnDx!, lnDg!, lnDb!, scratch!);
   simdResidualLayerNormGrad(host, rowsOf(x!), gamma!, rowsOf(dy!), 1e-12, { k1: 7, k2: 11, rate: 0.1, scale: 1 / 0.9 }, rDs!, rDx!, rDg!, rDb!, scratch!);
-  return [y, dx, sum, prod, drop, ln, s, yr, sm, p, lnDx, lnDg, lnDb, rDs, rDx, rDg, rDb].map((a) => a!.slice());
+  seg!.fill(NaN); // every element written
+  simdSegmentSum(host, rowsOf(x!), ids, seg!, H);
+  return [y, dx, sum, prod, drop, ln, s, yr, sm, p, lnDx, lnDg, lnDb, rDs, rDx, rDg, rDb, seg].map((a) => a!.slice());
 }
 
-const PAGES = Math.ceil((28 * N * 4) / PAGE);
+const PAGES = Math.ceil((29 * N * 4) / PAGE);
 
 /** A shared memory whose loops run on `threads` threads (HOST_THREADS_ENV while its pool starts). */
 function sharedHost(threads: number): { memory: WebAssembly.Memory; host: SimdHost } {

@@ -30,11 +30,14 @@
  *   softmaxRows(s, mask, rows, T, scale)                   T >= 4: rows of s -> softmax(s * scale + mask)
  *   softmaxGradRows(p, dp, rows, T)                        T >= 4: rows of p -> p * (dp - rowsum(dp * p))
  *   add|sub|mul|div(a, b, out, groups)                     out = a (op) b: one float32 operation, the JS loop's bits
+ *   segmentSum(x, ids, out, rows, rowBytes, first, end)    out's rows [first, end) = the sums of x's rows by segment
+ *                                                          id (the embedding gradient's scatter-add), float32 adds in
+ *                                                          row order: the JS loop's bits
  */
 import {
   F32, f32Add, f32c, f32Div, f32FromI32, f32Mul, f32Sqrt, f32x4, f32x4Const, F64, f64Add, f64c, f64Div,
-  f64FromF32, f64FromI32, f64Sqrt, f64x2, get, I32, i32Add, i32And, i32c, i32Mul, i32ShrU, i32x4, i32x4Const, instancePerMemory, load,
-  interleavedLoop, localCopies, locals, set, store, v128, V128, V128_BYTES, whileBelow, type Code, type FuncSpec, type PerMemory,
+  f64FromF32, f64FromI32, f64Sqrt, f64x2, get, I32, i32Add, i32And, i32c, i32Load, i32Mul, i32ShrU, i32Sub, i32x4, i32x4Const, instancePerMemory, load,
+  interleavedLoop, localCopies, locals, set, store, unlessGeU, v128, V128, V128_BYTES, whileBelow, type Code, type FuncSpec, type PerMemory,
 } from './wasmAsm.js';
 import { hostThreadsAvailable, runParts, sharedParts, threadParts, type ThreadCall } from './simdThreads.js';
 import { ERF_A1, ERF_A2, ERF_A3, ERF_A4, ERF_A5, ERF_P, INV_SQRT_2PI } from './erf.js';
@@ -314,6 +317,32 @@ function binaryFunc(name: BinaryLoop): FuncSpec {
   return { name, params: [I32, I32, I32, I32], results: [], locals: types, body: whileBelow(l.i, i32Mul(get(groups), i32c(V128_BYTES)), V128_BYTES, body) };
 }
 
+/**
+ * segmentSum(x, ids, out, rows, rowBytes, first, end): rows [first, end) of out (rowBytes each, a multiple of 16)
+ * zeroed, then x's row i added to out's row ids[i] for each i < rows, in order, where ids[i] is in [first, end).
+ */
+function segmentSumFunc(): FuncSpec {
+  const [x, ids, out, rows, rowBytes, first, end] = [0, 1, 2, 3, 4, 5, 6];
+  const { index: l, types } = locals(7, { i: I32, k: I32, s: I32, from: I32, to: I32 });
+  const at = (base: number): Code => i32Add(get(base), get(l.k));
+  return {
+    name: 'segmentSum', params: [I32, I32, I32, I32, I32, I32, I32], results: [], locals: types,
+    body: [
+      ...set(l.to, i32Add(get(out), i32Mul(get(first), get(rowBytes)))),
+      ...whileBelow(l.k, i32Mul(i32Sub(get(end), get(first)), get(rowBytes)), V128_BYTES, store(at(l.to), f32x4Const(0))),
+      ...whileBelow(l.i, get(rows), 1, [
+        ...set(l.s, i32Load(i32Add(get(ids), i32Mul(get(l.i), i32c(F32_BYTES))))),
+        ...unlessGeU(i32Sub(get(l.s), get(first)), i32Sub(get(end), get(first)), [
+          ...set(l.to, i32Add(get(out), i32Mul(get(l.s), get(rowBytes)))),
+          ...set(l.from, i32Add(get(x), i32Mul(get(l.i), get(rowBytes)))),
+          ...set(l.k, i32c(0)),
+          ...whileBelow(l.k, get(rowBytes), V128_BYTES, store(at(l.to), f32x4.add(load(at(l.to)), load(at(l.from))))),
+        ]),
+      ]),
+    ],
+  };
+}
+
 /** mean and rstd of the row at `px` (rowBytes long) into splatted locals, via the accumulator `acc`. */
 function rowStats(px: number, rowBytes: number, invH: number, eps: number, l: Record<'k' | 'acc' | 'd' | 'tmp' | 'mean' | 'rstd', number>): Code {
   const x = load(i32Add(get(px), get(l.k)));
@@ -449,6 +478,7 @@ export interface HostSimd {
   sub(a: number, b: number, out: number, groups: number): void;
   mul(a: number, b: number, out: number, groups: number): void;
   div(a: number, b: number, out: number, groups: number): void;
+  segmentSum(x: number, ids: number, out: number, rows: number, rowBytes: number, first: number, end: number): void;
 }
 
 /** Elements per SIMD group; LayerNorm's H must be a multiple of it. */
@@ -460,7 +490,7 @@ export const SIMD_LANES = LANES;
  */
 const hostSimdFor: PerMemory<HostSimd> = instancePerMemory<HostSimd>(
   () => [geluFunc(), geluGradFunc(), dropoutFunc(), layerNormFunc(), layerNormGradFunc(), softmaxRowsFunc(), softmaxGradRowsFunc(),
-    ...(Object.keys(BINARY_LOOPS) as BinaryLoop[]).map(binaryFunc)]);
+    ...(Object.keys(BINARY_LOOPS) as BinaryLoop[]).map(binaryFunc), segmentSumFunc()]);
 
 // ---------------------------------------------------------------------------------------------------------------
 // The loops over Float32Arrays: in place where the arrays are views of the module's memory (the wasm heap), or
@@ -761,6 +791,20 @@ export function simdSoftmaxGradRows(host: SimdHost, p: Float32Array, dp: Float32
     host.callSplit([block, dp.subarray(a, b)], [block], ([pa, da], threads) => threadParts(rows, T, threads, (r, n): SimdCall[] =>
       [{ fn: 'softmaxGradRows', args: [pa! + r * rowBytes, da! + r * rowBytes, n, T] }]));
   });
+}
+
+/**
+ * out [segments, inner] = the rows of x [ids.length, inner] summed by segment: out's row s is the sum, in order, of x's
+ * rows i with ids[i] = s (zeros where there is none; ids outside [0, segments) dropped); inner % SIMD_LANES == 0 (the
+ * caller checks). The segments are cut among the threads (each scans every id for its own), so each row's sum is
+ * the one-thread loop's. In place only (the wasm heap: `ids` a view of it too).
+ */
+export function simdSegmentSum(host: SimdHost, x: Float32Array, ids: Int32Array, out: Float32Array, inner: number): void {
+  const segments = out.length / inner;
+  const rowBytes = inner * F32_BYTES;
+  const idsAsF32 = new Float32Array(ids.buffer, ids.byteOffset, ids.length); // addressed like the float32 arrays
+  host.callSplit([x, idsAsF32], [out], ([xa, ia, oa], threads) => threadParts(segments, inner, threads, (first, count) =>
+    [{ fn: 'segmentSum', args: [xa!, ia!, oa!, ids.length, rowBytes, first, first + count] }]));
 }
 
 /** Float32 elements of one block's column sums in the LayerNorm backward loops: 2H float64 (dgamma, dbeta). */

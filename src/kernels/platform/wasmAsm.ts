@@ -25,7 +25,7 @@ const OP = {
   block: 0x02, loop: 0x03, br: 0x0c, brIf: 0x0d, end: 0x0b, emptyType: 0x40,
   localGet: 0x20, localSet: 0x21, localTee: 0x22,
   i32Const: 0x41, f32Const: 0x43,
-  i32GeU: 0x4f, i32Add: 0x6a, i32Mul: 0x6c, i32And: 0x71, i32ShrU: 0x76,
+  i32Load: 0x28, i32GeU: 0x4f, i32Add: 0x6a, i32Sub: 0x6b, i32Mul: 0x6c, i32And: 0x71, i32ShrU: 0x76,
   f32Sqrt: 0x91, f32Add: 0x92, f32Mul: 0x94, f32Div: 0x95, f32Max: 0x97, f32ConvertI32S: 0xb2,
   f64Sqrt: 0x9f, f64Add: 0xa0, f64Div: 0xa3, f64ConvertI32S: 0xb7, f64PromoteF32: 0xbb,
 } as const;
@@ -81,6 +81,7 @@ export const get = (i: number): Code => [OP.localGet, ...uleb(i)];
 export const set = (i: number, value: Code): Code => [...value, OP.localSet, ...uleb(i)];
 export const i32c = (n: number): Code => [OP.i32Const, ...sleb(n | 0)];
 export const i32Add = (a: Code, b: Code): Code => [...a, ...b, OP.i32Add];
+export const i32Sub = (a: Code, b: Code): Code => [...a, ...b, OP.i32Sub];
 export const i32Mul = (a: Code, b: Code): Code => [...a, ...b, OP.i32Mul];
 export const i32And = (a: Code, b: Code): Code => [...a, ...b, OP.i32And];
 export const i32ShrU = (a: Code, b: Code): Code => [...a, ...b, OP.i32ShrU];
@@ -96,6 +97,12 @@ export const f64FromI32 = (a: Code): Code => [...a, OP.f64ConvertI32S];
 export const f64FromF32 = (a: Code): Code => [...a, OP.f64PromoteF32];
 export const f64c = (x: number): Code => [0x44, ...new Uint8Array(new Float64Array([x]).buffer)];
 export const f32c = (x: number): Code => [OP.f32Const, ...new Uint8Array(new Float32Array([x]).buffer)];
+
+/** The i32 at `address` (4-byte aligned). */
+export const i32Load = (address: Code): Code => [...address, OP.i32Load, ALIGN_LOG2, 0];
+
+/** `body` unless the i32 expression `a` >= `b`, unsigned. */
+export const unlessGeU = (a: Code, b: Code, body: Code): Code => [OP.block, OP.emptyType, ...a, ...b, OP.i32GeU, OP.brIf, 0, ...body, OP.end];
 
 /** v128 load / store at `address + offset` (address an i32 expression, offset a constant in bytes). */
 export const load = (address: Code, offset = 0): Code => [...address, ...simd(SIMD.load), ALIGN_LOG2, ...uleb(offset)];
