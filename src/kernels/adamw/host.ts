@@ -231,6 +231,47 @@ export function adamwInPlaceCpu(updates: readonly InPlaceUpdate[], norm: tf.Scal
   }
 }
 
+/**
+ * Whether `p`, `m` and `v` can be overwritten where they are on wasm: the active backend is wasm with this project's
+ * kernels registered and the SIMD loops on its heap, the four tensors as inPlaceTensorsAllow asks, and p, m and v
+ * each the only holder of its heap block (backend refCount 1: no clone or saved copy shares it; values read from a
+ * wasm tensor are copies, so no reader sees them change).
+ */
+export function canUpdateInPlaceWasm(p: tf.Tensor, g: tf.Tensor, m: tf.Tensor, v: tf.Tensor, gate?: tf.Scalar): boolean {
+  if (tf.getBackend() !== 'wasm' || !kernelOn(ADAMW_KERNEL) || !inPlaceTensorsAllow(p, g, m, v, gate)) return false;
+  const b = tf.backend() as unknown as WasmBackend;
+  return wasmSimd(b) !== null && [p, m, v].every((x) => b.dataIdMap.get(x.dataId).refCount === 1);
+}
+
+/**
+ * The updates (each passed `canUpdateInPlaceWasm`) with p, m and v overwritten in place on the heap: the kernel's
+ * arithmetic (same bits), every parameter's runs of groups in one job the heap's threads share (no kernel call, no
+ * three new blocks a parameter), the n % 4 elements after in JavaScript. With a `gate` that is not finite nothing
+ * changes.
+ */
+export function adamwInPlaceWasm(updates: readonly InPlaceUpdate[], norm: tf.Scalar, gate?: tf.Scalar): void {
+  if (updates.length === 0) return;
+  const b = tf.backend() as unknown as WasmBackend;
+  if (gate !== undefined && !Number.isFinite(heapView(b, gate)[0]!)) return;
+  const normValue = heapView(b, norm)[0]!;
+  const simd = wasmSimd(b)!;
+  const threads = simdFor.threads(heapMemory(b));
+  const parts: ThreadCall<keyof AdamWSimd>[][] = [];
+  for (const { p, g, m, v, scalars } of updates) {
+    const groups = Math.floor(p.size / SIMD_LANES);
+    const addresses = [p, g, m, v, p, m, v].map((x) => heapOffset(b, x));
+    const constants = updateConstants(normValue, scalars);
+    parts.push(...threadParts(groups, SIMD_LANES, sharedParts(threads?.count ?? 1),
+      (first, n): ThreadCall<keyof AdamWSimd>[] => [{ fn: 'adamw', args: [...addresses.map((a) => a + first * V128_BYTES), n, ...constants] }]));
+  }
+  runParts(simd, threads, parts);
+  for (const { p, g, m, v, scalars } of updates) {
+    const done = Math.floor(p.size / SIMD_LANES) * SIMD_LANES;
+    const [pv, gv, mv, vv] = [p, g, m, v].map((x) => heapView(b, x, done));
+    adamwHost(pv!, gv!, mv!, vv!, normValue, scalars, pv!, mv!, vv!);
+  }
+}
+
 /** The SIMD loops over this backend's heap, or null (then the JavaScript loops do all elements). */
 function wasmSimd(b: WasmBackend): AdamWSimd | null {
   return simdFor(heapMemory(b));
