@@ -283,11 +283,20 @@ const wasmGradNorm: KernelFunc = ({ inputs, backend }) => {
   assertFloat32(GRAD_NORM_KERNEL, grads);
   const out = b.makeOutput([], 'float32');
   const simd = wasmSimd(b);
-  // views taken after the allocation above (see hostBackend.ts)
-  const sums = grads.map((g) => {
-    const groups = simd === null ? 0 : Math.floor(tf.util.sizeFromShape(g.shape) / SIMD_LANES);
-    return (groups > 0 ? simd!.sumsq(heapOffset(b, g), groups) : 0) + sumSquares(heapView(b, g, groups * SIMD_LANES));
-  });
+  const groupsOf = (g: tf.TensorInfo): number => (simd === null ? 0 : Math.floor(tf.util.sizeFromShape(g.shape) / SIMD_LANES));
+  // Each gradient's SIMD sum (a float64 into `scratch`; 2 float32 slots, 8-byte aligned past the first) is one part
+  // the heap's threads share: each sum is the one-thread loop's, so the norm is too.
+  const scratch = b.makeOutput([2 * grads.length + 1], 'float32');
+  const at = heapOffset(b, scratch);
+  const base = at + (at % 8);
+  const threads = simdFor.threads(heapMemory(b));
+  if (simd !== null) {
+    runParts(simd, threads, grads.map((g, i): ThreadCall<keyof AdamWSimd>[] => [{ fn: 'sumsqTo', args: [heapOffset(b, g), groupsOf(g), base + 8 * i] }]));
+  }
+  // views taken after the allocations above (see hostBackend.ts)
+  const simdSums = new Float64Array(heapView(b, scratch).buffer, base, grads.length);
+  const sums = grads.map((g, i) => (simd === null ? 0 : simdSums[i]!) + sumSquares(heapView(b, g, groupsOf(g) * SIMD_LANES)));
+  b.disposeData(scratch.dataId);
   heapView(b, out)[0] = normFromSums(sums);
   return out;
 };

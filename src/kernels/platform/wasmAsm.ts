@@ -25,7 +25,7 @@ const OP = {
   block: 0x02, loop: 0x03, br: 0x0c, brIf: 0x0d, end: 0x0b, emptyType: 0x40,
   localGet: 0x20, localSet: 0x21, localTee: 0x22,
   i32Const: 0x41, f32Const: 0x43,
-  i32Load: 0x28, i32GeU: 0x4f, i32Add: 0x6a, i32Sub: 0x6b, i32Mul: 0x6c, i32And: 0x71, i32ShrU: 0x76,
+  i32Load: 0x28, f64Store: 0x39, i32GeU: 0x4f, i32Add: 0x6a, i32Sub: 0x6b, i32Mul: 0x6c, i32And: 0x71, i32ShrU: 0x76,
   f32Sqrt: 0x91, f32Add: 0x92, f32Mul: 0x94, f32Div: 0x95, f32Max: 0x97, f32ConvertI32S: 0xb2,
   f64Sqrt: 0x9f, f64Add: 0xa0, f64Div: 0xa3, f64ConvertI32S: 0xb7, f64PromoteF32: 0xbb,
 } as const;
@@ -100,6 +100,9 @@ export const f32c = (x: number): Code => [OP.f32Const, ...new Uint8Array(new Flo
 
 /** The i32 at `address` (4-byte aligned). */
 export const i32Load = (address: Code): Code => [...address, OP.i32Load, ALIGN_LOG2, 0];
+
+/** Stores the f64 expression `value` at `address` (8-byte aligned). */
+export const f64Store = (address: Code, value: Code): Code => [...address, ...value, OP.f64Store, 3, 0];
 
 /** `body` unless the i32 expression `a` >= `b`, unsigned. */
 export const unlessGeU = (a: Code, b: Code, body: Code): Code => [OP.block, OP.emptyType, ...a, ...b, OP.i32GeU, OP.brIf, 0, ...body, OP.end];
