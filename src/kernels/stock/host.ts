@@ -816,19 +816,29 @@ export function makeCpuBinary(kernelName: string, stock: KernelFunc): KernelFunc
 }
 
 /**
- * wasm Add and Sub of same-shape float32 operands: axpyAddSub in place on the heap where axpyEngine gives a CBLAS
- * (the stock kernel runs on one wasm thread); every other case keeps the stock kernel.
+ * wasm Add and Sub of same-shape float32 operands, where axpyEngine gives a CBLAS (the stock kernel runs on one wasm
+ * thread): the SIMD loop in place on the heap where its threads run (one pass, shared by them), else axpyAddSub
+ * there (a copy and cblas_saxpy); one float32 add or subtract an element either way. Every other case keeps the
+ * stock kernel.
  */
 export function makeWasmAddSub(kernelName: string, stock: KernelFunc): KernelFunc {
   const op = BINARY_KERNEL_OPS[kernelName]!;
   return (args) => {
     const a = args.inputs['a']!;
     const b = args.inputs['b']!;
-    const cblas = axpyEngine(op, tf.util.sizeFromShape(a.shape));
+    const n = tf.util.sizeFromShape(a.shape);
+    const cblas = axpyEngine(op, n);
     if (cblas === undefined || a.dtype !== 'float32' || b.dtype !== 'float32' || !tf.util.arraysEqual(a.shape, b.shape)) return stock(args);
     const backend = args.backend as unknown as WasmBackend;
     const out = makeHostOutput(backend, a.shape.slice(), 'float32');
-    axpyAddSub(cblas, op, hostF32(backend, a), hostF32(backend, b), hostF32(backend, out)); // views after the allocation, which may grow the heap
+    const [av, bv, ov] = [hostF32(backend, a), hostF32(backend, b), hostF32(backend, out)]; // views after the allocation, which may grow the heap
+    const simd = heapSimdHost(heapMemory(backend));
+    if (simd !== null && simd.threads > 1) {
+      const done = simdBinary(simd, BINARY_SIMD[op], av, bv, ov);
+      binaryRow(op, ov, done, av, done, 1, bv, done, 1, n - done);
+    } else {
+      axpyAddSub(cblas, op, av, bv, ov);
+    }
     return out;
   };
 }
