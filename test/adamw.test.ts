@@ -325,6 +325,41 @@ describe('in-place update on cpu', () => {
   });
 });
 
+describe('in-place update on wasm', () => {
+  it('from a parameter\'s second update on, p, m and v keep their heap blocks and get the kernel\'s update bit for bit; a parameter a clone shares takes the kernel, the clone unchanged', async () => {
+    await selectBackend('wasm');
+    const offsets = (xs: tf.Tensor[]): number[] =>
+      xs.map((x) => (tf.backend() as unknown as { dataIdMap: { get(id: object): { memoryOffset: number } } }).dataIdMap.get(x.dataId).memoryOffset);
+    const setUp = () => {
+      const params = PARAMS.map(([name, shape], i) => ({ name, variable: tf.variable(tf.randomNormal(shape, 0, 1, 'float32', SEED + i)) }));
+      return { params, opt: new AdamW(params, { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01 }) };
+    };
+    const state = (r: ReturnType<typeof setUp>): tf.Tensor[] => [...r.params.map((p) => p.variable), ...r.opt.m.values(), ...r.opt.v.values()];
+    const inPlace = setUp();
+    const kernel = setUp();
+    const clones = kernel.params.map((p) => p.variable.clone()); // each variable's block shared: refCount 2
+    const cloneValues = await Promise.all(clones.map(async (c) => Float32Array.from((await c.data()) as Float32Array)));
+    let blocks: number[] = [];
+    for (let step = 0; step < 3; step++) {
+      for (const r of [inPlace, kernel]) {
+        const g = new Map(PARAMS.map(([name, shape], i) => [name, gridGradient(shape, SEED + 100 * step + i)] as [string, tf.Tensor]));
+        tf.dispose([r.opt.apply(g, LR, 1), ...g.values()]);
+      }
+      // from the second update on (tf.variable shares its initial value's block, so the first update makes new ones)
+      if (step === 0) blocks = offsets(state(inPlace));
+    }
+    assert.deepEqual(offsets(state(inPlace)), blocks, 'p, m and v were updated where they are');
+    const [a, b] = await Promise.all([inPlace, kernel].map((r) => Promise.all(state(r).map(async (x) => Float32Array.from((await x.data()) as Float32Array)))));
+    a!.forEach((x, i) => assert.deepEqual(x, b![i], `tensor ${i} differs between the in-place update and the kernel`));
+    for (const [i, c] of clones.entries()) assert.deepEqual(Float32Array.from((await c.data()) as Float32Array), cloneValues[i], `clone ${i} changed`);
+    tf.dispose(clones);
+    for (const r of [inPlace, kernel]) {
+      r.opt.dispose();
+      for (const p of r.params) p.variable.dispose();
+    }
+  });
+});
+
 backendSuite('cpu', 0);
 backendSuite('wasm', 0);
 backendSuite('webgpu', REL_TOL);

@@ -16,7 +16,8 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import {
-  ATTENTION, ATTENTION_CONTEXT, ATTENTION_CONTEXT_GRAD, ATTENTION_GRAD, ATTENTION_PROBS, ATTENTION_PROBS_GRAD, MERGE_HEADS, selfAttention, SPLIT_HEADS,
+  ATTENTION, ATTENTION_CONTEXT, ATTENTION_CONTEXT_GRAD, ATTENTION_GRAD, ATTENTION_PROBS, ATTENTION_PROBS_GRAD, MERGE_HEADS, selfAttention,
+  selfAttentionContext, SPLIT_HEADS,
   type AttentionOptions,
 } from '../src/kernels/attention/index.js';
 import { NATIVE_GEMM_ENV, parseNativeGemmChoice, useNativeGemm, type NativeGemmChoice } from '../src/kernels/stock/index.js';
@@ -87,6 +88,22 @@ async function run(c: Case): Promise<Float32Array[]> {
 }
 
 const NAMES = ['context', 'probs', 'dq', 'dk', 'dv'];
+
+/**
+ * Runs `f`, counting the zero arrays the engine makes for the gradient of a kernel output that nothing read (a
+ * makeTensor of [B, nh, T, T] zeros: the attention probabilities' shape) until `count()` is called.
+ */
+function countZeroGradients<T>(f: () => T): { result: T; count: () => number } {
+  const engine = tf.engine() as unknown as { makeTensor: (values: unknown, shape: number[], dtype: string) => tf.Tensor };
+  const makeTensor = engine.makeTensor;
+  let made = 0;
+  engine.makeTensor = function (this: unknown, values, shape, dtype) {
+    if (shape.length === 4 && values instanceof Float32Array && values.every((v) => v === 0)) made++;
+    return makeTensor.call(this, values, shape, dtype);
+  };
+  const result = f();
+  return { result, count: () => { engine.makeTensor = makeTensor; return made; } };
+}
 /** The host's one op and its gradient; the webgpu kernels' four (their programs are checked by name below). */
 const HOST_KERNELS = [ATTENTION, ATTENTION_GRAD];
 const WEBGPU_KERNELS = [ATTENTION_PROBS, ATTENTION_CONTEXT, ATTENTION_CONTEXT_GRAD, ATTENTION_PROBS_GRAD];
@@ -168,6 +185,32 @@ describe('selfAttention', () => {
         got.forEach((v, i) => assert.deepEqual(v, ref[i], `${NAMES[i]} differs`));
       });
     });
+
+    for (const backend of ['cpu', 'wasm'] as const) {
+      test(`${backend} ${label}: selfAttentionContext gives selfAttention's context and gradient of qkv bit for bit, and makes no zero gradient of the probabilities`, async () => {
+        await selectBackend(backend);
+        const H = c.heads * c.dh;
+        const n = c.B * c.T * H;
+        const qkv = tf.concat([1, 2, 3].map((s) => tf.tensor3d(seededValues(n, s), [c.B, c.T, H])), 2) as tf.Tensor3D;
+        const mask = attentionMask(c.B, c.T);
+        const w = tf.tensor3d(seededValues(n, 4), [c.B, c.T, H]);
+        const opts: AttentionOptions = { heads: c.heads, scale: 1 / Math.sqrt(c.dh), rate: c.rate, seed: SEED };
+        const both = async (attend: (x: tf.Tensor3D) => tf.Tensor3D): Promise<Float32Array[]> => {
+          const [context, dqkv] = tf.tidy(() => [attend(qkv), tf.grad((x: tf.Tensor) => tf.sum(tf.mul(attend(x as tf.Tensor3D), w)))(qkv)]);
+          const out = await Promise.all([context!, dqkv!].map(async (t) => Float32Array.from((await t.data()) as Float32Array)));
+          tf.dispose([context!, dqkv!]);
+          return out;
+        };
+        const want = await both((x) => selfAttention(x, mask, opts).context);
+        const before = tf.memory().numTensors;
+        const zeros = countZeroGradients(() => both((x) => selfAttentionContext(x, mask, opts)));
+        const got = await zeros.result;
+        assert.equal(tf.memory().numTensors, before, 'no tensor leaks');
+        assert.equal(zeros.count(), 0, 'no gradient of an output nothing read was made');
+        got.forEach((v, i) => assert.deepEqual(v, want[i], `${['context', 'dqkv'][i]} differs`));
+        tf.dispose([qkv, mask, w]);
+      });
+    }
 
     test(`webgpu (fused) ${label}: context, probs and the gradients of q, k, v match the composed ops on cpu within ${TOL}`,
       { skip: WEBGPU_SKIP }, async () => {

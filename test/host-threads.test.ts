@@ -15,7 +15,7 @@ import { createRequire } from 'node:module';
 import { describe, test } from 'node:test';
 import {
   heapSimdHost, layerNormGradScratch, simdBinary, simdDropout, simdGelu, simdGeluGrad, simdLayerNorm, simdLayerNormGrad,
-  simdResidualLayerNorm, simdResidualLayerNormGrad, simdSoftmaxGradRows, simdSoftmaxRows, type SimdHost,
+  simdResidualLayerNorm, simdResidualLayerNormGrad, simdSegmentSum, simdSoftmaxGradRows, simdSoftmaxRows, type SimdHost,
 } from '../src/kernels/platform/hostSimd.js';
 import {
   cgroupCpuQuota, HOST_THREADS_ENV, hostCores, hostThreadsAvailable, hostThreadsFailure, nativeThreads, simdThreads, splitRuns, THREAD_MIN_ELEMENTS,
@@ -46,9 +46,13 @@ function arraysOn(memory: WebAssembly.Memory, lengths: number[]): Float32Array[]
 function everyLoop(memory: WebAssembly.Memory, host: SimdHost): Float32Array[] {
   const rows = Math.floor(N / H);
   const slabs = Math.floor(N / (MASK_ROWS * T));
-  const [x, y, dy, dx, sum, prod, drop, ln, gamma, beta, res, s, yr, sm, mask, p, dp, lnDx, lnDg, lnDb, rDs, rDx, rDg, rDb, scratch] = arraysOn(memory,
+  const SEGMENTS = 37;
+  const [x, y, dy, dx, sum, prod, drop, ln, gamma, beta, res, s, yr, sm, mask, p, dp, lnDx, lnDg, lnDb, rDs, rDx, rDg, rDb, scratch, idBits, seg] = arraysOn(memory,
     [N, N, N, N, N, N, N, rows * H, H, H, rows * H, rows * H, rows * H, slabs * MASK_ROWS * T, slabs * T, rows * H, rows * H,
-      rows * H, H, H, rows * H, rows * H, H, H, layerNormGradScratch(H, rows * H)]) as Float32Array[];
+      rows * H, H, H, rows * H, rows * H, H, H, layerNormGradScratch(H, rows * H), rows, SEGMENTS * H]) as Float32Array[];
+  // segment ids with repeats, and ones outside [0, SEGMENTS) (dropped)
+  const ids = new Int32Array(idBits!.buffer, idBits!.byteOffset, rows);
+  ids.forEach((_, i) => void (ids[i] = i % 11 === 0 ? -1 : i % 17 === 0 ? SEGMENTS : (i * 7) % SEGMENTS));
   x!.set(seededValues(N, 1).map((v) => 6 * v));
   dy!.set(seededValues(N, 2));
   gamma!.set(seededValues(H, 3).map((v) => 1 + v));
@@ -71,10 +75,12 @@ function everyLoop(memory: WebAssembly.Memory, host: SimdHost): Float32Array[] {
   const rowsOf = (a: Float32Array) => a.subarray(0, rows * H);
   simdLayerNormGrad(host, rowsOf(x!), gamma!, rowsOf(dy!), 1e-12, lnDx!, lnDg!, lnDb!, scratch!);
   simdResidualLayerNormGrad(host, rowsOf(x!), gamma!, rowsOf(dy!), 1e-12, { k1: 7, k2: 11, rate: 0.1, scale: 1 / 0.9 }, rDs!, rDx!, rDg!, rDb!, scratch!);
-  return [y, dx, sum, prod, drop, ln, s, yr, sm, p, lnDx, lnDg, lnDb, rDs, rDx, rDg, rDb].map((a) => a!.slice());
+  seg!.fill(NaN); // every element written
+  simdSegmentSum(host, rowsOf(x!), ids, seg!, H);
+  return [y, dx, sum, prod, drop, ln, s, yr, sm, p, lnDx, lnDg, lnDb, rDs, rDx, rDg, rDb, seg].map((a) => a!.slice());
 }
 
-const PAGES = Math.ceil((28 * N * 4) / PAGE);
+const PAGES = Math.ceil((29 * N * 4) / PAGE);
 
 /** A shared memory whose loops run on `threads` threads (HOST_THREADS_ENV while its pool starts). */
 function sharedHost(threads: number): { memory: WebAssembly.Memory; host: SimdHost } {
@@ -128,6 +134,28 @@ describe('host SIMD loops on threads', () => {
     assert.ok(Math.abs(y![1]! - 0.8413447) < 1e-6 && Math.abs(y![7]! - 3.9998734) < 1e-5, `gelu on two threads gave ${y!.join(', ')}`);
   });
 
+  test('more parts than threads are shared: each part runs once, on whichever thread takes it, over as many rounds as the queue needs; a part\'s failure reaches the caller', () => {
+    const { memory, host } = sharedHost(2);
+    const parts = 3000; // more than one queue holds (2047 parts)
+    const [x, y] = arraysOn(memory, [4 * parts, 4 * parts]);
+    x!.set(seededValues(4 * parts, 11).map((v) => 6 * v));
+    const unshared = new WebAssembly.Memory({ initial: PAGES });
+    const [ux, uy] = arraysOn(unshared, [4 * parts, 4 * parts]);
+    ux!.set(x!);
+    simdGelu(heapSimdHost(unshared)!, ux!, uy!);
+    for (let round = 0; round < 2; round++) {
+      y!.fill(0);
+      host.callSplit([x!], [y!], ([xa, ya]) => Array.from({ length: parts }, (_, i) => [{ fn: 'gelu', args: [xa! + 16 * i, ya! + 16 * i, 1] }]));
+      assert.deepEqual(y, uy, `round ${round}: the shared parts give the one-thread bits`);
+    }
+    const outside = memory.buffer.byteLength;
+    assert.throws(() => host.callSplit([], [], () => Array.from({ length: 64 }, (_, i) =>
+      [{ fn: 'gelu', args: i === 40 ? [outside, outside, 4] : [0, 0, 0] }])), /out of bounds/);
+    y!.fill(0);
+    host.callSplit([x!], [y!], ([xa, ya]) => Array.from({ length: parts }, (_, i) => [{ fn: 'gelu', args: [xa! + 16 * i, ya! + 16 * i, 1] }]));
+    assert.deepEqual(y, uy, 'after a failed part, the next shared call');
+  });
+
   test('a worker whose thread stops mid-call ends the call with an error; later calls run on the calling thread with the same bits, the reason kept', { timeout: 90_000 }, () => {
     // In a child process, so that a stop nothing sees (the caller blocked for ever) ends in execFileSync's timeout.
     const script = `
@@ -162,6 +190,24 @@ describe('host SIMD loops on threads', () => {
         y.fill(0);
         simdGelu(host, x, y);
         got[how] = { armed, threads: host.threads, error, ms, same: y.every((v, i) => Object.is(v, one.y[i])), failure: hostThreadsFailure() };
+      }
+      {
+        // a shared queue (more parts than threads): the worker terminated while the caller runs its first part
+        const { memory, host, x, y } = setUp(true);
+        const armed = stopHostWorker(memory, 'terminate');
+        const parts = 64, groups = Math.floor(n / 4 / parts);
+        const started = Date.now();
+        let error = null;
+        try {
+          host.callSplit([x], [y], ([xa, ya]) => Array.from({ length: parts }, (_, i) => [{ fn: 'gelu', args: [xa + 16 * groups * i, ya + 16 * groups * i, groups] }]));
+        } catch (err) {
+          error = err.message;
+        }
+        const ms = Date.now() - started;
+        const whole = y.slice(0, 4 * groups * parts).every((v, i) => Object.is(v, one.y[i]));
+        y.fill(0);
+        simdGelu(host, x, y);
+        got.shared = { armed, threads: host.threads, error, whole, ms, same: y.every((v, i) => Object.is(v, one.y[i])), failure: hostThreadsFailure() };
       }
       const require = createRequire(${JSON.stringify(ROOT + '/')});
       let koffiPath = null;
@@ -206,6 +252,15 @@ describe('host SIMD loops on threads', () => {
       assert.ok((r.failure ?? '').startsWith(`a host SIMD worker thread stopped: ${cause}`), `${how}: hostThreadsFailure() is ${r.failure}`);
       assert.match(r.failure!, /; its pool's calls run on the calling thread alone$/);
     }
+    // the shared queue: either the terminated worker held a part (the error) or the caller and the worker's earlier
+    // parts did them all (every element written); later calls on the calling thread, the reason kept
+    const shared = got['shared']! as Outcome & { whole: boolean };
+    assert.equal(shared.armed, 1);
+    assert.ok(shared.error === null ? shared.whole : shared.error.startsWith(`a host SIMD worker thread stopped during a call, its part unfinished: ${causes.terminate}`),
+      `shared: the call gave ${shared.error}`);
+    assert.ok(shared.ms < 10_000, `shared: the call ended after ${shared.ms} ms`);
+    assert.equal(shared.same, true, 'shared: the next call\'s bits differ from one thread\'s');
+    assert.ok((shared.failure ?? '').startsWith(`a host SIMD worker thread stopped: ${causes.terminate}`), `shared: hostThreadsFailure() is ${shared.failure}`);
     if (got.native !== undefined) {
       assert.equal(got.native.armed, 1);
       assert.match(got.native.error ?? '', /^a host native worker thread stopped during a call, its part unfinished: it exited with code 7; /);

@@ -191,15 +191,16 @@ export function micseLoss(model: MicseEncoder, batch: MicseBatch, config: MicseC
   const wantAttentions = c.style === 'micse';
   // Both poolers read the [CLS] rows only, so the last layer computes no others (bert.ts firstTokenOnly).
   const fwdBase: ForwardOptions = { training: config.training ?? true, outputAttentions: wantAttentions, firstTokenOnly: true };
+  if (wantAttentions) fwdBase.attentionLayers = [c.minLayer, c.maxLayer];
   if (config.hiddenDropoutProb !== undefined) fwdBase.hiddenDropoutProb = config.hiddenDropoutProb;
   if (config.attentionProbsDropoutProb !== undefined) fwdBase.attentionProbsDropoutProb = config.attentionProbsDropoutProb;
   if (config.f16Products === true) fwdBase.f16Products = true;
   const layers = (out: BertOutput): tf.Tensor4D[] => {
-    const all = out.attentions;
-    if (all === undefined || all.length !== model.config.numHiddenLayers) {
-      throw new Error(`micseLoss: the encoder returned ${all?.length ?? 'no'} attention maps for ${model.config.numHiddenLayers} layers`);
+    const maps = out.attentions; // layers [minLayer, maxLayer)
+    if (maps === undefined || maps.length !== c.maxLayer - c.minLayer) {
+      throw new Error(`micseLoss: the encoder returned ${maps?.length ?? 'no'} attention maps for layers [${c.minLayer}, ${c.maxLayer})`);
     }
-    return all.slice(c.minLayer, c.maxLayer); // each [N, heads, T, T]
+    return maps; // each [N, heads, T, T]
   };
   const embed = (hidden: tf.Tensor3D, mask: tf.Tensor2D): tf.Tensor2D => {
     const pooled = pool(hidden, mask, 'cls_before_pooler'); // [N, 1, H] -> [N, H]

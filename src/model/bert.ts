@@ -30,7 +30,7 @@ import type { BertConfig } from './config.js';
 import { bertWeightTable, type WeightSpec } from './weights.js';
 import type { HostTensor } from './safetensors.js';
 import { tf } from './tf.js';
-import { selfAttention } from '../kernels/attention/index.js';
+import { selfAttention, selfAttentionContext } from '../kernels/attention/index.js';
 import { dense } from '../kernels/dense/index.js';
 import { roundToF16 } from '../kernels/f16/index.js';
 import { addLayerNorm, layerNorm, type DropoutOptions } from '../kernels/layerNorm/index.js';
@@ -51,6 +51,11 @@ export interface ForwardOptions {
   training?: boolean;
   /** Also return every layer's attention probabilities (after attention dropout in training). */
   outputAttentions?: boolean;
+  /**
+   * With outputAttentions, return those of layers [from, to) only (the other layers' probabilities are kept for their
+   * own gradient alone). Default: every layer's.
+   */
+  attentionLayers?: readonly [number, number];
   /** Seed for all dropout masks of this pass; without it masks are unseeded (not reproducible). */
   dropoutSeed?: number;
   /** Override config dropout rates (e.g. 0 for deterministic tests). */
@@ -68,7 +73,7 @@ export interface ForwardOptions {
 export interface BertOutput {
   /** [B, T, H]; [B, 1, H], the [CLS] rows, with `firstTokenOnly` */
   lastHiddenState: tf.Tensor3D;
-  /** per layer [B, heads, T, T] (query rows, key columns) */
+  /** per layer [B, heads, T, T] (query rows, key columns); with attentionLayers, the layers asked for */
   attentions?: tf.Tensor4D[];
 }
 
@@ -307,12 +312,21 @@ export class BertModel {
     const scale = 1 / Math.sqrt(dh);
 
     const attentions: tf.Tensor4D[] = [];
+    const [fromLayer, toLayer] = opts.attentionLayers ?? [0, c.numHiddenLayers];
+    const returnsAttentions = (i: number): boolean => opts.outputAttentions === true && i >= fromLayer && i < toLayer;
     for (let i = 0; i < c.numHiddenLayers; i++) {
       const p = `encoder.layer.${i}`;
       const qkv = this.dense(x, `${p}.attention.self.qkv`, f16) as tf.Tensor3D; // [B, T, 3H]: q, k, v side by side
       // probs [B, nh, T, T] after dropout, context [B, T, H]; fused kernels on webgpu, the composed ops elsewhere
-      const { context, probs } = selfAttention(qkv, maskAdd, { heads: nh, scale, rate: pAttn, seed: nextSiteSeed() });
-      if (opts.outputAttentions === true) attentions.push(probs);
+      const attention = { heads: nh, scale, rate: pAttn, seed: nextSiteSeed() };
+      let context: tf.Tensor3D;
+      if (returnsAttentions(i)) {
+        const out = selfAttention(qkv, maskAdd, attention);
+        context = out.context;
+        attentions.push(out.probs);
+      } else {
+        context = selfAttentionContext(qkv, maskAdd, attention);
+      }
       if (opts.firstTokenOnly === true && i === c.numHiddenLayers - 1) {
         // The [CLS] rows only from here (module comment); rows apart from [CLS] enter the LayerNorms as zeros.
         const attnOut = this.dense(firstRows(context), `${p}.attention.output.dense`, f16); // [B, 1, H]

@@ -33,7 +33,7 @@ import { tf } from '../../model/tf.js';
 import { kernelOn, registerOp } from '../registry.js';
 import { ADAMW_KERNEL, assertFloat32, CLIP_EPS, GRAD_NORM_KERNEL, inPlaceTensorsAllow, type AdamWStepScalars, type InPlaceUpdate } from './scalars.js';
 import { simdFor, SIMD_LANES, type AdamWSimd } from './simd.js';
-import { runParts, threadParts, type ThreadCall } from '../platform/simdThreads.js';
+import { runParts, sharedParts, threadParts, type ThreadCall } from '../platform/simdThreads.js';
 import { V128_BYTES } from '../platform/wasmAsm.js';
 
 type KernelFunc = tf.KernelConfig['kernelFunc'];
@@ -231,6 +231,47 @@ export function adamwInPlaceCpu(updates: readonly InPlaceUpdate[], norm: tf.Scal
   }
 }
 
+/**
+ * Whether `p`, `m` and `v` can be overwritten where they are on wasm: the active backend is wasm with this project's
+ * kernels registered and the SIMD loops on its heap, the four tensors as inPlaceTensorsAllow asks, and p, m and v
+ * each the only holder of its heap block (backend refCount 1: no clone or saved copy shares it; values read from a
+ * wasm tensor are copies, so no reader sees them change).
+ */
+export function canUpdateInPlaceWasm(p: tf.Tensor, g: tf.Tensor, m: tf.Tensor, v: tf.Tensor, gate?: tf.Scalar): boolean {
+  if (tf.getBackend() !== 'wasm' || !kernelOn(ADAMW_KERNEL) || !inPlaceTensorsAllow(p, g, m, v, gate)) return false;
+  const b = tf.backend() as unknown as WasmBackend;
+  return wasmSimd(b) !== null && [p, m, v].every((x) => b.dataIdMap.get(x.dataId).refCount === 1);
+}
+
+/**
+ * The updates (each passed `canUpdateInPlaceWasm`) with p, m and v overwritten in place on the heap: the kernel's
+ * arithmetic (same bits), every parameter's runs of groups in one job the heap's threads share (no kernel call, no
+ * three new blocks a parameter), the n % 4 elements after in JavaScript. With a `gate` that is not finite nothing
+ * changes.
+ */
+export function adamwInPlaceWasm(updates: readonly InPlaceUpdate[], norm: tf.Scalar, gate?: tf.Scalar): void {
+  if (updates.length === 0) return;
+  const b = tf.backend() as unknown as WasmBackend;
+  if (gate !== undefined && !Number.isFinite(heapView(b, gate)[0]!)) return;
+  const normValue = heapView(b, norm)[0]!;
+  const simd = wasmSimd(b)!;
+  const threads = simdFor.threads(heapMemory(b));
+  const parts: ThreadCall<keyof AdamWSimd>[][] = [];
+  for (const { p, g, m, v, scalars } of updates) {
+    const groups = Math.floor(p.size / SIMD_LANES);
+    const addresses = [p, g, m, v, p, m, v].map((x) => heapOffset(b, x));
+    const constants = updateConstants(normValue, scalars);
+    parts.push(...threadParts(groups, SIMD_LANES, sharedParts(threads?.count ?? 1),
+      (first, n): ThreadCall<keyof AdamWSimd>[] => [{ fn: 'adamw', args: [...addresses.map((a) => a + first * V128_BYTES), n, ...constants] }]));
+  }
+  runParts(simd, threads, parts);
+  for (const { p, g, m, v, scalars } of updates) {
+    const done = Math.floor(p.size / SIMD_LANES) * SIMD_LANES;
+    const [pv, gv, mv, vv] = [p, g, m, v].map((x) => heapView(b, x, done));
+    adamwHost(pv!, gv!, mv!, vv!, normValue, scalars, pv!, mv!, vv!);
+  }
+}
+
 /** The SIMD loops over this backend's heap, or null (then the JavaScript loops do all elements). */
 function wasmSimd(b: WasmBackend): AdamWSimd | null {
   return simdFor(heapMemory(b));
@@ -242,11 +283,20 @@ const wasmGradNorm: KernelFunc = ({ inputs, backend }) => {
   assertFloat32(GRAD_NORM_KERNEL, grads);
   const out = b.makeOutput([], 'float32');
   const simd = wasmSimd(b);
-  // views taken after the allocation above (see hostBackend.ts)
-  const sums = grads.map((g) => {
-    const groups = simd === null ? 0 : Math.floor(tf.util.sizeFromShape(g.shape) / SIMD_LANES);
-    return (groups > 0 ? simd!.sumsq(heapOffset(b, g), groups) : 0) + sumSquares(heapView(b, g, groups * SIMD_LANES));
-  });
+  const groupsOf = (g: tf.TensorInfo): number => (simd === null ? 0 : Math.floor(tf.util.sizeFromShape(g.shape) / SIMD_LANES));
+  // Each gradient's SIMD sum (a float64 into `scratch`; 2 float32 slots, 8-byte aligned past the first) is one part
+  // the heap's threads share: each sum is the one-thread loop's, so the norm is too.
+  const scratch = b.makeOutput([2 * grads.length + 1], 'float32');
+  const at = heapOffset(b, scratch);
+  const base = at + (at % 8);
+  const threads = simdFor.threads(heapMemory(b));
+  if (simd !== null) {
+    runParts(simd, threads, grads.map((g, i): ThreadCall<keyof AdamWSimd>[] => [{ fn: 'sumsqTo', args: [heapOffset(b, g), groupsOf(g), base + 8 * i] }]));
+  }
+  // views taken after the allocations above (see hostBackend.ts)
+  const simdSums = new Float64Array(heapView(b, scratch).buffer, base, grads.length);
+  const sums = grads.map((g, i) => (simd === null ? 0 : simdSums[i]!) + sumSquares(heapView(b, g, groupsOf(g) * SIMD_LANES)));
+  b.disposeData(scratch.dataId);
   heapView(b, out)[0] = normFromSums(sums);
   return out;
 };
@@ -269,9 +319,9 @@ const wasmAdamW: KernelFunc = ({ inputs, backend, attrs }) => {
   if (groups > 0) {
     const addresses = [...ins, ...outs].map((x) => heapOffset(b, x));
     const constants = updateConstants(normValue, s);
-    // runs of whole groups, at once on the heap's threads where it is shared (the elements apart: the same bits)
+    // runs of whole groups, shared by the heap's threads where it is shared (the elements apart: the same bits)
     const threads = simdFor.threads(heapMemory(b));
-    runParts(simd!, threads, threadParts(groups, SIMD_LANES, threads?.count ?? 1,
+    runParts(simd!, threads, threadParts(groups, SIMD_LANES, sharedParts(threads?.count ?? 1),
       (g, n): ThreadCall<keyof AdamWSimd>[] => [{ fn: 'adamw', args: [...addresses.map((a) => a + g * V128_BYTES), n, ...constants] }]));
   }
   const done = groups * SIMD_LANES; // the rest, n % 4 elements (all of them without SIMD), in JavaScript

@@ -5,15 +5,16 @@
  *   MicseAdamW     inputs p, g, m, v (shape S), norm [], [gate []]  -> [p', m', v'] (shape S each)   cpu, wasm
  *                  (with a gate that is not finite the outputs are p, m and v unchanged)
  * plus the in-place updates (p, m and v written where they are): on webgpu webgpu.ts's, several parameters a
- * dispatch; on cpu host.ts's, the kernel's arithmetic on arrays an earlier update made. The kernel runs for
- * parameters that cannot be updated in place (shared buffers; on cpu, a parameter's first update); the composite
+ * dispatch; on cpu host.ts's, the kernel's arithmetic on arrays an earlier update made; on wasm host.ts's, every
+ * parameter's SIMD loop in one job of the heap's threads. The kernel runs for parameters that cannot be updated in
+ * place (shared buffers; on cpu, a parameter's first update); the composite
  * TF.js ops below everywhere else (tensorflow, webgl). The kernels' arithmetic and why they exist: host.ts; the
  * in-place updates: webgpu.ts and host.ts.
  */
 import { tf } from '../../model/tf.js';
 import { kernelOn } from '../registry.js';
 import { ADAMW_KERNEL, CLIP_EPS, GRAD_NORM_KERNEL, type AdamWStepScalars, type InPlaceUpdate } from './scalars.js';
-import { adamwInPlaceCpu, canUpdateInPlaceCpu } from './host.js';
+import { adamwInPlaceCpu, adamwInPlaceWasm, canUpdateInPlaceCpu, canUpdateInPlaceWasm } from './host.js';
 import { adamwInPlace, canUpdateInPlace } from './webgpu.js';
 
 export { CLIP_EPS, type AdamWStepScalars };
@@ -30,6 +31,7 @@ interface InPlaceUpdater {
 const IN_PLACE: Readonly<Record<string, InPlaceUpdater>> = {
   webgpu: { can: canUpdateInPlace, apply: adamwInPlace },
   cpu: { can: canUpdateInPlaceCpu, apply: adamwInPlaceCpu },
+  wasm: { can: canUpdateInPlaceWasm, apply: adamwInPlaceWasm },
 };
 
 /**

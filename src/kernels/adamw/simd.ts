@@ -9,10 +9,12 @@
  *     does, so results equal the host loop's (and the stock cpu kernels') bit for bit.
  *   sumsq(g: byte offset, groups: i32) -> f64
  *     sum of the float32 squares of groups x 4 elements, accumulated in double in 4 lanes.
+ *   sumsqTo(g: byte offset, groups: i32, out: byte offset)
+ *     the same sum stored as a float64 at `out`.
  * The caller handles the last n % 4 elements.
  */
 import {
-  F32, f32x4, F64, f64Add, f64x2, get, I32, i32Add, i32c, i32Mul, instancePerMemory, load, locals, set, store, V128,
+  F32, f32x4, F64, f64Add, f64Store, f64x2, get, I32, i32Add, i32c, i32Mul, instancePerMemory, load, locals, set, store, V128,
   V128_BYTES, whileBelow, type Code, type FuncSpec, type PerMemory, type ValType,
 } from '../platform/wasmAsm.js';
 
@@ -52,34 +54,44 @@ function adamwFunc(): FuncSpec {
   };
 }
 
-function sumsqFunc(): FuncSpec {
-  const [g, groups] = [0, 1];
-  const { index: l, types } = locals(2, { i: I32, end: I32, acc01: V128, acc23: V128, sq: V128, tmp: V128 });
+/** sumsq's loop, leaving the sum on the stack; `g` and `groups` the parameters' indices. */
+function sumsqCode(g: number, groups: number, l: Record<'i' | 'end' | 'acc01' | 'acc23' | 'sq' | 'tmp', number>): Code {
   const body = [
     ...set(l.sq, load(i32Add(get(g), get(l.i)))),
     ...set(l.sq, f32x4.mul(get(l.sq), get(l.sq))),
     ...set(l.acc01, f64x2.add(get(l.acc01), f64x2.promoteLow(get(l.sq)))),
     ...set(l.acc23, f64x2.add(get(l.acc23), f64x2.promoteHigh(l.sq))),
   ];
-  return {
-    name: 'sumsq', params: [I32, I32], results: [F64], locals: types,
-    body: [
-      ...set(l.end, i32Mul(get(groups), i32c(V128_BYTES))),
-      ...whileBelow(l.i, get(l.end), V128_BYTES, body),
-      // (lane 0 + lane 1 of acc01) + (lane 0 + lane 1 of acc23)
-      ...f64Add(f64x2.sum(get(l.acc01), l.tmp), f64x2.sum(get(l.acc23), l.tmp)),
-    ],
-  };
+  return [
+    ...set(l.end, i32Mul(get(groups), i32c(V128_BYTES))),
+    ...whileBelow(l.i, get(l.end), V128_BYTES, body),
+    // (lane 0 + lane 1 of acc01) + (lane 0 + lane 1 of acc23)
+    ...f64Add(f64x2.sum(get(l.acc01), l.tmp), f64x2.sum(get(l.acc23), l.tmp)),
+  ];
+}
+
+const SUMSQ_LOCALS = { i: I32, end: I32, acc01: V128, acc23: V128, sq: V128, tmp: V128 } as const;
+
+function sumsqFunc(): FuncSpec {
+  const { index: l, types } = locals(2, SUMSQ_LOCALS);
+  return { name: 'sumsq', params: [I32, I32], results: [F64], locals: types, body: sumsqCode(0, 1, l) };
+}
+
+/** sumsqTo(g, groups, out): sumsq(g, groups) stored as a float64 at `out` (for calls that run on the heap's threads). */
+function sumsqToFunc(): FuncSpec {
+  const { index: l, types } = locals(3, SUMSQ_LOCALS);
+  return { name: 'sumsqTo', params: [I32, I32, I32], results: [], locals: types, body: f64Store(get(2), sumsqCode(0, 1, l)) };
 }
 
 export interface AdamWSimd {
   adamw(p: number, g: number, m: number, v: number, pOut: number, mOut: number, vOut: number, groups: number,
     coef: number, b1: number, oneMinusB1: number, b2: number, oneMinusB2: number, decay: number, bc2Sqrt: number, eps: number, stepSize: number): void;
   sumsq(g: number, groups: number): number;
+  sumsqTo(g: number, groups: number, out: number): void;
 }
 
 /**
  * The SIMD loops bound to `memory` (unshared, or the threaded wasm build's shared heap), or null where this runtime
  * has no wasm SIMD, in which case the caller keeps the JavaScript loops.
  */
-export const simdFor: PerMemory<AdamWSimd> = instancePerMemory<AdamWSimd>(() => [adamwFunc(), sumsqFunc()]);
+export const simdFor: PerMemory<AdamWSimd> = instancePerMemory<AdamWSimd>(() => [adamwFunc(), sumsqFunc(), sumsqToFunc()]);

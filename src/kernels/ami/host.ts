@@ -9,25 +9,27 @@
  * The draw is the stock path's exactly (the positions and their order): keys are seededUniform's 24-bit integers at
  * flat index r*N + c, invalid positions keyed -1, tf.topk's order (key descending, equal keys by increasing index):
  * a 256-bin histogram of the valid keys' top 8 bits finds the bin holding the take-th largest key, the keys from that
- * bin up (gathered in increasing index order) are put in descending key order by a stable radix sort (three 8-bit
- * passes), so equal keys keep increasing index order, and the invalid positions follow in increasing index order.
+ * bin up are placed bin by bin from the top in increasing index order (a counting sort on the top 8 bits), each bin's
+ * few keys then put in descending order by an insertion sort that moves a key only past smaller ones, so equal keys
+ * keep increasing index order; the invalid positions follow in increasing index order.
  * The per-row MI, the value and the gradient follow the composed ops' arithmetic (logs and quotients rounded to
  * float32 as the cpu backend rounds each op's output, sums accumulated in float64 as its Sum does), with the gradient
- * of webgpu.ts's module comment.
+ * of webgpu.ts's module comment. The MI kernel (MicseAmiMIStats) keeps each row's statistics, float32 numbers all,
+ * and the gradient reads them (the logs are not taken twice).
  */
 import { tf } from '../../model/tf.js';
 import { hostF32, hostValues, makeHostOutput, type HostBackend } from '../platform/hostBackend.js';
 import { registerOp } from '../registry.js';
-import { seedKeys, uniformBitsAt } from '../dropout/index.js';
-import { COUNTS, dims, DRAW, DRAWN, GRAD, MI, PLAN, VALUE, type DrawAttrs, type MIAttrs, type PlanAttrs } from './index.js';
+import { seedKeys } from '../dropout/index.js';
+import { AMI_STATS_HEAD, COUNTS, dims, DRAW, DRAWN, GRAD_STATS, MI_STATS, PLAN, VALUE, type DrawAttrs, type MIAttrs, type PlanAttrs } from './index.js';
 
 /** Bits of a draw key (seededUniform's 24 random bits). */
 const KEY_BITS = 24;
-/** Bits of the histogram bin and of a radix digit: 8. */
-const DIGIT_BITS = 8;
-const BINS = 1 << DIGIT_BITS;
+/** Bits of the histogram bin: 8. */
+const BIN_BITS = 8;
+const BINS = 1 << BIN_BITS;
 /** The histogram bin of a key: its top 8 bits. */
-const BIN_SHIFT = KEY_BITS - DIGIT_BITS;
+const BIN_SHIFT = KEY_BITS - BIN_BITS;
 
 const f32 = Math.fround;
 
@@ -73,8 +75,7 @@ const countsKernel: tf.KernelFunc = ({ inputs, backend }) => {
   const out = makeHostOutput(b, [g.R], 'float32');
   const a = hostF32(b, attentions);
   const counts = hostF32(b, out);
-  const ok = new Uint8Array(g.N);
-  for (let r = 0; r < g.R; r++) counts[r] = validOfRow(a, g, r, ok);
+  for (let r = 0; r < g.R; r++) counts[r] = validOfRow(a, g, r);
   return out;
 };
 
@@ -121,75 +122,95 @@ const planKernel: tf.KernelFunc = ({ inputs, backend, attrs }) => {
 };
 
 /**
- * The draw into `result [R, S]` (rankSamplePositions): `validRow(r, ok)` sets ok[c] to 1 where row r may draw
- * position c, else 0. Keys and order as the module comment.
+ * The draw key of flat index `i` (dropout/index.ts uniformBitsAt) in int32 arithmetic: the same 24-bit integer.
  */
-function drawRows(R: number, N: number, S: number, seed: number, validRow: (r: number, ok: Uint8Array) => void, result: Int32Array): void {
-  const [k1, k2] = seedKeys(seed);
-  const ok = new Uint8Array(N);
-  const cols = new Int32Array(N);
-  const keys = new Int32Array(N);
-  const hist = new Int32Array(BINS);
-  const sorting = { keys: new Int32Array(N), cols: new Int32Array(N), spareKeys: new Int32Array(N), spareCols: new Int32Array(N), digits: new Int32Array(BINS) };
-  for (let r = 0; r < R; r++) {
-    validRow(r, ok);
-    let valid = 0;
-    hist.fill(0);
-    for (let c = 0; c < N; c++) {
-      if (ok[c] === 0) continue;
-      const key = uniformBitsAt(r * N + c, k1, k2);
-      cols[valid] = c;
-      keys[valid] = key;
-      hist[key >>> BIN_SHIFT]!++;
-      valid++;
-    }
-    const take = Math.min(S, valid);
-    // The lowest bin whose keys (with every higher bin's) reach `take`: only those keys can be taken.
-    let lowBin = BINS;
-    for (let above = 0; lowBin > 0 && above < take;) above += hist[--lowBin]!;
-    let m = 0;
-    for (let e = 0; e < valid; e++) {
-      if (keys[e]! >>> BIN_SHIFT < lowBin) continue;
-      sorting.keys[m] = keys[e]!;
-      sorting.cols[m++] = cols[e]!;
-    }
-    const ranked = sortDescending(sorting, m); // the first `take` are the draw
-    const row = r * S;
-    for (let s = 0; s < take; s++) result[row + s] = ranked[s]!;
-    // Ranks take..S-1: the invalid positions (key -1) in increasing index order.
-    for (let c = 0, s = take; c < N && s < S; c++) if (ok[c] === 0) result[row + s++] = c;
-  }
+function drawKey(i: number, k1: number, k2: number): number {
+  let x = i ^ k1;
+  x ^= x >>> 16;
+  x = Math.imul(x, MIX_MUL_1);
+  x ^= x >>> 15;
+  x = Math.imul(x, MIX_MUL_2);
+  x ^= x >>> 16;
+  x ^= k2;
+  x ^= x >>> 16;
+  x = Math.imul(x, MIX_MUL_1);
+  x ^= x >>> 15;
+  x = Math.imul(x, MIX_MUL_2);
+  x ^= x >>> 16;
+  return x >>> 8;
+}
+/** lowbias32's multipliers (dropout/index.ts mix32), as int32. */
+const MIX_MUL_1 = 0x7feb352d;
+const MIX_MUL_2 = 0x846ca68b | 0;
+
+/** A row's valid positions for the draw: their columns and keys in increasing column order, and the keys' histogram. */
+interface RowKeys {
+  cols: Int32Array;
+  keys: Int32Array;
+  /** Valid keys per top-8-bit bin. */
+  hist: Int32Array;
 }
 
 /**
- * The columns of the first `m` (key, column) pairs of `a` in descending key order, equal keys in the order they are
- * in (a stable LSD radix sort over the keys' three bytes, between a's arrays and its spares; `digits` is scratch).
+ * The draw into `result [R, S]` (rankSamplePositions): `keysOfRow(r, k1, k2, into)` fills `into` with row r's valid
+ * positions (cols, keys by drawKey at flat index r*N + c, hist) and returns their count; `invalidOfRow(r, out, at,
+ * S)` writes row r's invalid positions in increasing order to out[at..] until S ranks are filled. Keys and order as
+ * the module comment.
  */
-function sortDescending(a: { keys: Int32Array; cols: Int32Array; spareKeys: Int32Array; spareCols: Int32Array; digits: Int32Array },
-  m: number): Int32Array {
-  let [keys, cols, toKeys, toCols] = [a.keys, a.cols, a.spareKeys, a.spareCols];
-  const count = a.digits;
-  const top = BINS - 1;
-  for (let shift = 0; shift < KEY_BITS; shift += DIGIT_BITS) {
-    count.fill(0);
-    for (let e = 0; e < m; e++) count[top - ((keys[e]! >>> shift) & top)]!++;
-    for (let d = 0, sum = 0; d < BINS; d++) {
-      const c = count[d]!;
-      count[d] = sum;
-      sum += c;
+function drawRows(R: number, N: number, S: number, seed: number, keysOfRow: (r: number, k1: number, k2: number, into: RowKeys) => number,
+  invalidOfRow: (r: number, out: Int32Array, at: number, end: number) => void, result: Int32Array): void {
+  const [k1, k2] = seedKeys(seed);
+  const row: RowKeys = { cols: new Int32Array(N), keys: new Int32Array(N), hist: new Int32Array(BINS) };
+  const start = new Int32Array(BINS);
+  const sortedKeys = new Int32Array(N);
+  const sortedCols = new Int32Array(N);
+  for (let r = 0; r < R; r++) {
+    row.hist.fill(0);
+    const valid = keysOfRow(r, k1 | 0, k2 | 0, row);
+    const { cols, keys, hist } = row;
+    const take = Math.min(S, valid);
+    // The bins from the top down to the one holding the take-th largest key; each bin's first place in the ranking.
+    let lowBin = BINS;
+    for (let m = 0; lowBin > 0 && m < take;) {
+      lowBin--;
+      start[lowBin] = m;
+      m += hist[lowBin]!;
     }
-    for (let e = 0; e < m; e++) {
-      const at = count[top - ((keys[e]! >>> shift) & top)]!++;
-      toKeys[at] = keys[e]!;
-      toCols[at] = cols[e]!;
+    for (let e = 0; e < valid; e++) {
+      const key = keys[e]!;
+      const bin = key >>> BIN_SHIFT;
+      if (bin < lowBin) continue;
+      const at = start[bin]!++;
+      sortedKeys[at] = key;
+      sortedCols[at] = cols[e]!;
     }
-    [keys, cols, toKeys, toCols] = [toKeys, toCols, keys, cols];
+    for (let bin = BINS - 1, first = 0; bin >= lowBin; bin--) {
+      const end = first + hist[bin]!;
+      for (let i = first + 1; i < end; i++) {
+        const key = sortedKeys[i]!;
+        const col = sortedCols[i]!;
+        let j = i - 1;
+        for (; j >= first && sortedKeys[j]! < key; j--) {
+          sortedKeys[j + 1] = sortedKeys[j]!;
+          sortedCols[j + 1] = sortedCols[j]!;
+        }
+        sortedKeys[j + 1] = key;
+        sortedCols[j + 1] = col;
+      }
+      first = end;
+    }
+    const at = r * S;
+    result.set(sortedCols.subarray(0, take), at);
+    // Ranks take..S-1: the invalid positions (key -1) in increasing index order.
+    if (take < S) invalidOfRow(r, result, at + take, at + S);
   }
-  return cols;
 }
 
-/** ok[c] = 1 where both views of row r are > 0 at column c (the valid entries), else 0; returns their count. */
-function validOfRow(a: Float32Array, g: Geometry, r: number, ok: Uint8Array): number {
+/** Both views of a row of `attentions` > 0 at the elements x and y (a column's): a valid entry. */
+const isValid = (a: Float32Array, x: number, y: number): boolean => a[x]! > 0 && a[y]! > 0;
+
+/** The valid entries of row r (isValid at each column). */
+function validOfRow(a: Float32Array, g: Geometry, r: number): number {
   rowRuns(r, 0, g.L, g.H, g.TT, g.xRuns);
   rowRuns(r, 1, g.L, g.H, g.TT, g.yRuns);
   const TT = g.TT;
@@ -197,12 +218,7 @@ function validOfRow(a: Float32Array, g: Geometry, r: number, ok: Uint8Array): nu
   for (let j = 0; j < g.L / 2; j++) {
     const x0 = g.xRuns[j]!;
     const y0 = g.yRuns[j]!;
-    const c0 = j * TT;
-    for (let e = 0; e < TT; e++) {
-      const v = a[x0 + e]! > 0 && a[y0 + e]! > 0 ? 1 : 0;
-      ok[c0 + e] = v;
-      n += v;
-    }
+    for (let e = 0; e < TT; e++) n += isValid(a, x0 + e, y0 + e) ? 1 : 0;
   }
   return n;
 }
@@ -215,48 +231,75 @@ const drawKernel: tf.KernelFunc = ({ inputs, backend, attrs }) => {
     const g = geometry(attentions);
     const out = makeHostOutput(b, [g.R, samples], 'int32');
     const a = hostF32(b, attentions);
-    drawRows(g.R, g.N, samples, seed, (r, ok) => validOfRow(a, g, r, ok), hostValues(b, out) as Int32Array);
+    const TT = g.TT;
+    drawRows(g.R, g.N, samples, seed, (r, k1, k2, { cols, keys, hist }) => {
+      rowRuns(r, 0, g.L, g.H, TT, g.xRuns);
+      rowRuns(r, 1, g.L, g.H, TT, g.yRuns);
+      let valid = 0;
+      for (let j = 0; j < g.L / 2; j++) {
+        const [x0, y0, c0] = [g.xRuns[j]!, g.yRuns[j]!, j * TT];
+        for (let e = 0; e < TT; e++) {
+          if (!isValid(a, x0 + e, y0 + e)) continue;
+          const key = drawKey(r * g.N + c0 + e, k1, k2);
+          cols[valid] = c0 + e;
+          keys[valid] = key;
+          hist[key >>> BIN_SHIFT]!++;
+          valid++;
+        }
+      }
+      return valid;
+    }, (r, result, at, end) => {
+      rowRuns(r, 0, g.L, g.H, TT, g.xRuns);
+      rowRuns(r, 1, g.L, g.H, TT, g.yRuns);
+      for (let c = 0; c < g.N && at < end; c++) if (!isValid(a, flatOf(g.xRuns, TT, c), flatOf(g.yRuns, TT, c))) result[at++] = c;
+    }, hostValues(b, out) as Int32Array);
     return out;
   }
   const validT = inputs['valid']!;
   const [R, N] = validT.shape as [number, number];
   const out = makeHostOutput(b, [R, samples], 'int32');
   const valid = hostValues(b, validT);
-  drawRows(R, N, samples, seed, (r, ok) => {
-    for (let c = 0; c < N; c++) ok[c] = valid[r * N + c] !== 0 ? 1 : 0;
+  drawRows(R, N, samples, seed, (r, k1, k2, { cols, keys, hist }) => {
+    let n = 0;
+    for (let c = 0; c < N; c++) {
+      if (valid[r * N + c] === 0) continue;
+      const key = drawKey(r * N + c, k1, k2);
+      cols[n] = c;
+      keys[n] = key;
+      hist[key >>> BIN_SHIFT]!++;
+      n++;
+    }
+    return n;
+  }, (r, result, at, end) => {
+    for (let c = 0; c < N && at < end; c++) if (valid[r * N + c] === 0) result[at++] = c;
   }, hostValues(b, out) as Int32Array);
   return out;
 };
 
 /**
- * One row's Gaussian MI statistics over its drawn samples (the composed ops' gaussianMI): centred logs in `cx`,
- * `cy` (`used` of them), their sums of squares and products, the norms, rho and its clamp.
+ * One row's Gaussian MI statistics over its drawn samples (the composed ops' gaussianMI), written into `st`
+ * ([AMI_STATS_HEAD + 2S]): the sums of squares and products Qx, Qy, P, the norms nx, ny, rho, its clamp r and q =
+ * (1 - r)(1 + r), then the centred logs cx and cy of the first `used` samples.
  */
-interface RowStats {
-  used: number;
-  n: number;
-  Qx: number;
-  Qy: number;
-  P: number;
-  nx: number;
-  ny: number;
-  rho: number;
-  r: number;
-  q: number;
-}
-
 function rowStats(a: Float32Array, g: Geometry, positions: Int32Array, S: number, row: number, used: number,
-  n: number, eps2: number, rhoMax: number, cx: Float64Array, cy: Float64Array): RowStats {
+  n: number, eps2: number, rhoMax: number, st: Float32Array): void {
   rowRuns(row, 0, g.L, g.H, g.TT, g.xRuns);
   rowRuns(row, 1, g.L, g.H, g.TT, g.yRuns);
+  const cx = AMI_STATS_HEAD;
+  const cy = AMI_STATS_HEAD + S;
+  // The samples' values first (loads that do not wait on one another: the row's cache misses overlap), then their logs.
+  for (let s = 0; s < used; s++) {
+    const p = positions[row * S + s]!;
+    st[cx + s] = a[flatOf(g.xRuns, g.TT, p)]!;
+    st[cy + s] = a[flatOf(g.yRuns, g.TT, p)]!;
+  }
   let sx = 0;
   let sy = 0;
   for (let s = 0; s < used; s++) {
-    const p = positions[row * S + s]!;
-    cx[s] = f32(Math.log(a[flatOf(g.xRuns, g.TT, p)]!));
-    cy[s] = f32(Math.log(a[flatOf(g.yRuns, g.TT, p)]!));
-    sx += cx[s]!;
-    sy += cy[s]!;
+    st[cx + s] = f32(Math.log(st[cx + s]!));
+    st[cy + s] = f32(Math.log(st[cy + s]!));
+    sx += st[cx + s]!;
+    sy += st[cy + s]!;
   }
   const mx = f32(f32(sx) / n);
   const my = f32(f32(sy) / n);
@@ -264,11 +307,13 @@ function rowStats(a: Float32Array, g: Geometry, positions: Int32Array, S: number
   let Qy = 0;
   let P = 0;
   for (let s = 0; s < used; s++) {
-    cx[s] = f32(cx[s]! - mx);
-    cy[s] = f32(cy[s]! - my);
-    Qx += f32(cx[s]! * cx[s]!);
-    Qy += f32(cy[s]! * cy[s]!);
-    P += f32(cx[s]! * cy[s]!);
+    const x = f32(st[cx + s]! - mx);
+    const y = f32(st[cy + s]! - my);
+    st[cx + s] = x;
+    st[cy + s] = y;
+    Qx += f32(x * x);
+    Qy += f32(y * y);
+    P += f32(x * y);
   }
   Qx = f32(Qx);
   Qy = f32(Qy);
@@ -278,7 +323,7 @@ function rowStats(a: Float32Array, g: Geometry, positions: Int32Array, S: number
   const rho = f32(P / f32(nx * ny));
   const r = Number.isNaN(rho) ? rho : Math.min(Math.max(rho, -rhoMax), rhoMax);
   const q = f32(f32(1 - r) * f32(1 + r));
-  return { used, n, Qx, Qy, P, nx, ny, rho, r, q };
+  st.set([Qx, Qy, P, nx, ny, rho, r, q]);
 }
 
 /** The MI kernels' per-call constants. */
@@ -287,25 +332,30 @@ function miConstants(plan: Float32Array, R: number, a: MIAttrs) {
   return { samples, n: Math.max(samples, 1), eps2: f32(a.cosineEps * a.cosineEps), rhoMax: f32(1 - a.rhoEps) };
 }
 
+/** MI_STATS: the per-row MI [R] and the rows' statistics [R, AMI_STATS_HEAD + 2S] (rowStats). */
 const miKernel: tf.KernelFunc = ({ inputs, backend, attrs }) => {
   const b = backendOf(backend);
   const { attentions, positions, plan } = inputs as Record<'attentions' | 'positions' | 'plan', tf.TensorInfo>;
   const g = geometry(attentions);
   const S = positions.shape[1]!;
+  const W = AMI_STATS_HEAD + 2 * S;
   const out = makeHostOutput(b, [g.R], 'float32');
+  const statsOut = makeHostOutput(b, [g.R, W], 'float32');
   const a = hostF32(b, attentions);
   const pos = hostValues(b, positions) as Int32Array;
   const p = hostF32(b, plan);
   const mi = hostF32(b, out);
+  const stats = hostF32(b, statsOut);
   const k = miConstants(p, g.R, attrs as unknown as MIAttrs);
-  const cx = new Float64Array(S);
-  const cy = new Float64Array(S);
   for (let row = 0; row < g.R; row++) {
     const used = p[row]! > 0 ? k.samples : 0;
-    const st = rowStats(a, g, pos, S, row, used, k.n, k.eps2, k.rhoMax, cx, cy);
-    mi[row] = f32(Math.log(st.q) * -0.5);
+    const st = stats.subarray(row * W, (row + 1) * W);
+    st.fill(0, AMI_STATS_HEAD + used, AMI_STATS_HEAD + S); // every element written: the samples a row does not use
+    st.fill(0, AMI_STATS_HEAD + S + used);
+    rowStats(a, g, pos, S, row, used, k.n, k.eps2, k.rhoMax, st);
+    mi[row] = f32(Math.log(st[7]!) * -0.5);
   }
-  return out;
+  return [out, statsOut];
 };
 
 /** -mean(mi over kept rows) * scale, as a float32 number, and the kept rows. */
@@ -326,47 +376,55 @@ const valueKernel: tf.KernelFunc = ({ inputs, backend, attrs }) => {
   return out;
 };
 
+/** GRAD_STATS: d(value)/d(attentions) for dy, from MI_STATS's statistics. */
 const gradKernel: tf.KernelFunc = ({ inputs, backend, attrs }) => {
   const b = backendOf(backend);
-  const { attentions, positions, plan, mi, dy } = inputs as Record<'attentions' | 'positions' | 'plan' | 'mi' | 'dy', tf.TensorInfo>;
+  const { attentions, positions, plan, mi, stats: statsT, dy } = inputs as Record<'attentions' | 'positions' | 'plan' | 'mi' | 'stats' | 'dy', tf.TensorInfo>;
   const g = geometry(attentions);
   const S = positions.shape[1]!;
+  const W = AMI_STATS_HEAD + 2 * S;
   const out = makeHostOutput(b, attentions.shape, 'float32');
   const a = hostF32(b, attentions);
   const pos = hostValues(b, positions) as Int32Array;
   const p = hostF32(b, plan);
+  const stats = hostF32(b, statsT);
   const dx = hostF32(b, out);
   dx.fill(0); // a wasm output holds whatever the heap held
   const k = miConstants(p, g.R, attrs as unknown as MIAttrs);
   const { ami, rows } = meanMI(hostF32(b, mi), p, g.R);
   if (!(rows > 0) || Number.isNaN(ami)) return out; // no row kept, or the value is NaN (nanValue, a constant)
   const g0 = f32(f32(hostF32(b, dy)[0]! * -p[g.R + 2]!) / Math.max(rows, 1));
-  const cx = new Float64Array(S);
-  const cy = new Float64Array(S);
   for (let row = 0; row < g.R; row++) {
     if (!(p[row]! > 0)) continue;
-    const st = rowStats(a, g, pos, S, row, k.samples, k.n, k.eps2, k.rhoMax, cx, cy);
-    const dq = f32(f32(g0 * -0.5) / st.q);
-    const drho = st.rho >= -k.rhoMax && st.rho <= k.rhoMax ? f32(f32(-2 * st.r) * dq) : 0;
-    const den = f32(st.nx * st.ny);
+    const st = row * W;
+    const [Qx, Qy, P, nx, ny, rho, r, q] = [0, 1, 2, 3, 4, 5, 6, 7].map((i) => stats[st + i]!) as
+      [number, number, number, number, number, number, number, number]; // rowStats's order
+    const cx = st + AMI_STATS_HEAD;
+    const cy = cx + S;
+    rowRuns(row, 0, g.L, g.H, g.TT, g.xRuns);
+    rowRuns(row, 1, g.L, g.H, g.TT, g.yRuns);
+    const dq = f32(f32(g0 * -0.5) / q);
+    const drho = rho >= -k.rhoMax && rho <= k.rhoMax ? f32(f32(-2 * r) * dq) : 0;
+    const den = f32(nx * ny);
     const dP = f32(drho / den);
-    const dden = f32(f32(-drho * st.P) / f32(den * den));
-    const dQx = st.Qx >= k.eps2 ? f32(f32(dden * st.ny) / f32(2 * st.nx)) : 0;
-    const dQy = st.Qy >= k.eps2 ? f32(f32(dden * st.nx) / f32(2 * st.ny)) : 0;
+    const dden = f32(f32(-drho * P) / f32(den * den));
+    const dQx = Qx >= k.eps2 ? f32(f32(dden * ny) / f32(2 * nx)) : 0;
+    const dQy = Qy >= k.eps2 ? f32(f32(dden * nx) / f32(2 * ny)) : 0;
+    const used = k.samples;
     let scx = 0;
     let scy = 0;
-    for (let s = 0; s < st.used; s++) {
-      scx += f32(dP * cy[s]! + dQx * f32(2 * cx[s]!));
-      scy += f32(dP * cx[s]! + dQy * f32(2 * cy[s]!));
+    for (let s = 0; s < used; s++) {
+      scx += f32(dP * stats[cy + s]! + dQx * f32(2 * stats[cx + s]!));
+      scy += f32(dP * stats[cx + s]! + dQy * f32(2 * stats[cy + s]!));
     }
     const mcx = f32(f32(scx) / k.n);
     const mcy = f32(f32(scy) / k.n);
-    for (let s = 0; s < st.used; s++) {
+    for (let s = 0; s < used; s++) {
       const at = pos[row * S + s]!;
       const xi = flatOf(g.xRuns, g.TT, at);
       const yi = flatOf(g.yRuns, g.TT, at);
-      dx[xi] = f32(f32(dP * cy[s]! + dQx * f32(2 * cx[s]!) - mcx) / a[xi]!);
-      dx[yi] = f32(f32(dP * cx[s]! + dQy * f32(2 * cy[s]!) - mcy) / a[yi]!);
+      dx[xi] = f32(f32(dP * stats[cy + s]! + dQx * f32(2 * stats[cx + s]!) - mcx) / a[xi]!);
+      dx[yi] = f32(f32(dP * stats[cx + s]! + dQy * f32(2 * stats[cy + s]!) - mcy) / a[yi]!);
     }
   }
   return out;
@@ -385,8 +443,8 @@ const drawnKernel: tf.KernelFunc = ({ inputs, backend }) => {
 };
 
 const KERNELS: Record<string, tf.KernelFunc> = {
-  [COUNTS]: countsKernel, [PLAN]: planKernel, [DRAW]: drawKernel, [MI]: miKernel, [VALUE]: valueKernel,
-  [GRAD]: gradKernel, [DRAWN]: drawnKernel,
+  [COUNTS]: countsKernel, [PLAN]: planKernel, [DRAW]: drawKernel, [MI_STATS]: miKernel, [VALUE]: valueKernel,
+  [GRAD_STATS]: gradKernel, [DRAWN]: drawnKernel,
 };
 
 /** Registers the AMI kernels of `backendName` if it is cpu or wasm. */

@@ -19,6 +19,15 @@ export const MI = 'MicseAmiMI';
 export const VALUE = 'MicseAmiValue';
 export const GRAD = 'MicseAmiGrad';
 export const DRAWN = 'MicseAmiDrawn';
+/**
+ * The host's MI and gradient pair: MicseAmiMIStats gives mi and each row's statistics ([R, AMI_STATS_HEAD + 2S]
+ * float32: Qx, Qy, P, nx, ny, rho, its clamp r, q, then the centred logs cx and cy of the samples), which
+ * MicseAmiGradStats reads instead of computing them again from the attentions.
+ */
+export const MI_STATS = 'MicseAmiMIStats';
+export const GRAD_STATS = 'MicseAmiGradStats';
+/** Scalars before a row's centred logs in MI_STATS's statistics. */
+export const AMI_STATS_HEAD = 8;
 
 /** Largest S the draw kernel takes (its compacted draw: 2 * 4 bytes per sample of workgroup memory). */
 export const AMI_DRAW_MAX_SAMPLES = 1024;
@@ -82,15 +91,21 @@ function drawnOfPlan(plan: tf.Tensor1D): tf.Tensor1D {
  * differentiable in `attentions` (positions and plan are constants).
  */
 function attentionMIValue(attentions: tf.Tensor, positions: tf.Tensor2D, plan: tf.Tensor1D, attrs: MIAttrs): tf.Scalar {
+  const withStats = kernelOn(MI_STATS, attentions);
   const op = tf.customGrad((a, save) => {
-    const mi = run(MI, { attentions: a as tf.Tensor, positions, plan }, attrs); // [R]
-    const value = tf.reshape(run(VALUE, { mi, plan }, attrs), []) as tf.Scalar;
-    (save as tf.GradSaveFunc)([a as tf.Tensor, positions, plan, mi]);
+    const x = a as tf.Tensor;
+    const [mi, stats] = withStats
+      ? tf.engine().runKernel(MI_STATS, { attentions: x, positions, plan }, attrs as unknown as tf.NamedAttrMap) as tf.Tensor[] // [R], [R, W]
+      : [run(MI, { attentions: x, positions, plan }, attrs)]; // [R]
+    const value = tf.reshape(run(VALUE, { mi: mi!, plan }, attrs), []) as tf.Scalar;
+    (save as tf.GradSaveFunc)([x, positions, plan, mi!, ...(stats === undefined ? [] : [stats])]);
     return {
       value,
       gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
-        const [sa, sp, splan, smi] = saved as [tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor];
-        return run(GRAD, { attentions: sa, positions: sp, plan: splan, mi: smi, dy }, attrs);
+        const [sa, sp, splan, smi, sstats] = saved as [tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor | undefined];
+        return sstats === undefined
+          ? run(GRAD, { attentions: sa, positions: sp, plan: splan, mi: smi, dy }, attrs)
+          : run(GRAD_STATS, { attentions: sa, positions: sp, plan: splan, mi: smi, stats: sstats, dy }, attrs);
       },
     };
   });
@@ -138,7 +153,7 @@ export function attentionMI(attentions: tf.Tensor, args: AttentionMIArgs, compos
   const { targetSamples, samples, seed, scaleEps, cosineEps, rhoEps, nanValue } = args;
   if (args.pinnedDraw || !kernelOn(DRAW) || samples > AMI_DRAW_MAX_SAMPLES || !(rhoEps > 0)) return composed();
   return tf.tidy(() => {
-    const a = tf.cast(attentions, 'float32');
+    const a = attentions.dtype === 'float32' ? attentions : tf.cast(attentions, 'float32'); // (a float32 Cast is a copy)
     const plan = detached(() => attentionRowPlan(a, targetSamples, scaleEps)); // [R + 3]: rowMask, rows, samples, scale
     const positions = detached(() => drawFromAttention(a, samples, seed)); // [R, S]
     const v = attentionMIValue(a, positions, plan, { cosineEps, rhoEps, nanValue });

@@ -9,7 +9,7 @@
  *   MicseAttention      S = q k^T per head into probs; per row: S * scale + mask, softmax (copied to undropped
  *                       where there is a dropout), then dropout over the whole [B, nh, T, T] (kernels/dropout's
  *                       loop: the same bits at the same flat index); then context = probs v
- *   MicseAttentionGrad  dP = dProbs + dContext v^T (scratch); dv = probs^T dContext into part 2 of dqkv;
+ *   MicseAttentionGrad  dP = dProbs (0 without it) + dContext v^T (scratch); dv = probs^T dContext into part 2 of dqkv;
  *                       P = undropped (or probs without dropout) copied to scratch, dP = dropout(dP) (the same
  *                       mask), per row dS = P * (dP - rowsum(dP * P)); dq = scale dS k into part 0, dk = scale dS^T q
  *                       into part 1
@@ -127,7 +127,8 @@ function attentionKernels(io: (backend: unknown) => HostIO): Record<string, tf.K
       });
     },
     [ATTENTION_GRAD]: ({ inputs, backend, attrs }) => {
-      const { qkv, probs, undropped, dContext, dProbs } = inputs as Record<'qkv' | 'probs' | 'undropped' | 'dContext' | 'dProbs', tf.TensorInfo>;
+      const { qkv, probs, undropped, dContext, dProbs } = inputs as Record<'qkv' | 'probs' | 'undropped' | 'dContext', tf.TensorInfo> &
+        { dProbs?: tf.TensorInfo };
       const a = attrs as unknown as ProbsAttrs;
       const d = dimsOf(qkv.shape, a.heads);
       const host = io(backend);
@@ -137,9 +138,10 @@ function attentionKernels(io: (backend: unknown) => HostIO): Record<string, tf.K
       return host.outputs([qkv.shape], ([dqkv], scratch) => {
         const x = host.read(qkv); // [B, T, 3H]
         const dc = headsOf(host.read(dContext), d);
-        // dProbs (what read the probabilities, e.g. the AMI) + dContext v^T
+        // dProbs (what read the probabilities, e.g. the AMI; zeros where nothing did) + dContext v^T
         const dp = scratch.subarray(0, n); // [B, nh, T, T]
-        dp.set(host.read(dProbs));
+        if (dProbs !== undefined) dp.set(host.read(dProbs));
+        else dp.fill(0);
         gemm.gemmGrid(grid(d), false, true, d.T, d.T, d.dh, 1, dc, packedPart(x, d, 2), squareOf(dp, d), 1);
         // dv = probs^T dContext
         gemm.gemmGrid(grid(d), true, false, d.T, d.dh, d.T, 1, squareOf(host.read(probs), d), dc, packedPart(dqkv!, d, 2));

@@ -51,7 +51,10 @@ export const ATTENTION_CONTEXT_GRAD = 'MicseAttentionContextGrad';
  * the dropout, kept for the gradient (an empty [0] where the rate is 0: probs is then that); attrs ProbsAttrs
  */
 export const ATTENTION = 'MicseAttention';
-/** Its gradient: qkv, probs, undropped, dContext, dProbs -> dqkv [B, T, 3H]; attrs ProbsAttrs */
+/**
+ * Its gradient: qkv, probs, undropped, dContext and (where something read the probabilities) dProbs -> dqkv [B, T,
+ * 3H]; attrs ProbsAttrs
+ */
 export const ATTENTION_GRAD = 'MicseAttentionGrad';
 /** qkv [B, T, 3H] -> q, k, v [B, nh, T, dh]; attrs HeadsAttrs */
 export const SPLIT_HEADS = 'MicseSplitHeads';
@@ -188,12 +191,30 @@ function composedAttention(qkv: tf.Tensor3D, maskAdd: tf.Tensor4D, o: AttentionO
 }
 
 /**
- * Multi-head attention from the packed query, key and value projections `qkv [B, T, 3H]` (q, k, v side by side in
- * each row, as one dense layer of 3H outputs gives them) and the additive key mask `maskAdd [B, 1, 1, T]` (0 where
- * attended, float32's lowest at padding): `context [B, T, H]` and the probabilities after dropout `probs [B, nh, T,
- * T]`; see the module comment. Differentiable in qkv.
+ * The context alone of selfAttention, for a caller that does not read the probabilities. On the host kernels the op
+ * is one untaped kernel under a custom gradient that keeps the probabilities for the gradient only, so that no
+ * gradient of them is made (the engine fills the gradient of a kernel output nothing read with zeros, two
+ * [B, nh, T, T] arrays a layer); elsewhere selfAttention's context.
  */
-export function selfAttention(qkv: tf.Tensor3D, maskAdd: tf.Tensor4D, opts: AttentionOptions): AttentionOutput {
+export function selfAttentionContext(qkv: tf.Tensor3D, maskAdd: tf.Tensor4D, opts: AttentionOptions): tf.Tensor3D {
+  if (!kernelOn(ATTENTION, qkv, maskAdd)) return selfAttention(qkv, maskAdd, opts).context;
+  checkAttention(qkv, maskAdd, opts);
+  const attrs = { heads: opts.heads, scale: opts.scale, rate: opts.rate, seed: opts.seed } satisfies ProbsAttrs as unknown as tf.NamedAttrMap;
+  const op = tf.customGrad((x, save) => {
+    const [context, probs, undropped] = tf.engine().runKernel(ATTENTION, { qkv: x as tf.Tensor, mask: maskAdd }, attrs) as tf.Tensor[];
+    (save as tf.GradSaveFunc)([x as tf.Tensor, probs!, undropped!]);
+    return {
+      value: context!,
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+        const [sx, sp, su] = saved as [tf.Tensor, tf.Tensor, tf.Tensor];
+        return tf.engine().runKernel(ATTENTION_GRAD, { qkv: sx, probs: sp, undropped: su, dContext: dy }, attrs) as tf.Tensor;
+      },
+    };
+  });
+  return op(qkv) as tf.Tensor3D;
+}
+
+function checkAttention(qkv: tf.Tensor3D, maskAdd: tf.Tensor4D, opts: AttentionOptions): void {
   const [B, T, H3] = qkv.shape;
   if (qkv.rank !== 3 || H3 % 3 !== 0) throw new Error(`selfAttention: qkv must be [B, T, 3H]; got [${qkv.shape}]`);
   const H = H3 / 3;
@@ -203,6 +224,16 @@ export function selfAttention(qkv: tf.Tensor3D, maskAdd: tf.Tensor4D, opts: Atte
   if (!tf.util.arraysEqual(maskAdd.shape, [B, 1, 1, T])) {
     throw new Error(`selfAttention: maskAdd must be [${B}, 1, 1, ${T}]; got [${maskAdd.shape}]`);
   }
+}
+
+/**
+ * Multi-head attention from the packed query, key and value projections `qkv [B, T, 3H]` (q, k, v side by side in
+ * each row, as one dense layer of 3H outputs gives them) and the additive key mask `maskAdd [B, 1, 1, T]` (0 where
+ * attended, float32's lowest at padding): `context [B, T, H]` and the probabilities after dropout `probs [B, nh, T,
+ * T]`; see the module comment. Differentiable in qkv.
+ */
+export function selfAttention(qkv: tf.Tensor3D, maskAdd: tf.Tensor4D, opts: AttentionOptions): AttentionOutput {
+  checkAttention(qkv, maskAdd, opts);
   const probsAttrs: ProbsAttrs = { heads: opts.heads, scale: opts.scale, rate: opts.rate, seed: opts.seed };
   if (kernelOn(ATTENTION, qkv, maskAdd)) {
     const [context, probs, undropped] = tf.engine().runKernel(ATTENTION, { qkv, mask: maskAdd }, probsAttrs as unknown as tf.NamedAttrMap) as tf.Tensor[];

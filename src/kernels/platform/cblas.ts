@@ -20,7 +20,7 @@
  */
 import { createRequire } from 'node:module';
 import { uninitialized } from './hostBackend.js';
-import { hostCores, jobCallsMax, nativeThreads, splitRuns, type SimdThreads, type ThreadCall } from './simdThreads.js';
+import { hostCores, jobCallsMax, nativeThreads, sharedParts, splitRuns, type SimdThreads, type ThreadCall } from './simdThreads.js';
 import { productDims, type HostGemm, type Shape3 } from './nativeGemm.js';
 import { firstLineOf } from '../../errors.js';
 
@@ -88,6 +88,8 @@ interface Library {
   readonly saxpy: Saxpy;
   /** The byte address of a typed array's first element (koffi.address). */
   readonly address: (a: Float32Array) => number;
+  /** Runs a list of sgemmAt calls in turn on this thread (gemmGrid's part). */
+  readonly runSgemmAt: (calls: ThreadCall<'sgemm'>[]) => void;
   /** Where the koffi package that loaded it is (for the grid's worker threads, which load it again). */
   readonly koffiPath: string;
   readonly setThreads: ((n: number) => void) | null;
@@ -156,8 +158,11 @@ function openLibrary(koffi: Koffi, koffiPath: string, file: string): Library {
   const blisVersion = optionalFunc(lib, 'const char *bli_info_get_version_str()');
   const version = openblasConfig !== null ? String(openblasConfig()) : blisVersion !== null ? `BLIS ${String(blisVersion())}` : file;
   const address = (a: Float32Array) => Number(koffi.address(a));
+  const runSgemmAt = (calls: ThreadCall<'sgemm'>[]): void => {
+    for (const call of calls) (sgemmAt as (...args: number[]) => void)(...call.args);
+  };
   const loaded: Library = {
-    file, version, sgemm, sgemmAt, sgemv, sger, saxpy, address, koffiPath, setThreads: setThreads === null ? null : (n) => void setThreads(n), threads: undefined,
+    file, version, sgemm, sgemmAt, sgemv, sger, saxpy, address, runSgemmAt, koffiPath, setThreads: setThreads === null ? null : (n) => void setThreads(n), threads: undefined,
     concurrent: concurrentCallsSafe(openblasParallel === null ? null : Number(openblasParallel())),
   };
   libraries.set(file, loaded);
@@ -173,6 +178,15 @@ export interface GridOperand {
   offset: number;
   ld: number;
   step: readonly [number, number];
+}
+
+/** Throws unless every `rows` x `cols` block of `o` over `grid` lies inside its array (checked at the last entry). */
+function checkInside(grid: readonly [number, number], o: GridOperand, rows: number, cols: number, name: string): void {
+  const [n0, n1] = grid;
+  const last = o.offset + (n0 - 1) * o.step[0] + (n1 - 1) * o.step[1] + (rows - 1) * o.ld + cols;
+  if (o.offset < 0 || o.step[0] < 0 || o.step[1] < 0 || o.ld < cols || last > o.data.length) {
+    throw new Error(`Cblas.gemmGrid: ${name}'s ${rows} x ${cols} blocks (offset ${o.offset}, ld ${o.ld}, steps ${o.step}) over a ${n0} x ${n1} grid end past its ${o.data.length} elements`);
+  }
 }
 
 /** c = op(a) @ op(b) over a broadcast batch, and the element-wise adds of the host kernels (addRowVector, axpy), on the system's CBLAS. */
@@ -300,15 +314,9 @@ export class Cblas implements HostGemm {
     a: GridOperand, b: GridOperand, c: GridOperand, beta = 0): void {
     const [n0, n1] = grid;
     if (n0 * n1 * M * N === 0) return;
-    const inside = (o: GridOperand, rows: number, cols: number, name: string) => {
-      const last = o.offset + (n0 - 1) * o.step[0] + (n1 - 1) * o.step[1] + (rows - 1) * o.ld + cols;
-      if (o.offset < 0 || o.step[0] < 0 || o.step[1] < 0 || o.ld < cols || last > o.data.length) {
-        throw new Error(`Cblas.gemmGrid: ${name}'s ${rows} x ${cols} blocks (offset ${o.offset}, ld ${o.ld}, steps ${o.step}) over a ${n0} x ${n1} grid end past its ${o.data.length} elements`);
-      }
-    };
-    inside(a, transA ? K : M, transA ? M : K, 'a');
-    inside(b, transB ? N : K, transB ? K : N, 'b');
-    inside(c, M, N, 'c');
+    checkInside(grid, a, transA ? K : M, transA ? M : K, 'a');
+    checkInside(grid, b, transB ? N : K, transB ? K : N, 'b');
+    checkInside(grid, c, M, N, 'c');
     if (K === 0) {
       for (let i = 0; i < n0; i++) for (let j = 0; j < n1; j++) for (let r = 0; r < M; r++) {
         const at = c.offset + i * c.step[0] + j * c.step[1] + r * c.ld;
@@ -333,9 +341,7 @@ export class Cblas implements HostGemm {
         calls.push({ fn: 'sgemm', args: [ROW_MAJOR, ta, tb, M, N, K, alpha, pa + i * a0 + j * a1, a.ld, pb + i * b0 + j * b1, b.ld, beta, pc + i * c0 + j * c1, c.ld] });
       }
     }
-    const run = (part: ThreadCall<'sgemm'>[]) => {
-      for (const call of part) (lib.sgemmAt as (...args: number[]) => void)(...call.args);
-    };
+    const run = lib.runSgemmAt;
     // Each product on the one thread that calls it (the library set to one thread; the next product sets it back), the
     // entries cut among this Cblas's threads: so the bits do not depend on the cut, and small products (the attention's
     // heads, which the library runs on one thread anyway) run on all cores.
@@ -349,8 +355,10 @@ export class Cblas implements HostGemm {
       run(calls);
       return;
     }
-    const parts = Math.min(threads, pool.count);
-    const round = parts * jobCallsMax(calls[0]!.args.length); // what the workers' jobs hold at once
+    // runs of entries that the threads share (simdThreads.ts), as many rounds as a worker's job holds where there are
+    // no more runs than threads
+    const parts = sharedParts(Math.min(threads, pool.count));
+    const round = parts > pool.count ? calls.length : parts * jobCallsMax(calls[0]!.args.length);
     for (let r = 0; r < calls.length; r += round) {
       const some = calls.slice(r, r + round);
       pool.run(splitRuns(some.length, parts).map(([s, e]) => some.slice(s, e)), run);

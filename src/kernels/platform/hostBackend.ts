@@ -45,7 +45,8 @@ export interface WasmBackend {
     cwrap(name: string, ret: null, argTypes: string[]): (...args: unknown[]) => void;
     tfjs: { registerTensor(id: number, size: number, memoryOffset: number): void; disposeData(id: number): void };
   };
-  dataIdMap: { get(dataId: object): { id: number; memoryOffset: number } };
+  /** A tensor's heap block, and how many tensors hold it (the wasm Identity's output shares its input's). */
+  dataIdMap: { get(dataId: object): { id: number; memoryOffset: number; refCount: number } };
   dataIdNextNumber: number;
   makeOutput(shape: number[], dtype: tf.DataType, memoryOffset?: number, values?: tf.backend_util.BackendValues): tf.TensorInfo;
   disposeData(dataId: object): boolean;

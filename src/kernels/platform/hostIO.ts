@@ -19,8 +19,25 @@ export interface HostIO {
   simd: SimdHost | null;
 }
 
+/** Each backend's HostIO, made once (the kernels ask for it at every call). */
+const ios = new WeakMap<object, HostIO>();
+
+function ioOf(backend: unknown, make: () => HostIO): HostIO {
+  const b = backend as object;
+  let io = ios.get(b);
+  if (io === undefined) ios.set(b, (io = make()));
+  return io;
+}
+
 export function cpuIO(backend: unknown): HostIO {
-  const b = backend as CpuBackend;
+  return ioOf(backend, () => makeCpuIO(backend as CpuBackend));
+}
+
+export function wasmIO(backend: unknown): HostIO {
+  return ioOf(backend, () => makeWasmIO(backend as WasmBackend));
+}
+
+function makeCpuIO(b: CpuBackend): HostIO {
   return {
     read: (t) => b.data.get(t.dataId).values as Float32Array,
     outputs: (shapes, fill, scratchFloats = 0) => {
@@ -32,8 +49,7 @@ export function cpuIO(backend: unknown): HostIO {
   };
 }
 
-export function wasmIO(backend: unknown): HostIO {
-  const b = backend as WasmBackend;
+function makeWasmIO(b: WasmBackend): HostIO {
   return {
     read: (t) => heapView(b, t),
     outputs: (shapes, fill, scratchFloats = 0) => {

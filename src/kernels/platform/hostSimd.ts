@@ -30,13 +30,16 @@
  *   softmaxRows(s, mask, rows, T, scale)                   T >= 4: rows of s -> softmax(s * scale + mask)
  *   softmaxGradRows(p, dp, rows, T)                        T >= 4: rows of p -> p * (dp - rowsum(dp * p))
  *   add|sub|mul|div(a, b, out, groups)                     out = a (op) b: one float32 operation, the JS loop's bits
+ *   segmentSum(x, ids, out, rows, rowBytes, first, end)    out's rows [first, end) = the sums of x's rows by segment
+ *                                                          id (the embedding gradient's scatter-add), float32 adds in
+ *                                                          row order: the JS loop's bits
  */
 import {
   F32, f32Add, f32c, f32Div, f32FromI32, f32Mul, f32Sqrt, f32x4, f32x4Const, F64, f64Add, f64c, f64Div,
-  f64FromF32, f64FromI32, f64Sqrt, f64x2, get, I32, i32Add, i32And, i32c, i32Mul, i32ShrU, i32x4, i32x4Const, instancePerMemory, load,
-  localCopies, locals, set, store, v128, V128, V128_BYTES, vectorLoop, whileBelow, type Code, type FuncSpec, type PerMemory,
+  f64FromF32, f64FromI32, f64Sqrt, f64x2, get, I32, i32Add, i32And, i32c, i32Load, i32Mul, i32ShrU, i32Sub, i32x4, i32x4Const, instancePerMemory, load,
+  interleavedLoop, localCopies, locals, set, store, unlessGeU, v128, V128, V128_BYTES, whileBelow, type Code, type FuncSpec, type PerMemory,
 } from './wasmAsm.js';
-import { hostThreadsAvailable, runParts, threadParts, type ThreadCall } from './simdThreads.js';
+import { hostThreadsAvailable, runParts, sharedParts, threadParts, type ThreadCall } from './simdThreads.js';
 import { ERF_A1, ERF_A2, ERF_A3, ERF_A4, ERF_A5, ERF_P, INV_SQRT_2PI } from './erf.js';
 
 const ERF_A = [ERF_A5, ERF_A4, ERF_A3, ERF_A2, ERF_A1]; // erf.ts's, in Horner order
@@ -63,58 +66,58 @@ const F32_BYTES = 4;
 const F64_BYTES = 8;
 const LANES = 4;
 
-/** Horner: ((c0 t + c1) t + ...) + c_last, t a local. */
-function horner(coefs: number[], t: number): Code {
-  let acc = f32x4Const(coefs[0]!);
-  for (const c of coefs.slice(1)) acc = f32x4.add(f32x4.mul(acc, get(t)), f32x4Const(c));
-  return acc;
+/** Horner's rule as statements on the local `acc`, t a local: acc = c0 t + c1, then acc = acc t + c_k for each next c_k. */
+function hornerSteps(coefs: number[], t: number, acc: number): Code[] {
+  const steps: Code[] = [set(acc, f32x4.add(f32x4.mul(f32x4Const(coefs[0]!), get(t)), f32x4Const(coefs[1]!)))];
+  for (const c of coefs.slice(2)) steps.push(set(acc, f32x4.add(f32x4.mul(get(acc), get(t)), f32x4Const(c))));
+  return steps;
 }
 
 /**
- * Sets the local `x` (lanes <= 0) to exp(x) (scratch locals n, r); 0 where the argument is below EXP_MIN. n is
- * rounded to an integer by adding and taking off ROUND_MAGIC (round to nearest even, as f32x4.nearest; |n| < 2^22),
- * and the sum's low mantissa bits are n itself, so 2^n's bits come from integer adds and a shift instead of a
- * float-to-int conversion; the clamp is a pmax (x is never NaN below it: a NaN lane stays NaN either way).
+ * Statements setting the local `x` (lanes <= 0) to exp(x) (scratch locals n, r, h); 0 where the argument is below
+ * EXP_MIN. n is rounded to an integer by adding and taking off ROUND_MAGIC (round to nearest even, as f32x4.nearest;
+ * |n| < 2^22), and the sum's low mantissa bits are n itself, so 2^n's bits come from integer adds and a shift instead
+ * of a float-to-int conversion; the clamp is a pmax (x is never NaN below it: a NaN lane stays NaN either way).
  */
-function expInPlace(x: number, n: number, r: number): Code {
+function expSteps(x: number, n: number, r: number, h: number): Code[] {
   const nFloat = f32x4.sub(get(n), f32x4Const(ROUND_MAGIC));
   return [
-    ...set(r, f32x4.pmax(get(x), f32x4Const(EXP_MIN))),
-    ...set(n, f32x4.add(f32x4.mul(get(r), f32x4Const(Math.LOG2E)), f32x4Const(ROUND_MAGIC))),
-    ...set(r, f32x4.sub(f32x4.sub(get(r), f32x4.mul(nFloat, f32x4Const(LN2_HI))), f32x4.mul(nFloat, f32x4Const(LN2_LO)))),
-    ...set(x, v128.and(
-      f32x4.mul(
-        f32x4.add(f32x4.add(f32x4.mul(f32x4.mul(horner(EXP_P, r), get(r)), get(r)), get(r)), f32x4Const(1)),
-        i32x4.shl(i32x4.add(get(n), i32x4Const([POW2_BIAS, POW2_BIAS, POW2_BIAS, POW2_BIAS])), FLOAT_MANTISSA_BITS),
-      ),
+    set(r, f32x4.pmax(get(x), f32x4Const(EXP_MIN))),
+    set(n, f32x4.add(f32x4.mul(get(r), f32x4Const(Math.LOG2E)), f32x4Const(ROUND_MAGIC))),
+    set(r, f32x4.sub(f32x4.sub(get(r), f32x4.mul(nFloat, f32x4Const(LN2_HI))), f32x4.mul(nFloat, f32x4Const(LN2_LO)))),
+    ...hornerSteps(EXP_P, r, h),
+    set(h, f32x4.mul(f32x4.mul(get(h), get(r)), get(r))),
+    set(h, f32x4.add(f32x4.add(get(h), get(r)), f32x4Const(1))),
+    set(x, v128.and(
+      f32x4.mul(get(h), i32x4.shl(i32x4.add(get(n), i32x4Const([POW2_BIAS, POW2_BIAS, POW2_BIAS, POW2_BIAS])), FLOAT_MANTISSA_BITS)),
       f32x4.ge(get(x), f32x4Const(EXP_MIN)),
     )),
   ];
 }
 
-/** Sets `out` to exp(-(a * a)) for the local `a` (scratch locals n, r); 0 where the argument is below EXP_MIN. */
-function expNegSquare(a: number, n: number, r: number, out: number): Code {
-  return [...set(out, f32x4.neg(f32x4.mul(get(a), get(a)))), ...expInPlace(out, n, r)];
-}
-
-/** Vectors of the element-wise loops (gelu, geluGrad, dropout) an iteration: see vectorLoop. */
+/** Vectors of the element-wise loops (gelu, geluGrad, dropout, the softmax's exp) an iteration: see interleavedLoop. */
 const COPIES = 4;
 
-type ErfLocals = Record<'v' | 'z' | 'a' | 't' | 'n' | 'r' | 'e' | 'erf', number>;
+type ErfLocals = Record<'v' | 'z' | 'a' | 't' | 'n' | 'r' | 'h' | 'e' | 'erf', number>;
 /** A vector's locals in gelu and geluGrad (one set per copy). */
-const ERF_LOCALS = { v: V128, z: V128, a: V128, t: V128, n: V128, r: V128, e: V128, erf: V128 } as const;
+const ERF_LOCALS = { v: V128, z: V128, a: V128, t: V128, n: V128, r: V128, h: V128, e: V128, erf: V128 } as const;
 
-/** Shared by gelu and geluGrad: v = the vector at x + i + offset; z = v / sqrt 2; erf(z) and e = exp(-z^2) in locals. */
-function erfParts(x: number, i: number, offset: number, l: ErfLocals): Code {
+/**
+ * Shared by gelu and geluGrad, as statements: v = the vector at x + i + offset; z = v / sqrt 2; erf(z) and e =
+ * exp(-z^2) in locals.
+ */
+function erfSteps(x: number, i: number, offset: number, l: ErfLocals): Code[] {
   return [
-    ...set(l.v, load(i32Add(get(x), get(i)), offset)),
-    ...set(l.z, f32x4.mul(get(l.v), f32x4Const(Math.SQRT1_2))),
-    ...set(l.a, f32x4.abs(get(l.z))),
-    ...set(l.t, f32x4.div(f32x4Const(1), f32x4.add(f32x4Const(1), f32x4.mul(f32x4Const(ERF_P), get(l.a))))),
-    ...expNegSquare(l.a, l.n, l.r, l.e),
+    set(l.v, load(i32Add(get(x), get(i)), offset)),
+    set(l.z, f32x4.mul(get(l.v), f32x4Const(Math.SQRT1_2))),
+    set(l.a, f32x4.abs(get(l.z))),
+    set(l.t, f32x4.div(f32x4Const(1), f32x4.add(f32x4Const(1), f32x4.mul(f32x4Const(ERF_P), get(l.a))))),
+    set(l.e, f32x4.neg(f32x4.mul(get(l.a), get(l.a)))),
+    ...expSteps(l.e, l.n, l.r, l.h),
     // sign(z) * (1 - P(t) t e): the magnitude's sign bit replaced by z's
-    ...set(l.erf, v128.xor(
-      f32x4.sub(f32x4Const(1), f32x4.mul(f32x4.mul(horner(ERF_A, l.t), get(l.t)), get(l.e))),
+    ...hornerSteps(ERF_A, l.t, l.h),
+    set(l.erf, v128.xor(
+      f32x4.sub(f32x4Const(1), f32x4.mul(f32x4.mul(get(l.h), get(l.t)), get(l.e))),
       v128.and(get(l.z), i32x4Const([SIGN_BIT, SIGN_BIT, SIGN_BIT, SIGN_BIT])),
     )),
   ];
@@ -123,50 +126,50 @@ function erfParts(x: number, i: number, offset: number, l: ErfLocals): Code {
 function geluFunc(): FuncSpec {
   const [x, y, groups, i] = [0, 1, 2, 3];
   const { index: c, types } = localCopies(4, ERF_LOCALS, COPIES);
-  const vector = (k: number, offset: number): Code => {
+  const vector = (k: number, offset: number): Code[] => {
     const l = c[k]!;
     return [
-      ...erfParts(x, i, offset, l),
-      ...store(i32Add(get(y), get(i)), f32x4.mul(f32x4.mul(f32x4Const(0.5), get(l.v)), f32x4.add(f32x4Const(1), get(l.erf))), offset),
+      ...erfSteps(x, i, offset, l),
+      store(i32Add(get(y), get(i)), f32x4.mul(f32x4.mul(f32x4Const(0.5), get(l.v)), f32x4.add(f32x4Const(1), get(l.erf))), offset),
     ];
   };
-  return { name: 'gelu', params: [I32, I32, I32], results: [], locals: [I32, ...types], body: vectorLoop(i, get(groups), COPIES, vector) };
+  return { name: 'gelu', params: [I32, I32, I32], results: [], locals: [I32, ...types], body: interleavedLoop(i, get(groups), COPIES, vector) };
 }
 
 function geluGradFunc(): FuncSpec {
   const [x, dy, dx, groups, i] = [0, 1, 2, 3, 4];
   const { index: c, types } = localCopies(5, ERF_LOCALS, COPIES);
-  const vector = (k: number, offset: number): Code => {
+  const vector = (k: number, offset: number): Code[] => {
     const l = c[k]!;
     const phi = f32x4.mul(f32x4Const(0.5), f32x4.add(f32x4Const(1), get(l.erf)));
     const density = f32x4.mul(f32x4.mul(get(l.v), get(l.e)), f32x4Const(INV_SQRT_2PI));
     return [
-      ...erfParts(x, i, offset, l),
-      ...store(i32Add(get(dx), get(i)), f32x4.mul(load(i32Add(get(dy), get(i)), offset), f32x4.add(phi, density)), offset),
+      ...erfSteps(x, i, offset, l),
+      store(i32Add(get(dx), get(i)), f32x4.mul(load(i32Add(get(dy), get(i)), offset), f32x4.add(phi, density)), offset),
     ];
   };
-  return { name: 'geluGrad', params: [I32, I32, I32, I32], results: [], locals: [I32, ...types], body: vectorLoop(i, get(groups), COPIES, vector) };
+  return { name: 'geluGrad', params: [I32, I32, I32, I32], results: [], locals: [I32, ...types], body: interleavedLoop(i, get(groups), COPIES, vector) };
 }
 
 function dropoutFunc(): FuncSpec {
   const [x, out, groups, start, k1, k2, rate, scale] = [0, 1, 2, 3, 4, 5, 6, 7];
   const { index: l, types } = locals(8, { i: I32, lanes: V128, K1: V128, K2: V128, R: V128, S: V128 });
   const { index: c, types: copyTypes } = localCopies(8 + types.length, { h: V128 }, COPIES);
-  const vector = (k: number, offset: number): Code => {
+  const vector = (k: number, offset: number): Code[] => {
     const h = c[k]!.h;
-    const mix = (): Code => [
-      ...set(h, v128.xor(get(h), i32x4.shrU(get(h), MIX_SHIFT[0]!))),
-      ...set(h, i32x4.mul(get(h), i32x4Const([MIX_MUL[0]!, MIX_MUL[0]!, MIX_MUL[0]!, MIX_MUL[0]!]))),
-      ...set(h, v128.xor(get(h), i32x4.shrU(get(h), MIX_SHIFT[1]!))),
-      ...set(h, i32x4.mul(get(h), i32x4Const([MIX_MUL[1]!, MIX_MUL[1]!, MIX_MUL[1]!, MIX_MUL[1]!]))),
-      ...set(h, v128.xor(get(h), i32x4.shrU(get(h), MIX_SHIFT[2]!))),
+    const mix = (): Code[] => [
+      set(h, v128.xor(get(h), i32x4.shrU(get(h), MIX_SHIFT[0]!))),
+      set(h, i32x4.mul(get(h), i32x4Const([MIX_MUL[0]!, MIX_MUL[0]!, MIX_MUL[0]!, MIX_MUL[0]!]))),
+      set(h, v128.xor(get(h), i32x4.shrU(get(h), MIX_SHIFT[1]!))),
+      set(h, i32x4.mul(get(h), i32x4Const([MIX_MUL[1]!, MIX_MUL[1]!, MIX_MUL[1]!, MIX_MUL[1]!]))),
+      set(h, v128.xor(get(h), i32x4.shrU(get(h), MIX_SHIFT[2]!))),
     ];
     // the flat indices of the vector's elements: start + (i + offset) / 4 + [0, 1, 2, 3]
     const index = i32x4.add(get(l.lanes), i32x4.splat(i32ShrU(i32Add(get(l.i), i32c(offset)), i32c(2))));
     return [
-      ...set(h, v128.xor(index, get(l.K1))), ...mix(),
-      ...set(h, v128.xor(get(h), get(l.K2))), ...mix(),
-      ...store(i32Add(get(out), get(l.i)), v128.and(
+      set(h, v128.xor(index, get(l.K1))), ...mix(),
+      set(h, v128.xor(get(h), get(l.K2))), ...mix(),
+      store(i32Add(get(out), get(l.i)), v128.and(
         f32x4.mul(load(i32Add(get(x), get(l.i)), offset), get(l.S)),
         f32x4.ge(f32x4.mul(f32x4.fromI32(i32x4.shrU(get(h), UNIFORM_SHIFT)), f32x4Const(INV_2_24)), get(l.R)),
       ), offset),
@@ -178,7 +181,7 @@ function dropoutFunc(): FuncSpec {
       ...set(l.K1, i32x4.splat(get(k1))), ...set(l.K2, i32x4.splat(get(k2))),
       ...set(l.R, f32x4.splat(get(rate))), ...set(l.S, f32x4.splat(get(scale))),
       ...set(l.lanes, i32x4.add(i32x4.splat(get(start)), i32x4Const([0, 1, 2, 3]))),
-      ...vectorLoop(l.i, get(groups), COPIES, vector),
+      ...interleavedLoop(l.i, get(groups), COPIES, vector),
     ],
   };
 }
@@ -216,10 +219,13 @@ function rowTail(T: number, l: { k: number; rowBytes: number; vecBytes: number; 
  */
 function softmaxRowsFunc(): FuncSpec {
   const [s, mask, rows, T, scale] = [0, 1, 2, 3, 4];
-  const { index: l, types } = locals(5, {
+  const { index: l, types: rowTypes } = locals(5, {
     r: I32, k: I32, rowBytes: I32, vecBytes: I32, tailOff: I32, tailEnd: I32, ps: I32,
-    S: V128, M: V128, acc: V128, v: V128, old: V128, n: V128, rr: V128, tmp: V128, top: V128,
+    S: V128, M: V128, acc: V128, v: V128, old: V128, n: V128, rr: V128, h: V128, tmp: V128, top: V128,
   });
+  // the exp pass's vectors, COPIES an iteration (interleavedLoop): each copy's locals
+  const { index: e, types: expTypes } = localCopies(5 + rowTypes.length, { v: V128, n: V128, r: V128, h: V128 }, COPIES);
+  const types = [...rowTypes, ...expTypes];
   const at = (base: number): Code => i32Add(get(base), get(l.k));
   const { setup, tail, blend, tailAt } = rowTail(T, l);
   const row = [
@@ -237,16 +243,20 @@ function softmaxRowsFunc(): FuncSpec {
     ]),
     ...set(l.top, f32x4.splat(f32x4.hmax(get(l.acc), l.tmp))),
     ...set(l.acc, f32x4Const(0)), ...set(l.k, i32c(0)),
-    ...whileBelow(l.k, get(l.vecBytes), V128_BYTES, [
-      ...set(l.v, f32x4.sub(load(at(l.ps)), get(l.top))),
-      ...expInPlace(l.v, l.n, l.rr),
-      ...store(at(l.ps), get(l.v)),
-      ...set(l.acc, f32x4.add(get(l.acc), get(l.v))),
-    ]),
+    // the sum adds the vectors in row order (each copy's add is its last statement, the copies in order)
+    ...interleavedLoop(l.k, i32ShrU(get(T), i32c(2)), COPIES, (copy, offset) => {
+      const c = e[copy]!;
+      return [
+        set(c.v, f32x4.sub(load(at(l.ps), offset), get(l.top))),
+        ...expSteps(c.v, c.n, c.r, c.h),
+        store(at(l.ps), get(c.v), offset),
+        set(l.acc, f32x4.add(get(l.acc), get(c.v))),
+      ];
+    }),
     ...tail([
       ...set(l.old, load(tailAt(l.ps))),
       ...set(l.v, f32x4.sub(get(l.old), get(l.top))),
-      ...expInPlace(l.v, l.n, l.rr),
+      ...expSteps(l.v, l.n, l.rr, l.h).flat(),
       ...store(tailAt(l.ps), blend(get(l.old), get(l.v))),
       ...set(l.acc, f32x4.add(get(l.acc), v128.and(get(l.v), get(l.M)))),
     ]),
@@ -305,6 +315,32 @@ function binaryFunc(name: BinaryLoop): FuncSpec {
   const at = (base: number): Code => i32Add(get(base), get(l.i));
   const body = store(at(out), BINARY_LOOPS[name](load(at(a)), load(at(b))));
   return { name, params: [I32, I32, I32, I32], results: [], locals: types, body: whileBelow(l.i, i32Mul(get(groups), i32c(V128_BYTES)), V128_BYTES, body) };
+}
+
+/**
+ * segmentSum(x, ids, out, rows, rowBytes, first, end): rows [first, end) of out (rowBytes each, a multiple of 16)
+ * zeroed, then x's row i added to out's row ids[i] for each i < rows, in order, where ids[i] is in [first, end).
+ */
+function segmentSumFunc(): FuncSpec {
+  const [x, ids, out, rows, rowBytes, first, end] = [0, 1, 2, 3, 4, 5, 6];
+  const { index: l, types } = locals(7, { i: I32, k: I32, s: I32, from: I32, to: I32 });
+  const at = (base: number): Code => i32Add(get(base), get(l.k));
+  return {
+    name: 'segmentSum', params: [I32, I32, I32, I32, I32, I32, I32], results: [], locals: types,
+    body: [
+      ...set(l.to, i32Add(get(out), i32Mul(get(first), get(rowBytes)))),
+      ...whileBelow(l.k, i32Mul(i32Sub(get(end), get(first)), get(rowBytes)), V128_BYTES, store(at(l.to), f32x4Const(0))),
+      ...whileBelow(l.i, get(rows), 1, [
+        ...set(l.s, i32Load(i32Add(get(ids), i32Mul(get(l.i), i32c(F32_BYTES))))),
+        ...unlessGeU(i32Sub(get(l.s), get(first)), i32Sub(get(end), get(first)), [
+          ...set(l.to, i32Add(get(out), i32Mul(get(l.s), get(rowBytes)))),
+          ...set(l.from, i32Add(get(x), i32Mul(get(l.i), get(rowBytes)))),
+          ...set(l.k, i32c(0)),
+          ...whileBelow(l.k, get(rowBytes), V128_BYTES, store(at(l.to), f32x4.add(load(at(l.to)), load(at(l.from))))),
+        ]),
+      ]),
+    ],
+  };
 }
 
 /** mean and rstd of the row at `px` (rowBytes long) into splatted locals, via the accumulator `acc`. */
@@ -442,6 +478,7 @@ export interface HostSimd {
   sub(a: number, b: number, out: number, groups: number): void;
   mul(a: number, b: number, out: number, groups: number): void;
   div(a: number, b: number, out: number, groups: number): void;
+  segmentSum(x: number, ids: number, out: number, rows: number, rowBytes: number, first: number, end: number): void;
 }
 
 /** Elements per SIMD group; LayerNorm's H must be a multiple of it. */
@@ -453,7 +490,7 @@ export const SIMD_LANES = LANES;
  */
 const hostSimdFor: PerMemory<HostSimd> = instancePerMemory<HostSimd>(
   () => [geluFunc(), geluGradFunc(), dropoutFunc(), layerNormFunc(), layerNormGradFunc(), softmaxRowsFunc(), softmaxGradRowsFunc(),
-    ...(Object.keys(BINARY_LOOPS) as BinaryLoop[]).map(binaryFunc)]);
+    ...(Object.keys(BINARY_LOOPS) as BinaryLoop[]).map(binaryFunc), segmentSumFunc()]);
 
 // ---------------------------------------------------------------------------------------------------------------
 // The loops over Float32Arrays: in place where the arrays are views of the module's memory (the wasm heap), or
@@ -477,8 +514,9 @@ export interface SimdHost {
    */
   call(inputs: Float32Array[], outputs: Float32Array[], run: (simd: HostSimd, addresses: number[]) => void): void;
   /**
-   * As `call`, the work given as calls cut into parts that write apart (`plan(addresses, threads)`: at most
-   * `threads` lists), run at once on the memory's threads (simdThreads.ts), or in turn where it has none.
+   * As `call`, the work given as calls cut into parts that write apart (`plan(addresses, parts)`: at most `parts`
+   * lists; SHARE_PARTS a thread, which the threads share, simdThreads.ts), run at once on the memory's threads, or in
+   * turn where it has none.
    */
   callSplit(inputs: Float32Array[], outputs: Float32Array[], plan: (addresses: number[], threads: number) => SimdCall[][]): void;
   /** Elements per call of the element-wise loops (a multiple of SIMD_LANES). */
@@ -510,7 +548,7 @@ export function heapSimdHost(memory: WebAssembly.Memory | undefined): SimdHost |
     threads: count,
     inPlace: true,
     call: (inputs, outputs, run) => run(simd, addresses([...inputs, ...outputs])),
-    callSplit: (inputs, outputs, plan) => runParts(simd, threads, plan(addresses([...inputs, ...outputs]), count)),
+    callSplit: (inputs, outputs, plan) => runParts(simd, threads, plan(addresses([...inputs, ...outputs]), sharedParts(count))),
   };
   heapHosts.set(memory, host);
   return host;
@@ -553,7 +591,7 @@ export function stagingSimdHost(): SimdHost | null {
     threads: count,
     inPlace: false,
     call: (inputs, outputs, run) => staged(inputs, outputs, (addresses) => run(simd, addresses)),
-    callSplit: (inputs, outputs, plan) => staged(inputs, outputs, (addresses) => runParts(simd, threads, plan(addresses, count))),
+    callSplit: (inputs, outputs, plan) => staged(inputs, outputs, (addresses) => runParts(simd, threads, plan(addresses, sharedParts(count)))),
   };
   return staging;
 }
@@ -753,6 +791,20 @@ export function simdSoftmaxGradRows(host: SimdHost, p: Float32Array, dp: Float32
     host.callSplit([block, dp.subarray(a, b)], [block], ([pa, da], threads) => threadParts(rows, T, threads, (r, n): SimdCall[] =>
       [{ fn: 'softmaxGradRows', args: [pa! + r * rowBytes, da! + r * rowBytes, n, T] }]));
   });
+}
+
+/**
+ * out [segments, inner] = the rows of x [ids.length, inner] summed by segment: out's row s is the sum, in order, of x's
+ * rows i with ids[i] = s (zeros where there is none; ids outside [0, segments) dropped); inner % SIMD_LANES == 0 (the
+ * caller checks). The segments are cut among the threads (each scans every id for its own), so each row's sum is
+ * the one-thread loop's. In place only (the wasm heap: `ids` a view of it too).
+ */
+export function simdSegmentSum(host: SimdHost, x: Float32Array, ids: Int32Array, out: Float32Array, inner: number): void {
+  const segments = out.length / inner;
+  const rowBytes = inner * F32_BYTES;
+  const idsAsF32 = new Float32Array(ids.buffer, ids.byteOffset, ids.length); // addressed like the float32 arrays
+  host.callSplit([x, idsAsF32], [out], ([xa, ia, oa], threads) => threadParts(segments, inner, threads, (first, count) =>
+    [{ fn: 'segmentSum', args: [xa!, ia!, oa!, ids.length, rowBytes, first, first + count] }]));
 }
 
 /** Float32 elements of one block's column sums in the LayerNorm backward loops: 2H float64 (dgamma, dbeta). */

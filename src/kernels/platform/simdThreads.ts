@@ -5,10 +5,18 @@
  * memory); or a native library's functions through koffi (nativeThreads: the CBLAS grid of small products,
  * cblas.ts). Node only (worker_threads); one worker per thread beyond the caller's (`hostThreads()`).
  *
- * A call blocks: the caller writes each worker's calls (export index and arguments, as float64) into the worker's
- * shared job array, wakes it (Atomics.notify), runs its own part, then waits for every worker (Atomics.wait). A
- * worker runs its calls in order and reports done, or the first error's message. Every part writes its own
- * elements and rows, so the results are the one-thread loop's bits whatever the thread count.
+ * A call blocks, in one of two ways (SimdThreads.run):
+ * - parts assigned (no more parts than threads): the caller writes each worker's calls (export index and arguments,
+ *   as float64) into the worker's shared job array, wakes it (Atomics.notify), runs its own part, then waits for
+ *   every worker (Atomics.wait). A worker runs its calls in order and reports done, or the first error's message.
+ * - parts shared (more parts than threads: the split loops cut into SHARE_PARTS parts a thread): the caller writes
+ *   every part into the pool's queue, wakes the workers, and every thread, the caller first, takes the next part not
+ *   yet taken (a compare-and-swap on one word) until none is left; the caller then waits until every part is done.
+ *   So a thread that starts late (a worker waking, or one the scheduler gives another process's time) takes fewer
+ *   parts instead of holding the others up, and the caller never waits for a worker that took none: a worker that
+ *   wakes after the queue is done, or for an earlier queue, finds the queue's word changed and takes nothing.
+ * Every part writes its own elements and rows, so the results are the one-thread loop's bits whatever the thread
+ * count and whichever thread runs a part.
  *
  * The workers start when the pool is made, which waits until each has instantiated the module (a caller blocked on a
  * worker that never started would wait for ever); where one fails or takes longer than WORKER_START_MS, the loops
@@ -35,7 +43,9 @@
  * calling thread. A stop seen while the caller waits for a job throws, after the other workers' parts are done,
  * naming the workers' kind and the cause: the stopped part is not re-run on the caller, because a part may read what
  * it writes (softmax rows and the element-wise loops in place, sgemm with beta != 0), and one cut short has written
- * an unknown share of its outputs. stopHostWorker is the tests' way to stop a worker.
+ * an unknown share of its outputs. (A shared queue whose every part was done in spite of the stop returns; the pool
+ * is retired.) A stop also wakes a caller waiting for a shared queue (the pool's STATE word). stopHostWorker is the
+ * tests' way to stop a worker.
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -128,9 +138,11 @@ export interface SimdThreads<K extends string = string> {
   /** Threads, the calling one included. */
   readonly count: number;
   /**
-   * Runs `parts[0]` here (through `local`) and `parts[i]` on worker i at the same time (parts.length <= count);
-   * returns when all are done, throwing a worker's error, or an error where a worker's thread stopped during the call
-   * (the pool then runs every part of later calls here, in turn).
+   * Runs the parts at the same time: with no more parts than threads, `parts[0]` here (through `local`) and
+   * `parts[i]` on worker i; with more, each part on whichever thread takes it first (the caller's through `local`),
+   * the parts taken in order (the module comment's shared queue). Returns when all are done, throwing a worker's
+   * error, or an error where a worker's thread stopped during the call (the pool then runs every part of later calls
+   * here, in turn).
    */
   run(parts: ThreadCall<K>[][], local: (calls: ThreadCall<K>[]) => void): void;
 }
@@ -167,6 +179,33 @@ const FAULT_EXIT_CODE = 7;
 const WORKER_START_MS = 30_000;
 
 /**
+ * Parts a thread the split loops are cut into (threadParts with `threads * SHARE_PARTS`), for the shared queue: the
+ * threads' shares even out within a part, at one compare-and-swap a part.
+ */
+export const SHARE_PARTS = 8;
+
+/** Parts to cut a split loop into for `threads` threads: SHARE_PARTS a thread where there are several, else 1. */
+export const sharedParts = (threads: number): number => (threads > 1 ? threads * SHARE_PARTS : 1);
+/**
+ * The pool's words for its shared queue: CLAIM (the queue's number << PART_BITS | the next part not taken; queue 0
+ * while the caller writes the next queue), NPARTS,
+ * STATE (parts done, plus STOP_UNIT for each worker stop), FAILED_BY (1 + the index of the first worker whose part
+ * threw, 0 for none).
+ */
+const CLAIM = 0;
+const NPARTS = 1;
+const STATE = 2;
+const FAILED_BY = 3;
+const POOL_WORDS = 4;
+const PART_BITS = 11;
+/** Parts a shared queue holds at most; its number wraps below 2^20, so CLAIM stays a positive int32. */
+const PART_MASK = (1 << PART_BITS) - 1;
+const QUEUE_MAX = (1 << (31 - PART_BITS)) - 1;
+const STOP_UNIT = 1 << 20;
+/** float64 slots of a pool's queue: [unused, part offsets (parts + 1), then per call: export index, argument count, arguments...]. */
+const QUEUE_SLOTS = 1 << 16;
+
+/**
  * JavaScript that the workers and the watchdog share: `text(into, what)` writes a message into a byte buffer;
  * `stopped(ctrl, cause, why)` marks a worker's thread stopped (the first mark writes `why` into `cause`, fails a start
  * still pending, and sets DONE to STOPPED, waking whoever waits on either word).
@@ -176,15 +215,31 @@ function text(into, what) {
   const bytes = new TextEncoder().encode(String(what).slice(0, ${MESSAGE_BYTES / 4}));
   into.fill(0); into.set(bytes.subarray(0, ${MESSAGE_BYTES}));
 }
-function stopped(ctrl, cause, why) {
+function stopped(ctrl, cause, why, pool) {
   if (Atomics.compareExchange(ctrl, ${DIED}, 0, 1) !== 0) return;
   text(cause, why);
   Atomics.compareExchange(ctrl, ${START}, 0, ${START_FAILED});
   Atomics.store(ctrl, ${DONE}, ${STOPPED});
   Atomics.notify(ctrl, ${START});
   Atomics.notify(ctrl, ${DONE});
+  Atomics.add(pool, ${STATE}, ${STOP_UNIT});
+  Atomics.notify(pool, ${STATE});
 }
 const messageOf = (err) => String(err && err.message || err);`;
+
+/** Largest argument count the workers pass without a spread (cblas_sgemm's 14). */
+const INVOKE_ARGS = 14;
+/**
+ * JavaScript of `invoke(f, a, p, n)`: f called with the n float64 of a from p, each count up to INVOKE_ARGS one plain
+ * call (a spread of a subarray makes a view and iterates it).
+ */
+const INVOKE_SOURCE = `
+function invoke(f, a, p, n) {
+  switch (n) {
+${Array.from({ length: INVOKE_ARGS + 1 }, (_, n) => `    case ${n}: return f(${Array.from({ length: n }, (_, i) => `a[p + ${i}]`).join(', ')});`).join('\n')}
+    default: return f(...a.subarray(p, p + n));
+  }
+}`;
 
 /**
  * A worker: `setup` (CommonJS, run with `eval`) sets `fns`, the functions calls name by index, from `workerData`;
@@ -193,10 +248,12 @@ const messageOf = (err) => String(err && err.message || err);`;
  */
 const workerSource = (setup: string): string => `
 const { workerData } = require('node:worker_threads');
-const { control, job, message, cause, port } = workerData;
+const { control, job, message, cause, port, index } = workerData;
 const ctrl = new Int32Array(control), calls = new Float64Array(job), msg = new Uint8Array(message), why = new Uint8Array(cause);
+const pool = new Int32Array(workerData.pool), queue = new Float64Array(workerData.queue);
 ${STOP_SOURCE}
-process.on('exit', (code) => stopped(ctrl, why, 'it exited with code ' + code));
+${INVOKE_SOURCE}
+process.on('exit', (code) => stopped(ctrl, why, 'it exited with code ' + code, pool));
 let fns;
 try {
   ${setup}
@@ -204,7 +261,28 @@ try {
   Atomics.notify(ctrl, ${START});
 } catch (err) {
   fns = undefined;
-  stopped(ctrl, why, messageOf(err));
+  stopped(ctrl, why, messageOf(err), pool);
+}
+// The parts of shared queue number q: taken one at a time while CLAIM holds q and parts are left.
+function shareQueue(q) {
+  for (;;) {
+    const w = Atomics.load(pool, ${CLAIM});
+    if (w >>> ${PART_BITS} !== q) return;
+    const part = w & ${PART_MASK};
+    const parts = Atomics.load(pool, ${NPARTS});
+    if (part >= parts) return;
+    if (Atomics.compareExchange(pool, ${CLAIM}, w, w + 1) !== w) continue;
+    try {
+      for (let p = queue[1 + part], end = queue[2 + part]; p < end;) {
+        const n = queue[p + 1];
+        invoke(fns[queue[p]], queue, p + 2, n);
+        p += 2 + n;
+      }
+    } catch (err) {
+      if (Atomics.compareExchange(pool, ${FAILED_BY}, 0, index + 1) === 0) text(msg, messageOf(err));
+    }
+    if ((Atomics.add(pool, ${STATE}, 1) + 1) % ${STOP_UNIT} === parts) Atomics.notify(pool, ${STATE});
+  }
 }
 let seq = 0;
 try {
@@ -216,22 +294,26 @@ try {
       throw new Error('stopHostWorker: a throw outside the job');
     }
     let failed = 0;
-    try {
-      for (let k = 0, p = 1; k < calls[0]; k++) {
-        const n = calls[p + 1];
-        fns[calls[p]](...calls.subarray(p + 2, p + 2 + n));
-        p += 2 + n;
+    if (calls[0] < 0) {
+      shareQueue(calls[1]);
+    } else {
+      try {
+        for (let k = 0, p = 1; k < calls[0]; k++) {
+          const n = calls[p + 1];
+          invoke(fns[calls[p]], calls, p + 2, n);
+          p += 2 + n;
+        }
+      } catch (err) {
+        text(msg, messageOf(err));
+        failed = 1;
       }
-    } catch (err) {
-      text(msg, messageOf(err));
-      failed = 1;
     }
     Atomics.store(ctrl, ${FAILED}, failed);
     Atomics.store(ctrl, ${DONE}, seq);
     Atomics.notify(ctrl, ${DONE});
   }
 } catch (err) {
-  stopped(ctrl, why, 'it threw outside its job: ' + messageOf(err));
+  stopped(ctrl, why, 'it threw outside its job: ' + messageOf(err), pool);
 }
 port; // kept: its closing is the watchdog's word that this thread stopped`;
 
@@ -255,13 +337,13 @@ const WATCHDOG_SOURCE = `
 const { parentPort, workerData } = require('node:worker_threads');
 ${STOP_SOURCE}
 const watched = new Set(); // the ports, reachable while their workers run
-parentPort.on('message', ({ port, control, cause }) => {
-  const ctrl = new Int32Array(control), why = new Uint8Array(cause);
+parentPort.on('message', ({ port, control, cause, pool }) => {
+  const ctrl = new Int32Array(control), why = new Uint8Array(cause), words = new Int32Array(pool);
   watched.add(port);
   port.on('message', () => undefined); // starts the port, so that its 'close' comes
   port.once('close', () => {
     watched.delete(port);
-    stopped(ctrl, why, 'its thread ended with no word from it (terminated, or out of memory)');
+    stopped(ctrl, why, 'its thread ended with no word from it (terminated, or out of memory)', words);
   });
 });
 const ctrl = new Int32Array(workerData.control);
@@ -303,15 +385,23 @@ function theWatchdog(): Watchdog {
   return (watchdog = { worker, ctrl: new Int32Array(control), cause: new Uint8Array(cause) });
 }
 
-function startWorker(setup: string, data: Record<string, unknown>, dog: Watchdog): WorkerSlot {
+/** A pool's shared queue: its words (POOL_WORDS) and its slots (QUEUE_SLOTS float64). */
+interface PoolQueue {
+  words: SharedArrayBuffer;
+  slots: SharedArrayBuffer;
+}
+
+function startWorker(setup: string, data: Record<string, unknown>, dog: Watchdog, queue: PoolQueue, index: number): WorkerSlot {
   const control = shared(CONTROL_WORDS * 4);
   const job = shared(JOB_SLOTS * 8);
   const message = shared(MESSAGE_BYTES);
   const cause = shared(MESSAGE_BYTES);
   const { port1, port2 } = new MessageChannel();
-  dog.worker.postMessage({ port: port1, control, cause }, [port1]);
+  dog.worker.postMessage({ port: port1, control, cause, pool: queue.words }, [port1]);
   const worker = new Worker(workerSource(setup), {
-    ...workerOptions(), workerData: { ...data, control, job, message, cause, port: port2 }, transferList: [port2],
+    ...workerOptions(),
+    workerData: { ...data, control, job, message, cause, port: port2, pool: queue.words, queue: queue.slots, index },
+    transferList: [port2],
   });
   worker.unref(); // idle workers never keep the process alive
   worker.on('error', () => undefined); // a worker's stop is found through its control words, not by an uncaught error
@@ -351,18 +441,48 @@ export function hostThreadsFailure(kind: PoolKind = 'simd'): string | null {
   return failures.get(kind) ?? null;
 }
 
+/** Writes call `c` at slot p of `into` (export index, argument count, arguments); returns the slot after it. */
+function encodeCall(c: ThreadCall, index: ReadonlyMap<string, number>, into: Float64Array, p: number): number {
+  const i = index.get(c.fn);
+  if (i === undefined) throw new Error(`simdThreads: no export ${c.fn}`);
+  const args = c.args;
+  into[p] = i;
+  into[p + 1] = args.length;
+  for (let j = 0; j < args.length; j++) into[p + 2 + j] = args[j]!; // a loop: TypedArray.set from an array costs more here
+  return p + 2 + args.length;
+}
+
 function encode(calls: ThreadCall[], index: ReadonlyMap<string, number>, into: Float64Array): void {
   let p = 1;
   for (const c of calls) {
     if (p + 2 + c.args.length > into.length) throw new Error(`simdThreads: more than ${JOB_SLOTS} job slots`);
-    const i = index.get(c.fn);
-    if (i === undefined) throw new Error(`simdThreads: no export ${c.fn}`);
-    into[p] = i;
-    into[p + 1] = c.args.length;
-    into.set(c.args, p + 2);
-    p += 2 + c.args.length;
+    p = encodeCall(c, index, into, p);
   }
   into[0] = calls.length;
+}
+
+/**
+ * Writes `parts` into a shared queue's slots (QUEUE_SLOTS layout); returns how many of them, from the first, fit (at
+ * least one part, which must fit alone).
+ */
+function encodeQueue(parts: ThreadCall[][], index: ReadonlyMap<string, number>, into: Float64Array): number {
+  let fit = 0;
+  let size = 2; // the unused slot and the end offset
+  for (const part of parts) {
+    let more = 1;
+    for (const c of part) more += 2 + c.args.length;
+    if (fit === PART_MASK || size + more > into.length) break;
+    size += more;
+    fit++;
+  }
+  if (fit === 0) throw new Error(`simdThreads: a part of more than ${QUEUE_SLOTS} queue slots`);
+  let p = fit + 2;
+  for (let k = 0; k < fit; k++) {
+    into[1 + k] = p;
+    for (const c of parts[k]!) p = encodeCall(c, index, into, p);
+  }
+  into[1 + fit] = p;
+  return fit;
 }
 
 /** A pool's workers, for stopHostWorker. */
@@ -376,7 +496,10 @@ function startPool<K extends string>(count: number, names: readonly K[], setup: 
   const what = POOL_KINDS[kind];
   const index = new Map(names.map((n, i) => [n as string, i]));
   const dog = theWatchdog();
-  const workers = Array.from({ length: count - 1 }, () => startWorker(setup, data, dog));
+  const queue: PoolQueue = { words: shared(POOL_WORDS * 4), slots: shared(QUEUE_SLOTS * 8) };
+  const words = new Int32Array(queue.words);
+  const slots = new Float64Array(queue.slots);
+  const workers = Array.from({ length: count - 1 }, (_, i) => startWorker(setup, data, dog, queue, i));
   const notStarted = waitForStart([dog, ...workers], ['the watchdog thread']);
   if (notStarted !== null) {
     for (const w of workers) void w.worker.terminate();
@@ -391,45 +514,132 @@ function startPool<K extends string>(count: number, names: readonly K[], setup: 
     for (const x of workers) void x.worker.terminate();
     return retired;
   };
+  /** The shared queues' number, 1 to QUEUE_MAX and round again. */
+  let queueNumber = 0;
+  const post = (w: WorkerSlot): void => {
+    w.seq = w.seq === SEQ_MAX ? 1 : w.seq + 1;
+    Atomics.store(w.ctrl, SEQ, w.seq);
+    Atomics.notify(w.ctrl, SEQ);
+  };
+  /** Waits until `w` has finished its last job; returns its DONE word (its seq, or STOPPED). */
+  const idle = (w: WorkerSlot): number => {
+    let done = Atomics.load(w.ctrl, DONE);
+    while (done !== w.seq && done !== STOPPED) {
+      Atomics.wait(w.ctrl, DONE, done);
+      done = Atomics.load(w.ctrl, DONE);
+    }
+    return done;
+  };
+  const stoppedDuring = (gone: WorkerSlot, localError: unknown): Error =>
+    new Error(`a ${what} thread stopped during a call, its part unfinished: ${retire(gone)}; later calls run on the calling thread alone`,
+      localError === null ? undefined : { cause: localError });
+
+  /** `parts` (more than the threads) by the shared queue, as many rounds as the queue needs. */
+  const share = (parts: ThreadCall<K>[][], local: (calls: ThreadCall<K>[]) => void): void => {
+    for (let first = 0; first < parts.length;) {
+      if (retired !== null) {
+        for (const part of parts.slice(first)) local(part);
+        return;
+      }
+      // CLAIM closed (queue 0, which no worker is given) before the slots and NPARTS change: a worker that read the
+      // last queue's word takes nothing from this one (its compare-and-swap fails)
+      Atomics.store(words, CLAIM, 0);
+      const n = encodeQueue(parts.slice(first), index, slots);
+      shareRound(parts.slice(first, first + n), local);
+      first += n;
+    }
+  };
+  const shareRound = (parts: ThreadCall<K>[][], local: (calls: ThreadCall<K>[]) => void): void => {
+    const n = parts.length;
+    queueNumber = queueNumber === QUEUE_MAX ? 1 : queueNumber + 1;
+    Atomics.store(words, NPARTS, n);
+    Atomics.store(words, STATE, 0);
+    Atomics.store(words, FAILED_BY, 0);
+    Atomics.store(words, CLAIM, queueNumber << PART_BITS);
+    // Every worker gets the queue, idle or not: a worker reads its job words only as it wakes, before it takes a
+    // part, so one still finishing the last queue (it has taken its last part; its DONE word not yet written) or
+    // not yet woken for it reads this queue's number, and takes this queue's parts, or none.
+    for (const w of workers) {
+      w.calls[0] = -1;
+      w.calls[1] = queueNumber;
+      post(w);
+    }
+    let localError: unknown = null;
+    for (;;) {
+      const claim = Atomics.load(words, CLAIM);
+      const part = claim & PART_MASK;
+      if (part >= n) break;
+      if (Atomics.compareExchange(words, CLAIM, claim, claim + 1) !== claim) continue;
+      try {
+        local(parts[part]!);
+      } catch (err) {
+        localError ??= err;
+      }
+      Atomics.add(words, STATE, 1);
+    }
+    let state = Atomics.load(words, STATE);
+    while (state % STOP_UNIT < n && state < STOP_UNIT) {
+      Atomics.wait(words, STATE, state);
+      state = Atomics.load(words, STATE);
+    }
+    if (state >= STOP_UNIT) {
+      // A worker stopped: the live ones finish the parts they took (every part is taken by now), then the stop is
+      // an error where a part was left undone.
+      let gone: WorkerSlot | null = null;
+      for (const w of workers) if (idle(w) === STOPPED) gone ??= w;
+      if (gone !== null) {
+        if (Atomics.load(words, STATE) % STOP_UNIT < n) throw stoppedDuring(gone, localError);
+        retire(gone);
+      }
+    }
+    if (localError !== null) throw localError;
+    const failedBy = Atomics.load(words, FAILED_BY);
+    if (failedBy !== 0) throw new Error(`a ${what} thread failed: ${textOf(workers[failedBy - 1]!.message)}`);
+  };
+
+  /** `parts` (at most the threads) assigned: parts[0] here, parts[i] on worker i. */
+  const assign = (parts: ThreadCall<K>[][], local: (calls: ThreadCall<K>[]) => void): void => {
+    const busy = workers.slice(0, parts.length - 1);
+    // A worker may still be finishing a shared queue's part: its job array is written once it is idle.
+    for (let i = 0; retired === null && i < busy.length; i++) if (idle(busy[i]!) === STOPPED) retire(busy[i]!);
+    if (retired !== null) {
+      for (const part of parts) local(part);
+      return;
+    }
+    busy.forEach((w, i) => {
+      encode(parts[i + 1]!, index, w.calls);
+      post(w);
+    });
+    let localError: unknown = null;
+    try {
+      local(parts[0] ?? []);
+    } catch (err) {
+      localError = err;
+    }
+    let failure: string | null = null;
+    let gone: WorkerSlot | null = null;
+    for (const w of busy) {
+      if (idle(w) === STOPPED) gone ??= w;
+      else if (Atomics.load(w.ctrl, FAILED) !== 0) failure ??= textOf(w.message);
+    }
+    if (gone !== null) throw stoppedDuring(gone, localError);
+    if (localError !== null) throw localError;
+    if (failure !== null) throw new Error(`a ${what} thread failed: ${failure}`);
+  };
+
   const pool: SimdThreads<K> = {
     count,
     run(parts, local) {
-      if (parts.length > count) throw new Error(`simdThreads: ${parts.length} parts for ${count} threads`);
-      const busy = workers.slice(0, parts.length - 1);
-      for (let i = 0; retired === null && i < busy.length; i++) if (Atomics.load(busy[i]!.ctrl, DONE) === STOPPED) retire(busy[i]!);
+      if (parts.length <= count) {
+        assign(parts, local);
+        return;
+      }
+      for (let i = 0; retired === null && i < workers.length; i++) if (Atomics.load(workers[i]!.ctrl, DONE) === STOPPED) retire(workers[i]!);
       if (retired !== null) {
         for (const part of parts) local(part);
         return;
       }
-      busy.forEach((w, i) => {
-        encode(parts[i + 1]!, index, w.calls);
-        w.seq = w.seq === SEQ_MAX ? 1 : w.seq + 1;
-        Atomics.store(w.ctrl, SEQ, w.seq);
-        Atomics.notify(w.ctrl, SEQ);
-      });
-      let localError: unknown = null;
-      try {
-        local(parts[0] ?? []);
-      } catch (err) {
-        localError = err;
-      }
-      let failure: string | null = null;
-      let gone: WorkerSlot | null = null;
-      for (const w of busy) {
-        let done = Atomics.load(w.ctrl, DONE);
-        while (done !== w.seq && done !== STOPPED) {
-          Atomics.wait(w.ctrl, DONE, done);
-          done = Atomics.load(w.ctrl, DONE);
-        }
-        if (done === STOPPED) gone ??= w;
-        else if (Atomics.load(w.ctrl, FAILED) !== 0) failure ??= textOf(w.message);
-      }
-      if (gone !== null) {
-        throw new Error(`a ${what} thread stopped during a call, its part unfinished: ${retire(gone)}; later calls run on the calling thread alone`,
-          localError === null ? undefined : { cause: localError });
-      }
-      if (localError !== null) throw localError;
-      if (failure !== null) throw new Error(`a ${what} thread failed: ${failure}`);
+      share(parts, local);
     },
   };
   poolWorkers.set(pool, workers);
@@ -505,8 +715,8 @@ export function nativeThreads<K extends string>(koffi: string, library: string, 
 }
 
 /**
- * Runs `parts` (one list of calls of `exports` per thread) at once on `threads`, else one after another on this
- * thread.
+ * Runs `parts` (lists of calls of `exports`: one per thread, or more, which the threads share) at once on `threads`,
+ * else one after another on this thread.
  */
 export function runParts<K extends string>(exports: Record<K, unknown>, threads: SimdThreads<K> | null, parts: ThreadCall<K>[][]): void {
   const local = (calls: ThreadCall<K>[]): void => {

@@ -25,7 +25,7 @@ const OP = {
   block: 0x02, loop: 0x03, br: 0x0c, brIf: 0x0d, end: 0x0b, emptyType: 0x40,
   localGet: 0x20, localSet: 0x21, localTee: 0x22,
   i32Const: 0x41, f32Const: 0x43,
-  i32GeU: 0x4f, i32Add: 0x6a, i32Mul: 0x6c, i32And: 0x71, i32ShrU: 0x76,
+  i32Load: 0x28, f64Store: 0x39, i32GeU: 0x4f, i32Add: 0x6a, i32Sub: 0x6b, i32Mul: 0x6c, i32And: 0x71, i32ShrU: 0x76,
   f32Sqrt: 0x91, f32Add: 0x92, f32Mul: 0x94, f32Div: 0x95, f32Max: 0x97, f32ConvertI32S: 0xb2,
   f64Sqrt: 0x9f, f64Add: 0xa0, f64Div: 0xa3, f64ConvertI32S: 0xb7, f64PromoteF32: 0xbb,
 } as const;
@@ -81,6 +81,7 @@ export const get = (i: number): Code => [OP.localGet, ...uleb(i)];
 export const set = (i: number, value: Code): Code => [...value, OP.localSet, ...uleb(i)];
 export const i32c = (n: number): Code => [OP.i32Const, ...sleb(n | 0)];
 export const i32Add = (a: Code, b: Code): Code => [...a, ...b, OP.i32Add];
+export const i32Sub = (a: Code, b: Code): Code => [...a, ...b, OP.i32Sub];
 export const i32Mul = (a: Code, b: Code): Code => [...a, ...b, OP.i32Mul];
 export const i32And = (a: Code, b: Code): Code => [...a, ...b, OP.i32And];
 export const i32ShrU = (a: Code, b: Code): Code => [...a, ...b, OP.i32ShrU];
@@ -96,6 +97,15 @@ export const f64FromI32 = (a: Code): Code => [...a, OP.f64ConvertI32S];
 export const f64FromF32 = (a: Code): Code => [...a, OP.f64PromoteF32];
 export const f64c = (x: number): Code => [0x44, ...new Uint8Array(new Float64Array([x]).buffer)];
 export const f32c = (x: number): Code => [OP.f32Const, ...new Uint8Array(new Float32Array([x]).buffer)];
+
+/** The i32 at `address` (4-byte aligned). */
+export const i32Load = (address: Code): Code => [...address, OP.i32Load, ALIGN_LOG2, 0];
+
+/** Stores the f64 expression `value` at `address` (8-byte aligned). */
+export const f64Store = (address: Code, value: Code): Code => [...address, ...value, OP.f64Store, 3, 0];
+
+/** `body` unless the i32 expression `a` >= `b`, unsigned. */
+export const unlessGeU = (a: Code, b: Code, body: Code): Code => [OP.block, OP.emptyType, ...a, ...b, OP.i32GeU, OP.brIf, 0, ...body, OP.end];
 
 /** v128 load / store at `address + offset` (address an i32 expression, offset a constant in bytes). */
 export const load = (address: Code, offset = 0): Code => [...address, ...simd(SIMD.load), ALIGN_LOG2, ...uleb(offset)];
@@ -166,22 +176,25 @@ export function whileBelow(i: number, end: Code, step: number, body: Code): Code
 }
 
 /**
- * A loop over `groups` v128 vectors, i (a zeroed i32 local) their byte offset: `vector(copy, offset)` is the work of
- * the vector at i + offset with copy `copy`'s locals. It runs `copies` vectors an iteration (copy k at offset 16k,
- * the copies one after another) while that many are left, then one an iteration (copy 0). Why: V8's x64 code keeps
- * a function's instruction order, so a body that is one long dependency chain (the exp and erf polynomials, the
- * hash rounds) waits on each result in turn; independent chains in one iteration overlap. Each vector's arithmetic
- * is unchanged, so are the results. `copies` is a power of two.
+ * A loop over `groups` v128 vectors, i (a zeroed i32 local) their byte offset: `steps(copy, offset)` is the work of
+ * the vector at i + offset with copy `copy`'s locals, as statements (the same count for every copy). It runs `copies`
+ * vectors an iteration, interleaved (statement s of copy 0, 1, ..., then statement s + 1), while that many are left,
+ * then one an iteration (copy 0). Why: V8's x64 code keeps a function's instruction order, so a body that is one long
+ * dependency chain (the exp and erf polynomials, the hash rounds) waits on each result in turn, and copies placed one
+ * after another are a whole copy apart, further than the core's schedulers look ahead; side by side, independent
+ * instructions overlap. Each vector's statements run in their order, so the results are unchanged. `copies` is a
+ * power of two.
  */
-export function vectorLoop(i: number, groups: Code, copies: number, vector: (copy: number, offset: number) => Code): Code {
+export function interleavedLoop(i: number, groups: Code, copies: number, steps: (copy: number, offset: number) => Code[]): Code {
+  const all = Array.from({ length: copies }, (_, k) => steps(k, k * V128_BYTES));
+  const body = all[0]!.flatMap((_, s) => all.flatMap((copy) => copy[s]!));
   return [
-    ...whileBelow(i, i32Mul(i32And(groups, i32c(-copies)), i32c(V128_BYTES)), copies * V128_BYTES,
-      Array.from({ length: copies }, (_, k) => vector(k, k * V128_BYTES)).flat()),
-    ...whileBelow(i, i32Mul(groups, i32c(V128_BYTES)), V128_BYTES, vector(0, 0)),
+    ...whileBelow(i, i32Mul(i32And(groups, i32c(-copies)), i32c(V128_BYTES)), copies * V128_BYTES, body),
+    ...whileBelow(i, i32Mul(groups, i32c(V128_BYTES)), V128_BYTES, steps(0, 0).flat()),
   ];
 }
 
-/** `copies` sets of the locals `spec` from index `first` on (one per copy of a vectorLoop body), and their types. */
+/** `copies` sets of the locals `spec` from index `first` on (one per copy of an interleavedLoop body), and their types. */
 export function localCopies<K extends string>(first: number, spec: Record<K, ValType>, copies: number): { index: Record<K, number>[]; types: ValType[] } {
   const index: Record<K, number>[] = [];
   const types: ValType[] = [];

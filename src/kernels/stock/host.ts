@@ -4,11 +4,11 @@
  * which replaces which kernel on which backend; each maker here takes the stock kernel it falls back on.
  */
 import {
-  F32_BYTES, heapF32, heapOffset, hostBits, hostF32, hostOutput, hostValues, makeHostOutput, uninitialized,
+  F32_BYTES, heapF32, heapMemory, heapOffset, heapView, hostBits, hostF32, hostOutput, hostValues, makeHostOutput, uninitialized,
   type CpuBackend, type HostBackend, type WasmBackend,
 } from '../platform/hostBackend.js';
 import { Cblas } from '../platform/cblas.js';
-import { simdBinary, stagingSimdHost, type BinaryLoop } from '../platform/hostSimd.js';
+import { heapSimdHost, SIMD_LANES, simdBinary, simdSegmentSum, stagingSimdHost, type BinaryLoop } from '../platform/hostSimd.js';
 import { NativeGemm, type HostGemm, type Shape3 } from '../platform/nativeGemm.js';
 import { tf } from '../../model/tf.js';
 import { firstLineOf } from '../../errors.js';
@@ -362,6 +362,14 @@ export function makeHostGather(stock: KernelFunc): KernelFunc {
     const dst = hostBits(backend, out);
     if (inner === 1) {
       for (let i = 0; i < ids.length; i++) dst[i] = src[ids[i]!]!;
+    } else if (src.buffer === dst.buffer) {
+      // one memory (the wasm heap): each row a copyWithin on it, no view made a row
+      const memory = new Int32Array(src.buffer);
+      const [s0, d0] = [src.byteOffset / F32_BYTES, dst.byteOffset / F32_BYTES];
+      for (let i = 0; i < ids.length; i++) {
+        const from = s0 + ids[i]! * inner;
+        memory.copyWithin(d0 + i * inner, from, from + inner);
+      }
     } else {
       for (let i = 0; i < ids.length; i++) {
         const from = ids[i]! * inner;
@@ -616,7 +624,9 @@ function orderKeptView(backend: HostBackend, x: tf.TensorInfo, perm: readonly nu
 
 /**
  * wasm UnsortedSegmentSum (the embedding gradient): the scatter-add of `scatterAdd`, accumulated directly in the
- * output's heap buffer (no [numSegments, inner] host array to fill and copy in: 31 MB for a 30,522 x 256 table).
+ * output's heap buffer (no [numSegments, inner] host array to fill and copy in: 31 MB for a 30,522 x 256 table); with
+ * the SIMD loops and rows of whole vectors, their segmentSum (the zero fill and the adds cut among the heap's threads
+ * by segment), else a JavaScript loop. Either way each output element is its rows' float32 sum in order.
  */
 export function makeWasmSegmentSum(stock: KernelFunc): KernelFunc {
   return (args) => {
@@ -625,9 +635,15 @@ export function makeWasmSegmentSum(stock: KernelFunc): KernelFunc {
     const segmentIds = args.inputs['segmentIds']!;
     const numSegments = (args.attrs as { numSegments: number }).numSegments;
     if (x.dtype !== 'float32') return stock(args);
-    const ids = Int32Array.from(backend.readSync(segmentIds.dataId) as Int32Array);
-    const inner = ids.length === 0 ? 0 : tf.util.sizeFromShape(x.shape) / ids.length;
+    const count = tf.util.sizeFromShape(segmentIds.shape);
+    const inner = count === 0 ? 0 : tf.util.sizeFromShape(x.shape) / count;
     const out = backend.makeOutput([numSegments, ...x.shape.slice(segmentIds.shape.length)], 'float32');
+    const simd = heapSimdHost(heapMemory(backend));
+    if (simd !== null && segmentIds.dtype === 'int32' && inner > 0 && inner % SIMD_LANES === 0) {
+      simdSegmentSum(simd, heapView(backend, x), hostValues(backend, segmentIds) as Int32Array, heapView(backend, out), inner);
+      return out;
+    }
+    const ids = Int32Array.from(backend.readSync(segmentIds.dataId) as Int32Array);
     const heap = heapF32(backend);
     const src = heapOffset(backend, x) / F32_BYTES;
     const dst = heapOffset(backend, out) / F32_BYTES;
@@ -800,19 +816,29 @@ export function makeCpuBinary(kernelName: string, stock: KernelFunc): KernelFunc
 }
 
 /**
- * wasm Add and Sub of same-shape float32 operands: axpyAddSub in place on the heap where axpyEngine gives a CBLAS
- * (the stock kernel runs on one wasm thread); every other case keeps the stock kernel.
+ * wasm Add and Sub of same-shape float32 operands, where axpyEngine gives a CBLAS (the stock kernel runs on one wasm
+ * thread): the SIMD loop in place on the heap where its threads run (one pass, shared by them), else axpyAddSub
+ * there (a copy and cblas_saxpy); one float32 add or subtract an element either way. Every other case keeps the
+ * stock kernel.
  */
 export function makeWasmAddSub(kernelName: string, stock: KernelFunc): KernelFunc {
   const op = BINARY_KERNEL_OPS[kernelName]!;
   return (args) => {
     const a = args.inputs['a']!;
     const b = args.inputs['b']!;
-    const cblas = axpyEngine(op, tf.util.sizeFromShape(a.shape));
+    const n = tf.util.sizeFromShape(a.shape);
+    const cblas = axpyEngine(op, n);
     if (cblas === undefined || a.dtype !== 'float32' || b.dtype !== 'float32' || !tf.util.arraysEqual(a.shape, b.shape)) return stock(args);
     const backend = args.backend as unknown as WasmBackend;
     const out = makeHostOutput(backend, a.shape.slice(), 'float32');
-    axpyAddSub(cblas, op, hostF32(backend, a), hostF32(backend, b), hostF32(backend, out)); // views after the allocation, which may grow the heap
+    const [av, bv, ov] = [hostF32(backend, a), hostF32(backend, b), hostF32(backend, out)]; // views after the allocation, which may grow the heap
+    const simd = heapSimdHost(heapMemory(backend));
+    if (simd !== null && simd.threads > 1) {
+      const done = simdBinary(simd, BINARY_SIMD[op], av, bv, ov);
+      binaryRow(op, ov, done, av, done, 1, bv, done, 1, n - done);
+    } else {
+      axpyAddSub(cblas, op, av, bv, ov);
+    }
     return out;
   };
 }
