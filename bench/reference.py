@@ -11,7 +11,9 @@ Loss, its parts and the gradient norm are read back every step (.item()), as the
 Embedding throughput: eval-mode forward + [CLS] of 128 x seq_len under no_grad (no tokenisation).
 
 SGEMM probe (first, on the CPU whatever --device is): torch.mm of [n, n] @ [n, n] float32 at each of --sgemm-threads
-(torch.set_num_threads), best of --sgemm-repeats, as GFLOP/s; the bench passes its own settings. cpuMsPerStep is the
+(set_threads), best of --sgemm-repeats, as GFLOP/s; the bench passes its own settings. Thread counts (the probe's and
+--threads) are set in torch and, where torch's BLAS is OpenBLAS, in OpenBLAS too: torch.set_num_threads alone leaves
+OpenBLAS's products on every core. cpuMsPerStep is the
 process's CPU time over a step (every thread), beside the wall time.
 
 --device cuda: msPerStep is fp32 with TF32 off (IEEE float32 matmuls, as WebGPU computes); then the same steps are
@@ -151,6 +153,29 @@ def blas_library():
         return "BLAS unknown"
 
 
+def set_threads(t):
+    """torch's intra-op threads and, where the mapped BLAS is OpenBLAS (Debian's torch links the libblas alternative,
+    which OpenBLAS provides), OpenBLAS's threads, which torch.set_num_threads does not set in that build; returns
+    what was set, for the report."""
+    import ctypes
+    torch.set_num_threads(t)
+    try:
+        with open("/proc/self/maps") as f:
+            paths = sorted({line.split()[-1] for line in f if "openblas" in line.rsplit("/", 1)[-1].lower() and ".so" in line})
+    except OSError:
+        paths = []
+    for path in paths:
+        try:
+            lib = ctypes.CDLL(path)
+            setter = lib.openblas_set_num_threads
+        except (OSError, AttributeError):
+            continue
+        setter.argtypes, setter.restype = [ctypes.c_int], None
+        setter(t)
+        return f"torch and OpenBLAS ({path.rsplit('/', 1)[-1]}) {t} threads"
+    return f"torch {t} threads (no OpenBLAS mapped)"
+
+
 def set_tf32(enabled):
     """TF32 for matmuls (and cuDNN) on or off; returns how the setting reads back. PyTorch >= 2.9 has the
     fp32_precision settings and refuses a mix of them with the legacy allow_tf32 flags, so use one kind only."""
@@ -164,14 +189,14 @@ def set_tf32(enabled):
     return f"matmul allow_tf32={torch.backends.cuda.matmul.allow_tf32}"
 
 
-def sgemm_probe(n, repeats, thread_counts, threads_after):
+def sgemm_probe(n, repeats, thread_counts):
     """torch.mm's GFLOP/s on the CPU at each thread count (best of `repeats` after one untimed product)."""
     gen = torch.Generator().manual_seed(0)
     a = torch.rand(n, n, generator=gen) - 0.5
     b = torch.rand(n, n, generator=gen) - 0.5
     rates = []
     for t in thread_counts:
-        torch.set_num_threads(t)
+        set_threads(t)
         torch.mm(a, b)
         best = math.inf
         for _ in range(repeats):
@@ -179,7 +204,6 @@ def sgemm_probe(n, repeats, thread_counts, threads_after):
             torch.mm(a, b)
             best = min(best, time.perf_counter() - t0)
         rates.append(dict(threads=t, gflops=2 * n**3 / best / 1e9))
-    torch.set_num_threads(threads_after)
     return dict(what=f"torch.mm ({blas_library()}), [{n}, {n}] @ [{n}, {n}] float32, best of {repeats}", rates=rates)
 
 
@@ -207,7 +231,8 @@ def main():
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     d, s = DEFAULTS, SIZES[args.size]
-    sgemm = sgemm_probe(args.sgemm_n, args.sgemm_repeats, [int(t) for t in args.sgemm_threads.split(",")], args.threads)
+    sgemm = sgemm_probe(args.sgemm_n, args.sgemm_repeats, [int(t) for t in args.sgemm_threads.split(",")])
+    threads_set = set_threads(args.threads)
     rates = " / ".join(f"{r['gflops']:.0f}" for r in sgemm["rates"])
     print(f"torch SGEMM probe: {rates} GFLOP/s at {args.sgemm_threads} threads", file=sys.stderr)
     torch.manual_seed(d["seed"])
@@ -314,7 +339,7 @@ def main():
         notes.append(f"python {platform.python_version()}, CUDA {torch.version.cuda}, dense embedding gradient")
     else:
         backend = f"cpu, {torch.get_num_threads()} threads"
-        notes.append(f"python {platform.python_version()}, dense embedding gradient, {blas_library()}")
+        notes.append(f"python {platform.python_version()}, dense embedding gradient, {blas_library()}, {threads_set}")
     res = dict(impl=f"PyTorch {torch.__version__}", backend=backend, msPerStep=ms,
                stepsMs=times, cpuMsPerStep=statistics.median(cpu_times), sgemm=sgemm, trainSentencesPerSecond=s["batch"] * 1000 / ms, embedSentencesPerSecond=embed_sps,
                embedWhat=f"eval forward + [CLS] of {eb} x {s['seqLen']} under no_grad (no tokenisation)",
