@@ -2,7 +2,8 @@
  * The host SIMD loops on several threads (src/kernels/platform/simdThreads.ts): every loop cut among threads on a
  * shared memory gives the bits it gives on one thread (an unshared memory), including uneven cuts (3 threads) and the
  * element-index offsets of dropout; a worker's failure reaches the caller, and one that cannot start leaves the loops on
- * the calling thread with the reason; a worker whose thread stops mid-call (process.exit, a throw outside its job,
+ * the calling thread with the reason; a watchdog thread that cannot start is kept for the process (later pools start no
+ * thread, the same reason given); a worker whose thread stops mid-call (process.exit, a throw outside its job,
  * terminate()) ends that call with an error within seconds, and later calls run on the calling thread with the same
  * bits, the reason kept; splitRuns's cuts; under Node with more
  * than one core the wasm backend starts its threaded build (a shared heap the loops run on from both threads), with
@@ -266,6 +267,75 @@ describe('host SIMD loops on threads', () => {
       assert.match(got.native.error ?? '', /^a host native worker thread stopped during a call, its part unfinished: it exited with code 7; /);
       assert.deepEqual(got.native.bytes, [...new Array(8).fill(2), ...new Array(8).fill(3), ...new Array(16).fill(0)]);
       assert.match(got.native.failure ?? '', /^a host native worker thread stopped: it exited with code 7; /);
+    }
+  });
+
+  test('a watchdog thread that does not start is kept for the process: later pools, SIMD and native, start no thread and give the same reason at once', { timeout: 90_000 }, () => {
+    /**
+     * A child process whose watchdog thread cannot be made (`construct`: its Worker constructor throws, as at the
+     * thread limit) or throws in its setup (`setup`); it makes two SIMD pools and a native one, each on the calling
+     * thread alone, and reports for each the threads, the ms, the Workers constructed and hostThreadsFailure.
+     */
+    const child = (how: 'construct' | 'setup') => {
+      const script = `
+        const { createRequire, syncBuiltinESMExports } = await import('node:module');
+        const require = createRequire(${JSON.stringify(ROOT + '/')});
+        const threads = require('node:worker_threads');
+        const Real = threads.Worker;
+        const made = [];
+        threads.Worker = class extends Real {
+          constructor(source, options) {
+            const watchdog = !('index' in options.workerData);
+            made.push(watchdog ? 'watchdog' : 'worker');
+            if (watchdog && ${JSON.stringify(how)} === 'construct') throw new Error('thread limit reached (test)');
+            super(watchdog ? "require('node:worker_threads').parentPort.on = () => { throw new Error('no port (test)'); };\\n" + source : source, options);
+          }
+        };
+        syncBuiltinESMExports();
+        ${srcImport('heapSimdHost', 'kernels/platform/hostSimd.ts')}
+        ${srcImport('hostThreadsFailure, nativeThreads', 'kernels/platform/simdThreads.ts')}
+        const simd = [];
+        for (let i = 0; i < 2; i++) {
+          const started = Date.now();
+          const host = heapSimdHost(new WebAssembly.Memory({ initial: 1, maximum: 1, shared: true }));
+          simd.push({ threads: host.threads, ms: Date.now() - started, made: made.splice(0), failure: hostThreadsFailure() });
+        }
+        let native = null;
+        let koffiPath = null;
+        try { koffiPath = require.resolve('koffi'); } catch {}
+        if (koffiPath !== null && process.platform === 'linux') {
+          const pool = nativeThreads(koffiPath, 'libc.so.6', { memset: 'void *memset(uintptr_t, int, size_t)' });
+          native = { pool: pool === null ? null : pool.count, made: made.splice(0), failure: hostThreadsFailure('native') };
+        }
+        console.log(JSON.stringify({ simd, native }));`;
+      let out: string;
+      try {
+        out = execFileSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script],
+          { env: { ...process.env, [HOST_THREADS_ENV]: '2' }, encoding: 'utf8', timeout: 40_000 });
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ETIMEDOUT') throw err;
+        assert.fail(`${how}: the child ran 40 s and was killed: a pool waited for the watchdog's start`);
+      }
+      return JSON.parse(out.trim().split('\n').at(-1)!) as {
+        simd: { threads: number; ms: number; made: string[]; failure: string | null }[];
+        native: { pool: number | null; made: string[]; failure: string | null } | null;
+      };
+    };
+    for (const [how, cause, first] of [['construct', 'thread limit reached (test)', ['watchdog']], ['setup', 'no port (test)', ['watchdog', 'worker']]] as const) {
+      const got = child(how);
+      const reason = `the watchdog thread: ${cause}`;
+      const [a, b] = got.simd;
+      assert.equal(a!.threads, 1, `${how}: the first pool's threads`);
+      assert.deepEqual(a!.made, first, `${how}: the first pool's Workers`);
+      assert.equal(a!.failure, `1 host SIMD worker thread did not start: ${reason}`, `${how}: the first pool`);
+      assert.ok(a!.ms < 10_000, `${how}: the first pool took ${a!.ms} ms`);
+      assert.equal(b!.threads, 1, `${how}: the second pool's threads`);
+      assert.deepEqual(b!.made, [], `${how}: the second pool starts no thread`);
+      assert.equal(b!.failure, a!.failure, `${how}: the second pool's reason`);
+      assert.ok(b!.ms < 1_000, `${how}: the second pool took ${b!.ms} ms`);
+      if (got.native !== null) {
+        assert.deepEqual(got.native, { pool: null, made: [], failure: `1 host native worker thread did not start: ${reason}` }, `${how}: the native pool`);
+      }
     }
   });
 
