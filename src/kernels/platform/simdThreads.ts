@@ -38,8 +38,8 @@
  * (unref'd, as the workers are) is reachable from this module only and runs no code of the pools'; were it stopped,
  * only the stops its workers say themselves would be seen.
  *
- * A pool with a stopped worker is retired: it posts no more jobs, its other workers are terminated, and its calls
- * run every part on the calling thread in turn (the same bits: each part writes its own elements), with
+ * A pool with a stopped worker is retired: it posts no more jobs, its other workers are terminated, its count is 1,
+ * and its calls run every part on the calling thread in turn (the same bits: each part writes its own elements), with
  * hostThreadsFailure(kind) saying why. A stop seen before a call posts its jobs loses nothing: that call runs on the
  * calling thread. A stop seen while the caller waits for a job throws, after the other workers' parts are done,
  * naming the workers' kind and the cause: the stopped part is not re-run on the caller, because a part may read what
@@ -137,7 +137,7 @@ export interface ThreadCall<K extends string = string> {
 
 /** Threads running a module's exports on one shared memory. */
 export interface SimdThreads<K extends string = string> {
-  /** Threads, the calling one included. */
+  /** Threads, the calling one included: 1 once the pool is retired (its calls run on the calling thread). */
   readonly count: number;
   /**
    * Runs the parts at the same time: with no more parts than threads, `parts[0]` here (through `local`) and
@@ -655,7 +655,9 @@ function startPool<K extends string>(count: number, names: readonly K[], setup: 
   };
 
   const pool: SimdThreads<K> = {
-    count,
+    get count() {
+      return retired === null ? count : 1;
+    },
     run(parts, local) {
       if (parts.length <= count) {
         assign(parts, local);
