@@ -12,7 +12,8 @@ import { Cblas, CBLAS_ENV, concurrentCallsSafe } from '../src/kernels/platform/c
 import type { Shape3 } from '../src/kernels/platform/nativeGemm.js';
 import { hostMatMulEngine, loadNativeGemm, NATIVE_GEMM_ENV, parseNativeGemmChoice, useNativeGemm } from '../src/kernels/stock/index.js';
 import { selectBackend } from '../src/model/backend.js';
-import { ROOT, seededValues, SKIP_NO_CBLAS } from './helpers.js';
+import { HOST_THREADS_ENV, hostCores } from '../src/kernels/platform/simdThreads.js';
+import { ROOT, seededValues, SKIP_NO_CBLAS, srcImport } from './helpers.js';
 
 /** op(a) @ op(b) in float64, and the sum of |terms| of each element (the scale its rounding error goes with). */
 function reference(a: Float32Array, [ba, ra, ca]: Shape3, ta: boolean, b: Float32Array, [bb, rb, cb]: Shape3, tb: boolean) {
@@ -193,6 +194,42 @@ describe('Cblas: products against a JavaScript reference (1e-5 of each element\'
     }
     assert.throws(() => cblas!.addRowVector(new Float32Array(7), new Float32Array(3)), /7 elements are not rows of 3/);
     assert.throws(() => cblas!.axpy(1, new Float32Array(3), new Float32Array(4)), /x has 3 elements, y 4/);
+  });
+
+  /** In a fresh process with HOST_THREADS_ENV=`threads`: a default Cblas's count, what it set on the library, the backend line's. */
+  function cblasThreadsIn(threads: string): { threads?: number; before?: number; set?: number; line?: string; error?: string } {
+    const script = `${srcImport('Cblas', 'kernels/platform/cblas.ts')}
+      ${srcImport('describeSelection, selectBackend', 'model/backend.ts')}
+      let cblas;
+      try { cblas = Cblas.load(); } catch (err) { console.log(JSON.stringify({ error: err.message })); process.exit(0); }
+      const before = cblas.librarySetThreads;
+      const a = new Float32Array(64 * 64).fill(1);
+      cblas.matMulToArray(a, [1, 64, 64], false, a, [1, 64, 64], false);
+      const line = describeSelection(await selectBackend('cpu')).split('\\n').find((l) => l.includes('dense products:')).trim();
+      console.log(JSON.stringify({ threads: cblas.threads, before, set: cblas.librarySetThreads, line }));`;
+    const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script],
+      { cwd: ROOT, encoding: 'utf8', env: { ...process.env, [HOST_THREADS_ENV]: threads } });
+    assert.equal(r.status, 0, r.stderr);
+    return JSON.parse(r.stdout.trim().split('\n').at(-1)!) as ReturnType<typeof cblasThreadsIn>;
+  }
+
+  /** Checks that HOST_THREADS_ENV=n gives a default Cblas n threads, set on the library at its first product, and the backend line's n. */
+  function checkCblasThreads(n: number): void {
+    const got = cblasThreadsIn(String(n));
+    assert.equal(got.error, undefined, `${HOST_THREADS_ENV}=${n}`);
+    assert.equal(got.before, undefined, `${HOST_THREADS_ENV}=${n}: nothing set before the first product`);
+    assert.equal(got.threads, n, `${HOST_THREADS_ENV}=${n}: the Cblas's count`);
+    assert.equal(got.set, n, `${HOST_THREADS_ENV}=${n}: the count set on the library`);
+    assert.match(got.line!, new RegExp(`^dense products: CBLAS .*, ${n} threads? \\(`));
+  }
+
+  test(`${HOST_THREADS_ENV}=1 keeps the library on one thread, as the SIMD loops; a value that is no thread count is refused`, () => {
+    checkCblasThreads(1);
+    assert.deepEqual(cblasThreadsIn('0'), { error: `${HOST_THREADS_ENV}=0: expected a whole number >= 1` });
+  });
+
+  test(`${HOST_THREADS_ENV}=2 gives the library two threads`, { skip: hostCores() < 2 ? `one core here (hostCores() ${hostCores()})` : false }, () => {
+    checkCblasThreads(2);
   });
 
   test('one and two threads give the same product', () => {

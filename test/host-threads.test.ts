@@ -2,9 +2,10 @@
  * The host SIMD loops on several threads (src/kernels/platform/simdThreads.ts): every loop cut among threads on a
  * shared memory gives the bits it gives on one thread (an unshared memory), including uneven cuts (3 threads) and the
  * element-index offsets of dropout; a worker's failure reaches the caller, and one that cannot start leaves the loops on
- * the calling thread with the reason; a worker whose thread stops mid-call (process.exit, a throw outside its job,
+ * the calling thread with the reason; a watchdog thread that cannot start is kept for the process (later pools start no
+ * thread, the same reason given); a worker whose thread stops mid-call (process.exit, a throw outside its job,
  * terminate()) ends that call with an error within seconds, and later calls run on the calling thread with the same
- * bits, the reason kept; splitRuns's cuts; under Node with more
+ * bits, the reason kept, the host's threads and the backend line's then 1; splitRuns's cuts; under Node with more
  * than one core the wasm backend starts its threaded build (a shared heap the loops run on from both threads), with
  * MICSE_HOST_THREADS=1 its unthreaded one, and a value that is no thread count stops the backend's selection; that
  * build starts no worker of its own, whatever core count os.cpus() reports (the process exits by itself).
@@ -156,7 +157,7 @@ describe('host SIMD loops on threads', () => {
     assert.deepEqual(y, uy, 'after a failed part, the next shared call');
   });
 
-  test('a worker whose thread stops mid-call ends the call with an error; later calls run on the calling thread with the same bits, the reason kept', { timeout: 90_000 }, () => {
+  test('a worker whose thread stops mid-call ends the call with an error; later calls run on the calling thread (the threads given as 1) with the same bits, the reason kept', { timeout: 90_000 }, () => {
     // In a child process, so that a stop nothing sees (the caller blocked for ever) ends in execFileSync's timeout.
     const script = `
       const { createRequire } = await import('node:module');
@@ -178,6 +179,7 @@ describe('host SIMD loops on threads', () => {
         const armed = stopHostWorker(memory, how);
         // the worker's part: the second half, over and over (long enough that terminate() finds it running)
         const half = 4 * Math.floor(n / 8);
+        const before = host.threads;
         const started = Date.now();
         let error = null;
         try {
@@ -189,13 +191,14 @@ describe('host SIMD loops on threads', () => {
         const ms = Date.now() - started;
         y.fill(0);
         simdGelu(host, x, y);
-        got[how] = { armed, threads: host.threads, error, ms, same: y.every((v, i) => Object.is(v, one.y[i])), failure: hostThreadsFailure() };
+        got[how] = { armed, before, threads: host.threads, error, ms, same: y.every((v, i) => Object.is(v, one.y[i])), failure: hostThreadsFailure() };
       }
       {
         // a shared queue (more parts than threads): the worker terminated while the caller runs its first part
         const { memory, host, x, y } = setUp(true);
         const armed = stopHostWorker(memory, 'terminate');
         const parts = 64, groups = Math.floor(n / 4 / parts);
+        const before = host.threads;
         const started = Date.now();
         let error = null;
         try {
@@ -207,7 +210,7 @@ describe('host SIMD loops on threads', () => {
         const whole = y.slice(0, 4 * groups * parts).every((v, i) => Object.is(v, one.y[i]));
         y.fill(0);
         simdGelu(host, x, y);
-        got.shared = { armed, threads: host.threads, error, whole, ms, same: y.every((v, i) => Object.is(v, one.y[i])), failure: hostThreadsFailure() };
+        got.shared = { armed, before, threads: host.threads, error, whole, ms, same: y.every((v, i) => Object.is(v, one.y[i])), failure: hostThreadsFailure() };
       }
       const require = createRequire(${JSON.stringify(ROOT + '/')});
       let koffiPath = null;
@@ -220,6 +223,7 @@ describe('host SIMD loops on threads', () => {
         const at = Number(koffi.address(bytes));
         const local = (calls) => calls.forEach((c) => memset(...c.args));
         const armed = stopHostWorker('libc.so.6', 'exit');
+        const before = pool.count;
         let error = null;
         try {
           pool.run([[], [{ fn: 'memset', args: [at, 1, 8] }]], local);
@@ -227,7 +231,7 @@ describe('host SIMD loops on threads', () => {
           error = err.message;
         }
         pool.run([[{ fn: 'memset', args: [at, 2, 8] }], [{ fn: 'memset', args: [at + 8, 3, 8] }]], local);
-        got.native = { armed, error, bytes: [...bytes], failure: hostThreadsFailure('native') };
+        got.native = { armed, before, error, count: pool.count, bytes: [...bytes], failure: hostThreadsFailure('native') };
       }
       console.log(JSON.stringify(got));`;
     let out: string;
@@ -238,13 +242,15 @@ describe('host SIMD loops on threads', () => {
       if ((err as NodeJS.ErrnoException).code !== 'ETIMEDOUT') throw err;
       assert.fail('the child ran 60 s and was killed: a call waited for a stopped worker');
     }
-    type Outcome = { armed: number; threads: number; error: string | null; ms: number; same: boolean; failure: string | null };
-    const got = JSON.parse(out.trim().split('\n').at(-1)!) as Record<string, Outcome> & { native?: { armed: number; error: string | null; bytes: number[]; failure: string | null } };
+    type Outcome = { armed: number; before: number; threads: number; error: string | null; ms: number; same: boolean; failure: string | null };
+    const got = JSON.parse(out.trim().split('\n').at(-1)!) as Record<string, Outcome> &
+      { native?: { armed: number; before: number; count: number; error: string | null; bytes: number[]; failure: string | null } };
     const causes = { exit: 'it exited with code 7', throw: 'it threw outside its job: stopHostWorker', terminate: 'its thread ended with no word from it' };
     for (const [how, cause] of Object.entries(causes)) {
       const r = got[how]!;
       assert.equal(r.armed, 1, `${how}: the memory's one pool`);
-      assert.equal(r.threads, 2);
+      assert.equal(r.before, 2, `${how}: the host's threads before the stop`);
+      assert.equal(r.threads, 1, `${how}: the host's threads once its pool is retired`);
       assert.ok((r.error ?? '').startsWith(`a host SIMD worker thread stopped during a call, its part unfinished: ${cause}`), `${how}: the call gave ${r.error}`);
       assert.match(r.error!, /; later calls run on the calling thread alone$/);
       assert.ok(r.ms < 10_000, `${how}: the call ended after ${r.ms} ms`);
@@ -256,6 +262,7 @@ describe('host SIMD loops on threads', () => {
     // parts did them all (every element written); later calls on the calling thread, the reason kept
     const shared = got['shared']! as Outcome & { whole: boolean };
     assert.equal(shared.armed, 1);
+    assert.deepEqual([shared.before, shared.threads], [2, 1], 'shared: the host\'s threads before the stop, and once its pool is retired');
     assert.ok(shared.error === null ? shared.whole : shared.error.startsWith(`a host SIMD worker thread stopped during a call, its part unfinished: ${causes.terminate}`),
       `shared: the call gave ${shared.error}`);
     assert.ok(shared.ms < 10_000, `shared: the call ended after ${shared.ms} ms`);
@@ -263,9 +270,111 @@ describe('host SIMD loops on threads', () => {
     assert.ok((shared.failure ?? '').startsWith(`a host SIMD worker thread stopped: ${causes.terminate}`), `shared: hostThreadsFailure() is ${shared.failure}`);
     if (got.native !== undefined) {
       assert.equal(got.native.armed, 1);
+      assert.deepEqual([got.native.before, got.native.count], [2, 1], 'native: the pool\'s count before the stop, and once it is retired');
       assert.match(got.native.error ?? '', /^a host native worker thread stopped during a call, its part unfinished: it exited with code 7; /);
       assert.deepEqual(got.native.bytes, [...new Array(8).fill(2), ...new Array(8).fill(3), ...new Array(16).fill(0)]);
       assert.match(got.native.failure ?? '', /^a host native worker thread stopped: it exited with code 7; /);
+    }
+  });
+
+  test('after a worker of the wasm heap stops, the backend line gives its loops 1 thread and says why', () => {
+    const script = `
+      ${srcImport('describeSelection, selectBackend', 'model/backend.ts')}
+      ${srcImport('heapMemory', 'kernels/platform/hostBackend.ts')}
+      ${srcImport('heapSimdHost', 'kernels/platform/hostSimd.ts')}
+      ${srcImport('stopHostWorker', 'kernels/platform/simdThreads.ts')}
+      ${srcImport('tf', 'model/tf.ts')}
+      const sel = await selectBackend('wasm');
+      const memory = heapMemory(tf.backend());
+      const host = heapSimdHost(memory);
+      const line = () => describeSelection(sel).split('\\n').find((l) => l.includes('wasm:')).trim();
+      const before = { threads: host.threads, line: line() };
+      const armed = stopHostWorker(memory, 'exit');
+      let error = null;
+      try {
+        host.callSplit([], [], () => [[], [{ fn: 'gelu', args: [0, 0, 0] }]]);
+      } catch (err) {
+        error = err.message;
+      }
+      console.log(JSON.stringify({ before, armed, error, after: { threads: host.threads, line: line() } }));`;
+    const out = execFileSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script],
+      { env: { ...process.env, [HOST_THREADS_ENV]: '2' }, encoding: 'utf8', timeout: 60_000 });
+    const got = JSON.parse(out.trim().split('\n').at(-1)!) as
+      { before: { threads: number; line: string }; armed: number; error: string | null; after: { threads: number; line: string } };
+    assert.equal(got.before.threads, 2);
+    assert.match(got.before.line, /; GELU, LayerNorm, dropout, AdamW: WebAssembly SIMD loops on the shared heap, 2 threads \(MICSE_HOST_THREADS\)$/);
+    assert.ok(got.armed >= 1, 'the heap\'s pools armed');
+    assert.match(got.error ?? '', /^a host SIMD worker thread stopped during a call, its part unfinished: it exited with code 7; /);
+    assert.equal(got.after.threads, 1);
+    assert.match(got.after.line, /; GELU, LayerNorm, dropout, AdamW: WebAssembly SIMD loops on the shared heap, 1 thread \(MICSE_HOST_THREADS; a host SIMD worker thread stopped: it exited with code 7; its pool's calls run on the calling thread alone\)$/);
+  });
+
+  test('a watchdog thread that does not start is kept for the process: later pools, SIMD and native, start no thread and give the same reason at once', { timeout: 90_000 }, () => {
+    /**
+     * A child process whose watchdog thread cannot be made (`construct`: its Worker constructor throws, as at the
+     * thread limit) or throws in its setup (`setup`); it makes two SIMD pools and a native one, each on the calling
+     * thread alone, and reports for each the threads, the ms, the Workers constructed and hostThreadsFailure.
+     */
+    const child = (how: 'construct' | 'setup') => {
+      const script = `
+        const { createRequire, syncBuiltinESMExports } = await import('node:module');
+        const require = createRequire(${JSON.stringify(ROOT + '/')});
+        const threads = require('node:worker_threads');
+        const Real = threads.Worker;
+        const made = [];
+        threads.Worker = class extends Real {
+          constructor(source, options) {
+            const watchdog = !('index' in options.workerData);
+            made.push(watchdog ? 'watchdog' : 'worker');
+            if (watchdog && ${JSON.stringify(how)} === 'construct') throw new Error('thread limit reached (test)');
+            super(watchdog ? "require('node:worker_threads').parentPort.on = () => { throw new Error('no port (test)'); };\\n" + source : source, options);
+          }
+        };
+        syncBuiltinESMExports();
+        ${srcImport('heapSimdHost', 'kernels/platform/hostSimd.ts')}
+        ${srcImport('hostThreadsFailure, nativeThreads', 'kernels/platform/simdThreads.ts')}
+        const simd = [];
+        for (let i = 0; i < 2; i++) {
+          const started = Date.now();
+          const host = heapSimdHost(new WebAssembly.Memory({ initial: 1, maximum: 1, shared: true }));
+          simd.push({ threads: host.threads, ms: Date.now() - started, made: made.splice(0), failure: hostThreadsFailure() });
+        }
+        let native = null;
+        let koffiPath = null;
+        try { koffiPath = require.resolve('koffi'); } catch {}
+        if (koffiPath !== null && process.platform === 'linux') {
+          const pool = nativeThreads(koffiPath, 'libc.so.6', { memset: 'void *memset(uintptr_t, int, size_t)' });
+          native = { pool: pool === null ? null : pool.count, made: made.splice(0), failure: hostThreadsFailure('native') };
+        }
+        console.log(JSON.stringify({ simd, native }));`;
+      let out: string;
+      try {
+        out = execFileSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script],
+          { env: { ...process.env, [HOST_THREADS_ENV]: '2' }, encoding: 'utf8', timeout: 40_000 });
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ETIMEDOUT') throw err;
+        assert.fail(`${how}: the child ran 40 s and was killed: a pool waited for the watchdog's start`);
+      }
+      return JSON.parse(out.trim().split('\n').at(-1)!) as {
+        simd: { threads: number; ms: number; made: string[]; failure: string | null }[];
+        native: { pool: number | null; made: string[]; failure: string | null } | null;
+      };
+    };
+    for (const [how, cause, first] of [['construct', 'thread limit reached (test)', ['watchdog']], ['setup', 'no port (test)', ['watchdog', 'worker']]] as const) {
+      const got = child(how);
+      const reason = `the watchdog thread: ${cause}`;
+      const [a, b] = got.simd;
+      assert.equal(a!.threads, 1, `${how}: the first pool's threads`);
+      assert.deepEqual(a!.made, first, `${how}: the first pool's Workers`);
+      assert.equal(a!.failure, `1 host SIMD worker thread did not start: ${reason}`, `${how}: the first pool`);
+      assert.ok(a!.ms < 10_000, `${how}: the first pool took ${a!.ms} ms`);
+      assert.equal(b!.threads, 1, `${how}: the second pool's threads`);
+      assert.deepEqual(b!.made, [], `${how}: the second pool starts no thread`);
+      assert.equal(b!.failure, a!.failure, `${how}: the second pool's reason`);
+      assert.ok(b!.ms < 1_000, `${how}: the second pool took ${b!.ms} ms`);
+      if (got.native !== null) {
+        assert.deepEqual(got.native, { pool: null, made: [], failure: `1 host native worker thread did not start: ${reason}` }, `${how}: the native pool`);
+      }
     }
   });
 

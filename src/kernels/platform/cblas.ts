@@ -14,13 +14,14 @@
  * the platform) that the dynamic loader finds and that exports `cblas_sgemm`. Threads: each Cblas has its count and
  * sets it with the library's setter (openblas_set_num_threads, MKL_Set_Num_Threads, bli_thread_set_num_threads)
  * before a product when the library's current count differs (the count is the library's, process-wide); a library
- * without a setter keeps its own. The default count is `defaultCblasThreads()`. A grid of small products (gemmGrid:
+ * without a setter keeps its own. The default count is `defaultCblasThreads()`, the host threads (MICSE_HOST_THREADS,
+ * else the cores), as the SIMD loops'. A grid of small products (gemmGrid:
  * the attention's heads, which the library would run on the calling thread alone) is cut among that many threads
  * instead, worker threads calling the library themselves (simdThreads.ts nativeThreads).
  */
 import { createRequire } from 'node:module';
 import { uninitialized } from './hostBackend.js';
-import { hostCores, jobCallsMax, nativeThreads, sharedParts, splitRuns, type SimdThreads, type ThreadCall } from './simdThreads.js';
+import { hostThreads, jobCallsMax, nativeThreads, sharedParts, splitRuns, type SimdThreads, type ThreadCall } from './simdThreads.js';
 import { productDims, type HostGemm, type Shape3 } from './nativeGemm.js';
 import { firstLineOf } from '../../errors.js';
 
@@ -39,13 +40,15 @@ export const LIBRARY_NAMES: Readonly<Partial<Record<NodeJS.Platform, readonly st
 };
 
 /**
- * The cores this process may use (hostCores(): its CPU affinity, which `taskset` limits, and its cgroup's CPU quota),
- * as onnxruntime-node's pool and PyTorch do. On a quiet 2-core machine two threads took a small wasm step from 1,140
+ * The host threads (hostThreads(): MICSE_HOST_THREADS, else the cores this process may use, its CPU affinity, which
+ * `taskset` limits, and its cgroup's CPU quota), the count the SIMD loops' threads take too, so that one variable
+ * keeps the whole library on N cores; throws on a MICSE_HOST_THREADS that is no thread count. All cores, as
+ * onnxruntime-node's pool and PyTorch take: on a quiet 2-core machine two threads took a small wasm step from 1,140
  * to 842 ms and a BERT-base cpu step from 20.8 to 17.1 s; under other processes' load, the workers' spinning after
  * each product (OpenBLAS's THREAD_TIMEOUT) costs more CPU than it saves (bench/README.md, "OpenBLAS through koffi").
  */
 export function defaultCblasThreads(): number {
-  return hostCores();
+  return hostThreads();
 }
 
 /** CBLAS enum values (cblas.h). */
@@ -232,6 +235,14 @@ export class Cblas implements HostGemm {
 
   get library(): string {
     return `CBLAS ${this.lib.version} (${this.lib.file})`;
+  }
+
+  /**
+   * The thread count last set on the library (process-wide: by this Cblas or another on the same library), or
+   * undefined before the first product, or where the library has no setter.
+   */
+  get librarySetThreads(): number | undefined {
+    return this.lib.threads;
   }
 
   matMul(a: Float32Array, aShape: Shape3, transA: boolean, b: Float32Array, bShape: Shape3, transB: boolean, out: Float32Array): void {

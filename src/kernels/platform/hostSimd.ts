@@ -39,7 +39,7 @@ import {
   f64FromF32, f64FromI32, f64Sqrt, f64x2, get, I32, i32Add, i32And, i32c, i32Load, i32Mul, i32ShrU, i32Sub, i32x4, i32x4Const, instancePerMemory, load,
   interleavedLoop, localCopies, locals, set, store, unlessGeU, v128, V128, V128_BYTES, whileBelow, type Code, type FuncSpec, type PerMemory,
 } from './wasmAsm.js';
-import { hostThreadsAvailable, runParts, sharedParts, threadParts, type ThreadCall } from './simdThreads.js';
+import { hostThreadsAvailable, runParts, sharedParts, threadParts, type SimdThreads, type ThreadCall } from './simdThreads.js';
 import { ERF_A1, ERF_A2, ERF_A3, ERF_A4, ERF_A5, ERF_P, INV_SQRT_2PI } from './erf.js';
 
 const ERF_A = [ERF_A5, ERF_A4, ERF_A3, ERF_A2, ERF_A1]; // erf.ts's, in Horner order
@@ -521,11 +521,14 @@ export interface SimdHost {
   callSplit(inputs: Float32Array[], outputs: Float32Array[], plan: (addresses: number[], threads: number) => SimdCall[][]): void;
   /** Elements per call of the element-wise loops (a multiple of SIMD_LANES). */
   readonly chunk: number;
-  /** Threads `callSplit` runs on, the calling one included. */
+  /** Threads `callSplit` runs on, the calling one included: 1 once a worker's stop retired them (simdThreads.ts). */
   readonly threads: number;
   /** Whether the loops run on the arrays where they are (the wasm heap), not on copies. */
   readonly inPlace: boolean;
 }
+
+/** Threads a memory's loops run on: its pool's count (1 once the pool is retired), 1 without a pool. */
+const countOf = (threads: SimdThreads<keyof HostSimd> | null): number => threads?.count ?? 1;
 
 const heapHosts = new WeakMap<WebAssembly.Memory, SimdHost | null>();
 
@@ -538,17 +541,18 @@ export function heapSimdHost(memory: WebAssembly.Memory | undefined): SimdHost |
   if (heapHosts.has(memory)) return heapHosts.get(memory)!;
   const simd = hostSimdFor(memory);
   const threads = hostSimdFor.threads(memory);
-  const count = threads?.count ?? 1;
   const addresses = (arrays: Float32Array[]): number[] => arrays.map((a) => {
     if (a.buffer !== memory.buffer) throw new Error('heapSimdHost: an array is not a view of the module memory');
     return a.byteOffset;
   });
   const host: SimdHost | null = simd === null ? null : {
     chunk: HEAP_CHUNK,
-    threads: count,
+    get threads() {
+      return countOf(threads);
+    },
     inPlace: true,
     call: (inputs, outputs, run) => run(simd, addresses([...inputs, ...outputs])),
-    callSplit: (inputs, outputs, plan) => runParts(simd, threads, plan(addresses([...inputs, ...outputs]), sharedParts(count))),
+    callSplit: (inputs, outputs, plan) => runParts(simd, threads, plan(addresses([...inputs, ...outputs]), sharedParts(countOf(threads)))),
   };
   heapHosts.set(memory, host);
   return host;
@@ -571,7 +575,6 @@ export function stagingSimdHost(): SimdHost | null {
   const simd = hostSimdFor(memory);
   if (simd === null) return (staging = null);
   const threads = hostSimdFor.threads(memory);
-  const count = threads?.count ?? 1;
   const aligned = (n: number): number => Math.ceil((n * F32_BYTES) / V128_BYTES) * V128_BYTES;
   const staged = (inputs: Float32Array[], outputs: Float32Array[], run: (addresses: number[]) => void): void => {
     const at = new Map<Float32Array, number>();
@@ -588,10 +591,12 @@ export function stagingSimdHost(): SimdHost | null {
   };
   staging = {
     chunk: STAGE_CHUNK,
-    threads: count,
+    get threads() {
+      return countOf(threads);
+    },
     inPlace: false,
     call: (inputs, outputs, run) => staged(inputs, outputs, (addresses) => run(simd, addresses)),
-    callSplit: (inputs, outputs, plan) => staged(inputs, outputs, (addresses) => runParts(simd, threads, plan(addresses, sharedParts(count)))),
+    callSplit: (inputs, outputs, plan) => staged(inputs, outputs, (addresses) => runParts(simd, threads, plan(addresses, sharedParts(countOf(threads))))),
   };
   return staging;
 }

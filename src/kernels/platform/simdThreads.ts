@@ -20,7 +20,8 @@
  *
  * The workers start when the pool is made, which waits until each has instantiated the module (a caller blocked on a
  * worker that never started would wait for ever); where one fails or takes longer than WORKER_START_MS, the loops
- * run on the calling thread alone and hostThreadsFailure() says why.
+ * run on the calling thread alone and hostThreadsFailure() says why. A watchdog (below) that does not start is
+ * remembered for the process: later pools run on the calling thread at once, with the same reason.
  *
  * A worker whose thread stops (an error outside its job's try, process.exit in it, terminate(), running out of
  * memory) would leave its caller waiting for ever: the caller is blocked, so the Worker's 'exit' event, which comes
@@ -37,8 +38,8 @@
  * (unref'd, as the workers are) is reachable from this module only and runs no code of the pools'; were it stopped,
  * only the stops its workers say themselves would be seen.
  *
- * A pool with a stopped worker is retired: it posts no more jobs, its other workers are terminated, and its calls
- * run every part on the calling thread in turn (the same bits: each part writes its own elements), with
+ * A pool with a stopped worker is retired: it posts no more jobs, its other workers are terminated, its count is 1,
+ * and its calls run every part on the calling thread in turn (the same bits: each part writes its own elements), with
  * hostThreadsFailure(kind) saying why. A stop seen before a call posts its jobs loses nothing: that call runs on the
  * calling thread. A stop seen while the caller waits for a job throws, after the other workers' parts are done,
  * naming the workers' kind and the cause: the stopped part is not re-run on the caller, because a part may read what
@@ -51,6 +52,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { MessageChannel, Worker } from 'node:worker_threads';
+import { firstLineOf } from '../../errors.js';
 import { IS_NODE } from '../../isNode.js';
 
 /** Overrides the threads the host loops use (the calling thread included; 1: no workers). */
@@ -135,7 +137,7 @@ export interface ThreadCall<K extends string = string> {
 
 /** Threads running a module's exports on one shared memory. */
 export interface SimdThreads<K extends string = string> {
-  /** Threads, the calling one included. */
+  /** Threads, the calling one included: 1 once the pool is retired (its calls run on the calling thread). */
   readonly count: number;
   /**
    * Runs the parts at the same time: with no more parts than threads, `parts[0]` here (through `local`) and
@@ -331,24 +333,29 @@ const NATIVE_SETUP = `let lib;
 
 /**
  * The watchdog: each message registers a worker (its channel's other end and its control words); when that end
- * closes, the worker's thread has stopped, and it is marked so. Its own START word says it runs.
+ * closes, the worker's thread has stopped, and it is marked so. Its own START word says it runs, or its cause (in
+ * workerData.cause) why its setup threw.
  */
 const WATCHDOG_SOURCE = `
 const { parentPort, workerData } = require('node:worker_threads');
 ${STOP_SOURCE}
-const watched = new Set(); // the ports, reachable while their workers run
-parentPort.on('message', ({ port, control, cause, pool }) => {
-  const ctrl = new Int32Array(control), why = new Uint8Array(cause), words = new Int32Array(pool);
-  watched.add(port);
-  port.on('message', () => undefined); // starts the port, so that its 'close' comes
-  port.once('close', () => {
-    watched.delete(port);
-    stopped(ctrl, why, 'its thread ended with no word from it (terminated, or out of memory)', words);
-  });
-});
 const ctrl = new Int32Array(workerData.control);
-Atomics.store(ctrl, ${START}, ${STARTED});
-Atomics.notify(ctrl, ${START});`;
+const watched = new Set(); // the ports, reachable while their workers run
+try {
+  parentPort.on('message', ({ port, control, cause, pool }) => {
+    const ctrl = new Int32Array(control), why = new Uint8Array(cause), words = new Int32Array(pool);
+    watched.add(port);
+    port.on('message', () => undefined); // starts the port, so that its 'close' comes
+    port.once('close', () => {
+      watched.delete(port);
+      stopped(ctrl, why, 'its thread ended with no word from it (terminated, or out of memory)', words);
+    });
+  });
+  Atomics.store(ctrl, ${START}, ${STARTED});
+  Atomics.notify(ctrl, ${START});
+} catch (err) {
+  stopped(ctrl, new Uint8Array(workerData.cause), messageOf(err), new Int32Array(${POOL_WORDS}));
+}`;
 
 /** A thread's control words and the cause of its stop, as waitForStart reads them. */
 interface Started {
@@ -373,13 +380,28 @@ const shared = (bytes: number) => new SharedArrayBuffer(bytes);
 const workerOptions = (): { eval: true; execArgv: string[] } => ({ eval: true, execArgv: [] });
 
 let watchdog: Watchdog | undefined;
+/**
+ * Why the watchdog did not start (`the watchdog thread: ` and the cause), kept for the process: a pool made after it
+ * runs its calls on the calling thread at once, not waiting WORKER_START_MS for the watchdog again. Null until then.
+ */
+let watchdogFailure: string | null = null;
 
-/** The process's watchdog, started on first use; unref'd, as the workers are: it never keeps the process alive. */
-function theWatchdog(): Watchdog {
+/**
+ * The process's watchdog, started on first use; unref'd, as the workers are: it never keeps the process alive. Or,
+ * once it failed to start (its thread could not be made here, or a pool's wait for it gave up: startPool), why.
+ */
+function theWatchdog(): Watchdog | string {
+  if (watchdogFailure !== null) return watchdogFailure;
   if (watchdog !== undefined) return watchdog;
   const control = shared(CONTROL_WORDS * 4);
   const cause = shared(MESSAGE_BYTES);
-  const worker = new Worker(WATCHDOG_SOURCE, { ...workerOptions(), workerData: { control } });
+  let worker: Worker;
+  try {
+    worker = new Worker(WATCHDOG_SOURCE, { ...workerOptions(), workerData: { control, cause } });
+  } catch (err) {
+    // a thread that cannot be made (ERR_WORKER_INIT_FAILED: the process's or its cgroup's thread limit)
+    return (watchdogFailure = `the watchdog thread: ${firstLineOf(err)}`);
+  }
   worker.unref();
   worker.on('error', () => undefined); // one that cannot start is found by waitForStart
   return (watchdog = { worker, ctrl: new Int32Array(control), cause: new Uint8Array(cause) });
@@ -495,7 +517,12 @@ const poolWorkers = new WeakMap<SimdThreads, readonly WorkerSlot[]>();
 function startPool<K extends string>(count: number, names: readonly K[], setup: string, data: Record<string, unknown>, kind: PoolKind): SimdThreads<K> | null {
   const what = POOL_KINDS[kind];
   const index = new Map(names.map((n, i) => [n as string, i]));
+  const didNotStart = (why: string): null => {
+    failures.set(kind, `${count - 1} ${what} thread${count === 2 ? '' : 's'} did not start: ${why}`);
+    return null;
+  };
   const dog = theWatchdog();
+  if (typeof dog === 'string') return didNotStart(dog);
   const queue: PoolQueue = { words: shared(POOL_WORDS * 4), slots: shared(QUEUE_SLOTS * 8) };
   const words = new Int32Array(queue.words);
   const slots = new Float64Array(queue.slots);
@@ -503,8 +530,8 @@ function startPool<K extends string>(count: number, names: readonly K[], setup: 
   const notStarted = waitForStart([dog, ...workers], ['the watchdog thread']);
   if (notStarted !== null) {
     for (const w of workers) void w.worker.terminate();
-    failures.set(kind, `${count - 1} ${what} thread${count === 2 ? '' : 's'} did not start: ${notStarted}`);
-    return null;
+    if (Atomics.load(dog.ctrl, START) !== STARTED) watchdogFailure = notStarted; // the watchdog's own: kept for the process
+    return didNotStart(notStarted);
   }
   /** Why the pool is retired (the cause of a worker's stop), or null while its workers run. */
   let retired: string | null = null;
@@ -628,7 +655,9 @@ function startPool<K extends string>(count: number, names: readonly K[], setup: 
   };
 
   const pool: SimdThreads<K> = {
-    count,
+    get count() {
+      return retired === null ? count : 1;
+    },
     run(parts, local) {
       if (parts.length <= count) {
         assign(parts, local);
