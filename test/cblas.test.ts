@@ -197,7 +197,7 @@ describe('Cblas: products against a JavaScript reference (1e-5 of each element\'
   });
 
   /** In a fresh process with HOST_THREADS_ENV=`threads`: a default Cblas's count, what it set on the library, the backend line's. */
-  function cblasThreadsIn(threads: string): { threads?: number; before?: number; set?: number; line?: string; error?: string } {
+  function cblasThreadsIn(threads: string): { threads?: number; before?: number; set?: number; line?: string; mlas?: number | null; error?: string } {
     const script = `${srcImport('Cblas', 'kernels/platform/cblas.ts')}
       ${srcImport('describeSelection, selectBackend', 'model/backend.ts')}
       let cblas;
@@ -206,7 +206,10 @@ describe('Cblas: products against a JavaScript reference (1e-5 of each element\'
       const a = new Float32Array(64 * 64).fill(1);
       cblas.matMulToArray(a, [1, 64, 64], false, a, [1, 64, 64], false);
       const line = describeSelection(await selectBackend('cpu')).split('\\n').find((l) => l.includes('dense products:')).trim();
-      console.log(JSON.stringify({ threads: cblas.threads, before, set: cblas.librarySetThreads, line }));`;
+      ${srcImport('NativeOps', 'kernels/platform/nativeOps.ts')}
+      let mlas = null;
+      try { mlas = NativeOps.load().threads; } catch {}
+      console.log(JSON.stringify({ threads: cblas.threads, before, set: cblas.librarySetThreads, line, mlas }));`;
     const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script],
       { cwd: ROOT, encoding: 'utf8', env: { ...process.env, [HOST_THREADS_ENV]: threads } });
     assert.equal(r.status, 0, r.stderr);
@@ -221,6 +224,7 @@ describe('Cblas: products against a JavaScript reference (1e-5 of each element\'
     assert.equal(got.threads, n, `${HOST_THREADS_ENV}=${n}: the Cblas's count`);
     assert.equal(got.set, n, `${HOST_THREADS_ENV}=${n}: the count set on the library`);
     assert.match(got.line!, new RegExp(`^dense products: CBLAS .*, ${n} threads? \\(`));
+    if (got.mlas !== null) assert.equal(got.mlas, n, `${HOST_THREADS_ENV}=${n}: onnxruntime-node MLAS's count (the fallback engine)`);
   }
 
   test(`${HOST_THREADS_ENV}=1 keeps the library on one thread, as the SIMD loops; a value that is no thread count is refused`, () => {

@@ -27,7 +27,7 @@ import { createRequire } from 'node:module';
 import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import { installedVersion, privateDependency, versionProblem } from './internals.js';
 import { encodeModel, type GraphSpec } from './onnxProto.js';
-import { hostCores, isShared } from './simdThreads.js';
+import { hostThreads, isShared } from './simdThreads.js';
 
 /** ONNX opset and IR version of the graphs (opset 17: every op used here, LayerNormalization included). */
 const NATIVE_OPSET = 17;
@@ -92,10 +92,11 @@ export class NativeOps {
 
   /**
    * Loads onnxruntime-node; throws (with the loader's message) when the package or its native library is missing,
-   * or is not the version whose binding this module calls (internals.ts). `threads` defaults to the cores this
-   * process may use (hostCores()).
+   * or is not the version whose binding this module calls (internals.ts). `threads` defaults to the host threads
+   * (hostThreads(): MICSE_HOST_THREADS, else the cores this process may use), as the CBLAS library's and the SIMD
+   * loops'.
    */
-  static load(threads: number = hostCores()): NativeOps {
+  static load(threads: number = hostThreads()): NativeOps {
     const why = versionProblem(privateDependency('onnxruntime-node'), installedVersion('onnxruntime-node'));
     if (why !== null) throw new Error(why);
     const require = createRequire(import.meta.url);
