@@ -162,8 +162,8 @@ interface LineView {
 }
 
 /**
- * Splits a byte stream of `file` into physical lines (`\n`, with a trailing `\r` removed), hashing every byte and
- * removing a leading UTF-8 BOM. Yields each line, including a last line without `\n`. Throws a UserError on a
+ * Splits a byte stream of `file` into physical lines (`\n`, with a trailing `\r` removed), hashing every byte (when
+ * given a hash) and removing a leading UTF-8 BOM. Yields each line, including a last line without `\n`. Throws a UserError on a
  * UTF-16/32 byte-order mark (utf8BomLength), when the first buffer it splits looks binary (checkBinary), or on a
  * line longer than `maxLineBytes` (checkLength), before holding more of it than that and one chunk.
  * Exported for test/data-readers.test.ts only (src/index.ts does not export it): its timing test of a long line
@@ -185,7 +185,7 @@ export class LineSplitter {
   /** `maxLineBytes`: MAX_LINE_BYTES for every reader; the timing test passes a larger one. */
   constructor(
     private readonly file: string,
-    private readonly hash: Hash,
+    private readonly hash: Hash | null,
     private readonly stats: ReadStats,
     private readonly maxLineBytes = MAX_LINE_BYTES,
   ) {}
@@ -247,7 +247,7 @@ export class LineSplitter {
   private readonly view: LineView = { buf: Buffer.alloc(0), begin: 0, end: 0, line: 0, offset: 0, nul: false, valid: true };
 
   *push(chunk: Buffer): Generator<LineView> {
-    this.hash.update(chunk);
+    this.hash?.update(chunk);
     this.stats.bytes += chunk.length;
     if (this.sampled && chunk.indexOf(10) < 0) {
       // Still inside a line (its mark and sample already checked): keep the chunk, join later.
@@ -344,6 +344,34 @@ async function* readTxt(file: string, stats: ReadStats, onInvalid: OnInvalid, bl
     stream.destroy();
   }
   stats.sha256 = hash.digest('hex');
+}
+
+/** One physical line of readLines: its text and 1-based number. */
+export interface TextLine {
+  text: string;
+  line: number;
+}
+
+/**
+ * Streams the physical lines of `file` (blank ones included), read READ_CHUNK_BYTES at a time and split by
+ * LineSplitter: a UTF-8 BOM removed, `\n` or `\r\n` line ends, and the corpus rules' UserErrors naming the file (a
+ * UTF-16/32 byte-order mark, a binary file) or its line (one longer than `maxLineBytes`, default MAX_LINE_BYTES),
+ * raised before more than that and one chunk is held. Each line is decoded as UTF-8, invalid bytes as U+FFFD. A file
+ * that cannot be read throws its errno error (`code`, `path`). For files other than corpora, read line by line so
+ * that none is held whole (an index's texts.jsonl, a pairs file).
+ */
+export async function* readLines(file: string, maxLineBytes = MAX_LINE_BYTES): AsyncGenerator<TextLine> {
+  const splitter = new LineSplitter(file, null, newStats(), maxLineBytes);
+  const stream = createReadStream(file, { highWaterMark: READ_CHUNK_BYTES });
+  const texts = function* (lines: Generator<LineView>): Generator<TextLine> {
+    for (const v of lines) yield { text: v.buf.toString('utf8', v.begin, v.end), line: v.line };
+  };
+  try {
+    for await (const chunk of stream) yield* texts(splitter.push(chunk as Buffer));
+    yield* texts(splitter.end());
+  } finally {
+    stream.destroy();
+  }
 }
 
 /**
