@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { linkSync, mkdtempSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -7,7 +8,7 @@ import { after, test } from 'node:test';
 import { UserError } from '../src/errors.js';
 import { readDelimitedText } from '../src/data/delimited.js';
 import { LineSplitter, MAX_LINE_BYTES, openCorpus, parseColumn, READ_CHUNK_BYTES, readAll, type ReadStats } from '../src/data/readers.js';
-import { shared, SKIP_NO_SHARED } from './helpers.js';
+import { ROOT, shared, SKIP_NO_SHARED, srcImport } from './helpers.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'micse-readers-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -334,4 +335,31 @@ test('CSV: a record past MAX_LINE_BYTES (a quote never closed) is malformed at t
   // The parser is a piped chunk behind the line index, which counts the bytes.
   assert.ok(stats.bytes <= MOST_READ + READ_CHUNK_BYTES, `${stats.bytes} of ${csv.length} bytes read`);
   assert.throws(() => readDelimitedText(csv, 'open.csv', ','), (e: unknown) => e instanceof UserError && expected('open.csv').test(e.message));
+});
+
+test('CSV: a quote never closed, then MiBs of bare line breaks: the same error at the field\'s line, the heap holding no entry per line', () => {
+  // In a child process, whose heap holds nothing else; its heap is sampled while it reads (the line index is garbage after).
+  for (const [name, ending] of [['breaks.csv', '\n'], ['breaks-crlf.csv', '\r\n']] as const) {
+    const p = file(name, Buffer.concat([Buffer.from(`text${ending}ok${ending}${ending}"never closed${ending}`), Buffer.from(ending.repeat(MAX_LINE_BYTES + 3 * READ_CHUNK_BYTES))]));
+    const script = `
+      ${srcImport('openCorpus', 'data/readers.ts')}
+      const before = process.memoryUsage().heapUsed;
+      let peak = before;
+      const sample = () => { peak = Math.max(peak, process.memoryUsage().heapUsed); };
+      const timer = setInterval(sample, 1);
+      let message = 'read without error';
+      try {
+        for await (const _ of openCorpus(${JSON.stringify(p)})) sample();
+      } catch (err) {
+        message = err.message;
+      }
+      sample();
+      clearInterval(timer);
+      console.log(JSON.stringify({ message, grew: peak - before }));`;
+    const out = execFileSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { cwd: ROOT, encoding: 'utf8' });
+    const { message, grew } = JSON.parse(out) as { message: string; grew: number };
+    assert.match(message, new RegExp(`^\\S*${name.replace('.', '\\.')}:4: malformed CSV: the field starting on this line takes its record past ${MAX_LINE_BYTES} bytes \\(a quote never closed\\?\\)$`));
+    // An entry per line held 4M entries (hundreds of MB); the runs of alike lines take a few.
+    assert.ok(grew < 64 << 20, `${name}: the heap grew ${(grew / (1 << 20)).toFixed(0)} MiB while reading`);
+  }
 });

@@ -15,6 +15,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { readStsBenchmark } from '../eval/senteval.js';
+import { MAX_LINE_BYTES, READ_CHUNK_BYTES } from '../src/data/readers.js';
 import { UserError } from '../src/errors.js';
 import { FAULT_ENV, FAULT_SIGNAL_ENV } from '../src/faultPoints.js';
 import { selectBackend } from '../src/model/backend.js';
@@ -27,7 +28,7 @@ import { INDEX_FILES, INDEX_LOCK_FILE } from '../src/use/indexDir.js';
 import { readNpyMatrix } from '../src/use/npyAppend.js';
 import { cluster, clusterVectors, UNASSIGNED } from '../src/use/cluster.js';
 import { modelFingerprint } from '../src/use/fingerprint.js';
-import { openIndex } from '../src/use/search.js';
+import { MAX_TEXTS_ROW_BYTES, openIndex, readTexts } from '../src/use/search.js';
 import { pairsFromArgs, readPairsFile, similarity } from '../src/use/similarity.js';
 import { cosine, exactTopK, normalizeRows, recallAtK, row, toMatrix } from '../src/use/vectors.js';
 import { micseHere } from './cliHere.js';
@@ -405,6 +406,69 @@ describe('similarity', { skip: SKIP_NO_SHARED }, () => {
   });
 });
 
+describe('texts.jsonl and pairs files are read line by line, READ_CHUNK_BYTES at a time', () => {
+  const dir = path.join(TMP, 'streamed');
+  mkdirSync(dir, { recursive: true });
+  /** The one-line error of a line past `limit` bytes, as the corpus readers word it. */
+  const tooLong = (name: string, line: number, limit: number): RegExp =>
+    new RegExp(`^\\S*${name.replace('.', '\\.')}:${line}: line longer than ${limit} bytes: a corpus holds one sentence or record per line \\(is this a JSON dump, or a compressed or binary file\\?\\)$`);
+  const userError = (re: RegExp) => (e: unknown) => e instanceof UserError && re.test(e.message);
+
+  /** Texts whose rows cross read chunks: the first one's "€" (3 bytes) across the first chunk's end, the second spanning chunks. */
+  const chunkCrossing = (): string[] => [
+    'a'.repeat(READ_CHUNK_BYTES - 1 - '{"text":"'.length) + '€ first',
+    'b'.repeat(READ_CHUNK_BYTES + 12345) + ' é second',
+    'third',
+  ];
+
+  it('readTexts: rows across chunk boundaries, a character split between chunks, blank lines and CRLF', async () => {
+    const texts = chunkCrossing();
+    const file = path.join(dir, 'texts.jsonl');
+    const body = texts.map((text, i) => JSON.stringify({ text, line: i + 1 })).join('\n\n') + '\r\n';
+    writeFileSync(file, body);
+    assert.equal(Buffer.from(body).indexOf('€'), READ_CHUNK_BYTES - 1, 'the "€" starts in the first chunk and ends in the second');
+    assert.deepEqual(await readTexts(file, 3), texts.map((text, i) => ({ text, line: i + 1 })));
+  });
+
+  it('readTexts: bad rows, a row count other than meta.json\'s and a row past MAX_TEXTS_ROW_BYTES are UserErrors naming the file (and line)', async () => {
+    const file = path.join(dir, 'bad.jsonl');
+    const ok = JSON.stringify({ text: 'fine', line: 1 });
+    for (const [body, count, re] of [
+      [`${ok}\n\n{"text": "x", "li\n`, 2, /bad\.jsonl:3: invalid JSON$/],
+      [`${ok}\r\n5\r\n`, 2, /bad\.jsonl:2: not a \{"text", "line"\} row$/],
+      [`${ok}\n{"text": 5, "line": 2}\n`, 2, /bad\.jsonl:2: not a \{"text", "line"\} row$/],
+      [`${ok}\n${ok}\n`, 3, /bad\.jsonl: 2 rows, meta\.json says 3$/],
+    ] as const) {
+      writeFileSync(file, body);
+      await assert.rejects(readTexts(file, count), userError(re), body);
+    }
+    // The longest row buildIndex writes (a MAX_LINE_BYTES line of characters JSON escapes to six bytes) is read.
+    const longest = '\u0001'.repeat(MAX_LINE_BYTES);
+    writeFileSync(file, `${ok}\n${JSON.stringify({ text: longest, line: 9_007_199_254_740_991 })}\n`);
+    assert.ok(Buffer.byteLength(JSON.stringify({ text: longest, line: 9_007_199_254_740_991 })) <= MAX_TEXTS_ROW_BYTES);
+    assert.equal((await readTexts(file, 2))[1]!.text, longest);
+    writeFileSync(file, `${ok}\n${'x'.repeat(MAX_TEXTS_ROW_BYTES + 1)}\n${ok}\n`);
+    await assert.rejects(readTexts(file, 3), userError(tooLong('bad.jsonl', 2, MAX_TEXTS_ROW_BYTES)));
+  });
+
+  it('readPairsFile: BOM, CRLF, blank lines and lines across chunk boundaries; a short or overlong line named (CLI: exit 2)', async () => {
+    const [a, b, c] = chunkCrossing();
+    const file = path.join(dir, 'pairs.tsv');
+    writeFileSync(file, `\ufeff${a}\tx\r\n\r\n  \n${b}\t${c}\n${c}\t${c}`);
+    assert.deepEqual(await readPairsFile(file), [[a, 'x'], [b, c], [c, c]]);
+    writeFileSync(file, `${a}\tx\n\n${b}\n`);
+    await assert.rejects(readPairsFile(file), userError(/pairs\.tsv:3: 1 TAB-separated column\(s\), need column 1 \(0-based\)$/));
+    writeFileSync(file, `a\tb\n${'z'.repeat(MAX_LINE_BYTES + 1)}\tb\nc\td\n`);
+    await assert.rejects(readPairsFile(file), userError(tooLong('pairs.tsv', 2, MAX_LINE_BYTES)));
+    const r = await micseHere(['similarity', '--pairs', file, '--model', path.join(dir, 'no-model')]);
+    assert.equal(r.exitCode, 2, r.message);
+    assert.match(r.message.replace(/^micse: /, ''), tooLong('pairs.tsv', 2, MAX_LINE_BYTES));
+    await assert.rejects(readPairsFile(path.join(dir, 'missing.tsv')), userError(/^cannot read pairs file \S*missing\.tsv: ENOENT$/));
+    writeFileSync(file, '\n\r\n');
+    await assert.rejects(readPairsFile(file), userError(/pairs\.tsv: no pairs \(the file is empty\)$/));
+  });
+});
+
 describe('index folders holding something else, or damaged: exit 2 naming the file, nothing overwritten', { skip: SKIP_NO_SHARED }, () => {
   const dir = path.join(TMP, 'bad-folders');
   const corpus = path.join(dir, 'four.txt');
@@ -741,6 +805,8 @@ describe('index folders holding something else, or damaged: exit 2 naming the fi
       ['ann-missing', (idx) => fs.rm(path.join(idx, ann)), /index\.usearch: no such file or directory \(ENOENT\)/, []],
       ['vectors-cut', (idx) => fs.truncate(path.join(idx, INDEX_FILES.vectors), 200), /vectors\.npy: truncated \(200 bytes, header says 4 x 32\)/, ['--exact']],
       ['texts-bad-json', (idx) => fs.appendFile(path.join(idx, INDEX_FILES.texts), '{"text": "x", "li\n'), /texts\.jsonl:5: invalid JSON/, []],
+      ['texts-long-row', (idx) => fs.appendFile(path.join(idx, INDEX_FILES.texts), 'x'.repeat(MAX_TEXTS_ROW_BYTES + 1)),
+        RegExp(`texts\\.jsonl:5: line longer than ${MAX_TEXTS_ROW_BYTES} bytes: a corpus holds one sentence or record per line \\(is this a JSON dump, or a compressed or binary file\\?\\)`), []],
       ['texts-bad-row', (idx) => fs.writeFile(path.join(idx, INDEX_FILES.texts), readFileSync(path.join(good, INDEX_FILES.texts), 'utf8').replace(/^.*\n/, '5\n')), /texts\.jsonl:1: not a \{"text", "line"\} row/, []],
       ['meta-cut', (idx) => fs.truncate(path.join(idx, INDEX_FILES.meta), 100), /meta\.json: invalid JSON \(.*\)/, []],
       ['meta-no-count', async (idx) => {

@@ -162,8 +162,8 @@ interface LineView {
 }
 
 /**
- * Splits a byte stream of `file` into physical lines (`\n`, with a trailing `\r` removed), hashing every byte and
- * removing a leading UTF-8 BOM. Yields each line, including a last line without `\n`. Throws a UserError on a
+ * Splits a byte stream of `file` into physical lines (`\n`, with a trailing `\r` removed), hashing every byte (when
+ * given a hash) and removing a leading UTF-8 BOM. Yields each line, including a last line without `\n`. Throws a UserError on a
  * UTF-16/32 byte-order mark (utf8BomLength), when the first buffer it splits looks binary (checkBinary), or on a
  * line longer than `maxLineBytes` (checkLength), before holding more of it than that and one chunk.
  * Exported for test/data-readers.test.ts only (src/index.ts does not export it): its timing test of a long line
@@ -185,7 +185,7 @@ export class LineSplitter {
   /** `maxLineBytes`: MAX_LINE_BYTES for every reader; the timing test passes a larger one. */
   constructor(
     private readonly file: string,
-    private readonly hash: Hash,
+    private readonly hash: Hash | null,
     private readonly stats: ReadStats,
     private readonly maxLineBytes = MAX_LINE_BYTES,
   ) {}
@@ -247,7 +247,7 @@ export class LineSplitter {
   private readonly view: LineView = { buf: Buffer.alloc(0), begin: 0, end: 0, line: 0, offset: 0, nul: false, valid: true };
 
   *push(chunk: Buffer): Generator<LineView> {
-    this.hash.update(chunk);
+    this.hash?.update(chunk);
     this.stats.bytes += chunk.length;
     if (this.sampled && chunk.indexOf(10) < 0) {
       // Still inside a line (its mark and sample already checked): keep the chunk, join later.
@@ -346,20 +346,85 @@ async function* readTxt(file: string, stats: ReadStats, onInvalid: OnInvalid, bl
   stats.sha256 = hash.digest('hex');
 }
 
+/** One physical line of readLines: its text and 1-based number. */
+export interface TextLine {
+  text: string;
+  line: number;
+}
+
+/**
+ * Streams the physical lines of `file` (blank ones included), read READ_CHUNK_BYTES at a time and split by
+ * LineSplitter: a UTF-8 BOM removed, `\n` or `\r\n` line ends, and the corpus rules' UserErrors naming the file (a
+ * UTF-16/32 byte-order mark, a binary file) or its line (one longer than `maxLineBytes`, default MAX_LINE_BYTES),
+ * raised before more than that and one chunk is held. Each line is decoded as UTF-8, invalid bytes as U+FFFD. A file
+ * that cannot be read throws its errno error (`code`, `path`). For files other than corpora, read line by line so
+ * that none is held whole (an index's texts.jsonl, a pairs file).
+ */
+export async function* readLines(file: string, maxLineBytes = MAX_LINE_BYTES): AsyncGenerator<TextLine> {
+  const splitter = new LineSplitter(file, null, newStats(), maxLineBytes);
+  const stream = createReadStream(file, { highWaterMark: READ_CHUNK_BYTES });
+  const texts = function* (lines: Generator<LineView>): Generator<TextLine> {
+    for (const v of lines) yield { text: v.buf.toString('utf8', v.begin, v.end), line: v.line };
+  };
+  try {
+    for await (const chunk of stream) yield* texts(splitter.push(chunk as Buffer));
+    yield* texts(splitter.end());
+  } finally {
+    stream.destroy();
+  }
+}
+
+/**
+ * Consecutive lines of the CSV path's LineIndex alike in emptiness, validity and NUL bytes, and (from the second on)
+ * equally long with their line ends: lines `line` .. `line + count - 1`, the i-th (from 0) starting at byte
+ * `start + i * step` (`step` 0 while `count` is 1). A run of empty lines (a quote never closed, then only line breaks)
+ * is one entry however long.
+ */
+interface LineRun {
+  line: number;
+  start: number;
+  count: number;
+  step: number;
+  empty: boolean;
+  valid: boolean;
+  nul: boolean;
+}
+
+/** How many lines of `r` start before byte `offset`. */
+function linesBefore(r: LineRun, offset: number): number {
+  if (offset <= r.start) return 0;
+  return r.step === 0 ? 1 : Math.min(r.count, Math.ceil((offset - r.start) / r.step));
+}
+
 /**
  * A pass-through Transform for the CSV path: hashes the bytes and remembers, for the lines the parser has not
  * passed yet, their number, start offset, emptiness, validity and NUL bytes (csv-parse itself would decode invalid
- * bytes with replacement characters, and its own line count is off for quoted CRLF). Records are located by
- * csv-parse's byte offsets (`info.bytes`).
+ * bytes with replacement characters, and its own line count is off for quoted CRLF), as runs of alike lines
+ * (LineRun), so that the lines of a record csv-parse has not finished (up to max_record_size bytes of them) take
+ * memory by their kinds and lengths, not their count. Records are located by csv-parse's byte offsets (`info.bytes`).
  */
 class LineIndex extends Transform {
   private readonly splitter: LineSplitter;
   /** Pending lines, oldest first, from `head`. */
-  private queue: { line: number; start: number; empty: boolean; valid: boolean; nul: boolean }[] = [];
+  private queue: LineRun[] = [];
   private head = 0;
   constructor(file: string, hash: Hash, stats: ReadStats) {
     super();
     this.splitter = new LineSplitter(file, hash, stats);
+  }
+  /** Adds line `v` to the last run when it is alike (see LineRun), else as a run of its own. */
+  private note(v: LineView): void {
+    const empty = v.end === v.begin;
+    const last = this.queue[this.queue.length - 1];
+    if (last !== undefined && this.queue.length > this.head && last.empty === empty && last.valid === v.valid && last.nul === v.nul) {
+      const step = v.offset - (last.start + (last.count - 1) * last.step);
+      if (last.count === 1 || step === last.step) {
+        last.step = step;
+        last.count++;
+        return;
+      }
+    }
+    this.queue.push({ line: v.line, start: v.offset, count: 1, step: 0, empty, valid: v.valid, nul: v.nul });
   }
   /**
    * Queues the lines the splitter yields, then calls `cb` with `chunk` (passed on; none at the end) or with what the
@@ -367,7 +432,7 @@ class LineIndex extends Transform {
    */
   private add(lines: Generator<LineView>, cb: TransformCallback, chunk?: Buffer): void {
     try {
-      for (const v of lines) this.queue.push({ line: v.line, start: v.offset, empty: v.end === v.begin, valid: v.valid, nul: v.nul });
+      for (const v of lines) this.note(v);
     } catch (err) {
       cb(err as Error);
       return;
@@ -383,14 +448,17 @@ class LineIndex extends Transform {
   /** The number of the line holding byte `offset` (among lines not yet forgotten). */
   lineContaining(offset: number): number {
     let line = this.queue[this.head]?.line ?? 1;
-    for (let i = this.head; i < this.queue.length && this.queue[i]!.start <= offset; i++) line = this.queue[i]!.line;
+    for (let i = this.head; i < this.queue.length && this.queue[i]!.start <= offset; i++) {
+      const r = this.queue[i]!;
+      line = r.line + linesBefore(r, offset + 1) - 1;
+    }
     return line;
   }
   /** The first line from `line` on that is not empty (among lines not yet forgotten; `line` itself if none). */
   nonEmptyFrom(line: number): number {
     for (let i = this.head; i < this.queue.length; i++) {
-      const l = this.queue[i]!;
-      if (l.line >= line && !l.empty) return l.line;
+      const r = this.queue[i]!;
+      if (!r.empty && r.line + r.count > line) return Math.max(r.line, line);
     }
     return line;
   }
@@ -399,7 +467,17 @@ class LineIndex extends Transform {
    * null) and whether that one holds a NUL byte, and the number of empty lines before it. Lines before `from` are forgotten, so calls must come in file order.
    */
   record(from: number, to: number): { start: number; invalid: number | null; nul: boolean; emptyBefore: number } {
-    while (this.head < this.queue.length && this.queue[this.head]!.start < from) this.head++;
+    while (this.head < this.queue.length) {
+      const r = this.queue[this.head]!;
+      const gone = linesBefore(r, from);
+      if (gone < r.count) {
+        r.line += gone;
+        r.start += gone * r.step;
+        r.count -= gone;
+        break;
+      }
+      this.head++;
+    }
     if (this.head > 4096) {
       this.queue = this.queue.slice(this.head);
       this.head = 0;
@@ -409,15 +487,16 @@ class LineIndex extends Transform {
     let nul = false;
     let emptyBefore = 0;
     for (let i = this.head; i < this.queue.length && this.queue[i]!.start < to; i++) {
-      const l = this.queue[i]!;
-      if (start < 0 && l.empty) emptyBefore++;
-      if (start < 0 && !l.empty) start = l.line;
-      if (invalid === null && !l.valid) {
-        invalid = l.line;
-        nul = l.nul;
+      const r = this.queue[i]!;
+      if (start < 0 && r.empty) emptyBefore += linesBefore(r, to);
+      if (start < 0 && !r.empty) start = r.line;
+      if (invalid === null && !r.valid) {
+        invalid = r.line;
+        nul = r.nul;
       }
     }
-    const fallback = this.head < this.queue.length ? this.queue[this.head]!.line : this.queue.length > 0 ? this.queue[this.queue.length - 1]!.line + 1 : 1;
+    const last = this.queue[this.queue.length - 1];
+    const fallback = this.head < this.queue.length ? this.queue[this.head]!.line : last !== undefined ? last.line + last.count : 1;
     return { start: start < 0 ? fallback : start, invalid, nul, emptyBefore };
   }
 }

@@ -6,6 +6,7 @@
  */
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
+import { MAX_LINE_BYTES, readLines } from '../data/readers.js';
 import { checkInteger, firstLineOf, kindOf, UserError } from '../errors.js';
 import { exists } from '../fsutil.js';
 import { checkBatchSize, DEFAULT_EMBED_BATCH_SIZE, embed } from '../model/embed.js';
@@ -87,20 +88,29 @@ export interface SearchResult {
 
 type IndexedText = { text: string; line: number };
 
-/** Reads texts.jsonl: `count` rows of {"text", "line"}; a bad row is a UserError naming the file and line. */
-async function readTexts(file: string, count: number): Promise<IndexedText[]> {
+/**
+ * The longest row of texts.jsonl that buildIndex can write: a corpus line of MAX_LINE_BYTES every byte of which
+ * JSON.stringify escapes to six (`\u00XX`), in `{"text":"...","line":N}` (N at most 16 digits).
+ */
+export const MAX_TEXTS_ROW_BYTES = 6 * MAX_LINE_BYTES + 64;
+
+/**
+ * Reads texts.jsonl, streamed line by line (readLines, rows up to MAX_TEXTS_ROW_BYTES): `count` rows of
+ * {"text", "line"}, blank lines skipped; a bad or overlong row is a UserError naming the file and line, a row count
+ * other than `count` one naming the file. Exported for test/use.test.ts (src/index.ts does not export it).
+ */
+export async function readTexts(file: string, count: number): Promise<IndexedText[]> {
   const texts: IndexedText[] = [];
-  const lines = (await fs.readFile(file, 'utf8')).split('\n');
-  for (let i = 0; i < lines.length; i++) {
-    if (lines[i] === '') continue;
+  for await (const { text, line } of readLines(file, MAX_TEXTS_ROW_BYTES)) {
+    if (text === '') continue;
     let row: unknown;
     try {
-      row = JSON.parse(lines[i]!);
+      row = JSON.parse(text);
     } catch {
-      throw new UserError(`${file}:${i + 1}: invalid JSON`);
+      throw new UserError(`${file}:${line}: invalid JSON`);
     }
     const r = row as Partial<IndexedText> | null;
-    if (typeof r?.text !== 'string' || typeof r.line !== 'number') throw new UserError(`${file}:${i + 1}: not a {"text", "line"} row`);
+    if (typeof r?.text !== 'string' || typeof r.line !== 'number') throw new UserError(`${file}:${line}: not a {"text", "line"} row`);
     texts.push({ text: r.text, line: r.line });
   }
   if (texts.length !== count) throw new UserError(`${file}: ${texts.length} rows, meta.json says ${count}`);

@@ -2,8 +2,8 @@
  * `similarity`: cosine similarity of sentence pairs under one model, plus the pair readers the CLI uses
  * (positional sentences taken two by two, or a TSV file of pairs).
  */
-import { promises as fs } from 'node:fs';
 import { kindOf, UserError } from '../errors.js';
+import { readLines } from '../data/readers.js';
 import { checkText, type BertTokenizer } from '../data/tokenizer.js';
 import type { BertModel } from '../model/bert.js';
 import { embed, type EmbedOptions } from '../model/embed.js';
@@ -49,25 +49,25 @@ export function pairsFromArgs(sentences: readonly string[]): SentencePair[] {
 }
 
 /**
- * Reads pairs from a TAB-separated file: one pair per line, sentences in 0-based columns `columns` (default 0
- * and 1; STS-B files use 5 and 6). Blank lines are skipped; a line lacking a column is an error naming it.
+ * Reads pairs from a TAB-separated file, streamed line by line (readLines: a UTF-8 BOM removed, `\r\n` or `\n`, a
+ * line longer than MAX_LINE_BYTES a UserError naming it): one pair per line, sentences in 0-based columns `columns`
+ * (default 0 and 1; STS-B files use 5 and 6). Blank lines are skipped; a line lacking a column is an error naming it.
  */
 export async function readPairsFile(file: string, columns: readonly [number, number] = [0, 1]): Promise<SentencePair[]> {
-  let text: string;
-  try {
-    text = await fs.readFile(file, 'utf8');
-  } catch (err) {
-    throw new UserError(`cannot read pairs file ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
-  }
   const out: SentencePair[] = [];
   const need = Math.max(...columns) + 1;
-  text.replace(/^\uFEFF/, '').split('\n').forEach((raw, i) => {
-    const line = raw.endsWith('\r') ? raw.slice(0, -1) : raw;
-    if (line.trim() === '') return;
-    const cols = line.split('\t');
-    if (cols.length < need) throw new UserError(`${file}:${i + 1}: ${cols.length} TAB-separated column(s), need column ${need - 1} (0-based)`);
-    out.push([cols[columns[0]]!, cols[columns[1]]!]);
-  });
+  try {
+    for await (const { text, line } of readLines(file)) {
+      if (text.trim() === '') continue;
+      const cols = text.split('\t');
+      if (cols.length < need) throw new UserError(`${file}:${line}: ${cols.length} TAB-separated column(s), need column ${need - 1} (0-based)`);
+      out.push([cols[columns[0]]!, cols[columns[1]]!]);
+    }
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (err instanceof UserError || typeof code !== 'string') throw err;
+    throw new UserError(`cannot read pairs file ${file}: ${code}`);
+  }
   if (out.length === 0) throw new UserError(`${file}: no pairs (the file is empty)`);
   return out;
 }
