@@ -309,6 +309,42 @@ describe('host SIMD loops on threads', () => {
     assert.match(got.after.line, /; GELU, LayerNorm, dropout, AdamW: WebAssembly SIMD loops on the shared heap, 1 thread \(MICSE_HOST_THREADS; a host SIMD worker thread stopped: it exited with code 7; its pool's calls run on the calling thread alone\)$/);
   });
 
+  test('a worker thread that cannot be made: the workers made are ended, the pool runs on the calling thread with the reason, nothing throws', { timeout: 60_000 }, () => {
+    // A child process whose second worker's Worker constructor throws (as at the thread limit), with 3 host threads.
+    const script = `
+      const { createRequire, syncBuiltinESMExports } = await import('node:module');
+      const require = createRequire(${JSON.stringify(ROOT + '/')});
+      const threads = require('node:worker_threads');
+      const Real = threads.Worker;
+      const made = [];
+      threads.Worker = class extends Real {
+        constructor(source, options) {
+          const index = options.workerData.index;
+          if (index === 1) throw new Error('thread limit reached (test)');
+          super(source, options);
+          if (index !== undefined) made.push(this);
+        }
+      };
+      syncBuiltinESMExports();
+      ${srcImport('heapSimdHost', 'kernels/platform/hostSimd.ts')}
+      ${srcImport('hostThreadsFailure', 'kernels/platform/simdThreads.ts')}
+      let error = null, host = null;
+      try {
+        host = heapSimdHost(new WebAssembly.Memory({ initial: 1, maximum: 1, shared: true }));
+      } catch (err) {
+        error = err.message;
+      }
+      const exits = await Promise.all(made.map((w) => new Promise((resolve) => {
+        const timer = setTimeout(() => resolve('running'), 10_000);
+        w.once('exit', () => { clearTimeout(timer); resolve('ended'); });
+      })));
+      console.log(JSON.stringify({ error, threads: host?.threads ?? null, failure: hostThreadsFailure(), exits }));`;
+    const out = execFileSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script],
+      { env: { ...process.env, [HOST_THREADS_ENV]: '3' }, encoding: 'utf8', timeout: 40_000 });
+    const got = JSON.parse(out.trim().split('\n').at(-1)!) as { error: string | null; threads: number | null; failure: string | null; exits: string[] };
+    assert.deepEqual(got, { error: null, threads: 1, failure: '2 host SIMD worker threads did not start: thread limit reached (test)', exits: ['ended'] });
+  });
+
   test('a watchdog thread that does not start is kept for the process: later pools, SIMD and native, start no thread and give the same reason at once', { timeout: 90_000 }, () => {
     /**
      * A child process whose watchdog thread cannot be made (`construct`: its Worker constructor throws, as at the

@@ -19,7 +19,7 @@
  * count and whichever thread runs a part.
  *
  * The workers start when the pool is made, which waits until each has instantiated the module (a caller blocked on a
- * worker that never started would wait for ever); where one fails or takes longer than WORKER_START_MS, the loops
+ * worker that never started would wait for ever); where one cannot be made, fails or takes longer than WORKER_START_MS, the loops
  * run on the calling thread alone and hostThreadsFailure() says why. A watchdog (below) that does not start is
  * remembered for the process: later pools run on the calling thread at once, with the same reason.
  *
@@ -526,7 +526,16 @@ function startPool<K extends string>(count: number, names: readonly K[], setup: 
   const queue: PoolQueue = { words: shared(POOL_WORDS * 4), slots: shared(QUEUE_SLOTS * 8) };
   const words = new Int32Array(queue.words);
   const slots = new Float64Array(queue.slots);
-  const workers = Array.from({ length: count - 1 }, (_, i) => startWorker(setup, data, dog, queue, i));
+  const workers: WorkerSlot[] = [];
+  for (let i = 0; i < count - 1; i++) {
+    try {
+      workers.push(startWorker(setup, data, dog, queue, i));
+    } catch (err) {
+      // a thread that cannot be made (ERR_WORKER_INIT_FAILED: the process's or its cgroup's thread limit)
+      for (const w of workers) void w.worker.terminate();
+      return didNotStart(firstLineOf(err));
+    }
+  }
   const notStarted = waitForStart([dog, ...workers], ['the watchdog thread']);
   if (notStarted !== null) {
     for (const w of workers) void w.worker.terminate();
