@@ -284,9 +284,12 @@ export function mergeConfig(base: TrainConfig, raw: unknown, where: string, over
   return merged;
 }
 
-/** Where a random init's max_position_embeddings comes from, as messages name it: model.config, or bert-base's value. */
-export function randomPositionsSource(c: TrainConfig): string {
-  return c.model.config?.['max_position_embeddings'] !== undefined ? 'model.config' : "bert-base's default; model.config does not set it";
+/**
+ * Where a random init's value of the config.json key `hfKey` (max_position_embeddings, num_hidden_layers) comes
+ * from, as messages name it: model.config, or bert-base's value.
+ */
+export function randomConfigSource(c: TrainConfig, hfKey: string): string {
+  return c.model.config?.[hfKey] !== undefined ? 'model.config' : "bert-base's default; model.config does not set it";
 }
 
 /**
@@ -317,25 +320,26 @@ export function checkConsistency(c: TrainConfig, where: string): void {
     // config.json is checked against data.maxSeqLen when the trainer reads it (loadPretrained).
     const model = parseBertConfig(c.model.config ?? {},
       (keys) => `${describeOrigins(c, keys.map((k) => `model.config.${k}`), where)}: model.config`);
-    const positions = c.model.init === 'random' ? maxLengthProblem('data.maxSeqLen', c.data.maxSeqLen, model, randomPositionsSource(c)) : null;
-    if (positions !== null) fail(['data.maxSeqLen', 'model.config.max_position_embeddings'], positions);
+    if (c.model.init === 'random') checkModelFits(c, model, null, where);
   }
 }
 
 /**
  * Throws unless `c` fits `model`: the AMI layer span within its depth, data.maxSeqLen within its positions, each
  * message starting with where the config's values came from (configError; `where` for a config without that
- * record). `source` names where the model's config came from (a checkpoint's config.json, the model.config block);
- * `fromConfig`: `model` was built from `c`'s model.config (a random init), whose max_position_embeddings the
- * message then names beside data.maxSeqLen.
+ * record). `source` names where the model's config came from (a checkpoint's config.json); null: `model` was built
+ * from `c`'s model.config (a random init), whose num_hidden_layers or max_position_embeddings the message then names
+ * beside the keys of `c` that do not fit it.
  */
-export function checkModelFits(c: TrainConfig, model: BertConfig, source: string, where: string, fromConfig = false): void {
-  const span = c.objective.style === 'micse' ? amiLayerSpanProblem(c.objective.minLayer, c.objective.maxLayer, model.numHiddenLayers) : null;
-  if (span !== null) throw configError(c, ['objective.minLayer', 'objective.maxLayer'], span, where);
-  const positions = maxLengthProblem('data.maxSeqLen', c.data.maxSeqLen, model, source);
-  if (positions !== null) {
-    throw configError(c, ['data.maxSeqLen', ...(fromConfig ? ['model.config.max_position_embeddings'] : [])], positions, where);
-  }
+export function checkModelFits(c: TrainConfig, model: BertConfig, source: string | null, where: string): void {
+  const from = (hfKey: string) => (source === null ? { source: randomConfigSource(c, hfKey), keys: [`model.config.${hfKey}`] } : { source, keys: [] });
+  const layers = from('num_hidden_layers');
+  const span = c.objective.style === 'micse'
+    ? amiLayerSpanProblem(c.objective.minLayer, c.objective.maxLayer, model.numHiddenLayers, layers.source) : null;
+  if (span !== null) throw configError(c, ['objective.minLayer', 'objective.maxLayer', ...layers.keys], span, where);
+  const positions = from('max_position_embeddings');
+  const long = maxLengthProblem('data.maxSeqLen', c.data.maxSeqLen, model, positions.source);
+  if (long !== null) throw configError(c, ['data.maxSeqLen', ...positions.keys], long, where);
 }
 
 /**

@@ -27,7 +27,7 @@ import { CHECKPOINTS_DIR, clearUnpublishedRun, readTrainingState, recoverRunDir,
 import { readTrainingData, runDirectory, trainingFile } from './plan.js';
 import { isLoggedStep, runSteps, startTraining, type MetricsLine } from './loop.js';
 import { selectTrainingBackend, wasmHeapShortfall } from './step.js';
-import { checkModelFits, configToYaml, randomPositionsSource, type TrainConfig } from './config.js';
+import { checkModelFits, configToYaml, type TrainConfig } from './config.js';
 import { resumeConfigChanges } from './runConfig.js';
 import { lineChartSpec, lossChartSpec, renderSvg, type Point } from './plots.js';
 import { CONFIG_FILE, DEV_PLOT, EVAL_FILE, LOCK_FILE, LOSS_PLOT, METRICS_FILE, SUBSET_MANIFEST_FILE, SUMMARY_FILE } from './runFiles.js';
@@ -144,7 +144,7 @@ async function trainLocked(config: TrainConfig, opts: TrainOptions, lock: PidLoc
   if (warning !== null) log(warning);
   try {
     // A checkpoint's config.json was checked as buildModel read it; a random init's model is built from model.config.
-    if (prior === null && c.model.init === 'random') checkModelFits(c, model.config, randomPositionsSource(c), 'config', true);
+    if (prior === null && c.model.init === 'random') checkModelFits(c, model.config, null, 'config');
   } catch (err) {
     model.dispose();
     throw err;
