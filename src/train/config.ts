@@ -511,6 +511,25 @@ export async function readYamlFile(file: string, what: string, namedBy?: string)
   return mapping;
 }
 
+/**
+ * Parses `text`, the JSON read from `file` (a sweep point's point.json), and records the lines of its keys for
+ * placeOf, as readYamlFile does for a YAML file; a UserError naming the file when `text` is not JSON.
+ */
+export function parseJsonLines(text: string, file: string): unknown {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (err) {
+    throw new UserError(`${file}: not valid JSON (${firstLineOf(err)})`);
+  }
+  // JSON is YAML's flow style: the yaml package's nodes hold the lines of its keys. A document it refuses (a key
+  // JSON.parse takes twice) records none, and messages name the file alone.
+  const lines = new LineCounter();
+  const doc = YAML.parseDocument(text, { lineCounter: lines, prettyErrors: false });
+  if (doc.errors.length === 0) recordLines(doc.contents, value, lines);
+  return value;
+}
+
 /** A parsed config and the file it came from (`extends` is relative to that file). */
 export interface ConfigLayer {
   raw: unknown;
