@@ -418,16 +418,14 @@ function unheldNode(doc: Document): { pos: number; problem: string } | null {
  * The alias at which `doc.toJS()` throws, having resolved more aliases than its maxAliasCount (a "billion laughs"
  * document): toJS runs again with each alias's resolve (the yaml package's Alias.resolve, where it counts an alias's
  * uses and throws past the limit) wrapped to note the alias whose resolve threw first, the innermost one, so the alias
- * named is exactly the one at which the count was exceeded. Where no alias's resolve threw (a version of the package
- * that counts elsewhere), the exact alias is unknown and the document's first alias is named; null when the document
- * holds no alias. Call it only once toJS has thrown: it leaves the wrappers on `doc`'s aliases.
+ * named is exactly the one at which the count was exceeded; null when no alias's resolve threw (toJS failed for
+ * another reason), and the caller names the file alone. Call it only once toJS has thrown: it leaves the wrappers on
+ * `doc`'s aliases.
  */
 function aliasPastCount(doc: Document): Alias | null {
-  const aliases: Alias[] = [];
   const threw: Alias[] = [];
   YAML.visit(doc, {
     Alias: (_key, node) => {
-      aliases.push(node);
       const resolve = node.resolve.bind(node);
       node.resolve = (...args: Parameters<Alias['resolve']>) => {
         try {
@@ -444,7 +442,7 @@ function aliasPastCount(doc: Document): Alias | null {
   } catch {
     // Expected: the fault the caller saw, now with the alias noted.
   }
-  return threw[0] ?? aliases[0] ?? null;
+  return threw[0] ?? null;
 }
 
 /**
