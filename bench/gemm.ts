@@ -15,7 +15,8 @@
  */
 import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { selectBackend, type BackendName } from '../src/model/backend.js';
+import { selectBackend } from '../src/model/backend.js';
+import type { BackendName } from '../src/model/backendNames.js';
 import { tf } from '../src/model/tf.js';
 import { gelu } from '../src/kernels/gelu/index.js';
 import { chooseGemmTile, describeGemmTile, deviceHasSubgroups, runGemm } from '../src/kernels/platform/gemm.js';

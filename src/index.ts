@@ -7,8 +7,9 @@
 export { tf } from './model/tf.js';
 export { UserError } from './errors.js';
 export {
-  selectBackend, describeSelection, BACKEND_NAMES, type BackendName, type BackendSelection, type BackendAttempt, type BackendExclusions,
+  selectBackend, describeSelection, type BackendSelection, type BackendAttempt, type BackendExclusions,
 } from './model/backend.js';
+export { BACKEND_NAMES, type BackendName } from './model/backendNames.js';
 export { registerKernels, type KernelRegistration } from './kernels/index.js';
 export { PRIVATE_DEPENDENCIES, type PrivateDependency } from './kernels/platform/internals.js';
 export { BertModel, type BertInputs, type BertOutput, type ForwardOptions } from './model/bert.js';
@@ -20,7 +21,8 @@ export {
 export { resolveModelDir, hubCacheDir, type ResolveOptions } from './model/hub.js';
 export { readSafetensors, readSafetensorsDir, writeSafetensors, parseSafetensors, serializeSafetensors, type HostTensor } from './model/safetensors.js';
 export { embed, type EmbedOptions } from './model/embed.js';
-export { pool, EMBED_POOLERS, type EmbedPooler } from './model/pooling.js';
+export { pool } from './model/pooling.js';
+export { EMBED_POOLERS, type EmbedPooler } from './model/embedOptions.js';
 export {
   BertTokenizer, bertTokenizerJson, type BertNormalization, type EncodeOptions, type EncodedBatch, type TokenizerFiles, type TokenizerTexts,
 } from './data/tokenizer.js';
@@ -52,7 +54,7 @@ export * from '../eval/index.js';
 
 // Training
 export { train, writeCurves, type TrainOptions, type TrainResult, type MetricsLine } from './train/trainer.js';
-export { loadRunConfig } from './train/runConfig.js';
+export { loadRunConfig, readRunConfig, type RunConfig, type ConfigChange } from './train/runConfig.js';
 export { loadConfig, defaultConfig, mergeConfig, applyOverrides, SCHEMA as CONFIG_SCHEMA, type TrainConfig, type PartialTrainConfig, type LoadedConfig } from './train/config.js';
 export { trainInMemory, type InMemoryTrainOptions, type InMemoryTrainResult, type EvalLine } from './train/memory.js';
 export { AdamW, learningRateAt, type AdamWOptions, type AdamWVariant, type NamedParam } from './train/adamw.js';
@@ -61,9 +63,10 @@ export type { LossScalerState } from './train/lossScale.js';
 
 // Export for inference stacks
 export {
-  exportCheckpoint, readExportSource, EXPORT_FORMATS, ONNX_OPSET, ONNX_QUANTIZATIONS, onnxClsEmbeddings,
-  type ExportFormat, type ExportOptions, type ExportResult, type LoadedExportSource, type OnnxCheck,
+  exportCheckpoint, readExportSource, ONNX_OPSET, onnxClsEmbeddings,
+  type ExportOptions, type ExportResult, type LoadedExportSource, type OnnxCheck,
 } from './export/index.js';
+export { EXPORT_FORMATS, ONNX_QUANTIZATIONS, type ExportFormat } from './export/formats.js';
 export type { OnnxQuantization } from './export/onnx/graph.js';
 export { exportFiles, FILE_EXPORT_FORMATS, type FileExportFormat } from './export/files.js';
 export type { ExportFiles } from './export/hf.js';

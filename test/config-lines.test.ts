@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { promises as fs } from 'node:fs';
+import { existsSync, promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -16,7 +16,7 @@ import { loadSweep } from '../src/sweep/grid.js';
 import { loadPretrained } from '../src/model/pretrained.js';
 import { checkModelFits, loadConfig, placeOf, readYamlFile } from '../src/train/config.js';
 import { trainingPlan } from '../src/train/plan.js';
-import { ROOT } from './helpers.js';
+import { ROOT, shared, SKIP_NO_SHARED } from './helpers.js';
 
 const run = promisify(execFile);
 
@@ -224,7 +224,33 @@ describe('a config that does not fit its checkpoint names where each value was s
     const ckpt = await checkpoint('ckpt-layers', 512, 4);
     const f = await write('layers.yaml', `model:\n  init: ${ckpt}\nobjective:\n  minLayer: 2\n  maxLayer: 6\n`);
     await refuses(loadConfig(f).then((l) => trainingPlan(l.config)), `${f}:4 (objective.minLayer: 2) and ${f}:5 (objective.maxLayer: 6): ` +
-      'the AMI layer span [minLayer, maxLayer) = [2, 6) must satisfy 0 <= minLayer < maxLayer <= 4 (the model has 4 layers, numbered 0..3; maxLayer is one past the last)');
+      `the AMI layer span [minLayer, maxLayer) = [2, 6) must satisfy 0 <= minLayer < maxLayer <= 4 (the model has 4 layers, num_hidden_layers in ${path.join(ckpt, 'config.json')}, numbered 0..3; maxLayer is one past the last)`);
+  });
+
+  it('an AMI layer span past a random init\'s layers: loadConfig names the lines of minLayer, maxLayer and model.config.num_hidden_layers', async () => {
+    const f = await write('layers-random.yaml', 'model:\n  init: random\n  tokenizer: tok\n  config:\n    num_hidden_layers: 2\nobjective:\n  minLayer: 0\n  maxLayer: 4\n');
+    await refuses(loadConfig(f), `${f}:7 (objective.minLayer: 0) and ${f}:8 (objective.maxLayer: 4) and ${f}:5 (model.config.num_hidden_layers: 2): ` +
+      'the AMI layer span [minLayer, maxLayer) = [0, 4) must satisfy 0 <= minLayer < maxLayer <= 2 (the model has 2 layers, num_hidden_layers in model.config, numbered 0..1; maxLayer is one past the last)');
+    // bert-base's 12 layers where model.config does not set num_hidden_layers.
+    const g = await write('layers-default.yaml', 'model:\n  init: random\n  tokenizer: tok\nobjective:\n  minLayer: 10\n  maxLayer: 14\n');
+    await refuses(loadConfig(g), `${g}:5 (objective.minLayer: 10) and ${g}:6 (objective.maxLayer: 14) and defaults (model.config.num_hidden_layers): ` +
+      "the AMI layer span [minLayer, maxLayer) = [10, 14) must satisfy 0 <= minLayer < maxLayer <= 12 (the model has 12 layers, num_hidden_layers in bert-base's default; model.config does not set it, numbered 0..11; maxLayer is one past the last)");
+  });
+
+  it('CLI: micse train on a checkpoint with fewer layers than the span exits 2 with the one line, before the run directory is made', { skip: SKIP_NO_SHARED }, async () => {
+    const ckpt = shared('hf-reference', 'tiny-h32-l4');
+    const out = path.join(TMP, 'run-layers');
+    const f = await write('layers-cli.yaml', `model:\n  init: ${ckpt}\ndata:\n  train: ${shared('wiki1m-head.txt')}\n  count: 64\n` +
+      `  senteval: ${shared('senteval')}\nobjective:\n  minLayer: 2\n  maxLayer: 6\ntrain:\n  output: ${out}\n  maxSteps: 1\n  finalEval: false\n  backend: cpu\n`);
+    const r = await run(process.execPath, [path.join(ROOT, 'bin', 'micse.js'), 'train', '--config', f, '--quiet'], { cwd: ROOT }).then(
+      () => assert.fail('expected exit 2'),
+      (e: { code: number; stderr: string }) => e,
+    );
+    assert.equal(r.code, 2, r.stderr);
+    assert.equal(r.stderr, `micse: ${f}:8 (objective.minLayer: 2) and ${f}:9 (objective.maxLayer: 6): the AMI layer span [minLayer, maxLayer) = [2, 6) ` +
+      `must satisfy 0 <= minLayer < maxLayer <= 4 (the model has 4 layers, num_hidden_layers in ${path.join(ckpt, 'config.json')}, numbered 0..3; ` +
+      'maxLayer is one past the last)\n');
+    assert.equal(existsSync(out), false, 'no run directory');
   });
 
   it('CLI: micse train --dry-run exits 2 with the one line', async () => {

@@ -23,7 +23,7 @@ import {
 } from '../eval/sts.js';
 import { decodeTextBytes, firstInvalidUtf8 } from '../src/data/textCheck.js';
 import { UserError } from '../src/errors.js';
-import type { BackendName } from '../src/model/backend.js';
+import type { BackendName } from '../src/model/backendNames.js';
 import { ROOT, SKIP_NO_SHARED, shared } from './helpers.js';
 
 const TMP = mkdtempSync(path.join(os.tmpdir(), 'micse-eval-test-'));

@@ -314,7 +314,8 @@ describe('model.config', () => {
   it('merges key by key through extends and --set; unknown keys are errors with a did-you-mean', async () => {
     const dir = await tmp('modelcfg');
     const parent = path.join(dir, 'parent.yaml');
-    await fs.writeFile(parent, 'model:\n  init: random\n  tokenizer: tok\n  config:\n    hidden_size: 64\n    num_hidden_layers: 4\n    num_attention_heads: 4\n');
+    await fs.writeFile(parent, 'model:\n  init: random\n  tokenizer: tok\n  config:\n    hidden_size: 64\n    num_hidden_layers: 4\n    num_attention_heads: 4\n' +
+      'objective:\n  minLayer: 0\n  maxLayer: 2\n');
     const child = path.join(dir, 'child.yaml');
     await fs.writeFile(child, 'extends: parent.yaml\nmodel:\n  config:\n    num_hidden_layers: 2\n');
     const { config, files } = await loadConfig(child, ['model.config.intermediate_size=96']);

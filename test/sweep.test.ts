@@ -18,7 +18,7 @@ import { loadSweep } from '../src/sweep/grid.js';
 import { checkSweepInputs } from '../src/sweep/inputs.js';
 import { runSweep } from '../src/sweep/local.js';
 import { enqueueSweep, queueStatus } from '../src/sweep/queue.js';
-import { ATTEMPTS_FILE, checkOutDir, DONE_FILE, ERROR_FILE, LOG_FILE, pointDir, readAttempts, spawnPoint, writeSweepFiles } from '../src/sweep/point.js';
+import { ATTEMPTS_FILE, checkOutDir, DONE_FILE, ERROR_FILE, LOG_FILE, pointDir, readAttempts, readPoint, spawnPoint, writeSweepFiles } from '../src/sweep/point.js';
 import { checkRedis, DEFAULT_CONNECT_TIMEOUT_MS } from '../src/sweep/redis.js';
 import { curvePoints, meanStd, REPORT_CSV, REPORT_MD, sweepCurveSpec, writeSweepReport } from '../src/sweep/report.js';
 import { micseHere } from './cliHere.js';
@@ -155,6 +155,35 @@ describe('spawnPoint: one point in a child process whose entry is the library mo
     assert.equal((JSON.parse(await fs.readFile(path.join(broken, ERROR_FILE), 'utf8')) as { message: string }).message,
       `the point's process ended (exit code 2); see ${path.join(broken, LOG_FILE)}`);
     assert.equal(await fs.readFile(path.join(broken, LOG_FILE), 'utf8'), `${path.join(broken, 'point.json')}: cannot read the point (ENOENT)\n`);
+  });
+});
+
+describe('readPoint: a point.json read back is validated as a config file is', () => {
+  it('a corrupted point.json: each error names the file and the line of the key, or the top-level key', async () => {
+    const dir = await tmp('point-json');
+    const sweep = await loadSweep(TINY);
+    await writeSweepFiles(dir, sweep);
+    const pdir = pointDir(dir, sweep.points[0]!);
+    const file = path.join(pdir, 'point.json');
+    const text = await fs.readFile(file, 'utf8');
+    assert.equal((await readPoint(pdir)).name, sweep.points[0]!.name, 'the file as written reads back');
+    /** The 1-based line of point.json that holds `needle`. */
+    const line = (needle: string) => text.split('\n').findIndex((l) => l.includes(needle)) + 1;
+    const cases: [string, string][] = [
+      [text.replace('"batchSize": 16', '"batchSize": 1'), `${file}:${line('"batchSize"')}: train.batchSize must be >= 2, got 1`],
+      [text.replace('"batchSize"', '"batchSze"'), `${file}:${line('"batchSize"')}: unknown key 'train.batchSze' (did you mean 'train.batchSize'?)`],
+      [text.replace('"maxLayer": 2', '"maxLayer": 4'), `${file}:${line('"minLayer"')} (objective.minLayer: 0) and ${file}:${line('"maxLayer"')} ` +
+        `(objective.maxLayer: 4) and ${file}:${line('"num_hidden_layers"')} (model.config.num_hidden_layers: 2): the AMI layer span`],
+      [text.replace('"config": {', '"config": 3, "other": {'), `${file}:${line('"config": {')}: config must be a mapping of sections (the training config)`],
+      [text.replace(/"name": "[^"]*"/, '"name": 7'), `${file}:${line('"name"')}: name must be the point's name`],
+      ['[]', `${file}: not a sweep point (the top level must be a mapping of name, params and config)`],
+      [text.slice(0, 20), `${file}: not valid JSON (`],
+    ];
+    for (const [corrupted, message] of cases) {
+      await fs.writeFile(file, corrupted);
+      await assert.rejects(readPoint(pdir), (e: unknown) => e instanceof UserError && e.message.startsWith(message) && !e.message.includes('\n'),
+        message);
+    }
   });
 });
 

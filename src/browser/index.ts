@@ -11,10 +11,12 @@ setWasmBinaryPrefix(new URL('./', import.meta.url).href);
 
 export { tf } from '../model/tf.js';
 export { UserError } from '../errors.js';
-export { selectBackend, describeSelection, BACKEND_NAMES, type BackendName, type BackendSelection } from '../model/backend.js';
+export { selectBackend, describeSelection, type BackendSelection } from '../model/backend.js';
+export { BACKEND_NAMES, type BackendName } from '../model/backendNames.js';
 export { BertModel } from '../model/bert.js';
 export { embed, type EmbedOptions } from '../model/embed.js';
-export { pool, EMBED_POOLERS, type EmbedPooler } from '../model/pooling.js';
+export { pool } from '../model/pooling.js';
+export { EMBED_POOLERS, type EmbedPooler } from '../model/embedOptions.js';
 export { BertTokenizer } from '../data/tokenizer.js';
 export { loadPretrainedFrom, urlSource, hubSource, filesSource, type CheckpointSource, type NamedBlob, type Pretrained } from '../model/pretrained.js';
 export { trainInMemory, trainInMemory as train, type InMemoryTrainOptions, type InMemoryTrainResult, type EvalLine } from '../train/memory.js';

@@ -28,7 +28,6 @@ import type { OnnxQuantization } from './onnx/graph.js';
 import { writeSentenceTransformers } from './sentenceTransformers.js';
 import { writeTfjs } from './tfjs.js';
 
-export { EXPORT_FORMATS, ONNX_QUANTIZATIONS, type ExportFormat };
 
 /** Sentences the ONNX files are checked on after writing (short, long, accented, punctuation). */
 export const VERIFY_SENTENCES = [
@@ -223,7 +222,7 @@ export async function exportCheckpoint(opts: ExportOptions): Promise<ExportResul
 
 export { writeHf, hfFiles, tokenizerFiles, writeExportFiles, type ExportSource, type ExportFiles } from './hf.js';
 export { writeSentenceTransformers, sentenceTransformersFiles, modulesJson, poolingConfig, configSentenceTransformers } from './sentenceTransformers.js';
-export { writeTfjs, DEFAULT_SHARD_BYTES } from './tfjs.js';
+export { writeTfjs } from './tfjs.js';
 export { writeOnnx, onnxFiles, onnxClsEmbeddings, ONNX_MODEL_FILE, ONNX_QUANTIZED_FILE } from './onnx/index.js';
 export { encodeBertOnnx, buildBertGraph, ONNX_OPSET, ONNX_IR_VERSION, type OnnxQuantization } from './onnx/graph.js';
 export { buildModelCard, readRunInfo } from './modelCard.js';

@@ -13,16 +13,12 @@ export { MlpHead, MLP_HEAD_DEFAULTS, MLP_WEIGHT_NAME, MLP_BIAS_NAME, type MlpHea
 export {
   micseLoss,
   checkMicseConfig,
-  amiLayerSpanProblem,
-  MICSE_STYLES,
-  MICSE_VIEWS,
-  TRAIN_POOLERS,
   type MicseBatch,
   type MicseConfig,
   type MicseEncoder,
   type MicseLossResult,
   type MicseObjective,
-  type MicseStyle,
-  type MicseViews,
-  type TrainPooler,
 } from './micse.js';
+export {
+  amiLayerSpanProblem, MICSE_STYLES, MICSE_VIEWS, TRAIN_POOLERS, type MicseStyle, type MicseViews, type TrainPooler,
+} from './micseOptions.js';

@@ -61,8 +61,6 @@ export interface MicseEncoder {
 /** int32 `[2B, T]` tensors, rows interleaved by view (sentence 0 view 1, sentence 0 view 2, ...). */
 export type MicseBatch = BertInputs;
 
-export { amiLayerSpanProblem, MICSE_STYLES, MICSE_VIEWS, TRAIN_POOLERS, type MicseStyle, type MicseViews, type TrainPooler };
-
 /**
  * The objective: the keys of the training config's `objective` section (src/train/config.ts SCHEMA holds their
  * defaults and ranges; `defaultConfig().objective` is a complete one).

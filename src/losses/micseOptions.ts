@@ -13,14 +13,16 @@ export type TrainPooler = (typeof TRAIN_POOLERS)[number];
 
 /**
  * Why `[minLayer, maxLayer)` is not a valid AMI layer span, or null: integers, 0 <= minLayer < maxLayer (<= `depth`,
- * the model's layer count, where known), and an even count (the AMI pairs layers l and l + 2).
+ * the model's layer count, where known), and an even count (the AMI pairs layers l and l + 2). `depthSource` names
+ * where the layer count was read (a checkpoint's config.json, model.config), for the message.
  */
-export function amiLayerSpanProblem(minLayer: number, maxLayer: number, depth?: number): string | null {
+export function amiLayerSpanProblem(minLayer: number, maxLayer: number, depth?: number, depthSource?: string): string | null {
   if (!Number.isInteger(minLayer) || !Number.isInteger(maxLayer)) {
     return `objective.minLayer and objective.maxLayer must be integers; got ${minLayer} and ${maxLayer}`;
   }
   if (minLayer < 0 || minLayer >= maxLayer || (depth !== undefined && maxLayer > depth)) {
-    const model = depth === undefined ? '' : ` <= ${depth} (the model has ${depth} layers, numbered 0..${depth - 1}; maxLayer is one past the last)`;
+    const from = depthSource === undefined ? '' : `, num_hidden_layers in ${depthSource}`;
+    const model = depth === undefined ? '' : ` <= ${depth} (the model has ${depth} layers${from}, numbered 0..${depth - 1}; maxLayer is one past the last)`;
     return `the AMI layer span [minLayer, maxLayer) = [${minLayer}, ${maxLayer}) must satisfy 0 <= minLayer < maxLayer${model}`;
   }
   const span = maxLayer - minLayer;

@@ -23,7 +23,6 @@ import { BACKEND_NAMES, type BackendName } from './backendNames.js';
 import { tf } from './tf.js';
 import { IS_NODE } from '../isNode.js';
 
-export { BACKEND_NAMES, type BackendName };
 /**
  * Options for the npm `webgpu` package's `create()` (Dawn's), separated by spaces: e.g. `adapter=H200` picks an
  * adapter whose name contains H200, `backend=vulkan` a Dawn backend, `enable-dawn-features=a,b` Dawn toggles;

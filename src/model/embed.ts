@@ -24,8 +24,6 @@ export interface EmbedOptions {
   onBatch?: (done: number, total: number) => void;
 }
 
-export { DEFAULT_EMBED_BATCH_SIZE, DEFAULT_EMBED_POOLER };
-
 /** Throws a UserError unless `batchSize` is a positive integer. */
 export function checkBatchSize(batchSize: number): void {
   checkInteger('batchSize', batchSize);

@@ -8,8 +8,6 @@ import { didYouMean, shownArgument, UserError } from '../errors.js';
 import { EMBED_POOLERS, type EmbedPooler } from './embedOptions.js';
 import { tf } from './tf.js';
 
-export { EMBED_POOLERS, type EmbedPooler };
-
 /** Throws a UserError unless `pooler` is one of EMBED_POOLERS (`cls`, the training pooler, is not one). */
 export function checkPooler(pooler: unknown): asserts pooler is EmbedPooler {
   if (!(EMBED_POOLERS as readonly unknown[]).includes(pooler)) {

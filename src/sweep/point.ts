@@ -17,7 +17,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { UserError } from '../errors.js';
 import { exists, isJsonObject, readJsonObject, writeFileAtomic } from '../fsutil.js';
-import { defaultConfig, mergeConfig, type TrainConfig } from '../train/config.js';
+import { checkConsistency, defaultConfig, mergeConfig, parseJsonLines, placeOf, type TrainConfig } from '../train/config.js';
 import { EVAL_FILE, SUMMARY_FILE } from '../train/runFiles.js';
 import type { GridValue, Sweep, SweepPoint } from './grid.js';
 
@@ -125,16 +125,29 @@ export async function readManifest(out: string): Promise<SweepManifest> {
   return raw as unknown as SweepManifest;
 }
 
-/** Reads point.json; the config is re-validated. */
+/**
+ * Reads the point.json of the point directory `dir`; its config is validated again as a config file is (every key,
+ * the cross-key rules). Each error names point.json and, for a key of the config, its line.
+ */
 export async function readPoint(dir: string): Promise<PointRecord> {
   const file = path.join(dir, POINT_FILE);
-  let rec: PointRecord;
+  let text: string;
   try {
-    rec = JSON.parse(await fs.readFile(file, 'utf8')) as PointRecord;
+    text = await fs.readFile(file, 'utf8');
   } catch (err) {
     throw new UserError(`${file}: cannot read the point (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
   }
-  return { ...rec, config: mergeConfig(defaultConfig(), rec.config, file) };
+  const rec = parseJsonLines(text, file);
+  if (!isJsonObject(rec)) throw new UserError(`${file}: not a sweep point (the top level must be a mapping of name, params and config)`);
+  const bad = (key: string, want: string): never => {
+    throw new UserError(`${placeOf(file, rec, [key])}: ${key} must be ${want}`);
+  };
+  if (typeof rec['name'] !== 'string') bad('name', 'the point\'s name');
+  if (!isJsonObject(rec['params'])) bad('params', 'a mapping of grid keys to values');
+  if (!isJsonObject(rec['config'])) bad('config', 'a mapping of sections (the training config)');
+  const config = mergeConfig(defaultConfig(), rec['config'], file);
+  checkConsistency(config, file);
+  return { name: rec['name'] as string, params: rec['params'] as Record<string, GridValue>, config };
 }
 
 /** Reads the attempt log (empty when absent). */

@@ -284,9 +284,12 @@ export function mergeConfig(base: TrainConfig, raw: unknown, where: string, over
   return merged;
 }
 
-/** Where a random init's max_position_embeddings comes from, as messages name it: model.config, or bert-base's value. */
-export function randomPositionsSource(c: TrainConfig): string {
-  return c.model.config?.['max_position_embeddings'] !== undefined ? 'model.config' : "bert-base's default; model.config does not set it";
+/**
+ * Where a random init's value of the config.json key `hfKey` (max_position_embeddings, num_hidden_layers) comes
+ * from, as messages name it: model.config, or bert-base's value.
+ */
+export function randomConfigSource(c: TrainConfig, hfKey: string): string {
+  return c.model.config?.[hfKey] !== undefined ? 'model.config' : "bert-base's default; model.config does not set it";
 }
 
 /**
@@ -317,25 +320,26 @@ export function checkConsistency(c: TrainConfig, where: string): void {
     // config.json is checked against data.maxSeqLen when the trainer reads it (loadPretrained).
     const model = parseBertConfig(c.model.config ?? {},
       (keys) => `${describeOrigins(c, keys.map((k) => `model.config.${k}`), where)}: model.config`);
-    const positions = c.model.init === 'random' ? maxLengthProblem('data.maxSeqLen', c.data.maxSeqLen, model, randomPositionsSource(c)) : null;
-    if (positions !== null) fail(['data.maxSeqLen', 'model.config.max_position_embeddings'], positions);
+    if (c.model.init === 'random') checkModelFits(c, model, null, where);
   }
 }
 
 /**
  * Throws unless `c` fits `model`: the AMI layer span within its depth, data.maxSeqLen within its positions, each
  * message starting with where the config's values came from (configError; `where` for a config without that
- * record). `source` names where the model's config came from (a checkpoint's config.json, the model.config block);
- * `fromConfig`: `model` was built from `c`'s model.config (a random init), whose max_position_embeddings the
- * message then names beside data.maxSeqLen.
+ * record). `source` names where the model's config came from (a checkpoint's config.json); null: `model` was built
+ * from `c`'s model.config (a random init), whose num_hidden_layers or max_position_embeddings the message then names
+ * beside the keys of `c` that do not fit it.
  */
-export function checkModelFits(c: TrainConfig, model: BertConfig, source: string, where: string, fromConfig = false): void {
-  const span = c.objective.style === 'micse' ? amiLayerSpanProblem(c.objective.minLayer, c.objective.maxLayer, model.numHiddenLayers) : null;
-  if (span !== null) throw configError(c, ['objective.minLayer', 'objective.maxLayer'], span, where);
-  const positions = maxLengthProblem('data.maxSeqLen', c.data.maxSeqLen, model, source);
-  if (positions !== null) {
-    throw configError(c, ['data.maxSeqLen', ...(fromConfig ? ['model.config.max_position_embeddings'] : [])], positions, where);
-  }
+export function checkModelFits(c: TrainConfig, model: BertConfig, source: string | null, where: string): void {
+  const from = (hfKey: string) => (source === null ? { source: randomConfigSource(c, hfKey), keys: [`model.config.${hfKey}`] } : { source, keys: [] });
+  const layers = from('num_hidden_layers');
+  const span = c.objective.style === 'micse'
+    ? amiLayerSpanProblem(c.objective.minLayer, c.objective.maxLayer, model.numHiddenLayers, layers.source) : null;
+  if (span !== null) throw configError(c, ['objective.minLayer', 'objective.maxLayer', ...layers.keys], span, where);
+  const positions = from('max_position_embeddings');
+  const long = maxLengthProblem('data.maxSeqLen', c.data.maxSeqLen, model, positions.source);
+  if (long !== null) throw configError(c, ['data.maxSeqLen', ...positions.keys], long, where);
 }
 
 /**
@@ -414,16 +418,14 @@ function unheldNode(doc: Document): { pos: number; problem: string } | null {
  * The alias at which `doc.toJS()` throws, having resolved more aliases than its maxAliasCount (a "billion laughs"
  * document): toJS runs again with each alias's resolve (the yaml package's Alias.resolve, where it counts an alias's
  * uses and throws past the limit) wrapped to note the alias whose resolve threw first, the innermost one, so the alias
- * named is exactly the one at which the count was exceeded. Where no alias's resolve threw (a version of the package
- * that counts elsewhere), the exact alias is unknown and the document's first alias is named; null when the document
- * holds no alias. Call it only once toJS has thrown: it leaves the wrappers on `doc`'s aliases.
+ * named is exactly the one at which the count was exceeded; null when no alias's resolve threw (toJS failed for
+ * another reason), and the caller names the file alone. Call it only once toJS has thrown: it leaves the wrappers on
+ * `doc`'s aliases.
  */
 function aliasPastCount(doc: Document): Alias | null {
-  const aliases: Alias[] = [];
   const threw: Alias[] = [];
   YAML.visit(doc, {
     Alias: (_key, node) => {
-      aliases.push(node);
       const resolve = node.resolve.bind(node);
       node.resolve = (...args: Parameters<Alias['resolve']>) => {
         try {
@@ -440,7 +442,7 @@ function aliasPastCount(doc: Document): Alias | null {
   } catch {
     // Expected: the fault the caller saw, now with the alias noted.
   }
-  return threw[0] ?? aliases[0] ?? null;
+  return threw[0] ?? null;
 }
 
 /**
@@ -507,6 +509,25 @@ export async function readYamlFile(file: string, what: string, namedBy?: string)
   return mapping;
 }
 
+/**
+ * Parses `text`, the JSON read from `file` (a sweep point's point.json), and records the lines of its keys for
+ * placeOf, as readYamlFile does for a YAML file; a UserError naming the file when `text` is not JSON.
+ */
+export function parseJsonLines(text: string, file: string): unknown {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (err) {
+    throw new UserError(`${file}: not valid JSON (${firstLineOf(err)})`);
+  }
+  // JSON is YAML's flow style: the yaml package's nodes hold the lines of its keys. A document it refuses (a key
+  // JSON.parse takes twice) records none, and messages name the file alone.
+  const lines = new LineCounter();
+  const doc = YAML.parseDocument(text, { lineCounter: lines, prettyErrors: false });
+  if (doc.errors.length === 0) recordLines(doc.contents, value, lines);
+  return value;
+}
+
 /** A parsed config and the file it came from (`extends` is relative to that file). */
 export interface ConfigLayer {
   raw: unknown;
@@ -567,14 +588,23 @@ export function applyOverrides(c: TrainConfig, sets: readonly string[]): TrainCo
   return out;
 }
 
-/** Loads a config file (following `extends`), applies overrides, validates. */
-export async function loadConfig(file: string | null, sets: readonly string[] = []): Promise<LoadedConfig> {
+/**
+ * Reads a config file (following `extends`) onto the defaults, each key validated (mergeConfig); the cross-key
+ * checks (checkConsistency) are the caller's, once its overrides are applied.
+ */
+export async function readConfigFile(file: string | null): Promise<LoadedConfig> {
   const layers = file === null ? [] : await configLayers(await readYamlFile(file, 'config'), file);
   let config = defaultConfig();
   for (const l of layers) config = mergeConfig(config, l.raw, l.file);
-  config = applyOverrides(config, sets);
-  checkConsistency(config, file ?? 'config');
   return { config, files: layers.map((l) => l.file) };
+}
+
+/** Loads a config file (following `extends`), applies overrides, validates. */
+export async function loadConfig(file: string | null, sets: readonly string[] = []): Promise<LoadedConfig> {
+  const { config: read, files } = await readConfigFile(file);
+  const config = applyOverrides(read, sets);
+  checkConsistency(config, file ?? 'config');
+  return { config, files };
 }
 
 /** A config as YAML, sections and keys in schema order. */

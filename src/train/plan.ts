@@ -14,7 +14,7 @@ import { loadTrainingSentences, type TrainingSentences } from '../data/subset.js
 import { UserError } from '../errors.js';
 import { parseBertConfig, readBertConfig } from '../model/config.js';
 import { localModelDir } from '../model/hub.js';
-import { checkModelFits, randomPositionsSource, type TrainConfig } from './config.js';
+import { checkModelFits, randomConfigSource, type TrainConfig } from './config.js';
 import { scheduleOf, totalStepsOf } from './selection.js';
 
 /** The placeholder of data.subsetSeed in data.train and train.output. */
@@ -134,7 +134,7 @@ function selectionWords(c: TrainConfig): string {
  * downloaded first.
  */
 async function modelPositions(c: TrainConfig): Promise<{ max: number; source: string } | null> {
-  if (c.model.init === 'random') return { max: parseBertConfig(c.model.config ?? {}, 'model.config').maxPositionEmbeddings, source: randomPositionsSource(c) };
+  if (c.model.init === 'random') return { max: parseBertConfig(c.model.config ?? {}, 'model.config').maxPositionEmbeddings, source: randomConfigSource(c, 'max_position_embeddings') };
   const dir = await localModelDir(c.model.init);
   if (dir === null) return null;
   const source = path.join(dir, 'config.json');

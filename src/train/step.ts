@@ -12,7 +12,8 @@
  */
 import { micseLoss, type MicseConfig } from '../losses/micse.js';
 import type { MlpHead } from '../losses/mlpHead.js';
-import { selectBackend, type BackendName, type BackendSelection } from '../model/backend.js';
+import { selectBackend, type BackendSelection } from '../model/backend.js';
+import type { BackendName } from '../model/backendNames.js';
 import type { BertModel } from '../model/bert.js';
 import { UserError } from '../errors.js';
 import { tf } from '../model/tf.js';

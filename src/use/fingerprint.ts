@@ -8,7 +8,7 @@ import { createReadStream } from 'node:fs';
 import path from 'node:path';
 import { UserError } from '../errors.js';
 import { exists, readFault } from '../fsutil.js';
-import type { EmbedPooler } from '../model/pooling.js';
+import type { EmbedPooler } from '../model/embedOptions.js';
 import { readTfjsManifest } from '../model/pretrained.js';
 import { readSafetensorsIndex } from '../model/safetensors.js';
 
