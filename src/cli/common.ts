@@ -89,18 +89,10 @@ export const COLUMN_FLAG_NAMES: Partial<CorpusOptionNames> = { column: '--column
 
 /**
  * loadPretrained's options for `--max-length`: a value past the model's max_position_embeddings is refused, naming
- * the flag, as soon as config.json is read (checkConfig). Loads the model config's reader when the flag is given.
+ * the flag, as soon as config.json is read.
  */
-export async function maxLengthLoadOpts(a: EmbedFlags): Promise<LoadOptions> {
-  const length = a['max-length'];
-  if (length === undefined) return {};
-  const { maxLengthProblem } = await import('../model/config.js');
-  return {
-    checkConfig: (config, configFile) => {
-      const problem = maxLengthProblem('--max-length', length, config, configFile);
-      if (problem !== null) throw new UserError(problem);
-    },
-  };
+export function maxLengthLoadOpts(a: EmbedFlags): LoadOptions {
+  return a['max-length'] === undefined ? {} : { maxLength: { length: a['max-length'], name: '--max-length' } };
 }
 
 /**

@@ -32,7 +32,7 @@ export const embedCommand: CommandModule<object, EmbedArgs> = {
     const { loadPretrained, resolveCheckpoint } = await import('../model/pretrained.js');
     await activateBackend(args.backend);
     const model = await resolveCheckpoint(args.model);
-    const { model: bert, tokenizer } = await loadPretrained(model, await maxLengthLoadOpts(args));
+    const { model: bert, tokenizer } = await loadPretrained(model, maxLengthLoadOpts(args));
     const vectors = await embed(bert, tokenizer, sentences, { ...embedOpts(args), progress: true });
     const body = ext === '.npy'
       ? encodeNpy(vectors, bert.config.hiddenSize)

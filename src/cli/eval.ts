@@ -68,7 +68,7 @@ export const evalCommand: CommandModule<object, EvalArgs> = {
     const { loadPretrained, resolveCheckpoint } = await import('../model/pretrained.js');
     await activateBackend(args.backend);
     const modelDir = await resolveCheckpoint(args.model);
-    const { model, tokenizer, report } = await loadPretrained(modelDir, await maxLengthLoadOpts(args));
+    const { model, tokenizer, report } = await loadPretrained(modelDir, maxLengthLoadOpts(args));
     process.stderr.write(`model: ${report.dir} | pooler: ${args.pooler} | data: ${path.resolve(dataDir)}\n`);
     const opts = embedOpts(args);
     try {

@@ -53,7 +53,7 @@ export const similarityCommand: CommandModule<object, SimilarityArgs> = {
     }
     const { loadPretrained, resolveCheckpoint } = await import('../model/pretrained.js');
     await activateBackend(args.backend);
-    const { model, tokenizer } = await loadPretrained(await resolveCheckpoint(args.model), await maxLengthLoadOpts(args));
+    const { model, tokenizer } = await loadPretrained(await resolveCheckpoint(args.model), maxLengthLoadOpts(args));
     const scored = await similarity(model, tokenizer, pairs, { ...embedOpts(args), progress: pairs.length > 1000 });
     model.dispose();
     if (args.json) {
@@ -104,7 +104,7 @@ const indexBuildCommand: CommandModule<object, IndexBuildArgs> = {
     const { shortFingerprint } = await import('../use/fingerprint.js');
     const { loadPretrained, resolveCheckpoint } = await import('../model/pretrained.js');
     await activateBackend(args.backend);
-    const pretrained = await loadPretrained(await resolveCheckpoint(args.model), await maxLengthLoadOpts(args));
+    const pretrained = await loadPretrained(await resolveCheckpoint(args.model), maxLengthLoadOpts(args));
     const report = await buildIndex(pretrained, {
       ...corpus,
       counted,
@@ -276,7 +276,7 @@ export const clusterCommand: CommandModule<object, ClusterArgs> = {
     const { cluster } = await import('../use/cluster.js');
     const { loadPretrained, resolveCheckpoint } = await import('../model/pretrained.js');
     await activateBackend(args.backend);
-    const { model, tokenizer } = await loadPretrained(await resolveCheckpoint(args.model), await maxLengthLoadOpts(args));
+    const { model, tokenizer } = await loadPretrained(await resolveCheckpoint(args.model), maxLengthLoadOpts(args));
     const res = await cluster(model, tokenizer, records.map((r) => r.text), { ...opts, ...embedOpts(args), progress: records.length > 1000 }, args.input);
     model.dispose();
     const how = args.k !== undefined ? `k-means (k ${args.k}, seed ${args.seed})` : `communities (threshold ${args.threshold}, min size ${args['min-community-size']})`;

@@ -10,7 +10,7 @@ import { exists, isJsonObject, readFileNamed, readJsonObject } from '../fsutil.j
 import { ensureBackend, selectBackend, type BackendSelection } from './backend.js';
 import type { BackendName } from './backendNames.js';
 import { BertModel } from './bert.js';
-import { parseBertConfig, readBertConfig, withDropout, type BertConfig } from './config.js';
+import { maxLengthProblem, parseBertConfig, readBertConfig, withDropout, type BertConfig } from './config.js';
 import { resolveModelDir, type ResolveOptions } from './hub.js';
 import { hasSafetensorsWeights, parseSafetensors, readSafetensorsDir, type HostTensor } from './safetensors.js';
 import { tf } from './tf.js';
@@ -25,9 +25,14 @@ export interface LoadOptions extends ResolveOptions {
   /** Where the warning line about ignored checkpoint tensors goes (default: stderr). */
   warn?: (line: string) => void;
   /**
+   * The token length the caller will use and the flag or key that gave it: a UserError naming them when config.json's
+   * max_position_embeddings cannot hold it, before the tokenizer and weights are read.
+   */
+  maxLength?: { length: number; name: string };
+  /**
    * A check of config.json (read from `configFile`) against what the caller will do with the model, called as soon
-   * as it is read, before the tokenizer and weights (a training config's: checkModelFits; a token length's:
-   * maxLengthProblem, as the CLI's --max-length); what it throws stops the load.
+   * as it is read, before the tokenizer and weights (a training config's: checkModelFits); what it throws stops the
+   * load.
    */
   checkConfig?: (config: BertConfig, configFile: string) => void;
 }
@@ -100,8 +105,10 @@ async function readTfjsWeights(dir: string): Promise<Map<string, HostTensor>> {
   return out;
 }
 
-/** `config` (read from `configFile`) with `opts`' dropout rates, once `opts.checkConfig` passes it. */
+/** `config` (read from `configFile`) with `opts`' dropout rates, once `opts.maxLength` and `opts.checkConfig` pass it. */
 function applyLoadOptions(config: BertConfig, opts: SourceLoadOptions, configFile: string): BertConfig {
+  const positions = opts.maxLength === undefined ? null : maxLengthProblem(opts.maxLength.name, opts.maxLength.length, config, configFile);
+  if (positions !== null) throw new UserError(positions);
   opts.checkConfig?.(config, configFile);
   return withDropout(config, opts);
 }
