@@ -54,7 +54,7 @@ export * from '../eval/index.js';
 
 // Training
 export { train, writeCurves, type TrainOptions, type TrainResult, type MetricsLine } from './train/trainer.js';
-export { loadRunConfig, readRunConfig, type RunConfig, type ConfigChange } from './train/runConfig.js';
+export { loadRunConfig } from './train/runConfig.js';
 export { loadConfig, defaultConfig, mergeConfig, applyOverrides, SCHEMA as CONFIG_SCHEMA, type TrainConfig, type PartialTrainConfig, type LoadedConfig } from './train/config.js';
 export { trainInMemory, type InMemoryTrainOptions, type InMemoryTrainResult, type EvalLine } from './train/memory.js';
 export { AdamW, learningRateAt, type AdamWOptions, type AdamWVariant, type NamedParam } from './train/adamw.js';

@@ -15,7 +15,6 @@ import { FAULT_ENV, FAULT_POINTS, type FaultPoint } from '../src/faultPoints.js'
 import { selectBackend } from '../src/model/backend.js';
 import { checkpointPath } from '../src/train/checkpoint.js';
 import { defaultConfig, loadConfig, mergeConfig, type TrainConfig } from '../src/train/config.js';
-import { readRunConfig } from '../src/train/runConfig.js';
 import { LOCK_FILE } from '../src/train/runFiles.js';
 import { train } from '../src/train/trainer.js';
 import { deadPid, ROOT, shared, SKIP_NO_SHARED } from './helpers.js';
@@ -185,22 +184,6 @@ describe('training faults', { skip: SKIP_NO_SHARED }, () => {
     assert.ok(logged.some((l) => /^resume changes optim\.learningRate 0\.003 -> 0\.001 \(saved in .*config\.yaml\)$/.test(l)), logged.join('\n'));
     const { config: now } = await loadConfig(path.join(run, 'config.yaml'));
     assert.equal(now.optim.learningRate, 1e-3);
-  });
-
-  it('readRunConfig reads config.yaml once for micse train --resume; train takes its changes and does not read it again', async () => {
-    const run = path.join(dir, 'reconfig-once');
-    await train(config(run, 4), { ...quiet, stopAfter: 2 });
-    await assert.rejects(readRunConfig(run, ['train.seed=8']), (e: unknown) => e instanceof UserError &&
-      e.message === `${run}: a resumed run cannot change train.seed (7 -> 8); start a new run in another train.output instead`);
-    const { config: resumed, changes } = await readRunConfig(run, ['optim.learningRate=1e-3']);
-    assert.deepEqual(changes, [{ key: 'optim.learningRate', from: '0.003', to: '0.001' }]);
-    // A config.yaml that no longer parses stops a resume that reads it; given the changes, train does not.
-    await fs.writeFile(path.join(run, 'config.yaml'), 'optim: [\n');
-    await assert.rejects(train(resumed, { ...quiet, resume: true }), (e: unknown) => e instanceof UserError && /not valid YAML/.test(e.message));
-    const logged: string[] = [];
-    await train(resumed, { quiet: true, resume: true, log: (l) => logged.push(l), resumeChanges: changes });
-    assert.ok(logged.some((l) => /^resume changes optim\.learningRate 0\.003 -> 0\.001 \(saved in .*config\.yaml\)$/.test(l)), logged.join('\n'));
-    assert.equal((await loadConfig(path.join(run, 'config.yaml'))).config.optim.learningRate, 1e-3, 'the resumed run saves its config');
   });
 
   it('a fresh run where one died before its first checkpoint starts clean; a run with checkpoints is refused naming --resume', async () => {

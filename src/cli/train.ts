@@ -6,7 +6,6 @@ import type { CommandModule } from 'yargs';
 import { UserError } from '../errors.js';
 import { BACKEND_NAMES, type BackendName } from '../model/backendNames.js';
 import type { TrainConfig } from '../train/config.js';
-import type { ConfigChange } from '../train/runConfig.js';
 
 interface TrainArgs {
   config?: string;
@@ -40,10 +39,9 @@ export const trainCommand: CommandModule<object, TrainArgs> = {
   handler: async (args) => {
     const set = args.backend === undefined ? args.set : [...args.set, `train.backend=${args.backend}`];
     let config: TrainConfig;
-    let resumeChanges: ConfigChange[] | undefined;
     if (args.resume !== undefined) {
-      const { readRunConfig } = await import('../train/runConfig.js');
-      ({ config, changes: resumeChanges } = await readRunConfig(args.resume, set));
+      const { loadRunConfig } = await import('../train/runConfig.js');
+      config = await loadRunConfig(args.resume, set);
       config.train.output = args.resume;
     } else {
       const { loadConfig } = await import('../train/config.js');
@@ -57,6 +55,6 @@ export const trainCommand: CommandModule<object, TrainArgs> = {
     }
     if (args.json) throw new UserError('--json goes with --dry-run');
     const { train } = await import('../train/trainer.js');
-    await train(config, { resume: args.resume !== undefined, quiet: args.quiet, ...(resumeChanges !== undefined ? { resumeChanges } : {}) });
+    await train(config, { resume: args.resume !== undefined, quiet: args.quiet });
   },
 };

@@ -588,23 +588,14 @@ export function applyOverrides(c: TrainConfig, sets: readonly string[]): TrainCo
   return out;
 }
 
-/**
- * Reads a config file (following `extends`) onto the defaults, each key validated (mergeConfig); the cross-key
- * checks (checkConsistency) are the caller's, once its overrides are applied.
- */
-export async function readConfigFile(file: string | null): Promise<LoadedConfig> {
+/** Loads a config file (following `extends`), applies overrides, validates. */
+export async function loadConfig(file: string | null, sets: readonly string[] = []): Promise<LoadedConfig> {
   const layers = file === null ? [] : await configLayers(await readYamlFile(file, 'config'), file);
   let config = defaultConfig();
   for (const l of layers) config = mergeConfig(config, l.raw, l.file);
-  return { config, files: layers.map((l) => l.file) };
-}
-
-/** Loads a config file (following `extends`), applies overrides, validates. */
-export async function loadConfig(file: string | null, sets: readonly string[] = []): Promise<LoadedConfig> {
-  const { config: read, files } = await readConfigFile(file);
-  const config = applyOverrides(read, sets);
+  config = applyOverrides(config, sets);
   checkConsistency(config, file ?? 'config');
-  return { config, files };
+  return { config, files: layers.map((l) => l.file) };
 }
 
 /** A config as YAML, sections and keys in schema order. */

@@ -6,7 +6,7 @@
 import path from 'node:path';
 import { UserError } from '../errors.js';
 import { exists } from '../fsutil.js';
-import { applyOverrides, checkConsistency, loadConfig, parseOverride, readConfigFile, SCHEMA, type TrainConfig } from './config.js';
+import { loadConfig, parseOverride, SCHEMA, type TrainConfig } from './config.js';
 import { CONFIG_FILE } from './runFiles.js';
 
 /**
@@ -33,11 +33,6 @@ export interface ConfigChange {
  */
 export async function resumeConfigChanges(runDir: string, c: TrainConfig): Promise<ConfigChange[]> {
   const { config: saved } = await loadConfig(path.join(runDir, CONFIG_FILE));
-  return configChanges(runDir, saved, c);
-}
-
-/** resumeConfigChanges with the run's config.yaml already read (`saved`). */
-function configChanges(runDir: string, saved: TrainConfig, c: TrainConfig): ConfigChange[] {
   const changes: ConfigChange[] = [];
   for (const [sec, keys] of Object.entries(SCHEMA)) {
     for (const key of Object.keys(keys)) {
@@ -54,34 +49,18 @@ function configChanges(runDir: string, saved: TrainConfig, c: TrainConfig): Conf
   return changes;
 }
 
-/** A run's config for `--resume` (readRunConfig): the config to train with and how it differs from config.yaml. */
-export interface RunConfig {
-  config: TrainConfig;
-  /** The keys `config` changes from the run's config.yaml (resumeConfigChanges), for `train`'s resumeChanges. */
-  changes: ConfigChange[];
-}
-
 /**
- * Reads the run's config for `--resume RUN_DIR` once, with `sets` applied; a UserError when `sets` move
- * train.output or change a key of FIXED_ON_RESUME (resumeConfigChanges, the check `train` makes of the config it is
- * given), so that `micse train --resume` and its dry run refuse the same --set before anything but the config's
- * reader is loaded. Passing `changes` to `train` as resumeChanges spares it reading config.yaml again.
+ * Loads the run's config for `--resume RUN_DIR` with `sets` applied; a UserError when `sets` move train.output or
+ * change a key of FIXED_ON_RESUME (resumeConfigChanges, the check `train` makes of the config it is given), so that
+ * `micse train --resume` and its dry run refuse the same --set before anything but the config's reader is loaded.
  */
-export async function readRunConfig(runDir: string, sets: readonly string[] = []): Promise<RunConfig> {
+export async function loadRunConfig(runDir: string, sets: readonly string[] = []): Promise<TrainConfig> {
   const file = path.join(runDir, CONFIG_FILE);
   if (!(await exists(file))) throw new UserError(`${file}: missing; --resume needs a run directory written by micse train`);
   if (sets.some((s) => parseOverride(s).keyPath === 'train.output')) {
     throw new UserError(`--set train.output: a resumed run stays in its directory (${runDir}); copy the run elsewhere to continue it there`);
   }
-  // loadConfig(file, sets), then resumeConfigChanges' loadConfig(file), from one read of the file.
-  const { config: saved } = await readConfigFile(file);
-  const config = applyOverrides(saved, sets);
-  checkConsistency(config, file);
-  if (config !== saved) checkConsistency(saved, file);
-  return { config, changes: configChanges(runDir, saved, config) };
-}
-
-/** readRunConfig's config alone. */
-export async function loadRunConfig(runDir: string, sets: readonly string[] = []): Promise<TrainConfig> {
-  return (await readRunConfig(runDir, sets)).config;
+  const { config } = await loadConfig(file, sets);
+  await resumeConfigChanges(runDir, config);
+  return config;
 }

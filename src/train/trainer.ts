@@ -28,7 +28,7 @@ import { readTrainingData, runDirectory, trainingFile } from './plan.js';
 import { isLoggedStep, runSteps, startTraining, type MetricsLine } from './loop.js';
 import { selectTrainingBackend, wasmHeapShortfall } from './step.js';
 import { checkModelFits, configToYaml, type TrainConfig } from './config.js';
-import { resumeConfigChanges, type ConfigChange } from './runConfig.js';
+import { resumeConfigChanges } from './runConfig.js';
 import { lineChartSpec, lossChartSpec, renderSvg, type Point } from './plots.js';
 import { CONFIG_FILE, DEV_PLOT, EVAL_FILE, LOCK_FILE, LOSS_PLOT, METRICS_FILE, SUBSET_MANIFEST_FILE, SUMMARY_FILE } from './runFiles.js';
 
@@ -45,11 +45,6 @@ export interface TrainOptions {
   quiet?: boolean;
   /** Called after every step with its metrics (sweeps, tests). */
   onStep?: (line: MetricsLine) => void;
-  /**
-   * With `resume`: how `config` differs from the run's config.yaml, as readRunConfig found them, so that config.yaml
-   * is not read and checked again (`micse train --resume`); left out, train reads it (resumeConfigChanges).
-   */
-  resumeChanges?: readonly ConfigChange[];
 }
 
 export interface TrainResult {
@@ -134,7 +129,7 @@ async function trainLocked(config: TrainConfig, opts: TrainOptions, lock: PidLoc
   const prior = resuming ? await readTrainingState(runDir) : null;
   if (resuming && prior === null) throw new UserError(`${runDir}: no checkpoint to resume from (expected ${path.join(runDir, 'last')})`);
   if (!resuming) await refuseExistingRun(runDir);
-  const changed = prior === null ? [] : opts.resumeChanges ?? (await resumeConfigChanges(runDir, c));
+  const changed = prior !== null ? await resumeConfigChanges(runDir, c) : [];
   if (prior !== null) await recoverRunDir(runDir, prior.state);
 
   // Everything that can fail on the user's input is checked before the run directory is created. The STS-B dev
