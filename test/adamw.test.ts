@@ -12,11 +12,12 @@
  * webgpu runs where `selectBackend('webgpu')` finds an adapter (locally: `source scratch/lvp.env` for lavapipe).
  */
 import assert from 'node:assert/strict';
-import { describe, it, type TestContext } from 'node:test';
+import { after, describe, it, type TestContext } from 'node:test';
 import { selectBackend } from '../src/model/backend.js';
 import { tf } from '../src/model/tf.js';
 import { AdamW } from '../src/train/adamw.js';
 import { fusedGradNorm, type AdamWStepScalars } from '../src/kernels/adamw/index.js';
+import { NATIVE_GEMM_ENV, parseNativeGemmChoice, useNativeGemm } from '../src/kernels/stock/index.js';
 import { adamwHost, clipCoefficient, gradNormHost } from '../src/kernels/adamw/host.js';
 import { simdFor, SIMD_LANES } from '../src/kernels/adamw/simd.js';
 import { computedBy, type Implementation } from './helpers.js';
@@ -357,6 +358,35 @@ describe('in-place update on wasm', () => {
       r.opt.dispose();
       for (const p of r.params) p.variable.dispose();
     }
+  });
+});
+
+describe('in-place update on wasm with XNNPACK products', () => {
+  after(() => {
+    useNativeGemm(parseNativeGemmChoice(process.env[NATIVE_GEMM_ENV]));
+  });
+  it('a product with the parameter on the right after its in-place update multiplies its new values, not the operator XNNPACK cached on it', async () => {
+    await selectBackend('wasm');
+    assert.equal(useNativeGemm('off'), false, 'products on XNNPACK');
+    const w = tf.variable(tf.randomNormal([16, 8], 0, 1, 'float32', SEED));
+    const opt = new AdamW([{ name: 'w', variable: w }], { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0 });
+    const x = tf.randomNormal([4, 16], 0, 1, 'float32', SEED + 1);
+    const offset = (): number => (tf.backend() as unknown as { dataIdMap: { get(id: object): { memoryOffset: number } } }).dataIdMap.get(w.dataId).memoryOffset;
+    let block = -1;
+    for (let step = 0; step < 3; step++) {
+      tf.dispose(tf.matMul(x, w)); // XNNPACK packs w and caches the operator on its tensor id
+      const g = new Map([['w', gridGradient([16, 8], SEED + 10 + step)] as [string, tf.Tensor]]);
+      tf.dispose([opt.apply(g, LR, 1), ...g.values()]);
+      if (step === 0) block = offset();
+      const got = (await tf.matMul(x, w).data()) as Float32Array;
+      const fresh = tf.tensor2d((await w.data()) as Float32Array, [16, 8]); // w's values in a tensor of their own
+      const want = (await tf.matMul(x, fresh).data()) as Float32Array;
+      fresh.dispose();
+      assert.deepEqual(Float32Array.from(got), Float32Array.from(want), `step ${step + 1}: x @ w after the update`);
+    }
+    assert.equal(offset(), block, 'w was updated where it is (the in-place path ran)');
+    opt.dispose();
+    tf.dispose([w, x]);
   });
 });
 

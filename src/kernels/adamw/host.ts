@@ -28,7 +28,7 @@
  * float rounding only (the norm's summation order; a GPU compiler may fuse a multiply-add); so does the in-place
  * update of kernels/adamw/webgpu.ts, which follows the same order.
  */
-import { heapMemory, heapOffset, heapView, type CpuBackend, type WasmBackend } from '../platform/hostBackend.js';
+import { heapMemory, heapOffset, heapView, valuesChangedInPlace, type CpuBackend, type WasmBackend } from '../platform/hostBackend.js';
 import { tf } from '../../model/tf.js';
 import { kernelOn, registerOp } from '../registry.js';
 import { ADAMW_KERNEL, assertFloat32, CLIP_EPS, GRAD_NORM_KERNEL, inPlaceTensorsAllow, type AdamWStepScalars, type InPlaceUpdate } from './scalars.js';
@@ -246,7 +246,8 @@ export function canUpdateInPlaceWasm(p: tf.Tensor, g: tf.Tensor, m: tf.Tensor, v
 /**
  * The updates (each passed `canUpdateInPlaceWasm`) with p, m and v overwritten in place on the heap: the kernel's
  * arithmetic (same bits), every parameter's runs of groups in one job the heap's threads share (no kernel call, no
- * three new blocks a parameter), the n % 4 elements after in JavaScript. With a `gate` that is not finite nothing
+ * three new blocks a parameter), the n % 4 elements after in JavaScript; then p, m and v are made known as changed
+ * (valuesChangedInPlace: no XNNPACK operator keeps p's old values). With a `gate` that is not finite nothing
  * changes.
  */
 export function adamwInPlaceWasm(updates: readonly InPlaceUpdate[], norm: tf.Scalar, gate?: tf.Scalar): void {
@@ -269,6 +270,7 @@ export function adamwInPlaceWasm(updates: readonly InPlaceUpdate[], norm: tf.Sca
     const done = Math.floor(p.size / SIMD_LANES) * SIMD_LANES;
     const [pv, gv, mv, vv] = [p, g, m, v].map((x) => heapView(b, x, done));
     adamwHost(pv!, gv!, mv!, vv!, normValue, scalars, pv!, mv!, vv!);
+    for (const x of [p, m, v]) valuesChangedInPlace(b, x); // no XNNPACK product keeps their old values packed
   }
 }
 

@@ -54,6 +54,18 @@ export interface WasmBackend {
   readSync(dataId: object): tf.backend_util.BackendValues;
 }
 
+/**
+ * Tells tfjs-backend-wasm's C++ side that the values of `x` changed where they are (an in-place update): its
+ * registration is dropped and made again, which deletes the XNNPACK operators cached on it (a product caches its
+ * packed right-hand matrix by that tensor's id, so a weight written in place would otherwise keep multiplying as its
+ * old values). The heap block stays (tfjs.disposeData frees no memory; the backend's disposeData does).
+ */
+export function valuesChangedInPlace(b: WasmBackend, x: tf.TensorInfo): void {
+  const { id, memoryOffset } = b.dataIdMap.get(x.dataId);
+  b.wasm.tfjs.disposeData(id);
+  b.wasm.tfjs.registerTensor(id, tf.util.sizeFromShape(x.shape), memoryOffset);
+}
+
 /** A tensor holding `values` on either host backend (cpu keeps the array; wasm copies it into the heap). */
 export function hostOutput(b: CpuBackend | WasmBackend, shape: number[], dtype: tf.DataType, values: Float32Array): tf.TensorInfo {
   if ('makeTensorInfo' in b) return b.makeTensorInfo(shape, dtype, values);
