@@ -184,6 +184,12 @@ describe('readPoint: a point.json read back is validated as a config file is', (
       await assert.rejects(readPoint(pdir), (e: unknown) => e instanceof UserError && e.message.startsWith(message) && !e.message.includes('\n'),
         message);
     }
+    // The sweep's check of its output folder reads every point.json there: a damaged one stops it before anything
+    // runs (its file and line named), a missing one is a point not yet set up.
+    await fs.writeFile(file, cases[0]![0]);
+    await assert.rejects(checkOutDir(dir, sweep), (e: unknown) => e instanceof UserError && e.message.startsWith(cases[0]![1]), 'checkOutDir');
+    await fs.rm(file);
+    await checkOutDir(dir, sweep);
   });
 });
 

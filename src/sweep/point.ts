@@ -66,8 +66,9 @@ function comparable(c: TrainConfig): string {
 
 /**
  * Checks what `out` already holds against the sweep before anything is written: its sweep.json must be this sweep's
- * (same grid keys and points), so another sweep's is not replaced, and every point directory that exists must have
- * the same config, so a changed sweep file cannot silently reuse runs of another config.
+ * (same grid keys and points), so another sweep's is not replaced, and every point.json that exists must be a valid
+ * point (readPoint's UserError otherwise) with the same config, so a changed sweep file cannot silently reuse runs of
+ * another config.
  */
 export async function checkOutDir(out: string, sweep: Sweep): Promise<void> {
   if (await exists(path.join(out, SWEEP_FILE))) {
@@ -79,7 +80,10 @@ export async function checkOutDir(out: string, sweep: Sweep): Promise<void> {
     }
   }
   for (const p of sweep.points) {
-    const rec = await readPoint(path.join(out, p.name)).catch(() => null);
+    const dir = path.join(out, p.name);
+    // No point.json: the point has not been set up. One that cannot be read as a point stops the sweep here, naming
+    // its file and line, instead of when its point's turn comes.
+    const rec = (await exists(path.join(dir, POINT_FILE))) ? await readPoint(dir) : null;
     if (rec !== null && comparable(rec.config) !== comparable(p.config)) {
       throw new UserError(`${path.join(out, p.name, POINT_FILE)}: this point was run with another config than ${sweep.file} now gives; ` +
         `use another --out, or delete the point directory to rerun it`);
