@@ -156,7 +156,6 @@ describe('wasm in every host-thread and product-engine configuration trains as c
       assert.equal(cpu.losses.length, STEPS);
       assert.equal(got.losses.length, STEPS);
       const rel = got.losses.map((loss, i) => Math.abs(loss - cpu.losses[i]!) / Math.abs(cpu.losses[i]!));
-      console.log(`${name(c)}: relative loss differences ${rel.map((r) => r.toExponential(1)).join(' ')}`);
       rel.forEach((r, i) => {
         const tol = LOSS_TOL_FIRST + ((LOSS_TOL_LAST - LOSS_TOL_FIRST) * i) / (STEPS - 1);
         assert.ok(r <= tol, `step ${i + 1}: loss ${got.losses[i]} vs cpu's ${cpu.losses[i]} (relative ${r.toExponential(2)} > ${tol.toExponential(2)})`);
