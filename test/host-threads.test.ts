@@ -516,3 +516,105 @@ describe('host SIMD loops on threads', () => {
     assert.equal(got.worker, 'undefined');
   });
 });
+
+/**
+ * Runs `script` (an ES module; `srcImport` lines for what it needs) in a child process with HOST_THREADS_ENV
+ * `threads`, and returns the JSON of its last line of output; a child that runs `timeoutMs` fails the test (a call
+ * waiting for ever), instead of holding the suite.
+ */
+function childJson<T>(script: string, threads: number, timeoutMs: number): T {
+  let out: string;
+  try {
+    out = execFileSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script],
+      { env: { ...process.env, [HOST_THREADS_ENV]: String(threads) }, encoding: 'utf8', timeout: timeoutMs });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ETIMEDOUT') throw err;
+    assert.fail(`the child ran ${timeoutMs / 1000} s and was killed: a call waited for ever`);
+  }
+  return JSON.parse(out.trim().split('\n').at(-1)!) as T;
+}
+
+/**
+ * Child-script JavaScript of `hostOn(threads, pages)`: a shared memory of `pages` pages whose SIMD host has a pool of
+ * `threads` threads (HOST_THREADS_ENV while it is made); and `bitsOf(a)`, a Float32Array's bits.
+ */
+const HOST_ON = `
+  ${srcImport('heapSimdHost', 'kernels/platform/hostSimd.ts')}
+  const hostOn = (threads, pages) => {
+    process.env.${HOST_THREADS_ENV} = String(threads);
+    const memory = new WebAssembly.Memory({ initial: pages, maximum: pages, shared: true });
+    return { memory, host: heapSimdHost(memory) };
+  };
+  const bitsOf = (a) => new Uint32Array(a.buffer, a.byteOffset, a.length);`;
+
+describe('the host pools\' shared work queue', () => {
+  test('2,000 calls alternating assigned and shared parts (1 to 300 of them, uneven, some empty) give the one-thread bits on 2 and 4 threads', { timeout: 90_000 }, () => {
+    const script = `
+      ${HOST_ON}
+      ${srcImport('simdBinary, simdGelu', 'kernels/platform/hostSimd.ts')}
+      const G = 4096; // SIMD groups of each array
+      const pages = Math.ceil((4 * 16 * G) / 65536) + 1;
+      let seed = 12345;
+      const rand = (n) => { seed = (Math.imul(seed, 1103515245) + 12345) >>> 0; return Math.floor((seed / 2 ** 32) * n); };
+      const arrays = (memory) => {
+        const at = (k) => new Float32Array(memory.buffer, 16 * G * k, 4 * G);
+        return { x: at(0), d: at(1), y: at(2), s: at(3) };
+      };
+      const one = arrays(new WebAssembly.Memory({ initial: pages }));
+      one.x.set(Float32Array.from({ length: 4 * G }, (_, i) => Math.sin(i * 0.37) * 5));
+      one.d.set(Float32Array.from({ length: 4 * G }, (_, i) => Math.cos(i * 0.11)));
+      {
+        const memory = new WebAssembly.Memory({ initial: pages });
+        const a = arrays(memory);
+        a.x.set(one.x); a.d.set(one.d);
+        const host = heapSimdHost(memory);
+        simdGelu(host, a.x, a.y);
+        simdBinary(host, 'add', a.x, a.d, a.s);
+        one.y.set(a.y); one.s.set(a.s);
+      }
+      const wantY = bitsOf(one.y), wantS = bitsOf(one.s);
+      const NAN = 0x7fc00001; // the outputs' fill: a quiet NaN no loop writes
+      const got = {};
+      for (const threads of [2, 4]) {
+        const { memory, host } = hostOn(threads, pages);
+        const a = arrays(memory);
+        a.x.set(one.x); a.d.set(one.d);
+        const y = bitsOf(a.y), s = bitsOf(a.s);
+        let bad = null, shared = 0, assigned = 0;
+        for (let call = 0; call < 2000 && bad === null; call++) {
+          // every other call as many parts as threads at most (assigned), else 1 to 300 (mostly shared)
+          const parts = call % 2 === 0 ? 1 + rand(threads) : 1 + rand(300);
+          if (parts > threads) shared++; else assigned++;
+          const first = rand(G), end = first + rand(G - first + 1);
+          const bounds = [first, ...Array.from({ length: parts - 1 }, () => first + rand(end - first + 1)).sort((p, q) => p - q), end];
+          y.fill(NAN); s.fill(NAN);
+          const plan = bounds.slice(1).map((g1, k) => {
+            const g0 = bounds[k], mid = g0 + rand(g1 - g0 + 1);
+            // a part's gelu as two calls (either may be empty), or one call a group where the part is short
+            const gelu = g1 - g0 <= 64 && rand(4) === 0
+              ? Array.from({ length: g1 - g0 }, (_, i) => ({ fn: 'gelu', args: [a.x.byteOffset + 16 * (g0 + i), a.y.byteOffset + 16 * (g0 + i), 1] }))
+              : [[g0, mid], [mid, g1]].map(([p, q]) => ({ fn: 'gelu', args: [a.x.byteOffset + 16 * p, a.y.byteOffset + 16 * p, q - p] }));
+            return rand(8) === 0 ? [] : [...gelu, { fn: 'add', args: [a.x.byteOffset + 16 * g0, a.d.byteOffset + 16 * g0, a.s.byteOffset + 16 * g0, g1 - g0] }];
+          });
+          host.callSplit([], [], () => plan);
+          const done = new Set(bounds.slice(1).flatMap((g1, k) => plan[k].length === 0 ? [] : [k]));
+          for (let k = 0; k < parts && bad === null; k++) {
+            for (let i = 4 * bounds[k]; i < 4 * bounds[k + 1] && bad === null; i++) {
+              const written = done.has(k);
+              if (y[i] !== (written ? wantY[i] : NAN) || s[i] !== (written ? wantS[i] : NAN)) bad = { call, parts, part: k, element: i };
+            }
+          }
+          for (const out of [y, s]) if (bad === null && (out.subarray(0, 4 * first).some((v) => v !== NAN) || out.subarray(4 * end).some((v) => v !== NAN))) bad = { call, parts, outside: true };
+        }
+        got[threads] = { threads: host.threads, bad, shared, assigned };
+      }
+      console.log(JSON.stringify(got));`;
+    const got = childJson<Record<string, { threads: number; bad: unknown; shared: number; assigned: number }>>(script, 2, 60_000);
+    for (const threads of [2, 4]) {
+      const r = got[threads]!;
+      assert.equal(r.bad, null, `${threads} threads: a call's output differs from one thread's: ${JSON.stringify(r.bad)}`);
+      assert.equal(r.threads, threads);
+      assert.ok(r.shared > 900 && r.assigned > 900, `${threads} threads: ${r.shared} shared calls, ${r.assigned} assigned`);
+    }
+  });
+});
