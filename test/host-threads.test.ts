@@ -617,4 +617,68 @@ describe('the host pools\' shared work queue', () => {
       assert.ok(r.shared > 900 && r.assigned > 900, `${threads} threads: ${r.shared} shared calls, ${r.assigned} assigned`);
     }
   });
+  test('a call of more parts than a queue round holds (2047), or of more calls than its slots hold, runs in rounds with the one-thread bits; a part too big for a round alone is an error naming its size, and later calls run', { timeout: 90_000 }, () => {
+    const script = `
+      ${HOST_ON}
+      ${srcImport('simdGelu', 'kernels/platform/hostSimd.ts')}
+      const G = 16384; // SIMD groups of each array
+      const pages = Math.ceil((3 * 16 * G) / 65536) + 1;
+      const arrays = (memory) => {
+        const at = (k) => new Float32Array(memory.buffer, 16 * G * k, 4 * G);
+        return { x: at(0), y: at(1), s: at(2) };
+      };
+      const unshared = new WebAssembly.Memory({ initial: pages });
+      const one = arrays(unshared);
+      one.x.set(Float32Array.from({ length: 4 * G }, (_, i) => Math.sin(i * 0.37) * 5));
+      simdGelu(heapSimdHost(unshared), one.x, one.y);
+      one.s.set(one.x.map((v) => v + v));
+      const wantY = bitsOf(one.y), wantS = bitsOf(one.s);
+      const NAN = 0x7fc00001;
+      const got = {};
+      for (const threads of [2, 3]) {
+        const { memory, host } = hostOn(threads, pages);
+        const a = arrays(memory);
+        a.x.set(one.x);
+        const y = bitsOf(a.y), s = bitsOf(a.s);
+        // a call a group: gelu into y (5 queue slots: index, count, 3 arguments) or x + x into s (6 slots)
+        const gelu = (g) => ({ fn: 'gelu', args: [a.x.byteOffset + 16 * g, a.y.byteOffset + 16 * g, 1] });
+        const add = (g) => ({ fn: 'add', args: [a.x.byteOffset + 16 * g, a.x.byteOffset + 16 * g, a.s.byteOffset + 16 * g, 1] });
+        // parts of [gelu calls, add calls] on consecutive groups from 0: whether every group they cover has the
+        // one-thread bits and every other is untouched
+        const check = (sizes) => {
+          y.fill(NAN); s.fill(NAN);
+          let g = 0, h = 0;
+          const plan = sizes.map(([geluCalls, addCalls = 0]) => [...Array.from({ length: geluCalls }, () => gelu(g++)), ...Array.from({ length: addCalls }, () => add(h++))]);
+          host.callSplit([], [], () => plan);
+          return y.every((v, i) => v === (i < 4 * g ? wantY[i] : NAN)) && s.every((v, i) => v === (i < 4 * h ? wantS[i] : NAN));
+        };
+        const r = {};
+        // one round of the most parts, and more
+        for (const parts of [2047, 2048, 4095, 5000]) r['parts' + parts] = check(new Array(parts).fill([1]));
+        // 400 parts of 40 calls (201 slots each): more than a round's 65,536 slots
+        r.slots = check(new Array(400).fill([30, 10]));
+        // a round's slots: 2, then per part 1 + its calls'; a part of 13,103 gelu and 3 add calls fills a round
+        // exactly (2 + 1 + 65,515 + 18), the parts after it the next
+        r.fillsRound = check([[13103, 3], [1], [1, 1], [2]]);
+        let error = null;
+        try {
+          // 13,102 gelu and 4 add calls: 65,535 slots, with a round's 2 one more than it holds
+          host.callSplit([], [], () => [[gelu(0)], [...new Array(13102).fill(gelu(1)), ...new Array(4).fill(add(2))], [gelu(3)], [gelu(4)]]);
+        } catch (err) {
+          error = err.message;
+        }
+        r.after = check([[7], [1, 1], [2], [], [5], [3, 2]]) && check([[9], [9]]);
+        got[threads] = { ...r, error, threads: host.threads };
+      }
+      console.log(JSON.stringify(got));`;
+    const got = childJson<Record<string, Record<string, boolean | string | number | null>>>(script, 2, 60_000);
+    for (const threads of [2, 3]) {
+      const r = got[threads]!;
+      for (const name of ['parts2047', 'parts2048', 'parts4095', 'parts5000', 'slots', 'fillsRound', 'after']) {
+        assert.equal(r[name], true, `${threads} threads, ${name}: the outputs differ from one thread's`);
+      }
+      assert.equal(r['error'], 'simdThreads: a part of 65535 queue slots, more than the 65534 a queue round holds');
+      assert.equal(r['threads'], threads);
+    }
+  });
 });

@@ -485,7 +485,7 @@ function encode(calls: ThreadCall[], index: ReadonlyMap<string, number>, into: F
 
 /**
  * Writes `parts` into a shared queue's slots (QUEUE_SLOTS layout); returns how many of them, from the first, fit (at
- * least one part, which must fit alone).
+ * least one part, which must fit alone: a part of its offset and its calls' slots, QUEUE_SLOTS - 2 at most).
  */
 function encodeQueue(parts: ThreadCall[][], index: ReadonlyMap<string, number>, into: Float64Array): number {
   let fit = 0;
@@ -493,11 +493,13 @@ function encodeQueue(parts: ThreadCall[][], index: ReadonlyMap<string, number>, 
   for (const part of parts) {
     let more = 1;
     for (const c of part) more += 2 + c.args.length;
+    if (fit === 0 && size + more > into.length) {
+      throw new Error(`simdThreads: a part of ${more} queue slots, more than the ${into.length - size} a queue round holds`);
+    }
     if (fit === PART_MASK || size + more > into.length) break;
     size += more;
     fit++;
   }
-  if (fit === 0) throw new Error(`simdThreads: a part of more than ${QUEUE_SLOTS} queue slots`);
   let p = fit + 2;
   for (let k = 0; k < fit; k++) {
     into[1 + k] = p;
