@@ -19,7 +19,7 @@ import {
   simdResidualLayerNorm, simdResidualLayerNormGrad, simdSegmentSum, simdSoftmaxGradRows, simdSoftmaxRows, type SimdHost,
 } from '../src/kernels/platform/hostSimd.js';
 import {
-  cgroupCpuQuota, HOST_THREADS_ENV, hostCores, hostThreadsAvailable, hostThreadsFailure, nativeThreads, simdThreads, splitRuns, THREAD_MIN_ELEMENTS,
+  cgroupCpuQuota, HOST_THREADS_ENV, hostCores, hostThreadsAvailable, hostThreadsFailure, jobCallsMax, nativeThreads, simdThreads, splitRuns, THREAD_MIN_ELEMENTS,
 } from '../src/kernels/platform/simdThreads.js';
 import { heapMemory, type WasmBackend } from '../src/kernels/platform/hostBackend.js';
 import { describeSelection, selectBackend } from '../src/model/backend.js';
@@ -155,6 +155,17 @@ describe('host SIMD loops on threads', () => {
     y!.fill(0);
     host.callSplit([x!], [y!], ([xa, ya]) => Array.from({ length: parts }, (_, i) => [{ fn: 'gelu', args: [xa! + 16 * i, ya! + 16 * i, 1] }]));
     assert.deepEqual(y, uy, 'after a failed part, the next shared call');
+  });
+
+  test('a call with a part that cannot be written to its worker\'s job (too many calls) throws before any thread runs a part', () => {
+    const { memory, host } = sharedHost(3);
+    const [x, y] = arraysOn(memory, [4 * 64, 4 * 64]);
+    x!.set(seededValues(4 * 64, 12).map((v) => 6 * v));
+    const gelu = { fn: 'gelu' as const, args: [x!.byteOffset, y!.byteOffset, 64] };
+    assert.throws(() => host.callSplit([], [], () => [[gelu], new Array(jobCallsMax(3)).fill(gelu), new Array(jobCallsMax(3) + 1).fill(gelu)]),
+      /^Error: simdThreads: more than 16384 job slots$/);
+    host.callSplit([], [], () => [[], [], []]); // returns once the workers are idle
+    assert.ok(y!.every((v) => v === 0), 'a part of the call that threw was run');
   });
 
   test('a worker whose thread stops mid-call ends the call with an error; later calls run on the calling thread (the threads given as 1) with the same bits, the reason kept', { timeout: 90_000 }, () => {

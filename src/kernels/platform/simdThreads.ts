@@ -644,10 +644,10 @@ function startPool<K extends string>(count: number, names: readonly K[], setup: 
       for (const part of parts) local(part);
       return;
     }
-    busy.forEach((w, i) => {
-      encode(parts[i + 1]!, index, w.calls);
-      post(w);
-    });
+    // Every job written before any is posted: a part that cannot be written (an unknown export, more than JOB_SLOTS)
+    // throws with no thread running.
+    busy.forEach((w, i) => encode(parts[i + 1]!, index, w.calls));
+    for (const w of busy) post(w);
     let localError: unknown = null;
     try {
       local(parts[0] ?? []);
