@@ -692,4 +692,76 @@ describe('the host pools\' shared work queue', () => {
       assert.equal(r['threads'], threads);
     }
   });
+  test('a shared part that throws, on a worker or on the caller, fails the call with that error; every other part still runs, and later calls, assigned and shared, give the right bits on every thread', { timeout: 90_000 }, () => {
+    // A module of two exports on a shared page: trap() (unreachable) and put(address, value) (an i32 store).
+    const module = [
+      0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, // magic, version
+      0x01, 0x09, 0x02, 0x60, 0x00, 0x00, 0x60, 0x02, 0x7f, 0x7f, 0x00, // types: () -> (), (i32, i32) -> ()
+      0x02, 0x10, 0x01, 0x03, 0x65, 0x6e, 0x76, 0x06, 0x6d, 0x65, 0x6d, 0x6f, 0x72, 0x79, 0x02, 0x03, 0x01, 0x01, // env.memory, shared, 1..1 page
+      0x03, 0x03, 0x02, 0x00, 0x01, // functions: trap, put
+      0x07, 0x0e, 0x02, 0x04, 0x74, 0x72, 0x61, 0x70, 0x00, 0x00, 0x03, 0x70, 0x75, 0x74, 0x00, 0x01, // exports
+      0x0a, 0x0f, 0x02, 0x03, 0x00, 0x00, 0x0b, 0x09, 0x00, 0x20, 0x00, 0x20, 0x01, 0x36, 0x02, 0x00, 0x0b, // code
+    ];
+    const script = `
+      ${srcImport('simdThreads', 'kernels/platform/simdThreads.ts')}
+      const module = new WebAssembly.Module(new Uint8Array(${JSON.stringify(module)}));
+      const nap = new Int32Array(new SharedArrayBuffer(4));
+      const got = {};
+      for (const threads of [2, 4]) {
+        process.env.${HOST_THREADS_ENV} = String(threads);
+        const memory = new WebAssembly.Memory({ initial: 1, maximum: 1, shared: true });
+        const pool = simdThreads(module, memory, ['trap', 'put']);
+        const ints = new Int32Array(memory.buffer);
+        const put = (k, v) => ({ fn: 'put', args: [4 * k, v] });
+        const trap = { fn: 'trap', args: [] };
+        // the caller's parts: puts here; how = 'skip' passes over a trap (napping 1 ms: the workers take most
+        // parts), 'throw' throws after the part's puts
+        let localParts = 0;
+        const local = (how) => (calls) => {
+          localParts++;
+          for (const c of calls) if (c.fn === 'put') ints[c.args[0] / 4] = c.args[1];
+          if (how === 'skip') Atomics.wait(nap, 0, 0, 1);
+          else throw new Error('caller part ' + calls[0].args[0] / 4);
+        };
+        // parts puts of value base + k at k, the rest of the page's first 4096 words 0
+        const check = (parts, base) => {
+          ints.fill(0, 0, 4096);
+          pool.run(Array.from({ length: parts }, (_, k) => [put(k, base + k)]), local('skip'));
+          return ints.subarray(0, 4096).every((v, k) => v === (k < parts ? base + k : 0));
+        };
+        const failing = (parts, onWorkers, here) => {
+          // tries until the failing side took a part (each call: every part a put, then a trap on the workers)
+          for (let attempt = 0; attempt < 20; attempt++) {
+            ints.fill(0, 0, 4096);
+            localParts = 0;
+            let error = null;
+            try {
+              pool.run(Array.from({ length: parts }, (_, k) => onWorkers ? [put(k, k + 1), trap] : [put(k, k + 1)]), local(here));
+            } catch (err) {
+              error = err.message;
+            }
+            const every = ints.subarray(0, 4096).every((v, k) => v === (k < parts ? k + 1 : 0));
+            if (error !== null && (here !== 'throw' || localParts > 0)) return { error, every, after: [check(threads, 100), check(300, 200), check(3000, 500)] };
+          }
+          return { error: 'no part failed in 20 calls' };
+        };
+        got[threads] = {
+          count: pool.count, onWorkers: failing(64, true, 'skip'), here: failing(2000, false, 'throw'), both: failing(2000, true, 'throw'),
+          countAfter: pool.count,
+        };
+      }
+      console.log(JSON.stringify(got));`;
+    type Failed = { error: string; every?: boolean; after?: boolean[] };
+    const got = childJson<Record<string, { count: number; countAfter: number } & Record<'onWorkers' | 'here' | 'both', Failed>>>(script, 2, 60_000);
+    for (const threads of [2, 4]) {
+      const r = got[threads]!;
+      assert.deepEqual([r.count, r.countAfter], [threads, threads], `${threads} threads: the pool's threads before and after (a part's failure retires nothing)`);
+      for (const [name, error] of [['onWorkers', /^a host SIMD worker thread failed: unreachable$/], ['here', /^caller part \d+$/], ['both', /^caller part \d+$/]] as const) {
+        const f = r[name];
+        assert.match(f.error, error, `${threads} threads, ${name}: the call's error`);
+        assert.equal(f.every, true, `${threads} threads, ${name}: every part ran`);
+        assert.deepEqual(f.after, [true, true, true], `${threads} threads, ${name}: later calls (assigned, shared, shared in two rounds)`);
+      }
+    }
+  });
 });
