@@ -764,4 +764,64 @@ describe('the host pools\' shared work queue', () => {
       }
     }
   });
+  test('a worker stopped (exit, a throw outside its job, terminate) during a shared call of 3,000 parts on 2 and 4 threads: the call ends within seconds, with every part done or the stop\'s error, and later calls run on the calling thread with the one-thread bits', { timeout: 90_000 }, () => {
+    const script = `
+      ${HOST_ON}
+      ${srcImport('simdGelu', 'kernels/platform/hostSimd.ts')}
+      ${srcImport('hostThreadsFailure, stopHostWorker', 'kernels/platform/simdThreads.ts')}
+      const PARTS = 3000, GROUPS = 16, REPEAT = 40; // queue rounds by parts and by slots
+      const n = 4 * GROUPS * PARTS;
+      const pages = Math.ceil((2 * 4 * n) / 65536) + 1;
+      const arrays = (memory) => ({ x: new Float32Array(memory.buffer, 0, n), y: new Float32Array(memory.buffer, 4 * n, n) });
+      const unshared = new WebAssembly.Memory({ initial: pages });
+      const one = arrays(unshared);
+      one.x.set(Float32Array.from({ length: n }, (_, i) => Math.sin(i * 0.37) * 5));
+      simdGelu(heapSimdHost(unshared), one.x, one.y);
+      const want = bitsOf(one.y);
+      const got = {};
+      for (const threads of [2, 4]) {
+        for (const how of ['exit', 'throw', 'terminate']) {
+          const { memory, host } = hostOn(threads, pages);
+          const a = arrays(memory);
+          a.x.set(one.x);
+          const armed = stopHostWorker(memory, how);
+          const before = host.threads;
+          const started = Date.now();
+          let error = null;
+          try {
+            // each part's gelu REPEAT times (the same bits), so that terminate() is likely to find a part running
+            host.callSplit([a.x], [a.y], ([xa, ya]) => Array.from({ length: PARTS }, (_, k) =>
+              new Array(REPEAT).fill({ fn: 'gelu', args: [xa + 16 * GROUPS * k, ya + 16 * GROUPS * k, GROUPS] })));
+          } catch (err) {
+            error = err.message;
+          }
+          const ms = Date.now() - started;
+          const whole = bitsOf(a.y).every((v, i) => v === want[i]);
+          a.y.fill(0);
+          simdGelu(host, a.x, a.y);
+          got[threads + ' ' + how] = { armed, before, error, whole, ms, threads: host.threads, same: bitsOf(a.y).every((v, i) => v === want[i]), failure: hostThreadsFailure() };
+        }
+      }
+      console.log(JSON.stringify(got));`;
+    type Outcome = { armed: number; before: number; error: string | null; whole: boolean; ms: number; threads: number; same: boolean; failure: string | null };
+    const got = childJson<Record<string, Outcome>>(script, 2, 60_000);
+    const causes = { exit: 'it exited with code 7', throw: 'it threw outside its job: stopHostWorker', terminate: 'its thread ended with no word from it' };
+    for (const threads of [2, 4]) {
+      for (const [how, cause] of Object.entries(causes)) {
+        const r = got[`${threads} ${how}`]!;
+        const what = `${threads} threads, ${how}`;
+        assert.deepEqual([r.armed, r.before, r.threads], [1, threads, 1], `${what}: the pools armed, the host's threads before, and after the stop`);
+        if (how === 'terminate') {
+          // the terminated worker held a part (the error), or the other threads did every part
+          assert.ok(r.error === null ? r.whole : r.error.startsWith(`a host SIMD worker thread stopped during a call, its part unfinished: ${cause}`), `${what}: the call gave ${r.error}`);
+        } else {
+          // the worker stops as its job starts, holding no part: the others do every part
+          assert.deepEqual([r.error, r.whole], [null, true], `${what}: the call's error, and whether every part was done`);
+        }
+        assert.ok(r.ms < 10_000, `${what}: the call ended after ${r.ms} ms`);
+        assert.equal(r.same, true, `${what}: the next call's bits differ from one thread's`);
+        assert.ok((r.failure ?? '').startsWith(`a host SIMD worker thread stopped: ${cause}`), `${what}: hostThreadsFailure() is ${r.failure}`);
+      }
+    }
+  });
 });
