@@ -8,7 +8,13 @@
  * bits, the reason kept, the host's threads and the backend line's then 1; splitRuns's cuts; under Node with more
  * than one core the wasm backend starts its threaded build (a shared heap the loops run on from both threads), with
  * MICSE_HOST_THREADS=1 its unthreaded one, and a value that is no thread count stops the backend's selection; that
- * build starts no worker of its own, whatever core count os.cpus() reports (the process exits by itself).
+ * build starts no worker of its own, whatever core count os.cpus() reports (the process exits by itself); a call
+ * whose part cannot be written to its worker's job runs nothing. The pools' shared work queue (more parts than threads):
+ * 2,000 calls mixing assigned and shared parts, uneven and some empty, give one thread's bits on 2 and 4 threads (more
+ * than the cores); a call runs in rounds where its parts or their calls exceed a round's, and a part too big for one is
+ * an error naming its size; a part's failure on a worker or on the caller fails the call, every other part run and
+ * later calls right; a worker stopped during a shared call of many parts ends it within seconds. The tests that could
+ * hang run in a child process with a timeout.
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
