@@ -448,7 +448,7 @@ describe('host SIMD loops on threads', () => {
     assert.match(hostThreadsFailure() ?? '', /^\d+ host SIMD worker threads? did not start: .*(LinkError|Import #0|function import)/i);
   });
 
-  test('native threads call a library\'s functions on the caller\'s memory by address; a library that does not load leaves no pool, the reason kept', (t) => {
+  test('native threads call a library\'s functions on the caller\'s memory by address, assigned or shared; a library that does not load leaves no pool, the reason kept', (t) => {
     if (!hostThreadsAvailable() || process.platform !== 'linux') {
       t.skip(!hostThreadsAvailable() ? 'one host thread here: no pool is made' : 'libc.so.6 is the Linux C library');
       return;
@@ -461,7 +461,7 @@ describe('host SIMD loops on threads', () => {
       t.skip('koffi is not installed');
       return;
     }
-    const koffi = require(koffiPath) as { address(value: unknown): bigint };
+    const koffi = require(koffiPath) as { address(value: unknown): bigint; load(path: string): { func(declaration: string): (...args: number[]) => unknown } };
     const pool = nativeThreads(koffiPath, 'libc.so.6', { memset: 'void *memset(uintptr_t, int, size_t)' });
     assert.notEqual(pool, null, hostThreadsFailure('native') ?? '');
     const bytes = new Uint8Array(32);
@@ -469,6 +469,13 @@ describe('host SIMD loops on threads', () => {
     pool!.run([[], [{ fn: 'memset', args: [at + 8, 7, 16] }]], () => undefined);
     assert.deepEqual([...bytes], [...new Array(8).fill(0), ...new Array(16).fill(7), ...new Array(8).fill(0)]);
     assert.throws(() => pool!.run([[], [{ fn: 'memset', args: [at, 7] }]], () => undefined), /a host native worker thread failed: /);
+    // more parts than threads (two queue rounds): the native workers and the caller share them
+    const memset = koffi.load('libc.so.6').func('void *memset(uintptr_t, int, size_t)');
+    const many = new Uint8Array(3000);
+    const base = Number(koffi.address(many));
+    pool!.run(Array.from({ length: many.length }, (_, k) => [{ fn: 'memset', args: [base + k, (k % 255) + 1, 1] }]),
+      (calls) => calls.forEach((c) => memset(...c.args)));
+    assert.ok(many.every((v, k) => v === (k % 255) + 1), 'a byte of the shared native call is not its part\'s');
     assert.equal(nativeThreads(koffiPath, '/nonexistent/libmissing.so', { f: 'void f()' }), null);
     assert.match(hostThreadsFailure('native') ?? '', /^\d+ host native worker threads? did not start: .*libmissing/);
     assert.doesNotMatch(hostThreadsFailure() ?? '', /native/, 'the SIMD pools\' failure is kept apart');
