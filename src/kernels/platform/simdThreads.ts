@@ -491,12 +491,13 @@ function encodeQueue(parts: ThreadCall[][], index: ReadonlyMap<string, number>, 
   let fit = 0;
   let size = 2; // the unused slot and the end offset
   for (const part of parts) {
+    if (fit === PART_MASK) break;
     let more = 1;
     for (const c of part) more += 2 + c.args.length;
-    if (fit === 0 && size + more > into.length) {
-      throw new Error(`simdThreads: a part of ${more} queue slots, more than the ${into.length - size} a queue round holds`);
+    if (size + more > into.length) {
+      if (fit === 0) throw new Error(`simdThreads: a part of ${more} queue slots, more than the ${into.length - size} a queue round holds`);
+      break;
     }
-    if (fit === PART_MASK || size + more > into.length) break;
     size += more;
     fit++;
   }
