@@ -8,7 +8,13 @@
  * bits, the reason kept, the host's threads and the backend line's then 1; splitRuns's cuts; under Node with more
  * than one core the wasm backend starts its threaded build (a shared heap the loops run on from both threads), with
  * MICSE_HOST_THREADS=1 its unthreaded one, and a value that is no thread count stops the backend's selection; that
- * build starts no worker of its own, whatever core count os.cpus() reports (the process exits by itself).
+ * build starts no worker of its own, whatever core count os.cpus() reports (the process exits by itself); a call
+ * whose part cannot be written to its worker's job runs nothing. The pools' shared work queue (more parts than threads):
+ * 2,000 calls mixing assigned and shared parts, uneven and some empty, give one thread's bits on 2 and 4 threads (more
+ * than the cores); a call runs in rounds where its parts or their calls exceed a round's, and a part too big for one is
+ * an error naming its size; a part's failure on a worker or on the caller fails the call, every other part run and
+ * later calls right; a worker stopped during a shared call of many parts ends it within seconds. The tests that could
+ * hang run in a child process with a timeout.
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -19,7 +25,7 @@ import {
   simdResidualLayerNorm, simdResidualLayerNormGrad, simdSegmentSum, simdSoftmaxGradRows, simdSoftmaxRows, type SimdHost,
 } from '../src/kernels/platform/hostSimd.js';
 import {
-  cgroupCpuQuota, HOST_THREADS_ENV, hostCores, hostThreadsAvailable, hostThreadsFailure, nativeThreads, simdThreads, splitRuns, THREAD_MIN_ELEMENTS,
+  cgroupCpuQuota, HOST_THREADS_ENV, hostCores, hostThreadsAvailable, hostThreadsFailure, jobCallsMax, nativeThreads, simdThreads, splitRuns, THREAD_MIN_ELEMENTS,
 } from '../src/kernels/platform/simdThreads.js';
 import { heapMemory, type WasmBackend } from '../src/kernels/platform/hostBackend.js';
 import { describeSelection, selectBackend } from '../src/model/backend.js';
@@ -155,6 +161,17 @@ describe('host SIMD loops on threads', () => {
     y!.fill(0);
     host.callSplit([x!], [y!], ([xa, ya]) => Array.from({ length: parts }, (_, i) => [{ fn: 'gelu', args: [xa! + 16 * i, ya! + 16 * i, 1] }]));
     assert.deepEqual(y, uy, 'after a failed part, the next shared call');
+  });
+
+  test('a call with a part that cannot be written to its worker\'s job (too many calls) throws before any thread runs a part', () => {
+    const { memory, host } = sharedHost(3);
+    const [x, y] = arraysOn(memory, [4 * 64, 4 * 64]);
+    x!.set(seededValues(4 * 64, 12).map((v) => 6 * v));
+    const gelu = { fn: 'gelu' as const, args: [x!.byteOffset, y!.byteOffset, 64] };
+    assert.throws(() => host.callSplit([], [], () => [[gelu], new Array(jobCallsMax(3)).fill(gelu), new Array(jobCallsMax(3) + 1).fill(gelu)]),
+      /^Error: simdThreads: more than 16384 job slots$/);
+    host.callSplit([], [], () => [[], [], []]); // returns once the workers are idle
+    assert.ok(y!.every((v) => v === 0), 'a part of the call that threw was run');
   });
 
   test('a worker whose thread stops mid-call ends the call with an error; later calls run on the calling thread (the threads given as 1) with the same bits, the reason kept', { timeout: 90_000 }, () => {
@@ -431,7 +448,7 @@ describe('host SIMD loops on threads', () => {
     assert.match(hostThreadsFailure() ?? '', /^\d+ host SIMD worker threads? did not start: .*(LinkError|Import #0|function import)/i);
   });
 
-  test('native threads call a library\'s functions on the caller\'s memory by address; a library that does not load leaves no pool, the reason kept', (t) => {
+  test('native threads call a library\'s functions on the caller\'s memory by address, assigned or shared; a library that does not load leaves no pool, the reason kept', (t) => {
     if (!hostThreadsAvailable() || process.platform !== 'linux') {
       t.skip(!hostThreadsAvailable() ? 'one host thread here: no pool is made' : 'libc.so.6 is the Linux C library');
       return;
@@ -444,7 +461,7 @@ describe('host SIMD loops on threads', () => {
       t.skip('koffi is not installed');
       return;
     }
-    const koffi = require(koffiPath) as { address(value: unknown): bigint };
+    const koffi = require(koffiPath) as { address(value: unknown): bigint; load(path: string): { func(declaration: string): (...args: number[]) => unknown } };
     const pool = nativeThreads(koffiPath, 'libc.so.6', { memset: 'void *memset(uintptr_t, int, size_t)' });
     assert.notEqual(pool, null, hostThreadsFailure('native') ?? '');
     const bytes = new Uint8Array(32);
@@ -452,6 +469,13 @@ describe('host SIMD loops on threads', () => {
     pool!.run([[], [{ fn: 'memset', args: [at + 8, 7, 16] }]], () => undefined);
     assert.deepEqual([...bytes], [...new Array(8).fill(0), ...new Array(16).fill(7), ...new Array(8).fill(0)]);
     assert.throws(() => pool!.run([[], [{ fn: 'memset', args: [at, 7] }]], () => undefined), /a host native worker thread failed: /);
+    // more parts than threads (two queue rounds): the native workers and the caller share them
+    const memset = koffi.load('libc.so.6').func('void *memset(uintptr_t, int, size_t)');
+    const many = new Uint8Array(3000);
+    const base = Number(koffi.address(many));
+    pool!.run(Array.from({ length: many.length }, (_, k) => [{ fn: 'memset', args: [base + k, (k % 255) + 1, 1] }]),
+      (calls) => calls.forEach((c) => memset(...c.args)));
+    assert.ok(many.every((v, k) => v === (k % 255) + 1), 'a byte of the shared native call is not its part\'s');
     assert.equal(nativeThreads(koffiPath, '/nonexistent/libmissing.so', { f: 'void f()' }), null);
     assert.match(hostThreadsFailure('native') ?? '', /^\d+ host native worker threads? did not start: .*libmissing/);
     assert.doesNotMatch(hostThreadsFailure() ?? '', /native/, 'the SIMD pools\' failure is kept apart');
@@ -514,5 +538,304 @@ describe('host SIMD loops on threads', () => {
     assert.match(got.line, /wasm: threaded SIMD build, XNNPACK on 1 thread; .* shared heap, 2 threads/);
     assert.equal(got.finite, true);
     assert.equal(got.worker, 'undefined');
+  });
+});
+
+/**
+ * Runs `script` (an ES module; `srcImport` lines for what it needs) in a child process with HOST_THREADS_ENV
+ * `threads`, and returns the JSON of its last line of output; a child that runs `timeoutMs` fails the test (a call
+ * waiting for ever), instead of holding the suite.
+ */
+function childJson<T>(script: string, threads: number, timeoutMs: number): T {
+  let out: string;
+  try {
+    out = execFileSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script],
+      { env: { ...process.env, [HOST_THREADS_ENV]: String(threads) }, encoding: 'utf8', timeout: timeoutMs });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ETIMEDOUT') throw err;
+    assert.fail(`the child ran ${timeoutMs / 1000} s and was killed: a call waited for ever`);
+  }
+  return JSON.parse(out.trim().split('\n').at(-1)!) as T;
+}
+
+/**
+ * Child-script JavaScript of `hostOn(threads, pages)`: a shared memory of `pages` pages whose SIMD host has a pool of
+ * `threads` threads (HOST_THREADS_ENV while it is made); and `bitsOf(a)`, a Float32Array's bits.
+ */
+const HOST_ON = `
+  ${srcImport('heapSimdHost', 'kernels/platform/hostSimd.ts')}
+  const hostOn = (threads, pages) => {
+    process.env.${HOST_THREADS_ENV} = String(threads);
+    const memory = new WebAssembly.Memory({ initial: pages, maximum: pages, shared: true });
+    return { memory, host: heapSimdHost(memory) };
+  };
+  const bitsOf = (a) => new Uint32Array(a.buffer, a.byteOffset, a.length);`;
+
+describe('the host pools\' shared work queue', () => {
+  test('2,000 calls mixing assigned and shared parts (1 to 300 of them, uneven, some empty) give the one-thread bits on 2 and 4 threads', { timeout: 90_000 }, () => {
+    const script = `
+      ${HOST_ON}
+      ${srcImport('simdBinary, simdGelu', 'kernels/platform/hostSimd.ts')}
+      const G = 4096; // SIMD groups of each array
+      const pages = Math.ceil((4 * 16 * G) / 65536) + 1;
+      let seed = 12345;
+      const rand = (n) => { seed = (Math.imul(seed, 1103515245) + 12345) >>> 0; return Math.floor((seed / 2 ** 32) * n); };
+      const arrays = (memory) => {
+        const at = (k) => new Float32Array(memory.buffer, 16 * G * k, 4 * G);
+        return { x: at(0), d: at(1), y: at(2), s: at(3) };
+      };
+      const one = arrays(new WebAssembly.Memory({ initial: pages }));
+      one.x.set(Float32Array.from({ length: 4 * G }, (_, i) => Math.sin(i * 0.37) * 5));
+      one.d.set(Float32Array.from({ length: 4 * G }, (_, i) => Math.cos(i * 0.11)));
+      {
+        const memory = new WebAssembly.Memory({ initial: pages });
+        const a = arrays(memory);
+        a.x.set(one.x); a.d.set(one.d);
+        const host = heapSimdHost(memory);
+        simdGelu(host, a.x, a.y);
+        simdBinary(host, 'add', a.x, a.d, a.s);
+        one.y.set(a.y); one.s.set(a.s);
+      }
+      const wantY = bitsOf(one.y), wantS = bitsOf(one.s);
+      const NAN = 0x7fc00001; // the outputs' fill: a quiet NaN no loop writes
+      const got = {};
+      for (const threads of [2, 4]) {
+        const { memory, host } = hostOn(threads, pages);
+        const a = arrays(memory);
+        a.x.set(one.x); a.d.set(one.d);
+        const y = bitsOf(a.y), s = bitsOf(a.s);
+        let bad = null, shared = 0, assigned = 0;
+        for (let call = 0; call < 2000 && bad === null; call++) {
+          // every third call as many parts as threads at most (assigned), else 1 to 300 (mostly shared, often one
+          // shared call after another: workers woken for a queue while still finishing the last)
+          const parts = call % 3 === 0 ? 1 + rand(threads) : 1 + rand(300);
+          if (parts > threads) shared++; else assigned++;
+          const first = rand(G), end = first + rand(G - first + 1);
+          const bounds = [first, ...Array.from({ length: parts - 1 }, () => first + rand(end - first + 1)).sort((p, q) => p - q), end];
+          y.fill(NAN); s.fill(NAN);
+          const plan = bounds.slice(1).map((g1, k) => {
+            const g0 = bounds[k], mid = g0 + rand(g1 - g0 + 1);
+            // a part's gelu as two calls (either may be empty), or one call a group where the part is short
+            const gelu = g1 - g0 <= 64 && rand(4) === 0
+              ? Array.from({ length: g1 - g0 }, (_, i) => ({ fn: 'gelu', args: [a.x.byteOffset + 16 * (g0 + i), a.y.byteOffset + 16 * (g0 + i), 1] }))
+              : [[g0, mid], [mid, g1]].map(([p, q]) => ({ fn: 'gelu', args: [a.x.byteOffset + 16 * p, a.y.byteOffset + 16 * p, q - p] }));
+            return rand(8) === 0 ? [] : [...gelu, { fn: 'add', args: [a.x.byteOffset + 16 * g0, a.d.byteOffset + 16 * g0, a.s.byteOffset + 16 * g0, g1 - g0] }];
+          });
+          host.callSplit([], [], () => plan);
+          const done = new Set(bounds.slice(1).flatMap((g1, k) => plan[k].length === 0 ? [] : [k]));
+          for (let k = 0; k < parts && bad === null; k++) {
+            for (let i = 4 * bounds[k]; i < 4 * bounds[k + 1] && bad === null; i++) {
+              const written = done.has(k);
+              if (y[i] !== (written ? wantY[i] : NAN) || s[i] !== (written ? wantS[i] : NAN)) bad = { call, parts, part: k, element: i };
+            }
+          }
+          for (const out of [y, s]) if (bad === null && (out.subarray(0, 4 * first).some((v) => v !== NAN) || out.subarray(4 * end).some((v) => v !== NAN))) bad = { call, parts, outside: true };
+        }
+        got[threads] = { threads: host.threads, bad, shared, assigned };
+      }
+      console.log(JSON.stringify(got));`;
+    const got = childJson<Record<string, { threads: number; bad: unknown; shared: number; assigned: number }>>(script, 2, 60_000);
+    for (const threads of [2, 4]) {
+      const r = got[threads]!;
+      assert.equal(r.bad, null, `${threads} threads: a call's output differs from one thread's: ${JSON.stringify(r.bad)}`);
+      assert.equal(r.threads, threads);
+      assert.ok(r.shared > 1200 && r.assigned > 600, `${threads} threads: ${r.shared} shared calls, ${r.assigned} assigned`);
+    }
+  });
+  test('a call of more parts than a queue round holds (2047), or of more calls than its slots hold, runs in rounds with the one-thread bits; a part too big for a round alone is an error naming its size, and later calls run', { timeout: 90_000 }, () => {
+    const script = `
+      ${HOST_ON}
+      ${srcImport('simdGelu', 'kernels/platform/hostSimd.ts')}
+      const G = 16384; // SIMD groups of each array
+      const pages = Math.ceil((3 * 16 * G) / 65536) + 1;
+      const arrays = (memory) => {
+        const at = (k) => new Float32Array(memory.buffer, 16 * G * k, 4 * G);
+        return { x: at(0), y: at(1), s: at(2) };
+      };
+      const unshared = new WebAssembly.Memory({ initial: pages });
+      const one = arrays(unshared);
+      one.x.set(Float32Array.from({ length: 4 * G }, (_, i) => Math.sin(i * 0.37) * 5));
+      simdGelu(heapSimdHost(unshared), one.x, one.y);
+      one.s.set(one.x.map((v) => v + v));
+      const wantY = bitsOf(one.y), wantS = bitsOf(one.s);
+      const NAN = 0x7fc00001;
+      const got = {};
+      for (const threads of [2, 3]) {
+        const { memory, host } = hostOn(threads, pages);
+        const a = arrays(memory);
+        a.x.set(one.x);
+        const y = bitsOf(a.y), s = bitsOf(a.s);
+        // a call a group: gelu into y (5 queue slots: index, count, 3 arguments) or x + x into s (6 slots)
+        const gelu = (g) => ({ fn: 'gelu', args: [a.x.byteOffset + 16 * g, a.y.byteOffset + 16 * g, 1] });
+        const add = (g) => ({ fn: 'add', args: [a.x.byteOffset + 16 * g, a.x.byteOffset + 16 * g, a.s.byteOffset + 16 * g, 1] });
+        // parts of [gelu calls, add calls] on consecutive groups from 0: whether every group they cover has the
+        // one-thread bits and every other is untouched
+        const check = (sizes) => {
+          y.fill(NAN); s.fill(NAN);
+          let g = 0, h = 0;
+          const plan = sizes.map(([geluCalls, addCalls = 0]) => [...Array.from({ length: geluCalls }, () => gelu(g++)), ...Array.from({ length: addCalls }, () => add(h++))]);
+          host.callSplit([], [], () => plan);
+          return y.every((v, i) => v === (i < 4 * g ? wantY[i] : NAN)) && s.every((v, i) => v === (i < 4 * h ? wantS[i] : NAN));
+        };
+        const r = {};
+        // one round of the most parts, and more
+        for (const parts of [2047, 2048, 4095, 5000]) r['parts' + parts] = check(new Array(parts).fill([1]));
+        // 400 parts of 40 calls (201 slots each): more than a round's 65,536 slots
+        r.slots = check(new Array(400).fill([30, 10]));
+        // a round's slots: 2, then per part 1 + its calls'; a part of 13,103 gelu and 3 add calls fills a round
+        // exactly (2 + 1 + 65,515 + 18), the parts after it the next
+        r.fillsRound = check([[13103, 3], [1], [1, 1], [2]]);
+        let error = null;
+        try {
+          // 13,102 gelu and 4 add calls: 65,535 slots, with a round's 2 one more than it holds
+          host.callSplit([], [], () => [[gelu(0)], [...new Array(13102).fill(gelu(1)), ...new Array(4).fill(add(2))], [gelu(3)], [gelu(4)]]);
+        } catch (err) {
+          error = err.message;
+        }
+        r.after = check([[7], [1, 1], [2], [], [5], [3, 2]]) && check([[9], [9]]);
+        got[threads] = { ...r, error, threads: host.threads };
+      }
+      console.log(JSON.stringify(got));`;
+    const got = childJson<Record<string, Record<string, boolean | string | number | null>>>(script, 2, 60_000);
+    for (const threads of [2, 3]) {
+      const r = got[threads]!;
+      for (const name of ['parts2047', 'parts2048', 'parts4095', 'parts5000', 'slots', 'fillsRound', 'after']) {
+        assert.equal(r[name], true, `${threads} threads, ${name}: the outputs differ from one thread's`);
+      }
+      assert.equal(r['error'], 'simdThreads: a part of 65535 queue slots, more than the 65534 a queue round holds');
+      assert.equal(r['threads'], threads);
+    }
+  });
+  test('a shared part that throws, on a worker or on the caller, fails the call with that error; every other part still runs, and later calls, assigned and shared, give the right bits on every thread', { timeout: 90_000 }, () => {
+    // A module of two exports on a shared page: trap() (unreachable) and put(address, value) (an i32 store).
+    const module = [
+      0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, // magic, version
+      0x01, 0x09, 0x02, 0x60, 0x00, 0x00, 0x60, 0x02, 0x7f, 0x7f, 0x00, // types: () -> (), (i32, i32) -> ()
+      0x02, 0x10, 0x01, 0x03, 0x65, 0x6e, 0x76, 0x06, 0x6d, 0x65, 0x6d, 0x6f, 0x72, 0x79, 0x02, 0x03, 0x01, 0x01, // env.memory, shared, 1..1 page
+      0x03, 0x03, 0x02, 0x00, 0x01, // functions: trap, put
+      0x07, 0x0e, 0x02, 0x04, 0x74, 0x72, 0x61, 0x70, 0x00, 0x00, 0x03, 0x70, 0x75, 0x74, 0x00, 0x01, // exports
+      0x0a, 0x0f, 0x02, 0x03, 0x00, 0x00, 0x0b, 0x09, 0x00, 0x20, 0x00, 0x20, 0x01, 0x36, 0x02, 0x00, 0x0b, // code
+    ];
+    const script = `
+      ${srcImport('simdThreads', 'kernels/platform/simdThreads.ts')}
+      const module = new WebAssembly.Module(new Uint8Array(${JSON.stringify(module)}));
+      const nap = new Int32Array(new SharedArrayBuffer(4));
+      const got = {};
+      for (const threads of [2, 4]) {
+        process.env.${HOST_THREADS_ENV} = String(threads);
+        const memory = new WebAssembly.Memory({ initial: 1, maximum: 1, shared: true });
+        const pool = simdThreads(module, memory, ['trap', 'put']);
+        const ints = new Int32Array(memory.buffer);
+        const put = (k, v) => ({ fn: 'put', args: [4 * k, v] });
+        const trap = { fn: 'trap', args: [] };
+        // the caller's parts: puts here; how = 'skip' passes over a trap (napping 1 ms: the workers take most
+        // parts), 'throw' throws after the part's puts
+        let localParts = 0;
+        const local = (how) => (calls) => {
+          localParts++;
+          for (const c of calls) if (c.fn === 'put') ints[c.args[0] / 4] = c.args[1];
+          if (how === 'skip') Atomics.wait(nap, 0, 0, 1);
+          else throw new Error('caller part ' + calls[0].args[0] / 4);
+        };
+        // parts puts of value base + k at k, the rest of the page's first 4096 words 0
+        const check = (parts, base) => {
+          ints.fill(0, 0, 4096);
+          pool.run(Array.from({ length: parts }, (_, k) => [put(k, base + k)]), local('skip'));
+          return ints.subarray(0, 4096).every((v, k) => v === (k < parts ? base + k : 0));
+        };
+        const failing = (parts, onWorkers, here) => {
+          // tries until the failing side took a part (each call: every part a put, then a trap on the workers)
+          for (let attempt = 0; attempt < 20; attempt++) {
+            ints.fill(0, 0, 4096);
+            localParts = 0;
+            let error = null;
+            try {
+              pool.run(Array.from({ length: parts }, (_, k) => onWorkers ? [put(k, k + 1), trap] : [put(k, k + 1)]), local(here));
+            } catch (err) {
+              error = err.message;
+            }
+            const every = ints.subarray(0, 4096).every((v, k) => v === (k < parts ? k + 1 : 0));
+            if (error !== null && (here !== 'throw' || localParts > 0)) return { error, every, after: [check(threads, 100), check(300, 200), check(3000, 500)] };
+          }
+          return { error: 'no part failed in 20 calls' };
+        };
+        got[threads] = {
+          count: pool.count, onWorkers: failing(64, true, 'skip'), here: failing(2000, false, 'throw'), both: failing(2000, true, 'throw'),
+          countAfter: pool.count,
+        };
+      }
+      console.log(JSON.stringify(got));`;
+    type Failed = { error: string; every?: boolean; after?: boolean[] };
+    const got = childJson<Record<string, { count: number; countAfter: number } & Record<'onWorkers' | 'here' | 'both', Failed>>>(script, 2, 60_000);
+    for (const threads of [2, 4]) {
+      const r = got[threads]!;
+      assert.deepEqual([r.count, r.countAfter], [threads, threads], `${threads} threads: the pool's threads before and after (a part's failure retires nothing)`);
+      for (const [name, error] of [['onWorkers', /^a host SIMD worker thread failed: unreachable$/], ['here', /^caller part \d+$/], ['both', /^caller part \d+$/]] as const) {
+        const f = r[name];
+        assert.match(f.error, error, `${threads} threads, ${name}: the call's error`);
+        assert.equal(f.every, true, `${threads} threads, ${name}: every part ran`);
+        assert.deepEqual(f.after, [true, true, true], `${threads} threads, ${name}: later calls (assigned, shared, shared in two rounds)`);
+      }
+    }
+  });
+  test('a worker stopped (exit, a throw outside its job, terminate) during a shared call of 3,000 parts on 2 and 4 threads: the call ends within seconds, with every part done or the stop\'s error, and later calls run on the calling thread with the one-thread bits', { timeout: 90_000 }, () => {
+    const script = `
+      ${HOST_ON}
+      ${srcImport('simdGelu', 'kernels/platform/hostSimd.ts')}
+      ${srcImport('hostThreadsFailure, stopHostWorker', 'kernels/platform/simdThreads.ts')}
+      const PARTS = 3000, GROUPS = 16, REPEAT = 40; // queue rounds by parts and by slots
+      const n = 4 * GROUPS * PARTS;
+      const pages = Math.ceil((2 * 4 * n) / 65536) + 1;
+      const arrays = (memory) => ({ x: new Float32Array(memory.buffer, 0, n), y: new Float32Array(memory.buffer, 4 * n, n) });
+      const unshared = new WebAssembly.Memory({ initial: pages });
+      const one = arrays(unshared);
+      one.x.set(Float32Array.from({ length: n }, (_, i) => Math.sin(i * 0.37) * 5));
+      simdGelu(heapSimdHost(unshared), one.x, one.y);
+      const want = bitsOf(one.y);
+      const got = {};
+      for (const threads of [2, 4]) {
+        for (const how of ['exit', 'throw', 'terminate']) {
+          const { memory, host } = hostOn(threads, pages);
+          const a = arrays(memory);
+          a.x.set(one.x);
+          const armed = stopHostWorker(memory, how);
+          const before = host.threads;
+          const started = Date.now();
+          let error = null;
+          try {
+            // each part's gelu REPEAT times (the same bits), so that terminate() is likely to find a part running
+            host.callSplit([a.x], [a.y], ([xa, ya]) => Array.from({ length: PARTS }, (_, k) =>
+              new Array(REPEAT).fill({ fn: 'gelu', args: [xa + 16 * GROUPS * k, ya + 16 * GROUPS * k, GROUPS] })));
+          } catch (err) {
+            error = err.message;
+          }
+          const ms = Date.now() - started;
+          const whole = bitsOf(a.y).every((v, i) => v === want[i]);
+          a.y.fill(0);
+          simdGelu(host, a.x, a.y);
+          got[threads + ' ' + how] = { armed, before, error, whole, ms, threads: host.threads, same: bitsOf(a.y).every((v, i) => v === want[i]), failure: hostThreadsFailure() };
+        }
+      }
+      console.log(JSON.stringify(got));`;
+    type Outcome = { armed: number; before: number; error: string | null; whole: boolean; ms: number; threads: number; same: boolean; failure: string | null };
+    const got = childJson<Record<string, Outcome>>(script, 2, 60_000);
+    const causes = { exit: 'it exited with code 7', throw: 'it threw outside its job: stopHostWorker', terminate: 'its thread ended with no word from it' };
+    for (const threads of [2, 4]) {
+      for (const [how, cause] of Object.entries(causes)) {
+        const r = got[`${threads} ${how}`]!;
+        const what = `${threads} threads, ${how}`;
+        assert.deepEqual([r.armed, r.before, r.threads], [1, threads, 1], `${what}: the pools armed, the host's threads before, and after the stop`);
+        if (how === 'terminate') {
+          // the terminated worker held a part (the error), or the other threads did every part
+          assert.ok(r.error === null ? r.whole : r.error.startsWith(`a host SIMD worker thread stopped during a call, its part unfinished: ${cause}`), `${what}: the call gave ${r.error}`);
+        } else {
+          // the worker stops as its job starts, holding no part: the others do every part
+          assert.deepEqual([r.error, r.whole], [null, true], `${what}: the call's error, and whether every part was done`);
+        }
+        assert.ok(r.ms < 10_000, `${what}: the call ended after ${r.ms} ms`);
+        assert.equal(r.same, true, `${what}: the next call's bits differ from one thread's`);
+        assert.ok((r.failure ?? '').startsWith(`a host SIMD worker thread stopped: ${cause}`), `${what}: hostThreadsFailure() is ${r.failure}`);
+      }
+    }
   });
 });

@@ -485,19 +485,22 @@ function encode(calls: ThreadCall[], index: ReadonlyMap<string, number>, into: F
 
 /**
  * Writes `parts` into a shared queue's slots (QUEUE_SLOTS layout); returns how many of them, from the first, fit (at
- * least one part, which must fit alone).
+ * least one part, which must fit alone: a part of its offset and its calls' slots, QUEUE_SLOTS - 2 at most).
  */
 function encodeQueue(parts: ThreadCall[][], index: ReadonlyMap<string, number>, into: Float64Array): number {
   let fit = 0;
   let size = 2; // the unused slot and the end offset
   for (const part of parts) {
+    if (fit === PART_MASK) break;
     let more = 1;
     for (const c of part) more += 2 + c.args.length;
-    if (fit === PART_MASK || size + more > into.length) break;
+    if (size + more > into.length) {
+      if (fit === 0) throw new Error(`simdThreads: a part of ${more} queue slots, more than the ${into.length - size} a queue round holds`);
+      break;
+    }
     size += more;
     fit++;
   }
-  if (fit === 0) throw new Error(`simdThreads: a part of more than ${QUEUE_SLOTS} queue slots`);
   let p = fit + 2;
   for (let k = 0; k < fit; k++) {
     into[1 + k] = p;
@@ -642,10 +645,10 @@ function startPool<K extends string>(count: number, names: readonly K[], setup: 
       for (const part of parts) local(part);
       return;
     }
-    busy.forEach((w, i) => {
-      encode(parts[i + 1]!, index, w.calls);
-      post(w);
-    });
+    // Every job written before any is posted: a part that cannot be written (an unknown export, more than JOB_SLOTS)
+    // throws with no thread running.
+    busy.forEach((w, i) => encode(parts[i + 1]!, index, w.calls));
+    for (const w of busy) post(w);
     let localError: unknown = null;
     try {
       local(parts[0] ?? []);
