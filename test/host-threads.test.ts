@@ -104,6 +104,23 @@ function sharedHost(threads: number): { memory: WebAssembly.Memory; host: SimdHo
   }
 }
 
+/**
+ * Child-script lines that replace node:worker_threads' Worker (for the pools' ESM import too) by a subclass whose
+ * constructor runs `body` (`source`, `options` and the script's `made` array in scope; it calls super itself), and
+ * define `require` from ROOT.
+ */
+const patchedWorker = (body: string): string => `
+  const { createRequire, syncBuiltinESMExports } = await import('node:module');
+  const require = createRequire(${JSON.stringify(ROOT + '/')});
+  const threads = require('node:worker_threads');
+  const Real = threads.Worker;
+  const made = [];
+  threads.Worker = class extends Real {
+    constructor(source, options) {${body}
+    }
+  };
+  syncBuiltinESMExports();`;
+
 describe('host SIMD loops on threads', () => {
   test('splitRuns cuts n units into at most `parts` runs of at least `min` units, covering them in order', () => {
     assert.deepEqual(splitRuns(10, 2), [[0, 5], [5, 10]]);
@@ -329,20 +346,11 @@ describe('host SIMD loops on threads', () => {
   test('a worker thread that cannot be made: the workers made are ended, the pool runs on the calling thread with the reason, nothing throws', { timeout: 60_000 }, () => {
     // A child process whose second worker's Worker constructor throws (as at the thread limit), with 3 host threads.
     const script = `
-      const { createRequire, syncBuiltinESMExports } = await import('node:module');
-      const require = createRequire(${JSON.stringify(ROOT + '/')});
-      const threads = require('node:worker_threads');
-      const Real = threads.Worker;
-      const made = [];
-      threads.Worker = class extends Real {
-        constructor(source, options) {
-          const index = options.workerData.index;
-          if (index === 1) throw new Error('thread limit reached (test)');
-          super(source, options);
-          if (index !== undefined) made.push(this);
-        }
-      };
-      syncBuiltinESMExports();
+      ${patchedWorker(`
+        const index = options.workerData.index;
+        if (index === 1) throw new Error('thread limit reached (test)');
+        super(source, options);
+        if (index !== undefined) made.push(this);`)}
       ${srcImport('heapSimdHost', 'kernels/platform/hostSimd.ts')}
       ${srcImport('hostThreadsFailure', 'kernels/platform/simdThreads.ts')}
       let error = null, host = null;
@@ -370,20 +378,11 @@ describe('host SIMD loops on threads', () => {
      */
     const child = (how: 'construct' | 'setup') => {
       const script = `
-        const { createRequire, syncBuiltinESMExports } = await import('node:module');
-        const require = createRequire(${JSON.stringify(ROOT + '/')});
-        const threads = require('node:worker_threads');
-        const Real = threads.Worker;
-        const made = [];
-        threads.Worker = class extends Real {
-          constructor(source, options) {
-            const watchdog = !('index' in options.workerData);
-            made.push(watchdog ? 'watchdog' : 'worker');
-            if (watchdog && ${JSON.stringify(how)} === 'construct') throw new Error('thread limit reached (test)');
-            super(watchdog ? "require('node:worker_threads').parentPort.on = () => { throw new Error('no port (test)'); };\\n" + source : source, options);
-          }
-        };
-        syncBuiltinESMExports();
+        ${patchedWorker(`
+          const watchdog = !('index' in options.workerData);
+          made.push(watchdog ? 'watchdog' : 'worker');
+          if (watchdog && ${JSON.stringify(how)} === 'construct') throw new Error('thread limit reached (test)');
+          super(watchdog ? "require('node:worker_threads').parentPort.on = () => { throw new Error('no port (test)'); };\\n" + source : source, options);`)}
         ${srcImport('heapSimdHost', 'kernels/platform/hostSimd.ts')}
         ${srcImport('hostThreadsFailure, nativeThreads', 'kernels/platform/simdThreads.ts')}
         const simd = [];
