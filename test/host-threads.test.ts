@@ -186,7 +186,7 @@ describe('host SIMD loops on threads', () => {
     x!.set(seededValues(4 * 64, 12).map((v) => 6 * v));
     const gelu = { fn: 'gelu' as const, args: [x!.byteOffset, y!.byteOffset, 64] };
     assert.throws(() => host.callSplit([], [], () => [[gelu], new Array(jobCallsMax(3)).fill(gelu), new Array(jobCallsMax(3) + 1).fill(gelu)]),
-      /^Error: simdThreads: more than 16384 job slots$/);
+      /^Error: simdThreads: a part's calls take more than the 16383 slots of a worker's job$/);
     host.callSplit([], [], () => [[], [], []]); // returns once the workers are idle
     assert.ok(y!.every((v) => v === 0), 'a part of the call that threw was run');
   });

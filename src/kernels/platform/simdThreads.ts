@@ -477,7 +477,7 @@ function encodeCall(c: ThreadCall, index: ReadonlyMap<string, number>, into: Flo
 function encode(calls: ThreadCall[], index: ReadonlyMap<string, number>, into: Float64Array): void {
   let p = 1;
   for (const c of calls) {
-    if (p + 2 + c.args.length > into.length) throw new Error(`simdThreads: more than ${JOB_SLOTS} job slots`);
+    if (p + 2 + c.args.length > into.length) throw new Error(`simdThreads: a part's calls take more than the ${JOB_SLOTS - 1} slots of a worker's job`);
     p = encodeCall(c, index, into, p);
   }
   into[0] = calls.length;
