@@ -336,14 +336,22 @@ async function* readTxt(file: string, stats: ReadStats, onInvalid: OnInvalid, bl
       yield { text, line };
     }
   };
+  for await (const lines of splitChunks(file, splitter)) yield* handle(lines);
+  stats.sha256 = hash.digest('hex');
+}
+
+/**
+ * Reads `file` READ_CHUNK_BYTES at a time and yields, a chunk at a time, the lines `splitter` splits from it (the
+ * last ones at the end); each must be iterated whole before the next is asked for (the splitter's view is reused).
+ */
+async function* splitChunks(file: string, splitter: LineSplitter): AsyncGenerator<Generator<LineView>> {
   const stream = createReadStream(file, { highWaterMark: READ_CHUNK_BYTES });
   try {
-    for await (const chunk of stream) yield* handle(splitter.push(chunk as Buffer));
-    yield* handle(splitter.end());
+    for await (const chunk of stream) yield splitter.push(chunk as Buffer);
+    yield splitter.end();
   } finally {
     stream.destroy();
   }
-  stats.sha256 = hash.digest('hex');
 }
 
 /** One physical line of readLines: its text and 1-based number. */
@@ -362,15 +370,8 @@ export interface TextLine {
  */
 export async function* readLines(file: string, maxLineBytes = MAX_LINE_BYTES): AsyncGenerator<TextLine> {
   const splitter = new LineSplitter(file, null, newStats(), maxLineBytes);
-  const stream = createReadStream(file, { highWaterMark: READ_CHUNK_BYTES });
-  const texts = function* (lines: Generator<LineView>): Generator<TextLine> {
+  for await (const lines of splitChunks(file, splitter)) {
     for (const v of lines) yield { text: v.buf.toString('utf8', v.begin, v.end), line: v.line };
-  };
-  try {
-    for await (const chunk of stream) yield* texts(splitter.push(chunk as Buffer));
-    yield* texts(splitter.end());
-  } finally {
-    stream.destroy();
   }
 }
 
