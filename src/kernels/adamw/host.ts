@@ -33,7 +33,7 @@ import { tf } from '../../model/tf.js';
 import { kernelOn, registerOp } from '../registry.js';
 import { ADAMW_KERNEL, assertFloat32, CLIP_EPS, GRAD_NORM_KERNEL, inPlaceTensorsAllow, type AdamWStepScalars, type InPlaceUpdate } from './scalars.js';
 import { simdFor, SIMD_LANES, type AdamWSimd } from './simd.js';
-import { runParts, sharedParts, threadParts, type ThreadCall } from '../platform/simdThreads.js';
+import { runParts, sharedParts, threadParts, type SimdThreads, type ThreadCall } from '../platform/simdThreads.js';
 import { V128_BYTES } from '../platform/wasmAsm.js';
 
 type KernelFunc = tf.KernelConfig['kernelFunc'];
@@ -257,21 +257,33 @@ export function adamwInPlaceWasm(updates: readonly InPlaceUpdate[], norm: tf.Sca
   const normValue = heapView(b, norm)[0]!;
   const simd = wasmSimd(b)!;
   const threads = simdFor.threads(heapMemory(b));
-  const parts: ThreadCall<keyof AdamWSimd>[][] = [];
+  runParts(simd, threads, updates.flatMap(({ p, g, m, v, scalars }) => adamwParts(b, [p, g, m, v], [p, m, v], normValue, scalars, threads)));
   for (const { p, g, m, v, scalars } of updates) {
-    const groups = Math.floor(p.size / SIMD_LANES);
-    const addresses = [p, g, m, v, p, m, v].map((x) => heapOffset(b, x));
-    const constants = updateConstants(normValue, scalars);
-    parts.push(...threadParts(groups, SIMD_LANES, sharedParts(threads?.count ?? 1),
-      (first, n): ThreadCall<keyof AdamWSimd>[] => [{ fn: 'adamw', args: [...addresses.map((a) => a + first * V128_BYTES), n, ...constants] }]));
-  }
-  runParts(simd, threads, parts);
-  for (const { p, g, m, v, scalars } of updates) {
-    const done = Math.floor(p.size / SIMD_LANES) * SIMD_LANES;
-    const [pv, gv, mv, vv] = [p, g, m, v].map((x) => heapView(b, x, done));
-    adamwHost(pv!, gv!, mv!, vv!, normValue, scalars, pv!, mv!, vv!);
+    adamwRest(b, [p, g, m, v], [p, m, v], normValue, scalars, Math.floor(p.size / SIMD_LANES));
     for (const x of [p, m, v]) valuesChangedInPlace(b, x); // no XNNPACK product keeps their old values packed
   }
+}
+
+/**
+ * One update's SIMD loop on the heap as parts the heap's threads share: runs of the whole groups of `ins` (p, g, m,
+ * v) into `outs` (p', m', v', which may be p, m and v themselves).
+ */
+function adamwParts(b: WasmBackend, ins: readonly tf.TensorInfo[], outs: readonly tf.TensorInfo[], normValue: number, s: AdamWStepScalars,
+  threads: SimdThreads<keyof AdamWSimd> | null): ThreadCall<keyof AdamWSimd>[][] {
+  const groups = Math.floor(tf.util.sizeFromShape(ins[0]!.shape) / SIMD_LANES);
+  const addresses = [...ins, ...outs].map((x) => heapOffset(b, x));
+  const constants = updateConstants(normValue, s);
+  return threadParts(groups, SIMD_LANES, sharedParts(threads?.count ?? 1),
+    (first, n): ThreadCall<keyof AdamWSimd>[] => [{ fn: 'adamw', args: [...addresses.map((a) => a + first * V128_BYTES), n, ...constants] }]);
+}
+
+/** One update's elements after its first `groups` SIMD groups (all of them with 0), in JavaScript: the same bits. */
+function adamwRest(b: WasmBackend, ins: readonly tf.TensorInfo[], outs: readonly tf.TensorInfo[], normValue: number, s: AdamWStepScalars,
+  groups: number): void {
+  const done = groups * SIMD_LANES;
+  const [pv, gv, mv, vv] = ins.map((x) => heapView(b, x, done));
+  const [po, mo, vo] = outs.map((x) => heapView(b, x, done));
+  adamwHost(pv!, gv!, mv!, vv!, normValue, s, po!, mo!, vo!);
 }
 
 /** The SIMD loops over this backend's heap, or null (then the JavaScript loops do all elements). */
@@ -317,19 +329,14 @@ const wasmAdamW: KernelFunc = ({ inputs, backend, attrs }) => {
   const normValue = heapView(b, norm)[0]!;
   const simd = wasmSimd(b);
   const groups = simd === null ? 0 : Math.floor(tf.util.sizeFromShape(p.shape) / SIMD_LANES);
-  const ins = [p, g, m, v] as const;
+  const ins = [p, g, m, v];
+  // runs of whole groups, shared by the heap's threads where it is shared; the rest, n % 4 elements (all of them
+  // without SIMD), in JavaScript: the same bits
   if (groups > 0) {
-    const addresses = [...ins, ...outs].map((x) => heapOffset(b, x));
-    const constants = updateConstants(normValue, s);
-    // runs of whole groups, shared by the heap's threads where it is shared (the elements apart: the same bits)
     const threads = simdFor.threads(heapMemory(b));
-    runParts(simd!, threads, threadParts(groups, SIMD_LANES, sharedParts(threads?.count ?? 1),
-      (g, n): ThreadCall<keyof AdamWSimd>[] => [{ fn: 'adamw', args: [...addresses.map((a) => a + g * V128_BYTES), n, ...constants] }]));
+    runParts(simd!, threads, adamwParts(b, ins, outs, normValue, s, threads));
   }
-  const done = groups * SIMD_LANES; // the rest, n % 4 elements (all of them without SIMD), in JavaScript
-  const [pv, gv, mv, vv] = ins.map((x) => heapView(b, x, done));
-  const [po, mo, vo] = outs.map((x) => heapView(b, x, done));
-  adamwHost(pv!, gv!, mv!, vv!, normValue, s, po!, mo!, vo!);
+  adamwRest(b, ins, outs, normValue, s, groups);
   return outs;
 };
 
