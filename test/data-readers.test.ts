@@ -7,7 +7,7 @@ import path from 'node:path';
 import { after, test } from 'node:test';
 import { UserError } from '../src/errors.js';
 import { readDelimitedText } from '../src/data/delimited.js';
-import { LineSplitter, MAX_LINE_BYTES, openCorpus, parseColumn, READ_CHUNK_BYTES, readAll, type ReadStats } from '../src/data/readers.js';
+import { CORPUS_LINES, LineSplitter, MAX_LINE_BYTES, openCorpus, parseColumn, READ_CHUNK_BYTES, readAll, type ReadStats } from '../src/data/readers.js';
 import { ROOT, shared, SKIP_NO_SHARED, srcImport } from './helpers.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'micse-readers-'));
@@ -228,7 +228,7 @@ test('the line splitter holds a long stretch without a newline in time linear in
     const chunks = Array.from({ length: CHUNKS }, () => Buffer.alloc(CHUNK, 0x61));
     if (newlines) for (const c of chunks) c[CHUNK - 1] = 10;
     const stats = { lines: 0, records: 0, blank: 0, invalid: 0, invalidLines: [], bom: false, bytes: 0, sha256: null, header: null, columnIndex: null };
-    const splitter = new LineSplitter('big.txt', createHash('sha256'), stats, CHUNK * CHUNKS);
+    const splitter = new LineSplitter('big.txt', createHash('sha256'), stats, CORPUS_LINES, CHUNK * CHUNKS);
     const lines: { begin: number; end: number; line: number; offset: number; valid: boolean }[] = [];
     const t0 = performance.now();
     for (const c of chunks) for (const v of splitter.push(c)) lines.push({ begin: v.begin, end: v.end, line: v.line, offset: v.offset, valid: v.valid });

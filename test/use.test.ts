@@ -409,9 +409,11 @@ describe('similarity', { skip: SKIP_NO_SHARED }, () => {
 describe('texts.jsonl and pairs files are read line by line, READ_CHUNK_BYTES at a time', () => {
   const dir = path.join(TMP, 'streamed');
   mkdirSync(dir, { recursive: true });
-  /** The one-line error of a line past `limit` bytes, as the corpus readers word it. */
-  const tooLong = (name: string, line: number, limit: number): RegExp =>
-    new RegExp(`^\\S*${name.replace('.', '\\.')}:${line}: line longer than ${limit} bytes: a corpus holds one sentence or record per line \\(is this a JSON dump, or a compressed or binary file\\?\\)$`);
+  /** The one-line error of a line past `limit` bytes: FILE:LINE, the limit, then `holds` (a regular expression's source), what the file is. */
+  const tooLong = (name: string, line: number, limit: number, holds: string): RegExp =>
+    new RegExp(`^\\S*${name.replace('.', '\\.')}:${line}: line longer than ${limit} bytes: ${holds}$`);
+  const textsHolds = 'an index\'s texts\\.jsonl holds one \\{"text", "line"\\} row per line, and `micse index build` writes none this long';
+  const pairsHolds = 'a pairs file holds one TAB-separated sentence pair per line \\(is this a JSON dump, or a compressed or binary file\\?\\)';
   const userError = (re: RegExp) => (e: unknown) => e instanceof UserError && re.test(e.message);
 
   /** Texts whose rows cross read chunks: the first one's "€" (3 bytes) across the first chunk's end, the second spanning chunks. */
@@ -448,7 +450,7 @@ describe('texts.jsonl and pairs files are read line by line, READ_CHUNK_BYTES at
     assert.ok(Buffer.byteLength(JSON.stringify({ text: longest, line: 9_007_199_254_740_991 })) <= MAX_TEXTS_ROW_BYTES);
     assert.equal((await readTexts(file, 2))[1]!.text, longest);
     writeFileSync(file, `${ok}\n${'x'.repeat(MAX_TEXTS_ROW_BYTES + 1)}\n${ok}\n`);
-    await assert.rejects(readTexts(file, 3), userError(tooLong('bad.jsonl', 2, MAX_TEXTS_ROW_BYTES)));
+    await assert.rejects(readTexts(file, 3), userError(tooLong('bad.jsonl', 2, MAX_TEXTS_ROW_BYTES, textsHolds)));
   });
 
   it('readPairsFile: BOM, CRLF, blank lines and lines across chunk boundaries; a short or overlong line named (CLI: exit 2)', async () => {
@@ -459,10 +461,10 @@ describe('texts.jsonl and pairs files are read line by line, READ_CHUNK_BYTES at
     writeFileSync(file, `${a}\tx\n\n${b}\n`);
     await assert.rejects(readPairsFile(file), userError(/pairs\.tsv:3: 1 TAB-separated column\(s\), need column 1 \(0-based\)$/));
     writeFileSync(file, `a\tb\n${'z'.repeat(MAX_LINE_BYTES + 1)}\tb\nc\td\n`);
-    await assert.rejects(readPairsFile(file), userError(tooLong('pairs.tsv', 2, MAX_LINE_BYTES)));
+    await assert.rejects(readPairsFile(file), userError(tooLong('pairs.tsv', 2, MAX_LINE_BYTES, pairsHolds)));
     const r = await micseHere(['similarity', '--pairs', file, '--model', path.join(dir, 'no-model')]);
     assert.equal(r.exitCode, 2, r.message);
-    assert.match(r.message.replace(/^micse: /, ''), tooLong('pairs.tsv', 2, MAX_LINE_BYTES));
+    assert.match(r.message.replace(/^micse: /, ''), tooLong('pairs.tsv', 2, MAX_LINE_BYTES, pairsHolds));
     await assert.rejects(readPairsFile(path.join(dir, 'missing.tsv')), userError(/^cannot read pairs file \S*missing\.tsv: ENOENT$/));
     writeFileSync(file, '\n\r\n');
     await assert.rejects(readPairsFile(file), userError(/pairs\.tsv: no pairs \(the file is empty\)$/));
@@ -806,7 +808,7 @@ describe('index folders holding something else, or damaged: exit 2 naming the fi
       ['vectors-cut', (idx) => fs.truncate(path.join(idx, INDEX_FILES.vectors), 200), /vectors\.npy: truncated \(200 bytes, header says 4 x 32\)/, ['--exact']],
       ['texts-bad-json', (idx) => fs.appendFile(path.join(idx, INDEX_FILES.texts), '{"text": "x", "li\n'), /texts\.jsonl:5: invalid JSON/, []],
       ['texts-long-row', (idx) => fs.appendFile(path.join(idx, INDEX_FILES.texts), 'x'.repeat(MAX_TEXTS_ROW_BYTES + 1)),
-        RegExp(`texts\\.jsonl:5: line longer than ${MAX_TEXTS_ROW_BYTES} bytes: a corpus holds one sentence or record per line \\(is this a JSON dump, or a compressed or binary file\\?\\)`), []],
+        RegExp(`texts\\.jsonl:5: line longer than ${MAX_TEXTS_ROW_BYTES} bytes: an index's texts\\.jsonl holds one \\{"text", "line"\\} row per line, and \`micse index build\` writes none this long`), []],
       ['texts-bad-row', (idx) => fs.writeFile(path.join(idx, INDEX_FILES.texts), readFileSync(path.join(good, INDEX_FILES.texts), 'utf8').replace(/^.*\n/, '5\n')), /texts\.jsonl:1: not a \{"text", "line"\} row/, []],
       ['meta-cut', (idx) => fs.truncate(path.join(idx, INDEX_FILES.meta), 100), /meta\.json: invalid JSON \(.*\)/, []],
       ['meta-no-count', async (idx) => {

@@ -109,6 +109,18 @@ export interface ReadStats {
   columnIndex: number | null;
 }
 
+/** What a corpus is and what one line of it holds, for lineTooLongError. */
+export const CORPUS_LINES = 'a corpus holds one sentence or record per line (is this a JSON dump, or a compressed or binary file?)';
+
+/**
+ * The one-line error for line `line` (1-based) of `file`, longer than `limit` bytes without its line end: FILE:LINE,
+ * the limit, then `holds`, the caller's words for what the file is and what one line of it holds (CORPUS_LINES for
+ * a corpus).
+ */
+export function lineTooLongError(file: string, line: number, limit: number, holds: string): UserError {
+  return new UserError(`${file}:${line}: line longer than ${limit} bytes: ${holds}`);
+}
+
 /** An async iterable over a corpus whose `stats` fill in as it is consumed. */
 export interface CorpusReader extends AsyncIterable<CorpusLine> {
   readonly path: string;
@@ -182,11 +194,15 @@ export class LineSplitter {
   private lineNo = 0;
   private first = true;
   private sampled = false;
-  /** `maxLineBytes`: MAX_LINE_BYTES for every reader; the timing test passes a larger one. */
+  /**
+   * `holds`: what the file is and what one line of it holds, for lineTooLongError (CORPUS_LINES for the corpus
+   * readers). `maxLineBytes`: MAX_LINE_BYTES for every reader; the timing test passes a larger one.
+   */
   constructor(
     private readonly file: string,
     private readonly hash: Hash | null,
     private readonly stats: ReadStats,
+    private readonly holds: string,
     private readonly maxLineBytes = MAX_LINE_BYTES,
   ) {}
 
@@ -228,8 +244,7 @@ export class LineSplitter {
    */
   private checkLength(bytes: number, line: number): void {
     if (bytes > this.maxLineBytes) {
-      throw new UserError(`${this.file}:${line}: line longer than ${this.maxLineBytes} bytes: a corpus holds one sentence or record per line ` +
-        '(is this a JSON dump, or a compressed or binary file?)');
+      throw lineTooLongError(this.file, line, this.maxLineBytes, this.holds);
     }
   }
 
@@ -319,7 +334,7 @@ export class LineSplitter {
 
 async function* readTxt(file: string, stats: ReadStats, onInvalid: OnInvalid, blankLines: BlankLines): AsyncGenerator<CorpusLine> {
   const hash = createHash('sha256');
-  const splitter = new LineSplitter(file, hash, stats);
+  const splitter = new LineSplitter(file, hash, stats, CORPUS_LINES);
   const handle = function* (lines: Generator<LineView>): Generator<CorpusLine> {
     for (const v of lines) {
       const line = v.line;
@@ -363,13 +378,14 @@ export interface TextLine {
 /**
  * Streams the physical lines of `file` (blank ones included), read READ_CHUNK_BYTES at a time and split by
  * LineSplitter: a UTF-8 BOM removed, `\n` or `\r\n` line ends, and the corpus rules' UserErrors naming the file (a
- * UTF-16/32 byte-order mark, a binary file) or its line (one longer than `maxLineBytes`, default MAX_LINE_BYTES),
- * raised before more than that and one chunk is held. Each line is decoded as UTF-8, invalid bytes as U+FFFD. A file
+ * UTF-16/32 byte-order mark, a binary file) or its line (one longer than `maxLineBytes`, default MAX_LINE_BYTES,
+ * worded by lineTooLongError with `holds`, what the file is and what one line of it holds), raised before more than
+ * that and one chunk is held. Each line is decoded as UTF-8, invalid bytes as U+FFFD. A file
  * that cannot be read throws its errno error (`code`, `path`). For files other than corpora, read line by line so
  * that none is held whole (an index's texts.jsonl, a pairs file).
  */
-export async function* readLines(file: string, maxLineBytes = MAX_LINE_BYTES): AsyncGenerator<TextLine> {
-  const splitter = new LineSplitter(file, null, newStats(), maxLineBytes);
+export async function* readLines(file: string, holds: string, maxLineBytes = MAX_LINE_BYTES): AsyncGenerator<TextLine> {
+  const splitter = new LineSplitter(file, null, newStats(), holds, maxLineBytes);
   for await (const lines of splitChunks(file, splitter)) {
     for (const v of lines) yield { text: v.buf.toString('utf8', v.begin, v.end), line: v.line };
   }
@@ -411,7 +427,7 @@ class LineIndex extends Transform {
   private head = 0;
   constructor(file: string, hash: Hash, stats: ReadStats) {
     super();
-    this.splitter = new LineSplitter(file, hash, stats);
+    this.splitter = new LineSplitter(file, hash, stats, CORPUS_LINES);
   }
   /** Adds line `v` to the last run when it is alike (see LineRun), else as a run of its own. */
   private note(v: LineView): void {

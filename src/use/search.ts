@@ -95,6 +95,9 @@ type IndexedText = { text: string; line: number };
  */
 export const MAX_TEXTS_ROW_BYTES = 6 * MAX_LINE_BYTES + 64;
 
+/** What texts.jsonl is and what one line of it holds, for the error on a row past MAX_TEXTS_ROW_BYTES. */
+const TEXTS_LINES = 'an index\'s texts.jsonl holds one {"text", "line"} row per line, and `micse index build` writes none this long';
+
 /**
  * Reads texts.jsonl, streamed line by line (readLines, rows up to MAX_TEXTS_ROW_BYTES): `count` rows of
  * {"text", "line"}, blank lines skipped; a bad or overlong row is a UserError naming the file and line, a row count
@@ -102,7 +105,7 @@ export const MAX_TEXTS_ROW_BYTES = 6 * MAX_LINE_BYTES + 64;
  */
 export async function readTexts(file: string, count: number): Promise<IndexedText[]> {
   const texts: IndexedText[] = [];
-  for await (const { text, line } of readLines(file, MAX_TEXTS_ROW_BYTES)) {
+  for await (const { text, line } of readLines(file, TEXTS_LINES, MAX_TEXTS_ROW_BYTES)) {
     if (text === '') continue;
     let row: unknown;
     try {

@@ -48,6 +48,9 @@ export function pairsFromArgs(sentences: readonly string[]): SentencePair[] {
   return out;
 }
 
+/** What a pairs file is and what one line of it holds, for the error on a line past MAX_LINE_BYTES. */
+const PAIRS_LINES = 'a pairs file holds one TAB-separated sentence pair per line (is this a JSON dump, or a compressed or binary file?)';
+
 /**
  * Reads pairs from a TAB-separated file, streamed line by line (readLines: a UTF-8 BOM removed, `\r\n` or `\n`, a
  * line longer than MAX_LINE_BYTES a UserError naming it): one pair per line, sentences in 0-based columns `columns`
@@ -57,7 +60,7 @@ export async function readPairsFile(file: string, columns: readonly [number, num
   const out: SentencePair[] = [];
   const need = Math.max(...columns) + 1;
   try {
-    for await (const { text, line } of readLines(file)) {
+    for await (const { text, line } of readLines(file, PAIRS_LINES)) {
       if (text.trim() === '') continue;
       const cols = text.split('\t');
       if (cols.length < need) throw new UserError(`${file}:${line}: ${cols.length} TAB-separated column(s), need column ${need - 1} (0-based)`);
