@@ -3,7 +3,8 @@
  * load the parser and the flags' defaults, none of the library's dependencies (TF.js, onnxruntime, usearch, BullMQ,
  * vega, ...), so that they answer at once; `sweep status`, `sweep report`, `train --dry-run` (of a config or of a
  * run to resume) and a resume's refusals load what reads configs and corpora, not TF.js nor the tokenizer; `index
- * build` refuses its corpus or --out having loaded the corpus readers alone. Spawns bin/micse.js (dist/ once built,
+ * build` refuses its corpus or --out, `similarity` its sentences or --pairs file and `search` its --queries file
+ * having loaded the corpus readers alone. Spawns bin/micse.js (dist/ once built,
  * else the sources through tsx) under a resolve hook that lists the modules it loads.
  */
 import assert from 'node:assert/strict';
@@ -65,6 +66,7 @@ describe('micse start-up', () => {
   const notIndex = path.join(tmp, 'not-an-index');
   mkdirSync(notIndex);
   writeFileSync(path.join(notIndex, 'notes.txt'), 'mine\n');
+  const noPairs = path.join(tmp, 'no-pairs.tsv');
   const indexBuild = (corpusFile: string, out: string) => ['index', 'build', '--model', 'm', '--corpus', corpusFile, '--out', out];
   const cases: Case[] = [
     { argv: ['--help'], code: 0 },
@@ -79,6 +81,16 @@ describe('micse start-up', () => {
     { argv: indexBuild(noCorpus, path.join(tmp, 'index')), code: 2, loads: CORPUS, stderr: `micse: cannot read corpus ${noCorpus}: ENOENT\n` },
     { argv: indexBuild(corpus, notIndex), code: 2, loads: CORPUS,
       stderr: `micse: ${notIndex}: not empty (1 entry) and not an index (no meta.json or progress.json); pass --force to replace it, or choose another --out. Nothing was written\n` },
+    // similarity reads its pairs, and search its queries, before it loads TF.js, the tokenizer, usearch and the model.
+    { argv: ['similarity', '--help'], code: 0 },
+    { argv: ['search', '--help'], code: 0 },
+    { argv: ['similarity', 'a', 'b', 'c', '--model', 'm'], code: 2, loads: CORPUS,
+      stderr: 'micse: 3 sentences given: they are read two by two as pairs (A B, C D, ...), so pass an even number\n' },
+    { argv: ['similarity', '--pairs', noPairs, 'a', '--model', 'm'], code: 2, loads: CORPUS, stderr: 'micse: give sentences or --pairs, not both\n' },
+    { argv: ['similarity', '--pairs', noPairs, '--model', 'm'], code: 2, loads: CORPUS, stderr: `micse: cannot read pairs file ${noPairs}: ENOENT\n` },
+    { argv: ['search', '--index', notIndex], code: 2, stderr: 'micse: give --query TEXT or --queries FILE\n' },
+    { argv: ['search', '--index', notIndex, '--query', 'a', '--top-k', '0'], code: 2, stderr: 'micse: --top-k must be an integer >= 1, got 0\n' },
+    { argv: ['search', '--index', notIndex, '--queries', noCorpus], code: 2, loads: CORPUS, stderr: `micse: cannot read corpus ${noCorpus}: ENOENT\n` },
     { argv: ['train', '--config', path.join(ROOT, 'configs', 'tiny.yaml'), '--dry-run'], code: 0, loads: CONFIG_AND_CORPUS, skip: SKIP_NO_SHARED },
     { argv: ['train', '--resume', run, '--dry-run'], code: 0, loads: CONFIG_AND_CORPUS, skip: SKIP_NO_SHARED },
     // A resume's refusals of its run directory and of --set come before anything but the config's reader is loaded.

@@ -13,7 +13,7 @@ import type { ClusterResult } from '../use/cluster.js';
 import {
   DEFAULT_ANN_PARAMS, DEFAULT_CHUNK_SIZE, DEFAULT_CLUSTER_SEED, DEFAULT_MIN_COMMUNITY_SIZE, DEFAULT_NEAREST, DEFAULT_TOP_K,
 } from '../use/defaults.js';
-import type { SentencePair } from '../use/similarity.js';
+import type { SentencePair } from '../use/pairs.js';
 import { activateBackend, COLUMN_FLAG_NAMES, embedOpts, maxLengthLoadOpts, numberFlag, POSITIVE_INT, readSentences, withBackend, withEmbedFlags, type EmbedFlags } from './common.js';
 
 const oneLine = (s: string) => s.replace(/[\t\r\n]/g, ' ');
@@ -41,7 +41,8 @@ export const similarityCommand: CommandModule<object, SimilarityArgs> = {
   handler: async (args) => {
     // Sentences may start with a dash after `--`; yargs leaves those in `_`, after the command's name.
     const sentences = [...(args.sentences ?? []), ...args._.slice(1).map(String)];
-    const { pairsFromArgs, readPairsFile, similarity } = await import('../use/similarity.js');
+    // The pairs are read before the scorer (TF.js, the tokenizer) is loaded: their faults are said without waiting for it.
+    const { pairsFromArgs, readPairsFile } = await import('../use/pairs.js');
     let pairs: SentencePair[];
     if (args.pairs !== undefined) {
       if (sentences.length > 0) throw new UserError('give sentences or --pairs, not both');
@@ -51,6 +52,7 @@ export const similarityCommand: CommandModule<object, SimilarityArgs> = {
     } else {
       pairs = pairsFromArgs(sentences);
     }
+    const { similarity } = await import('../use/similarity.js');
     const { loadPretrained, resolveCheckpoint } = await import('../model/pretrained.js');
     await activateBackend(args.backend);
     const { model, tokenizer } = await loadPretrained(await resolveCheckpoint(args.model), maxLengthLoadOpts(args));
