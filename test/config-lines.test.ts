@@ -12,6 +12,7 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { UserError } from '../src/errors.js';
+import { amiLayerSpanProblem } from '../src/losses/micseOptions.js';
 import { loadSweep } from '../src/sweep/grid.js';
 import { loadPretrained } from '../src/model/pretrained.js';
 import { checkModelFits, loadConfig, placeOf, readYamlFile } from '../src/train/config.js';
@@ -235,6 +236,34 @@ describe('a config that does not fit its checkpoint names where each value was s
     const g = await write('layers-default.yaml', 'model:\n  init: random\n  tokenizer: tok\nobjective:\n  minLayer: 10\n  maxLayer: 14\n');
     await refuses(loadConfig(g), `${g}:5 (objective.minLayer: 10) and ${g}:6 (objective.maxLayer: 14) and defaults (model.config.num_hidden_layers): ` +
       "the AMI layer span [minLayer, maxLayer) = [10, 14) must satisfy 0 <= minLayer < maxLayer <= 12 (the model has 12 layers, num_hidden_layers in bert-base's default; model.config does not set it, numbered 0..11; maxLayer is one past the last)");
+  });
+
+  it('an odd AMI layer span past a random init\'s layers: the depth is said first; an odd span within them names no num_hidden_layers', async () => {
+    const f = await write('layers-odd-past.yaml', 'model:\n  init: random\n  tokenizer: tok\nobjective:\n  minLayer: 7\n  maxLayer: 14\n');
+    await refuses(loadConfig(f), `${f}:5 (objective.minLayer: 7) and ${f}:6 (objective.maxLayer: 14) and defaults (model.config.num_hidden_layers): ` +
+      "the AMI layer span [minLayer, maxLayer) = [7, 14) must satisfy 0 <= minLayer < maxLayer <= 12 (the model has 12 layers, num_hidden_layers in bert-base's default; model.config does not set it, numbered 0..11; maxLayer is one past the last)");
+    // Odd, ending at the last layer: the fix keeps within the 12 layers (one more below, not one more above).
+    const g = await write('layers-odd-last.yaml', 'model:\n  init: random\n  tokenizer: tok\nobjective:\n  minLayer: 9\n  maxLayer: 12\n');
+    await refuses(loadConfig(g), `${g}:5 (objective.minLayer: 9) and ${g}:6 (objective.maxLayer: 12): ` +
+      'the AMI layer span [minLayer, maxLayer) = [9, 12) selects 3 layer(s), but the count must be even: the AMI pairs layers l and l+2 into one row per ' +
+      'layer parity. Use e.g. minLayer 8 (the official runs use layers 7..10 of bert-base: minLayer 7, maxLayer 11)');
+  });
+
+  it('an odd AMI layer span\'s suggested fix keeps within the model\'s layers, known or not', () => {
+    const fix = (min: number, max: number, depth?: number): string => {
+      const m = amiLayerSpanProblem(min, max, depth) ?? 'no problem';
+      return /count must be even: .*?\. (.*) \(the official runs/.exec(m)?.[1] ?? m;
+    };
+    assert.equal(fix(7, 10, 12), 'Use e.g. maxLayer 11');
+    // The depth not known (a checkpoint's config.json not read yet): not past the maxLayer given.
+    assert.equal(fix(7, 10), 'Use e.g. minLayer 6');
+    assert.equal(fix(0, 3), 'Use e.g. maxLayer 2');
+    assert.equal(fix(0, 3, 3), 'Use e.g. maxLayer 2');
+    assert.equal(fix(0, 1), 'Use e.g. maxLayer 2');
+    assert.equal(fix(0, 1, 2), 'Use e.g. maxLayer 2');
+    assert.equal(fix(0, 1, 1), 'A model of 1 layer has no such span (objective.style simcse uses none)');
+    // Past the depth and odd: the depth is said.
+    assert.match(fix(9, 14, 12), /^the AMI layer span .* must satisfy 0 <= minLayer < maxLayer <= 12 /);
   });
 
   it('CLI: micse train on a checkpoint with fewer layers than the span exits 2 with the one line, before the run directory is made', { skip: SKIP_NO_SHARED }, async () => {

@@ -16,7 +16,7 @@ import {
 import { DEFAULT_SUBSET_SEED, MAX_SEED } from '../data/seeds.js';
 import { didYouMean, firstLineOf, shownValue, UserError } from '../errors.js';
 import { isJsonObject, valueAtPath } from '../fsutil.js';
-import { amiLayerSpanProblem, MICSE_STYLES, MICSE_VIEWS, TRAIN_POOLERS } from '../losses/micseOptions.js';
+import { amiLayerSpanCheck, amiLayerSpanProblem, MICSE_STYLES, MICSE_VIEWS, TRAIN_POOLERS } from '../losses/micseOptions.js';
 import { BACKEND_NAMES } from '../model/backendNames.js';
 import { BERT_CONFIG_KEYS, maxLengthProblem, parseBertConfig, type BertConfig } from '../model/config.js';
 import { ADAMW_VARIANTS, DEFAULT_ADAMW_VARIANT } from './adamwVariants.js';
@@ -310,18 +310,19 @@ export function checkConsistency(c: TrainConfig, where: string): void {
     throw configError(c, keyPaths, problem, where);
   };
   if (c.data.fraction !== null && c.data.count !== null) fail(['data.fraction', 'data.count'], 'set data.fraction or data.count, not both');
-  const span = amiLayerSpanProblem(c.objective.minLayer, c.objective.maxLayer);
-  if (span !== null) fail(['objective.minLayer', 'objective.maxLayer'], span);
   if (c.model.init === 'random' && c.model.tokenizer === null) {
     fail(['model.init', 'model.tokenizer'], 'model.init is "random", so model.tokenizer must name a tokenizer directory');
   }
   if (c.model.config !== null || c.model.init === 'random') {
-    // A random init builds its model from model.config (bert-base's values for the keys it leaves out); a checkpoint's
-    // config.json is checked against data.maxSeqLen when the trainer reads it (loadPretrained).
+    // A random init builds its model from model.config (bert-base's values for the keys it leaves out), whose depth
+    // checkModelFits checks the AMI layer span against here, before the span alone (a span past the model's layers
+    // said before an odd count); a checkpoint's config.json is checked when the trainer reads it (loadPretrained).
     const model = parseBertConfig(c.model.config ?? {},
       (keys) => `${describeOrigins(c, keys.map((k) => `model.config.${k}`), where)}: model.config`);
     if (c.model.init === 'random') checkModelFits(c, model, null, where);
   }
+  const span = amiLayerSpanProblem(c.objective.minLayer, c.objective.maxLayer);
+  if (span !== null) fail(['objective.minLayer', 'objective.maxLayer'], span);
 }
 
 /**
@@ -335,8 +336,9 @@ export function checkModelFits(c: TrainConfig, model: BertConfig, source: string
   const from = (hfKey: string) => (source === null ? { source: randomConfigSource(c, hfKey), keys: [`model.config.${hfKey}`] } : { source, keys: [] });
   const layers = from('num_hidden_layers');
   const span = c.objective.style === 'micse'
-    ? amiLayerSpanProblem(c.objective.minLayer, c.objective.maxLayer, model.numHiddenLayers, layers.source) : null;
-  if (span !== null) throw configError(c, ['objective.minLayer', 'objective.maxLayer', ...layers.keys], span, where);
+    ? amiLayerSpanCheck(c.objective.minLayer, c.objective.maxLayer, model.numHiddenLayers, layers.source) : null;
+  // The model's num_hidden_layers is among the places only where the span is wrong for its depth, not in itself.
+  if (span !== null) throw configError(c, ['objective.minLayer', 'objective.maxLayer', ...(span.depth ? layers.keys : [])], span.message, where);
   const positions = from('max_position_embeddings');
   const long = maxLengthProblem('data.maxSeqLen', c.data.maxSeqLen, model, positions.source);
   if (long !== null) throw configError(c, ['data.maxSeqLen', ...positions.keys], long, where);
