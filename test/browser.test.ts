@@ -17,7 +17,7 @@ import { loadPretrained } from '../src/model/pretrained.js';
 import { defaultConfig, mergeConfig, type PartialTrainConfig } from '../src/train/config.js';
 import { train } from '../src/train/trainer.js';
 import { launchChromium, openPage, serveStatic, SKIP_NO_CHROMIUM } from './browserHarness.js';
-import { HAS_SHARED, ROOT, shared, SKIP_NO_SHARED } from './helpers.js';
+import { HAS_SHARED, lossComparisonConfig, ROOT, shared, SKIP_NO_SHARED } from './helpers.js';
 
 const SENTENCES = ['a man is playing a guitar .', 'hello', 'café déjà vu', 'two dogs are running through a field of tall grass near the river bank .'];
 const TOL = 1e-5;
@@ -31,15 +31,10 @@ const LOSS_TOL_LAST = 1e-3;
 /** Lines of ../shared/data/wiki1m-head.txt trained on: 6 steps an epoch. */
 const CORPUS_LINES = 48;
 /**
- * The training config both sides run (the tiny checkpoint has 4 layers: AMI on layers 2..3): the whole step (dropout,
- * InfoNCE, AMI, AdamW with clipping) at batch 8, over CORPUS_LINES sentences, so the STEPS steps cross an epoch.
+ * The training config both sides run (lossComparisonConfig: the whole step at batch 8, AMI on the tiny checkpoint's
+ * layers 2..3), over CORPUS_LINES sentences, so the STEPS steps cross an epoch.
  */
-const TRAIN_CONFIG = {
-  data: { maxSeqLen: 32 },
-  objective: { style: 'micse', lambda: 1e-3, minLayer: 2, maxLayer: 4 },
-  optim: { learningRate: 5e-4 },
-  train: { batchSize: 8, maxSteps: STEPS, evalSteps: 1000, finalEval: false, seed: 42, logSteps: 1 },
-} satisfies PartialTrainConfig;
+const TRAIN_CONFIG = lossComparisonConfig(STEPS);
 const PAGE = `<!doctype html><meta charset="utf-8"><link rel="icon" href="data:,"><script type="module">
 import * as micse from '/dist/micse.js';
 window.micse = micse;

@@ -13,7 +13,7 @@ import { after } from 'node:test';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { selectBackend, softwareAdapter } from '../src/model/backend.js';
 import { tf } from '../src/model/tf.js';
-import { defaultConfig, mergeConfig, type TrainConfig } from '../src/train/config.js';
+import { defaultConfig, mergeConfig, type PartialTrainConfig, type TrainConfig } from '../src/train/config.js';
 import { Cblas } from '../src/kernels/platform/cblas.js';
 import { observeRawDispatches } from '../src/kernels/platform/webgpuPrograms.js';
 import { withComposedOps } from '../src/kernels/registry.js';
@@ -76,6 +76,21 @@ export function shared(...parts: string[]): string {
  * A fresh `micse-<name>-*` directory under the system temp folder, removed with everything in it when the calling
  * test file's tests end. Call it at a test file's top level; tests make their own folders inside it.
  */
+/**
+ * The training config of the tests that compare a backend's per-step losses with the cpu run's (browser.test.ts,
+ * wasm-configs.test.ts): the whole miCSE step (dropout, InfoNCE, AMI on layers 2..3 of the tiny checkpoint's 4, AdamW
+ * with clipping) at batch 8 and seed 42, every step's loss logged, no evaluation; `maxSteps` steps planned, and
+ * `count` corpus lines where given (else the corpus' own).
+ */
+export function lossComparisonConfig(maxSteps: number, count?: number) {
+  return {
+    data: { maxSeqLen: 32, ...(count === undefined ? {} : { count }) },
+    objective: { style: 'micse', lambda: 1e-3, minLayer: 2, maxLayer: 4 },
+    optim: { learningRate: 5e-4 },
+    train: { batchSize: 8, maxSteps, evalSteps: 1000, finalEval: false, seed: 42, logSteps: 1 },
+  } satisfies PartialTrainConfig;
+}
+
 /** A very small random-init run on the shared data (cpu backend: bitwise reproducible), `overrides` merged last. */
 export function microConfig(output: string, overrides: Record<string, Record<string, unknown>> = {}): TrainConfig {
   const base = mergeConfig(defaultConfig(), {

@@ -15,8 +15,8 @@ import path from 'node:path';
 import { before, describe, test } from 'node:test';
 import { HOST_THREADS_ENV } from '../src/kernels/platform/simdThreads.js';
 import { loadNativeGemm, NATIVE_GEMM_ENV } from '../src/kernels/stock/host.js';
-import { defaultConfig, mergeConfig, type PartialTrainConfig, type TrainConfig } from '../src/train/config.js';
-import { ROOT, shared, SKIP_NO_CBLAS, SKIP_NO_SHARED, srcImport, testTempDir } from './helpers.js';
+import { defaultConfig, mergeConfig, type TrainConfig } from '../src/train/config.js';
+import { lossComparisonConfig, ROOT, shared, SKIP_NO_CBLAS, SKIP_NO_SHARED, srcImport, testTempDir } from './helpers.js';
 
 const STEPS = 6;
 /**
@@ -32,17 +32,11 @@ const DEV_PAIRS = 16;
 /** The children running at once: the suite runs on 2 cores, and a child of the threaded build keeps both busy. */
 const PARALLEL = 2;
 /**
- * browser.test.ts's training config: the whole miCSE step (dropout, InfoNCE, AMI on the tiny checkpoint's layers
- * 2..3, AdamW with clipping) at batch 8, over a subset of ../shared's corpus one epoch of STEPS steps long. The run
- * is planned one step longer and stopped after STEPS (TrainOptions.stopAfter), which skips a finished run's STS-B
- * dev evaluation, checkpoint and curves (seconds a child).
+ * browser.test.ts's training config (lossComparisonConfig), over a subset of ../shared's corpus one epoch of STEPS
+ * steps long. The run is planned one step longer and stopped after STEPS (TrainOptions.stopAfter), which skips a
+ * finished run's STS-B dev evaluation, checkpoint and curves (seconds a child).
  */
-const TRAIN_CONFIG = {
-  data: { maxSeqLen: 32, count: 8 * STEPS },
-  objective: { style: 'micse', lambda: 1e-3, minLayer: 2, maxLayer: 4 },
-  optim: { learningRate: 5e-4 },
-  train: { batchSize: 8, maxSteps: STEPS + 1, evalSteps: 1000, finalEval: false, seed: 42, logSteps: 1 },
-} satisfies PartialTrainConfig;
+const TRAIN_CONFIG = lossComparisonConfig(STEPS + 1, 8 * STEPS);
 
 /** Why MLAS cannot run here (onnxruntime-node did not load), or false; as SKIP_NO_CBLAS, CI fails instead of skipping. */
 const SKIP_NO_MLAS: string | false = (() => {
