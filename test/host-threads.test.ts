@@ -7,8 +7,9 @@
  * terminate()) ends that call with an error within seconds, and later calls run on the calling thread with the same
  * bits, the reason kept, the host's threads and the backend line's then 1; splitRuns's cuts; under Node with more
  * than one core the wasm backend starts its threaded build (a shared heap the loops run on from both threads), with
- * MICSE_HOST_THREADS=1 its unthreaded one, and a value that is no thread count stops the backend's selection; that
- * build starts no worker of its own, whatever core count os.cpus() reports (the process exits by itself); a call
+ * MICSE_HOST_THREADS=1 its unthreaded one, and a value that is no thread count stops the backend's selection; where
+ * the threaded build fails to start the unthreaded one runs, the backend line alone saying why; that build starts no
+ * worker of its own, whatever core count os.cpus() reports (the process exits by itself); a call
  * whose part cannot be written to its worker's job runs nothing. The pools' shared work queue (more parts than threads):
  * 2,000 calls mixing assigned and shared parts, uneven and some empty, give one thread's bits on 2 and 4 threads (more
  * than the cores); a call runs in rounds where its parts or their calls exceed a round's, and a part too big for one is
@@ -17,7 +18,7 @@
  * hang run in a child process with a timeout.
  */
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { describe, test } from 'node:test';
 import {
@@ -518,6 +519,19 @@ describe('host SIMD loops on threads', () => {
     const said = execFileSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', bad],
       { env: { ...process.env, [HOST_THREADS_ENV]: '0' }, encoding: 'utf8' });
     assert.match(said, /cpu: MICSE_HOST_THREADS=0: expected a whole number >= 1\)/);
+  });
+
+  test('a threaded wasm build that fails to start: the unthreaded one runs, and the backend line alone says why (no TF.js warning of its own)', () => {
+    // The threaded build's heap is a shared WebAssembly.Memory: refusing to make one fails its start.
+    const noShared = 'data:text/javascript,const M = WebAssembly.Memory; WebAssembly.Memory = function (d) { ' +
+      "if (d && d.shared) throw new RangeError('shared memory refused (test)'); return new M(d); }; WebAssembly.Memory.prototype = M.prototype;";
+    const script = "const { selectBackend, describeSelection } = await import('./src/model/backend.ts'); console.log(describeSelection(await selectBackend('wasm')));";
+    const r = spawnSync(process.execPath, ['--import', noShared, '--import', 'tsx', '--input-type=module', '-e', script],
+      { env: { ...process.env, [HOST_THREADS_ENV]: '2' }, encoding: 'utf8', timeout: 60_000 });
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /wasm: SIMD build, one thread \(the threaded build did not start: RangeError: shared memory refused \(test\)\); /);
+    // TF.js's warnings of the failure (its line, then the error's stack) are not printed.
+    assert.doesNotMatch(r.stdout + r.stderr, /Initialization of backend|at new WebAssembly\.Memory/);
   });
 
   test('the threaded wasm build starts no worker of its own: the process exits by itself where os.cpus() reports 16 cores, and the global Worker is as before', () => {

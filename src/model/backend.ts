@@ -79,6 +79,38 @@ async function activate(tfName: string): Promise<void> {
   await tf.ready();
 }
 
+/**
+ * Runs `attempt` (an activation of TF.js's backend `tfName` that has a fallback) and resolves with null, or with why
+ * it failed: the first line of the error TF.js's engine caught in the backend's initialization, which it warns on the
+ * console after "Initialization of backend NAME failed" and which are held off the console here (the fallback says
+ * the reason in one line instead), else `attempt`'s own error. Other console warnings meanwhile pass through.
+ */
+async function attemptQuietly(tfName: string, attempt: () => Promise<void>): Promise<string | null> {
+  const warn = console.warn;
+  /** The initialization's error: null before the engine's warning, '' between it and the warning of the error. */
+  let caught: string | null = null;
+  let errorNext = false;
+  console.warn = (...args: unknown[]): void => {
+    if (errorNext) {
+      errorNext = false;
+      caught = message(args[0]);
+    } else if (args.length === 1 && args[0] === `Initialization of backend ${tfName} failed`) {
+      errorNext = true;
+      caught = '';
+    } else {
+      warn.apply(console, args);
+    }
+  };
+  try {
+    await attempt();
+    return null;
+  } catch (err) {
+    return caught || message(err);
+  } finally {
+    console.warn = warn;
+  }
+}
+
 /** The process events whose listeners tfjs-backend-wasm's Emscripten module adds (see withoutAddedProcessListeners). */
 const PROCESS_ERROR_EVENTS = ['uncaughtException', 'unhandledRejection'] as const;
 
@@ -166,7 +198,7 @@ async function tryBackend(name: Exclude<BackendName, 'auto'>, auto: boolean): Pr
           // The threaded build, for its shared heap (src/kernels/platform/wasmThreadedNode.ts), XNNPACK on one thread
           // (the cores go to the native SGEMM and the split loops); the unthreaded build if it fails.
           wasm.setThreadsCount(1);
-          wasmThreadedFailure = await withThreadedWasm(() => activate('wasm')).then(() => null, (err: unknown) => message(err));
+          wasmThreadedFailure = await attemptQuietly('wasm', () => withThreadedWasm(() => activate('wasm')));
           if (wasmThreadedFailure !== null) await activate('wasm');
         } else {
           await activate('wasm');
