@@ -65,6 +65,8 @@ const UNIFORM_SHIFT = 8;
 const F32_BYTES = 4;
 const F64_BYTES = 8;
 const LANES = 4;
+/** log2(LANES): an element count shifted right by it is its count of whole vectors. */
+const LANE_SHIFT = Math.log2(LANES);
 
 /** Horner's rule as statements on the local `acc`, t a local: acc = c0 t + c1, then acc = acc t + c_k for each next c_k. */
 function hornerSteps(coefs: number[], t: number, acc: number): Code[] {
@@ -201,10 +203,10 @@ function rowTail(T: number, l: { k: number; rowBytes: number; vecBytes: number; 
       ...set(l.rowBytes, i32Mul(get(T), i32c(F32_BYTES))),
       ...set(l.vecBytes, i32Mul(i32And(get(T), i32c(-SIMD_LANES)), i32c(F32_BYTES))),
       ...set(l.tailOff, i32Add(get(l.rowBytes), i32c(-V128_BYTES))),
-      // one pass of the tail loop where T % 4 > 0: ((T % 4 + 3) >> 2) * 16 bytes
-      ...set(l.tailEnd, i32Mul(i32ShrU(i32Add(t, i32c(SIMD_LANES - 1)), i32c(2)), i32c(V128_BYTES))),
-      // lane j is in the tail where j + T % 4 >= 4: ((j + T % 4) >> 2) * -1, all ones
-      ...set(l.M, i32x4.mul(i32x4.shrU(i32x4.add(i32x4Const([0, 1, 2, 3]), i32x4.splat(t)), 2), i32x4Const([-1, -1, -1, -1]))),
+      // one pass of the tail loop where T % 4 > 0: ((T % 4 + 3) >> LANE_SHIFT) * 16 bytes
+      ...set(l.tailEnd, i32Mul(i32ShrU(i32Add(t, i32c(SIMD_LANES - 1)), i32c(LANE_SHIFT)), i32c(V128_BYTES))),
+      // lane j is in the tail where j + T % 4 >= 4: ((j + T % 4) >> LANE_SHIFT) * -1, all ones
+      ...set(l.M, i32x4.mul(i32x4.shrU(i32x4.add(i32x4Const([0, 1, 2, 3]), i32x4.splat(t)), LANE_SHIFT), i32x4Const([-1, -1, -1, -1]))),
     ],
     tail: (body) => [...set(l.k, i32c(0)), ...whileBelow(l.k, get(l.tailEnd), V128_BYTES, body)],
     blend: (old, v) => v128.xor(old, v128.and(v128.xor(old, v), get(l.M))),
@@ -244,7 +246,7 @@ function softmaxRowsFunc(): FuncSpec {
     ...set(l.top, f32x4.splat(f32x4.hmax(get(l.acc), l.tmp))),
     ...set(l.acc, f32x4Const(0)), ...set(l.k, i32c(0)),
     // the sum adds the vectors in row order (each copy's add is its last statement, the copies in order)
-    ...interleavedLoop(l.k, i32ShrU(get(T), i32c(2)), COPIES, (copy, offset) => {
+    ...interleavedLoop(l.k, i32ShrU(get(T), i32c(LANE_SHIFT)), COPIES, (copy, offset) => {
       const c = e[copy]!;
       return [
         set(c.v, f32x4.sub(load(at(l.ps), offset), get(l.top))),
