@@ -13,7 +13,6 @@ import {
   MlpHead,
   regroupAttention,
 } from '../src/losses/index.js';
-import { registerKernels } from '../src/kernels/index.js';
 import { tf } from '../src/model/tf.js';
 import { AMI_DEFAULTS, HAS_SHARED, maxScaledDiff, seededValues, SKIP_NO_SHARED, shared, webgpuSkipReason, withWebgpuPrograms } from './helpers.js';
 import { INFONCE_MAX_D } from '../src/kernels/infoNCE/index.js';
@@ -186,9 +185,7 @@ function chiSquareQuantile(df: number, z: number): number {
 const Z_0999 = 3.0902323061678132; // standard normal quantile at 0.999
 
 before(async () => {
-  await tf.setBackend('cpu');
-  await tf.ready();
-  registerKernels('cpu'); // as backend selection does (the stock gather gradient is very slow on cpu)
+  await selectBackend('cpu');
 });
 
 describe('reference cases (../shared/data/loss-reference/micse-loss-cases.json)', { skip: SKIP_NO_SHARED }, () => {
