@@ -72,7 +72,8 @@ export { exportFiles, FILE_EXPORT_FORMATS, type FileExportFormat } from './expor
 export type { ExportFiles } from './export/hf.js';
 
 // Use the encoder: similarity, semantic search, clustering
-export { similarity, readPairsFile, type SentencePair, type ScoredPair } from './use/similarity.js';
+export { similarity, type ScoredPair } from './use/similarity.js';
+export { readPairsFile, type SentencePair } from './use/pairs.js';
 export { buildIndex, readIndexMeta, type BuildIndexOptions, type BuildIndexReport, type IndexMeta } from './use/build.js';
 export { checkIndexOut, countIndexCorpus, type CorpusIdentity, type CountedCorpus, type IndexCorpusOptions } from './use/indexDir.js';
 export type { AnnParams, AnnMeta } from './use/ann.js';

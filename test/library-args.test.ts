@@ -20,7 +20,8 @@ import { trainInMemory } from '../src/train/memory.js';
 import { buildIndex } from '../src/use/build.js';
 import { cluster, clusterVectors, type ClusterOptions } from '../src/use/cluster.js';
 import { openIndex, type OpenIndexOptions, type SearchOptions } from '../src/use/search.js';
-import { similarity, type SentencePair } from '../src/use/similarity.js';
+import { similarity } from '../src/use/similarity.js';
+import type { SentencePair } from '../src/use/pairs.js';
 import type { Matrix } from '../src/use/vectors.js';
 import { shared, SKIP_NO_SHARED, testTempDir } from './helpers.js';
 

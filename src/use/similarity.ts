@@ -1,6 +1,6 @@
 /**
  * `similarity`: cosine similarity of sentence pairs under one model. The pair readers the CLI uses (positional
- * sentences taken two by two, or a TSV file of pairs) are in pairs.ts, re-exported here.
+ * sentences taken two by two, or a TSV file of pairs) are in pairs.ts, which loads neither TF.js nor the tokenizer.
  */
 import { kindOf, UserError } from '../errors.js';
 import { checkText, type BertTokenizer } from '../data/tokenizer.js';
@@ -8,8 +8,6 @@ import type { BertModel } from '../model/bert.js';
 import { embed, type EmbedOptions } from '../model/embed.js';
 import type { SentencePair } from './pairs.js';
 import { cosine } from './vectors.js';
-
-export { pairsFromArgs, readPairsFile, type SentencePair } from './pairs.js';
 
 export interface ScoredPair {
   a: string;
