@@ -90,7 +90,7 @@ describe('micse start-up', () => {
     { argv: ['similarity', '--pairs', noPairs, '--model', 'm'], code: 2, loads: CORPUS, stderr: `micse: cannot read pairs file ${noPairs}: ENOENT\n` },
     { argv: ['search', '--index', notIndex], code: 2, stderr: 'micse: give --query TEXT or --queries FILE\n' },
     { argv: ['search', '--index', notIndex, '--query', 'a', '--top-k', '0'], code: 2, stderr: 'micse: --top-k must be an integer >= 1, got 0\n' },
-    { argv: ['search', '--index', notIndex, '--queries', noCorpus], code: 2, loads: CORPUS, stderr: `micse: cannot read corpus ${noCorpus}: ENOENT\n` },
+    { argv: ['search', '--index', notIndex, '--queries', noCorpus], code: 2, loads: CORPUS, stderr: `micse: cannot read queries file ${noCorpus}: ENOENT\n` },
     { argv: ['train', '--config', path.join(ROOT, 'configs', 'tiny.yaml'), '--dry-run'], code: 0, loads: CONFIG_AND_CORPUS, skip: SKIP_NO_SHARED },
     { argv: ['train', '--resume', run, '--dry-run'], code: 0, loads: CONFIG_AND_CORPUS, skip: SKIP_NO_SHARED },
     // A resume's refusals of its run directory and of --set come before anything but the config's reader is loaded.

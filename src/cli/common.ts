@@ -99,10 +99,11 @@ export function maxLengthLoadOpts(a: EmbedFlags): LoadOptions {
  * Reads every record of a txt/CSV/TSV file (its column chosen by the command's --column flag), noting skipped
  * lines on stderr. With `purpose` (what the command does with them: 'embed', 'cluster'), a file that gives no
  * sentence is a UserError naming it, so that the command refuses it before loading a model or writing anything.
+ * `what` names the file in a read error (`cannot read <what> FILE: CODE`; default `corpus`).
  */
-export async function readSentences(file: string, column: string | undefined, purpose?: string): Promise<{ text: string; line: number }[]> {
+export async function readSentences(file: string, column: string | undefined, purpose?: string, what?: string): Promise<{ text: string; line: number }[]> {
   const { openCorpus } = await import('../data/readers.js');
-  const reader = openCorpus(file, { column: column ?? null, names: COLUMN_FLAG_NAMES });
+  const reader = openCorpus(file, { column: column ?? null, names: COLUMN_FLAG_NAMES, what });
   const out: { text: string; line: number }[] = [];
   for await (const rec of reader) out.push({ text: rec.text, line: rec.line });
   const { blank, invalid, header } = reader.stats;

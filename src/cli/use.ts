@@ -174,7 +174,7 @@ export const searchCommand: CommandModule<object, SearchArgs> = {
       .option('batch-size', { ...numberFlag('batch-size', POSITIVE_INT), default: DEFAULT_EMBED_BATCH_SIZE, describe: 'queries per forward pass' }) as never,
   handler: async (args) => {
     const queries = [...(args.query ?? [])];
-    if (args.queries !== undefined) queries.push(...(await readSentences(args.queries, args.column)).map((r) => r.text));
+    if (args.queries !== undefined) queries.push(...(await readSentences(args.queries, args.column, undefined, 'queries file')).map((r) => r.text));
     if (queries.length === 0) throw new UserError(args.queries !== undefined ? `${args.queries}: no queries in the file` : 'give --query TEXT or --queries FILE');
     const { openIndex } = await import('../use/search.js');
     const { resolveCheckpoint } = await import('../model/pretrained.js');

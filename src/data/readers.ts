@@ -79,6 +79,8 @@ export interface ReadCorpusOptions {
   blankLines?: BlankLines;
   /** How messages name the options above; default CONFIG_CORPUS_NAMES. */
   names?: Partial<CorpusOptionNames>;
+  /** How messages name the file when it cannot be read (`cannot read <what> FILE: CODE`); default `corpus`. */
+  what?: string;
 }
 
 /** One record: its text (without line terminator) and its 1-based first physical line. */
@@ -139,13 +141,13 @@ function newStats(): ReadStats {
   return { lines: 0, records: 0, blank: 0, invalid: 0, invalidLines: [], bom: false, bytes: 0, sha256: null, header: null, columnIndex: null };
 }
 
-async function checkReadable(file: string): Promise<void> {
+async function checkReadable(file: string, what: string): Promise<void> {
   try {
     const st = await stat(file);
     if (!st.isFile()) throw new UserError(`${file}: not a file`);
   } catch (err) {
     if (err instanceof UserError) throw err;
-    throw new UserError(`cannot read corpus ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+    throw new UserError(`cannot read ${what} ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
   }
 }
 
@@ -527,7 +529,7 @@ async function* readCsv(
   file: string,
   delimiter: string,
   stats: ReadStats,
-  opts: Required<Pick<ReadCorpusOptions, 'onInvalid' | 'header'>> & { column: string | number | null; option: string },
+  opts: Required<Pick<ReadCorpusOptions, 'onInvalid' | 'header' | 'what'>> & { column: string | number | null; option: string },
 ): AsyncGenerator<CorpusLine> {
   const hash = createHash('sha256');
   const index = new LineIndex(file, hash, stats);
@@ -574,7 +576,7 @@ async function* readCsv(
       throw new UserError(`${file}:${line}: malformed ${delimitedKind(delimiter)}: ${fault.what}`);
     }
     const code = (err as NodeJS.ErrnoException).code;
-    if (typeof code === 'string' && code.startsWith('E')) throw new UserError(`cannot read corpus ${file}: ${code}`);
+    if (typeof code === 'string' && code.startsWith('E')) throw new UserError(`cannot read ${opts.what} ${file}: ${code}`);
     throw err;
   } finally {
     source.destroy();
@@ -594,6 +596,7 @@ export function openCorpus(file: string, opts: ReadCorpusOptions = {}): CorpusRe
   const names = { ...CONFIG_CORPUS_NAMES, ...opts.names };
   const column = parseColumn(opts.column, names.column);
   const blankLines = opts.blankLines ?? DEFAULT_BLANK_LINES;
+  const what = opts.what ?? 'corpus';
   if (blankLines !== 'skip' && blankLines !== 'keep') throw new UserError(`blankLines must be skip or keep, got ${String(blankLines)}`);
   if (format !== 'txt' && blankLines === 'keep') {
     throw new UserError(`${file}: ${names.blankLines} keep applies to .txt corpora (one sentence per line); blank CSV/TSV records are always skipped`);
@@ -607,10 +610,10 @@ export function openCorpus(file: string, opts: ReadCorpusOptions = {}): CorpusRe
     format,
     stats: newStats(),
     async *[Symbol.asyncIterator](): AsyncGenerator<CorpusLine> {
-      await checkReadable(file);
+      await checkReadable(file, what);
       reader.stats = newStats();
       if (format === 'txt') yield* readTxt(file, reader.stats, onInvalid, blankLines);
-      else yield* readCsv(file, format === 'tsv' ? '\t' : ',', reader.stats, { onInvalid, header: opts.header ?? 'auto', column, option: names.column });
+      else yield* readCsv(file, format === 'tsv' ? '\t' : ',', reader.stats, { onInvalid, header: opts.header ?? 'auto', column, option: names.column, what });
     },
   };
   return reader;
