@@ -57,6 +57,8 @@ describe('config validation', () => {
     await assert.rejects(loadConfig(await write('c.yaml', 'optim:\n  learningRate: -1\n')), /optim\.learningRate must be > 0/);
     await assert.rejects(loadConfig(await write('d.yaml', 'objective:\n  style: mice\n')), /did you mean 'micse'/);
     await assert.rejects(loadConfig(await write('e.yaml', 'objective:\n  minLayer: 7\n  maxLayer: 10\n')), /must be even/);
+    // simcse reads no attention layers, so the AMI span is not its concern (as in micseLoss).
+    assert.equal((await loadConfig(await write('e2.yaml', 'objective:\n  style: simcse\n  minLayer: 7\n  maxLayer: 10\n'))).config.objective.maxLayer, 10);
     await assert.rejects(loadConfig(await write('f.yaml', 'trian:\n  seed: 1\n')), /unknown section 'trian' \(did you mean 'train'\?\)/);
     await assert.rejects(loadConfig(path.join(dir, 'missing.yaml')), /missing\.yaml: cannot read config/);
     const child = await write('g.yaml', 'extends: b2.yaml\ntrain:\n  seed: 3\n');

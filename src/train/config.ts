@@ -321,7 +321,8 @@ export function checkConsistency(c: TrainConfig, where: string): void {
       (keys) => `${describeOrigins(c, keys.map((k) => `model.config.${k}`), where)}: model.config`);
     if (c.model.init === 'random') checkModelFits(c, model, null, where);
   }
-  const span = amiLayerSpanProblem(c.objective.minLayer, c.objective.maxLayer);
+  // The span is the AMI's: a simcse objective reads no layers (micseLoss does not check them either).
+  const span = c.objective.style === 'micse' ? amiLayerSpanProblem(c.objective.minLayer, c.objective.maxLayer) : null;
   if (span !== null) fail(['objective.minLayer', 'objective.maxLayer'], span);
 }
 
