@@ -74,8 +74,10 @@ export type { ExportFiles } from './export/hf.js';
 // Use the encoder: similarity, semantic search, clustering
 export { similarity, type ScoredPair } from './use/similarity.js';
 export { readPairsFile, type SentencePair } from './use/pairs.js';
-export { buildIndex, readIndexMeta, type BuildIndexOptions, type BuildIndexReport, type IndexMeta } from './use/build.js';
-export { checkIndexOut, countIndexCorpus, type CorpusIdentity, type CountedCorpus, type IndexCorpusOptions } from './use/indexDir.js';
+export { buildIndex, type BuildIndexOptions, type BuildIndexReport } from './use/build.js';
+export {
+  checkIndexOut, countIndexCorpus, readIndexMeta, type CorpusIdentity, type CountedCorpus, type IndexCorpusOptions, type IndexMeta,
+} from './use/indexDir.js';
 export type { AnnParams, AnnMeta } from './use/ann.js';
 export { openIndex, type SemanticIndex, type SearchHit, type SearchResult, type SearchOptions, type OpenIndexOptions } from './use/search.js';
 export type { Matrix, Neighbor } from './use/vectors.js';

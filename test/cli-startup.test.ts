@@ -81,7 +81,8 @@ describe('micse start-up', () => {
     { argv: indexBuild(noCorpus, path.join(tmp, 'index')), code: 2, loads: CORPUS, stderr: `micse: cannot read corpus ${noCorpus}: ENOENT\n` },
     { argv: indexBuild(corpus, notIndex), code: 2, loads: CORPUS,
       stderr: `micse: ${notIndex}: not empty (1 entry) and not an index (no meta.json or progress.json); pass --force to replace it, or choose another --out. Nothing was written\n` },
-    // similarity reads its pairs, and search its queries, before it loads TF.js, the tokenizer, usearch and the model.
+    // similarity reads its pairs, and search its queries and its index's meta.json, before it loads TF.js, the tokenizer,
+    // usearch and the model.
     { argv: ['similarity', '--help'], code: 0 },
     { argv: ['search', '--help'], code: 0 },
     { argv: ['similarity', 'a', 'b', 'c', '--model', 'm'], code: 2, loads: CORPUS,
@@ -91,6 +92,8 @@ describe('micse start-up', () => {
     { argv: ['search', '--index', notIndex], code: 2, stderr: 'micse: give --query TEXT or --queries FILE\n' },
     { argv: ['search', '--index', notIndex, '--query', 'a', '--top-k', '0'], code: 2, stderr: 'micse: --top-k must be an integer >= 1, got 0\n' },
     { argv: ['search', '--index', notIndex, '--queries', noCorpus], code: 2, loads: CORPUS, stderr: `micse: cannot read queries file ${noCorpus}: ENOENT\n` },
+    { argv: ['search', '--index', notIndex, '--query', 'a'], code: 2, loads: CORPUS,
+      stderr: `micse: ${notIndex}: not a finished index (no meta.json)\n` },
     { argv: ['train', '--config', path.join(ROOT, 'configs', 'tiny.yaml'), '--dry-run'], code: 0, loads: CONFIG_AND_CORPUS, skip: SKIP_NO_SHARED },
     { argv: ['train', '--resume', run, '--dry-run'], code: 0, loads: CONFIG_AND_CORPUS, skip: SKIP_NO_SHARED },
     // A resume's refusals of its run directory and of --set come before anything but the config's reader is loaded.

@@ -176,6 +176,8 @@ export const searchCommand: CommandModule<object, SearchArgs> = {
     const queries = [...(args.query ?? [])];
     if (args.queries !== undefined) queries.push(...(await readSentences(args.queries, args.column, undefined, 'queries file')).map((r) => r.text));
     if (queries.length === 0) throw new UserError(args.queries !== undefined ? `${args.queries}: no queries in the file` : 'give --query TEXT or --queries FILE');
+    // An index that is not one is refused before TF.js, usearch and the backend load (openIndex checks it again).
+    await (await import('../use/indexDir.js')).readIndexMeta(args.index);
     const { openIndex } = await import('../use/search.js');
     const { resolveCheckpoint } = await import('../model/pretrained.js');
     await activateBackend(args.backend);

@@ -37,7 +37,7 @@ import path from 'node:path';
 import type { CorpusReader } from '../data/readers.js';
 import { checkInteger, environmentError, UserError } from '../errors.js';
 import { faultPoint } from '../faultPoints.js';
-import { ensureDir, exists, isJsonObject, PidLock, processAlive, readJsonObject, recoverReplacement, replacementSibling, replacementSiblings, temporaryOwner, valueAtPath, writeFileAtomic } from '../fsutil.js';
+import { ensureDir, exists, PidLock, processAlive, readJsonObject, recoverReplacement, replacementSibling, replacementSiblings, temporaryOwner, writeFileAtomic } from '../fsutil.js';
 import { checkBatchSize, embed, embedMaxLength } from '../model/embed.js';
 import { DEFAULT_EMBED_BATCH_SIZE, DEFAULT_EMBED_POOLER, type EmbedPooler } from '../model/embedOptions.js';
 import { checkPooler } from '../model/pooling.js';
@@ -46,25 +46,11 @@ import { createProgress } from '../progress.js';
 import { ANN_LIBRARY, ANN_LIBRARY_VERSION, AnnIndex, type AnnMeta, type AnnParams } from './ann.js';
 import { DEFAULT_ANN_PARAMS, DEFAULT_CHUNK_SIZE } from './defaults.js';
 import { modelFingerprint, shortFingerprint, type ModelFingerprint } from './fingerprint.js';
-import { checkIndexOut, countIndexCorpus, INDEX_FILES, INDEX_LOCK_FILE, isIndexLock, type CorpusIdentity, type CountedCorpus, type IndexCorpusOptions } from './indexDir.js';
+import {
+  checkFields, checkIndexOut, countIndexCorpus, INDEX_FILES, INDEX_FORMAT, INDEX_FORMAT_VERSION, INDEX_LOCK_FILE, INDEX_REPLACEMENT_TAG, isIndexLock, readIndexMeta,
+  type CorpusIdentity, type CountedCorpus, type IndexCorpusOptions, type IndexMeta,
+} from './indexDir.js';
 import { NpyAppender, readNpyRows } from './npyAppend.js';
-
-export const INDEX_FORMAT = 'micse-index';
-export const INDEX_FORMAT_VERSION = 1;
-/** The tag of the siblings `--force` makes beside an index directory (replacementSibling). */
-const INDEX_REPLACEMENT_TAG = 'index';
-
-export interface IndexMeta {
-  format: typeof INDEX_FORMAT;
-  version: number;
-  model: { path: string; fingerprint: ModelFingerprint; hiddenSize: number };
-  corpus: CorpusIdentity & { sha256: string | null; records: number; skippedBlank: number; skippedInvalid: number };
-  count: number;
-  dim: number;
-  files: { vectors: string; texts: string };
-  ann: AnnMeta;
-  build: { embedSeconds: number; sentencesPerSecond: number; indexSeconds: number; vectorsPerSecond: number; createdAt: string };
-}
 
 interface ProgressState {
   fingerprint: string;
@@ -110,79 +96,11 @@ export interface BuildIndexReport {
   upToDate: boolean;
 }
 
-/** The fields of meta.json the code reads, with their JSON types (checked once, by readIndexMeta). */
-const META_FIELDS: readonly (readonly [string, 'string' | 'number'])[] = [
-  ['version', 'number'], ['count', 'number'], ['dim', 'number'],
-  ['model.path', 'string'], ['model.fingerprint.sha256', 'string'], ['model.fingerprint.pooler', 'string'], ['model.fingerprint.maxLength', 'number'],
-  ['corpus.path', 'string'], ['corpus.bytes', 'number'], ['corpus.mtimeMs', 'number'],
-  ['files.vectors', 'string'], ['files.texts', 'string'],
-  ['ann.file', 'string'], ['ann.library', 'string'], ['ann.connectivity', 'number'], ['ann.expansionAdd', 'number'], ['ann.expansionSearch', 'number'],
-];
-
 /** The fields of progress.json, with their JSON types. */
 const PROGRESS_FIELDS: readonly (readonly [string, 'string' | 'number' | 'boolean'])[] = [
   ['fingerprint', 'string'], ['dim', 'number'], ['rows', 'number'], ['textsBytes', 'number'], ['complete', 'boolean'], ['embedSeconds', 'number'],
   ['corpus.path', 'string'], ['corpus.bytes', 'number'], ['corpus.mtimeMs', 'number'],
 ];
-
-/**
- * Throws a UserError naming `file` and the first key of `fields` that is missing or of another type; where a key
- * above it is there but not an object (`"model": 5` for `model.path`), that key is the one named.
- */
-function checkFields(raw: Record<string, unknown>, fields: readonly (readonly [string, string])[], file: string): void {
-  for (const [key, type] of fields) {
-    const parts = key.split('.');
-    for (let i = 1; i < parts.length; i++) {
-      const above = parts.slice(0, i).join('.');
-      const v = valueAtPath(raw, above);
-      if (v !== undefined && !isJsonObject(v)) throw new UserError(`${file}: ${above} is ${JSON.stringify(v)}, expected an object`);
-    }
-    const v = valueAtPath(raw, key);
-    if (typeof v !== type) throw new UserError(`${file}: ${key} is ${v === undefined ? 'missing' : JSON.stringify(v)}, expected a ${type}`);
-  }
-}
-
-/**
- * Reads and checks meta.json of an index directory: a UserError naming the file when it is missing, not JSON, not
- * an index's (no `"format": "micse-index"`) or lacks a field the code reads.
- */
-export async function readIndexMeta(dir: string): Promise<IndexMeta> {
-  const file = path.join(dir, INDEX_FILES.meta);
-  if (!(await exists(file))) {
-    if (!(await exists(dir))) await refuseSwapped(dir);
-    const partial = await exists(path.join(dir, INDEX_FILES.progress));
-    throw new UserError(`${dir}: not a finished index (no ${INDEX_FILES.meta})${partial ? '; a build was interrupted there: rerun `micse index build` to finish it' : ''}`);
-  }
-  const raw = await readJsonObject(file);
-  if (raw['format'] !== INDEX_FORMAT) throw new UserError(`${file}: not an index's meta.json (format is ${JSON.stringify(raw['format'])}, expected "${INDEX_FORMAT}")`);
-  checkFields(raw, META_FIELDS, file);
-  return raw as unknown as IndexMeta;
-}
-
-/**
- * Throws a UserError when the missing index directory `dir` was moved aside by a --force rebuild between its two
- * renames: a running one's (wait for it), or a killed one's, with the command that puts the previous index back
- * (a build into `dir` recovers it first, recoverReplacement; one with the previous index's own model and corpus then
- * finds it up to date). Readers do not open the sibling themselves: it is named by a pid and renamed or removed by
- * the next build, and which of the two siblings is wanted (the previous index, or the new one a kill left whole
- * beside it) is the user's choice. Returns when there is no such sibling.
- */
-async function refuseSwapped(dir: string): Promise<void> {
-  const aside = (await replacementSiblings(dir, INDEX_REPLACEMENT_TAG)).find((s) => s.kind === 'aside');
-  if (aside === undefined) return;
-  if (processAlive(aside.pid)) {
-    throw new UserError(`${dir}: being replaced by a running \`micse index build --force\` (pid ${aside.pid}); retry when it has finished`);
-  }
-  const prev = await readJsonObject(path.join(aside.path, INDEX_FILES.meta)).catch(() => null);
-  const model = valueAtPath(prev, 'model.path');
-  const corpus = valueAtPath(prev, 'corpus.path');
-  const column = valueAtPath(prev, 'corpus.column');
-  const repair = typeof model === 'string' && typeof corpus === 'string'
-    ? `\`micse index build --model ${model} --corpus ${corpus}${typeof column === 'string' || typeof column === 'number' ? ` --column ${column}` : ''} --out ${dir}\``
-    : `\`micse index build\` with --out ${dir}`;
-  throw new UserError(`${dir}: missing: a \`micse index build --force\` into it was killed between its two renames, leaving the previous ` +
-    `${prev !== null ? 'index' : 'content'} in ${aside.path}; run ${repair} to put it back`);
-}
 
 /** Reads and checks progress.json of a partial build (a UserError naming the file when it is not one). */
 async function readProgress(file: string): Promise<ProgressState> {

@@ -13,7 +13,7 @@ import { checkBatchSize, embed } from '../model/embed.js';
 import { DEFAULT_EMBED_BATCH_SIZE } from '../model/embedOptions.js';
 import { loadPretrained, resolveCheckpoint, type Pretrained } from '../model/pretrained.js';
 import { AnnIndex, annFileError, checkAnnFile } from './ann.js';
-import { readIndexMeta, type IndexMeta } from './build.js';
+import { readIndexMeta, type IndexMeta } from './indexDir.js';
 import { DEFAULT_TOP_K } from './defaults.js';
 import { modelFingerprint, shortFingerprint } from './fingerprint.js';
 import { readNpyMatrix } from './npyAppend.js';
