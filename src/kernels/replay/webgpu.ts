@@ -18,7 +18,9 @@
  *   is one of the bind-group cache's, and none of their uniform buffers is written after a dispatch bound it; and
  *   every 32-bit word of written data that differs between the two is explained: a whole upload equal to the
  *   batch's input ids or attention mask in both steps, or a word equal in both steps to a logged value of the same
- *   key. The template keeps the second step's commands, its pool at the start, and the uniform bytes of the bind
+ *   key. A write of a cache entry's uniforms that one step made before binding it and the other did not need (it
+ *   found those bytes there: the first step of a shape after another shape's rewrote the entry) is left out of
+ *   both. The template keeps the second step's commands, its pool at the start, and the uniform bytes of the bind
  *   groups it binds without writing them first.
  * - StepReplay keeps a template and a last recording per key, for the MAX_TEMPLATES keys used last, so that batch
  *   shapes that alternate are each replayed.
@@ -28,11 +30,11 @@
  *   off; that the bind-group cache is on and has not started over since the template was made (a restart destroys
  *   the uniform buffers the template binds); that the pool's free lists (in order) and used count and the live
  *   tensor count are the template's (so a normal step would get the same buffers: steps of other keys, run
- *   normally, add buffers to the pool and move no live tensor); that the uniform bytes of the bind groups the
- *   template binds without writing are still the template's (a step of another shape may rewrite a cache entry over
- *   the same buffers); that every logged value that was the same in both recorded steps still is at the new roots;
- *   it computes the new words from the formulas and the new batch, then issues the template's commands with them and
- *   maps its read buffer.
+ *   normally, add buffers to the pool and move no live tensor); that every logged value that was the same in both
+ *   recorded steps still is at the new roots; it computes the new words from the formulas and the new batch, writes
+ *   back the uniform bytes of the bind groups the template binds without writing where they are not the template's
+ *   (a step of another shape rewrote the cache entry over the same buffers; the cache's own rewrite would write the
+ *   same bytes), then issues the template's commands with them and maps its read buffer.
  * A check of the backend's state failing ("not now"): the step runs normally and is recorded, and the template is
  * kept; a check of the template failing (a steady value changed, a cache restart): the template is dropped too.
  * Either way two recorded steps of the key make a template again. Other keys' templates are not touched.
@@ -81,6 +83,11 @@ interface Recording {
   invalid: string | null;
   poolStart: PoolState;
   poolEnd: PoolState | null;
+  /**
+   * The cache's uniform buffers the step bound without writing them first, with the bytes they held (uniformReads),
+   * or why there are none.
+   */
+  held: Map<GPUBuffer, Uint32Array> | string;
   tensorsStart: number;
   tensorsEnd: number;
 }
@@ -104,10 +111,10 @@ interface Template {
   /** The bind-group cache's restarts when the template was made (a restart destroys the uniform buffers it binds). */
   clears: number;
   /**
-   * The bind groups the commands bind without having written their uniforms first, with the bytes the cache held
-   * for them: a replay needs the same bytes there (a step of another shape may rewrite them).
+   * The bind groups the commands bind without having written their uniforms first, with their uniform buffers and
+   * the bytes the cache held for them: a replay writes those bytes back where a step of another shape rewrote them.
    */
-  reads: { group: GPUBindGroup; bytes: Uint32Array }[];
+  reads: { group: GPUBindGroup; uniform: GPUBuffer; bytes: Uint32Array }[];
 }
 
 /** Templates kept at most, and last recordings (one per key each), the most recently used: 8 batch shapes. */
@@ -121,6 +128,8 @@ export interface StepReplayStats {
   replayed: number;
   /** Steps replayed, by key (batch shape, clipping norm). */
   replayedByKey: Record<string, number>;
+  /** Uniform buffers a replay wrote back before its commands (a step of another shape had rewritten them). */
+  writtenBack: number;
   /** Why the last template was not made or the last replay refused, or null. */
   lastRefusal: string | null;
   /** Dispatches a replayed step issues (the template's), or null before the first template. */
@@ -175,7 +184,7 @@ function samePool(a: PoolState, b: PoolState): boolean {
 }
 
 export class StepReplay {
-  readonly stats: StepReplayStats = { recorded: 0, replayed: 0, replayedByKey: {}, lastRefusal: null, dispatches: null };
+  readonly stats: StepReplayStats = { recorded: 0, replayed: 0, replayedByKey: {}, writtenBack: 0, lastRefusal: null, dispatches: null };
   private readonly b: BackendInternals;
   private readonly events: { n: number };
   /** By key, least recently used first (at most MAX_TEMPLATES each). */
@@ -214,10 +223,11 @@ export class StepReplay {
     if (cache.stats.clears !== t.clears) return drop('the bind-group cache started over since the template was made');
     if (!samePool(poolState(this.b), t.pool)) return wait('the buffer pool is not as it was at the template\'s start');
     if (tf.memory().numTensors !== t.tensors) return wait(`live tensors changed (${t.tensors} -> ${tf.memory().numTensors})`);
-    for (const r of t.reads) {
-      const now = cache.uniformOf(r.group)?.bytes;
-      if (now !== r.bytes && (now == null || !sameBytes(bytesOf(now), bytesOf(r.bytes)))) return wait('a bind group the template reads has other uniforms now');
-    }
+    // Uniforms a step of another shape rewrote: written back before the commands, as the cache would for a normal step.
+    const rewritten = t.reads.filter((r) => {
+      const now = cache.uniformOf(r.group)!.bytes!;
+      return now !== r.bytes && !sameBytes(bytesOf(now), bytesOf(r.bytes));
+    });
     for (const v of t.steady) {
       if (wordOf(v.kind!, v.formula(roots)) !== wordOf(v.kind!, v.value)) return drop(`${v.key} changed after two steps with the same value`);
     }
@@ -240,6 +250,11 @@ export class StepReplay {
       }
       data.set(i, bytes);
     }
+    for (const r of rewritten) {
+      this.b.queue.writeBuffer(r.uniform, 0, r.bytes as Uint32Array<ArrayBuffer>);
+      cache.uniformWritten(r.uniform, bytesOf(r.bytes));
+    }
+    this.stats.writtenBack += rewritten.length;
     const read = this.issue(t.ops, data, cache);
     keep(this.templates, key, t);
     this.stats.replayed += 1;
@@ -255,7 +270,7 @@ export class StepReplay {
   async record<T>(key: string, roots: StepRoots, inputs: Int32Array[], run: () => Promise<T>): Promise<T> {
     const rec: Recording = {
       key, roots, inputs, ops: [], values: new Map(), invalid: null,
-      poolStart: poolState(this.b), poolEnd: null, tensorsStart: tf.memory().numTensors, tensorsEnd: -1,
+      poolStart: poolState(this.b), poolEnd: null, held: 'not yet recorded', tensorsStart: tf.memory().numTensors, tensorsEnd: -1,
     };
     const stop = startRecording(rec);
     beginStepValues(roots);
@@ -268,11 +283,13 @@ export class StepReplay {
     }
     rec.poolEnd = poolState(this.b);
     rec.tensorsEnd = tf.memory().numTensors;
+    const cache = bindGroupCacheOf(this.b);
+    const reads = cache === undefined ? 'the bind-group cache is off' : uniformReads(rec.ops, cache);
+    rec.held = typeof reads === 'string' ? reads : new Map(reads.map((r) => [r.uniform, r.bytes]));
     this.stats.recorded += 1;
     const prev = this.recordings.get(key);
     keep(this.recordings, key, rec);
     if (prev !== undefined) {
-      const cache = bindGroupCacheOf(this.b);
       const made = cache === undefined ? 'the bind-group cache is off' : makeTemplate(prev, rec, cache);
       if (typeof made === 'string') this.stats.lastRefusal = made;
       else {
@@ -357,10 +374,33 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
 }
 
 /**
- * The template of `b`'s commands, checked against `a` (the step of the same key recorded before it; steps of other
- * keys may have run between them) and `cache` (the bind-group cache they bound from); or why there is none.
+ * `x`'s commands without its writes of a cache uniform buffer, before any dispatch bound it, of the bytes that `y`
+ * found there and bound without writing (`y.held`): the cache's rewrite of an entry a step of another shape had
+ * rewritten. A replay writes such bytes back itself (StepReplay.replay), so the two steps compare without them.
  */
-function makeTemplate(a: Recording, b: Recording, cache: BindGroupCache): Template | string {
+function withoutRewrites(x: Recording, y: Recording, cache: BindGroupCache): Op[] {
+  const held = y.held;
+  if (typeof held === 'string') return x.ops;
+  const bound = new Set<GPUBuffer>();
+  return x.ops.filter((op) => {
+    if (op.k === 'bind') {
+      const u = cache.uniformOf(op.group)?.uniform;
+      if (u != null) bound.add(u);
+    }
+    if (op.k !== 'write' || typeof op.buffer === 'number' || op.offset !== 0 || bound.has(op.buffer)) return true;
+    const bytes = held.get(op.buffer);
+    return bytes === undefined || !sameBytes(bytesOf(bytes), op.data);
+  });
+}
+
+/**
+ * The template of `b`'s commands, checked against `a` (the step of the same key recorded before it; steps of other
+ * keys may have run between them) and `cache` (the bind-group cache they bound from); or why there is none. A
+ * rewrite of a cache entry that one step made and the other did not need (withoutRewrites) is left out of both.
+ */
+function makeTemplate(recorded: Recording, last: Recording, cache: BindGroupCache): Template | string {
+  const a = { ...recorded, ops: withoutRewrites(recorded, last, cache) };
+  const b = { ...last, ops: withoutRewrites(last, recorded, cache) };
   if (a.invalid !== null) return a.invalid;
   if (b.invalid !== null) return b.invalid;
   if (a.key !== b.key) return 'the key changed';
@@ -445,7 +485,7 @@ function uniformReads(ops: Op[], cache: BindGroupCache): Template['reads'] | str
     if (u === undefined) return 'a bind group not of the bind-group cache';
     if (u.uniform === null || written.has(u.uniform) || read.has(u.uniform)) continue;
     read.add(u.uniform);
-    reads.push({ group: op.group, bytes: u.bytes! });
+    reads.push({ group: op.group, uniform: u.uniform, bytes: u.bytes! });
   }
   return reads;
 }
