@@ -5,8 +5,9 @@
  * losses, gradient norms, parameters and AdamW moments of the same run without it, to the bit (the webgpu step is
  * deterministic: no kernel of it adds in an order that varies), over steps with other batches of
  * the same shape, a changing learning rate, other seeds, a batch of another shape in between and the parameters
- * read between two steps (as a checkpoint does); the steps replayed are the ones expected (a changed shape or a
- * read in between runs the step normally); the tensor count stays flat; replayed steps with a non-finite loss change
+ * read between two steps (as a checkpoint does), and over two batch shapes alternating (each keeps its own template);
+ * the steps replayed are the ones expected (a read in between runs the step normally, and so does a step of a
+ * shape whose template was made before the pool changed); the tensor count stays flat; replayed steps with a non-finite loss change
  * no parameter and do not count for AdamW. On Dawn's null device (every machine with
  * the `webgpu` package): steps are replayed without a validation error.
  */
@@ -33,13 +34,13 @@ const CONFIG: BertConfig = {
 };
 const OBJ = { ...OBJECTIVE, minLayer: 0, maxLayer: 2, targetSamples: 40, training: true };
 
-/** `sentences` sentences x 2 views of 16 tokens; `variant` changes the ids and the lengths. */
-function batch(sentences: number, variant: number): StepRows {
+/** `sentences` sentences x 2 views of `tokens` tokens (16 by default); `variant` changes the ids and the lengths. */
+function batch(sentences: number, variant: number, tokens = 16): StepRows {
   const inputIds: number[][] = [];
   const attentionMask: number[][] = [];
   for (let s = 0; s < sentences; s++) {
     const len = 4 + ((s * 5 + variant * 3) % 12);
-    const row = Array.from({ length: 16 }, (_, t) => (t === 0 ? 2 : t < len ? 3 + ((s * 17 + t * 7 + variant * 13) % 55) : 0));
+    const row = Array.from({ length: tokens }, (_, t) => (t === 0 ? 2 : t < len ? 3 + ((s * 17 + t * 7 + variant * 13) % 55) : 0));
     const mask = row.map((_, t) => (t < len ? 1 : 0));
     inputIds.push(row, [...row]);
     attentionMask.push(mask, [...mask]);
@@ -63,6 +64,10 @@ interface Run {
   tensorCounts: number[];
   /** Why the replayer last refused (stats.lastRefusal). */
   refusal: string | null;
+  /** Steps replayed by key (stats.replayedByKey). */
+  replayedByKey: Record<string, number> | null;
+  /** Uniform buffers written back by replays (stats.writtenBack). */
+  writtenBack: number;
 }
 
 async function train(replay: boolean, plan: PlanStep[]): Promise<Run> {
@@ -73,7 +78,7 @@ async function train(replay: boolean, plan: PlanStep[]): Promise<Run> {
   const step = new TrainStep(model, head, optimizer, OBJ, undefined, replay);
   const state = async () => Promise.all([...optimizer.params.map((p) => p.variable), ...optimizer.m.values(), ...optimizer.v.values()]
     .map(async (x) => Float32Array.from((await x.data()) as Float32Array)));
-  const run: Run = { outcomes: [], replayed: [], states: [], tensorCounts: [], refusal: null };
+  const run: Run = { outcomes: [], replayed: [], states: [], tensorCounts: [], refusal: null, replayedByKey: null, writtenBack: 0 };
   await expectNoGpuErrors(async () => {
     for (const [i, p] of plan.entries()) {
       const before = step.replayStats()?.replayed ?? 0;
@@ -88,6 +93,8 @@ async function train(replay: boolean, plan: PlanStep[]): Promise<Run> {
     run.states.push(await state());
   });
   run.refusal = step.replayStats()?.lastRefusal ?? null;
+  run.replayedByKey = step.replayStats()?.replayedByKey ?? null;
+  run.writtenBack = step.replayStats()?.writtenBack ?? 0;
   optimizer.dispose();
   head.dispose();
   model.dispose();
@@ -122,13 +129,33 @@ describe('TrainStep replay on a real adapter', { skip: WEBGPU_SKIP }, () => {
     // Two recorded steps make a template; the first steps (pipelines compiled, the pool filled) differ from the next.
     assert.deepEqual(got.replayed.slice(0, 2), [false, false], why);
     assert.ok(got.replayed.slice(4, 7).every((r) => r), why);
-    // 7 another shape; 8 recorded (the template is gone, and 7 is of another shape), 9 recorded (a template with 8),
-    // 10 replayed and read after; 11 after the read runs normally (a template with 9: the pool was the same at their
-    // starts); 12 replayed.
-    assert.deepEqual(got.replayed.slice(7), [false, false, false, true, false, true], why);
+    // 7 another shape (its buffers join the pool); 8 recorded (the pool is not as at the template's start), making a
+    // template with 3, the last recorded step of its shape; 9 and 10 replayed, 10 read after; 11 after the read runs
+    // normally; 12 replayed.
+    assert.deepEqual(got.replayed.slice(7), [false, false, true, true, false, true], why);
     assert.ok(want.replayed.every((r) => !r));
     const counts = got.tensorCounts.slice(0, 7);
     assert.ok(counts.every((c) => c === counts[0]), `tensor counts ${got.tensorCounts.join(', ')}`);
+  });
+
+  test('two shapes alternating (A A B B A B A B ...): each keeps its template and is replayed, with a read of the parameters in between; the values of the run without replay, tensor count flat', async () => {
+    // A: 4 sentences x 16 tokens; B: 4 sentences x 12 tokens (the trainer pads each batch to its longest row). Some
+    // bind groups are over the same buffers in both with other uniforms: a step of one rewrites what the other's
+    // template reads, and the replay writes it back.
+    const shapes = ['A', 'A', 'B', 'B', ...Array.from({ length: 10 }, (_, i) => (i % 2 === 0 ? 'A' : 'B'))];
+    const plan: PlanStep[] = shapes.map((s, i) => ({ rows: s === 'A' ? batch(4, i % 3) : batch(4, i % 3, 12), readAfter: i === 9 }));
+    const want = await train(false, plan);
+    const got = await train(true, plan);
+    assertSameRun(got, want);
+    const why = `replayed: ${JSON.stringify(got.replayed)}; last refusal: ${got.refusal}`;
+    // A shape's first steps record (they fill the pool; which ones depends on what the pool already holds from the
+    // tests before); from 7 each shape replays while the other's steps run between; 10, after the read, runs normally.
+    const replayed = (shape: string, from: number) => got.replayed.filter((r, i) => r && i >= from && shapes[i] === shape).length;
+    assert.ok(replayed('A', 7) >= 1 && replayed('B', 7) >= 2 && replayed('A', 11) >= 1 && replayed('B', 11) >= 1, why);
+    assert.equal(got.replayed[10], false, why);
+    assert.deepEqual(got.replayedByKey, { '8x16, clip 1': replayed('A', 0), '8x12, clip 1': replayed('B', 0) }, why);
+    assert.ok(got.writtenBack > 0, why);
+    assert.ok(got.tensorCounts.every((c) => c === got.tensorCounts[0]), `tensor counts ${got.tensorCounts.join(', ')}`);
   });
 
   test('replayed steps with a non-finite loss update nothing (the gate is read on the GPU) and do not count for AdamW', async () => {

@@ -35,6 +35,12 @@ interface Entry {
   epoch: number;
 }
 
+/** A kept bind group's uniform buffer and the bytes the cache knows it holds (null: a program without uniforms). */
+export interface CachedUniform {
+  readonly uniform: GPUBuffer | null;
+  readonly bytes: Uint32Array | null;
+}
+
 /** What the cache has done since it was made (tests and the bench read it). */
 export interface BindGroupCacheStats {
   /** Bind groups reused with their uniforms as they were. */
@@ -57,6 +63,8 @@ export class BindGroupCache {
   private entries = new Map<string, Entry[]>();
   /** The entries by their uniform buffer. */
   private byUniform = new Map<GPUBuffer, Entry>();
+  /** The entries by their bind group. */
+  private byGroup = new Map<GPUBindGroup, Entry>();
   private count = 0;
   /** Queue submits seen. */
   private epoch = 0;
@@ -117,6 +125,7 @@ export class BindGroupCache {
       for (const l of this.entries.values()) for (const e of l) if (e.uniform !== null) this.retired.push(e.uniform);
       this.entries = new Map();
       this.byUniform = new Map();
+      this.byGroup = new Map();
       this.count = 0;
       this.stats.clears += 1;
       list = undefined;
@@ -132,6 +141,7 @@ export class BindGroupCache {
     if (list === undefined) this.entries.set(key, (list = []));
     list.push(entry);
     if (uniform !== null) this.byUniform.set(uniform, entry);
+    this.byGroup.set(entry.bindGroup, entry);
     this.count += 1;
     this.stats.misses += 1;
     return entry.bindGroup;
@@ -144,6 +154,16 @@ export class BindGroupCache {
   uniformWritten(buffer: GPUBuffer, bytes: Uint8Array): void {
     const e = this.byUniform.get(buffer);
     if (e !== undefined && bytes.byteLength === e.bytes?.byteLength) e.bytes = new Uint32Array(bytes.slice().buffer);
+  }
+
+  /** The uniform buffer of `group` and what it holds, or undefined when `group` is not one of the cache's kept bind groups. */
+  uniformOf(group: GPUBindGroup): CachedUniform | undefined {
+    return this.byGroup.get(group);
+  }
+
+  /** The uniform entry of `buffer` when it is one of the cache's uniform buffers, else undefined. */
+  uniformAt(buffer: GPUBuffer): CachedUniform | undefined {
+    return this.byUniform.get(buffer);
   }
 }
 

@@ -11,26 +11,40 @@
  * - While a step runs normally, every call on the WebGPU objects (device, queue, command and compute-pass encoders,
  *   buffers) is recorded, with the bytes of each queue write and of each buffer written through a mapping at
  *   creation (the backend's upload staging), and the step's per-step values are logged (index.ts beside).
- * - The last two recorded steps, when of the same key (batch shape, clipping norm), give a template when: their
- *   commands are the same calls on the same objects (a buffer the step creates and destroys counts by its place);
- *   the buffer pool's free lists and the live tensor count are the same at the start of both and at the end of the second (so
- *   the next step would get the same buffers); the step ends with its one read (a mapAsync); and every 32-bit word
- *   of written data that differs between the two is explained: a whole upload equal to the batch's input ids or
- *   attention mask in both steps, or a word equal in both steps to a logged value of the same key.
- * - A replay (StepReplay.replay) checks that nothing took or gave back a pool buffer since the last step (anything
- *   else run on the backend does: an evaluation, a checkpoint's read, which also leaves host copies of the
- *   variables that only a normal step's AdamW drops), that tf.profile is off, that the tensor count is the same,
- *   that every logged value that was the same in both recorded steps still is at the new roots; it computes the new
- *   words from the formulas and the new batch, then issues the second step's commands with them and maps its read
- *   buffer.
- * Any check failing: the step runs normally (and is recorded, so a template forms again after two steps).
+ * - A recorded step and the last one recorded of the same key (batch shape, clipping norm; steps of other keys may
+ *   have run between them) give a template of that key when: their commands are the same calls on the same objects
+ *   (a buffer the step creates and destroys counts by its place); each step left the buffer pool's free lists and
+ *   the live tensor count as it found them; the step ends with its one read (a mapAsync); every bind group it binds
+ *   is one of the bind-group cache's, and none of their uniform buffers is written after a dispatch bound it; and
+ *   every 32-bit word of written data that differs between the two is explained: a whole upload equal to the
+ *   batch's input ids or attention mask in both steps, or a word equal in both steps to a logged value of the same
+ *   key. A write of a cache entry's uniforms that one step made before binding it and the other did not need (it
+ *   found those bytes there: the first step of a shape after another shape's rewrote the entry) is left out of
+ *   both. The template keeps the second step's commands, its pool at the start, and the uniform bytes of the bind
+ *   groups it binds without writing them first.
+ * - StepReplay keeps a template and a last recording per key, for the MAX_TEMPLATES keys used last, so that batch
+ *   shapes that alternate are each replayed.
+ * - A replay (StepReplay.replay) of key K checks that nothing but recorded or replayed steps took or gave back a
+ *   pool buffer since the last step ended (anything else run on the backend does: an evaluation, a checkpoint's
+ *   read, which also leaves host copies of the variables that only a normal step's AdamW drops); that tf.profile is
+ *   off; that the bind-group cache is on and has not started over since the template was made (a restart destroys
+ *   the uniform buffers the template binds); that the pool's free lists (in order) and used count and the live
+ *   tensor count are the template's (so a normal step would get the same buffers: steps of other keys, run
+ *   normally, add buffers to the pool and move no live tensor); that every logged value that was the same in both
+ *   recorded steps still is at the new roots; it computes the new words from the formulas and the new batch, writes
+ *   back the uniform bytes of the bind groups the template binds without writing where they are not the template's
+ *   (a step of another shape rewrote the cache entry over the same buffers; the cache's own rewrite would write the
+ *   same bytes), then issues the template's commands with them and maps its read buffer.
+ * A check of the backend's state failing ("not now"): the step runs normally and is recorded, and the template is
+ * kept; a check of the template failing (a steady value changed, a cache restart): the template is dropped too.
+ * Either way two recorded steps of the key make a template again. Other keys' templates are not touched.
  *
  * After a replay, TF.js's state is what the normal step leaves: the variables and AdamW's moments hold the updated
  * values in their own buffers (the in-place AdamW), no tensor was made, the pool is as it was; the bind-group
  * cache is told the uniform bytes written (bindGroupCache uniformWritten). The caller advances AdamW's step count.
  */
 import { tf } from '../../model/tf.js';
-import { bindGroupCacheOf } from '../platform/bindGroupCache.js';
+import { bindGroupCacheOf, type BindGroupCache } from '../platform/bindGroupCache.js';
 import { beginStepValues, endStepValues, wordOf, type StepRoots, type StepValue } from './index.js';
 import { internalsOf, type BackendInternals } from '../platform/webgpuPrograms.js';
 
@@ -69,6 +83,11 @@ interface Recording {
   invalid: string | null;
   poolStart: PoolState;
   poolEnd: PoolState | null;
+  /**
+   * The cache's uniform buffers the step bound without writing them first, with the bytes they held (uniformReads),
+   * or why there are none.
+   */
+  held: Map<GPUBuffer, Uint32Array> | string;
   tensorsStart: number;
   tensorsEnd: number;
 }
@@ -87,7 +106,19 @@ interface Template {
   /** Logged values (of a word kind) that were the same in both recorded steps: a replay needs them unchanged. */
   steady: StepValue[];
   tensors: number;
+  /** The pool at the start (and end) of the second recorded step: a replay needs it so. */
+  pool: PoolState;
+  /** The bind-group cache's restarts when the template was made (a restart destroys the uniform buffers it binds). */
+  clears: number;
+  /**
+   * The bind groups the commands bind without having written their uniforms first, with their uniform buffers and
+   * the bytes the cache held for them: a replay writes those bytes back where a step of another shape rewrote them.
+   */
+  reads: { group: GPUBindGroup; uniform: GPUBuffer; bytes: Uint32Array }[];
 }
+
+/** Templates kept at most, and last recordings (one per key each), the most recently used: 8 batch shapes. */
+const MAX_TEMPLATES = 8;
 
 /** What a StepReplay has done (tests and the bench read it). */
 export interface StepReplayStats {
@@ -95,6 +126,10 @@ export interface StepReplayStats {
   recorded: number;
   /** Steps replayed. */
   replayed: number;
+  /** Steps replayed, by key (batch shape, clipping norm). */
+  replayedByKey: Record<string, number>;
+  /** Uniform buffers a replay wrote back before its commands (a step of another shape had rewritten them). */
+  writtenBack: number;
   /** Why the last template was not made or the last replay refused, or null. */
   lastRefusal: string | null;
   /** Dispatches a replayed step issues (the template's), or null before the first template. */
@@ -149,12 +184,13 @@ function samePool(a: PoolState, b: PoolState): boolean {
 }
 
 export class StepReplay {
-  readonly stats: StepReplayStats = { recorded: 0, replayed: 0, lastRefusal: null, dispatches: null };
+  readonly stats: StepReplayStats = { recorded: 0, replayed: 0, replayedByKey: {}, writtenBack: 0, lastRefusal: null, dispatches: null };
   private readonly b: BackendInternals;
   private readonly events: { n: number };
-  private previous: Recording | null = null;
-  private template: Template | null = null;
-  /** Pool events when the last step (recorded or replayed) ended. */
+  /** By key, least recently used first (at most MAX_TEMPLATES each). */
+  private readonly recordings = new Map<string, Recording>();
+  private readonly templates = new Map<string, Template>();
+  /** Pool events when the last step (recorded or replayed, of any key) ended. */
   private eventsAtEnd = -1;
 
   constructor(backend: unknown) {
@@ -166,29 +202,42 @@ export class StepReplay {
    * Issues the step of `key` again with `roots` and the batch `inputs` (input ids, attention mask: [2B * T] each)
    * and returns its read (the read buffer's floats), or returns null having issued nothing when it cannot (no
    * template of that key, or a check failed: stats.lastRefusal says which); the step must then run normally.
+   * A refusal that only means "not now" (the backend's state differs from the template's) keeps the template; one
+   * that means the template cannot stand for this step drops it.
    */
   replay(key: string, roots: StepRoots, inputs: Int32Array[]): Promise<Float32Array> | null {
-    const t = this.template;
-    const refuse = (why: string): null => {
+    const t = this.templates.get(key);
+    if (t === undefined) return null;
+    const wait = (why: string): null => {
       this.stats.lastRefusal = why;
-      this.template = null;
       return null;
     };
-    if (t === null) return null;
-    if ((tf.engine().state as { profiling?: boolean }).profiling === true) return refuse('tf.profile is on (it times the kernels a step runs)');
-    if (t.key !== key) return refuse(`the key changed (${t.key} -> ${key})`);
-    if (this.events.n !== this.eventsAtEnd) return refuse('the buffer pool was used since the last step');
-    if (tf.memory().numTensors !== t.tensors) return refuse(`live tensors changed (${t.tensors} -> ${tf.memory().numTensors})`);
+    const drop = (why: string): null => {
+      this.templates.delete(key);
+      return wait(why);
+    };
+    if ((tf.engine().state as { profiling?: boolean }).profiling === true) return wait('tf.profile is on (it times the kernels a step runs)');
+    if (this.events.n !== this.eventsAtEnd) return wait('the buffer pool was used since the last step');
+    const cache = bindGroupCacheOf(this.b);
+    if (cache === undefined) return wait('the bind-group cache is off');
+    if (cache.stats.clears !== t.clears) return drop('the bind-group cache started over since the template was made');
+    if (!samePool(poolState(this.b), t.pool)) return wait('the buffer pool is not as it was at the template\'s start');
+    if (tf.memory().numTensors !== t.tensors) return wait(`live tensors changed (${t.tensors} -> ${tf.memory().numTensors})`);
+    // Uniforms a step of another shape rewrote: written back before the commands, as the cache would for a normal step.
+    const rewritten = t.reads.filter((r) => {
+      const now = cache.uniformOf(r.group)!.bytes!;
+      return now !== r.bytes && !sameBytes(bytesOf(now), bytesOf(r.bytes));
+    });
     for (const v of t.steady) {
-      if (wordOf(v.kind!, v.formula(roots)) !== wordOf(v.kind!, v.value)) return refuse(`${v.key} changed after two steps with the same value`);
+      if (wordOf(v.kind!, v.formula(roots)) !== wordOf(v.kind!, v.value)) return drop(`${v.key} changed after two steps with the same value`);
     }
     const data = new Map<number, Uint8Array>();
     for (const [i, patch] of t.patches) {
       const op = t.ops[i] as Extract<Op, { data: unknown }>;
       if ('inputs' in patch) {
         const first = inputs[patch.inputs[0]!]!;
-        if (patch.inputs.some((j) => !sameBytes(bytesOf(inputs[j]!), bytesOf(first)))) return refuse('an upload stood for inputs that now differ');
-        if (first.byteLength !== op.data!.byteLength) return refuse('an input changed size');
+        if (patch.inputs.some((j) => !sameBytes(bytesOf(inputs[j]!), bytesOf(first)))) return drop('an upload stood for inputs that now differ');
+        if (first.byteLength !== op.data!.byteLength) return drop('an input changed size');
         data.set(i, bytesOf(first));
         continue;
       }
@@ -196,26 +245,32 @@ export class StepReplay {
       const words = new Uint32Array(bytes.buffer);
       for (const w of patch.words) {
         const values = w.keys.map((k) => wordOf(w.kind, t.values.get(k)!.formula(roots)));
-        if (values.some((x) => x !== values[0])) return refuse(`the values a word stood for (${w.keys.join(', ')}) now differ`);
+        if (values.some((x) => x !== values[0])) return drop(`the values a word stood for (${w.keys.join(', ')}) now differ`);
         words[w.at] = values[0]!;
       }
       data.set(i, bytes);
     }
-    const read = this.issue(t.ops, data);
+    for (const r of rewritten) {
+      this.b.queue.writeBuffer(r.uniform, 0, r.bytes as Uint32Array<ArrayBuffer>);
+      cache.uniformWritten(r.uniform, bytesOf(r.bytes));
+    }
+    this.stats.writtenBack += rewritten.length;
+    const read = this.issue(t.ops, data, cache);
+    keep(this.templates, key, t);
     this.stats.replayed += 1;
+    this.stats.replayedByKey[key] = (this.stats.replayedByKey[key] ?? 0) + 1;
     this.eventsAtEnd = this.events.n;
     return read;
   }
 
   /**
    * Runs `run` (the normal step) while recording its GPU commands and logging its per-step values, and makes a
-   * template when this step and the one recorded before it allow one.
+   * template of `key` when this step and the last one recorded of that key allow one (other keys' templates stay).
    */
   async record<T>(key: string, roots: StepRoots, inputs: Int32Array[], run: () => Promise<T>): Promise<T> {
-    this.template = null;
     const rec: Recording = {
       key, roots, inputs, ops: [], values: new Map(), invalid: null,
-      poolStart: poolState(this.b), poolEnd: null, tensorsStart: tf.memory().numTensors, tensorsEnd: -1,
+      poolStart: poolState(this.b), poolEnd: null, held: 'not yet recorded', tensorsStart: tf.memory().numTensors, tensorsEnd: -1,
     };
     const stop = startRecording(rec);
     beginStepValues(roots);
@@ -228,14 +283,17 @@ export class StepReplay {
     }
     rec.poolEnd = poolState(this.b);
     rec.tensorsEnd = tf.memory().numTensors;
+    const cache = bindGroupCacheOf(this.b);
+    const reads = cache === undefined ? 'the bind-group cache is off' : uniformReads(rec.ops, cache);
+    rec.held = typeof reads === 'string' ? reads : new Map(reads.map((r) => [r.uniform, r.bytes]));
     this.stats.recorded += 1;
-    const prev = this.previous;
-    this.previous = rec;
-    if (prev !== null) {
-      const made = makeTemplate(prev, rec);
+    const prev = this.recordings.get(key);
+    keep(this.recordings, key, rec);
+    if (prev !== undefined) {
+      const made = cache === undefined ? 'the bind-group cache is off' : makeTemplate(prev, rec, cache);
       if (typeof made === 'string') this.stats.lastRefusal = made;
       else {
-        this.template = made;
+        keep(this.templates, key, made);
         this.stats.lastRefusal = null;
         this.stats.dispatches = made.ops.filter((op) => op.k === 'dispatch').length;
       }
@@ -245,9 +303,8 @@ export class StepReplay {
   }
 
   /** Issues `ops` with the bytes of `data` for its data ops; resolves to the mapped read. */
-  private issue(ops: Op[], data: Map<number, Uint8Array>): Promise<Float32Array> {
+  private issue(ops: Op[], data: Map<number, Uint8Array>, cache: BindGroupCache): Promise<Float32Array> {
     const { device, queue } = this.b;
-    const cache = bindGroupCacheOf(this.b);
     const encoders: GPUCommandEncoder[] = [];
     const passes: GPUComputePassEncoder[] = [];
     const commands: GPUCommandBuffer[] = [];
@@ -270,7 +327,7 @@ export class StepReplay {
           const bytes = data.get(i) ?? op.data;
           const target = buf(op.buffer);
           queue.writeBuffer(target, op.offset, bytes as Uint8Array<ArrayBuffer>);
-          if (op.offset === 0) cache?.uniformWritten(target, bytes);
+          if (op.offset === 0) cache.uniformWritten(target, bytes);
           break;
         }
         case 'create': {
@@ -296,6 +353,16 @@ export class StepReplay {
   }
 }
 
+/** Puts `value` at `key` in `map` as the most recently used, dropping the least recently used past MAX_TEMPLATES. */
+function keep<V>(map: Map<string, V>, key: string, value: V): void {
+  map.delete(key);
+  map.set(key, value);
+  for (const k of map.keys()) {
+    if (map.size <= MAX_TEMPLATES) break;
+    map.delete(k);
+  }
+}
+
 function bytesOf(x: ArrayBufferView): Uint8Array {
   return new Uint8Array(x.buffer, x.byteOffset, x.byteLength);
 }
@@ -306,13 +373,39 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   return true;
 }
 
-/** The template of `b`'s commands, checked against `a` (the step before); or why there is none. */
-function makeTemplate(a: Recording, b: Recording): Template | string {
+/**
+ * `x`'s commands without its writes of a cache uniform buffer, before any dispatch bound it, of the bytes that `y`
+ * found there and bound without writing (`y.held`): the cache's rewrite of an entry a step of another shape had
+ * rewritten. A replay writes such bytes back itself (StepReplay.replay), so the two steps compare without them.
+ */
+function withoutRewrites(x: Recording, y: Recording, cache: BindGroupCache): Op[] {
+  const held = y.held;
+  if (typeof held === 'string') return x.ops;
+  const bound = new Set<GPUBuffer>();
+  return x.ops.filter((op) => {
+    if (op.k === 'bind') {
+      const u = cache.uniformOf(op.group)?.uniform;
+      if (u != null) bound.add(u);
+    }
+    if (op.k !== 'write' || typeof op.buffer === 'number' || op.offset !== 0 || bound.has(op.buffer)) return true;
+    const bytes = held.get(op.buffer);
+    return bytes === undefined || !sameBytes(bytesOf(bytes), op.data);
+  });
+}
+
+/**
+ * The template of `b`'s commands, checked against `a` (the step of the same key recorded before it; steps of other
+ * keys may have run between them) and `cache` (the bind-group cache they bound from); or why there is none. A
+ * rewrite of a cache entry that one step made and the other did not need (withoutRewrites) is left out of both.
+ */
+function makeTemplate(recorded: Recording, last: Recording, cache: BindGroupCache): Template | string {
+  const a = { ...recorded, ops: withoutRewrites(recorded, last, cache) };
+  const b = { ...last, ops: withoutRewrites(last, recorded, cache) };
   if (a.invalid !== null) return a.invalid;
   if (b.invalid !== null) return b.invalid;
   if (a.key !== b.key) return 'the key changed';
-  if (!samePool(a.poolStart, b.poolStart) || !samePool(b.poolStart, b.poolEnd!)) return 'the buffer pool was not the same at the start and end of the steps';
-  if (a.tensorsStart !== b.tensorsStart || b.tensorsStart !== b.tensorsEnd) return 'the live tensor count was not the same at the start and end of the steps';
+  if (!samePool(a.poolStart, a.poolEnd!) || !samePool(b.poolStart, b.poolEnd!)) return 'the buffer pool was not the same at the start and end of a step';
+  if (a.tensorsStart !== a.tensorsEnd || b.tensorsStart !== b.tensorsEnd) return 'the live tensor count was not the same at the start and end of a step';
   if (a.ops.length !== b.ops.length) return `the steps issued ${a.ops.length} and ${b.ops.length} commands`;
   const maps = b.ops.filter((op) => op.k === 'map');
   if (maps.length !== 1 || b.ops.at(-1)!.k !== 'map') return 'the step does not end with its one read';
@@ -362,8 +455,39 @@ function makeTemplate(a: Recording, b: Recording): Template | string {
     }
     patches.set(i, { words });
   }
+  const reads = uniformReads(b.ops, cache);
+  if (typeof reads === 'string') return reads;
   const steady = [...b.values.values()].filter((v) => v.kind !== null && wordOf(v.kind, v.value) === wordOf(v.kind, a.values.get(v.key)!.value));
-  return { key: b.key, ops: b.ops, patches, values: b.values, steady, tensors: b.tensorsEnd };
+  return {
+    key: b.key, ops: b.ops, patches, values: b.values, steady, tensors: b.tensorsEnd, pool: b.poolStart, clears: cache.stats.clears, reads,
+  };
+}
+
+/**
+ * The bind groups `ops` bind before writing their uniform buffers (or without writing them), with the bytes `cache`
+ * holds for them now (at the end of the step, as at its start: none is written after it was bound); or why there
+ * are none: a bind group not of the cache, a uniform buffer written in part or after a dispatch bound it.
+ */
+function uniformReads(ops: Op[], cache: BindGroupCache): Template['reads'] | string {
+  const written = new Set<GPUBuffer>();
+  const read = new Set<GPUBuffer>();
+  const reads: Template['reads'] = [];
+  for (const op of ops) {
+    if (op.k === 'write' && typeof op.buffer !== 'number') {
+      const u = cache.uniformAt(op.buffer);
+      if (u === undefined) continue;
+      if (op.offset !== 0 || op.data.byteLength !== u.bytes?.byteLength) return 'a uniform buffer of the bind-group cache was written in part';
+      if (read.has(op.buffer)) return 'a uniform buffer of the bind-group cache was written after a dispatch bound it';
+      written.add(op.buffer);
+    }
+    if (op.k !== 'bind') continue;
+    const u = cache.uniformOf(op.group);
+    if (u === undefined) return 'a bind group not of the bind-group cache';
+    if (u.uniform === null || written.has(u.uniform) || read.has(u.uniform)) continue;
+    read.add(u.uniform);
+    reads.push({ group: op.group, uniform: u.uniform, bytes: u.bytes! });
+  }
+  return reads;
 }
 
 /** The same call on the same objects (data compared apart). */

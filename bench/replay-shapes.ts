@@ -1,0 +1,89 @@
+/**
+ * `MICSE_DAWN_OPTIONS=backend=null npx tsx bench/replay-shapes.ts [--steps N] [--batch B] [--max-seq-len T] [--replay 0|1]`:
+ * how much of a webgpu run the step replay (src/kernels/replay/webgpu.ts) covers when the batch length varies as
+ * the trainer's batches of ../shared/data/wiki1m-head.txt do (TwoViewBatchIterator with the bert-base-uncased
+ * tokenizer, the trainer's default seed; each batch padded to its longest row). Runs `--steps` steps (default two
+ * epochs) of the bench's tiny model at hidden size `--hidden` (default 64) on the first `--sentences` sentences (default 8)
+ * of each batch, at the batch's length: the buffer pool keeps every length's buffers, and at 64 sentences they pass
+ * the null device's memory within the first epoch (~100 MB a length); a step's host cost is its dispatches' with replay on (or off with `--replay 0`) and prints, per
+ * epoch: the steps replayed, the batch lengths seen and how often the length changed; and for the whole run: host
+ * ms/step (TrainStep's hostMs: start of a step to its read issued; median and mean), the process's CPU ms/step
+ * (process.cpuUsage, user + system) and wall ms/step. On Dawn's null device (which runs nothing) a step is all host.
+ */
+import { BertTokenizer } from '../src/data/tokenizer.js';
+import { TwoViewBatchIterator } from '../src/data/batches.js';
+import { readAll } from '../src/data/readers.js';
+import { AdamW } from '../src/train/adamw.js';
+import { MlpHead } from '../src/losses/mlpHead.js';
+import { selectBackend } from '../src/model/backend.js';
+import { BertModel, siteSeed } from '../src/model/bert.js';
+import { parseBertConfig } from '../src/model/config.js';
+import { tf } from '../src/model/tf.js';
+import { FP32, REPLAY_ENV, TrainStep, trainableParams } from '../src/train/step.js';
+import { defaultConfig } from '../src/train/config.js';
+import { BENCH_DEFAULTS, SIZES } from './bench.js';
+
+const args = process.argv.slice(2);
+const flag = (name: string, fallback: string): string => {
+  const i = args.indexOf(name);
+  return i < 0 ? fallback : args[i + 1] ?? fallback;
+};
+const DATA = new URL('../../shared/data/', import.meta.url).pathname;
+const batchSize = Number(flag('--batch', '64'));
+const maxSeqLen = Number(flag('--max-seq-len', '64'));
+const replay = flag('--replay', '1') === '1';
+const hidden = Number(flag('--hidden', '64'));
+const taken = Number(flag('--sentences', '8'));
+
+const c = defaultConfig();
+const sentences = (await readAll(`${DATA}wiki1m-head.txt`)).lines.map((l) => l.text);
+const tokenizer = await BertTokenizer.fromDir(`${DATA}bert-base-uncased`);
+const batches = new TwoViewBatchIterator({ sentences, tokenizer, batchSize, maxSeqLen, seed: c.train.seed });
+const steps = Number(flag('--steps', String(2 * batches.stepsPerEpoch)));
+
+const d = BENCH_DEFAULTS;
+const sz = SIZES.tiny;
+await selectBackend('webgpu');
+const model = BertModel.random(parseBertConfig({ vocab_size: tokenizer.vocabSize, hidden_size: hidden, num_hidden_layers: sz.layers,
+  num_attention_heads: sz.heads, intermediate_size: 4 * hidden, max_position_embeddings: 512 }, 'replay-shapes'), d.seed);
+const head = new MlpHead(hidden, { seed: d.seed + 1 });
+const optimizer = new AdamW(trainableParams(model, head), { beta1: d.beta1, beta2: d.beta2, eps: d.eps, weightDecay: d.weightDecay });
+const objective = { ...c.objective, minLayer: sz.minLayer, maxLayer: sz.maxLayer };
+delete process.env[REPLAY_ENV];
+const step = new TrainStep(model, head, optimizer, objective, FP32, replay);
+
+const epochs: { steps: number; replayed: number; lengths: Map<number, number>; changes: number }[] = [];
+const host: number[] = [];
+let lastLength = -1;
+const cpu0 = process.cpuUsage();
+const wall0 = performance.now();
+for (let i = 0; i < steps; i++) {
+  const b = batches.next().value;
+  const T = b.inputIds[0]!.length;
+  const rows = { inputIds: b.inputIds.slice(0, 2 * taken), attentionMask: b.attentionMask.slice(0, 2 * taken) }; // [2 taken, T]
+  const e = (epochs[b.epoch] ??= { steps: 0, replayed: 0, lengths: new Map(), changes: 0 });
+  const before = step.replayStats()?.replayed ?? 0;
+  // The trainer's warmup-then-decay schedule, roughly: another learning rate every step.
+  const lr = d.learningRate * Math.min((i + 1) / 20, 1 - i / (2 * steps));
+  const out = await step.run(rows, { lr, maxGradNorm: d.maxGradNorm, dropoutSeed: siteSeed(d.seed, 2 * i), amiSeed: siteSeed(d.seed, 2 * i + 1) });
+  host.push(out.hostMs);
+  e.steps += 1;
+  if ((step.replayStats()?.replayed ?? 0) > before) e.replayed += 1;
+  e.lengths.set(T, (e.lengths.get(T) ?? 0) + 1);
+  if (lastLength !== -1 && T !== lastLength) e.changes += 1;
+  lastLength = T;
+}
+const wall = performance.now() - wall0;
+const cpu = process.cpuUsage(cpu0);
+const sorted = [...host].sort((a, b) => a - b);
+const mean = (xs: number[]) => xs.reduce((s, x) => s + x, 0) / xs.length;
+console.log(`tiny at hidden ${hidden}, ${taken} sentences of batches of ${batchSize}, maxSeqLen ${maxSeqLen}, ${steps} steps on ${tf.getBackend()}, replay ${replay ? 'on' : 'off'}; ` +
+  `load average at the end ${(await import('node:os')).loadavg().map((x) => x.toFixed(1)).join(' ')}`);
+for (const [k, e] of epochs.entries()) {
+  const lengths = [...e.lengths].sort((a, b) => b[1] - a[1]).map(([t, n]) => `${t}:${n}`).join(' ');
+  console.log(`epoch ${k}: ${e.replayed} of ${e.steps} steps replayed; length changed ${e.changes} times; lengths (T:batches) ${lengths}`);
+}
+console.log(`host ms/step median ${sorted[sorted.length >> 1]!.toFixed(2)}, mean ${mean(host).toFixed(2)}; ` +
+  `CPU ms/step ${((cpu.user + cpu.system) / 1000 / steps).toFixed(2)}; wall ms/step ${(wall / steps).toFixed(2)}`);
+console.log(`replayer: ${JSON.stringify(step.replayStats())}`);
+process.exit(0);
