@@ -28,9 +28,10 @@
  *   pool buffer since the last step ended (anything else run on the backend does: an evaluation, a checkpoint's
  *   read, which also leaves host copies of the variables that only a normal step's AdamW drops); that tf.profile is
  *   off; that the bind-group cache is on and has not started over since the template was made (a restart destroys
- *   the uniform buffers the template binds); that the pool's free lists (in order) and used count and the live
- *   tensor count are the template's (so a normal step would get the same buffers: steps of other keys, run
- *   normally, add buffers to the pool and move no live tensor); that every logged value that was the same in both
+ *   the uniform buffers the template binds); that the pool's used count and the live tensor count are the
+ *   template's and each of the template's free lists is the top of the pool's list of its key (poolHolds: so a
+ *   normal step would get the same buffers; steps of other keys and evaluations add buffers to the pool and move no
+ *   live tensor); that every logged value that was the same in both
  *   recorded steps still is at the new roots; it computes the new words from the formulas and the new batch, writes
  *   back the uniform bytes of the bind groups the template binds without writing where they are not the template's
  *   (a step of another shape rewrote the cache entry over the same buffers; the cache's own rewrite would write the
@@ -106,7 +107,7 @@ interface Template {
   /** Logged values (of a word kind) that were the same in both recorded steps: a replay needs them unchanged. */
   steady: StepValue[];
   tensors: number;
-  /** The pool at the start (and end) of the second recorded step: a replay needs it so. */
+  /** The pool at the start (and end) of the second recorded step: a replay needs its free lists on top (poolHolds). */
   pool: PoolState;
   /** The bind-group cache's restarts when the template was made (a restart destroys the uniform buffers it binds). */
   clears: number;
@@ -174,6 +175,22 @@ function poolState(b: BackendInternals): PoolState {
   return { free, used: pool.numUsedBuffers };
 }
 
+/**
+ * Whether a step that left the pool `t` as it found it gets the same buffers from `now`: the same used count, and
+ * each of `t`'s free lists the top of `now`'s list of its key (the pool takes and gives back at the top of a list,
+ * LIFO; such a step takes no deeper than `t`'s list holds, or it would have made a buffer and grown the pool, and it
+ * takes from no other list). Buffers below them, and other keys' lists, are ones the step never reaches.
+ */
+function poolHolds(now: PoolState, t: PoolState): boolean {
+  if (now.used !== t.used) return false;
+  for (const [k, list] of t.free) {
+    const other = now.free.get(k);
+    const below = (other?.length ?? 0) - list.length;
+    if (other === undefined || below < 0 || list.some((x, i) => x !== other[below + i])) return false;
+  }
+  return true;
+}
+
 function samePool(a: PoolState, b: PoolState): boolean {
   if (a.used !== b.used || a.free.size !== b.free.size) return false;
   for (const [k, list] of a.free) {
@@ -221,7 +238,7 @@ export class StepReplay {
     const cache = bindGroupCacheOf(this.b);
     if (cache === undefined) return wait('the bind-group cache is off');
     if (cache.stats.clears !== t.clears) return drop('the bind-group cache started over since the template was made');
-    if (!samePool(poolState(this.b), t.pool)) return wait('the buffer pool is not as it was at the template\'s start');
+    if (!poolHolds(poolState(this.b), t.pool)) return wait('the buffer pool\'s free lists do not end as they did at the template\'s start');
     if (tf.memory().numTensors !== t.tensors) return wait(`live tensors changed (${t.tensors} -> ${tf.memory().numTensors})`);
     // Uniforms a step of another shape rewrote: written back before the commands, as the cache would for a normal step.
     const rewritten = t.reads.filter((r) => {
