@@ -9,7 +9,8 @@
  * the steps replayed are the ones expected (a read in between runs the step normally; a step of a shape whose
  * template was made before another shape's buffers joined the pool replays); the tensor count stays flat; replayed
  * steps with a non-finite loss change no parameter and do not count for AdamW. On Dawn's null device (every machine
- * with the `webgpu` package): steps are replayed without a validation error.
+ * with the `webgpu` package): steps are replayed without a validation error, and MAX_TEMPLATES batch shapes cycling
+ * each replay where one more evicts every key's last recording before its next step.
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -21,6 +22,7 @@ import type { BertConfig } from '../src/model/config.js';
 import { tf } from '../src/model/tf.js';
 import { AdamW } from '../src/train/adamw.js';
 import { REPLAY_ENV, TrainStep, trainableParams, type StepRows } from '../src/train/step.js';
+import { MAX_TEMPLATES } from '../src/kernels/replay/webgpu.js';
 import { expectNoGpuErrors, maxAbsDiff, OBJECTIVE, ROOT, nullDeviceSkipReason, STEP_IMPORTS, STEP_SETUP, webgpuSkipReason } from './helpers.js';
 
 const WEBGPU_SKIP = await webgpuSkipReason();
@@ -204,5 +206,33 @@ describe("TrainStep replay on Dawn's null device (every machine with the webgpu 
     assert.equal(r.error, null, 'WebGPU validation error');
     assert.ok(r.stats.replayed >= 4 && r.stats.recorded + r.stats.replayed === 8, JSON.stringify(r.stats));
     assert.ok(r.counts.every((c) => c === r.counts[0]), `tensor counts ${r.counts.join(', ')}`);
+  });
+
+  test(`batch shapes cycling: MAX_TEMPLATES (${MAX_TEMPLATES}) of them each replay; one more, and each key's last recording is dropped before its next step`, () => {
+    // Each run cycles its shapes (4 sentences x T tokens) five times: a shape's first steps grow the pool, two later
+    // recordings of it make its template, and the cycles after replay it, while no more shapes than the bound cycle.
+    const script = `
+      ${STEP_IMPORTS}
+      ${STEP_SETUP}
+      const { shapes } = JSON.parse(process.argv[1]);
+      const runs = [];
+      for (const batches of shapes) {
+        const step = new TrainStep(model, head, optimizer, objective, undefined, true);
+        for (let i = 0; i < 5 * batches.length; i++) {
+          await step.run(batches[i % batches.length], { lr: 1e-4, maxGradNorm: 1, dropoutSeed: i, amiSeed: 100 + i });
+        }
+        runs.push(step.replayStats());
+      }
+      console.log(JSON.stringify(runs));
+    `;
+    const cycle = (n: number) => Array.from({ length: n }, (_, k) => batch(4, 0, 8 + k));
+    const out = execFileSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script,
+      JSON.stringify({ config: CONFIG, rows: null, objective: OBJ, shapes: [cycle(MAX_TEMPLATES), cycle(MAX_TEMPLATES + 1)] })],
+    { cwd: ROOT, env: { ...process.env, [DAWN_OPTIONS_ENV]: 'backend=null' }, encoding: 'utf8' });
+    const [within, past] = JSON.parse(out.trim().split('\n').at(-1)!) as { replayed: number; replayedByKey: Record<string, number> }[];
+    const keys = Object.keys(within!.replayedByKey);
+    assert.equal(keys.length, MAX_TEMPLATES, JSON.stringify(within));
+    assert.ok(keys.every((k) => within!.replayedByKey[k]! >= 1), JSON.stringify(within));
+    assert.equal(past!.replayed, 0, JSON.stringify(past));
   });
 });

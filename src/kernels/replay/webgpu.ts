@@ -119,7 +119,7 @@ interface Template {
 }
 
 /** Templates kept at most, and last recordings (one per key each), the most recently used: 8 batch shapes. */
-const MAX_TEMPLATES = 8;
+export const MAX_TEMPLATES = 8;
 
 /** What a StepReplay has done (tests and the bench read it). */
 export interface StepReplayStats {
