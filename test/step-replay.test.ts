@@ -8,7 +8,9 @@
  * read between two steps (as a checkpoint does), and over two batch shapes alternating (each keeps its own template);
  * the steps replayed are the ones expected (a read in between runs the step normally; a step of a shape whose
  * template was made before another shape's buffers joined the pool replays); the tensor count stays flat; replayed
- * steps with a non-finite loss change no parameter and do not count for AdamW. On Dawn's null device (every machine
+ * steps with a non-finite loss change no parameter and do not count for AdamW; with `precision: mixed` (a loss
+ * scaler), steps replay across the scale's growths and backoffs, with the run's values and scales to the bit (the
+ * scale's words patched, or the template dropped where they were steady). On Dawn's null device (every machine
  * with the `webgpu` package): steps are replayed without a validation error, and MAX_TEMPLATES batch shapes cycling
  * each replay where one more evicts every key's last recording before its next step.
  */
@@ -21,7 +23,8 @@ import { BertModel, siteSeed } from '../src/model/bert.js';
 import type { BertConfig } from '../src/model/config.js';
 import { tf } from '../src/model/tf.js';
 import { AdamW } from '../src/train/adamw.js';
-import { REPLAY_ENV, TrainStep, trainableParams, type StepRows } from '../src/train/step.js';
+import { LossScaler } from '../src/train/lossScale.js';
+import { REPLAY_ENV, TrainStep, trainableParams, type StepPrecision, type StepRows } from '../src/train/step.js';
 import { MAX_TEMPLATES } from '../src/kernels/replay/webgpu.js';
 import { expectNoGpuErrors, maxAbsDiff, OBJECTIVE, ROOT, nullDeviceSkipReason, STEP_IMPORTS, STEP_SETUP, webgpuSkipReason } from './helpers.js';
 
@@ -57,7 +60,7 @@ interface PlanStep {
 }
 
 interface Run {
-  /** Per step: loss, gradient norm. */
+  /** Per step: loss, gradient norm, loss scale, overflow (1 or 0). */
   outcomes: number[][];
   /** Per step: replayed or not. */
   replayed: boolean[];
@@ -72,12 +75,13 @@ interface Run {
   writtenBack: number;
 }
 
-async function train(replay: boolean, plan: PlanStep[]): Promise<Run> {
+/** Trains `plan` with replay on or off; with `precision`, `train.precision: mixed` (a fresh loss scaler each run). */
+async function train(replay: boolean, plan: PlanStep[], precision?: () => StepPrecision): Promise<Run> {
   await selectBackend('webgpu');
   const model = BertModel.random(CONFIG, 7);
   const head = new MlpHead(CONFIG.hiddenSize, { seed: 3 });
   const optimizer = new AdamW(trainableParams(model, head), { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01 });
-  const step = new TrainStep(model, head, optimizer, OBJ, undefined, replay);
+  const step = new TrainStep(model, head, optimizer, OBJ, precision?.(), replay);
   const state = async () => Promise.all([...optimizer.params.map((p) => p.variable), ...optimizer.m.values(), ...optimizer.v.values()]
     .map(async (x) => Float32Array.from((await x.data()) as Float32Array)));
   const run: Run = { outcomes: [], replayed: [], states: [], tensorCounts: [], refusal: null, replayedByKey: null, writtenBack: 0 };
@@ -87,7 +91,7 @@ async function train(replay: boolean, plan: PlanStep[]): Promise<Run> {
       // A warmup-like learning rate: other AdamW step sizes and decays every step.
       const out = await step.run(p.rows, { lr: 1e-5 * (i + 1), maxGradNorm: 1, dropoutSeed: siteSeed(5, i), amiSeed: siteSeed(6, i) });
       assert.ok(out.finite, `step ${i}: ${JSON.stringify(out)}`);
-      run.outcomes.push([out.loss, out.gradNorm]);
+      run.outcomes.push([out.loss, out.gradNorm, out.lossScale, out.overflow ? 1 : 0]);
       run.replayed.push((step.replayStats()?.replayed ?? 0) > before);
       run.tensorCounts.push(tf.memory().numTensors);
       if (p.readAfter === true) run.states.push(await state());
@@ -106,7 +110,7 @@ async function train(replay: boolean, plan: PlanStep[]): Promise<Run> {
 
 function assertSameRun(got: Run, want: Run): void {
   got.outcomes.forEach((o, i) => {
-    assert.deepEqual(o, want.outcomes[i], `step ${i}: loss, norm ${o.join(', ')} vs ${want.outcomes[i]!.join(', ')}`);
+    assert.deepEqual(o, want.outcomes[i], `step ${i}: loss, norm, scale, overflow ${o.join(', ')} vs ${want.outcomes[i]!.join(', ')}`);
   });
   assert.equal(got.states.length, want.states.length);
   got.states.forEach((s, k) => s.forEach((x, j) => {
@@ -157,6 +161,28 @@ describe('TrainStep replay on a real adapter', { skip: WEBGPU_SKIP }, () => {
     assert.deepEqual(got.replayedByKey, { '8x16, clip 1': replayed('A', 0), '8x12, clip 1': replayed('B', 0) }, why);
     assert.ok(got.writtenBack > 0, why);
     assert.ok(got.tensorCounts.every((c) => c === got.tensorCounts[0]), `tensor counts ${got.tensorCounts.join(', ')}`);
+  });
+
+  test('precision mixed (float16 products, dynamic loss scaling): steps are replayed across the scale\'s growths and backoffs, with the losses, norms, scales, parameters and moments of the run without replay', async () => {
+    // From 2^24 the float16 products overflow: the scale halves each step down to 2^19, where the gradients are
+    // finite; 3 steps later it doubles to 2^20, which overflows again, and so on (GradScaler's oscillation).
+    const precision = (): StepPrecision => ({ f16Products: true, scaler: new LossScaler(3, 2 ** 24) });
+    const plan: PlanStep[] = Array.from({ length: 14 }, (_, i) => ({ rows: batch(4, i % 3), readAfter: i === 10 }));
+    const want = await train(false, plan, precision);
+    const got = await train(true, plan, precision);
+    assertSameRun(got, want);
+    const why = `replayed: ${JSON.stringify(got.replayed)}; outcomes ${JSON.stringify(got.outcomes)}; last refusal: ${got.refusal}`;
+    const scale = (i: number) => got.outcomes[i]![2]!;
+    const overflow = (i: number) => got.outcomes[i]![3] === 1;
+    // Steps replayed at another scale than the step before: after a backoff (an overflow) and after a growth.
+    const changed = got.replayed.map((r, i) => r && i > 0 && scale(i) !== scale(i - 1) ? i : -1).filter((i) => i > 0);
+    assert.ok(changed.some((i) => overflow(i - 1)), `no replay after a backoff; ${why}`);
+    assert.ok(changed.some((i) => !overflow(i - 1)), `no replay after a growth; ${why}`);
+    assert.ok(got.replayed.filter((r) => r).length >= 7, why);
+    // 11, after the read, runs normally: with 6 (both at 2^19) a template in which the scale is a steady value; 12 is
+    // at the grown scale, so that template is dropped and 12 runs normally; 13 replays the template of 11 and 12.
+    assert.deepEqual([scale(11), scale(12), scale(13)], [2 ** 19, 2 ** 20, 2 ** 20], why);
+    assert.deepEqual(got.replayed.slice(11), [false, false, true], why);
   });
 
   test('replayed steps with a non-finite loss update nothing (the gate is read on the GPU) and do not count for AdamW', async () => {

@@ -7,8 +7,8 @@
  * step differentiates loss x scale, unscales the gradients, and gates the update on the gradients being finite too
  * (an overflow: no update, the scale halves; lossScale.ts).
  * Replay (webgpu, train.webgpuReplay): once two steps of one batch shape have run this way, the next ones of that
- * shape issue the recorded GPU commands of the last with the new batch, seeds and update scalars instead
- * (src/kernels/replay/webgpu.ts); the one read and its outcome are the same.
+ * shape issue the recorded GPU commands of the last with the new batch, seeds, update scalars and loss scale instead
+ * (src/kernels/replay/webgpu.ts); the one read and its outcome (the scaler's update included) are the same.
  */
 import { micseLoss, type MicseConfig } from '../losses/micse.js';
 import type { MlpHead } from '../losses/mlpHead.js';
@@ -19,6 +19,7 @@ import { UserError } from '../errors.js';
 import { tf } from '../model/tf.js';
 import { bindGroupCacheOf } from '../kernels/platform/bindGroupCache.js';
 import { internalsOf } from '../kernels/platform/webgpuPrograms.js';
+import { noteStepValue } from '../kernels/replay/index.js';
 import { StepReplay, type StepReplayStats } from '../kernels/replay/webgpu.js';
 import type { AdamW, NamedParam } from './adamw.js';
 import type { LossScaler } from './lossScale.js';
@@ -83,12 +84,13 @@ export class TrainStep {
   private readonly trainables: tf.Variable[];
   /** TF.js variable name -> parameter name (the optimizer's keys). */
   private readonly paramName: Map<string, string>;
-  /** The replayer (webgpu with the bind-group cache, replay wanted, no loss scaler); undefined until the first step. */
+  /** The replayer (webgpu with the bind-group cache, replay wanted); undefined until the first step. */
   private replayer: StepReplay | null | undefined;
 
   /**
    * `replay` (train.webgpuReplay, overridden by MICSE_WEBGPU_REPLAY): on webgpu, record the step's GPU commands and
-   * replay them while the batch shape repeats (src/kernels/replay/webgpu.ts); not with a loss scaler.
+   * replay them while the batch shape repeats (src/kernels/replay/webgpu.ts), with a loss scaler too (its scale is a
+   * root of the step's logged values).
    */
   constructor(private readonly model: BertModel, private readonly head: MlpHead, private readonly optimizer: AdamW,
     private readonly objective: StepObjective, private readonly precision: StepPrecision = FP32, private readonly replay = false) {
@@ -108,16 +110,21 @@ export class TrainStep {
       if (r === null) return await this.runStep(rows, o);
       const start = performance.now();
       const key = `${rows.inputIds.length}x${rows.inputIds[0]?.length ?? 0}, clip ${o.maxGradNorm}`;
-      const roots = { dropoutSeed: o.dropoutSeed, amiSeed: o.amiSeed, lr: o.lr, t: this.optimizer.step + 1 };
+      const roots = { dropoutSeed: o.dropoutSeed, amiSeed: o.amiSeed, lr: o.lr, t: this.optimizer.step + 1, lossScale: this.lossScale() };
       const inputs = [Int32Array.from(rows.inputIds.flat()), Int32Array.from(rows.attentionMask.flat())]; // [2B * T] each
       const read = r.replay(key, roots, inputs);
       if (read === null) return await r.record(key, roots, inputs, () => this.runStep(rows, o));
       this.optimizer.step += 1; // what apply does; the outcome reverts it when the gate was not finite
       const hostMs = performance.now() - start;
-      return this.outcome(Array.from(await read), 1, hostMs);
+      return this.outcome(Array.from(await read), roots.lossScale, hostMs);
     } catch (err) {
       throw explainAbort(err, rows);
     }
+  }
+
+  /** The loss scale the next step differentiates at: the scaler's, or 1 without one. */
+  private lossScale(): number {
+    return this.precision.scaler?.scale ?? 1;
   }
 
   private replayerOf(): StepReplay | null {
@@ -125,7 +132,7 @@ export class TrainStep {
       const env = process.env[REPLAY_ENV];
       const wanted = env === '1' ? true : env === '0' ? false : this.replay;
       const backend = tf.backend();
-      this.replayer = wanted && this.precision.scaler === null && tf.getBackend() === 'webgpu' && bindGroupCacheOf(backend) !== undefined
+      this.replayer = wanted && tf.getBackend() === 'webgpu' && bindGroupCacheOf(backend) !== undefined
         ? new StepReplay(backend) : null;
     }
     return this.replayer;
@@ -134,7 +141,7 @@ export class TrainStep {
   private async runStep(rows: StepRows, o: StepSettings): Promise<StepOutcome> {
     const start = performance.now();
     const scaler = this.precision.scaler;
-    const lossScale = scaler?.scale ?? 1;
+    const lossScale = this.lossScale();
     let parts: tf.Tensor1D | undefined; // [infoNCE, ami] (ami NaN for simcse)
     let loss: tf.Scalar | undefined; // unscaled (with a scaler, `value` is loss x scale)
     const { value, grads: scaled } = tf.variableGrads(() => {
@@ -151,9 +158,12 @@ export class TrainStep {
       parts = tf.keep(tf.stack([r.infoNCE, r.ami ?? tf.scalar(NaN)]) as tf.Tensor1D);
       if (scaler === null) return r.loss;
       loss = tf.keep(r.loss);
+      // The scale and its reciprocal below reach the GPU as uploaded scalars [1] (a replay writes them from the root).
+      noteStepValue('lossScale', lossScale, 'f32', (roots) => roots.lossScale);
       return tf.mul(r.loss, lossScale) as tf.Scalar;
     }, this.trainables);
     // Unscaled gradients (exact: the scale is a power of two); the scaled ones are freed here.
+    if (scaler !== null) noteStepValue('1/lossScale', 1 / lossScale, 'f32', (roots) => 1 / roots.lossScale); // one upload per gradient
     const grads = scaler === null ? scaled : tf.tidy(() => Object.fromEntries(Object.entries(scaled).map(([k, g]) => [k, tf.mul(g, 1 / lossScale)])));
     if (scaler !== null) tf.dispose(Object.values(scaled));
     // The update is gated where it runs (on the loss; with a scaler, on the loss plus 0 x the gradients' sums, which

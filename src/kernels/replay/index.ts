@@ -5,7 +5,8 @@
  * A step's GPU commands are the same every step of one batch shape but for a few numbers: the batch itself and what
  * the host computes from the step's roots (dropout and AMI seeds, learning rate, AdamW's step count) and writes into
  * uniform buffers: the dropout generator's round keys (kernels/dropout seedKeys, from site seeds that model/bert.ts
- * siteSeed mixes from the step's seeds) and AdamW's step size, bias correction and decay (train/adamw.ts). Those
+ * siteSeed mixes from the step's seeds), AdamW's step size, bias correction and decay (train/adamw.ts), and with a
+ * loss scaler the scale and its reciprocal, uploaded as scalars (train/step.ts). Those
  * places note each value here with a formula from the roots and a key naming the derivation (`k1(s(dropoutSeed,3))`),
  * so that a replay can compute the next step's words without running the step's JavaScript. A value derived from
  * one that is not logged (a seed the caller gave, not a root) is not noted: its words then differ between steps
@@ -19,6 +20,8 @@ export interface StepRoots {
   lr: number;
   /** AdamW's step count after this step's update (1 at the first update). */
   t: number;
+  /** The loss scale the step differentiates loss x lossScale at (train/lossScale.ts; 1 without a loss scaler). */
+  lossScale: number;
 }
 
 /** How a value reaches the GPU: as a 32-bit unsigned integer or a float32 word; null: only as the source of others. */
