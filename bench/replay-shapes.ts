@@ -1,5 +1,6 @@
 /**
- * `MICSE_DAWN_OPTIONS=backend=null npx tsx bench/replay-shapes.ts [--steps N] [--batch B] [--max-seq-len T] [--replay 0|1]`:
+ * `MICSE_DAWN_OPTIONS=backend=null npx tsx bench/replay-shapes.ts [--steps N] [--batch B] [--max-seq-len T] [--replay 0|1]
+ * [--precision fp32|mixed]`:
  * how much of a webgpu run the step replay (src/kernels/replay/webgpu.ts) covers when the batch length varies as
  * the trainer's batches of ../shared/data/wiki1m-head.txt do (TwoViewBatchIterator with the bert-base-uncased
  * tokenizer, the trainer's default seed; each batch padded to its longest row). Runs `--steps` steps (default two
@@ -8,7 +9,9 @@
  * the null device's memory within the first epoch (~100 MB a length); a step's host cost is its dispatches' with replay on (or off with `--replay 0`) and prints, per
  * epoch: the steps replayed, the batch lengths seen and how often the length changed; and for the whole run: host
  * ms/step (TrainStep's hostMs: start of a step to its read issued; median and mean), the process's CPU ms/step
- * (process.cpuUsage, user + system) and wall ms/step. On Dawn's null device (which runs nothing) a step is all host.
+ * (process.cpuUsage, user + system) and wall ms/step. `--precision mixed` trains as train.precision: mixed does
+ * (float16 products, the default loss scaler; stepPrecision) and prints the steps read as overflows and the last
+ * scale. On Dawn's null device (which runs nothing) a step is all host.
  */
 import { BertTokenizer } from '../src/data/tokenizer.js';
 import { TwoViewBatchIterator } from '../src/data/batches.js';
@@ -19,8 +22,9 @@ import { selectBackend } from '../src/model/backend.js';
 import { BertModel, siteSeed } from '../src/model/bert.js';
 import { parseBertConfig } from '../src/model/config.js';
 import { tf } from '../src/model/tf.js';
-import { FP32, REPLAY_ENV, TrainStep, trainableParams } from '../src/train/step.js';
+import { REPLAY_ENV, TrainStep, trainableParams } from '../src/train/step.js';
 import { defaultConfig } from '../src/train/config.js';
+import { stepPrecision } from '../src/train/loop.js';
 import { BENCH_DEFAULTS, SIZES } from './bench.js';
 
 const args = process.argv.slice(2);
@@ -36,6 +40,9 @@ const hidden = Number(flag('--hidden', '64'));
 const taken = Number(flag('--sentences', '8'));
 
 const c = defaultConfig();
+const precisionName = flag('--precision', 'fp32');
+if (precisionName !== 'fp32' && precisionName !== 'mixed') throw new Error(`--precision fp32 or mixed, got ${precisionName}`);
+c.train.precision = precisionName;
 const sentences = (await readAll(`${DATA}wiki1m-head.txt`)).lines.map((l) => l.text);
 const tokenizer = await BertTokenizer.fromDir(`${DATA}bert-base-uncased`);
 const batches = new TwoViewBatchIterator({ sentences, tokenizer, batchSize, maxSeqLen, seed: c.train.seed });
@@ -50,10 +57,12 @@ const head = new MlpHead(hidden, { seed: d.seed + 1 });
 const optimizer = new AdamW(trainableParams(model, head), { beta1: d.beta1, beta2: d.beta2, eps: d.eps, weightDecay: d.weightDecay });
 const objective = { ...c.objective, minLayer: sz.minLayer, maxLayer: sz.maxLayer };
 delete process.env[REPLAY_ENV];
-const step = new TrainStep(model, head, optimizer, objective, FP32, replay);
+const precision = stepPrecision(c);
+const step = new TrainStep(model, head, optimizer, objective, precision, replay);
 
 const epochs: { steps: number; replayed: number; lengths: Map<number, number>; changes: number }[] = [];
 const host: number[] = [];
+let overflows = 0;
 let lastLength = -1;
 const cpu0 = process.cpuUsage();
 const wall0 = performance.now();
@@ -67,6 +76,7 @@ for (let i = 0; i < steps; i++) {
   const lr = d.learningRate * Math.min((i + 1) / 20, 1 - i / (2 * steps));
   const out = await step.run(rows, { lr, maxGradNorm: d.maxGradNorm, dropoutSeed: siteSeed(d.seed, 2 * i), amiSeed: siteSeed(d.seed, 2 * i + 1) });
   host.push(out.hostMs);
+  if (out.overflow) overflows += 1;
   e.steps += 1;
   if ((step.replayStats()?.replayed ?? 0) > before) e.replayed += 1;
   e.lengths.set(T, (e.lengths.get(T) ?? 0) + 1);
@@ -77,7 +87,7 @@ const wall = performance.now() - wall0;
 const cpu = process.cpuUsage(cpu0);
 const sorted = [...host].sort((a, b) => a - b);
 const mean = (xs: number[]) => xs.reduce((s, x) => s + x, 0) / xs.length;
-console.log(`tiny at hidden ${hidden}, ${taken} sentences of batches of ${batchSize}, maxSeqLen ${maxSeqLen}, ${steps} steps on ${tf.getBackend()}, replay ${replay ? 'on' : 'off'}; ` +
+console.log(`tiny at hidden ${hidden}, ${taken} sentences of batches of ${batchSize}, maxSeqLen ${maxSeqLen}, ${steps} steps on ${tf.getBackend()}, precision ${precisionName}, replay ${replay ? 'on' : 'off'}; ` +
   `load average at the end ${(await import('node:os')).loadavg().map((x) => x.toFixed(1)).join(' ')}`);
 for (const [k, e] of epochs.entries()) {
   const lengths = [...e.lengths].sort((a, b) => b[1] - a[1]).map(([t, n]) => `${t}:${n}`).join(' ');
@@ -85,5 +95,6 @@ for (const [k, e] of epochs.entries()) {
 }
 console.log(`host ms/step median ${sorted[sorted.length >> 1]!.toFixed(2)}, mean ${mean(host).toFixed(2)}; ` +
   `CPU ms/step ${((cpu.user + cpu.system) / 1000 / steps).toFixed(2)}; wall ms/step ${(wall / steps).toFixed(2)}`);
+if (precision.scaler !== null) console.log(`${overflows} steps read as overflows; loss scale at the end ${precision.scaler.scale}`);
 console.log(`replayer: ${JSON.stringify(step.replayStats())}`);
 process.exit(0);
