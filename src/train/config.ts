@@ -110,7 +110,7 @@ export const SCHEMA = {
     precision: { kind: 'string', default: 'fp32', choices: PRECISIONS, describe: 'fp32, or mixed: the encoder\'s dense products take float16 inputs (rounded on cpu, wasm and webgpu; float32 products), float32 weights and moments, dynamic loss scaling' },
     lossScale: { kind: 'number', default: 65536, min: 1, powerOfTwo: true, describe: 'with precision mixed: the initial loss scale, a power of two (PyTorch GradScaler\'s 2^16)' },
     lossScaleGrowthInterval: { kind: 'integer', default: 2000, min: 1, describe: 'with precision mixed: double the loss scale after this many steps without an overflow (GradScaler\'s growth_interval)' },
-    webgpuReplay: { kind: 'boolean', default: true, describe: 'webgpu: record a training step\'s GPU commands once and replay them while the batch shape repeats, skipping the step\'s JavaScript (not with precision mixed; MICSE_WEBGPU_REPLAY=1 or 0 overrides)' },
+    webgpuReplay: { kind: 'boolean', default: true, describe: 'webgpu: record a training step\'s GPU commands once and replay them while the batch shape repeats, skipping the step\'s JavaScript (MICSE_WEBGPU_REPLAY=1 or 0 overrides)' },
   },
 } as const satisfies Record<string, Record<string, KeySpec>>;
 

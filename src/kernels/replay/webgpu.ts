@@ -5,7 +5,7 @@
  * functions and the backend's recording. With the bind groups kept across steps (bindGroupCache.ts) and the buffer
  * pool ordered, a step of one shape issues the same commands over the same buffers every step: setPipeline,
  * setBindGroup, dispatchWorkgroups, copies, queue writes of uniforms, the upload of the batch (and with a loss
- * scaler of the scale and its reciprocal, scalars of 4 bytes written at a staging buffer's creation), the one read. A replay
+ * scaler of the scale and its reciprocal: 4-byte staging buffers written at their creation), the one read. A replay
  * issues those commands again, without the JavaScript that built them (tf.variableGrads over the loss, AdamW.apply).
  *
  * How a step becomes replayable (StepReplay.record, then template):
