@@ -163,8 +163,11 @@ export class TrainStep {
       return tf.mul(r.loss, lossScale) as tf.Scalar;
     }, this.trainables);
     // Unscaled gradients (exact: the scale is a power of two); the scaled ones are freed here.
-    if (scaler !== null) noteStepValue('1/lossScale', 1 / lossScale, 'f32', (roots) => 1 / roots.lossScale); // one upload per gradient
-    const grads = scaler === null ? scaled : tf.tidy(() => Object.fromEntries(Object.entries(scaled).map(([k, g]) => [k, tf.mul(g, 1 / lossScale)])));
+    if (scaler !== null) noteStepValue('1/lossScale', 1 / lossScale, 'f32', (roots) => 1 / roots.lossScale);
+    const grads = scaler === null ? scaled : tf.tidy(() => {
+      const inverse = tf.scalar(1 / lossScale); // one scalar for every gradient (on webgpu one upload, not one a gradient)
+      return Object.fromEntries(Object.entries(scaled).map(([k, g]) => [k, tf.mul(g, inverse)]));
+    });
     if (scaler !== null) tf.dispose(Object.values(scaled));
     // The update is gated where it runs (on the loss; with a scaler, on the loss plus 0 x the gradients' sums, which
     // is NaN when any gradient is not finite), so the step's one wait (loss, parts, norm, gate) comes after it: a
