@@ -478,6 +478,49 @@ describe("WebGPU on Dawn's null device (every machine with the webgpu package, C
     assert.equal(r.error, null, 'WebGPU validation error');
   });
 
+  test('training steps past the device\'s memory: the step during which it ran out throws a UserError saying so and what to lower, without Dawn\'s error lines', () => {
+    // One layer with 8192-wide feed-forward activations, 512 rows of 8, 9, 10, ... tokens: TF.js's pool keeps every
+    // length's buffers, so the null device's memory runs out within a few steps; its reads still resolve (with
+    // arbitrary values), so only the device's report tells the step that ran out from the ones before.
+    const config = { ...CONFIG, hiddenSize: 64, numHiddenLayers: 1, intermediateSize: 8192, maxPositionEmbeddings: 64 };
+    const script = `
+      ${STEP_IMPORTS}
+      ${srcImport('UserError', 'errors.ts')}
+      ${STEP_SETUP}
+      const step = new TrainStep(model, head, optimizer, objective);
+      const ok = [];
+      let error = null;
+      for (let T = 8; T <= 64 && error === null; T++) {
+        const rows = { inputIds: Array.from({ length: 512 }, () => Array.from({ length: T }, (_, t) => 3 + (t % 50))), attentionMask: Array.from({ length: 512 }, () => Array(T).fill(1)) };
+        try { await step.run(rows, { lr: 1e-4, maxGradNorm: 1, dropoutSeed: T, amiSeed: 2 }); ok.push(T); } catch (err) { error = { T, user: err instanceof UserError, message: err.message }; }
+      }
+      console.log(JSON.stringify({ ok, error }));`;
+    const objective = { ...OBJECTIVE, targetSamples: 40, training: true, style: 'simcse' };
+    const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script, JSON.stringify({ config, rows: null, objective })],
+      { cwd: ROOT, env: { ...process.env, [DAWN_OPTIONS_ENV]: 'backend=null' }, encoding: 'utf8' });
+    const out = JSON.parse(r.stdout.trim().split('\n').at(-1)!) as { ok: number[]; error: { T: number; user: boolean; message: string } | null };
+    assert.ok(out.error !== null && out.ok.length > 0, r.stdout);
+    assert.deepEqual(out.ok, Array.from({ length: out.error.T - 8 }, (_, k) => 8 + k));
+    assert.deepEqual(out.error, {
+      T: out.error.T,
+      user: true,
+      message: `the webgpu device ran out of memory in a training step of 512 rows x ${out.error.T} tokens (Out of memory.): lower train.batchSize or ` +
+        'data.maxSeqLen, or choose another backend (--backend)',
+    });
+    assert.doesNotMatch(r.stderr, /Out of memory|While calling|Invalid/, r.stderr);
+  });
+
+  test('micse train whose evaluation runs out of the device\'s memory: exit 2 and one line saying so', { skip: SKIP_NO_SHARED }, () => {
+    // configs/tiny.yaml at 64 tokens: the null device's memory runs out in STS-B dev's embedding at step 0.
+    const out = testTempDir('webgpu-oom');
+    const r = spawnSync(process.execPath, ['bin/micse.js', 'train', '--config', 'configs/tiny.yaml', '--set', 'train.backend=webgpu',
+      '--set', 'data.maxSeqLen=64', '--set', `train.output=${path.join(out, 'run')}`], { cwd: ROOT, env: { ...process.env, [DAWN_OPTIONS_ENV]: 'backend=null' }, encoding: 'utf8' });
+    assert.equal(r.status, 2, r.stderr);
+    assert.equal(r.stderr.trim().split('\n').at(-1), 'micse: the webgpu device ran out of memory in a computation (Out of memory.): lower the ' +
+      'batch size (train.batchSize, or --batch-size) or the sequence length (data.maxSeqLen, or --max-length), or choose another backend (--backend)');
+    assert.doesNotMatch(r.stderr, /While calling|internal error/, r.stderr);
+  });
+
   test(`an adapter option that matches nothing: the error names ${DAWN_OPTIONS_ENV}, and auto goes on past webgpu`, () => {
     const script = `
       ${srcImport('selectBackend, describeSelection', 'model/backend.ts')}

@@ -8,6 +8,7 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import { registerKernels } from '../kernels/index.js';
 import { hostMatMulEngine, NATIVE_GEMM_ENV, parseNativeGemmChoice, useNativeGemm } from '../kernels/stock/index.js';
+import { watchOutOfMemory } from '../kernels/platform/gpuMemory.js';
 import { CBLAS_ENV } from '../kernels/platform/cblas.js';
 import { activeMatmulTile, describeMatmulTile, MATMUL_TILE_ENV, parseMatmulTile, useMatmulTile } from '../kernels/platform/matmulTiles.js';
 import { BIND_GROUP_CACHE_ENV, bindGroupCacheOf, useBindGroupCache } from '../kernels/platform/bindGroupCache.js';
@@ -315,7 +316,9 @@ async function registerWebgpu(): Promise<void> {
     });
     webgpuAdapter = adapterWords(adapter);
     if (softwareAdapter(adapter) !== null && tf.env().getNumber(MATMUL_PROGRAM_FLAG) < 0) tf.env().set(MATMUL_PROGRAM_FLAG, MATMUL_SMALL_OUTPUT);
-    return new WebGPUBackend(device, adapterInfo(adapter));
+    const backend = new WebGPUBackend(device, adapterInfo(adapter));
+    watchOutOfMemory(device, backend);
+    return backend;
   }, 3);
 }
 

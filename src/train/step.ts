@@ -19,6 +19,7 @@ import { UserError } from '../errors.js';
 import { tf } from '../model/tf.js';
 import { bindGroupCacheOf } from '../kernels/platform/bindGroupCache.js';
 import { internalsOf } from '../kernels/platform/webgpuPrograms.js';
+import { GpuOutOfMemoryError, outOfMemoryError } from '../kernels/platform/gpuMemory.js';
 import { noteStepValue } from '../kernels/replay/index.js';
 import { StepReplay, type StepReplayStats } from '../kernels/replay/webgpu.js';
 import type { AdamW, NamedParam } from './adamw.js';
@@ -103,8 +104,19 @@ export class TrainStep {
     return this.replayer?.stats ?? null;
   }
 
-  /** Runs one step; every tensor it makes is disposed before it returns. */
+  /**
+   * Runs one step; every tensor it makes is disposed before it returns. On webgpu a step during which the device ran
+   * out of memory is an error (gpuMemory.ts): its commands over the buffers it could not make did not run, so its
+   * read and update are not the step's.
+   */
   async run(rows: StepRows, o: StepSettings): Promise<StepOutcome> {
+    const outcome = await this.runOrReplay(rows, o);
+    const oom = tf.getBackend() === 'webgpu' ? outOfMemoryError(stepWhat(rows), OOM_LOWER) : null;
+    if (oom !== null) throw oom;
+    return outcome;
+  }
+
+  private async runOrReplay(rows: StepRows, o: StepSettings): Promise<StepOutcome> {
     try {
       const r = this.replayerOf();
       if (r === null) return await this.runStep(rows, o);
@@ -285,14 +297,21 @@ export async function selectTrainingBackend<T extends { model: BertModel }>(requ
   return { selection, built, wasmShortfall, warning };
 }
 
+/** What a webgpu out-of-memory error says a step was, and what to lower. */
+const stepWhat = (rows: StepRows) => `a training step of ${rows.inputIds.length} rows x ${rows.inputIds[0]?.length ?? 0} tokens`;
+const OOM_LOWER = 'train.batchSize or data.maxSeqLen';
+
 /**
- * The wasm module's abort (`RuntimeError: Aborted()`, its out-of-memory end) as a UserError that says what to
- * change; any other error unchanged. BERT-base at batch 64 (128 rows of 32 tokens) does not fit: its weights,
+ * The wasm module's abort (`RuntimeError: Aborted()`, its out-of-memory end), and the webgpu device's running out of
+ * memory (a read's GpuOutOfMemoryError, or a replay's read that failed), as a UserError that says what to change in
+ * a training step; any other error unchanged. BERT-base at batch 64 (128 rows of 32 tokens) does not fit: its weights,
  * moments and gradients take ~1.8 GB and the activations kept for the backward pass the rest.
  */
 export function explainAbort(err: unknown, rows: StepRows): unknown {
-  if (!(err instanceof Error) || !err.message.startsWith('Aborted(') || tf.getBackend() !== 'wasm') return err;
   const T = rows.inputIds[0]?.length ?? 0;
+  if (err instanceof GpuOutOfMemoryError) return new GpuOutOfMemoryError(err.reported, stepWhat(rows), OOM_LOWER);
+  if (err instanceof Error && err.name === 'OperationError' && tf.getBackend() === 'webgpu') return outOfMemoryError(stepWhat(rows), OOM_LOWER) ?? err;
+  if (!(err instanceof Error) || !err.message.startsWith('Aborted(') || tf.getBackend() !== 'wasm') return err;
   return new UserError(`the wasm backend ran out of its ${WASM_HEAP_GB} GB heap in a training step of ${rows.inputIds.length} rows ` +
     `x ${T} tokens and stopped (the process cannot continue on wasm). Lower train.batchSize or data.maxSeqLen, or train with ` +
     '--backend cpu (no heap limit: BERT-base at batch 64 x 32 tokens takes ~12 GB of RAM) or webgpu / tensorflow-gpu / ' +

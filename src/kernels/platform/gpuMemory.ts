@@ -1,0 +1,64 @@
+/**
+ * The webgpu device's out-of-memory errors, turned into one line saying what to lower.
+ *
+ * A GPU allocation that fails (a step or batch too big for the device's memory) is not thrown where it happens: the
+ * device reports a GPUOutOfMemoryError as an uncaptured error, the commands over the buffer it could not make do not
+ * run, and a later read either fails (an OperationError) or resolves with values those commands never wrote.
+ * `watchOutOfMemory` listens on the device and wraps the backend's `read` (the webgpu backend's factory calls it):
+ * the listener keeps the first such error and holds it and the validation errors that follow it off the console
+ * (Dawn prints each, several lines, otherwise); a read after it, resolved or failed, throws GpuOutOfMemoryError
+ * instead, once (a later failure is reported as itself). The training step, which reads without the backend on a
+ * replay, asks `outOfMemoryError` itself (train/step.ts). No TF.js import here.
+ */
+import { UserError } from '../../errors.js';
+
+/** The first line of the first out-of-memory error the device reported since the last one was thrown, or null. */
+let reported: string | null = null;
+
+/** What the error says to lower where the caller does not say. */
+const LOWER = 'the batch size (train.batchSize, or --batch-size) or the sequence length (data.maxSeqLen, or --max-length)';
+
+/** The device ran out of memory doing `what`: a UserError whose message says what to lower. */
+export class GpuOutOfMemoryError extends UserError {
+  constructor(readonly reported: string, what: string, lower = LOWER) {
+    super(`the webgpu device ran out of memory in ${what} (${reported}): lower ${lower}, or choose another backend (--backend)`);
+  }
+}
+
+/** The backend's read, as tfjs-backend-webgpu's WebGPUBackend has it. */
+interface Reads {
+  read(dataId: object): Promise<unknown>;
+}
+
+/** Listens for `device`'s out-of-memory errors and makes `backend`'s reads throw after one (see the module comment). */
+export function watchOutOfMemory(device: GPUDevice, backend: Reads): void {
+  device.addEventListener('uncapturederror', (e) => {
+    const err = (e as GPUUncapturedErrorEvent).error;
+    const oom = typeof GPUOutOfMemoryError !== 'undefined' ? err instanceof GPUOutOfMemoryError : err.constructor.name === 'GPUOutOfMemoryError';
+    if (oom) reported ??= err.message.split('\n')[0]!.trim();
+    if (reported !== null) e.preventDefault();
+  });
+  const read = backend.read.bind(backend);
+  backend.read = async (dataId) => {
+    let values: unknown;
+    try {
+      values = await read(dataId);
+    } catch (err) {
+      throw outOfMemoryError('a computation') ?? err;
+    }
+    const oom = outOfMemoryError('a computation');
+    if (oom !== null) throw oom;
+    return values;
+  };
+}
+
+/**
+ * A GpuOutOfMemoryError for `what` when the device ran out of memory since the process started or the last one;
+ * else null.
+ */
+export function outOfMemoryError(what: string, lower?: string): GpuOutOfMemoryError | null {
+  if (reported === null) return null;
+  const error = new GpuOutOfMemoryError(reported, what, lower);
+  reported = null;
+  return error;
+}
