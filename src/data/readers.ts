@@ -141,13 +141,18 @@ function newStats(): ReadStats {
   return { lines: 0, records: 0, blank: 0, invalid: 0, invalidLines: [], bom: false, bytes: 0, sha256: null, header: null, columnIndex: null };
 }
 
+/** The one-line error for `file` (`what`: a corpus, a queries file) that cannot be read: its errno code, or `err` itself. */
+export function cannotReadError(what: string, file: string, err: unknown): UserError {
+  return new UserError(`cannot read ${what} ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+}
+
 async function checkReadable(file: string, what: string): Promise<void> {
   try {
     const st = await stat(file);
     if (!st.isFile()) throw new UserError(`${file}: not a file`);
   } catch (err) {
     if (err instanceof UserError) throw err;
-    throw new UserError(`cannot read ${what} ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+    throw cannotReadError(what, file, err);
   }
 }
 
@@ -576,7 +581,7 @@ async function* readCsv(
       throw new UserError(`${file}:${line}: malformed ${delimitedKind(delimiter)}: ${fault.what}`);
     }
     const code = (err as NodeJS.ErrnoException).code;
-    if (typeof code === 'string' && code.startsWith('E')) throw new UserError(`cannot read ${opts.what} ${file}: ${code}`);
+    if (typeof code === 'string' && code.startsWith('E')) throw cannotReadError(opts.what, file, err);
     throw err;
   } finally {
     source.destroy();

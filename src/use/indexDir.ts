@@ -7,7 +7,7 @@
  */
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { openCorpus, type CorpusOptionNames, type CorpusReader } from '../data/readers.js';
+import { cannotReadError, openCorpus, type CorpusOptionNames, type CorpusReader } from '../data/readers.js';
 import { environmentError, UserError } from '../errors.js';
 import { exists, fsFault, isJsonObject, isLockEntry, processAlive, readJsonObject, refuseNonEmptyDir, refuseReplacingDir, replacementSiblings, valueAtPath } from '../fsutil.js';
 import type { AnnMeta } from './ann.js';
@@ -63,7 +63,7 @@ export async function countIndexCorpus(opts: IndexCorpusOptions): Promise<Counte
   try {
     st = await fs.stat(opts.corpus);
   } catch (err) {
-    throw new UserError(`cannot read corpus ${opts.corpus}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+    throw cannotReadError('corpus', opts.corpus, err);
   }
   const identity: CorpusIdentity = { path: path.resolve(opts.corpus), column, bytes: st.size, mtimeMs: st.mtimeMs };
   const total = await countRecords(reader);
