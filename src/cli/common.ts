@@ -101,7 +101,7 @@ export function maxLengthLoadOpts(a: EmbedFlags): LoadOptions {
  * sentence is a UserError naming it, so that the command refuses it before loading a model or writing anything.
  * `what` names the file in a read error (`cannot read <what> FILE: CODE`; default `corpus`).
  */
-export async function readSentences(file: string, column: string | undefined, purpose?: string, what?: string): Promise<{ text: string; line: number }[]> {
+export async function readSentences(file: string, column: string | undefined, { purpose, what }: { purpose?: string; what?: string } = {}): Promise<{ text: string; line: number }[]> {
   const { openCorpus } = await import('../data/readers.js');
   const reader = openCorpus(file, { column: column ?? null, names: COLUMN_FLAG_NAMES, what });
   const out: { text: string; line: number }[] = [];

@@ -26,7 +26,7 @@ export const embedCommand: CommandModule<object, EmbedArgs> = {
     if (ext !== '.jsonl' && ext !== '.npy') throw new UserError(`${args.output}: output must end in .jsonl or .npy`);
     await refuseOverwritingInput(args.output, `--output ${args.output}`, args.input);
     await checkOutputFile(args.output, '--output', args.force);
-    const sentences = (await readSentences(args.input, args.column, 'embed')).map((r) => r.text);
+    const sentences = (await readSentences(args.input, args.column, { purpose: 'embed' })).map((r) => r.text);
     const { embed } = await import('../model/embed.js');
     const { encodeNpy } = await import('../model/npy.js');
     const { loadPretrained, resolveCheckpoint } = await import('../model/pretrained.js');

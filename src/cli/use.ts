@@ -174,7 +174,7 @@ export const searchCommand: CommandModule<object, SearchArgs> = {
       .option('batch-size', { ...numberFlag('batch-size', POSITIVE_INT), default: DEFAULT_EMBED_BATCH_SIZE, describe: 'queries per forward pass' }) as never,
   handler: async (args) => {
     const queries = [...(args.query ?? [])];
-    if (args.queries !== undefined) queries.push(...(await readSentences(args.queries, args.column, undefined, 'queries file')).map((r) => r.text));
+    if (args.queries !== undefined) queries.push(...(await readSentences(args.queries, args.column, { what: 'queries file' })).map((r) => r.text));
     if (queries.length === 0) throw new UserError(args.queries !== undefined ? `${args.queries}: no queries in the file` : 'give --query TEXT or --queries FILE');
     // An index that is not one is refused before TF.js, usearch and the backend load (openIndex checks it again).
     await (await import('../use/indexDir.js')).readIndexMeta(args.index);
@@ -270,7 +270,7 @@ export const clusterCommand: CommandModule<object, ClusterArgs> = {
       await refuseOverwritingInput(args.output, `--output ${args.output}`, args.input);
       await checkOutputFile(args.output, '--output', args.force);
     }
-    const records = await readSentences(args.input, args.column, 'cluster');
+    const records = await readSentences(args.input, args.column, { purpose: 'cluster' });
     const opts = {
       ...(args.k !== undefined ? { k: args.k, seed: args.seed } : { threshold: args.threshold!, minCommunitySize: args['min-community-size'] }),
       nearest: args.nearest,
