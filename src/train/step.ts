@@ -308,12 +308,11 @@ const OOM_LOWER = 'train.batchSize or data.maxSeqLen';
  * moments and gradients take ~1.8 GB and the activations kept for the backward pass the rest.
  */
 export function explainAbort(err: unknown, rows: StepRows): unknown {
-  const T = rows.inputIds[0]?.length ?? 0;
   if (err instanceof GpuOutOfMemoryError) return new GpuOutOfMemoryError(err.reported, stepWhat(rows), OOM_LOWER);
   if (err instanceof Error && err.name === 'OperationError' && tf.getBackend() === 'webgpu') return outOfMemoryError(stepWhat(rows), OOM_LOWER) ?? err;
   if (!(err instanceof Error) || !err.message.startsWith('Aborted(') || tf.getBackend() !== 'wasm') return err;
-  return new UserError(`the wasm backend ran out of its ${WASM_HEAP_GB} GB heap in a training step of ${rows.inputIds.length} rows ` +
-    `x ${T} tokens and stopped (the process cannot continue on wasm). Lower train.batchSize or data.maxSeqLen, or train with ` +
+  return new UserError(`the wasm backend ran out of its ${WASM_HEAP_GB} GB heap in ${stepWhat(rows)} ` +
+    `and stopped (the process cannot continue on wasm). Lower train.batchSize or data.maxSeqLen, or train with ` +
     '--backend cpu (no heap limit: BERT-base at batch 64 x 32 tokens takes ~12 GB of RAM) or webgpu / tensorflow-gpu / ' +
     'tensorflow; see bench/README.md for what fits.');
 }
