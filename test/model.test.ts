@@ -313,3 +313,25 @@ describe('model names and the Hugging Face cache', { skip: SKIP_NO_SHARED }, () 
       (err: Error) => err.message.includes(path.join(cache, 'models--bert-base-uncased', 'snapshots', 'main')) && /config\.json/.test(err.message));
   });
 });
+
+describe('inference memory', () => {
+  it('a forward pass outside a gradient tape holds one layer\'s tensors at a time: its peak is the same at 1 and 4 layers', async () => {
+    const [B, T] = [8, 48];
+    const peak = async (layers: number): Promise<number> => {
+      const model = BertModel.random(parseBertConfig({ vocab_size: 50, hidden_size: 32, num_hidden_layers: layers, num_attention_heads: 2,
+        intermediate_size: 128, max_position_embeddings: 64 }, 'inference memory'), 1);
+      const inputIds = tf.tensor2d(Array.from({ length: B }, (_, b) => Array.from({ length: T }, (_, t) => 1 + ((b * 7 + t * 3) % 49))), undefined, 'int32');
+      const attentionMask = tf.onesLike(inputIds);
+      const start = tf.memory().numBytes;
+      const info = await tf.profile(() => tf.tidy(() => model.forward({ inputIds, attentionMask }, { training: false }).lastHiddenState));
+      (info.result as tf.Tensor).dispose();
+      tf.dispose([inputIds, attentionMask]);
+      model.dispose();
+      return info.peakBytes - start;
+    };
+    const one = await peak(1);
+    const four = await peak(4);
+    // All four layers' tensors kept to the end would be ~3.5x one layer's.
+    assert.ok(four < 1.2 * one, `peak bytes above the weights: ${four} at 4 layers, ${one} at 1`);
+  });
+});

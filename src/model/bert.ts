@@ -314,34 +314,43 @@ export class BertModel {
     const attentions: tf.Tensor4D[] = [];
     const [fromLayer, toLayer] = opts.attentionLayers ?? [0, c.numHiddenLayers];
     const returnsAttentions = (i: number): boolean => opts.outputAttentions === true && i >= fromLayer && i < toLayer;
-    for (let i = 0; i < c.numHiddenLayers; i++) {
+    // Outside a gradient tape nothing reads a layer's intermediates after the layer: each layer runs in its own tidy
+    // and the previous layer's output is freed, so an inference pass holds one layer's tensors at a time, not all.
+    const inference = tf.engine().state.gradientDepth === 0;
+    const lastLayer = c.numHiddenLayers - 1;
+    for (let i = 0; i <= lastLayer; i++) {
       const p = `encoder.layer.${i}`;
-      const qkv = this.dense(x, `${p}.attention.self.qkv`, f16) as tf.Tensor3D; // [B, T, 3H]: q, k, v side by side
-      // probs [B, nh, T, T] after dropout, context [B, T, H]; fused kernels on webgpu, the composed ops elsewhere
-      const attention = { heads: nh, scale, rate: pAttn, seed: nextSiteSeed() };
-      let context: tf.Tensor3D;
-      if (returnsAttentions(i)) {
-        const out = selfAttention(qkv, maskAdd, attention);
-        context = out.context;
-        attentions.push(out.probs);
-      } else {
-        context = selfAttentionContext(qkv, maskAdd, attention);
-      }
-      if (opts.firstTokenOnly === true && i === c.numHiddenLayers - 1) {
-        // The [CLS] rows only from here (module comment); rows apart from [CLS] enter the LayerNorms as zeros.
-        const attnOut = this.dense(firstRows(context), `${p}.attention.output.dense`, f16); // [B, 1, H]
-        x = this.addLayerNorm(padRows(attnOut, T), x, `${p}.attention.output.LayerNorm`, { rate: pHidden, seed: nextSiteSeed() }); // [B, T, H]
-        const inter = this.intermediate(firstRows(x), `${p}.intermediate.dense`, f16); // [B, 1, I]
-        const out = this.dense(inter, `${p}.output.dense`, f16); // [B, 1, H]
-        x = firstRows(this.addLayerNorm(padRows(out, T), x, `${p}.output.LayerNorm`, { rate: pHidden, seed: nextSiteSeed() })); // [B, 1, H]
-        break;
-      }
-      // x = LayerNorm(dropout(dense) + x), one kernel (kernels/layerNorm); the dropout takes the next site's seed
-      const attnOut = this.dense(context, `${p}.attention.output.dense`, f16); // [B, T, H]
-      x = this.addLayerNorm(attnOut, x, `${p}.attention.output.LayerNorm`, { rate: pHidden, seed: nextSiteSeed() });
-      const inter = this.intermediate(x, `${p}.intermediate.dense`, f16); // [B, T, I]
-      const out = this.dense(inter, `${p}.output.dense`, f16); // [B, T, H]
-      x = this.addLayerNorm(out, x, `${p}.output.LayerNorm`, { rate: pHidden, seed: nextSiteSeed() });
+      const input = x;
+      const layer = (): tf.TensorContainer => {
+        const qkv = this.dense(input, `${p}.attention.self.qkv`, f16) as tf.Tensor3D; // [B, T, 3H]: q, k, v side by side
+        // probs [B, nh, T, T] after dropout, context [B, T, H]; fused kernels on webgpu, the composed ops elsewhere
+        const attention = { heads: nh, scale, rate: pAttn, seed: nextSiteSeed() };
+        let context: tf.Tensor3D;
+        let probs: tf.Tensor4D | undefined;
+        if (returnsAttentions(i)) {
+          ({ context, probs } = selfAttention(qkv, maskAdd, attention));
+        } else {
+          context = selfAttentionContext(qkv, maskAdd, attention);
+        }
+        if (opts.firstTokenOnly === true && i === lastLayer) {
+          // The [CLS] rows only from here (module comment); rows apart from [CLS] enter the LayerNorms as zeros.
+          const attnOut = this.dense(firstRows(context), `${p}.attention.output.dense`, f16); // [B, 1, H]
+          const h = this.addLayerNorm(padRows(attnOut, T), input, `${p}.attention.output.LayerNorm`, { rate: pHidden, seed: nextSiteSeed() }); // [B, T, H]
+          const inter = this.intermediate(firstRows(h), `${p}.intermediate.dense`, f16); // [B, 1, I]
+          const out = this.dense(inter, `${p}.output.dense`, f16); // [B, 1, H]
+          return { x: firstRows(this.addLayerNorm(padRows(out, T), h, `${p}.output.LayerNorm`, { rate: pHidden, seed: nextSiteSeed() })), probs }; // [B, 1, H]
+        }
+        // x = LayerNorm(dropout(dense) + x), one kernel (kernels/layerNorm); the dropout takes the next site's seed
+        const attnOut = this.dense(context, `${p}.attention.output.dense`, f16); // [B, T, H]
+        const h = this.addLayerNorm(attnOut, input, `${p}.attention.output.LayerNorm`, { rate: pHidden, seed: nextSiteSeed() });
+        const inter = this.intermediate(h, `${p}.intermediate.dense`, f16); // [B, T, I]
+        const out = this.dense(inter, `${p}.output.dense`, f16); // [B, T, H]
+        return { x: this.addLayerNorm(out, h, `${p}.output.LayerNorm`, { rate: pHidden, seed: nextSiteSeed() }), probs };
+      };
+      const out = (inference ? tf.tidy(layer) : layer()) as { x: tf.Tensor3D; probs: tf.Tensor4D | undefined };
+      if (out.probs !== undefined) attentions.push(out.probs);
+      x = out.x;
+      if (inference) input.dispose();
     }
     const result: BertOutput = { lastHiddenState: x as tf.Tensor3D };
     if (opts.outputAttentions === true) result.attentions = attentions;
