@@ -19,7 +19,7 @@ import { embed } from '../src/model/embed.js';
 import { defaultConfig, loadConfig } from '../src/train/config.js';
 import { decays } from '../src/train/adamw.js';
 import { selectBackendAndModel, train, type MetricsLine } from '../src/train/trainer.js';
-import { explainAbort, WASM_HEAP_BYTES, wasmStepBytes } from '../src/train/step.js';
+import { explainAbort, stepWhat, WASM_HEAP_BYTES, wasmStepBytes } from '../src/train/step.js';
 import { UserError } from '../src/errors.js';
 import { assertExactResume, microConfig, ROOT, shared, SKIP_NO_SHARED, testTempDir } from './helpers.js';
 
@@ -109,12 +109,12 @@ describe('a wasm heap abort in a step', () => {
     const abort = new WebAssembly.RuntimeError('Aborted(). Build with -sASSERTIONS for more info.');
     const other = new Error('something else');
     await selectBackend('wasm');
-    const e = explainAbort(abort, rows);
+    const e = explainAbort(abort, stepWhat(rows));
     assert.ok(e instanceof UserError);
     assert.match(e.message, /4 GB heap in a training step of 2 rows x 3 tokens.*train\.batchSize or data\.maxSeqLen.*--backend cpu \(no heap limit.*webgpu/);
-    assert.equal(explainAbort(other, rows), other);
+    assert.equal(explainAbort(other, stepWhat(rows)), other);
     await selectBackend('cpu');
-    assert.equal(explainAbort(abort, rows), abort, 'only the wasm module aborts this way');
+    assert.equal(explainAbort(abort, stepWhat(rows)), abort, 'only the wasm module aborts this way');
   });
 });
 

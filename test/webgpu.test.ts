@@ -510,14 +510,16 @@ describe("WebGPU on Dawn's null device (every machine with the webgpu package, C
     assert.doesNotMatch(r.stderr, /Out of memory|While calling|Invalid/, r.stderr);
   });
 
-  test('micse train whose evaluation runs out of the device\'s memory: exit 2 and one line saying so', { skip: SKIP_NO_SHARED }, () => {
-    // configs/tiny.yaml at 64 tokens: the null device's memory runs out in STS-B dev's embedding at step 0.
+  test('micse train whose evaluation runs out of the device\'s memory: exit 2 and one line saying what to lower', { skip: SKIP_NO_SHARED }, () => {
+    // configs/tiny.yaml at 64 tokens and 2048 sentences an evaluation batch: STS-B dev's embedding at step 0 needs
+    // more than the null device's 512 MiB.
     const out = testTempDir('webgpu-oom');
     const r = spawnSync(process.execPath, ['bin/micse.js', 'train', '--config', 'configs/tiny.yaml', '--set', 'train.backend=webgpu',
-      '--set', 'data.maxSeqLen=64', '--set', `train.output=${path.join(out, 'run')}`], { cwd: ROOT, env: { ...process.env, [DAWN_OPTIONS_ENV]: 'backend=null' }, encoding: 'utf8' });
+      '--set', 'data.maxSeqLen=64', '--set', 'train.evalBatchSize=2048', '--set', `train.output=${path.join(out, 'run')}`],
+    { cwd: ROOT, env: { ...process.env, [DAWN_OPTIONS_ENV]: 'backend=null' }, encoding: 'utf8' });
     assert.equal(r.status, 2, r.stderr);
-    assert.equal(r.stderr.trim().split('\n').at(-1), 'micse: the webgpu device ran out of memory in a computation (Out of memory.): lower the ' +
-      'batch size (train.batchSize, or --batch-size) or the sequence length (data.maxSeqLen, or --max-length), or choose another backend (--backend)');
+    assert.equal(r.stderr.trim().split('\n').at(-1), 'micse: the webgpu device ran out of memory in the STS-B dev evaluation ' +
+      '(train.evalBatchSize 2048 sentences a batch) (Out of memory.): lower train.evalBatchSize, or choose another backend (--backend)');
     assert.doesNotMatch(r.stderr, /While calling|internal error/, r.stderr);
   });
 

@@ -130,7 +130,7 @@ export class TrainStep {
       const hostMs = performance.now() - start;
       return this.outcome(Array.from(await read), roots.lossScale, hostMs);
     } catch (err) {
-      throw explainAbort(err, rows);
+      throw explainAbort(err, stepWhat(rows));
     }
   }
 
@@ -297,22 +297,24 @@ export async function selectTrainingBackend<T extends { model: BertModel }>(requ
   return { selection, built, wasmShortfall, warning };
 }
 
-/** What a webgpu out-of-memory error says a step was, and what to lower. */
-const stepWhat = (rows: StepRows) => `a training step of ${rows.inputIds.length} rows x ${rows.inputIds[0]?.length ?? 0} tokens`;
+/** What an out-of-memory error says a step was. */
+export const stepWhat = (rows: StepRows) => `a training step of ${rows.inputIds.length} rows x ${rows.inputIds[0]?.length ?? 0} tokens`;
+/** What an out-of-memory error in a step says to lower. */
 const OOM_LOWER = 'train.batchSize or data.maxSeqLen';
 
 /**
  * The wasm module's abort (`RuntimeError: Aborted()`, its out-of-memory end), and the webgpu device's running out of
- * memory (a read's GpuOutOfMemoryError, or a replay's read that failed), as a UserError that says what to change in
- * a training step; any other error unchanged. BERT-base at batch 64 (128 rows of 32 tokens) does not fit: its weights,
- * moments and gradients take ~1.8 GB and the activations kept for the backward pass the rest.
+ * memory (a read's GpuOutOfMemoryError, or a replay's read that failed), in `what` (by default a training step: see
+ * stepWhat), as a UserError that says what to lower (`lower`, by default the step's batch size and length); any other
+ * error unchanged. BERT-base at batch 64 (128 rows of 32 tokens) does not fit wasm's heap: its weights, moments and
+ * gradients take ~1.8 GB and the activations kept for the backward pass the rest.
  */
-export function explainAbort(err: unknown, rows: StepRows): unknown {
-  if (err instanceof GpuOutOfMemoryError) return new GpuOutOfMemoryError(err.reported, stepWhat(rows), OOM_LOWER);
-  if (err instanceof Error && err.name === 'OperationError' && tf.getBackend() === 'webgpu') return outOfMemoryError(stepWhat(rows), OOM_LOWER) ?? err;
+export function explainAbort(err: unknown, what: string, lower = OOM_LOWER): unknown {
+  if (err instanceof GpuOutOfMemoryError) return new GpuOutOfMemoryError(err.reported, what, lower);
+  if (err instanceof Error && err.name === 'OperationError' && tf.getBackend() === 'webgpu') return outOfMemoryError(what, lower) ?? err;
   if (!(err instanceof Error) || !err.message.startsWith('Aborted(') || tf.getBackend() !== 'wasm') return err;
-  return new UserError(`the wasm backend ran out of its ${WASM_HEAP_GB} GB heap in ${stepWhat(rows)} ` +
-    `and stopped (the process cannot continue on wasm). Lower train.batchSize or data.maxSeqLen, or train with ` +
+  return new UserError(`the wasm backend ran out of its ${WASM_HEAP_GB} GB heap in ${what} ` +
+    `and stopped (the process cannot continue on wasm). Lower ${lower}, or train with ` +
     '--backend cpu (no heap limit: BERT-base at batch 64 x 32 tokens takes ~12 GB of RAM) or webgpu / tensorflow-gpu / ' +
     'tensorflow; see bench/README.md for what fits.');
 }

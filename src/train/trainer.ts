@@ -26,7 +26,7 @@ import { createProgress } from '../progress.js';
 import { CHECKPOINTS_DIR, clearUnpublishedRun, readTrainingState, recoverRunDir, saveCheckpoint, type TrainerState } from './checkpoint.js';
 import { readTrainingData, runDirectory, trainingFile } from './plan.js';
 import { isLoggedStep, runSteps, startTraining, type MetricsLine } from './loop.js';
-import { selectTrainingBackend, wasmHeapShortfall } from './step.js';
+import { explainAbort, selectTrainingBackend, wasmHeapShortfall } from './step.js';
 import { checkModelFits, configToYaml, type TrainConfig } from './config.js';
 import { resumeConfigChanges } from './runConfig.js';
 import { lineChartSpec, lossChartSpec, renderSvg, type Point } from './plots.js';
@@ -198,7 +198,13 @@ async function trainLocked(config: TrainConfig, opts: TrainOptions, lock: PidLoc
       `too few for InfoNCE: it is left out, so each epoch skips one sentence, a different one each epoch`);
   }
 
-  const encode = (s: string[]) => embed(model, tokenizer, s, { batchSize: c.train.evalBatchSize, pooler: 'cls_before_pooler' });
+  const encode = async (s: string[]): Promise<number[][]> => {
+    try {
+      return await embed(model, tokenizer, s, { batchSize: c.train.evalBatchSize, pooler: 'cls_before_pooler' });
+    } catch (err) {
+      throw explainAbort(err, `the STS-B dev evaluation (train.evalBatchSize ${c.train.evalBatchSize} sentences a batch)`, 'train.evalBatchSize');
+    }
+  };
   const metricsFile = await fs.open(path.join(runDir, METRICS_FILE), 'a');
   /** Appends one line in one write (a kill can tear only the last line, which a resume drops). */
   const appendMetrics = async (entry: object): Promise<void> => {
