@@ -5,13 +5,15 @@
  * the trainer's batches of ../shared/data/wiki1m-head.txt do (TwoViewBatchIterator with the bert-base-uncased
  * tokenizer, the trainer's default seed; each batch padded to its longest row). Runs `--steps` steps (default two
  * epochs) of the bench's tiny model at hidden size `--hidden` (default 64) on the first `--sentences` sentences (default 8)
- * of each batch, at the batch's length: the buffer pool keeps every length's buffers, and at 64 sentences they pass
- * the null device's memory within the first epoch (~100 MB a length); a step's host cost is its dispatches' with replay on (or off with `--replay 0`) and prints, per
+ * of each batch, at the batch's length (the pool's free buffers within their budget, bufferPool.ts: at 64 sentences,
+ * ~100 MB a length, only a few lengths' buffers stay); a step's host cost is its dispatches' with replay on (or off
+ * with `--replay 0`) and prints, per
  * epoch: the steps replayed, the batch lengths seen and how often the length changed; and for the whole run: host
  * ms/step (TrainStep's hostMs: start of a step to its read issued; median and mean), the process's CPU ms/step
  * (process.cpuUsage, user + system) and wall ms/step. `--precision mixed` trains as train.precision: mixed does
  * (float16 products, the default loss scaler; stepPrecision) and prints the steps read as overflows and the last
- * scale. On Dawn's null device (which runs nothing) a step is all host.
+ * scale. Last, the buffer pool at the end: its bytes, the most in use at once, the budget and what it destroyed. On
+ * Dawn's null device (which runs nothing) a step is all host.
  */
 import { BertTokenizer } from '../src/data/tokenizer.js';
 import { TwoViewBatchIterator } from '../src/data/batches.js';
@@ -25,6 +27,7 @@ import { tf } from '../src/model/tf.js';
 import { REPLAY_ENV, TrainStep, trainableParams } from '../src/train/step.js';
 import { defaultConfig } from '../src/train/config.js';
 import { stepPrecision } from '../src/train/loop.js';
+import { poolBoundStats, POOL_FREE_ENV } from '../src/kernels/platform/bufferPool.js';
 import { BENCH_DEFAULTS, SIZES } from './bench.js';
 
 const args = process.argv.slice(2);
@@ -97,4 +100,10 @@ console.log(`host ms/step median ${sorted[sorted.length >> 1]!.toFixed(2)}, mean
   `CPU ms/step ${((cpu.user + cpu.system) / 1000 / steps).toFixed(2)}; wall ms/step ${(wall / steps).toFixed(2)}`);
 if (precision.scaler !== null) console.log(`${overflows} steps read as overflows; loss scale at the end ${precision.scaler.scale}`);
 console.log(`replayer: ${JSON.stringify(step.replayStats())}`);
+const pool = (tf.backend() as unknown as { bufferManager: { numBytesAllocated: number; numBytesUsed: number } }).bufferManager;
+const bound = poolBoundStats(tf.backend() as unknown as { bufferManager: unknown });
+const mb = (x: number) => (x / 2 ** 20).toFixed(1);
+console.log(`buffer pool (${POOL_FREE_ENV}): ${mb(pool.numBytesAllocated)} MiB at the end, ${mb(pool.numBytesUsed)} in use; ` +
+  (bound === undefined ? 'unbounded' : `most in use at once ${mb(bound.peakUsed)} MiB, free budget ${Number.isFinite(bound.budget) ? `${mb(bound.budget)} MiB` : 'unbounded'}, ` +
+  `${bound.destroyed} buffers destroyed (${mb(bound.destroyedBytes)} MiB)`));
 process.exit(0);

@@ -5,7 +5,8 @@
  * losses, gradient norms, parameters and AdamW moments of the same run without it, to the bit (the webgpu step is
  * deterministic: no kernel of it adds in an order that varies), over steps with other batches of
  * the same shape, a changing learning rate, other seeds, a batch of another shape in between and the parameters
- * read between two steps (as a checkpoint does), and over two batch shapes alternating (each keeps its own template);
+ * read between two steps (as a checkpoint does), and over two batch shapes alternating (each keeps its own template;
+ * with the buffer pool's free buffers bounded to none, so that each shape's step destroys the other's, too);
  * the steps replayed are the ones expected (a read in between runs the step normally; a step of a shape whose
  * template was made before another shape's buffers joined the pool replays); the tensor count stays flat; replayed
  * steps with a non-finite loss change no parameter and do not count for AdamW; with `precision: mixed` (a loss
@@ -26,6 +27,7 @@ import { AdamW } from '../src/train/adamw.js';
 import { LossScaler } from '../src/train/lossScale.js';
 import { REPLAY_ENV, TrainStep, trainableParams, type StepPrecision, type StepRows } from '../src/train/step.js';
 import { MAX_TEMPLATES } from '../src/kernels/replay/webgpu.js';
+import { poolBoundStats, POOL_FREE_ENV } from '../src/kernels/platform/bufferPool.js';
 import { expectNoGpuErrors, maxAbsDiff, OBJECTIVE, ROOT, nullDeviceSkipReason, STEP_IMPORTS, STEP_SETUP, webgpuSkipReason } from './helpers.js';
 
 const WEBGPU_SKIP = await webgpuSkipReason();
@@ -73,6 +75,8 @@ interface Run {
   replayedByKey: Record<string, number> | null;
   /** Uniform buffers written back by replays (stats.writtenBack). */
   writtenBack: number;
+  /** Pool buffers the bound destroyed during the run (bufferPool.ts). */
+  poolDestroyed: number;
 }
 
 /** Trains `plan` with replay on or off; with `precision`, `train.precision: mixed` (a fresh loss scaler each run). */
@@ -84,7 +88,8 @@ async function train(replay: boolean, plan: PlanStep[], precision?: () => StepPr
   const step = new TrainStep(model, head, optimizer, OBJ, precision?.(), replay);
   const state = async () => Promise.all([...optimizer.params.map((p) => p.variable), ...optimizer.m.values(), ...optimizer.v.values()]
     .map(async (x) => Float32Array.from((await x.data()) as Float32Array)));
-  const run: Run = { outcomes: [], replayed: [], states: [], tensorCounts: [], refusal: null, replayedByKey: null, writtenBack: 0 };
+  const run: Run = { outcomes: [], replayed: [], states: [], tensorCounts: [], refusal: null, replayedByKey: null, writtenBack: 0, poolDestroyed: 0 };
+  const destroyedBefore = poolBoundStats(tf.backend() as unknown as { bufferManager: unknown })?.destroyed ?? 0;
   await expectNoGpuErrors(async () => {
     for (const [i, p] of plan.entries()) {
       const before = step.replayStats()?.replayed ?? 0;
@@ -101,6 +106,7 @@ async function train(replay: boolean, plan: PlanStep[], precision?: () => StepPr
   run.refusal = step.replayStats()?.lastRefusal ?? null;
   run.replayedByKey = step.replayStats()?.replayedByKey ?? null;
   run.writtenBack = step.replayStats()?.writtenBack ?? 0;
+  run.poolDestroyed = (poolBoundStats(tf.backend() as unknown as { bufferManager: unknown })?.destroyed ?? 0) - destroyedBefore;
   optimizer.dispose();
   head.dispose();
   model.dispose();
@@ -161,6 +167,12 @@ describe('TrainStep replay on a real adapter', { skip: WEBGPU_SKIP }, () => {
     assert.deepEqual(got.replayedByKey, { '8x16, clip 1': replayed('A', 0), '8x12, clip 1': replayed('B', 0) }, why);
     assert.ok(got.writtenBack > 0, why);
     assert.ok(got.tensorCounts.every((c) => c === got.tensorCounts[0]), `tensor counts ${got.tensorCounts.join(', ')}`);
+    // The pool's free buffers bounded to none: each step of the other shape destroys this one's, and what replays
+    // still gives the same values.
+    process.env[POOL_FREE_ENV] = '0';
+    const tight = await train(true, plan).finally(() => delete process.env[POOL_FREE_ENV]);
+    assertSameRun(tight, want);
+    assert.ok(tight.poolDestroyed > 0, `destroyed ${tight.poolDestroyed}`);
   });
 
   test('precision mixed (float16 products, dynamic loss scaling): steps are replayed across the scale\'s growths and backoffs, with the losses, norms, scales, parameters and moments of the run without replay', async () => {

@@ -12,6 +12,7 @@ import { watchOutOfMemory } from '../kernels/platform/gpuMemory.js';
 import { CBLAS_ENV } from '../kernels/platform/cblas.js';
 import { activeMatmulTile, describeMatmulTile, MATMUL_TILE_ENV, parseMatmulTile, useMatmulTile } from '../kernels/platform/matmulTiles.js';
 import { BIND_GROUP_CACHE_ENV, bindGroupCacheOf, useBindGroupCache } from '../kernels/platform/bindGroupCache.js';
+import { boundBufferPool, describePoolBound, parsePoolBound, POOL_FREE_ENV } from '../kernels/platform/bufferPool.js';
 import { heapMemory, recycleOnDispose, skipCpuBanner, type CpuBackend, type WasmBackend } from '../kernels/platform/hostBackend.js';
 import { heapSimdHost } from '../kernels/platform/hostSimd.js';
 import { HOST_THREADS_ENV, hostThreads, hostThreadsAvailable, hostThreadsFailure, isShared } from '../kernels/platform/simdThreads.js';
@@ -377,6 +378,7 @@ export async function selectBackend(requested: BackendName = 'auto', exclude: Ba
         useMatmulTile(tf.backend() as unknown as WebGPUBackend, parseMatmulTile(process.env[MATMUL_TILE_ENV]));
         useGemm(parseGemmMode(process.env[GEMM_ENV]));
         useBindGroupCache(tf.backend() as unknown as WebGPUBackend, process.env[BIND_GROUP_CACHE_ENV] !== '0');
+        boundBufferPool(tf.backend() as unknown as WebGPUBackend, parsePoolBound(process.env[POOL_FREE_ENV]));
       }
       attempts.push({ name, ok: true, reason: requested === 'auto' ? 'first available in the auto order' : 'requested' });
       current = { requested, name, tfBackend, attempts, replacedKernels: kernels.replaced, stockOnly: kernels.stockOnly };
@@ -408,6 +410,7 @@ export function describeSelection(sel: BackendSelection): string {
     lines.push(`  matmul tile: ${describeMatmulTile(activeMatmulTile())} (${MATMUL_TILE_ENV})`);
     lines.push(`  dense layers' products: ${describeGemmMode(activeGemmMode())} (${GEMM_ENV})`);
     lines.push(`  bind groups: ${bindGroupCacheOf(tf.backend()) === undefined ? 'made per dispatch' : 'kept across steps'} (${BIND_GROUP_CACHE_ENV})`);
+    lines.push(`  buffer pool: ${describePoolBound(tf.backend() as unknown as WebGPUBackend)} (${POOL_FREE_ENV})`);
   }
   return lines.join('\n');
 }

@@ -47,6 +47,7 @@
  */
 import { tf } from '../../model/tf.js';
 import { bindGroupCacheOf, type BindGroupCache } from '../platform/bindGroupCache.js';
+import { touchPoolKeys } from '../platform/bufferPool.js';
 import { beginStepValues, endStepValues, wordOf, type StepRoots, type StepValue } from './index.js';
 import { internalsOf, type BackendInternals } from '../platform/webgpuPrograms.js';
 
@@ -274,6 +275,7 @@ export class StepReplay {
     }
     this.stats.writtenBack += rewritten.length;
     const read = this.issue(t.ops, data, cache);
+    touchPoolKeys(this.b, t.pool.free.keys());
     keep(this.templates, key, t);
     this.stats.replayed += 1;
     this.stats.replayedByKey[key] = (this.stats.replayedByKey[key] ?? 0) + 1;

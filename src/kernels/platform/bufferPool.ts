@@ -1,0 +1,167 @@
+/**
+ * A bound on the free buffers of the webgpu backend's buffer pool.
+ *
+ * Why: tfjs-backend-webgpu's BufferManager (4.22.0) keeps every buffer it makes. A released buffer waits in the free
+ * list of its size and usage for an allocation of exactly that size, and is destroyed only with the backend. A
+ * training run's batches come in every length up to data.maxSeqLen, and its evaluations in others; each length's
+ * step makes buffers of its own sizes, so without a bound the pool grows with the number of lengths seen, to the
+ * sum of their steps' working sets, until the device runs out of memory.
+ *
+ * Here: when an allocation finds no free buffer of its key (size and usage) and the pool's free bytes are over the
+ * budget, the free lists of the keys used least recently are destroyed, a whole list at a time, oldest first, until
+ * the free bytes are within it. A key is used when an allocation takes one of its buffers, or when a replayed step
+ * (kernels/replay/webgpu.ts, which takes nothing from the pool) runs over its free list (touchPoolKeys). A buffer in
+ * a free list belongs to no tensor and to no command not yet submitted (the backend gives a buffer back after the
+ * submit of the commands that use it), and WebGPU lets a buffer be destroyed while submitted work that uses it has
+ * not finished. Results are unchanged: an allocation gets a new buffer where it would have reused one.
+ *
+ * The budget: POOL_FREE_ENV, in MiB; by default FREE_PER_PEAK times the most bytes the pool has had in use at once,
+ * and at least MIN_FREE_BYTES; `unbounded`: TF.js's own pool.
+ */
+
+/** Environment variable: the pool's free bytes kept at most, in MiB, or `unbounded`. */
+export const POOL_FREE_ENV = 'MICSE_WEBGPU_POOL_FREE_MB';
+/** The default budget, in the most bytes the pool has had in use at once. */
+export const FREE_PER_PEAK = 1;
+/** The default budget's floor. */
+export const MIN_FREE_BYTES = 256 * 2 ** 20;
+
+/** How the pool is bounded: free bytes at most `bytes`, or by default (`peak`), or not at all. */
+export type PoolBound = { bytes: number } | 'peak' | 'unbounded';
+
+/** The bound POOL_FREE_ENV asks for (undefined or empty: the default). */
+export function parsePoolBound(text: string | undefined): PoolBound {
+  if (text === undefined || text.trim() === '') return 'peak';
+  if (text.trim() === 'unbounded') return 'unbounded';
+  const mb = Number(text);
+  if (!Number.isFinite(mb) || mb < 0) throw new Error(`${POOL_FREE_ENV}='${text}': expected MiB of free buffers to keep (a number >= 0) or unbounded`);
+  return { bytes: Math.round(mb * 2 ** 20) };
+}
+
+/** The buffer pool of tfjs-backend-webgpu 4.22.0 (BufferManager), as far as the bound reads and changes it. */
+interface PoolInternals {
+  freeBuffers: Map<string, GPUBuffer[]>;
+  numFreeBuffers: number;
+  numBytesUsed: number;
+  numBytesAllocated: number;
+  acquireBuffer(size: number, usage: number, mappedAtCreation?: boolean, reuse?: boolean): GPUBuffer;
+}
+
+/** What a bound pool has done (tests and the bench read it). */
+export interface PoolBoundStats {
+  /** The budget in force now, in bytes (Infinity: unbounded). */
+  budget: number;
+  /** The most bytes in use at once. */
+  peakUsed: number;
+  /** Buffers destroyed, and their bytes. */
+  destroyed: number;
+  destroyedBytes: number;
+}
+
+class BoundPool {
+  readonly stats: PoolBoundStats;
+  bound: PoolBound;
+  /** Keys by their last use, least recent first (a use deletes and sets the key). */
+  private readonly lastUse = new Map<string, true>();
+
+  constructor(private readonly pool: PoolInternals, bound: PoolBound) {
+    this.bound = bound;
+    this.stats = { budget: 0, peakUsed: pool.numBytesUsed, destroyed: 0, destroyedBytes: 0 };
+    this.stats.budget = this.budget();
+  }
+
+  setBound(bound: PoolBound): void {
+    this.bound = bound;
+    this.stats.budget = this.budget();
+  }
+
+  private budget(): number {
+    if (this.bound === 'unbounded') return Infinity;
+    if (this.bound === 'peak') return Math.max(MIN_FREE_BYTES, FREE_PER_PEAK * this.stats.peakUsed);
+    return this.bound.bytes;
+  }
+
+  use(key: string): void {
+    this.lastUse.delete(key);
+    this.lastUse.set(key, true);
+  }
+
+  /** Before an allocation of `key` that finds its free list empty: destroys least recently used free lists. */
+  trim(key: string): void {
+    const p = this.pool;
+    if (p.numBytesAllocated - p.numBytesUsed <= this.stats.budget) return;
+    for (const k of this.lastUse.keys()) {
+      if (k === key) continue;
+      const list = p.freeBuffers.get(k);
+      if (list === undefined || list.length === 0) continue;
+      for (const b of list) {
+        p.numBytesAllocated -= b.size;
+        this.stats.destroyed += 1;
+        this.stats.destroyedBytes += b.size;
+        b.destroy();
+      }
+      p.numFreeBuffers -= list.length;
+      list.length = 0;
+      if (p.numBytesAllocated - p.numBytesUsed <= this.stats.budget) return;
+    }
+  }
+
+  afterAcquire(): void {
+    const used = this.pool.numBytesUsed;
+    if (used > this.stats.peakUsed) {
+      this.stats.peakUsed = used;
+      if (this.bound === 'peak') this.stats.budget = this.budget();
+    }
+  }
+}
+
+const bound = new WeakMap<object, BoundPool>();
+
+/** The backend's pool, as tfjs-backend-webgpu 4.22.0's WebGPUBackend has it. */
+interface HasPool {
+  bufferManager: unknown;
+}
+
+/**
+ * Bounds the free buffers of `backend`'s pool (a WebGPUBackend) by `b` (see the module comment); a later call
+ * changes the bound of the same pool.
+ */
+export function boundBufferPool(backend: HasPool, b: PoolBound): void {
+  const pool = backend.bufferManager as PoolInternals;
+  const existing = bound.get(pool);
+  if (existing !== undefined) {
+    existing.setBound(b);
+    return;
+  }
+  const state = new BoundPool(pool, b);
+  bound.set(pool, state);
+  const acquire = pool.acquireBuffer.bind(pool);
+  pool.acquireBuffer = (size, usage, mappedAtCreation = false, reuse = true) => {
+    const key = `${size}_${usage}`;
+    state.use(key);
+    if (!reuse || (pool.freeBuffers.get(key)?.length ?? 0) === 0) state.trim(key);
+    const buffer = acquire(size, usage, mappedAtCreation, reuse);
+    state.afterAcquire();
+    return buffer;
+  };
+}
+
+/** Marks the pool's free lists of `keys` used now (a replayed step runs over them without taking them). */
+export function touchPoolKeys(backend: HasPool, keys: Iterable<string>): void {
+  const state = bound.get(backend.bufferManager as object);
+  if (state === undefined) return;
+  for (const k of keys) state.use(k);
+}
+
+/** What the bound of `backend`'s pool has done, or undefined when it has none. */
+export function poolBoundStats(backend: HasPool): PoolBoundStats | undefined {
+  return bound.get(backend.bufferManager as object)?.stats;
+}
+
+/** The bound of `backend`'s pool in words, for the backend's description. */
+export function describePoolBound(backend: HasPool): string {
+  const state = bound.get(backend.bufferManager as object);
+  if (state === undefined || state.bound === 'unbounded') return 'keeps every buffer (unbounded)';
+  if (state.bound === 'peak') return `free buffers kept to ${FREE_PER_PEAK}x the most in use at once, at least ${MIN_FREE_BYTES / 2 ** 20} MiB`;
+  return `free buffers kept to ${state.bound.bytes / 2 ** 20} MiB`;
+}
