@@ -41,12 +41,15 @@ function boundPool(bound: PoolBound) {
     },
   };
   const pool = new BufferManager(device as unknown as GPUDevice);
-  const backend = { bufferManager: pool };
+  const listeners: ((e: Event) => void)[] = [];
+  const backend = { bufferManager: pool, device: { addEventListener: (_type: string, f: (e: Event) => void) => listeners.push(f) } as unknown as GPUDevice };
   boundBufferPool(backend, bound);
+  /** The device reports `error` as an uncaptured error. */
+  const report = (error: object): void => listeners.forEach((f) => f({ error } as unknown as Event));
   const take = (mb: number, n = 1): GPUBuffer[] => Array.from({ length: n }, () => pool.acquireBuffer(mb * MiB, USAGE));
   const give = (buffers: GPUBuffer[]): void => buffers.forEach((b) => pool.releaseBuffer(b));
   const free = (): number => pool.numBytesAllocated - pool.numBytesUsed;
-  return { pool, backend, made, take, give, free };
+  return { pool, backend, made, take, give, free, report };
 }
 
 describe('the buffer pool bound', () => {
@@ -62,7 +65,7 @@ describe('the buffer pool bound', () => {
     assert.equal(p.free(), 7 * MiB);
     assert.equal(p.pool.numBytesAllocated, 12 * MiB);
     assert.equal(p.pool.getNumFreeBuffers(), 3);
-    assert.deepEqual(poolBoundStats(p.backend), { budget: 10 * MiB, peakUsed: 5 * MiB, destroyed: 4, destroyedBytes: 4 * MiB });
+    assert.deepEqual(poolBoundStats(p.backend), { budget: 10 * MiB, peakUsed: 5 * MiB, destroyed: 4, destroyedBytes: 4 * MiB, purges: 0 });
     // A hit takes from its list and destroys nothing, however full the pool is.
     p.give(held);
     p.give([p.take(2)[0]!]);
@@ -99,6 +102,28 @@ describe('the buffer pool bound', () => {
     for (let mb = 1; mb <= 20; mb++) u.give(u.take(mb * 20));
     assert.equal(u.made.filter((b) => b.destroyed).length, 0);
     assert.equal(poolBoundStats(u.backend)!.budget, Infinity);
+  });
+
+  test('after an out-of-memory error the free buffers are destroyed, and the buffers in use then when they are given back; later ones are reused', () => {
+    const p = boundPool('unbounded');
+    p.give(p.take(1, 3));
+    const held = p.take(2, 2);
+    /** A GPUOutOfMemoryError as the webgpu package makes one, where the global class is not defined (this process). */
+    class GPUOutOfMemoryError {
+      readonly message = 'Out of memory.';
+    }
+    p.report(new (class GPUValidationError { readonly message = 'Invalid Buffer'; })());
+    assert.equal(p.made.filter((b) => b.destroyed).length, 0, 'another error purges nothing');
+    p.report(new GPUOutOfMemoryError());
+    assert.deepEqual(p.made.filter((b) => b.destroyed).map((b) => b.size / MiB), [1, 1, 1]);
+    assert.equal(p.pool.getNumFreeBuffers(), 0);
+    const after = p.take(2); // made after the error
+    p.give(held);
+    assert.deepEqual(p.made.filter((b) => b.destroyed).map((b) => b.size / MiB), [1, 1, 1, 2, 2]);
+    assert.equal(p.pool.numBytesAllocated, 2 * MiB);
+    p.give(after);
+    assert.equal(p.take(2)[0], after[0], 'a buffer made after the error is reused');
+    assert.deepEqual(poolBoundStats(p.backend), { budget: Infinity, peakUsed: 6 * MiB, destroyed: 5, destroyedBytes: 7 * MiB, purges: 1 });
   });
 
   test(`${POOL_FREE_ENV}: MiB, unbounded or the default; anything else is an error naming the variable`, () => {
@@ -149,5 +174,38 @@ describe("the buffer pool bound on Dawn's null device (a 512 MiB device)", { ski
     assert.ok(bounded.stats!.destroyed > 0 && bounded.allocated < 512 * MiB, JSON.stringify(bounded));
     const unbounded = run('unbounded');
     assert.match(unbounded.oom ?? '', /Out of memory/, JSON.stringify(unbounded));
+  });
+  test('a step too big for the device, then smaller ones: they run without a validation error (no buffer made while it ran out is reused)', () => {
+    const config: BertConfig = {
+      vocabSize: 60, hiddenSize: 32, numHiddenLayers: 2, numAttentionHeads: 2, intermediateSize: 64, hiddenAct: 'gelu',
+      hiddenDropoutProb: 0.1, attentionProbsDropoutProb: 0.1, maxPositionEmbeddings: 32, typeVocabSize: 2, layerNormEps: 1e-12,
+      padTokenId: 0, initializerRange: 0.02,
+    };
+    const script = `
+      ${STEP_IMPORTS}
+      ${STEP_SETUP}
+      const batch = (n) => {
+        const b = { inputIds: [], attentionMask: [] };
+        for (let s = 0; s < n; s++) b.inputIds.push(Array.from({ length: 32 }, (_, t) => (t === 0 ? 2 : 3 + ((s + t) % 50)))), b.attentionMask.push(Array(32).fill(1));
+        return b;
+      };
+      const step = new TrainStep(model, head, optimizer, objective, undefined, true);
+      const run = (rows, i) => step.run(rows, { lr: 1e-4, maxGradNorm: 1, dropoutSeed: i, amiSeed: 100 + i });
+      let error = null;
+      await run(batch(8192), 0).catch((err) => { error = err.message; });
+      const later = [];
+      device.addEventListener('uncapturederror', (e) => later.push(e.error.message.split('\\n')[0]));
+      const outcomes = [];
+      for (let i = 1; i < 7; i++) outcomes.push(await run(batch(32), i).then((o) => o.finite, (err) => err.message));
+      console.log(JSON.stringify({ error, later, outcomes, replayed: step.replayStats().replayed }));
+    `;
+    const out = execFileSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script,
+      JSON.stringify({ config, rows: null, objective: { ...OBJECTIVE, minLayer: 0, maxLayer: 2, targetSamples: 40, training: true } })],
+    { cwd: ROOT, env: { ...process.env, [DAWN_OPTIONS_ENV]: 'backend=null' }, encoding: 'utf8' });
+    const r = JSON.parse(out.trim().split('\n').at(-1)!) as { error: string | null; later: string[]; outcomes: (boolean | string)[]; replayed: number };
+    assert.match(r.error ?? '', /ran out of memory in a training step of 8192 rows x 32 tokens/, JSON.stringify(r));
+    assert.deepEqual(r.later, [], 'device errors in the smaller steps');
+    assert.deepEqual(r.outcomes, [true, true, true, true, true, true], JSON.stringify(r));
+    assert.ok(r.replayed >= 1, JSON.stringify(r));
   });
 });

@@ -103,7 +103,7 @@ describe('config validation', () => {
   });
 });
 
-describe('a wasm heap abort in a step', () => {
+describe('a wasm heap abort or a webgpu allocation failure in a step', () => {
   it('becomes a UserError naming the heap and what to change on wasm; other errors and backends pass through', async () => {
     const rows = { inputIds: [[1, 2, 3], [1, 2, 3]], attentionMask: [[1, 1, 1], [1, 1, 1]] };
     const abort = new WebAssembly.RuntimeError('Aborted(). Build with -sASSERTIONS for more info.');
@@ -115,6 +115,16 @@ describe('a wasm heap abort in a step', () => {
     assert.equal(explainAbort(other, stepWhat(rows)), other);
     await selectBackend('cpu');
     assert.equal(explainAbort(abort, stepWhat(rows)), abort, 'only the wasm module aborts this way');
+  });
+
+  it('an upload the webgpu device cannot allocate (a RangeError from createBuffer) becomes the out-of-memory UserError', () => {
+    const rows = { inputIds: [[1, 2, 3], [1, 2, 3]], attentionMask: [[1, 1, 1], [1, 1, 1]] };
+    const e = explainAbort(new RangeError('createBuffer failed to allocate a buffer mapped at creation.'), stepWhat(rows));
+    assert.ok(e instanceof UserError);
+    assert.equal(e.message, 'the webgpu device ran out of memory in a training step of 2 rows x 3 tokens (createBuffer failed to ' +
+      'allocate a buffer mapped at creation.): lower train.batchSize or data.maxSeqLen, or choose another backend (--backend)');
+    const other = new RangeError('Invalid array length');
+    assert.equal(explainAbort(other, stepWhat(rows)), other);
   });
 });
 

@@ -19,7 +19,7 @@ import { UserError } from '../errors.js';
 import { tf } from '../model/tf.js';
 import { bindGroupCacheOf } from '../kernels/platform/bindGroupCache.js';
 import { internalsOf } from '../kernels/platform/webgpuPrograms.js';
-import { GpuOutOfMemoryError, outOfMemoryError } from '../kernels/platform/gpuMemory.js';
+import { GpuOutOfMemoryError, mappedAllocationFailure, outOfMemoryError } from '../kernels/platform/gpuMemory.js';
 import { noteStepValue } from '../kernels/replay/index.js';
 import { StepReplay, type StepReplayStats } from '../kernels/replay/webgpu.js';
 import type { AdamW, NamedParam } from './adamw.js';
@@ -304,13 +304,15 @@ const OOM_LOWER = 'train.batchSize or data.maxSeqLen';
 
 /**
  * The wasm module's abort (`RuntimeError: Aborted()`, its out-of-memory end), and the webgpu device's running out of
- * memory (a read's GpuOutOfMemoryError, or a replay's read that failed), in `what` (by default a training step: see
- * stepWhat), as a UserError that says what to lower (`lower`, by default the step's batch size and length); any other
+ * memory (a read's GpuOutOfMemoryError, a replay's read that failed, an upload's RangeError), in `what` (stepWhat for
+ * a training step), as a UserError that says what to lower (`lower`, by default the step's batch size and length); any other
  * error unchanged. BERT-base at batch 64 (128 rows of 32 tokens) does not fit wasm's heap: its weights, moments and
  * gradients take ~1.8 GB and the activations kept for the backward pass the rest.
  */
 export function explainAbort(err: unknown, what: string, lower = OOM_LOWER): unknown {
   if (err instanceof GpuOutOfMemoryError) return new GpuOutOfMemoryError(err.reported, what, lower);
+  const upload = mappedAllocationFailure(err);
+  if (upload !== null) return new GpuOutOfMemoryError(upload, what, lower);
   if (err instanceof Error && err.name === 'OperationError' && tf.getBackend() === 'webgpu') return outOfMemoryError(what, lower) ?? err;
   if (!(err instanceof Error) || !err.message.startsWith('Aborted(') || tf.getBackend() !== 'wasm') return err;
   return new UserError(`the wasm backend ran out of its ${WASM_HEAP_GB} GB heap in ${what} ` +

@@ -17,7 +17,15 @@
  *
  * The budget: POOL_FREE_ENV, in MiB; by default FREE_PER_PEAK times the most bytes the pool has had in use at once,
  * and at least MIN_FREE_BYTES; `unbounded`: TF.js's own pool.
+ *
+ * After the device runs out of memory (a GPUOutOfMemoryError, gpuMemory.ts), some buffers of the pool are invalid:
+ * their creation failed, and any command that binds one fails. WebGPU does not say which. So the pool is purged: its
+ * free buffers are destroyed at once, and every buffer in use then is destroyed when it is given back instead of
+ * waiting for reuse. A caller that catches the error, frees memory or lowers its batch and goes on gets only buffers
+ * made after it; without the purge the next allocations of those sizes could take an invalid buffer and compute
+ * nothing, silently. Buffers in use stay usable (the model's weights are valid buffers).
  */
+import { isOutOfMemory } from './gpuMemory.js';
 
 /** Environment variable: the pool's free bytes kept at most, in MiB, or `unbounded`. */
 export const POOL_FREE_ENV = 'MICSE_WEBGPU_POOL_FREE_MB';
@@ -44,7 +52,9 @@ interface PoolInternals {
   numFreeBuffers: number;
   numBytesUsed: number;
   numBytesAllocated: number;
+  usedBuffers: Map<string, GPUBuffer[]>;
   acquireBuffer(size: number, usage: number, mappedAtCreation?: boolean, reuse?: boolean): GPUBuffer;
+  releaseBuffer(buffer: GPUBuffer, reuse?: boolean): void;
 }
 
 /** What a bound pool has done (tests and the bench read it). */
@@ -53,9 +63,11 @@ export interface PoolBoundStats {
   budget: number;
   /** The most bytes in use at once. */
   peakUsed: number;
-  /** Buffers destroyed, and their bytes. */
+  /** Buffers destroyed, and their bytes (the budget's and the purges'). */
   destroyed: number;
   destroyedBytes: number;
+  /** Purges after the device ran out of memory. */
+  purges: number;
 }
 
 class BoundPool {
@@ -66,7 +78,7 @@ class BoundPool {
 
   constructor(private readonly pool: PoolInternals, bound: PoolBound) {
     this.bound = bound;
-    this.stats = { budget: 0, peakUsed: pool.numBytesUsed, destroyed: 0, destroyedBytes: 0 };
+    this.stats = { budget: 0, peakUsed: pool.numBytesUsed, destroyed: 0, destroyedBytes: 0, purges: 0 };
     this.stats.budget = this.budget();
   }
 
@@ -94,16 +106,40 @@ class BoundPool {
       if (k === key) continue;
       const list = p.freeBuffers.get(k);
       if (list === undefined || list.length === 0) continue;
-      for (const b of list) {
-        p.numBytesAllocated -= b.size;
-        this.stats.destroyed += 1;
-        this.stats.destroyedBytes += b.size;
-        b.destroy();
-      }
-      p.numFreeBuffers -= list.length;
-      list.length = 0;
+      this.destroyFree(list);
       if (p.numBytesAllocated - p.numBytesUsed <= this.stats.budget) return;
     }
+  }
+
+  /** Destroys the buffers of a free list and empties it. */
+  private destroyFree(list: GPUBuffer[]): void {
+    for (const b of list) {
+      this.pool.numBytesAllocated -= b.size;
+      this.stats.destroyed += 1;
+      this.stats.destroyedBytes += b.size;
+      b.destroy();
+    }
+    this.pool.numFreeBuffers -= list.length;
+    list.length = 0;
+  }
+
+  /** Buffers in use at the last purge: destroyed when given back (release). */
+  private readonly condemned = new WeakSet<GPUBuffer>();
+
+  /** After the device ran out of memory (module comment). */
+  purge(): void {
+    this.stats.purges += 1;
+    for (const list of this.pool.freeBuffers.values()) this.destroyFree(list);
+    for (const list of this.pool.usedBuffers.values()) for (const b of list) this.condemned.add(b);
+  }
+
+  /** Whether `buffer`, given back, is destroyed rather than kept for reuse. */
+  condemns(buffer: GPUBuffer): boolean {
+    if (!this.condemned.has(buffer)) return false;
+    this.condemned.delete(buffer);
+    this.stats.destroyed += 1;
+    this.stats.destroyedBytes += buffer.size;
+    return true;
   }
 
   afterAcquire(): void {
@@ -117,9 +153,10 @@ class BoundPool {
 
 const bound = new WeakMap<object, BoundPool>();
 
-/** The backend's pool, as tfjs-backend-webgpu 4.22.0's WebGPUBackend has it. */
+/** The backend's pool and device, as tfjs-backend-webgpu 4.22.0's WebGPUBackend has them. */
 interface HasPool {
   bufferManager: unknown;
+  device: Pick<GPUDevice, 'addEventListener'>;
 }
 
 /**
@@ -135,6 +172,11 @@ export function boundBufferPool(backend: HasPool, b: PoolBound): void {
   }
   const state = new BoundPool(pool, b);
   bound.set(pool, state);
+  backend.device.addEventListener('uncapturederror', (e) => {
+    if (isOutOfMemory((e as GPUUncapturedErrorEvent).error)) state.purge();
+  });
+  const release = pool.releaseBuffer.bind(pool);
+  pool.releaseBuffer = (buffer, reuse = true) => release(buffer, reuse && !state.condemns(buffer));
   const acquire = pool.acquireBuffer.bind(pool);
   pool.acquireBuffer = (size, usage, mappedAtCreation = false, reuse = true) => {
     const key = `${size}_${usage}`;
@@ -147,19 +189,19 @@ export function boundBufferPool(backend: HasPool, b: PoolBound): void {
 }
 
 /** Marks the pool's free lists of `keys` used now (a replayed step runs over them without taking them). */
-export function touchPoolKeys(backend: HasPool, keys: Iterable<string>): void {
+export function touchPoolKeys(backend: Pick<HasPool, 'bufferManager'>, keys: Iterable<string>): void {
   const state = bound.get(backend.bufferManager as object);
   if (state === undefined) return;
   for (const k of keys) state.use(k);
 }
 
 /** What the bound of `backend`'s pool has done, or undefined when it has none. */
-export function poolBoundStats(backend: HasPool): PoolBoundStats | undefined {
+export function poolBoundStats(backend: Pick<HasPool, 'bufferManager'>): PoolBoundStats | undefined {
   return bound.get(backend.bufferManager as object)?.stats;
 }
 
 /** The bound of `backend`'s pool in words, for the backend's description. */
-export function describePoolBound(backend: HasPool): string {
+export function describePoolBound(backend: Pick<HasPool, 'bufferManager'>): string {
   const state = bound.get(backend.bufferManager as object);
   if (state === undefined || state.bound === 'unbounded') return 'keeps every buffer (unbounded)';
   if (state.bound === 'peak') return `free buffers kept to ${FREE_PER_PEAK}x the most in use at once, at least ${MIN_FREE_BYTES / 2 ** 20} MiB`;

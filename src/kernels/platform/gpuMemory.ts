@@ -7,7 +7,8 @@
  * `watchOutOfMemory` listens on the device and wraps the backend's `read` (the webgpu backend's factory calls it):
  * the listener keeps the first such error and holds it and the validation errors that follow it off the console
  * (Dawn prints each, several lines, otherwise); a read after it, resolved or failed, throws GpuOutOfMemoryError
- * instead, once (a later failure is reported as itself). The training step, which reads without the backend on a
+ * instead, once (a later failure is reported as itself). A synchronous read (dataSync, through a canvas in a page)
+ * throws it where the device reported the error before the read returned. The training step, which reads without the backend on a
  * replay, asks `outOfMemoryError` itself (train/step.ts). No TF.js import here.
  */
 import { UserError } from '../../errors.js';
@@ -25,17 +26,22 @@ export class GpuOutOfMemoryError extends UserError {
   }
 }
 
+/** Whether a device error is a GPUOutOfMemoryError (by its class's name where the global is not defined). */
+export function isOutOfMemory(err: GPUError): boolean {
+  return typeof GPUOutOfMemoryError !== 'undefined' ? err instanceof GPUOutOfMemoryError : err.constructor.name === 'GPUOutOfMemoryError';
+}
+
 /** The backend's read, as tfjs-backend-webgpu's WebGPUBackend has it. */
 interface Reads {
   read(dataId: object): Promise<unknown>;
+  readSync(dataId: object): unknown;
 }
 
 /** Listens for `device`'s out-of-memory errors and makes `backend`'s reads throw after one (see the module comment). */
 export function watchOutOfMemory(device: GPUDevice, backend: Reads): void {
   device.addEventListener('uncapturederror', (e) => {
     const err = (e as GPUUncapturedErrorEvent).error;
-    const oom = typeof GPUOutOfMemoryError !== 'undefined' ? err instanceof GPUOutOfMemoryError : err.constructor.name === 'GPUOutOfMemoryError';
-    if (oom) reported ??= err.message.split('\n')[0]!.trim();
+    if (isOutOfMemory(err)) reported ??= err.message.split('\n')[0]!.trim();
     if (reported !== null) e.preventDefault();
   });
   const read = backend.read.bind(backend);
@@ -50,6 +56,21 @@ export function watchOutOfMemory(device: GPUDevice, backend: Reads): void {
     if (oom !== null) throw oom;
     return values;
   };
+  const readSync = backend.readSync.bind(backend);
+  backend.readSync = (dataId) => {
+    const values = readSync(dataId);
+    const oom = outOfMemoryError('a computation');
+    if (oom !== null) throw oom;
+    return values;
+  };
+}
+
+/**
+ * What a buffer mapped at creation that the device could not allocate (the backend's uploads) throws at once: a
+ * RangeError, not a device error. Its message where `err` is one, else null.
+ */
+export function mappedAllocationFailure(err: unknown): string | null {
+  return err instanceof RangeError && /createBuffer failed to allocate/.test(err.message) ? err.message : null;
 }
 
 /**
