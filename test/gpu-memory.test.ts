@@ -1,18 +1,23 @@
 /**
- * The bound on the webgpu buffer pool's free buffers (src/kernels/platform/bufferPool.ts).
+ * The webgpu device's memory: the bound on the buffer pool's free buffers and its purge after an out-of-memory
+ * error (src/kernels/platform/bufferPool.ts), and the reads that report the error (gpuMemory.ts).
  *
  * On tfjs-backend-webgpu's own BufferManager over a device that only counts (no GPU): an allocation that finds no
  * free buffer of its key destroys the free lists used least recently, whole, until the free bytes are within the
  * budget, never its own key; a replayed step's keys (touchPoolKeys) count as used; the default budget follows the
- * most bytes in use at once, with a floor; `unbounded` keeps everything; POOL_FREE_ENV's text is checked.
+ * most bytes in use at once, with a floor; `unbounded` keeps everything; POOL_FREE_ENV's text is checked; after an
+ * out-of-memory error the free buffers are destroyed, and the buffers in use then when given back. A read, and a
+ * synchronous read, after the device reported the error throw GpuOutOfMemoryError once.
  * On Dawn's null device (a 512 MiB device): a model trained over batch lengths cycling 8..64 stays within the
- * device, where TF.js's own pool, which keeps every length's buffers, runs out of it.
+ * device, where TF.js's own pool, which keeps every length's buffers, runs out of it; after a step too big for the
+ * device, smaller steps run without a device error.
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { describe, test } from 'node:test';
 import { BufferManager } from '@tensorflow/tfjs-backend-webgpu/dist/buffer_manager.js';
 import { boundBufferPool, MIN_FREE_BYTES, parsePoolBound, poolBoundStats, POOL_FREE_ENV, touchPoolKeys, type PoolBound } from '../src/kernels/platform/bufferPool.js';
+import { GpuOutOfMemoryError, watchOutOfMemory } from '../src/kernels/platform/gpuMemory.js';
 import { DAWN_OPTIONS_ENV } from '../src/model/backend.js';
 import type { BertConfig } from '../src/model/config.js';
 import { nullDeviceSkipReason, OBJECTIVE, ROOT, STEP_IMPORTS, STEP_SETUP } from './helpers.js';
@@ -135,6 +140,26 @@ describe('the buffer pool bound', () => {
     for (const bad of ['-1', 'lots', 'Infinity']) {
       assert.throws(() => parsePoolBound(bad), new RegExp(`${POOL_FREE_ENV}='${bad}': expected MiB`));
     }
+  });
+});
+
+describe('the reads after an out-of-memory error', () => {
+  test('read and readSync throw GpuOutOfMemoryError once the device reported one, once', async () => {
+    const listeners: ((e: Event) => void)[] = [];
+    const device = { addEventListener: (_type: string, f: (e: Event) => void) => listeners.push(f) } as unknown as GPUDevice;
+    const backend = { read: async (_id: object): Promise<unknown> => new Float32Array(1), readSync: (_id: object): unknown => new Float32Array(1) };
+    watchOutOfMemory(device, backend);
+    class GPUOutOfMemoryError {
+      readonly message = 'Out of memory.\n - While calling [Device].CreateBuffer';
+    }
+    const report = (): void => listeners.forEach((f) => f({ error: new GPUOutOfMemoryError(), preventDefault() {} } as unknown as Event));
+    assert.ok(backend.readSync({}) instanceof Float32Array);
+    report();
+    assert.throws(() => backend.readSync({}), (err: unknown) => err instanceof GpuOutOfMemoryError && /in a computation \(Out of memory\.\)/.test(err.message));
+    assert.ok(backend.readSync({}) instanceof Float32Array, 'thrown once');
+    report();
+    await assert.rejects(backend.read({}), GpuOutOfMemoryError);
+    assert.ok((await backend.read({})) instanceof Float32Array, 'thrown once');
   });
 });
 
