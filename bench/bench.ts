@@ -60,7 +60,7 @@ import { hostCores } from '../src/kernels/platform/simdThreads.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 /** ../shared beside the checkout, or $MICSE_SHARED_DIR. */
-const SHARED_DATA = path.join(process.env['MICSE_SHARED_DIR'] || path.resolve(HERE, '..', '..', 'shared'), 'data');
+export const SHARED_DATA = path.join(process.env['MICSE_SHARED_DIR'] || path.resolve(HERE, '..', '..', 'shared'), 'data');
 const BYTES_PER_MB = 2 ** 20;
 
 export const SIZES = {

@@ -2,7 +2,7 @@
  * `MICSE_DAWN_OPTIONS=backend=null npx tsx bench/replay-shapes.ts [--steps N] [--batch B] [--max-seq-len T] [--replay 0|1]
  * [--precision fp32|mixed]`:
  * how much of a webgpu run the step replay (src/kernels/replay/webgpu.ts) covers when the batch length varies as
- * the trainer's batches of ../shared/data/wiki1m-head.txt do (TwoViewBatchIterator with the bert-base-uncased
+ * the trainer's batches of ../shared/data/wiki1m-head.txt ($MICSE_SHARED_DIR/data where set) do (TwoViewBatchIterator with the bert-base-uncased
  * tokenizer, the trainer's default seed; each batch padded to its longest row). Runs `--steps` steps (default two
  * epochs) of the bench's tiny model at hidden size `--hidden` (default 64) on the first `--sentences` sentences (default 8)
  * of each batch, at the batch's length (the pool's free buffers within their budget, bufferPool.ts: at 64 sentences,
@@ -15,6 +15,7 @@
  * scale. Last, the buffer pool at the end: its bytes, the most in use at once, the budget and what it destroyed. On
  * Dawn's null device (which runs nothing) a step is all host.
  */
+import path from 'node:path';
 import { BertTokenizer } from '../src/data/tokenizer.js';
 import { TwoViewBatchIterator } from '../src/data/batches.js';
 import { readAll } from '../src/data/readers.js';
@@ -28,14 +29,13 @@ import { REPLAY_ENV, TrainStep, trainableParams } from '../src/train/step.js';
 import { defaultConfig } from '../src/train/config.js';
 import { stepPrecision } from '../src/train/loop.js';
 import { poolBoundStats, POOL_FREE_ENV } from '../src/kernels/platform/bufferPool.js';
-import { BENCH_DEFAULTS, SIZES } from './bench.js';
+import { BENCH_DEFAULTS, SHARED_DATA, SIZES } from './bench.js';
 
 const args = process.argv.slice(2);
 const flag = (name: string, fallback: string): string => {
   const i = args.indexOf(name);
   return i < 0 ? fallback : args[i + 1] ?? fallback;
 };
-const DATA = new URL('../../shared/data/', import.meta.url).pathname;
 const batchSize = Number(flag('--batch', '64'));
 const maxSeqLen = Number(flag('--max-seq-len', '64'));
 const replay = flag('--replay', '1') === '1';
@@ -46,8 +46,8 @@ const c = defaultConfig();
 const precisionName = flag('--precision', 'fp32');
 if (precisionName !== 'fp32' && precisionName !== 'mixed') throw new Error(`--precision fp32 or mixed, got ${precisionName}`);
 c.train.precision = precisionName;
-const sentences = (await readAll(`${DATA}wiki1m-head.txt`)).lines.map((l) => l.text);
-const tokenizer = await BertTokenizer.fromDir(`${DATA}bert-base-uncased`);
+const sentences = (await readAll(path.join(SHARED_DATA, 'wiki1m-head.txt'))).lines.map((l) => l.text);
+const tokenizer = await BertTokenizer.fromDir(path.join(SHARED_DATA, 'bert-base-uncased'));
 const batches = new TwoViewBatchIterator({ sentences, tokenizer, batchSize, maxSeqLen, seed: c.train.seed });
 const steps = Number(flag('--steps', String(2 * batches.stepsPerEpoch)));
 
