@@ -75,6 +75,8 @@ class BoundPool {
   bound: PoolBound;
   /** Keys by their last use, least recent first (a use deletes and sets the key). */
   private readonly lastUse = new Map<string, true>();
+  /** Buffers in use at a purge: destroyed when given back (condemns). */
+  private readonly condemned = new WeakSet<GPUBuffer>();
 
   constructor(private readonly pool: PoolInternals, bound: PoolBound) {
     this.bound = bound;
@@ -123,9 +125,6 @@ class BoundPool {
     list.length = 0;
   }
 
-  /** Buffers in use at the last purge: destroyed when given back (release). */
-  private readonly condemned = new WeakSet<GPUBuffer>();
-
   /** After the device ran out of memory (module comment). */
   purge(): void {
     this.stats.purges += 1;
@@ -151,7 +150,8 @@ class BoundPool {
   }
 }
 
-const bound = new WeakMap<object, BoundPool>();
+/** The bound pools, by their BufferManager. */
+const pools = new WeakMap<object, BoundPool>();
 
 /** The backend's pool and device, as tfjs-backend-webgpu 4.22.0's WebGPUBackend has them. */
 interface HasPool {
@@ -165,13 +165,13 @@ interface HasPool {
  */
 export function boundBufferPool(backend: HasPool, b: PoolBound): void {
   const pool = backend.bufferManager as PoolInternals;
-  const existing = bound.get(pool);
+  const existing = pools.get(pool);
   if (existing !== undefined) {
     existing.setBound(b);
     return;
   }
   const state = new BoundPool(pool, b);
-  bound.set(pool, state);
+  pools.set(pool, state);
   backend.device.addEventListener('uncapturederror', (e) => {
     if (isOutOfMemory((e as GPUUncapturedErrorEvent).error)) state.purge();
   });
@@ -190,19 +190,19 @@ export function boundBufferPool(backend: HasPool, b: PoolBound): void {
 
 /** Marks the pool's free lists of `keys` used now (a replayed step runs over them without taking them). */
 export function touchPoolKeys(backend: Pick<HasPool, 'bufferManager'>, keys: Iterable<string>): void {
-  const state = bound.get(backend.bufferManager as object);
+  const state = pools.get(backend.bufferManager as object);
   if (state === undefined) return;
   for (const k of keys) state.use(k);
 }
 
 /** What the bound of `backend`'s pool has done, or undefined when it has none. */
 export function poolBoundStats(backend: Pick<HasPool, 'bufferManager'>): PoolBoundStats | undefined {
-  return bound.get(backend.bufferManager as object)?.stats;
+  return pools.get(backend.bufferManager as object)?.stats;
 }
 
 /** The bound of `backend`'s pool in words, for the backend's description. */
 export function describePoolBound(backend: Pick<HasPool, 'bufferManager'>): string {
-  const state = bound.get(backend.bufferManager as object);
+  const state = pools.get(backend.bufferManager as object);
   if (state === undefined || state.bound === 'unbounded') return 'keeps every buffer (unbounded)';
   if (state.bound === 'peak') return `free buffers kept to ${FREE_PER_PEAK}x the most in use at once, at least ${MIN_FREE_BYTES / 2 ** 20} MiB`;
   return `free buffers kept to ${state.bound.bytes / 2 ** 20} MiB`;
