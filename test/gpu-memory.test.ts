@@ -161,6 +161,24 @@ describe('the reads after an out-of-memory error', () => {
     await assert.rejects(backend.read({}), GpuOutOfMemoryError);
     assert.ok((await backend.read({})) instanceof Float32Array, 'thrown once');
   });
+
+  test('a buffer past the device\'s limits is reported the same way, naming the limit; another validation error is not', async () => {
+    const listeners: ((e: Event) => void)[] = [];
+    const device = { addEventListener: (_type: string, f: (e: Event) => void) => listeners.push(f) } as unknown as GPUDevice;
+    const backend = { read: async (_id: object): Promise<unknown> => new Float32Array(1), readSync: (_id: object): unknown => new Float32Array(1) };
+    watchOutOfMemory(device, backend);
+    class GPUValidationError {
+      constructor(readonly message: string) {}
+    }
+    const report = (message: string): void => listeners.forEach((f) => f({ error: new GPUValidationError(message), preventDefault() {} } as unknown as Event));
+    report('[Invalid Buffer (unlabeled)] is invalid due to a previous error.');
+    assert.ok((await backend.read({})) instanceof Float32Array);
+    report('Buffer size (1098304000) exceeds the max buffer size limit (268435456).\n - While calling [Device].CreateBuffer([BufferDescriptor ""]).');
+    await assert.rejects(backend.read({}), (err: unknown) => err instanceof GpuOutOfMemoryError && err.message ===
+      'a tensor in a computation is larger than the webgpu device allows in one buffer (Buffer size (1098304000) exceeds the max buffer size ' +
+      'limit (268435456).): lower the batch size (train.batchSize, or --batch-size) or the sequence length (data.maxSeqLen, or --max-length), ' +
+      'or choose another backend (--backend)');
+  });
 });
 
 describe("the buffer pool bound on Dawn's null device (a 512 MiB device)", { skip: NULL_DEVICE_SKIP }, () => {

@@ -14,7 +14,7 @@
  * wiki1m-head.txt and STS-B dev, skipped without it; bench/device/pack.sh carries those parts to a GPU machine).
  */
 import assert from 'node:assert/strict';
-import { promises as fs } from 'node:fs';
+import { existsSync, promises as fs, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
@@ -521,6 +521,19 @@ describe("WebGPU on Dawn's null device (every machine with the webgpu package, C
     assert.equal(r.stderr.trim().split('\n').at(-1), 'micse: the webgpu device ran out of memory in the STS-B dev evaluation ' +
       '(train.evalBatchSize 2048 sentences a batch) (Out of memory.): lower train.evalBatchSize, or choose another backend (--backend)');
     assert.doesNotMatch(r.stderr, /While calling|internal error/, r.stderr);
+  });
+
+  test('micse embed with a batch whose tensors pass the device\'s buffer limits: exit 2 and one line naming the limit, no Dawn output', { skip: SKIP_NO_SHARED }, () => {
+    const dir = testTempDir('webgpu-limit');
+    const input = path.join(dir, 'in.txt');
+    writeFileSync(input, readFileSync(shared('wiki1m-head.txt'), 'utf8').split('\n').slice(0, 4000).join('\n') + '\n');
+    const r = spawnSync(process.execPath, ['bin/micse.js', 'embed', '--model', shared('hf-reference', 'tiny-h32-l4'), '--input', input,
+      '--output', path.join(dir, 'out.jsonl'), '--backend', 'webgpu', '--batch-size', '4000'],
+    { cwd: ROOT, env: { ...process.env, [DAWN_OPTIONS_ENV]: 'backend=null' }, encoding: 'utf8' });
+    assert.equal(r.status, 2, r.stderr);
+    assert.match(r.stderr.trim().split('\n').at(-1)!, /^micse: a tensor in a computation is larger than the webgpu device allows in one buffer \((Binding size|Buffer size) \(\d+\).*\): lower the batch size/);
+    assert.doesNotMatch(r.stderr, /While calling|validation:/, r.stderr);
+    assert.equal(existsSync(path.join(dir, 'out.jsonl')), false, 'no output written');
   });
 
   test(`an adapter option that matches nothing: the error names ${DAWN_OPTIONS_ENV}, and auto goes on past webgpu`, () => {

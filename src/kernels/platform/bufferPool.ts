@@ -18,14 +18,14 @@
  * The budget: POOL_FREE_ENV, in MiB; by default FREE_PER_PEAK times the most bytes the pool has had in use at once,
  * and at least MIN_FREE_BYTES; `unbounded`: TF.js's own pool.
  *
- * After the device runs out of memory (a GPUOutOfMemoryError, gpuMemory.ts), some buffers of the pool are invalid:
- * their creation failed, and any command that binds one fails. WebGPU does not say which. So the pool is purged: its
+ * After the device runs out of memory (a GPUOutOfMemoryError, or a buffer past its limits: gpuMemory.ts), some
+ * buffers of the pool are invalid: their creation failed, and any command that binds one fails. WebGPU does not say which. So the pool is purged: its
  * free buffers are destroyed at once, and every buffer in use then is destroyed when it is given back instead of
  * waiting for reuse. A caller that catches the error, frees memory or lowers its batch and goes on gets only buffers
  * made after it; without the purge the next allocations of those sizes could take an invalid buffer and compute
  * nothing, silently. Buffers in use stay usable (the model's weights are valid buffers).
  */
-import { isOutOfMemory } from './gpuMemory.js';
+import { isAllocationError } from './gpuMemory.js';
 
 /** Environment variable: the pool's free bytes kept at most, in MiB, or `unbounded`. */
 export const POOL_FREE_ENV = 'MICSE_WEBGPU_POOL_FREE_MB';
@@ -173,7 +173,7 @@ export function boundBufferPool(backend: HasPool, b: PoolBound): void {
   const state = new BoundPool(pool, b);
   pools.set(pool, state);
   backend.device.addEventListener('uncapturederror', (e) => {
-    if (isOutOfMemory((e as GPUUncapturedErrorEvent).error)) state.purge();
+    if (isAllocationError((e as GPUUncapturedErrorEvent).error)) state.purge();
   });
   const release = pool.releaseBuffer.bind(pool);
   pool.releaseBuffer = (buffer, reuse = true) => release(buffer, reuse && !state.condemns(buffer));
