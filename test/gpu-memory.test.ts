@@ -143,37 +143,39 @@ describe('the buffer pool bound', () => {
   });
 });
 
+/** A backend whose reads watchOutOfMemory wraps, over a device whose uncaptured errors `report` raises. */
+function watchedReads() {
+  const listeners: ((e: Event) => void)[] = [];
+  const device = { addEventListener: (_type: string, f: (e: Event) => void) => listeners.push(f) } as unknown as GPUDevice;
+  const backend = { read: async (_id: object): Promise<unknown> => new Float32Array(1), readSync: (_id: object): unknown => new Float32Array(1) };
+  watchOutOfMemory(device, backend);
+  const report = (error: object): void => listeners.forEach((f) => f({ error, preventDefault() {} } as unknown as Event));
+  return { backend, report };
+}
+
 describe('the reads after an out-of-memory error', () => {
   test('read and readSync throw GpuOutOfMemoryError once the device reported one, once', async () => {
-    const listeners: ((e: Event) => void)[] = [];
-    const device = { addEventListener: (_type: string, f: (e: Event) => void) => listeners.push(f) } as unknown as GPUDevice;
-    const backend = { read: async (_id: object): Promise<unknown> => new Float32Array(1), readSync: (_id: object): unknown => new Float32Array(1) };
-    watchOutOfMemory(device, backend);
+    const { backend, report } = watchedReads();
     class GPUOutOfMemoryError {
       readonly message = 'Out of memory.\n - While calling [Device].CreateBuffer';
     }
-    const report = (): void => listeners.forEach((f) => f({ error: new GPUOutOfMemoryError(), preventDefault() {} } as unknown as Event));
     assert.ok(backend.readSync({}) instanceof Float32Array);
-    report();
+    report(new GPUOutOfMemoryError());
     assert.throws(() => backend.readSync({}), (err: unknown) => err instanceof GpuOutOfMemoryError && /in a computation \(Out of memory\.\)/.test(err.message));
     assert.ok(backend.readSync({}) instanceof Float32Array, 'thrown once');
-    report();
+    report(new GPUOutOfMemoryError());
     await assert.rejects(backend.read({}), GpuOutOfMemoryError);
     assert.ok((await backend.read({})) instanceof Float32Array, 'thrown once');
   });
 
   test('a buffer past the device\'s limits is reported the same way, naming the limit; another validation error is not', async () => {
-    const listeners: ((e: Event) => void)[] = [];
-    const device = { addEventListener: (_type: string, f: (e: Event) => void) => listeners.push(f) } as unknown as GPUDevice;
-    const backend = { read: async (_id: object): Promise<unknown> => new Float32Array(1), readSync: (_id: object): unknown => new Float32Array(1) };
-    watchOutOfMemory(device, backend);
+    const { backend, report } = watchedReads();
     class GPUValidationError {
       constructor(readonly message: string) {}
     }
-    const report = (message: string): void => listeners.forEach((f) => f({ error: new GPUValidationError(message), preventDefault() {} } as unknown as Event));
-    report('[Invalid Buffer (unlabeled)] is invalid due to a previous error.');
+    report(new GPUValidationError('[Invalid Buffer (unlabeled)] is invalid due to a previous error.'));
     assert.ok((await backend.read({})) instanceof Float32Array);
-    report('Buffer size (1098304000) exceeds the max buffer size limit (268435456).\n - While calling [Device].CreateBuffer([BufferDescriptor ""]).');
+    report(new GPUValidationError('Buffer size (1098304000) exceeds the max buffer size limit (268435456).\n - While calling [Device].CreateBuffer([BufferDescriptor ""]).'));
     await assert.rejects(backend.read({}), (err: unknown) => err instanceof GpuOutOfMemoryError && err.message ===
       'a tensor in a computation is larger than the webgpu device allows in one buffer (Buffer size (1098304000) exceeds the max buffer size ' +
       'limit (268435456).): lower the batch size (train.batchSize, or --batch-size) or the sequence length (data.maxSeqLen, or --max-length), ' +
@@ -181,71 +183,70 @@ describe('the reads after an out-of-memory error', () => {
   });
 });
 
+/** A two-layer BERT config of the null-device tests. */
+function bert(hiddenSize: number, numAttentionHeads: number, intermediateSize: number, maxPositionEmbeddings: number): BertConfig {
+  return {
+    vocabSize: 60, hiddenSize, numHiddenLayers: 2, numAttentionHeads, intermediateSize, hiddenAct: 'gelu', hiddenDropoutProb: 0.1,
+    attentionProbsDropoutProb: 0.1, maxPositionEmbeddings, typeVocabSize: 2, layerNormEps: 1e-12, padTokenId: 0, initializerRange: 0.02,
+  };
+}
+
+/**
+ * Runs `body` after STEP_IMPORTS and STEP_SETUP (a model of `config`) in a child process on Dawn's null device, with
+ * `rowsOf(n, T)` defined (n rows of T tokens); returns its last line of output, parsed.
+ */
+function onNullDevice<T>(config: BertConfig, body: string, env: NodeJS.ProcessEnv = {}): T {
+  const script = `
+    ${STEP_IMPORTS}
+    ${STEP_SETUP}
+    const rowsOf = (n, T) => {
+      const b = { inputIds: [], attentionMask: [] };
+      for (let s = 0; s < n; s++) b.inputIds.push(Array.from({ length: T }, (_, t) => (t === 0 ? 2 : 3 + ((s + t) % 50)))), b.attentionMask.push(Array(T).fill(1));
+      return b;
+    };
+    ${body}`;
+  const out = execFileSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script,
+    JSON.stringify({ config, rows: null, objective: { ...OBJECTIVE, minLayer: 0, maxLayer: 2, targetSamples: 40, training: true } })],
+  { cwd: ROOT, env: { ...process.env, [DAWN_OPTIONS_ENV]: 'backend=null', ...env }, encoding: 'utf8' });
+  return JSON.parse(out.trim().split('\n').at(-1)!) as T;
+}
+
 describe("the buffer pool bound on Dawn's null device (a 512 MiB device)", { skip: NULL_DEVICE_SKIP }, () => {
   test('training over batch lengths 8..64 stays within the device; without the bound the pool runs out of it', () => {
-    const config: BertConfig = {
-      vocabSize: 60, hiddenSize: 64, numHiddenLayers: 2, numAttentionHeads: 4, intermediateSize: 256, hiddenAct: 'gelu',
-      hiddenDropoutProb: 0.1, attentionProbsDropoutProb: 0.1, maxPositionEmbeddings: 64, typeVocabSize: 2, layerNormEps: 1e-12,
-      padTokenId: 0, initializerRange: 0.02,
-    };
-    const script = `
-      ${STEP_IMPORTS}
-      ${STEP_SETUP}
+    const body = `
       const { poolBoundStats } = await import(${JSON.stringify(new URL('../src/kernels/platform/bufferPool.ts', import.meta.url).href)});
       let oom = null;
       device.addEventListener('uncapturederror', (e) => { oom ??= e.error.message.split('\\n')[0]; e.preventDefault(); });
       const step = new TrainStep(model, head, optimizer, objective, undefined, false);
       let steps = 0;
       for (let T = 8; T <= 64 && oom === null; T += 2) {
-        const rows = { inputIds: [], attentionMask: [] };
-        for (let s = 0; s < 32; s++) rows.inputIds.push(Array.from({ length: T }, (_, t) => (t === 0 ? 2 : 3 + ((s + t) % 50)))), rows.attentionMask.push(Array(T).fill(1));
-        await step.run(rows, { lr: 1e-4, maxGradNorm: 1, dropoutSeed: T, amiSeed: T }).catch((err) => { oom ??= String(err); });
+        await step.run(rowsOf(32, T), { lr: 1e-4, maxGradNorm: 1, dropoutSeed: T, amiSeed: T }).catch((err) => { oom ??= String(err); });
         steps += 1;
       }
       const pool = tf.backend().bufferManager;
       console.log(JSON.stringify({ oom, steps, allocated: pool.numBytesAllocated, stats: poolBoundStats(tf.backend()) ?? null }));
     `;
-    const run = (bound: string) => {
-      const out = execFileSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script,
-        JSON.stringify({ config, rows: null, objective: { ...OBJECTIVE, minLayer: 0, maxLayer: 2, targetSamples: 40, training: true } })],
-      { cwd: ROOT, env: { ...process.env, [DAWN_OPTIONS_ENV]: 'backend=null', [POOL_FREE_ENV]: bound }, encoding: 'utf8' });
-      return JSON.parse(out.trim().split('\n').at(-1)!) as { oom: string | null; steps: number; allocated: number; stats: { budget: number; destroyed: number } | null };
-    };
-    const bounded = run('');
+    type Run = { oom: string | null; steps: number; allocated: number; stats: { budget: number; destroyed: number } | null };
+    const bounded = onNullDevice<Run>(bert(64, 4, 256, 64), body, { [POOL_FREE_ENV]: '' });
     assert.equal(bounded.oom, null, JSON.stringify(bounded));
     assert.equal(bounded.steps, 29);
     assert.ok(bounded.stats!.destroyed > 0 && bounded.allocated < 512 * MiB, JSON.stringify(bounded));
-    const unbounded = run('unbounded');
+    const unbounded = onNullDevice<Run>(bert(64, 4, 256, 64), body, { [POOL_FREE_ENV]: 'unbounded' });
     assert.match(unbounded.oom ?? '', /Out of memory/, JSON.stringify(unbounded));
   });
+
   test('a step too big for the device, then smaller ones: they run without a validation error (no buffer made while it ran out is reused)', () => {
-    const config: BertConfig = {
-      vocabSize: 60, hiddenSize: 32, numHiddenLayers: 2, numAttentionHeads: 2, intermediateSize: 64, hiddenAct: 'gelu',
-      hiddenDropoutProb: 0.1, attentionProbsDropoutProb: 0.1, maxPositionEmbeddings: 32, typeVocabSize: 2, layerNormEps: 1e-12,
-      padTokenId: 0, initializerRange: 0.02,
-    };
-    const script = `
-      ${STEP_IMPORTS}
-      ${STEP_SETUP}
-      const batch = (n) => {
-        const b = { inputIds: [], attentionMask: [] };
-        for (let s = 0; s < n; s++) b.inputIds.push(Array.from({ length: 32 }, (_, t) => (t === 0 ? 2 : 3 + ((s + t) % 50)))), b.attentionMask.push(Array(32).fill(1));
-        return b;
-      };
+    const r = onNullDevice<{ error: string | null; later: string[]; outcomes: (boolean | string)[]; replayed: number }>(bert(32, 2, 64, 32), `
       const step = new TrainStep(model, head, optimizer, objective, undefined, true);
       const run = (rows, i) => step.run(rows, { lr: 1e-4, maxGradNorm: 1, dropoutSeed: i, amiSeed: 100 + i });
       let error = null;
-      await run(batch(8192), 0).catch((err) => { error = err.message; });
+      await run(rowsOf(8192, 32), 0).catch((err) => { error = err.message; });
       const later = [];
       device.addEventListener('uncapturederror', (e) => later.push(e.error.message.split('\\n')[0]));
       const outcomes = [];
-      for (let i = 1; i < 7; i++) outcomes.push(await run(batch(32), i).then((o) => o.finite, (err) => err.message));
+      for (let i = 1; i < 7; i++) outcomes.push(await run(rowsOf(32, 32), i).then((o) => o.finite, (err) => err.message));
       console.log(JSON.stringify({ error, later, outcomes, replayed: step.replayStats().replayed }));
-    `;
-    const out = execFileSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script,
-      JSON.stringify({ config, rows: null, objective: { ...OBJECTIVE, minLayer: 0, maxLayer: 2, targetSamples: 40, training: true } })],
-    { cwd: ROOT, env: { ...process.env, [DAWN_OPTIONS_ENV]: 'backend=null' }, encoding: 'utf8' });
-    const r = JSON.parse(out.trim().split('\n').at(-1)!) as { error: string | null; later: string[]; outcomes: (boolean | string)[]; replayed: number };
+    `);
     assert.match(r.error ?? '', /ran out of memory in a training step of 8192 rows x 32 tokens/, JSON.stringify(r));
     assert.deepEqual(r.later, [], 'device errors in the smaller steps');
     assert.deepEqual(r.outcomes, [true, true, true, true, true, true], JSON.stringify(r));
