@@ -321,7 +321,7 @@ export class BertModel {
     for (let i = 0; i <= lastLayer; i++) {
       const p = `encoder.layer.${i}`;
       const input = x;
-      const layer = (): tf.TensorContainer => {
+      const layer = (): LayerOutput => {
         const qkv = this.dense(input, `${p}.attention.self.qkv`, f16) as tf.Tensor3D; // [B, T, 3H]: q, k, v side by side
         // probs [B, nh, T, T] after dropout, context [B, T, H]; fused kernels on webgpu, the composed ops elsewhere
         const attention = { heads: nh, scale, rate: pAttn, seed: nextSiteSeed() };
@@ -345,9 +345,9 @@ export class BertModel {
         const h = this.addLayerNorm(attnOut, input, `${p}.attention.output.LayerNorm`, { rate: pHidden, seed: nextSiteSeed() });
         const inter = this.intermediate(h, `${p}.intermediate.dense`, f16); // [B, T, I]
         const out = this.dense(inter, `${p}.output.dense`, f16); // [B, T, H]
-        return { x: this.addLayerNorm(out, h, `${p}.output.LayerNorm`, { rate: pHidden, seed: nextSiteSeed() }), probs };
+        return { x: this.addLayerNorm(out, h, `${p}.output.LayerNorm`, { rate: pHidden, seed: nextSiteSeed() }) as tf.Tensor3D, probs }; // [B, T, H]
       };
-      const out = (inference ? tf.tidy(layer) : layer()) as { x: tf.Tensor3D; probs: tf.Tensor4D | undefined };
+      const out = inference ? tf.tidy(layer) : layer();
       if (out.probs !== undefined) attentions.push(out.probs);
       x = out.x;
       if (inference) input.dispose();
@@ -364,6 +364,9 @@ export class BertModel {
     this.disposed = true;
   }
 }
+
+/** An encoder layer's output, and its attention probabilities where the pass returns them. */
+type LayerOutput = { x: tf.Tensor3D; probs: tf.Tensor4D | undefined };
 
 /** The first token's row of every sequence: [B, T, H] -> [B, 1, H]. */
 function firstRows(x: tf.Tensor): tf.Tensor3D {
