@@ -198,13 +198,15 @@ async function trainLocked(config: TrainConfig, opts: TrainOptions, lock: PidLoc
       `too few for InfoNCE: it is left out, so each epoch skips one sentence, a different one each epoch`);
   }
 
-  const encode = async (s: string[]): Promise<number[][]> => {
+  /** Embeds for one of the run's evaluations (`what`); an out-of-memory error names it and train.evalBatchSize. */
+  const evalEncoder = (m: BertModel, t: BertTokenizer, what: string) => async (s: string[]): Promise<number[][]> => {
     try {
-      return await embed(model, tokenizer, s, { batchSize: c.train.evalBatchSize, pooler: 'cls_before_pooler' });
+      return await embed(m, t, s, { batchSize: c.train.evalBatchSize, pooler: 'cls_before_pooler' });
     } catch (err) {
-      throw explainAbort(err, `the STS-B dev evaluation (train.evalBatchSize ${c.train.evalBatchSize} sentences a batch)`, 'train.evalBatchSize');
+      throw explainAbort(err, `${what} (train.evalBatchSize ${c.train.evalBatchSize} sentences a batch)`, 'train.evalBatchSize');
     }
   };
+  const encode = evalEncoder(model, tokenizer, 'the STS-B dev evaluation');
   const metricsFile = await fs.open(path.join(runDir, METRICS_FILE), 'a');
   /** Appends one line in one write (a kill can tear only the last line, which a resume drops). */
   const appendMetrics = async (entry: object): Promise<void> => {
@@ -274,7 +276,7 @@ async function trainLocked(config: TrainConfig, opts: TrainOptions, lock: PidLoc
   if (finalData !== null && state.bestStep !== null) {
     const best = await loadPretrained(path.join(runDir, 'best'));
     result.final = await evaluateSts(
-      (s) => embed(best.model, best.tokenizer, s, { batchSize: c.train.evalBatchSize, pooler: 'cls_before_pooler' }),
+      evalEncoder(best.model, best.tokenizer, 'the final STS evaluation'),
       { data: finalData, batchSize: c.train.evalBatchSize, silent: opts.quiet },
     );
     best.model.dispose();
