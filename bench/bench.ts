@@ -707,4 +707,7 @@ async function main(): Promise<void> {
   process.exit(0);
 }
 
-if (process.argv[1] !== undefined && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) await main();
+// Run as a script (npx tsx bench/bench.ts, or the device payload's bench.mjs); not when another bench script imports
+// it, nor inside another script's bundle (there import.meta.url is that script's too).
+const entry = process.argv[1] === undefined ? '' : path.resolve(process.argv[1]);
+if (entry === fileURLToPath(import.meta.url) && /^bench\.(ts|mjs)$/.test(path.basename(entry))) await main();

@@ -9,6 +9,7 @@
 #     bench.mjs             bench/bench.ts bundled by esbuild (ESM, platform node); `webgpu` stays external
 #     adapter.mjs           bench/device/adapter.ts bundled (WebGPU adapter report and a one-kernel check)
 #     gemm.mjs              bench/gemm.ts bundled (TFLOP/s of the WebGPU matmul on BERT-base's products)
+#     replay-shapes.mjs     bench/replay-shapes.ts bundled (the replay and the buffer pool over the trainer's batch lengths)
 #     reference.py          bench/reference.py (bench.mjs runs the copy beside itself)
 #     NAME.test.mjs         each TEST.ts named on the command line, bundled (.device-run/ is one level below the
 #                           repo root, so test/helpers.ts's ROOT is the repo root there)
@@ -66,6 +67,7 @@ say "bundling bench/bench.ts, bench/device/adapter.ts and bench/gemm.ts"
 "$ESBUILD" bench/bench.ts "${ESBUILD_FLAGS[@]}" --outfile="$STAGE/bench.mjs"
 "$ESBUILD" bench/device/adapter.ts "${ESBUILD_FLAGS[@]}" --outfile="$STAGE/adapter.mjs"
 "$ESBUILD" bench/gemm.ts "${ESBUILD_FLAGS[@]}" --outfile="$STAGE/gemm.mjs"
+"$ESBUILD" bench/replay-shapes.ts "${ESBUILD_FLAGS[@]}" --outfile="$STAGE/replay-shapes.mjs"
 cp bench/reference.py "$STAGE/reference.py"
 for t in "$@"; do
   [ -f "$t" ] || { say "no test file $t"; exit 1; }

@@ -14,7 +14,8 @@
 #   4. bench tiny and small on webgpu (+ PyTorch cuda), then tiny on Dawn's null device (MICSE_DAWN_OPTIONS=backend=null:
 #      the same calls, nothing runs): this host's JS + Dawn-front-end share of a step, apart from Vulkan and the GPU;
 #      then the step replay off (MICSE_WEBGPU_REPLAY=0) and the bind-group cache off (each: tiny on the null device;
-#      GPU only: tiny and small), and (GPU only) base again
+#      GPU only: tiny and small), (GPU only) bench/replay-shapes.ts over the trainer's batch lengths with the buffer
+#      pool's budget and without it, and (GPU only) base again
 #      with Dawn's robustness transform and validation off (an A/B of the toggles)
 #   5. the packed tests (*.test.mjs) under node --test
 #   6. python3 bench/check-export.py on the packed export (transformers, sentence-transformers, onnxruntime)
@@ -210,6 +211,15 @@ if ((GPU)); then
   for size in tiny small; do
     step "bench $size, bind-group cache off" 60 env MICSE_WEBGPU_BIND_GROUP_CACHE=0 MICSE_WEBGPU_REPLAY=0 node "$DEV/bench.mjs" --backend webgpu \
       --size "$size" --steps 5 --warmup "$WARMUP" --no-reference --embed-sentences 64 --json-out "$OUT/bench-$size-nocache.json"
+  done
+fi
+
+# The buffer pool's budget (src/kernels/platform/bufferPool.ts) where batch lengths vary as the trainer's do
+# (bench/replay-shapes.ts: the tiny model at hidden 64 on the trainer's 64 sentences a batch at maxSeqLen 64, 374
+# steps): the default budget against TF.js's own pool (GPU only: the null device's 512 MB cannot hold the latter).
+if ((GPU)); then
+  for bound in budget unbounded; do
+    step "replay-shapes, pool $bound" 60 env MICSE_WEBGPU_POOL_FREE_MB="${bound/budget/}" node "$DEV/replay-shapes.mjs" --sentences 64
   done
 fi
 
