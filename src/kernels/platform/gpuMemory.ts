@@ -53,7 +53,7 @@ interface Reads {
   readSync(dataId: object): unknown;
 }
 
-/** Listens for `device`'s out-of-memory errors and makes `backend`'s reads throw after one (see the module comment). */
+/** Listens for `device`'s allocation errors (out of memory, past a limit) and makes `backend`'s reads throw after one (see the module comment). */
 export function watchOutOfMemory(device: GPUDevice, backend: Reads): void {
   device.addEventListener('uncapturederror', (e) => {
     const err = (e as GPUUncapturedErrorEvent).error;
@@ -90,8 +90,8 @@ export function mappedAllocationFailure(err: unknown): string | null {
 }
 
 /**
- * A GpuOutOfMemoryError for `what` when the device ran out of memory since the process started or the last one;
- * else null.
+ * A GpuOutOfMemoryError for `what` when the device reported an allocation error since the process started or the
+ * last one was thrown; else null.
  */
 export function outOfMemoryError(what: string, lower?: string): GpuOutOfMemoryError | null {
   if (reported === null) return null;
