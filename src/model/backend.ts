@@ -378,8 +378,8 @@ export async function selectBackend(requested: BackendName = 'auto', exclude: Ba
         useMatmulTile(tf.backend() as unknown as WebGPUBackend, parseMatmulTile(process.env[MATMUL_TILE_ENV]));
         useGemm(parseGemmMode(process.env[GEMM_ENV]));
         useBindGroupCache(tf.backend() as unknown as WebGPUBackend, process.env[BIND_GROUP_CACHE_ENV] !== '0');
+        boundBufferPool(tf.backend() as unknown as WebGPUBackend, parsePoolBound(process.env[POOL_FREE_ENV]));
       }
-      if (tfBackend === 'webgpu') boundBufferPool(tf.backend() as unknown as WebGPUBackend, parsePoolBound(process.env[POOL_FREE_ENV]));
       attempts.push({ name, ok: true, reason: requested === 'auto' ? 'first available in the auto order' : 'requested' });
       current = { requested, name, tfBackend, attempts, replacedKernels: kernels.replaced, stockOnly: kernels.stockOnly };
       return current;
@@ -410,7 +410,7 @@ export function describeSelection(sel: BackendSelection): string {
     lines.push(`  matmul tile: ${describeMatmulTile(activeMatmulTile())} (${MATMUL_TILE_ENV})`);
     lines.push(`  dense layers' products: ${describeGemmMode(activeGemmMode())} (${GEMM_ENV})`);
     lines.push(`  bind groups: ${bindGroupCacheOf(tf.backend()) === undefined ? 'made per dispatch' : 'kept across steps'} (${BIND_GROUP_CACHE_ENV})`);
+    lines.push(`  buffer pool: ${describePoolBound(tf.backend() as unknown as WebGPUBackend)} (${POOL_FREE_ENV})`);
   }
-  if (sel.tfBackend === 'webgpu' && tf.getBackend() === 'webgpu') lines.push(`  buffer pool: ${describePoolBound(tf.backend() as unknown as WebGPUBackend)} (${POOL_FREE_ENV})`);
   return lines.join('\n');
 }

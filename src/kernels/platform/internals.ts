@@ -5,8 +5,10 @@
  * - tfjs-backend-webgpu's WebGPUBackend: raw dispatches recorded into its command encoder (webgpuPrograms.ts
  *   `BackendInternals`, kernels/adamw/webgpu.ts), its programs recorded with kept bind groups and its buffer pool
  *   ordered (bindGroupCache.ts; it also reads `activeTimers`, set only while tf.time or tf.profile runs, so not
- *   checked here, and the pool's `freeBuffers` and `releaseBuffer`) and the retiled matmul program (matmulTiles.ts
- *   `PackedProgram`, which also checks each program's fields before it changes one).
+ *   checked here, and the pool's `freeBuffers` and `releaseBuffer`), its buffer pool bounded and purged after the
+ *   device runs out (bufferPool.ts: the pool's free and used lists, its byte and buffer counts, `acquireBuffer` and
+ *   `releaseBuffer`) and the retiled matmul program (matmulTiles.ts `PackedProgram`, which also checks each
+ *   program's fields before it changes one).
  * - tfjs-backend-wasm's BackendWasm and tfjs-backend-cpu's MathBackendCPU: tensor values in place (hostBackend.ts);
  *   and MathBackendCPU's `firstUse`, cleared so that it prints no "install tfjs-node" banner (hostBackend.ts
  *   skipCpuBanner; not checked here: no kernel uses it, and without it the banner prints, nothing else changes).
