@@ -73,10 +73,6 @@ export function shared(...parts: string[]): string {
 }
 
 /**
- * A fresh `micse-<name>-*` directory under the system temp folder, removed with everything in it when the calling
- * test file's tests end. Call it at a test file's top level; tests make their own folders inside it.
- */
-/**
  * The training config of the tests that compare a backend's per-step losses with the cpu run's (browser.test.ts,
  * wasm-configs.test.ts): the whole miCSE step (dropout, InfoNCE, AMI on layers 2..3 of the tiny checkpoint's 4, AdamW
  * with clipping) at batch 8 and seed 42, every step's loss logged, no evaluation; `maxSteps` steps planned, and
@@ -128,6 +124,10 @@ export async function assertExactResume(config: (output: string) => TrainConfig,
   assert.deepEqual(metrics(resumed), metrics(full));
 }
 
+/**
+ * A fresh `micse-<name>-*` directory under the system temp folder, removed with everything in it when the calling
+ * test file's tests end. Call it at a test file's top level; tests make their own folders inside it.
+ */
 export function testTempDir(name: string): string {
   const dir = mkdtempSync(path.join(os.tmpdir(), `micse-${name}-`));
   after(() => rmSync(dir, { recursive: true, force: true }));

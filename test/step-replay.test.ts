@@ -89,7 +89,8 @@ async function train(replay: boolean, plan: PlanStep[], precision?: () => StepPr
   const state = async () => Promise.all([...optimizer.params.map((p) => p.variable), ...optimizer.m.values(), ...optimizer.v.values()]
     .map(async (x) => Float32Array.from((await x.data()) as Float32Array)));
   const run: Run = { outcomes: [], replayed: [], states: [], tensorCounts: [], refusal: null, replayedByKey: null, writtenBack: 0, poolDestroyed: 0 };
-  const destroyedBefore = poolBoundStats(tf.backend() as unknown as { bufferManager: unknown })?.destroyed ?? 0;
+  const destroyed = () => poolBoundStats(tf.backend() as unknown as { bufferManager: unknown })?.destroyed ?? 0;
+  const destroyedBefore = destroyed();
   await expectNoGpuErrors(async () => {
     for (const [i, p] of plan.entries()) {
       const before = step.replayStats()?.replayed ?? 0;
@@ -106,7 +107,7 @@ async function train(replay: boolean, plan: PlanStep[], precision?: () => StepPr
   run.refusal = step.replayStats()?.lastRefusal ?? null;
   run.replayedByKey = step.replayStats()?.replayedByKey ?? null;
   run.writtenBack = step.replayStats()?.writtenBack ?? 0;
-  run.poolDestroyed = (poolBoundStats(tf.backend() as unknown as { bufferManager: unknown })?.destroyed ?? 0) - destroyedBefore;
+  run.poolDestroyed = destroyed() - destroyedBefore;
   optimizer.dispose();
   head.dispose();
   model.dispose();

@@ -479,8 +479,8 @@ describe("WebGPU on Dawn's null device (every machine with the webgpu package, C
   });
 
   test('training steps past the device\'s memory: the step during which it ran out throws a UserError saying so and what to lower, without Dawn\'s error lines', () => {
-    // One layer with 8192-wide feed-forward activations, 512 rows of 8, 9, 10, ... tokens: TF.js's pool keeps every
-    // length's buffers, so the null device's memory runs out within a few steps; its reads still resolve (with
+    // One layer with 8192-wide feed-forward activations, 512 rows of 8, 9, 10, ... tokens: a step's activations grow
+    // by ~16 MB a token, so the null device's memory runs out before 64 tokens; its reads still resolve (with
     // arbitrary values), so only the device's report tells the step that ran out from the ones before.
     const config = { ...CONFIG, hiddenSize: 64, numHiddenLayers: 1, intermediateSize: 8192, maxPositionEmbeddings: 64 };
     const script = `

@@ -305,8 +305,8 @@ const OOM_LOWER = 'train.batchSize or data.maxSeqLen';
 /**
  * The wasm module's abort (`RuntimeError: Aborted()`, its out-of-memory end), and the webgpu device's running out of
  * memory (a read's GpuOutOfMemoryError, a replay's read that failed, an upload's RangeError), in `what` (stepWhat for
- * a training step), as a UserError that says what to lower (`lower`, by default the step's batch size and length); any other
- * error unchanged. BERT-base at batch 64 (128 rows of 32 tokens) does not fit wasm's heap: its weights, moments and
+ * a training step), as a UserError that says what to lower (`lower`, by default the step's batch size and length);
+ * any other error unchanged. BERT-base at batch 64 (128 rows of 32 tokens) does not fit wasm's heap: its weights, moments and
  * gradients take ~1.8 GB and the activations kept for the backward pass the rest.
  */
 export function explainAbort(err: unknown, what: string, lower = OOM_LOWER): unknown {

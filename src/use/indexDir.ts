@@ -138,7 +138,6 @@ export function checkFields(raw: Record<string, unknown>, fields: readonly (read
   }
 }
 
-
 /**
  * Reads and checks meta.json of an index directory: a UserError naming the file when it is missing, not JSON, not
  * an index's (no `"format": "micse-index"`) or lacks a field the code reads.

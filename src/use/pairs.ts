@@ -3,7 +3,7 @@
  * from similarity.ts (which embeds them) so that the CLI refuses its arguments and a bad pairs file having loaded the
  * readers alone, not TF.js nor the tokenizer.
  */
-import { readLines } from '../data/readers.js';
+import { cannotReadError, readLines } from '../data/readers.js';
 import { UserError } from '../errors.js';
 
 export type SentencePair = readonly [string, string];
@@ -40,7 +40,7 @@ export async function readPairsFile(file: string, columns: readonly [number, num
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (err instanceof UserError || typeof code !== 'string') throw err;
-    throw new UserError(`cannot read pairs file ${file}: ${code}`);
+    throw cannotReadError('pairs file', file, err);
   }
   if (out.length === 0) throw new UserError(`${file}: no pairs (the file is empty)`);
   return out;
